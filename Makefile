@@ -1,0 +1,39 @@
+# archsearch: two commands on a fresh machine.
+#   make demo   set everything up and run an end-to-end search on embedded defaults
+#   make test   set everything up and run the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint proto clean
+
+setup: $(STAMP)
+
+# torch first, pinned: a CPU wheel lies on disk; any other version downloads a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/archsearch demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -ra
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# Regenerate the gRPC stubs after editing proto/archsearch/v1/*.proto (tests check they match).
+proto: $(STAMP)
+	$(PY) -m archsearch.server._protogen
+
+clean:
+	rm -rf $(VENV) build *.egg-info

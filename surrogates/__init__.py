@@ -1,0 +1,1 @@
+"""archsearch surrogates."""

@@ -1,1 +1,55 @@
-"""archsearch spaces."""
+"""Design spaces: typed candidates, validation, sampling and Optuna parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archsearch.spaces._base import DesignSpace
+from archsearch.spaces._bert import BertSpace, bert_parameter_count
+from archsearch.spaces._candidate import (
+    CANDIDATE_VERSION,
+    DEFAULT_DATA,
+    DEFAULT_RECIPE,
+    Candidate,
+    validate_data,
+    validate_recipe,
+)
+from archsearch.spaces._errors import SpecError
+from archsearch.spaces._flexibert_small import FlexiBertSmallSpace
+from archsearch.spaces._table import TABLE_TASK_NAMES, NasTable, load_table
+
+SPACES: dict[str, type[DesignSpace]] = {
+    BertSpace.name: BertSpace,
+    FlexiBertSmallSpace.name: FlexiBertSmallSpace,
+}
+
+
+def make_space(name: str, options: dict[str, Any] | None = None) -> DesignSpace:
+    """Builds the design space ``name`` with ``options``; SpecError for unknown names/options."""
+    try:
+        cls = SPACES[name]
+    except KeyError as e:
+        raise SpecError("space", f"unknown space {name!r}", f"one of {', '.join(SPACES)}") from e
+    if options is not None and not isinstance(options, dict):
+        raise SpecError("space_options", "must be a JSON object")
+    return cls(**(options or {}))
+
+
+__all__ = [
+    "CANDIDATE_VERSION",
+    "DEFAULT_DATA",
+    "DEFAULT_RECIPE",
+    "SPACES",
+    "TABLE_TASK_NAMES",
+    "BertSpace",
+    "Candidate",
+    "DesignSpace",
+    "FlexiBertSmallSpace",
+    "NasTable",
+    "SpecError",
+    "bert_parameter_count",
+    "load_table",
+    "make_space",
+    "validate_data",
+    "validate_recipe",
+]

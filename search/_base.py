@@ -1,0 +1,40 @@
+"""The search-loop interface the server drives.
+
+A loop owns how the next candidate is chosen. The server calls ``ask(study, space)`` when a
+worker needs work and the study has budget left; the loop returns a RUNNING ``optuna.Trial``
+whose parameters are set (through the space's ``suggest``) and the architecture it stands for.
+Results reach the loop through the Optuna storage (``study.tell`` is called by the server), so
+loops that model the history read it from ``study.get_trials`` and keep no state the database
+lacks: a restarted server rebuilds every loop from the study's spec and storage.
+
+Contract for subclasses:
+    * ``ask`` is called under a per-study lock; it may call ``study.ask`` once (and may
+      ``study.enqueue_trial`` before it, to impose parameters chosen by its own model).
+    * ``sampler`` is the Optuna sampler the study is opened with (loops that choose candidates
+      themselves return a sampler that only replays enqueued parameters).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import optuna
+from archsearch.spaces import DesignSpace
+
+
+class SearchLoop(abc.ABC):
+    """Chooses candidates for one study. Subclasses: ``OptunaSamplerLoop`` (random/TPE/...)."""
+
+    #: Registry name used in search specs.
+    name: str = ""
+
+    @property
+    @abc.abstractmethod
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        """The sampler the study object is opened with."""
+
+    def ask(self, study: optuna.Study, space: DesignSpace) -> tuple[optuna.Trial, dict[str, Any]]:
+        """Creates (or pops a queued) trial and returns it with its architecture."""
+        trial = study.ask()
+        return trial, space.suggest(trial)

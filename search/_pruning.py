@@ -1,0 +1,108 @@
+"""Pruning decisions made on the server, for single- and multi-objective studies.
+
+Workers report intermediate values of the study's *intermediate metric*, which is always the
+metric of the first objective. The server writes them to the storage and asks an Optuna pruner.
+
+Optuna refuses ``Trial.report``/``should_prune`` in multi-objective studies. archsearch's rule
+for them, applied with the same pruners: **a multi-objective trial is judged on its first
+objective alone** — the pruner sees a view of the study whose single direction is the first
+objective's, and compares the trial's intermediate values with those of the other trials at
+the same steps exactly as it would in a single-objective study. The other objectives (size,
+FLOPs, latency) are known before training and do not change while it runs, so early-stopping on
+them would be meaningless; the score is the only objective a learning curve predicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from archsearch.spaces import SpecError
+from optuna.study import StudyDirection
+
+_PRUNER_OPTIONS: dict[str, set[str]] = {
+    "none": set(),
+    "median": {"n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"},
+    "successive_halving": {
+        "min_resource",
+        "reduction_factor",
+        "min_early_stopping_rate",
+        "bootstrap_count",
+    },
+    "hyperband": {"min_resource", "max_resource", "reduction_factor", "bootstrap_count"},
+}
+
+
+def make_pruner(config: dict[str, Any] | None, n_objectives: int = 1) -> optuna.pruners.BasePruner:
+    """Builds a pruner from the spec's ``pruner`` object; SpecError on bad input."""
+    config = dict(config or {"type": "none"})
+    kind = config.pop("type", "none")
+    if kind not in _PRUNER_OPTIONS:
+        raise SpecError(
+            "pruner.type", f"unknown pruner {kind!r}", f"one of {', '.join(_PRUNER_OPTIONS)}"
+        )
+    unknown = sorted(set(config) - _PRUNER_OPTIONS[kind])
+    if unknown:
+        raise SpecError(
+            f"pruner.{unknown[0]}",
+            f"not an option of the {kind} pruner",
+            f"options: {', '.join(sorted(_PRUNER_OPTIONS[kind])) or 'none'}",
+        )
+    if kind == "hyperband" and n_objectives > 1:
+        # Hyperband's bracket studies re-open the study from storage and so see every
+        # objective's direction; Optuna's Hyperband cannot run on a multi-objective study.
+        raise SpecError(
+            "pruner.type",
+            "hyperband cannot prune a multi-objective study",
+            "use median or successive_halving, which archsearch applies to the first objective",
+        )
+    try:
+        if kind == "none":
+            return optuna.pruners.NopPruner()
+        if kind == "median":
+            return optuna.pruners.MedianPruner(**config)
+        if kind == "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner(**config)
+        return optuna.pruners.HyperbandPruner(**config)
+    except (TypeError, ValueError) as e:
+        raise SpecError("pruner", f"{kind}: {e}") from e
+
+
+class ServerStudy(optuna.Study):
+    """The study object the server opens for every archsearch study.
+
+    Identical to ``optuna.Study`` except that ``direction`` answers the first objective's
+    direction in multi-objective studies instead of raising. Optuna's TPE sampler ranks PRUNED
+    trials with ``study.direction`` even in multi-objective studies (it never expects them
+    there); under archsearch's rule pruned trials are ranked on the first objective, so this is
+    the direction it must see.
+    """
+
+    @property
+    def direction(self) -> StudyDirection:
+        return self.directions[0]
+
+
+class PrimaryObjectiveView(ServerStudy):
+    """A study that presents only the first objective to a pruner (see the module docstring).
+
+    It shares the storage, sampler and pruner of ``study``.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        super().__init__(
+            study_name=study.study_name,
+            storage=study._storage,
+            sampler=study.sampler,
+            pruner=study.pruner,
+        )
+        self._directions = self._directions[:1]
+
+
+def should_prune(study: optuna.Study, trial_id: int) -> bool:
+    """Asks the study's pruner about the trial's latest intermediate value."""
+    if isinstance(study.pruner, optuna.pruners.NopPruner):
+        return False
+    view = study if len(study.directions) == 1 else PrimaryObjectiveView(study)
+    frozen = study._storage.get_trial(trial_id)
+    return bool(study.pruner.prune(view, frozen))

@@ -1,0 +1,121 @@
+"""Converters between protobuf messages and domain objects (the only place that knows both)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from archsearch.server._errors import InvalidArgument
+from archsearch.server._studies import (
+    COMPLETED,
+    RUNNING,
+    STOPPED,
+    Grant,
+    StudyHandle,
+    StudyManager,
+)
+from archsearch.v1 import archsearch_pb2 as pb
+from optuna.trial import FrozenTrial, TrialState
+
+TRIAL_STATE_TO_PB = {
+    TrialState.RUNNING: pb.RUNNING,
+    TrialState.COMPLETE: pb.COMPLETE,
+    TrialState.PRUNED: pb.PRUNED,
+    TrialState.FAIL: pb.FAIL,
+    TrialState.WAITING: pb.WAITING,
+}
+TRIAL_STATE_FROM_PB = {v: k for k, v in TRIAL_STATE_TO_PB.items()}
+STUDY_STATE_TO_PB = {
+    RUNNING: pb.STUDY_RUNNING,
+    STOPPED: pb.STUDY_STOPPED,
+    COMPLETED: pb.STUDY_COMPLETED,
+}
+DIRECTION_TO_PB = {"maximize": pb.MAXIMIZE, "minimize": pb.MINIMIZE}
+
+
+def _iso(dt: Any) -> str:
+    return dt.isoformat(timespec="seconds") if dt is not None else ""
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def trial_to_pb(t: FrozenTrial) -> pb.Trial:
+    metrics = t.user_attrs.get("metrics") or {}
+    return pb.Trial(
+        number=t.number,
+        state=TRIAL_STATE_TO_PB[t.state],
+        values=list(t.values or []) if t.state == TrialState.COMPLETE else [],
+        params_json=_json(t.params),
+        candidate_json=_json(t.user_attrs.get("candidate", {})),
+        metrics={k: float(v) for k, v in metrics.items()},
+        intermediate_values={int(k): float(v) for k, v in t.intermediate_values.items()},
+        started_at=_iso(t.datetime_start),
+        finished_at=_iso(t.datetime_complete),
+        attempt=len(t.system_attrs.get("retry_history", [])),
+        fail_reason=str(t.user_attrs.get("fail_reason", "")),
+        worker_id=str(t.user_attrs.get("worker", "")),
+    )
+
+
+def study_to_pb(manager: StudyManager, h: StudyHandle, with_best: bool = True) -> pb.Study:
+    counts = dict.fromkeys(TrialState, 0)
+    for t in manager.trials(h):
+        counts[t.state] += 1
+    msg = pb.Study(
+        name=h.spec.name,
+        spec_json=h.spec.to_json(),
+        state=STUDY_STATE_TO_PB[h.state],
+        objectives=[
+            pb.Objective(metric=o.metric, direction=DIRECTION_TO_PB[o.direction])
+            for o in h.spec.objectives
+        ],
+        n_trials=h.spec.n_trials,
+        n_complete=counts[TrialState.COMPLETE],
+        n_pruned=counts[TrialState.PRUNED],
+        n_fail=counts[TrialState.FAIL],
+        n_running=counts[TrialState.RUNNING],
+        n_waiting=counts[TrialState.WAITING],
+        created_at=h.created_at,
+    )
+    if with_best:
+        msg.best_trials.extend(trial_to_pb(t) for t in manager.best_trials(h))
+    return msg
+
+
+def grant_to_pb(g: Grant | None) -> pb.AcquireTrialResponse:
+    if g is None:
+        return pb.AcquireTrialResponse(has_trial=False)
+    return pb.AcquireTrialResponse(
+        has_trial=True,
+        lease=pb.Lease(
+            lease_id=g.lease_id,
+            study_name=g.study_name,
+            trial_number=g.trial_number,
+            deadline_unix=g.deadline_unix,
+        ),
+        candidate_json=g.candidate.to_json(),
+        trainer=g.trainer,
+        objective_metrics=list(g.objective_metrics),
+        intermediate_metric=g.intermediate_metric,
+    )
+
+
+def states_from_pb(states: Any) -> list[TrialState]:
+    out = []
+    for s in states:
+        if s not in TRIAL_STATE_FROM_PB:
+            raise InvalidArgument(f"states: {s} is not a trial state (use RUNNING..WAITING)")
+        out.append(TRIAL_STATE_FROM_PB[s])
+    return out
+
+
+def metrics_from_pb(metrics: Any) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if not math.isfinite(v):
+            raise InvalidArgument(f"metric {k!r} must be finite, got {v}")
+        out[str(k)] = float(v)
+    return out

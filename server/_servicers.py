@@ -1,0 +1,279 @@
+"""gRPC servicers: validate each request, call the study manager, convert the answer.
+
+Each method checks every field it receives before touching the storage, so a malformed request
+changes nothing; domain errors become one precise status (``_errors`` names the mapping).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from archsearch.server._convert import (
+    grant_to_pb,
+    metrics_from_pb,
+    states_from_pb,
+    study_to_pb,
+    trial_to_pb,
+)
+from archsearch.server._errors import InvalidArgument, ResourceExhausted, ServiceError
+from archsearch.server._spec import SearchSpec
+from archsearch.server._studies import StudyManager
+from archsearch.spaces import SpecError
+from archsearch.v1 import archsearch_pb2 as pb
+from archsearch.v1 import archsearch_pb2_grpc as pb_grpc
+
+log = logging.getLogger("archsearch.server")
+WORKER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+TRAINER_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+MAX_SPEC_BYTES = 256 * 1024
+MAX_PAGE = 1000
+
+R = TypeVar("R")
+
+
+def rpc(method: Callable[..., R]) -> Callable[..., R]:
+    """Turns domain errors into gRPC statuses; unexpected errors into INTERNAL (logged)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> R:
+        try:
+            return method(self, request, context)
+        except SpecError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except ServiceError as e:
+            context.abort(grpc.StatusCode[e.code], str(e))
+        except Exception as e:
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: {type(e).__name__}: {e}")
+        raise AssertionError("unreachable")  # context.abort raises
+
+    return wrapper
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise InvalidArgument(message)
+
+
+def _study_name(name: str, field: str = "name") -> str:
+    _require(bool(name), f"{field} is required")
+    _require(len(name) <= 100, f"{field} is longer than 100 characters")
+    return name
+
+
+def _lease_id(lease_id: str) -> str:
+    _require(bool(lease_id), "lease_id is required (from AcquireTrialResponse.lease)")
+    return lease_id
+
+
+class SearchServicer(pb_grpc.SearchServiceServicer):
+    """SearchService: what people and scripts call."""
+
+    def __init__(self, manager: StudyManager) -> None:
+        self.m = manager
+
+    @rpc
+    def LaunchSearch(
+        self, request: pb.LaunchSearchRequest, context: grpc.ServicerContext
+    ) -> pb.LaunchSearchResponse:
+        """Validates the spec completely (space, loop, pruner, objectives, recipe, data) before
+        creating anything: an invalid spec leaves the storage untouched."""
+        _require(bool(request.spec_json), "spec_json is required")
+        _require(
+            len(request.spec_json) <= MAX_SPEC_BYTES,
+            f"spec_json is larger than {MAX_SPEC_BYTES} bytes",
+        )
+        spec = SearchSpec.from_json(request.spec_json)
+        h = self.m.launch(spec)
+        return pb.LaunchSearchResponse(study=study_to_pb(self.m, h))
+
+    @rpc
+    def GetStudy(
+        self, request: pb.GetStudyRequest, context: grpc.ServicerContext
+    ) -> pb.GetStudyResponse:
+        h = self.m.get(_study_name(request.name))
+        return pb.GetStudyResponse(study=study_to_pb(self.m, h))
+
+    @rpc
+    def ListStudies(
+        self, request: pb.ListStudiesRequest, context: grpc.ServicerContext
+    ) -> pb.ListStudiesResponse:
+        return pb.ListStudiesResponse(
+            studies=[study_to_pb(self.m, h, with_best=False) for h in self.m.handles()]
+        )
+
+    @rpc
+    def ListTrials(
+        self, request: pb.ListTrialsRequest, context: grpc.ServicerContext
+    ) -> pb.ListTrialsResponse:
+        """Pages through trials by number. The page token is the next trial number to return,
+        so pages stay stable while new trials are added."""
+        h = self.m.get(_study_name(request.study_name, "study_name"))
+        size = request.page_size or 100
+        _require(
+            0 < size <= MAX_PAGE, f"page_size must be in 1..{MAX_PAGE}, got {request.page_size}"
+        )
+        start = 0
+        if request.page_token:
+            _require(
+                request.page_token.isdigit() and len(request.page_token) < 12,
+                f"invalid page_token {request.page_token[:20]!r}: pass next_page_token as received",
+            )
+            start = int(request.page_token)
+        states = states_from_pb(request.states)
+        trials = [t for t in self.m.trials(h, states or None) if t.number >= start]
+        trials.sort(key=lambda t: t.number)
+        page = trials[:size]
+        token = str(trials[size].number) if len(trials) > size else ""
+        return pb.ListTrialsResponse(trials=[trial_to_pb(t) for t in page], next_page_token=token)
+
+    @rpc
+    def StopSearch(
+        self, request: pb.StopSearchRequest, context: grpc.ServicerContext
+    ) -> pb.StopSearchResponse:
+        h = self.m.stop(_study_name(request.name))
+        return pb.StopSearchResponse(study=study_to_pb(self.m, h))
+
+
+def _capabilities(caps: pb.WorkerCapabilities) -> tuple[str, ...]:
+    trainers = tuple(caps.trainers)
+    _require(bool(trainers), "capabilities.trainers is required, for example ['bert']")
+    for t in trainers:
+        _require(
+            bool(TRAINER_RE.match(t)), f"capabilities.trainers: invalid trainer name {t[:40]!r}"
+        )
+    _require(
+        len(caps.device) <= 256 and len(caps.hostname) <= 256,
+        "capabilities: device/hostname too long",
+    )
+    _require(caps.memory_bytes >= 0, "capabilities.memory_bytes must be >= 0")
+    return trainers
+
+
+class WorkerServicer(pb_grpc.WorkerServiceServicer):
+    """WorkerService: what training machines call.
+
+    Args:
+        manager: the study manager.
+        max_long_polls: AcquireTrial calls allowed to wait at once; more get RESOURCE_EXHAUSTED.
+        max_poll_s: cap on AcquireTrialRequest.timeout_s.
+    """
+
+    def __init__(
+        self, manager: StudyManager, max_long_polls: int = 256, max_poll_s: float = 30.0
+    ) -> None:
+        self.m = manager
+        self.max_poll_s = max_poll_s
+        self.max_long_polls = max_long_polls
+        self._polls = threading.BoundedSemaphore(max_long_polls)
+
+    @rpc
+    def RegisterWorker(
+        self, request: pb.RegisterWorkerRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterWorkerResponse:
+        from archsearch.server import __version__
+
+        worker_id = request.worker_id
+        if not worker_id:
+            import uuid
+
+            worker_id = f"worker-{uuid.uuid4().hex[:12]}"
+        _require(
+            bool(WORKER_ID_RE.match(worker_id)),
+            f"invalid worker_id {worker_id[:40]!r}: 1-128 of [A-Za-z0-9._:-]",
+        )
+        caps = request.capabilities
+        trainers = _capabilities(caps)
+        self.m.register(worker_id, trainers, caps.device, caps.memory_bytes, caps.hostname)
+        return pb.RegisterWorkerResponse(
+            worker_id=worker_id,
+            heartbeat_interval_s=self.m.heartbeat_interval_s,
+            lease_duration_s=self.m.lease_duration_s,
+            server_version=__version__,
+        )
+
+    @rpc
+    def AcquireTrial(
+        self, request: pb.AcquireTrialRequest, context: grpc.ServicerContext
+    ) -> pb.AcquireTrialResponse:
+        """Long poll: waits up to ``min(timeout_s, max_poll_s)`` for a trial this worker's
+        trainers can run. The number of simultaneous waits is capped so a crowd of idle workers
+        cannot take every server thread."""
+        _require(
+            bool(WORKER_ID_RE.match(request.worker_id)),
+            "worker_id is required (from RegisterWorker)",
+        )
+        trainers = _capabilities(request.capabilities)
+        _require(
+            math.isfinite(request.timeout_s) and request.timeout_s >= 0,
+            "timeout_s must be a finite number >= 0",
+        )
+        if request.study_name:
+            _study_name(request.study_name, "study_name")
+        timeout = min(request.timeout_s, self.max_poll_s)
+        remaining = context.time_remaining()
+        if remaining is not None:  # answer "no work" before the caller's deadline passes
+            timeout = max(0.0, min(timeout, remaining - 0.5))
+        if not self._polls.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"more than {self.max_long_polls} workers are waiting for trials; retry later "
+                "or start the server with a larger --max-long-polls"
+            )
+        try:
+            grant = self.m.acquire(request.worker_id, trainers, request.study_name, timeout)
+        finally:
+            self._polls.release()
+        return grant_to_pb(grant)
+
+    @rpc
+    def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> pb.HeartbeatResponse:
+        deadline, stop = self.m.heartbeat(_lease_id(request.lease_id))
+        return pb.HeartbeatResponse(deadline_unix=deadline, should_stop=stop)
+
+    @rpc
+    def ReportIntermediate(
+        self, request: pb.ReportIntermediateRequest, context: grpc.ServicerContext
+    ) -> pb.ReportIntermediateResponse:
+        lease = _lease_id(request.lease_id)
+        _require(math.isfinite(request.value), f"value must be finite, got {request.value}")
+        _require(request.step >= 0, f"step must be >= 0, got {request.step}")
+        prune, deadline = self.m.report(lease, request.step, request.value)
+        return pb.ReportIntermediateResponse(should_prune=prune, deadline_unix=deadline)
+
+    @rpc
+    def CompleteTrial(
+        self, request: pb.CompleteTrialRequest, context: grpc.ServicerContext
+    ) -> pb.CompleteTrialResponse:
+        lease = _lease_id(request.lease_id)
+        metrics = metrics_from_pb(request.metrics)
+        _require(bool(metrics), "metrics is required: at least the study's objective metrics")
+        values, _state = self.m.complete(lease, metrics, dict(request.info))
+        return pb.CompleteTrialResponse(values=values, state=pb.COMPLETE)
+
+    @rpc
+    def FailTrial(
+        self, request: pb.FailTrialRequest, context: grpc.ServicerContext
+    ) -> pb.FailTrialResponse:
+        requeued = self.m.fail(_lease_id(request.lease_id), request.reason, request.retryable)
+        return pb.FailTrialResponse(requeued=requeued)
+
+    @rpc
+    def ReleaseTrial(
+        self, request: pb.ReleaseTrialRequest, context: grpc.ServicerContext
+    ) -> pb.ReleaseTrialResponse:
+        requeued = self.m.fail(
+            _lease_id(request.lease_id),
+            request.reason or "released by worker",
+            retryable=True,
+            released=True,
+        )
+        return pb.ReleaseTrialResponse(requeued=requeued)

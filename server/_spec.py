@@ -1,0 +1,234 @@
+"""The search spec: what a person launches, validated before anything is created."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+from archsearch.search import LOOPS, make_loop, make_pruner
+from archsearch.spaces import (
+    DesignSpace,
+    SpecError,
+    make_space,
+    validate_data,
+    validate_recipe,
+)
+
+STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}$")
+TRAINERS = ("bert", "table")
+GLUE_TASK_IDS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+MAX_TRIALS = 100_000
+
+_KNOWN = {
+    "name",
+    "space",
+    "space_options",
+    "loop",
+    "loop_options",
+    "n_trials",
+    "task",
+    "objectives",
+    "trainer",
+    "pruner",
+    "seed",
+    "recipe",
+    "data",
+    "max_retries",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str  # "maximize" | "minimize"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpec:
+    """A validated search spec. ``to_dict`` is stored on the study; ``from_dict`` re-reads it."""
+
+    name: str
+    space: str
+    n_trials: int
+    loop: str = "tpe"
+    space_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    loop_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    objectives: tuple[Objective, ...] = (Objective("accuracy", "maximize"),)
+    trainer: str = "bert"
+    pruner: dict[str, Any] = dataclasses.field(default_factory=lambda: {"type": "none"})
+    seed: int = 0
+    recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    max_retries: int = 2
+
+    @property
+    def task(self) -> str:
+        return str(self.data["task"])
+
+    @property
+    def intermediate_metric(self) -> str:
+        return self.objectives[0].metric
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["objectives"] = [dataclasses.asdict(o) for o in self.objectives]
+        d["task"] = self.task
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def build_space(self) -> DesignSpace:
+        return make_space(self.space, self.space_options)
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchSpec:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError("spec", f"not valid JSON: {e}", "send a JSON object") from e
+        return cls.from_dict(obj)
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> SearchSpec:
+        """Validates every field; raises SpecError naming the first bad one and the fix."""
+        if not isinstance(obj, dict):
+            raise SpecError("spec", f"must be a JSON object, got {type(obj).__name__}")
+        unknown = sorted(set(obj) - _KNOWN)
+        if unknown:
+            raise SpecError(unknown[0], "unknown spec field", f"known: {', '.join(sorted(_KNOWN))}")
+
+        name = obj.get("name")
+        if not isinstance(name, str) or not STUDY_NAME_RE.match(name):
+            raise SpecError(
+                "name",
+                f"invalid study name {name!r}",
+                "1-100 of letters, digits, '.', '_' or '-', starting with a letter or digit",
+            )
+        n_trials = obj.get("n_trials")
+        if (
+            isinstance(n_trials, bool)
+            or not isinstance(n_trials, int)
+            or not 0 < n_trials <= MAX_TRIALS
+        ):
+            raise SpecError("n_trials", f"must be an int in 1..{MAX_TRIALS}, got {n_trials!r}")
+
+        seed = obj.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise SpecError("seed", f"must be an int in [0, 2^32), got {seed!r}")
+        max_retries = obj.get("max_retries", 2)
+        if (
+            isinstance(max_retries, bool)
+            or not isinstance(max_retries, int)
+            or not 0 <= max_retries <= 10
+        ):
+            raise SpecError("max_retries", f"must be an int in 0..10, got {max_retries!r}")
+
+        task = obj.get(
+            "task",
+            obj.get("data", {}).get("task", "sst2")
+            if isinstance(obj.get("data"), dict)
+            else "sst2",
+        )
+        if task not in GLUE_TASK_IDS:
+            raise SpecError("task", f"unknown task {task!r}", f"one of {', '.join(GLUE_TASK_IDS)}")
+        data_in = obj.get("data", {})
+        if not isinstance(data_in, dict):
+            raise SpecError("data", "must be a JSON object")
+        if "task" in data_in and data_in["task"] != task:
+            raise SpecError(
+                "data.task", f"{data_in['task']!r} contradicts task {task!r}", "give the task once"
+            )
+        data = validate_data({**data_in, "task": task})
+        recipe = validate_recipe(obj.get("recipe", {}))
+
+        objectives = _objectives(
+            obj.get("objectives", [{"metric": "accuracy", "direction": "maximize"}])
+        )
+
+        trainer = obj.get("trainer", "bert")
+        if trainer not in TRAINERS:
+            raise SpecError(
+                "trainer", f"unknown trainer {trainer!r}", f"one of {', '.join(TRAINERS)}"
+            )
+
+        space_name = obj.get("space")
+        if not isinstance(space_name, str):
+            raise SpecError("space", "missing", 'for example "bert" or "flexibert-small"')
+        space_options = obj.get("space_options", {})
+        if not isinstance(space_options, dict):
+            raise SpecError("space_options", "must be a JSON object")
+        if space_name == "flexibert-small" and "table" in space_options:
+            space_options = {"task": task, **space_options}
+        space = make_space(space_name, space_options)
+        if trainer == "table" and space_name != "flexibert-small":
+            raise SpecError(
+                "trainer",
+                "the table trainer looks up flexibert-small architectures",
+                "use space flexibert-small, or trainer bert",
+            )
+        if trainer == "bert" and space_name != "bert":
+            raise SpecError(
+                "trainer",
+                f"the bert trainer builds homogeneous BERT students, not {space_name}",
+                "use space bert, or trainer table for flexibert-small",
+            )
+
+        loop = obj.get("loop", "tpe")
+        if loop not in LOOPS:
+            raise SpecError("loop", f"unknown loop {loop!r}", f"one of {', '.join(LOOPS)}")
+        loop_options = obj.get("loop_options", {})
+        if not isinstance(loop_options, dict):
+            raise SpecError("loop_options", "must be a JSON object")
+        make_loop(loop, seed, len(objectives), loop_options)  # validates options
+
+        pruner = obj.get("pruner", {"type": "none"})
+        if isinstance(pruner, str):
+            pruner = {"type": pruner}
+        if not isinstance(pruner, dict):
+            raise SpecError("pruner", 'must be a JSON object like {"type": "median"}')
+        make_pruner(pruner, len(objectives))
+
+        return cls(
+            name=name,
+            space=space_name,
+            n_trials=n_trials,
+            loop=loop,
+            space_options=space.options(),
+            loop_options=dict(loop_options),
+            objectives=objectives,
+            trainer=trainer,
+            pruner=dict(pruner),
+            seed=seed,
+            recipe=recipe,
+            data=data,
+            max_retries=max_retries,
+        )
+
+
+def _objectives(raw: Any) -> tuple[Objective, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise SpecError("objectives", 'must be a non-empty list of {"metric", "direction"}')
+    out: list[Objective] = []
+    for i, o in enumerate(raw):
+        if isinstance(o, str):  # "accuracy:max" shorthand
+            name, _, d = o.partition(":")
+            o = {"metric": name, "direction": d or "maximize"}
+        if not isinstance(o, dict) or set(o) - {"metric", "direction"}:
+            raise SpecError(f"objectives[{i}]", 'must be {"metric": ..., "direction": ...}')
+        metric = o.get("metric")
+        if not isinstance(metric, str) or not METRIC_RE.match(metric):
+            raise SpecError(f"objectives[{i}].metric", f"invalid metric name {metric!r}")
+        direction = {"max": "maximize", "min": "minimize"}.get(
+            o.get("direction", "maximize"), o.get("direction")
+        )
+        if direction not in ("maximize", "minimize"):
+            raise SpecError(f"objectives[{i}].direction", f"{direction!r}", "maximize or minimize")
+        out.append(Objective(metric, direction))
+    metrics = [o.metric for o in out]
+    if len(set(metrics)) != len(metrics):
+        raise SpecError("objectives", f"metric listed twice: {metrics}")
+    return tuple(out)

@@ -1,0 +1,188 @@
+"""Building and running the gRPC server: services, auth, TLS, bounds, health and reflection."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from archsearch.server._auth import TokenAuthInterceptor
+from archsearch.server._servicers import SearchServicer, WorkerServicer
+from archsearch.server._studies import StudyManager
+from archsearch.v1 import archsearch_pb2 as pb
+from archsearch.v1 import archsearch_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger("archsearch.server")
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """The server cannot start with this configuration; the message says how to fix it."""
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    """Everything ``archsearch serve`` can set."""
+
+    storage: str = "sqlite:///archsearch.db"
+    host: str = "127.0.0.1"
+    port: int = 50051
+    admin_tokens: list[str] = dataclasses.field(default_factory=list)
+    worker_tokens: list[str] = dataclasses.field(default_factory=list)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    lease_duration_s: int = 60
+    heartbeat_interval_s: int = 10
+    max_long_polls: int = 256
+    max_poll_s: float = 30.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    threads: int = 0  # 0: max_long_polls + 32
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token_file(path: str) -> list[str]:
+    """Tokens from a file: one per line; blank lines and '#' comments ignored."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read token file {path}: {e.strerror}") from e
+    tokens = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not tokens:
+        raise ConfigError(f"token file {path} holds no token (one token per line)")
+    for t in tokens:
+        if len(t) < 16:
+            raise ConfigError(f"token file {path}: tokens must be at least 16 characters")
+    return tokens
+
+
+def check_bind(cfg: ServerConfig) -> None:
+    """Refuses to expose an unauthenticated server beyond this machine."""
+    if not (cfg.admin_tokens or cfg.worker_tokens) and not is_loopback(cfg.host):
+        raise ConfigError(
+            f"refusing to listen on {cfg.host} without tokens: anyone who can reach it could "
+            "launch searches and report results. Pass --admin-token-file and --worker-token-file "
+            "(and preferably --tls-cert/--tls-key), or listen on 127.0.0.1"
+        )
+    if cfg.admin_tokens and set(cfg.admin_tokens) & set(cfg.worker_tokens):
+        raise ConfigError("a token is both an admin and a worker token; use distinct tokens")
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if cfg.tls_client_ca and not cfg.tls_cert:
+        raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+
+
+def _credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
+    if not cfg.tls_cert:
+        return None
+    try:
+        key = Path(cfg.tls_key or "").read_bytes()
+        cert = Path(cfg.tls_cert).read_bytes()
+        ca = Path(cfg.tls_client_ca).read_bytes() if cfg.tls_client_ca else None
+    except OSError as e:
+        raise ConfigError(f"cannot read TLS file {e.filename}: {e.strerror}") from e
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    )
+
+
+class ArchsearchServer:
+    """A running server: the study manager plus the gRPC server around it."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        check_bind(cfg)
+        self.cfg = cfg
+        self.manager = StudyManager(cfg.storage, cfg.lease_duration_s, cfg.heartbeat_interval_s)
+        auth = TokenAuthInterceptor(cfg.admin_tokens, cfg.worker_tokens)
+        options = [
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        threads = cfg.threads or cfg.max_long_polls + 32
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
+            interceptors=[auth],
+            options=options,
+            maximum_concurrent_rpcs=threads * 4,
+        )
+        pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(self.manager), self.grpc_server)
+        pb_grpc.add_WorkerServiceServicer_to_server(
+            WorkerServicer(self.manager, cfg.max_long_polls, cfg.max_poll_s), self.grpc_server
+        )
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        names = (
+            pb.DESCRIPTOR.services_by_name["SearchService"].full_name,
+            pb.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, self.grpc_server)
+        address = f"{cfg.host}:{cfg.port}"
+        creds = _credentials(cfg)
+        try:
+            if creds is None:
+                self.port = self.grpc_server.add_insecure_port(address)
+            else:
+                self.port = self.grpc_server.add_secure_port(address, creds)
+        except RuntimeError as e:
+            self.manager.close()
+            raise ConfigError(f"cannot listen on {address}: {e}") from e
+        if self.port == 0:
+            self.manager.close()
+            raise ConfigError(f"cannot listen on {address}: port in use or address not local")
+        self.address = f"{cfg.host}:{self.port}"
+
+    def start(self) -> None:
+        self.manager.start()
+        self.grpc_server.start()
+        for svc in ("", "archsearch.v1.SearchService", "archsearch.v1.WorkerService"):
+            self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
+        auth = (
+            "tokens"
+            if (self.cfg.admin_tokens or self.cfg.worker_tokens)
+            else "no tokens (loopback only)"
+        )
+        tls = "TLS" if self.cfg.tls_cert else "plaintext"
+        log.info(
+            "archsearch server on %s (%s, %s), storage %s",
+            self.address,
+            tls,
+            auth,
+            self.cfg.storage,
+        )
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.grpc_server.stop(grace).wait()
+        self.manager.close()
+
+    def serve_forever(self) -> None:
+        """Runs until SIGINT/SIGTERM, then drains in-flight calls and exits."""
+        done = threading.Event()
+
+        def _stop(signum: int, _frame: object) -> None:
+            log.info("signal %d: shutting down", signum)
+            done.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        self.start()
+        done.wait()
+        self.stop()

@@ -1,0 +1,242 @@
+"""The Python client: ``SearchClient`` for people and scripts, ``WorkerClient`` for workers.
+
+Imports only grpc and the generated stubs, so a worker machine needs none of the search stack.
+Every call carries a deadline; errors surface as :class:`ClientError` with the gRPC status code
+and the server's message, which names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from archsearch.v1 import archsearch_pb2 as pb
+from archsearch.v1 import archsearch_pb2_grpc as pb_grpc
+
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+class ClientError(Exception):
+    """A failed call. ``code`` is the ``grpc.StatusCode``; ``details`` the server's message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, method: str = "") -> None:
+        self.code = code
+        self.details = details
+        self.method = method
+        super().__init__(
+            f"{method}: {code.name}: {details}" if method else f"{code.name}: {details}"
+        )
+
+    @property
+    def transient(self) -> bool:
+        """True for errors worth retrying (server down or busy, deadline passed)."""
+        return self.code in TRANSIENT
+
+
+def resolve_token(token: str | None = None, token_file: str | None = None) -> str | None:
+    """The token to send: explicit, else from ``token_file``, else ``$ARCHSEARCH_TOKEN``."""
+    if token:
+        return token
+    if token_file:
+        lines = [ln.strip() for ln in Path(token_file).read_text().splitlines()]
+        tokens = [ln for ln in lines if ln and not ln.startswith("#")]
+        if not tokens:
+            raise ValueError(f"token file {token_file} holds no token")
+        return tokens[0]
+    return os.environ.get("ARCHSEARCH_TOKEN") or None
+
+
+def make_channel(
+    target: str,
+    tls_ca: str | None = None,
+    tls: bool = False,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+) -> grpc.Channel:
+    """A channel to ``target`` (HOST:PORT); TLS when ``tls`` or a CA file is given."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        # Reconnect quickly after a server restart (the default backoff grows to 120 s).
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+    if tls or tls_ca:
+        root = Path(tls_ca).read_bytes() if tls_ca else None
+        cert = Path(client_cert).read_bytes() if client_cert else None
+        key = Path(client_key).read_bytes() if client_key else None
+        creds = grpc.ssl_channel_credentials(root, key, cert)
+        return grpc.secure_channel(target, creds, options=options)
+    return grpc.insecure_channel(target, options=options)
+
+
+class _Base:
+    def __init__(
+        self,
+        target: str,
+        token: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        channel: grpc.Channel | None = None,
+        tls_ca: str | None = None,
+        tls: bool = False,
+    ) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self._token = resolve_token(token)
+        self._channel = channel or make_channel(target, tls_ca=tls_ca, tls=tls)
+        self._metadata = (("authorization", f"Bearer {self._token}"),) if self._token else ()
+
+    def _call(self, stub_method: Any, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return stub_method(request, timeout=timeout or self.timeout_s, metadata=self._metadata)
+        except grpc.RpcError as e:
+            name = getattr(stub_method, "_method", b"")
+            method = name.decode().rsplit("/", 1)[-1] if isinstance(name, bytes) else ""
+            raise ClientError(e.code(), e.details() or "", method) from None
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Blocks until the channel connects; ClientError(UNAVAILABLE) after ``timeout_s``."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            raise ClientError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"no archsearch server answers at {self.target} after {timeout_s:.0f}s; "
+                "is `archsearch serve` running there?",
+            ) from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SearchClient(_Base):
+    """Launch, inspect and stop searches. Needs an admin token when the server has tokens."""
+
+    def __init__(self, target: str, **kw: Any) -> None:
+        super().__init__(target, **kw)
+        self._stub = pb_grpc.SearchServiceStub(self._channel)
+
+    def launch(self, spec: dict[str, Any] | str) -> pb.Study:
+        text = spec if isinstance(spec, str) else json.dumps(spec)
+        return self._call(self._stub.LaunchSearch, pb.LaunchSearchRequest(spec_json=text)).study
+
+    def get_study(self, name: str) -> pb.Study:
+        return self._call(self._stub.GetStudy, pb.GetStudyRequest(name=name)).study
+
+    def list_studies(self) -> list[pb.Study]:
+        return list(self._call(self._stub.ListStudies, pb.ListStudiesRequest()).studies)
+
+    def iter_trials(
+        self, study_name: str, page_size: int = 200, states: tuple[int, ...] = ()
+    ) -> Iterator[pb.Trial]:
+        """Every trial of a study, fetched page by page."""
+        token = ""
+        while True:
+            req = pb.ListTrialsRequest(
+                study_name=study_name, page_size=page_size, page_token=token, states=list(states)
+            )
+            resp = self._call(self._stub.ListTrials, req)
+            yield from resp.trials
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def list_trials(self, study_name: str, **kw: Any) -> list[pb.Trial]:
+        return list(self.iter_trials(study_name, **kw))
+
+    def stop(self, name: str) -> pb.Study:
+        return self._call(self._stub.StopSearch, pb.StopSearchRequest(name=name)).study
+
+
+class WorkerClient(_Base):
+    """The worker's side of the protocol: thin, typed wrappers around WorkerService."""
+
+    def __init__(self, target: str, **kw: Any) -> None:
+        super().__init__(target, **kw)
+        self.stub = pb_grpc.WorkerServiceStub(self._channel)
+
+    def register(
+        self, worker_id: str, capabilities: pb.WorkerCapabilities
+    ) -> pb.RegisterWorkerResponse:
+        return self._call(
+            self.stub.RegisterWorker,
+            pb.RegisterWorkerRequest(worker_id=worker_id, capabilities=capabilities),
+        )
+
+    def acquire_future(
+        self,
+        worker_id: str,
+        capabilities: pb.WorkerCapabilities,
+        timeout_s: float,
+        study_name: str = "",
+    ) -> grpc.Future:
+        """Starts a long poll; the caller waits on (or cancels) the returned future."""
+        req = pb.AcquireTrialRequest(
+            worker_id=worker_id,
+            capabilities=capabilities,
+            study_name=study_name,
+            timeout_s=timeout_s,
+        )
+        return self.stub.AcquireTrial.future(req, timeout=timeout_s + 10.0, metadata=self._metadata)
+
+    def acquire(
+        self,
+        worker_id: str,
+        capabilities: pb.WorkerCapabilities,
+        timeout_s: float = 0.0,
+        study_name: str = "",
+    ) -> pb.AcquireTrialResponse:
+        req = pb.AcquireTrialRequest(
+            worker_id=worker_id,
+            capabilities=capabilities,
+            study_name=study_name,
+            timeout_s=timeout_s,
+        )
+        return self._call(self.stub.AcquireTrial, req, timeout=timeout_s + 10.0)
+
+    def heartbeat(self, lease_id: str) -> pb.HeartbeatResponse:
+        return self._call(self.stub.Heartbeat, pb.HeartbeatRequest(lease_id=lease_id))
+
+    def report(self, lease_id: str, step: int, value: float) -> pb.ReportIntermediateResponse:
+        return self._call(
+            self.stub.ReportIntermediate,
+            pb.ReportIntermediateRequest(lease_id=lease_id, step=step, value=value),
+        )
+
+    def complete(
+        self, lease_id: str, metrics: dict[str, float], info: dict[str, str] | None = None
+    ) -> pb.CompleteTrialResponse:
+        return self._call(
+            self.stub.CompleteTrial,
+            pb.CompleteTrialRequest(lease_id=lease_id, metrics=metrics, info=info or {}),
+        )
+
+    def fail(self, lease_id: str, reason: str, retryable: bool) -> pb.FailTrialResponse:
+        return self._call(
+            self.stub.FailTrial,
+            pb.FailTrialRequest(lease_id=lease_id, reason=reason, retryable=retryable),
+        )
+
+    def release(self, lease_id: str, reason: str = "") -> pb.ReleaseTrialResponse:
+        return self._call(
+            self.stub.ReleaseTrial, pb.ReleaseTrialRequest(lease_id=lease_id, reason=reason)
+        )

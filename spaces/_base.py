@@ -1,0 +1,57 @@
+"""The design-space interface.
+
+A design space turns Optuna suggestions into architectures and back, validates architectures
+that come from elsewhere (a user's spec, a retry, another loop), samples uniformly, and names
+its parameters so the dashboard is readable.
+
+Contract for subclasses:
+    * ``suggest(trial)`` uses only ``trial.suggest_*`` (define-by-run) and returns an architecture
+      that ``validate`` accepts. Parameter names are stable across trials, and a name's
+      distribution never changes (Optuna refuses dynamic value spaces), so conditional choices
+      get their own names.
+    * ``validate(arch)`` returns the normalised architecture or raises ``SpecError`` naming the
+      field.
+    * ``to_params(arch)`` returns exactly the parameters ``suggest`` would have set for ``arch``,
+      so ``enqueue_trial(to_params(arch))`` followed by ``suggest`` rebuilds ``arch``.
+    * Options passed to the constructor are validated there (unknown option -> ``SpecError``).
+"""
+
+from __future__ import annotations
+
+import abc
+import random
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+
+class DesignSpace(abc.ABC):
+    """A space of architectures. Subclasses: ``BertSpace``, ``FlexiBertSmallSpace``."""
+
+    #: Registry name used in search specs ("bert", "flexibert-small").
+    name: str = ""
+
+    @abc.abstractmethod
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Chooses an architecture through ``trial.suggest_*`` calls."""
+
+    @abc.abstractmethod
+    def validate(self, architecture: Any) -> dict[str, Any]:
+        """Returns the normalised architecture; raises SpecError when it is not in the space."""
+
+    @abc.abstractmethod
+    def sample(self, rng: random.Random) -> dict[str, Any]:
+        """Draws an architecture uniformly at random."""
+
+    @abc.abstractmethod
+    def to_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
+        """The Optuna parameters ``suggest`` would set for ``architecture``."""
+
+    @abc.abstractmethod
+    def describe(self, architecture: dict[str, Any]) -> str:
+        """A compact one-line description for tables and the dashboard."""
+
+    def options(self) -> dict[str, Any]:
+        """The options this space was built with (JSON-serialisable)."""
+        return {}

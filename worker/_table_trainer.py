@@ -1,0 +1,61 @@
+"""The ``table`` trainer: answers with the score a tabular NAS benchmark recorded.
+
+It drives load tests, fault tests and algorithm benchmarks without GPUs: "training" a candidate
+means looking up its architecture in the table, after an optional simulated duration during
+which the trial heartbeats and can be stopped like a real one.
+"""
+
+from __future__ import annotations
+
+import time
+
+from archsearch.spaces import Candidate, FlexiBertSmallSpace, SpecError, load_table
+from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrainResult
+
+# The table records each task's main dev metric; these are the names archsearch gives them.
+TABLE_METRIC = {"cola": "mcc", "stsb": "pearson", "mrpc": "f1", "qqp": "f1"}
+
+
+class TableTrainer(Trainer):
+    """Looks candidates up in a FlexiBERT-format table.
+
+    Args:
+        table_path: the table JSON (for example ``dataset_small_sst2.json``).
+        duration_s: simulated training time per candidate.
+    """
+
+    name = "table"
+
+    def __init__(self, table_path: str, duration_s: float = 0.0) -> None:
+        self.table = load_table(str(table_path))
+        self.duration_s = duration_s
+        self._space = FlexiBertSmallSpace()
+
+    def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
+        if candidate.space != FlexiBertSmallSpace.name:
+            raise CandidateError(
+                f"the table trainer looks up flexibert-small candidates, not {candidate.space}"
+            )
+        try:
+            arch = self._space.validate(candidate.architecture)
+        except SpecError as e:
+            raise CandidateError(f"not a flexibert-small architecture: {e}") from e
+        task = str(candidate.data["task"])
+        score = self.table.score(arch, task)
+        if score is None:
+            raise CandidateError(
+                f"{self._space.describe(arch)} has no {task} score in {self.table.path}"
+            )
+        end = time.monotonic() + self.duration_s
+        while (left := end - time.monotonic()) > 0:
+            context.check()
+            time.sleep(min(left, 0.05))
+        context.check()
+        metric = TABLE_METRIC.get(task, "accuracy")
+        metrics = {metric: score, "score": score}
+        missing = [m for m in context.objective_metrics if m not in metrics]
+        if missing:
+            raise CandidateError(
+                f"the table trainer cannot measure {missing}; it gives {sorted(metrics)}"
+            )
+        return TrainResult(metrics=metrics, info={"table": str(self.table.path), "task": task})

@@ -1,0 +1,86 @@
+"""The trainer interface: what a worker runs for one leased candidate.
+
+A trainer is given a :class:`~archsearch.spaces.Candidate` and a :class:`TrainContext`. It trains
+and evaluates, calling ``context.report(step, value)`` for intermediate values of the study's
+intermediate metric; when ``report`` returns True (the server pruned the trial) or
+``context.should_stop()`` becomes True (lease lost, study stopped, SIGTERM), it must return at once
+by raising :class:`TrialStopped`. It returns a :class:`TrainResult` whose ``metrics`` hold every
+raw metric (task metrics and cost metrics) it measured.
+
+Contract:
+    * ``train`` is called from the worker's main thread; heartbeats run on another thread.
+    * A failure of the candidate itself (invalid architecture for this trainer, diverged loss)
+      raises :class:`CandidateError` (not retried). Any other exception is treated as a failure
+      of the machine and the candidate is retried elsewhere (bounded by the study's retries).
+    * Metrics must be finite floats; ``info`` is free text (device, seed, data hash, versions).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable
+
+from archsearch.spaces import Candidate
+
+
+class TrialStopped(Exception):
+    """Raised inside a trainer to end a trial early (pruned, stopped or handed back)."""
+
+
+class CandidateError(Exception):
+    """The candidate cannot be trained by this trainer; retrying elsewhere would not help."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    metrics: dict[str, float]
+    info: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class TrainContext:
+    """What a trainer may ask of the worker while it trains one candidate.
+
+    Args:
+        report: ``report(step, value) -> should_prune``; sends an intermediate value.
+        should_stop: returns True once the trial must end (lease lost, study stopped, SIGTERM).
+        intermediate_metric: name of the metric ``report`` expects (for example "accuracy").
+        objective_metrics: metric names the final result must contain.
+        device: torch device string the trainer should use ("cpu", "cuda", "cuda:1").
+    """
+
+    def __init__(
+        self,
+        report: Callable[[int, float], bool] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        intermediate_metric: str = "",
+        objective_metrics: tuple[str, ...] = (),
+        device: str = "cpu",
+    ) -> None:
+        self._report = report
+        self._should_stop = should_stop
+        self.intermediate_metric = intermediate_metric
+        self.objective_metrics = tuple(objective_metrics)
+        self.device = device
+
+    def report(self, step: int, value: float) -> None:
+        """Sends an intermediate value; raises TrialStopped when the trial must end."""
+        if self._report is not None and self._report(step, value):
+            raise TrialStopped(f"pruned at step {step}")
+        self.check()
+
+    def check(self) -> None:
+        """Raises TrialStopped when the worker asked the trial to end."""
+        if self._should_stop is not None and self._should_stop():
+            raise TrialStopped("stop requested")
+
+
+class Trainer(abc.ABC):
+    """Trains and evaluates one candidate. Subclasses: ``BertTrainer``, ``TableTrainer``."""
+
+    #: Name workers advertise and search specs select ("bert", "table").
+    name: str = ""
+
+    @abc.abstractmethod
+    def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
+        """Trains ``candidate`` and returns its metrics. See the module docstring's contract."""

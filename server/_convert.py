@@ -6,6 +6,8 @@ import json
 import math
 from typing import Any
 
+from optuna.trial import FrozenTrial, TrialState
+
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._studies import (
     COMPLETED,
@@ -16,7 +18,6 @@ from archsearch.server._studies import (
     StudyManager,
 )
 from archsearch.v1 import archsearch_pb2 as pb
-from optuna.trial import FrozenTrial, TrialState
 
 TRIAL_STATE_TO_PB = {
     TrialState.RUNNING: pb.RUNNING,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
+
 from archsearch.server._convert import (
     grant_to_pb,
     metrics_from_pb,

@@ -9,9 +9,10 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from archsearch.server._errors import InvalidArgument
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
+
+from archsearch.server._errors import InvalidArgument
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -41,6 +41,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
+
 from archsearch.search import SearchLoop, ServerStudy, make_loop, make_pruner, should_prune
 from archsearch.server._errors import (
     AlreadyExists,
@@ -51,7 +53,6 @@ from archsearch.server._errors import (
 from archsearch.server._spec import METRIC_RE, SearchSpec
 from archsearch.server._storage import open_storage
 from archsearch.spaces import Candidate, DesignSpace, SpecError
-from optuna.trial import FrozenTrial, TrialState
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 # The server drives heartbeats itself (record_heartbeat/fail_stale_trials), not Study.optimize.
@@ -68,6 +69,7 @@ RUNNING, STOPPED, COMPLETED = "running", "stopped", "completed"
 MAX_METRICS = 256
 MAX_INFO = 64
 MAX_TEXT = 2000
+MAX_DUPLICATE_ASKS = 20
 
 
 def _now_iso() -> str:
@@ -379,12 +381,13 @@ class StudyManager:
             if not waiting and originals >= h.spec.n_trials:
                 self._maybe_complete(h, trials)
                 return None
-            trial, arch = h.loop.ask(h.study, h.space)
-            tid = trial._trial_id
-            frozen = self.storage.get_trial(tid)
-            if "candidate" in frozen.user_attrs:  # a re-queued candidate keeps its spec
-                candidate = Candidate.from_dict(frozen.user_attrs["candidate"])
-            else:
+            for _ in range(MAX_DUPLICATE_ASKS):
+                trial, arch = h.loop.ask(h.study, h.space)
+                tid = trial._trial_id
+                frozen = self.storage.get_trial(tid)
+                if "candidate" in frozen.user_attrs:  # a re-queued candidate keeps its spec
+                    candidate = Candidate.from_dict(frozen.user_attrs["candidate"])
+                    break
                 candidate = Candidate(
                     space=h.spec.space,
                     architecture=arch,
@@ -393,6 +396,17 @@ class StudyManager:
                 )
                 self.storage.set_trial_user_attr(tid, "candidate", candidate.to_dict())
                 self.storage.set_trial_user_attr(tid, "arch", h.space.describe(arch))
+                if not self._reuse_duplicate(h, trials, trial, candidate):
+                    break
+                trials = self.trials(h)
+                if (
+                    sum(1 for t in trials if "failed_trial" not in t.system_attrs)
+                    >= h.spec.n_trials
+                ):
+                    self._maybe_complete(h, trials)
+                    return None
+            else:
+                return None  # the loop keeps proposing evaluated candidates; ask again later
             lease_id = f"{h.study_id}.{tid}.{secrets.token_hex(12)}"
             self.storage.set_trial_user_attr(tid, "worker", worker_id)
             self.storage.set_trial_user_attr(
@@ -410,6 +424,36 @@ class StudyManager:
                 objective_metrics=tuple(o.metric for o in h.spec.objectives),
                 intermediate_metric=h.spec.intermediate_metric,
             )
+
+    def _reuse_duplicate(
+        self, h: StudyHandle, trials: list[FrozenTrial], trial: optuna.Trial, candidate: Candidate
+    ) -> bool:
+        """Completes ``trial`` at once when an identical candidate is already COMPLETE.
+
+        Samplers re-propose evaluated points in small discrete spaces (TPE does); training the
+        same candidate with the same recipe and seed again would only cost a worker's time. The
+        trial records the result it reused (``duplicate_of``) so the budget and the sampler's
+        history stay honest.
+        """
+        fingerprint = candidate.fingerprint()
+        for t in trials:
+            if t.state != TrialState.COMPLETE or "candidate" not in t.user_attrs:
+                continue
+            if Candidate.from_dict(t.user_attrs["candidate"]).fingerprint() != fingerprint:
+                continue
+            self.storage.set_trial_user_attr(trial._trial_id, "duplicate_of", t.number)
+            self.storage.set_trial_user_attr(
+                trial._trial_id, "metrics", t.user_attrs.get("metrics", {})
+            )
+            h.study.tell(trial.number, list(t.values or []))
+            log.info(
+                "trial %d of %s repeats trial %d; reused its result",
+                trial.number,
+                h.spec.name,
+                t.number,
+            )
+            return True
+        return False
 
     def _leased(self, lease_id: str) -> tuple[StudyHandle, FrozenTrial]:
         """The handle and current trial of a lease; NotFound for leases never issued."""

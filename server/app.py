@@ -11,13 +11,14 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from archsearch.server._auth import TokenAuthInterceptor
 from archsearch.server._servicers import SearchServicer, WorkerServicer
 from archsearch.server._studies import StudyManager
 from archsearch.v1 import archsearch_pb2 as pb
 from archsearch.v1 import archsearch_pb2_grpc as pb_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 log = logging.getLogger("archsearch.server")
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024

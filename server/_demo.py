@@ -1,0 +1,181 @@
+"""``archsearch demo``: the whole service on one machine, with real training.
+
+A server on a free loopback port with a SQLite file, worker processes with the ``bert`` trainer
+on the CPU, a TPE search of tiny BERT students on SST-2 with median pruning, live progress, a
+final table and the command that opens optuna-dashboard on the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from archsearch.server._format import TRIAL_STATE_NAMES, describe, format_study
+from archsearch.server.app import ArchsearchServer, ServerConfig
+from archsearch.server.client import SearchClient
+from archsearch.v1 import archsearch_pb2 as pb
+
+DEMO_SPACE = {
+    "num_hidden_layers": [1, 2, 3],
+    "hidden_size": [64, 128],
+    "num_attention_heads": [2, 4],
+    "intermediate_ratio": [2, 4],
+}
+
+
+def demo_spec(name: str, trials: int, steps: int) -> dict[str, object]:
+    return {
+        "name": name,
+        "space": "bert",
+        "space_options": DEMO_SPACE,
+        "loop": "tpe",
+        "loop_options": {"n_startup_trials": 4},
+        "n_trials": trials,
+        "task": "sst2",
+        "trainer": "bert",
+        "objectives": [{"metric": "accuracy", "direction": "maximize"}],
+        "pruner": {"type": "median", "n_startup_trials": 4, "n_warmup_steps": steps // 2},
+        "recipe": {
+            "max_steps": steps,
+            "eval_every": max(1, steps // 3),
+            "batch_size": 32,
+            "max_seq_length": 64,
+            "learning_rate": 1e-3,
+            "warmup_ratio": 0.1,
+            "seed": 0,
+        },
+        # 20k training sentences (of 67k) and the whole SST-2 dev set (872).
+        "data": {"train_subset": 20000, "eval_subset": 0},
+        "seed": 0,
+    }
+
+
+def _start_worker(
+    i: int, address: str, study: str, glue_dir: str, workdir: Path
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    # One thread per worker: the workers share this machine's cores.
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    log = open(workdir / f"worker-{i}.log", "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "archsearch.server.cli",
+            "worker",
+            "--server",
+            address,
+            "--trainer",
+            "bert",
+            "--study",
+            study,
+            "--glue-dir",
+            glue_dir,
+            "--worker-id",
+            f"demo-worker-{i}",
+            "--poll-seconds",
+            "5",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from archsearch.worker._glue import resolve_glue_dir
+
+    glue_dir, how = resolve_glue_dir(args.glue_dir)
+    print(f"GLUE data: {how}")
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / "archsearch-demo.db"
+    storage = f"sqlite:///{db}"
+    name = "demo-sst2-tpe-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+    logging.getLogger("archsearch.server").setLevel(logging.WARNING)  # the progress lines say it
+    server = ArchsearchServer(
+        ServerConfig(
+            storage=storage, host="127.0.0.1", port=0, lease_duration_s=120, heartbeat_interval_s=10
+        )
+    )
+    server.start()
+    print(f"server on {server.address}, storage {storage}")
+    workers: list[subprocess.Popen[bytes]] = []
+    started = time.monotonic()
+    try:
+        client = SearchClient(server.address)
+        study = client.launch(demo_spec(name, args.trials, args.steps))
+        print(
+            f"launched {study.name}: {args.trials} tiny BERT students on SST-2, TPE, "
+            f"{args.steps} steps each, median pruning; {args.workers} CPU workers "
+            f"(logs in {workdir})\n"
+        )
+        for i in range(args.workers):
+            workers.append(_start_worker(i, server.address, name, str(glue_dir), workdir))
+        seen: dict[int, int] = {}
+        while True:
+            study = client.get_study(name)
+            for t in client.list_trials(name):
+                if seen.get(t.number) == t.state:
+                    continue
+                seen[t.number] = t.state
+                _print_event(started, t)
+            if study.state != pb.STUDY_RUNNING:
+                break
+            if all(w.poll() is not None for w in workers):
+                print("every worker exited; see the worker logs", file=sys.stderr)
+                return 1
+            time.sleep(2)
+        trials = client.list_trials(name)
+        print()
+        print(format_study(study, trials))
+        print(f"\nfinished in {time.monotonic() - started:.0f}s")
+        print("\nlook at it in optuna-dashboard:")
+        print(f"  {Path(sys.executable).parent / 'optuna-dashboard'} {storage}")
+        print("or serve it again and query it from the command line:")
+        print(f"  archsearch serve --storage {storage} &  archsearch show {name}")
+        return 0
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in workers:
+            try:
+                w.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+        server.stop()
+
+
+def _print_event(started: float, t: pb.Trial) -> None:
+    clock = time.monotonic() - started
+    stamp = f"[{int(clock // 60):02d}:{int(clock % 60):02d}]"
+    state = TRIAL_STATE_NAMES[t.state]
+    arch = describe(t.candidate_json)
+    if t.state == pb.RUNNING:
+        print(f"{stamp} trial {t.number:2d} started   {arch}  on {t.worker_id}", flush=True)
+    elif t.state == pb.COMPLETE:
+        extra = f"params={t.metrics.get('params', 0) / 1e6:.2f}M"
+        print(
+            f"{stamp} trial {t.number:2d} complete  accuracy={t.metrics['accuracy']:.4f}  "
+            f"{extra}  {arch}",
+            flush=True,
+        )
+    elif t.state == pb.PRUNED:
+        last = max(t.intermediate_values) if t.intermediate_values else 0
+        val = t.intermediate_values.get(last, float("nan"))
+        print(
+            f"{stamp} trial {t.number:2d} pruned    at step {last} (accuracy {val:.4f})  {arch}",
+            flush=True,
+        )
+    elif t.state in (pb.FAIL, pb.WAITING):
+        print(f"{stamp} trial {t.number:2d} {state.lower():9s} {t.fail_reason}", flush=True)

@@ -1,0 +1,97 @@
+"""GLUE metrics, computed with scikit-learn and scipy (DESIGN.md: do not rewrite them).
+
+scikit-learn and scipy are imported inside :func:`compute_metrics`: they belong to the
+``worker`` extra, and ``archsearch.worker`` (which re-exports this module) must stay importable
+on a machine with only the core dependencies.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from archsearch.worker._glue import get_task
+
+
+def primary_metric(task_id: str) -> str:
+    """The metric GLUE ranks ``task_id`` by (cola: mcc, stsb: pearson, mrpc/qqp: f1, else
+    accuracy)."""
+    return get_task(task_id).primary_metric
+
+
+def metric_names(task_id: str) -> tuple[str, ...]:
+    """Names of the metrics :func:`compute_metrics` returns for ``task_id``."""
+    return get_task(task_id).metrics
+
+
+def compute_metrics(
+    task_id: str, predictions: Sequence[float] | np.ndarray, labels: Sequence[float] | np.ndarray
+) -> dict[str, float]:
+    """Scores predictions against gold labels with the task's GLUE metrics.
+
+    Args:
+        task_id: Canonical task id.
+        predictions: Class indices, or scores for STS-B.
+        labels: Gold class indices, or gold scores for STS-B.
+
+    Returns:
+        Metric name to plain Python float: cola ``mcc``; stsb ``pearson`` and ``spearman``;
+        mrpc/qqp ``f1`` (positive class 1) and ``accuracy``; every other task ``accuracy``.
+
+    Raises:
+        ValueError: Unknown task, or predictions and labels empty or of different lengths.
+    """
+    from sklearn import metrics as skm
+
+    task = get_task(task_id)
+    y_pred = np.asarray(predictions)
+    y_true = np.asarray(labels)
+    if y_pred.shape != y_true.shape or y_true.ndim != 1 or y_true.size == 0:
+        raise ValueError(
+            f"need two equally long, non-empty 1-d arrays; got predictions {y_pred.shape} and "
+            f"labels {y_true.shape}"
+        )
+    if task.is_regression:
+        from scipy import stats
+
+        return {
+            "pearson": _correlation(stats.pearsonr, y_pred, y_true),
+            "spearman": _correlation(stats.spearmanr, y_pred, y_true),
+        }
+    y_pred = y_pred.astype(np.int64)
+    y_true = y_true.astype(np.int64)
+    out: dict[str, float] = {}
+    for name in task.metrics:
+        if name == "mcc":
+            out[name] = _finite(skm.matthews_corrcoef(y_true, y_pred))
+        elif name == "f1":
+            # zero_division=0: a model that never predicts the positive class scores 0, silently.
+            out[name] = _finite(skm.f1_score(y_true, y_pred, pos_label=1, zero_division=0.0))
+        elif name == "accuracy":
+            out[name] = _finite(skm.accuracy_score(y_true, y_pred))
+        else:  # pragma: no cover - the registry only names the metrics above
+            raise ValueError(f"no implementation for metric {name!r}")
+    return out
+
+
+def _correlation(fn: Callable[..., Any], y_pred: np.ndarray, y_true: np.ndarray) -> float:
+    from scipy import stats
+
+    # Constant predictions (common for an untrained or collapsed model) make a correlation
+    # undefined: scipy warns and returns NaN. We score them 0.0 ("no linear/rank relation"),
+    # the same convention sklearn's matthews_corrcoef uses, because trial metrics must be
+    # finite and a collapsed model deserves the score of an uninformative one.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        result = fn(y_pred.astype(np.float64), y_true.astype(np.float64))
+    return _finite(result[0])
+
+
+def _finite(value: Any) -> float:
+    """Plain float, with NaN mapped to 0.0 (see ``_correlation`` for why)."""
+    number = float(value)
+    return 0.0 if math.isnan(number) else number

@@ -8,6 +8,7 @@ and the server's message, which names the problem and the fix.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,12 @@ def make_channel(
         creds = grpc.ssl_channel_credentials(root, key, cert)
         return grpc.secure_channel(target, creds, options=options)
     return grpc.insecure_channel(target, options=options)
+
+
+def _poll_deadline(timeout_s: float) -> float:
+    """Call deadline of a long poll: the poll itself plus a margin (robust to bad input, which
+    the server answers with INVALID_ARGUMENT rather than the client timing out)."""
+    return (min(timeout_s, 3600.0) if math.isfinite(timeout_s) else 0.0) + 10.0
 
 
 class _Base:
@@ -197,7 +204,9 @@ class WorkerClient(_Base):
             study_name=study_name,
             timeout_s=timeout_s,
         )
-        return self.stub.AcquireTrial.future(req, timeout=timeout_s + 10.0, metadata=self._metadata)
+        return self.stub.AcquireTrial.future(
+            req, timeout=_poll_deadline(timeout_s), metadata=self._metadata
+        )
 
     def acquire(
         self,
@@ -212,7 +221,7 @@ class WorkerClient(_Base):
             study_name=study_name,
             timeout_s=timeout_s,
         )
-        return self._call(self.stub.AcquireTrial, req, timeout=timeout_s + 10.0)
+        return self._call(self.stub.AcquireTrial, req, timeout=_poll_deadline(timeout_s))
 
     def heartbeat(self, lease_id: str) -> pb.HeartbeatResponse:
         return self._call(self.stub.Heartbeat, pb.HeartbeatRequest(lease_id=lease_id))

@@ -1,0 +1,156 @@
+"""The documented CLI commands against a real server, and a real bert worker through the service."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from _procs import TABLE, Proc, ServerProc, cli, wait_study
+
+from archsearch.server.client import SearchClient
+
+
+def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(cli(*args), capture_output=True, text=True, timeout=120)
+    if ok:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    srv = ServerProc(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "server.log").start()
+    yield srv
+    srv.stop()
+
+
+def test_launch_studies_show_stop(server: ServerProc, tmp_path: Path) -> None:
+    addr = server.address
+    out = run(
+        "launch",
+        "--server",
+        addr,
+        "--name",
+        "cli-tpe",
+        "--space",
+        "flexibert-small",
+        "--trainer",
+        "table",
+        "--table",
+        TABLE,
+        "--loop",
+        "tpe",
+        "--trials",
+        "4",
+        "--objective",
+        "accuracy:max",
+        "--set",
+        "seed=7",
+    )
+    assert "launched cli-tpe" in out.stdout
+    listed = json.loads(run("studies", "--server", addr, "--json").stdout)
+    assert [s["name"] for s in listed] == ["cli-tpe"] and listed[0]["spec"]["seed"] == 7
+    worker = Proc(
+        cli(
+            "worker",
+            "--server",
+            addr,
+            "--trainer",
+            "table",
+            "--table",
+            TABLE,
+            "--poll-seconds",
+            "1",
+            "--idle-exit",
+            "2",
+        ),
+        tmp_path / "w.log",
+    ).start()
+    try:
+        with SearchClient(addr) as c:
+            wait_study(c, "cli-tpe", 60, [worker])
+        assert worker.wait(30) == 0  # --idle-exit
+    finally:
+        worker.stop()
+    shown = json.loads(run("show", "cli-tpe", "--server", addr, "--json").stdout)
+    assert shown["state"] == "completed" and len(shown["trials"]) == 4
+    best = shown["best_trials"][0]
+    assert best["values"][0] == max(t["values"][0] for t in shown["trials"])
+    text = run("show", "cli-tpe", "--server", addr).stdout
+    assert "best trial:" in text and "COMPLETE" in text
+    assert "L2[" in text or "L4[" in text
+    stopped = run("stop", "cli-tpe", "--server", addr)
+    assert "stopped cli-tpe" in stopped.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "code"),
+    [
+        (["show", "missing"], "no archsearch study named 'missing'", 2),
+        (["launch", "--name", "x", "--space", "bert", "--trials", "0"], "n_trials", 2),
+        (
+            ["launch", "--name", "x", "--space", "bert", "--trials", "2", "--set", "oops"],
+            "expected KEY=VALUE",
+            2,
+        ),
+        (["launch", "--spec", "/nonexistent.json"], "cannot read --spec", 2),
+    ],
+)
+def test_cli_errors_name_the_problem(server: ServerProc, args, message: str, code: int) -> None:
+    r = run(*args, "--server", server.address, ok=False)
+    assert r.returncode == code
+    assert message in r.stderr and r.stderr.startswith("archsearch: ")
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_without_server_says_how_to_start_one(tmp_path: Path) -> None:
+    r = run("studies", "--server", "127.0.0.1:1", ok=False)
+    assert r.returncode == 1 and "archsearch serve" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bert_worker_through_the_service(server: ServerProc, tmp_path: Path) -> None:
+    """Real training end to end: two tiny students, intermediate reports, metrics and cost."""
+    spec = {
+        "name": "bert-tiny",
+        "space": "bert",
+        "loop": "random",
+        "n_trials": 2,
+        "trainer": "bert",
+        "objectives": ["accuracy:max", "params:min"],
+        "space_options": {
+            "num_hidden_layers": [1],
+            "hidden_size": [32, 64],
+            "num_attention_heads": [2],
+            "intermediate_ratio": [2],
+        },
+        "recipe": {"max_steps": 12, "eval_every": 6, "batch_size": 16, "max_seq_length": 32},
+        "data": {"train_subset": 256, "eval_subset": 64},
+    }
+    with SearchClient(server.address) as c:
+        c.launch(spec)
+        worker = Proc(
+            cli(
+                "worker",
+                "--server",
+                server.address,
+                "--trainer",
+                "bert",
+                "--poll-seconds",
+                "1",
+                "--idle-exit",
+                "3",
+            ),
+            tmp_path / "w.log",
+        ).start()
+        try:
+            wait_study(c, "bert-tiny", 240, [worker])
+        finally:
+            worker.stop()
+        trials = c.list_trials("bert-tiny")
+    for t in trials:
+        assert t.metrics["params"] > 0 and 0 <= t.metrics["accuracy"] <= 1
+        assert list(t.values) == [t.metrics["accuracy"], t.metrics["params"]]
+        assert sorted(t.intermediate_values) == [6, 12]
+        assert t.intermediate_values[12] == t.metrics["accuracy"]

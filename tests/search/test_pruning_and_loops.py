@@ -1,0 +1,121 @@
+"""Server-side pruning (single- and multi-objective), every loop, duplicate candidates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from _procs import TABLE, table_spec
+from optuna.trial import TrialState
+
+from archsearch.search import LOOPS
+from archsearch.server._spec import SearchSpec
+from archsearch.server._studies import StudyManager
+from archsearch.spaces import load_table
+
+
+@pytest.fixture
+def manager(tmp_path: Path):
+    m = StudyManager(f"sqlite:///{tmp_path / 's.db'}", lease_duration_s=30, heartbeat_interval_s=5)
+    yield m
+    m.close()
+
+
+def _curve(arch: dict) -> float:
+    """A deterministic learning-curve ceiling per architecture (wider is better here)."""
+    return sum(arch["h"]) / (256 * arch["l"])
+
+
+@pytest.mark.parametrize("objectives", [["accuracy:max"], ["accuracy:max", "params:min"]])
+@pytest.mark.parametrize("pruner", ["median", "successive_halving"])
+def test_pruning_single_and_multi_objective(manager, objectives, pruner) -> None:
+    spec = SearchSpec.from_dict(
+        {**table_spec("p", 16), "objectives": objectives, "pruner": {"type": pruner}, "seed": 3}
+    )
+    manager.launch(spec)
+    pruned = completed = 0
+    while (g := manager.acquire("w", ("table",))) is not None:
+        top = _curve(g.candidate.architecture)
+        stopped = False
+        for step in range(1, 9):
+            should, _ = manager.report(g.lease_id, step, top * step / 8)
+            if should:
+                stopped = True
+                break
+        if stopped:
+            pruned += 1
+            continue
+        metrics = {"accuracy": top, "params": 1e6 * g.candidate.architecture["l"]}
+        manager.complete(g.lease_id, metrics, {})
+        completed += 1
+    h = manager.get("p")
+    states = [t.state for t in manager.trials(h)]
+    assert states.count(TrialState.PRUNED) == pruned > 0
+    assert states.count(TrialState.COMPLETE) == completed > 0
+    assert h.state == "completed"
+    # A pruned trial keeps its curve; in a single-objective study Optuna records its last value.
+    p = next(t for t in manager.trials(h) if t.state == TrialState.PRUNED)
+    assert p.intermediate_values
+    if len(objectives) == 2:
+        best = manager.best_trials(h)
+        assert best and all(t.state == TrialState.COMPLETE for t in best)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("n_objectives", [1, 2])
+def test_every_loop_runs(manager, loop: str, n_objectives: int) -> None:
+    objectives = ["accuracy:max", "params:min"][:n_objectives]
+    spec = SearchSpec.from_dict(
+        {
+            **table_spec("l", 8, loop=loop),
+            "objectives": objectives,
+            "loop_options": {"n_startup_trials": 3} if loop in ("tpe", "gp") else {},
+        }
+    )
+    manager.launch(spec)
+    table = load_table(TABLE)
+    while (g := manager.acquire("w", ("table",))) is not None:
+        score = table.score(g.candidate.architecture, "sst2")
+        manager.complete(
+            g.lease_id, {"accuracy": score, "params": float(g.candidate.architecture["l"])}, {}
+        )
+    h = manager.get("l")
+    assert h.state == "completed"
+    done = [t for t in manager.trials(h) if t.state == TrialState.COMPLETE]
+    assert len(done) == 8
+    study = optuna.load_study(study_name="l", storage=manager.storage)
+    assert study.metric_names == [o.split(":")[0] for o in objectives]  # dashboard axis labels
+
+
+def test_duplicate_candidates_reuse_the_result(manager) -> None:
+    """A tiny space (2 table architectures... via a 1-layer-choice bert space) forces repeats."""
+    spec = SearchSpec.from_dict(
+        {
+            "name": "d",
+            "space": "bert",
+            "n_trials": 6,
+            "loop": "random",
+            "space_options": {
+                "num_hidden_layers": [1],
+                "hidden_size": [64],
+                "num_attention_heads": [2],
+                "intermediate_ratio": [1, 2],
+            },
+        }
+    )
+    manager.launch(spec)
+    trained = 0
+    while (g := manager.acquire("w", ("bert",))) is not None:
+        trained += 1
+        manager.complete(
+            g.lease_id, {"accuracy": g.candidate.architecture["intermediate_size"] / 1000}, {}
+        )
+    h = manager.get("d")
+    trials = manager.trials(h)
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert trained <= 2  # only the 2 distinct candidates were trained
+    for t in trials:
+        if "duplicate_of" in t.user_attrs:
+            orig = next(o for o in trials if o.number == t.user_attrs["duplicate_of"])
+            assert t.values == orig.values and t.params == orig.params

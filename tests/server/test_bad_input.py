@@ -1,0 +1,322 @@
+"""Bad input: every malformed or unauthorised call gets a precise status and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from _procs import table_spec
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from archsearch.server.app import ArchsearchServer, ConfigError, ServerConfig, check_bind
+from archsearch.server.client import ClientError, SearchClient, WorkerClient
+from archsearch.v1 import archsearch_pb2 as pb
+
+ADMIN = "admin-token-0123456789abcdef"
+WORKER = "worker-token-0123456789abcdef"
+CAPS = pb.WorkerCapabilities(trainers=["table"], device="cpu")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ArchsearchServer]:
+    cfg = ServerConfig(
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+        port=0,
+        admin_tokens=[ADMIN],
+        worker_tokens=[WORKER],
+        lease_duration_s=2,
+        heartbeat_interval_s=1,
+        max_long_polls=2,
+        max_poll_s=5,
+    )
+    srv = ArchsearchServer(cfg)
+    srv.start()
+    yield srv
+    srv.stop(0)
+
+
+@pytest.fixture
+def admin(server: ArchsearchServer) -> Iterator[SearchClient]:
+    with SearchClient(server.address, token=ADMIN) as c:
+        yield c
+
+
+@pytest.fixture
+def worker(server: ArchsearchServer) -> Iterator[WorkerClient]:
+    with WorkerClient(server.address, token=WORKER) as c:
+        yield c
+
+
+def snapshot(server: ArchsearchServer) -> Any:
+    """Everything the storage holds, read without the server's cache."""
+    rdb = server.manager.rdb
+    out = []
+    for s in rdb.get_all_studies():
+        trials = [
+            (
+                t.number,
+                t.state,
+                t.values,
+                t.params,
+                t.user_attrs,
+                t.system_attrs,
+                t.intermediate_values,
+            )
+            for t in rdb.get_all_trials(s._study_id)
+        ]
+        out.append((s.study_name, s.user_attrs, trials))
+    return out
+
+
+def expect(
+    code: grpc.StatusCode, fn: Any, *args: Any, contains: str = "", **kw: Any
+) -> ClientError:
+    with pytest.raises(ClientError) as info:
+        fn(*args, **kw)
+    assert info.value.code == code, info.value
+    assert contains in info.value.details
+    return info.value
+
+
+@pytest.fixture
+def leased(admin: SearchClient, worker: WorkerClient) -> pb.AcquireTrialResponse:
+    admin.launch(table_spec("s", 3))
+    worker.register("w1", CAPS)
+    r = worker.acquire("w1", CAPS, 0)
+    assert r.has_trial
+    return r
+
+
+def test_unknown_study_trial_and_lease(server, admin, worker, leased) -> None:
+    before = snapshot(server)
+    expect(grpc.StatusCode.NOT_FOUND, admin.get_study, "nope", contains="no archsearch study")
+    expect(grpc.StatusCode.NOT_FOUND, admin.list_trials, "nope")
+    expect(grpc.StatusCode.NOT_FOUND, admin.stop, "nope")
+    expect(grpc.StatusCode.NOT_FOUND, worker.acquire, "w1", CAPS, 0, study_name="nope")
+    lid = leased.lease.lease_id
+    study_id, trial_id, _token = lid.split(".")
+    for bad in (
+        "garbage",
+        f"{study_id}.{trial_id}.0000",
+        f"{study_id}.99999.abc",
+        f"999.{trial_id}.abc",
+    ):
+        expect(grpc.StatusCode.NOT_FOUND, worker.heartbeat, bad, contains="unknown lease")
+        expect(grpc.StatusCode.NOT_FOUND, worker.complete, bad, {"accuracy": 0.5})
+        expect(grpc.StatusCode.NOT_FOUND, worker.report, bad, 1, 0.5)
+        expect(grpc.StatusCode.NOT_FOUND, worker.fail, bad, "x", True)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, worker.heartbeat, "", contains="lease_id is required")
+    assert snapshot(server) == before
+
+
+def test_stale_lease_is_refused(server, worker, leased) -> None:
+    lid = leased.lease.lease_id
+    time.sleep(3)  # the 2 s lease expires without heartbeats
+    server.manager.reap_once()
+    before = snapshot(server)
+    for call in (
+        lambda: worker.heartbeat(lid),
+        lambda: worker.report(lid, 5, 0.7),
+        lambda: worker.complete(lid, {"accuracy": 0.8}),
+        lambda: worker.fail(lid, "x", True),
+    ):
+        e = expect(grpc.StatusCode.FAILED_PRECONDITION, call)
+        assert "expired" in e.details and "re-queued as trial" in e.details
+    assert snapshot(server) == before
+
+
+def test_duplicate_completion(server, worker, leased) -> None:
+    lid = leased.lease.lease_id
+    first = worker.complete(lid, {"accuracy": 0.81, "params": 1e6})
+    before = snapshot(server)
+    again = worker.complete(lid, {"accuracy": 0.81, "params": 1e6})  # a retried report: OK
+    assert list(again.values) == list(first.values) == [0.81]
+    expect(grpc.StatusCode.ALREADY_EXISTS, worker.complete, lid, {"accuracy": 0.5})
+    expect(grpc.StatusCode.FAILED_PRECONDITION, worker.report, lid, 3, 0.5)
+    assert snapshot(server) == before
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_values(server, worker, leased, bad: float) -> None:
+    lid = leased.lease.lease_id
+    before = snapshot(server)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, worker.report, lid, 1, bad, contains="finite")
+    expect(
+        grpc.StatusCode.INVALID_ARGUMENT, worker.complete, lid, {"accuracy": bad}, contains="finite"
+    )
+    expect(grpc.StatusCode.INVALID_ARGUMENT, worker.complete, lid, {"accuracy": 0.5, "loss": bad})
+    assert snapshot(server) == before
+
+
+def test_missing_objective_and_bad_metric_names(server, worker, leased) -> None:
+    lid = leased.lease.lease_id
+    before = snapshot(server)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, worker.complete, lid, {"f1": 0.5}, contains="accuracy")
+    expect(
+        grpc.StatusCode.INVALID_ARGUMENT, worker.complete, lid, {}, contains="metrics is required"
+    )
+    expect(
+        grpc.StatusCode.INVALID_ARGUMENT, worker.complete, lid, {"accuracy": 0.5, "bad name!": 1.0}
+    )
+    expect(grpc.StatusCode.INVALID_ARGUMENT, worker.report, lid, -1, 0.5, contains="step")
+    assert snapshot(server) == before
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps([1, 2]), "must be a JSON object"),
+        (json.dumps({"space": "bert", "n_trials": 3}), "name"),
+        (json.dumps({"name": "x", "space": "bert", "n_trials": 0}), "n_trials"),
+        (json.dumps({"name": "x", "space": "bert", "n_trials": 3, "colour": "red"}), "colour"),
+        (json.dumps({"name": "x", "space": "resnet", "n_trials": 3}), "unknown space"),
+        (json.dumps({"name": "x", "space": "bert", "n_trials": 3, "loop": "magic"}), "loop"),
+        (json.dumps({"name": "x", "space": "bert", "n_trials": 3, "task": "imagenet"}), "task"),
+        (
+            json.dumps(
+                {
+                    "name": "x",
+                    "space": "bert",
+                    "n_trials": 3,
+                    "space_options": {"hidden_size": [100], "num_attention_heads": [3]},
+                }
+            ),
+            "divides",
+        ),
+        (
+            json.dumps({"name": "x", "space": "bert", "n_trials": 3, "recipe": {"max_steps": -1}}),
+            "recipe.max_steps",
+        ),
+        (
+            json.dumps(
+                {
+                    "name": "x",
+                    "space": "bert",
+                    "n_trials": 3,
+                    "objectives": [{"metric": "accuracy", "direction": "up"}],
+                }
+            ),
+            "direction",
+        ),
+        (
+            json.dumps(
+                {
+                    "name": "x",
+                    "space": "bert",
+                    "n_trials": 3,
+                    "objectives": ["accuracy:max", "params:min"],
+                    "pruner": "hyperband",
+                }
+            ),
+            "hyperband",
+        ),
+        (json.dumps({"name": "x", "space": "bert", "n_trials": 3, "trainer": "table"}), "trainer"),
+        (
+            json.dumps({"name": "x", "space": "bert", "n_trials": 3, "loop_options": {"bogus": 1}}),
+            "loop_options",
+        ),
+    ],
+)
+def test_malformed_spec_creates_nothing(server, admin, spec: str, field: str) -> None:
+    before = snapshot(server)
+    e = expect(grpc.StatusCode.INVALID_ARGUMENT, admin.launch, spec)
+    assert field in e.details
+    assert snapshot(server) == before
+
+
+def test_duplicate_study_name(server, admin) -> None:
+    admin.launch(table_spec("dup", 2))
+    before = snapshot(server)
+    expect(grpc.StatusCode.ALREADY_EXISTS, admin.launch, table_spec("dup", 5))
+    assert snapshot(server) == before
+
+
+def test_oversized_message(server, admin) -> None:
+    before = snapshot(server)
+    huge = {**table_spec("big", 2), "padding": "x" * (5 * 1024 * 1024)}
+    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, admin.launch, huge)
+    assert snapshot(server) == before
+
+
+def test_tokens(server, admin) -> None:
+    admin.launch(table_spec("auth", 2))
+    before = snapshot(server)
+    with SearchClient(server.address, token=None) as anon:
+        expect(grpc.StatusCode.UNAUTHENTICATED, anon.list_studies, contains="missing token")
+    with SearchClient(server.address, token="wrong-token-0123456789") as wrong:
+        expect(grpc.StatusCode.UNAUTHENTICATED, wrong.get_study, "auth", contains="wrong token")
+    with SearchClient(server.address, token=WORKER) as as_worker:
+        expect(grpc.StatusCode.PERMISSION_DENIED, as_worker.launch, table_spec("evil", 2))
+        expect(grpc.StatusCode.PERMISSION_DENIED, as_worker.stop, "auth")
+    with WorkerClient(server.address, token=None) as anon_worker:
+        expect(grpc.StatusCode.UNAUTHENTICATED, anon_worker.register, "w", CAPS)
+    assert snapshot(server) == before
+    with WorkerClient(server.address, token=ADMIN) as admin_worker:  # admin may do everything
+        assert admin_worker.register("w", CAPS).worker_id == "w"
+
+
+def test_worker_request_validation(server, admin, worker) -> None:
+    admin.launch(table_spec("v", 2))
+    before = snapshot(server)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, worker.register, "bad id!", CAPS)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, worker.register, "w", pb.WorkerCapabilities())
+    expect(grpc.StatusCode.INVALID_ARGUMENT, worker.acquire, "w", CAPS, math.nan)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, worker.acquire, "", CAPS, 0)
+    bad_caps = pb.WorkerCapabilities(trainers=["Table With Spaces"])
+    expect(grpc.StatusCode.INVALID_ARGUMENT, worker.acquire, "w", bad_caps, 0)
+    assert not worker.acquire("w", pb.WorkerCapabilities(trainers=["bert"]), 0).has_trial
+    assert snapshot(server) == before
+
+
+def test_long_poll_cap(server, admin, worker) -> None:
+    """max_long_polls=2: a third simultaneous wait is refused, not queued."""
+    caps = pb.WorkerCapabilities(trainers=["nothing-matches"])
+    futures = [worker.acquire_future(f"w{i}", caps, 3.0) for i in range(2)]
+    time.sleep(0.5)
+    expect(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        worker.acquire,
+        "w9",
+        caps,
+        3.0,
+        contains="--max-long-polls",
+    )
+    assert all(not f.result(timeout=10).has_trial for f in futures)
+
+
+def test_list_trials_paging_validation(server, admin) -> None:
+    admin.launch(table_spec("p", 2))
+    stub = admin._stub
+    for req in (
+        pb.ListTrialsRequest(study_name="p", page_size=5000),
+        pb.ListTrialsRequest(study_name="p", page_token="not-a-token"),
+        pb.ListTrialsRequest(study_name="p", states=[99]),
+    ):
+        expect(grpc.StatusCode.INVALID_ARGUMENT, admin._call, stub.ListTrials, req)
+
+
+def test_server_stays_up(server, admin, worker, leased) -> None:
+    for _ in range(3):
+        with pytest.raises(ClientError):
+            admin.launch("{")
+    with grpc.insecure_channel(server.address) as ch:  # health needs no token
+        r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert r.status == health_pb2.HealthCheckResponse.SERVING
+    assert worker.complete(leased.lease.lease_id, {"accuracy": 0.8}).values == [0.8]
+
+
+def test_refuses_open_address_without_tokens(tmp_path: Path) -> None:
+    cfg = ServerConfig(storage=f"sqlite:///{tmp_path / 's.db'}", host="0.0.0.0", port=0)
+    with pytest.raises(ConfigError, match="without tokens"):
+        check_bind(cfg)
+    with pytest.raises(ConfigError, match="without tokens"):
+        ArchsearchServer(cfg)
+    check_bind(ServerConfig(host="0.0.0.0", admin_tokens=[ADMIN]))  # with tokens: allowed
+    check_bind(ServerConfig(host="::1"))

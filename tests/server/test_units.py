@@ -1,0 +1,140 @@
+"""Unit tests: search specs, lease ids, proto <-> domain conversion, generated stubs."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import optuna
+import pytest
+from _procs import TABLE, table_spec
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from archsearch.server import _protogen
+from archsearch.server._convert import (
+    grant_to_pb,
+    metrics_from_pb,
+    states_from_pb,
+    trial_to_pb,
+)
+from archsearch.server._errors import InvalidArgument, NotFound
+from archsearch.server._spec import SearchSpec
+from archsearch.server._studies import Grant, parse_lease_id
+from archsearch.spaces import Candidate, SpecError
+from archsearch.v1 import archsearch_pb2 as pb
+
+
+def test_spec_defaults_and_roundtrip() -> None:
+    spec = SearchSpec.from_dict(
+        {
+            "name": "a",
+            "space": "bert",
+            "n_trials": 5,
+            "objectives": ["accuracy:max", "params:min"],
+            "pruner": "median",
+        }
+    )
+    assert spec.loop == "tpe" and spec.trainer == "bert" and spec.task == "sst2"
+    assert [(o.metric, o.direction) for o in spec.objectives] == [
+        ("accuracy", "maximize"),
+        ("params", "minimize"),
+    ]
+    assert spec.recipe["max_steps"] == 200 and spec.data == {
+        "task": "sst2",
+        "train_subset": 0,
+        "eval_subset": 0,
+    }
+    assert SearchSpec.from_json(spec.to_json()) == spec
+    table = SearchSpec.from_dict(table_spec("t", 3))
+    assert table.space_options == {"table": TABLE, "task": "sst2"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"name": "bad name"}, "name"),
+        ({"name": "x" * 101}, "name"),
+        ({"n_trials": True}, "n_trials"),
+        ({"seed": -1}, "seed"),
+        ({"max_retries": 11}, "max_retries"),
+        ({"objectives": []}, "objectives"),
+        ({"objectives": ["accuracy", "accuracy:min"]}, "twice"),
+        ({"task": "sst2", "data": {"task": "rte"}}, "data.task"),
+        ({"pruner": {"type": "median", "patience": 3}}, "pruner.patience"),
+        ({"recipe": {"max_seq_length": 4096}}, "max_seq_length"),
+    ],
+)
+def test_spec_rejects(change: dict, field: str) -> None:
+    base = {"name": "ok", "space": "bert", "n_trials": 3}
+    with pytest.raises(SpecError) as e:
+        SearchSpec.from_dict({**base, **change})
+    assert field in str(e.value)
+
+
+def test_lease_ids() -> None:
+    assert parse_lease_id("3.17.abcdef") == (3, 17)
+    for bad in ("", "3.17", "a.b.c", "3.17.", "3.-1.x", "3.17.x.y", "1." + "9" * 100 + ".x"):
+        with pytest.raises(NotFound):
+            parse_lease_id(bad)
+
+
+def _frozen(state: TrialState, values=None) -> optuna.trial.FrozenTrial:
+    now = datetime.datetime(2026, 1, 1, 12, 0, 0)
+    return optuna.trial.FrozenTrial(
+        number=4,
+        state=state,
+        value=None,
+        values=values,
+        datetime_start=now,
+        datetime_complete=now + datetime.timedelta(seconds=5) if state.is_finished() else None,
+        params={"hidden_size": 128},
+        distributions={"hidden_size": CategoricalDistribution([64, 128])},
+        user_attrs={
+            "metrics": {"accuracy": 0.8, "params": 1e6},
+            "worker": "w1",
+            "candidate": {"space": "bert"},
+            "fail_reason": "",
+        },
+        system_attrs={"retry_history": [1, 2], "failed_trial": 1},
+        intermediate_values={100: 0.7, 200: 0.75},
+        trial_id=9,
+    )
+
+
+def test_trial_to_pb() -> None:
+    msg = trial_to_pb(_frozen(TrialState.COMPLETE, [0.8, 1e6]))
+    assert msg.number == 4 and msg.state == pb.COMPLETE
+    assert list(msg.values) == [0.8, 1e6]
+    assert dict(msg.metrics) == {"accuracy": 0.8, "params": 1e6}
+    assert dict(msg.intermediate_values) == {100: 0.7, 200: 0.75}
+    assert msg.params_json == '{"hidden_size":128}'
+    assert msg.attempt == 2 and msg.worker_id == "w1"
+    assert msg.started_at == "2026-01-01T12:00:00" and msg.finished_at == "2026-01-01T12:00:05"
+    running = trial_to_pb(_frozen(TrialState.RUNNING))
+    assert running.state == pb.RUNNING and not running.values and running.finished_at == ""
+    assert pb.Trial.FromString(msg.SerializeToString()) == msg
+
+
+def test_grant_and_states() -> None:
+    assert grant_to_pb(None).has_trial is False
+    cand = Candidate(space="bert", architecture={"x": 1})
+    g = Grant("1.2.ab", "s", 2, 123.0, cand, "bert", ("accuracy", "params"), "accuracy")
+    msg = grant_to_pb(g)
+    assert msg.has_trial and msg.lease.lease_id == "1.2.ab" and msg.lease.trial_number == 2
+    assert Candidate.from_json(msg.candidate_json) == cand
+    assert list(msg.objective_metrics) == ["accuracy", "params"]
+    assert states_from_pb([pb.COMPLETE, pb.WAITING]) == [TrialState.COMPLETE, TrialState.WAITING]
+    with pytest.raises(InvalidArgument):
+        states_from_pb([42])
+    with pytest.raises(InvalidArgument):
+        metrics_from_pb({"accuracy": float("nan")})
+
+
+def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
+    """`make proto` output is committed; it must match what the .proto files generate now."""
+    for generated in _protogen.generate(tmp_path):
+        committed = _protogen.STUB_DIR / generated.name
+        assert committed.read_text() == generated.read_text(), (
+            f"{committed} is stale: run make proto"
+        )

@@ -20,6 +20,7 @@ import abc
 from typing import Any
 
 import optuna
+
 from archsearch.spaces import DesignSpace
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+
 from archsearch.search._base import SearchLoop
 from archsearch.spaces import SpecError
 

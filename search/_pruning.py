@@ -17,8 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from archsearch.spaces import SpecError
 from optuna.study import StudyDirection
+
+from archsearch.spaces import SpecError
 
 _PRUNER_OPTIONS: dict[str, set[str]] = {
     "none": set(),

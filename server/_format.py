@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -59,6 +60,46 @@ def _duration(t: pb.Trial) -> str:
     return f"{(b - a).total_seconds():.0f}s"
 
 
+COST_COLUMNS = {  # raw metric -> (column, scale)
+    "params": ("params(M)", 1e-6),
+    "flops": ("GFLOPs", 1e-9),
+    "latency_ms_b1": ("lat_b1(ms)", 1.0),
+}
+
+
+def _read_time_columns(
+    trials: Sequence[pb.Trial], tasks: list[str], objectives: list[str]
+) -> dict[str, dict[int, Any]]:
+    """Columns computed from raw metrics when shown: per-task primary scores and the GLUE
+    average of multi-task trials, a Borda rank over the study's trials, and cost metrics."""
+    from archsearch.worker._aggregate import borda_ranks, compute_aggregate, per_task_primary
+
+    done = [t for t in trials if t.state == pb.COMPLETE]
+    cols: dict[str, dict[int, Any]] = {}
+    if len(tasks) > 1:
+        for task in tasks:
+            cols[task] = {
+                t.number: v
+                for t in done
+                if (v := per_task_primary(dict(t.metrics)).get(task)) is not None
+            }
+        if "glue_avg" not in objectives:
+            cols["glue_avg"] = {}
+            for t in done:
+                with contextlib.suppress(ValueError):
+                    cols["glue_avg"][t.number] = compute_aggregate("glue_avg", dict(t.metrics))
+        if len(done) > 1:
+            ranks = borda_ranks([dict(t.metrics) for t in done], tasks)
+            cols["borda"] = {t.number: r for t, r in zip(done, ranks, strict=True)}
+    for metric, (column, scale) in COST_COLUMNS.items():
+        if metric in objectives:
+            continue
+        values = {t.number: t.metrics[metric] * scale for t in trials if metric in t.metrics}
+        if values:
+            cols[column] = values
+    return cols
+
+
 def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -> str:
     spec = json.loads(study.spec_json)
     objectives = ", ".join(
@@ -74,22 +115,31 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         "",
     ]
     metrics = [o.metric for o in study.objectives]
+    tasks = list(spec.get("data", {}).get("tasks") or [spec.get("task")])
+    extra = _read_time_columns(trials, tasks, metrics)
     shown = list(trials)[-limit:]
     rows = []
     for t in shown:
         vals = [t.metrics.get(m, "") for m in metrics]
+        # objectives that are aggregates are the trial's values, not raw metrics
+        vals = [
+            t.values[i] if v == "" and t.state == pb.COMPLETE and i < len(t.values) else v
+            for i, v in enumerate(vals)
+        ]
         rows.append(
             [
                 t.number,
                 TRIAL_STATE_NAMES[t.state],
                 *vals,
+                *(col.get(t.number, "") for col in extra.values()),
                 describe(t.candidate_json),
                 t.attempt or "",
                 _duration(t),
                 (t.fail_reason or "")[:40],
             ]
         )
-    out.append(table(["#", "state", *metrics, "architecture", "retry", "time", "note"], rows))
+    headers = ["#", "state", *metrics, *extra, "architecture", "retry", "time", "note"]
+    out.append(table(headers, rows))
     if len(trials) > limit:
         out.append(f"  ({len(trials) - limit} earlier trials not shown; --limit N or --json)")
     if study.best_trials:

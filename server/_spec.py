@@ -11,6 +11,7 @@ from archsearch.search import LOOPS, make_loop, make_pruner
 from archsearch.spaces import (
     DesignSpace,
     SpecError,
+    data_tasks,
     make_space,
     validate_data,
     validate_recipe,
@@ -37,7 +38,13 @@ _KNOWN = {
     "recipe",
     "data",
     "max_retries",
+    "tasks",
 }
+
+# Aggregates the server computes from a trial's raw per-task metrics (worker/_aggregate.py).
+AGGREGATE_METRICS = ("glue_avg", "glue_avg_flexibert", "glue_avg_autodistil")
+# The default teacher, all-MiniLM-L6-v2: students initialised from it must fit inside it.
+TEACHER_SHAPE = {"layers": 6, "hidden": 384, "head_dim": 32, "intermediate": 1536}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +76,22 @@ class SearchSpec:
         return str(self.data["task"])
 
     @property
+    def tasks(self) -> list[str]:
+        return data_tasks(self.data)
+
+    @property
     def intermediate_metric(self) -> str:
-        return self.objectives[0].metric
+        """The metric workers report while training; empty when the first objective is an
+        aggregate or the trial spans several tasks (no learning curve to prune on then)."""
+        first = self.objectives[0].metric
+        if len(self.tasks) > 1 or first in AGGREGATE_METRICS:
+            return ""
+        return first
+
+    @property
+    def raw_objective_metrics(self) -> tuple[str, ...]:
+        """Objective metrics a worker must report itself (aggregates are computed here)."""
+        return tuple(o.metric for o in self.objectives if o.metric not in AGGREGATE_METRICS)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -127,22 +148,7 @@ class SearchSpec:
         ):
             raise SpecError("max_retries", f"must be an int in 0..10, got {max_retries!r}")
 
-        task = obj.get(
-            "task",
-            obj.get("data", {}).get("task", "sst2")
-            if isinstance(obj.get("data"), dict)
-            else "sst2",
-        )
-        if task not in GLUE_TASK_IDS:
-            raise SpecError("task", f"unknown task {task!r}", f"one of {', '.join(GLUE_TASK_IDS)}")
-        data_in = obj.get("data", {})
-        if not isinstance(data_in, dict):
-            raise SpecError("data", "must be a JSON object")
-        if "task" in data_in and data_in["task"] != task:
-            raise SpecError(
-                "data.task", f"{data_in['task']!r} contradicts task {task!r}", "give the task once"
-            )
-        data = validate_data({**data_in, "task": task})
+        data = _data(obj)
         recipe = validate_recipe(obj.get("recipe", {}))
 
         objectives = _objectives(
@@ -162,7 +168,7 @@ class SearchSpec:
         if not isinstance(space_options, dict):
             raise SpecError("space_options", "must be a JSON object")
         if space_name == "flexibert-small" and "table" in space_options:
-            space_options = {"task": task, **space_options}
+            space_options = {"task": data["task"], **space_options}
         space = make_space(space_name, space_options)
         if trainer == "table" and space_name != "flexibert-small":
             raise SpecError(
@@ -191,6 +197,23 @@ class SearchSpec:
         if not isinstance(pruner, dict):
             raise SpecError("pruner", 'must be a JSON object like {"type": "median"}')
         make_pruner(pruner, len(objectives))
+        spec_probe = cls(
+            name=name,
+            space=space_name,
+            n_trials=n_trials,
+            objectives=objectives,
+            data=data,
+            recipe=recipe,
+        )
+        if pruner.get("type", "none") != "none" and not spec_probe.intermediate_metric:
+            raise SpecError(
+                "pruner",
+                "pruning needs a learning curve, and multi-task trials or an aggregate first "
+                "objective report none",
+                'use "pruner": "none", or a single task with a per-task metric first',
+            )
+        if recipe.get("init") == "teacher" and space_name == "bert" and "teacher" not in recipe:
+            _check_fits_teacher(space.options())
 
         return cls(
             name=name,
@@ -207,6 +230,72 @@ class SearchSpec:
             data=data,
             max_retries=max_retries,
         )
+
+
+def _data(obj: dict[str, Any]) -> dict[str, Any]:
+    """The spec's data choices: task(s) from the top level or ``data``, custom task checked."""
+    data_in = obj.get("data", {})
+    if not isinstance(data_in, dict):
+        raise SpecError("data", "must be a JSON object")
+    data_in = dict(data_in)
+    custom_name = None
+    if "custom_task" in data_in:
+        from archsearch.worker._glue import validate_custom_task
+
+        custom = validate_custom_task(data_in["custom_task"])
+        data_in["custom_task"] = custom.to_dict()
+        custom_name = custom.name
+    for key in ("task", "tasks"):
+        if key in obj:
+            if key in data_in and data_in[key] != obj[key]:
+                raise SpecError(f"data.{key}", f"contradicts {key} {obj[key]!r}", "give it once")
+            data_in[key] = obj[key]
+    if "tasks" in data_in and "task" in data_in and data_in["tasks"][:1] != [data_in["task"]]:
+        data_in.pop("task")  # "task" mirrors tasks[0] in a stored spec; tasks wins
+    if "task" not in data_in and "tasks" not in data_in:
+        data_in["task"] = custom_name or "sst2"
+    data = validate_data(data_in)
+    known = set(GLUE_TASK_IDS) | ({custom_name} if custom_name else set())
+    for t in data_tasks(data):
+        if t not in known:
+            field = "tasks" if "tasks" in data_in else "task"
+            raise SpecError(
+                field,
+                f"unknown task {t!r}",
+                f"one of {', '.join(GLUE_TASK_IDS)}, or declare data.custom_task",
+            )
+    return data
+
+
+def _check_fits_teacher(options: dict[str, Any]) -> None:
+    """Teacher-initialised students take slices of the teacher: every one must fit inside."""
+    t = TEACHER_SHAPE
+    if max(options["num_hidden_layers"]) > t["layers"]:
+        raise SpecError(
+            "space_options.num_hidden_layers",
+            f"recipe.init=teacher: the teacher has {t['layers']} layers",
+            f"keep num_hidden_layers <= {t['layers']}",
+        )
+    for hidden in options["hidden_size"]:
+        if hidden > t["hidden"]:
+            raise SpecError(
+                "space_options.hidden_size",
+                f"recipe.init=teacher: hidden size {hidden} > the teacher's {t['hidden']}",
+            )
+        if hidden * max(options["intermediate_ratio"]) > t["intermediate"]:
+            raise SpecError(
+                "space_options.intermediate_ratio",
+                f"recipe.init=teacher: hidden {hidden} x ratio exceeds the teacher's "
+                f"feed-forward size {t['intermediate']}",
+            )
+        for heads in options["num_attention_heads"]:
+            if hidden % heads == 0 and hidden // heads > t["head_dim"]:
+                raise SpecError(
+                    "space_options.num_attention_heads",
+                    f"recipe.init=teacher: hidden {hidden} with {heads} heads has head size "
+                    f"{hidden // heads} > the teacher's {t['head_dim']}",
+                    f"use at least {-(-hidden // t['head_dim'])} heads for hidden {hidden}",
+                )
 
 
 def _objectives(raw: Any) -> tuple[Objective, ...]:

@@ -50,7 +50,7 @@ from archsearch.server._errors import (
     InvalidArgument,
     NotFound,
 )
-from archsearch.server._spec import METRIC_RE, SearchSpec
+from archsearch.server._spec import AGGREGATE_METRICS, METRIC_RE, SearchSpec
 from archsearch.server._storage import open_storage
 from archsearch.spaces import Candidate, DesignSpace, SpecError
 
@@ -421,7 +421,7 @@ class StudyManager:
                 deadline_unix=time.time() + self.lease_duration_s,
                 candidate=candidate,
                 trainer=h.spec.trainer,
-                objective_metrics=tuple(o.metric for o in h.spec.objectives),
+                objective_metrics=h.spec.raw_objective_metrics,
                 intermediate_metric=h.spec.intermediate_metric,
             )
 
@@ -533,13 +533,8 @@ class StudyManager:
                 f"info: at most {MAX_INFO} entries, keys <= 128 and values <= {MAX_TEXT} characters"
             )
         h, frozen = self._leased(lease_id)
-        missing = [o.metric for o in h.spec.objectives if o.metric not in metrics]
-        if missing:
-            raise InvalidArgument(
-                f"metrics lack the objective(s) {missing} of study {h.spec.name}; "
-                f"got {sorted(metrics)}"
-            )
         metrics = {k: float(v) for k, v in metrics.items()}
+        values = objective_values(h.spec, metrics)
         with h.lock:
             frozen = self.storage.get_trial(frozen._trial_id)
             if frozen.state == TrialState.COMPLETE:
@@ -550,7 +545,6 @@ class StudyManager:
                     "with other metrics"
                 )
             self._require_running(h, frozen)
-            values = [metrics[o.metric] for o in h.spec.objectives]
             tid = frozen._trial_id
             self.storage.set_trial_user_attr(tid, "metrics", metrics)
             if info:
@@ -665,6 +659,31 @@ class StudyManager:
 
     def workers(self) -> list[WorkerInfo]:
         return list(self._workers.values())
+
+
+def objective_values(spec: SearchSpec, metrics: dict[str, float]) -> list[float]:
+    """The study's objective values from a trial's raw metrics.
+
+    Raw metrics are stored as reported; aggregates (the GLUE averages) are computed from them
+    here, the one place that reads them for the objective (DESIGN.md principle 5).
+    """
+    from archsearch.worker._aggregate import compute_aggregate
+
+    values = []
+    for o in spec.objectives:
+        if o.metric in AGGREGATE_METRICS:
+            try:
+                values.append(compute_aggregate(o.metric, metrics))
+            except ValueError as e:
+                raise InvalidArgument(f"cannot compute objective {o.metric}: {e}") from e
+        elif o.metric in metrics:
+            values.append(metrics[o.metric])
+        else:
+            raise InvalidArgument(
+                f"metrics lack the objective {o.metric!r} of study {spec.name}; "
+                f"got {sorted(metrics)}"
+            )
+    return values
 
 
 def trial_summary(t: FrozenTrial) -> dict[str, Any]:

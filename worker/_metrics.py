@@ -1,4 +1,13 @@
-"""GLUE metrics, computed with scikit-learn and scipy (DESIGN.md: do not rewrite them).
+"""Task metrics, computed with scikit-learn and scipy (DESIGN.md: do not rewrite them).
+
+Metric names, exactly as results carry them (a multi-task result prefixes ``<task>.``):
+
+- GLUE: cola ``mcc``; stsb ``pearson``, ``spearman``; mrpc and qqp ``f1``, ``accuracy``; mnli
+  ``accuracy`` on the matched dev split (the trainer adds ``accuracy_mismatched`` for the
+  mismatched one); sst2, qnli, rte, wnli ``accuracy``.
+- Custom tasks (:class:`~archsearch.worker._glue.CustomTask`): classification ``accuracy``
+  with ``f1`` (two classes; the positive class is label index 1) or ``f1_macro`` (more);
+  regression ``pearson``, ``spearman``; or the metrics the task declares (``mcc`` allowed too).
 
 scikit-learn and scipy are imported inside :func:`compute_metrics`: they belong to the
 ``worker`` extra, and ``archsearch.worker`` (which re-exports this module) must stay importable
@@ -14,40 +23,42 @@ from typing import Any
 
 import numpy as np
 
-from archsearch.worker._glue import get_task
+from archsearch.worker._glue import TaskRef, resolve_task
 
 
-def primary_metric(task_id: str) -> str:
-    """The metric GLUE ranks ``task_id`` by (cola: mcc, stsb: pearson, mrpc/qqp: f1, else
-    accuracy)."""
-    return get_task(task_id).primary_metric
+def primary_metric(task: TaskRef) -> str:
+    """The metric ``task`` is ranked by (GLUE: cola mcc, stsb pearson, mrpc/qqp f1, else
+    accuracy; a custom task: its first metric)."""
+    return resolve_task(task).primary_metric
 
 
-def metric_names(task_id: str) -> tuple[str, ...]:
-    """Names of the metrics :func:`compute_metrics` returns for ``task_id``."""
-    return get_task(task_id).metrics
+def metric_names(task: TaskRef) -> tuple[str, ...]:
+    """Names of the metrics :func:`compute_metrics` returns for ``task``."""
+    return resolve_task(task).metrics
 
 
 def compute_metrics(
-    task_id: str, predictions: Sequence[float] | np.ndarray, labels: Sequence[float] | np.ndarray
+    task: TaskRef, predictions: Sequence[float] | np.ndarray, labels: Sequence[float] | np.ndarray
 ) -> dict[str, float]:
-    """Scores predictions against gold labels with the task's GLUE metrics.
+    """Scores predictions against gold labels with the task's metrics.
 
     Args:
-        task_id: Canonical task id.
-        predictions: Class indices, or scores for STS-B.
-        labels: Gold class indices, or gold scores for STS-B.
+        task: GLUE task id, a :class:`GlueTask`, or a :class:`CustomTask` (or its declaration).
+        predictions: Class indices, or scores for regression.
+        labels: Gold class indices, or gold scores for regression.
 
     Returns:
-        Metric name to plain Python float: cola ``mcc``; stsb ``pearson`` and ``spearman``;
-        mrpc/qqp ``f1`` (positive class 1) and ``accuracy``; every other task ``accuracy``.
+        Metric name to plain Python float, in the task's metric order: cola ``mcc``; stsb
+        ``pearson`` and ``spearman``; mrpc/qqp ``f1`` (positive class 1) and ``accuracy``;
+        every other GLUE task ``accuracy``; custom tasks see the module docstring. Undefined
+        values (constant predictions) are 0.0.
 
     Raises:
         ValueError: Unknown task, or predictions and labels empty or of different lengths.
     """
     from sklearn import metrics as skm
 
-    task = get_task(task_id)
+    t = resolve_task(task)
     y_pred = np.asarray(predictions)
     y_true = np.asarray(labels)
     if y_pred.shape != y_true.shape or y_true.ndim != 1 or y_true.size == 0:
@@ -55,25 +66,28 @@ def compute_metrics(
             f"need two equally long, non-empty 1-d arrays; got predictions {y_pred.shape} and "
             f"labels {y_true.shape}"
         )
-    if task.is_regression:
+    out: dict[str, float] = {}
+    if t.is_regression:
         from scipy import stats
 
-        return {
-            "pearson": _correlation(stats.pearsonr, y_pred, y_true),
-            "spearman": _correlation(stats.spearmanr, y_pred, y_true),
-        }
+        correlations = {"pearson": stats.pearsonr, "spearman": stats.spearmanr}
+        for name in t.metrics:
+            out[name] = _correlation(correlations[name], y_pred, y_true)
+        return out
     y_pred = y_pred.astype(np.int64)
     y_true = y_true.astype(np.int64)
-    out: dict[str, float] = {}
-    for name in task.metrics:
+    for name in t.metrics:
         if name == "mcc":
             out[name] = _finite(skm.matthews_corrcoef(y_true, y_pred))
         elif name == "f1":
             # zero_division=0: a model that never predicts the positive class scores 0, silently.
             out[name] = _finite(skm.f1_score(y_true, y_pred, pos_label=1, zero_division=0.0))
+        elif name == "f1_macro":
+            # Unweighted mean over the classes in the gold labels or the predictions.
+            out[name] = _finite(skm.f1_score(y_true, y_pred, average="macro", zero_division=0.0))
         elif name == "accuracy":
             out[name] = _finite(skm.accuracy_score(y_true, y_pred))
-        else:  # pragma: no cover - the registry only names the metrics above
+        else:  # pragma: no cover - registry and validation only name the metrics above
             raise ValueError(f"no implementation for metric {name!r}")
     return out
 

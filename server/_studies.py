@@ -18,16 +18,22 @@ Where things are stored:
     * lease liveness: Optuna's heartbeat table (``record_heartbeat``); a lease expires when its
       trial's heartbeat is older than the lease duration, and ``fail_stale_trials`` fails it.
 
-Leases (DESIGN.md principle 3): acquiring a trial gives it a fresh lease id (trial id + random
-token) and a heartbeat. Heartbeats and intermediate reports extend it. A reaper thread runs
-``optuna.storages.fail_stale_trials`` on every study; its callback re-queues the candidate as a
-WAITING trial with the same parameters and candidate, up to ``max_retries`` failures. A report
-about a lease that is not the trial's current one, or whose trial is no longer RUNNING, changes
-nothing and is refused.
+Leases (DESIGN.md principle 3): acquiring a trial gives it a fresh lease id (study id, trial
+id and a random token) and a heartbeat. Heartbeats and intermediate reports extend it. A reaper
+thread runs ``optuna.storages.fail_stale_trials`` on every study; its callback re-queues the
+candidate as a WAITING trial with the same parameters and candidate, up to ``max_retries``
+failures. A report about a lease that is not the trial's current one, or whose trial is no
+longer RUNNING, changes nothing and is refused.
+
+Prepared candidates: when a trial finishes, the next candidate is asked from the loop and
+stored at once (a RUNNING trial with its ``candidate`` but no lease yet), so the next acquire
+only writes a lease. A server that stops keeps them: at start-up RUNNING trials without a
+lease return to the pool; stopping a study turns them back into WAITING trials.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import json
@@ -51,7 +57,7 @@ from archsearch.server._errors import (
     NotFound,
 )
 from archsearch.server._spec import AGGREGATE_METRICS, METRIC_RE, SearchSpec
-from archsearch.server._storage import open_storage
+from archsearch.server._storage import open_storage, write_trial_attrs
 from archsearch.spaces import Candidate, DesignSpace, SpecError
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -77,6 +83,36 @@ def _now_iso() -> str:
 
 
 @dataclasses.dataclass
+class LiveTrial:
+    """A RUNNING trial of this server: prepared (no lease yet) or leased to a worker."""
+
+    trial_id: int
+    number: int
+    candidate: Candidate
+    attempt: int
+    lease_id: str = ""
+
+
+@dataclasses.dataclass
+class StudyIndex:
+    """In-memory index of one study, rebuilt from the storage at start-up.
+
+    The server is the storage's only writer, so it can keep what its hot paths need here
+    instead of re-reading every trial on each call: the budget count, the queued retries, the
+    live trials with their leases, prepared candidates, and completed candidates by
+    fingerprint (to reuse results of repeated candidates).
+    """
+
+    originals: int = 0
+    waiting: set[int] = dataclasses.field(default_factory=set)
+    live: dict[int, LiveTrial] = dataclasses.field(default_factory=dict)
+    pool: collections.deque[int] = dataclasses.field(default_factory=collections.deque)
+    done: dict[str, tuple[int, list[float], dict[str, Any]]] = dataclasses.field(
+        default_factory=dict
+    )
+
+
+@dataclasses.dataclass
 class StudyHandle:
     """What the manager keeps in memory about one archsearch study (all derivable)."""
 
@@ -87,6 +123,7 @@ class StudyHandle:
     lock: threading.RLock
     state: str
     created_at: str
+    index: StudyIndex = dataclasses.field(default_factory=StudyIndex)
 
     @property
     def study_id(self) -> int:
@@ -139,6 +176,11 @@ def parse_lease_id(lease_id: str) -> tuple[int, int]:
 class StudyManager:
     """Owns the storage and every archsearch study in it.
 
+    Hot paths touch the database only to write: acquiring a prepared candidate is one
+    transaction (lease, worker, attempt and heartbeat), completing one is two (metrics, then
+    Optuna's ``tell``). When a trial finishes, the next candidate is prepared at once (asked
+    from the loop and stored with its spec), so the worker's next acquire finds it ready.
+
     Args:
         storage_url: SQLAlchemy URL of the Optuna storage.
         lease_duration_s: a lease not extended for this long expires (Optuna's grace period).
@@ -168,6 +210,7 @@ class StudyManager:
         # One cache for every study object: this server is the storage's only writer.
         self.storage = optuna.storages.get_storage(self.rdb)
         self._handles: dict[str, StudyHandle] = {}
+        self._by_id: dict[int, StudyHandle] = {}
         self._handles_lock = threading.Lock()
         self._work = threading.Condition()
         self._workers: dict[str, WorkerInfo] = {}
@@ -178,7 +221,7 @@ class StudyManager:
     # ------------------------------------------------------------------ start-up and shutdown
 
     def _load_studies(self) -> None:
-        """Rebuilds a handle for every archsearch study and recovers half-started trials."""
+        """Rebuilds a handle and index for every archsearch study in the storage."""
         for frozen in self.storage.get_all_studies():
             raw = frozen.user_attrs.get(SPEC_ATTR)
             if raw is None:
@@ -197,8 +240,12 @@ class StudyManager:
                     e,
                 )
                 continue
-            self._handles[spec.name] = handle
-            self._recover_unleased(handle)
+            self._register(handle)
+            self._rebuild_index(handle)
+
+    def _register(self, h: StudyHandle) -> None:
+        self._handles[h.spec.name] = h
+        self._by_id[h.study_id] = h
 
     def _open(self, spec: SearchSpec, state: str, created_at: str) -> StudyHandle:
         n_existing = 0
@@ -226,22 +273,49 @@ class StudyManager:
             created_at=created_at,
         )
 
-    def _recover_unleased(self, h: StudyHandle) -> None:
-        """RUNNING trials that never got a lease (the server died inside acquire) are re-queued:
-        no worker can hold them, and Optuna's heartbeat check never sees a trial that has no
-        heartbeat."""
+    def _rebuild_index(self, h: StudyHandle) -> None:
+        """Reads the study once: counts, queued retries, live leases, completed candidates.
+
+        A RUNNING trial without a lease was prepared but never handed out when the previous
+        server stopped: it goes back to the pool. One without a candidate died inside
+        preparation: it is failed and its parameters re-queued (not counted as a failure).
+        """
+        idx = StudyIndex()
+        orphans = []
         with h.lock:
-            for t in self.storage.get_all_trials(
-                h.study_id, deepcopy=False, states=(TrialState.RUNNING,)
-            ):
-                if LEASE_ATTR not in t.system_attrs:
-                    self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                    self._requeue(
-                        h,
-                        self.storage.get_trial(t._trial_id),
-                        "server restarted during acquire",
-                        count=False,
+            for t in self.trials(h):
+                if "failed_trial" not in t.system_attrs:
+                    idx.originals += 1
+                if t.state == TrialState.WAITING:
+                    idx.waiting.add(t._trial_id)
+                elif t.state == TrialState.COMPLETE and "candidate" in t.user_attrs:
+                    fp = Candidate.from_dict(t.user_attrs["candidate"]).fingerprint()
+                    idx.done.setdefault(
+                        fp, (t.number, list(t.values or []), t.user_attrs.get("metrics", {}))
                     )
+                elif t.state == TrialState.RUNNING:
+                    if "candidate" not in t.user_attrs:
+                        orphans.append(t)
+                        continue
+                    live = LiveTrial(
+                        t._trial_id,
+                        t.number,
+                        Candidate.from_dict(t.user_attrs["candidate"]),
+                        len(t.system_attrs.get("retry_history", [])),
+                        str(t.system_attrs.get(LEASE_ATTR, "")),
+                    )
+                    idx.live[t._trial_id] = live
+                    if not live.lease_id:
+                        idx.pool.append(t._trial_id)
+            h.index = idx
+            for t in orphans:
+                self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                self._requeue(
+                    h,
+                    self.storage.get_trial(t._trial_id),
+                    "server stopped while preparing it",
+                    count=False,
+                )
 
     def start(self) -> None:
         """Starts the reaper thread."""
@@ -284,7 +358,7 @@ class StudyManager:
             study.set_user_attr(STATE_ATTR, RUNNING)
             study.set_user_attr(CREATED_ATTR, created)
             handle = self._open(spec, RUNNING, created)
-            self._handles[spec.name] = handle
+            self._register(handle)
         log.info(
             "launched study %s (%s/%s, %d trials)", spec.name, spec.space, spec.loop, spec.n_trials
         )
@@ -303,10 +377,17 @@ class StudyManager:
         return sorted(self._handles.values(), key=lambda h: (h.created_at, h.spec.name))
 
     def stop(self, name: str) -> StudyHandle:
+        """Stops handing out trials; prepared candidates go back to the queue (WAITING)."""
         h = self.get(name)
         with h.lock:
             if h.state == RUNNING:
                 self._set_state(h, STOPPED)
+                idx = h.index
+                while idx.pool:
+                    tid = idx.pool.popleft()
+                    self.storage.set_trial_state_values(tid, TrialState.WAITING)
+                    idx.live.pop(tid, None)
+                    idx.waiting.add(tid)
         return h
 
     def trials(
@@ -316,8 +397,7 @@ class StudyManager:
         return self.storage.get_all_trials(h.study_id, deepcopy=False, states=st)
 
     def best_trials(self, h: StudyHandle) -> list[FrozenTrial]:
-        complete = self.trials(h, (TrialState.COMPLETE,))
-        if not complete:
+        if not h.index.done and not self.trials(h, (TrialState.COMPLETE,)):
             return []
         if len(h.spec.objectives) == 1:
             return [h.study.best_trial]
@@ -375,103 +455,118 @@ class StudyManager:
         with h.lock:
             if h.state != RUNNING:
                 return None
-            trials = self.trials(h)
-            waiting = any(t.state == TrialState.WAITING for t in trials)
-            originals = sum(1 for t in trials if "failed_trial" not in t.system_attrs)
-            if not waiting and originals >= h.spec.n_trials:
-                self._maybe_complete(h, trials)
+            idx = h.index
+            # Queued retries first (Optuna's ask pops them), then a prepared candidate.
+            tid = None if idx.waiting or not idx.pool else idx.pool.popleft()
+            if tid is None:
+                tid = self._prepare(h)
+            if tid is None:
+                self._maybe_complete(h)
                 return None
-            for _ in range(MAX_DUPLICATE_ASKS):
-                trial, arch = h.loop.ask(h.study, h.space)
-                tid = trial._trial_id
+            live = idx.live[tid]
+            live.lease_id = f"{h.study_id}.{tid}.{secrets.token_hex(12)}"
+            write_trial_attrs(
+                self.rdb,
+                tid,
+                user={"worker": worker_id, "attempt": live.attempt},
+                system={LEASE_ATTR: live.lease_id},
+                heartbeat=True,
+            )
+        return Grant(
+            lease_id=live.lease_id,
+            study_name=h.spec.name,
+            trial_number=live.number,
+            deadline_unix=time.time() + self.lease_duration_s,
+            candidate=live.candidate,
+            trainer=h.spec.trainer,
+            objective_metrics=h.spec.raw_objective_metrics,
+            intermediate_metric=h.spec.intermediate_metric,
+        )
+
+    def _prepare(self, h: StudyHandle) -> int | None:
+        """Asks the loop for the next candidate and stores it; None when the budget is spent.
+
+        Samplers re-propose evaluated points in small discrete spaces (TPE does); training the
+        same candidate with the same recipe and seed again would only cost a worker's time, so
+        a repeat is completed at once with the earlier result (``duplicate_of``), which keeps
+        the budget and the sampler's history honest. Caller holds ``h.lock``.
+        """
+        idx = h.index
+        for _ in range(MAX_DUPLICATE_ASKS):
+            if not idx.waiting and idx.originals >= h.spec.n_trials:
+                return None
+            trial, arch = h.loop.ask(h.study, h.space)
+            tid = trial._trial_id
+            if tid in idx.waiting:  # a re-queued candidate keeps its spec
+                idx.waiting.discard(tid)
                 frozen = self.storage.get_trial(tid)
-                if "candidate" in frozen.user_attrs:  # a re-queued candidate keeps its spec
-                    candidate = Candidate.from_dict(frozen.user_attrs["candidate"])
-                    break
+                candidate = Candidate.from_dict(frozen.user_attrs["candidate"])
+                attempt = len(frozen.system_attrs.get("retry_history", []))
+            else:
+                idx.originals += 1
+                attempt = 0
                 candidate = Candidate(
                     space=h.spec.space,
                     architecture=arch,
                     recipe=dict(h.spec.recipe),
                     data=dict(h.spec.data),
                 )
-                self.storage.set_trial_user_attr(tid, "candidate", candidate.to_dict())
-                self.storage.set_trial_user_attr(tid, "arch", h.space.describe(arch))
-                if not self._reuse_duplicate(h, trials, trial, candidate):
-                    break
-                trials = self.trials(h)
-                if (
-                    sum(1 for t in trials if "failed_trial" not in t.system_attrs)
-                    >= h.spec.n_trials
-                ):
-                    self._maybe_complete(h, trials)
-                    return None
-            else:
-                return None  # the loop keeps proposing evaluated candidates; ask again later
-            lease_id = f"{h.study_id}.{tid}.{secrets.token_hex(12)}"
-            self.storage.set_trial_user_attr(tid, "worker", worker_id)
-            self.storage.set_trial_user_attr(
-                tid, "attempt", len(frozen.system_attrs.get("retry_history", []))
-            )
-            self.storage.set_trial_system_attr(tid, LEASE_ATTR, lease_id)
-            self.rdb.record_heartbeat(tid)
-            return Grant(
-                lease_id=lease_id,
-                study_name=h.spec.name,
-                trial_number=trial.number,
-                deadline_unix=time.time() + self.lease_duration_s,
-                candidate=candidate,
-                trainer=h.spec.trainer,
-                objective_metrics=h.spec.raw_objective_metrics,
-                intermediate_metric=h.spec.intermediate_metric,
-            )
+                user = {"candidate": candidate.to_dict(), "arch": h.space.describe(arch)}
+                earlier = idx.done.get(candidate.fingerprint())
+                if earlier is not None:
+                    number, values, metrics = earlier
+                    write_trial_attrs(
+                        self.rdb, tid, user={**user, "duplicate_of": number, "metrics": metrics}
+                    )
+                    h.study.tell(trial.number, values)
+                    log.info(
+                        "trial %d of %s repeats trial %d; reused its result",
+                        trial.number,
+                        h.spec.name,
+                        number,
+                    )
+                    continue
+                write_trial_attrs(self.rdb, tid, user=user)
+            idx.live[tid] = LiveTrial(tid, trial.number, candidate, attempt)
+            return tid
+        return None  # the loop keeps proposing evaluated candidates; ask again later
 
-    def _reuse_duplicate(
-        self, h: StudyHandle, trials: list[FrozenTrial], trial: optuna.Trial, candidate: Candidate
-    ) -> bool:
-        """Completes ``trial`` at once when an identical candidate is already COMPLETE.
+    def _prepare_next(self, h: StudyHandle) -> None:
+        """Keeps one candidate ready for the next acquire (caller holds ``h.lock``).
 
-        Samplers re-propose evaluated points in small discrete spaces (TPE does); training the
-        same candidate with the same recipe and seed again would only cost a worker's time. The
-        trial records the result it reused (``duplicate_of``) so the budget and the sampler's
-        history stay honest.
+        Queued retries are left WAITING (acquire pops them); so is an empty budget.
         """
-        fingerprint = candidate.fingerprint()
-        for t in trials:
-            if t.state != TrialState.COMPLETE or "candidate" not in t.user_attrs:
-                continue
-            if Candidate.from_dict(t.user_attrs["candidate"]).fingerprint() != fingerprint:
-                continue
-            self.storage.set_trial_user_attr(trial._trial_id, "duplicate_of", t.number)
-            self.storage.set_trial_user_attr(
-                trial._trial_id, "metrics", t.user_attrs.get("metrics", {})
-            )
-            h.study.tell(trial.number, list(t.values or []))
-            log.info(
-                "trial %d of %s repeats trial %d; reused its result",
-                trial.number,
-                h.spec.name,
-                t.number,
-            )
-            return True
-        return False
+        idx = h.index
+        if h.state == RUNNING and not idx.pool and not idx.waiting:
+            tid = self._prepare(h)
+            if tid is not None:
+                idx.pool.append(tid)
 
-    def _leased(self, lease_id: str) -> tuple[StudyHandle, FrozenTrial]:
-        """The handle and current trial of a lease; NotFound for leases never issued."""
+    # ------------------------------------------------------------------ leases
+
+    def _lease_handle(self, lease_id: str) -> tuple[StudyHandle, int]:
         study_id, trial_id = parse_lease_id(lease_id)
-        h = next((h for h in self.handles() if h.study_id == study_id), None)
+        h = self._by_id.get(study_id)
         if h is None:
             raise NotFound(f"unknown lease {lease_id!r}: its study does not exist")
+        return h, trial_id
+
+    def _live(self, h: StudyHandle, trial_id: int, lease_id: str) -> LiveTrial | None:
+        live = h.index.live.get(trial_id)
+        return live if live is not None and live.lease_id == lease_id else None
+
+    def _not_live(self, h: StudyHandle, trial_id: int, lease_id: str) -> FrozenTrial:
+        """The stored trial of a lease that is not live; NotFound when it was never issued."""
         try:
             frozen = self.storage.get_trial(trial_id)
         except KeyError:
             raise NotFound(f"unknown lease {lease_id!r}: its trial does not exist") from None
+        # The lease id names its study and trial, so a match also proves the trial is h's.
         if frozen.system_attrs.get(LEASE_ATTR) != lease_id:
             raise NotFound(f"unknown lease {lease_id!r}: not the lease of trial {frozen.number}")
-        return h, frozen
+        return frozen
 
-    def _require_running(self, h: StudyHandle, frozen: FrozenTrial) -> None:
-        if frozen.state == TrialState.RUNNING:
-            return
+    def _refuse_finished(self, h: StudyHandle, frozen: FrozenTrial) -> None:
         if frozen.state == TrialState.FAIL:
             retry = self._retry_of(h, frozen.number)
             where = f"; its candidate was re-queued as trial {retry}" if retry is not None else ""
@@ -493,9 +588,12 @@ class StudyManager:
         return None
 
     def heartbeat(self, lease_id: str) -> tuple[float, bool]:
-        h, frozen = self._leased(lease_id)
-        self._require_running(h, frozen)
-        self.rdb.record_heartbeat(frozen._trial_id)
+        h, tid = self._lease_handle(lease_id)
+        if self._live(h, tid, lease_id) is None:
+            with h.lock:
+                if self._live(h, tid, lease_id) is None:
+                    self._refuse_finished(h, self._not_live(h, tid, lease_id))
+        self.rdb.record_heartbeat(tid)
         return time.time() + self.lease_duration_s, False
 
     def report(self, lease_id: str, step: int, value: float) -> tuple[bool, float]:
@@ -503,18 +601,21 @@ class StudyManager:
         _check_finite("value", value)
         if not 0 <= step < 2**62:
             raise InvalidArgument(f"step must be >= 0, got {step}")
-        h, frozen = self._leased(lease_id)
+        h, tid = self._lease_handle(lease_id)
         with h.lock:
-            frozen = self.storage.get_trial(frozen._trial_id)
-            if frozen.state == TrialState.PRUNED:
-                return True, time.time()  # repeated report after the prune decision
-            self._require_running(h, frozen)
-            tid = frozen._trial_id
+            live = self._live(h, tid, lease_id)
+            if live is None:
+                frozen = self._not_live(h, tid, lease_id)
+                if frozen.state == TrialState.PRUNED:
+                    return True, time.time()  # repeated report after the prune decision
+                self._refuse_finished(h, frozen)
+                raise AssertionError("unreachable")
             self.storage.set_trial_intermediate_value(tid, step, float(value))
             self.rdb.record_heartbeat(tid)
             if should_prune(h.study, tid):
-                h.study.tell(frozen.number, state=TrialState.PRUNED)
-                log.info("pruned trial %d of %s at step %d", frozen.number, h.spec.name, step)
+                h.study.tell(live.number, state=TrialState.PRUNED)
+                h.index.live.pop(tid, None)
+                log.info("pruned trial %d of %s at step %d", live.number, h.spec.name, step)
                 self._after_finish(h)
                 return True, time.time()
         return False, time.time() + self.lease_duration_s
@@ -532,39 +633,50 @@ class StudyManager:
             raise InvalidArgument(
                 f"info: at most {MAX_INFO} entries, keys <= 128 and values <= {MAX_TEXT} characters"
             )
-        h, frozen = self._leased(lease_id)
+        h, tid = self._lease_handle(lease_id)
         metrics = {k: float(v) for k, v in metrics.items()}
-        values = objective_values(h.spec, metrics)
         with h.lock:
-            frozen = self.storage.get_trial(frozen._trial_id)
-            if frozen.state == TrialState.COMPLETE:
-                if frozen.user_attrs.get("metrics") == metrics:
-                    return list(frozen.values or []), frozen.state  # the same report again
-                raise AlreadyExists(
-                    f"trial {frozen.number} of {h.spec.name} was already completed "
-                    "with other metrics"
-                )
-            self._require_running(h, frozen)
-            tid = frozen._trial_id
-            self.storage.set_trial_user_attr(tid, "metrics", metrics)
+            live = self._live(h, tid, lease_id)
+            if live is None:
+                frozen = self._not_live(h, tid, lease_id)
+                if frozen.state == TrialState.COMPLETE:
+                    if frozen.user_attrs.get("metrics") == metrics:
+                        return list(frozen.values or []), frozen.state  # the same report again
+                    raise AlreadyExists(
+                        f"trial {frozen.number} of {h.spec.name} was already completed "
+                        "with other metrics"
+                    )
+                self._refuse_finished(h, frozen)
+                raise AssertionError("unreachable")
+            values = objective_values(h.spec, metrics)
+            user: dict[str, Any] = {"metrics": metrics}
             if info:
-                self.storage.set_trial_user_attr(tid, "info", dict(info))
-            h.study.tell(frozen.number, values)
+                user["info"] = dict(info)
+            write_trial_attrs(self.rdb, tid, user=user)
+            h.study.tell(live.number, values)
+            h.index.live.pop(tid, None)
+            h.index.done.setdefault(live.candidate.fingerprint(), (live.number, values, metrics))
             self._after_finish(h)
         return values, TrialState.COMPLETE
 
     def fail(self, lease_id: str, reason: str, retryable: bool, released: bool = False) -> bool:
         """Fails a leased trial; re-queues it when allowed. Returns whether it was re-queued."""
-        reason = reason[:MAX_TEXT]
-        h, frozen = self._leased(lease_id)
+        reason = (reason or "no reason given")[:MAX_TEXT]
+        h, tid = self._lease_handle(lease_id)
         with h.lock:
-            frozen = self.storage.get_trial(frozen._trial_id)
-            if frozen.state == TrialState.FAIL and frozen.user_attrs.get("fail_reason") == reason:
-                return self._retry_of(h, frozen.number) is not None  # the same report again
-            self._require_running(h, frozen)
-            tid = frozen._trial_id
-            self.storage.set_trial_user_attr(tid, "fail_reason", reason or "no reason given")
-            h.study.tell(frozen.number, state=TrialState.FAIL)
+            live = self._live(h, tid, lease_id)
+            if live is None:
+                frozen = self._not_live(h, tid, lease_id)
+                if (
+                    frozen.state == TrialState.FAIL
+                    and frozen.user_attrs.get("fail_reason") == reason
+                ):
+                    return self._retry_of(h, frozen.number) is not None  # the same report again
+                self._refuse_finished(h, frozen)
+                raise AssertionError("unreachable")
+            write_trial_attrs(self.rdb, tid, user={"fail_reason": reason})
+            h.study.tell(live.number, state=TrialState.FAIL)
+            h.index.live.pop(tid, None)
             requeued = False
             if released or retryable:
                 requeued = self._requeue(h, self.storage.get_trial(tid), reason, count=not released)
@@ -586,14 +698,11 @@ class StudyManager:
             )
             return False
         history = [*failed.system_attrs.get("retry_history", []), failed.number]
-        user_attrs = {
-            k: v
-            for k, v in failed.user_attrs.items()
-            if k in ("candidate", "arch") or k.startswith("param:")
-        }
+        user_attrs = {k: v for k, v in failed.user_attrs.items() if k in ("candidate", "arch")}
         user_attrs["requeued_because"] = reason or "no reason given"
-        h.study.add_trial(
-            optuna.trial.create_trial(
+        tid = self.storage.create_new_trial(
+            h.study_id,
+            template_trial=optuna.trial.create_trial(
                 state=TrialState.WAITING,
                 params=failed.params,
                 distributions=failed.distributions,
@@ -603,8 +712,9 @@ class StudyManager:
                     "retry_history": history,
                     FAILURES_ATTR: failures,
                 },
-            )
+            ),
         )
+        h.index.waiting.add(tid)
         log.info("re-queued trial %d of %s (%s)", failed.number, h.spec.name, reason)
         self._notify()
         return True
@@ -615,17 +725,17 @@ class StudyManager:
         if h is None:
             return
         with h.lock:  # a finished trial takes no attributes: the reason goes on the retry
-            self._requeue(h, self.storage.get_trial(trial._trial_id), "lease expired", count=True)
+            h.index.live.pop(trial._trial_id, None)
+            self._requeue(h, trial, "lease expired", count=True)
 
     def reap_once(self) -> None:
         """Fails expired leases (re-queueing their candidates) and completes finished studies."""
         for h in self.handles():
-            with h.lock:
-                trials = self.trials(h)
-                if any(t.state == TrialState.RUNNING for t in trials):
+            if any(live.lease_id for live in list(h.index.live.values())):
+                with h.lock:
                     optuna.storages.fail_stale_trials(h.study)
-                    trials = self.trials(h)
-                self._maybe_complete(h, trials)
+            with h.lock:
+                self._maybe_complete(h)
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(self.reap_interval_s):
@@ -637,15 +747,15 @@ class StudyManager:
     # ------------------------------------------------------------------ study state
 
     def _after_finish(self, h: StudyHandle) -> None:
-        self._maybe_complete(h, self.trials(h))
+        self._prepare_next(h)
+        self._maybe_complete(h)
         self._notify()
 
-    def _maybe_complete(self, h: StudyHandle, trials: list[FrozenTrial]) -> None:
+    def _maybe_complete(self, h: StudyHandle) -> None:
+        idx = h.index
         if h.state != RUNNING:
             return
-        originals = sum(1 for t in trials if "failed_trial" not in t.system_attrs)
-        busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
-        if originals >= h.spec.n_trials and not busy:
+        if idx.originals >= h.spec.n_trials and not idx.live and not idx.waiting:
             self._set_state(h, COMPLETED)
             log.info("study %s completed", h.spec.name)
 

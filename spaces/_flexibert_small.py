@@ -6,8 +6,9 @@ feed-forward size 512|1024|2048. Architectures use the table's own format
 
 With the ``table`` option the space keeps only the architectures the table scores on ``task``.
 Their per-layer choices are not a product set, so the Optuna parameter is then one categorical
-``architecture`` over their compact descriptions (each trial also records the per-layer
-parameters as user attributes); without it the parameters are per layer and conditional on the
+``architecture`` over their compact descriptions (readable, e.g.
+``L2[4x256sdp-f1024 4x256sdp-f1024]``: layers, then heads x hidden, similarity and feed-forward
+size per layer); without it the parameters are per layer and conditional on the
 layer count (``l{i}.heads``, ``l{i}.hidden``, ``l{i}.similarity``, ``l{i}.feed_forward``).
 """
 
@@ -68,10 +69,7 @@ class FlexiBertSmallSpace(DesignSpace):
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         if self.members is not None:
             desc = trial.suggest_categorical("architecture", list(self.members))
-            member = self.members[str(desc)]
-            for k, v in self._layer_params(member).items():
-                trial.set_user_attr(f"param:{k}", v)
-            return member
+            return self.members[str(desc)]
         layers = int(trial.suggest_categorical("num_layers", LAYERS))
         arch: dict[str, Any] = {"l": layers, "a": [], "h": [], "s": [], "f": []}
         for i in range(layers):

@@ -159,7 +159,7 @@ def test_flexibert_small_table_only_keeps_scored_architectures() -> None:
         t = study.ask()
         arch = space.suggest(t)
         assert table.score(arch, "sst2") is not None
-        assert t.user_attrs["param:num_layers"] == arch["l"]  # readable in the dashboard
+        assert t.params["architecture"] == space.describe(arch)  # readable in the dashboard
         study.tell(t, 0.0)
     unscored = next(a for a in table.architectures if table.score(a, "sst2") is None)
     with pytest.raises(SpecError, match="has no sst2 score"):

@@ -35,7 +35,19 @@ class SearchLoop(abc.ABC):
     def sampler(self) -> optuna.samplers.BaseSampler:
         """The sampler the study object is opened with."""
 
-    def ask(self, study: optuna.Study, space: DesignSpace) -> tuple[optuna.Trial, dict[str, Any]]:
-        """Creates (or pops a queued) trial and returns it with its architecture."""
-        trial = study.ask()
+    def ask(
+        self, study: optuna.Study, space: DesignSpace, waiting: bool = True
+    ) -> tuple[optuna.Trial, dict[str, Any]]:
+        """Creates (or pops a queued) trial and returns it with its architecture.
+
+        Args:
+            waiting: False when the caller knows the study has no WAITING trial; the trial is
+                then created directly, skipping ``Study.ask``'s scan of every unfinished trial
+                for queued ones (the server tracks its queue itself).
+        """
+        if waiting:
+            trial = study.ask()
+        else:
+            study._thread_local.cached_all_trials = None  # as Study.ask does
+            trial = optuna.Trial(study, study._storage.create_new_trial(study._study_id))
         return trial, space.suggest(trial)

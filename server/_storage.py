@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -113,14 +114,41 @@ def write_trial_attrs(
         if heartbeat:
             rdb.record_heartbeat(trial_id)
         return
+    dialect = rdb.engine.dialect.name
     with _create_scoped_session(rdb.scoped_session, True) as session:
-        for k, v in user.items():
-            setter(session, models.TrialUserAttributeModel, trial_id, k, v)
-        for k, v in system.items():
-            setter(session, models.TrialSystemAttributeModel, trial_id, k, v)
+        if dialect in ("sqlite", "postgresql"):
+            # Upsert every attribute in one statement per table: no per-attribute reload of the
+            # trial row (the caller knows the trial is unfinished: this server owns it).
+            for model_cls, attrs in (
+                (models.TrialUserAttributeModel, user),
+                (models.TrialSystemAttributeModel, system),
+            ):
+                if attrs:
+                    _upsert_attrs(session, dialect, model_cls, trial_id, attrs)
+        else:
+            for k, v in user.items():
+                setter(session, models.TrialUserAttributeModel, trial_id, k, v)
+            for k, v in system.items():
+                setter(session, models.TrialSystemAttributeModel, trial_id, k, v)
         if heartbeat:
             beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session, True)
             if beat is None:
                 session.add(models.TrialHeartbeatModel(trial_id=trial_id))
             else:
                 beat.heartbeat = session.execute(sqlalchemy.func.now()).scalar()
+
+
+def _upsert_attrs(
+    session: Any, dialect: str, model_cls: Any, trial_id: int, attrs: dict[str, Any]
+) -> None:
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+    stmt = insert(model_cls).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[model_cls.trial_id, model_cls.key],
+        set_={"value_json": stmt.excluded.value_json},
+    )
+    session.execute(stmt)

@@ -495,7 +495,7 @@ class StudyManager:
         for _ in range(MAX_DUPLICATE_ASKS):
             if not idx.waiting and idx.originals >= h.spec.n_trials:
                 return None
-            trial, arch = h.loop.ask(h.study, h.space)
+            trial, arch = h.loop.ask(h.study, h.space, waiting=bool(idx.waiting))
             tid = trial._trial_id
             if tid in idx.waiting:  # a re-queued candidate keeps its spec
                 idx.waiting.discard(tid)
@@ -518,7 +518,7 @@ class StudyManager:
                     write_trial_attrs(
                         self.rdb, tid, user={**user, "duplicate_of": number, "metrics": metrics}
                     )
-                    h.study.tell(trial.number, values)
+                    self._finish(h, tid, TrialState.COMPLETE, values)
                     log.info(
                         "trial %d of %s repeats trial %d; reused its result",
                         trial.number,
@@ -653,7 +653,7 @@ class StudyManager:
             if info:
                 user["info"] = dict(info)
             write_trial_attrs(self.rdb, tid, user=user)
-            h.study.tell(live.number, values)
+            self._finish(h, tid, TrialState.COMPLETE, values)
             h.index.live.pop(tid, None)
             h.index.done.setdefault(live.candidate.fingerprint(), (live.number, values, metrics))
             self._after_finish(h)
@@ -675,13 +675,29 @@ class StudyManager:
                 self._refuse_finished(h, frozen)
                 raise AssertionError("unreachable")
             write_trial_attrs(self.rdb, tid, user={"fail_reason": reason})
-            h.study.tell(live.number, state=TrialState.FAIL)
+            self._finish(h, tid, TrialState.FAIL, None)
             h.index.live.pop(tid, None)
             requeued = False
             if released or retryable:
                 requeued = self._requeue(h, self.storage.get_trial(tid), reason, count=not released)
             self._after_finish(h)
         return requeued
+
+    def _finish(
+        self, h: StudyHandle, tid: int, state: TrialState, values: list[float] | None
+    ) -> None:
+        """``Study.tell`` for a trial this server knows is RUNNING, with validated values.
+
+        ``tell`` re-reads the trial twice to validate what the server already checked; here the
+        sampler's ``after_trial`` hook gets the stored trial only when it does something (the
+        built-in samplers' hooks act only on constraint functions, which archsearch never
+        sets; an unknown sampler is always called).
+        """
+        sampler = h.study.sampler
+        hook = type(sampler).after_trial is not optuna.samplers.BaseSampler.after_trial
+        if hook and getattr(sampler, "_constraints_func", "unknown") is not None:
+            sampler.after_trial(h.study, self.storage.get_trial(tid), state, values)
+        self.storage.set_trial_state_values(tid, state, values)
 
     # ------------------------------------------------------------------ retries and expiry
 

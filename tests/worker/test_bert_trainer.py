@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score
 
 from archsearch.spaces import Candidate, bert_parameter_count
 from archsearch.worker import CandidateError, TrainContext, TrialStopped
-from archsearch.worker._bert_trainer import BertTrainer
+from archsearch.worker._bert_trainer import COST_METRICS, BertTrainer
 
 TINY = {
     "num_hidden_layers": 1,
@@ -72,17 +72,26 @@ def test_trains_reports_and_scores(trainer: BertTrainer) -> None:
     assert result.metrics["params"] == bert_parameter_count(TINY)
     assert result.metrics["eval_samples"] == 64
     assert result.metrics["train_seconds"] > 0
-    assert set(result.metrics) == {"accuracy", "params", "train_seconds", "eval_samples"}
+    unprefixed = {"accuracy", *COST_METRICS}
+    assert set(result.metrics) == unprefixed | {f"sst2.{name}" for name in unprefixed}
+    assert set(result.metrics) == set(BertTrainer.metric_names("sst2"))
+    assert all(result.metrics[f"sst2.{name}"] == result.metrics[name] for name in unprefixed)
     assert all(type(v) is float and math.isfinite(v) for v in result.metrics.values())
     assert result.info["task"] == "sst2" and result.info["seed"] == "7"
     assert set(result.info) == {
         "device",
+        "device_name",
         "seed",
+        "data_hash",
         "task",
         "torch_version",
         "transformers_version",
+        "archsearch_version",
+        "code_version",
         "glue_dir",
+        "precision",
     }
+    assert result.info["precision"] == "fp32" and result.info["data_hash"].startswith("sha256:")
 
 
 def test_same_seed_same_result(trainer: BertTrainer) -> None:
@@ -91,9 +100,13 @@ def test_same_seed_same_result(trainer: BertTrainer) -> None:
     first_predictions = list(trainer.last_predictions)
     second = trainer.train(spec, TrainContext())
     assert trainer.last_predictions == first_predictions
-    assert {k: v for k, v in first.metrics.items() if k != "train_seconds"} == {
-        k: v for k, v in second.metrics.items() if k != "train_seconds"
-    }
+    measured = ("train_seconds", "latency_ms_b1", "latency_ms_b32", "peak_train_memory_mb")
+
+    def deterministic(metrics: dict[str, float]) -> dict[str, float]:
+        return {k: v for k, v in metrics.items() if k.split(".")[-1] not in measured}
+
+    assert deterministic(first.metrics) == deterministic(second.metrics)
+    assert first.info["data_hash"] == second.info["data_hash"]
 
 
 def test_regression_with_gradient_accumulation(trainer: BertTrainer) -> None:
@@ -167,13 +180,12 @@ def test_missing_data_is_not_a_candidate_error(trainer: BertTrainer) -> None:
 
 
 def test_mnli_reports_mismatched_too() -> None:
+    unprefixed = ("accuracy", "accuracy_mismatched", *COST_METRICS)
     assert BertTrainer.metric_names("mnli") == (
-        "accuracy",
-        "accuracy_mismatched",
-        "params",
-        "train_seconds",
-        "eval_samples",
+        *unprefixed,
+        *(f"mnli.{name}" for name in unprefixed),
     )
+    assert "params" in COST_METRICS and "flops" in COST_METRICS
 
 
 def test_mnli_scores_both_dev_splits(tmp_path: Path) -> None:

@@ -1,0 +1,319 @@
+"""Trainer throughput: training samples/s of ``BertTrainer``'s loop vs a bare PyTorch loop.
+
+Measures, in one run on this machine, how much the trainer's loop costs over the plainest loop
+that does the same work. For each model size, both systems train the same model (same
+initial weights), on the same batches (same examples in the same order, padded to the same
+shapes), with the same optimiser (AdamW with BERT's weight-decay groups, linear warmup and
+decay, gradient clipping at 1.0), the same number of steps and the same torch thread count:
+
+* ``ours``: ``BertTrainer.train`` on a candidate whose only evaluation is after the last step;
+  throughput = samples / the result's ``train_seconds`` (optimisation time, evaluation
+  excluded). Everything the trainer does per step counts: stop checks, batch collation from
+  the tokenised split, the divergence check, the progress bar (hidden when stderr is not a
+  terminal), the peak-memory sampler thread.
+* ``bare``: a hand-written loop over batches collated *before* the clock starts:
+  ``loss = model(**batch).loss; loss.backward(); clip; step; schedule; zero_grad``.
+
+Systems alternate within each repeat (and which goes first alternates between repeats) so that
+load changes on the machine hit both alike; the table gives each system's median, the ratio
+of medians, and the median of the per-repeat ratios (less sensitive to load drifting during the
+run); the goal, on the ratio of medians, is >= 0.95.
+
+Usage::
+
+    python benchmarks/trainer_throughput.py                    # full run
+    python benchmarks/trainer_throughput.py --quick            # smoke run, not recorded
+    python benchmarks/trainer_throughput.py --models tiny --steps 40 --repeats 7
+
+The table is printed and appended to ``benchmarks/RESULTS.md`` (``--no-record`` to skip).
+Exit status: 0 when every ratio meets the goal, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from archsearch.spaces import Candidate
+from archsearch.worker import TrainContext
+from archsearch.worker._bert_trainer import (
+    BertTrainer,
+    EncodedSplit,
+    _adamw,
+    _seed_everything,
+    _shuffled_batches,
+)
+from archsearch.worker._cost import code_version
+from archsearch.worker._glue import get_task
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
+GOAL = 0.95
+MODELS: dict[str, dict[str, int]] = {
+    # The unit tests' student: steps take milliseconds, so per-step overhead shows most.
+    "micro": {
+        "num_hidden_layers": 1,
+        "hidden_size": 32,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+    "tiny": {
+        "num_hidden_layers": 2,
+        "hidden_size": 128,
+        "num_attention_heads": 2,
+        "intermediate_size": 512,
+    },
+    "small": {
+        "num_hidden_layers": 4,
+        "hidden_size": 256,
+        "num_attention_heads": 4,
+        "intermediate_size": 1024,
+    },
+}
+LEARNING_RATE, WEIGHT_DECAY, WARMUP_RATIO, SEED = 5e-4, 0.01, 0.1, 0
+
+
+@dataclass
+class Cell:
+    model: str
+    ours: list[float] = field(default_factory=list)  # samples/s per repeat
+    bare: list[float] = field(default_factory=list)
+    seq_len: float = 0.0  # mean padded batch width
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ours) / statistics.median(self.bare)
+
+    @property
+    def paired_ratio(self) -> float:
+        """Median over repeats of ours/bare within the repeat: cancels slow load drifts."""
+        return statistics.median(o / b for o, b in zip(self.ours, self.bare, strict=True))
+
+
+def candidate(arch: dict[str, int], args: argparse.Namespace) -> Candidate:
+    return Candidate(
+        space="bert",
+        architecture=arch,
+        recipe={
+            "max_steps": args.steps,
+            "batch_size": args.batch_size,
+            "max_seq_length": args.seq_len,
+            "learning_rate": LEARNING_RATE,
+            "weight_decay": WEIGHT_DECAY,
+            "warmup_ratio": WARMUP_RATIO,
+            "eval_every": args.steps,
+            "seed": SEED,
+            "measure_latency": False,
+        },
+        data={"task": args.task, "train_subset": 0, "eval_subset": args.batch_size},
+    )
+
+
+def run_ours(trainer: BertTrainer, arch: dict[str, int], args: argparse.Namespace) -> float:
+    result = trainer.train(candidate(arch, args), TrainContext())
+    return args.steps * args.batch_size / result.metrics["train_seconds"]
+
+
+def collate_all(
+    train: EncodedSplit, args: argparse.Namespace, pad_id: int
+) -> list[dict[str, torch.Tensor]]:
+    """The trainer's batches (same seeded order, each padded to its longest example)."""
+    order = _shuffled_batches(len(train), args.batch_size, SEED)
+    batches = []
+    for _ in range(args.steps):
+        indices = next(order)
+        rows = [
+            (train.input_ids[a:b], train.token_type_ids[a:b])
+            for a, b in zip(train.offsets[indices], train.offsets[indices + 1], strict=True)
+        ]
+        width = max(len(ids) for ids, _ in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        types = torch.zeros_like(ids)
+        mask = torch.zeros_like(ids)
+        for r, (row_ids, row_types) in enumerate(rows):
+            ids[r, : len(row_ids)] = torch.from_numpy(row_ids.astype(np.int64))
+            types[r, : len(row_types)] = torch.from_numpy(row_types.astype(np.int64))
+            mask[r, : len(row_ids)] = 1
+        labels = torch.from_numpy(train.labels[indices])
+        batches.append(
+            {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
+        )
+    return batches
+
+
+def run_bare(
+    trainer: BertTrainer,
+    arch: dict[str, int],
+    batches: list[dict[str, torch.Tensor]],
+    args: argparse.Namespace,
+) -> float:
+    _seed_everything(SEED)
+    model = trainer.build_model(arch, get_task(args.task))
+    optimizer = _adamw(model, LEARNING_RATE, WEIGHT_DECAY)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(WARMUP_RATIO * args.steps), args.steps
+    )
+    model.train()
+    start = time.perf_counter()
+    for batch in batches:
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - start
+    return args.steps * args.batch_size / seconds
+
+
+def measure(name: str, trainer: BertTrainer, args: argparse.Namespace) -> Cell:
+    arch = MODELS[name]
+    train = trainer.encode(args.task, "train", 0, {"max_seq_length": args.seq_len, "seed": SEED})
+    batches = collate_all(train, args, trainer.tokenizer.pad_token_id)
+    cell = Cell(name, seq_len=statistics.mean(b["input_ids"].shape[1] for b in batches))
+    # Warm-up: first calls load kernels and fill caches for both.
+    run_ours(trainer, arch, args)
+    run_bare(trainer, arch, batches, args)
+    for repeat in range(args.repeats):
+        order = ("ours", "bare") if repeat % 2 == 0 else ("bare", "ours")
+        for system in order:
+            if system == "ours":
+                cell.ours.append(run_ours(trainer, arch, args))
+            else:
+                cell.bare.append(run_bare(trainer, arch, batches, args))
+        print(
+            f"  {name} repeat {repeat + 1}/{args.repeats}: ours {cell.ours[-1]:7.1f}/s  "
+            f"bare {cell.bare[-1]:7.1f}/s  (load {_load()})",
+            flush=True,
+        )
+    return cell
+
+
+def render(cells: list[Cell], args: argparse.Namespace) -> tuple[str, bool]:
+    lines = [
+        "| model | layers × hidden / ffn | mean padded length | ours samples/s (median, "
+        "min–max) | bare samples/s (median, min–max) | ratio of medians | median paired "
+        "ratio | goal ≥ 0.95 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ok = True
+    for c in cells:
+        a = MODELS[c.model]
+        passed = c.ratio >= GOAL
+        ok &= passed
+        lines.append(
+            f"| {c.model} | {a['num_hidden_layers']} × {a['hidden_size']} / "
+            f"{a['intermediate_size']} | {c.seq_len:.0f} | {statistics.median(c.ours):.1f} "
+            f"({min(c.ours):.1f}–{max(c.ours):.1f}) | {statistics.median(c.bare):.1f} "
+            f"({min(c.bare):.1f}–{max(c.bare):.1f}) | {c.ratio:.3f} | {c.paired_ratio:.3f} | "
+            f"{'pass' if passed else 'FAIL'} |"
+        )
+    return "\n".join(lines), ok
+
+
+def record(table: str, args: argparse.Namespace, started: str, loads: list[str]) -> None:
+    header = (
+        "# Benchmark results\n\n"
+        "Each script in `benchmarks/` appends a dated section here; older sections are kept.\n"
+    )
+    with contextlib.suppress(FileExistsError), open(RESULTS_MD, "x") as fh:
+        fh.write(header)
+    machine = (
+        f"nproc {os.cpu_count()}, torch {torch.__version__} with {args.threads} thread(s), "
+        f"Python {platform.python_version()}, {platform.platform()}"
+    )
+    cmd = "python " + " ".join(
+        shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]
+    )
+    section = (
+        f"\n## trainer_throughput — {started}\n\n"
+        f"- machine: {machine}; device cpu\n"
+        f"- code: {code_version()}\n"
+        f"- command: `{cmd}`\n"
+        f"- load average (1/5/15 min) before / after: {loads[0]} / {loads[-1]} (other jobs on "
+        "the machine add noise to both columns; systems alternate to share it)\n"
+        f"- task {args.task}, batch {args.batch_size}, max_seq_length {args.seq_len} (dynamic "
+        f"padding, same batches for both), {args.steps} optimiser steps per run, "
+        f"{args.repeats} alternating repeats after one warm-up run each\n"
+        "- ours = `BertTrainer.train` (samples / `train_seconds`); bare = hand-written loop "
+        "over pre-collated batches\n\n"
+        f"{table}\n"
+    )
+    with open(RESULTS_MD, "a") as fh:
+        fh.write(section)
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument(
+        "--models", default="micro,tiny,small", help=f"comma-separated: {', '.join(MODELS)}"
+    )
+    p.add_argument("--task", default="rte", help="GLUE task (rte: pairs, most near 128 tokens)")
+    p.add_argument("--steps", type=int, help="optimiser steps per run (default 20)")
+    p.add_argument("--repeats", type=int, help="alternating repeats (default 7)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--quick", action="store_true", help="tiny model, few steps, not recorded")
+    p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.models = "tiny" if args.models == "micro,tiny,small" else args.models
+    args.steps = args.steps or (5 if args.quick else 20)
+    args.repeats = args.repeats or (2 if args.quick else 7)
+    args.model_list = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in args.model_list if m not in MODELS]
+    if unknown:
+        p.error(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
+    if min(args.steps, args.repeats, args.batch_size, args.seq_len, args.threads) <= 0:
+        p.error("--steps, --repeats, --batch-size, --seq-len and --threads must be > 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    loads = [_load()]
+    print(
+        f"trainer_throughput: models {','.join(args.model_list)}, {args.task}, batch "
+        f"{args.batch_size}, seq {args.seq_len}, {args.steps} steps x {args.repeats} repeats, "
+        f"{args.threads} thread(s), load average {loads[0]}",
+        flush=True,
+    )
+    trainer = BertTrainer()
+    t0 = time.monotonic()
+    cells = [measure(name, trainer, args) for name in args.model_list]
+    loads.append(_load())
+    table, ok = render(cells, args)
+    print()
+    print(table)
+    print(f"\n(total {time.monotonic() - t0:.0f}s, load average {loads[-1]})")
+    if not (args.quick or args.no_record):
+        record(table, args, started, loads)
+        print(f"appended to {RESULTS_MD.relative_to(REPO)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -242,6 +242,10 @@ class BertTrainer(Trainer):
         self.last_predictions: list[int] | list[float] = []
         self.last_labels: list[int] | list[float] = []
         self.last_predictions_by_task: dict[str, list[int] | list[float]] = {}
+        #: Per-task changes to the teacher's fine-tuning recipe (part of the cache key).
+        self.teacher_overrides: dict[str, dict[str, Any]] = {}
+        #: Dev metrics of the teachers this trainer fine-tuned (not of cached ones).
+        self.teacher_metrics: dict[str, dict[str, float]] = {}
 
     @property
     def tokenizer(self) -> Any:
@@ -382,18 +386,23 @@ class BertTrainer(Trainer):
     def teacher_for(
         self, task: GlueTask, teacher: str | None, device: torch.device
     ) -> BertForSequenceClassification:
-        """The teacher fine-tuned on ``task`` with its standard recipe (cached on disk)."""
-        recipe = teacher_recipe(task.id)
-        train = self.encode(task.id, "train", 0, {**recipe, "max_seq_length": 128})
-        cache = TeacherCache()
+        """The teacher fine-tuned on ``task`` with its standard recipe (cached on disk).
+
+        ``self.teacher_overrides[task_id]`` changes that recipe (and so the cache key); the
+        dev metrics of a teacher fine-tuned here are kept in ``self.teacher_metrics``.
+        """
+        overrides = self.teacher_overrides.get(task.id, {})
+        recipe = teacher_recipe(task.id, **overrides)
+        train = self.encode(task.id, "train", 0, validate_recipe(_without_epochs(recipe)))
 
         def fine_tune(job: Any) -> BertForSequenceClassification:
-            model, metrics = self.fine_tune_teacher(task, teacher, device)
-            log_line = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            print(f"teacher fine-tuned on {task.id}: {log_line}", file=sys.stderr)
+            model, metrics = self.fine_tune_teacher(task, teacher, device, overrides=overrides)
+            self.teacher_metrics[task.id] = metrics
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            print(f"teacher fine-tuned on {task.id}: {shown}", file=sys.stderr)
             return model
 
-        model = cache.get(
+        model = TeacherCache().get(
             task.id,
             fine_tune,
             recipe=recipe,
@@ -402,6 +411,26 @@ class BertTrainer(Trainer):
             device=device,
         )
         return model.to(device).eval()
+
+    def evaluate(
+        self, model: torch.nn.Module, task: GlueTask, max_seq_length: int = 128
+    ) -> dict[str, float]:
+        """Dev metrics of a trained model (every dev split of the task)."""
+        recipe = validate_recipe({"max_seq_length": max_seq_length})
+        dev_sets = {s: self.encode(task.id, s, 0, recipe) for s in task.dev_splits}
+        primary = dev_sets[task.dev_splits[0]]
+        device = next(model.parameters()).device
+        loop = _TrainingLoop(
+            model,
+            task,
+            recipe,
+            TrainContext(device=str(device)),
+            None,
+            self.tokenizer.pad_token_id,
+        )
+        metrics = compute_metrics(task.id, loop.predict(primary), primary.labels)
+        metrics.update(_extra_dev_metrics(task, loop, dev_sets))
+        return metrics
 
     def fine_tune_teacher(
         self,
@@ -417,8 +446,8 @@ class BertTrainer(Trainer):
         model is scored on the dev split(s) at the end. Returns the model and its dev metrics.
         """
         base = teacher_recipe(task.id, **(overrides or {}))
-        epochs = float(base.pop("epochs"))
-        recipe = validate_recipe({k: v for k, v in base.items() if k != "epochs"})
+        epochs = float(base["epochs"])
+        recipe = validate_recipe(_without_epochs(base))
         train = self.encode(task.id, "train", 0, recipe)
         steps = max(1, math.ceil(epochs * math.ceil(len(train) / recipe["batch_size"])))
         recipe = {**recipe, "max_steps": steps, "eval_every": steps}
@@ -551,6 +580,10 @@ class BertTrainer(Trainer):
             shutil.rmtree(folder)
         os.replace(staging, folder)
         return folder
+
+
+def _without_epochs(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in recipe.items() if k != "epochs"}
 
 
 def checkpoint_root() -> Path:

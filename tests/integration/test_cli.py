@@ -154,3 +154,60 @@ def test_bert_worker_through_the_service(server: ServerProc, tmp_path: Path) -> 
         assert list(t.values) == [t.metrics["accuracy"], t.metrics["params"]]
         assert sorted(t.intermediate_values) == [6, 12]
         assert t.intermediate_values[12] == t.metrics["accuracy"]
+
+
+def test_multi_task_search_with_aggregate_objective(server: ServerProc, tmp_path: Path) -> None:
+    """One candidate trained on two tasks per trial; the objective is the GLUE average,
+    computed on the server from the raw per-task metrics; `show` prints both tasks."""
+    spec = {
+        "name": "multi",
+        "space": "bert",
+        "loop": "random",
+        "n_trials": 2,
+        "trainer": "bert",
+        "tasks": ["sst2", "mrpc"],
+        "objectives": ["glue_avg:max", "params:min"],
+        "space_options": {
+            "num_hidden_layers": [1],
+            "hidden_size": [32, 64],
+            "num_attention_heads": [2],
+            "intermediate_ratio": [2],
+        },
+        "recipe": {
+            "max_steps": 6,
+            "eval_every": 6,
+            "batch_size": 16,
+            "max_seq_length": 32,
+            "measure_latency": False,
+        },
+        "data": {"train_subset": 128, "eval_subset": 48},
+    }
+    with SearchClient(server.address) as c:
+        c.launch(spec)
+        worker = Proc(
+            cli(
+                "worker",
+                "--server",
+                server.address,
+                "--trainer",
+                "bert",
+                "--poll-seconds",
+                "1",
+                "--idle-exit",
+                "3",
+            ),
+            tmp_path / "w.log",
+        ).start()
+        try:
+            wait_study(c, "multi", 240, [worker])
+        finally:
+            worker.stop()
+        trials = c.list_trials("multi")
+    for t in trials:
+        m = t.metrics
+        assert {"sst2.accuracy", "mrpc.f1", "mrpc.accuracy", "params", "flops"} <= set(m)
+        expected = (m["sst2.accuracy"] + (m["mrpc.f1"] + m["mrpc.accuracy"]) / 2) / 2
+        assert t.values[0] == pytest.approx(expected)
+        assert t.values[1] == m["params"]
+    text = run("show", "multi", "--server", server.address).stdout
+    assert "sst2" in text and "mrpc" in text and "borda" in text and "Pareto front" in text

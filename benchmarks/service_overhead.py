@@ -41,9 +41,7 @@ import datetime
 import json
 import multiprocessing as mp
 import os
-import platform
 import select
-import shlex
 import shutil
 import signal
 import socket
@@ -57,6 +55,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import append_section
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
@@ -621,39 +622,17 @@ def render(cells: list[Cell], args: argparse.Namespace) -> tuple[str, list[str],
 def record(
     table: str, lines: list[str], args: argparse.Namespace, started: str, loads: list[str]
 ) -> None:
-    import optuna
-
-    header = (
-        "# Benchmark results\n\n"
-        "Each script in `benchmarks/` appends a dated section here; older sections are kept.\n"
-    )
-    with contextlib.suppress(FileExistsError), open(RESULTS_MD, "x") as fh:
-        fh.write(header)
-    machine = (
-        f"nproc {os.cpu_count()}, Python {platform.python_version()}, optuna "
-        f"{optuna.__version__}, {platform.platform()}"
-    )
-    cmd = "python " + " ".join(
-        shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]
-    )
     legend = "; ".join(f"`{k}` = {v}" for k, v in SYSTEMS.items())
-    section = (
-        f"\n## service_overhead — {started}\n\n"
-        f"- machine: {machine}\n"
-        f"- command: `{cmd}`\n"
-        f"- load average (1/5/15 min) before the first and after the last cell: "
-        f"{loads[0]} / {loads[-1]} (includes this run's own client processes; other jobs "
-        "on the machine inflate every column alike)\n"
+    append_section(
+        "service_overhead",
+        f"- started {started}; load average (1/5/15 min) before the first and after the last "
+        f"cell: {loads[0]} / {loads[-1]} (includes this run's own client processes; other "
+        "jobs on the machine inflate every column alike)\n"
         f"- {args.warmup:g} s warm-up + {args.seconds:g} s measured per cell; fresh SQLite "
         "(WAL, synchronous=NORMAL) per cell; random sampler; flexibert-small table space\n"
         f"- systems: {legend}\n\n"
-        f"{table}\n\n" + "\n".join(lines) + "\n"
+        f"{table}\n\n" + "\n".join(lines) + "\n",
     )
-    with open(RESULTS_MD, "a") as fh:
-        fh.write(section)
-
-
-# ----------------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

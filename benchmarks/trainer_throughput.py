@@ -32,11 +32,8 @@ Exit status: 0 when every ratio meets the goal, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -58,6 +55,9 @@ from archsearch.worker._bert_trainer import (
 )
 from archsearch.worker._cost import code_version
 from archsearch.worker._glue import get_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import append_section
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
@@ -225,24 +225,10 @@ def render(cells: list[Cell], args: argparse.Namespace) -> tuple[str, bool]:
 
 
 def record(table: str, args: argparse.Namespace, started: str, loads: list[str]) -> None:
-    header = (
-        "# Benchmark results\n\n"
-        "Each script in `benchmarks/` appends a dated section here; older sections are kept.\n"
-    )
-    with contextlib.suppress(FileExistsError), open(RESULTS_MD, "x") as fh:
-        fh.write(header)
-    machine = (
-        f"nproc {os.cpu_count()}, torch {torch.__version__} with {args.threads} thread(s), "
-        f"Python {platform.python_version()}, {platform.platform()}"
-    )
-    cmd = "python " + " ".join(
-        shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]
-    )
-    section = (
-        f"\n## trainer_throughput — {started}\n\n"
-        f"- machine: {machine}; device cpu\n"
-        f"- code: {code_version()}\n"
-        f"- command: `{cmd}`\n"
+    append_section(
+        "trainer_throughput",
+        f"- started {started}; torch {torch.__version__} with {args.threads} thread(s) on cpu; "
+        f"code {code_version()}\n"
         f"- load average (1/5/15 min) before / after: {loads[0]} / {loads[-1]} (other jobs on "
         "the machine add noise to both columns; systems alternate to share it)\n"
         f"- task {args.task}, batch {args.batch_size}, max_seq_length {args.seq_len} (dynamic "
@@ -250,10 +236,8 @@ def record(table: str, args: argparse.Namespace, started: str, loads: list[str])
         f"{args.repeats} alternating repeats after one warm-up run each\n"
         "- ours = `BertTrainer.train` (samples / `train_seconds`); bare = hand-written loop "
         "over pre-collated batches\n\n"
-        f"{table}\n"
+        f"{table}\n",
     )
-    with open(RESULTS_MD, "a") as fh:
-        fh.write(section)
 
 
 def _load() -> str:

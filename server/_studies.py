@@ -497,39 +497,62 @@ class StudyManager:
                 return None
             trial, arch = h.loop.ask(h.study, h.space, waiting=bool(idx.waiting))
             tid = trial._trial_id
-            if tid in idx.waiting:  # a re-queued candidate keeps its spec
+            try:
+                prepared = self._store_candidate(h, trial, arch)
+            except Exception:
+                # Never leave a trial RUNNING that the index does not know: it would hold
+                # nothing up, and nothing would ever finish it.
                 idx.waiting.discard(tid)
-                frozen = self.storage.get_trial(tid)
-                candidate = Candidate.from_dict(frozen.user_attrs["candidate"])
-                attempt = len(frozen.system_attrs.get("retry_history", []))
-            else:
-                idx.originals += 1
-                attempt = 0
-                candidate = Candidate(
-                    space=h.spec.space,
-                    architecture=arch,
-                    recipe=dict(h.spec.recipe),
-                    data=dict(h.spec.data),
-                )
-                user = {"candidate": candidate.to_dict(), "arch": h.space.describe(arch)}
-                earlier = idx.done.get(candidate.fingerprint())
-                if earlier is not None:
-                    number, values, metrics = earlier
-                    write_trial_attrs(
-                        self.rdb, tid, user={**user, "duplicate_of": number, "metrics": metrics}
-                    )
-                    self._finish(h, tid, TrialState.COMPLETE, values)
-                    log.info(
-                        "trial %d of %s repeats trial %d; reused its result",
-                        trial.number,
-                        h.spec.name,
-                        number,
-                    )
-                    continue
-                write_trial_attrs(self.rdb, tid, user=user)
+                self._finish(h, tid, TrialState.FAIL, None)
+                raise
+            if prepared is None:
+                continue  # a repeat of a completed candidate, finished with its result
+            candidate, attempt = prepared
             idx.live[tid] = LiveTrial(tid, trial.number, candidate, attempt)
             return tid
         return None  # the loop keeps proposing evaluated candidates; ask again later
+
+    def _store_candidate(
+        self, h: StudyHandle, trial: optuna.Trial, arch: dict[str, Any]
+    ) -> tuple[Candidate, int] | None:
+        """Records the candidate of a just-asked trial; None when it repeats a completed one
+        (then the trial is completed with that result). Caller holds ``h.lock``."""
+        idx = h.index
+        tid = trial._trial_id
+        attempt = 0
+        if tid in idx.waiting:  # a re-queued candidate keeps its spec
+            idx.waiting.discard(tid)
+            frozen = self.storage.get_trial(tid)
+            attempt = len(frozen.system_attrs.get("retry_history", []))
+            if "candidate" in frozen.user_attrs:
+                return Candidate.from_dict(frozen.user_attrs["candidate"]), attempt
+            # A retry of a trial that died before its candidate was stored: rebuild it from
+            # the parameters, which the retry carries.
+        else:
+            idx.originals += 1
+        candidate = Candidate(
+            space=h.spec.space,
+            architecture=arch,
+            recipe=dict(h.spec.recipe),
+            data=dict(h.spec.data),
+        )
+        user = {"candidate": candidate.to_dict(), "arch": h.space.describe(arch)}
+        earlier = idx.done.get(candidate.fingerprint()) if attempt == 0 else None
+        if earlier is not None:
+            number, values, metrics = earlier
+            write_trial_attrs(
+                self.rdb, tid, user={**user, "duplicate_of": number, "metrics": metrics}
+            )
+            self._finish(h, tid, TrialState.COMPLETE, values)
+            log.info(
+                "trial %d of %s repeats trial %d; reused its result",
+                trial.number,
+                h.spec.name,
+                number,
+            )
+            return None
+        write_trial_attrs(self.rdb, tid, user=user)
+        return candidate, attempt
 
     def _prepare_next(self, h: StudyHandle) -> None:
         """Keeps one candidate ready for the next acquire (caller holds ``h.lock``).

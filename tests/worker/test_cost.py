@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +154,16 @@ def test_latency_is_positive_and_bounded(batch_size: int) -> None:
 
 
 def test_peak_memory_sees_an_allocation() -> None:
-    with PeakMemoryMeter("cpu", interval_s=0.001) as meter:
+    with PeakMemoryMeter("cpu", interval_s=3600) as meter:
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        meter.sample()  # where the caller knows memory peaks
         del block
     assert 48 <= meter.peak_mb < 1024
+    with PeakMemoryMeter("cpu", interval_s=0.001) as sampled:
+        block = torch.ones(64 * 2**20 // 4)
+        time.sleep(0.05)  # the background thread samples meanwhile
+        del block
+    assert 48 <= sampled.peak_mb < 1024
     with PeakMemoryMeter("cpu") as idle:
         pass
     assert 0 <= idle.peak_mb < 16

@@ -12,48 +12,69 @@ from archsearch.spaces import Candidate
 from archsearch.worker import TrainContext
 from archsearch.worker._bert_trainer import BertTrainer
 
-STUDENT = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
-           "intermediate_size": 64}
+STUDENT = {
+    "num_hidden_layers": 1,
+    "hidden_size": 32,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
 
 
 @pytest.fixture
 def tiny_teacher(tmp_path: Path) -> str:
     """A 2-layer, 64-wide BERT (head size 16) saved as a local teacher folder."""
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=128)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+    )
     folder = tmp_path / "teacher"
     BertModel(config).save_pretrained(folder)
     return str(folder)
 
 
 def _candidate(teacher: str, **recipe) -> Candidate:
-    return Candidate.from_dict({
-        "space": "bert", "architecture": STUDENT,
-        "recipe": {"max_steps": 8, "eval_every": 4, "batch_size": 16, "max_seq_length": 32,
-                   "teacher": teacher, "measure_latency": False, **recipe},
-        "data": {"task": "wnli", "train_subset": 64, "eval_subset": 32},
-    })
+    return Candidate.from_dict(
+        {
+            "space": "bert",
+            "architecture": STUDENT,
+            "recipe": {
+                "max_steps": 8,
+                "eval_every": 4,
+                "batch_size": 16,
+                "max_seq_length": 32,
+                "teacher": teacher,
+                "measure_latency": False,
+                **recipe,
+            },
+            "data": {"task": "wnli", "train_subset": 64, "eval_subset": 32},
+        }
+    )
 
 
 @pytest.mark.parametrize("mode", ["logits", "minilmv2"])
 def test_teacher_init_and_distillation(tiny_teacher, tmp_path, monkeypatch, mode) -> None:
     monkeypatch.setenv("ARCHSEARCH_CACHE_DIR", str(tmp_path / "cache"))
     trainer = BertTrainer()
+    # The standard recipe is 5 epochs of WNLI; a fraction keeps the test fast.
+    trainer.teacher_overrides["wnli"] = {"epochs": 0.25, "max_seq_length": 32}
     calls = []
     original = trainer.fine_tune_teacher
 
     def counting(*args, **kw):
         calls.append(args[0].id)
-        # The standard recipe is 5 epochs of WNLI; a fraction keeps the test fast.
-        return original(*args, overrides={"epochs": 0.25, "max_seq_length": 32}, **kw)
+        return original(*args, **kw)
 
     monkeypatch.setattr(trainer, "fine_tune_teacher", counting)
     ctx = TrainContext(intermediate_metric="accuracy", objective_metrics=("accuracy",))
     result = trainer.train(_candidate(tiny_teacher, init="teacher", distill={"mode": mode}), ctx)
     assert 0 <= result.metrics["accuracy"] <= 1 and result.metrics["params"] > 0
-    again = trainer.train(_candidate(tiny_teacher, init="teacher", distill={"mode": mode},
-                                     seed=1), ctx)
+    again = trainer.train(
+        _candidate(tiny_teacher, init="teacher", distill={"mode": mode}, seed=1), ctx
+    )
     assert "accuracy" in again.metrics
     assert calls == ["wnli"]  # the fine-tuned teacher is cached and reused
     assert any((tmp_path / "cache" / "teachers").iterdir())
@@ -62,11 +83,7 @@ def test_teacher_init_and_distillation(tiny_teacher, tmp_path, monkeypatch, mode
 def test_teacher_init_starts_from_teacher_slices(tiny_teacher, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("ARCHSEARCH_CACHE_DIR", str(tmp_path / "cache"))
     trainer = BertTrainer()
-    monkeypatch.setattr(
-        trainer, "fine_tune_teacher",
-        lambda task, teacher, device, **kw: BertTrainer.fine_tune_teacher(
-            trainer, task, teacher, device, overrides={"epochs": 0.25, "max_seq_length": 32}),
-    )
+    trainer.teacher_overrides["wnli"] = {"epochs": 0.25, "max_seq_length": 32}
     cand = _candidate(tiny_teacher, init="teacher")
     task = __import__("archsearch.worker._glue", fromlist=["get_task"]).get_task("wnli")
     hooks = trainer.training_hooks(cand, task, torch.device("cpu"))

@@ -49,7 +49,7 @@ STUDENT = {
     "intermediate_size": 768,
 }
 STUDENT_RUNS = {  # task -> (steps, batch, sequence length)
-    "sst2": (1500, 32, 64),
+    "sst2": (800, 32, 64),
     "rte": (240, 32, 128),
 }
 

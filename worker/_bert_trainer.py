@@ -455,7 +455,8 @@ class BertTrainer(Trainer):
         primary = dev_sets[task.dev_splits[0]]
         ctx = context or TrainContext(device=str(device))
         _seed_everything(recipe["seed"])
-        model = load_teacher_classifier(task, teacher, attn_implementation="eager").to(ctx.device)
+        # SDPA trains faster; the distillation losses read Q/K/V through hooks, not attentions.
+        model = load_teacher_classifier(task, teacher, attn_implementation="sdpa").to(ctx.device)
         loop = _TrainingLoop(
             model,
             task,
@@ -536,6 +537,7 @@ class BertTrainer(Trainer):
                 precision=precision,
                 step_offset=plan.step_offset,
                 select_metric=plan.select_metric if recipe["keep_checkpoint"] else None,
+                sample_memory=memory.sample,
             )
             predictions, train_seconds = loop.run(splits["train"], primary)
 
@@ -648,6 +650,8 @@ class _TrainingLoop:
         select_metric: When set, a CPU copy of the weights with the best dev value of this
             metric is kept in ``best_state`` (with ``best_step`` and ``best_value``).
         progress: tqdm's ``disable`` is ``not progress``; None: shown only on a terminal.
+        sample_memory: Called where training memory peaks (after each forward and backward
+            pass and optimiser step): :meth:`PeakMemoryMeter.sample`.
     """
 
     def __init__(
@@ -664,6 +668,7 @@ class _TrainingLoop:
         step_offset: int = 0,
         select_metric: str | None = None,
         progress: bool | None = None,
+        sample_memory: Callable[[], None] | None = None,
     ) -> None:
         self.model = model
         self.task = task
@@ -677,6 +682,7 @@ class _TrainingLoop:
         self.step_offset = step_offset
         self.select_metric = select_metric
         self.progress = recipe.get("progress") if progress is None else progress
+        self.sample_memory = sample_memory or _nothing
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_value = -math.inf
         self.best_step = 0
@@ -686,6 +692,7 @@ class _TrainingLoop:
         """Trains for ``max_steps`` optimiser steps; returns the final dev predictions and the
         seconds spent optimising (evaluation excluded)."""
         recipe, context, model = self.recipe, self.context, self.model
+        sample_memory = self.sample_memory
         max_steps, eval_every = recipe["max_steps"], recipe["eval_every"]
         accumulation = recipe.get("gradient_accumulation_steps", 1)
         if self.hooks.init_fn is not None:
@@ -719,6 +726,7 @@ class _TrainingLoop:
                     batch = self._collate(train_set, next(micro_batches))
                     with self.precision.autocast(self.device):
                         loss = loss_fn(model, batch)
+                    sample_memory()  # activations saved for backward are all alive here
                     if check_every == 1:
                         if not torch.isfinite(loss):
                             raise CandidateError(
@@ -728,6 +736,7 @@ class _TrainingLoop:
                         nonfinite |= ~torch.isfinite(loss.detach())
                     scaled = loss / accumulation if accumulation > 1 else loss
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                    sample_memory()
                 if scaler is not None:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(params, _MAX_GRAD_NORM)
@@ -742,6 +751,7 @@ class _TrainingLoop:
                     torch.nn.utils.clip_grad_norm_(params, _MAX_GRAD_NORM)
                     optimizer.step()
                     scheduler.step()
+                sample_memory()  # gradients and optimiser state both alive here
                 optimizer.zero_grad(set_to_none=True)
                 bar.update()
                 evaluate = step % eval_every == 0 or step == max_steps
@@ -835,6 +845,10 @@ class _TrainingLoop:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _model_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

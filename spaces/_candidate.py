@@ -50,6 +50,7 @@ _RECIPE_TYPES: dict[str, tuple[type, ...]] = {
     "precision": (str,),
     "keep_checkpoint": (bool,),
     "measure_latency": (bool,),
+    "progress": (bool,),  # tqdm bar: default shown only on a terminal
     # student initialisation: "random" | "teacher" (AutoDistil extraction from the teacher)
     "init": (str,),
     # teacher: a local path or hub name; default all-MiniLM-L6-v2 from its PyPI package

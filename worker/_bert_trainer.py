@@ -56,12 +56,15 @@ from archsearch.worker._cost import (
 from archsearch.worker._distill import Distiller
 from archsearch.worker._extract import init_student_from_teacher
 from archsearch.worker._glue import (
+    CustomTask,
     GlueExample,
     GlueTask,
     get_task,
+    load_custom_split,
     load_split,
     resolve_glue_dir,
     take_subset,
+    validate_custom_task,
 )
 from archsearch.worker._metrics import compute_metrics
 from archsearch.worker._teacher import TeacherCache, load_teacher_classifier, teacher_recipe
@@ -242,6 +245,8 @@ class BertTrainer(Trainer):
         self.last_predictions: list[int] | list[float] = []
         self.last_labels: list[int] | list[float] = []
         self.last_predictions_by_task: dict[str, list[int] | list[float]] = {}
+        #: Custom tasks met in candidates, by name (``data.custom_task``).
+        self._custom_tasks: dict[str, CustomTask] = {}
         #: Per-task changes to the teacher's fine-tuning recipe (part of the cache key).
         self.teacher_overrides: dict[str, dict[str, Any]] = {}
         #: Dev metrics of the teachers this trainer fine-tuned (not of cached ones).
@@ -271,8 +276,10 @@ class BertTrainer(Trainer):
             task_ids: One task id, or the list of a multi-task trial.
             measure_latency: False when the recipe sets ``measure_latency: false``.
         """
-        ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
-        per_task = {t: _task_metric_names(get_task(t), measure_latency) for t in ids}
+        given = [task_ids] if isinstance(task_ids, (str, GlueTask, CustomTask)) else task_ids
+        tasks = [get_task(t) if isinstance(t, str) else t for t in given]
+        ids = [t.id for t in tasks]
+        per_task = {t.id: _task_metric_names(t, measure_latency) for t in tasks}
         prefixed = tuple(f"{t}.{name}" for t, names in per_task.items() for name in names)
         if len(ids) == 1:
             return (*per_task[ids[0]], *prefixed)
@@ -282,6 +289,9 @@ class BertTrainer(Trainer):
     def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
         """Trains ``candidate`` and scores it; see the class docstring and ``Trainer``."""
         spec = _checked_spec(candidate)
+        for task in spec.tasks:
+            if isinstance(task, CustomTask):
+                self._custom_tasks[task.id] = task
         arch = _checked_architecture(candidate.architecture)
         plans = _checked_metric_requests(spec, context)
         recipe, data = spec.recipe, spec.data
@@ -428,7 +438,7 @@ class BertTrainer(Trainer):
             None,
             self.tokenizer.pad_token_id,
         )
-        metrics = compute_metrics(task.id, loop.predict(primary), primary.labels)
+        metrics = compute_metrics(task, loop.predict(primary), primary.labels)
         metrics.update(_extra_dev_metrics(task, loop, dev_sets))
         return metrics
 
@@ -467,7 +477,7 @@ class BertTrainer(Trainer):
             precision=_resolve_precision(recipe.get("precision", "auto"), torch.device(ctx.device)),
         )
         predictions, seconds = loop.run(train, primary)
-        metrics = compute_metrics(task.id, predictions, primary.labels)
+        metrics = compute_metrics(task, predictions, primary.labels)
         metrics.update(_extra_dev_metrics(task, loop, dev_sets))
         metrics["train_seconds"] = seconds
         metrics["train_steps"] = float(steps)
@@ -502,8 +512,14 @@ class BertTrainer(Trainer):
         if key in self._encoded:
             self._encoded.move_to_end(key)
             return self._encoded[key]
-        examples = take_subset(load_split(task_id, split, self.glue_dir), subset, seed)
-        encoded = _tokenize(self.tokenizer, examples, seq_len, get_task(task_id).is_regression)
+        custom = self._custom_tasks.get(task_id)
+        if custom is not None:  # a user's own task, declared in the candidate's data
+            examples = take_subset(load_custom_split(custom, split), subset, seed)
+            is_regression = custom.is_regression
+        else:
+            examples = take_subset(load_split(task_id, split, self.glue_dir), subset, seed)
+            is_regression = get_task(task_id).is_regression
+        encoded = _tokenize(self.tokenizer, examples, seq_len, is_regression)
         self._encoded[key] = encoded
         while len(self._encoded) > _CACHE_ENTRIES:
             self._encoded.popitem(last=False)
@@ -541,7 +557,7 @@ class BertTrainer(Trainer):
             )
             predictions, train_seconds = loop.run(splits["train"], primary)
 
-        metrics = compute_metrics(task.id, predictions, primary.labels)
+        metrics = compute_metrics(task, predictions, primary.labels)
         metrics.update(_extra_dev_metrics(task, loop, dev_sets))
         metrics.update(size_metrics(model, recipe["max_seq_length"]))
         if recipe["measure_latency"]:
@@ -772,7 +788,7 @@ class _TrainingLoop:
 
     def _evaluate(self, step: int, dev_set: EncodedSplit, bar: Any) -> np.ndarray:
         predictions = self.predict(dev_set)
-        values = compute_metrics(self.task.id, predictions, dev_set.labels)
+        values = compute_metrics(self.task, predictions, dev_set.labels)
         self._last_values = values
         shown = self.report_metric or self.select_metric
         if shown is not None:
@@ -895,7 +911,7 @@ def _extra_dev_metrics(
     """Task metrics of the dev splits after the first (MNLI mismatched), split-suffixed."""
     metrics = {}
     for split in task.dev_splits[1:]:
-        values = compute_metrics(task.id, loop.predict(dev_sets[split]), dev_sets[split].labels)
+        values = compute_metrics(task, loop.predict(dev_sets[split]), dev_sets[split].labels)
         suffix = split.removeprefix("dev_")
         metrics.update({f"{name}_{suffix}": value for name, value in values.items()})
     return metrics
@@ -949,9 +965,13 @@ def _checked_spec(candidate: Candidate) -> _Spec:
         if len(set(task_list)) != len(task_list):
             raise CandidateError(f"data.tasks lists a task twice: {task_list}")
         task_ids = list(task_list)
+    custom = None
     try:
-        tasks = tuple(get_task(t) for t in task_ids)
-    except ValueError as e:
+        if "custom_task" in data:
+            # resolve(): labels inferred from the training file when the spec omits them
+            custom = validate_custom_task(data["custom_task"]).resolve()
+        tasks = tuple(custom if custom and t == custom.name else get_task(t) for t in task_ids)
+    except (ValueError, SpecError) as e:
         raise CandidateError(str(e)) from e
     return _Spec(tasks=tasks, recipe=recipe, data={**data, "tasks": list(task_ids)})
 
@@ -983,7 +1003,7 @@ def _checked_metric_requests(spec: _Spec, context: TrainContext) -> list[_TaskPl
     """
     ids = [t.id for t in spec.tasks]
     where = ids[0] if len(ids) == 1 else "+".join(ids)
-    produced = BertTrainer.metric_names(ids, spec.recipe["measure_latency"])
+    produced = BertTrainer.metric_names(list(spec.tasks), spec.recipe["measure_latency"])
     unknown = [m for m in context.objective_metrics if m not in produced]
     if unknown:
         raise CandidateError(

@@ -91,6 +91,14 @@ def _poll_deadline(timeout_s: float) -> float:
     return (min(timeout_s, 3600.0) if math.isfinite(timeout_s) else 0.0) + 10.0
 
 
+def _acquire_request(
+    worker_id: str, capabilities: pb.WorkerCapabilities, timeout_s: float, study_name: str
+) -> pb.AcquireTrialRequest:
+    return pb.AcquireTrialRequest(
+        worker_id=worker_id, capabilities=capabilities, study_name=study_name, timeout_s=timeout_s
+    )
+
+
 class _Base:
     def __init__(
         self,
@@ -198,12 +206,7 @@ class WorkerClient(_Base):
         study_name: str = "",
     ) -> grpc.Future:
         """Starts a long poll; the caller waits on (or cancels) the returned future."""
-        req = pb.AcquireTrialRequest(
-            worker_id=worker_id,
-            capabilities=capabilities,
-            study_name=study_name,
-            timeout_s=timeout_s,
-        )
+        req = _acquire_request(worker_id, capabilities, timeout_s, study_name)
         return self.stub.AcquireTrial.future(
             req, timeout=_poll_deadline(timeout_s), metadata=self._metadata
         )
@@ -215,12 +218,7 @@ class WorkerClient(_Base):
         timeout_s: float = 0.0,
         study_name: str = "",
     ) -> pb.AcquireTrialResponse:
-        req = pb.AcquireTrialRequest(
-            worker_id=worker_id,
-            capabilities=capabilities,
-            study_name=study_name,
-            timeout_s=timeout_s,
-        )
+        req = _acquire_request(worker_id, capabilities, timeout_s, study_name)
         return self._call(self.stub.AcquireTrial, req, timeout=_poll_deadline(timeout_s))
 
     def heartbeat(self, lease_id: str) -> pb.HeartbeatResponse:

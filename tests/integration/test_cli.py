@@ -26,6 +26,29 @@ def server(tmp_path: Path):
     srv.stop()
 
 
+def _run_bert_search(server: ServerProc, tmp_path: Path, spec: dict) -> list:
+    """Launches ``spec``, runs one bert worker until the study completes, returns its trials."""
+    with SearchClient(server.address) as c:
+        c.launch(spec)
+        argv = cli(
+            "worker",
+            "--server",
+            server.address,
+            "--trainer",
+            "bert",
+            "--poll-seconds",
+            "1",
+            "--idle-exit",
+            "3",
+        )
+        worker = Proc(argv, tmp_path / "w.log").start()
+        try:
+            wait_study(c, spec["name"], 240, [worker])
+        finally:
+            worker.stop()
+        return c.list_trials(spec["name"])
+
+
 def test_launch_studies_show_stop(server: ServerProc, tmp_path: Path) -> None:
     addr = server.address
     out = run(
@@ -128,27 +151,7 @@ def test_bert_worker_through_the_service(server: ServerProc, tmp_path: Path) -> 
         "recipe": {"max_steps": 12, "eval_every": 6, "batch_size": 16, "max_seq_length": 32},
         "data": {"train_subset": 256, "eval_subset": 64},
     }
-    with SearchClient(server.address) as c:
-        c.launch(spec)
-        worker = Proc(
-            cli(
-                "worker",
-                "--server",
-                server.address,
-                "--trainer",
-                "bert",
-                "--poll-seconds",
-                "1",
-                "--idle-exit",
-                "3",
-            ),
-            tmp_path / "w.log",
-        ).start()
-        try:
-            wait_study(c, "bert-tiny", 240, [worker])
-        finally:
-            worker.stop()
-        trials = c.list_trials("bert-tiny")
+    trials = _run_bert_search(server, tmp_path, spec)
     for t in trials:
         assert t.metrics["params"] > 0 and 0 <= t.metrics["accuracy"] <= 1
         assert list(t.values) == [t.metrics["accuracy"], t.metrics["params"]]
@@ -182,27 +185,7 @@ def test_multi_task_search_with_aggregate_objective(server: ServerProc, tmp_path
         },
         "data": {"train_subset": 128, "eval_subset": 48},
     }
-    with SearchClient(server.address) as c:
-        c.launch(spec)
-        worker = Proc(
-            cli(
-                "worker",
-                "--server",
-                server.address,
-                "--trainer",
-                "bert",
-                "--poll-seconds",
-                "1",
-                "--idle-exit",
-                "3",
-            ),
-            tmp_path / "w.log",
-        ).start()
-        try:
-            wait_study(c, "multi", 240, [worker])
-        finally:
-            worker.stop()
-        trials = c.list_trials("multi")
+    trials = _run_bert_search(server, tmp_path, spec)
     for t in trials:
         m = t.metrics
         assert {"sst2.accuracy", "mrpc.f1", "mrpc.accuracy", "params", "flops"} <= set(m)

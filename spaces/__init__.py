@@ -16,12 +16,22 @@ from archsearch.spaces._candidate import (
     validate_recipe,
 )
 from archsearch.spaces._errors import SpecError
+from archsearch.spaces._flexibert import FlexiBertSpace
 from archsearch.spaces._flexibert_small import FlexiBertSmallSpace
+from archsearch.spaces._graph import (
+    architecture_graph,
+    graph_hash,
+    graph_image,
+    graph_png,
+    node_labels,
+    ordered_labels,
+)
 from archsearch.spaces._table import TABLE_TASK_NAMES, NasTable, load_table
 
 SPACES: dict[str, type[DesignSpace]] = {
     BertSpace.name: BertSpace,
     FlexiBertSmallSpace.name: FlexiBertSmallSpace,
+    FlexiBertSpace.name: FlexiBertSpace,
 }
 
 
@@ -46,12 +56,19 @@ __all__ = [
     "Candidate",
     "DesignSpace",
     "FlexiBertSmallSpace",
+    "FlexiBertSpace",
     "NasTable",
     "SpecError",
+    "architecture_graph",
     "bert_parameter_count",
     "data_tasks",
+    "graph_hash",
+    "graph_image",
+    "graph_png",
     "load_table",
     "make_space",
+    "node_labels",
+    "ordered_labels",
     "validate_data",
     "validate_recipe",
 ]

@@ -19,10 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from archsearch.spaces._base import DesignSpace
 from archsearch.spaces._errors import SpecError
+from archsearch.spaces._graph import architecture_graph, graph_image, ordered_labels
 from archsearch.spaces._options import reject_unknown
 from archsearch.spaces._table import arch_key, load_table
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import networkx as nx
     import optuna
 
 LAYERS = [2, 4]
@@ -141,3 +145,37 @@ class FlexiBertSmallSpace(DesignSpace):
     @staticmethod
     def key(architecture: dict[str, Any]) -> tuple[Any, ...]:
         return arch_key(architecture)
+
+    def enumerate(self) -> Iterator[dict[str, Any]]:
+        """Every architecture of the space when the table restricts it; nothing otherwise
+        (the whole small space has 24**2 + 24**4 = 332,352 architectures: sample it)."""
+        if self.members is not None:
+            for arch in self.members.values():
+                yield dict(arch)
+
+    @staticmethod
+    def to_flexibert(architecture: dict[str, Any]) -> dict[str, Any]:
+        """The architecture in the full FlexiBERT format (``o="sa"``, ``p=s``, ``n=a``,
+        ``f=[[f]]``), which graphs, embeddings and the worker's models use."""
+        a = architecture
+        return {
+            "l": a["l"],
+            "o": ["sa"] * a["l"],
+            "p": list(a["s"]),
+            "h": list(a["h"]),
+            "n": list(a["a"]),
+            "f": [[f] for f in a["f"]],
+        }
+
+    def graph(self, architecture: dict[str, Any]) -> nx.DiGraph:
+        """The computational graph of ``architecture`` (``spaces._graph``)."""
+        return architecture_graph(self.to_flexibert(architecture))
+
+    @staticmethod
+    def graph_labels() -> list[str]:
+        """The graph-label vocabulary whose order defines graph-edit costs."""
+        return ordered_labels(HIDDEN, FEED_FORWARD, [])
+
+    def graph_image(self, architecture: dict[str, Any]) -> bytes:
+        """A PNG picture of the architecture's graph, captioned with ``describe``."""
+        return graph_image(self.to_flexibert(architecture), title=self.describe(architecture))

@@ -1,0 +1,479 @@
+"""The FlexiBERT heterogeneous design space (Tuli et al., JAIR 2023).
+
+Every encoder layer picks its own operation and operation parameter (self-attention with
+scaled dot-product or weighted multiplicative scores, an FNet-style linear transform by DFT or
+DCT, or a dynamic span-based convolution with kernel k), hidden size, number of heads and
+feed-forward stack (1..3 layers, each with its own width). Architectures use the reference
+``model_dict`` format::
+
+    {"l": 4, "o": ["sa", "sa", "l", "l"], "p": ["sdp", "sdp", "dct", "dct"],
+     "h": [256, 256, 128, 128], "n": [2, 2, 4, 4],
+     "f": [[512, 512, 512], [512, 512, 512], [1024], [1024]]}
+
+Variants (``design_space_test.yaml`` and ``design_space.yaml`` of the reference):
+
+======== ======== ============== =========== =========== ===================== ========
+variant  layers   hidden         heads       FF depth    FF widths             kernels
+======== ======== ============== =========== =========== ===================== ========
+test     2, 4     128, 256       2, 4        1, 3        512, 1024             5, 9
+large    2, 4, 6  128, 256, 512  2, 4, 8     1, 2, 3     512, 1024, 2048, 4096 5, 9, 13
+======== ======== ============== =========== =========== ===================== ========
+
+The test variant has 240 choices per layer and 240**2 + 240**4 = 3,317,817,600 architectures.
+With ``hierarchical`` (level 1 of the paper's search) consecutive pairs of layers share every
+choice and feed-forward stacks are homogeneous: 96 choices per pair, 96 + 96**2 = 9,312
+architectures, small enough to enumerate and embed as a library.
+
+Optuna parameters are per layer (``l{i}.op`` ...) or, in hierarchical mode, per stack of two
+layers (``s{k}.op`` ...); see :meth:`FlexiBertSpace.suggest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from archsearch.spaces._base import DesignSpace
+from archsearch.spaces._errors import SpecError
+from archsearch.spaces._flexibert_small import FlexiBertSmallSpace
+from archsearch.spaces._graph import architecture_graph, graph_hash, graph_image, ordered_labels
+from archsearch.spaces._options import reject_unknown
+
+if TYPE_CHECKING:
+    import networkx as nx
+    import optuna
+
+#: Operation types and the parameters they take (convolution kernels come from the variant).
+OPERATIONS = ("sa", "l", "c")
+ATTENTION_PARAMS = ("sdp", "wma")
+LINEAR_PARAMS = ("dft", "dct")
+_ARCH_KEYS = ("l", "o", "p", "h", "n", "f")
+
+#: ``enumerate()`` lists a space only up to this many architectures (a library must fit in
+#: memory and be embedded pairwise); bigger spaces are sampled instead.
+ENUMERATE_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class FlexiBertVariant:
+    """The value sets of one FlexiBERT design space (one reference ``design_space*.yaml``)."""
+
+    layers: tuple[int, ...]
+    hidden: tuple[int, ...]
+    heads: tuple[int, ...]
+    ff_depths: tuple[int, ...]
+    ff_widths: tuple[int, ...]
+    kernels: tuple[int, ...]
+
+    @property
+    def operations(self) -> tuple[str, ...]:
+        """Operation/parameter pairs as Optuna values: ``sa-sdp``, ``l-dct``, ``c-9`` ..."""
+        return (
+            *(f"sa-{p}" for p in ATTENTION_PARAMS),
+            *(f"l-{p}" for p in LINEAR_PARAMS),
+            *(f"c-{k}" for k in self.kernels),
+        )
+
+    def params_of(self, op: str) -> tuple[str, ...]:
+        """The legal parameters of operation type ``op``."""
+        if op == "sa":
+            return ATTENTION_PARAMS
+        if op == "l":
+            return LINEAR_PARAMS
+        return tuple(str(k) for k in self.kernels)
+
+
+VARIANTS = {
+    "test": FlexiBertVariant(
+        layers=(2, 4),
+        hidden=(128, 256),
+        heads=(2, 4),
+        ff_depths=(1, 3),
+        ff_widths=(512, 1024),
+        kernels=(5, 9),
+    ),
+    "large": FlexiBertVariant(
+        layers=(2, 4, 6),
+        hidden=(128, 256, 512),
+        heads=(2, 4, 8),
+        ff_depths=(1, 2, 3),
+        ff_widths=(512, 1024, 2048, 4096),
+        kernels=(5, 9, 13),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """Everything one layer (or one stack of layers) chooses."""
+
+    op: str  # "sa" | "l" | "c"
+    param: str  # "sdp" | "wma" | "dft" | "dct" | kernel size as a string
+    hidden: int
+    heads: int
+    ff: tuple[int, ...]  # feed-forward widths, one per FF layer
+
+    @property
+    def operation(self) -> str:
+        """The Optuna value of the op/param pair, e.g. ``"sa-sdp"``."""
+        return f"{self.op}-{self.param}"
+
+    def describe(self) -> str:
+        """``2x256 sa-sdp f512-512-512``: heads x hidden, operation, feed-forward widths."""
+        return f"{self.heads}x{self.hidden} {self.operation} f{'-'.join(map(str, self.ff))}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+class FlexiBertSpace(DesignSpace):
+    """FlexiBERT's heterogeneous design space (see the module docstring).
+
+    Options:
+        variant: ``"test"`` (default; the paper's space) or ``"large"``.
+        hierarchical: default False. True: consecutive pairs of layers share every choice
+            (the paper's level-1 search, ``layers_per_stack=2``), and feed-forward stacks are
+            homogeneous unless ``heterogeneous_ff`` is set explicitly.
+        heterogeneous_ff: each feed-forward layer picks its own width (True) or one width is
+            repeated through the stack (False). Default: ``not hierarchical``.
+    """
+
+    name = "flexibert"
+
+    def __init__(self, **options: Any) -> None:
+        reject_unknown(options, {"variant", "hierarchical", "heterogeneous_ff"})
+        variant = options.get("variant", "test")
+        if variant not in VARIANTS:
+            raise SpecError(
+                "space_options.variant",
+                f"unknown variant {variant!r}",
+                f"one of {', '.join(VARIANTS)}",
+            )
+        hierarchical = options.get("hierarchical", False)
+        if not isinstance(hierarchical, bool):
+            raise SpecError(
+                "space_options.hierarchical", f"must be true or false, not {hierarchical!r}"
+            )
+        heterogeneous_ff = options.get("heterogeneous_ff", not hierarchical)
+        if not isinstance(heterogeneous_ff, bool):
+            raise SpecError(
+                "space_options.heterogeneous_ff", f"must be true or false, not {heterogeneous_ff!r}"
+            )
+        self.variant_name: str = variant
+        self.variant: FlexiBertVariant = VARIANTS[variant]
+        self.hierarchical = hierarchical
+        self.heterogeneous_ff = heterogeneous_ff
+        #: Layers that share one choice (the reference's ``layers_per_stack``).
+        self.layers_per_stack = 2 if hierarchical else 1
+        for layers in self.variant.layers:
+            # Every variant's layer counts are even; keep the invariant explicit for new ones.
+            if layers % self.layers_per_stack:
+                raise SpecError("space_options.hierarchical", f"{layers} layers cannot be paired")
+        #: Every choice of one layer (or stack), in enumeration order.
+        self.unit_choices: list[LayerChoice] = list(self._unit_choices())
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant_name,
+            "hierarchical": self.hierarchical,
+            "heterogeneous_ff": self.heterogeneous_ff,
+        }
+
+    # -- the choice sets ------------------------------------------------------------------
+
+    def _ff_stacks(self, depth: int) -> Iterator[tuple[int, ...]]:
+        widths = self.variant.ff_widths
+        if self.heterogeneous_ff:
+            yield from itertools.product(widths, repeat=depth)
+        else:
+            for w in widths:
+                yield (w,) * depth
+
+    def _unit_choices(self) -> Iterator[LayerChoice]:
+        v = self.variant
+        for operation in v.operations:
+            op, param = operation.split("-", 1)
+            for hidden in v.hidden:
+                for heads in v.heads:
+                    for depth in v.ff_depths:
+                        for ff in self._ff_stacks(depth):
+                            yield LayerChoice(op, param, hidden, heads, ff)
+
+    def size(self) -> int:
+        """The number of architectures in the space (exact)."""
+        per_unit = len(self.unit_choices)
+        return sum(per_unit ** (layers // self.layers_per_stack) for layers in self.variant.layers)
+
+    def iter_architectures(self) -> Iterator[dict[str, Any]]:
+        """Every architecture, lazily, in a deterministic order.
+
+        Order: by layer count, then lexicographically over the units' choices in
+        :attr:`unit_choices` order (operation, hidden, heads, FF depth, FF widths).
+        """
+        for layers in self.variant.layers:
+            units = layers // self.layers_per_stack
+            for combo in itertools.product(self.unit_choices, repeat=units):
+                yield self._build(combo)
+
+    def enumerate(self) -> Iterator[dict[str, Any]]:
+        """Every architecture when the space has at most :data:`ENUMERATE_LIMIT` (hierarchical
+        mode: 9,312 in the test variant); nothing otherwise, so that library loops sample
+        instead of listing billions. :meth:`iter_architectures` lists any space."""
+        if self.size() <= ENUMERATE_LIMIT:
+            yield from self.iter_architectures()
+
+    def _build(self, units: Sequence[LayerChoice]) -> dict[str, Any]:
+        layers = [u for u in units for _ in range(self.layers_per_stack)]
+        return {
+            "l": len(layers),
+            "o": [u.op for u in layers],
+            "p": [u.param for u in layers],
+            "h": [u.hidden for u in layers],
+            "n": [u.heads for u in layers],
+            "f": [list(u.ff) for u in layers],
+        }
+
+    def units(self, architecture: dict[str, Any]) -> list[LayerChoice]:
+        """The per-unit (layer, or stack in hierarchical mode) choices of a valid architecture."""
+        a = self.validate(architecture)
+        return [
+            LayerChoice(a["o"][i], a["p"][i], a["h"][i], a["n"][i], tuple(a["f"][i]))
+            for i in range(0, a["l"], self.layers_per_stack)
+        ]
+
+    # -- DesignSpace ----------------------------------------------------------------------
+
+    def _prefix(self, unit: int) -> str:
+        return f"s{unit}" if self.hierarchical else f"l{unit}"
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Chooses an architecture with readable, conditional per-layer parameters.
+
+        ``num_layers``; then per layer ``i`` (hierarchical mode: per stack ``k`` of two layers,
+        prefix ``s{k}``): ``l{i}.op`` (``"sa-sdp"``, ``"sa-wma"``, ``"l-dft"``, ``"l-dct"``,
+        ``"c-5"``, ...), ``l{i}.hidden``, ``l{i}.heads``, ``l{i}.ff_depth`` and either
+        ``l{i}.ff{j}`` for each FF layer ``j`` (heterogeneous FF) or one ``l{i}.ff_width``.
+        Each name always has the same choices, whatever the other values are.
+        """
+        v = self.variant
+        layers = int(trial.suggest_categorical("num_layers", list(v.layers)))
+        units: list[LayerChoice] = []
+        for k in range(layers // self.layers_per_stack):
+            u = self._prefix(k)
+            operation = str(trial.suggest_categorical(f"{u}.op", list(v.operations)))
+            op, param = operation.split("-", 1)
+            hidden = int(trial.suggest_categorical(f"{u}.hidden", list(v.hidden)))
+            heads = int(trial.suggest_categorical(f"{u}.heads", list(v.heads)))
+            depth = int(trial.suggest_categorical(f"{u}.ff_depth", list(v.ff_depths)))
+            if self.heterogeneous_ff:
+                ff = tuple(
+                    int(trial.suggest_categorical(f"{u}.ff{j}", list(v.ff_widths)))
+                    for j in range(depth)
+                )
+            else:
+                ff = (int(trial.suggest_categorical(f"{u}.ff_width", list(v.ff_widths))),) * depth
+            units.append(LayerChoice(op, param, hidden, heads, ff))
+        return self.validate(self._build(units))
+
+    def to_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
+        arch = self.validate(architecture)
+        params: dict[str, Any] = {"num_layers": arch["l"]}
+        for k, unit in enumerate(self.units(arch)):
+            u = self._prefix(k)
+            params[f"{u}.op"] = unit.operation
+            params[f"{u}.hidden"] = unit.hidden
+            params[f"{u}.heads"] = unit.heads
+            params[f"{u}.ff_depth"] = len(unit.ff)
+            if self.heterogeneous_ff:
+                for j, width in enumerate(unit.ff):
+                    params[f"{u}.ff{j}"] = width
+            else:
+                params[f"{u}.ff_width"] = unit.ff[0]
+        return params
+
+    def validate(self, architecture: Any) -> dict[str, Any]:
+        """Checks ``architecture`` against this space and returns its normalised copy.
+
+        Normalisation: lists become fresh lists, a kernel given as an int becomes its string
+        (``9`` -> ``"9"``). Errors name the first offending field, e.g. ``architecture.p[2]``
+        or ``architecture.f[1][0]``.
+        """
+        v = self.variant
+        if not isinstance(architecture, dict):
+            raise SpecError("architecture", "must be a JSON object with keys l, o, p, h, n, f")
+        extra = sorted(set(architecture) - set(_ARCH_KEYS))
+        if extra:
+            raise SpecError(
+                f"architecture.{extra[0]}", "unknown field", "keys are l, o, p, h, n, f"
+            )
+        missing = [k for k in _ARCH_KEYS if k not in architecture]
+        if missing:
+            raise SpecError(f"architecture.{missing[0]}", "missing", "keys are l, o, p, h, n, f")
+        layers = architecture["l"]
+        if not _is_int(layers) or layers not in v.layers:
+            raise SpecError("architecture.l", f"must be one of {list(v.layers)}, got {layers!r}")
+        for key in _ARCH_KEYS[1:]:
+            values = architecture[key]
+            if not _is_list(values) or len(values) != layers:
+                raise SpecError(
+                    f"architecture.{key}",
+                    f"must be a list of {layers} values (one per layer), got {values!r}",
+                )
+        out: dict[str, Any] = {"l": layers, "o": [], "p": [], "h": [], "n": [], "f": []}
+        for i in range(layers):
+            op = architecture["o"][i]
+            if op not in OPERATIONS:
+                raise SpecError(f"architecture.o[{i}]", f"{op!r} not in {list(OPERATIONS)}")
+            param = architecture["p"][i]
+            if op == "c" and _is_int(param):
+                param = str(param)
+            if not isinstance(param, str) or param not in v.params_of(op):
+                raise SpecError(
+                    f"architecture.p[{i}]",
+                    f"{param!r} is not a parameter of operation {op!r}",
+                    f"one of {list(v.params_of(op))}",
+                )
+            for key, choices in (("h", v.hidden), ("n", v.heads)):
+                value = architecture[key][i]
+                if not _is_int(value) or value not in choices:
+                    raise SpecError(f"architecture.{key}[{i}]", f"{value!r} not in {list(choices)}")
+            stack = architecture["f"][i]
+            if not _is_list(stack) or len(stack) not in v.ff_depths:
+                raise SpecError(
+                    f"architecture.f[{i}]",
+                    f"must be a list of {' or '.join(map(str, v.ff_depths))} widths, got {stack!r}",
+                )
+            for j, width in enumerate(stack):
+                if not _is_int(width) or width not in v.ff_widths:
+                    raise SpecError(
+                        f"architecture.f[{i}][{j}]", f"{width!r} not in {list(v.ff_widths)}"
+                    )
+            if not self.heterogeneous_ff and len(set(stack)) > 1:
+                raise SpecError(
+                    f"architecture.f[{i}]",
+                    f"widths {list(stack)} differ, but this space's FF stacks are homogeneous",
+                    "repeat one width, or use heterogeneous_ff=true",
+                )
+            out["o"].append(op)
+            out["p"].append(param)
+            out["h"].append(architecture["h"][i])
+            out["n"].append(architecture["n"][i])
+            out["f"].append(list(stack))
+        if self.hierarchical:
+            for i in range(1, layers, 2):
+                for key in _ARCH_KEYS[1:]:
+                    if out[key][i] != out[key][i - 1]:
+                        raise SpecError(
+                            f"architecture.{key}[{i}]",
+                            f"{out[key][i]!r} differs from {key}[{i - 1}] = {out[key][i - 1]!r}",
+                            "hierarchical spaces share every choice within a pair of layers",
+                        )
+        return out
+
+    def sample(self, rng: random.Random) -> dict[str, Any]:
+        """Draws an architecture: the layer count uniformly, then each layer's (or stack's)
+        choice uniformly among :attr:`unit_choices` (240 in the test variant).
+
+        So every architecture with a given layer count is equally likely; the space as a whole
+        is not sampled uniformly (each 4-layer architecture is 240**2 times rarer than each
+        2-layer one), as in the reference, which draws the layer count first.
+        """
+        layers = rng.choice(self.variant.layers)
+        units = [rng.choice(self.unit_choices) for _ in range(layers // self.layers_per_stack)]
+        return self._build(units)
+
+    def describe(self, architecture: dict[str, Any]) -> str:
+        """``L4[2x256 sa-sdp f512-512-512 | ... | 4x128 l-dct f1024]``: the layer count, then
+        per layer heads x hidden, the operation and its parameter, and the FF widths."""
+        a = architecture
+        layers = " | ".join(
+            LayerChoice(
+                a["o"][i], str(a["p"][i]), a["h"][i], a["n"][i], tuple(a["f"][i])
+            ).describe()
+            for i in range(a["l"])
+        )
+        return f"L{a['l']}[{layers}]"
+
+    # -- identity and graphs --------------------------------------------------------------
+
+    def fingerprint(self, architecture: dict[str, Any]) -> str:
+        """sha256 of the normalised architecture's canonical JSON (sorted keys, no spaces)."""
+        canonical = json.dumps(self.validate(architecture), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def graph(self, architecture: dict[str, Any]) -> nx.DiGraph:
+        """The computational graph of ``architecture`` (``spaces._graph``)."""
+        return architecture_graph(self.validate(architecture))
+
+    def graph_hash(self, architecture: dict[str, Any]) -> str:
+        """The reference's sha256 Weisfeiler-Lehman hash of the architecture's graph."""
+        return graph_hash(self.graph(architecture))
+
+    def graph_labels(self) -> list[str]:
+        """The graph-label vocabulary of this space, in the order that defines edit costs."""
+        v = self.variant
+        return ordered_labels(v.hidden, v.ff_widths, v.kernels)
+
+    def graph_image(self, architecture: dict[str, Any]) -> bytes:
+        """A PNG picture of the architecture's graph, captioned with ``describe``."""
+        arch = self.validate(architecture)
+        return graph_image(arch, title=self.describe(arch))
+
+    # -- the flexibert-small table format -------------------------------------------------
+
+    def from_small(self, table_architecture: dict[str, Any]) -> dict[str, Any]:
+        """Converts a ``flexibert-small`` architecture ``{"l", "a", "h", "s", "f"}``.
+
+        The result is ``o="sa"``, ``p=s``, ``n=a``, ``f=[[f]]`` per layer, validated against
+        this space: a small-table FF width of 2048 exists only in the large variant.
+        """
+        small = FlexiBertSmallSpace().validate(table_architecture)
+        layers = small["l"]
+        return self.validate(
+            {
+                "l": layers,
+                "o": ["sa"] * layers,
+                "p": list(small["s"]),
+                "h": list(small["h"]),
+                "n": list(small["a"]),
+                "f": [[width] for width in small["f"]],
+            }
+        )
+
+    def to_small(self, architecture: dict[str, Any]) -> dict[str, Any]:
+        """Converts to the ``flexibert-small`` format; SpecError when that format cannot
+        express it (an operation other than self-attention, more than one FF layer, or a
+        value outside the small space)."""
+        arch = self.validate(architecture)
+        for i in range(arch["l"]):
+            if arch["o"][i] != "sa":
+                raise SpecError(
+                    f"architecture.o[{i}]",
+                    f"operation {arch['o'][i]!r} cannot be expressed in flexibert-small",
+                    "flexibert-small layers are self-attention only",
+                )
+            if len(arch["f"][i]) != 1:
+                raise SpecError(
+                    f"architecture.f[{i}]",
+                    f"{len(arch['f'][i])} feed-forward layers cannot be expressed in "
+                    "flexibert-small",
+                    "flexibert-small layers have one feed-forward layer",
+                )
+        small = {
+            "l": arch["l"],
+            "a": list(arch["n"]),
+            "h": list(arch["h"]),
+            "s": list(arch["p"]),
+            "f": [stack[0] for stack in arch["f"]],
+        }
+        return FlexiBertSmallSpace().validate(small)

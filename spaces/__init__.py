@@ -17,6 +17,13 @@ from archsearch.spaces._candidate import (
 )
 from archsearch.spaces._errors import SpecError
 from archsearch.spaces._flexibert import FlexiBertSpace
+from archsearch.spaces._flexibert_overlap import (
+    OVERLAP_THRESHOLD,
+    check_flexibert_architecture,
+    flexibert_parameter_count,
+    flexibert_parameter_shapes,
+    weight_overlap,
+)
 from archsearch.spaces._flexibert_small import FlexiBertSmallSpace
 from archsearch.spaces._graph import (
     architecture_graph,
@@ -50,6 +57,7 @@ __all__ = [
     "CANDIDATE_VERSION",
     "DEFAULT_DATA",
     "DEFAULT_RECIPE",
+    "OVERLAP_THRESHOLD",
     "SPACES",
     "TABLE_TASK_NAMES",
     "BertSpace",
@@ -61,7 +69,10 @@ __all__ = [
     "SpecError",
     "architecture_graph",
     "bert_parameter_count",
+    "check_flexibert_architecture",
     "data_tasks",
+    "flexibert_parameter_count",
+    "flexibert_parameter_shapes",
     "graph_hash",
     "graph_image",
     "graph_png",
@@ -71,4 +82,5 @@ __all__ = [
     "ordered_labels",
     "validate_data",
     "validate_recipe",
+    "weight_overlap",
 ]

@@ -58,6 +58,12 @@ _RECIPE_TYPES: dict[str, tuple[type, ...]] = {
     # distillation: {"mode": "none"|"logits"|"minilm"|"minilmv2", "temperature", "alpha",
     #                "logit_weight", "relation_weight", "relation_heads", "layer"}
     "distill": (dict,),
+    # FlexiBERT fidelities (worker/_flexibert_pretrain.py): masked-LM pre-training steps
+    # before fine-tuning, its text (one sentence per line; default the task's training
+    # sentences), and a trained neighbour's checkpoint folder to transfer weights from.
+    "pretrain_steps": (int,),
+    "pretrain_text": (str,),
+    "transfer_from": (str,),
 }
 _DATA_TYPES: dict[str, tuple[type, ...]] = {
     "task": (str,),
@@ -118,6 +124,8 @@ def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         raise SpecError("recipe.learning_rate", "must be > 0")
     if not 0 <= out["warmup_ratio"] < 1:
         raise SpecError("recipe.warmup_ratio", "must be in [0, 1)")
+    if out.get("pretrain_steps", 0) < 0:
+        raise SpecError("recipe.pretrain_steps", "must be >= 0")
     if out.get("gradient_accumulation_steps", 1) <= 0:
         raise SpecError("recipe.gradient_accumulation_steps", "must be > 0")
     _one_of("recipe.precision", out.get("precision", "auto"), PRECISIONS)

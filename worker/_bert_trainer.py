@@ -55,6 +55,19 @@ from archsearch.worker._cost import (
 )
 from archsearch.worker._distill import Distiller
 from archsearch.worker._extract import init_student_from_teacher
+from archsearch.worker._flexibert_model import (
+    FLEXIBERT_SPACES,
+    FlexiBertConfig,
+    FlexiBertForSequenceClassification,
+    candidate_architecture,
+)
+from archsearch.worker._flexibert_pretrain import (
+    FIDELITY_KEYS,
+    MlmCorpus,
+    check_fidelity,
+    initial_weights,
+    read_text_corpus,
+)
 from archsearch.worker._glue import (
     CustomTask,
     GlueExample,
@@ -160,10 +173,13 @@ class TrainingHooks:
             is created; None keeps the random initialisation.
         loss_fn: The training loss of a batch, called under the recipe's autocast; None uses
             the model's own loss (cross-entropy, or MSE for STS-B).
+        metrics: Filled by ``init_fn`` with what it measured (a FlexiBERT candidate's
+            ``transfer_overlap``, ``pretrain_loss``, ...); added to the task's metrics.
     """
 
     init_fn: InitFn | None = None
     loss_fn: LossFn | None = None
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +245,29 @@ class BertTrainer(Trainer):
     evaluation's predictions and gold labels on the (last) task's primary dev split, in file
     order; ``last_predictions_by_task`` holds every task's.
 
+    FlexiBERT candidates (space ``"flexibert"``, or ``"flexibert-small"`` converted to it;
+    ``worker/_flexibert_model.py``) train the same way with a heterogeneous
+    ``FlexiBertForSequenceClassification`` (checkpoints: ``model.safetensors`` and
+    ``flexibert_config.json``). Their recipe may choose a fidelity
+    (``worker/_flexibert_pretrain.py``):
+
+    * default: fine-tune from the random initialisation;
+    * ``pretrain_steps: N`` (int >= 0) and optionally ``pretrain_text`` (a text file on the
+      worker, one sentence per line; default: the task's training split as tokenised for
+      fine-tuning): masked-LM pre-training of the encoder for N steps (the recipe's batch
+      size, learning rate, weight decay, warm-up and sequence length), then fine-tuning. The
+      encoder is cached on disk (``$ARCHSEARCH_PRETRAIN_DIR``, default
+      ``~/.cache/archsearch/pretrained``) keyed by (architecture, steps, data hash, seed,
+      optimisation settings). Adds ``pretrain_steps``, ``pretrain_loss``,
+      ``pretrain_seconds`` (not part of ``train_seconds``) and ``pretrain_cached``.
+    * ``transfer_from: PATH`` (a checkpoint folder this trainer kept for another FlexiBERT
+      candidate): ordered weight transfer, then fine-tuning; adds ``transfer_overlap`` (the
+      share of parameters that received weights) and ``transferred``. With
+      ``pretrain_steps`` too, weights transfer only when the overlap is >= 0.8, else the
+      encoder is pre-trained (BOSHNAS's rule).
+
+    Teacher initialisation and distillation are refused for FlexiBERT candidates.
+
     Args:
         glue_dir: The ``glue_data`` folder; see :func:`resolve_glue_dir` for the fallbacks.
         tokenizer_path: A local tokenizer folder; default: the uncased BERT tokenizer that the
@@ -292,7 +331,7 @@ class BertTrainer(Trainer):
         for task in spec.tasks:
             if isinstance(task, CustomTask):
                 self._custom_tasks[task.id] = task
-        arch = _checked_architecture(candidate.architecture)
+        arch = _checked_candidate_architecture(candidate, spec)
         plans = _checked_metric_requests(spec, context)
         recipe, data = spec.recipe, spec.data
         splits = {
@@ -327,6 +366,8 @@ class BertTrainer(Trainer):
             "glue_dir": str(self.glue_dir),
             "precision": precision.name,
         }
+        if spec.recipe.get("transfer_from"):
+            info["transfer_from"] = spec.recipe["transfer_from"]
         for task_id, outcome in outcomes.items():
             if outcome.checkpoint is not None:
                 info["checkpoint" if len(outcomes) == 1 else f"{task_id}.checkpoint"] = (
@@ -348,7 +389,12 @@ class BertTrainer(Trainer):
 
         The fine-tuned teacher is made once per (teacher, task, recipe, data) and cached on
         disk (``TeacherCache``), so every student of a study reuses it.
+
+        A FlexiBERT candidate's hooks start it at its fidelity instead (see the class
+        docstring); they record what they measured in ``TrainingHooks.metrics``.
         """
+        if candidate.space in FLEXIBERT_SPACES:
+            return self._flexibert_hooks(candidate, task)
         recipe = candidate.recipe
         distill = dict(recipe.get("distill") or {})
         mode = distill.get("mode", "logits") if distill else "none"
@@ -503,6 +549,67 @@ class BertTrainer(Trainer):
         )
         return BertForSequenceClassification(config)
 
+    def build_flexibert_model(
+        self, architecture: dict[str, Any], task: GlueTask
+    ) -> FlexiBertForSequenceClassification:
+        """A randomly initialised FlexiBERT classifier (or regressor) of ``architecture`` (in
+        the ``flexibert`` format), with this trainer's vocabulary and 512 positions."""
+        labels = len(task.labels) if task.labels is not None else 1
+        config = FlexiBertConfig(
+            architecture,
+            vocab_size=len(self.tokenizer),
+            max_positions=512,
+            num_labels=labels,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        return FlexiBertForSequenceClassification(config)
+
+    def _flexibert_hooks(
+        self, candidate: Candidate, task: GlueTask, check: Callable[[], None] | None = None
+    ) -> TrainingHooks:
+        """Hooks that bring a FlexiBERT student to its fidelity's starting weights; ``check``
+        is called before every pre-training step (``TrainContext.check``)."""
+        spec = _checked_spec(candidate)
+        recipe = spec.recipe
+        fidelity = check_fidelity(recipe)
+        if fidelity.default:
+            return TrainingHooks()
+
+        def corpus() -> MlmCorpus:
+            if fidelity.pretrain_text is not None:
+                try:
+                    return read_text_corpus(
+                        fidelity.pretrain_text, self.tokenizer, recipe["max_seq_length"]
+                    )
+                except ValueError as e:
+                    raise CandidateError(str(e)) from e
+            train = self.encode(task.id, "train", spec.data["train_subset"], recipe)
+            return MlmCorpus(train.input_ids, train.token_type_ids, train.offsets)
+
+        metrics: dict[str, float] = {}
+
+        def init_fn(model: torch.nn.Module) -> None:
+            assert isinstance(model, FlexiBertForSequenceClassification)
+            device = next(model.parameters()).device
+            precision = _resolve_precision(recipe["precision"], device)
+            # fp16 needs loss scaling, which the short pre-training loop does not do: fp32.
+            autocast = functools.partial(
+                precision.autocast if not precision.scaled else _fp32, device
+            )
+            metrics.update(
+                initial_weights(
+                    model,
+                    fidelity,
+                    corpus=corpus,
+                    recipe=recipe,
+                    tokenizer=self.tokenizer,
+                    autocast=autocast,
+                    check=check,
+                )
+            )
+
+        return TrainingHooks(init_fn=init_fn, metrics=metrics)
+
     def encode(self, task_id: str, split: str, subset: int, recipe: dict[str, Any]) -> EncodedSplit:
         """Tokenises a (subset of a) split, cached per (task, split, subset, length, seed)."""
         seq_len = recipe["max_seq_length"]
@@ -528,7 +635,7 @@ class BertTrainer(Trainer):
     def _train_task(
         self,
         candidate: Candidate,
-        arch: dict[str, int],
+        arch: dict[str, Any],
         plan: _TaskPlan,
         spec: _Spec,
         splits: dict[str, EncodedSplit],
@@ -541,7 +648,16 @@ class BertTrainer(Trainer):
         primary = dev_sets[task.dev_splits[0]]
         _seed_everything(recipe["seed"])
         with PeakMemoryMeter(context.device) as memory:
-            model = self.build_model(arch, task).to(context.device)
+            model: torch.nn.Module = (
+                self.build_flexibert_model(arch, task)
+                if candidate.space in FLEXIBERT_SPACES
+                else self.build_model(arch, task)
+            ).to(context.device)
+            hooks = (
+                self._flexibert_hooks(candidate, task, context.check)
+                if candidate.space in FLEXIBERT_SPACES  # pre-training stops when asked to
+                else self.training_hooks(candidate, task, torch.device(context.device))
+            )
             loop = _TrainingLoop(
                 model,
                 task,
@@ -549,7 +665,7 @@ class BertTrainer(Trainer):
                 context,
                 plan.report_metric,
                 self.tokenizer.pad_token_id,
-                hooks=self.training_hooks(candidate, task, torch.device(context.device)),
+                hooks=hooks,
                 precision=precision,
                 step_offset=plan.step_offset,
                 select_metric=plan.select_metric if recipe["keep_checkpoint"] else None,
@@ -565,6 +681,7 @@ class BertTrainer(Trainer):
         metrics["peak_train_memory_mb"] = memory.peak_mb
         metrics["train_seconds"] = train_seconds
         metrics["eval_samples"] = float(len(primary))
+        metrics.update(hooks.metrics)
 
         checkpoint = None
         if recipe["keep_checkpoint"]:
@@ -867,6 +984,10 @@ def _nothing() -> None:
     pass
 
 
+def _fp32(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
 def _model_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     loss: torch.Tensor = model(**batch).loss
     return loss
@@ -931,6 +1052,7 @@ def _checked_spec(candidate: Candidate) -> _Spec:
     """
     given_recipe = dict(candidate.recipe)
     own = {k: given_recipe.pop(k) for k in TRAINER_RECIPE_DEFAULTS if k in given_recipe}
+    fidelity = {k: given_recipe.pop(k) for k in FIDELITY_KEYS if k in given_recipe}
     given_data = dict(candidate.data)
     task_list = given_data.pop("tasks", None)
     try:
@@ -949,7 +1071,11 @@ def _checked_spec(candidate: Candidate) -> _Spec:
         raise CandidateError(
             f"recipe.precision must be one of {list(PRECISIONS)}, got {own['precision']!r}"
         )
-    recipe = {**TRAINER_RECIPE_DEFAULTS, **recipe, **own}
+    try:
+        check_fidelity(fidelity)
+    except ValueError as e:
+        raise CandidateError(str(e)) from e
+    recipe = {**TRAINER_RECIPE_DEFAULTS, **recipe, **own, **fidelity}
 
     if task_list is None:
         task_ids = [data["task"]]
@@ -974,6 +1100,34 @@ def _checked_spec(candidate: Candidate) -> _Spec:
     except (ValueError, SpecError) as e:
         raise CandidateError(str(e)) from e
     return _Spec(tasks=tasks, recipe=recipe, data={**data, "tasks": list(task_ids)})
+
+
+def _checked_candidate_architecture(candidate: Candidate, spec: _Spec) -> dict[str, Any]:
+    """The architecture to build: FlexiBERT's format for the FlexiBERT spaces (checked, and
+    refusing what only BERT students support), else the four BERT shape fields."""
+    if candidate.space not in FLEXIBERT_SPACES:
+        given = sorted(k for k in FIDELITY_KEYS if k in spec.recipe)
+        if given:
+            raise CandidateError(
+                f"recipe {given} apply to FlexiBERT candidates only, not space "
+                f"{candidate.space!r}; remove them"
+            )
+        return _checked_architecture(candidate.architecture)
+    recipe = spec.recipe
+    if recipe.get("init", "random") != "random":
+        raise CandidateError(
+            f"recipe.init {recipe['init']!r} is not supported for {candidate.space} candidates "
+            f"(teacher extraction needs a homogeneous BERT student); use 'random' or a fidelity"
+        )
+    if recipe.get("distill") and recipe["distill"].get("mode", "logits") != "none":
+        raise CandidateError(
+            f"recipe.distill is not supported for {candidate.space} candidates (the "
+            f"distillation losses read BERT attention modules); remove it"
+        )
+    try:
+        return candidate_architecture(candidate.space, candidate.architecture)
+    except (SpecError, ValueError) as e:
+        raise CandidateError(str(e)) from e
 
 
 def _checked_architecture(architecture: dict[str, Any]) -> dict[str, int]:

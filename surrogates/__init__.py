@@ -1,1 +1,36 @@
-"""archsearch surrogates."""
+"""Surrogates: graph edit distance, Transformer2vec embeddings, BOSHNAS and GP proposers."""
+
+from __future__ import annotations
+
+from archsearch.surrogates._ged import (
+    EDGE_INDEL_COST,
+    GED_METHODS,
+    GedMethod,
+    LabelCosts,
+    PreparedGraph,
+    assignment_edit_distance,
+    graph_edit_distance,
+    pairwise_edit_distances,
+    prepare_graph,
+    prepared_edit_distance,
+)
+from archsearch.surrogates._transformer2vec import (
+    FORMAT_VERSION as TRANSFORMER2VEC_FORMAT_VERSION,
+)
+from archsearch.surrogates._transformer2vec import Transformer2vec, rank_fidelity
+
+__all__ = [
+    "EDGE_INDEL_COST",
+    "GED_METHODS",
+    "TRANSFORMER2VEC_FORMAT_VERSION",
+    "GedMethod",
+    "LabelCosts",
+    "PreparedGraph",
+    "Transformer2vec",
+    "assignment_edit_distance",
+    "graph_edit_distance",
+    "pairwise_edit_distances",
+    "prepare_graph",
+    "prepared_edit_distance",
+    "rank_fidelity",
+]

@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from archsearch.search import LOOPS, make_loop, make_pruner
+from archsearch.search import LIBRARY_LOOPS, LOOPS, make_loop, make_pruner
 from archsearch.spaces import (
     DesignSpace,
     SpecError,
@@ -20,6 +20,8 @@ from archsearch.spaces import (
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}$")
 TRAINERS = ("bert", "table")
+#: Spaces the bert trainer builds models for (homogeneous BERT; heterogeneous FlexiBERT).
+BERT_TRAINER_SPACES = ("bert", "flexibert", "flexibert-small")
 GLUE_TASK_IDS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 MAX_TRIALS = 100_000
 
@@ -176,12 +178,21 @@ class SearchSpec:
                 "the table trainer looks up flexibert-small architectures",
                 "use space flexibert-small, or trainer bert",
             )
-        if trainer == "bert" and space_name != "bert":
+        if trainer == "bert" and space_name not in BERT_TRAINER_SPACES:
             raise SpecError(
                 "trainer",
-                f"the bert trainer builds homogeneous BERT students, not {space_name}",
-                "use space bert, or trainer table for flexibert-small",
+                f"the bert trainer does not build {space_name} models",
+                f"use space {' or '.join(BERT_TRAINER_SPACES)}",
             )
+        if trainer == "bert" and space_name != "bert":
+            for key in ("init", "distill"):
+                if recipe.get(key) not in (None, "random", {}):
+                    raise SpecError(
+                        f"recipe.{key}",
+                        f"teacher initialisation and distillation need BERT-shaped students; "
+                        f"{space_name} models are heterogeneous",
+                        "drop it, or search the bert space",
+                    )
 
         loop = obj.get("loop", "tpe")
         if loop not in LOOPS:
@@ -190,6 +201,12 @@ class SearchSpec:
         if not isinstance(loop_options, dict):
             raise SpecError("loop_options", "must be a JSON object")
         make_loop(loop, seed, len(objectives), loop_options)  # validates options
+        if loop in LIBRARY_LOOPS and not hasattr(space, "graph"):
+            raise SpecError(
+                "loop",
+                f"the {loop} loop embeds architecture graphs; the {space_name} space has none",
+                "use the flexibert or flexibert-small space, or another loop",
+            )
 
         pruner = obj.get("pruner", {"type": "none"})
         if isinstance(pruner, str):

@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_conn(la)
     la.add_argument("--spec", help="JSON file with the search spec (flags override it)")
     la.add_argument("--name", help="study name")
-    la.add_argument("--space", help="bert | flexibert-small")
+    la.add_argument("--space", help="bert | flexibert | flexibert-small")
     la.add_argument("--loop", help="random | tpe | nsga2 | gp")
     la.add_argument("--task", help="GLUE task id, e.g. sst2")
     la.add_argument("--trials", type=int, help="number of candidates to evaluate")

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from archsearch.surrogates._boshnas import (
+    BoshnasProposer,
+    BoshnasSurrogate,
+    FitReport,
+    LibraryProposer,
+    Proposal,
+    chebyshev_performance,
+    exploitation_streak,
+)
+from archsearch.surrogates._embedding_gp import EmbeddingGPProposer
 from archsearch.surrogates._ged import (
     EDGE_INDEL_COST,
     GED_METHODS,
@@ -14,6 +24,7 @@ from archsearch.surrogates._ged import (
     prepare_graph,
     prepared_edit_distance,
 )
+from archsearch.surrogates._gobi import GobiResult, gobi
 from archsearch.surrogates._transformer2vec import (
     FORMAT_VERSION as TRANSFORMER2VEC_FORMAT_VERSION,
 )
@@ -23,11 +34,21 @@ __all__ = [
     "EDGE_INDEL_COST",
     "GED_METHODS",
     "TRANSFORMER2VEC_FORMAT_VERSION",
+    "BoshnasProposer",
+    "BoshnasSurrogate",
+    "EmbeddingGPProposer",
+    "FitReport",
     "GedMethod",
+    "GobiResult",
     "LabelCosts",
+    "LibraryProposer",
     "PreparedGraph",
+    "Proposal",
     "Transformer2vec",
     "assignment_edit_distance",
+    "chebyshev_performance",
+    "exploitation_streak",
+    "gobi",
     "graph_edit_distance",
     "pairwise_edit_distances",
     "prepare_graph",

@@ -18,3 +18,19 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         return
     with fresh_database(request.getfixturevalue("postgres_url")) as url:
         yield url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every cache (library embeddings, teachers, pre-trained encoders) goes to one folder per
+    test run, shared by the tests and the servers/workers they start, never to ``~/.cache``."""
+    import os
+
+    root = tmp_path_factory.mktemp("archsearch-cache")
+    old = os.environ.get("ARCHSEARCH_CACHE_DIR")
+    os.environ["ARCHSEARCH_CACHE_DIR"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("ARCHSEARCH_CACHE_DIR", None)
+    else:
+        os.environ["ARCHSEARCH_CACHE_DIR"] = old

@@ -314,11 +314,13 @@ def pretrain_mlm(
 
 def pretrain_root() -> Path:
     """Where pre-trained encoders are cached: ``$ARCHSEARCH_PRETRAIN_DIR``, else
-    ``~/.cache/archsearch/pretrained``."""
+    ``$ARCHSEARCH_CACHE_DIR/pretrained``, else ``~/.cache/archsearch/pretrained``."""
     named = os.environ.get(PRETRAIN_DIR_ENV)
     if named:
         return Path(named).expanduser()
-    return Path.home() / ".cache" / "archsearch" / "pretrained"
+    base = os.environ.get("ARCHSEARCH_CACHE_DIR")
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "archsearch"
+    return root / "pretrained"
 
 
 class PretrainCache:

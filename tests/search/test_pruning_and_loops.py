@@ -9,7 +9,7 @@ import pytest
 from _procs import TABLE, table_spec
 from optuna.trial import TrialState
 
-from archsearch.search import LOOPS
+from archsearch.search import LIBRARY_LOOPS, LOOPS
 from archsearch.server._spec import SearchSpec
 from archsearch.server._studies import StudyManager
 from archsearch.spaces import load_table
@@ -70,7 +70,11 @@ def test_every_loop_runs(manager, loop: str, n_objectives: int) -> None:
         {
             **table_spec("l", 8, loop=loop),
             "objectives": objectives,
-            "loop_options": {"n_startup_trials": 3} if loop in ("tpe", "gp") else {},
+            "loop_options": {"n_startup_trials": 3}
+            if loop in ("tpe", "gp")
+            else {"n_init": 3, "batch_size": 2}
+            if loop in LIBRARY_LOOPS
+            else {},
         }
     )
     manager.launch(spec)

@@ -1,0 +1,143 @@
+"""The library loops (BOSHNAS, embedding GP) driven the way the server drives them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from _procs import TABLE
+from optuna.trial import TrialState
+
+from archsearch.search import BoshnasLoop, EmbeddingGPLoop, make_loop
+from archsearch.search._library_loops import KIND_ATTR, LOOP_ATTR, arch_key
+from archsearch.server._spec import SearchSpec
+from archsearch.spaces import BertSpace, FlexiBertSmallSpace, FlexiBertSpace, SpecError, load_table
+
+FAST = {"n_init": 4, "batch_size": 4}
+
+
+@pytest.fixture(scope="module")
+def space() -> FlexiBertSmallSpace:
+    return FlexiBertSmallSpace(table=TABLE, task="sst2")
+
+
+def _study(loop: optuna.samplers.BaseSampler, n_objectives: int = 1) -> optuna.Study:
+    return optuna.create_study(
+        storage=optuna.storages.InMemoryStorage(),
+        sampler=loop,
+        directions=["maximize", "minimize"][:n_objectives],  # type: ignore[arg-type]
+    )
+
+
+def _run(loop, space, study, n: int, tell: bool = True) -> list[optuna.Trial]:
+    table = load_table(TABLE)
+    trials = []
+    for _ in range(n):
+        trial, arch = loop.ask(study, space, waiting=False)
+        assert arch == space.validate(arch)
+        assert table.score(arch, "sst2") is not None  # only scored (library) candidates
+        if tell:
+            score = table.score(arch, "sst2")
+            study.tell(trial, [score, arch["l"]][: len(study.directions)])
+        trials.append(trial)
+    return trials
+
+
+def test_boshnas_proposes_valid_unseen_candidates(space: FlexiBertSmallSpace) -> None:
+    loop = BoshnasLoop(seed=3, n_objectives=1, options=FAST)
+    study = _study(loop.sampler)
+    _run(loop, space, study, 14)
+    trials = study.get_trials()
+    keys = [arch_key(space.suggest(optuna.trial.FixedTrial(t.params))) for t in trials]
+    assert len(set(keys)) == len(keys) == 14  # never a candidate twice
+    kinds = [t.system_attrs[KIND_ATTR] for t in trials]
+    assert kinds[:4] == ["random"] * 4  # n_init random rows, then the surrogate's choices
+    assert set(kinds[4:]) <= {"exploitation", "uncertainty", "diversity"}
+    assert "exploitation" in kinds[4:]
+    # The dashboard sees readable parameters, exactly the space's own.
+    for t in trials:
+        assert t.params == space.to_params(space.suggest(optuna.trial.FixedTrial(t.params)))
+
+
+def test_idle_workers_get_a_batch_of_different_candidates(space: FlexiBertSmallSpace) -> None:
+    """Eight asks before any result (eight idle workers): eight different candidates, from
+    one surrogate fit; in-flight candidates are never proposed again."""
+    loop = BoshnasLoop(seed=0, n_objectives=1, options={**FAST, "batch_size": 8})
+    study = _study(loop.sampler)
+    _run(loop, space, study, 6)  # past n_init: the surrogate is in use
+    running = _run(loop, space, study, 8, tell=False)
+    rows = [study._storage.get_trial(t._trial_id).system_attrs[LOOP_ATTR] for t in running]
+    assert len(set(rows)) == 8
+    done_rows = {t.system_attrs[LOOP_ATTR] for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert not set(rows) & done_rows
+
+
+def test_a_restarted_loop_rebuilds_from_the_storage(space: FlexiBertSmallSpace) -> None:
+    loop = BoshnasLoop(seed=1, n_objectives=1, options=FAST)
+    study = _study(loop.sampler)
+    _run(loop, space, study, 6)
+    again = BoshnasLoop(seed=1, n_objectives=1, options=FAST)  # a new server process
+    _run(again, space, study, 4)
+    rows = [t.system_attrs[LOOP_ATTR] for t in study.get_trials()]
+    assert len(set(rows)) == 10
+
+
+def test_embeddings_are_cached_and_reused(space: FlexiBertSmallSpace) -> None:
+    loop = EmbeddingGPLoop(seed=0, n_objectives=1, options=FAST)
+    lib = loop.library(space)
+    cached = sorted(Path(loop.cache_root).glob("flexibert-small-*.npz"))  # type: ignore[arg-type]
+    assert cached, "the fitted embeddings are written to the cache"
+    again = EmbeddingGPLoop(seed=5, n_objectives=1, options=FAST).library(space)
+    np.testing.assert_array_equal(lib.embeddings, again.embeddings)  # the study seed is not used
+    assert len(lib) == 620
+
+
+def test_multi_objective_boshnas_and_gp(space: FlexiBertSmallSpace) -> None:
+    for cls in (BoshnasLoop, EmbeddingGPLoop):
+        loop = cls(seed=0, n_objectives=2, options=FAST)
+        study = _study(loop.sampler, n_objectives=2)
+        _run(loop, space, study, 8)
+        assert len({t.system_attrs[LOOP_ATTR] for t in study.get_trials()}) == 8
+
+
+def test_a_queued_trial_keeps_its_parameters(space: FlexiBertSmallSpace) -> None:
+    loop = BoshnasLoop(seed=0, n_objectives=1, options=FAST)
+    study = _study(loop.sampler)
+    arch = next(space.enumerate())
+    study.enqueue_trial(space.to_params(arch))
+    trial, got = loop.ask(study, space, waiting=True)
+    assert got == arch
+    study.tell(trial, 0.5)
+    _run(loop, space, study, 3)  # the enqueued one is known: not proposed again
+    keys = [arch_key(space.suggest(optuna.trial.FixedTrial(t.params))) for t in study.get_trials()]
+    assert len(set(keys)) == 4
+
+
+def test_bad_options_and_spaces_are_refused() -> None:
+    with pytest.raises(SpecError, match=r"loop_options\.gobi_starts"):
+        make_loop("boshnas", 0, 1, {"gobi_starts": 3})
+    with pytest.raises(SpecError, match=r"loop_options\.batch_size"):
+        make_loop("boshnas", 0, 1, {"batch_size": 0})
+    with pytest.raises(SpecError, match="not accepted by the boshnas loop"):
+        make_loop("boshnas", 0, 1, {"n_init": 1})
+    with pytest.raises(SpecError, match="embeds architecture graphs"):
+        SearchSpec.from_dict({"name": "x", "space": "bert", "loop": "boshnas", "n_trials": 3})
+    assert not hasattr(BertSpace(), "graph")
+
+
+def test_the_full_flexibert_space_samples_a_library(tmp_path: Path) -> None:
+    """A space of 3.3 billion architectures: the library is a seeded sample of it."""
+    space = FlexiBertSpace()
+    loop = BoshnasLoop(seed=0, n_objectives=1, options={**FAST, "library_size": 60})
+    loop.cache_root = tmp_path
+    lib = loop.library(space)
+    assert len(lib) == 60
+    assert all(space.validate(a) == a for a in lib.archs)
+    study = _study(loop.sampler)
+    for i in range(6):
+        trial, arch = loop.ask(study, space, waiting=False)
+        study.tell(trial, float(sum(arch["h"])) / 1000 + 0.01 * i)
+    assert len({json.dumps(t.params, sort_keys=True) for t in study.get_trials()}) == 6

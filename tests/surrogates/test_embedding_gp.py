@@ -1,0 +1,76 @@
+"""The BoTorch GP baseline over a library of embeddings (tiny, seeded)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from archsearch.surrogates._boshnas import RANDOM
+from archsearch.surrogates._embedding_gp import QLOGEI, EmbeddingGPProposer
+
+
+def _library(n: int = 200, dim: int = 3, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, size=(n, dim))
+
+
+def _peak(x: np.ndarray) -> np.ndarray:
+    return -np.sum((x - 0.4) ** 2, axis=1)
+
+
+def test_random_before_n_init() -> None:
+    library = _library(30)
+    proposals = EmbeddingGPProposer(n_init=5).propose_with_kinds(
+        library, [0, 1], [0.1, 0.2], [2], 4, np.random.default_rng(0)
+    )
+    rows = [p.index for p in proposals]
+    assert len(set(rows)) == 4 and not set(rows) & {0, 1, 2}
+    assert {p.kind for p in proposals} == {RANDOM}
+
+
+def test_batch_is_distinct_free_and_near_the_optimum() -> None:
+    library = _library()
+    rng = np.random.default_rng(0)
+    observed = rng.choice(200, 25, replace=False)
+    excluded = [i for i in range(200) if i not in set(observed)][:20]
+    proposals = EmbeddingGPProposer(n_init=10).propose_with_kinds(
+        library, observed, _peak(library[observed]), excluded, 6, rng
+    )
+    rows = [p.index for p in proposals]
+    assert len(rows) == 6 == len(set(rows))
+    assert not set(rows) & (set(observed) | set(excluded))
+    assert {p.kind for p in proposals} == {QLOGEI}
+    # On a smooth bowl, the first greedy pick is better than the median unobserved row.
+    free = np.setdiff1d(np.arange(200), np.concatenate([observed, excluded]))
+    assert _peak(library[[rows[0]]])[0] > np.median(_peak(library[free]))
+
+
+def test_fewer_free_rows_than_workers() -> None:
+    library = _library(40)
+    observed = np.arange(12)
+    rows = EmbeddingGPProposer(n_init=10).propose(
+        library, observed, _peak(library[observed]), np.arange(12, 38), 5, np.random.default_rng(1)
+    )
+    assert sorted(rows) == [38, 39]
+
+
+def test_duplicate_embeddings_map_to_distinct_rows() -> None:
+    library = _library(40)
+    library[30] = library[31]  # two candidates with the same embedding
+    observed = np.arange(12)
+    rows = EmbeddingGPProposer(n_init=10).propose(
+        library, observed, _peak(library[observed]), np.arange(12, 30), 10, np.random.default_rng(2)
+    )
+    assert sorted(rows) == list(range(30, 40))
+
+
+def test_multi_objective_and_bad_input() -> None:
+    library = _library(60)
+    observed = np.arange(12)
+    values = np.column_stack([_peak(library[observed]), np.abs(library[observed]).sum(axis=1)])
+    proposer = EmbeddingGPProposer(directions=("maximize", "minimize"), n_init=10)
+    rows = proposer.propose(library, observed, values, [], 3, np.random.default_rng(0))
+    assert len(set(rows)) == 3 and not set(rows) & set(range(12))
+    with pytest.raises(ValueError, match="direction"):
+        EmbeddingGPProposer(directions=("up",))
+    with pytest.raises(ValueError, match="k must be"):
+        proposer.propose(library, observed, values, [], -1, np.random.default_rng(0))

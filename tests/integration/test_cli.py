@@ -194,3 +194,49 @@ def test_multi_task_search_with_aggregate_objective(server: ServerProc, tmp_path
         assert t.values[1] == m["params"]
     text = run("show", "multi", "--server", server.address).stdout
     assert "sst2" in text and "mrpc" in text and "borda" in text and "Pareto front" in text
+
+
+def test_boshnas_search_on_the_flexibert_space_with_real_training(
+    server: ServerProc, tmp_path: Path
+) -> None:
+    """`archsearch launch` of a BOSHNAS search over heterogeneous FlexiBERT students (every
+    operation type possible), trained for real by a bert worker, runs to completion."""
+    spec = {
+        "name": "flexi-boshnas",
+        "space": "flexibert",
+        "loop": "boshnas",
+        "loop_options": {"library_size": 40, "n_init": 2, "batch_size": 2},
+        "n_trials": 4,
+        "trainer": "bert",
+        "objectives": ["accuracy:max", "params:min"],
+        "recipe": {
+            "max_steps": 4,
+            "eval_every": 4,
+            "batch_size": 8,
+            "max_seq_length": 24,
+            "measure_latency": False,
+        },
+        "data": {"train_subset": 64, "eval_subset": 32},
+    }
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    out = run("launch", "--server", server.address, "--spec", str(spec_file))
+    assert "launched flexi-boshnas" in out.stdout
+    worker = Proc(
+        cli("worker", "--server", server.address, "--trainer", "bert", "--poll-seconds", "1"),
+        tmp_path / "w.log",
+    ).start()
+    try:
+        with SearchClient(server.address) as c:
+            wait_study(c, "flexi-boshnas", 300, [worker])
+            trials = c.list_trials("flexi-boshnas")
+    finally:
+        worker.stop()
+    assert len(trials) == 4
+    archs = [json.loads(t.candidate_json)["architecture"] for t in trials]
+    assert len({json.dumps(a, sort_keys=True) for a in archs}) == 4  # never one twice
+    for t, arch in zip(trials, archs, strict=True):
+        assert set(arch) == {"l", "o", "p", "h", "n", "f"}
+        assert 0 <= t.metrics["accuracy"] <= 1 and t.metrics["params"] > 0
+    text = run("show", "flexi-boshnas", "--server", server.address).stdout
+    assert "sa-" in text or "l-d" in text or "c-" in text  # readable architectures

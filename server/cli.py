@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--spec", help="JSON file with the search spec (flags override it)")
     la.add_argument("--name", help="study name")
     la.add_argument("--space", help="bert | flexibert | flexibert-small")
-    la.add_argument("--loop", help="random | tpe | nsga2 | gp")
+    la.add_argument("--loop", help="random | tpe | nsga2 | gp | boshnas | embedding-gp")
     la.add_argument("--task", help="GLUE task id, e.g. sst2")
     la.add_argument("--trials", type=int, help="number of candidates to evaluate")
     la.add_argument("--trainer", help="bert | table")

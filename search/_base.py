@@ -51,3 +51,9 @@ class SearchLoop(abc.ABC):
             study._thread_local.cached_all_trials = None  # as Study.ask does
             trial = optuna.Trial(study, study._storage.create_new_trial(study._study_id))
         return trial, space.suggest(trial)
+
+    def recipe_overrides(self, trial_id: int) -> dict[str, Any]:
+        """Recipe keys this loop sets for the candidate of a trial it just asked (for example
+        a weight-transfer source); the server merges them over the spec's recipe. Default:
+        none."""
+        return {}

@@ -212,10 +212,25 @@ class LibraryLoop(SearchLoop):
         batch_size (int, default 8): rows proposed per surrogate fit.
         embedding_dim (int, default 16): Transformer2vec dimension.
         embedding (dict): extra Transformer2vec settings (``partners``, ``epochs``).
+        weight_transfer (bool, default false): FlexiBERT's knowledge transfer. Each proposal
+            gets ``recipe.transfer_from`` = the kept checkpoint (``recipe.keep_checkpoint``)
+            of the completed trial whose weights cover the largest share of the new
+            architecture (``spaces.weight_overlap``), when that share is at least
+            ``OVERLAP_THRESHOLD`` (0.8, the paper's rule); the worker then fine-tunes from the
+            neighbour (with ``pretrain_steps`` set, instead of pre-training). Checkpoints are
+            folders on the worker that trained them: use it with one worker machine or a
+            shared filesystem.
     """
 
     _OPTIONS = frozenset(
-        {"library_size", "library_seed", "batch_size", "embedding_dim", "embedding"}
+        {
+            "library_size",
+            "library_seed",
+            "batch_size",
+            "embedding_dim",
+            "embedding",
+            "weight_transfer",
+        }
     )
 
     def __init__(
@@ -249,6 +264,10 @@ class LibraryLoop(SearchLoop):
         if not isinstance(emb, dict):
             raise SpecError("loop_options.embedding", "must be a JSON object")
         self.embedding_options = dict(emb)
+        self.weight_transfer = opts.get("weight_transfer", False)
+        if not isinstance(self.weight_transfer, bool):
+            raise SpecError("loop_options.weight_transfer", "must be true or false")
+        self._overrides: dict[int, dict[str, Any]] = {}
         self.own_options = {k: v for k, v in opts.items() if k in own_options}
         # Enqueued / re-queued trials carry fixed parameters; nothing else is sampled.
         self._sampler = optuna.samplers.RandomSampler(seed=self.seed)
@@ -306,7 +325,49 @@ class LibraryLoop(SearchLoop):
                 self._pending = self._propose(lib, observed, values, excluded, kinds, free)
         proposal = self._pending.pop(0)
         row = int(proposal.index)
-        return self._create_trial(study, space, lib.archs[row], row, str(proposal.kind))
+        trial, arch = self._create_trial(study, space, lib.archs[row], row, str(proposal.kind))
+        if self.weight_transfer:
+            neighbour = self._transfer_source(study, space, arch)
+            if neighbour is not None:
+                self._overrides[trial._trial_id] = {"transfer_from": neighbour}
+        return trial, arch
+
+    def recipe_overrides(self, trial_id: int) -> dict[str, Any]:
+        overrides = self._overrides.pop(trial_id, {})
+        if len(self._overrides) > 10_000:  # trials the server never asked about: forget them
+            self._overrides.clear()
+        return overrides
+
+    @staticmethod
+    def _transfer_source(
+        study: optuna.Study, space: DesignSpace, arch: dict[str, Any]
+    ) -> str | None:
+        """The kept checkpoint of the completed trial with the largest weight overlap with
+        ``arch``, when it reaches ``OVERLAP_THRESHOLD``; None otherwise."""
+        from archsearch.spaces import OVERLAP_THRESHOLD, weight_overlap
+
+        to_flexibert = getattr(space, "to_flexibert", None)
+        if to_flexibert is None:
+            return None
+        target = to_flexibert(arch)
+        best: tuple[float, str] | None = None
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            info = t.user_attrs.get("info")
+            cand = t.user_attrs.get("candidate")
+            if not isinstance(info, dict) or not isinstance(cand, dict):
+                continue
+            checkpoint = info.get("checkpoint")
+            if not isinstance(checkpoint, str):
+                continue
+            try:
+                overlap = weight_overlap(to_flexibert(cand["architecture"]), target)
+            except (SpecError, KeyError, TypeError, ValueError):
+                continue
+            if best is None or overlap > best[0]:
+                best = (overlap, checkpoint)
+        if best is None or best[0] < OVERLAP_THRESHOLD:
+            return None
+        return best[1]
 
     def _propose(
         self,

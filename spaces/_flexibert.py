@@ -424,6 +424,10 @@ class FlexiBertSpace(DesignSpace):
         v = self.variant
         return ordered_labels(v.hidden, v.ff_widths, v.kernels)
 
+    def to_flexibert(self, architecture: dict[str, Any]) -> dict[str, Any]:
+        """The architecture in the FlexiBERT format (this space's own: validated)."""
+        return self.validate(architecture)
+
     def graph_image(self, architecture: dict[str, Any]) -> bytes:
         """A PNG picture of the architecture's graph, captioned with ``describe``."""
         arch = self.validate(architecture)

@@ -141,3 +141,39 @@ def test_the_full_flexibert_space_samples_a_library(tmp_path: Path) -> None:
         trial, arch = loop.ask(study, space, waiting=False)
         study.tell(trial, float(sum(arch["h"])) / 1000 + 0.01 * i)
     assert len({json.dumps(t.params, sort_keys=True) for t in study.get_trials()}) == 6
+
+
+def test_weight_transfer_picks_the_neighbour_with_the_largest_overlap(
+    space: FlexiBertSmallSpace,
+) -> None:
+    """With ``weight_transfer``, a proposal's recipe names the kept checkpoint of the completed
+    trial covering most of its weights, when that share reaches the paper's 0.8."""
+    from archsearch.spaces import OVERLAP_THRESHOLD, weight_overlap
+
+    loop = BoshnasLoop(seed=0, n_objectives=1, options={**FAST, "weight_transfer": True})
+    study = _study(loop.sampler)
+    archs = list(space.enumerate())
+    wide = next(a for a in archs if a["h"] == [256] * a["l"] and a["l"] == 4)
+    narrow = next(a for a in archs if a["h"] == [128] * a["l"] and a["l"] == 2)
+    for arch, ckpt in ((wide, "/ckpt/wide"), (narrow, "/ckpt/narrow")):
+        t = study.ask()
+        study._storage.set_trial_user_attr(t._trial_id, "candidate", {"architecture": arch})
+        study._storage.set_trial_user_attr(t._trial_id, "info", {"checkpoint": ckpt})
+        study.tell(t, 0.8)
+    decisions = 0
+    for _ in range(6):
+        trial, arch = loop.ask(study, space, waiting=False)
+        got = loop.recipe_overrides(trial._trial_id)
+        target = space.to_flexibert(arch)
+        overlaps = {
+            "/ckpt/wide": weight_overlap(space.to_flexibert(wide), target),
+            "/ckpt/narrow": weight_overlap(space.to_flexibert(narrow), target),
+        }
+        best = max(overlaps, key=overlaps.__getitem__)
+        if overlaps[best] >= OVERLAP_THRESHOLD:
+            assert got == {"transfer_from": best}
+            decisions += 1
+        else:
+            assert got == {}
+        assert loop.recipe_overrides(trial._trial_id) == {}  # handed out once
+    assert decisions > 0  # the wide 4-layer model covers most 256-wide proposals

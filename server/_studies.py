@@ -25,15 +25,27 @@ candidate as a WAITING trial with the same parameters and candidate, up to ``max
 failures. A report about a lease that is not the trial's current one, or whose trial is no
 longer RUNNING, changes nothing and is refused.
 
-Prepared candidates: when a trial finishes, the next candidate is asked from the loop and
-stored at once (a RUNNING trial with its ``candidate`` but no lease yet), so the next acquire
-only writes a lease. A server that stops keeps them: at start-up RUNNING trials without a
-lease return to the pool; stopping a study turns them back into WAITING trials.
+Prepared candidates: when a trial finishes, the RPC that finished it asks the loop for up to
+two more candidates while the study's pool of ready candidates is smaller than the number of
+workers active on it, and stores each at once (a RUNNING trial with its ``candidate`` but no
+lease yet), so an acquire is an in-memory pop plus one lease write. A server that stops keeps
+them: at start-up RUNNING trials without a lease return to the pool; stopping a study turns
+them back into WAITING trials.
+
+Per-trial cost (issue 2's service_overhead benchmark): every hot-path write is a group-commit
+operation of ``_writer.StorageWriter`` (one writer thread, one transaction per batch, leases
+in an urgent lane), written with SQLAlchemy Core on Optuna's own tables (``_storage``), and a
+loop's ask runs on ``_storage.DeferredTrialStorage``, which keeps the new trial in memory until
+its row, parameters and candidate are inserted in one transaction. Every RPC answers only
+after its writes are committed. Locks: ``StudyHandle.lock`` guards the in-memory index and is
+never held while the database or a sampler works (except by the reaper, the rare report and
+fail paths, and stop); ``StudyHandle.ask_lock`` serialises the loop's asks.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -43,13 +55,15 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.search import SearchLoop, ServerStudy, make_loop, make_pruner, should_prune
+from archsearch.server._artifacts import GraphArtifacts
 from archsearch.server._errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -57,7 +71,19 @@ from archsearch.server._errors import (
     NotFound,
 )
 from archsearch.server._spec import AGGREGATE_METRICS, METRIC_RE, SearchSpec
-from archsearch.server._storage import open_storage, write_trial_attrs
+from archsearch.server._storage import (
+    DeferredTrialStorage,
+    StoredTrial,
+    TrialNotRunning,
+    attrs_op,
+    finish_op,
+    heartbeat_op,
+    insert_trial_op,
+    lease_op,
+    open_storage,
+    write_trial_attrs,
+)
+from archsearch.server._writer import StorageWriter
 from archsearch.spaces import Candidate, DesignSpace, SpecError
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -76,6 +102,14 @@ MAX_METRICS = 256
 MAX_INFO = 64
 MAX_TEXT = 2000
 MAX_DUPLICATE_ASKS = 20
+MAX_PREPARED = 64
+NON_ADAPTIVE_SAMPLERS = (
+    optuna.samplers.RandomSampler,
+    optuna.samplers.QMCSampler,
+    optuna.samplers.GridSampler,
+    optuna.samplers.BruteForceSampler,
+)
+TOP_UP_PER_FINISH = 2
 
 
 def _now_iso() -> str:
@@ -94,6 +128,19 @@ class LiveTrial:
 
 
 @dataclasses.dataclass
+class Prepared:
+    """A candidate whose storage is queued: the write, the live trial it becomes (its id and
+    number are the stored ones once the write is done), and repeats stored on the way."""
+
+    stored: Future[Any] | None
+    live: LiveTrial | None
+    repeat: bool = False
+    repeats: list[Future[Any] | None] = dataclasses.field(default_factory=list)
+    #: False for a queued retry: it does not count against the budget.
+    counted: bool = True
+
+
+@dataclasses.dataclass
 class StudyIndex:
     """In-memory index of one study, rebuilt from the storage at start-up.
 
@@ -107,6 +154,10 @@ class StudyIndex:
     waiting: set[int] = dataclasses.field(default_factory=set)
     live: dict[int, LiveTrial] = dataclasses.field(default_factory=dict)
     pool: collections.deque[int] = dataclasses.field(default_factory=collections.deque)
+    #: Trials whose finishing write is queued: lease id and the write's future.
+    finishing: dict[int, tuple[str, Future[None]]] = dataclasses.field(default_factory=dict)
+    #: Candidates being asked and stored right now (the study is not complete meanwhile).
+    preparing: int = 0
     done: dict[str, tuple[int, list[float], dict[str, Any]]] = dataclasses.field(
         default_factory=dict
     )
@@ -124,6 +175,9 @@ class StudyHandle:
     state: str
     created_at: str
     index: StudyIndex = dataclasses.field(default_factory=StudyIndex)
+    #: Serialises the loop's ``ask`` (the loop contract) apart from ``lock``, which guards
+    #: only the in-memory index and is never held while a sampler runs.
+    ask_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     @property
     def study_id(self) -> int:
@@ -176,10 +230,12 @@ def parse_lease_id(lease_id: str) -> tuple[int, int]:
 class StudyManager:
     """Owns the storage and every archsearch study in it.
 
-    Hot paths touch the database only to write: acquiring a prepared candidate is one
-    transaction (lease, worker, attempt and heartbeat), completing one is two (metrics, then
-    Optuna's ``tell``). When a trial finishes, the next candidate is prepared at once (asked
-    from the loop and stored with its spec), so the worker's next acquire finds it ready.
+    Hot paths touch the database only to write, through the group-commit writer: acquiring a
+    prepared candidate is one queued operation (lease, worker, attempt and heartbeat),
+    completing one is one (metrics, values and state) plus the storage of the candidates it
+    prepares (one operation each: trial row, parameters and candidate). When a trial
+    finishes, candidates are prepared at once (asked from the loop and stored with their
+    spec), so the workers' next acquires find them ready.
 
     Args:
         storage_url: SQLAlchemy URL of the Optuna storage.
@@ -194,6 +250,7 @@ class StudyManager:
         lease_duration_s: int = 60,
         heartbeat_interval_s: int = 10,
         reap_interval_s: float | None = None,
+        artifact_dir: str | None = None,
     ) -> None:
         if heartbeat_interval_s <= 0 or lease_duration_s <= heartbeat_interval_s:
             raise InvalidArgument(
@@ -208,7 +265,11 @@ class StudyManager:
             storage_url, lease_duration_s, heartbeat_interval_s, self._on_stale_trial
         )
         # One cache for every study object: this server is the storage's only writer.
-        self.storage = optuna.storages.get_storage(self.rdb)
+        self.storage = DeferredTrialStorage(self.rdb)
+        self.writer = StorageWriter(self.rdb.engine)
+        # Architecture pictures for optuna-dashboard (``serve --artifact-dir``).
+        self.artifacts = GraphArtifacts(artifact_dir, self.rdb) if artifact_dir else None
+        self._active: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._handles: dict[str, StudyHandle] = {}
         self._by_id: dict[int, StudyHandle] = {}
         self._handles_lock = threading.Lock()
@@ -331,6 +392,9 @@ class StudyManager:
             self._work.notify_all()
         if self._reaper is not None:
             self._reaper.join(timeout=10)
+        if self.artifacts is not None:
+            self.artifacts.close(wait=False)
+        self.writer.close()
         self.rdb.remove_session()
         self.rdb.engine.dispose()
 
@@ -428,6 +492,7 @@ class StudyManager:
         if study_name:
             self.get(study_name)  # NotFound for an unknown study, before any waiting
         deadline = time.monotonic() + max(0.0, timeout_s)
+        self._active[worker_id] = (time.monotonic(), trainers)
         while True:
             grant = self._try_acquire(worker_id, trainers, study_name)
             if grant is not None:
@@ -452,26 +517,47 @@ class StudyManager:
         return None
 
     def _acquire_from(self, h: StudyHandle, worker_id: str) -> Grant | None:
-        with h.lock:
-            if h.state != RUNNING:
+        """Leases a prepared candidate of ``h`` (preparing one first when none is ready).
+
+        The hot path is an in-memory pop and one queued lease write; the study lock is held
+        only while the index changes, never while the database works, and the RPC answers
+        once the lease is committed.
+        """
+        idx = h.index
+        while True:
+            with h.lock:
+                if h.state != RUNNING:
+                    return None
+                # Queued retries first (Optuna's ask pops them), then a prepared candidate.
+                tid = None if idx.waiting or not idx.pool else idx.pool.popleft()
+                if tid is not None:
+                    live, written = self._lease(h, tid, worker_id)
+                    break
+            with h.ask_lock:  # nothing ready: prepare one here, as the worker waits for it
+                with h.lock:
+                    if h.state != RUNNING:
+                        return None
+                    if idx.pool and not idx.waiting:
+                        continue  # the preparer was faster
+                prepared = self._prepare(h)
+            if prepared is None:
+                with h.lock:
+                    self._maybe_complete(h)
                 return None
-            idx = h.index
-            # Queued retries first (Optuna's ask pops them), then a prepared candidate.
-            tid = None if idx.waiting or not idx.pool else idx.pool.popleft()
+            tid = self._settle_prepared(h, prepared)
             if tid is None:
-                tid = self._prepare(h)
-            if tid is None:
-                self._maybe_complete(h)
-                return None
-            live = idx.live[tid]
-            live.lease_id = f"{h.study_id}.{tid}.{secrets.token_hex(12)}"
-            write_trial_attrs(
-                self.rdb,
-                tid,
-                user={"worker": worker_id, "attempt": live.attempt},
-                system={LEASE_ATTR: live.lease_id},
-                heartbeat=True,
-            )
+                continue
+            with h.lock:
+                live, written = self._lease(h, tid, worker_id)
+            break
+        try:
+            written.result()
+        except Exception:
+            with h.lock:  # the lease was never stored: the candidate is still free
+                if idx.live.get(tid) is live and live.lease_id:
+                    live.lease_id = ""
+                    idx.pool.appendleft(tid)
+            raise
         return Grant(
             lease_id=live.lease_id,
             study_name=h.spec.name,
@@ -483,87 +569,271 @@ class StudyManager:
             intermediate_metric=h.spec.intermediate_metric,
         )
 
-    def _prepare(self, h: StudyHandle) -> int | None:
-        """Asks the loop for the next candidate and stores it; None when the budget is spent.
+    def _lease(self, h: StudyHandle, tid: int, worker_id: str) -> tuple[LiveTrial, Future[None]]:
+        """Gives prepared trial ``tid`` a fresh lease and queues its write (caller holds
+        ``h.lock``; the caller waits for the write after releasing it)."""
+        live = h.index.live[tid]
+        live.lease_id = f"{h.study_id}.{tid}.{secrets.token_hex(12)}"
+        written = self.writer.submit(
+            lease_op(
+                tid,
+                user={"worker": worker_id, "attempt": live.attempt},
+                system={LEASE_ATTR: live.lease_id},
+            ),
+            urgent=True,
+        )
+        return live, written
+
+    def _prepare(self, h: StudyHandle) -> Prepared | None:
+        """Asks the loop for the next candidate and queues its storage; None when the budget is
+        spent. The caller finishes with :meth:`_settle_prepared` after releasing
+        ``h.ask_lock``, so the next ask overlaps this one's commit.
 
         Samplers re-propose evaluated points in small discrete spaces (TPE does); training the
         same candidate with the same recipe and seed again would only cost a worker's time, so
-        a repeat is completed at once with the earlier result (``duplicate_of``), which keeps
-        the budget and the sampler's history honest. Caller holds ``h.lock``.
+        a repeat is stored completed at once with the earlier result (``duplicate_of``), which
+        keeps the budget and the sampler's history honest.
+
+        Caller holds ``h.ask_lock`` (loops are asked one at a time) but not ``h.lock``: a slow
+        sampler never blocks leases, heartbeats or reports of the study.
         """
         idx = h.index
-        for _ in range(MAX_DUPLICATE_ASKS):
-            if not idx.waiting and idx.originals >= h.spec.n_trials:
-                return None
-            trial, arch = h.loop.ask(h.study, h.space, waiting=bool(idx.waiting))
-            tid = trial._trial_id
-            try:
-                prepared = self._store_candidate(h, trial, arch)
-            except Exception:
-                # Never leave a trial RUNNING that the index does not know: it would hold
-                # nothing up, and nothing would ever finish it.
-                idx.waiting.discard(tid)
-                self._finish(h, tid, TrialState.FAIL, None)
-                raise
-            if prepared is None:
-                continue  # a repeat of a completed candidate, finished with its result
-            candidate, attempt = prepared
-            idx.live[tid] = LiveTrial(tid, trial.number, candidate, attempt)
-            return tid
-        return None  # the loop keeps proposing evaluated candidates; ask again later
+        with h.lock:
+            idx.preparing += 1  # the study is not complete while a candidate is on its way
+        repeats: list[Future[Any] | None] = []
+        try:
+            for _ in range(MAX_DUPLICATE_ASKS):
+                with h.lock:
+                    if h.state != RUNNING:
+                        break
+                    if not idx.waiting and idx.originals >= h.spec.n_trials:
+                        break
+                    waiting = bool(idx.waiting)
+                with self.storage.deferring():
+                    trial, arch = h.loop.ask(h.study, h.space, waiting=waiting)
+                try:
+                    prepared = self._store_candidate(h, trial, arch)
+                except Exception:
+                    self._abandon(h, trial._trial_id)
+                    raise
+                if prepared.repeat:
+                    repeats.append(prepared.stored)  # finished with the earlier result
+                    continue
+                prepared.repeats = repeats
+                return prepared
+        except BaseException:
+            with h.lock:
+                idx.preparing -= 1
+            raise
+        # The budget is spent, or the loop keeps proposing evaluated candidates.
+        self._settle_prepared(h, Prepared(None, None, repeats=repeats))
+        return None
+
+    def _settle_prepared(self, h: StudyHandle, prepared: Prepared) -> int | None:
+        """Waits for a prepared candidate's write and registers it as live; returns its trial
+        id (None for repeats only). Call without ``h.ask_lock`` and ``h.lock``.
+
+        Raises:
+            Exception: the write failed; the budget it took is given back.
+        """
+        idx = h.index
+        given_back = 0
+        for fut in prepared.repeats:  # repeats are provisional trials: counted, never retries
+            if fut is not None and fut.exception() is not None:
+                given_back += 1
+                log.error("storing a repeat of %s failed: %s", h.spec.name, fut.exception())
+        live = prepared.live
+        error = prepared.stored.exception() if prepared.stored is not None else None
+        if error is not None:
+            given_back += prepared.counted
+            if live is not None and not self.storage.is_provisional(live.trial_id):
+                self._abandon(h, live.trial_id)  # asked and RUNNING, but without its candidate
+            live = None
+        elif live is not None and prepared.stored is not None:
+            stored = prepared.stored.result()
+            if isinstance(stored, StoredTrial):  # an inserted provisional trial
+                live = dataclasses.replace(live, trial_id=stored.trial_id, number=stored.number)
+        with h.lock:
+            idx.preparing -= 1
+            idx.originals -= given_back
+            if live is not None:
+                idx.live[live.trial_id] = live
+        if error is not None:
+            raise error
+        return None if live is None else live.trial_id
+
+    def _abandon(self, h: StudyHandle, tid: int) -> None:
+        """Cleans up after a failed preparation: never leave a trial RUNNING that the index
+        does not know (it would hold nothing up, and nothing would ever finish it)."""
+        if self.storage.is_provisional(tid):
+            with contextlib.suppress(KeyError):
+                self.storage.take_provisional(tid)  # never stored: nothing to undo
+            self.storage.forget(tid)
+            return
+        with contextlib.suppress(Exception):
+            with h.lock:
+                h.index.waiting.discard(tid)
+            self._finish(h, tid, TrialState.FAIL, None)
 
     def _store_candidate(
         self, h: StudyHandle, trial: optuna.Trial, arch: dict[str, Any]
-    ) -> tuple[Candidate, int] | None:
-        """Records the candidate of a just-asked trial; None when it repeats a completed one
-        (then the trial is completed with that result). Caller holds ``h.lock``."""
+    ) -> Prepared:
+        """Queues the storage of a just-asked trial's candidate (one transaction).
+
+        A provisional trial (see ``DeferredTrialStorage``) is inserted whole: row, parameters
+        and attributes; when it repeats a completed candidate it is inserted completed, with
+        that result (``Prepared.repeat``). A real one (a queued retry) gets its attributes.
+        The budget is counted now, so the next ask sees it; ``_settle_prepared`` gives it back
+        if the write fails. Caller holds ``h.ask_lock``."""
         idx = h.index
         tid = trial._trial_id
+        with h.lock:
+            retry = tid in idx.waiting
         attempt = 0
-        if tid in idx.waiting:  # a re-queued candidate keeps its spec
-            idx.waiting.discard(tid)
+        candidate: Candidate | None = None
+        if retry:  # a re-queued candidate keeps its spec
             frozen = self.storage.get_trial(tid)
             attempt = len(frozen.system_attrs.get("retry_history", []))
             if "candidate" in frozen.user_attrs:
-                return Candidate.from_dict(frozen.user_attrs["candidate"]), attempt
-            # A retry of a trial that died before its candidate was stored: rebuild it from
-            # the parameters, which the retry carries.
-        else:
-            idx.originals += 1
-        candidate = Candidate(
-            space=h.spec.space,
-            architecture=arch,
-            recipe=dict(h.spec.recipe),
-            data=dict(h.spec.data),
-        )
-        user = {"candidate": candidate.to_dict(), "arch": h.space.describe(arch)}
-        earlier = idx.done.get(candidate.fingerprint()) if attempt == 0 else None
-        if earlier is not None:
-            number, values, metrics = earlier
-            write_trial_attrs(
-                self.rdb, tid, user={**user, "duplicate_of": number, "metrics": metrics}
+                candidate = Candidate.from_dict(frozen.user_attrs["candidate"])
+            # else: a retry of a trial that died before its candidate was stored: rebuild it
+            # from the parameters, which the retry carries.
+        earlier = None
+        written: Future[Any] | None = None
+        if candidate is None:
+            candidate = Candidate(
+                space=h.spec.space,
+                architecture=arch,
+                # the loop may set keys per candidate (BOSHNAS: a weight-transfer source)
+                recipe={**h.spec.recipe, **h.loop.recipe_overrides(tid)},
+                data=dict(h.spec.data),
             )
-            self._finish(h, tid, TrialState.COMPLETE, values)
-            log.info(
+            user: dict[str, Any] = {
+                "candidate": candidate.to_dict(),
+                "arch": h.space.describe(arch),
+            }
+            earlier = idx.done.get(candidate.fingerprint()) if attempt == 0 else None
+            if earlier is not None:
+                user["duplicate_of"], _, user["metrics"] = earlier
+            if self.storage.is_provisional(tid):
+                _, frozen = self.storage.take_provisional(tid)
+                frozen.user_attrs.update(user)
+                if earlier is not None:
+                    frozen.state, frozen.values = TrialState.COMPLETE, list(earlier[1])
+                    frozen.datetime_complete = datetime.datetime.now()
+                written = self.writer.submit(insert_trial_op(h.study_id, frozen))
+                written.add_done_callback(self._on_inserted(h.study_id, tid))
+            elif earlier is not None:
+                written = self.writer.submit(finish_op(tid, TrialState.COMPLETE, earlier[1], user))
+            else:
+                written = self.writer.submit(attrs_op(tid, user=user))
+        if self.artifacts is not None and earlier is None and written is not None:
+            written.add_done_callback(self._draw_when_stored(h, tid, trial.number, arch))
+        with h.lock:
+            if retry:
+                idx.waiting.discard(tid)
+            else:
+                idx.originals += 1
+        if earlier is not None:
+            # debug, not info: in small spaces repeats come by the hundred per second, and the
+            # trial's ``duplicate_of`` attribute already records each one
+            log.debug(
                 "trial %d of %s repeats trial %d; reused its result",
                 trial.number,
                 h.spec.name,
-                number,
+                earlier[0],
             )
-            return None
-        write_trial_attrs(self.rdb, tid, user=user)
-        return candidate, attempt
+        return Prepared(
+            written,
+            LiveTrial(tid, trial.number, candidate, attempt),
+            repeat=earlier is not None,
+            counted=not retry,
+        )
 
-    def _prepare_next(self, h: StudyHandle) -> None:
-        """Keeps one candidate ready for the next acquire (caller holds ``h.lock``).
+    def _draw_when_stored(
+        self, h: StudyHandle, trial_id: int, number: int, arch: dict[str, Any]
+    ) -> Callable[[Future[Any]], None]:
+        """Done-callback of a new candidate's write: queues its picture (see GraphArtifacts);
+        a provisional trial's real id is the insert's result."""
 
-        Queued retries are left WAITING (acquire pops them); so is an empty budget.
+        def done(fut: Future[Any]) -> None:
+            if fut.exception() is None and self.artifacts is not None:
+                real_id = getattr(fut.result(), "trial_id", trial_id)
+                self.artifacts.submit(h.space, real_id, number, arch)
+
+        return done
+
+    def _on_inserted(self, study_id: int, provisional_id: int) -> Callable[[Future[Any]], None]:
+        """Done-callback of a provisional trial's insert (runs on the writer thread, so it
+        takes no study lock): the storage stops showing the in-memory copy."""
+
+        def done(fut: Future[Any]) -> None:
+            if fut.exception() is None:
+                self.storage.stored(study_id, fut.result().number)
+            self.storage.forget(provisional_id)
+
+        return done
+
+    # ------------------------------------------------------------------ preparing ahead
+
+    def _pool_target(self, h: StudyHandle) -> int:
+        """How many candidates to keep ready.
+
+        For a loop whose proposals ignore results (random, quasi-random, grid), one per
+        worker that asked for this study's trainer within a lease duration (at least 1, at
+        most ``MAX_PREPARED``): every active worker's next acquire is then an in-memory pop,
+        and preparing early loses nothing. For an adaptive loop (TPE, GP, NSGA-II, BOSHNAS),
+        one: each candidate is asked as late as possible, with every result stored so far.
+        """
+        if not isinstance(h.loop.sampler, NON_ADAPTIVE_SAMPLERS):
+            return 1
+        horizon = time.monotonic() - self.lease_duration_s
+        active = sum(
+            1
+            for seen, trainers in list(self._active.values())
+            if seen >= horizon and h.spec.trainer in trainers
+        )
+        return max(1, min(MAX_PREPARED, active))
+
+    def _top_up(self, h: StudyHandle, limit: int = TOP_UP_PER_FINISH) -> None:
+        """Prepares up to ``limit`` candidates while ``h``'s pool is below its target.
+
+        Called by the RPC that finished a trial, after its own write committed and without
+        ``h.lock``, so the database changes an RPC causes are all made before it answers (a
+        client that sees its answer sees the storage settled) and the next acquire of any
+        worker is an in-memory pop. ``limit`` spreads the filling of a large pool over several
+        finishes. A failure here is logged, not raised: the caller's own write is stored, and
+        acquire prepares inline when the pool is empty.
         """
         idx = h.index
-        if h.state == RUNNING and not idx.pool and not idx.waiting:
-            tid = self._prepare(h)
-            if tid is not None:
-                idx.pool.append(tid)
+        try:
+            for _ in range(limit):
+                with h.ask_lock:
+                    with h.lock:
+                        if (
+                            h.state != RUNNING
+                            or idx.waiting
+                            or len(idx.pool) + idx.preparing >= self._pool_target(h)
+                        ):
+                            return
+                    prepared = self._prepare(h)
+                if prepared is None:
+                    with h.lock:
+                        self._maybe_complete(h)
+                    return
+                tid = self._settle_prepared(h, prepared)
+                if tid is None:
+                    continue
+                with h.lock:
+                    if h.state == RUNNING:
+                        idx.pool.append(tid)
+                    else:  # stopped while it was prepared: queue it, as stop() does
+                        self.storage.set_trial_state_values(tid, TrialState.WAITING)
+                        idx.live.pop(tid, None)
+                        idx.waiting.add(tid)
+                self._notify()
+        except Exception:
+            log.exception("preparing the next candidate of %s failed", h.spec.name)
 
     # ------------------------------------------------------------------ leases
 
@@ -613,10 +883,11 @@ class StudyManager:
     def heartbeat(self, lease_id: str) -> tuple[float, bool]:
         h, tid = self._lease_handle(lease_id)
         if self._live(h, tid, lease_id) is None:
+            self._settle(h, tid, lease_id)
             with h.lock:
                 if self._live(h, tid, lease_id) is None:
                     self._refuse_finished(h, self._not_live(h, tid, lease_id))
-        self.rdb.record_heartbeat(tid)
+        self.writer.run(heartbeat_op(tid))
         return time.time() + self.lease_duration_s, False
 
     def report(self, lease_id: str, step: int, value: float) -> tuple[bool, float]:
@@ -625,6 +896,7 @@ class StudyManager:
         if not 0 <= step < 2**62:
             raise InvalidArgument(f"step must be >= 0, got {step}")
         h, tid = self._lease_handle(lease_id)
+        self._settle(h, tid, lease_id)
         with h.lock:
             live = self._live(h, tid, lease_id)
             if live is None:
@@ -640,7 +912,12 @@ class StudyManager:
                 h.index.live.pop(tid, None)
                 log.info("pruned trial %d of %s at step %d", live.number, h.spec.name, step)
                 self._after_finish(h)
-                return True, time.time()
+                pruned = True
+            else:
+                pruned = False
+        if pruned:
+            self._top_up(h)
+            return True, time.time()
         return False, time.time() + self.lease_duration_s
 
     def complete(
@@ -658,6 +935,8 @@ class StudyManager:
             )
         h, tid = self._lease_handle(lease_id)
         metrics = {k: float(v) for k, v in metrics.items()}
+        self._settle(h, tid, lease_id)
+        idx = h.index
         with h.lock:
             live = self._live(h, tid, lease_id)
             if live is None:
@@ -675,17 +954,46 @@ class StudyManager:
             user: dict[str, Any] = {"metrics": metrics}
             if info:
                 user["info"] = dict(info)
-            write_trial_attrs(self.rdb, tid, user=user)
-            self._finish(h, tid, TrialState.COMPLETE, values)
-            h.index.live.pop(tid, None)
-            h.index.done.setdefault(live.candidate.fingerprint(), (live.number, values, metrics))
+            self._after_trial_hook(h, tid, TrialState.COMPLETE, values)
+            # Metrics, values and state in one queued write; the lock is not held while it
+            # commits, and a repeated report meanwhile waits for it (``_settle``).
+            written = self.writer.submit(finish_op(tid, TrialState.COMPLETE, values, user))
+            idx.live.pop(tid, None)
+            idx.finishing[tid] = (lease_id, written)
+        try:
+            written.result()
+        except TrialNotRunning as e:
+            with h.lock:
+                idx.finishing.pop(tid, None)
+            raise FailedPrecondition(
+                f"trial {live.number} of {h.spec.name} is already {e.state}; stop working on it"
+            ) from e
+        except Exception:
+            with h.lock:  # not stored: the lease stays valid and the worker may report again
+                idx.finishing.pop(tid, None)
+                idx.live[tid] = live
+            raise
+        with h.lock:
+            idx.finishing.pop(tid, None)
+            idx.done.setdefault(live.candidate.fingerprint(), (live.number, values, metrics))
             self._after_finish(h)
+        self._top_up(h)
         return values, TrialState.COMPLETE
+
+    def _settle(self, h: StudyHandle, tid: int, lease_id: str) -> None:
+        """Waits until a queued finishing write of this lease is committed (or failed), so a
+        repeated or concurrent call sees the trial's stored state."""
+        with h.lock:
+            pending = h.index.finishing.get(tid)
+        if pending is not None and pending[0] == lease_id:
+            with contextlib.suppress(Exception):  # its own caller reports the failure
+                pending[1].result()
 
     def fail(self, lease_id: str, reason: str, retryable: bool, released: bool = False) -> bool:
         """Fails a leased trial; re-queues it when allowed. Returns whether it was re-queued."""
         reason = (reason or "no reason given")[:MAX_TEXT]
         h, tid = self._lease_handle(lease_id)
+        self._settle(h, tid, lease_id)
         with h.lock:
             live = self._live(h, tid, lease_id)
             if live is None:
@@ -704,23 +1012,30 @@ class StudyManager:
             if released or retryable:
                 requeued = self._requeue(h, self.storage.get_trial(tid), reason, count=not released)
             self._after_finish(h)
+        self._top_up(h)
         return requeued
 
     def _finish(
         self, h: StudyHandle, tid: int, state: TrialState, values: list[float] | None
     ) -> None:
-        """``Study.tell`` for a trial this server knows is RUNNING, with validated values.
+        """``Study.tell`` for a trial this server knows is RUNNING, with validated values."""
+        self._after_trial_hook(h, tid, state, values)
+        self.storage.set_trial_state_values(tid, state, values)
+
+    def _after_trial_hook(
+        self, h: StudyHandle, tid: int, state: TrialState, values: list[float] | None
+    ) -> None:
+        """The sampler's ``after_trial`` hook, as ``Study.tell`` calls it before storing.
 
         ``tell`` re-reads the trial twice to validate what the server already checked; here the
-        sampler's ``after_trial`` hook gets the stored trial only when it does something (the
-        built-in samplers' hooks act only on constraint functions, which archsearch never
-        sets; an unknown sampler is always called).
+        hook gets the stored trial only when it does something (the built-in samplers' hooks
+        act only on constraint functions, which archsearch never sets; an unknown sampler is
+        always called).
         """
         sampler = h.study.sampler
         hook = type(sampler).after_trial is not optuna.samplers.BaseSampler.after_trial
         if hook and getattr(sampler, "_constraints_func", "unknown") is not None:
             sampler.after_trial(h.study, self.storage.get_trial(tid), state, values)
-        self.storage.set_trial_state_values(tid, state, values)
 
     # ------------------------------------------------------------------ retries and expiry
 
@@ -770,11 +1085,22 @@ class StudyManager:
     def reap_once(self) -> None:
         """Fails expired leases (re-queueing their candidates) and completes finished studies."""
         for h in self.handles():
-            if any(live.lease_id for live in list(h.index.live.values())):
+            if any(live.lease_id for live in list(h.index.live.values())) and self._has_stale(h):
                 with h.lock:
+                    # Queued leases, heartbeats and finishes first: the stale check must see
+                    # what this server already decided (the writer never takes ``h.lock``).
+                    self.writer.barrier()
                     optuna.storages.fail_stale_trials(h.study)
             with h.lock:
                 self._maybe_complete(h)
+
+    def _has_stale(self, h: StudyHandle) -> bool:
+        """Whether any lease of ``h`` looks expired, checked without the study lock: the
+        common answer is no, and then leases and reports are not held up by the check."""
+        stale_ids = getattr(self.rdb, "_get_stale_trial_ids", None)
+        if stale_ids is None:  # pragma: no cover - depends on Optuna's internals
+            return True
+        return bool(stale_ids(h.study_id))
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(self.reap_interval_s):
@@ -786,7 +1112,8 @@ class StudyManager:
     # ------------------------------------------------------------------ study state
 
     def _after_finish(self, h: StudyHandle) -> None:
-        self._prepare_next(h)
+        """Index bookkeeping after a trial finished (caller holds ``h.lock``); the caller then
+        calls ``_top_up`` after releasing it."""
         self._maybe_complete(h)
         self._notify()
 
@@ -794,7 +1121,13 @@ class StudyManager:
         idx = h.index
         if h.state != RUNNING:
             return
-        if idx.originals >= h.spec.n_trials and not idx.live and not idx.waiting:
+        if (
+            idx.originals >= h.spec.n_trials
+            and not idx.live
+            and not idx.waiting
+            and not idx.finishing
+            and not idx.preparing
+        ):
             self._set_state(h, COMPLETED)
             log.info("study %s completed", h.spec.name)
 

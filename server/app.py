@@ -46,6 +46,7 @@ class ServerConfig:
     max_poll_s: float = 30.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     threads: int = 0  # 0: max_long_polls + 32
+    artifact_dir: str | None = None  # architecture pictures for optuna-dashboard
 
 
 def is_loopback(host: str) -> bool:
@@ -108,7 +109,12 @@ class ArchsearchServer:
     def __init__(self, cfg: ServerConfig) -> None:
         check_bind(cfg)
         self.cfg = cfg
-        self.manager = StudyManager(cfg.storage, cfg.lease_duration_s, cfg.heartbeat_interval_s)
+        self.manager = StudyManager(
+            cfg.storage,
+            cfg.lease_duration_s,
+            cfg.heartbeat_interval_s,
+            artifact_dir=cfg.artifact_dir,
+        )
         auth = TokenAuthInterceptor(cfg.admin_tokens, cfg.worker_tokens)
         options = [
             ("grpc.max_receive_message_length", cfg.max_message_bytes),

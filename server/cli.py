@@ -178,6 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_long_polls=args.max_long_polls,
             max_poll_s=args.max_poll_seconds,
             max_message_bytes=args.max_message_bytes,
+            artifact_dir=args.artifact_dir,
         )
         server = ArchsearchServer(cfg)
     except (ConfigError, ServiceError) as e:
@@ -189,7 +190,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             cfg.host,
         )
     print(f"archsearch serving on {server.address}  storage={cfg.storage}", flush=True)
-    print(f"dashboard: optuna-dashboard {cfg.storage}", flush=True)
+    artifacts = f" --artifact-dir {args.artifact_dir}" if args.artifact_dir else ""
+    print(f"dashboard: optuna-dashboard {cfg.storage}{artifacts}", flush=True)
     server.serve_forever()
     return 0
 
@@ -379,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-key", help="server private key (PEM)")
     s.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
     s.add_argument("--lease-seconds", type=int, default=60, help="lease duration without heartbeat")
+    s.add_argument(
+        "--artifact-dir",
+        help="store a picture of each trial's architecture graph here (FlexiBERT spaces); "
+        "give the same folder to optuna-dashboard --artifact-dir",
+    )
     s.add_argument(
         "--heartbeat-seconds", type=int, default=10, help="heartbeat interval told to workers"
     )

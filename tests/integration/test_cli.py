@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _procs import TABLE, Proc, ServerProc, cli, wait_study
+from _procs import TABLE, Proc, ServerProc, cli, load_trials, wait_study
 
 from archsearch.server.client import SearchClient
 
@@ -196,11 +196,15 @@ def test_multi_task_search_with_aggregate_objective(server: ServerProc, tmp_path
     assert "sst2" in text and "mrpc" in text and "borda" in text and "Pareto front" in text
 
 
-def test_boshnas_search_on_the_flexibert_space_with_real_training(
-    server: ServerProc, tmp_path: Path
-) -> None:
+def test_boshnas_search_on_the_flexibert_space_with_real_training(tmp_path: Path) -> None:
     """`archsearch launch` of a BOSHNAS search over heterogeneous FlexiBERT students (every
-    operation type possible), trained for real by a bert worker, runs to completion."""
+    operation type possible), trained for real by a bert worker, runs to completion; each
+    trial's architecture picture is an optuna-dashboard artifact."""
+    artifacts = tmp_path / "artifacts"
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    server = ServerProc(
+        storage, tmp_path / "server.log", extra=("--artifact-dir", str(artifacts))
+    ).start()
     spec = {
         "name": "flexi-boshnas",
         "space": "flexibert",
@@ -232,11 +236,22 @@ def test_boshnas_search_on_the_flexibert_space_with_real_training(
             trials = c.list_trials("flexi-boshnas")
     finally:
         worker.stop()
+        server.stop()
     assert len(trials) == 4
+    frozen = load_trials(storage, "flexi-boshnas")
+    for t in frozen:  # what optuna-dashboard --artifact-dir shows on each trial's page
+        metas = [json.loads(v) for k, v in t.system_attrs.items() if k.startswith("artifacts:")]
+        assert len(metas) == 1 and metas[0]["mimetype"] == "image/png"
+        png = (artifacts / metas[0]["artifact_id"]).read_bytes()
+        assert png.startswith(b"\x89PNG")
     archs = [json.loads(t.candidate_json)["architecture"] for t in trials]
     assert len({json.dumps(a, sort_keys=True) for a in archs}) == 4  # never one twice
     for t, arch in zip(trials, archs, strict=True):
         assert set(arch) == {"l", "o", "p", "h", "n", "f"}
         assert 0 <= t.metrics["accuracy"] <= 1 and t.metrics["params"] > 0
-    text = run("show", "flexi-boshnas", "--server", server.address).stdout
-    assert "sa-" in text or "l-d" in text or "c-" in text  # readable architectures
+    assert all(
+        " sa-" in t.user_attrs["arch"]
+        or " l-" in t.user_attrs["arch"]
+        or " c-" in t.user_attrs["arch"]
+        for t in frozen
+    )  # readable architectures

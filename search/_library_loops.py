@@ -41,7 +41,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -49,6 +49,9 @@ from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
 from archsearch.search._base import SearchLoop
 from archsearch.spaces import DesignSpace, SpecError
+
+if TYPE_CHECKING:  # surrogates import torch: loaded only when a library loop is built
+    from archsearch.surrogates import LibraryProposer
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +63,6 @@ EMBEDDING_CACHE_VERSION = 1
 #: chosen (``Proposal.kind``; BOSHNAS derives its aleatoric phase from the history of kinds).
 LOOP_ATTR = "archsearch:library_row"
 KIND_ATTR = "archsearch:proposal_kind"
-
-
-class Proposer(Protocol):
-    """Chooses library rows (``surrogates.LibraryProposer``: BOSHNAS, the embedding GP)."""
-
-    def propose_with_kinds(
-        self,
-        library: np.ndarray,
-        observed_idx: Sequence[int] | np.ndarray,
-        observed_perf: Sequence[float] | np.ndarray,
-        excluded_idx: Sequence[int] | np.ndarray,
-        k: int,
-        rng: np.random.Generator,
-        *,
-        observed_kinds: Sequence[str] | None = None,
-        weights: np.ndarray | None = None,
-    ) -> list[Any]:
-        """``k`` distinct free rows, each a ``Proposal(index, kind)``."""
 
 
 def default_cache_root() -> Path:
@@ -273,7 +258,7 @@ class LibraryLoop(SearchLoop):
         self._sampler = optuna.samplers.RandomSampler(seed=self.seed)
         self._rng = np.random.default_rng(self.seed)
         self._library: CandidateLibrary | None = None
-        self._proposer: Proposer | None = None
+        self._proposer: LibraryProposer | None = None
         self._pending: list[Any] = []  # Proposals of the current batch, best first
         self._pending_for: int = -1
         self.cache_root: Path | None = default_cache_root()
@@ -283,7 +268,7 @@ class LibraryLoop(SearchLoop):
         return self._sampler
 
     @abc.abstractmethod
-    def make_proposer(self, directions: Sequence[str]) -> Proposer:
+    def make_proposer(self, directions: Sequence[str]) -> LibraryProposer:
         """The surrogate-backed proposer (one per loop; it may keep warm-started models)."""
 
     def library(self, space: DesignSpace) -> CandidateLibrary:
@@ -482,7 +467,7 @@ class BoshnasLoop(LibraryLoop):
         super().__init__("boshnas", seed, n_objectives, options, self.OWN)
         self.make_proposer(["maximize"] * n_objectives)  # validates the options at launch
 
-    def make_proposer(self, directions: Sequence[str]) -> Proposer:
+    def make_proposer(self, directions: Sequence[str]) -> LibraryProposer:
         from archsearch.surrogates import BoshnasProposer
 
         try:
@@ -506,7 +491,7 @@ class EmbeddingGPLoop(LibraryLoop):
         super().__init__("embedding-gp", seed, n_objectives, options, self.OWN)
         self.make_proposer(["maximize"] * n_objectives)
 
-    def make_proposer(self, directions: Sequence[str]) -> Proposer:
+    def make_proposer(self, directions: Sequence[str]) -> LibraryProposer:
         from archsearch.surrogates import EmbeddingGPProposer
 
         try:
@@ -540,7 +525,3 @@ LIBRARY_LOOPS: dict[str, Callable[..., SearchLoop]] = {
     "boshnas": BoshnasLoop,
     "embedding-gp": EmbeddingGPLoop,
 }
-
-
-def library_loop_names() -> Sequence[str]:
-    return tuple(LIBRARY_LOOPS)

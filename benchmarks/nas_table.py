@@ -31,6 +31,8 @@ and at most two thirds of TPE's.
 
     python benchmarks/nas_table.py [--table PATH] [--task sst2] [--seeds 20] [--evals 100]
         [--loops boshnas,random,tpe,gp,embedding-gp] [--service] [--plot PATH] [--no-record]
+        [--loop-options '{"boshnas@paper": {"features": "embedding",
+                                            "acquisition_search": "gobi"}}']
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def run_inprocess(
     ``parallel`` workers: each round asks ``parallel`` candidates, then tells their scores."""
     table = load_table(table_path)
     space = FlexiBertSmallSpace(table=table_path, task=task)
-    loop = make_loop(loop_name, seed, 1, loop_options.get(loop_name))
+    # "boshnas@paper": the boshnas loop with the options keyed "boshnas@paper" (a labelled variant)
+    loop = make_loop(loop_name.split("@")[0], seed, 1, loop_options.get(loop_name))
     study = optuna.create_study(
         storage=optuna.storages.InMemoryStorage(), sampler=loop.sampler, direction="maximize"
     )
@@ -294,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--loop-options",
         default="{}",
-        help='JSON: loop name -> options, e.g. \'{"boshnas": {"batch_size": 1}}\'',
+        help='JSON: loop name -> options, e.g. \'{"boshnas": {"batch_size": 1}}\'; a loop '
+        "named NAME@LABEL in --loops is loop NAME with the options keyed NAME@LABEL",
     )
     p.add_argument(
         "--parallel",
@@ -330,7 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.loops.split(","):
         runs = []
         for seed in range(args.seeds):
-            runs.append(run_inprocess(name, seed, args.evals, args.table, args.task, loop_options))
+            runs.append(
+                run_inprocess(
+                    name, seed, args.evals, args.table, args.task, loop_options, args.parallel
+                )
+            )
             r = runs[-1]
             print(
                 f"  {name:13s} seed {seed:2d}: top1% at {r.evals_to(top1)}, best "

@@ -131,6 +131,12 @@ class FlexiBertSmallSpace(DesignSpace):
             params[f"l{i}.feed_forward"] = arch["f"][i]
         return params
 
+    def feature_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
+        """Per-layer readable choices (``num_layers``, ``l{i}.heads``, ...) whatever the
+        ``table`` option: what a surrogate's architecture features are built from, where
+        ``to_params`` gives the one categorical of the table mode."""
+        return self._layer_params(self.validate(architecture))
+
     def to_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
         arch = self.validate(architecture)
         if self.members is not None:

@@ -68,6 +68,8 @@ DIVERSITY_PROBABILITY = 0.1  # DIV_PROB (β)
 ACCURACY_PATIENCE = 5
 N_INIT = 10
 MIN_STEPS_PER_EPOCH = 8
+#: How exploitation finds the acquisition's best rows (``BoshnasProposer.acquisition_search``).
+ACQUISITION_SEARCHES = ("scan", "gobi")
 
 #: Kinds of proposal, stored with each trial so the aleatoric switch can be rebuilt from history.
 RANDOM = "random"
@@ -704,12 +706,14 @@ def library_fingerprint(library: np.ndarray) -> str:
 
 
 class BoshnasProposer(LibraryProposer):
-    """BOSHNAS batch proposals: GOBI exploitation, uncertainty and diversity sampling.
+    """BOSHNAS batch proposals: exploitation, uncertainty and diversity sampling.
 
     Each of the ``k`` rows of a batch independently draws its kind, as the reference's outer
-    loop does per step: exploitation with probability 0.8 (GOBI on the acquisition, optimum
-    snapped to the nearest free row), uncertainty sampling 0.1 (the free row with the largest
-    epistemic ξ) and diversity 0.1 (a uniformly random free row). GOBI runs once per batch with
+    loop does per step: exploitation with probability 0.8 (the free rows best on the
+    acquisition: an exact scan of the library, or GOBI on the acquisition with its optima
+    snapped to the nearest free rows, ``acquisition_search``), uncertainty sampling 0.1 (the
+    free row with the largest epistemic ξ) and diversity 0.1 (a uniformly random free row). A
+    scan ranks every free row once per batch; GOBI runs once per batch with
     ``max(n_starts, exploitation slots)`` starts; exploitation slots take its optima best
     acquisition first, and a row already in the batch passes to the next nearest free row.
 
@@ -738,6 +742,13 @@ class BoshnasProposer(LibraryProposer):
         surrogate_options: Extra keyword arguments for ``BoshnasSurrogate``.
         gobi_options: Extra keyword arguments for ``optimise_acquisition`` (e.g.
             ``max_iterations``; the defaults are the reference's).
+        acquisition_search: How exploitation slots find the acquisition's best rows.
+            ``scan`` (default): evaluate the acquisition on every free library row and take
+            the best, which is exact (every proposal is a library row anyway) and one batched
+            forward pass. ``gobi``: the paper's gradient search in input space from
+            ``n_starts`` starts, snapped to the nearest free rows. On the FlexiBERT-small table
+            both reach the top 1% in the same median number of evaluations (10 seeds each),
+            scan at a quarter of the time.
     """
 
     def __init__(
@@ -749,8 +760,15 @@ class BoshnasProposer(LibraryProposer):
         performance_bound: float | None = None,
         surrogate_options: dict[str, Any] | None = None,
         gobi_options: dict[str, Any] | None = None,
+        acquisition_search: str = "scan",
     ) -> None:
         super().__init__(directions, n_init, seed)
+        if acquisition_search not in ACQUISITION_SEARCHES:
+            raise ValueError(
+                f"acquisition_search must be one of {', '.join(ACQUISITION_SEARCHES)}, "
+                f"got {acquisition_search!r}"
+            )
+        self.acquisition_search = acquisition_search
         if n_starts < 1:
             raise ValueError(f"n_starts must be >= 1, got {n_starts}")
         self.n_starts = n_starts
@@ -803,7 +821,16 @@ class BoshnasProposer(LibraryProposer):
         available = obs.free.copy()
         exploit_rows: list[int] = []
         n_exploit = int((slot_kinds == EXPLOITATION).sum())
-        if n_exploit:
+        if n_exploit and self.acquisition_search == "scan":
+            with surrogate.frozen(), torch.no_grad():
+                acq = surrogate.acquisition(
+                    torch.as_tensor(obs.library, dtype=torch.float32), use_al
+                ).numpy()
+            # Minimised (GOBI's sign); stable order: ties go to the lower row.
+            order = np.argsort(np.where(available, acq, np.inf), kind="stable")
+            exploit_rows = [int(r) for r in order[:n_exploit]]
+            available[exploit_rows] = False
+        elif n_exploit:
             with surrogate.frozen():
                 exploit_rows, _ = gobi(
                     lambda x: surrogate.acquisition(x, use_al),

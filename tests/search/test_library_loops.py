@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from _procs import TABLE
 from optuna.trial import TrialState
 
 from archsearch.search import BoshnasLoop, EmbeddingGPLoop, make_loop
-from archsearch.search._library_loops import KIND_ATTR, LOOP_ATTR, arch_key
+from archsearch.search._library_loops import ABSENT, KIND_ATTR, LOOP_ATTR, arch_key
 from archsearch.server._spec import SearchSpec
 from archsearch.spaces import BertSpace, FlexiBertSmallSpace, FlexiBertSpace, SpecError, load_table
 
@@ -119,6 +120,10 @@ def test_a_queued_trial_keeps_its_parameters(space: FlexiBertSmallSpace) -> None
 def test_bad_options_and_spaces_are_refused() -> None:
     with pytest.raises(SpecError, match=r"loop_options\.gobi_starts"):
         make_loop("boshnas", 0, 1, {"gobi_starts": 3})
+    with pytest.raises(SpecError, match=r"loop_options\.features"):
+        make_loop("boshnas", 0, 1, {"features": "graph"})
+    with pytest.raises(SpecError, match="not accepted by the boshnas loop"):
+        make_loop("boshnas", 0, 1, {"acquisition_search": "grid"})
     with pytest.raises(SpecError, match=r"loop_options\.batch_size"):
         make_loop("boshnas", 0, 1, {"batch_size": 0})
     with pytest.raises(SpecError, match="not accepted by the boshnas loop"):
@@ -126,6 +131,56 @@ def test_bad_options_and_spaces_are_refused() -> None:
     with pytest.raises(SpecError, match="embeds architecture graphs"):
         SearchSpec.from_dict({"name": "x", "space": "bert", "loop": "boshnas", "n_trials": 3})
     assert not hasattr(BertSpace(), "graph")
+
+
+def test_architecture_features_are_one_hot_codes_of_the_layer_parameters(
+    tmp_path: Path,
+) -> None:
+    space = FlexiBertSpace()
+    loop = BoshnasLoop(seed=0, n_objectives=1, options={**FAST, "library_size": 40})
+    loop.cache_root = tmp_path
+    lib = loop.library(space)
+    onehot = lib.architecture_features()
+    params = [space.to_params(a) for a in lib.archs]
+    names = sorted({n for p in params for n in p})
+    assert onehot.shape[0] == 40
+    assert onehot.shape[1] == sum(len({str(p.get(n, ABSENT)) for p in params}) for n in names)
+    # One value per parameter name, "absent" for the layers a 2-layer architecture lacks.
+    assert np.array_equal(onehot.sum(axis=1), np.full(40, len(names)))
+    two = next(i for i, a in enumerate(lib.archs) if a["l"] == 2)
+    four = next(i for i, a in enumerate(lib.archs) if a["l"] == 4)
+    assert not np.array_equal(onehot[two], onehot[four])
+    # A row added later (a user's enqueued architecture) is encoded with the same columns.
+    rng = random.Random(5)
+    new = space.sample(rng)
+    while arch_key(new) in lib.index:
+        new = space.sample(rng)
+    row = lib.row(new)
+    assert row == 40
+    grown = lib.architecture_features()
+    assert grown.shape == (41, onehot.shape[1]) and np.array_equal(grown[:40], onehot)
+    assert grown[40].sum() <= len(names)
+    assert lib.features("both").shape == (41, lib.embeddings.shape[1] + onehot.shape[1])
+    assert lib.features("embedding") is lib.embeddings
+
+
+@pytest.mark.parametrize(
+    ("features", "table_columns"), [("embedding", 0), ("architecture", 1), ("both", 1)]
+)
+def test_the_surrogate_sees_the_chosen_features(
+    space: FlexiBertSmallSpace, features: str, table_columns: int
+) -> None:
+    """The small space's table mode has one categorical parameter; its features are still
+    the per-layer choices (``feature_params``), not 620 one-hot columns."""
+    loop = BoshnasLoop(seed=0, n_objectives=1, options={**FAST, "features": features})
+    study = _study(loop.sampler)
+    _run(loop, space, study, 6)
+    assert loop._proposer is not None and loop._proposer.surrogate is not None
+    width = loop._proposer.surrogate.input_dim
+    embedding = 16 if features != "architecture" else 0
+    onehot = width - embedding
+    assert (onehot > 0) == bool(table_columns)
+    assert onehot < 60  # 17 layer parameters with 2-4 values each, not one per architecture
 
 
 def test_the_full_flexibert_space_samples_a_library(tmp_path: Path) -> None:

@@ -289,12 +289,13 @@ def _proposer(**kw: object) -> BoshnasProposer:
     )
 
 
-def test_propose_returns_distinct_free_rows_for_large_batches() -> None:
+@pytest.mark.parametrize("search", ["scan", "gobi"])
+def test_propose_returns_distinct_free_rows_for_large_batches(search: str) -> None:
     library = _library()
     rng = np.random.default_rng(0)
     observed = rng.choice(300, 20, replace=False)
     in_flight = [i for i in range(300) if i not in set(observed)][:30]
-    proposer = _proposer(n_starts=3)
+    proposer = _proposer(n_starts=3, acquisition_search=search)
     proposals = proposer.propose_with_kinds(
         library, observed, _peak(library[observed]), in_flight, 15, rng
     )
@@ -303,6 +304,30 @@ def test_propose_returns_distinct_free_rows_for_large_batches() -> None:
     assert not set(rows) & (set(observed) | set(in_flight))
     assert {p.kind for p in proposals} <= {EXPLOITATION, UNCERTAINTY, DIVERSITY}
     assert sum(p.kind == EXPLOITATION for p in proposals) >= 8  # p = 0.8 per slot
+
+
+def test_scan_exploits_the_free_rows_best_on_the_acquisition() -> None:
+    """Exploitation slots are taken first, from the free rows in acquisition order (lower is
+    better, GOBI's sign), so they are exactly the best free rows."""
+    library = _library(200)
+    rng = np.random.default_rng(3)
+    observed = rng.choice(200, 15, replace=False)
+    in_flight = np.setdiff1d(np.arange(200), observed)[:40]
+    proposer = _proposer(acquisition_search="scan")
+    proposals = proposer.propose_with_kinds(
+        library, observed, _peak(library[observed]), in_flight, 10, np.random.default_rng(5)
+    )
+    exploit = [p.index for p in proposals if p.kind == EXPLOITATION]
+    assert len(exploit) >= 5
+    assert proposer.surrogate is not None
+    use_al = proposer.use_aleatoric(_peak(library[observed])[:, None], None)
+    with proposer.surrogate.frozen(), torch.no_grad():
+        acq = proposer.surrogate.acquisition(torch.as_tensor(library, dtype=torch.float32), use_al)
+    free = np.setdiff1d(np.arange(200), np.concatenate([observed, in_flight]))
+    best_free = free[np.argsort(acq.numpy()[free], kind="stable")]
+    assert exploit == [int(r) for r in best_free[: len(exploit)]]
+    with pytest.raises(ValueError, match="acquisition_search must be one of scan, gobi"):
+        _proposer(acquisition_search="grid")
 
 
 def test_propose_when_almost_everything_is_excluded() -> None:

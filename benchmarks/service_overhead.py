@@ -50,6 +50,7 @@ import json
 import multiprocessing as mp
 import os
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -60,6 +61,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,7 +359,7 @@ class Processes:
 
 
 def start_ours(
-    procs: Processes, tmp: Path, tag: str, table: str, space: str
+    procs: Processes, tmp: Path, tag: str, table: str, space: str, extra: Sequence[str] = ()
 ) -> tuple[str, subprocess.Popen[Any]]:
     url = f"sqlite:///{tmp / f'ours-{tag}.db'}"
     log = tmp / f"ours-{tag}.log"
@@ -373,6 +375,7 @@ def start_ours(
         "0",
         "--lease-seconds",
         "3600",  # nothing may expire during a run
+        *extra,
     ]
     p = procs.popen(cmd, log)
     assert p.stdout is not None
@@ -482,7 +485,9 @@ def run_cell(
     tag = f"{clients}"
     server: subprocess.Popen[Any] | None = None
     if system == "ours":
-        target, server = start_ours(procs, tmp, tag, args.table, args.space)
+        target, server = start_ours(
+            procs, tmp, tag, args.table, args.space, shlex.split(args.serve_args)
+        )
     elif system == "b":
         target, server = start_proxy(procs, tmp, tag)
     else:
@@ -684,6 +689,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the same work (default: full)",
     )
     p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    p.add_argument(
+        "--serve-args",
+        default="",
+        help="extra arguments of ours' `archsearch serve` (e.g. '--switch-interval-ms 1')",
+    )
     p.add_argument("--record", action="store_true", help="append to RESULTS.md even with --quick")
     args = p.parse_args(argv)
     if args.seconds is None:

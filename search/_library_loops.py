@@ -258,7 +258,8 @@ class LibraryLoop(SearchLoop):
             neighbour (with ``pretrain_steps`` set, instead of pre-training). Checkpoints are
             folders on the worker that trained them: use it with one worker machine or a
             shared filesystem.
-        features (str, default "both"): what the surrogate sees of a row: ``embedding``
+        features (str, default "both"; "embedding" for embedding-gp): what the surrogate
+            sees of a row: ``embedding``
             (the Transformer2vec vector, as the paper), ``architecture`` (one-hot codes of the
             space's readable per-layer parameters) or ``both`` (concatenated). On the
             FlexiBERT-small SST-2 table ``both`` reaches the top 1% in about half the
@@ -266,6 +267,8 @@ class LibraryLoop(SearchLoop):
             embedding alone ranks this table's scores poorly.
     """
 
+    #: ``features`` when the options do not say.
+    DEFAULT_FEATURES = "both"
     _OPTIONS = frozenset(
         {
             "library_size",
@@ -312,7 +315,7 @@ class LibraryLoop(SearchLoop):
         self.weight_transfer = opts.get("weight_transfer", False)
         if not isinstance(self.weight_transfer, bool):
             raise SpecError("loop_options.weight_transfer", "must be true or false")
-        self.features = opts.get("features", "both")
+        self.features = opts.get("features", self.DEFAULT_FEATURES)
         if self.features not in FEATURES:
             raise SpecError(
                 "loop_options.features",
@@ -560,6 +563,7 @@ class EmbeddingGPLoop(LibraryLoop):
     """
 
     OWN = frozenset({"n_init", "mc_samples", "max_batch_size"})
+    DEFAULT_FEATURES = "embedding"  # the baseline of the issue: a GP on the embeddings
 
     def __init__(
         self, seed: int | None, n_objectives: int, options: dict[str, Any] | None = None

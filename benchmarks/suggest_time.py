@@ -66,10 +66,13 @@ def main() -> None:
         "--warm-max-epochs",
         type=int,
         default=None,
-        help="cap the epochs of warm surrogate fits (BoshnasSurrogate warm_max_epochs)",
+        help="cap the epochs of warm surrogate fits (BoshnasSurrogate warm_max_epochs; "
+        "default: the surrogate's, 20; 0: uncapped)",
     )
     args = parser.parse_args()
-    surrogate = {"warm_max_epochs": args.warm_max_epochs} if args.warm_max_epochs else {}
+    surrogate: dict[str, int | None] = (
+        {} if args.warm_max_epochs is None else {"warm_max_epochs": args.warm_max_epochs or None}
+    )
     torch.set_num_threads(args.threads)
     library, values, order = _problem()
     load_before = os.getloadavg()
@@ -112,9 +115,11 @@ def main() -> None:
         f"{args.repeats} runs (cold BOSHNAS: 1 run)",
         "- warm = surrogate already fitted on 499, one new observation arrives (steady state); "
         "cold = fresh proposer (fit from scratch)",
-        f"- warm fits capped at {args.warm_max_epochs} epochs per net"
+        "- warm fits capped at the surrogate's default (WARM_MAX_EPOCHS)"
+        if args.warm_max_epochs is None
+        else f"- warm fits capped at {args.warm_max_epochs} epochs per net"
         if args.warm_max_epochs
-        else "- warm fits uncapped (early stopping only; the default)",
+        else "- warm fits uncapped (early stopping only)",
         f"- load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores; "
         "above ~1 other jobs shared the machine)",
         "",

@@ -29,9 +29,9 @@ drawn once per fit, after the teacher has been trained.
 Minibatches hold at most ``batch_size`` (128) rows and an epoch has at least 8 steps, so small
 data sets train almost per-sample as the reference does, and up to 1,024 training rows an epoch
 is 8 steps (a warm fit at 500 observations took 35% less time than with 32-row batches, at
-the same teacher validation loss; below 256 observations the two are identical). Early stopping uses the reference's
-numbers (more than 10 validation losses, 7 of patience) against the best loss so far, see
-``_early_stop``.
+the same teacher validation loss; below 256 observations the two are identical). Early
+stopping uses the reference's numbers (more than 10 validation losses, 7 of patience) against
+the best loss so far, see ``_early_stop``; warm fits stop after ``WARM_MAX_EPOCHS`` (20).
 
 A caveat measured while testing, true of the reference design too: the MC-dropout spread of the
 teacher (which the student distils, and only at the observed points) is dominated by dropout
@@ -70,6 +70,8 @@ DIVERSITY_PROBABILITY = 0.1  # DIV_PROB (β)
 ACCURACY_PATIENCE = 5
 N_INIT = 10
 MIN_STEPS_PER_EPOCH = 8
+#: Epoch cap of a warm fit (not the reference's: it keeps suggestions under a second).
+WARM_MAX_EPOCHS = 20
 #: How exploitation finds the acquisition's best rows (``BoshnasProposer.acquisition_search``).
 ACQUISITION_SEARCHES = ("scan", "gobi")
 
@@ -154,9 +156,12 @@ class BoshnasSurrogate:
         batch_size: Minibatch size.
         max_epochs: Epoch limit per net and fit (early stopping usually ends sooner).
         warm_max_epochs: Epoch limit of a warm fit (nets already fitted on all but the newest
-            points); None: ``max_epochs``. The student's target (the teacher's MC-dropout
-            spread) moves with every teacher fit, so its early stop rarely fires and a warm fit
-            at 500 points spends ~130 student epochs; a cap of ~20 trades that for speed.
+            points), default ``WARM_MAX_EPOCHS`` (20); None: ``max_epochs``. The student's
+            target (the teacher's MC-dropout spread) moves with every teacher fit, so its early
+            stop rarely fires and an uncapped warm fit at 500 points spent ~180 student epochs
+            (1.11 s per suggestion; capped: 0.53 s, benchmarks/suggest_time.py). On the
+            FlexiBERT-small table the cap found the top 1% in 26.5 median evaluations against
+            27.5 uncapped (20 seeds each, benchmarks/nas_table.py).
         lr: AdamW learning rate of all three nets.
     """
 
@@ -171,7 +176,7 @@ class BoshnasSurrogate:
         aleatoric: bool = True,
         batch_size: int = 128,
         max_epochs: int = MAX_EPOCHS,
-        warm_max_epochs: int | None = None,
+        warm_max_epochs: int | None = WARM_MAX_EPOCHS,
         lr: float = 2e-3,
     ) -> None:
         if input_dim < 1:

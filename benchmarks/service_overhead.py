@@ -692,7 +692,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--serve-args",
         default="",
-        help="extra arguments of ours' `archsearch serve` (e.g. '--switch-interval-ms 1')",
+        help="extra arguments of ours' `archsearch serve` (e.g. '--max-long-polls 64')",
     )
     p.add_argument("--record", action="store_true", help="append to RESULTS.md even with --quick")
     args = p.parse_args(argv)

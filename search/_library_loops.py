@@ -62,11 +62,11 @@ EMBEDDING_CACHE_VERSION = 1
 #: System attributes of a trial a library loop proposed: its library row, and why it was
 #: chosen (``Proposal.kind``; BOSHNAS derives its aleatoric phase from the history of kinds).
 LOOP_ATTR = "archsearch:library_row"
+KIND_ATTR = "archsearch:proposal_kind"
 #: What a library loop's surrogate sees of a row (loop option ``features``).
 FEATURES = ("both", "embedding", "architecture")
 #: The one-hot value of a parameter an architecture does not have (a layer it lacks).
 ABSENT = "<absent>"
-KIND_ATTR = "archsearch:proposal_kind"
 
 
 def default_cache_root() -> Path:
@@ -159,6 +159,7 @@ class CandidateLibrary:
         self._encoder: Any = None  # sklearn OneHotEncoder, fitted on first use
         self._names: list[str] | None = None
         self._onehot: np.ndarray | None = None
+        self._both: np.ndarray | None = None  # embeddings | one-hot, rebuilt when rows change
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -206,7 +207,10 @@ class CandidateLibrary:
         if kind == "architecture":
             return self.architecture_features()
         if kind == "both":
-            return np.hstack([self.embeddings, self.architecture_features()])
+            onehot = self.architecture_features()  # brings rows added by ``row`` up to date
+            if self._both is None or self._both.shape[0] != onehot.shape[0]:
+                self._both = np.hstack([self.embeddings, onehot])
+            return self._both
         raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(FEATURES)}")
 
     def row(self, architecture: dict[str, Any]) -> int:

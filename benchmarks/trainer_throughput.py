@@ -19,9 +19,16 @@ load changes on the machine hit both alike; the table gives each system's median
 of medians, and the median of the per-repeat ratios (less sensitive to load drifting during the
 run); the goal, on the ratio of medians, is >= 0.95.
 
+On a GPU (``--device cuda``) both systems run there in the same precision (``--precision``,
+default bf16 where the GPU has it): ours with the trainer's autocast (batches collated on the
+CPU and copied per step, as in a trial), bare under ``torch.autocast`` over batches already on
+the GPU; each bare run ends with a ``torch.cuda.synchronize`` before the clock stops (the
+trainer's ``train_seconds`` does the same).
+
 Usage::
 
     python benchmarks/trainer_throughput.py                    # full run
+    python benchmarks/trainer_throughput.py --device cuda --models tiny,small,medium --steps 100
     python benchmarks/trainer_throughput.py --quick            # smoke run, not recorded
     python benchmarks/trainer_throughput.py --models tiny --steps 40 --repeats 7
 
@@ -82,6 +89,13 @@ MODELS: dict[str, dict[str, int]] = {
         "num_attention_heads": 4,
         "intermediate_size": 1024,
     },
+    # MiniLM-sized (the teacher's shape): for GPUs, where the smaller ones are launch-bound.
+    "medium": {
+        "num_hidden_layers": 6,
+        "hidden_size": 384,
+        "num_attention_heads": 12,
+        "intermediate_size": 1536,
+    },
 }
 LEARNING_RATE, WEIGHT_DECAY, WARMUP_RATIO, SEED = 5e-4, 0.01, 0.1, 0
 
@@ -117,13 +131,14 @@ def candidate(arch: dict[str, int], args: argparse.Namespace) -> Candidate:
             "eval_every": args.steps,
             "seed": SEED,
             "measure_latency": False,
+            "precision": args.precision,
         },
         data={"task": args.task, "train_subset": 0, "eval_subset": args.batch_size},
     )
 
 
 def run_ours(trainer: BertTrainer, arch: dict[str, int], args: argparse.Namespace) -> float:
-    result = trainer.train(candidate(arch, args), TrainContext())
+    result = trainer.train(candidate(arch, args), TrainContext(device=args.device))
     return args.steps * args.batch_size / result.metrics["train_seconds"]
 
 
@@ -161,28 +176,41 @@ def run_bare(
     args: argparse.Namespace,
 ) -> float:
     _seed_everything(SEED)
-    model = trainer.build_model(arch, get_task(args.task))
+    device = torch.device(args.device)
+    model = trainer.build_model(arch, get_task(args.task)).to(device)
     optimizer = _adamw(model, LEARNING_RATE, WEIGHT_DECAY)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(WARMUP_RATIO * args.steps), args.steps
     )
+    dtype = {"bf16": torch.bfloat16, "fp32": None}[args.precision]
     model.train()
+    _synchronize(device)
     start = time.perf_counter()
     for batch in batches:
-        loss = model(**batch).loss
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+    _synchronize(device)
     seconds = time.perf_counter() - start
     return args.steps * args.batch_size / seconds
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def measure(name: str, trainer: BertTrainer, args: argparse.Namespace) -> Cell:
     arch = MODELS[name]
     train = trainer.encode(args.task, "train", 0, {"max_seq_length": args.seq_len, "seed": SEED})
-    batches = collate_all(train, args, trainer.tokenizer.pad_token_id)
+    batches = [
+        {k: v.to(args.device) for k, v in b.items()}
+        for b in collate_all(train, args, trainer.tokenizer.pad_token_id)
+    ]
     cell = Cell(name, seq_len=statistics.mean(b["input_ids"].shape[1] for b in batches))
     # Warm-up: first calls load kernels and fill caches for both.
     run_ours(trainer, arch, args)
@@ -227,8 +255,8 @@ def render(cells: list[Cell], args: argparse.Namespace) -> tuple[str, bool]:
 def record(table: str, args: argparse.Namespace, started: str, loads: list[str]) -> None:
     append_section(
         "trainer_throughput",
-        f"- started {started}; torch {torch.__version__} with {args.threads} thread(s) on cpu; "
-        f"code {code_version()}\n"
+        f"- started {started}; torch {torch.__version__} with {args.threads} thread(s) on "
+        f"{_device_name(args.device)}, precision {args.precision}; code {code_version()}\n"
         f"- load average (1/5/15 min) before / after: {loads[0]} / {loads[-1]} (other jobs on "
         "the machine add noise to both columns; systems alternate to share it)\n"
         f"- task {args.task}, batch {args.batch_size}, max_seq_length {args.seq_len} (dynamic "
@@ -238,6 +266,12 @@ def record(table: str, args: argparse.Namespace, started: str, loads: list[str])
         "over pre-collated batches\n\n"
         f"{table}\n",
     )
+
+
+def _device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
 
 
 def _load() -> str:
@@ -258,6 +292,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] (both systems run there)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="both systems' precision; auto: bf16 on a GPU that has it, else fp32",
+    )
     p.add_argument("--quick", action="store_true", help="tiny model, few steps, not recorded")
     p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = p.parse_args(argv)
@@ -269,6 +310,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [m for m in args.model_list if m not in MODELS]
     if unknown:
         p.error(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
+    if args.precision == "auto":
+        bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+        args.precision = "bf16" if bf16 else "fp32"
+    if args.precision == "bf16" and not cuda:
+        p.error("--precision bf16 is for GPUs (the trainer runs fp32 on the CPU)")
     if min(args.steps, args.repeats, args.batch_size, args.seq_len, args.threads) <= 0:
         p.error("--steps, --repeats, --batch-size, --seq-len and --threads must be > 0")
     return args
@@ -282,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"trainer_throughput: models {','.join(args.model_list)}, {args.task}, batch "
         f"{args.batch_size}, seq {args.seq_len}, {args.steps} steps x {args.repeats} repeats, "
-        f"{args.threads} thread(s), load average {loads[0]}",
+        f"{args.threads} thread(s), {_device_name(args.device)} {args.precision}, "
+        f"load average {loads[0]}",
         flush=True,
     )
     trainer = BertTrainer()

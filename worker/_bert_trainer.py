@@ -95,7 +95,10 @@ AGGREGATED_COST_METRICS = (*iter_cost_metric_names(), "train_seconds")
 #: that they work whether or not ``validate_recipe`` knows them yet.
 #:
 #: * ``precision``: "auto" (CUDA: bf16 autocast where the GPU supports it natively, else
-#:   fp16 autocast with loss scaling; CPU: fp32), "fp32", "bf16" or "fp16".
+#:   fp16 autocast with loss scaling; CPU: fp32), "fp32", "bf16" or "fp16". Measured on an
+#:   H100 (benchmarks/RESULTS.md, trainer_throughput): students up to 4 x 256 train 10-25%
+#:   faster in fp32 (their steps are launch-bound; autocast adds cast kernels); bf16 pays off
+#:   from MiniLM size at batch 128. Small-student searches on a GPU can pass "fp32".
 #: * ``keep_checkpoint``: save the model with the best dev value of the reported metric (see
 #:   :func:`checkpoint_root`); its folder is ``TrainResult.info["checkpoint"]``.
 #: * ``measure_latency``: measure ``latency_ms_b1``/``latency_ms_b32`` (about a second on a

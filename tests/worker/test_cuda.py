@@ -1,0 +1,222 @@
+"""The worker on a CUDA GPU: FlexiBERT operations against the CPU, mixed precision, and whole
+trials (BERT and FlexiBERT students, MLM pre-training, distillation) on the GPU.
+
+Skipped where torch sees no CUDA device (CI has none); run on a GPU machine with
+``python -m pytest tests/worker/test_cuda.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from archsearch.spaces import Candidate
+from archsearch.spaces._flexibert_overlap import flexibert_parameter_count
+from archsearch.worker import TrainContext
+from archsearch.worker._bert_trainer import CHECKPOINT_DIR_ENV, BertTrainer
+from archsearch.worker._flexibert_model import (
+    FlexiBertConfig,
+    FlexiBertForSequenceClassification,
+)
+from archsearch.worker._flexibert_pretrain import PRETRAIN_DIR_ENV
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+CUDA = torch.device("cuda")
+OPERATIONS = [("sa", "sdp"), ("sa", "wma"), ("l", "dft"), ("l", "dct"), ("c", "5"), ("c", "9")]
+#: Three layers, two width changes, one operation of each family.
+MIXED = {
+    "l": 3,
+    "o": ["c", "l", "sa"],
+    "p": ["5", "dft", "wma"],
+    "h": [64, 128, 64],
+    "n": [2, 2, 4],
+    "f": [[128], [64, 128], [256]],
+}
+
+
+def arch_with(op: str, param: str) -> dict[str, Any]:
+    """Widths 128, 256, 128 (two projections); the middle layer runs ``op``."""
+    return {
+        "l": 3,
+        "o": ["sa", op, "c"],
+        "p": ["sdp", param, "5"],
+        "h": [128, 256, 128],
+        "n": [2, 4, 2],
+        "f": [[256], [128, 64, 256], [128]],
+    }
+
+
+def inputs(lengths: list[int], vocab: int = 50) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    width = max(lengths)
+    ids = torch.randint(2, vocab, (len(lengths), width), generator=generator)
+    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+    return {"input_ids": ids.masked_fill(~mask, 0), "attention_mask": mask.long()}
+
+
+def build(arch: dict[str, Any]) -> FlexiBertForSequenceClassification:
+    torch.manual_seed(0)
+    config = FlexiBertConfig(arch, vocab_size=50, max_positions=32, num_labels=3)
+    return FlexiBertForSequenceClassification(config)
+
+
+@pytest.mark.parametrize(("op", "param"), OPERATIONS)
+def test_operation_on_cuda_matches_cpu(op: str, param: str) -> None:
+    """Same weights, same batch (with padding): logits, loss and gradients agree in fp32."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    cpu = build(arch_with(op, param)).eval()  # dropout off: the two runs must see one function
+    gpu = build(arch_with(op, param)).eval().to(CUDA)
+    batch = inputs([16, 11, 5])
+    labels = torch.tensor([0, 2, 1])
+    out_cpu = cpu(**batch, labels=labels)
+    out_gpu = gpu(**{k: v.to(CUDA) for k, v in batch.items()}, labels=labels.to(CUDA))
+    torch.testing.assert_close(out_gpu.logits.cpu(), out_cpu.logits, atol=1e-4, rtol=1e-4)
+    out_cpu.loss.backward()
+    out_gpu.loss.backward()
+    for (name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters(), strict=True):
+        assert p_gpu.grad is not None, name
+        torch.testing.assert_close(p_gpu.grad.cpu(), p_cpu.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("op", "param"), OPERATIONS)
+def test_operation_under_autocast(op: str, param: str, dtype: torch.dtype) -> None:
+    """Forward and backward under the trainer's autocast: finite, close to fp32, every
+    parameter gets a gradient."""
+    model = build(arch_with(op, param)).eval().to(CUDA)
+    batch = {k: v.to(CUDA) for k, v in inputs([16, 11, 5]).items()}
+    labels = torch.tensor([0, 2, 1], device=CUDA)
+    with torch.no_grad():
+        reference = model(**batch).logits
+    with torch.autocast("cuda", dtype=dtype):
+        out = model(**batch, labels=labels)
+    assert out.loss is not None and torch.isfinite(out.loss)
+    torch.testing.assert_close(out.logits.float(), reference, atol=0.1, rtol=0.1)
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert missing == []
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.fixture(scope="module")
+def trainer() -> BertTrainer:
+    return BertTrainer()
+
+
+@pytest.fixture(autouse=True)
+def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path / "checkpoints"))
+    monkeypatch.setenv(PRETRAIN_DIR_ENV, str(tmp_path / "pretrained"))
+    monkeypatch.setenv("ARCHSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def bert_candidate(**recipe: Any) -> Candidate:
+    return Candidate(
+        space="bert",
+        architecture={
+            "num_hidden_layers": 2,
+            "hidden_size": 64,
+            "num_attention_heads": 2,
+            "intermediate_size": 128,
+        },
+        recipe={
+            "max_steps": 200,
+            "batch_size": 32,
+            "max_seq_length": 64,
+            "learning_rate": 1e-3,
+            "eval_every": 100,
+            "seed": 7,
+            **recipe,
+        },
+        data={"task": "sst2", "train_subset": 4096, "eval_subset": 256},
+    )
+
+
+@pytest.mark.parametrize(
+    ("precision", "expected"), [("auto", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")]
+)
+def test_bert_student_trains_on_cuda(trainer: BertTrainer, precision: str, expected: str) -> None:
+    """A trial on the GPU in each precision: it learns (above the majority class on the
+    256-example slice), reports CUDA cost metrics and says where it ran."""
+    result = trainer.train(bert_candidate(precision=precision), TrainContext(device="cuda"))
+    assert result.info["device"].startswith("cuda") and result.info["precision"] == expected
+    metrics = result.metrics
+    assert all(math.isfinite(v) for v in metrics.values())
+    labels = trainer.last_labels
+    majority = max(labels.count(0), labels.count(1)) / len(labels)
+    assert metrics["accuracy"] > majority
+    assert metrics["peak_train_memory_mb"] > 0
+    assert metrics["latency_ms_b1"] > 0 and metrics["latency_ms_b32"] > 0
+
+
+def test_flexibert_student_with_pretraining_on_cuda(trainer: BertTrainer) -> None:
+    """A heterogeneous FlexiBERT candidate, MLM pre-trained then fine-tuned, all on the GPU."""
+    spec = Candidate(
+        space="flexibert",
+        architecture=MIXED,
+        recipe={
+            "max_steps": 40,
+            "batch_size": 32,
+            "max_seq_length": 64,
+            "learning_rate": 1e-3,
+            "eval_every": 20,
+            "seed": 3,
+            "pretrain_steps": 20,
+        },
+        data={"task": "sst2", "train_subset": 1024, "eval_subset": 256},
+    )
+    result = trainer.train(spec, TrainContext(device="cuda"))
+    assert result.info["device"].startswith("cuda") and result.info["precision"] == "bf16"
+    assert result.metrics["pretrain_steps"] == 20.0
+    assert result.metrics["params"] == flexibert_parameter_count(
+        MIXED, len(trainer.tokenizer), 512, 2, 2
+    )
+    assert all(math.isfinite(v) for v in result.metrics.values())
+
+
+@pytest.mark.parametrize("mode", ["logits", "minilmv2"])
+def test_distillation_on_cuda(trainer: BertTrainer, tmp_path: Path, mode: str) -> None:
+    """Teacher-initialised, distilled student on the GPU (a tiny local teacher)."""
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher"
+    BertModel(
+        BertConfig(
+            vocab_size=30522,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+        )
+    ).save_pretrained(teacher)
+    spec = Candidate.from_dict(
+        {
+            "space": "bert",
+            "architecture": {
+                "num_hidden_layers": 1,
+                "hidden_size": 32,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+            },
+            "recipe": {
+                "max_steps": 8,
+                "eval_every": 4,
+                "batch_size": 16,
+                "max_seq_length": 32,
+                "teacher": str(teacher),
+                "init": "teacher",
+                "distill": {"mode": mode},
+            },
+            "data": {"task": "wnli", "train_subset": 64, "eval_subset": 32},
+        }
+    )
+    trainer.teacher_overrides["wnli"] = {"epochs": 0.25, "max_seq_length": 32}
+    result = trainer.train(spec, TrainContext(device="cuda"))
+    assert result.info["device"].startswith("cuda")
+    assert all(math.isfinite(v) for v in result.metrics.values())

@@ -256,6 +256,28 @@ def _transform_matrices(kind: str, size: int) -> tuple[np.ndarray, ...]:
     return np.cos(angle) / np.sqrt(size), np.sin(angle) / np.sqrt(size)
 
 
+def _device_sequence_matrices(
+    kind: str, lengths: torch.Tensor, size: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, ...]:
+    """``_transform_matrices`` of every example's length, zero-padded to ``size`` and stacked
+    (B, S, S), built on the lengths' device in float64 (the same formulas: k·j is reduced
+    mod n first, exactly, as integers below 2^53 are in float64) and then cast to ``dtype``."""
+    n = lengths.to(torch.float64).clamp(min=1)[:, None, None]
+    k = torch.arange(size, device=lengths.device, dtype=torch.float64)[None, :, None]
+    j = torch.arange(size, device=lengths.device, dtype=torch.float64)[None, None, :]
+    inside = (k < n) & (j < n)
+    if kind == "dct":
+        matrix = torch.sqrt(2.0 / n) * torch.cos(math.pi * (2 * j + 1) * k / (2 * n))
+        matrix = torch.where(k == 0, matrix / math.sqrt(2.0), matrix)
+        return (torch.where(inside, matrix, 0.0).to(dtype),)
+    angle = 2 * math.pi * torch.remainder(k * j, n) / n
+    scale = torch.rsqrt(n)
+    return tuple(
+        torch.where(inside, part * scale, 0.0).to(dtype)
+        for part in (torch.cos(angle), torch.sin(angle))
+    )
+
+
 class LinearTransformMixer(nn.Module):
     """``l``/``dft`` or ``l``/``dct``: FNet-style token mixing plus uniform attention.
 
@@ -277,12 +299,27 @@ class LinearTransformMixer(nn.Module):
         self.kind = kind
         self.hidden = hidden
         self.value = nn.Linear(hidden, hidden)
+        # The hidden-axis matrices per (device, dtype): copied to the device once, not per call.
+        self._hidden_matrices: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
+
+    def _hidden(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        key = (like.device, like.dtype)
+        cached = self._hidden_matrices.get(key)
+        if cached is None:
+            cached = tuple(like.new_tensor(m) for m in _transform_matrices(self.kind, self.hidden))
+            self._hidden_matrices[key] = cached
+        return cached
 
     def _sequence_matrices(
         self, mask: torch.Tensor, like: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         """Each example's sequence-axis matrices over its true length, zero-padded to S:
-        shape (S, S) when no example is padded, else (B, S, S)."""
+        shape (S, S) when no example is padded, else (B, S, S).
+
+        On a GPU they are computed there from the lengths (``_device_sequence_matrices``): no
+        host synchronisation to read the lengths, no host-to-device copies per call."""
+        if mask.device.type != "cpu":
+            return _device_sequence_matrices(self.kind, mask.sum(dim=1), mask.shape[1], like.dtype)
         batch, length = mask.shape
         lengths = mask.sum(dim=1).tolist()
         if all(n == length for n in lengths):
@@ -298,7 +335,7 @@ class LinearTransformMixer(nn.Module):
         weights = mask.to(x.dtype)[..., None]  # (B, S, 1)
         value = self.value(x)
         mean = (value * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True)
-        hidden = [x.new_tensor(m) for m in _transform_matrices(self.kind, self.hidden)]
+        hidden = self._hidden(x)
         sequence = self._sequence_matrices(mask, x)
         if self.kind == "dct":
             mixed = torch.matmul(torch.matmul(sequence[0], x), hidden[0].T)

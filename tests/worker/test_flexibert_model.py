@@ -411,3 +411,22 @@ def test_mlm_pretraining_reduces_the_loss() -> None:
     assert len(losses) == 25 and all(math.isfinite(x) for x in losses)
     assert probe_loss() < before - 0.5
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+@pytest.mark.parametrize("kind", ["dft", "dct"])
+def test_device_sequence_matrices_equal_the_cached_ones(kind: str) -> None:
+    """The GPU path builds the padded per-example matrices from the lengths tensor; on the CPU
+    it must give exactly what the cached numpy matrices give."""
+    from archsearch.worker._flexibert_model import (
+        _device_sequence_matrices,
+        _transform_matrices,
+    )
+
+    lengths = torch.tensor([9, 1, 4, 9, 6])
+    built = _device_sequence_matrices(kind, lengths, 9, torch.float64)
+    assert [m.shape for m in built] == [(5, 9, 9)] * len(_transform_matrices(kind, 1))
+    for part, matrix in enumerate(built):
+        for row, n in enumerate(lengths.tolist()):
+            expected = np.zeros((9, 9))
+            expected[:n, :n] = _transform_matrices(kind, n)[part]
+            np.testing.assert_allclose(matrix[row].numpy(), expected, atol=1e-12)

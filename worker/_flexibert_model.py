@@ -316,9 +316,9 @@ class LinearTransformMixer(nn.Module):
         """Each example's sequence-axis matrices over its true length, zero-padded to S:
         shape (S, S) when no example is padded, else (B, S, S).
 
-        On a GPU they are computed there from the lengths (``_device_sequence_matrices``): no
+        On a CUDA GPU they are computed there from the lengths (``_device_sequence_matrices``): no
         host synchronisation to read the lengths, no host-to-device copies per call."""
-        if mask.device.type != "cpu":
+        if mask.device.type == "cuda":  # (float64, which MPS lacks, is fine on CUDA)
             return _device_sequence_matrices(self.kind, mask.sum(dim=1), mask.shape[1], like.dtype)
         batch, length = mask.shape
         lengths = mask.sum(dim=1).tolist()

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -48,6 +49,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +129,11 @@ def run_inprocess(
     run.seconds = time.perf_counter() - t0
     run.best = run.best[:evals]
     return run
+
+
+def _run_seed(call: tuple[Any, ...], seed: int) -> Run:
+    """``run_inprocess`` with ``call`` = (loop, evals, table, task, options, parallel)."""
+    return run_inprocess(call[0], seed, *call[1:])
 
 
 def run_service(
@@ -292,6 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", default=str(DEFAULT_TABLE))
     p.add_argument("--task", default="sst2")
     p.add_argument("--seeds", type=int, default=20)
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="seeds are FIRST..FIRST+N-1 (fresh seeds)"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="searches run at once in separate processes (for machines with more cores)",
+    )
     p.add_argument("--evals", type=int, default=100)
     p.add_argument(
         "--seeds-for",
@@ -341,21 +358,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     checkpoints = [c for c in (25, 50, 100) if c <= args.evals] or [args.evals]
     all_runs: dict[str, list[Run]] = {}
+    pool = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else None
     for name in args.loops.split(","):
+        seeds = range(args.first_seed, args.first_seed + seeds_for.get(name, args.seeds))
+        call = (name, args.evals, args.table, args.task, loop_options, args.parallel)
+        if pool is None:
+            results: Iterator[Run] = (_run_seed(call, s) for s in seeds)
+        else:
+            results = pool.map(functools.partial(_run_seed, call), seeds)
         runs = []
-        for seed in range(seeds_for.get(name, args.seeds)):
-            runs.append(
-                run_inprocess(
-                    name, seed, args.evals, args.table, args.task, loop_options, args.parallel
-                )
-            )
-            r = runs[-1]
+        for seed, r in zip(seeds, results, strict=True):
+            runs.append(r)
             print(
                 f"  {name:13s} seed {seed:2d}: top1% at {r.evals_to(top1)}, best "
                 f"{r.best[-1]:.4f}, {r.asks} asks, {r.seconds:.1f}s",
                 flush=True,
             )
         all_runs[name] = runs
+    if pool is not None:
+        pool.shutdown()
     if args.service:
         r = run_service(args.evals, args.table, args.task, args.workers, 0, loop_options)
         print(f"  service run: top1% at {r.evals_to(top1)}, {r.seconds:.0f}s", flush=True)
@@ -400,9 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         shown_plot = plot_path.relative_to(REPO) if plot_path.is_relative_to(REPO) else plot_path
         body = (
             f"Table `{args.table}` ({len(scores)} architectures on {args.task}; top 1% = score "
-            f">= {top1:.4f}; best {best_score:.4f}); {args.seeds} seeds (unless the table says "
-            f"fewer) x {args.evals} distinct evaluations, in-process through the server's loop "
-            f"code with {args.parallel} workers per round (asks before tells)"
+            f">= {top1:.4f}; best {best_score:.4f}); {args.seeds} seeds from "
+            f"{args.first_seed} (unless the table says fewer) x {args.evals} distinct "
+            f"evaluations, in-process through the server's loop code with {args.parallel} "
+            "workers per round (asks before tells)"
             + ("; one BOSHNAS run through the real service" if args.service else "")
             + f". Regret plot: `{shown_plot}`.\n\n"
             + table_md

@@ -526,9 +526,9 @@ class BoshnasLoop(LibraryLoop):
     """BOSHNAS (Tuli et al.): heteroscedastic neural surrogate + GOBI over the library.
 
     Options (besides :class:`LibraryLoop`'s), passed to ``surrogates.BoshnasProposer``:
-    ``n_init`` (random rows before the surrogate is used, default 10), ``n_starts`` (GOBI
-    starts, default 10), ``performance_bound`` (the best achievable score, e.g. 1.0; default
-    derived from the data), ``surrogate_options`` and ``gobi_options`` (dicts),
+    ``n_init`` (random rows before the surrogate is used, default 5; the paper: 10),
+    ``n_starts`` (GOBI starts, default 10), ``performance_bound`` (the best achievable score,
+    e.g. 1.0; default derived from the data), ``surrogate_options`` and ``gobi_options`` (dicts),
     ``acquisition_search`` (``scan``, default: rank every free row; ``gobi``: the paper's
     gradient search).
     """

@@ -334,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", default=str(DEFAULT_PLOT))
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
+    if args.jobs < 1 or args.first_seed < 0 or args.seeds < 1 or args.evals < 1:
+        p.error("--jobs, --seeds and --evals must be >= 1 and --first-seed >= 0")
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

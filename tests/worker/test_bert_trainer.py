@@ -7,18 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _tiny import TINY_BERT
 from sklearn.metrics import accuracy_score
 
 from archsearch.spaces import Candidate, bert_parameter_count
 from archsearch.worker import CandidateError, TrainContext, TrialStopped
 from archsearch.worker._bert_trainer import COST_METRICS, BertTrainer
 
-TINY = {
-    "num_hidden_layers": 1,
-    "hidden_size": 32,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
+TINY = TINY_BERT
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from _tiny import TINY_BERT
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertForSequenceClassification
 from transformers.models.bert.modeling_bert import BertLayer
@@ -36,12 +37,7 @@ from archsearch.worker._cost import (
 )
 from archsearch.worker._glue import GlueTask, get_task
 
-TINY = {
-    "num_hidden_layers": 1,
-    "hidden_size": 32,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
+TINY = TINY_BERT
 
 
 def bert(architecture: dict[str, int], num_labels: int = 2, **kw: Any) -> Any:

@@ -13,16 +13,12 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel
+from _tiny import TINY_BERT, arch_with, batch, build, save_tiny_teacher
 
 from archsearch.spaces import Candidate
 from archsearch.spaces._flexibert_overlap import flexibert_parameter_count
 from archsearch.worker import TrainContext
 from archsearch.worker._bert_trainer import CHECKPOINT_DIR_ENV, BertTrainer
-from archsearch.worker._flexibert_model import (
-    FlexiBertConfig,
-    FlexiBertForSequenceClassification,
-)
 from archsearch.worker._flexibert_pretrain import PRETRAIN_DIR_ENV
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -40,43 +36,18 @@ MIXED = {
 }
 
 
-def arch_with(op: str, param: str) -> dict[str, Any]:
-    """Widths 128, 256, 128 (two projections); the middle layer runs ``op``."""
-    return {
-        "l": 3,
-        "o": ["sa", op, "c"],
-        "p": ["sdp", param, "5"],
-        "h": [128, 256, 128],
-        "n": [2, 4, 2],
-        "f": [[256], [128, 64, 256], [128]],
-    }
-
-
-def inputs(lengths: list[int], vocab: int = 50) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    width = max(lengths)
-    ids = torch.randint(2, vocab, (len(lengths), width), generator=generator)
-    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
-    return {"input_ids": ids.masked_fill(~mask, 0), "attention_mask": mask.long()}
-
-
-def build(arch: dict[str, Any]) -> FlexiBertForSequenceClassification:
-    torch.manual_seed(0)
-    config = FlexiBertConfig(arch, vocab_size=50, max_positions=32, num_labels=3)
-    return FlexiBertForSequenceClassification(config)
-
-
 @pytest.mark.parametrize(("op", "param"), OPERATIONS)
 def test_operation_on_cuda_matches_cpu(op: str, param: str) -> None:
     """Same weights, same batch (with padding): logits, loss and gradients agree in fp32."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    cpu = build(arch_with(op, param)).eval()  # dropout off: the two runs must see one function
-    gpu = build(arch_with(op, param)).eval().to(CUDA)
-    batch = inputs([16, 11, 5])
+    # dropout off: the two runs must see one function
+    cpu = build(arch_with(op, param), labels=3).eval()
+    gpu = build(arch_with(op, param), labels=3).eval().to(CUDA)
+    inputs = batch([16, 11, 5])
     labels = torch.tensor([0, 2, 1])
-    out_cpu = cpu(**batch, labels=labels)
-    out_gpu = gpu(**{k: v.to(CUDA) for k, v in batch.items()}, labels=labels.to(CUDA))
+    out_cpu = cpu(**inputs, labels=labels)
+    out_gpu = gpu(**{k: v.to(CUDA) for k, v in inputs.items()}, labels=labels.to(CUDA))
     torch.testing.assert_close(out_gpu.logits.cpu(), out_cpu.logits, atol=1e-4, rtol=1e-4)
     out_cpu.loss.backward()
     out_gpu.loss.backward()
@@ -90,13 +61,13 @@ def test_operation_on_cuda_matches_cpu(op: str, param: str) -> None:
 def test_operation_under_autocast(op: str, param: str, dtype: torch.dtype) -> None:
     """Forward and backward under the trainer's autocast: finite, close to fp32, every
     parameter gets a gradient."""
-    model = build(arch_with(op, param)).eval().to(CUDA)
-    batch = {k: v.to(CUDA) for k, v in inputs([16, 11, 5]).items()}
+    model = build(arch_with(op, param), labels=3).eval().to(CUDA)
+    inputs = {k: v.to(CUDA) for k, v in batch([16, 11, 5]).items()}
     labels = torch.tensor([0, 2, 1], device=CUDA)
     with torch.no_grad():
-        reference = model(**batch).logits
+        reference = model(**inputs).logits
     with torch.autocast("cuda", dtype=dtype):
-        out = model(**batch, labels=labels)
+        out = model(**inputs, labels=labels)
     assert out.loss is not None and torch.isfinite(out.loss)
     torch.testing.assert_close(out.logits.float(), reference, atol=0.1, rtol=0.1)
     out.loss.backward()
@@ -184,32 +155,17 @@ def test_flexibert_student_with_pretraining_on_cuda(trainer: BertTrainer) -> Non
 @pytest.mark.parametrize("mode", ["logits", "minilmv2"])
 def test_distillation_on_cuda(trainer: BertTrainer, tmp_path: Path, mode: str) -> None:
     """Teacher-initialised, distilled student on the GPU (a tiny local teacher)."""
-    torch.manual_seed(0)
-    teacher = tmp_path / "teacher"
-    BertModel(
-        BertConfig(
-            vocab_size=30522,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=128,
-        )
-    ).save_pretrained(teacher)
+    teacher = save_tiny_teacher(tmp_path / "teacher")
     spec = Candidate.from_dict(
         {
             "space": "bert",
-            "architecture": {
-                "num_hidden_layers": 1,
-                "hidden_size": 32,
-                "num_attention_heads": 2,
-                "intermediate_size": 64,
-            },
+            "architecture": TINY_BERT,
             "recipe": {
                 "max_steps": 8,
                 "eval_every": 4,
                 "batch_size": 16,
                 "max_seq_length": 32,
-                "teacher": str(teacher),
+                "teacher": teacher,
                 "init": "teacher",
                 "distill": {"mode": mode},
             },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from _tiny import TINY_BERT
 from sklearn.metrics import accuracy_score
 
 from archsearch.spaces import Candidate
@@ -21,12 +22,7 @@ def test_custom_csv_task_trains_and_scores(tmp_path: Path) -> None:
     cand = Candidate.from_dict(
         {
             "space": "bert",
-            "architecture": {
-                "num_hidden_layers": 1,
-                "hidden_size": 32,
-                "num_attention_heads": 2,
-                "intermediate_size": 64,
-            },
+            "architecture": TINY_BERT,
             "recipe": {
                 "max_steps": 6,
                 "eval_every": 3,

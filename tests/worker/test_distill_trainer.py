@@ -6,34 +6,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel
+from _tiny import TINY_BERT, save_tiny_teacher
 
 from archsearch.spaces import Candidate
 from archsearch.worker import TrainContext
 from archsearch.worker._bert_trainer import BertTrainer
 
-STUDENT = {
-    "num_hidden_layers": 1,
-    "hidden_size": 32,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
+STUDENT = TINY_BERT
 
 
 @pytest.fixture
 def tiny_teacher(tmp_path: Path) -> str:
-    """A 2-layer, 64-wide BERT (head size 16) saved as a local teacher folder."""
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-    )
-    folder = tmp_path / "teacher"
-    BertModel(config).save_pretrained(folder)
-    return str(folder)
+    return save_tiny_teacher(tmp_path / "teacher")
 
 
 def _candidate(teacher: str, **recipe) -> Candidate:

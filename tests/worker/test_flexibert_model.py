@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.fft
 import torch
+from _tiny import POSITIONS, VOCAB, arch_with, batch, build
 
 from archsearch.spaces import SpecError
 from archsearch.spaces._flexibert_overlap import (
@@ -34,8 +35,6 @@ from archsearch.worker._flexibert_model import (
 )
 from archsearch.worker._flexibert_pretrain import MlmCorpus, mask_tokens, pretrain_mlm
 
-VOCAB = 50
-POSITIONS = 32
 OPERATIONS = [
     ("sa", "sdp"),
     ("sa", "wma"),
@@ -45,42 +44,6 @@ OPERATIONS = [
     ("c", "9"),
     ("c", "13"),
 ]
-
-
-def arch_with(op: str, param: str, hidden: list[int] | None = None) -> dict[str, Any]:
-    """Three layers of widths 128, 256, 128 (two projections); the middle one runs ``op``."""
-    hidden = hidden or [128, 256, 128]
-    layers = len(hidden)
-    return {
-        "l": layers,
-        "o": ["sa", op, "c"][:layers],
-        "p": ["sdp", param, "5"][:layers],
-        "h": hidden,
-        "n": [2, 4, 2][:layers],
-        "f": [[256], [128, 64, 256], [128]][:layers],
-    }
-
-
-def build(
-    arch: dict[str, Any], labels: int = 2, seed: int = 0
-) -> FlexiBertForSequenceClassification:
-    torch.manual_seed(seed)
-    config = FlexiBertConfig(arch, vocab_size=VOCAB, max_positions=POSITIONS, num_labels=labels)
-    return FlexiBertForSequenceClassification(config)
-
-
-def batch(lengths: list[int], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random ids padded to the longest length (pad id 0, [CLS]-like id 1 first)."""
-    generator = torch.Generator().manual_seed(seed)
-    width = max(lengths)
-    ids = torch.randint(2, VOCAB, (len(lengths), width), generator=generator)
-    ids[:, 0] = 1
-    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
-    return {
-        "input_ids": ids.masked_fill(~mask, 0),
-        "attention_mask": mask.long(),
-        "token_type_ids": (torch.arange(width)[None, :] >= width // 2).long().expand_as(ids),
-    }
 
 
 @pytest.mark.parametrize(("op", "param"), OPERATIONS)

@@ -367,7 +367,7 @@ class LibraryLoop(SearchLoop):
         directions = [d.name.lower() for d in study.directions]
         if self._proposer is None:
             self._proposer = self.make_proposer(directions)
-        observed, values, kinds, excluded = self._history(study, space, lib)
+        observed, values, kinds, excluded, random_in_flight = self._history(study, space, lib)
         if len(observed) != self._pending_for:
             self._pending, self._pending_for = [], len(observed)
         taken = set(excluded.tolist())
@@ -381,7 +381,9 @@ class LibraryLoop(SearchLoop):
                     "lower n_trials or raise loop_options.library_size",
                 )
             with _one_torch_thread():
-                self._pending = self._propose(lib, observed, values, excluded, kinds, free)
+                self._pending = self._propose(
+                    lib, observed, values, excluded, kinds, free, random_in_flight
+                )
         proposal = self._pending.pop(0)
         row = int(proposal.index)
         trial, arch = self._create_trial(study, space, lib.archs[row], row, str(proposal.kind))
@@ -436,6 +438,7 @@ class LibraryLoop(SearchLoop):
         excluded: np.ndarray,
         kinds: list[str],
         free: int,
+        random_in_flight: int,
     ) -> list[Any]:
         assert self._proposer is not None
         return list(
@@ -447,23 +450,30 @@ class LibraryLoop(SearchLoop):
                 min(self.batch_size, free),
                 self._rng,
                 observed_kinds=kinds,
+                random_in_flight=random_in_flight,
             )
         )
 
     def _history(
         self, study: optuna.Study, space: DesignSpace, lib: CandidateLibrary
-    ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, int]:
         """Observed rows (in the order their results arrived), their raw objective values
-        and proposal kinds, and every row any trial holds (observed, in flight or failed)."""
+        and proposal kinds, every row any trial holds (observed, in flight or failed), and how
+        many rows proposed at random are in flight (part of the initial design)."""
         n_obj = len(study.directions)
         done: list[tuple[Any, int, int, list[float], str]] = []
         done_rows: set[int] = set()  # a re-trained row (a retry) is one observation
         excluded: set[int] = set()
+        random_in_flight = 0
         for t in study.get_trials(deepcopy=False):
             row = self._row_of(t, space, lib)
             if row is None:
                 continue
             excluded.add(row)
+            if t.state in (TrialState.RUNNING, TrialState.WAITING) and (
+                t.system_attrs.get(KIND_ATTR) == "random"
+            ):
+                random_in_flight += 1
             if t.state == TrialState.COMPLETE and t.values is not None:
                 vals = [float(v) for v in t.values]
                 if len(vals) == n_obj and all(np.isfinite(vals)) and row not in done_rows:
@@ -476,6 +486,7 @@ class LibraryLoop(SearchLoop):
             np.asarray([d[3] for d in done], dtype=np.float64).reshape(len(done), n_obj),
             [d[4] for d in done],
             np.asarray(sorted(excluded), dtype=np.int64),
+            random_in_flight,
         )
 
     @staticmethod
@@ -526,7 +537,8 @@ class BoshnasLoop(LibraryLoop):
     """BOSHNAS (Tuli et al.): heteroscedastic neural surrogate + GOBI over the library.
 
     Options (besides :class:`LibraryLoop`'s), passed to ``surrogates.BoshnasProposer``:
-    ``n_init`` (random rows before the surrogate is used, default 5; the paper: 10),
+    ``n_init`` (random rows of the initial design, in flight ones included, default 5; the
+    paper: 10),
     ``n_starts`` (GOBI starts, default 10), ``performance_bound`` (the best achievable score,
     e.g. 1.0; default derived from the data), ``surrogate_options`` and ``gobi_options`` (dicts),
     ``acquisition_search`` (``scan``, default: rank every free row; ``gobi``: the paper's
@@ -563,7 +575,8 @@ class EmbeddingGPLoop(LibraryLoop):
     """A BoTorch GP (``SingleTaskGP``, qLogEI over the discrete library) on the embeddings.
 
     Options (besides :class:`LibraryLoop`'s), passed to ``surrogates.EmbeddingGPProposer``:
-    ``n_init`` (random rows first, default 10), ``mc_samples``, ``max_batch_size``.
+    ``n_init`` (random rows of the initial design, default 10), ``mc_samples``,
+    ``max_batch_size``.
     """
 
     OWN = frozenset({"n_init", "mc_samples", "max_batch_size"})

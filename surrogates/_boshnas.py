@@ -455,7 +455,7 @@ class Proposal:
 
     Attributes:
         index: Row of the library.
-        kind: ``"random"`` (before ``n_init`` observations), ``"exploitation"`` (GOBI),
+        kind: ``"random"`` (the initial design), ``"exploitation"`` (GOBI),
             ``"uncertainty"`` (largest ξ), ``"diversity"`` (uniform random) or ``"qlogei"``.
             Store it with the trial: ``BoshnasProposer`` derives its aleatoric phase from it.
     """
@@ -561,9 +561,17 @@ class LibraryProposer(abc.ABC):
     ``k`` (fewer only when fewer rows are free), and keeps no state the arguments lack except
     caches (fitted models) that the same arguments would rebuild.
 
+    The initial design is ``n_init`` uniformly random rows *in all*, counting those in flight
+    (``random_in_flight``), as Ax's ``num_trials`` does: idle workers that ask while the first
+    random rows are still running get random rows only up to that quota, then model-based ones
+    once ``min_observed`` (``max(2, ceil(n_init / 2))``, Ax's ``min_trials_observed``) results
+    are in. Otherwise four workers and ``n_init`` 5 would evaluate eight random rows (two
+    rounds of four) before the first model-based one. With one worker this is the usual rule:
+    random until ``n_init`` results, then the model.
+
     Args:
         directions: One ``"maximize"``/``"minimize"`` per objective.
-        n_init: Below this many observations, rows are drawn uniformly at random.
+        n_init: Random rows of the initial design (observed or in flight).
         seed: Seeds the models.
     """
 
@@ -575,6 +583,7 @@ class LibraryProposer(abc.ABC):
         if n_init < 2:
             raise ValueError(f"n_init must be >= 2 (a surrogate needs two points), got {n_init}")
         self.n_init = n_init
+        self.min_observed = max(2, math.ceil(n_init / 2))
         self.seed = seed
 
     def propose(
@@ -588,6 +597,7 @@ class LibraryProposer(abc.ABC):
         *,
         observed_kinds: Sequence[str] | None = None,
         weights: np.ndarray | None = None,
+        random_in_flight: int = 0,
     ) -> list[int]:
         """Library rows for ``k`` idle workers (see ``propose_with_kinds``)."""
         return [
@@ -601,6 +611,7 @@ class LibraryProposer(abc.ABC):
                 rng,
                 observed_kinds=observed_kinds,
                 weights=weights,
+                random_in_flight=random_in_flight,
             )
         ]
 
@@ -615,8 +626,12 @@ class LibraryProposer(abc.ABC):
         *,
         observed_kinds: Sequence[str] | None = None,
         weights: np.ndarray | None = None,
+        random_in_flight: int = 0,
     ) -> list[Proposal]:
         """Library rows for ``k`` idle workers, each with the reason it was chosen.
+
+        Random rows (kind ``"random"``) of the initial design come first in the list, so that
+        workers served in order complete it before they get model-based rows.
 
         Args:
             library: Candidate embeddings ``E``, shape ``(N, d)``.
@@ -628,8 +643,16 @@ class LibraryProposer(abc.ABC):
             observed_kinds: ``Proposal.kind`` of each observation (same order), if stored.
             weights: Scalarisation weights for several objectives (default: drawn from the
                 uniform simplex with ``rng``, one vector per call).
+            random_in_flight: Rows of the initial design (proposed at random) still running;
+                they must be among ``excluded_idx``.
         """
         obs = self._validate(library, observed_idx, observed_perf, excluded_idx, k)
+        if (
+            isinstance(random_in_flight, bool)
+            or not isinstance(random_in_flight, int | np.integer)
+            or random_in_flight < 0
+        ):
+            raise ValueError(f"random_in_flight must be an integer >= 0, got {random_in_flight!r}")
         if observed_kinds is not None and len(observed_kinds) != obs.observed.shape[0]:
             raise ValueError(
                 f"{len(observed_kinds)} observed_kinds for {obs.observed.shape[0]} observations; "
@@ -639,11 +662,23 @@ class LibraryProposer(abc.ABC):
         count = min(k, n_free)
         if count == 0:
             return []
-        if obs.observed.shape[0] < self.n_init:
-            rows = rng.choice(np.flatnonzero(obs.free), size=count, replace=False)
-            return [Proposal(int(r), RANDOM) for r in rows]
-        performance = self._performance(obs.values, rng, weights)
-        proposals = self._propose(obs, performance, count, rng, observed_kinds)
+        n_observed = obs.observed.shape[0]
+        if n_observed < self.min_observed:
+            n_random = count
+        else:
+            n_random = min(count, max(0, self.n_init - n_observed - int(random_in_flight)))
+        random_rows = (
+            rng.choice(np.flatnonzero(obs.free), size=n_random, replace=False)
+            if n_random
+            else np.zeros(0, dtype=np.int64)
+        )
+        proposals = [Proposal(int(r), RANDOM) for r in random_rows]
+        if n_random < count:
+            free = obs.free.copy()
+            free[random_rows] = False
+            rest = Observations(obs.library, obs.observed, obs.values, free)
+            performance = self._performance(obs.values, rng, weights)
+            proposals += self._propose(rest, performance, count - n_random, rng, observed_kinds)
         assert len({p.index for p in proposals}) == len(proposals) == count
         return proposals
 
@@ -671,7 +706,7 @@ class LibraryProposer(abc.ABC):
         rng: np.random.Generator,
         kinds: Sequence[str] | None,
     ) -> list[Proposal]:
-        """``count`` distinct free rows (``1 <= count <=`` free rows, n >= n_init)."""
+        """``count`` distinct free rows (``1 <= count <=`` free rows, n >= min_observed)."""
 
     def _validate(
         self,
@@ -745,8 +780,8 @@ class BoshnasProposer(LibraryProposer):
 
     Args:
         directions: One direction per objective.
-        n_init: Random proposals until this many observations (``BOSHNAS_N_INIT``, 5; the
-            reference: 10).
+        n_init: Random rows of the initial design (``BOSHNAS_N_INIT``, 5; the reference: 10;
+            see ``LibraryProposer`` for how rows in flight count).
         seed: Seeds the surrogate.
         n_starts: GOBI starts per batch (10, as the reference).
         performance_bound: Single objective (maximised) only: the best achievable value, e.g.

@@ -5,7 +5,8 @@ the observed embeddings, inputs scaled to the unit cube by the library's boundin
 standardised performance; it then picks the batch over the discrete library by
 ``qLogExpectedImprovement`` with sequential greedy selection (``optimize_acqf_discrete``: each
 pick is conditioned on the earlier picks as pending points and removed from the choices, so a
-batch has no repeats). Before ``n_init`` observations it proposes uniformly random rows. Several
+batch has no repeats). Its initial design is ``n_init`` uniformly random rows (in flight rows
+count, see ``LibraryProposer``). Several
 objectives are scalarised per batch exactly as ``BoshnasProposer`` does (ParEGO).
 
 Nothing is cached: each call fits the GP from scratch on the history, so it keeps no state.
@@ -35,7 +36,7 @@ class EmbeddingGPProposer(LibraryProposer):
 
     Args:
         directions: One ``"maximize"``/``"minimize"`` per objective.
-        n_init: Random proposals until this many observations.
+        n_init: Random rows of the initial design (observed or in flight).
         seed: Seeds the quasi-Monte-Carlo sampler of qLogEI (and the GP fit's restarts).
         mc_samples: Quasi-MC samples for qLogEI.
         max_batch_size: Library rows evaluated per acquisition call (bounds memory).

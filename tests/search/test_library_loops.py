@@ -76,6 +76,23 @@ def test_idle_workers_get_a_batch_of_different_candidates(space: FlexiBertSmallS
     assert not set(rows) & done_rows
 
 
+def test_four_workers_spend_n_init_random_rows_in_all(space: FlexiBertSmallSpace) -> None:
+    """Four workers asking before any of them reports (the service's way): with n_init 5 the
+    first round is 4 random rows, the second 1 random row (it completes the design) and 3 from
+    the surrogate, not a second round of random rows."""
+    loop = BoshnasLoop(seed=2, n_objectives=1, options={"n_init": 5, "batch_size": 8})
+    study = _study(loop.sampler)
+    table = load_table(TABLE)
+    for _ in range(3):
+        asked = _run(loop, space, study, 4, tell=False)
+        for trial in asked:
+            arch = space.suggest(optuna.trial.FixedTrial(trial.params))
+            study.tell(trial, table.score(arch, "sst2"))
+    kinds = [t.system_attrs[KIND_ATTR] for t in study.get_trials()]
+    assert len(kinds) == 12 and kinds[:5] == ["random"] * 5
+    assert set(kinds[5:]) <= {"exploitation", "uncertainty", "diversity"}
+
+
 def test_a_restarted_loop_rebuilds_from_the_storage(space: FlexiBertSmallSpace) -> None:
     loop = BoshnasLoop(seed=1, n_objectives=1, options=FAST)
     study = _study(loop.sampler)

@@ -360,6 +360,40 @@ def test_propose_is_random_before_n_init_and_validates_input() -> None:
         _proposer().propose(library, [0], [float("nan")], [], 1, np.random.default_rng(0))
 
 
+def test_the_initial_design_counts_random_rows_in_flight() -> None:
+    """n_init random rows in all: with 4 results of n_init 5 in, a batch of 4 holds one more
+    random row (first, so the next worker completes the design) and 3 model-based ones; if that
+    row is already in flight, none; below min_observed (3) every row is random."""
+    library = _library(120)
+    proposer = _proposer(n_init=5)
+    assert proposer.min_observed == 3
+    observed = [0, 1, 2, 3]
+    values = _peak(library[observed])
+
+    def kinds(in_flight: list[int], random_in_flight: int, obs: list[int] = observed) -> list[str]:
+        proposals = proposer.propose_with_kinds(
+            library, obs, _peak(library[obs]), in_flight, 4, np.random.default_rng(0),
+            random_in_flight=random_in_flight,
+        )  # fmt: skip
+        rows = [p.index for p in proposals]
+        assert len(set(rows)) == 4 and not set(rows) & (set(obs) | set(in_flight))
+        return [p.kind for p in proposals]
+
+    batch = kinds([], 0)
+    assert batch[0] == RANDOM and RANDOM not in batch[1:]
+    assert RANDOM not in kinds([10], 1)
+    assert kinds([10, 11, 12], 3, [0, 1]) == [RANDOM] * 4  # 2 results: too few for a model
+    # One worker: random until n_init results, then the model (the usual rule).
+    for n in range(2, 7):
+        (proposal,) = proposer.propose_with_kinds(
+            library, list(range(n)), _peak(library[:n]), [], 1, np.random.default_rng(n)
+        )
+        assert (proposal.kind == RANDOM) == (n < 5), n
+    with pytest.raises(ValueError, match="random_in_flight"):
+        proposer.propose(library, observed, values, [], 1, np.random.default_rng(0),
+                         random_in_flight=-1)  # fmt: skip
+
+
 def test_multi_objective_proposals() -> None:
     library = _library(200)
     observed = np.arange(12)

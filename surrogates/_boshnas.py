@@ -558,7 +558,8 @@ class LibraryProposer(abc.ABC):
     """Chooses library rows for idle workers from the observations so far.
 
     Contract: ``propose`` returns distinct library indices, none observed or excluded, at most
-    ``k`` (fewer only when fewer rows are free), and keeps no state the arguments lack except
+    ``k`` (fewer only when fewer rows are free or fewer rows of the initial design are left,
+    see below), and keeps no state the arguments lack except
     caches (fitted models) that the same arguments would rebuild.
 
     The initial design is ``n_init`` uniformly random rows *in all*, counting those in flight
@@ -630,8 +631,9 @@ class LibraryProposer(abc.ABC):
     ) -> list[Proposal]:
         """Library rows for ``k`` idle workers, each with the reason it was chosen.
 
-        Random rows (kind ``"random"``) of the initial design come first in the list, so that
-        workers served in order complete it before they get model-based rows.
+        While the initial design is incomplete and a model could already be fitted, only its
+        remaining random rows are returned (fewer than ``k``): ask again once they are in
+        flight (``random_in_flight``) for model-based rows.
 
         Args:
             library: Candidate embeddings ``E``, shape ``(N, d)``.
@@ -663,22 +665,15 @@ class LibraryProposer(abc.ABC):
         if count == 0:
             return []
         n_observed = obs.observed.shape[0]
-        if n_observed < self.min_observed:
-            n_random = count
-        else:
-            n_random = min(count, max(0, self.n_init - n_observed - int(random_in_flight)))
-        random_rows = (
-            rng.choice(np.flatnonzero(obs.free), size=n_random, replace=False)
-            if n_random
-            else np.zeros(0, dtype=np.int64)
-        )
-        proposals = [Proposal(int(r), RANDOM) for r in random_rows]
-        if n_random < count:
-            free = obs.free.copy()
-            free[random_rows] = False
-            rest = Observations(obs.library, obs.observed, obs.values, free)
-            performance = self._performance(obs.values, rng, weights)
-            proposals += self._propose(rest, performance, count - n_random, rng, observed_kinds)
+        design_left = self.n_init - n_observed - int(random_in_flight)
+        if n_observed < self.min_observed or design_left > 0:
+            # The initial design: only its remaining rows once a model could be fitted, so no
+            # fit is spent on a batch whose model-based rows nobody may ask for.
+            size = count if n_observed < self.min_observed else min(count, design_left)
+            rows = rng.choice(np.flatnonzero(obs.free), size=size, replace=False)
+            return [Proposal(int(r), RANDOM) for r in rows]
+        performance = self._performance(obs.values, rng, weights)
+        proposals = self._propose(obs, performance, count, rng, observed_kinds)
         assert len({p.index for p in proposals}) == len(proposals) == count
         return proposals
 

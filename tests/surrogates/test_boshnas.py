@@ -361,9 +361,9 @@ def test_propose_is_random_before_n_init_and_validates_input() -> None:
 
 
 def test_the_initial_design_counts_random_rows_in_flight() -> None:
-    """n_init random rows in all: with 4 results of n_init 5 in, a batch of 4 holds one more
-    random row (first, so the next worker completes the design) and 3 model-based ones; if that
-    row is already in flight, none; below min_observed (3) every row is random."""
+    """n_init random rows in all: with 4 results of n_init 5 in, a call for 4 rows gets the one
+    random row the design still lacks (and no surrogate fit); with that row in flight, 4
+    model-based rows; below min_observed (3) every row is random."""
     library = _library(120)
     proposer = _proposer(n_init=5)
     assert proposer.min_observed == 3
@@ -376,12 +376,14 @@ def test_the_initial_design_counts_random_rows_in_flight() -> None:
             random_in_flight=random_in_flight,
         )  # fmt: skip
         rows = [p.index for p in proposals]
-        assert len(set(rows)) == 4 and not set(rows) & (set(obs) | set(in_flight))
+        assert len(set(rows)) == len(rows) and not set(rows) & (set(obs) | set(in_flight))
         return [p.kind for p in proposals]
 
-    batch = kinds([], 0)
-    assert batch[0] == RANDOM and RANDOM not in batch[1:]
-    assert RANDOM not in kinds([10], 1)
+    assert kinds([], 0) == [RANDOM]
+    assert proposer.surrogate is None  # nothing fitted for it
+    batch = kinds([10], 1)
+    assert len(batch) == 4 and RANDOM not in batch
+    assert proposer.surrogate is not None
     assert kinds([10, 11, 12], 3, [0, 1]) == [RANDOM] * 4  # 2 results: too few for a model
     # One worker: random until n_init results, then the model (the usual rule).
     for n in range(2, 7):

@@ -474,8 +474,12 @@ def main(argv: list[str] | None = None) -> int:
             f"Table `{args.table}` ({len(scores)} architectures on {args.task}; top 1% = score "
             f">= {top1:.4f}; best {best_score:.4f}); {args.seeds} seeds from "
             f"{args.first_seed} (unless the table says fewer) x {args.evals} distinct "
-            f"evaluations, in-process through the server's loop code with {args.parallel} "
-            "workers per round (asks before tells)"
+            "evaluations, in-process through the server's loop code "
+            + (
+                "one evaluation at a time (each score told before the next ask)"
+                if args.parallel == 1
+                else f"with {args.parallel} workers per round (asks before tells)"
+            )
             + ("; one BOSHNAS run through the real service" if args.service else "")
             + f". Regret plot: `{shown_plot}`.\n\n"
             + table_md

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from archsearch.spaces import Candidate
 from archsearch.worker._flexibert_model import (
     FlexiBertConfig,
     FlexiBertForSequenceClassification,
@@ -40,6 +41,26 @@ def save_tiny_teacher(folder: Path) -> str:
     )
     BertModel(config).save_pretrained(folder)
     return str(folder)
+
+
+def distill_candidate(teacher: str, **recipe: Any) -> Candidate:
+    """The tiny BERT student on a WNLI slice with ``teacher`` (8 steps), plus ``recipe``."""
+    return Candidate.from_dict(
+        {
+            "space": "bert",
+            "architecture": TINY_BERT,
+            "recipe": {
+                "max_steps": 8,
+                "eval_every": 4,
+                "batch_size": 16,
+                "max_seq_length": 32,
+                "teacher": teacher,
+                "measure_latency": False,
+                **recipe,
+            },
+            "data": {"task": "wnli", "train_subset": 64, "eval_subset": 32},
+        }
+    )
 
 
 def arch_with(op: str, param: str, hidden: list[int] | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from _tiny import TINY_BERT, arch_with, batch, build, save_tiny_teacher
+from _tiny import arch_with, batch, build, distill_candidate, save_tiny_teacher
 
 from archsearch.spaces import Candidate
 from archsearch.spaces._flexibert_overlap import flexibert_parameter_count
@@ -156,22 +156,7 @@ def test_flexibert_student_with_pretraining_on_cuda(trainer: BertTrainer) -> Non
 def test_distillation_on_cuda(trainer: BertTrainer, tmp_path: Path, mode: str) -> None:
     """Teacher-initialised, distilled student on the GPU (a tiny local teacher)."""
     teacher = save_tiny_teacher(tmp_path / "teacher")
-    spec = Candidate.from_dict(
-        {
-            "space": "bert",
-            "architecture": TINY_BERT,
-            "recipe": {
-                "max_steps": 8,
-                "eval_every": 4,
-                "batch_size": 16,
-                "max_seq_length": 32,
-                "teacher": teacher,
-                "init": "teacher",
-                "distill": {"mode": mode},
-            },
-            "data": {"task": "wnli", "train_subset": 64, "eval_subset": 32},
-        }
-    )
+    spec = distill_candidate(teacher, init="teacher", distill={"mode": mode})
     trainer.teacher_overrides["wnli"] = {"epochs": 0.25, "max_seq_length": 32}
     result = trainer.train(spec, TrainContext(device="cuda"))
     assert result.info["device"].startswith("cuda")

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from _tiny import TINY_BERT, save_tiny_teacher
+from _tiny import TINY_BERT, distill_candidate, save_tiny_teacher
 
-from archsearch.spaces import Candidate
 from archsearch.worker import TrainContext
 from archsearch.worker._bert_trainer import BertTrainer
 
@@ -18,25 +17,6 @@ STUDENT = TINY_BERT
 @pytest.fixture
 def tiny_teacher(tmp_path: Path) -> str:
     return save_tiny_teacher(tmp_path / "teacher")
-
-
-def _candidate(teacher: str, **recipe) -> Candidate:
-    return Candidate.from_dict(
-        {
-            "space": "bert",
-            "architecture": STUDENT,
-            "recipe": {
-                "max_steps": 8,
-                "eval_every": 4,
-                "batch_size": 16,
-                "max_seq_length": 32,
-                "teacher": teacher,
-                "measure_latency": False,
-                **recipe,
-            },
-            "data": {"task": "wnli", "train_subset": 64, "eval_subset": 32},
-        }
-    )
 
 
 @pytest.mark.parametrize("mode", ["logits", "minilmv2"])
@@ -54,10 +34,12 @@ def test_teacher_init_and_distillation(tiny_teacher, tmp_path, monkeypatch, mode
 
     monkeypatch.setattr(trainer, "fine_tune_teacher", counting)
     ctx = TrainContext(intermediate_metric="accuracy", objective_metrics=("accuracy",))
-    result = trainer.train(_candidate(tiny_teacher, init="teacher", distill={"mode": mode}), ctx)
+    result = trainer.train(
+        distill_candidate(tiny_teacher, init="teacher", distill={"mode": mode}), ctx
+    )
     assert 0 <= result.metrics["accuracy"] <= 1 and result.metrics["params"] > 0
     again = trainer.train(
-        _candidate(tiny_teacher, init="teacher", distill={"mode": mode}, seed=1), ctx
+        distill_candidate(tiny_teacher, init="teacher", distill={"mode": mode}, seed=1), ctx
     )
     assert "accuracy" in again.metrics
     assert calls == ["wnli"]  # the fine-tuned teacher is cached and reused
@@ -68,7 +50,7 @@ def test_teacher_init_starts_from_teacher_slices(tiny_teacher, tmp_path, monkeyp
     monkeypatch.setenv("ARCHSEARCH_CACHE_DIR", str(tmp_path / "cache"))
     trainer = BertTrainer()
     trainer.teacher_overrides["wnli"] = {"epochs": 0.25, "max_seq_length": 32}
-    cand = _candidate(tiny_teacher, init="teacher")
+    cand = distill_candidate(tiny_teacher, init="teacher")
     task = __import__("archsearch.worker._glue", fromlist=["get_task"]).get_task("wnli")
     hooks = trainer.training_hooks(cand, task, torch.device("cpu"))
     assert hooks.init_fn is not None and hooks.loss_fn is None

@@ -62,13 +62,18 @@ def trial_to_pb(t: FrozenTrial) -> pb.Trial:
 
 
 def study_to_pb(manager: StudyManager, h: StudyHandle, with_best: bool = True) -> pb.Study:
+    # The state is read before the trials: a study is marked completed only after its last
+    # trial's result is committed, so a reader that sees "completed" then counts every trial
+    # finished. Read the other way round, a count taken just before the last commit could be
+    # sent with the state set just after it (29 of 30 complete, yet "completed").
+    state = h.state
     counts = dict.fromkeys(TrialState, 0)
     for t in manager.trials(h):
         counts[t.state] += 1
     msg = pb.Study(
         name=h.spec.name,
         spec_json=h.spec.to_json(),
-        state=STUDY_STATE_TO_PB[h.state],
+        state=STUDY_STATE_TO_PB[state],
         objectives=[
             pb.Objective(metric=o.metric, direction=DIRECTION_TO_PB[o.direction])
             for o in h.spec.objectives

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import types
 from pathlib import Path
 
 import optuna
@@ -16,11 +17,12 @@ from archsearch.server._convert import (
     grant_to_pb,
     metrics_from_pb,
     states_from_pb,
+    study_to_pb,
     trial_to_pb,
 )
 from archsearch.server._errors import InvalidArgument, NotFound
 from archsearch.server._spec import SearchSpec
-from archsearch.server._studies import Grant, parse_lease_id
+from archsearch.server._studies import COMPLETED, RUNNING, Grant, parse_lease_id
 from archsearch.spaces import Candidate, SpecError
 from archsearch.v1 import archsearch_pb2 as pb
 
@@ -129,6 +131,29 @@ def test_grant_and_states() -> None:
         states_from_pb([42])
     with pytest.raises(InvalidArgument):
         metrics_from_pb({"accuracy": float("nan")})
+
+
+def test_a_completed_study_is_never_sent_with_unfinished_counts() -> None:
+    """The last result commits, then the study is marked completed. A GetStudy that counted
+    the trials just before that commit must not send the state set just after it (seen in CI:
+    "completed" with 29 of 30 complete and 1 running)."""
+    spec = SearchSpec.from_dict({"name": "s", "space": "bert", "n_trials": 2})
+    h = types.SimpleNamespace(spec=spec, state=RUNNING, created_at="2026-01-01T00:00:00+00:00")
+
+    class CommitLandsWhileCounting:
+        def trials(self, handle):
+            trials = [_frozen(TrialState.COMPLETE, [0.8]), _frozen(TrialState.RUNNING)]
+            handle.state = COMPLETED  # the last commit and _maybe_complete, on another thread
+            return trials
+
+        def best_trials(self, handle):
+            return []
+
+    msg = study_to_pb(CommitLandsWhileCounting(), h)  # type: ignore[arg-type]
+    assert (msg.state, msg.n_complete, msg.n_running) == (pb.STUDY_RUNNING, 1, 1)
+    h.state = COMPLETED
+    done = study_to_pb(CommitLandsWhileCounting(), h)  # type: ignore[arg-type]
+    assert done.state == pb.STUDY_COMPLETED
 
 
 def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ candidate means reading its score. Each loop runs through the same code the serv
 (``archsearch.search.make_loop`` + ``loop.ask`` + ``study.tell`` on an in-memory Optuna study,
 ``flexibert-small`` space with the ``table`` option) for ``--seeds`` seeds x ``--evals``
 evaluations, ``--parallel`` workers at a time (each round asks that many candidates before
-telling their scores, as idle workers of the service would; default 4, the service run's):
+telling their scores, as idle workers of the service would; default 4, the service run's;
+with ``--asynchronous`` the ``--parallel`` candidates stay in flight and the oldest is told
+before each new ask, as workers that finish one at a time would):
 
 * ``boshnas``: the BOSHNAS loop (Transformer2vec embeddings, heteroscedastic surrogate, GOBI);
 * ``random``, ``tpe``, ``gp``: Optuna's samplers over the space's readable categorical;
@@ -38,6 +40,7 @@ and at most two thirds of TPE's.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import functools
 import json
@@ -96,9 +99,13 @@ def run_inprocess(
     task: str,
     loop_options: dict[str, Any],
     parallel: int = 1,
+    asynchronous: bool = False,
 ) -> Run:
     """One seeded search through the server's loop code on an in-memory study, with
-    ``parallel`` workers: each round asks ``parallel`` candidates, then tells their scores."""
+    ``parallel`` workers: each round asks ``parallel`` candidates, then tells their scores; or,
+    ``asynchronous``, ``parallel`` candidates stay in flight: the oldest is told, then one is
+    asked (workers that finish one at a time, as workers training candidates of different
+    sizes do)."""
     table = load_table(table_path)
     space = FlexiBertSmallSpace(table=table_path, task=task)
     # "boshnas@paper": the boshnas loop with the options keyed "boshnas@paper" (a labelled variant)
@@ -110,13 +117,16 @@ def run_inprocess(
     seen: set[str] = set()
     best = -math.inf
     t0 = time.perf_counter()
+    in_flight: collections.deque[tuple[optuna.Trial, dict[str, Any]]] = collections.deque()
     while len(run.best) < evals and run.asks < MAX_ASKS_PER_EVAL * evals:
         # ``parallel`` idle workers ask before any of them reports, as in the service.
-        asked = []
-        for _ in range(min(parallel, evals - len(run.best))):
-            asked.append(loop.ask(study, space, waiting=False))
+        while len(in_flight) < min(parallel, evals - len(run.best)):
+            in_flight.append(loop.ask(study, space, waiting=False))
             run.asks += 1
-        for trial, arch in asked:
+        told = [in_flight.popleft()] if asynchronous else list(in_flight)
+        if not asynchronous:
+            in_flight.clear()
+        for trial, arch in told:
             score = table.score(arch, task)
             assert score is not None, f"{loop_name} proposed an unscored architecture {arch}"
             study.tell(trial, score)
@@ -132,7 +142,8 @@ def run_inprocess(
 
 
 def _run_seed(call: tuple[Any, ...], seed: int) -> Run:
-    """``run_inprocess`` with ``call`` = (loop, evals, table, task, options, parallel)."""
+    """``run_inprocess`` with ``call`` = (loop, evals, table, task, options, parallel,
+    asynchronous)."""
     return run_inprocess(call[0], seed, *call[1:])
 
 
@@ -355,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         default=4,
         help="workers per round in-process: asks before tells (default 4, the service run's)",
     )
+    p.add_argument(
+        "--asynchronous",
+        action="store_true",
+        help="with --parallel N: N candidates stay in flight, the oldest is told and one is "
+        "asked at a time (instead of rounds of N asks before N tells)",
+    )
     p.add_argument("--service", action="store_true", help="also run BOSHNAS through the service")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--plot", default=str(DEFAULT_PLOT))
@@ -389,7 +406,15 @@ def main(argv: list[str] | None = None) -> int:
     pool = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else None
     for name in args.loops.split(","):
         seeds = range(args.first_seed, args.first_seed + seeds_for.get(name, args.seeds))
-        call = (name, args.evals, args.table, args.task, loop_options, args.parallel)
+        call = (
+            name,
+            args.evals,
+            args.table,
+            args.task,
+            loop_options,
+            args.parallel,
+            args.asynchronous,
+        )
         if pool is None:
             results: Iterator[Run] = (_run_seed(call, s) for s in seeds)
         else:
@@ -478,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             + (
                 "one evaluation at a time (each score told before the next ask)"
                 if args.parallel == 1
+                else f"with {args.parallel} workers in flight, one told and one asked at a time"
+                if args.asynchronous
                 else f"with {args.parallel} workers per round (asks before tells)"
             )
             + ("; one BOSHNAS run through the real service" if args.service else "")

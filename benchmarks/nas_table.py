@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_section
@@ -123,10 +124,8 @@ def run_inprocess(
         while len(in_flight) < min(parallel, evals - len(run.best)):
             in_flight.append(loop.ask(study, space, waiting=False))
             run.asks += 1
-        told = [in_flight.popleft()] if asynchronous else list(in_flight)
-        if not asynchronous:
-            in_flight.clear()
-        for trial, arch in told:
+        for _ in range(1 if asynchronous else len(in_flight)):
+            trial, arch = in_flight.popleft()
             score = table.score(arch, task)
             assert score is not None, f"{loop_name} proposed an unscored architecture {arch}"
             study.tell(trial, score)
@@ -139,12 +138,6 @@ def run_inprocess(
     run.seconds = time.perf_counter() - t0
     run.best = run.best[:evals]
     return run
-
-
-def _run_seed(call: tuple[Any, ...], seed: int) -> Run:
-    """``run_inprocess`` with ``call`` = (loop, evals, table, task, options, parallel,
-    asynchronous)."""
-    return run_inprocess(call[0], seed, *call[1:])
 
 
 def run_service(
@@ -293,12 +286,20 @@ def random_search_median(n_rows: int, n_top: int, evals: int) -> int:
 def median_interval(
     counts: list[int], level: float = 0.9, draws: int = 10_000, seed: int = 0
 ) -> tuple[float, float]:
-    """A percentile-bootstrap interval for the median of ``counts`` (seeds resampled)."""
-    rng = np.random.default_rng(seed)
-    samples = rng.choice(np.asarray(counts, dtype=float), size=(draws, len(counts)))
-    medians = np.median(samples, axis=1)
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(medians, tail)), float(np.percentile(medians, 100 - tail))
+    """A percentile-bootstrap interval for the median of ``counts`` (seeds resampled; a single
+    run, such as the service run, is its own interval)."""
+    data = np.asarray(counts, dtype=float)
+    if len(data) < 2:
+        return float(data[0]), float(data[0])
+    ci = scipy.stats.bootstrap(
+        (data,),
+        np.median,
+        confidence_level=level,
+        n_resamples=draws,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def plot(all_runs: dict[str, list[Run]], best_score: float, evals: int, path: Path) -> None:
@@ -406,19 +407,20 @@ def main(argv: list[str] | None = None) -> int:
     pool = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else None
     for name in args.loops.split(","):
         seeds = range(args.first_seed, args.first_seed + seeds_for.get(name, args.seeds))
-        call = (
+        search = functools.partial(
+            run_inprocess,
             name,
-            args.evals,
-            args.table,
-            args.task,
-            loop_options,
-            args.parallel,
-            args.asynchronous,
+            evals=args.evals,
+            table_path=args.table,
+            task=args.task,
+            loop_options=loop_options,
+            parallel=args.parallel,
+            asynchronous=args.asynchronous,
         )
         if pool is None:
-            results: Iterator[Run] = (_run_seed(call, s) for s in seeds)
+            results: Iterator[Run] = (search(s) for s in seeds)
         else:
-            results = pool.map(functools.partial(_run_seed, call), seeds)
+            results = pool.map(search, seeds)
         runs = []
         for seed, r in zip(seeds, results, strict=True):
             runs.append(r)

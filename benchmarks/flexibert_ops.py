@@ -149,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{heading}\n\n{table}")
     if args.record:
         label = f" {args.label}" if args.label else ""
-        append_section(f"flexibert_ops{label}", f"- {heading}\n\n{table}\n")
+        append_section(
+            f"flexibert_ops{label}",
+            f"- {heading}\n\n{table}\n",
+            summary=(f"samples/s per operation vs sa/sdp ({name}, {args.precision})", "no goal"),
+        )
     return 0
 
 

@@ -184,7 +184,15 @@ def main() -> int:
         + ("\nStudent L3 H192 A6 I768, same steps and seed per row:\n\n" + table2 if table2 else "")
     )
     if not args.no_record:
-        append_section("glue_teacher", body)
+        fails, passes = table1.count("| FAIL ("), table1.count("| pass (")
+        append_section(
+            "glue_teacher",
+            body,
+            summary=(
+                f"teacher dev-score floors: {passes} pass, {fails} FAIL ({', '.join(tasks)})",
+                "FAIL" if fails else "pass",
+            ),
+        )
         print("appended to benchmarks/RESULTS.md")
     return 0
 

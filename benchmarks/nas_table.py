@@ -514,7 +514,13 @@ def main(argv: list[str] | None = None) -> int:
             + table_md
             + ("\n" + "\n".join(f"- {v}" for v in verdicts) + "\n" if verdicts else "")
         )
-        append_section("nas_table", body)
+        append_section(
+            "nas_table",
+            body,
+            summary=(verdicts[0], "pass" if verdicts[0].split(";")[0].endswith("pass") else "FAIL")
+            if verdicts
+            else None,
+        )
         print("appended to benchmarks/RESULTS.md")
     return 0
 

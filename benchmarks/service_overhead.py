@@ -651,7 +651,12 @@ def render(cells: list[Cell], args: argparse.Namespace) -> tuple[str, list[str],
 
 
 def record(
-    table: str, lines: list[str], args: argparse.Namespace, started: str, loads: list[str]
+    table: str,
+    lines: list[str],
+    args: argparse.Namespace,
+    started: str,
+    loads: list[str],
+    ok: bool,
 ) -> None:
     legend = "; ".join(f"`{k}` = {v}" for k, v in SYSTEMS.items())
     append_section(
@@ -664,6 +669,10 @@ def record(
         f"`--space {args.space}`\n"
         f"- systems: {legend}\n\n"
         f"{table}\n\n" + "\n".join(lines) + "\n",
+        summary=(
+            "; ".join(ln.removeprefix("- ") for ln in lines if ln.startswith("- **")),
+            "pass" if ok else "FAIL",
+        ),
     )
 
 
@@ -787,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     print(f"\n(total {time.monotonic() - t_start:.0f}s)")
     if args.record or not (args.quick or args.no_record):
-        record(table, lines, args, started, loads)
+        record(table, lines, args, started, loads, ok)
         print(f"appended to {RESULTS_MD.relative_to(REPO)}")
     return 0 if ok else 1
 

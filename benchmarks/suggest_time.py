@@ -140,7 +140,15 @@ def main() -> None:
     if not args.no_append:
         from _results import append_section
 
-        append_section("suggest_time", table)
+        append_section(
+            "suggest_time",
+            table,
+            summary=(
+                f"BOSHNAS suggestion at 500 observed trials (warm, k=1): {warm_k1:.2f} s "
+                "(goal <= 1 s)",
+                verdict.lower() if verdict == "PASS" else verdict,
+            ),
+        )
 
 
 if __name__ == "__main__":

@@ -252,7 +252,7 @@ def render(cells: list[Cell], args: argparse.Namespace) -> tuple[str, bool]:
     return "\n".join(lines), ok
 
 
-def record(table: str, args: argparse.Namespace, started: str, loads: list[str]) -> None:
+def record(table: str, args: argparse.Namespace, started: str, loads: list[str], ok: bool) -> None:
     append_section(
         "trainer_throughput",
         f"- started {started}; torch {torch.__version__} with {args.threads} thread(s) on "
@@ -265,6 +265,11 @@ def record(table: str, args: argparse.Namespace, started: str, loads: list[str])
         "- ours = `BertTrainer.train` (samples / `train_seconds`); bare = hand-written loop "
         "over pre-collated batches\n\n"
         f"{table}\n",
+        summary=(
+            f"ours/bare samples/s >= {GOAL} for every model ({args.device} {args.precision}, "
+            f"batch {args.batch_size}); ratios in the section",
+            "pass" if ok else "FAIL",
+        ),
     )
 
 
@@ -344,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"\n(total {time.monotonic() - t0:.0f}s, load average {loads[-1]})")
     if not (args.quick or args.no_record):
-        record(table, args, started, loads)
+        record(table, args, started, loads, ok)
         print(f"appended to {RESULTS_MD.relative_to(REPO)}")
     return 0 if ok else 1
 

@@ -38,7 +38,7 @@ def make_pruner(config: dict[str, Any] | None, n_objectives: int = 1) -> optuna.
     """Builds a pruner from the spec's ``pruner`` object; SpecError on bad input."""
     config = dict(config or {"type": "none"})
     kind = config.pop("type", "none")
-    if kind not in _PRUNER_OPTIONS:
+    if not isinstance(kind, str) or kind not in _PRUNER_OPTIONS:
         raise SpecError(
             "pruner.type", f"unknown pruner {kind!r}", f"one of {', '.join(_PRUNER_OPTIONS)}"
         )

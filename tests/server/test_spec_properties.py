@@ -84,6 +84,29 @@ def valid_specs(table: str) -> list[dict[str, Any]]:
             "loop_options": {},
         },
         {
+            "name": "l",
+            "space": "flexibert",
+            "n_trials": 3,
+            "loop": "boshnas",
+            "space_options": {"hierarchical": True},
+            "loop_options": {
+                "library_size": 10,
+                "features": "both",
+                "embedding": {"partners": 4, "max_epochs": 200, "ged_timeout": 1.0},
+                "n_init": 2,
+                "surrogate_options": {},
+                "gobi_options": {},
+                "acquisition_search": "scan",
+            },
+        },
+        {
+            "name": "g",
+            "space": "flexibert-small",
+            "loop": "embedding-gp",
+            "n_trials": 3,
+            "loop_options": {"library_size": 10, "n_init": 2, "mc_samples": 16},
+        },
+        {
             "name": "t",
             "space": "flexibert-small",
             "trainer": "table",
@@ -207,13 +230,32 @@ def test_wrong_types_name_the_field(patch: dict[str, Any], field: str) -> None:
 @pytest.mark.parametrize(
     ("options", "field"),
     [
+        ({"embedding": {"bogus": 1}}, "loop_options.embedding"),
+        ({"embedding": {"dim": 3}}, "loop_options.embedding.dim"),
+        ({"embedding": {"ged_timeout": [1]}}, "loop_options.embedding.ged_timeout"),
+        ({"embedding": {"lr": "fast"}}, "loop_options.embedding"),
+        ({"library_seed": -1}, "loop_options.embedding"),
+        ({"features": ["both"]}, "loop_options.features"),
+    ],
+)
+def test_library_loop_options(small_table: str, options: dict[str, Any], field: str) -> None:
+    """Options the library's embedder reads only when it is built are checked at launch."""
+    spec = valid_specs(small_table)[2]
+    with pytest.raises(SpecError) as e:
+        SearchSpec.from_dict({**spec, "loop_options": {"library_size": 10, **options}})
+    assert field in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
         ({"task": ["sst2"]}, "space_options.task"),
         ({"task": {"a": 1}}, "space_options.task"),
         ({"table": ["x"]}, "space_options.table"),
     ],
 )
 def test_table_space_options(small_table: str, options: dict[str, Any], field: str) -> None:
-    spec = valid_specs(small_table)[2]
+    spec = valid_specs(small_table)[-1]
     with pytest.raises(SpecError) as e:
         SearchSpec.from_dict({**spec, "space_options": {"table": small_table, **options}})
     assert field in str(e.value)

@@ -219,6 +219,11 @@ def test_deep_nesting(small_table: str, depth: int) -> None:
         ({"objectives": [{"metric": "accuracy", "direction": ["max"]}]}, "direction"),
         ({"recipe": {"precision": ["fp32"]}}, "recipe.precision"),
         ({"data": {"tasks": 5}}, "data.tasks"),
+        # kept unchecked by Optuna until the first ask or report: refused at launch instead
+        ({"loop_options": {"n_startup_trials": "x"}}, "loop_options.n_startup_trials"),
+        ({"loop_options": {"gamma": 0.1}}, "loop_options.gamma"),
+        ({"pruner": {"type": "median", "n_warmup_steps": 1.5}}, "pruner.n_warmup_steps"),
+        ({"pruner": {"type": "median", "n_startup_trials": "2"}}, "pruner.n_startup_trials"),
     ],
 )
 def test_wrong_types_name_the_field(patch: dict[str, Any], field: str) -> None:

@@ -134,7 +134,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     def __init__(self, manager: StudyManager, max_message_bytes: int = PAGE_BYTES) -> None:
         self.m = manager
-        self.page_bytes = min(max_message_bytes, PAGE_BYTES) - PAGE_MARGIN
+        limit = min(max_message_bytes, PAGE_BYTES)
+        self.page_bytes = limit - min(PAGE_MARGIN, limit // 4)
 
     @rpc
     def LaunchSearch(

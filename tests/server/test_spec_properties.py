@@ -166,6 +166,13 @@ def test_any_json_value(obj: Any) -> None:
 
 
 @SETTINGS
+@given(text=st.text(max_size=40) | st.binary(max_size=40).map(lambda b: b.decode("latin-1")))
+def test_any_text(text: str) -> None:
+    with contextlib.suppress(SpecError):
+        SearchSpec.from_json(text)
+
+
+@SETTINGS
 @given(extra=st.dictionaries(st.sampled_from(sorted(_KNOWN)), json_values, max_size=6))
 def test_known_fields_with_any_value(extra: dict[str, Any]) -> None:
     only_spec_errors({"name": "x", "space": "bert", "n_trials": 2, **extra})

@@ -315,6 +315,7 @@ class LibraryLoop(SearchLoop):
         emb = opts.get("embedding", {})
         if not isinstance(emb, dict):
             raise SpecError("loop_options.embedding", "must be a JSON object")
+        _check_embedding_options(emb, self.embedding_dim, self.library_seed)
         self.embedding_options = dict(emb)
         self.weight_transfer = opts.get("weight_transfer", False)
         if not isinstance(self.weight_transfer, bool):
@@ -609,6 +610,29 @@ def _one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _check_embedding_options(emb: dict[str, Any], dim: int, seed: int) -> None:
+    """Builds the library's embedder with ``emb`` at launch, so that a bad option is a
+    SpecError now rather than a crash when the first library is built."""
+    from archsearch.surrogates import Transformer2vec
+
+    taken = sorted(set(emb) & {"labels", "dim", "seed"})
+    if taken:
+        raise SpecError(
+            f"loop_options.embedding.{taken[0]}",
+            "is set by the loop",
+            "use loop_options.embedding_dim or loop_options.library_seed",
+        )
+    timeout = emb.get("ged_timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        raise SpecError("loop_options.embedding.ged_timeout", f"must be > 0, got {timeout!r}")
+    try:
+        Transformer2vec(labels=["x"], dim=dim, seed=seed, **emb)
+    except (TypeError, ValueError) as e:
+        raise SpecError("loop_options.embedding", str(e)) from e
 
 
 def _positive_int(opts: dict[str, Any], key: str, default: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +42,50 @@ SAMPLER_FACTORIES: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
 }
 
 
+SAMPLER_CLASSES: dict[str, type[optuna.samplers.BaseSampler]] = {
+    "random": optuna.samplers.RandomSampler,
+    "tpe": optuna.samplers.TPESampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+    "gp": optuna.samplers.GPSampler,
+}
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+}
+
+
+def _check_sampler_options(name: str, options: dict[str, Any]) -> None:
+    """Each option must have a JSON type its sampler argument is annotated with.
+
+    Samplers store most arguments unchecked and use them only when asked, so a string where
+    an int belongs would otherwise pass the launch and crash every later ``ask``. Arguments
+    that take callables or objects cannot come from JSON at all.
+    """
+    params = inspect.signature(SAMPLER_CLASSES[name]).parameters
+    for key, value in options.items():
+        if key not in params:
+            continue  # the constructor names it (TypeError below)
+        annotation = params[key].annotation
+        names = {t.strip() for t in str(getattr(annotation, "__name__", annotation)).split("|")}
+        if value is None and "None" in names:
+            continue
+        kinds = names - {"None"}
+        if not kinds or not kinds <= set(_JSON_TYPES):
+            raise SpecError(f"loop_options.{key}", f"the {name} sampler's {key} cannot be set")
+        allowed = tuple(t for k in kinds for t in _JSON_TYPES[k])
+        ok = isinstance(value, allowed) and (isinstance(value, bool) == ("bool" in kinds))
+        if isinstance(value, float) and not math.isfinite(value):
+            ok = False
+        if not ok:
+            raise SpecError(
+                f"loop_options.{key}", f"must be {' or '.join(sorted(kinds))}, got {value!r}"
+            )
+
+
 class OptunaSamplerLoop(SearchLoop):
     """A loop that asks one of Optuna's samplers.
 
@@ -59,6 +105,7 @@ class OptunaSamplerLoop(SearchLoop):
                 "loop", f"unknown loop {name!r}", f"one of {', '.join(SAMPLER_FACTORIES)}"
             )
         self.name = name
+        _check_sampler_options(name, dict(options or {}))
         try:
             with warnings.catch_warnings():  # "multivariate/group is experimental" is noise here
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -38,7 +38,7 @@ def make_pruner(config: dict[str, Any] | None, n_objectives: int = 1) -> optuna.
     """Builds a pruner from the spec's ``pruner`` object; SpecError on bad input."""
     config = dict(config or {"type": "none"})
     kind = config.pop("type", "none")
-    if kind not in _PRUNER_OPTIONS:
+    if not isinstance(kind, str) or kind not in _PRUNER_OPTIONS:
         raise SpecError(
             "pruner.type", f"unknown pruner {kind!r}", f"one of {', '.join(_PRUNER_OPTIONS)}"
         )
@@ -49,6 +49,18 @@ def make_pruner(config: dict[str, Any] | None, n_objectives: int = 1) -> optuna.
             f"not an option of the {kind} pruner",
             f"options: {', '.join(sorted(_PRUNER_OPTIONS[kind])) or 'none'}",
         )
+    for key, value in config.items():
+        # Optuna's pruners keep these unchecked until a trial reports; a string or a float
+        # would pass the launch and then fail every report.
+        auto = (kind, key) in (
+            ("successive_halving", "min_resource"),
+            ("hyperband", "max_resource"),
+        )
+        if auto and value == "auto":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            kinds = 'an int or "auto"' if auto else "an int"
+            raise SpecError(f"pruner.{key}", f"must be {kinds}, got {value!r}")
     if kind == "hyperband" and n_objectives > 1:
         # Hyperband's bracket studies re-open the study from storage and so see every
         # objective's direction; Optuna's Hyperband cannot run on a multi-objective study.

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
 
 from archsearch.server._convert import (
     grant_to_pb,
@@ -24,6 +26,7 @@ from archsearch.server._convert import (
     trial_to_pb,
 )
 from archsearch.server._errors import InvalidArgument, ResourceExhausted, ServiceError
+from archsearch.server._logsafe import loggable
 from archsearch.server._spec import SearchSpec
 from archsearch.server._studies import StudyManager
 from archsearch.spaces import SpecError
@@ -35,6 +38,11 @@ WORKER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 TRAINER_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 MAX_SPEC_BYTES = 256 * 1024
 MAX_PAGE = 1000
+#: What a ListTrials page may hold, at most: the default gRPC message limit, which every
+#: client accepts (a server with a larger --max-message-bytes still sends pages a default
+#: client can read), less room for the response's own framing.
+PAGE_BYTES = 4 * 1024 * 1024
+PAGE_MARGIN = 64 * 1024
 
 R = TypeVar("R")
 
@@ -45,6 +53,8 @@ def rpc(method: Callable[..., R]) -> Callable[..., R]:
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> R:
         try:
+            if isinstance(request, bytes):  # registered by method_handlers: parse it here
+                request = _parse(self.SERVICE, method.__name__, request, context)
             return method(self, request, context)
         except SpecError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
@@ -56,6 +66,44 @@ def rpc(method: Callable[..., R]) -> Callable[..., R]:
         raise AssertionError("unreachable")  # context.abort raises
 
     return wrapper
+
+
+def _parse(service: Any, name: str, body: bytes, context: grpc.ServicerContext) -> Any:
+    """The request message of ``service.name`` from its wire bytes; InvalidArgument (and one
+    short log line, no traceback) when they are not a valid message of that type."""
+    request_type = message_factory.GetMessageClass(service.methods_by_name[name].input_type)
+    try:
+        return request_type.FromString(body)
+    except (DecodeError, RecursionError) as e:
+        log.warning(
+            "%s: %d-byte request from %s is not a valid %s",
+            name,
+            len(body),
+            loggable(context.peer()),
+            request_type.DESCRIPTOR.name,
+        )
+        raise InvalidArgument(
+            f"request body is not a valid {request_type.DESCRIPTOR.full_name} message"
+        ) from e
+
+
+def method_handlers(servicer: Any) -> grpc.GenericRpcHandler:
+    """The gRPC handler of ``servicer``'s service, with raw-bytes request deserialisers.
+
+    grpc-python's own deserialisation answers an undecodable body with INTERNAL and logs a
+    traceback per call (a log flood anyone with network access can cause); here the bytes
+    reach the ``rpc`` wrapper, which parses them and answers INVALID_ARGUMENT.
+    """
+    service = servicer.SERVICE
+    handlers = {
+        m.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, m.name),
+            request_deserializer=None,  # bytes as received
+            response_serializer=message_factory.GetMessageClass(m.output_type).SerializeToString,
+        )
+        for m in service.methods
+    }
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
 def _require(cond: bool, message: str) -> None:
@@ -75,10 +123,19 @@ def _lease_id(lease_id: str) -> str:
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
-    """SearchService: what people and scripts call."""
+    """SearchService: what people and scripts call.
 
-    def __init__(self, manager: StudyManager) -> None:
+    Args:
+        manager: the study manager.
+        max_message_bytes: the server's message size limit; ListTrials pages stay below it.
+    """
+
+    SERVICE = pb.DESCRIPTOR.services_by_name["SearchService"]
+
+    def __init__(self, manager: StudyManager, max_message_bytes: int = PAGE_BYTES) -> None:
         self.m = manager
+        limit = min(max_message_bytes, PAGE_BYTES)
+        self.page_bytes = limit - min(PAGE_MARGIN, limit // 4)
 
     @rpc
     def LaunchSearch(
@@ -115,7 +172,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self, request: pb.ListTrialsRequest, context: grpc.ServicerContext
     ) -> pb.ListTrialsResponse:
         """Pages through trials by number. The page token is the next trial number to return,
-        so pages stay stable while new trials are added."""
+        so pages stay stable while new trials are added. A page ends at ``page_size`` trials
+        or before it would outgrow the message size limit, whichever comes first."""
         h = self.m.get(_study_name(request.study_name, "study_name"))
         size = request.page_size or 100
         _require(
@@ -124,16 +182,32 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         start = 0
         if request.page_token:
             _require(
-                request.page_token.isdigit() and len(request.page_token) < 12,
+                request.page_token.isascii()  # str.isdigit also accepts '²', which int refuses
+                and request.page_token.isdigit()
+                and len(request.page_token) < 12,
                 f"invalid page_token {request.page_token[:20]!r}: pass next_page_token as received",
             )
             start = int(request.page_token)
         states = states_from_pb(request.states)
         trials = [t for t in self.m.trials(h, states or None) if t.number >= start]
         trials.sort(key=lambda t: t.number)
-        page = trials[:size]
-        token = str(trials[size].number) if len(trials) > size else ""
-        return pb.ListTrialsResponse(trials=[trial_to_pb(t) for t in page], next_page_token=token)
+        page: list[pb.Trial] = []
+        used = 0
+        for t in trials:
+            if len(page) == size:
+                return pb.ListTrialsResponse(trials=page, next_page_token=str(t.number))
+            msg = trial_to_pb(t)
+            cost = msg.ByteSize() + 16  # field tag and length prefix, generously
+            if used + cost > self.page_bytes:
+                if not page:
+                    raise ResourceExhausted(
+                        f"trial {t.number} alone is {cost} bytes, more than a page may hold; "
+                        "restart the server with a larger --max-message-bytes"
+                    )
+                return pb.ListTrialsResponse(trials=page, next_page_token=str(t.number))
+            page.append(msg)
+            used += cost
+        return pb.ListTrialsResponse(trials=page, next_page_token="")
 
     @rpc
     def StopSearch(
@@ -166,6 +240,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         max_long_polls: AcquireTrial calls allowed to wait at once; more get RESOURCE_EXHAUSTED.
         max_poll_s: cap on AcquireTrialRequest.timeout_s.
     """
+
+    SERVICE = pb.DESCRIPTOR.services_by_name["WorkerService"]
 
     def __init__(
         self, manager: StudyManager, max_long_polls: int = 256, max_poll_s: float = 30.0

@@ -24,6 +24,9 @@ TRAINERS = ("bert", "table")
 BERT_TRAINER_SPACES = ("bert", "flexibert", "flexibert-small")
 GLUE_TASK_IDS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 MAX_TRIALS = 100_000
+#: Deepest nesting a spec may have: real specs need 4 (recipe.distill.<key>); the cap keeps
+#: every recursive step (json.loads, validation, json.dumps) far from Python's recursion limit.
+MAX_SPEC_DEPTH = 32
 
 _KNOWN = {
     "name",
@@ -113,6 +116,10 @@ class SearchSpec:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             raise SpecError("spec", f"not valid JSON: {e}", "send a JSON object") from e
+        except RecursionError as e:
+            raise SpecError(
+                "spec", f"nested more than {MAX_SPEC_DEPTH} levels deep", "send a flat spec"
+            ) from e
         return cls.from_dict(obj)
 
     @classmethod
@@ -120,6 +127,7 @@ class SearchSpec:
         """Validates every field; raises SpecError naming the first bad one and the fix."""
         if not isinstance(obj, dict):
             raise SpecError("spec", f"must be a JSON object, got {type(obj).__name__}")
+        _check_depth(obj)
         unknown = sorted(set(obj) - _KNOWN)
         if unknown:
             raise SpecError(unknown[0], "unknown spec field", f"known: {', '.join(sorted(_KNOWN))}")
@@ -249,6 +257,25 @@ class SearchSpec:
         )
 
 
+def _check_depth(obj: dict[str, Any]) -> None:
+    """SpecError naming the top-level field under which ``obj`` nests too deeply.
+
+    Iterative, so that a spec built in Python (the CLI's ``--spec`` file) nested thousands of
+    levels deep is refused here rather than overflowing the stack somewhere later."""
+    for key, value in obj.items():
+        stack = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if depth > MAX_SPEC_DEPTH:
+                raise SpecError(
+                    str(key), f"nested more than {MAX_SPEC_DEPTH} levels deep", "flatten it"
+                )
+            if isinstance(item, dict):
+                stack.extend((v, depth + 1) for v in item.values())
+            elif isinstance(item, list | tuple):
+                stack.extend((v, depth + 1) for v in item)
+
+
 def _data(obj: dict[str, Any]) -> dict[str, Any]:
     """The spec's data choices: task(s) from the top level or ``data``, custom task checked."""
     data_in = obj.get("data", {})
@@ -267,6 +294,9 @@ def _data(obj: dict[str, Any]) -> dict[str, Any]:
             if key in data_in and data_in[key] != obj[key]:
                 raise SpecError(f"data.{key}", f"contradicts {key} {obj[key]!r}", "give it once")
             data_in[key] = obj[key]
+    if "tasks" in data_in and not isinstance(data_in["tasks"], list):
+        field = "tasks" if "tasks" in obj else "data.tasks"
+        raise SpecError(field, f"must be a list of task names, got {data_in['tasks']!r}")
     if "tasks" in data_in and "task" in data_in and data_in["tasks"][:1] != [data_in["task"]]:
         data_in.pop("task")  # "task" mirrors tasks[0] in a stored spec; tasks wins
     if "task" not in data_in and "tasks" not in data_in:
@@ -328,9 +358,9 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
         metric = o.get("metric")
         if not isinstance(metric, str) or not METRIC_RE.match(metric):
             raise SpecError(f"objectives[{i}].metric", f"invalid metric name {metric!r}")
-        direction = {"max": "maximize", "min": "minimize"}.get(
-            o.get("direction", "maximize"), o.get("direction")
-        )
+        direction = o.get("direction", "maximize")
+        if isinstance(direction, str):
+            direction = {"max": "maximize", "min": "minimize"}.get(direction, direction)
         if direction not in ("maximize", "minimize"):
             raise SpecError(f"objectives[{i}].direction", f"{direction!r}", "maximize or minimize")
         out.append(Objective(metric, direction))

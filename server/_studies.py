@@ -70,6 +70,7 @@ from archsearch.server._errors import (
     InvalidArgument,
     NotFound,
 )
+from archsearch.server._logsafe import loggable
 from archsearch.server._spec import AGGREGATE_METRICS, METRIC_RE, SearchSpec
 from archsearch.server._storage import (
     DeferredTrialStorage,
@@ -213,13 +214,18 @@ def _check_finite(name: str, value: float) -> None:
         raise InvalidArgument(f"{name} must be a finite number, got {value!r}")
 
 
+def _ascii_digits(text: str) -> bool:
+    """True for 0-9 only: ``str.isdigit`` also accepts '²' and other digits ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_lease_id(lease_id: str) -> tuple[int, int]:
     """(study id, trial id) of a lease id; NotFound for anything this server did not issue."""
     parts = lease_id.split(".")
     if (
         len(parts) != 3
-        or not parts[0].isdigit()
-        or not parts[1].isdigit()
+        or not _ascii_digits(parts[0])
+        or not _ascii_digits(parts[1])
         or not parts[2]
         or len(lease_id) > 80
     ):
@@ -297,8 +303,8 @@ class StudyManager:
             except SpecError as e:
                 log.error(
                     "study %s: stored spec no longer valid (%s); not serving it",
-                    frozen.study_name,
-                    e,
+                    loggable(frozen.study_name),
+                    loggable(e),
                 )
                 continue
             self._register(handle)
@@ -1048,7 +1054,7 @@ class StudyManager:
                 failed.number,
                 h.spec.name,
                 failures,
-                reason,
+                loggable(reason),
             )
             return False
         history = [*failed.system_attrs.get("retry_history", []), failed.number]
@@ -1069,7 +1075,7 @@ class StudyManager:
             ),
         )
         h.index.waiting.add(tid)
-        log.info("re-queued trial %d of %s (%s)", failed.number, h.spec.name, reason)
+        log.info("re-queued trial %d of %s (%s)", failed.number, h.spec.name, loggable(reason))
         self._notify()
         return True
 

@@ -15,10 +15,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from archsearch.server._auth import TokenAuthInterceptor
-from archsearch.server._servicers import SearchServicer, WorkerServicer
+from archsearch.server._servicers import SearchServicer, WorkerServicer, method_handlers
 from archsearch.server._studies import StudyManager
 from archsearch.v1 import archsearch_pb2 as pb
-from archsearch.v1 import archsearch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("archsearch.server")
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -128,9 +127,13 @@ class ArchsearchServer:
             options=options,
             maximum_concurrent_rpcs=threads * 4,
         )
-        pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(self.manager), self.grpc_server)
-        pb_grpc.add_WorkerServiceServicer_to_server(
-            WorkerServicer(self.manager, cfg.max_long_polls, cfg.max_poll_s), self.grpc_server
+        # Registered with raw-bytes deserialisers: a body that is not a valid message gets
+        # INVALID_ARGUMENT from the servicers' ``rpc`` wrapper, not grpc-python's INTERNAL.
+        self.grpc_server.add_generic_rpc_handlers(
+            (
+                method_handlers(SearchServicer(self.manager, cfg.max_message_bytes)),
+                method_handlers(WorkerServicer(self.manager, cfg.max_long_polls, cfg.max_poll_s)),
+            )
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)

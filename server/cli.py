@@ -96,7 +96,7 @@ def _explain(e: ClientError, args: argparse.Namespace) -> CliError:
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return text
 
 
@@ -119,7 +119,7 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
             spec = json.loads(Path(args.spec).read_text())
         except OSError as e:
             raise CliError(f"cannot read --spec {args.spec}: {e.strerror}") from e
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise CliError(f"--spec {args.spec} is not valid JSON: {e}") from e
         if not isinstance(spec, dict):
             raise CliError(f"--spec {args.spec} must hold a JSON object")

@@ -153,7 +153,7 @@ class FlexiBertSpace(DesignSpace):
     def __init__(self, **options: Any) -> None:
         reject_unknown(options, {"variant", "hierarchical", "heterogeneous_ff"})
         variant = options.get("variant", "test")
-        if variant not in VARIANTS:
+        if not isinstance(variant, str) or variant not in VARIANTS:
             raise SpecError(
                 "space_options.variant",
                 f"unknown variant {variant!r}",

@@ -51,18 +51,34 @@ class FlexiBertSmallSpace(DesignSpace):
         self.table_path: str | None = options.get("table")
         self.task: str = options.get("task", "sst2")
         self.members: dict[str, dict[str, Any]] | None = None
+        if not isinstance(self.task, str):
+            raise SpecError("space_options.task", f"must be a task id string, got {self.task!r}")
         if self.table_path is not None:
             if not isinstance(self.table_path, str):
                 raise SpecError("space_options.table", "must be a file path string")
-            table = load_table(self.table_path)
-            scored = table.scored(self.task)
+            try:
+                table = load_table(self.table_path)
+                scored = table.scored(self.task)
+            except SpecError as e:  # the table's own errors, named under the option
+                field = "space_options.task" if e.field == "task" else "space_options.table"
+                raise SpecError(field, e.problem, e.fix) from e
             if not scored:
                 raise SpecError(
                     "space_options.table",
                     f"{self.table_path} scores no architecture on task {self.task!r}",
                     "pick a task the table has scores for",
                 )
-            self.members = {self.describe(a): self.validate(a) for a in scored}
+            members = {}
+            for a in scored:
+                try:
+                    arch = self.validate(a)
+                except SpecError as e:
+                    raise SpecError(
+                        "space_options.table",
+                        f"{self.table_path} holds an architecture outside flexibert-small: {e}",
+                    ) from e
+                members[self.describe(arch)] = arch
+            self.members = members
 
     def options(self) -> dict[str, Any]:
         out: dict[str, Any] = {"task": self.task}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -51,28 +52,43 @@ class NasTable:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            raw = json.loads(self.path.read_text())
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError as e:
             raise SpecError(
                 "table", f"file {self.path} not found", "pass the path of a FlexiBERT table JSON"
             ) from e
+        except OSError as e:
+            raise SpecError("table", f"cannot read {self.path}: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise SpecError("table", f"{self.path} is not UTF-8 text: {e}") from e
         except json.JSONDecodeError as e:
             raise SpecError("table", f"{self.path} is not valid JSON: {e}") from e
-        try:
-            dicts = raw["model_dicts"]
-            accs = raw["accuracies"]
-        except (KeyError, TypeError) as e:
+        except RecursionError as e:
+            raise SpecError("table", f"{self.path} is nested too deeply to be a table") from e
+        if not isinstance(raw, dict) or "model_dicts" not in raw or "accuracies" not in raw:
             raise SpecError(
                 "table", f"{self.path} lacks 'model_dicts' or 'accuracies'", "is it a table file?"
-            ) from e
-        self.architectures: list[dict[str, Any]] = [dict(d) for d in dicts]
+            )
+        dicts, accs = raw["model_dicts"], raw["accuracies"]
+        for key, value in (("model_dicts", dicts), ("accuracies", accs)):
+            if not isinstance(value, list):
+                raise SpecError("table", f"{self.path}: '{key}' must be a list")
+        if len(dicts) != len(accs):
+            raise SpecError(
+                "table",
+                f"{self.path}: {len(dicts)} model_dicts but {len(accs)} accuracies",
+                "one accuracies entry per architecture",
+            )
+        self.architectures: list[dict[str, Any]] = []
         self._scores: dict[ArchKey, dict[str, float]] = {}
-        for arch, acc in zip(dicts, accs, strict=True):
-            scores = {k: float(v) for k, v in (acc or {}).items() if v is not None}
-            self._scores[arch_key(arch)] = scores
+        for i, (arch, acc) in enumerate(zip(dicts, accs, strict=True)):
+            self._scores[_row_key(self.path, i, arch)] = _row_scores(self.path, i, acc)
+            self.architectures.append(dict(arch))
 
     @staticmethod
     def table_task(task: str) -> str:
+        if not isinstance(task, str):
+            raise SpecError("task", f"must be a task id string, got {task!r}")
         try:
             return TABLE_TASK_NAMES[task]
         except KeyError as e:
@@ -88,6 +104,41 @@ class NasTable:
         """Architectures with a recorded score on ``task``, in file order."""
         name = self.table_task(task)
         return [a for a in self.architectures if name in self._scores[arch_key(a)]]
+
+
+def _row_key(path: Path, i: int, arch: Any) -> ArchKey:
+    """The key of row ``i``'s architecture; SpecError naming the row when it is malformed."""
+    try:
+        if not isinstance(arch, dict):
+            raise TypeError(f"a JSON object, not {type(arch).__name__}")
+        for k in ("a", "h", "s", "f"):
+            if not isinstance(arch.get(k), list):
+                raise TypeError(f"'{k}' must be a list")
+        if isinstance(arch.get("l"), bool | list | dict):
+            raise TypeError("'l' must be an int")
+        return arch_key(arch)
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise SpecError(
+            "table", f"{path}: model_dicts[{i}] is not an architecture ({e})", "keys l, a, h, s, f"
+        ) from e
+
+
+def _row_scores(path: Path, i: int, acc: Any) -> dict[str, float]:
+    """Row ``i``'s scores by table task name (null scores left out)."""
+    if acc is None:
+        return {}
+    if not isinstance(acc, dict):
+        raise SpecError("table", f"{path}: accuracies[{i}] must be an object of task: score")
+    scores = {}
+    for task, v in acc.items():
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise SpecError(
+                "table", f"{path}: accuracies[{i}][{task!r}] is {v!r}, not a finite score"
+            )
+        scores[task] = float(v)
+    return scores
 
 
 @functools.lru_cache(maxsize=8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -297,6 +298,8 @@ def test_list_trials_paging_validation(server, admin) -> None:
     for req in (
         pb.ListTrialsRequest(study_name="p", page_size=5000),
         pb.ListTrialsRequest(study_name="p", page_token="not-a-token"),
+        pb.ListTrialsRequest(study_name="p", page_token="²"),  # isdigit() but not int()
+        pb.ListTrialsRequest(study_name="p", page_token="١٢"),  # Arabic-Indic digits
         pb.ListTrialsRequest(study_name="p", states=[99]),
     ):
         expect(grpc.StatusCode.INVALID_ARGUMENT, admin._call, stub.ListTrials, req)
@@ -320,3 +323,131 @@ def test_refuses_open_address_without_tokens(tmp_path: Path) -> None:
         ArchsearchServer(cfg)
     check_bind(ServerConfig(host="0.0.0.0", admin_tokens=[ADMIN]))  # with tokens: allowed
     check_bind(ServerConfig(host="::1"))
+
+
+def test_non_ascii_digit_lease_ids(server, worker, leased) -> None:
+    """'²' passes str.isdigit but not int(): such lease ids are unknown leases, not INTERNAL."""
+    study_id, trial_id, token = leased.lease.lease_id.split(".")
+    before = snapshot(server)
+    for bad in ("1.²³.x", f"{study_id}.{trial_id}².{token}", f"²{study_id}.{trial_id}.{token}"):
+        for call in (
+            lambda b=bad: worker.heartbeat(b),
+            lambda b=bad: worker.report(b, 1, 0.5),
+            lambda b=bad: worker.complete(b, {"accuracy": 0.5}),
+            lambda b=bad: worker.fail(b, "x", True),
+            lambda b=bad: worker.release(b, "x"),
+        ):
+            expect(grpc.StatusCode.NOT_FOUND, call, contains="unknown lease")
+    assert snapshot(server) == before
+
+
+def _all_methods() -> list[str]:
+    return [
+        f"/{service.full_name}/{m.name}"
+        for service in pb.DESCRIPTOR.services_by_name.values()
+        for m in service.methods
+    ]
+
+
+def test_undecodable_bodies_are_invalid_argument(
+    server, admin, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are no protobuf message: INVALID_ARGUMENT and one short log line per call,
+    not grpc-python's INTERNAL "Exception deserializing request!" with a traceback."""
+    admin.launch(table_spec("g", 2))
+    before = snapshot(server)
+    caplog.set_level(logging.INFO)
+    # invalid for every message type: a truncated tag, a length past the end, a short field
+    garbage = [b"\xff" * 7, b"\x0a\xff\xff\xff\xff\x0f", b"\x12\x05ab"]
+    calls = 0
+    with grpc.insecure_channel(server.address) as ch:
+        not_utf8 = ("/archsearch.v1.SearchService/GetStudy", [b"\x0a\x02\xc3\x28"])  # name
+        for path, bodies in [*((m, garbage) for m in _all_methods()), not_utf8]:
+            method = ch.unary_unary(path, request_serializer=None, response_deserializer=None)
+            for body in bodies:
+                with pytest.raises(grpc.RpcError) as info:
+                    method(body, timeout=10, metadata=(("authorization", f"Bearer {ADMIN}"),))
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, body)
+                assert "not a valid" in info.value.details()
+                calls += 1
+        # the token check still comes first
+        bad = ch.unary_unary(_all_methods()[0], request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as info:
+            bad(garbage[0], timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(records) <= calls
+    for r in records:
+        assert r.exc_info is None and r.name == "archsearch.server", r
+        assert len(r.getMessage()) < 200 and "\n" not in r.getMessage()
+    assert "Exception deserializing" not in caplog.text
+    assert snapshot(server) == before
+    # health and reflection still answer
+    with grpc.insecure_channel(server.address) as ch:
+        r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert r.status == health_pb2.HealthCheckResponse.SERVING
+        from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        answers = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {s.name for a in answers for s in a.list_services_response.service}
+        assert "archsearch.v1.WorkerService" in names
+
+
+def test_reasons_cannot_forge_log_lines(
+    server, admin, worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newline (or NUL) in a fail or release reason is escaped in the log; the stored
+    fail_reason keeps the text as given."""
+    caplog.set_level(logging.INFO, logger="archsearch.server")
+    forged = "2026-12-02 08:00:00,000 INFO archsearch.server: forged"
+    admin.launch(table_spec("f", 3, max_retries=5))
+    worker.register("w1", CAPS)
+    reasons = []
+    for i, call in enumerate(("fail", "release", "fail")):
+        r = worker.acquire("w1", CAPS, 5)
+        assert r.has_trial
+        reason = f"boom {i}\n{forged}\x00\r{forged}"
+        reasons.append(reason)
+        if call == "fail":
+            assert worker.fail(r.lease.lease_id, reason, True).requeued
+        else:
+            assert worker.release(r.lease.lease_id, reason).requeued
+    logged = caplog.text
+    assert "re-queued trial" in logged and "forged" in logged  # the reasons were logged...
+    for line in logged.splitlines():  # ...escaped, inside one line each
+        assert not line.startswith(forged) and "\x00" not in line, line
+    stored = [t.fail_reason for t in admin.list_trials("f") if t.fail_reason]
+    assert set(reasons) <= set(stored)
+
+
+def test_list_trials_pages_cut_by_bytes(server, admin) -> None:
+    """Trials with many metrics: a 1000-trial page would be ~6 MB, over the 4 MB message limit;
+    pages end early with a token, and the client lists every trial once."""
+    import optuna
+
+    admin.launch(table_spec("big", 3))
+    study = optuna.load_study(study_name="big", storage=server.manager.rdb)
+    metrics = {f"task{i:03d}.metric_with_a_long_name": i / 7 for i in range(600)}
+    n = 260
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.COMPLETE,
+                values=[0.5],
+                user_attrs={"metrics": metrics},
+            )
+            for _ in range(n)
+        ]
+    )
+    total = len(admin.list_trials("big", page_size=1))
+    assert total >= n
+    stub = admin._stub
+    first = admin._call(stub.ListTrials, pb.ListTrialsRequest(study_name="big", page_size=1000))
+    assert first.next_page_token and 0 < len(first.trials) < total
+    assert first.ByteSize() <= 4 * 1024 * 1024
+    numbers = [t.number for t in admin.iter_trials("big", page_size=1000)]
+    assert len(numbers) == total == len(set(numbers))
+    assert numbers == sorted(numbers)

@@ -11,7 +11,8 @@ with ``--asynchronous`` the ``--parallel`` candidates stay in flight and the old
 before each new ask, as workers that finish one at a time would):
 
 * ``boshnas``: the BOSHNAS loop (Transformer2vec embeddings, heteroscedastic surrogate, GOBI);
-* ``random``, ``tpe``, ``gp``: Optuna's samplers over the space's readable categorical;
+* ``random``, ``tpe``, ``gp``: Optuna's samplers over the space's per-layer parameters (a
+  suggestion that is no table row is mapped to its nearest row, as in the service);
 * ``embedding-gp``: a BoTorch GP on the same embeddings as BOSHNAS.
 
 An *evaluation* is a distinct architecture scored. Samplers re-propose evaluated

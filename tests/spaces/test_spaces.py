@@ -231,16 +231,16 @@ def test_flexibert_small_table_trials_have_small_distributions() -> None:
         space.suggest(t)
         study.tell(t, random.random())
     data = []
-    for t in study.get_trials():
-        for name, dist in t.distributions.items():
+    for frozen in study.get_trials():
+        for name, dist in frozen.distributions.items():
             if isinstance(dist, optuna.distributions.CategoricalDistribution):
                 assert len(dist.choices) <= 3, name
         data.append(
             {
-                "params": t.params,
+                "params": frozen.params,
                 "distributions": {
                     n: optuna.distributions.distribution_to_json(d)
-                    for n, d in t.distributions.items()
+                    for n, d in frozen.distributions.items()
                 },
             }
         )

@@ -14,10 +14,11 @@ zero-duration "training" (a FlexiBERT-small table lookup) for three systems side
 The space is the whole flexibert-small space by default (``--space full``: 2 or 4 layers, 9 or
 17 categorical parameters per trial), each candidate "trained" by a table lookup (a
 deterministic stand-in score where the table has none). ``--space table`` restricts it to the
-table's 620 SST-2 rows (one categorical parameter): a fast system then exhausts the rows within
-a cell, after which archsearch completes repeated candidates itself with the earlier result
-(no worker lifecycle) while (a) and (b) train them again, so the systems no longer do the same
-work; its numbers are recorded for continuity with earlier runs, not for the goals.
+table's 620 SST-2 rows (per-layer parameters, a suggestion mapped to its nearest row): a fast
+system then exhausts the rows within a cell, after which archsearch completes repeated
+candidates itself with the earlier result (no worker lifecycle) while (a) and (b) train them
+again, so the systems no longer do the same work; its numbers are recorded for continuity
+with earlier runs, not for the goals.
 
 All three use the same SQLite settings (WAL journal, ``synchronous=NORMAL``, 60 s busy
 timeout: what ``archsearch serve`` uses), the random sampler and the same space and table.
@@ -692,10 +693,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="full",
         help="full: the whole flexibert-small space (~330k architectures; 9 or 17 parameters "
         "per trial), scored from the table or a deterministic stand-in; table: only the "
-        "table's 620 SST-2 rows as one categorical parameter. With `table` a fast system "
-        "exhausts the rows within a cell, after which archsearch completes repeated candidates "
-        "itself (no worker lifecycle) and (a)/(b) re-run them, so the systems no longer do "
-        "the same work (default: full)",
+        "table's 620 SST-2 rows (suggestions mapped to the nearest row). With `table` a fast "
+        "system exhausts the rows within a cell, after which archsearch completes repeated "
+        "candidates itself (no worker lifecycle) and (a)/(b) re-run them, so the systems no "
+        "longer do the same work (default: full)",
     )
     p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     p.add_argument(

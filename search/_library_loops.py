@@ -144,7 +144,7 @@ class CandidateLibrary:
                 self._t2v = Transformer2vec.load(path)
                 log.info("library embeddings loaded from %s", path)
             except (OSError, ValueError, KeyError) as e:
-                log.warning("ignoring unreadable embedding cache %s: %s", path, e)
+                log.warning("ignoring embedding cache %s (%s); refitting", path, e)
                 path.unlink(missing_ok=True)
         if not len(self._t2v.keys):
             graphs = {k: graph(a) for k, a in zip(self.keys, self.archs, strict=True)}

@@ -11,7 +11,9 @@ Where things are stored:
       ``set_metric_names`` so optuna-dashboard labels its axes;
     * trial user attributes (visible in the dashboard): ``candidate`` (the full candidate spec),
       ``arch`` (compact description), ``worker``, ``attempt``, ``metrics`` (every raw metric the
-      worker reported), ``info`` (provenance), ``fail_reason``;
+      worker reported), ``info`` (provenance), ``fail_reason``; and readable one-value rows
+      next to the JSON (``metric.<name>``, ``info.<key>``, ``recipe.<key>``, ``data.<key>``:
+      ``_dashboard_attrs``), plus ``mapped_from`` where a table space mapped a suggestion;
     * trial system attributes: ``archsearch:lease`` (the current lease id),
       ``archsearch:failures`` (failures counted against the retry budget), and Optuna's own
       ``failed_trial``/``retry_history`` so ``RetryHeartbeatStaleTrialCallback``'s helpers work;
@@ -63,6 +65,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.search import SearchLoop, ServerStudy, make_loop, make_pruner, should_prune
+from archsearch.server import _dashboard_attrs as dashboard
 from archsearch.server._artifacts import GraphArtifacts
 from archsearch.server._errors import (
     AlreadyExists,
@@ -717,10 +720,12 @@ class StudyManager:
             user: dict[str, Any] = {
                 "candidate": candidate.to_dict(),
                 "arch": h.space.describe(arch),
+                **dashboard.candidate_rows(candidate.to_dict()),
             }
             earlier = idx.done.get(candidate.fingerprint()) if attempt == 0 else None
             if earlier is not None:
                 user["duplicate_of"], _, user["metrics"] = earlier
+                user.update(dashboard.metric_rows(earlier[2]))
             if self.storage.is_provisional(tid):
                 _, frozen = self.storage.take_provisional(tid)
                 frozen.user_attrs.update(user)
@@ -957,9 +962,7 @@ class StudyManager:
                 self._refuse_finished(h, frozen)
                 raise AssertionError("unreachable")
             values = objective_values(h.spec, metrics)
-            user: dict[str, Any] = {"metrics": metrics}
-            if info:
-                user["info"] = dict(info)
+            user = dashboard.completion_attrs(metrics, info)  # JSON, and rows for the dashboard
             self._after_trial_hook(h, tid, TrialState.COMPLETE, values)
             # Metrics, values and state in one queued write; the lock is not held while it
             # commits, and a repeated report meanwhile waits for it (``_settle``).
@@ -1058,7 +1061,11 @@ class StudyManager:
             )
             return False
         history = [*failed.system_attrs.get("retry_history", []), failed.number]
-        user_attrs = {k: v for k, v in failed.user_attrs.items() if k in ("candidate", "arch")}
+        user_attrs = {
+            k: v
+            for k, v in failed.user_attrs.items()
+            if k in ("candidate", "arch") or dashboard.is_candidate_row(k)
+        }
         user_attrs["requeued_because"] = reason or "no reason given"
         tid = self.storage.create_new_trial(
             h.study_id,

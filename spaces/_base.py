@@ -8,7 +8,9 @@ Contract for subclasses:
     * ``suggest(trial)`` uses only ``trial.suggest_*`` (define-by-run) and returns an architecture
       that ``validate`` accepts. Parameter names are stable across trials, and a name's
       distribution never changes (Optuna refuses dynamic value spaces), so conditional choices
-      get their own names.
+      get their own names. A space whose members are not a product set (a table's rows) may
+      map the suggestion to a member, as a pure function of the parameters, and record what
+      it mapped in a trial user attribute (``mapped_from``).
     * ``validate(arch)`` returns the normalised architecture or raises ``SpecError`` naming the
       field.
     * ``to_params(arch)`` returns exactly the parameters ``suggest`` would have set for ``arch``,

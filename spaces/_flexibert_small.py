@@ -4,18 +4,29 @@
 feed-forward size 512|1024|2048. Architectures use the table's own format
 ``{"l": layers, "a": [...], "h": [...], "s": [...], "f": [...]}``.
 
+The Optuna parameters are per layer and conditional on the layer count (``num_layers``,
+``l{i}.heads``, ``l{i}.hidden``, ``l{i}.similarity``, ``l{i}.feed_forward``): at most three
+choices each, so a trial's distributions stay small in the storage and the dashboard, and
+parameter importances mean something.
+
 With the ``table`` option the space keeps only the architectures the table scores on ``task``.
-Their per-layer choices are not a product set, so the Optuna parameter is then one categorical
-``architecture`` over their compact descriptions (readable, e.g.
-``L2[4x256sdp-f1024 4x256sdp-f1024]``: layers, then heads x hidden, similarity and feed-forward
-size per layer); without it the parameters are per layer and conditional on the
-layer count (``l{i}.heads``, ``l{i}.hidden``, ``l{i}.similarity``, ``l{i}.feed_forward``).
+Their per-layer choices are not a product set, so a sampler's per-layer suggestion may be no
+table row: ``suggest`` then maps it to the nearest row (fewest differing per-layer choices,
+same layer count when the table has any; ties broken by a hash of the suggestion, so the
+mapping is a pure function of the parameters and ``suggest(FixedTrial(params))`` rebuilds it)
+and records the suggestion in the trial's user attribute ``mapped_from`` (its compact
+description, e.g. ``L2[4x256sdp-f1024 4x256sdp-f1024]``: layers, then heads x hidden,
+similarity and feed-forward size per layer). ``to_params(row)`` is the row's own per-layer
+choices, so an enqueued row is suggested exactly, without mapping.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from archsearch.spaces._base import DesignSpace
 from archsearch.spaces._errors import SpecError
@@ -35,6 +46,9 @@ HIDDEN = [128, 256]
 SIMILARITY = ["sdp", "wma"]
 FEED_FORWARD = [512, 1024, 2048]
 
+#: Trial user attribute: the suggested architecture a table-restricted space mapped to a row.
+MAPPED_FROM_ATTR = "mapped_from"
+
 
 class FlexiBertSmallSpace(DesignSpace):
     """FlexiBERT's small heterogeneous space (see the module docstring).
@@ -53,6 +67,7 @@ class FlexiBertSmallSpace(DesignSpace):
         self.members: dict[str, dict[str, Any]] | None = None
         if not isinstance(self.task, str):
             raise SpecError("space_options.task", f"must be a task id string, got {self.task!r}")
+        self._codes: dict[int, tuple[list[str], np.ndarray]] = {}
         if self.table_path is not None:
             if not isinstance(self.table_path, str):
                 raise SpecError("space_options.table", "must be a file path string")
@@ -79,6 +94,7 @@ class FlexiBertSmallSpace(DesignSpace):
                     ) from e
                 members[self.describe(arch)] = arch
             self.members = members
+            self._codes = self._member_codes(self.members)
 
     def options(self) -> dict[str, Any]:
         out: dict[str, Any] = {"task": self.task}
@@ -87,9 +103,6 @@ class FlexiBertSmallSpace(DesignSpace):
         return out
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        if self.members is not None:
-            desc = trial.suggest_categorical("architecture", list(self.members))
-            return self.members[str(desc)]
         layers = int(trial.suggest_categorical("num_layers", LAYERS))
         arch: dict[str, Any] = {"l": layers, "a": [], "h": [], "s": [], "f": []}
         for i in range(layers):
@@ -97,7 +110,65 @@ class FlexiBertSmallSpace(DesignSpace):
             arch["h"].append(trial.suggest_categorical(f"l{i}.hidden", HIDDEN))
             arch["s"].append(trial.suggest_categorical(f"l{i}.similarity", SIMILARITY))
             arch["f"].append(trial.suggest_categorical(f"l{i}.feed_forward", FEED_FORWARD))
-        return self.validate(arch)
+        if self.members is None:
+            return self.validate(arch)
+        row = self.nearest_member(arch)
+        if self.describe(row) != self.describe(arch):
+            trial.set_user_attr(MAPPED_FROM_ATTR, self.describe(arch))
+        return dict(row)
+
+    @staticmethod
+    def _code(arch: dict[str, Any]) -> list[int]:
+        """Per-layer choice indices, layer by layer (heads, hidden, similarity, feed-forward)."""
+        code = []
+        for i in range(arch["l"]):
+            code += [
+                HEADS.index(arch["a"][i]),
+                HIDDEN.index(arch["h"][i]),
+                SIMILARITY.index(arch["s"][i]),
+                FEED_FORWARD.index(arch["f"][i]),
+            ]
+        return code
+
+    @classmethod
+    def _member_codes(
+        cls, members: dict[str, dict[str, Any]]
+    ) -> dict[int, tuple[list[str], np.ndarray]]:
+        """Per layer count: the members' descriptions and their choice codes (one row each)."""
+        by_layers: dict[int, tuple[list[str], list[list[int]]]] = {}
+        for desc, arch in members.items():
+            names, codes = by_layers.setdefault(arch["l"], ([], []))
+            names.append(desc)
+            codes.append(cls._code(arch))
+        return {
+            n: (names, np.array(codes, dtype=np.int8)) for n, (names, codes) in by_layers.items()
+        }
+
+    def nearest_member(self, architecture: dict[str, Any]) -> dict[str, Any]:
+        """The table row nearest to ``architecture`` (itself when it is a row): fewest differing
+        per-layer choices among rows with its layer count (the other count's rows when the
+        table has none: the shared layers compared, each missing layer counting four
+        differences); ties broken by a hash of ``architecture``'s description, a pure function
+        that favours no row order."""
+        assert self.members is not None
+        desc = self.describe(architecture)
+        if desc in self.members:
+            return self.members[desc]
+        layers = architecture["l"] if architecture["l"] in self._codes else None
+        code = np.array(self._code(architecture), dtype=np.int8)
+        candidates: list[tuple[int, str]] = []
+        for n, (names, codes) in self._codes.items():
+            if layers is not None and n != layers:
+                continue
+            shared = min(n, architecture["l"]) * 4
+            distance = (codes[:, :shared] != code[:shared]).sum(axis=1) + 4 * abs(
+                n - architecture["l"]
+            )
+            candidates += zip(distance.tolist(), names, strict=True)
+        best = min(d for d, _ in candidates)
+        tied = sorted(name for d, name in candidates if d == best)
+        pick = int.from_bytes(hashlib.sha256(desc.encode()).digest()[:8], "big") % len(tied)
+        return self.members[tied[pick]]
 
     def validate(self, architecture: Any) -> dict[str, Any]:
         if not isinstance(architecture, dict):
@@ -148,16 +219,12 @@ class FlexiBertSmallSpace(DesignSpace):
         return params
 
     def feature_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
-        """Per-layer readable choices (``num_layers``, ``l{i}.heads``, ...) whatever the
-        ``table`` option: what a surrogate's architecture features are built from, where
-        ``to_params`` gives the one categorical of the table mode."""
+        """Per-layer readable choices (``num_layers``, ``l{i}.heads``, ...): what a
+        surrogate's architecture features are built from (the same as ``to_params``)."""
         return self._layer_params(self.validate(architecture))
 
     def to_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
-        arch = self.validate(architecture)
-        if self.members is not None:
-            return {"architecture": self.describe(arch)}
-        return self._layer_params(arch)
+        return self._layer_params(self.validate(architecture))
 
     def describe(self, architecture: dict[str, Any]) -> str:
         a = architecture

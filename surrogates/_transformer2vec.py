@@ -61,7 +61,9 @@ from archsearch.surrogates._ged import (
 )
 
 #: Version of the file written by :meth:`Transformer2vec.save`; ``load`` refuses others.
-FORMAT_VERSION = 1
+#: Version 2 (issue 11): keys stored once, pairs as indices into them, compressed (version 1
+#: stored every pair as two fixed-width strings: 130 MB for a 5,000-row library).
+FORMAT_VERSION = 2
 _FORMAT_NAME = "archsearch.transformer2vec"
 
 PairKey = tuple[str, str]
@@ -479,8 +481,11 @@ class Transformer2vec:
     def save(self, path: str | Path) -> Path:
         """Writes the whole model (vectors, anchors and their graphs, GED cache) to ``path``.
 
-        The file is a NumPy ``.npz`` without pickled objects, written atomically (temporary
-        file, then rename). :meth:`load` restores an equal model, vectors bit for bit.
+        The file is a compressed NumPy ``.npz`` without pickled objects, written atomically
+        (temporary file, then rename). Each key is stored once, in a UTF-8 JSON list (the
+        embedded keys first, in embedding order, then the other keys the GED cache names);
+        anchors and pairs are ``int32`` indices into that list. :meth:`load` restores an equal
+        model: vectors and GEDs bit for bit (both stay ``float64``).
 
         Returns:
             The path written.
@@ -494,25 +499,41 @@ class Transformer2vec:
             "fit_epochs": self.fit_epochs,
             "fit_loss": self.fit_loss if math.isfinite(self.fit_loss) else None,
         }
+        table = list(self._keys)
+        position = dict(self._index)
+
+        def indices(pairs: Iterable[PairKey]) -> np.ndarray:
+            rows = []
+            for pair in pairs:
+                for key in pair:
+                    if key not in position:
+                        position[key] = len(table)
+                        table.append(key)
+                rows.append((position[pair[0]], position[pair[1]]))
+            return np.array(rows, dtype=np.int32).reshape(-1, 2)
+
+        cached = sorted(self._ged_cache.items())
+        ged_pairs = indices(pair for pair, _ in cached)
+        trained_pairs = indices(sorted(self._trained_pairs))
+        anchor_keys = indices((key, key) for key in self._anchor_graphs)[:, 0]
         anchors = [
             nx.node_link_data(graph, edges="edges") for graph in self._anchor_graphs.values()
         ]
-        cached = sorted(self._ged_cache.items())
         arrays: dict[str, np.ndarray] = {
-            "meta": np.array(json.dumps(meta)),
-            "keys": np.array(self._keys, dtype=str),
+            "meta": _utf8(meta),
+            "keys": _utf8(table),
             "vectors": self._vectors,
-            "anchor_keys": np.array(list(self._anchor_graphs), dtype=str),
-            "anchor_graphs": np.array(json.dumps(anchors)),
-            "trained_pairs": np.array(sorted(self._trained_pairs), dtype=str).reshape(-1, 2),
-            "ged_pairs": np.array([pair for pair, _ in cached], dtype=str).reshape(-1, 2),
+            "anchor_keys": anchor_keys,
+            "anchor_graphs": _utf8(anchors),
+            "trained_pairs": trained_pairs,
+            "ged_pairs": ged_pairs,
             "ged_values": np.array([value for _, value in cached], dtype=np.float64),
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, allow_pickle=False, **arrays)
+                np.savez_compressed(stream, allow_pickle=False, **arrays)
             os.replace(temporary, out)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -524,41 +545,63 @@ class Transformer2vec:
         """Reads a model written by :meth:`save`.
 
         Raises:
-            ValueError: when the file is not a Transformer2vec file or has another version.
+            ValueError: when the file is not a Transformer2vec file or has another version
+                (a cache of an older version is refitted by its owner, not read).
         """
         try:
             with np.load(Path(path), allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
-            meta = json.loads(str(arrays["meta"]))
+            meta = _from_utf8(arrays["meta"])
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(
                 f"{path} is not a Transformer2vec file ({e}); write it with Transformer2vec.save"
             ) from e
-        if meta.get("format") != _FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
+        if (
+            not isinstance(meta, dict)
+            or meta.get("format") != _FORMAT_NAME
+            or meta.get("version") != FORMAT_VERSION
+        ):
+            found = meta if isinstance(meta, dict) else {}
             raise ValueError(
-                f"{path} is {meta.get('format')!r} version {meta.get('version')!r}; this code "
+                f"{path} is {found.get('format')!r} version {found.get('version')!r}; this code "
                 f"reads {_FORMAT_NAME} version {FORMAT_VERSION}: refit and save again"
             )
         model = cls(**meta["config"])
         model.scale = float(meta["scale"])
         model.fit_epochs = int(meta["fit_epochs"])
         model.fit_loss = math.nan if meta["fit_loss"] is None else float(meta["fit_loss"])
-        model._keys = [str(key) for key in arrays["keys"].tolist()]
-        model._index = {key: i for i, key in enumerate(model._keys)}
+        table = [str(key) for key in _from_utf8(arrays["keys"])]
         model._vectors = arrays["vectors"].astype(np.float64, copy=False).reshape(-1, model.dim)
-        graphs = json.loads(str(arrays["anchor_graphs"]))
+        model._keys = table[: len(model._vectors)]
+        model._index = {key: i for i, key in enumerate(model._keys)}
+        graphs = _from_utf8(arrays["anchor_graphs"])
         model._anchor_graphs = {
-            str(key): nx.node_link_graph(graph, directed=True, multigraph=False, edges="edges")
-            for key, graph in zip(arrays["anchor_keys"].tolist(), graphs, strict=True)
+            table[i]: nx.node_link_graph(graph, directed=True, multigraph=False, edges="edges")
+            for i, graph in zip(arrays["anchor_keys"].tolist(), graphs, strict=True)
         }
-        model._trained_pairs = {(str(a), str(b)) for a, b in arrays["trained_pairs"].tolist()}
+        model._trained_pairs = {(table[a], table[b]) for a, b in arrays["trained_pairs"].tolist()}
         model._ged_cache = {
-            (str(a), str(b)): float(value)
+            (table[a], table[b]): float(value)
             for (a, b), value in zip(
                 arrays["ged_pairs"].tolist(), arrays["ged_values"].tolist(), strict=True
             )
         }
         return model
+
+
+def _utf8(obj: Any) -> np.ndarray:
+    """``obj`` as compact UTF-8 JSON bytes (``uint8``): one byte per ASCII character, where a
+    NumPy string array takes four per character of its longest entry."""
+    text = json.dumps(obj, separators=(",", ":"))
+    return np.frombuffer(text.encode(), dtype=np.uint8)
+
+
+def _from_utf8(array: np.ndarray) -> Any:
+    """Inverse of :func:`_utf8`; a version-1 file's string ``meta`` reads too (so ``load`` can
+    name its version)."""
+    if array.dtype.kind == "U":
+        return json.loads(str(array))
+    return json.loads(array.tobytes().decode())
 
 
 def rank_fidelity(

@@ -187,8 +187,8 @@ def test_architecture_features_are_one_hot_codes_of_the_layer_parameters(
 def test_the_surrogate_sees_the_chosen_features(
     space: FlexiBertSmallSpace, features: str, table_columns: int
 ) -> None:
-    """The small space's table mode has one categorical parameter; its features are still
-    the per-layer choices (``feature_params``), not 620 one-hot columns."""
+    """The small space's table mode: the features are the per-layer choices
+    (``feature_params``), not 620 one-hot columns (one per row)."""
     loop = BoshnasLoop(seed=0, n_objectives=1, options={**FAST, "features": features})
     study = _study(loop.sampler)
     _run(loop, space, study, 6)

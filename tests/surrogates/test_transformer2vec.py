@@ -295,6 +295,48 @@ def test_load_refuses_other_files_and_versions(fitted: Transformer2vec, tmp_path
         Transformer2vec.load(not_npz)
 
 
+def test_the_saved_file_stores_each_key_once(tmp_path: Path) -> None:
+    """Issue 11: version 1 stored every GED pair as two fixed-width strings (a 5,000-row
+    library: 130 MB, about 44 kB per row with FlexiBERT keys). A library-sized model (5,000
+    rows, 16 partners each, keys as the library loops make them: sorted JSON architectures)
+    round-trips exactly in under 400 bytes per row (about 255)."""
+    from archsearch.search._library_loops import arch_key
+
+    rng, nrng = random.Random(0), np.random.default_rng(0)
+    keys = list(dict.fromkeys(arch_key(SPACE.sample(rng)) for _ in range(5_100)))[:5_000]
+    assert len(keys) == 5_000
+    model = Transformer2vec(LABELS, seed=0)
+    model._keys, model._index = keys, {key: i for i, key in enumerate(keys)}
+    model._vectors = nrng.normal(size=(len(keys), model.dim))
+    pairs = {
+        tuple(sorted((keys[i], keys[int(j)])))
+        for i in range(len(keys))
+        for j in nrng.choice(len(keys), size=16, replace=False)
+        if j != i
+    }
+    model._trained_pairs = set(pairs)  # type: ignore[arg-type]
+    # GEDs of FlexiBERT graphs are multiples of 0.2 below about 60; one pair names a key the
+    # model has not embedded (graph_distances caches any pair it is asked).
+    model._ged_cache = {pair: round(float(nrng.uniform(0, 60)) * 5) / 5 for pair in pairs}  # type: ignore[misc]
+    model._ged_cache[(keys[0], "zz-not-embedded")] = 1.4
+    path = model.save(tmp_path / "t2v.npz")
+    assert path.stat().st_size < 400 * len(keys), path.stat().st_size
+    loaded = Transformer2vec.load(path)
+    assert loaded.keys == keys
+    np.testing.assert_array_equal(loaded.vectors(), model.vectors())  # bit for bit
+    assert loaded.ged_cache == model.ged_cache and loaded.trained_pairs == model.trained_pairs
+
+
+def test_a_version_1_file_is_refused_by_version(fitted: Transformer2vec, tmp_path: Path) -> None:
+    """An old cache names its version; the library loops then refit and overwrite it."""
+    old = tmp_path / "v1.npz"
+    meta = {"format": "archsearch.transformer2vec", "version": 1, "config": {}}
+    keys = np.array(fitted.keys, dtype=str)
+    np.savez(old, meta=np.array(json.dumps(meta)), keys=keys, ged_pairs=np.stack([keys, keys], 1))
+    with pytest.raises(ValueError, match=r"version 1; this code reads .* version 2"):
+        Transformer2vec.load(old)
+
+
 def test_bad_fit_input_names_the_problem(graphs30: dict[str, nx.DiGraph]) -> None:
     model = Transformer2vec(LABELS)
     one = dict(list(graphs30.items())[:1])

@@ -7,7 +7,8 @@ study that serialises the study's state transitions inside this process.
 
 Where things are stored:
     * study user attributes: ``archsearch:spec`` (the validated spec), ``archsearch:state``
-      (running/stopped/completed), ``archsearch:created_at``; metric names via
+      (running/stopped/completed), ``archsearch:created_at``, ``archsearch:completed_reason``
+      (why a completed study completed); metric names via
       ``set_metric_names`` so optuna-dashboard labels its axes;
     * trial user attributes (visible in the dashboard): ``candidate`` (the full candidate spec),
       ``arch`` (compact description), ``worker``, ``attempt``, ``metrics`` (every raw metric the
@@ -23,14 +24,22 @@ id and a random token) and a heartbeat. Heartbeats and intermediate reports exte
 thread runs ``optuna.storages.fail_stale_trials`` on every study; its callback re-queues the
 candidate as a WAITING trial with the same parameters and candidate, up to ``max_retries``
 failures. A report about a lease that is not the trial's current one, or whose trial is no
-longer RUNNING, changes nothing and is refused.
+longer RUNNING, changes nothing and is refused. Every FAIL is stored with its ``fail_reason``
+in the same write as its state. A restarted server expires nothing during its first lease
+duration (a worker that finished while it was down reaches it again), and no lease is granted
+to an AcquireTrial call that can no longer be answered (one that ended meanwhile gives its
+lease back: the trial is prepared again).
 
 Prepared candidates: when a trial finishes, the RPC that finished it asks the loop for up to
 two more candidates while the study's pool of ready candidates is smaller than the number of
 workers active on it, and stores each at once (a RUNNING trial with its ``candidate`` but no
 lease yet), so an acquire is an in-memory pop plus one lease write. A server that stops keeps
-them: at start-up RUNNING trials without a lease return to the pool; stopping a study turns
-them back into WAITING trials.
+them: at start-up RUNNING trials without a lease return to the pool; stopping a study fails
+them and its queued retries ("study stopped before this candidate ran"). A candidate identical
+to one in flight is never prepared twice; repeats of completed ones are recorded but do not
+count against ``n_trials`` (see ``_prepare``). A loop that needs a long build (a library's
+embeddings) builds it in the background from launch or start-up (``SearchLoop.warm_up``);
+acquires answer "no work yet" meanwhile.
 
 Per-trial cost (issue 2's service_overhead benchmark): every hot-path write is a group-commit
 operation of ``_writer.StorageWriter`` (one writer thread, one transaction per batch, leases

@@ -36,8 +36,9 @@ TRAINERS = ("table",)
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 's.db'}"
+def url(storage_url: str) -> str:
+    """Every backend (SQLite; PostgreSQL unless ARCHSEARCH_SKIP_POSTGRES is set)."""
+    return storage_url
 
 
 @pytest.fixture

@@ -17,14 +17,15 @@ Where things are stored:
       ``archsearch:failures`` (failures counted against the retry budget), and Optuna's own
       ``failed_trial``/``retry_history`` so ``RetryHeartbeatStaleTrialCallback``'s helpers work;
     * lease liveness: Optuna's heartbeat table (``record_heartbeat``); a lease expires when its
-      trial's heartbeat is older than the lease duration, and ``fail_stale_trials`` fails it.
+      trial's heartbeat is older than the lease duration, and the reaper fails it.
 
 Leases (DESIGN.md principle 3): acquiring a trial gives it a fresh lease id (study id, trial
 id and a random token) and a heartbeat. Heartbeats and intermediate reports extend it. A reaper
-thread runs ``optuna.storages.fail_stale_trials`` on every study; its callback re-queues the
-candidate as a WAITING trial with the same parameters and candidate, up to ``max_retries``
-failures. A report about a lease that is not the trial's current one, or whose trial is no
-longer RUNNING, changes nothing and is refused. Every FAIL is stored with its ``fail_reason``
+thread fails the trials whose heartbeat is older than the lease (Optuna's stale-trial query;
+``optuna.storages.fail_stale_trials`` where that is missing) and re-queues the candidate as a
+WAITING trial with the same parameters and candidate, up to ``max_retries`` failures. A
+report about a lease that is not the trial's current one, or whose trial is no longer RUNNING,
+changes nothing and is refused. Every FAIL is stored with its ``fail_reason``
 in the same write as its state. A restarted server expires nothing during its first lease
 duration (a worker that finished while it was down reaches it again), and no lease is granted
 to an AcquireTrial call that can no longer be answered (one that ended meanwhile gives its
@@ -581,7 +582,7 @@ class StudyManager:
         worker_id: str,
         trainers: tuple[str, ...],
         study_name: str,
-        alive: Callable[[], bool] = lambda: True,
+        alive: Callable[[], bool] = _always,
     ) -> Grant | None:
         for h in self.handles():
             if study_name and h.spec.name != study_name:
@@ -594,7 +595,7 @@ class StudyManager:
         return None
 
     def _acquire_from(
-        self, h: StudyHandle, worker_id: str, alive: Callable[[], bool] = lambda: True
+        self, h: StudyHandle, worker_id: str, alive: Callable[[], bool] = _always
     ) -> Grant | None:
         """Leases a prepared candidate of ``h`` (preparing one first when none is ready).
 
@@ -636,6 +637,7 @@ class StudyManager:
                     return None
                 if not alive():  # keep it for the next worker
                     idx.pool.appendleft(tid)
+                    self._notify()
                     return None
                 live, written = self._lease(h, tid, worker_id)
             break

@@ -848,6 +848,7 @@ class StudyManager:
             # else: a retry of a trial that died before its candidate was stored: rebuild it
             # from the parameters, which the retry carries.
         earlier = None
+        fp = ""
         written: Future[Any] | None = None
         if candidate is None:
             candidate = Candidate(
@@ -884,7 +885,7 @@ class StudyManager:
                 written = self.writer.submit(attrs_op(tid, user=user))
         if self.artifacts is not None and earlier is None and written is not None:
             written.add_done_callback(self._draw_when_stored(h, tid, trial.number, arch))
-        live = LiveTrial(tid, trial.number, candidate, attempt)
+        live = LiveTrial(tid, trial.number, candidate, attempt, fp=fp)
         with h.lock:
             if retry:
                 idx.waiting.discard(tid)

@@ -1332,7 +1332,6 @@ class StudyManager:
             except TrialNotRunning:
                 continue
             h.index.live.pop(tid, None)
-            log.info("trial %d of %s: %s", live.number, h.spec.name, reason)
             self._requeue(h, self.storage.get_trial(tid), reason, count=True)
             self._notify()
 

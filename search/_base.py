@@ -17,6 +17,7 @@ Contract for subclasses:
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -51,6 +52,18 @@ class SearchLoop(abc.ABC):
             study._thread_local.cached_all_trials = None  # as Study.ask does
             trial = optuna.Trial(study, study._storage.create_new_trial(study._study_id))
         return trial, space.suggest(trial)
+
+    def warm_up(self, space: DesignSpace, on_ready: Callable[[], None] | None = None) -> None:
+        """Starts building, in the background, what ``ask`` needs (a library's embeddings);
+        ``on_ready`` is called once it is built. The server calls it at launch and at
+        start-up, and answers "no work yet" while :meth:`ready` is False instead of blocking
+        a worker's call. Default: nothing to build."""
+        if on_ready is not None:
+            on_ready()
+
+    def ready(self, space: DesignSpace) -> bool:
+        """Whether ``ask`` can propose a new candidate without building first."""
+        return True
 
     def recipe_overrides(self, trial_id: int) -> dict[str, Any]:
         """Recipe keys this loop sets for the candidate of a trial it just asked (for example

@@ -333,6 +333,9 @@ class LibraryLoop(SearchLoop):
         self._sampler = optuna.samplers.RandomSampler(seed=self.seed)
         self._rng = np.random.default_rng(self.seed)
         self._library: CandidateLibrary | None = None
+        #: guards ``_library`` (built by ``warm_up``'s thread or by the first ask)
+        self._library_lock = threading.Lock()
+        self._builder: threading.Thread | None = None
         self._proposer: LibraryProposer | None = None
         self._pending: list[Any] = []  # Proposals of the current batch, best first
         self._pending_for: int = -1
@@ -348,16 +351,43 @@ class LibraryLoop(SearchLoop):
 
     def library(self, space: DesignSpace) -> CandidateLibrary:
         """The library of ``space``, built (or loaded from the cache) on first use."""
-        if self._library is None or self._library.space is not space:
-            self._library = CandidateLibrary(
-                space,
-                self.library_size,
-                self.library_seed,
-                self.embedding_dim,
-                self.cache_root,
-                self.embedding_options,
-            )
-        return self._library
+        with self._library_lock:
+            if self._library is None or self._library.space is not space:
+                self._library = CandidateLibrary(
+                    space,
+                    self.library_size,
+                    self.library_seed,
+                    self.embedding_dim,
+                    self.cache_root,
+                    self.embedding_options,
+                )
+            return self._library
+
+    def warm_up(self, space: DesignSpace, on_ready: Callable[[], None] | None = None) -> None:
+        """Builds the library (embedding thousands of graphs can take half a minute) on a
+        background thread; a failure is logged and left to the first ask, which builds again
+        and reports it."""
+        if self._builder is not None or self._library is not None:
+            return
+
+        def build() -> None:
+            started = datetime.datetime.now()
+            try:
+                lib = self.library(space)
+                took = (datetime.datetime.now() - started).total_seconds()
+                log.info("%s library ready: %d rows in %.1fs", self.name, len(lib), took)
+            except Exception as e:  # the first ask builds again and raises it
+                log.warning("building the %s library failed: %s", self.name, e)
+            finally:
+                if on_ready is not None:
+                    on_ready()
+
+        self._builder = threading.Thread(target=build, name=f"{self.name}-library", daemon=True)
+        self._builder.start()
+
+    def ready(self, space: DesignSpace) -> bool:
+        builder = self._builder
+        return builder is None or not builder.is_alive()
 
     def ask(
         self, study: optuna.Study, space: DesignSpace, waiting: bool = True

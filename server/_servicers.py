@@ -303,8 +303,19 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 f"more than {self.max_long_polls} workers are waiting for trials; retry later "
                 "or start the server with a larger --max-long-polls"
             )
+
+        def alive() -> bool:
+            """Whether an answer can still reach the caller: no lease for a call that gave
+            up or whose deadline passed (it would sit RUNNING until its lease expired)."""
+            if not context.is_active():
+                return False
+            left = context.time_remaining()
+            return left is None or left > 0.05
+
         try:
-            grant = self.m.acquire(request.worker_id, trainers, request.study_name, timeout)
+            grant = self.m.acquire(
+                request.worker_id, trainers, request.study_name, timeout, alive=alive
+            )
         finally:
             self._polls.release()
         return grant_to_pb(grant)

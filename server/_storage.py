@@ -301,11 +301,20 @@ def finish_op(
     state: TrialState,
     values: Sequence[float] | None,
     user: dict[str, Any] | None = None,
+    expected: TrialState = TrialState.RUNNING,
 ) -> Callable[[sqlalchemy.Connection], None]:
     """Operation: ``set_trial_state_values`` for a RUNNING trial, plus user attributes.
 
-    Raises (inside the operation) :class:`TrialNotRunning` when the trial is not RUNNING any
-    more, changing nothing: the state check and the update are one statement.
+    The attributes are written in the same transaction as the state, so a reader never sees
+    the finished trial without them (a FAIL always with its ``fail_reason``; Optuna refuses
+    attributes on finished trials, and its cache would keep the trial as first read).
+
+    Args:
+        expected: the state the trial must be in (WAITING to end a queued retry unrun).
+
+    Raises (inside the operation) :class:`TrialNotRunning` when the trial is not in the
+    expected state any more, changing nothing: the state check and the update are one
+    statement.
     """
     if not state.is_finished():
         raise ValueError(f"finish_op finishes trials; {state.name} is not a finished state")
@@ -315,7 +324,7 @@ def finish_op(
         trials = models.TrialModel.__table__
         changed = conn.execute(
             trials.update()
-            .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.RUNNING)
+            .where(trials.c.trial_id == trial_id, trials.c.state == expected)
             .values(state=state, datetime_complete=_utcnow())
         ).rowcount
         if changed != 1:
@@ -326,6 +335,19 @@ def finish_op(
         if values is not None:
             _insert_values(conn, trial_id, values)
         upsert_attrs(conn, models.TrialUserAttributeModel, trial_id, user or {})
+
+    return op
+
+
+def unlease_op(trial_id: int, system: dict[str, Any]) -> Callable[[sqlalchemy.Connection], None]:
+    """Operation: takes a RUNNING trial's lease back (``system`` clears the lease attribute)
+    and drops its heartbeat row, so the trial is a prepared one again: the lease reaper only
+    sees trials with a heartbeat, and a restarted server puts it back into the pool."""
+
+    def op(conn: sqlalchemy.Connection) -> None:
+        upsert_attrs(conn, models.TrialSystemAttributeModel, trial_id, system)
+        beats = models.TrialHeartbeatModel.__table__
+        conn.execute(beats.delete().where(beats.c.trial_id == trial_id))
 
     return op
 
@@ -489,6 +511,12 @@ class DeferredTrialStorage(_CachedStorage):
             self._in_flight[trial_id] = (study_id, trial)
             self._next_number[study_id] = max(self._next_number.get(study_id, 0), trial.number + 1)
             return study_id, trial
+
+    def discard_provisional(self, trial_id: int) -> None:
+        """Drops a provisional trial that will never be stored (its number is not reserved:
+        the next trial asked takes it)."""
+        with self._plock:
+            self._provisional.pop(trial_id, None)
 
     def forget(self, trial_id: int) -> None:
         """Drops a handed-over provisional trial (stored now, or given up)."""

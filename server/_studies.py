@@ -7,7 +7,8 @@ study that serialises the study's state transitions inside this process.
 
 Where things are stored:
     * study user attributes: ``archsearch:spec`` (the validated spec), ``archsearch:state``
-      (running/stopped/completed), ``archsearch:created_at``; metric names via
+      (running/stopped/completed), ``archsearch:created_at``, ``archsearch:completed_reason``
+      (why a completed study completed); metric names via
       ``set_metric_names`` so optuna-dashboard labels its axes;
     * trial user attributes (visible in the dashboard): ``candidate`` (the full candidate spec),
       ``arch`` (compact description), ``worker``, ``attempt``, ``metrics`` (every raw metric the
@@ -18,21 +19,30 @@ Where things are stored:
       ``archsearch:failures`` (failures counted against the retry budget), and Optuna's own
       ``failed_trial``/``retry_history`` so ``RetryHeartbeatStaleTrialCallback``'s helpers work;
     * lease liveness: Optuna's heartbeat table (``record_heartbeat``); a lease expires when its
-      trial's heartbeat is older than the lease duration, and ``fail_stale_trials`` fails it.
+      trial's heartbeat is older than the lease duration, and the reaper fails it.
 
 Leases (DESIGN.md principle 3): acquiring a trial gives it a fresh lease id (study id, trial
 id and a random token) and a heartbeat. Heartbeats and intermediate reports extend it. A reaper
-thread runs ``optuna.storages.fail_stale_trials`` on every study; its callback re-queues the
-candidate as a WAITING trial with the same parameters and candidate, up to ``max_retries``
-failures. A report about a lease that is not the trial's current one, or whose trial is no
-longer RUNNING, changes nothing and is refused.
+thread fails the trials whose heartbeat is older than the lease (Optuna's stale-trial query;
+``optuna.storages.fail_stale_trials`` where that is missing) and re-queues the candidate as a
+WAITING trial with the same parameters and candidate, up to ``max_retries`` failures. A
+report about a lease that is not the trial's current one, or whose trial is no longer RUNNING,
+changes nothing and is refused. Every FAIL is stored with its ``fail_reason``
+in the same write as its state. A restarted server expires nothing during its first lease
+duration (a worker that finished while it was down reaches it again), and no lease is granted
+to an AcquireTrial call that can no longer be answered (one that ended meanwhile gives its
+lease back: the trial is prepared again).
 
 Prepared candidates: when a trial finishes, the RPC that finished it asks the loop for up to
 two more candidates while the study's pool of ready candidates is smaller than the number of
 workers active on it, and stores each at once (a RUNNING trial with its ``candidate`` but no
 lease yet), so an acquire is an in-memory pop plus one lease write. A server that stops keeps
-them: at start-up RUNNING trials without a lease return to the pool; stopping a study turns
-them back into WAITING trials.
+them: at start-up RUNNING trials without a lease return to the pool; stopping a study fails
+them and its queued retries ("study stopped before this candidate ran"). A candidate identical
+to one in flight is never prepared twice; repeats of completed ones are recorded but do not
+count against ``n_trials`` (see ``_prepare``). A loop that needs a long build (a library's
+embeddings) builds it in the background from launch or start-up (``SearchLoop.warm_up``);
+acquires answer "no work yet" meanwhile.
 
 Per-trial cost (issue 2's service_overhead benchmark): every hot-path write is a group-commit
 operation of ``_writer.StorageWriter`` (one writer thread, one transaction per batch, leases
@@ -85,6 +95,7 @@ from archsearch.server._storage import (
     insert_trial_op,
     lease_op,
     open_storage,
+    unlease_op,
     write_trial_attrs,
 )
 from archsearch.server._writer import StorageWriter
@@ -100,12 +111,17 @@ STATE_ATTR = "archsearch:state"
 CREATED_ATTR = "archsearch:created_at"
 LEASE_ATTR = "archsearch:lease"
 FAILURES_ATTR = "archsearch:failures"
+COMPLETED_REASON_ATTR = "archsearch:completed_reason"
+STOPPED_REASON = "study stopped before this candidate ran"
 
 RUNNING, STOPPED, COMPLETED = "running", "stopped", "completed"
 MAX_METRICS = 256
 MAX_INFO = 64
 MAX_TEXT = 2000
 MAX_DUPLICATE_ASKS = 20
+#: A study whose loop proposed this many repeats in a row (at least; ``n_trials`` when larger)
+#: completes: its loop finds nothing new (a small space is exhausted).
+MIN_REPEAT_STREAK = 50
 MAX_PREPARED = 64
 NON_ADAPTIVE_SAMPLERS = (
     optuna.samplers.RandomSampler,
@@ -129,6 +145,12 @@ class LiveTrial:
     candidate: Candidate
     attempt: int
     lease_id: str = ""
+    #: ``candidate.fingerprint()``, kept to find a candidate already in flight
+    fp: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fp:
+            self.fp = self.candidate.fingerprint()
 
 
 @dataclasses.dataclass
@@ -154,14 +176,21 @@ class StudyIndex:
     fingerprint (to reuse results of repeated candidates).
     """
 
+    #: distinct candidates asked (the budget): not retries, not repeats
     originals: int = 0
+    #: repeats proposed in a row since the last new candidate
+    repeat_streak: int = 0
+    #: why the loop has nothing new to propose (the study completes); "" while it has
+    exhausted: str = ""
     waiting: set[int] = dataclasses.field(default_factory=set)
     live: dict[int, LiveTrial] = dataclasses.field(default_factory=dict)
     pool: collections.deque[int] = dataclasses.field(default_factory=collections.deque)
-    #: Trials whose finishing write is queued: lease id and the write's future.
-    finishing: dict[int, tuple[str, Future[None]]] = dataclasses.field(default_factory=dict)
+    #: Trials whose finishing write is queued: lease id, the write's future and fingerprint.
+    finishing: dict[int, tuple[str, Future[None], str]] = dataclasses.field(default_factory=dict)
     #: Candidates being asked and stored right now (the study is not complete meanwhile).
     preparing: int = 0
+    #: Fingerprints of candidates stored but not yet registered as live.
+    storing: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     done: dict[str, tuple[int, list[float], dict[str, Any]]] = dataclasses.field(
         default_factory=dict
     )
@@ -210,6 +239,10 @@ class WorkerInfo:
     memory_bytes: int
     hostname: str
     last_seen: float
+
+
+def _always() -> bool:
+    return True
 
 
 def _check_finite(name: str, value: float) -> None:
@@ -286,6 +319,10 @@ class StudyManager:
         self._workers: dict[str, WorkerInfo] = {}
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
+        #: No lease expires before this (monotonic): a lease whose last heartbeat predates
+        #: this server's start (a worker that finished or heartbeated while the server was
+        #: down) gets one lease duration from the start to reach it again.
+        self._expiry_from = time.monotonic() + lease_duration_s
         self._load_studies()
 
     # ------------------------------------------------------------------ start-up and shutdown
@@ -333,7 +370,7 @@ class StudyManager:
             sampler=loop.sampler,
             pruner=make_pruner(spec.pruner, len(spec.objectives)),
         )
-        return StudyHandle(
+        handle = StudyHandle(
             spec=spec,
             study=study,
             space=spec.build_space(),
@@ -342,6 +379,9 @@ class StudyManager:
             state=state,
             created_at=created_at,
         )
+        if state == RUNNING:  # build what the loop needs now, not in a worker's call
+            loop.warm_up(handle.space, self._notify)
+        return handle
 
     def _rebuild_index(self, h: StudyHandle) -> None:
         """Reads the study once: counts, queued retries, live leases, completed candidates.
@@ -355,7 +395,11 @@ class StudyManager:
         with h.lock:
             for t in self.trials(h):
                 if "failed_trial" not in t.system_attrs:
-                    idx.originals += 1
+                    if "duplicate_of" not in t.user_attrs:
+                        idx.originals += 1
+                        idx.repeat_streak = 0
+                    elif t.state == TrialState.COMPLETE:
+                        idx.repeat_streak += 1
                 if t.state == TrialState.WAITING:
                     idx.waiting.add(t._trial_id)
                 elif t.state == TrialState.COMPLETE and "candidate" in t.user_attrs:
@@ -377,15 +421,15 @@ class StudyManager:
                     idx.live[t._trial_id] = live
                     if not live.lease_id:
                         idx.pool.append(t._trial_id)
+            if idx.repeat_streak >= self._repeat_limit(h):
+                idx.exhausted = self._exhausted_reason(h, idx.repeat_streak, idx.originals)
             h.index = idx
             for t in orphans:
-                self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                self._requeue(
-                    h,
-                    self.storage.get_trial(t._trial_id),
-                    "server stopped while preparing it",
-                    count=False,
-                )
+                why = "server stopped while preparing it"
+                self._fail_unrun(h, t._trial_id, why)
+                self._requeue(h, self.storage.get_trial(t._trial_id), why, count=False)
+            if h.state == STOPPED:  # a stop of an older server version left some waiting
+                self._end_unrun(h)
 
     def start(self) -> None:
         """Starts the reaper thread."""
@@ -450,18 +494,40 @@ class StudyManager:
         return sorted(self._handles.values(), key=lambda h: (h.created_at, h.spec.name))
 
     def stop(self, name: str) -> StudyHandle:
-        """Stops handing out trials; prepared candidates go back to the queue (WAITING)."""
+        """Stops handing out trials. Nothing is left waiting: prepared candidates and queued
+        retries end FAIL (``fail_reason`` says the study was stopped before they ran); leased
+        trials run to their end and are not retried."""
         h = self.get(name)
         with h.lock:
             if h.state == RUNNING:
                 self._set_state(h, STOPPED)
-                idx = h.index
-                while idx.pool:
-                    tid = idx.pool.popleft()
-                    self.storage.set_trial_state_values(tid, TrialState.WAITING)
-                    idx.live.pop(tid, None)
-                    idx.waiting.add(tid)
+                self._end_unrun(h)
         return h
+
+    def _end_unrun(self, h: StudyHandle) -> None:
+        """Fails every candidate of a stopped study that no worker holds: the prepared pool
+        and the queued retries. Caller holds ``h.lock``."""
+        idx = h.index
+        while idx.pool:
+            tid = idx.pool.popleft()
+            idx.live.pop(tid, None)
+            self._fail_unrun(h, tid, STOPPED_REASON)
+        for tid in sorted(idx.waiting):
+            idx.waiting.discard(tid)
+            self._fail_unrun(h, tid, STOPPED_REASON, expected=TrialState.WAITING)
+
+    def _fail_unrun(
+        self,
+        h: StudyHandle,
+        tid: int,
+        reason: str,
+        expected: TrialState = TrialState.RUNNING,
+    ) -> None:
+        """Fails a trial no worker holds, with its reason, in one write (nothing when it is no
+        longer in the ``expected`` state)."""
+        op = finish_op(tid, TrialState.FAIL, None, {"fail_reason": reason}, expected=expected)
+        with contextlib.suppress(TrialNotRunning):
+            self.writer.run(op)
 
     def trials(
         self, h: StudyHandle, states: Iterable[TrialState] | None = None
@@ -496,44 +562,61 @@ class StudyManager:
         trainers: tuple[str, ...],
         study_name: str = "",
         timeout_s: float = 0.0,
+        alive: Callable[[], bool] | None = None,
     ) -> Grant | None:
-        """Hands out a trial, waiting up to ``timeout_s`` for one; None means no work."""
+        """Hands out a trial, waiting up to ``timeout_s`` for one; None means no work.
+
+        Args:
+            alive: whether the caller can still receive the answer (the RPC is active and
+                its deadline not passed). No lease is granted once it says no, and a lease
+                granted meanwhile is taken back at once (the trial stays prepared).
+        """
         if study_name:
             self.get(study_name)  # NotFound for an unknown study, before any waiting
+        alive = alive or _always
         deadline = time.monotonic() + max(0.0, timeout_s)
         self._active[worker_id] = (time.monotonic(), trainers)
         while True:
-            grant = self._try_acquire(worker_id, trainers, study_name)
+            grant = self._try_acquire(worker_id, trainers, study_name, alive)
             if grant is not None:
                 return grant
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stop.is_set():
+            if remaining <= 0 or self._stop.is_set() or not alive():
                 return None
             with self._work:
                 self._work.wait(timeout=min(remaining, 1.0))
 
     def _try_acquire(
-        self, worker_id: str, trainers: tuple[str, ...], study_name: str
+        self,
+        worker_id: str,
+        trainers: tuple[str, ...],
+        study_name: str,
+        alive: Callable[[], bool] = _always,
     ) -> Grant | None:
         for h in self.handles():
             if study_name and h.spec.name != study_name:
                 continue
             if h.state != RUNNING or h.spec.trainer not in trainers:
                 continue
-            grant = self._acquire_from(h, worker_id)
+            grant = self._acquire_from(h, worker_id, alive)
             if grant is not None:
                 return grant
         return None
 
-    def _acquire_from(self, h: StudyHandle, worker_id: str) -> Grant | None:
+    def _acquire_from(
+        self, h: StudyHandle, worker_id: str, alive: Callable[[], bool] = _always
+    ) -> Grant | None:
         """Leases a prepared candidate of ``h`` (preparing one first when none is ready).
 
         The hot path is an in-memory pop and one queued lease write; the study lock is held
         only while the index changes, never while the database works, and the RPC answers
-        once the lease is committed.
+        once the lease is committed. A caller that can no longer take the answer (``alive``)
+        gets no lease; one that gave up while its lease was written gives it back.
         """
         idx = h.index
         while True:
+            if not alive():
+                return None
             with h.lock:
                 if h.state != RUNNING:
                     return None
@@ -557,6 +640,14 @@ class StudyManager:
             if tid is None:
                 continue
             with h.lock:
+                if h.state != RUNNING:  # stopped while it was prepared
+                    idx.live.pop(tid, None)
+                    self._fail_unrun(h, tid, STOPPED_REASON)
+                    return None
+                if not alive():  # keep it for the next worker
+                    idx.pool.appendleft(tid)
+                    self._notify()
+                    return None
                 live, written = self._lease(h, tid, worker_id)
             break
         try:
@@ -567,6 +658,9 @@ class StudyManager:
                     live.lease_id = ""
                     idx.pool.appendleft(tid)
             raise
+        if not alive():
+            self._take_back(h, live)
+            return None
         return Grant(
             lease_id=live.lease_id,
             study_name=h.spec.name,
@@ -577,6 +671,38 @@ class StudyManager:
             objective_metrics=h.spec.raw_objective_metrics,
             intermediate_metric=h.spec.intermediate_metric,
         )
+
+    def _take_back(self, h: StudyHandle, live: LiveTrial) -> None:
+        """Undoes a stored lease whose caller gave up before it got the answer: the trial is
+        prepared again (no lease, no heartbeat), first in the pool, instead of RUNNING under a
+        lease nobody holds until it expires."""
+        idx = h.index
+        with h.lock:
+            if idx.live.get(live.trial_id) is not live or not live.lease_id:
+                return  # already settled otherwise (expired, stopped)
+            log.info(
+                "trial %d of %s: the worker's call ended before it got the lease; kept for "
+                "the next worker",
+                live.number,
+                h.spec.name,
+            )
+            # Queued before the pool sees the trial: a later lease's write comes after it.
+            undone = self.writer.submit(unlease_op(live.trial_id, {LEASE_ATTR: ""}), urgent=True)
+            live.lease_id = ""
+            if h.state == RUNNING:
+                idx.pool.appendleft(live.trial_id)
+        try:
+            undone.result()
+        except Exception:  # the stored lease stays; the reaper expires and retries it
+            log.exception("taking back the lease of trial %d failed", live.number)
+            return
+        if h.state != RUNNING:
+            with h.lock:
+                if idx.live.get(live.trial_id) is live and not live.lease_id:
+                    idx.live.pop(live.trial_id, None)
+                    self._fail_unrun(h, live.trial_id, STOPPED_REASON)
+                    self._after_finish(h)
+        self._notify()
 
     def _lease(self, h: StudyHandle, tid: int, worker_id: str) -> tuple[LiveTrial, Future[None]]:
         """Gives prepared trial ``tid`` a fresh lease and queues its write (caller holds
@@ -594,14 +720,22 @@ class StudyManager:
         return live, written
 
     def _prepare(self, h: StudyHandle) -> Prepared | None:
-        """Asks the loop for the next candidate and queues its storage; None when the budget is
-        spent. The caller finishes with :meth:`_settle_prepared` after releasing
-        ``h.ask_lock``, so the next ask overlaps this one's commit.
+        """Asks the loop for the next candidate and queues its storage; None when there is
+        nothing to prepare now (budget spent, loop exhausted or still building, or only
+        candidates already in flight proposed). The caller finishes with
+        :meth:`_settle_prepared` after releasing ``h.ask_lock``, so the next ask overlaps this
+        one's commit.
 
         Samplers re-propose evaluated points in small discrete spaces (TPE does); training the
         same candidate with the same recipe and seed again would only cost a worker's time, so
         a repeat is stored completed at once with the earlier result (``duplicate_of``), which
-        keeps the budget and the sampler's history honest.
+        keeps the sampler's history honest; it does not count against ``n_trials`` (distinct
+        candidates). A loop that proposes ``max(MIN_REPEAT_STREAK, n_trials)`` repeats in a
+        row has nothing new left: the study completes (``archsearch:completed_reason``). A
+        candidate identical to one in flight (prepared, leased or finishing) is dropped
+        unstored and the loop asked again; after ``MAX_DUPLICATE_ASKS`` proposals without a
+        new candidate the caller gets None ("no work yet"), and once the one in flight has
+        finished, the same proposal is a recorded repeat.
 
         Caller holds ``h.ask_lock`` (loops are asked one at a time) but not ``h.lock``: a slow
         sampler never blocks leases, heartbeats or reports of the study.
@@ -610,14 +744,19 @@ class StudyManager:
         with h.lock:
             idx.preparing += 1  # the study is not complete while a candidate is on its way
         repeats: list[Future[Any] | None] = []
+        in_flight = 0
         try:
-            for _ in range(MAX_DUPLICATE_ASKS):
+            # Bounded: at most MAX_DUPLICATE_ASKS proposals of candidates in flight and
+            # MIN_REPEAT_STREAK repeats per call (enough to end a small study in one call).
+            while in_flight < MAX_DUPLICATE_ASKS and len(repeats) < MIN_REPEAT_STREAK:
                 with h.lock:
                     if h.state != RUNNING:
                         break
-                    if not idx.waiting and idx.originals >= h.spec.n_trials:
+                    if not idx.waiting and (idx.originals >= h.spec.n_trials or idx.exhausted):
                         break
                     waiting = bool(idx.waiting)
+                if not waiting and not h.loop.ready(h.space):
+                    break  # still building (``warm_up``): no work yet
                 with self.storage.deferring():
                     trial, arch = h.loop.ask(h.study, h.space, waiting=waiting)
                 try:
@@ -625,6 +764,9 @@ class StudyManager:
                 except Exception:
                     self._abandon(h, trial._trial_id)
                     raise
+                if prepared is None:  # the same candidate is in flight: ask again
+                    in_flight += 1
+                    continue
                 if prepared.repeat:
                     repeats.append(prepared.stored)  # finished with the earlier result
                     continue
@@ -634,7 +776,8 @@ class StudyManager:
             with h.lock:
                 idx.preparing -= 1
             raise
-        # The budget is spent, or the loop keeps proposing evaluated candidates.
+        # The budget is spent, or the loop keeps proposing evaluated candidates or ones in
+        # flight (no work yet), or it is still being built.
         self._settle_prepared(h, Prepared(None, None, repeats=repeats))
         return None
 
@@ -647,11 +790,11 @@ class StudyManager:
         """
         idx = h.index
         given_back = 0
-        for fut in prepared.repeats:  # repeats are provisional trials: counted, never retries
+        for fut in prepared.repeats:  # repeats are not counted against the budget
             if fut is not None and fut.exception() is not None:
-                given_back += 1
                 log.error("storing a repeat of %s failed: %s", h.spec.name, fut.exception())
         live = prepared.live
+        storing = prepared.live.fp if prepared.live is not None and not prepared.repeat else ""
         error = prepared.stored.exception() if prepared.stored is not None else None
         if error is not None:
             given_back += prepared.counted
@@ -665,6 +808,10 @@ class StudyManager:
         with h.lock:
             idx.preparing -= 1
             idx.originals -= given_back
+            if storing:
+                idx.storing[storing] -= 1
+                if idx.storing[storing] <= 0:
+                    del idx.storing[storing]
             if live is not None:
                 idx.live[live.trial_id] = live
         if error is not None:
@@ -682,18 +829,20 @@ class StudyManager:
         with contextlib.suppress(Exception):
             with h.lock:
                 h.index.waiting.discard(tid)
-            self._finish(h, tid, TrialState.FAIL, None)
+            why = "the server could not store this candidate; it was not run"
+            self._finish(h, tid, TrialState.FAIL, None, {"fail_reason": why})
 
     def _store_candidate(
         self, h: StudyHandle, trial: optuna.Trial, arch: dict[str, Any]
-    ) -> Prepared:
+    ) -> Prepared | None:
         """Queues the storage of a just-asked trial's candidate (one transaction).
 
         A provisional trial (see ``DeferredTrialStorage``) is inserted whole: row, parameters
         and attributes; when it repeats a completed candidate it is inserted completed, with
         that result (``Prepared.repeat``). A real one (a queued retry) gets its attributes.
         The budget is counted now, so the next ask sees it; ``_settle_prepared`` gives it back
-        if the write fails. Caller holds ``h.ask_lock``."""
+        if the write fails. None when the candidate is in flight already (the provisional
+        trial is dropped). Caller holds ``h.ask_lock``."""
         idx = h.index
         tid = trial._trial_id
         with h.lock:
@@ -708,6 +857,7 @@ class StudyManager:
             # else: a retry of a trial that died before its candidate was stored: rebuild it
             # from the parameters, which the retry carries.
         earlier = None
+        fp = ""
         written: Future[Any] | None = None
         if candidate is None:
             candidate = Candidate(
@@ -722,10 +872,16 @@ class StudyManager:
                 "arch": h.space.describe(arch),
                 **dashboard.candidate_rows(candidate.to_dict()),
             }
-            earlier = idx.done.get(candidate.fingerprint()) if attempt == 0 else None
+            fp = candidate.fingerprint()
+            earlier = idx.done.get(fp) if attempt == 0 else None
             if earlier is not None:
                 user["duplicate_of"], _, user["metrics"] = earlier
                 user.update(dashboard.metric_rows(earlier[2]))
+            elif self.storage.is_provisional(tid) and self._in_flight(h, fp):
+                # Never stored: the loop is asked again. (Library loops create stored trials,
+                # but never propose a row that is in flight.)
+                self.storage.discard_provisional(tid)
+                return None
             if self.storage.is_provisional(tid):
                 _, frozen = self.storage.take_provisional(tid)
                 frozen.user_attrs.update(user)
@@ -740,11 +896,20 @@ class StudyManager:
                 written = self.writer.submit(attrs_op(tid, user=user))
         if self.artifacts is not None and earlier is None and written is not None:
             written.add_done_callback(self._draw_when_stored(h, tid, trial.number, arch))
+        live = LiveTrial(tid, trial.number, candidate, attempt, fp=fp)
         with h.lock:
             if retry:
                 idx.waiting.discard(tid)
-            else:
+            elif earlier is None:
                 idx.originals += 1
+                idx.repeat_streak = 0
+            else:
+                idx.repeat_streak += 1
+                if idx.repeat_streak >= self._repeat_limit(h) and not idx.exhausted:
+                    idx.exhausted = self._exhausted_reason(h, idx.repeat_streak, idx.originals)
+                    log.info("study %s: %s", h.spec.name, idx.exhausted)
+            if earlier is None:
+                idx.storing[live.fp] += 1  # in flight from now on
         if earlier is not None:
             # debug, not info: in small spaces repeats come by the hundred per second, and the
             # trial's ``duplicate_of`` attribute already records each one
@@ -755,10 +920,28 @@ class StudyManager:
                 earlier[0],
             )
         return Prepared(
-            written,
-            LiveTrial(tid, trial.number, candidate, attempt),
-            repeat=earlier is not None,
-            counted=not retry,
+            written, live, repeat=earlier is not None, counted=not retry and earlier is None
+        )
+
+    def _in_flight(self, h: StudyHandle, fp: str) -> bool:
+        """Whether a candidate with fingerprint ``fp`` is prepared, leased, being stored or
+        finishing in ``h``."""
+        idx = h.index
+        with h.lock:
+            return (
+                fp in idx.storing
+                or any(live.fp == fp for live in idx.live.values())
+                or any(entry[2] == fp for entry in idx.finishing.values())
+            )
+
+    def _repeat_limit(self, h: StudyHandle) -> int:
+        return max(MIN_REPEAT_STREAK, h.spec.n_trials)
+
+    @staticmethod
+    def _exhausted_reason(h: StudyHandle, streak: int, originals: int) -> str:
+        return (
+            f"the {h.spec.loop} loop proposed {streak} repeated candidates in a row after "
+            f"{originals} distinct ones: nothing new left to try (the space may be exhausted)"
         )
 
     def _draw_when_stored(
@@ -838,10 +1021,9 @@ class StudyManager:
                 with h.lock:
                     if h.state == RUNNING:
                         idx.pool.append(tid)
-                    else:  # stopped while it was prepared: queue it, as stop() does
-                        self.storage.set_trial_state_values(tid, TrialState.WAITING)
+                    else:  # stopped while it was prepared: end it, as stop() does
                         idx.live.pop(tid, None)
-                        idx.waiting.add(tid)
+                        self._fail_unrun(h, tid, STOPPED_REASON)
                 self._notify()
         except Exception:
             log.exception("preparing the next candidate of %s failed", h.spec.name)
@@ -968,7 +1150,7 @@ class StudyManager:
             # commits, and a repeated report meanwhile waits for it (``_settle``).
             written = self.writer.submit(finish_op(tid, TrialState.COMPLETE, values, user))
             idx.live.pop(tid, None)
-            idx.finishing[tid] = (lease_id, written)
+            idx.finishing[tid] = (lease_id, written, live.fp)
         try:
             written.result()
         except TrialNotRunning as e:
@@ -1025,11 +1207,24 @@ class StudyManager:
         return requeued
 
     def _finish(
-        self, h: StudyHandle, tid: int, state: TrialState, values: list[float] | None
+        self,
+        h: StudyHandle,
+        tid: int,
+        state: TrialState,
+        values: list[float] | None,
+        user: dict[str, Any] | None = None,
     ) -> None:
-        """``Study.tell`` for a trial this server knows is RUNNING, with validated values."""
+        """``Study.tell`` for a trial this server knows is RUNNING, with validated values;
+        ``user`` attributes are stored with the state, in one write.
+
+        Raises:
+            TrialNotRunning: the trial is finished already; nothing changed.
+        """
         self._after_trial_hook(h, tid, state, values)
-        self.storage.set_trial_state_values(tid, state, values)
+        if user:
+            self.writer.run(finish_op(tid, state, values, user))
+        else:
+            self.storage.set_trial_state_values(tid, state, values)
 
     def _after_trial_hook(
         self, h: StudyHandle, tid: int, state: TrialState, values: list[float] | None
@@ -1051,6 +1246,14 @@ class StudyManager:
     def _requeue(self, h: StudyHandle, failed: FrozenTrial, reason: str, count: bool) -> bool:
         """Adds a WAITING copy of ``failed``; False when its retry budget is spent."""
         failures = int(failed.system_attrs.get(FAILURES_ATTR, 0)) + (1 if count else 0)
+        if h.state != RUNNING:  # a stopped study leaves nothing waiting
+            log.info(
+                "trial %d of %s failed after its study stopped; not retried (%s)",
+                failed.number,
+                h.spec.name,
+                reason,
+            )
+            return False
         if failures > h.spec.max_retries:
             log.warning(
                 "trial %d of %s failed %d times; not retried (%s)",
@@ -1086,34 +1289,73 @@ class StudyManager:
         self._notify()
         return True
 
+    def _expiry_reason(self) -> str:
+        return f"lease expired: no heartbeat for {self.lease_duration_s} s"
+
     def _on_stale_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna's heartbeat-stale callback: the lease expired; re-queue the candidate."""
+        """Optuna's heartbeat-stale callback, for ``fail_stale_trials`` when this Optuna lacks
+        the stale-trial query :meth:`reap_once` uses: re-queue the candidate, and record the
+        reason on the failed trial (with SQL: Optuna refuses attributes on finished trials)."""
         h = self._handles.get(study.study_name)
         if h is None:
             return
-        with h.lock:  # a finished trial takes no attributes: the reason goes on the retry
+        reason = self._expiry_reason()
+        self.writer.run(attrs_op(trial._trial_id, user={"fail_reason": reason}))
+        with h.lock:
             h.index.live.pop(trial._trial_id, None)
-            self._requeue(h, trial, "lease expired", count=True)
+            self._requeue(h, trial, reason, count=True)
 
     def reap_once(self) -> None:
-        """Fails expired leases (re-queueing their candidates) and completes finished studies."""
+        """Fails expired leases (re-queueing their candidates) and completes finished studies.
+
+        Nothing expires during the first lease duration after this server started: a lease
+        whose last heartbeat predates the start (its worker finished or heartbeated while no
+        server answered) gets that long to be heartbeated, completed or failed again.
+        """
+        expire = time.monotonic() >= self._expiry_from
         for h in self.handles():
-            if any(live.lease_id for live in list(h.index.live.values())) and self._has_stale(h):
+            if expire and any(live.lease_id for live in list(h.index.live.values())):
+                stale = self._stale_ids(h)
+            else:
+                stale = []
+            if stale is None or stale:
                 with h.lock:
                     # Queued leases, heartbeats and finishes first: the stale check must see
                     # what this server already decided (the writer never takes ``h.lock``).
                     self.writer.barrier()
-                    optuna.storages.fail_stale_trials(h.study)
+                    self._expire(h)
             with h.lock:
                 self._maybe_complete(h)
 
-    def _has_stale(self, h: StudyHandle) -> bool:
-        """Whether any lease of ``h`` looks expired, checked without the study lock: the
-        common answer is no, and then leases and reports are not held up by the check."""
+    def _expire(self, h: StudyHandle) -> None:
+        """Fails ``h``'s expired leases, each with its reason in the same write as its state,
+        and re-queues their candidates (Optuna's ``fail_stale_trials`` where its stale-trial
+        query is missing). Caller holds ``h.lock``."""
+        stale = self._stale_ids(h)
+        if stale is None:  # pragma: no cover - depends on Optuna's internals
+            optuna.storages.fail_stale_trials(h.study)
+            return
+        reason = self._expiry_reason()
+        for tid in stale:
+            live = h.index.live.get(tid)
+            if live is None or not live.lease_id:
+                continue  # not a lease of this server's index (finishing, or unknown)
+            try:
+                self._finish(h, tid, TrialState.FAIL, None, {"fail_reason": reason})
+            except TrialNotRunning:
+                continue
+            h.index.live.pop(tid, None)
+            self._requeue(h, self.storage.get_trial(tid), reason, count=True)
+            self._notify()
+
+    def _stale_ids(self, h: StudyHandle) -> list[int] | None:
+        """Trials of ``h`` whose heartbeat is older than the lease (Optuna's own query; None
+        when this Optuna lacks it). Checked first without the study lock: the common answer
+        is none, and then leases and reports are not held up by the check."""
         stale_ids = getattr(self.rdb, "_get_stale_trial_ids", None)
         if stale_ids is None:  # pragma: no cover - depends on Optuna's internals
-            return True
-        return bool(stale_ids(h.study_id))
+            return None
+        return list(stale_ids(h.study_id))
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(self.reap_interval_s):
@@ -1135,14 +1377,16 @@ class StudyManager:
         if h.state != RUNNING:
             return
         if (
-            idx.originals >= h.spec.n_trials
+            (idx.originals >= h.spec.n_trials or idx.exhausted)
             and not idx.live
             and not idx.waiting
             and not idx.finishing
             and not idx.preparing
         ):
+            reason = idx.exhausted or f"n_trials reached: {idx.originals} distinct candidates"
+            self.storage.set_study_user_attr(h.study_id, COMPLETED_REASON_ATTR, reason)
             self._set_state(h, COMPLETED)
-            log.info("study %s completed", h.spec.name)
+            log.info("study %s completed: %s", h.spec.name, reason)
 
     def _set_state(self, h: StudyHandle, state: str) -> None:
         self.storage.set_study_user_attr(h.study_id, STATE_ATTR, state)

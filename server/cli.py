@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -196,6 +197,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from archsearch.server.client import WorkerClient
     from archsearch.worker._runner import Worker
@@ -236,6 +247,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         poll_s=args.poll_seconds,
         max_trials=args.max_trials,
         idle_exit_s=args.idle_exit,
+        stop_grace_s=args.stop_grace,
     )
     worker.install_signal_handlers()
     worker.run()
@@ -420,6 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--poll-seconds", type=float, default=20.0, help="long-poll timeout")
     w.add_argument("--max-trials", type=int, help="exit after this many trials")
     w.add_argument("--idle-exit", type=float, help="exit after this many seconds without work")
+    w.add_argument(
+        "--stop-grace",
+        type=_non_negative_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="after SIGTERM, keep trying this long to hand back the current trial while the "
+        "server does not answer, then exit (default 10, under Kubernetes' 30 s)",
+    )
     w.set_defaults(func=cmd_worker)
 
     la = sub.add_parser("launch", help="launch a search")

@@ -6,12 +6,17 @@ or when the process receives SIGTERM/SIGINT — in that last case it hands the l
 candidate is re-queued immediately, then exits.
 
 While the server is unreachable the worker retries with exponential backoff (capped), keeping
-its current trial: a server restarted within the lease duration accepts its reports.
+its current trial and heartbeating it until the server acknowledged its result: a restarted
+server gives every lease a grace of one lease duration from its own start, so a result
+finished while it was down is accepted. After SIGTERM the worker still tries to hand back (or
+report) its trial for at most ``stop_grace_s`` seconds (default 10, well under Kubernetes' 30 s
+termination grace), sleeping between attempts, then exits.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
@@ -67,6 +72,8 @@ class Worker:
         poll_s: long-poll timeout per AcquireTrial call.
         max_trials: exit after this many trials (None: run until stopped).
         idle_exit_s: exit after this long without work (None: never).
+        stop_grace_s: after SIGTERM/SIGINT, how long to keep trying to hand back or report
+            the current trial while the server does not answer.
     """
 
     def __init__(
@@ -79,7 +86,10 @@ class Worker:
         poll_s: float = 20.0,
         max_trials: int | None = None,
         idle_exit_s: float | None = None,
+        stop_grace_s: float = 10.0,
     ) -> None:
+        if not stop_grace_s >= 0:
+            raise ValueError(f"stop_grace_s must be >= 0, got {stop_grace_s}")
         self.client = client
         self.trainers = trainers
         self.device = device
@@ -96,42 +106,72 @@ class Worker:
             memory_bytes=_memory_bytes(device),
         )
         self.stopping = threading.Event()
+        self.stop_grace_s = stop_grace_s
+        #: monotonic time after which a stopping worker stops retrying (set by ``stop``)
+        self._stop_deadline = float("inf")
         self.heartbeat_interval_s = 10.0
         self.lease_duration_s = 60.0
         self.trials_done = 0
 
     # -------------------------------------------------------------- signals and retries
 
+    def stop(self) -> None:
+        """Asks the worker to hand back its trial and exit, within ``stop_grace_s``."""
+        if not self.stopping.is_set():
+            self._stop_deadline = time.monotonic() + self.stop_grace_s
+            self.stopping.set()
+
     def install_signal_handlers(self) -> None:
         def _handler(signum: int, _frame: object) -> None:
             log.info("signal %d: handing back the current trial and exiting", signum)
-            self.stopping.set()
+            self.stop()
 
         signal.signal(signal.SIGTERM, _handler)
         signal.signal(signal.SIGINT, _handler)
 
-    def _retry(self, what: str, fn: Callable[[], T], give_up_after_s: float | None = None) -> T:
-        """Calls ``fn`` until it succeeds or fails for good; transient errors back off."""
+    def _retry(
+        self,
+        what: str,
+        fn: Callable[[], T],
+        give_up_after_s: float | None = None,
+        while_stopping: bool = True,
+    ) -> T:
+        """Calls ``fn`` until it succeeds or fails for good; transient errors back off.
+
+        Args:
+            give_up_after_s: re-raise a transient error after this long (None: never).
+            while_stopping: keep trying after a stop request, until the stop grace ends (to
+                hand back or report a trial); False re-raises at once once stopping.
+
+        Every retry sleeps its backoff delay (cut to the time left), stop or no stop: a stop
+        request shortens how long the worker keeps trying, never how long it waits between
+        attempts, so a server that does not answer costs one log line per attempt.
+        """
         backoff = Backoff()
-        start = time.monotonic()
+        give_up = math.inf if give_up_after_s is None else time.monotonic() + give_up_after_s
         while True:
             try:
                 return fn()
             except ClientError as e:
                 if not e.transient:
                     raise
-                if give_up_after_s is not None and time.monotonic() - start > give_up_after_s:
+                limit = give_up
+                if self.stopping.is_set():
+                    limit = min(limit, self._stop_deadline if while_stopping else 0.0)
+                left = limit - time.monotonic()
+                if left <= 0:
                     raise
-                delay = backoff.next()
+                delay = min(backoff.next(), left)
                 log.warning("%s: %s; retrying in %.1fs", what, e.code.name, delay)
-                if self.stopping.wait(delay) and give_up_after_s is None:
-                    raise
+                time.sleep(delay)
 
     # -------------------------------------------------------------- main loop
 
     def register(self) -> None:
         resp = self._retry(
-            "register", lambda: self.client.register(self.worker_id, self.capabilities)
+            "register",
+            lambda: self.client.register(self.worker_id, self.capabilities),
+            while_stopping=False,
         )
         self.worker_id = resp.worker_id
         self.heartbeat_interval_s = resp.heartbeat_interval_s
@@ -286,22 +326,23 @@ class Worker:
             why = f"{type(e).__name__}: {e}"
             self._safe(lambda: self.client.fail(lease.lease_id, why, True))
             return
-        done.set()
         info = {
             "worker_id": self.worker_id,
             "device": self.device,
             **result.info,
             "wall_seconds": f"{time.monotonic() - started:.3f}",
         }
+        # Heartbeats go on until the result is acknowledged: a server that was down while
+        # the training ended keeps the lease alive once it is back, and the result is stored.
         try:
             out = self._retry(
-                "complete",
-                lambda: self.client.complete(lease.lease_id, result.metrics, info),
-                give_up_after_s=self.lease_duration_s * 2,
+                "complete", lambda: self.client.complete(lease.lease_id, result.metrics, info)
             )
             log.info("trial %s complete: %s", tag, list(out.values))
         except ClientError as e:
             log.warning("trial %s: completion refused: %s", tag, e)
+        finally:
+            done.set()
 
     def _heartbeats(self, lease_id: str, state: _TrialState, done: threading.Event) -> None:
         while not done.wait(self.heartbeat_interval_s):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
@@ -11,7 +12,7 @@ from optuna.trial import TrialState
 
 from archsearch.search import LIBRARY_LOOPS, LOOPS
 from archsearch.server._spec import SearchSpec
-from archsearch.server._studies import StudyManager
+from archsearch.server._studies import MIN_REPEAT_STREAK, StudyManager
 from archsearch.spaces import load_table
 
 
@@ -77,23 +78,31 @@ def test_every_loop_runs(manager, loop: str, n_objectives: int) -> None:
             else {},
         }
     )
-    manager.launch(spec)
+    h = manager.launch(spec)
     table = load_table(TABLE)
-    while (g := manager.acquire("w", ("table",))) is not None:
+    deadline = time.monotonic() + 300
+    # A library loop builds its library in the background: "no work yet" until it is built.
+    while h.state == "running" and time.monotonic() < deadline:
+        g = manager.acquire("w", ("table",), timeout_s=1)
+        if g is None:
+            continue
         score = table.score(g.candidate.architecture, "sst2")
         manager.complete(
             g.lease_id, {"accuracy": score, "params": float(g.candidate.architecture["l"])}, {}
         )
-    h = manager.get("l")
     assert h.state == "completed"
     done = [t for t in manager.trials(h) if t.state == TrialState.COMPLETE]
-    assert len(done) == 8
+    # n_trials counts distinct candidates; repeats are recorded on top
+    assert len([t for t in done if "duplicate_of" not in t.user_attrs]) == 8
+    assert len({t.user_attrs["arch"] for t in done}) == 8
     study = optuna.load_study(study_name="l", storage=manager.storage)
     assert study.metric_names == [o.split(":")[0] for o in objectives]  # dashboard axis labels
 
 
 def test_duplicate_candidates_reuse_the_result(manager) -> None:
-    """A tiny space (2 table architectures... via a 1-layer-choice bert space) forces repeats."""
+    """A tiny space (2 candidates: a bert space with one free choice) forces repeats; they
+    reuse the result, do not consume n_trials, and the study ends once the loop proposes
+    nothing new (``MIN_REPEAT_STREAK`` repeats in a row) instead of running forever."""
     spec = SearchSpec.from_dict(
         {
             "name": "d",
@@ -117,8 +126,14 @@ def test_duplicate_candidates_reuse_the_result(manager) -> None:
         )
     h = manager.get("d")
     trials = manager.trials(h)
-    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
-    assert trained <= 2  # only the 2 distinct candidates were trained
+    assert h.state == "completed"
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert trained == 2  # only the 2 distinct candidates were trained
+    repeats = [t for t in trials if "duplicate_of" in t.user_attrs]
+    assert len(trials) - len(repeats) == 2
+    assert len(repeats) >= MIN_REPEAT_STREAK
+    reason = manager.storage.get_study_user_attrs(h.study_id)["archsearch:completed_reason"]
+    assert "repeated candidates in a row" in reason
     for t in trials:
         if "duplicate_of" in t.user_attrs:
             orig = next(o for o in trials if o.number == t.user_attrs["duplicate_of"])

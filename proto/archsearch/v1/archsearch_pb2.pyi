@@ -157,7 +157,12 @@ class Study(_message.Message):
     """The search spec as launched (JSON object, see LaunchSearchRequest.spec_json)."""
     state: Global___StudyState.ValueType
     n_trials: _builtins.int
-    """Trial budget: number of distinct candidates to evaluate (retries do not count)."""
+    """Trial budget: number of distinct candidates to evaluate. Retries and repeated candidates
+    (a trial that reuses an earlier identical candidate's result, user attribute
+    duplicate_of) do not count. A study also completes when its loop proposes
+    max(50, n_trials) repeats in a row (nothing new left; study attribute
+    archsearch:completed_reason says why it completed).
+    """
     n_complete: _builtins.int
     """Trial counts by state, over every trial in the storage (retries included)."""
     n_pruned: _builtins.int

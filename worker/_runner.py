@@ -123,6 +123,8 @@ class Worker:
                 if give_up_after_s is not None and time.monotonic() - start > give_up_after_s:
                     raise
                 delay = backoff.next()
+                if cause := self.client.cause_once(e):  # a TLS mismatch, once: see README
+                    log.error("%s: %s; retrying", what, cause)
                 log.warning("%s: %s; retrying in %.1fs", what, e.code.name, delay)
                 if self.stopping.wait(delay) and give_up_after_s is None:
                     raise
@@ -166,6 +168,8 @@ class Worker:
                 if not e.transient:
                     raise SystemExit(f"worker: {e}") from None
                 delay = backoff.next()
+                if cause := self.client.cause_once(e):
+                    log.error("acquire: %s; retrying", cause)
                 log.warning(
                     "acquire: server unavailable (%s); retrying in %.1fs", e.code.name, delay
                 )

@@ -393,3 +393,81 @@ def test_no_prune_at_the_last_step(manager: StudyManager) -> None:
     early = manager.acquire("w", ("bert",))
     assert early is not None
     assert manager.report(early.lease_id, 2, 0.1)[0] is True  # the pruner does prune before
+
+
+# ------------------------------------------------------------------------------ the demo
+
+
+def test_demo_prints_commands_that_run_as_printed() -> None:
+    """`archsearch` is not on PATH after `make demo`: the printed commands use absolute
+    paths into the virtualenv, and they run."""
+    import shlex
+    import subprocess
+
+    from archsearch.server._demo import next_steps
+
+    lines = [ln.strip() for ln in next_steps("sqlite:////tmp/x.db", "demo-1")]
+    commands = [shlex.split(ln.rstrip("&")) for ln in lines if ln.startswith("/")]
+    assert len(commands) == 3
+    for argv in commands:
+        assert Path(argv[0]).is_absolute()
+        done = subprocess.run([argv[0], "--help"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert [c[1:] for c in commands[1:]] == [
+        ["serve", "--storage", "sqlite:////tmp/x.db"],
+        ["show", "demo-1"],
+    ]
+    assert any("bin/activate" in ln for ln in lines)
+
+
+def test_demo_progress_marks_repeats_and_pruned_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    from archsearch.server._demo import _print_event
+    from archsearch.spaces import bert_parameter_count
+
+    repeat = pb.Trial(
+        number=7,
+        state=pb.COMPLETE,
+        metrics={"accuracy": 0.8, "params": 2e6},
+        candidate_json=_cand(),
+        duplicate_of=2,
+    )
+    pruned = pb.Trial(
+        number=8,
+        state=pb.PRUNED,
+        candidate_json=_cand(),
+        intermediate_values={100: 0.6, 200: 0.65},
+        duplicate_of=-1,
+    )
+    _print_event(time.monotonic(), repeat, 300)
+    _print_event(time.monotonic(), pruned, 300)
+    first, second = capsys.readouterr().out.splitlines()
+    assert "trial  7 complete" in first and "= #2 (repeat" in first
+    assert "trial  8 pruned    at step 200 of 300 (accuracy 0.6500)" in second
+    assert f"params={bert_parameter_count(BERT_ARCH) / 1e6:.2f}M" in second
+
+
+def test_custom_task_metrics() -> None:
+    def spec(objective: str, **task: Any) -> dict[str, Any]:
+        custom = {"name": "reviews", "train": "t.csv", "dev": "d.csv", "text_fields": ["text"]}
+        return {
+            "name": "x",
+            "space": "bert",
+            "n_trials": 3,
+            "objectives": [objective],
+            "data": {"custom_task": {**custom, "label_field": "y", **task}},
+        }
+
+    for objective, task in [
+        ("accuracy:max", {}),
+        ("f1_macro:max", {}),
+        ("spearman:max", {"type": "regression"}),
+        ("mcc:max", {"metrics": ["mcc"]}),
+        ("reviews.accuracy:max", {}),
+    ]:
+        SearchSpec.from_dict(spec(objective, **task))
+    for objective, task in [
+        ("accuracy:max", {"type": "regression"}),
+        ("f1:max", {"metrics": ["mcc"]}),
+    ]:
+        with pytest.raises(SpecError, match="never reports"):
+            SearchSpec.from_dict(spec(objective, **task))

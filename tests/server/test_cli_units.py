@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from archsearch.server import cli
 from archsearch.server._convert import study_to_pb, trial_to_pb
 from archsearch.server._format import format_study
-from archsearch.server._spec import SearchSpec, trainer_metrics
+from archsearch.server._spec import SearchSpec
 from archsearch.server._studies import StudyManager
 from archsearch.spaces import SpecError
 from archsearch.v1 import archsearch_pb2 as pb
@@ -312,6 +312,7 @@ def test_specs_whose_metrics_a_trainer_reports_are_accepted() -> None:
 
 @pytest.mark.parametrize("tasks", [["sst2"], ["mnli"], ["stsb"], ["sst2", "mrpc"]])
 def test_trainer_metrics_match_what_the_bert_trainer_reports(tasks: list[str]) -> None:
+    from archsearch.server._spec import trainer_metrics
     from archsearch.worker._bert_trainer import BertTrainer
 
     data = {"task": tasks[0]} if len(tasks) == 1 else {"tasks": tasks}
@@ -321,6 +322,7 @@ def test_trainer_metrics_match_what_the_bert_trainer_reports(tasks: list[str]) -
 
 
 def test_trainer_metrics_of_the_table_trainer_are_what_it_reports(tmp_path: Path) -> None:
+    from archsearch.server._spec import trainer_metrics
     from archsearch.spaces import Candidate, FlexiBertSmallSpace, load_table
     from archsearch.worker._table_trainer import TableTrainer
     from archsearch.worker._trainer import TrainContext
@@ -457,17 +459,19 @@ def test_custom_task_metrics() -> None:
             "data": {"custom_task": {**custom, "label_field": "y", **task}},
         }
 
-    for objective, task in [
+    accepted: list[tuple[str, dict[str, Any]]] = [
         ("accuracy:max", {}),
         ("f1_macro:max", {}),
         ("spearman:max", {"type": "regression"}),
         ("mcc:max", {"metrics": ["mcc"]}),
         ("reviews.accuracy:max", {}),
-    ]:
+    ]
+    for objective, task in accepted:
         SearchSpec.from_dict(spec(objective, **task))
-    for objective, task in [
+    refused: list[tuple[str, dict[str, Any]]] = [
         ("accuracy:max", {"type": "regression"}),
         ("f1:max", {"metrics": ["mcc"]}),
-    ]:
+    ]
+    for objective, task in refused:
         with pytest.raises(SpecError, match="never reports"):
             SearchSpec.from_dict(spec(objective, **task))

@@ -385,13 +385,14 @@ def test_no_prune_at_the_last_step(manager: StudyManager) -> None:
     manager.launch(spec)
     first = manager.acquire("w", ("bert",))
     assert first is not None
-    for step in (2, 4):
-        assert manager.report(first.lease_id, step, 0.9)[0] is False
+    for step, value in ((2, 0.5), (4, 0.9)):
+        assert manager.report(first.lease_id, step, value)[0] is False
     manager.complete(first.lease_id, {"accuracy": 0.9, "params": 1.0}, {})
+    # Optuna's median pruner compares a trial's best value so far with the others' median
     late = manager.acquire("w", ("bert",))
     assert late is not None
-    assert manager.report(late.lease_id, 2, 0.95)[0] is False
-    assert manager.report(late.lease_id, 4, 0.1)[0] is False  # worse, but at the last step
+    assert manager.report(late.lease_id, 2, 0.6)[0] is False  # above the median at step 2
+    assert manager.report(late.lease_id, 4, 0.6)[0] is False  # below it, but the last step
     early = manager.acquire("w", ("bert",))
     assert early is not None
     assert manager.report(early.lease_id, 2, 0.1)[0] is True  # the pruner does prune before

@@ -907,7 +907,7 @@ class StudyManager:
                 raise AssertionError("unreachable")
             self.storage.set_trial_intermediate_value(tid, step, float(value))
             self.rdb.record_heartbeat(tid)
-            if should_prune(h.study, tid, final_step=h.spec.recipe["max_steps"]):
+            if should_prune(h.study, tid, final_step=live.candidate.recipe.get("max_steps")):
                 h.study.tell(live.number, state=TrialState.PRUNED)
                 h.index.live.pop(tid, None)
                 log.info("pruned trial %d of %s at step %d", live.number, h.spec.name, step)

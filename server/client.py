@@ -122,9 +122,9 @@ def make_channel(
         ("grpc.max_reconnect_backoff_ms", 2000),
     ]
     if tls or tls_ca:
-        root = _read_pem("tls_ca", tls_ca)
-        cert = _read_pem("client_cert", client_cert)
-        key = _read_pem("client_key", client_key)
+        root = _read_pem("CA certificate", tls_ca)
+        cert = _read_pem("client certificate", client_cert)
+        key = _read_pem("client key", client_key)
         creds = grpc.ssl_channel_credentials(root, key, cert)
         return grpc.secure_channel(target, creds, options=options)
     return grpc.insecure_channel(target, options=options)

@@ -106,7 +106,10 @@ def test_missing_tls_ca_file_is_one_line(
     missing = tmp_path / "ca.pem"
     assert cli.main(["studies", "--server", "127.0.0.1:1", "--tls-ca", str(missing)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"archsearch: cannot read tls_ca file {missing}") and "--tls-ca" in err
+    assert (
+        err.startswith(f"archsearch: cannot read CA certificate file {missing}")
+        and "--tls-ca" in err
+    )
     assert len(err.strip().splitlines()) == 1
     not_pem = tmp_path / "ca.txt"
     not_pem.write_text("hello")

@@ -112,10 +112,20 @@ class PrimaryObjectiveView(ServerStudy):
         self._directions = self._directions[:1]
 
 
-def should_prune(study: optuna.Study, trial_id: int) -> bool:
-    """Asks the study's pruner about the trial's latest intermediate value."""
+def should_prune(study: optuna.Study, trial_id: int, final_step: int | None = None) -> bool:
+    """Asks the study's pruner about the trial's latest intermediate value.
+
+    Args:
+        study: the study (multi-objective ones are judged on their first objective).
+        trial_id: the trial's storage id.
+        final_step: the candidate's last training step (``recipe.max_steps``). A value
+            reported at or after it is the final evaluation: training is over, so stopping
+            saves nothing, and the trial completes with its full result instead.
+    """
     if isinstance(study.pruner, optuna.pruners.NopPruner):
         return False
-    view = study if len(study.directions) == 1 else PrimaryObjectiveView(study)
     frozen = study._storage.get_trial(trial_id)
+    if final_step is not None and frozen.last_step is not None and frozen.last_step >= final_step:
+        return False
+    view = study if len(study.directions) == 1 else PrimaryObjectiveView(study)
     return bool(study.pruner.prune(view, frozen))

@@ -58,7 +58,15 @@ def trial_to_pb(t: FrozenTrial) -> pb.Trial:
         attempt=len(t.system_attrs.get("retry_history", [])),
         fail_reason=str(t.user_attrs.get("fail_reason", "")),
         worker_id=str(t.user_attrs.get("worker", "")),
+        duplicate_of=_duplicate_of(t),
     )
+
+
+def _duplicate_of(t: FrozenTrial) -> int:
+    """The earlier trial a repeated candidate copies (the ``duplicate_of`` user attribute), -1
+    when none."""
+    earlier = t.user_attrs.get("duplicate_of")
+    return earlier if isinstance(earlier, int) and not isinstance(earlier, bool) else -1
 
 
 def study_to_pb(manager: StudyManager, h: StudyHandle, with_best: bool = True) -> pb.Study:
@@ -86,6 +94,9 @@ def study_to_pb(manager: StudyManager, h: StudyHandle, with_best: bool = True) -
         n_waiting=counts[TrialState.WAITING],
         created_at=h.created_at,
     )
+    connected = manager.connected_trainers()
+    msg.workers_for_trainer = connected.get(h.spec.trainer, 0)
+    msg.connected_trainers.extend(sorted(connected))
     if with_best:
         msg.best_trials.extend(trial_to_pb(t) for t in manager.best_trials(h))
     return msg

@@ -17,7 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from archsearch.server._format import TRIAL_STATE_NAMES, describe, format_study
+from archsearch.server._format import (
+    TRIAL_STATE_NAMES,
+    architecture_params,
+    describe,
+    format_study,
+)
 from archsearch.server.app import ArchsearchServer, ServerConfig
 from archsearch.server.client import SearchClient
 from archsearch.v1 import archsearch_pb2 as pb
@@ -128,21 +133,22 @@ def run_demo(args: argparse.Namespace) -> int:
                 if seen.get(t.number) == t.state:
                     continue
                 seen[t.number] = t.state
-                _print_event(started, t)
+                _print_event(started, t, args.steps)
             if study.state != pb.STUDY_RUNNING:
                 break
             if all(w.poll() is not None for w in workers):
-                print("every worker exited; see the worker logs", file=sys.stderr)
+                print(
+                    f"archsearch: every worker exited (see the worker-*.log files in {workdir})",
+                    file=sys.stderr,
+                )
                 return 1
             time.sleep(2)
         trials = client.list_trials(name)
         print()
         print(format_study(study, trials))
         print(f"\nfinished in {time.monotonic() - started:.0f}s")
-        print("\nlook at it in optuna-dashboard:")
-        print(f"  {Path(sys.executable).parent / 'optuna-dashboard'} {storage}")
-        print("or serve it again and query it from the command line:")
-        print(f"  archsearch serve --storage {storage} &  archsearch show {name}")
+        for line in next_steps(storage, name):
+            print(line)
         return 0
     finally:
         for w in workers:
@@ -156,7 +162,31 @@ def run_demo(args: argparse.Namespace) -> int:
         server.stop()
 
 
-def _print_event(started: float, t: pb.Trial) -> None:
+def _command(name: str) -> str:
+    """The absolute path of one of this environment's commands (``archsearch`` is on PATH only
+    in an activated virtualenv), or the module form when it is not installed as a script."""
+    script = Path(sys.executable).parent / name
+    if script.exists():
+        return str(script)
+    module = {"archsearch": "archsearch.server.cli", "optuna-dashboard": "optuna_dashboard"}
+    return f"{sys.executable} -m {module[name]}"
+
+
+def next_steps(storage: str, name: str) -> list[str]:
+    """Commands that run as printed, from any folder (absolute paths)."""
+    archsearch = _command("archsearch")
+    return [
+        "",
+        "look at it in optuna-dashboard:",
+        f"  {_command('optuna-dashboard')} {storage}",
+        "or serve it again and query it from the command line:",
+        f"  {archsearch} serve --storage {storage} &",
+        f"  {archsearch} show {name}",
+        f"(`source {Path(sys.executable).parent / 'activate'}` puts `archsearch` on your PATH)",
+    ]
+
+
+def _print_event(started: float, t: pb.Trial, steps: int = 0) -> None:
     clock = time.monotonic() - started
     stamp = f"[{int(clock // 60):02d}:{int(clock % 60):02d}]"
     state = TRIAL_STATE_NAMES[t.state]
@@ -165,16 +195,21 @@ def _print_event(started: float, t: pb.Trial) -> None:
         print(f"{stamp} trial {t.number:2d} started   {arch}  on {t.worker_id}", flush=True)
     elif t.state == pb.COMPLETE:
         extra = f"params={t.metrics.get('params', 0) / 1e6:.2f}M"
+        repeat = f"  = #{t.duplicate_of} (repeat: its result, not trained again)"
         print(
             f"{stamp} trial {t.number:2d} complete  accuracy={t.metrics['accuracy']:.4f}  "
-            f"{extra}  {arch}",
+            f"{extra}  {arch}{repeat if t.duplicate_of >= 0 else ''}",
             flush=True,
         )
     elif t.state == pb.PRUNED:
         last = max(t.intermediate_values) if t.intermediate_values else 0
         val = t.intermediate_values.get(last, float("nan"))
+        params = architecture_params(t.candidate_json)
+        extra = f"  params={params / 1e6:.2f}M" if params is not None else ""
+        of = f" of {steps}" if steps else ""
         print(
-            f"{stamp} trial {t.number:2d} pruned    at step {last} (accuracy {val:.4f})  {arch}",
+            f"{stamp} trial {t.number:2d} pruned    at step {last}{of} (accuracy {val:.4f})"
+            f"{extra}  {arch}",
             flush=True,
         )
     elif t.state in (pb.FAIL, pb.WAITING):

@@ -67,6 +67,59 @@ COST_COLUMNS = {  # raw metric -> (column, scale)
 }
 
 
+def architecture_params(candidate_json: str) -> float | None:
+    """The parameter count of a candidate's classifier, from its architecture: the ``params`` a
+    bert worker measures (the same analytic counts its tests check it against). None when it
+    cannot be known here (a custom task's head, an unknown space, a malformed candidate)."""
+    from archsearch.spaces import (
+        FlexiBertSmallSpace,
+        bert_parameter_count,
+        flexibert_parameter_count,
+    )
+    from archsearch.worker._glue import get_task
+
+    try:
+        cand = json.loads(candidate_json or "{}")
+        data = cand["data"]
+        labels = get_task((data.get("tasks") or [data["task"]])[0]).num_labels
+        arch = cand["architecture"]
+        if cand["space"] == "bert":
+            return float(bert_parameter_count(arch, num_labels=labels))
+        if cand["space"] == "flexibert-small":
+            arch = FlexiBertSmallSpace.to_flexibert(arch)
+        elif cand["space"] != "flexibert":
+            return None
+        return float(flexibert_parameter_count(arch, num_labels=labels))
+    except Exception:
+        return None
+
+
+def pruned_metrics(t: pb.Trial, first_metric: str) -> dict[str, float]:
+    """What a pruned trial has instead of the worker's final metrics (it stopped before
+    measuring them): its last reported value of the first objective, and ``params`` computed
+    from its architecture. Empty for other trials."""
+    if t.state != pb.PRUNED:
+        return {}
+    out: dict[str, float] = {}
+    if t.intermediate_values:
+        out[first_metric] = t.intermediate_values[max(t.intermediate_values)]
+    params = architecture_params(t.candidate_json)
+    if params is not None:
+        out["params"] = params
+    return out
+
+
+def trial_note(t: pb.Trial, max_steps: Any = None) -> str:
+    """The table's note: a repeat's original ("= #2"), where a pruned trial stopped, or why a
+    trial failed."""
+    if t.duplicate_of >= 0:
+        return f"= #{t.duplicate_of} (repeat)"
+    if t.state == pb.PRUNED and t.intermediate_values:
+        of = f" of {max_steps}" if max_steps else ""
+        return f"pruned at step {max(t.intermediate_values)}{of}"
+    return (t.fail_reason or "")[:40]
+
+
 def _read_time_columns(
     trials: Sequence[pb.Trial], tasks: list[str], objectives: list[str]
 ) -> dict[str, dict[int, Any]]:
@@ -95,6 +148,9 @@ def _read_time_columns(
         if metric in objectives:
             continue
         values = {t.number: t.metrics[metric] * scale for t in trials if metric in t.metrics}
+        for t in trials:  # pruned trials: computed from the architecture where possible
+            if t.number not in values and metric in (pm := pruned_metrics(t, "")):
+                values[t.number] = pm[metric] * scale
         if values:
             cols[column] = values
     return cols
@@ -102,6 +158,7 @@ def _read_time_columns(
 
 def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -> str:
     spec = json.loads(study.spec_json)
+    repeats = sum(1 for t in trials if t.duplicate_of >= 0)
     objectives = ", ".join(
         f"{o.metric} ({'max' if o.direction == pb.MAXIMIZE else 'min'})" for o in study.objectives
     )
@@ -111,7 +168,8 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         f"trainer {spec.get('trainer')}  pruner {spec.get('pruner', {}).get('type')}",
         f"  objectives: {objectives}",
         f"  trials: {study.n_complete} complete, {study.n_pruned} pruned, {study.n_fail} failed, "
-        f"{study.n_running} running, {study.n_waiting} waiting (budget {study.n_trials})",
+        f"{study.n_running} running, {study.n_waiting} waiting (budget {study.n_trials})"
+        + (f"; {repeats} repeated candidates (= #N)" if repeats else ""),
         "",
     ]
     metrics = [o.metric for o in study.objectives]
@@ -119,8 +177,10 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
     extra = _read_time_columns(trials, tasks, metrics)
     shown = list(trials)[-limit:]
     rows = []
+    max_steps = spec.get("recipe", {}).get("max_steps")
     for t in shown:
-        vals = [t.metrics.get(m, "") for m in metrics]
+        pruned = pruned_metrics(t, metrics[0])
+        vals = [t.metrics.get(m, pruned.get(m, "")) for m in metrics]
         # objectives that are aggregates are the trial's values, not raw metrics
         vals = [
             t.values[i] if v == "" and t.state == pb.COMPLETE and i < len(t.values) else v
@@ -135,7 +195,7 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
                 describe(t.candidate_json),
                 t.attempt or "",
                 _duration(t),
-                (t.fail_reason or "")[:40],
+                trial_note(t, max_steps),
             ]
         )
     headers = ["#", "state", *metrics, *extra, "architecture", "retry", "time", "note"]
@@ -153,3 +213,58 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
             out.append(f"  #{t.number}  {shown_values}  {describe(t.candidate_json)}")
             out.append(f"      params {t.params_json}")
     return "\n".join(out)
+
+
+def worker_note(study: Any, server: str) -> str:
+    """A note when no connected worker offers a running study's trainer ("" otherwise)."""
+    if study.state != pb.STUDY_RUNNING or study.workers_for_trainer > 0:
+        return ""
+    trainer = json.loads(study.spec_json).get("trainer", "bert")
+    offered = ", ".join(study.connected_trainers)
+    connected = (
+        f"the connected workers offer only {offered}" if offered else "no worker is connected"
+    )
+    table = " --table PATH" if trainer == "table" else ""
+    return (
+        f"note: no connected worker runs the {trainer} trainer ({connected}); {study.name}'s "
+        f"trials wait until one does: `archsearch worker --server {server} --trainer "
+        f"{trainer}{table}`"
+    )
+
+
+def study_dict(s: Any) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "state": STUDY_STATE_NAMES[s.state],
+        "spec": json.loads(s.spec_json),
+        "n_trials": s.n_trials,
+        "counts": {
+            "complete": s.n_complete,
+            "pruned": s.n_pruned,
+            "fail": s.n_fail,
+            "running": s.n_running,
+            "waiting": s.n_waiting,
+        },
+        "best_trials": [trial_dict(t) for t in s.best_trials],
+        "created_at": s.created_at,
+        "workers_for_trainer": s.workers_for_trainer,
+        "connected_trainers": list(s.connected_trainers),
+    }
+
+
+def trial_dict(t: Any) -> dict[str, Any]:
+    return {
+        "number": t.number,
+        "state": TRIAL_STATE_NAMES[t.state],
+        "values": list(t.values),
+        "params": json.loads(t.params_json or "{}"),
+        "metrics": dict(t.metrics),
+        "candidate": json.loads(t.candidate_json or "{}"),
+        "intermediate_values": {int(k): v for k, v in t.intermediate_values.items()},
+        "attempt": t.attempt,
+        "worker_id": t.worker_id,
+        "fail_reason": t.fail_reason,
+        "started_at": t.started_at,
+        "finished_at": t.finished_at,
+        "duplicate_of": t.duplicate_of if t.duplicate_of >= 0 else None,
+    }

@@ -48,6 +48,29 @@ _KNOWN = {
 
 # Aggregates the server computes from a trial's raw per-task metrics (worker/_aggregate.py).
 AGGREGATE_METRICS = ("glue_avg", "glue_avg_flexibert", "glue_avg_autodistil")
+#: Metrics each trainer reports besides the task metrics (see :func:`trainer_metrics`): the
+#: bert trainer's cost and bookkeeping metrics (worker/_cost.py, worker/_bert_trainer.py
+#: COST_METRICS, and the FlexiBERT fidelity hooks'; a test checks they agree with the
+#: trainer's own list), the table trainer's copy of its score.
+TRAINER_METRICS: dict[str, tuple[str, ...]] = {
+    "bert": (
+        "params",
+        "params_no_embeddings",
+        "flops",
+        "latency_ms_b1",
+        "latency_ms_b32",
+        "peak_train_memory_mb",
+        "train_seconds",
+        "eval_samples",
+        "pretrain_steps",
+        "pretrain_loss",
+        "pretrain_seconds",
+        "pretrain_cached",
+        "transfer_overlap",
+        "transferred",
+    ),
+    "table": ("score",),
+}
 # The default teacher, all-MiniLM-L6-v2: students initialised from it must fit inside it.
 TEACHER_SHAPE = {"layers": 6, "hidden": 384, "head_dim": 32, "intermediate": 1536}
 
@@ -239,6 +262,7 @@ class SearchSpec:
             )
         if recipe.get("init") == "teacher" and space_name == "bert" and "teacher" not in recipe:
             _check_fits_teacher(space.options())
+        _check_trainer_can_run(trainer, objectives, data, space_name, space.options())
 
         return cls(
             name=name,
@@ -368,3 +392,81 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
     if len(set(metrics)) != len(metrics):
         raise SpecError("objectives", f"metric listed twice: {metrics}")
     return tuple(out)
+
+
+def trainer_metrics(trainer: str, data: dict[str, Any]) -> tuple[str, ...]:
+    """Every raw metric ``trainer`` reports for a trial on the spec's (validated) ``data``.
+
+    bert: each task's metrics (worker/_glue.py ``result_metric_names``: cola ``mcc``, stsb
+    ``pearson``/``spearman``, mrpc/qqp ``f1``/``accuracy``, mnli ``accuracy`` and
+    ``accuracy_mismatched``, else ``accuracy``; a custom task its declared metrics, else
+    ``accuracy`` with ``f1`` or ``f1_macro``, or ``pearson``/``spearman``), then the cost
+    metrics of :data:`TRAINER_METRICS`; a multi-task trial names each ``<task>.<metric>``.
+    table: the task's column under its metric name (worker/_table_trainer.py
+    ``TABLE_METRIC``) and ``score``; the table has no cost metrics.
+    """
+    from archsearch.worker._glue import result_metric_names, validate_custom_task
+
+    tasks = data_tasks(data)
+    if trainer == "table":
+        from archsearch.worker._table_trainer import TABLE_METRIC
+
+        return (TABLE_METRIC.get(tasks[0], "accuracy"), *TRAINER_METRICS["table"])
+    custom = validate_custom_task(data["custom_task"]) if "custom_task" in data else None
+    per_task: dict[str, tuple[str, ...]] = {}
+    for t in tasks:
+        if custom is not None and t == custom.name:
+            if custom.declared_metrics:
+                per_task[t] = custom.declared_metrics
+            elif custom.is_regression:
+                per_task[t] = ("pearson", "spearman")
+            else:  # f1 with two classes, f1_macro with more: the files decide
+                per_task[t] = ("accuracy", "f1", "f1_macro")
+        else:
+            per_task[t] = result_metric_names(t)
+    costs = TRAINER_METRICS["bert"]
+    prefixed = tuple(f"{t}.{m}" for t, names in per_task.items() for m in (*names, *costs))
+    if len(tasks) == 1:
+        return (*per_task[tasks[0]], *costs, *prefixed)
+    # A multi-task trial also reports the cost metrics and train_seconds unprefixed (the
+    # first seven; worker/_bert_trainer.py AGGREGATED_COST_METRICS).
+    return (*prefixed, *costs[:7])
+
+
+def _check_trainer_can_run(
+    trainer: str,
+    objectives: tuple[Objective, ...],
+    data: dict[str, Any],
+    space_name: str,
+    space_options: dict[str, Any],
+) -> None:
+    """Refuses a spec in which every trial must fail: an objective the trainer never reports,
+    or a table trainer drawing architectures its table may not hold."""
+    produced = trainer_metrics(trainer, data)
+    for i, o in enumerate(objectives):
+        if o.metric in AGGREGATE_METRICS:
+            if trainer == "table":
+                raise SpecError(
+                    f"objectives[{i}].metric",
+                    f"{o.metric} averages several GLUE tasks; the table trainer reports one",
+                    f"use {produced[0]}",
+                )
+            continue
+        if o.metric not in produced:
+            costs = TRAINER_METRICS[trainer]
+            # every name except the per-task copies of the cost metrics
+            shown = ", ".join(
+                m for m in produced if m.rpartition(".")[2] not in costs or "." not in m
+            )
+            raise SpecError(
+                f"objectives[{i}].metric",
+                f"the {trainer} trainer never reports {o.metric!r}, so every trial would fail",
+                f"it reports {shown}",
+            )
+    if trainer == "table" and space_name == "flexibert-small" and not space_options.get("table"):
+        raise SpecError(
+            "space_options.table",
+            "the table trainer scores only the architectures its table holds, and most of "
+            "the flexibert-small space is not in it (those trials fail with 'no score')",
+            "pass --table PATH (the table the workers use) to search only its architectures",
+        )

@@ -1100,7 +1100,7 @@ class StudyManager:
                 raise AssertionError("unreachable")
             self.storage.set_trial_intermediate_value(tid, step, float(value))
             self.rdb.record_heartbeat(tid)
-            if should_prune(h.study, tid):
+            if should_prune(h.study, tid, final_step=live.candidate.recipe.get("max_steps")):
                 h.study.tell(live.number, state=TrialState.PRUNED)
                 h.index.live.pop(tid, None)
                 log.info("pruned trial %d of %s at step %d", live.number, h.spec.name, step)
@@ -1398,6 +1398,36 @@ class StudyManager:
 
     def workers(self) -> list[WorkerInfo]:
         return list(self._workers.values())
+
+    def connected_trainers(self) -> dict[str, int]:
+        """How many connected workers offer each trainer (trainers none offers are absent).
+
+        Connected: seen by RegisterWorker or AcquireTrial within one lease duration, or
+        holding a lease (a worker training a long trial heartbeats but does not acquire; its
+        study's trainer counts once per lease). Read-only and approximate: a lower bound.
+        """
+        now_mono, now = time.monotonic(), time.time()
+        seen = {
+            w.worker_id: w.trainers
+            for w in list(self._workers.values())
+            if now - w.last_seen <= self.lease_duration_s
+        }
+        for worker_id, (at, trainers) in list(self._active.items()):
+            if now_mono - at <= self.lease_duration_s:
+                seen[worker_id] = trainers
+        counts: dict[str, int] = {}
+        for trainers in seen.values():
+            for t in set(trainers):
+                counts[t] = counts.get(t, 0) + 1
+        leased: dict[str, int] = {}
+        for h in self.handles():
+            n = sum(1 for lt in list(h.index.live.values()) if lt.lease_id)
+            leased[h.spec.trainer] = leased.get(h.spec.trainer, 0) + n
+        return {
+            t: n
+            for t in sorted(set(counts) | set(leased))
+            if (n := max(counts.get(t, 0), leased.get(t, 0))) > 0
+        }
 
 
 def objective_values(spec: SearchSpec, metrics: dict[str, float]) -> list[float]:

@@ -1,6 +1,7 @@
 """The ``archsearch`` command line: serve, worker, launch, studies, show, stop, demo.
 
-Every error names the problem and the fix, and exits non-zero (2 for bad input, 1 otherwise).
+Every error is one line, ``archsearch: <problem> (<fix>)``, and exits non-zero (2 for bad
+input, 1 otherwise); never a traceback.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from archsearch.server.client import ClientError, SearchClient, resolve_token
+from archsearch.server.client import ClientError, SearchClient, connection_cause, resolve_token
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+DESCRIPTION = (
+    "archsearch: neural-architecture search as a service. A server runs the search loops "
+    "against an Optuna storage; workers train the candidates it hands out."
+)
 log = logging.getLogger("archsearch")
 
 
@@ -52,27 +58,35 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def _search_client(args: argparse.Namespace) -> SearchClient:
-    return SearchClient(args.server, token=_token(args), tls_ca=args.tls_ca, tls=args.tls)
+    try:
+        return SearchClient(args.server, token=_token(args), tls_ca=args.tls_ca, tls=args.tls)
+    except ValueError as e:  # an unreadable --tls-ca file
+        raise CliError(f"{e} (pass --tls-ca FILE, the PEM certificate of the server's CA)") from e
 
 
 def _add_conn(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server",
         default=os.environ.get("ARCHSEARCH_SERVER", DEFAULT_SERVER),
-        help=f"HOST:PORT of the server (default $ARCHSEARCH_SERVER or {DEFAULT_SERVER})",
+        help=f"HOST:PORT of the server (default: $ARCHSEARCH_SERVER, else {DEFAULT_SERVER})",
     )
     p.add_argument(
-        "--token-file", help="file whose first line is the token (default $ARCHSEARCH_TOKEN)"
+        "--token-file", help="file whose first line is the token (default: $ARCHSEARCH_TOKEN)"
     )
     p.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
     p.add_argument(
-        "--tls-ca", help="CA certificate file that signed the server's certificate (implies --tls)"
+        "--tls-ca",
+        help="CA certificate (PEM) that signed the server's certificate; for a self-signed "
+        "one, the certificate itself (implies --tls)",
     )
 
 
 def _explain(e: ClientError, args: argparse.Namespace) -> CliError:
     import grpc
 
+    cause = connection_cause(e, args.server, bool(args.tls or args.tls_ca))
+    if cause is not None:
+        return CliError(cause, 1)
     if e.code == grpc.StatusCode.UNAVAILABLE:
         return CliError(
             f"no archsearch server answers at {args.server} ({e.details}); start one with "
@@ -237,7 +251,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise CliError(f"--device {args.device}: no CUDA device here; use --device cpu")
-    client = WorkerClient(args.server, token=_token(args), tls_ca=args.tls_ca, tls=args.tls)
+    try:
+        client = WorkerClient(args.server, token=_token(args), tls_ca=args.tls_ca, tls=args.tls)
+    except ValueError as e:  # an unreadable --tls-ca file
+        raise CliError(f"{e} (pass --tls-ca FILE, the PEM certificate of the server's CA)") from e
     worker = Worker(
         client,
         trainers,
@@ -250,16 +267,32 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stop_grace_s=args.stop_grace,
     )
     worker.install_signal_handlers()
-    worker.run()
-    client.close()
+    try:
+        worker.run()
+    except SystemExit as e:  # the worker's fatal errors, said with the CLI's one prefix
+        if isinstance(e.code, str):
+            raise CliError(e.code.removeprefix("worker: "), 1) from None
+        raise
+    finally:
+        client.close()
     return 0
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    from archsearch.server._format import study_dict, worker_note
     from archsearch.server._spec import SearchSpec
     from archsearch.spaces import SpecError
 
     spec = build_spec(args)
+    for key, flag, example in (
+        ("name", "--name NAME", "--name sst2-tpe"),
+        ("n_trials", "--trials N", "--trials 20"),
+        ("space", "--space SPACE", "--space bert"),
+    ):
+        if key not in spec:
+            raise CliError(
+                f"launch needs {flag} (or {key!r} in --spec FILE), for example {example}"
+            )
     try:
         SearchSpec.from_dict(spec)  # the same validation the server runs, before any RPC
     except SpecError as e:
@@ -273,11 +306,15 @@ def cmd_launch(args: argparse.Namespace) -> int:
             f"launched {study.name}: {study.n_trials} trials; watch it with "
             f"`archsearch show {study.name} --server {args.server}`"
         )
+        note = worker_note(study, args.server)
+        if note:
+            print(note)
     return 0
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from archsearch.server._format import STUDY_STATE_NAMES, table
+    from archsearch.server._format import STUDY_STATE_NAMES, study_dict, table, worker_note
+    from archsearch.v1 import archsearch_pb2 as pb
 
     with _search_client(args) as client:
         studies = client.list_studies()
@@ -293,19 +330,27 @@ def cmd_studies(args: argparse.Namespace) -> int:
             STUDY_STATE_NAMES[s.state],
             json.loads(s.spec_json).get("space", ""),
             json.loads(s.spec_json).get("loop", ""),
-            f"{s.n_complete}/{s.n_trials}",
+            json.loads(s.spec_json).get("trainer", ""),
+            # done: every finished trial (complete, pruned or failed), of the budget
+            f"{s.n_complete + s.n_pruned + s.n_fail}/{s.n_trials}",
             s.n_running,
             s.n_pruned,
             s.n_fail,
+            s.workers_for_trainer if s.state == pb.STUDY_RUNNING else "",
         ]
         for s in studies
     ]
-    print(table(["study", "state", "space", "loop", "done", "running", "pruned", "failed"], rows))
+    headers = ["study", "state", "space", "loop", "trainer", "done", "running", "pruned"]
+    print(table([*headers, "failed", "workers"], rows))
+    notes = [n for s in studies if (n := worker_note(s, args.server))]
+    if notes:
+        print()
+        print("\n".join(notes))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from archsearch.server._format import format_study
+    from archsearch.server._format import format_study, study_dict, trial_dict, worker_note
 
     with _search_client(args) as client:
         study = client.get_study(args.name)
@@ -316,6 +361,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(format_study(study, trials, limit=args.limit))
+        note = worker_note(study, args.server)
+        if note:
+            print(f"\n{note}")
     return 0
 
 
@@ -332,71 +380,71 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def study_dict(s: Any) -> dict[str, Any]:
-    from archsearch.server._format import STUDY_STATE_NAMES
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to an option's help unless it has none to show (no default, a
+    flag) or already says it."""
 
-    return {
-        "name": s.name,
-        "state": STUDY_STATE_NAMES[s.state],
-        "spec": json.loads(s.spec_json),
-        "n_trials": s.n_trials,
-        "counts": {
-            "complete": s.n_complete,
-            "pruned": s.n_pruned,
-            "fail": s.n_fail,
-            "running": s.n_running,
-            "waiting": s.n_waiting,
-        },
-        "best_trials": [trial_dict(t) for t in s.best_trials],
-        "created_at": s.created_at,
-    }
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" not in text
+            and action.option_strings
+            and action.default not in (None, False, argparse.SUPPRESS)
+        ):
+            text += " (default: %(default)s)"
+        return text
 
 
-def trial_dict(t: Any) -> dict[str, Any]:
-    from archsearch.server._format import TRIAL_STATE_NAMES
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line with the CLI's one prefix."""
 
-    return {
-        "number": t.number,
-        "state": TRIAL_STATE_NAMES[t.state],
-        "values": list(t.values),
-        "params": json.loads(t.params_json or "{}"),
-        "metrics": dict(t.metrics),
-        "candidate": json.loads(t.candidate_json or "{}"),
-        "intermediate_values": {int(k): v for k, v in t.intermediate_values.items()},
-        "attempt": t.attempt,
-        "worker_id": t.worker_id,
-        "fail_reason": t.fail_reason,
-        "started_at": t.started_at,
-        "finished_at": t.finished_at,
-    }
+    def error(self, message: str) -> Any:
+        self.exit(2, f"archsearch: {message} (see `{self.prog} --help`)\n")
 
 
-# ------------------------------------------------------------------------------ parser
+def _version() -> str:
+    from archsearch.server import __version__
+
+    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="archsearch", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = _Parser(prog="archsearch", description=DESCRIPTION, formatter_class=_HelpFormatter)
+    p.add_argument("--version", action="version", version=f"archsearch {_version()}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    s = sub.add_parser("serve", help="run the search server")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=_HelpFormatter
+        )
+
+    s = command("serve", "run the search server")
     s.add_argument(
         "--storage",
         default="sqlite:///archsearch.db",
-        help="Optuna storage URL: sqlite:///FILE.db (default) or postgresql://USER:PASS@HOST/DB",
+        help="Optuna storage URL: sqlite:///FILE.db or postgresql://USER:PASS@HOST/DB",
     )
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on")
     s.add_argument("--port", type=int, default=50051, help="port (0 picks a free one)")
-    s.add_argument("--admin-token-file", help="admin tokens, one per line (can call everything)")
-    s.add_argument("--worker-token-file", help="worker tokens, one per line (worker RPCs only)")
-    s.add_argument("--tls-cert", help="server certificate (PEM)")
-    s.add_argument("--tls-key", help="server private key (PEM)")
-    s.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
+    s.add_argument(
+        "--admin-token-file",
+        help="admin tokens, one per line (can call everything); default: no tokens, loopback only",
+    )
+    s.add_argument(
+        "--worker-token-file", help="worker tokens, one per line (worker RPCs only); default: none"
+    )
+    s.add_argument("--tls-cert", help="server certificate (PEM); default: no TLS")
+    s.add_argument("--tls-key", help="server private key (PEM), with --tls-cert")
+    s.add_argument(
+        "--tls-client-ca",
+        help="require client certificates signed by this CA; default: none required",
+    )
     s.add_argument("--lease-seconds", type=int, default=60, help="lease duration without heartbeat")
     s.add_argument(
         "--artifact-dir",
         help="store a picture of each trial's architecture graph here (FlexiBERT spaces); "
-        "give the same folder to optuna-dashboard --artifact-dir",
+        "give the same folder to optuna-dashboard --artifact-dir; default: no pictures",
     )
     s.add_argument(
         "--heartbeat-seconds", type=int, default=10, help="heartbeat interval told to workers"
@@ -412,26 +460,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_serve)
 
-    w = sub.add_parser("worker", help="train candidates for a server")
+    w = command("worker", "train candidates for a server")
     _add_conn(w)
     w.add_argument(
         "--trainer",
         action="append",
         choices=["bert", "table"],
-        help="trainer to run (repeatable; default bert)",
+        help="trainer to run, repeatable; default: bert",
     )
     w.add_argument("--table", help="table JSON for --trainer table")
     w.add_argument("--duration", type=float, default=0.0, help="simulated seconds per table trial")
     w.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     w.add_argument(
         "--glue-dir",
-        help="glue_data folder (default $ARCHSEARCH_GLUE_DIR, then ../shared/data/glue)",
+        help="glue_data folder; default: $ARCHSEARCH_GLUE_DIR, then ../shared/data/glue",
     )
-    w.add_argument("--study", help="only take trials of this study")
-    w.add_argument("--worker-id", help="stable worker id (default host-pid-random)")
+    w.add_argument("--study", help="only take trials of this study; default: any study")
+    w.add_argument("--worker-id", help="stable worker id; default: host-pid-random")
     w.add_argument("--poll-seconds", type=float, default=20.0, help="long-poll timeout")
-    w.add_argument("--max-trials", type=int, help="exit after this many trials")
-    w.add_argument("--idle-exit", type=float, help="exit after this many seconds without work")
+    w.add_argument("--max-trials", type=int, help="exit after this many trials; default: never")
+    w.add_argument(
+        "--idle-exit",
+        type=float,
+        help="exit after this many seconds without work; default: never",
+    )
     w.add_argument(
         "--stop-grace",
         type=_non_negative_seconds,
@@ -442,57 +494,88 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.set_defaults(func=cmd_worker)
 
-    la = sub.add_parser("launch", help="launch a search")
+    la = command("launch", "launch a search")
     _add_conn(la)
     la.add_argument("--spec", help="JSON file with the search spec (flags override it)")
-    la.add_argument("--name", help="study name")
-    la.add_argument("--space", help="bert | flexibert | flexibert-small")
-    la.add_argument("--loop", help="random | tpe | nsga2 | gp | boshnas | embedding-gp")
-    la.add_argument("--task", help="GLUE task id, e.g. sst2")
-    la.add_argument("--trials", type=int, help="number of candidates to evaluate")
-    la.add_argument("--trainer", help="bert | table")
-    la.add_argument("--seed", type=int)
-    la.add_argument("--table", help="flexibert-small: keep only architectures this table scores")
+    la.add_argument("--name", help="study name (required, here or in --spec)")
+    la.add_argument(
+        "--space", help="bert | flexibert | flexibert-small (required, here or in --spec)"
+    )
+    la.add_argument(
+        "--loop", help="random | tpe | nsga2 | gp | boshnas | embedding-gp; default: tpe"
+    )
+    la.add_argument("--task", help="GLUE task id, e.g. sst2; default: sst2")
+    la.add_argument(
+        "--trials",
+        type=int,
+        help="number of candidates to evaluate (required, here or as n_trials in --spec)",
+    )
+    la.add_argument(
+        "--trainer",
+        help="bert (real training) | table (look-up; needs --table); default: bert",
+    )
+    la.add_argument("--seed", type=int, help="sampler seed; default: 0")
+    la.add_argument(
+        "--table",
+        help="flexibert-small: keep only architectures this table scores (required with "
+        "--trainer table: the table the workers use)",
+    )
     la.add_argument(
         "--objective",
         action="append",
-        help="METRIC:max|min, repeatable (e.g. --objective accuracy:max --objective params:min)",
+        help="METRIC:max|min, repeatable (e.g. --objective accuracy:max --objective "
+        "params:min); default: accuracy:max",
     )
-    la.add_argument("--pruner", choices=["none", "median", "successive_halving", "hyperband"])
+    la.add_argument(
+        "--pruner",
+        choices=["none", "median", "successive_halving", "hyperband"],
+        help="stop unpromising trials early; default: none",
+    )
     la.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
         help="any spec field by dotted path, value as JSON (e.g. recipe.max_steps=300)",
     )
-    la.add_argument("--json", action="store_true")
+    la.add_argument("--json", action="store_true", help="print the launched study as JSON")
     la.set_defaults(func=cmd_launch)
 
-    st = sub.add_parser("studies", help="list studies")
+    st = command("studies", "list studies")
     _add_conn(st)
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(func=cmd_studies)
 
-    sh = sub.add_parser("show", help="show a study's trials and best result")
+    sh = command("show", "show a study's trials and best result")
     _add_conn(sh)
-    sh.add_argument("name")
-    sh.add_argument("--json", action="store_true")
-    sh.add_argument("--limit", type=int, default=50, help="trials to print (most recent)")
+    sh.add_argument("name", help="study name")
+    sh.add_argument("--json", action="store_true", help="print JSON, every trial")
+    sh.add_argument("--limit", type=int, default=50, help="trials to print (the most recent)")
     sh.set_defaults(func=cmd_show)
 
-    sp = sub.add_parser("stop", help="stop handing out a study's trials")
+    sp = command("stop", "stop handing out a study's trials")
     _add_conn(sp)
-    sp.add_argument("name")
+    sp.add_argument("name", help="study name")
     sp.set_defaults(func=cmd_stop)
 
-    d = sub.add_parser("demo", help="run an end-to-end search on this machine")
+    d = command("demo", "run an end-to-end search on this machine")
     d.add_argument("--workdir", default="demo-output", help="where the SQLite file and logs go")
-    d.add_argument("--trials", type=int, default=10)
-    d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--trials", type=int, default=10, help="candidates to evaluate")
+    d.add_argument("--workers", type=int, default=2, help="CPU worker processes")
     d.add_argument("--steps", type=int, default=300, help="training steps per candidate")
-    d.add_argument("--glue-dir", help="glue_data folder")
+    d.add_argument(
+        "--glue-dir",
+        help="glue_data folder; default: $ARCHSEARCH_GLUE_DIR, then ../shared/data/glue",
+    )
     d.set_defaults(func=cmd_demo)
     return p
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (``archsearch show X --json | head -1``): stop
+    quietly, as other command-line tools do, instead of a traceback at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+    return 128 + signal.SIGPIPE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -502,7 +585,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "tls_ca", None):
         args.tls = True
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except CliError as e:
         print(f"archsearch: {e}", file=sys.stderr)
         return e.code

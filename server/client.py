@@ -47,6 +47,51 @@ class ClientError(Exception):
         return self.code in TRANSIENT
 
 
+def connection_cause(e: ClientError, target: str, tls: bool) -> str | None:
+    """One line naming why a connection failed and the flag that fixes it, from the text grpc
+    puts in an UNAVAILABLE status; None when it names no cause this can explain.
+
+    What grpc reports (checked against grpc 1.7x): a plain-text client of a TLS server sees
+    the server close the socket ("Socket closed"); a TLS client of a plain-text server
+    "WRONG_VERSION_NUMBER"; an untrusted certificate "CERTIFICATE_VERIFY_FAILED"; a
+    certificate for another name a "Peer name ... is not in peer certificate" error.
+
+    Args:
+        e: the failed call.
+        target: HOST:PORT the client dialled.
+        tls: whether the client used TLS (``--tls`` or ``--tls-ca``).
+    """
+    if e.code != grpc.StatusCode.UNAVAILABLE:
+        return None
+    text = e.details
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        why = text.rpartition("CERTIFICATE_VERIFY_FAILED:")[2].strip().removesuffix(": OK")
+        return (
+            f"the server at {target} speaks TLS, but its certificate is not trusted ({why}): "
+            "pass --tls-ca FILE, the CA certificate that signed it (for a self-signed "
+            "certificate, the certificate itself)"
+        )
+    if "WRONG_VERSION_NUMBER" in text:
+        return (
+            f"the server at {target} does not speak TLS: drop --tls/--tls-ca, or start the "
+            "server with --tls-cert and --tls-key"
+        )
+    if "Peer name" in text and "not in peer certificate" in text:
+        return (
+            f"the server's TLS certificate is not made out to {target.rpartition(':')[0]}: "
+            "connect with a name the certificate lists (its subjectAltName), or reissue it"
+        )
+    if "handshake" in text.lower() or "ssl" in text.lower():
+        return f"the TLS handshake with {target} failed ({text.rpartition(': ')[2] or text})"
+    if "Socket closed" in text and not tls:
+        return (
+            f"the server at {target} closed the connection at once: it most likely speaks "
+            "TLS; pass --tls-ca FILE (the CA certificate that signed the server's "
+            "certificate) or --tls (a certificate the system trusts)"
+        )
+    return None
+
+
 def resolve_token(token: str | None = None, token_file: str | None = None) -> str | None:
     """The token to send: explicit, else from ``token_file``, else ``$ARCHSEARCH_TOKEN``."""
     if token:
@@ -77,12 +122,25 @@ def make_channel(
         ("grpc.max_reconnect_backoff_ms", 2000),
     ]
     if tls or tls_ca:
-        root = Path(tls_ca).read_bytes() if tls_ca else None
-        cert = Path(client_cert).read_bytes() if client_cert else None
-        key = Path(client_key).read_bytes() if client_key else None
+        root = _read_pem("CA certificate", tls_ca)
+        cert = _read_pem("client certificate", client_cert)
+        key = _read_pem("client key", client_key)
         creds = grpc.ssl_channel_credentials(root, key, cert)
         return grpc.secure_channel(target, creds, options=options)
     return grpc.insecure_channel(target, options=options)
+
+
+def _read_pem(what: str, path: str | None) -> bytes | None:
+    """The bytes of a PEM file; ValueError naming the file and the problem."""
+    if not path:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {what} file {path}: {e.strerror}") from e
+    if b"-----BEGIN" not in data:
+        raise ValueError(f"{what} file {path} is not a PEM file (no -----BEGIN line)")
+    return data
 
 
 def _poll_deadline(timeout_s: float) -> float:
@@ -114,6 +172,8 @@ class _Base:
         self._token = resolve_token(token)
         self._channel = channel or make_channel(target, tls_ca=tls_ca, tls=tls)
         self._metadata = (("authorization", f"Bearer {self._token}"),) if self._token else ()
+        self.tls = bool(tls or tls_ca)
+        self._last_cause: str | None = None
 
     def _call(self, stub_method: Any, request: Any, timeout: float | None = None) -> Any:
         try:
@@ -133,6 +193,15 @@ class _Base:
                 f"no archsearch server answers at {self.target} after {timeout_s:.0f}s; "
                 "is `archsearch serve` running there?",
             ) from None
+
+    def cause_once(self, e: ClientError) -> str | None:
+        """:func:`connection_cause` of ``e`` when it differs from the previous call's, else
+        None: a retry loop logs a cause once, not on every retry."""
+        cause = connection_cause(e, self.target, self.tls)
+        if cause == self._last_cause:
+            return None
+        self._last_cause = cause
+        return cause
 
     def close(self) -> None:
         self._channel.close()

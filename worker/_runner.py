@@ -162,6 +162,8 @@ class Worker:
                 if left <= 0:
                     raise
                 delay = min(backoff.next(), left)
+                if cause := self.client.cause_once(e):  # a TLS mismatch, once: see README
+                    log.error("%s: %s; retrying", what, cause)
                 log.warning("%s: %s; retrying in %.1fs", what, e.code.name, delay)
                 time.sleep(delay)
 
@@ -206,6 +208,8 @@ class Worker:
                 if not e.transient:
                     raise SystemExit(f"worker: {e}") from None
                 delay = backoff.next()
+                if cause := self.client.cause_once(e):
+                    log.error("acquire: %s; retrying", cause)
                 log.warning(
                     "acquire: server unavailable (%s); retrying in %.1fs", e.code.name, delay
                 )

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _procs import TABLE, Proc, ServerProc, cli, load_trials, wait_study
+from _procs import TABLE, Proc, ServerProc, cli, load_trials, table_spec, wait_study
 
 from archsearch.server.client import SearchClient
 
@@ -73,6 +73,9 @@ def test_launch_studies_show_stop(server: ServerProc, tmp_path: Path) -> None:
         "seed=7",
     )
     assert "launched cli-tpe" in out.stdout
+    # no worker yet: launch says how to start one for the study's trainer
+    assert "no connected worker runs the table trainer (no worker is connected)" in out.stdout
+    assert f"archsearch worker --server {addr} --trainer table --table PATH" in out.stdout
     listed = json.loads(run("studies", "--server", addr, "--json").stdout)
     assert [s["name"] for s in listed] == ["cli-tpe"] and listed[0]["spec"]["seed"] == 7
     worker = Proc(
@@ -106,6 +109,31 @@ def test_launch_studies_show_stop(server: ServerProc, tmp_path: Path) -> None:
     assert "L2[" in text or "L4[" in text
     stopped = run("stop", "cli-tpe", "--server", addr)
     assert "stopped cli-tpe" in stopped.stdout
+    # The issue's case: a flexibert-small search without --trainer is a bert search; the
+    # table worker seen a moment ago never takes it. launch, studies and show say so.
+    args = ("--space", "flexibert-small", "--table", TABLE, "--loop", "random", "--trials", "2")
+    bert = run("launch", "--server", addr, "--name", "cli-bert", *args).stdout
+    note = "no connected worker runs the bert trainer (the connected workers offer only table)"
+    assert note in bert
+    studies = run("studies", "--server", addr).stdout
+    assert note in studies and "cli-tpe" not in studies.split(note)[1]  # stopped: no note
+    assert note in run("show", "cli-bert", "--server", addr).stdout
+
+
+def test_show_json_into_a_closed_pipe(server: ServerProc) -> None:
+    """`archsearch show X --json | head -1`: the reader goes away; no BrokenPipe traceback."""
+    with SearchClient(server.address) as c:
+        c.launch(table_spec("piped", 2))
+    p = subprocess.Popen(
+        cli("show", "piped", "--server", server.address, "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # before the child writes: its writes meet a closed pipe
+    err = p.stderr.read().decode()
+    p.wait(60)
+    assert "BrokenPipe" not in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize(
@@ -119,6 +147,13 @@ def test_launch_studies_show_stop(server: ServerProc, tmp_path: Path) -> None:
             2,
         ),
         (["launch", "--spec", "/nonexistent.json"], "cannot read --spec", 2),
+        (["launch", "--space", "bert", "--trials", "2"], "launch needs --name NAME", 2),
+        (
+            ["launch", "--name", "x", "--space", "bert", "--trials", "2", "--objective", "acc:max"],
+            "the bert trainer never reports 'acc'",
+            2,
+        ),
+        (["launch", "--pruner", "sometimes"], "argument --pruner: invalid choice", 2),
     ],
 )
 def test_cli_errors_name_the_problem(server: ServerProc, args, message: str, code: int) -> None:

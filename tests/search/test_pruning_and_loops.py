@@ -32,11 +32,18 @@ def _curve(arch: dict) -> float:
 @pytest.mark.parametrize("pruner", ["median", "successive_halving"])
 def test_pruning_single_and_multi_objective(manager, objectives, pruner) -> None:
     spec = SearchSpec.from_dict(
-        {**table_spec("p", 16), "objectives": objectives, "pruner": {"type": pruner}, "seed": 3}
+        {
+            **table_spec("p", 16),
+            # the worker here is the test, reporting params too: a bert trainer's metrics
+            "trainer": "bert",
+            "objectives": objectives,
+            "pruner": {"type": pruner},
+            "seed": 3,
+        }
     )
     manager.launch(spec)
     pruned = completed = 0
-    while (g := manager.acquire("w", ("table",))) is not None:
+    while (g := manager.acquire("w", ("bert",))) is not None:
         top = _curve(g.candidate.architecture)
         stopped = False
         for step in range(1, 9):
@@ -70,6 +77,7 @@ def test_every_loop_runs(manager, loop: str, n_objectives: int) -> None:
     spec = SearchSpec.from_dict(
         {
             **table_spec("l", 8, loop=loop),
+            "trainer": "bert",  # the test reports params, as a bert worker would
             "objectives": objectives,
             "loop_options": {"n_startup_trials": 3}
             if loop in ("tpe", "gp")
@@ -83,7 +91,7 @@ def test_every_loop_runs(manager, loop: str, n_objectives: int) -> None:
     deadline = time.monotonic() + 300
     # A library loop builds its library in the background: "no work yet" until it is built.
     while h.state == "running" and time.monotonic() < deadline:
-        g = manager.acquire("w", ("table",), timeout_s=1)
+        g = manager.acquire("w", ("bert",), timeout_s=1)
         if g is None:
             continue
         score = table.score(g.candidate.architecture, "sst2")

@@ -149,6 +149,9 @@ def test_a_completed_study_is_never_sent_with_unfinished_counts() -> None:
         def best_trials(self, handle):
             return []
 
+        def connected_trainers(self):
+            return {}
+
     msg = study_to_pb(CommitLandsWhileCounting(), h)  # type: ignore[arg-type]
     assert (msg.state, msg.n_complete, msg.n_running) == (pb.STUDY_RUNNING, 1, 1)
     h.state = COMPLETED

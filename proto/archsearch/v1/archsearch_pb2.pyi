@@ -151,6 +151,8 @@ class Study(_message.Message):
     N_WAITING_FIELD_NUMBER: _builtins.int
     BEST_TRIALS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    WORKERS_FOR_TRAINER_FIELD_NUMBER: _builtins.int
+    CONNECTED_TRAINERS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique study name chosen at launch."""
     spec_json: _builtins.str
@@ -171,11 +173,21 @@ class Study(_message.Message):
     n_waiting: _builtins.int
     created_at: _builtins.str
     """Creation time, RFC 3339 UTC."""
+    workers_for_trainer: _builtins.int
+    """Connected workers that offer this study's trainer (spec.trainer). Connected: seen by
+    RegisterWorker or AcquireTrial within one lease duration, or holding a lease. A lower
+    bound; 0 means no connected worker can run this study's trials: they wait until a worker
+    with that trainer attaches.
+    """
     @_builtins.property
     def objectives(self) -> _containers.RepeatedCompositeFieldContainer[Global___Objective]: ...
     @_builtins.property
     def best_trials(self) -> _containers.RepeatedCompositeFieldContainer[Global___Trial]:
         """Best trials: one for a single-objective study, the Pareto front for a multi-objective one."""
+
+    @_builtins.property
+    def connected_trainers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every trainer the connected workers offer, sorted, each once (for example ["table"])."""
 
     def __init__(
         self,
@@ -192,10 +204,12 @@ class Study(_message.Message):
         n_waiting: _builtins.int = ...,
         best_trials: _abc.Iterable[Global___Trial] | None = ...,
         created_at: _builtins.str = ...,
+        workers_for_trainer: _builtins.int = ...,
+        connected_trainers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trials", b"best_trials", "created_at", b"created_at", "n_complete", b"n_complete", "n_fail", b"n_fail", "n_pruned", b"n_pruned", "n_running", b"n_running", "n_trials", b"n_trials", "n_waiting", b"n_waiting", "name", b"name", "objectives", b"objectives", "spec_json", b"spec_json", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trials", b"best_trials", "connected_trainers", b"connected_trainers", "created_at", b"created_at", "n_complete", b"n_complete", "n_fail", b"n_fail", "n_pruned", b"n_pruned", "n_running", b"n_running", "n_trials", b"n_trials", "n_waiting", b"n_waiting", "name", b"name", "objectives", b"objectives", "spec_json", b"spec_json", "state", b"state", "workers_for_trainer", b"workers_for_trainer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -259,6 +273,7 @@ class Trial(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     FAIL_REASON_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    DUPLICATE_OF_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     """Study-local trial number (optuna's Trial.number), the number the dashboard shows."""
     state: Global___TrialState.ValueType
@@ -275,6 +290,11 @@ class Trial(_message.Message):
     """Why the trial failed or was handed back; empty otherwise."""
     worker_id: _builtins.str
     """Worker that ran (or runs) the trial."""
+    duplicate_of: _builtins.int
+    """For a repeated candidate (identical architecture, recipe and data to an earlier trial,
+    whose result it carries instead of being trained again): the earlier trial's number.
+    -1 when the trial is no repeat.
+    """
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Objective values in the order of Study.objectives; empty unless COMPLETE."""
@@ -302,10 +322,11 @@ class Trial(_message.Message):
         attempt: _builtins.int = ...,
         fail_reason: _builtins.str = ...,
         worker_id: _builtins.str = ...,
+        duplicate_of: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "candidate_json", b"candidate_json", "fail_reason", b"fail_reason", "finished_at", b"finished_at", "intermediate_values", b"intermediate_values", "metrics", b"metrics", "number", b"number", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "values", b"values", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "candidate_json", b"candidate_json", "duplicate_of", b"duplicate_of", "fail_reason", b"fail_reason", "finished_at", b"finished_at", "intermediate_values", b"intermediate_values", "metrics", b"metrics", "number", b"number", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "values", b"values", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,481 @@
+"""The first hour of a new user, without a server: the CLI's parser, help and errors, what
+`studies` and `show` print, specs in which every trial must fail, the worker note, pruning at
+the last step."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from _procs import TABLE, table_spec
+from optuna.trial import TrialState
+
+from archsearch.server import cli
+from archsearch.server._convert import study_to_pb, trial_to_pb
+from archsearch.server._format import format_study
+from archsearch.server._spec import SearchSpec
+from archsearch.server._studies import StudyManager
+from archsearch.spaces import SpecError
+from archsearch.v1 import archsearch_pb2 as pb
+
+BERT_ARCH = {
+    "num_hidden_layers": 1,
+    "hidden_size": 64,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+}
+
+
+def _cand(arch: dict[str, Any] = BERT_ARCH, space: str = "bert") -> str:
+    return json.dumps(
+        {"space": space, "architecture": arch, "recipe": {}, "data": {"task": "sst2"}}
+    )
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from archsearch.server import __version__
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"archsearch {__version__}"
+
+
+def test_every_option_has_help_and_shows_its_default() -> None:
+    parser = cli.build_parser()
+    assert "``" not in parser.format_help() and "``" not in (parser.description or "")
+    commands = _subparsers(parser)
+    assert set(commands) == {"serve", "worker", "launch", "studies", "show", "stop", "demo"}
+    for name, sub in [("", parser), *commands.items()]:
+        text = "".join(sub.format_help().split())  # no spaces: wrapping breaks at hyphens
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            where = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{where} has no help text"
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+                # argparse's own "(default: X)", or a help text that states it
+                assert "default" in action.help or f"(default:{action.default})" in text, where
+
+
+def test_argparse_errors_use_the_one_prefix(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["launch", "--pruner", "sometimes"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "archsearch: argument --pruner: invalid choice" in err
+    assert "error:" not in err and "archsearch launch --help" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["launch", "--space", "bert", "--trials", "3"], "launch needs --name NAME"),
+        (["launch", "--space", "bert", "--name", "x"], "launch needs --trials N"),
+        (["launch", "--name", "x", "--trials", "3"], "launch needs --space SPACE"),
+    ],
+)
+def test_launch_says_which_flag_is_missing(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --server points nowhere: the check happens before any RPC
+    assert cli.main([*argv, "--server", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"archsearch: {message}") and "None" not in err
+
+
+def test_missing_tls_ca_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "ca.pem"
+    assert cli.main(["studies", "--server", "127.0.0.1:1", "--tls-ca", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"archsearch: cannot read CA certificate file {missing}")
+        and "--tls-ca" in err
+    )
+    assert len(err.strip().splitlines()) == 1
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("hello")
+    assert cli.main(["studies", "--server", "127.0.0.1:1", "--tls-ca", str(not_pem)]) == 2
+    assert "is not a PEM file" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ studies, show
+
+
+class _FakeClient:
+    """The SearchClient calls `studies`, `show` and `launch` make, answered from memory."""
+
+    def __init__(self, studies: list[pb.Study], trials: list[pb.Trial]) -> None:
+        self.studies, self.trials = studies, trials
+
+    def __enter__(self) -> _FakeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def list_studies(self) -> list[pb.Study]:
+        return self.studies
+
+    def get_study(self, name: str) -> pb.Study:
+        return self.studies[0]
+
+    def list_trials(self, name: str) -> list[pb.Trial]:
+        return self.trials
+
+    def launch(self, spec: dict[str, Any]) -> pb.Study:
+        return self.studies[0]
+
+
+def _study(**kw: Any) -> pb.Study:
+    spec = SearchSpec.from_dict(
+        {
+            "name": "s",
+            "space": "bert",
+            "n_trials": 5,
+            "pruner": "median",
+            "recipe": {"max_steps": 300},
+        }
+    )
+    fields: dict[str, Any] = {
+        "name": "s",
+        "spec_json": spec.to_json(),
+        "state": pb.STUDY_RUNNING,
+        "objectives": [pb.Objective(metric="accuracy", direction=pb.MAXIMIZE)],
+        "n_trials": 5,
+    }
+    return pb.Study(**{**fields, **kw})
+
+
+def test_studies_counts_every_finished_trial_as_done(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _study(n_complete=2, n_pruned=1, n_fail=1, n_running=1, workers_for_trainer=2)
+    monkeypatch.setattr(cli, "SearchClient", lambda *a, **k: _FakeClient([study], []))
+    assert cli.main(["studies"]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[:6] == ["s", "running", "bert", "tpe", "bert", "4/5"]
+
+
+@pytest.mark.parametrize("command", [["studies"], ["show", "s"], ["launch", "--spec"]])
+def test_no_worker_for_the_trainer_is_said(
+    command: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`launch --space flexibert-small` defaults to the bert trainer; table workers never take
+    its trials. launch, studies and show say so, and what the connected workers offer."""
+    study = _study(workers_for_trainer=0, connected_trainers=["table"])
+    monkeypatch.setattr(cli, "SearchClient", lambda *a, **k: _FakeClient([study], []))
+    if command[0] == "launch":
+        spec = tmp_path / "spec.json"
+        spec.write_text(json.dumps({"name": "s", "space": "bert", "n_trials": 5}))
+        command = [*command, str(spec)]
+    assert cli.main(command) == 0
+    out = capsys.readouterr().out
+    assert "no connected worker runs the bert trainer" in out
+    assert "the connected workers offer only table" in out
+    assert "archsearch worker --server 127.0.0.1:50051 --trainer bert" in out
+    # with a worker for it, or once the study is over, nothing is said
+    for fine in (_study(workers_for_trainer=1), _study(state=pb.STUDY_COMPLETED)):
+        monkeypatch.setattr(cli, "SearchClient", lambda *a, f=fine, **k: _FakeClient([f], []))
+        assert cli.main(command) == 0
+        assert "no connected worker" not in capsys.readouterr().out
+
+
+def test_show_marks_repeats_and_pruned_trials() -> None:
+    now = "2026-01-01T12:00:00"
+    trials = [
+        pb.Trial(
+            number=0,
+            state=pb.COMPLETE,
+            values=[0.8],
+            metrics={"accuracy": 0.8, "params": 2e6},
+            candidate_json=_cand(),
+            duplicate_of=-1,
+            started_at=now,
+            finished_at=now,
+        ),
+        pb.Trial(
+            number=1,
+            state=pb.PRUNED,
+            candidate_json=_cand(),
+            intermediate_values={100: 0.61, 200: 0.625},
+            duplicate_of=-1,
+        ),
+        pb.Trial(
+            number=2,
+            state=pb.COMPLETE,
+            values=[0.8],
+            metrics={"accuracy": 0.8, "params": 2e6},
+            candidate_json=_cand(),
+            duplicate_of=0,
+        ),
+    ]
+    text = format_study(_study(n_complete=2, n_pruned=1), trials)
+    rows = {int(line.split()[0]): line for line in text.splitlines() if line[:1].isdigit()}
+    assert "= #0" in rows[2] and "= #" not in rows[0] + rows[1]
+    assert "1 repeated candidates" in text
+    # pruned: where, its last value, and its size computed from the architecture
+    assert "pruned at step 200 of 300" in rows[1] and "0.6250" in rows[1]
+    from archsearch.spaces import bert_parameter_count
+
+    assert f"{bert_parameter_count(BERT_ARCH) * 1e-6:.4f}" in rows[1]
+
+
+def test_duplicate_of_goes_on_the_wire() -> None:
+    now = datetime.datetime(2026, 1, 1)
+    frozen = optuna.trial.FrozenTrial(
+        number=5,
+        state=TrialState.COMPLETE,
+        value=0.8,
+        values=None,
+        datetime_start=now,
+        datetime_complete=now,
+        params={},
+        distributions={},
+        user_attrs={"duplicate_of": 2, "metrics": {"accuracy": 0.8}},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=6,
+    )
+    assert trial_to_pb(frozen).duplicate_of == 2
+    frozen.user_attrs.pop("duplicate_of")
+    assert trial_to_pb(frozen).duplicate_of == -1
+
+
+# ------------------------------------------------------------------------------ specs
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "says"),
+    [
+        ({"space": "bert", "objectives": ["acc:max"]}, "objectives[0].metric", "reports accuracy"),
+        (
+            {**table_spec("x", 3), "objectives": ["accuracy:max", "params:min"]},
+            "objectives[1].metric",
+            "table trainer never reports 'params'",
+        ),
+        (
+            {**table_spec("x", 3), "objectives": ["glue_avg:max"]},
+            "objectives[0].metric",
+            "the table trainer reports one",
+        ),
+        (
+            {"space": "bert", "tasks": ["sst2", "mrpc"], "objectives": ["accuracy:max"]},
+            "objectives[0].metric",
+            "sst2.accuracy, mrpc.f1",
+        ),
+        (
+            {"space": "flexibert-small", "trainer": "table"},
+            "space_options.table",
+            "pass --table PATH",
+        ),
+    ],
+)
+def test_specs_in_which_every_trial_must_fail_are_refused(
+    spec: dict[str, Any], field: str, says: str
+) -> None:
+    with pytest.raises(SpecError) as e:
+        SearchSpec.from_dict({"name": "x", "n_trials": 3, **spec})
+    assert str(e.value).startswith(field) and says in str(e.value)
+
+
+def test_specs_whose_metrics_a_trainer_reports_are_accepted() -> None:
+    ok = [
+        {"space": "bert", "objectives": ["accuracy:max", "params:min", "latency_ms_b1:min"]},
+        {"space": "bert", "task": "mnli", "objectives": ["accuracy_mismatched:max"]},
+        {"space": "bert", "task": "stsb", "objectives": ["spearman:max", "flops:min"]},
+        {"space": "bert", "tasks": ["sst2", "cola"], "objectives": ["glue_avg:max", "params:min"]},
+        {"space": "bert", "tasks": ["sst2", "cola"], "objectives": ["cola.mcc:max"]},
+        {**table_spec("x", 3), "task": "sst2", "objectives": ["score:max"]},
+    ]
+    for spec in ok:
+        SearchSpec.from_dict({"name": "x", "n_trials": 3, **spec})
+
+
+@pytest.mark.parametrize("tasks", [["sst2"], ["mnli"], ["stsb"], ["sst2", "mrpc"]])
+def test_trainer_metrics_match_what_the_bert_trainer_reports(tasks: list[str]) -> None:
+    from archsearch.server._spec import trainer_metrics
+    from archsearch.worker._bert_trainer import BertTrainer
+
+    data = {"task": tasks[0]} if len(tasks) == 1 else {"tasks": tasks}
+    assert set(BertTrainer.metric_names(tasks if len(tasks) > 1 else tasks[0])) <= set(
+        trainer_metrics("bert", data)
+    )
+
+
+def test_trainer_metrics_of_the_table_trainer_are_what_it_reports(tmp_path: Path) -> None:
+    from archsearch.server._spec import trainer_metrics
+    from archsearch.spaces import Candidate, FlexiBertSmallSpace, load_table
+    from archsearch.worker._table_trainer import TableTrainer
+    from archsearch.worker._trainer import TrainContext
+
+    table = load_table(TABLE)
+    arch = FlexiBertSmallSpace().validate(table.scored("sst2")[0])
+    cand = Candidate(space="flexibert-small", architecture=arch, recipe={}, data={"task": "sst2"})
+    result = TableTrainer(TABLE).train(cand, TrainContext(device="cpu"))
+    assert set(result.metrics) == set(trainer_metrics("table", {"task": "sst2"}))
+
+
+# ------------------------------------------------------------------------------ server side
+
+
+@pytest.fixture
+def manager(tmp_path: Path):
+    m = StudyManager(f"sqlite:///{tmp_path / 's.db'}", lease_duration_s=2, heartbeat_interval_s=1)
+    yield m
+    m.close()
+
+
+def test_study_says_which_trainers_the_connected_workers_offer(manager: StudyManager) -> None:
+    spec = SearchSpec.from_dict(
+        {"name": "b", "space": "flexibert-small", "space_options": {"table": TABLE}, "n_trials": 3}
+    )
+    h = manager.launch(spec)
+    msg = study_to_pb(manager, h)
+    assert msg.workers_for_trainer == 0 and list(msg.connected_trainers) == []
+    manager.register("t1", ("table",), "cpu", 0, "host")
+    assert manager.acquire("t1", ("table",)) is None  # a table worker never takes bert trials
+    msg = study_to_pb(manager, h)
+    assert msg.workers_for_trainer == 0 and list(msg.connected_trainers) == ["table"]
+    grant = manager.acquire("b1", ("bert", "table"))
+    assert grant is not None
+    msg = study_to_pb(manager, h)
+    assert msg.workers_for_trainer == 1 and list(msg.connected_trainers) == ["bert", "table"]
+    assert pb.Study.FromString(msg.SerializeToString()) == msg
+    # after a lease duration without a call, t1 is gone; b1 still holds a lease
+    deadline = time.monotonic() + 30
+    while "table" in study_to_pb(manager, h).connected_trainers:
+        assert time.monotonic() < deadline, "t1 still counted as connected"
+        manager.heartbeat(grant.lease_id)
+        time.sleep(0.2)
+    assert study_to_pb(manager, h).workers_for_trainer == 1  # training, not acquiring
+
+
+def test_no_prune_at_the_last_step(manager: StudyManager) -> None:
+    """A value at the candidate's last step is its final evaluation: pruning then saves
+    nothing, so the trial completes; before it the pruner still prunes."""
+    spec = SearchSpec.from_dict(
+        {
+            "name": "p",
+            "space": "bert",
+            "loop": "random",
+            "n_trials": 4,
+            "pruner": {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+            "recipe": {"max_steps": 4, "eval_every": 2},
+        }
+    )
+    manager.launch(spec)
+    first = manager.acquire("w", ("bert",))
+    assert first is not None
+    for step, value in ((2, 0.5), (4, 0.9)):
+        assert manager.report(first.lease_id, step, value)[0] is False
+    manager.complete(first.lease_id, {"accuracy": 0.9, "params": 1.0}, {})
+    # Optuna's median pruner compares a trial's best value so far with the others' median
+    late = manager.acquire("w", ("bert",))
+    assert late is not None
+    assert manager.report(late.lease_id, 2, 0.6)[0] is False  # above the median at step 2
+    assert manager.report(late.lease_id, 4, 0.6)[0] is False  # below it, but the last step
+    early = manager.acquire("w", ("bert",))
+    assert early is not None
+    assert manager.report(early.lease_id, 2, 0.1)[0] is True  # the pruner does prune before
+
+
+# ------------------------------------------------------------------------------ the demo
+
+
+def test_demo_prints_commands_that_run_as_printed() -> None:
+    """`archsearch` is not on PATH after `make demo`: the printed commands use absolute
+    paths into the virtualenv, and they run."""
+    import shlex
+    import subprocess
+
+    from archsearch.server._demo import next_steps
+
+    lines = [ln.strip() for ln in next_steps("sqlite:////tmp/x.db", "demo-1")]
+    commands = [shlex.split(ln.rstrip("&")) for ln in lines if ln.startswith("/")]
+    assert len(commands) == 3
+    for argv in commands:
+        assert Path(argv[0]).is_absolute()
+        done = subprocess.run([argv[0], "--help"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert [c[1:] for c in commands[1:]] == [
+        ["serve", "--storage", "sqlite:////tmp/x.db"],
+        ["show", "demo-1"],
+    ]
+    assert any("bin/activate" in ln for ln in lines)
+
+
+def test_demo_progress_marks_repeats_and_pruned_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    from archsearch.server._demo import _print_event
+    from archsearch.spaces import bert_parameter_count
+
+    repeat = pb.Trial(
+        number=7,
+        state=pb.COMPLETE,
+        metrics={"accuracy": 0.8, "params": 2e6},
+        candidate_json=_cand(),
+        duplicate_of=2,
+    )
+    pruned = pb.Trial(
+        number=8,
+        state=pb.PRUNED,
+        candidate_json=_cand(),
+        intermediate_values={100: 0.6, 200: 0.65},
+        duplicate_of=-1,
+    )
+    _print_event(time.monotonic(), repeat, 300)
+    _print_event(time.monotonic(), pruned, 300)
+    first, second = capsys.readouterr().out.splitlines()
+    assert "trial  7 complete" in first and "= #2 (repeat" in first
+    assert "trial  8 pruned    at step 200 of 300 (accuracy 0.6500)" in second
+    assert f"params={bert_parameter_count(BERT_ARCH) / 1e6:.2f}M" in second
+
+
+def test_custom_task_metrics() -> None:
+    def spec(objective: str, **task: Any) -> dict[str, Any]:
+        custom = {"name": "reviews", "train": "t.csv", "dev": "d.csv", "text_fields": ["text"]}
+        return {
+            "name": "x",
+            "space": "bert",
+            "n_trials": 3,
+            "objectives": [objective],
+            "data": {"custom_task": {**custom, "label_field": "y", **task}},
+        }
+
+    accepted: list[tuple[str, dict[str, Any]]] = [
+        ("accuracy:max", {}),
+        ("f1_macro:max", {}),
+        ("spearman:max", {"type": "regression"}),
+        ("mcc:max", {"metrics": ["mcc"]}),
+        ("reviews.accuracy:max", {}),
+    ]
+    for objective, task in accepted:
+        SearchSpec.from_dict(spec(objective, **task))
+    refused: list[tuple[str, dict[str, Any]]] = [
+        ("accuracy:max", {"type": "regression"}),
+        ("f1:max", {"metrics": ["mcc"]}),
+    ]
+    for objective, task in refused:
+        with pytest.raises(SpecError, match="never reports"):
+            SearchSpec.from_dict(spec(objective, **task))

@@ -1251,7 +1251,7 @@ class StudyManager:
                 "trial %d of %s failed after its study stopped; not retried (%s)",
                 failed.number,
                 h.spec.name,
-                reason,
+                loggable(reason),
             )
             return False
         if failures > h.spec.max_retries:

@@ -331,8 +331,10 @@ def cmd_studies(args: argparse.Namespace) -> int:
             json.loads(s.spec_json).get("space", ""),
             json.loads(s.spec_json).get("loop", ""),
             json.loads(s.spec_json).get("trainer", ""),
-            # done: every finished trial (complete, pruned or failed), of the budget
-            f"{s.n_complete + s.n_pruned + s.n_fail}/{s.n_trials}",
+            # done: every finished trial (complete, pruned or failed: retries and recorded
+            # repeats included); budget: distinct candidates to evaluate (n_trials)
+            s.n_complete + s.n_pruned + s.n_fail,
+            s.n_trials,
             s.n_running,
             s.n_pruned,
             s.n_fail,
@@ -340,7 +342,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
         ]
         for s in studies
     ]
-    headers = ["study", "state", "space", "loop", "trainer", "done", "running", "pruned"]
+    headers = ["study", "state", "space", "loop", "trainer", "done", "budget", "running", "pruned"]
     print(table([*headers, "failed", "workers"], rows))
     notes = [n for s in studies if (n := worker_note(s, args.server))]
     if notes:

@@ -172,7 +172,7 @@ def test_studies_counts_every_finished_trial_as_done(
     monkeypatch.setattr(cli, "SearchClient", lambda *a, **k: _FakeClient([study], []))
     assert cli.main(["studies"]) == 0
     row = capsys.readouterr().out.splitlines()[2].split()
-    assert row[:6] == ["s", "running", "bert", "tpe", "bert", "4/5"]
+    assert row[:7] == ["s", "running", "bert", "tpe", "bert", "4", "5"]
 
 
 @pytest.mark.parametrize("command", [["studies"], ["show", "s"], ["launch", "--spec"]])

@@ -9,10 +9,12 @@ from typing import Any
 
 from archsearch.search import LIBRARY_LOOPS, LOOPS, make_loop, make_pruner
 from archsearch.spaces import (
+    GLUE_TASK_IDS,
     DesignSpace,
     SpecError,
     data_tasks,
     make_space,
+    validate_custom_task,
     validate_data,
     validate_recipe,
 )
@@ -22,7 +24,6 @@ METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}$")
 TRAINERS = ("bert", "table")
 #: Spaces the bert trainer builds models for (homogeneous BERT; heterogeneous FlexiBERT).
 BERT_TRAINER_SPACES = ("bert", "flexibert", "flexibert-small")
-GLUE_TASK_IDS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 MAX_TRIALS = 100_000
 
 _KNOWN = {
@@ -43,7 +44,7 @@ _KNOWN = {
     "tasks",
 }
 
-# Aggregates the server computes from a trial's raw per-task metrics (worker/_aggregate.py).
+# Aggregates the server computes from a trial's raw per-task metrics (spaces/_aggregate.py).
 AGGREGATE_METRICS = ("glue_avg", "glue_avg_flexibert", "glue_avg_autodistil")
 # The default teacher, all-MiniLM-L6-v2: students initialised from it must fit inside it.
 TEACHER_SHAPE = {"layers": 6, "hidden": 384, "head_dim": 32, "intermediate": 1536}
@@ -257,8 +258,6 @@ def _data(obj: dict[str, Any]) -> dict[str, Any]:
     data_in = dict(data_in)
     custom_name = None
     if "custom_task" in data_in:
-        from archsearch.worker._glue import validate_custom_task
-
         custom = validate_custom_task(data_in["custom_task"])
         data_in["custom_task"] = custom.to_dict()
         custom_name = custom.name

@@ -45,7 +45,16 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from archsearch.spaces import Candidate, SpecError, validate_data, validate_recipe
+from archsearch.spaces import (
+    Candidate,
+    CustomTask,
+    GlueTask,
+    SpecError,
+    get_task,
+    validate_custom_task,
+    validate_data,
+    validate_recipe,
+)
 from archsearch.worker._cost import (
     PeakMemoryMeter,
     iter_cost_metric_names,
@@ -53,7 +62,9 @@ from archsearch.worker._cost import (
     provenance,
     size_metrics,
 )
+from archsearch.worker._custom_files import load_custom_split, resolve_custom_task
 from archsearch.worker._distill import Distiller
+from archsearch.worker._example import GlueExample
 from archsearch.worker._extract import init_student_from_teacher
 from archsearch.worker._flexibert_model import (
     FLEXIBERT_SPACES,
@@ -68,18 +79,9 @@ from archsearch.worker._flexibert_pretrain import (
     initial_weights,
     read_text_corpus,
 )
-from archsearch.worker._glue import (
-    CustomTask,
-    GlueExample,
-    GlueTask,
-    get_task,
-    load_custom_split,
-    load_split,
-    resolve_glue_dir,
-    take_subset,
-    validate_custom_task,
-)
+from archsearch.worker._glue_dir import load_split, resolve_glue_dir
 from archsearch.worker._metrics import compute_metrics
+from archsearch.worker._selectors import take_subset
 from archsearch.worker._teacher import TeacherCache, load_teacher_classifier, teacher_recipe
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrainResult
 
@@ -1098,7 +1100,7 @@ def _checked_spec(candidate: Candidate) -> _Spec:
     try:
         if "custom_task" in data:
             # resolve(): labels inferred from the training file when the spec omits them
-            custom = validate_custom_task(data["custom_task"]).resolve()
+            custom = resolve_custom_task(validate_custom_task(data["custom_task"]))
         tasks = tuple(custom if custom and t == custom.name else get_task(t) for t in task_ids)
     except (ValueError, SpecError) as e:
         raise CandidateError(str(e)) from e

@@ -19,22 +19,20 @@ import datasets
 import numpy as np
 import pytest
 
-from archsearch.spaces import SpecError
-from archsearch.worker import _glue
-from archsearch.worker._glue import (
-    CACHE_DIR_ENV,
+from archsearch.spaces import GLUE_TASKS, validate_custom_task
+from archsearch.worker import (
     GLUE_DIR_ENV,
-    CustomTask,
     GlueExample,
     HubUnavailableError,
-    default_cache_dir,
+    _glue_dir,
+    _hub,
     encode_examples,
-    examples_hash,
     load_examples,
+    resolve_custom_task,
     result_metric_names,
     task_info,
-    validate_custom_task,
 )
+from archsearch.worker._encoding import CACHE_DIR_ENV, default_cache_dir, examples_hash
 from archsearch.worker._metrics import compute_metrics, metric_names, primary_metric
 
 SHARED_GLUE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue").resolve()
@@ -72,7 +70,7 @@ def test_tsv_sentence_pair_with_inferred_string_labels(tmp_path: Path) -> None:
     assert [e.label for e in examples] == [1, 0, 2]
     assert load_examples(task, "dev") == [GlueExample(("x", "y"), 2)]
     assert load_examples(task, "validation") == load_examples(task, "dev")
-    assert task.resolve().labels == ("contra", "entail", "neutral")
+    assert resolve_custom_task(task).labels == ("contra", "entail", "neutral")
     assert task_info(task) == (3, False, ("accuracy", "f1_macro"), "accuracy")
     assert result_metric_names(task) == ("accuracy", "f1_macro")
 
@@ -134,7 +132,7 @@ def test_jsonl_integer_labels_sort_numerically_and_format_override(tmp_path: Pat
     spec: dict[str, Any] = {"name": "stars", "train": str(train), "dev": str(train)}
     spec |= {"text_fields": ["t"], "label_field": "y", "format": "jsonl"}
     task = validate_custom_task(spec)
-    assert task.resolve().labels == ("1", "2", "10")
+    assert resolve_custom_task(task).labels == ("1", "2", "10")
     assert [e.label for e in load_examples(task, "train")] == [2, 1, 0, 1]
     # A declaration dict is accepted wherever a task is, and JSON round-trips.
     assert load_examples(spec, "train") == load_examples(task, "train")
@@ -151,47 +149,6 @@ GOOD: dict[str, Any] = {
     "text_fields": ["review"],
     "label_field": "stars",
 }
-
-
-@pytest.mark.parametrize(
-    ("change", "field"),
-    [
-        ({"colour": "red"}, "data.custom_task.colour"),
-        ({"name": None}, "data.custom_task.name"),
-        ({"name": "sst2"}, "data.custom_task.name"),
-        ({"name": "my.task"}, "data.custom_task.name"),
-        ({"train": ""}, "data.custom_task.train"),
-        ({"dev": 3}, "data.custom_task.dev"),
-        ({"format": "xml"}, "data.custom_task.format"),
-        ({"dev": "/data/dev.parquet"}, "data.custom_task.format"),
-        ({"text_fields": []}, "data.custom_task.text_fields"),
-        ({"text_fields": ["a", "b", "c"]}, "data.custom_task.text_fields"),
-        ({"text_fields": ["a", "a"]}, "data.custom_task.text_fields"),
-        ({"text_fields": "review"}, "data.custom_task.text_fields"),
-        ({"label_field": "review"}, "data.custom_task.label_field"),
-        ({"label_field": ""}, "data.custom_task.label_field"),
-        ({"type": "ranking"}, "data.custom_task.type"),
-        ({"labels": ["only"]}, "data.custom_task.labels"),
-        ({"labels": ["a", "a"]}, "data.custom_task.labels"),
-        ({"type": "regression", "labels": ["a", "b"]}, "data.custom_task.labels"),
-        ({"metrics": ["pearson"]}, "data.custom_task.metrics"),
-        ({"metrics": []}, "data.custom_task.metrics"),
-        ({"labels": ["a", "b", "c"], "metrics": ["f1"]}, "data.custom_task.metrics"),
-    ],
-)
-def test_bad_declaration_names_the_field(change: dict[str, Any], field: str) -> None:
-    with pytest.raises(SpecError) as info:
-        validate_custom_task({**GOOD, **change})
-    assert info.value.field == field
-    assert str(info.value).startswith(field)
-
-
-def test_declaration_must_be_an_object() -> None:
-    with pytest.raises(SpecError, match=r"^data\.custom_task: must be a JSON object"):
-        validate_custom_task(["reviews"])
-    missing = {k: v for k, v in GOOD.items() if k != "label_field"}
-    with pytest.raises(SpecError, match=r"^data\.custom_task\.label_field"):
-        validate_custom_task(missing)
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
@@ -326,9 +283,9 @@ def test_hub_rejects_unlabelled_rows_and_unknown_splits(hub: FakeHub) -> None:
         load_examples("rte", "test", source="hub")
     rows = datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [-1]})
     with pytest.raises(ValueError, match="unlabelled"):
-        _glue.hub_rows_to_examples(_glue.GLUE_TASKS["rte"], rows, "x")
+        _hub.hub_rows_to_examples(GLUE_TASKS["rte"], rows, "x")
     with pytest.raises(ValueError, match="missing column"):
-        _glue.hub_rows_to_examples(_glue.GLUE_TASKS["sst2"], rows, "x")
+        _hub.hub_rows_to_examples(GLUE_TASKS["sst2"], rows, "x")
     with pytest.raises(ValueError, match="unknown data source"):
         load_examples("rte", "dev", source="web")
 
@@ -355,7 +312,7 @@ def test_auto_uses_local_folder_then_hub_unless_offline(
     assert hub.calls == []
     # No folder anywhere: the hub.
     absent = tmp_path / "absent"
-    monkeypatch.setattr(_glue, "default_glue_dirs", lambda: [(absent, "the default")])
+    monkeypatch.setattr(_glue_dir, "default_glue_dirs", lambda: [(absent, "the default")])
     assert len(load_examples("rte", "dev")) == 2
     assert hub.calls == [("nyu-mll/glue", "rte", "validation")]
     # Offline: say what was looked at and that the hub was not tried.
@@ -443,7 +400,7 @@ def test_another_process_reuses_the_arrow_file(tmp_path: Path) -> None:
     script = "\n".join(
         [
             "import json, sys, zlib",
-            "from archsearch.worker._glue import GlueExample, encode_examples",
+            "from archsearch.worker import GlueExample, encode_examples",
             inspect.getsource(CountingTokenizer),
             f"pairs = {PAIRS!r}",
             "examples = [GlueExample(t, i % 2) for i, t in enumerate(pairs)]",
@@ -508,12 +465,3 @@ def test_real_tokenizer_matches_direct_call(tmp_path: Path) -> None:
     assert arrays["input_ids"].tolist() == [t for row in direct["input_ids"] for t in row]
     assert arrays["token_type_ids"].tolist() == [t for row in direct["token_type_ids"] for t in row]
     assert np.diff(arrays["offsets"]).tolist() == [len(x) for x in direct["input_ids"]]
-
-
-def test_custom_task_is_a_frozen_dataclass() -> None:
-    task = validate_custom_task(GOOD)
-    assert isinstance(task, CustomTask)
-    with pytest.raises(AttributeError):
-        task.name = "other"  # type: ignore[misc]
-    with pytest.raises(ValueError, match="call resolve"):
-        _ = task.num_labels

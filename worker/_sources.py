@@ -21,6 +21,7 @@ from archsearch.worker._example import GlueExample
 from archsearch.worker._glue_dir import GLUE_DIR_ENV, load_split, resolve_glue_dir
 from archsearch.worker._hub import (
     DEFAULT_HUB_DATASET,
+    HUB_ONLY_FIX,
     HubUnavailableError,
     hub_offline,
     load_hub_split,
@@ -91,26 +92,29 @@ class HubSource(DataSource):
 
     Args:
         dataset: Hub dataset name with GLUE's configs and columns.
-        why: Why the hub is used when it was not asked for by name (``source: auto`` found no
-            local folder); put in front of a failure's message and in :meth:`describe`.
+        fallback_from: Set when the hub was not asked for by name: why no local folder was
+            used (``source: auto`` found none; the message lists where it looked). Put in
+            front of a failure's message, so both failures are reported.
     """
 
-    def __init__(self, dataset: str = DEFAULT_HUB_DATASET, why: str = "") -> None:
+    def __init__(self, dataset: str = DEFAULT_HUB_DATASET, fallback_from: str = "") -> None:
         self.dataset = dataset
-        self.why = why
+        self.fallback_from = fallback_from
 
     def load(self, task: Task, split: str) -> list[GlueExample]:
         glue = _glue_task(task, self)
+        if not self.fallback_from:  # asked for by name: a glue_data folder is not a fix
+            return load_hub_split(glue.id, split, self.dataset, fix=HUB_ONLY_FIX)
         try:
             return load_hub_split(glue.id, split, self.dataset)
         except HubUnavailableError as e:
-            if not self.why:
-                raise
-            raise HubUnavailableError(f"{self.why}. Then: {e}") from e
+            raise HubUnavailableError(f"{self.fallback_from}. Then: {e}") from e
 
     def describe(self) -> str:
         where = f"hub dataset {self.dataset} (datasets.load_dataset)"
-        return f"{where}, because {self.why}" if self.why else where
+        if self.fallback_from:
+            return f"{where}: data.source auto found no glue_data folder"
+        return where
 
 
 class CustomSource(DataSource):
@@ -173,7 +177,7 @@ def choose_source(
             raise HubUnavailableError(
                 f"{e}. The hub fallback ({dataset}) was not tried because {offline} is set"
             ) from e
-        return HubSource(dataset, why=f"source auto found no glue_data folder ({e})")
+        return HubSource(dataset, fallback_from=str(e))
 
 
 def load_examples(

@@ -18,14 +18,21 @@ from typing import Any
 import datasets
 import numpy as np
 import pytest
+from _tiny import TINY_BERT
 
-from archsearch.spaces import GLUE_TASKS, validate_custom_task
+from archsearch.spaces import GLUE_TASKS, Candidate, validate_custom_task
 from archsearch.worker import (
     GLUE_DIR_ENV,
+    CandidateError,
+    CustomSource,
+    GlueDirSource,
     GlueExample,
+    HubSource,
     HubUnavailableError,
+    TrainContext,
     _glue_dir,
     _hub,
+    choose_source,
     encode_examples,
     load_examples,
     resolve_custom_task,
@@ -327,6 +334,129 @@ def test_auto_uses_local_folder_then_hub_unless_offline(
     hub.error = ConnectionError("no route")
     with pytest.raises(HubUnavailableError, match=r"(?s)absent.*no route.*--glue-dir"):
         load_examples("rte", "dev")
+
+
+# ------------------------------------------------------------------ DataSource and the trainer
+
+
+def test_choose_source_follows_data_source(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rte = GLUE_TASKS["rte"]
+    # auto and dir: the folder, saying where it came from; nothing is read yet.
+    for source in ("auto", "dir"):
+        chosen = choose_source(rte, {"source": source}, SHARED_GLUE)
+        assert isinstance(chosen, GlueDirSource) and chosen.folder == SHARED_GLUE
+        assert str(SHARED_GLUE) in chosen.describe() and "--glue-dir" in chosen.describe()
+    # hub: the hub even though a folder exists, with the named dataset.
+    chosen = choose_source(rte, {"source": "hub", "hub_dataset": "me/glue"}, SHARED_GLUE)
+    assert isinstance(chosen, HubSource) and chosen.dataset == "me/glue"
+    assert "me/glue" in chosen.describe() and "auto" not in chosen.describe()
+    assert len(chosen.load(rte, "train")) == 2 and hub.calls == [("me/glue", "rte", "train")]
+    # A custom task reads its own files whatever the source says.
+    train = _write(tmp_path / "train.csv", "review,stars\na,pos\nb,neg\n")
+    custom = resolve_custom_task(validate_custom_task({**GOOD, "train": str(train)}))
+    assert isinstance(choose_source(custom, {"source": "hub"}), CustomSource)
+    assert [e.label for e in CustomSource().load(custom, "train")] == [1, 0]
+    with pytest.raises(ValueError, match="reads GLUE tasks"):
+        chosen.load(custom, "train")
+    with pytest.raises(ValueError, match="unknown data source 'web'"):
+        choose_source(rte, {"source": "web"})
+    # No folder anywhere: dir is an error; auto falls back to the hub and says so.
+    monkeypatch.setattr(_glue_dir, "default_glue_dirs", lambda: [(tmp_path / "no", "default")])
+    with pytest.raises(FileNotFoundError, match="no GLUE data folder found"):
+        choose_source(rte, {"source": "dir"})
+    fallback = choose_source(rte, {"hub_dataset": "me/glue"})
+    assert isinstance(fallback, HubSource) and fallback.dataset == "me/glue"
+    assert "auto found no glue_data folder" in fallback.describe()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnavailableError, match=r"(?s)no GLUE data folder.*HF_HUB_OFFLINE=1"):
+        choose_source(rte, {})
+
+
+def _hub_dataset(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+    """``datasets.load_dataset`` returning one small in-memory ``Dataset`` per RTE split whose
+    labels differ from the glue_data folder's (all 1 on dev); records its calls."""
+    calls: list[tuple[str, str, str]] = []
+    first = [f"premise number {i}" for i in range(8)]
+    second = [f"hypothesis {i}" for i in range(8)]
+
+    def load_dataset(path: str, name: str, split: str) -> datasets.Dataset:
+        calls.append((path, name, split))
+        labels = [i % 2 for i in range(8)] if split == "train" else [1] * 8
+        return datasets.Dataset.from_dict(
+            {"sentence1": first, "sentence2": second, "label": labels, "idx": list(range(8))}
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def _hub_candidate(source: str) -> Candidate:
+    return Candidate.from_dict(
+        {
+            "space": "bert",
+            "architecture": TINY_BERT,
+            "recipe": {
+                "max_steps": 2,
+                "eval_every": 2,
+                "batch_size": 4,
+                "max_seq_length": 16,
+                "measure_latency": False,
+            },
+            "data": {"task": "rte", "source": source, "hub_dataset": "me/glue-copy"},
+        }
+    )
+
+
+@pytest.mark.parametrize("source", ["hub", "auto"])
+def test_trainer_reads_the_hub_dataset_the_candidate_names(
+    source: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from archsearch.worker._bert_trainer import BertTrainer
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    calls = _hub_dataset(monkeypatch)
+    if source == "hub":  # the folder exists and is not read
+        trainer = BertTrainer(glue_dir=str(SHARED_GLUE))
+    else:  # auto on a worker without a folder: the hub, said in the trial's info
+        monkeypatch.delenv(GLUE_DIR_ENV, raising=False)
+        monkeypatch.setattr(_glue_dir, "default_glue_dirs", lambda: [(tmp_path / "no", "x")])
+        trainer = BertTrainer()
+        assert trainer.glue_dir is None
+    result = trainer.train(_hub_candidate(source), TrainContext())
+    assert calls == [("me/glue-copy", "rte", "train"), ("me/glue-copy", "rte", "validation")]
+    assert result.metrics["eval_samples"] == 8  # the folder's RTE dev has 277
+    assert trainer.last_labels == [1] * 8
+    assert "hub dataset me/glue-copy" in result.info["data_source"]
+    assert ("auto found no glue_data folder" in result.info["data_source"]) == (source == "auto")
+    assert ("glue_dir" in result.info) == (source == "hub")
+
+
+def test_trainer_hub_offline_is_a_candidate_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import datasets.config
+    import huggingface_hub.constants
+
+    from archsearch.worker._bert_trainer import BertTrainer
+
+    # Offline as HF_HUB_OFFLINE=1 at start-up makes it (the libraries read it on import), with
+    # an empty datasets cache so no copy answers instead.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    trainer = BertTrainer(glue_dir=str(SHARED_GLUE))
+    with pytest.raises(CandidateError) as info:
+        trainer.train(_hub_candidate("hub"), TrainContext())
+    message = str(info.value)
+    assert message.startswith("data.source 'hub': ")
+    assert "datasets.load_dataset('me/glue-copy', 'rte', split='train')" in message
+    assert "HF_HUB_OFFLINE=1" in message
+    assert 'set data.source to "auto" or "dir"' in message and "--glue-dir" in message
+    assert not trainer._encoded  # nothing was read from the glue_data folder instead
 
 
 # ------------------------------------------------------------------ tokenised cache

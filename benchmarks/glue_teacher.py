@@ -30,11 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_section
 
-from archsearch.spaces import Candidate
+from archsearch.spaces import Candidate, get_task, glue_average
 from archsearch.worker import TrainContext
-from archsearch.worker._aggregate import glue_average
 from archsearch.worker._bert_trainer import BertTrainer
-from archsearch.worker._glue import get_task, split_path
+from archsearch.worker._glue_dir import split_path
 
 FLOORS = {
     "sst2": ("accuracy", 0.85),

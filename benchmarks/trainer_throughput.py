@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from archsearch.spaces import Candidate
+from archsearch.spaces import Candidate, get_task
 from archsearch.worker import TrainContext
 from archsearch.worker._bert_trainer import (
     BertTrainer,
@@ -61,7 +61,6 @@ from archsearch.worker._bert_trainer import (
     _shuffled_batches,
 )
 from archsearch.worker._cost import code_version
-from archsearch.worker._glue import get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_section

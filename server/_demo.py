@@ -96,7 +96,7 @@ def _start_worker(
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from archsearch.worker._glue import resolve_glue_dir
+    from archsearch.worker import resolve_glue_dir
 
     glue_dir, how = resolve_glue_dir(args.glue_dir)
     print(f"GLUE data: {how}")

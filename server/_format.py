@@ -125,7 +125,7 @@ def _read_time_columns(
 ) -> dict[str, dict[int, Any]]:
     """Columns computed from raw metrics when shown: per-task primary scores and the GLUE
     average of multi-task trials, a Borda rank over the study's trials, and cost metrics."""
-    from archsearch.worker._aggregate import borda_ranks, compute_aggregate, per_task_primary
+    from archsearch.spaces import borda_ranks, compute_aggregate, per_task_primary
 
     done = [t for t in trials if t.state == pb.COMPLETE]
     cols: dict[str, dict[int, Any]] = {}

@@ -9,10 +9,12 @@ from typing import Any
 
 from archsearch.search import LIBRARY_LOOPS, LOOPS, make_loop, make_pruner
 from archsearch.spaces import (
+    GLUE_TASK_IDS,
     DesignSpace,
     SpecError,
     data_tasks,
     make_space,
+    validate_custom_task,
     validate_data,
     validate_recipe,
 )
@@ -22,7 +24,6 @@ METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}$")
 TRAINERS = ("bert", "table")
 #: Spaces the bert trainer builds models for (homogeneous BERT; heterogeneous FlexiBERT).
 BERT_TRAINER_SPACES = ("bert", "flexibert", "flexibert-small")
-GLUE_TASK_IDS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 MAX_TRIALS = 100_000
 #: Deepest nesting a spec may have: real specs need 4 (recipe.distill.<key>); the cap keeps
 #: every recursive step (json.loads, validation, json.dumps) far from Python's recursion limit.
@@ -46,7 +47,7 @@ _KNOWN = {
     "tasks",
 }
 
-# Aggregates the server computes from a trial's raw per-task metrics (worker/_aggregate.py).
+# Aggregates the server computes from a trial's raw per-task metrics (spaces/_aggregate.py).
 AGGREGATE_METRICS = ("glue_avg", "glue_avg_flexibert", "glue_avg_autodistil")
 #: Metrics each trainer reports besides the task metrics (see :func:`trainer_metrics`): the
 #: bert trainer's cost and bookkeeping metrics (worker/_cost.py, worker/_bert_trainer.py
@@ -308,8 +309,6 @@ def _data(obj: dict[str, Any]) -> dict[str, Any]:
     data_in = dict(data_in)
     custom_name = None
     if "custom_task" in data_in:
-        from archsearch.worker._glue import validate_custom_task
-
         custom = validate_custom_task(data_in["custom_task"])
         data_in["custom_task"] = custom.to_dict()
         custom_name = custom.name

@@ -1436,7 +1436,7 @@ def objective_values(spec: SearchSpec, metrics: dict[str, float]) -> list[float]
     Raw metrics are stored as reported; aggregates (the GLUE averages) are computed from them
     here, the one place that reads them for the objective (DESIGN.md principle 5).
     """
-    from archsearch.worker._aggregate import compute_aggregate
+    from archsearch.spaces import compute_aggregate
 
     values = []
     for o in spec.objectives:

@@ -223,8 +223,7 @@ def _non_negative_seconds(text: str) -> float:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from archsearch.server.client import WorkerClient
-    from archsearch.worker._runner import Worker
-    from archsearch.worker._trainer import Trainer
+    from archsearch.worker import Trainer, Worker
 
     trainers: dict[str, Trainer] = {}
     for name in args.trainer or ["bert"]:
@@ -234,14 +233,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
                     "--trainer table needs --table PATH (a FlexiBERT table JSON, e.g. "
                     "../shared/data/flexibert-small/dataset_small_sst2.json)"
                 )
-            from archsearch.worker._table_trainer import TableTrainer
+            from archsearch.worker import TableTrainer
 
             try:
                 trainers["table"] = TableTrainer(args.table, duration_s=args.duration)
             except ValueError as e:
                 raise CliError(str(e)) from e
         elif name == "bert":
-            from archsearch.worker._bert_trainer import BertTrainer
+            from archsearch.worker import BertTrainer
 
             trainers["bert"] = BertTrainer(glue_dir=args.glue_dir)
         else:

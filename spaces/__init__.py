@@ -1,19 +1,42 @@
-"""Design spaces: typed candidates, validation, sampling and Optuna parameters."""
+"""Design spaces: typed candidates, validation, sampling and Optuna parameters.
+
+Also the knowledge the server and the workers share, without torch: the GLUE task catalogue
+(:data:`GLUE_TASKS`), a user's task declaration (:class:`CustomTask`) and the aggregates
+computed from a trial's raw metrics (:func:`compute_aggregate`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from archsearch.spaces._aggregate import (
+    AGGREGATES,
+    autodistil_average,
+    borda_ranks,
+    compute_aggregate,
+    flexibert_average,
+    glue_average,
+    per_task_primary,
+    task_scores,
+)
 from archsearch.spaces._base import DesignSpace
 from archsearch.spaces._bert import BertSpace, bert_parameter_count
 from archsearch.spaces._candidate import (
     CANDIDATE_VERSION,
     DEFAULT_DATA,
     DEFAULT_RECIPE,
+    SELECTION_METHODS,
     Candidate,
     data_tasks,
     validate_data,
     validate_recipe,
+    validate_selection,
+)
+from archsearch.spaces._custom_task import (
+    CUSTOM_FORMATS,
+    CUSTOM_METRICS,
+    CustomTask,
+    validate_custom_task,
 )
 from archsearch.spaces._errors import SpecError
 from archsearch.spaces._flexibert import FlexiBertSpace
@@ -34,6 +57,14 @@ from archsearch.spaces._graph import (
     ordered_labels,
 )
 from archsearch.spaces._table import TABLE_TASK_NAMES, NasTable, load_table
+from archsearch.spaces._tasks import (
+    GLUE_TASK_IDS,
+    GLUE_TASKS,
+    SPLIT_ALIASES,
+    GlueTask,
+    canonical_split,
+    get_task,
+)
 
 SPACES: dict[str, type[DesignSpace]] = {
     BertSpace.name: BertSpace,
@@ -54,25 +85,41 @@ def make_space(name: str, options: dict[str, Any] | None = None) -> DesignSpace:
 
 
 __all__ = [
+    "AGGREGATES",
     "CANDIDATE_VERSION",
+    "CUSTOM_FORMATS",
+    "CUSTOM_METRICS",
     "DEFAULT_DATA",
     "DEFAULT_RECIPE",
+    "GLUE_TASKS",
+    "GLUE_TASK_IDS",
     "OVERLAP_THRESHOLD",
+    "SELECTION_METHODS",
     "SPACES",
+    "SPLIT_ALIASES",
     "TABLE_TASK_NAMES",
     "BertSpace",
     "Candidate",
+    "CustomTask",
     "DesignSpace",
     "FlexiBertSmallSpace",
     "FlexiBertSpace",
+    "GlueTask",
     "NasTable",
     "SpecError",
     "architecture_graph",
+    "autodistil_average",
     "bert_parameter_count",
+    "borda_ranks",
+    "canonical_split",
     "check_flexibert_architecture",
+    "compute_aggregate",
     "data_tasks",
+    "flexibert_average",
     "flexibert_parameter_count",
     "flexibert_parameter_shapes",
+    "get_task",
+    "glue_average",
     "graph_hash",
     "graph_image",
     "graph_png",
@@ -80,7 +127,11 @@ __all__ = [
     "make_space",
     "node_labels",
     "ordered_labels",
+    "per_task_primary",
+    "task_scores",
+    "validate_custom_task",
     "validate_data",
     "validate_recipe",
+    "validate_selection",
     "weight_overlap",
 ]

@@ -69,11 +69,13 @@ _DATA_TYPES: dict[str, tuple[type, ...]] = {
     "task": (str,),
     # several tasks: one trial trains and evaluates each (metrics keyed "<task>.<metric>")
     "tasks": (list,),
-    # a user's own task (see worker/_glue.py CustomTask), validated by the server
+    # a user's own task (spaces/_custom_task.py CustomTask), validated by the server
     "custom_task": (dict,),
     # data source: "auto" (glue_data folder, else the hub when online) | "dir" | "hub"
     "source": (str,),
     "hub_dataset": (str,),
+    # which training examples to use (worker/_selectors.py): {"method": "none"} (default)
+    "selection": (dict,),
     "train_subset": (int,),
     "eval_subset": (int,),
 }
@@ -90,6 +92,12 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 INITS = ("random", "teacher")
 DISTILL_MODES = ("none", "logits", "minilm", "minilmv2")
 SOURCES = ("auto", "dir", "hub")
+#: ``data.selection`` methods and each one's own fields (worker/_selectors.py implements them):
+#: ``none`` keeps every example; ``random`` a seeded random ``size`` of them.
+SELECTION_METHODS: dict[str, dict[str, tuple[type, ...]]] = {
+    "none": {},
+    "random": {"size": (int,)},
+}
 
 
 def _check_fields(
@@ -156,6 +164,10 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
         if out[key] < 0:
             raise SpecError(f"data.{key}", f"must be >= 0 (0 = whole split), got {out[key]}")
     _one_of("data.source", out.get("source", "auto"), SOURCES)
+    if "hub_dataset" in out and not out["hub_dataset"].strip():
+        raise SpecError("data.hub_dataset", "must be a hub dataset name, got ''")
+    if "selection" in out:
+        out["selection"] = validate_selection(out["selection"])
     if "tasks" in out:
         tasks = out["tasks"]
         if not tasks or not all(isinstance(t, str) and t for t in tasks):
@@ -165,6 +177,40 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
         if "task" in data and data["task"] != tasks[0]:
             raise SpecError("data.task", "contradicts data.tasks", "give data.tasks alone")
         out["task"] = tasks[0]
+    return out
+
+
+def validate_selection(selection: dict[str, Any]) -> dict[str, Any]:
+    """Checks a ``data.selection`` object: a known ``method`` and only that method's fields.
+
+    Returns:
+        The object with ``method`` filled in ("none" when absent).
+
+    Raises:
+        SpecError: Not an object, an unknown method, or a field the method does not read.
+    """
+    if not isinstance(selection, dict):
+        raise SpecError("data.selection", f"must be a JSON object, got {type(selection).__name__}")
+    method = selection.get("method", "none")
+    if method not in SELECTION_METHODS:
+        raise SpecError(
+            "data.selection.method",
+            f"unknown selection method {method!r}",
+            f"one of {', '.join(SELECTION_METHODS)}",
+        )
+    fields = {k: v for k, v in selection.items() if k != "method"}
+    known = SELECTION_METHODS[method]
+    for key in fields:
+        if key not in known:
+            reads = ", ".join(sorted(known)) or "no other field"
+            raise SpecError(
+                f"data.selection.{key}", "unknown field", f"method {method!r} reads {reads}"
+            )
+    out = {"method": method, **_check_fields("data.selection", fields, SELECTION_METHODS[method])}
+    if method == "random":
+        size = out.get("size")
+        if size is None or size <= 0:
+            raise SpecError("data.selection.size", f"must be an int > 0, got {size!r}", "e.g. 1000")
     return out
 
 

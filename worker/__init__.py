@@ -1,31 +1,55 @@
-"""Everything a worker runs: trainers, GLUE data and metrics, the worker loop.
+"""Everything a worker runs: trainers, task data and metrics, the worker loop.
 
 Imports only ``archsearch.spaces``, the generated stubs and the client, never the search stack.
-Modules that need torch (``_bert_trainer``, ``_teacher``, ``_extract``, ``_distill``,
-``_cost``) are imported where used, so importing this package stays light.
+What the server also needs (the GLUE task catalogue, custom task declarations, aggregates) lives
+in ``archsearch.spaces``. Modules that need torch (``_bert_trainer``, ``_teacher``, ``_extract``,
+``_distill``, ``_cost``) are imported where used, so importing this package stays light;
+:class:`BertTrainer` is loaded on first access.
+
+The data pipeline of a trainer, one stage per module:
+
+* :class:`DataSource` (``_sources``): where a task's examples come from: a ``glue_data`` folder
+  (``_glue_dir``), a hub dataset (``_hub``), a user's own files (``_custom_files``).
+* :class:`DataSelector` (``_selectors``): which of them to train on.
+* :func:`encode_examples` (``_encoding``): tokenised, cached on disk.
 """
 
-from archsearch.worker._aggregate import (
-    AGGREGATES,
-    borda_ranks,
-    compute_aggregate,
-    per_task_primary,
-)
-from archsearch.worker._glue import (
-    GLUE_TASKS,
-    CustomTask,
-    GlueExample,
-    GlueTask,
-    HubUnavailableError,
-    encode_examples,
-    load_examples,
-    load_split,
-    resolve_glue_dir,
-    take_subset,
-    task_info,
-    validate_custom_task,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from archsearch.worker._custom_files import load_custom_split, resolve_custom_task
+from archsearch.worker._encoding import EncodedExamples, encode_examples
+from archsearch.worker._example import GlueExample
+from archsearch.worker._glue_dir import GLUE_DIR_ENV, load_split, resolve_glue_dir, split_path
+from archsearch.worker._hub import DEFAULT_HUB_DATASET, HubUnavailableError, load_hub_split
 from archsearch.worker._metrics import compute_metrics, primary_metric
+from archsearch.worker._runner import Worker
+from archsearch.worker._selectors import (
+    SELECTORS,
+    DataSelector,
+    IdentitySelector,
+    RandomSelector,
+    SelectionPlan,
+    take_subset,
+)
+from archsearch.worker._sources import (
+    SOURCES,
+    CustomSource,
+    DataSource,
+    GlueDirSource,
+    HubSource,
+    choose_source,
+    load_examples,
+)
+from archsearch.worker._task_info import (
+    Task,
+    TaskInfo,
+    TaskRef,
+    resolve_task,
+    result_metric_names,
+    task_info,
+)
 from archsearch.worker._trainer import (
     CandidateError,
     TrainContext,
@@ -34,28 +58,65 @@ from archsearch.worker._trainer import (
     TrialStopped,
 )
 
+if TYPE_CHECKING:
+    from archsearch.worker._bert_trainer import BertTrainer
+    from archsearch.worker._table_trainer import TableTrainer
+
+# Loaded on first access: BertTrainer imports torch and transformers.
+_LAZY = {
+    "BertTrainer": "archsearch.worker._bert_trainer",
+    "TableTrainer": "archsearch.worker._table_trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "AGGREGATES",
-    "GLUE_TASKS",
+    "DEFAULT_HUB_DATASET",
+    "GLUE_DIR_ENV",
+    "SELECTORS",
+    "SOURCES",
+    "BertTrainer",
     "CandidateError",
-    "CustomTask",
+    "CustomSource",
+    "DataSelector",
+    "DataSource",
+    "EncodedExamples",
+    "GlueDirSource",
     "GlueExample",
-    "GlueTask",
+    "HubSource",
     "HubUnavailableError",
+    "IdentitySelector",
+    "RandomSelector",
+    "SelectionPlan",
+    "TableTrainer",
+    "Task",
+    "TaskInfo",
+    "TaskRef",
     "TrainContext",
     "TrainResult",
     "Trainer",
     "TrialStopped",
-    "borda_ranks",
-    "compute_aggregate",
+    "Worker",
+    "choose_source",
     "compute_metrics",
     "encode_examples",
+    "load_custom_split",
     "load_examples",
+    "load_hub_split",
     "load_split",
-    "per_task_primary",
     "primary_metric",
+    "resolve_custom_task",
     "resolve_glue_dir",
+    "resolve_task",
+    "result_metric_names",
+    "split_path",
     "take_subset",
     "task_info",
-    "validate_custom_task",
 ]

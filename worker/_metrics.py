@@ -5,7 +5,7 @@ Metric names, exactly as results carry them (a multi-task result prefixes ``<tas
 - GLUE: cola ``mcc``; stsb ``pearson``, ``spearman``; mrpc and qqp ``f1``, ``accuracy``; mnli
   ``accuracy`` on the matched dev split (the trainer adds ``accuracy_mismatched`` for the
   mismatched one); sst2, qnli, rte, wnli ``accuracy``.
-- Custom tasks (:class:`~archsearch.worker._glue.CustomTask`): classification ``accuracy``
+- Custom tasks (:class:`~archsearch.spaces.CustomTask`): classification ``accuracy``
   with ``f1`` (two classes; the positive class is label index 1) or ``f1_macro`` (more);
   regression ``pearson``, ``spearman``; or the metrics the task declares (``mcc`` allowed too).
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from archsearch.worker._glue import TaskRef, resolve_task
+from archsearch.worker._task_info import TaskRef, resolve_task
 
 
 def primary_metric(task: TaskRef) -> str:

@@ -36,7 +36,7 @@ import transformers
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-from archsearch.worker._glue import GLUE_TASKS, GlueTask
+from archsearch.spaces import GLUE_TASKS, GlueTask
 
 #: Environment variable naming archsearch's cache root; teachers live in ``<root>/teachers``.
 CACHE_DIR_ENV = "ARCHSEARCH_CACHE_DIR"

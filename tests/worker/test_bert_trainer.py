@@ -85,8 +85,10 @@ def test_trains_reports_and_scores(trainer: BertTrainer) -> None:
         "archsearch_version",
         "code_version",
         "glue_dir",
+        "data_source",
         "precision",
     }
+    assert result.info["data_source"].startswith(f"using GLUE data from {result.info['glue_dir']}")
     assert result.info["precision"] == "fp32" and result.info["data_hash"].startswith("sha256:")
 
 

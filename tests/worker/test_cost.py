@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertForSequenceClassification
 from transformers.models.bert.modeling_bert import BertLayer
 
-from archsearch.spaces import Candidate, bert_parameter_count
+from archsearch.spaces import Candidate, GlueTask, bert_parameter_count, get_task
 from archsearch.worker import CandidateError, TrainContext
 from archsearch.worker._bert_trainer import (
     AGGREGATED_COST_METRICS,
@@ -35,7 +35,6 @@ from archsearch.worker._cost import (
     measure_latency_ms,
     provenance,
 )
-from archsearch.worker._glue import GlueTask, get_task
 
 TINY = TINY_BERT
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
+from archsearch.spaces import get_task
 from archsearch.worker._distill import (
     QKV,
     Distiller,
@@ -31,7 +32,6 @@ from archsearch.worker._extract import (
     init_student_from_teacher,
     teacher_layer_indices,
 )
-from archsearch.worker._glue import get_task
 from archsearch.worker._teacher import (
     CACHE_DIR_ENV,
     TEACHER_RECIPES,

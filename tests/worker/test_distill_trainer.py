@@ -51,7 +51,7 @@ def test_teacher_init_starts_from_teacher_slices(tiny_teacher, tmp_path, monkeyp
     trainer = BertTrainer()
     trainer.teacher_overrides["wnli"] = {"epochs": 0.25, "max_seq_length": 32}
     cand = distill_candidate(tiny_teacher, init="teacher")
-    task = __import__("archsearch.worker._glue", fromlist=["get_task"]).get_task("wnli")
+    task = __import__("archsearch.spaces", fromlist=["get_task"]).get_task("wnli")
     hooks = trainer.training_hooks(cand, task, torch.device("cpu"))
     assert hooks.init_fn is not None and hooks.loss_fn is None
     student = trainer.build_model(STUDENT, task)

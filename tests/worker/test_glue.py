@@ -6,14 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from archsearch.worker import _glue
-from archsearch.worker._glue import (
-    GLUE_DIR_ENV,
-    GLUE_TASKS,
-    load_split,
-    resolve_glue_dir,
-    take_subset,
-)
+from archsearch.worker import GLUE_DIR_ENV, _glue_dir, load_split, resolve_glue_dir, take_subset
 
 SHARED_GLUE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue").resolve()
 
@@ -38,23 +31,6 @@ README_COUNTS = [
 @pytest.mark.parametrize(("task", "split", "count"), README_COUNTS)
 def test_row_counts_equal_readme_table(task: str, split: str, count: int) -> None:
     assert len(load_split(task, split, SHARED_GLUE)) == count
-
-
-def test_registry_has_all_nine_tasks() -> None:
-    assert list(GLUE_TASKS) == [
-        "cola",
-        "sst2",
-        "mrpc",
-        "stsb",
-        "qqp",
-        "mnli",
-        "qnli",
-        "rte",
-        "wnli",
-    ]
-    assert GLUE_TASKS["mnli"].dev_splits == ("dev_matched", "dev_mismatched")
-    assert GLUE_TASKS["stsb"].is_regression and GLUE_TASKS["stsb"].num_labels == 1
-    assert GLUE_TASKS["mnli"].num_labels == 3
 
 
 def test_labels_and_texts_are_parsed() -> None:
@@ -148,7 +124,7 @@ def no_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def _fake_defaults(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
     defaults = [(p, f"default #{i}") for i, p in enumerate(paths)]
-    monkeypatch.setattr(_glue, "default_glue_dirs", lambda: defaults)
+    monkeypatch.setattr(_glue_dir, "default_glue_dirs", lambda: defaults)
 
 
 def test_resolve_order(tmp_path: Path, no_env: pytest.MonkeyPatch) -> None:
@@ -186,6 +162,6 @@ def test_nothing_found_lists_every_place(tmp_path: Path, no_env: pytest.MonkeyPa
 
 
 def test_default_places() -> None:
-    places = [path.resolve() for path, _ in _glue.default_glue_dirs()]
+    places = [path.resolve() for path, _ in _glue_dir.default_glue_dirs()]
     assert places[0] == SHARED_GLUE
     assert places[1] == (Path.cwd() / ".." / "shared" / "data" / "glue").resolve()

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from archsearch.worker import GLUE_TASKS, compute_metrics, primary_metric
+from archsearch.spaces import GLUE_TASKS
+from archsearch.worker import compute_metrics, primary_metric
 
 # Binary case: TP = 3 (0, 2, 7), FN = 2 (1, 6), FP = 1 (4), TN = 2 (3, 5).
 Y_TRUE = [1, 1, 1, 0, 0, 0, 1, 1]

@@ -18,23 +18,28 @@ from typing import Any
 import datasets
 import numpy as np
 import pytest
+from _tiny import TINY_BERT
 
-from archsearch.spaces import SpecError
-from archsearch.worker import _glue
-from archsearch.worker._glue import (
-    CACHE_DIR_ENV,
+from archsearch.spaces import GLUE_TASKS, Candidate, validate_custom_task
+from archsearch.worker import (
     GLUE_DIR_ENV,
-    CustomTask,
+    CandidateError,
+    CustomSource,
+    GlueDirSource,
     GlueExample,
+    HubSource,
     HubUnavailableError,
-    default_cache_dir,
+    TrainContext,
+    _glue_dir,
+    _hub,
+    choose_source,
     encode_examples,
-    examples_hash,
     load_examples,
+    resolve_custom_task,
     result_metric_names,
     task_info,
-    validate_custom_task,
 )
+from archsearch.worker._encoding import CACHE_DIR_ENV, default_cache_dir, examples_hash
 from archsearch.worker._metrics import compute_metrics, metric_names, primary_metric
 
 SHARED_GLUE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue").resolve()
@@ -72,7 +77,7 @@ def test_tsv_sentence_pair_with_inferred_string_labels(tmp_path: Path) -> None:
     assert [e.label for e in examples] == [1, 0, 2]
     assert load_examples(task, "dev") == [GlueExample(("x", "y"), 2)]
     assert load_examples(task, "validation") == load_examples(task, "dev")
-    assert task.resolve().labels == ("contra", "entail", "neutral")
+    assert resolve_custom_task(task).labels == ("contra", "entail", "neutral")
     assert task_info(task) == (3, False, ("accuracy", "f1_macro"), "accuracy")
     assert result_metric_names(task) == ("accuracy", "f1_macro")
 
@@ -134,7 +139,7 @@ def test_jsonl_integer_labels_sort_numerically_and_format_override(tmp_path: Pat
     spec: dict[str, Any] = {"name": "stars", "train": str(train), "dev": str(train)}
     spec |= {"text_fields": ["t"], "label_field": "y", "format": "jsonl"}
     task = validate_custom_task(spec)
-    assert task.resolve().labels == ("1", "2", "10")
+    assert resolve_custom_task(task).labels == ("1", "2", "10")
     assert [e.label for e in load_examples(task, "train")] == [2, 1, 0, 1]
     # A declaration dict is accepted wherever a task is, and JSON round-trips.
     assert load_examples(spec, "train") == load_examples(task, "train")
@@ -151,47 +156,6 @@ GOOD: dict[str, Any] = {
     "text_fields": ["review"],
     "label_field": "stars",
 }
-
-
-@pytest.mark.parametrize(
-    ("change", "field"),
-    [
-        ({"colour": "red"}, "data.custom_task.colour"),
-        ({"name": None}, "data.custom_task.name"),
-        ({"name": "sst2"}, "data.custom_task.name"),
-        ({"name": "my.task"}, "data.custom_task.name"),
-        ({"train": ""}, "data.custom_task.train"),
-        ({"dev": 3}, "data.custom_task.dev"),
-        ({"format": "xml"}, "data.custom_task.format"),
-        ({"dev": "/data/dev.parquet"}, "data.custom_task.format"),
-        ({"text_fields": []}, "data.custom_task.text_fields"),
-        ({"text_fields": ["a", "b", "c"]}, "data.custom_task.text_fields"),
-        ({"text_fields": ["a", "a"]}, "data.custom_task.text_fields"),
-        ({"text_fields": "review"}, "data.custom_task.text_fields"),
-        ({"label_field": "review"}, "data.custom_task.label_field"),
-        ({"label_field": ""}, "data.custom_task.label_field"),
-        ({"type": "ranking"}, "data.custom_task.type"),
-        ({"labels": ["only"]}, "data.custom_task.labels"),
-        ({"labels": ["a", "a"]}, "data.custom_task.labels"),
-        ({"type": "regression", "labels": ["a", "b"]}, "data.custom_task.labels"),
-        ({"metrics": ["pearson"]}, "data.custom_task.metrics"),
-        ({"metrics": []}, "data.custom_task.metrics"),
-        ({"labels": ["a", "b", "c"], "metrics": ["f1"]}, "data.custom_task.metrics"),
-    ],
-)
-def test_bad_declaration_names_the_field(change: dict[str, Any], field: str) -> None:
-    with pytest.raises(SpecError) as info:
-        validate_custom_task({**GOOD, **change})
-    assert info.value.field == field
-    assert str(info.value).startswith(field)
-
-
-def test_declaration_must_be_an_object() -> None:
-    with pytest.raises(SpecError, match=r"^data\.custom_task: must be a JSON object"):
-        validate_custom_task(["reviews"])
-    missing = {k: v for k, v in GOOD.items() if k != "label_field"}
-    with pytest.raises(SpecError, match=r"^data\.custom_task\.label_field"):
-        validate_custom_task(missing)
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
@@ -326,9 +290,9 @@ def test_hub_rejects_unlabelled_rows_and_unknown_splits(hub: FakeHub) -> None:
         load_examples("rte", "test", source="hub")
     rows = datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [-1]})
     with pytest.raises(ValueError, match="unlabelled"):
-        _glue.hub_rows_to_examples(_glue.GLUE_TASKS["rte"], rows, "x")
+        _hub.hub_rows_to_examples(GLUE_TASKS["rte"], rows, "x")
     with pytest.raises(ValueError, match="missing column"):
-        _glue.hub_rows_to_examples(_glue.GLUE_TASKS["sst2"], rows, "x")
+        _hub.hub_rows_to_examples(GLUE_TASKS["sst2"], rows, "x")
     with pytest.raises(ValueError, match="unknown data source"):
         load_examples("rte", "dev", source="web")
 
@@ -355,7 +319,7 @@ def test_auto_uses_local_folder_then_hub_unless_offline(
     assert hub.calls == []
     # No folder anywhere: the hub.
     absent = tmp_path / "absent"
-    monkeypatch.setattr(_glue, "default_glue_dirs", lambda: [(absent, "the default")])
+    monkeypatch.setattr(_glue_dir, "default_glue_dirs", lambda: [(absent, "the default")])
     assert len(load_examples("rte", "dev")) == 2
     assert hub.calls == [("nyu-mll/glue", "rte", "validation")]
     # Offline: say what was looked at and that the hub was not tried.
@@ -370,6 +334,129 @@ def test_auto_uses_local_folder_then_hub_unless_offline(
     hub.error = ConnectionError("no route")
     with pytest.raises(HubUnavailableError, match=r"(?s)absent.*no route.*--glue-dir"):
         load_examples("rte", "dev")
+
+
+# ------------------------------------------------------------------ DataSource and the trainer
+
+
+def test_choose_source_follows_data_source(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rte = GLUE_TASKS["rte"]
+    # auto and dir: the folder, saying where it came from; nothing is read yet.
+    for source in ("auto", "dir"):
+        chosen = choose_source(rte, {"source": source}, SHARED_GLUE)
+        assert isinstance(chosen, GlueDirSource) and chosen.folder == SHARED_GLUE
+        assert str(SHARED_GLUE) in chosen.describe() and "--glue-dir" in chosen.describe()
+    # hub: the hub even though a folder exists, with the named dataset.
+    chosen = choose_source(rte, {"source": "hub", "hub_dataset": "me/glue"}, SHARED_GLUE)
+    assert isinstance(chosen, HubSource) and chosen.dataset == "me/glue"
+    assert "me/glue" in chosen.describe() and "auto" not in chosen.describe()
+    assert len(chosen.load(rte, "train")) == 2 and hub.calls == [("me/glue", "rte", "train")]
+    # A custom task reads its own files whatever the source says.
+    train = _write(tmp_path / "train.csv", "review,stars\na,pos\nb,neg\n")
+    custom = resolve_custom_task(validate_custom_task({**GOOD, "train": str(train)}))
+    assert isinstance(choose_source(custom, {"source": "hub"}), CustomSource)
+    assert [e.label for e in CustomSource().load(custom, "train")] == [1, 0]
+    with pytest.raises(ValueError, match="reads GLUE tasks"):
+        chosen.load(custom, "train")
+    with pytest.raises(ValueError, match="unknown data source 'web'"):
+        choose_source(rte, {"source": "web"})
+    # No folder anywhere: dir is an error; auto falls back to the hub and says so.
+    monkeypatch.setattr(_glue_dir, "default_glue_dirs", lambda: [(tmp_path / "no", "default")])
+    with pytest.raises(FileNotFoundError, match="no GLUE data folder found"):
+        choose_source(rte, {"source": "dir"})
+    fallback = choose_source(rte, {"hub_dataset": "me/glue"})
+    assert isinstance(fallback, HubSource) and fallback.dataset == "me/glue"
+    assert "auto found no glue_data folder" in fallback.describe()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnavailableError, match=r"(?s)no GLUE data folder.*HF_HUB_OFFLINE=1"):
+        choose_source(rte, {})
+
+
+def _hub_dataset(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+    """``datasets.load_dataset`` returning one small in-memory ``Dataset`` per RTE split whose
+    labels differ from the glue_data folder's (all 1 on dev); records its calls."""
+    calls: list[tuple[str, str, str]] = []
+    first = [f"premise number {i}" for i in range(8)]
+    second = [f"hypothesis {i}" for i in range(8)]
+
+    def load_dataset(path: str, name: str, split: str) -> datasets.Dataset:
+        calls.append((path, name, split))
+        labels = [i % 2 for i in range(8)] if split == "train" else [1] * 8
+        return datasets.Dataset.from_dict(
+            {"sentence1": first, "sentence2": second, "label": labels, "idx": list(range(8))}
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def _hub_candidate(source: str) -> Candidate:
+    return Candidate.from_dict(
+        {
+            "space": "bert",
+            "architecture": TINY_BERT,
+            "recipe": {
+                "max_steps": 2,
+                "eval_every": 2,
+                "batch_size": 4,
+                "max_seq_length": 16,
+                "measure_latency": False,
+            },
+            "data": {"task": "rte", "source": source, "hub_dataset": "me/glue-copy"},
+        }
+    )
+
+
+@pytest.mark.parametrize("source", ["hub", "auto"])
+def test_trainer_reads_the_hub_dataset_the_candidate_names(
+    source: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from archsearch.worker._bert_trainer import BertTrainer
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    calls = _hub_dataset(monkeypatch)
+    if source == "hub":  # the folder exists and is not read
+        trainer = BertTrainer(glue_dir=str(SHARED_GLUE))
+    else:  # auto on a worker without a folder: the hub, said in the trial's info
+        monkeypatch.delenv(GLUE_DIR_ENV, raising=False)
+        monkeypatch.setattr(_glue_dir, "default_glue_dirs", lambda: [(tmp_path / "no", "x")])
+        trainer = BertTrainer()
+        assert trainer.glue_dir is None
+    result = trainer.train(_hub_candidate(source), TrainContext())
+    assert calls == [("me/glue-copy", "rte", "train"), ("me/glue-copy", "rte", "validation")]
+    assert result.metrics["eval_samples"] == 8  # the folder's RTE dev has 277
+    assert trainer.last_labels == [1] * 8
+    assert "hub dataset me/glue-copy" in result.info["data_source"]
+    assert ("auto found no glue_data folder" in result.info["data_source"]) == (source == "auto")
+    assert ("glue_dir" in result.info) == (source == "hub")
+
+
+def test_trainer_hub_offline_is_a_candidate_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import datasets.config
+    import huggingface_hub.constants
+
+    from archsearch.worker._bert_trainer import BertTrainer
+
+    # Offline as HF_HUB_OFFLINE=1 at start-up makes it (the libraries read it on import), with
+    # an empty datasets cache so no copy answers instead.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    trainer = BertTrainer(glue_dir=str(SHARED_GLUE))
+    with pytest.raises(CandidateError) as info:
+        trainer.train(_hub_candidate("hub"), TrainContext())
+    message = str(info.value)
+    assert message.startswith("data.source 'hub': ")
+    assert "datasets.load_dataset('me/glue-copy', 'rte', split='train')" in message
+    assert "HF_HUB_OFFLINE=1" in message
+    assert 'set data.source to "auto" or "dir"' in message and "--glue-dir" in message
+    assert not trainer._encoded  # nothing was read from the glue_data folder instead
 
 
 # ------------------------------------------------------------------ tokenised cache
@@ -443,7 +530,7 @@ def test_another_process_reuses_the_arrow_file(tmp_path: Path) -> None:
     script = "\n".join(
         [
             "import json, sys, zlib",
-            "from archsearch.worker._glue import GlueExample, encode_examples",
+            "from archsearch.worker import GlueExample, encode_examples",
             inspect.getsource(CountingTokenizer),
             f"pairs = {PAIRS!r}",
             "examples = [GlueExample(t, i % 2) for i, t in enumerate(pairs)]",
@@ -508,12 +595,3 @@ def test_real_tokenizer_matches_direct_call(tmp_path: Path) -> None:
     assert arrays["input_ids"].tolist() == [t for row in direct["input_ids"] for t in row]
     assert arrays["token_type_ids"].tolist() == [t for row in direct["token_type_ids"] for t in row]
     assert np.diff(arrays["offsets"]).tolist() == [len(x) for x in direct["input_ids"]]
-
-
-def test_custom_task_is_a_frozen_dataclass() -> None:
-    task = validate_custom_task(GOOD)
-    assert isinstance(task, CustomTask)
-    with pytest.raises(AttributeError):
-        task.name = "other"  # type: ignore[misc]
-    with pytest.raises(ValueError, match="call resolve"):
-        _ = task.num_labels

@@ -2,7 +2,8 @@
 
 Workers store raw metrics only (DESIGN.md principle 5); the papers average them differently
 (``../shared/reference/algorithms.md`` §0), so each convention is a function here. Pure Python
-with no third-party imports: the server imports this module.
+with no third-party imports: the server and the benchmarks import it through
+``archsearch.spaces``.
 
 Raw metrics of a (multi-task) trial are one flat dict keyed ``"<task>.<metric>"``::
 
@@ -26,10 +27,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-#: The nine GLUE task ids.
-GLUE_TASK_IDS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+from archsearch.spaces._tasks import GLUE_TASK_IDS, GLUE_TASKS
+
 #: The metric GLUE ranks each task by (matches ``GlueTask.primary_metric``).
-GLUE_PRIMARY_METRIC = {"cola": "mcc", "stsb": "pearson", "mrpc": "f1", "qqp": "f1"}
+GLUE_PRIMARY_METRIC = {task.id: task.primary_metric for task in GLUE_TASKS.values()}
 # Primary metric of a task not in GLUE (a user's own task) when none is given: the first of
 # these that the trial has. Custom tasks list accuracy or pearson first by default.
 _FALLBACK_PRIMARY = ("accuracy", "pearson", "f1_macro", "f1", "mcc", "spearman")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from archsearch.worker._aggregate import (
+from archsearch.spaces import (
     AGGREGATES,
     autodistil_average,
     borda_ranks,
@@ -198,7 +198,7 @@ def test_borda_errors() -> None:
 
 def test_importing_needs_no_torch() -> None:
     code = (
-        "import sys, archsearch.worker._aggregate\n"
+        "import sys, archsearch.spaces\n"
         "heavy = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -1,0 +1,149 @@
+"""The custom source: a user's own task, read from the TSV, CSV or JSONL files it names.
+
+The declaration (:class:`~archsearch.spaces.CustomTask`) is shared with the server; reading
+its files, and inferring its labels from the training file when it declares none, happen here.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from archsearch.spaces import CustomTask
+from archsearch.spaces._custom_task import is_label_value, label_key, sorted_labels
+from archsearch.worker._example import GlueExample, finite_score
+
+
+def resolve_custom_task(task: CustomTask) -> CustomTask:
+    """``task`` with its labels known: inferred from the training file if not declared.
+
+    The labels are the distinct values of the label column, sorted (numerically when all
+    are integers).
+
+    Raises:
+        FileNotFoundError: The training file is missing (the message names the path).
+        ValueError: A malformed row (file and line named), or fewer than two classes.
+        SpecError: Declared metrics do not fit the inferred classes (f1 needs two).
+    """
+    if task.labels_known:
+        return task
+    rows = _read_custom_rows(task, "train")
+    return task.with_labels(sorted_labels({raw for _, raw, _ in rows}))
+
+
+def load_custom_split(task: CustomTask, split: str) -> list[GlueExample]:
+    """Reads one split of a custom task.
+
+    Results are cached in-process per file (keyed by its modification time and size, so an
+    edited file is read again). Callers must not mutate the returned list.
+
+    Raises:
+        FileNotFoundError: The split's file is missing; the message names the path.
+        ValueError: A row lacks a column, has an unknown label or a bad score, or a JSONL
+            line is not a JSON object; the message names file and line.
+    """
+    task = resolve_custom_task(task)
+    rows = _read_custom_rows(task, split)
+    path = task.split_path(split)
+    if task.is_regression:
+        return [
+            GlueExample(texts, finite_score(raw, f"{path}:{line}: column {task.label_field!r}"))
+            for texts, raw, line in rows
+        ]
+    index = {label: i for i, label in enumerate(task._known_labels())}
+    examples = []
+    for texts, raw, line in rows:
+        if raw not in index:
+            raise ValueError(f"{path}:{line}: label {raw!r} not one of {list(index)}")
+        examples.append(GlueExample(texts, index[raw]))
+    return examples
+
+
+_RawRow = tuple[tuple[str, ...], Any, int]  # texts, raw label (a str key or a number), line
+
+
+def _read_custom_rows(task: CustomTask, split: str) -> tuple[_RawRow, ...]:
+    path = task.split_path(split).resolve()
+    if not path.is_file():
+        why = "" if path.parent.is_dir() else f" (the folder {path.parent} does not exist either)"
+        raise FileNotFoundError(
+            f"custom task {task.name!r}: {split} file {path} not found{why}; fix the path in "
+            f"data.custom_task.{'train' if split == 'train' else 'dev'}"
+        )
+    stat = path.stat()
+    return _read_custom_cached(
+        str(path),
+        task.file_format(split),
+        task.text_fields,
+        task.label_field,
+        task.is_regression,
+        stat.st_mtime_ns,
+        stat.st_size,
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _read_custom_cached(
+    path: str,
+    fmt: str,
+    text_fields: tuple[str, ...],
+    label_field: str,
+    regression: bool,
+    _mtime_ns: int,
+    _size: int,
+) -> tuple[_RawRow, ...]:
+    out = []
+    for line, row in _iter_records(Path(path), fmt):
+        values = []
+        for column in (*text_fields, label_field):
+            value = row.get(column)
+            if value is None:
+                raise ValueError(f"{path}:{line}: missing column {column!r}")
+            values.append(value)
+        texts = []
+        for column, value in zip(text_fields, values, strict=False):
+            if isinstance(value, (dict, list)):
+                raise ValueError(f"{path}:{line}: column {column!r} is not text: {value!r}")
+            texts.append(str(value))
+        raw = values[-1]
+        if not regression:
+            if not is_label_value(raw):
+                raise ValueError(f"{path}:{line}: label {raw!r} is not a string or integer")
+            raw = label_key(raw)
+        out.append((tuple(texts), raw, line))
+    return tuple(out)
+
+
+def _iter_records(path: Path, fmt: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """(line number, column -> value) for each record; a missing column maps to None."""
+    # utf-8-sig: a byte-order mark would otherwise glue itself onto the first column name.
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        if fmt == "jsonl":
+            for line, text in enumerate(f, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{line}: not valid JSON: {e}") from None
+                if not isinstance(record, dict):
+                    raise ValueError(f"{path}:{line}: expected a JSON object per line")
+                yield line, record
+            return
+        if fmt == "tsv":  # as GLUE: no quoting, a '"' is text
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        else:
+            reader = csv.reader(f)
+        header = next(reader, None)
+        if not header:
+            raise ValueError(f"{path}: empty file; the first line must name the columns")
+        header = [h.strip() for h in header]
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            record = dict(zip(header, row, strict=False))
+            yield reader.line_num, record

@@ -75,8 +75,8 @@ def architecture_params(candidate_json: str) -> float | None:
         FlexiBertSmallSpace,
         bert_parameter_count,
         flexibert_parameter_count,
+        get_task,
     )
-    from archsearch.worker._glue import get_task
 
     try:
         cand = json.loads(candidate_json or "{}")

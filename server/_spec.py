@@ -396,20 +396,18 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
 def trainer_metrics(trainer: str, data: dict[str, Any]) -> tuple[str, ...]:
     """Every raw metric ``trainer`` reports for a trial on the spec's (validated) ``data``.
 
-    bert: each task's metrics (worker/_glue.py ``result_metric_names``: cola ``mcc``, stsb
+    bert: each task's metrics (``archsearch.spaces.result_metric_names``: cola ``mcc``, stsb
     ``pearson``/``spearman``, mrpc/qqp ``f1``/``accuracy``, mnli ``accuracy`` and
     ``accuracy_mismatched``, else ``accuracy``; a custom task its declared metrics, else
     ``accuracy`` with ``f1`` or ``f1_macro``, or ``pearson``/``spearman``), then the cost
     metrics of :data:`TRAINER_METRICS`; a multi-task trial names each ``<task>.<metric>``.
-    table: the task's column under its metric name (worker/_table_trainer.py
-    ``TABLE_METRIC``) and ``score``; the table has no cost metrics.
+    table: the task's column under its metric name (``archsearch.spaces.TABLE_METRIC``) and
+    ``score``; the table has no cost metrics.
     """
-    from archsearch.worker._glue import result_metric_names, validate_custom_task
+    from archsearch.spaces import TABLE_METRIC, get_task, result_metric_names, validate_custom_task
 
     tasks = data_tasks(data)
     if trainer == "table":
-        from archsearch.worker._table_trainer import TABLE_METRIC
-
         return (TABLE_METRIC.get(tasks[0], "accuracy"), *TRAINER_METRICS["table"])
     custom = validate_custom_task(data["custom_task"]) if "custom_task" in data else None
     per_task: dict[str, tuple[str, ...]] = {}
@@ -422,7 +420,7 @@ def trainer_metrics(trainer: str, data: dict[str, Any]) -> tuple[str, ...]:
             else:  # f1 with two classes, f1_macro with more: the files decide
                 per_task[t] = ("accuracy", "f1", "f1_macro")
         else:
-            per_task[t] = result_metric_names(t)
+            per_task[t] = result_metric_names(get_task(t))
     costs = TRAINER_METRICS["bert"]
     prefixed = tuple(f"{t}.{m}" for t, names in per_task.items() for m in (*names, *costs))
     if len(tasks) == 1:

@@ -56,7 +56,7 @@ from archsearch.spaces._graph import (
     node_labels,
     ordered_labels,
 )
-from archsearch.spaces._table import TABLE_TASK_NAMES, NasTable, load_table
+from archsearch.spaces._table import TABLE_METRIC, TABLE_TASK_NAMES, NasTable, load_table
 from archsearch.spaces._tasks import (
     GLUE_TASK_IDS,
     GLUE_TASKS,
@@ -64,6 +64,7 @@ from archsearch.spaces._tasks import (
     GlueTask,
     canonical_split,
     get_task,
+    result_metric_names,
 )
 
 SPACES: dict[str, type[DesignSpace]] = {
@@ -97,6 +98,7 @@ __all__ = [
     "SELECTION_METHODS",
     "SPACES",
     "SPLIT_ALIASES",
+    "TABLE_METRIC",
     "TABLE_TASK_NAMES",
     "BertSpace",
     "Candidate",
@@ -128,6 +130,7 @@ __all__ = [
     "node_labels",
     "ordered_labels",
     "per_task_primary",
+    "result_metric_names",
     "task_scores",
     "validate_custom_task",
     "validate_data",

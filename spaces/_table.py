@@ -31,6 +31,17 @@ TABLE_TASK_NAMES = {
 ArchKey = tuple[int, tuple[int, ...], tuple[int, ...], tuple[str, ...], tuple[int, ...]]
 
 
+# The table records each task's main dev metric; these are the names archsearch gives them.
+# Its MNLI column is MNLI-mm: the mismatched dev accuracy.
+TABLE_METRIC = {
+    "cola": "mcc",
+    "stsb": "pearson",
+    "mrpc": "f1",
+    "qqp": "f1",
+    "mnli": "accuracy_mismatched",
+}
+
+
 def arch_key(arch: dict[str, Any]) -> ArchKey:
     """Hashable canonical form of a FlexiBERT-small architecture dict."""
     return (

@@ -8,6 +8,7 @@ and scores the data. Pure Python; reading the files is the worker's job
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +217,29 @@ def get_task(task_id: str) -> GlueTask:
         raise ValueError(
             f"unknown GLUE task {task_id!r}; known tasks: {', '.join(GLUE_TASKS)}"
         ) from None
+
+
+class _HasMetrics(Protocol):
+    @property
+    def metrics(self) -> tuple[str, ...]: ...
+
+    @property
+    def dev_splits(self) -> tuple[str, ...]: ...
+
+
+def result_metric_names(task: _HasMetrics) -> tuple[str, ...]:
+    """Every task metric a full dev evaluation of ``task`` reports, unprefixed.
+
+    The primary dev split's metrics are unsuffixed; a later dev split's carry its suffix: MNLI
+    gives ``("accuracy", "accuracy_mismatched")``. ``task`` is a :class:`GlueTask` or a
+    resolved custom task (anything with ``metrics`` and ``dev_splits``).
+    """
+    extra = [
+        f"{metric}_{split.removeprefix('dev_')}"
+        for split in task.dev_splits[1:]
+        for metric in task.metrics
+    ]
+    return (*task.metrics, *extra)
 
 
 def canonical_split(task: GlueTask, split: str) -> str:

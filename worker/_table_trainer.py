@@ -9,18 +9,8 @@ from __future__ import annotations
 
 import time
 
-from archsearch.spaces import Candidate, FlexiBertSmallSpace, SpecError, load_table
+from archsearch.spaces import TABLE_METRIC, Candidate, FlexiBertSmallSpace, SpecError, load_table
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrainResult
-
-# The table records each task's main dev metric; these are the names archsearch gives them.
-# Its MNLI column is MNLI-mm: the mismatched dev accuracy.
-TABLE_METRIC = {
-    "cola": "mcc",
-    "stsb": "pearson",
-    "mrpc": "f1",
-    "qqp": "f1",
-    "mnli": "accuracy_mismatched",
-}
 
 
 class TableTrainer(Trainer):

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, TypeAlias
 
 from archsearch.spaces import CustomTask, GlueTask, get_task, validate_custom_task
+from archsearch.spaces import result_metric_names as glue_result_metric_names
 from archsearch.worker._custom_files import resolve_custom_task
 
 #: A task as a trainer sees it.
@@ -60,15 +61,6 @@ def task_info(task: TaskRef) -> TaskInfo:
 
 
 def result_metric_names(task: TaskRef) -> tuple[str, ...]:
-    """Every task metric a full dev evaluation reports, unprefixed.
-
-    The primary dev split's metrics are unsuffixed; a later dev split's carry its suffix: MNLI
-    gives ``("accuracy", "accuracy_mismatched")``.
-    """
-    t = resolve_task(task)
-    extra = [
-        f"{metric}_{split.removeprefix('dev_')}"
-        for split in t.dev_splits[1:]
-        for metric in t.metrics
-    ]
-    return (*t.metrics, *extra)
+    """Every task metric a full dev evaluation reports, unprefixed (see
+    :func:`archsearch.spaces.result_metric_names`); a custom task is resolved first."""
+    return glue_result_metric_names(resolve_task(task))

@@ -80,6 +80,8 @@ def valid_specs(table: str) -> list[dict[str, Any]]:
             "n_trials": 3,
             "loop": "random",
             "tasks": ["sst2", "rte"],
+            # a multi-task trial reports <task>.<metric> (plain "accuracy" is refused)
+            "objectives": ["sst2.accuracy:max"],
             "space_options": {"variant": "test", "hierarchical": True},
             "loop_options": {},
         },

@@ -53,14 +53,10 @@ from transformers import get_linear_schedule_with_warmup
 
 from archsearch.spaces import Candidate, get_task
 from archsearch.worker import TrainContext
-from archsearch.worker._bert_trainer import (
-    BertTrainer,
-    EncodedSplit,
-    _adamw,
-    _seed_everything,
-    _shuffled_batches,
-)
+from archsearch.worker._batches import EncodedSplit, epoch_batches
+from archsearch.worker._bert_trainer import BertTrainer
 from archsearch.worker._cost import code_version
+from archsearch.worker._loop import adamw, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_section
@@ -145,7 +141,7 @@ def collate_all(
     train: EncodedSplit, args: argparse.Namespace, pad_id: int
 ) -> list[dict[str, torch.Tensor]]:
     """The trainer's batches (same seeded order, each padded to its longest example)."""
-    order = _shuffled_batches(len(train), args.batch_size, SEED)
+    order = epoch_batches(len(train), args.batch_size, SEED)
     batches = []
     for _ in range(args.steps):
         indices = next(order)
@@ -174,10 +170,10 @@ def run_bare(
     batches: list[dict[str, torch.Tensor]],
     args: argparse.Namespace,
 ) -> float:
-    _seed_everything(SEED)
+    seed_everything(SEED)
     device = torch.device(args.device)
     model = trainer.build_model(arch, get_task(args.task)).to(device)
-    optimizer = _adamw(model, LEARNING_RATE, WEIGHT_DECAY)
+    optimizer = adamw(model, LEARNING_RATE, WEIGHT_DECAY)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(WARMUP_RATIO * args.steps), args.steps
     )

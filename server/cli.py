@@ -224,27 +224,17 @@ def _non_negative_seconds(text: str) -> float:
 def cmd_worker(args: argparse.Namespace) -> int:
     from archsearch.server.client import WorkerClient
     from archsearch.worker import Trainer, Worker
+    from archsearch.worker._registry import create_trainer
 
+    options = {"glue_dir": args.glue_dir, "table": args.table, "duration_s": args.duration}
     trainers: dict[str, Trainer] = {}
     for name in args.trainer or ["bert"]:
-        if name == "table":
-            if not args.table:
-                raise CliError(
-                    "--trainer table needs --table PATH (a FlexiBERT table JSON, e.g. "
-                    "../shared/data/flexibert-small/dataset_small_sst2.json)"
-                )
-            from archsearch.worker import TableTrainer
-
-            try:
-                trainers["table"] = TableTrainer(args.table, duration_s=args.duration)
-            except ValueError as e:
-                raise CliError(str(e)) from e
-        elif name == "bert":
-            from archsearch.worker import BertTrainer
-
-            trainers["bert"] = BertTrainer(glue_dir=args.glue_dir)
-        else:
-            raise CliError(f"unknown trainer {name!r}: use bert or table")
+        try:
+            trainers[name] = create_trainer(name, options)
+        except KeyError as e:
+            raise CliError(str(e.args[0])) from e
+        except ValueError as e:
+            raise CliError(str(e)) from e
     if args.device.startswith("cuda"):
         import torch
 

@@ -8,11 +8,15 @@ which the trial heartbeats and can be stopped like a real one.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from archsearch.spaces import TABLE_METRIC, Candidate, FlexiBertSmallSpace, SpecError, load_table
+from archsearch.worker._registry import register_trainer
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrainResult
 
 
+@register_trainer
 class TableTrainer(Trainer):
     """Looks candidates up in a FlexiBERT-format table.
 
@@ -27,6 +31,20 @@ class TableTrainer(Trainer):
         self.table = load_table(str(table_path))
         self.duration_s = duration_s
         self._space = FlexiBertSmallSpace()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> TableTrainer:
+        """A trainer for a worker's options: ``table`` (required) and ``duration_s``.
+
+        Raises:
+            ValueError: No table named, or it cannot be read.
+        """
+        if not options.get("table"):
+            raise ValueError(
+                "--trainer table needs --table PATH (a FlexiBERT table JSON, e.g. "
+                "../shared/data/flexibert-small/dataset_small_sst2.json)"
+            )
+        return cls(options["table"], duration_s=float(options.get("duration_s") or 0.0))
 
     def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
         if candidate.space != FlexiBertSmallSpace.name:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from archsearch.spaces import Candidate
 
@@ -76,10 +77,21 @@ class TrainContext:
 
 
 class Trainer(abc.ABC):
-    """Trains and evaluates one candidate. Subclasses: ``BertTrainer``, ``TableTrainer``."""
+    """Trains and evaluates one candidate. Subclasses: ``BertTrainer``, ``TableTrainer``;
+    each registers itself with ``archsearch.worker._registry.register_trainer``."""
 
     #: Name workers advertise and search specs select ("bert", "table").
     name: str = ""
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Trainer:
+        """A trainer built from a worker's options (``glue_dir``, ``table``, ``duration_s``,
+        ...: each trainer reads its own); the default takes none.
+
+        Raises:
+            ValueError: A needed option is missing or bad; the message says what to give.
+        """
+        return cls()
 
     @abc.abstractmethod
     def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:

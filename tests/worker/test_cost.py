@@ -22,8 +22,6 @@ from archsearch.worker._bert_trainer import (
     AGGREGATED_COST_METRICS,
     COST_METRICS,
     BertTrainer,
-    TrainingHooks,
-    _TrainingLoop,
 )
 from archsearch.worker._cost import (
     PeakMemoryMeter,
@@ -35,6 +33,7 @@ from archsearch.worker._cost import (
     measure_latency_ms,
     provenance,
 )
+from archsearch.worker._loop import TrainingHooks, TrainingLoop
 
 TINY = TINY_BERT
 
@@ -212,7 +211,7 @@ def test_best_checkpoint_is_kept(
     loaded = BertForSequenceClassification.from_pretrained(path)
     task = get_task("sst2")
     dev = trainer.encode("sst2", "dev", 32, {"max_seq_length": 32, "seed": 3})
-    loop = _TrainingLoop(loaded, task, {"batch_size": 16}, TrainContext(), None, 0)
+    loop = TrainingLoop(loaded, task, {"batch_size": 16}, TrainContext(), None, 0)
     assert loop.predict(dev).tolist() == trainer.last_predictions
     assert not list(tmp_path.glob(".*tmp*"))  # the staging folder was renamed into place
 

@@ -456,7 +456,7 @@ def test_trainer_hub_offline_is_a_candidate_error(
     assert "datasets.load_dataset('me/glue-copy', 'rte', split='train')" in message
     assert "HF_HUB_OFFLINE=1" in message
     assert 'set data.source to "auto" or "dir"' in message and "--glue-dir" in message
-    assert not trainer._encoded  # nothing was read from the glue_data folder instead
+    assert not len(trainer.splits)  # nothing was read from the glue_data folder instead
 
 
 # ------------------------------------------------------------------ tokenised cache

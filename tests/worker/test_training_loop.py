@@ -1,0 +1,219 @@
+"""TrainingLoop's hook points, on the unit tests' 1 x 32 BERT and synthetic token data.
+
+Each hook is shown to be called and to change the outcome: ``init_fn`` sets the starting
+weights, ``loss_fn`` what is minimised, ``data_schedule`` which examples an epoch sees,
+``evaluate_many`` which configurations of the trained weights are scored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from _tiny import TINY_BERT
+
+from archsearch.spaces import get_task
+from archsearch.worker import CandidateError, TrainContext
+from archsearch.worker._batches import EncodedSplit, epoch_batches
+from archsearch.worker._loop import ConfigureFn, TrainingHooks, TrainingLoop, model_loss
+from archsearch.worker._models import model_factory
+
+TASK = get_task("sst2")
+VOCAB = 120
+N_TRAIN = 64
+
+
+class _Tokenizer:
+    """What a model factory reads of a tokenizer."""
+
+    pad_token_id = 0
+
+    def __len__(self) -> int:
+        return VOCAB
+
+
+def split(n: int, seed: int) -> EncodedSplit:
+    """``n`` six-token examples; example ``i`` carries token ``2 + i`` second, so a batch says
+    which examples it holds; the label is that of a learnable random token rule."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(2, VOCAB, size=(n, 6))
+    rows[:, 0] = 1
+    rows[:, 1] = 2 + np.arange(n)
+    labels = (rows[:, 2] % 2).astype(np.int64)
+    return EncodedSplit(
+        input_ids=rows.reshape(-1).astype(np.int32),
+        token_type_ids=np.zeros(n * 6, dtype=np.int8),
+        offsets=np.arange(0, n * 6 + 1, 6, dtype=np.int64),
+        labels=labels,
+    )
+
+
+TRAIN, DEV = split(N_TRAIN, 0), split(32, 1)
+
+
+def model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return model_factory("bert").build(TINY_BERT, TASK, _Tokenizer())
+
+
+def recipe(**changes: Any) -> dict[str, Any]:
+    return {
+        "max_steps": 4,
+        "eval_every": 4,
+        "batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-3,
+        "weight_decay": 0.0,
+        "warmup_ratio": 0.0,
+        "seed": 3,
+        "progress": False,
+        **changes,
+    }
+
+
+def train(hooks: TrainingHooks | None = None, **changes: Any) -> tuple[TrainingLoop, np.ndarray]:
+    loop = TrainingLoop(model(), TASK, recipe(**changes), TrainContext(), None, 0, hooks=hooks)
+    predictions, _ = loop.run(TRAIN, DEV)
+    return loop, predictions
+
+
+def weights(m: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def recorder(seen: list[int]) -> TrainingHooks:
+    """A loss hook that records which examples each batch holds and keeps the model's loss."""
+
+    def loss_fn(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        seen.extend((batch["input_ids"][:, 1] - 2).tolist())
+        return model_loss(m, batch)
+
+    return TrainingHooks(loss_fn=loss_fn)
+
+
+def test_init_fn_sets_the_starting_weights() -> None:
+    calls: list[int] = []
+
+    def init_fn(m: torch.nn.Module) -> None:
+        calls.append(1)
+        with torch.no_grad():
+            m.classifier.bias.copy_(torch.tensor([50.0, -50.0]))  # type: ignore[union-attr]
+
+    _, plain = train(learning_rate=0.0)
+    _, started = train(TrainingHooks(init_fn=init_fn), learning_rate=0.0)
+    assert calls == [1]
+    assert (started == 0).all()  # the bias it set decides every prediction
+    assert not (plain == 0).all()
+
+
+def test_loss_fn_replaces_what_is_minimised() -> None:
+    calls: list[int] = []
+
+    def zero_loss(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        calls.append(1)
+        return model_loss(m, batch) * 0.0
+
+    start = weights(model())
+    plain, _ = train()
+    zeroed, _ = train(TrainingHooks(loss_fn=zero_loss), gradient_accumulation_steps=2)
+    assert len(calls) == 4 * 2  # every micro-batch
+    assert not same(start, weights(plain.model))
+    assert same(start, weights(zeroed.model))  # no gradient, no decay: nothing moved
+
+
+def test_data_schedule_chooses_each_epochs_examples() -> None:
+    epochs: list[int] = []
+    first = list(range(8))
+
+    def schedule(epoch: int) -> list[int] | None:
+        epochs.append(epoch)
+        return first if epoch == 0 else None
+
+    seen: list[int] = []
+    hooks = recorder(seen)
+    train(TrainingHooks(loss_fn=hooks.loss_fn, data_schedule=schedule), max_steps=2)
+    assert epochs == [0]
+    assert sorted(seen) == first  # two steps of four: exactly epoch 0's examples, once each
+
+    seen.clear()
+    train(TrainingHooks(loss_fn=hooks.loss_fn, data_schedule=schedule), max_steps=6)
+    assert epochs == [0, 0, 1]  # the second run: epoch 1 (every example) after 2 steps
+    assert sorted(seen[:8]) == first and len(set(seen[8:]) - set(first)) > 0
+
+    unscheduled: list[int] = []
+    train(recorder(unscheduled), max_steps=2)
+    assert sorted(unscheduled) != first  # without the hook, epoch 0 draws from all 64
+
+
+def test_epoch_batches_without_a_schedule_keep_the_seeded_order() -> None:
+    batches = epoch_batches(10, 4, seed=5)
+    rng = np.random.default_rng(5)
+    expected = [chunk for _ in range(2) for chunk in np.array_split(rng.permutation(10), [4, 8])]
+    for want in expected:
+        assert next(batches).tolist() == want.tolist()
+
+
+def test_data_schedule_errors() -> None:
+    with pytest.raises(CandidateError, match="epoch 0 no examples"):
+        next(epoch_batches(10, 4, 0, lambda epoch: []))
+    with pytest.raises(ValueError, match=r"outside \[0, 10\)"):
+        next(epoch_batches(10, 4, 0, lambda epoch: [3, 10]))
+
+
+def flip_classifier(m: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+    """A configuration: the classifier's logits negated, restored on exit."""
+
+    @contextlib.contextmanager
+    def flipped() -> Iterator[None]:
+        head: Any = m.classifier  # type: ignore[union-attr]
+        with torch.no_grad():
+            head.weight.neg_()
+            head.bias.neg_()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                head.weight.neg_()
+                head.bias.neg_()
+
+    return flipped()
+
+
+def test_evaluate_many_scores_configurations_of_one_set_of_weights() -> None:
+    configured: list[str] = []
+
+    def configurations(m: torch.nn.Module) -> Iterator[tuple[str, ConfigureFn]]:
+        def record(label: str) -> ConfigureFn:
+            def configure(model: torch.nn.Module) -> None:
+                assert model is m
+                configured.append(label)
+
+            return configure
+
+        yield "as-trained", record("as-trained")
+        yield "flipped", flip_classifier
+
+    loop, predictions = train(TrainingHooks(evaluate_many=configurations), max_steps=8)
+    trained = weights(loop.model)
+    by_label = loop.label_metrics
+    assert set(by_label) == {"as-trained", "flipped"} and configured == ["as-trained"]
+    accuracy = float((predictions == DEV.labels).mean())
+    assert by_label["as-trained"]["accuracy"] == pytest.approx(accuracy)
+    # Negated logits swap the two classes' argmax: every right answer becomes wrong.
+    assert by_label["flipped"]["accuracy"] == pytest.approx(1 - accuracy)
+    assert same(trained, weights(loop.model))  # the context restored the weights
+    assert loop.predict(DEV).tolist() == predictions.tolist()
+
+    plain, _ = train(max_steps=8)
+    assert plain.label_metrics == {}
+
+    with pytest.raises(ValueError, match="twice"):
+        loop.evaluate_many(lambda m: [("a", flip_classifier), ("a", flip_classifier)], DEV)

@@ -1,0 +1,165 @@
+"""Tokenised splits and the batches the training loop draws from them.
+
+* :class:`EncodedSplit`: a tokenised split, stored flat (one int array plus offsets).
+* :func:`tokenize_examples`: examples to an :class:`EncodedSplit`.
+* :func:`epoch_batches`: the micro-batches of indices, a fresh seeded permutation each epoch,
+  of the examples a data schedule chose for that epoch (all of them without one).
+* :func:`collate`: one batch, padded to its own longest example, on the device.
+
+Imports torch at module level; ``archsearch.worker`` does not import it eagerly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from archsearch.worker._example import GlueExample
+from archsearch.worker._trainer import CandidateError
+
+# Tokenise in chunks so the tokenizer's per-example Python lists never hold a whole large
+# split (QQP/MNLI train) at once.
+_TOKENIZE_CHUNK = 8192
+
+#: ``schedule(epoch) -> indices``: the training examples (indices into the training split) of
+#: epoch ``epoch`` (0 for the first pass); None means every example.
+DataSchedule = Callable[[int], "Sequence[int] | np.ndarray | None"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedSplit:
+    """A tokenised split, stored flat (one int array plus offsets) to stay compact.
+
+    Attributes:
+        input_ids: Every example's token ids, concatenated.
+        token_type_ids: Segment ids aligned with ``input_ids``.
+        offsets: Example ``i`` spans ``offsets[i]:offsets[i + 1]``.
+        labels: Class indices (int64) or scores (float32).
+    """
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """SHA-256 of the token ids, segment ids, offsets and labels: what was trained on."""
+        h = hashlib.sha256()
+        for array in (self.input_ids, self.token_type_ids, self.offsets, self.labels):
+            h.update(str(array.dtype).encode())
+            h.update(np.ascontiguousarray(array).data)
+        return h.hexdigest()
+
+
+def tokenize_examples(
+    tokenizer: Any, examples: list[GlueExample], seq_len: int, regression: bool
+) -> EncodedSplit:
+    """Tokenises ``examples`` (single texts or pairs), truncated to ``seq_len`` tokens."""
+    ids: list[np.ndarray] = []
+    types: list[np.ndarray] = []
+    lengths: list[int] = []
+    for begin in range(0, len(examples), _TOKENIZE_CHUNK):
+        chunk = examples[begin : begin + _TOKENIZE_CHUNK]
+        first = [e.texts[0] for e in chunk]
+        second = [e.texts[1] for e in chunk] if len(chunk[0].texts) > 1 else None
+        enc = tokenizer(
+            first, second, truncation=True, max_length=seq_len, return_attention_mask=False
+        )
+        lengths.extend(map(len, enc["input_ids"]))
+        ids.append(np.fromiter(itertools.chain.from_iterable(enc["input_ids"]), dtype=np.int32))
+        types.append(
+            np.fromiter(itertools.chain.from_iterable(enc["token_type_ids"]), dtype=np.int8)
+        )
+    offsets = np.zeros(len(examples) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    labels = np.array([e.label for e in examples], dtype=np.float32 if regression else np.int64)
+    return EncodedSplit(
+        input_ids=np.concatenate(ids) if ids else np.empty(0, np.int32),
+        token_type_ids=np.concatenate(types) if types else np.empty(0, np.int8),
+        offsets=offsets,
+        labels=labels,
+    )
+
+
+def epoch_batches(
+    n: int, batch_size: int, seed: int, schedule: DataSchedule | None = None
+) -> Iterator[np.ndarray]:
+    """Endless micro-batches of indices into a split of ``n`` examples: a fresh seeded
+    permutation each epoch, of the indices ``schedule(epoch)`` returns (all without one).
+
+    Without a schedule the order is exactly that of earlier versions (one ``permutation(n)``
+    per epoch), so seeded runs reproduce.
+
+    Raises:
+        CandidateError: The split is empty, or the schedule gave an epoch no examples.
+        ValueError: The schedule returned an index outside ``[0, n)``.
+    """
+    if n == 0:
+        raise CandidateError("the training split is empty")
+    rng = np.random.default_rng(seed)
+    for epoch in itertools.count():
+        chosen = schedule(epoch) if schedule is not None else None
+        if chosen is None:
+            order = rng.permutation(n)
+        else:
+            indices = np.asarray(chosen, dtype=np.int64)
+            if indices.size == 0:
+                raise CandidateError(f"the data schedule gave epoch {epoch} no examples")
+            if indices.min() < 0 or indices.max() >= n:
+                raise ValueError(
+                    f"the data schedule gave epoch {epoch} indices outside [0, {n}): "
+                    f"{int(indices.min())}..{int(indices.max())}"
+                )
+            order = indices[rng.permutation(len(indices))]
+        for begin in range(0, len(order), batch_size):
+            yield order[begin : begin + batch_size]
+
+
+def collate(
+    encoded: EncodedSplit,
+    indices: np.ndarray,
+    pad_id: int,
+    device: torch.device,
+    with_labels: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Pads a batch to its own longest example (dynamic padding), vectorised: one gather
+    builds ids, segment ids and mask together, and one copy moves them to the device."""
+    starts = encoded.offsets[indices]
+    lengths = encoded.offsets[indices + 1] - starts
+    columns = np.arange(int(lengths.max()))
+    mask = columns < lengths[:, None]
+    # Clamp to each row's last token so the gather stays inside the row; masked out below.
+    positions = starts[:, None] + np.minimum(columns, lengths[:, None] - 1)
+    packed = np.empty((3, *mask.shape), dtype=np.int64)
+    np.copyto(packed[0], np.where(mask, encoded.input_ids[positions], pad_id))
+    np.copyto(packed[1], np.where(mask, encoded.token_type_ids[positions], 0))
+    np.copyto(packed[2], mask)
+    tensors = torch.from_numpy(packed)
+    labels = torch.from_numpy(encoded.labels[indices]) if with_labels else None
+    if device.type == "cuda":
+        tensors = tensors.pin_memory().to(device, non_blocking=True)
+        if labels is not None:
+            labels = labels.pin_memory().to(device, non_blocking=True)
+    batch = {
+        "input_ids": tensors[0],
+        "token_type_ids": tensors[1],
+        "attention_mask": tensors[2],
+    }
+    if labels is not None:
+        batch["labels"] = labels
+    return batch

@@ -1,0 +1,63 @@
+"""Kept checkpoints: where they go and how one is written.
+
+Imports torch (through the loop) at module level; ``archsearch.worker`` does not import it
+eagerly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from archsearch.spaces import Candidate
+from archsearch.worker._loop import TrainingLoop
+
+#: Environment variable naming the folder kept checkpoints go under.
+CHECKPOINT_DIR_ENV = "ARCHSEARCH_CHECKPOINT_DIR"
+#: The note a checkpoint folder carries: candidate, metric, value and step of the weights.
+NOTE_FILE = "archsearch_checkpoint.json"
+
+
+def checkpoint_root() -> Path:
+    """Where kept checkpoints go: ``$ARCHSEARCH_CHECKPOINT_DIR``, else
+    ``~/.cache/archsearch/checkpoints``; each candidate's under its fingerprint (and, for a
+    multi-task trial, one folder per task inside that)."""
+    named = os.environ.get(CHECKPOINT_DIR_ENV)
+    if named:
+        return Path(named).expanduser()
+    return Path.home() / ".cache" / "archsearch" / "checkpoints"
+
+
+def save_checkpoint(
+    model: torch.nn.Module,
+    loop: TrainingLoop,
+    folder: Path,
+    candidate: Candidate,
+    tokenizer: Any,
+) -> Path:
+    """Writes the best evaluated weights (``save_pretrained``), the tokenizer and a note of
+    which step and value they come from; replaces an earlier folder atomically."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    # best_state is None only when no evaluation scored a number (all NaN): keep the last.
+    pretrained: Any = model
+    pretrained.save_pretrained(staging, state_dict=loop.best_state)
+    tokenizer.save_pretrained(str(staging))
+    kept_best = loop.best_state is not None
+    note = {
+        "candidate": candidate.to_dict(),
+        "metric": loop.select_metric,
+        "value": loop.best_value if kept_best else None,
+        "step": loop.best_step if kept_best else loop.recipe["max_steps"],
+    }
+    (staging / NOTE_FILE).write_text(json.dumps(note, indent=2) + "\n")
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staging, folder)
+    return folder

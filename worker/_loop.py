@@ -1,0 +1,354 @@
+"""TrainingLoop: one model's optimisation on one task, with its hook points.
+
+The loop owns what every student's training shares: the optimiser (AdamW with BERT's
+weight-decay groups), the linear warm-up and decay schedule, gradient accumulation and
+clipping, precision (autocast, and loss scaling for fp16), the divergence check, periodic
+evaluation on the dev split, intermediate reports (and so pruning: ``context.report`` raises
+:class:`~archsearch.worker.TrialStopped`), stop checks, the best-weights copy for checkpoints
+and the progress bar. What differs between kinds of students enters through
+:class:`TrainingHooks`:
+
+* ``init_fn(model)``: where the weights start (teacher extraction, FlexiBERT pre-training or
+  weight transfer);
+* ``loss_fn(model, batch)``: what is minimised (distillation against a teacher);
+* ``data_schedule(epoch)``: which training examples each epoch sees (a curriculum);
+* ``evaluate_many(model)``: several configurations of the one set of trained weights to score
+  after the last step (DyLoRA ranks, supernet students).
+
+Imports torch at module level; ``archsearch.worker`` does not import it eagerly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from archsearch.worker._batches import DataSchedule, EncodedSplit, collate, epoch_batches
+from archsearch.worker._metrics import compute_metrics
+from archsearch.worker._precision import FP32, Precision
+from archsearch.worker._task_info import Task
+from archsearch.worker._trainer import CandidateError, TrainContext
+
+_MAX_GRAD_NORM = 1.0
+# On CUDA, reading the loss back to check it is finite waits for the GPU and stops the CPU
+# from queueing the next steps; check every this many optimiser steps (and at evaluations).
+_CUDA_FINITE_CHECK_EVERY = 20
+
+#: ``loss_fn(model, batch) -> scalar loss``; ``batch`` holds ``input_ids``,
+#: ``token_type_ids``, ``attention_mask`` and ``labels`` on the training device.
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+#: ``init_fn(model)``: changes the freshly built model's weights in place before training.
+InitFn = Callable[[torch.nn.Module], None]
+#: ``configure_fn(model)``: puts the model in one configuration (a LoRA rank, a sub-network);
+#: it may return a context manager, entered around the evaluation, whose exit restores it.
+ConfigureFn = Callable[[torch.nn.Module], "contextlib.AbstractContextManager[Any] | None"]
+#: ``evaluate_many(model) -> [(label, configure_fn), ...]``: the configurations to score.
+EvaluateMany = Callable[[torch.nn.Module], Iterable[tuple[str, ConfigureFn]]]
+
+__all__ = [
+    "ConfigureFn",
+    "DataSchedule",
+    "EvaluateMany",
+    "InitFn",
+    "LossFn",
+    "TrainingHooks",
+    "TrainingLoop",
+    "adamw",
+    "model_loss",
+    "seed_everything",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingHooks:
+    """How a student starts, what it minimises, what it sees and how it is scored.
+
+    Every hook is optional; with none the loop trains from the built model's weights on the
+    model's own loss over every training example each epoch.
+
+    Attributes:
+        init_fn: Where the weights start: called once on the built model (already on the
+            device) before the optimiser is created (teacher extraction, FlexiBERT
+            pre-training or transfer). None keeps the random initialisation.
+        loss_fn: What is minimised: the training loss of a batch, called under the recipe's
+            autocast (distillation against a teacher). None uses the model's own loss
+            (cross-entropy, or MSE for regression).
+        data_schedule: What each epoch sees (a curriculum): called at the start of every pass
+            over the data with the epoch index (0 first) and returns the indices of the
+            training examples of that epoch (None: all of them). They are shuffled with the
+            recipe's seed and cut into micro-batches; training still ends after ``max_steps``
+            optimiser steps, so a smaller epoch simply comes round sooner.
+        evaluate_many: Several configurations of the one set of trained weights (DyLoRA ranks,
+            supernet students): called once after the last step; yields ``(label,
+            configure_fn)`` pairs, and each configuration's dev metrics are kept in
+            :attr:`TrainingLoop.label_metrics` under its label (the trainer reports them as
+            ``"<metric>@<label>"``). The loop's own final evaluation, reports and checkpoint
+            use the model as trained, before any configuration.
+        metrics: Filled by the hooks with what they measured (a FlexiBERT candidate's
+            ``transfer_overlap``, ``pretrain_loss``, ...); the trainer adds them to the task's
+            metrics.
+    """
+
+    init_fn: InitFn | None = None
+    loss_fn: LossFn | None = None
+    data_schedule: DataSchedule | None = None
+    evaluate_many: EvaluateMany | None = None
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class TrainingLoop:
+    """One model's optimisation on one task, with periodic evaluation and reporting.
+
+    Args:
+        model: The model, on ``context.device``.
+        task: The task trained on (its metrics score the dev split).
+        recipe: The checked recipe: reads ``max_steps``, ``eval_every``, ``batch_size``,
+            ``gradient_accumulation_steps``, ``learning_rate``, ``weight_decay``,
+            ``warmup_ratio``, ``seed`` and ``progress``.
+        context: The trial's context (stop checks and intermediate reports).
+        report_metric: Metric sent with ``context.report`` after each evaluation; None: none.
+        pad_id: The tokenizer's padding id.
+        hooks: See :class:`TrainingHooks`.
+        precision: Autocast dtype and loss scaling; default fp32.
+        step_offset: Added to the steps sent with ``context.report``.
+        select_metric: When set, a CPU copy of the weights with the best dev value of this
+            metric is kept in ``best_state`` (with ``best_step`` and ``best_value``).
+        progress: tqdm's ``disable`` is ``not progress``; None: shown only on a terminal.
+        sample_memory: Called where training memory peaks (after each forward and backward
+            pass and optimiser step): :meth:`~archsearch.worker._cost.PeakMemoryMeter.sample`.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task: Task,
+        recipe: dict[str, Any],
+        context: TrainContext,
+        report_metric: str | None,
+        pad_id: int,
+        *,
+        hooks: TrainingHooks | None = None,
+        precision: Precision | None = None,
+        step_offset: int = 0,
+        select_metric: str | None = None,
+        progress: bool | None = None,
+        sample_memory: Callable[[], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.task = task
+        self.recipe = recipe
+        self.context = context
+        self.report_metric = report_metric
+        self.device = torch.device(context.device)
+        self.pad_id = pad_id
+        self.hooks = hooks or TrainingHooks()
+        self.precision = precision or FP32
+        self.step_offset = step_offset
+        self.select_metric = select_metric
+        self.progress = recipe.get("progress") if progress is None else progress
+        self.sample_memory = sample_memory or _nothing
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_value = -math.inf
+        self.best_step = 0
+        #: Dev metrics of each configuration ``hooks.evaluate_many`` named, by label.
+        self.label_metrics: dict[str, dict[str, float]] = {}
+        self._last_values: dict[str, float] = {}
+
+    def run(self, train_set: EncodedSplit, dev_set: EncodedSplit) -> tuple[np.ndarray, float]:
+        """Trains for ``max_steps`` optimiser steps; returns the final dev predictions and the
+        seconds spent optimising (evaluation excluded).
+
+        Raises:
+            CandidateError: The loss became non-finite, or the training split (or an epoch of
+                the data schedule) is empty.
+            TrialStopped: The trial was pruned or must stop.
+        """
+        recipe, context, model = self.recipe, self.context, self.model
+        sample_memory, device, pad_id = self.sample_memory, self.device, self.pad_id
+        max_steps, eval_every = recipe["max_steps"], recipe["eval_every"]
+        accumulation = recipe.get("gradient_accumulation_steps", 1)
+        if self.hooks.init_fn is not None:
+            self.hooks.init_fn(model)
+        loss_fn = self.hooks.loss_fn or model_loss
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = adamw(model, recipe["learning_rate"], recipe["weight_decay"])
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(recipe["warmup_ratio"] * max_steps), max_steps
+        )
+        scaler = torch.amp.GradScaler(device.type) if self.precision.scaled else None
+        check_every = _CUDA_FINITE_CHECK_EVERY if device.type == "cuda" else 1
+        micro_batches = epoch_batches(
+            len(train_set), recipe["batch_size"], recipe["seed"], self.hooks.data_schedule
+        )
+        eval_seconds, predictions = 0.0, np.empty(0)
+        bar = tqdm(
+            total=max_steps,
+            desc=self.task.id,
+            unit="step",
+            file=sys.stderr,
+            disable=None if self.progress is None else not self.progress,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        model.train()
+        start = self._now()
+        try:
+            for step in range(1, max_steps + 1):
+                for _ in range(accumulation):
+                    context.check()
+                    batch = collate(train_set, next(micro_batches), pad_id, device)
+                    with self.precision.autocast(device):
+                        loss = loss_fn(model, batch)
+                    sample_memory()  # activations saved for backward are all alive here
+                    if check_every == 1:
+                        if not torch.isfinite(loss):
+                            raise CandidateError(
+                                f"training diverged: loss {loss.item()} at step {step}"
+                            )
+                    else:
+                        nonfinite |= ~torch.isfinite(loss.detach())
+                    scaled = loss / accumulation if accumulation > 1 else loss
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                    sample_memory()
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, _MAX_GRAD_NORM)
+                    scale = scaler.get_scale()
+                    scaler.step(optimizer)  # skipped when the gradients overflowed
+                    scaler.update()
+                    # A lowered scale means this step was skipped: do not advance the
+                    # schedule either (scaler.step already waited for the GPU to know).
+                    if scaler.get_scale() >= scale:
+                        scheduler.step()
+                else:
+                    torch.nn.utils.clip_grad_norm_(params, _MAX_GRAD_NORM)
+                    optimizer.step()
+                    scheduler.step()
+                sample_memory()  # gradients and optimiser state both alive here
+                optimizer.zero_grad(set_to_none=True)
+                bar.update()
+                evaluate = step % eval_every == 0 or step == max_steps
+                if check_every > 1 and (evaluate or step % check_every == 0) and nonfinite.item():
+                    raise CandidateError(f"training diverged: non-finite loss by step {step}")
+                if evaluate:
+                    eval_start = self._now()
+                    predictions = self._evaluate(step, dev_set, bar)
+                    eval_seconds += self._now() - eval_start
+                    if self.report_metric is not None:
+                        # Raises TrialStopped if pruned.
+                        context.report(
+                            self.step_offset + step, self._last_values[self.report_metric]
+                        )
+        finally:
+            bar.close()
+        seconds = self._now() - start - eval_seconds
+        if self.hooks.evaluate_many is not None:
+            self.label_metrics = self.evaluate_many(self.hooks.evaluate_many, dev_set)
+        return predictions, seconds
+
+    def evaluate_many(
+        self, configurations: EvaluateMany, dev_set: EncodedSplit
+    ) -> dict[str, dict[str, float]]:
+        """The task metrics on ``dev_set`` of each configuration ``configurations(model)``
+        yields, by label (see :attr:`TrainingHooks.evaluate_many`).
+
+        Raises:
+            ValueError: Two configurations share a label.
+        """
+        by_label: dict[str, dict[str, float]] = {}
+        for label, configure in configurations(self.model):
+            if label in by_label:
+                raise ValueError(f"evaluate_many yielded the label {label!r} twice")
+            self.context.check()
+            with configure(self.model) or contextlib.nullcontext():
+                predictions = self.predict(dev_set)
+            by_label[label] = compute_metrics(self.task, predictions, dev_set.labels)
+        return by_label
+
+    def _evaluate(self, step: int, dev_set: EncodedSplit, bar: Any) -> np.ndarray:
+        predictions = self.predict(dev_set)
+        values = compute_metrics(self.task, predictions, dev_set.labels)
+        self._last_values = values
+        shown = self.report_metric or self.select_metric
+        if shown is not None:
+            bar.set_postfix({shown: f"{values[shown]:.4f}"}, refresh=False)
+        if self.select_metric is not None:
+            value = values[self.select_metric]
+            if value > self.best_value:  # False for NaN: a NaN score is never the best
+                self.best_value, self.best_step = value, step
+                self.best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
+                }
+        return predictions
+
+    @torch.inference_mode()
+    def predict(self, encoded: EncodedSplit) -> np.ndarray:
+        """Class indices (or scores, for regression) for every example, in split order."""
+        was_training = self.model.training
+        self.model.eval()
+        # Length-sorted batches pad far less; predictions are scattered back to split order.
+        order = np.argsort(encoded.lengths, kind="stable")
+        out = np.empty(len(encoded), dtype=np.float32 if self.task.is_regression else np.int64)
+        size = 2 * self.recipe["batch_size"]  # no activations kept for backward: room for 2x
+        try:
+            for begin in range(0, len(order), size):
+                indices = order[begin : begin + size]
+                batch = collate(encoded, indices, self.pad_id, self.device, with_labels=False)
+                with self.precision.autocast(self.device):
+                    logits = self.model(**batch).logits
+                if self.task.is_regression:
+                    result = logits.squeeze(-1).float()
+                else:
+                    result = logits.argmax(-1)
+                out[indices] = result.cpu().numpy()
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _now(self) -> float:
+        # CUDA runs asynchronously: wait for queued kernels so time lands where it was spent.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+def model_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's own loss of ``batch`` (Hugging Face classifiers: cross-entropy or MSE)."""
+    loss: torch.Tensor = model(**batch).loss
+    return loss
+
+
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, with BERT's weight-decay groups."""
+    # As in BERT: no weight decay on biases and LayerNorm weights (the 1-d parameters), since
+    # shrinking them towards zero does not regularise, it only shifts activations.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python's, NumPy's and torch's generators (every CUDA device too)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _nothing() -> None:
+    pass

@@ -1,0 +1,116 @@
+"""The data stages of the bert trainer: source, selector, tokeniser, with an in-memory cache.
+
+:class:`SplitEncoder` turns (task, split, subset, recipe, data choices) into an
+:class:`~archsearch.worker._batches.EncodedSplit`: the examples come from the candidate's
+:class:`~archsearch.worker.DataSource`, pass its selector
+(:func:`~archsearch.worker._selectors.select_examples`) and the subset slice, and are tokenised.
+
+Imports torch (through ``_batches``) at module level; ``archsearch.worker`` does not import it
+eagerly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from archsearch.spaces import CustomTask, GlueTask, SpecError, get_task
+from archsearch.worker._batches import EncodedSplit, tokenize_examples
+from archsearch.worker._hub import HubUnavailableError
+from archsearch.worker._selectors import select_examples
+from archsearch.worker._sources import DataSource, choose_source
+from archsearch.worker._trainer import CandidateError
+
+# Tokenised splits kept; a search usually varies architecture, not data, so a few entries
+# cover it while bounding memory when seeds or subsets do vary.
+_CACHE_ENTRIES = 8
+
+_CacheKey = tuple[str, str, int, int, int, str, str]
+
+
+class SplitEncoder:
+    """Reads, selects and tokenises splits for one worker, caching the last few.
+
+    Args:
+        glue_dir: The ``glue_data`` folder as named (None: the defaults of
+            :func:`~archsearch.worker.resolve_glue_dir`).
+        tokenizer: Returns the tokenizer (loaded on first use).
+    """
+
+    def __init__(self, glue_dir: str | Path | None, tokenizer: Callable[[], Any]) -> None:
+        self.glue_dir = glue_dir
+        self._tokenizer = tokenizer
+        self._encoded: OrderedDict[_CacheKey, EncodedSplit] = OrderedDict()
+        #: Custom tasks met in candidates, by name (``data.custom_task``).
+        self.custom_tasks: dict[str, CustomTask] = {}
+
+    def __len__(self) -> int:
+        """The number of tokenised splits cached."""
+        return len(self._encoded)
+
+    def data_source(self, task: GlueTask | CustomTask, data: Mapping[str, Any]) -> DataSource:
+        """Where ``task``'s examples come from for a candidate's ``data`` on this worker.
+
+        Raises:
+            CandidateError: The candidate's source cannot be used here (``auto`` found no
+                folder and the hub is offline, an unknown source); the message says why.
+            FileNotFoundError: The ``glue_data`` folder is missing (another worker may have it).
+        """
+        try:
+            return choose_source(task, data, self.glue_dir)
+        except (HubUnavailableError, ValueError) as e:
+            raise CandidateError(f"data.source {data.get('source', 'auto')!r}: {e}") from e
+
+    def encode(
+        self,
+        task_id: str,
+        split: str,
+        subset: int,
+        recipe: Mapping[str, Any],
+        data: Mapping[str, Any] | None = None,
+    ) -> EncodedSplit:
+        """Tokenises a (subset of a) split, cached per (task, split, subset, length, seed,
+        source, selection); see ``BertTrainer.encode``."""
+        data = data or {}
+        seq_len = recipe["max_seq_length"]
+        selection = data.get("selection") if split == "train" else None
+        if selection is not None and selection.get("method", "none") == "none":
+            selection = None  # identity: the same examples as no selection, one cache entry
+        # The whole split (subset 0) without a selection does not depend on the seed: share
+        # it across seeds.
+        seed = recipe["seed"] if subset or selection else 0
+        custom = self.custom_tasks.get(task_id)
+        task = custom if custom is not None else get_task(task_id)
+        source = self.data_source(task, data)
+        key = (task_id, split, subset, seq_len, seed, source.describe(), json.dumps(selection))
+        if key in self._encoded:
+            self._encoded.move_to_end(key)
+            return self._encoded[key]
+        try:
+            examples = source.load(task, split)
+        except HubUnavailableError as e:
+            raise CandidateError(f"data.source {data.get('source', 'auto')!r}: {e}") from e
+        try:
+            examples = select_examples(
+                examples, task=task_id, split=split, selection=selection, subset=subset, seed=seed
+            )
+        except SpecError as e:
+            raise CandidateError(str(e)) from e
+        encoded = tokenize_examples(self._tokenizer(), examples, seq_len, task.is_regression)
+        self._encoded[key] = encoded
+        while len(self._encoded) > _CACHE_ENTRIES:
+            self._encoded.popitem(last=False)
+        return encoded
+
+
+def data_hash(splits: Mapping[str, Mapping[str, EncodedSplit]]) -> str:
+    """One digest of every split of every task, named: the exact tokens and labels used."""
+    h = hashlib.sha256()
+    for task_id, by_split in splits.items():
+        for split, encoded in by_split.items():
+            h.update(f"{task_id}/{split}:{encoded.digest}\n".encode())
+    return f"sha256:{h.hexdigest()[:16]}"

@@ -104,8 +104,9 @@ def test_init_fn_sets_the_starting_weights() -> None:
 
     def init_fn(m: torch.nn.Module) -> None:
         calls.append(1)
+        head: Any = m.classifier
         with torch.no_grad():
-            m.classifier.bias.copy_(torch.tensor([50.0, -50.0]))  # type: ignore[union-attr]
+            head.bias.copy_(torch.tensor([50.0, -50.0]))
 
     _, plain = train(learning_rate=0.0)
     _, started = train(TrainingHooks(init_fn=init_fn), learning_rate=0.0)
@@ -173,7 +174,7 @@ def flip_classifier(m: torch.nn.Module) -> contextlib.AbstractContextManager[Non
 
     @contextlib.contextmanager
     def flipped() -> Iterator[None]:
-        head: Any = m.classifier  # type: ignore[union-attr]
+        head: Any = m.classifier
         with torch.no_grad():
             head.weight.neg_()
             head.bias.neg_()
@@ -217,3 +218,31 @@ def test_evaluate_many_scores_configurations_of_one_set_of_weights() -> None:
 
     with pytest.raises(ValueError, match="twice"):
         loop.evaluate_many(lambda m: [("a", flip_classifier), ("a", flip_classifier)], DEV)
+
+
+def test_the_trainer_passes_its_hooks_to_the_loop_and_reports_each_label() -> None:
+    from archsearch.spaces import Candidate
+    from archsearch.worker._bert_trainer import BertTrainer
+
+    epochs: list[int] = []
+
+    class CurriculumTrainer(BertTrainer):
+        def training_hooks(self, candidate: Any, task: Any, device: Any = None) -> TrainingHooks:
+            def schedule(epoch: int) -> list[int]:
+                epochs.append(epoch)
+                return list(range(8))
+
+            return TrainingHooks(
+                data_schedule=schedule,
+                evaluate_many=lambda m: [("flipped", flip_classifier)],
+            )
+
+    spec = Candidate(
+        space="bert",
+        architecture=TINY_BERT,
+        recipe={"max_steps": 4, "batch_size": 4, "max_seq_length": 32, "eval_every": 4},
+        data={"task": "sst2", "train_subset": 32, "eval_subset": 16},
+    )
+    result = CurriculumTrainer().train(spec, TrainContext())
+    assert epochs == [0, 1]  # 8 examples a pass, 4 a step: a new epoch every 2 steps
+    assert result.metrics["accuracy@flipped"] == pytest.approx(1 - result.metrics["accuracy"])

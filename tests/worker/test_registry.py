@@ -1,0 +1,88 @@
+"""The worker-side registries: trainers by name, model factories by space."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from _tiny import TINY_BERT
+
+from archsearch.spaces import Candidate, bert_parameter_count, get_task
+from archsearch.worker import CandidateError, TrainContext, Trainer, TrainResult
+from archsearch.worker._models import MODEL_FACTORIES, ModelFactory, model_factory
+from archsearch.worker._registry import (
+    TRAINERS,
+    create_trainer,
+    register_trainer,
+    trainer_class,
+    trainer_names,
+)
+
+
+def test_built_in_trainers_are_registered_where_they_live() -> None:
+    from archsearch.worker import BertTrainer, TableTrainer
+
+    assert trainer_class("table") is TableTrainer
+    assert trainer_class("bert") is BertTrainer
+    assert {"bert", "table"} <= set(trainer_names())
+
+
+def test_unknown_trainer_names_the_known_ones() -> None:
+    with pytest.raises(KeyError, match=r"unknown trainer 'nope': use one of .*bert.*table"):
+        trainer_class("nope")
+
+
+def test_create_trainer_reads_each_trainers_own_options() -> None:
+    with pytest.raises(ValueError, match="--trainer table needs --table PATH"):
+        create_trainer("table", {"glue_dir": None})
+    bert = create_trainer("bert", {"glue_dir": "/work/shared/data/glue", "table": None})
+    assert bert.name == "bert" and str(bert.glue_dir) == "/work/shared/data/glue"  # type: ignore[attr-defined]
+
+
+def test_a_new_trainer_registers_with_one_decorator() -> None:
+    @register_trainer
+    class EchoTrainer(Trainer):
+        name = "echo-test"
+
+        def __init__(self, value: float = 1.0) -> None:
+            self.value = value
+
+        @classmethod
+        def from_options(cls, options: Mapping[str, Any]) -> EchoTrainer:
+            return cls(float(options.get("value", 1.0)))
+
+        def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
+            return TrainResult(metrics={"score": self.value})
+
+    try:
+        trainer = create_trainer("echo-test", {"value": 0.25})
+        assert isinstance(trainer, EchoTrainer) and trainer.value == 0.25
+        with pytest.raises(ValueError, match="already registered"):
+
+            @register_trainer
+            class Other(Trainer):
+                name = "echo-test"
+
+                def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
+                    raise NotImplementedError
+    finally:
+        TRAINERS.pop("echo-test")
+
+
+def test_model_factories_by_space() -> None:
+    assert {"bert", "flexibert", "flexibert-small"} <= set(MODEL_FACTORIES)
+    assert isinstance(model_factory("bert"), ModelFactory)
+
+    class Tokenizer:
+        pad_token_id = 0
+
+        def __len__(self) -> int:
+            return 30522
+
+    bert = model_factory("bert").build(TINY_BERT, get_task("stsb"), Tokenizer())
+    assert sum(p.numel() for p in bert.parameters()) == bert_parameter_count(
+        TINY_BERT, num_labels=1
+    )
+    with pytest.raises(CandidateError, match="no model factory for space 'nas-bench'"):
+        model_factory("nas-bench")

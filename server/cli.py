@@ -456,8 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--trainer",
         action="append",
-        choices=["bert", "table"],
-        help="trainer to run, repeatable; default: bert",
+        # No argparse choices: the worker's trainer registry knows the names (and says them).
+        help="trainer to run (bert, table, or another registered one), repeatable; default: bert",
     )
     w.add_argument("--table", help="table JSON for --trainer table")
     w.add_argument("--duration", type=float, default=0.0, help="simulated seconds per table trial")

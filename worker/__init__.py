@@ -12,6 +12,16 @@ The data pipeline of a trainer, one stage per module:
   (``_glue_dir``), a hub dataset (``_hub``), a user's own files (``_custom_files``).
 * :class:`DataSelector` (``_selectors``): which of them to train on.
 * :func:`encode_examples` (``_encoding``): tokenised, cached on disk.
+
+The training pipeline of the bert trainer (``_bert_trainer`` orchestrates it; torch modules,
+imported where used): ``_plan`` (the candidate parsed once) → ``_split_cache`` (source,
+selector, tokeniser) → ``_models`` (:class:`ModelFactory` per space) → ``_student_hooks``
+(teacher extraction, distillation, FlexiBERT fidelities) → ``_loop`` (the public
+``TrainingLoop`` and its ``TrainingHooks``: init, loss, per-epoch data schedule,
+evaluate-many) → ``_evaluate`` (``Evaluator``, ``CostMeter``) → ``_checkpoints``.
+
+Trainers register themselves by name where they live (:func:`register_trainer`);
+:func:`create_trainer` builds one from a worker's options.
 """
 
 from __future__ import annotations
@@ -24,6 +34,13 @@ from archsearch.worker._example import GlueExample
 from archsearch.worker._glue_dir import GLUE_DIR_ENV, load_split, resolve_glue_dir, split_path
 from archsearch.worker._hub import DEFAULT_HUB_DATASET, HubUnavailableError, load_hub_split
 from archsearch.worker._metrics import compute_metrics, primary_metric
+from archsearch.worker._registry import (
+    TRAINERS,
+    create_trainer,
+    register_trainer,
+    trainer_class,
+    trainer_names,
+)
 from archsearch.worker._runner import Worker
 from archsearch.worker._selectors import (
     SELECTORS,
@@ -82,6 +99,7 @@ __all__ = [
     "GLUE_DIR_ENV",
     "SELECTORS",
     "SOURCES",
+    "TRAINERS",
     "BertTrainer",
     "CandidateError",
     "CustomSource",
@@ -106,12 +124,14 @@ __all__ = [
     "Worker",
     "choose_source",
     "compute_metrics",
+    "create_trainer",
     "encode_examples",
     "load_custom_split",
     "load_examples",
     "load_hub_split",
     "load_split",
     "primary_metric",
+    "register_trainer",
     "resolve_custom_task",
     "resolve_glue_dir",
     "resolve_task",
@@ -119,4 +139,6 @@ __all__ = [
     "split_path",
     "take_subset",
     "task_info",
+    "trainer_class",
+    "trainer_names",
 ]

@@ -86,3 +86,21 @@ def test_model_factories_by_space() -> None:
     )
     with pytest.raises(CandidateError, match="no model factory for space 'nas-bench'"):
         model_factory("nas-bench")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--trainer", "nope"], "unknown trainer 'nope': use one of table, bert"),
+        (["--trainer", "table"], "--trainer table needs --table PATH"),
+    ],
+)
+def test_worker_command_builds_trainers_from_the_registry(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from archsearch.server import cli
+
+    # --server points nowhere: trainers are built before any RPC.
+    assert cli.main(["worker", "--server", "127.0.0.1:1", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"archsearch: {message}") and len(err.strip().splitlines()) == 1

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import pytest
-from loop_suite import LoopConformance
 
 from archsearch.search import LOOPS, SearchLoop, make_loop
 from archsearch.spaces import BertSpace, DesignSpace, FlexiBertSpace
+from conformance.loop_suite import LoopConformance
 
 #: A small library (30 seeded draws of the full FlexiBERT space), a cheap embedding fit and a
 #: short initial design, so each library-loop test takes about a second.

@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 import pytest
 from _procs import TABLE
-from space_suite import SpaceConformance
 
 from archsearch.spaces import (
     SPACES,
@@ -17,6 +16,7 @@ from archsearch.spaces import (
     FlexiBertSpace,
     SpecError,
 )
+from conformance.space_suite import SpaceConformance
 
 GOOD_BERT = {
     "num_hidden_layers": 4,

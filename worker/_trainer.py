@@ -76,7 +76,17 @@ class TrainContext:
 
 
 class Trainer(abc.ABC):
-    """Trains and evaluates one candidate. Subclasses: ``BertTrainer``, ``TableTrainer``."""
+    """Trains and evaluates one candidate (the contract is in the module docstring).
+
+    Implementations today (the trainer names a spec's ``trainer`` selects):
+        * :class:`~archsearch.worker.BertTrainer`: ``bert``, trains BERT and FlexiBERT
+          candidates on GLUE or a user's task (distillation, pre-training, cost metrics);
+        * :class:`~archsearch.worker.TableTrainer`: ``table``, answers with a NAS table's
+          recorded score (load tests, fault tests, algorithm benchmarks).
+
+    A new trainer runs the conformance suite ``tests/conformance/trainer_suite.py``
+    (``TrainerConformance``) with a subclass in ``tests/conformance/test_trainers.py``.
+    """
 
     #: Name workers advertise and search specs select ("bert", "table").
     name: str = ""

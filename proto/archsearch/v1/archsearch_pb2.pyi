@@ -339,14 +339,21 @@ class LaunchSearchRequest(_message.Message):
     SPEC_JSON_FIELD_NUMBER: _builtins.int
     spec_json: _builtins.str
     """The search spec, a JSON object. Keys (see README "Search spec"):
-      name (string, required), space (string, required: "bert" | "flexibert-small"),
-      loop (string: "random" | "tpe" | "nsga2" | "gp"; default "tpe"),
-      n_trials (int > 0, required), task (string, default "sst2"),
+      name (string, required),
+      space (string, required: "bert" | "flexibert" | "flexibert-small"),
+      space_options (object, the space's own: for example flexibert-small's "table"),
+      loop (string: "random" | "tpe" | "nsga2" | "gp" | "boshnas" | "embedding-gp";
+      default "tpe"), loop_options (object, the loop's own: sampler arguments, or the library
+      loops' library_size, batch_size, n_init, ...),
+      n_trials (int > 0, required), task (string, default "sst2") or tasks (list of task
+      names, trained and scored per trial; metrics then named "<task>.<metric>"),
       objectives (list of {"metric", "direction"}; default [{"metric": "accuracy",
-      "direction": "maximize"}]), trainer ("bert" | "table"), pruner ({"type": "none" |
-      "median" | "successive_halving" | "hyperband", ...}), seed (int), space_options (object),
+      "direction": "maximize"}]), trainer ("bert" | "table"; default "bert"),
+      pruner ({"type": "none" | "median" | "successive_halving" | "hyperband", ...}),
+      seed (int),
       recipe (object: max_steps, batch_size, max_seq_length, learning_rate, eval_every, ...),
-      data (object: train_subset, eval_subset), max_retries (int >= 0).
+      data (object: train_subset, eval_subset, source, custom_task, ...),
+      max_retries (int >= 0).
     """
     def __init__(
         self,

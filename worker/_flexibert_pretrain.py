@@ -105,6 +105,10 @@ def check_fidelity(values: Mapping[str, Any]) -> Fidelity:
     for key in ("pretrain_text", "transfer_from"):
         if key in given and not given[key]:
             raise ValueError(f"recipe.{key} must be a non-empty path")
+    if "transfer_from" in given:
+        from archsearch.worker._checkpoint_artifacts import parse_trial_ref
+
+        parse_trial_ref(given["transfer_from"])  # ValueError for a malformed "trial:..." form
     return Fidelity(steps, given.get("pretrain_text"), given.get("transfer_from"))
 
 

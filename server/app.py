@@ -186,9 +186,11 @@ class ArchsearchServer:
     def _artifacts(self, cfg: ServerConfig) -> TrialArtifacts:
         if cfg.max_artifact_bytes < 0:
             raise ConfigError("--max-artifact-bytes must be >= 0")
+        self.artifact_dir: str | None = None
         if cfg.artifact_store is not None:
             return TrialArtifacts(self.manager, cfg.artifact_store, cfg.max_artifact_bytes)
         folder = cfg.artifact_dir or default_artifact_dir(cfg.storage)
+        self.artifact_dir = folder  # what optuna-dashboard --artifact-dir needs (None: none)
         try:
             return TrialArtifacts.in_folder(self.manager, folder, cfg.max_artifact_bytes)
         except OSError as e:

@@ -206,7 +206,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             cfg.host,
         )
     print(f"archsearch serving on {server.address}  storage={cfg.storage}", flush=True)
-    artifacts = f" --artifact-dir {args.artifact_dir}" if args.artifact_dir else ""
+    artifacts = f" --artifact-dir {server.artifact_dir}" if server.artifact_dir else ""
     print(f"dashboard: optuna-dashboard {cfg.storage}{artifacts}", flush=True)
     server.serve_forever()
     return 0

@@ -256,3 +256,17 @@ def test_no_store_is_failed_precondition_naming_the_flag(tmp_path) -> None:
         assert getattr(info.value, "code", "") == "FAILED_PRECONDITION"
     finally:
         m.close()
+
+
+def test_tokens_are_checked_on_streams(server, worker, leased, tmp_path) -> None:
+    """Worker tokens may upload and download; a call without a token is UNAUTHENTICATED (the
+    interceptor's refusal also ends a stream)."""
+    f = tmp_path / "f.txt"
+    f.write_bytes(b"hello")
+    worker.upload_artifact(leased.lease.lease_id, f)  # the fixture's client has a worker token
+    with WorkerClient(server.address, token="wrong-token-0123456789abcdef") as anon:
+        unauth = grpc.StatusCode.UNAUTHENTICATED
+        expect(unauth, anon.upload_artifact, leased.lease.lease_id, f, "g.txt")
+        expect(unauth, anon.download_artifact, "s", leased.lease.trial_number, "f.txt", f)
+        expect(unauth, anon.list_artifacts, "s", leased.lease.trial_number)
+    assert [a.name for a in worker.list_artifacts("s", leased.lease.trial_number)] == ["f.txt"]

@@ -99,7 +99,7 @@ class Upload:
     def __init__(self, owner: TrialArtifacts, lease_id: str, name: str, size: int, sha: str):
         self._owner = owner
         self.lease_id, self.name, self.size, self.sha256 = lease_id, name, size, sha
-        self._dir = Path(tempfile.mkdtemp(prefix="archsearch-upload-"))
+        self._dir = Path(tempfile.mkdtemp(prefix="upload-", dir=owner.spool_dir))
         self._path = self._dir / name  # upload_artifact names the artifact after the file
         self._file: BinaryIO | None = self._path.open("wb")
         self._hash = hashlib.sha256()
@@ -150,24 +150,35 @@ class TrialArtifacts:
         store: An Optuna artifact store; None: no store configured, every call answers
             FAILED_PRECONDITION naming ``--artifact-dir``.
         max_bytes: Largest artifact accepted (``--max-artifact-bytes``).
+        spool_dir: Where uploads are received before they are checked and stored; None: the
+            system's temporary folder.
     """
 
-    def __init__(self, manager: StudyManager, store: Any | None, max_bytes: int) -> None:
+    def __init__(
+        self,
+        manager: StudyManager,
+        store: Any | None,
+        max_bytes: int,
+        spool_dir: Path | None = None,
+    ) -> None:
         self.manager = manager
         self.rdb: RDBStorage = manager.rdb
         self.store = store
         self.max_bytes = max_bytes
+        self.spool_dir = spool_dir
 
     @classmethod
     def in_folder(cls, manager: StudyManager, folder: str | None, max_bytes: int) -> TrialArtifacts:
-        """A file-system store at ``folder`` (created when missing); None: no store."""
+        """A file-system store at ``folder`` (created when missing), receiving uploads in
+        its ``.uploads`` subfolder (same disk: no size surprise in /tmp); None: no store."""
         if folder is None:
             return cls(manager, None, max_bytes)
         from optuna.artifacts import FileSystemArtifactStore
 
         root = Path(folder).expanduser().resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        return cls(manager, FileSystemArtifactStore(str(root)), max_bytes)
+        spool = root / ".uploads"
+        spool.mkdir(parents=True, exist_ok=True)
+        return cls(manager, FileSystemArtifactStore(str(root)), max_bytes, spool)
 
     def _require_store(self) -> Any:
         if self.store is None:

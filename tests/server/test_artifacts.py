@@ -133,6 +133,8 @@ def test_sha_mismatch_short_and_long_uploads_store_nothing(server, worker, lease
         assert info.value.code() == code, info.value.details()
     assert artifact_attrs(server, leased.lease.trial_number) == {}
     assert worker.list_artifacts("s", leased.lease.trial_number) == []
+    spool = Path(default_artifact_dir(server.cfg.storage) or "") / ".uploads"
+    assert spool.is_dir() and not any(spool.iterdir())  # no received bytes left behind
 
 
 def test_size_cap_names_the_flag(server, worker, leased, tmp_path) -> None:
@@ -270,3 +272,24 @@ def test_tokens_are_checked_on_streams(server, worker, leased, tmp_path) -> None
         expect(unauth, anon.download_artifact, "s", leased.lease.trial_number, "f.txt", f)
         expect(unauth, anon.list_artifacts, "s", leased.lease.trial_number)
     assert [a.name for a in worker.list_artifacts("s", leased.lease.trial_number)] == ["f.txt"]
+
+
+def test_round_trip_on_each_storage(storage_url: str, tmp_path: Path) -> None:
+    """SQLite and PostgreSQL: with --artifact-dir, a worker's upload comes back whole."""
+    cfg = ServerConfig(storage=storage_url, port=0, artifact_dir=str(tmp_path / "art"))
+    srv = ArchsearchServer(cfg)
+    srv.start()
+    try:
+        with SearchClient(srv.address) as admin, WorkerClient(srv.address) as w:
+            admin.launch(table_spec("rt", 2))
+            w.register("w", CAPS)
+            lease = w.acquire("w", CAPS, 5).lease
+            f = tmp_path / "notes.txt"
+            f.write_bytes(b"\x00\xffbytes" * 1000)
+            artifact_id = w.upload_artifact(lease.lease_id, f)
+            w.complete(lease.lease_id, {"accuracy": 0.5})  # a finished trial's files stay
+            w.download_artifact("rt", lease.trial_number, "notes.txt", tmp_path / "back")
+    finally:
+        srv.stop(0)
+    assert (tmp_path / "back").read_bytes() == f.read_bytes()
+    assert (tmp_path / "art" / artifact_id).read_bytes() == f.read_bytes()

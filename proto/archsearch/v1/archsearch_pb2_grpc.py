@@ -415,7 +415,8 @@ class WorkerServiceServicer:
     def UploadArtifact(self, request_iterator, context):
         """Stores a file (a checkpoint, a log) on the worker's own leased trial, in the server's
         Optuna artifact store; optuna-dashboard lists it on the trial's page. The first message is
-        an UploadArtifactHeader, every later one a chunk of the file's bytes, in order.
+        an UploadArtifactHeader, every later one a chunk of the file's bytes, in order. The lease is
+        checked (and extended, like a heartbeat) when the header arrives and again before storing.
         INVALID_ARGUMENT: bad name, size or sha256, a missing header or chunks beyond the declared
         size; NOT_FOUND / FAILED_PRECONDITION: the lease is unknown / no longer live;
         RESOURCE_EXHAUSTED: larger than `archsearch serve --max-artifact-bytes`; DATA_LOSS: the

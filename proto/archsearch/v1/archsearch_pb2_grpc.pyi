@@ -168,7 +168,8 @@ class WorkerServiceStub:
     UploadArtifact: _grpc.StreamUnaryMultiCallable[_archsearch_pb2.UploadArtifactRequest, _archsearch_pb2.UploadArtifactResponse]
     """Stores a file (a checkpoint, a log) on the worker's own leased trial, in the server's
     Optuna artifact store; optuna-dashboard lists it on the trial's page. The first message is
-    an UploadArtifactHeader, every later one a chunk of the file's bytes, in order.
+    an UploadArtifactHeader, every later one a chunk of the file's bytes, in order. The lease is
+    checked (and extended, like a heartbeat) when the header arrives and again before storing.
     INVALID_ARGUMENT: bad name, size or sha256, a missing header or chunks beyond the declared
     size; NOT_FOUND / FAILED_PRECONDITION: the lease is unknown / no longer live;
     RESOURCE_EXHAUSTED: larger than `archsearch serve --max-artifact-bytes`; DATA_LOSS: the
@@ -216,7 +217,8 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     UploadArtifact: _aio.StreamUnaryMultiCallable[_archsearch_pb2.UploadArtifactRequest, _archsearch_pb2.UploadArtifactResponse]  # type: ignore[assignment]
     """Stores a file (a checkpoint, a log) on the worker's own leased trial, in the server's
     Optuna artifact store; optuna-dashboard lists it on the trial's page. The first message is
-    an UploadArtifactHeader, every later one a chunk of the file's bytes, in order.
+    an UploadArtifactHeader, every later one a chunk of the file's bytes, in order. The lease is
+    checked (and extended, like a heartbeat) when the header arrives and again before storing.
     INVALID_ARGUMENT: bad name, size or sha256, a missing header or chunks beyond the declared
     size; NOT_FOUND / FAILED_PRECONDITION: the lease is unknown / no longer live;
     RESOURCE_EXHAUSTED: larger than `archsearch serve --max-artifact-bytes`; DATA_LOSS: the
@@ -309,7 +311,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_archsearch_pb2.UploadArtifactResponse, _abc.Awaitable[_archsearch_pb2.UploadArtifactResponse]]:
         """Stores a file (a checkpoint, a log) on the worker's own leased trial, in the server's
         Optuna artifact store; optuna-dashboard lists it on the trial's page. The first message is
-        an UploadArtifactHeader, every later one a chunk of the file's bytes, in order.
+        an UploadArtifactHeader, every later one a chunk of the file's bytes, in order. The lease is
+        checked (and extended, like a heartbeat) when the header arrives and again before storing.
         INVALID_ARGUMENT: bad name, size or sha256, a missing header or chunks beyond the declared
         size; NOT_FOUND / FAILED_PRECONDITION: the lease is unknown / no longer live;
         RESOURCE_EXHAUSTED: larger than `archsearch serve --max-artifact-bytes`; DATA_LOSS: the

@@ -10,7 +10,9 @@ keys (:func:`check_fidelity`):
   cached on disk (:class:`PretrainCache`) keyed by everything that determines it, so an
   architecture is pre-trained once per (steps, data, seed, optimisation settings);
 * ``transfer_from: PATH``: ordered weight transfer from a checkpoint another candidate left
-  (``keep_checkpoint``), then fine-tuning. Given together with ``pretrain_steps``, the
+  (``keep_checkpoint``), then fine-tuning. ``"trial:N"`` / ``"trial:STUDY:N"`` names a trial
+  whose checkpoint went to the server; the trainer downloads it first and passes the folder
+  here (``_checkpoint_artifacts``). Given together with ``pretrain_steps``, the
   paper's rule decides: transfer when the overlap is at least
   :data:`~archsearch.spaces._flexibert_overlap.OVERLAP_THRESHOLD` (0.8), else pre-train.
 

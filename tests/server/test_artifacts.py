@@ -206,11 +206,13 @@ def test_bad_bytes_in_streams_are_invalid_argument(server, worker, leased) -> No
                 up(iter(stream), timeout=10, metadata=auth)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "not a valid" in info.value.details()
-        # chunks before the header, a second header
+        # no message at all, a chunk before the header, a second header
         chunk = pb.UploadArtifactRequest(chunk=b"x").SerializeToString()
-        with pytest.raises(grpc.RpcError) as info:
-            up(iter([chunk]), timeout=10, metadata=auth)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        for stream, why in (([], "header"), ([chunk], "header"), ([header, header], "only")):
+            with pytest.raises(grpc.RpcError) as info:
+                up(iter(stream), timeout=10, metadata=auth)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert why in info.value.details()
         down = ch.unary_stream(
             "/archsearch.v1.WorkerService/DownloadArtifact",
             request_serializer=None,

@@ -12,7 +12,7 @@ import math
 import re
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import message_factory
@@ -56,16 +56,22 @@ def rpc(method: Callable[..., R]) -> Callable[..., R]:
             if isinstance(request, bytes):  # registered by method_handlers: parse it here
                 request = _parse(self.SERVICE, method.__name__, request, context)
             return method(self, request, context)
-        except SpecError as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except ServiceError as e:
-            context.abort(grpc.StatusCode[e.code], str(e))
         except Exception as e:
-            log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: {type(e).__name__}: {e}")
-        raise AssertionError("unreachable")  # context.abort raises
+            abort_for(method.__name__, e, context)
 
     return wrapper
+
+
+def abort_for(name: str, e: Exception, context: grpc.ServicerContext) -> NoReturn:
+    """Aborts the call with the status of ``e``: domain errors as themselves, anything else
+    INTERNAL (logged with its traceback)."""
+    if isinstance(e, SpecError):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+    if isinstance(e, ServiceError):
+        context.abort(grpc.StatusCode[e.code], str(e))
+    log.exception("%s failed", name)
+    context.abort(grpc.StatusCode.INTERNAL, f"{name}: {type(e).__name__}: {e}")
+    raise AssertionError("unreachable")  # context.abort raises
 
 
 def _parse(service: Any, name: str, body: bytes, context: grpc.ServicerContext) -> Any:
@@ -95,10 +101,16 @@ def method_handlers(servicer: Any) -> grpc.GenericRpcHandler:
     reach the ``rpc`` wrapper, which parses them and answers INVALID_ARGUMENT.
     """
     service = servicer.SERVICE
+    kinds = {  # (client streaming, server streaming) -> handler factory
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
     handlers = {
-        m.name: grpc.unary_unary_rpc_method_handler(
+        m.name: kinds[m.client_streaming, m.server_streaming](
             getattr(servicer, m.name),
-            request_deserializer=None,  # bytes as received
+            request_deserializer=None,  # bytes as received (each message of a stream)
             response_serializer=message_factory.GetMessageClass(m.output_type).SerializeToString,
         )
         for m in service.methods

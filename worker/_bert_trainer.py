@@ -53,6 +53,7 @@ from archsearch.spaces import (
     get_task,
     validate_recipe,
 )
+from archsearch.worker._checkpoint_artifacts import upload_checkpoint, with_local_transfer
 from archsearch.worker._cost import (
     PeakMemoryMeter,
     iter_cost_metric_names,
@@ -246,7 +247,9 @@ class BertTrainer(Trainer):
       optimisation settings). Adds ``pretrain_steps``, ``pretrain_loss``,
       ``pretrain_seconds`` (not part of ``train_seconds``) and ``pretrain_cached``.
     * ``transfer_from: PATH`` (a checkpoint folder this trainer kept for another FlexiBERT
-      candidate): ordered weight transfer, then fine-tuning; adds ``transfer_overlap`` (the
+      candidate), or ``"trial:N"`` / ``"trial:STUDY:N"`` (a trial whose single-task checkpoint
+      was uploaded to the server: it is downloaded first; ``_checkpoint_artifacts``):
+      ordered weight transfer, then fine-tuning; adds ``transfer_overlap`` (the
       share of parameters that received weights) and ``transferred``. With
       ``pretrain_steps`` too, weights transfer only when the overlap is >= 0.8, else the
       encoder is pre-trained (BOSHNAS's rule).
@@ -323,6 +326,8 @@ class BertTrainer(Trainer):
     def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
         """Trains ``candidate`` and scores it; see the class docstring and ``Trainer``."""
         plan = parse_plan(candidate)  # the only check of the candidate: stages read the plan
+        # transfer_from "trial:N": the neighbour's checkpoint comes through the server
+        plan = with_local_transfer(plan, context, checkpoint_root())
         for task in plan.tasks:
             if isinstance(task, CustomTask):
                 self._custom_tasks[task.id] = task
@@ -371,6 +376,8 @@ class BertTrainer(Trainer):
                 info["checkpoint" if len(outcomes) == 1 else f"{task_id}.checkpoint"] = (
                     outcome.checkpoint
                 )
+                if plan.is_flexibert and len(outcomes) == 1:  # for transfer_from "trial:N"
+                    info.update(upload_checkpoint(context, outcome.checkpoint))
         return TrainResult(metrics=metrics, info=info)
 
     def training_hooks(

@@ -56,14 +56,10 @@ fail paths, and stop); ``StudyHandle.ask_lock`` serialises the loop's asks.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import datetime
-import json
 import logging
-import math
-import secrets
 import threading
 import time
 import warnings
@@ -74,50 +70,42 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.search import SearchLoop, ServerStudy, make_loop, make_pruner, should_prune
+from archsearch.search import ServerStudy, make_loop, make_pruner, should_prune
 from archsearch.server import _dashboard_attrs as dashboard
+from archsearch.server import _storage
 from archsearch.server._artifacts import GraphArtifacts
-from archsearch.server._errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
+from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from archsearch.server._index import (
+    COMPLETED,
+    COMPLETED_REASON_ATTR,
+    CREATED_ATTR,
+    FAILURES_ATTR,
+    LEASE_ATTR,
+    RUNNING,
+    SPEC_ATTR,
+    STATE_ATTR,
+    STOPPED,
+    STOPPED_REASON,
+    Grant,
+    LiveTrial,
+    Prepared,
+    StudyHandle,
+    StudyIndex,
+    StudySnapshot,
+    WorkerInfo,
 )
+from archsearch.server._leases import LeaseTable, parse_lease_id  # noqa: F401 (re-exported)
 from archsearch.server._logsafe import loggable
-from archsearch.server._spec import AGGREGATE_METRICS, METRIC_RE, SearchSpec
-from archsearch.server._storage import (
-    DeferredTrialStorage,
-    StoredTrial,
-    TrialNotRunning,
-    attrs_op,
-    finish_op,
-    heartbeat_op,
-    insert_trial_op,
-    lease_op,
-    open_storage,
-    unlease_op,
-    write_trial_attrs,
-)
+from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
+from archsearch.server._spec import SearchSpec
 from archsearch.server._writer import StorageWriter
-from archsearch.spaces import Candidate, DesignSpace, SpecError
+from archsearch.spaces import Candidate, SpecError
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 # The server drives heartbeats itself (record_heartbeat/fail_stale_trials), not Study.optimize.
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 log = logging.getLogger("archsearch.server")
 
-SPEC_ATTR = "archsearch:spec"
-STATE_ATTR = "archsearch:state"
-CREATED_ATTR = "archsearch:created_at"
-LEASE_ATTR = "archsearch:lease"
-FAILURES_ATTR = "archsearch:failures"
-COMPLETED_REASON_ATTR = "archsearch:completed_reason"
-STOPPED_REASON = "study stopped before this candidate ran"
-
-RUNNING, STOPPED, COMPLETED = "running", "stopped", "completed"
-MAX_METRICS = 256
-MAX_INFO = 64
-MAX_TEXT = 2000
 MAX_DUPLICATE_ASKS = 20
 #: A study whose loop proposed this many repeats in a row (at least; ``n_trials`` when larger)
 #: completes: its loop finds nothing new (a small space is exhausted).
@@ -136,137 +124,8 @@ def _now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-@dataclasses.dataclass
-class LiveTrial:
-    """A RUNNING trial of this server: prepared (no lease yet) or leased to a worker."""
-
-    trial_id: int
-    number: int
-    candidate: Candidate
-    attempt: int
-    lease_id: str = ""
-    #: ``candidate.fingerprint()``, kept to find a candidate already in flight
-    fp: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.fp:
-            self.fp = self.candidate.fingerprint()
-
-
-@dataclasses.dataclass
-class Prepared:
-    """A candidate whose storage is queued: the write, the live trial it becomes (its id and
-    number are the stored ones once the write is done), and repeats stored on the way."""
-
-    stored: Future[Any] | None
-    live: LiveTrial | None
-    repeat: bool = False
-    repeats: list[Future[Any] | None] = dataclasses.field(default_factory=list)
-    #: False for a queued retry: it does not count against the budget.
-    counted: bool = True
-
-
-@dataclasses.dataclass
-class StudyIndex:
-    """In-memory index of one study, rebuilt from the storage at start-up.
-
-    The server is the storage's only writer, so it can keep what its hot paths need here
-    instead of re-reading every trial on each call: the budget count, the queued retries, the
-    live trials with their leases, prepared candidates, and completed candidates by
-    fingerprint (to reuse results of repeated candidates).
-    """
-
-    #: distinct candidates asked (the budget): not retries, not repeats
-    originals: int = 0
-    #: repeats proposed in a row since the last new candidate
-    repeat_streak: int = 0
-    #: why the loop has nothing new to propose (the study completes); "" while it has
-    exhausted: str = ""
-    waiting: set[int] = dataclasses.field(default_factory=set)
-    live: dict[int, LiveTrial] = dataclasses.field(default_factory=dict)
-    pool: collections.deque[int] = dataclasses.field(default_factory=collections.deque)
-    #: Trials whose finishing write is queued: lease id, the write's future and fingerprint.
-    finishing: dict[int, tuple[str, Future[None], str]] = dataclasses.field(default_factory=dict)
-    #: Candidates being asked and stored right now (the study is not complete meanwhile).
-    preparing: int = 0
-    #: Fingerprints of candidates stored but not yet registered as live.
-    storing: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    done: dict[str, tuple[int, list[float], dict[str, Any]]] = dataclasses.field(
-        default_factory=dict
-    )
-
-
-@dataclasses.dataclass
-class StudyHandle:
-    """What the manager keeps in memory about one archsearch study (all derivable)."""
-
-    spec: SearchSpec
-    study: ServerStudy
-    space: DesignSpace
-    loop: SearchLoop
-    lock: threading.RLock
-    state: str
-    created_at: str
-    index: StudyIndex = dataclasses.field(default_factory=StudyIndex)
-    #: Serialises the loop's ``ask`` (the loop contract) apart from ``lock``, which guards
-    #: only the in-memory index and is never held while a sampler runs.
-    ask_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-
-    @property
-    def study_id(self) -> int:
-        return self.study._study_id
-
-
-@dataclasses.dataclass(frozen=True)
-class Grant:
-    """A trial handed to a worker."""
-
-    lease_id: str
-    study_name: str
-    trial_number: int
-    deadline_unix: float
-    candidate: Candidate
-    trainer: str
-    objective_metrics: tuple[str, ...]
-    intermediate_metric: str
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerInfo:
-    worker_id: str
-    trainers: tuple[str, ...]
-    device: str
-    memory_bytes: int
-    hostname: str
-    last_seen: float
-
-
 def _always() -> bool:
     return True
-
-
-def _check_finite(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise InvalidArgument(f"{name} must be a finite number, got {value!r}")
-
-
-def _ascii_digits(text: str) -> bool:
-    """True for 0-9 only: ``str.isdigit`` also accepts '²' and other digits ``int`` refuses."""
-    return text.isascii() and text.isdigit()
-
-
-def parse_lease_id(lease_id: str) -> tuple[int, int]:
-    """(study id, trial id) of a lease id; NotFound for anything this server did not issue."""
-    parts = lease_id.split(".")
-    if (
-        len(parts) != 3
-        or not _ascii_digits(parts[0])
-        or not _ascii_digits(parts[1])
-        or not parts[2]
-        or len(lease_id) > 80
-    ):
-        raise NotFound(f"unknown lease {lease_id[:80]!r}: not a lease this server issued")
-    return int(parts[0]), int(parts[1])
 
 
 class StudyManager:
@@ -303,11 +162,11 @@ class StudyManager:
         self.lease_duration_s = lease_duration_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.reap_interval_s = reap_interval_s or max(0.5, heartbeat_interval_s / 2)
-        self.rdb = open_storage(
+        self.rdb = _storage.open_storage(
             storage_url, lease_duration_s, heartbeat_interval_s, self._on_stale_trial
         )
         # One cache for every study object: this server is the storage's only writer.
-        self.storage = DeferredTrialStorage(self.rdb)
+        self.storage = _storage.DeferredTrialStorage(self.rdb)
         self.writer = StorageWriter(self.rdb.engine)
         # Architecture pictures for optuna-dashboard (``serve --artifact-dir``).
         self.artifacts = GraphArtifacts(artifact_dir, self.rdb) if artifact_dir else None
@@ -319,10 +178,9 @@ class StudyManager:
         self._workers: dict[str, WorkerInfo] = {}
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
-        #: No lease expires before this (monotonic): a lease whose last heartbeat predates
-        #: this server's start (a worker that finished or heartbeated while the server was
-        #: down) gets one lease duration from the start to reach it again.
-        self._expiry_from = time.monotonic() + lease_duration_s
+        self.leases = LeaseTable(
+            self.storage, self.writer, lease_duration_s, self._by_id.get, self.trials
+        )
         self._load_studies()
 
     # ------------------------------------------------------------------ start-up and shutdown
@@ -401,7 +259,7 @@ class StudyManager:
                     elif t.state == TrialState.COMPLETE:
                         idx.repeat_streak += 1
                 if t.state == TrialState.WAITING:
-                    idx.waiting.add(t._trial_id)
+                    idx.waiting.add(_storage.trial_id_of(t))
                 elif t.state == TrialState.COMPLETE and "candidate" in t.user_attrs:
                     fp = Candidate.from_dict(t.user_attrs["candidate"]).fingerprint()
                     idx.done.setdefault(
@@ -412,22 +270,22 @@ class StudyManager:
                         orphans.append(t)
                         continue
                     live = LiveTrial(
-                        t._trial_id,
+                        _storage.trial_id_of(t),
                         t.number,
                         Candidate.from_dict(t.user_attrs["candidate"]),
                         len(t.system_attrs.get("retry_history", [])),
                         str(t.system_attrs.get(LEASE_ATTR, "")),
                     )
-                    idx.live[t._trial_id] = live
+                    idx.live[_storage.trial_id_of(t)] = live
                     if not live.lease_id:
-                        idx.pool.append(t._trial_id)
+                        idx.pool.append(_storage.trial_id_of(t))
             if idx.repeat_streak >= self._repeat_limit(h):
                 idx.exhausted = self._exhausted_reason(h, idx.repeat_streak, idx.originals)
             h.index = idx
             for t in orphans:
                 why = "server stopped while preparing it"
-                self._fail_unrun(h, t._trial_id, why)
-                self._requeue(h, self.storage.get_trial(t._trial_id), why, count=False)
+                self._fail_unrun(h, _storage.trial_id_of(t), why)
+                self._requeue(h, self.storage.get_trial(_storage.trial_id_of(t)), why, count=False)
             if h.state == STOPPED:  # a stop of an older server version left some waiting
                 self._end_unrun(h)
 
@@ -525,8 +383,10 @@ class StudyManager:
     ) -> None:
         """Fails a trial no worker holds, with its reason, in one write (nothing when it is no
         longer in the ``expected`` state)."""
-        op = finish_op(tid, TrialState.FAIL, None, {"fail_reason": reason}, expected=expected)
-        with contextlib.suppress(TrialNotRunning):
+        op = _storage.finish_op(
+            tid, TrialState.FAIL, None, {"fail_reason": reason}, expected=expected
+        )
+        with contextlib.suppress(_storage.TrialNotRunning):
             self.writer.run(op)
 
     def trials(
@@ -541,6 +401,31 @@ class StudyManager:
         if len(h.spec.objectives) == 1:
             return [h.study.best_trial]
         return list(h.study.best_trials)
+
+    def snapshot(self, h: StudyHandle, with_best: bool = True) -> StudySnapshot:
+        """A frozen view of ``h`` for the converters.
+
+        The state is read before the trials: a study is marked completed only after its last
+        trial's result is committed, so a reader that sees "completed" then counts every trial
+        finished. Read the other way round, a count taken just before the last commit could be
+        sent with the state set just after it (29 of 30 complete, yet "completed").
+
+        Returns:
+            The spec, state, per-state counts, best trials (none unless ``with_best``) and the
+            trainers of the connected workers.
+        """
+        state = h.state
+        counts = dict.fromkeys(TrialState, 0)
+        for t in self.trials(h):
+            counts[t.state] += 1
+        return StudySnapshot(
+            spec=h.spec,
+            state=state,
+            created_at=h.created_at,
+            counts=counts,
+            best_trials=tuple(self.best_trials(h)) if with_best else (),
+            connected_trainers=self.connected_trainers(),
+        )
 
     # ------------------------------------------------------------------ workers' side
 
@@ -623,7 +508,7 @@ class StudyManager:
                 # Queued retries first (Optuna's ask pops them), then a prepared candidate.
                 tid = None if idx.waiting or not idx.pool else idx.pool.popleft()
                 if tid is not None:
-                    live, written = self._lease(h, tid, worker_id)
+                    live, written = self.leases.grant(h, tid, worker_id)
                     break
             with h.ask_lock:  # nothing ready: prepare one here, as the worker waits for it
                 with h.lock:
@@ -648,7 +533,7 @@ class StudyManager:
                     idx.pool.appendleft(tid)
                     self._notify()
                     return None
-                live, written = self._lease(h, tid, worker_id)
+                live, written = self.leases.grant(h, tid, worker_id)
             break
         try:
             written.result()
@@ -665,7 +550,7 @@ class StudyManager:
             lease_id=live.lease_id,
             study_name=h.spec.name,
             trial_number=live.number,
-            deadline_unix=time.time() + self.lease_duration_s,
+            deadline_unix=self.leases.deadline(),
             candidate=live.candidate,
             trainer=h.spec.trainer,
             objective_metrics=h.spec.raw_objective_metrics,
@@ -687,8 +572,7 @@ class StudyManager:
                 h.spec.name,
             )
             # Queued before the pool sees the trial: a later lease's write comes after it.
-            undone = self.writer.submit(unlease_op(live.trial_id, {LEASE_ATTR: ""}), urgent=True)
-            live.lease_id = ""
+            undone = self.leases.revoke(live)
             if h.state == RUNNING:
                 idx.pool.appendleft(live.trial_id)
         try:
@@ -703,21 +587,6 @@ class StudyManager:
                     self._fail_unrun(h, live.trial_id, STOPPED_REASON)
                     self._after_finish(h)
         self._notify()
-
-    def _lease(self, h: StudyHandle, tid: int, worker_id: str) -> tuple[LiveTrial, Future[None]]:
-        """Gives prepared trial ``tid`` a fresh lease and queues its write (caller holds
-        ``h.lock``; the caller waits for the write after releasing it)."""
-        live = h.index.live[tid]
-        live.lease_id = f"{h.study_id}.{tid}.{secrets.token_hex(12)}"
-        written = self.writer.submit(
-            lease_op(
-                tid,
-                user={"worker": worker_id, "attempt": live.attempt},
-                system={LEASE_ATTR: live.lease_id},
-            ),
-            urgent=True,
-        )
-        return live, written
 
     def _prepare(self, h: StudyHandle) -> Prepared | None:
         """Asks the loop for the next candidate and queues its storage; None when there is
@@ -762,7 +631,7 @@ class StudyManager:
                 try:
                     prepared = self._store_candidate(h, trial, arch)
                 except Exception:
-                    self._abandon(h, trial._trial_id)
+                    self._abandon(h, _storage.trial_id_of(trial))
                     raise
                 if prepared is None:  # the same candidate is in flight: ask again
                     in_flight += 1
@@ -803,7 +672,7 @@ class StudyManager:
             live = None
         elif live is not None and prepared.stored is not None:
             stored = prepared.stored.result()
-            if isinstance(stored, StoredTrial):  # an inserted provisional trial
+            if isinstance(stored, _storage.StoredTrial):  # an inserted provisional trial
                 live = dataclasses.replace(live, trial_id=stored.trial_id, number=stored.number)
         with h.lock:
             idx.preparing -= 1
@@ -837,14 +706,14 @@ class StudyManager:
     ) -> Prepared | None:
         """Queues the storage of a just-asked trial's candidate (one transaction).
 
-        A provisional trial (see ``DeferredTrialStorage``) is inserted whole: row, parameters
+        A provisional trial (``DeferredTrialStorage``) is inserted whole: row, parameters
         and attributes; when it repeats a completed candidate it is inserted completed, with
         that result (``Prepared.repeat``). A real one (a queued retry) gets its attributes.
         The budget is counted now, so the next ask sees it; ``_settle_prepared`` gives it back
         if the write fails. None when the candidate is in flight already (the provisional
         trial is dropped). Caller holds ``h.ask_lock``."""
         idx = h.index
-        tid = trial._trial_id
+        tid = _storage.trial_id_of(trial)
         with h.lock:
             retry = tid in idx.waiting
         attempt = 0
@@ -888,12 +757,14 @@ class StudyManager:
                 if earlier is not None:
                     frozen.state, frozen.values = TrialState.COMPLETE, list(earlier[1])
                     frozen.datetime_complete = datetime.datetime.now()
-                written = self.writer.submit(insert_trial_op(h.study_id, frozen))
+                written = self.writer.submit(_storage.insert_trial_op(h.study_id, frozen))
                 written.add_done_callback(self._on_inserted(h.study_id, tid))
             elif earlier is not None:
-                written = self.writer.submit(finish_op(tid, TrialState.COMPLETE, earlier[1], user))
+                written = self.writer.submit(
+                    _storage.finish_op(tid, TrialState.COMPLETE, earlier[1], user)
+                )
             else:
-                written = self.writer.submit(attrs_op(tid, user=user))
+                written = self.writer.submit(_storage.attrs_op(tid, user=user))
         if self.artifacts is not None and earlier is None and written is not None:
             written.add_done_callback(self._draw_when_stored(h, tid, trial.number, arch))
         live = LiveTrial(tid, trial.number, candidate, attempt, fp=fp)
@@ -1030,74 +901,44 @@ class StudyManager:
 
     # ------------------------------------------------------------------ leases
 
-    def _lease_handle(self, lease_id: str) -> tuple[StudyHandle, int]:
-        study_id, trial_id = parse_lease_id(lease_id)
-        h = self._by_id.get(study_id)
-        if h is None:
-            raise NotFound(f"unknown lease {lease_id!r}: its study does not exist")
-        return h, trial_id
-
-    def _live(self, h: StudyHandle, trial_id: int, lease_id: str) -> LiveTrial | None:
-        live = h.index.live.get(trial_id)
-        return live if live is not None and live.lease_id == lease_id else None
-
-    def _not_live(self, h: StudyHandle, trial_id: int, lease_id: str) -> FrozenTrial:
-        """The stored trial of a lease that is not live; NotFound when it was never issued."""
-        try:
-            frozen = self.storage.get_trial(trial_id)
-        except KeyError:
-            raise NotFound(f"unknown lease {lease_id!r}: its trial does not exist") from None
-        # The lease id names its study and trial, so a match also proves the trial is h's.
-        if frozen.system_attrs.get(LEASE_ATTR) != lease_id:
-            raise NotFound(f"unknown lease {lease_id!r}: not the lease of trial {frozen.number}")
-        return frozen
-
-    def _refuse_finished(self, h: StudyHandle, frozen: FrozenTrial) -> None:
-        if frozen.state == TrialState.FAIL:
-            retry = self._retry_of(h, frozen.number)
-            where = f"; its candidate was re-queued as trial {retry}" if retry is not None else ""
-            raise FailedPrecondition(
-                f"lease on trial {frozen.number} of {h.spec.name} expired or was given up "
-                f"(trial is FAIL{where}); stop working on it"
-            )
-        raise FailedPrecondition(
-            f"trial {frozen.number} of {h.spec.name} is already {frozen.state.name}; "
-            "stop working on it"
-        )
-
-    def _retry_of(self, h: StudyHandle, number: int) -> int | None:
-        """Number of the trial that retries trial ``number``, if any."""
-        for t in self.trials(h):
-            history = t.system_attrs.get("retry_history", [])
-            if history and history[-1] == number:
-                return t.number
-        return None
-
     def heartbeat(self, lease_id: str) -> tuple[float, bool]:
-        h, tid = self._lease_handle(lease_id)
-        if self._live(h, tid, lease_id) is None:
-            self._settle(h, tid, lease_id)
-            with h.lock:
-                if self._live(h, tid, lease_id) is None:
-                    self._refuse_finished(h, self._not_live(h, tid, lease_id))
-        self.writer.run(heartbeat_op(tid))
-        return time.time() + self.lease_duration_s, False
+        """Extends a lease (see :meth:`LeaseTable.heartbeat`).
+
+        Returns:
+            (the new deadline in unix seconds, whether to stop: always False here; a pruned
+            trial's worker learns it from its report).
+
+        Raises:
+            NotFound: a lease this server never issued.
+            FailedPrecondition: the trial is finished, expired or given up.
+        """
+        return self.leases.heartbeat(lease_id), False
 
     def report(self, lease_id: str, step: int, value: float) -> tuple[bool, float]:
-        """Stores an intermediate value; returns (should_prune, new deadline)."""
-        _check_finite("value", value)
+        """Stores an intermediate value and asks the pruner about the trial.
+
+        Returns:
+            (should_prune, new deadline): a pruned trial's deadline is now; the same report
+            about a trial already pruned gets (True, now) again.
+
+        Raises:
+            InvalidArgument: ``value`` is not finite or ``step`` is negative.
+            NotFound: a lease this server never issued.
+            FailedPrecondition: the trial is finished (other than pruned), expired or given up.
+        """
+        check_finite("value", value)
         if not 0 <= step < 2**62:
             raise InvalidArgument(f"step must be >= 0, got {step}")
-        h, tid = self._lease_handle(lease_id)
-        self._settle(h, tid, lease_id)
-        with h.lock:
-            live = self._live(h, tid, lease_id)
+
+        def again(_h: StudyHandle, frozen: FrozenTrial) -> tuple[bool, float] | None:
+            # a repeated report after the prune decision
+            return (True, time.time()) if frozen.state == TrialState.PRUNED else None
+
+        with self.leases.resolve(lease_id, again) as lease:
+            h, tid, live = lease.handle, lease.trial_id, lease.live
             if live is None:
-                frozen = self._not_live(h, tid, lease_id)
-                if frozen.state == TrialState.PRUNED:
-                    return True, time.time()  # repeated report after the prune decision
-                self._refuse_finished(h, frozen)
-                raise AssertionError("unreachable")
+                assert lease.answer is not None
+                return lease.answer
             self.storage.set_trial_intermediate_value(tid, step, float(value))
             self.rdb.record_heartbeat(tid)
             if should_prune(h.study, tid, final_step=live.candidate.recipe.get("max_steps")):
@@ -1111,49 +952,39 @@ class StudyManager:
         if pruned:
             self._top_up(h)
             return True, time.time()
-        return False, time.time() + self.lease_duration_s
+        return False, self.leases.deadline()
 
     def complete(
         self, lease_id: str, metrics: dict[str, float], info: dict[str, str]
     ) -> tuple[list[float], TrialState]:
-        if len(metrics) > MAX_METRICS:
-            raise InvalidArgument(f"at most {MAX_METRICS} metrics per trial, got {len(metrics)}")
-        for k, v in metrics.items():
-            if not METRIC_RE.match(k):
-                raise InvalidArgument(f"invalid metric name {k!r}: letters, digits, '_' and '.'")
-            _check_finite(f"metric {k!r}", v)
-        if len(info) > MAX_INFO or any(len(k) > 128 or len(v) > MAX_TEXT for k, v in info.items()):
-            raise InvalidArgument(
-                f"info: at most {MAX_INFO} entries, keys <= 128 and values <= {MAX_TEXT} characters"
+        metrics = checked_report(metrics, info)
+
+        def again(h: StudyHandle, frozen: FrozenTrial) -> tuple[list[float], TrialState] | None:
+            if frozen.state != TrialState.COMPLETE:
+                return None
+            if frozen.user_attrs.get("metrics") == metrics:
+                return list(frozen.values or []), frozen.state  # the same report again
+            raise AlreadyExists(
+                f"trial {frozen.number} of {h.spec.name} was already completed with other metrics"
             )
-        h, tid = self._lease_handle(lease_id)
-        metrics = {k: float(v) for k, v in metrics.items()}
-        self._settle(h, tid, lease_id)
-        idx = h.index
-        with h.lock:
-            live = self._live(h, tid, lease_id)
+
+        with self.leases.resolve(lease_id, again) as lease:
+            h, tid, live = lease.handle, lease.trial_id, lease.live
+            idx = h.index
             if live is None:
-                frozen = self._not_live(h, tid, lease_id)
-                if frozen.state == TrialState.COMPLETE:
-                    if frozen.user_attrs.get("metrics") == metrics:
-                        return list(frozen.values or []), frozen.state  # the same report again
-                    raise AlreadyExists(
-                        f"trial {frozen.number} of {h.spec.name} was already completed "
-                        "with other metrics"
-                    )
-                self._refuse_finished(h, frozen)
-                raise AssertionError("unreachable")
+                assert lease.answer is not None
+                return lease.answer
             values = objective_values(h.spec, metrics)
             user = dashboard.completion_attrs(metrics, info)  # JSON, and rows for the dashboard
             self._after_trial_hook(h, tid, TrialState.COMPLETE, values)
             # Metrics, values and state in one queued write; the lock is not held while it
             # commits, and a repeated report meanwhile waits for it (``_settle``).
-            written = self.writer.submit(finish_op(tid, TrialState.COMPLETE, values, user))
+            written = self.writer.submit(_storage.finish_op(tid, TrialState.COMPLETE, values, user))
             idx.live.pop(tid, None)
             idx.finishing[tid] = (lease_id, written, live.fp)
         try:
             written.result()
-        except TrialNotRunning as e:
+        except _storage.TrialNotRunning as e:
             with h.lock:
                 idx.finishing.pop(tid, None)
             raise FailedPrecondition(
@@ -1171,32 +1002,21 @@ class StudyManager:
         self._top_up(h)
         return values, TrialState.COMPLETE
 
-    def _settle(self, h: StudyHandle, tid: int, lease_id: str) -> None:
-        """Waits until a queued finishing write of this lease is committed (or failed), so a
-        repeated or concurrent call sees the trial's stored state."""
-        with h.lock:
-            pending = h.index.finishing.get(tid)
-        if pending is not None and pending[0] == lease_id:
-            with contextlib.suppress(Exception):  # its own caller reports the failure
-                pending[1].result()
-
     def fail(self, lease_id: str, reason: str, retryable: bool, released: bool = False) -> bool:
         """Fails a leased trial; re-queues it when allowed. Returns whether it was re-queued."""
         reason = (reason or "no reason given")[:MAX_TEXT]
-        h, tid = self._lease_handle(lease_id)
-        self._settle(h, tid, lease_id)
-        with h.lock:
-            live = self._live(h, tid, lease_id)
+
+        def again(h: StudyHandle, frozen: FrozenTrial) -> bool | None:
+            if frozen.state == TrialState.FAIL and frozen.user_attrs.get("fail_reason") == reason:
+                return self.leases.retry_of(h, frozen.number) is not None  # the same report again
+            return None
+
+        with self.leases.resolve(lease_id, again) as lease:
+            h, tid, live = lease.handle, lease.trial_id, lease.live
             if live is None:
-                frozen = self._not_live(h, tid, lease_id)
-                if (
-                    frozen.state == TrialState.FAIL
-                    and frozen.user_attrs.get("fail_reason") == reason
-                ):
-                    return self._retry_of(h, frozen.number) is not None  # the same report again
-                self._refuse_finished(h, frozen)
-                raise AssertionError("unreachable")
-            write_trial_attrs(self.rdb, tid, user={"fail_reason": reason})
+                assert lease.answer is not None
+                return lease.answer
+            _storage.write_trial_attrs(self.rdb, tid, user={"fail_reason": reason})
             self._finish(h, tid, TrialState.FAIL, None)
             h.index.live.pop(tid, None)
             requeued = False
@@ -1218,11 +1038,11 @@ class StudyManager:
         ``user`` attributes are stored with the state, in one write.
 
         Raises:
-            TrialNotRunning: the trial is finished already; nothing changed.
+            _storage.TrialNotRunning: the trial is finished already; nothing changed.
         """
         self._after_trial_hook(h, tid, state, values)
         if user:
-            self.writer.run(finish_op(tid, state, values, user))
+            self.writer.run(_storage.finish_op(tid, state, values, user))
         else:
             self.storage.set_trial_state_values(tid, state, values)
 
@@ -1289,9 +1109,6 @@ class StudyManager:
         self._notify()
         return True
 
-    def _expiry_reason(self) -> str:
-        return f"lease expired: no heartbeat for {self.lease_duration_s} s"
-
     def _on_stale_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna's heartbeat-stale callback, for ``fail_stale_trials`` when this Optuna lacks
         the stale-trial query :meth:`reap_once` uses: re-queue the candidate, and record the
@@ -1299,10 +1116,12 @@ class StudyManager:
         h = self._handles.get(study.study_name)
         if h is None:
             return
-        reason = self._expiry_reason()
-        self.writer.run(attrs_op(trial._trial_id, user={"fail_reason": reason}))
+        reason = self.leases.expiry_reason()
+        self.writer.run(
+            _storage.attrs_op(_storage.trial_id_of(trial), user={"fail_reason": reason})
+        )
         with h.lock:
-            h.index.live.pop(trial._trial_id, None)
+            h.index.live.pop(_storage.trial_id_of(trial), None)
             self._requeue(h, trial, reason, count=True)
 
     def reap_once(self) -> None:
@@ -1312,10 +1131,10 @@ class StudyManager:
         whose last heartbeat predates the start (its worker finished or heartbeated while no
         server answered) gets that long to be heartbeated, completed or failed again.
         """
-        expire = time.monotonic() >= self._expiry_from
+        expire = self.leases.expiring()
         for h in self.handles():
             if expire and any(live.lease_id for live in list(h.index.live.values())):
-                stale = self._stale_ids(h)
+                stale = _storage.stale_trial_ids(self.rdb, h.study_id)
             else:
                 stale = []
             if stale is None or stale:
@@ -1331,31 +1150,22 @@ class StudyManager:
         """Fails ``h``'s expired leases, each with its reason in the same write as its state,
         and re-queues their candidates (Optuna's ``fail_stale_trials`` where its stale-trial
         query is missing). Caller holds ``h.lock``."""
-        stale = self._stale_ids(h)
+        stale = _storage.stale_trial_ids(self.rdb, h.study_id)
         if stale is None:  # pragma: no cover - depends on Optuna's internals
             optuna.storages.fail_stale_trials(h.study)
             return
-        reason = self._expiry_reason()
+        reason = self.leases.expiry_reason()
         for tid in stale:
             live = h.index.live.get(tid)
             if live is None or not live.lease_id:
                 continue  # not a lease of this server's index (finishing, or unknown)
             try:
                 self._finish(h, tid, TrialState.FAIL, None, {"fail_reason": reason})
-            except TrialNotRunning:
+            except _storage.TrialNotRunning:
                 continue
             h.index.live.pop(tid, None)
             self._requeue(h, self.storage.get_trial(tid), reason, count=True)
             self._notify()
-
-    def _stale_ids(self, h: StudyHandle) -> list[int] | None:
-        """Trials of ``h`` whose heartbeat is older than the lease (Optuna's own query; None
-        when this Optuna lacks it). Checked first without the study lock: the common answer
-        is none, and then leases and reports are not held up by the check."""
-        stale_ids = getattr(self.rdb, "_get_stale_trial_ids", None)
-        if stale_ids is None:  # pragma: no cover - depends on Optuna's internals
-            return None
-        return list(stale_ids(h.study_id))
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(self.reap_interval_s):
@@ -1428,44 +1238,3 @@ class StudyManager:
             for t in sorted(set(counts) | set(leased))
             if (n := max(counts.get(t, 0), leased.get(t, 0))) > 0
         }
-
-
-def objective_values(spec: SearchSpec, metrics: dict[str, float]) -> list[float]:
-    """The study's objective values from a trial's raw metrics.
-
-    Raw metrics are stored as reported; aggregates (the GLUE averages) are computed from them
-    here, the one place that reads them for the objective (DESIGN.md principle 5).
-    """
-    from archsearch.spaces import compute_aggregate
-
-    values = []
-    for o in spec.objectives:
-        if o.metric in AGGREGATE_METRICS:
-            try:
-                values.append(compute_aggregate(o.metric, metrics))
-            except ValueError as e:
-                raise InvalidArgument(f"cannot compute objective {o.metric}: {e}") from e
-        elif o.metric in metrics:
-            values.append(metrics[o.metric])
-        else:
-            raise InvalidArgument(
-                f"metrics lack the objective {o.metric!r} of study {spec.name}; "
-                f"got {sorted(metrics)}"
-            )
-    return values
-
-
-def trial_summary(t: FrozenTrial) -> dict[str, Any]:
-    """A JSON-ready view of a trial for logs and ``--json`` output."""
-    return {
-        "number": t.number,
-        "state": t.state.name,
-        "values": t.values,
-        "params": t.params,
-        "metrics": t.user_attrs.get("metrics", {}),
-        "arch": t.user_attrs.get("arch", ""),
-    }
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)

@@ -56,16 +56,12 @@ fail paths, and stop); ``StudyHandle.ask_lock`` serialises the loop's asks.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import datetime
 import logging
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -88,15 +84,17 @@ from archsearch.server._index import (
     STOPPED_REASON,
     Grant,
     LiveTrial,
-    Prepared,
     StudyHandle,
     StudyIndex,
     StudySnapshot,
     WorkerInfo,
 )
-from archsearch.server._leases import LeaseTable, parse_lease_id  # noqa: F401 (re-exported)
+from archsearch.server._leases import LeaseTable, parse_lease_id
+from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._logsafe import loggable
 from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
+from archsearch.server._pool import MIN_REPEAT_STREAK, CandidatePool
+from archsearch.server._retries import Retries
 from archsearch.server._spec import SearchSpec
 from archsearch.server._writer import StorageWriter
 from archsearch.spaces import Candidate, SpecError
@@ -106,18 +104,25 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 log = logging.getLogger("archsearch.server")
 
-MAX_DUPLICATE_ASKS = 20
-#: A study whose loop proposed this many repeats in a row (at least; ``n_trials`` when larger)
-#: completes: its loop finds nothing new (a small space is exhausted).
-MIN_REPEAT_STREAK = 50
-MAX_PREPARED = 64
-NON_ADAPTIVE_SAMPLERS = (
-    optuna.samplers.RandomSampler,
-    optuna.samplers.QMCSampler,
-    optuna.samplers.GridSampler,
-    optuna.samplers.BruteForceSampler,
-)
-TOP_UP_PER_FINISH = 2
+# What tests, the CLI and the servicers import from here (the model lives in ``_index``).
+__all__ = [
+    "COMPLETED",
+    "COMPLETED_REASON_ATTR",
+    "FAILURES_ATTR",
+    "LEASE_ATTR",
+    "MIN_REPEAT_STREAK",
+    "RUNNING",
+    "SPEC_ATTR",
+    "STATE_ATTR",
+    "STOPPED",
+    "STOPPED_REASON",
+    "Grant",
+    "StudyHandle",
+    "StudyManager",
+    "StudySnapshot",
+    "WorkerInfo",
+    "parse_lease_id",
+]
 
 
 def _now_iso() -> str:
@@ -163,7 +168,10 @@ class StudyManager:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.reap_interval_s = reap_interval_s or max(0.5, heartbeat_interval_s / 2)
         self.rdb = _storage.open_storage(
-            storage_url, lease_duration_s, heartbeat_interval_s, self._on_stale_trial
+            storage_url,
+            lease_duration_s,
+            heartbeat_interval_s,
+            self._on_stale_trial,
         )
         # One cache for every study object: this server is the storage's only writer.
         self.storage = _storage.DeferredTrialStorage(self.rdb)
@@ -177,11 +185,35 @@ class StudyManager:
         self._work = threading.Condition()
         self._workers: dict[str, WorkerInfo] = {}
         self._stop = threading.Event()
-        self._reaper: threading.Thread | None = None
         self.leases = LeaseTable(
             self.storage, self.writer, lease_duration_s, self._by_id.get, self.trials
         )
+        self.lifecycle = StudyLifecycle(self.storage, self.writer, self._notify)
+        self.retries = Retries(
+            self.rdb,
+            self.storage,
+            self.writer,
+            self.leases,
+            self.lifecycle,
+            self.handles,
+            self._handles.get,
+            self._notify,
+            self.reap_interval_s,
+        )
+        self.pool = CandidatePool(
+            self.storage,
+            self.writer,
+            self.lifecycle,
+            self.artifacts,
+            self._active,
+            lease_duration_s,
+            self._notify,
+        )
         self._load_studies()
+
+    def _on_stale_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna's heartbeat-stale callback (bound before the collaborators exist)."""
+        self.retries.on_stale_trial(study, trial)
 
     # ------------------------------------------------------------------ start-up and shutdown
 
@@ -279,30 +311,27 @@ class StudyManager:
                     idx.live[_storage.trial_id_of(t)] = live
                     if not live.lease_id:
                         idx.pool.append(_storage.trial_id_of(t))
-            if idx.repeat_streak >= self._repeat_limit(h):
-                idx.exhausted = self._exhausted_reason(h, idx.repeat_streak, idx.originals)
+            if idx.repeat_streak >= self.pool.repeat_limit(h):
+                idx.exhausted = self.pool.exhausted_reason(h, idx.repeat_streak, idx.originals)
             h.index = idx
             for t in orphans:
                 why = "server stopped while preparing it"
-                self._fail_unrun(h, _storage.trial_id_of(t), why)
-                self._requeue(h, self.storage.get_trial(_storage.trial_id_of(t)), why, count=False)
+                self.lifecycle.fail_unrun(h, _storage.trial_id_of(t), why)
+                self.retries.requeue(
+                    h, self.storage.get_trial(_storage.trial_id_of(t)), why, count=False
+                )
             if h.state == STOPPED:  # a stop of an older server version left some waiting
-                self._end_unrun(h)
+                self.lifecycle.end_unrun(h)
 
     def start(self) -> None:
         """Starts the reaper thread."""
-        if self._reaper is None:
-            self._reaper = threading.Thread(
-                target=self._reap_loop, name="lease-reaper", daemon=True
-            )
-            self._reaper.start()
+        self.retries.start()
 
     def close(self) -> None:
         self._stop.set()
         with self._work:
             self._work.notify_all()
-        if self._reaper is not None:
-            self._reaper.join(timeout=10)
+        self.retries.close()
         if self.artifacts is not None:
             self.artifacts.close(wait=False)
         self.writer.close()
@@ -358,36 +387,9 @@ class StudyManager:
         h = self.get(name)
         with h.lock:
             if h.state == RUNNING:
-                self._set_state(h, STOPPED)
-                self._end_unrun(h)
+                self.lifecycle.set_state(h, STOPPED)
+                self.lifecycle.end_unrun(h)
         return h
-
-    def _end_unrun(self, h: StudyHandle) -> None:
-        """Fails every candidate of a stopped study that no worker holds: the prepared pool
-        and the queued retries. Caller holds ``h.lock``."""
-        idx = h.index
-        while idx.pool:
-            tid = idx.pool.popleft()
-            idx.live.pop(tid, None)
-            self._fail_unrun(h, tid, STOPPED_REASON)
-        for tid in sorted(idx.waiting):
-            idx.waiting.discard(tid)
-            self._fail_unrun(h, tid, STOPPED_REASON, expected=TrialState.WAITING)
-
-    def _fail_unrun(
-        self,
-        h: StudyHandle,
-        tid: int,
-        reason: str,
-        expected: TrialState = TrialState.RUNNING,
-    ) -> None:
-        """Fails a trial no worker holds, with its reason, in one write (nothing when it is no
-        longer in the ``expected`` state)."""
-        op = _storage.finish_op(
-            tid, TrialState.FAIL, None, {"fail_reason": reason}, expected=expected
-        )
-        with contextlib.suppress(_storage.TrialNotRunning):
-            self.writer.run(op)
 
     def trials(
         self, h: StudyHandle, states: Iterable[TrialState] | None = None
@@ -516,18 +518,18 @@ class StudyManager:
                         return None
                     if idx.pool and not idx.waiting:
                         continue  # the preparer was faster
-                prepared = self._prepare(h)
+                prepared = self.pool.prepare(h)
             if prepared is None:
                 with h.lock:
-                    self._maybe_complete(h)
+                    self.lifecycle.maybe_complete(h)
                 return None
-            tid = self._settle_prepared(h, prepared)
+            tid = self.pool.settle_prepared(h, prepared)
             if tid is None:
                 continue
             with h.lock:
                 if h.state != RUNNING:  # stopped while it was prepared
                     idx.live.pop(tid, None)
-                    self._fail_unrun(h, tid, STOPPED_REASON)
+                    self.lifecycle.fail_unrun(h, tid, STOPPED_REASON)
                     return None
                 if not alive():  # keep it for the next worker
                     idx.pool.appendleft(tid)
@@ -584,320 +586,11 @@ class StudyManager:
             with h.lock:
                 if idx.live.get(live.trial_id) is live and not live.lease_id:
                     idx.live.pop(live.trial_id, None)
-                    self._fail_unrun(h, live.trial_id, STOPPED_REASON)
-                    self._after_finish(h)
+                    self.lifecycle.fail_unrun(h, live.trial_id, STOPPED_REASON)
+                    self.lifecycle.after_finish(h)
         self._notify()
 
-    def _prepare(self, h: StudyHandle) -> Prepared | None:
-        """Asks the loop for the next candidate and queues its storage; None when there is
-        nothing to prepare now (budget spent, loop exhausted or still building, or only
-        candidates already in flight proposed). The caller finishes with
-        :meth:`_settle_prepared` after releasing ``h.ask_lock``, so the next ask overlaps this
-        one's commit.
-
-        Samplers re-propose evaluated points in small discrete spaces (TPE does); training the
-        same candidate with the same recipe and seed again would only cost a worker's time, so
-        a repeat is stored completed at once with the earlier result (``duplicate_of``), which
-        keeps the sampler's history honest; it does not count against ``n_trials`` (distinct
-        candidates). A loop that proposes ``max(MIN_REPEAT_STREAK, n_trials)`` repeats in a
-        row has nothing new left: the study completes (``archsearch:completed_reason``). A
-        candidate identical to one in flight (prepared, leased or finishing) is dropped
-        unstored and the loop asked again; after ``MAX_DUPLICATE_ASKS`` proposals without a
-        new candidate the caller gets None ("no work yet"), and once the one in flight has
-        finished, the same proposal is a recorded repeat.
-
-        Caller holds ``h.ask_lock`` (loops are asked one at a time) but not ``h.lock``: a slow
-        sampler never blocks leases, heartbeats or reports of the study.
-        """
-        idx = h.index
-        with h.lock:
-            idx.preparing += 1  # the study is not complete while a candidate is on its way
-        repeats: list[Future[Any] | None] = []
-        in_flight = 0
-        try:
-            # Bounded: at most MAX_DUPLICATE_ASKS proposals of candidates in flight and
-            # MIN_REPEAT_STREAK repeats per call (enough to end a small study in one call).
-            while in_flight < MAX_DUPLICATE_ASKS and len(repeats) < MIN_REPEAT_STREAK:
-                with h.lock:
-                    if h.state != RUNNING:
-                        break
-                    if not idx.waiting and (idx.originals >= h.spec.n_trials or idx.exhausted):
-                        break
-                    waiting = bool(idx.waiting)
-                if not waiting and not h.loop.ready(h.space):
-                    break  # still building (``warm_up``): no work yet
-                with self.storage.deferring():
-                    trial, arch = h.loop.ask(h.study, h.space, waiting=waiting)
-                try:
-                    prepared = self._store_candidate(h, trial, arch)
-                except Exception:
-                    self._abandon(h, _storage.trial_id_of(trial))
-                    raise
-                if prepared is None:  # the same candidate is in flight: ask again
-                    in_flight += 1
-                    continue
-                if prepared.repeat:
-                    repeats.append(prepared.stored)  # finished with the earlier result
-                    continue
-                prepared.repeats = repeats
-                return prepared
-        except BaseException:
-            with h.lock:
-                idx.preparing -= 1
-            raise
-        # The budget is spent, or the loop keeps proposing evaluated candidates or ones in
-        # flight (no work yet), or it is still being built.
-        self._settle_prepared(h, Prepared(None, None, repeats=repeats))
-        return None
-
-    def _settle_prepared(self, h: StudyHandle, prepared: Prepared) -> int | None:
-        """Waits for a prepared candidate's write and registers it as live; returns its trial
-        id (None for repeats only). Call without ``h.ask_lock`` and ``h.lock``.
-
-        Raises:
-            Exception: the write failed; the budget it took is given back.
-        """
-        idx = h.index
-        given_back = 0
-        for fut in prepared.repeats:  # repeats are not counted against the budget
-            if fut is not None and fut.exception() is not None:
-                log.error("storing a repeat of %s failed: %s", h.spec.name, fut.exception())
-        live = prepared.live
-        storing = prepared.live.fp if prepared.live is not None and not prepared.repeat else ""
-        error = prepared.stored.exception() if prepared.stored is not None else None
-        if error is not None:
-            given_back += prepared.counted
-            if live is not None and not self.storage.is_provisional(live.trial_id):
-                self._abandon(h, live.trial_id)  # asked and RUNNING, but without its candidate
-            live = None
-        elif live is not None and prepared.stored is not None:
-            stored = prepared.stored.result()
-            if isinstance(stored, _storage.StoredTrial):  # an inserted provisional trial
-                live = dataclasses.replace(live, trial_id=stored.trial_id, number=stored.number)
-        with h.lock:
-            idx.preparing -= 1
-            idx.originals -= given_back
-            if storing:
-                idx.storing[storing] -= 1
-                if idx.storing[storing] <= 0:
-                    del idx.storing[storing]
-            if live is not None:
-                idx.live[live.trial_id] = live
-        if error is not None:
-            raise error
-        return None if live is None else live.trial_id
-
-    def _abandon(self, h: StudyHandle, tid: int) -> None:
-        """Cleans up after a failed preparation: never leave a trial RUNNING that the index
-        does not know (it would hold nothing up, and nothing would ever finish it)."""
-        if self.storage.is_provisional(tid):
-            with contextlib.suppress(KeyError):
-                self.storage.take_provisional(tid)  # never stored: nothing to undo
-            self.storage.forget(tid)
-            return
-        with contextlib.suppress(Exception):
-            with h.lock:
-                h.index.waiting.discard(tid)
-            why = "the server could not store this candidate; it was not run"
-            self._finish(h, tid, TrialState.FAIL, None, {"fail_reason": why})
-
-    def _store_candidate(
-        self, h: StudyHandle, trial: optuna.Trial, arch: dict[str, Any]
-    ) -> Prepared | None:
-        """Queues the storage of a just-asked trial's candidate (one transaction).
-
-        A provisional trial (``DeferredTrialStorage``) is inserted whole: row, parameters
-        and attributes; when it repeats a completed candidate it is inserted completed, with
-        that result (``Prepared.repeat``). A real one (a queued retry) gets its attributes.
-        The budget is counted now, so the next ask sees it; ``_settle_prepared`` gives it back
-        if the write fails. None when the candidate is in flight already (the provisional
-        trial is dropped). Caller holds ``h.ask_lock``."""
-        idx = h.index
-        tid = _storage.trial_id_of(trial)
-        with h.lock:
-            retry = tid in idx.waiting
-        attempt = 0
-        candidate: Candidate | None = None
-        if retry:  # a re-queued candidate keeps its spec
-            frozen = self.storage.get_trial(tid)
-            attempt = len(frozen.system_attrs.get("retry_history", []))
-            if "candidate" in frozen.user_attrs:
-                candidate = Candidate.from_dict(frozen.user_attrs["candidate"])
-            # else: a retry of a trial that died before its candidate was stored: rebuild it
-            # from the parameters, which the retry carries.
-        earlier = None
-        fp = ""
-        written: Future[Any] | None = None
-        if candidate is None:
-            candidate = Candidate(
-                space=h.spec.space,
-                architecture=arch,
-                # the loop may set keys per candidate (BOSHNAS: a weight-transfer source)
-                recipe={**h.spec.recipe, **h.loop.recipe_overrides(tid)},
-                data=dict(h.spec.data),
-            )
-            user: dict[str, Any] = {
-                "candidate": candidate.to_dict(),
-                "arch": h.space.describe(arch),
-                **dashboard.candidate_rows(candidate.to_dict()),
-            }
-            fp = candidate.fingerprint()
-            earlier = idx.done.get(fp) if attempt == 0 else None
-            if earlier is not None:
-                user["duplicate_of"], _, user["metrics"] = earlier
-                user.update(dashboard.metric_rows(earlier[2]))
-            elif self.storage.is_provisional(tid) and self._in_flight(h, fp):
-                # Never stored: the loop is asked again. (Library loops create stored trials,
-                # but never propose a row that is in flight.)
-                self.storage.discard_provisional(tid)
-                return None
-            if self.storage.is_provisional(tid):
-                _, frozen = self.storage.take_provisional(tid)
-                frozen.user_attrs.update(user)
-                if earlier is not None:
-                    frozen.state, frozen.values = TrialState.COMPLETE, list(earlier[1])
-                    frozen.datetime_complete = datetime.datetime.now()
-                written = self.writer.submit(_storage.insert_trial_op(h.study_id, frozen))
-                written.add_done_callback(self._on_inserted(h.study_id, tid))
-            elif earlier is not None:
-                written = self.writer.submit(
-                    _storage.finish_op(tid, TrialState.COMPLETE, earlier[1], user)
-                )
-            else:
-                written = self.writer.submit(_storage.attrs_op(tid, user=user))
-        if self.artifacts is not None and earlier is None and written is not None:
-            written.add_done_callback(self._draw_when_stored(h, tid, trial.number, arch))
-        live = LiveTrial(tid, trial.number, candidate, attempt, fp=fp)
-        with h.lock:
-            if retry:
-                idx.waiting.discard(tid)
-            elif earlier is None:
-                idx.originals += 1
-                idx.repeat_streak = 0
-            else:
-                idx.repeat_streak += 1
-                if idx.repeat_streak >= self._repeat_limit(h) and not idx.exhausted:
-                    idx.exhausted = self._exhausted_reason(h, idx.repeat_streak, idx.originals)
-                    log.info("study %s: %s", h.spec.name, idx.exhausted)
-            if earlier is None:
-                idx.storing[live.fp] += 1  # in flight from now on
-        if earlier is not None:
-            # debug, not info: in small spaces repeats come by the hundred per second, and the
-            # trial's ``duplicate_of`` attribute already records each one
-            log.debug(
-                "trial %d of %s repeats trial %d; reused its result",
-                trial.number,
-                h.spec.name,
-                earlier[0],
-            )
-        return Prepared(
-            written, live, repeat=earlier is not None, counted=not retry and earlier is None
-        )
-
-    def _in_flight(self, h: StudyHandle, fp: str) -> bool:
-        """Whether a candidate with fingerprint ``fp`` is prepared, leased, being stored or
-        finishing in ``h``."""
-        idx = h.index
-        with h.lock:
-            return (
-                fp in idx.storing
-                or any(live.fp == fp for live in idx.live.values())
-                or any(entry[2] == fp for entry in idx.finishing.values())
-            )
-
-    def _repeat_limit(self, h: StudyHandle) -> int:
-        return max(MIN_REPEAT_STREAK, h.spec.n_trials)
-
-    @staticmethod
-    def _exhausted_reason(h: StudyHandle, streak: int, originals: int) -> str:
-        return (
-            f"the {h.spec.loop} loop proposed {streak} repeated candidates in a row after "
-            f"{originals} distinct ones: nothing new left to try (the space may be exhausted)"
-        )
-
-    def _draw_when_stored(
-        self, h: StudyHandle, trial_id: int, number: int, arch: dict[str, Any]
-    ) -> Callable[[Future[Any]], None]:
-        """Done-callback of a new candidate's write: queues its picture (see GraphArtifacts);
-        a provisional trial's real id is the insert's result."""
-
-        def done(fut: Future[Any]) -> None:
-            if fut.exception() is None and self.artifacts is not None:
-                real_id = getattr(fut.result(), "trial_id", trial_id)
-                self.artifacts.submit(h.space, real_id, number, arch)
-
-        return done
-
-    def _on_inserted(self, study_id: int, provisional_id: int) -> Callable[[Future[Any]], None]:
-        """Done-callback of a provisional trial's insert (runs on the writer thread, so it
-        takes no study lock): the storage stops showing the in-memory copy."""
-
-        def done(fut: Future[Any]) -> None:
-            if fut.exception() is None:
-                self.storage.stored(study_id, fut.result().number)
-            self.storage.forget(provisional_id)
-
-        return done
-
     # ------------------------------------------------------------------ preparing ahead
-
-    def _pool_target(self, h: StudyHandle) -> int:
-        """How many candidates to keep ready.
-
-        For a loop whose proposals ignore results (random, quasi-random, grid), one per
-        worker that asked for this study's trainer within a lease duration (at least 1, at
-        most ``MAX_PREPARED``): every active worker's next acquire is then an in-memory pop,
-        and preparing early loses nothing. For an adaptive loop (TPE, GP, NSGA-II, BOSHNAS),
-        one: each candidate is asked as late as possible, with every result stored so far.
-        """
-        if not isinstance(h.loop.sampler, NON_ADAPTIVE_SAMPLERS):
-            return 1
-        horizon = time.monotonic() - self.lease_duration_s
-        active = sum(
-            1
-            for seen, trainers in list(self._active.values())
-            if seen >= horizon and h.spec.trainer in trainers
-        )
-        return max(1, min(MAX_PREPARED, active))
-
-    def _top_up(self, h: StudyHandle, limit: int = TOP_UP_PER_FINISH) -> None:
-        """Prepares up to ``limit`` candidates while ``h``'s pool is below its target.
-
-        Called by the RPC that finished a trial, after its own write committed and without
-        ``h.lock``, so the database changes an RPC causes are all made before it answers (a
-        client that sees its answer sees the storage settled) and the next acquire of any
-        worker is an in-memory pop. ``limit`` spreads the filling of a large pool over several
-        finishes. A failure here is logged, not raised: the caller's own write is stored, and
-        acquire prepares inline when the pool is empty.
-        """
-        idx = h.index
-        try:
-            for _ in range(limit):
-                with h.ask_lock:
-                    with h.lock:
-                        if (
-                            h.state != RUNNING
-                            or idx.waiting
-                            or len(idx.pool) + idx.preparing >= self._pool_target(h)
-                        ):
-                            return
-                    prepared = self._prepare(h)
-                if prepared is None:
-                    with h.lock:
-                        self._maybe_complete(h)
-                    return
-                tid = self._settle_prepared(h, prepared)
-                if tid is None:
-                    continue
-                with h.lock:
-                    if h.state == RUNNING:
-                        idx.pool.append(tid)
-                    else:  # stopped while it was prepared: end it, as stop() does
-                        idx.live.pop(tid, None)
-                        self._fail_unrun(h, tid, STOPPED_REASON)
-                self._notify()
-        except Exception:
-            log.exception("preparing the next candidate of %s failed", h.spec.name)
 
     # ------------------------------------------------------------------ leases
 
@@ -945,12 +638,12 @@ class StudyManager:
                 h.study.tell(live.number, state=TrialState.PRUNED)
                 h.index.live.pop(tid, None)
                 log.info("pruned trial %d of %s at step %d", live.number, h.spec.name, step)
-                self._after_finish(h)
+                self.lifecycle.after_finish(h)
                 pruned = True
             else:
                 pruned = False
         if pruned:
-            self._top_up(h)
+            self.pool.top_up(h)
             return True, time.time()
         return False, self.leases.deadline()
 
@@ -976,7 +669,7 @@ class StudyManager:
                 return lease.answer
             values = objective_values(h.spec, metrics)
             user = dashboard.completion_attrs(metrics, info)  # JSON, and rows for the dashboard
-            self._after_trial_hook(h, tid, TrialState.COMPLETE, values)
+            self.lifecycle.after_trial_hook(h, tid, TrialState.COMPLETE, values)
             # Metrics, values and state in one queued write; the lock is not held while it
             # commits, and a repeated report meanwhile waits for it (``_settle``).
             written = self.writer.submit(_storage.finish_op(tid, TrialState.COMPLETE, values, user))
@@ -998,8 +691,8 @@ class StudyManager:
         with h.lock:
             idx.finishing.pop(tid, None)
             idx.done.setdefault(live.candidate.fingerprint(), (live.number, values, metrics))
-            self._after_finish(h)
-        self._top_up(h)
+            self.lifecycle.after_finish(h)
+        self.pool.top_up(h)
         return values, TrialState.COMPLETE
 
     def fail(self, lease_id: str, reason: str, retryable: bool, released: bool = False) -> bool:
@@ -1017,190 +710,25 @@ class StudyManager:
                 assert lease.answer is not None
                 return lease.answer
             _storage.write_trial_attrs(self.rdb, tid, user={"fail_reason": reason})
-            self._finish(h, tid, TrialState.FAIL, None)
+            self.lifecycle.finish(h, tid, TrialState.FAIL, None)
             h.index.live.pop(tid, None)
             requeued = False
             if released or retryable:
-                requeued = self._requeue(h, self.storage.get_trial(tid), reason, count=not released)
-            self._after_finish(h)
-        self._top_up(h)
+                requeued = self.retries.requeue(
+                    h, self.storage.get_trial(tid), reason, count=not released
+                )
+            self.lifecycle.after_finish(h)
+        self.pool.top_up(h)
         return requeued
-
-    def _finish(
-        self,
-        h: StudyHandle,
-        tid: int,
-        state: TrialState,
-        values: list[float] | None,
-        user: dict[str, Any] | None = None,
-    ) -> None:
-        """``Study.tell`` for a trial this server knows is RUNNING, with validated values;
-        ``user`` attributes are stored with the state, in one write.
-
-        Raises:
-            _storage.TrialNotRunning: the trial is finished already; nothing changed.
-        """
-        self._after_trial_hook(h, tid, state, values)
-        if user:
-            self.writer.run(_storage.finish_op(tid, state, values, user))
-        else:
-            self.storage.set_trial_state_values(tid, state, values)
-
-    def _after_trial_hook(
-        self, h: StudyHandle, tid: int, state: TrialState, values: list[float] | None
-    ) -> None:
-        """The sampler's ``after_trial`` hook, as ``Study.tell`` calls it before storing.
-
-        ``tell`` re-reads the trial twice to validate what the server already checked; here the
-        hook gets the stored trial only when it does something (the built-in samplers' hooks
-        act only on constraint functions, which archsearch never sets; an unknown sampler is
-        always called).
-        """
-        sampler = h.study.sampler
-        hook = type(sampler).after_trial is not optuna.samplers.BaseSampler.after_trial
-        if hook and getattr(sampler, "_constraints_func", "unknown") is not None:
-            sampler.after_trial(h.study, self.storage.get_trial(tid), state, values)
 
     # ------------------------------------------------------------------ retries and expiry
 
-    def _requeue(self, h: StudyHandle, failed: FrozenTrial, reason: str, count: bool) -> bool:
-        """Adds a WAITING copy of ``failed``; False when its retry budget is spent."""
-        failures = int(failed.system_attrs.get(FAILURES_ATTR, 0)) + (1 if count else 0)
-        if h.state != RUNNING:  # a stopped study leaves nothing waiting
-            log.info(
-                "trial %d of %s failed after its study stopped; not retried (%s)",
-                failed.number,
-                h.spec.name,
-                loggable(reason),
-            )
-            return False
-        if failures > h.spec.max_retries:
-            log.warning(
-                "trial %d of %s failed %d times; not retried (%s)",
-                failed.number,
-                h.spec.name,
-                failures,
-                loggable(reason),
-            )
-            return False
-        history = [*failed.system_attrs.get("retry_history", []), failed.number]
-        user_attrs = {
-            k: v
-            for k, v in failed.user_attrs.items()
-            if k in ("candidate", "arch") or dashboard.is_candidate_row(k)
-        }
-        user_attrs["requeued_because"] = reason or "no reason given"
-        tid = self.storage.create_new_trial(
-            h.study_id,
-            template_trial=optuna.trial.create_trial(
-                state=TrialState.WAITING,
-                params=failed.params,
-                distributions=failed.distributions,
-                user_attrs=user_attrs,
-                system_attrs={
-                    "failed_trial": history[0],
-                    "retry_history": history,
-                    FAILURES_ATTR: failures,
-                },
-            ),
-        )
-        h.index.waiting.add(tid)
-        log.info("re-queued trial %d of %s (%s)", failed.number, h.spec.name, loggable(reason))
-        self._notify()
-        return True
-
-    def _on_stale_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna's heartbeat-stale callback, for ``fail_stale_trials`` when this Optuna lacks
-        the stale-trial query :meth:`reap_once` uses: re-queue the candidate, and record the
-        reason on the failed trial (with SQL: Optuna refuses attributes on finished trials)."""
-        h = self._handles.get(study.study_name)
-        if h is None:
-            return
-        reason = self.leases.expiry_reason()
-        self.writer.run(
-            _storage.attrs_op(_storage.trial_id_of(trial), user={"fail_reason": reason})
-        )
-        with h.lock:
-            h.index.live.pop(_storage.trial_id_of(trial), None)
-            self._requeue(h, trial, reason, count=True)
-
     def reap_once(self) -> None:
-        """Fails expired leases (re-queueing their candidates) and completes finished studies.
-
-        Nothing expires during the first lease duration after this server started: a lease
-        whose last heartbeat predates the start (its worker finished or heartbeated while no
-        server answered) gets that long to be heartbeated, completed or failed again.
-        """
-        expire = self.leases.expiring()
-        for h in self.handles():
-            if expire and any(live.lease_id for live in list(h.index.live.values())):
-                stale = _storage.stale_trial_ids(self.rdb, h.study_id)
-            else:
-                stale = []
-            if stale is None or stale:
-                with h.lock:
-                    # Queued leases, heartbeats and finishes first: the stale check must see
-                    # what this server already decided (the writer never takes ``h.lock``).
-                    self.writer.barrier()
-                    self._expire(h)
-            with h.lock:
-                self._maybe_complete(h)
-
-    def _expire(self, h: StudyHandle) -> None:
-        """Fails ``h``'s expired leases, each with its reason in the same write as its state,
-        and re-queues their candidates (Optuna's ``fail_stale_trials`` where its stale-trial
-        query is missing). Caller holds ``h.lock``."""
-        stale = _storage.stale_trial_ids(self.rdb, h.study_id)
-        if stale is None:  # pragma: no cover - depends on Optuna's internals
-            optuna.storages.fail_stale_trials(h.study)
-            return
-        reason = self.leases.expiry_reason()
-        for tid in stale:
-            live = h.index.live.get(tid)
-            if live is None or not live.lease_id:
-                continue  # not a lease of this server's index (finishing, or unknown)
-            try:
-                self._finish(h, tid, TrialState.FAIL, None, {"fail_reason": reason})
-            except _storage.TrialNotRunning:
-                continue
-            h.index.live.pop(tid, None)
-            self._requeue(h, self.storage.get_trial(tid), reason, count=True)
-            self._notify()
-
-    def _reap_loop(self) -> None:
-        while not self._stop.wait(self.reap_interval_s):
-            try:
-                self.reap_once()
-            except Exception:  # keep reaping whatever one study did
-                log.exception("lease reaper failed; retrying")
+        """Fails expired leases (re-queueing their candidates) and completes finished studies
+        (see :meth:`Retries.reap_once`)."""
+        self.retries.reap_once()
 
     # ------------------------------------------------------------------ study state
-
-    def _after_finish(self, h: StudyHandle) -> None:
-        """Index bookkeeping after a trial finished (caller holds ``h.lock``); the caller then
-        calls ``_top_up`` after releasing it."""
-        self._maybe_complete(h)
-        self._notify()
-
-    def _maybe_complete(self, h: StudyHandle) -> None:
-        idx = h.index
-        if h.state != RUNNING:
-            return
-        if (
-            (idx.originals >= h.spec.n_trials or idx.exhausted)
-            and not idx.live
-            and not idx.waiting
-            and not idx.finishing
-            and not idx.preparing
-        ):
-            reason = idx.exhausted or f"n_trials reached: {idx.originals} distinct candidates"
-            self.storage.set_study_user_attr(h.study_id, COMPLETED_REASON_ATTR, reason)
-            self._set_state(h, COMPLETED)
-            log.info("study %s completed: %s", h.spec.name, reason)
-
-    def _set_state(self, h: StudyHandle, state: str) -> None:
-        self.storage.set_study_user_attr(h.study_id, STATE_ATTR, state)
-        h.state = state
 
     def _notify(self) -> None:
         with self._work:

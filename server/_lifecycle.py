@@ -13,7 +13,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import optuna
 from optuna.trial import TrialState
 
 from archsearch.server import _storage
@@ -133,6 +132,5 @@ class StudyLifecycle:
         always called).
         """
         sampler = h.study.sampler
-        hook = type(sampler).after_trial is not optuna.samplers.BaseSampler.after_trial
-        if hook and getattr(sampler, "_constraints_func", "unknown") is not None:
+        if _storage.after_trial_acts(sampler):
             sampler.after_trial(h.study, self.storage.get_trial(tid), state, values)

@@ -403,7 +403,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
              answer (whether a retry was queued).
           2. Store ``fail_reason`` and fail the trial (state FAIL).
           3. Queue a WAITING copy with the same parameters and candidate (``Retries.requeue``;
-             none when the study was stopped meanwhile); the next acquire takes it first.
+             none when the study was stopped meanwhile or its retry budget was already spent);
+             the next acquire takes it first.
           4. Prepare the study's next candidates (``CandidatePool.top_up``) and wake waiting
              acquires.
 

@@ -59,6 +59,14 @@ def stale_trial_ids(rdb: RDBStorage, study_id: int) -> list[int] | None:
     return list(query(study_id))
 
 
+def after_trial_acts(sampler: optuna.samplers.BaseSampler) -> bool:
+    """Whether a sampler's ``after_trial`` hook may do anything: it is overridden, and the
+    sampler has constraint functions (Optuna's built-in samplers act on nothing else; their
+    ``_constraints_func`` is private) or is unknown (an unknown sampler is always called)."""
+    hook = type(sampler).after_trial is not optuna.samplers.BaseSampler.after_trial
+    return hook and getattr(sampler, "_constraints_func", "unknown") is not None
+
+
 def open_storage(
     url: str,
     lease_duration_s: int,

@@ -1,4 +1,15 @@
-"""The study manager: studies, leased trials, retries and pruning on top of Optuna storage.
+"""The study manager: the facade the servicers call, over collaborators with their own state.
+
+Collaborators (imports go one way, down this list; each imports ``_index``, the in-memory model,
+and ``_storage``, the only module that touches Optuna's private attributes and tables):
+    * ``_registry.StudyRegistry``: the served studies by name and id; launch; start-up rebuild;
+    * ``_leases.LeaseTable``: grant, heartbeat, expiry (the restart grace), and the one place
+      that resolves a lease for report, complete, fail and release;
+    * ``_pool.CandidatePool``: prepare, settle and store candidates, repeats, the pool target;
+    * ``_retries.Retries``: re-queue failed candidates, and the lease reaper;
+    * ``_lifecycle.StudyLifecycle``: study states, completion, the writes that end a trial;
+    * ``_objectives``: objective values from raw metrics, and the checks of a report.
+Converters (``_convert``) are pure functions of frozen snapshots (:meth:`StudyManager.snapshot`).
 
 Everything lives in the Optuna storage (DESIGN.md principle 1). In memory the manager keeps
 only what it can rebuild from the storage at start-up: one handle per archsearch study (its
@@ -40,9 +51,9 @@ lease yet), so an acquire is an in-memory pop plus one lease write. A server tha
 them: at start-up RUNNING trials without a lease return to the pool; stopping a study fails
 them and its queued retries ("study stopped before this candidate ran"). A candidate identical
 to one in flight is never prepared twice; repeats of completed ones are recorded but do not
-count against ``n_trials`` (see ``_prepare``). A loop that needs a long build (a library's
-embeddings) builds it in the background from launch or start-up (``SearchLoop.warm_up``);
-acquires answer "no work yet" meanwhile.
+count against ``n_trials`` (see ``CandidatePool.prepare``). A loop that needs a long build (a
+library's embeddings) builds it in the background from launch or start-up
+(``SearchLoop.warm_up``); acquires answer "no work yet" meanwhile.
 
 Per-trial cost (issue 2's service_overhead benchmark): every hot-path write is a group-commit
 operation of ``_writer.StorageWriter`` (one writer thread, one transaction per batch, leases
@@ -66,15 +77,14 @@ from collections.abc import Callable, Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.search import ServerStudy, make_loop, make_pruner, should_prune
+from archsearch.search import should_prune
 from archsearch.server import _dashboard_attrs as dashboard
 from archsearch.server import _storage
 from archsearch.server._artifacts import GraphArtifacts
-from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from archsearch.server._index import (
     COMPLETED,
     COMPLETED_REASON_ATTR,
-    CREATED_ATTR,
     FAILURES_ATTR,
     LEASE_ATTR,
     RUNNING,
@@ -85,19 +95,17 @@ from archsearch.server._index import (
     Grant,
     LiveTrial,
     StudyHandle,
-    StudyIndex,
     StudySnapshot,
     WorkerInfo,
 )
 from archsearch.server._leases import LeaseTable, parse_lease_id
 from archsearch.server._lifecycle import StudyLifecycle
-from archsearch.server._logsafe import loggable
 from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
 from archsearch.server._pool import MIN_REPEAT_STREAK, CandidatePool
+from archsearch.server._registry import StudyRegistry, rebuild_index
 from archsearch.server._retries import Retries
 from archsearch.server._spec import SearchSpec
 from archsearch.server._writer import StorageWriter
-from archsearch.spaces import Candidate, SpecError
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 # The server drives heartbeats itself (record_heartbeat/fail_stale_trials), not Study.optimize.
@@ -179,14 +187,12 @@ class StudyManager:
         # Architecture pictures for optuna-dashboard (``serve --artifact-dir``).
         self.artifacts = GraphArtifacts(artifact_dir, self.rdb) if artifact_dir else None
         self._active: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self._handles: dict[str, StudyHandle] = {}
-        self._by_id: dict[int, StudyHandle] = {}
-        self._handles_lock = threading.Lock()
+        self.registry = StudyRegistry(self.storage, self._notify)
         self._work = threading.Condition()
         self._workers: dict[str, WorkerInfo] = {}
         self._stop = threading.Event()
         self.leases = LeaseTable(
-            self.storage, self.writer, lease_duration_s, self._by_id.get, self.trials
+            self.storage, self.writer, lease_duration_s, self.registry.by_id, self.trials
         )
         self.lifecycle = StudyLifecycle(self.storage, self.writer, self._notify)
         self.retries = Retries(
@@ -195,8 +201,8 @@ class StudyManager:
             self.writer,
             self.leases,
             self.lifecycle,
-            self.handles,
-            self._handles.get,
+            self.registry.handles,
+            self.registry.named,
             self._notify,
             self.reap_interval_s,
         )
@@ -209,7 +215,7 @@ class StudyManager:
             lease_duration_s,
             self._notify,
         )
-        self._load_studies()
+        self.registry.load(self._rebuild_index)
 
     def _on_stale_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna's heartbeat-stale callback (bound before the collaborators exist)."""
@@ -217,111 +223,8 @@ class StudyManager:
 
     # ------------------------------------------------------------------ start-up and shutdown
 
-    def _load_studies(self) -> None:
-        """Rebuilds a handle and index for every archsearch study in the storage."""
-        for frozen in self.storage.get_all_studies():
-            raw = frozen.user_attrs.get(SPEC_ATTR)
-            if raw is None:
-                continue  # a plain Optuna study sharing the storage
-            try:
-                spec = SearchSpec.from_dict(raw)
-                handle = self._open(
-                    spec,
-                    frozen.user_attrs.get(STATE_ATTR, RUNNING),
-                    frozen.user_attrs.get(CREATED_ATTR, ""),
-                )
-            except SpecError as e:
-                log.error(
-                    "study %s: stored spec no longer valid (%s); not serving it",
-                    loggable(frozen.study_name),
-                    loggable(e),
-                )
-                continue
-            self._register(handle)
-            self._rebuild_index(handle)
-
-    def _register(self, h: StudyHandle) -> None:
-        self._handles[h.spec.name] = h
-        self._by_id[h.study_id] = h
-
-    def _open(self, spec: SearchSpec, state: str, created_at: str) -> StudyHandle:
-        n_existing = 0
-        try:
-            sid = self.storage.get_study_id_from_name(spec.name)
-            n_existing = len(self.storage.get_all_trials(sid, deepcopy=False))
-        except KeyError:
-            pass
-        # Offset the seed by the trials already made so a restarted server does not replay
-        # the suggestions of its previous life (a seeded RandomSampler would).
-        loop = make_loop(spec.loop, spec.seed + n_existing, len(spec.objectives), spec.loop_options)
-        study = ServerStudy(
-            study_name=spec.name,
-            storage=self.storage,
-            sampler=loop.sampler,
-            pruner=make_pruner(spec.pruner, len(spec.objectives)),
-        )
-        handle = StudyHandle(
-            spec=spec,
-            study=study,
-            space=spec.build_space(),
-            loop=loop,
-            lock=threading.RLock(),
-            state=state,
-            created_at=created_at,
-        )
-        if state == RUNNING:  # build what the loop needs now, not in a worker's call
-            loop.warm_up(handle.space, self._notify)
-        return handle
-
     def _rebuild_index(self, h: StudyHandle) -> None:
-        """Reads the study once: counts, queued retries, live leases, completed candidates.
-
-        A RUNNING trial without a lease was prepared but never handed out when the previous
-        server stopped: it goes back to the pool. One without a candidate died inside
-        preparation: it is failed and its parameters re-queued (not counted as a failure).
-        """
-        idx = StudyIndex()
-        orphans = []
-        with h.lock:
-            for t in self.trials(h):
-                if "failed_trial" not in t.system_attrs:
-                    if "duplicate_of" not in t.user_attrs:
-                        idx.originals += 1
-                        idx.repeat_streak = 0
-                    elif t.state == TrialState.COMPLETE:
-                        idx.repeat_streak += 1
-                if t.state == TrialState.WAITING:
-                    idx.waiting.add(_storage.trial_id_of(t))
-                elif t.state == TrialState.COMPLETE and "candidate" in t.user_attrs:
-                    fp = Candidate.from_dict(t.user_attrs["candidate"]).fingerprint()
-                    idx.done.setdefault(
-                        fp, (t.number, list(t.values or []), t.user_attrs.get("metrics", {}))
-                    )
-                elif t.state == TrialState.RUNNING:
-                    if "candidate" not in t.user_attrs:
-                        orphans.append(t)
-                        continue
-                    live = LiveTrial(
-                        _storage.trial_id_of(t),
-                        t.number,
-                        Candidate.from_dict(t.user_attrs["candidate"]),
-                        len(t.system_attrs.get("retry_history", [])),
-                        str(t.system_attrs.get(LEASE_ATTR, "")),
-                    )
-                    idx.live[_storage.trial_id_of(t)] = live
-                    if not live.lease_id:
-                        idx.pool.append(_storage.trial_id_of(t))
-            if idx.repeat_streak >= self.pool.repeat_limit(h):
-                idx.exhausted = self.pool.exhausted_reason(h, idx.repeat_streak, idx.originals)
-            h.index = idx
-            for t in orphans:
-                why = "server stopped while preparing it"
-                self.lifecycle.fail_unrun(h, _storage.trial_id_of(t), why)
-                self.retries.requeue(
-                    h, self.storage.get_trial(_storage.trial_id_of(t)), why, count=False
-                )
-            if h.state == STOPPED:  # a stop of an older server version left some waiting
-                self.lifecycle.end_unrun(h)
+        rebuild_index(h, self.trials(h), self.storage, self.pool, self.lifecycle, self.retries)
 
     def start(self) -> None:
         """Starts the reaper thread."""
@@ -341,28 +244,15 @@ class StudyManager:
     # ------------------------------------------------------------------ people's side
 
     def launch(self, spec: SearchSpec) -> StudyHandle:
-        with self._handles_lock:
-            if spec.name in self._handles:
-                raise AlreadyExists(f"study {spec.name!r} already exists; choose another name")
-            try:
-                self.storage.get_study_id_from_name(spec.name)
-                raise AlreadyExists(
-                    f"a study named {spec.name!r} already exists in the storage (not launched "
-                    "by archsearch); choose another name"
-                )
-            except KeyError:
-                pass
-            directions = [o.direction for o in spec.objectives]
-            study = optuna.create_study(
-                study_name=spec.name, storage=self.storage, directions=directions
-            )
-            study.set_metric_names([o.metric for o in spec.objectives])
-            created = _now_iso()
-            study.set_user_attr(SPEC_ATTR, spec.to_dict())
-            study.set_user_attr(STATE_ATTR, RUNNING)
-            study.set_user_attr(CREATED_ATTR, created)
-            handle = self._open(spec, RUNNING, created)
-            self._register(handle)
+        """Creates and serves a new study (see :meth:`StudyRegistry.create`).
+
+        Returns:
+            The new study's handle.
+
+        Raises:
+            AlreadyExists: a study of that name exists in the storage.
+        """
+        handle = self.registry.create(spec)
         log.info(
             "launched study %s (%s/%s, %d trials)", spec.name, spec.space, spec.loop, spec.n_trials
         )
@@ -370,15 +260,16 @@ class StudyManager:
         return handle
 
     def get(self, name: str) -> StudyHandle:
-        try:
-            return self._handles[name]
-        except KeyError:
-            raise NotFound(
-                f"no archsearch study named {name!r}; `archsearch studies` lists them"
-            ) from None
+        """The study called ``name``.
+
+        Raises:
+            NotFound: no archsearch study has that name.
+        """
+        return self.registry.get(name)
 
     def handles(self) -> list[StudyHandle]:
-        return sorted(self._handles.values(), key=lambda h: (h.created_at, h.spec.name))
+        """Every served study, oldest first."""
+        return self.registry.handles()
 
     def stop(self, name: str) -> StudyHandle:
         """Stops handing out trials. Nothing is left waiting: prepared candidates and queued
@@ -671,7 +562,7 @@ class StudyManager:
             user = dashboard.completion_attrs(metrics, info)  # JSON, and rows for the dashboard
             self.lifecycle.after_trial_hook(h, tid, TrialState.COMPLETE, values)
             # Metrics, values and state in one queued write; the lock is not held while it
-            # commits, and a repeated report meanwhile waits for it (``_settle``).
+            # commits, and a repeated report meanwhile waits for it (``LeaseTable.resolve``).
             written = self.writer.submit(_storage.finish_op(tid, TrialState.COMPLETE, values, user))
             idx.live.pop(tid, None)
             idx.finishing[tid] = (lease_id, written, live.fp)

@@ -55,7 +55,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TABLE = "/work/shared/data/flexibert-small/dataset_small_sst2.json"
+DEFAULT_TABLE = str(
+    (REPO / ".." / "shared" / "data" / "flexibert-small" / "dataset_small_sst2.json").resolve()
+)
 
 
 def free_port() -> int:
@@ -299,6 +301,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return counts
 
 
+#: Counts that must be zero: nothing finished is thrown away or trained twice, every FAIL says why.
+GOAL_ZERO = ("results lost", "retrained", "in flight twice", "FAIL w/o reason", "WAITING left")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--workers", type=int, default=20)
@@ -314,6 +320,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", default=DEFAULT_TABLE)
     ap.add_argument("--keep", action="store_true", help="keep the folder with the logs")
+    ap.add_argument(
+        "--record", action="store_true", help="append the table to benchmarks/RESULTS.md"
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="archsearch-chaos-"))
     try:
@@ -328,7 +337,32 @@ def main() -> int:
     print("|" + "---|" * len(counts))
     print("| " + " | ".join(str(v) for v in counts.values()) + " |")
     print(json.dumps(counts))
-    return 0
+    bad = {k: counts[k] for k in GOAL_ZERO if counts[k]}
+    ok = not bad and counts["completed in time"]
+    if args.record:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _results import append_section
+
+        table = (
+            "| "
+            + " | ".join(counts)
+            + " |\n|"
+            + "---|" * len(counts)
+            + "\n| "
+            + " | ".join(str(v) for v in counts.values())
+            + " |\n"
+        )
+        append_section(
+            "chaos",
+            f"{args.workers} `table` workers, {args.trials} trials, seed {args.seed}\n\n{table}",
+            summary=(
+                ", ".join(f"{k} {counts[k]}" for k in GOAL_ZERO)
+                + f" (goal 0 each); {counts['distinct completed']} distinct completed of "
+                f"{args.trials}, seed {args.seed}",
+                "pass" if ok else "FAIL",
+            ),
+        )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

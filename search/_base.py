@@ -26,7 +26,20 @@ from archsearch.spaces import DesignSpace
 
 
 class SearchLoop(abc.ABC):
-    """Chooses candidates for one study. Subclasses: ``OptunaSamplerLoop`` (random/TPE/...)."""
+    """Chooses candidates for one study (the contract is in the module docstring).
+
+    Implementations today (``archsearch.search.LOOPS``):
+        * :class:`~archsearch.search.OptunaSamplerLoop`: ``random``, ``tpe``, ``nsga2`` and
+          ``gp``, each one of Optuna's samplers;
+        * :class:`~archsearch.search.BoshnasLoop`: ``boshnas``, BOSHNAS over a library of
+          embedded candidates;
+        * :class:`~archsearch.search.EmbeddingGPLoop`: ``embedding-gp``, a BoTorch GP over the
+          same library.
+
+    A new loop registers its name in ``LOOPS`` (through ``make_loop``) and runs the
+    conformance suite ``tests/conformance/loop_suite.py`` (``LoopConformance``) with a
+    subclass in ``tests/conformance/test_loops.py``.
+    """
 
     #: Registry name used in search specs.
     name: str = ""

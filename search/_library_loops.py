@@ -259,9 +259,10 @@ class LibraryLoop(SearchLoop):
             of the completed trial whose weights cover the largest share of the new
             architecture (``spaces.weight_overlap``), when that share is at least
             ``OVERLAP_THRESHOLD`` (0.8, the paper's rule); the worker then fine-tunes from the
-            neighbour (with ``pretrain_steps`` set, instead of pre-training). Checkpoints are
-            folders on the worker that trained them: use it with one worker machine or a
-            shared filesystem.
+            neighbour (with ``pretrain_steps`` set, instead of pre-training). A checkpoint
+            its worker uploaded to the server (info ``checkpoint_artifacts``) is named
+            ``"trial:N"`` and any worker downloads it; otherwise it is the folder on the worker
+            that trained it (one worker machine or a shared filesystem).
         features (str, default "both"; "embedding" for embedding-gp): what the surrogate
             sees of a row: ``embedding``
             (the Transformer2vec vector, as the paper), ``architecture`` (one-hot codes of the
@@ -451,6 +452,8 @@ class LibraryLoop(SearchLoop):
             checkpoint = info.get("checkpoint")
             if not isinstance(checkpoint, str):
                 continue
+            if info.get("checkpoint_artifacts"):  # uploaded to the server: any worker fetches it
+                checkpoint = f"trial:{t.number}"
             try:
                 overlap = weight_overlap(to_flexibert(cand["architecture"]), target)
             except (SpecError, KeyError, TypeError, ValueError):

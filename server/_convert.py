@@ -1,4 +1,8 @@
-"""Converters between protobuf messages and domain objects (the only place that knows both)."""
+"""Converters between protobuf messages and domain objects (the only place that knows both).
+
+Pure functions of frozen values (Optuna's ``FrozenTrial``, ``StudySnapshot``, ``Grant``), in the
+manner of OSS Vizier's ``proto_converters``: they never reach the manager or the storage.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,12 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server._errors import InvalidArgument
-from archsearch.server._studies import (
+from archsearch.server._index import (
     COMPLETED,
     RUNNING,
     STOPPED,
     Grant,
-    StudyHandle,
-    StudyManager,
+    StudySnapshot,
 )
 from archsearch.v1 import archsearch_pb2 as pb
 
@@ -69,36 +72,28 @@ def _duplicate_of(t: FrozenTrial) -> int:
     return earlier if isinstance(earlier, int) and not isinstance(earlier, bool) else -1
 
 
-def study_to_pb(manager: StudyManager, h: StudyHandle, with_best: bool = True) -> pb.Study:
-    # The state is read before the trials: a study is marked completed only after its last
-    # trial's result is committed, so a reader that sees "completed" then counts every trial
-    # finished. Read the other way round, a count taken just before the last commit could be
-    # sent with the state set just after it (29 of 30 complete, yet "completed").
-    state = h.state
-    counts = dict.fromkeys(TrialState, 0)
-    for t in manager.trials(h):
-        counts[t.state] += 1
+def study_to_pb(snap: StudySnapshot) -> pb.Study:
+    """The ``Study`` message of a snapshot (best trials only when the snapshot has them)."""
+    counts = snap.counts
     msg = pb.Study(
-        name=h.spec.name,
-        spec_json=h.spec.to_json(),
-        state=STUDY_STATE_TO_PB[state],
+        name=snap.spec.name,
+        spec_json=snap.spec.to_json(),
+        state=STUDY_STATE_TO_PB[snap.state],
         objectives=[
             pb.Objective(metric=o.metric, direction=DIRECTION_TO_PB[o.direction])
-            for o in h.spec.objectives
+            for o in snap.spec.objectives
         ],
-        n_trials=h.spec.n_trials,
+        n_trials=snap.spec.n_trials,
         n_complete=counts[TrialState.COMPLETE],
         n_pruned=counts[TrialState.PRUNED],
         n_fail=counts[TrialState.FAIL],
         n_running=counts[TrialState.RUNNING],
         n_waiting=counts[TrialState.WAITING],
-        created_at=h.created_at,
+        created_at=snap.created_at,
+        workers_for_trainer=snap.connected_trainers.get(snap.spec.trainer, 0),
+        connected_trainers=sorted(snap.connected_trainers),
     )
-    connected = manager.connected_trainers()
-    msg.workers_for_trainer = connected.get(h.spec.trainer, 0)
-    msg.connected_trainers.extend(sorted(connected))
-    if with_best:
-        msg.best_trials.extend(trial_to_pb(t) for t in manager.best_trials(h))
+    msg.best_trials.extend(trial_to_pb(t) for t in snap.best_trials)
     return msg
 
 

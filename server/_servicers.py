@@ -12,7 +12,7 @@ import math
 import re
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import message_factory
@@ -56,16 +56,22 @@ def rpc(method: Callable[..., R]) -> Callable[..., R]:
             if isinstance(request, bytes):  # registered by method_handlers: parse it here
                 request = _parse(self.SERVICE, method.__name__, request, context)
             return method(self, request, context)
-        except SpecError as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except ServiceError as e:
-            context.abort(grpc.StatusCode[e.code], str(e))
         except Exception as e:
-            log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: {type(e).__name__}: {e}")
-        raise AssertionError("unreachable")  # context.abort raises
+            abort_for(method.__name__, e, context)
 
     return wrapper
+
+
+def abort_for(name: str, e: Exception, context: grpc.ServicerContext) -> NoReturn:
+    """Aborts the call with the status of ``e``: domain errors as themselves, anything else
+    INTERNAL (logged with its traceback)."""
+    if isinstance(e, SpecError):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+    if isinstance(e, ServiceError):
+        context.abort(grpc.StatusCode[e.code], str(e))
+    log.exception("%s failed", name)
+    context.abort(grpc.StatusCode.INTERNAL, f"{name}: {type(e).__name__}: {e}")
+    raise AssertionError("unreachable")  # context.abort raises
 
 
 def _parse(service: Any, name: str, body: bytes, context: grpc.ServicerContext) -> Any:
@@ -95,10 +101,16 @@ def method_handlers(servicer: Any) -> grpc.GenericRpcHandler:
     reach the ``rpc`` wrapper, which parses them and answers INVALID_ARGUMENT.
     """
     service = servicer.SERVICE
+    kinds = {  # (client streaming, server streaming) -> handler factory
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
     handlers = {
-        m.name: grpc.unary_unary_rpc_method_handler(
+        m.name: kinds[m.client_streaming, m.server_streaming](
             getattr(servicer, m.name),
-            request_deserializer=None,  # bytes as received
+            request_deserializer=None,  # bytes as received (each message of a stream)
             response_serializer=message_factory.GetMessageClass(m.output_type).SerializeToString,
         )
         for m in service.methods
@@ -150,21 +162,21 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         )
         spec = SearchSpec.from_json(request.spec_json)
         h = self.m.launch(spec)
-        return pb.LaunchSearchResponse(study=study_to_pb(self.m, h))
+        return pb.LaunchSearchResponse(study=study_to_pb(self.m.snapshot(h)))
 
     @rpc
     def GetStudy(
         self, request: pb.GetStudyRequest, context: grpc.ServicerContext
     ) -> pb.GetStudyResponse:
         h = self.m.get(_study_name(request.name))
-        return pb.GetStudyResponse(study=study_to_pb(self.m, h))
+        return pb.GetStudyResponse(study=study_to_pb(self.m.snapshot(h)))
 
     @rpc
     def ListStudies(
         self, request: pb.ListStudiesRequest, context: grpc.ServicerContext
     ) -> pb.ListStudiesResponse:
         return pb.ListStudiesResponse(
-            studies=[study_to_pb(self.m, h, with_best=False) for h in self.m.handles()]
+            studies=[study_to_pb(self.m.snapshot(h, with_best=False)) for h in self.m.handles()]
         )
 
     @rpc
@@ -214,7 +226,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self, request: pb.StopSearchRequest, context: grpc.ServicerContext
     ) -> pb.StopSearchResponse:
         h = self.m.stop(_study_name(request.name))
-        return pb.StopSearchResponse(study=study_to_pb(self.m, h))
+        return pb.StopSearchResponse(study=study_to_pb(self.m.snapshot(h)))
 
 
 def _capabilities(caps: pb.WorkerCapabilities) -> tuple[str, ...]:
@@ -280,9 +292,27 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     def AcquireTrial(
         self, request: pb.AcquireTrialRequest, context: grpc.ServicerContext
     ) -> pb.AcquireTrialResponse:
-        """Long poll: waits up to ``min(timeout_s, max_poll_s)`` for a trial this worker's
-        trainers can run. The number of simultaneous waits is capped so a crowd of idle workers
-        cannot take every server thread."""
+        """Hands a worker a leased trial, waiting up to ``min(timeout_s, max_poll_s)`` for one.
+
+        The logic is:
+          1. Check the request (worker id, trainers, timeout, study name) and take one of the
+             ``max_long_polls`` waiting slots, so a crowd of idle workers cannot take every
+             server thread (RESOURCE_EXHAUSTED when none is free).
+          2. In each running study whose trainer the worker offers (only ``study_name`` when
+             given), in launch order: a queued retry first, else a prepared candidate popped
+             from the study's pool (``CandidatePool``); when the pool is empty, the loop is
+             asked for one now, while the worker waits.
+          3. Grant it a fresh lease (``LeaseTable.grant``: lease id, worker, attempt and
+             heartbeat in one queued write, urgent lane) and answer once that write commits.
+          4. No lease for a call that can no longer receive the answer (cancelled, or its
+             deadline passed); a lease granted meanwhile is taken back and the trial goes
+             back to the front of the pool.
+          5. Nothing ready before the timeout (or the loop is still building): ``has_trial``
+             false; the worker asks again.
+
+        Returns:
+            The lease, the candidate, its trainer and the metrics to report, or no trial.
+        """
         _require(
             bool(WORKER_ID_RE.match(request.worker_id)),
             "worker_id is required (from RegisterWorker)",
@@ -341,6 +371,24 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     def CompleteTrial(
         self, request: pb.CompleteTrialRequest, context: grpc.ServicerContext
     ) -> pb.CompleteTrialResponse:
+        """Stores a trial's final metrics and completes it.
+
+        The logic is:
+          1. Check the metrics (names, finite values, count) and provenance (INVALID_ARGUMENT).
+          2. Resolve the lease (``LeaseTable.resolve``): unknown lease, NOT_FOUND; a lease
+             whose trial is no longer live, FAILED_PRECONDITION, except the same report again,
+             which gets the stored values again (reports are idempotent); the same lease with
+             other metrics, ALREADY_EXISTS.
+          3. Compute the objective values from the raw metrics (aggregates at read time).
+          4. Metrics, values and state COMPLETE in one queued write; the answer waits for its
+             commit (a concurrent repeat waits for it too, then sees the stored trial).
+          5. Prepare the study's next candidates (``CandidatePool.top_up``) before answering,
+             so the workers' next acquires are in-memory pops; complete the study when its
+             budget is spent.
+
+        Returns:
+            The objective values, in the study's objective order.
+        """
         lease = _lease_id(request.lease_id)
         metrics = metrics_from_pb(request.metrics)
         _require(bool(metrics), "metrics is required: at least the study's objective metrics")
@@ -358,6 +406,23 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     def ReleaseTrial(
         self, request: pb.ReleaseTrialRequest, context: grpc.ServicerContext
     ) -> pb.ReleaseTrialResponse:
+        """Hands a lease back (a worker shutting down): the trial fails and its candidate is
+        re-queued at once, without counting against its retry budget.
+
+        The logic is:
+          1. Resolve the lease (``LeaseTable.resolve``): unknown lease, NOT_FOUND; a finished
+             trial, FAILED_PRECONDITION, except the same release again, which gets the same
+             answer (whether a retry was queued).
+          2. Store ``fail_reason`` and fail the trial (state FAIL).
+          3. Queue a WAITING copy with the same parameters and candidate (``Retries.requeue``;
+             none when the study was stopped meanwhile or its retry budget was already spent);
+             the next acquire takes it first.
+          4. Prepare the study's next candidates (``CandidatePool.top_up``) and wake waiting
+             acquires.
+
+        Returns:
+            Whether the candidate was re-queued.
+        """
         requeued = self.m.fail(
             _lease_id(request.lease_id),
             request.reason or "released by worker",

@@ -1,4 +1,9 @@
-"""Optuna storage wiring: SQLite (WAL) by default, any SQLAlchemy URL for real deployments."""
+"""Optuna storage wiring: SQLite (WAL) by default, any SQLAlchemy URL for real deployments.
+
+This module is the server's storage boundary: the only one that touches Optuna's private
+attributes and tables (``Study._study_id``, ``FrozenTrial._trial_id``, ``RDBStorage``'s stale
+trial query, its ORM models and ``_CachedStorage``), so an Optuna upgrade is checked here.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +37,34 @@ def sqlite_path(url: str) -> Path | None:
     if not path or path == ":memory:":
         return None
     return Path(path)
+
+
+def study_id_of(study: optuna.Study) -> int:
+    """The storage id of an Optuna study (Optuna keeps it private)."""
+    return study._study_id
+
+
+def trial_id_of(trial: FrozenTrial | optuna.Trial) -> int:
+    """The storage id of a trial, frozen or being asked (Optuna keeps it private)."""
+    return trial._trial_id
+
+
+def stale_trial_ids(rdb: RDBStorage, study_id: int) -> list[int] | None:
+    """Ids of the study's RUNNING trials whose heartbeat is older than the grace period:
+    ``RDBStorage``'s own query, None when this Optuna lacks it (the caller then falls back to
+    the public ``optuna.storages.fail_stale_trials``)."""
+    query = getattr(rdb, "_get_stale_trial_ids", None)
+    if query is None:  # pragma: no cover - depends on Optuna's internals
+        return None
+    return list(query(study_id))
+
+
+def after_trial_acts(sampler: optuna.samplers.BaseSampler) -> bool:
+    """Whether a sampler's ``after_trial`` hook may do anything: it is overridden, and the
+    sampler has constraint functions (Optuna's built-in samplers act on nothing else; their
+    ``_constraints_func`` is private) or is unknown (an unknown sampler is always called)."""
+    hook = type(sampler).after_trial is not optuna.samplers.BaseSampler.after_trial
+    return hook and getattr(sampler, "_constraints_func", "unknown") is not None
 
 
 def open_storage(

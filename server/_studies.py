@@ -1,4 +1,15 @@
-"""The study manager: studies, leased trials, retries and pruning on top of Optuna storage.
+"""The study manager: the facade the servicers call, over collaborators with their own state.
+
+Collaborators (imports go one way, down this list; each imports ``_index``, the in-memory model,
+and ``_storage``, the only module that touches Optuna's private attributes and tables):
+    * ``_registry.StudyRegistry``: the served studies by name and id; launch; start-up rebuild;
+    * ``_leases.LeaseTable``: grant, heartbeat, expiry (the restart grace), and the one place
+      that resolves a lease for report, complete, fail and release;
+    * ``_pool.CandidatePool``: prepare, settle and store candidates, repeats, the pool target;
+    * ``_retries.Retries``: re-queue failed candidates, and the lease reaper;
+    * ``_lifecycle.StudyLifecycle``: study states, completion, the writes that end a trial;
+    * ``_objectives``: objective values from raw metrics, and the checks of a report.
+Converters (``_convert``) are pure functions of frozen snapshots (:meth:`StudyManager.snapshot`).
 
 Everything lives in the Optuna storage (DESIGN.md principle 1). In memory the manager keeps
 only what it can rebuild from the storage at start-up: one handle per archsearch study (its
@@ -40,9 +51,9 @@ lease yet), so an acquire is an in-memory pop plus one lease write. A server tha
 them: at start-up RUNNING trials without a lease return to the pool; stopping a study fails
 them and its queued retries ("study stopped before this candidate ran"). A candidate identical
 to one in flight is never prepared twice; repeats of completed ones are recorded but do not
-count against ``n_trials`` (see ``_prepare``). A loop that needs a long build (a library's
-embeddings) builds it in the background from launch or start-up (``SearchLoop.warm_up``);
-acquires answer "no work yet" meanwhile.
+count against ``n_trials`` (see ``CandidatePool.prepare``). A loop that needs a long build (a
+library's embeddings) builds it in the background from launch or start-up
+(``SearchLoop.warm_up``); acquires answer "no work yet" meanwhile.
 
 Per-trial cost (issue 2's service_overhead benchmark): every hot-path write is a group-commit
 operation of ``_writer.StorageWriter`` (one writer thread, one transaction per batch, leases
@@ -56,217 +67,78 @@ fail paths, and stop); ``StudyHandle.ask_lock`` serialises the loop's asks.
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import dataclasses
 import datetime
-import json
 import logging
-import math
-import secrets
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.search import SearchLoop, ServerStudy, make_loop, make_pruner, should_prune
+from archsearch.search import should_prune
 from archsearch.server import _dashboard_attrs as dashboard
+from archsearch.server import _storage
 from archsearch.server._artifacts import GraphArtifacts
-from archsearch.server._errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
+from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from archsearch.server._index import (
+    COMPLETED,
+    COMPLETED_REASON_ATTR,
+    FAILURES_ATTR,
+    LEASE_ATTR,
+    RUNNING,
+    SPEC_ATTR,
+    STATE_ATTR,
+    STOPPED,
+    STOPPED_REASON,
+    Grant,
+    LiveTrial,
+    StudyHandle,
+    StudySnapshot,
+    WorkerInfo,
 )
-from archsearch.server._logsafe import loggable
-from archsearch.server._spec import AGGREGATE_METRICS, METRIC_RE, SearchSpec
-from archsearch.server._storage import (
-    DeferredTrialStorage,
-    StoredTrial,
-    TrialNotRunning,
-    attrs_op,
-    finish_op,
-    heartbeat_op,
-    insert_trial_op,
-    lease_op,
-    open_storage,
-    unlease_op,
-    write_trial_attrs,
-)
+from archsearch.server._leases import LeaseTable, parse_lease_id
+from archsearch.server._lifecycle import StudyLifecycle
+from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
+from archsearch.server._pool import MIN_REPEAT_STREAK, CandidatePool
+from archsearch.server._registry import StudyRegistry, rebuild_index
+from archsearch.server._retries import Retries
+from archsearch.server._spec import SearchSpec
 from archsearch.server._writer import StorageWriter
-from archsearch.spaces import Candidate, DesignSpace, SpecError
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 # The server drives heartbeats itself (record_heartbeat/fail_stale_trials), not Study.optimize.
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 log = logging.getLogger("archsearch.server")
 
-SPEC_ATTR = "archsearch:spec"
-STATE_ATTR = "archsearch:state"
-CREATED_ATTR = "archsearch:created_at"
-LEASE_ATTR = "archsearch:lease"
-FAILURES_ATTR = "archsearch:failures"
-COMPLETED_REASON_ATTR = "archsearch:completed_reason"
-STOPPED_REASON = "study stopped before this candidate ran"
-
-RUNNING, STOPPED, COMPLETED = "running", "stopped", "completed"
-MAX_METRICS = 256
-MAX_INFO = 64
-MAX_TEXT = 2000
-MAX_DUPLICATE_ASKS = 20
-#: A study whose loop proposed this many repeats in a row (at least; ``n_trials`` when larger)
-#: completes: its loop finds nothing new (a small space is exhausted).
-MIN_REPEAT_STREAK = 50
-MAX_PREPARED = 64
-NON_ADAPTIVE_SAMPLERS = (
-    optuna.samplers.RandomSampler,
-    optuna.samplers.QMCSampler,
-    optuna.samplers.GridSampler,
-    optuna.samplers.BruteForceSampler,
-)
-TOP_UP_PER_FINISH = 2
+# What tests, the CLI and the servicers import from here (the model lives in ``_index``).
+__all__ = [
+    "COMPLETED",
+    "COMPLETED_REASON_ATTR",
+    "FAILURES_ATTR",
+    "LEASE_ATTR",
+    "MIN_REPEAT_STREAK",
+    "RUNNING",
+    "SPEC_ATTR",
+    "STATE_ATTR",
+    "STOPPED",
+    "STOPPED_REASON",
+    "Grant",
+    "StudyHandle",
+    "StudyManager",
+    "StudySnapshot",
+    "WorkerInfo",
+    "parse_lease_id",
+]
 
 
 def _now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-@dataclasses.dataclass
-class LiveTrial:
-    """A RUNNING trial of this server: prepared (no lease yet) or leased to a worker."""
-
-    trial_id: int
-    number: int
-    candidate: Candidate
-    attempt: int
-    lease_id: str = ""
-    #: ``candidate.fingerprint()``, kept to find a candidate already in flight
-    fp: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.fp:
-            self.fp = self.candidate.fingerprint()
-
-
-@dataclasses.dataclass
-class Prepared:
-    """A candidate whose storage is queued: the write, the live trial it becomes (its id and
-    number are the stored ones once the write is done), and repeats stored on the way."""
-
-    stored: Future[Any] | None
-    live: LiveTrial | None
-    repeat: bool = False
-    repeats: list[Future[Any] | None] = dataclasses.field(default_factory=list)
-    #: False for a queued retry: it does not count against the budget.
-    counted: bool = True
-
-
-@dataclasses.dataclass
-class StudyIndex:
-    """In-memory index of one study, rebuilt from the storage at start-up.
-
-    The server is the storage's only writer, so it can keep what its hot paths need here
-    instead of re-reading every trial on each call: the budget count, the queued retries, the
-    live trials with their leases, prepared candidates, and completed candidates by
-    fingerprint (to reuse results of repeated candidates).
-    """
-
-    #: distinct candidates asked (the budget): not retries, not repeats
-    originals: int = 0
-    #: repeats proposed in a row since the last new candidate
-    repeat_streak: int = 0
-    #: why the loop has nothing new to propose (the study completes); "" while it has
-    exhausted: str = ""
-    waiting: set[int] = dataclasses.field(default_factory=set)
-    live: dict[int, LiveTrial] = dataclasses.field(default_factory=dict)
-    pool: collections.deque[int] = dataclasses.field(default_factory=collections.deque)
-    #: Trials whose finishing write is queued: lease id, the write's future and fingerprint.
-    finishing: dict[int, tuple[str, Future[None], str]] = dataclasses.field(default_factory=dict)
-    #: Candidates being asked and stored right now (the study is not complete meanwhile).
-    preparing: int = 0
-    #: Fingerprints of candidates stored but not yet registered as live.
-    storing: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    done: dict[str, tuple[int, list[float], dict[str, Any]]] = dataclasses.field(
-        default_factory=dict
-    )
-
-
-@dataclasses.dataclass
-class StudyHandle:
-    """What the manager keeps in memory about one archsearch study (all derivable)."""
-
-    spec: SearchSpec
-    study: ServerStudy
-    space: DesignSpace
-    loop: SearchLoop
-    lock: threading.RLock
-    state: str
-    created_at: str
-    index: StudyIndex = dataclasses.field(default_factory=StudyIndex)
-    #: Serialises the loop's ``ask`` (the loop contract) apart from ``lock``, which guards
-    #: only the in-memory index and is never held while a sampler runs.
-    ask_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-
-    @property
-    def study_id(self) -> int:
-        return self.study._study_id
-
-
-@dataclasses.dataclass(frozen=True)
-class Grant:
-    """A trial handed to a worker."""
-
-    lease_id: str
-    study_name: str
-    trial_number: int
-    deadline_unix: float
-    candidate: Candidate
-    trainer: str
-    objective_metrics: tuple[str, ...]
-    intermediate_metric: str
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerInfo:
-    worker_id: str
-    trainers: tuple[str, ...]
-    device: str
-    memory_bytes: int
-    hostname: str
-    last_seen: float
-
-
 def _always() -> bool:
     return True
-
-
-def _check_finite(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise InvalidArgument(f"{name} must be a finite number, got {value!r}")
-
-
-def _ascii_digits(text: str) -> bool:
-    """True for 0-9 only: ``str.isdigit`` also accepts '²' and other digits ``int`` refuses."""
-    return text.isascii() and text.isdigit()
-
-
-def parse_lease_id(lease_id: str) -> tuple[int, int]:
-    """(study id, trial id) of a lease id; NotFound for anything this server did not issue."""
-    parts = lease_id.split(".")
-    if (
-        len(parts) != 3
-        or not _ascii_digits(parts[0])
-        or not _ascii_digits(parts[1])
-        or not parts[2]
-        or len(lease_id) > 80
-    ):
-        raise NotFound(f"unknown lease {lease_id[:80]!r}: not a lease this server issued")
-    return int(parts[0]), int(parts[1])
 
 
 class StudyManager:
@@ -303,148 +175,66 @@ class StudyManager:
         self.lease_duration_s = lease_duration_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.reap_interval_s = reap_interval_s or max(0.5, heartbeat_interval_s / 2)
-        self.rdb = open_storage(
-            storage_url, lease_duration_s, heartbeat_interval_s, self._on_stale_trial
+        self.rdb = _storage.open_storage(
+            storage_url,
+            lease_duration_s,
+            heartbeat_interval_s,
+            self._on_stale_trial,
         )
         # One cache for every study object: this server is the storage's only writer.
-        self.storage = DeferredTrialStorage(self.rdb)
+        self.storage = _storage.DeferredTrialStorage(self.rdb)
         self.writer = StorageWriter(self.rdb.engine)
         # Architecture pictures for optuna-dashboard (``serve --artifact-dir``).
         self.artifacts = GraphArtifacts(artifact_dir, self.rdb) if artifact_dir else None
         self._active: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self._handles: dict[str, StudyHandle] = {}
-        self._by_id: dict[int, StudyHandle] = {}
-        self._handles_lock = threading.Lock()
+        self.registry = StudyRegistry(self.storage, self._notify)
         self._work = threading.Condition()
         self._workers: dict[str, WorkerInfo] = {}
         self._stop = threading.Event()
-        self._reaper: threading.Thread | None = None
-        #: No lease expires before this (monotonic): a lease whose last heartbeat predates
-        #: this server's start (a worker that finished or heartbeated while the server was
-        #: down) gets one lease duration from the start to reach it again.
-        self._expiry_from = time.monotonic() + lease_duration_s
-        self._load_studies()
+        self.leases = LeaseTable(
+            self.storage, self.writer, lease_duration_s, self.registry.by_id, self.trials
+        )
+        self.lifecycle = StudyLifecycle(self.storage, self.writer, self._notify)
+        self.retries = Retries(
+            self.rdb,
+            self.storage,
+            self.writer,
+            self.leases,
+            self.lifecycle,
+            self.registry.handles,
+            self.registry.named,
+            self._notify,
+            self.reap_interval_s,
+        )
+        self.pool = CandidatePool(
+            self.storage,
+            self.writer,
+            self.lifecycle,
+            self.artifacts,
+            self._active,
+            lease_duration_s,
+            self._notify,
+        )
+        self.registry.load(self._rebuild_index)
+
+    def _on_stale_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna's heartbeat-stale callback (bound before the collaborators exist)."""
+        self.retries.on_stale_trial(study, trial)
 
     # ------------------------------------------------------------------ start-up and shutdown
 
-    def _load_studies(self) -> None:
-        """Rebuilds a handle and index for every archsearch study in the storage."""
-        for frozen in self.storage.get_all_studies():
-            raw = frozen.user_attrs.get(SPEC_ATTR)
-            if raw is None:
-                continue  # a plain Optuna study sharing the storage
-            try:
-                spec = SearchSpec.from_dict(raw)
-                handle = self._open(
-                    spec,
-                    frozen.user_attrs.get(STATE_ATTR, RUNNING),
-                    frozen.user_attrs.get(CREATED_ATTR, ""),
-                )
-            except SpecError as e:
-                log.error(
-                    "study %s: stored spec no longer valid (%s); not serving it",
-                    loggable(frozen.study_name),
-                    loggable(e),
-                )
-                continue
-            self._register(handle)
-            self._rebuild_index(handle)
-
-    def _register(self, h: StudyHandle) -> None:
-        self._handles[h.spec.name] = h
-        self._by_id[h.study_id] = h
-
-    def _open(self, spec: SearchSpec, state: str, created_at: str) -> StudyHandle:
-        n_existing = 0
-        try:
-            sid = self.storage.get_study_id_from_name(spec.name)
-            n_existing = len(self.storage.get_all_trials(sid, deepcopy=False))
-        except KeyError:
-            pass
-        # Offset the seed by the trials already made so a restarted server does not replay
-        # the suggestions of its previous life (a seeded RandomSampler would).
-        loop = make_loop(spec.loop, spec.seed + n_existing, len(spec.objectives), spec.loop_options)
-        study = ServerStudy(
-            study_name=spec.name,
-            storage=self.storage,
-            sampler=loop.sampler,
-            pruner=make_pruner(spec.pruner, len(spec.objectives)),
-        )
-        handle = StudyHandle(
-            spec=spec,
-            study=study,
-            space=spec.build_space(),
-            loop=loop,
-            lock=threading.RLock(),
-            state=state,
-            created_at=created_at,
-        )
-        if state == RUNNING:  # build what the loop needs now, not in a worker's call
-            loop.warm_up(handle.space, self._notify)
-        return handle
-
     def _rebuild_index(self, h: StudyHandle) -> None:
-        """Reads the study once: counts, queued retries, live leases, completed candidates.
-
-        A RUNNING trial without a lease was prepared but never handed out when the previous
-        server stopped: it goes back to the pool. One without a candidate died inside
-        preparation: it is failed and its parameters re-queued (not counted as a failure).
-        """
-        idx = StudyIndex()
-        orphans = []
-        with h.lock:
-            for t in self.trials(h):
-                if "failed_trial" not in t.system_attrs:
-                    if "duplicate_of" not in t.user_attrs:
-                        idx.originals += 1
-                        idx.repeat_streak = 0
-                    elif t.state == TrialState.COMPLETE:
-                        idx.repeat_streak += 1
-                if t.state == TrialState.WAITING:
-                    idx.waiting.add(t._trial_id)
-                elif t.state == TrialState.COMPLETE and "candidate" in t.user_attrs:
-                    fp = Candidate.from_dict(t.user_attrs["candidate"]).fingerprint()
-                    idx.done.setdefault(
-                        fp, (t.number, list(t.values or []), t.user_attrs.get("metrics", {}))
-                    )
-                elif t.state == TrialState.RUNNING:
-                    if "candidate" not in t.user_attrs:
-                        orphans.append(t)
-                        continue
-                    live = LiveTrial(
-                        t._trial_id,
-                        t.number,
-                        Candidate.from_dict(t.user_attrs["candidate"]),
-                        len(t.system_attrs.get("retry_history", [])),
-                        str(t.system_attrs.get(LEASE_ATTR, "")),
-                    )
-                    idx.live[t._trial_id] = live
-                    if not live.lease_id:
-                        idx.pool.append(t._trial_id)
-            if idx.repeat_streak >= self._repeat_limit(h):
-                idx.exhausted = self._exhausted_reason(h, idx.repeat_streak, idx.originals)
-            h.index = idx
-            for t in orphans:
-                why = "server stopped while preparing it"
-                self._fail_unrun(h, t._trial_id, why)
-                self._requeue(h, self.storage.get_trial(t._trial_id), why, count=False)
-            if h.state == STOPPED:  # a stop of an older server version left some waiting
-                self._end_unrun(h)
+        rebuild_index(h, self.trials(h), self.storage, self.pool, self.lifecycle, self.retries)
 
     def start(self) -> None:
         """Starts the reaper thread."""
-        if self._reaper is None:
-            self._reaper = threading.Thread(
-                target=self._reap_loop, name="lease-reaper", daemon=True
-            )
-            self._reaper.start()
+        self.retries.start()
 
     def close(self) -> None:
         self._stop.set()
         with self._work:
             self._work.notify_all()
-        if self._reaper is not None:
-            self._reaper.join(timeout=10)
+        self.retries.close()
         if self.artifacts is not None:
             self.artifacts.close(wait=False)
         self.writer.close()
@@ -454,28 +244,15 @@ class StudyManager:
     # ------------------------------------------------------------------ people's side
 
     def launch(self, spec: SearchSpec) -> StudyHandle:
-        with self._handles_lock:
-            if spec.name in self._handles:
-                raise AlreadyExists(f"study {spec.name!r} already exists; choose another name")
-            try:
-                self.storage.get_study_id_from_name(spec.name)
-                raise AlreadyExists(
-                    f"a study named {spec.name!r} already exists in the storage (not launched "
-                    "by archsearch); choose another name"
-                )
-            except KeyError:
-                pass
-            directions = [o.direction for o in spec.objectives]
-            study = optuna.create_study(
-                study_name=spec.name, storage=self.storage, directions=directions
-            )
-            study.set_metric_names([o.metric for o in spec.objectives])
-            created = _now_iso()
-            study.set_user_attr(SPEC_ATTR, spec.to_dict())
-            study.set_user_attr(STATE_ATTR, RUNNING)
-            study.set_user_attr(CREATED_ATTR, created)
-            handle = self._open(spec, RUNNING, created)
-            self._register(handle)
+        """Creates and serves a new study (see :meth:`StudyRegistry.create`).
+
+        Returns:
+            The new study's handle.
+
+        Raises:
+            AlreadyExists: a study of that name exists in the storage.
+        """
+        handle = self.registry.create(spec)
         log.info(
             "launched study %s (%s/%s, %d trials)", spec.name, spec.space, spec.loop, spec.n_trials
         )
@@ -483,15 +260,16 @@ class StudyManager:
         return handle
 
     def get(self, name: str) -> StudyHandle:
-        try:
-            return self._handles[name]
-        except KeyError:
-            raise NotFound(
-                f"no archsearch study named {name!r}; `archsearch studies` lists them"
-            ) from None
+        """The study called ``name``.
+
+        Raises:
+            NotFound: no archsearch study has that name.
+        """
+        return self.registry.get(name)
 
     def handles(self) -> list[StudyHandle]:
-        return sorted(self._handles.values(), key=lambda h: (h.created_at, h.spec.name))
+        """Every served study, oldest first."""
+        return self.registry.handles()
 
     def stop(self, name: str) -> StudyHandle:
         """Stops handing out trials. Nothing is left waiting: prepared candidates and queued
@@ -500,34 +278,9 @@ class StudyManager:
         h = self.get(name)
         with h.lock:
             if h.state == RUNNING:
-                self._set_state(h, STOPPED)
-                self._end_unrun(h)
+                self.lifecycle.set_state(h, STOPPED)
+                self.lifecycle.end_unrun(h)
         return h
-
-    def _end_unrun(self, h: StudyHandle) -> None:
-        """Fails every candidate of a stopped study that no worker holds: the prepared pool
-        and the queued retries. Caller holds ``h.lock``."""
-        idx = h.index
-        while idx.pool:
-            tid = idx.pool.popleft()
-            idx.live.pop(tid, None)
-            self._fail_unrun(h, tid, STOPPED_REASON)
-        for tid in sorted(idx.waiting):
-            idx.waiting.discard(tid)
-            self._fail_unrun(h, tid, STOPPED_REASON, expected=TrialState.WAITING)
-
-    def _fail_unrun(
-        self,
-        h: StudyHandle,
-        tid: int,
-        reason: str,
-        expected: TrialState = TrialState.RUNNING,
-    ) -> None:
-        """Fails a trial no worker holds, with its reason, in one write (nothing when it is no
-        longer in the ``expected`` state)."""
-        op = finish_op(tid, TrialState.FAIL, None, {"fail_reason": reason}, expected=expected)
-        with contextlib.suppress(TrialNotRunning):
-            self.writer.run(op)
 
     def trials(
         self, h: StudyHandle, states: Iterable[TrialState] | None = None
@@ -541,6 +294,31 @@ class StudyManager:
         if len(h.spec.objectives) == 1:
             return [h.study.best_trial]
         return list(h.study.best_trials)
+
+    def snapshot(self, h: StudyHandle, with_best: bool = True) -> StudySnapshot:
+        """A frozen view of ``h`` for the converters.
+
+        The state is read before the trials: a study is marked completed only after its last
+        trial's result is committed, so a reader that sees "completed" then counts every trial
+        finished. Read the other way round, a count taken just before the last commit could be
+        sent with the state set just after it (29 of 30 complete, yet "completed").
+
+        Returns:
+            The spec, state, per-state counts, best trials (none unless ``with_best``) and the
+            trainers of the connected workers.
+        """
+        state = h.state
+        counts = dict.fromkeys(TrialState, 0)
+        for t in self.trials(h):
+            counts[t.state] += 1
+        return StudySnapshot(
+            spec=h.spec,
+            state=state,
+            created_at=h.created_at,
+            counts=counts,
+            best_trials=tuple(self.best_trials(h)) if with_best else (),
+            connected_trainers=self.connected_trainers(),
+        )
 
     # ------------------------------------------------------------------ workers' side
 
@@ -623,7 +401,7 @@ class StudyManager:
                 # Queued retries first (Optuna's ask pops them), then a prepared candidate.
                 tid = None if idx.waiting or not idx.pool else idx.pool.popleft()
                 if tid is not None:
-                    live, written = self._lease(h, tid, worker_id)
+                    live, written = self.leases.grant(h, tid, worker_id)
                     break
             with h.ask_lock:  # nothing ready: prepare one here, as the worker waits for it
                 with h.lock:
@@ -631,24 +409,24 @@ class StudyManager:
                         return None
                     if idx.pool and not idx.waiting:
                         continue  # the preparer was faster
-                prepared = self._prepare(h)
+                prepared = self.pool.prepare(h)
             if prepared is None:
                 with h.lock:
-                    self._maybe_complete(h)
+                    self.lifecycle.maybe_complete(h)
                 return None
-            tid = self._settle_prepared(h, prepared)
+            tid = self.pool.settle_prepared(h, prepared)
             if tid is None:
                 continue
             with h.lock:
                 if h.state != RUNNING:  # stopped while it was prepared
                     idx.live.pop(tid, None)
-                    self._fail_unrun(h, tid, STOPPED_REASON)
+                    self.lifecycle.fail_unrun(h, tid, STOPPED_REASON)
                     return None
                 if not alive():  # keep it for the next worker
                     idx.pool.appendleft(tid)
                     self._notify()
                     return None
-                live, written = self._lease(h, tid, worker_id)
+                live, written = self.leases.grant(h, tid, worker_id)
             break
         try:
             written.result()
@@ -665,7 +443,7 @@ class StudyManager:
             lease_id=live.lease_id,
             study_name=h.spec.name,
             trial_number=live.number,
-            deadline_unix=time.time() + self.lease_duration_s,
+            deadline_unix=self.leases.deadline(),
             candidate=live.candidate,
             trainer=h.spec.trainer,
             objective_metrics=h.spec.raw_objective_metrics,
@@ -687,8 +465,7 @@ class StudyManager:
                 h.spec.name,
             )
             # Queued before the pool sees the trial: a later lease's write comes after it.
-            undone = self.writer.submit(unlease_op(live.trial_id, {LEASE_ATTR: ""}), urgent=True)
-            live.lease_id = ""
+            undone = self.leases.revoke(live)
             if h.state == RUNNING:
                 idx.pool.appendleft(live.trial_id)
         try:
@@ -700,460 +477,98 @@ class StudyManager:
             with h.lock:
                 if idx.live.get(live.trial_id) is live and not live.lease_id:
                     idx.live.pop(live.trial_id, None)
-                    self._fail_unrun(h, live.trial_id, STOPPED_REASON)
-                    self._after_finish(h)
+                    self.lifecycle.fail_unrun(h, live.trial_id, STOPPED_REASON)
+                    self.lifecycle.after_finish(h)
         self._notify()
-
-    def _lease(self, h: StudyHandle, tid: int, worker_id: str) -> tuple[LiveTrial, Future[None]]:
-        """Gives prepared trial ``tid`` a fresh lease and queues its write (caller holds
-        ``h.lock``; the caller waits for the write after releasing it)."""
-        live = h.index.live[tid]
-        live.lease_id = f"{h.study_id}.{tid}.{secrets.token_hex(12)}"
-        written = self.writer.submit(
-            lease_op(
-                tid,
-                user={"worker": worker_id, "attempt": live.attempt},
-                system={LEASE_ATTR: live.lease_id},
-            ),
-            urgent=True,
-        )
-        return live, written
-
-    def _prepare(self, h: StudyHandle) -> Prepared | None:
-        """Asks the loop for the next candidate and queues its storage; None when there is
-        nothing to prepare now (budget spent, loop exhausted or still building, or only
-        candidates already in flight proposed). The caller finishes with
-        :meth:`_settle_prepared` after releasing ``h.ask_lock``, so the next ask overlaps this
-        one's commit.
-
-        Samplers re-propose evaluated points in small discrete spaces (TPE does); training the
-        same candidate with the same recipe and seed again would only cost a worker's time, so
-        a repeat is stored completed at once with the earlier result (``duplicate_of``), which
-        keeps the sampler's history honest; it does not count against ``n_trials`` (distinct
-        candidates). A loop that proposes ``max(MIN_REPEAT_STREAK, n_trials)`` repeats in a
-        row has nothing new left: the study completes (``archsearch:completed_reason``). A
-        candidate identical to one in flight (prepared, leased or finishing) is dropped
-        unstored and the loop asked again; after ``MAX_DUPLICATE_ASKS`` proposals without a
-        new candidate the caller gets None ("no work yet"), and once the one in flight has
-        finished, the same proposal is a recorded repeat.
-
-        Caller holds ``h.ask_lock`` (loops are asked one at a time) but not ``h.lock``: a slow
-        sampler never blocks leases, heartbeats or reports of the study.
-        """
-        idx = h.index
-        with h.lock:
-            idx.preparing += 1  # the study is not complete while a candidate is on its way
-        repeats: list[Future[Any] | None] = []
-        in_flight = 0
-        try:
-            # Bounded: at most MAX_DUPLICATE_ASKS proposals of candidates in flight and
-            # MIN_REPEAT_STREAK repeats per call (enough to end a small study in one call).
-            while in_flight < MAX_DUPLICATE_ASKS and len(repeats) < MIN_REPEAT_STREAK:
-                with h.lock:
-                    if h.state != RUNNING:
-                        break
-                    if not idx.waiting and (idx.originals >= h.spec.n_trials or idx.exhausted):
-                        break
-                    waiting = bool(idx.waiting)
-                if not waiting and not h.loop.ready(h.space):
-                    break  # still building (``warm_up``): no work yet
-                with self.storage.deferring():
-                    trial, arch = h.loop.ask(h.study, h.space, waiting=waiting)
-                try:
-                    prepared = self._store_candidate(h, trial, arch)
-                except Exception:
-                    self._abandon(h, trial._trial_id)
-                    raise
-                if prepared is None:  # the same candidate is in flight: ask again
-                    in_flight += 1
-                    continue
-                if prepared.repeat:
-                    repeats.append(prepared.stored)  # finished with the earlier result
-                    continue
-                prepared.repeats = repeats
-                return prepared
-        except BaseException:
-            with h.lock:
-                idx.preparing -= 1
-            raise
-        # The budget is spent, or the loop keeps proposing evaluated candidates or ones in
-        # flight (no work yet), or it is still being built.
-        self._settle_prepared(h, Prepared(None, None, repeats=repeats))
-        return None
-
-    def _settle_prepared(self, h: StudyHandle, prepared: Prepared) -> int | None:
-        """Waits for a prepared candidate's write and registers it as live; returns its trial
-        id (None for repeats only). Call without ``h.ask_lock`` and ``h.lock``.
-
-        Raises:
-            Exception: the write failed; the budget it took is given back.
-        """
-        idx = h.index
-        given_back = 0
-        for fut in prepared.repeats:  # repeats are not counted against the budget
-            if fut is not None and fut.exception() is not None:
-                log.error("storing a repeat of %s failed: %s", h.spec.name, fut.exception())
-        live = prepared.live
-        storing = prepared.live.fp if prepared.live is not None and not prepared.repeat else ""
-        error = prepared.stored.exception() if prepared.stored is not None else None
-        if error is not None:
-            given_back += prepared.counted
-            if live is not None and not self.storage.is_provisional(live.trial_id):
-                self._abandon(h, live.trial_id)  # asked and RUNNING, but without its candidate
-            live = None
-        elif live is not None and prepared.stored is not None:
-            stored = prepared.stored.result()
-            if isinstance(stored, StoredTrial):  # an inserted provisional trial
-                live = dataclasses.replace(live, trial_id=stored.trial_id, number=stored.number)
-        with h.lock:
-            idx.preparing -= 1
-            idx.originals -= given_back
-            if storing:
-                idx.storing[storing] -= 1
-                if idx.storing[storing] <= 0:
-                    del idx.storing[storing]
-            if live is not None:
-                idx.live[live.trial_id] = live
-        if error is not None:
-            raise error
-        return None if live is None else live.trial_id
-
-    def _abandon(self, h: StudyHandle, tid: int) -> None:
-        """Cleans up after a failed preparation: never leave a trial RUNNING that the index
-        does not know (it would hold nothing up, and nothing would ever finish it)."""
-        if self.storage.is_provisional(tid):
-            with contextlib.suppress(KeyError):
-                self.storage.take_provisional(tid)  # never stored: nothing to undo
-            self.storage.forget(tid)
-            return
-        with contextlib.suppress(Exception):
-            with h.lock:
-                h.index.waiting.discard(tid)
-            why = "the server could not store this candidate; it was not run"
-            self._finish(h, tid, TrialState.FAIL, None, {"fail_reason": why})
-
-    def _store_candidate(
-        self, h: StudyHandle, trial: optuna.Trial, arch: dict[str, Any]
-    ) -> Prepared | None:
-        """Queues the storage of a just-asked trial's candidate (one transaction).
-
-        A provisional trial (see ``DeferredTrialStorage``) is inserted whole: row, parameters
-        and attributes; when it repeats a completed candidate it is inserted completed, with
-        that result (``Prepared.repeat``). A real one (a queued retry) gets its attributes.
-        The budget is counted now, so the next ask sees it; ``_settle_prepared`` gives it back
-        if the write fails. None when the candidate is in flight already (the provisional
-        trial is dropped). Caller holds ``h.ask_lock``."""
-        idx = h.index
-        tid = trial._trial_id
-        with h.lock:
-            retry = tid in idx.waiting
-        attempt = 0
-        candidate: Candidate | None = None
-        if retry:  # a re-queued candidate keeps its spec
-            frozen = self.storage.get_trial(tid)
-            attempt = len(frozen.system_attrs.get("retry_history", []))
-            if "candidate" in frozen.user_attrs:
-                candidate = Candidate.from_dict(frozen.user_attrs["candidate"])
-            # else: a retry of a trial that died before its candidate was stored: rebuild it
-            # from the parameters, which the retry carries.
-        earlier = None
-        fp = ""
-        written: Future[Any] | None = None
-        if candidate is None:
-            candidate = Candidate(
-                space=h.spec.space,
-                architecture=arch,
-                # the loop may set keys per candidate (BOSHNAS: a weight-transfer source)
-                recipe={**h.spec.recipe, **h.loop.recipe_overrides(tid)},
-                data=dict(h.spec.data),
-            )
-            user: dict[str, Any] = {
-                "candidate": candidate.to_dict(),
-                "arch": h.space.describe(arch),
-                **dashboard.candidate_rows(candidate.to_dict()),
-            }
-            fp = candidate.fingerprint()
-            earlier = idx.done.get(fp) if attempt == 0 else None
-            if earlier is not None:
-                user["duplicate_of"], _, user["metrics"] = earlier
-                user.update(dashboard.metric_rows(earlier[2]))
-            elif self.storage.is_provisional(tid) and self._in_flight(h, fp):
-                # Never stored: the loop is asked again. (Library loops create stored trials,
-                # but never propose a row that is in flight.)
-                self.storage.discard_provisional(tid)
-                return None
-            if self.storage.is_provisional(tid):
-                _, frozen = self.storage.take_provisional(tid)
-                frozen.user_attrs.update(user)
-                if earlier is not None:
-                    frozen.state, frozen.values = TrialState.COMPLETE, list(earlier[1])
-                    frozen.datetime_complete = datetime.datetime.now()
-                written = self.writer.submit(insert_trial_op(h.study_id, frozen))
-                written.add_done_callback(self._on_inserted(h.study_id, tid))
-            elif earlier is not None:
-                written = self.writer.submit(finish_op(tid, TrialState.COMPLETE, earlier[1], user))
-            else:
-                written = self.writer.submit(attrs_op(tid, user=user))
-        if self.artifacts is not None and earlier is None and written is not None:
-            written.add_done_callback(self._draw_when_stored(h, tid, trial.number, arch))
-        live = LiveTrial(tid, trial.number, candidate, attempt, fp=fp)
-        with h.lock:
-            if retry:
-                idx.waiting.discard(tid)
-            elif earlier is None:
-                idx.originals += 1
-                idx.repeat_streak = 0
-            else:
-                idx.repeat_streak += 1
-                if idx.repeat_streak >= self._repeat_limit(h) and not idx.exhausted:
-                    idx.exhausted = self._exhausted_reason(h, idx.repeat_streak, idx.originals)
-                    log.info("study %s: %s", h.spec.name, idx.exhausted)
-            if earlier is None:
-                idx.storing[live.fp] += 1  # in flight from now on
-        if earlier is not None:
-            # debug, not info: in small spaces repeats come by the hundred per second, and the
-            # trial's ``duplicate_of`` attribute already records each one
-            log.debug(
-                "trial %d of %s repeats trial %d; reused its result",
-                trial.number,
-                h.spec.name,
-                earlier[0],
-            )
-        return Prepared(
-            written, live, repeat=earlier is not None, counted=not retry and earlier is None
-        )
-
-    def _in_flight(self, h: StudyHandle, fp: str) -> bool:
-        """Whether a candidate with fingerprint ``fp`` is prepared, leased, being stored or
-        finishing in ``h``."""
-        idx = h.index
-        with h.lock:
-            return (
-                fp in idx.storing
-                or any(live.fp == fp for live in idx.live.values())
-                or any(entry[2] == fp for entry in idx.finishing.values())
-            )
-
-    def _repeat_limit(self, h: StudyHandle) -> int:
-        return max(MIN_REPEAT_STREAK, h.spec.n_trials)
-
-    @staticmethod
-    def _exhausted_reason(h: StudyHandle, streak: int, originals: int) -> str:
-        return (
-            f"the {h.spec.loop} loop proposed {streak} repeated candidates in a row after "
-            f"{originals} distinct ones: nothing new left to try (the space may be exhausted)"
-        )
-
-    def _draw_when_stored(
-        self, h: StudyHandle, trial_id: int, number: int, arch: dict[str, Any]
-    ) -> Callable[[Future[Any]], None]:
-        """Done-callback of a new candidate's write: queues its picture (see GraphArtifacts);
-        a provisional trial's real id is the insert's result."""
-
-        def done(fut: Future[Any]) -> None:
-            if fut.exception() is None and self.artifacts is not None:
-                real_id = getattr(fut.result(), "trial_id", trial_id)
-                self.artifacts.submit(h.space, real_id, number, arch)
-
-        return done
-
-    def _on_inserted(self, study_id: int, provisional_id: int) -> Callable[[Future[Any]], None]:
-        """Done-callback of a provisional trial's insert (runs on the writer thread, so it
-        takes no study lock): the storage stops showing the in-memory copy."""
-
-        def done(fut: Future[Any]) -> None:
-            if fut.exception() is None:
-                self.storage.stored(study_id, fut.result().number)
-            self.storage.forget(provisional_id)
-
-        return done
 
     # ------------------------------------------------------------------ preparing ahead
 
-    def _pool_target(self, h: StudyHandle) -> int:
-        """How many candidates to keep ready.
-
-        For a loop whose proposals ignore results (random, quasi-random, grid), one per
-        worker that asked for this study's trainer within a lease duration (at least 1, at
-        most ``MAX_PREPARED``): every active worker's next acquire is then an in-memory pop,
-        and preparing early loses nothing. For an adaptive loop (TPE, GP, NSGA-II, BOSHNAS),
-        one: each candidate is asked as late as possible, with every result stored so far.
-        """
-        if not isinstance(h.loop.sampler, NON_ADAPTIVE_SAMPLERS):
-            return 1
-        horizon = time.monotonic() - self.lease_duration_s
-        active = sum(
-            1
-            for seen, trainers in list(self._active.values())
-            if seen >= horizon and h.spec.trainer in trainers
-        )
-        return max(1, min(MAX_PREPARED, active))
-
-    def _top_up(self, h: StudyHandle, limit: int = TOP_UP_PER_FINISH) -> None:
-        """Prepares up to ``limit`` candidates while ``h``'s pool is below its target.
-
-        Called by the RPC that finished a trial, after its own write committed and without
-        ``h.lock``, so the database changes an RPC causes are all made before it answers (a
-        client that sees its answer sees the storage settled) and the next acquire of any
-        worker is an in-memory pop. ``limit`` spreads the filling of a large pool over several
-        finishes. A failure here is logged, not raised: the caller's own write is stored, and
-        acquire prepares inline when the pool is empty.
-        """
-        idx = h.index
-        try:
-            for _ in range(limit):
-                with h.ask_lock:
-                    with h.lock:
-                        if (
-                            h.state != RUNNING
-                            or idx.waiting
-                            or len(idx.pool) + idx.preparing >= self._pool_target(h)
-                        ):
-                            return
-                    prepared = self._prepare(h)
-                if prepared is None:
-                    with h.lock:
-                        self._maybe_complete(h)
-                    return
-                tid = self._settle_prepared(h, prepared)
-                if tid is None:
-                    continue
-                with h.lock:
-                    if h.state == RUNNING:
-                        idx.pool.append(tid)
-                    else:  # stopped while it was prepared: end it, as stop() does
-                        idx.live.pop(tid, None)
-                        self._fail_unrun(h, tid, STOPPED_REASON)
-                self._notify()
-        except Exception:
-            log.exception("preparing the next candidate of %s failed", h.spec.name)
-
     # ------------------------------------------------------------------ leases
 
-    def _lease_handle(self, lease_id: str) -> tuple[StudyHandle, int]:
-        study_id, trial_id = parse_lease_id(lease_id)
-        h = self._by_id.get(study_id)
-        if h is None:
-            raise NotFound(f"unknown lease {lease_id!r}: its study does not exist")
-        return h, trial_id
-
-    def _live(self, h: StudyHandle, trial_id: int, lease_id: str) -> LiveTrial | None:
-        live = h.index.live.get(trial_id)
-        return live if live is not None and live.lease_id == lease_id else None
-
-    def _not_live(self, h: StudyHandle, trial_id: int, lease_id: str) -> FrozenTrial:
-        """The stored trial of a lease that is not live; NotFound when it was never issued."""
-        try:
-            frozen = self.storage.get_trial(trial_id)
-        except KeyError:
-            raise NotFound(f"unknown lease {lease_id!r}: its trial does not exist") from None
-        # The lease id names its study and trial, so a match also proves the trial is h's.
-        if frozen.system_attrs.get(LEASE_ATTR) != lease_id:
-            raise NotFound(f"unknown lease {lease_id!r}: not the lease of trial {frozen.number}")
-        return frozen
-
-    def _refuse_finished(self, h: StudyHandle, frozen: FrozenTrial) -> None:
-        if frozen.state == TrialState.FAIL:
-            retry = self._retry_of(h, frozen.number)
-            where = f"; its candidate was re-queued as trial {retry}" if retry is not None else ""
-            raise FailedPrecondition(
-                f"lease on trial {frozen.number} of {h.spec.name} expired or was given up "
-                f"(trial is FAIL{where}); stop working on it"
-            )
-        raise FailedPrecondition(
-            f"trial {frozen.number} of {h.spec.name} is already {frozen.state.name}; "
-            "stop working on it"
-        )
-
-    def _retry_of(self, h: StudyHandle, number: int) -> int | None:
-        """Number of the trial that retries trial ``number``, if any."""
-        for t in self.trials(h):
-            history = t.system_attrs.get("retry_history", [])
-            if history and history[-1] == number:
-                return t.number
-        return None
-
     def heartbeat(self, lease_id: str) -> tuple[float, bool]:
-        h, tid = self._lease_handle(lease_id)
-        if self._live(h, tid, lease_id) is None:
-            self._settle(h, tid, lease_id)
-            with h.lock:
-                if self._live(h, tid, lease_id) is None:
-                    self._refuse_finished(h, self._not_live(h, tid, lease_id))
-        self.writer.run(heartbeat_op(tid))
-        return time.time() + self.lease_duration_s, False
+        """Extends a lease (see :meth:`LeaseTable.heartbeat`).
+
+        Returns:
+            (the new deadline in unix seconds, whether to stop: always False here; a pruned
+            trial's worker learns it from its report).
+
+        Raises:
+            NotFound: a lease this server never issued.
+            FailedPrecondition: the trial is finished, expired or given up.
+        """
+        return self.leases.heartbeat(lease_id), False
 
     def report(self, lease_id: str, step: int, value: float) -> tuple[bool, float]:
-        """Stores an intermediate value; returns (should_prune, new deadline)."""
-        _check_finite("value", value)
+        """Stores an intermediate value and asks the pruner about the trial.
+
+        Returns:
+            (should_prune, new deadline): a pruned trial's deadline is now; the same report
+            about a trial already pruned gets (True, now) again.
+
+        Raises:
+            InvalidArgument: ``value`` is not finite or ``step`` is negative.
+            NotFound: a lease this server never issued.
+            FailedPrecondition: the trial is finished (other than pruned), expired or given up.
+        """
+        check_finite("value", value)
         if not 0 <= step < 2**62:
             raise InvalidArgument(f"step must be >= 0, got {step}")
-        h, tid = self._lease_handle(lease_id)
-        self._settle(h, tid, lease_id)
-        with h.lock:
-            live = self._live(h, tid, lease_id)
+
+        def again(_h: StudyHandle, frozen: FrozenTrial) -> tuple[bool, float] | None:
+            # a repeated report after the prune decision
+            return (True, time.time()) if frozen.state == TrialState.PRUNED else None
+
+        with self.leases.resolve(lease_id, again) as lease:
+            h, tid, live = lease.handle, lease.trial_id, lease.live
             if live is None:
-                frozen = self._not_live(h, tid, lease_id)
-                if frozen.state == TrialState.PRUNED:
-                    return True, time.time()  # repeated report after the prune decision
-                self._refuse_finished(h, frozen)
-                raise AssertionError("unreachable")
+                assert lease.answer is not None
+                return lease.answer
             self.storage.set_trial_intermediate_value(tid, step, float(value))
             self.rdb.record_heartbeat(tid)
             if should_prune(h.study, tid, final_step=live.candidate.recipe.get("max_steps")):
                 h.study.tell(live.number, state=TrialState.PRUNED)
                 h.index.live.pop(tid, None)
                 log.info("pruned trial %d of %s at step %d", live.number, h.spec.name, step)
-                self._after_finish(h)
+                self.lifecycle.after_finish(h)
                 pruned = True
             else:
                 pruned = False
         if pruned:
-            self._top_up(h)
+            self.pool.top_up(h)
             return True, time.time()
-        return False, time.time() + self.lease_duration_s
+        return False, self.leases.deadline()
 
     def complete(
         self, lease_id: str, metrics: dict[str, float], info: dict[str, str]
     ) -> tuple[list[float], TrialState]:
-        if len(metrics) > MAX_METRICS:
-            raise InvalidArgument(f"at most {MAX_METRICS} metrics per trial, got {len(metrics)}")
-        for k, v in metrics.items():
-            if not METRIC_RE.match(k):
-                raise InvalidArgument(f"invalid metric name {k!r}: letters, digits, '_' and '.'")
-            _check_finite(f"metric {k!r}", v)
-        if len(info) > MAX_INFO or any(len(k) > 128 or len(v) > MAX_TEXT for k, v in info.items()):
-            raise InvalidArgument(
-                f"info: at most {MAX_INFO} entries, keys <= 128 and values <= {MAX_TEXT} characters"
+        metrics = checked_report(metrics, info)
+
+        def again(h: StudyHandle, frozen: FrozenTrial) -> tuple[list[float], TrialState] | None:
+            if frozen.state != TrialState.COMPLETE:
+                return None
+            if frozen.user_attrs.get("metrics") == metrics:
+                return list(frozen.values or []), frozen.state  # the same report again
+            raise AlreadyExists(
+                f"trial {frozen.number} of {h.spec.name} was already completed with other metrics"
             )
-        h, tid = self._lease_handle(lease_id)
-        metrics = {k: float(v) for k, v in metrics.items()}
-        self._settle(h, tid, lease_id)
-        idx = h.index
-        with h.lock:
-            live = self._live(h, tid, lease_id)
+
+        with self.leases.resolve(lease_id, again) as lease:
+            h, tid, live = lease.handle, lease.trial_id, lease.live
+            idx = h.index
             if live is None:
-                frozen = self._not_live(h, tid, lease_id)
-                if frozen.state == TrialState.COMPLETE:
-                    if frozen.user_attrs.get("metrics") == metrics:
-                        return list(frozen.values or []), frozen.state  # the same report again
-                    raise AlreadyExists(
-                        f"trial {frozen.number} of {h.spec.name} was already completed "
-                        "with other metrics"
-                    )
-                self._refuse_finished(h, frozen)
-                raise AssertionError("unreachable")
+                assert lease.answer is not None
+                return lease.answer
             values = objective_values(h.spec, metrics)
             user = dashboard.completion_attrs(metrics, info)  # JSON, and rows for the dashboard
-            self._after_trial_hook(h, tid, TrialState.COMPLETE, values)
+            self.lifecycle.after_trial_hook(h, tid, TrialState.COMPLETE, values)
             # Metrics, values and state in one queued write; the lock is not held while it
-            # commits, and a repeated report meanwhile waits for it (``_settle``).
-            written = self.writer.submit(finish_op(tid, TrialState.COMPLETE, values, user))
+            # commits, and a repeated report meanwhile waits for it (``LeaseTable.resolve``).
+            written = self.writer.submit(_storage.finish_op(tid, TrialState.COMPLETE, values, user))
             idx.live.pop(tid, None)
             idx.finishing[tid] = (lease_id, written, live.fp)
         try:
             written.result()
-        except TrialNotRunning as e:
+        except _storage.TrialNotRunning as e:
             with h.lock:
                 idx.finishing.pop(tid, None)
             raise FailedPrecondition(
@@ -1167,230 +582,44 @@ class StudyManager:
         with h.lock:
             idx.finishing.pop(tid, None)
             idx.done.setdefault(live.candidate.fingerprint(), (live.number, values, metrics))
-            self._after_finish(h)
-        self._top_up(h)
+            self.lifecycle.after_finish(h)
+        self.pool.top_up(h)
         return values, TrialState.COMPLETE
-
-    def _settle(self, h: StudyHandle, tid: int, lease_id: str) -> None:
-        """Waits until a queued finishing write of this lease is committed (or failed), so a
-        repeated or concurrent call sees the trial's stored state."""
-        with h.lock:
-            pending = h.index.finishing.get(tid)
-        if pending is not None and pending[0] == lease_id:
-            with contextlib.suppress(Exception):  # its own caller reports the failure
-                pending[1].result()
 
     def fail(self, lease_id: str, reason: str, retryable: bool, released: bool = False) -> bool:
         """Fails a leased trial; re-queues it when allowed. Returns whether it was re-queued."""
         reason = (reason or "no reason given")[:MAX_TEXT]
-        h, tid = self._lease_handle(lease_id)
-        self._settle(h, tid, lease_id)
-        with h.lock:
-            live = self._live(h, tid, lease_id)
+
+        def again(h: StudyHandle, frozen: FrozenTrial) -> bool | None:
+            if frozen.state == TrialState.FAIL and frozen.user_attrs.get("fail_reason") == reason:
+                return self.leases.retry_of(h, frozen.number) is not None  # the same report again
+            return None
+
+        with self.leases.resolve(lease_id, again) as lease:
+            h, tid, live = lease.handle, lease.trial_id, lease.live
             if live is None:
-                frozen = self._not_live(h, tid, lease_id)
-                if (
-                    frozen.state == TrialState.FAIL
-                    and frozen.user_attrs.get("fail_reason") == reason
-                ):
-                    return self._retry_of(h, frozen.number) is not None  # the same report again
-                self._refuse_finished(h, frozen)
-                raise AssertionError("unreachable")
-            write_trial_attrs(self.rdb, tid, user={"fail_reason": reason})
-            self._finish(h, tid, TrialState.FAIL, None)
+                assert lease.answer is not None
+                return lease.answer
+            _storage.write_trial_attrs(self.rdb, tid, user={"fail_reason": reason})
+            self.lifecycle.finish(h, tid, TrialState.FAIL, None)
             h.index.live.pop(tid, None)
             requeued = False
             if released or retryable:
-                requeued = self._requeue(h, self.storage.get_trial(tid), reason, count=not released)
-            self._after_finish(h)
-        self._top_up(h)
+                requeued = self.retries.requeue(
+                    h, self.storage.get_trial(tid), reason, count=not released
+                )
+            self.lifecycle.after_finish(h)
+        self.pool.top_up(h)
         return requeued
-
-    def _finish(
-        self,
-        h: StudyHandle,
-        tid: int,
-        state: TrialState,
-        values: list[float] | None,
-        user: dict[str, Any] | None = None,
-    ) -> None:
-        """``Study.tell`` for a trial this server knows is RUNNING, with validated values;
-        ``user`` attributes are stored with the state, in one write.
-
-        Raises:
-            TrialNotRunning: the trial is finished already; nothing changed.
-        """
-        self._after_trial_hook(h, tid, state, values)
-        if user:
-            self.writer.run(finish_op(tid, state, values, user))
-        else:
-            self.storage.set_trial_state_values(tid, state, values)
-
-    def _after_trial_hook(
-        self, h: StudyHandle, tid: int, state: TrialState, values: list[float] | None
-    ) -> None:
-        """The sampler's ``after_trial`` hook, as ``Study.tell`` calls it before storing.
-
-        ``tell`` re-reads the trial twice to validate what the server already checked; here the
-        hook gets the stored trial only when it does something (the built-in samplers' hooks
-        act only on constraint functions, which archsearch never sets; an unknown sampler is
-        always called).
-        """
-        sampler = h.study.sampler
-        hook = type(sampler).after_trial is not optuna.samplers.BaseSampler.after_trial
-        if hook and getattr(sampler, "_constraints_func", "unknown") is not None:
-            sampler.after_trial(h.study, self.storage.get_trial(tid), state, values)
 
     # ------------------------------------------------------------------ retries and expiry
 
-    def _requeue(self, h: StudyHandle, failed: FrozenTrial, reason: str, count: bool) -> bool:
-        """Adds a WAITING copy of ``failed``; False when its retry budget is spent."""
-        failures = int(failed.system_attrs.get(FAILURES_ATTR, 0)) + (1 if count else 0)
-        if h.state != RUNNING:  # a stopped study leaves nothing waiting
-            log.info(
-                "trial %d of %s failed after its study stopped; not retried (%s)",
-                failed.number,
-                h.spec.name,
-                loggable(reason),
-            )
-            return False
-        if failures > h.spec.max_retries:
-            log.warning(
-                "trial %d of %s failed %d times; not retried (%s)",
-                failed.number,
-                h.spec.name,
-                failures,
-                loggable(reason),
-            )
-            return False
-        history = [*failed.system_attrs.get("retry_history", []), failed.number]
-        user_attrs = {
-            k: v
-            for k, v in failed.user_attrs.items()
-            if k in ("candidate", "arch") or dashboard.is_candidate_row(k)
-        }
-        user_attrs["requeued_because"] = reason or "no reason given"
-        tid = self.storage.create_new_trial(
-            h.study_id,
-            template_trial=optuna.trial.create_trial(
-                state=TrialState.WAITING,
-                params=failed.params,
-                distributions=failed.distributions,
-                user_attrs=user_attrs,
-                system_attrs={
-                    "failed_trial": history[0],
-                    "retry_history": history,
-                    FAILURES_ATTR: failures,
-                },
-            ),
-        )
-        h.index.waiting.add(tid)
-        log.info("re-queued trial %d of %s (%s)", failed.number, h.spec.name, loggable(reason))
-        self._notify()
-        return True
-
-    def _expiry_reason(self) -> str:
-        return f"lease expired: no heartbeat for {self.lease_duration_s} s"
-
-    def _on_stale_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna's heartbeat-stale callback, for ``fail_stale_trials`` when this Optuna lacks
-        the stale-trial query :meth:`reap_once` uses: re-queue the candidate, and record the
-        reason on the failed trial (with SQL: Optuna refuses attributes on finished trials)."""
-        h = self._handles.get(study.study_name)
-        if h is None:
-            return
-        reason = self._expiry_reason()
-        self.writer.run(attrs_op(trial._trial_id, user={"fail_reason": reason}))
-        with h.lock:
-            h.index.live.pop(trial._trial_id, None)
-            self._requeue(h, trial, reason, count=True)
-
     def reap_once(self) -> None:
-        """Fails expired leases (re-queueing their candidates) and completes finished studies.
-
-        Nothing expires during the first lease duration after this server started: a lease
-        whose last heartbeat predates the start (its worker finished or heartbeated while no
-        server answered) gets that long to be heartbeated, completed or failed again.
-        """
-        expire = time.monotonic() >= self._expiry_from
-        for h in self.handles():
-            if expire and any(live.lease_id for live in list(h.index.live.values())):
-                stale = self._stale_ids(h)
-            else:
-                stale = []
-            if stale is None or stale:
-                with h.lock:
-                    # Queued leases, heartbeats and finishes first: the stale check must see
-                    # what this server already decided (the writer never takes ``h.lock``).
-                    self.writer.barrier()
-                    self._expire(h)
-            with h.lock:
-                self._maybe_complete(h)
-
-    def _expire(self, h: StudyHandle) -> None:
-        """Fails ``h``'s expired leases, each with its reason in the same write as its state,
-        and re-queues their candidates (Optuna's ``fail_stale_trials`` where its stale-trial
-        query is missing). Caller holds ``h.lock``."""
-        stale = self._stale_ids(h)
-        if stale is None:  # pragma: no cover - depends on Optuna's internals
-            optuna.storages.fail_stale_trials(h.study)
-            return
-        reason = self._expiry_reason()
-        for tid in stale:
-            live = h.index.live.get(tid)
-            if live is None or not live.lease_id:
-                continue  # not a lease of this server's index (finishing, or unknown)
-            try:
-                self._finish(h, tid, TrialState.FAIL, None, {"fail_reason": reason})
-            except TrialNotRunning:
-                continue
-            h.index.live.pop(tid, None)
-            self._requeue(h, self.storage.get_trial(tid), reason, count=True)
-            self._notify()
-
-    def _stale_ids(self, h: StudyHandle) -> list[int] | None:
-        """Trials of ``h`` whose heartbeat is older than the lease (Optuna's own query; None
-        when this Optuna lacks it). Checked first without the study lock: the common answer
-        is none, and then leases and reports are not held up by the check."""
-        stale_ids = getattr(self.rdb, "_get_stale_trial_ids", None)
-        if stale_ids is None:  # pragma: no cover - depends on Optuna's internals
-            return None
-        return list(stale_ids(h.study_id))
-
-    def _reap_loop(self) -> None:
-        while not self._stop.wait(self.reap_interval_s):
-            try:
-                self.reap_once()
-            except Exception:  # keep reaping whatever one study did
-                log.exception("lease reaper failed; retrying")
+        """Fails expired leases (re-queueing their candidates) and completes finished studies
+        (see :meth:`Retries.reap_once`)."""
+        self.retries.reap_once()
 
     # ------------------------------------------------------------------ study state
-
-    def _after_finish(self, h: StudyHandle) -> None:
-        """Index bookkeeping after a trial finished (caller holds ``h.lock``); the caller then
-        calls ``_top_up`` after releasing it."""
-        self._maybe_complete(h)
-        self._notify()
-
-    def _maybe_complete(self, h: StudyHandle) -> None:
-        idx = h.index
-        if h.state != RUNNING:
-            return
-        if (
-            (idx.originals >= h.spec.n_trials or idx.exhausted)
-            and not idx.live
-            and not idx.waiting
-            and not idx.finishing
-            and not idx.preparing
-        ):
-            reason = idx.exhausted or f"n_trials reached: {idx.originals} distinct candidates"
-            self.storage.set_study_user_attr(h.study_id, COMPLETED_REASON_ATTR, reason)
-            self._set_state(h, COMPLETED)
-            log.info("study %s completed: %s", h.spec.name, reason)
-
-    def _set_state(self, h: StudyHandle, state: str) -> None:
-        self.storage.set_study_user_attr(h.study_id, STATE_ATTR, state)
-        h.state = state
 
     def _notify(self) -> None:
         with self._work:
@@ -1428,44 +657,3 @@ class StudyManager:
             for t in sorted(set(counts) | set(leased))
             if (n := max(counts.get(t, 0), leased.get(t, 0))) > 0
         }
-
-
-def objective_values(spec: SearchSpec, metrics: dict[str, float]) -> list[float]:
-    """The study's objective values from a trial's raw metrics.
-
-    Raw metrics are stored as reported; aggregates (the GLUE averages) are computed from them
-    here, the one place that reads them for the objective (DESIGN.md principle 5).
-    """
-    from archsearch.spaces import compute_aggregate
-
-    values = []
-    for o in spec.objectives:
-        if o.metric in AGGREGATE_METRICS:
-            try:
-                values.append(compute_aggregate(o.metric, metrics))
-            except ValueError as e:
-                raise InvalidArgument(f"cannot compute objective {o.metric}: {e}") from e
-        elif o.metric in metrics:
-            values.append(metrics[o.metric])
-        else:
-            raise InvalidArgument(
-                f"metrics lack the objective {o.metric!r} of study {spec.name}; "
-                f"got {sorted(metrics)}"
-            )
-    return values
-
-
-def trial_summary(t: FrozenTrial) -> dict[str, Any]:
-    """A JSON-ready view of a trial for logs and ``--json`` output."""
-    return {
-        "number": t.number,
-        "state": t.state.name,
-        "values": t.values,
-        "params": t.params,
-        "metrics": t.user_attrs.get("metrics", {}),
-        "arch": t.user_attrs.get("arch", ""),
-    }
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)

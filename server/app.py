@@ -9,14 +9,21 @@ import signal
 import threading
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from archsearch.server._artifact_rpcs import ArtifactWorkerServicer
 from archsearch.server._auth import TokenAuthInterceptor
-from archsearch.server._servicers import SearchServicer, WorkerServicer, method_handlers
+from archsearch.server._servicers import SearchServicer, method_handlers
 from archsearch.server._studies import StudyManager
+from archsearch.server._trial_artifacts import (
+    DEFAULT_MAX_ARTIFACT_BYTES,
+    TrialArtifacts,
+    default_artifact_dir,
+)
 from archsearch.v1 import archsearch_pb2 as pb
 
 log = logging.getLogger("archsearch.server")
@@ -45,7 +52,12 @@ class ServerConfig:
     max_poll_s: float = 30.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     threads: int = 0  # 0: max_long_polls + 32
-    artifact_dir: str | None = None  # architecture pictures for optuna-dashboard
+    #: Artifact folder: architecture pictures and uploaded files (None: uploads go to a
+    #: folder next to a SQLite file, ``_trial_artifacts.default_artifact_dir``; no pictures).
+    artifact_dir: str | None = None
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    #: Any Optuna ``ArtifactStore`` (S3, GCS, ...) for uploads, set in code; overrides the folder.
+    artifact_store: Any = None
 
 
 def is_loopback(host: str) -> bool:
@@ -114,6 +126,11 @@ class ArchsearchServer:
             cfg.heartbeat_interval_s,
             artifact_dir=cfg.artifact_dir,
         )
+        try:
+            artifacts = self._artifacts(cfg)
+        except ConfigError:
+            self.manager.close()
+            raise
         auth = TokenAuthInterceptor(cfg.admin_tokens, cfg.worker_tokens)
         options = [
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
@@ -132,7 +149,14 @@ class ArchsearchServer:
         self.grpc_server.add_generic_rpc_handlers(
             (
                 method_handlers(SearchServicer(self.manager, cfg.max_message_bytes)),
-                method_handlers(WorkerServicer(self.manager, cfg.max_long_polls, cfg.max_poll_s)),
+                method_handlers(
+                    ArtifactWorkerServicer(
+                        self.manager,
+                        artifacts,
+                        max_long_polls=cfg.max_long_polls,
+                        max_poll_s=cfg.max_poll_s,
+                    )
+                ),
             )
         )
         self.health = health.HealthServicer()
@@ -158,6 +182,19 @@ class ArchsearchServer:
             self.manager.close()
             raise ConfigError(f"cannot listen on {address}: port in use or address not local")
         self.address = f"{cfg.host}:{self.port}"
+
+    def _artifacts(self, cfg: ServerConfig) -> TrialArtifacts:
+        if cfg.max_artifact_bytes < 0:
+            raise ConfigError("--max-artifact-bytes must be >= 0")
+        self.artifact_dir: str | None = None
+        if cfg.artifact_store is not None:
+            return TrialArtifacts(self.manager, cfg.artifact_store, cfg.max_artifact_bytes)
+        folder = cfg.artifact_dir or default_artifact_dir(cfg.storage)
+        self.artifact_dir = folder  # what optuna-dashboard --artifact-dir needs (None: none)
+        try:
+            return TrialArtifacts.in_folder(self.manager, folder, cfg.max_artifact_bytes)
+        except OSError as e:
+            raise ConfigError(f"cannot create the artifact folder {folder}: {e.strerror}") from e
 
     def start(self) -> None:
         self.manager.start()

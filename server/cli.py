@@ -194,6 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_poll_s=args.max_poll_seconds,
             max_message_bytes=args.max_message_bytes,
             artifact_dir=args.artifact_dir,
+            max_artifact_bytes=args.max_artifact_bytes,
         )
         server = ArchsearchServer(cfg)
     except (ConfigError, ServiceError) as e:
@@ -205,7 +206,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             cfg.host,
         )
     print(f"archsearch serving on {server.address}  storage={cfg.storage}", flush=True)
-    artifacts = f" --artifact-dir {args.artifact_dir}" if args.artifact_dir else ""
+    artifacts = f" --artifact-dir {server.artifact_dir}" if server.artifact_dir else ""
     print(f"dashboard: optuna-dashboard {cfg.storage}{artifacts}", flush=True)
     server.serve_forever()
     return 0
@@ -434,8 +435,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lease-seconds", type=int, default=60, help="lease duration without heartbeat")
     s.add_argument(
         "--artifact-dir",
-        help="store a picture of each trial's architecture graph here (FlexiBERT spaces); "
-        "give the same folder to optuna-dashboard --artifact-dir; default: no pictures",
+        help="keep trial artifacts here: files workers upload (checkpoints) and a picture of "
+        "each trial's architecture graph (FlexiBERT spaces); give the same folder to "
+        "optuna-dashboard --artifact-dir; default: uploads in FILE-artifacts next to a SQLite "
+        "FILE.db (none with PostgreSQL), no pictures",
+    )
+    s.add_argument(
+        "--max-artifact-bytes",
+        type=int,
+        default=1 << 30,
+        help="largest file a worker may upload (bytes)",
     )
     s.add_argument(
         "--heartbeat-seconds", type=int, default=10, help="heartbeat interval told to workers"

@@ -317,3 +317,43 @@ class WorkerClient(_Base):
         return self._call(
             self.stub.ReleaseTrial, pb.ReleaseTrialRequest(lease_id=lease_id, reason=reason)
         )
+
+    def upload_artifact(
+        self, lease_id: str, path: str | Path, name: str = "", timeout_s: float | None = None
+    ) -> str:
+        """Uploads a file for the lease's trial (chunked, sha256 checked by the server);
+        returns its artifact id. ``name`` defaults to the file's name. The default deadline
+        allows 1 MB/s. Raises ClientError (see UploadArtifact in the proto for each status)."""
+        from archsearch.server import _artifact_client
+
+        path = Path(path)
+        artifact = _artifact_client.upload(self, lease_id, path, name or path.name, timeout_s)
+        return artifact.artifact_id
+
+    def download_artifact(
+        self,
+        study_name: str,
+        trial_number: int,
+        name: str,
+        dest_path: str | Path,
+        artifact_id: str = "",
+        timeout_s: float | None = None,
+    ) -> pb.Artifact:
+        """Downloads an artifact of a trial (by ``name``, or by ``artifact_id`` with an empty
+        name) into ``dest_path``, which appears only once the bytes matched the sha256
+        recorded at upload; returns its description. Raises ClientError (DATA_LOSS on a
+        mismatch; see DownloadArtifact in the proto)."""
+        from archsearch.server import _artifact_client
+
+        request = pb.DownloadArtifactRequest(
+            study_name=study_name, trial_number=trial_number, name=name, artifact_id=artifact_id
+        )
+        return _artifact_client.download(self, request, Path(dest_path), timeout_s)
+
+    def list_artifacts(self, study_name: str, trial_number: int) -> list[pb.Artifact]:
+        """The artifacts of a trial, sorted by name."""
+        resp = self._call(
+            self.stub.ListArtifacts,
+            pb.ListArtifactsRequest(study_name=study_name, trial_number=trial_number),
+        )
+        return list(resp.artifacts)

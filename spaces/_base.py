@@ -29,9 +29,21 @@ if TYPE_CHECKING:
 
 
 class DesignSpace(abc.ABC):
-    """A space of architectures. Subclasses: ``BertSpace``, ``FlexiBertSmallSpace``."""
+    """A space of architectures (the contract is in the module docstring).
 
-    #: Registry name used in search specs ("bert", "flexibert-small").
+    Implementations today (``archsearch.spaces.SPACES``):
+        * :class:`~archsearch.spaces.BertSpace`: ``bert``, homogeneous BERT encoders;
+        * :class:`~archsearch.spaces.FlexiBertSpace`: ``flexibert``, FlexiBERT's heterogeneous
+          space (variants, hierarchical or not);
+        * :class:`~archsearch.spaces.FlexiBertSmallSpace`: ``flexibert-small``, FlexiBERT's
+          small space, optionally restricted to the rows a NAS table scores.
+
+    A new space registers its name in ``SPACES`` and runs the conformance suite
+    ``tests/conformance/space_suite.py`` (``SpaceConformance``) with a subclass in
+    ``tests/conformance/test_spaces.py``.
+    """
+
+    #: Registry name used in search specs ("bert", "flexibert", "flexibert-small").
     name: str = ""
 
     @abc.abstractmethod

@@ -35,6 +35,7 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 
 from archsearch.spaces import Candidate, CustomTask, GlueTask
 from archsearch.worker._batches import EncodedSplit
+from archsearch.worker._checkpoint_artifacts import upload_checkpoint, with_local_transfer
 from archsearch.worker._checkpoints import CHECKPOINT_DIR_ENV, checkpoint_root, save_checkpoint
 from archsearch.worker._cost import provenance
 from archsearch.worker._evaluate import CostMeter, Evaluator
@@ -134,7 +135,9 @@ class BertTrainer(TeacherTraining, Trainer):
       optimisation settings). Adds ``pretrain_steps``, ``pretrain_loss``,
       ``pretrain_seconds`` (not part of ``train_seconds``) and ``pretrain_cached``.
     * ``transfer_from: PATH`` (a checkpoint folder this trainer kept for another FlexiBERT
-      candidate): ordered weight transfer, then fine-tuning; adds ``transfer_overlap`` (the
+      candidate), or ``"trial:N"`` / ``"trial:STUDY:N"`` (a trial whose single-task checkpoint
+      was uploaded to the server: it is downloaded first; ``_checkpoint_artifacts``):
+      ordered weight transfer, then fine-tuning; adds ``transfer_overlap`` (the
       share of parameters that received weights) and ``transferred``. With
       ``pretrain_steps`` too, weights transfer only when the overlap is >= 0.8, else the
       encoder is pre-trained (BOSHNAS's rule).
@@ -207,6 +210,8 @@ class BertTrainer(TeacherTraining, Trainer):
     def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
         """Trains ``candidate`` and scores it; see the class docstring and ``Trainer``."""
         plan = parse_plan(candidate)  # the only check of the candidate: stages read the plan
+        # transfer_from "trial:N": the neighbour's checkpoint comes through the server
+        plan = with_local_transfer(plan, context, checkpoint_root())
         for task in plan.tasks:
             if isinstance(task, CustomTask):
                 self.splits.custom_tasks[task.id] = task
@@ -252,6 +257,8 @@ class BertTrainer(TeacherTraining, Trainer):
                 info["checkpoint" if len(outcomes) == 1 else f"{task_id}.checkpoint"] = (
                     outcome.checkpoint
                 )
+                if plan.is_flexibert and len(outcomes) == 1:  # for transfer_from "trial:N"
+                    info.update(upload_checkpoint(context, outcome.checkpoint))
         metrics = merge_metrics({t: o.metrics for t, o in outcomes.items()})
         return TrainResult(metrics=metrics, info=info)
 

@@ -10,7 +10,9 @@ keys (:func:`check_fidelity`):
   cached on disk (:class:`PretrainCache`) keyed by everything that determines it, so an
   architecture is pre-trained once per (steps, data, seed, optimisation settings);
 * ``transfer_from: PATH``: ordered weight transfer from a checkpoint another candidate left
-  (``keep_checkpoint``), then fine-tuning. Given together with ``pretrain_steps``, the
+  (``keep_checkpoint``), then fine-tuning. ``"trial:N"`` / ``"trial:STUDY:N"`` names a trial
+  whose checkpoint went to the server; the trainer downloads it first and passes the folder
+  here (``_checkpoint_artifacts``). Given together with ``pretrain_steps``, the
   paper's rule decides: transfer when the overlap is at least
   :data:`~archsearch.spaces._flexibert_overlap.OVERLAP_THRESHOLD` (0.8), else pre-train.
 
@@ -105,6 +107,10 @@ def check_fidelity(values: Mapping[str, Any]) -> Fidelity:
     for key in ("pretrain_text", "transfer_from"):
         if key in given and not given[key]:
             raise ValueError(f"recipe.{key} must be a non-empty path")
+    if "transfer_from" in given:
+        from archsearch.worker._checkpoint_artifacts import parse_trial_ref
+
+        parse_trial_ref(given["transfer_from"])  # ValueError for a malformed "trial:..." form
     return Fidelity(steps, given.get("pretrain_text"), given.get("transfer_from"))
 
 

@@ -304,6 +304,9 @@ class Worker:
             intermediate_metric=resp.intermediate_metric,
             objective_metrics=tuple(resp.objective_metrics),
             device=self.device,
+            upload=lambda path, name: self.client.upload_artifact(lease.lease_id, path, name),
+            download=self.client.download_artifact,
+            study_name=lease.study_name,
         )
         started = time.monotonic()
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from archsearch.spaces import Candidate
@@ -48,6 +49,11 @@ class TrainContext:
         intermediate_metric: name of the metric ``report`` expects (for example "accuracy").
         objective_metrics: metric names the final result must contain.
         device: torch device string the trainer should use ("cpu", "cuda", "cuda:1").
+        upload: ``upload(path, name) -> artifact id``; stores a file on this trial through the
+            server (``WorkerClient.upload_artifact``).
+        download: ``download(study, trial_number, name, dest)``; fetches another trial's
+            artifact through the server (``WorkerClient.download_artifact``).
+        study_name: the study of the trial being trained.
     """
 
     def __init__(
@@ -57,12 +63,50 @@ class TrainContext:
         intermediate_metric: str = "",
         objective_metrics: tuple[str, ...] = (),
         device: str = "cpu",
+        upload: Callable[[Path, str], str] | None = None,
+        download: Callable[[str, int, str, Path], object] | None = None,
+        study_name: str = "",
     ) -> None:
         self._report = report
         self._should_stop = should_stop
         self.intermediate_metric = intermediate_metric
         self.objective_metrics = tuple(objective_metrics)
         self.device = device
+        self._upload = upload
+        self._download = download
+        self.study_name = study_name
+
+    @property
+    def has_server(self) -> bool:
+        """True when artifacts can be uploaded and downloaded (a worker runs this trial)."""
+        return self._upload is not None and self._download is not None
+
+    def upload(self, path: str | Path, name: str = "") -> str:
+        """Stores a file (a checkpoint) as an artifact of this trial; returns its artifact id.
+
+        Raises:
+            RuntimeError: No server behind this context (a trainer run on its own).
+            archsearch.server.client.ClientError: The server refused it (the status says why).
+        """
+        if self._upload is None:
+            raise RuntimeError("no server to upload artifacts to: this trial runs without a worker")
+        path = Path(path)
+        return self._upload(path, name or path.name)
+
+    def download(self, trial_number: int, name: str, dest: str | Path, study: str = "") -> Path:
+        """Fetches artifact ``name`` of trial ``trial_number`` (of ``study``, default this
+        trial's study) into ``dest``, sha256 checked; returns ``dest``.
+
+        Raises:
+            RuntimeError: No server behind this context.
+            archsearch.server.client.ClientError: Unknown study, trial or artifact (NOT_FOUND),
+                corrupted bytes (DATA_LOSS), or the server is unreachable.
+        """
+        if self._download is None:
+            raise RuntimeError("no server to download artifacts from: this trial runs alone")
+        dest = Path(dest)
+        self._download(study or self.study_name, trial_number, name, dest)
+        return dest
 
     def report(self, step: int, value: float) -> None:
         """Sends an intermediate value; raises TrialStopped when the trial must end."""
@@ -77,8 +121,18 @@ class TrainContext:
 
 
 class Trainer(abc.ABC):
-    """Trains and evaluates one candidate. Subclasses: ``BertTrainer``, ``TableTrainer``;
-    each registers itself with ``archsearch.worker._registry.register_trainer``."""
+    """Trains and evaluates one candidate (the contract is in the module docstring).
+
+    Implementations today (the trainer names a spec's ``trainer`` selects):
+        * :class:`~archsearch.worker.BertTrainer`: ``bert``, trains BERT and FlexiBERT
+          candidates on GLUE or a user's task (distillation, pre-training, cost metrics);
+        * :class:`~archsearch.worker.TableTrainer`: ``table``, answers with a NAS table's
+          recorded score (load tests, fault tests, algorithm benchmarks).
+
+    Each registers itself with ``archsearch.worker._registry.register_trainer`` where it is
+    defined. A new trainer runs the conformance suite ``tests/conformance/trainer_suite.py``
+    (``TrainerConformance``) with a subclass in ``tests/conformance/test_trainers.py``.
+    """
 
     #: Name workers advertise and search specs select ("bert", "table").
     name: str = ""

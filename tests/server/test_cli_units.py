@@ -352,24 +352,24 @@ def test_study_says_which_trainers_the_connected_workers_offer(manager: StudyMan
         {"name": "b", "space": "flexibert-small", "space_options": {"table": TABLE}, "n_trials": 3}
     )
     h = manager.launch(spec)
-    msg = study_to_pb(manager, h)
+    msg = study_to_pb(manager.snapshot(h))
     assert msg.workers_for_trainer == 0 and list(msg.connected_trainers) == []
     manager.register("t1", ("table",), "cpu", 0, "host")
     assert manager.acquire("t1", ("table",)) is None  # a table worker never takes bert trials
-    msg = study_to_pb(manager, h)
+    msg = study_to_pb(manager.snapshot(h))
     assert msg.workers_for_trainer == 0 and list(msg.connected_trainers) == ["table"]
     grant = manager.acquire("b1", ("bert", "table"))
     assert grant is not None
-    msg = study_to_pb(manager, h)
+    msg = study_to_pb(manager.snapshot(h))
     assert msg.workers_for_trainer == 1 and list(msg.connected_trainers) == ["bert", "table"]
     assert pb.Study.FromString(msg.SerializeToString()) == msg
     # after a lease duration without a call, t1 is gone; b1 still holds a lease
     deadline = time.monotonic() + 30
-    while "table" in study_to_pb(manager, h).connected_trainers:
+    while "table" in study_to_pb(manager.snapshot(h)).connected_trainers:
         assert time.monotonic() < deadline, "t1 still counted as connected"
         manager.heartbeat(grant.lease_id)
         time.sleep(0.2)
-    assert study_to_pb(manager, h).workers_for_trainer == 1  # training, not acquiring
+    assert study_to_pb(manager.snapshot(h)).workers_for_trainer == 1  # training, not acquiring
 
 
 def test_no_prune_at_the_last_step(manager: StudyManager) -> None:

@@ -22,7 +22,7 @@ from archsearch.server._convert import (
 )
 from archsearch.server._errors import InvalidArgument, NotFound
 from archsearch.server._spec import SearchSpec
-from archsearch.server._studies import COMPLETED, RUNNING, Grant, parse_lease_id
+from archsearch.server._studies import COMPLETED, RUNNING, Grant, StudyManager, parse_lease_id
 from archsearch.spaces import Candidate, SpecError
 from archsearch.v1 import archsearch_pb2 as pb
 
@@ -152,10 +152,10 @@ def test_a_completed_study_is_never_sent_with_unfinished_counts() -> None:
         def connected_trainers(self):
             return {}
 
-    msg = study_to_pb(CommitLandsWhileCounting(), h)  # type: ignore[arg-type]
+    msg = study_to_pb(StudyManager.snapshot(CommitLandsWhileCounting(), h))  # type: ignore[arg-type]
     assert (msg.state, msg.n_complete, msg.n_running) == (pb.STUDY_RUNNING, 1, 1)
     h.state = COMPLETED
-    done = study_to_pb(CommitLandsWhileCounting(), h)  # type: ignore[arg-type]
+    done = study_to_pb(StudyManager.snapshot(CommitLandsWhileCounting(), h))  # type: ignore[arg-type]
     assert done.state == pb.STUDY_COMPLETED
 
 

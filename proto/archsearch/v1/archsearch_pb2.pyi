@@ -339,14 +339,21 @@ class LaunchSearchRequest(_message.Message):
     SPEC_JSON_FIELD_NUMBER: _builtins.int
     spec_json: _builtins.str
     """The search spec, a JSON object. Keys (see README "Search spec"):
-      name (string, required), space (string, required: "bert" | "flexibert-small"),
-      loop (string: "random" | "tpe" | "nsga2" | "gp"; default "tpe"),
-      n_trials (int > 0, required), task (string, default "sst2"),
+      name (string, required),
+      space (string, required: "bert" | "flexibert" | "flexibert-small"),
+      space_options (object, the space's own: for example flexibert-small's "table"),
+      loop (string: "random" | "tpe" | "nsga2" | "gp" | "boshnas" | "embedding-gp";
+      default "tpe"), loop_options (object, the loop's own: sampler arguments, or the library
+      loops' library_size, batch_size, n_init, ...),
+      n_trials (int > 0, required), task (string, default "sst2") or tasks (list of task
+      names, trained and scored per trial; metrics then named "<task>.<metric>"),
       objectives (list of {"metric", "direction"}; default [{"metric": "accuracy",
-      "direction": "maximize"}]), trainer ("bert" | "table"), pruner ({"type": "none" |
-      "median" | "successive_halving" | "hyperband", ...}), seed (int), space_options (object),
+      "direction": "maximize"}]), trainer ("bert" | "table"; default "bert"),
+      pruner ({"type": "none" | "median" | "successive_halving" | "hyperband", ...}),
+      seed (int),
       recipe (object: max_steps, batch_size, max_seq_length, learning_rate, eval_every, ...),
-      data (object: train_subset, eval_subset), max_retries (int >= 0).
+      data (object: train_subset, eval_subset, source, custom_task, ...),
+      max_retries (int >= 0).
     """
     def __init__(
         self,
@@ -1024,3 +1031,229 @@ class ReleaseTrialResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReleaseTrialResponse: _TypeAlias = ReleaseTrialResponse  # noqa: Y015
+
+@_typing.final
+class Artifact(_message.Message):
+    """One artifact of a trial, as Optuna's artifact store records it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    MIMETYPE_FIELD_NUMBER: _builtins.int
+    artifact_id: _builtins.str
+    """Optuna's artifact id (a UUID): the file's key in the artifact store."""
+    name: _builtins.str
+    """File name given at upload: 1..128 characters of [A-Za-z0-9._-], not starting with '.';
+    unique within a trial.
+    """
+    size_bytes: _builtins.int
+    """Size in bytes; 0 when not recorded (artifacts the server did not receive by upload)."""
+    sha256: _builtins.str
+    """Lower-case hex sha256 of the bytes; empty when not recorded."""
+    mimetype: _builtins.str
+    """MIME type guessed from the name (as optuna.artifacts.upload_artifact does)."""
+    def __init__(
+        self,
+        *,
+        artifact_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        mimetype: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_id", b"artifact_id", "mimetype", b"mimetype", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Artifact: _TypeAlias = Artifact  # noqa: Y015
+
+@_typing.final
+class UploadArtifactHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    lease_id: _builtins.str
+    """The lease of the trial the file belongs to (a worker uploads only for its own live trial)."""
+    name: _builtins.str
+    """File name: 1..128 characters of [A-Za-z0-9._-], not starting with '.'."""
+    size_bytes: _builtins.int
+    """Exact size of the file in bytes, >= 0 and at most the server's --max-artifact-bytes."""
+    sha256: _builtins.str
+    """Lower-case hex sha256 of the whole file (64 characters); checked when the last chunk arrives."""
+    def __init__(
+        self,
+        *,
+        lease_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_id", b"lease_id", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadArtifactHeader: _TypeAlias = UploadArtifactHeader  # noqa: Y015
+
+@_typing.final
+class UploadArtifactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """Every later message: the next bytes of the file (any size up to the message limit;
+    clients send 1 MiB).
+    """
+    @_builtins.property
+    def header(self) -> Global___UploadArtifactHeader:
+        """First message only."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___UploadArtifactHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___UploadArtifactRequest: _TypeAlias = UploadArtifactRequest  # noqa: Y015
+
+@_typing.final
+class UploadArtifactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def artifact(self) -> Global___Artifact:
+        """The stored artifact (its id names it in DownloadArtifact)."""
+
+    def __init__(
+        self,
+        *,
+        artifact: Global___Artifact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadArtifactResponse: _TypeAlias = UploadArtifactResponse  # noqa: Y015
+
+@_typing.final
+class DownloadArtifactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_NAME_FIELD_NUMBER: _builtins.int
+    TRIAL_NUMBER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARTIFACT_ID_FIELD_NUMBER: _builtins.int
+    study_name: _builtins.str
+    """Study and trial number the artifact belongs to. Required."""
+    trial_number: _builtins.int
+    name: _builtins.str
+    """The artifact, by name or by id: exactly one of the two."""
+    artifact_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        study_name: _builtins.str = ...,
+        trial_number: _builtins.int = ...,
+        name: _builtins.str = ...,
+        artifact_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_id", b"artifact_id", "name", b"name", "study_name", b"study_name", "trial_number", b"trial_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadArtifactRequest: _TypeAlias = DownloadArtifactRequest  # noqa: Y015
+
+@_typing.final
+class DownloadArtifactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """Every later message: the next bytes of the file, in order (1 MiB each but the last)."""
+    @_builtins.property
+    def artifact(self) -> Global___Artifact:
+        """First message: what follows (size and sha256 to check the bytes against)."""
+
+    def __init__(
+        self,
+        *,
+        artifact: Global___Artifact | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "chunk", b"chunk", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "chunk", b"chunk", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["artifact", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___DownloadArtifactResponse: _TypeAlias = DownloadArtifactResponse  # noqa: Y015
+
+@_typing.final
+class ListArtifactsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_NAME_FIELD_NUMBER: _builtins.int
+    TRIAL_NUMBER_FIELD_NUMBER: _builtins.int
+    study_name: _builtins.str
+    trial_number: _builtins.int
+    def __init__(
+        self,
+        *,
+        study_name: _builtins.str = ...,
+        trial_number: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["study_name", b"study_name", "trial_number", b"trial_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListArtifactsRequest: _TypeAlias = ListArtifactsRequest  # noqa: Y015
+
+@_typing.final
+class ListArtifactsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def artifacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Artifact]:
+        """The trial's artifacts, sorted by name."""
+
+    def __init__(
+        self,
+        *,
+        artifacts: _abc.Iterable[Global___Artifact] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListArtifactsResponse: _TypeAlias = ListArtifactsResponse  # noqa: Y015

@@ -336,6 +336,21 @@ class WorkerServiceStub:
                 request_serializer=archsearch_dot_v1_dot_archsearch__pb2.ReleaseTrialRequest.SerializeToString,
                 response_deserializer=archsearch_dot_v1_dot_archsearch__pb2.ReleaseTrialResponse.FromString,
                 _registered_method=True)
+        self.UploadArtifact = channel.stream_unary(
+                '/archsearch.v1.WorkerService/UploadArtifact',
+                request_serializer=archsearch_dot_v1_dot_archsearch__pb2.UploadArtifactRequest.SerializeToString,
+                response_deserializer=archsearch_dot_v1_dot_archsearch__pb2.UploadArtifactResponse.FromString,
+                _registered_method=True)
+        self.DownloadArtifact = channel.unary_stream(
+                '/archsearch.v1.WorkerService/DownloadArtifact',
+                request_serializer=archsearch_dot_v1_dot_archsearch__pb2.DownloadArtifactRequest.SerializeToString,
+                response_deserializer=archsearch_dot_v1_dot_archsearch__pb2.DownloadArtifactResponse.FromString,
+                _registered_method=True)
+        self.ListArtifacts = channel.unary_unary(
+                '/archsearch.v1.WorkerService/ListArtifacts',
+                request_serializer=archsearch_dot_v1_dot_archsearch__pb2.ListArtifactsRequest.SerializeToString,
+                response_deserializer=archsearch_dot_v1_dot_archsearch__pb2.ListArtifactsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -397,6 +412,39 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadArtifact(self, request_iterator, context):
+        """Stores a file (a checkpoint, a log) on the worker's own leased trial, in the server's
+        Optuna artifact store; optuna-dashboard lists it on the trial's page. The first message is
+        an UploadArtifactHeader, every later one a chunk of the file's bytes, in order. The lease is
+        checked (and extended, like a heartbeat) when the header arrives and again before storing.
+        INVALID_ARGUMENT: bad name, size or sha256, a missing header or chunks beyond the declared
+        size; NOT_FOUND / FAILED_PRECONDITION: the lease is unknown / no longer live;
+        RESOURCE_EXHAUSTED: larger than `archsearch serve --max-artifact-bytes`; DATA_LOSS: the
+        bytes received do not match the declared size or sha256 (nothing is stored);
+        ALREADY_EXISTS: the trial has an artifact of this name with other contents (the same
+        contents again answer the stored artifact, so a retried upload is harmless).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadArtifact(self, request, context):
+        """Streams a stored artifact of any trial (for example a finished neighbour's checkpoint).
+        The first message carries the artifact's description (size, sha256 recorded at upload);
+        the following ones its bytes in order. NOT_FOUND: unknown study, trial or artifact;
+        DATA_LOSS: the stored bytes no longer match the recorded sha256 (the stream ends there).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArtifacts(self, request, context):
+        """Lists the artifacts of one trial (uploaded files and architecture pictures).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -434,6 +482,21 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.ReleaseTrial,
                     request_deserializer=archsearch_dot_v1_dot_archsearch__pb2.ReleaseTrialRequest.FromString,
                     response_serializer=archsearch_dot_v1_dot_archsearch__pb2.ReleaseTrialResponse.SerializeToString,
+            ),
+            'UploadArtifact': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadArtifact,
+                    request_deserializer=archsearch_dot_v1_dot_archsearch__pb2.UploadArtifactRequest.FromString,
+                    response_serializer=archsearch_dot_v1_dot_archsearch__pb2.UploadArtifactResponse.SerializeToString,
+            ),
+            'DownloadArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadArtifact,
+                    request_deserializer=archsearch_dot_v1_dot_archsearch__pb2.DownloadArtifactRequest.FromString,
+                    response_serializer=archsearch_dot_v1_dot_archsearch__pb2.DownloadArtifactResponse.SerializeToString,
+            ),
+            'ListArtifacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArtifacts,
+                    request_deserializer=archsearch_dot_v1_dot_archsearch__pb2.ListArtifactsRequest.FromString,
+                    response_serializer=archsearch_dot_v1_dot_archsearch__pb2.ListArtifactsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -629,6 +692,87 @@ class WorkerService:
             '/archsearch.v1.WorkerService/ReleaseTrial',
             archsearch_dot_v1_dot_archsearch__pb2.ReleaseTrialRequest.SerializeToString,
             archsearch_dot_v1_dot_archsearch__pb2.ReleaseTrialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadArtifact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/archsearch.v1.WorkerService/UploadArtifact',
+            archsearch_dot_v1_dot_archsearch__pb2.UploadArtifactRequest.SerializeToString,
+            archsearch_dot_v1_dot_archsearch__pb2.UploadArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/archsearch.v1.WorkerService/DownloadArtifact',
+            archsearch_dot_v1_dot_archsearch__pb2.DownloadArtifactRequest.SerializeToString,
+            archsearch_dot_v1_dot_archsearch__pb2.DownloadArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/archsearch.v1.WorkerService/ListArtifacts',
+            archsearch_dot_v1_dot_archsearch__pb2.ListArtifactsRequest.SerializeToString,
+            archsearch_dot_v1_dot_archsearch__pb2.ListArtifactsResponse.FromString,
             options,
             channel_credentials,
             insecure,

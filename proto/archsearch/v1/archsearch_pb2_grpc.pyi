@@ -165,6 +165,26 @@ class WorkerServiceStub:
     """Hands a lease back (for example on SIGTERM): the candidate is re-queued at once and the
     attempt does not count against the retry budget.
     """
+    UploadArtifact: _grpc.StreamUnaryMultiCallable[_archsearch_pb2.UploadArtifactRequest, _archsearch_pb2.UploadArtifactResponse]
+    """Stores a file (a checkpoint, a log) on the worker's own leased trial, in the server's
+    Optuna artifact store; optuna-dashboard lists it on the trial's page. The first message is
+    an UploadArtifactHeader, every later one a chunk of the file's bytes, in order. The lease is
+    checked (and extended, like a heartbeat) when the header arrives and again before storing.
+    INVALID_ARGUMENT: bad name, size or sha256, a missing header or chunks beyond the declared
+    size; NOT_FOUND / FAILED_PRECONDITION: the lease is unknown / no longer live;
+    RESOURCE_EXHAUSTED: larger than `archsearch serve --max-artifact-bytes`; DATA_LOSS: the
+    bytes received do not match the declared size or sha256 (nothing is stored);
+    ALREADY_EXISTS: the trial has an artifact of this name with other contents (the same
+    contents again answer the stored artifact, so a retried upload is harmless).
+    """
+    DownloadArtifact: _grpc.UnaryStreamMultiCallable[_archsearch_pb2.DownloadArtifactRequest, _archsearch_pb2.DownloadArtifactResponse]
+    """Streams a stored artifact of any trial (for example a finished neighbour's checkpoint).
+    The first message carries the artifact's description (size, sha256 recorded at upload);
+    the following ones its bytes in order. NOT_FOUND: unknown study, trial or artifact;
+    DATA_LOSS: the stored bytes no longer match the recorded sha256 (the stream ends there).
+    """
+    ListArtifacts: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.ListArtifactsRequest, _archsearch_pb2.ListArtifactsResponse]
+    """Lists the artifacts of one trial (uploaded files and architecture pictures)."""
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -194,6 +214,26 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """Hands a lease back (for example on SIGTERM): the candidate is re-queued at once and the
     attempt does not count against the retry budget.
     """
+    UploadArtifact: _aio.StreamUnaryMultiCallable[_archsearch_pb2.UploadArtifactRequest, _archsearch_pb2.UploadArtifactResponse]  # type: ignore[assignment]
+    """Stores a file (a checkpoint, a log) on the worker's own leased trial, in the server's
+    Optuna artifact store; optuna-dashboard lists it on the trial's page. The first message is
+    an UploadArtifactHeader, every later one a chunk of the file's bytes, in order. The lease is
+    checked (and extended, like a heartbeat) when the header arrives and again before storing.
+    INVALID_ARGUMENT: bad name, size or sha256, a missing header or chunks beyond the declared
+    size; NOT_FOUND / FAILED_PRECONDITION: the lease is unknown / no longer live;
+    RESOURCE_EXHAUSTED: larger than `archsearch serve --max-artifact-bytes`; DATA_LOSS: the
+    bytes received do not match the declared size or sha256 (nothing is stored);
+    ALREADY_EXISTS: the trial has an artifact of this name with other contents (the same
+    contents again answer the stored artifact, so a retried upload is harmless).
+    """
+    DownloadArtifact: _aio.UnaryStreamMultiCallable[_archsearch_pb2.DownloadArtifactRequest, _archsearch_pb2.DownloadArtifactResponse]  # type: ignore[assignment]
+    """Streams a stored artifact of any trial (for example a finished neighbour's checkpoint).
+    The first message carries the artifact's description (size, sha256 recorded at upload);
+    the following ones its bytes in order. NOT_FOUND: unknown study, trial or artifact;
+    DATA_LOSS: the stored bytes no longer match the recorded sha256 (the stream ends there).
+    """
+    ListArtifacts: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.ListArtifactsRequest, _archsearch_pb2.ListArtifactsResponse]  # type: ignore[assignment]
+    """Lists the artifacts of one trial (uploaded files and architecture pictures)."""
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------------------------------------
@@ -262,5 +302,43 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Hands a lease back (for example on SIGTERM): the candidate is re-queued at once and the
         attempt does not count against the retry budget.
         """
+
+    @_abc_1.abstractmethod
+    def UploadArtifact(
+        self,
+        request_iterator: _MaybeAsyncIterator[_archsearch_pb2.UploadArtifactRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_archsearch_pb2.UploadArtifactResponse, _abc.Awaitable[_archsearch_pb2.UploadArtifactResponse]]:
+        """Stores a file (a checkpoint, a log) on the worker's own leased trial, in the server's
+        Optuna artifact store; optuna-dashboard lists it on the trial's page. The first message is
+        an UploadArtifactHeader, every later one a chunk of the file's bytes, in order. The lease is
+        checked (and extended, like a heartbeat) when the header arrives and again before storing.
+        INVALID_ARGUMENT: bad name, size or sha256, a missing header or chunks beyond the declared
+        size; NOT_FOUND / FAILED_PRECONDITION: the lease is unknown / no longer live;
+        RESOURCE_EXHAUSTED: larger than `archsearch serve --max-artifact-bytes`; DATA_LOSS: the
+        bytes received do not match the declared size or sha256 (nothing is stored);
+        ALREADY_EXISTS: the trial has an artifact of this name with other contents (the same
+        contents again answer the stored artifact, so a retried upload is harmless).
+        """
+
+    @_abc_1.abstractmethod
+    def DownloadArtifact(
+        self,
+        request: _archsearch_pb2.DownloadArtifactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_archsearch_pb2.DownloadArtifactResponse], _abc.AsyncIterator[_archsearch_pb2.DownloadArtifactResponse]]:
+        """Streams a stored artifact of any trial (for example a finished neighbour's checkpoint).
+        The first message carries the artifact's description (size, sha256 recorded at upload);
+        the following ones its bytes in order. NOT_FOUND: unknown study, trial or artifact;
+        DATA_LOSS: the stored bytes no longer match the recorded sha256 (the stream ends there).
+        """
+
+    @_abc_1.abstractmethod
+    def ListArtifacts(
+        self,
+        request: _archsearch_pb2.ListArtifactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archsearch_pb2.ListArtifactsResponse, _abc.Awaitable[_archsearch_pb2.ListArtifactsResponse]]:
+        """Lists the artifacts of one trial (uploaded files and architecture pictures)."""
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,116 @@
+"""The client side of the artifact streams (``WorkerClient.upload_artifact`` and
+``download_artifact`` call these). Imports only grpc and the stubs, like ``client``.
+
+Both directions check sha256: the uploader sends the file's hash in the header and the server
+refuses bytes that do not match it; the downloader compares the bytes it received with the
+hash recorded at upload, and the file appears at its destination only when they match (it is
+written beside it first, then renamed). Retries are the caller's choice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from archsearch.v1 import archsearch_pb2 as pb
+
+if TYPE_CHECKING:
+    from archsearch.server.client import WorkerClient
+
+#: Bytes per upload message, well below the 4 MiB default message limit.
+CHUNK_BYTES = 1 << 20
+#: Slowest transfer rate an upload's default deadline allows for (bytes per second).
+MIN_RATE = 1_000_000
+#: Default deadline of a download, whose size is known only once it starts.
+DOWNLOAD_TIMEOUT_S = 3600.0
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _error(e: grpc.RpcError, method: str) -> Exception:
+    from archsearch.server.client import ClientError
+
+    return ClientError(e.code(), e.details() or "", method)
+
+
+def upload(
+    client: WorkerClient, lease_id: str, path: Path, name: str, timeout_s: float | None
+) -> pb.Artifact:
+    """Streams ``path`` as artifact ``name`` of the lease's trial; returns what was stored."""
+    size = path.stat().st_size
+    header = pb.UploadArtifactHeader(
+        lease_id=lease_id, name=name, size_bytes=size, sha256=file_sha256(path)
+    )
+
+    def requests() -> Iterator[pb.UploadArtifactRequest]:
+        yield pb.UploadArtifactRequest(header=header)
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                yield pb.UploadArtifactRequest(chunk=chunk)
+
+    timeout = timeout_s or max(client.timeout_s, 60.0 + size / MIN_RATE)
+    try:
+        resp = client.stub.UploadArtifact(requests(), timeout=timeout, metadata=client._metadata)
+    except grpc.RpcError as e:
+        raise _error(e, "UploadArtifact") from None
+    return resp.artifact
+
+
+def download(
+    client: WorkerClient,
+    request: pb.DownloadArtifactRequest,
+    dest: Path,
+    timeout_s: float | None,
+) -> pb.Artifact:
+    """Streams one artifact into ``dest`` (replaced only once its sha256 matched)."""
+    from archsearch.server.client import ClientError
+
+    part = dest.with_name(dest.name + ".part")
+    digest = hashlib.sha256()
+    received = 0
+    artifact: Any = None
+    stream = client.stub.DownloadArtifact(
+        request, timeout=timeout_s or DOWNLOAD_TIMEOUT_S, metadata=client._metadata
+    )
+    try:
+        with part.open("wb") as f:
+            for msg in stream:
+                if msg.WhichOneof("part") == "artifact":
+                    artifact = msg.artifact
+                    continue
+                if artifact is None:
+                    raise ClientError(
+                        grpc.StatusCode.DATA_LOSS, "bytes before the artifact's description"
+                    )
+                digest.update(msg.chunk)
+                received += len(msg.chunk)
+                f.write(msg.chunk)
+        if artifact is None:
+            raise ClientError(grpc.StatusCode.DATA_LOSS, "the stream carried no artifact")
+        if artifact.sha256 and (
+            digest.hexdigest() != artifact.sha256 or received != artifact.size_bytes
+        ):
+            raise ClientError(
+                grpc.StatusCode.DATA_LOSS,
+                f"artifact {artifact.name!r}: {received} bytes with sha256 "
+                f"{digest.hexdigest()} received, {artifact.size_bytes} with "
+                f"{artifact.sha256} expected",
+                "DownloadArtifact",
+            )
+        os.replace(part, dest)
+    except grpc.RpcError as e:
+        raise _error(e, "DownloadArtifact") from None
+    finally:
+        part.unlink(missing_ok=True)
+    return artifact

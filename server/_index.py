@@ -1,0 +1,159 @@
+"""The in-memory model of the study service: what a server keeps about each study.
+
+Everything here is derivable from the Optuna storage (DESIGN.md principle 1): a
+:class:`StudyHandle` per archsearch study (its spec, the Optuna study object, the design space,
+the loop, its locks and state) and its :class:`StudyIndex` (the counts, queued retries, live
+trials and prepared candidates the hot paths need). The collaborators of ``StudyManager``
+(``_leases``, ``_pool``, ``_retries``, ``_lifecycle``) share these objects; this module holds
+data and the storage's attribute names only, no behaviour, so every collaborator may import it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.search import SearchLoop, ServerStudy
+from archsearch.server import _storage
+from archsearch.server._spec import SearchSpec
+from archsearch.spaces import Candidate, DesignSpace
+
+SPEC_ATTR = "archsearch:spec"
+STATE_ATTR = "archsearch:state"
+CREATED_ATTR = "archsearch:created_at"
+LEASE_ATTR = "archsearch:lease"
+FAILURES_ATTR = "archsearch:failures"
+COMPLETED_REASON_ATTR = "archsearch:completed_reason"
+STOPPED_REASON = "study stopped before this candidate ran"
+
+RUNNING, STOPPED, COMPLETED = "running", "stopped", "completed"
+
+
+@dataclasses.dataclass
+class LiveTrial:
+    """A RUNNING trial of this server: prepared (no lease yet) or leased to a worker."""
+
+    trial_id: int
+    number: int
+    candidate: Candidate
+    attempt: int
+    lease_id: str = ""
+    #: ``candidate.fingerprint()``, kept to find a candidate already in flight
+    fp: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fp:
+            self.fp = self.candidate.fingerprint()
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A candidate whose storage is queued: the write, the live trial it becomes (its id and
+    number are the stored ones once the write is done), and repeats stored on the way."""
+
+    stored: Future[Any] | None
+    live: LiveTrial | None
+    repeat: bool = False
+    repeats: list[Future[Any] | None] = dataclasses.field(default_factory=list)
+    #: False for a queued retry: it does not count against the budget.
+    counted: bool = True
+
+
+@dataclasses.dataclass
+class StudyIndex:
+    """In-memory index of one study, rebuilt from the storage at start-up.
+
+    The server is the storage's only writer, so it can keep what its hot paths need here
+    instead of re-reading every trial on each call: the budget count, the queued retries, the
+    live trials with their leases, prepared candidates, and completed candidates by
+    fingerprint (to reuse results of repeated candidates).
+    """
+
+    #: distinct candidates asked (the budget): not retries, not repeats
+    originals: int = 0
+    #: repeats proposed in a row since the last new candidate
+    repeat_streak: int = 0
+    #: why the loop has nothing new to propose (the study completes); "" while it has
+    exhausted: str = ""
+    waiting: set[int] = dataclasses.field(default_factory=set)
+    live: dict[int, LiveTrial] = dataclasses.field(default_factory=dict)
+    pool: collections.deque[int] = dataclasses.field(default_factory=collections.deque)
+    #: Trials whose finishing write is queued: lease id, the write's future and fingerprint.
+    finishing: dict[int, tuple[str, Future[None], str]] = dataclasses.field(default_factory=dict)
+    #: Candidates being asked and stored right now (the study is not complete meanwhile).
+    preparing: int = 0
+    #: Fingerprints of candidates stored but not yet registered as live.
+    storing: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    done: dict[str, tuple[int, list[float], dict[str, Any]]] = dataclasses.field(
+        default_factory=dict
+    )
+
+
+@dataclasses.dataclass
+class StudyHandle:
+    """What the manager keeps in memory about one archsearch study (all derivable)."""
+
+    spec: SearchSpec
+    study: ServerStudy
+    space: DesignSpace
+    loop: SearchLoop
+    lock: threading.RLock
+    state: str
+    created_at: str
+    index: StudyIndex = dataclasses.field(default_factory=StudyIndex)
+    #: Serialises the loop's ``ask`` (the loop contract) apart from ``lock``, which guards
+    #: only the in-memory index and is never held while a sampler runs.
+    ask_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    @property
+    def study_id(self) -> int:
+        return _storage.study_id_of(self.study)
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    """A trial handed to a worker."""
+
+    lease_id: str
+    study_name: str
+    trial_number: int
+    deadline_unix: float
+    candidate: Candidate
+    trainer: str
+    objective_metrics: tuple[str, ...]
+    intermediate_metric: str
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    worker_id: str
+    trainers: tuple[str, ...]
+    device: str
+    memory_bytes: int
+    hostname: str
+    last_seen: float
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySnapshot:
+    """What a reader sees of a study at one moment, for the converters (never the manager).
+
+    Built by ``StudyManager.snapshot``, which reads the state before the trials: a study is
+    marked completed only after its last trial's result is committed, so a snapshot whose
+    state is "completed" counts every trial finished.
+    """
+
+    spec: SearchSpec
+    state: str
+    created_at: str
+    #: trials per state (every state present, zero when none)
+    counts: dict[TrialState, int]
+    #: the best trials (Pareto front for several objectives); empty when not asked for
+    best_trials: tuple[FrozenTrial, ...]
+    #: trainer -> connected workers offering it (trainers none offers are absent)
+    connected_trainers: dict[str, int]

@@ -1,0 +1,262 @@
+"""The lease table: grants, heartbeats, expiry, and the one place that resolves a lease.
+
+A lease id names its study, its trial and a random token (``<study id>.<trial id>.<hex>``);
+the current lease of a trial is its ``archsearch:lease`` system attribute and, while the trial
+is live in this server, ``LiveTrial.lease_id``. A lease is alive while its trial's heartbeat
+(Optuna's heartbeat table) is younger than the lease duration; the reaper (``_retries``) asks
+:meth:`LeaseTable.expiring` before it fails any, so a restarted server gives every lease one
+lease duration to be heartbeated, completed or failed again (DESIGN.md principle 3).
+
+Every call about a lease (heartbeat, report, complete, fail and release) starts with
+:meth:`LeaseTable.resolve`: it finds the study, waits for a queued finishing write of the same
+lease, takes the study lock and either hands over the live trial or answers a repeated call
+(reports are idempotent) or refuses with a precise status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Generic, NoReturn, TypeVar
+
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.server import _storage
+from archsearch.server._errors import FailedPrecondition, NotFound
+from archsearch.server._index import LEASE_ATTR, LiveTrial, StudyHandle
+from archsearch.server._writer import StorageWriter
+
+R = TypeVar("R")
+
+
+def _ascii_digits(text: str) -> bool:
+    """True for 0-9 only: ``str.isdigit`` also accepts '²' and other digits ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
+def parse_lease_id(lease_id: str) -> tuple[int, int]:
+    """(study id, trial id) of a lease id.
+
+    Raises:
+        NotFound: anything this server did not issue (malformed, or too long).
+    """
+    parts = lease_id.split(".")
+    if (
+        len(parts) != 3
+        or not _ascii_digits(parts[0])
+        or not _ascii_digits(parts[1])
+        or not parts[2]
+        or len(lease_id) > 80
+    ):
+        raise NotFound(f"unknown lease {lease_id[:80]!r}: not a lease this server issued")
+    return int(parts[0]), int(parts[1])
+
+
+def retry_of(trials: list[FrozenTrial], number: int) -> int | None:
+    """Number of the trial that retries trial ``number`` (its ``retry_history`` ends with it),
+    if any."""
+    for t in trials:
+        history = t.system_attrs.get("retry_history", [])
+        if history and history[-1] == number:
+            return t.number
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved(Generic[R]):
+    """A resolved lease: its study and trial id, and either the live trial or (for a repeated
+    call about a finished trial) the answer that call gets again."""
+
+    handle: StudyHandle
+    trial_id: int
+    live: LiveTrial | None
+    answer: R | None = None
+
+
+class LeaseTable:
+    """Grants, heartbeats and resolves leases; knows when expiry may start.
+
+    Args:
+        storage: the server's Optuna storage (reads a finished trial's stored state).
+        writer: the group-commit writer; lease writes go in its urgent lane.
+        lease_duration_s: a lease not heartbeated for this long expires.
+        study_by_id: the study handle of a storage study id (None when not served).
+        trials: every stored trial of a study (for the "re-queued as trial N" message).
+    """
+
+    def __init__(
+        self,
+        storage: _storage.DeferredTrialStorage,
+        writer: StorageWriter,
+        lease_duration_s: int,
+        study_by_id: Callable[[int], StudyHandle | None],
+        trials: Callable[[StudyHandle], list[FrozenTrial]],
+    ) -> None:
+        self.storage = storage
+        self.writer = writer
+        self.lease_duration_s = lease_duration_s
+        self._study_by_id = study_by_id
+        self._trials = trials
+        #: No lease expires before this (monotonic): a lease whose last heartbeat predates
+        #: this server's start (a worker that finished or heartbeated while the server was
+        #: down) gets one lease duration from the start to reach it again.
+        self._expiry_from = time.monotonic() + lease_duration_s
+
+    # ------------------------------------------------------------------ grant and expiry
+
+    def expiring(self) -> bool:
+        """Whether leases may expire yet (False during the restart grace)."""
+        return time.monotonic() >= self._expiry_from
+
+    def deadline(self) -> float:
+        """The deadline (unix seconds) of a lease granted or extended now."""
+        return time.time() + self.lease_duration_s
+
+    def expiry_reason(self) -> str:
+        """The ``fail_reason`` of a trial whose lease expired."""
+        return f"lease expired: no heartbeat for {self.lease_duration_s} s"
+
+    def grant(self, h: StudyHandle, tid: int, worker_id: str) -> tuple[LiveTrial, Future[None]]:
+        """Gives prepared trial ``tid`` a fresh lease and queues its write (lease attribute,
+        worker, attempt and heartbeat: one urgent operation).
+
+        Caller holds ``h.lock`` and waits for the returned write after releasing it.
+
+        Returns:
+            The live trial, now carrying its lease id, and the queued write.
+        """
+        live = h.index.live[tid]
+        live.lease_id = f"{h.study_id}.{tid}.{secrets.token_hex(12)}"
+        written = self.writer.submit(
+            _storage.lease_op(
+                tid,
+                user={"worker": worker_id, "attempt": live.attempt},
+                system={LEASE_ATTR: live.lease_id},
+            ),
+            urgent=True,
+        )
+        return live, written
+
+    def revoke(self, live: LiveTrial) -> Future[None]:
+        """Takes a stored lease back: clears the lease attribute and drops the heartbeat row,
+        so the trial is a prepared one again. Caller holds the study lock.
+
+        Returns:
+            The queued write, urgent so that a later grant's write comes after it.
+        """
+        undone = self.writer.submit(
+            _storage.unlease_op(live.trial_id, {LEASE_ATTR: ""}), urgent=True
+        )
+        live.lease_id = ""
+        return undone
+
+    def heartbeat(self, lease_id: str) -> float:
+        """Extends a live lease.
+
+        Returns:
+            The lease's new deadline (unix seconds).
+
+        Raises:
+            NotFound: a lease this server never issued.
+            FailedPrecondition: the lease's trial is finished, expired or given up.
+        """
+        h, tid = self._handle(lease_id)
+        if self._live(h, tid, lease_id) is None:  # the rare path: resolve refuses it
+            with self.resolve(lease_id):
+                pass
+        self.writer.run(_storage.heartbeat_op(tid))
+        return self.deadline()
+
+    # ------------------------------------------------------------------ resolution
+
+    @contextlib.contextmanager
+    def resolve(
+        self,
+        lease_id: str,
+        again: Callable[[StudyHandle, FrozenTrial], R | None] | None = None,
+    ) -> Iterator[Resolved[R]]:
+        """Resolves a lease for report, complete, fail or release, holding the study lock.
+
+        The logic is:
+          1. parse the lease id and find its study (NotFound otherwise);
+          2. wait for a queued finishing write of this lease, so a repeated or concurrent
+             call sees the trial's stored state;
+          3. take the study lock; when the lease is the live trial's current one, yield it;
+          4. otherwise read the stored trial (NotFound when the lease was never its lease)
+             and yield ``again(handle, trial)``, the answer a repeated call gets again;
+          5. when ``again`` is missing or answers None, refuse: FailedPrecondition.
+
+        Raises:
+            NotFound: a lease this server never issued.
+            FailedPrecondition: the trial is finished and this call is not a repeat.
+        """
+        h, tid = self._handle(lease_id)
+        self._settle(h, tid, lease_id)
+        with h.lock:
+            live = self._live(h, tid, lease_id)
+            answer: R | None = None
+            if live is None:
+                frozen = self._not_live(tid, lease_id)
+                answer = again(h, frozen) if again is not None else None
+                if answer is None:
+                    self.refuse(h, frozen)
+            yield Resolved(h, tid, live, answer)
+
+    def refuse(self, h: StudyHandle, frozen: FrozenTrial) -> NoReturn:
+        """Refuses a call about a finished trial, saying why and where its candidate went.
+
+        Raises:
+            FailedPrecondition: always.
+        """
+        if frozen.state == TrialState.FAIL:
+            retry = self.retry_of(h, frozen.number)
+            where = f"; its candidate was re-queued as trial {retry}" if retry is not None else ""
+            raise FailedPrecondition(
+                f"lease on trial {frozen.number} of {h.spec.name} expired or was given up "
+                f"(trial is FAIL{where}); stop working on it"
+            )
+        raise FailedPrecondition(
+            f"trial {frozen.number} of {h.spec.name} is already {frozen.state.name}; "
+            "stop working on it"
+        )
+
+    def retry_of(self, h: StudyHandle, number: int) -> int | None:
+        """Number of the trial that retries trial ``number`` of ``h``, if any."""
+        return retry_of(self._trials(h), number)
+
+    def _handle(self, lease_id: str) -> tuple[StudyHandle, int]:
+        study_id, trial_id = parse_lease_id(lease_id)
+        h = self._study_by_id(study_id)
+        if h is None:
+            raise NotFound(f"unknown lease {lease_id!r}: its study does not exist")
+        return h, trial_id
+
+    @staticmethod
+    def _live(h: StudyHandle, trial_id: int, lease_id: str) -> LiveTrial | None:
+        live = h.index.live.get(trial_id)
+        return live if live is not None and live.lease_id == lease_id else None
+
+    def _not_live(self, trial_id: int, lease_id: str) -> FrozenTrial:
+        """The stored trial of a lease that is not live; NotFound when it was never issued."""
+        try:
+            frozen = self.storage.get_trial(trial_id)
+        except KeyError:
+            raise NotFound(f"unknown lease {lease_id!r}: its trial does not exist") from None
+        # The lease id names its study and trial, so a match also proves the trial is h's.
+        if frozen.system_attrs.get(LEASE_ATTR) != lease_id:
+            raise NotFound(f"unknown lease {lease_id!r}: not the lease of trial {frozen.number}")
+        return frozen
+
+    @staticmethod
+    def _settle(h: StudyHandle, tid: int, lease_id: str) -> None:
+        """Waits until a queued finishing write of this lease is committed (or failed), so a
+        repeated or concurrent call sees the trial's stored state."""
+        with h.lock:
+            pending = h.index.finishing.get(tid)
+        if pending is not None and pending[0] == lease_id:
+            with contextlib.suppress(Exception):  # its own caller reports the failure
+                pending[1].result()

@@ -1,0 +1,232 @@
+"""The served studies: a registry by name and storage id, opened and rebuilt from the storage.
+
+At start-up every archsearch study in the storage (a study with an ``archsearch:spec``
+attribute) gets a handle again, and :func:`rebuild_index` reads its trials once to rebuild the
+in-memory index (counts, queued retries, live leases, the prepared pool, completed candidates).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.search import ServerStudy, make_loop, make_pruner
+from archsearch.server import _storage
+from archsearch.server._errors import AlreadyExists, NotFound
+from archsearch.server._index import (
+    CREATED_ATTR,
+    LEASE_ATTR,
+    RUNNING,
+    SPEC_ATTR,
+    STATE_ATTR,
+    STOPPED,
+    LiveTrial,
+    StudyHandle,
+    StudyIndex,
+)
+from archsearch.server._lifecycle import StudyLifecycle
+from archsearch.server._logsafe import loggable
+from archsearch.server._pool import CandidatePool
+from archsearch.server._retries import Retries
+from archsearch.server._spec import SearchSpec
+from archsearch.spaces import Candidate, SpecError
+
+log = logging.getLogger("archsearch.server")
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+class StudyRegistry:
+    """The archsearch studies this server serves, by name and by storage id.
+
+    Args:
+        storage: the server's Optuna storage.
+        notify: wakes acquires waiting for work (a loop that finished building, a launch).
+    """
+
+    def __init__(self, storage: _storage.DeferredTrialStorage, notify: Callable[[], None]):
+        self.storage = storage
+        self.notify = notify
+        self._handles: dict[str, StudyHandle] = {}
+        self._by_id: dict[int, StudyHandle] = {}
+        self._lock = threading.Lock()
+
+    def named(self, name: str) -> StudyHandle | None:
+        """The served study called ``name``, None when there is none."""
+        return self._handles.get(name)
+
+    def by_id(self, study_id: int) -> StudyHandle | None:
+        """The served study with this storage id, None when there is none."""
+        return self._by_id.get(study_id)
+
+    def get(self, name: str) -> StudyHandle:
+        """The served study called ``name``.
+
+        Raises:
+            NotFound: no archsearch study has that name.
+        """
+        try:
+            return self._handles[name]
+        except KeyError:
+            raise NotFound(
+                f"no archsearch study named {name!r}; `archsearch studies` lists them"
+            ) from None
+
+    def handles(self) -> list[StudyHandle]:
+        """Every served study, oldest first."""
+        return sorted(self._handles.values(), key=lambda h: (h.created_at, h.spec.name))
+
+    def _add(self, h: StudyHandle) -> None:
+        self._handles[h.spec.name] = h
+        self._by_id[h.study_id] = h
+
+    def create(self, spec: SearchSpec) -> StudyHandle:
+        """Creates the Optuna study of a new archsearch study and serves it.
+
+        Returns:
+            The new study's handle (state running).
+
+        Raises:
+            AlreadyExists: a study of that name exists (archsearch's or a plain Optuna one).
+        """
+        with self._lock:
+            if spec.name in self._handles:
+                raise AlreadyExists(f"study {spec.name!r} already exists; choose another name")
+            try:
+                self.storage.get_study_id_from_name(spec.name)
+                raise AlreadyExists(
+                    f"a study named {spec.name!r} already exists in the storage (not launched "
+                    "by archsearch); choose another name"
+                )
+            except KeyError:
+                pass
+            directions = [o.direction for o in spec.objectives]
+            study = optuna.create_study(
+                study_name=spec.name, storage=self.storage, directions=directions
+            )
+            study.set_metric_names([o.metric for o in spec.objectives])
+            created = _now_iso()
+            study.set_user_attr(SPEC_ATTR, spec.to_dict())
+            study.set_user_attr(STATE_ATTR, RUNNING)
+            study.set_user_attr(CREATED_ATTR, created)
+            handle = self._open(spec, RUNNING, created)
+            self._add(handle)
+        return handle
+
+    def load(self, rebuild: Callable[[StudyHandle], None]) -> None:
+        """Serves every archsearch study in the storage again, calling ``rebuild`` on each
+        (a study whose stored spec is no longer valid is logged and not served)."""
+        for frozen in self.storage.get_all_studies():
+            raw = frozen.user_attrs.get(SPEC_ATTR)
+            if raw is None:
+                continue  # a plain Optuna study sharing the storage
+            try:
+                spec = SearchSpec.from_dict(raw)
+                handle = self._open(
+                    spec,
+                    frozen.user_attrs.get(STATE_ATTR, RUNNING),
+                    frozen.user_attrs.get(CREATED_ATTR, ""),
+                )
+            except SpecError as e:
+                log.error(
+                    "study %s: stored spec no longer valid (%s); not serving it",
+                    loggable(frozen.study_name),
+                    loggable(e),
+                )
+                continue
+            self._add(handle)
+            rebuild(handle)
+
+    def _open(self, spec: SearchSpec, state: str, created_at: str) -> StudyHandle:
+        n_existing = 0
+        try:
+            sid = self.storage.get_study_id_from_name(spec.name)
+            n_existing = len(self.storage.get_all_trials(sid, deepcopy=False))
+        except KeyError:
+            pass
+        # Offset the seed by the trials already made so a restarted server does not replay
+        # the suggestions of its previous life (a seeded RandomSampler would).
+        loop = make_loop(spec.loop, spec.seed + n_existing, len(spec.objectives), spec.loop_options)
+        study = ServerStudy(
+            study_name=spec.name,
+            storage=self.storage,
+            sampler=loop.sampler,
+            pruner=make_pruner(spec.pruner, len(spec.objectives)),
+        )
+        handle = StudyHandle(
+            spec=spec,
+            study=study,
+            space=spec.build_space(),
+            loop=loop,
+            lock=threading.RLock(),
+            state=state,
+            created_at=created_at,
+        )
+        if state == RUNNING:  # build what the loop needs now, not in a worker's call
+            loop.warm_up(handle.space, self.notify)
+        return handle
+
+
+def rebuild_index(
+    h: StudyHandle,
+    trials: list[FrozenTrial],
+    storage: _storage.DeferredTrialStorage,
+    pool: CandidatePool,
+    lifecycle: StudyLifecycle,
+    retries: Retries,
+) -> None:
+    """Rebuilds ``h``'s index from its stored ``trials`` (read once): counts, queued retries,
+    live leases, completed candidates.
+
+    A RUNNING trial without a lease was prepared but never handed out when the previous
+    server stopped: it goes back to the pool. One without a candidate died inside
+    preparation: it is failed and its parameters re-queued (not counted as a failure).
+    """
+
+    idx = StudyIndex()
+    orphans = []
+    with h.lock:
+        for t in trials:
+            if "failed_trial" not in t.system_attrs:
+                if "duplicate_of" not in t.user_attrs:
+                    idx.originals += 1
+                    idx.repeat_streak = 0
+                elif t.state == TrialState.COMPLETE:
+                    idx.repeat_streak += 1
+            if t.state == TrialState.WAITING:
+                idx.waiting.add(_storage.trial_id_of(t))
+            elif t.state == TrialState.COMPLETE and "candidate" in t.user_attrs:
+                fp = Candidate.from_dict(t.user_attrs["candidate"]).fingerprint()
+                idx.done.setdefault(
+                    fp, (t.number, list(t.values or []), t.user_attrs.get("metrics", {}))
+                )
+            elif t.state == TrialState.RUNNING:
+                if "candidate" not in t.user_attrs:
+                    orphans.append(t)
+                    continue
+                live = LiveTrial(
+                    _storage.trial_id_of(t),
+                    t.number,
+                    Candidate.from_dict(t.user_attrs["candidate"]),
+                    len(t.system_attrs.get("retry_history", [])),
+                    str(t.system_attrs.get(LEASE_ATTR, "")),
+                )
+                idx.live[_storage.trial_id_of(t)] = live
+                if not live.lease_id:
+                    idx.pool.append(_storage.trial_id_of(t))
+        if idx.repeat_streak >= pool.repeat_limit(h):
+            idx.exhausted = pool.exhausted_reason(h, idx.repeat_streak, idx.originals)
+        h.index = idx
+        for t in orphans:
+            why = "server stopped while preparing it"
+            lifecycle.fail_unrun(h, _storage.trial_id_of(t), why)
+            retries.requeue(h, storage.get_trial(_storage.trial_id_of(t)), why, count=False)
+        if h.state == STOPPED:  # a stop of an older server version left some waiting
+            lifecycle.end_unrun(h)

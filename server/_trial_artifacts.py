@@ -1,0 +1,310 @@
+"""Files of trials (checkpoints, logs) kept in Optuna's artifact store, moved over gRPC.
+
+A worker uploads a file for the trial it holds a live lease on; any worker downloads the
+artifacts of any trial. The bytes are stored with ``optuna.artifacts.upload_artifact`` in an
+Optuna artifact store (a ``FileSystemArtifactStore`` by default; any ``ArtifactStore``, such as
+``Boto3ArtifactStore``, when ``ServerConfig.artifact_store`` is set in code), so
+optuna-dashboard lists them on the trial's page. Optuna's artifact record holds no size or
+hash, so the server adds one trial system attribute per upload (``SHA_ATTR_PREFIX`` + id) with
+the size and sha256 it checked; downloads send them first and re-check the stored bytes.
+
+An upload is received into a private temporary file, checked against its declared size and
+sha256, and only then stored: a short, oversized or corrupted upload stores nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import mimetypes
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from optuna.artifacts import get_all_artifact_meta, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+
+from archsearch.server._errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ServiceError,
+)
+from archsearch.server._studies import StudyManager, parse_lease_id
+
+log = logging.getLogger("archsearch.server")
+
+#: Default cap on one artifact (``archsearch serve --max-artifact-bytes``): 1 GiB.
+DEFAULT_MAX_ARTIFACT_BYTES = 1 << 30
+#: Bytes per streamed message (well below the 4 MiB default message limit).
+CHUNK_BYTES = 1 << 20
+#: Trial system attribute holding the checked size and sha256 of an uploaded artifact.
+SHA_ATTR_PREFIX = "archsearch_artifact:"
+NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class DataLoss(ServiceError):
+    """The bytes do not match their declared (or recorded) size or sha256."""
+
+    code = "DATA_LOSS"
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """One artifact of a trial (``size_bytes``/``sha256`` are 0/"" when not recorded)."""
+
+    artifact_id: str
+    name: str
+    size_bytes: int
+    sha256: str
+    mimetype: str
+
+
+def default_artifact_dir(storage_url: str) -> str | None:
+    """The artifact folder next to a SQLite file (``runs.db`` → ``runs-artifacts``); None for
+    an in-memory database or a server database (PostgreSQL), which needs ``--artifact-dir``."""
+    prefix = "sqlite:///"
+    if not storage_url.startswith(prefix):
+        return None
+    db = storage_url[len(prefix) :].split("?", 1)[0]
+    if not db or db == ":memory:":
+        return None
+    path = Path(db)
+    return str(path.parent / f"{path.stem}-artifacts")
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise InvalidArgument(
+            f"invalid artifact name {name[:60]!r}: 1-128 characters of [A-Za-z0-9._-], "
+            "not starting with '.'"
+        )
+    return name
+
+
+class Upload:
+    """One upload in progress: chunks go to a private temporary file (see the module
+    docstring); :meth:`finish` checks and stores it, :meth:`discard` drops it."""
+
+    def __init__(self, owner: TrialArtifacts, lease_id: str, name: str, size: int, sha: str):
+        self._owner = owner
+        self.lease_id, self.name, self.size, self.sha256 = lease_id, name, size, sha
+        self._dir = Path(tempfile.mkdtemp(prefix="upload-", dir=owner.spool_dir))
+        self._path = self._dir / name  # upload_artifact names the artifact after the file
+        self._file: BinaryIO | None = self._path.open("wb")
+        self._hash = hashlib.sha256()
+        self.received = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received > self.size:
+            raise InvalidArgument(
+                f"artifact {self.name!r}: more than the declared {self.size} bytes received"
+            )
+        self._hash.update(chunk)
+        assert self._file is not None
+        self._file.write(chunk)
+
+    def finish(self) -> ArtifactInfo:
+        """Checks the bytes against the header and stores them; returns the artifact."""
+        try:
+            assert self._file is not None
+            self._file.close()
+            self._file = None
+            if self.received != self.size:
+                raise DataLoss(
+                    f"artifact {self.name!r}: {self.received} bytes received, "
+                    f"{self.size} declared; nothing stored"
+                )
+            if self._hash.hexdigest() != self.sha256:
+                raise DataLoss(
+                    f"artifact {self.name!r}: sha256 of the bytes received is "
+                    f"{self._hash.hexdigest()}, not the declared {self.sha256}; nothing stored"
+                )
+            return self._owner._store_upload(self, self._path)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class TrialArtifacts:
+    """Uploads, downloads and lists the artifacts of trials (see the module docstring).
+
+    Args:
+        manager: The study manager (leases and storage).
+        store: An Optuna artifact store; None: no store configured, every call answers
+            FAILED_PRECONDITION naming ``--artifact-dir``.
+        max_bytes: Largest artifact accepted (``--max-artifact-bytes``).
+        spool_dir: Where uploads are received before they are checked and stored; None: the
+            system's temporary folder.
+    """
+
+    def __init__(
+        self,
+        manager: StudyManager,
+        store: Any | None,
+        max_bytes: int,
+        spool_dir: Path | None = None,
+    ) -> None:
+        self.manager = manager
+        self.rdb: RDBStorage = manager.rdb
+        self.store = store
+        self.max_bytes = max_bytes
+        self.spool_dir = spool_dir
+
+    @classmethod
+    def in_folder(cls, manager: StudyManager, folder: str | None, max_bytes: int) -> TrialArtifacts:
+        """A file-system store at ``folder`` (created when missing), receiving uploads in
+        its ``.uploads`` subfolder (same disk: no size surprise in /tmp); None: no store."""
+        if folder is None:
+            return cls(manager, None, max_bytes)
+        from optuna.artifacts import FileSystemArtifactStore
+
+        root = Path(folder).expanduser().resolve()
+        spool = root / ".uploads"
+        spool.mkdir(parents=True, exist_ok=True)
+        return cls(manager, FileSystemArtifactStore(str(root)), max_bytes, spool)
+
+    def _require_store(self) -> Any:
+        if self.store is None:
+            raise FailedPrecondition(
+                "this server keeps no artifacts: its storage is not a SQLite file; "
+                "restart it with `archsearch serve --artifact-dir DIR`"
+            )
+        return self.store
+
+    # ------------------------------------------------------------------ upload
+
+    def begin_upload(self, lease_id: str, name: str, size: int, sha256: str) -> Upload:
+        """Checks the header and the lease (a live lease on the trial) and opens the upload."""
+        self._require_store()
+        if not lease_id:
+            raise InvalidArgument("header.lease_id is required (from AcquireTrialResponse.lease)")
+        check_name(name)
+        if size < 0:
+            raise InvalidArgument(f"header.size_bytes must be >= 0, got {size}")
+        if size > self.max_bytes:
+            raise ResourceExhausted(
+                f"artifact {name!r} is {size} bytes, more than this server accepts "
+                f"({self.max_bytes}); restart it with a larger --max-artifact-bytes"
+            )
+        if not SHA256_RE.match(sha256):
+            raise InvalidArgument("header.sha256 must be 64 lower-case hex digits")
+        self.manager.heartbeat(lease_id)  # NotFound / FailedPrecondition unless live
+        return Upload(self, lease_id, name, size, sha256)
+
+    def _store_upload(self, upload: Upload, path: Path) -> ArtifactInfo:
+        # The lease must still be live when the bytes are stored (a long upload may outlast it).
+        self.manager.heartbeat(upload.lease_id)
+        _study_id, trial_id = parse_lease_id(upload.lease_id)
+        frozen = self.rdb.get_trial(trial_id)
+        for a in self._infos(frozen):
+            if a.name == upload.name:
+                if a.sha256 == upload.sha256:
+                    return a  # a retried upload of the same bytes
+                raise AlreadyExists(
+                    f"trial {frozen.number} already has an artifact {upload.name!r} with other "
+                    "contents; upload under another name"
+                )
+        try:
+            artifact_id = upload_artifact(
+                artifact_store=self._require_store(),
+                file_path=str(path),
+                study_or_trial=frozen,
+                storage=self.rdb,
+            )
+            record = {"size": upload.size, "sha256": upload.sha256}
+            self.rdb.set_trial_system_attr(
+                trial_id, SHA_ATTR_PREFIX + artifact_id, json.dumps(record)
+            )
+        except UpdateFinishedTrialError as e:
+            raise FailedPrecondition(
+                f"trial {frozen.number} finished during the upload; nothing stored"
+            ) from e
+        log.info(
+            "artifact %s (%d bytes) stored for trial %d", upload.name, upload.size, frozen.number
+        )
+        mimetype = mimetypes.guess_type(upload.name)[0] or "application/octet-stream"
+        return ArtifactInfo(artifact_id, upload.name, upload.size, upload.sha256, mimetype)
+
+    # ------------------------------------------------------------------ read
+
+    def _trial_id(self, study_name: str, number: int) -> int:
+        if not study_name:
+            raise InvalidArgument("study_name is required")
+        try:
+            study_id = self.rdb.get_study_id_from_name(study_name)
+        except KeyError:
+            raise NotFound(f"unknown study {study_name[:100]!r}") from None
+        try:
+            return self.rdb.get_trial_id_from_study_id_trial_number(study_id, number)
+        except KeyError:
+            raise NotFound(f"study {study_name!r} has no trial {number}") from None
+
+    def _infos(self, frozen: Any) -> list[ArtifactInfo]:
+        out = []
+        for meta in get_all_artifact_meta(frozen, storage=self.rdb):
+            raw = frozen.system_attrs.get(SHA_ATTR_PREFIX + meta.artifact_id)
+            record = json.loads(raw) if isinstance(raw, str) else {}
+            out.append(
+                ArtifactInfo(
+                    meta.artifact_id,
+                    meta.filename,
+                    int(record.get("size", 0)),
+                    str(record.get("sha256", "")),
+                    meta.mimetype,
+                )
+            )
+        return sorted(out, key=lambda a: (a.name, a.artifact_id))
+
+    def of_trial(self, study_name: str, number: int) -> list[ArtifactInfo]:
+        """The artifacts of trial ``number`` of ``study_name``."""
+        return self._infos(self.rdb.get_trial(self._trial_id(study_name, number)))
+
+    def find(self, study_name: str, number: int, name: str, artifact_id: str) -> ArtifactInfo:
+        """One artifact of a trial, by name or by id (exactly one of the two)."""
+        if bool(name) == bool(artifact_id):
+            raise InvalidArgument("give exactly one of name and artifact_id")
+        for a in self.of_trial(study_name, number):
+            if (name and a.name == name) or (artifact_id and a.artifact_id == artifact_id):
+                return a
+        which = f"named {name[:60]!r}" if name else f"with id {artifact_id[:60]!r}"
+        raise NotFound(f"trial {number} of {study_name!r} has no artifact {which}")
+
+    def chunks(self, info: ArtifactInfo) -> Iterator[bytes]:
+        """The stored bytes of ``info``, ``CHUNK_BYTES`` at a time; DataLoss at the end when
+        they do not match the recorded size and sha256."""
+        try:
+            reader = self._require_store().open_reader(info.artifact_id)
+        except ArtifactNotFound:
+            raise DataLoss(
+                f"artifact {info.name!r} ({info.artifact_id}) is listed but its bytes are "
+                "missing from the artifact store"
+            ) from None
+        digest = hashlib.sha256()
+        size = 0
+        with reader:
+            while chunk := reader.read(CHUNK_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+                yield chunk
+        if info.sha256 and (digest.hexdigest() != info.sha256 or size != info.size_bytes):
+            raise DataLoss(
+                f"artifact {info.name!r} ({info.artifact_id}): the stored bytes no longer match "
+                "the sha256 recorded at upload"
+            )

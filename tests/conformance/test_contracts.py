@@ -1,0 +1,68 @@
+"""The written contracts stay in step with the registries: the proto's spec comment names every
+space, loop and trainer, and each base class lists its implementations and its suite."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from archsearch.search import LOOPS, SearchLoop, make_loop
+from archsearch.server._spec import TRAINERS
+from archsearch.spaces import SPACES, DesignSpace
+from archsearch.worker import Trainer
+
+PROTO = Path(__file__).resolve().parents[2] / "proto" / "archsearch" / "v1" / "archsearch.proto"
+SUITES = Path(__file__).resolve().parent
+
+
+def spec_json_comment() -> str:
+    """The comment above ``LaunchSearchRequest.spec_json``, without the ``//`` markers."""
+    text = PROTO.read_text()
+    block = re.search(r"message LaunchSearchRequest \{\n((?:\s*//.*\n)+)\s*string spec_json", text)
+    assert block, "LaunchSearchRequest.spec_json lost its comment"
+    return " ".join(line.strip().removeprefix("//").strip() for line in block[1].splitlines())
+
+
+def quoted(comment: str, key: str) -> set[str]:
+    """The quoted names in ``key (...)`` of the spec comment (up to its ';' or ')')."""
+    found = re.search(rf"\b{key} \(string(?:, required)?: ([^;)]*)", comment) or re.search(
+        rf"\b{key} \(([^;)]*)", comment
+    )
+    assert found, f"the spec comment does not describe {key!r}"
+    return set(re.findall(r'"([^"]+)"', found[1]))
+
+
+def test_the_proto_names_every_space_loop_and_trainer() -> None:
+    comment = spec_json_comment()
+    assert quoted(comment, "space") == set(SPACES)
+    assert quoted(comment, "loop") == set(LOOPS)
+    assert quoted(comment, "trainer") == set(TRAINERS)
+
+
+def implementations(base: type) -> tuple[set[str], set[str]]:
+    """The registry names and the class names of ``base``'s implementations."""
+    if base is SearchLoop:
+        return set(LOOPS), {type(make_loop(name, 0, 1)).__name__ for name in LOOPS}
+    if base is DesignSpace:
+        return set(SPACES), {cls.__name__ for cls in SPACES.values()}
+    from archsearch.worker import BertTrainer, TableTrainer
+
+    trainers = {BertTrainer.name: BertTrainer, TableTrainer.name: TableTrainer}
+    assert set(trainers) == set(TRAINERS), "a new trainer: add it here and to Trainer's docstring"
+    return set(trainers), {cls.__name__ for cls in trainers.values()}
+
+
+@pytest.mark.parametrize(
+    ("base", "suite"),
+    [(SearchLoop, "loop_suite.py"), (DesignSpace, "space_suite.py"), (Trainer, "trainer_suite.py")],
+)
+def test_base_classes_list_their_implementations_and_suite(base: type, suite: str) -> None:
+    doc = base.__doc__ or ""
+    names, classes = implementations(base)
+    missing = sorted(c for c in classes if c not in doc) + sorted(
+        n for n in names if f"``{n}``" not in doc
+    )
+    assert not missing, f"{base.__name__}'s docstring does not list {missing}"
+    assert f"tests/conformance/{suite}" in doc and (SUITES / suite).exists()

@@ -1,0 +1,88 @@
+"""Every registered search loop runs :class:`LoopConformance` (see ``loop_suite.py``)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+
+from archsearch.search import LOOPS, SearchLoop, make_loop
+from archsearch.spaces import BertSpace, DesignSpace, FlexiBertSpace
+from conformance.loop_suite import LoopConformance
+
+#: A small library (30 seeded draws of the full FlexiBERT space), a cheap embedding fit and a
+#: short initial design, so each library-loop test takes about a second.
+LIBRARY_OPTIONS: dict[str, Any] = {
+    "library_size": 30,
+    "n_init": 3,
+    "batch_size": 4,
+    "embedding_dim": 4,
+    "embedding": {"partners": 4, "min_epochs": 10, "max_epochs": 50, "anchors": 8},
+}
+
+
+class _SamplerLoop(LoopConformance):
+    def make_loop(self, seed: int, n_objectives: int) -> SearchLoop:
+        return make_loop(self.loop_name, seed, n_objectives)
+
+    def make_space(self) -> DesignSpace:
+        return BertSpace()
+
+
+class TestRandomLoop(_SamplerLoop):
+    loop_name = "random"
+
+
+class TestTpeLoop(_SamplerLoop):
+    loop_name = "tpe"
+
+
+class TestNsga2Loop(_SamplerLoop):
+    loop_name = "nsga2"
+
+
+class TestGpLoop(_SamplerLoop):
+    loop_name = "gp"
+    n_asks = 6  # each GP fit costs a little; past its 10 random startup trials is not needed
+
+
+class _LibraryLoop(LoopConformance):
+    distinct_after_restart = True
+    n_asks = 6
+    #: The loop's own options (a cheap surrogate fit).
+    own_options: ClassVar[dict[str, Any]] = {}
+
+    def make_loop(self, seed: int, n_objectives: int) -> SearchLoop:
+        return make_loop(
+            self.loop_name, seed, n_objectives, {**LIBRARY_OPTIONS, **self.own_options}
+        )
+
+    def make_space(self) -> DesignSpace:
+        return FlexiBertSpace()
+
+
+class TestBoshnasLoop(_LibraryLoop):
+    loop_name = "boshnas"
+    own_options: ClassVar[dict[str, Any]] = {
+        "n_starts": 2,
+        "surrogate_options": {"max_epochs": 20, "warm_max_epochs": 5},
+    }
+
+
+class TestEmbeddingGPLoop(_LibraryLoop):
+    loop_name = "embedding-gp"
+
+
+def test_every_registered_loop_runs_the_suite() -> None:
+    covered = {
+        cls.loop_name
+        for cls in globals().values()
+        if isinstance(cls, type) and issubclass(cls, LoopConformance) and cls.loop_name
+    }
+    assert covered == set(LOOPS), "add a LoopConformance subclass for each new loop"
+
+
+@pytest.mark.parametrize("name", sorted(LOOPS))
+def test_make_loop_builds_each_registered_loop(name: str) -> None:
+    options = LIBRARY_OPTIONS if name in ("boshnas", "embedding-gp") else None
+    assert make_loop(name, 0, 1, options).name == name

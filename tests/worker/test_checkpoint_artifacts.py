@@ -1,0 +1,124 @@
+"""Checkpoints through the server, worker side: trial references in ``transfer_from``, the
+upload of a kept FlexiBERT checkpoint, the download into a local folder, and the library
+loops naming an uploaded neighbour ``trial:N``. The server side and two real worker processes
+are in tests/server/test_artifacts.py and tests/integration/test_two_workers_artifacts.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import optuna
+import pytest
+from _procs import TABLE
+
+from archsearch.search import BoshnasLoop
+from archsearch.server.client import ClientError
+from archsearch.spaces import FlexiBertSmallSpace
+from archsearch.worker import CandidateError, TrainContext
+from archsearch.worker._checkpoint_artifacts import (
+    CHECKPOINT_FILES,
+    fetch_transfer_source,
+    parse_trial_ref,
+    upload_checkpoint,
+)
+from archsearch.worker._flexibert_pretrain import check_fidelity
+
+
+def test_trial_references() -> None:
+    assert parse_trial_ref("trial:7") == ("", 7)
+    assert parse_trial_ref("trial:my:study:12") == ("my:study", 12)
+    assert parse_trial_ref("/ckpt/folder") is None
+    assert parse_trial_ref("trial") is None  # a relative folder named "trial"
+    for bad in ("trial:", "trial:x", "trial:s:", "trial:-1"):
+        with pytest.raises(ValueError, match="trial:N"):
+            parse_trial_ref(bad)
+        with pytest.raises(ValueError, match="trial:N"):  # refused when the plan is checked
+            check_fidelity({"transfer_from": bad})
+    assert check_fidelity({"transfer_from": "trial:3"}).transfer_from == "trial:3"
+
+
+class FakeServer:
+    """What the runner wires into TrainContext, backed by a dict of (study, trial, name)."""
+
+    def __init__(self) -> None:
+        self.files: dict[tuple[str, int, str], bytes] = {}
+        self.refuse: ClientError | None = None
+
+    def context(self, study: str = "s", number: int = 0) -> TrainContext:
+        def upload(path: Path, name: str) -> str:
+            if self.refuse is not None:
+                raise self.refuse
+            self.files[study, number, name] = path.read_bytes()
+            return f"id-{name}"
+
+        def download(study_name: str, trial: int, name: str, dest: Path) -> None:
+            key = (study_name, trial, name)
+            if key not in self.files:
+                raise ClientError(grpc.StatusCode.NOT_FOUND, f"no artifact named {name!r}")
+            dest.write_bytes(self.files[key])
+
+        return TrainContext(upload=upload, download=download, study_name=study)
+
+
+def test_upload_then_fetch_into_a_local_folder(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for i, name in enumerate(CHECKPOINT_FILES):
+        (kept / name).write_bytes(bytes([i]) * 10)
+    server = FakeServer()
+    info = upload_checkpoint(server.context("s", 4), kept)
+    assert info == {"checkpoint_artifacts": " ".join(CHECKPOINT_FILES)}
+    got = fetch_transfer_source(server.context("s", 9), "trial:4", tmp_path / "root")
+    assert Path(got) == tmp_path / "root" / "transfers" / "s" / "4"
+    for name in CHECKPOINT_FILES:
+        assert (Path(got) / name).read_bytes() == (kept / name).read_bytes()
+    # another study's trial, by name; a plain path is itself
+    other = fetch_transfer_source(server.context("t", 1), "trial:s:4", tmp_path / "root")
+    assert other == got
+    assert fetch_transfer_source(server.context(), "/some/folder", tmp_path) == "/some/folder"
+
+
+def test_fetch_refusals_are_candidate_errors(tmp_path: Path) -> None:
+    server = FakeServer()
+    with pytest.raises(CandidateError, match="keep_checkpoint"):  # the trial kept nothing
+        fetch_transfer_source(server.context(), "trial:3", tmp_path)
+    with pytest.raises(CandidateError, match="connected to a server"):
+        fetch_transfer_source(TrainContext(), "trial:3", tmp_path)
+    with pytest.raises(CandidateError, match="trial:N"):
+        fetch_transfer_source(server.context(), "trial:x", tmp_path)
+
+
+def test_a_refused_upload_is_noted_not_fatal(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.refuse = ClientError(grpc.StatusCode.RESOURCE_EXHAUSTED, "--max-artifact-bytes")
+    for name in CHECKPOINT_FILES:
+        (tmp_path / name).write_bytes(b"x")
+    info = upload_checkpoint(server.context(), tmp_path)
+    assert "--max-artifact-bytes" in info["checkpoint_upload_error"]
+    assert upload_checkpoint(TrainContext(), tmp_path) == {}  # no server: nothing to do
+
+
+def test_context_without_a_server_says_so(tmp_path: Path) -> None:
+    context = TrainContext()
+    assert not context.has_server
+    with pytest.raises(RuntimeError, match="without a worker"):
+        context.upload(tmp_path / "f")
+    with pytest.raises(RuntimeError, match="download"):
+        context.download(1, "f", tmp_path / "f")
+
+
+def test_library_loop_names_an_uploaded_neighbour_by_trial() -> None:
+    """An uploaded checkpoint is named ``trial:N`` (any worker fetches it); one left on its
+    worker only keeps its folder path, as before."""
+    space = FlexiBertSmallSpace(table=TABLE, task="sst2")
+    arch = next(iter(space.enumerate()))
+    uploaded = {"checkpoint": "/on/worker/a", "checkpoint_artifacts": "model.safetensors"}
+    for info, expected in ((uploaded, "trial:1"), ({"checkpoint": "/on/worker/b"}, "/on/worker/b")):
+        study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+        study.tell(study.ask(), 0.5)  # trial 0 kept nothing
+        t = study.ask()
+        t.set_user_attr("candidate", {"architecture": arch})
+        t.set_user_attr("info", info)
+        study.tell(t, 0.8)
+        assert BoshnasLoop._transfer_source(study, space, arch) == expected

@@ -59,7 +59,7 @@ def trainer_names() -> tuple[str, ...]:
     """Every trainer name, built-in ones included (their modules are imported)."""
     for module in TRAINER_MODULES:
         importlib.import_module(module)
-    return tuple(TRAINERS)
+    return tuple(sorted(TRAINERS))  # registration order depends on what was imported first
 
 
 def create_trainer(name: str, options: Mapping[str, Any]) -> Trainer:

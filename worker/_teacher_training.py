@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -47,16 +47,9 @@ class TeacherTraining:
     teacher_metrics: dict[str, dict[str, float]]
     tokenizer: Any
 
-    def encode(
-        self,
-        task_id: str,
-        split: str,
-        subset: int,
-        recipe: Mapping[str, Any],
-        data: Mapping[str, Any] | None = None,
-    ) -> EncodedSplit:
-        """The tokenised split (the trainer's data stages)."""
-        raise NotImplementedError
+    #: The host trainer's tokenising stage (``BertTrainer.encode``), which the teacher's
+    #: fine-tuning reads its splits through.
+    encode: Callable[..., EncodedSplit]
 
     def teacher_for(
         self,

@@ -567,6 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="glue_data folder; default: $ARCHSEARCH_GLUE_DIR, then ../shared/data/glue",
     )
     d.set_defaults(func=cmd_demo)
+
+    from archsearch.fleet.cli import add_fleet_command  # its own package: SLURM, Ray, k8s
+
+    add_fleet_command(sub, command)
     return p
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGES = ("server", "search", "spaces", "surrogates", "worker")
+PACKAGES = ("server", "search", "spaces", "surrogates", "worker", "fleet")
 REPO = Path(__file__).resolve().parents[1]
 
 

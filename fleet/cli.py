@@ -1,0 +1,332 @@
+"""``archsearch fleet``: start, watch and stop many workers through SLURM, Ray or Kubernetes.
+
+The worker's own options follow ``--`` and are checked by ``archsearch worker``'s parser
+before anything is submitted: ``archsearch fleet slurm --server H:P --workers 8 --partition
+gpu --time 4:00:00 -- --trainer bert --study sst2-tpe``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+from archsearch.server.cli import CliError, _add_conn
+
+#: worker options the fleet sets itself (from its own flags), so not accepted after ``--``
+_FLEET_SETS = ("--server", "--token-file", "--tls", "--tls-ca", "--worker-id")
+DEFAULT_FOLDER = "archsearch-fleet"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def worker_args(args: argparse.Namespace, gpus: int) -> list[str]:
+    """The ``archsearch worker`` options of every worker of the fleet, checked.
+
+    The connection flags come from the fleet's own ``--server``/``--token-file``/``--tls``
+    flags; the rest follows ``--``; ``--device cuda`` is added for GPU workers that do not
+    name a device.
+    """
+    from archsearch.server.cli import build_parser
+
+    rest = list(args.worker_args or [])
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    for opt in rest:
+        name = opt.split("=", 1)[0]
+        if name in _FLEET_SETS:
+            raise CliError(
+                f"{name} after `--`: the fleet sets it for every worker; give it before `--` "
+                f"(as a `fleet {args.fleet_command}` option)"
+                if name != "--worker-id"
+                else "--worker-id after `--`: the fleet gives each worker its own id; drop it"
+            )
+    conn = ["--server", args.server]
+    if args.token_file:
+        conn += ["--token-file", str(Path(args.token_file).resolve())]
+    if args.tls_ca:
+        conn += ["--tls-ca", str(Path(args.tls_ca).resolve())]
+    elif args.tls:
+        conn.append("--tls")
+    if gpus > 0 and not any(o.split("=", 1)[0] == "--device" for o in rest):
+        rest += ["--device", "cuda"]
+    # The worker's own parser: a mistake is said now, not in N job logs later.
+    _, unknown = build_parser().parse_known_args(["worker", *conn, *rest])
+    if unknown:
+        raise CliError(
+            f"{unknown[0]} after `--`: not an option of `archsearch worker` (see `archsearch "
+            "worker --help`)"
+        )
+    return [*conn, *rest]
+
+
+# ------------------------------------------------------------------------------ slurm
+
+
+def cmd_fleet_slurm(args: argparse.Namespace) -> int:
+    from archsearch.fleet import _slurm, _state
+
+    try:
+        minutes = _slurm.parse_time_minutes(args.time)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    if args.signal_delay < 15:
+        raise CliError(
+            f"--signal-delay {args.signal_delay}: too short for the worker to hand its trial "
+            "back before SLURM kills the job; give at least 15 (default 90)"
+        )
+    extra: dict[str, str | bool] = {}
+    for item in args.sbatch or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(
+                f"--sbatch {item!r}: expected KEY=VALUE, for example --sbatch mail-type=END"
+            )
+        extra[key] = value
+    opts = _slurm.SlurmOptions(
+        workers=args.workers,
+        folder=Path(args.folder).resolve(),
+        time_minutes=minutes,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        mem_gb=args.mem_gb,
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        constraint=args.constraint,
+        array_parallelism=args.array_parallelism,
+        signal_delay_s=args.signal_delay,
+        setup=list(args.setup or []),
+        extra=extra,
+        python=args.python,
+        job_name=args.job_name,
+        requeue=args.requeue,
+    )
+    wargs = worker_args(args, args.gpus_per_worker)
+    if args.dry_run:
+        try:
+            print(_slurm.sbatch_script(opts), end="")
+        except ValueError as e:
+            raise CliError(f"sbatch parameters refused: {str(e).splitlines()[0]}") from None
+        # What submitit pickles for each task, said in the script's own comment syntax.
+        print(
+            f"# each array task runs: archsearch worker {shlex.join(wargs)} --worker-id "
+            "slurm-<job id>"
+        )
+        return 0
+    if args.cluster == "slurm" and not _slurm.have_slurm():
+        raise CliError(
+            "no SLURM here: `sbatch` and `srun` are not on PATH (run this on a SLURM login "
+            "node, pass --dry-run to see the script, or --cluster local to run the workers "
+            "on this machine)",
+            1,
+        )
+    try:
+        ids = _slurm.submit(opts, wargs, cluster=args.cluster)
+        path = _state.record(
+            opts.folder, "slurm", {"cluster": args.cluster, "server": args.server}, ids
+        )
+    except (ValueError, _state.FleetFileError) as e:
+        raise CliError(str(e).splitlines()[0]) from None
+    except Exception as e:  # submitit's FailedJobError etc.: sbatch said no
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CliError(f"submission failed: {first}", 1) from None
+    print(
+        f"submitted {len(ids)} worker job(s) ({args.cluster}): {' '.join(ids)}\n"
+        f"fleet file {path}; watch with `archsearch fleet status --folder {args.folder}`, "
+        f"stop with `archsearch fleet stop --folder {args.folder}`"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------ status / stop
+
+
+def _members(args: argparse.Namespace) -> tuple[dict, list[str]]:  # type: ignore[type-arg]
+    from archsearch.fleet import _state
+
+    try:
+        data = _state.load(Path(args.folder))
+    except _state.FleetFileError as e:
+        raise CliError(str(e)) from None
+    everyone = _state.members(data)
+    chosen = list(getattr(args, "job", None) or [])
+    unknown = [j for j in chosen if j not in everyone]
+    if unknown:
+        raise CliError(
+            f"--job {unknown[0]}: not in this fleet; `archsearch fleet status --folder "
+            f"{args.folder}` lists its jobs"
+        )
+    return data, chosen or everyone
+
+
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    from archsearch.server._format import table
+
+    data, ids = _members(args)
+    if data["backend"] == "slurm":
+        from archsearch.fleet import _slurm
+
+        try:
+            states = _slurm.job_states(Path(args.folder).resolve(), data["cluster"], ids)
+        except Exception as e:  # sacct missing or failing
+            raise CliError(f"cannot read the jobs' states: {e}", 1) from None
+        rows = [[jid, states.get(jid, "UNKNOWN")] for jid in ids]
+        print(f"slurm fleet ({data['cluster']}) for {data['server']}")
+        print(table(["job", "state"], rows))
+        return 0
+    from archsearch.fleet import _ray
+
+    rows = [[name, state] for name, state in _ray.actor_states(data, ids).items()]
+    print(f"ray fleet at {data['address']} (namespace {data['namespace']}) for {data['server']}")
+    print(table(["actor", "state"], rows))
+    return 0
+
+
+def cmd_fleet_stop(args: argparse.Namespace) -> int:
+    data, ids = _members(args)
+    if data["backend"] == "slurm":
+        from archsearch.fleet import _slurm
+
+        try:
+            done = _slurm.stop_jobs(Path(args.folder).resolve(), data["cluster"], ids)
+        except Exception as e:  # scancel missing or failing
+            raise CliError(f"cannot stop the jobs: {e}", 1) from None
+    else:
+        from archsearch.fleet import _ray
+
+        done = _ray.stop_actors(data, ids, grace_s=args.grace)
+    print(
+        f"stopping {len(done)} worker(s): {' '.join(done) or '(none running)'}; "
+        "each hands its trial back to the server"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+def add_fleet_command(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    command: Callable[[str, str], argparse.ArgumentParser],
+) -> None:
+    """Registers ``archsearch fleet`` and its subcommands on the CLI's subparsers."""
+    fleet = command("fleet", "start, watch and stop many workers (SLURM, Ray, Kubernetes)")
+    fsub = fleet.add_subparsers(
+        dest="fleet_command", required=True, metavar="BACKEND", parser_class=type(fleet)
+    )
+
+    def backend(name: str, help_text: str) -> argparse.ArgumentParser:
+        return fsub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=fleet.formatter_class
+        )
+
+    def common(p: argparse.ArgumentParser) -> None:
+        _add_conn(p)
+        p.add_argument("--workers", type=_positive_int, required=True, help="how many workers")
+        p.add_argument(
+            "--gpus-per-worker",
+            type=_non_negative_int,
+            default=0,
+            help="GPUs each worker gets (its trainer uses --device cuda unless told otherwise)",
+        )
+        p.add_argument(
+            "--folder",
+            default=DEFAULT_FOLDER,
+            help="where the fleet file (and submitit's job files and logs) go; on SLURM a "
+            "folder every node can read",
+        )
+        p.add_argument(
+            "worker_args",
+            nargs=argparse.REMAINDER,
+            metavar="-- WORKER OPTIONS",
+            help="options of `archsearch worker` (--trainer, --study, --idle-exit, ...)",
+        )
+
+    s = backend("slurm", "run workers as a SLURM job array (through submitit)")
+    common(s)
+    s.add_argument("--partition", help="SLURM partition; default: the cluster's")
+    s.add_argument(
+        "--time", required=True, help="time limit per job, SLURM's format (4:00:00, 1-00:00:00)"
+    )
+    s.add_argument("--cpus-per-worker", type=_positive_int, help="CPUs per job")
+    s.add_argument("--mem-gb", type=float, help="memory per job (GB)")
+    s.add_argument("--account", help="SLURM account to charge")
+    s.add_argument("--qos", help="SLURM quality of service")
+    s.add_argument("--constraint", help="SLURM node features, e.g. a100")
+    s.add_argument(
+        "--array-parallelism", type=_positive_int, help="most jobs of the array running at once"
+    )
+    s.add_argument(
+        "--signal-delay",
+        type=int,
+        default=90,
+        metavar="SECONDS",
+        help="SLURM warns a job (USR2) this long before its time limit; the worker then hands "
+        "its trial back",
+    )
+    s.add_argument(
+        "--requeue",
+        action="store_true",
+        help="requeue a job after a time limit or pre-emption (the array keeps its size)",
+    )
+    s.add_argument(
+        "--setup",
+        action="append",
+        metavar="COMMAND",
+        help="shell line run before the worker, repeatable (e.g. 'module load cuda')",
+    )
+    s.add_argument(
+        "--sbatch",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other sbatch option, repeatable (e.g. --sbatch mail-type=END)",
+    )
+    s.add_argument(
+        "--python",
+        help="command starting Python on the nodes; default: this interpreter",
+    )
+    s.add_argument("--job-name", default="archsearch-worker", help="SLURM job name")
+    s.add_argument(
+        "--cluster",
+        choices=["slurm", "local"],
+        default="slurm",
+        help="local: the same jobs as processes of this machine (submitit's local executor)",
+    )
+    s.add_argument("--dry-run", action="store_true", help="print the sbatch script; submit nothing")
+    s.set_defaults(func=cmd_fleet_slurm)
+
+    st = backend("status", "show the state of a fleet's jobs or actors")
+    st.add_argument("--folder", default=DEFAULT_FOLDER, help="the fleet's folder")
+    st.add_argument("--job", action="append", help="only this job or actor, repeatable")
+    st.set_defaults(func=cmd_fleet_status)
+
+    sp = backend("stop", "stop a fleet's workers (each hands its trial back)")
+    sp.add_argument("--folder", default=DEFAULT_FOLDER, help="the fleet's folder")
+    sp.add_argument("--job", action="append", help="only this job or actor, repeatable")
+    sp.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="Ray: seconds to let workers hand back before their actors are killed",
+    )
+    sp.set_defaults(func=cmd_fleet_stop)

@@ -1,0 +1,208 @@
+"""``archsearch fleet slurm``: the real launcher on submitit's local executor, and its script.
+
+The local executor runs the very jobs a SLURM array would (same pickled ``WorkerJob``, same
+signal forwarding), as processes of this machine; only ``sbatch`` itself is not exercised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+from _procs import TABLE, ServerProc, cli, load_trials, table_spec, wait_for, wait_study
+from optuna.trial import TrialState
+
+from archsearch.fleet._slurm import job_states, parse_time_minutes
+from archsearch.server.cli import main
+from archsearch.server.client import SearchClient
+from archsearch.v1 import archsearch_pb2 as pb
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        cli(*argv), capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+def _kill_tree(pid: int) -> None:
+    """Last resort at teardown: a controller and everything under it, by pid."""
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    # A long lease: only a hand-back can explain a stopped worker's trial coming back at once.
+    srv = ServerProc(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "server.log", lease=120)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_four_local_jobs_finish_a_study_two_stopped_mid_trial(
+    tmp_path: Path, server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "fleet"
+    n_trials = 6
+    with SearchClient(server.address) as client:
+        client.launch(table_spec("fleet", n_trials))
+    out = _run(
+        "fleet", "slurm", "--cluster", "local", "--server", server.address,
+        "--workers", "4", "--time", "10", "--folder", str(folder), "--",
+        "--trainer", "table", "--table", TABLE, "--duration", "3",
+        "--poll-seconds", "1", "--idle-exit", "2",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    jobs = json.loads((folder / "fleet.json").read_text())["submissions"][0]["members"]
+    assert len(jobs) == 4 and f"submitted 4 worker job(s) (local): {' '.join(jobs)}" in out.stdout
+    try:
+        with SearchClient(server.address) as client:
+            busy = wait_for(
+                lambda: (
+                    r
+                    if len(
+                        r := {
+                            t.worker_id: t
+                            for t in client.list_trials("fleet")
+                            if t.state == pb.RUNNING and t.worker_id
+                        }
+                    )
+                    >= 2
+                    else None
+                ),
+                60,
+                "two workers in a trial",
+            )
+            (wid_a, trial_a), (wid_b, trial_b) = sorted(busy.items())[:2]
+            job_a, job_b = (w.removeprefix("local-") for w in (wid_a, wid_b))
+            assert {job_a, job_b} <= set(jobs)
+            # A: SLURM's warning before a time limit or pre-emption, as the job receives it.
+            (task_a,) = psutil.Process(int(job_a)).children()
+            os.kill(task_a.pid, signal.SIGUSR2)
+            # B: `fleet stop` of one job.
+            assert main(["fleet", "stop", "--folder", str(folder), "--job", job_b]) == 0
+            assert f"stopping 1 worker(s): {job_b}" in capsys.readouterr().out
+            study = wait_study(client, "fleet", 90)
+            assert study.n_complete >= n_trials
+        trials = load_trials(server.storage, "fleet")
+        for stopped in (trial_a, trial_b):
+            t = next(t for t in trials if t.number == stopped.number)
+            # Handed back (not expired: the lease is 120 s), and finished by another worker.
+            assert t.state == TrialState.FAIL and "SIGTERM" in t.user_attrs["fail_reason"]
+            retry = next(r for r in trials if r.system_attrs.get("failed_trial") == t.number)
+            assert retry.state == TrialState.COMPLETE
+            assert retry.user_attrs["worker"] not in (wid_a, wid_b)
+            assert retry.params == t.params
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        roots = Counter(int(t.system_attrs.get("failed_trial", t.number)) for t in complete)
+        assert len(roots) == n_trials and set(roots.values()) == {1}  # none lost, none twice
+        # Every job ends by itself: the stopped ones after their hand-back, the others when
+        # idle; each worker exited 0, so each job completed.
+        wait_for(
+            lambda: "RUNNING" not in job_states(folder, "local", jobs).values(), 60, "the jobs' end"
+        )
+        assert main(["fleet", "status", "--folder", str(folder)]) == 0
+        status = capsys.readouterr().out
+        for jid in jobs:
+            assert any(line.split()[:2] == [jid, "COMPLETED"] for line in status.splitlines())
+        logs = {j: next(folder.glob(f"{j}_0_log.out")).read_text() for j in (job_a, job_b)}
+        assert "SIGUSR2 received; the worker hands its trial back" in logs[job_a]
+        assert "SIGTERM received; the worker hands its trial back" in logs[job_b]
+    finally:
+        main(["fleet", "stop", "--folder", str(folder)])
+        for jid in jobs:
+            if psutil.pid_exists(int(jid)):
+                _kill_tree(int(jid))
+
+
+def test_dry_run_prints_submitits_array_script(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "fleet", "slurm", "--server", "gpu-head:50051", "--workers", "16",
+            "--gpus-per-worker", "2", "--partition", "a100", "--time", "1-00:00:00",
+            "--array-parallelism", "8", "--requeue", "--setup", "module load cuda",
+            "--cpus-per-worker", "8", "--mem-gb", "32", "--sbatch", "mail-type=END",
+            "--folder", "/shared/fleet", "--dry-run", "--", "--trainer", "bert",
+            "--study", "sst2-tpe",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    script = capsys.readouterr().out
+    flags = {line for line in script.splitlines() if line.startswith("#SBATCH")}
+    for flag in (
+        "#SBATCH --array=0-15%8",
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --partition=a100",
+        "#SBATCH --time=1440",
+        "#SBATCH --signal=USR2@90",
+        "#SBATCH --requeue",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=32768M",
+        "#SBATCH --mail-type=END",
+        "#SBATCH --output=/shared/fleet/%A_%a_0_log.out",
+    ):
+        assert flag in flags, script
+    assert "module load cuda" in script
+    assert "-m submitit.core._submit /shared/fleet" in script
+    assert (
+        "# each array task runs: archsearch worker --server gpu-head:50051 --trainer bert "
+        "--study sst2-tpe --device cuda --worker-id slurm-<job id>"
+    ) in script
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--time", "4h"], "--time '4h': expected SLURM's format"),
+        (["--time", "0"], "must be at least one minute"),
+        (["--time", "10", "--", "--server", "x:1"], "--server after `--`: the fleet sets it"),
+        (["--time", "10", "--", "--worker-id", "w"], "each worker its own id"),
+        (["--time", "10", "--", "--bogus"], "--bogus after `--`: not an option of"),
+        (["--time", "10", "--signal-delay", "5"], "--signal-delay 5: too short"),
+        (["--time", "10", "--sbatch", "x"], "--sbatch 'x': expected KEY=VALUE"),
+        (["--time", "10", "--workers", "0"], "expected a whole number >= 1"),
+        (["--time", "10"], "no SLURM here: `sbatch` and `srun` are not on PATH"),
+    ],
+)
+def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, whatever the machine has
+    base = ["fleet", "slurm", "--server", "h:1", "--workers", "2", "--folder", str(tmp_path)]
+    try:
+        code = main([*base, *argv])
+    except SystemExit as e:  # argparse's own errors
+        code = int(e.code or 0)
+    err = capsys.readouterr().err
+    assert code in (1, 2) and message in err and err.startswith("archsearch: "), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_status_without_a_fleet_says_which_folder(capsys, tmp_path) -> None:
+    assert main(["fleet", "status", "--folder", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"archsearch: no fleet in {tmp_path}" in err and "--folder" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [("240", 240), ("4:00:00", 240), ("90:30", 91), ("1-12", 2160), ("2-00:30", 2910),
+     ("1-00:00:01", 1441)],
+)  # fmt: skip
+def test_slurm_time_formats(text: str, minutes: int) -> None:
+    assert parse_time_minutes(text) == minutes

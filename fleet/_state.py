@@ -41,18 +41,27 @@ def load(folder: Path) -> dict[str, Any]:
     return data
 
 
+def check(folder: Path, backend: str, where: dict[str, Any]) -> dict[str, Any]:
+    """The folder's fleet so far (empty if new); refuses one of another backend or place.
+
+    Called before submitting, so a wrong ``--folder`` starts no worker.
+    """
+    if not fleet_file(folder).exists():
+        return {"backend": backend, **where, "submissions": []}
+    old = load(folder)
+    if old["backend"] != backend or any(old.get(k) != v for k, v in where.items()):
+        raise FleetFileError(
+            f"{folder} already holds a {old['backend']} fleet for another cluster or server; "
+            "pass another --folder"
+        )
+    return old
+
+
 def record(folder: Path, backend: str, where: dict[str, Any], members: list[str]) -> Path:
     """Appends one submission (job ids or actor names) to the folder's fleet file."""
+    data = check(folder, backend, where)
     folder.mkdir(parents=True, exist_ok=True)
     path = fleet_file(folder)
-    data: dict[str, Any] = {"backend": backend, **where, "submissions": []}
-    if path.exists():
-        old = load(folder)
-        if old["backend"] != backend or any(old.get(k) != v for k, v in where.items()):
-            raise FleetFileError(
-                f"{folder} already holds a {old['backend']} fleet elsewhere; use another --folder"
-            )
-        data = old
     data["submissions"].append(
         {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "members": list(members)}
     )

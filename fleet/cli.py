@@ -140,11 +140,14 @@ def cmd_fleet_slurm(args: argparse.Namespace) -> int:
             "on this machine)",
             1,
         )
+    where = {"cluster": args.cluster, "server": args.server}
+    try:
+        _state.check(opts.folder, "slurm", where)
+    except _state.FleetFileError as e:
+        raise CliError(str(e)) from None
     try:
         ids = _slurm.submit(opts, wargs, cluster=args.cluster)
-        path = _state.record(
-            opts.folder, "slurm", {"cluster": args.cluster, "server": args.server}, ids
-        )
+        path = _state.record(opts.folder, "slurm", where, ids)
     except (ValueError, _state.FleetFileError) as e:
         raise CliError(str(e).splitlines()[0]) from None
     except Exception as e:  # submitit's FailedJobError etc.: sbatch said no
@@ -154,6 +157,50 @@ def cmd_fleet_slurm(args: argparse.Namespace) -> int:
         f"submitted {len(ids)} worker job(s) ({args.cluster}): {' '.join(ids)}\n"
         f"fleet file {path}; watch with `archsearch fleet status --folder {args.folder}`, "
         f"stop with `archsearch fleet stop --folder {args.folder}`"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------ ray
+
+
+def cmd_fleet_ray(args: argparse.Namespace) -> int:
+    from archsearch.fleet import _ray, _state
+
+    wargs = worker_args(args, args.gpus_per_worker)
+    folder = Path(args.folder).resolve()
+    where = {"address": args.address, "namespace": args.namespace, "server": args.server}
+    try:
+        ray = _ray.connect(args.address, args.namespace, args.ray_token_file)
+    except _ray.RayMissing as e:
+        raise CliError(str(e), 1) from None
+    except Exception as e:  # no cluster at that address, refused token, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CliError(
+            f"cannot connect to Ray at {args.address}: {first} (start the cluster, or pass "
+            "--address HOST:PORT of its head, or ray://HOST:10001)",
+            1,
+        ) from None
+    try:
+        _state.check(folder, "ray", where)
+        names = _ray.start_actors(
+            ray,
+            args.name,
+            args.namespace,
+            args.workers,
+            wargs,
+            gpus=args.gpus_per_worker,
+            cpus=args.cpus_per_worker,
+            max_restarts=args.max_restarts,
+        )
+        path = _state.record(folder, "ray", where, names)
+    except (ValueError, _state.FleetFileError) as e:
+        raise CliError(str(e)) from None
+    print(
+        f"started {len(names)} worker actor(s) on Ray at {args.address} (namespace "
+        f"{args.namespace}): {' '.join(names)}\nfleet file {path}; watch with `archsearch "
+        f"fleet status --folder {args.folder}`, stop with `archsearch fleet stop --folder "
+        f"{args.folder}`"
     )
     return 0
 
@@ -196,7 +243,13 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
         return 0
     from archsearch.fleet import _ray
 
-    rows = [[name, state] for name, state in _ray.actor_states(data, ids).items()]
+    try:
+        states = _ray.actor_states(data, ids, args.ray_token_file)
+    except _ray.RayMissing as e:
+        raise CliError(str(e), 1) from None
+    except Exception as e:  # the cluster is gone or refuses us
+        raise CliError(f"cannot reach Ray at {data['address']}: {e}", 1) from None
+    rows = [[name, state] for name, state in states.items()]
     print(f"ray fleet at {data['address']} (namespace {data['namespace']}) for {data['server']}")
     print(table(["actor", "state"], rows))
     return 0
@@ -214,7 +267,12 @@ def cmd_fleet_stop(args: argparse.Namespace) -> int:
     else:
         from archsearch.fleet import _ray
 
-        done = _ray.stop_actors(data, ids, grace_s=args.grace)
+        try:
+            done = _ray.stop_actors(data, ids, args.grace, args.ray_token_file)
+        except _ray.RayMissing as e:
+            raise CliError(str(e), 1) from None
+        except Exception as e:  # the cluster is gone or refuses us
+            raise CliError(f"cannot reach Ray at {data['address']}: {e}", 1) from None
     print(
         f"stopping {len(done)} worker(s): {' '.join(done) or '(none running)'}; "
         "each hands its trial back to the server"
@@ -315,14 +373,41 @@ def add_fleet_command(
     s.add_argument("--dry-run", action="store_true", help="print the sbatch script; submit nothing")
     s.set_defaults(func=cmd_fleet_slurm)
 
+    r = backend("ray", "run workers as Ray actors on an existing Ray cluster (extra: ray)")
+    common(r)
+    r.add_argument(
+        "--address",
+        required=True,
+        help="the Ray cluster: HOST:PORT of its head (GCS), ray://HOST:10001, or auto",
+    )
+    r.add_argument("--namespace", default="archsearch", help="Ray namespace of the actors")
+    r.add_argument("--name", default="archsearch-worker", help="actors are NAME-0, NAME-1, ...")
+    r.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves per worker"
+    )
+    r.add_argument(
+        "--max-restarts",
+        type=int,
+        default=-1,
+        help="how often Ray restarts a worker that died (-1: always)",
+    )
+    r.add_argument(
+        "--ray-token-file",
+        help="Ray's token for token authentication (sets RAY_AUTH_TOKEN_PATH); default: "
+        "Ray's own settings (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)",
+    )
+    r.set_defaults(func=cmd_fleet_ray)
+
     st = backend("status", "show the state of a fleet's jobs or actors")
     st.add_argument("--folder", default=DEFAULT_FOLDER, help="the fleet's folder")
     st.add_argument("--job", action="append", help="only this job or actor, repeatable")
+    st.add_argument("--ray-token-file", help="Ray fleets: Ray's token (see `fleet ray`)")
     st.set_defaults(func=cmd_fleet_status)
 
     sp = backend("stop", "stop a fleet's workers (each hands its trial back)")
     sp.add_argument("--folder", default=DEFAULT_FOLDER, help="the fleet's folder")
     sp.add_argument("--job", action="append", help="only this job or actor, repeatable")
+    sp.add_argument("--ray-token-file", help="Ray fleets: Ray's token (see `fleet ray`)")
     sp.add_argument(
         "--grace",
         type=float,

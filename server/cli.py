@@ -606,4 +606,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m archsearch.server.cli`: the package's module, so that its CliError (raised
+    # by the fleet commands' own module) is the one main catches, not a __main__ copy.
+    from archsearch.server.cli import main as _main
+
+    sys.exit(_main())

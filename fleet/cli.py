@@ -39,15 +39,8 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def worker_args(args: argparse.Namespace, gpus: int) -> list[str]:
-    """The ``archsearch worker`` options of every worker of the fleet, checked.
-
-    The connection flags come from the fleet's own ``--server``/``--token-file``/``--tls``
-    flags; the rest follows ``--``; ``--device cuda`` is added for GPU workers that do not
-    name a device.
-    """
-    from archsearch.server.cli import build_parser
-
+def _rest(args: argparse.Namespace) -> list[str]:
+    """The worker options after ``--``, without options the fleet sets itself."""
     rest = list(args.worker_args or [])
     if rest and rest[0] == "--":
         rest = rest[1:]
@@ -60,6 +53,29 @@ def worker_args(args: argparse.Namespace, gpus: int) -> list[str]:
                 if name != "--worker-id"
                 else "--worker-id after `--`: the fleet gives each worker its own id; drop it"
             )
+    return rest
+
+
+def _check_worker_options(options: list[str]) -> None:
+    """``archsearch worker``'s own parser: a mistake is said now, not in N logs later."""
+    from archsearch.server.cli import build_parser
+
+    _, unknown = build_parser().parse_known_args(["worker", *options])
+    if unknown:
+        raise CliError(
+            f"{unknown[0]} after `--`: not an option of `archsearch worker` (see `archsearch "
+            "worker --help`)"
+        )
+
+
+def worker_args(args: argparse.Namespace, gpus: int) -> list[str]:
+    """The ``archsearch worker`` options of every worker of the fleet, checked.
+
+    The connection flags come from the fleet's own ``--server``/``--token-file``/``--tls``
+    flags; the rest follows ``--``; ``--device cuda`` is added for GPU workers that do not
+    name a device.
+    """
+    rest = _rest(args)
     conn = ["--server", args.server]
     if args.token_file:
         conn += ["--token-file", str(Path(args.token_file).resolve())]
@@ -69,13 +85,7 @@ def worker_args(args: argparse.Namespace, gpus: int) -> list[str]:
         conn.append("--tls")
     if gpus > 0 and not any(o.split("=", 1)[0] == "--device" for o in rest):
         rest += ["--device", "cuda"]
-    # The worker's own parser: a mistake is said now, not in N job logs later.
-    _, unknown = build_parser().parse_known_args(["worker", *conn, *rest])
-    if unknown:
-        raise CliError(
-            f"{unknown[0]} after `--`: not an option of `archsearch worker` (see `archsearch "
-            "worker --help`)"
-        )
+    _check_worker_options([*conn, *rest])
     return [*conn, *rest]
 
 
@@ -202,6 +212,80 @@ def cmd_fleet_ray(args: argparse.Namespace) -> int:
         f"fleet status --folder {args.folder}`, stop with `archsearch fleet stop --folder "
         f"{args.folder}`"
     )
+    return 0
+
+
+# ------------------------------------------------------------------------------ k8s
+
+
+def _first_line(path: str, flag: str) -> str:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise CliError(f"cannot read {flag} {path}: {e.strerror}") from None
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise CliError(f"{flag} {path} is empty; its first line must be the token")
+    return token
+
+
+def cmd_fleet_k8s(args: argparse.Namespace) -> int:
+    from archsearch.fleet import _k8s
+
+    if not args.render:
+        raise CliError(
+            "fleet k8s renders manifests and applies nothing: pass --render and give the "
+            "output to kubectl (`archsearch fleet k8s --render ... | kubectl apply -f -`)"
+        )
+    rest = _rest(args)
+    if any(o.split("=", 1)[0] == "--stop-grace" for o in rest):
+        raise CliError(
+            "--stop-grace after `--`: the pods' termination grace is set from it; give it "
+            "before `--` (as a `fleet k8s` option)"
+        )
+    if args.kind == "job" and not any(o.split("=", 1)[0] == "--idle-exit" for o in rest):
+        raise CliError(
+            "--kind job: the workers must end when the study is done; pass "
+            "`-- --idle-exit SECONDS` (e.g. -- --idle-exit 300)"
+        )
+    if args.stop_grace < 0:
+        raise CliError(f"--stop-grace {args.stop_grace:g}: must be >= 0 (seconds)")
+    options = ["--server", args.server or "archsearch-server:50051", *rest]
+    _check_worker_options(options)
+    opts = _k8s.K8sOptions(
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        worker_image=args.image,
+        server_image=args.server_image,
+        namespace=args.namespace,
+        name=args.name,
+        server=args.server,
+        kind=args.kind,
+        token_secret=args.token_secret,
+        db_secret=args.db_secret,
+        worker_token=_first_line(args.token_file, "--token-file") if args.token_file else None,
+        admin_token=(
+            _first_line(args.admin_token_file, "--admin-token-file")
+            if args.admin_token_file
+            else None
+        ),
+        storage_url=args.storage_url,
+        stop_grace_s=args.stop_grace,
+        cpus_per_worker=args.cpus_per_worker,
+        mem_gb=args.mem_gb,
+        data_pvc=args.data_pvc,
+        data_mount=args.data_mount,
+        worker_args=rest,
+    )
+    text = _k8s.to_yaml(_k8s.render(opts))
+    if args.output:
+        try:
+            Path(args.output).write_text(text)
+        except OSError as e:
+            raise CliError(f"cannot write --output {args.output}: {e.strerror}", 1) from None
+        print(f"wrote {args.output}; apply it with `kubectl apply -f {args.output}`")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -397,6 +481,64 @@ def add_fleet_command(
         "Ray's own settings (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)",
     )
     r.set_defaults(func=cmd_fleet_ray)
+
+    k = backend("k8s", "render Kubernetes manifests for the workers (and the server)")
+    k.add_argument("--render", action="store_true", help="write the manifests (YAML)")
+    k.add_argument("--output", help="file to write; default: standard output")
+    k.add_argument("--workers", type=_positive_int, default=1, help="worker replicas")
+    k.add_argument(
+        "--gpus-per-worker", type=_non_negative_int, default=0, help="nvidia.com/gpu per worker"
+    )
+    k.add_argument("--cpus-per-worker", type=float, help="CPU request per worker")
+    k.add_argument("--mem-gb", type=float, help="memory request and limit per worker (GB)")
+    k.add_argument(
+        "--kind",
+        choices=["deployment", "job"],
+        default="deployment",
+        help="workers as a Deployment (scaled with kubectl scale) or a Job that ends with "
+        "the study (needs -- --idle-exit S)",
+    )
+    k.add_argument("--image", default="archsearch-worker:latest", help="worker image")
+    k.add_argument("--server-image", default="archsearch-server:latest", help="server image")
+    k.add_argument("--namespace", help="namespace of every object; default: kubectl's")
+    k.add_argument("--name", default="archsearch", help="prefix of the objects' names")
+    k.add_argument(
+        "--server",
+        help="HOST:PORT of a server outside the cluster; default: render the server too "
+        "(Deployment and Service NAME-server)",
+    )
+    k.add_argument(
+        "--token-secret",
+        default="archsearch-tokens",
+        help="Secret with keys worker (the workers' token) and admin (the server's admin tokens)",
+    )
+    k.add_argument(
+        "--db-secret", default="archsearch-db", help="Secret whose key url is the storage URL"
+    )
+    k.add_argument(
+        "--token-file",
+        help="render the token Secret with this worker token (the output then holds it)",
+    )
+    k.add_argument("--admin-token-file", help="with --token-file: the admin token for it")
+    k.add_argument(
+        "--storage-url", help="render the db Secret with this URL (the output then holds it)"
+    )
+    k.add_argument(
+        "--stop-grace",
+        type=float,
+        default=10.0,
+        help="the worker's hand-back time after SIGTERM; the pods get this + 20 s (at "
+        "least 30) of termination grace",
+    )
+    k.add_argument("--data-pvc", help="PersistentVolumeClaim with data (e.g. GLUE) to mount")
+    k.add_argument("--data-mount", default="/data", help="where --data-pvc is mounted")
+    k.add_argument(
+        "worker_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- WORKER OPTIONS",
+        help="options of `archsearch worker` (--trainer, --study, --glue-dir, ...)",
+    )
+    k.set_defaults(func=cmd_fleet_k8s)
 
     st = backend("status", "show the state of a fleet's jobs or actors")
     st.add_argument("--folder", default=DEFAULT_FOLDER, help="the fleet's folder")

@@ -19,7 +19,7 @@ import pytest
 from _procs import TABLE, ServerProc, cli, load_trials, table_spec, wait_for, wait_study
 from optuna.trial import TrialState
 
-from archsearch.fleet._slurm import job_states, parse_time_minutes
+from archsearch.fleet._slurm import _local_alive, job_states, parse_time_minutes
 from archsearch.server.cli import main
 from archsearch.server.client import SearchClient
 from archsearch.v1 import archsearch_pb2 as pb
@@ -206,3 +206,45 @@ def test_status_without_a_fleet_says_which_folder(capsys, tmp_path) -> None:
 )  # fmt: skip
 def test_slurm_time_formats(text: str, minutes: int) -> None:
     assert parse_time_minutes(text) == minutes
+
+
+def test_requeue_after_slurms_warning_restarts_the_worker(
+    tmp_path: Path, server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--requeue: after USR2 the worker hands back, then submitit requeues the job (its local
+    executor restarts it) and a new worker with the same id finishes the study."""
+    folder = tmp_path / "fleet"
+    with SearchClient(server.address) as client:
+        client.launch(table_spec("requeue", 2))
+    out = _run(
+        "fleet", "slurm", "--cluster", "local", "--server", server.address, "--requeue",
+        "--workers", "1", "--time", "10", "--folder", str(folder), "--",
+        "--trainer", "table", "--table", TABLE, "--duration", "3",
+        "--poll-seconds", "1", "--idle-exit", "2",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (job,) = json.loads((folder / "fleet.json").read_text())["submissions"][0]["members"]
+    try:
+        with SearchClient(server.address) as client:
+            (first,) = wait_for(
+                lambda: [t for t in client.list_trials("requeue") if t.state == pb.RUNNING],
+                60,
+                "a running trial",
+            )
+            (task,) = psutil.Process(int(job)).children()
+            os.kill(task.pid, signal.SIGUSR2)
+            wait_study(client, "requeue", 90)
+        wait_for(lambda: not _local_alive(job), 60, "the job to end")
+        log = next(folder.glob(f"{job}_0_log.out")).read_text()
+        assert "SIGUSR2 received" in log and f"Requeued job {job}" in log
+        assert log.count(f"worker local-{job} registered") == 2  # the same worker, again
+        trials = load_trials(server.storage, "requeue")
+        handed = next(t for t in trials if t.number == first.number)
+        assert handed.state == TrialState.FAIL and "SIGTERM" in handed.user_attrs["fail_reason"]
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert len(done) == 2 and {t.user_attrs["worker"] for t in done} == {f"local-{job}"}
+        assert job_states(folder, "local", [job]) == {job: "COMPLETED"}
+    finally:
+        main(["fleet", "stop", "--folder", str(folder)])
+        if psutil.pid_exists(int(job)):
+            _kill_tree(int(job))

@@ -94,7 +94,21 @@ def worker_args(args: argparse.Namespace, gpus: int) -> list[str]:
 
 def cmd_fleet_slurm(args: argparse.Namespace) -> int:
     from archsearch.fleet import _slurm, _state
+    from archsearch.server.app import is_loopback
 
+    try:
+        import submitit  # noqa: F401 - the extra is there, or say how to get it
+    except ImportError:
+        raise CliError(
+            "submitit is not installed here; install the extra: pip install 'archsearch[fleet]'",
+            1,
+        ) from None
+    host = args.server.rpartition(":")[0] or args.server
+    if args.cluster == "slurm" and is_loopback(host):
+        raise CliError(
+            f"--server {args.server} is this machine's loopback address, which the SLURM "
+            "nodes cannot reach; pass --server HOST:PORT of the server as the nodes see it"
+        )
     try:
         minutes = _slurm.parse_time_minutes(args.time)
     except ValueError as e:

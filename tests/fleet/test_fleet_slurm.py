@@ -179,6 +179,8 @@ def test_dry_run_prints_submitits_array_script(capsys: pytest.CaptureFixture[str
         (["--time", "10", "--sbatch", "x"], "--sbatch 'x': expected KEY=VALUE"),
         (["--time", "10", "--workers", "0"], "expected a whole number >= 1"),
         (["--time", "10"], "no SLURM here: `sbatch` and `srun` are not on PATH"),
+        (["--time", "10", "--server", "127.0.0.1:50051"], "the SLURM nodes cannot reach"),
+        (["--time", "10", "--server", "localhost:50051", "--dry-run"], "loopback address"),
     ],
 )
 def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch) -> None:

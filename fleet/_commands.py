@@ -1,0 +1,377 @@
+"""The ``archsearch fleet`` commands (their parser is in ``cli``).
+
+The worker's own options follow ``--`` and are checked by ``archsearch worker``'s parser
+before anything is submitted: ``archsearch fleet slurm --server H:P --workers 8 --partition
+gpu --time 4:00:00 -- --trainer bert --study sst2-tpe``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from archsearch.server.cli import CliError
+
+#: worker options the fleet sets itself (from its own flags), so not accepted after ``--``
+_FLEET_SETS = ("--server", "--token-file", "--tls", "--tls-ca", "--worker-id")
+DEFAULT_FOLDER = "archsearch-fleet"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _rest(args: argparse.Namespace) -> list[str]:
+    """The worker options after ``--``, without options the fleet sets itself."""
+    rest = list(args.worker_args or [])
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    for opt in rest:
+        name = opt.split("=", 1)[0]
+        if name in _FLEET_SETS:
+            raise CliError(
+                f"{name} after `--`: the fleet sets it for every worker; give it before `--` "
+                f"(as a `fleet {args.fleet_command}` option)"
+                if name != "--worker-id"
+                else "--worker-id after `--`: the fleet gives each worker its own id; drop it"
+            )
+    return rest
+
+
+def _check_worker_options(options: list[str]) -> None:
+    """``archsearch worker``'s own parser: a mistake is said now, not in N logs later."""
+    from archsearch.server.cli import build_parser
+
+    _, unknown = build_parser().parse_known_args(["worker", *options])
+    if unknown:
+        raise CliError(
+            f"{unknown[0]} after `--`: not an option of `archsearch worker` (see `archsearch "
+            "worker --help`)"
+        )
+
+
+def worker_args(args: argparse.Namespace, gpus: int) -> list[str]:
+    """The ``archsearch worker`` options of every worker of the fleet, checked.
+
+    The connection flags come from the fleet's own ``--server``/``--token-file``/``--tls``
+    flags; the rest follows ``--``; ``--device cuda`` is added for GPU workers that do not
+    name a device.
+    """
+    rest = _rest(args)
+    conn = ["--server", args.server]
+    if args.token_file:
+        conn += ["--token-file", str(Path(args.token_file).resolve())]
+    if args.tls_ca:
+        conn += ["--tls-ca", str(Path(args.tls_ca).resolve())]
+    elif args.tls:
+        conn.append("--tls")
+    if gpus > 0 and not any(o.split("=", 1)[0] == "--device" for o in rest):
+        rest += ["--device", "cuda"]
+    _check_worker_options([*conn, *rest])
+    return [*conn, *rest]
+
+
+# ------------------------------------------------------------------------------ slurm
+
+
+def cmd_fleet_slurm(args: argparse.Namespace) -> int:
+    from archsearch.fleet import _slurm, _state
+    from archsearch.server.app import is_loopback
+
+    try:
+        import submitit  # noqa: F401 - the extra is there, or say how to get it
+    except ImportError:
+        raise CliError(
+            "submitit is not installed here; install the extra: pip install 'archsearch[fleet]'",
+            1,
+        ) from None
+    host = args.server.rpartition(":")[0] or args.server
+    if args.cluster == "slurm" and is_loopback(host):
+        raise CliError(
+            f"--server {args.server} is this machine's loopback address, which the SLURM "
+            "nodes cannot reach; pass --server HOST:PORT of the server as the nodes see it"
+        )
+    try:
+        minutes = _slurm.parse_time_minutes(args.time)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    if args.signal_delay < 15:
+        raise CliError(
+            f"--signal-delay {args.signal_delay}: too short for the worker to hand its trial "
+            "back before SLURM kills the job; give at least 15 (default 90)"
+        )
+    extra: dict[str, str | bool] = {}
+    for item in args.sbatch or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(
+                f"--sbatch {item!r}: expected KEY=VALUE, for example --sbatch mail-type=END"
+            )
+        extra[key] = value
+    opts = _slurm.SlurmOptions(
+        workers=args.workers,
+        folder=Path(args.folder).resolve(),
+        time_minutes=minutes,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        mem_gb=args.mem_gb,
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        constraint=args.constraint,
+        array_parallelism=args.array_parallelism,
+        signal_delay_s=args.signal_delay,
+        setup=list(args.setup or []),
+        extra=extra,
+        python=args.python,
+        job_name=args.job_name,
+        requeue=args.requeue,
+    )
+    wargs = worker_args(args, args.gpus_per_worker)
+    if args.dry_run:
+        try:
+            print(_slurm.sbatch_script(opts), end="")
+        except ValueError as e:
+            raise CliError(f"sbatch parameters refused: {str(e).splitlines()[0]}") from None
+        # What submitit pickles for each task, said in the script's own comment syntax.
+        print(
+            f"# each array task runs: archsearch worker {shlex.join(wargs)} --worker-id "
+            "slurm-<job id>"
+        )
+        return 0
+    if args.cluster == "slurm" and not _slurm.have_slurm():
+        raise CliError(
+            "no SLURM here: `sbatch` and `srun` are not on PATH (run this on a SLURM login "
+            "node, pass --dry-run to see the script, or --cluster local to run the workers "
+            "on this machine)",
+            1,
+        )
+    where = {"cluster": args.cluster, "server": args.server}
+    try:
+        _state.check(opts.folder, "slurm", where)
+    except _state.FleetFileError as e:
+        raise CliError(str(e)) from None
+    try:
+        ids = _slurm.submit(opts, wargs, cluster=args.cluster)
+        path = _state.record(opts.folder, "slurm", where, ids)
+    except (ValueError, _state.FleetFileError) as e:
+        raise CliError(str(e).splitlines()[0]) from None
+    except Exception as e:  # submitit's FailedJobError etc.: sbatch said no
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CliError(f"submission failed: {first}", 1) from None
+    print(
+        f"submitted {len(ids)} worker job(s) ({args.cluster}): {' '.join(ids)}\n"
+        f"fleet file {path}; watch with `archsearch fleet status --folder {args.folder}`, "
+        f"stop with `archsearch fleet stop --folder {args.folder}`"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------ ray
+
+
+def cmd_fleet_ray(args: argparse.Namespace) -> int:
+    from archsearch.fleet import _ray, _state
+
+    wargs = worker_args(args, args.gpus_per_worker)
+    folder = Path(args.folder).resolve()
+    where = {"address": args.address, "namespace": args.namespace, "server": args.server}
+    try:
+        ray = _ray.connect(args.address, args.namespace, args.ray_token_file)
+    except _ray.RayMissing as e:
+        raise CliError(str(e), 1) from None
+    except Exception as e:  # no cluster at that address, refused token, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CliError(
+            f"cannot connect to Ray at {args.address}: {first} (start the cluster, or pass "
+            "--address HOST:PORT of its head, or ray://HOST:10001)",
+            1,
+        ) from None
+    try:
+        _state.check(folder, "ray", where)
+        names = _ray.start_actors(
+            ray,
+            args.name,
+            args.namespace,
+            args.workers,
+            wargs,
+            gpus=args.gpus_per_worker,
+            cpus=args.cpus_per_worker,
+            max_restarts=args.max_restarts,
+        )
+        path = _state.record(folder, "ray", where, names)
+    except (ValueError, _state.FleetFileError) as e:
+        raise CliError(str(e)) from None
+    print(
+        f"started {len(names)} worker actor(s) on Ray at {args.address} (namespace "
+        f"{args.namespace}): {' '.join(names)}\nfleet file {path}; watch with `archsearch "
+        f"fleet status --folder {args.folder}`, stop with `archsearch fleet stop --folder "
+        f"{args.folder}`"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------ k8s
+
+
+def _first_line(path: str, flag: str) -> str:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise CliError(f"cannot read {flag} {path}: {e.strerror}") from None
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise CliError(f"{flag} {path} is empty; its first line must be the token")
+    return token
+
+
+def cmd_fleet_k8s(args: argparse.Namespace) -> int:
+    from archsearch.fleet import _k8s
+
+    if not args.render:
+        raise CliError(
+            "fleet k8s renders manifests and applies nothing: pass --render and give the "
+            "output to kubectl (`archsearch fleet k8s --render ... | kubectl apply -f -`)"
+        )
+    rest = _rest(args)
+    if any(o.split("=", 1)[0] == "--stop-grace" for o in rest):
+        raise CliError(
+            "--stop-grace after `--`: the pods' termination grace is set from it; give it "
+            "before `--` (as a `fleet k8s` option)"
+        )
+    if args.kind == "job" and not any(o.split("=", 1)[0] == "--idle-exit" for o in rest):
+        raise CliError(
+            "--kind job: the workers must end when the study is done; pass "
+            "`-- --idle-exit SECONDS` (e.g. -- --idle-exit 300)"
+        )
+    if args.stop_grace < 0:
+        raise CliError(f"--stop-grace {args.stop_grace:g}: must be >= 0 (seconds)")
+    options = ["--server", args.server or "archsearch-server:50051", *rest]
+    _check_worker_options(options)
+    opts = _k8s.K8sOptions(
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        worker_image=args.image,
+        server_image=args.server_image,
+        namespace=args.namespace,
+        name=args.name,
+        server=args.server,
+        kind=args.kind,
+        token_secret=args.token_secret,
+        db_secret=args.db_secret,
+        worker_token=_first_line(args.token_file, "--token-file") if args.token_file else None,
+        admin_token=(
+            _first_line(args.admin_token_file, "--admin-token-file")
+            if args.admin_token_file
+            else None
+        ),
+        storage_url=args.storage_url,
+        stop_grace_s=args.stop_grace,
+        cpus_per_worker=args.cpus_per_worker,
+        mem_gb=args.mem_gb,
+        data_pvc=args.data_pvc,
+        data_mount=args.data_mount,
+        worker_args=rest,
+    )
+    text = _k8s.to_yaml(_k8s.render(opts))
+    if args.output:
+        try:
+            Path(args.output).write_text(text)
+        except OSError as e:
+            raise CliError(f"cannot write --output {args.output}: {e.strerror}", 1) from None
+        print(f"wrote {args.output}; apply it with `kubectl apply -f {args.output}`")
+    else:
+        print(text, end="")
+    return 0
+
+
+# ------------------------------------------------------------------------------ status / stop
+
+
+def _members(args: argparse.Namespace) -> tuple[dict, list[str]]:  # type: ignore[type-arg]
+    from archsearch.fleet import _state
+
+    try:
+        data = _state.load(Path(args.folder))
+    except _state.FleetFileError as e:
+        raise CliError(str(e)) from None
+    everyone = _state.members(data)
+    chosen = list(getattr(args, "job", None) or [])
+    unknown = [j for j in chosen if j not in everyone]
+    if unknown:
+        raise CliError(
+            f"--job {unknown[0]}: not in this fleet; `archsearch fleet status --folder "
+            f"{args.folder}` lists its jobs"
+        )
+    return data, chosen or everyone
+
+
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    from archsearch.server._format import table
+
+    data, ids = _members(args)
+    if data["backend"] == "slurm":
+        from archsearch.fleet import _slurm
+
+        try:
+            states = _slurm.job_states(Path(args.folder).resolve(), data["cluster"], ids)
+        except Exception as e:  # sacct missing or failing
+            raise CliError(f"cannot read the jobs' states: {e}", 1) from None
+        rows = [[jid, states.get(jid, "UNKNOWN")] for jid in ids]
+        print(f"slurm fleet ({data['cluster']}) for {data['server']}")
+        print(table(["job", "state"], rows))
+        return 0
+    from archsearch.fleet import _ray
+
+    try:
+        states = _ray.actor_states(data, ids, args.ray_token_file)
+    except _ray.RayMissing as e:
+        raise CliError(str(e), 1) from None
+    except Exception as e:  # the cluster is gone or refuses us
+        raise CliError(f"cannot reach Ray at {data['address']}: {e}", 1) from None
+    rows = [[name, state] for name, state in states.items()]
+    print(f"ray fleet at {data['address']} (namespace {data['namespace']}) for {data['server']}")
+    print(table(["actor", "state"], rows))
+    return 0
+
+
+def cmd_fleet_stop(args: argparse.Namespace) -> int:
+    data, ids = _members(args)
+    if data["backend"] == "slurm":
+        from archsearch.fleet import _slurm
+
+        try:
+            done = _slurm.stop_jobs(Path(args.folder).resolve(), data["cluster"], ids)
+        except Exception as e:  # scancel missing or failing
+            raise CliError(f"cannot stop the jobs: {e}", 1) from None
+    else:
+        from archsearch.fleet import _ray
+
+        try:
+            done = _ray.stop_actors(data, ids, args.grace, args.ray_token_file)
+        except _ray.RayMissing as e:
+            raise CliError(str(e), 1) from None
+        except Exception as e:  # the cluster is gone or refuses us
+            raise CliError(f"cannot reach Ray at {data['address']}: {e}", 1) from None
+    print(
+        f"stopping {len(done)} worker(s): {' '.join(done) or '(none running)'}; "
+        "each hands its trial back to the server"
+    )
+    return 0

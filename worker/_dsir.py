@@ -10,7 +10,8 @@ weights and selections equal the package's (``tests/worker/test_dsir.py`` checks
    ``sha256 mod buckets``.
 2. Importance weights: ``q`` = normalised bucket counts over the whole pool, ``p`` = over the
    whole target (plus an optional Laplace pseudo-count per bucket, the package's
-   ``target_laplace_smoothing``), and ``log w(x) = sum_j c_j(x) (log(p_j + 1e-8) - log(q_j + 1e-8))``.
+   ``target_laplace_smoothing``), and
+   ``log w(x) = sum_j c_j(x) (log(p_j + 1e-8) - log(q_j + 1e-8))``.
 3. Resampling: Gumbel(0, 1) noise on ``log w`` then the top k (sampling k without replacement
    with probability proportional to ``w``); ``top_k=True`` skips the noise. The noise comes from
    ``np.random.RandomState(seed).gumbel``, the generator the package draws from, so a seeded
@@ -445,9 +446,7 @@ def dsir_select(
     )
 
 
-def select_texts(
-    pool: Sequence[str], target: Sequence[str], k: int, **options: Any
-) -> list[str]:
+def select_texts(pool: Sequence[str], target: Sequence[str], k: int, **options: Any) -> list[str]:
     """The k pool texts DSIR picks towards ``target`` (in pool order).
 
     For callers that want text, not provenance (distillation text, pre-training text);

@@ -456,8 +456,11 @@ def select_texts(pool: Sequence[str], target: Sequence[str], k: int, **options: 
 
 
 def _kl_of(weights: ImportanceWeights, chosen: np.ndarray) -> float:
-    counts = weights.pool.counts(chosen).astype(np.float64)
-    return kl_divergence(weights.target_probs, counts / max(counts.sum(), 1.0))
+    # Add-one smoothing of the selection's counts: a few hundred short texts leave most of
+    # 10k buckets empty, and unsmoothed those empty buckets (log 1e-8) would swamp the
+    # measure and favour whichever selection spreads over more buckets.
+    counts = weights.pool.counts(chosen).astype(np.float64) + 1.0
+    return kl_divergence(weights.target_probs, counts / counts.sum())
 
 
 def _shares(names: np.ndarray) -> dict[str, float]:

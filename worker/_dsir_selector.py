@@ -87,9 +87,9 @@ def check_dsir_options(
         raise SpecError(f"{section}.min_length", f"must be >= 0, got {out['min_length']}")
     for key in ("pool", "target"):
         try:
-            out[key] = source_names(out[key], f"{section}.{key}")
+            out[key] = source_names(out[key])
         except ValueError as e:
-            raise SpecError(f"{section}.{key}", str(e).split(": ", 1)[-1]) from None
+            raise SpecError(f"{section}.{key}", str(e)) from None
     return out
 
 

@@ -34,25 +34,25 @@ SOURCE_FORMS = (
 )
 
 
-def source_names(value: str | Sequence[str], field: str) -> list[str]:
+def source_names(value: str | Sequence[str]) -> list[str]:
     """``value`` (one source name or a list) as a checked list of names.
 
     Raises:
         ValueError: Not a non-empty string or list of them, a name twice, or a name of no
-            known form (the message starts with ``field`` and lists the forms).
+            known form (the message lists the forms).
     """
     names = [value] if isinstance(value, str) else list(value)
     if not names or not all(isinstance(n, str) and n.strip() for n in names):
-        raise ValueError(f"{field} must be a source name or a non-empty list of them: {value!r}")
+        raise ValueError(f"must be a source name or a non-empty list of them, got {value!r}")
     if len(set(names)) != len(names):
-        raise ValueError(f"{field} names a source twice: {names}")
+        raise ValueError(f"names a source twice: {names}")
     for name in names:
         if name in OWN_SPLITS or name.startswith("file:") or name.endswith(FILE_SUFFIXES):
             continue
         if name.startswith("glue:"):
-            _glue_name(name, field)
+            _glue_name(name)
             continue
-        raise ValueError(f"{field}: unknown source {name!r}; a source is {SOURCE_FORMS}")
+        raise ValueError(f"unknown source {name!r}; a source is {SOURCE_FORMS}")
     return names
 
 
@@ -64,7 +64,7 @@ def load_texts(name: str, glue_dir: str | Path | None = None) -> list[str]:
         ValueError: An unknown form, a JSONL line without a ``text`` string, or no text.
     """
     if name.startswith("glue:"):
-        task_id, split = _glue_name(name, "source")
+        task_id, split = _glue_name(name)
         folder = resolve_glue_dir(None if glue_dir is None else str(glue_dir))[0]
         texts = glue_texts(task_id, split, folder)
     elif name.startswith("file:") or name.endswith(FILE_SUFFIXES):
@@ -106,16 +106,16 @@ def file_texts(path: str | Path) -> list[str]:
     return texts
 
 
-def _glue_name(name: str, field: str) -> tuple[str, str]:
+def _glue_name(name: str) -> tuple[str, str]:
     task_id, _, split = name.removeprefix("glue:").partition("/")
     try:
         task = get_task(task_id)
-    except Exception as e:  # SpecError or ValueError: an unknown task
-        raise ValueError(f"{field}: {name!r}: {e}") from None
+    except ValueError as e:  # SpecError too: an unknown task
+        raise ValueError(f"{name!r}: {e}") from None
     split = split or "train"
     if split not in ("train", "test", *task.dev_splits):
         known = ", ".join(("train", *task.dev_splits, "test"))
-        raise ValueError(f"{field}: {name!r}: GLUE {task_id} has no split {split!r} ({known})")
+        raise ValueError(f"{name!r}: GLUE {task_id} has no split {split!r} ({known})")
     return task.id, split
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -38,6 +39,15 @@ def texts() -> tuple[list[str], list[str]]:
     return pool, glue_texts("rte", "dev", SHARED_GLUE)
 
 
+@pytest.fixture(scope="module")
+def package(
+    tmp_path_factory: pytest.TempPathFactory, texts: tuple[list[str], list[str]]
+) -> tuple[HashedNgramDSIR, np.ndarray]:
+    """The package fitted on :func:`texts`, and its log importance weights (computed once)."""
+    dsir = _package(tmp_path_factory.mktemp("package"), *texts)
+    return dsir, _package_weights(dsir)
+
+
 def _package(tmp: Path, pool: list[str], target: list[str], **kwargs: object) -> HashedNgramDSIR:
     """The package's DSIR on jsonl copies of the texts, one process (file order kept)."""
     for name, rows in (("pool", pool), ("target", target)):
@@ -70,45 +80,45 @@ def test_features_equal_the_packages(texts: tuple[list[str], list[str]]) -> None
 
 
 def test_importance_weights_equal_the_packages(
-    tmp_path: Path, texts: tuple[list[str], list[str]]
+    package: tuple[HashedNgramDSIR, np.ndarray], texts: tuple[list[str], list[str]]
 ) -> None:
     pool, target = texts
-    package = _package(tmp_path, pool, target)
+    dsir, theirs = package
     weights, hit = DsirCache().weights(pool, target)
     assert not hit
-    np.testing.assert_allclose(weights.raw_probs, package.raw_probs, rtol=0, atol=1e-15)
-    np.testing.assert_allclose(weights.target_probs, package.target_probs, rtol=0, atol=1e-15)
-    theirs = _package_weights(package)
+    np.testing.assert_allclose(weights.raw_probs, dsir.raw_probs, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(weights.target_probs, dsir.target_probs, rtol=0, atol=1e-15)
     assert theirs.shape == weights.log_weights.shape
     np.testing.assert_allclose(weights.log_weights, theirs, rtol=1e-12, atol=1e-9)
 
 
 def test_laplace_smoothing_equals_the_upstream_formula(
-    tmp_path: Path, texts: tuple[list[str], list[str]]
+    package: tuple[HashedNgramDSIR, np.ndarray], texts: tuple[list[str], list[str]]
 ) -> None:
     """``data-selection`` 1.0.3 predates ``target_laplace_smoothing``; upstream adds the
-    pseudo-count to every target bucket before normalising. The package's own machinery
-    weighs the pool once its target distribution is set that way."""
+    pseudo-count to every target bucket before normalising. The package's own featuriser
+    and estimator weigh the pool once its target distribution is set that way."""
     pool, target = texts
-    package = _package(tmp_path, pool, target)
+    dsir = copy.copy(package[0])
     counts = sum(get_ngram_counts(t) for t in target) + 0.5
-    package.target_probs = counts / counts.sum()
-    package.log_diff = np.log(package.target_probs + 1e-8) - np.log(package.raw_probs + 1e-8)
+    dsir.target_probs = counts / counts.sum()
+    dsir.log_diff = np.log(dsir.target_probs + 1e-8) - np.log(dsir.raw_probs + 1e-8)
+    theirs = [dsir.importance_estimator(dsir.featurizer(t)) for t in pool[::4]]
     weights, _ = DsirCache().weights(pool, target, laplace=0.5)
-    np.testing.assert_allclose(weights.target_probs, package.target_probs, rtol=1e-12)
-    np.testing.assert_allclose(weights.log_weights, _package_weights(package), atol=1e-9)
+    np.testing.assert_allclose(weights.target_probs, dsir.target_probs, rtol=1e-12)
+    np.testing.assert_allclose(weights.log_weights[::4], theirs, atol=1e-9)
     unsmoothed, _ = DsirCache().weights(pool, target)
     assert not np.allclose(unsmoothed.log_weights, weights.log_weights)
 
 
 def test_gumbel_top_k_picks_the_packages_examples_for_a_seed(
-    tmp_path: Path, texts: tuple[list[str], list[str]]
+    tmp_path: Path,
+    package: tuple[HashedNgramDSIR, np.ndarray],
+    texts: tuple[list[str], list[str]],
 ) -> None:
     pool, target = texts
-    package = _package(tmp_path, pool, target)
-    package.compute_importance_weights()
     np.random.seed(7)
-    package.resample(str(tmp_path / "out"), num_to_sample=300)
+    package[0].resample(str(tmp_path / "out"), num_to_sample=300)
     lines = (tmp_path / "out" / "0.jsonl").read_text().splitlines()
     theirs = {json.loads(line)["text"] for line in lines}
     assert set(select_texts(pool, target, 300, seed=7)) == theirs

@@ -2,11 +2,11 @@
 change only k or the seed (weights from the cache), on a pool of GLUE text.
 
 Pool: the text of SST-2 train, CoLA train, MRPC train, STS-B train, QNLI test and RTE test
-from the ``glue_data`` folder (one text per example, pairs joined), capped by ``--pool``;
-target: ``--target`` (default RTE train). Each row is one :func:`dsir_select` call in one
-process with one :class:`DsirCache`, as a worker's trials share it; ``--package`` also times
-the ``data-selection`` package (one process, ``min_example_length=1``,
-``num_tokens_to_fit='all'``) on the same texts for comparison.
+from the ``glue_data`` folder (one text per example, pairs joined), capped by ``--pool`` (a
+seeded random subset); target: ``--target`` (default RTE train). Each row is one
+:func:`dsir_select` call in one process with one :class:`DsirCache`, as a worker's trials
+share it; ``--package`` also times the ``data-selection`` package (one process,
+``min_example_length=1``, ``num_tokens_to_fit='all'``) on the same texts for comparison.
 
 Usage::
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -54,8 +55,9 @@ def main() -> None:
         texts = glue_texts(task, split, folder)
         pool += texts
         sources += [f"{task}/{split}"] * len(texts)
-    if args.pool:
-        pool, sources = pool[: args.pool], sources[: args.pool]
+    if args.pool and args.pool < len(pool):  # a seeded random subset, in pool order
+        keep = sorted(random.Random(0).sample(range(len(pool)), args.pool))
+        pool, sources = [pool[i] for i in keep], [sources[i] for i in keep]
     task, split = args.target.split("/")
     target = glue_texts(task, split, folder)
     ks = [min(int(k), len(pool)) for k in args.ks.split(",")]

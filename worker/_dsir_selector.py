@@ -30,7 +30,7 @@ from archsearch.worker._dsir import (
     resolve_k,
 )
 from archsearch.worker._example import GlueExample
-from archsearch.worker._selectors import DataSelector, SelectionPlan
+from archsearch.worker._selector_base import DataSelector, SelectionPlan
 from archsearch.worker._text_pools import source_names
 
 #: The method's settings and their defaults (``pool``/``target``: the training-subset use).

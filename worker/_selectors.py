@@ -14,79 +14,29 @@ what it chose as trial info (:meth:`DataSelector.provenance`).
 
 from __future__ import annotations
 
-import abc
-import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from archsearch.spaces import SpecError, validate_selection
+from archsearch.worker._dsir_selector import DsirSelector
 from archsearch.worker._example import GlueExample
+from archsearch.worker._selector_base import DataSelector, SelectionPlan
+
+__all__ = [
+    "SELECTORS",
+    "DataSelector",
+    "DsirSelector",
+    "IdentitySelector",
+    "RandomSelector",
+    "SelectionPlan",
+    "make_selector",
+    "select_examples",
+    "select_with_provenance",
+    "take_subset",
+]
 
 _T = TypeVar("_T")
-
-
-@dataclasses.dataclass(frozen=True)
-class SelectionPlan:
-    """What a selector is asked to do for one split.
-
-    Attributes:
-        task: The task id.
-        split: The split ("train", "dev", ...).
-        size: How many examples to keep; 0 keeps them all (the ``random`` selector reads it).
-        options: The ``data.selection`` object's other fields (the method's own settings).
-        texts: Reads the texts of a source name (the task's own splits, ``glue:``, files;
-            :mod:`~archsearch.worker._text_pools`), for selectors that need a target; None
-            where no source is at hand.
-    """
-
-    task: str = ""
-    split: str = "train"
-    size: int = 0
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    texts: Callable[[str], Sequence[str]] | None = None
-
-
-class DataSelector(abc.ABC):
-    """Chooses the examples of a split to use, from everything its source loaded.
-
-    Implementations today (by ``data.selection.method``):
-
-    * :class:`IdentitySelector` (``"none"``, the default): every example, in source order.
-    * :class:`RandomSelector` (``"random"``): a seeded random subset; also what
-      ``train_subset`` and ``eval_subset`` apply after the method.
-    * :class:`~archsearch.worker._dsir_selector.DsirSelector` (``"dsir"``): importance
-      resampling towards a target text (DSIR).
-    """
-
-    #: The ``data.selection.method`` value that picks this selector.
-    name: ClassVar[str]
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The method's options with defaults filled in, their values checked.
-
-        Raises:
-            SpecError: A value the method cannot use; the field is named.
-        """
-        return dict(options)
-
-    def provenance(self) -> dict[str, str]:
-        """What the last :meth:`select` chose, as trial ``info`` entries (none by default)."""
-        return {}
-
-    @abc.abstractmethod
-    def select(
-        self, examples: Sequence[GlueExample], plan: SelectionPlan, rng: random.Random
-    ) -> list[GlueExample]:
-        """The selected examples (a new list; ``examples`` is not changed).
-
-        Args:
-            examples: Everything the source loaded for the split.
-            plan: The task, split, size and the method's options.
-            rng: The randomness to use, seeded from the recipe's seed, so a selection is
-                reproducible.
-        """
 
 
 class IdentitySelector(DataSelector):
@@ -118,6 +68,7 @@ class RandomSelector(DataSelector):
 SELECTORS: dict[str, type[DataSelector]] = {
     IdentitySelector.name: IdentitySelector,
     RandomSelector.name: RandomSelector,
+    DsirSelector.name: DsirSelector,
 }
 
 
@@ -203,9 +154,3 @@ def _seeded_subset(items: Sequence[_T], size: int, rng: random.Random) -> list[_
     order = list(range(len(items)))
     rng.shuffle(order)
     return [items[i] for i in order[:size]]
-
-
-# Registered after the base classes exist: the module imports DataSelector from here.
-from archsearch.worker._dsir_selector import DsirSelector  # noqa: E402
-
-SELECTORS[DsirSelector.name] = DsirSelector

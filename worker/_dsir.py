@@ -1,4 +1,4 @@
-"""DSIR: data selection with importance resampling on hashed n-gram features (numpy only).
+"""DSIR: data selection with importance resampling on hashed n-gram features (numpy, no torch).
 
 The semantics of the ``data-selection`` package's ``HashedNgramDSIR`` (algorithms.md §5), so
 weights and selections equal the package's (``tests/worker/test_dsir.py`` checks it):
@@ -24,8 +24,9 @@ says so.
 
 Faster than the package (sparse features, each distinct n-gram hashed once, one process) and
 cached: :class:`DsirCache` keeps the features of a text list and the importance weights of a
-(pool, target, features) triple, so trials that differ only in k or the seed resample in
-milliseconds. :func:`dsir_select` returns the chosen indices with their provenance;
+(pool, target, features) triple (in memory, and the weights on disk under
+:func:`dsir_root`), so trials that differ only in k or the seed resample in a fraction of a
+second. :func:`dsir_select` returns the chosen indices with their provenance;
 :func:`select_texts` is the plain "k texts from a pool towards a target" entry point.
 """
 
@@ -34,9 +35,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,6 +55,10 @@ DEFAULT_BUCKETS = 10_000
 DEFAULT_MIN_LENGTH = 1
 #: The package's ``min_example_length`` default, named in the error for too short pools.
 PACKAGE_MIN_LENGTH = 100
+#: Environment variable naming the folder importance weights are kept in.
+DSIR_DIR_ENV = "ARCHSEARCH_DSIR_DIR"
+# Bump when the weights change in a way the key does not capture: old files then miss.
+_FORMAT = 1
 
 
 def tokenize(text: str) -> list[str]:
@@ -246,17 +253,33 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p[support] * (np.log(p[support] + _EPS) - np.log(q[support] + _EPS))))
 
 
-class DsirCache:
-    """Features of text lists and importance weights, kept in memory (least recently used out).
+def dsir_root() -> Path:
+    """Where importance weights are kept on disk: ``$ARCHSEARCH_DSIR_DIR``, else
+    ``$ARCHSEARCH_CACHE_DIR/dsir``, else ``~/.cache/archsearch/dsir``."""
+    named = os.environ.get(DSIR_DIR_ENV)
+    if named:
+        return Path(named).expanduser()
+    base = os.environ.get("ARCHSEARCH_CACHE_DIR")
+    return (Path(base).expanduser() if base else Path.home() / ".cache" / "archsearch") / "dsir"
 
-    Keys are digests of the texts, so equal texts from different places share an entry.
+
+class DsirCache:
+    """Features of text lists and importance weights, kept in memory (least recently used out)
+    and, with a ``folder``, on disk, so other worker processes on the machine fit once too.
+
+    Keys are digests of the texts, so equal texts from different places share an entry. A
+    disk entry is one ``.npz`` (the weights, lengths, both distributions and the pool's sparse
+    features), written under a temporary name and renamed.
 
     Args:
-        entries: How many weight sets (and twice as many feature sets) to keep.
+        entries: How many weight sets (and twice as many feature sets) to keep in memory.
+        disk: Where weights are kept on disk: a folder, True for :func:`dsir_root` (read
+            at each use, so the environment can change it), False for memory only.
     """
 
-    def __init__(self, entries: int = 4) -> None:
+    def __init__(self, entries: int = 4, disk: bool | str | Path = False) -> None:
         self.entries = entries
+        self.disk = disk
         self._weights: OrderedDict[Hashable, ImportanceWeights] = OrderedDict()
         self._features: OrderedDict[Hashable, FeatureMatrix] = OrderedDict()
         self._featurisers: dict[tuple[int, int], HashedNgrams] = {}
@@ -298,15 +321,65 @@ class DsirCache:
                 self._weights.move_to_end(key)
                 self.hits += 1
                 return self._weights[key], True
-        fitted = fit_importance(
-            self.features(pool, ngrams, buckets), self.features(target, ngrams, buckets), laplace
-        )
+        fitted = self._load(key)
+        hit = fitted is not None
+        if fitted is None:
+            fitted = fit_importance(
+                self.features(pool, ngrams, buckets),
+                self.features(target, ngrams, buckets),
+                laplace,
+            )
+            self._save(key, fitted)
         with self._lock:
-            self.misses += 1
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
             self._weights[key] = fitted
             while len(self._weights) > self.entries:
                 self._weights.popitem(last=False)
-        return fitted, False
+        return fitted, hit
+
+    def _path(self, key: tuple[Any, ...]) -> Path | None:
+        if self.disk is False:
+            return None
+        folder = dsir_root() if self.disk is True else Path(self.disk)
+        name = hashlib.sha256(json.dumps([_FORMAT, *key]).encode()).hexdigest()[:24]
+        return folder / f"{name}.npz"
+
+    def _load(self, key: tuple[Any, ...]) -> ImportanceWeights | None:
+        path = self._path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path) as f:
+                pool = FeatureMatrix(
+                    f["indices"], f["offsets"], int(f["ngrams"]), int(f["buckets"])
+                )
+                return ImportanceWeights(
+                    f["log_weights"], f["lengths"], f["target_probs"], f["raw_probs"], pool
+                )
+        except (OSError, KeyError, ValueError):  # unreadable: fit again and overwrite it
+            return None
+
+    def _save(self, key: tuple[Any, ...], fitted: ImportanceWeights) -> None:
+        path = self._path(key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.npz")
+        np.savez(
+            staging,
+            log_weights=fitted.log_weights,
+            lengths=fitted.lengths,
+            target_probs=fitted.target_probs,
+            raw_probs=fitted.raw_probs,
+            indices=fitted.pool.indices,
+            offsets=fitted.pool.offsets,
+            ngrams=fitted.pool.ngrams,
+            buckets=fitted.pool.buckets,
+        )
+        os.replace(staging, path)
 
     def clear(self) -> None:
         with self._lock:
@@ -316,8 +389,9 @@ class DsirCache:
             self.hits = self.misses = 0
 
 
-#: The worker process's cache: every trial it runs shares it.
-DEFAULT_CACHE = DsirCache()
+#: The worker process's cache: every trial it runs shares it; weights also go to
+#: :func:`dsir_root` so the machine's other workers share them.
+DEFAULT_CACHE = DsirCache(disk=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -182,6 +182,23 @@ def test_a_second_selection_with_another_k_is_a_cache_hit(
     assert not dsir_select(pool, target, 50, laplace=1.0, cache=cache).cache_hit
 
 
+def test_weights_on_disk_serve_another_process(
+    tmp_path: Path, texts: tuple[list[str], list[str]]
+) -> None:
+    pool, target = texts
+    first, hit = DsirCache(disk=tmp_path).weights(pool, target)
+    assert not hit and len(list(tmp_path.glob("*.npz"))) == 1
+    second, hit = DsirCache(disk=tmp_path).weights(pool, target)  # a fresh, empty memory
+    assert hit
+    np.testing.assert_array_equal(second.log_weights, first.log_weights)
+    np.testing.assert_array_equal(second.pool.indices, first.pool.indices)
+    assert not DsirCache(disk=tmp_path).weights(pool, target, laplace=1.0)[1]
+    for path in tmp_path.glob("*.npz"):  # a damaged file is fitted again
+        path.write_bytes(b"not an npz")
+    assert not DsirCache(disk=tmp_path).weights(pool, target)[1]
+    assert DsirCache(disk=tmp_path).weights(pool, target)[1]
+
+
 def test_provenance_shares_and_kl(texts: tuple[list[str], list[str]]) -> None:
     pool, _ = texts
     target = glue_texts("rte", "test", SHARED_GLUE)  # 3,000 unlabelled RTE texts

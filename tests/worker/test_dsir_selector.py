@@ -13,13 +13,18 @@ from _tiny import TINY_BERT
 
 from archsearch.spaces import Candidate, SpecError, validate_data
 from archsearch.worker import CandidateError, TrainContext, load_split
-from archsearch.worker._dsir import DsirCache, dsir_select
+from archsearch.worker._dsir import DSIR_DIR_ENV, DsirCache, dsir_select
 from archsearch.worker._dsir_selector import DsirSelector, check_pretrain_selection
 from archsearch.worker._flexibert_pretrain import PRETRAIN_DIR_ENV
 from archsearch.worker._selectors import SELECTORS, SelectionPlan, make_selector
 from archsearch.worker._text_pools import file_texts, glue_texts, load_texts, source_names
 
 SHARED_GLUE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue").resolve()
+
+
+@pytest.fixture(autouse=True)
+def dsir_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DSIR_DIR_ENV, str(tmp_path / "dsir"))  # the trainer's weights on disk
 
 
 @pytest.mark.parametrize(

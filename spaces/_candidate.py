@@ -76,6 +76,8 @@ _DATA_TYPES: dict[str, tuple[type, ...]] = {
     "hub_dataset": (str,),
     # which training examples to use (worker/_selectors.py): {"method": "none"} (default)
     "selection": (dict,),
+    # FlexiBERT's masked-LM pre-training text chosen by DSIR from a pool (method "dsir")
+    "pretrain_selection": (dict,),
     "train_subset": (int,),
     "eval_subset": (int,),
 }
@@ -93,10 +95,17 @@ INITS = ("random", "teacher")
 DISTILL_MODES = ("none", "logits", "minilm", "minilmv2")
 SOURCES = ("auto", "dir", "hub")
 #: ``data.selection`` methods and each one's own fields (worker/_selectors.py implements them):
-#: ``none`` keeps every example; ``random`` a seeded random ``size`` of them.
+#: ``none`` keeps every example; ``random`` a seeded random ``size`` of them; ``dsir``
+#: importance resampling (worker/_dsir_selector.py checks its values).
 SELECTION_METHODS: dict[str, dict[str, tuple[type, ...]]] = {
     "none": {},
     "random": {"size": (int,)},
+    "dsir": {
+        **{k: (str, list) for k in ("pool", "target")},
+        **{k: (int,) for k in ("k", "ngrams", "buckets", "min_length", "seed")},
+        **{k: (int, float) for k in ("fraction", "laplace")},
+        "top_k": (bool,),
+    },
 }
 
 
@@ -166,8 +175,9 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
     _one_of("data.source", out.get("source", "auto"), SOURCES)
     if "hub_dataset" in out and not out["hub_dataset"].strip():
         raise SpecError("data.hub_dataset", "must be a hub dataset name, got ''")
-    if "selection" in out:
-        out["selection"] = validate_selection(out["selection"])
+    for key in ("selection", "pretrain_selection"):
+        if key in out:
+            out[key] = validate_selection(out[key], f"data.{key}")
     if "tasks" in out:
         tasks = out["tasks"]
         if not tasks or not all(isinstance(t, str) and t for t in tasks):
@@ -180,8 +190,14 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validate_selection(selection: dict[str, Any]) -> dict[str, Any]:
+def validate_selection(
+    selection: dict[str, Any], section: str = "data.selection"
+) -> dict[str, Any]:
     """Checks a ``data.selection`` object: a known ``method`` and only that method's fields.
+
+    Args:
+        selection: The object.
+        section: Its place in the candidate, for errors (``data.pretrain_selection`` too).
 
     Returns:
         The object with ``method`` filled in ("none" when absent).
@@ -190,11 +206,11 @@ def validate_selection(selection: dict[str, Any]) -> dict[str, Any]:
         SpecError: Not an object, an unknown method, or a field the method does not read.
     """
     if not isinstance(selection, dict):
-        raise SpecError("data.selection", f"must be a JSON object, got {type(selection).__name__}")
+        raise SpecError(section, f"must be a JSON object, got {type(selection).__name__}")
     method = selection.get("method", "none")
     if method not in SELECTION_METHODS:
         raise SpecError(
-            "data.selection.method",
+            f"{section}.method",
             f"unknown selection method {method!r}",
             f"one of {', '.join(SELECTION_METHODS)}",
         )
@@ -203,14 +219,12 @@ def validate_selection(selection: dict[str, Any]) -> dict[str, Any]:
     for key in fields:
         if key not in known:
             reads = ", ".join(sorted(known)) or "no other field"
-            raise SpecError(
-                f"data.selection.{key}", "unknown field", f"method {method!r} reads {reads}"
-            )
-    out = {"method": method, **_check_fields("data.selection", fields, SELECTION_METHODS[method])}
+            raise SpecError(f"{section}.{key}", "unknown field", f"method {method!r} reads {reads}")
+    out = {"method": method, **_check_fields(section, fields, SELECTION_METHODS[method])}
     if method == "random":
         size = out.get("size")
         if size is None or size <= 0:
-            raise SpecError("data.selection.size", f"must be an int > 0, got {size!r}", "e.g. 1000")
+            raise SpecError(f"{section}.size", f"must be an int > 0, got {size!r}", "e.g. 1000")
     return out
 
 

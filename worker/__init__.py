@@ -10,7 +10,10 @@ The data pipeline of a trainer, one stage per module:
 
 * :class:`DataSource` (``_sources``): where a task's examples come from: a ``glue_data`` folder
   (``_glue_dir``), a hub dataset (``_hub``), a user's own files (``_custom_files``).
-* :class:`DataSelector` (``_selectors``): which of them to train on.
+* :class:`DataSelector` (``_selectors``): which of them to train on; :class:`DsirSelector`
+  (``_dsir_selector``) by importance resampling (``_dsir``, numpy only: also
+  :func:`select_texts`, k texts from any pool towards a target) over named text sources
+  (``_text_pools``).
 * :func:`encode_examples` (``_encoding``): tokenised, cached on disk.
 
 The training pipeline of the bert trainer (``_bert_trainer`` orchestrates it; torch modules,
@@ -29,6 +32,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from archsearch.worker._custom_files import load_custom_split, resolve_custom_task
+from archsearch.worker._dsir import DsirCache, dsir_select, select_texts
+from archsearch.worker._dsir_selector import DsirSelector
 from archsearch.worker._encoding import EncodedExamples, encode_examples
 from archsearch.worker._example import GlueExample
 from archsearch.worker._glue_dir import GLUE_DIR_ENV, load_split, resolve_glue_dir, split_path
@@ -105,6 +110,8 @@ __all__ = [
     "CustomSource",
     "DataSelector",
     "DataSource",
+    "DsirCache",
+    "DsirSelector",
     "EncodedExamples",
     "GlueDirSource",
     "GlueExample",
@@ -125,6 +132,7 @@ __all__ = [
     "choose_source",
     "compute_metrics",
     "create_trainer",
+    "dsir_select",
     "encode_examples",
     "load_custom_split",
     "load_examples",
@@ -136,6 +144,7 @@ __all__ = [
     "resolve_glue_dir",
     "resolve_task",
     "result_metric_names",
+    "select_texts",
     "split_path",
     "take_subset",
     "task_info",

@@ -107,7 +107,9 @@ class BertTrainer(TeacherTraining, Trainer):
     ``info`` holds :func:`~archsearch.worker._cost.provenance` (seed, data hash, device,
     versions, code version) and ``task``, ``data_source`` (where each task's examples came
     from: :meth:`~archsearch.worker.DataSource.describe`), ``glue_dir`` (when this worker has a
-    ``glue_data`` folder), ``precision``, ``checkpoint``.
+    ``glue_data`` folder), ``precision``, ``checkpoint``, and the data selector's provenance
+    (``selection``, ``selection_pool_hash``, ``selection_ids_hash``, ``selection_shares``,
+    ``selection_kl_reduction``, ...: :meth:`~archsearch.worker.DataSelector.provenance`).
 
     Data: ``data.source`` and ``data.hub_dataset`` choose where a GLUE task's examples are read
     (:func:`~archsearch.worker.choose_source`: ``auto`` the worker's ``glue_data`` folder, else
@@ -227,6 +229,8 @@ class BertTrainer(TeacherTraining, Trainer):
             }
             for task in plan.tasks
         }
+        # the data selector's provenance (pool, chosen ids, KL), before a teacher re-encodes
+        selected = {t.id: dict(self.splits.selection_info.get(t.id, {})) for t in plan.tasks}
         context.check()
 
         device = torch.device(context.device)
@@ -252,6 +256,12 @@ class BertTrainer(TeacherTraining, Trainer):
             info["glue_dir"] = str(self.glue_dir)
         if plan.transfer_from:
             info["transfer_from"] = plan.transfer_from
+        for task_id, entries in selected.items():
+            prefix = "" if len(selected) == 1 else f"{task_id}."
+            info.update({f"{prefix}{k}": v for k, v in entries.items()})
+            if "pretrain_selection" in data:  # the pre-training text DSIR chose
+                pretrain = self.splits.pretrain_info.get(task_id, {})
+                info.update({f"{prefix}{k}": v for k, v in pretrain.items()})
         for task_id, outcome in outcomes.items():
             if outcome.checkpoint is not None:
                 info["checkpoint" if len(outcomes) == 1 else f"{task_id}.checkpoint"] = (
@@ -316,6 +326,7 @@ class BertTrainer(TeacherTraining, Trainer):
     def _flexibert_hooks(self, plan: TrainingPlan, task: Task, check: Any = None) -> TrainingHooks:
         """Hooks that bring a FlexiBERT student to its fidelity's starting weights; ``check``
         is called before every pre-training step (``TrainContext.check``)."""
+        selection = plan.data.get("pretrain_selection")
         return flexibert_hooks(
             plan,
             self.tokenizer,
@@ -323,6 +334,11 @@ class BertTrainer(TeacherTraining, Trainer):
                 task.id, "train", plan.data["train_subset"], plan.recipe, plan.data
             ),
             check,
+            pretrain_texts=(
+                None
+                if selection is None
+                else lambda: self.splits.pretrain_texts(task, plan.data, plan.seed)
+            ),
         )
 
     def data_source(self, task: GlueTask | CustomTask, data: Mapping[str, Any]) -> DataSource:

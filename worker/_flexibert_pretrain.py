@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,11 @@ def read_text_corpus(path: str | Path, tokenizer: Any, max_length: int) -> MlmCo
     sentences = [line for line in lines if line]
     if not sentences:
         raise ValueError(f"recipe.pretrain_text {path} holds no sentence (one per line)")
+    return text_corpus(sentences, tokenizer, max_length)
+
+
+def text_corpus(sentences: Sequence[str], tokenizer: Any, max_length: int) -> MlmCorpus:
+    """Tokenises texts, each truncated to ``max_length`` tokens with ``[CLS]``/``[SEP]``."""
     encoded = tokenizer(
         sentences, truncation=True, max_length=max_length, return_attention_mask=False
     )

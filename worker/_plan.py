@@ -22,6 +22,7 @@ from archsearch.spaces import (
     validate_recipe,
 )
 from archsearch.worker._custom_files import resolve_custom_task
+from archsearch.worker._dsir_selector import check_pretrain_selection
 from archsearch.worker._flexibert_model import FLEXIBERT_SPACES, candidate_architecture
 from archsearch.worker._flexibert_pretrain import FIDELITY_KEYS, Fidelity, check_fidelity
 from archsearch.worker._task_info import Task
@@ -165,9 +166,21 @@ def _checked_spec(candidate: Candidate) -> tuple[tuple[Task, ...], dict[str, Any
             f"recipe.precision must be one of {list(PRECISIONS)}, got {own['precision']!r}"
         )
     try:
-        check_fidelity(fidelity)
-    except ValueError as e:
+        checked_fidelity = check_fidelity(fidelity)
+        if "pretrain_selection" in data:
+            check_pretrain_selection(data["pretrain_selection"])
+    except ValueError as e:  # SpecError too
         raise CandidateError(str(e)) from e
+    if "pretrain_selection" in data and (
+        candidate.space not in FLEXIBERT_SPACES
+        or checked_fidelity.pretrain_steps == 0
+        or checked_fidelity.pretrain_text is not None
+    ):
+        raise CandidateError(
+            "data.pretrain_selection chooses the masked-LM pre-training text of a FlexiBERT "
+            "candidate: it needs space flexibert (or flexibert-small), recipe.pretrain_steps "
+            "> 0 and no recipe.pretrain_text"
+        )
     recipe = {**TRAINER_RECIPE_DEFAULTS, **recipe, **own, **fidelity}
 
     if task_list is None:

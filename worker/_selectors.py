@@ -3,67 +3,40 @@
 Between the data source and tokenising. A candidate's ``data.selection`` (``{"method": ...}``,
 checked by :func:`archsearch.spaces.validate_data`) picks the selector for the training split;
 then ``train_subset`` / ``eval_subset`` take a seeded random slice (the ``random`` selector), so
-"the first N after a seeded shuffle" means the same thing whatever was selected before. This is
-where importance-resampling selection (DSIR) plugs in: one more :class:`DataSelector`,
-registered in :data:`SELECTORS` and known to ``validate_data``.
+"the first N after a seeded shuffle" means the same thing whatever was selected before.
+
+Importance-resampling selection plugs in here:
+:class:`~archsearch.worker._dsir_selector.DsirSelector` (``dsir``), registered in
+:data:`SELECTORS` and known to ``validate_data``. A selector checks its own options' values
+(:meth:`DataSelector.check_options`; ``validate_data`` checks their JSON types) and reports
+what it chose as trial info (:meth:`DataSelector.provenance`).
 """
 
 from __future__ import annotations
 
-import abc
-import dataclasses
 import random
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from archsearch.spaces import SpecError, validate_selection
+from archsearch.worker._dsir_selector import DsirSelector
 from archsearch.worker._example import GlueExample
+from archsearch.worker._selector_base import DataSelector, SelectionPlan
+
+__all__ = [
+    "SELECTORS",
+    "DataSelector",
+    "DsirSelector",
+    "IdentitySelector",
+    "RandomSelector",
+    "SelectionPlan",
+    "make_selector",
+    "select_examples",
+    "select_with_provenance",
+    "take_subset",
+]
 
 _T = TypeVar("_T")
-
-
-@dataclasses.dataclass(frozen=True)
-class SelectionPlan:
-    """What a selector is asked to do for one split.
-
-    Attributes:
-        task: The task id.
-        split: The split ("train", "dev", ...).
-        size: How many examples to keep; 0 keeps them all (the ``random`` selector reads it).
-        options: The ``data.selection`` object's other fields (the method's own settings).
-    """
-
-    task: str = ""
-    split: str = "train"
-    size: int = 0
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-
-class DataSelector(abc.ABC):
-    """Chooses the examples of a split to use, from everything its source loaded.
-
-    Implementations today (by ``data.selection.method``):
-
-    * :class:`IdentitySelector` (``"none"``, the default): every example, in source order.
-    * :class:`RandomSelector` (``"random"``): a seeded random subset; also what
-      ``train_subset`` and ``eval_subset`` apply after the method.
-    """
-
-    #: The ``data.selection.method`` value that picks this selector.
-    name: ClassVar[str]
-
-    @abc.abstractmethod
-    def select(
-        self, examples: Sequence[GlueExample], plan: SelectionPlan, rng: random.Random
-    ) -> list[GlueExample]:
-        """The selected examples (a new list; ``examples`` is not changed).
-
-        Args:
-            examples: Everything the source loaded for the split.
-            plan: The task, split, size and the method's options.
-            rng: The randomness to use, seeded from the recipe's seed, so a selection is
-                reproducible.
-        """
 
 
 class IdentitySelector(DataSelector):
@@ -95,6 +68,7 @@ class RandomSelector(DataSelector):
 SELECTORS: dict[str, type[DataSelector]] = {
     IdentitySelector.name: IdentitySelector,
     RandomSelector.name: RandomSelector,
+    DsirSelector.name: DsirSelector,
 }
 
 
@@ -108,7 +82,8 @@ def make_selector(selection: Mapping[str, Any] | None) -> tuple[DataSelector, di
     method = checked.pop("method")
     if method not in SELECTORS:  # validate_selection knows a method this worker lacks
         raise SpecError("data.selection.method", f"this worker has no selector {method!r}")
-    return SELECTORS[method](), checked
+    selector = SELECTORS[method]()
+    return selector, selector.check_options(checked)
 
 
 def select_examples(
@@ -126,12 +101,34 @@ def select_examples(
     Each step draws from its own ``random.Random(seed)``, so a candidate without a selection
     gets exactly the slice :func:`take_subset` gives.
     """
+    return select_with_provenance(
+        examples, task=task, split=split, selection=selection, subset=subset, seed=seed
+    )[0]
+
+
+def select_with_provenance(
+    examples: Sequence[GlueExample],
+    *,
+    task: str,
+    split: str,
+    selection: Mapping[str, Any] | None,
+    subset: int,
+    seed: int,
+    texts: Callable[[str], Sequence[str]] | None = None,
+) -> tuple[list[GlueExample], dict[str, str]]:
+    """:func:`select_examples`, and the selector's provenance (trial info entries).
+
+    Args:
+        texts: Reads a source name's texts, for selectors with a target (``dsir``).
+    """
+    info: dict[str, str] = {}
     if split == "train":
         selector, options = make_selector(selection)
-        plan = SelectionPlan(task=task, split=split, options=options)
+        plan = SelectionPlan(task=task, split=split, options=options, texts=texts)
         examples = selector.select(examples, plan, random.Random(seed))
+        info = selector.provenance()
     plan = SelectionPlan(task=task, split=split, size=subset)
-    return RandomSelector().select(examples, plan, random.Random(seed))
+    return RandomSelector().select(examples, plan, random.Random(seed)), info
 
 
 def take_subset(items: Sequence[_T], size: int, seed: int) -> list[_T]:

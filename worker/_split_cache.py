@@ -14,15 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from archsearch.spaces import CustomTask, GlueTask, SpecError, get_task
 from archsearch.worker._batches import EncodedSplit, tokenize_examples
+from archsearch.worker._dsir_selector import select_pretrain_texts
 from archsearch.worker._hub import HubUnavailableError
-from archsearch.worker._selectors import select_examples
+from archsearch.worker._selectors import select_with_provenance
 from archsearch.worker._sources import DataSource, choose_source
+from archsearch.worker._task_info import Task
+from archsearch.worker._text_pools import load_texts
 from archsearch.worker._trainer import CandidateError
 
 # Tokenised splits kept; a search usually varies architecture, not data, so a few entries
@@ -45,6 +48,12 @@ class SplitEncoder:
         self.glue_dir = glue_dir
         self._tokenizer = tokenizer
         self._encoded: OrderedDict[_CacheKey, EncodedSplit] = OrderedDict()
+        self._provenance: dict[_CacheKey, dict[str, str]] = {}
+        #: The selector's provenance of each task's last encoded training split (trial info;
+        #: empty without a selection).
+        self.selection_info: dict[str, dict[str, str]] = {}
+        #: The provenance of each task's last selected pre-training text.
+        self.pretrain_info: dict[str, dict[str, str]] = {}
         #: Custom tasks met in candidates, by name (``data.custom_task``).
         self.custom_tasks: dict[str, CustomTask] = {}
 
@@ -89,22 +98,73 @@ class SplitEncoder:
         key = (task_id, split, subset, seq_len, seed, source.describe(), json.dumps(selection))
         if key in self._encoded:
             self._encoded.move_to_end(key)
+            if split == "train":
+                self.selection_info[task_id] = self._provenance.get(key, {})
             return self._encoded[key]
         try:
             examples = source.load(task, split)
         except HubUnavailableError as e:
             raise CandidateError(f"data.source {data.get('source', 'auto')!r}: {e}") from e
         try:
-            examples = select_examples(
-                examples, task=task_id, split=split, selection=selection, subset=subset, seed=seed
+            examples, provenance = select_with_provenance(
+                examples,
+                task=task_id,
+                split=split,
+                selection=selection,
+                subset=subset,
+                seed=seed,
+                texts=self.text_reader(task, data),
             )
-        except SpecError as e:
+        except (SpecError, FileNotFoundError) as e:
             raise CandidateError(str(e)) from e
         encoded = tokenize_examples(self._tokenizer(), examples, seq_len, task.is_regression)
         self._encoded[key] = encoded
+        self._provenance[key] = provenance
+        if split == "train":
+            self.selection_info[task_id] = provenance
         while len(self._encoded) > _CACHE_ENTRIES:
-            self._encoded.popitem(last=False)
+            self._provenance.pop(self._encoded.popitem(last=False)[0], None)
         return encoded
+
+    def pretrain_texts(self, task: Task, data: Mapping[str, Any], seed: int) -> list[str]:
+        """The masked-LM pre-training texts ``data.pretrain_selection`` chooses for ``task``
+        (:func:`~archsearch.worker._dsir_selector.select_pretrain_texts`); the provenance goes
+        to :attr:`pretrain_info`.
+
+        Raises:
+            CandidateError: A bad selection or an unreadable source (the message says which).
+        """
+        try:
+            texts, info = select_pretrain_texts(
+                data["pretrain_selection"], self.text_reader(task, data), seed
+            )
+        except SpecError as e:
+            raise CandidateError(str(e)) from e
+        self.pretrain_info[task.id] = info
+        return texts
+
+    def text_reader(self, task: Task, data: Mapping[str, Any]) -> Callable[[str], Sequence[str]]:
+        """Reads a source name's texts for a selector
+        (:mod:`~archsearch.worker._text_pools`): the task's own labelled splits through its
+        data source, everything else (``test``, ``glue:``, files) from disk.
+
+        The reader raises CandidateError for a source it cannot read.
+        """
+
+        def read(name: str) -> Sequence[str]:
+            try:
+                if name in ("train", *task.dev_splits):
+                    examples = self.data_source(task, data).load(task, name)
+                    return [" ".join(e.texts) for e in examples]
+                if name == "test":
+                    if isinstance(task, CustomTask):
+                        raise ValueError(f"custom task {task.id!r} has no 'test' text source")
+                    name = f"glue:{task.id}/test"
+                return load_texts(name, self.glue_dir)
+            except (HubUnavailableError, FileNotFoundError, ValueError) as e:
+                raise CandidateError(f"data selection source {name!r}: {e}") from e
+
+        return read
 
 
 def data_hash(splits: Mapping[str, Mapping[str, EncodedSplit]]) -> str:

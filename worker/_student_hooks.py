@@ -11,7 +11,7 @@ Imports torch at module level; ``archsearch.worker`` does not import it eagerly.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,7 +20,12 @@ from archsearch.worker._batches import EncodedSplit
 from archsearch.worker._distill import Distiller
 from archsearch.worker._extract import init_student_from_teacher
 from archsearch.worker._flexibert_model import FlexiBertForSequenceClassification
-from archsearch.worker._flexibert_pretrain import MlmCorpus, initial_weights, read_text_corpus
+from archsearch.worker._flexibert_pretrain import (
+    MlmCorpus,
+    initial_weights,
+    read_text_corpus,
+    text_corpus,
+)
 from archsearch.worker._loop import InitFn, LossFn, TrainingHooks
 from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._precision import fp32_autocast, resolve_precision
@@ -91,6 +96,7 @@ def flexibert_hooks(
     tokenizer: Any,
     train_split: Callable[[], EncodedSplit],
     check: Callable[[], None] | None = None,
+    pretrain_texts: Callable[[], Sequence[str]] | None = None,
 ) -> TrainingHooks:
     """Hooks that bring a FlexiBERT student to its fidelity's starting weights.
 
@@ -100,6 +106,8 @@ def flexibert_hooks(
         train_split: The task's tokenised training split: the default pre-training corpus
             (called only when needed).
         check: Called before every pre-training step (``TrainContext.check``).
+        pretrain_texts: The pre-training texts a ``data.pretrain_selection`` chose (called
+            only when needed); None: the candidate has none.
 
     The hooks record what they measured (``pretrain_loss``, ``transfer_overlap``, ...) in
     ``TrainingHooks.metrics``.
@@ -114,6 +122,8 @@ def flexibert_hooks(
                 return read_text_corpus(fidelity.pretrain_text, tokenizer, recipe["max_seq_length"])
             except ValueError as e:
                 raise CandidateError(str(e)) from e
+        if pretrain_texts is not None:
+            return text_corpus(pretrain_texts(), tokenizer, recipe["max_seq_length"])
         train = train_split()
         return MlmCorpus(train.input_ids, train.token_type_ids, train.offsets)
 

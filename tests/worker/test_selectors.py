@@ -28,7 +28,7 @@ EXAMPLES = [GlueExample((f"text {i}",), i % 2) for i in range(50)]
 @pytest.mark.parametrize(
     ("selection", "field", "text"),
     [
-        ({"method": "dsir"}, "data.selection.method", "unknown selection method 'dsir'"),
+        ({"method": "kcenter"}, "data.selection.method", "unknown selection method 'kcenter'"),
         ({"method": 3}, "data.selection.method", "one of none, random"),
         ({"method": "none", "size": 3}, "data.selection.size", "unknown field"),
         ({"method": "random"}, "data.selection.size", "must be an int > 0"),

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from archsearch.surrogates._boshnas import (
-    BoshnasProposer,
-    BoshnasSurrogate,
-    FitReport,
-    LibraryProposer,
-    Proposal,
-    chebyshev_performance,
-    exploitation_streak,
-)
+from archsearch.surrogates._boshnas import BoshnasProposer, exploitation_streak
+from archsearch.surrogates._boshnas_surrogate import BoshnasSurrogate, FitReport
 from archsearch.surrogates._embedding_gp import EmbeddingGPProposer
 from archsearch.surrogates._ged import (
     EDGE_INDEL_COST,
@@ -25,6 +18,11 @@ from archsearch.surrogates._ged import (
     prepared_edit_distance,
 )
 from archsearch.surrogates._gobi import GobiResult, gobi
+from archsearch.surrogates._library_proposer import (
+    LibraryProposer,
+    Proposal,
+    chebyshev_performance,
+)
 from archsearch.surrogates._transformer2vec import (
     FORMAT_VERSION as TRANSFORMER2VEC_FORMAT_VERSION,
 )

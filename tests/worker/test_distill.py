@@ -32,14 +32,16 @@ from archsearch.worker._extract import (
 )
 from archsearch.worker._qkv_capture import QKV, QKVCapture
 from archsearch.worker._teacher import (
-    CACHE_DIR_ENV,
     TEACHER_RECIPES,
-    TeacherCache,
-    TeacherJob,
-    default_cache_root,
     load_teacher_encoder,
     resolve_teacher,
     teacher_recipe,
+)
+from archsearch.worker._teacher_cache import (
+    CACHE_DIR_ENV,
+    TeacherCache,
+    TeacherJob,
+    default_cache_root,
 )
 
 VOCAB = 100

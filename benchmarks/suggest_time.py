@@ -24,8 +24,9 @@ import time
 import numpy as np
 import torch
 
-from archsearch.surrogates._boshnas import BoshnasProposer, LibraryProposer
+from archsearch.surrogates._boshnas import BoshnasProposer
 from archsearch.surrogates._embedding_gp import EmbeddingGPProposer
+from archsearch.surrogates._library_proposer import LibraryProposer
 
 LIBRARY_SIZE = 10_000
 DIM = 16

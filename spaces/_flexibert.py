@@ -35,12 +35,16 @@ import itertools
 import json
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from archsearch.spaces._base import DesignSpace
 from archsearch.spaces._errors import SpecError
-from archsearch.spaces._flexibert_small import FlexiBertSmallSpace
+from archsearch.spaces._flexibert_format import (
+    check_architecture,
+    flexibert_to_small,
+    small_to_flexibert,
+)
+from archsearch.spaces._flexibert_variants import VARIANTS, FlexiBertVariant, LayerChoice
 from archsearch.spaces._graph import architecture_graph, graph_hash, graph_image, ordered_labels
 from archsearch.spaces._options import reject_unknown
 
@@ -48,92 +52,9 @@ if TYPE_CHECKING:
     import networkx as nx
     import optuna
 
-#: Operation types and the parameters they take (convolution kernels come from the variant).
-OPERATIONS = ("sa", "l", "c")
-ATTENTION_PARAMS = ("sdp", "wma")
-LINEAR_PARAMS = ("dft", "dct")
-_ARCH_KEYS = ("l", "o", "p", "h", "n", "f")
-
 #: ``enumerate()`` lists a space only up to this many architectures (a library must fit in
 #: memory and be embedded pairwise); bigger spaces are sampled instead.
 ENUMERATE_LIMIT = 100_000
-
-
-@dataclass(frozen=True)
-class FlexiBertVariant:
-    """The value sets of one FlexiBERT design space (one reference ``design_space*.yaml``)."""
-
-    layers: tuple[int, ...]
-    hidden: tuple[int, ...]
-    heads: tuple[int, ...]
-    ff_depths: tuple[int, ...]
-    ff_widths: tuple[int, ...]
-    kernels: tuple[int, ...]
-
-    @property
-    def operations(self) -> tuple[str, ...]:
-        """Operation/parameter pairs as Optuna values: ``sa-sdp``, ``l-dct``, ``c-9`` ..."""
-        return (
-            *(f"sa-{p}" for p in ATTENTION_PARAMS),
-            *(f"l-{p}" for p in LINEAR_PARAMS),
-            *(f"c-{k}" for k in self.kernels),
-        )
-
-    def params_of(self, op: str) -> tuple[str, ...]:
-        """The legal parameters of operation type ``op``."""
-        if op == "sa":
-            return ATTENTION_PARAMS
-        if op == "l":
-            return LINEAR_PARAMS
-        return tuple(str(k) for k in self.kernels)
-
-
-VARIANTS = {
-    "test": FlexiBertVariant(
-        layers=(2, 4),
-        hidden=(128, 256),
-        heads=(2, 4),
-        ff_depths=(1, 3),
-        ff_widths=(512, 1024),
-        kernels=(5, 9),
-    ),
-    "large": FlexiBertVariant(
-        layers=(2, 4, 6),
-        hidden=(128, 256, 512),
-        heads=(2, 4, 8),
-        ff_depths=(1, 2, 3),
-        ff_widths=(512, 1024, 2048, 4096),
-        kernels=(5, 9, 13),
-    ),
-}
-
-
-@dataclass(frozen=True)
-class LayerChoice:
-    """Everything one layer (or one stack of layers) chooses."""
-
-    op: str  # "sa" | "l" | "c"
-    param: str  # "sdp" | "wma" | "dft" | "dct" | kernel size as a string
-    hidden: int
-    heads: int
-    ff: tuple[int, ...]  # feed-forward widths, one per FF layer
-
-    @property
-    def operation(self) -> str:
-        """The Optuna value of the op/param pair, e.g. ``"sa-sdp"``."""
-        return f"{self.op}-{self.param}"
-
-    def describe(self) -> str:
-        """``2x256 sa-sdp f512-512-512``: heads x hidden, operation, feed-forward widths."""
-        return f"{self.heads}x{self.hidden} {self.operation} f{'-'.join(map(str, self.ff))}"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_list(value: Any) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
 class FlexiBertSpace(DesignSpace):
@@ -308,77 +229,12 @@ class FlexiBertSpace(DesignSpace):
         (``9`` -> ``"9"``). Errors name the first offending field, e.g. ``architecture.p[2]``
         or ``architecture.f[1][0]``.
         """
-        v = self.variant
-        if not isinstance(architecture, dict):
-            raise SpecError("architecture", "must be a JSON object with keys l, o, p, h, n, f")
-        extra = sorted(set(architecture) - set(_ARCH_KEYS))
-        if extra:
-            raise SpecError(
-                f"architecture.{extra[0]}", "unknown field", "keys are l, o, p, h, n, f"
-            )
-        missing = [k for k in _ARCH_KEYS if k not in architecture]
-        if missing:
-            raise SpecError(f"architecture.{missing[0]}", "missing", "keys are l, o, p, h, n, f")
-        layers = architecture["l"]
-        if not _is_int(layers) or layers not in v.layers:
-            raise SpecError("architecture.l", f"must be one of {list(v.layers)}, got {layers!r}")
-        for key in _ARCH_KEYS[1:]:
-            values = architecture[key]
-            if not _is_list(values) or len(values) != layers:
-                raise SpecError(
-                    f"architecture.{key}",
-                    f"must be a list of {layers} values (one per layer), got {values!r}",
-                )
-        out: dict[str, Any] = {"l": layers, "o": [], "p": [], "h": [], "n": [], "f": []}
-        for i in range(layers):
-            op = architecture["o"][i]
-            if op not in OPERATIONS:
-                raise SpecError(f"architecture.o[{i}]", f"{op!r} not in {list(OPERATIONS)}")
-            param = architecture["p"][i]
-            if op == "c" and _is_int(param):
-                param = str(param)
-            if not isinstance(param, str) or param not in v.params_of(op):
-                raise SpecError(
-                    f"architecture.p[{i}]",
-                    f"{param!r} is not a parameter of operation {op!r}",
-                    f"one of {list(v.params_of(op))}",
-                )
-            for key, choices in (("h", v.hidden), ("n", v.heads)):
-                value = architecture[key][i]
-                if not _is_int(value) or value not in choices:
-                    raise SpecError(f"architecture.{key}[{i}]", f"{value!r} not in {list(choices)}")
-            stack = architecture["f"][i]
-            if not _is_list(stack) or len(stack) not in v.ff_depths:
-                raise SpecError(
-                    f"architecture.f[{i}]",
-                    f"must be a list of {' or '.join(map(str, v.ff_depths))} widths, got {stack!r}",
-                )
-            for j, width in enumerate(stack):
-                if not _is_int(width) or width not in v.ff_widths:
-                    raise SpecError(
-                        f"architecture.f[{i}][{j}]", f"{width!r} not in {list(v.ff_widths)}"
-                    )
-            if not self.heterogeneous_ff and len(set(stack)) > 1:
-                raise SpecError(
-                    f"architecture.f[{i}]",
-                    f"widths {list(stack)} differ, but this space's FF stacks are homogeneous",
-                    "repeat one width, or use heterogeneous_ff=true",
-                )
-            out["o"].append(op)
-            out["p"].append(param)
-            out["h"].append(architecture["h"][i])
-            out["n"].append(architecture["n"][i])
-            out["f"].append(list(stack))
-        if self.hierarchical:
-            for i in range(1, layers, 2):
-                for key in _ARCH_KEYS[1:]:
-                    if out[key][i] != out[key][i - 1]:
-                        raise SpecError(
-                            f"architecture.{key}[{i}]",
-                            f"{out[key][i]!r} differs from {key}[{i - 1}] = {out[key][i - 1]!r}",
-                            "hierarchical spaces share every choice within a pair of layers",
-                        )
-        return out
+        return check_architecture(
+            architecture,
+            self.variant,
+            heterogeneous_ff=self.heterogeneous_ff,
+            hierarchical=self.hierarchical,
+        )
 
     def sample(self, rng: random.Random) -> dict[str, Any]:
         """Draws an architecture: the layer count uniformly, then each layer's (or stack's)
@@ -441,43 +297,10 @@ class FlexiBertSpace(DesignSpace):
         The result is ``o="sa"``, ``p=s``, ``n=a``, ``f=[[f]]`` per layer, validated against
         this space: a small-table FF width of 2048 exists only in the large variant.
         """
-        small = FlexiBertSmallSpace().validate(table_architecture)
-        layers = small["l"]
-        return self.validate(
-            {
-                "l": layers,
-                "o": ["sa"] * layers,
-                "p": list(small["s"]),
-                "h": list(small["h"]),
-                "n": list(small["a"]),
-                "f": [[width] for width in small["f"]],
-            }
-        )
+        return self.validate(small_to_flexibert(table_architecture))
 
     def to_small(self, architecture: dict[str, Any]) -> dict[str, Any]:
         """Converts to the ``flexibert-small`` format; SpecError when that format cannot
         express it (an operation other than self-attention, more than one FF layer, or a
         value outside the small space)."""
-        arch = self.validate(architecture)
-        for i in range(arch["l"]):
-            if arch["o"][i] != "sa":
-                raise SpecError(
-                    f"architecture.o[{i}]",
-                    f"operation {arch['o'][i]!r} cannot be expressed in flexibert-small",
-                    "flexibert-small layers are self-attention only",
-                )
-            if len(arch["f"][i]) != 1:
-                raise SpecError(
-                    f"architecture.f[{i}]",
-                    f"{len(arch['f'][i])} feed-forward layers cannot be expressed in "
-                    "flexibert-small",
-                    "flexibert-small layers have one feed-forward layer",
-                )
-        small = {
-            "l": arch["l"],
-            "a": list(arch["n"]),
-            "h": list(arch["h"]),
-            "s": list(arch["p"]),
-            "f": [stack[0] for stack in arch["f"]],
-        }
-        return FlexiBertSmallSpace().validate(small)
+        return flexibert_to_small(self.validate(architecture))

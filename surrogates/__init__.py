@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from archsearch.surrogates._boshnas import (
-    BoshnasProposer,
-    BoshnasSurrogate,
-    FitReport,
-    LibraryProposer,
-    Proposal,
-    chebyshev_performance,
-    exploitation_streak,
-)
+from archsearch.surrogates._boshnas import BoshnasProposer, exploitation_streak
+from archsearch.surrogates._boshnas_surrogate import BoshnasSurrogate, FitReport
+from archsearch.surrogates._embedding_fidelity import rank_fidelity
 from archsearch.surrogates._embedding_gp import EmbeddingGPProposer
 from archsearch.surrogates._ged import (
     EDGE_INDEL_COST,
@@ -25,10 +19,15 @@ from archsearch.surrogates._ged import (
     prepared_edit_distance,
 )
 from archsearch.surrogates._gobi import GobiResult, gobi
-from archsearch.surrogates._transformer2vec import (
+from archsearch.surrogates._library_proposer import (
+    LibraryProposer,
+    Proposal,
+    chebyshev_performance,
+)
+from archsearch.surrogates._transformer2vec import Transformer2vec
+from archsearch.surrogates._transformer2vec_file import (
     FORMAT_VERSION as TRANSFORMER2VEC_FORMAT_VERSION,
 )
-from archsearch.surrogates._transformer2vec import Transformer2vec, rank_fidelity
 
 __all__ = [
     "EDGE_INDEL_COST",

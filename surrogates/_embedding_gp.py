@@ -26,7 +26,7 @@ from botorch.optim import optimize_acqf_discrete
 from botorch.sampling import SobolQMCNormalSampler
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from archsearch.surrogates._boshnas import N_INIT, LibraryProposer, Observations, Proposal
+from archsearch.surrogates._library_proposer import N_INIT, LibraryProposer, Observations, Proposal
 
 QLOGEI = "qlogei"
 

@@ -29,14 +29,14 @@ What differs here, and why:
 
 GED values are cached by the (sorted) pair of keys, so nothing is computed twice; the cache is
 saved with the embedding. Keys are architecture fingerprints: one key always names one graph.
+
+The file format of :meth:`Transformer2vec.save` is in ``_transformer2vec_file.py``; how well an
+embedding keeps the order of GEDs (:func:`rank_fidelity`) in ``_embedding_fidelity.py``.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -47,7 +47,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import least_squares
-from scipy.stats import spearmanr
 
 from archsearch.surrogates._ged import (
     DEFAULT_TIMEOUT_S,
@@ -59,12 +58,7 @@ from archsearch.surrogates._ged import (
     prepare_graph,
     prepared_edit_distance,
 )
-
-#: Version of the file written by :meth:`Transformer2vec.save`; ``load`` refuses others.
-#: Version 2 (issue 11): keys stored once, pairs as indices into them, compressed (version 1
-#: stored every pair as two fixed-width strings: 130 MB for a 5,000-row library).
-FORMAT_VERSION = 2
-_FORMAT_NAME = "archsearch.transformer2vec"
+from archsearch.surrogates._transformer2vec_file import SavedModel, read_model, write_model
 
 PairKey = tuple[str, str]
 
@@ -485,60 +479,26 @@ class Transformer2vec:
         (temporary file, then rename). Each key is stored once, in a UTF-8 JSON list (the
         embedded keys first, in embedding order, then the other keys the GED cache names);
         anchors and pairs are ``int32`` indices into that list. :meth:`load` restores an equal
-        model: vectors and GEDs bit for bit (both stay ``float64``).
+        model: vectors and GEDs bit for bit (both stay ``float64``). The format is
+        ``_transformer2vec_file.py``'s.
 
         Returns:
             The path written.
         """
-        out = Path(path)
-        meta = {
-            "format": _FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "config": self._config(),
-            "scale": self.scale,
-            "fit_epochs": self.fit_epochs,
-            "fit_loss": self.fit_loss if math.isfinite(self.fit_loss) else None,
-        }
-        table = list(self._keys)
-        position = dict(self._index)
-
-        def indices(pairs: Iterable[PairKey]) -> np.ndarray:
-            rows = []
-            for pair in pairs:
-                for key in pair:
-                    if key not in position:
-                        position[key] = len(table)
-                        table.append(key)
-                rows.append((position[pair[0]], position[pair[1]]))
-            return np.array(rows, dtype=np.int32).reshape(-1, 2)
-
-        cached = sorted(self._ged_cache.items())
-        ged_pairs = indices(pair for pair, _ in cached)
-        trained_pairs = indices(sorted(self._trained_pairs))
-        anchor_keys = indices((key, key) for key in self._anchor_graphs)[:, 0]
-        anchors = [
-            nx.node_link_data(graph, edges="edges") for graph in self._anchor_graphs.values()
-        ]
-        arrays: dict[str, np.ndarray] = {
-            "meta": _utf8(meta),
-            "keys": _utf8(table),
-            "vectors": self._vectors,
-            "anchor_keys": anchor_keys,
-            "anchor_graphs": _utf8(anchors),
-            "trained_pairs": trained_pairs,
-            "ged_pairs": ged_pairs,
-            "ged_values": np.array([value for _, value in cached], dtype=np.float64),
-        }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez_compressed(stream, allow_pickle=False, **arrays)
-            os.replace(temporary, out)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return out
+        return write_model(
+            path,
+            SavedModel(
+                config=self._config(),
+                scale=self.scale,
+                fit_epochs=self.fit_epochs,
+                fit_loss=self.fit_loss,
+                keys=self._keys,
+                vectors=self._vectors,
+                anchor_graphs=self._anchor_graphs,
+                trained_pairs=self._trained_pairs,
+                ged_cache=self._ged_cache,
+            ),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Transformer2vec:
@@ -548,116 +508,15 @@ class Transformer2vec:
             ValueError: when the file is not a Transformer2vec file or has another version
                 (a cache of an older version is refitted by its owner, not read).
         """
-        try:
-            with np.load(Path(path), allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-            meta = _from_utf8(arrays["meta"])
-        except (OSError, KeyError, ValueError) as e:
-            raise ValueError(
-                f"{path} is not a Transformer2vec file ({e}); write it with Transformer2vec.save"
-            ) from e
-        if (
-            not isinstance(meta, dict)
-            or meta.get("format") != _FORMAT_NAME
-            or meta.get("version") != FORMAT_VERSION
-        ):
-            found = meta if isinstance(meta, dict) else {}
-            raise ValueError(
-                f"{path} is {found.get('format')!r} version {found.get('version')!r}; this code "
-                f"reads {_FORMAT_NAME} version {FORMAT_VERSION}: refit and save again"
-            )
-        model = cls(**meta["config"])
-        model.scale = float(meta["scale"])
-        model.fit_epochs = int(meta["fit_epochs"])
-        model.fit_loss = math.nan if meta["fit_loss"] is None else float(meta["fit_loss"])
-        table = [str(key) for key in _from_utf8(arrays["keys"])]
-        model._vectors = arrays["vectors"].astype(np.float64, copy=False).reshape(-1, model.dim)
-        model._keys = table[: len(model._vectors)]
+        saved = read_model(path)
+        model = cls(**saved.config)
+        model.scale = saved.scale
+        model.fit_epochs = saved.fit_epochs
+        model.fit_loss = saved.fit_loss
+        model._vectors = saved.vectors.reshape(-1, model.dim)
+        model._keys = saved.keys
         model._index = {key: i for i, key in enumerate(model._keys)}
-        graphs = _from_utf8(arrays["anchor_graphs"])
-        model._anchor_graphs = {
-            table[i]: nx.node_link_graph(graph, directed=True, multigraph=False, edges="edges")
-            for i, graph in zip(arrays["anchor_keys"].tolist(), graphs, strict=True)
-        }
-        model._trained_pairs = {(table[a], table[b]) for a, b in arrays["trained_pairs"].tolist()}
-        model._ged_cache = {
-            (table[a], table[b]): float(value)
-            for (a, b), value in zip(
-                arrays["ged_pairs"].tolist(), arrays["ged_values"].tolist(), strict=True
-            )
-        }
+        model._anchor_graphs = saved.anchor_graphs
+        model._trained_pairs = saved.trained_pairs
+        model._ged_cache = saved.ged_cache
         return model
-
-
-def _utf8(obj: Any) -> np.ndarray:
-    """``obj`` as compact UTF-8 JSON bytes (``uint8``): one byte per ASCII character, where a
-    NumPy string array takes four per character of its longest entry."""
-    text = json.dumps(obj, separators=(",", ":"))
-    return np.frombuffer(text.encode(), dtype=np.uint8)
-
-
-def _from_utf8(array: np.ndarray) -> Any:
-    """Inverse of :func:`_utf8`; a version-1 file's string ``meta`` reads too (so ``load`` can
-    name its version)."""
-    if array.dtype.kind == "U":
-        return json.loads(str(array))
-    return json.loads(array.tobytes().decode())
-
-
-def rank_fidelity(
-    model: Transformer2vec, graphs: Mapping[str, nx.DiGraph], n_pairs: int, seed: int = 0
-) -> float:
-    """Spearman correlation between embedding distance and GED on held-out pairs.
-
-    Pairs are drawn uniformly among unordered pairs of distinct embedded keys of ``graphs``
-    that the model was NOT fitted to (:attr:`Transformer2vec.trained_pairs`). Their GEDs go
-    into the model's cache.
-
-    Args:
-        model: a fitted model.
-        graphs: ``{fingerprint: graph}``; keys the model has not embedded are ignored.
-        n_pairs: how many held-out pairs to draw (fewer when fewer exist).
-        seed: seeds the draw.
-
-    Returns:
-        Spearman's rho (NaN when all drawn GEDs, or all distances, are equal).
-
-    Raises:
-        ValueError: when fewer than 3 held-out pairs exist.
-    """
-    _positive_int("n_pairs", n_pairs)
-    _check_graphs(graphs, "graphs")
-    keys = [key for key in graphs if key in model]
-    rng = np.random.default_rng(seed)
-    trained = model.trained_pairs
-    n = len(keys)
-    total = n * (n - 1) // 2
-    chosen: list[tuple[int, int]]
-    if total <= 4 * n_pairs + len(trained):
-        # Small enough to list every held-out pair and draw without replacement.
-        candidates = [
-            (i, j)
-            for i in range(n)
-            for j in range(i + 1, n)
-            if _pair(keys[i], keys[j]) not in trained
-        ]
-        picks = rng.permutation(len(candidates))[:n_pairs]
-        chosen = [candidates[p] for p in sorted(picks.tolist())]
-    else:
-        # Too many to list: rejection-sample; held-out pairs are then the large majority.
-        seen: set[tuple[int, int]] = set()
-        while len(seen) < n_pairs:
-            i, j = (int(x) for x in rng.choice(n, size=2, replace=False))
-            pair = (min(i, j), max(i, j))
-            if _pair(keys[i], keys[j]) not in trained:
-                seen.add(pair)
-        chosen = sorted(seen)
-    if len(chosen) < 3:
-        raise ValueError(
-            f"only {len(chosen)} held-out pairs among {n} embedded graphs; pass more graphs"
-        )
-    geds = model.graph_distances([(keys[i], keys[j]) for i, j in chosen], graphs)
-    vectors = model.vectors(keys)
-    distances = np.array([np.linalg.norm(vectors[i] - vectors[j]) for i, j in chosen])
-    rho = spearmanr(distances, geds).statistic
-    return float(rho)

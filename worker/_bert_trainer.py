@@ -37,7 +37,6 @@ from archsearch.spaces import Candidate, CustomTask, GlueTask
 from archsearch.worker._batches import EncodedSplit
 from archsearch.worker._checkpoint_artifacts import upload_checkpoint, with_local_transfer
 from archsearch.worker._checkpoints import CHECKPOINT_DIR_ENV, checkpoint_root, save_checkpoint
-from archsearch.worker._cost import provenance
 from archsearch.worker._evaluate import CostMeter, Evaluator
 from archsearch.worker._flexibert_model import FLEXIBERT_SPACES, FlexiBertForSequenceClassification
 from archsearch.worker._glue_dir import GLUE_DIR_ENV, resolve_glue_dir
@@ -45,6 +44,7 @@ from archsearch.worker._loop import TrainingHooks, TrainingLoop, seed_everything
 from archsearch.worker._models import model_factory
 from archsearch.worker._plan import TrainingPlan, parse_plan
 from archsearch.worker._precision import Precision, resolve_precision
+from archsearch.worker._provenance import provenance
 from archsearch.worker._registry import register_trainer
 from archsearch.worker._result_metrics import (
     AGGREGATED_COST_METRICS,
@@ -104,7 +104,7 @@ class BertTrainer(TeacherTraining, Trainer):
     ``latency_ms_b32`` (128 tokens, on the worker's device, in the training precision),
     ``peak_train_memory_mb`` (see :mod:`archsearch.worker._cost` for each one's exact
     meaning); ``train_seconds`` (optimisation only, evaluation excluded); ``eval_samples``.
-    ``info`` holds :func:`~archsearch.worker._cost.provenance` (seed, data hash, device,
+    ``info`` holds :func:`~archsearch.worker._provenance.provenance` (seed, data hash, device,
     versions, code version) and ``task``, ``data_source`` (where each task's examples came
     from: :meth:`~archsearch.worker.DataSource.describe`), ``glue_dir`` (when this worker has a
     ``glue_data`` folder), ``precision``, ``checkpoint``, and the data selector's provenance

@@ -9,8 +9,10 @@ way (DESIGN.md principle 5: raw cost metrics are stored with every trial):
   ``torch.utils.flop_counter.FlopCounterMode``.
 * :func:`measure_latency_ms`: ``latency_ms_b1`` and ``latency_ms_b32``, measured inference
   latency on the worker's device.
-* :class:`PeakMemoryMeter`: ``peak_train_memory_mb``, the memory a training run added.
-* :func:`provenance`: what a measurement depends on (seed, data, device, versions, code).
+* ``PeakMemoryMeter`` (``_memory_meter``): ``peak_train_memory_mb``, the memory a training run
+  added.
+* ``provenance`` (``_provenance``): what a measurement depends on (seed, data, device, versions,
+  code).
 
 Imports torch at module level, like the trainers; ``archsearch.worker`` does not import it
 eagerly.
@@ -19,15 +21,9 @@ eagerly.
 from __future__ import annotations
 
 import functools
-import os
-import platform
 import statistics
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import torch
@@ -36,7 +32,6 @@ from torch.utils.flop_counter import FlopCounterMode
 #: Sequence length and batch sizes of the latency metrics: ``latency_ms_b{batch}`` at 128 tokens.
 LATENCY_SEQ_LENGTH = 128
 LATENCY_BATCH_SIZES = (1, 32)
-_MIB = 2**20
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -228,247 +223,6 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-# ----------------------------------------------------------------------------- memory
-
-
-class PeakMemoryMeter:
-    """Context manager measuring ``peak_train_memory_mb``: the most memory the code inside it
-    added, in MiB (2²⁰ bytes), over what was in use when it started.
-
-    Wrap model construction and training in it, so that weights, gradients, optimizer state
-    and activations all count.
-
-    * CUDA: peak of live tensor bytes on the device (``torch.cuda.max_memory_allocated``,
-      its peak statistic reset on entry) minus the bytes live on entry. Exact; memory the
-      caching allocator holds but no tensor uses, fragmentation and the CUDA context are
-      excluded. :meth:`sample` does nothing.
-    * CPU: peak resident set size (RSS) of the process minus the RSS on entry. PyTorch keeps
-      no statistics for CPU tensors, and the kernel's own high-water mark (``ru_maxrss``) is
-      a whole-process figure that never goes down, so it cannot isolate one trial in a
-      long-lived worker. The RSS (``/proc/self/statm``, or ``psutil`` where there is no
-      ``/proc``) is read whenever the code inside calls :meth:`sample` (the trainer does
-      after each forward and backward pass and optimiser step: about 2 µs each), and every
-      ``interval_s`` by a background thread, which catches peaks inside long passes. (The
-      thread alone, at the 50 Hz that short steps would need, slowed training by 3-5% on a
-      2-core machine by preempting PyTorch's compute threads; at 10 Hz it costs < 1%.)
-
-      On entry, memory the C allocator holds unused is handed back to the system (glibc
-      ``malloc_trim``), so that a trial's allocations raise the RSS rather than silently
-      reuse pages an earlier trial left resident (without this, repeated identical trials in
-      one process read anywhere from 0 to 3x the true figure; with it they agree within
-      about 10%). Caveats: a transient buffer that lives only inside one operation can be
-      missed; the first trial in a process also pays one-time allocations (kernel caches,
-      lazily loaded libraries); non-tensor memory the trial allocated (Python objects)
-      counts too.
-
-    Attributes:
-        peak_mb: The measurement, set on exit (0.0 before).
-    """
-
-    def __init__(self, device: str | torch.device, interval_s: float = 0.1) -> None:
-        self.device = torch.device(device)
-        self.interval_s = interval_s
-        self.peak_mb = 0.0
-        self._start = 0
-        # One maximum per writer (caller, sampler thread): no lock, no lost update.
-        self._peak_caller = 0
-        self._peak_thread = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._read_rss = _rss_reader() if self.device.type != "cuda" else None
-        self._active = False
-
-    def __enter__(self) -> PeakMemoryMeter:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        elif self._read_rss is not None:
-            _release_free_heap()
-            self._start = self._peak_caller = self._peak_thread = self._read_rss()
-            self._active = True
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._run_sampler, name="archsearch-rss-sampler", daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-        elif self._read_rss is not None:
-            self.sample()
-            self._active = False
-            self._stop.set()
-            if self._thread is not None:
-                self._thread.join()
-            peak = max(self._peak_caller, self._peak_thread)
-        else:
-            peak = self._start
-        self.peak_mb = max(0, peak - self._start) / _MIB
-
-    def sample(self) -> None:
-        """Reads the RSS now (CPU); call it where memory peaks. Cheap; a no-op on CUDA and
-        outside the ``with`` block."""
-        if self._active:
-            rss = self._read_rss()  # type: ignore[misc]
-            if rss > self._peak_caller:
-                self._peak_caller = rss
-
-    def _run_sampler(self) -> None:
-        read = self._read_rss
-        assert read is not None
-        while not self._stop.wait(self.interval_s):
-            rss = read()
-            if rss > self._peak_thread:
-                self._peak_thread = rss
-
-
-def _release_free_heap() -> None:
-    """Returns memory the C allocator holds but no object uses to the system (glibc's
-    ``malloc_trim``; a no-op elsewhere), so that the next allocations raise the RSS again
-    instead of silently reusing pages an earlier trial left resident."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Any:
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-@functools.lru_cache(maxsize=1)
-def _rss_reader() -> Any:
-    """A function returning the process's RSS in bytes, or None when it cannot be read.
-
-    Cached: the one ``/proc/self/statm`` descriptor stays open for the process's lifetime.
-    """
-    try:
-        fd = os.open("/proc/self/statm", os.O_RDONLY)
-        page = os.sysconf("SC_PAGE_SIZE")
-
-        def read_statm() -> int:
-            # statm: size resident shared text lib data dt, in pages. pread at offset 0
-            # re-generates the file, so one descriptor serves every sample.
-            return int(os.pread(fd, 128, 0).split()[1]) * page
-
-        read_statm()
-        return read_statm
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import psutil
-
-        process = psutil.Process()
-        return lambda: int(process.memory_info().rss)
-    except ImportError:
-        return None
-
-
-# ----------------------------------------------------------------------------- provenance
-
-
-def device_name(device: str | torch.device) -> str:
-    """A readable name of the hardware behind ``device``: the GPU's name on CUDA
-    ("NVIDIA H100 80GB HBM3"), the CPU model and PyTorch's thread count on CPU
-    ("AMD EPYC 7B13 (2 threads)")."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return str(torch.cuda.get_device_name(device))
-    return f"{_cpu_model()} ({torch.get_num_threads()} threads)"
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """``git describe --always --dirty`` of the archsearch checkout this code runs from, or
-    the installed package version when it is not a git checkout (or git is missing).
-
-    Computed once per process. Runs git with ``GIT_OPTIONAL_LOCKS=0`` so that the index
-    refresh behind ``--dirty`` never takes ``index.lock`` from under a developer's own git.
-    """
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / ".git").exists():
-        try:
-            out = subprocess.run(
-                ["git", "describe", "--always", "--dirty"],
-                cwd=repo,
-                capture_output=True,
-                text=True,
-                timeout=10,
-                env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
-                check=True,
-            )
-            if out.stdout.strip():
-                return f"git:{out.stdout.strip()}"
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return f"archsearch {_package_version()}"
-
-
-def _package_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("archsearch")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def provenance(seed: int, data_hash: str, device: str | torch.device) -> dict[str, str]:
-    """What a trial's measurements depend on, as strings for ``TrainResult.info``.
-
-    Args:
-        seed: The recipe's seed.
-        data_hash: A digest of the exact data trained and evaluated on (the caller's choice of
-            digest; the BERT trainer hashes the token ids and labels).
-        device: The torch device trained on.
-
-    Returns:
-        ``seed``, ``data_hash``, ``device`` (the torch device string), ``device_name``,
-        ``torch_version``, ``transformers_version``, ``archsearch_version`` and
-        ``code_version`` (see :func:`code_version`).
-    """
-    import transformers
-
-    return {
-        "seed": str(seed),
-        "data_hash": data_hash,
-        "device": str(device),
-        "device_name": device_name(device),
-        "torch_version": torch.__version__,
-        "transformers_version": transformers.__version__,
-        "archsearch_version": _package_version(),
-        "code_version": code_version(),
-    }
-
-
 def latency_metrics(
     model: torch.nn.Module,
     *,
@@ -497,7 +251,7 @@ def size_metrics(model: torch.nn.Module, seq_len: int) -> dict[str, float]:
 
 def iter_cost_metric_names(measure_latency: bool = True) -> Iterator[str]:
     """Names of the metrics :func:`size_metrics`, :func:`latency_metrics` (unless
-    ``measure_latency`` is False) and :class:`PeakMemoryMeter` produce."""
+    ``measure_latency`` is False) and ``_memory_meter.PeakMemoryMeter`` produce."""
     yield from ("params", "params_no_embeddings", "flops")
     if measure_latency:
         yield from (f"latency_ms_b{b}" for b in LATENCY_BATCH_SIZES)

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from archsearch.worker._batches import EncodedSplit
-from archsearch.worker._cost import PeakMemoryMeter, latency_metrics, size_metrics
+from archsearch.worker._cost import latency_metrics, size_metrics
+from archsearch.worker._memory_meter import PeakMemoryMeter
 from archsearch.worker._metrics import compute_metrics
 from archsearch.worker._precision import Precision
 from archsearch.worker._task_info import Task

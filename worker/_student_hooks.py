@@ -20,13 +20,9 @@ from archsearch.worker._batches import EncodedSplit
 from archsearch.worker._distill import Distiller
 from archsearch.worker._extract import init_student_from_teacher
 from archsearch.worker._flexibert_model import FlexiBertForSequenceClassification
-from archsearch.worker._flexibert_pretrain import (
-    MlmCorpus,
-    initial_weights,
-    read_text_corpus,
-    text_corpus,
-)
+from archsearch.worker._flexibert_pretrain import initial_weights
 from archsearch.worker._loop import InitFn, LossFn, TrainingHooks
+from archsearch.worker._mlm_pretrain import MlmCorpus, read_text_corpus, text_corpus
 from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._precision import fp32_autocast, resolve_precision
 from archsearch.worker._trainer import CandidateError

@@ -24,7 +24,8 @@ from archsearch.worker._batches import EncodedSplit
 from archsearch.worker._evaluate import Evaluator
 from archsearch.worker._loop import TrainingLoop, seed_everything
 from archsearch.worker._precision import resolve_precision
-from archsearch.worker._teacher import TeacherCache, load_teacher_classifier, teacher_recipe
+from archsearch.worker._teacher import load_teacher_classifier, teacher_recipe
+from archsearch.worker._teacher_cache import TeacherCache
 from archsearch.worker._trainer import TrainContext
 
 #: The ``data`` keys that say where examples come from (the teacher reads its task's whole

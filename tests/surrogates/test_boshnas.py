@@ -12,19 +12,18 @@ import torch
 from archsearch.surrogates._boshnas import (
     DIVERSITY,
     EXPLOITATION,
-    RANDOM,
     UNCERTAINTY,
     BoshnasProposer,
-    BoshnasSurrogate,
-    chebyshev_performance,
     exploitation_streak,
 )
+from archsearch.surrogates._boshnas_surrogate import BoshnasSurrogate
 from archsearch.surrogates._gobi import (
     gobi,
     library_bounds,
     nearest_free_rows,
     optimise_acquisition,
 )
+from archsearch.surrogates._library_proposer import RANDOM, chebyshev_performance
 from archsearch.surrogates._npn import NPNLinear, NPNReLU, NPNSigmoid, heteroscedastic_nll
 
 

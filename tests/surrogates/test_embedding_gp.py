@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from archsearch.surrogates._boshnas import RANDOM
 from archsearch.surrogates._embedding_gp import QLOGEI, EmbeddingGPProposer
+from archsearch.surrogates._library_proposer import RANDOM
 
 
 def _library(n: int = 200, dim: int = 3, seed: int = 0) -> np.ndarray:

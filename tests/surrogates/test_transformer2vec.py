@@ -13,13 +13,14 @@ import pytest
 
 from archsearch.spaces import FlexiBertSpace, architecture_graph
 from archsearch.surrogates import _ged, _transformer2vec
+from archsearch.surrogates._embedding_fidelity import rank_fidelity
 from archsearch.surrogates._ged import (
     LabelCosts,
     assignment_edit_distance,
     graph_edit_distance,
     pairwise_edit_distances,
 )
-from archsearch.surrogates._transformer2vec import Transformer2vec, rank_fidelity
+from archsearch.surrogates._transformer2vec import Transformer2vec
 
 SPACE = FlexiBertSpace()  # the paper's space (design_space_test.yaml)
 LABELS = SPACE.graph_labels()

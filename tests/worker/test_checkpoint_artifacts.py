@@ -22,7 +22,7 @@ from archsearch.worker._checkpoint_artifacts import (
     parse_trial_ref,
     upload_checkpoint,
 )
-from archsearch.worker._flexibert_pretrain import check_fidelity
+from archsearch.worker._fidelity import check_fidelity
 
 
 def test_trial_references() -> None:

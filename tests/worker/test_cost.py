@@ -24,16 +24,15 @@ from archsearch.worker._bert_trainer import (
     BertTrainer,
 )
 from archsearch.worker._cost import (
-    PeakMemoryMeter,
     bert_flops,
-    code_version,
     count_flops,
     count_parameters,
     count_parameters_without_embeddings,
     measure_latency_ms,
-    provenance,
 )
 from archsearch.worker._loop import TrainingHooks, TrainingLoop
+from archsearch.worker._memory_meter import PeakMemoryMeter
+from archsearch.worker._provenance import code_version, provenance
 
 TINY = TINY_BERT
 

@@ -19,7 +19,7 @@ from archsearch.spaces import Candidate
 from archsearch.spaces._flexibert_overlap import flexibert_parameter_count
 from archsearch.worker import TrainContext
 from archsearch.worker._bert_trainer import CHECKPOINT_DIR_ENV, BertTrainer
-from archsearch.worker._flexibert_pretrain import PRETRAIN_DIR_ENV
+from archsearch.worker._pretrain_cache import PRETRAIN_DIR_ENV
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

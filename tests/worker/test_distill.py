@@ -18,10 +18,8 @@ import torch.nn.functional as F
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 from archsearch.spaces import get_task
-from archsearch.worker._distill import (
-    QKV,
-    Distiller,
-    QKVCapture,
+from archsearch.worker._distill import Distiller
+from archsearch.worker._distill_losses import (
     default_relation_heads,
     logit_kd_loss,
     minilm_v1_loss,
@@ -32,15 +30,18 @@ from archsearch.worker._extract import (
     init_student_from_teacher,
     teacher_layer_indices,
 )
+from archsearch.worker._qkv_capture import QKV, QKVCapture
 from archsearch.worker._teacher import (
-    CACHE_DIR_ENV,
     TEACHER_RECIPES,
-    TeacherCache,
-    TeacherJob,
-    default_cache_root,
     load_teacher_encoder,
     resolve_teacher,
     teacher_recipe,
+)
+from archsearch.worker._teacher_cache import (
+    CACHE_DIR_ENV,
+    TeacherCache,
+    TeacherJob,
+    default_cache_root,
 )
 
 VOCAB = 100

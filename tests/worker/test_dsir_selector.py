@@ -15,7 +15,7 @@ from archsearch.spaces import Candidate, SpecError, validate_data
 from archsearch.worker import CandidateError, TrainContext, load_split
 from archsearch.worker._dsir import DSIR_DIR_ENV, DsirCache, dsir_select
 from archsearch.worker._dsir_selector import DsirSelector, check_pretrain_selection
-from archsearch.worker._flexibert_pretrain import PRETRAIN_DIR_ENV
+from archsearch.worker._pretrain_cache import PRETRAIN_DIR_ENV
 from archsearch.worker._selectors import SELECTORS, SelectionPlan, make_selector
 from archsearch.worker._text_pools import file_texts, glue_texts, load_texts, source_names
 

@@ -33,7 +33,7 @@ from archsearch.worker._flexibert_model import (
     load_checkpoint,
     transfer_weights,
 )
-from archsearch.worker._flexibert_pretrain import MlmCorpus, mask_tokens, pretrain_mlm
+from archsearch.worker._mlm_pretrain import MlmCorpus, mask_tokens, pretrain_mlm
 
 OPERATIONS = [
     ("sa", "sdp"),

@@ -16,7 +16,7 @@ from archsearch.spaces import Candidate
 from archsearch.spaces._flexibert_overlap import flexibert_parameter_count, weight_overlap
 from archsearch.worker import CandidateError, TrainContext, TrainResult
 from archsearch.worker._bert_trainer import CHECKPOINT_DIR_ENV, BertTrainer
-from archsearch.worker._flexibert_pretrain import PRETRAIN_DIR_ENV
+from archsearch.worker._pretrain_cache import PRETRAIN_DIR_ENV
 
 #: Two layers, two operations, a width change (one projection).
 MIXED = {

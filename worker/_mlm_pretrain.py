@@ -1,0 +1,231 @@
+"""Masked-language-model pre-training of a FlexiBERT encoder, and the corpus it reads.
+
+:func:`read_text_corpus` tokenises a text file into an :class:`MlmCorpus`; :func:`pretrain_mlm`
+trains a ``FlexiBertForMaskedLM`` on it with BERT's masking (:func:`mask_tokens`: 15% of the
+non-special tokens, of which 80% become ``[MASK]``, 10% a random token, 10% stay) and the
+reference's optimiser settings (pretrain_flexibert.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from archsearch.worker._flexibert_model import FlexiBertForMaskedLM
+
+MASK_PROBABILITY = 0.15
+# Adam settings of the reference's pre-training (pretrain_flexibert.py): β₂ 0.98, ε 1e-6.
+_ADAM_BETAS = (0.9, 0.98)
+_ADAM_EPS = 1e-6
+_MAX_GRAD_NORM = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MlmCorpus:
+    """Tokenised pre-training sequences, stored flat like the trainer's ``EncodedSplit``.
+
+    Attributes:
+        input_ids: Every sequence's token ids (special tokens included), concatenated.
+        token_type_ids: Segment ids aligned with ``input_ids``.
+        offsets: Sequence ``i`` spans ``offsets[i]:offsets[i + 1]``.
+    """
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the token ids, segment ids and offsets: what was pre-trained on."""
+        h = hashlib.sha256()
+        for array in (self.input_ids, self.token_type_ids, self.offsets):
+            h.update(str(array.dtype).encode())
+            h.update(np.ascontiguousarray(array).data)
+        return h.hexdigest()
+
+
+def read_text_corpus(path: str | Path, tokenizer: Any, max_length: int) -> MlmCorpus:
+    """Tokenises a text file, one sentence per line (blank lines skipped), each truncated
+    to ``max_length`` tokens with ``[CLS]``/``[SEP]``.
+
+    Raises:
+        FileNotFoundError: The file does not exist on this worker.
+        ValueError: It holds no sentence.
+    """
+    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    sentences = [line for line in lines if line]
+    if not sentences:
+        raise ValueError(f"recipe.pretrain_text {path} holds no sentence (one per line)")
+    return text_corpus(sentences, tokenizer, max_length)
+
+
+def text_corpus(sentences: Sequence[str], tokenizer: Any, max_length: int) -> MlmCorpus:
+    """Tokenises texts, each truncated to ``max_length`` tokens with ``[CLS]``/``[SEP]``."""
+    encoded = tokenizer(
+        sentences, truncation=True, max_length=max_length, return_attention_mask=False
+    )
+    ids = [np.asarray(row, dtype=np.int32) for row in encoded["input_ids"]]
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum([len(row) for row in ids], out=offsets[1:])
+    flat = np.concatenate(ids)
+    return MlmCorpus(flat, np.zeros_like(flat, dtype=np.int8), offsets)
+
+
+def _batches(
+    corpus: MlmCorpus, batch_size: int, pad_id: int, device: torch.device, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless padded batches in a fresh seeded order each epoch."""
+    if len(corpus) == 0:
+        raise ValueError("the pre-training corpus is empty")
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(len(corpus))
+        for begin in range(0, len(order), batch_size):
+            indices = order[begin : begin + batch_size]
+            starts = corpus.offsets[indices]
+            lengths = corpus.offsets[indices + 1] - starts
+            columns = np.arange(int(lengths.max()))
+            mask = columns < lengths[:, None]
+            positions = starts[:, None] + np.minimum(columns, lengths[:, None] - 1)
+            ids = np.where(mask, corpus.input_ids[positions], pad_id)
+            types = np.where(mask, corpus.token_type_ids[positions], 0)
+            yield {
+                "input_ids": torch.from_numpy(ids.astype(np.int64)).to(device),
+                "token_type_ids": torch.from_numpy(types.astype(np.int64)).to(device),
+                "attention_mask": torch.from_numpy(mask.astype(np.int64)).to(device),
+            }
+
+
+# ----------------------------------------------------------------------------- MLM
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    special_ids: torch.Tensor,
+    mask_id: int,
+    vocab_size: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking: picks 15% of the real, non-special tokens; of those 80% become
+    ``mask_id``, 10% a uniformly random token and 10% stay unchanged.
+
+    At least one token per batch is picked (when any can be), so the loss is never an empty
+    mean.
+
+    Returns:
+        The corrupted ids and the labels (the original id where picked, -100 elsewhere).
+    """
+    device = input_ids.device
+
+    def uniform() -> torch.Tensor:
+        return torch.rand(input_ids.shape, generator=generator).to(device)
+
+    eligible = attention_mask.bool() & ~torch.isin(input_ids, special_ids)
+    picked = (uniform() < MASK_PROBABILITY) & eligible
+    if not picked.any() and eligible.any():
+        candidates = eligible.flatten().nonzero().squeeze(1)
+        choice = torch.randint(len(candidates), (1,), generator=generator).item()
+        picked.view(-1)[candidates[int(choice)]] = True
+    labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
+    draw = uniform()
+    corrupted = input_ids.clone()
+    corrupted[picked & (draw < 0.8)] = mask_id
+    randomised = picked & (draw >= 0.8) & (draw < 0.9)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator).to(device)
+    corrupted[randomised] = random_ids[randomised]
+    return corrupted, labels
+
+
+def pretrain_mlm(
+    model: FlexiBertForMaskedLM,
+    corpus: MlmCorpus,
+    steps: int,
+    *,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.1,
+    seed: int = 0,
+    pad_id: int = 0,
+    mask_id: int,
+    special_ids: list[int],
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    check: Callable[[], None] | None = None,
+) -> list[float]:
+    """Masked-language-model training of ``model`` for ``steps`` optimiser steps, in place.
+
+    AdamW (β₂ 0.98, ε 1e-6 as the reference; no decay on biases and LayerNorms), linear
+    warm-up over ``warmup_ratio`` of the steps then linear decay, gradient clipping at 1.0.
+    Masking is drawn from a generator seeded with ``seed``, batches in a seeded order.
+
+    Args:
+        model: The MLM model, on its device.
+        corpus: Sequences to train on.
+        steps: Optimiser steps.
+        batch_size: Sequences per step.
+        learning_rate, weight_decay, warmup_ratio: Optimisation settings.
+        seed: Seeds the batch order and the masking.
+        pad_id, mask_id, special_ids: The tokenizer's padding, mask and special ids.
+        autocast: A context manager factory the forward passes run under.
+        check: Called before every step (raises to stop, e.g. ``TrainContext.check``).
+
+    Returns:
+        The loss of every step.
+
+    Raises:
+        ValueError: A step's loss was not finite.
+    """
+    device = next(model.parameters()).device
+    vocab_size = model.flexibert.config.vocab_size
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=learning_rate,
+        betas=_ADAM_BETAS,
+        eps=_ADAM_EPS,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * steps), steps)
+    generator = torch.Generator().manual_seed(seed)
+    specials = torch.tensor(sorted(set(special_ids)), dtype=torch.long, device=device)
+    batches = _batches(corpus, batch_size, pad_id, device, seed)
+    losses: list[float] = []
+    model.train()
+    for step in range(1, steps + 1):
+        if check is not None:
+            check()
+        batch = next(batches)
+        corrupted, labels = mask_tokens(
+            batch["input_ids"], batch["attention_mask"], specials, mask_id, vocab_size, generator
+        )
+        with autocast():
+            loss = model(
+                input_ids=corrupted,
+                attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"],
+                labels=labels,
+            ).loss
+        if not torch.isfinite(loss):
+            raise ValueError(f"MLM pre-training diverged: loss {loss.item()} at step {step}")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), _MAX_GRAD_NORM)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.item()))
+    return losses

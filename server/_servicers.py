@@ -29,6 +29,7 @@ from archsearch.server._errors import InvalidArgument, ResourceExhausted, Servic
 from archsearch.server._logsafe import loggable
 from archsearch.server._spec import SearchSpec
 from archsearch.server._studies import StudyManager
+from archsearch.server._trainers import registered_trainer_info
 from archsearch.spaces import SpecError
 from archsearch.v1 import archsearch_pb2 as pb
 from archsearch.v1 import archsearch_pb2_grpc as pb_grpc
@@ -160,7 +161,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             len(request.spec_json) <= MAX_SPEC_BYTES,
             f"spec_json is larger than {MAX_SPEC_BYTES} bytes",
         )
-        spec = SearchSpec.from_json(request.spec_json)
+        spec = SearchSpec.from_json(request.spec_json, self.m.trainers)
         h = self.m.launch(spec)
         return pb.LaunchSearchResponse(study=study_to_pb(self.m.snapshot(h)))
 
@@ -280,7 +281,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         )
         caps = request.capabilities
         trainers = _capabilities(caps)
-        self.m.register(worker_id, trainers, caps.device, caps.memory_bytes, caps.hostname)
+        described = registered_trainer_info(request.trainer_info, trainers)
+        self.m.register(
+            worker_id, trainers, caps.device, caps.memory_bytes, caps.hostname, described
+        )
         return pb.RegisterWorkerResponse(
             worker_id=worker_id,
             heartbeat_interval_s=self.m.heartbeat_interval_s,

@@ -105,7 +105,9 @@ from archsearch.server._pool import MIN_REPEAT_STREAK, CandidatePool
 from archsearch.server._registry import StudyRegistry, rebuild_index
 from archsearch.server._retries import Retries
 from archsearch.server._spec import SearchSpec
+from archsearch.server._trainers import TrainerCatalogue
 from archsearch.server._writer import StorageWriter
+from archsearch.spaces import TrainerInfo
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 # The server drives heartbeats itself (record_heartbeat/fail_stale_trials), not Study.optimize.
@@ -187,7 +189,9 @@ class StudyManager:
         # Architecture pictures for optuna-dashboard (``serve --artifact-dir``).
         self.artifacts = GraphArtifacts(artifact_dir, self.rdb) if artifact_dir else None
         self._active: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self.registry = StudyRegistry(self.storage, self._notify)
+        #: trainers studies may select: installed ones, then what workers describe
+        self.trainers = TrainerCatalogue.installed()
+        self.registry = StudyRegistry(self.storage, self._notify, self.trainers)
         self._work = threading.Condition()
         self._workers: dict[str, WorkerInfo] = {}
         self._stop = threading.Event()
@@ -329,7 +333,10 @@ class StudyManager:
         device: str,
         memory_bytes: int,
         hostname: str,
+        trainer_info: Iterable[TrainerInfo] = (),
     ) -> WorkerInfo:
+        """Records a worker and learns what its trainers train and report."""
+        self.trainers.learn(trainer_info, worker_id)
         info = WorkerInfo(worker_id, trainers, device, memory_bytes, hostname, time.time())
         self._workers[worker_id] = info
         return info

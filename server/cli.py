@@ -271,6 +271,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_launch(args: argparse.Namespace) -> int:
     from archsearch.server._format import study_dict, worker_note
     from archsearch.server._spec import SearchSpec
+    from archsearch.server._trainers import TrainerCatalogue
     from archsearch.spaces import SpecError
 
     spec = build_spec(args)
@@ -283,10 +284,15 @@ def cmd_launch(args: argparse.Namespace) -> int:
             raise CliError(
                 f"launch needs {flag} (or {key!r} in --spec FILE), for example {example}"
             )
-    try:
-        SearchSpec.from_dict(spec)  # the same validation the server runs, before any RPC
-    except SpecError as e:
-        raise CliError(f"invalid search spec: {e}") from e
+    local = TrainerCatalogue.installed()
+    trainer = spec.get("trainer", "bert")
+    # A trainer not installed here may be a plugin that a remote worker offers: the server
+    # knows it from that worker's registration and validates the spec itself.
+    if not isinstance(trainer, str) or local.get(trainer) is not None:
+        try:
+            SearchSpec.from_dict(spec, local)  # the same validation the server runs
+        except SpecError as e:
+            raise CliError(f"invalid search spec: {e}") from e
     with _search_client(args) as client:
         study = client.launch(spec)
     if args.json:

@@ -21,9 +21,9 @@ import abc
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from archsearch.spaces import Candidate
+from archsearch.spaces import Candidate, TrainerInfo
 
 
 class TrialStopped(Exception):
@@ -136,6 +136,11 @@ class Trainer(abc.ABC):
 
     #: Name workers advertise and search specs select ("bert", "table").
     name: str = ""
+    #: What it trains and the metrics it reports; a worker sends it when it registers, and the
+    #: server validates studies against it. Publish it as an ``archsearch.trainers`` entry point
+    #: too (pyproject.toml), so a server that has the trainer installed knows it before any
+    #: worker connects. None: the server knows only the name (no study can select it).
+    info: ClassVar[TrainerInfo | None] = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Trainer:

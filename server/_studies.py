@@ -83,6 +83,7 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.server import _storage
 from archsearch.server._acquire import Dispatcher
 from archsearch.server._artifacts import GraphArtifacts
+from archsearch.server._database import open_storage
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._index import (
     COMPLETED,
@@ -170,7 +171,7 @@ class StudyManager:
         self.lease_duration_s = lease_duration_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.reap_interval_s = reap_interval_s or max(0.5, heartbeat_interval_s / 2)
-        self.rdb = _storage.open_storage(
+        self.rdb = open_storage(
             storage_url,
             lease_duration_s,
             heartbeat_interval_s,

@@ -8,12 +8,17 @@ import re
 from typing import Any
 
 from archsearch.search import LIBRARY_LOOPS, LOOPS, make_loop, make_pruner
+from archsearch.server._spec_checks import (
+    AGGREGATE_METRICS,
+    Objective,
+    check_fits_teacher,
+    check_trainer_can_run,
+)
 from archsearch.server._trainers import TrainerCatalogue
 from archsearch.spaces import (
     GLUE_TASK_IDS,
     DesignSpace,
     SpecError,
-    TrainerInfo,
     data_tasks,
     make_space,
     validate_custom_task,
@@ -45,17 +50,6 @@ _KNOWN = {
     "max_retries",
     "tasks",
 }
-
-# Aggregates the server computes from a trial's raw per-task metrics (spaces/_aggregate.py).
-AGGREGATE_METRICS = ("glue_avg", "glue_avg_flexibert", "glue_avg_autodistil")
-# The default teacher, all-MiniLM-L6-v2: students initialised from it must fit inside it.
-TEACHER_SHAPE = {"layers": 6, "hidden": 384, "head_dim": 32, "intermediate": 1536}
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    metric: str
-    direction: str  # "maximize" | "minimize"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,8 +230,8 @@ class SearchSpec:
                 'use "pruner": "none", or a single task with a per-task metric first',
             )
         if recipe.get("init") == "teacher" and space_name == "bert" and "teacher" not in recipe:
-            _check_fits_teacher(space.options())
-        _check_trainer_can_run(info, objectives, data, space.options())
+            check_fits_teacher(space.options())
+        check_trainer_can_run(info, objectives, data, space.options())
 
         return cls(
             name=name,
@@ -311,37 +305,6 @@ def _data(obj: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _check_fits_teacher(options: dict[str, Any]) -> None:
-    """Teacher-initialised students take slices of the teacher: every one must fit inside."""
-    t = TEACHER_SHAPE
-    if max(options["num_hidden_layers"]) > t["layers"]:
-        raise SpecError(
-            "space_options.num_hidden_layers",
-            f"recipe.init=teacher: the teacher has {t['layers']} layers",
-            f"keep num_hidden_layers <= {t['layers']}",
-        )
-    for hidden in options["hidden_size"]:
-        if hidden > t["hidden"]:
-            raise SpecError(
-                "space_options.hidden_size",
-                f"recipe.init=teacher: hidden size {hidden} > the teacher's {t['hidden']}",
-            )
-        if hidden * max(options["intermediate_ratio"]) > t["intermediate"]:
-            raise SpecError(
-                "space_options.intermediate_ratio",
-                f"recipe.init=teacher: hidden {hidden} x ratio exceeds the teacher's "
-                f"feed-forward size {t['intermediate']}",
-            )
-        for heads in options["num_attention_heads"]:
-            if hidden % heads == 0 and hidden // heads > t["head_dim"]:
-                raise SpecError(
-                    "space_options.num_attention_heads",
-                    f"recipe.init=teacher: hidden {hidden} with {heads} heads has head size "
-                    f"{hidden // heads} > the teacher's {t['head_dim']}",
-                    f"use at least {-(-hidden // t['head_dim'])} heads for hidden {hidden}",
-                )
-
-
 def _objectives(raw: Any) -> tuple[Objective, ...]:
     if not isinstance(raw, list) or not raw:
         raise SpecError("objectives", 'must be a non-empty list of {"metric", "direction"}')
@@ -378,37 +341,3 @@ def trainer_metrics(
     """
     catalogue = trainers if trainers is not None else TrainerCatalogue.installed()
     return catalogue.require(trainer).produced_metrics(data)
-
-
-def _check_trainer_can_run(
-    info: TrainerInfo,
-    objectives: tuple[Objective, ...],
-    data: dict[str, Any],
-    space_options: dict[str, Any],
-) -> None:
-    """Refuses a spec in which every trial must fail: an objective the trainer never reports,
-    or a space option the trainer needs left unset."""
-    produced = info.produced_metrics(data)
-    for i, o in enumerate(objectives):
-        if o.metric in AGGREGATE_METRICS:
-            if not info.multi_task:
-                raise SpecError(
-                    f"objectives[{i}].metric",
-                    f"{o.metric} averages several GLUE tasks; the {info.name} trainer reports one",
-                    f"use {produced[0]}",
-                )
-            continue
-        if o.metric not in produced:
-            costs = info.cost_metrics
-            # every name except the per-task copies of the cost metrics
-            shown = ", ".join(
-                m for m in produced if m.rpartition(".")[2] not in costs or "." not in m
-            )
-            raise SpecError(
-                f"objectives[{i}].metric",
-                f"the {info.name} trainer never reports {o.metric!r}, so every trial would fail",
-                f"it reports {shown}",
-            )
-    for key, why in info.required_space_options.items():
-        if not space_options.get(key):
-            raise SpecError(f"space_options.{key}", why)

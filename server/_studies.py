@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterable
 
@@ -108,6 +107,7 @@ from archsearch.server._registry import StudyRegistry, rebuild_index
 from archsearch.server._retries import Retries
 from archsearch.server._spec import SearchSpec
 from archsearch.server._trainers import TrainerCatalogue
+from archsearch.server._workers import WorkerDirectory
 from archsearch.server._writer import StorageWriter
 from archsearch.spaces import TrainerInfo
 
@@ -187,7 +187,6 @@ class StudyManager:
         self.trainers = TrainerCatalogue.installed()
         self.registry = StudyRegistry(self.storage, self._notify, self.trainers)
         self._work = threading.Condition()
-        self._workers: dict[str, WorkerInfo] = {}
         self._stop = threading.Event()
         self.leases = LeaseTable(
             self.storage, self.writer, lease_duration_s, self.registry.by_id, self.trials
@@ -232,6 +231,7 @@ class StudyManager:
             self.pool,
             self.retries,
         )
+        self.directory = WorkerDirectory(lease_duration_s, self._active, self.registry.handles)
         self.registry.load(self._rebuild_index)
 
     def _on_stale_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -350,9 +350,7 @@ class StudyManager:
     ) -> WorkerInfo:
         """Records a worker and learns what its trainers train and report."""
         self.trainers.learn(trainer_info, worker_id)
-        info = WorkerInfo(worker_id, trainers, device, memory_bytes, hostname, time.time())
-        self._workers[worker_id] = info
-        return info
+        return self.directory.register(worker_id, trainers, device, memory_bytes, hostname)
 
     def acquire(
         self,
@@ -415,34 +413,9 @@ class StudyManager:
             self._work.notify_all()
 
     def workers(self) -> list[WorkerInfo]:
-        return list(self._workers.values())
+        """Every worker that registered since the server started."""
+        return self.directory.workers()
 
     def connected_trainers(self) -> dict[str, int]:
-        """How many connected workers offer each trainer (trainers none offers are absent).
-
-        Connected: seen by RegisterWorker or AcquireTrial within one lease duration, or
-        holding a lease (a worker training a long trial heartbeats but does not acquire; its
-        study's trainer counts once per lease). Read-only and approximate: a lower bound.
-        """
-        now_mono, now = time.monotonic(), time.time()
-        seen = {
-            w.worker_id: w.trainers
-            for w in list(self._workers.values())
-            if now - w.last_seen <= self.lease_duration_s
-        }
-        for worker_id, (at, trainers) in list(self._active.items()):
-            if now_mono - at <= self.lease_duration_s:
-                seen[worker_id] = trainers
-        counts: dict[str, int] = {}
-        for trainers in seen.values():
-            for t in set(trainers):
-                counts[t] = counts.get(t, 0) + 1
-        leased: dict[str, int] = {}
-        for h in self.handles():
-            n = sum(1 for lt in list(h.index.live.values()) if lt.lease_id)
-            leased[h.spec.trainer] = leased.get(h.spec.trainer, 0) + n
-        return {
-            t: n
-            for t in sorted(set(counts) | set(leased))
-            if (n := max(counts.get(t, 0), leased.get(t, 0))) > 0
-        }
+        """How many connected workers offer each trainer (:meth:`WorkerDirectory.trainers`)."""
+        return self.directory.trainers()

@@ -73,7 +73,10 @@ class TrainerCatalogue:
         """
         info = self.get(name)
         if info is None:
-            known = ", ".join(self.names()) or "none"
+            known = ", ".join(self.names()) or (
+                "none (no archsearch.trainers entry point is installed: reinstall archsearch, "
+                "for example `pip install -e .`)"
+            )
             raise SpecError(
                 "trainer",
                 f"unknown trainer {name!r}",

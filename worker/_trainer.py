@@ -130,7 +130,10 @@ class Trainer(abc.ABC):
           recorded score (load tests, fault tests, algorithm benchmarks).
 
     Each registers itself with ``archsearch.worker._registry.register_trainer`` where it is
-    defined. A new trainer runs the conformance suite ``tests/conformance/trainer_suite.py``
+    defined, and declares what it trains and reports in ``info`` (a
+    :class:`~archsearch.spaces.TrainerInfo`, also published as an ``archsearch.trainers`` entry
+    point so a server that has it installed knows it before any worker connects). A new
+    trainer runs the conformance suite ``tests/conformance/trainer_suite.py``
     (``TrainerConformance``) with a subclass in ``tests/conformance/test_trainers.py``.
     """
 

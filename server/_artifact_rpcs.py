@@ -15,7 +15,8 @@ from typing import Any
 import grpc
 
 from archsearch.server._errors import InvalidArgument
-from archsearch.server._servicers import WorkerServicer, _parse, abort_for, rpc
+from archsearch.server._rpc import _parse, abort_for, rpc
+from archsearch.server._servicers import WorkerServicer
 from archsearch.server._studies import StudyManager
 from archsearch.server._trial_artifacts import ArtifactInfo, TrialArtifacts
 from archsearch.v1 import archsearch_pb2 as pb

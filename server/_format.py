@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from archsearch.server._trainers import TrainerCatalogue
 from archsearch.v1 import archsearch_pb2 as pb
 
 STUDY_STATE_NAMES = {
@@ -224,7 +225,10 @@ def worker_note(study: Any, server: str) -> str:
     connected = (
         f"the connected workers offer only {offered}" if offered else "no worker is connected"
     )
-    table = " --table PATH" if trainer == "table" else ""
+    # a space option the trainer needs names a file its workers read too (the table trainer's
+    # space_options.table is the worker's --table PATH)
+    info = TrainerCatalogue.installed().get(trainer)
+    table = "".join(f" --{key} PATH" for key in info.required_space_options) if info else ""
     return (
         f"note: no connected worker runs the {trainer} trainer ({connected}); {study.name}'s "
         f"trials wait until one does: `archsearch worker --server {server} --trainer "

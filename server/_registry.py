@@ -34,6 +34,7 @@ from archsearch.server._logsafe import loggable
 from archsearch.server._pool import CandidatePool
 from archsearch.server._retries import Retries
 from archsearch.server._spec import SearchSpec
+from archsearch.server._trainers import TRAINER_ATTR, TrainerCatalogue, recorded_trainer_info
 from archsearch.spaces import Candidate, SpecError
 
 log = logging.getLogger("archsearch.server")
@@ -49,11 +50,19 @@ class StudyRegistry:
     Args:
         storage: the server's Optuna storage.
         notify: wakes acquires waiting for work (a loop that finished building, a launch).
+        trainers: the trainers studies may select; each study records its trainer's metadata
+            at launch, and a restart takes it back for trainers not known again yet.
     """
 
-    def __init__(self, storage: _storage.DeferredTrialStorage, notify: Callable[[], None]):
+    def __init__(
+        self,
+        storage: _storage.DeferredTrialStorage,
+        notify: Callable[[], None],
+        trainers: TrainerCatalogue | None = None,
+    ):
         self.storage = storage
         self.notify = notify
+        self.trainers = trainers if trainers is not None else TrainerCatalogue.installed()
         self._handles: dict[str, StudyHandle] = {}
         self._by_id: dict[int, StudyHandle] = {}
         self._lock = threading.Lock()
@@ -116,6 +125,8 @@ class StudyRegistry:
             study.set_user_attr(SPEC_ATTR, spec.to_dict())
             study.set_user_attr(STATE_ATTR, RUNNING)
             study.set_user_attr(CREATED_ATTR, created)
+            if (info := self.trainers.get(spec.trainer)) is not None:
+                study.set_user_attr(TRAINER_ATTR, info.to_dict())
             handle = self._open(spec, RUNNING, created)
             self._add(handle)
         return handle
@@ -127,8 +138,10 @@ class StudyRegistry:
             raw = frozen.user_attrs.get(SPEC_ATTR)
             if raw is None:
                 continue  # a plain Optuna study sharing the storage
+            if (info := recorded_trainer_info(frozen.user_attrs)) is not None:
+                self.trainers.remember(info)
             try:
-                spec = SearchSpec.from_dict(raw)
+                spec = SearchSpec.from_dict(raw, self.trainers)
                 handle = self._open(
                     spec,
                     frozen.user_attrs.get(STATE_ATTR, RUNNING),

@@ -6,17 +6,12 @@ changes nothing; domain errors become one precise status (``_errors`` names the 
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import re
 import threading
-from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf import message_factory
-from google.protobuf.message import DecodeError
 
 from archsearch.server._convert import (
     grant_to_pb,
@@ -25,17 +20,17 @@ from archsearch.server._convert import (
     study_to_pb,
     trial_to_pb,
 )
-from archsearch.server._errors import InvalidArgument, ResourceExhausted, ServiceError
-from archsearch.server._logsafe import loggable
+from archsearch.server._errors import ResourceExhausted
+from archsearch.server._rpc import _lease_id, _require, _study_name, rpc
 from archsearch.server._spec import SearchSpec
 from archsearch.server._studies import StudyManager
-from archsearch.spaces import SpecError
+from archsearch.server._trainers import registered_trainer_info
+from archsearch.spaces import TRAINER_NAME_RE
 from archsearch.v1 import archsearch_pb2 as pb
 from archsearch.v1 import archsearch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("archsearch.server")
 WORKER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-TRAINER_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 MAX_SPEC_BYTES = 256 * 1024
 MAX_PAGE = 1000
 #: What a ListTrials page may hold, at most: the default gRPC message limit, which every
@@ -43,95 +38,6 @@ MAX_PAGE = 1000
 #: client can read), less room for the response's own framing.
 PAGE_BYTES = 4 * 1024 * 1024
 PAGE_MARGIN = 64 * 1024
-
-R = TypeVar("R")
-
-
-def rpc(method: Callable[..., R]) -> Callable[..., R]:
-    """Turns domain errors into gRPC statuses; unexpected errors into INTERNAL (logged)."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> R:
-        try:
-            if isinstance(request, bytes):  # registered by method_handlers: parse it here
-                request = _parse(self.SERVICE, method.__name__, request, context)
-            return method(self, request, context)
-        except Exception as e:
-            abort_for(method.__name__, e, context)
-
-    return wrapper
-
-
-def abort_for(name: str, e: Exception, context: grpc.ServicerContext) -> NoReturn:
-    """Aborts the call with the status of ``e``: domain errors as themselves, anything else
-    INTERNAL (logged with its traceback)."""
-    if isinstance(e, SpecError):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-    if isinstance(e, ServiceError):
-        context.abort(grpc.StatusCode[e.code], str(e))
-    log.exception("%s failed", name)
-    context.abort(grpc.StatusCode.INTERNAL, f"{name}: {type(e).__name__}: {e}")
-    raise AssertionError("unreachable")  # context.abort raises
-
-
-def _parse(service: Any, name: str, body: bytes, context: grpc.ServicerContext) -> Any:
-    """The request message of ``service.name`` from its wire bytes; InvalidArgument (and one
-    short log line, no traceback) when they are not a valid message of that type."""
-    request_type = message_factory.GetMessageClass(service.methods_by_name[name].input_type)
-    try:
-        return request_type.FromString(body)
-    except (DecodeError, RecursionError) as e:
-        log.warning(
-            "%s: %d-byte request from %s is not a valid %s",
-            name,
-            len(body),
-            loggable(context.peer()),
-            request_type.DESCRIPTOR.name,
-        )
-        raise InvalidArgument(
-            f"request body is not a valid {request_type.DESCRIPTOR.full_name} message"
-        ) from e
-
-
-def method_handlers(servicer: Any) -> grpc.GenericRpcHandler:
-    """The gRPC handler of ``servicer``'s service, with raw-bytes request deserialisers.
-
-    grpc-python's own deserialisation answers an undecodable body with INTERNAL and logs a
-    traceback per call (a log flood anyone with network access can cause); here the bytes
-    reach the ``rpc`` wrapper, which parses them and answers INVALID_ARGUMENT.
-    """
-    service = servicer.SERVICE
-    kinds = {  # (client streaming, server streaming) -> handler factory
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }
-    handlers = {
-        m.name: kinds[m.client_streaming, m.server_streaming](
-            getattr(servicer, m.name),
-            request_deserializer=None,  # bytes as received (each message of a stream)
-            response_serializer=message_factory.GetMessageClass(m.output_type).SerializeToString,
-        )
-        for m in service.methods
-    }
-    return grpc.method_handlers_generic_handler(service.full_name, handlers)
-
-
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise InvalidArgument(message)
-
-
-def _study_name(name: str, field: str = "name") -> str:
-    _require(bool(name), f"{field} is required")
-    _require(len(name) <= 100, f"{field} is longer than 100 characters")
-    return name
-
-
-def _lease_id(lease_id: str) -> str:
-    _require(bool(lease_id), "lease_id is required (from AcquireTrialResponse.lease)")
-    return lease_id
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
@@ -160,7 +66,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             len(request.spec_json) <= MAX_SPEC_BYTES,
             f"spec_json is larger than {MAX_SPEC_BYTES} bytes",
         )
-        spec = SearchSpec.from_json(request.spec_json)
+        spec = SearchSpec.from_json(request.spec_json, self.m.trainers)
         h = self.m.launch(spec)
         return pb.LaunchSearchResponse(study=study_to_pb(self.m.snapshot(h)))
 
@@ -234,7 +140,8 @@ def _capabilities(caps: pb.WorkerCapabilities) -> tuple[str, ...]:
     _require(bool(trainers), "capabilities.trainers is required, for example ['bert']")
     for t in trainers:
         _require(
-            bool(TRAINER_RE.match(t)), f"capabilities.trainers: invalid trainer name {t[:40]!r}"
+            bool(TRAINER_NAME_RE.match(t)),
+            f"capabilities.trainers: invalid trainer name {t[:40]!r}",
         )
     _require(
         len(caps.device) <= 256 and len(caps.hostname) <= 256,
@@ -280,7 +187,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         )
         caps = request.capabilities
         trainers = _capabilities(caps)
-        self.m.register(worker_id, trainers, caps.device, caps.memory_bytes, caps.hostname)
+        described = registered_trainer_info(request.trainer_info, trainers)
+        self.m.register(
+            worker_id, trainers, caps.device, caps.memory_bytes, caps.hostname, described
+        )
         return pb.RegisterWorkerResponse(
             worker_id=worker_id,
             heartbeat_interval_s=self.m.heartbeat_interval_s,

@@ -8,6 +8,13 @@ import re
 from typing import Any
 
 from archsearch.search import LIBRARY_LOOPS, LOOPS, make_loop, make_pruner
+from archsearch.server._spec_checks import (
+    AGGREGATE_METRICS,
+    Objective,
+    check_fits_teacher,
+    check_trainer_can_run,
+)
+from archsearch.server._trainers import TrainerCatalogue
 from archsearch.spaces import (
     GLUE_TASK_IDS,
     DesignSpace,
@@ -21,9 +28,6 @@ from archsearch.spaces import (
 
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}$")
-TRAINERS = ("bert", "table")
-#: Spaces the bert trainer builds models for (homogeneous BERT; heterogeneous FlexiBERT).
-BERT_TRAINER_SPACES = ("bert", "flexibert", "flexibert-small")
 MAX_TRIALS = 100_000
 #: Deepest nesting a spec may have: real specs need 4 (recipe.distill.<key>); the cap keeps
 #: every recursive step (json.loads, validation, json.dumps) far from Python's recursion limit.
@@ -46,40 +50,6 @@ _KNOWN = {
     "max_retries",
     "tasks",
 }
-
-# Aggregates the server computes from a trial's raw per-task metrics (spaces/_aggregate.py).
-AGGREGATE_METRICS = ("glue_avg", "glue_avg_flexibert", "glue_avg_autodistil")
-#: Metrics each trainer reports besides the task metrics (see :func:`trainer_metrics`): the
-#: bert trainer's cost and bookkeeping metrics (worker/_cost.py, worker/_bert_trainer.py
-#: COST_METRICS, and the FlexiBERT fidelity hooks'; a test checks they agree with the
-#: trainer's own list), the table trainer's copy of its score.
-TRAINER_METRICS: dict[str, tuple[str, ...]] = {
-    "bert": (
-        "params",
-        "params_no_embeddings",
-        "flops",
-        "latency_ms_b1",
-        "latency_ms_b32",
-        "peak_train_memory_mb",
-        "train_seconds",
-        "eval_samples",
-        "pretrain_steps",
-        "pretrain_loss",
-        "pretrain_seconds",
-        "pretrain_cached",
-        "transfer_overlap",
-        "transferred",
-    ),
-    "table": ("score",),
-}
-# The default teacher, all-MiniLM-L6-v2: students initialised from it must fit inside it.
-TEACHER_SHAPE = {"layers": 6, "hidden": 384, "head_dim": 32, "intermediate": 1536}
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    metric: str
-    direction: str  # "maximize" | "minimize"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +105,7 @@ class SearchSpec:
         return make_space(self.space, self.space_options)
 
     @classmethod
-    def from_json(cls, text: str) -> SearchSpec:
+    def from_json(cls, text: str, trainers: TrainerCatalogue | None = None) -> SearchSpec:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
@@ -144,11 +114,15 @@ class SearchSpec:
             raise SpecError(
                 "spec", f"nested more than {MAX_SPEC_DEPTH} levels deep", "send a flat spec"
             ) from e
-        return cls.from_dict(obj)
+        return cls.from_dict(obj, trainers)
 
     @classmethod
-    def from_dict(cls, obj: Any) -> SearchSpec:
-        """Validates every field; raises SpecError naming the first bad one and the fix."""
+    def from_dict(cls, obj: Any, trainers: TrainerCatalogue | None = None) -> SearchSpec:
+        """Validates every field; raises SpecError naming the first bad one and the fix.
+
+        ``trainers`` says which trainers exist and what they report (the server's catalogue,
+        fed by the workers' registrations); None: the trainers installed here.
+        """
         if not isinstance(obj, dict):
             raise SpecError("spec", f"must be a JSON object, got {type(obj).__name__}")
         _check_depth(obj)
@@ -190,10 +164,9 @@ class SearchSpec:
         )
 
         trainer = obj.get("trainer", "bert")
-        if trainer not in TRAINERS:
-            raise SpecError(
-                "trainer", f"unknown trainer {trainer!r}", f"one of {', '.join(TRAINERS)}"
-            )
+        if not isinstance(trainer, str):
+            raise SpecError("trainer", f"must be a trainer's name, got {trainer!r}")
+        info = (trainers if trainers is not None else TrainerCatalogue.installed()).require(trainer)
 
         space_name = obj.get("space")
         if not isinstance(space_name, str):
@@ -204,19 +177,14 @@ class SearchSpec:
         if space_name == "flexibert-small" and "table" in space_options:
             space_options = {"task": data["task"], **space_options}
         space = make_space(space_name, space_options)
-        if trainer == "table" and space_name != "flexibert-small":
+        if info.spaces and space_name not in info.spaces:
             raise SpecError(
                 "trainer",
-                "the table trainer looks up flexibert-small architectures",
-                "use space flexibert-small, or trainer bert",
+                f"the {trainer} trainer does not train {space_name} candidates "
+                f"({info.description})",
+                f"use space {' or '.join(info.spaces)}, or another trainer",
             )
-        if trainer == "bert" and space_name not in BERT_TRAINER_SPACES:
-            raise SpecError(
-                "trainer",
-                f"the bert trainer does not build {space_name} models",
-                f"use space {' or '.join(BERT_TRAINER_SPACES)}",
-            )
-        if trainer == "bert" and space_name != "bert":
+        if space_name != "bert":
             for key in ("init", "distill"):
                 if recipe.get(key) not in (None, "random", {}):
                     raise SpecError(
@@ -262,8 +230,8 @@ class SearchSpec:
                 'use "pruner": "none", or a single task with a per-task metric first',
             )
         if recipe.get("init") == "teacher" and space_name == "bert" and "teacher" not in recipe:
-            _check_fits_teacher(space.options())
-        _check_trainer_can_run(trainer, objectives, data, space_name, space.options())
+            check_fits_teacher(space.options())
+        check_trainer_can_run(info, objectives, data, space.options())
 
         return cls(
             name=name,
@@ -337,37 +305,6 @@ def _data(obj: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _check_fits_teacher(options: dict[str, Any]) -> None:
-    """Teacher-initialised students take slices of the teacher: every one must fit inside."""
-    t = TEACHER_SHAPE
-    if max(options["num_hidden_layers"]) > t["layers"]:
-        raise SpecError(
-            "space_options.num_hidden_layers",
-            f"recipe.init=teacher: the teacher has {t['layers']} layers",
-            f"keep num_hidden_layers <= {t['layers']}",
-        )
-    for hidden in options["hidden_size"]:
-        if hidden > t["hidden"]:
-            raise SpecError(
-                "space_options.hidden_size",
-                f"recipe.init=teacher: hidden size {hidden} > the teacher's {t['hidden']}",
-            )
-        if hidden * max(options["intermediate_ratio"]) > t["intermediate"]:
-            raise SpecError(
-                "space_options.intermediate_ratio",
-                f"recipe.init=teacher: hidden {hidden} x ratio exceeds the teacher's "
-                f"feed-forward size {t['intermediate']}",
-            )
-        for heads in options["num_attention_heads"]:
-            if hidden % heads == 0 and hidden // heads > t["head_dim"]:
-                raise SpecError(
-                    "space_options.num_attention_heads",
-                    f"recipe.init=teacher: hidden {hidden} with {heads} heads has head size "
-                    f"{hidden // heads} > the teacher's {t['head_dim']}",
-                    f"use at least {-(-hidden // t['head_dim'])} heads for hidden {hidden}",
-                )
-
-
 def _objectives(raw: Any) -> tuple[Objective, ...]:
     if not isinstance(raw, list) or not raw:
         raise SpecError("objectives", 'must be a non-empty list of {"metric", "direction"}')
@@ -393,77 +330,14 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
     return tuple(out)
 
 
-def trainer_metrics(trainer: str, data: dict[str, Any]) -> tuple[str, ...]:
-    """Every raw metric ``trainer`` reports for a trial on the spec's (validated) ``data``.
+def trainer_metrics(
+    trainer: str, data: dict[str, Any], trainers: TrainerCatalogue | None = None
+) -> tuple[str, ...]:
+    """Every raw metric ``trainer`` reports for a trial on the spec's (validated) ``data``
+    (:meth:`~archsearch.spaces.TrainerInfo.produced_metrics` of its metadata).
 
-    bert: each task's metrics (``archsearch.spaces.result_metric_names``: cola ``mcc``, stsb
-    ``pearson``/``spearman``, mrpc/qqp ``f1``/``accuracy``, mnli ``accuracy`` and
-    ``accuracy_mismatched``, else ``accuracy``; a custom task its declared metrics, else
-    ``accuracy`` with ``f1`` or ``f1_macro``, or ``pearson``/``spearman``), then the cost
-    metrics of :data:`TRAINER_METRICS`; a multi-task trial names each ``<task>.<metric>``.
-    table: the task's column under its metric name (``archsearch.spaces.TABLE_METRIC``) and
-    ``score``; the table has no cost metrics.
+    Raises:
+        SpecError: No such trainer in ``trainers`` (None: the trainers installed here).
     """
-    from archsearch.spaces import TABLE_METRIC, get_task, result_metric_names, validate_custom_task
-
-    tasks = data_tasks(data)
-    if trainer == "table":
-        return (TABLE_METRIC.get(tasks[0], "accuracy"), *TRAINER_METRICS["table"])
-    custom = validate_custom_task(data["custom_task"]) if "custom_task" in data else None
-    per_task: dict[str, tuple[str, ...]] = {}
-    for t in tasks:
-        if custom is not None and t == custom.name:
-            if custom.declared_metrics:
-                per_task[t] = custom.declared_metrics
-            elif custom.is_regression:
-                per_task[t] = ("pearson", "spearman")
-            else:  # f1 with two classes, f1_macro with more: the files decide
-                per_task[t] = ("accuracy", "f1", "f1_macro")
-        else:
-            per_task[t] = result_metric_names(get_task(t))
-    costs = TRAINER_METRICS["bert"]
-    prefixed = tuple(f"{t}.{m}" for t, names in per_task.items() for m in (*names, *costs))
-    if len(tasks) == 1:
-        return (*per_task[tasks[0]], *costs, *prefixed)
-    # A multi-task trial also reports the cost metrics and train_seconds unprefixed (the
-    # first seven; worker/_bert_trainer.py AGGREGATED_COST_METRICS).
-    return (*prefixed, *costs[:7])
-
-
-def _check_trainer_can_run(
-    trainer: str,
-    objectives: tuple[Objective, ...],
-    data: dict[str, Any],
-    space_name: str,
-    space_options: dict[str, Any],
-) -> None:
-    """Refuses a spec in which every trial must fail: an objective the trainer never reports,
-    or a table trainer drawing architectures its table may not hold."""
-    produced = trainer_metrics(trainer, data)
-    for i, o in enumerate(objectives):
-        if o.metric in AGGREGATE_METRICS:
-            if trainer == "table":
-                raise SpecError(
-                    f"objectives[{i}].metric",
-                    f"{o.metric} averages several GLUE tasks; the table trainer reports one",
-                    f"use {produced[0]}",
-                )
-            continue
-        if o.metric not in produced:
-            costs = TRAINER_METRICS[trainer]
-            # every name except the per-task copies of the cost metrics
-            shown = ", ".join(
-                m for m in produced if m.rpartition(".")[2] not in costs or "." not in m
-            )
-            raise SpecError(
-                f"objectives[{i}].metric",
-                f"the {trainer} trainer never reports {o.metric!r}, so every trial would fail",
-                f"it reports {shown}",
-            )
-    if trainer == "table" and space_name == "flexibert-small" and not space_options.get("table"):
-        raise SpecError(
-            "space_options.table",
-            "the table trainer scores only the architectures its table holds, and most of "
-            "the flexibert-small space is not in it (those trials fail with 'no score')",
-            "pass --table PATH (the table the workers use) to search only its architectures",
-        )
+    catalogue = trainers if trainers is not None else TrainerCatalogue.installed()
+    return catalogue.require(trainer).produced_metrics(data)

@@ -1,8 +1,7 @@
-"""Optuna storage wiring: SQLite (WAL) by default, any SQLAlchemy URL for real deployments.
-
-This module is the server's storage boundary: the only one that touches Optuna's private
+"""The server's storage boundary: the only module that touches Optuna's private
 attributes and tables (``Study._study_id``, ``FrozenTrial._trial_id``, ``RDBStorage``'s stale
 trial query, its ORM models and ``_CachedStorage``), so an Optuna upgrade is checked here.
+Opening the storage (public API only) is ``_database``.
 """
 
 from __future__ import annotations
@@ -11,12 +10,9 @@ import contextlib
 import copy
 import dataclasses
 import datetime
-import functools
 import json
-import sqlite3
 import threading
 from collections.abc import Callable, Container, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -26,17 +22,7 @@ from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.server._errors import InvalidArgument
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a ``sqlite:///`` URL; None for other URLs or in-memory SQLite."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path = url[len("sqlite:///") :]
-    if not path or path == ":memory:":
-        return None
-    return Path(path)
+from archsearch.server._sql import to_stored, upsert_attrs, upsert_statement, utcnow
 
 
 def study_id_of(study: optuna.Study) -> int:
@@ -65,64 +51,6 @@ def after_trial_acts(sampler: optuna.samplers.BaseSampler) -> bool:
     ``_constraints_func`` is private) or is unknown (an unknown sampler is always called)."""
     hook = type(sampler).after_trial is not optuna.samplers.BaseSampler.after_trial
     return hook and getattr(sampler, "_constraints_func", "unknown") is not None
-
-
-def open_storage(
-    url: str,
-    lease_duration_s: int,
-    heartbeat_interval_s: int,
-    stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-) -> RDBStorage:
-    """Opens (creating if needed) the RDB storage at ``url`` with heartbeats enabled.
-
-    SQLite files are switched to WAL mode, so optuna-dashboard can read while the server
-    writes, with ``synchronous=NORMAL`` (durable across process crashes, which is what a killed
-    server needs; only a power loss can lose the last commits).
-
-    Raises:
-        InvalidArgument: the URL is malformed or the database cannot be opened.
-    """
-    engine_kwargs: dict[str, Any] = {}
-    path = sqlite_path(url)
-    if url.startswith("sqlite"):
-        if path is None:
-            raise InvalidArgument(
-                f"storage {url!r}: in-memory SQLite cannot be shared with workers or the "
-                "dashboard; use a file such as sqlite:///archsearch.db"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(path) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
-        engine_kwargs["pool_size"] = 10
-        engine_kwargs["max_overflow"] = 20
-    try:
-        storage = RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval_s,
-            grace_period=lease_duration_s,
-            heartbeat_stale_trial_callback=stale_trial_callback,
-        )
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as e:
-        raise InvalidArgument(
-            f"storage {url!r} is not a usable SQLAlchemy URL ({e}); "
-            "use sqlite:///FILE.db or postgresql://USER:PASS@HOST/DB"
-        ) from e
-    except sqlalchemy.exc.OperationalError as e:
-        raise InvalidArgument(f"cannot open storage {url!r}: {e.orig}") from e
-    if path is not None:
-
-        @sqlalchemy.event.listens_for(storage.engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        storage.engine.dispose()  # connections opened before the listener lack the pragma
-    return storage
 
 
 def write_trial_attrs(
@@ -206,63 +134,10 @@ def _upsert_attrs(
 # ---------------------------------------------------------------------------------------------
 
 
-def _utcnow() -> datetime.datetime:
-    """What RDBStorage stores for ``datetime.now()``: naive UTC."""
-    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-
-
-def _to_stored(value: datetime.datetime | None) -> datetime.datetime | None:
-    """A FrozenTrial's naive local datetime as RDBStorage stores it (naive UTC)."""
-    if value is None:
-        return None
-    return value.astimezone(datetime.UTC).replace(tzinfo=None)
-
-
-@functools.cache
-def _upsert_statement(dialect: str, table: sqlalchemy.Table) -> Any:
-    """One ``INSERT ... ON CONFLICT DO UPDATE`` per dialect and attribute table, built once so
-    SQLAlchemy compiles it once (it is executed with a list of rows); None where the dialect
-    has no upsert."""
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-    else:
-        return None
-    stmt = insert(table)
-    if "key" in table.c:
-        return stmt.on_conflict_do_update(
-            index_elements=[table.c.trial_id, table.c.key],
-            set_={"value_json": stmt.excluded.value_json},
-        )
-    now = sqlalchemy.func.current_timestamp()  # the heartbeat table
-    return stmt.values(heartbeat=now).on_conflict_do_update(
-        index_elements=[table.c.trial_id], set_={"heartbeat": now}
-    )
-
-
-def upsert_attrs(
-    conn: sqlalchemy.Connection, model_cls: Any, trial_id: int, attrs: dict[str, Any]
-) -> None:
-    """Sets several attributes of one trial in one statement (two on other databases)."""
-    if not attrs:
-        return
-    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
-    table = model_cls.__table__
-    stmt = _upsert_statement(conn.dialect.name, table)
-    if stmt is not None:
-        conn.execute(stmt, rows)
-        return
-    conn.execute(  # portable upsert: the (trial_id, key) rows are replaced
-        table.delete().where(table.c.trial_id == trial_id, table.c.key.in_(list(attrs)))
-    )
-    conn.execute(table.insert(), rows)
-
-
 def _heartbeat(conn: sqlalchemy.Connection, trial_id: int) -> None:
     """``RDBStorage.record_heartbeat``: the database's own clock, one row per trial."""
     table = models.TrialHeartbeatModel.__table__
-    stmt = _upsert_statement(conn.dialect.name, table)
+    stmt = upsert_statement(conn.dialect.name, table)
     if stmt is not None:
         conn.execute(stmt, {"trial_id": trial_id})
         return
@@ -358,7 +233,7 @@ def finish_op(
         changed = conn.execute(
             trials.update()
             .where(trials.c.trial_id == trial_id, trials.c.state == expected)
-            .values(state=state, datetime_complete=_utcnow())
+            .values(state=state, datetime_complete=utcnow())
         ).rowcount
         if changed != 1:
             found = conn.execute(
@@ -412,10 +287,10 @@ def insert_trial_op(
         )
     values = trial.values
     state = trial.state
-    start = _to_stored(trial.datetime_start)
-    complete = _to_stored(trial.datetime_complete)
+    start = to_stored(trial.datetime_start)
+    complete = to_stored(trial.datetime_complete)
     if state.is_finished() and complete is None:
-        complete = _utcnow()
+        complete = utcnow()
     intermediate = []
     for step, v in trial.intermediate_values.items():
         stored, vtype = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(v)

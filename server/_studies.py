@@ -6,9 +6,13 @@ and ``_storage``, the only module that touches Optuna's private attributes and t
     * ``_leases.LeaseTable``: grant, heartbeat, expiry (the restart grace), and the one place
       that resolves a lease for report, complete, fail and release;
     * ``_pool.CandidatePool``: prepare, settle and store candidates, repeats, the pool target;
+    * ``_acquire.Dispatcher``: the acquire path (long poll, study choice, lease, take-back);
+    * ``_outcomes.TrialOutcomes``: intermediate reports, completion and failure;
     * ``_retries.Retries``: re-queue failed candidates, and the lease reaper;
     * ``_lifecycle.StudyLifecycle``: study states, completion, the writes that end a trial;
-    * ``_objectives``: objective values from raw metrics, and the checks of a report.
+    * ``_objectives``: objective values from raw metrics, and the checks of a report;
+    * ``_trainers.TrainerCatalogue``: the trainers studies may select (installed ones, and
+      what registered workers describe).
 Converters (``_convert``) are pure functions of frozen snapshots (:meth:`StudyManager.snapshot`).
 
 Everything lives in the Optuna storage (DESIGN.md principle 1). In memory the manager keeps
@@ -67,21 +71,19 @@ fail paths, and stop); ``StudyHandle.ask_lock`` serialises the loop's asks.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.search import should_prune
-from archsearch.server import _dashboard_attrs as dashboard
 from archsearch.server import _storage
+from archsearch.server._acquire import Dispatcher
 from archsearch.server._artifacts import GraphArtifacts
-from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from archsearch.server._database import open_storage
+from archsearch.server._errors import InvalidArgument
 from archsearch.server._index import (
     COMPLETED,
     COMPLETED_REASON_ATTR,
@@ -93,19 +95,21 @@ from archsearch.server._index import (
     STOPPED,
     STOPPED_REASON,
     Grant,
-    LiveTrial,
     StudyHandle,
     StudySnapshot,
     WorkerInfo,
 )
 from archsearch.server._leases import LeaseTable, parse_lease_id
 from archsearch.server._lifecycle import StudyLifecycle
-from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
+from archsearch.server._outcomes import TrialOutcomes
 from archsearch.server._pool import MIN_REPEAT_STREAK, CandidatePool
 from archsearch.server._registry import StudyRegistry, rebuild_index
 from archsearch.server._retries import Retries
 from archsearch.server._spec import SearchSpec
+from archsearch.server._trainers import TrainerCatalogue
+from archsearch.server._workers import WorkerDirectory
 from archsearch.server._writer import StorageWriter
+from archsearch.spaces import TrainerInfo
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 # The server drives heartbeats itself (record_heartbeat/fail_stale_trials), not Study.optimize.
@@ -131,14 +135,6 @@ __all__ = [
     "WorkerInfo",
     "parse_lease_id",
 ]
-
-
-def _now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-def _always() -> bool:
-    return True
 
 
 class StudyManager:
@@ -175,7 +171,7 @@ class StudyManager:
         self.lease_duration_s = lease_duration_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.reap_interval_s = reap_interval_s or max(0.5, heartbeat_interval_s / 2)
-        self.rdb = _storage.open_storage(
+        self.rdb = open_storage(
             storage_url,
             lease_duration_s,
             heartbeat_interval_s,
@@ -187,9 +183,10 @@ class StudyManager:
         # Architecture pictures for optuna-dashboard (``serve --artifact-dir``).
         self.artifacts = GraphArtifacts(artifact_dir, self.rdb) if artifact_dir else None
         self._active: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self.registry = StudyRegistry(self.storage, self._notify)
+        #: trainers studies may select: installed ones, then what workers describe
+        self.trainers = TrainerCatalogue.installed()
+        self.registry = StudyRegistry(self.storage, self._notify, self.trainers)
         self._work = threading.Condition()
-        self._workers: dict[str, WorkerInfo] = {}
         self._stop = threading.Event()
         self.leases = LeaseTable(
             self.storage, self.writer, lease_duration_s, self.registry.by_id, self.trials
@@ -215,6 +212,26 @@ class StudyManager:
             lease_duration_s,
             self._notify,
         )
+        self.dispatcher = Dispatcher(
+            self.registry,
+            self.leases,
+            self.pool,
+            self.lifecycle,
+            self._active,
+            self._work,
+            self._stop,
+            self._notify,
+        )
+        self.outcomes = TrialOutcomes(
+            self.rdb,
+            self.storage,
+            self.writer,
+            self.leases,
+            self.lifecycle,
+            self.pool,
+            self.retries,
+        )
+        self.directory = WorkerDirectory(lease_duration_s, self._active, self.registry.handles)
         self.registry.load(self._rebuild_index)
 
     def _on_stale_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -329,10 +346,11 @@ class StudyManager:
         device: str,
         memory_bytes: int,
         hostname: str,
+        trainer_info: Iterable[TrainerInfo] = (),
     ) -> WorkerInfo:
-        info = WorkerInfo(worker_id, trainers, device, memory_bytes, hostname, time.time())
-        self._workers[worker_id] = info
-        return info
+        """Records a worker and learns what its trainers train and report."""
+        self.trainers.learn(trainer_info, worker_id)
+        return self.directory.register(worker_id, trainers, device, memory_bytes, hostname)
 
     def acquire(
         self,
@@ -342,146 +360,15 @@ class StudyManager:
         timeout_s: float = 0.0,
         alive: Callable[[], bool] | None = None,
     ) -> Grant | None:
-        """Hands out a trial, waiting up to ``timeout_s`` for one; None means no work.
+        """Hands out a trial, waiting up to ``timeout_s`` for one (:meth:`Dispatcher.acquire`).
 
-        Args:
-            alive: whether the caller can still receive the answer (the RPC is active and
-                its deadline not passed). No lease is granted once it says no, and a lease
-                granted meanwhile is taken back at once (the trial stays prepared).
+        Returns:
+            The grant; None means no work.
+
+        Raises:
+            NotFound: ``study_name`` names no study.
         """
-        if study_name:
-            self.get(study_name)  # NotFound for an unknown study, before any waiting
-        alive = alive or _always
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        self._active[worker_id] = (time.monotonic(), trainers)
-        while True:
-            grant = self._try_acquire(worker_id, trainers, study_name, alive)
-            if grant is not None:
-                return grant
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stop.is_set() or not alive():
-                return None
-            with self._work:
-                self._work.wait(timeout=min(remaining, 1.0))
-
-    def _try_acquire(
-        self,
-        worker_id: str,
-        trainers: tuple[str, ...],
-        study_name: str,
-        alive: Callable[[], bool] = _always,
-    ) -> Grant | None:
-        for h in self.handles():
-            if study_name and h.spec.name != study_name:
-                continue
-            if h.state != RUNNING or h.spec.trainer not in trainers:
-                continue
-            grant = self._acquire_from(h, worker_id, alive)
-            if grant is not None:
-                return grant
-        return None
-
-    def _acquire_from(
-        self, h: StudyHandle, worker_id: str, alive: Callable[[], bool] = _always
-    ) -> Grant | None:
-        """Leases a prepared candidate of ``h`` (preparing one first when none is ready).
-
-        The hot path is an in-memory pop and one queued lease write; the study lock is held
-        only while the index changes, never while the database works, and the RPC answers
-        once the lease is committed. A caller that can no longer take the answer (``alive``)
-        gets no lease; one that gave up while its lease was written gives it back.
-        """
-        idx = h.index
-        while True:
-            if not alive():
-                return None
-            with h.lock:
-                if h.state != RUNNING:
-                    return None
-                # Queued retries first (Optuna's ask pops them), then a prepared candidate.
-                tid = None if idx.waiting or not idx.pool else idx.pool.popleft()
-                if tid is not None:
-                    live, written = self.leases.grant(h, tid, worker_id)
-                    break
-            with h.ask_lock:  # nothing ready: prepare one here, as the worker waits for it
-                with h.lock:
-                    if h.state != RUNNING:
-                        return None
-                    if idx.pool and not idx.waiting:
-                        continue  # the preparer was faster
-                prepared = self.pool.prepare(h)
-            if prepared is None:
-                with h.lock:
-                    self.lifecycle.maybe_complete(h)
-                return None
-            tid = self.pool.settle_prepared(h, prepared)
-            if tid is None:
-                continue
-            with h.lock:
-                if h.state != RUNNING:  # stopped while it was prepared
-                    idx.live.pop(tid, None)
-                    self.lifecycle.fail_unrun(h, tid, STOPPED_REASON)
-                    return None
-                if not alive():  # keep it for the next worker
-                    idx.pool.appendleft(tid)
-                    self._notify()
-                    return None
-                live, written = self.leases.grant(h, tid, worker_id)
-            break
-        try:
-            written.result()
-        except Exception:
-            with h.lock:  # the lease was never stored: the candidate is still free
-                if idx.live.get(tid) is live and live.lease_id:
-                    live.lease_id = ""
-                    idx.pool.appendleft(tid)
-            raise
-        if not alive():
-            self._take_back(h, live)
-            return None
-        return Grant(
-            lease_id=live.lease_id,
-            study_name=h.spec.name,
-            trial_number=live.number,
-            deadline_unix=self.leases.deadline(),
-            candidate=live.candidate,
-            trainer=h.spec.trainer,
-            objective_metrics=h.spec.raw_objective_metrics,
-            intermediate_metric=h.spec.intermediate_metric,
-        )
-
-    def _take_back(self, h: StudyHandle, live: LiveTrial) -> None:
-        """Undoes a stored lease whose caller gave up before it got the answer: the trial is
-        prepared again (no lease, no heartbeat), first in the pool, instead of RUNNING under a
-        lease nobody holds until it expires."""
-        idx = h.index
-        with h.lock:
-            if idx.live.get(live.trial_id) is not live or not live.lease_id:
-                return  # already settled otherwise (expired, stopped)
-            log.info(
-                "trial %d of %s: the worker's call ended before it got the lease; kept for "
-                "the next worker",
-                live.number,
-                h.spec.name,
-            )
-            # Queued before the pool sees the trial: a later lease's write comes after it.
-            undone = self.leases.revoke(live)
-            if h.state == RUNNING:
-                idx.pool.appendleft(live.trial_id)
-        try:
-            undone.result()
-        except Exception:  # the stored lease stays; the reaper expires and retries it
-            log.exception("taking back the lease of trial %d failed", live.number)
-            return
-        if h.state != RUNNING:
-            with h.lock:
-                if idx.live.get(live.trial_id) is live and not live.lease_id:
-                    idx.live.pop(live.trial_id, None)
-                    self.lifecycle.fail_unrun(h, live.trial_id, STOPPED_REASON)
-                    self.lifecycle.after_finish(h)
-        self._notify()
-
-    # ------------------------------------------------------------------ preparing ahead
+        return self.dispatcher.acquire(worker_id, trainers, study_name, timeout_s, alive)
 
     # ------------------------------------------------------------------ leases
 
@@ -499,118 +386,18 @@ class StudyManager:
         return self.leases.heartbeat(lease_id), False
 
     def report(self, lease_id: str, step: int, value: float) -> tuple[bool, float]:
-        """Stores an intermediate value and asks the pruner about the trial.
-
-        Returns:
-            (should_prune, new deadline): a pruned trial's deadline is now; the same report
-            about a trial already pruned gets (True, now) again.
-
-        Raises:
-            InvalidArgument: ``value`` is not finite or ``step`` is negative.
-            NotFound: a lease this server never issued.
-            FailedPrecondition: the trial is finished (other than pruned), expired or given up.
-        """
-        check_finite("value", value)
-        if not 0 <= step < 2**62:
-            raise InvalidArgument(f"step must be >= 0, got {step}")
-
-        def again(_h: StudyHandle, frozen: FrozenTrial) -> tuple[bool, float] | None:
-            # a repeated report after the prune decision
-            return (True, time.time()) if frozen.state == TrialState.PRUNED else None
-
-        with self.leases.resolve(lease_id, again) as lease:
-            h, tid, live = lease.handle, lease.trial_id, lease.live
-            if live is None:
-                assert lease.answer is not None
-                return lease.answer
-            self.storage.set_trial_intermediate_value(tid, step, float(value))
-            self.rdb.record_heartbeat(tid)
-            if should_prune(h.study, tid, final_step=live.candidate.recipe.get("max_steps")):
-                h.study.tell(live.number, state=TrialState.PRUNED)
-                h.index.live.pop(tid, None)
-                log.info("pruned trial %d of %s at step %d", live.number, h.spec.name, step)
-                self.lifecycle.after_finish(h)
-                pruned = True
-            else:
-                pruned = False
-        if pruned:
-            self.pool.top_up(h)
-            return True, time.time()
-        return False, self.leases.deadline()
+        """Stores an intermediate value and asks the pruner (:meth:`TrialOutcomes.report`)."""
+        return self.outcomes.report(lease_id, step, value)
 
     def complete(
         self, lease_id: str, metrics: dict[str, float], info: dict[str, str]
     ) -> tuple[list[float], TrialState]:
-        metrics = checked_report(metrics, info)
-
-        def again(h: StudyHandle, frozen: FrozenTrial) -> tuple[list[float], TrialState] | None:
-            if frozen.state != TrialState.COMPLETE:
-                return None
-            if frozen.user_attrs.get("metrics") == metrics:
-                return list(frozen.values or []), frozen.state  # the same report again
-            raise AlreadyExists(
-                f"trial {frozen.number} of {h.spec.name} was already completed with other metrics"
-            )
-
-        with self.leases.resolve(lease_id, again) as lease:
-            h, tid, live = lease.handle, lease.trial_id, lease.live
-            idx = h.index
-            if live is None:
-                assert lease.answer is not None
-                return lease.answer
-            values = objective_values(h.spec, metrics)
-            user = dashboard.completion_attrs(metrics, info)  # JSON, and rows for the dashboard
-            self.lifecycle.after_trial_hook(h, tid, TrialState.COMPLETE, values)
-            # Metrics, values and state in one queued write; the lock is not held while it
-            # commits, and a repeated report meanwhile waits for it (``LeaseTable.resolve``).
-            written = self.writer.submit(_storage.finish_op(tid, TrialState.COMPLETE, values, user))
-            idx.live.pop(tid, None)
-            idx.finishing[tid] = (lease_id, written, live.fp)
-        try:
-            written.result()
-        except _storage.TrialNotRunning as e:
-            with h.lock:
-                idx.finishing.pop(tid, None)
-            raise FailedPrecondition(
-                f"trial {live.number} of {h.spec.name} is already {e.state}; stop working on it"
-            ) from e
-        except Exception:
-            with h.lock:  # not stored: the lease stays valid and the worker may report again
-                idx.finishing.pop(tid, None)
-                idx.live[tid] = live
-            raise
-        with h.lock:
-            idx.finishing.pop(tid, None)
-            idx.done.setdefault(live.candidate.fingerprint(), (live.number, values, metrics))
-            self.lifecycle.after_finish(h)
-        self.pool.top_up(h)
-        return values, TrialState.COMPLETE
+        """Completes a leased trial (:meth:`TrialOutcomes.complete`)."""
+        return self.outcomes.complete(lease_id, metrics, info)
 
     def fail(self, lease_id: str, reason: str, retryable: bool, released: bool = False) -> bool:
-        """Fails a leased trial; re-queues it when allowed. Returns whether it was re-queued."""
-        reason = (reason or "no reason given")[:MAX_TEXT]
-
-        def again(h: StudyHandle, frozen: FrozenTrial) -> bool | None:
-            if frozen.state == TrialState.FAIL and frozen.user_attrs.get("fail_reason") == reason:
-                return self.leases.retry_of(h, frozen.number) is not None  # the same report again
-            return None
-
-        with self.leases.resolve(lease_id, again) as lease:
-            h, tid, live = lease.handle, lease.trial_id, lease.live
-            if live is None:
-                assert lease.answer is not None
-                return lease.answer
-            _storage.write_trial_attrs(self.rdb, tid, user={"fail_reason": reason})
-            self.lifecycle.finish(h, tid, TrialState.FAIL, None)
-            h.index.live.pop(tid, None)
-            requeued = False
-            if released or retryable:
-                requeued = self.retries.requeue(
-                    h, self.storage.get_trial(tid), reason, count=not released
-                )
-            self.lifecycle.after_finish(h)
-        self.pool.top_up(h)
-        return requeued
+        """Fails a leased trial, re-queueing it when allowed (:meth:`TrialOutcomes.fail`)."""
+        return self.outcomes.fail(lease_id, reason, retryable, released)
 
     # ------------------------------------------------------------------ retries and expiry
 
@@ -626,34 +413,9 @@ class StudyManager:
             self._work.notify_all()
 
     def workers(self) -> list[WorkerInfo]:
-        return list(self._workers.values())
+        """Every worker that registered since the server started."""
+        return self.directory.workers()
 
     def connected_trainers(self) -> dict[str, int]:
-        """How many connected workers offer each trainer (trainers none offers are absent).
-
-        Connected: seen by RegisterWorker or AcquireTrial within one lease duration, or
-        holding a lease (a worker training a long trial heartbeats but does not acquire; its
-        study's trainer counts once per lease). Read-only and approximate: a lower bound.
-        """
-        now_mono, now = time.monotonic(), time.time()
-        seen = {
-            w.worker_id: w.trainers
-            for w in list(self._workers.values())
-            if now - w.last_seen <= self.lease_duration_s
-        }
-        for worker_id, (at, trainers) in list(self._active.items()):
-            if now_mono - at <= self.lease_duration_s:
-                seen[worker_id] = trainers
-        counts: dict[str, int] = {}
-        for trainers in seen.values():
-            for t in set(trainers):
-                counts[t] = counts.get(t, 0) + 1
-        leased: dict[str, int] = {}
-        for h in self.handles():
-            n = sum(1 for lt in list(h.index.live.values()) if lt.lease_id)
-            leased[h.spec.trainer] = leased.get(h.spec.trainer, 0) + n
-        return {
-            t: n
-            for t in sorted(set(counts) | set(leased))
-            if (n := max(counts.get(t, 0), leased.get(t, 0))) > 0
-        }
+        """How many connected workers offer each trainer (:meth:`WorkerDirectory.trainers`)."""
+        return self.directory.trainers()

@@ -17,7 +17,8 @@ from grpc_reflection.v1alpha import reflection
 
 from archsearch.server._artifact_rpcs import ArtifactWorkerServicer
 from archsearch.server._auth import TokenAuthInterceptor
-from archsearch.server._servicers import SearchServicer, method_handlers
+from archsearch.server._rpc import method_handlers
+from archsearch.server._servicers import SearchServicer
 from archsearch.server._studies import StudyManager
 from archsearch.server._trial_artifacts import (
     DEFAULT_MAX_ARTIFACT_BYTES,

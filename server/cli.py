@@ -1,5 +1,9 @@
 """The ``archsearch`` command line: serve, worker, launch, studies, show, stop, demo.
 
+This module builds the parser and runs a subcommand; the subcommands live by group in
+``_cli_machines`` (serve, worker) and ``_cli_studies`` (launch, studies, show, stop, demo),
+what they share in ``_cli_common``.
+
 Every error is one line, ``archsearch: <problem> (<fix>)``, and exits non-zero (2 for bad
 input, 1 otherwise); never a traceback.
 """
@@ -7,369 +11,31 @@ input, 1 otherwise); never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import math
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
-from archsearch.server.client import ClientError, SearchClient, connection_cause, resolve_token
+from archsearch.server._cli_common import (
+    CliError,
+    _add_conn,
+    _explain,
+    _setup_logging,
+)
+from archsearch.server._cli_machines import _non_negative_seconds, cmd_serve, cmd_worker
+from archsearch.server._cli_studies import (
+    cmd_demo,
+    cmd_launch,
+    cmd_show,
+    cmd_stop,
+    cmd_studies,
+)
+from archsearch.server.client import ClientError
 
-DEFAULT_SERVER = "127.0.0.1:50051"
 DESCRIPTION = (
     "archsearch: neural-architecture search as a service. A server runs the search loops "
     "against an Optuna storage; workers train the candidates it hands out."
 )
-log = logging.getLogger("archsearch")
-
-
-class CliError(Exception):
-    """An error to print as ``archsearch: <message>`` and exit with ``code``."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# ------------------------------------------------------------------------------ helpers
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    try:
-        return resolve_token(None, getattr(args, "token_file", None))
-    except OSError as e:
-        raise CliError(f"cannot read token file {args.token_file}: {e.strerror}") from e
-    except ValueError as e:
-        raise CliError(str(e)) from e
-
-
-def _search_client(args: argparse.Namespace) -> SearchClient:
-    try:
-        return SearchClient(args.server, token=_token(args), tls_ca=args.tls_ca, tls=args.tls)
-    except ValueError as e:  # an unreadable --tls-ca file
-        raise CliError(f"{e} (pass --tls-ca FILE, the PEM certificate of the server's CA)") from e
-
-
-def _add_conn(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--server",
-        default=os.environ.get("ARCHSEARCH_SERVER", DEFAULT_SERVER),
-        help=f"HOST:PORT of the server (default: $ARCHSEARCH_SERVER, else {DEFAULT_SERVER})",
-    )
-    p.add_argument(
-        "--token-file", help="file whose first line is the token (default: $ARCHSEARCH_TOKEN)"
-    )
-    p.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
-    p.add_argument(
-        "--tls-ca",
-        help="CA certificate (PEM) that signed the server's certificate; for a self-signed "
-        "one, the certificate itself (implies --tls)",
-    )
-
-
-def _explain(e: ClientError, args: argparse.Namespace) -> CliError:
-    import grpc
-
-    cause = connection_cause(e, args.server, bool(args.tls or args.tls_ca))
-    if cause is not None:
-        return CliError(cause, 1)
-    if e.code == grpc.StatusCode.UNAVAILABLE:
-        return CliError(
-            f"no archsearch server answers at {args.server} ({e.details}); start one with "
-            "`archsearch serve` or pass --server HOST:PORT",
-            1,
-        )
-    if e.code == grpc.StatusCode.UNAUTHENTICATED:
-        return CliError(f"{e.details} (the server at {args.server} requires an admin token)", 1)
-    return CliError(
-        f"{e.code.name.lower().replace('_', ' ')}: {e.details}",
-        2
-        if e.code
-        in (
-            grpc.StatusCode.INVALID_ARGUMENT,
-            grpc.StatusCode.NOT_FOUND,
-            grpc.StatusCode.ALREADY_EXISTS,
-        )
-        else 1,
-    )
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        return text
-
-
-def _set_path(spec: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    cur = spec
-    for k in keys[:-1]:
-        nxt = cur.setdefault(k, {})
-        if not isinstance(nxt, dict):
-            raise CliError(f"--set {dotted}: {k} is not an object in the spec")
-        cur = nxt
-    cur[keys[-1]] = value
-
-
-def build_spec(args: argparse.Namespace) -> dict[str, Any]:
-    """The search spec from ``--spec FILE`` and the flags (flags win)."""
-    spec: dict[str, Any] = {}
-    if args.spec:
-        try:
-            spec = json.loads(Path(args.spec).read_text())
-        except OSError as e:
-            raise CliError(f"cannot read --spec {args.spec}: {e.strerror}") from e
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise CliError(f"--spec {args.spec} is not valid JSON: {e}") from e
-        if not isinstance(spec, dict):
-            raise CliError(f"--spec {args.spec} must hold a JSON object")
-    for key in ("name", "space", "loop", "task", "trainer", "seed"):
-        if getattr(args, key) is not None:
-            spec[key] = getattr(args, key)
-    if args.trials is not None:
-        spec["n_trials"] = args.trials
-    if args.objective:
-        spec["objectives"] = list(args.objective)
-    if args.pruner:
-        spec["pruner"] = {"type": args.pruner}
-    if args.table:
-        spec.setdefault("space_options", {})["table"] = args.table
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CliError(
-                f"--set {item!r}: expected KEY=VALUE, for example --set recipe.max_steps=300"
-            )
-        _set_path(spec, key, _parse_value(value))
-    # A table path is read by the server: make a local relative path absolute.
-    table = (
-        spec.get("space_options", {}).get("table")
-        if isinstance(spec.get("space_options"), dict)
-        else None
-    )
-    if isinstance(table, str) and not os.path.isabs(table) and os.path.exists(table):
-        spec["space_options"]["table"] = os.path.abspath(table)
-    return spec
-
-
-# ------------------------------------------------------------------------------ commands
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from archsearch.server._errors import ServiceError
-    from archsearch.server.app import ArchsearchServer, ConfigError, ServerConfig, read_token_file
-
-    try:
-        admin = read_token_file(args.admin_token_file) if args.admin_token_file else []
-        worker = read_token_file(args.worker_token_file) if args.worker_token_file else []
-        if not admin and os.environ.get("ARCHSEARCH_TOKEN"):
-            admin = [os.environ["ARCHSEARCH_TOKEN"]]
-        cfg = ServerConfig(
-            storage=args.storage,
-            host=args.host,
-            port=args.port,
-            admin_tokens=admin,
-            worker_tokens=worker,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            tls_client_ca=args.tls_client_ca,
-            lease_duration_s=args.lease_seconds,
-            heartbeat_interval_s=args.heartbeat_seconds,
-            max_long_polls=args.max_long_polls,
-            max_poll_s=args.max_poll_seconds,
-            max_message_bytes=args.max_message_bytes,
-            artifact_dir=args.artifact_dir,
-            max_artifact_bytes=args.max_artifact_bytes,
-        )
-        server = ArchsearchServer(cfg)
-    except (ConfigError, ServiceError) as e:
-        raise CliError(str(e)) from e
-    if not (admin or worker):
-        log.warning(
-            "no tokens configured: listening on %s only (loopback). Give "
-            "--admin-token-file/--worker-token-file to serve other machines.",
-            cfg.host,
-        )
-    print(f"archsearch serving on {server.address}  storage={cfg.storage}", flush=True)
-    artifacts = f" --artifact-dir {server.artifact_dir}" if server.artifact_dir else ""
-    print(f"dashboard: optuna-dashboard {cfg.storage}{artifacts}", flush=True)
-    server.serve_forever()
-    return 0
-
-
-def _non_negative_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    from archsearch.server.client import WorkerClient
-    from archsearch.worker import Trainer, Worker
-    from archsearch.worker._registry import create_trainer
-
-    options = {"glue_dir": args.glue_dir, "table": args.table, "duration_s": args.duration}
-    trainers: dict[str, Trainer] = {}
-    for name in args.trainer or ["bert"]:
-        try:
-            trainers[name] = create_trainer(name, options)
-        except KeyError as e:
-            raise CliError(str(e.args[0])) from e
-        except ValueError as e:
-            raise CliError(str(e)) from e
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise CliError(f"--device {args.device}: no CUDA device here; use --device cpu")
-    try:
-        client = WorkerClient(args.server, token=_token(args), tls_ca=args.tls_ca, tls=args.tls)
-    except ValueError as e:  # an unreadable --tls-ca file
-        raise CliError(f"{e} (pass --tls-ca FILE, the PEM certificate of the server's CA)") from e
-    worker = Worker(
-        client,
-        trainers,
-        device=args.device,
-        study_name=args.study or "",
-        worker_id=args.worker_id or "",
-        poll_s=args.poll_seconds,
-        max_trials=args.max_trials,
-        idle_exit_s=args.idle_exit,
-        stop_grace_s=args.stop_grace,
-    )
-    worker.install_signal_handlers()
-    try:
-        worker.run()
-    except SystemExit as e:  # the worker's fatal errors, said with the CLI's one prefix
-        if isinstance(e.code, str):
-            raise CliError(e.code.removeprefix("worker: "), 1) from None
-        raise
-    finally:
-        client.close()
-    return 0
-
-
-def cmd_launch(args: argparse.Namespace) -> int:
-    from archsearch.server._format import study_dict, worker_note
-    from archsearch.server._spec import SearchSpec
-    from archsearch.spaces import SpecError
-
-    spec = build_spec(args)
-    for key, flag, example in (
-        ("name", "--name NAME", "--name sst2-tpe"),
-        ("n_trials", "--trials N", "--trials 20"),
-        ("space", "--space SPACE", "--space bert"),
-    ):
-        if key not in spec:
-            raise CliError(
-                f"launch needs {flag} (or {key!r} in --spec FILE), for example {example}"
-            )
-    try:
-        SearchSpec.from_dict(spec)  # the same validation the server runs, before any RPC
-    except SpecError as e:
-        raise CliError(f"invalid search spec: {e}") from e
-    with _search_client(args) as client:
-        study = client.launch(spec)
-    if args.json:
-        print(json.dumps(study_dict(study), indent=2))
-    else:
-        print(
-            f"launched {study.name}: {study.n_trials} trials; watch it with "
-            f"`archsearch show {study.name} --server {args.server}`"
-        )
-        note = worker_note(study, args.server)
-        if note:
-            print(note)
-    return 0
-
-
-def cmd_studies(args: argparse.Namespace) -> int:
-    from archsearch.server._format import STUDY_STATE_NAMES, study_dict, table, worker_note
-    from archsearch.v1 import archsearch_pb2 as pb
-
-    with _search_client(args) as client:
-        studies = client.list_studies()
-    if args.json:
-        print(json.dumps([study_dict(s) for s in studies], indent=2))
-        return 0
-    if not studies:
-        print("no studies yet; start one with `archsearch launch`")
-        return 0
-    rows = [
-        [
-            s.name,
-            STUDY_STATE_NAMES[s.state],
-            json.loads(s.spec_json).get("space", ""),
-            json.loads(s.spec_json).get("loop", ""),
-            json.loads(s.spec_json).get("trainer", ""),
-            # done: every finished trial (complete, pruned or failed: retries and recorded
-            # repeats included); budget: distinct candidates to evaluate (n_trials)
-            s.n_complete + s.n_pruned + s.n_fail,
-            s.n_trials,
-            s.n_running,
-            s.n_pruned,
-            s.n_fail,
-            s.workers_for_trainer if s.state == pb.STUDY_RUNNING else "",
-        ]
-        for s in studies
-    ]
-    headers = ["study", "state", "space", "loop", "trainer", "done", "budget", "running", "pruned"]
-    print(table([*headers, "failed", "workers"], rows))
-    notes = [n for s in studies if (n := worker_note(s, args.server))]
-    if notes:
-        print()
-        print("\n".join(notes))
-    return 0
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    from archsearch.server._format import format_study, study_dict, trial_dict, worker_note
-
-    with _search_client(args) as client:
-        study = client.get_study(args.name)
-        trials = client.list_trials(args.name)
-    if args.json:
-        out = study_dict(study)
-        out["trials"] = [trial_dict(t) for t in trials]
-        print(json.dumps(out, indent=2))
-    else:
-        print(format_study(study, trials, limit=args.limit))
-        note = worker_note(study, args.server)
-        if note:
-            print(f"\n{note}")
-    return 0
-
-
-def cmd_stop(args: argparse.Namespace) -> int:
-    with _search_client(args) as client:
-        study = client.stop(args.name)
-    print(f"stopped {study.name}: no new trials; {study.n_running} running trial(s) will finish")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from archsearch.server._demo import run_demo
-
-    return run_demo(args)
 
 
 class _HelpFormatter(argparse.HelpFormatter):

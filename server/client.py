@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from archsearch.v1 import archsearch_pb2 as pb
 from archsearch.v1 import archsearch_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from archsearch.spaces import TrainerInfo
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -260,11 +263,19 @@ class WorkerClient(_Base):
         self.stub = pb_grpc.WorkerServiceStub(self._channel)
 
     def register(
-        self, worker_id: str, capabilities: pb.WorkerCapabilities
+        self,
+        worker_id: str,
+        capabilities: pb.WorkerCapabilities,
+        trainer_info: Sequence[TrainerInfo] = (),
     ) -> pb.RegisterWorkerResponse:
+        """Registers, describing each trainer in ``trainer_info`` (what it trains and reports)."""
         return self._call(
             self.stub.RegisterWorker,
-            pb.RegisterWorkerRequest(worker_id=worker_id, capabilities=capabilities),
+            pb.RegisterWorkerRequest(
+                worker_id=worker_id,
+                capabilities=capabilities,
+                trainer_info=[trainer_info_to_pb(t) for t in trainer_info],
+            ),
         )
 
     def acquire_future(
@@ -357,3 +368,18 @@ class WorkerClient(_Base):
             pb.ListArtifactsRequest(study_name=study_name, trial_number=trial_number),
         )
         return list(resp.artifacts)
+
+
+def trainer_info_to_pb(info: TrainerInfo) -> pb.TrainerInfo:
+    """The wire form of a trainer's metadata (the server reads it back and validates it)."""
+    return pb.TrainerInfo(
+        name=info.name,
+        description=info.description,
+        spaces=info.spaces,
+        task_metrics=info.task_metrics,
+        metrics=info.metrics,
+        cost_metrics=info.cost_metrics,
+        multi_task_metrics=info.multi_task_metrics,
+        multi_task=info.multi_task,
+        required_space_options=dict(info.required_space_options),
+    )

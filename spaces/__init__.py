@@ -66,6 +66,7 @@ from archsearch.spaces._tasks import (
     get_task,
     result_metric_names,
 )
+from archsearch.spaces._trainer_info import TASK_METRIC_RULES, TRAINER_NAME_RE, TrainerInfo
 
 SPACES: dict[str, type[DesignSpace]] = {
     BertSpace.name: BertSpace,
@@ -100,6 +101,8 @@ __all__ = [
     "SPLIT_ALIASES",
     "TABLE_METRIC",
     "TABLE_TASK_NAMES",
+    "TASK_METRIC_RULES",
+    "TRAINER_NAME_RE",
     "BertSpace",
     "Candidate",
     "CustomTask",
@@ -109,6 +112,7 @@ __all__ = [
     "GlueTask",
     "NasTable",
     "SpecError",
+    "TrainerInfo",
     "architecture_graph",
     "autodistil_average",
     "bert_parameter_count",

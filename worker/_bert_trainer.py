@@ -35,6 +35,7 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 
 from archsearch.spaces import Candidate, CustomTask, GlueTask
 from archsearch.worker._batches import EncodedSplit
+from archsearch.worker._bert_info import BERT_TRAINER_INFO
 from archsearch.worker._checkpoint_artifacts import upload_checkpoint, with_local_transfer
 from archsearch.worker._checkpoints import CHECKPOINT_DIR_ENV, checkpoint_root, save_checkpoint
 from archsearch.worker._evaluate import CostMeter, Evaluator
@@ -156,6 +157,7 @@ class BertTrainer(TeacherTraining, Trainer):
     """
 
     name = "bert"
+    info = BERT_TRAINER_INFO
 
     def __init__(self, glue_dir: str | None = None, tokenizer_path: str | None = None) -> None:
         self.glue_dir_arg = glue_dir

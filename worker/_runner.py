@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import grpc
 
 from archsearch.server.client import ClientError, WorkerClient
-from archsearch.spaces import Candidate, SpecError
+from archsearch.spaces import Candidate, SpecError, TrainerInfo
 from archsearch.v1 import archsearch_pb2 as pb
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrialStopped
 
@@ -99,6 +99,8 @@ class Worker:
         self.idle_exit_s = idle_exit_s
         host = socket.gethostname()
         self.worker_id = worker_id or f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        #: what each trainer trains and reports, sent on RegisterWorker
+        self.trainer_info = _trainer_info(trainers)
         self.capabilities = pb.WorkerCapabilities(
             trainers=sorted(trainers),
             device=device,
@@ -172,7 +174,7 @@ class Worker:
     def register(self) -> None:
         resp = self._retry(
             "register",
-            lambda: self.client.register(self.worker_id, self.capabilities),
+            lambda: self.client.register(self.worker_id, self.capabilities, self.trainer_info),
             while_stopping=False,
         )
         self.worker_id = resp.worker_id
@@ -374,6 +376,23 @@ def json_short(obj: Any, limit: int = 160) -> str:
 
     text = json.dumps(obj, separators=(",", ":"))
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _trainer_info(trainers: dict[str, Trainer]) -> list[TrainerInfo]:
+    """Each trainer's declared metadata (trainers that declare none are sent by name only).
+
+    Raises:
+        ValueError: A trainer's metadata names another trainer.
+    """
+    out = []
+    for name, trainer in sorted(trainers.items()):
+        info = type(trainer).info
+        if info is None:
+            continue
+        if info.name != name:
+            raise ValueError(f"trainer {name!r} declares metadata for {info.name!r}")
+        out.append(info)
+    return out
 
 
 def _memory_bytes(device: str) -> int:

@@ -11,7 +11,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from archsearch.spaces import TABLE_METRIC, Candidate, FlexiBertSmallSpace, SpecError, load_table
+from archsearch.spaces import (
+    TABLE_METRIC,
+    Candidate,
+    FlexiBertSmallSpace,
+    SpecError,
+    TrainerInfo,
+    load_table,
+)
 from archsearch.worker._registry import register_trainer
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrainResult
 
@@ -26,6 +33,19 @@ class TableTrainer(Trainer):
     """
 
     name = "table"
+    info = TrainerInfo(
+        name="table",
+        description="answers with the score a FlexiBERT table recorded (no training)",
+        spaces=(FlexiBertSmallSpace.name,),
+        task_metrics="table",
+        metrics=("score",),
+        required_space_options={
+            "table": "the table trainer scores only the architectures its table holds, and "
+            "most of the flexibert-small space is not in it (those trials fail with 'no "
+            "score'); pass --table PATH (the table the workers use) to search only its "
+            "architectures"
+        },
+    )
 
     def __init__(self, table_path: str, duration_s: float = 0.0) -> None:
         self.table = load_table(str(table_path))

@@ -21,9 +21,9 @@ import abc
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from archsearch.spaces import Candidate
+from archsearch.spaces import Candidate, TrainerInfo
 
 
 class TrialStopped(Exception):
@@ -130,12 +130,20 @@ class Trainer(abc.ABC):
           recorded score (load tests, fault tests, algorithm benchmarks).
 
     Each registers itself with ``archsearch.worker._registry.register_trainer`` where it is
-    defined. A new trainer runs the conformance suite ``tests/conformance/trainer_suite.py``
+    defined, and declares what it trains and reports in ``info`` (a
+    :class:`~archsearch.spaces.TrainerInfo`, also published as an ``archsearch.trainers`` entry
+    point so a server that has it installed knows it before any worker connects). A new
+    trainer runs the conformance suite ``tests/conformance/trainer_suite.py``
     (``TrainerConformance``) with a subclass in ``tests/conformance/test_trainers.py``.
     """
 
     #: Name workers advertise and search specs select ("bert", "table").
     name: str = ""
+    #: What it trains and the metrics it reports; a worker sends it when it registers, and the
+    #: server validates studies against it. Publish it as an ``archsearch.trainers`` entry point
+    #: too (pyproject.toml), so a server that has the trainer installed knows it before any
+    #: worker connects. None: the server knows only the name (no study can select it).
+    info: ClassVar[TrainerInfo | None] = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Trainer:

@@ -16,7 +16,7 @@ import pytest
 from _procs import TABLE, table_spec
 from optuna.trial import TrialState
 
-from archsearch.server import cli
+from archsearch.server import _cli_common, cli
 from archsearch.server._convert import study_to_pb, trial_to_pb
 from archsearch.server._format import format_study
 from archsearch.server._spec import SearchSpec
@@ -169,7 +169,7 @@ def test_studies_counts_every_finished_trial_as_done(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     study = _study(n_complete=2, n_pruned=1, n_fail=1, n_running=1, workers_for_trainer=2)
-    monkeypatch.setattr(cli, "SearchClient", lambda *a, **k: _FakeClient([study], []))
+    monkeypatch.setattr(_cli_common, "SearchClient", lambda *a, **k: _FakeClient([study], []))
     assert cli.main(["studies"]) == 0
     row = capsys.readouterr().out.splitlines()[2].split()
     assert row[:7] == ["s", "running", "bert", "tpe", "bert", "4", "5"]
@@ -185,7 +185,7 @@ def test_no_worker_for_the_trainer_is_said(
     """`launch --space flexibert-small` defaults to the bert trainer; table workers never take
     its trials. launch, studies and show say so, and what the connected workers offer."""
     study = _study(workers_for_trainer=0, connected_trainers=["table"])
-    monkeypatch.setattr(cli, "SearchClient", lambda *a, **k: _FakeClient([study], []))
+    monkeypatch.setattr(_cli_common, "SearchClient", lambda *a, **k: _FakeClient([study], []))
     if command[0] == "launch":
         spec = tmp_path / "spec.json"
         spec.write_text(json.dumps({"name": "s", "space": "bert", "n_trials": 5}))
@@ -197,7 +197,9 @@ def test_no_worker_for_the_trainer_is_said(
     assert "archsearch worker --server 127.0.0.1:50051 --trainer bert" in out
     # with a worker for it, or once the study is over, nothing is said
     for fine in (_study(workers_for_trainer=1), _study(state=pb.STUDY_COMPLETED)):
-        monkeypatch.setattr(cli, "SearchClient", lambda *a, f=fine, **k: _FakeClient([f], []))
+        monkeypatch.setattr(
+            _cli_common, "SearchClient", lambda *a, f=fine, **k: _FakeClient([f], [])
+        )
         assert cli.main(command) == 0
         assert "no connected worker" not in capsys.readouterr().out
 

@@ -15,6 +15,7 @@ import sqlalchemy
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.server._database import open_storage
 from archsearch.server._spec import SearchSpec
 from archsearch.server._storage import (
     DeferredTrialStorage,
@@ -23,7 +24,6 @@ from archsearch.server._storage import (
     heartbeat_op,
     insert_trial_op,
     lease_op,
-    open_storage,
 )
 from archsearch.server._studies import LEASE_ATTR, StudyManager
 from archsearch.server._writer import StorageWriter, WriterClosed

@@ -600,25 +600,122 @@ class RegisterWorkerRequest(_message.Message):
 
     WORKER_ID_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    TRAINER_INFO_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable id chosen by the worker (for example host-pid-uuid); 1..128 characters of
     [A-Za-z0-9._:-]. Empty lets the server choose one.
     """
     @_builtins.property
     def capabilities(self) -> Global___WorkerCapabilities: ...
+    @_builtins.property
+    def trainer_info(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainerInfo]:
+        """What each of its trainers trains and reports (at most one per name in
+        capabilities.trainers). The server learns trainers from these: a study may select a
+        trainer once a worker describing it has registered (or the server has it installed).
+        """
+
     def __init__(
         self,
         *,
         worker_id: _builtins.str = ...,
         capabilities: Global___WorkerCapabilities | None = ...,
+        trainer_info: _abc.Iterable[Global___TrainerInfo] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "trainer_info", b"trainer_info", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterWorkerRequest: _TypeAlias = RegisterWorkerRequest  # noqa: Y015
+
+@_typing.final
+class TrainerInfo(_message.Message):
+    """A trainer's metadata (archsearch.spaces.TrainerInfo): the server validates studies against it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RequiredSpaceOptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SPACES_FIELD_NUMBER: _builtins.int
+    TASK_METRICS_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    COST_METRICS_FIELD_NUMBER: _builtins.int
+    MULTI_TASK_METRICS_FIELD_NUMBER: _builtins.int
+    MULTI_TASK_FIELD_NUMBER: _builtins.int
+    REQUIRED_SPACE_OPTIONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """As in capabilities.trainers: 1-32 of [a-z0-9_-], starting with a letter."""
+    description: _builtins.str
+    """One line for people, at most 200 characters."""
+    task_metrics: _builtins.str
+    """How it names each task's metrics: "" (none), "glue" (each task's GLUE metrics, a custom
+    task's declared ones) or "table" (the column a FlexiBERT table records).
+    """
+    multi_task: _builtins.bool
+    """Whether one trial trains several tasks (data.tasks); the GLUE averages need it."""
+    @_builtins.property
+    def spaces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Spaces whose candidates it trains; empty: any."""
+
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Metrics reported once per trial, unprefixed (the table trainer's "score")."""
+
+    @_builtins.property
+    def cost_metrics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Metrics measured for every task ("params", "flops"); a multi-task trainer reports each
+        task's as "<task>.<metric>" too.
+        """
+
+    @_builtins.property
+    def multi_task_metrics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The cost metrics a multi-task trial also reports unprefixed."""
+
+    @_builtins.property
+    def required_space_options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Space options a study on it must set, each with why and how ("table" for the table trainer)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        spaces: _abc.Iterable[_builtins.str] | None = ...,
+        task_metrics: _builtins.str = ...,
+        metrics: _abc.Iterable[_builtins.str] | None = ...,
+        cost_metrics: _abc.Iterable[_builtins.str] | None = ...,
+        multi_task_metrics: _abc.Iterable[_builtins.str] | None = ...,
+        multi_task: _builtins.bool = ...,
+        required_space_options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_metrics", b"cost_metrics", "description", b"description", "metrics", b"metrics", "multi_task", b"multi_task", "multi_task_metrics", b"multi_task_metrics", "name", b"name", "required_space_options", b"required_space_options", "spaces", b"spaces", "task_metrics", b"task_metrics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainerInfo: _TypeAlias = TrainerInfo  # noqa: Y015
 
 @_typing.final
 class RegisterWorkerResponse(_message.Message):

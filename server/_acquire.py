@@ -1,0 +1,208 @@
+"""Handing out trials: the acquire path of AcquireTrial, from the long poll to the lease.
+
+:class:`Dispatcher` picks a running study whose trainer the worker has, pops a prepared
+candidate from its pool (preparing one when none is ready), grants it a lease, and takes the
+lease back when the caller gave up before it got the answer. It owns no state of its own
+beyond the worker activity map it shares with the pool (which sizes the pool by it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from archsearch.server._index import RUNNING, STOPPED_REASON, Grant, LiveTrial, StudyHandle
+from archsearch.server._leases import LeaseTable
+from archsearch.server._lifecycle import StudyLifecycle
+from archsearch.server._pool import CandidatePool
+from archsearch.server._registry import StudyRegistry
+
+log = logging.getLogger("archsearch.server")
+
+
+def _always() -> bool:
+    return True
+
+
+class Dispatcher:
+    """Hands prepared candidates to workers under fresh leases.
+
+    Args:
+        registry: the served studies.
+        leases: grants and revokes leases.
+        pool: prepares and settles candidates.
+        lifecycle: completes studies and fails unrun trials.
+        active: worker id -> (last acquire, monotonic; its trainers), shared with the pool.
+        work: notified whenever work may have appeared (a launch, a finished trial).
+        stopping: set when the server shuts down; waiting acquires return.
+        notify: wakes waiting acquires.
+    """
+
+    def __init__(
+        self,
+        registry: StudyRegistry,
+        leases: LeaseTable,
+        pool: CandidatePool,
+        lifecycle: StudyLifecycle,
+        active: dict[str, tuple[float, tuple[str, ...]]],
+        work: threading.Condition,
+        stopping: threading.Event,
+        notify: Callable[[], None],
+    ) -> None:
+        self.registry = registry
+        self.leases = leases
+        self.pool = pool
+        self.lifecycle = lifecycle
+        self.active = active
+        self.work = work
+        self.stopping = stopping
+        self.notify = notify
+
+    def acquire(
+        self,
+        worker_id: str,
+        trainers: tuple[str, ...],
+        study_name: str = "",
+        timeout_s: float = 0.0,
+        alive: Callable[[], bool] | None = None,
+    ) -> Grant | None:
+        """Hands out a trial, waiting up to ``timeout_s`` for one; None means no work.
+
+        Args:
+            alive: whether the caller can still receive the answer (the RPC is active and
+                its deadline not passed). No lease is granted once it says no, and a lease
+                granted meanwhile is taken back at once (the trial stays prepared).
+        """
+        if study_name:
+            self.registry.get(study_name)  # NotFound for an unknown study, before any waiting
+        alive = alive or _always
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        self.active[worker_id] = (time.monotonic(), trainers)
+        while True:
+            grant = self._try_acquire(worker_id, trainers, study_name, alive)
+            if grant is not None:
+                return grant
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.stopping.is_set() or not alive():
+                return None
+            with self.work:
+                self.work.wait(timeout=min(remaining, 1.0))
+
+    def _try_acquire(
+        self,
+        worker_id: str,
+        trainers: tuple[str, ...],
+        study_name: str,
+        alive: Callable[[], bool] = _always,
+    ) -> Grant | None:
+        for h in self.registry.handles():
+            if study_name and h.spec.name != study_name:
+                continue
+            if h.state != RUNNING or h.spec.trainer not in trainers:
+                continue
+            grant = self._acquire_from(h, worker_id, alive)
+            if grant is not None:
+                return grant
+        return None
+
+    def _acquire_from(
+        self, h: StudyHandle, worker_id: str, alive: Callable[[], bool] = _always
+    ) -> Grant | None:
+        """Leases a prepared candidate of ``h`` (preparing one first when none is ready).
+
+        The hot path is an in-memory pop and one queued lease write; the study lock is held
+        only while the index changes, never while the database works, and the RPC answers
+        once the lease is committed. A caller that can no longer take the answer (``alive``)
+        gets no lease; one that gave up while its lease was written gives it back.
+        """
+        idx = h.index
+        while True:
+            if not alive():
+                return None
+            with h.lock:
+                if h.state != RUNNING:
+                    return None
+                # Queued retries first (Optuna's ask pops them), then a prepared candidate.
+                tid = None if idx.waiting or not idx.pool else idx.pool.popleft()
+                if tid is not None:
+                    live, written = self.leases.grant(h, tid, worker_id)
+                    break
+            with h.ask_lock:  # nothing ready: prepare one here, as the worker waits for it
+                with h.lock:
+                    if h.state != RUNNING:
+                        return None
+                    if idx.pool and not idx.waiting:
+                        continue  # the preparer was faster
+                prepared = self.pool.prepare(h)
+            if prepared is None:
+                with h.lock:
+                    self.lifecycle.maybe_complete(h)
+                return None
+            tid = self.pool.settle_prepared(h, prepared)
+            if tid is None:
+                continue
+            with h.lock:
+                if h.state != RUNNING:  # stopped while it was prepared
+                    idx.live.pop(tid, None)
+                    self.lifecycle.fail_unrun(h, tid, STOPPED_REASON)
+                    return None
+                if not alive():  # keep it for the next worker
+                    idx.pool.appendleft(tid)
+                    self.notify()
+                    return None
+                live, written = self.leases.grant(h, tid, worker_id)
+            break
+        try:
+            written.result()
+        except Exception:
+            with h.lock:  # the lease was never stored: the candidate is still free
+                if idx.live.get(tid) is live and live.lease_id:
+                    live.lease_id = ""
+                    idx.pool.appendleft(tid)
+            raise
+        if not alive():
+            self._take_back(h, live)
+            return None
+        return Grant(
+            lease_id=live.lease_id,
+            study_name=h.spec.name,
+            trial_number=live.number,
+            deadline_unix=self.leases.deadline(),
+            candidate=live.candidate,
+            trainer=h.spec.trainer,
+            objective_metrics=h.spec.raw_objective_metrics,
+            intermediate_metric=h.spec.intermediate_metric,
+        )
+
+    def _take_back(self, h: StudyHandle, live: LiveTrial) -> None:
+        """Undoes a stored lease whose caller gave up before it got the answer: the trial is
+        prepared again (no lease, no heartbeat), first in the pool, instead of RUNNING under a
+        lease nobody holds until it expires."""
+        idx = h.index
+        with h.lock:
+            if idx.live.get(live.trial_id) is not live or not live.lease_id:
+                return  # already settled otherwise (expired, stopped)
+            log.info(
+                "trial %d of %s: the worker's call ended before it got the lease; kept for "
+                "the next worker",
+                live.number,
+                h.spec.name,
+            )
+            # Queued before the pool sees the trial: a later lease's write comes after it.
+            undone = self.leases.revoke(live)
+            if h.state == RUNNING:
+                idx.pool.appendleft(live.trial_id)
+        try:
+            undone.result()
+        except Exception:  # the stored lease stays; the reaper expires and retries it
+            log.exception("taking back the lease of trial %d failed", live.number)
+            return
+        if h.state != RUNNING:
+            with h.lock:
+                if idx.live.get(live.trial_id) is live and not live.lease_id:
+                    idx.live.pop(live.trial_id, None)
+                    self.lifecycle.fail_unrun(h, live.trial_id, STOPPED_REASON)
+                    self.lifecycle.after_finish(h)
+        self.notify()

@@ -1,0 +1,111 @@
+"""The ``archsearch`` subcommands that run machines: serve (the search server) and worker."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+from archsearch.server._cli_common import (
+    CliError,
+    _token,
+    log,
+)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from archsearch.server._errors import ServiceError
+    from archsearch.server.app import ArchsearchServer, ConfigError, ServerConfig, read_token_file
+
+    try:
+        admin = read_token_file(args.admin_token_file) if args.admin_token_file else []
+        worker = read_token_file(args.worker_token_file) if args.worker_token_file else []
+        if not admin and os.environ.get("ARCHSEARCH_TOKEN"):
+            admin = [os.environ["ARCHSEARCH_TOKEN"]]
+        cfg = ServerConfig(
+            storage=args.storage,
+            host=args.host,
+            port=args.port,
+            admin_tokens=admin,
+            worker_tokens=worker,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+            lease_duration_s=args.lease_seconds,
+            heartbeat_interval_s=args.heartbeat_seconds,
+            max_long_polls=args.max_long_polls,
+            max_poll_s=args.max_poll_seconds,
+            max_message_bytes=args.max_message_bytes,
+            artifact_dir=args.artifact_dir,
+            max_artifact_bytes=args.max_artifact_bytes,
+        )
+        server = ArchsearchServer(cfg)
+    except (ConfigError, ServiceError) as e:
+        raise CliError(str(e)) from e
+    if not (admin or worker):
+        log.warning(
+            "no tokens configured: listening on %s only (loopback). Give "
+            "--admin-token-file/--worker-token-file to serve other machines.",
+            cfg.host,
+        )
+    print(f"archsearch serving on {server.address}  storage={cfg.storage}", flush=True)
+    artifacts = f" --artifact-dir {server.artifact_dir}" if server.artifact_dir else ""
+    print(f"dashboard: optuna-dashboard {cfg.storage}{artifacts}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from archsearch.server.client import WorkerClient
+    from archsearch.worker import Trainer, Worker
+    from archsearch.worker._registry import create_trainer
+
+    options = {"glue_dir": args.glue_dir, "table": args.table, "duration_s": args.duration}
+    trainers: dict[str, Trainer] = {}
+    for name in args.trainer or ["bert"]:
+        try:
+            trainers[name] = create_trainer(name, options)
+        except KeyError as e:
+            raise CliError(str(e.args[0])) from e
+        except ValueError as e:
+            raise CliError(str(e)) from e
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError(f"--device {args.device}: no CUDA device here; use --device cpu")
+    try:
+        client = WorkerClient(args.server, token=_token(args), tls_ca=args.tls_ca, tls=args.tls)
+    except ValueError as e:  # an unreadable --tls-ca file
+        raise CliError(f"{e} (pass --tls-ca FILE, the PEM certificate of the server's CA)") from e
+    worker = Worker(
+        client,
+        trainers,
+        device=args.device,
+        study_name=args.study or "",
+        worker_id=args.worker_id or "",
+        poll_s=args.poll_seconds,
+        max_trials=args.max_trials,
+        idle_exit_s=args.idle_exit,
+        stop_grace_s=args.stop_grace,
+    )
+    worker.install_signal_handlers()
+    try:
+        worker.run()
+    except SystemExit as e:  # the worker's fatal errors, said with the CLI's one prefix
+        if isinstance(e.code, str):
+            raise CliError(e.code.removeprefix("worker: "), 1) from None
+        raise
+    finally:
+        client.close()
+    return 0

@@ -1,0 +1,184 @@
+"""The ``archsearch`` subcommands people use on studies: launch, studies, show, stop, demo
+(and the spec a launch builds from its flags)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from archsearch.server._cli_common import (
+    CliError,
+    _search_client,
+)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return text
+
+
+def _set_path(spec: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    cur = spec
+    for k in keys[:-1]:
+        nxt = cur.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise CliError(f"--set {dotted}: {k} is not an object in the spec")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def build_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The search spec from ``--spec FILE`` and the flags (flags win)."""
+    spec: dict[str, Any] = {}
+    if args.spec:
+        try:
+            spec = json.loads(Path(args.spec).read_text())
+        except OSError as e:
+            raise CliError(f"cannot read --spec {args.spec}: {e.strerror}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise CliError(f"--spec {args.spec} is not valid JSON: {e}") from e
+        if not isinstance(spec, dict):
+            raise CliError(f"--spec {args.spec} must hold a JSON object")
+    for key in ("name", "space", "loop", "task", "trainer", "seed"):
+        if getattr(args, key) is not None:
+            spec[key] = getattr(args, key)
+    if args.trials is not None:
+        spec["n_trials"] = args.trials
+    if args.objective:
+        spec["objectives"] = list(args.objective)
+    if args.pruner:
+        spec["pruner"] = {"type": args.pruner}
+    if args.table:
+        spec.setdefault("space_options", {})["table"] = args.table
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(
+                f"--set {item!r}: expected KEY=VALUE, for example --set recipe.max_steps=300"
+            )
+        _set_path(spec, key, _parse_value(value))
+    # A table path is read by the server: make a local relative path absolute.
+    table = (
+        spec.get("space_options", {}).get("table")
+        if isinstance(spec.get("space_options"), dict)
+        else None
+    )
+    if isinstance(table, str) and not os.path.isabs(table) and os.path.exists(table):
+        spec["space_options"]["table"] = os.path.abspath(table)
+    return spec
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from archsearch.server._format import study_dict, worker_note
+    from archsearch.server._spec import SearchSpec
+    from archsearch.server._trainers import TrainerCatalogue
+    from archsearch.spaces import SpecError
+
+    spec = build_spec(args)
+    for key, flag, example in (
+        ("name", "--name NAME", "--name sst2-tpe"),
+        ("n_trials", "--trials N", "--trials 20"),
+        ("space", "--space SPACE", "--space bert"),
+    ):
+        if key not in spec:
+            raise CliError(
+                f"launch needs {flag} (or {key!r} in --spec FILE), for example {example}"
+            )
+    local = TrainerCatalogue.installed()
+    trainer = spec.get("trainer", "bert")
+    # A trainer not installed here may be a plugin that a remote worker offers: the server
+    # knows it from that worker's registration and validates the spec itself.
+    if not isinstance(trainer, str) or local.get(trainer) is not None:
+        try:
+            SearchSpec.from_dict(spec, local)  # the same validation the server runs
+        except SpecError as e:
+            raise CliError(f"invalid search spec: {e}") from e
+    with _search_client(args) as client:
+        study = client.launch(spec)
+    if args.json:
+        print(json.dumps(study_dict(study), indent=2))
+    else:
+        print(
+            f"launched {study.name}: {study.n_trials} trials; watch it with "
+            f"`archsearch show {study.name} --server {args.server}`"
+        )
+        note = worker_note(study, args.server)
+        if note:
+            print(note)
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    from archsearch.server._format import STUDY_STATE_NAMES, study_dict, table, worker_note
+    from archsearch.v1 import archsearch_pb2 as pb
+
+    with _search_client(args) as client:
+        studies = client.list_studies()
+    if args.json:
+        print(json.dumps([study_dict(s) for s in studies], indent=2))
+        return 0
+    if not studies:
+        print("no studies yet; start one with `archsearch launch`")
+        return 0
+    rows = [
+        [
+            s.name,
+            STUDY_STATE_NAMES[s.state],
+            json.loads(s.spec_json).get("space", ""),
+            json.loads(s.spec_json).get("loop", ""),
+            json.loads(s.spec_json).get("trainer", ""),
+            # done: every finished trial (complete, pruned or failed: retries and recorded
+            # repeats included); budget: distinct candidates to evaluate (n_trials)
+            s.n_complete + s.n_pruned + s.n_fail,
+            s.n_trials,
+            s.n_running,
+            s.n_pruned,
+            s.n_fail,
+            s.workers_for_trainer if s.state == pb.STUDY_RUNNING else "",
+        ]
+        for s in studies
+    ]
+    headers = ["study", "state", "space", "loop", "trainer", "done", "budget", "running", "pruned"]
+    print(table([*headers, "failed", "workers"], rows))
+    notes = [n for s in studies if (n := worker_note(s, args.server))]
+    if notes:
+        print()
+        print("\n".join(notes))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from archsearch.server._format import format_study, study_dict, trial_dict, worker_note
+
+    with _search_client(args) as client:
+        study = client.get_study(args.name)
+        trials = client.list_trials(args.name)
+    if args.json:
+        out = study_dict(study)
+        out["trials"] = [trial_dict(t) for t in trials]
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_study(study, trials, limit=args.limit))
+        note = worker_note(study, args.server)
+        if note:
+            print(f"\n{note}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    with _search_client(args) as client:
+        study = client.stop(args.name)
+    print(f"stopped {study.name}: no new trials; {study.n_running} running trial(s) will finish")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from archsearch.server._demo import run_demo
+
+    return run_demo(args)

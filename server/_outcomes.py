@@ -1,0 +1,174 @@
+"""What a leased trial's worker reports: intermediate values, completion, failure.
+
+Each report is resolved to its trial in one place (:meth:`LeaseTable.resolve`), which also
+answers a repeated report the same way; then :class:`TrialOutcomes` stores it, asks the pruner,
+re-queues a failed candidate when allowed, and tops the study's pool up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.search import should_prune
+from archsearch.server import _dashboard_attrs as dashboard
+from archsearch.server import _storage
+from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from archsearch.server._index import StudyHandle
+from archsearch.server._leases import LeaseTable
+from archsearch.server._lifecycle import StudyLifecycle
+from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
+from archsearch.server._pool import CandidatePool
+from archsearch.server._retries import Retries
+from archsearch.server._writer import StorageWriter
+
+log = logging.getLogger("archsearch.server")
+
+
+class TrialOutcomes:
+    """Stores what workers report about their leased trials.
+
+    Args:
+        rdb: the Optuna RDB storage (heartbeats, attribute writes).
+        storage: the server's cached storage.
+        writer: the group-commit writer.
+        leases: resolves a report's lease.
+        lifecycle: finishes trials and completes studies.
+        pool: tops a study's prepared candidates up after a trial ends.
+        retries: re-queues failed candidates.
+    """
+
+    def __init__(
+        self,
+        rdb: optuna.storages.RDBStorage,
+        storage: _storage.DeferredTrialStorage,
+        writer: StorageWriter,
+        leases: LeaseTable,
+        lifecycle: StudyLifecycle,
+        pool: CandidatePool,
+        retries: Retries,
+    ) -> None:
+        self.rdb = rdb
+        self.storage = storage
+        self.writer = writer
+        self.leases = leases
+        self.lifecycle = lifecycle
+        self.pool = pool
+        self.retries = retries
+
+    def report(self, lease_id: str, step: int, value: float) -> tuple[bool, float]:
+        """Stores an intermediate value and asks the pruner about the trial.
+
+        Returns:
+            (should_prune, new deadline): a pruned trial's deadline is now; the same report
+            about a trial already pruned gets (True, now) again.
+
+        Raises:
+            InvalidArgument: ``value`` is not finite or ``step`` is negative.
+            NotFound: a lease this server never issued.
+            FailedPrecondition: the trial is finished (other than pruned), expired or given up.
+        """
+        check_finite("value", value)
+        if not 0 <= step < 2**62:
+            raise InvalidArgument(f"step must be >= 0, got {step}")
+
+        def again(_h: StudyHandle, frozen: FrozenTrial) -> tuple[bool, float] | None:
+            # a repeated report after the prune decision
+            return (True, time.time()) if frozen.state == TrialState.PRUNED else None
+
+        with self.leases.resolve(lease_id, again) as lease:
+            h, tid, live = lease.handle, lease.trial_id, lease.live
+            if live is None:
+                assert lease.answer is not None
+                return lease.answer
+            self.storage.set_trial_intermediate_value(tid, step, float(value))
+            self.rdb.record_heartbeat(tid)
+            if should_prune(h.study, tid, final_step=live.candidate.recipe.get("max_steps")):
+                h.study.tell(live.number, state=TrialState.PRUNED)
+                h.index.live.pop(tid, None)
+                log.info("pruned trial %d of %s at step %d", live.number, h.spec.name, step)
+                self.lifecycle.after_finish(h)
+                pruned = True
+            else:
+                pruned = False
+        if pruned:
+            self.pool.top_up(h)
+            return True, time.time()
+        return False, self.leases.deadline()
+
+    def complete(
+        self, lease_id: str, metrics: dict[str, float], info: dict[str, str]
+    ) -> tuple[list[float], TrialState]:
+        metrics = checked_report(metrics, info)
+
+        def again(h: StudyHandle, frozen: FrozenTrial) -> tuple[list[float], TrialState] | None:
+            if frozen.state != TrialState.COMPLETE:
+                return None
+            if frozen.user_attrs.get("metrics") == metrics:
+                return list(frozen.values or []), frozen.state  # the same report again
+            raise AlreadyExists(
+                f"trial {frozen.number} of {h.spec.name} was already completed with other metrics"
+            )
+
+        with self.leases.resolve(lease_id, again) as lease:
+            h, tid, live = lease.handle, lease.trial_id, lease.live
+            idx = h.index
+            if live is None:
+                assert lease.answer is not None
+                return lease.answer
+            values = objective_values(h.spec, metrics)
+            user = dashboard.completion_attrs(metrics, info)  # JSON, and rows for the dashboard
+            self.lifecycle.after_trial_hook(h, tid, TrialState.COMPLETE, values)
+            # Metrics, values and state in one queued write; the lock is not held while it
+            # commits, and a repeated report meanwhile waits for it (``LeaseTable.resolve``).
+            written = self.writer.submit(_storage.finish_op(tid, TrialState.COMPLETE, values, user))
+            idx.live.pop(tid, None)
+            idx.finishing[tid] = (lease_id, written, live.fp)
+        try:
+            written.result()
+        except _storage.TrialNotRunning as e:
+            with h.lock:
+                idx.finishing.pop(tid, None)
+            raise FailedPrecondition(
+                f"trial {live.number} of {h.spec.name} is already {e.state}; stop working on it"
+            ) from e
+        except Exception:
+            with h.lock:  # not stored: the lease stays valid and the worker may report again
+                idx.finishing.pop(tid, None)
+                idx.live[tid] = live
+            raise
+        with h.lock:
+            idx.finishing.pop(tid, None)
+            idx.done.setdefault(live.candidate.fingerprint(), (live.number, values, metrics))
+            self.lifecycle.after_finish(h)
+        self.pool.top_up(h)
+        return values, TrialState.COMPLETE
+
+    def fail(self, lease_id: str, reason: str, retryable: bool, released: bool = False) -> bool:
+        """Fails a leased trial; re-queues it when allowed. Returns whether it was re-queued."""
+        reason = (reason or "no reason given")[:MAX_TEXT]
+
+        def again(h: StudyHandle, frozen: FrozenTrial) -> bool | None:
+            if frozen.state == TrialState.FAIL and frozen.user_attrs.get("fail_reason") == reason:
+                return self.leases.retry_of(h, frozen.number) is not None  # the same report again
+            return None
+
+        with self.leases.resolve(lease_id, again) as lease:
+            h, tid, live = lease.handle, lease.trial_id, lease.live
+            if live is None:
+                assert lease.answer is not None
+                return lease.answer
+            _storage.write_trial_attrs(self.rdb, tid, user={"fail_reason": reason})
+            self.lifecycle.finish(h, tid, TrialState.FAIL, None)
+            h.index.live.pop(tid, None)
+            requeued = False
+            if released or retryable:
+                requeued = self.retries.requeue(
+                    h, self.storage.get_trial(tid), reason, count=not released
+                )
+            self.lifecycle.after_finish(h)
+        self.pool.top_up(h)
+        return requeued

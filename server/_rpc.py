@@ -1,0 +1,113 @@
+"""The plumbing every servicer method goes through: request parsing, errors to statuses.
+
+:func:`rpc` wraps a servicer method: it parses the raw request bytes (an undecodable body is
+INVALID_ARGUMENT, not grpc-python's INTERNAL), and turns the service's exceptions into one
+precise status each (``_errors`` names the mapping). :func:`method_handlers` registers a
+servicer with raw-bytes deserialisers so that the bytes reach the wrapper.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
+
+from archsearch.server._errors import InvalidArgument, ServiceError
+from archsearch.server._logsafe import loggable
+from archsearch.spaces import SpecError
+
+log = logging.getLogger("archsearch.server")
+
+R = TypeVar("R")
+
+
+def rpc(method: Callable[..., R]) -> Callable[..., R]:
+    """Turns domain errors into gRPC statuses; unexpected errors into INTERNAL (logged)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> R:
+        try:
+            if isinstance(request, bytes):  # registered by method_handlers: parse it here
+                request = _parse(self.SERVICE, method.__name__, request, context)
+            return method(self, request, context)
+        except Exception as e:
+            abort_for(method.__name__, e, context)
+
+    return wrapper
+
+
+def abort_for(name: str, e: Exception, context: grpc.ServicerContext) -> NoReturn:
+    """Aborts the call with the status of ``e``: domain errors as themselves, anything else
+    INTERNAL (logged with its traceback)."""
+    if isinstance(e, SpecError):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+    if isinstance(e, ServiceError):
+        context.abort(grpc.StatusCode[e.code], str(e))
+    log.exception("%s failed", name)
+    context.abort(grpc.StatusCode.INTERNAL, f"{name}: {type(e).__name__}: {e}")
+    raise AssertionError("unreachable")  # context.abort raises
+
+
+def _parse(service: Any, name: str, body: bytes, context: grpc.ServicerContext) -> Any:
+    """The request message of ``service.name`` from its wire bytes; InvalidArgument (and one
+    short log line, no traceback) when they are not a valid message of that type."""
+    request_type = message_factory.GetMessageClass(service.methods_by_name[name].input_type)
+    try:
+        return request_type.FromString(body)
+    except (DecodeError, RecursionError) as e:
+        log.warning(
+            "%s: %d-byte request from %s is not a valid %s",
+            name,
+            len(body),
+            loggable(context.peer()),
+            request_type.DESCRIPTOR.name,
+        )
+        raise InvalidArgument(
+            f"request body is not a valid {request_type.DESCRIPTOR.full_name} message"
+        ) from e
+
+
+def method_handlers(servicer: Any) -> grpc.GenericRpcHandler:
+    """The gRPC handler of ``servicer``'s service, with raw-bytes request deserialisers.
+
+    grpc-python's own deserialisation answers an undecodable body with INTERNAL and logs a
+    traceback per call (a log flood anyone with network access can cause); here the bytes
+    reach the ``rpc`` wrapper, which parses them and answers INVALID_ARGUMENT.
+    """
+    service = servicer.SERVICE
+    kinds = {  # (client streaming, server streaming) -> handler factory
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {
+        m.name: kinds[m.client_streaming, m.server_streaming](
+            getattr(servicer, m.name),
+            request_deserializer=None,  # bytes as received (each message of a stream)
+            response_serializer=message_factory.GetMessageClass(m.output_type).SerializeToString,
+        )
+        for m in service.methods
+    }
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise InvalidArgument(message)
+
+
+def _study_name(name: str, field: str = "name") -> str:
+    _require(bool(name), f"{field} is required")
+    _require(len(name) <= 100, f"{field} is longer than 100 characters")
+    return name
+
+
+def _lease_id(lease_id: str) -> str:
+    _require(bool(lease_id), "lease_id is required (from AcquireTrialResponse.lease)")
+    return lease_id

@@ -1,0 +1,90 @@
+"""The checks that refuse a spec in which every trial must fail: objectives the trainer never
+reports, space options it needs, students that do not fit inside the teacher."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from archsearch.spaces import SpecError, TrainerInfo
+
+# Aggregates the server computes from a trial's raw per-task metrics (spaces/_aggregate.py).
+AGGREGATE_METRICS = ("glue_avg", "glue_avg_flexibert", "glue_avg_autodistil")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """One objective of a study: a metric and whether to maximise or minimise it."""
+
+    metric: str
+    direction: str  # "maximize" | "minimize"
+
+
+# The default teacher, all-MiniLM-L6-v2: students initialised from it must fit inside it.
+TEACHER_SHAPE = {"layers": 6, "hidden": 384, "head_dim": 32, "intermediate": 1536}
+
+
+def check_fits_teacher(options: dict[str, Any]) -> None:
+    """Teacher-initialised students take slices of the teacher: every one must fit inside."""
+    t = TEACHER_SHAPE
+    if max(options["num_hidden_layers"]) > t["layers"]:
+        raise SpecError(
+            "space_options.num_hidden_layers",
+            f"recipe.init=teacher: the teacher has {t['layers']} layers",
+            f"keep num_hidden_layers <= {t['layers']}",
+        )
+    for hidden in options["hidden_size"]:
+        if hidden > t["hidden"]:
+            raise SpecError(
+                "space_options.hidden_size",
+                f"recipe.init=teacher: hidden size {hidden} > the teacher's {t['hidden']}",
+            )
+        if hidden * max(options["intermediate_ratio"]) > t["intermediate"]:
+            raise SpecError(
+                "space_options.intermediate_ratio",
+                f"recipe.init=teacher: hidden {hidden} x ratio exceeds the teacher's "
+                f"feed-forward size {t['intermediate']}",
+            )
+        for heads in options["num_attention_heads"]:
+            if hidden % heads == 0 and hidden // heads > t["head_dim"]:
+                raise SpecError(
+                    "space_options.num_attention_heads",
+                    f"recipe.init=teacher: hidden {hidden} with {heads} heads has head size "
+                    f"{hidden // heads} > the teacher's {t['head_dim']}",
+                    f"use at least {-(-hidden // t['head_dim'])} heads for hidden {hidden}",
+                )
+
+
+def check_trainer_can_run(
+    info: TrainerInfo,
+    objectives: Sequence[Objective],
+    data: dict[str, Any],
+    space_options: dict[str, Any],
+) -> None:
+    """Refuses a spec in which every trial must fail: an objective the trainer never reports,
+    or a space option the trainer needs left unset."""
+    produced = info.produced_metrics(data)
+    for i, o in enumerate(objectives):
+        if o.metric in AGGREGATE_METRICS:
+            if not info.multi_task:
+                raise SpecError(
+                    f"objectives[{i}].metric",
+                    f"{o.metric} averages several GLUE tasks; the {info.name} trainer reports one",
+                    f"use {produced[0]}",
+                )
+            continue
+        if o.metric not in produced:
+            costs = info.cost_metrics
+            # every name except the per-task copies of the cost metrics
+            shown = ", ".join(
+                m for m in produced if m.rpartition(".")[2] not in costs or "." not in m
+            )
+            raise SpecError(
+                f"objectives[{i}].metric",
+                f"the {info.name} trainer never reports {o.metric!r}, so every trial would fail",
+                f"it reports {shown}",
+            )
+    for key, why in info.required_space_options.items():
+        if not space_options.get(key):
+            raise SpecError(f"space_options.{key}", why)

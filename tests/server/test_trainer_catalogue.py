@@ -1,0 +1,149 @@
+"""The server's trainer catalogue: installed trainers, what workers describe, bad descriptions.
+
+The server knows trainers from the ``archsearch.trainers`` entry points and from the workers'
+``RegisterWorker.trainer_info``; no list of its own (checked here with grep).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from archsearch.server._spec import SearchSpec
+from archsearch.server._trainers import TrainerCatalogue, installed_trainers
+from archsearch.server.app import ArchsearchServer, ServerConfig
+from archsearch.server.client import ClientError, SearchClient, WorkerClient, trainer_info_to_pb
+from archsearch.spaces import SpecError, TrainerInfo
+from archsearch.v1 import archsearch_pb2 as pb
+
+REPO = Path(__file__).resolve().parents[2]
+ECHO = TrainerInfo(name="echo", spaces=("bert",), metrics=("echo_score",))
+SPEC = {"name": "e", "space": "bert", "trainer": "echo", "n_trials": 2}
+
+
+def test_installed_trainers_come_from_entry_points_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from archsearch.server._trainers import installed_trainers; "
+        "print(','.join(i.name for i in installed_trainers()), 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/"
+    )
+    assert out.stdout.split() == ["bert,table", "False"], out.stderr
+
+
+def test_a_spec_on_an_unknown_trainer_is_refused_until_a_worker_describes_it() -> None:
+    catalogue = TrainerCatalogue(installed_trainers())
+    spec = {**SPEC, "objectives": ["echo_score:max"]}
+    with pytest.raises(SpecError) as e:
+        SearchSpec.from_dict(spec, catalogue)
+    assert e.value.field == "trainer"
+    assert "unknown trainer 'echo'" in str(e.value) and "known: bert, table" in str(e.value)
+    assert "start a worker that offers it" in str(e.value)
+
+    catalogue.learn([ECHO], "worker-1")
+    assert SearchSpec.from_dict(spec, catalogue).trainer == "echo"
+    with pytest.raises(SpecError, match="the echo trainer never reports 'accuracy'"):
+        SearchSpec.from_dict({**spec, "objectives": ["accuracy:max"]}, catalogue)
+    with pytest.raises(SpecError, match="glue_avg averages several GLUE tasks"):
+        SearchSpec.from_dict({**spec, "objectives": ["glue_avg:max"]}, catalogue)
+    with pytest.raises(SpecError, match="the echo trainer does not train flexibert candidates"):
+        SearchSpec.from_dict({**spec, "space": "flexibert"}, catalogue)
+
+
+def test_a_recorded_description_is_taken_only_for_an_unknown_trainer() -> None:
+    catalogue = TrainerCatalogue(installed_trainers())
+    bert = catalogue.require("bert")
+    catalogue.remember(TrainerInfo(name="bert", metrics=("only",)))
+    assert catalogue.require("bert") == bert
+    catalogue.remember(ECHO)
+    assert catalogue.require("echo") == ECHO
+    assert TrainerInfo.from_dict(ECHO.to_dict()) == ECHO
+
+
+def test_no_hard_coded_trainer_list_in_the_server() -> None:
+    found = []
+    for path in sorted((REPO / "server").glob("*.py")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\bTRAINERS\b|TRAINER_METRICS|trainer ?[!=]= ?['\"]|BERT_TRAINER", line):
+                found.append(f"{path.name}:{n}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
+# ------------------------------------------------------------------ over the wire
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ArchsearchServer]:
+    cfg = ServerConfig(
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+        port=0,
+        lease_duration_s=2,
+        heartbeat_interval_s=1,
+    )
+    srv = ArchsearchServer(cfg)
+    srv.start()
+    yield srv
+    srv.stop(0)
+
+
+def _register(worker: WorkerClient, infos: list[pb.TrainerInfo], offered=("echo",)) -> None:
+    caps = pb.WorkerCapabilities(trainers=list(offered), device="cpu")
+    req = pb.RegisterWorkerRequest(worker_id="w", capabilities=caps, trainer_info=infos)
+    worker._call(worker.stub.RegisterWorker, req)
+
+
+def _echo(**fields) -> pb.TrainerInfo:
+    msg = trainer_info_to_pb(ECHO)
+    for key, value in fields.items():
+        if isinstance(value, list):
+            del getattr(msg, key)[:]
+            getattr(msg, key).extend(value)
+        else:
+            setattr(msg, key, value)
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("infos", "says"),
+    [
+        ([_echo(name="Echo!")], "trainer_info.name: invalid trainer name 'Echo!'"),
+        ([_echo(name="other")], "trainer_info[0].name: describes 'other', which capabilities"),
+        ([_echo(), _echo()], "trainer_info[1].name: 'echo' is described twice"),
+        ([_echo(metrics=["a.b"])], "trainer_info[echo].metrics: invalid name 'a.b'"),
+        ([_echo(metrics=[])], "trainer_info[echo].metrics: the trainer reports no metric"),
+        ([_echo(task_metrics="loud")], "trainer_info[echo].task_metrics: unknown rule 'loud'"),
+        ([_echo(multi_task_metrics=["x"])], "trainer_info[echo].multi_task_metrics: 'x' is not"),
+        ([_echo(spaces=["bert", "bert"])], "trainer_info[echo].spaces: a name is listed twice"),
+        ([_echo(description="x" * 201)], "trainer_info[echo].description: must be one line"),
+        ([_echo(description="two\nlines")], "trainer_info[echo].description: must be one line"),
+        ([_echo(cost_metrics=["echo_score"])], "'echo_score' is also a cost metric"),
+        ([_echo()] * 33, "trainer_info: 33 descriptions; at most 32"),
+    ],
+)
+def test_bad_trainer_info_is_invalid_argument_and_teaches_nothing(
+    server: ArchsearchServer, infos: list[pb.TrainerInfo], says: str
+) -> None:
+    with WorkerClient(server.address) as worker, SearchClient(server.address) as admin:
+        with pytest.raises(ClientError) as e:
+            _register(worker, infos)
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert says in e.value.details
+        with pytest.raises(ClientError, match="unknown trainer 'echo'"):
+            admin.launch({**SPEC, "objectives": ["echo_score:max"]})
+
+
+def test_a_described_trainer_is_launchable(server: ArchsearchServer) -> None:
+    with WorkerClient(server.address) as worker, SearchClient(server.address) as admin:
+        _register(worker, [_echo()])
+        study = admin.launch({**SPEC, "objectives": ["echo_score:max"]})
+        assert study.name == "e"
+        # a worker sending no description (an older worker) still registers by name
+        _register(worker, [], offered=("bert", "table"))

@@ -11,7 +11,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from archsearch.server.cli import CliError
+from archsearch.server._cli_common import CliError
 
 #: worker options the fleet sets itself (from its own flags), so not accepted after ``--``
 _FLEET_SETS = ("--server", "--token-file", "--tls", "--tls-ca", "--worker-id")

@@ -271,7 +271,7 @@ def job_states(folder: Path, cluster: str, job_ids: list[str]) -> dict[str, str]
 
     states: dict[str, str] = {}
     if cluster == "slurm":
-        jobs = [submitit.SlurmJob(folder, jid) for jid in job_ids]
+        jobs: list[Any] = [submitit.SlurmJob(folder, jid) for jid in job_ids]
         for j in jobs:
             states[j.job_id] = str(j.state)
         return states

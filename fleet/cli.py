@@ -18,7 +18,7 @@ from archsearch.fleet._commands import (
     cmd_fleet_status,
     cmd_fleet_stop,
 )
-from archsearch.server.cli import _add_conn
+from archsearch.server._cli_common import _add_conn
 
 
 def add_fleet_command(

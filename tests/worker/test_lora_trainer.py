@@ -1,0 +1,100 @@
+"""LoraTrainer (``lora``) end to end through the trainer interface, on a tiny local base model:
+DyLoRA scores every rank from one training, the baselines run in the same code path, and bad
+candidates are CandidateErrors."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from _tiny_lora import lora_candidate, tiny_base
+
+from archsearch.worker import CandidateError, TrainContext, Trainer
+from archsearch.worker._registry import create_trainer
+
+
+@pytest.fixture(scope="module")
+def trainer() -> Trainer:
+    return create_trainer("lora", {})
+
+
+def train(trainer: Trainer, candidate: Any, reports: list[tuple[int, float]] | None = None):
+    def report(step: int, value: float) -> bool:
+        if reports is not None:
+            reports.append((step, value))
+        return False
+
+    context = TrainContext(
+        report=report, intermediate_metric="accuracy", objective_metrics=("accuracy",)
+    )
+    return trainer.train(candidate, context)
+
+
+def test_a_dylora_trial_scores_every_rank_from_one_training(trainer) -> None:
+    reports: list[tuple[int, float]] = []
+    result = train(trainer, lora_candidate(), reports)
+    metrics = result.metrics
+    assert [step for step, _ in reports] == [3, 6]  # evaluated at r_max while training
+    for b in range(1, 5):
+        assert 0.0 <= metrics[f"accuracy@r{b}"] <= 1.0
+        assert metrics[f"sst2.accuracy@r{b}"] == metrics[f"accuracy@r{b}"]
+    params = [metrics[f"trainable_params@r{b}"] for b in range(1, 5)]
+    lora_per_rank = 2 * (32 + 32)  # query and value of the 1 x 32 base
+    assert [p - params[0] for p in params] == [lora_per_rank * k for k in range(4)]
+    assert metrics["trainable_params"] == params[-1]
+    # the loop's own final evaluation is rank r_max, as trained
+    assert metrics["accuracy"] == metrics["accuracy@r4"]
+    assert "accuracy@r5" not in metrics
+
+
+def test_baselines_run_in_the_same_code_path(trainer) -> None:
+    plain = train(trainer, lora_candidate({"mode": "lora", "r_max": 2})).metrics
+    assert [k for k in plain if k.startswith("accuracy@")] == ["accuracy@r2"]
+    assert plain["trainable_params@r2"] == plain["trainable_params"]
+    truncated = train(
+        trainer, lora_candidate({"mode": "lora", "r_max": 4, "eval_ranks": [1, 2, 3, 4]})
+    ).metrics
+    assert sorted(k for k in truncated if k.startswith("accuracy@")) == [
+        f"accuracy@r{b}" for b in range(1, 5)
+    ]
+
+
+def _with(candidate: Any, **changes: Any) -> Any:
+    return dataclasses.replace(candidate, **changes)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda c: _with(c, space="bert"), "fine-tunes candidates of space 'lora'"),
+        (lambda c: _with(c, architecture={"hidden_size": 32}), "architecture must be empty"),
+        (
+            lambda c: _with(c, recipe={k: v for k, v in c.recipe.items() if k != "lora"}),
+            "recipe.lora is missing",
+        ),
+        (lambda c: _with(c, recipe={**c.recipe, "init": "teacher"}), r"\['init'\] are not"),
+        (
+            lambda c: _with(c, recipe={**c.recipe, "keep_checkpoint": True}),
+            r"\['keep_checkpoint'\] are not",
+        ),
+        (
+            lambda c: _with(c, recipe={**c.recipe, "lora": {"model": "/no/such/model"}}),
+            "recipe.lora.model: .*does not exist",
+        ),
+        (
+            lambda c: _with(
+                c, recipe={**c.recipe, "lora": {"model": tiny_base(), "targets": ["nothing"]}}
+            ),
+            r"recipe.lora.targets \['nothing'\]",
+        ),
+        (
+            lambda c: _with(c, recipe={**c.recipe, "lora": {"r_max": 0}}),
+            "recipe.lora.r_max must be an int >= 1",
+        ),
+        (lambda c: _with(c, data={**c.data, "task": "squad"}), "squad"),
+    ],
+)
+def test_bad_lora_candidates_are_candidate_errors(trainer, make, message) -> None:
+    with pytest.raises(CandidateError, match=message):
+        train(trainer, make(lora_candidate()))

@@ -38,7 +38,7 @@ def base() -> BertForSequenceClassification:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
     )
     return BertForSequenceClassification(config).eval()
 

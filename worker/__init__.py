@@ -77,11 +77,13 @@ from archsearch.worker._trainer import (
 
 if TYPE_CHECKING:
     from archsearch.worker._bert_trainer import BertTrainer
+    from archsearch.worker._lora_trainer import LoraTrainer
     from archsearch.worker._table_trainer import TableTrainer
 
 # Loaded on first access: BertTrainer imports torch and transformers.
 _LAZY = {
     "BertTrainer": "archsearch.worker._bert_trainer",
+    "LoraTrainer": "archsearch.worker._lora_trainer",
     "TableTrainer": "archsearch.worker._table_trainer",
 }
 
@@ -111,6 +113,7 @@ __all__ = [
     "HubSource",
     "HubUnavailableError",
     "IdentitySelector",
+    "LoraTrainer",
     "RandomSelector",
     "SelectionPlan",
     "TableTrainer",

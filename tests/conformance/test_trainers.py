@@ -72,7 +72,7 @@ class TestLoraTrainer(TrainerConformance):
     intermediate_metric = "accuracy"
 
     def make_trainer(self) -> Trainer:
-        from archsearch.worker._lora_trainer import LoraTrainer
+        from archsearch.worker import LoraTrainer
 
         return LoraTrainer()
 

@@ -4,6 +4,8 @@ and no worker time."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 
 from archsearch.server._rank_trials import (
@@ -33,7 +35,7 @@ def spec(*objectives: Objective) -> SearchSpec:
     return SearchSpec(name="ranks", space="lora", n_trials=4, trainer="lora", objectives=objectives)
 
 
-def trained_study(directions: list[str]) -> tuple[optuna.Study, optuna.trial.FrozenTrial]:
+def trained_study(directions: list[Any]) -> tuple[optuna.Study, optuna.trial.FrozenTrial]:
     study = optuna.create_study(directions=directions)
     trial = study.ask()
     trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)

@@ -10,14 +10,16 @@ eagerly.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoTokenizer
 
-from archsearch.spaces import Candidate, GlueTask
+from archsearch.spaces import Candidate, GlueTask, get_task
 from archsearch.worker._bert_trainer import BertTrainer
 from archsearch.worker._flexibert_pretrain import FIDELITY_KEYS
 from archsearch.worker._loop import TrainingHooks
@@ -25,8 +27,10 @@ from archsearch.worker._lora_model import LORA_SPACE, lora_architecture, lora_ho
 from archsearch.worker._lora_spec import LoraSpec, parse_lora_spec
 from archsearch.worker._plan import TrainingPlan, parse_plan
 from archsearch.worker._registry import register_trainer
+from archsearch.worker._result_metrics import metric_names as bert_metric_names
 from archsearch.worker._split_cache import SplitEncoder
-from archsearch.worker._trainer import CandidateError
+from archsearch.worker._task_info import Task
+from archsearch.worker._trainer import CandidateError, TrainContext, TrainResult
 
 #: Recipe keys of the bert trainer that have no meaning for a LoRA fine-tuning.
 _REFUSED_RECIPE_KEYS = ("init", "distill", "teacher", "keep_checkpoint", *FIDELITY_KEYS)
@@ -37,6 +41,27 @@ _PLACEHOLDER_SHAPE = {
     "num_attention_heads": 1,
     "intermediate_size": 1,
 }
+
+
+def lora_metric_names(
+    tasks: Sequence[str | Task], spec: LoraSpec, measure_latency: bool = True
+) -> tuple[str, ...]:
+    """Every metric name a ``lora`` trial returns: the bert trainer's, then per task
+    ``trainable_params``, ``trainable_params@r<b>`` and ``<metric>@r<b>`` for every rank b
+    scored (the primary dev split's metrics), prefixed ``"<task>."`` and, for a single task,
+    also unprefixed."""
+    resolved = [get_task(t) if isinstance(t, str) else t for t in tasks]
+    extra = {
+        t.id: (
+            "trainable_params",
+            *(f"trainable_params@r{b}" for b in spec.eval_ranks),
+            *(f"{m}@r{b}" for b in spec.eval_ranks for m in t.metrics),
+        )
+        for t in resolved
+    }
+    prefixed = tuple(f"{t}.{name}" for t, names in extra.items() for name in names)
+    unprefixed = extra[resolved[0].id] if len(resolved) == 1 else ()
+    return (*bert_metric_names(resolved, measure_latency), *unprefixed, *prefixed)
 
 
 def parse_lora_plan(candidate: Candidate) -> tuple[TrainingPlan, LoraSpec]:
@@ -119,6 +144,28 @@ class LoraTrainer(BertTrainer):
         self._encoders: dict[str, tuple[Any, SplitEncoder]] = {
             self._tokenizer_source: (None, self.splits)
         }
+
+    def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
+        """Trains ``candidate`` (see the class docstring and ``Trainer``).
+
+        Raises:
+            CandidateError: An objective metric the trial does not produce (the LoRA metrics
+                such as ``trainable_params`` and ``accuracy@r2`` count), or see
+                :func:`parse_lora_plan`.
+        """
+        plan, spec = parse_lora_plan(candidate)
+        produced = lora_metric_names(plan.tasks, spec, plan.measure_latency)
+        unknown = [m for m in context.objective_metrics if m not in produced]
+        if unknown:
+            raise CandidateError(
+                f"objective metric(s) {unknown} cannot be produced by the lora trainer on "
+                f"{'+'.join(t.id for t in plan.tasks)}; it produces {list(produced)}"
+            )
+        # The bert stages check the objectives they know; the LoRA ones are checked above.
+        bert_names = set(bert_metric_names(list(plan.tasks), plan.measure_latency))
+        checked = copy.copy(context)
+        checked.objective_metrics = tuple(m for m in context.objective_metrics if m in bert_names)
+        return super().train(candidate, checked)
 
     def parse_plan(self, candidate: Candidate) -> TrainingPlan:
         """The lora plan (:func:`parse_lora_plan`); also switches to the base model's tokenizer."""

@@ -60,6 +60,26 @@ def test_baselines_run_in_the_same_code_path(trainer) -> None:
     ]
 
 
+def test_lora_metrics_can_be_objectives(trainer) -> None:
+    candidate = lora_candidate({"eval_ranks": [1, 4]}, max_steps=2, eval_every=2)
+    context = TrainContext(objective_metrics=("accuracy@r1", "trainable_params", "params"))
+    metrics = trainer.train(candidate, context).metrics
+    assert {"accuracy@r1", "trainable_params", "params"} <= set(metrics)
+    for missing in ("accuracy@r2", "no_such_metric"):
+        with pytest.raises(CandidateError, match=rf"objective metric\(s\) \['{missing}'\]"):
+            trainer.train(candidate, TrainContext(objective_metrics=("accuracy", missing)))
+
+
+def test_lora_metric_names_are_what_a_trial_returns(trainer) -> None:
+    from archsearch.worker._lora_spec import parse_lora_spec
+    from archsearch.worker._lora_trainer import lora_metric_names
+
+    candidate = lora_candidate({"eval_ranks": [2, 3]}, max_steps=1, eval_every=1)
+    metrics = trainer.train(candidate, TrainContext()).metrics
+    spec = parse_lora_spec(candidate.recipe["lora"])
+    assert set(metrics) == set(lora_metric_names(["sst2"], spec, measure_latency=False))
+
+
 def _with(candidate: Any, **changes: Any) -> Any:
     return dataclasses.replace(candidate, **changes)
 

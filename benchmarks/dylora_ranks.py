@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         truncated: dict[int, list[float]] = {b: [] for b in ranks}
         dylora_seconds = lora_seconds = 0.0
         for seed in seeds:
+            # the truncated baseline: plain LoRA at r_max scored at every rank; not timed (it is
+            # no way of getting the ranks), and first, so the timed runs find the data tokenised
+            metrics, _ = run(trainer, args, task, seed, {"mode": "lora", "eval_ranks": ranks})
+            for b in ranks:
+                truncated[b].append(metrics[f"{metric}@r{b}"])
             metrics, seconds = run(trainer, args, task, seed, {"mode": "dylora"})
             dylora_seconds += seconds
             for b in ranks:
@@ -124,11 +129,6 @@ def main(argv: list[str] | None = None) -> int:
                 metrics, seconds = run(trainer, args, task, seed, {"mode": "lora", "r_max": r})
                 lora_seconds += seconds
                 lora[r].append(metrics[f"{metric}@r{r}"])
-            # the truncated baseline: the r_max run again (same seed, so the same weights),
-            # scored at every rank; not timed, as it is no way of getting the ranks
-            metrics, _ = run(trainer, args, task, seed, {"mode": "lora", "eval_ranks": ranks})
-            for b in ranks:
-                truncated[b].append(metrics[f"{metric}@r{b}"])
             print(f"{task} seed {seed} done", file=sys.stderr, flush=True)
 
         def cell(values: list[float]) -> str:

@@ -267,6 +267,12 @@ class BertTrainer(TeacherTraining, Trainer):
         training another family of candidates (LoRA) checks its own keys here."""
         return parse_plan(candidate)
 
+    def save_checkpoint(
+        self, model: torch.nn.Module, loop: TrainingLoop, folder: Path, candidate: Candidate
+    ) -> Path:
+        """Writes the kept checkpoint (the loop's best weights) into ``folder``."""
+        return save_checkpoint(model, loop, folder, candidate, self.tokenizer)
+
     def training_hooks(
         self, candidate: Candidate, task: GlueTask, device: torch.device | None = None
     ) -> TrainingHooks:
@@ -418,7 +424,7 @@ class BertTrainer(TeacherTraining, Trainer):
             folder = checkpoint_root() / candidate.fingerprint()
             if len(plan.tasks) > 1:
                 folder = folder / task.id
-            checkpoint = str(save_checkpoint(model, loop, folder, candidate, self.tokenizer))
+            checkpoint = str(self.save_checkpoint(model, loop, folder, candidate))
         return _TaskOutcome(metrics, checkpoint, predictions, evaluator.primary.labels)
 
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,10 @@ from transformers import AutoTokenizer
 
 from archsearch.spaces import Candidate, GlueTask, get_task
 from archsearch.worker._bert_trainer import BertTrainer
+from archsearch.worker._checkpoints import NOTE_FILE
+from archsearch.worker._dylora import save_dylora
 from archsearch.worker._flexibert_pretrain import FIDELITY_KEYS
-from archsearch.worker._loop import TrainingHooks
+from archsearch.worker._loop import TrainingHooks, TrainingLoop
 from archsearch.worker._lora_model import LORA_SPACE, lora_architecture, lora_hooks, resolve_base
 from archsearch.worker._lora_spec import LoraSpec, parse_lora_spec
 from archsearch.worker._plan import TrainingPlan, parse_plan
@@ -33,7 +38,7 @@ from archsearch.worker._task_info import Task
 from archsearch.worker._trainer import CandidateError, TrainContext, TrainResult
 
 #: Recipe keys of the bert trainer that have no meaning for a LoRA fine-tuning.
-_REFUSED_RECIPE_KEYS = ("init", "distill", "teacher", "keep_checkpoint", *FIDELITY_KEYS)
+_REFUSED_RECIPE_KEYS = ("init", "distill", "teacher", *FIDELITY_KEYS)
 #: A shape the bert plan accepts; the lora plan replaces it with the LoRA settings.
 _PLACEHOLDER_SHAPE = {
     "num_hidden_layers": 1,
@@ -128,9 +133,11 @@ class LoraTrainer(BertTrainer):
     ``trainable_params`` at r_max. Plain LoRA (``mode: lora``) scores r_max alone unless
     ``eval_ranks`` lists others (LoRA trained at r_max, truncated at evaluation).
 
-    The tokenizer is the base model's own; kept checkpoints are not supported yet
-    (``recipe.keep_checkpoint`` is refused; :func:`~archsearch.worker._dylora.save_dylora`
-    saves a model).
+    The tokenizer is the base model's own. A kept checkpoint (``recipe.keep_checkpoint``) is
+    the adapter with the best dev value at r_max (:func:`~archsearch.worker._dylora.save_dylora`:
+    peft's adapter files, which plain peft loads as a rank-r_max LoRA, and ``dylora.json``), the
+    tokenizer and the checkpoint note; :func:`~archsearch.worker._dylora.load_dylora` on
+    :func:`~archsearch.worker._lora_model.load_base_classifier` loads it back at any rank.
     """
 
     name = "lora"
@@ -166,6 +173,31 @@ class LoraTrainer(BertTrainer):
         checked = copy.copy(context)
         checked.objective_metrics = tuple(m for m in context.objective_metrics if m in bert_names)
         return super().train(candidate, checked)
+
+    def save_checkpoint(
+        self, model: torch.nn.Module, loop: TrainingLoop, folder: Path, candidate: Candidate
+    ) -> Path:
+        """Writes the best evaluated adapter (see the class docstring) into ``folder``,
+        replacing an earlier one atomically."""
+        if loop.best_state is not None:  # None: no evaluation scored a number; keep the last
+            model.load_state_dict(loop.best_state)  # training is over: the model may change
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        save_dylora(model, staging)
+        self.tokenizer.save_pretrained(str(staging))
+        kept_best = loop.best_state is not None
+        note = {
+            "candidate": candidate.to_dict(),
+            "metric": loop.select_metric,
+            "value": loop.best_value if kept_best else None,
+            "step": loop.best_step if kept_best else loop.recipe["max_steps"],
+        }
+        (staging / NOTE_FILE).write_text(json.dumps(note, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+        return folder
 
     def parse_plan(self, candidate: Candidate) -> TrainingPlan:
         """The lora plan (:func:`parse_lora_plan`); also switches to the base model's tokenizer."""

@@ -82,11 +82,13 @@ from archsearch.worker._trainer import (
 
 if TYPE_CHECKING:
     from archsearch.worker._bert_trainer import BertTrainer
+    from archsearch.worker._lora_trainer import LoraTrainer
     from archsearch.worker._table_trainer import TableTrainer
 
 # Loaded on first access: BertTrainer imports torch and transformers.
 _LAZY = {
     "BertTrainer": "archsearch.worker._bert_trainer",
+    "LoraTrainer": "archsearch.worker._lora_trainer",
     "TableTrainer": "archsearch.worker._table_trainer",
 }
 
@@ -118,6 +120,7 @@ __all__ = [
     "HubSource",
     "HubUnavailableError",
     "IdentitySelector",
+    "LoraTrainer",
     "RandomSelector",
     "SelectionPlan",
     "TableTrainer",

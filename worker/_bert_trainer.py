@@ -213,7 +213,7 @@ class BertTrainer(TeacherTraining, Trainer):
 
     def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
         """Trains ``candidate`` and scores it; see the class docstring and ``Trainer``."""
-        plan = parse_plan(candidate)  # the only check of the candidate: stages read the plan
+        plan = self.parse_plan(candidate)  # the only check of the candidate: stages read it
         # transfer_from "trial:N": the neighbour's checkpoint comes through the server
         plan = with_local_transfer(plan, context, checkpoint_root())
         for task in plan.tasks:
@@ -273,6 +273,17 @@ class BertTrainer(TeacherTraining, Trainer):
                     info.update(upload_checkpoint(context, outcome.checkpoint))
         metrics = merge_metrics({t: o.metrics for t, o in outcomes.items()})
         return TrainResult(metrics=metrics, info=info)
+
+    def parse_plan(self, candidate: Candidate) -> TrainingPlan:
+        """``candidate`` checked once (:func:`~archsearch.worker._plan.parse_plan`); a subclass
+        training another family of candidates (LoRA) checks its own keys here."""
+        return parse_plan(candidate)
+
+    def save_checkpoint(
+        self, model: torch.nn.Module, loop: TrainingLoop, folder: Path, candidate: Candidate
+    ) -> Path:
+        """Writes the kept checkpoint (the loop's best weights) into ``folder``."""
+        return save_checkpoint(model, loop, folder, candidate, self.tokenizer)
 
     def training_hooks(
         self, candidate: Candidate, task: GlueTask, device: torch.device | None = None
@@ -431,7 +442,7 @@ class BertTrainer(TeacherTraining, Trainer):
             folder = checkpoint_root() / candidate.fingerprint()
             if len(plan.tasks) > 1:
                 folder = folder / task.id
-            checkpoint = str(save_checkpoint(model, loop, folder, candidate, self.tokenizer))
+            checkpoint = str(self.save_checkpoint(model, loop, folder, candidate))
         return _TaskOutcome(metrics, checkpoint, predictions, evaluator.primary.labels)
 
 

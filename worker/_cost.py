@@ -103,7 +103,10 @@ def count_flops(model: torch.nn.Module, seq_len: int) -> int:
     was_training = model.training
     model.eval()
     try:
-        with _eager_attention(model), torch.inference_mode():
+        # no_grad, not inference_mode: FlopCounterMode's module tracker hooks the inputs of
+        # every module call, and a parametrized weight (DyLoRA's rank truncation) passes a
+        # parameter that requires grad, whose grad hook cannot be found in inference mode.
+        with _eager_attention(model), torch.no_grad():
             counter = FlopCounterMode(display=False)
             with counter:
                 model(input_ids=ids, attention_mask=torch.ones_like(ids))

@@ -13,7 +13,9 @@ and the progress bar. What differs between kinds of students enters through
 * ``loss_fn(model, batch)``: what is minimised (distillation against a teacher);
 * ``data_schedule(epoch)``: which training examples each epoch sees (a curriculum);
 * ``evaluate_many(model)``: several configurations of the one set of trained weights to score
-  after the last step (DyLoRA ranks, supernet students).
+  after the last step (DyLoRA ranks, supernet students);
+* ``before_step(step)`` / ``after_step(step)``: around each optimiser step (DyLoRA draws the
+  step's rank before it and restores the full rank after it).
 
 Imports torch at module level; ``archsearch.worker`` does not import it eagerly.
 """
@@ -55,6 +57,8 @@ InitFn = Callable[[torch.nn.Module], None]
 ConfigureFn = Callable[[torch.nn.Module], "contextlib.AbstractContextManager[Any] | None"]
 #: ``evaluate_many(model) -> [(label, configure_fn), ...]``: the configurations to score.
 EvaluateMany = Callable[[torch.nn.Module], Iterable[tuple[str, ConfigureFn]]]
+#: ``step_fn(step)``: called with the optimiser step's number (1 first).
+StepFn = Callable[[int], None]
 
 __all__ = [
     "ConfigureFn",
@@ -62,6 +66,7 @@ __all__ = [
     "EvaluateMany",
     "InitFn",
     "LossFn",
+    "StepFn",
     "TrainingHooks",
     "TrainingLoop",
     "adamw",
@@ -95,6 +100,10 @@ class TrainingHooks:
             :attr:`TrainingLoop.label_metrics` under its label (the trainer reports them as
             ``"<metric>@<label>"``). The loop's own final evaluation, reports and checkpoint
             use the model as trained, before any configuration.
+        before_step: Called before each optimiser step (before its first micro-batch) with
+            the step's number, 1 first (DyLoRA draws the step's rank here).
+        after_step: Called after each optimiser step (the weights updated, gradients
+            cleared), before any evaluation of that step.
         metrics: Filled by the hooks with what they measured (a FlexiBERT candidate's
             ``transfer_overlap``, ``pretrain_loss``, ...); the trainer adds them to the task's
             metrics.
@@ -104,6 +113,8 @@ class TrainingHooks:
     loss_fn: LossFn | None = None
     data_schedule: DataSchedule | None = None
     evaluate_many: EvaluateMany | None = None
+    before_step: StepFn | None = None
+    after_step: StepFn | None = None
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
@@ -206,6 +217,8 @@ class TrainingLoop:
         start = self._now()
         try:
             for step in range(1, max_steps + 1):
+                if self.hooks.before_step is not None:
+                    self.hooks.before_step(step)
                 for _ in range(accumulation):
                     context.check()
                     batch = collate(train_set, next(micro_batches), pad_id, device)
@@ -238,6 +251,8 @@ class TrainingLoop:
                     scheduler.step()
                 sample_memory()  # gradients and optimiser state both alive here
                 optimizer.zero_grad(set_to_none=True)
+                if self.hooks.after_step is not None:
+                    self.hooks.after_step(step)
                 bar.update()
                 evaluate = step % eval_every == 0 or step == max_steps
                 if check_every > 1 and (evaluate or step % check_every == 0) and nonfinite.item():

@@ -20,7 +20,11 @@ from archsearch.worker._trainer import Trainer
 #: Registered trainer classes by name.
 TRAINERS: dict[str, type[Trainer]] = {}
 #: Modules that register the built-in trainers, imported on first look-up (cheap ones first).
-TRAINER_MODULES = ("archsearch.worker._table_trainer", "archsearch.worker._bert_trainer")
+TRAINER_MODULES = (
+    "archsearch.worker._table_trainer",
+    "archsearch.worker._bert_trainer",
+    "archsearch.worker._lora_trainer",
+)
 
 _T = TypeVar("_T", bound=type[Trainer])
 

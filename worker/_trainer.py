@@ -128,6 +128,8 @@ class Trainer(abc.ABC):
           candidates on GLUE or a user's task (distillation, pre-training, cost metrics);
         * :class:`~archsearch.worker.TableTrainer`: ``table``, answers with a NAS table's
           recorded score (load tests, fault tests, algorithm benchmarks).
+        * :class:`~archsearch.worker.LoraTrainer`: ``lora``, LoRA and DyLoRA
+          fine-tuning of a pretrained encoder, scored at every rank asked for.
 
     Each registers itself with ``archsearch.worker._registry.register_trainer`` where it is
     defined, and declares what it trains and reports in ``info`` (a

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from _procs import TABLE
 from _tiny import TINY_BERT
+from _tiny_lora import lora_candidate
 
 from archsearch.spaces import Candidate, load_table
 from archsearch.worker import Trainer
@@ -62,3 +63,25 @@ class TestTableTrainer(TrainerConformance):
         bert = Candidate(space="bert", architecture=TINY_BERT, data={"task": "sst2"})
         lone = {"l": 2, "a": [2, 2], "h": [128, 128], "s": ["sdp"] * 2, "f": [512] * 2}
         return [bert, Candidate(space="flexibert-small", architecture=lone, data={"task": "qqp"})]
+
+
+class TestLoraTrainer(TrainerConformance):
+    """DyLoRA (r_max 4) on a tiny 1 x 32 local base, a 64-example SST-2 slice, 6 steps."""
+
+    objective_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "params")
+    intermediate_metric = "accuracy"
+
+    def make_trainer(self) -> Trainer:
+        from archsearch.worker import LoraTrainer
+
+        return LoraTrainer()
+
+    def candidate(self) -> Candidate:
+        return lora_candidate()
+
+    def bad_candidates(self) -> list[Candidate]:
+        good = lora_candidate()
+        return [
+            Candidate(space="bert", architecture=TINY_BERT, data={"task": "sst2"}),
+            Candidate(space="lora", architecture={}, recipe={**good.recipe, "lora": {"r_max": 0}}),
+        ]

@@ -246,3 +246,44 @@ def test_the_trainer_passes_its_hooks_to_the_loop_and_reports_each_label() -> No
     result = CurriculumTrainer().train(spec, TrainContext())
     assert epochs == [0, 1]  # 8 examples a pass, 4 a step: a new epoch every 2 steps
     assert result.metrics["accuracy@flipped"] == pytest.approx(1 - result.metrics["accuracy"])
+
+
+def test_before_and_after_step_surround_each_optimiser_step() -> None:
+    """Called once per optimiser step (not per micro-batch), in order, before any evaluation;
+    what ``after_step`` changes is what the step's evaluation sees."""
+    events: list[tuple[str, int]] = []
+
+    def loss_fn(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        events.append(("micro", 0))
+        return model_loss(m, batch)
+
+    def after_step(step: int) -> None:
+        events.append(("after", step))
+        head: Any = loop_model.classifier
+        with torch.no_grad():
+            head.bias.copy_(torch.tensor([50.0, -50.0]))
+
+    loop_model = model()
+    hooks = TrainingHooks(
+        loss_fn=loss_fn,
+        before_step=lambda step: events.append(("before", step)),
+        after_step=after_step,
+    )
+    loop = TrainingLoop(
+        loop_model,
+        TASK,
+        recipe(gradient_accumulation_steps=2, max_steps=3, eval_every=3),
+        TrainContext(),
+        None,
+        0,
+        hooks=hooks,
+    )
+    predictions, _ = loop.run(TRAIN, DEV)
+    step_events = [("before", s) for s in (1, 2, 3)]
+    assert [e for e in events if e[0] == "before"] == step_events
+    assert events == [
+        event
+        for s in (1, 2, 3)
+        for event in (("before", s), ("micro", 0), ("micro", 0), ("after", s))
+    ]
+    assert (predictions == 0).all()  # evaluated after after_step set the head's bias

@@ -1,0 +1,135 @@
+"""The ``lora`` model factory and the DyLoRA training hooks.
+
+:class:`LoraModelFactory` (space ``lora``) loads a pretrained classifier (the packaged
+all-MiniLM-L6-v2 teacher by default, any local folder or hub name otherwise) and wraps it in
+peft LoRA with rank truncation (:mod:`._dylora`). :func:`lora_hooks` gives the training loop
+its per-step rank draw and the per-rank evaluation.
+
+Imports torch, transformers and peft at module level; ``archsearch.worker`` does not import it
+eagerly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+import transformers
+
+from archsearch.worker._dylora import DyLoRA, attach_dylora, dylora_of
+from archsearch.worker._loop import ConfigureFn, TrainingHooks
+from archsearch.worker._lora_spec import LoraSpec, parse_lora_spec
+from archsearch.worker._models import ModelFactory, register_model_factory
+from archsearch.worker._task_info import Task
+from archsearch.worker._teacher import resolve_teacher
+from archsearch.worker._trainer import CandidateError
+
+#: The space whose candidates this factory builds.
+LORA_SPACE = "lora"
+
+
+def resolve_base(model: str | None) -> tuple[str, bool]:
+    """Where the base model is read from: ``(path or hub name, is_local)``.
+
+    Raises:
+        CandidateError: A path that does not exist, or a hub name while the hub is off.
+    """
+    try:
+        return resolve_teacher(model)
+    except (FileNotFoundError, ValueError) as e:
+        raise CandidateError(f"recipe.lora.model: {e}") from e
+
+
+def load_base_classifier(model: str | None, task: Task) -> torch.nn.Module:
+    """The pretrained model ``model`` names under a fresh head for ``task``.
+
+    Raises:
+        CandidateError: The model cannot be found or read.
+    """
+    source, local = resolve_base(model)
+    label_names = task.labels if task.labels is not None else ("score",)
+    try:
+        config = transformers.AutoConfig.from_pretrained(source, local_files_only=local)
+        # transformers 5 derives num_labels from id2label (there is no num_labels argument)
+        config.id2label = dict(enumerate(label_names))
+        config.label2id = {name: i for i, name in enumerate(label_names)}
+        config.problem_type = "regression" if task.is_regression else "single_label_classification"
+        base: torch.nn.Module = transformers.AutoModelForSequenceClassification.from_pretrained(
+            source, config=config, local_files_only=local
+        )
+    except (OSError, ValueError) as e:
+        raise CandidateError(f"recipe.lora.model {source!r} cannot be loaded: {e}") from e
+    return base
+
+
+@register_model_factory(LORA_SPACE)
+class LoraModelFactory(ModelFactory):
+    """A pretrained classifier with LoRA (rank truncation attached) from the plan's
+    architecture: ``{"lora": <checked recipe.lora>}`` (:func:`lora_architecture`)."""
+
+    def build(self, architecture: Mapping[str, Any], task: Task, tokenizer: Any) -> torch.nn.Module:
+        spec = parse_lora_spec(architecture["lora"])
+        base = load_base_classifier(spec.model, task)
+        try:
+            return attach_dylora(base, spec)
+        except ValueError as e:  # peft: no module matches the targets
+            raise CandidateError(f"recipe.lora.targets {list(spec.targets)}: {e}") from e
+
+
+def lora_architecture(spec: LoraSpec) -> dict[str, Any]:
+    """What the plan holds as the architecture of a ``lora`` candidate."""
+    return {"lora": spec.to_dict()}
+
+
+def lora_hooks(spec: LoraSpec, seed: int) -> TrainingHooks:
+    """The loop hooks of a LoRA (``mode: lora``) or DyLoRA (``mode: dylora``) fine-tuning.
+
+    * DyLoRA: before each optimiser step a rank b is drawn uniformly from 1..r_max with a
+      generator seeded by the trial's ``seed`` (its own stream: the data order does not
+      change) and set on every LoRA module, frozen or not as ``spec.frozen`` says. After the
+      step the model goes back to r_max, so the loop's periodic evaluations (and intermediate
+      reports) score rank r_max. With ``spec.strict``, the components that got no gradient at
+      that step are put back after it.
+    * Plain LoRA trains at r_max throughout.
+    * Both: after training, each of ``spec.eval_ranks`` is scored with the one set of weights
+      (``evaluate_many``, labels ``"r<b>"``); ``hooks.metrics`` gets ``trainable_params`` (at
+      r_max) and ``trainable_params@r<b>`` for each rank scored.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    controller: list[DyLoRA] = []
+    saved: list[Any] = []
+
+    def init_fn(model: torch.nn.Module) -> None:
+        lora = dylora_of(model)
+        lora.set_rank(spec.r_max, frozen=False)
+        controller[:] = [lora]
+        hooks.metrics["trainable_params"] = float(lora.trainable_parameters(spec.r_max))
+        for b in spec.eval_ranks:
+            hooks.metrics[f"trainable_params@r{b}"] = float(lora.trainable_parameters(b))
+
+    def before_step(step: int) -> None:
+        lora = controller[0]
+        b = int(torch.randint(1, spec.r_max + 1, (1,), generator=generator))
+        lora.set_rank(b, frozen=spec.frozen)
+        if spec.strict:
+            saved[:] = [lora.snapshot_untrained()]
+
+    def after_step(step: int) -> None:
+        lora = controller[0]
+        if saved:
+            lora.restore(saved.pop())
+        lora.set_rank(spec.r_max, frozen=False)
+
+    def evaluate_many(model: torch.nn.Module) -> Iterator[tuple[str, ConfigureFn]]:
+        lora = dylora_of(model)
+        for b in spec.eval_ranks:
+            yield f"r{b}", lambda _model, b=b: lora.at_rank(b)
+
+    hooks = TrainingHooks(
+        init_fn=init_fn,
+        evaluate_many=evaluate_many,
+        before_step=before_step if spec.dynamic else None,
+        after_step=after_step if spec.dynamic else None,
+    )
+    return hooks

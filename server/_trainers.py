@@ -147,6 +147,7 @@ def trainer_info_from_pb(msg: pb.TrainerInfo) -> TrainerInfo:
         multi_task_metrics=tuple(msg.multi_task_metrics),
         multi_task=msg.multi_task,
         required_space_options=dict(msg.required_space_options),
+        labelled_metrics=msg.labelled_metrics,
     )
 
 

@@ -60,6 +60,10 @@ class TrainerInfo:
         multi_task: Whether one trial trains several tasks (``data.tasks``); the GLUE
             averages (``glue_avg``) need it.
         required_space_options: Space options a study on it must set, each with why and how.
+        labelled_metrics: Whether it also reports metrics as ``"<metric>@<label>"``, one per
+            configuration of one set of weights it scores (the training loop's
+            ``evaluate_many``: DyLoRA ranks ``accuracy@r2``, supernet students); the labels
+            depend on the candidate, so they are not listed (see :meth:`declares`).
 
     Raises:
         SpecError: A field is malformed; ``field`` names it (``trainer_info.metrics``).
@@ -74,6 +78,7 @@ class TrainerInfo:
     multi_task_metrics: tuple[str, ...] = ()
     multi_task: bool = False
     required_space_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    labelled_metrics: bool = False
 
     def __post_init__(self) -> None:
         for key in ("spaces", "metrics", "cost_metrics", "multi_task_metrics"):
@@ -125,6 +130,8 @@ class TrainerInfo:
             )
         if not isinstance(self.multi_task, bool):
             raise SpecError(f"{f}.multi_task", "must be a bool")
+        if not isinstance(self.labelled_metrics, bool):
+            raise SpecError(f"{f}.labelled_metrics", "must be a bool")
         options = self.required_space_options
         _names(f"{f}.required_space_options", tuple(options), _OPTION_RE)
         for key, why in options.items():
@@ -145,6 +152,15 @@ class TrainerInfo:
         if len(tasks) == 1:
             return (*per_task[tasks[0]], *self.metrics, *prefixed)
         return (*prefixed, *self.multi_task_metrics, *self.metrics)
+
+    def declares(self, metric: str, data: Mapping[str, Any]) -> bool:
+        """Whether a trial on ``data`` may report ``metric``: one of :meth:`produced_metrics`
+        or, with ``labelled_metrics``, one of them followed by ``@<label>``."""
+        produced = self.produced_metrics(data)
+        if metric in produced:
+            return True
+        base, at, label = metric.partition("@")
+        return self.labelled_metrics and bool(at and label) and base in produced
 
     def _task_metrics(self, task: str, data: Mapping[str, Any]) -> tuple[str, ...]:
         if self.task_metrics == "table":

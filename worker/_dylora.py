@@ -181,7 +181,9 @@ class DyLoRA:
         """LoRA parameters a rank-``rank`` adapter has (default the current rank): b·(d_in +
         d_out) per module."""
         b = self.rank if rank is None else rank
-        return sum(b * (layer.in_features + layer.out_features) for layer in self.layers)
+        # peft types the sizes Optional (None before a layer is built); these are built
+        sizes = [(layer.in_features or 0) + (layer.out_features or 0) for layer in self.layers]
+        return sum(b * size for size in sizes)
 
     def trainable_parameters(self, rank: int | None = None) -> int:
         """What fine-tuning at ``rank`` trains: the LoRA parameters at that rank plus every

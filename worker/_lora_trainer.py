@@ -26,8 +26,9 @@ from archsearch.spaces import Candidate, GlueTask, get_task
 from archsearch.worker._bert_trainer import BertTrainer
 from archsearch.worker._checkpoints import NOTE_FILE
 from archsearch.worker._dylora import save_dylora
-from archsearch.worker._flexibert_pretrain import FIDELITY_KEYS
+from archsearch.worker._fidelity import FIDELITY_KEYS
 from archsearch.worker._loop import TrainingHooks, TrainingLoop
+from archsearch.worker._lora_info import LORA_TRAINER_INFO
 from archsearch.worker._lora_model import LORA_SPACE, lora_architecture, lora_hooks, resolve_base
 from archsearch.worker._lora_spec import LoraSpec, parse_lora_spec
 from archsearch.worker._plan import TrainingPlan, parse_plan
@@ -141,6 +142,7 @@ class LoraTrainer(BertTrainer):
     """
 
     name = "lora"
+    info = LORA_TRAINER_INFO
     splits: SplitEncoder
     _tokenizer: Any
 

@@ -127,7 +127,7 @@ class Trainer(abc.ABC):
         * :class:`~archsearch.worker.BertTrainer`: ``bert``, trains BERT and FlexiBERT
           candidates on GLUE or a user's task (distillation, pre-training, cost metrics);
         * :class:`~archsearch.worker.TableTrainer`: ``table``, answers with a NAS table's
-          recorded score (load tests, fault tests, algorithm benchmarks).
+          recorded score (load tests, fault tests, algorithm benchmarks);
         * :class:`~archsearch.worker.LoraTrainer`: ``lora``, LoRA and DyLoRA
           fine-tuning of a pretrained encoder, scored at every rank asked for.
 
@@ -139,7 +139,7 @@ class Trainer(abc.ABC):
     (``TrainerConformance``) with a subclass in ``tests/conformance/test_trainers.py``.
     """
 
-    #: Name workers advertise and search specs select ("bert", "table").
+    #: Name workers advertise and search specs select ("bert", "lora", "table").
     name: str = ""
     #: What it trains and the metrics it reports; a worker sends it when it registers, and the
     #: server validates studies against it. Publish it as an ``archsearch.trainers`` entry point

@@ -348,7 +348,7 @@ class LaunchSearchRequest(_message.Message):
       n_trials (int > 0, required), task (string, default "sst2") or tasks (list of task
       names, trained and scored per trial; metrics then named "<task>.<metric>"),
       objectives (list of {"metric", "direction"}; default [{"metric": "accuracy",
-      "direction": "maximize"}]), trainer ("bert" | "table"; default "bert"),
+      "direction": "maximize"}]), trainer ("bert" | "lora" | "table"; default "bert"),
       pruner ({"type": "none" | "median" | "successive_halving" | "hyperband", ...}),
       seed (int),
       recipe (object: max_steps, batch_size, max_seq_length, learning_rate, eval_every, ...),
@@ -664,6 +664,7 @@ class TrainerInfo(_message.Message):
     MULTI_TASK_METRICS_FIELD_NUMBER: _builtins.int
     MULTI_TASK_FIELD_NUMBER: _builtins.int
     REQUIRED_SPACE_OPTIONS_FIELD_NUMBER: _builtins.int
+    LABELLED_METRICS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """As in capabilities.trainers: 1-32 of [a-z0-9_-], starting with a letter."""
     description: _builtins.str
@@ -674,6 +675,10 @@ class TrainerInfo(_message.Message):
     """
     multi_task: _builtins.bool
     """Whether one trial trains several tasks (data.tasks); the GLUE averages need it."""
+    labelled_metrics: _builtins.bool
+    """Whether it also reports "<metric>@<label>" for configurations of one set of weights
+    (DyLoRA ranks "accuracy@r2", supernet students); labels depend on the candidate.
+    """
     @_builtins.property
     def spaces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Spaces whose candidates it trains; empty: any."""
@@ -708,10 +713,11 @@ class TrainerInfo(_message.Message):
         multi_task_metrics: _abc.Iterable[_builtins.str] | None = ...,
         multi_task: _builtins.bool = ...,
         required_space_options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        labelled_metrics: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_metrics", b"cost_metrics", "description", b"description", "metrics", b"metrics", "multi_task", b"multi_task", "multi_task_metrics", b"multi_task_metrics", "name", b"name", "required_space_options", b"required_space_options", "spaces", b"spaces", "task_metrics", b"task_metrics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_metrics", b"cost_metrics", "description", b"description", "labelled_metrics", b"labelled_metrics", "metrics", b"metrics", "multi_task", b"multi_task", "multi_task_metrics", b"multi_task_metrics", "name", b"name", "required_space_options", b"required_space_options", "spaces", b"spaces", "task_metrics", b"task_metrics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

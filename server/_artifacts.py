@@ -1,7 +1,7 @@
 """Architecture pictures as optuna-dashboard artifacts.
 
 With ``archsearch serve --artifact-dir DIR`` every trial of a space that draws its graphs
-(``graph_image``: the FlexiBERT spaces) gets a PNG of its architecture graph, stored in an
+(a ``GraphImageSpace``: the FlexiBERT spaces) gets a PNG of its architecture graph, stored in an
 Optuna ``FileSystemArtifactStore`` at ``DIR`` and listed on the trial the way
 ``optuna.artifacts.upload_artifact`` lists it, so ``optuna-dashboard STORAGE --artifact-dir
 DIR`` shows it on the trial's page (the compact description is the ``arch`` user attribute).
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from optuna.storages import RDBStorage
+
+from archsearch.spaces import GraphImageSpace
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +55,9 @@ class GraphArtifacts:
 
     def submit(self, space: Any, trial_id: int, number: int, architecture: dict[str, Any]) -> None:
         """Queues the picture of one trial's architecture (no-op for spaces without one)."""
-        draw = getattr(space, "graph_image", None)
-        if draw is None or self._closed.is_set():
+        if not isinstance(space, GraphImageSpace) or self._closed.is_set():
             return
-        self._pool.submit(self._upload, draw, trial_id, number, architecture)
+        self._pool.submit(self._upload, space.graph_image, trial_id, number, architecture)
 
     def _upload(self, draw: Any, trial_id: int, number: int, architecture: dict[str, Any]) -> None:
         try:

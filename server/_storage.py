@@ -44,6 +44,11 @@ def study_id_of(study: optuna.Study) -> int:
     return study._study_id
 
 
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage an Optuna study was opened on (Optuna keeps it private)."""
+    return study._storage
+
+
 def trial_id_of(trial: FrozenTrial | optuna.Trial) -> int:
     """The storage id of a trial, frozen or being asked (Optuna keeps it private)."""
     return trial._trial_id

@@ -38,11 +38,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from archsearch.spaces._base import DesignSpace
+from archsearch.spaces._base import SPACES, DesignSpace
 from archsearch.spaces._errors import SpecError
 from archsearch.spaces._flexibert_small import FlexiBertSmallSpace
 from archsearch.spaces._graph import architecture_graph, graph_hash, graph_image, ordered_labels
 from archsearch.spaces._options import reject_unknown
+from archsearch.spaces._protocols import (
+    EnumerableSpace,
+    FlexiBertConvertible,
+    GraphImageSpace,
+    GraphSpace,
+)
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -136,7 +142,10 @@ def _is_list(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
-class FlexiBertSpace(DesignSpace):
+@SPACES.register("flexibert")
+class FlexiBertSpace(
+    DesignSpace, GraphSpace, EnumerableSpace, FlexiBertConvertible, GraphImageSpace
+):
     """FlexiBERT's heterogeneous design space (see the module docstring).
 
     Options:

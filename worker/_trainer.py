@@ -136,6 +136,8 @@ class Trainer(abc.ABC):
 
     #: Name workers advertise and search specs select ("bert", "table").
     name: str = ""
+    #: Job kinds this trainer does (``Candidate.kind``); the worker fails any other kind.
+    kinds: tuple[str, ...] = ("train",)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Trainer:

@@ -41,7 +41,7 @@ def make_loop(
     Raises:
         SpecError: Unknown name (``UnknownName`` lists the registered ones) or bad options.
     """
-    return LOOPS.get(name)(seed, n_objectives, options)
+    return LOOPS[name](seed, n_objectives, options)
 
 
 __all__ = [

@@ -78,7 +78,7 @@ from archsearch.spaces._tasks import (
 
 def make_space(name: str, options: dict[str, Any] | None = None) -> DesignSpace:
     """Builds the design space ``name`` with ``options``; SpecError for unknown names/options."""
-    cls = SPACES.get(name)  # UnknownName (a SpecError) lists the registered names
+    cls = SPACES[name]  # UnknownName (a SpecError) lists the registered names
     if options is not None and not isinstance(options, dict):
         raise SpecError("space_options", "must be a JSON object")
     return cls(**(options or {}))

@@ -7,10 +7,10 @@ An implementation registers itself where it lives, with a decorator::
     @SPACES.register("bert")
     class BertSpace(DesignSpace): ...
 
-and callers look it up by name: ``SPACES.get(name)`` raises :class:`UnknownName`, whose message
+and callers look it up by name: ``SPACES[name]`` raises :class:`UnknownName`, whose message
 lists every registered name (sorted, so it does not depend on import order). A registry is a
-read-only mapping (``name in SPACES``, ``SPACES[name]``, ``sorted(SPACES)``). It imports nothing
-heavy, so both the server and the worker use it.
+read-only mapping (``name in SPACES``, ``SPACES.get(name)``, iteration in sorted order). It
+imports nothing heavy, so both the server and the worker use it.
 """
 
 from __future__ import annotations
@@ -71,7 +71,15 @@ class Registry(Mapping[str, T], Generic[T]):
 
         return add if item is None else add(item)
 
-    def get(self, name: str) -> T:  # type: ignore[override]  # raises instead of a default
+    def unregister(self, name: str) -> None:
+        """Removes ``name`` (a test's temporary registration); no-op when absent."""
+        self._items.pop(name, None)
+
+    def names(self) -> tuple[str, ...]:
+        """Every registered name, sorted."""
+        return tuple(sorted(self._items))
+
+    def __getitem__(self, name: str) -> T:
         """The implementation registered as ``name``.
 
         Raises:
@@ -83,13 +91,6 @@ class Registry(Mapping[str, T], Generic[T]):
                 self.field, f"unknown {self.kind} {name!r}", f"one of {', '.join(self.names())}"
             )
         return found
-
-    def names(self) -> tuple[str, ...]:
-        """Every registered name, sorted."""
-        return tuple(sorted(self._items))
-
-    def __getitem__(self, name: str) -> T:
-        return self.get(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

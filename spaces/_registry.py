@@ -85,7 +85,7 @@ class Registry(Mapping[str, T], Generic[T]):
         Raises:
             UnknownName: No implementation has that name; the message lists the known ones.
         """
-        found = self._items.get(name)
+        found = self._items.get(name) if isinstance(name, str) else None
         if found is None:
             raise UnknownName(
                 self.field, f"unknown {self.kind} {name!r}", f"one of {', '.join(self.names())}"
@@ -99,7 +99,7 @@ class Registry(Mapping[str, T], Generic[T]):
         return len(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return isinstance(name, str) and name in self._items  # a spec's value may be any JSON
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self.names())})"

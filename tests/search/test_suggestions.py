@@ -144,6 +144,7 @@ def test_registries_name_every_implementation_in_errors() -> None:
         reg.register("a", 3)
     with pytest.raises(KeyError):
         reg["c"]
+    assert [] not in reg and reg.get([]) is None  # type: ignore[call-overload]  # any JSON value
 
 
 def test_graph_spaces_are_declared_not_probed() -> None:

@@ -27,11 +27,12 @@ from typing import Any
 
 from optuna.storages import RDBStorage
 
+from archsearch.server import _storage
 from archsearch.spaces import GraphImageSpace
 
 log = logging.getLogger(__name__)
 
-#: Prefix Optuna uses for artifact attributes (``optuna.artifacts._upload``).
+#: Prefix Optuna uses for artifact attributes (its artifact upload module).
 ARTIFACTS_ATTR_PREFIX = "artifacts:"
 
 
@@ -70,7 +71,7 @@ class GraphArtifacts:
                 "mimetype": "image/png",
                 "encoding": None,
             }
-            insert_trial_system_attr(
+            _storage.insert_trial_system_attr(
                 self._rdb, trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(meta)
             )
         except Exception:  # a picture must never take the server down
@@ -80,16 +81,3 @@ class GraphArtifacts:
         """Stops accepting pictures; with ``wait``, finishes the queued ones."""
         self._closed.set()
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
-
-
-def insert_trial_system_attr(rdb: RDBStorage, trial_id: int, key: str, value: Any) -> None:
-    """Adds a system attribute to a trial in any state (a new key; one transaction)."""
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    with _create_scoped_session(rdb.scoped_session, True) as session:
-        session.add(
-            models.TrialSystemAttributeModel(
-                trial_id=trial_id, key=key, value_json=json.dumps(value)
-            )
-        )

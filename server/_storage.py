@@ -49,6 +49,18 @@ def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     return study._storage
 
 
+def insert_trial_system_attr(rdb: RDBStorage, trial_id: int, key: str, value: Any) -> None:
+    """Adds a system attribute to a trial in any state (a new key; one transaction)."""
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        session.add(
+            models.TrialSystemAttributeModel(
+                trial_id=trial_id, key=key, value_json=json.dumps(value)
+            )
+        )
+
+
 def trial_id_of(trial: FrozenTrial | optuna.Trial) -> int:
     """The storage id of a trial, frozen or being asked (Optuna keeps it private)."""
     return trial._trial_id

@@ -29,8 +29,11 @@ from archsearch.search._pruning import (
     should_prune,
 )
 
-#: The loops that choose among a library of embedded candidates (they need a graph space).
-LIBRARY_LOOPS = ("boshnas", "embedding-gp")
+#: The registered loops that choose among a library of embedded candidates (they need a
+#: graph space).
+LIBRARY_LOOPS = tuple(
+    name for name, f in LOOPS.items() if isinstance(f, type) and issubclass(f, LibraryLoop)
+)
 
 
 def make_loop(

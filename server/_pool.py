@@ -117,7 +117,9 @@ class CandidatePool:
                 if not waiting and not h.loop.ready(h.space):
                     break  # still building (``warm_up``): no work yet
                 with self.storage.deferring():
-                    asked = ask_candidate(h.loop, h.study, h.space, self.storage, waiting)
+                    asked = ask_candidate(
+                        h.loop, h.study, h.space, self.storage, waiting, h.directions
+                    )
                 try:
                     prepared = self._store_candidate(h, asked)
                 except Exception:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -78,6 +78,7 @@ def loop_snapshot(
     study: optuna.Study,
     space: DesignSpace,
     storage: optuna.storages.BaseStorage | None = None,
+    directions: Sequence[str] | None = None,
 ) -> LoopSnapshot:
     """The snapshot a loop is asked with; its trials are read on first use.
 
@@ -85,8 +86,12 @@ def loop_snapshot(
         study: The study (opened with the loop's ``sampler``).
         space: The study's design space.
         storage: The storage ``study`` was opened on (default: the study's own).
+        directions: The study's directions when the caller knows them (the server: from the
+            spec); otherwise read from the storage (one query per call).
     """
     storage = _storage.storage_of(study) if storage is None else storage
+    if directions is None:
+        directions = [d.name.lower() for d in study.directions]
     study_id = _storage.study_id_of(study)
 
     def load() -> tuple[TrialView, ...]:
@@ -94,7 +99,7 @@ def loop_snapshot(
 
     return LoopSnapshot(
         study_name=study.study_name,
-        directions=tuple(d.name.lower() for d in study.directions),
+        directions=tuple(directions),
         space=space,
         load_trials=load,
         optuna_study=study,
@@ -107,12 +112,14 @@ def ask_candidate(
     space: DesignSpace,
     storage: optuna.storages.BaseStorage | None = None,
     waiting: bool = False,
+    directions: Sequence[str] | None = None,
 ) -> AskedCandidate:
     """The next candidate of ``study``: a re-queued trial when ``waiting``, else the loop's.
 
     Args:
         waiting: The study has WAITING trials (the server tracks its queue): the next one is
             popped with its fixed parameters and the loop is not asked.
+        directions: See :func:`loop_snapshot`.
 
     Raises:
         SpecError: The loop cannot propose more, or its suggestion is not valid (its
@@ -124,7 +131,7 @@ def ask_candidate(
         arch = space.suggest(trial)
         tid = _storage.trial_id_of(trial)
         return AskedCandidate(tid, trial.number, arch, Suggestion(architecture=arch), True)
-    (suggestion,) = loop.suggest(loop_snapshot(study, space, storage), 1)
+    (suggestion,) = loop.suggest(loop_snapshot(study, space, storage, directions), 1)
     return realise(storage, _storage.study_id_of(study), space, suggestion)
 
 

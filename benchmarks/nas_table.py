@@ -3,8 +3,9 @@
 On a FlexiBERT table (default ``../shared/data/flexibert-small/dataset_small_sst2.json``),
 restricted to the architectures with a score on ``--task`` (620 for SST-2), evaluating a
 candidate means reading its score. Each loop runs through the same code the server runs
-(``archsearch.search.make_loop`` + ``loop.ask`` + ``study.tell`` on an in-memory Optuna study,
-``flexibert-small`` space with the ``table`` option) for ``--seeds`` seeds x ``--evals``
+(``archsearch.search.make_loop``, the server's ``ask_candidate``, which builds the loop's
+snapshot, calls ``loop.suggest`` and creates the trial, and ``study.tell``, on an in-memory Optuna
+study, ``flexibert-small`` space with the ``table`` option) for ``--seeds`` seeds x ``--evals``
 evaluations, ``--parallel`` workers at a time (each round asks that many candidates before
 telling their scores, as idle workers of the service would; default 4, the service run's;
 with ``--asynchronous`` the ``--parallel`` candidates stay in flight and the oldest is told
@@ -70,6 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_section
 
 from archsearch.search import make_loop
+from archsearch.server._suggest import AskedCandidate, ask_candidate
 from archsearch.spaces import FlexiBertSmallSpace, load_table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,17 +140,18 @@ def run_inprocess(
     seen: set[str] = set()
     best = -math.inf
     t0 = time.perf_counter()
-    in_flight: collections.deque[tuple[optuna.Trial, dict[str, Any]]] = collections.deque()
+    in_flight: collections.deque[AskedCandidate] = collections.deque()
     while len(run.best) < evals and run.asks < MAX_ASKS_PER_EVAL * evals:
         # ``parallel`` idle workers ask before any of them reports, as in the service.
         while len(in_flight) < min(parallel, evals - len(run.best)):
-            in_flight.append(loop.ask(study, space, waiting=False))
+            in_flight.append(ask_candidate(loop, study, space))
             run.asks += 1
         for _ in range(1 if asynchronous else len(in_flight)):
-            trial, arch = in_flight.popleft()
+            asked = in_flight.popleft()
+            arch = asked.architecture
             score = table.score(arch, task)
             assert score is not None, f"{loop_name} proposed an unscored architecture {arch}"
-            study.tell(trial, score)
+            study.tell(asked.number, score)
             key = space.describe(arch)
             if key in seen:
                 continue  # a repeat: the service reuses the earlier result, no evaluation

@@ -1,28 +1,146 @@
-"""The search-loop interface the server drives.
+"""The search-loop interface the server drives, modelled on OSS Vizier's ``Designer``.
 
-A loop owns how the next candidate is chosen. The server calls ``ask(study, space)`` when a
-worker needs work and the study has budget left; the loop returns a RUNNING ``optuna.Trial``
-whose parameters are set (through the space's ``suggest``) and the architecture it stands for.
-Results reach the loop through the Optuna storage (``study.tell`` is called by the server), so
-loops that model the history read it from ``study.get_trials`` and keep no state the database
-lacks: a restarted server rebuilds every loop from the study's spec and storage.
+A loop owns how the next candidates are chosen, and nothing else. When workers need work and
+the study has budget left, the server builds a :class:`LoopSnapshot` (a frozen view of the
+study: its directions, its space and its trials as :class:`TrialView` data) and calls
+``suggest(snapshot, count)``; the loop returns :class:`Suggestion` s: an architecture, the recipe
+and data keys it sets for that candidate, the kind of job, and attributes it wants to read back
+later. The server does all of Optuna's bookkeeping for each suggestion: it creates the trial,
+sets its parameters from the architecture (the space's ``to_params``, so the dashboard shows
+them), stores the loop's attributes, merges recipe and data over the spec's and hands the
+candidate to a worker. Results come back to the loop as the next snapshot's trials, so a loop
+keeps no state the database lacks: a restarted server rebuilds every loop from the study's
+spec and storage.
 
 Contract for subclasses:
-    * ``ask`` is called under a per-study lock; it may call ``study.ask`` once (and may
-      ``study.enqueue_trial`` before it, to impose parameters chosen by its own model).
-    * ``sampler`` is the Optuna sampler the study is opened with (loops that choose candidates
-      themselves return a sampler that only replays enqueued parameters).
+    * ``suggest`` is called under a per-study lock (one call at a time per study) and returns
+      exactly ``count`` suggestions whose architectures the snapshot's space validates. It
+      must not change the snapshot.
+    * Re-queued trials (retries, a user's enqueued candidates) never reach the loop: the
+      server pops them itself, with their fixed parameters.
+    * A loop that sets ``avoids_known`` never suggests an architecture that a trial of the
+      snapshot holds (observed, in flight or failed), nor one twice in a call.
+    * ``sampler`` is the Optuna sampler the study is opened with. Only the Optuna-sampler
+      loop samples with it; for the others it only replays the fixed parameters of
+      re-queued trials.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
-from typing import Any
+import dataclasses
+import datetime
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import optuna
 
-from archsearch.spaces import DesignSpace
+from archsearch.spaces import DesignSpace, Registry
+
+#: Kinds of job a suggestion may ask for. Only ``train`` exists today (a worker trains and
+#: evaluates the candidate); later kinds (a supernet to train, students to score) are refused
+#: by trainers that do not handle them.
+JOB_KINDS = ("train",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Suggestion:
+    """One candidate a loop proposes.
+
+    Attributes:
+        architecture: The architecture (the space validates it; the server stores its
+            parameters).
+        recipe: Recipe keys this loop sets for the candidate, merged over the spec's recipe
+            (for example a weight-transfer source).
+        data: Data keys merged over the spec's data choices.
+        kind: The job a worker does with it (see ``JOB_KINDS``).
+        attrs: Attributes the loop reads back from the trial (``TrialView.attrs``), stored as
+            the trial's system attributes (JSON values).
+        asked_trial: Set only by the Optuna-sampler loop: the storage id of the trial Optuna's
+            ``ask`` already created (Optuna's samplers write their own per-trial state into it).
+            None: the server creates the trial.
+    """
+
+    architecture: Mapping[str, Any]
+    recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    kind: str = "train"
+    attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    asked_trial: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialView:
+    """One trial of the study as frozen data (read-only mappings).
+
+    Attributes:
+        number: The trial's number in the study.
+        state: Optuna's state name: ``COMPLETE``, ``RUNNING``, ``WAITING``, ``PRUNED`` or
+            ``FAIL``.
+        params: Its Optuna parameters (the space's ``to_params`` of its architecture).
+        values: Objective values of a COMPLETE trial, else None.
+        architecture: The architecture of its stored candidate; None before the candidate is
+            stored (``space.from_params(params)`` then rebuilds it).
+        attrs: Its system attributes (a loop's ``Suggestion.attrs`` among them).
+        info: What its worker reported (``checkpoint``, ``checkpoint_artifacts``, ...).
+        completed_at: When it finished, or None.
+        kind: The job kind it was suggested as.
+    """
+
+    number: int
+    state: str
+    params: Mapping[str, Any]
+    values: tuple[float, ...] | None
+    architecture: Mapping[str, Any] | None
+    attrs: Mapping[str, Any]
+    info: Mapping[str, Any]
+    completed_at: datetime.datetime | None = None
+    kind: str = "train"
+
+    @property
+    def active(self) -> bool:
+        """In flight: running, or waiting to be re-run."""
+        return self.state in ("RUNNING", "WAITING")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSnapshot:
+    """What a loop sees of a study when it is asked for suggestions.
+
+    Attributes:
+        study_name: The study.
+        directions: ``"maximize"`` or ``"minimize"`` per objective.
+        space: The study's design space.
+        load_trials: Reads the trials (called once, on the first use of :attr:`trials`; a
+            loop that does not read the history costs nothing).
+        optuna_study: The server's Optuna study, for the Optuna-sampler loop alone (Optuna's
+            samplers read the history from the study and write into the trial they are asked
+            for); every other loop reads :attr:`trials`.
+    """
+
+    study_name: str
+    directions: tuple[str, ...]
+    space: DesignSpace
+    load_trials: Callable[[], Sequence[TrialView]] = dataclasses.field(
+        default=tuple, repr=False, compare=False
+    )
+    optuna_study: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def trials(self) -> tuple[TrialView, ...]:
+        """Every trial of the study, in storage order."""
+        return tuple(self.load_trials())
+
+    @property
+    def completed(self) -> tuple[TrialView, ...]:
+        """COMPLETE trials (Vizier's ``CompletedTrials``)."""
+        return tuple(t for t in self.trials if t.state == "COMPLETE")
+
+    @property
+    def active(self) -> tuple[TrialView, ...]:
+        """Trials in flight (Vizier's ``ActiveTrials``)."""
+        return tuple(t for t in self.trials if t.active)
 
 
 class SearchLoop(abc.ABC):
@@ -36,50 +154,57 @@ class SearchLoop(abc.ABC):
         * :class:`~archsearch.search.EmbeddingGPLoop`: ``embedding-gp``, a BoTorch GP over the
           same library.
 
-    A new loop registers its name in ``LOOPS`` (through ``make_loop``) and runs the
-    conformance suite ``tests/conformance/loop_suite.py`` (``LoopConformance``) with a
-    subclass in ``tests/conformance/test_loops.py``.
+    A new loop is one module: a subclass registered with ``@LOOPS.register("name")`` (the
+    registry of ``spaces/_registry.py``; the factory is called as ``cls(seed, n_objectives,
+    options)`` and raises ``SpecError`` for bad options), imported by
+    ``archsearch/search/__init__.py``. It runs the conformance suite
+    ``tests/conformance/loop_suite.py`` (``LoopConformance``) with a subclass in
+    ``tests/conformance/test_loops.py``.
     """
 
     #: Registry name used in search specs.
     name: str = ""
+    #: The loop never suggests an architecture a trial of the snapshot holds.
+    avoids_known: ClassVar[bool] = False
+    #: The loop embeds architecture graphs: it needs a ``GraphSpace``.
+    needs_graph_space: ClassVar[bool] = False
 
     @property
-    @abc.abstractmethod
     def sampler(self) -> optuna.samplers.BaseSampler:
-        """The sampler the study object is opened with."""
+        """The sampler the study object is opened with (default: one that only replays the
+        fixed parameters of re-queued trials)."""
+        sampler = self.__dict__.get("_replay_sampler")
+        if sampler is None:
+            sampler = self.__dict__["_replay_sampler"] = optuna.samplers.RandomSampler(seed=0)
+        return sampler
 
-    def ask(
-        self, study: optuna.Study, space: DesignSpace, waiting: bool = True
-    ) -> tuple[optuna.Trial, dict[str, Any]]:
-        """Creates (or pops a queued) trial and returns it with its architecture.
+    @abc.abstractmethod
+    def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
+        """Proposes ``count`` candidates for the study of ``snapshot``.
 
-        Args:
-            waiting: False when the caller knows the study has no WAITING trial; the trial is
-                then created directly, skipping ``Study.ask``'s scan of every unfinished trial
-                for queued ones (the server tracks its queue itself).
+        Returns:
+            Exactly ``count`` suggestions.
+
+        Raises:
+            SpecError: The loop cannot propose anything more (for example, a library whose
+                every row is observed or in flight); the message names the fix.
         """
-        if waiting:
-            trial = study.ask()
-        else:
-            study._thread_local.cached_all_trials = None  # as Study.ask does
-            trial = optuna.Trial(study, study._storage.create_new_trial(study._study_id))
-        return trial, space.suggest(trial)
 
     def warm_up(self, space: DesignSpace, on_ready: Callable[[], None] | None = None) -> None:
-        """Starts building, in the background, what ``ask`` needs (a library's embeddings);
-        ``on_ready`` is called once it is built. The server calls it at launch and at
-        start-up, and answers "no work yet" while :meth:`ready` is False instead of blocking
-        a worker's call. Default: nothing to build."""
+        """Starts building, in the background, what ``suggest`` needs (a library's
+        embeddings); ``on_ready`` is called once it is built. The server calls it at launch
+        and at start-up, and answers "no work yet" while :meth:`ready` is False instead of
+        blocking a worker's call. Default: nothing to build."""
         if on_ready is not None:
             on_ready()
 
     def ready(self, space: DesignSpace) -> bool:
-        """Whether ``ask`` can propose a new candidate without building first."""
+        """Whether ``suggest`` can propose without building first."""
         return True
 
-    def recipe_overrides(self, trial_id: int) -> dict[str, Any]:
-        """Recipe keys this loop sets for the candidate of a trial it just asked (for example
-        a weight-transfer source); the server merges them over the spec's recipe. Default:
-        none."""
-        return {}
+
+#: ``factory(seed, n_objectives, options) -> SearchLoop``.
+LoopFactory = Callable[[int | None, int, "dict[str, Any] | None"], SearchLoop]
+
+#: Every search loop by name, registered where each is defined (``@LOOPS.register``).
+LOOPS: Registry[LoopFactory] = Registry("loop")

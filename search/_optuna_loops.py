@@ -1,7 +1,15 @@
-"""Search loops that are one of Optuna's samplers: random, TPE, NSGA-II and GP."""
+"""Search loops that are one of Optuna's samplers: random, TPE, NSGA-II and GP.
+
+The one module of ``archsearch.search`` that drives Optuna's study and trial objects: a sampler
+reads the history from the study and writes its own per-trial state (NSGA-II's generation)
+into the trial it is asked for, so :meth:`OptunaSamplerLoop.suggest` asks the server's study
+(``LoopSnapshot.optuna_study``) exactly as ``Study.ask`` would, and hands the asked trial to the
+server (``Suggestion.asked_trial``), which stores the candidate on it.
+"""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import warnings
@@ -10,7 +18,7 @@ from typing import Any
 
 import optuna
 
-from archsearch.search._base import SearchLoop
+from archsearch.search._base import LOOPS, LoopSnapshot, SearchLoop, Suggestion
 from archsearch.spaces import SpecError
 
 
@@ -118,3 +126,29 @@ class OptunaSamplerLoop(SearchLoop):
     @property
     def sampler(self) -> optuna.samplers.BaseSampler:
         return self._sampler
+
+    def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
+        """Asks the sampler ``count`` times through the snapshot's study.
+
+        Each ask creates the trial directly (the server pops re-queued trials itself, so
+        ``Study.ask``'s scan of every unfinished trial for queued ones is skipped) and lets the
+        space suggest its architecture through it.
+
+        Raises:
+            ValueError: The snapshot carries no Optuna study (it was not built by the server).
+        """
+        study = snapshot.optuna_study
+        if not isinstance(study, optuna.Study):
+            raise ValueError(f"the {self.name} loop needs the server's Optuna study")
+        out = []
+        for _ in range(count):
+            study._thread_local.cached_all_trials = None  # as Study.ask does
+            trial_id = study._storage.create_new_trial(study._study_id)
+            trial = optuna.Trial(study, trial_id)
+            architecture = snapshot.space.suggest(trial)
+            out.append(Suggestion(architecture=architecture, asked_trial=trial_id))
+        return out
+
+
+for _name in SAMPLER_FACTORIES:
+    LOOPS.register(_name, functools.partial(OptunaSamplerLoop, _name))

@@ -99,24 +99,31 @@ class ServerStudy(optuna.Study):
 class PrimaryObjectiveView(ServerStudy):
     """A study that presents only the first objective to a pruner (see the module docstring).
 
-    It shares the storage, sampler and pruner of ``study``.
+    It shares the sampler and pruner of ``study`` and reads ``storage``, the study's own
+    (Optuna gives a study no public accessor for it; the server passes the one it opened).
     """
 
-    def __init__(self, study: optuna.Study) -> None:
+    def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
         super().__init__(
             study_name=study.study_name,
-            storage=study._storage,
+            storage=storage,
             sampler=study.sampler,
             pruner=study.pruner,
         )
         self._directions = self._directions[:1]
 
 
-def should_prune(study: optuna.Study, trial_id: int, final_step: int | None = None) -> bool:
+def should_prune(
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    trial_id: int,
+    final_step: int | None = None,
+) -> bool:
     """Asks the study's pruner about the trial's latest intermediate value.
 
     Args:
         study: the study (multi-objective ones are judged on their first objective).
+        storage: the storage ``study`` was opened on.
         trial_id: the trial's storage id.
         final_step: the candidate's last training step (``recipe.max_steps``). A value
             reported at or after it is the final evaluation: training is over, so stopping
@@ -124,8 +131,8 @@ def should_prune(study: optuna.Study, trial_id: int, final_step: int | None = No
     """
     if isinstance(study.pruner, optuna.pruners.NopPruner):
         return False
-    frozen = study._storage.get_trial(trial_id)
+    frozen = storage.get_trial(trial_id)
     if final_step is not None and frozen.last_step is not None and frozen.last_step >= final_step:
         return False
-    view = study if len(study.directions) == 1 else PrimaryObjectiveView(study)
+    view = study if len(study.directions) == 1 else PrimaryObjectiveView(study, storage)
     return bool(study.pruner.prune(view, frozen))

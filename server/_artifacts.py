@@ -1,7 +1,7 @@
 """Architecture pictures as optuna-dashboard artifacts.
 
 With ``archsearch serve --artifact-dir DIR`` every trial of a space that draws its graphs
-(``graph_image``: the FlexiBERT spaces) gets a PNG of its architecture graph, stored in an
+(a ``GraphImageSpace``: the FlexiBERT spaces) gets a PNG of its architecture graph, stored in an
 Optuna ``FileSystemArtifactStore`` at ``DIR`` and listed on the trial the way
 ``optuna.artifacts.upload_artifact`` lists it, so ``optuna-dashboard STORAGE --artifact-dir
 DIR`` shows it on the trial's page (the compact description is the ``arch`` user attribute).
@@ -27,9 +27,12 @@ from typing import Any
 
 from optuna.storages import RDBStorage
 
+from archsearch.server import _storage
+from archsearch.spaces import GraphImageSpace
+
 log = logging.getLogger(__name__)
 
-#: Prefix Optuna uses for artifact attributes (``optuna.artifacts._upload``).
+#: Prefix Optuna uses for artifact attributes (its artifact upload module).
 ARTIFACTS_ATTR_PREFIX = "artifacts:"
 
 
@@ -53,10 +56,9 @@ class GraphArtifacts:
 
     def submit(self, space: Any, trial_id: int, number: int, architecture: dict[str, Any]) -> None:
         """Queues the picture of one trial's architecture (no-op for spaces without one)."""
-        draw = getattr(space, "graph_image", None)
-        if draw is None or self._closed.is_set():
+        if not isinstance(space, GraphImageSpace) or self._closed.is_set():
             return
-        self._pool.submit(self._upload, draw, trial_id, number, architecture)
+        self._pool.submit(self._upload, space.graph_image, trial_id, number, architecture)
 
     def _upload(self, draw: Any, trial_id: int, number: int, architecture: dict[str, Any]) -> None:
         try:
@@ -69,7 +71,7 @@ class GraphArtifacts:
                 "mimetype": "image/png",
                 "encoding": None,
             }
-            insert_trial_system_attr(
+            _storage.insert_trial_system_attr(
                 self._rdb, trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(meta)
             )
         except Exception:  # a picture must never take the server down
@@ -79,16 +81,3 @@ class GraphArtifacts:
         """Stops accepting pictures; with ``wait``, finishes the queued ones."""
         self._closed.set()
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
-
-
-def insert_trial_system_attr(rdb: RDBStorage, trial_id: int, key: str, value: Any) -> None:
-    """Adds a system attribute to a trial in any state (a new key; one transaction)."""
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    with _create_scoped_session(rdb.scoped_session, True) as session:
-        session.add(
-            models.TrialSystemAttributeModel(
-                trial_id=trial_id, key=key, value_json=json.dumps(value)
-            )
-        )

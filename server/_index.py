@@ -114,6 +114,11 @@ class StudyHandle:
     def study_id(self) -> int:
         return _storage.study_id_of(self.study)
 
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """The objectives' directions, from the spec (reading the study's asks the database)."""
+        return tuple(o.direction for o in self.spec.objectives)
+
 
 @dataclasses.dataclass(frozen=True)
 class Grant:

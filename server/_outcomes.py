@@ -86,7 +86,8 @@ class TrialOutcomes:
                 return lease.answer
             self.storage.set_trial_intermediate_value(tid, step, float(value))
             self.rdb.record_heartbeat(tid)
-            if should_prune(h.study, tid, final_step=live.candidate.recipe.get("max_steps")):
+            final_step = live.candidate.recipe.get("max_steps")
+            if should_prune(h.study, self.storage, tid, final_step=final_step):
                 h.study.tell(live.number, state=TrialState.PRUNED)
                 h.index.live.pop(tid, None)
                 log.info("pruned trial %d of %s at step %d", live.number, h.spec.name, step)

@@ -27,6 +27,7 @@ from archsearch.server import _storage
 from archsearch.server._artifacts import GraphArtifacts
 from archsearch.server._index import RUNNING, STOPPED_REASON, LiveTrial, Prepared, StudyHandle
 from archsearch.server._lifecycle import StudyLifecycle
+from archsearch.server._suggest import AskedCandidate, ask_candidate
 from archsearch.server._writer import StorageWriter
 from archsearch.spaces import Candidate
 
@@ -116,11 +117,13 @@ class CandidatePool:
                 if not waiting and not h.loop.ready(h.space):
                     break  # still building (``warm_up``): no work yet
                 with self.storage.deferring():
-                    trial, arch = h.loop.ask(h.study, h.space, waiting=waiting)
+                    asked = ask_candidate(
+                        h.loop, h.study, h.space, self.storage, waiting, h.directions
+                    )
                 try:
-                    prepared = self._store_candidate(h, trial, arch)
+                    prepared = self._store_candidate(h, asked)
                 except Exception:
-                    self._abandon(h, _storage.trial_id_of(trial))
+                    self._abandon(h, asked.trial_id)
                     raise
                 if prepared is None:  # the same candidate is in flight: ask again
                     in_flight += 1
@@ -190,10 +193,11 @@ class CandidatePool:
             why = "the server could not store this candidate; it was not run"
             self.lifecycle.finish(h, tid, TrialState.FAIL, None, {"fail_reason": why})
 
-    def _store_candidate(
-        self, h: StudyHandle, trial: optuna.Trial, arch: dict[str, Any]
-    ) -> Prepared | None:
+    def _store_candidate(self, h: StudyHandle, asked: AskedCandidate) -> Prepared | None:
         """Queues the storage of a just-asked trial's candidate (one transaction).
+
+        The candidate is the spec's, with the suggestion's architecture and kind, and its
+        recipe and data keys merged over the spec's.
 
         A provisional trial (``DeferredTrialStorage``) is inserted whole: row, parameters
         and attributes; when it repeats a completed candidate it is inserted completed, with
@@ -202,7 +206,7 @@ class CandidatePool:
         if the write fails. None when the candidate is in flight already (the provisional
         trial is dropped). Caller holds ``h.ask_lock``."""
         idx = h.index
-        tid = _storage.trial_id_of(trial)
+        tid, arch, suggestion = asked.trial_id, asked.architecture, asked.suggestion
         with h.lock:
             retry = tid in idx.waiting
         attempt = 0
@@ -222,8 +226,9 @@ class CandidatePool:
                 space=h.spec.space,
                 architecture=arch,
                 # the loop may set keys per candidate (BOSHNAS: a weight-transfer source)
-                recipe={**h.spec.recipe, **h.loop.recipe_overrides(tid)},
-                data=dict(h.spec.data),
+                recipe={**h.spec.recipe, **suggestion.recipe},
+                data={**h.spec.data, **suggestion.data},
+                kind=suggestion.kind,
             )
             user: dict[str, Any] = {
                 "candidate": candidate.to_dict(),
@@ -236,8 +241,8 @@ class CandidatePool:
                 user["duplicate_of"], _, user["metrics"] = earlier
                 user.update(dashboard.metric_rows(earlier[2]))
             elif self.storage.is_provisional(tid) and self._in_flight(h, fp):
-                # Never stored: the loop is asked again. (Library loops create stored trials,
-                # but never propose a row that is in flight.)
+                # Never stored: the loop is asked again. (Library loops never propose a row
+                # that is in flight; Optuna's samplers may.)
                 self.storage.discard_provisional(tid)
                 return None
             if self.storage.is_provisional(tid):
@@ -255,8 +260,8 @@ class CandidatePool:
             else:
                 written = self.writer.submit(_storage.attrs_op(tid, user=user))
         if self.artifacts is not None and earlier is None and written is not None:
-            written.add_done_callback(self._draw_when_stored(h, tid, trial.number, arch))
-        live = LiveTrial(tid, trial.number, candidate, attempt, fp=fp)
+            written.add_done_callback(self._draw_when_stored(h, tid, asked.number, arch))
+        live = LiveTrial(tid, asked.number, candidate, attempt, fp=fp)
         with h.lock:
             if retry:
                 idx.waiting.discard(tid)
@@ -275,7 +280,7 @@ class CandidatePool:
             # trial's ``duplicate_of`` attribute already records each one
             log.debug(
                 "trial %d of %s repeats trial %d; reused its result",
-                trial.number,
+                asked.number,
                 h.spec.name,
                 earlier[0],
             )

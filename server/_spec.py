@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from archsearch.search import LIBRARY_LOOPS, LOOPS, make_loop, make_pruner
+from archsearch.search import LOOPS, make_loop, make_pruner
 from archsearch.server._spec_checks import (
     AGGREGATE_METRICS,
     Objective,
@@ -18,6 +18,7 @@ from archsearch.server._trainers import TrainerCatalogue
 from archsearch.spaces import (
     GLUE_TASK_IDS,
     DesignSpace,
+    GraphSpace,
     SpecError,
     data_tasks,
     make_space,
@@ -200,8 +201,8 @@ class SearchSpec:
         loop_options = obj.get("loop_options", {})
         if not isinstance(loop_options, dict):
             raise SpecError("loop_options", "must be a JSON object")
-        make_loop(loop, seed, len(objectives), loop_options)  # validates options
-        if loop in LIBRARY_LOOPS and not hasattr(space, "graph"):
+        built = make_loop(loop, seed, len(objectives), loop_options)  # validates options
+        if built.needs_graph_space and not isinstance(space, GraphSpace):
             raise SpecError(
                 "loop",
                 f"the {loop} loop embeds architecture graphs; the {space_name} space has none",

@@ -30,6 +30,23 @@ def study_id_of(study: optuna.Study) -> int:
     return study._study_id
 
 
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage an Optuna study was opened on (Optuna keeps it private)."""
+    return study._storage
+
+
+def insert_trial_system_attr(rdb: RDBStorage, trial_id: int, key: str, value: Any) -> None:
+    """Adds a system attribute to a trial in any state (a new key; one transaction)."""
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        session.add(
+            models.TrialSystemAttributeModel(
+                trial_id=trial_id, key=key, value_json=json.dumps(value)
+            )
+        )
+
+
 def trial_id_of(trial: FrozenTrial | optuna.Trial) -> int:
     """The storage id of a trial, frozen or being asked (Optuna keeps it private)."""
     return trial._trial_id

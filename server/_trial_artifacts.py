@@ -244,7 +244,7 @@ class TrialArtifacts:
 
     # ------------------------------------------------------------------ read
 
-    def _trial_id(self, study_name: str, number: int) -> int:
+    def _storage_trial_id(self, study_name: str, number: int) -> int:
         if not study_name:
             raise InvalidArgument("study_name is required")
         try:
@@ -274,7 +274,7 @@ class TrialArtifacts:
 
     def of_trial(self, study_name: str, number: int) -> list[ArtifactInfo]:
         """The artifacts of trial ``number`` of ``study_name``."""
-        return self._infos(self.rdb.get_trial(self._trial_id(study_name, number)))
+        return self._infos(self.rdb.get_trial(self._storage_trial_id(study_name, number)))
 
     def find(self, study_name: str, number: int, name: str, artifact_id: str) -> ArtifactInfo:
         """One artifact of a trial, by name or by id (exactly one of the two)."""

@@ -19,7 +19,7 @@ from archsearch.spaces._aggregate import (
     per_task_primary,
     task_scores,
 )
-from archsearch.spaces._base import DesignSpace
+from archsearch.spaces._base import SPACES, DesignSpace
 from archsearch.spaces._bert import BertSpace, bert_parameter_count
 from archsearch.spaces._candidate import (
     CANDIDATE_VERSION,
@@ -56,6 +56,14 @@ from archsearch.spaces._graph import (
     node_labels,
     ordered_labels,
 )
+from archsearch.spaces._protocols import (
+    EnumerableSpace,
+    FeatureSpace,
+    FlexiBertConvertible,
+    GraphImageSpace,
+    GraphSpace,
+)
+from archsearch.spaces._registry import Registry, UnknownName
 from archsearch.spaces._table import TABLE_METRIC, TABLE_TASK_NAMES, NasTable, load_table
 from archsearch.spaces._tasks import (
     GLUE_TASK_IDS,
@@ -68,19 +76,10 @@ from archsearch.spaces._tasks import (
 )
 from archsearch.spaces._trainer_info import TASK_METRIC_RULES, TRAINER_NAME_RE, TrainerInfo
 
-SPACES: dict[str, type[DesignSpace]] = {
-    BertSpace.name: BertSpace,
-    FlexiBertSmallSpace.name: FlexiBertSmallSpace,
-    FlexiBertSpace.name: FlexiBertSpace,
-}
-
 
 def make_space(name: str, options: dict[str, Any] | None = None) -> DesignSpace:
     """Builds the design space ``name`` with ``options``; SpecError for unknown names/options."""
-    try:
-        cls = SPACES[name]
-    except KeyError as e:
-        raise SpecError("space", f"unknown space {name!r}", f"one of {', '.join(SPACES)}") from e
+    cls = SPACES[name]  # UnknownName (a SpecError) lists the registered names
     if options is not None and not isinstance(options, dict):
         raise SpecError("space_options", "must be a JSON object")
     return cls(**(options or {}))
@@ -107,12 +106,19 @@ __all__ = [
     "Candidate",
     "CustomTask",
     "DesignSpace",
+    "EnumerableSpace",
+    "FeatureSpace",
+    "FlexiBertConvertible",
     "FlexiBertSmallSpace",
     "FlexiBertSpace",
     "GlueTask",
+    "GraphImageSpace",
+    "GraphSpace",
     "NasTable",
+    "Registry",
     "SpecError",
     "TrainerInfo",
+    "UnknownName",
     "architecture_graph",
     "autodistil_average",
     "bert_parameter_count",

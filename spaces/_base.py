@@ -16,13 +16,19 @@ Contract for subclasses:
     * ``to_params(arch)`` returns exactly the parameters ``suggest`` would have set for ``arch``,
       so ``enqueue_trial(to_params(arch))`` followed by ``suggest`` rebuilds ``arch``.
     * Options passed to the constructor are validated there (unknown option -> ``SpecError``).
+    * Optional capabilities (graphs, an enumeration, a FlexiBERT form, a picture) are declared
+      by subclassing the protocols of ``spaces/_protocols.py``; callers test them with
+      ``isinstance``.
 """
 
 from __future__ import annotations
 
 import abc
 import random
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from archsearch.spaces._registry import Registry
 
 if TYPE_CHECKING:
     import optuna
@@ -38,7 +44,9 @@ class DesignSpace(abc.ABC):
         * :class:`~archsearch.spaces.FlexiBertSmallSpace`: ``flexibert-small``, FlexiBERT's
           small space, optionally restricted to the rows a NAS table scores.
 
-    A new space registers its name in ``SPACES`` and runs the conformance suite
+    A new space registers itself with ``@SPACES.register("name")`` (the registry of
+    ``spaces/_registry.py``; ``make_space`` looks names up there), declares its optional
+    capabilities with the protocols of ``spaces/_protocols.py``, and runs the conformance suite
     ``tests/conformance/space_suite.py`` (``SpaceConformance``) with a subclass in
     ``tests/conformance/test_spaces.py``.
     """
@@ -66,6 +74,21 @@ class DesignSpace(abc.ABC):
     def describe(self, architecture: dict[str, Any]) -> str:
         """A compact one-line description for tables and the dashboard."""
 
+    def from_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The architecture whose Optuna parameters are ``params`` (the inverse of
+        :meth:`to_params`): ``suggest`` replayed on them.
+
+        Raises:
+            SpecError, ValueError, KeyError: ``params`` are not a member's parameters.
+        """
+        from optuna.trial import FixedTrial
+
+        return self.suggest(FixedTrial(dict(params)))  # type: ignore[arg-type]
+
     def options(self) -> dict[str, Any]:
         """The options this space was built with (JSON-serialisable)."""
         return {}
+
+
+#: Every design space by name, registered where each is defined (``@SPACES.register``).
+SPACES: Registry[type[DesignSpace]] = Registry("space")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from archsearch.spaces._base import DesignSpace
+from archsearch.spaces._base import SPACES, DesignSpace
 from archsearch.spaces._errors import SpecError
 from archsearch.spaces._options import int_choices, reject_unknown
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 _ARCH_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
 
 
+@SPACES.register("bert")
 class BertSpace(DesignSpace):
     """BERT students: layers, hidden size, heads and feed-forward size.
 

@@ -243,6 +243,9 @@ class Candidate:
         recipe: Training recipe (steps, batch, sequence length, optimiser settings, seed).
         data: Data choices (task, train/eval slices).
         version: Candidate format version.
+        kind: The job a worker does with it (``train``; later kinds such as a supernet to
+            train are refused by trainers that do not do them). Written only when not
+            ``train``, so a training candidate's JSON and fingerprint are as before.
     """
 
     space: str
@@ -250,15 +253,19 @@ class Candidate:
     recipe: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_RECIPE))
     data: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_DATA))
     version: int = CANDIDATE_VERSION
+    kind: str = "train"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": self.version,
             "space": self.space,
             "architecture": self.architecture,
             "recipe": self.recipe,
             "data": self.data,
         }
+        if self.kind != "train":
+            out["kind"] = self.kind
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -278,7 +285,7 @@ class Candidate:
                 f"unsupported version {version!r}",
                 f"this archsearch reads version {CANDIDATE_VERSION}; upgrade the worker",
             )
-        unknown = set(obj) - {"version", "space", "architecture", "recipe", "data"}
+        unknown = set(obj) - {"version", "space", "architecture", "recipe", "data", "kind"}
         if unknown:
             raise SpecError("candidate", f"unknown fields {sorted(unknown)}")
         space = obj.get("space")
@@ -287,12 +294,16 @@ class Candidate:
         arch = obj.get("architecture")
         if not isinstance(arch, dict):
             raise SpecError("candidate.architecture", "must be a JSON object")
+        kind = obj.get("kind", "train")
+        if not isinstance(kind, str) or not kind:
+            raise SpecError("candidate.kind", f"must be a non-empty string, got {kind!r}")
         return cls(
             space=space,
             architecture=arch,
             recipe=validate_recipe(obj.get("recipe", {})),
             data=validate_data(obj.get("data", {})),
             version=version,
+            kind=kind,
         )
 
     @classmethod

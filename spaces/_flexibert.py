@@ -37,7 +37,7 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from archsearch.spaces._base import DesignSpace
+from archsearch.spaces._base import SPACES, DesignSpace
 from archsearch.spaces._errors import SpecError
 from archsearch.spaces._flexibert_format import (
     check_architecture,
@@ -47,6 +47,12 @@ from archsearch.spaces._flexibert_format import (
 from archsearch.spaces._flexibert_variants import VARIANTS, FlexiBertVariant, LayerChoice
 from archsearch.spaces._graph import architecture_graph, graph_hash, graph_image, ordered_labels
 from archsearch.spaces._options import reject_unknown
+from archsearch.spaces._protocols import (
+    EnumerableSpace,
+    FlexiBertConvertible,
+    GraphImageSpace,
+    GraphSpace,
+)
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -57,7 +63,10 @@ if TYPE_CHECKING:
 ENUMERATE_LIMIT = 100_000
 
 
-class FlexiBertSpace(DesignSpace):
+@SPACES.register("flexibert")
+class FlexiBertSpace(
+    DesignSpace, GraphSpace, EnumerableSpace, FlexiBertConvertible, GraphImageSpace
+):
     """FlexiBERT's heterogeneous design space (see the module docstring).
 
     Options:

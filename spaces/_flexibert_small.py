@@ -28,10 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from archsearch.spaces._base import DesignSpace
+from archsearch.spaces._base import SPACES, DesignSpace
 from archsearch.spaces._errors import SpecError
 from archsearch.spaces._graph import architecture_graph, graph_image, ordered_labels
 from archsearch.spaces._options import reject_unknown
+from archsearch.spaces._protocols import (
+    EnumerableSpace,
+    FeatureSpace,
+    FlexiBertConvertible,
+    GraphImageSpace,
+    GraphSpace,
+)
 from archsearch.spaces._table import arch_key, load_table
 
 if TYPE_CHECKING:
@@ -50,7 +57,15 @@ FEED_FORWARD = [512, 1024, 2048]
 MAPPED_FROM_ATTR = "mapped_from"
 
 
-class FlexiBertSmallSpace(DesignSpace):
+@SPACES.register("flexibert-small")
+class FlexiBertSmallSpace(
+    DesignSpace,
+    GraphSpace,
+    EnumerableSpace,
+    FeatureSpace,
+    FlexiBertConvertible,
+    GraphImageSpace,
+):
     """FlexiBERT's small heterogeneous space (see the module docstring).
 
     Options:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from archsearch.spaces import Registry
 from archsearch.worker._flexibert_model import (
     FLEXIBERT_SPACES,
     FlexiBertConfig,
@@ -53,7 +54,7 @@ class ModelFactory(abc.ABC):
 
 
 #: Model factories by space name.
-MODEL_FACTORIES: dict[str, type[ModelFactory]] = {}
+MODEL_FACTORIES: Registry[type[ModelFactory]] = Registry("model factory", "candidate.space")
 
 
 def register_model_factory(
@@ -67,9 +68,7 @@ def register_model_factory(
 
     def register(cls: type[ModelFactory]) -> type[ModelFactory]:
         for space in spaces:
-            if space in MODEL_FACTORIES:
-                raise ValueError(f"space {space!r} already has a model factory")
-            MODEL_FACTORIES[space] = cls
+            MODEL_FACTORIES.register(space, cls)
         return cls
 
     return register
@@ -84,7 +83,7 @@ def model_factory(space: str) -> ModelFactory:
     cls = MODEL_FACTORIES.get(space)
     if cls is None:
         raise CandidateError(
-            f"no model factory for space {space!r}; this worker builds {sorted(MODEL_FACTORIES)}"
+            f"no model factory for space {space!r}; this worker builds {list(MODEL_FACTORIES)}"
         )
     return cls()
 

@@ -15,10 +15,11 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from archsearch.spaces import Registry
 from archsearch.worker._trainer import Trainer
 
-#: Registered trainer classes by name.
-TRAINERS: dict[str, type[Trainer]] = {}
+#: Registered trainer classes by name (the registry style of spaces and loops).
+TRAINERS: Registry[type[Trainer]] = Registry("trainer")
 #: Modules that register the built-in trainers, imported on first look-up (cheap ones first).
 TRAINER_MODULES = (
     "archsearch.worker._table_trainer",
@@ -37,10 +38,7 @@ def register_trainer(cls: _T) -> _T:
     """
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} has no name to register")
-    known = TRAINERS.get(cls.name)
-    if known is not None and known is not cls:
-        raise ValueError(f"trainer {cls.name!r} is already registered by {known.__qualname__}")
-    TRAINERS[cls.name] = cls
+    TRAINERS.register(cls.name, cls)  # ValueError when another class has the name
     return cls
 
 
@@ -63,7 +61,7 @@ def trainer_names() -> tuple[str, ...]:
     """Every trainer name, built-in ones included (their modules are imported)."""
     for module in TRAINER_MODULES:
         importlib.import_module(module)
-    return tuple(sorted(TRAINERS))  # registration order depends on what was imported first
+    return TRAINERS.names()  # sorted: registration order depends on what was imported first
 
 
 def create_trainer(name: str, options: Mapping[str, Any]) -> Trainer:

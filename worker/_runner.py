@@ -276,6 +276,13 @@ class Worker:
                 lambda: self.client.release(lease.lease_id, f"no trainer {resp.trainer!r} here")
             )
             return
+        if candidate.kind not in trainer.kinds:  # a loop asked for a job this trainer lacks
+            why = (
+                f"the {resp.trainer} trainer does not do {candidate.kind!r} jobs (it does: "
+                f"{', '.join(trainer.kinds)}); use a loop and trainer that agree on job kinds"
+            )
+            self._safe(lambda: self.client.fail(lease.lease_id, why, False))
+            return
         log.info("trial %s: %s", tag, json_short(candidate.architecture))
         done = threading.Event()
         hb = threading.Thread(

@@ -146,6 +146,8 @@ class Trainer(abc.ABC):
     #: too (pyproject.toml), so a server that has the trainer installed knows it before any
     #: worker connects. None: the server knows only the name (no study can select it).
     info: ClassVar[TrainerInfo | None] = None
+    #: Job kinds this trainer does (``Candidate.kind``); the worker fails any other kind.
+    kinds: tuple[str, ...] = ("train",)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Trainer:

@@ -6,14 +6,16 @@ A new loop registers itself in ``archsearch.search.LOOPS`` and adds, in
 * ``make_loop(seed, n_objectives)``: the loop as ``make_loop`` builds it from a spec (small
   options, so the suite runs in seconds);
 * ``make_space()``: a design space the loop works on (a library loop needs a graph space);
-* ``distinct_after_restart``: True when the loop promises never to propose a candidate the
-  storage already holds, also after a restart (the library loops do; Optuna's samplers only
-  avoid replays through the server's seed offset, which is no promise);
 * ``multi_objective``: whether the loop supports studies with several objectives.
 
-The tests drive the loop the way the server does: a study opened with ``loop.sampler``,
-``loop.ask(study, space, waiting=...)`` under one thread, results told through ``study.tell``,
-and a restart modelled as a new loop object on the same storage. Each checks one clause of the
+The loop's own ``avoids_known`` says whether it promises never to suggest a candidate a trial
+of the snapshot holds (the library loops do; Optuna's samplers only avoid replays through the
+server's seed offset and the server's in-flight check, which is no promise of theirs).
+
+The tests drive the loop the way the server does: a study opened with ``loop.sampler``, the
+server's ``ask_candidate`` (snapshot, ``loop.suggest``, the trial created with the
+architecture's parameters) under one thread, results told through ``study.tell``, and a
+restart modelled as a new loop object on the same storage. Each checks one clause of the
 contract in ``archsearch/search/_base.py``.
 """
 
@@ -27,9 +29,10 @@ from typing import Any, ClassVar
 
 import optuna
 import pytest
-from optuna.trial import FixedTrial, TrialState
+from optuna.trial import TrialState
 
-from archsearch.search import LOOPS, SearchLoop
+from archsearch.search import JOB_KINDS, LOOPS, LoopSnapshot, SearchLoop, Suggestion
+from archsearch.server._suggest import ask_candidate, loop_snapshot
 from archsearch.spaces import DesignSpace
 
 
@@ -38,13 +41,41 @@ def _score(arch: dict[str, Any]) -> float:
     return random.Random(json.dumps(arch, sort_keys=True)).random()
 
 
+def _key(arch: Any) -> str:
+    return json.dumps(dict(arch), sort_keys=True)
+
+
+def _plain(snapshot: LoopSnapshot) -> str:
+    """Everything a loop can see of a snapshot, as JSON (to compare before and after)."""
+    return json.dumps(
+        [
+            snapshot.study_name,
+            snapshot.directions,
+            [
+                [
+                    t.number,
+                    t.state,
+                    dict(t.params),
+                    t.values,
+                    None if t.architecture is None else dict(t.architecture),
+                    dict(t.attrs),
+                    dict(t.info),
+                    str(t.completed_at),
+                    t.kind,
+                ]
+                for t in snapshot.trials
+            ],
+        ],
+        sort_keys=True,
+        default=str,
+    )
+
+
 class LoopConformance:
     """What every :class:`~archsearch.search.SearchLoop` must do. See the module docstring."""
 
     #: Registry name of the loop under test (a key of ``archsearch.search.LOOPS``).
     loop_name: ClassVar[str] = ""
-    #: The loop never proposes a candidate the storage holds, across restarts.
-    distinct_after_restart: ClassVar[bool] = False
     #: The loop accepts studies with more than one objective.
     multi_objective: ClassVar[bool] = True
     #: Asks per test (past the initial random design of the model-based loops).
@@ -66,14 +97,16 @@ class LoopConformance:
         )
 
     def _ask_and_tell(
-        self, loop: SearchLoop, space: DesignSpace, study: optuna.Study, n: int
+        self, loop: SearchLoop, space: DesignSpace, study: optuna.Study, n: int, tell: bool = True
     ) -> list[dict[str, Any]]:
         archs = []
         for _ in range(n):
-            trial, arch = loop.ask(study, space, waiting=False)
-            assert isinstance(loop.recipe_overrides(trial._trial_id), dict)
-            values = [_score(arch), float(len(json.dumps(arch)))]
-            study.tell(trial, values[: len(study.directions)])
+            asked = ask_candidate(loop, study, space)
+            assert isinstance(asked.suggestion, Suggestion)
+            arch = asked.architecture
+            if tell:
+                values = [_score(arch), float(len(json.dumps(arch)))]
+                study.tell(asked.number, values[: len(study.directions)])
             archs.append(arch)
         return archs
 
@@ -84,6 +117,20 @@ class LoopConformance:
         assert isinstance(loop, SearchLoop)
         assert loop.name == self.loop_name and self.loop_name in LOOPS
         assert isinstance(loop.sampler, optuna.samplers.BaseSampler)
+
+    def test_suggest_returns_count_valid_suggestions(self) -> None:
+        space, loop = self.make_space(), self.make_loop(1, 1)
+        study = self._study(loop)
+        self._ask_and_tell(loop, space, study, 2)
+        for count in (1, 3):
+            got = loop.suggest(loop_snapshot(study, space), count)
+            assert isinstance(got, list) and len(got) == count
+            for s in got:
+                assert isinstance(s, Suggestion)
+                assert space.validate(dict(s.architecture)) == dict(s.architecture)
+                assert s.kind in JOB_KINDS
+                assert isinstance(s.recipe, dict) and isinstance(s.data, dict)
+                json.dumps(dict(s.attrs))  # stored as trial attributes: JSON values only
 
     def test_asks_return_architectures_the_space_validates(self) -> None:
         space, loop = self.make_space(), self.make_loop(1, 1)
@@ -100,17 +147,53 @@ class LoopConformance:
         archs = self._ask_and_tell(loop, space, study, self.n_asks)
         for t, arch in zip(study.get_trials(), archs, strict=True):
             assert t.params == space.to_params(arch)
-            assert space.suggest(FixedTrial(dict(t.params))) == arch  # type: ignore[arg-type]
+            assert space.from_params(t.params) == arch
+
+    def test_same_seed_same_suggestions(self) -> None:
+        """Two loops built with one seed, fed the same results, suggest the same candidates
+        (a benchmark's figures and a regression check depend on it)."""
+        space = self.make_space()
+        runs = []
+        for _ in range(2):
+            loop = self.make_loop(8, 1)
+            runs.append(self._ask_and_tell(loop, space, self._study(loop), self.n_asks))
+        assert runs[0] == runs[1]
+
+    def test_suggest_does_not_change_the_snapshot(self) -> None:
+        space, loop = self.make_space(), self.make_loop(9, 1)
+        study = self._study(loop)
+        self._ask_and_tell(loop, space, study, 3)
+        self._ask_and_tell(loop, space, study, 1, tell=False)  # one in flight
+        snapshot = loop_snapshot(study, space)
+        before = _plain(snapshot)
+        loop.suggest(snapshot, 2)
+        assert _plain(snapshot) == before
+
+    def test_known_candidates_are_avoided_as_declared(self) -> None:
+        """``avoids_known``: no suggestion repeats a trial's architecture (observed or in
+        flight), nor another suggestion of the same call."""
+        loop = self.make_loop(10, 1)
+        if not loop.avoids_known:
+            pytest.skip(f"{self.loop_name} makes no such promise (the server drops repeats)")
+        space = self.make_space()
+        study = self._study(loop)
+        known = self._ask_and_tell(loop, space, study, self.n_asks // 2)
+        known += self._ask_and_tell(loop, space, study, 2, tell=False)
+        got = [_key(s.architecture) for s in loop.suggest(loop_snapshot(study, space), 3)]
+        assert len(set(got)) == 3
+        assert not set(got) & {_key(a) for a in known}
 
     def test_a_queued_trial_keeps_its_parameters(self) -> None:
-        """``ask(waiting=True)`` pops an enqueued trial (a retry, a user's candidate) as is."""
+        """A re-queued trial (a retry, a user's candidate) is popped as is; the loop is not
+        asked."""
         space, loop = self.make_space(), self.make_loop(3, 1)
         study = self._study(loop)
         self._ask_and_tell(loop, space, study, 2)
         wanted = space.sample(random.Random(11))
         study.enqueue_trial(space.to_params(wanted))
-        trial, arch = loop.ask(study, space, waiting=True)
-        assert arch == wanted and trial.params == space.to_params(wanted)
+        asked = ask_candidate(loop, study, space, waiting=True)
+        assert asked.requeued and asked.architecture == wanted
+        assert study.trials[asked.number].params == space.to_params(wanted)
 
     def test_a_restarted_loop_keeps_going(self) -> None:
         """A new loop object built from the spec continues the study from the storage."""
@@ -125,8 +208,8 @@ class LoopConformance:
         after = self._ask_and_tell(again, space, study, self.n_asks // 2)
         assert all(space.validate(a) == a for a in after)
         assert len(study.get_trials(states=(TrialState.COMPLETE,))) == self.n_asks
-        if self.distinct_after_restart:
-            keys = [json.dumps(a, sort_keys=True) for a in before + after]
+        if again.avoids_known:
+            keys = [_key(a) for a in before + after]
             assert len(set(keys)) == len(keys), "a stored candidate was proposed again"
 
     def test_multi_objective_support_is_as_declared(self) -> None:
@@ -147,8 +230,5 @@ class LoopConformance:
         while not loop.ready(space):  # on_ready may run just before the builder ends
             assert time.monotonic() < deadline, "ready() stayed False after on_ready"
             time.sleep(0.01)
-        _, arch = loop.ask(self._study(loop), space, waiting=False)
+        (arch,) = self._ask_and_tell(loop, space, self._study(loop), 1)
         assert space.validate(arch) == arch
-
-    def test_recipe_overrides_is_a_dict_for_unknown_trials(self) -> None:
-        assert self.make_loop(7, 1).recipe_overrides(123456) == {}

@@ -47,7 +47,6 @@ class TestGpLoop(_SamplerLoop):
 
 
 class _LibraryLoop(LoopConformance):
-    distinct_after_restart = True
     n_asks = 6
     #: The loop's own options (a cheap surrogate fit).
     own_options: ClassVar[dict[str, Any]] = {}

@@ -13,9 +13,18 @@ from _procs import TABLE
 from optuna.trial import TrialState
 
 from archsearch.search import BoshnasLoop, EmbeddingGPLoop, make_loop
-from archsearch.search._library_loops import ABSENT, KIND_ATTR, LOOP_ATTR, arch_key
+from archsearch.search._library import ABSENT, arch_key
+from archsearch.search._library_loops import KIND_ATTR, LOOP_ATTR
 from archsearch.server._spec import SearchSpec
-from archsearch.spaces import BertSpace, FlexiBertSmallSpace, FlexiBertSpace, SpecError, load_table
+from archsearch.server._suggest import AskedCandidate, ask_candidate
+from archsearch.spaces import (
+    BertSpace,
+    FlexiBertSmallSpace,
+    FlexiBertSpace,
+    GraphSpace,
+    SpecError,
+    load_table,
+)
 
 FAST = {"n_init": 4, "batch_size": 4}
 
@@ -33,17 +42,18 @@ def _study(loop: optuna.samplers.BaseSampler, n_objectives: int = 1) -> optuna.S
     )
 
 
-def _run(loop, space, study, n: int, tell: bool = True) -> list[optuna.Trial]:
+def _run(loop, space, study, n: int, tell: bool = True) -> list[AskedCandidate]:
     table = load_table(TABLE)
     trials = []
     for _ in range(n):
-        trial, arch = loop.ask(study, space, waiting=False)
+        asked = ask_candidate(loop, study, space)
+        arch = asked.architecture
         assert arch == space.validate(arch)
         assert table.score(arch, "sst2") is not None  # only scored (library) candidates
         if tell:
             score = table.score(arch, "sst2")
-            study.tell(trial, [score, arch["l"]][: len(study.directions)])
-        trials.append(trial)
+            study.tell(asked.number, [score, arch["l"]][: len(study.directions)])
+        trials.append(asked)
     return trials
 
 
@@ -70,7 +80,7 @@ def test_idle_workers_get_a_batch_of_different_candidates(space: FlexiBertSmallS
     study = _study(loop.sampler)
     _run(loop, space, study, 6)  # past n_init: the surrogate is in use
     running = _run(loop, space, study, 8, tell=False)
-    rows = [study._storage.get_trial(t._trial_id).system_attrs[LOOP_ATTR] for t in running]
+    rows = [study.trials[t.number].system_attrs[LOOP_ATTR] for t in running]
     assert len(set(rows)) == 8
     done_rows = {t.system_attrs[LOOP_ATTR] for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert not set(rows) & done_rows
@@ -86,8 +96,7 @@ def test_four_workers_spend_n_init_random_rows_in_all(space: FlexiBertSmallSpace
     for _ in range(3):
         asked = _run(loop, space, study, 4, tell=False)
         for trial in asked:
-            arch = space.suggest(optuna.trial.FixedTrial(trial.params))
-            study.tell(trial, table.score(arch, "sst2"))
+            study.tell(trial.number, table.score(trial.architecture, "sst2"))
     kinds = [t.system_attrs[KIND_ATTR] for t in study.get_trials()]
     assert len(kinds) == 12 and kinds[:5] == ["random"] * 5
     assert set(kinds[5:]) <= {"exploitation", "uncertainty", "diversity"}
@@ -126,9 +135,9 @@ def test_a_queued_trial_keeps_its_parameters(space: FlexiBertSmallSpace) -> None
     study = _study(loop.sampler)
     arch = next(space.enumerate())
     study.enqueue_trial(space.to_params(arch))
-    trial, got = loop.ask(study, space, waiting=True)
-    assert got == arch
-    study.tell(trial, 0.5)
+    asked = ask_candidate(loop, study, space, waiting=True)
+    assert asked.architecture == arch and asked.requeued
+    study.tell(asked.number, 0.5)
     _run(loop, space, study, 3)  # the enqueued one is known: not proposed again
     keys = [arch_key(space.suggest(optuna.trial.FixedTrial(t.params))) for t in study.get_trials()]
     assert len(set(keys)) == 4
@@ -147,7 +156,7 @@ def test_bad_options_and_spaces_are_refused() -> None:
         make_loop("boshnas", 0, 1, {"n_init": 1})
     with pytest.raises(SpecError, match="embeds architecture graphs"):
         SearchSpec.from_dict({"name": "x", "space": "bert", "loop": "boshnas", "n_trials": 3})
-    assert not hasattr(BertSpace(), "graph")
+    assert not isinstance(BertSpace(), GraphSpace)
 
 
 def test_architecture_features_are_one_hot_codes_of_the_layer_parameters(
@@ -210,8 +219,8 @@ def test_the_full_flexibert_space_samples_a_library(tmp_path: Path) -> None:
     assert all(space.validate(a) == a for a in lib.archs)
     study = _study(loop.sampler)
     for i in range(6):
-        trial, arch = loop.ask(study, space, waiting=False)
-        study.tell(trial, float(sum(arch["h"])) / 1000 + 0.01 * i)
+        asked = ask_candidate(loop, study, space)
+        study.tell(asked.number, float(sum(asked.architecture["h"])) / 1000 + 0.01 * i)
     assert len({json.dumps(t.params, sort_keys=True) for t in study.get_trials()}) == 6
 
 
@@ -229,13 +238,13 @@ def test_weight_transfer_picks_the_neighbour_with_the_largest_overlap(
     narrow = next(a for a in archs if a["h"] == [128] * a["l"] and a["l"] == 2)
     for arch, ckpt in ((wide, "/ckpt/wide"), (narrow, "/ckpt/narrow")):
         t = study.ask()
-        study._storage.set_trial_user_attr(t._trial_id, "candidate", {"architecture": arch})
-        study._storage.set_trial_user_attr(t._trial_id, "info", {"checkpoint": ckpt})
+        t.set_user_attr("candidate", {"architecture": arch})
+        t.set_user_attr("info", {"checkpoint": ckpt})
         study.tell(t, 0.8)
     decisions = 0
     for _ in range(6):
-        trial, arch = loop.ask(study, space, waiting=False)
-        got = loop.recipe_overrides(trial._trial_id)
+        asked = ask_candidate(loop, study, space)
+        arch, got = asked.architecture, dict(asked.suggestion.recipe)
         target = space.to_flexibert(arch)
         overlaps = {
             "/ckpt/wide": weight_overlap(space.to_flexibert(wide), target),
@@ -247,5 +256,4 @@ def test_weight_transfer_picks_the_neighbour_with_the_largest_overlap(
             decisions += 1
         else:
             assert got == {}
-        assert loop.recipe_overrides(trial._trial_id) == {}  # handed out once
     assert decisions > 0  # the wide 4-layer model covers most 256-wide proposals

@@ -180,7 +180,7 @@ def test_acquire_whose_deadline_passes_before_the_grant(tmp_path: Path) -> None:
     try:
         h = srv.manager.launch(SearchSpec.from_dict(table_spec("d", 2)))
         slow = threading.Event()
-        real_ask = h.loop.ask
+        real_ask = h.loop.suggest
 
         def slow_ask(*args: Any, **kw: Any) -> Any:
             if not slow.is_set():
@@ -188,7 +188,7 @@ def test_acquire_whose_deadline_passes_before_the_grant(tmp_path: Path) -> None:
                 time.sleep(2.0)  # longer than the caller's deadline
             return real_ask(*args, **kw)
 
-        h.loop.ask = slow_ask  # type: ignore[method-assign]
+        h.loop.suggest = slow_ask  # type: ignore[method-assign]
         caps = pb.WorkerCapabilities(trainers=["table"], device="cpu")
         with grpc.insecure_channel(srv.address) as ch:
             stub = pb.DESCRIPTOR.services_by_name["WorkerService"]

@@ -12,7 +12,8 @@ import optuna
 import pytest
 from _procs import TABLE
 
-from archsearch.search import BoshnasLoop
+from archsearch.search._weight_transfer import transfer_source
+from archsearch.server._suggest import loop_snapshot
 from archsearch.server.client import ClientError
 from archsearch.spaces import FlexiBertSmallSpace
 from archsearch.worker import CandidateError, TrainContext
@@ -121,4 +122,4 @@ def test_library_loop_names_an_uploaded_neighbour_by_trial() -> None:
         t.set_user_attr("candidate", {"architecture": arch})
         t.set_user_attr("info", info)
         study.tell(t, 0.8)
-        assert BoshnasLoop._transfer_source(study, space, arch) == expected
+        assert transfer_source(loop_snapshot(study, space), arch) == expected

@@ -67,7 +67,7 @@ def test_a_new_trainer_registers_with_one_decorator() -> None:
                 def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
                     raise NotImplementedError
     finally:
-        TRAINERS.pop("echo-test")
+        TRAINERS.unregister("echo-test")
 
 
 def test_model_factories_by_space() -> None:

@@ -1,0 +1,52 @@
+"""The BOSHNAS loop: FlexiBERT's search over a library of embedded candidates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from archsearch.search._base import LOOPS
+from archsearch.search._library_loops import LibraryLoop
+from archsearch.spaces import SpecError
+
+if TYPE_CHECKING:  # surrogates import torch: loaded only when the loop is built
+    from archsearch.surrogates import LibraryProposer
+
+
+@LOOPS.register("boshnas")
+class BoshnasLoop(LibraryLoop):
+    """BOSHNAS (Tuli et al.): heteroscedastic neural surrogate + GOBI over the library.
+
+    Options (besides :class:`LibraryLoop`'s), passed to ``surrogates.BoshnasProposer``:
+    ``n_init`` (random rows of the initial design, in flight ones included, default 5; the
+    paper: 10),
+    ``n_starts`` (GOBI starts, default 10), ``performance_bound`` (the best achievable score,
+    e.g. 1.0; default derived from the data), ``surrogate_options`` and ``gobi_options`` (dicts),
+    ``acquisition_search`` (``scan``, default: rank every free row; ``gobi``: the paper's
+    gradient search).
+    """
+
+    OWN = frozenset(
+        {
+            "n_init",
+            "n_starts",
+            "performance_bound",
+            "surrogate_options",
+            "gobi_options",
+            "acquisition_search",
+        }
+    )
+
+    def __init__(
+        self, seed: int | None, n_objectives: int, options: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__("boshnas", seed, n_objectives, options, self.OWN)
+        self.make_proposer(["maximize"] * n_objectives)  # validates the options at launch
+
+    def make_proposer(self, directions: Sequence[str]) -> LibraryProposer:
+        from archsearch.surrogates import BoshnasProposer
+
+        try:
+            return BoshnasProposer(directions, seed=self.seed, **self.own_options)
+        except (TypeError, ValueError) as e:
+            raise SpecError("loop_options", f"not accepted by the boshnas loop: {e}") from e

@@ -1,0 +1,247 @@
+"""The candidate library of the library loops: rows, their embeddings and features.
+
+A library loop (BOSHNAS, the embedding GP) chooses among the rows of a
+:class:`CandidateLibrary`: the space's own enumeration when it has one (the
+``flexibert-small`` table's 620 scored architectures, the hierarchical FlexiBERT level with
+9,312), otherwise ``library_size`` distinct architectures drawn from the space with the
+library's seed. Each row is embedded with :class:`~archsearch.surrogates.Transformer2vec`
+fitted on the library's graphs and cached on disk under ``$ARCHSEARCH_CACHE_DIR/embeddings``
+(default ``~/.cache/archsearch/embeddings``), keyed by the library and the fit's settings:
+every study on the same space reuses them, and a lost cache is only recomputed (the embeddings
+are a pure function of the library and the seed, so the server still keeps no state the
+storage lacks). An architecture the library lacks (a user's enqueued one) is embedded with
+``embed_new`` against the library, without refitting it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from archsearch.spaces import DesignSpace, EnumerableSpace, FeatureSpace, GraphSpace, SpecError
+
+log = logging.getLogger(__name__)
+
+#: Environment variable naming archsearch's cache root (shared with the worker's teacher cache).
+CACHE_DIR_ENV = "ARCHSEARCH_CACHE_DIR"
+#: Bump when the library or the embedding cache's layout changes.
+EMBEDDING_CACHE_VERSION = 1
+#: What a library loop's surrogate sees of a row (loop option ``features``).
+FEATURES = ("both", "embedding", "architecture")
+#: The one-hot value of a parameter an architecture does not have (a layer it lacks).
+ABSENT = "<absent>"
+
+
+def default_cache_root() -> Path:
+    """``$ARCHSEARCH_CACHE_DIR/embeddings``, or ``~/.cache/archsearch/embeddings``."""
+    base = os.environ.get(CACHE_DIR_ENV)
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "archsearch"
+    return root / "embeddings"
+
+
+def arch_key(architecture: dict[str, Any]) -> str:
+    """A canonical string for an architecture (sorted-key JSON)."""
+    return json.dumps(architecture, sort_keys=True, separators=(",", ":"))
+
+
+class CandidateLibrary:
+    """The rows a library loop chooses from: architectures, their keys and embeddings.
+
+    Args:
+        space: The study's design space; it must build graphs (``graph(arch)``) and name its
+            label vocabulary (``graph_labels()``), as the FlexiBERT spaces do.
+        size: Rows drawn when the space has no enumeration of its own.
+        seed: Seed of the draw and of the embedding fit.
+        dim: Embedding dimension.
+        cache_root: Where fitted embeddings are kept (None: no cache).
+    """
+
+    def __init__(
+        self,
+        space: DesignSpace,
+        size: int,
+        seed: int,
+        dim: int,
+        cache_root: Path | None,
+        embedding_options: dict[str, Any] | None = None,
+    ) -> None:
+        from archsearch.surrogates import Transformer2vec
+
+        if not isinstance(space, GraphSpace):
+            raise SpecError(
+                "loop",
+                f"the {space.name!r} space has no architecture graphs, which library loops embed",
+                "use the flexibert or flexibert-small space, or another loop",
+            )
+        self.space = space
+        # The library and its embeddings belong to the space, not to a study: the seed is the
+        # loop option ``library_seed`` (default 0), not the study's, so every study on a space
+        # shares one cached fit.
+        self.archs = _library_architectures(space, size, seed)
+        self.keys = [arch_key(a) for a in self.archs]
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self._graph: Callable[[dict[str, Any]], Any] = space.graph
+        self._options = dict(embedding_options or {})
+        self._t2v = Transformer2vec(
+            labels=space.graph_labels(), dim=dim, seed=seed, **self._options
+        )
+        self._lock = threading.Lock()
+        digest = hashlib.sha256(
+            json.dumps(
+                [
+                    EMBEDDING_CACHE_VERSION,
+                    space.name,
+                    space.options(),
+                    dim,
+                    seed,
+                    self._options,
+                    self.keys,
+                ],
+                sort_keys=True,
+                default=str,
+            ).encode()
+        ).hexdigest()[:24]
+        path = cache_root / f"{space.name}-{digest}.npz" if cache_root is not None else None
+        if path is not None and path.exists():
+            try:
+                self._t2v = Transformer2vec.load(path)
+                log.info("library embeddings loaded from %s", path)
+            except (OSError, ValueError, KeyError) as e:
+                log.warning("ignoring embedding cache %s (%s); refitting", path, e)
+                path.unlink(missing_ok=True)
+        if not len(self._t2v.keys):
+            graphs = {k: space.graph(a) for k, a in zip(self.keys, self.archs, strict=True)}
+            self._t2v.fit(graphs)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+                self._t2v.save(tmp)
+                os.replace(tmp, path)
+                log.info("library embeddings (%d rows) cached in %s", len(self.keys), path)
+        self.embeddings = np.asarray(self._t2v.vectors(self.keys), dtype=np.float64)
+        self._encoder: Any = None  # sklearn OneHotEncoder, fitted on first use
+        self._names: list[str] | None = None
+        self._onehot: np.ndarray | None = None
+        self._both: np.ndarray | None = None  # embeddings | one-hot, rebuilt when rows change
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _feature_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(self.space, FeatureSpace):
+            return dict(self.space.feature_params(architecture))
+        return dict(self.space.to_params(architecture))
+
+    def _params_table(self, archs: Sequence[dict[str, Any]]) -> np.ndarray:
+        """One row per architecture, one column per parameter name of the library: the value
+        as a string, ``ABSENT`` where the architecture lacks the parameter (fewer layers)."""
+        rows = [self._feature_params(a) for a in archs]
+        if self._names is None:
+            self._names = sorted({name for r in rows for name in r})
+        return np.asarray(
+            [[str(r.get(n, ABSENT)) for n in self._names] for r in rows], dtype=object
+        ).reshape(len(rows), len(self._names))
+
+    def architecture_features(self) -> np.ndarray:
+        """One-hot codes of every row's readable parameters (``feature_params`` when the space
+        has it, else ``to_params``), one column per (parameter, value) of the library, built
+        with scikit-learn's ``OneHotEncoder`` on first use. A row added later with a value the
+        library lacks gets zeros for that parameter."""
+        with self._lock:
+            if self._encoder is None:
+                from sklearn.preprocessing import OneHotEncoder
+
+                table = self._params_table(self.archs)
+                self._encoder = OneHotEncoder(
+                    handle_unknown="ignore", sparse_output=False, dtype=np.float64
+                ).fit(table)
+                self._onehot = self._encoder.transform(table)
+            assert self._onehot is not None
+            missing = len(self.archs) - self._onehot.shape[0]
+            if missing > 0:  # rows added by ``row`` since the encoder was fitted
+                extra = self._encoder.transform(self._params_table(self.archs[-missing:]))
+                self._onehot = np.vstack([self._onehot, extra])
+            return self._onehot
+
+    def features(self, kind: str) -> np.ndarray:
+        """The surrogate's inputs: ``embedding`` (Transformer2vec, the paper's), ``architecture``
+        (one-hot parameters) or ``both`` (their concatenation)."""
+        if kind == "embedding":
+            return self.embeddings
+        if kind == "architecture":
+            return self.architecture_features()
+        if kind == "both":
+            onehot = self.architecture_features()  # brings rows added by ``row`` up to date
+            if self._both is None or self._both.shape[0] != onehot.shape[0]:
+                self._both = np.hstack([self.embeddings, onehot])
+            return self._both
+        raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(FEATURES)}")
+
+    def row(self, architecture: dict[str, Any]) -> int:
+        """The row of ``architecture``, adding (and embedding) it when the library lacks it."""
+        key = arch_key(architecture)
+        found = self.index.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            vec = self._t2v.embed_new({key: self._graph(architecture)})
+            self.archs.append(architecture)
+            self.keys.append(key)
+            self.index[key] = len(self.keys) - 1
+            self.embeddings = np.vstack([self.embeddings, np.asarray(vec, dtype=np.float64)])
+            return self.index[key]
+
+
+def _library_architectures(space: DesignSpace, size: int, seed: int) -> list[dict[str, Any]]:
+    """The space's enumeration when it has one, else ``size`` distinct seeded draws."""
+    if isinstance(space, EnumerableSpace):
+        archs = list(space.enumerate())
+        if archs:
+            return archs
+    rng = random.Random(seed)
+    seen: dict[str, dict[str, Any]] = {}
+    attempts = 0
+    while len(seen) < size and attempts < size * 20:
+        a = space.sample(rng)
+        seen.setdefault(arch_key(a), a)
+        attempts += 1
+    return list(seen.values())
+
+
+def check_embedding_options(emb: dict[str, Any], dim: int, seed: int) -> None:
+    """Builds the library's embedder with ``emb`` at launch, so that a bad option is a
+    SpecError now rather than a crash when the first library is built."""
+    from archsearch.surrogates import Transformer2vec
+
+    taken = sorted(set(emb) & {"labels", "dim", "seed"})
+    if taken:
+        raise SpecError(
+            f"loop_options.embedding.{taken[0]}",
+            "is set by the loop",
+            "use loop_options.embedding_dim or loop_options.library_seed",
+        )
+    timeout = emb.get("ged_timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        raise SpecError("loop_options.embedding.ged_timeout", f"must be > 0, got {timeout!r}")
+    try:
+        Transformer2vec(labels=["x"], dim=dim, seed=seed, **emb)
+    except (TypeError, ValueError) as e:
+        raise SpecError("loop_options.embedding", str(e)) from e
+
+
+def positive_int(opts: dict[str, Any], key: str, default: int) -> int:
+    value = opts.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SpecError(f"loop_options.{key}", f"must be a positive int, got {value!r}")
+    return value

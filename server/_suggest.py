@@ -1,0 +1,168 @@
+"""The server's side of a loop's ``suggest``: the snapshot it reads, the Optuna bookkeeping.
+
+Loops (``archsearch.search``) see a study as frozen data and answer with
+:class:`~archsearch.search.Suggestion` s; everything Optuna-shaped happens here:
+
+* :func:`loop_snapshot` builds the :class:`~archsearch.search.LoopSnapshot` of a study, whose
+  trials are read (once, lazily) from the storage as :class:`~archsearch.search.TrialView` s;
+* :func:`ask_candidate` pops a re-queued trial (``Study.ask`` with its fixed parameters), or
+  asks the loop for one suggestion and realises it: a trial the Optuna-sampler loop already
+  asked is used as is; otherwise the trial is created here, with the parameters of the
+  architecture (the space's ``to_params``, with the distributions its ``suggest`` declares, so
+  the dashboard shows them like a sampler's) and the loop's attributes as system attributes.
+
+Inside the server's ``DeferredTrialStorage.deferring()`` every trial created here is
+provisional until the candidate pool stores it, whole, in one transaction. The same functions
+drive loops on any Optuna storage (``benchmarks/nas_table.py``, the loop conformance suite).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import FixedTrial, FrozenTrial
+
+from archsearch.search import LoopSnapshot, SearchLoop, Suggestion, TrialView
+from archsearch.server import _storage
+from archsearch.spaces import DesignSpace, SpecError, validate_data, validate_recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class AskedCandidate:
+    """A trial created (or popped) for a suggestion, with what the pool stores on it.
+
+    Attributes:
+        trial_id: The trial's storage id (provisional inside ``deferring()``).
+        number: Its number in the study.
+        architecture: The architecture, as the space rebuilds it from the trial's parameters.
+        suggestion: The loop's suggestion (a popped re-queued trial: the architecture alone).
+        requeued: The trial was re-queued (a retry or a user's enqueued candidate), not
+            suggested by the loop.
+    """
+
+    trial_id: int
+    number: int
+    architecture: dict[str, Any]
+    suggestion: Suggestion
+    requeued: bool = False
+
+
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return types.MappingProxyType(dict(mapping or {}))
+
+
+def trial_view(t: FrozenTrial) -> TrialView:
+    """A loop's read-only view of a stored trial."""
+    cand = t.user_attrs.get("candidate")
+    arch = cand.get("architecture") if isinstance(cand, dict) else None
+    info = t.user_attrs.get("info")
+    kind = cand.get("kind", "train") if isinstance(cand, dict) else "train"
+    return TrialView(
+        number=t.number,
+        state=t.state.name,
+        params=_frozen(t.params),
+        values=None if t.values is None else tuple(t.values),
+        architecture=_frozen(arch) if isinstance(arch, dict) else None,
+        attrs=_frozen(t.system_attrs),
+        info=_frozen(info if isinstance(info, dict) else None),
+        completed_at=t.datetime_complete,
+        kind=str(kind),
+    )
+
+
+def loop_snapshot(
+    study: optuna.Study,
+    space: DesignSpace,
+    storage: optuna.storages.BaseStorage | None = None,
+    directions: Sequence[str] | None = None,
+) -> LoopSnapshot:
+    """The snapshot a loop is asked with; its trials are read on first use.
+
+    Args:
+        study: The study (opened with the loop's ``sampler``).
+        space: The study's design space.
+        storage: The storage ``study`` was opened on (default: the study's own).
+        directions: The study's directions when the caller knows them (the server: from the
+            spec); otherwise read from the storage (one query per call).
+    """
+    storage = _storage.storage_of(study) if storage is None else storage
+    if directions is None:
+        directions = [d.name.lower() for d in study.directions]
+    study_id = _storage.study_id_of(study)
+
+    def load() -> tuple[TrialView, ...]:
+        return tuple(trial_view(t) for t in storage.get_all_trials(study_id, deepcopy=False))
+
+    return LoopSnapshot(
+        study_name=study.study_name,
+        directions=tuple(directions),
+        space=space,
+        load_trials=load,
+        optuna_study=study,
+    )
+
+
+def ask_candidate(
+    loop: SearchLoop,
+    study: optuna.Study,
+    space: DesignSpace,
+    storage: optuna.storages.BaseStorage | None = None,
+    waiting: bool = False,
+    directions: Sequence[str] | None = None,
+) -> AskedCandidate:
+    """The next candidate of ``study``: a re-queued trial when ``waiting``, else the loop's.
+
+    Args:
+        waiting: The study has WAITING trials (the server tracks its queue): the next one is
+            popped with its fixed parameters and the loop is not asked.
+        directions: See :func:`loop_snapshot`.
+
+    Raises:
+        SpecError: The loop cannot propose more, or its suggestion is not valid (its
+            architecture is not in the space, or its recipe or data keys are bad).
+    """
+    storage = _storage.storage_of(study) if storage is None else storage
+    if waiting:
+        trial = study.ask()
+        arch = space.suggest(trial)
+        tid = _storage.trial_id_of(trial)
+        return AskedCandidate(tid, trial.number, arch, Suggestion(architecture=arch), True)
+    (suggestion,) = loop.suggest(loop_snapshot(study, space, storage, directions), 1)
+    return realise(storage, _storage.study_id_of(study), space, suggestion)
+
+
+def realise(
+    storage: optuna.storages.BaseStorage,
+    study_id: int,
+    space: DesignSpace,
+    suggestion: Suggestion,
+) -> AskedCandidate:
+    """The trial of ``suggestion``: the one the loop asked, or a new one with the
+    architecture's parameters and the loop's attributes.
+
+    Raises:
+        SpecError: The suggestion's kind, recipe or data keys are not valid.
+    """
+    if not isinstance(suggestion.kind, str) or not suggestion.kind:
+        raise SpecError("suggestion.kind", f"must be a non-empty string, got {suggestion.kind!r}")
+    if suggestion.recipe:
+        validate_recipe(dict(suggestion.recipe))
+    if suggestion.data:
+        validate_data(dict(suggestion.data))
+    if suggestion.asked_trial is not None:
+        tid = suggestion.asked_trial
+        number = storage.get_trial(tid).number
+        return AskedCandidate(tid, number, dict(suggestion.architecture), suggestion)
+    fixed = FixedTrial(space.to_params(dict(suggestion.architecture)))
+    arch = space.suggest(fixed)  # type: ignore[arg-type]  # records the distributions
+    tid = storage.create_new_trial(study_id)
+    for name, value in fixed.params.items():
+        dist = fixed.distributions[name]
+        storage.set_trial_param(tid, name, dist.to_internal_repr(value), dist)
+    for key, value in suggestion.attrs.items():
+        storage.set_trial_system_attr(tid, key, value)
+    return AskedCandidate(tid, storage.get_trial(tid).number, arch, suggestion)

@@ -61,8 +61,12 @@ def test_every_option_has_help_and_shows_its_default() -> None:
     parser = cli.build_parser()
     assert "``" not in parser.format_help() and "``" not in (parser.description or "")
     commands = _subparsers(parser)
-    assert set(commands) == {"serve", "worker", "launch", "studies", "show", "stop", "demo"}
-    for name, sub in [("", parser), *commands.items()]:
+    assert set(commands) == {
+        *("serve", "worker", "launch", "studies", "show", "stop", "demo", "fleet")
+    }
+    fleet = {f"fleet {k}": v for k, v in _subparsers(commands["fleet"]).items()}
+    assert set(fleet) == {f"fleet {k}" for k in ("slurm", "ray", "k8s", "status", "stop")}
+    for name, sub in [("", parser), *commands.items(), *fleet.items()]:
         text = "".join(sub.format_help().split())  # no spaces: wrapping breaks at hyphens
         for action in sub._actions:
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):

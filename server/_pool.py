@@ -218,12 +218,13 @@ class CandidatePool:
         fp = ""
         written: Future[Any] | None = None
         if candidate is None:
+            # the loop may set keys per candidate (BOSHNAS: a weight-transfer source); a
+            # space of training settings (lora) moves its parameters into the recipe
+            architecture, recipe = h.space.candidate_parts(
+                arch, {**h.spec.recipe, **h.loop.recipe_overrides(tid)}
+            )
             candidate = Candidate(
-                space=h.spec.space,
-                architecture=arch,
-                # the loop may set keys per candidate (BOSHNAS: a weight-transfer source)
-                recipe={**h.spec.recipe, **h.loop.recipe_overrides(tid)},
-                data=dict(h.spec.data),
+                space=h.spec.space, architecture=architecture, recipe=recipe, data=dict(h.spec.data)
             )
             user: dict[str, Any] = {
                 "candidate": candidate.to_dict(),

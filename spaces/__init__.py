@@ -56,6 +56,7 @@ from archsearch.spaces._graph import (
     node_labels,
     ordered_labels,
 )
+from archsearch.spaces._lora import LoraSpace
 from archsearch.spaces._table import TABLE_METRIC, TABLE_TASK_NAMES, NasTable, load_table
 from archsearch.spaces._tasks import (
     GLUE_TASK_IDS,
@@ -72,6 +73,7 @@ SPACES: dict[str, type[DesignSpace]] = {
     BertSpace.name: BertSpace,
     FlexiBertSmallSpace.name: FlexiBertSmallSpace,
     FlexiBertSpace.name: FlexiBertSpace,
+    LoraSpace.name: LoraSpace,
 }
 
 
@@ -110,6 +112,7 @@ __all__ = [
     "FlexiBertSmallSpace",
     "FlexiBertSpace",
     "GlueTask",
+    "LoraSpace",
     "NasTable",
     "SpecError",
     "TrainerInfo",

@@ -36,7 +36,9 @@ class DesignSpace(abc.ABC):
         * :class:`~archsearch.spaces.FlexiBertSpace`: ``flexibert``, FlexiBERT's heterogeneous
           space (variants, hierarchical or not);
         * :class:`~archsearch.spaces.FlexiBertSmallSpace`: ``flexibert-small``, FlexiBERT's
-          small space, optionally restricted to the rows a NAS table scores.
+          small space, optionally restricted to the rows a NAS table scores;
+        * :class:`~archsearch.spaces.LoraSpace`: ``lora``, LoRA / DyLoRA fine-tuning settings
+          (they go into the candidate's recipe, see ``candidate_parts``).
 
     A new space registers its name in ``SPACES`` and runs the conformance suite
     ``tests/conformance/space_suite.py`` (``SpaceConformance``) with a subclass in
@@ -69,3 +71,11 @@ class DesignSpace(abc.ABC):
     def options(self) -> dict[str, Any]:
         """The options this space was built with (JSON-serialisable)."""
         return {}
+
+    def candidate_parts(
+        self, architecture: dict[str, Any], recipe: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The candidate's architecture and recipe for a suggested ``architecture`` and the
+        study's ``recipe``: both unchanged here; a space whose parameters are training
+        settings (``lora``) moves them into the recipe."""
+        return architecture, recipe

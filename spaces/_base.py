@@ -72,6 +72,11 @@ class DesignSpace(abc.ABC):
         """The options this space was built with (JSON-serialisable)."""
         return {}
 
+    def describe_candidate(self, candidate: dict[str, Any]) -> str:
+        """A one-line description of a candidate of this space (its ``to_dict()``): its
+        architecture's, unless the space keeps its parameters elsewhere."""
+        return self.describe(candidate["architecture"])
+
     def candidate_parts(
         self, architecture: dict[str, Any], recipe: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -174,6 +174,20 @@ class LoraSpace(DesignSpace):
             f"{'+'.join(architecture['targets'])} r_max={architecture['r_max']}"
         )
 
+    def describe_candidate(self, candidate: dict[str, Any]) -> str:
+        """The setting of a ``lora`` candidate, read from its ``recipe.lora``."""
+        recipe = candidate.get("recipe") or {}
+        lora = recipe.get("lora") or {}
+        if candidate.get("architecture") or not isinstance(lora, dict):
+            return self.describe(candidate.get("architecture") or {})
+        lr = recipe.get("learning_rate")
+        return (
+            f"{lora.get('mode', 'dylora')} lr={lr:.2e} alpha={lora.get('alpha')} "
+            f"{'+'.join(lora.get('targets') or [])} r_max={lora.get('r_max')}"
+            if isinstance(lr, int | float)
+            else f"{lora.get('mode', 'dylora')} {lora}"
+        )
+
     def candidate_parts(
         self, architecture: dict[str, Any], recipe: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -11,6 +11,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from archsearch.server._convert import study_to_pb, trial_to_pb
+from archsearch.server._errors import InvalidArgument
+from archsearch.server._format import format_study, rank_trials_of
+from archsearch.server._objectives import checked_report
 from archsearch.server._rank_trials import (
     RANK_OF_ATTR,
     RANK_PARAM,
@@ -148,9 +152,9 @@ def _run(m: StudyManager, name: str, budget: int) -> list[int]:
 
 
 def test_a_dylora_study_records_each_rank_once_and_spends_one_training_per_setting(
-    tmp_path: Path,
+    storage_url: str,
 ) -> None:
-    url = f"sqlite:///{tmp_path / 's.db'}"
+    url = storage_url
     m = StudyManager(url, lease_duration_s=30, heartbeat_interval_s=5)
     try:
         m.launch(lora_spec("ranks", 2))
@@ -214,3 +218,28 @@ def test_ranks_of_a_study_still_running_survive_a_restart(tmp_path: Path) -> Non
         assert numbers == list(range(len(trials)))  # dense, none taken twice
     finally:
         m2.close()
+
+
+def test_show_names_each_rank_and_its_training(tmp_path: Path) -> None:
+    m = StudyManager(f"sqlite:///{tmp_path / 's.db'}", lease_duration_s=30, heartbeat_interval_s=5)
+    try:
+        h = m.launch(lora_spec("shown", 1))
+        (number,) = _run(m, "shown", 1)
+        trials = [trial_to_pb(t) for t in m.trials(h)]
+        text = format_study(study_to_pb(m.snapshot(h)), trials)
+    finally:
+        m.close()
+    assert "3 rank trials" in text
+    for b in (1, 2, 3):
+        assert f"rank {b} of #{number}" in text
+    assert "dylora lr=" in text and "{}" not in text  # rank trials show their training's setting
+    links = rank_trials_of(trials)
+    assert sorted(r for r, _ in links.values()) == [1, 2, 3]
+    assert all(training.number == number for _, training in links.values())
+
+
+def test_a_report_may_name_a_metric_at_a_label_only() -> None:
+    assert checked_report({"accuracy@r3": 0.5, "sst2.accuracy@r12": 0.6}, {})
+    for bad in ("accuracy@", "@r3", "accuracy@r 3", "accuracy@r3@r4", "accuracy@" + "r" * 33):
+        with pytest.raises(InvalidArgument, match="accuracy@r4"):
+            checked_report({bad: 0.5}, {})

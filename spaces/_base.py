@@ -77,6 +77,11 @@ class DesignSpace(abc.ABC):
         architecture's, unless the space keeps its parameters elsewhere."""
         return self.describe(candidate["architecture"])
 
+    def check_recipe(self, recipe: dict[str, Any]) -> None:
+        """Raises SpecError when a study's ``recipe`` sets what this space searches (nothing
+        here; ``lora`` searches recipe settings)."""
+        return None
+
     def candidate_parts(
         self, architecture: dict[str, Any], recipe: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -188,6 +188,19 @@ class LoraSpace(DesignSpace):
             else f"{lora.get('mode', 'dylora')} {lora}"
         )
 
+    def check_recipe(self, recipe: dict[str, Any]) -> None:
+        """Refuses a ``recipe.lora`` that sets what this space decides for each candidate
+        (mode, alpha, targets, r_max), which would otherwise be silently replaced."""
+        lora = recipe.get("lora") or {}
+        for key in ("mode", "alpha", "targets", "r_max"):
+            if key in lora:
+                fix = "space_options.mode" if key == "mode" else f"space_options.{key} (choices)"
+                raise SpecError(
+                    f"recipe.lora.{key}",
+                    "is set by the lora space for each candidate",
+                    f"use {fix}",
+                )
+
     def candidate_parts(
         self, architecture: dict[str, Any], recipe: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -24,6 +24,7 @@ from archsearch.server._rank_trials import (
 )
 from archsearch.server._spec import Objective, SearchSpec
 from archsearch.server._studies import StudyManager
+from archsearch.spaces import SpecError
 
 #: What a ``lora`` trial on SST-2 with r_max 3 reports (single task: unprefixed and prefixed).
 METRICS = {
@@ -121,6 +122,15 @@ def lora_spec(name: str, n_trials: int) -> SearchSpec:
             "recipe": {"max_steps": 6, "lora": {"model": "/models/tiny"}},
         }
     )
+
+
+@pytest.mark.parametrize("key", ["mode", "alpha", "targets", "r_max"])
+def test_a_lora_study_may_not_set_what_its_space_searches(key: str) -> None:
+    spec = lora_spec("x", 1).to_dict()
+    spec["recipe"]["lora"][key] = {"mode": "lora", "targets": ["key"]}.get(key, 4)
+    with pytest.raises(SpecError) as e:
+        SearchSpec.from_dict(spec)
+    assert e.value.field == f"recipe.lora.{key}" and "space_options" in str(e.value)
 
 
 def dylora_metrics(lr: float) -> dict[str, float]:

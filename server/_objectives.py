@@ -10,7 +10,9 @@ import re
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._spec import AGGREGATE_METRICS, SearchSpec
 
-MAX_METRICS = 256
+#: Metrics per report: a DyLoRA trial reports a few per rank scored, prefixed and not (r_max 64
+#: on MRPC: about 420), so the bound is generous; it guards only against absurd reports.
+MAX_METRICS = 2048
 #: A reported metric: a metric name, or one at a label (``accuracy@r4``: DyLoRA's rank 4, see
 #: ``TrainerInfo.labelled_metrics`` and ``_rank_trials``).
 REPORTED_METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}(@[A-Za-z0-9_.]{1,32})?$")

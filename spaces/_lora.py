@@ -97,7 +97,7 @@ class LoraSpace(DesignSpace):
         self.targets = _targets_choices(
             options.get("targets", [["query", "value"], ["query", "key", "value"]])
         )
-        self.r_max = int_choices("r_max", options.get("r_max", [8]), 1, 1024)
+        self.r_max = int_choices("r_max", options.get("r_max", [8]), 1, 256)
         self.mode = options.get("mode", "dylora")
         if self.mode not in LORA_SPACE_MODES:
             raise SpecError(

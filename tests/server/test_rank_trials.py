@@ -248,6 +248,18 @@ def test_show_names_each_rank_and_its_training(tmp_path: Path) -> None:
     assert all(training.number == number for _, training in links.values())
 
 
+def test_a_dylora_report_at_a_large_rank_is_accepted() -> None:
+    """r_max 64 on MRPC: f1, accuracy and trainable_params at every rank, prefixed and not."""
+    ranked = {
+        f"{prefix}{m}@r{b}": 0.5
+        for prefix in ("", "mrpc.")
+        for m in ("f1", "accuracy", "trainable_params")
+        for b in range(1, 65)
+    }
+    report = {**METRICS, **ranked}
+    assert len(report) > 384 and checked_report(report, {}) == report
+
+
 def test_a_report_may_name_a_metric_at_a_label_only() -> None:
     assert checked_report({"accuracy@r3": 0.5, "sst2.accuracy@r12": 0.6}, {})
     for bad in ("accuracy@", "@r3", "accuracy@r 3", "accuracy@r3@r4", "accuracy@" + "r" * 33):

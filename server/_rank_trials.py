@@ -16,7 +16,12 @@ trainable parameters, with no extra work:
 * user attribute :data:`RANK_OF_ATTR`: the training trial's number (and ``lora_rank``).
 
 Rank trials hold no ``candidate`` attribute: nothing re-leases, re-trains or de-duplicates them,
-and they do not count against ``n_trials`` (:func:`is_rank_trial`).
+and they do not count against ``n_trials`` (:func:`is_rank_trial`; the start-up rebuild in
+``_registry`` skips them). ``TrialOutcomes.complete`` stores them with the training trial's
+completion, in one transaction (:func:`finish_with_ranks_op`): a restart finds a completed
+DyLoRA trial with all its ranks or an unfinished one with none, and a repeated completion report
+is answered from the stored trial without recording anything. ``archsearch show`` notes each as
+``rank b of #N`` (``_format.rank_trials_of``).
 """
 
 from __future__ import annotations

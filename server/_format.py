@@ -286,7 +286,9 @@ def study_dict(s: Any) -> dict[str, Any]:
     }
 
 
-def trial_dict(t: Any) -> dict[str, Any]:
+def trial_dict(t: Any, rank: tuple[int, Any] | None = None) -> dict[str, Any]:
+    """A trial as ``show --json`` prints it; a DyLoRA rank trial (``rank``, from
+    :func:`rank_trials_of`) names its training trial in ``rank_of``."""
     return {
         "number": t.number,
         "state": TRIAL_STATE_NAMES[t.state],
@@ -301,4 +303,5 @@ def trial_dict(t: Any) -> dict[str, Any]:
         "started_at": t.started_at,
         "finished_at": t.finished_at,
         "duplicate_of": t.duplicate_of if t.duplicate_of >= 0 else None,
+        "rank_of": rank[1].number if rank else None,
     }

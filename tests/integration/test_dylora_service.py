@@ -4,6 +4,7 @@ with the training trial and one COMPLETE trial per rank, linked to it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -101,4 +102,13 @@ def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list
         check=True,
     ).stdout
     assert f"{R_MAX} rank trials" in show and f"rank 1 of #{training.number}" in show, show
+    as_json = subprocess.run(
+        cli("show", "dylora", "--json", "--server", server.address),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    links = {t["number"]: t["rank_of"] for t in json.loads(as_json)["trials"]}
+    assert links == {t.number: (training.number if is_rank_trial(t) else None) for t in trials}
     assert time.monotonic() - began < 90

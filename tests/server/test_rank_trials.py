@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from archsearch.server._convert import study_to_pb, trial_to_pb
 from archsearch.server._errors import InvalidArgument
-from archsearch.server._format import format_study, rank_trials_of
+from archsearch.server._format import format_study, rank_trials_of, trial_dict
 from archsearch.server._objectives import checked_report
 from archsearch.server._rank_trials import (
     RANK_OF_ATTR,
@@ -246,6 +246,8 @@ def test_show_names_each_rank_and_its_training(tmp_path: Path) -> None:
     links = rank_trials_of(trials)
     assert sorted(r for r, _ in links.values()) == [1, 2, 3]
     assert all(training.number == number for _, training in links.values())
+    as_json = [trial_dict(t, links.get(t.number)) for t in trials]
+    assert [d["rank_of"] for d in as_json] == [None, number, number, number]
 
 
 def test_a_dylora_report_at_a_large_rank_is_accepted() -> None:

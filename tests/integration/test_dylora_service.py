@@ -1,6 +1,7 @@
-"""A DyLoRA study through the real service: a server process and one ``archsearch worker
---trainer lora`` process really fine-tune a tiny local base on an SST-2 slice; the storage ends
-with the training trial and one COMPLETE trial per rank, linked to it."""
+"""A DyLoRA study through the real service: ``archsearch launch``, a server process and one
+``archsearch worker --trainer lora`` process really fine-tune a tiny local base on an SST-2
+slice; the storage ends with the training trial and one COMPLETE trial per rank, linked to it,
+and ``archsearch show`` names each rank's training trial."""
 
 from __future__ import annotations
 
@@ -51,8 +52,14 @@ def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list
         },
         "data": {"task": "sst2", "train_subset": 64, "eval_subset": 32},
     }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    subprocess.run(  # what a user runs
+        cli("launch", "--spec", str(tmp_path / "spec.json"), "--server", server.address),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     with SearchClient(server.address) as client:
-        client.launch(spec)
         worker = Proc(
             cli(
                 "worker",

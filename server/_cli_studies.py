@@ -154,14 +154,21 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from archsearch.server._format import format_study, study_dict, trial_dict, worker_note
+    from archsearch.server._format import (
+        format_study,
+        rank_trials_of,
+        study_dict,
+        trial_dict,
+        worker_note,
+    )
 
     with _search_client(args) as client:
         study = client.get_study(args.name)
         trials = client.list_trials(args.name)
     if args.json:
         out = study_dict(study)
-        out["trials"] = [trial_dict(t) for t in trials]
+        ranks = rank_trials_of(trials)
+        out["trials"] = [trial_dict(t, ranks.get(t.number)) for t in trials]
         print(json.dumps(out, indent=2))
     else:
         print(format_study(study, trials, limit=args.limit))

@@ -46,7 +46,7 @@ def describe(candidate_json: str) -> str:
 
     try:
         cand = json.loads(candidate_json or "{}")
-        return SPACES[cand["space"]]().describe(cand["architecture"])
+        return SPACES[cand["space"]]().describe_candidate(cand)
     except Exception:
         return candidate_json[:60]
 
@@ -110,15 +110,40 @@ def pruned_metrics(t: pb.Trial, first_metric: str) -> dict[str, float]:
     return out
 
 
-def trial_note(t: pb.Trial, max_steps: Any = None) -> str:
-    """The table's note: a repeat's original ("= #2"), where a pruned trial stopped, or why a
-    trial failed."""
+def trial_note(t: pb.Trial, max_steps: Any = None, rank: tuple[int, pb.Trial] | None = None) -> str:
+    """The table's note: a repeat's original ("= #2"), a DyLoRA rank trial's rank and training
+    trial (``rank``, see :func:`rank_trials_of`: "rank 3 of #2"), where a pruned trial stopped,
+    or why a trial failed."""
     if t.duplicate_of >= 0:
         return f"= #{t.duplicate_of} (repeat)"
+    if rank is not None:
+        return f"rank {rank[0]} of #{rank[1].number}"
     if t.state == pb.PRUNED and t.intermediate_values:
         of = f" of {max_steps}" if max_steps else ""
         return f"pruned at step {max(t.intermediate_values)}{of}"
     return (t.fail_reason or "")[:40]
+
+
+def rank_trials_of(trials: Sequence[pb.Trial]) -> dict[int, tuple[int, pb.Trial]]:
+    """DyLoRA rank trials (``server/_rank_trials.py``) by number: their rank and training trial.
+
+    The link (user attribute ``rank_of``) is not on the wire; the training trial is the latest
+    completed trial before the rank trial with its parameters but the rank (rank trials are
+    stored with their training trial's completion)."""
+    from archsearch.server._rank_trials import RANK_PARAM
+
+    out: dict[int, tuple[int, pb.Trial]] = {}
+    trained: dict[str, pb.Trial] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        params = json.loads(t.params_json or "{}")
+        rank = params.pop(RANK_PARAM, None)
+        key = json.dumps(params, sort_keys=True)
+        if rank is None:
+            if t.state == pb.COMPLETE and t.duplicate_of < 0:
+                trained[key] = t
+        elif key in trained:
+            out[t.number] = (int(rank), trained[key])
+    return out
 
 
 def _read_time_columns(
@@ -160,6 +185,7 @@ def _read_time_columns(
 def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -> str:
     spec = json.loads(study.spec_json)
     repeats = sum(1 for t in trials if t.duplicate_of >= 0)
+    ranks = rank_trials_of(trials)
     objectives = ", ".join(
         f"{o.metric} ({'max' if o.direction == pb.MAXIMIZE else 'min'})" for o in study.objectives
     )
@@ -170,7 +196,8 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         f"  objectives: {objectives}",
         f"  trials: {study.n_complete} complete, {study.n_pruned} pruned, {study.n_fail} failed, "
         f"{study.n_running} running, {study.n_waiting} waiting (budget {study.n_trials})"
-        + (f"; {repeats} repeated candidates (= #N)" if repeats else ""),
+        + (f"; {repeats} repeated candidates (= #N)" if repeats else "")
+        + (f"; {len(ranks)} rank trials (rank b of #N: no training)" if ranks else ""),
         "",
     ]
     metrics = [o.metric for o in study.objectives]
@@ -193,10 +220,10 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
                 TRIAL_STATE_NAMES[t.state],
                 *vals,
                 *(col.get(t.number, "") for col in extra.values()),
-                describe(t.candidate_json),
+                describe((ranks[t.number][1] if t.number in ranks else t).candidate_json),
                 t.attempt or "",
                 _duration(t),
-                trial_note(t, max_steps),
+                trial_note(t, max_steps, ranks.get(t.number)),
             ]
         )
     headers = ["#", "state", *metrics, *extra, "architecture", "retry", "time", "note"]
@@ -211,7 +238,10 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
             shown_values = "  ".join(
                 f"{m}={v:.4f}" for m, v in zip(metrics, t.values, strict=False)
             )
-            out.append(f"  #{t.number}  {shown_values}  {describe(t.candidate_json)}")
+            rank = ranks.get(t.number)
+            what = describe((rank[1] if rank else t).candidate_json)
+            what += f"  ({trial_note(t, rank=rank)})" if rank else ""
+            out.append(f"  #{t.number}  {shown_values}  {what}")
             out.append(f"      params {t.params_json}")
     return "\n".join(out)
 
@@ -256,7 +286,9 @@ def study_dict(s: Any) -> dict[str, Any]:
     }
 
 
-def trial_dict(t: Any) -> dict[str, Any]:
+def trial_dict(t: Any, rank: tuple[int, Any] | None = None) -> dict[str, Any]:
+    """A trial as ``show --json`` prints it; a DyLoRA rank trial (``rank``, from
+    :func:`rank_trials_of`) names its training trial in ``rank_of``."""
     return {
         "number": t.number,
         "state": TRIAL_STATE_NAMES[t.state],
@@ -271,4 +303,5 @@ def trial_dict(t: Any) -> dict[str, Any]:
         "started_at": t.started_at,
         "finished_at": t.finished_at,
         "duplicate_of": t.duplicate_of if t.duplicate_of >= 0 else None,
+        "rank_of": rank[1].number if rank else None,
     }

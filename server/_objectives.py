@@ -5,11 +5,17 @@ aggregates computed from them here, the one place that reads them for the object
 from __future__ import annotations
 
 import math
+import re
 
 from archsearch.server._errors import InvalidArgument
-from archsearch.server._spec import AGGREGATE_METRICS, METRIC_RE, SearchSpec
+from archsearch.server._spec import AGGREGATE_METRICS, SearchSpec
 
-MAX_METRICS = 256
+#: Metrics per report: a DyLoRA trial reports a few per rank scored, prefixed and not (r_max 64
+#: on MRPC: about 420), so the bound is generous; it guards only against absurd reports.
+MAX_METRICS = 2048
+#: A reported metric: a metric name, or one at a label (``accuracy@r4``: DyLoRA's rank 4, see
+#: ``TrainerInfo.labelled_metrics`` and ``_rank_trials``).
+REPORTED_METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}(@[A-Za-z0-9_.]{1,32})?$")
 MAX_INFO = 64
 MAX_TEXT = 2000
 
@@ -34,8 +40,11 @@ def checked_report(metrics: dict[str, float], info: dict[str, str]) -> dict[str,
     if len(metrics) > MAX_METRICS:
         raise InvalidArgument(f"at most {MAX_METRICS} metrics per trial, got {len(metrics)}")
     for k, v in metrics.items():
-        if not METRIC_RE.match(k):
-            raise InvalidArgument(f"invalid metric name {k!r}: letters, digits, '_' and '.'")
+        if not REPORTED_METRIC_RE.match(k):
+            raise InvalidArgument(
+                f"invalid metric name {k!r}: letters, digits, '_' and '.', optionally "
+                "followed by '@<label>' (a metric at one rank: accuracy@r4)"
+            )
         check_finite(f"metric {k!r}", v)
     if len(info) > MAX_INFO or any(len(k) > 128 or len(v) > MAX_TEXT for k, v in info.items()):
         raise InvalidArgument(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -22,6 +24,7 @@ from archsearch.server._leases import LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
 from archsearch.server._pool import CandidatePool
+from archsearch.server._rank_trials import finish_with_ranks_op, metrics_by_rank, rank_trials
 from archsearch.server._retries import Retries
 from archsearch.server._writer import StorageWriter
 
@@ -125,7 +128,11 @@ class TrialOutcomes:
             self.lifecycle.after_trial_hook(h, tid, TrialState.COMPLETE, values)
             # Metrics, values and state in one queued write; the lock is not held while it
             # commits, and a repeated report meanwhile waits for it (``LeaseTable.resolve``).
-            written = self.writer.submit(_storage.finish_op(tid, TrialState.COMPLETE, values, user))
+            finish = _storage.finish_op(tid, TrialState.COMPLETE, values, user)
+            if metrics_by_rank(metrics):  # DyLoRA: one trial per rank, stored with this one
+                ranks = rank_trials(h.spec, self.storage.get_trial(tid), metrics)
+                finish = finish_with_ranks_op(finish, h.study_id, ranks)
+            written: Future[Any] = self.writer.submit(finish)
             idx.live.pop(tid, None)
             idx.finishing[tid] = (lease_id, written, live.fp)
         try:
@@ -141,6 +148,8 @@ class TrialOutcomes:
                 idx.finishing.pop(tid, None)
                 idx.live[tid] = live
             raise
+        for stored in written.result() or ():  # rank trials took these numbers
+            self.storage.stored(h.study_id, stored.number)
         with h.lock:
             idx.finishing.pop(tid, None)
             idx.done.setdefault(live.candidate.fingerprint(), (live.number, values, metrics))

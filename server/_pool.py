@@ -222,11 +222,15 @@ class CandidatePool:
         fp = ""
         written: Future[Any] | None = None
         if candidate is None:
+            # the loop may set keys per candidate (BOSHNAS: a weight-transfer source); a
+            # space of training settings (lora) moves its parameters into the recipe
+            architecture, recipe = h.space.candidate_parts(
+                arch, {**h.spec.recipe, **suggestion.recipe}
+            )
             candidate = Candidate(
                 space=h.spec.space,
-                architecture=arch,
-                # the loop may set keys per candidate (BOSHNAS: a weight-transfer source)
-                recipe={**h.spec.recipe, **suggestion.recipe},
+                architecture=architecture,
+                recipe=recipe,
                 data={**h.spec.data, **suggestion.data},
                 kind=suggestion.kind,
             )

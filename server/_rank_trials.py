@@ -16,19 +16,26 @@ trainable parameters, with no extra work:
 * user attribute :data:`RANK_OF_ATTR`: the training trial's number (and ``lora_rank``).
 
 Rank trials hold no ``candidate`` attribute: nothing re-leases, re-trains or de-duplicates them,
-and they do not count against ``n_trials`` (:func:`is_rank_trial`).
+and they do not count against ``n_trials`` (:func:`is_rank_trial`; the start-up rebuild in
+``_registry`` skips them). ``TrialOutcomes.complete`` stores them with the training trial's
+completion, in one transaction (:func:`finish_with_ranks_op`): a restart finds a completed
+DyLoRA trial with all its ranks or an unfinished one with none, and a repeated completion report
+is answered from the stored trial without recording anything. ``archsearch show`` notes each as
+``rank b of #N`` (``_format.rank_trials_of``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.server import _storage
 from archsearch.server._dashboard_attrs import completion_attrs
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._objectives import objective_values
@@ -62,14 +69,11 @@ def is_rank_trial(trial: FrozenTrial) -> bool:
     return RANK_OF_ATTR in trial.user_attrs
 
 
-def record_rank_trials(
-    study: optuna.Study, spec: SearchSpec, training: FrozenTrial, metrics: Mapping[str, float]
-) -> list[int]:
-    """Adds one COMPLETE trial per rank ``metrics`` (the completed ``training`` trial's) holds.
-
-    Returns:
-        The ranks recorded, in order (none for a trial that is not a DyLoRA trial).
-    """
+def rank_trials(
+    spec: SearchSpec, training: FrozenTrial, metrics: Mapping[str, float]
+) -> list[FrozenTrial]:
+    """The rank trials of the completed ``training`` trial, which reported ``metrics``
+    (see the module docstring); none for a trial that is not a DyLoRA trial."""
     per_rank = metrics_by_rank(metrics)
     if not per_rank:
         return []
@@ -77,7 +81,7 @@ def record_rank_trials(
         **training.distributions,
         RANK_PARAM: IntDistribution(1, max(per_rank)),
     }
-    recorded = []
+    trials = []
     for rank, rank_metrics in per_rank.items():
         try:
             values = objective_values(spec, rank_metrics)
@@ -88,7 +92,7 @@ def record_rank_trials(
             RANK_OF_ATTR: training.number,
             RANK_PARAM: rank,
         }
-        study.add_trial(
+        trials.append(
             optuna.trial.create_trial(
                 state=TrialState.COMPLETE,
                 params={**training.params, RANK_PARAM: rank},
@@ -97,5 +101,37 @@ def record_rank_trials(
                 user_attrs=user,
             )
         )
-        recorded.append(rank)
-    return recorded
+    return trials
+
+
+def record_rank_trials(
+    study: optuna.Study, spec: SearchSpec, training: FrozenTrial, metrics: Mapping[str, float]
+) -> list[int]:
+    """Adds :func:`rank_trials` to ``study`` through Optuna's own API (the server stores them
+    with the training trial's completion instead: :func:`finish_with_ranks_op`).
+
+    Returns:
+        The ranks recorded, in order (none for a trial that is not a DyLoRA trial).
+    """
+    trials = rank_trials(spec, training, metrics)
+    for t in trials:
+        study.add_trial(t)
+    return [t.params[RANK_PARAM] for t in trials]
+
+
+def finish_with_ranks_op(
+    finish: Callable[[sqlalchemy.Connection], None],
+    study_id: int,
+    ranks: Sequence[FrozenTrial],
+) -> Callable[[sqlalchemy.Connection], list[_storage.StoredTrial]]:
+    """Operation: a training trial's ``finish`` write and the insert of its rank trials, in one
+    transaction: a trial is never COMPLETE without its rank trials, so a restart never has
+    ranks to re-record, and a repeated completion report (answered from the stored trial)
+    never records them twice."""
+    inserts = [_storage.insert_trial_op(study_id, t) for t in ranks]
+
+    def op(conn: sqlalchemy.Connection) -> list[_storage.StoredTrial]:
+        finish(conn)
+        return [insert(conn) for insert in inserts]
+
+    return op

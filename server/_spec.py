@@ -178,6 +178,7 @@ class SearchSpec:
         if space_name == "flexibert-small" and "table" in space_options:
             space_options = {"task": data["task"], **space_options}
         space = make_space(space_name, space_options)
+        space.check_recipe(recipe)  # a space searching recipe settings (lora) owns them
         if info.spaces and space_name not in info.spaces:
             raise SpecError(
                 "trainer",

@@ -56,6 +56,7 @@ from archsearch.spaces._graph import (
     node_labels,
     ordered_labels,
 )
+from archsearch.spaces._lora import LoraSpace
 from archsearch.spaces._protocols import (
     EnumerableSpace,
     FeatureSpace,
@@ -114,6 +115,7 @@ __all__ = [
     "GlueTask",
     "GraphImageSpace",
     "GraphSpace",
+    "LoraSpace",
     "NasTable",
     "Registry",
     "SpecError",

@@ -42,7 +42,9 @@ class DesignSpace(abc.ABC):
         * :class:`~archsearch.spaces.FlexiBertSpace`: ``flexibert``, FlexiBERT's heterogeneous
           space (variants, hierarchical or not);
         * :class:`~archsearch.spaces.FlexiBertSmallSpace`: ``flexibert-small``, FlexiBERT's
-          small space, optionally restricted to the rows a NAS table scores.
+          small space, optionally restricted to the rows a NAS table scores;
+        * :class:`~archsearch.spaces.LoraSpace`: ``lora``, LoRA / DyLoRA fine-tuning settings
+          (they go into the candidate's recipe, see ``candidate_parts``).
 
     A new space registers itself with ``@SPACES.register("name")`` (the registry of
     ``spaces/_registry.py``; ``make_space`` looks names up there), declares its optional
@@ -89,6 +91,23 @@ class DesignSpace(abc.ABC):
         """The options this space was built with (JSON-serialisable)."""
         return {}
 
+    def describe_candidate(self, candidate: dict[str, Any]) -> str:
+        """A one-line description of a candidate of this space (its ``to_dict()``): its
+        architecture's, unless the space keeps its parameters elsewhere."""
+        return self.describe(candidate["architecture"])
+
+    def check_recipe(self, recipe: dict[str, Any]) -> None:
+        """Raises SpecError when a study's ``recipe`` sets what this space searches (nothing
+        here; ``lora`` searches recipe settings)."""
+        return None
+
+    def candidate_parts(
+        self, architecture: dict[str, Any], recipe: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The candidate's architecture and recipe for a suggested ``architecture`` and the
+        study's ``recipe``: both unchanged here; a space whose parameters are training
+        settings (``lora``) moves them into the recipe."""
+        return architecture, recipe
 
 #: Every design space by name, registered where each is defined (``@SPACES.register``).
 SPACES: Registry[type[DesignSpace]] = Registry("space")

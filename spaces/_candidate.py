@@ -64,6 +64,8 @@ _RECIPE_TYPES: dict[str, tuple[type, ...]] = {
     "pretrain_steps": (int,),
     "pretrain_text": (str,),
     "transfer_from": (str,),
+    # LoRA / DyLoRA settings of the lora trainer (worker/_lora_spec.py checks them)
+    "lora": (dict,),
 }
 _DATA_TYPES: dict[str, tuple[type, ...]] = {
     "task": (str,),

@@ -14,6 +14,7 @@ from archsearch.spaces import (
     DesignSpace,
     FlexiBertSmallSpace,
     FlexiBertSpace,
+    LoraSpace,
     SpecError,
 )
 from conformance.space_suite import SpaceConformance
@@ -86,6 +87,52 @@ class TestFlexiBertSmallTableSpace(TestFlexiBertSmallSpace):
         with pytest.raises(SpecError, match="no sst2 score") as e:
             space.validate(outside)
         assert e.value.field == "architecture"
+
+
+GOOD_LORA = {"learning_rate": 1e-3, "alpha": 16, "targets": ["query", "value"], "r_max": 8}
+
+
+class TestLoraSpace(SpaceConformance):
+    invalid_architectures: ClassVar[list[tuple[Any, str]]] = [
+        ({**GOOD_LORA, "learning_rate": 1.0}, "architecture.learning_rate"),
+        ({**GOOD_LORA, "alpha": 12}, "architecture.alpha"),
+        ({**GOOD_LORA, "targets": ["key"]}, "architecture.targets"),
+        ({**GOOD_LORA, "r_max": 16}, "architecture.r_max"),
+        ({**GOOD_LORA, "rank": 4}, "architecture.rank"),
+    ]
+
+    def make_space(self) -> DesignSpace:
+        return LoraSpace(r_max=[4, 8])
+
+    def test_settings_go_into_the_recipe_with_an_empty_architecture(self) -> None:
+        space = LoraSpace(mode="lora")
+        study = {"max_steps": 6, "learning_rate": 5e-4, "lora": {"model": "/m", "r_max": 2}}
+        arch, recipe = space.candidate_parts({**GOOD_LORA, "r_max": 8}, study)
+        assert arch == {}
+        assert recipe["learning_rate"] == 1e-3 and recipe["max_steps"] == 6
+        assert recipe["lora"] == {
+            "model": "/m",
+            "mode": "lora",
+            "alpha": 16,
+            "targets": ["query", "value"],
+            "r_max": 8,
+        }
+        assert study["lora"] == {"model": "/m", "r_max": 2}  # the study's recipe is not changed
+
+    @pytest.mark.parametrize(
+        ("options", "field"),
+        [
+            ({"learning_rate": [1e-2, 1e-4]}, "space_options.learning_rate"),
+            ({"alpha": [0]}, "space_options.alpha"),
+            ({"targets": [[]]}, "space_options.targets"),
+            ({"r_max": [0]}, "space_options.r_max"),
+            ({"mode": "lora-fa"}, "space_options.mode"),
+        ],
+    )
+    def test_bad_options_name_the_option(self, options: dict[str, Any], field: str) -> None:
+        with pytest.raises(SpecError) as e:
+            LoraSpace(**options)
+        assert e.value.field == field
 
 
 def test_every_registered_space_runs_the_suite() -> None:

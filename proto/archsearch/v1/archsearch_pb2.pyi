@@ -340,7 +340,7 @@ class LaunchSearchRequest(_message.Message):
     spec_json: _builtins.str
     """The search spec, a JSON object. Keys (see README "Search spec"):
       name (string, required),
-      space (string, required: "bert" | "flexibert" | "flexibert-small"),
+      space (string, required: "bert" | "flexibert" | "flexibert-small" | "lora"),
       space_options (object, the space's own: for example flexibert-small's "table"),
       loop (string: "random" | "tpe" | "nsga2" | "gp" | "boshnas" | "embedding-gp";
       default "tpe"), loop_options (object, the loop's own: sampler arguments, or the library

@@ -1,0 +1,121 @@
+"""A DyLoRA study through the real service: ``archsearch launch``, a server process and one
+``archsearch worker --trainer lora`` process really fine-tune a tiny local base on an SST-2
+slice; the storage ends with the training trial and one COMPLETE trial per rank, linked to it,
+and ``archsearch show`` names each rank's training trial."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from _procs import Proc, ServerProc, cli, load_trials, wait_study
+from _tiny_lora import tiny_base
+from optuna.trial import TrialState
+
+from archsearch.server._rank_trials import RANK_OF_ATTR, RANK_PARAM, is_rank_trial
+from archsearch.server.client import SearchClient
+
+R_MAX = 3
+
+
+@pytest.fixture
+def procs():
+    started: list[Proc] = []
+    yield started
+    for p in reversed(started):  # the worker first, then the server
+        p.stop()
+
+
+def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list[Proc]) -> None:
+    began = time.monotonic()
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    server = ServerProc(storage, tmp_path / "server.log").start()
+    procs.append(server)
+    spec = {
+        "name": "dylora",
+        "space": "lora",
+        "trainer": "lora",
+        "loop": "random",
+        "n_trials": 1,
+        "space_options": {"r_max": [R_MAX], "alpha": [8], "learning_rate": [1e-3, 5e-3]},
+        "objectives": ["accuracy:max", "trainable_params:min"],
+        "recipe": {
+            "lora": {"model": tiny_base()},
+            "max_steps": 6,
+            "eval_every": 3,
+            "batch_size": 16,
+            "max_seq_length": 32,
+            "measure_latency": False,
+        },
+        "data": {"task": "sst2", "train_subset": 64, "eval_subset": 32},
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    subprocess.run(  # what a user runs
+        cli("launch", "--spec", str(tmp_path / "spec.json"), "--server", server.address),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    with SearchClient(server.address) as client:
+        worker = Proc(
+            cli(
+                "worker",
+                "--server",
+                server.address,
+                "--trainer",
+                "lora",
+                "--max-trials",
+                "1",
+                "--poll-seconds",
+                "1",
+            ),
+            tmp_path / "worker.log",
+        )
+        procs.append(worker.start())
+        study = wait_study(client, "dylora", 85, procs)
+        shown = client.list_trials("dylora")
+    assert study.n_complete == 1 + R_MAX
+
+    trials = load_trials(storage, "dylora")
+    trained = [t for t in trials if not is_rank_trial(t)]
+    assert len(trained) == 1 and trained[0].state == TrialState.COMPLETE
+    training = trained[0]
+    assert training.user_attrs["candidate"]["recipe"]["lora"]["mode"] == "dylora"
+    ranks = sorted((t for t in trials if is_rank_trial(t)), key=lambda t: t.params[RANK_PARAM])
+    assert [t.params[RANK_PARAM] for t in ranks] == list(range(1, R_MAX + 1))
+    for t in ranks:
+        b = t.params[RANK_PARAM]
+        assert t.state == TrialState.COMPLETE
+        assert t.user_attrs[RANK_OF_ATTR] == training.number
+        assert t.values == [
+            training.user_attrs["metrics"][f"accuracy@r{b}"],
+            training.user_attrs["metrics"][f"trainable_params@r{b}"],
+        ]
+        assert t.params["learning_rate"] == training.params["learning_rate"]
+        assert t.user_attrs["metrics"]["train_seconds"] == 0.0
+    sizes = [t.values[1] for t in ranks]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # more rank, more parameters
+    assert ranks[-1].values == training.values  # r_max is what the training trial reports
+    assert len(shown) == len(trials)  # ListTrials lists the ranks too
+
+    show = subprocess.run(
+        cli("show", "dylora", "--server", server.address),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert f"{R_MAX} rank trials" in show and f"rank 1 of #{training.number}" in show, show
+    as_json = subprocess.run(
+        cli("show", "dylora", "--json", "--server", server.address),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    links = {t["number"]: t["rank_of"] for t in json.loads(as_json)["trials"]}
+    assert links == {t.number: (training.number if is_rank_trial(t) else None) for t in trials}
+    assert time.monotonic() - began < 90

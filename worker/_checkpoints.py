@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +40,25 @@ def save_checkpoint(
     folder: Path,
     candidate: Candidate,
     tokenizer: Any,
+    write_weights: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Writes the best evaluated weights (``save_pretrained``), the tokenizer and a note of
-    which step and value they come from; replaces an earlier folder atomically."""
+    """Writes the best evaluated weights, the tokenizer and a note of which step and value
+    they come from; replaces an earlier folder atomically.
+
+    Args:
+        write_weights: Writes the weights into the staging folder it is given; default the
+            model's ``save_pretrained`` with the loop's best state (a LoRA trainer writes its
+            adapter instead).
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    # best_state is None only when no evaluation scored a number (all NaN): keep the last.
-    pretrained: Any = model
-    pretrained.save_pretrained(staging, state_dict=loop.best_state)
+    if write_weights is not None:
+        write_weights(staging)
+    else:
+        # best_state is None only when no evaluation scored a number (all NaN): keep the last.
+        pretrained: Any = model
+        pretrained.save_pretrained(staging, state_dict=loop.best_state)
     tokenizer.save_pretrained(str(staging))
     kept_best = loop.best_state is not None
     note = {

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from transformers import AutoTokenizer
 
 from archsearch.spaces import Candidate, GlueTask, get_task
 from archsearch.worker._bert_trainer import BertTrainer
-from archsearch.worker._checkpoints import NOTE_FILE
+from archsearch.worker._checkpoints import save_checkpoint
 from archsearch.worker._dylora import save_dylora
 from archsearch.worker._fidelity import FIDELITY_KEYS
 from archsearch.worker._loop import TrainingHooks, TrainingLoop
@@ -183,23 +180,14 @@ class LoraTrainer(BertTrainer):
         replacing an earlier one atomically."""
         if loop.best_state is not None:  # None: no evaluation scored a number; keep the last
             model.load_state_dict(loop.best_state)  # training is over: the model may change
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        save_dylora(model, staging)
-        self.tokenizer.save_pretrained(str(staging))
-        kept_best = loop.best_state is not None
-        note = {
-            "candidate": candidate.to_dict(),
-            "metric": loop.select_metric,
-            "value": loop.best_value if kept_best else None,
-            "step": loop.best_step if kept_best else loop.recipe["max_steps"],
-        }
-        (staging / NOTE_FILE).write_text(json.dumps(note, indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-        return folder
+        return save_checkpoint(
+            model,
+            loop,
+            folder,
+            candidate,
+            self.tokenizer,
+            write_weights=lambda staging: save_dylora(model, staging),
+        )
 
     def parse_plan(self, candidate: Candidate) -> TrainingPlan:
         """The lora plan (:func:`parse_lora_plan`); also switches to the base model's tokenizer."""

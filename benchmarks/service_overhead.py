@@ -311,7 +311,9 @@ class Processes:
         self.popens: list[subprocess.Popen[Any]] = []
         self.mps: list[Any] = []
 
-    def popen(self, cmd: list[str], log: Path) -> subprocess.Popen[Any]:
+    def popen(
+        self, cmd: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[Any]:
         with open(log, "ab") as fh:
             p = subprocess.Popen(
                 cmd,
@@ -320,6 +322,7 @@ class Processes:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C goes to us; we stop it in order
                 cwd=str(REPO),
+                env=env,
             )
         self.popens.append(p)
         return p
@@ -359,10 +362,18 @@ class Processes:
             self.stop_popen(p, grace=3.0)
 
 
-def start_ours(
-    procs: Processes, tmp: Path, tag: str, table: str, space: str, extra: Sequence[str] = ()
+def start_server_process(
+    procs: Processes,
+    tmp: Path,
+    tag: str,
+    url: str,
+    extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> tuple[str, subprocess.Popen[Any]]:
-    url = f"sqlite:///{tmp / f'ours-{tag}.db'}"
+    """Starts ``archsearch serve`` on ``url`` (log: ``tmp/ours-TAG.log``); (HOST:PORT, process).
+
+    Also used by ``soak.py``.
+    """
     log = tmp / f"ours-{tag}.log"
     exe = Path(sys.executable).with_name("archsearch")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "archsearch.server.cli"]
@@ -378,7 +389,7 @@ def start_ours(
         "3600",  # nothing may expire during a run
         *extra,
     ]
-    p = procs.popen(cmd, log)
+    p = procs.popen(cmd, log, env)
     assert p.stdout is not None
     deadline = time.monotonic() + 60
     buf = b""
@@ -395,6 +406,14 @@ def start_ours(
                     target = line.split()[3]
     if not target:
         raise RuntimeError(f"archsearch serve did not start in 60s:\n{_tail(log)}")
+    return target, p
+
+
+def start_ours(
+    procs: Processes, tmp: Path, tag: str, table: str, space: str, extra: Sequence[str] = ()
+) -> tuple[str, subprocess.Popen[Any]]:
+    url = f"sqlite:///{tmp / f'ours-{tag}.db'}"
+    target, p = start_server_process(procs, tmp, tag, url, extra)
     from archsearch.server.client import SearchClient
 
     with SearchClient(target) as sc:

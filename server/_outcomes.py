@@ -87,8 +87,20 @@ class TrialOutcomes:
             if live is None:
                 assert lease.answer is not None
                 return lease.answer
-            self.storage.set_trial_intermediate_value(tid, step, float(value))
-            self.rdb.record_heartbeat(tid)
+            # Value and heartbeat in one queued write, committed without the study lock: held
+            # across two transactions of their own (and SQLite's busy waits), it stalled every
+            # acquire and completion of the study (the soak's profile, issue 16).
+            written = self.writer.submit(_storage.intermediate_op(tid, step, float(value)))
+        try:
+            written.result()
+        except _storage.TrialNotRunning as e:
+            raise FailedPrecondition(
+                f"trial {live.number} of {h.spec.name} is already {e.state}; stop working on it"
+            ) from e
+        with h.lock:
+            if h.index.live.get(tid) is not live or live.lease_id != lease_id:
+                # finished, expired or given up meanwhile: its own call answered for it
+                return False, self.leases.deadline()
             final_step = live.candidate.recipe.get("max_steps")
             if should_prune(h.study, self.storage, tid, final_step=final_step):
                 h.study.tell(live.number, state=TrialState.PRUNED)

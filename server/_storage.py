@@ -193,6 +193,37 @@ def heartbeat_op(trial_id: int) -> Callable[[sqlalchemy.Connection], None]:
     return lambda conn: _heartbeat(conn, trial_id)
 
 
+def intermediate_op(
+    trial_id: int, step: int, value: float
+) -> Callable[[sqlalchemy.Connection], None]:
+    """Operation: ``set_trial_intermediate_value`` and ``record_heartbeat`` of a RUNNING trial,
+    in one transaction (a worker's intermediate report).
+
+    Raises (inside the operation) :class:`TrialNotRunning` when the trial is finished or gone,
+    changing nothing. The server is the storage's only writer and its writer thread applies
+    operations one at a time, so the check and the writes see the same trial state.
+    """
+    stored, vtype = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+
+    def op(conn: sqlalchemy.Connection) -> None:
+        trials = models.TrialModel.__table__
+        found = conn.execute(
+            sqlalchemy.select(trials.c.state).where(trials.c.trial_id == trial_id)
+        ).scalar()
+        if found != TrialState.RUNNING:
+            raise TrialNotRunning(trial_id, None if found is None else found.name)
+        table = models.TrialIntermediateValueModel.__table__
+        row = {"intermediate_value": stored, "intermediate_value_type": vtype}
+        changed = conn.execute(
+            table.update().where(table.c.trial_id == trial_id, table.c.step == step).values(**row)
+        ).rowcount
+        if not changed:
+            conn.execute(table.insert().values(trial_id=trial_id, step=step, **row))
+        _heartbeat(conn, trial_id)
+
+    return op
+
+
 def attrs_op(
     trial_id: int, user: dict[str, Any] | None = None, system: dict[str, Any] | None = None
 ) -> Callable[[sqlalchemy.Connection], None]:

@@ -23,6 +23,7 @@ from archsearch.server._storage import (
     finish_op,
     heartbeat_op,
     insert_trial_op,
+    intermediate_op,
     lease_op,
 )
 from archsearch.server._studies import LEASE_ATTR, StudyManager
@@ -168,6 +169,8 @@ def test_server_sql_reads_back_exactly_like_optunas_writes(storage_url: str) -> 
         t.set_user_attr("candidate", {"architecture": {"l": 3}})
         storage.set_trial_system_attr(t._trial_id, LEASE_ATTR, "1.2.abc")
         storage.record_heartbeat(t._trial_id)
+        for step, v in ((1, 0.3), (1, 0.35), (2, float("-inf"))):  # a step again overwrites
+            storage.set_trial_intermediate_value(t._trial_id, step, v)
         ref.tell(t, [0.5, float("inf")])
         ref.add_trial(
             optuna.trial.create_trial(
@@ -187,6 +190,8 @@ def test_server_sql_reads_back_exactly_like_optunas_writes(storage_url: str) -> 
         assert stored.number == 0
         writer.run(lease_op(stored.trial_id, user={}, system={LEASE_ATTR: "1.2.abc"}))
         writer.run(heartbeat_op(stored.trial_id))
+        for step, v in ((1, 0.3), (1, 0.35), (2, float("-inf"))):
+            writer.run(intermediate_op(stored.trial_id, step, v))
         writer.run(finish_op(stored.trial_id, TrialState.COMPLETE, [0.5, float("inf")]))
         done = optuna.trial.create_trial(
             params=PARAMS, distributions=DISTS, values=[0.25, -1.0], user_attrs={"d": 1}
@@ -203,9 +208,12 @@ def test_server_sql_reads_back_exactly_like_optunas_writes(storage_url: str) -> 
             "lr": t2.params["lr"],
         }
         assert b[0].values == [0.5, float("inf")]
+        assert b[0].intermediate_values == {1: 0.35, 2: float("-inf")}
         assert b[0].datetime_start <= b[0].datetime_complete  # type: ignore[operator]
         with pytest.raises(TrialNotRunning, match="COMPLETE, not RUNNING"):
             writer.run(finish_op(stored.trial_id, TrialState.FAIL, None))
+        with pytest.raises(TrialNotRunning, match="COMPLETE, not RUNNING"):
+            writer.run(intermediate_op(stored.trial_id, 3, 0.1))
         assert optuna.load_study(study_name="ours", storage=fresh).get_trials()[0].state == (
             TrialState.COMPLETE
         )

@@ -40,6 +40,7 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -307,15 +308,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+def run(args: argparse.Namespace) -> list[Row]:
+    """Runs every phase (and its baseline) and returns their rows; stops everything it started.
+
+    Raises:
+        KeyboardInterrupt: on Ctrl-C or SIGTERM, after the clean-up.
+    """
     ctx = mp.get_context("spawn")
     procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="archsearch-soak-"))
     pg = None
     rows: list[Row] = []
-    load_before = _load()
+
+    def _on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _on_term)
     try:
         if args.storage == "postgres":
             sys.path.insert(0, str(REPO / "tests"))
@@ -341,14 +349,24 @@ def main(argv: list[str] | None = None) -> int:
                     + f"; load {_load()})",
                     flush=True,
                 )
-    except KeyboardInterrupt:
-        print("interrupted: stopping every process", file=sys.stderr)
-        return 130
     finally:
+        signal.signal(signal.SIGTERM, previous)
         procs.stop_all()
         if pg is not None:
             pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_before = _load()
+    try:
+        rows = run(args)
+    except KeyboardInterrupt:
+        print("interrupted: every process stopped", file=sys.stderr)
+        return 130
     table = render(rows)
     notes = [f"- {r.server} x {r.clients}: {n}" for r in rows for n in r.notes[:5]]
     print("\n" + table + ("\n\n" + "\n".join(notes) if notes else ""))

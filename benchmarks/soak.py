@@ -179,14 +179,21 @@ def run_phase(
     row.rss_start_mib = rss_mib(server_pid)
     spy = None
     if args.py_spy:
-        spy = procs.popen(
-            [
-                str(Path(sys.executable).with_name("py-spy")),
-                *("record", "--pid", str(server_pid), "--format", "speedscope"),
-                *("--rate", "50", "--duration", str(int(end - measure_from)), "-o", args.py_spy),
-            ],
-            Path(args.py_spy).with_suffix(".log"),
-        )
+        log = Path(args.py_spy).with_suffix(".log")
+        with open(log, "ab") as fh:  # not a pipe: py-spy's progress output must not block it
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    *("record", "--pid", str(server_pid), "--format", "speedscope"),
+                    *("--rate", "10", "--duration", str(int(end - measure_from))),
+                    *("--nonblocking", "-o", args.py_spy),
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        procs.popens.append(spy)
     tallies: list[Tally] = []
     deadline = end + 60 + args.train_seconds * 2
     while len(tallies) + len(row.notes) < n_procs and time.monotonic() < deadline:

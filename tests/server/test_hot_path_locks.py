@@ -104,3 +104,36 @@ def test_a_report_waiting_for_its_write_leaves_the_study_lock_free(tmp_path: Pat
         fresh.engine.dispose()
     finally:
         m.close()
+
+
+def test_asking_for_waiting_trials_reads_them_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Study.ask`` looks for WAITING trials on every ask; through Optuna's cache that reloaded
+    every leased and prepared trial of the study (the soak's profile at 200 workers). The read
+    of WAITING trials reads those alone, and a re-queued candidate is still the next one out."""
+    m = StudyManager(f"sqlite:///{tmp_path / 'w.db'}", lease_duration_s=60, heartbeat_interval_s=5)
+    try:
+        m.launch(_spec("w"))
+        h = m.get("w")
+        grants = [m.acquire(f"w{i}", ("table",), "w", 0) for i in range(3)]
+        assert all(g is not None for g in grants)
+        first = grants[0]
+        assert first is not None
+        assert m.fail(first.lease_id, "out of memory", retryable=True)  # a WAITING copy
+        reloads: list[Any] = []
+        real = m.rdb._get_trials
+        monkeypatch.setattr(
+            m.rdb, "_get_trials", lambda *a, **k: reloads.append(k) or real(*a, **k)
+        )
+        waiting = m.storage.get_all_trials(h.study_id, deepcopy=False, states=(TrialState.WAITING,))
+        assert reloads == []  # no reload of the study's RUNNING trials
+        assert [t.state for t in waiting] == [TrialState.WAITING]
+        assert waiting[0].system_attrs["retry_history"] == [first.trial_number]
+        assert waiting[0].params == m.trials(h)[first.trial_number].params
+        again = m.acquire("w9", ("table",), "w", 0)  # Optuna's ask pops it first
+        assert again is not None
+        assert again.candidate.architecture == first.candidate.architecture
+        assert m.storage.get_all_trials(h.study_id, states=(TrialState.WAITING,)) == []
+    finally:
+        m.close()

@@ -549,7 +549,7 @@ class DeferredTrialStorage(_CachedStorage):
         deepcopy: bool = True,
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
-        if states is not None and tuple(states) == (TrialState.WAITING,):
+        if isinstance(states, tuple | list) and tuple(states) == (TrialState.WAITING,):
             return self._waiting_trials(study_id)
         trials = super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
         if not getattr(self._local, "deferring", False):

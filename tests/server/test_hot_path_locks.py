@@ -123,9 +123,12 @@ def test_asking_for_waiting_trials_reads_them_alone(
         assert m.fail(first.lease_id, "out of memory", retryable=True)  # a WAITING copy
         reloads: list[Any] = []
         real = m.rdb._get_trials
-        monkeypatch.setattr(
-            m.rdb, "_get_trials", lambda *a, **k: reloads.append(k) or real(*a, **k)
-        )
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            reloads.append(kwargs)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(m.rdb, "_get_trials", counted)
         waiting = m.storage.get_all_trials(h.study_id, deepcopy=False, states=(TrialState.WAITING,))
         assert reloads == []  # no reload of the study's RUNNING trials
         assert [t.state for t in waiting] == [TrialState.WAITING]

@@ -80,8 +80,9 @@ class Supernet(nn.Module):
 
     @classmethod
     def from_teacher(cls, teacher: BertModel) -> Supernet:
-        """A supernet initialised from (a deep copy of) ``teacher``, which stays untouched."""
-        return cls(copy.deepcopy(teacher))
+        """A trainable supernet initialised from (a deep copy of) ``teacher``, which stays
+        untouched (and may be frozen)."""
+        return cls(copy.deepcopy(teacher).requires_grad_(True))
 
     @property
     def config(self) -> BertConfig:

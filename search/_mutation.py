@@ -67,16 +67,21 @@ class MutationHistory:
     trials: list[tuple[TrialView, dict[str, Any], str]]
 
     @classmethod
-    def of(cls, snapshot: LoopSnapshot) -> MutationHistory:
+    def of(
+        cls, snapshot: LoopSnapshot, cache: dict[str, tuple[dict[str, Any], str] | None]
+    ) -> MutationHistory:
+        """The history of ``snapshot``; ``cache`` maps a trial's parameters to its
+        architecture and key (a pure function of the space: rebuilding each trial's
+        architecture on every call would cost more than the loop itself)."""
         sign = 1.0 if snapshot.directions[0] == "maximize" else -1.0
         space = snapshot.space
         h = cls(set(), set(), {}, [], [])
         done = []
         for t in snapshot.trials:
-            arch = _architecture_of(t, space)
-            if arch is None:
+            found = _cached_architecture(t, space, cache)
+            if found is None:
                 continue
-            key = arch_key(arch)
+            arch, key = found
             h.known.add(key)
             h.trials.append((t, arch, key))
             if t.active:
@@ -91,6 +96,19 @@ class MutationHistory:
                 h.observed.append(Observed(arch, key, value, t))
             h.values[key] = max(value, h.values.get(key, -math.inf))
         return h
+
+
+def _cached_architecture(
+    t: TrialView, space: DesignSpace, cache: dict[str, tuple[dict[str, Any], str] | None]
+) -> tuple[dict[str, Any], str] | None:
+    if t.architecture is not None:
+        arch = _architecture_of(t, space)
+        return None if arch is None else (arch, arch_key(arch))
+    params = arch_key(t.params)
+    if params not in cache:
+        arch = _architecture_of(t, space)
+        cache[params] = None if arch is None else (arch, arch_key(arch))
+    return cache[params]
 
 
 def _architecture_of(t: TrialView, space: DesignSpace) -> dict[str, Any] | None:
@@ -123,7 +141,9 @@ class MutationLoop(SearchLoop):
             )
         self.seed = 0 if seed is None else int(seed)
         self._sampler = optuna.samplers.RandomSampler(seed=self.seed)
-        self._members: tuple[DesignSpace, list[dict[str, Any]]] | None = None
+        self._members: tuple[DesignSpace, list[tuple[str, dict[str, Any]]]] | None = None
+        #: Per space: a trial's parameters -> its architecture and key (see ``history``).
+        self._arch_cache: tuple[DesignSpace, dict[str, Any]] | None = None
 
     @property
     def sampler(self) -> optuna.samplers.BaseSampler:
@@ -138,7 +158,9 @@ class MutationLoop(SearchLoop):
                 f"the {self.name} loop mutates architectures; the {space.name} space cannot",
                 "use the bert, flexibert or flexibert-small space, or another loop",
             )
-        return space, MutationHistory.of(snapshot)
+        if self._arch_cache is None or self._arch_cache[0] is not space:
+            self._arch_cache = (space, {})
+        return space, MutationHistory.of(snapshot, self._arch_cache[1])
 
     def rng_for(self, snapshot: LoopSnapshot) -> random.Random:
         """The random choices of one call: a function of the seed and the number of trials,
@@ -154,10 +176,10 @@ class MutationLoop(SearchLoop):
         """
         if self._members is None or self._members[0] is not space:
             listed = list(space.enumerate()) if isinstance(space, EnumerableSpace) else []
-            self._members = (space, listed)
+            self._members = (space, [(arch_key(m), m) for m in listed])
         members = self._members[1]
         if members:
-            free = [m for m in members if arch_key(m) not in taken]
+            free = [m for k, m in members if k not in taken]
             if free:
                 return dict(rng.choice(free))
         else:

@@ -7,9 +7,11 @@ members drawn at random from the population. The first ``population`` candidates
 
 Constants. The paper's search used P = 100 and S = 25 (S = P/4) for 20,000 evaluations of
 image classifiers. A NAS table of a few hundred rows is searched in about 100 evaluations, where
-a random population of 100 would be the whole search; the defaults keep the paper's S = P/4 at
-P = 20, S = 5, so a fifth of a 100-evaluation budget seeds the population (White et al.'s NAS
-benchmarks harness uses populations of 30 for 150 evaluations, the same share).
+a random population of 100 would be the whole search, so the population is scaled down with
+the paper's S ~ P/4. P = 10, S = 3 was chosen on the FlexiBERT-small SST-2 table (the
+project's tuning table), one evaluation at a time, seeds 100-139, among P = 10, 20, 30 (S = 3,
+5, 8): median evaluations to the top 1% 28.0, 30.5 and 37.0 (P = 30: the first 32 seeds;
+benchmarks/nas_table.py, 100 evaluations; the machine was shared).
 
 Several workers: the population is the completed trials only; each suggestion of a call, and
 every trial in flight, is an architecture no later suggestion repeats, so idle workers get
@@ -34,8 +36,8 @@ from archsearch.search._mutation import (
 from archsearch.spaces import SpecError
 
 #: Defaults (see the module docstring).
-POPULATION = 20
-SAMPLE = 5
+POPULATION = 10
+SAMPLE = 3
 #: Tournaments tried for a parent with an unknown neighbour before a random child.
 TOURNAMENTS = 10
 
@@ -45,9 +47,9 @@ class RegularisedEvolutionLoop(MutationLoop):
     """Regularised (aging) evolution (see the module docstring).
 
     Options:
-        population (int, default 20): P, the most recent evaluations that form the
+        population (int, default 10): P, the most recent evaluations that form the
             population (and the random candidates that start it).
-        sample (int, default 5): S, the tournament size (at most P).
+        sample (int, default 3): S, the tournament size (at most P).
     """
 
     name = "evolution"

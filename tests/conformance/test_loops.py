@@ -69,6 +69,16 @@ class TestBoshnasLoop(_LibraryLoop):
     }
 
 
+class TestAdaptiveBoshnasLoop(TestBoshnasLoop):
+    """BOSHNAS choosing its features as results arrive, with believed results in flight."""
+
+    own_options: ClassVar[dict[str, Any]] = {
+        **TestBoshnasLoop.own_options,
+        "features": "auto",
+        "pending": "believer",
+    }
+
+
 class TestEmbeddingGPLoop(_LibraryLoop):
     loop_name = "embedding-gp"
 

@@ -78,7 +78,7 @@ def test_evolution_gives_several_workers_different_unknown_children() -> None:
 def test_local_search_walks_to_the_optimum_then_restarts() -> None:
     loop = make_loop("local-search", 2, 1)
     study = _study(loop)
-    asked = []
+    asked: list[AskedCandidate] = []
     while not asked or asked[-1].architecture != TARGET:
         asked += _run(loop, study, 1, lambda a: -_index_distance(a))
         assert len(asked) < 60, "local search did not climb a landscape without local optima"

@@ -19,8 +19,10 @@ from archsearch.search._base import (
 )
 from archsearch.search._boshnas_loop import BoshnasLoop
 from archsearch.search._embedding_gp_loop import EmbeddingGPLoop
+from archsearch.search._evolution_loop import RegularisedEvolutionLoop
 from archsearch.search._library import CandidateLibrary
 from archsearch.search._library_loops import LibraryLoop
+from archsearch.search._local_search_loop import LocalSearchLoop
 from archsearch.search._optuna_loops import SAMPLER_FACTORIES, OptunaSamplerLoop
 from archsearch.search._pruning import (
     PrimaryObjectiveView,
@@ -56,10 +58,12 @@ __all__ = [
     "CandidateLibrary",
     "EmbeddingGPLoop",
     "LibraryLoop",
+    "LocalSearchLoop",
     "LoopFactory",
     "LoopSnapshot",
     "OptunaSamplerLoop",
     "PrimaryObjectiveView",
+    "RegularisedEvolutionLoop",
     "SearchLoop",
     "ServerStudy",
     "Suggestion",

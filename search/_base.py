@@ -152,7 +152,11 @@ class SearchLoop(abc.ABC):
         * :class:`~archsearch.search.BoshnasLoop`: ``boshnas``, BOSHNAS over a library of
           embedded candidates;
         * :class:`~archsearch.search.EmbeddingGPLoop`: ``embedding-gp``, a BoTorch GP over the
-          same library.
+          same library;
+        * :class:`~archsearch.search.RegularisedEvolutionLoop`: ``evolution``, aging evolution
+          (Real et al.);
+        * :class:`~archsearch.search.LocalSearchLoop`: ``local-search``, local search with
+          restarts (White et al.).
 
     A new loop is one module: a subclass registered with ``@LOOPS.register("name")`` (the
     registry of ``spaces/_registry.py``; the factory is called as ``cls(seed, n_objectives,
@@ -168,6 +172,8 @@ class SearchLoop(abc.ABC):
     avoids_known: ClassVar[bool] = False
     #: The loop embeds architecture graphs: it needs a ``GraphSpace``.
     needs_graph_space: ClassVar[bool] = False
+    #: The loop mutates architectures: it needs a ``MutableSpace``.
+    needs_mutable_space: ClassVar[bool] = False
 
     @property
     def sampler(self) -> optuna.samplers.BaseSampler:

@@ -23,7 +23,13 @@ class BoshnasLoop(LibraryLoop):
     ``n_starts`` (GOBI starts, default 10), ``performance_bound`` (the best achievable score,
     e.g. 1.0; default derived from the data), ``surrogate_options`` and ``gobi_options`` (dicts),
     ``acquisition_search`` (``scan``, default: rank every free row; ``gobi``: the paper's
-    gradient search).
+    gradient search), ``pending`` (``ignore``, default, the paper's: rows in flight are only
+    kept out; ``believer``: each fit takes them with their predicted score, a kriging believer).
+
+    The paper's setting: ``{"features": "embedding", "acquisition_search": "gobi", "n_init":
+    10}``. ``{"features": "auto", "pending": "believer"}`` adapts to the table: the surrogate's
+    features chosen by cross-validated rank correlation as results arrive, and several
+    workers' candidates kept apart.
     """
 
     OWN = frozenset(
@@ -34,6 +40,7 @@ class BoshnasLoop(LibraryLoop):
             "surrogate_options",
             "gobi_options",
             "acquisition_search",
+            "pending",
         }
     )
 

@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 #: chosen (``Proposal.kind``; BOSHNAS derives its aleatoric phase from the history of kinds).
 LOOP_ATTR = "archsearch:library_row"
 KIND_ATTR = "archsearch:proposal_kind"
+#: With ``features: auto``: the feature set the surrogate used for a proposal.
+FEATURES_ATTR = "archsearch:features"
+#: ``features`` values: a fixed feature set, or ``auto`` (chosen as results arrive).
+FEATURE_OPTIONS = (*FEATURES, "auto")
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -96,7 +100,9 @@ class LibraryLoop(SearchLoop):
             space's readable per-layer parameters) or ``both`` (concatenated). On the
             FlexiBERT-small SST-2 table ``both`` reaches the top 1% in about half the
             evaluations ``embedding`` needs (benchmarks/nas_table.py): the graph-edit
-            embedding alone ranks this table's scores poorly.
+            embedding alone ranks this table's scores poorly. ``auto``: before each fit, the
+            feature set whose Gaussian-process leave-one-out predictions rank the observed
+            scores best (Spearman; ``surrogates.choose_features``), one surrogate per set.
     """
 
     #: ``features`` when the options do not say.
@@ -149,11 +155,11 @@ class LibraryLoop(SearchLoop):
         if not isinstance(self.weight_transfer, bool):
             raise SpecError("loop_options.weight_transfer", "must be true or false")
         self.features = opts.get("features", self.DEFAULT_FEATURES)
-        if self.features not in FEATURES:
+        if self.features not in FEATURE_OPTIONS:
             raise SpecError(
                 "loop_options.features",
                 f"unknown feature kind {self.features!r}",
-                f"one of: {', '.join(FEATURES)}",
+                f"one of: {', '.join(FEATURE_OPTIONS)}",
             )
         self.own_options = {k: v for k, v in opts.items() if k in own_options}
         # Enqueued / re-queued trials carry fixed parameters; nothing else is sampled.
@@ -163,7 +169,10 @@ class LibraryLoop(SearchLoop):
         #: guards ``_library`` (built by ``warm_up``'s thread or by the first ask)
         self._library_lock = threading.Lock()
         self._builder: threading.Thread | None = None
-        self._proposer: LibraryProposer | None = None
+        self._proposer: LibraryProposer | None = None  # the one of the last proposal
+        self._proposers: dict[str, LibraryProposer] = {}  # per feature set (``auto``)
+        self._used_features = "" if self.features == "auto" else self.features
+        self._directions: list[str] = ["maximize"] * n_objectives
         self._pending: list[Any] = []  # Proposals of the current batch, best first
         self._pending_for: int = -1
         self.cache_root: Path | None = default_cache_root()
@@ -225,14 +234,18 @@ class LibraryLoop(SearchLoop):
         """
         space = snapshot.space
         lib = self.library(space)
+        self._directions = list(snapshot.directions)
         if self._proposer is None:
-            self._proposer = self.make_proposer(list(snapshot.directions))
+            self._proposer = self.make_proposer(self._directions)
         observed, values, kinds, excluded, random_in_flight = self._history(snapshot, lib)
         if len(observed) != self._pending_for:
             self._pending, self._pending_for = [], len(observed)
         taken = set(excluded.tolist())
+        in_flight = set(self._in_flight_rows(snapshot, lib)) - set(observed.tolist())
         out = []
         for _ in range(count):
+            if getattr(self._proposer, "uses_pending", False):
+                self._pending = []  # every suggestion sees the ones before it in flight
             self._pending = [p for p in self._pending if p.index not in taken]
             if not self._pending:
                 free = len(lib) - len(taken)
@@ -251,11 +264,13 @@ class LibraryLoop(SearchLoop):
                         kinds,
                         free,
                         random_in_flight,
+                        np.asarray(sorted(in_flight), dtype=np.int64),
                     )
             proposal = self._pending.pop(0)
             row, kind = int(proposal.index), str(proposal.kind)
             # The next suggestion of this call sees this one in flight, as the next call would.
             taken.add(row)
+            in_flight.add(row)
             random_in_flight += kind == "random"
             arch = lib.archs[row]
             recipe: dict[str, Any] = {}
@@ -263,11 +278,10 @@ class LibraryLoop(SearchLoop):
                 neighbour = transfer_source(snapshot, arch)
                 if neighbour is not None:
                     recipe["transfer_from"] = neighbour
-            out.append(
-                Suggestion(
-                    architecture=arch, recipe=recipe, attrs={LOOP_ATTR: row, KIND_ATTR: kind}
-                )
-            )
+            attrs: dict[str, Any] = {LOOP_ATTR: row, KIND_ATTR: kind}
+            if self.features == "auto" and kind != "random":
+                attrs[FEATURES_ATTR] = self._used_features
+            out.append(Suggestion(architecture=arch, recipe=recipe, attrs=attrs))
         return out
 
     def _propose(
@@ -279,11 +293,17 @@ class LibraryLoop(SearchLoop):
         kinds: list[str],
         free: int,
         random_in_flight: int,
+        in_flight: np.ndarray,
     ) -> list[Any]:
-        assert self._proposer is not None
+        features = self._choose_features(lib, observed, values)
+        if features not in self._proposers:  # the first set takes the proposer built first
+            first = self._proposer if not self._proposers else None
+            self._proposers[features] = first or self.make_proposer(self._directions)
+        self._proposer = self._proposers[features]
+        self._used_features = features
         return list(
             self._proposer.propose_with_kinds(
-                lib.features(self.features),
+                lib.features(features),
                 observed,
                 values,
                 excluded,
@@ -291,8 +311,32 @@ class LibraryLoop(SearchLoop):
                 self._rng,
                 observed_kinds=kinds,
                 random_in_flight=random_in_flight,
+                pending_idx=in_flight,
             )
         )
+
+    def _choose_features(
+        self, lib: CandidateLibrary, observed: np.ndarray, values: np.ndarray
+    ) -> str:
+        """``features``, or with ``auto`` the set that ranks the observations best (the
+        ``both`` set until three results are in)."""
+        if self.features != "auto":
+            return self.features
+        if len(observed) < 3:
+            return "both"
+        from archsearch.surrogates import choose_features
+
+        oriented = values * np.where(np.asarray(self._directions) == "maximize", 1.0, -1.0)
+        low, span = oriented.min(axis=0), np.ptp(oriented, axis=0)
+        performance = ((oriented - low) / np.where(span > 0, span, 1.0)).mean(axis=1)
+        candidates = {kind: lib.features(kind) for kind in ("both", "embedding", "architecture")}
+        return choose_features(candidates, observed, performance).kind
+
+    @staticmethod
+    def _in_flight_rows(snapshot: LoopSnapshot, lib: CandidateLibrary) -> list[int]:
+        """Library rows of the trials in flight that this loop proposed."""
+        rows = (t.attrs.get(LOOP_ATTR) for t in snapshot.trials if t.active)
+        return [r for r in rows if isinstance(r, int) and 0 <= r < len(lib)]
 
     def _history(
         self, snapshot: LoopSnapshot, lib: CandidateLibrary

@@ -19,6 +19,7 @@ from archsearch.spaces import (
     GLUE_TASK_IDS,
     DesignSpace,
     GraphSpace,
+    MutableSpace,
     SpecError,
     data_tasks,
     make_space,
@@ -208,6 +209,12 @@ class SearchSpec:
                 "loop",
                 f"the {loop} loop embeds architecture graphs; the {space_name} space has none",
                 "use the flexibert or flexibert-small space, or another loop",
+            )
+        if built.needs_mutable_space and not isinstance(space, MutableSpace):
+            raise SpecError(
+                "loop",
+                f"the {loop} loop mutates architectures; the {space_name} space cannot",
+                "use the bert, flexibert or flexibert-small space, or another loop",
             )
 
         pruner = obj.get("pruner", {"type": "none"})

@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--space", help="bert | flexibert | flexibert-small | lora (required, here or in --spec)"
     )
     la.add_argument(
-        "--loop", help="random | tpe | nsga2 | gp | boshnas | embedding-gp; default: tpe"
+        "--loop",
+        help="random | tpe | nsga2 | gp | boshnas | embedding-gp | evolution | local-search; "
+        "default: tpe",
     )
     la.add_argument("--task", help="GLUE task id, e.g. sst2; default: sst2")
     la.add_argument(

@@ -63,6 +63,7 @@ from archsearch.spaces._protocols import (
     FlexiBertConvertible,
     GraphImageSpace,
     GraphSpace,
+    MutableSpace,
 )
 from archsearch.spaces._registry import Registry, UnknownName
 from archsearch.spaces._table import TABLE_METRIC, TABLE_TASK_NAMES, NasTable, load_table
@@ -116,6 +117,7 @@ __all__ = [
     "GraphImageSpace",
     "GraphSpace",
     "LoraSpace",
+    "MutableSpace",
     "NasTable",
     "Registry",
     "SpecError",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from archsearch.spaces._base import SPACES, DesignSpace
 from archsearch.spaces._errors import SpecError
 from archsearch.spaces._options import int_choices, reject_unknown
+from archsearch.spaces._protocols import MutableSpace
 
 if TYPE_CHECKING:
     import optuna
@@ -16,7 +17,7 @@ _ARCH_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "interm
 
 
 @SPACES.register("bert")
-class BertSpace(DesignSpace):
+class BertSpace(DesignSpace, MutableSpace):
     """BERT students: layers, hidden size, heads and feed-forward size.
 
     Only valid combinations are produced: the hidden size must divide evenly into heads. When
@@ -135,6 +136,30 @@ class BertSpace(DesignSpace):
             self._heads_param(hidden): arch["num_attention_heads"],
             "intermediate_ratio": arch["intermediate_size"] // hidden,
         }
+
+    def neighbours(self, architecture: dict[str, Any]) -> list[dict[str, Any]]:
+        """The architectures with one of layers, hidden size, heads or feed-forward ratio
+        changed (see :class:`MutableSpace`). A new hidden size keeps the ratio, and the head
+        count when it divides it (else the valid head count nearest to it)."""
+        a = self.validate(architecture)
+        hidden, heads = a["hidden_size"], a["num_attention_heads"]
+        ratio = a["intermediate_size"] // hidden
+        out = [{**a, "num_hidden_layers": n} for n in self.layers if n != a["num_hidden_layers"]]
+        for h in self.hidden:
+            if h != hidden:
+                valid = self.valid_heads[h]
+                kept = heads if heads in valid else min(valid, key=lambda v: (abs(v - heads), v))
+                out.append(
+                    {
+                        **a,
+                        "hidden_size": h,
+                        "num_attention_heads": kept,
+                        "intermediate_size": ratio * h,
+                    }
+                )
+        out += [{**a, "num_attention_heads": n} for n in self.valid_heads[hidden] if n != heads]
+        out += [{**a, "intermediate_size": r * hidden} for r in self.ratios if r != ratio]
+        return out
 
     def describe(self, architecture: dict[str, Any]) -> str:
         a = architecture

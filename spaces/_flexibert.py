@@ -52,6 +52,7 @@ from archsearch.spaces._protocols import (
     FlexiBertConvertible,
     GraphImageSpace,
     GraphSpace,
+    MutableSpace,
 )
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ ENUMERATE_LIMIT = 100_000
 
 @SPACES.register("flexibert")
 class FlexiBertSpace(
-    DesignSpace, GraphSpace, EnumerableSpace, FlexiBertConvertible, GraphImageSpace
+    DesignSpace, GraphSpace, EnumerableSpace, FlexiBertConvertible, GraphImageSpace, MutableSpace
 ):
     """FlexiBERT's heterogeneous design space (see the module docstring).
 
@@ -180,6 +181,44 @@ class FlexiBertSpace(
             LayerChoice(a["o"][i], a["p"][i], a["h"][i], a["n"][i], tuple(a["f"][i]))
             for i in range(0, a["l"], self.layers_per_stack)
         ]
+
+    def neighbours(self, architecture: dict[str, Any]) -> list[dict[str, Any]]:
+        """The architectures one parameter away (see :class:`MutableSpace`), in this order:
+        the other layer counts (the shared units kept, new ones repeating the last), then per
+        unit (layer, or stack in hierarchical mode) its operation, hidden size, heads, FF depth
+        (widths kept, a new FF layer repeating the last width) and FF width(s)."""
+        units = self.units(architecture)
+        v = self.variant
+        out: list[tuple[LayerChoice, ...]] = []
+        for layers in v.layers:
+            n = layers // self.layers_per_stack
+            if n != len(units):
+                out.append(tuple(units[:n]) + (units[-1],) * max(0, n - len(units)))
+        for k, u in enumerate(units):
+            changed: list[LayerChoice] = []
+            for operation in v.operations:
+                op, param = operation.split("-", 1)
+                if operation != u.operation:
+                    changed.append(LayerChoice(op, param, u.hidden, u.heads, u.ff))
+            changed += [
+                LayerChoice(u.op, u.param, h, u.heads, u.ff) for h in v.hidden if h != u.hidden
+            ]
+            changed += [
+                LayerChoice(u.op, u.param, u.hidden, n, u.ff) for n in v.heads if n != u.heads
+            ]
+            for depth in v.ff_depths:
+                if depth != len(u.ff):
+                    ff = u.ff[:depth] + (u.ff[-1],) * max(0, depth - len(u.ff))
+                    changed.append(LayerChoice(u.op, u.param, u.hidden, u.heads, ff))
+            positions = range(len(u.ff)) if self.heterogeneous_ff else [None]
+            for j in positions:
+                for w in v.ff_widths:
+                    if w == u.ff[j or 0]:
+                        continue
+                    ff = (w,) * len(u.ff) if j is None else (*u.ff[:j], w, *u.ff[j + 1 :])
+                    changed.append(LayerChoice(u.op, u.param, u.hidden, u.heads, ff))
+            out += [(*tuple(units[:k]), c, *tuple(units[k + 1 :])) for c in changed]
+        return [self._build(combo) for combo in out]
 
     # -- DesignSpace ----------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from archsearch.spaces._protocols import (
     FlexiBertConvertible,
     GraphImageSpace,
     GraphSpace,
+    MutableSpace,
 )
 from archsearch.spaces._table import arch_key, load_table
 
@@ -65,6 +66,7 @@ class FlexiBertSmallSpace(
     FeatureSpace,
     FlexiBertConvertible,
     GraphImageSpace,
+    MutableSpace,
 ):
     """FlexiBERT's small heterogeneous space (see the module docstring).
 
@@ -184,6 +186,54 @@ class FlexiBertSmallSpace(
         tied = sorted(name for d, name in candidates if d == best)
         pick = int.from_bytes(hashlib.sha256(desc.encode()).digest()[:8], "big") % len(tied)
         return self.members[tied[pick]]
+
+    def neighbours(self, architecture: dict[str, Any]) -> list[dict[str, Any]]:
+        """The architectures one parameter away (see :class:`MutableSpace`): the other layer
+        count (the shared layers kept, new ones repeating the last), then per layer its heads,
+        hidden size, similarity and feed-forward size. With the ``table`` option, only the
+        rows among them; a row with none gets the rows nearest to it (fewest differing
+        per-layer choices, same layer count), so every row has neighbours."""
+        arch = self.validate(architecture)
+        n = arch["l"]
+        out = []
+        for layers in LAYERS:
+            if layers != n:
+                out.append(
+                    {k: arch[k][:layers] + [arch[k][-1]] * max(0, layers - n) for k in "ahsf"}
+                )
+                out[-1]["l"] = layers
+        for i in range(n):
+            for key, choices in (
+                ("a", HEADS),
+                ("h", HIDDEN),
+                ("s", SIMILARITY),
+                ("f", FEED_FORWARD),
+            ):
+                for value in choices:
+                    if value != arch[key][i]:
+                        out.append({**arch, key: [*arch[key][:i], value, *arch[key][i + 1 :]]})
+        out = [{k: a[k] for k in ("l", "a", "h", "s", "f")} for a in out]
+        if self.members is None:
+            return out
+        rows = [self.members[d] for d in map(self.describe, out) if d in self.members]
+        return [dict(r) for r in rows] or self._nearest_members(arch)
+
+    def _nearest_members(self, arch: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows at the smallest non-zero per-layer distance from ``arch`` among rows with
+        its layer count (every row when the table has none with it), in table order."""
+        assert self.members is not None
+        code = np.array(self._code(arch), dtype=np.int8)
+        best: list[tuple[int, str]] = []
+        for n, (names, codes) in self._codes.items():
+            if n != arch["l"] and arch["l"] in self._codes:
+                continue
+            shared = min(n, arch["l"]) * 4
+            dist = (codes[:, :shared] != code[:shared]).sum(axis=1) + 4 * abs(n - arch["l"])
+            best += [(int(d), name) for d, name in zip(dist, names, strict=True) if d > 0]
+        if not best:
+            return []
+        low = min(d for d, _ in best)
+        return [dict(self.members[name]) for d, name in best if d == low]
 
     def validate(self, architecture: Any) -> dict[str, Any]:
         if not isinstance(architecture, dict):

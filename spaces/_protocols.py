@@ -11,7 +11,8 @@ passes the run-time check.
 * :class:`FeatureSpace`: readable per-layer parameters for a surrogate's one-hot features,
   when the Optuna parameters are not those;
 * :class:`FlexiBertConvertible`: the architecture in FlexiBERT's format (weight transfer);
-* :class:`GraphImageSpace`: a PNG picture of an architecture (the dashboard's artifact).
+* :class:`GraphImageSpace`: a PNG picture of an architecture (the dashboard's artifact);
+* :class:`MutableSpace`: the architectures one change away (evolution and local search).
 """
 
 from __future__ import annotations
@@ -69,4 +70,19 @@ class GraphImageSpace(Protocol):
 
     def graph_image(self, architecture: dict[str, Any]) -> bytes:
         """A PNG of the architecture's graph."""
+        ...
+
+
+@runtime_checkable
+class MutableSpace(Protocol):
+    """A space that can change one choice of an architecture (regularised evolution mutates
+    with it, local search walks it). Spaces whose members are not a product set (a table's
+    rows) return members only."""
+
+    def neighbours(self, architecture: dict[str, Any]) -> list[dict[str, Any]]:
+        """The members one change away from ``architecture``, in a fixed order: each differs
+        in one parameter (a layer count change keeps the shared layers, and a new layer
+        repeats the last one). Never ``architecture`` itself, no duplicates, each as
+        ``validate`` returns it. A restricted space with no member one change away returns
+        its nearest members instead, so a walk never gets stuck."""
         ...

@@ -6,6 +6,7 @@ from archsearch.surrogates._boshnas import BoshnasProposer, exploitation_streak
 from archsearch.surrogates._boshnas_surrogate import BoshnasSurrogate, FitReport
 from archsearch.surrogates._embedding_fidelity import rank_fidelity
 from archsearch.surrogates._embedding_gp import EmbeddingGPProposer
+from archsearch.surrogates._feature_choice import FeatureChoice, choose_features, loo_spearman
 from archsearch.surrogates._ged import (
     EDGE_INDEL_COST,
     GED_METHODS,
@@ -36,6 +37,7 @@ __all__ = [
     "BoshnasProposer",
     "BoshnasSurrogate",
     "EmbeddingGPProposer",
+    "FeatureChoice",
     "FitReport",
     "GedMethod",
     "GobiResult",
@@ -46,9 +48,11 @@ __all__ = [
     "Transformer2vec",
     "assignment_edit_distance",
     "chebyshev_performance",
+    "choose_features",
     "exploitation_streak",
     "gobi",
     "graph_edit_distance",
+    "loo_spearman",
     "pairwise_edit_distances",
     "prepare_graph",
     "prepared_edit_distance",

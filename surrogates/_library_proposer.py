@@ -10,6 +10,7 @@ several objectives (``chebyshev_performance``).
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ class Observations:
     observed: np.ndarray
     values: np.ndarray  # (n, m), raw objective values
     free: np.ndarray  # bool (N,): neither observed nor excluded
+    pending: np.ndarray = dataclasses.field(  # rows in flight (``pending_idx``)
+        default_factory=lambda: np.zeros(0, dtype=np.int64)
+    )
 
 
 def _objective_signs(directions: Sequence[str]) -> np.ndarray:
@@ -113,6 +117,10 @@ class LibraryProposer(abc.ABC):
         self.min_observed = max(2, math.ceil(n_init / 2))
         self.seed = seed
 
+    #: Whether proposals depend on the rows in flight (``pending_idx``); a library loop then
+    #: proposes one row per call, each seeing the ones before it in flight.
+    uses_pending = False
+
     def propose(
         self,
         library: np.ndarray,
@@ -154,6 +162,7 @@ class LibraryProposer(abc.ABC):
         observed_kinds: Sequence[str] | None = None,
         weights: np.ndarray | None = None,
         random_in_flight: int = 0,
+        pending_idx: Sequence[int] | np.ndarray = (),
     ) -> list[Proposal]:
         """Library rows for ``k`` idle workers, each with the reason it was chosen.
 
@@ -173,8 +182,15 @@ class LibraryProposer(abc.ABC):
                 uniform simplex with ``rng``, one vector per call).
             random_in_flight: Rows of the initial design (proposed at random) still running;
                 they must be among ``excluded_idx``.
+            pending_idx: Rows in flight (never proposed); a proposer with ``uses_pending``
+                takes them into account (BOSHNAS's ``pending="believer"``).
         """
         obs = self._validate(library, observed_idx, observed_perf, excluded_idx, k)
+        pending = np.asarray(pending_idx, dtype=np.int64).reshape(-1)
+        if pending.size and (pending.min() < 0 or pending.max() >= obs.library.shape[0]):
+            raise ValueError(f"pending_idx must be library rows, got {pending}")
+        obs.free[pending] = False
+        obs = dataclasses.replace(obs, pending=pending)
         if (
             isinstance(random_in_flight, bool)
             or not isinstance(random_in_flight, int | np.integer)

@@ -11,8 +11,9 @@ A new space registers itself in ``archsearch.spaces.SPACES`` and adds, in
 Each test checks one clause of the contract in ``archsearch/spaces/_base.py``: suggestions only
 through ``trial.suggest_*``, ``validate`` normalises or raises ``SpecError`` naming the field,
 ``to_params`` + ``enqueue_trial`` + ``suggest`` rebuilds an architecture, ``sample`` stays in
-the space, a parameter's distribution never changes, ``describe`` is one line, and the options
-round-trip through ``options()``.
+the space, a parameter's distribution never changes, ``describe`` is one line, the options
+round-trip through ``options()``, and a :class:`~archsearch.spaces.MutableSpace`'s neighbours
+are distinct members other than the architecture itself.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, ClassVar
 import optuna
 import pytest
 
-from archsearch.spaces import SPACES, DesignSpace, SpecError, make_space
+from archsearch.spaces import SPACES, DesignSpace, MutableSpace, SpecError, make_space
 
 #: Trial user attribute a space that maps suggestions to members sets (see the contract).
 MAPPED_FROM = "mapped_from"
@@ -155,3 +156,21 @@ class SpaceConformance:
         with pytest.raises(SpecError) as e:
             make_space(space.name, {**space.options(), "no_such_option": 1})
         assert e.value.field.startswith("space_options")
+
+    def test_neighbours_are_other_members(self) -> None:
+        """``neighbours`` (a MutableSpace): validated members, distinct, never the
+        architecture itself, in a fixed order, and a walk through them stays in the space."""
+        space = self.make_space()
+        if not isinstance(space, MutableSpace):
+            pytest.skip(f"the {space.name} space does not mutate architectures")
+        rng = random.Random(7)
+        for arch in self._samples(space, 10, seed=8):
+            for _ in range(5):  # a short random walk from each sample
+                found = space.neighbours(arch)
+                assert found, f"{space.describe(arch)} has no neighbours"
+                keys = [json.dumps(n, sort_keys=True) for n in found]
+                assert len(set(keys)) == len(keys), "a neighbour is listed twice"
+                assert json.dumps(arch, sort_keys=True) not in keys
+                assert all(space.validate(n) == n for n in found)
+                assert space.neighbours(arch) == found  # a pure function of the architecture
+                arch = rng.choice(found)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import pytest
+from _procs import TABLE
 
 from archsearch.search import LOOPS, SearchLoop, make_loop
-from archsearch.spaces import BertSpace, DesignSpace, FlexiBertSpace
+from archsearch.spaces import BertSpace, DesignSpace, FlexiBertSmallSpace, FlexiBertSpace
 from conformance.loop_suite import LoopConformance
 
 #: A small library (30 seeded draws of the full FlexiBERT space), a cheap embedding fit and a
@@ -68,8 +69,48 @@ class TestBoshnasLoop(_LibraryLoop):
     }
 
 
+class TestAdaptiveBoshnasLoop(TestBoshnasLoop):
+    """BOSHNAS choosing its features as results arrive, with believed results in flight."""
+
+    own_options: ClassVar[dict[str, Any]] = {
+        **TestBoshnasLoop.own_options,
+        "features": "auto",
+        "pending": "believer",
+    }
+
+
 class TestEmbeddingGPLoop(_LibraryLoop):
     loop_name = "embedding-gp"
+
+
+class _MutationLoop(LoopConformance):
+    multi_objective = False  # one objective; several are refused at launch
+    options: ClassVar[dict[str, Any]] = {}
+
+    def make_loop(self, seed: int, n_objectives: int) -> SearchLoop:
+        return make_loop(self.loop_name, seed, n_objectives, self.options)
+
+    def make_space(self) -> DesignSpace:
+        return BertSpace()
+
+
+class TestEvolutionLoop(_MutationLoop):
+    loop_name = "evolution"
+    options: ClassVar[dict[str, Any]] = {"population": 4, "sample": 2}  # mutations within 8 asks
+
+
+class TestEvolutionLoopOnATable(TestEvolutionLoop):
+    def make_space(self) -> DesignSpace:
+        return FlexiBertSmallSpace(table=TABLE, task="sst2")
+
+
+class TestLocalSearchLoop(_MutationLoop):
+    loop_name = "local-search"
+
+
+class TestLocalSearchLoopOnATable(TestLocalSearchLoop):
+    def make_space(self) -> DesignSpace:
+        return FlexiBertSmallSpace(table=TABLE, task="sst2")
 
 
 def test_every_registered_loop_runs_the_suite() -> None:

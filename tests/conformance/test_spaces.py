@@ -15,6 +15,7 @@ from archsearch.spaces import (
     FlexiBertSmallSpace,
     FlexiBertSpace,
     LoraSpace,
+    MutableSpace,
     SpecError,
 )
 from conformance.space_suite import SpaceConformance
@@ -133,6 +134,18 @@ class TestLoraSpace(SpaceConformance):
         with pytest.raises(SpecError) as e:
             LoraSpace(**options)
         assert e.value.field == field
+
+
+@pytest.mark.parametrize(
+    "space",
+    [BertSpace(), FlexiBertSpace(), FlexiBertSpace(hierarchical=True), FlexiBertSmallSpace()],
+    ids=lambda s: s.name,
+)
+def test_architecture_spaces_mutate(space: DesignSpace) -> None:
+    """Every space of architectures can mutate them (evolution and local search need it);
+    ``lora`` searches training settings with a continuous learning rate, and does not."""
+    assert isinstance(space, MutableSpace)
+    assert not isinstance(LoraSpace(), MutableSpace)
 
 
 def test_every_registered_space_runs_the_suite() -> None:

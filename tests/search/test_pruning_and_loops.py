@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from archsearch.search import LIBRARY_LOOPS, LOOPS
 from archsearch.server._spec import SearchSpec
 from archsearch.server._studies import MIN_REPEAT_STREAK, StudyManager
-from archsearch.spaces import load_table
+from archsearch.spaces import SpecError, load_table
 
 
 @pytest.fixture
@@ -70,10 +70,18 @@ def test_pruning_single_and_multi_objective(manager, objectives, pruner) -> None
         assert best and all(t.state == TrialState.COMPLETE for t in best)
 
 
+#: Loops that refuse several objectives at launch.
+SINGLE_OBJECTIVE_LOOPS = ("evolution", "local-search")
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("n_objectives", [1, 2])
 def test_every_loop_runs(manager, loop: str, n_objectives: int) -> None:
     objectives = ["accuracy:max", "params:min"][:n_objectives]
+    if n_objectives > 1 and loop in SINGLE_OBJECTIVE_LOOPS:
+        with pytest.raises(SpecError, match="optimises one objective"):
+            SearchSpec.from_dict({**table_spec("l", 8, loop=loop), "objectives": objectives})
+        return
     spec = SearchSpec.from_dict(
         {
             **table_spec("l", 8, loop=loop),

@@ -42,6 +42,7 @@ from archsearch.search._library import (
     CACHE_DIR_ENV,
     FEATURES,
     CandidateLibrary,
+    JointRows,
     arch_key,
     check_embedding_options,
     default_cache_root,
@@ -72,6 +73,7 @@ __all__ = [
 class LibraryLoop(SearchLoop):
     avoids_known = True
     needs_graph_space = True
+    chooses_data = True
 
     """A loop that proposes rows of a :class:`CandidateLibrary` (see the module docstring).
 
@@ -225,9 +227,10 @@ class LibraryLoop(SearchLoop):
         """
         space = snapshot.space
         lib = self.library(space)
+        joint = JointRows(lib, snapshot.data_space)
         if self._proposer is None:
             self._proposer = self.make_proposer(list(snapshot.directions))
-        observed, values, kinds, excluded, random_in_flight = self._history(snapshot, lib)
+        observed, values, kinds, excluded, random_in_flight = self._history(snapshot, joint)
         if len(observed) != self._pending_for:
             self._pending, self._pending_for = [], len(observed)
         taken = set(excluded.tolist())
@@ -235,16 +238,17 @@ class LibraryLoop(SearchLoop):
         for _ in range(count):
             self._pending = [p for p in self._pending if p.index not in taken]
             if not self._pending:
-                free = len(lib) - len(taken)
+                free = len(joint) - len(taken)
                 if free <= 0:
                     raise SpecError(
                         "n_trials",
-                        f"every one of the {len(lib)} library candidates is observed or in flight",
+                        f"every one of the {len(joint)} library candidates is observed or in "
+                        "flight",
                         "lower n_trials or raise loop_options.library_size",
                     )
                 with _one_torch_thread():
                     self._pending = self._propose(
-                        lib,
+                        joint,
                         observed,
                         values,
                         np.asarray(sorted(taken), dtype=np.int64),
@@ -253,10 +257,11 @@ class LibraryLoop(SearchLoop):
                         random_in_flight,
                     )
             proposal = self._pending.pop(0)
-            row, kind = int(proposal.index), str(proposal.kind)
+            index, kind = int(proposal.index), str(proposal.kind)
             # The next suggestion of this call sees this one in flight, as the next call would.
-            taken.add(row)
+            taken.add(index)
             random_in_flight += kind == "random"
+            row, data = joint.split(index)
             arch = lib.archs[row]
             recipe: dict[str, Any] = {}
             if self.weight_transfer:
@@ -265,14 +270,17 @@ class LibraryLoop(SearchLoop):
                     recipe["transfer_from"] = neighbour
             out.append(
                 Suggestion(
-                    architecture=arch, recipe=recipe, attrs={LOOP_ATTR: row, KIND_ATTR: kind}
+                    architecture=arch,
+                    recipe=recipe,
+                    data=data,
+                    attrs={LOOP_ATTR: row, KIND_ATTR: kind},
                 )
             )
         return out
 
     def _propose(
         self,
-        lib: CandidateLibrary,
+        joint: JointRows,
         observed: np.ndarray,
         values: np.ndarray,
         excluded: np.ndarray,
@@ -283,7 +291,7 @@ class LibraryLoop(SearchLoop):
         assert self._proposer is not None
         return list(
             self._proposer.propose_with_kinds(
-                lib.features(self.features),
+                joint.features(self.features),
                 observed,
                 values,
                 excluded,
@@ -295,18 +303,20 @@ class LibraryLoop(SearchLoop):
         )
 
     def _history(
-        self, snapshot: LoopSnapshot, lib: CandidateLibrary
+        self, snapshot: LoopSnapshot, joint: JointRows
     ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, int]:
         """Observed rows (in the order their results arrived), their raw objective values
         and proposal kinds, every row any trial holds (observed, in flight or failed), and how
-        many rows proposed at random are in flight (part of the initial design)."""
+        many rows proposed at random are in flight (part of the initial design). A row is a
+        library row with a data choice (:class:`JointRows`)."""
         n_obj = len(snapshot.directions)
         done: list[tuple[Any, int, int, list[float], str]] = []
         done_rows: set[int] = set()  # a re-trained row (a retry) is one observation
         excluded: set[int] = set()
         random_in_flight = 0
         for t in snapshot.trials:
-            row = self._row_of(t, snapshot.space, lib)
+            lib_row = self._row_of(t, snapshot.space, joint.lib)
+            row = None if lib_row is None else joint.index_of(lib_row, t)
             if row is None:
                 continue
             excluded.add(row)

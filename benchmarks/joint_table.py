@@ -19,7 +19,7 @@
    replicates) and each architecture's best data choice.
 
     nice -n 10 python benchmarks/joint_table.py build --task sst2 --seeds 0,1 --steps 150
-    python benchmarks/joint_table.py replay [--replays 40] [--record]
+    python benchmarks/joint_table.py replay [--table A.json,B.json] [--replays 40] [--record]
 
 ``--record`` appends the replay (with the table) to ``benchmarks/RESULTS.md``.
 """
@@ -141,6 +141,47 @@ def build(args: argparse.Namespace) -> None:
     print(f"table: {out} and {out.with_suffix('.csv')}")
 
 
+def load_tables(paths: list[str]) -> dict[str, Any]:
+    """One table from several builds of the same design (e.g. one process per seed): rows
+    merged, the first of a repeated (arch, data, seed) kept.
+
+    Raises:
+        SystemExit: The builds differ in task, settings, architectures or data choices.
+    """
+    tables = [json.loads(Path(p).read_text()) for p in paths]
+    out = tables[0]
+    keys = ("task", "settings", "architectures", "data")
+    done = {(r["arch"], r["data"], r["seed"]) for r in out["rows"]}
+    for path, t in zip(paths[1:], tables[1:], strict=True):
+        if any(t[k] != out[k] for k in keys):
+            raise SystemExit(f"{path} is not a build of the same design as {paths[0]}")
+        for r in t["rows"]:
+            if (r["arch"], r["data"], r["seed"]) not in done:
+                out["rows"].append(r)
+                done.add((r["arch"], r["data"], r["seed"]))
+    out["seeds"] = sorted({r["seed"] for r in out["rows"]})
+    return complete_part(out)
+
+
+def complete_part(table: dict[str, Any]) -> dict[str, Any]:
+    """The table restricted to the architectures with every (data, seed) cell (an interrupted
+    build leaves some out; they are named on stderr)."""
+    need = {(d, s) for d in range(len(table["data"])) for s in table["seeds"]}
+    have: dict[int, set[tuple[int, int]]] = {}
+    for r in table["rows"]:
+        have.setdefault(r["arch"], set()).add((r["data"], r["seed"]))
+    keep = [a for a in range(len(table["architectures"])) if have.get(a, set()) >= need]
+    if len(keep) < len(table["architectures"]):
+        dropped = sorted(set(range(len(table["architectures"]))) - set(keep))
+        print(f"incomplete build: architectures {dropped} left out", file=sys.stderr)
+    new = {a: i for i, a in enumerate(keep)}
+    return {
+        **table,
+        "architectures": [table["architectures"][a] for a in keep],
+        "rows": [{**r, "arch": new[r["arch"]]} for r in table["rows"] if r["arch"] in new],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -158,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--table", default=str(DEFAULT_TABLE))
     r = sub.add_parser("replay", help="replay searches on a built table")
-    r.add_argument("--table", default=str(DEFAULT_TABLE))
+    r.add_argument("--table", default=str(DEFAULT_TABLE), help="one or more, comma-separated")
     r.add_argument("--replays", type=int, default=40)
     r.add_argument("--arch-budget", type=int, default=4)
     r.add_argument("--record", action="store_true")
@@ -168,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from _joint_replay import analyse, replay_report
 
-    table = json.loads(Path(args.table).read_text())
+    table = load_tables(args.table.split(","))
     report = analyse(table) + "\n\n" + replay_report(table, args.replays, args.arch_budget)
     print(report)
     if args.record:

@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--eval-subset", type=int, default=0, help="dev examples (0: all)")
     b.add_argument("--device", default="cpu")
     b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--archs", default="", help="indices to train (default all; split a build)")
     b.add_argument("--table", default=str(DEFAULT_TABLE))
     r = sub.add_parser("replay", help="replay searches on a built table")
     r.add_argument("--table", default=str(DEFAULT_TABLE), help="one or more, comma-separated")

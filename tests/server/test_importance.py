@@ -78,3 +78,15 @@ def test_a_parameter_that_never_varies_is_left_out() -> None:
         t.params_json = json.dumps(params)
     got, _ = param_importances(trials)
     assert "num_hidden_layers" not in got
+
+
+def test_show_names_a_candidates_data_choice_next_to_its_architecture() -> None:
+    from archsearch.server._format import describe
+
+    arch = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2}
+    cand = {"space": "bert", "architecture": {**arch, "intermediate_size": 64}, "data": {}}
+    plain = describe(json.dumps(cand))
+    cand["data"] = {"selection": {"method": "dsir", "k": 48}}
+    assert describe(json.dumps(cand)) == plain + "  [selection: dsir k=48]"
+    cand["data"] = {"selection": {"method": "none"}}
+    assert describe(json.dumps(cand)) == plain

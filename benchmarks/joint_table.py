@@ -92,7 +92,9 @@ def build(args: argparse.Namespace) -> None:
         "rows": [],
     }
     out = Path(args.table)
-    for seed, (a, arch), (d, data) in itertools.product(seeds, enumerate(archs), enumerate(datas)):
+    chosen = [int(a) for a in args.archs.split(",")] if args.archs else range(len(archs))
+    for seed, a, (d, data) in itertools.product(seeds, chosen, enumerate(datas)):
+        arch = archs[a]
         candidate = Candidate(
             space="bert",
             architecture=arch,

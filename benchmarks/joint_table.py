@@ -124,9 +124,17 @@ def build(args: argparse.Namespace) -> None:
             flush=True,
         )
         out.write_text(json.dumps(table, indent=1))  # partial tables survive an interruption
+    save(table, out, args.metric)
+    print(f"table: {out} and {out.with_suffix('.csv')}")
+
+
+def save(table: dict[str, Any], out: Path, metric: str = "accuracy") -> None:
+    """The table as JSON at ``out`` and as CSV next to it (one row per training)."""
+    out.write_text(json.dumps(table, indent=1))
+    archs = table["architectures"]
     with out.with_suffix(".csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["arch", "layers", "hidden", "data", "seed", args.metric, "seconds"])
+        w.writerow(["arch", "layers", "hidden", "data", "seed", metric, "seconds"])
         for r in table["rows"]:
             arch = archs[r["arch"]]
             w.writerow(
@@ -140,7 +148,6 @@ def build(args: argparse.Namespace) -> None:
                     r["seconds"],
                 ]
             )
-    print(f"table: {out} and {out.with_suffix('.csv')}")
 
 
 def load_tables(paths: list[str]) -> dict[str, Any]:
@@ -206,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--replays", type=int, default=40)
     r.add_argument("--arch-budget", type=int, default=4)
     r.add_argument("--record", action="store_true")
+    r.add_argument("--save", default="", help="write the merged table (JSON + CSV) here")
     args = parser.parse_args(argv)
     if args.cmd == "build":
         build(args)
@@ -215,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     table = load_tables(args.table.split(","))
     report = analyse(table) + "\n\n" + replay_report(table, args.replays, args.arch_budget)
     print(report)
+    if args.save:
+        save(table, Path(args.save))
     if args.record:
         from _results import append_section
 

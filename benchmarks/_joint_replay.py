@@ -144,7 +144,11 @@ def _search(
             break
         asked = ask_candidate(loop, study, space, data_space=ds if joint else None)
         arch = asked.architecture
-        a = index[(arch["num_hidden_layers"], arch["hidden_size"])]
+        key = (arch["num_hidden_layers"], arch["hidden_size"])
+        if key not in index:  # a partial table is no product set: not an evaluation
+            study.tell(asked.number, state=optuna.trial.TrialState.FAIL)
+            continue
+        a = index[key]
         d = ds.index(asked.suggestion.data) if joint else 0  # 0: the default (none)
         study.tell(asked.number, observe(a, d))
     if strategy == "arch-only TPE":

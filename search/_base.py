@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 import optuna
 
-from archsearch.spaces import DesignSpace, Registry
+from archsearch.spaces import DataSpace, DesignSpace, Registry
 
 #: Kinds of job a suggestion may ask for. Only ``train`` exists today (a worker trains and
 #: evaluates the candidate); later kinds (a supernet to train, students to score) are refused
@@ -117,6 +117,9 @@ class LoopSnapshot:
         optuna_study: The server's Optuna study, for the Optuna-sampler loop alone (Optuna's
             samplers read the history from the study and write into the trial they are asked
             for); every other loop reads :attr:`trials`.
+        data_space: The data fields the study searches with the architecture (None: none);
+            a loop that ``chooses_data`` sets one value per field in each suggestion's
+            ``data``, and the server records them as the trial's ``data.<field>`` parameters.
     """
 
     study_name: str
@@ -126,6 +129,7 @@ class LoopSnapshot:
         default=tuple, repr=False, compare=False
     )
     optuna_study: Any = dataclasses.field(default=None, repr=False, compare=False)
+    data_space: DataSpace | None = None
 
     @functools.cached_property
     def trials(self) -> tuple[TrialView, ...]:
@@ -174,6 +178,9 @@ class SearchLoop(abc.ABC):
     needs_graph_space: ClassVar[bool] = False
     #: The loop mutates architectures: it needs a ``MutableSpace``.
     needs_mutable_space: ClassVar[bool] = False
+    #: The loop chooses the data fields of a study's ``data_space`` (``LoopSnapshot.data_space``)
+    #: and sets them in each ``Suggestion.data``; a study with a data space needs such a loop.
+    chooses_data: ClassVar[bool] = False
 
     @property
     def sampler(self) -> optuna.samplers.BaseSampler:

@@ -27,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from archsearch.spaces import DesignSpace, EnumerableSpace, FeatureSpace, GraphSpace, SpecError
+from archsearch.spaces import (
+    DataSpace,
+    DesignSpace,
+    EnumerableSpace,
+    FeatureSpace,
+    GraphSpace,
+    SpecError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,3 +252,43 @@ def positive_int(opts: dict[str, Any], key: str, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise SpecError(f"loop_options.{key}", f"must be a positive int, got {value!r}")
     return value
+
+
+class JointRows:
+    """The rows a library loop chooses among: each library row with each combination of
+    the study's data space (row ``r``, combination ``c`` -> ``r * len(data) + c``), whose
+    features are the library row's with the combination's one-hot codes appended. Without
+    a data space, the library's rows themselves."""
+
+    def __init__(self, lib: CandidateLibrary, data_space: DataSpace | None) -> None:
+        self.lib = lib
+        self.data_space = data_space
+        self.combos = list(data_space.combos()) if data_space is not None else [{}]
+
+    def __len__(self) -> int:
+        return len(self.lib) * len(self.combos)
+
+    def split(self, index: int) -> tuple[int, dict[str, Any]]:
+        """The library row and data keys of joint row ``index``."""
+        row, combo = divmod(index, len(self.combos))
+        return row, dict(self.combos[combo])
+
+    def index_of(self, lib_row: int, t: Any) -> int | None:
+        """The joint row of a trial on ``lib_row``: its data choice read from its
+        ``data.<field>`` parameters (None when they are not the data space's)."""
+        if self.data_space is None:
+            return lib_row
+        try:
+            data = self.data_space.from_params(t.params)
+        except KeyError:
+            return None
+        return lib_row * len(self.combos) + self.data_space.index(data)
+
+    def features(self, kind: str) -> np.ndarray:
+        base = self.lib.features(kind)
+        if self.data_space is None:
+            return base
+        codes = self.data_space.one_hot()
+        return np.hstack(
+            [np.repeat(base, len(self.combos), axis=0), np.tile(codes, (len(base), 1))]
+        )

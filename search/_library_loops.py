@@ -42,6 +42,7 @@ from archsearch.search._library import (
     CACHE_DIR_ENV,
     FEATURES,
     CandidateLibrary,
+    JointRows,
     arch_key,
     check_embedding_options,
     default_cache_root,
@@ -76,6 +77,7 @@ __all__ = [
 class LibraryLoop(SearchLoop):
     avoids_known = True
     needs_graph_space = True
+    chooses_data = True
 
     """A loop that proposes rows of a :class:`CandidateLibrary` (see the module docstring).
 
@@ -235,29 +237,31 @@ class LibraryLoop(SearchLoop):
         space = snapshot.space
         lib = self.library(space)
         self._directions = list(snapshot.directions)
+        joint = JointRows(lib, snapshot.data_space)
         if self._proposer is None:
             self._proposer = self.make_proposer(self._directions)
-        observed, values, kinds, excluded, random_in_flight = self._history(snapshot, lib)
+        observed, values, kinds, excluded, random_in_flight = self._history(snapshot, joint)
         if len(observed) != self._pending_for:
             self._pending, self._pending_for = [], len(observed)
         taken = set(excluded.tolist())
-        in_flight = set(self._in_flight_rows(snapshot, lib)) - set(observed.tolist())
+        in_flight = set(self._in_flight_rows(snapshot, joint)) - set(observed.tolist())
         out = []
         for _ in range(count):
             if getattr(self._proposer, "uses_pending", False):
                 self._pending = []  # every suggestion sees the ones before it in flight
             self._pending = [p for p in self._pending if p.index not in taken]
             if not self._pending:
-                free = len(lib) - len(taken)
+                free = len(joint) - len(taken)
                 if free <= 0:
                     raise SpecError(
                         "n_trials",
-                        f"every one of the {len(lib)} library candidates is observed or in flight",
+                        f"every one of the {len(joint)} library candidates is observed or in "
+                        "flight",
                         "lower n_trials or raise loop_options.library_size",
                     )
                 with _one_torch_thread():
                     self._pending = self._propose(
-                        lib,
+                        joint,
                         observed,
                         values,
                         np.asarray(sorted(taken), dtype=np.int64),
@@ -267,11 +271,12 @@ class LibraryLoop(SearchLoop):
                         np.asarray(sorted(in_flight), dtype=np.int64),
                     )
             proposal = self._pending.pop(0)
-            row, kind = int(proposal.index), str(proposal.kind)
+            index, kind = int(proposal.index), str(proposal.kind)
             # The next suggestion of this call sees this one in flight, as the next call would.
-            taken.add(row)
-            in_flight.add(row)
+            taken.add(index)
+            in_flight.add(index)
             random_in_flight += kind == "random"
+            row, data = joint.split(index)
             arch = lib.archs[row]
             recipe: dict[str, Any] = {}
             if self.weight_transfer:
@@ -281,12 +286,12 @@ class LibraryLoop(SearchLoop):
             attrs: dict[str, Any] = {LOOP_ATTR: row, KIND_ATTR: kind}
             if self.features == "auto" and kind != "random":
                 attrs[FEATURES_ATTR] = self._used_features
-            out.append(Suggestion(architecture=arch, recipe=recipe, attrs=attrs))
+            out.append(Suggestion(architecture=arch, recipe=recipe, data=data, attrs=attrs))
         return out
 
     def _propose(
         self,
-        lib: CandidateLibrary,
+        joint: JointRows,
         observed: np.ndarray,
         values: np.ndarray,
         excluded: np.ndarray,
@@ -295,7 +300,7 @@ class LibraryLoop(SearchLoop):
         random_in_flight: int,
         in_flight: np.ndarray,
     ) -> list[Any]:
-        features = self._choose_features(lib, observed, values)
+        features = self._choose_features(joint, observed, values)
         if features not in self._proposers:  # the first set takes the proposer built first
             first = self._proposer if not self._proposers else None
             self._proposers[features] = first or self.make_proposer(self._directions)
@@ -303,7 +308,7 @@ class LibraryLoop(SearchLoop):
         self._used_features = features
         return list(
             self._proposer.propose_with_kinds(
-                lib.features(features),
+                joint.features(features),
                 observed,
                 values,
                 excluded,
@@ -315,9 +320,7 @@ class LibraryLoop(SearchLoop):
             )
         )
 
-    def _choose_features(
-        self, lib: CandidateLibrary, observed: np.ndarray, values: np.ndarray
-    ) -> str:
+    def _choose_features(self, joint: JointRows, observed: np.ndarray, values: np.ndarray) -> str:
         """``features``, or with ``auto`` the set that ranks the observations best (the
         ``both`` set until three results are in)."""
         if self.features != "auto":
@@ -329,28 +332,37 @@ class LibraryLoop(SearchLoop):
         oriented = values * np.where(np.asarray(self._directions) == "maximize", 1.0, -1.0)
         low, span = oriented.min(axis=0), np.ptp(oriented, axis=0)
         performance = ((oriented - low) / np.where(span > 0, span, 1.0)).mean(axis=1)
-        candidates = {kind: lib.features(kind) for kind in ("both", "embedding", "architecture")}
+        candidates = {kind: joint.features(kind) for kind in ("both", "embedding", "architecture")}
         return choose_features(candidates, observed, performance).kind
 
     @staticmethod
-    def _in_flight_rows(snapshot: LoopSnapshot, lib: CandidateLibrary) -> list[int]:
-        """Library rows of the trials in flight that this loop proposed."""
-        rows = (t.attrs.get(LOOP_ATTR) for t in snapshot.trials if t.active)
-        return [r for r in rows if isinstance(r, int) and 0 <= r < len(lib)]
+    def _in_flight_rows(snapshot: LoopSnapshot, joint: JointRows) -> list[int]:
+        """Rows (library row with data choice, :class:`JointRows`) of the trials in flight
+        that this loop proposed."""
+        out = []
+        for t in snapshot.trials:
+            row = t.attrs.get(LOOP_ATTR)
+            if t.active and isinstance(row, int) and 0 <= row < len(joint.lib):
+                index = joint.index_of(row, t)
+                if index is not None:
+                    out.append(index)
+        return out
 
     def _history(
-        self, snapshot: LoopSnapshot, lib: CandidateLibrary
+        self, snapshot: LoopSnapshot, joint: JointRows
     ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, int]:
         """Observed rows (in the order their results arrived), their raw objective values
         and proposal kinds, every row any trial holds (observed, in flight or failed), and how
-        many rows proposed at random are in flight (part of the initial design)."""
+        many rows proposed at random are in flight (part of the initial design). A row is a
+        library row with a data choice (:class:`JointRows`)."""
         n_obj = len(snapshot.directions)
         done: list[tuple[Any, int, int, list[float], str]] = []
         done_rows: set[int] = set()  # a re-trained row (a retry) is one observation
         excluded: set[int] = set()
         random_in_flight = 0
         for t in snapshot.trials:
-            row = self._row_of(t, snapshot.space, lib)
+            lib_row = self._row_of(t, snapshot.space, joint.lib)
+            row = None if lib_row is None else joint.index_of(lib_row, t)
             if row is None:
                 continue
             excluded.add(row)

@@ -95,7 +95,7 @@ def _check_sampler_options(name: str, options: dict[str, Any]) -> None:
 
 
 class OptunaSamplerLoop(SearchLoop):
-    """A loop that asks one of Optuna's samplers.
+    """A loop that asks one of Optuna's samplers (data fields too: ``chooses_data``).
 
     Args:
         name: "random", "tpe", "nsga2" or "gp".
@@ -104,6 +104,8 @@ class OptunaSamplerLoop(SearchLoop):
         n_objectives: Number of objectives of the study.
         options: Extra keyword arguments for the sampler (for example ``n_startup_trials``).
     """
+
+    chooses_data = True
 
     def __init__(
         self, name: str, seed: int | None, n_objectives: int, options: dict[str, Any] | None = None
@@ -132,7 +134,8 @@ class OptunaSamplerLoop(SearchLoop):
 
         Each ask creates the trial directly (the server pops re-queued trials itself, so
         ``Study.ask``'s scan of every unfinished trial for queued ones is skipped) and lets the
-        space suggest its architecture through it.
+        space suggest its architecture through it, then the snapshot's data space its data
+        fields (categorical parameters, so the sampler models them jointly with the rest).
 
         Raises:
             ValueError: The snapshot carries no Optuna study (it was not built by the server).
@@ -146,7 +149,8 @@ class OptunaSamplerLoop(SearchLoop):
             trial_id = study._storage.create_new_trial(study._study_id)
             trial = optuna.Trial(study, trial_id)
             architecture = snapshot.space.suggest(trial)
-            out.append(Suggestion(architecture=architecture, asked_trial=trial_id))
+            data = snapshot.data_space.suggest(trial) if snapshot.data_space is not None else {}
+            out.append(Suggestion(architecture=architecture, data=data, asked_trial=trial_id))
         return out
 
 

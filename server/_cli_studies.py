@@ -161,17 +161,22 @@ def cmd_show(args: argparse.Namespace) -> int:
         trial_dict,
         worker_note,
     )
+    from archsearch.server._importance import format_importance, importance_dict
 
     with _search_client(args) as client:
         study = client.get_study(args.name)
         trials = client.list_trials(args.name)
+    # parameter importance (architecture and data parameters) on the first objective
+    first = study.objectives[0].metric if study.objectives else "value"
     if args.json:
         out = study_dict(study)
         ranks = rank_trials_of(trials)
         out["trials"] = [trial_dict(t, ranks.get(t.number)) for t in trials]
+        out["importance"] = importance_dict(trials, first)
         print(json.dumps(out, indent=2))
     else:
         print(format_study(study, trials, limit=args.limit))
+        print(f"\n{format_importance(trials, first)}")
         note = worker_note(study, args.server)
         if note:
             print(f"\n{note}")

@@ -40,15 +40,28 @@ def _cell(c: Any) -> str:
     return str(c)
 
 
+#: Data fields ``show`` names next to the architecture when a candidate sets them (a joint
+#: study's data choices).
+DATA_CHOICE_FIELDS = ("selection", "pretrain_selection", "curriculum")
+
+
 def describe(candidate_json: str) -> str:
-    """Compact architecture text of a candidate (falls back to its JSON)."""
-    from archsearch.spaces import SPACES
+    """Compact architecture text of a candidate (falls back to its JSON), with its data
+    choices other than the default (``[selection: dsir k=2000]``)."""
+    from archsearch.spaces import SPACES, choice_label
 
     try:
         cand = json.loads(candidate_json or "{}")
-        return SPACES[cand["space"]]().describe_candidate(cand)
+        text = SPACES[cand["space"]]().describe_candidate(cand)
     except Exception:
         return candidate_json[:60]
+    data = cand.get("data") or {}
+    chosen = [
+        f"{f}: {choice_label(data[f])}"
+        for f in DATA_CHOICE_FIELDS
+        if isinstance(data.get(f), dict) and data[f].get("method", "none") != "none"
+    ]
+    return text + (f"  [{'; '.join(chosen)}]" if chosen else "")
 
 
 def _duration(t: pb.Trial) -> str:

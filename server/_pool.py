@@ -118,7 +118,13 @@ class CandidatePool:
                     break  # still building (``warm_up``): no work yet
                 with self.storage.deferring():
                     asked = ask_candidate(
-                        h.loop, h.study, h.space, self.storage, waiting, h.directions
+                        h.loop,
+                        h.study,
+                        h.space,
+                        self.storage,
+                        waiting,
+                        h.directions,
+                        h.spec.data_choices,
                     )
                 try:
                     prepared = self._store_candidate(h, asked)

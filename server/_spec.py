@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from typing import Any
@@ -17,6 +18,7 @@ from archsearch.server._spec_checks import (
 from archsearch.server._trainers import TrainerCatalogue
 from archsearch.spaces import (
     GLUE_TASK_IDS,
+    DataSpace,
     DesignSpace,
     GraphSpace,
     MutableSpace,
@@ -49,6 +51,7 @@ _KNOWN = {
     "seed",
     "recipe",
     "data",
+    "data_space",
     "max_retries",
     "tasks",
 }
@@ -71,6 +74,8 @@ class SearchSpec:
     recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     max_retries: int = 2
+    #: Data fields searched with the architecture (``spaces/_data_space.py``); {}: none.
+    data_space: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def task(self) -> str:
@@ -105,6 +110,11 @@ class SearchSpec:
 
     def build_space(self) -> DesignSpace:
         return make_space(self.space, self.space_options)
+
+    @functools.cached_property
+    def data_choices(self) -> DataSpace | None:
+        """The searched data fields, or None when the study searches none."""
+        return DataSpace(self.data_space) if self.data_space else None
 
     @classmethod
     def from_json(cls, text: str, trainers: TrainerCatalogue | None = None) -> SearchSpec:
@@ -159,6 +169,7 @@ class SearchSpec:
             raise SpecError("max_retries", f"must be an int in 0..10, got {max_retries!r}")
 
         data = _data(obj)
+        data_space = DataSpace.from_spec(obj.get("data_space"), data)
         recipe = validate_recipe(obj.get("recipe", {}))
 
         objectives = _objectives(
@@ -216,6 +227,12 @@ class SearchSpec:
                 f"the {loop} loop mutates architectures; the {space_name} space cannot",
                 "use the bert, flexibert or flexibert-small space, or another loop",
             )
+        if data_space is not None and not built.chooses_data:
+            raise SpecError(
+                "data_space",
+                f"the {loop} loop does not choose data",
+                "use tpe, random, gp, nsga2, boshnas or embedding-gp, or drop data_space",
+            )
 
         pruner = obj.get("pruner", {"type": "none"})
         if isinstance(pruner, str):
@@ -256,6 +273,7 @@ class SearchSpec:
             recipe=recipe,
             data=data,
             max_retries=max_retries,
+            data_space=data_space.to_dict() if data_space is not None else {},
         )
 
 

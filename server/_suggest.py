@@ -24,11 +24,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import FixedTrial, FrozenTrial
 
 from archsearch.search import LoopSnapshot, SearchLoop, Suggestion, TrialView
 from archsearch.server import _storage
-from archsearch.spaces import DesignSpace, SpecError, validate_data, validate_recipe
+from archsearch.spaces import DataSpace, DesignSpace, SpecError, validate_data, validate_recipe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +80,7 @@ def loop_snapshot(
     space: DesignSpace,
     storage: optuna.storages.BaseStorage | None = None,
     directions: Sequence[str] | None = None,
+    data_space: DataSpace | None = None,
 ) -> LoopSnapshot:
     """The snapshot a loop is asked with; its trials are read on first use.
 
@@ -88,6 +90,7 @@ def loop_snapshot(
         storage: The storage ``study`` was opened on (default: the study's own).
         directions: The study's directions when the caller knows them (the server: from the
             spec); otherwise read from the storage (one query per call).
+        data_space: The data fields the study searches (``SearchSpec.data_choices``).
     """
     storage = _storage.storage_of(study) if storage is None else storage
     if directions is None:
@@ -103,6 +106,7 @@ def loop_snapshot(
         space=space,
         load_trials=load,
         optuna_study=study,
+        data_space=data_space,
     )
 
 
@@ -113,13 +117,14 @@ def ask_candidate(
     storage: optuna.storages.BaseStorage | None = None,
     waiting: bool = False,
     directions: Sequence[str] | None = None,
+    data_space: DataSpace | None = None,
 ) -> AskedCandidate:
     """The next candidate of ``study``: a re-queued trial when ``waiting``, else the loop's.
 
     Args:
         waiting: The study has WAITING trials (the server tracks its queue): the next one is
             popped with its fixed parameters and the loop is not asked.
-        directions: See :func:`loop_snapshot`.
+        directions, data_space: See :func:`loop_snapshot`.
 
     Raises:
         SpecError: The loop cannot propose more, or its suggestion is not valid (its
@@ -129,10 +134,13 @@ def ask_candidate(
     if waiting:
         trial = study.ask()
         arch = space.suggest(trial)
+        data = data_space.suggest(trial) if data_space is not None else {}
         tid = _storage.trial_id_of(trial)
-        return AskedCandidate(tid, trial.number, arch, Suggestion(architecture=arch), True)
-    (suggestion,) = loop.suggest(loop_snapshot(study, space, storage, directions), 1)
-    return realise(storage, _storage.study_id_of(study), space, suggestion)
+        requeued = Suggestion(architecture=arch, data=data)
+        return AskedCandidate(tid, trial.number, arch, requeued, True)
+    snapshot = loop_snapshot(study, space, storage, directions, data_space)
+    (suggestion,) = loop.suggest(snapshot, 1)
+    return realise(storage, _storage.study_id_of(study), space, suggestion, data_space)
 
 
 def realise(
@@ -140,12 +148,15 @@ def realise(
     study_id: int,
     space: DesignSpace,
     suggestion: Suggestion,
+    data_space: DataSpace | None = None,
 ) -> AskedCandidate:
     """The trial of ``suggestion``: the one the loop asked, or a new one with the
-    architecture's parameters and the loop's attributes.
+    architecture's parameters, the data space's (``data.<field>``, categorical over the
+    values' labels) and the loop's attributes.
 
     Raises:
-        SpecError: The suggestion's kind, recipe or data keys are not valid.
+        SpecError: The suggestion's kind, recipe or data keys are not valid, or it lacks a
+            value of the data space (or holds one the space does not list).
     """
     if not isinstance(suggestion.kind, str) or not suggestion.kind:
         raise SpecError("suggestion.kind", f"must be a non-empty string, got {suggestion.kind!r}")
@@ -153,6 +164,18 @@ def realise(
         validate_recipe(dict(suggestion.recipe))
     if suggestion.data:
         validate_data(dict(suggestion.data))
+    data_params: dict[str, tuple[str, CategoricalDistribution]] = {}
+    if data_space is not None:
+        try:
+            labels = data_space.to_params(suggestion.data)
+            data_params = {
+                data_space.param(f): (labels[data_space.param(f)], CategoricalDistribution(ls))
+                for f, ls in data_space.labels.items()
+            }
+        except KeyError as e:
+            raise SpecError(
+                "suggestion.data", f"not a choice of the study's data_space: {e}"
+            ) from e
     if suggestion.asked_trial is not None:
         tid = suggestion.asked_trial
         number = storage.get_trial(tid).number
@@ -163,6 +186,8 @@ def realise(
     for name, value in fixed.params.items():
         dist = fixed.distributions[name]
         storage.set_trial_param(tid, name, dist.to_internal_repr(value), dist)
+    for name, (label, choices) in data_params.items():
+        storage.set_trial_param(tid, name, choices.to_internal_repr(label), choices)
     for key, value in suggestion.attrs.items():
         storage.set_trial_system_attr(tid, key, value)
     return AskedCandidate(tid, storage.get_trial(tid).number, arch, suggestion)

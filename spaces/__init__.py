@@ -38,6 +38,7 @@ from archsearch.spaces._custom_task import (
     CustomTask,
     validate_custom_task,
 )
+from archsearch.spaces._data_space import FIXED_DATA_FIELDS, DataSpace, choice_label
 from archsearch.spaces._errors import SpecError
 from archsearch.spaces._flexibert import FlexiBertSpace
 from archsearch.spaces._flexibert_overlap import (
@@ -94,6 +95,7 @@ __all__ = [
     "CUSTOM_METRICS",
     "DEFAULT_DATA",
     "DEFAULT_RECIPE",
+    "FIXED_DATA_FIELDS",
     "GLUE_TASKS",
     "GLUE_TASK_IDS",
     "OVERLAP_THRESHOLD",
@@ -107,6 +109,7 @@ __all__ = [
     "BertSpace",
     "Candidate",
     "CustomTask",
+    "DataSpace",
     "DesignSpace",
     "EnumerableSpace",
     "FeatureSpace",
@@ -129,6 +132,7 @@ __all__ = [
     "borda_ranks",
     "canonical_split",
     "check_flexibert_architecture",
+    "choice_label",
     "compute_aggregate",
     "data_tasks",
     "flexibert_average",

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from archsearch.search._autodistil_loop import AutoDistilLoop
 from archsearch.search._base import (
     JOB_KINDS,
     LOOPS,
     LoopFactory,
     LoopSnapshot,
+    NoSuggestion,
     SearchLoop,
     Suggestion,
     TrialView,
@@ -52,12 +54,14 @@ __all__ = [
     "LIBRARY_LOOPS",
     "LOOPS",
     "SAMPLER_FACTORIES",
+    "AutoDistilLoop",
     "BoshnasLoop",
     "CandidateLibrary",
     "EmbeddingGPLoop",
     "LibraryLoop",
     "LoopFactory",
     "LoopSnapshot",
+    "NoSuggestion",
     "OptunaSamplerLoop",
     "PrimaryObjectiveView",
     "SearchLoop",

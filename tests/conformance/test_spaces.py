@@ -10,6 +10,7 @@ from _procs import TABLE
 
 from archsearch.spaces import (
     SPACES,
+    AutoDistilSpace,
     BertSpace,
     DesignSpace,
     FlexiBertSmallSpace,
@@ -133,6 +134,33 @@ class TestLoraSpace(SpaceConformance):
         with pytest.raises(SpecError) as e:
             LoraSpace(**options)
         assert e.value.field == field
+
+
+TINY = {"layers": 1, "heads": 2, "hidden": 64, "intermediate": 128}
+
+
+class TestAutoDistilSpace(SpaceConformance):
+    """Sub-spaces (supernet and rank jobs) and students (train jobs) of the minilm-k3 preset."""
+
+    invalid_architectures: ClassVar[list[tuple[Any, str]]] = [
+        ({"teacher": "bert-base-uncased", "student": TINY}, "architecture.teacher"),
+        ({"teacher": "all-MiniLM-L6-v2", "student": TINY}, "architecture.student"),
+        (
+            {"teacher": "all-MiniLM-L6-v2", "student": {**TINY, "layers": 7}},
+            "architecture.student.layers",
+        ),
+        (
+            {
+                "teacher": "all-MiniLM-L6-v2",
+                "subspace": {"name": "tiny", "layers": [0.5], "heads": [0.5], "mlp_ratio": [2.0]},
+            },
+            "architecture.subspace",
+        ),
+        ({"teacher": "all-MiniLM-L6-v2"}, "architecture"),
+    ]
+
+    def make_space(self) -> DesignSpace:
+        return AutoDistilSpace()
 
 
 def test_every_registered_space_runs_the_suite() -> None:

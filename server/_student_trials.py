@@ -124,6 +124,7 @@ def student_extras(job: CompletedJob) -> JobExtras:
                 user_attrs={
                     **completion_attrs(metrics, {}),
                     STUDENT_OF_ATTR: job.trial.number,
+                    "arch": f"student {key} of {name} (scored by rank #{job.trial.number})",
                     "supernet_trial": supernet,
                     "student": key,
                 },

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from archsearch.server._index import COMPLETED_REASON_ATTR
 from archsearch.server._student_trials import PROXY_TRIAL_ATTR, STUDENT_OF_ATTR
+from archsearch.server._trainers import installed_trainers
 from archsearch.server.client import SearchClient
 
 #: One sub-space of two students: one layer, 2 or 4 heads of the MiniLM teacher (H = 32·A).
@@ -46,6 +47,12 @@ SPEC = {
     },
     "data": {"task": "sst2", "train_subset": 64, "eval_subset": 32},
 }
+
+
+pytestmark = pytest.mark.skipif(
+    "autodistil" not in {info.name for info in installed_trainers()},
+    reason="the autodistil trainer (worker side) is not installed",
+)
 
 
 @pytest.fixture

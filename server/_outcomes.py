@@ -137,7 +137,8 @@ class TrialOutcomes:
                 CompletedJob(
                     h.spec,
                     h.space,
-                    self.storage.get_trial(tid),
+                    live.number,
+                    lambda: self.storage.get_trial(tid),
                     live.candidate,
                     metrics,
                     lambda: self.storage.get_all_trials(h.study_id, deepcopy=False),

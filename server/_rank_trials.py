@@ -31,6 +31,7 @@ DyLoRA's ranks here, AutoDistil's students in ``server/_student_trials.py``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -62,7 +63,9 @@ class CompletedJob:
     Attributes:
         spec: Its study's spec.
         space: Its study's design space.
-        trial: The job's trial as stored (still RUNNING).
+        number: The job's trial number.
+        load_trial: Reads the job's trial as stored (still RUNNING), on first use of
+            :attr:`trial` (most completions need no rule, and no read).
         candidate: What the worker was given.
         metrics: What the worker reported.
         load_trials: Reads every trial of the study (for a rule that links to another).
@@ -70,10 +73,16 @@ class CompletedJob:
 
     spec: SearchSpec
     space: DesignSpace
-    trial: FrozenTrial
+    number: int
+    load_trial: Callable[[], FrozenTrial]
     candidate: Candidate
     metrics: Mapping[str, float]
     load_trials: Callable[[], Sequence[FrozenTrial]] = tuple
+
+    @functools.cached_property
+    def trial(self) -> FrozenTrial:
+        """The job's trial (read once)."""
+        return self.load_trial()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +177,7 @@ def record_rank_trials(
 
 def dylora_extras(job: CompletedJob) -> JobExtras:
     """The completion rule of DyLoRA trials: their :func:`rank_trials`."""
-    if job.candidate.kind != "train":
+    if job.candidate.kind != "train" or not metrics_by_rank(job.metrics):
         return JobExtras()
     return JobExtras(trials=rank_trials(job.spec, job.trial, job.metrics))
 

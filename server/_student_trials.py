@@ -112,7 +112,7 @@ def student_extras(job: CompletedJob) -> JobExtras:
         info = {
             "key": key,
             "subspace": name,
-            "rank_trial": job.trial.number,
+            "rank_trial": job.number,
             "supernet_trial": supernet,
         }
         trials.append(
@@ -123,8 +123,8 @@ def student_extras(job: CompletedJob) -> JobExtras:
                 values=job_values(job.spec, metrics),
                 user_attrs={
                     **completion_attrs(metrics, {}),
-                    STUDENT_OF_ATTR: job.trial.number,
-                    "arch": f"student {key} of {name} (scored by rank #{job.trial.number})",
+                    STUDENT_OF_ATTR: job.number,
+                    "arch": f"student {key} of {name} (scored by rank #{job.number})",
                     "supernet_trial": supernet,
                     "student": key,
                 },

@@ -110,7 +110,8 @@ class TestAutoDistilLoop(LoopConformance):
         job = CompletedJob(
             spec=SearchSpec("c", "autodistil", 9, objectives=objectives[: len(values)]),
             space=space,
-            trial=study.trials[asked.number],
+            number=asked.number,
+            load_trial=lambda: study.trials[asked.number],
             candidate=Candidate(
                 "autodistil", dict(asked.architecture), dict(s.recipe), kind=s.kind
             ),

@@ -4,12 +4,19 @@ validated at launch, each bad one refused with the field that is wrong and the f
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
-from _autodistil import CATALOGUE
+from _autodistil import AUTODISTIL, CATALOGUE
 
+from archsearch.server import cli
 from archsearch.server._spec import SearchSpec
+from archsearch.server.app import ArchsearchServer, ServerConfig
+from archsearch.server.client import ClientError, SearchClient
 from archsearch.spaces import AutoDistilSpace, SpecError
 
 SPEC: dict[str, Any] = {
@@ -117,3 +124,30 @@ def test_any_teacher_with_its_shape() -> None:
     spec = spec_with("space_options", {"teacher": "/models/t", "teacher_shape": shape})
     space = SearchSpec.from_dict(spec, CATALOGUE).build_space()
     assert isinstance(space, AutoDistilSpace) and space.teacher.head_dim == 64
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ArchsearchServer]:
+    srv = ArchsearchServer(ServerConfig(storage=f"sqlite:///{tmp_path / 's.db'}", port=0))
+    srv.manager.trainers.remember(AUTODISTIL)  # as a connected autodistil worker describes it
+    srv.start()
+    yield srv
+    srv.stop(0)
+
+
+def test_the_rpc_and_the_cli_name_the_bad_setting(
+    server: ArchsearchServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = spec_with("loop_options.budget", {"flops": 0})
+    with SearchClient(server.address) as client, pytest.raises(ClientError) as e:
+        client.launch(bad)
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "loop_options.budget.flops: must be a positive number, got 0" in e.value.details
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec_with("space_options.subspaces", "minilm-k9")))
+    code = cli.main(["launch", "--spec", str(path), "--server", server.address])
+    err = capsys.readouterr().err
+    assert code != 0 and err.startswith("archsearch: ") and "Traceback" not in err
+    assert "space_options.subspaces: unknown preset 'minilm-k9'" in err
+    with SearchClient(server.address) as client:
+        assert [s.name for s in client.list_studies()] == []  # nothing was created

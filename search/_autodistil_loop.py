@@ -45,12 +45,14 @@ STUDENT_ATTR = "autodistil:student"
 #: System attribute of a ``train`` job: the number of the student trial it was picked from.
 PICKED_FROM_ATTR = "autodistil:picked_from"
 
-#: ``loop_options.supernet`` fields (the worker's supernet training settings) and their types.
+#: ``loop_options.supernet`` fields and their types: the worker's ``SupernetRecipe``
+#: (``worker/_supernet_training.py``), checked here too so a bad one fails at launch.
 SUPERNET_FIELDS: dict[str, tuple[type, ...]] = {
     "steps": (int,),
     "batch_size": (int,),
     "max_seq_length": (int,),
     "lr": (int, float),
+    "weight_decay": (int, float),
     "loss": (str,),
     "seed": (int,),
     "sandwich": (int,),
@@ -85,6 +87,14 @@ def _supernet_options(value: Any) -> dict[str, Any]:
         elif key == "seed":
             if not isinstance(v, int) or not 0 <= v < 2**32:
                 raise SpecError(f"{field}.seed", f"must be in [0, 2^32), got {v!r}")
+        elif key == "weight_decay":
+            if not 0 <= v < math.inf:
+                raise SpecError(f"{field}.weight_decay", f"must be >= 0, got {v!r}")
+        elif key == "sandwich":
+            if not isinstance(v, int) or v < 2:
+                raise SpecError(
+                    f"{field}.sandwich", f"must be an int >= 2 (largest and smallest), got {v!r}"
+                )
         else:
             _positive(f"{field}.{key}", v)
     return dict(value)

@@ -188,6 +188,8 @@ def test_a_trial_without_a_stored_candidate_is_read_from_its_parameters() -> Non
         ({"supernet": {"loss": "l1"}}, "loop_options.supernet.loss"),
         ({"supernet": {"steps": 0}}, "loop_options.supernet.steps"),
         ({"supernet": {"stepz": 3}}, "loop_options.supernet.stepz"),
+        ({"supernet": {"sandwich": 1}}, "loop_options.supernet.sandwich"),
+        ({"supernet": {"weight_decay": -0.1}}, "loop_options.supernet.weight_decay"),
         ({"supernet": []}, "loop_options.supernet"),
         ({"rank": {"supernet": "s/1"}}, "loop_options.rank.supernet"),
         ({"rank": {"heldout": [1]}}, "loop_options.rank.heldout"),

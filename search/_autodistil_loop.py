@@ -196,6 +196,16 @@ class AutoDistilLoop(SearchLoop):
                 f"the autodistil loop searches the autodistil space, not {space.name}",
                 'use "space": "autodistil"',
             )
+        if self.budget is not None:
+            kind, limit = self.budget
+            cost = space.flops if kind == "flops" else space.params
+            cheapest = min(cost(space.student(k)) for k in space.student_keys)
+            if cheapest > limit:
+                raise SpecError(
+                    f"loop_options.budget.{kind}",
+                    f"no student of the space fits {limit:.4g}: the cheapest needs {cheapest}",
+                    f"raise it to at least {cheapest}, or add smaller students",
+                )
         jobs = 2 * len(space.subspaces) + self.top_n
         if n_trials < jobs:
             raise SpecError(

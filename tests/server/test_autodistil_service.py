@@ -43,14 +43,17 @@ def proxy(key: str) -> float:
     return 0.5 + st.layers * 0.05 + st.heads * 0.01
 
 
-def report(candidate: Any) -> dict[str, float]:
-    """What the autodistil trainer reports for each kind of job."""
+def report(candidate: Any, skip: frozenset[str] = frozenset()) -> dict[str, float]:
+    """What the autodistil trainer reports for each kind of job (a rank job scores every
+    student but those in ``skip``)."""
     if candidate.kind == "supernet":
         return {"relation_loss": 0.5, "train_seconds": 2.0}
     if candidate.kind == "rank":
         name = candidate.architecture["subspace"]["name"]
         out = {"train_seconds": 3.0}
         for st in SPACE.students[name]:
+            if st.key() in skip:
+                continue
             out[f"accuracy@{st.key()}"] = proxy(st.key())
             out[f"relation_loss@{st.key()}"] = 1 - proxy(st.key())
         return out
@@ -64,11 +67,13 @@ def manager(url: str) -> StudyManager:
     return m
 
 
-def work(m: StudyManager, name: str, limit: int = 100) -> list[tuple[int, str]]:
+def work(
+    m: StudyManager, name: str, limit: int = 100, skip: frozenset[str] = frozenset()
+) -> list[tuple[int, str]]:
     """Runs jobs until none is left (or ``limit``); returns (trial number, kind) of each."""
     done = []
     while len(done) < limit and (g := m.acquire("w", ("autodistil",), name)) is not None:
-        metrics = report(g.candidate)
+        metrics = report(g.candidate, skip)
         values, _ = m.complete(g.lease_id, metrics, {})
         assert m.complete(g.lease_id, metrics, {}) == (values, TrialState.COMPLETE)  # a repeat
         done.append((g.trial_number, g.candidate.kind))
@@ -139,11 +144,14 @@ def test_a_budget_nothing_fits_completes_the_study_with_the_reason(tmp_path: Pat
     url = f"sqlite:///{tmp_path / 's.db'}"
     m = manager(url)
     try:
-        h = m.launch(spec("tight", budget={"params": 1000}))
-        assert [k for _, k in work(m, "tight")] == ["supernet", "supernet", "rank", "rank"]
+        # only the smallest student fits, and the rank job does not score it
+        smallest = SPACE.student(SPACE.student_keys[0])
+        h = m.launch(spec("tight", budget={"params": SPACE.params(smallest)}))
+        jobs = work(m, "tight", skip=frozenset({smallest.key()}))
+        assert [k for _, k in jobs] == ["supernet", "supernet", "rank", "rank"]
         assert h.state == "completed"
     finally:
         m.close()
     study = optuna.load_study(study_name="tight", storage=url)
     reason = study.user_attrs[COMPLETED_REASON_ATTR]
-    assert "no ranked student fits the budget params <= 1000" in reason
+    assert f"no ranked student fits the budget params <= {SPACE.params(smallest):.4g}" in reason

@@ -84,6 +84,7 @@ def test_a_good_spec_round_trips() -> None:
         ("loop_options.top_n", "3", "loop_options.top_n", "an int"),
         ("loop_options.budget", {"flops": -1}, "loop_options.budget.flops", "positive"),
         ("loop_options.budget", {"memory": 5}, "loop_options.budget", '{"flops": N}'),
+        ("loop_options.budget", {"params": 10**6}, "loop_options.budget.params", "cheapest"),
         ("loop_options.supernet", {"loss": "js"}, "loop_options.supernet.loss", "kl, mse"),
         ("loop_options.supernet", {"lr": "big"}, "loop_options.supernet.lr", "must be int"),
         ("loop_options.rank", {"supernet": "a/1"}, "loop_options.rank.supernet", "set by"),

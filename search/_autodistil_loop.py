@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from archsearch.search._autodistil_options import budget_option, rank_options, supernet_options
 from archsearch.search._base import (
     LOOPS,
     LoopSnapshot,
@@ -44,88 +45,7 @@ JOB_ATTR = "autodistil:job"
 STUDENT_ATTR = "autodistil:student"
 #: System attribute of a ``train`` job: the number of the student trial it was picked from.
 PICKED_FROM_ATTR = "autodistil:picked_from"
-
-#: ``loop_options.supernet`` fields and their types: the worker's ``SupernetRecipe``
-#: (``worker/_supernet_training.py``), checked here too so a bad one fails at launch.
-SUPERNET_FIELDS: dict[str, tuple[type, ...]] = {
-    "steps": (int,),
-    "batch_size": (int,),
-    "max_seq_length": (int,),
-    "lr": (int, float),
-    "weight_decay": (int, float),
-    "loss": (str,),
-    "seed": (int,),
-    "sandwich": (int,),
-}
-SUPERNET_LOSSES = ("kl", "mse")
 _OPTIONS = ("top_n", "budget", "proxy", "proxy_direction", "supernet", "rank")
-BUDGET_KINDS = ("flops", "params")
-
-
-def _positive(field: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise SpecError(field, f"must be a positive number, got {value!r}")
-
-
-def _supernet_options(value: Any) -> dict[str, Any]:
-    field = "loop_options.supernet"
-    if not isinstance(value, dict):
-        raise SpecError(field, f"must be a JSON object, got {value!r}")
-    for key, v in value.items():
-        types = SUPERNET_FIELDS.get(key)
-        if types is None:
-            raise SpecError(
-                f"{field}.{key}", "unknown field", f"known: {', '.join(SUPERNET_FIELDS)}"
-            )
-        if isinstance(v, bool) or not isinstance(v, types):
-            raise SpecError(f"{field}.{key}", f"must be {types[0].__name__}, got {v!r}")
-        if key == "loss":
-            if v not in SUPERNET_LOSSES:
-                raise SpecError(
-                    f"{field}.loss", f"{v!r} is not one of {', '.join(SUPERNET_LOSSES)}"
-                )
-        elif key == "seed":
-            if not isinstance(v, int) or not 0 <= v < 2**32:
-                raise SpecError(f"{field}.seed", f"must be in [0, 2^32), got {v!r}")
-        elif key == "weight_decay":
-            if not 0 <= v < math.inf:
-                raise SpecError(f"{field}.weight_decay", f"must be >= 0, got {v!r}")
-        elif key == "sandwich":
-            if not isinstance(v, int) or v < 2:
-                raise SpecError(
-                    f"{field}.sandwich", f"must be an int >= 2 (largest and smallest), got {v!r}"
-                )
-        else:
-            _positive(f"{field}.{key}", v)
-    return dict(value)
-
-
-def _rank_options(value: Any) -> dict[str, Any]:
-    field = "loop_options.rank"
-    if not isinstance(value, dict):
-        raise SpecError(field, f"must be a JSON object, got {value!r}")
-    if "supernet" in value:
-        raise SpecError(f"{field}.supernet", "is set by the loop (each rank job's supernet)")
-    for key, v in value.items():
-        ok = isinstance(v, str | bool) or (isinstance(v, int | float) and math.isfinite(v))
-        if not ok:
-            raise SpecError(f"{field}.{key}", f"must be a number, string or bool, got {v!r}")
-        if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
-            raise SpecError(f"{field}.{key}", f"must be >= 0, got {v!r}")
-    return dict(value)
-
-
-def _budget(value: Any) -> tuple[str, float] | None:
-    if value is None:
-        return None
-    field = "loop_options.budget"
-    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in BUDGET_KINDS:
-        raise SpecError(
-            field, f'must be {{"flops": N}} or {{"params": N}}, got {value!r}', "one of the two"
-        )
-    ((kind, limit),) = value.items()
-    _positive(f"{field}.{kind}", limit)
-    return kind, float(limit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +90,7 @@ class AutoDistilLoop(SearchLoop):
         if isinstance(top_n, bool) or not isinstance(top_n, int) or not 0 <= top_n <= 1000:
             raise SpecError("loop_options.top_n", f"must be an int in 0..1000, got {top_n!r}")
         self.top_n = top_n
-        self.budget = _budget(options.get("budget"))
+        self.budget = budget_option(options.get("budget"))
         proxy = options.get("proxy", "objective")
         if not isinstance(proxy, str) or not proxy:
             raise SpecError("loop_options.proxy", f"must be a metric name, got {proxy!r}")
@@ -186,8 +106,8 @@ class AutoDistilLoop(SearchLoop):
                 "the objective proxy takes the study's direction",
             )
         self.proxy_direction = direction
-        self.supernet = _supernet_options(options.get("supernet", {}))
-        self.rank = _rank_options(options.get("rank", {}))
+        self.supernet = supernet_options(options.get("supernet", {}))
+        self.rank = rank_options(options.get("rank", {}))
 
     def check_study(self, space: DesignSpace, n_trials: int) -> None:
         if not isinstance(space, AutoDistilSpace):
@@ -279,7 +199,13 @@ class AutoDistilLoop(SearchLoop):
     def _rank_job(self, space: AutoDistilSpace, name: str, study: str, supernet: str) -> Suggestion:
         return Suggestion(
             architecture=space.subspace_arch(space.subspace(name)),
-            recipe={"rank": {**self.rank, "supernet": f"{study}/{supernet}"}},
+            recipe={
+                "rank": {
+                    **self.rank,
+                    "supernet": f"{study}/{supernet}",
+                    "cost_seq_len": space.seq_len,
+                }
+            },
             kind="rank",
             attrs={JOB_ATTR: "rank"},
         )

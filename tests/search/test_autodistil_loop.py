@@ -87,7 +87,7 @@ def test_a_trained_supernet_gets_its_rank_job_while_the_other_trains() -> None:
     trials = snap(job(0, "supernet", "RUNNING", "a"), job(1, "supernet", "COMPLETE", "b"))
     (rank,) = loop(rank={"proxy_steps": 3}).suggest(trials, 1)
     assert rank.kind == "rank" and rank.architecture["subspace"]["name"] == "b"
-    assert rank.recipe == {"rank": {"proxy_steps": 3, "supernet": "s/1"}}
+    assert rank.recipe == {"rank": {"proxy_steps": 3, "supernet": "s/1", "cost_seq_len": 128}}
     with pytest.raises(NoSuggestion):  # one rank job only: nothing else to give
         loop().suggest(trials, 2)
 
@@ -193,6 +193,10 @@ def test_a_trial_without_a_stored_candidate_is_read_from_its_parameters() -> Non
         ({"supernet": []}, "loop_options.supernet"),
         ({"rank": {"supernet": "s/1"}}, "loop_options.rank.supernet"),
         ({"rank": {"heldout": [1]}}, "loop_options.rank.heldout"),
+        ({"rank": {"heldout": 0}}, "loop_options.rank.heldout"),
+        ({"rank": {"cost_seq_len": 64}}, "loop_options.rank.cost_seq_len"),
+        ({"rank": {"proxy_stepz": 3}}, "loop_options.rank.proxy_stepz"),
+        ({"rank": {"loss": "l2"}}, "loop_options.rank.loss"),
         ({"proxy": "relation_loss", "proxy_direction": "up"}, "loop_options.proxy_direction"),
         ({"subspaces": "minilm-k3"}, "loop_options.subspaces"),
     ],

@@ -87,6 +87,8 @@ _DATA_TYPES: dict[str, tuple[type, ...]] = {
     "pretrain_selection": (dict,),
     "train_subset": (int,),
     "eval_subset": (int,),
+    # AutoDistil supernet training's unlabeled text file (default: the tasks' train text)
+    "distill_text": (str,),
 }
 _DISTILL_TYPES: dict[str, tuple[type, ...]] = {
     "mode": (str,),

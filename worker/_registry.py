@@ -25,6 +25,7 @@ TRAINER_MODULES = (
     "archsearch.worker._table_trainer",
     "archsearch.worker._bert_trainer",
     "archsearch.worker._lora_trainer",
+    "archsearch.worker._autodistil_trainer",
 )
 
 _T = TypeVar("_T", bound=type[Trainer])

@@ -49,7 +49,7 @@ def test_a_plugin_trainer_is_launchable_once_a_worker_offering_it_registers(
             assert isinstance(refused, ClientError), refused
             assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
             assert "unknown trainer 'echo'" in refused.details
-            assert "known: bert, lora, table" in refused.details
+            assert "known: autodistil, bert, lora, table" in refused.details
             assert "start a worker that offers it" in refused.details
             assert c.list_studies() == []
 

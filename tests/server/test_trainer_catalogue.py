@@ -36,7 +36,7 @@ def test_installed_trainers_come_from_entry_points_without_torch() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/"
     )
-    assert out.stdout.split() == ["bert,lora,table", "False"], out.stderr
+    assert out.stdout.split() == ["autodistil,bert,lora,table", "False"], out.stderr
 
 
 def test_a_spec_on_an_unknown_trainer_is_refused_until_a_worker_describes_it() -> None:
@@ -45,7 +45,9 @@ def test_a_spec_on_an_unknown_trainer_is_refused_until_a_worker_describes_it() -
     with pytest.raises(SpecError) as e:
         SearchSpec.from_dict(spec, catalogue)
     assert e.value.field == "trainer"
-    assert "unknown trainer 'echo'" in str(e.value) and "known: bert, lora, table" in str(e.value)
+    assert "unknown trainer 'echo'" in str(
+        e.value
+    ) and "known: autodistil, bert, lora, table" in str(e.value)
     assert "start a worker that offers it" in str(e.value)
 
     catalogue.learn([ECHO], "worker-1")

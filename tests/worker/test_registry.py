@@ -91,7 +91,7 @@ def test_model_factories_by_space() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--trainer", "nope"], "unknown trainer 'nope': use one of bert, lora, table"),
+        (["--trainer", "nope"], "unknown trainer 'nope': use one of autodistil, bert, lora, table"),
         (["--trainer", "table"], "--trainer table needs --table PATH"),
     ],
 )

@@ -1,0 +1,174 @@
+"""The autodistil trainer's three job kinds on a tiny local teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from _tiny import save_tiny_teacher
+from transformers import BertModel
+
+from archsearch.spaces import Candidate
+from archsearch.spaces._students import Student, SubSpace
+from archsearch.worker import CandidateError, TrainContext
+from archsearch.worker._autodistil_trainer import AutodistilTrainer
+from archsearch.worker._supernet import Supernet, extract
+
+#: With the tiny teacher (2 x 64, 4 heads of 16): L 1-2, A 2-4 (H 32-64), I = 2H.
+SUBSPACE = SubSpace("t", (0.5, 1.0), (0.5, 1.0), None, (2.0,)).to_dict()
+KEYS = ["L1_A2_H32_I64", "L2_A2_H32_I64", "L1_A4_H64_I128", "L2_A4_H64_I128"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher"))
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    words = ["the", "a", "film", "movie", "good", "bad", "great", "dull", "story", "plot"]
+    lines = [" ".join(words[(i * k) % len(words)] for k in range(1, 9)) for i in range(60)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trainer() -> AutodistilTrainer:
+    return AutodistilTrainer()
+
+
+def _data(text_file: str) -> dict[str, object]:
+    return {"task": "sst2", "train_subset": 64, "eval_subset": 32, "distill_text": text_file}
+
+
+def test_supernet_job_trains_saves_and_reports(
+    trainer: AutodistilTrainer,
+    teacher: str,
+    text_file: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path))
+    reports: list[tuple[int, float]] = []
+    candidate = Candidate(
+        space="autodistil",
+        kind="supernet",
+        architecture={"teacher": teacher, "subspace": SUBSPACE},
+        recipe={"supernet": {"steps": 4, "batch_size": 8, "max_seq_length": 16, "lr": 1e-3}},
+        data=_data(text_file),
+    )
+
+    def report(step: int, value: float) -> bool:
+        reports.append((step, value))
+        return False
+
+    context = TrainContext(report=report)
+    result = trainer.train(candidate, context)
+    assert set(result.metrics) == {"relation_loss", "train_seconds"}
+    assert result.metrics["relation_loss"] > 0
+    assert [s for s, _ in reports] == [1, 2, 3, 4]
+    saved = BertModel.from_pretrained(result.info["checkpoint"]).state_dict()
+    original = BertModel.from_pretrained(teacher).state_dict()
+    name = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(saved[name], original[name])
+
+
+def test_rank_job_scores_every_student(
+    trainer: AutodistilTrainer, teacher: str, text_file: str
+) -> None:
+    candidate = Candidate(
+        space="autodistil",
+        kind="rank",
+        architecture={"teacher": teacher, "subspace": SUBSPACE},
+        recipe={"rank": {"proxy_steps": 3, "heldout": 6, "batch_size": 8, "max_seq_length": 16}},
+        data=_data(text_file),
+    )
+    result = trainer.train(candidate, TrainContext())
+    m = result.metrics
+    for key in KEYS:
+        for name in ("relation_loss", "teacher_relation_loss", "accuracy", "params", "flops"):
+            assert f"{name}@{key}" in m, (name, key)
+        assert f"sst2.accuracy@{key}" in m
+    # Without a supernet the supernet is the teacher: P1 = P5, and the teacher itself is 0.
+    assert m["relation_loss@L2_A4_H64_I128"] == pytest.approx(0.0, abs=1e-6)
+    assert m["relation_loss@L1_A2_H32_I64"] == m["teacher_relation_loss@L1_A2_H32_I64"] > 0
+    assert m["params@L1_A2_H32_I64"] < m["params@L2_A4_H64_I128"]
+
+
+def test_train_job_fine_tunes_the_extracted_student(
+    trainer: AutodistilTrainer, teacher: str, text_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    captured: list[torch.Tensor] = []
+    original = AutodistilTrainer.training_hooks
+
+    def spy(self, candidate, task, device=None):  # type: ignore[no-untyped-def]
+        hooks = original(self, candidate, task, device)
+        init = hooks.init_fn
+        assert init is not None
+
+        def wrapped(model: Any) -> None:
+            init(model)
+            captured.append(
+                model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
+            )
+
+        import dataclasses
+
+        return dataclasses.replace(hooks, init_fn=wrapped)
+
+    monkeypatch.setattr(AutodistilTrainer, "training_hooks", spy)
+    student = Student(1, 2, 32, 64)
+    candidate = Candidate(
+        space="autodistil",
+        kind="train",
+        architecture={"teacher": teacher, "student": student.to_dict()},
+        recipe={
+            "max_steps": 2,
+            "batch_size": 8,
+            "max_seq_length": 16,
+            "eval_every": 2,
+            "measure_latency": False,
+        },
+        data=_data(text_file),
+    )
+    result = trainer.train(candidate, TrainContext())
+    assert "accuracy" in result.metrics and "params" in result.metrics
+    assert result.info["student"] == "L1_A2_H32_I64"
+    expected = extract(Supernet(BertModel.from_pretrained(teacher)), student)
+    assert torch.equal(
+        captured[0], expected.state_dict()["encoder.layer.0.attention.self.query.weight"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "architecture", "match"),
+    [
+        ("supernet", {"subspace": {"name": "x"}}, "missing fields"),
+        (
+            "train",
+            {"student": {"layers": 9, "heads": 1, "hidden": 16, "intermediate": 8}},
+            "exceeds the teacher's 2",
+        ),
+        (
+            "train",
+            {"student": {"layers": 1, "heads": 1, "hidden": 32, "intermediate": 8}},
+            "hidden = heads x head size",
+        ),
+        ("bogus", {}, "does supernet, rank, train jobs"),
+    ],
+)
+def test_bad_candidates_are_refused(
+    trainer: AutodistilTrainer,
+    teacher: str,
+    kind: str,
+    architecture: dict[str, object],
+    match: str,
+) -> None:
+    candidate = Candidate(
+        space="autodistil", kind=kind, architecture={"teacher": teacher, **architecture}
+    )
+    with pytest.raises(CandidateError, match=match):
+        trainer.train(candidate, TrainContext())

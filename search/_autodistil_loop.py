@@ -202,7 +202,7 @@ class AutoDistilLoop(SearchLoop):
             recipe={
                 "rank": {
                     **self.rank,
-                    "supernet": f"{study}/{supernet}",
+                    "supernet": f"trial:{study}:{supernet}",
                     "cost_seq_len": space.seq_len,
                 }
             },
@@ -230,7 +230,9 @@ class AutoDistilLoop(SearchLoop):
                 pending.append(
                     Suggestion(
                         architecture=space.student_arch(space.student(s.key)),
-                        recipe={"init": {"supernet": f"{snapshot.study_name}/{s.supernet_trial}"}},
+                        recipe={
+                            "init": {"supernet": f"trial:{snapshot.study_name}:{s.supernet_trial}"}
+                        },
                         kind="train",
                         attrs={JOB_ATTR: "train", PICKED_FROM_ATTR: s.number},
                     )

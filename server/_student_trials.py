@@ -70,10 +70,11 @@ def _one(spec: SearchSpec, metric: str) -> SearchSpec:
 
 
 def _supernet_number(ref: Any) -> int | None:
-    """The trial number of a ``<study>/<number>`` reference."""
-    if not isinstance(ref, str):
+    """The trial number of a ``trial:<study>:<number>`` (or ``trial:<number>``) reference,
+    as ``recipe.transfer_from`` takes it (``worker/_checkpoint_artifacts.py``)."""
+    if not isinstance(ref, str) or not ref.startswith("trial:"):
         return None
-    _, _, number = ref.rpartition("/")
+    _, _, number = ref.rpartition(":")
     return int(number) if number.isdigit() else None
 
 

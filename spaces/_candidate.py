@@ -52,7 +52,7 @@ _RECIPE_TYPES: dict[str, tuple[type, ...]] = {
     "measure_latency": (bool,),
     "progress": (bool,),  # tqdm bar: default shown only on a terminal
     # student initialisation: "random" | "teacher" (AutoDistil extraction from the teacher) |
-    # {"supernet": "<study>/<trial>"} (extraction from a trained AutoDistil supernet)
+    # {"supernet": "trial:STUDY:N"} (extraction from a trained AutoDistil supernet)
     "init": (str, dict),
     # teacher: a local path or hub name; default all-MiniLM-L6-v2 from its PyPI package
     "teacher": (str,),
@@ -158,11 +158,11 @@ def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     init = out.get("init", "random")
     if isinstance(init, dict):
         ref = init.get("supernet")
-        if set(init) != {"supernet"} or not isinstance(ref, str) or "/" not in ref:
+        if set(init) != {"supernet"} or not isinstance(ref, str) or not ref:
             raise SpecError(
                 "recipe.init",
-                f'must be one of {", ".join(INITS)} or {{"supernet": "<study>/<trial>"}}, '
-                f"got {init!r}",
+                f'must be one of {", ".join(INITS)} or {{"supernet": "trial:STUDY:N"}} (a '
+                f"supernet's trial, or its folder), got {init!r}",
             )
     else:
         _one_of("recipe.init", init, INITS)

@@ -87,7 +87,7 @@ def test_a_trained_supernet_gets_its_rank_job_while_the_other_trains() -> None:
     trials = snap(job(0, "supernet", "RUNNING", "a"), job(1, "supernet", "COMPLETE", "b"))
     (rank,) = loop(rank={"proxy_steps": 3}).suggest(trials, 1)
     assert rank.kind == "rank" and rank.architecture["subspace"]["name"] == "b"
-    assert rank.recipe == {"rank": {"proxy_steps": 3, "supernet": "s/1", "cost_seq_len": 128}}
+    assert rank.recipe == {"rank": {"proxy_steps": 3, "supernet": "trial:s:1", "cost_seq_len": 128}}
     with pytest.raises(NoSuggestion):  # one rank job only: nothing else to give
         loop().suggest(trials, 2)
 
@@ -99,7 +99,7 @@ def test_stage_three_trains_the_top_n_from_their_supernets() -> None:
         SPACE.student(KEYS[2]).to_dict(),
         SPACE.student(KEYS[3]).to_dict(),
     ]
-    assert got[0].recipe == {"init": {"supernet": "s/1"}}
+    assert got[0].recipe == {"init": {"supernet": "trial:s:1"}}
     assert got[0].attrs[PICKED_FROM_ATTR] == 6
 
 

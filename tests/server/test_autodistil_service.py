@@ -127,7 +127,7 @@ def test_an_autodistil_study_runs_its_stages_and_survives_a_restart(storage_url:
         picked = trials[t.user_attrs[PROXY_TRIAL_ATTR]]
         assert picked.params["student"] == t.params["student"]
         init = t.user_attrs["candidate"]["recipe"]["init"]
-        assert init == {"supernet": f"ad/{picked.user_attrs['supernet_trial']}"}
+        assert init == {"supernet": f"trial:ad:{picked.user_attrs['supernet_trial']}"}
         assert t.user_attrs["proxy.accuracy"] == picked.values[0]
         assert t.values == pytest.approx([picked.values[0] - 0.1])  # the truth
     # the supernet and rank jobs score no student themselves: their objective is at its worst

@@ -41,11 +41,7 @@ from archsearch.spaces._errors import SpecError
 from archsearch.spaces._students import Student, SubSpace, TeacherShape
 from archsearch.worker._autodistil_info import AUTODISTIL_KINDS, AUTODISTIL_TRAINER_INFO
 from archsearch.worker._bert_trainer import BertTrainer
-from archsearch.worker._checkpoint_artifacts import (
-    CHECKPOINT_FILES,
-    INFO_KEY,
-    fetch_transfer_source,
-)
+from archsearch.worker._checkpoint_artifacts import INFO_KEY, parse_trial_ref
 from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._extract import init_student_from_teacher
 from archsearch.worker._loop import TrainingHooks, TrainingLoop, seed_everything
@@ -84,6 +80,8 @@ RANK_DEFAULTS: dict[str, Any] = {
     "cost_seq_len": 128,
 }
 _LAST_STEPS = 20  # the supernet's reported relation_loss: mean over its last steps
+#: The supernet's files (a plain ``BertModel.save_pretrained``), uploaded under these names.
+SUPERNET_FILES = ("model.safetensors", "config.json")
 
 
 @register_trainer
@@ -137,7 +135,7 @@ class AutodistilTrainer(BertTrainer):
     def _load_supernet(self, ref: str | None, teacher: BertModel, context: TrainContext) -> Any:
         if not ref:
             return Supernet.from_teacher(teacher)
-        folder = fetch_transfer_source(context, ref, checkpoint_root())
+        folder = _fetch_supernet(context, ref)
         try:
             bert = BertModel.from_pretrained(folder, attn_implementation="eager")
         except (OSError, ValueError) as e:
@@ -329,9 +327,46 @@ def _upload(context: TrainContext, folder: Path) -> dict[str, str]:
     from archsearch.server.client import ClientError
 
     try:
-        for name in CHECKPOINT_FILES:
+        for name in SUPERNET_FILES:
             context.upload(folder / name, name)
     except (ClientError, OSError) as e:
         log.warning("could not upload the supernet in %s: %s", folder, e)
         return {"checkpoint_upload_error": str(e)[:500]}
-    return {INFO_KEY: " ".join(CHECKPOINT_FILES)}
+    return {INFO_KEY: " ".join(SUPERNET_FILES)}
+
+
+def _fetch_supernet(context: TrainContext, ref: str) -> str:
+    """The local folder of a supernet: ``ref`` itself for a path; for ``"trial:N"`` or
+    ``"trial:STUDY:N"``, the folder its artifacts were downloaded into.
+
+    Raises:
+        CandidateError: A malformed reference, no server, or a trial without the files.
+    """
+    try:
+        parsed = parse_trial_ref(ref)
+    except ValueError as e:
+        raise CandidateError(str(e).replace("recipe.transfer_from", "supernet")) from e
+    if parsed is None:
+        return ref
+    if not context.has_server:
+        raise CandidateError(
+            f"supernet {ref!r} names a trial: only a worker connected to a server can fetch it; "
+            "give a local folder instead"
+        )
+    from archsearch.server.client import ClientError
+
+    study, number = parsed
+    study = study or context.study_name
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in study)[:100] or "_"
+    dest = checkpoint_root() / "autodistil" / "supernets" / safe / str(number)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SUPERNET_FILES:
+        try:
+            context.download(number, name, dest / name, study=study)
+        except ClientError as e:
+            if e.code.name in ("NOT_FOUND", "INVALID_ARGUMENT"):
+                raise CandidateError(
+                    f"supernet {ref!r}: {e.details} (name a finished supernet job's trial)"
+                ) from e
+            raise  # unreachable server or corrupted bytes: retry elsewhere
+    return str(dest)

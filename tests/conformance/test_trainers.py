@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import tempfile
+from pathlib import Path
 from typing import ClassVar
 
 from _procs import TABLE
-from _tiny import TINY_BERT
+from _tiny import TINY_BERT, save_tiny_teacher
 from _tiny_lora import lora_candidate
 
 from archsearch.spaces import Candidate, load_table
@@ -85,3 +88,50 @@ class TestLoraTrainer(TrainerConformance):
             Candidate(space="bert", architecture=TINY_BERT, data={"task": "sst2"}),
             Candidate(space="lora", architecture={}, recipe={**good.recipe, "lora": {"r_max": 0}}),
         ]
+
+
+class TestAutodistilTrainer(TrainerConformance):
+    """A ``train`` job: the 1 x 32 student extracted from a tiny 2 x 64 local teacher, 8 steps
+    on a 128-example SST-2 slice (the supernet and rank kinds: tests/worker)."""
+
+    objective_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "params")
+    intermediate_metric = "accuracy"
+
+    def make_trainer(self) -> Trainer:
+        from archsearch.worker._autodistil_trainer import AutodistilTrainer
+
+        return AutodistilTrainer()
+
+    def candidate(self, **student: int) -> Candidate:
+        return Candidate(
+            space="autodistil",
+            kind="train",
+            architecture={
+                "teacher": _autodistil_teacher(),
+                "student": {"layers": 1, "heads": 2, "hidden": 32, "intermediate": 64, **student},
+            },
+            recipe={
+                "max_steps": 8,
+                "batch_size": 16,
+                "max_seq_length": 32,
+                "learning_rate": 1e-3,
+                "eval_every": 4,
+                "seed": 3,
+                "measure_latency": False,
+            },
+            data={"task": "sst2", "train_subset": 128, "eval_subset": 32},
+        )
+
+    def bad_candidates(self) -> list[Candidate]:
+        return [self.candidate(layers=3), self.candidate(hidden=48)]
+
+
+@functools.cache
+def _autodistil_teacher() -> str:
+    """The tiny teacher of ``_tiny.save_tiny_teacher``, once per test process."""
+    folder = tempfile.TemporaryDirectory(prefix="archsearch-autodistil-teacher-")
+    _KEEP.append(folder)
+    return save_tiny_teacher(Path(folder.name) / "teacher")
+
+
+_KEEP: list[tempfile.TemporaryDirectory[str]] = []

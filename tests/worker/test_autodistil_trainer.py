@@ -65,8 +65,27 @@ def test_supernet_job_trains_saves_and_reports(
         reports.append((step, value))
         return False
 
-    context = TrainContext(report=report)
+    store: dict[tuple[str, int, str], bytes] = {}
+
+    def upload(path: Path, name: str) -> str:
+        store[("s", 7, name)] = path.read_bytes()
+        return name
+
+    def download(study: str, number: int, name: str, dest: Path) -> None:
+        dest.write_bytes(store[(study, number, name)])
+
+    context = TrainContext(report=report, upload=upload, download=download, study_name="s")
     result = trainer.train(candidate, context)
+    assert result.info["checkpoint_artifacts"] == "model.safetensors config.json"
+    # A rank job elsewhere fetches the supernet by trial reference.
+    from archsearch.worker._autodistil_trainer import _fetch_supernet
+
+    fetched = _fetch_supernet(
+        TrainContext(upload=upload, download=download, study_name="s"), "trial:7"
+    )
+    assert Path(fetched, "model.safetensors").read_bytes() == store[("s", 7, "model.safetensors")]
+    with pytest.raises(CandidateError, match="only a worker connected to a server"):
+        _fetch_supernet(TrainContext(), "trial:7")
     assert set(result.metrics) == {"relation_loss", "train_seconds"}
     assert result.metrics["relation_loss"] > 0
     assert [s for s, _ in reports] == [1, 2, 3, 4]

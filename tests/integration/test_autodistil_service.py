@@ -30,7 +30,7 @@ SPEC = {
     "space": "autodistil",
     "loop": "autodistil",
     "trainer": "autodistil",
-    "n_trials": 3,
+    "n_trials": 5,  # more than its 3 jobs: the loop itself ends the study
     "space_options": {"subspaces": [SUBSPACE], "seq_len": 32},
     "loop_options": {
         "top_n": 1,

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from archsearch.search._autodistil_loop import AutoDistilLoop
 from archsearch.search._base import (
     JOB_KINDS,
     LOOPS,
     LoopFactory,
     LoopSnapshot,
+    NoSuggestion,
     SearchLoop,
     Suggestion,
     TrialView,
@@ -54,6 +56,7 @@ __all__ = [
     "LIBRARY_LOOPS",
     "LOOPS",
     "SAMPLER_FACTORIES",
+    "AutoDistilLoop",
     "BoshnasLoop",
     "CandidateLibrary",
     "EmbeddingGPLoop",
@@ -61,6 +64,7 @@ __all__ = [
     "LocalSearchLoop",
     "LoopFactory",
     "LoopSnapshot",
+    "NoSuggestion",
     "OptunaSamplerLoop",
     "PrimaryObjectiveView",
     "RegularisedEvolutionLoop",

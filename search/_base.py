@@ -14,8 +14,9 @@ spec and storage.
 
 Contract for subclasses:
     * ``suggest`` is called under a per-study lock (one call at a time per study) and returns
-      exactly ``count`` suggestions whose architectures the snapshot's space validates. It
-      must not change the snapshot.
+      exactly ``count`` suggestions whose architectures the snapshot's space validates, or
+      raises :class:`NoSuggestion` when it has fewer to give: a staged loop (``autodistil``)
+      waiting for trials in flight, or one that has finished. It must not change the snapshot.
     * Re-queued trials (retries, a user's enqueued candidates) never reach the loop: the
       server pops them itself, with their fixed parameters.
     * A loop that sets ``avoids_known`` never suggests an architecture that a trial of the
@@ -38,10 +39,25 @@ import optuna
 
 from archsearch.spaces import DataSpace, DesignSpace, Registry
 
-#: Kinds of job a suggestion may ask for. Only ``train`` exists today (a worker trains and
-#: evaluates the candidate); later kinds (a supernet to train, students to score) are refused
-#: by trainers that do not handle them.
-JOB_KINDS = ("train",)
+#: Kinds of job a suggestion may ask for: ``train`` (a worker trains and evaluates the
+#: candidate), ``supernet`` (trains a weight-sharing supernet) and ``rank`` (scores every
+#: student of a trained supernet); trainers refuse the kinds they do not do.
+JOB_KINDS = ("train", "supernet", "rank")
+
+
+class NoSuggestion(Exception):
+    """``suggest`` has nothing to propose now (the server answers "no work yet").
+
+    Args:
+        reason: Why, for the log and, when ``finished``, the study's completed reason.
+        finished: The loop will never propose anything again: the study completes once
+            nothing is in flight. False: it waits for trials in flight.
+    """
+
+    def __init__(self, reason: str, finished: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.finished = finished
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +102,8 @@ class TrialView:
         info: What its worker reported (``checkpoint``, ``checkpoint_artifacts``, ...).
         completed_at: When it finished, or None.
         kind: The job kind it was suggested as.
+        metrics: The raw metrics of a COMPLETE trial (its worker's report, or what the server
+            recorded for a trial it derived from another's report), else empty.
     """
 
     number: int
@@ -97,6 +115,7 @@ class TrialView:
     info: Mapping[str, Any]
     completed_at: datetime.datetime | None = None
     kind: str = "train"
+    metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -214,6 +233,11 @@ class SearchLoop(abc.ABC):
     def ready(self, space: DesignSpace) -> bool:
         """Whether ``suggest`` can propose without building first."""
         return True
+
+    def check_study(self, space: DesignSpace, n_trials: int) -> None:
+        """Raises SpecError when this loop cannot search ``space`` within ``n_trials`` (called
+        at launch, after the options are validated). Default: any space, any budget."""
+        return None
 
 
 #: ``factory(seed, n_objectives, options) -> SearchLoop``.

@@ -18,14 +18,16 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.search import should_prune
 from archsearch.server import _dashboard_attrs as dashboard
 from archsearch.server import _storage
+from archsearch.server._derived_trials import completion_extras
 from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from archsearch.server._index import StudyHandle
 from archsearch.server._leases import LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
 from archsearch.server._pool import CandidatePool
-from archsearch.server._rank_trials import finish_with_ranks_op, metrics_by_rank, rank_trials
+from archsearch.server._rank_trials import CompletedJob, finish_with_ranks_op
 from archsearch.server._retries import Retries
+from archsearch.server._student_trials import job_values
 from archsearch.server._writer import StorageWriter
 
 log = logging.getLogger("archsearch.server")
@@ -135,15 +137,31 @@ class TrialOutcomes:
             if live is None:
                 assert lease.answer is not None
                 return lease.answer
-            values = objective_values(h.spec, metrics)
+            if live.candidate.kind == "train":
+                values = objective_values(h.spec, metrics)
+            else:  # a supernet or rank job scores no candidate of its own
+                values = job_values(h.spec, metrics)
             user = dashboard.completion_attrs(metrics, info)  # JSON, and rows for the dashboard
             self.lifecycle.after_trial_hook(h, tid, TrialState.COMPLETE, values)
+            # DyLoRA's ranks, AutoDistil's students, a student's proxy scores: stored with
+            # this trial's completion (``_derived_trials``).
+            extras = completion_extras(
+                CompletedJob(
+                    h.spec,
+                    h.space,
+                    live.number,
+                    lambda: self.storage.get_trial(tid),
+                    live.candidate,
+                    metrics,
+                    lambda: self.storage.get_all_trials(h.study_id, deepcopy=False),
+                )
+            )
+            user.update(extras.user_attrs)
             # Metrics, values and state in one queued write; the lock is not held while it
             # commits, and a repeated report meanwhile waits for it (``LeaseTable.resolve``).
             finish = _storage.finish_op(tid, TrialState.COMPLETE, values, user)
-            if metrics_by_rank(metrics):  # DyLoRA: one trial per rank, stored with this one
-                ranks = rank_trials(h.spec, self.storage.get_trial(tid), metrics)
-                finish = finish_with_ranks_op(finish, h.study_id, ranks)
+            if extras.trials:
+                finish = finish_with_ranks_op(finish, h.study_id, extras.trials)
             written: Future[Any] = self.writer.submit(finish)
             idx.live.pop(tid, None)
             idx.finishing[tid] = (lease_id, written, live.fp)

@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from archsearch.search import NoSuggestion
 from archsearch.server import _dashboard_attrs as dashboard
 from archsearch.server import _storage
 from archsearch.server._artifacts import GraphArtifacts
@@ -116,16 +117,24 @@ class CandidatePool:
                     waiting = bool(idx.waiting)
                 if not waiting and not h.loop.ready(h.space):
                     break  # still building (``warm_up``): no work yet
-                with self.storage.deferring():
-                    asked = ask_candidate(
-                        h.loop,
-                        h.study,
-                        h.space,
-                        self.storage,
-                        waiting,
-                        h.directions,
-                        h.spec.data_choices,
-                    )
+                try:
+                    with self.storage.deferring():
+                        asked = ask_candidate(
+                            h.loop,
+                            h.study,
+                            h.space,
+                            self.storage,
+                            waiting,
+                            h.directions,
+                            h.spec.data_choices,
+                        )
+                except NoSuggestion as e:  # a staged loop waits, or has finished
+                    if e.finished:
+                        with h.lock:
+                            if not idx.exhausted:
+                                idx.exhausted = e.reason
+                                log.info("study %s: %s", h.spec.name, e.reason)
+                    break
                 try:
                     prepared = self._store_candidate(h, asked)
                 except Exception:

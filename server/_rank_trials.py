@@ -22,10 +22,16 @@ completion, in one transaction (:func:`finish_with_ranks_op`): a restart finds a
 DyLoRA trial with all its ranks or an unfinished one with none, and a repeated completion report
 is answered from the stored trial without recording anything. ``archsearch show`` notes each as
 ``rank b of #N`` (``_format.rank_trials_of``).
+
+The same mechanism serves every job whose completion adds trials or attributes to the study
+(:class:`CompletedJob` -> :class:`JobExtras`, rules listed in ``server/_derived_trials.py``):
+DyLoRA's ranks here, AutoDistil's students in ``server/_student_trials.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -40,28 +46,78 @@ from archsearch.server._dashboard_attrs import completion_attrs
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._objectives import objective_values
 from archsearch.server._spec import SearchSpec
+from archsearch.spaces import Candidate, DesignSpace
 
 #: The parameter a rank trial adds to its training trial's parameters.
 RANK_PARAM = "lora_rank"
 #: User attribute of a rank trial: the number of the trial that trained it.
 RANK_OF_ATTR = "rank_of"
 
-_RANKED = re.compile(r"^(?P<name>.+)@r(?P<rank>[1-9][0-9]*)$")
+_RANK_LABEL = re.compile(r"r[1-9][0-9]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompletedJob:
+    """A job a worker just completed, as the completion rules read it.
+
+    Attributes:
+        spec: Its study's spec.
+        space: Its study's design space.
+        number: The job's trial number.
+        load_trial: Reads the job's trial as stored (still RUNNING), on first use of
+            :attr:`trial` (most completions need no rule, and no read).
+        candidate: What the worker was given.
+        metrics: What the worker reported.
+        load_trials: Reads every trial of the study (for a rule that links to another).
+    """
+
+    spec: SearchSpec
+    space: DesignSpace
+    number: int
+    load_trial: Callable[[], FrozenTrial]
+    candidate: Candidate
+    metrics: Mapping[str, float]
+    load_trials: Callable[[], Sequence[FrozenTrial]] = tuple
+
+    @functools.cached_property
+    def trial(self) -> FrozenTrial:
+        """The job's trial (read once)."""
+        return self.load_trial()
+
+
+@dataclasses.dataclass(frozen=True)
+class JobExtras:
+    """What a completed job adds: COMPLETE trials stored with its completion (each marked
+    by its rule's user attribute), and user attributes stored on the job's own trial."""
+
+    trials: list[FrozenTrial] = dataclasses.field(default_factory=list)
+    user_attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def metrics_by_label(
+    metrics: Mapping[str, float], label: re.Pattern[str]
+) -> dict[str, dict[str, float]]:
+    """Each label's metrics, by label: every ``<name>@<label>`` whose label ``label`` matches
+    whole taken as ``<name>``, over the unlabelled metrics, with every ``train_seconds`` 0 (a
+    configuration scored from shared weights costs no worker time of its own); empty when no
+    metric carries such a label."""
+    shared: dict[str, float] = {}
+    labelled: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        base, at, tag = name.partition("@")
+        if at and label.fullmatch(tag):
+            labelled.setdefault(tag, {})[base] = float(value)
+        elif not at:
+            shared[name] = float(value)
+    no_time = {name: 0.0 for name in shared if name.rsplit(".", 1)[-1] == "train_seconds"}
+    return {tag: {**shared, **values, **no_time} for tag, values in labelled.items()}
 
 
 def metrics_by_rank(metrics: Mapping[str, float]) -> dict[int, dict[str, float]]:
     """Each rank's metrics (see the module docstring), by rank; empty for a trial that
     reported no ``<metric>@r<b>``."""
-    shared: dict[str, float] = {}
-    ranked: dict[int, dict[str, float]] = {}
-    for name, value in metrics.items():
-        found = _RANKED.match(name)
-        if found is None:
-            shared[name] = float(value)
-        else:
-            ranked.setdefault(int(found["rank"]), {})[found["name"]] = float(value)
-    no_time = {name: 0.0 for name in shared if name.rsplit(".", 1)[-1] == "train_seconds"}
-    return {b: {**shared, **values, **no_time} for b, values in sorted(ranked.items())}
+    per_tag = metrics_by_label(metrics, _RANK_LABEL)
+    return {int(tag[1:]): m for tag, m in sorted(per_tag.items(), key=lambda kv: int(kv[0][1:]))}
 
 
 def is_rank_trial(trial: FrozenTrial) -> bool:
@@ -119,15 +175,22 @@ def record_rank_trials(
     return [t.params[RANK_PARAM] for t in trials]
 
 
+def dylora_extras(job: CompletedJob) -> JobExtras:
+    """The completion rule of DyLoRA trials: their :func:`rank_trials`."""
+    if job.candidate.kind != "train" or not metrics_by_rank(job.metrics):
+        return JobExtras()
+    return JobExtras(trials=rank_trials(job.spec, job.trial, job.metrics))
+
+
 def finish_with_ranks_op(
     finish: Callable[[sqlalchemy.Connection], None],
     study_id: int,
     ranks: Sequence[FrozenTrial],
 ) -> Callable[[sqlalchemy.Connection], list[_storage.StoredTrial]]:
-    """Operation: a training trial's ``finish`` write and the insert of its rank trials, in one
-    transaction: a trial is never COMPLETE without its rank trials, so a restart never has
-    ranks to re-record, and a repeated completion report (answered from the stored trial)
-    never records them twice."""
+    """Operation: a job's ``finish`` write and the insert of the trials it adds (DyLoRA's
+    ranks, AutoDistil's students), in one transaction: a job is never COMPLETE without them,
+    so a restart never has any to re-record, and a repeated completion report (answered from
+    the stored trial) never records them twice."""
     inserts = [_storage.insert_trial_op(study_id, t) for t in ranks]
 
     def op(conn: sqlalchemy.Connection) -> list[_storage.StoredTrial]:

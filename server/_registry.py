@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.search import ServerStudy, make_loop, make_pruner
 from archsearch.server import _storage
+from archsearch.server._derived_trials import is_derived_trial
 from archsearch.server._errors import AlreadyExists, NotFound
 from archsearch.server._index import (
     CREATED_ATTR,
@@ -32,7 +33,6 @@ from archsearch.server._index import (
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._logsafe import loggable
 from archsearch.server._pool import CandidatePool
-from archsearch.server._rank_trials import is_rank_trial
 from archsearch.server._retries import Retries
 from archsearch.server._spec import SearchSpec
 from archsearch.server._trainers import TRAINER_ATTR, TrainerCatalogue, recorded_trainer_info
@@ -208,8 +208,8 @@ def rebuild_index(
     orphans = []
     with h.lock:
         for t in trials:
-            if is_rank_trial(t):
-                continue  # a DyLoRA rank: no budget, no lease, no candidate (stored complete)
+            if is_derived_trial(t):
+                continue  # a DyLoRA rank, a student: no budget, lease or candidate (complete)
             if "failed_trial" not in t.system_attrs:
                 if "duplicate_of" not in t.user_attrs:
                     idx.originals += 1

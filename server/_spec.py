@@ -215,6 +215,14 @@ class SearchSpec:
         if not isinstance(loop_options, dict):
             raise SpecError("loop_options", "must be a JSON object")
         built = make_loop(loop, seed, len(objectives), loop_options)  # validates options
+        built.check_study(space, n_trials)  # e.g. autodistil: its space, enough trials
+        if space_name == "autodistil" and loop != "autodistil":
+            raise SpecError(
+                "loop",
+                "the autodistil space's jobs (supernets, rankings, students) are staged by "
+                f"the autodistil loop, not {loop}",
+                'use "loop": "autodistil"',
+            )
         if built.needs_graph_space and not isinstance(space, GraphSpace):
             raise SpecError(
                 "loop",

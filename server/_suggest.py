@@ -62,6 +62,7 @@ def trial_view(t: FrozenTrial) -> TrialView:
     arch = cand.get("architecture") if isinstance(cand, dict) else None
     info = t.user_attrs.get("info")
     kind = cand.get("kind", "train") if isinstance(cand, dict) else "train"
+    metrics = t.user_attrs.get("metrics") if t.state.name == "COMPLETE" else None
     return TrialView(
         number=t.number,
         state=t.state.name,
@@ -72,6 +73,7 @@ def trial_view(t: FrozenTrial) -> TrialView:
         info=_frozen(info if isinstance(info, dict) else None),
         completed_at=t.datetime_complete,
         kind=str(kind),
+        metrics=_frozen(metrics if isinstance(metrics, dict) else None),
     )
 
 

@@ -165,11 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--spec", help="JSON file with the search spec (flags override it)")
     la.add_argument("--name", help="study name (required, here or in --spec)")
     la.add_argument(
-        "--space", help="bert | flexibert | flexibert-small | lora (required, here or in --spec)"
+        "--space",
+        help="bert | flexibert | flexibert-small | lora | autodistil (required, here or in --spec)",
     )
     la.add_argument(
         "--loop",
-        help="random | tpe | nsga2 | gp | boshnas | embedding-gp | evolution | local-search; "
+        help="random | tpe | nsga2 | gp | boshnas | embedding-gp | evolution | local-search | "
+        "autodistil (space autodistil: supernets, ranking, budgeted pick; settings in --spec); "
         "default: tpe",
     )
     la.add_argument("--task", help="GLUE task id, e.g. sst2; default: sst2")
@@ -180,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     la.add_argument(
         "--trainer",
-        help="bert (real training) | lora (LoRA/DyLoRA fine-tuning, space lora) | table (look-up; "
-        "needs --table); default: bert",
+        help="bert (real training) | lora (LoRA/DyLoRA fine-tuning, space lora) | autodistil "
+        "(supernets and students, space autodistil) | table (look-up; needs --table); "
+        "default: bert",
     )
     la.add_argument("--seed", type=int, help="sampler seed; default: 0")
     la.add_argument(

@@ -19,6 +19,7 @@ from archsearch.spaces._aggregate import (
     per_task_primary,
     task_scores,
 )
+from archsearch.spaces._autodistil import AutoDistilSpace
 from archsearch.spaces._base import SPACES, DesignSpace
 from archsearch.spaces._bert import BertSpace, bert_parameter_count
 from archsearch.spaces._candidate import (
@@ -106,6 +107,7 @@ __all__ = [
     "TABLE_TASK_NAMES",
     "TASK_METRIC_RULES",
     "TRAINER_NAME_RE",
+    "AutoDistilSpace",
     "BertSpace",
     "Candidate",
     "CustomTask",

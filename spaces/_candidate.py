@@ -51,8 +51,9 @@ _RECIPE_TYPES: dict[str, tuple[type, ...]] = {
     "keep_checkpoint": (bool,),
     "measure_latency": (bool,),
     "progress": (bool,),  # tqdm bar: default shown only on a terminal
-    # student initialisation: "random" | "teacher" (AutoDistil extraction from the teacher)
-    "init": (str,),
+    # student initialisation: "random" | "teacher" (AutoDistil extraction from the teacher) |
+    # {"supernet": "trial:STUDY:N"} (extraction from a trained AutoDistil supernet)
+    "init": (str, dict),
     # teacher: a local path or hub name; default all-MiniLM-L6-v2 from its PyPI package
     "teacher": (str,),
     # distillation: {"mode": "none"|"logits"|"minilm"|"minilmv2", "temperature", "alpha",
@@ -66,6 +67,10 @@ _RECIPE_TYPES: dict[str, tuple[type, ...]] = {
     "transfer_from": (str,),
     # LoRA / DyLoRA settings of the lora trainer (worker/_lora_spec.py checks them)
     "lora": (dict,),
+    # AutoDistil jobs of the autodistil trainer: supernet training and student ranking
+    # settings (the trainer checks their fields; the autodistil loop sets them)
+    "supernet": (dict,),
+    "rank": (dict,),
 }
 _DATA_TYPES: dict[str, tuple[type, ...]] = {
     "task": (str,),
@@ -150,7 +155,17 @@ def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     if out.get("gradient_accumulation_steps", 1) <= 0:
         raise SpecError("recipe.gradient_accumulation_steps", "must be > 0")
     _one_of("recipe.precision", out.get("precision", "auto"), PRECISIONS)
-    _one_of("recipe.init", out.get("init", "random"), INITS)
+    init = out.get("init", "random")
+    if isinstance(init, dict):
+        ref = init.get("supernet")
+        if set(init) != {"supernet"} or not isinstance(ref, str) or not ref:
+            raise SpecError(
+                "recipe.init",
+                f'must be one of {", ".join(INITS)} or {{"supernet": "trial:STUDY:N"}} (a '
+                f"supernet's trial, or its folder), got {init!r}",
+            )
+    else:
+        _one_of("recipe.init", init, INITS)
     if "distill" in out:
         d = _check_fields("recipe.distill", out["distill"], _DISTILL_TYPES)
         _one_of("recipe.distill.mode", d.get("mode", "logits"), DISTILL_MODES)

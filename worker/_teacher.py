@@ -93,10 +93,16 @@ def hub_offline() -> bool:
     )
 
 
+#: Names of the packaged teacher (an AutoDistil space names its teacher): its own copy, never
+#: a hub download.
+PACKAGED_TEACHER_NAMES = ("", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+
+
 def resolve_teacher(name_or_path: str | os.PathLike[str] | None = None) -> tuple[str, bool]:
     """Where to load a teacher from: ``(path or hub name, is_local)``.
 
-    ``None`` (or "") is the packaged all-MiniLM-L6-v2; an existing folder is used as is; a
+    ``None`` (or "", or its name, :data:`PACKAGED_TEACHER_NAMES`) is the packaged
+    all-MiniLM-L6-v2; an existing folder is used as is; a
     string that looks like a path (absolute, ``./``, ``~``) but does not exist is an error
     rather than a hub lookup; anything else is a hub name, refused when the hub is off.
 
@@ -104,7 +110,7 @@ def resolve_teacher(name_or_path: str | os.PathLike[str] | None = None) -> tuple
         FileNotFoundError: A path-like name that is not a folder.
         ValueError: A hub name while ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` is set.
     """
-    if name_or_path is None or str(name_or_path) == "":
+    if name_or_path is None or str(name_or_path) in PACKAGED_TEACHER_NAMES:
         return str(default_teacher_path()), True
     text = str(name_or_path)
     expanded = Path(text).expanduser()

@@ -6,7 +6,9 @@ A new loop registers itself in ``archsearch.search.LOOPS`` and adds, in
 * ``make_loop(seed, n_objectives)``: the loop as ``make_loop`` builds it from a spec (small
   options, so the suite runs in seconds);
 * ``make_space()``: a design space the loop works on (a library loop needs a graph space);
-* ``multi_objective``: whether the loop supports studies with several objectives.
+* ``multi_objective``: whether the loop supports studies with several objectives;
+* ``tell(study, asked, values)`` when the loop reads more than a trial's values (a staged loop
+  reads the trials the server records when a job completes): what the server stores then.
 
 The loop's own ``avoids_known`` says whether it promises never to suggest a candidate a trial
 of the snapshot holds (the library loops do; Optuna's samplers only avoid replays through the
@@ -21,6 +23,7 @@ contract in ``archsearch/search/_base.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -31,8 +34,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from archsearch.search import JOB_KINDS, LOOPS, LoopSnapshot, SearchLoop, Suggestion
-from archsearch.server._suggest import ask_candidate, loop_snapshot
+from archsearch.search import JOB_KINDS, LOOPS, LoopSnapshot, NoSuggestion, SearchLoop, Suggestion
+from archsearch.server._derived_trials import is_derived_trial
+from archsearch.server._suggest import AskedCandidate, ask_candidate, loop_snapshot
 from archsearch.spaces import DesignSpace
 
 
@@ -87,6 +91,10 @@ class LoopConformance:
     def make_space(self) -> DesignSpace:
         raise NotImplementedError
 
+    def tell(self, study: optuna.Study, asked: AskedCandidate, values: list[float]) -> None:
+        """Finishes an asked trial with ``values`` as the server would (default: ``tell``)."""
+        study.tell(asked.number, values)
+
     # -- helpers ----------------------------------------------------------------------------
 
     def _study(self, loop: SearchLoop, n_objectives: int = 1) -> optuna.Study:
@@ -105,10 +113,19 @@ class LoopConformance:
             assert isinstance(asked.suggestion, Suggestion)
             arch = asked.architecture
             if tell:
-                values = [_score(arch), float(len(json.dumps(arch)))]
-                study.tell(asked.number, values[: len(study.directions)])
+                self._tell(study, asked)
             archs.append(arch)
         return archs
+
+    def _tell(self, study: optuna.Study, asked: AskedCandidate) -> None:
+        values = [_score(asked.architecture), float(len(json.dumps(asked.architecture)))]
+        self.tell(study, asked, values[: len(study.directions)])
+
+    @staticmethod
+    def _asked(study: optuna.Study, complete: bool = False) -> list[optuna.trial.FrozenTrial]:
+        """The trials the loop was asked for (not those the server derives from a job)."""
+        states = (TrialState.COMPLETE,) if complete else None
+        return [t for t in study.get_trials(states=states) if not is_derived_trial(t)]
 
     # -- the contract -----------------------------------------------------------------------
 
@@ -137,7 +154,7 @@ class LoopConformance:
         study = self._study(loop)
         for arch in self._ask_and_tell(loop, space, study, self.n_asks):
             assert space.validate(arch) == arch
-        assert len(study.get_trials(states=(TrialState.COMPLETE,))) == self.n_asks
+        assert len(self._asked(study, complete=True)) == self.n_asks
 
     def test_parameters_round_trip(self) -> None:
         """A trial's stored parameters are exactly ``space.to_params(arch)`` and rebuild it,
@@ -145,7 +162,7 @@ class LoopConformance:
         space, loop = self.make_space(), self.make_loop(2, 1)
         study = self._study(loop)
         archs = self._ask_and_tell(loop, space, study, self.n_asks)
-        for t, arch in zip(study.get_trials(), archs, strict=True):
+        for t, arch in zip(self._asked(study), archs, strict=True):
             assert t.params == space.to_params(arch)
             assert space.from_params(t.params) == arch
 
@@ -166,7 +183,8 @@ class LoopConformance:
         self._ask_and_tell(loop, space, study, 1, tell=False)  # one in flight
         snapshot = loop_snapshot(study, space)
         before = _plain(snapshot)
-        loop.suggest(snapshot, 2)
+        with contextlib.suppress(NoSuggestion):  # a staged loop may wait for the one in flight
+            loop.suggest(snapshot, 2)
         assert _plain(snapshot) == before
 
     def test_known_candidates_are_avoided_as_declared(self) -> None:
@@ -207,7 +225,7 @@ class LoopConformance:
         )
         after = self._ask_and_tell(again, space, study, self.n_asks // 2)
         assert all(space.validate(a) == a for a in after)
-        assert len(study.get_trials(states=(TrialState.COMPLETE,))) == self.n_asks
+        assert len(self._asked(study, complete=True)) == self.n_asks
         if again.avoids_known:
             keys = [_key(a) for a in before + after]
             assert len(set(keys)) == len(keys), "a stored candidate was proposed again"

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import optuna
 import pytest
 from _procs import TABLE
 
 from archsearch.search import LOOPS, SearchLoop, make_loop
-from archsearch.spaces import BertSpace, DesignSpace, FlexiBertSmallSpace, FlexiBertSpace
-from conformance.loop_suite import LoopConformance
+from archsearch.server._derived_trials import completion_extras
+from archsearch.server._rank_trials import CompletedJob
+from archsearch.server._spec import Objective, SearchSpec
+from archsearch.server._suggest import AskedCandidate
+from archsearch.spaces import (
+    AutoDistilSpace,
+    BertSpace,
+    Candidate,
+    DesignSpace,
+    FlexiBertSmallSpace,
+    FlexiBertSpace,
+)
+from conformance.loop_suite import LoopConformance, _score
 
 #: A small library (30 seeded draws of the full FlexiBERT space), a cheap embedding fit and a
 #: short initial design, so each library-loop test takes about a second.
@@ -111,6 +123,51 @@ class TestLocalSearchLoop(_MutationLoop):
 class TestLocalSearchLoopOnATable(TestLocalSearchLoop):
     def make_space(self) -> DesignSpace:
         return FlexiBertSmallSpace(table=TABLE, task="sst2")
+
+
+class TestAutoDistilLoop(LoopConformance):
+    """Three sub-spaces of two students: 3 supernet, 3 rank and (top_n 3) 3 train jobs."""
+
+    n_asks = 8
+
+    def make_loop(self, seed: int, n_objectives: int) -> SearchLoop:
+        return make_loop(self.loop_name, seed, n_objectives, {"top_n": 3})
+
+    def make_space(self) -> DesignSpace:
+        return AutoDistilSpace(
+            subspaces=[
+                {"name": n, "layers": [layers / 6], "heads": [0.5, 1.0], "mlp_ratio": [2.0]}
+                for n, layers in (("x", 1), ("y", 2), ("z", 3))
+            ]
+        )
+
+    loop_name = "autodistil"
+
+    def tell(self, study: optuna.Study, asked: AskedCandidate, values: list[float]) -> None:
+        """A rank job reports each student's score; the server records them as trials."""
+        space = self.make_space()
+        assert isinstance(space, AutoDistilSpace)
+        s = asked.suggestion
+        metrics: dict[str, float] = {}
+        if s.kind == "rank":
+            for st in space.students[asked.architecture["subspace"]["name"]]:
+                arch = space.student_arch(st)
+                metrics[f"accuracy@{st.key()}"] = _score(arch)
+                metrics[f"size@{st.key()}"] = float(space.params(st))
+        objectives = (Objective("accuracy", "maximize"), Objective("size", "minimize"))
+        job = CompletedJob(
+            spec=SearchSpec("c", "autodistil", 9, objectives=objectives[: len(values)]),
+            space=space,
+            number=asked.number,
+            load_trial=lambda: study.trials[asked.number],
+            candidate=Candidate(
+                "autodistil", dict(asked.architecture), dict(s.recipe), kind=s.kind
+            ),
+            metrics=metrics,
+        )
+        for t in completion_extras(job).trials:
+            study.add_trial(t)
+        study.tell(asked.number, values)
 
 
 def test_every_registered_loop_runs_the_suite() -> None:

@@ -10,6 +10,7 @@ from _procs import TABLE
 
 from archsearch.spaces import (
     SPACES,
+    AutoDistilSpace,
     BertSpace,
     DesignSpace,
     FlexiBertSmallSpace,
@@ -146,6 +147,33 @@ def test_architecture_spaces_mutate(space: DesignSpace) -> None:
     ``lora`` searches training settings with a continuous learning rate, and does not."""
     assert isinstance(space, MutableSpace)
     assert not isinstance(LoraSpace(), MutableSpace)
+
+
+TINY = {"layers": 1, "heads": 2, "hidden": 64, "intermediate": 128}
+
+
+class TestAutoDistilSpace(SpaceConformance):
+    """Sub-spaces (supernet and rank jobs) and students (train jobs) of the minilm-k3 preset."""
+
+    invalid_architectures: ClassVar[list[tuple[Any, str]]] = [
+        ({"teacher": "bert-base-uncased", "student": TINY}, "architecture.teacher"),
+        ({"teacher": "all-MiniLM-L6-v2", "student": TINY}, "architecture.student"),
+        (
+            {"teacher": "all-MiniLM-L6-v2", "student": {**TINY, "layers": 7}},
+            "architecture.student.layers",
+        ),
+        (
+            {
+                "teacher": "all-MiniLM-L6-v2",
+                "subspace": {"name": "tiny", "layers": [0.5], "heads": [0.5], "mlp_ratio": [2.0]},
+            },
+            "architecture.subspace",
+        ),
+        ({"teacher": "all-MiniLM-L6-v2"}, "architecture"),
+    ]
+
+    def make_space(self) -> DesignSpace:
+        return AutoDistilSpace()
 
 
 def test_every_registered_space_runs_the_suite() -> None:

@@ -131,9 +131,13 @@ def test_snapshot_trials_are_read_once_and_read_only() -> None:
 
 
 def test_registries_name_every_implementation_in_errors() -> None:
-    with pytest.raises(UnknownName, match=r"unknown loop 'nope' \(one of boshnas, embedding-gp, "):
+    with pytest.raises(
+        UnknownName, match=r"unknown loop 'nope' \(one of autodistil, boshnas, embedding-gp, "
+    ):
         make_loop("nope", 0, 1)
-    with pytest.raises(SpecError, match=r"^space: unknown space 'x' \(one of bert, flexibert, "):
+    with pytest.raises(
+        SpecError, match=r"^space: unknown space 'x' \(one of autodistil, bert, flexibert, "
+    ):
         make_space("x")
     assert list(SPACES) == sorted(SPACES) and isinstance(SPACES["bert"], type)
     reg: Registry[int] = Registry("thing")

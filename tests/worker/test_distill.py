@@ -124,6 +124,9 @@ def test_teacher_names_resolve_or_fail_clearly(
 ) -> None:
     source, local = resolve_teacher(None)
     assert local and Path(source, "config.json").is_file()
+    # its name (what an autodistil space writes) is the packaged copy, not a hub download
+    assert resolve_teacher("all-MiniLM-L6-v2") == (source, True)
+    assert resolve_teacher("sentence-transformers/all-MiniLM-L6-v2") == (source, True)
     assert resolve_teacher(tmp_path) == (str(tmp_path.resolve()), True)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_teacher(str(tmp_path / "missing"))

@@ -1,0 +1,326 @@
+"""The ``autodistil`` loop: AutoDistil's three stages as jobs of one study.
+
+1. **Supernets**: one ``supernet`` job per sub-space of the study's ``autodistil`` space (the
+   worker trains a weight-sharing supernet by task-agnostic relation distillation and uploads
+   it as its trial's artifacts).
+2. **Ranking**: one ``rank`` job per trained supernet (``recipe.rank.supernet`` names the
+   supernet's trial). When it completes, the server records one COMPLETE trial per student
+   with its proxy scores and costs (``server/_student_trials.py``).
+3. **Stand-alone training**: once every sub-space is ranked, the ``top_n`` students by proxy
+   among those within the ``budget`` (FLOPs or parameters, from the shared cost model of
+   ``spaces/_students.py``), each a ``train`` job extracted from its supernet
+   (``recipe.init.supernet``); the server stores its true scores beside the student's proxy.
+
+The loop keeps no state: each call derives the stages from the stored trials, so a restarted
+server continues where the last one stopped. A job the server gave up on (its retries spent)
+is not asked again: its sub-space, or its student, is left out. When the loop waits for jobs
+in flight it raises ``NoSuggestion``; once every picked student is trained, or nothing can be
+picked (no student fits the budget), it raises ``NoSuggestion(finished=True)`` with the
+reason, which becomes the study's completed reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from archsearch.search._autodistil_options import budget_option, rank_options, supernet_options
+from archsearch.search._base import (
+    LOOPS,
+    LoopSnapshot,
+    NoSuggestion,
+    SearchLoop,
+    Suggestion,
+    TrialView,
+)
+from archsearch.spaces import DesignSpace, SpecError
+from archsearch.spaces._autodistil import AutoDistilSpace
+
+#: System attribute of each job trial: its job kind (a retry keeps it in its candidate).
+JOB_ATTR = "autodistil:job"
+#: System attribute of each student trial the server records: where the student comes from
+#: (``{"key", "subspace", "rank_trial", "supernet_trial"}``).
+STUDENT_ATTR = "autodistil:student"
+#: System attribute of a ``train`` job: the number of the student trial it was picked from.
+PICKED_FROM_ATTR = "autodistil:picked_from"
+_OPTIONS = ("top_n", "budget", "proxy", "proxy_direction", "supernet", "rank")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Student:
+    """A recorded student trial, as the pick reads it."""
+
+    number: int
+    key: str
+    subspace: str
+    supernet_trial: int
+    proxy: float
+    cost: float
+
+
+@LOOPS.register("autodistil")
+class AutoDistilLoop(SearchLoop):
+    """AutoDistil's stages (module docstring). Options (``loop_options``):
+
+    * ``top_n`` (default 3): students to fine-tune stand-alone;
+    * ``budget``: ``{"flops": N}`` or ``{"params": N}``, the most a picked student may cost
+      (FLOPs of one ``space_options.seq_len``-token sequence; none by default);
+    * ``proxy`` (default ``"objective"``: the student trial's first objective value) or a
+      metric of the student trials (``relation_loss``, ``teacher_relation_loss``, ...), with
+      ``proxy_direction`` (default ``minimize`` for a ``*loss`` metric, else ``maximize``);
+    * ``supernet``: the supernet jobs' ``recipe.supernet`` (:data:`SUPERNET_FIELDS`);
+    * ``rank``: the rank jobs' ``recipe.rank`` (``proxy_steps``, ``heldout``, ...).
+    """
+
+    name = "autodistil"
+    # No promise about architectures: a sub-space is asked twice, as its supernet job and
+    # then as its rank job. It never asks the same job twice (a trial of each is enough).
+    avoids_known = False
+
+    def __init__(self, seed: int | None, n_objectives: int, options: dict[str, Any] | None) -> None:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise SpecError(
+                f"loop_options.{unknown[0]}", "unknown option", f"known: {', '.join(_OPTIONS)}"
+            )
+        top_n = options.get("top_n", 3)
+        if isinstance(top_n, bool) or not isinstance(top_n, int) or not 0 <= top_n <= 1000:
+            raise SpecError("loop_options.top_n", f"must be an int in 0..1000, got {top_n!r}")
+        self.top_n = top_n
+        self.budget = budget_option(options.get("budget"))
+        proxy = options.get("proxy", "objective")
+        if not isinstance(proxy, str) or not proxy:
+            raise SpecError("loop_options.proxy", f"must be a metric name, got {proxy!r}")
+        self.proxy = proxy
+        default = "minimize" if proxy.endswith("loss") else "maximize"
+        direction = options.get("proxy_direction", default)
+        if direction not in ("maximize", "minimize") or (
+            proxy == "objective" and ("proxy_direction" in options)
+        ):
+            raise SpecError(
+                "loop_options.proxy_direction",
+                f"must be maximize or minimize for a proxy metric, got {direction!r}",
+                "the objective proxy takes the study's direction",
+            )
+        self.proxy_direction = direction
+        self.supernet = supernet_options(options.get("supernet", {}))
+        self.rank = rank_options(options.get("rank", {}))
+
+    def check_study(self, space: DesignSpace, n_trials: int) -> None:
+        if not isinstance(space, AutoDistilSpace):
+            raise SpecError(
+                "space",
+                f"the autodistil loop searches the autodistil space, not {space.name}",
+                'use "space": "autodistil"',
+            )
+        if self.budget is not None:
+            kind, limit = self.budget
+            cost = space.flops if kind == "flops" else space.params
+            cheapest = min(cost(space.student(k)) for k in space.student_keys)
+            if cheapest > limit:
+                raise SpecError(
+                    f"loop_options.budget.{kind}",
+                    f"no student of the space fits {limit:.4g}: the cheapest needs {cheapest}",
+                    f"raise it to at least {cheapest}, or add smaller students",
+                )
+        jobs = 2 * len(space.subspaces) + self.top_n
+        if n_trials < jobs:
+            raise SpecError(
+                "n_trials",
+                f"the autodistil loop runs {len(space.subspaces)} supernet, "
+                f"{len(space.subspaces)} rank and {self.top_n} train jobs; got {n_trials}",
+                f"set n_trials to at least {jobs}",
+            )
+
+    # ------------------------------------------------------------------------- stages
+
+    def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
+        space = snapshot.space
+        if not isinstance(space, AutoDistilSpace):
+            raise SpecError("space", "the autodistil loop needs the autodistil space")
+        jobs: dict[tuple[str, str], list[TrialView]] = {}
+        students: list[TrialView] = []
+        for t in snapshot.trials:
+            if STUDENT_ATTR in t.attrs:
+                students.append(t)
+                continue
+            job = self._job(space, t)
+            if job is not None:
+                jobs.setdefault(job, []).append(t)
+        pending: list[Suggestion] = []  # supernets first: the long jobs start soonest
+        ranks: list[Suggestion] = []
+        unsettled = False
+        for sub in space.subspaces:
+            supernet = _status(jobs.get(("supernet", sub.name), []))
+            if supernet == "todo":
+                pending.append(self._supernet_job(space, sub.name))
+            if supernet in ("todo", "active"):
+                unsettled = True
+                continue
+            if supernet == "failed":
+                continue
+            rank = _status(jobs.get(("rank", sub.name), []))
+            if rank == "todo":
+                ranks.append(self._rank_job(space, sub.name, snapshot.study_name, supernet))
+            unsettled = unsettled or rank in ("todo", "active")
+        pending += ranks
+        if not unsettled:
+            pending = self._train_jobs(space, snapshot, students, jobs)
+        if len(pending) < count:
+            raise NoSuggestion("waiting for the supernet and rank jobs in flight")
+        return pending[:count]
+
+    def _job(self, space: AutoDistilSpace, t: TrialView) -> tuple[str, str] | None:
+        """(kind, sub-space name or student key) of a job trial; None for anything else."""
+        arch: Mapping[str, Any] | None = t.architecture
+        kind = t.kind if arch is not None else t.attrs.get(JOB_ATTR)
+        if arch is None:
+            try:
+                arch = space.from_params(t.params)
+            except (SpecError, ValueError, KeyError):
+                return None
+        if "subspace" in arch and kind in ("supernet", "rank"):
+            return str(kind), str(arch["subspace"]["name"])
+        if "student" in arch and kind == "train":
+            return "train", space.to_params(dict(arch))["student"]
+        return None
+
+    def _supernet_job(self, space: AutoDistilSpace, name: str) -> Suggestion:
+        return Suggestion(
+            architecture=space.subspace_arch(space.subspace(name)),
+            recipe={"supernet": dict(self.supernet)},
+            kind="supernet",
+            attrs={JOB_ATTR: "supernet"},
+        )
+
+    def _rank_job(self, space: AutoDistilSpace, name: str, study: str, supernet: str) -> Suggestion:
+        return Suggestion(
+            architecture=space.subspace_arch(space.subspace(name)),
+            recipe={
+                "rank": {
+                    **self.rank,
+                    "supernet": f"trial:{study}:{supernet}",
+                    "cost_seq_len": space.seq_len,
+                }
+            },
+            kind="rank",
+            attrs={JOB_ATTR: "rank"},
+        )
+
+    def _train_jobs(
+        self,
+        space: AutoDistilSpace,
+        snapshot: LoopSnapshot,
+        students: list[TrialView],
+        jobs: dict[tuple[str, str], list[TrialView]],
+    ) -> list[Suggestion]:
+        """Stage 3: the picked students no trial holds yet."""
+        picks = self.pick(space, snapshot, students)
+        if self.top_n and not picks:
+            raise NoSuggestion(self._nothing_fits(space, snapshot, students), finished=True)
+        pending = []
+        active = False
+        for s in picks:
+            status = _status(jobs.get(("train", s.key), []))
+            active = active or status == "active"
+            if status == "todo":
+                pending.append(
+                    Suggestion(
+                        architecture=space.student_arch(space.student(s.key)),
+                        recipe={
+                            "init": {"supernet": f"trial:{snapshot.study_name}:{s.supernet_trial}"}
+                        },
+                        kind="train",
+                        attrs={JOB_ATTR: "train", PICKED_FROM_ATTR: s.number},
+                    )
+                )
+        if not pending and not active:
+            keys = ", ".join(s.key for s in picks) or "none (top_n is 0)"
+            raise NoSuggestion(
+                f"autodistil: every stage done; students trained stand-alone: {keys}",
+                finished=True,
+            )
+        return pending
+
+    # ------------------------------------------------------------------------- the pick
+
+    def pick(
+        self, space: AutoDistilSpace, snapshot: LoopSnapshot, students: list[TrialView]
+    ) -> list[_Student]:
+        """The ``top_n`` students within the budget, best proxy first.
+
+        Ties break on the smaller cost, then the student key, then the sub-space name, so the
+        pick is a function of the stored trials alone. A student in several sub-spaces is
+        picked at most once (its best-scored copy).
+        """
+        sign = 1.0
+        if self.proxy == "objective":
+            sign = -1.0 if snapshot.directions[0] == "maximize" else 1.0
+        elif self.proxy_direction == "maximize":
+            sign = -1.0
+        scored = []
+        for t in students:
+            s = self._student(space, t)
+            if s is not None and (self.budget is None or s.cost <= self.budget[1]):
+                scored.append(s)
+        scored.sort(key=lambda s: (sign * s.proxy, s.cost, s.key, s.subspace))
+        out: list[_Student] = []
+        for s in scored:
+            if len(out) < self.top_n and all(o.key != s.key for o in out):
+                out.append(s)
+        return out
+
+    def _student(self, space: AutoDistilSpace, t: TrialView) -> _Student | None:
+        info = t.attrs.get(STUDENT_ATTR)
+        if t.state != "COMPLETE" or not isinstance(info, Mapping):
+            return None
+        if self.proxy == "objective":
+            proxy = t.values[0] if t.values else None
+        else:
+            proxy = t.metrics.get(self.proxy)
+        try:
+            student = space.student(str(info["key"]))
+        except KeyError:
+            return None
+        if proxy is None or not math.isfinite(proxy):
+            return None
+        kind = self.budget[0] if self.budget else "flops"
+        cost = space.flops(student) if kind == "flops" else space.params(student)
+        return _Student(
+            t.number,
+            student.key(),
+            str(info.get("subspace", "")),
+            int(info["supernet_trial"]),
+            float(proxy),
+            float(cost),
+        )
+
+    def _nothing_fits(
+        self, space: AutoDistilSpace, snapshot: LoopSnapshot, students: list[TrialView]
+    ) -> str:
+        if not students:
+            return "autodistil: no student was ranked (every supernet or rank job failed)"
+        if self.budget is None:
+            return f"autodistil: no student trial has the proxy {self.proxy!r}"
+        kind, limit = self.budget
+        keys = {str(t.attrs[STUDENT_ATTR].get("key")) for t in students}
+        cost = space.flops if kind == "flops" else space.params
+        smallest = min(cost(space.student(k)) for k in keys if k in space.student_keys)
+        return (
+            f"autodistil: no ranked student fits the budget {kind} <= {limit:.4g} "
+            f"(the cheapest needs {smallest:.4g}); raise loop_options.budget.{kind}"
+        )
+
+
+def _status(trials: list[TrialView]) -> str:
+    """A job's state from its trials: ``done`` (the number of its COMPLETE trial), or
+    ``active``, ``failed`` (tried, nothing in flight: the server gave up) or ``todo``."""
+    for t in trials:
+        if t.state == "COMPLETE":
+            return str(t.number)
+    if any(t.active for t in trials):
+        return "active"
+    return "failed" if trials else "todo"

@@ -1,0 +1,49 @@
+"""What a completed job adds to its study besides its own result: the completion rules.
+
+Each rule reads a :class:`~archsearch.server._rank_trials.CompletedJob` and returns the
+:class:`~archsearch.server._rank_trials.JobExtras` it adds (nothing for a job it does not
+concern). ``TrialOutcomes.complete`` stores them with the job's completion, in one transaction;
+the trials a rule adds carry its marker attribute, so that nothing re-leases, re-trains or
+counts them against ``n_trials`` (:func:`is_derived_trial`, read by the start-up rebuild).
+
+Rules: DyLoRA's ranks (``_rank_trials``), AutoDistil's students and the proxy scores beside a
+student's true ones (``_student_trials``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from optuna.trial import FrozenTrial
+
+from archsearch.server._rank_trials import (
+    RANK_OF_ATTR,
+    CompletedJob,
+    JobExtras,
+    dylora_extras,
+)
+from archsearch.server._student_trials import STUDENT_OF_ATTR, student_extras, truth_extras
+
+#: Every completion rule, in the order their extras are stored.
+RULES: tuple[Callable[[CompletedJob], JobExtras], ...] = (
+    dylora_extras,
+    student_extras,
+    truth_extras,
+)
+#: The user attributes that mark a trial a rule added (the number of the job it came from).
+DERIVED_MARKERS = (RANK_OF_ATTR, STUDENT_OF_ATTR)
+
+
+def completion_extras(job: CompletedJob) -> JobExtras:
+    """Every rule's extras for ``job``, together."""
+    out = JobExtras()
+    for rule in RULES:
+        extra = rule(job)
+        out.trials.extend(extra.trials)
+        out.user_attrs.update(extra.user_attrs)
+    return out
+
+
+def is_derived_trial(trial: FrozenTrial) -> bool:
+    """Whether a completion rule added ``trial`` (a DyLoRA rank, an AutoDistil student)."""
+    return any(marker in trial.user_attrs for marker in DERIVED_MARKERS)

@@ -1,0 +1,133 @@
+"""An AutoDistil study end to end through the real service, with real (tiny) training on CPU:
+``archsearch launch``, a server process and one ``archsearch worker --trainer autodistil``
+process train a supernet over two MiniLM students, rank both from it, and fine-tune the
+better one stand-alone from its supernet. The server is SIGKILLed and restarted once the
+supernet is trained (mid-stage): the study continues from the stored trials and ends with the
+supernet, its rank job, one trial per student and the stand-alone student with its proxy
+beside its truth."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+from _procs import Proc, ServerProc, cli, load_trials, wait_for, wait_study
+from optuna.trial import TrialState
+
+from archsearch.server._index import COMPLETED_REASON_ATTR
+from archsearch.server._student_trials import PROXY_TRIAL_ATTR, STUDENT_OF_ATTR
+from archsearch.server._trainers import installed_trainers
+from archsearch.server.client import SearchClient
+
+#: One sub-space of two students: one layer, 2 or 4 heads of the MiniLM teacher (H = 32·A).
+SUBSPACE = {"name": "tiny", "layers": [1 / 6], "heads": [2 / 12, 4 / 12], "mlp_ratio": [2.0]}
+SPEC = {
+    "name": "distil",
+    "space": "autodistil",
+    "loop": "autodistil",
+    "trainer": "autodistil",
+    "n_trials": 5,  # more than its 3 jobs: the loop itself ends the study
+    "space_options": {"subspaces": [SUBSPACE], "seq_len": 32},
+    "loop_options": {
+        "top_n": 1,
+        "supernet": {"steps": 4, "batch_size": 8, "max_seq_length": 32},
+        "rank": {"proxy_steps": 4, "heldout": 16},
+    },
+    "recipe": {
+        "max_steps": 4,
+        "eval_every": 4,
+        "batch_size": 8,
+        "max_seq_length": 32,
+        "measure_latency": False,
+    },
+    "data": {"task": "sst2", "train_subset": 64, "eval_subset": 32},
+}
+
+
+pytestmark = pytest.mark.skipif(
+    "autodistil" not in {info.name for info in installed_trainers()},
+    reason="the autodistil trainer (worker side) is not installed",
+)
+
+
+@pytest.fixture
+def procs():
+    started: list[Proc] = []
+    yield started
+    for p in reversed(started):  # the worker first, then the servers
+        p.stop()
+
+
+def _kind(t) -> str:
+    cand = t.user_attrs.get("candidate")
+    return cand.get("kind", "train") if isinstance(cand, dict) else ""
+
+
+def test_an_autodistil_study_survives_a_restart_mid_stage(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    log = tmp_path / "server.log"
+    server = ServerProc(storage, log, lease=20, heartbeat=1).start()
+    procs.append(server)
+    (tmp_path / "spec.json").write_text(json.dumps(SPEC))
+    launched = subprocess.run(  # what a user runs
+        cli("launch", "--spec", str(tmp_path / "spec.json"), "--server", server.address),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert launched.returncode == 0, launched.stderr
+    worker = Proc(
+        cli("worker", "--server", server.address, "--trainer", "autodistil", "--poll-seconds", "1"),
+        tmp_path / "worker.log",
+    )
+    procs.append(worker.start())
+
+    def supernet_done() -> bool:
+        return any(
+            _kind(t) == "supernet" and t.state == TrialState.COMPLETE
+            for t in load_trials(storage, "distil")
+        )
+
+    wait_for(supernet_done, 400, "the supernet to train (see worker.log)")
+    server.signal(signal.SIGKILL)  # mid-stage: the rank job is prepared or leased
+    server.wait(10)
+    restarted = ServerProc(storage, log, port=server.port, lease=20, heartbeat=1).start()
+    procs.append(restarted)
+    with SearchClient(restarted.address) as client:
+        wait_study(client, "distil", 400, procs)
+
+    trials = load_trials(storage, "distil")
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    supernets = [t for t in done if _kind(t) == "supernet"]
+    ranks = [t for t in done if _kind(t) == "rank"]
+    students = [t for t in done if STUDENT_OF_ATTR in t.user_attrs]
+    trained = [t for t in done if _kind(t) == "train"]
+    assert (len(supernets), len(ranks), len(students), len(trained)) == (1, 1, 2, 1), [
+        (t.number, t.state.name, _kind(t)) for t in trials
+    ]
+    (supernet,) = supernets
+    assert any(k.startswith("artifacts:") for k in supernet.system_attrs)  # its checkpoint
+    assert ranks[0].user_attrs["candidate"]["recipe"]["rank"]["supernet"] == (
+        f"trial:distil:{supernet.number}"
+    )
+    for s in students:
+        assert s.user_attrs[STUDENT_OF_ATTR] == ranks[0].number
+        metrics = s.user_attrs["metrics"]
+        assert {"accuracy", "params", "flops", "relation_loss"} <= set(metrics)
+    (final,) = trained
+    picked = next(s for s in students if s.number == final.user_attrs[PROXY_TRIAL_ATTR])
+    assert picked.values[0] == max(s.values[0] for s in students)  # the better proxy
+    assert final.params["student"] == picked.params["student"]
+    assert final.user_attrs["proxy.accuracy"] == picked.values[0]
+    assert 0.0 <= final.values[0] <= 1.0  # its true accuracy, beside the proxy
+    assert final.user_attrs["candidate"]["recipe"]["init"] == {
+        "supernet": f"trial:distil:{supernet.number}"
+    }
+    study = optuna.load_study(study_name="distil", storage=storage)
+    assert "every stage done" in study.user_attrs[COMPLETED_REASON_ATTR]

@@ -4,7 +4,12 @@ Loops (``archsearch.search``) see a study as frozen data and answer with
 :class:`~archsearch.search.Suggestion` s; everything Optuna-shaped happens here:
 
 * :func:`loop_snapshot` builds the :class:`~archsearch.search.LoopSnapshot` of a study, whose
-  trials are read (once, lazily) from the storage as :class:`~archsearch.search.TrialView` s;
+  trials are read (once, lazily) from the storage as :class:`~archsearch.search.TrialView` s.
+  DyLoRA rank trials (``_rank_trials``) are left out of it, from the trial views and from the
+  Optuna study a sampler reads (:class:`SamplerStorage`), unless the space searches
+  ``lora_rank`` itself: they are r_max copies of one training's setting, and a sampler fed
+  them would weigh each setting r_max times (TPE's densities, the start-up count). The
+  study, the dashboard and ``archsearch show`` keep them;
 * :func:`ask_candidate` pops a re-queued trial (``Study.ask`` with its fixed parameters), or
   asks the loop for one suggestion and realises it: a trial the Optuna-sampler loop already
   asked is used as is; otherwise the trial is created here, with the parameters of the
@@ -18,10 +23,12 @@ drive loops on any Optuna storage (``benchmarks/nas_table.py``, the loop conform
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import random
 import types
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Container, Mapping, Sequence
+from typing import Any, cast
 
 import optuna
 from optuna.distributions import CategoricalDistribution
@@ -29,6 +36,7 @@ from optuna.trial import FixedTrial, FrozenTrial
 
 from archsearch.search import LoopSnapshot, SearchLoop, Suggestion, TrialView
 from archsearch.server import _storage
+from archsearch.server._rank_trials import RANK_PARAM, is_rank_trial
 from archsearch.spaces import DataSpace, DesignSpace, SpecError, validate_data, validate_recipe
 
 
@@ -77,6 +85,54 @@ def trial_view(t: FrozenTrial) -> TrialView:
     )
 
 
+class SamplerStorage:
+    """The storage as a loop's sampler sees it: every call goes to ``storage`` except the trial
+    listings, which leave out DyLoRA rank trials (see the module docstring).
+
+    Not a ``BaseStorage`` subclass: its abstract methods would shadow the delegation.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
+        self._inner = storage
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[optuna.trial.TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        trials = self._inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        return [t for t in trials if not is_rank_trial(t)]
+
+    def get_n_trials(
+        self,
+        study_id: int,
+        state: tuple[optuna.trial.TrialState, ...] | optuna.trial.TrialState | None = None,
+    ) -> int:
+        states = (state,) if isinstance(state, optuna.trial.TrialState) else state
+        return len(self.get_all_trials(study_id, deepcopy=False, states=states))
+
+
+def searches_rank(space: DesignSpace) -> bool:
+    """Whether ``space`` has the rank trials' parameter (``lora_rank``) among its own: then each
+    rank trial is an observation of a point the space can suggest, and loops see them."""
+    return RANK_PARAM in space.to_params(space.sample(random.Random(0)))
+
+
+def sampler_study(study: optuna.Study, space: DesignSpace) -> optuna.Study:
+    """``study`` as a loop's sampler reads it: on a :class:`SamplerStorage` (the same trials
+    are created and written; rank trials are not listed), or ``study`` itself when the space
+    searches the rank."""
+    if searches_rank(space):
+        return study
+    view = copy.copy(study)  # Study's __getstate__/__setstate__: its own thread-local cache
+    view._storage = cast(optuna.storages.BaseStorage, SamplerStorage(_storage.storage_of(study)))
+    return view
+
+
 def loop_snapshot(
     study: optuna.Study,
     space: DesignSpace,
@@ -84,7 +140,8 @@ def loop_snapshot(
     directions: Sequence[str] | None = None,
     data_space: DataSpace | None = None,
 ) -> LoopSnapshot:
-    """The snapshot a loop is asked with; its trials are read on first use.
+    """The snapshot a loop is asked with; its trials are read on first use, without DyLoRA
+    rank trials (unless the space searches the rank: :func:`sampler_study`).
 
     Args:
         study: The study (opened with the loop's ``sampler``).
@@ -98,16 +155,22 @@ def loop_snapshot(
     if directions is None:
         directions = [d.name.lower() for d in study.directions]
     study_id = _storage.study_id_of(study)
+    shown = sampler_study(study, space)
+    hide_ranks = shown is not study
 
     def load() -> tuple[TrialView, ...]:
-        return tuple(trial_view(t) for t in storage.get_all_trials(study_id, deepcopy=False))
+        return tuple(
+            trial_view(t)
+            for t in storage.get_all_trials(study_id, deepcopy=False)
+            if not (hide_ranks and is_rank_trial(t))
+        )
 
     return LoopSnapshot(
         study_name=study.study_name,
         directions=tuple(directions),
         space=space,
         load_trials=load,
-        optuna_study=study,
+        optuna_study=shown,
         data_space=data_space,
     )
 

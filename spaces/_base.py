@@ -28,6 +28,7 @@ import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from archsearch.spaces._errors import SpecError
 from archsearch.spaces._registry import Registry
 
 if TYPE_CHECKING:
@@ -97,9 +98,15 @@ class DesignSpace(abc.ABC):
         return self.describe(candidate["architecture"])
 
     def check_recipe(self, recipe: dict[str, Any]) -> None:
-        """Raises SpecError when a study's ``recipe`` sets what this space searches (nothing
-        here; ``lora`` searches recipe settings)."""
-        return None
+        """Raises SpecError when a study's ``recipe`` sets what this space searches, or what
+        its trainers ignore (here: ``recipe.lora``, read by the ``lora`` space's trainer only;
+        ``lora`` checks its own)."""
+        if "lora" in recipe:
+            raise SpecError(
+                "recipe.lora",
+                f"LoRA settings apply to the lora space only, not {self.name}",
+                "use space lora with trainer lora, or remove recipe.lora",
+            )
 
     def candidate_parts(
         self, architecture: dict[str, Any], recipe: dict[str, Any]

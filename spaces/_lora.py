@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from archsearch.spaces._base import SPACES, DesignSpace
 from archsearch.spaces._errors import SpecError
+from archsearch.spaces._lora_spec import parse_lora_spec
 from archsearch.spaces._options import int_choices, reject_unknown
 
 if TYPE_CHECKING:
@@ -190,9 +191,17 @@ class LoraSpace(DesignSpace):
         )
 
     def check_recipe(self, recipe: dict[str, Any]) -> None:
-        """Refuses a ``recipe.lora`` that sets what this space decides for each candidate
-        (mode, alpha, targets, r_max), which would otherwise be silently replaced."""
-        lora = recipe.get("lora") or {}
+        """Checks the study's ``recipe.lora`` as the worker will check each candidate's.
+
+        Refuses what this space decides for each candidate (mode, alpha, targets, r_max),
+        which would otherwise be silently replaced; then checks the other keys with the
+        worker's own rules (:func:`~archsearch.spaces._lora_spec.parse_lora_spec`) merged with
+        every ``r_max`` choice, so a bad value (an unknown key, ``eval_ranks`` above an r_max,
+        ``strict`` in mode lora, ...) fails when the study is created, not in every trial.
+        """
+        lora = recipe.get("lora", {})
+        if not isinstance(lora, dict):
+            parse_lora_spec(lora)  # raises: recipe.lora must be an object
         for key in ("mode", "alpha", "targets", "r_max"):
             if key in lora:
                 fix = "space_options.mode" if key == "mode" else f"space_options.{key} (choices)"
@@ -201,6 +210,16 @@ class LoraSpace(DesignSpace):
                     "is set by the lora space for each candidate",
                     f"use {fix}",
                 )
+        for r_max in self.r_max:
+            parse_lora_spec(
+                {
+                    **lora,
+                    "mode": self.mode,
+                    "alpha": self.alphas[0],
+                    "targets": self.targets[0],
+                    "r_max": r_max,
+                }
+            )
 
     def candidate_parts(
         self, architecture: dict[str, Any], recipe: dict[str, Any]

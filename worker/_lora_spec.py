@@ -1,79 +1,20 @@
-"""``recipe.lora``: the LoRA / DyLoRA settings of a candidate, checked once.
+"""``recipe.lora`` on the worker: the shared check (:mod:`archsearch.spaces._lora_spec`), whose
+errors a trainer reports as :class:`~archsearch.worker.CandidateError` s.
 
-Torch-free, so a plan can be checked without loading a model. The keys (defaults in
-:data:`LORA_DEFAULTS`):
-
-* ``mode``: ``"dylora"`` (one rank drawn per optimiser step, every rank usable after training)
-  or ``"lora"`` (plain LoRA trained at ``r_max``; the baselines);
-* ``r_max``: the LoRA rank (DyLoRA: the largest rank), an int >= 1;
-* ``alpha``: LoRA's α; the update at rank b is scaled by α/b (α/r_max for plain LoRA);
-* ``targets``: names (suffixes) of the linear modules that get LoRA, e.g. ``["query", "value"]``;
-* ``frozen``: DyLoRA only: at rank b only component b-1 (row b-1 of A, column b-1 of B) gets
-  gradient (the paper's GLUE setting); false trains components 0..b-1;
-* ``strict``: DyLoRA only: after each optimiser step, put back every component that got no
-  gradient (AdamW's momentum and decoupled weight decay otherwise still move them);
-* ``rank_dist``: how the step's rank is drawn: ``"uniform"`` over 1..r_max (the only one);
-* ``eval_ranks``: ranks scored after training with the one set of weights (null: every rank
-  1..r_max for DyLoRA, r_max alone for plain LoRA; a list for plain LoRA gives the
-  "trained at r_max, truncated at evaluation" baseline);
-* ``dropout``: LoRA dropout on the module input, in [0, 1);
-* ``model``: the pretrained model to adapt: null for the packaged all-MiniLM-L6-v2 teacher, a
-  local folder, or a hub name.
+The rules live in ``archsearch.spaces`` (torch-free) so the server applies the same ones when a
+study is created; see that module for the keys and their defaults.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Mapping
 from typing import Any
 
+from archsearch.spaces import SpecError
+from archsearch.spaces._lora_spec import LORA_DEFAULTS, LORA_MODES, RANK_DISTRIBUTIONS, LoraSpec
+from archsearch.spaces._lora_spec import parse_lora_spec as _parse_lora_spec
 from archsearch.worker._trainer import CandidateError
 
-LORA_MODES = ("dylora", "lora")
-RANK_DISTRIBUTIONS = ("uniform",)
-
-#: Every ``recipe.lora`` key with its default.
-LORA_DEFAULTS: dict[str, Any] = {
-    "mode": "dylora",
-    "r_max": 8,
-    "alpha": 16,
-    "targets": ["query", "value"],
-    "frozen": True,
-    "strict": False,
-    "rank_dist": "uniform",
-    "eval_ranks": None,
-    "dropout": 0.0,
-    "model": None,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class LoraSpec:
-    """Checked ``recipe.lora`` (see the module docstring for each field)."""
-
-    mode: str = "dylora"
-    r_max: int = 8
-    alpha: float = 16.0
-    targets: tuple[str, ...] = ("query", "value")
-    frozen: bool = True
-    strict: bool = False
-    rank_dist: str = "uniform"
-    eval_ranks: tuple[int, ...] = ()
-    dropout: float = 0.0
-    model: str | None = None
-
-    @property
-    def dynamic(self) -> bool:
-        """Whether the rank is drawn per step (DyLoRA) rather than fixed at ``r_max``."""
-        return self.mode == "dylora"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The spec as ``recipe.lora`` JSON (lists for tuples)."""
-        out = dataclasses.asdict(self)
-        out["targets"] = list(self.targets)
-        out["eval_ranks"] = list(self.eval_ranks)
-        return out
+__all__ = ["LORA_DEFAULTS", "LORA_MODES", "RANK_DISTRIBUTIONS", "LoraSpec", "parse_lora_spec"]
 
 
 def parse_lora_spec(value: Any) -> LoraSpec:
@@ -83,96 +24,7 @@ def parse_lora_spec(value: Any) -> LoraSpec:
         CandidateError: Not an object, an unknown key, or a bad value; the message names the
             key, what it must be, and the value given.
     """
-    if not isinstance(value, Mapping):
-        raise CandidateError(
-            f"recipe.lora must be a JSON object such as {{'mode': 'dylora', 'r_max': 8, "
-            f"'alpha': 16}}, got {value!r}"
-        )
-    unknown = sorted(set(value) - set(LORA_DEFAULTS))
-    if unknown:
-        raise CandidateError(
-            f"recipe.lora has unknown keys {unknown}; known keys: {sorted(LORA_DEFAULTS)}"
-        )
-    given = {**LORA_DEFAULTS, **value}
-    mode = given["mode"]
-    if mode not in LORA_MODES:
-        raise CandidateError(f"recipe.lora.mode must be one of {list(LORA_MODES)}, got {mode!r}")
-    r_max = given["r_max"]
-    if isinstance(r_max, bool) or not isinstance(r_max, int) or r_max < 1:
-        raise CandidateError(f"recipe.lora.r_max must be an int >= 1, got {r_max!r}")
-    alpha = given["alpha"]
-    if (
-        isinstance(alpha, bool)
-        or not isinstance(alpha, (int, float))
-        or not math.isfinite(alpha)
-        or alpha <= 0
-    ):
-        raise CandidateError(f"recipe.lora.alpha must be a number > 0, got {alpha!r}")
-    targets = given["targets"]
-    if (
-        not isinstance(targets, list)
-        or not targets
-        or not all(isinstance(t, str) and t for t in targets)
-    ):
-        raise CandidateError(
-            f"recipe.lora.targets must be a non-empty list of module names such as "
-            f"['query', 'value'], got {targets!r}"
-        )
-    for key in ("frozen", "strict"):
-        if not isinstance(given[key], bool):
-            raise CandidateError(f"recipe.lora.{key} must be true or false, got {given[key]!r}")
-    if mode == "lora":
-        given_true = [k for k in ("frozen", "strict") if value.get(k) is True]
-        if given_true:
-            raise CandidateError(
-                f"recipe.lora.{given_true[0]} applies to mode 'dylora' only (plain LoRA trains "
-                f"every component at r_max); remove it"
-            )
-    if given["rank_dist"] not in RANK_DISTRIBUTIONS:
-        raise CandidateError(
-            f"recipe.lora.rank_dist must be one of {list(RANK_DISTRIBUTIONS)}, "
-            f"got {given['rank_dist']!r}"
-        )
-    eval_ranks = _eval_ranks(given["eval_ranks"], mode, r_max)
-    dropout = given["dropout"]
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise CandidateError(f"recipe.lora.dropout must be a number in [0, 1), got {dropout!r}")
-    model = given["model"]
-    if model is not None and (not isinstance(model, str) or not model.strip()):
-        raise CandidateError(
-            f"recipe.lora.model must be a local folder or a hub name (null: the packaged "
-            f"all-MiniLM-L6-v2), got {model!r}"
-        )
-    return LoraSpec(
-        mode=mode,
-        r_max=r_max,
-        alpha=float(alpha),
-        targets=tuple(dict.fromkeys(targets)),
-        # plain LoRA trains all r_max components every step: "frozen" has no meaning there
-        frozen=given["frozen"] if mode == "dylora" else False,
-        strict=given["strict"],
-        rank_dist=given["rank_dist"],
-        eval_ranks=eval_ranks,
-        dropout=float(dropout),
-        model=model,
-    )
-
-
-def _eval_ranks(value: Any, mode: str, r_max: int) -> tuple[int, ...]:
-    if value is None:
-        return tuple(range(1, r_max + 1)) if mode == "dylora" else (r_max,)
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(b, int) and not isinstance(b, bool) for b in value)
-    ):
-        raise CandidateError(
-            f"recipe.lora.eval_ranks must be a non-empty list of ranks (ints), got {value!r}"
-        )
-    bad = [b for b in value if not 1 <= b <= r_max]
-    if bad:
-        raise CandidateError(
-            f"recipe.lora.eval_ranks {bad} are outside 1..r_max ({r_max}); a LoRA of rank "
-            f"{r_max} can be scored at ranks 1 to {r_max}"
-        )
-    return tuple(sorted(set(value)))
+    try:
+        return _parse_lora_spec(value)
+    except SpecError as e:
+        raise CandidateError(str(e)) from e

@@ -18,6 +18,7 @@ from archsearch.spaces import (
     LoraSpace,
     MutableSpace,
     SpecError,
+    make_space,
 )
 from conformance.space_suite import SpaceConformance
 
@@ -135,6 +136,43 @@ class TestLoraSpace(SpaceConformance):
         with pytest.raises(SpecError) as e:
             LoraSpace(**options)
         assert e.value.field == field
+
+    @pytest.mark.parametrize(
+        ("options", "lora", "field", "says"),
+        [
+            ({}, {"r_max": 4}, "recipe.lora.r_max", "set by the lora space"),
+            ({}, {"rank": 4}, "recipe.lora", "unknown keys ['rank']"),
+            ({}, {"frozen": "yes"}, "recipe.lora.frozen", "true or false"),
+            ({}, {"dropout": 1.5}, "recipe.lora.dropout", "[0, 1)"),
+            ({}, {"rank_dist": "geometric"}, "recipe.lora.rank_dist", "must be one of"),
+            ({}, {"model": " "}, "recipe.lora.model", "local folder or a hub name"),
+            ({}, {"eval_ranks": []}, "recipe.lora.eval_ranks", "non-empty list"),
+            # checked against every r_max choice: 6 is fine at 8, not at 4
+            ({"r_max": [4, 8]}, {"eval_ranks": [6]}, "recipe.lora.eval_ranks", "1..r_max (4)"),
+            # plain LoRA (the space's mode) has no frozen/strict components
+            ({"mode": "lora"}, {"strict": True}, "recipe.lora.strict", "mode 'dylora' only"),
+            ({}, [], "recipe.lora", "JSON object"),
+        ],
+    )
+    def test_a_bad_study_recipe_lora_is_refused_with_the_workers_rules(
+        self, options: dict[str, Any], lora: Any, field: str, says: str
+    ) -> None:
+        with pytest.raises(SpecError) as e:
+            LoraSpace(**options).check_recipe({"lora": lora})
+        assert e.value.field == field
+        assert says in str(e.value)
+
+    def test_a_good_study_recipe_lora_passes(self) -> None:
+        space = LoraSpace(r_max=[4, 8])
+        space.check_recipe({})
+        space.check_recipe({"lora": {"model": "/m", "eval_ranks": [1, 4], "dropout": 0.1}})
+        space.check_recipe({"lora": {"frozen": False, "strict": True}})
+
+
+def test_only_the_lora_space_takes_recipe_lora() -> None:
+    with pytest.raises(SpecError) as e:
+        make_space("bert", {}).check_recipe({"lora": {}})
+    assert e.value.field == "recipe.lora" and "lora space only" in str(e.value)
 
 
 @pytest.mark.parametrize(

@@ -169,6 +169,9 @@ def test_missing_objective_and_bad_metric_names(server, worker, leased) -> None:
     assert snapshot(server) == before
 
 
+LORA_STUDY = {"name": "x", "space": "lora", "trainer": "lora", "n_trials": 3}
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
@@ -222,6 +225,29 @@ def test_missing_objective_and_bad_metric_names(server, worker, leased) -> None:
         (
             json.dumps({"name": "x", "space": "bert", "n_trials": 3, "loop_options": {"bogus": 1}}),
             "loop_options",
+        ),
+        # recipe.lora is checked when the study is created, with the worker's rules
+        (
+            json.dumps(
+                {
+                    **LORA_STUDY,
+                    "space_options": {"r_max": [2, 4]},
+                    "recipe": {"lora": {"eval_ranks": [3]}},
+                }
+            ),
+            "recipe.lora.eval_ranks: [3] are outside 1..r_max (2)",
+        ),
+        (
+            json.dumps({**LORA_STUDY, "recipe": {"lora": {"targets": ["query"]}}}),
+            "recipe.lora.targets: is set by the lora space",
+        ),
+        (
+            json.dumps({**LORA_STUDY, "recipe": {"lora": {"dropout": -0.1}}}),
+            "recipe.lora.dropout: must be a number in [0, 1)",
+        ),
+        (
+            json.dumps({"name": "x", "space": "bert", "n_trials": 3, "recipe": {"lora": {}}}),
+            "recipe.lora: LoRA settings apply to the lora space only",
         ),
     ],
 )

@@ -131,7 +131,7 @@ def _with(candidate: Any, **changes: Any) -> Any:
         ),
         (
             lambda c: _with(c, recipe={**c.recipe, "lora": {"r_max": 0}}),
-            "recipe.lora.r_max must be an int >= 1",
+            "recipe.lora.r_max: must be an int >= 1",
         ),
         (lambda c: _with(c, data={**c.data, "task": "squad"}), "squad"),
     ],

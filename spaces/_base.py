@@ -109,5 +109,6 @@ class DesignSpace(abc.ABC):
         settings (``lora``) moves them into the recipe."""
         return architecture, recipe
 
+
 #: Every design space by name, registered where each is defined (``@SPACES.register``).
 SPACES: Registry[type[DesignSpace]] = Registry("space")

@@ -140,6 +140,16 @@ def _ask(
         asked = ask_candidate(loop, study, space)
     except SpecError as e:
         raise ReplayError(f"loop {loop_name} cannot search {table.source}: {e}") from e
+    # The stored candidate, as the server's pool keeps it: loops read its architecture back
+    # (``TrialView.architecture``).
+    candidate = {
+        "space": space.name,
+        "architecture": asked.architecture,
+        "recipe": dict(asked.suggestion.recipe),
+        "data": dict(asked.suggestion.data),
+        "kind": asked.suggestion.kind,
+    }
+    study._storage.set_trial_user_attr(asked.trial_id, "candidate", candidate)
     try:
         table.score(asked.architecture)
     except KeyError as e:

@@ -176,9 +176,9 @@ def test_repeats_are_free_unless_counted(table_file: str) -> None:
             "the nas-tables format (known: metric",
         ),
         (
-            ["--loops", "boshnas"],
-            "archsearch: loop boshnas cannot search {t}: loop: the 'table-rows' space has no "
-            "architecture graphs",
+            ["--loops", "boshnas", "--loop-options", '{"boshnas": {"features": "embedding"}}'],
+            "archsearch: loop boshnas cannot search {t}: loop_options.features: the "
+            "'table-rows' space has no architecture graphs to embed",
         ),
         (
             ["--format", "xml"],
@@ -226,3 +226,10 @@ def test_a_bad_table_file_names_the_problem(
     assert err.startswith(f"archsearch: cannot read the table {path}: table: ") and problem in err
     code, _, err = _replay([str(tmp_path / "none.json")], capsys)
     assert code == 2 and f"file {tmp_path / 'none.json'} not found" in err
+
+
+def test_boshnas_searches_a_table_without_graphs_on_its_one_hot_features(table_file: str) -> None:
+    table = read_table(table_file)
+    run = replay_search(table, "boshnas", 0, 7, loop_options={"boshnas": {"batch_size": 2}})
+    assert len(run.best) == 7 and run.asks == 7  # a library loop never repeats a row
+    assert run.best == sorted(run.best, reverse=True) and run.best[-1] in SCORES

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 CATEGORICAL_MAX = 6
 #: ``feature_params`` gives a number with more distinct values than this as its quantile bin.
 FEATURE_BINS = 8
+#: ``neighbours`` of a row that no row differs from in one parameter: this many nearest.
+NEIGHBOURS = 8
 STRUCTURE = "structure"
 MAPPED_FROM_ATTR = "mapped_from"
 
@@ -129,14 +131,19 @@ class RowTableSpace(DesignSpace, EnumerableSpace, FeatureSpace):
         self._flat = flat
         self._choice_list = {n: self._distinct(n) for n in names}
         self._choice_index = {
-            n: {_vkey(v): j for j, v in enumerate(vs)}
-            for n, vs in self._choice_list.items()
+            n: {_vkey(v): j for j, v in enumerate(vs)} for n, vs in self._choice_list.items()
         }
         self._bin_edges = {
             n: np.quantile(np.asarray(vs, dtype=float), np.linspace(0, 1, FEATURE_BINS + 1)[1:-1])
             for n, vs in self._values.items()
             if n in self.numeric and len(self._choice_list[n]) > FEATURE_BINS
         }
+        # Every row over every parameter, for ``neighbours``: codes, and where a row has none.
+        self._names = names
+        self._all = np.array(
+            [[self._code(n, f[n]) if n in f else np.nan for n in names] for f in flat],
+            dtype=np.float64,
+        ).reshape(len(flat), len(names))
         self._codes = {
             label_s: self._code_matrix(free, members)
             for label_s, (free, members) in self._structures.items()
@@ -204,6 +211,31 @@ class RowTableSpace(DesignSpace, EnumerableSpace, FeatureSpace):
         seed = json.dumps([structure, params], sort_keys=True, default=str).encode()
         pick = int.from_bytes(hashlib.sha256(seed).digest()[:8], "big") % len(tied)
         return self.rows[members[int(tied[pick])]]
+
+    def neighbours(self, architecture: dict[str, Any]) -> list[dict[str, Any]]:
+        """Rows one change away, for the mutation loops (the ``MutableSpace`` protocol): the
+        rows that differ from ``architecture`` in exactly one parameter; when no row does (a
+        table of continuous choices), the ``NEIGHBOURS`` nearest rows: the smallest sum over
+        every parameter of ``|difference| / range`` (numbers), 1 for a different value
+        (others) and 1 for a parameter only one of the two has. Table order breaks ties."""
+        i = self.index[row_key(self.validate(architecture))]
+        a, rows = self._all[i], self._all
+        present = ~np.isnan(rows)
+        mine = ~np.isnan(a)
+        numeric = np.array([n in self.numeric for n in self._names], dtype=bool)
+        scale = np.array([self._range.get(n, 1.0) for n in self._names], dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            diff = np.where(numeric, np.abs(rows - a) / scale, (rows != a) * 1.0)
+        both = present & mine
+        diff = np.where(both, diff, (present != mine) * 1.0)
+        changed = (diff > 0).sum(axis=1)
+        one = np.flatnonzero(changed == 1)
+        if len(one):
+            return [dict(self.rows[j]) for j in one]
+        distance = diff.sum(axis=1)
+        distance[i] = np.inf
+        order = np.argsort(distance, kind="stable")[: min(NEIGHBOURS, len(self.rows) - 1)]
+        return [dict(self.rows[j]) for j in order]
 
     def validate(self, architecture: Any) -> dict[str, Any]:
         if not isinstance(architecture, dict) or not architecture:

@@ -284,3 +284,21 @@ class TestRowTableSpace(SpaceConformance):
     test_is_registered = None  # type: ignore[assignment]
     test_options_round_trip = None  # type: ignore[assignment]
     test_unknown_options_are_refused = None  # type: ignore[assignment]
+
+
+def test_neighbours_are_rows_one_change_away_else_the_nearest() -> None:
+    rows = [
+        {"n_layer": n, "d_model": d, "n_head": [h] * n}
+        for n in (2, 3)
+        for d in (64, 128, 256)
+        for h in (2, 8)
+    ]
+    space = RowTableSpace(rows)
+    first = {"n_layer": 2, "d_model": 64, "n_head": [2, 2]}
+    # only d_model changes: the two other widths; (8, 8) heads change two slots
+    assert space.neighbours(first) == [{**first, "d_model": 128}, {**first, "d_model": 256}]
+    # no row of DECODERS differs in one parameter: the nearest, never the row itself
+    decoders = RowTableSpace(DECODERS)
+    near = decoders.neighbours(DECODERS[4])
+    assert len(near) == len(DECODERS) - 1 and DECODERS[4] not in near
+    assert near[0] == DECODERS[3]  # 3 layers, the same but for d_model, 2 heads, 2 widths

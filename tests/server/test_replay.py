@@ -233,3 +233,36 @@ def test_boshnas_searches_a_table_without_graphs_on_its_one_hot_features(table_f
     run = replay_search(table, "boshnas", 0, 7, loop_options={"boshnas": {"batch_size": 2}})
     assert len(run.best) == 7 and run.asks == 7  # a library loop never repeats a row
     assert run.best == sorted(run.best, reverse=True) and run.best[-1] in SCORES
+
+
+def test_replay_reads_an_existing_studys_trials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/past.db"
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=storage, study_name="past", direction="maximize")
+    study.optimize(lambda t: t.suggest_int("width", 1, 8) / 8, n_trials=8)
+    storage.engine.dispose()
+    code, out, err = _replay(
+        [
+            url,
+            "--study",
+            "past",
+            "--loops",
+            "random",
+            "--seeds",
+            "1",
+            "--evals",
+            "3",
+            "--plot",
+            str(tmp_path / "p.png"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    rows = len({t.params["width"] for t in study.trials})
+    assert f"table {url} study past: {rows} rows, value 0 (maximize)" in out
+    code, _, err = _replay([url, "--study", "other"], capsys)
+    assert code == 2 and "no study 'other'" in err and "known: past" in err

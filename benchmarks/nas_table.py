@@ -16,11 +16,12 @@ with ``--asynchronous`` the ``--parallel`` candidates stay in flight and the old
 before each new ask, as workers that finish one at a time would):
 
 * ``boshnas``: the BOSHNAS loop (Transformer2vec embeddings, heteroscedastic surrogate, GOBI);
-* ``random``, ``tpe``, ``gp``: Optuna's samplers over one categorical of the table's rows
-  (``--table-params rows``, the default: random search is then exact, and the figures compare
-  with the earlier runs), or over the service's per-layer parameters (``--table-params
-  layers``: a suggestion that is no row is trained as its nearest row, which favours rows in
-  sparse regions of the space, such as the 2-layer ones);
+* ``random``, ``tpe``, ``gp``: Optuna's samplers over the service's per-layer parameters, as a
+  user runs them (``--table-params layers``, the default since issue 17: a suggestion that is
+  no row is trained as its nearest row, which favours rows in sparse regions of the space, such
+  as the 2-layer ones; random search's figure is then its exact median, printed below), or over
+  one categorical of the table's rows (``--table-params rows``, the default before: a TPE that
+  cannot generalise from one row to a similar one, kept to compare with the earlier runs);
 * ``embedding-gp``: a BoTorch GP on the same embeddings as BOSHNAS.
 
 An *evaluation* is a distinct architecture scored. Samplers re-propose evaluated
@@ -251,10 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--table-params",
         choices=("rows", "layers"),
-        default="rows",
-        help="the in-process loops' parameters: rows (one categorical over the table's rows, "
-        "as before issue 11) or layers (the service's per-layer parameters, mapped to the "
-        "nearest row) (default: rows)",
+        default="layers",
+        help="the in-process loops' parameters: layers (the service's per-layer parameters, "
+        "mapped to the nearest row, as a user runs the samplers) or rows (one categorical over "
+        "the table's rows, the default before issue 17) (default: layers)",
     )
     p.add_argument("--service", action="store_true", help="also run BOSHNAS through the service")
     p.add_argument("--workers", type=int, default=4)
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             + (
                 "; samplers over the per-layer parameters mapped to rows (--table-params layers)"
                 if args.table_params == "layers"
-                else ""
+                else "; samplers over one categorical of the rows (--table-params rows)"
             )
             + ("; one BOSHNAS run through the real service" if args.service else "")
             + f". Regret plot: `{shown_plot}`.\n\n"

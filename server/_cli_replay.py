@@ -27,7 +27,7 @@ def add_replay_command(command: Callable[[str, str], argparse.ArgumentParser]) -
     """Adds ``replay`` to the CLI (``command(name, help)`` makes a subparser)."""
     r = command(
         "replay",
-        "replay search loops on a table of measured architectures: evaluations to the top k percent",
+        "replay loops on a table of measured architectures: evaluations to the top k percent",
     )
     r.add_argument(
         "table",

@@ -83,7 +83,10 @@ class CandidateLibrary:
     ) -> None:
         from archsearch.surrogates import Transformer2vec
 
-        if not isinstance(space, GraphSpace):
+        graphless = not isinstance(space, GraphSpace)
+        if graphless and not (
+            isinstance(space, EnumerableSpace) and isinstance(space, FeatureSpace)
+        ):
             raise SpecError(
                 "loop",
                 f"the {space.name!r} space has no architecture graphs, which library loops embed",
@@ -96,12 +99,24 @@ class CandidateLibrary:
         self.archs = _library_architectures(space, size, seed)
         self.keys = [arch_key(a) for a in self.archs]
         self.index = {k: i for i, k in enumerate(self.keys)}
+        self._encoder: Any = None  # sklearn OneHotEncoder, fitted on first use
+        self._names: list[str] | None = None
+        self._onehot: np.ndarray | None = None
+        self._both: np.ndarray | None = None  # embeddings | one-hot, rebuilt when rows change
+        self._lock = threading.Lock()
+        self._t2v: Any = None
+        if graphless:
+            # The rows of a table without graphs (``archsearch replay`` on a nas-tables file or
+            # a CSV, a ``RowTableSpace``): nothing to embed; the surrogate sees the rows'
+            # one-hot features (``both`` is those alone, ``embedding`` is refused).
+            self.embeddings = np.zeros((len(self.archs), 0), dtype=np.float64)
+            return
+        assert isinstance(space, GraphSpace)
         self._graph: Callable[[dict[str, Any]], Any] = space.graph
         self._options = dict(embedding_options or {})
         self._t2v = Transformer2vec(
             labels=space.graph_labels(), dim=dim, seed=seed, **self._options
         )
-        self._lock = threading.Lock()
         digest = hashlib.sha256(
             json.dumps(
                 [
@@ -135,10 +150,6 @@ class CandidateLibrary:
                 os.replace(tmp, path)
                 log.info("library embeddings (%d rows) cached in %s", len(self.keys), path)
         self.embeddings = np.asarray(self._t2v.vectors(self.keys), dtype=np.float64)
-        self._encoder: Any = None  # sklearn OneHotEncoder, fitted on first use
-        self._names: list[str] | None = None
-        self._onehot: np.ndarray | None = None
-        self._both: np.ndarray | None = None  # embeddings | one-hot, rebuilt when rows change
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -183,6 +194,12 @@ class CandidateLibrary:
         """The surrogate's inputs: ``embedding`` (Transformer2vec, the paper's), ``architecture``
         (one-hot parameters) or ``both`` (their concatenation)."""
         if kind == "embedding":
+            if self._t2v is None:
+                raise SpecError(
+                    "loop_options.features",
+                    f"the {self.space.name!r} space has no architecture graphs to embed",
+                    "use features architecture or both (its one-hot features)",
+                )
             return self.embeddings
         if kind == "architecture":
             return self.architecture_features()
@@ -200,7 +217,11 @@ class CandidateLibrary:
         if found is not None:
             return found
         with self._lock:
-            vec = self._t2v.embed_new({key: self._graph(architecture)})
+            vec = (
+                np.zeros((1, 0))
+                if self._t2v is None
+                else self._t2v.embed_new({key: self._graph(architecture)})
+            )
             self.archs.append(architecture)
             self.keys.append(key)
             self.index[key] = len(self.keys) - 1

@@ -1,8 +1,8 @@
-"""The ``archsearch`` command line: serve, worker, launch, studies, show, stop, demo.
+"""The ``archsearch`` command line: serve, worker, launch, studies, show, stop, demo, replay.
 
 This module builds the parser and runs a subcommand; the subcommands live by group in
-``_cli_machines`` (serve, worker) and ``_cli_studies`` (launch, studies, show, stop, demo),
-what they share in ``_cli_common``.
+``_cli_machines`` (serve, worker), ``_cli_studies`` (launch, studies, show, stop, demo) and
+``_cli_replay`` (replay), what they share in ``_cli_common``.
 
 Every error is one line, ``archsearch: <problem> (<fix>)``, and exits non-zero (2 for bad
 input, 1 otherwise); never a traceback.
@@ -23,6 +23,7 @@ from archsearch.server._cli_common import (
     _setup_logging,
 )
 from archsearch.server._cli_machines import _non_negative_seconds, cmd_serve, cmd_worker
+from archsearch.server._cli_replay import add_replay_command
 from archsearch.server._cli_studies import (
     cmd_demo,
     cmd_launch,
@@ -239,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="glue_data folder; default: $ARCHSEARCH_GLUE_DIR, then ../shared/data/glue",
     )
     d.set_defaults(func=cmd_demo)
+
+    add_replay_command(command)
 
     from archsearch.fleet.cli import add_fleet_command  # its own package: SLURM, Ray, k8s
 

@@ -68,7 +68,15 @@ from archsearch.spaces._protocols import (
     MutableSpace,
 )
 from archsearch.spaces._registry import Registry, UnknownName
+from archsearch.spaces._row_table import RowTableSpace
 from archsearch.spaces._table import TABLE_METRIC, TABLE_TASK_NAMES, NasTable, load_table
+from archsearch.spaces._table_readers import (
+    TABLE_READERS,
+    ReplayTable,
+    TableReader,
+    guess_format,
+    read_table,
+)
 from archsearch.spaces._tasks import (
     GLUE_TASK_IDS,
     GLUE_TASKS,
@@ -104,6 +112,7 @@ __all__ = [
     "SPACES",
     "SPLIT_ALIASES",
     "TABLE_METRIC",
+    "TABLE_READERS",
     "TABLE_TASK_NAMES",
     "TASK_METRIC_RULES",
     "TRAINER_NAME_RE",
@@ -125,7 +134,10 @@ __all__ = [
     "MutableSpace",
     "NasTable",
     "Registry",
+    "ReplayTable",
+    "RowTableSpace",
     "SpecError",
+    "TableReader",
     "TrainerInfo",
     "UnknownName",
     "architecture_graph",
@@ -145,11 +157,13 @@ __all__ = [
     "graph_hash",
     "graph_image",
     "graph_png",
+    "guess_format",
     "load_table",
     "make_space",
     "node_labels",
     "ordered_labels",
     "per_task_primary",
+    "read_table",
     "result_metric_names",
     "task_scores",
     "validate_custom_task",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import nas_table
 from nas_table import median_interval, random_search_median
 
 
@@ -50,3 +52,65 @@ def test_median_interval_brackets_the_median_and_narrows_with_more_seeds() -> No
     assert high_many - low_many < high - low
     # Deterministic: the same seeds give the same interval.
     assert median_interval(few) == (low, high)
+
+
+def test_rows_tied_at_the_top_threshold_are_all_targets() -> None:
+    from archsearch.server._replay_stats import top_targets
+
+    # 10 rows, top 1% = the best row; three rows share the best score: three targets.
+    scores = [0.9, 0.9, 0.9, 0.5, 0.6, 0.7, 0.4, 0.3, 0.2, 0.1]
+    t = top_targets(scores, 1.0, "maximize")
+    assert (t.threshold, t.k, t.count, t.best) == (0.9, 1, 3, 0.9)
+    # Lower is better: the tie at the smallest perplexity.
+    t = top_targets([5.0, 1.0, 1.0, 3.0], 25.0, "minimize")
+    assert (t.threshold, t.k, t.count, t.best) == (1.0, 1, 2, 1.0)
+    # With 3 targets among 10 rows random search needs 2 draws (P = 0.53), not 5 (one target).
+    assert random_search_median(10, 3, evals=10) == 2
+    assert random_search_median(10, 1, evals=10) == 5
+
+
+def _tied_flexibert_table(path: Path) -> str:
+    """Ten 2-layer rows whose three best tie at 0.9."""
+    rows = []
+    for i in range(10):
+        heads, hidden, ff = [2, 4][i % 2], [128, 256][(i // 2) % 2], [512, 1024, 2048][i % 3]
+        rows.append(
+            {
+                "l": 2,
+                "a": [heads, 2],
+                "h": [hidden, 128],
+                "s": ["sdp", ["sdp", "wma"][i // 5]],
+                "f": [ff, 512],
+            }
+        )
+    scores = [0.9, 0.9, 0.9, 0.5, 0.6, 0.7, 0.4, 0.3, 0.2, 0.1]
+    path.write_text(json.dumps({"model_dicts": rows, "accuracies": [{"SST-2": s} for s in scores]}))
+    return str(path)
+
+
+def test_nas_table_counts_ties_in_random_searchs_exact_median(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = _tied_flexibert_table(tmp_path / "tied.json")
+    code = nas_table.main(
+        [
+            "--table",
+            table,
+            "--loops",
+            "random",
+            "--seeds",
+            "2",
+            "--evals",
+            "4",
+            "--no-record",
+            "--plot",
+            str(tmp_path / "r.png"),
+            "--parallel",
+            "1",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "top 1% = best 1 -> score >= 0.9000 (3 rows counting ties)" in out
+    assert "| random (exact: uniform without replacement) | - | 2 |" in out
+    assert (tmp_path / "r.png").stat().st_size > 0

@@ -1,0 +1,182 @@
+"""``archsearch replay``: which search loop would have found your best architectures soonest?
+
+Replays registered loops on a table of architectures you have already measured (a FlexiBERT
+table, a ``nas-tables`` JSON, a CSV of parameters and scores, or the completed trials of an
+existing study), in-process with the server's own loop code (``server/_replay.py``), and prints
+per loop the median evaluations to the top k% over seeds with a 90% bootstrap interval, how
+many seeds reached it, the median regret after 25/50/100 evaluations, and random search's exact
+median; a regret plot is written as PNG. Not done: replay through a running service (use
+``benchmarks/nas_table.py --service`` for the FlexiBERT table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from archsearch.server._cli_common import CliError
+
+DEFAULT_LOOPS = "random,tpe,boshnas"
+GRAPHLESS_LOOPS = "random,tpe"
+
+
+def add_replay_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Adds ``replay`` to the CLI (``command(name, help)`` makes a subparser)."""
+    r = command(
+        "replay",
+        "replay loops on a table of measured architectures: evaluations to the top k percent",
+    )
+    r.add_argument(
+        "table",
+        help="a table file (FlexiBERT or nas-tables JSON, CSV) or an Optuna storage URL "
+        "(sqlite:///FILE.db, postgresql://...) with --study",
+    )
+    r.add_argument(
+        "--format",
+        help="flexibert | nas-tables | csv | optuna; default: guessed (a URL is a study, .csv "
+        "a CSV, JSON with model_dicts FlexiBERT's, other JSON nas-tables)",
+    )
+    r.add_argument("--study", help="with a storage URL: the study whose COMPLETE trials are read")
+    r.add_argument(
+        "--table-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a reader option, repeatable: task=cola (flexibert), metric=test_ppl (nas-tables), "
+        "score=acc and direction=minimize (csv), objective=1 (optuna)",
+    )
+    r.add_argument(
+        "--loops",
+        help=f"registered loops, comma-separated (NAME@LABEL: NAME with the --loop-options "
+        f"keyed NAME@LABEL); default: {DEFAULT_LOOPS} ({GRAPHLESS_LOOPS} on spaces without "
+        "architecture graphs)",
+    )
+    r.add_argument("--loop-options", default="{}", help="JSON: loop name -> its options")
+    r.add_argument("--seeds", type=int, default=10, help="searches per loop")
+    r.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST..FIRST+N-1")
+    r.add_argument("--evals", type=int, default=100, help="distinct evaluations per search")
+    r.add_argument("--top", type=float, default=1.0, help="the target: the top K percent of rows")
+    r.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="simulated workers: N candidates in flight, the oldest told and one asked at a time",
+    )
+    r.add_argument(
+        "--rounds",
+        action="store_true",
+        help="with --parallel N: rounds of N asks before N tells, instead of asynchronous",
+    )
+    r.add_argument(
+        "--count-repeats",
+        action="store_true",
+        help="a suggestion of a row already evaluated costs an evaluation (default: free, as the "
+        "service reuses the earlier result)",
+    )
+    r.add_argument("--jobs", type=int, default=1, help="searches run at once, in processes")
+    r.add_argument("--plot", default="replay-regret.png", help="regret plot PNG to write")
+    r.add_argument("--quiet", action="store_true", help="no line per search")
+    r.set_defaults(func=cmd_replay)
+
+
+def _option_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _table_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in args.table_option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--table-option {item!r} is not KEY=VALUE (e.g. metric=test_ppl)")
+        options[key] = _option_value(value)
+    if args.study is not None:
+        options["study"] = args.study
+    return options
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    for flag, value in (
+        ("--seeds", args.seeds),
+        ("--evals", args.evals),
+        ("--parallel", args.parallel),
+        ("--jobs", args.jobs),
+    ):
+        if value < 1:
+            raise CliError(f"{flag} must be at least 1, got {value}")
+    if args.first_seed < 0:
+        raise CliError(f"--first-seed must be >= 0, got {args.first_seed}")
+    if not 0 < args.top <= 100:
+        raise CliError(f"--top is a percentage in (0, 100], got {args.top:g}")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from archsearch.server._replay import ReplayError, run_replay
+    from archsearch.server._replay_stats import regret_plot
+    from archsearch.spaces import GraphSpace, SpecError, read_table
+
+    _check_numbers(args)
+    try:
+        loop_options = json.loads(args.loop_options)
+    except json.JSONDecodeError as e:
+        raise CliError(f"--loop-options is not JSON: {e}") from e
+    if not isinstance(loop_options, dict):
+        raise CliError('--loop-options must be a JSON object: {"loop": {"option": value}}')
+    try:
+        table = read_table(args.table, args.format, **_table_options(args))
+    except SpecError as e:
+        flag = "--format" if e.field == "format" else "--table-option" if "." in e.field else ""
+        raise CliError(
+            f"cannot read the table {args.table}: {e}" + (f" (see {flag})" if flag else "")
+        ) from e
+    default = DEFAULT_LOOPS if isinstance(table.space, GraphSpace) else GRAPHLESS_LOOPS
+    loops = [n.strip() for n in (args.loops or default).split(",") if n.strip()]
+    if not loops:
+        raise CliError("--loops names no loop")
+    t = table
+    print(
+        f"table {t.source}: {len(t.architectures)} rows, {t.metric} ({t.direction})"
+        + (f", {t.repeated} repeated rows dropped" if t.repeated else "")
+        + f"; {args.evals} evaluations x {args.seeds} seeds, "
+        + (
+            "one at a time"
+            if args.parallel == 1
+            else f"{args.parallel} workers in " + ("rounds" if args.rounds else "flight")
+        ),
+        flush=True,
+    )
+    try:
+        report = run_replay(
+            table,
+            loops,
+            range(args.first_seed, args.first_seed + args.seeds),
+            args.evals,
+            top=args.top,
+            jobs=args.jobs,
+            progress=None if args.quiet else lambda line: print(line, flush=True),
+            loop_options=loop_options,
+            parallel=args.parallel,
+            asynchronous=not args.rounds,
+            count_repeats=args.count_repeats,
+        )
+    except ReplayError as e:
+        raise CliError(str(e)) from e
+    tg = report.targets
+    print(
+        f"\nbest {tg.best:.4f}; top {args.top:g}% = best {tg.k} -> {t.metric} "
+        f"{'>=' if t.direction == 'maximize' else '<='} {tg.threshold:.4f} "
+        f"({tg.count} rows counting ties)\n"
+    )
+    print(report.markdown())
+    plot = Path(args.plot)
+    try:
+        regret_plot(report.runs, tg.best, report.evals, plot, f"{Path(t.source).name}: regret")
+    except OSError as e:
+        raise CliError(f"cannot write the plot {plot}: {e.strerror} (pass --plot PATH)") from e
+    print(f"regret plot: {plot}")
+    return 0

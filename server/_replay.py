@@ -1,0 +1,303 @@
+"""Replaying a search loop on a table of measured architectures, with the server's own code.
+
+Evaluating a candidate means reading its row's score. Each search drives a registered loop
+(``archsearch.search.LOOPS``, by name) exactly as the server does: the server's
+:func:`~archsearch.server._suggest.ask_candidate` builds the loop's snapshot, calls
+``loop.suggest`` and creates the trial on an in-memory Optuna study (opened with the loop's
+sampler, the table's direction), and ``study.tell`` reports the score.
+
+Workers: ``parallel`` candidates are in flight at once. Asynchronous (the default), the oldest
+is told and one new candidate asked at a time, as workers that finish one at a time do; in
+rounds (``asynchronous=False``), ``parallel`` candidates are asked before any is told.
+
+An *evaluation* is a distinct row scored. A suggestion that maps to a row already evaluated
+(or in flight) is, by default, no new evaluation: the service answers a repeat with the
+earlier result at no cost (``duplicate_of``); the loop is still told its score, as in the
+service. With ``count_repeats`` every suggestion costs an evaluation (a user's script that
+trains whatever its sampler proposes).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import optuna
+
+from archsearch.search import LOOPS, make_loop
+from archsearch.server._replay_stats import (
+    Run,
+    Targets,
+    random_search_median,
+    summarise,
+    top_targets,
+)
+from archsearch.server._suggest import AskedCandidate, ask_candidate
+from archsearch.spaces import DesignSpace, ReplayTable, SpecError
+
+#: A search stops after this many suggestions per evaluation (a sampler stuck on known rows).
+MAX_ASKS_PER_EVAL = 20
+
+
+class ReplayError(Exception):
+    """A loop cannot search the table (the message names the loop, the table and the fix)."""
+
+
+def loop_base(name: str) -> str:
+    """The registered loop of ``name`` (``boshnas@paper`` is ``boshnas`` with the options
+    keyed ``boshnas@paper``)."""
+    return name.split("@")[0]
+
+
+def check_loops(names: list[str]) -> None:
+    """Raises ReplayError naming the registered loops when one of ``names`` is unknown."""
+    for name in names:
+        if loop_base(name) not in LOOPS:
+            raise ReplayError(
+                f"unknown loop {loop_base(name)!r} (registered: {', '.join(LOOPS.names())})"
+            )
+
+
+def replay_search(
+    table: ReplayTable,
+    loop_name: str,
+    seed: int,
+    evals: int,
+    loop_options: Mapping[str, Any] | None = None,
+    parallel: int = 1,
+    asynchronous: bool = True,
+    count_repeats: bool = False,
+    space: DesignSpace | None = None,
+) -> Run:
+    """One seeded search of ``table`` (see the module docstring).
+
+    Args:
+        loop_name: A registered loop, or ``name@label`` (options keyed by the label).
+        loop_options: Loop name (or ``name@label``) -> its options.
+        space: Another parameterisation of the table's rows (default: ``table.space``).
+
+    Raises:
+        ReplayError: The loop cannot be built with its options, or cannot search this
+            table's space.
+    """
+    space = table.space if space is None else space
+    options = dict((loop_options or {}).get(loop_name) or {})
+    try:
+        loop = make_loop(loop_base(loop_name), seed, 1, options)
+    except SpecError as e:
+        raise ReplayError(f"loop {loop_name}: {e}") from e
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(
+            storage=optuna.storages.InMemoryStorage(),
+            sampler=loop.sampler,
+            direction=table.direction,
+        )
+    run = Run(loop_name, seed, direction=table.direction)
+    evals = min(evals, len(table.architectures))
+    better = max if table.direction == "maximize" else min
+    seen: set[str] = set()
+    best = -math.inf if table.direction == "maximize" else math.inf
+    in_flight: collections.deque[AskedCandidate] = collections.deque()
+    t0 = time.perf_counter()
+    with _quiet():
+        while len(run.best) < evals and run.asks < MAX_ASKS_PER_EVAL * evals:
+            while len(in_flight) < min(parallel, evals - len(run.best)):
+                in_flight.append(_ask(loop, study, space, loop_name, table, run))
+            for _ in range(1 if asynchronous else len(in_flight)):
+                asked = in_flight.popleft()
+                score = table.score(asked.architecture)
+                study.tell(asked.number, score)
+                key = table.key(asked.architecture)
+                if key in seen and not count_repeats:
+                    continue  # the service reuses the earlier result: no evaluation
+                seen.add(key)
+                best = better(best, score)
+                run.best.append(best)
+    run.seconds = time.perf_counter() - t0
+    run.best = run.best[:evals]
+    return run
+
+
+def _ask(
+    loop: Any,
+    study: optuna.Study,
+    space: DesignSpace,
+    loop_name: str,
+    table: ReplayTable,
+    run: Run,
+) -> AskedCandidate:
+    run.asks += 1
+    try:
+        asked = ask_candidate(loop, study, space)
+    except SpecError as e:
+        raise ReplayError(f"loop {loop_name} cannot search {table.source}: {e}") from e
+    # The stored candidate, as the server's pool keeps it: loops read its architecture back
+    # (``TrialView.architecture``).
+    candidate = {
+        "space": space.name,
+        "architecture": asked.architecture,
+        "recipe": dict(asked.suggestion.recipe),
+        "data": dict(asked.suggestion.data),
+        "kind": asked.suggestion.kind,
+    }
+    study._storage.set_trial_user_attr(asked.trial_id, "candidate", candidate)
+    try:
+        table.score(asked.architecture)
+    except KeyError as e:
+        raise ReplayError(
+            f"loop {loop_name} proposed {space.describe(asked.architecture)}, which is no row "
+            f"of {table.source}"
+        ) from e
+    return asked
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Optuna's per-trial logging and experimental warnings would drown the report."""
+    level = optuna.logging.get_verbosity()
+    ours = logging.getLogger("archsearch")
+    our_level = ours.level
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ours.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+        ours.setLevel(our_level)
+
+
+def replay_seeds(
+    table: ReplayTable,
+    loop_name: str,
+    seeds: range,
+    evals: int,
+    jobs: int = 1,
+    **kwargs: Any,
+) -> Iterator[Run]:
+    """The searches of ``loop_name`` for each seed, in order; ``jobs`` > 1 runs them in
+    separate processes (each gets a copy of the table)."""
+    if jobs <= 1:
+        for seed in seeds:
+            yield replay_search(table, loop_name, seed, evals, **kwargs)
+        return
+    with ProcessPoolExecutor(jobs) as pool:
+        futures = [
+            pool.submit(replay_search, table, loop_name, seed, evals, **kwargs) for seed in seeds
+        ]
+        for f in futures:
+            yield f.result()
+
+
+@dataclasses.dataclass
+class ReplayReport:
+    """Every loop's searches of one table, summarised (what ``archsearch replay`` prints).
+
+    Attributes:
+        targets: The top k% of the table (ties at the threshold counted).
+        top: k, in percent.
+        runs: Loop name -> its searches.
+        summary: Loop name -> :func:`~archsearch.server._replay_stats.summarise`'s dict.
+        exact_random: Random search's exact median evaluations to a target.
+        evals: The evaluation budget of each search.
+        checkpoints: Evaluations at which regret is reported.
+    """
+
+    targets: Targets
+    top: float
+    runs: dict[str, list[Run]]
+    summary: dict[str, dict[str, Any]]
+    exact_random: int
+    evals: int
+    checkpoints: list[int]
+
+    def add(self, name: str, runs: list[Run]) -> None:
+        """Adds (or replaces) a loop's searches and their summary."""
+        self.runs[name] = runs
+        self.summary[name] = summarise(runs, self.targets, self.evals, self.checkpoints)
+
+    def markdown(self) -> str:
+        """The results table: one row per loop, then random search's exact median."""
+        cps = self.checkpoints
+        top = f"{self.top:g}%"
+        header = (
+            f"| loop | seeds | median evals to top {top} [90% interval] | reached | "
+            + " | ".join(f"regret@{c}" for c in cps)
+            + " | seconds/search |\n|---|---|---|---|"
+            + "---|" * len(cps)
+            + "---|\n"
+        )
+        rows = []
+        for name, s in self.summary.items():
+            rows.append(
+                f"| {name} | {s['n']} | {s['median_evals']:.1f} "
+                f"[{s['interval'][0]:.1f}, {s['interval'][1]:.1f}] | {s['reached']}/{s['n']} | "
+                + " | ".join(f"{s['regret'][c]:.4f}" for c in cps)
+                + f" | {s['seconds']:.1f} |"
+            )
+        return (
+            header
+            + "\n".join(rows)
+            + "\n"
+            + f"| random (exact: uniform without replacement) | - | {self.exact_random} | | "
+            + " | ".join("" for _ in cps)
+            + " | |\n"
+        )
+
+
+def run_replay(
+    table: ReplayTable,
+    loops: list[str],
+    seeds: range,
+    evals: int,
+    top: float = 1.0,
+    seeds_for: Mapping[str, int] | None = None,
+    jobs: int = 1,
+    progress: Callable[[str], None] | None = None,
+    **kwargs: Any,
+) -> ReplayReport:
+    """Runs every loop of ``loops`` for ``seeds`` (``seeds_for``: another count for some
+    loops) on ``table`` and summarises them; ``kwargs`` go to :func:`replay_search`.
+
+    Raises:
+        ReplayError: An unknown loop (the registered ones named), or one that cannot search
+            the table.
+    """
+    check_loops(loops)
+    targets = top_targets(table.scores, top, table.direction)
+    evals = min(evals, len(table.architectures))
+    checkpoints = [c for c in (25, 50, 100) if c <= evals] or [evals]
+    report = ReplayReport(
+        targets=targets,
+        top=top,
+        runs={},
+        summary={},
+        exact_random=random_search_median(targets.rows, targets.count, evals),
+        evals=evals,
+        checkpoints=checkpoints,
+    )
+    for name in loops:
+        n = (seeds_for or {}).get(name, len(seeds))
+        runs = []
+        for r in replay_seeds(
+            table, name, range(seeds.start, seeds.start + n), evals, jobs, **kwargs
+        ):
+            runs.append(r)
+            if progress is not None:
+                hit = r.evals_to(targets.threshold)
+                progress(
+                    f"  {name:13s} seed {r.seed:2d}: top {top:g}% at {hit}, best "
+                    f"{r.best[-1]:.4f}, {r.asks} asks, {r.seconds:.1f}s"
+                )
+        report.add(name, runs)
+    return report

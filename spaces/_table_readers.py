@@ -1,0 +1,362 @@
+"""Tables of measured architectures for ``archsearch replay``: one reader per format.
+
+A reader turns a source (a file, or an Optuna storage URL) into a :class:`ReplayTable`: rows of
+(architecture, score), the direction that is better, and the design space a loop searches
+(evaluating a candidate means reading its row's score). Formats (``TABLE_READERS``):
+
+* ``flexibert``: FlexiBERT's ``dataset_*.json`` (``model_dicts`` and per-task ``accuracies``);
+  option ``task`` (default ``sst2``). The space is ``flexibert-small`` restricted to the rows
+  scored on the task (its per-layer parameters, mapped to the nearest row).
+* ``nas-tables``: ``{"metric", "direction", "architectures": [{"id", "arch", <scores>}]}``;
+  option ``metric`` (default: the file's). A list longer than the row's layer count (a field
+  ``n_layer`` or ``*_n_layer``) is cut to it, and a ``*layer_indices`` field equal to
+  0..n-1 is dropped: HW-GPT-Bench keeps 12 slots and uses only the first ``sample_n_layer``.
+* ``csv``: a header line, one row per architecture; option ``score`` (default ``score``) names
+  the score column, every other column is a parameter (numbers parsed, an empty cell absent);
+  option ``direction`` (default ``maximize``).
+* ``optuna``: the COMPLETE trials of an existing study; the source is its storage URL, option
+  ``study`` its name; parameters are the trials' parameters, the score their first value (option
+  ``objective``: another index), the direction the study's.
+
+Every format but ``flexibert`` searches a :class:`~archsearch.spaces._row_table.RowTableSpace`.
+Rows whose architecture repeats keep the first score (``ReplayTable.repeated`` counts the rest).
+"""
+
+from __future__ import annotations
+
+import abc
+import csv
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from archsearch.spaces._base import DesignSpace
+from archsearch.spaces._errors import SpecError
+from archsearch.spaces._registry import Registry
+from archsearch.spaces._row_table import RowTableSpace, row_key
+
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclasses.dataclass
+class ReplayTable:
+    """Rows of measured architectures and the space a loop searches over them.
+
+    Attributes:
+        source: Where the rows came from (for messages and reports).
+        architectures: The rows' architectures, distinct, in the source's order.
+        scores: The score of each row.
+        direction: ``maximize`` or ``minimize``: which scores are better.
+        space: The design space whose members are exactly the rows.
+        metric: What the score is (``accuracy``, ``valid_ppl``, ...).
+        repeated: Rows dropped because their architecture came earlier.
+    """
+
+    source: str
+    architectures: list[dict[str, Any]]
+    scores: list[float]
+    direction: str
+    space: DesignSpace
+    metric: str = "score"
+    repeated: int = 0
+
+    def __post_init__(self) -> None:
+        self._by_key = {
+            self.key(a): s for a, s in zip(self.architectures, self.scores, strict=True)
+        }
+
+    def key(self, architecture: Mapping[str, Any]) -> str:
+        """The row key of ``architecture`` (the space's description)."""
+        return self.space.describe(dict(architecture))
+
+    def score(self, architecture: Mapping[str, Any]) -> float:
+        """The score of the row ``architecture``; KeyError when it is no row."""
+        return self._by_key[self.key(architecture)]
+
+
+class TableReader(abc.ABC):
+    """Reads one table format (see the module docstring)."""
+
+    #: Options ``read`` accepts, with their meaning (for error messages).
+    options: ClassVar[Mapping[str, str]] = {}
+
+    @abc.abstractmethod
+    def read(self, source: str, **options: Any) -> ReplayTable:
+        """The table at ``source``; SpecError (field ``table`` or ``table_options.NAME``)
+        naming the problem when it cannot be read."""
+
+    def check_options(self, fmt: str, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            known = ", ".join(f"{k} ({v})" for k, v in self.options.items()) or "none"
+            raise SpecError(
+                f"table_options.{unknown[0]}",
+                f"not an option of the {fmt} format",
+                f"known: {known}",
+            )
+
+
+#: Every table format by name.
+TABLE_READERS: Registry[type[TableReader]] = Registry("table format", "format")
+
+
+def _read_json(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise SpecError("table", f"file {path} not found", "pass the path of a table") from e
+    except IsADirectoryError as e:
+        raise SpecError("table", f"{path} is a folder, not a table file") from e
+    except OSError as e:
+        raise SpecError("table", f"cannot read {path}: {e.strerror}") from e
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise SpecError("table", f"{path} is not a JSON table: {e}") from e
+
+
+def _direction(value: Any, field: str) -> str:
+    if value not in DIRECTIONS:
+        raise SpecError(field, f"must be maximize or minimize, got {value!r}")
+    return str(value)
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _check_scalar_arch(arch: Any, where: str) -> dict[str, Any]:
+    """A row's architecture: a non-empty object of JSON scalars or lists of scalars."""
+    if not isinstance(arch, dict) or not arch:
+        raise SpecError("table", f"{where} is not an architecture (a non-empty JSON object)")
+    for k, v in arch.items():
+        items = v if isinstance(v, list) else [v]
+        if not all(x is None or isinstance(x, bool | int | float | str) for x in items):
+            raise SpecError(
+                "table", f"{where}: field {k!r} must be a number, string or list of them"
+            )
+    return dict(arch)
+
+
+def _rows_table(
+    source: str,
+    rows: list[tuple[dict[str, Any], float]],
+    direction: str,
+    metric: str,
+) -> ReplayTable:
+    """A table of generic rows (the first of repeated architectures kept)."""
+    if not rows:
+        raise SpecError("table", f"{source} has no row with a {metric} score")
+    kept: dict[str, tuple[dict[str, Any], float]] = {}
+    for arch, score in rows:
+        kept.setdefault(row_key(arch), (arch, score))
+    archs = [a for a, _ in kept.values()]
+    return ReplayTable(
+        source=source,
+        architectures=archs,
+        scores=[s for _, s in kept.values()],
+        direction=direction,
+        space=RowTableSpace(archs, label=source),
+        metric=metric,
+        repeated=len(rows) - len(kept),
+    )
+
+
+@TABLE_READERS.register("flexibert")
+class FlexiBertReader(TableReader):
+    """FlexiBERT's ``dataset_*.json`` over the ``flexibert-small`` space."""
+
+    options: ClassVar[Mapping[str, str]] = {
+        "task": "GLUE task id whose scores are read, default sst2"
+    }
+
+    def read(self, source: str, **options: Any) -> ReplayTable:
+        from archsearch.spaces._flexibert_small import FlexiBertSmallSpace
+
+        self.check_options("flexibert", options)
+        task = options.get("task", "sst2")
+        try:
+            space = FlexiBertSmallSpace(table=source, task=task)
+        except SpecError as e:
+            field = "table_options.task" if e.field.endswith("task") else "table"
+            raise SpecError(field, e.problem, e.fix) from e
+        assert space.members is not None
+        from archsearch.spaces._table import load_table
+
+        table = load_table(source)
+        archs = list(space.members.values())
+        scores = [float(table.score(a, task) or 0.0) for a in archs]
+        return ReplayTable(source, archs, scores, "maximize", space, metric=task)
+
+
+def _normalise_layers(arch: dict[str, Any]) -> dict[str, Any]:
+    """Lists cut to the layer count, a ``*layer_indices`` of 0..n-1 dropped (module docstring)."""
+    counts = [v for k, v in arch.items() if k == "n_layer" or k.endswith("_n_layer")]
+    if len(counts) != 1 or isinstance(counts[0], bool) or not isinstance(counts[0], int):
+        return arch
+    n = counts[0]
+    out = {}
+    for k, v in arch.items():
+        if k.endswith("layer_indices") and v == list(range(n)):
+            continue
+        out[k] = v[:n] if isinstance(v, list) and len(v) > n else v
+    return out
+
+
+@TABLE_READERS.register("nas-tables")
+class NasTablesReader(TableReader):
+    """The ``nas-tables`` JSON format (``{"metric", "direction", "architectures"}``)."""
+
+    options: ClassVar[Mapping[str, str]] = {
+        "metric": "score field of each row, default the file's metric"
+    }
+
+    def read(self, source: str, **options: Any) -> ReplayTable:
+        self.check_options("nas-tables", options)
+        raw = _read_json(source)
+        if not isinstance(raw, dict) or not isinstance(raw.get("architectures"), list):
+            raise SpecError(
+                "table", f"{source} lacks an 'architectures' list", "is it a nas-tables file?"
+            )
+        metric = options.get("metric", raw.get("metric"))
+        if not isinstance(metric, str) or not metric:
+            raise SpecError("table_options.metric", f"{source} names no metric", "pass one")
+        direction = _direction(raw.get("direction", "minimize"), "table")
+        rows = []
+        for i, entry in enumerate(raw["architectures"]):
+            if not isinstance(entry, dict):
+                raise SpecError("table", f"{source}: architectures[{i}] is not an object")
+            arch = _check_scalar_arch(entry.get("arch"), f"{source}: architectures[{i}].arch")
+            score = _finite(entry.get(metric))
+            if score is not None:
+                rows.append((_normalise_layers(arch), score))
+        return _rows_table(source, rows, direction, metric)
+
+
+def _cell(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+@TABLE_READERS.register("csv")
+class CsvReader(TableReader):
+    """A CSV of parameters and a score column."""
+
+    options: ClassVar[Mapping[str, str]] = {
+        "score": "the score column, default score",
+        "direction": "maximize (default) or minimize",
+    }
+
+    def read(self, source: str, **options: Any) -> ReplayTable:
+        self.check_options("csv", options)
+        column = options.get("score", "score")
+        direction = _direction(options.get("direction", "maximize"), "table_options.direction")
+        try:
+            with open(source, newline="", encoding="utf-8") as f:
+                lines = list(csv.DictReader(f))
+        except FileNotFoundError as e:
+            raise SpecError("table", f"file {source} not found", "pass the path of a CSV") from e
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise SpecError("table", f"cannot read {source} as CSV: {e}") from e
+        if not lines or column not in lines[0]:
+            found = ", ".join(lines[0]) if lines else "no rows"
+            raise SpecError("table_options.score", f"{source} has no column {column!r} ({found})")
+        rows = []
+        for n, line in enumerate(lines, start=2):
+            if None in line:
+                raise SpecError("table", f"{source} line {n} has more cells than the header")
+            score = _finite(_cell(line[column] or ""))
+            if score is None:
+                raise SpecError(
+                    "table", f"{source} line {n}: {column} {line[column]!r} is not a number"
+                )
+            arch = {k: _cell(v) for k, v in line.items() if k != column and v not in ("", None)}
+            if not arch:
+                raise SpecError("table", f"{source} line {n} has no parameter besides the score")
+            rows.append((arch, score))
+        return _rows_table(source, rows, direction, column)
+
+
+@TABLE_READERS.register("optuna")
+class OptunaStudyReader(TableReader):
+    """The COMPLETE trials of a study in an Optuna storage (the source is its URL)."""
+
+    options: ClassVar[Mapping[str, str]] = {
+        "study": "the study's name (required)",
+        "objective": "value index, default 0",
+    }
+
+    def read(self, source: str, **options: Any) -> ReplayTable:
+        import optuna
+        import sqlalchemy.exc
+
+        self.check_options("optuna", options)
+        name, objective = options.get("study"), options.get("objective", 0)
+        if not isinstance(name, str) or not name:
+            raise SpecError("table_options.study", "name the study to read", "--study NAME")
+        if isinstance(objective, bool) or not isinstance(objective, int) or objective < 0:
+            raise SpecError("table_options.objective", f"must be an index >= 0, got {objective!r}")
+        if (
+            source.startswith("sqlite:///")
+            and not Path(source.removeprefix("sqlite:///")).is_file()
+        ):
+            raise SpecError(
+                "table", f"no SQLite database at {source}", "pass an existing storage URL"
+            )
+        try:
+            storage = optuna.storages.RDBStorage(source, skip_compatibility_check=True)
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as e:
+            raise SpecError("table", f"cannot open the storage {source}: {e}") from e
+        try:
+            try:
+                study = optuna.load_study(study_name=name, storage=storage)
+            except KeyError as e:
+                known = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage))
+                raise SpecError(
+                    "table_options.study",
+                    f"no study {name!r} in {source}",
+                    f"known: {known or 'none'}",
+                ) from e
+            if objective >= len(study.directions):
+                raise SpecError(
+                    "table_options.objective", f"{name} has {len(study.directions)} objective(s)"
+                )
+            direction = study.directions[objective].name.lower()
+            trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        finally:
+            storage.engine.dispose()
+        rows = []
+        for t in trials:
+            score = _finite(t.values[objective]) if t.values else None
+            if score is not None and t.params:
+                rows.append((_check_scalar_arch(dict(t.params), f"trial {t.number}"), score))
+        return _rows_table(f"{source} study {name}", rows, direction, f"value {objective}")
+
+
+def guess_format(source: str) -> str:
+    """The format of ``source`` when the user does not name one: a storage URL is a study, a
+    ``.csv`` file a CSV, a JSON file FlexiBERT's when it has ``model_dicts``, else nas-tables."""
+    if "://" in source:
+        return "optuna"
+    if source.lower().endswith(".csv"):
+        return "csv"
+    raw = _read_json(source)
+    return "flexibert" if isinstance(raw, dict) and "model_dicts" in raw else "nas-tables"
+
+
+def read_table(source: str, fmt: str | None = None, **options: Any) -> ReplayTable:
+    """Reads ``source`` with the reader of ``fmt`` (guessed when None).
+
+    Raises:
+        SpecError: Unknown format (the known ones listed), bad options, or a source the
+            format cannot read (the message names the problem).
+    """
+    reader = TABLE_READERS[fmt if fmt is not None else guess_format(source)]()
+    return reader.read(source, **options)

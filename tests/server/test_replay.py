@@ -1,0 +1,268 @@
+"""``archsearch replay``: registered loops replayed on tables, counted exactly; clear errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archsearch.search import LOOPS, LoopSnapshot, SearchLoop, Suggestion
+from archsearch.server import cli
+from archsearch.server._replay import replay_search
+from archsearch.spaces import EnumerableSpace, read_table
+
+# 12 decoder-like rows; lower is better; the best two tie.
+ROWS = [
+    {"n_layer": n, "d_model": d, "n_head": [h] * n}
+    for n in (2, 3)
+    for d in (64, 128, 256)
+    for h in (2, 8)
+]
+SCORES = [30.0, 29.0, 28.0, 27.0, 26.0, 25.0, 24.0, 23.0, 22.0, 21.0, 20.0, 20.0]
+
+
+@pytest.fixture
+def table_file(tmp_path: Path) -> str:
+    path = tmp_path / "decoders.json"
+    entries = [
+        {"id": i, "arch": a, "ppl": s} for i, (a, s) in enumerate(zip(ROWS, SCORES, strict=True))
+    ]
+    path.write_text(
+        json.dumps({"metric": "ppl", "direction": "minimize", "architectures": entries})
+    )
+    return str(path)
+
+
+class InOrderLoop(SearchLoop):
+    """Proposes the space's rows in enumeration order, skipping those any trial holds; records
+    how many trials were in flight at each call."""
+
+    avoids_known = True
+    in_flight: list[int] = []  # noqa: RUF012 - shared with the test on purpose
+
+    def __init__(self, seed: int | None, n_objectives: int, options: Any = None) -> None:
+        self.name = "in-order"
+
+    def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
+        InOrderLoop.in_flight.append(len(snapshot.active))
+        space = snapshot.space
+        assert isinstance(space, EnumerableSpace)
+        held = {json.dumps(dict(t.architecture or {}), sort_keys=True) for t in snapshot.trials}
+        free = [a for a in space.enumerate() if json.dumps(a, sort_keys=True) not in held]
+        return [Suggestion(architecture=a) for a in free[:count]]
+
+
+@pytest.fixture
+def in_order_loop() -> Iterator[type[InOrderLoop]]:
+    LOOPS.register("in-order", InOrderLoop)
+    InOrderLoop.in_flight = []
+    try:
+        yield InOrderLoop
+    finally:
+        LOOPS.unregister("in-order")
+
+
+def _replay(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(["replay", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_replay_prints_medians_exact_random_and_writes_the_plot(
+    table_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot = tmp_path / "regret.png"
+    code, out, err = _replay(
+        [
+            table_file,
+            "--loops",
+            "random,tpe",
+            "--seeds",
+            "2",
+            "--evals",
+            "6",
+            "--top",
+            "10",
+            "--parallel",
+            "2",
+            "--plot",
+            str(plot),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    # top 10% of 12 rows = the best 2 (ceil 1.2); both score 20.0.
+    assert "top 10% = best 2 -> ppl <= 20.0000 (2 rows counting ties)" in out
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| loop | seeds | median evals to top 10% [90% interval]")
+    assert [line.split(" | ")[0] for line in lines[1:]] == [
+        "| random",
+        "| tpe",
+        "| random (exact: uniform without replacement)",
+    ]
+    assert "| - | 4 |" in lines[-1]  # 2 targets of 12: P(hit within 4) = 1 - C(10,4)/C(12,4)
+    assert plot.stat().st_size > 0
+
+
+def test_any_registered_loop_runs_by_name_and_is_counted_exactly(
+    table_file: str,
+    in_order_loop: type[InOrderLoop],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Rows in file order: the first target (score 20.0) is row 11, the 11th evaluation.
+    code, out, err = _replay(
+        [
+            table_file,
+            "--loops",
+            "in-order",
+            "--seeds",
+            "1",
+            "--evals",
+            "12",
+            "--top",
+            "10",
+            "--plot",
+            str(tmp_path / "p.png"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "in-order      seed  0: top 10% at 11, best 20.0000, 12 asks" in out
+    assert "| in-order | 1 | 11.0 [11.0, 11.0] | 1/1 |" in out
+
+
+@pytest.mark.parametrize(("parallel", "rounds"), [(3, False), (3, True), (1, False)])
+def test_simulated_workers_keep_the_right_number_in_flight(
+    table_file: str, in_order_loop: type[InOrderLoop], parallel: int, rounds: bool
+) -> None:
+    run = replay_search(
+        read_table(table_file), "in-order", 0, 9, parallel=parallel, asynchronous=not rounds
+    )
+    assert len(run.best) == 9 and run.asks == 9
+    seen = in_order_loop.in_flight
+    if rounds:  # each round asks 3 with 0, 1, 2 in flight
+        assert seen == [0, 1, 2] * 3
+    else:  # asynchronous: after the first fill, one told and one asked, parallel-1 in flight
+        assert seen[:parallel] == list(range(parallel))
+        assert set(seen[parallel:]) <= {parallel - 1}
+
+
+def test_repeats_are_free_unless_counted(table_file: str) -> None:
+    table = read_table(table_file)
+    free = replay_search(table, "random", 0, 8)
+    counted = replay_search(table, "random", 0, 8, count_repeats=True)
+    assert len(free.best) == 8 and len(counted.best) == 8
+    assert counted.asks == 8  # every suggestion an evaluation
+    # the same seed suggests the same rows: with repeats free it needed more suggestions
+    assert free.asks >= counted.asks
+    assert free.best[-1] <= counted.best[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--loops", "random,nope"], "archsearch: unknown loop 'nope' (registered: "),
+        (["--seeds", "0"], "archsearch: --seeds must be at least 1, got 0"),
+        (["--top", "0"], "archsearch: --top is a percentage in (0, 100], got 0"),
+        (["--loop-options", "[1"], "archsearch: --loop-options is not JSON"),
+        (["--table-option", "metric"], "archsearch: --table-option 'metric' is not KEY=VALUE"),
+        (
+            ["--table-option", "colour=red"],
+            "archsearch: cannot read the table {t}: table_options.colour: not an option of "
+            "the nas-tables format (known: metric",
+        ),
+        (
+            ["--loops", "boshnas", "--loop-options", '{"boshnas": {"features": "embedding"}}'],
+            "archsearch: loop boshnas cannot search {t}: loop_options.features: the "
+            "'table-rows' space has no architecture graphs to embed",
+        ),
+        (
+            ["--format", "xml"],
+            "archsearch: cannot read the table {t}: format: unknown table format 'xml'",
+        ),
+    ],
+)
+def test_bad_input_is_one_clear_line(
+    table_file: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    code, _, err = _replay([table_file, *args, "--plot", str(tmp_path / "p.png")], capsys)
+    assert code == 2
+    assert err.startswith(message.format(t=table_file)), err
+    assert "Traceback" not in err and err.count("\n") == 1
+    if "unknown loop" in message:
+        assert all(name in err for name in ("boshnas", "random", "tpe"))
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("{not json", "is not a JSON table"),
+        ('{"metric": "ppl", "rows": []}', "lacks an 'architectures' list"),
+        (
+            '{"metric": "ppl", "architectures": [{"arch": {"a": {"b": 1}}, "ppl": 1}]}',
+            "field 'a' must be a number, string or list of them",
+        ),
+        (
+            '{"metric": "ppl", "architectures": [{"arch": {"a": 1}, "ppl": null}]}',
+            "has no row with a ppl score",
+        ),
+    ],
+)
+def test_a_bad_table_file_names_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, problem: str
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    code, _, err = _replay([str(path), "--plot", str(tmp_path / "p.png")], capsys)
+    assert code == 2
+    assert err.startswith(f"archsearch: cannot read the table {path}: table: ") and problem in err
+    code, _, err = _replay([str(tmp_path / "none.json")], capsys)
+    assert code == 2 and f"file {tmp_path / 'none.json'} not found" in err
+
+
+def test_boshnas_searches_a_table_without_graphs_on_its_one_hot_features(table_file: str) -> None:
+    table = read_table(table_file)
+    run = replay_search(table, "boshnas", 0, 7, loop_options={"boshnas": {"batch_size": 2}})
+    assert len(run.best) == 7 and run.asks == 7  # a library loop never repeats a row
+    assert run.best == sorted(run.best, reverse=True) and run.best[-1] in SCORES
+
+
+def test_replay_reads_an_existing_studys_trials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/past.db"
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=storage, study_name="past", direction="maximize")
+    study.optimize(lambda t: t.suggest_int("width", 1, 8) / 8, n_trials=8)
+    storage.engine.dispose()
+    code, out, err = _replay(
+        [
+            url,
+            "--study",
+            "past",
+            "--loops",
+            "random",
+            "--seeds",
+            "1",
+            "--evals",
+            "3",
+            "--plot",
+            str(tmp_path / "p.png"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    rows = len({t.params["width"] for t in study.trials})
+    assert f"table {url} study past: {rows} rows, value 0 (maximize)" in out
+    code, _, err = _replay([url, "--study", "other"], capsys)
+    assert code == 2 and "no study 'other'" in err and "known: past" in err

@@ -3,6 +3,7 @@ competency schedules, and tiny training runs through the bert trainer."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def test_competency_sets_grow_to_everything(scheduler: str) -> None:
     sets = [set(schedule(epoch).tolist()) for epoch in range(12)]
     sizes = [len(s) for s in sets]
     assert sizes[0] == 20  # c0 * 500 = 5 < min_examples
-    assert all(a <= b for a, b in zip(sets, sets[1:], strict=False))  # nested
+    assert all(a <= b for a, b in itertools.pairwise(sets))  # nested
     assert sizes[-1] == 500  # competency 1 once max_steps * duration = 50 steps are taken
     first_full = next(e for e in schedule.trace if e["examples"] == 500)
     assert first_full["step"] >= 50 and first_full["competency"] == 1.0

@@ -65,6 +65,19 @@ def test_defaults_per_method() -> None:
     assert "crowd" not in comp
     assert validate_curriculum({"method": "competency", "difficulty": "irt"})["crowd"]
     assert validate_curriculum({}) == {"method": "none"}
+    irt = validate_curriculum({"method": "competency", "difficulty": "irt"})
+    for checked in (pudf, comp, irt):  # a stored spec's checked curriculum checks again
+        assert validate_curriculum(checked) == checked
+
+
+def test_a_study_spec_with_a_bad_curriculum_is_refused() -> None:
+    from archsearch.server._spec import SearchSpec
+
+    base = {"name": "cur", "space": "bert", "task": "sst2", "n_trials": 2}
+    spec = SearchSpec.from_dict({**base, "data": {"curriculum": {"method": "pudf"}}})
+    assert spec.data["curriculum"]["scheduler"] == "dds-mae"
+    with pytest.raises(SpecError, match="data.curriculum.scheduler"):
+        SearchSpec.from_dict({**base, "data": {"curriculum": {"method": "pudf", "scheduler": "x"}}})
 
 
 def _noisy_task(n: int = 240, seed: int = 0) -> tuple[list[str], list[int], np.ndarray]:
@@ -231,8 +244,13 @@ def test_trainer_trains_on_the_curriculum(
     monkeypatch.setenv("ARCHSEARCH_CURRICULUM_DIR", str(tmp_path))
     curriculum = {**curriculum, "min_examples": 32}
     reports: list[tuple[int, float]] = []
+
+    def report(step: int, value: float) -> bool:
+        reports.append((step, value))
+        return False
+
     context = TrainContext(
-        report=lambda step, value: bool(reports.append((step, value))),
+        report=report,
         intermediate_metric="accuracy",
         objective_metrics=("accuracy",),
     )

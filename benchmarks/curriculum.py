@@ -144,7 +144,10 @@ def main() -> int:
                 outcome = run(trainer, args, task, seed, METHODS[method])
                 results[method][seed] = outcome
                 crowd_seconds += outcome[1].get("crowd_seconds", 0.0)
-                print(f"{task} {method} seed {seed}: {outcome[0][-1][1]:.4f} ({outcome[2]:.0f} s)")
+                print(
+                    f"{task} {method} seed {seed}: {outcome[0][-1][1]:.4f} ({outcome[2]:.0f} s)",
+                    flush=True,
+                )
         for method in methods:
             finals = [results[method][s][0][-1][1] for s in seeds]
             mean, half = interval(finals)
@@ -172,6 +175,7 @@ def main() -> int:
                 f"| {task} | {method} | {mean:.4f} ± {half:.4f} | {diff} | {steps_text} | "
                 f"{train:.0f} | {crowd:.0f} | {train + crowd:.0f} |"
             )
+            print(lines[-1], flush=True)  # each task's rows as soon as it is done
     lines += [
         "",
         "Train s: mean wall seconds of one run (loading, training, evaluations; the crowd fit "

@@ -76,7 +76,7 @@ def test_a_study_spec_with_a_bad_curriculum_is_refused() -> None:
     base = {"name": "cur", "space": "bert", "task": "sst2", "n_trials": 2}
     spec = SearchSpec.from_dict({**base, "data": {"curriculum": {"method": "pudf"}}})
     assert spec.data["curriculum"]["scheduler"] == "dds-mae"
-    with pytest.raises(SpecError, match="data.curriculum.scheduler"):
+    with pytest.raises(SpecError, match=r"data\.curriculum\.scheduler"):
         SearchSpec.from_dict({**base, "data": {"curriculum": {"method": "pudf", "scheduler": "x"}}})
 
 

@@ -17,10 +17,11 @@ over the data with the epoch index and returning that epoch's example indices.
   of easiest items (at least ``min_examples``). Difficulty ``length``, ``rarity`` or ``irt``.
 
 Every epoch's step, ability, bound and selected-set size is kept in :attr:`Curriculum.trace`:
-the trial's info ``curriculum_trace`` (JSON), and the last values as the metrics
-``curriculum_ability`` and ``curriculum_examples`` (with ``curriculum_epochs`` and
-``crowd_seconds``); each epoch is also logged. The study's intermediate values stay its
-objective's (the service's report carries one metric), so the curriculum is read from these.
+the trial's info ``curriculum_trace`` (JSON, thinned to fit an info value's 2,000 characters),
+and the last values as the metrics ``curriculum_ability`` and ``curriculum_examples`` (with
+``curriculum_epochs`` and ``crowd_seconds``); each epoch is also logged. The study's
+intermediate values stay its objective's (the service's report carries one metric), so the
+curriculum is read from these.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ log = logging.getLogger("archsearch.worker.curriculum")
 #: ``answer(indices) -> correct``: whether the model (as trained so far) answers each of the
 #: training split's items ``indices`` correctly.
 Answer = Callable[[np.ndarray], np.ndarray]
+
+#: A trial's info values are at most 2,000 characters (the server refuses longer ones).
+TRACE_CHARS = 1900
 
 # DDS-MAE's starting point in the reference code: the best ability so far, and the bound.
 _START_ABILITY, _START_BOUND = -5.0, 0.0
@@ -170,7 +174,7 @@ class Curriculum:
             "curriculum": self.method,
             "curriculum_scheduler": self.scheduler,
             **self.difficulties.info(),
-            "curriculum_trace": json.dumps(self.trace, separators=(",", ":")),
+            "curriculum_trace": bounded_trace(self.trace),
         }
         if self.method == "pudf":
             out["curriculum_val_items"] = str(len(self.val_indices))
@@ -206,3 +210,15 @@ def make_curriculum(
         return Curriculum(options, difficulties, recipe)
     except ValueError as e:
         raise CandidateError(f"data.curriculum: {e}") from e
+
+
+def bounded_trace(trace: Sequence[Mapping[str, float]], limit: int = TRACE_CHARS) -> str:
+    """``trace`` as compact JSON of at most ``limit`` characters: when every epoch does not
+    fit, evenly spaced epochs, always with the first and the last."""
+    entries = list(trace)
+    while True:
+        text = json.dumps(entries, separators=(",", ":"))
+        if len(text) <= limit or len(entries) <= 2:
+            return text
+        keep = np.unique(np.linspace(0, len(entries) - 1, max(2, len(entries) * 3 // 4)).round())
+        entries = [entries[int(i)] for i in keep]

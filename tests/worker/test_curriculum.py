@@ -193,6 +193,16 @@ def test_dds_mae_follows_the_ability_and_the_stall_rule() -> None:
     assert json.loads(schedule.info()["curriculum_trace"]) == trace
 
 
+def test_a_long_trace_fits_in_a_trial_info_value() -> None:
+    schedule = _curriculum("competency", np.arange(5000.0), min_examples=1, duration=1.0)
+    for epoch in range(300):
+        schedule(epoch)
+    text = schedule.info()["curriculum_trace"]
+    kept = json.loads(text)
+    assert len(text) <= 1900 and 2 < len(kept) < 300
+    assert kept[0] == schedule.trace[0] and kept[-1] == schedule.trace[-1]
+
+
 def test_dds_mae_keeps_at_least_min_examples() -> None:
     schedule = _curriculum("pudf", np.linspace(0, 5, 300), min_examples=40, num_obs=50)
     schedule.answer = lambda items: np.zeros(len(items), bool)  # every answer wrong

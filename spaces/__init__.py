@@ -33,6 +33,7 @@ from archsearch.spaces._candidate import (
     validate_recipe,
     validate_selection,
 )
+from archsearch.spaces._curriculum_spec import validate_curriculum
 from archsearch.spaces._custom_task import (
     CUSTOM_FORMATS,
     CUSTOM_METRICS,
@@ -166,6 +167,7 @@ __all__ = [
     "read_table",
     "result_metric_names",
     "task_scores",
+    "validate_curriculum",
     "validate_custom_task",
     "validate_data",
     "validate_recipe",

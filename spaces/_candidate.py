@@ -13,6 +13,7 @@ import json
 import math
 from typing import Any
 
+from archsearch.spaces._curriculum_spec import validate_curriculum
 from archsearch.spaces._errors import SpecError
 
 CANDIDATE_VERSION = 1
@@ -85,6 +86,8 @@ _DATA_TYPES: dict[str, tuple[type, ...]] = {
     "selection": (dict,),
     # FlexiBERT's masked-LM pre-training text chosen by DSIR from a pool (method "dsir")
     "pretrain_selection": (dict,),
+    # which training examples each epoch sees (spaces/_curriculum_spec.py, worker/_curriculum.py)
+    "curriculum": (dict,),
     "train_subset": (int,),
     "eval_subset": (int,),
     # AutoDistil supernet training's unlabeled text file (default: the tasks' train text)
@@ -197,6 +200,8 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
     for key in ("selection", "pretrain_selection"):
         if key in out:
             out[key] = validate_selection(out[key], f"data.{key}")
+    if "curriculum" in out:
+        out["curriculum"] = validate_curriculum(out["curriculum"])
     if "tasks" in out:
         tasks = out["tasks"]
         if not tasks or not all(isinstance(t, str) and t for t in tasks):

@@ -4,6 +4,7 @@
 * :func:`tokenize_examples`: examples to an :class:`EncodedSplit`.
 * :func:`epoch_batches`: the micro-batches of indices, a fresh seeded permutation each epoch,
   of the examples a data schedule chose for that epoch (all of them without one).
+* :func:`take`: some examples of a split, as a split (a curriculum's held-out items).
 * :func:`collate`: one batch, padded to its own longest example, on the device.
 
 Imports torch at module level; ``archsearch.worker`` does not import it eagerly.
@@ -93,6 +94,22 @@ def tokenize_examples(
         token_type_ids=np.concatenate(types) if types else np.empty(0, np.int8),
         offsets=offsets,
         labels=labels,
+    )
+
+
+def take(encoded: EncodedSplit, indices: np.ndarray) -> EncodedSplit:
+    """The examples ``indices`` of ``encoded``, in that order, as a split of their own."""
+    indices = np.asarray(indices, dtype=np.int64)
+    starts, ends = encoded.offsets[indices], encoded.offsets[indices + 1]
+    spans = [np.arange(a, b, dtype=np.int64) for a, b in zip(starts, ends, strict=True)]
+    positions = np.concatenate(spans) if spans else np.empty(0, np.int64)
+    offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+    np.cumsum(ends - starts, out=offsets[1:])
+    return EncodedSplit(
+        input_ids=encoded.input_ids[positions],
+        token_type_ids=encoded.token_type_ids[positions],
+        offsets=offsets,
+        labels=encoded.labels[indices],
     )
 
 

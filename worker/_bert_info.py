@@ -36,6 +36,11 @@ BERT_TRAINER_INFO = TrainerInfo(
         "pretrain_cached",
         "transfer_overlap",
         "transferred",
+        # data.curriculum (worker/_curriculum.py)
+        "curriculum_epochs",
+        "curriculum_examples",
+        "curriculum_ability",
+        "crowd_seconds",
     ),
     multi_task_metrics=_AGGREGATED,
     multi_task=True,

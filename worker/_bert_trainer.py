@@ -34,10 +34,11 @@ import torch
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from archsearch.spaces import Candidate, CustomTask, GlueTask
-from archsearch.worker._batches import EncodedSplit
+from archsearch.worker._batches import EncodedSplit, take
 from archsearch.worker._bert_info import BERT_TRAINER_INFO
 from archsearch.worker._checkpoint_artifacts import upload_checkpoint, with_local_transfer
 from archsearch.worker._checkpoints import CHECKPOINT_DIR_ENV, checkpoint_root, save_checkpoint
+from archsearch.worker._curriculum import Curriculum, make_curriculum
 from archsearch.worker._evaluate import CostMeter, Evaluator
 from archsearch.worker._flexibert_model import FLEXIBERT_SPACES, FlexiBertForSequenceClassification
 from archsearch.worker._glue_dir import GLUE_DIR_ENV, resolve_glue_dir
@@ -60,7 +61,7 @@ from archsearch.worker._split_cache import SplitEncoder, data_hash
 from archsearch.worker._student_hooks import flexibert_hooks, needs_teacher, teacher_hooks
 from archsearch.worker._task_info import Task
 from archsearch.worker._teacher_training import TeacherTraining
-from archsearch.worker._trainer import TrainContext, Trainer, TrainResult
+from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrainResult
 
 __all__ = [
     "AGGREGATED_COST_METRICS",
@@ -78,6 +79,7 @@ class _TaskOutcome:
     checkpoint: str | None
     predictions: np.ndarray
     labels: np.ndarray
+    info: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @register_trainer
@@ -110,13 +112,19 @@ class BertTrainer(TeacherTraining, Trainer):
     from: :meth:`~archsearch.worker.DataSource.describe`), ``glue_dir`` (when this worker has a
     ``glue_data`` folder), ``precision``, ``checkpoint``, and the data selector's provenance
     (``selection``, ``selection_pool_hash``, ``selection_ids_hash``, ``selection_shares``,
-    ``selection_kl_reduction``, ...: :meth:`~archsearch.worker.DataSelector.provenance`).
+    ``selection_kl_reduction``, ...: :meth:`~archsearch.worker.DataSelector.provenance`) and
+    the curriculum's (``curriculum``, ``curriculum_scheduler``, ``curriculum_difficulty``,
+    ``curriculum_trace``, ...: :meth:`~archsearch.worker._curriculum.Curriculum.info`).
 
     Data: ``data.source`` and ``data.hub_dataset`` choose where a GLUE task's examples are read
     (:func:`~archsearch.worker.choose_source`: ``auto`` the worker's ``glue_data`` folder, else
     the hub when online; ``dir`` the folder only; ``hub`` the hub only);
     ``data.selection`` chooses which training examples to use
-    (:class:`~archsearch.worker.DataSelector`); then ``train_subset`` / ``eval_subset`` slice.
+    (:class:`~archsearch.worker.DataSelector`); then ``train_subset`` / ``eval_subset`` slice;
+    ``data.curriculum`` chooses which of them each epoch sees
+    (:mod:`~archsearch.worker._curriculum`: PUDF's DDS-MAE, competency curricula), adding the
+    metrics ``curriculum_epochs``, ``curriculum_examples``, ``crowd_seconds`` and (pudf)
+    ``curriculum_ability``.
 
     After ``train`` returns, ``last_predictions`` and ``last_labels`` hold the final
     evaluation's predictions and gold labels on the (last) task's primary dev split, in file
@@ -233,12 +241,18 @@ class BertTrainer(TeacherTraining, Trainer):
         }
         # the data selector's provenance (pool, chosen ids, KL), before a teacher re-encodes
         selected = {t.id: dict(self.splits.selection_info.get(t.id, {})) for t in plan.tasks}
+        curricula = {  # data.curriculum: each epoch's examples (None: all of them)
+            t.id: make_curriculum(data, t, self.splits.train_examples.get(t.id, []), recipe)
+            for t in plan.tasks
+        }
         context.check()
 
         device = torch.device(context.device)
         precision = resolve_precision(plan.precision, device)
         outcomes = {
-            r.task.id: self._train_task(plan, r, splits[r.task.id], context, precision)
+            r.task.id: self._train_task(
+                plan, r, splits[r.task.id], context, precision, curricula[r.task.id]
+            )
             for r in reports
         }
         self.last_predictions_by_task = {t: o.predictions.tolist() for t, o in outcomes.items()}
@@ -265,6 +279,8 @@ class BertTrainer(TeacherTraining, Trainer):
                 pretrain = self.splits.pretrain_info.get(task_id, {})
                 info.update({f"{prefix}{k}": v for k, v in pretrain.items()})
         for task_id, outcome in outcomes.items():
+            prefix = "" if len(outcomes) == 1 else f"{task_id}."
+            info.update({f"{prefix}{k}": v for k, v in outcome.info.items()})
             if outcome.checkpoint is not None:
                 info["checkpoint" if len(outcomes) == 1 else f"{task_id}.checkpoint"] = (
                     outcome.checkpoint
@@ -400,8 +416,10 @@ class BertTrainer(TeacherTraining, Trainer):
         splits: dict[str, EncodedSplit],
         context: TrainContext,
         precision: Precision,
+        curriculum: Curriculum | None = None,
     ) -> _TaskOutcome:
-        """Builds, trains, scores and measures one task's model."""
+        """Builds, trains, scores and measures one task's model (on ``curriculum``'s
+        examples each epoch, when given)."""
         task, recipe, candidate = reports.task, plan.recipe, plan.candidate
         evaluator = Evaluator(task, splits)
         costs = CostMeter(context.device, plan.max_seq_length, plan.measure_latency, precision)
@@ -414,6 +432,10 @@ class BertTrainer(TeacherTraining, Trainer):
                 if plan.is_flexibert  # pre-training stops when asked to
                 else self.training_hooks(candidate, task, torch.device(context.device))
             )
+            if curriculum is not None:
+                if hooks.data_schedule is not None:
+                    raise CandidateError("data.curriculum: this candidate's hooks choose the data")
+                hooks = dataclasses.replace(hooks, data_schedule=curriculum)
             loop = TrainingLoop(
                 model,
                 task,
@@ -427,6 +449,11 @@ class BertTrainer(TeacherTraining, Trainer):
                 select_metric=reports.select_metric if plan.keep_checkpoint else None,
                 sample_memory=costs.memory.sample,
             )
+            if curriculum is not None:
+                train = splits["train"]
+                curriculum.answer = lambda items: (
+                    loop.predict(take(train, items)) == train.labels[items]
+                )
             predictions, train_seconds = loop.run(splits["train"], evaluator.primary)
 
         metrics = evaluator.metrics(loop.predict, predictions)
@@ -434,6 +461,8 @@ class BertTrainer(TeacherTraining, Trainer):
         metrics["train_seconds"] = train_seconds
         metrics["eval_samples"] = float(len(evaluator.primary))
         metrics.update(hooks.metrics)
+        if curriculum is not None:
+            metrics.update(curriculum.metrics())
         for label, values in loop.label_metrics.items():
             metrics.update({f"{name}@{label}": value for name, value in values.items()})
 
@@ -443,7 +472,8 @@ class BertTrainer(TeacherTraining, Trainer):
             if len(plan.tasks) > 1:
                 folder = folder / task.id
             checkpoint = str(self.save_checkpoint(model, loop, folder, candidate))
-        return _TaskOutcome(metrics, checkpoint, predictions, evaluator.primary.labels)
+        info = curriculum.info() if curriculum is not None else {}
+        return _TaskOutcome(metrics, checkpoint, predictions, evaluator.primary.labels, info)
 
 
 def _default_tokenizer_path() -> Path:

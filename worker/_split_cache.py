@@ -21,6 +21,7 @@ from typing import Any
 from archsearch.spaces import CustomTask, GlueTask, SpecError, get_task
 from archsearch.worker._batches import EncodedSplit, tokenize_examples
 from archsearch.worker._dsir_selector import select_pretrain_texts
+from archsearch.worker._example import GlueExample
 from archsearch.worker._hub import HubUnavailableError
 from archsearch.worker._selectors import select_with_provenance
 from archsearch.worker._sources import DataSource, choose_source
@@ -52,6 +53,10 @@ class SplitEncoder:
         #: The selector's provenance of each task's last encoded training split (trial info;
         #: empty without a selection).
         self.selection_info: dict[str, dict[str, str]] = {}
+        #: Each task's last encoded training split's examples, in its order (a curriculum's
+        #: difficulties are computed from their texts).
+        self.train_examples: dict[str, list[GlueExample]] = {}
+        self._examples: dict[_CacheKey, list[GlueExample]] = {}
         #: The provenance of each task's last selected pre-training text.
         self.pretrain_info: dict[str, dict[str, str]] = {}
         #: Custom tasks met in candidates, by name (``data.custom_task``).
@@ -100,6 +105,7 @@ class SplitEncoder:
             self._encoded.move_to_end(key)
             if split == "train":
                 self.selection_info[task_id] = self._provenance.get(key, {})
+                self.train_examples[task_id] = self._examples.get(key, [])
             return self._encoded[key]
         try:
             examples = source.load(task, split)
@@ -122,8 +128,11 @@ class SplitEncoder:
         self._provenance[key] = provenance
         if split == "train":
             self.selection_info[task_id] = provenance
+            self._examples[key] = self.train_examples[task_id] = examples
         while len(self._encoded) > _CACHE_ENTRIES:
-            self._provenance.pop(self._encoded.popitem(last=False)[0], None)
+            oldest = self._encoded.popitem(last=False)[0]
+            self._provenance.pop(oldest, None)
+            self._examples.pop(oldest, None)
         return encoded
 
     def pretrain_texts(self, task: Task, data: Mapping[str, Any], seed: int) -> list[str]:

@@ -1,0 +1,213 @@
+"""Checks of a candidate's ``data.curriculum``: which training examples each epoch sees.
+
+``{"method": "none"}`` (the default) trains on every example each epoch. The other methods
+(implemented in ``worker/_curriculum.py``):
+
+* ``"pudf"``: PUDF (IRT-AC + DDS-MAE). Item difficulties (``difficulty: "irt"``) come from a
+  1PL fit over an artificial crowd's answers on every training item, the crowd being fitted on
+  other folds of the training split (``crowd_fit: "cross-fit"``; never the dev split, which
+  scores the candidate). Each epoch the model's ability is estimated on a held-out
+  ``val_fraction`` of the training split (``num_obs`` answers sampled), and the epoch trains on
+  the items no harder than it (``scheduler: "dds-mae"``), at least ``min_examples``; when the
+  ability does not rise, the bound rises by ``stall_step``.
+* ``"competency"``: the competency curricula of Platanios et al. (NAACL 2019): ``scheduler``
+  ``"linear"`` or ``"root"``, competency from ``c0`` to 1 over the first ``duration`` of
+  ``recipe.max_steps``, on a ``difficulty`` of ``"length"`` (tokens), ``"rarity"`` (negative
+  mean log word frequency) or ``"irt"`` (the crowd's, as above: PUDF's IRT + root ablation).
+
+This module checks keys, types and values, so a bad curriculum is refused when a study is
+launched; the server and the worker both call :func:`validate_curriculum`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from archsearch.spaces._errors import SpecError
+
+SECTION = "data.curriculum"
+METHODS = ("none", "pudf", "competency")
+DIFFICULTIES = ("irt", "length", "rarity")
+SCHEDULERS = ("dds-mae", "linear", "root")
+#: The crowd's subject kinds: ``"tfidf-lr:<C>"`` or ``"tfidf-lr:<C>:<fraction>"`` (a TF-IDF
+#: logistic regression of inverse regularisation strength C, trained on that fraction of the
+#: other folds).
+SUBJECT_KINDS = ("tfidf-lr",)
+#: The default crowd: 4 strengths x 2 training fractions = 8 subjects (so 9 distinct 1PL
+#: difficulties: an item's total score is its difficulty's sufficient statistic).
+DEFAULT_CROWD: tuple[str, ...] = tuple(
+    f"tfidf-lr:{c}:{f}" for c in (0.1, 0.3, 1, 3) for f in (0.2, 1)
+)
+
+# Each field: its JSON types and default.
+_FIELDS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "difficulty": ((str,), None),  # per method: irt for pudf, length for competency
+    "scheduler": ((str,), None),  # per method: dds-mae for pudf, root for competency
+    "crowd": ((list,), list(DEFAULT_CROWD)),
+    "crowd_fit": ((str,), "cross-fit"),
+    "folds": ((int,), 5),
+    "num_obs": ((int,), 1000),
+    "min_examples": ((int,), 1000),
+    "stall_step": ((int, float), 0.1),
+    "val_fraction": ((int, float), 0.1),
+    "c0": ((int, float), 0.01),
+    "duration": ((int, float), 0.5),
+}
+_CROWD_FIELDS = ("crowd", "crowd_fit", "folds")
+_READS = {
+    "none": (),
+    "pudf": (
+        "difficulty",
+        "scheduler",
+        *_CROWD_FIELDS,
+        "num_obs",
+        "min_examples",
+        "stall_step",
+        "val_fraction",
+    ),
+    "competency": ("difficulty", "scheduler", *_CROWD_FIELDS, "min_examples", "c0", "duration"),
+}
+
+
+def validate_curriculum(curriculum: Any) -> dict[str, Any]:
+    """A ``data.curriculum`` object checked, with the method's defaults filled in.
+
+    Raises:
+        SpecError: Not an object, an unknown method, a field the method does not read, a
+            value of the wrong type or out of range, or a scheduler or crowd that does not go
+            with the difficulty; the field is named and the fix given.
+    """
+    if not isinstance(curriculum, dict):
+        raise SpecError(SECTION, f"must be a JSON object, got {type(curriculum).__name__}")
+    method = curriculum.get("method", "none")
+    if method not in METHODS:
+        raise SpecError(
+            f"{SECTION}.method",
+            f"unknown curriculum method {method!r}",
+            f"one of {', '.join(METHODS)}",
+        )
+    reads = _READS[method]
+    for key, value in curriculum.items():
+        if key == "method":
+            continue
+        if key not in reads:
+            known = ", ".join(reads) or "no other field"
+            raise SpecError(f"{SECTION}.{key}", "unknown field", f"method {method!r} reads {known}")
+        types = _FIELDS[key][0]
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise SpecError(f"{SECTION}.{key}", f"must be {names}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"{SECTION}.{key}", f"must be finite, got {value!r}")
+    if method == "none":
+        return {"method": "none"}
+    out = {"method": method, **{k: _FIELDS[k][1] for k in reads}, **curriculum}
+    if method == "pudf":
+        out["difficulty"] = out["difficulty"] or "irt"
+        out["scheduler"] = out["scheduler"] or "dds-mae"
+        _only(out, "difficulty", ("irt",), "PUDF's difficulties are the crowd's IRT fit")
+        _only(
+            out,
+            "scheduler",
+            ("dds-mae",),
+            'for IRT difficulty with a competency schedule use method "competency" with '
+            'difficulty "irt"',
+        )
+    else:
+        out["difficulty"] = out["difficulty"] or "length"
+        out["scheduler"] = out["scheduler"] or "root"
+        _only(out, "difficulty", DIFFICULTIES, "")
+        _only(out, "scheduler", ("linear", "root"), 'dds-mae is method "pudf"')
+        if out["difficulty"] != "irt":
+            given = [k for k in _CROWD_FIELDS if k in curriculum]
+            if given:
+                raise SpecError(
+                    f"{SECTION}.{given[0]}",
+                    f"only difficulty 'irt' uses a crowd, not {out['difficulty']!r}",
+                    "leave it out, or set difficulty to irt",
+                )
+            for key in _CROWD_FIELDS:
+                del out[key]
+        _range(out, "c0", 0, 1, "the first epoch's competency, e.g. 0.01", open_high=True)
+        _range(out, "duration", 0, 1, "the share of max_steps to reach competency 1")
+    if "crowd" in out:
+        _check_crowd(out)
+    for key in ("num_obs", "min_examples"):
+        if key in out and out[key] < 1:
+            raise SpecError(f"{SECTION}.{key}", f"must be >= 1, got {out[key]}")
+    if "stall_step" in out and out["stall_step"] <= 0:
+        raise SpecError(f"{SECTION}.stall_step", f"must be > 0, got {out['stall_step']}")
+    if "val_fraction" in out:
+        _range(out, "val_fraction", 0, 0.5, "PUDF holds out 0.1 of train", open_high=False)
+    return out
+
+
+def _check_crowd(out: dict[str, Any]) -> None:
+    if out["crowd_fit"] != "cross-fit":
+        raise SpecError(
+            f"{SECTION}.crowd_fit",
+            f"{out['crowd_fit']!r}: the crowd is fitted on folds of the training split only",
+            'use "cross-fit": a crowd fitted on the dev split leaks the data that scores '
+            "the candidate, as the reference code does",
+        )
+    out["crowd"] = [_check_subject(i, s) for i, s in enumerate(out["crowd"])]
+    if not out["crowd"]:
+        raise SpecError(f"{SECTION}.crowd", "is empty", f"e.g. {list(DEFAULT_CROWD[:3])}")
+    if len(set(out["crowd"])) != len(out["crowd"]):
+        raise SpecError(f"{SECTION}.crowd", "names a subject twice")
+    if not 2 <= out["folds"] <= 20:
+        raise SpecError(f"{SECTION}.folds", f"must be in [2, 20], got {out['folds']}")
+
+
+def parse_subject(subject: str) -> tuple[str, float, float]:
+    """A crowd subject's kind, strength C and training fraction (1 when not given).
+
+    Raises:
+        ValueError: Not of the form ``"tfidf-lr:<C>[:<fraction>]"`` with C > 0 and the
+            fraction in (0, 1].
+    """
+    kind, _, rest = subject.partition(":")
+    parts = rest.split(":") if rest else []
+    if kind not in SUBJECT_KINDS or not 1 <= len(parts) <= 2:
+        raise ValueError(f'{subject!r} is not "tfidf-lr:<C>" or "tfidf-lr:<C>:<fraction>"')
+    try:
+        strength = float(parts[0])
+        fraction = float(parts[1]) if len(parts) == 2 else 1.0
+    except ValueError:
+        raise ValueError(f"{subject!r}: C and the fraction must be numbers") from None
+    if not (math.isfinite(strength) and strength > 0):
+        raise ValueError(f"{subject!r}: C must be > 0")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"{subject!r}: the training fraction must be in (0, 1]")
+    return kind, strength, fraction
+
+
+def _check_subject(index: int, subject: Any) -> str:
+    if not isinstance(subject, str):
+        raise SpecError(f"{SECTION}.crowd[{index}]", f"must be a string, got {subject!r}")
+    try:
+        parse_subject(subject)
+    except ValueError as e:
+        raise SpecError(f"{SECTION}.crowd[{index}]", str(e), 'e.g. "tfidf-lr:1:0.3"') from None
+    return subject
+
+
+def _only(out: dict[str, Any], key: str, allowed: tuple[str, ...], hint: str) -> None:
+    if out[key] not in allowed:
+        raise SpecError(
+            f"{SECTION}.{key}",
+            f"{out[key]!r} is not one of {', '.join(allowed)} for method {out['method']!r}",
+            hint,
+        )
+
+
+def _range(
+    out: dict[str, Any], key: str, low: float, high: float, hint: str, open_high: bool = False
+) -> None:
+    value = out[key]
+    if not (low < value < high if open_high else low < value <= high):
+        bracket = ")" if open_high else "]"
+        raise SpecError(
+            f"{SECTION}.{key}", f"must be in ({low}, {high}{bracket}, got {value}", hint
+        )

@@ -332,7 +332,12 @@ class LibraryLoop(SearchLoop):
         oriented = values * np.where(np.asarray(self._directions) == "maximize", 1.0, -1.0)
         low, span = oriented.min(axis=0), np.ptp(oriented, axis=0)
         performance = ((oriented - low) / np.where(span > 0, span, 1.0)).mean(axis=1)
-        candidates = {kind: joint.features(kind) for kind in ("both", "embedding", "architecture")}
+        candidates = {}
+        for kind in ("both", "embedding", "architecture"):
+            try:
+                candidates[kind] = joint.features(kind)
+            except SpecError:  # a space without graphs (a table of parameters): no embedding
+                continue
         return choose_features(candidates, observed, performance).kind
 
     @staticmethod

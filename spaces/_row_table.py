@@ -34,7 +34,7 @@ import numpy as np
 
 from archsearch.spaces._base import DesignSpace
 from archsearch.spaces._errors import SpecError
-from archsearch.spaces._protocols import EnumerableSpace, FeatureSpace
+from archsearch.spaces._protocols import EnumerableSpace, FeatureSpace, MutableSpace
 
 if TYPE_CHECKING:
     import optuna
@@ -74,7 +74,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-class RowTableSpace(DesignSpace, EnumerableSpace, FeatureSpace):
+class RowTableSpace(DesignSpace, EnumerableSpace, FeatureSpace, MutableSpace):
     """The rows of a table as a design space (see the module docstring).
 
     Args:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _tiny_supernet import STUDENTS, batch, tiny_teacher
 
 from archsearch.spaces import get_task
 from archsearch.spaces._students import Student
 from archsearch.worker._student_ranking import SupernetClassifier, proxy_hooks, relation_scores
 from archsearch.worker._supernet import Supernet
-from tests.worker.test_supernet import batch, tiny_teacher
-from tests.worker.test_supernet_training import STUDENTS
 
 
 def test_all_student_loss_is_the_sum_of_each_students_loss() -> None:

@@ -4,33 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel
+from _tiny_supernet import batch, tiny_teacher
 
 from archsearch.spaces._errors import SpecError
 from archsearch.spaces._students import Student
 from archsearch.worker._supernet import Supernet, extract
-
-
-def tiny_teacher(seed: int = 0) -> BertModel:
-    """A random 4-layer, 64-wide, 4-head (head size 16) BERT standing in for the teacher."""
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=32,
-    )
-    return BertModel(config).eval()
-
-
-def batch(seed: int = 1) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 100, (3, 9), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0  # one padded sequence
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
 
 
 def test_largest_student_is_the_teacher() -> None:

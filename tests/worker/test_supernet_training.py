@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from _tiny_supernet import STUDENTS, tiny_teacher
 
 from archsearch.spaces._errors import SpecError
-from archsearch.spaces._students import Student
 from archsearch.worker._qkv_capture import QKV
 from archsearch.worker._relation_loss import relation_logits, relation_loss
 from archsearch.worker._supernet import Supernet
@@ -17,16 +17,6 @@ from archsearch.worker._supernet_training import (
     sandwich_students,
     train_supernet,
 )
-from tests.worker.test_supernet import tiny_teacher
-
-STUDENTS = [
-    Student(1, 1, 16, 32),
-    Student(2, 1, 16, 32),
-    Student(1, 2, 32, 64),
-    Student(2, 2, 32, 64),
-    Student(3, 3, 48, 96),
-    Student(4, 4, 64, 128),
-]
 
 
 def random_batches(seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:

@@ -71,7 +71,7 @@ def work(
     m: StudyManager, name: str, limit: int = 100, skip: frozenset[str] = frozenset()
 ) -> list[tuple[int, str]]:
     """Runs jobs until none is left (or ``limit``); returns (trial number, kind) of each."""
-    done = []
+    done: list[tuple[int, str]] = []
     while len(done) < limit and (g := m.acquire("w", ("autodistil",), name)) is not None:
         metrics = report(g.candidate, skip)
         values, _ = m.complete(g.lease_id, metrics, {})

@@ -1,8 +1,9 @@
 """Chaos run: what a search loses when workers and the server are killed while it runs.
 
-One ``archsearch serve`` on 127.0.0.1 with SQLite, ``--workers`` ``archsearch worker
---trainer table`` processes (``--duration`` seconds of simulated training per trial) on a
-flexibert-small/table study (random loop, ``--trials`` trials), and a seeded schedule of faults:
+One ``archsearch serve`` on 127.0.0.1 with SQLite (or ``--storage URL``), ``--workers``
+``archsearch worker --trainer table`` processes (``--duration`` seconds of simulated training per
+trial) on a flexibert-small/table study (random loop, ``--trials`` trials), and a seeded schedule
+of faults:
 
 * about ``--kill-fraction`` of the workers are SIGKILLed at random times (a replacement starts
   at once, as a cluster scheduler would restart it);
@@ -193,7 +194,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from archsearch.v1 import archsearch_pb2 as pb
 
     rng = random.Random(args.seed)
-    storage = f"sqlite:///{tmp / 'chaos.db'}"
+    storage = getattr(args, "storage", None) or f"sqlite:///{tmp / 'chaos.db'}"
     port = free_port()
     address = f"127.0.0.1:{port}"
     serve = cli(
@@ -319,6 +320,9 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=200.0, help="bound on the whole run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", default=DEFAULT_TABLE)
+    ap.add_argument(
+        "--storage", default=None, help="storage URL (an empty database); default a new SQLite file"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the folder with the logs")
     ap.add_argument(
         "--record", action="store_true", help="append the table to benchmarks/RESULTS.md"

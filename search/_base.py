@@ -179,7 +179,9 @@ class SearchLoop(abc.ABC):
         * :class:`~archsearch.search.RegularisedEvolutionLoop`: ``evolution``, aging evolution
           (Real et al.);
         * :class:`~archsearch.search.LocalSearchLoop`: ``local-search``, local search with
-          restarts (White et al.).
+          restarts (White et al.);
+        * :class:`~archsearch.search.AutoDistilLoop`: ``autodistil``, AutoDistil's stages
+          (sub-space supernets, every student ranked, the budgeted top students trained).
 
     A new loop is one module: a subclass registered with ``@LOOPS.register("name")`` (the
     registry of ``spaces/_registry.py``; the factory is called as ``cls(seed, n_objectives,

@@ -45,7 +45,12 @@ class DesignSpace(abc.ABC):
         * :class:`~archsearch.spaces.FlexiBertSmallSpace`: ``flexibert-small``, FlexiBERT's
           small space, optionally restricted to the rows a NAS table scores;
         * :class:`~archsearch.spaces.LoraSpace`: ``lora``, LoRA / DyLoRA fine-tuning settings
-          (they go into the candidate's recipe, see ``candidate_parts``).
+          (they go into the candidate's recipe, see ``candidate_parts``);
+        * :class:`~archsearch.spaces.AutoDistilSpace`: ``autodistil``, AutoDistil's sub-spaces
+          (supernet and rank jobs) and their students (train jobs).
+
+    Replay's :class:`~archsearch.spaces.RowTableSpace` (the rows of a table of parameters) is
+    built by ``archsearch replay``, not registered, and runs the same suite.
 
     A new space registers itself with ``@SPACES.register("name")`` (the registry of
     ``spaces/_registry.py``; ``make_space`` looks names up there), declares its optional

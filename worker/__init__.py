@@ -81,12 +81,14 @@ from archsearch.worker._trainer import (
 )
 
 if TYPE_CHECKING:
+    from archsearch.worker._autodistil_trainer import AutodistilTrainer
     from archsearch.worker._bert_trainer import BertTrainer
     from archsearch.worker._lora_trainer import LoraTrainer
     from archsearch.worker._table_trainer import TableTrainer
 
 # Loaded on first access: BertTrainer imports torch and transformers.
 _LAZY = {
+    "AutodistilTrainer": "archsearch.worker._autodistil_trainer",
     "BertTrainer": "archsearch.worker._bert_trainer",
     "LoraTrainer": "archsearch.worker._lora_trainer",
     "TableTrainer": "archsearch.worker._table_trainer",
@@ -107,6 +109,7 @@ __all__ = [
     "SELECTORS",
     "SOURCES",
     "TRAINERS",
+    "AutodistilTrainer",
     "BertTrainer",
     "CandidateError",
     "CustomSource",

@@ -129,7 +129,10 @@ class Trainer(abc.ABC):
         * :class:`~archsearch.worker.TableTrainer`: ``table``, answers with a NAS table's
           recorded score (load tests, fault tests, algorithm benchmarks);
         * :class:`~archsearch.worker.LoraTrainer`: ``lora``, LoRA and DyLoRA
-          fine-tuning of a pretrained encoder, scored at every rank asked for.
+          fine-tuning of a pretrained encoder, scored at every rank asked for;
+        * :class:`~archsearch.worker.AutodistilTrainer`: ``autodistil``, AutoDistil's jobs
+          (``supernet`` training, ``rank``-ing every student of a sub-space, and ``train``-ing
+          a student extracted from its supernet).
 
     Each registers itself with ``archsearch.worker._registry.register_trainer`` where it is
     defined, and declares what it trains and reports in ``info`` (a

@@ -47,9 +47,9 @@ def implementations(base: type) -> tuple[set[str], set[str]]:
         return set(LOOPS), {type(make_loop(name, 0, 1)).__name__ for name in LOOPS}
     if base is DesignSpace:
         return set(SPACES), {cls.__name__ for cls in SPACES.values()}
-    from archsearch.worker import BertTrainer, LoraTrainer, TableTrainer
+    from archsearch.worker import AutodistilTrainer, BertTrainer, LoraTrainer, TableTrainer
 
-    trainers = {c.name: c for c in (BertTrainer, LoraTrainer, TableTrainer)}
+    trainers = {c.name: c for c in (AutodistilTrainer, BertTrainer, LoraTrainer, TableTrainer)}
     installed = {i.name for i in installed_trainers()}
     assert set(trainers) == installed, "a new trainer: add it here and to Trainer's docstring"
     return set(trainers), {cls.__name__ for cls in trainers.values()}

@@ -340,19 +340,24 @@ class LaunchSearchRequest(_message.Message):
     spec_json: _builtins.str
     """The search spec, a JSON object. Keys (see README "Search spec"):
       name (string, required),
-      space (string, required: "bert" | "flexibert" | "flexibert-small" | "lora"),
+      space (string, required: "bert" | "flexibert" | "flexibert-small" | "lora" |
+      "autodistil"),
       space_options (object, the space's own: for example flexibert-small's "table"),
-      loop (string: "random" | "tpe" | "nsga2" | "gp" | "boshnas" | "embedding-gp";
-      default "tpe"), loop_options (object, the loop's own: sampler arguments, or the library
-      loops' library_size, batch_size, n_init, ...),
+      loop (string: "random" | "tpe" | "nsga2" | "gp" | "boshnas" | "embedding-gp" |
+      "evolution" | "local-search" | "autodistil"; default "tpe"), loop_options (object, the
+      loop's own: sampler arguments, or the library loops' library_size, batch_size, n_init,
+      ...),
       n_trials (int > 0, required), task (string, default "sst2") or tasks (list of task
       names, trained and scored per trial; metrics then named "<task>.<metric>"),
       objectives (list of {"metric", "direction"}; default [{"metric": "accuracy",
-      "direction": "maximize"}]), trainer ("bert" | "lora" | "table"; default "bert"),
+      "direction": "maximize"}]), trainer ("autodistil" | "bert" | "lora" | "table"; default
+      "bert"),
       pruner ({"type": "none" | "median" | "successive_halving" | "hyperband", ...}),
       seed (int),
       recipe (object: max_steps, batch_size, max_seq_length, learning_rate, eval_every, ...),
-      data (object: train_subset, eval_subset, source, custom_task, ...),
+      data (object: train_subset, eval_subset, source, custom_task, selection, curriculum,
+      ...), data_space (object: data fields searched with the architecture, each a list of
+      values),
       max_retries (int >= 0).
     """
     def __init__(

@@ -82,6 +82,10 @@ def test_every_loop_runs(manager, loop: str, n_objectives: int) -> None:
         with pytest.raises(SpecError, match="optimises one objective"):
             SearchSpec.from_dict({**table_spec("l", 8, loop=loop), "objectives": objectives})
         return
+    if loop == "autodistil":  # its stages need its own space (tests/integration, tests/server)
+        with pytest.raises(SpecError, match="searches the autodistil space"):
+            SearchSpec.from_dict({**table_spec("l", 8, loop=loop), "objectives": objectives})
+        return
     spec = SearchSpec.from_dict(
         {
             **table_spec("l", 8, loop=loop),

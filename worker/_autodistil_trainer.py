@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,7 +40,7 @@ from archsearch.spaces._errors import SpecError
 from archsearch.spaces._students import Student, SubSpace, TeacherShape
 from archsearch.worker._autodistil_info import AUTODISTIL_KINDS, AUTODISTIL_TRAINER_INFO
 from archsearch.worker._bert_trainer import BertTrainer
-from archsearch.worker._checkpoint_artifacts import INFO_KEY, parse_trial_ref
+from archsearch.worker._checkpoint_artifacts import fetch_trial_files, upload_files
 from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._extract import init_student_from_teacher
 from archsearch.worker._loop import TrainingHooks, TrainingLoop, seed_everything
@@ -63,8 +62,6 @@ from archsearch.worker._supernet_training import (
 )
 from archsearch.worker._teacher import load_teacher_encoder
 from archsearch.worker._trainer import CandidateError, TrainContext, TrainResult
-
-log = logging.getLogger(__name__)
 
 #: ``recipe["rank"]`` fields and their defaults.
 RANK_DEFAULTS: dict[str, Any] = {
@@ -322,17 +319,7 @@ def _mapping(value: Any, field: str, known: Any) -> dict[str, Any]:
 
 def _upload(context: TrainContext, folder: Path) -> dict[str, str]:
     """Uploads the supernet's files as artifacts of this trial (like ``upload_checkpoint``)."""
-    if not context.has_server:
-        return {}
-    from archsearch.server.client import ClientError
-
-    try:
-        for name in SUPERNET_FILES:
-            context.upload(folder / name, name)
-    except (ClientError, OSError) as e:
-        log.warning("could not upload the supernet in %s: %s", folder, e)
-        return {"checkpoint_upload_error": str(e)[:500]}
-    return {INFO_KEY: " ".join(SUPERNET_FILES)}
+    return upload_files(context, folder, SUPERNET_FILES)
 
 
 def _fetch_supernet(context: TrainContext, ref: str) -> str:
@@ -342,31 +329,11 @@ def _fetch_supernet(context: TrainContext, ref: str) -> str:
     Raises:
         CandidateError: A malformed reference, no server, or a trial without the files.
     """
-    try:
-        parsed = parse_trial_ref(ref)
-    except ValueError as e:
-        raise CandidateError(str(e).replace("recipe.transfer_from", "supernet")) from e
-    if parsed is None:
-        return ref
-    if not context.has_server:
-        raise CandidateError(
-            f"supernet {ref!r} names a trial: only a worker connected to a server can fetch it; "
-            "give a local folder instead"
-        )
-    from archsearch.server.client import ClientError
-
-    study, number = parsed
-    study = study or context.study_name
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in study)[:100] or "_"
-    dest = checkpoint_root() / "autodistil" / "supernets" / safe / str(number)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in SUPERNET_FILES:
-        try:
-            context.download(number, name, dest / name, study=study)
-        except ClientError as e:
-            if e.code.name in ("NOT_FOUND", "INVALID_ARGUMENT"):
-                raise CandidateError(
-                    f"supernet {ref!r}: {e.details} (name a finished supernet job's trial)"
-                ) from e
-            raise  # unreachable server or corrupted bytes: retry elsewhere
-    return str(dest)
+    return fetch_trial_files(
+        context,
+        ref,
+        checkpoint_root() / "autodistil" / "supernets",
+        SUPERNET_FILES,
+        field="supernet",
+        missing_hint="name a finished supernet job's trial",
+    )

@@ -52,17 +52,25 @@ def upload_checkpoint(context: TrainContext, folder: str | Path) -> dict[str, st
     """Uploads a kept FlexiBERT checkpoint's transfer files; returns the ``info`` to add
     (``checkpoint_artifacts``, or ``checkpoint_upload_error`` when the server refused: the
     trial's result stands, only later transfers from it are lost)."""
+    return upload_files(context, folder, CHECKPOINT_FILES)
+
+
+def upload_files(
+    context: TrainContext, folder: str | Path, files: tuple[str, ...]
+) -> dict[str, str]:
+    """Uploads ``files`` of ``folder`` as artifacts of this trial; the ``info`` to add (see
+    :func:`upload_checkpoint`; empty without a server)."""
     if not context.has_server:
         return {}
     from archsearch.server.client import ClientError
 
     try:
-        for name in CHECKPOINT_FILES:
+        for name in files:
             context.upload(Path(folder) / name, name)
     except (ClientError, OSError) as e:
-        log.warning("could not upload the checkpoint in %s: %s", folder, e)
+        log.warning("could not upload the files in %s: %s", folder, e)
         return {"checkpoint_upload_error": str(e)[:500]}
-    return {INFO_KEY: " ".join(CHECKPOINT_FILES)}
+    return {INFO_KEY: " ".join(files)}
 
 
 def fetch_transfer_source(context: TrainContext, ref: str, root: Path) -> str:
@@ -73,33 +81,63 @@ def fetch_transfer_source(context: TrainContext, ref: str, root: Path) -> str:
         CandidateError: A malformed reference, no server to download from, or an unknown
             study, trial or artifact (the trial kept no checkpoint).
     """
+    return fetch_trial_files(
+        context,
+        ref,
+        root / "transfers",
+        CHECKPOINT_FILES,
+        field="recipe.transfer_from",
+        missing_hint="the trial must keep its checkpoint: recipe.keep_checkpoint on a "
+        "flexibert candidate",
+    )
+
+
+def fetch_trial_files(
+    context: TrainContext,
+    ref: str,
+    root: Path,
+    files: tuple[str, ...],
+    *,
+    field: str,
+    missing_hint: str,
+) -> str:
+    """The local folder of a reference to another trial's uploaded ``files``: ``ref`` itself
+    for a path; for ``trial:N`` / ``trial:STUDY:N``, ``root/<study>/<N>`` with the files
+    downloaded into it.
+
+    Args:
+        field: The spec field ``ref`` came from, named in errors.
+        missing_hint: What to do when the trial lacks the files.
+
+    Raises:
+        CandidateError: A malformed reference, no server to download from, or an unknown
+            study, trial or artifact.
+        ClientError: The server is unreachable or the bytes were corrupted (retry elsewhere).
+    """
     try:
         parsed = parse_trial_ref(ref)
     except ValueError as e:
-        raise CandidateError(str(e)) from e
+        raise CandidateError(str(e).replace("recipe.transfer_from", field)) from e
     if parsed is None:
         return ref
     if not context.has_server:
         raise CandidateError(
-            f"recipe.transfer_from {ref!r} names a trial: only a worker connected to a server "
-            "can fetch its checkpoint; give a checkpoint folder instead"
+            f"{field} {ref!r} names a trial: only a worker connected to a server can fetch "
+            "its files; give a local folder instead"
         )
     from archsearch.server.client import ClientError
 
     study, number = parsed
     study = study or context.study_name
-    dest = root / "transfers" / _safe(study) / str(number)
+    dest = root / _safe(study) / str(number)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in CHECKPOINT_FILES:
+    for name in files:
         try:
             context.download(number, name, dest / name, study=study)
         except ClientError as e:
             if e.code.name in ("NOT_FOUND", "INVALID_ARGUMENT"):
-                raise CandidateError(
-                    f"recipe.transfer_from {ref!r}: {e.details} (the trial must keep its "
-                    "checkpoint: recipe.keep_checkpoint on a flexibert candidate)"
-                ) from e
-            raise  # the server is unreachable or the bytes were corrupted: retry elsewhere
+                raise CandidateError(f"{field} {ref!r}: {e.details} ({missing_hint})") from e
+            raise
     return str(dest)
 
 

@@ -23,7 +23,6 @@ included; or the note says plainly that it does not at this scale.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_section
+from _stats import t_interval as interval
 
 from archsearch.spaces import Candidate
 from archsearch.worker import TrainContext
@@ -53,16 +53,6 @@ STUDENT = {
     "num_attention_heads": 2,
     "intermediate_size": 512,
 }
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval (0 for a single value)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, 0.0
-    t = _T95[len(values) - 2] if len(values) - 1 <= len(_T95) else 1.96
-    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def run(

@@ -22,7 +22,6 @@ cost at least 7x less wall time through DyLoRA than through r_max LoRA runs; eve
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -31,22 +30,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_section
+from _stats import t_interval as interval
 
 from archsearch.spaces import Candidate, get_task
 from archsearch.worker import TrainContext
 from archsearch.worker._registry import create_trainer
-
-# Two-sided 95% t quantiles by degrees of freedom (1..10); normal beyond.
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval (0 for a single value)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, 0.0
-    t = _T95[len(values) - 2] if len(values) - 1 <= len(_T95) else 1.96
-    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def run(

@@ -55,8 +55,9 @@ InitFn = Callable[[torch.nn.Module], None]
 #: ``configure_fn(model)``: puts the model in one configuration (a LoRA rank, a sub-network);
 #: it may return a context manager, entered around the evaluation, whose exit restores it.
 ConfigureFn = Callable[[torch.nn.Module], "contextlib.AbstractContextManager[Any] | None"]
-#: ``evaluate_many(model) -> [(label, configure_fn), ...]``: the configurations to score.
-EvaluateMany = Callable[[torch.nn.Module], Iterable[tuple[str, ConfigureFn]]]
+#: ``evaluate_many(model) -> [(label, configure_fn), ...]``: the configurations to score; a
+#: ``configure_fn`` of None is the model as training left it (its final evaluation is reused).
+EvaluateMany = Callable[[torch.nn.Module], Iterable[tuple[str, ConfigureFn | None]]]
 #: ``step_fn(step)``: called with the optimiser step's number (1 first).
 StepFn = Callable[[int], None]
 
@@ -99,7 +100,9 @@ class TrainingHooks:
             configure_fn)`` pairs, and each configuration's dev metrics are kept in
             :attr:`TrainingLoop.label_metrics` under its label (the trainer reports them as
             ``"<metric>@<label>"``). The loop's own final evaluation, reports and checkpoint
-            use the model as trained, before any configuration.
+            use the model as trained, before any configuration; a ``configure_fn`` of None
+            names that model as trained, whose final evaluation is reused rather than
+            scored again (DyLoRA's rank r_max).
         before_step: Called before each optimiser step (before its first micro-batch) with
             the step's number, 1 first (DyLoRA draws the step's rank here).
         after_step: Called after each optimiser step (the weights updated, gradients
@@ -175,6 +178,8 @@ class TrainingLoop:
         #: Dev metrics of each configuration ``hooks.evaluate_many`` named, by label.
         self.label_metrics: dict[str, dict[str, float]] = {}
         self._last_values: dict[str, float] = {}
+        #: The dev metrics of the evaluation after the last step (the model as trained).
+        self._final_values: dict[str, float] | None = None
 
     def run(self, train_set: EncodedSplit, dev_set: EncodedSplit) -> tuple[np.ndarray, float]:
         """Trains for ``max_steps`` optimiser steps; returns the final dev predictions and the
@@ -261,6 +266,8 @@ class TrainingLoop:
                     eval_start = self._now()
                     predictions = self._evaluate(step, dev_set, bar)
                     eval_seconds += self._now() - eval_start
+                    if step == max_steps:
+                        self._final_values = self._last_values
                     if self.report_metric is not None:
                         # Raises TrialStopped if pruned.
                         context.report(
@@ -286,8 +293,11 @@ class TrainingLoop:
         for label, configure in configurations(self.model):
             if label in by_label:
                 raise ValueError(f"evaluate_many yielded the label {label!r} twice")
+            if configure is None and self._final_values is not None:
+                by_label[label] = dict(self._final_values)
+                continue
             self.context.check()
-            with configure(self.model) or contextlib.nullcontext():
+            with (configure and configure(self.model)) or contextlib.nullcontext():
                 predictions = self.predict(dev_set)
             by_label[label] = compute_metrics(self.task, predictions, dev_set.labels)
         return by_label

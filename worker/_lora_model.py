@@ -93,7 +93,8 @@ def lora_hooks(spec: LoraSpec, seed: int) -> TrainingHooks:
       that step are put back after it.
     * Plain LoRA trains at r_max throughout.
     * Both: after training, each of ``spec.eval_ranks`` is scored with the one set of weights
-      (``evaluate_many``, labels ``"r<b>"``); ``hooks.metrics`` gets ``trainable_params`` (at
+      (``evaluate_many``, labels ``"r<b>"``; r_max is the loop's own final evaluation, not
+      scored twice); ``hooks.metrics`` gets ``trainable_params`` (at
       r_max) and ``trainable_params@r<b>`` for each rank scored.
     """
     generator = torch.Generator().manual_seed(seed)
@@ -121,10 +122,11 @@ def lora_hooks(spec: LoraSpec, seed: int) -> TrainingHooks:
             lora.restore(saved.pop())
         lora.set_rank(spec.r_max, frozen=False)
 
-    def evaluate_many(model: torch.nn.Module) -> Iterator[tuple[str, ConfigureFn]]:
+    def evaluate_many(model: torch.nn.Module) -> Iterator[tuple[str, ConfigureFn | None]]:
         lora = dylora_of(model)
         for b in spec.eval_ranks:
-            yield f"r{b}", lambda _model, b=b: lora.at_rank(b)
+            # Training leaves the model at r_max: the loop's final evaluation already scored it.
+            yield f"r{b}", (None if b == spec.r_max else (lambda _model, b=b: lora.at_rank(b)))
 
     hooks = TrainingHooks(
         init_fn=init_fn,

@@ -220,6 +220,25 @@ def test_evaluate_many_scores_configurations_of_one_set_of_weights() -> None:
         loop.evaluate_many(lambda m: [("a", flip_classifier), ("a", flip_classifier)], DEV)
 
 
+def test_a_none_configuration_reuses_the_final_evaluation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def configurations(m: torch.nn.Module) -> Iterator[tuple[str, ConfigureFn | None]]:
+        yield "as-trained", None
+        yield "flipped", flip_classifier
+
+    loop, predictions = train(TrainingHooks(evaluate_many=configurations), max_steps=8)
+    accuracy = float((predictions == DEV.labels).mean())
+    assert loop.label_metrics["as-trained"]["accuracy"] == pytest.approx(accuracy)
+    assert loop.label_metrics["flipped"]["accuracy"] == pytest.approx(1 - accuracy)
+    # Scored again, only "flipped" runs the model: the final evaluation stands for "as-trained".
+    calls: list[int] = []
+    original = loop.predict
+    monkeypatch.setattr(loop, "predict", lambda split: calls.append(1) or original(split))
+    again = loop.evaluate_many(configurations, DEV)
+    assert calls == [1] and again["as-trained"] == loop.label_metrics["as-trained"]
+
+
 def test_the_trainer_passes_its_hooks_to_the_loop_and_reports_each_label() -> None:
     from archsearch.spaces import Candidate
     from archsearch.worker._bert_trainer import BertTrainer

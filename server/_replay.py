@@ -122,8 +122,9 @@ def replay_search(
                 seen.add(key)
                 best = better(best, score)
                 run.best.append(best)
+                run.evaluated.append(key)
     run.seconds = time.perf_counter() - t0
-    run.best = run.best[:evals]
+    run.best, run.evaluated = run.best[:evals], run.evaluated[:evals]
     return run
 
 

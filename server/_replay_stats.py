@@ -32,6 +32,7 @@ class Run:
         best: The best score found after each evaluation (in the table's units).
         asks: Suggestions asked (repeats included).
         seconds: Wall-clock seconds of the search.
+        evaluated: The row key of each evaluation, in order (what each one cost).
     """
 
     loop: str
@@ -40,6 +41,7 @@ class Run:
     asks: int = 0
     seconds: float = 0.0
     direction: str = "maximize"
+    evaluated: list[str] = dataclasses.field(default_factory=list)
 
     def reached(self, score: float, threshold: float) -> bool:
         return score >= threshold if self.direction == "maximize" else score <= threshold

@@ -233,6 +233,11 @@ def test_boshnas_searches_a_table_without_graphs_on_its_one_hot_features(table_f
     run = replay_search(table, "boshnas", 0, 7, loop_options={"boshnas": {"batch_size": 2}})
     assert len(run.best) == 7 and run.asks == 7  # a library loop never repeats a row
     assert run.best == sorted(run.best, reverse=True) and run.best[-1] in SCORES
+    # each evaluation's row, in order: distinct, and the running best is the best of them
+    by_key = {table.key(a): s for a, s in zip(table.architectures, table.scores, strict=True)}
+    assert len(set(run.evaluated)) == len(run.evaluated) == 7
+    better = min if table.direction == "minimize" else max
+    assert run.best == [better(by_key[k] for k in run.evaluated[: i + 1]) for i in range(7)]
 
 
 def test_replay_reads_an_existing_studys_trials(

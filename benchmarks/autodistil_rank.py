@@ -1,24 +1,28 @@
 """Is the AutoDistil supernet's ranking right, and do several sub-spaces beat one? (a benchmark)
 
-Issue 14's benchmark, through the ``autodistil`` trainer (the service's code path): with the
-MiniLM teacher, the ``minilm-k3`` sub-spaces (3 x 8 students) and a K = 1 supernet over their
-union (``minilm-k1``) trained with the same total supernet steps (K = 3: ``--steps`` each; K = 1:
-3 x ``--steps``). Each supernet's rank job scores its students (P1 relation loss on held-out text,
-P2 task-proxy dev score, P5 relation loss of the student cut straight from the teacher); P3/P4 are
-params and FLOPs. Truth: every one of the 24 students extracted from its K = 3 supernet and
-fine-tuned stand-alone (one recipe) on each task and seed; a student's truth is the mean primary
-dev metric over tasks and seeds.
+Issue 14's benchmark, through the ``autodistil`` trainer (the service's code path).
 
-Prints Kendall τ-b and Spearman ρ (90% bootstrap intervals over students) of each proxy against
-the truth, per sub-space and pooled, for K = 3 and K = 1; and the regret (best true student in
-budget minus the pick's truth, in points) of each proxy's pick under three FLOPs budgets per
-sub-space (the 3rd, 5th and 8th cheapest student's FLOPs), beside "the largest that fits".
-K = 1's rank job scores all 125 students of the union (P2 fine-tunes them all), of which the 24
-are compared.
+``build`` trains and measures, writing a JSON file as it goes (rerun with the same ``--out``
+to continue a cut run): with the MiniLM teacher, the ``minilm-k3`` sub-spaces (3 x 8 students)
+and a K = 1 supernet over their union (``minilm-k1``) trained with the same total supernet
+steps (K = 3: ``--steps`` each; K = 1: 3 x ``--steps``). Each supernet's rank job scores its
+students (P1 relation loss on held-out text, P2 task-proxy dev score per task, P5 relation loss
+of the student cut straight from the teacher); P3/P4 are params and FLOPs. K = 1's rank job
+trains ``--proxy-students`` students per P2 step (a step-seeded sandwich) of its 125, and K = 3's
+the same number of its 8. Truth: each of the 24 students extracted from its K = 3 supernet and
+fine-tuned stand-alone (one recipe) on each task and seed.
 
-    python benchmarks/autodistil_rank.py [--tasks sst2,mrpc] [--seeds 0,1] [--steps 2000]
-        [--proxy-steps 300] [--truth-steps 300] [--train-subset 20000] [--eval-subset 872]
-        [--heldout 2000] [--batch 32] [--seq 64] [--subspaces tiny,small,base] [--no-k1]
+``report`` reads that file and prints (``--record``: appends to ``benchmarks/RESULTS.md``):
+Kendall τ-b and Spearman ρ of each proxy against the truth per sub-space and pooled, for K = 3
+and K = 1; the regret of each proxy's pick under three FLOPs budgets beside "the largest that
+fits"; the compute of AutoDistil's final student against TPE's and BOSHNAS's to find one as
+good on one task (``benchmarks/_autodistil_report.py`` says how compute is counted); the goals.
+
+    python benchmarks/autodistil_rank.py build --out F [--tasks sst2,mrpc] [--seeds 0,1]
+        [--steps 2000] [--proxy-steps 300] [--proxy-students 8] [--truth-steps 300]
+        [--train-subset 20000] [--eval-subset 872] [--heldout 2000] [--batch 32] [--seq 64]
+        [--no-k1]
+    python benchmarks/autodistil_rank.py report F [--task sst2] [--replays 20] [--record]
 
 A shared machine slows every run alike; ratios within one run still hold.
 """
@@ -26,100 +30,95 @@ A shared machine slows every run alike; ratios within one run still hold.
 from __future__ import annotations
 
 import argparse
-import random
+import json
 import statistics
+import sys
 import time
-from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from scipy import stats
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _autodistil_report as report
+from _results import append_section
 
 from archsearch.spaces import Candidate
-from archsearch.spaces._students import MINILM_L6, Student, flops, preset
+from archsearch.spaces._students import MINILM_L6, Student, flops, params, preset
 from archsearch.worker import TrainContext
 from archsearch.worker._autodistil_trainer import AutodistilTrainer
 from archsearch.worker._metrics import primary_metric
 
-PROXIES = ("P1_relation", "P2_task", "P3_params", "P4_flops", "P5_teacher_relation")
 
-
-def main() -> None:
-    args = _parse()
-    trainer = AutodistilTrainer()
-    tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
-    spaces = [s for s in preset("minilm-k3", MINILM_L6) if s.name in args.subspaces.split(",")]
-    data = {"tasks": tasks, "train_subset": args.train_subset, "eval_subset": args.eval_subset}
-    rank_recipe = {
-        "proxy_steps": args.proxy_steps,
-        "heldout": args.heldout,
-        "batch_size": args.batch,
-        "max_seq_length": args.seq,
-    }
-    start = time.perf_counter()
-    proxies: dict[str, dict[str, dict[str, float]]] = {"K3": {}, "K1": {}}
-    supernets: dict[str, str] = {}
-    for space in spaces:
-        supernets[space.name] = _supernet(trainer, space.to_dict(), args.steps, data, args)
-        proxies["K3"].update(
-            _rank(trainer, space.to_dict(), supernets[space.name], data, rank_recipe, tasks)
+def build(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    data: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "tasks", "seeds", "steps", "proxy_steps", "proxy_students", "truth_steps",
+            "train_subset", "eval_subset", "heldout", "batch", "seq",
         )
+    }  # fmt: skip
+    settings["sandwich"] = 4
+    if data and data["settings"] != settings:
+        raise SystemExit(f"{out} was built with other settings: {data['settings']}")
+    tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
+    spaces = preset("minilm-k3", MINILM_L6)
     students = {s.key(): (space.name, s) for space in spaces for s in space.students(MINILM_L6)}
+    data.setdefault("settings", settings)
+    data["teacher_flops"] = flops(MINILM_L6, Student(6, 12, 384, 1536))
+    data["students"] = {
+        key: {
+            "subspace": name,
+            "flops": flops(MINILM_L6, s),
+            "params": params(MINILM_L6, s),
+            "student": s.to_dict(),
+        }
+        for key, (name, s) in students.items()
+    }
+    for k in ("supernets", "seconds", "truth"):
+        data.setdefault(k, {})
+    data.setdefault("proxies", {"K3": {}, "K1": {}})
+
+    def save() -> None:
+        out.write_text(json.dumps(data, indent=1))
+
+    jobs = [(f"K3:{space.name}", space.to_dict(), args.steps) for space in spaces]
     if not args.no_k1:
         union = preset("minilm-k1", MINILM_L6)[0].to_dict()
-        folder = _supernet(trainer, union, args.steps * len(spaces), data, args)
-        ranked = _rank(trainer, union, folder, data, rank_recipe, tasks)
-        proxies["K1"] = {k: v for k, v in ranked.items() if k in students}
-    truth = {
-        key: _truth(trainer, student, supernets[space], tasks, seeds, data, args)
-        for key, (space, student) in students.items()
-    }
-    print(
-        f"\n{len(students)} students, tasks {tasks}, seeds {seeds}; "
-        f"{time.perf_counter() - start:.0f} s in all (shared machine)"
-    )
-    for k, scores in proxies.items():
-        if not scores:
-            continue
-        print(f"\n== {k}: rank correlation with the truth (90% bootstrap interval)")
-        groups = {space.name: [s.key() for s in space.students(MINILM_L6)] for space in spaces}
-        groups["pooled"] = list(students)
-        for proxy in PROXIES:
-            cells = []
-            for name, keys in groups.items():
-                x, y = [scores[k_][proxy] for k_ in keys], [truth[k_] for k_ in keys]
-                cells.append(f"{name} τ {_interval(x, y, _tau)} ρ {_interval(x, y, _rho)}")
-            print(f"{proxy:20s} " + " | ".join(cells))
-        print(f"-- {k}: regret (points) of each pick under three FLOPs budgets per sub-space")
-        for proxy in (*PROXIES, "largest_fits"):
-            regrets = [
-                _regret(keys, scores, truth, students, budget_index, proxy)
-                for name, keys in groups.items()
-                if name != "pooled"
-                for budget_index in (2, 4, 7)
-            ]
-            print(
-                f"{proxy:20s} "
-                + " ".join(f"{r:5.1f}" for r in regrets)
-                + f"   mean {statistics.fmean(regrets):.2f}"
-            )
+        jobs.append(("K1", union, args.steps * len(spaces)))
+    for label, space, steps in jobs:
+        k = label.split(":")[0]
+        if label not in data["supernets"]:
+            start = time.perf_counter()
+            data["supernets"][label] = _supernet(args, space, steps)
+            data["seconds"][f"supernet {label}"] = time.perf_counter() - start
+            save()
+        if f"rank {label}" not in data["seconds"]:
+            start = time.perf_counter()
+            ranked = _rank(args, space, data["supernets"][label], tasks)
+            data["proxies"][k].update({key: v for key, v in ranked.items() if key in students})
+            data["seconds"][f"rank {label}"] = time.perf_counter() - start
+            save()
+    for key, (name, student) in students.items():
+        if key not in data["truth"]:
+            start = time.perf_counter()
+            supernet = data["supernets"][f"K3:{name}"]
+            data["truth"][key] = _truth(args, student, supernet, tasks, seeds)
+            data["seconds"][f"truth {key}"] = time.perf_counter() - start
+            save()
+    print(f"built {out}: {sum(data['seconds'].values()):.0f} s of training in all", flush=True)
 
 
-def _supernet(
-    trainer: AutodistilTrainer,
-    space: dict[str, Any],
-    steps: int,
-    data: dict[str, Any],
-    args: argparse.Namespace,
-) -> str:
+def _supernet(args: argparse.Namespace, space: dict[str, Any], steps: int) -> str:
     recipe = {"steps": steps, "batch_size": args.batch, "max_seq_length": args.seq}
     candidate = Candidate(
         space="autodistil",
         kind="supernet",
         architecture={"subspace": space},
         recipe={"supernet": recipe},
-        data=data,
+        data=_data(args),
     )
-    result = trainer.train(candidate, TrainContext())
+    result = AutodistilTrainer().train(candidate, TrainContext())
     print(
         f"supernet {space['name']}: relation_loss {result.metrics['relation_loss']:.4f} "
         f"in {result.metrics['train_seconds']:.0f} s",
@@ -128,29 +127,41 @@ def _supernet(
     return str(result.info["checkpoint"])
 
 
+def _data(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "tasks": args.tasks.split(","),
+        "train_subset": args.train_subset,
+        "eval_subset": args.eval_subset,
+    }
+
+
 def _rank(
-    trainer: AutodistilTrainer,
-    space: dict[str, Any],
-    folder: str,
-    data: dict[str, Any],
-    recipe: dict[str, Any],
-    tasks: Sequence[str],
+    args: argparse.Namespace, space: dict[str, Any], folder: str, tasks: list[str]
 ) -> dict[str, dict[str, float]]:
+    recipe = {
+        "supernet": folder,
+        "proxy_steps": args.proxy_steps,
+        "proxy_students": args.proxy_students,
+        "heldout": args.heldout,
+        "batch_size": args.batch,
+        "max_seq_length": args.seq,
+    }
     candidate = Candidate(
         space="autodistil",
         kind="rank",
         architecture={"subspace": space},
-        recipe={"rank": {**recipe, "supernet": folder}},
-        data=data,
+        recipe={"rank": recipe},
+        data=_data(args),
     )
-    m = trainer.train(candidate, TrainContext()).metrics
+    m = AutodistilTrainer().train(candidate, TrainContext()).metrics
     keys = {name.split("@", 1)[1] for name in m if name.startswith("params@")}
     out = {}
     for key in keys:
-        task_scores = [m[f"{t}.{primary_metric(t)}@{key}"] for t in tasks]
+        per_task = {t: m[f"{t}.{primary_metric(t)}@{key}"] for t in tasks}
         out[key] = {
             "P1_relation": -m[f"relation_loss@{key}"],
-            "P2_task": statistics.fmean(task_scores),
+            "P2_task": statistics.fmean(per_task.values()),
+            **{f"P2_task:{t}": v for t, v in per_task.items()},
             "P3_params": m[f"params@{key}"],
             "P4_flops": m[f"flops@{key}"],
             "P5_teacher_relation": -m[f"teacher_relation_loss@{key}"],
@@ -160,15 +171,9 @@ def _rank(
 
 
 def _truth(
-    trainer: AutodistilTrainer,
-    student: Student,
-    supernet: str,
-    tasks: Sequence[str],
-    seeds: Sequence[int],
-    data: dict[str, Any],
-    args: argparse.Namespace,
-) -> float:
-    values = []
+    args: argparse.Namespace, student: Student, supernet: str, tasks: list[str], seeds: list[int]
+) -> dict[str, list[float]]:
+    values: dict[str, list[float]] = {}
     for task in tasks:
         for seed in seeds:
             candidate = Candidate(
@@ -185,74 +190,78 @@ def _truth(
                     "seed": seed,
                     "measure_latency": False,
                 },
-                data={**{k: v for k, v in data.items() if k != "tasks"}, "task": task},
+                data={**{k: v for k, v in _data(args).items() if k != "tasks"}, "task": task},
             )
-            result = trainer.train(candidate, TrainContext())
-            values.append(100 * result.metrics[primary_metric(task)])
-    print(f"truth {student.key()}: {statistics.fmean(values):.2f}", flush=True)
-    return statistics.fmean(values)
+            result = AutodistilTrainer().train(candidate, TrainContext())
+            values.setdefault(task, []).append(100 * result.metrics[primary_metric(task)])
+    mean = statistics.fmean(v for vs in values.values() for v in vs)
+    print(f"truth {student.key()}: {mean:.2f}", flush=True)
+    return values
 
 
-def _tau(x: Sequence[float], y: Sequence[float]) -> float:
-    return float(stats.kendalltau(x, y, variant="b").statistic)
+def show(args: argparse.Namespace) -> None:
+    data = json.loads(Path(args.file).read_text())
+    missing = sorted(set(data["students"]) - set(data["truth"]))
+    if missing:
+        raise SystemExit(f"{args.file} has no truth yet for {missing}: rerun build to finish it")
+    s = data["settings"]
+    head = [
+        f"MiniLM teacher, minilm-k3 sub-spaces ({len(data['students'])} students); supernets "
+        f"{s['steps']} steps each (K = 1: {3 * s['steps']}), batch {s['batch']}, seq {s['seq']}; "
+        f"rank: {s['proxy_steps']} P2 steps of {s['proxy_students']} students, "
+        f"{s['heldout']} held-out sentences; truth: {s['truth_steps']} steps on "
+        f"{s['tasks']} ({s['train_subset']} training, {s['eval_subset']} dev examples), seeds "
+        f"{s['seeds']}; training time in all {sum(data['seconds'].values()) / 60:.0f} min.",
+        "",
+    ]
+    corr, pooled = report.correlations(data)
+    regret_lines, regret = report.regrets(data)
+    loops = {"tpe": args.replays, "boshnas": max(1, args.replays // 2)}
+    compute_lines, worst = report.compute_comparison(data, args.task, loops)
+    goal_lines, passed = report.goals(pooled, regret, worst)
+    text = "\n".join([*head, *corr, *regret_lines, *compute_lines, "Goals:", "", *goal_lines])
+    print(text)
+    if args.record:
+        tau = pooled[("K3", report.LOOP_PROXY)]
+        figure = (
+            f"{args.note + ': ' if args.note else ''}{report.LOOP_PROXY} pooled τ {tau:.2f} "
+            f"(params {pooled[('K3', 'P3_params')]:.2f}, K = 1 "
+            f"{pooled.get(('K1', report.LOOP_PROXY), float('nan')):.2f}); budgeted regret "
+            f"{', '.join(f'{v:.1f}' for v in regret[report.LOOP_PROXY])} points; compute vs "
+            + ", ".join(f"{loop} {r:.2f}" for loop, r in worst.items())
+        )
+        append_section(
+            "autodistil_rank: AutoDistil proxies against stand-alone truth",
+            text,
+            summary=(figure, "pass" if passed else "FAIL"),
+        )
 
 
-def _rho(x: Sequence[float], y: Sequence[float]) -> float:
-    return float(stats.spearmanr(x, y).statistic)
-
-
-def _interval(
-    x: Sequence[float], y: Sequence[float], fn: Callable[[Sequence[float], Sequence[float]], float]
-) -> str:
-    rng = random.Random(0)
-    draws = []
-    for _ in range(1000):
-        idx = [rng.randrange(len(x)) for _ in x]
-        value = fn([x[i] for i in idx], [y[i] for i in idx])
-        if value == value:  # NaN when a resample is constant
-            draws.append(value)
-    draws.sort()
-    lo, hi = (
-        (draws[int(0.05 * len(draws))], draws[int(0.95 * len(draws)) - 1])
-        if draws
-        else (float("nan"), float("nan"))
-    )
-    return f"{fn(x, y):+.2f} [{lo:+.2f},{hi:+.2f}]"
-
-
-def _regret(
-    keys: Sequence[str],
-    scores: dict[str, dict[str, float]],
-    truth: dict[str, float],
-    students: dict[str, tuple[str, Student]],
-    budget_index: int,
-    proxy: str,
-) -> float:
-    cost = {k: flops(MINILM_L6, students[k][1]) for k in keys}
-    budget = sorted(cost.values())[min(budget_index, len(keys) - 1)]
-    fits = [k for k in keys if cost[k] <= budget]
-    if proxy == "largest_fits":
-        pick = max(fits, key=lambda k: cost[k])
-    else:
-        pick = max(fits, key=lambda k: scores[k][proxy])
-    return max(truth[k] for k in fits) - truth[pick]
-
-
-def _parse() -> argparse.Namespace:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="sst2,mrpc")
-    p.add_argument("--seeds", default="0,1")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--proxy-steps", type=int, default=300)
-    p.add_argument("--truth-steps", type=int, default=300)
-    p.add_argument("--train-subset", type=int, default=20000)
-    p.add_argument("--eval-subset", type=int, default=872)
-    p.add_argument("--heldout", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq", type=int, default=64)
-    p.add_argument("--subspaces", default="tiny,small,base")
-    p.add_argument("--no-k1", action="store_true")
-    return p.parse_args()
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="train and measure; writes --out as it goes")
+    b.add_argument("--out", required=True)
+    b.add_argument("--tasks", default="sst2,mrpc")
+    b.add_argument("--seeds", default="0,1")
+    b.add_argument("--steps", type=int, default=2000)
+    b.add_argument("--proxy-steps", type=int, default=300)
+    b.add_argument("--proxy-students", type=int, default=8)
+    b.add_argument("--truth-steps", type=int, default=300)
+    b.add_argument("--train-subset", type=int, default=20000)
+    b.add_argument("--eval-subset", type=int, default=872)
+    b.add_argument("--heldout", type=int, default=2000)
+    b.add_argument("--batch", type=int, default=32)
+    b.add_argument("--seq", type=int, default=64)
+    b.add_argument("--no-k1", action="store_true")
+    r = sub.add_parser("report", help="analyse a built file")
+    r.add_argument("file")
+    r.add_argument("--task", default="sst2", help="the task of the compute comparison")
+    r.add_argument("--replays", type=int, default=20, help="TPE replays (BOSHNAS: half)")
+    r.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
+    r.add_argument("--note", default="", help="what the summary row should say first")
+    args = p.parse_args()
+    build(args) if args.command == "build" else show(args)
 
 
 if __name__ == "__main__":

@@ -234,7 +234,12 @@ def test_a_none_configuration_reuses_the_final_evaluation(
     # Scored again, only "flipped" runs the model: the final evaluation stands for "as-trained".
     calls: list[int] = []
     original = loop.predict
-    monkeypatch.setattr(loop, "predict", lambda split: calls.append(1) or original(split))
+
+    def counted(split: EncodedSplit) -> np.ndarray:
+        calls.append(1)
+        return original(split)
+
+    monkeypatch.setattr(loop, "predict", counted)
     again = loop.evaluate_many(configurations, DEV)
     assert calls == [1] and again["as-trained"] == loop.label_metrics["as-trained"]
 

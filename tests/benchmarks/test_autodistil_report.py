@@ -1,0 +1,118 @@
+"""``benchmarks/autodistil_rank.py``'s analysis (``_autodistil_report.py``) on synthetic
+built files whose answers are known: a proxy equal to the truth ranks perfectly and picks the
+best student under every budget; a reversed one ranks at -1."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import _autodistil_report as report
+
+from archsearch.spaces._students import MINILM_L6, Student, flops, params, preset
+
+
+def _built(sign: float) -> dict[str, Any]:
+    rng = random.Random(0)
+    students = {
+        s.key(): (space.name, s)
+        for space in preset("minilm-k3", MINILM_L6)
+        for s in space.students(MINILM_L6)
+    }
+    truth = {key: rng.uniform(60, 90) for key in students}
+    proxies = {
+        key: {
+            "P1_relation": sign * truth[key] + rng.gauss(0, 0.01),
+            "P2_task": sign * truth[key],
+            "P2_task:sst2": sign * truth[key],
+            "P3_params": float(params(MINILM_L6, s)),
+            "P4_flops": float(flops(MINILM_L6, s)),
+            "P5_teacher_relation": rng.random(),
+        }
+        for key, (_, s) in students.items()
+    }
+    return {
+        "settings": {
+            "steps": 5,
+            "batch": 4,
+            "proxy_steps": 3,
+            "proxy_students": 8,
+            "heldout": 10,
+            "truth_steps": 7,
+            "sandwich": 4,
+        },
+        "teacher_flops": flops(MINILM_L6, Student(6, 12, 384, 1536)),
+        "students": {
+            key: {
+                "subspace": name,
+                "flops": flops(MINILM_L6, s),
+                "params": params(MINILM_L6, s),
+                "student": s.to_dict(),
+            }
+            for key, (name, s) in students.items()
+        },
+        "proxies": {"K3": proxies, "K1": {}},
+        "truth": {key: {"sst2": [truth[key] - 1, truth[key] + 1]} for key in students},
+    }
+
+
+def test_a_proxy_equal_to_the_truth_ranks_perfectly_and_picks_the_best() -> None:
+    data = _built(1.0)
+    lines, pooled = report.correlations(data)
+    assert pooled[("K3", "P2_task")] == pytest.approx(1.0)
+    assert abs(pooled[("K3", "P3_params")]) < 0.6  # the truth is random in the size
+    assert ("K1", "P2_task") not in pooled  # K = 1 was not run
+    assert any(line.startswith("| P2_task | τ +1.00") for line in lines)
+    budgets = report.pooled_budgets(data)
+    assert budgets == sorted(budgets) and budgets[-1] == max(
+        s["flops"] for s in data["students"].values()
+    )
+    _, regret = report.regrets(data)
+    assert regret["P2_task"] == [0.0, 0.0, 0.0]
+    assert all(r >= 0 for r in regret["largest_fits"])
+    compute, worst = report.compute_comparison(data, "sst2", {"random": 3})
+    assert len([line for line in compute if line.startswith("| ≤")]) == 3
+    # the perfect proxy's top 3 hold the best: random search must find that very student
+    assert 0 < worst["random"] < float("inf")
+    goals, passed = report.goals(pooled, regret, worst)
+    assert len(goals) == 4 and not passed  # K = 1 was not run: that goal cannot pass
+    assert goals[0].startswith("- **PASS**") and goals[1].startswith("- **FAIL**")
+
+
+def test_a_reversed_proxy_ranks_at_minus_one_and_fails() -> None:
+    data = _built(-1.0)
+    _, pooled = report.correlations(data)
+    assert pooled[("K3", "P2_task")] == pytest.approx(-1.0)
+    _, regret = report.regrets(data)
+    assert max(regret["P2_task"]) > 1.0  # it picks the worst student that fits
+    goals, _ = report.goals(pooled, regret, {"tpe": 0.1})
+    assert goals[0].startswith("- **FAIL**") and goals[3].startswith("- **PASS**")
+
+
+def test_the_vectorised_correlations_are_scipys() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 5, size=(6, 12)).astype(float)  # ties, as in rounded scores
+    y = x + rng.normal(0, 2, size=x.shape)
+    for row in range(len(x)):
+        tau = stats.kendalltau(x[row], y[row], variant="b").statistic
+        rho = stats.spearmanr(x[row], y[row]).statistic
+        assert report.tau_b(x, y)[row] == pytest.approx(tau)
+        assert report.spearman(x, y)[row] == pytest.approx(rho)
+    assert np.isnan(report.tau_b(np.ones((1, 4)), y[:1, :4])[0])
+
+
+def test_autodistil_compute_counts_every_stage() -> None:
+    data = _built(1.0)
+    small = report.autodistil_compute(data, list(data["students"]))
+    data["settings"]["steps"] *= 2
+    assert report.autodistil_compute(data, list(data["students"])) > small
+    key = next(iter(data["students"]))
+    assert report.finetune_compute(data, key) == 7 * 4 * 3 * data["students"][key]["flops"]

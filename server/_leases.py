@@ -26,6 +26,7 @@ from typing import Generic, NoReturn, TypeVar
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server import _storage
+from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._errors import FailedPrecondition, NotFound
 from archsearch.server._index import LEASE_ATTR, LiveTrial, StudyHandle
 from archsearch.server._writer import StorageWriter
@@ -90,7 +91,7 @@ class LeaseTable:
 
     def __init__(
         self,
-        storage: _storage.DeferredTrialStorage,
+        storage: DeferredTrialStorage,
         writer: StorageWriter,
         lease_duration_s: int,
         study_by_id: Callable[[int], StudyHandle | None],

@@ -16,6 +16,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from archsearch.server import _storage
+from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import (
     COMPLETED,
     COMPLETED_REASON_ATTR,
@@ -40,7 +41,7 @@ class StudyLifecycle:
 
     def __init__(
         self,
-        storage: _storage.DeferredTrialStorage,
+        storage: DeferredTrialStorage,
         writer: StorageWriter,
         notify: Callable[[], None],
     ) -> None:

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.search import should_prune
 from archsearch.server import _dashboard_attrs as dashboard
 from archsearch.server import _storage
+from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._derived_trials import completion_extras
 from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from archsearch.server._index import StudyHandle
@@ -49,7 +50,7 @@ class TrialOutcomes:
     def __init__(
         self,
         rdb: optuna.storages.RDBStorage,
-        storage: _storage.DeferredTrialStorage,
+        storage: DeferredTrialStorage,
         writer: StorageWriter,
         leases: LeaseTable,
         lifecycle: StudyLifecycle,

@@ -26,6 +26,7 @@ from archsearch.search import NoSuggestion
 from archsearch.server import _dashboard_attrs as dashboard
 from archsearch.server import _storage
 from archsearch.server._artifacts import GraphArtifacts
+from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import RUNNING, STOPPED_REASON, LiveTrial, Prepared, StudyHandle
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._suggest import AskedCandidate, ask_candidate
@@ -63,7 +64,7 @@ class CandidatePool:
 
     def __init__(
         self,
-        storage: _storage.DeferredTrialStorage,
+        storage: DeferredTrialStorage,
         writer: StorageWriter,
         lifecycle: StudyLifecycle,
         artifacts: GraphArtifacts | None,

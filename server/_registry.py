@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.search import ServerStudy, make_loop, make_pruner
 from archsearch.server import _storage
+from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._derived_trials import is_derived_trial
 from archsearch.server._errors import AlreadyExists, NotFound
 from archsearch.server._index import (
@@ -57,7 +58,7 @@ class StudyRegistry:
 
     def __init__(
         self,
-        storage: _storage.DeferredTrialStorage,
+        storage: DeferredTrialStorage,
         notify: Callable[[], None],
         trainers: TrainerCatalogue | None = None,
     ):
@@ -191,7 +192,7 @@ class StudyRegistry:
 def rebuild_index(
     h: StudyHandle,
     trials: list[FrozenTrial],
-    storage: _storage.DeferredTrialStorage,
+    storage: DeferredTrialStorage,
     pool: CandidatePool,
     lifecycle: StudyLifecycle,
     retries: Retries,

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server import _dashboard_attrs as dashboard
 from archsearch.server import _storage
+from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import FAILURES_ATTR, RUNNING, StudyHandle
 from archsearch.server._leases import LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
@@ -47,7 +48,7 @@ class Retries:
     def __init__(
         self,
         rdb: optuna.storages.RDBStorage,
-        storage: _storage.DeferredTrialStorage,
+        storage: DeferredTrialStorage,
         writer: StorageWriter,
         leases: LeaseTable,
         lifecycle: StudyLifecycle,

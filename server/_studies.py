@@ -62,7 +62,7 @@ library's embeddings) builds it in the background from launch or start-up
 Per-trial cost (issue 2's service_overhead benchmark): every hot-path write is a group-commit
 operation of ``_writer.StorageWriter`` (one writer thread, one transaction per batch, leases
 in an urgent lane), written with SQLAlchemy Core on Optuna's own tables (``_storage``), and a
-loop's ask runs on ``_storage.DeferredTrialStorage``, which keeps the new trial in memory until
+loop's ask runs on ``DeferredTrialStorage``, which keeps the new trial in memory until
 its row, parameters and candidate are inserted in one transaction. Every RPC answers only
 after its writes are committed. Locks: ``StudyHandle.lock`` guards the in-memory index and is
 never held while the database or a sampler works (except by the reaper, the rare report and
@@ -79,10 +79,10 @@ from collections.abc import Callable, Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.server import _storage
 from archsearch.server._acquire import Dispatcher
 from archsearch.server._artifacts import GraphArtifacts
 from archsearch.server._database import open_storage
+from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._index import (
     COMPLETED,
@@ -178,7 +178,7 @@ class StudyManager:
             self._on_stale_trial,
         )
         # One cache for every study object: this server is the storage's only writer.
-        self.storage = _storage.DeferredTrialStorage(self.rdb)
+        self.storage = DeferredTrialStorage(self.rdb)
         self.writer = StorageWriter(self.rdb.engine)
         # Architecture pictures for optuna-dashboard (``serve --artifact-dir``).
         self.artifacts = GraphArtifacts(artifact_dir, self.rdb) if artifact_dir else None

@@ -16,9 +16,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server._database import open_storage
+from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._spec import SearchSpec
 from archsearch.server._storage import (
-    DeferredTrialStorage,
     TrialNotRunning,
     finish_op,
     heartbeat_op,

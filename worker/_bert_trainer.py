@@ -23,35 +23,31 @@ A subclass changes how students start, learn, see the data or are scored by over
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from archsearch.spaces import Candidate, CustomTask, GlueTask
-from archsearch.worker._batches import EncodedSplit, take
+from archsearch.worker._batches import EncodedSplit
 from archsearch.worker._bert_info import BERT_TRAINER_INFO
 from archsearch.worker._checkpoint_artifacts import upload_checkpoint, with_local_transfer
 from archsearch.worker._checkpoints import CHECKPOINT_DIR_ENV, checkpoint_root, save_checkpoint
-from archsearch.worker._curriculum import Curriculum, make_curriculum
-from archsearch.worker._evaluate import CostMeter, Evaluator
+from archsearch.worker._curriculum import make_curriculum
 from archsearch.worker._flexibert_model import FLEXIBERT_SPACES, FlexiBertForSequenceClassification
 from archsearch.worker._glue_dir import GLUE_DIR_ENV, resolve_glue_dir
-from archsearch.worker._loop import TrainingHooks, TrainingLoop, seed_everything
+from archsearch.worker._loop import TrainingHooks, TrainingLoop
 from archsearch.worker._models import model_factory
 from archsearch.worker._plan import TrainingPlan, parse_plan
-from archsearch.worker._precision import Precision, resolve_precision
+from archsearch.worker._precision import resolve_precision
 from archsearch.worker._provenance import provenance
 from archsearch.worker._registry import register_trainer
 from archsearch.worker._result_metrics import (
     AGGREGATED_COST_METRICS,
     COST_METRICS,
-    TaskReports,
     merge_metrics,
     plan_reports,
 )
@@ -60,8 +56,9 @@ from archsearch.worker._sources import DataSource
 from archsearch.worker._split_cache import SplitEncoder, data_hash
 from archsearch.worker._student_hooks import flexibert_hooks, needs_teacher, teacher_hooks
 from archsearch.worker._task_info import Task
+from archsearch.worker._task_training import train_task
 from archsearch.worker._teacher_training import TeacherTraining
-from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrainResult
+from archsearch.worker._trainer import TrainContext, Trainer, TrainResult
 
 __all__ = [
     "AGGREGATED_COST_METRICS",
@@ -71,15 +68,6 @@ __all__ = [
     "TrainingHooks",
     "checkpoint_root",
 ]
-
-
-@dataclasses.dataclass
-class _TaskOutcome:
-    metrics: dict[str, float]
-    checkpoint: str | None
-    predictions: np.ndarray
-    labels: np.ndarray
-    info: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @register_trainer
@@ -250,8 +238,8 @@ class BertTrainer(TeacherTraining, Trainer):
         device = torch.device(context.device)
         precision = resolve_precision(plan.precision, device)
         outcomes = {
-            r.task.id: self._train_task(
-                plan, r, splits[r.task.id], context, precision, curricula[r.task.id]
+            r.task.id: train_task(
+                self, plan, r, splits[r.task.id], context, precision, curricula[r.task.id]
             )
             for r in reports
         }
@@ -408,72 +396,6 @@ class BertTrainer(TeacherTraining, Trainer):
             CandidateError: The hub was needed and could not be reached, or a bad selection.
         """
         return self.splits.encode(task_id, split, subset, recipe, data)
-
-    def _train_task(
-        self,
-        plan: TrainingPlan,
-        reports: TaskReports,
-        splits: dict[str, EncodedSplit],
-        context: TrainContext,
-        precision: Precision,
-        curriculum: Curriculum | None = None,
-    ) -> _TaskOutcome:
-        """Builds, trains, scores and measures one task's model (on ``curriculum``'s
-        examples each epoch, when given)."""
-        task, recipe, candidate = reports.task, plan.recipe, plan.candidate
-        evaluator = Evaluator(task, splits)
-        costs = CostMeter(context.device, plan.max_seq_length, plan.measure_latency, precision)
-        seed_everything(plan.seed)
-        with costs.memory:
-            model = model_factory(candidate.space).build(plan.architecture, task, self.tokenizer)
-            model = model.to(context.device)
-            hooks = (
-                self._flexibert_hooks(plan, task, context.check)
-                if plan.is_flexibert  # pre-training stops when asked to
-                else self.training_hooks(candidate, task, torch.device(context.device))
-            )
-            if curriculum is not None:
-                if hooks.data_schedule is not None:
-                    raise CandidateError("data.curriculum: this candidate's hooks choose the data")
-                hooks = dataclasses.replace(hooks, data_schedule=curriculum)
-            loop = TrainingLoop(
-                model,
-                task,
-                dict(recipe),
-                context,
-                reports.report_metric,
-                self.tokenizer.pad_token_id,
-                hooks=hooks,
-                precision=precision,
-                step_offset=reports.step_offset,
-                select_metric=reports.select_metric if plan.keep_checkpoint else None,
-                sample_memory=costs.memory.sample,
-            )
-            if curriculum is not None:
-                train = splits["train"]
-                curriculum.answer = lambda items: (
-                    loop.predict(take(train, items)) == train.labels[items]
-                )
-            predictions, train_seconds = loop.run(splits["train"], evaluator.primary)
-
-        metrics = evaluator.metrics(loop.predict, predictions)
-        metrics.update(costs.metrics(model))
-        metrics["train_seconds"] = train_seconds
-        metrics["eval_samples"] = float(len(evaluator.primary))
-        metrics.update(hooks.metrics)
-        if curriculum is not None:
-            metrics.update(curriculum.metrics())
-        for label, values in loop.label_metrics.items():
-            metrics.update({f"{name}@{label}": value for name, value in values.items()})
-
-        checkpoint = None
-        if plan.keep_checkpoint:
-            folder = checkpoint_root() / candidate.fingerprint()
-            if len(plan.tasks) > 1:
-                folder = folder / task.id
-            checkpoint = str(self.save_checkpoint(model, loop, folder, candidate))
-        info = curriculum.info() if curriculum is not None else {}
-        return _TaskOutcome(metrics, checkpoint, predictions, evaluator.primary.labels, info)
 
 
 def _default_tokenizer_path() -> Path:

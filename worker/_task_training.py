@@ -1,0 +1,106 @@
+"""One task of a :class:`~archsearch.worker._bert_trainer.BertTrainer` trial: build the model,
+train it through the loop with the trainer's hooks, score it and measure its costs, keep its
+checkpoint (stages 3 to 6 of that module's docstring)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from archsearch.worker._batches import EncodedSplit, take
+from archsearch.worker._checkpoints import checkpoint_root
+from archsearch.worker._curriculum import Curriculum
+from archsearch.worker._evaluate import CostMeter, Evaluator
+from archsearch.worker._loop import TrainingLoop, seed_everything
+from archsearch.worker._models import model_factory
+from archsearch.worker._plan import TrainingPlan
+from archsearch.worker._precision import Precision
+from archsearch.worker._result_metrics import TaskReports
+from archsearch.worker._trainer import CandidateError, TrainContext
+
+if TYPE_CHECKING:
+    from archsearch.worker._bert_trainer import BertTrainer
+
+
+@dataclasses.dataclass
+class TaskOutcome:
+    """What one task's training gave: its metrics, kept checkpoint, final dev predictions and
+    labels, and notes for the result's info."""
+
+    metrics: dict[str, float]
+    checkpoint: str | None
+    predictions: np.ndarray
+    labels: np.ndarray
+    info: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def train_task(
+    trainer: BertTrainer,
+    plan: TrainingPlan,
+    reports: TaskReports,
+    splits: dict[str, EncodedSplit],
+    context: TrainContext,
+    precision: Precision,
+    curriculum: Curriculum | None = None,
+) -> TaskOutcome:
+    """Builds, trains, scores and measures one task's model for ``trainer`` (on
+    ``curriculum``'s examples each epoch, when given): its model factory, its
+    :meth:`~archsearch.worker._bert_trainer.BertTrainer.training_hooks`, the loop, the
+    evaluator and cost meter, and its kept checkpoint."""
+    task, recipe, candidate = reports.task, plan.recipe, plan.candidate
+    evaluator = Evaluator(task, splits)
+    costs = CostMeter(context.device, plan.max_seq_length, plan.measure_latency, precision)
+    seed_everything(plan.seed)
+    with costs.memory:
+        model = model_factory(candidate.space).build(plan.architecture, task, trainer.tokenizer)
+        model = model.to(context.device)
+        hooks = (
+            trainer._flexibert_hooks(plan, task, context.check)
+            if plan.is_flexibert  # pre-training stops when asked to
+            else trainer.training_hooks(candidate, task, torch.device(context.device))
+        )
+        if curriculum is not None:
+            if hooks.data_schedule is not None:
+                raise CandidateError("data.curriculum: this candidate's hooks choose the data")
+            hooks = dataclasses.replace(hooks, data_schedule=curriculum)
+        loop = TrainingLoop(
+            model,
+            task,
+            dict(recipe),
+            context,
+            reports.report_metric,
+            trainer.tokenizer.pad_token_id,
+            hooks=hooks,
+            precision=precision,
+            step_offset=reports.step_offset,
+            select_metric=reports.select_metric if plan.keep_checkpoint else None,
+            sample_memory=costs.memory.sample,
+        )
+        if curriculum is not None:
+            train = splits["train"]
+            curriculum.answer = lambda items: (
+                loop.predict(take(train, items)) == train.labels[items]
+            )
+        predictions, train_seconds = loop.run(splits["train"], evaluator.primary)
+
+    metrics = evaluator.metrics(loop.predict, predictions)
+    metrics.update(costs.metrics(model))
+    metrics["train_seconds"] = train_seconds
+    metrics["eval_samples"] = float(len(evaluator.primary))
+    metrics.update(hooks.metrics)
+    if curriculum is not None:
+        metrics.update(curriculum.metrics())
+    for label, values in loop.label_metrics.items():
+        metrics.update({f"{name}@{label}": value for name, value in values.items()})
+
+    checkpoint = None
+    if plan.keep_checkpoint:
+        folder = checkpoint_root() / candidate.fingerprint()
+        if len(plan.tasks) > 1:
+            folder = folder / task.id
+        checkpoint = str(trainer.save_checkpoint(model, loop, folder, candidate))
+    info = curriculum.info() if curriculum is not None else {}
+    return TaskOutcome(metrics, checkpoint, predictions, evaluator.primary.labels, info)

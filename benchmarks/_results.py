@@ -112,5 +112,5 @@ def append_section(title: str, body: str, summary: tuple[str, str] | None = None
         f.write(f"Machine: {machine()}  \nCommand: `{command()}`\n\n")
         f.write(body.rstrip() + "\n")
     if summary is not None:
-        update_summary(title.split()[0], summary[0], summary[1], stamp=stamp)
+        update_summary(title.split()[0].rstrip(":"), summary[0], summary[1], stamp=stamp)
     return RESULTS

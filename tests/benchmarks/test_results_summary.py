@@ -27,7 +27,10 @@ def _summary_rows(text: str) -> list[str]:
 def test_latest_figure_replaces_the_row_and_history_keeps_every_run(results: Path) -> None:
     _results.append_section("nas_table", "first run body", summary=("ratio 0.40", "FAIL"))
     _results.append_section("service_overhead (quiet)", "other body", summary=("p99 31 ms", "pass"))
-    _results.append_section("nas_table", "second run body", summary=("ratio 0.31", "pass"))
+    # "name: what" titles keep the row of "name"
+    _results.append_section(
+        "nas_table: per layer", "second run body", summary=("ratio 0.31", "pass")
+    )
     _results.append_section("nas_table", "a run without a verdict")
     text = results.read_text()
     rows = _summary_rows(text)

@@ -22,7 +22,8 @@ good on one task (``benchmarks/_autodistil_report.py`` says how compute is count
         [--steps 2000] [--proxy-steps 300] [--proxy-students 8] [--truth-steps 300]
         [--train-subset 20000] [--eval-subset 872] [--heldout 2000] [--batch 32] [--seq 64]
         [--no-k1]
-    python benchmarks/autodistil_rank.py report F [--task sst2] [--replays 20] [--record]
+    python benchmarks/autodistil_rank.py report F [--task sst2] [--loops tpe=20,boshnas=10]
+        [--record]
 
 A shared machine slows every run alike; ratios within one run still hold.
 """
@@ -216,7 +217,7 @@ def show(args: argparse.Namespace) -> None:
     ]
     corr, pooled = report.correlations(data)
     regret_lines, regret = report.regrets(data)
-    loops = {"tpe": args.replays, "boshnas": max(1, args.replays // 2)}
+    loops = {loop: int(n) for loop, n in (item.split("=") for item in args.loops.split(","))}
     compute_lines, worst = report.compute_comparison(data, args.task, loops)
     goal_lines, passed = report.goals(pooled, regret, worst)
     text = "\n".join([*head, *corr, *regret_lines, *compute_lines, "Goals:", "", *goal_lines])
@@ -257,7 +258,7 @@ def main() -> None:
     r = sub.add_parser("report", help="analyse a built file")
     r.add_argument("file")
     r.add_argument("--task", default="sst2", help="the task of the compute comparison")
-    r.add_argument("--replays", type=int, default=20, help="TPE replays (BOSHNAS: half)")
+    r.add_argument("--loops", default="tpe=20,boshnas=10", help="loop=replay seeds,...")
     r.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     r.add_argument("--note", default="", help="what the summary row should say first")
     args = p.parse_args()

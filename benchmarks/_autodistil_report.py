@@ -249,12 +249,12 @@ def compute_comparison(
                 spent.append(sum(cost_of[key] for key in run.evaluated[:n]))
                 evals.append(n)
             median = statistics.median(spent)
-            cells.append(f"{median / 1e12:.1f} ({statistics.median(evals):g})")
+            cells.append(f"{median / 1e12:.3g} ({statistics.median(evals):g})")
             ratios.append(f"{ours / median:.2f}")
             worst[loop] = max(worst.get(loop, 0.0), ours / median)
         lines.append(
             f"| ≤ {budget / 1e6:.0f} MFLOPs ({len(fits)} students) | {final} ({target:.1f}) | "
-            f"{ours / 1e12:.1f} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |"
+            f"{ours / 1e12:.3g} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |"
         )
     lines.append("")
     return lines, worst

@@ -26,7 +26,7 @@ from scipy import stats
 from archsearch.server._replay import replay_search
 from archsearch.spaces import ReplayTable
 from archsearch.spaces._row_table import RowTableSpace
-from archsearch.spaces._students import Student
+from archsearch.spaces._students import MINILM_L6, Student, flops, params, preset
 from archsearch.worker._supernet_training import sandwich_students
 
 PROXIES = ("P1_relation", "P2_task", "P3_params", "P4_flops", "P5_teacher_relation")
@@ -34,6 +34,25 @@ PROXIES = ("P1_relation", "P2_task", "P3_params", "P4_flops", "P5_teacher_relati
 #: the task-proxy dev score).
 LOOP_PROXY = "P2_task"
 TOP_N = 3  # the loop's default number of students fine-tuned stand-alone
+
+
+#: The MiniLM teacher's forward FLOPs (it is the largest student shape: L6, A12, H384, I1536).
+TEACHER_FLOPS = flops(MINILM_L6, Student(6, 12, 384, 1536))
+
+
+def minilm_students() -> dict[str, dict[str, Any]]:
+    """The ``students`` entry of a built file: each ``minilm-k3`` student's sub-space, FLOPs,
+    params and shape, by key."""
+    return {
+        s.key(): {
+            "subspace": space.name,
+            "flops": flops(MINILM_L6, s),
+            "params": params(MINILM_L6, s),
+            "student": s.to_dict(),
+        }
+        for space in preset("minilm-k3", MINILM_L6)
+        for s in space.students(MINILM_L6)
+    }
 
 
 def truth_of(data: dict[str, Any], key: str, task: str | None = None) -> float:

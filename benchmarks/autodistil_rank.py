@@ -43,7 +43,7 @@ import _autodistil_report as report
 from _results import append_section
 
 from archsearch.spaces import Candidate
-from archsearch.spaces._students import MINILM_L6, Student, flops, params, preset
+from archsearch.spaces._students import MINILM_L6, Student, preset
 from archsearch.worker import TrainContext
 from archsearch.worker._autodistil_trainer import AutodistilTrainer
 from archsearch.worker._metrics import primary_metric
@@ -66,16 +66,8 @@ def build(args: argparse.Namespace) -> None:
     spaces = preset("minilm-k3", MINILM_L6)
     students = {s.key(): (space.name, s) for space in spaces for s in space.students(MINILM_L6)}
     data.setdefault("settings", settings)
-    data["teacher_flops"] = flops(MINILM_L6, Student(6, 12, 384, 1536))
-    data["students"] = {
-        key: {
-            "subspace": name,
-            "flops": flops(MINILM_L6, s),
-            "params": params(MINILM_L6, s),
-            "student": s.to_dict(),
-        }
-        for key, (name, s) in students.items()
-    }
+    data["teacher_flops"] = report.TEACHER_FLOPS
+    data["students"] = report.minilm_students()
     for k in ("supernets", "seconds", "truth"):
         data.setdefault(k, {})
     data.setdefault("proxies", {"K3": {}, "K1": {}})

@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import _autodistil_report as report
 
-from archsearch.spaces._students import MINILM_L6, Student, flops, params, preset
+from archsearch.spaces._students import MINILM_L6, flops, params, preset
 
 
 def _built(sign: float) -> dict[str, Any]:
@@ -47,16 +47,8 @@ def _built(sign: float) -> dict[str, Any]:
             "truth_steps": 7,
             "sandwich": 4,
         },
-        "teacher_flops": flops(MINILM_L6, Student(6, 12, 384, 1536)),
-        "students": {
-            key: {
-                "subspace": name,
-                "flops": flops(MINILM_L6, s),
-                "params": params(MINILM_L6, s),
-                "student": s.to_dict(),
-            }
-            for key, (name, s) in students.items()
-        },
+        "teacher_flops": report.TEACHER_FLOPS,
+        "students": report.minilm_students(),
         "proxies": {"K3": proxies, "K1": {}},
         "truth": {key: {"sst2": [truth[key] - 1, truth[key] + 1]} for key in students},
     }

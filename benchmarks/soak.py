@@ -369,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = _load()
+    if args.py_spy and not Path(sys.executable).with_name("py-spy").exists():
+        print(
+            "soak: --py-spy needs py-spy beside this Python; install it with "
+            "`pip install py-spy` (it is in the dev extra)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         rows = run(args)
     except KeyboardInterrupt:

@@ -269,17 +269,28 @@ def _f(x: float, digits: int = 1) -> str:
     return "-" if x != x else f"{x:.{digits}f}"
 
 
+def growth_per_1000(r: Row) -> float:
+    """The server's RSS growth over the phase per 1,000 lifecycles measured (KiB). The server
+    keeps every finished trial in Optuna's cache for its life, so its memory follows the trials
+    it has stored; this says how much, and a leak per call or per second shows as a rise."""
+    if not r.lifecycles:
+        return float("nan")
+    return (r.rss_end_mib - r.rss_start_mib) * 1024 / (r.lifecycles / 1000)
+
+
 def render(rows: list[Row]) -> str:
     lines = [
         "| server | clients | minutes | errors | lifecycles/s | acquire p50 ms | acquire p99 ms "
-        "| server RSS start MiB | server RSS end MiB | completed | failed | no-work polls |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server RSS start MiB | server RSS end MiB | RSS growth KiB per 1,000 lifecycles "
+        "| completed | failed | no-work polls |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.server} | {r.clients} | {r.seconds / 60:g} | {r.errors} | {_f(r.rate)} "
             f"| {_f(r.acq_p50_ms, 2)} | {_f(r.acq_p99_ms, 2)} | {_f(r.rss_start_mib)} "
-            f"| {_f(r.rss_end_mib)} | {r.completed} | {r.failed} | {r.no_work} |"
+            f"| {_f(r.rss_end_mib)} | {_f(growth_per_1000(r), 0)} | {r.completed} | {r.failed} "
+            f"| {r.no_work} |"
         )
     return "\n".join(lines)
 
@@ -398,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         figure = "; ".join(
             f"{r.server} x {r.clients} for {r.seconds / 60:g} min: {r.errors} errors, "
             f"{r.rate:.1f} lifecycles/s, acquire p99 {_f(r.acq_p99_ms, 1)} ms, RSS "
-            f"{_f(r.rss_start_mib, 0)} -> {_f(r.rss_end_mib, 0)} MiB"
+            f"{_f(r.rss_start_mib, 0)} -> {_f(r.rss_end_mib, 0)} MiB "
+            f"({_f(growth_per_1000(r), 0)} KiB per 1,000 lifecycles)"
             for r in rows
         )
         append_section("soak", body, summary=(figure, "pass" if errors == 0 else "FAIL"))

@@ -9,6 +9,7 @@ import contextlib
 import copy
 import datetime
 import json
+import sys
 import threading
 from collections.abc import Container, Iterator, Sequence
 from typing import Any
@@ -51,6 +52,8 @@ class DeferredTrialStorage(_CachedStorage):
         self._next_number: dict[int, int] = {}
         self._plock = threading.RLock()  # Optuna's update checks call get_trial back
         self._local = threading.local()
+        #: per study: one distribution object per parameter, shared by its cached trials
+        self._shared_distributions: dict[int, dict[str, optuna.distributions.BaseDistribution]] = {}
 
     @contextlib.contextmanager
     def deferring(self) -> Iterator[None]:
@@ -96,6 +99,28 @@ class DeferredTrialStorage(_CachedStorage):
         """Tells the storage that a trial numbered ``number`` now exists in the study."""
         with self._plock:
             self._next_number[study_id] = max(self._next_number.get(study_id, 0), number + 1)
+
+    def _add_trials_to_cache(self, study_id: int, trials: list[FrozenTrial]) -> None:
+        """Caches trials read from the database, sharing what every trial repeats.
+
+        ``_CachedStorage`` keeps every finished trial in memory for the life of the server (a
+        sampler reads them all on each ask), and Optuna builds each one with its own copy of
+        every parameter's distribution and of every attribute's names and strings (the candidate
+        JSON repeats the same keys and values in every trial). Equal distributions are one
+        object per study here, and strings are interned: the soak's server grew about 15 KB
+        per finished trial of the flexibert-small space before (issue 16).
+        """
+        shared = self._shared_distributions.setdefault(study_id, {})
+        for trial in trials:
+            dists = {}
+            for name, dist in trial._distributions.items():
+                known = shared.setdefault(name, dist)
+                dists[sys.intern(name)] = known if known == dist else dist
+            trial._distributions = dists
+            trial._params = {sys.intern(k): v for k, v in trial._params.items()}
+            trial._user_attrs = _interned(trial._user_attrs)
+            trial._system_attrs = _interned(trial._system_attrs)
+        super()._add_trials_to_cache(study_id, trials)
 
     def _count_trials(self, study_id: int) -> int:
         trials = models.TrialModel.__table__
@@ -290,3 +315,14 @@ class DeferredTrialStorage(_CachedStorage):
             if state.is_finished():
                 trial.datetime_complete = datetime.datetime.now()
         return True
+
+
+def _interned(value: Any) -> Any:
+    """``value`` (decoded JSON) with every string, key or value, interned."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        return {sys.intern(k): _interned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interned(v) for v in value]
+    return value

@@ -263,6 +263,39 @@ def test_provisional_trials_follow_optunas_rules(tmp_path: Path) -> None:
     rdb.engine.dispose()
 
 
+
+def test_cached_trials_share_what_they_repeat(tmp_path: Path) -> None:
+    """The server caches every finished trial for its life (issue 16's soak: memory grew with
+    trials). Equal distributions are one object per study and strings are interned; what is
+    read is exactly what Optuna's own storage reads."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    rdb = open_storage(url, 60, 10)
+    storage = DeferredTrialStorage(rdb)
+    study = optuna.create_study(study_name="c", storage=storage)
+    for i in range(4):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"op": ["sa", "l", "c"][i % 3], "h": 64 * (1 + i % 2)},
+                distributions={
+                    "op": CategoricalDistribution(["sa", "l", "c"]),
+                    "h": IntDistribution(64, 128, step=64),
+                },
+                user_attrs={"candidate": {"recipe": {"task": "sst2"}, "layers": [i, "sa"]}},
+                value=float(i),
+            )
+        )
+    cached = storage.get_all_trials(study._study_id, deepcopy=False)
+    assert len(cached) == 4
+    for name in ("op", "h"):
+        assert len({id(t.distributions[name]) for t in cached}) == 1
+    tasks = [t.user_attrs["candidate"]["recipe"]["task"] for t in cached]
+    assert all(task is tasks[0] for task in tasks)
+    own = optuna.load_study(study_name="c", storage=open_storage(url, 60, 10)).trials
+    assert [
+        (t.params, t.distributions, t.user_attrs, t.system_attrs, t.values) for t in cached
+    ] == [(t.params, t.distributions, t.user_attrs, t.system_attrs, t.values) for t in own]
+    rdb.engine.dispose()
+
 # ----------------------------------------------------------------------------- the manager
 
 

@@ -5,8 +5,9 @@ table, a ``nas-tables`` JSON, a CSV of parameters and scores, or the completed t
 existing study), in-process with the server's own loop code (``server/_replay.py``), and prints
 per loop the median evaluations to the top k% over seeds with a 90% bootstrap interval, how
 many seeds reached it, the median regret after 25/50/100 evaluations, and random search's exact
-median; a regret plot is written as PNG. Not done: replay through a running service (use
-``benchmarks/nas_table.py --service`` for the FlexiBERT table).
+median; a regret plot is written as PNG. With ``--server HOST:PORT`` each search of a FlexiBERT
+table runs as a study on that server instead, with ``--parallel`` workers of this process
+(``server/_service_replay.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archsearch.server._cli_common import CliError
+from archsearch.server._cli_common import CliError, _token
 
 DEFAULT_LOOPS = "random,tpe,boshnas"
 GRAPHLESS_LOOPS = "random,tpe"
@@ -78,6 +79,18 @@ def add_replay_command(command: Callable[[str, str], argparse.ArgumentParser]) -
     r.add_argument("--jobs", type=int, default=1, help="searches run at once, in processes")
     r.add_argument("--plot", default="replay-regret.png", help="regret plot PNG to write")
     r.add_argument("--quiet", action="store_true", help="no line per search")
+    r.add_argument(
+        "--server",
+        help="HOST:PORT of a running archsearch server: each search is a study there, its "
+        "candidates leased by --parallel workers of this process (FlexiBERT tables; the server "
+        "must read the table at the same path). Default: in-process",
+    )
+    r.add_argument(
+        "--token-file",
+        help="with --server: file whose first line is the token (default: $ARCHSEARCH_TOKEN)",
+    )
+    r.add_argument("--tls", action="store_true", help="with --server: TLS, system roots")
+    r.add_argument("--tls-ca", help="with --server: the server's CA certificate (PEM)")
     r.set_defaults(func=cmd_replay)
 
 
@@ -113,6 +126,20 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise CliError(f"--first-seed must be >= 0, got {args.first_seed}")
     if not 0 < args.top <= 100:
         raise CliError(f"--top is a percentage in (0, 100], got {args.top:g}")
+    if args.server:
+        for flag, used in (
+            ("--rounds", args.rounds),
+            ("--count-repeats", args.count_repeats),
+            ("--jobs", args.jobs > 1),
+        ):
+            if used:
+                raise CliError(
+                    f"{flag} is for in-process replay: a service's workers are asynchronous, "
+                    "it answers repeats itself, and its searches run one at a time; drop "
+                    f"{flag} or --server"
+                )
+    elif args.token_file or args.tls or args.tls_ca:
+        raise CliError("--token-file, --tls and --tls-ca go with --server HOST:PORT")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -150,6 +177,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         ),
         flush=True,
     )
+    search = None
+    if args.server:
+        search = _service_search(args, table, loop_options)
     try:
         report = run_replay(
             table,
@@ -163,6 +193,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             parallel=args.parallel,
             asynchronous=not args.rounds,
             count_repeats=args.count_repeats,
+            search=search,
         )
     except ReplayError as e:
         raise CliError(str(e)) from e
@@ -180,3 +211,32 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise CliError(f"cannot write the plot {plot}: {e.strerror} (pass --plot PATH)") from e
     print(f"regret plot: {plot}")
     return 0
+
+
+def _service_search(
+    args: argparse.Namespace, table: Any, loop_options: dict[str, Any]
+) -> Callable[[str, int], Any]:
+    """``run_replay``'s ``search``: each search a study on ``--server`` (CliError when the
+    table cannot be served)."""
+    from archsearch.server._replay import ReplayError
+    from archsearch.server._service_replay import check_service_table, service_replay_search
+
+    try:
+        check_service_table(table)
+    except ReplayError as e:
+        raise CliError(str(e)) from e
+    client = {"token": _token(args), "tls_ca": args.tls_ca, "tls": args.tls}
+
+    def search(loop: str, seed: int) -> Any:
+        return service_replay_search(
+            args.server,
+            table,
+            loop,
+            seed,
+            args.evals,
+            loop_options=loop_options,
+            parallel=args.parallel,
+            client_options=client,
+        )
+
+    return search

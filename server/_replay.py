@@ -265,10 +265,13 @@ def run_replay(
     seeds_for: Mapping[str, int] | None = None,
     jobs: int = 1,
     progress: Callable[[str], None] | None = None,
+    search: Callable[[str, int], Run] | None = None,
     **kwargs: Any,
 ) -> ReplayReport:
     """Runs every loop of ``loops`` for ``seeds`` (``seeds_for``: another count for some
     loops) on ``table`` and summarises them; ``kwargs`` go to :func:`replay_search`.
+    ``search(loop, seed)``, when given, runs each search instead (one at a time): a replay
+    through a service (``_service_replay``).
 
     Raises:
         ReplayError: An unknown loop (the registered ones named), or one that cannot search
@@ -290,9 +293,13 @@ def run_replay(
     for name in loops:
         n = (seeds_for or {}).get(name, len(seeds))
         runs = []
-        for r in replay_seeds(
-            table, name, range(seeds.start, seeds.start + n), evals, jobs, **kwargs
-        ):
+        chosen = range(seeds.start, seeds.start + n)
+        searches = (
+            (search(name, seed) for seed in chosen)
+            if search is not None
+            else replay_seeds(table, name, chosen, evals, jobs, **kwargs)
+        )
+        for r in searches:
             runs.append(r)
             if progress is not None:
                 hit = r.evals_to(targets.threshold)

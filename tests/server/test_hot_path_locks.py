@@ -106,7 +106,6 @@ def test_a_report_waiting_for_its_write_leaves_the_study_lock_free(tmp_path: Pat
         m.close()
 
 
-
 def test_a_failure_waiting_for_its_write_leaves_the_study_lock_free(tmp_path: Path) -> None:
     """FailTrial held the study lock across three transactions (reason, state, re-queue): 15%
     of the soak's profile at 200 workers. Its state and reason are now one queued write made
@@ -163,6 +162,7 @@ def test_a_failure_waiting_for_its_write_leaves_the_study_lock_free(tmp_path: Pa
         }
     finally:
         m.close()
+
 
 def test_asking_for_waiting_trials_reads_them_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

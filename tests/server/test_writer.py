@@ -263,7 +263,6 @@ def test_provisional_trials_follow_optunas_rules(tmp_path: Path) -> None:
     rdb.engine.dispose()
 
 
-
 def test_cached_trials_share_what_they_repeat(tmp_path: Path) -> None:
     """The server caches every finished trial for its life (issue 16's soak: memory grew with
     trials). Equal distributions are one object per study and strings are interned; what is
@@ -295,6 +294,7 @@ def test_cached_trials_share_what_they_repeat(tmp_path: Path) -> None:
         (t.params, t.distributions, t.user_attrs, t.system_attrs, t.values) for t in cached
     ] == [(t.params, t.distributions, t.user_attrs, t.system_attrs, t.values) for t in own]
     rdb.engine.dispose()
+
 
 # ----------------------------------------------------------------------------- the manager
 

@@ -84,6 +84,8 @@ class Row:
     acq_p50_ms: float = float("nan")
     acq_p99_ms: float = float("nan")
     rss_start_mib: float = float("nan")
+    rss_mid_mib: float = float("nan")  # halfway through the measured window
+    late_lifecycles: int = 0  # lifecycles that ended in the window's second half
     rss_end_mib: float = float("nan")
     setup: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -196,7 +198,10 @@ def run_phase(
         procs.popens.append(spy)
     tallies: list[Tally] = []
     deadline = end + 60 + args.train_seconds * 2
+    mid = (measure_from + end) / 2
     while len(tallies) + len(row.notes) < n_procs and time.monotonic() < deadline:
+        if row.rss_mid_mib != row.rss_mid_mib and time.monotonic() >= mid:
+            row.rss_mid_mib = rss_mib(server_pid)
         with contextlib.suppress(Exception):
             kind, who, payload = out.get(timeout=1.0)
             if kind == "ok":
@@ -222,6 +227,7 @@ def run_phase(
         row.notes.extend(tally.messages[:3])
         inside = [a for t_end, a in tally.samples if measure_from <= t_end <= end]
         row.lifecycles += len(inside)
+        row.late_lifecycles += sum(1 for t_end, _ in tally.samples if mid <= t_end <= end)
         acquire.extend(inside)
     row.rate = row.lifecycles / max(1e-9, end - measure_from)
     row.acq_p50_ms, row.acq_p99_ms = _pct(acquire, 50), _pct(acquire, 99)
@@ -270,26 +276,28 @@ def _f(x: float, digits: int = 1) -> str:
 
 
 def growth_per_1000(r: Row) -> float:
-    """The server's RSS growth over the phase per 1,000 lifecycles measured (KiB). The server
-    keeps every finished trial in Optuna's cache for its life, so its memory follows the trials
-    it has stored; this says how much, and a leak per call or per second shows as a rise."""
-    if not r.lifecycles:
+    """The server's RSS growth in the second half of the measured window per 1,000 lifecycles
+    that ended in it (KiB): the first half includes the ramp-up of threads and connections. The
+    server keeps every finished trial in Optuna's cache for its life, so its memory follows the
+    trials it has stored; this says how much, and a leak per call shows as a rise."""
+    if not r.late_lifecycles:
         return float("nan")
-    return (r.rss_end_mib - r.rss_start_mib) * 1024 / (r.lifecycles / 1000)
+    return (r.rss_end_mib - r.rss_mid_mib) * 1024 / (r.late_lifecycles / 1000)
 
 
 def render(rows: list[Row]) -> str:
     lines = [
         "| server | clients | minutes | errors | lifecycles/s | acquire p50 ms | acquire p99 ms "
-        "| server RSS start MiB | server RSS end MiB | RSS growth KiB per 1,000 lifecycles "
+        "| server RSS start / mid / end MiB | RSS growth, 2nd half, KiB per 1,000 lifecycles "
         "| completed | failed | no-work polls |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.server} | {r.clients} | {r.seconds / 60:g} | {r.errors} | {_f(r.rate)} "
-            f"| {_f(r.acq_p50_ms, 2)} | {_f(r.acq_p99_ms, 2)} | {_f(r.rss_start_mib)} "
-            f"| {_f(r.rss_end_mib)} | {_f(growth_per_1000(r), 0)} | {r.completed} | {r.failed} "
+            f"| {_f(r.acq_p50_ms, 2)} | {_f(r.acq_p99_ms, 2)} | {_f(r.rss_start_mib)} / "
+            f"{_f(r.rss_mid_mib)} / {_f(r.rss_end_mib)} | {_f(growth_per_1000(r), 0)} "
+            f"| {r.completed} | {r.failed} "
             f"| {r.no_work} |"
         )
     return "\n".join(lines)
@@ -409,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         figure = "; ".join(
             f"{r.server} x {r.clients} for {r.seconds / 60:g} min: {r.errors} errors, "
             f"{r.rate:.1f} lifecycles/s, acquire p99 {_f(r.acq_p99_ms, 1)} ms, RSS "
-            f"{_f(r.rss_start_mib, 0)} -> {_f(r.rss_end_mib, 0)} MiB "
-            f"({_f(growth_per_1000(r), 0)} KiB per 1,000 lifecycles)"
+            f"{_f(r.rss_start_mib, 0)} -> {_f(r.rss_mid_mib, 0)} -> {_f(r.rss_end_mib, 0)} MiB "
+            f"(2nd half {_f(growth_per_1000(r), 0)} KiB per 1,000 lifecycles)"
             for r in rows
         )
         append_section("soak", body, summary=(figure, "pass" if errors == 0 else "FAIL"))

@@ -28,7 +28,9 @@ def test_a_five_worker_soak_on_sqlite_has_no_errors_and_stops_everything() -> No
     assert row.lifecycles > 0 and row.rate > 0
     assert row.completed + row.failed >= row.lifecycles
     assert row.acq_p50_ms > 0 and row.acq_p99_ms >= row.acq_p50_ms
-    assert math.isfinite(row.rss_start_mib) and math.isfinite(row.rss_end_mib)
+    assert all(math.isfinite(x) for x in (row.rss_start_mib, row.rss_mid_mib, row.rss_end_mib))
+    assert 0 < row.late_lifecycles < row.lifecycles
+    assert math.isfinite(soak.growth_per_1000(row))
     assert "| this | 5 |" in soak.render(rows)
     left = [
         " ".join(p.cmdline())

@@ -6,6 +6,22 @@ the loop, its locks and state) and its :class:`StudyIndex` (the counts, queued r
 trials and prepared candidates the hot paths need). The collaborators of ``StudyManager``
 (``_leases``, ``_pool``, ``_retries``, ``_lifecycle``) share these objects; this module holds
 data and the storage's attribute names only, no behaviour, so every collaborator may import it.
+
+Where things are stored:
+    * study user attributes: ``archsearch:spec`` (the validated spec), ``archsearch:state``
+      (running/stopped/completed), ``archsearch:created_at``, ``archsearch:completed_reason``
+      (why a completed study completed); metric names via
+      ``set_metric_names`` so optuna-dashboard labels its axes;
+    * trial user attributes (visible in the dashboard): ``candidate`` (the full candidate spec),
+      ``arch`` (compact description), ``worker``, ``attempt``, ``metrics`` (every raw metric the
+      worker reported), ``info`` (provenance), ``fail_reason``; and readable one-value rows
+      next to the JSON (``metric.<name>``, ``info.<key>``, ``recipe.<key>``, ``data.<key>``:
+      ``_dashboard_attrs``), plus ``mapped_from`` where a table space mapped a suggestion;
+    * trial system attributes: ``archsearch:lease`` (the current lease id),
+      ``archsearch:failures`` (failures counted against the retry budget), and Optuna's own
+      ``failed_trial``/``retry_history`` so ``RetryHeartbeatStaleTrialCallback``'s helpers work;
+    * lease liveness: Optuna's heartbeat table (``record_heartbeat``); a lease expires when its
+      trial's heartbeat is older than the lease duration, and the reaper fails it.
 """
 
 from __future__ import annotations

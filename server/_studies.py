@@ -20,21 +20,7 @@ only what it can rebuild from the storage at start-up: one handle per archsearch
 parsed spec, the Optuna study object, the design space and the search loop) and a lock per
 study that serialises the study's state transitions inside this process.
 
-Where things are stored:
-    * study user attributes: ``archsearch:spec`` (the validated spec), ``archsearch:state``
-      (running/stopped/completed), ``archsearch:created_at``, ``archsearch:completed_reason``
-      (why a completed study completed); metric names via
-      ``set_metric_names`` so optuna-dashboard labels its axes;
-    * trial user attributes (visible in the dashboard): ``candidate`` (the full candidate spec),
-      ``arch`` (compact description), ``worker``, ``attempt``, ``metrics`` (every raw metric the
-      worker reported), ``info`` (provenance), ``fail_reason``; and readable one-value rows
-      next to the JSON (``metric.<name>``, ``info.<key>``, ``recipe.<key>``, ``data.<key>``:
-      ``_dashboard_attrs``), plus ``mapped_from`` where a table space mapped a suggestion;
-    * trial system attributes: ``archsearch:lease`` (the current lease id),
-      ``archsearch:failures`` (failures counted against the retry budget), and Optuna's own
-      ``failed_trial``/``retry_history`` so ``RetryHeartbeatStaleTrialCallback``'s helpers work;
-    * lease liveness: Optuna's heartbeat table (``record_heartbeat``); a lease expires when its
-      trial's heartbeat is older than the lease duration, and the reaper fails it.
+Where things are stored (study and trial attributes, heartbeats): ``_index``'s docstring.
 
 Leases (DESIGN.md principle 3): acquiring a trial gives it a fresh lease id (study id, trial
 id and a random token) and a heartbeat. Heartbeats and intermediate reports extend it. A reaper
@@ -65,8 +51,8 @@ in an urgent lane), written with SQLAlchemy Core on Optuna's own tables (``_stor
 loop's ask runs on ``DeferredTrialStorage``, which keeps the new trial in memory until
 its row, parameters and candidate are inserted in one transaction. Every RPC answers only
 after its writes are committed. Locks: ``StudyHandle.lock`` guards the in-memory index and is
-never held while the database or a sampler works (except by the reaper, the rare report and
-fail paths, and stop); ``StudyHandle.ask_lock`` serialises the loop's asks.
+never held while the database or a sampler works (except by the reaper, a report that prunes,
+and stop); ``StudyHandle.ask_lock`` serialises the loop's asks.
 """
 
 from __future__ import annotations

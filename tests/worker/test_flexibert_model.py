@@ -380,7 +380,7 @@ def test_mlm_pretraining_reduces_the_loss() -> None:
 def test_device_sequence_matrices_equal_the_cached_ones(kind: str) -> None:
     """The GPU path builds the padded per-example matrices from the lengths tensor; on the CPU
     it must give exactly what the cached numpy matrices give."""
-    from archsearch.worker._flexibert_model import (
+    from archsearch.worker._flexibert_mixers import (
         _device_sequence_matrices,
         _transform_matrices,
     )

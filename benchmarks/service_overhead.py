@@ -47,366 +47,59 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import multiprocessing as mp
 import os
-import select
 import shlex
 import shutil
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _overhead_clients import (
+    MAX_TRIALS,
+    PRELOAD_ENV,
+    STUDY,
+    TASK,
+    ClientJob,
+    _quiet_optuna,
+    client_main,
+    make_rdb,
+    preload,
+    prepare_sqlite,
+    space_options,
+)
+from _processes import (
+    Processes,
+    free_port,
+    load_average,
+    pct,
+    start_server_process,
+    tail,
+    wait_port,
+)
 from _results import append_section
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 DEFAULT_TABLE = str(REPO.parent / "shared" / "data" / "flexibert-small" / "dataset_small_sst2.json")
-TASK = "sst2"
-STUDY = "bench"
 SYSTEMS = {
     "ours": "archsearch serve (gRPC, server-side ask/tell)",
     "a": "Optuna ask/tell in-process (RDBStorage)",
     "b": "Optuna GrpcStorageProxy + run_grpc_proxy_server",
 }
-MAX_TRIALS = 100_000  # archsearch's n_trials cap; far more than any cell completes
 
-# ----------------------------------------------------------------------------- storage helpers
-
-
-def _sqlite_file(url: str) -> str:
-    return url[len("sqlite:///") :]
-
-
-def prepare_sqlite(url: str) -> None:
-    """Creates the file in WAL mode (persistent), as ``archsearch serve`` does for its files."""
-    with contextlib.closing(sqlite3.connect(_sqlite_file(url))) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-
-
-def make_rdb(url: str) -> Any:
-    """An ``RDBStorage`` with archsearch's SQLite settings (busy timeout, synchronous=NORMAL)."""
-    import optuna
-    import sqlalchemy
-
-    rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-
-    @sqlalchemy.event.listens_for(rdb.engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    rdb.engine.dispose()  # connections opened before the listener lack the pragma
-    return rdb
-
-
-def _quiet_optuna() -> None:
-    import warnings
-
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-# ----------------------------------------------------------------------------- client processes
-
-
-@dataclass
-class ClientJob:
-    system: str
-    index: int
-    target: str  # host:port for ours/b, storage URL for a
-    table: str
-    warmup_s: float
-    measure_s: float
-    space: str = "full"
-
-
-def client_main(job: ClientJob, ready: Any, go: Any, t0: Any, results: Any) -> None:
-    """One client process: set up, wait for the common start, loop lifecycles, send samples.
-
-    Samples are ``(t_end, lifecycle_s, acquire_s)`` for every lifecycle that ends after the
-    warm-up; the parent keeps those ending inside the measurement window.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    out: dict[str, Any] = {"index": job.index, "samples": [], "errors": 0, "no_work": 0}
-    try:
-        _quiet_optuna()
-        lifecycle = _setup(job)
-        ready.wait(timeout=120)
-        if not go.wait(timeout=120):
-            raise RuntimeError("no start signal from the parent")
-        warm_end = t0.value + job.warmup_s
-        end = warm_end + job.measure_s
-        samples = out["samples"]
-        last_error = ""
-        while True:
-            start = time.perf_counter()
-            if start >= end:
-                break
-            try:
-                acq = lifecycle()
-            except _NoWork:
-                out["no_work"] += 1
-                continue
-            except Exception as e:  # count and go on: a benchmark reports errors, not hides them
-                out["errors"] += 1
-                last_error = f"{type(e).__name__}: {e}"[:300]
-                continue
-            stop = time.perf_counter()
-            if stop >= warm_end:
-                samples.append((stop, stop - start, acq))
-        out["last_error"] = last_error
-    except Exception:
-        out["fatal"] = traceback.format_exc()[-2000:]
-        with contextlib.suppress(Exception):
-            ready.abort()  # the parent stops waiting for the others
-    results.put(out)
-
-
-class _NoWork(Exception):
-    pass
-
-
-# Parsing the table and building the space takes ~0.5 s of CPU per process; the forkserver does
-# it once (it imports this file as ``__mp_main__`` with the variable below set) and every client
-# process forked from it inherits the result.
-PRELOAD_ENV = "ARCHSEARCH_BENCH_PRELOAD_TABLE"
-_SPACES: dict[tuple[str, str], Any] = {}
-
-
-def space_options(table: str, space: str) -> dict[str, Any]:
-    """``full``: the whole flexibert-small space; ``table``: only the table's SST-2 rows."""
-    return {"table": table, "task": TASK} if space == "table" else {"task": TASK}
-
-
-def _space(table: str, space: str = "full") -> Any:
-    from archsearch.spaces import make_space
-
-    if (table, space) not in _SPACES:
-        _SPACES[table, space] = make_space("flexibert-small", space_options(table, space))
-    return _SPACES[table, space]
-
-
-def score(table: Any, arch: dict[str, Any]) -> float:
-    """The "training" result: the table's SST-2 score, or for an architecture the table lacks a
-    deterministic stand-in in the table's range (the same for all three systems; only the
-    cost of a lookup matters here)."""
-    recorded = table.score(arch, TASK)
-    if recorded is not None:
-        return float(recorded)
-    import hashlib
-
-    digest = hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).digest()
-    return 0.5 + int.from_bytes(digest[:4], "big") / 2**32 * 0.4
-
-
-if __name__ == "__mp_main__" and os.environ.get(PRELOAD_ENV):
-    from archsearch.spaces import load_table as _load_table
-
-    _load_table(os.environ[PRELOAD_ENV])
-    _space(os.environ[PRELOAD_ENV], "full")
-    _space(os.environ[PRELOAD_ENV], "table")
-
-
-def _setup(job: ClientJob) -> Any:
-    """Connects and returns a function running one lifecycle (returns acquire seconds or -1)."""
-    from archsearch.spaces import load_table
-
-    table = load_table(job.table)
-    if job.system == "ours":
-        from archsearch.server.client import WorkerClient
-        from archsearch.v1 import archsearch_pb2 as pb
-
-        client = WorkerClient(job.target)
-        client.wait_ready(30)
-        worker_id = f"bench-{job.index}"
-        caps = pb.WorkerCapabilities(trainers=["bert"], device="cpu", hostname="bench")
-        client.register(worker_id, caps)
-
-        def lifecycle() -> float:
-            a0 = time.perf_counter()
-            r = client.acquire(worker_id, caps, timeout_s=5.0, study_name=STUDY)
-            acq = time.perf_counter() - a0
-            if not r.has_trial:
-                raise _NoWork
-            cand = json.loads(r.candidate_json)
-            client.complete(r.lease.lease_id, {"accuracy": score(table, cand["architecture"])})
-            return acq
-
-        return lifecycle
-
-    import optuna
-
-    if job.system == "a":
-        storage: Any = optuna.storages.get_storage(make_rdb(job.target))
-    else:
-        host, port = job.target.rsplit(":", 1)
-        storage = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
-        storage.wait_server_ready(timeout=30)
-    study = optuna.load_study(
-        study_name=STUDY,
-        storage=storage,
-        sampler=optuna.samplers.RandomSampler(seed=1000 + job.index),
-    )
-    space = _space(job.table, job.space)
-
-    def ask_tell() -> float:
-        trial = study.ask()
-        arch = space.suggest(trial)
-        study.tell(trial, score(table, arch))
-        return -1.0
-
-    return ask_tell
-
+if __name__ == "__mp_main__" and os.environ.get(PRELOAD_ENV):  # the forkserver: see PRELOAD_ENV
+    preload(os.environ[PRELOAD_ENV])
 
 # ----------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log)}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(
-        f"server did not listen on 127.0.0.1:{port} in {timeout:.0f}s:\n{_tail(log)}"
-    )
-
-
-def _tail(path: Path, n: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
-class Processes:
-    """Every process this script starts, stopped (TERM, then KILL) by :meth:`stop_all`."""
-
-    def __init__(self) -> None:
-        self.popens: list[subprocess.Popen[Any]] = []
-        self.mps: list[Any] = []
-
-    def popen(
-        self, cmd: list[str], log: Path, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[Any]:
-        with open(log, "ab") as fh:
-            p = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=fh,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C goes to us; we stop it in order
-                cwd=str(REPO),
-                env=env,
-            )
-        self.popens.append(p)
-        return p
-
-    def stop_popen(self, p: subprocess.Popen[Any], grace: float = 5.0) -> None:
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-                p.wait(5)
-        if p.stdout is not None:
-            p.stdout.close()
-        if p in self.popens:
-            self.popens.remove(p)
-
-    def stop_clients(self, grace: float = 5.0) -> None:
-        deadline = time.monotonic() + grace
-        for proc in self.mps:
-            proc.join(max(0.0, deadline - time.monotonic()))
-        for proc in self.mps:
-            if proc.is_alive():
-                proc.terminate()
-        for proc in self.mps:
-            proc.join(3)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(3)
-        self.mps.clear()
-
-    def stop_all(self) -> None:
-        self.stop_clients(grace=0.5)
-        for p in list(self.popens):
-            self.stop_popen(p, grace=3.0)
-
-
-def start_server_process(
-    procs: Processes,
-    tmp: Path,
-    tag: str,
-    url: str,
-    extra: Sequence[str] = (),
-    env: dict[str, str] | None = None,
-) -> tuple[str, subprocess.Popen[Any]]:
-    """Starts ``archsearch serve`` on ``url`` (log: ``tmp/ours-TAG.log``); (HOST:PORT, process).
-
-    Also used by ``soak.py``.
-    """
-    log = tmp / f"ours-{tag}.log"
-    exe = Path(sys.executable).with_name("archsearch")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "archsearch.server.cli"]
-    cmd += [
-        "serve",
-        "--storage",
-        url,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--lease-seconds",
-        "3600",  # nothing may expire during a run
-        *extra,
-    ]
-    p = procs.popen(cmd, log, env)
-    assert p.stdout is not None
-    deadline = time.monotonic() + 60
-    buf = b""
-    target = ""
-    while time.monotonic() < deadline and not target:
-        if p.poll() is not None:
-            raise RuntimeError(f"archsearch serve exited with {p.returncode}:\n{_tail(log)}")
-        r, _, _ = select.select([p.stdout], [], [], 0.5)
-        if r:
-            chunk = os.read(p.stdout.fileno(), 4096)
-            buf += chunk
-            for line in buf.decode(errors="replace").splitlines():
-                if line.startswith("archsearch serving on "):
-                    target = line.split()[3]
-    if not target:
-        raise RuntimeError(f"archsearch serve did not start in 60s:\n{_tail(log)}")
-    return target, p
 
 
 def start_ours(
@@ -458,7 +151,7 @@ def start_proxy(procs: Processes, tmp: Path, tag: str) -> tuple[str, subprocess.
             return f"127.0.0.1:{port}", p
         except RuntimeError:
             procs.stop_popen(p)
-            if "in use" not in _tail(log).lower():
+            if "in use" not in tail(log).lower():
                 raise
     raise RuntimeError("could not find a free port for the Optuna proxy server")
 
@@ -493,12 +186,6 @@ class Cell:
     setup_s: float = 0.0
     drain_s: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-def _pct(values: list[float], q: float) -> float:
-    import numpy as np
-
-    return float(np.percentile(values, q)) * 1000.0 if values else float("nan")
 
 
 def run_cell(
@@ -575,19 +262,12 @@ def run_cell(
             f"only {cell.n} lifecycles in the window: too few for percentiles, raise --seconds"
         )
     cell.throughput = len(lat) / args.seconds
-    cell.p50_ms, cell.p99_ms = _pct(lat, 50), _pct(lat, 99)
-    cell.acq_p50_ms, cell.acq_p99_ms = _pct(acq, 50), _pct(acq, 99)
+    cell.p50_ms, cell.p99_ms = pct(lat, 50), pct(lat, 99)
+    cell.acq_p50_ms, cell.acq_p99_ms = pct(acq, 50), pct(acq, 99)
     return cell
 
 
 # ----------------------------------------------------------------------------- report
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
 
 
 def _f(x: float, digits: int = 1) -> str:
@@ -782,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_term)
     cells: list[Cell] = []
-    loads = [_load()]
+    loads = [load_average()]
     t_start = time.monotonic()
     print(
         f"service_overhead: systems {','.join(args.system_list)}, clients "
@@ -801,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"  p50 {_f(cell.p50_ms, 2):>7} ms"
                     f"  p99 {_f(cell.p99_ms, 2):>7} ms  acquire p99 {_f(cell.acq_p99_ms, 2):>7} ms"
                     f"  errors {cell.errors}  ({time.monotonic() - t:.0f}s: clients' set-up "
-                    f"{cell.setup_s:.0f}s, drain {cell.drain_s:.0f}s; load {_load()})",
+                    f"{cell.setup_s:.0f}s, drain {cell.drain_s:.0f}s; load {load_average()})",
                     flush=True,
                 )
     except KeyboardInterrupt:
@@ -810,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
-    loads.append(_load())
+    loads.append(load_average())
     table, lines, ok = render(cells, args)
     print()
     print(table)

@@ -50,9 +50,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _processes import Processes, load_average, pct, start_server_process, tail
 from _results import append_section
 from _soak_clients import ClientJob, Tally, client_main
-from service_overhead import Processes, _load, _pct, _tail, start_server_process
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_TRIALS = 100_000  # archsearch's n_trials cap per study
@@ -230,7 +230,7 @@ def run_phase(
         row.late_lifecycles += sum(1 for t_end, _ in tally.samples if mid <= t_end <= end)
         acquire.extend(inside)
     row.rate = row.lifecycles / max(1e-9, end - measure_from)
-    row.acq_p50_ms, row.acq_p99_ms = _pct(acquire, 50), _pct(acquire, 99)
+    row.acq_p50_ms, row.acq_p99_ms = pct(acquire, 50), pct(acquire, 99)
 
 
 def run_cell(
@@ -266,7 +266,7 @@ def run_cell(
         run_phase(q, procs, target, server.pid, row, args)
         if server.poll() is not None:
             row.errors += 1
-            row.notes.append(f"the server exited ({server.returncode}): {_tail(log)[-300:]}")
+            row.notes.append(f"the server exited ({server.returncode}): {tail(log)[-300:]}")
     finally:
         procs.stop_popen(server)
 
@@ -372,7 +372,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                     f"RSS {_f(row.rss_start_mib)} -> {_f(row.rss_end_mib)} MiB "
                     f"({time.monotonic() - t:.0f} s, set-up "
                     + ", ".join(f"{k} {v:.1f} s" for k, v in row.setup.items())
-                    + f"; load {_load()})",
+                    + f"; load {load_average()})",
                     flush=True,
                 )
     finally:
@@ -387,7 +387,7 @@ def run(args: argparse.Namespace) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    load_before = _load()
+    load_before = load_average()
     if args.py_spy and not Path(sys.executable).with_name("py-spy").exists():
         print(
             "soak: --py-spy needs py-spy beside this Python; install it with "
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             f"- started {started}; storage {args.storage}; simulated training "
             f"{args.train_seconds:g} s (uniform 0.5-1.5x), {args.fail_fraction:.0%} of trials "
             f"failed (retryable); {args.warmup:g} s unmeasured per phase; {args.procs} client "
-            f"process(es); load average before/after {load_before} / {_load()}\n"
+            f"process(es); load average before/after {load_before} / {load_average()}\n"
             + (f"- {args.note}\n" if args.note else "")
             + f"\n{table}\n"
             + ("\n" + "\n".join(notes) + "\n" if notes else "")

@@ -21,7 +21,7 @@ from archsearch.server import _storage
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._derived_trials import completion_extras
 from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from archsearch.server._index import StudyHandle
+from archsearch.server._index import LiveTrial, StudyHandle
 from archsearch.server._leases import LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
@@ -166,19 +166,7 @@ class TrialOutcomes:
             written: Future[Any] = self.writer.submit(finish)
             idx.live.pop(tid, None)
             idx.finishing[tid] = (lease_id, written, live.fp)
-        try:
-            written.result()
-        except _storage.TrialNotRunning as e:
-            with h.lock:
-                idx.finishing.pop(tid, None)
-            raise FailedPrecondition(
-                f"trial {live.number} of {h.spec.name} is already {e.state}; stop working on it"
-            ) from e
-        except Exception:
-            with h.lock:  # not stored: the lease stays valid and the worker may report again
-                idx.finishing.pop(tid, None)
-                idx.live[tid] = live
-            raise
+        self._committed(h, tid, live, written)
         for stored in written.result() or ():  # rank trials took these numbers
             self.storage.stored(h.study_id, stored.number)
         with h.lock:
@@ -214,19 +202,7 @@ class TrialOutcomes:
             idx.live.pop(tid, None)
             idx.finishing[tid] = (lease_id, settled, live.fp)
         try:
-            try:
-                written.result()
-            except _storage.TrialNotRunning as e:
-                with h.lock:
-                    idx.finishing.pop(tid, None)
-                raise FailedPrecondition(
-                    f"trial {live.number} of {h.spec.name} is already {e.state}; stop working on it"
-                ) from e
-            except Exception:
-                with h.lock:  # not stored: the lease stays valid and the worker may fail again
-                    idx.finishing.pop(tid, None)
-                    idx.live[tid] = live
-                raise
+            self._committed(h, tid, live, written)
             failed = self.storage.get_trial(tid) if released or retryable else None
             with h.lock:
                 idx.finishing.pop(tid, None)
@@ -240,3 +216,27 @@ class TrialOutcomes:
         settled.set_result(None)
         self.pool.top_up(h)
         return requeued
+
+    @staticmethod
+    def _committed(h: StudyHandle, tid: int, live: LiveTrial, written: Future[Any]) -> None:
+        """Waits for a finishing write queued for ``live``; when it was not stored, undoes the
+        in-memory finish (the trial leaves ``finishing``; on a failed write the lease stays
+        valid, so the worker may report again).
+
+        Raises:
+            FailedPrecondition: the trial was no longer RUNNING; nothing changed.
+        """
+        idx = h.index
+        try:
+            written.result()
+        except _storage.TrialNotRunning as e:
+            with h.lock:
+                idx.finishing.pop(tid, None)
+            raise FailedPrecondition(
+                f"trial {live.number} of {h.spec.name} is already {e.state}; stop working on it"
+            ) from e
+        except Exception:
+            with h.lock:
+                idx.finishing.pop(tid, None)
+                idx.live[tid] = live
+            raise

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from archsearch.spaces._curriculum_spec import validate_curriculum
@@ -84,7 +85,8 @@ _DATA_TYPES: dict[str, tuple[type, ...]] = {
     "hub_dataset": (str,),
     # which training examples to use (worker/_selectors.py): {"method": "none"} (default)
     "selection": (dict,),
-    # FlexiBERT's masked-LM pre-training text chosen by DSIR from a pool (method "dsir")
+    # FlexiBERT's masked-LM pre-training text chosen from pools: "dsir", or "random" (its
+    # baseline); PRETRAIN_SELECTION_METHODS
     "pretrain_selection": (dict,),
     # which training examples each epoch sees (spaces/_curriculum_spec.py, worker/_curriculum.py)
     "curriculum": (dict,),
@@ -118,6 +120,13 @@ SELECTION_METHODS: dict[str, dict[str, tuple[type, ...]]] = {
         **{k: (int, float) for k in ("fraction", "laplace")},
         "top_k": (bool,),
     },
+}
+#: ``data.pretrain_selection`` methods and their fields: ``dsir`` as above (with a ``pool``);
+#: ``random`` a seeded uniformly random k of the same pools' eligible texts, so it reads
+#: DSIR's fields less ``laplace`` and ``top_k`` (worker/_dsir_selector.py checks the values).
+PRETRAIN_SELECTION_METHODS: dict[str, dict[str, tuple[type, ...]]] = {
+    "dsir": SELECTION_METHODS["dsir"],
+    "random": {k: v for k, v in SELECTION_METHODS["dsir"].items() if k not in ("laplace", "top_k")},
 }
 
 
@@ -197,9 +206,12 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
     _one_of("data.source", out.get("source", "auto"), SOURCES)
     if "hub_dataset" in out and not out["hub_dataset"].strip():
         raise SpecError("data.hub_dataset", "must be a hub dataset name, got ''")
-    for key in ("selection", "pretrain_selection"):
-        if key in out:
-            out[key] = validate_selection(out[key], f"data.{key}")
+    if "selection" in out:
+        out["selection"] = validate_selection(out["selection"])
+    if "pretrain_selection" in out:
+        out["pretrain_selection"] = validate_selection(
+            out["pretrain_selection"], "data.pretrain_selection", PRETRAIN_SELECTION_METHODS
+        )
     if "curriculum" in out:
         out["curriculum"] = validate_curriculum(out["curriculum"])
     if "tasks" in out:
@@ -215,13 +227,17 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate_selection(
-    selection: dict[str, Any], section: str = "data.selection"
+    selection: dict[str, Any],
+    section: str = "data.selection",
+    methods: Mapping[str, Mapping[str, tuple[type, ...]]] = SELECTION_METHODS,
 ) -> dict[str, Any]:
     """Checks a ``data.selection`` object: a known ``method`` and only that method's fields.
 
     Args:
         selection: The object.
         section: Its place in the candidate, for errors (``data.pretrain_selection`` too).
+        methods: The methods and their fields (:data:`PRETRAIN_SELECTION_METHODS` for
+            ``data.pretrain_selection``).
 
     Returns:
         The object with ``method`` filled in ("none" when absent).
@@ -232,20 +248,20 @@ def validate_selection(
     if not isinstance(selection, dict):
         raise SpecError(section, f"must be a JSON object, got {type(selection).__name__}")
     method = selection.get("method", "none")
-    if method not in SELECTION_METHODS:
+    if method not in methods:
         raise SpecError(
             f"{section}.method",
             f"unknown selection method {method!r}",
-            f"one of {', '.join(SELECTION_METHODS)}",
+            f"one of {', '.join(methods)}",
         )
     fields = {k: v for k, v in selection.items() if k != "method"}
-    known = SELECTION_METHODS[method]
+    known = methods[method]
     for key in fields:
         if key not in known:
             reads = ", ".join(sorted(known)) or "no other field"
             raise SpecError(f"{section}.{key}", "unknown field", f"method {method!r} reads {reads}")
-    out = {"method": method, **_check_fields(section, fields, SELECTION_METHODS[method])}
-    if method == "random":
+    out = {"method": method, **_check_fields(section, fields, dict(known))}
+    if method == "random" and "size" in known:
         size = out.get("size")
         if size is None or size <= 0:
             raise SpecError(f"{section}.size", f"must be an int > 0, got {size!r}", "e.g. 1000")

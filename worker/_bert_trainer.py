@@ -263,7 +263,7 @@ class BertTrainer(TeacherTraining, Trainer):
         for task_id, entries in selected.items():
             prefix = "" if len(selected) == 1 else f"{task_id}."
             info.update({f"{prefix}{k}": v for k, v in entries.items()})
-            if "pretrain_selection" in data:  # the pre-training text DSIR chose
+            if "pretrain_selection" in data:  # the pre-training text dsir (or random) chose
                 pretrain = self.splits.pretrain_info.get(task_id, {})
                 info.update({f"{prefix}{k}": v for k, v in pretrain.items()})
         for task_id, outcome in outcomes.items():

@@ -1,8 +1,9 @@
 """DSIR selection: k pool texts towards a target, with provenance (the method is in
 ``_dsir_features``, the cache of features and weights in ``_dsir_cache``).
 
-:func:`dsir_select` returns the chosen indices with their provenance; :func:`select_texts` is
-the plain "k texts from a pool towards a target" entry point.
+:func:`dsir_select` returns the chosen indices with their provenance (``method="random"``: the
+seeded uniformly random baseline of the same size instead, with the same provenance);
+:func:`select_texts` is the plain "k texts from a pool towards a target" entry point.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -43,6 +44,7 @@ __all__ = [
     "FeatureMatrix",
     "HashedNgrams",
     "ImportanceWeights",
+    "SelectionMethod",
     "dsir_root",
     "dsir_select",
     "fit_importance",
@@ -53,6 +55,10 @@ __all__ = [
     "texts_digest",
     "tokenize",
 ]
+
+
+#: What :func:`dsir_select` picks: importance resampling, or its uniformly random baseline.
+SelectionMethod = Literal["dsir", "random"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +73,8 @@ class DsirSelection:
         shares: Each source's share of the selection (sources as given; one "pool" if none).
         pool_shares: Each source's share of the pool.
         kl_selected: KL(target || selection) on the hashed n-gram distributions.
-        kl_random: KL(target || a uniformly random selection of the same size and filter).
+        kl_random: KL(target || a uniformly random selection of the same size and filter;
+            for a ``"random"`` selection that selection itself, so ``kl_reduction`` is 0).
         eligible: How many pool texts passed the length filter.
     """
 
@@ -125,8 +132,15 @@ def dsir_select(
     top_k: bool = False,
     seed: int = 0,
     cache: DsirCache | None = None,
+    method: SelectionMethod = "dsir",
 ) -> DsirSelection:
     """Selects k pool texts towards the target's n-gram distribution.
+
+    With ``method="random"`` it selects the baseline instead: k of the texts that pass
+    ``min_length``, uniformly at random with ``seed`` (``np.random.default_rng(seed)``), the
+    very selection a ``"dsir"`` call with the same seed measures its ``kl_random`` on. The
+    weights are still fitted (and cached: a DSIR and a random selection of the same pool and
+    target share them) for the eligibility filter and the KL provenance.
 
     Args:
         pool: The texts to choose from.
@@ -139,11 +153,18 @@ def dsir_select(
         top_k: Deterministic top-k instead of Gumbel sampling.
         seed: The Gumbel noise's seed; also the random baseline's.
         cache: Where features and weights are kept (default: :data:`DEFAULT_CACHE`).
+        method: ``"dsir"`` (importance resampling) or ``"random"`` (the baseline); with
+            ``"random"``, ``laplace`` only smooths the target of the KL provenance.
 
     Raises:
-        ValueError: k is not positive, the pool or the target is empty or has no word, or
-            fewer than k pool texts pass ``min_length`` (the message says how many do).
+        ValueError: k is not positive, the pool or the target is empty or has no word,
+            fewer than k pool texts pass ``min_length`` (the message says how many do), an
+            unknown method, or ``top_k`` with ``method="random"``.
     """
+    if method not in ("dsir", "random"):
+        raise ValueError(f"method must be 'dsir' or 'random', got {method!r}")
+    if method == "random" and top_k:
+        raise ValueError("top_k is a DSIR setting: a random selection has no weights to rank")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if not pool or not target:
@@ -165,9 +186,14 @@ def dsir_select(
             f"only {count} of {len(pool)} pool texts are at least min_length {min_length} "
             f"tokens long, fewer than k = {k}: lower k or min_length{hint}"
         )
-    chosen = gumbel_top_k(weights.log_weights, k, eligible=eligible, seed=seed, top_k=top_k)
     baseline = np.sort(np.random.default_rng(seed).choice(np.flatnonzero(eligible), k, False))
+    chosen = (
+        baseline
+        if method == "random"
+        else gumbel_top_k(weights.log_weights, k, eligible=eligible, seed=seed, top_k=top_k)
+    )
     names = np.asarray(sources if sources is not None else ["pool"] * len(pool))
+    kl_selected = _kl_of(weights, chosen)
     return DsirSelection(
         indices=chosen,
         cache_hit=hit,
@@ -175,8 +201,8 @@ def dsir_select(
         ids_hash=hashlib.sha256(chosen.astype(np.int64).tobytes()).hexdigest()[:16],
         shares=_shares(names[chosen]),
         pool_shares=_shares(names),
-        kl_selected=_kl_of(weights, chosen),
-        kl_random=_kl_of(weights, baseline),
+        kl_selected=kl_selected,
+        kl_random=kl_selected if method == "random" else _kl_of(weights, baseline),
         eligible=count,
     )
 

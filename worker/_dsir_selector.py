@@ -11,6 +11,11 @@ the task's dev text; ``target`` names other text instead, and ``ngrams``, ``buck
 Each selection's provenance (pool hash, selected ids hash, the share of each source, KL to
 the target against a random selection of the same size) becomes trial info
 (:meth:`DsirSelector.provenance`).
+
+``data.pretrain_selection`` (a FlexiBERT candidate's masked-LM text,
+:func:`select_pretrain_texts`) takes ``{"method": "dsir", "pool": [...], "k": N}`` or its
+baseline ``{"method": "random", ...}`` with the same keys less ``laplace`` and ``top_k``: a
+seeded uniformly random k of the same eligible pool texts, with the same provenance.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from archsearch.worker._dsir import (
     DEFAULT_NGRAMS,
     DsirCache,
     DsirSelection,
+    SelectionMethod,
     dsir_select,
     resolve_k,
 )
@@ -148,11 +154,13 @@ def run_dsir(
     *,
     cache: DsirCache | None = None,
     section: str = "data.selection",
+    method: SelectionMethod = "dsir",
 ) -> DsirSelection:
     """DSIR over the named pools (concatenated in order) towards ``options["target"]``.
 
     ``options`` are checked ones (:func:`check_dsir_options`); the seed is ``options["seed"]``
-    or drawn from ``rng`` (the recipe's seed).
+    or drawn from ``rng`` (the recipe's seed). ``method="random"``: the uniformly random
+    selection DSIR's provenance compares against (:func:`~archsearch.worker._dsir.dsir_select`).
 
     Raises:
         SpecError: The selection cannot be made (too few texts pass ``min_length``, k larger
@@ -180,24 +188,36 @@ def run_dsir(
             top_k=options["top_k"],
             seed=seed,
             cache=cache,
+            method=method,
         )
     except ValueError as e:
         raise SpecError(section, str(e)) from e
 
 
+#: The methods of ``data.pretrain_selection``.
+PRETRAIN_METHODS: tuple[SelectionMethod, ...] = ("dsir", "random")
+#: Settings only DSIR reads; a ``random`` pre-training selection refuses them.
+_DSIR_ONLY = ("laplace", "top_k")
+
+
 def check_pretrain_selection(selection: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``data.pretrain_selection`` checked: method ``dsir``, a ``pool`` named, the target
-    defaulting to the task's training text.
+    """A ``data.pretrain_selection`` checked: method ``dsir`` or ``random``, a ``pool`` named,
+    the target defaulting to the task's training text; the result keeps ``method``.
+
+    ``random`` takes DSIR's keys (``pool``, ``k``/``fraction``, ``target``, ``ngrams``,
+    ``buckets``, ``min_length``, ``seed``: the same eligible texts and the same KL
+    provenance) but refuses ``laplace`` and ``top_k``, which only shape DSIR's weights.
 
     Raises:
-        SpecError: Another method, no pool, or a bad dsir setting (the field is named).
+        SpecError: Another method, no pool, a DSIR-only setting for random, or a bad
+            setting (the field is named).
     """
     section = "data.pretrain_selection"
     method = selection.get("method", "none")
-    if method != "dsir":
+    if method not in PRETRAIN_METHODS:
         raise SpecError(
             f"{section}.method",
-            f"{method!r}: pre-training text is selected by 'dsir'",
+            f"{method!r}: pre-training text is selected by 'dsir' or 'random' (its baseline)",
             'e.g. {"method": "dsir", "pool": ["glue:sst2", "glue:qnli/test"], "k": 20000}',
         )
     if "pool" not in selection:
@@ -206,7 +226,15 @@ def check_pretrain_selection(selection: Mapping[str, Any]) -> dict[str, Any]:
             "name the texts to choose from",
             'e.g. ["glue:sst2", "glue:qnli/test", "file:/data/wiki.txt"]',
         )
-    return check_dsir_options({"target": "train", **selection}, section)
+    if method == "random":
+        for key in _DSIR_ONLY:
+            if key in selection:
+                raise SpecError(
+                    f"{section}.{key}",
+                    "a DSIR setting: a random selection has no importance weights",
+                    f"leave {key} out, or use method 'dsir'",
+                )
+    return {"method": method, **check_dsir_options({"target": "train", **selection}, section)}
 
 
 def select_pretrain_texts(
@@ -221,13 +249,24 @@ def select_pretrain_texts(
     Args:
         selection: The checked-for-types object (:func:`check_pretrain_selection` runs here).
         texts: Reads a source name's texts.
-        seed: The recipe's seed (the Gumbel seed unless ``selection`` gives one).
+        seed: The recipe's seed (the Gumbel seed, or the random pick's, unless ``selection``
+            gives one).
+
+    Returns:
+        The texts in pool order, and ``pretrain_selection`` (the method) with the
+        selection's provenance: the same keys for ``dsir`` and ``random``.
     """
     options = check_pretrain_selection(selection)
     pools = {name: list(texts(name)) for name in options["pool"]}
     chosen = run_dsir(
-        pools, options, texts, random.Random(seed), cache=cache, section="data.pretrain_selection"
+        pools,
+        options,
+        texts,
+        random.Random(seed),
+        cache=cache,
+        section="data.pretrain_selection",
+        method=options["method"],
     )
     pool = [t for texts_ in pools.values() for t in texts_]
-    info = {"pretrain_selection": "dsir", **chosen.info("pretrain_selection")}
+    info = {"pretrain_selection": options["method"], **chosen.info("pretrain_selection")}
     return [pool[i] for i in chosen.indices], info

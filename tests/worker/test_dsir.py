@@ -167,6 +167,44 @@ def test_empty_texts_are_never_selected() -> None:
         dsir_select(pool, ["the cat sat"], 4, cache=DsirCache())
 
 
+def test_random_method_selects_the_baseline_dsir_compares_against(
+    texts: tuple[list[str], list[str]],
+) -> None:
+    """``method="random"``: k eligible texts uniformly at random, by seed; with DSIR's seed
+    exactly the selection DSIR's ``kl_random`` is measured on, from the same cached weights."""
+    pool, target = texts
+    pool = [*pool, "", "  "]  # two texts no selection may take
+    sources = ["cola"] * 1500 + ["rte"] * 800 + ["sst2"] * (len(pool) - 2300)
+    cache = DsirCache()
+    dsir = dsir_select(pool, target, 300, sources=sources, seed=7, cache=cache)
+    rnd = dsir_select(pool, target, 300, sources=sources, seed=7, cache=cache, method="random")
+    assert rnd.cache_hit and (cache.hits, cache.misses) == (1, 1)
+    eligible = cache.weights(pool, target)[0].eligible(1)
+    baseline = np.sort(np.random.default_rng(7).choice(np.flatnonzero(eligible), 300, False))
+    np.testing.assert_array_equal(rnd.indices, baseline)
+    assert len(set(rnd.indices.tolist())) == 300 and eligible[rnd.indices].all()
+    assert rnd.ids_hash != dsir.ids_hash and set(rnd.indices) != set(dsir.indices)
+    assert rnd.pool_hash == dsir.pool_hash and rnd.eligible == dsir.eligible == len(pool) - 2
+    # its KL is DSIR's kl_random: the same measure, and no reduction against itself
+    assert rnd.kl_selected == rnd.kl_random == dsir.kl_random and rnd.kl_reduction == 0
+    assert rnd.pool_shares == dsir.pool_shares
+    assert rnd.shares["rte"] == pytest.approx(800 / len(pool), abs=0.06)  # the pool's share
+    info = rnd.info("pretrain_selection")
+    assert info.keys() == dsir.info("pretrain_selection").keys()
+    assert info["pretrain_selection_kl_reduction"] == "0"
+    # deterministic by seed
+    again = dsir_select(pool, target, 300, seed=7, cache=cache, method="random")
+    np.testing.assert_array_equal(again.indices, rnd.indices)
+    other = dsir_select(pool, target, 300, seed=8, cache=cache, method="random")
+    assert other.ids_hash != rnd.ids_hash
+    with pytest.raises(ValueError, match="top_k is a DSIR setting"):
+        dsir_select(pool, target, 3, top_k=True, cache=cache, method="random")
+    with pytest.raises(ValueError, match="'dsir' or 'random', got 'uniform'"):
+        dsir_select(pool, target, 3, cache=cache, method="uniform")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=f"only {len(pool) - 2} of {len(pool)} pool texts"):
+        dsir_select(pool, target, len(pool) - 1, cache=cache, method="random")
+
+
 def test_a_second_selection_with_another_k_is_a_cache_hit(
     texts: tuple[list[str], list[str]],
 ) -> None:

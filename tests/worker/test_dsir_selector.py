@@ -11,10 +11,15 @@ from typing import Any
 import pytest
 from _tiny import TINY_BERT
 
-from archsearch.spaces import Candidate, SpecError, validate_data
+from archsearch.spaces import PRETRAIN_SELECTION_METHODS, Candidate, SpecError, validate_data
 from archsearch.worker import CandidateError, TrainContext, load_split
 from archsearch.worker._dsir import DSIR_DIR_ENV, DsirCache, dsir_select
-from archsearch.worker._dsir_selector import DsirSelector, check_pretrain_selection
+from archsearch.worker._dsir_selector import (
+    PRETRAIN_METHODS,
+    DsirSelector,
+    check_pretrain_selection,
+    select_pretrain_texts,
+)
 from archsearch.worker._pretrain_cache import PRETRAIN_DIR_ENV
 from archsearch.worker._selectors import SELECTORS, SelectionPlan, make_selector
 from archsearch.worker._text_pools import file_texts, glue_texts, load_texts, source_names
@@ -179,25 +184,95 @@ def test_trainer_reports_a_selection_it_cannot_make() -> None:
 
 
 def test_pretrain_selection_checks() -> None:
-    with pytest.raises(SpecError, match=r"data\.pretrain_selection\.method: 'random'"):
-        check_pretrain_selection({"method": "random", "size": 3})
-    with pytest.raises(SpecError, match=r"data\.pretrain_selection\.pool: name the texts"):
-        check_pretrain_selection({"method": "dsir", "k": 3})
-    checked = check_pretrain_selection({"method": "dsir", "k": 3, "pool": "glue:cola"})
-    assert checked["target"] == ["train"] and checked["pool"] == ["glue:cola"]
-    with pytest.raises(SpecError, match=r"data\.pretrain_selection\.size"):
-        validate_data({"pretrain_selection": {"method": "random", "size": 0}})
+    for method in ("none", "uniform"):
+        with pytest.raises(SpecError, match=r"data\.pretrain_selection\.method: ") as info:
+            check_pretrain_selection({"method": method, "k": 3, "pool": "glue:cola"})
+        assert f"{method!r}" in str(info.value)
+        assert "'dsir' or 'random'" in str(info.value)
+        with pytest.raises(SpecError, match=r"selection\.method: .*\(one of dsir, random\)"):
+            validate_data({"pretrain_selection": {"method": method}})
+    for method in PRETRAIN_METHODS:
+        with pytest.raises(SpecError, match=r"data\.pretrain_selection\.pool: name the texts"):
+            check_pretrain_selection({"method": method, "k": 3})
+        checked = check_pretrain_selection({"method": method, "k": 3, "pool": "glue:cola"})
+        assert checked["target"] == ["train"] and checked["pool"] == ["glue:cola"]
+        assert checked["method"] == method
+    assert set(PRETRAIN_METHODS) == set(PRETRAIN_SELECTION_METHODS)
+    # random reads DSIR's keys (same pools, filter and KL measure) but not its weights' settings
+    for key, value in (("laplace", 1.0), ("top_k", True)):
+        selection = {"method": "random", "k": 3, "pool": "glue:cola", key: value}
+        with pytest.raises(SpecError, match=rf"pretrain_selection\.{key}: a DSIR setting"):
+            check_pretrain_selection(selection)
+        with pytest.raises(SpecError, match=rf"pretrain_selection\.{key}: unknown field"):
+            validate_data({"pretrain_selection": selection})
+        check_pretrain_selection({**selection, "method": "dsir"})
+    with pytest.raises(SpecError, match=r"pretrain_selection\.k: must be an int >= 1"):
+        check_pretrain_selection({"method": "random", "k": 0, "pool": "glue:cola"})
+    with pytest.raises(SpecError, match=r"data\.pretrain_selection\.size: unknown field"):
+        validate_data({"pretrain_selection": {"method": "random", "size": 3}})
+    random_ = {"method": "random", "pool": ["glue:cola"], "fraction": 0.5, "min_length": 3}
+    assert validate_data({"pretrain_selection": random_})["pretrain_selection"] == random_
+    # data.selection's own random method is unchanged
+    with pytest.raises(SpecError, match=r"data\.selection\.size"):
+        validate_data({"selection": {"method": "random", "size": 0}})
+    with pytest.raises(SpecError, match=r"data\.selection\.pool: unknown field"):
+        validate_data({"selection": {"method": "random", "size": 3, "pool": "glue:cola"}})
 
 
-def test_flexibert_pretrains_on_dsir_selected_text(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from archsearch.worker._bert_trainer import BertTrainer
+def test_random_pretrain_selection_is_dsirs_baseline_with_the_same_provenance() -> None:
+    pools = {
+        "a.txt": [f"the cat number {i} sat on the mat" for i in range(60)] + ["", " "],
+        "b.txt": [f"stock prices fell {i} points today" for i in range(40)],
+    }
+    target = [f"the cat number {i} sat on the mat" for i in range(20)]
 
-    monkeypatch.setenv(PRETRAIN_DIR_ENV, str(tmp_path / "pretrained"))
+    def texts(name: str) -> list[str]:
+        return target if name == "train" else pools[name]
+
+    selection = {"pool": ["a.txt", "b.txt"], "k": 30, "seed": 5}
+    cache = DsirCache()
+    dsir_texts, dsir_info = select_pretrain_texts({"method": "dsir", **selection}, texts, 0, cache)
+    rnd_texts, rnd_info = select_pretrain_texts({"method": "random", **selection}, texts, 0, cache)
+    assert rnd_info.keys() == dsir_info.keys()
+    assert (rnd_info["pretrain_selection"], dsir_info["pretrain_selection"]) == ("random", "dsir")
+    assert rnd_info["pretrain_selection_cache"] == "hit"  # the same weights
+    assert rnd_info["pretrain_selection_size"] == "30" and len(rnd_texts) == 30
+    assert rnd_info["pretrain_selection_eligible"] == "100"
+    assert rnd_info["pretrain_selection_kl_reduction"] == "0"
+    assert rnd_info["pretrain_selection_kl"] == rnd_info["pretrain_selection_kl_random"]
+    assert rnd_info["pretrain_selection_kl_random"] == dsir_info["pretrain_selection_kl_random"]
+    assert rnd_info["pretrain_selection_pool_hash"] == dsir_info["pretrain_selection_pool_hash"]
+    assert rnd_info["pretrain_selection_ids_hash"] != dsir_info["pretrain_selection_ids_hash"]
+    assert json.loads(rnd_info["pretrain_selection_pool_shares"]) == {
+        "a.txt": pytest.approx(62 / 102, abs=1e-6),
+        "b.txt": pytest.approx(40 / 102, abs=1e-6),
+    }
+    assert all(t.strip() for t in rnd_texts) and rnd_texts != dsir_texts
+    # DSIR leans to the cats; random takes the pool's mix
+    assert sum("cat" in t for t in dsir_texts) > sum("cat" in t for t in rnd_texts)
+    pool = pools["a.txt"] + pools["b.txt"]
+    baseline = dsir_select(pool, target, 30, seed=5, cache=cache, method="random")
+    assert rnd_texts == [pool[i] for i in baseline.indices]
+    # without a seed of its own, the recipe's seed draws it: the same one for both methods
+    unseeded = {"pool": ["a.txt", "b.txt"], "k": 30}
+    again, _ = select_pretrain_texts({"method": "random", **unseeded}, texts, 9, cache)
+    assert again == select_pretrain_texts({"method": "random", **unseeded}, texts, 9, cache)[0]
+    assert again != select_pretrain_texts({"method": "random", **unseeded}, texts, 10, cache)[0]
+    seed = random.Random(9).randrange(2**31)
+    drawn = dsir_select(pool, target, 30, seed=seed, cache=cache, method="random")
+    assert again == [pool[i] for i in drawn.indices]
+
+
+def _wiki(tmp_path: Path) -> Path:
     wiki = tmp_path / "wiki.txt"
     wiki.write_text("\n".join(f"the history of city number {i} is long ." for i in range(30)))
-    spec = {
+    return wiki
+
+
+def _flexibert_spec(wiki: Path, method: str) -> dict[str, Any]:
+    """A tiny FlexiBERT candidate pre-training 2 steps on 64 texts of CoLA and ``wiki`` chosen
+    by ``method`` towards SST-2's dev text."""
+    return {
         "space": "flexibert",
         "architecture": {
             "l": 2,
@@ -221,13 +296,23 @@ def test_flexibert_pretrains_on_dsir_selected_text(
             "train_subset": 32,
             "eval_subset": 16,
             "pretrain_selection": {
-                "method": "dsir",
+                "method": method,
                 "pool": ["glue:cola", str(wiki)],
                 "target": "glue:sst2/dev",
                 "k": 64,
             },
         },
     }
+
+
+def test_flexibert_pretrains_on_dsir_selected_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archsearch.worker._bert_trainer import BertTrainer
+
+    monkeypatch.setenv(PRETRAIN_DIR_ENV, str(tmp_path / "pretrained"))
+    wiki = _wiki(tmp_path)
+    spec = _flexibert_spec(wiki, "dsir")
     trainer = BertTrainer(glue_dir=str(SHARED_GLUE))
     result = trainer.train(Candidate.from_dict(spec), TrainContext())
     assert result.metrics["pretrain_steps"] == 2.0
@@ -239,7 +324,7 @@ def test_flexibert_pretrains_on_dsir_selected_text(
         30 / (8551 + 30), abs=1e-6
     )
     # Another selection is another pre-training corpus: not the cached encoder.
-    spec["data"]["pretrain_selection"]["k"] = 32  # type: ignore[index]
+    spec["data"]["pretrain_selection"]["k"] = 32
     other = trainer.train(Candidate.from_dict(spec), TrainContext())
     assert other.metrics["pretrain_cached"] == 0.0
     assert other.info["pretrain_selection_cache"] == "hit"
@@ -248,3 +333,37 @@ def test_flexibert_pretrains_on_dsir_selected_text(
     spec["architecture"] = TINY_BERT
     with pytest.raises(CandidateError, match="needs space flexibert"):
         trainer.train(Candidate.from_dict(spec), TrainContext())
+
+
+def test_flexibert_pretrains_on_random_selected_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The baseline through the same path: as many random texts of the same pools, the same
+    provenance, and another pre-training corpus than DSIR's (so not DSIR's cached encoder)."""
+    from archsearch.worker._bert_trainer import BertTrainer
+
+    monkeypatch.setenv(PRETRAIN_DIR_ENV, str(tmp_path / "pretrained"))
+    wiki = _wiki(tmp_path)
+    trainer = BertTrainer(glue_dir=str(SHARED_GLUE))
+    result = trainer.train(Candidate.from_dict(_flexibert_spec(wiki, "random")), TrainContext())
+    assert result.metrics["pretrain_steps"] == 2.0 and result.metrics["pretrain_cached"] == 0.0
+    info = result.info
+    assert info["pretrain_selection"] == "random" and info["pretrain_selection_size"] == "64"
+    assert info["pretrain_selection_kl_reduction"] == "0"
+    assert info["pretrain_selection_kl"] == info["pretrain_selection_kl_random"]
+    shares = json.loads(info["pretrain_selection_shares"])
+    assert set(shares) <= {"glue:cola", str(wiki)} and sum(shares.values()) == pytest.approx(1)
+
+    dsir = trainer.train(Candidate.from_dict(_flexibert_spec(wiki, "dsir")), TrainContext())
+    assert dsir.info["pretrain_selection"] == "dsir"
+    assert dsir.metrics["pretrain_cached"] == 0.0  # another corpus: another cache key
+    assert dsir.info["pretrain_selection_cache"] == "hit"  # the same DSIR weights
+    # the random selection is the very baseline DSIR's provenance compares against
+    assert dsir.info["pretrain_selection_kl_random"] == info["pretrain_selection_kl"]
+    assert dsir.info["pretrain_selection_ids_hash"] != info["pretrain_selection_ids_hash"]
+    assert {k for k in dsir.info if k.startswith("pretrain_selection")} == {
+        k for k in info if k.startswith("pretrain_selection")
+    }
+    again = trainer.train(Candidate.from_dict(_flexibert_spec(wiki, "random")), TrainContext())
+    assert again.metrics["pretrain_cached"] == 1.0  # the random corpus's own encoder
+    assert again.info["pretrain_selection_ids_hash"] == info["pretrain_selection_ids_hash"]

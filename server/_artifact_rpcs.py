@@ -1,5 +1,6 @@
 """WorkerService's artifact RPCs: UploadArtifact (client stream), DownloadArtifact (server
-stream) and ListArtifacts, on top of :class:`~archsearch.server._trial_artifacts.TrialArtifacts`.
+stream), ListArtifacts and FindArtifact (which trial of a study holds an artifact), on top of
+:class:`~archsearch.server._trial_artifacts.TrialArtifacts`.
 
 Streams are registered with raw-bytes deserialisers like every other method
 (``_servicers.method_handlers``): each message is parsed here, so an undecodable one gets
@@ -125,3 +126,10 @@ class ArtifactWorkerServicer(WorkerServicer):
     ) -> pb.ListArtifactsResponse:
         found = self.artifacts.of_trial(request.study_name, _trial_number(request.trial_number))
         return pb.ListArtifactsResponse(artifacts=[artifact_to_pb(a) for a in found])
+
+    @rpc
+    def FindArtifact(
+        self, request: pb.FindArtifactRequest, context: grpc.ServicerContext
+    ) -> pb.FindArtifactResponse:
+        number, info = self.artifacts.holder(request.study_name, request.name)
+        return pb.FindArtifactResponse(trial_number=number, artifact=artifact_to_pb(info))

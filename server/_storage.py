@@ -1,6 +1,7 @@
 """The server's storage boundary, with ``_deferred_storage``: the only modules that touch
 Optuna's private attributes and tables (``Study._study_id``, ``FrozenTrial._trial_id``,
-``RDBStorage``'s stale trial query, its ORM models; ``_deferred_storage``: ``_CachedStorage``),
+``RDBStorage``'s stale trial query, its ORM models, ``optuna.artifacts``' attribute prefix;
+``_deferred_storage``: ``_CachedStorage``),
 so an Optuna upgrade is checked here. This module holds the helpers and the one-transaction
 trial operations (lease, heartbeat, report, finish, insert); opening the storage (public API
 only) is ``_database``.
@@ -16,11 +17,15 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
 from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server._sql import to_stored, upsert_attrs, upsert_statement, utcnow
+
+#: The trial system attribute prefix of ``optuna.artifacts``' records (``artifacts:<id>``).
+ARTIFACT_META_PREFIX: str = ARTIFACTS_ATTR_PREFIX
 
 
 def study_id_of(study: optuna.Study) -> int:
@@ -43,6 +48,27 @@ def insert_trial_system_attr(rdb: RDBStorage, trial_id: int, key: str, value: An
                 trial_id=trial_id, key=key, value_json=json.dumps(value)
             )
         )
+
+
+def attrs_with_prefix(
+    rdb: RDBStorage, study_id: int, prefixes: Sequence[str]
+) -> list[tuple[int, str, str]]:
+    """(trial number, key, JSON value) of every trial system attribute of the study whose key
+    starts with one of ``prefixes``, by trial number: one query, no trial loaded (a study's
+    artifact records, ``artifacts:<id>`` as ``optuna.artifacts`` writes them)."""
+    attrs = models.TrialSystemAttributeModel.__table__
+    trials = models.TrialModel.__table__
+    query = (
+        sqlalchemy.select(trials.c.number, attrs.c.key, attrs.c.value_json)
+        .join(trials, attrs.c.trial_id == trials.c.trial_id)
+        .where(
+            trials.c.study_id == study_id,
+            sqlalchemy.or_(*(attrs.c.key.startswith(p, autoescape=True) for p in prefixes)),
+        )
+        .order_by(trials.c.number, attrs.c.key)
+    )
+    with rdb.engine.connect() as conn:
+        return [(int(n), str(k), str(v)) for n, k, v in conn.execute(query)]
 
 
 def trial_id_of(trial: FrozenTrial | optuna.Trial) -> int:

@@ -39,6 +39,7 @@ from archsearch.server._errors import (
     ResourceExhausted,
     ServiceError,
 )
+from archsearch.server._storage import ARTIFACT_META_PREFIX, attrs_with_prefix
 from archsearch.server._studies import StudyManager, parse_lease_id
 
 log = logging.getLogger("archsearch.server")
@@ -285,6 +286,47 @@ class TrialArtifacts:
                 return a
         which = f"named {name[:60]!r}" if name else f"with id {artifact_id[:60]!r}"
         raise NotFound(f"trial {number} of {study_name!r} has no artifact {which}")
+
+    def holder(self, study_name: str, name: str) -> tuple[int, ArtifactInfo]:
+        """The lowest-numbered trial of ``study_name`` (in any state) holding a whole upload
+        named ``name`` (its size and sha256 recorded: the bytes were checked and stored), and
+        that artifact. One query over the study's artifact records, no trial loaded.
+
+        Raises:
+            InvalidArgument: Empty ``study_name``, or a name no upload could have.
+            NotFound: Unknown study, or no trial holds such an artifact.
+        """
+        if not study_name:
+            raise InvalidArgument("study_name is required")
+        check_name(name)
+        try:
+            study_id = self.rdb.get_study_id_from_name(study_name)
+        except KeyError:
+            raise NotFound(f"unknown study {study_name[:100]!r}") from None
+        metas: list[tuple[int, str, dict[str, Any]]] = []  # (trial number, id, Optuna's meta)
+        records: dict[str, dict[str, Any]] = {}  # artifact id -> the checked size and sha256
+        for number, key, raw in attrs_with_prefix(
+            self.rdb, study_id, (ARTIFACT_META_PREFIX, SHA_ATTR_PREFIX)
+        ):
+            try:
+                value = json.loads(raw)
+                if isinstance(value, str):  # ours are stored as a JSON string of JSON
+                    value = json.loads(value)
+            except ValueError:
+                continue
+            if not isinstance(value, dict):
+                continue
+            if key.startswith(SHA_ATTR_PREFIX):
+                records[key[len(SHA_ATTR_PREFIX) :]] = value
+            else:
+                metas.append((number, key[len(ARTIFACT_META_PREFIX) :], value))
+        for number, artifact_id, meta in metas:  # by trial number
+            record = records.get(artifact_id)
+            if meta.get("filename") == name and record and record.get("sha256"):
+                mimetype = str(meta.get("mimetype") or "application/octet-stream")
+                size, sha = int(record.get("size", 0)), str(record["sha256"])
+                return number, ArtifactInfo(artifact_id, name, size, sha, mimetype)
+        raise NotFound(f"no trial of {study_name[:100]!r} has an artifact named {name!r}")
 
     def chunks(self, info: ArtifactInfo) -> Iterator[bytes]:
         """The stored bytes of ``info``, ``CHUNK_BYTES`` at a time; DataLoss at the end when

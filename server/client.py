@@ -369,6 +369,14 @@ class WorkerClient(_Base):
         )
         return list(resp.artifacts)
 
+    def find_artifact(self, study_name: str, name: str) -> pb.FindArtifactResponse:
+        """The lowest-numbered trial of a study holding a whole upload named ``name``
+        (``trial_number``) and that artifact. Raises ClientError: NOT_FOUND for an unknown
+        study or when no trial holds one; INVALID_ARGUMENT for an empty study or a bad name."""
+        return self._call(
+            self.stub.FindArtifact, pb.FindArtifactRequest(study_name=study_name, name=name)
+        )
+
 
 def trainer_info_to_pb(info: TrainerInfo) -> pb.TrainerInfo:
     """The wire form of a trainer's metadata (the server reads it back and validates it)."""

@@ -230,7 +230,9 @@ class BertTrainer(TeacherTraining, Trainer):
         # the data selector's provenance (pool, chosen ids, KL), before a teacher re-encodes
         selected = {t.id: dict(self.splits.selection_info.get(t.id, {})) for t in plan.tasks}
         curricula = {  # data.curriculum: each epoch's examples (None: all of them)
-            t.id: make_curriculum(data, t, self.splits.train_examples.get(t.id, []), recipe)
+            t.id: make_curriculum(
+                data, t, self.splits.train_examples.get(t.id, []), recipe, context=context
+            )
             for t in plan.tasks
         }
         context.check()

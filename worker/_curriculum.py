@@ -34,11 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from archsearch.worker._difficulty import Difficulties, item_difficulties
+from archsearch.worker._difficulty import Difficulties
+from archsearch.worker._difficulty_sharing import shared_item_difficulties
 from archsearch.worker._example import GlueExample
 from archsearch.worker._irt import estimate_ability
 from archsearch.worker._task_info import Task
-from archsearch.worker._trainer import CandidateError
+from archsearch.worker._trainer import CandidateError, TrainContext
 
 __all__ = ["Answer", "Curriculum", "competency", "make_curriculum"]
 
@@ -186,9 +187,11 @@ def make_curriculum(
     task: Task,
     examples: Sequence[GlueExample],
     recipe: Mapping[str, Any],
+    context: TrainContext | None = None,
 ) -> Curriculum | None:
     """The curriculum a candidate's checked ``data`` asks for on ``task``'s training
-    ``examples`` (as encoded, in order); None for none.
+    ``examples`` (as encoded, in order); None for none. With a ``context`` that has a server,
+    IRT difficulties are shared by the study's trials (:mod:`._difficulty_sharing`).
 
     Raises:
         CandidateError: IRT difficulty on a regression task (a crowd's answers are right or
@@ -204,8 +207,8 @@ def make_curriculum(
         )
     texts = [" ".join(e.texts) for e in examples]
     try:
-        difficulties = item_difficulties(
-            texts, [int(e.label) for e in examples], options, task=task.id
+        difficulties = shared_item_difficulties(
+            texts, [int(e.label) for e in examples], options, task=task.id, context=context
         )
         return Curriculum(options, difficulties, recipe)
     except ValueError as e:

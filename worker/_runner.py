@@ -316,6 +316,7 @@ class Worker:
             upload=lambda path, name: self.client.upload_artifact(lease.lease_id, path, name),
             download=self.client.download_artifact,
             study_name=lease.study_name,
+            find=self._find_artifact,
         )
         started = time.monotonic()
         try:
@@ -359,6 +360,16 @@ class Worker:
             log.warning("trial %s: completion refused: %s", tag, e)
         finally:
             done.set()
+
+    def _find_artifact(self, study: str, name: str) -> int | None:
+        """The trial of ``study`` holding an artifact ``name``; None when none does (NOT_FOUND;
+        any other refusal raises ClientError)."""
+        try:
+            return int(self.client.find_artifact(study, name).trial_number)
+        except ClientError as e:
+            if e.code == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
 
     def _heartbeats(self, lease_id: str, state: _TrialState, done: threading.Event) -> None:
         while not done.wait(self.heartbeat_interval_s):

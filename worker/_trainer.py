@@ -54,6 +54,8 @@ class TrainContext:
         download: ``download(study, trial_number, name, dest)``; fetches another trial's
             artifact through the server (``WorkerClient.download_artifact``).
         study_name: the study of the trial being trained.
+        find: ``find(study, name) -> trial number or None``; which trial of a study holds a
+            whole upload named ``name`` (``WorkerClient.find_artifact``; None when none does).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class TrainContext:
         upload: Callable[[Path, str], str] | None = None,
         download: Callable[[str, int, str, Path], object] | None = None,
         study_name: str = "",
+        find: Callable[[str, str], int | None] | None = None,
     ) -> None:
         self._report = report
         self._should_stop = should_stop
@@ -75,6 +78,7 @@ class TrainContext:
         self._upload = upload
         self._download = download
         self.study_name = study_name
+        self._find = find
 
     @property
     def has_server(self) -> bool:
@@ -107,6 +111,19 @@ class TrainContext:
         dest = Path(dest)
         self._download(study or self.study_name, trial_number, name, dest)
         return dest
+
+    def find_artifact(self, name: str, study: str = "") -> int | None:
+        """The number of the lowest-numbered trial of ``study`` (default this trial's) holding
+        a whole upload named ``name``, any state, this trial included; None when none does.
+
+        Raises:
+            RuntimeError: No server behind this context (or none that can be asked).
+            archsearch.server.client.ClientError: The server refused (a bad name:
+                INVALID_ARGUMENT) or is unreachable.
+        """
+        if self._find is None:
+            raise RuntimeError("no server to find artifacts on: this trial runs alone")
+        return self._find(study or self.study_name, name)
 
     def report(self, step: int, value: float) -> None:
         """Sends an intermediate value; raises TrialStopped when the trial must end."""

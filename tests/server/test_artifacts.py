@@ -290,8 +290,62 @@ def test_round_trip_on_each_storage(storage_url: str, tmp_path: Path) -> None:
             f.write_bytes(b"\x00\xffbytes" * 1000)
             artifact_id = w.upload_artifact(lease.lease_id, f)
             w.complete(lease.lease_id, {"accuracy": 0.5})  # a finished trial's files stay
+            found = w.find_artifact("rt", "notes.txt")
+            assert found.trial_number == lease.trial_number
+            assert found.artifact.artifact_id == artifact_id
             w.download_artifact("rt", lease.trial_number, "notes.txt", tmp_path / "back")
     finally:
         srv.stop(0)
     assert (tmp_path / "back").read_bytes() == f.read_bytes()
     assert (tmp_path / "art" / artifact_id).read_bytes() == f.read_bytes()
+
+
+def test_find_artifact_names_the_first_trial_holding_a_whole_upload(
+    server, worker, leased, tmp_path
+) -> None:
+    """FindArtifact: the lowest-numbered trial whose upload of the name completed (any state),
+    an artifact without a recorded sha256 does not count, and client mistakes are
+    INVALID_ARGUMENT / NOT_FOUND, never INTERNAL."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    f = tmp_path / "shared.npz"
+    f.write_bytes(b"difficulties")
+    first = leased.lease
+    worker.register("w2", CAPS)
+    second = worker.acquire("w2", CAPS, 5).lease
+    assert second.trial_number > first.trial_number
+    not_found = grpc.StatusCode.NOT_FOUND
+    expect(not_found, worker.find_artifact, "s", "shared.npz", contains="no trial of 's'")
+    worker.upload_artifact(second.lease_id, f)
+    found = worker.find_artifact("s", "shared.npz")
+    assert found.trial_number == second.trial_number
+    assert found.artifact.sha256 == hashlib.sha256(b"difficulties").hexdigest()
+    assert found.artifact.size_bytes == len(b"difficulties")
+    worker.upload_artifact(first.lease_id, f)
+    worker.complete(first.lease_id, {"accuracy": 0.5})  # a finished trial's files still count
+    found = worker.find_artifact("s", "shared.npz")
+    assert found.trial_number == first.trial_number
+    back = tmp_path / "back"
+    worker.download_artifact("s", found.trial_number, "shared.npz", back)
+    assert back.read_bytes() == b"difficulties"
+    # an artifact Optuna lists but whose upload the server never checked (no sha256): not one
+    rdb = server.manager.rdb
+    tid = rdb.get_trial_id_from_study_id_trial_number(
+        rdb.get_study_id_from_name("s"), second.trial_number
+    )
+    half = tmp_path / "half.bin"
+    half.write_bytes(b"x")
+    store = FileSystemArtifactStore(default_artifact_dir(server.cfg.storage) or "")
+    upload_artifact(
+        artifact_store=store, file_path=str(half), study_or_trial=rdb.get_trial(tid), storage=rdb
+    )
+    assert "half.bin" in [a.name for a in worker.list_artifacts("s", second.trial_number)]
+    expect(not_found, worker.find_artifact, "s", "half.bin", contains="half.bin")
+    expect(not_found, worker.find_artifact, "nope", "shared.npz", contains="unknown study")
+    expect(not_found, worker.find_artifact, "n" * 5000, "shared.npz", contains="unknown study")
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    expect(invalid, worker.find_artifact, "", "shared.npz", contains="study_name")
+    for bad in ("", "x" * 129, "../x", ".hidden", "a/b", "sp ace"):
+        expect(invalid, worker.find_artifact, "s", bad, contains="artifact name")
+    with WorkerClient(server.address, token="wrong-token-0123456789abcdef") as anon:
+        expect(grpc.StatusCode.UNAUTHENTICATED, anon.find_artifact, "s", "shared.npz")

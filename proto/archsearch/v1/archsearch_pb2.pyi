@@ -1365,3 +1365,51 @@ class ListArtifactsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListArtifactsResponse: _TypeAlias = ListArtifactsResponse  # noqa: Y015
+
+@_typing.final
+class FindArtifactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_NAME_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    study_name: _builtins.str
+    """The study to search. Required."""
+    name: _builtins.str
+    """The artifact's name (1..128 characters of [A-Za-z0-9._-], not starting with '.')."""
+    def __init__(
+        self,
+        *,
+        study_name: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "study_name", b"study_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindArtifactRequest: _TypeAlias = FindArtifactRequest  # noqa: Y015
+
+@_typing.final
+class FindArtifactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRIAL_NUMBER_FIELD_NUMBER: _builtins.int
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    trial_number: _builtins.int
+    """The trial holding it (download it with DownloadArtifact by this number and the name)."""
+    @_builtins.property
+    def artifact(self) -> Global___Artifact: ...
+    def __init__(
+        self,
+        *,
+        trial_number: _builtins.int = ...,
+        artifact: Global___Artifact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "trial_number", b"trial_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindArtifactResponse: _TypeAlias = FindArtifactResponse  # noqa: Y015

@@ -351,6 +351,11 @@ class WorkerServiceStub:
                 request_serializer=archsearch_dot_v1_dot_archsearch__pb2.ListArtifactsRequest.SerializeToString,
                 response_deserializer=archsearch_dot_v1_dot_archsearch__pb2.ListArtifactsResponse.FromString,
                 _registered_method=True)
+        self.FindArtifact = channel.unary_unary(
+                '/archsearch.v1.WorkerService/FindArtifact',
+                request_serializer=archsearch_dot_v1_dot_archsearch__pb2.FindArtifactRequest.SerializeToString,
+                response_deserializer=archsearch_dot_v1_dot_archsearch__pb2.FindArtifactResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -445,6 +450,17 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindArtifact(self, request, context):
+        """Which trial of a study holds an uploaded artifact of this name: the lowest-numbered trial
+        (in any state) whose upload of it completed (its sha256 is recorded), so content keyed by
+        its name (a cache of crowd difficulties) is shared by every trial of the study.
+        INVALID_ARGUMENT: empty study_name or a bad name; NOT_FOUND: unknown study, or no trial
+        holds such an artifact.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -497,6 +513,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.ListArtifacts,
                     request_deserializer=archsearch_dot_v1_dot_archsearch__pb2.ListArtifactsRequest.FromString,
                     response_serializer=archsearch_dot_v1_dot_archsearch__pb2.ListArtifactsResponse.SerializeToString,
+            ),
+            'FindArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindArtifact,
+                    request_deserializer=archsearch_dot_v1_dot_archsearch__pb2.FindArtifactRequest.FromString,
+                    response_serializer=archsearch_dot_v1_dot_archsearch__pb2.FindArtifactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -773,6 +794,33 @@ class WorkerService:
             '/archsearch.v1.WorkerService/ListArtifacts',
             archsearch_dot_v1_dot_archsearch__pb2.ListArtifactsRequest.SerializeToString,
             archsearch_dot_v1_dot_archsearch__pb2.ListArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/archsearch.v1.WorkerService/FindArtifact',
+            archsearch_dot_v1_dot_archsearch__pb2.FindArtifactRequest.SerializeToString,
+            archsearch_dot_v1_dot_archsearch__pb2.FindArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,

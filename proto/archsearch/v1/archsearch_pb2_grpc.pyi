@@ -185,6 +185,13 @@ class WorkerServiceStub:
     """
     ListArtifacts: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.ListArtifactsRequest, _archsearch_pb2.ListArtifactsResponse]
     """Lists the artifacts of one trial (uploaded files and architecture pictures)."""
+    FindArtifact: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.FindArtifactRequest, _archsearch_pb2.FindArtifactResponse]
+    """Which trial of a study holds an uploaded artifact of this name: the lowest-numbered trial
+    (in any state) whose upload of it completed (its sha256 is recorded), so content keyed by
+    its name (a cache of crowd difficulties) is shared by every trial of the study.
+    INVALID_ARGUMENT: empty study_name or a bad name; NOT_FOUND: unknown study, or no trial
+    holds such an artifact.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -234,6 +241,13 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """
     ListArtifacts: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.ListArtifactsRequest, _archsearch_pb2.ListArtifactsResponse]  # type: ignore[assignment]
     """Lists the artifacts of one trial (uploaded files and architecture pictures)."""
+    FindArtifact: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.FindArtifactRequest, _archsearch_pb2.FindArtifactResponse]  # type: ignore[assignment]
+    """Which trial of a study holds an uploaded artifact of this name: the lowest-numbered trial
+    (in any state) whose upload of it completed (its sha256 is recorded), so content keyed by
+    its name (a cache of crowd difficulties) is shared by every trial of the study.
+    INVALID_ARGUMENT: empty study_name or a bad name; NOT_FOUND: unknown study, or no trial
+    holds such an artifact.
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------------------------------------
@@ -340,5 +354,18 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_archsearch_pb2.ListArtifactsResponse, _abc.Awaitable[_archsearch_pb2.ListArtifactsResponse]]:
         """Lists the artifacts of one trial (uploaded files and architecture pictures)."""
+
+    @_abc_1.abstractmethod
+    def FindArtifact(
+        self,
+        request: _archsearch_pb2.FindArtifactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archsearch_pb2.FindArtifactResponse, _abc.Awaitable[_archsearch_pb2.FindArtifactResponse]]:
+        """Which trial of a study holds an uploaded artifact of this name: the lowest-numbered trial
+        (in any state) whose upload of it completed (its sha256 is recorded), so content keyed by
+        its name (a cache of crowd difficulties) is shared by every trial of the study.
+        INVALID_ARGUMENT: empty study_name or a bad name; NOT_FOUND: unknown study, or no trial
+        holds such an artifact.
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

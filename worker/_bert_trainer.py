@@ -37,6 +37,7 @@ from archsearch.worker._bert_info import BERT_TRAINER_INFO
 from archsearch.worker._checkpoint_artifacts import upload_checkpoint, with_local_transfer
 from archsearch.worker._checkpoints import CHECKPOINT_DIR_ENV, checkpoint_root, save_checkpoint
 from archsearch.worker._curriculum import make_curriculum
+from archsearch.worker._curriculum_plot import upload_curriculum_plots
 from archsearch.worker._flexibert_model import FLEXIBERT_SPACES, FlexiBertForSequenceClassification
 from archsearch.worker._glue_dir import GLUE_DIR_ENV, resolve_glue_dir
 from archsearch.worker._loop import TrainingHooks, TrainingLoop
@@ -102,7 +103,9 @@ class BertTrainer(TeacherTraining, Trainer):
     (``selection``, ``selection_pool_hash``, ``selection_ids_hash``, ``selection_shares``,
     ``selection_kl_reduction``, ...: :meth:`~archsearch.worker.DataSelector.provenance`) and
     the curriculum's (``curriculum``, ``curriculum_scheduler``, ``curriculum_difficulty``,
-    ``curriculum_trace``, ...: :meth:`~archsearch.worker._curriculum.Curriculum.info`).
+    ``curriculum_trace``, ...: :meth:`~archsearch.worker._curriculum.Curriculum.info`; on a
+    worker connected to a server, ``curriculum_plot``: the ``curriculum.png`` artifact,
+    :mod:`~archsearch.worker._curriculum_plot`).
 
     Data: ``data.source`` and ``data.hub_dataset`` choose where a GLUE task's examples are read
     (:func:`~archsearch.worker.choose_source`: ``auto`` the worker's ``glue_data`` folder, else
@@ -277,6 +280,8 @@ class BertTrainer(TeacherTraining, Trainer):
                 )
                 if plan.is_flexibert and len(outcomes) == 1:  # for transfer_from "trial:N"
                     info.update(upload_checkpoint(context, outcome.checkpoint))
+        # the curriculum per epoch as a picture on the trial's dashboard page (with a server)
+        info.update(upload_curriculum_plots(context, curricula, recipe.get("max_steps")))
         metrics = merge_metrics({t: o.metrics for t, o in outcomes.items()})
         return TrainResult(metrics=metrics, info=info)
 

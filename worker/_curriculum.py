@@ -21,7 +21,9 @@ the trial's info ``curriculum_trace`` (JSON, thinned to fit an info value's 2,00
 and the last values as the metrics ``curriculum_ability`` and ``curriculum_examples`` (with
 ``curriculum_epochs`` and ``crowd_seconds``); each epoch is also logged. The study's
 intermediate values stay its objective's (the service's report carries one metric), so the
-curriculum is read from these.
+curriculum is read from these, and on a worker connected to a server seen as a picture: the
+trial's ``curriculum.png`` artifact on its optuna-dashboard page (info ``curriculum_plot``;
+:mod:`~archsearch.worker._curriculum_plot`).
 """
 
 from __future__ import annotations

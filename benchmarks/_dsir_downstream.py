@@ -40,7 +40,11 @@ METHODS = ("dsir", "random")
 
 
 def _run(
-    trainer: BertTrainer, args: argparse.Namespace, pool_file: Path, task: str, method: str,
+    trainer: BertTrainer,
+    args: argparse.Namespace,
+    pool_file: Path,
+    task: str,
+    method: str,
     seed: int,
 ) -> dict[str, Any]:
     candidate = Candidate.from_dict(

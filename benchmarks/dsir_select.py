@@ -180,8 +180,8 @@ def select_report(args: argparse.Namespace) -> tuple[str, str]:
             for s, p in sorted(chosen.pool_shares.items(), key=lambda kv: -kv[1])
         )
         lines.append(
-            f"| {name} | {laplace:g} | {shares} | {chosen.kl_selected:.4f} | {chosen.kl_random:.4f} | "
-            f"{chosen.kl_reduction:.4f} |"
+            f"| {name} | {laplace:g} | {shares} | {chosen.kl_selected:.4f} | "
+            f"{chosen.kl_random:.4f} | {chosen.kl_reduction:.4f} |"
         )
     verdict = "pass" if speedups and min(speedups) >= 2 and equal else "FAIL"
     figure = (

@@ -15,6 +15,19 @@
   ``recipe.max_steps``, on a ``difficulty`` of ``"length"`` (tokens), ``"rarity"`` (negative
   mean log word frequency) or ``"irt"`` (the crowd's, as above: PUDF's IRT + root ablation).
 
+The crowd (``crowd``: a list of subjects, each trained on the other folds and answering one):
+
+* ``"tfidf-lr:<C>"`` or ``"tfidf-lr:<C>:<fraction>"``: a TF-IDF logistic regression of inverse
+  regularisation strength C, trained on that fraction of the other folds (cheap: the default
+  crowd is 8 of them).
+* ``"bert:<layers>x<hidden>:<steps>"``, e.g. ``"bert:1x32:200"``: a tiny BERT classifier
+  (``layers`` 1-4, ``hidden`` 16-256 and divisible by its 2 heads) trained from scratch for
+  ``steps`` (1-5000) AdamW steps on the other folds (``worker/_crowd_students.py``). Students of
+  one architecture at several step counts give the crowd its spread of abilities, as the
+  paper's models at several epochs do; they share the initialisation and batch order, so a
+  ``:200`` subject is the ``:1000`` one's model after 200 steps (one training per fold and
+  architecture). Seconds to minutes on a CPU, where TF-IDF subjects take milliseconds.
+
 This module checks keys, types and values, so a bad curriculum is refused when a study is
 launched; the server and the worker both call :func:`validate_curriculum`.
 """
@@ -22,7 +35,8 @@ launched; the server and the worker both call :func:`validate_curriculum`.
 from __future__ import annotations
 
 import math
-from typing import Any
+import re
+from typing import Any, NamedTuple
 
 from archsearch.spaces._errors import SpecError
 
@@ -32,8 +46,15 @@ DIFFICULTIES = ("irt", "length", "rarity")
 SCHEDULERS = ("dds-mae", "linear", "root")
 #: The crowd's subject kinds: ``"tfidf-lr:<C>"`` or ``"tfidf-lr:<C>:<fraction>"`` (a TF-IDF
 #: logistic regression of inverse regularisation strength C, trained on that fraction of the
-#: other folds).
-SUBJECT_KINDS = ("tfidf-lr",)
+#: other folds), and ``"bert:<layers>x<hidden>:<steps>"`` (a tiny BERT student trained from
+#: scratch for that many steps on the other folds).
+SUBJECT_KINDS = ("tfidf-lr", "bert")
+#: A student's bounds (it stays tiny): layers, hidden width, attention heads, steps.
+STUDENT_LAYERS = (1, 4)
+STUDENT_HIDDEN = (16, 256)
+STUDENT_HEADS = 2
+STUDENT_STEPS = (1, 5000)
+_STUDENT = re.compile(r"bert:([0-9]+)x([0-9]+):([0-9]+)")
 #: The default crowd: 4 strengths x 2 training fractions = 8 subjects (so 9 distinct 1PL
 #: difficulties: an item's total score is its difficulty's sufficient statistic).
 DEFAULT_CROWD: tuple[str, ...] = tuple(
@@ -160,17 +181,40 @@ def _check_crowd(out: dict[str, Any]) -> None:
         raise SpecError(f"{SECTION}.folds", f"must be in [2, 20], got {out['folds']}")
 
 
-def parse_subject(subject: str) -> tuple[str, float, float]:
-    """A crowd subject's kind, strength C and training fraction (1 when not given).
+class TfidfSubject(NamedTuple):
+    """A ``"tfidf-lr:<C>[:<fraction>]"`` subject."""
+
+    kind: str
+    strength: float
+    fraction: float
+
+
+class StudentSubject(NamedTuple):
+    """A ``"bert:<layers>x<hidden>:<steps>"`` subject."""
+
+    kind: str
+    layers: int
+    hidden: int
+    steps: int
+
+
+def parse_subject(subject: str) -> TfidfSubject | StudentSubject:
+    """A crowd subject's parts: kind, strength C and training fraction (1 when not given) of a
+    TF-IDF subject; kind, layers, hidden width and steps of a student.
 
     Raises:
-        ValueError: Not of the form ``"tfidf-lr:<C>[:<fraction>]"`` with C > 0 and the
-            fraction in (0, 1].
+        ValueError: Neither ``"tfidf-lr:<C>[:<fraction>]"`` with C > 0 and the fraction in
+            (0, 1], nor ``"bert:<layers>x<hidden>:<steps>"`` within the student bounds.
     """
     kind, _, rest = subject.partition(":")
+    if kind == "bert":
+        return _parse_student(subject)
     parts = rest.split(":") if rest else []
     if kind not in SUBJECT_KINDS or not 1 <= len(parts) <= 2:
-        raise ValueError(f'{subject!r} is not "tfidf-lr:<C>" or "tfidf-lr:<C>:<fraction>"')
+        raise ValueError(
+            f'{subject!r} is not "tfidf-lr:<C>", "tfidf-lr:<C>:<fraction>" or '
+            '"bert:<layers>x<hidden>:<steps>"'
+        )
     try:
         strength = float(parts[0])
         fraction = float(parts[1]) if len(parts) == 2 else 1.0
@@ -180,7 +224,29 @@ def parse_subject(subject: str) -> tuple[str, float, float]:
         raise ValueError(f"{subject!r}: C must be > 0")
     if not 0 < fraction <= 1:
         raise ValueError(f"{subject!r}: the training fraction must be in (0, 1]")
-    return kind, strength, fraction
+    return TfidfSubject(kind, strength, fraction)
+
+
+def _parse_student(subject: str) -> StudentSubject:
+    match = _STUDENT.fullmatch(subject)
+    if match is None:
+        raise ValueError(f'{subject!r} is not "bert:<layers>x<hidden>:<steps>" (whole numbers)')
+    layers, hidden, steps = (int(g) for g in match.groups())
+    canonical = f"bert:{layers}x{hidden}:{steps}"
+    if subject != canonical:  # one spelling per subject: the crowd's names are its cache key
+        raise ValueError(f"{subject!r}: write it {canonical!r}")
+    for name, value, (low, high) in (
+        ("layers", layers, STUDENT_LAYERS),
+        ("hidden", hidden, STUDENT_HIDDEN),
+        ("steps", steps, STUDENT_STEPS),
+    ):
+        if not low <= value <= high:
+            raise ValueError(f"{subject!r}: {name} must be in [{low}, {high}], got {value}")
+    if hidden % STUDENT_HEADS:
+        raise ValueError(
+            f"{subject!r}: hidden must be divisible by the {STUDENT_HEADS} attention heads"
+        )
+    return StudentSubject("bert", layers, hidden, steps)
 
 
 def _check_subject(index: int, subject: Any) -> str:
@@ -189,7 +255,9 @@ def _check_subject(index: int, subject: Any) -> str:
     try:
         parse_subject(subject)
     except ValueError as e:
-        raise SpecError(f"{SECTION}.crowd[{index}]", str(e), 'e.g. "tfidf-lr:1:0.3"') from None
+        raise SpecError(
+            f"{SECTION}.crowd[{index}]", str(e), 'e.g. "tfidf-lr:1:0.3" or "bert:1x32:200"'
+        ) from None
     return subject
 
 

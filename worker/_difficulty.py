@@ -5,18 +5,25 @@
   **cross-fitted on the training split**: the items are cut into ``folds`` seeded folds, and
   each subject is trained on the other folds and answers the items of one. The reference code
   fine-tunes its crowd on the GLUE dev split, which is also its test set (an indirect leak);
-  here the dev split is never read. Subjects are cheap: TF-IDF (unigrams and bigrams)
-  logistic regressions at several strengths C, each trained on a fraction of the other folds
-  (``"tfidf-lr:<C>:<fraction>"``; ``spaces/_curriculum_spec.py``). Tiny transformer students
-  and the study's own trials as subjects are not built (trials do not store per-item answers).
+  here the dev split is never read. Two kinds of subjects (``spaces/_curriculum_spec.py``):
+  TF-IDF (unigrams and bigrams) logistic regressions at several strengths C, each trained on a
+  fraction of the other folds (``"tfidf-lr:<C>:<fraction>"``; milliseconds each: the default
+  crowd is 8 of them), and tiny BERT students trained from scratch for a number of steps on
+  the other folds (``"bert:<layers>x<hidden>:<steps>"``, :mod:`~archsearch.worker._crowd_students`;
+  seconds to minutes each on a CPU). Students of one architecture at several step counts are
+  the paper's crowd of models at several epochs: one training per fold and architecture
+  answers at every step count asked. The study's own trials as subjects are not built (trials
+  do not store per-item answers).
 * ``length``: the example's number of words (sentence length, Platanios et al. 2019).
 * ``rarity``: the negative mean log unigram frequency of its words, counted over the training
   texts (word rarity, ibid.).
 
 IRT difficulties are cached on disk per (task, crowd, folds, items), keyed by a sha256 of
-them, in ``$ARCHSEARCH_CURRICULUM_DIR``, else ``$ARCHSEARCH_CACHE_DIR/curriculum``, else
+them (and of the students' recipe version when the crowd has students), in
+``$ARCHSEARCH_CURRICULUM_DIR``, else ``$ARCHSEARCH_CACHE_DIR/curriculum``, else
 ``~/.cache/archsearch/curriculum``: every trial of a study on one machine (and every worker
-process there) fits the crowd once. The cache is local, not a trial artifact.
+process there) fits the crowd once. The cache is local, not a trial artifact. A trial's
+``crowd_seconds`` is the whole fit in its process, students' training included.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from archsearch.spaces._curriculum_spec import parse_subject
+from archsearch.spaces._curriculum_spec import StudentSubject, TfidfSubject, parse_subject
+from archsearch.worker import _crowd_students
 from archsearch.worker._irt import fit_1pl
 
 __all__ = [
@@ -147,14 +155,13 @@ def crowd_responses(
     """The crowd's answers on every item, cross-fitted: subjects × items, 1 right, 0 wrong.
 
     Each fold's items are answered by subjects trained only on (a seeded ``fraction`` of) the
-    other folds' items (one TF-IDF vocabulary over all the texts: it reads no label).
+    other folds' items (one TF-IDF vocabulary and one tokenisation over all the texts: they
+    read no label). Students of one architecture train once per fold, answering at each of
+    their step counts, from a seed of (``seed``, fold, architecture).
 
     Raises:
         ValueError: Fewer items than folds, or a class missing from a fold's training part.
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
     y = np.asarray(labels)
     n = len(texts)
     if n < folds:
@@ -162,24 +169,62 @@ def crowd_responses(
     rng = np.random.default_rng(seed)
     fold_of = rng.permutation(np.arange(n) % folds)
     subjects = [parse_subject(s) for s in crowd]
+    tfidf = [(j, s) for j, s in enumerate(subjects) if isinstance(s, TfidfSubject)]
+    students: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for j, s in enumerate(subjects):
+        if isinstance(s, StudentSubject):
+            students.setdefault((s.layers, s.hidden), []).append((j, s.steps))
     out = np.zeros((len(subjects), n), dtype=np.float64)
-    # One vocabulary and IDF over every training text: they read no label, and fitting one
-    # per fold cost more than the subjects themselves.
-    features = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(list(texts))
+    features = _tfidf_features(texts) if tfidf else None
+    encoded = _crowd_students.encode_texts(texts) if students else None
+    num_labels = int(y.max()) + 1 if n else 2
     for fold in range(folds):
         held, rest = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
         if len(np.unique(y[rest])) < 2:
             raise ValueError(f"fold {fold}'s training part holds one class only")
-        for j, (_, strength, fraction) in enumerate(subjects):
-            part = rest[_stratified_fraction(y[rest], fraction, rng)]
-            # balanced classes: a weak subject still answers both ways (a majority-class
-            # subject's answers only repeat the labels); liblinear: fast on sparse features
-            model = LogisticRegression(
-                C=strength, class_weight="balanced", solver="liblinear", max_iter=200
+        for j, (_, strength, fraction) in tfidf:
+            out[j, held] = _tfidf_answers(
+                features, y, rest[_stratified_fraction(y[rest], fraction, rng)], held, strength
             )
-            model.fit(features[part], y[part])
-            out[j, held] = model.predict(features[held]) == y[held]
+        for (layers, hidden), members in students.items():
+            assert encoded is not None
+            answers = _crowd_students.student_answers(
+                encoded,
+                y,
+                rest,
+                held,
+                layers=layers,
+                hidden=hidden,
+                steps=[steps for _, steps in members],
+                seed=int(np.random.SeedSequence([seed, fold, layers, hidden]).generate_state(1)[0]),
+                num_labels=num_labels,
+            )
+            for (j, _), answered in zip(members, answers, strict=True):
+                out[j, held] = answered
     return out
+
+
+def _tfidf_features(texts: Sequence[str]) -> Any:
+    """One vocabulary and IDF over every training text: they read no label, and fitting one
+    per fold cost more than the subjects themselves."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(list(texts))
+
+
+def _tfidf_answers(
+    features: Any, y: np.ndarray, part: np.ndarray, held: np.ndarray, strength: float
+) -> np.ndarray:
+    """Whether a TF-IDF subject of strength C trained on ``part`` is right on ``held``."""
+    from sklearn.linear_model import LogisticRegression
+
+    # balanced classes: a weak subject still answers both ways (a majority-class subject's
+    # answers only repeat the labels); liblinear: fast on sparse features
+    model = LogisticRegression(
+        C=strength, class_weight="balanced", solver="liblinear", max_iter=200
+    )
+    model.fit(features[part], y[part])
+    return np.asarray(model.predict(features[held]) == y[held])
 
 
 def length_difficulty(texts: Sequence[str]) -> np.ndarray:
@@ -215,7 +260,9 @@ def _cache_key(
     task: str, crowd: Sequence[str], folds: int, texts: Sequence[str], labels: Sequence[int]
 ) -> str:
     h = hashlib.sha256()
-    head = {"v": _CACHE_VERSION, "task": task, "crowd": list(crowd), "folds": folds}
+    head: dict[str, Any] = {"v": _CACHE_VERSION, "task": task, "crowd": list(crowd), "folds": folds}
+    if any(isinstance(parse_subject(s), StudentSubject) for s in crowd):
+        head["students"] = _crowd_students.RECIPE_VERSION  # TF-IDF crowds keep their keys
     h.update(json.dumps(head, sort_keys=True).encode())
     for text, label in zip(texts, labels, strict=True):
         h.update(f"{label}\t{text}\n".encode())

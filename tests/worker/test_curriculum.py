@@ -36,6 +36,7 @@ RECIPE = {"max_steps": 100, "batch_size": 10, "seed": 3}
         ({"method": "competency", "crowd": ["tfidf-lr:1"]}, "data.curriculum.crowd"),
         ({"method": "pudf", "crowd_fit": "dev"}, "data.curriculum.crowd_fit"),
         ({"method": "pudf", "crowd": ["bert:1"]}, "data.curriculum.crowd[0]"),
+        ({"method": "pudf", "crowd": ["tfidf-lr:1", "bert:5x32:10"]}, "data.curriculum.crowd[1]"),
         ({"method": "pudf", "crowd": ["tfidf-lr:1:2"]}, "data.curriculum.crowd[0]"),
         ({"method": "pudf", "crowd": []}, "data.curriculum.crowd"),
         ({"method": "pudf", "folds": 1}, "data.curriculum.folds"),

@@ -94,6 +94,8 @@ _DATA_TYPES: dict[str, tuple[type, ...]] = {
     "eval_subset": (int,),
     # AutoDistil supernet training's unlabeled text file (default: the tasks' train text)
     "distill_text": (str,),
+    # ... or that text chosen from pools like pretrain_selection (PRETRAIN_SELECTION_METHODS)
+    "distill_selection": (dict,),
 }
 _DISTILL_TYPES: dict[str, tuple[type, ...]] = {
     "mode": (str,),
@@ -211,6 +213,16 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
     if "pretrain_selection" in out:
         out["pretrain_selection"] = validate_selection(
             out["pretrain_selection"], "data.pretrain_selection", PRETRAIN_SELECTION_METHODS
+        )
+    if "distill_selection" in out:
+        if "distill_text" in out:
+            raise SpecError(
+                "data.distill_selection",
+                "contradicts data.distill_text: the supernet's text is a file or a selection",
+                "give one of them",
+            )
+        out["distill_selection"] = validate_selection(
+            out["distill_selection"], "data.distill_selection", PRETRAIN_SELECTION_METHODS
         )
     if "curriculum" in out:
         out["curriculum"] = validate_curriculum(out["curriculum"])

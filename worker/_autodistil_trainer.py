@@ -3,9 +3,13 @@
 * ``supernet``: ``architecture = {"teacher": name or folder (default the packaged
   all-MiniLM-L6-v2), "subspace": SubSpace dict}``; ``recipe["supernet"]`` a
   :class:`~archsearch.worker._supernet_training.SupernetRecipe`. Sandwich-trains a supernet
-  initialised from the teacher on unlabeled text (the tasks' train sentences, or
-  ``data["distill_text"]``), reports the relation loss as it goes, uploads the supernet
-  (``config.json``, ``model.safetensors``) as artifacts of its trial and returns
+  initialised from the teacher on unlabeled text (the tasks' train sentences,
+  ``data["distill_text"]``, or the texts ``data["distill_selection"]`` chooses from pools:
+  DSIR towards the first task's training text or at random, as ``data.pretrain_selection``;
+  drawn with the selection's own ``seed``, default 0, so every job of a study reads the same
+  texts; its provenance goes to the info as ``distill_selection_...``), reports the relation
+  loss as it goes, uploads the supernet (``config.json``, ``model.safetensors``) as
+  artifacts of its trial and returns
   ``relation_loss`` (mean of the last steps) and ``train_seconds``.
 * ``rank``: same architecture; ``recipe["rank"]`` (:data:`RANK_DEFAULTS`) names the supernet
   (``"trial:N"``, ``"trial:STUDY:N"`` or a local folder; absent: the untrained teacher). For every
@@ -42,6 +46,7 @@ from archsearch.worker._autodistil_info import AUTODISTIL_KINDS, AUTODISTIL_TRAI
 from archsearch.worker._bert_trainer import BertTrainer
 from archsearch.worker._checkpoint_artifacts import fetch_trial_files, upload_files
 from archsearch.worker._checkpoints import checkpoint_root
+from archsearch.worker._dsir_selector import select_pretrain_texts
 from archsearch.worker._extract import init_student_from_teacher
 from archsearch.worker._loop import TrainingHooks, TrainingLoop, seed_everything
 from archsearch.worker._registry import register_trainer
@@ -55,6 +60,7 @@ from archsearch.worker._student_ranking import (
 from archsearch.worker._supernet import Supernet, extract
 from archsearch.worker._supernet_training import (
     SupernetRecipe,
+    held_out_count,
     held_out_texts,
     text_batches,
     train_supernet,
@@ -147,7 +153,7 @@ class AutodistilTrainer(BertTrainer):
     def _train_supernet(self, candidate: Candidate, context: TrainContext) -> TrainResult:
         teacher_bert, space, students = self._subspace(candidate)
         recipe = SupernetRecipe.from_dict(candidate.recipe.get("supernet"))
-        texts = self._texts(candidate, held_out=False)
+        texts, selection_info = self._texts(candidate, held_out=False)
         device = torch.device(context.device)
         seed_everything(recipe.seed)
         _move(teacher_bert, device)
@@ -169,17 +175,30 @@ class AutodistilTrainer(BertTrainer):
         folder = checkpoint_root() / "autodistil" / candidate.fingerprint()
         supernet.bert.save_pretrained(folder)
         info: dict[str, Any] = {"checkpoint": str(folder), "subspace": space.name}
+        info.update(selection_info)
         info.update(_upload(context, folder))
         tail = losses[-_LAST_STEPS:]
         metrics = {"relation_loss": sum(tail) / len(tail), "train_seconds": seconds}
         return TrainResult(metrics=metrics, info=info)
 
-    def _texts(self, candidate: Candidate, held_out: bool) -> list[str]:
+    def _texts(self, candidate: Candidate, held_out: bool) -> tuple[list[str], dict[str, str]]:
+        """The supernet's training text (or, ``held_out``, the text it never trained on) and
+        the selection's provenance (empty without ``data.distill_selection``)."""
         text_file = candidate.data.get("distill_text")
         tasks = data_tasks({"task": "sst2", **candidate.data})
+        selection = candidate.data.get("distill_selection")
+        if selection is not None:
+            selected, info = select_pretrain_texts(
+                selection,
+                self.splits.text_reader(get_task(tasks[0]), candidate.data),
+                seed=0,  # the selection's "seed" overrides it; never the recipe's
+                section="data.distill_selection",
+            )
+            cut = len(selected) - held_out_count(len(selected))
+            return (selected[cut:] if held_out else selected[:cut]), info
         read = held_out_texts if held_out else unlabeled_texts
         try:
-            return read(tasks, self.glue_dir, text_file)
+            return read(tasks, self.glue_dir, text_file), {}
         except (OSError, ValueError) as e:
             raise CandidateError(f"unlabeled text: {e}") from e
 
@@ -196,7 +215,7 @@ class AutodistilTrainer(BertTrainer):
         teacher = Supernet(teacher_bert)
         supernet = self._load_supernet(rank["supernet"], teacher_bert, context)
         start = time.perf_counter()
-        texts = self._texts(candidate, held_out=True)[: int(rank["heldout"])]
+        texts = self._texts(candidate, held_out=True)[0][: int(rank["heldout"])]
         stream = text_batches(
             texts, self.tokenizer, rank["max_seq_length"], rank["batch_size"], rank["seed"], device
         )
@@ -227,6 +246,7 @@ class AutodistilTrainer(BertTrainer):
         """P2 on one task: every student's dev metrics after all-student fine-tuning."""
         data = {"train_subset": 0, "eval_subset": 0, **candidate.data}
         data.pop("distill_text", None)
+        data.pop("distill_selection", None)
         encode_recipe = {"max_seq_length": rank["max_seq_length"], "seed": rank["seed"]}
         train = self.encode(task.id, "train", data["train_subset"], encode_recipe, data)
         dev = self.encode(task.id, task.dev_splits[0], data["eval_subset"], encode_recipe, data)
@@ -275,7 +295,11 @@ class AutodistilTrainer(BertTrainer):
                 "intermediate_size": student.intermediate,
             },
             recipe=recipe,
-            data={k: v for k, v in candidate.data.items() if k != "distill_text"},
+            data={
+                k: v
+                for k, v in candidate.data.items()
+                if k not in ("distill_text", "distill_selection")
+            },
         )
         try:
             result = super().train(bert, context)

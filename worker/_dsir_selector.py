@@ -200,9 +200,12 @@ PRETRAIN_METHODS: tuple[SelectionMethod, ...] = ("dsir", "random")
 _DSIR_ONLY = ("laplace", "top_k")
 
 
-def check_pretrain_selection(selection: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``data.pretrain_selection`` checked: method ``dsir`` or ``random``, a ``pool`` named,
-    the target defaulting to the task's training text; the result keeps ``method``.
+def check_pretrain_selection(
+    selection: Mapping[str, Any], section: str = "data.pretrain_selection"
+) -> dict[str, Any]:
+    """A ``data.pretrain_selection`` (or ``data.distill_selection``: AutoDistil's supernet
+    text, ``section``) checked: method ``dsir`` or ``random``, a ``pool`` named, the target
+    defaulting to the task's training text; the result keeps ``method``.
 
     ``random`` takes DSIR's keys (``pool``, ``k``/``fraction``, ``target``, ``ngrams``,
     ``buckets``, ``min_length``, ``seed``: the same eligible texts and the same KL
@@ -212,12 +215,11 @@ def check_pretrain_selection(selection: Mapping[str, Any]) -> dict[str, Any]:
         SpecError: Another method, no pool, a DSIR-only setting for random, or a bad
             setting (the field is named).
     """
-    section = "data.pretrain_selection"
     method = selection.get("method", "none")
     if method not in PRETRAIN_METHODS:
         raise SpecError(
             f"{section}.method",
-            f"{method!r}: pre-training text is selected by 'dsir' or 'random' (its baseline)",
+            f"{method!r}: this text is selected by 'dsir' or 'random' (its baseline)",
             'e.g. {"method": "dsir", "pool": ["glue:sst2", "glue:qnli/test"], "k": 20000}',
         )
     if "pool" not in selection:
@@ -242,9 +244,11 @@ def select_pretrain_texts(
     texts: TextReader,
     seed: int,
     cache: DsirCache | None = None,
+    section: str = "data.pretrain_selection",
 ) -> tuple[list[str], dict[str, str]]:
     """The pre-training texts a ``data.pretrain_selection`` chooses, and their provenance
-    (trial info entries ``pretrain_selection_...``).
+    (trial info entries ``pretrain_selection_...``; for another ``section``, such as
+    ``data.distill_selection``, the entries are named after its last part).
 
     Args:
         selection: The checked-for-types object (:func:`check_pretrain_selection` runs here).
@@ -256,7 +260,7 @@ def select_pretrain_texts(
         The texts in pool order, and ``pretrain_selection`` (the method) with the
         selection's provenance: the same keys for ``dsir`` and ``random``.
     """
-    options = check_pretrain_selection(selection)
+    options = check_pretrain_selection(selection, section)
     pools = {name: list(texts(name)) for name in options["pool"]}
     chosen = run_dsir(
         pools,
@@ -264,9 +268,10 @@ def select_pretrain_texts(
         texts,
         random.Random(seed),
         cache=cache,
-        section="data.pretrain_selection",
+        section=section,
         method=options["method"],
     )
     pool = [t for texts_ in pools.values() for t in texts_]
-    info = {"pretrain_selection": options["method"], **chosen.info("pretrain_selection")}
+    prefix = section.rsplit(".", 1)[-1]
+    info = {prefix: options["method"], **chosen.info(prefix)}
     return [pool[i] for i in chosen.indices], info

@@ -112,7 +112,7 @@ def unlabeled_texts(
     """Training text: ``text_file`` without its held-out tail, else the tasks' train text."""
     if text_file:
         texts = file_texts(text_file)
-        return texts[: len(texts) - _tail(len(texts))]
+        return texts[: len(texts) - held_out_count(len(texts))]
     return [t for task in tasks for t in glue_texts(task, "train", _glue(glue_dir))]
 
 
@@ -122,7 +122,7 @@ def held_out_texts(
     """Text the supernet never trained on: the file's tail, else the tasks' dev text."""
     if text_file:
         texts = file_texts(text_file)
-        return texts[len(texts) - _tail(len(texts)) :]
+        return texts[len(texts) - held_out_count(len(texts)) :]
     from archsearch.spaces import get_task
 
     return [
@@ -130,7 +130,7 @@ def held_out_texts(
     ]
 
 
-def _tail(n: int) -> int:
+def held_out_count(n: int) -> int:
     """Held-out lines of an ``n``-line text file: 10%, at most 2,000, at least 1 when n > 1."""
     return min(2000, max(1 if n > 1 else 0, n // 10))
 

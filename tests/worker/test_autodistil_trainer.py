@@ -10,7 +10,7 @@ import torch
 from _tiny import save_tiny_teacher
 from transformers import BertModel
 
-from archsearch.spaces import Candidate
+from archsearch.spaces import Candidate, get_task
 from archsearch.spaces._students import Student, SubSpace
 from archsearch.worker import CandidateError, TrainContext
 from archsearch.worker._autodistil_trainer import AutodistilTrainer
@@ -191,3 +191,66 @@ def test_bad_candidates_are_refused(
     )
     with pytest.raises(CandidateError, match=match):
         trainer.train(candidate, TrainContext())
+
+
+@pytest.mark.parametrize("method", ["dsir", "random"])
+def test_supernet_text_chosen_from_pools(
+    trainer: AutodistilTrainer,
+    teacher: str,
+    text_file: str,
+    method: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """data.distill_selection: the supernet trains on the texts DSIR (or random) picks from
+    the pools, the rank job scores on the selection's held-out tail, never on trained text."""
+    from archsearch.worker._dsir_selector import select_pretrain_texts
+    from archsearch.worker._supernet_training import held_out_count
+
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path))
+    selection = {"method": method, "pool": ["glue:cola", text_file], "k": 40}
+    data = {"task": "sst2", "train_subset": 64, "eval_subset": 32, "distill_selection": selection}
+    arch = {"teacher": teacher, "subspace": SUBSPACE}
+    result = trainer.train(
+        Candidate(
+            space="autodistil",
+            kind="supernet",
+            architecture=arch,
+            recipe={"supernet": {"steps": 2, "batch_size": 8, "max_seq_length": 16}},
+            data=data,
+        ),
+        TrainContext(),
+    )
+    info = result.info
+    assert info["distill_selection"] == method and info["distill_selection_size"] == "40"
+    if method == "random":
+        assert float(info["distill_selection_kl_reduction"]) == 0.0
+    job = Candidate(space="autodistil", kind="rank", architecture=arch, data=data)
+    trained, _ = trainer._texts(job, held_out=False)
+    held, _ = trainer._texts(job, held_out=True)
+    assert len(held) == held_out_count(40) and len(trained) == 40 - len(held)
+    # the same selection in every job (its seed is the selection's, not the recipe's)
+    texts, _ = select_pretrain_texts(
+        selection,
+        trainer.splits.text_reader(get_task("sst2"), data),
+        seed=0,
+        section="data.distill_selection",
+    )
+    assert trained + held == texts
+
+
+def test_distill_selection_is_checked() -> None:
+    from archsearch.spaces import SpecError
+    from archsearch.spaces._candidate import validate_data
+
+    with pytest.raises(SpecError, match=r"data\.distill_selection"):
+        validate_data({"distill_selection": {"method": "none"}})
+    with pytest.raises(SpecError, match=r"data\.distill_selection.*distill_text"):
+        validate_data(
+            {
+                "distill_selection": {"method": "random", "pool": "x.txt", "k": 3},
+                "distill_text": "x.txt",
+            }
+        )
+    checked = validate_data({"distill_selection": {"method": "dsir", "pool": "x.txt", "k": 3}})
+    assert checked["distill_selection"]["k"] == 3

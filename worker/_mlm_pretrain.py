@@ -219,6 +219,7 @@ def pretrain_mlm(
                 attention_mask=batch["attention_mask"],
                 token_type_ids=batch["token_type_ids"],
                 labels=labels,
+                masked_only=True,
             ).loss
         if not torch.isfinite(loss):
             raise ValueError(f"MLM pre-training diverged: loss {loss.item()} at step {step}")

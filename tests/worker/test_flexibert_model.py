@@ -393,3 +393,24 @@ def test_device_sequence_matrices_equal_the_cached_ones(kind: str) -> None:
             expected = np.zeros((9, 9))
             expected[:n, :n] = _transform_matrices(kind, n)[part]
             np.testing.assert_allclose(matrix[row].numpy(), expected, atol=1e-12)
+
+
+def test_masked_only_head_gives_the_same_loss_and_gradients() -> None:
+    """``masked_only`` runs the vocabulary projection on the masked rows alone: same loss,
+    same gradients as the full head (tied and untied), logits only for those rows."""
+    for arch in (arch_with("l", "dct"), arch_with("l", "dct", [128, 256])):
+        torch.manual_seed(0)
+        model = FlexiBertForMaskedLM(FlexiBertConfig(arch, VOCAB, POSITIONS)).eval()
+        ids = torch.randint(5, VOCAB, (3, 12))
+        labels = torch.full_like(ids, -100)
+        labels[0, 2], labels[1, 5], labels[2, 0], labels[2, 11] = 7, 9, 11, 13
+        grads = []
+        for masked_only in (False, True):
+            model.zero_grad()
+            out = model(ids, labels=labels, masked_only=masked_only)
+            out.loss.backward()
+            grads.append((out.loss.detach(), [p.grad.clone() for p in model.parameters()]))
+        assert out.logits.shape == (4, VOCAB)
+        torch.testing.assert_close(grads[0][0], grads[1][0])
+        for full, masked in zip(grads[0][1], grads[1][1], strict=True):
+            torch.testing.assert_close(full, masked, atol=1e-6, rtol=1e-5)

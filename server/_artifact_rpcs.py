@@ -1,5 +1,5 @@
 """WorkerService's artifact RPCs: UploadArtifact (client stream), DownloadArtifact (server
-stream), ListArtifacts and FindArtifact (which trial of a study holds an artifact), on top of
+stream), ListArtifacts and FindArtifact (which trials of a study hold an artifact), on top of
 :class:`~archsearch.server._trial_artifacts.TrialArtifacts`.
 
 Streams are registered with raw-bytes deserialisers like every other method
@@ -19,7 +19,7 @@ from archsearch.server._errors import InvalidArgument
 from archsearch.server._rpc import _parse, abort_for, rpc
 from archsearch.server._servicers import WorkerServicer
 from archsearch.server._studies import StudyManager
-from archsearch.server._trial_artifacts import ArtifactInfo, TrialArtifacts
+from archsearch.server._trial_artifacts import MAX_HOLDERS, ArtifactInfo, TrialArtifacts
 from archsearch.v1 import archsearch_pb2 as pb
 
 
@@ -131,5 +131,11 @@ class ArtifactWorkerServicer(WorkerServicer):
     def FindArtifact(
         self, request: pb.FindArtifactRequest, context: grpc.ServicerContext
     ) -> pb.FindArtifactResponse:
-        number, info = self.artifacts.holder(request.study_name, request.name)
-        return pb.FindArtifactResponse(trial_number=number, artifact=artifact_to_pb(info))
+        limit = request.limit
+        if limit < 0:  # 0: the lowest holder only, as before limit existed
+            raise InvalidArgument(f"limit must be in [0, {MAX_HOLDERS}], got {limit}")
+        found = self.artifacts.holders(request.study_name, request.name, limit or 1)
+        holders = [pb.ArtifactHolder(trial_number=n, artifact=artifact_to_pb(a)) for n, a in found]
+        return pb.FindArtifactResponse(
+            trial_number=found[0][0], artifact=holders[0].artifact, holders=holders
+        )

@@ -46,6 +46,8 @@ log = logging.getLogger("archsearch.server")
 
 #: Default cap on one artifact (``archsearch serve --max-artifact-bytes``): 1 GiB.
 DEFAULT_MAX_ARTIFACT_BYTES = 1 << 30
+#: The most holders FindArtifact lists (its ``limit``).
+MAX_HOLDERS = 1000
 #: Bytes per streamed message (well below the 4 MiB default message limit).
 CHUNK_BYTES = 1 << 20
 #: Trial system attribute holding the checked size and sha256 of an uploaded artifact.
@@ -296,9 +298,22 @@ class TrialArtifacts:
             InvalidArgument: Empty ``study_name``, or a name no upload could have.
             NotFound: Unknown study, or no trial holds such an artifact.
         """
+        return self.holders(study_name, name, 1)[0]
+
+    def holders(self, study_name: str, name: str, limit: int) -> list[tuple[int, ArtifactInfo]]:
+        """Up to ``limit`` trials of ``study_name`` holding a whole upload named ``name`` (see
+        :meth:`holder`), lowest-numbered first, one per trial (its first such artifact).
+
+        Raises:
+            InvalidArgument: Empty ``study_name``, a name no upload could have, or ``limit``
+                outside [1, :data:`MAX_HOLDERS`].
+            NotFound: Unknown study, or no trial holds such an artifact.
+        """
         if not study_name:
             raise InvalidArgument("study_name is required")
         check_name(name)
+        if not 1 <= limit <= MAX_HOLDERS:
+            raise InvalidArgument(f"limit must be in [0, {MAX_HOLDERS}], got {limit}")
         try:
             study_id = self.rdb.get_study_id_from_name(study_name)
         except KeyError:
@@ -320,13 +335,20 @@ class TrialArtifacts:
                 records[key[len(SHA_ATTR_PREFIX) :]] = value
             else:
                 metas.append((number, key[len(ARTIFACT_META_PREFIX) :], value))
+        found: dict[int, ArtifactInfo] = {}
         for number, artifact_id, meta in metas:  # by trial number
             record = records.get(artifact_id)
-            if meta.get("filename") == name and record and record.get("sha256"):
+            if number in found or not (meta.get("filename") == name and record):
+                continue
+            if record.get("sha256"):
                 mimetype = str(meta.get("mimetype") or "application/octet-stream")
                 size, sha = int(record.get("size", 0)), str(record["sha256"])
-                return number, ArtifactInfo(artifact_id, name, size, sha, mimetype)
-        raise NotFound(f"no trial of {study_name[:100]!r} has an artifact named {name!r}")
+                found[number] = ArtifactInfo(artifact_id, name, size, sha, mimetype)
+                if len(found) == limit:
+                    break
+        if not found:
+            raise NotFound(f"no trial of {study_name[:100]!r} has an artifact named {name!r}")
+        return list(found.items())
 
     def chunks(self, info: ArtifactInfo) -> Iterator[bytes]:
         """The stored bytes of ``info``, ``CHUNK_BYTES`` at a time; DataLoss at the end when

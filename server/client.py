@@ -369,12 +369,15 @@ class WorkerClient(_Base):
         )
         return list(resp.artifacts)
 
-    def find_artifact(self, study_name: str, name: str) -> pb.FindArtifactResponse:
+    def find_artifact(self, study_name: str, name: str, limit: int = 0) -> pb.FindArtifactResponse:
         """The lowest-numbered trial of a study holding a whole upload named ``name``
-        (``trial_number``) and that artifact. Raises ClientError: NOT_FOUND for an unknown
-        study or when no trial holds one; INVALID_ARGUMENT for an empty study or a bad name."""
+        (``trial_number``) and that artifact; with ``limit`` > 0, ``holders`` lists up to that
+        many holding trials, lowest-numbered first. Raises ClientError: NOT_FOUND for an
+        unknown study or when no trial holds one; INVALID_ARGUMENT for an empty study, a bad
+        name or a limit outside [0, 1000]."""
         return self._call(
-            self.stub.FindArtifact, pb.FindArtifactRequest(study_name=study_name, name=name)
+            self.stub.FindArtifact,
+            pb.FindArtifactRequest(study_name=study_name, name=name, limit=limit),
         )
 
 

@@ -28,6 +28,12 @@ The crowd (``crowd``: a list of subjects, each trained on the other folds and an
   ``:200`` subject is the ``:1000`` one's model after 200 steps (one training per fold and
   architecture). Seconds to minutes on a CPU, where TF-IDF subjects take milliseconds.
 
+``crowd_trials: N`` (0-64; default 0, off) adds the study's own trials to the crowd: each
+trial with it records its trained model's answers on every training item (in-sample: the
+items it trained on) as an artifact, and a later trial's crowd takes the answers of up to N
+of the study's lowest-numbered trials that recorded them, beside the subjects above
+(``worker/_trial_crowd.py``; on a worker connected to a server only).
+
 This module checks keys, types and values, so a bad curriculum is refused when a study is
 launched; the server and the worker both call :func:`validate_curriculum`.
 """
@@ -55,6 +61,8 @@ STUDENT_HIDDEN = (16, 256)
 STUDENT_HEADS = 2
 STUDENT_STEPS = (1, 5000)
 _STUDENT = re.compile(r"bert:([0-9]+)x([0-9]+):([0-9]+)")
+#: At most this many of the study's own trials join the crowd (``crowd_trials``).
+MAX_CROWD_TRIALS = 64
 #: The default crowd: 4 strengths x 2 training fractions = 8 subjects (so 9 distinct 1PL
 #: difficulties: an item's total score is its difficulty's sufficient statistic).
 DEFAULT_CROWD: tuple[str, ...] = tuple(
@@ -68,6 +76,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], Any]] = {
     "crowd": ((list,), list(DEFAULT_CROWD)),
     "crowd_fit": ((str,), "cross-fit"),
     "folds": ((int,), 5),
+    "crowd_trials": ((int,), 0),  # filled in only when given: older candidates keep their hash
     "num_obs": ((int,), 1000),
     "min_examples": ((int,), 1000),
     "stall_step": ((int, float), 0.1),
@@ -75,7 +84,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], Any]] = {
     "c0": ((int, float), 0.01),
     "duration": ((int, float), 0.5),
 }
-_CROWD_FIELDS = ("crowd", "crowd_fit", "folds")
+_CROWD_FIELDS = ("crowd", "crowd_fit", "folds", "crowd_trials")
 _READS = {
     "none": (),
     "pudf": (
@@ -124,6 +133,8 @@ def validate_curriculum(curriculum: Any) -> dict[str, Any]:
     if method == "none":
         return {"method": "none"}
     out = {"method": method, **{k: _FIELDS[k][1] for k in reads}, **curriculum}
+    if "crowd_trials" not in curriculum:
+        del out["crowd_trials"]
     if method == "pudf":
         out["difficulty"] = out["difficulty"] or "irt"
         out["scheduler"] = out["scheduler"] or "dds-mae"
@@ -149,7 +160,7 @@ def validate_curriculum(curriculum: Any) -> dict[str, Any]:
                     "leave it out, or set difficulty to irt",
                 )
             for key in _CROWD_FIELDS:
-                del out[key]
+                out.pop(key, None)
         _range(out, "c0", 0, 1, "the first epoch's competency, e.g. 0.01", open_high=True)
         _range(out, "duration", 0, 1, "the share of max_steps to reach competency 1")
     if "crowd" in out:
@@ -179,6 +190,13 @@ def _check_crowd(out: dict[str, Any]) -> None:
         raise SpecError(f"{SECTION}.crowd", "names a subject twice")
     if not 2 <= out["folds"] <= 20:
         raise SpecError(f"{SECTION}.folds", f"must be in [2, 20], got {out['folds']}")
+    trials = out.get("crowd_trials", 0)
+    if not 0 <= trials <= MAX_CROWD_TRIALS:
+        raise SpecError(
+            f"{SECTION}.crowd_trials",
+            f"must be in [0, {MAX_CROWD_TRIALS}], got {trials}",
+            "how many of the study's trials answer beside the crowd, e.g. 8; 0 for none",
+        )
 
 
 class TfidfSubject(NamedTuple):

@@ -60,6 +60,7 @@ from archsearch.worker._task_info import Task
 from archsearch.worker._task_training import train_task
 from archsearch.worker._teacher_training import TeacherTraining
 from archsearch.worker._trainer import TrainContext, Trainer, TrainResult
+from archsearch.worker._trial_crowd import upload_answers
 
 __all__ = [
     "AGGREGATED_COST_METRICS",
@@ -105,7 +106,9 @@ class BertTrainer(TeacherTraining, Trainer):
     the curriculum's (``curriculum``, ``curriculum_scheduler``, ``curriculum_difficulty``,
     ``curriculum_trace``, ...: :meth:`~archsearch.worker._curriculum.Curriculum.info`; on a
     worker connected to a server, ``curriculum_plot``: the ``curriculum.png`` artifact,
-    :mod:`~archsearch.worker._curriculum_plot`).
+    :mod:`~archsearch.worker._curriculum_plot`; with ``crowd_trials``, ``curriculum_answers``:
+    the trained model's answers on the training items, and ``curriculum_crowd_trials``: the
+    study's trials in its crowd, :mod:`~archsearch.worker._trial_crowd`).
 
     Data: ``data.source`` and ``data.hub_dataset`` choose where a GLUE task's examples are read
     (:func:`~archsearch.worker.choose_source`: ``auto`` the worker's ``glue_data`` folder, else
@@ -280,6 +283,13 @@ class BertTrainer(TeacherTraining, Trainer):
                 )
                 if plan.is_flexibert and len(outcomes) == 1:  # for transfer_from "trial:N"
                     info.update(upload_checkpoint(context, outcome.checkpoint))
+        # data.curriculum.crowd_trials: the model's training answers, for later trials' crowds
+        answers = {
+            t: (c.answers_name, o.answers)
+            for t, o in outcomes.items()
+            if (c := curricula[t]) is not None and o.answers is not None
+        }
+        info.update(upload_answers(context, answers))
         # the curriculum per epoch as a picture on the trial's dashboard page (with a server)
         info.update(upload_curriculum_plots(context, curricula, recipe.get("max_steps")))
         metrics = merge_metrics({t: o.metrics for t, o in outcomes.items()})

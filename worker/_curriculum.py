@@ -42,6 +42,7 @@ from archsearch.worker._example import GlueExample
 from archsearch.worker._irt import estimate_ability
 from archsearch.worker._task_info import Task
 from archsearch.worker._trainer import CandidateError, TrainContext
+from archsearch.worker._trial_crowd import answers_name, items_key
 
 __all__ = ["Answer", "Curriculum", "competency", "make_curriculum"]
 
@@ -88,6 +89,10 @@ class Curriculum:
         answer: Answer | None = None,
     ) -> None:
         self.options = dict(options)
+        #: The artifact name under which the trained model's answers on the training items
+        #: are uploaded (``crowd_trials`` on a worker with a server; :mod:`._trial_crowd`);
+        #: empty: none are recorded.
+        self.answers_name = ""
         self.difficulties = difficulties
         self.answer = answer
         self.method = str(options["method"])
@@ -208,13 +213,18 @@ def make_curriculum(
             "(use difficulty length or rarity with method competency)"
         )
     texts = [" ".join(e.texts) for e in examples]
+    labels = [int(e.label) for e in examples]
     try:
         difficulties = shared_item_difficulties(
-            texts, [int(e.label) for e in examples], options, task=task.id, context=context
+            texts, labels, options, task=task.id, context=context
         )
-        return Curriculum(options, difficulties, recipe)
+        curriculum = Curriculum(options, difficulties, recipe)
     except ValueError as e:
         raise CandidateError(f"data.curriculum: {e}") from e
+    if options.get("crowd_trials") and context is not None and context.has_server:
+        # the trained model's answers on these items join later trials' crowds
+        curriculum.answers_name = answers_name(items_key(task.id, texts, labels))
+    return curriculum
 
 
 def bounded_trace(trace: Sequence[Mapping[str, float]], limit: int = TRACE_CHARS) -> str:

@@ -12,8 +12,10 @@
   the other folds (``"bert:<layers>x<hidden>:<steps>"``, :mod:`~archsearch.worker._crowd_students`;
   seconds to minutes each on a CPU). Students of one architecture at several step counts are
   the paper's crowd of models at several epochs: one training per fold and architecture
-  answers at every step count asked. The study's own trials as subjects are not built (trials
-  do not store per-item answers).
+  answers at every step count asked. Beside them, the study's own trained trials may answer
+  too (``crowd_trials: N``; :mod:`~archsearch.worker._trial_crowd`): each such trial uploads
+  its model's in-sample answers on the training items after training, and a later trial adds
+  up to N of them as subjects (the fit and its cache key are that module's).
 * ``length``: the example's number of words (sentence length, Platanios et al. 2019).
 * ``rarity``: the negative mean log unigram frequency of its words, counted over the training
   texts (word rarity, ibid.).
@@ -22,8 +24,10 @@ IRT difficulties are cached on disk per (task, crowd, folds, items), keyed by a 
 them (and of the students' recipe version when the crowd has students), in
 ``$ARCHSEARCH_CURRICULUM_DIR``, else ``$ARCHSEARCH_CACHE_DIR/curriculum``, else
 ``~/.cache/archsearch/curriculum``: every trial of a study on one machine (and every worker
-process there) fits the crowd once. The cache is local, not a trial artifact. A trial's
-``crowd_seconds`` is the whole fit in its process, students' training included.
+process there) fits the crowd once; on a worker connected to a server, the study's trials
+share the cache file as a trial artifact (:mod:`~archsearch.worker._difficulty_sharing`), so a
+study fits it once. A trial's ``crowd_seconds`` is the whole fit in its process, students'
+training included.
 """
 
 from __future__ import annotations

@@ -317,6 +317,8 @@ class Worker:
             download=self.client.download_artifact,
             study_name=lease.study_name,
             find=self._find_artifact,
+            holders=self._artifact_holders,
+            trial_number=lease.trial_number,
         )
         started = time.monotonic()
         try:
@@ -370,6 +372,17 @@ class Worker:
             if e.code == grpc.StatusCode.NOT_FOUND:
                 return None
             raise
+
+    def _artifact_holders(self, study: str, name: str, limit: int) -> list[tuple[int, str]]:
+        """(trial number, sha256) of up to ``limit`` trials of ``study`` holding an artifact
+        ``name``; empty when none does (NOT_FOUND; any other refusal raises ClientError)."""
+        try:
+            found = self.client.find_artifact(study, name, limit=limit)
+        except ClientError as e:
+            if e.code == grpc.StatusCode.NOT_FOUND:
+                return []
+            raise
+        return [(int(h.trial_number), str(h.artifact.sha256)) for h in found.holders]
 
     def _heartbeats(self, lease_id: str, state: _TrialState, done: threading.Event) -> None:
         while not done.wait(self.heartbeat_interval_s):

@@ -20,6 +20,7 @@ from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._precision import Precision
 from archsearch.worker._result_metrics import TaskReports
 from archsearch.worker._trainer import CandidateError, TrainContext
+from archsearch.worker._trial_crowd import training_answers
 
 if TYPE_CHECKING:
     from archsearch.worker._bert_trainer import BertTrainer
@@ -35,6 +36,9 @@ class TaskOutcome:
     predictions: np.ndarray
     labels: np.ndarray
     info: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: The trained model's 0/1 answers on every training item, in split order, when the
+    #: curriculum records them (``crowd_trials``; :mod:`~archsearch.worker._trial_crowd`).
+    answers: np.ndarray | None = None
 
 
 def train_task(
@@ -86,6 +90,9 @@ def train_task(
             )
         predictions, train_seconds = loop.run(splits["train"], evaluator.primary)
 
+    answers = None
+    if curriculum is not None and curriculum.answers_name:  # in-sample: on what it trained
+        answers = training_answers(loop.predict, splits["train"])
     metrics = evaluator.metrics(loop.predict, predictions)
     metrics.update(costs.metrics(model))
     metrics["train_seconds"] = train_seconds
@@ -103,4 +110,6 @@ def train_task(
             folder = folder / task.id
         checkpoint = str(trainer.save_checkpoint(model, loop, folder, candidate))
     info = curriculum.info() if curriculum is not None else {}
-    return TaskOutcome(metrics, checkpoint, predictions, evaluator.primary.labels, info)
+    return TaskOutcome(
+        metrics, checkpoint, predictions, evaluator.primary.labels, info, answers=answers
+    )

@@ -56,6 +56,10 @@ class TrainContext:
         study_name: the study of the trial being trained.
         find: ``find(study, name) -> trial number or None``; which trial of a study holds a
             whole upload named ``name`` (``WorkerClient.find_artifact``; None when none does).
+        holders: ``holders(study, name, limit) -> [(trial number, sha256), ...]``; up to
+            ``limit`` trials of a study holding a whole upload named ``name``, lowest-numbered
+            first (``WorkerClient.find_artifact`` with a limit; empty when none does).
+        trial_number: the number of the trial being trained (None: run alone).
     """
 
     def __init__(
@@ -69,6 +73,8 @@ class TrainContext:
         download: Callable[[str, int, str, Path], object] | None = None,
         study_name: str = "",
         find: Callable[[str, str], int | None] | None = None,
+        holders: Callable[[str, str, int], list[tuple[int, str]]] | None = None,
+        trial_number: int | None = None,
     ) -> None:
         self._report = report
         self._should_stop = should_stop
@@ -79,6 +85,8 @@ class TrainContext:
         self._download = download
         self.study_name = study_name
         self._find = find
+        self._holders = holders
+        self.trial_number = trial_number
 
     @property
     def has_server(self) -> bool:
@@ -124,6 +132,20 @@ class TrainContext:
         if self._find is None:
             raise RuntimeError("no server to find artifacts on: this trial runs alone")
         return self._find(study or self.study_name, name)
+
+    def artifact_holders(self, name: str, limit: int, study: str = "") -> list[tuple[int, str]]:
+        """(trial number, sha256) of up to ``limit`` trials of ``study`` (default this trial's)
+        holding a whole upload named ``name``, lowest-numbered first, any state, this trial
+        included; empty when none does.
+
+        Raises:
+            RuntimeError: No server behind this context (or none that can be asked).
+            archsearch.server.client.ClientError: The server refused (a bad name or limit:
+                INVALID_ARGUMENT) or is unreachable.
+        """
+        if self._holders is None:
+            raise RuntimeError("no server to find artifacts on: this trial runs alone")
+        return self._holders(study or self.study_name, name, limit)
 
     def report(self, step: int, value: float) -> None:
         """Sends an intermediate value; raises TrialStopped when the trial must end."""

@@ -349,3 +349,38 @@ def test_find_artifact_names_the_first_trial_holding_a_whole_upload(
         expect(invalid, worker.find_artifact, "s", bad, contains="artifact name")
     with WorkerClient(server.address, token="wrong-token-0123456789abcdef") as anon:
         expect(grpc.StatusCode.UNAUTHENTICATED, anon.find_artifact, "s", "shared.npz")
+
+
+def test_find_artifact_with_a_limit_lists_every_holder(server, worker, leased, tmp_path) -> None:
+    """FindArtifact with ``limit``: up to that many holding trials, lowest-numbered first, one
+    per trial; limit 0 (an older client) answers as before; a limit out of range is
+    INVALID_ARGUMENT, an unknown study NOT_FOUND."""
+    f = tmp_path / "answers.npz"
+    leases = [leased.lease]
+    for w in ("w2", "w3"):
+        worker.register(w, CAPS)
+        leases.append(worker.acquire(w, CAPS, 5).lease)
+    numbers = [lease.trial_number for lease in leases]
+    assert numbers == sorted(numbers)
+    for i in (2, 0, 1):  # uploaded out of order
+        f.write_bytes(f"answers {i}".encode())
+        worker.upload_artifact(leases[i].lease_id, f)
+    worker.upload_artifact(leases[0].lease_id, tmp_path / "answers.npz", "other.npz")
+    sha = [hashlib.sha256(f"answers {i}".encode()).hexdigest() for i in range(3)]
+    old = worker.find_artifact("s", "answers.npz")  # limit 0: the lowest holder
+    assert old.trial_number == numbers[0] and old.artifact.sha256 == sha[0]
+    assert [h.trial_number for h in old.holders] == [numbers[0]]
+    every = worker.find_artifact("s", "answers.npz", limit=1000)
+    assert [(h.trial_number, h.artifact.sha256) for h in every.holders] == list(
+        zip(numbers, sha, strict=True)
+    )
+    assert every.trial_number == numbers[0]
+    two = worker.find_artifact("s", "answers.npz", limit=2)
+    assert [h.trial_number for h in two.holders] == numbers[:2]
+    invalid, not_found = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+    for bad in (-1, 1001, -(2**31)):
+        expect(invalid, worker.find_artifact, "s", "answers.npz", limit=bad, contains="limit")
+    expect(invalid, worker.find_artifact, "", "answers.npz", limit=5, contains="study_name")
+    expect(invalid, worker.find_artifact, "s", "../x", limit=5, contains="artifact name")
+    expect(not_found, worker.find_artifact, "nope", "answers.npz", limit=5, contains="unknown")
+    expect(not_found, worker.find_artifact, "s", "none.npz", limit=5, contains="none.npz")

@@ -1372,32 +1372,37 @@ class FindArtifactRequest(_message.Message):
 
     STUDY_NAME_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
     study_name: _builtins.str
     """The study to search. Required."""
     name: _builtins.str
     """The artifact's name (1..128 characters of [A-Za-z0-9._-], not starting with '.')."""
+    limit: _builtins.int
+    """0 (the default): the lowest-numbered holder only (trial_number and artifact; holders
+    lists it too). 1..1000: holders lists up to this many holders.
+    """
     def __init__(
         self,
         *,
         study_name: _builtins.str = ...,
         name: _builtins.str = ...,
+        limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "study_name", b"study_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "name", b"name", "study_name", b"study_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FindArtifactRequest: _TypeAlias = FindArtifactRequest  # noqa: Y015
 
 @_typing.final
-class FindArtifactResponse(_message.Message):
+class ArtifactHolder(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TRIAL_NUMBER_FIELD_NUMBER: _builtins.int
     ARTIFACT_FIELD_NUMBER: _builtins.int
     trial_number: _builtins.int
-    """The trial holding it (download it with DownloadArtifact by this number and the name)."""
     @_builtins.property
     def artifact(self) -> Global___Artifact: ...
     def __init__(
@@ -1409,6 +1414,38 @@ class FindArtifactResponse(_message.Message):
     _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "trial_number", b"trial_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArtifactHolder: _TypeAlias = ArtifactHolder  # noqa: Y015
+
+@_typing.final
+class FindArtifactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRIAL_NUMBER_FIELD_NUMBER: _builtins.int
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    HOLDERS_FIELD_NUMBER: _builtins.int
+    trial_number: _builtins.int
+    """The lowest-numbered trial holding it (download it with DownloadArtifact by this number
+    and the name).
+    """
+    @_builtins.property
+    def artifact(self) -> Global___Artifact: ...
+    @_builtins.property
+    def holders(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArtifactHolder]:
+        """Every holder up to the request's limit (at least 1), by trial number, one per trial."""
+
+    def __init__(
+        self,
+        *,
+        trial_number: _builtins.int = ...,
+        artifact: Global___Artifact | None = ...,
+        holders: _abc.Iterable[Global___ArtifactHolder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "holders", b"holders", "trial_number", b"trial_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

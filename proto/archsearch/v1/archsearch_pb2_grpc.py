@@ -454,8 +454,10 @@ class WorkerServiceServicer:
         """Which trial of a study holds an uploaded artifact of this name: the lowest-numbered trial
         (in any state) whose upload of it completed (its sha256 is recorded), so content keyed by
         its name (a cache of crowd difficulties) is shared by every trial of the study.
-        INVALID_ARGUMENT: empty study_name or a bad name; NOT_FOUND: unknown study, or no trial
-        holds such an artifact.
+        With limit > 0, holders lists up to limit such trials, lowest-numbered first, one entry
+        per trial (a study's trials holding per-item answers: a crowd for IRT difficulties).
+        INVALID_ARGUMENT: empty study_name, a bad name, or limit outside [0, 1000]; NOT_FOUND:
+        unknown study, or no trial holds such an artifact.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
+	# py-irt, for the check of the worker's 1PL fit against it (tests/worker/test_irt.py): its
+	# pins (typer<0.15, rich<14, pandas<3) would downgrade this environment, so no deps
+	$(PIP) install -q pyro-ppl==1.9.2
+	$(PIP) install -q --no-deps py-irt==0.7.1 toml ordered-set
 	touch $(STAMP)
 
 demo: $(STAMP)

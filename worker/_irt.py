@@ -12,7 +12,8 @@ P(subject j answers item i correctly) = σ(θ_j − b_i).
   the check against it. py-irt 0.7.1 pins typer<0.15, rich<14 and pandas<3, so ``pip install
   py-irt`` downgrades three packages of this environment (it pulls no other torch); install it
   with ``pip install pyro-ppl==1.9.2 && pip install --no-deps py-irt toml ordered-set`` to use
-  it. It is optional: the worker's difficulties come from :func:`fit_1pl`.
+  it (``make setup`` does, so the suite runs the check). It is optional: the worker's
+  difficulties come from :func:`fit_1pl`.
 * :func:`estimate_ability`: DDS-MAE's per-epoch MAP ability, N(0, 1) prior, Nelder–Mead from
   θ = 0.1 as the reference code.
 """

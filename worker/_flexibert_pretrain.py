@@ -36,9 +36,8 @@ from archsearch.worker._fidelity import Fidelity
 from archsearch.worker._flexibert_model import (
     FlexiBertForMaskedLM,
     FlexiBertForSequenceClassification,
-    load_checkpoint,
-    transfer_weights,
 )
+from archsearch.worker._flexibert_transfer import load_checkpoint, transfer_weights
 from archsearch.worker._mlm_pretrain import MlmCorpus, pretrain_mlm
 from archsearch.worker._pretrain_cache import PretrainCache
 

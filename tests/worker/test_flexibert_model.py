@@ -30,9 +30,8 @@ from archsearch.worker._flexibert_model import (
     FlexiBertForSequenceClassification,
     LinearTransformMixer,
     WmaSelfAttention,
-    load_checkpoint,
-    transfer_weights,
 )
+from archsearch.worker._flexibert_transfer import load_checkpoint, transfer_weights
 from archsearch.worker._mlm_pretrain import MlmCorpus, mask_tokens, pretrain_mlm
 
 OPERATIONS = [

@@ -31,8 +31,14 @@ from typing import Any, TypeVar
 import grpc
 
 from archsearch.server.client import ClientError, WorkerClient
-from archsearch.spaces import Candidate, SpecError, TrainerInfo
+from archsearch.spaces import Candidate, SpecError
 from archsearch.v1 import archsearch_pb2 as pb
+from archsearch.worker._capabilities import (
+    artifact_holders,
+    declared_trainer_info,
+    device_memory_bytes,
+    first_holder,
+)
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrialStopped
 
 log = logging.getLogger("archsearch.worker")
@@ -100,12 +106,12 @@ class Worker:
         host = socket.gethostname()
         self.worker_id = worker_id or f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         #: what each trainer trains and reports, sent on RegisterWorker
-        self.trainer_info = _trainer_info(trainers)
+        self.trainer_info = declared_trainer_info(trainers)
         self.capabilities = pb.WorkerCapabilities(
             trainers=sorted(trainers),
             device=device,
             hostname=host,
-            memory_bytes=_memory_bytes(device),
+            memory_bytes=device_memory_bytes(device),
         )
         self.stopping = threading.Event()
         self.stop_grace_s = stop_grace_s
@@ -316,8 +322,8 @@ class Worker:
             upload=lambda path, name: self.client.upload_artifact(lease.lease_id, path, name),
             download=self.client.download_artifact,
             study_name=lease.study_name,
-            find=self._find_artifact,
-            holders=self._artifact_holders,
+            find=lambda study, name: first_holder(self.client, study, name),
+            holders=lambda study, name, limit: artifact_holders(self.client, study, name, limit),
             trial_number=lease.trial_number,
         )
         started = time.monotonic()
@@ -363,27 +369,6 @@ class Worker:
         finally:
             done.set()
 
-    def _find_artifact(self, study: str, name: str) -> int | None:
-        """The trial of ``study`` holding an artifact ``name``; None when none does (NOT_FOUND;
-        any other refusal raises ClientError)."""
-        try:
-            return int(self.client.find_artifact(study, name).trial_number)
-        except ClientError as e:
-            if e.code == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
-
-    def _artifact_holders(self, study: str, name: str, limit: int) -> list[tuple[int, str]]:
-        """(trial number, sha256) of up to ``limit`` trials of ``study`` holding an artifact
-        ``name``; empty when none does (NOT_FOUND; any other refusal raises ClientError)."""
-        try:
-            found = self.client.find_artifact(study, name, limit=limit)
-        except ClientError as e:
-            if e.code == grpc.StatusCode.NOT_FOUND:
-                return []
-            raise
-        return [(int(h.trial_number), str(h.artifact.sha256)) for h in found.holders]
-
     def _heartbeats(self, lease_id: str, state: _TrialState, done: threading.Event) -> None:
         while not done.wait(self.heartbeat_interval_s):
             try:
@@ -407,34 +392,3 @@ def json_short(obj: Any, limit: int = 160) -> str:
 
     text = json.dumps(obj, separators=(",", ":"))
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _trainer_info(trainers: dict[str, Trainer]) -> list[TrainerInfo]:
-    """Each trainer's declared metadata (trainers that declare none are sent by name only).
-
-    Raises:
-        ValueError: A trainer's metadata names another trainer.
-    """
-    out = []
-    for name, trainer in sorted(trainers.items()):
-        info = type(trainer).info
-        if info is None:
-            continue
-        if info.name != name:
-            raise ValueError(f"trainer {name!r} declares metadata for {info.name!r}")
-        out.append(info)
-    return out
-
-
-def _memory_bytes(device: str) -> int:
-    if device.startswith("cuda"):
-        try:
-            import torch
-
-            return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
-        except Exception:
-            return 0
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return 0

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from _fake_artifacts import OPTIONS, FakeServer, separable_task
 
 from archsearch.server.client import ClientError
 from archsearch.worker import _difficulty
@@ -21,51 +22,6 @@ from archsearch.worker._difficulty_sharing import (
     shared_item_difficulties,
 )
 from archsearch.worker._trainer import TrainContext
-
-OPTIONS = {"difficulty": "irt", "crowd": ["tfidf-lr:0.3", "tfidf-lr:3:0.5"], "folds": 2}
-
-
-def _task(n: int = 40) -> tuple[list[str], list[int]]:
-    rng = np.random.default_rng(0)
-    labels = [int(i % 2) for i in range(n)]
-    words = (["dull", "bad", "awful"], ["great", "fine", "superb"])
-    texts = [" ".join(rng.choice(words[y], 4)) + f" item{i}" for i, y in enumerate(labels)]
-    return texts, labels
-
-
-class FakeServer:
-    """The artifacts of one study, ``(trial, name) -> bytes``; ``fail`` names the calls that
-    raise the error given."""
-
-    def __init__(self) -> None:
-        self.files: dict[tuple[int, str], bytes] = {}
-        self.fail: dict[str, Exception] = {}
-        self.calls: list[str] = []
-
-    def context(self, trial: int) -> TrainContext:
-        def upload(path: Path, name: str) -> str:
-            self._call("upload")
-            self.files[trial, name] = Path(path).read_bytes()
-            return "id"
-
-        def download(study: str, number: int, name: str, dest: Path) -> None:
-            self._call("download")
-            assert study == "s"
-            if (number, name) not in self.files:
-                raise ClientError(grpc.StatusCode.NOT_FOUND, "no such artifact", "Download")
-            Path(dest).write_bytes(self.files[number, name])
-
-        def find(study: str, name: str) -> int | None:
-            self._call("find")
-            assert study == "s"
-            return min((n for n, m in self.files if m == name), default=None)
-
-        return TrainContext(upload=upload, download=download, find=find, study_name="s")
-
-    def _call(self, what: str) -> None:
-        self.calls.append(what)
-        if what in self.fail:
-            raise self.fail[what]
 
 
 @pytest.fixture
@@ -83,7 +39,7 @@ def fits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def _difficulties(context: TrainContext | None, cache: Path) -> Any:
-    texts, labels = _task()
+    texts, labels = separable_task()
     return shared_item_difficulties(
         texts, labels, OPTIONS, task="t", context=context, cache_dir=cache
     )
@@ -192,7 +148,7 @@ def test_a_context_without_lookup_still_trains(tmp_path: Path, fits: list[int]) 
 
 def test_heuristic_difficulties_are_never_shared(tmp_path: Path) -> None:
     server = FakeServer()
-    texts, labels = _task()
+    texts, labels = separable_task()
     got = shared_item_difficulties(
         texts, labels, {"difficulty": "length"}, task="t", context=server.context(0)
     )

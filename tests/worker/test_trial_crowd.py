@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from _fake_artifacts import OPTIONS, FakeServer, separable_task
 
 from archsearch.server.client import ClientError
 from archsearch.spaces import validate_curriculum
@@ -29,16 +30,7 @@ from archsearch.worker._trial_crowd import (
     training_answers,
 )
 
-OPTIONS = {"difficulty": "irt", "crowd": ["tfidf-lr:0.3", "tfidf-lr:3:0.5"], "folds": 2}
 N = 40
-
-
-def _task(n: int = N) -> tuple[list[str], list[int]]:
-    rng = np.random.default_rng(0)
-    labels = [int(i % 2) for i in range(n)]
-    words = (["dull", "bad", "awful"], ["great", "fine", "superb"])
-    texts = [" ".join(rng.choice(words[y], 4)) + f" item{i}" for i, y in enumerate(labels)]
-    return texts, labels
 
 
 def _npz(**arrays: Any) -> bytes:
@@ -47,54 +39,8 @@ def _npz(**arrays: Any) -> bytes:
     return buf.getvalue()
 
 
-class FakeServer:
-    """One study's artifacts, ``(trial, name) -> bytes``; ``fail`` names calls that raise."""
-
-    def __init__(self) -> None:
-        self.files: dict[tuple[int, str], bytes] = {}
-        self.fail: dict[str, Exception] = {}
-        self.calls: list[str] = []
-
-    def context(self, trial: int) -> TrainContext:
-        def upload(path: Path, name: str) -> str:
-            self._call("upload")
-            self.files[trial, name] = Path(path).read_bytes()
-            return "id"
-
-        def download(study: str, number: int, name: str, dest: Path) -> None:
-            self._call("download")
-            if (number, name) not in self.files:
-                raise ClientError(grpc.StatusCode.NOT_FOUND, "no such artifact", "Download")
-            Path(dest).write_bytes(self.files[number, name])
-
-        def find(study: str, name: str) -> int | None:
-            self._call("find")
-            return min((n for n, m in self.files if m == name), default=None)
-
-        def holders(study: str, name: str, limit: int) -> list[tuple[int, str]]:
-            self._call("holders")
-            found = sorted(
-                (n, hashlib.sha256(b).hexdigest()) for (n, m), b in self.files.items() if m == name
-            )
-            return found[:limit]
-
-        return TrainContext(
-            upload=upload,
-            download=download,
-            find=find,
-            holders=holders,
-            study_name="s",
-            trial_number=trial,
-        )
-
-    def _call(self, what: str) -> None:
-        self.calls.append(what)
-        if what in self.fail:
-            raise self.fail[what]
-
-
 def _difficulties(context: TrainContext | None, cache: Path, trials: int = 3) -> Any:
-    texts, labels = _task()
+    texts, labels = separable_task()
     return shared_item_difficulties(
         texts,
         labels,
@@ -134,7 +80,7 @@ def test_training_answers_are_per_item_in_split_order() -> None:
 
 
 def test_fake_trial_answers_join_the_crowd_and_change_the_key(tmp_path: Path) -> None:
-    texts, labels = _task()
+    texts, labels = separable_task()
     alone = _difficulties(FakeServer().context(0), tmp_path / "alone")
     assert alone.info()[TRIALS_INFO_KEY] == "none"  # the study's first trial: none answered
     server = FakeServer()
@@ -174,7 +120,7 @@ def test_fake_trial_answers_join_the_crowd_and_change_the_key(tmp_path: Path) ->
 
 
 def test_a_bad_answers_file_is_left_out(tmp_path: Path) -> None:
-    texts, labels = _task()
+    texts, labels = separable_task()
     server = FakeServer()
     name = answers_name(items_key("t", texts, labels))
     server.files[0, name] = _npz(answers=np.full(N - 1, 1, dtype=np.uint8))  # wrong shape
@@ -191,7 +137,7 @@ def test_a_bad_answers_file_is_left_out(tmp_path: Path) -> None:
 
 
 def test_no_server_or_a_refusal_is_the_cross_fitted_crowd(tmp_path: Path) -> None:
-    plain = shared_item_difficulties(*_task(), OPTIONS, task="t", cache_dir=tmp_path)
+    plain = shared_item_difficulties(*separable_task(), OPTIONS, task="t", cache_dir=tmp_path)
     assert TRIALS_INFO_KEY not in plain.info()  # not asked
     alone = _difficulties(None, tmp_path)
     assert alone.info()[TRIALS_INFO_KEY] == "none" and alone.key == plain.key

@@ -18,7 +18,8 @@ The FlexiBERT SST-2 table is where BOSHNAS's own defaults (``features: both``, `
 chosen before this protocol existed: its fold is marked as the tuning table.
 
 Every replay goes through ``archsearch replay``'s code (``server/_replay.py``: the real loops,
-the server's ``ask_candidate``). Runs are cached in ``--cache`` (JSON, written as they finish),
+the server's ``ask_candidate``), each stopped once it reaches the top 1% (what comes after
+cannot change the count). Runs are cached in ``--cache`` (JSON, written as they finish),
 so a cut run continues where it stopped and a second report costs nothing.
 
     python benchmarks/loo_tables.py [--tables NAME=PATH[:FORMAT],...] [--candidates ...]
@@ -92,6 +93,8 @@ class RunCache:
         jobs: int,
     ) -> list[Run]:
         missing = [s for s in seeds if self.key(table_name, loop, protocol, s) not in self.runs]
+        # Only the evaluations to the top 1% are reported: a replay stops there.
+        stop_at = top_targets(table.scores, 1.0, table.direction).threshold
         for start, end in _spans(missing):
             found = replay_seeds(
                 table,
@@ -100,6 +103,7 @@ class RunCache:
                 evals,
                 jobs,
                 loop_options=LOOP_OPTIONS,
+                stop_at=stop_at,
                 **PROTOCOLS[protocol],
             )
             for run in found:

@@ -76,6 +76,7 @@ def replay_search(
     asynchronous: bool = True,
     count_repeats: bool = False,
     space: DesignSpace | None = None,
+    stop_at: float | None = None,
 ) -> Run:
     """One seeded search of ``table`` (see the module docstring).
 
@@ -83,6 +84,9 @@ def replay_search(
         loop_name: A registered loop, or ``name@label`` (options keyed by the label).
         loop_options: Loop name (or ``name@label``) -> its options.
         space: Another parameterisation of the table's rows (default: ``table.space``).
+        stop_at: Stop as soon as the best score reaches this one (for a caller that needs
+            only the evaluations to a target: the searches up to it are the same, since a
+            loop never sees what comes after).
 
     Raises:
         ReplayError: The loop cannot be built with its options, or cannot search this
@@ -123,6 +127,10 @@ def replay_search(
                 best = better(best, score)
                 run.best.append(best)
                 run.evaluated.append(key)
+                if stop_at is not None and run.reached(best, stop_at):
+                    break
+            if stop_at is not None and run.best and run.reached(run.best[-1], stop_at):
+                break
     run.seconds = time.perf_counter() - t0
     run.best, run.evaluated = run.best[:evals], run.evaluated[:evals]
     return run

@@ -151,6 +151,17 @@ def test_simulated_workers_keep_the_right_number_in_flight(
         assert set(seen[parallel:]) <= {parallel - 1}
 
 
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_stopping_at_a_target_changes_nothing_before_it(table_file: str, parallel: int) -> None:
+    table = read_table(table_file)
+    full = replay_search(table, "random", 4, 12, parallel=parallel)
+    hit = full.evals_to(24.0)
+    assert hit is not None and hit < 12
+    stopped = replay_search(table, "random", 4, 12, parallel=parallel, stop_at=24.0)
+    assert stopped.best == full.best[:hit] and stopped.evaluated == full.evaluated[:hit]
+    assert stopped.evals_to(24.0) == hit
+
+
 def test_repeats_are_free_unless_counted(table_file: str) -> None:
     table = read_table(table_file)
     free = replay_search(table, "random", 0, 8)

@@ -26,7 +26,8 @@ from scipy import stats
 from archsearch.server._replay import replay_search
 from archsearch.spaces import ReplayTable
 from archsearch.spaces._row_table import RowTableSpace
-from archsearch.spaces._students import MINILM_L6, Student, flops, params, preset
+from archsearch.spaces._students import MINILM_L6, Student, flops, params
+from archsearch.spaces._subspaces import preset
 from archsearch.worker._supernet_training import sandwich_students
 
 PROXIES = ("P1_relation", "P2_task", "P3_params", "P4_flops", "P5_teacher_relation")

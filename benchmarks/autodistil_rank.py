@@ -43,7 +43,8 @@ import _autodistil_report as report
 from _results import append_section
 
 from archsearch.spaces import Candidate
-from archsearch.spaces._students import MINILM_L6, Student, preset
+from archsearch.spaces._students import MINILM_L6, Student
+from archsearch.spaces._subspaces import preset
 from archsearch.worker import TrainContext
 from archsearch.worker._autodistil_trainer import AutodistilTrainer
 from archsearch.worker._metrics import primary_metric

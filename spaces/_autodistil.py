@@ -25,14 +25,12 @@ from archsearch.spaces._options import reject_unknown
 from archsearch.spaces._students import (
     BERT_BASE,
     MINILM_L6,
-    PRESETS,
     Student,
-    SubSpace,
     TeacherShape,
     flops,
     params,
-    preset,
 )
+from archsearch.spaces._subspaces import PRESETS, SubSpace, preset
 
 if TYPE_CHECKING:
     import optuna

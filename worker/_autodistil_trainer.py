@@ -41,7 +41,8 @@ from transformers import BertModel
 from archsearch.spaces import Candidate, GlueTask, get_task
 from archsearch.spaces._candidate import data_tasks
 from archsearch.spaces._errors import SpecError
-from archsearch.spaces._students import Student, SubSpace, TeacherShape
+from archsearch.spaces._students import Student, TeacherShape
+from archsearch.spaces._subspaces import SubSpace
 from archsearch.worker._autodistil_info import AUTODISTIL_KINDS, AUTODISTIL_TRAINER_INFO
 from archsearch.worker._bert_trainer import BertTrainer
 from archsearch.worker._checkpoint_artifacts import fetch_trial_files, upload_files

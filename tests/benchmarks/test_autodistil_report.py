@@ -15,7 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import _autodistil_report as report
 
-from archsearch.spaces._students import MINILM_L6, flops, params, preset
+from archsearch.spaces._students import MINILM_L6, flops, params
+from archsearch.spaces._subspaces import preset
 
 
 def _built(sign: float) -> dict[str, Any]:

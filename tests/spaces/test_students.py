@@ -10,15 +10,13 @@ from archsearch.spaces._errors import SpecError
 from archsearch.spaces._students import (
     BERT_BASE,
     MINILM_L6,
-    PRESETS,
     Student,
-    SubSpace,
     TeacherShape,
     flops,
     is_tied,
     params,
-    preset,
 )
+from archsearch.spaces._subspaces import PRESETS, SubSpace, preset
 
 
 def test_paper_subspaces_have_256_students_each_with_bert_base() -> None:

@@ -11,7 +11,8 @@ from _tiny import save_tiny_teacher
 from transformers import BertModel
 
 from archsearch.spaces import Candidate, get_task
-from archsearch.spaces._students import Student, SubSpace
+from archsearch.spaces._students import Student
+from archsearch.spaces._subspaces import SubSpace
 from archsearch.worker import CandidateError, TrainContext
 from archsearch.worker._autodistil_trainer import AutodistilTrainer
 from archsearch.worker._supernet import Supernet, extract

@@ -59,8 +59,11 @@ TABLES = {
     "lts-transxl-wt103": f"{SHARED}/nas-tables/lts_transxl_wt103.json:nas-tables",
 }
 TUNING_TABLE = "flexibert-sst2"  # where BOSHNAS's defaults were chosen, before this protocol
-CANDIDATES = "boshnas,boshnas@auto,evolution,local-search,tpe"
-LOOP_OPTIONS: dict[str, dict[str, Any]] = {"boshnas@auto": {"features": "auto"}}
+CANDIDATES = "boshnas,boshnas@auto,boshnas@adapt,evolution,local-search,tpe"
+LOOP_OPTIONS: dict[str, dict[str, Any]] = {
+    "boshnas@auto": {"features": "auto"},
+    "boshnas@adapt": {"features": "auto", "pending": "believer"},
+}
 BASELINES = ("tpe", "evolution", "local-search")
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "one at a time": {"parallel": 1},

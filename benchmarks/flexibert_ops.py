@@ -25,10 +25,8 @@ from pathlib import Path
 
 import torch
 
-from archsearch.worker._flexibert_model import (
-    FlexiBertConfig,
-    FlexiBertForSequenceClassification,
-)
+from archsearch.worker._flexibert_config import FlexiBertConfig
+from archsearch.worker._flexibert_model import FlexiBertForSequenceClassification
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_section

@@ -9,10 +9,8 @@ from typing import Any
 import torch
 
 from archsearch.spaces import Candidate
-from archsearch.worker._flexibert_model import (
-    FlexiBertConfig,
-    FlexiBertForSequenceClassification,
-)
+from archsearch.worker._flexibert_config import FlexiBertConfig
+from archsearch.worker._flexibert_model import FlexiBertForSequenceClassification
 
 #: The unit tests' BERT student: one layer, width 32, two heads (a few ms per step).
 TINY_BERT = {

@@ -38,7 +38,8 @@ from archsearch.worker._checkpoint_artifacts import upload_checkpoint, with_loca
 from archsearch.worker._checkpoints import CHECKPOINT_DIR_ENV, checkpoint_root, save_checkpoint
 from archsearch.worker._curriculum import make_curriculum
 from archsearch.worker._curriculum_plot import upload_curriculum_plots
-from archsearch.worker._flexibert_model import FLEXIBERT_SPACES, FlexiBertForSequenceClassification
+from archsearch.worker._flexibert_config import FLEXIBERT_SPACES
+from archsearch.worker._flexibert_model import FlexiBertForSequenceClassification
 from archsearch.worker._glue_dir import GLUE_DIR_ENV, resolve_glue_dir
 from archsearch.worker._loop import TrainingHooks, TrainingLoop
 from archsearch.worker._models import model_factory

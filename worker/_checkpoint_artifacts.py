@@ -17,7 +17,7 @@ import logging
 import re
 from pathlib import Path
 
-from archsearch.worker._flexibert_model import CONFIG_FILE, WEIGHTS_FILE
+from archsearch.worker._flexibert_config import CONFIG_FILE, WEIGHTS_FILE
 from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._trainer import CandidateError, TrainContext
 

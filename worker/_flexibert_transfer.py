@@ -14,12 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from archsearch.spaces._flexibert_overlap import transferable
-from archsearch.worker._flexibert_model import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    FlexiBertConfig,
-    _FlexiBertHeadModel,
-)
+from archsearch.worker._flexibert_config import CONFIG_FILE, WEIGHTS_FILE, FlexiBertConfig
+from archsearch.worker._flexibert_model import _FlexiBertHeadModel
 
 __all__ = ["load_checkpoint", "transfer_weights"]
 

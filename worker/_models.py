@@ -23,11 +23,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from archsearch.spaces import Registry
-from archsearch.worker._flexibert_model import (
-    FLEXIBERT_SPACES,
-    FlexiBertConfig,
-    FlexiBertForSequenceClassification,
-)
+from archsearch.worker._flexibert_config import FLEXIBERT_SPACES, FlexiBertConfig
+from archsearch.worker._flexibert_model import FlexiBertForSequenceClassification
 from archsearch.worker._task_info import Task
 from archsearch.worker._trainer import CandidateError
 

@@ -24,7 +24,7 @@ from archsearch.spaces import (
 from archsearch.worker._custom_files import resolve_custom_task
 from archsearch.worker._dsir_selector import check_pretrain_selection
 from archsearch.worker._fidelity import FIDELITY_KEYS, Fidelity, check_fidelity
-from archsearch.worker._flexibert_model import FLEXIBERT_SPACES, candidate_architecture
+from archsearch.worker._flexibert_config import FLEXIBERT_SPACES, candidate_architecture
 from archsearch.worker._task_info import Task
 from archsearch.worker._trainer import CandidateError
 

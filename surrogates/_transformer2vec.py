@@ -6,31 +6,11 @@ mean squared error over all pairs, Adam (lr 0.002), CosineAnnealingWarmRestarts(
 stepped by fractional epoch), batches of 2,048 pairs, 10 epochs, seed 0. BOSHNAS then searches in
 that space.
 
-What differs here, and why:
-
-* **Sampled pairs.** All n(n-1)/2 pairs cannot be computed for large spaces (the reference fills
-  99% of its matrix by interpolation). Here each graph is paired with ``partners`` random others
-  (k*n pairs; every graph appears in about 2k of them) and only those GEDs are computed.
-* **Epochs until convergence, not 10.** 10 epochs over all pairs of 9,312 graphs are ~210,000
-  optimiser steps; 10 epochs over k*n pairs would be a handful. Training keeps the reference's
-  schedule (warm restarts every ``restart_epochs`` epochs) and stops at the end of a cosine
-  cycle once the loss over all training pairs improved by less than ``tolerance`` (relative)
-  since the previous cycle's end, after at least ``min_epochs`` and at most ``max_epochs``.
-* **Distances in units of the mean GED while training.** Targets are divided by the mean
-  sampled GED (stored as ``scale``) and vectors start at N(0, 1/(2*dim)), so initial distances
-  are about 1 in those units. With raw GEDs (tens to hundreds) a step size of 0.002 needs tens of
-  thousands of steps just to reach the right scale. Stored vectors are multiplied back, so
-  ``||vector(a) - vector(b)||`` approximates GED(a, b) itself.
-* **Local random generators** (``torch.Generator``, ``numpy.random.Generator``) seeded with
-  ``seed`` instead of ``torch.manual_seed``: the same determinism without resetting the
-  process-wide RNG under other code.
-* **New graphs without refitting** (:meth:`Transformer2vec.embed_new`): their vectors are fitted
-  by least squares to their GEDs to a fixed set of anchor graphs whose vectors stay frozen.
-
 GED values are cached by the (sorted) pair of keys, so nothing is computed twice; the cache is
 saved with the embedding. Keys are architecture fingerprints: one key always names one graph.
 
-The file format of :meth:`Transformer2vec.save` is in ``_transformer2vec_file.py``; how well an
+What differs from the reference, and why, is in ``_transformer2vec_fit.py`` (the optimisation);
+the file format of :meth:`Transformer2vec.save` in ``_transformer2vec_file.py``; how well an
 embedding keeps the order of GEDs (:func:`rank_fidelity`) in ``_embedding_fidelity.py``.
 """
 
@@ -44,9 +24,6 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
-import torch
-import torch.nn.functional as F
-from scipy.optimize import least_squares
 
 from archsearch.surrogates._ged import (
     DEFAULT_TIMEOUT_S,
@@ -59,6 +36,7 @@ from archsearch.surrogates._ged import (
     prepared_edit_distance,
 )
 from archsearch.surrogates._transformer2vec_file import SavedModel, read_model, write_model
+from archsearch.surrogates._transformer2vec_fit import fit_vectors, place, sample_pairs
 
 PairKey = tuple[str, str]
 
@@ -280,17 +258,6 @@ class Transformer2vec:
 
     # ----------------------------------------------------------------------------- fit
 
-    def _sample_pairs(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Unordered index pairs: each graph with ``min(partners, n-1)`` distinct random others."""
-        k = min(self.partners, n - 1)
-        pairs: set[tuple[int, int]] = set()
-        for i in range(n):
-            others = rng.choice(n - 1, size=k, replace=False)
-            others = others + (others >= i)  # skip i itself
-            for j in others.tolist():
-                pairs.add((i, j) if i < j else (j, i))
-        return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
-
     def fit(self, graphs: Mapping[str, nx.DiGraph]) -> None:
         """Fits one vector per graph from scratch (previous vectors are dropped).
 
@@ -306,83 +273,36 @@ class Transformer2vec:
         if len(keys) < 2:
             raise ValueError(f"fit needs at least 2 graphs, got {len(keys)}")
         rng = np.random.default_rng(self.seed)
-        index_pairs = self._sample_pairs(len(keys), rng)
+        index_pairs = sample_pairs(len(keys), self.partners, rng)
         targets = self.graph_distances(
             [(keys[i], keys[j]) for i, j in index_pairs.tolist()], graphs
         )
         mean_ged = float(targets.mean())
         self.scale = mean_ged if mean_ged > 0 else 1.0
 
-        generator = torch.Generator().manual_seed(self.seed)
-        weights = torch.randn(len(keys), self._dim, generator=generator, dtype=torch.float32)
-        weights = (weights / math.sqrt(2 * self._dim)).requires_grad_(True)
-        pair_tensor = torch.from_numpy(index_pairs)
-        target_tensor = torch.from_numpy(targets / self.scale).to(torch.float32)
-        threads = torch.get_num_threads()
-        # Batches of 2,048 pairs x 16 dims are too small for intra-op threads to pay: on a
-        # busy 2-core machine one step took 25 ms with 2 threads and 1.2 ms with 1.
-        torch.set_num_threads(1)
-        try:
-            self.fit_epochs, self.fit_loss = self._train(
-                weights, pair_tensor, target_tensor, generator
-            )
-        finally:
-            torch.set_num_threads(threads)
+        vectors, self.fit_epochs, self.fit_loss = fit_vectors(
+            len(keys),
+            self._dim,
+            index_pairs,
+            targets / self.scale,
+            seed=self.seed,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            restart_epochs=self.restart_epochs,
+            min_epochs=self.min_epochs,
+            max_epochs=self.max_epochs,
+            tolerance=self.tolerance,
+        )
 
         self._keys = keys
         self._index = {key: i for i, key in enumerate(keys)}
-        self._vectors = weights.detach().to(torch.float64).numpy() * self.scale
+        self._vectors = vectors * self.scale
         self._trained_pairs = {_pair(keys[i], keys[j]) for i, j in index_pairs.tolist()}
         anchor_rows = rng.choice(len(keys), size=min(self.anchors, len(keys)), replace=False)
         # Copies: the caller may reuse or change its graphs; anchors must stay what was fitted.
         self._anchor_graphs = {
             keys[i]: graphs[keys[i]].copy() for i in sorted(anchor_rows.tolist())
         }
-
-    def _train(
-        self,
-        weights: torch.Tensor,
-        pairs: torch.Tensor,
-        targets: torch.Tensor,
-        generator: torch.Generator,
-    ) -> tuple[int, float]:
-        """Adam + warm restarts on the pair MSE until a cycle barely helps; (epochs, loss)."""
-        optimizer = torch.optim.Adam([weights], lr=self.lr)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=self.restart_epochs
-        )
-        batches = math.ceil(len(pairs) / self.batch_size)
-
-        def full_loss() -> float:
-            with torch.no_grad():
-                distances = F.pairwise_distance(weights[pairs[:, 0]], weights[pairs[:, 1]])
-                return float(F.mse_loss(distances, targets))
-
-        previous_cycle_loss = math.inf
-        epoch = 0
-        while epoch < self.max_epochs:
-            order = torch.randperm(len(pairs), generator=generator)
-            for b in range(batches):
-                batch = order[b * self.batch_size : (b + 1) * self.batch_size]
-                chosen = pairs[batch]
-                # pairwise_distance adds eps inside the norm, so pairs with GED 0 (isomorphic
-                # graphs under two keys) do not produce NaN gradients at distance 0.
-                distances = F.pairwise_distance(weights[chosen[:, 0]], weights[chosen[:, 1]])
-                loss = F.mse_loss(distances, targets[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                # Fractional-epoch stepping, as the reference: one cosine cycle per T0 epochs.
-                scheduler.step(epoch + (b + 1) / batches)  # type: ignore[arg-type]
-            epoch += 1
-            if epoch % self.restart_epochs == 0:
-                # The learning rate is near zero at a cycle's end, so this loss is settled.
-                cycle_loss = full_loss()
-                converged = previous_cycle_loss - cycle_loss <= self.tolerance * previous_cycle_loss
-                if epoch >= self.min_epochs and converged:
-                    return epoch, cycle_loss
-                previous_cycle_loss = cycle_loss
-        return epoch, full_loss()
 
     # ----------------------------------------------------------------------------- new graphs
 
@@ -409,49 +329,20 @@ class Transformer2vec:
             raise ValueError("embed_new needs a fitted model; call fit() (or load()) first")
         anchor_keys = list(self._anchor_graphs)
         anchor_vectors = self.vectors(anchor_keys) / self.scale
-        centroid = anchor_vectors.mean(axis=0)
-        # A start exactly on an anchor would make that residual's gradient undefined; start
-        # a small, seeded step away from it instead.
-        nudge = np.random.default_rng(self.seed).normal(size=self._dim)
-        nudge *= 1e-3 / np.linalg.norm(nudge)
-
         new_keys = [key for key in graphs if key not in self._index]
         # One call for every (new, anchor) pair, so each anchor graph is indexed once.
         all_targets = self.graph_distances(
             [(key, anchor) for key in new_keys for anchor in anchor_keys],
             {**self._anchor_graphs, **graphs},
         ).reshape(len(new_keys), len(anchor_keys))
-        new_rows: list[np.ndarray] = []
-        for key, targets in zip(new_keys, all_targets / self.scale, strict=True):
-            starts = [centroid, anchor_vectors[int(np.argmin(targets))] + nudge]
-            best = min(
-                (self._place(start, anchor_vectors, targets) for start in starts),
-                key=lambda result: result[1],
-            )
+        positions = place(anchor_vectors, all_targets / self.scale, self.seed)
+        for key in new_keys:
             self._index[key] = len(self._keys)
             self._keys.append(key)
-            new_rows.append(best[0] * self.scale)
             self._trained_pairs.update(_pair(key, anchor) for anchor in anchor_keys)
-        if new_rows:
-            self._vectors = np.vstack([self._vectors, np.array(new_rows)])
+        if new_keys:
+            self._vectors = np.vstack([self._vectors, positions * self.scale])
         return self.vectors(graphs.keys())
-
-    @staticmethod
-    def _place(
-        start: np.ndarray, anchor_vectors: np.ndarray, targets: np.ndarray
-    ) -> tuple[np.ndarray, float]:
-        """Least-squares position against fixed anchors; (position, cost)."""
-
-        def residuals(x: np.ndarray) -> np.ndarray:
-            return np.linalg.norm(anchor_vectors - x, axis=1) - targets
-
-        def jacobian(x: np.ndarray) -> np.ndarray:
-            diff = x - anchor_vectors
-            norms = np.maximum(np.linalg.norm(diff, axis=1, keepdims=True), 1e-12)
-            return diff / norms
-
-        result = least_squares(residuals, start, jac=jacobian, method="trf")
-        return result.x, float(result.cost)
 
     # ----------------------------------------------------------------------------- files
 

@@ -2,17 +2,17 @@
 
 When a trial finishes, the RPC that finished it asks the loop for up to ``TOP_UP_PER_FINISH``
 more candidates while the study's pool of ready candidates is smaller than its target, and
-stores each at once (a RUNNING trial with its ``candidate`` but no lease yet), so an acquire is
-an in-memory pop plus one lease write. A candidate identical to one in flight is never prepared
-twice; repeats of completed ones are recorded with the earlier result but do not count against
-``n_trials``; a loop that proposes only repeats for long exhausts the study.
+stores each at once (a RUNNING trial with its ``candidate`` but no lease yet:
+``_candidate_store``), so an acquire is an in-memory pop plus one lease write. A candidate
+identical to one in flight is never prepared twice; repeats of completed ones are recorded
+with the earlier result but do not count against ``n_trials``; a loop that proposes only
+repeats for long exhausts the study.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import logging
 import time
 from collections.abc import Callable
@@ -23,22 +23,18 @@ import optuna
 from optuna.trial import TrialState
 
 from archsearch.search import NoSuggestion
-from archsearch.server import _dashboard_attrs as dashboard
 from archsearch.server import _storage
 from archsearch.server._artifacts import GraphArtifacts
+from archsearch.server._candidate_store import MIN_REPEAT_STREAK, CandidateStore
 from archsearch.server._deferred_storage import DeferredTrialStorage
-from archsearch.server._index import RUNNING, STOPPED_REASON, LiveTrial, Prepared, StudyHandle
+from archsearch.server._index import RUNNING, STOPPED_REASON, Prepared, StudyHandle
 from archsearch.server._lifecycle import StudyLifecycle
-from archsearch.server._suggest import AskedCandidate, ask_candidate
+from archsearch.server._suggest import ask_candidate
 from archsearch.server._writer import StorageWriter
-from archsearch.spaces import Candidate
 
 log = logging.getLogger("archsearch.server")
 
 MAX_DUPLICATE_ASKS = 20
-#: A study whose loop proposed this many repeats in a row (at least; ``n_trials`` when larger)
-#: completes: its loop finds nothing new (a small space is exhausted).
-MIN_REPEAT_STREAK = 50
 MAX_PREPARED = 64
 NON_ADAPTIVE_SAMPLERS = (
     optuna.samplers.RandomSampler,
@@ -50,7 +46,8 @@ TOP_UP_PER_FINISH = 2
 
 
 class CandidatePool:
-    """Prepares, stores and settles candidates; keeps each study's pool at its target.
+    """Prepares, stores (``CandidateStore``) and settles candidates; keeps each study's pool at
+    its target.
 
     Args:
         storage: the server's Optuna storage (the loop asks on it, deferring new trials).
@@ -73,9 +70,8 @@ class CandidatePool:
         notify: Callable[[], None],
     ) -> None:
         self.storage = storage
-        self.writer = writer
         self.lifecycle = lifecycle
-        self.artifacts = artifacts
+        self.candidates = CandidateStore(storage, writer, artifacts)
         self.active = active
         self.lease_duration_s = lease_duration_s
         self.notify = notify
@@ -137,7 +133,7 @@ class CandidatePool:
                                 log.info("study %s: %s", h.spec.name, e.reason)
                     break
                 try:
-                    prepared = self._store_candidate(h, asked)
+                    prepared = self.candidates.store(h, asked)
                 except Exception:
                     self._abandon(h, asked.trial_id)
                     raise
@@ -209,149 +205,14 @@ class CandidatePool:
             why = "the server could not store this candidate; it was not run"
             self.lifecycle.finish(h, tid, TrialState.FAIL, None, {"fail_reason": why})
 
-    def _store_candidate(self, h: StudyHandle, asked: AskedCandidate) -> Prepared | None:
-        """Queues the storage of a just-asked trial's candidate (one transaction).
-
-        The candidate is the spec's, with the suggestion's architecture and kind, and its
-        recipe and data keys merged over the spec's.
-
-        A provisional trial (``DeferredTrialStorage``) is inserted whole: row, parameters
-        and attributes; when it repeats a completed candidate it is inserted completed, with
-        that result (``Prepared.repeat``). A real one (a queued retry) gets its attributes.
-        The budget is counted now, so the next ask sees it; ``settle_prepared`` gives it back
-        if the write fails. None when the candidate is in flight already (the provisional
-        trial is dropped). Caller holds ``h.ask_lock``."""
-        idx = h.index
-        tid, arch, suggestion = asked.trial_id, asked.architecture, asked.suggestion
-        with h.lock:
-            retry = tid in idx.waiting
-        attempt = 0
-        candidate: Candidate | None = None
-        if retry:  # a re-queued candidate keeps its spec
-            frozen = self.storage.get_trial(tid)
-            attempt = len(frozen.system_attrs.get("retry_history", []))
-            if "candidate" in frozen.user_attrs:
-                candidate = Candidate.from_dict(frozen.user_attrs["candidate"])
-            # else: a retry of a trial that died before its candidate was stored: rebuild it
-            # from the parameters, which the retry carries.
-        earlier = None
-        fp = ""
-        written: Future[Any] | None = None
-        if candidate is None:
-            # the loop may set keys per candidate (BOSHNAS: a weight-transfer source); a
-            # space of training settings (lora) moves its parameters into the recipe
-            architecture, recipe = h.space.candidate_parts(
-                arch, {**h.spec.recipe, **suggestion.recipe}
-            )
-            candidate = Candidate(
-                space=h.spec.space,
-                architecture=architecture,
-                recipe=recipe,
-                data={**h.spec.data, **suggestion.data},
-                kind=suggestion.kind,
-            )
-            user: dict[str, Any] = {
-                "candidate": candidate.to_dict(),
-                "arch": h.space.describe(arch),
-                **dashboard.candidate_rows(candidate.to_dict()),
-            }
-            fp = candidate.fingerprint()
-            earlier = idx.done.get(fp) if attempt == 0 else None
-            if earlier is not None:
-                user["duplicate_of"], _, user["metrics"] = earlier
-                user.update(dashboard.metric_rows(earlier[2]))
-            elif self.storage.is_provisional(tid) and self._in_flight(h, fp):
-                # Never stored: the loop is asked again. (Library loops never propose a row
-                # that is in flight; Optuna's samplers may.)
-                self.storage.discard_provisional(tid)
-                return None
-            if self.storage.is_provisional(tid):
-                _, frozen = self.storage.take_provisional(tid)
-                frozen.user_attrs.update(user)
-                if earlier is not None:
-                    frozen.state, frozen.values = TrialState.COMPLETE, list(earlier[1])
-                    frozen.datetime_complete = datetime.datetime.now()
-                written = self.writer.submit(_storage.insert_trial_op(h.study_id, frozen))
-                written.add_done_callback(self._on_inserted(h.study_id, tid))
-            elif earlier is not None:
-                written = self.writer.submit(
-                    _storage.finish_op(tid, TrialState.COMPLETE, earlier[1], user)
-                )
-            else:
-                written = self.writer.submit(_storage.attrs_op(tid, user=user))
-        if self.artifacts is not None and earlier is None and written is not None:
-            written.add_done_callback(self._draw_when_stored(h, tid, asked.number, arch))
-        live = LiveTrial(tid, asked.number, candidate, attempt, fp=fp)
-        with h.lock:
-            if retry:
-                idx.waiting.discard(tid)
-            elif earlier is None:
-                idx.originals += 1
-                idx.repeat_streak = 0
-            else:
-                idx.repeat_streak += 1
-                if idx.repeat_streak >= self.repeat_limit(h) and not idx.exhausted:
-                    idx.exhausted = self.exhausted_reason(h, idx.repeat_streak, idx.originals)
-                    log.info("study %s: %s", h.spec.name, idx.exhausted)
-            if earlier is None:
-                idx.storing[live.fp] += 1  # in flight from now on
-        if earlier is not None:
-            # debug, not info: in small spaces repeats come by the hundred per second, and the
-            # trial's ``duplicate_of`` attribute already records each one
-            log.debug(
-                "trial %d of %s repeats trial %d; reused its result",
-                asked.number,
-                h.spec.name,
-                earlier[0],
-            )
-        return Prepared(
-            written, live, repeat=earlier is not None, counted=not retry and earlier is None
-        )
-
-    def _in_flight(self, h: StudyHandle, fp: str) -> bool:
-        """Whether a candidate with fingerprint ``fp`` is prepared, leased, being stored or
-        finishing in ``h``."""
-        idx = h.index
-        with h.lock:
-            return (
-                fp in idx.storing
-                or any(live.fp == fp for live in idx.live.values())
-                or any(entry[2] == fp for entry in idx.finishing.values())
-            )
-
     def repeat_limit(self, h: StudyHandle) -> int:
-        return max(MIN_REPEAT_STREAK, h.spec.n_trials)
+        """The repeats in a row that exhaust ``h`` (the store's; ``rebuild_index`` applies it
+        at start-up)."""
+        return self.candidates.repeat_limit(h)
 
     @staticmethod
     def exhausted_reason(h: StudyHandle, streak: int, originals: int) -> str:
-        return (
-            f"the {h.spec.loop} loop proposed {streak} repeated candidates in a row after "
-            f"{originals} distinct ones: nothing new left to try (the space may be exhausted)"
-        )
-
-    def _draw_when_stored(
-        self, h: StudyHandle, trial_id: int, number: int, arch: dict[str, Any]
-    ) -> Callable[[Future[Any]], None]:
-        """Done-callback of a new candidate's write: queues its picture (see GraphArtifacts);
-        a provisional trial's real id is the insert's result."""
-
-        def done(fut: Future[Any]) -> None:
-            if fut.exception() is None and self.artifacts is not None:
-                real_id = getattr(fut.result(), "trial_id", trial_id)
-                self.artifacts.submit(h.space, real_id, number, arch)
-
-        return done
-
-    def _on_inserted(self, study_id: int, provisional_id: int) -> Callable[[Future[Any]], None]:
-        """Done-callback of a provisional trial's insert (runs on the writer thread, so it
-        takes no study lock): the storage stops showing the in-memory copy."""
-
-        def done(fut: Future[Any]) -> None:
-            if fut.exception() is None:
-                self.storage.stored(study_id, fut.result().number)
-            self.storage.forget(provisional_id)
-
-        return done
+        return CandidateStore.exhausted_reason(h, streak, originals)
 
     def _pool_target(self, h: StudyHandle) -> int:
         """How many candidates to keep ready.

@@ -1,0 +1,190 @@
+"""Storing a just-asked candidate: its spec, repeats of completed ones, candidates in flight."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from optuna.trial import TrialState
+
+from archsearch.server import _dashboard_attrs as dashboard
+from archsearch.server import _storage
+from archsearch.server._artifacts import GraphArtifacts
+from archsearch.server._deferred_storage import DeferredTrialStorage
+from archsearch.server._index import LiveTrial, Prepared, StudyHandle
+from archsearch.server._suggest import AskedCandidate
+from archsearch.server._writer import StorageWriter
+from archsearch.spaces import Candidate
+
+log = logging.getLogger("archsearch.server")
+
+#: A study whose loop proposed this many repeats in a row (at least; ``n_trials`` when larger)
+#: completes: its loop finds nothing new (a small space is exhausted).
+MIN_REPEAT_STREAK = 50
+
+
+class CandidateStore:
+    """Queues the storage of the candidates ``CandidatePool`` asks from a study's loop.
+
+    Args:
+        storage: the server's Optuna storage (asked trials are provisional in it).
+        writer: the group-commit writer.
+        artifacts: architecture pictures for the dashboard, or None.
+    """
+
+    def __init__(
+        self,
+        storage: DeferredTrialStorage,
+        writer: StorageWriter,
+        artifacts: GraphArtifacts | None,
+    ) -> None:
+        self.storage = storage
+        self.writer = writer
+        self.artifacts = artifacts
+
+    def store(self, h: StudyHandle, asked: AskedCandidate) -> Prepared | None:
+        """Queues the storage of a just-asked trial's candidate (one transaction).
+
+        The candidate is the spec's, with the suggestion's architecture and kind, and its
+        recipe and data keys merged over the spec's.
+
+        A provisional trial (``DeferredTrialStorage``) is inserted whole: row, parameters
+        and attributes; when it repeats a completed candidate it is inserted completed, with
+        that result (``Prepared.repeat``). A real one (a queued retry) gets its attributes.
+        The budget is counted now, so the next ask sees it; ``CandidatePool.settle_prepared``
+        gives it back if the write fails. None when the candidate is in flight already (the
+        provisional trial is dropped). Caller holds ``h.ask_lock``."""
+        idx = h.index
+        tid, arch, suggestion = asked.trial_id, asked.architecture, asked.suggestion
+        with h.lock:
+            retry = tid in idx.waiting
+        attempt = 0
+        candidate: Candidate | None = None
+        if retry:  # a re-queued candidate keeps its spec
+            frozen = self.storage.get_trial(tid)
+            attempt = len(frozen.system_attrs.get("retry_history", []))
+            if "candidate" in frozen.user_attrs:
+                candidate = Candidate.from_dict(frozen.user_attrs["candidate"])
+            # else: a retry of a trial that died before its candidate was stored: rebuild it
+            # from the parameters, which the retry carries.
+        earlier = None
+        fp = ""
+        written: Future[Any] | None = None
+        if candidate is None:
+            # the loop may set keys per candidate (BOSHNAS: a weight-transfer source); a
+            # space of training settings (lora) moves its parameters into the recipe
+            architecture, recipe = h.space.candidate_parts(
+                arch, {**h.spec.recipe, **suggestion.recipe}
+            )
+            candidate = Candidate(
+                space=h.spec.space,
+                architecture=architecture,
+                recipe=recipe,
+                data={**h.spec.data, **suggestion.data},
+                kind=suggestion.kind,
+            )
+            user: dict[str, Any] = {
+                "candidate": candidate.to_dict(),
+                "arch": h.space.describe(arch),
+                **dashboard.candidate_rows(candidate.to_dict()),
+            }
+            fp = candidate.fingerprint()
+            earlier = idx.done.get(fp) if attempt == 0 else None
+            if earlier is not None:
+                user["duplicate_of"], _, user["metrics"] = earlier
+                user.update(dashboard.metric_rows(earlier[2]))
+            elif self.storage.is_provisional(tid) and self._in_flight(h, fp):
+                # Never stored: the loop is asked again. (Library loops never propose a row
+                # that is in flight; Optuna's samplers may.)
+                self.storage.discard_provisional(tid)
+                return None
+            if self.storage.is_provisional(tid):
+                _, frozen = self.storage.take_provisional(tid)
+                frozen.user_attrs.update(user)
+                if earlier is not None:
+                    frozen.state, frozen.values = TrialState.COMPLETE, list(earlier[1])
+                    frozen.datetime_complete = datetime.datetime.now()
+                written = self.writer.submit(_storage.insert_trial_op(h.study_id, frozen))
+                written.add_done_callback(self._on_inserted(h.study_id, tid))
+            elif earlier is not None:
+                written = self.writer.submit(
+                    _storage.finish_op(tid, TrialState.COMPLETE, earlier[1], user)
+                )
+            else:
+                written = self.writer.submit(_storage.attrs_op(tid, user=user))
+        if self.artifacts is not None and earlier is None and written is not None:
+            written.add_done_callback(self._draw_when_stored(h, tid, asked.number, arch))
+        live = LiveTrial(tid, asked.number, candidate, attempt, fp=fp)
+        with h.lock:
+            if retry:
+                idx.waiting.discard(tid)
+            elif earlier is None:
+                idx.originals += 1
+                idx.repeat_streak = 0
+            else:
+                idx.repeat_streak += 1
+                if idx.repeat_streak >= self.repeat_limit(h) and not idx.exhausted:
+                    idx.exhausted = self.exhausted_reason(h, idx.repeat_streak, idx.originals)
+                    log.info("study %s: %s", h.spec.name, idx.exhausted)
+            if earlier is None:
+                idx.storing[live.fp] += 1  # in flight from now on
+        if earlier is not None:
+            # debug, not info: in small spaces repeats come by the hundred per second, and the
+            # trial's ``duplicate_of`` attribute already records each one
+            log.debug(
+                "trial %d of %s repeats trial %d; reused its result",
+                asked.number,
+                h.spec.name,
+                earlier[0],
+            )
+        return Prepared(
+            written, live, repeat=earlier is not None, counted=not retry and earlier is None
+        )
+
+    def _in_flight(self, h: StudyHandle, fp: str) -> bool:
+        """Whether a candidate with fingerprint ``fp`` is prepared, leased, being stored or
+        finishing in ``h``."""
+        idx = h.index
+        with h.lock:
+            return (
+                fp in idx.storing
+                or any(live.fp == fp for live in idx.live.values())
+                or any(entry[2] == fp for entry in idx.finishing.values())
+            )
+
+    def repeat_limit(self, h: StudyHandle) -> int:
+        return max(MIN_REPEAT_STREAK, h.spec.n_trials)
+
+    @staticmethod
+    def exhausted_reason(h: StudyHandle, streak: int, originals: int) -> str:
+        return (
+            f"the {h.spec.loop} loop proposed {streak} repeated candidates in a row after "
+            f"{originals} distinct ones: nothing new left to try (the space may be exhausted)"
+        )
+
+    def _draw_when_stored(
+        self, h: StudyHandle, trial_id: int, number: int, arch: dict[str, Any]
+    ) -> Callable[[Future[Any]], None]:
+        """Done-callback of a new candidate's write: queues its picture (see GraphArtifacts);
+        a provisional trial's real id is the insert's result."""
+
+        def done(fut: Future[Any]) -> None:
+            if fut.exception() is None and self.artifacts is not None:
+                real_id = getattr(fut.result(), "trial_id", trial_id)
+                self.artifacts.submit(h.space, real_id, number, arch)
+
+        return done
+
+    def _on_inserted(self, study_id: int, provisional_id: int) -> Callable[[Future[Any]], None]:
+        """Done-callback of a provisional trial's insert (runs on the writer thread, so it
+        takes no study lock): the storage stops showing the in-memory copy."""
+
+        def done(fut: Future[Any]) -> None:
+            if fut.exception() is None:
+                self.storage.stored(study_id, fut.result().number)
+            self.storage.forget(provisional_id)
+
+        return done

@@ -5,7 +5,8 @@ and ``_storage``, the only module that touches Optuna's private attributes and t
     * ``_registry.StudyRegistry``: the served studies by name and id; launch; start-up rebuild;
     * ``_leases.LeaseTable``: grant, heartbeat, expiry (the restart grace), and the one place
       that resolves a lease for report, complete, fail and release;
-    * ``_pool.CandidatePool``: prepare, settle and store candidates, repeats, the pool target;
+    * ``_pool.CandidatePool``: prepare and settle candidates, the pool target; it stores each
+      through ``_candidate_store.CandidateStore`` (its spec, repeats, candidates in flight);
     * ``_acquire.Dispatcher``: the acquire path (long poll, study choice, lease, take-back);
     * ``_outcomes.TrialOutcomes``: intermediate reports, completion and failure;
     * ``_retries.Retries``: re-queue failed candidates, and the lease reaper;
@@ -14,6 +15,7 @@ and ``_storage``, the only module that touches Optuna's private attributes and t
     * ``_trainers.TrainerCatalogue``: the trainers studies may select (installed ones, and
       what registered workers describe).
 Converters (``_convert``) are pure functions of frozen snapshots (:meth:`StudyManager.snapshot`).
+``_manager_wiring.ManagerWiring`` opens the storage and builds the collaborators over it.
 
 Everything lives in the Optuna storage (DESIGN.md principle 1). In memory the manager keeps
 only what it can rebuild from the storage at start-up: one handle per archsearch study (its
@@ -58,18 +60,13 @@ and stop); ``StudyHandle.ask_lock`` serialises the loop's asks.
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
 from collections.abc import Callable, Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.server._acquire import Dispatcher
-from archsearch.server._artifacts import GraphArtifacts
-from archsearch.server._database import open_storage
-from archsearch.server._deferred_storage import DeferredTrialStorage
-from archsearch.server._errors import InvalidArgument
+from archsearch.server._candidate_store import MIN_REPEAT_STREAK
 from archsearch.server._index import (
     COMPLETED,
     COMPLETED_REASON_ATTR,
@@ -85,16 +82,9 @@ from archsearch.server._index import (
     StudySnapshot,
     WorkerInfo,
 )
-from archsearch.server._leases import LeaseTable, parse_lease_id
-from archsearch.server._lifecycle import StudyLifecycle
-from archsearch.server._outcomes import TrialOutcomes
-from archsearch.server._pool import MIN_REPEAT_STREAK, CandidatePool
-from archsearch.server._registry import StudyRegistry, rebuild_index
-from archsearch.server._retries import Retries
+from archsearch.server._leases import parse_lease_id
+from archsearch.server._manager_wiring import ManagerWiring
 from archsearch.server._spec import SearchSpec
-from archsearch.server._trainers import TrainerCatalogue
-from archsearch.server._workers import WorkerDirectory
-from archsearch.server._writer import StorageWriter
 from archsearch.spaces import TrainerInfo
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -123,7 +113,7 @@ __all__ = [
 ]
 
 
-class StudyManager:
+class StudyManager(ManagerWiring):
     """Owns the storage and every archsearch study in it.
 
     Hot paths touch the database only to write, through the group-commit writer: acquiring a
@@ -133,116 +123,9 @@ class StudyManager:
     finishes, candidates are prepared at once (asked from the loop and stored with their
     spec), so the workers' next acquires find them ready.
 
-    Args:
-        storage_url: SQLAlchemy URL of the Optuna storage.
-        lease_duration_s: a lease not extended for this long expires (Optuna's grace period).
-        heartbeat_interval_s: how often workers are told to heartbeat.
-        reap_interval_s: how often the reaper looks for expired leases.
+    :class:`ManagerWiring` opens the storage, builds the collaborators (its arguments are
+    this class's), starts and closes them; this class adds the calls the servicers make.
     """
-
-    def __init__(
-        self,
-        storage_url: str,
-        lease_duration_s: int = 60,
-        heartbeat_interval_s: int = 10,
-        reap_interval_s: float | None = None,
-        artifact_dir: str | None = None,
-    ) -> None:
-        if heartbeat_interval_s <= 0 or lease_duration_s <= heartbeat_interval_s:
-            raise InvalidArgument(
-                "lease duration must exceed the heartbeat interval "
-                f"(got lease {lease_duration_s}s, heartbeat {heartbeat_interval_s}s)"
-            )
-        self.storage_url = storage_url
-        self.lease_duration_s = lease_duration_s
-        self.heartbeat_interval_s = heartbeat_interval_s
-        self.reap_interval_s = reap_interval_s or max(0.5, heartbeat_interval_s / 2)
-        self.rdb = open_storage(
-            storage_url,
-            lease_duration_s,
-            heartbeat_interval_s,
-            self._on_stale_trial,
-        )
-        # One cache for every study object: this server is the storage's only writer.
-        self.storage = DeferredTrialStorage(self.rdb)
-        self.writer = StorageWriter(self.rdb.engine)
-        # Architecture pictures for optuna-dashboard (``serve --artifact-dir``).
-        self.artifacts = GraphArtifacts(artifact_dir, self.rdb) if artifact_dir else None
-        self._active: dict[str, tuple[float, tuple[str, ...]]] = {}
-        #: trainers studies may select: installed ones, then what workers describe
-        self.trainers = TrainerCatalogue.installed()
-        self.registry = StudyRegistry(self.storage, self._notify, self.trainers)
-        self._work = threading.Condition()
-        self._stop = threading.Event()
-        self.leases = LeaseTable(
-            self.storage, self.writer, lease_duration_s, self.registry.by_id, self.trials
-        )
-        self.lifecycle = StudyLifecycle(self.storage, self.writer, self._notify)
-        self.retries = Retries(
-            self.rdb,
-            self.storage,
-            self.writer,
-            self.leases,
-            self.lifecycle,
-            self.registry.handles,
-            self.registry.named,
-            self._notify,
-            self.reap_interval_s,
-        )
-        self.pool = CandidatePool(
-            self.storage,
-            self.writer,
-            self.lifecycle,
-            self.artifacts,
-            self._active,
-            lease_duration_s,
-            self._notify,
-        )
-        self.dispatcher = Dispatcher(
-            self.registry,
-            self.leases,
-            self.pool,
-            self.lifecycle,
-            self._active,
-            self._work,
-            self._stop,
-            self._notify,
-        )
-        self.outcomes = TrialOutcomes(
-            self.rdb,
-            self.storage,
-            self.writer,
-            self.leases,
-            self.lifecycle,
-            self.pool,
-            self.retries,
-        )
-        self.directory = WorkerDirectory(lease_duration_s, self._active, self.registry.handles)
-        self.registry.load(self._rebuild_index)
-
-    def _on_stale_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna's heartbeat-stale callback (bound before the collaborators exist)."""
-        self.retries.on_stale_trial(study, trial)
-
-    # ------------------------------------------------------------------ start-up and shutdown
-
-    def _rebuild_index(self, h: StudyHandle) -> None:
-        rebuild_index(h, self.trials(h), self.storage, self.pool, self.lifecycle, self.retries)
-
-    def start(self) -> None:
-        """Starts the reaper thread."""
-        self.retries.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        with self._work:
-            self._work.notify_all()
-        self.retries.close()
-        if self.artifacts is not None:
-            self.artifacts.close(wait=False)
-        self.writer.close()
-        self.rdb.remove_session()
-        self.rdb.engine.dispose()
 
     # ------------------------------------------------------------------ people's side
 
@@ -284,12 +167,6 @@ class StudyManager:
                 self.lifecycle.set_state(h, STOPPED)
                 self.lifecycle.end_unrun(h)
         return h
-
-    def trials(
-        self, h: StudyHandle, states: Iterable[TrialState] | None = None
-    ) -> list[FrozenTrial]:
-        st = tuple(states) if states else None
-        return self.storage.get_all_trials(h.study_id, deepcopy=False, states=st)
 
     def best_trials(self, h: StudyHandle) -> list[FrozenTrial]:
         if not h.index.done and not self.trials(h, (TrialState.COMPLETE,)):
@@ -393,10 +270,6 @@ class StudyManager:
         self.retries.reap_once()
 
     # ------------------------------------------------------------------ study state
-
-    def _notify(self) -> None:
-        with self._work:
-            self._work.notify_all()
 
     def workers(self) -> list[WorkerInfo]:
         """Every worker that registered since the server started."""

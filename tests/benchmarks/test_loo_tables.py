@@ -61,3 +61,14 @@ def test_every_table_is_held_out_once_and_the_cache_resumes(
     assert loo_tables.main(argv) == 0
     again, err = capsys.readouterr()
     assert again == out and err == ""
+
+
+def test_a_top_found_past_the_budget_counts_as_never(tmp_path: Path) -> None:
+    table = loo_tables.parse_tables(f"t={_csv(tmp_path / 't.csv', 0)}:csv")["t"]
+    assert loo_tables.budget(table, 200) == 18 and loo_tables.budget(table, 10) == 10
+    best = max(table.scores)
+    runs = [
+        loo_tables.Run("x", s, direction="maximize", best=[best - 1.0] * (h - 1) + [best])
+        for s, h in enumerate((3, 18, 19, 30))
+    ]
+    assert loo_tables.evals_to_top(runs, table, 18) == [3, 18, 19, 19]

@@ -16,12 +16,12 @@ at least 1 point above on the mean).
     python benchmarks/dylora_ranks.py [--tasks sst2,mrpc] [--seeds 0,1,2] [--steps 300]
         [--dylora frozen[,unfrozen]] [--train-subset 20000] [--eval-subset 872] [--r-max 8]
         [--alpha 16] [--lr 5e-4] [--batch 32] [--seq 64] [--model PATH] [--device cpu]
-        [--runs RUNS.json] [--record]
+        [--kinds KIND,...] [--runs RUNS.json] [--record]
     python benchmarks/dylora_ranks.py --report RUNS.json[,RUNS2.json] [--record]
 
 ``--runs`` keeps every finished fine-tuning in a JSON file as it ends, so a cut run continues
 where it stopped, and runs split over processes (one task or seed each, one core each) are
-reported together with ``--report``. ``--record`` appends the table to ``benchmarks/RESULTS.md``
+reported together with ``--report`` (``--kinds`` gives a process its share). ``--record`` appends the table to ``benchmarks/RESULTS.md``
 (only for a run worth keeping).
 """
 
@@ -126,6 +126,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     for task in args.tasks.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             for kind, lora in jobs(args.r_max, args.dylora.split(",")):
+                if args.kinds and kind not in args.kinds.split(","):
+                    continue
                 key = f"{task}|{seed}|{kind}"
                 if key in runs:
                     continue
@@ -256,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--model", default=None, help="base model (default: all-MiniLM-L6-v2)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--kinds", help="run only these fine-tunings (truncated, dylora-frozen, lora-r3, ...)"
+    )
     parser.add_argument("--runs", help="JSON file of finished fine-tunings (resumable)")
     parser.add_argument("--report", help="report these runs files (comma-separated) only")
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")

@@ -20,9 +20,9 @@ at least 1 point above on the mean).
     python benchmarks/dylora_ranks.py --report RUNS.json[,RUNS2.json] [--record]
 
 ``--runs`` keeps every finished fine-tuning in a JSON file as it ends, so a cut run continues
-where it stopped, and runs split over processes (one task or seed each, one core each) are
-reported together with ``--report`` (``--kinds`` gives a process its share). ``--record`` appends the table to ``benchmarks/RESULTS.md``
-(only for a run worth keeping).
+where it stopped, and runs split over processes (one task, seed or ``--kinds`` share each, one
+core each) are reported together with ``--report``. ``--record`` appends the table to
+``benchmarks/RESULTS.md`` (only for a run worth keeping).
 """
 
 from __future__ import annotations

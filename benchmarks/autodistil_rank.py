@@ -20,8 +20,8 @@ good on one task (``benchmarks/_autodistil_report.py`` says how compute is count
 
     python benchmarks/autodistil_rank.py build --out F [--tasks sst2,mrpc] [--seeds 0,1]
         [--steps 2000] [--proxy-steps 300] [--proxy-students 8] [--truth-steps 300]
-        [--train-subset 20000] [--eval-subset 872] [--heldout 2000] [--batch 32] [--seq 64]
-        [--no-k1]
+        [--truth-lr 1e-4] [--train-subset 20000] [--eval-subset 872] [--heldout 2000]
+        [--batch 32] [--seq 64] [--no-k1]
     python benchmarks/autodistil_rank.py report F [--task sst2] [--loops tpe=20,boshnas=10]
         [--record]
 
@@ -57,10 +57,12 @@ def build(args: argparse.Namespace) -> None:
         k: getattr(args, k)
         for k in (
             "tasks", "seeds", "steps", "proxy_steps", "proxy_students", "truth_steps",
-            "train_subset", "eval_subset", "heldout", "batch", "seq",
+            "truth_lr", "train_subset", "eval_subset", "heldout", "batch", "seq",
         )
     }  # fmt: skip
     settings["sandwich"] = 4
+    if data:
+        data["settings"].setdefault("truth_lr", 1e-4)  # files built before --truth-lr
     if data and data["settings"] != settings:
         raise SystemExit(f"{out} was built with other settings: {data['settings']}")
     tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
@@ -180,7 +182,7 @@ def _truth(
                     "eval_every": args.truth_steps,
                     "batch_size": args.batch,
                     "max_seq_length": args.seq,
-                    "learning_rate": 1e-4,
+                    "learning_rate": args.truth_lr,
                     "seed": seed,
                     "measure_latency": False,
                 },
@@ -203,7 +205,8 @@ def show(args: argparse.Namespace) -> None:
         f"MiniLM teacher, minilm-k3 sub-spaces ({len(data['students'])} students); supernets "
         f"{s['steps']} steps each (K = 1: {3 * s['steps']}), batch {s['batch']}, seq {s['seq']}; "
         f"rank: {s['proxy_steps']} P2 steps of {s['proxy_students']} students, "
-        f"{s['heldout']} held-out sentences; truth: {s['truth_steps']} steps on "
+        f"{s['heldout']} held-out sentences; truth: {s['truth_steps']} steps (lr "
+        f"{s.get('truth_lr', 1e-4):g}) on "
         f"{s['tasks']} ({s['train_subset']} training, {s['eval_subset']} dev examples), seeds "
         f"{s['seeds']}; training time in all {sum(data['seconds'].values()) / 60:.0f} min.",
         "",
@@ -242,6 +245,9 @@ def main() -> None:
     b.add_argument("--proxy-steps", type=int, default=300)
     b.add_argument("--proxy-students", type=int, default=8)
     b.add_argument("--truth-steps", type=int, default=300)
+    b.add_argument(
+        "--truth-lr", type=float, default=1e-4, help="learning rate of the stand-alone truth runs"
+    )
     b.add_argument("--train-subset", type=int, default=20000)
     b.add_argument("--eval-subset", type=int, default=872)
     b.add_argument("--heldout", type=int, default=2000)

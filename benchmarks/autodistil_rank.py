@@ -49,6 +49,8 @@ from archsearch.worker import TrainContext
 from archsearch.worker._autodistil_trainer import AutodistilTrainer
 from archsearch.worker._metrics import primary_metric
 
+TRUTH_LR = 1e-4  # the truth runs' learning rate before --truth-lr; files without it used this
+
 
 def build(args: argparse.Namespace) -> None:
     out = Path(args.out)
@@ -62,7 +64,7 @@ def build(args: argparse.Namespace) -> None:
     }  # fmt: skip
     settings["sandwich"] = 4
     if data:
-        data["settings"].setdefault("truth_lr", 1e-4)  # files built before --truth-lr
+        data["settings"].setdefault("truth_lr", TRUTH_LR)
     if data and data["settings"] != settings:
         raise SystemExit(f"{out} was built with other settings: {data['settings']}")
     tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
@@ -206,7 +208,7 @@ def show(args: argparse.Namespace) -> None:
         f"{s['steps']} steps each (K = 1: {3 * s['steps']}), batch {s['batch']}, seq {s['seq']}; "
         f"rank: {s['proxy_steps']} P2 steps of {s['proxy_students']} students, "
         f"{s['heldout']} held-out sentences; truth: {s['truth_steps']} steps (lr "
-        f"{s.get('truth_lr', 1e-4):g}) on "
+        f"{s.get('truth_lr', TRUTH_LR):g}) on "
         f"{s['tasks']} ({s['train_subset']} training, {s['eval_subset']} dev examples), seeds "
         f"{s['seeds']}; training time in all {sum(data['seconds'].values()) / 60:.0f} min.",
         "",
@@ -246,7 +248,10 @@ def main() -> None:
     b.add_argument("--proxy-students", type=int, default=8)
     b.add_argument("--truth-steps", type=int, default=300)
     b.add_argument(
-        "--truth-lr", type=float, default=1e-4, help="learning rate of the stand-alone truth runs"
+        "--truth-lr",
+        type=float,
+        default=TRUTH_LR,
+        help="learning rate of the stand-alone truth runs",
     )
     b.add_argument("--train-subset", type=int, default=20000)
     b.add_argument("--eval-subset", type=int, default=872)

@@ -19,10 +19,14 @@ class EmbeddingGPLoop(LibraryLoop):
 
     Options (besides :class:`LibraryLoop`'s), passed to ``surrogates.EmbeddingGPProposer``:
     ``n_init`` (random rows of the initial design, default 10), ``mc_samples``,
-    ``max_batch_size``.
+    ``max_batch_size``, ``pending`` (``ignore``, default: rows in flight are only kept out;
+    ``believer``: a kriging believer, they join the GP at its predicted mean and each pick
+    maximises analytic LogEI, one row per fit),
+    ``warm_start`` (default false: each fit starts from BoTorch's initial hyperparameters;
+    true: from the previous fit's, which saves about 40% of a fit on large libraries).
     """
 
-    OWN = frozenset({"n_init", "mc_samples", "max_batch_size"})
+    OWN = frozenset({"n_init", "mc_samples", "max_batch_size", "pending", "warm_start"})
     DEFAULT_FEATURES = "embedding"  # the baseline of the issue: a GP on the embeddings
 
     def __init__(

@@ -9,7 +9,15 @@ batch has no repeats). Its initial design is ``n_init`` uniformly random rows (i
 count, see ``LibraryProposer``). Several
 objectives are scalarised per batch exactly as ``BoshnasProposer`` does (ParEGO).
 
-Nothing is cached: each call fits the GP from scratch on the history, so it keeps no state.
+With ``pending="believer"`` (a kriging believer, Ginsbourger et al. 2010, as BOSHNAS's option of
+the same name) the rows in flight join the GP's data with its own predicted mean, under the
+fitted hyperparameters, which shrinks the predicted uncertainty around them; each pick is then
+the free row of highest analytic ``LogExpectedImprovement``, and a batch repeats that with each
+pick believed in turn. qLogEI with ``X_pending`` would be the exact alternative, but on a
+10,000-row library it costs 8 s a proposal on one core against well under 1 s for this.
+
+Each call fits the GP on the history; only with ``warm_start`` does the last fit's
+hyperparameters start the next one (the only state kept).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from botorch.acquisition.analytic import LogExpectedImprovement
 from botorch.acquisition.logei import qLogExpectedImprovement
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
@@ -29,6 +38,9 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from archsearch.surrogates._library_proposer import N_INIT, LibraryProposer, Observations, Proposal
 
 QLOGEI = "qlogei"
+LOGEI_BELIEVER = "logei-believer"
+#: How rows in flight count (``EmbeddingGPProposer.pending``).
+GP_PENDING_MODES = ("ignore", "believer")
 
 
 class EmbeddingGPProposer(LibraryProposer):
@@ -40,6 +52,10 @@ class EmbeddingGPProposer(LibraryProposer):
         seed: Seeds the quasi-Monte-Carlo sampler of qLogEI (and the GP fit's restarts).
         mc_samples: Quasi-MC samples for qLogEI.
         max_batch_size: Library rows evaluated per acquisition call (bounds memory).
+        pending: ``ignore`` (default): rows in flight are only kept out of the proposals.
+            ``believer``: they join the GP's data with its predicted mean (module docstring);
+            a library loop then proposes one row per fit.
+        warm_start: Start each hyperparameter fit from the previous fit's (same input width).
     """
 
     def __init__(
@@ -49,35 +65,73 @@ class EmbeddingGPProposer(LibraryProposer):
         seed: int = 0,
         mc_samples: int = 128,
         max_batch_size: int = 2048,
+        pending: str = "ignore",
+        warm_start: bool = False,
     ) -> None:
         super().__init__(directions, n_init, seed)
         if mc_samples < 1 or max_batch_size < 1:
             raise ValueError(
                 f"mc_samples and max_batch_size must be >= 1, got {mc_samples}, {max_batch_size}"
             )
+        if pending not in GP_PENDING_MODES:
+            raise ValueError(
+                f"pending must be one of {', '.join(GP_PENDING_MODES)}, got {pending!r}"
+            )
+        self.pending = pending
+        self.uses_pending = pending == "believer"
         self.mc_samples = mc_samples
         self.max_batch_size = max_batch_size
+        self.warm_start = warm_start
+        self._hyperparameters: dict[int, dict[str, torch.Tensor]] = {}
+
+    @staticmethod
+    def _gp(library: np.ndarray, x: np.ndarray | torch.Tensor, y: torch.Tensor) -> SingleTaskGP:
+        bounds = torch.as_tensor(np.stack([library.min(axis=0), library.max(axis=0)]))
+        # A dimension constant over the library would divide by zero in Normalize.
+        bounds[1] = torch.where(bounds[1] > bounds[0], bounds[1], bounds[0] + 1.0)
+        return SingleTaskGP(
+            torch.as_tensor(x, dtype=torch.float64),
+            y,
+            input_transform=Normalize(d=library.shape[1], bounds=bounds),
+            outcome_transform=None,  # standardised by the caller, as the issue asks
+        )
 
     def fit_model(
         self, library: np.ndarray, x: np.ndarray, performance: np.ndarray
     ) -> SingleTaskGP:
         """The GP on ``(x, standardised performance)``, hyperparameters by maximum likelihood."""
-        bounds = torch.as_tensor(np.stack([library.min(axis=0), library.max(axis=0)]))
-        # A dimension constant over the library would divide by zero in Normalize.
-        bounds[1] = torch.where(bounds[1] > bounds[0], bounds[1], bounds[0] + 1.0)
         train_y = torch.as_tensor(performance, dtype=torch.float64).unsqueeze(-1)
         spread = train_y.std() if train_y.shape[0] > 1 and train_y.std() > 0 else 1.0
         train_y = (train_y - train_y.mean()) / spread
-        model = SingleTaskGP(
-            torch.as_tensor(x, dtype=torch.float64),
-            train_y,
-            input_transform=Normalize(d=library.shape[1], bounds=bounds),
-            outcome_transform=None,  # standardised above, as the issue asks
-        )
+        model = self._gp(library, x, train_y)
+        warm = self._hyperparameters.get(x.shape[1]) if self.warm_start else None
+        if warm is not None:  # the last fit's hyperparameters, as the optimiser's start
+            model.load_state_dict(warm, strict=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+        if self.warm_start:
+            self._hyperparameters[x.shape[1]] = {
+                k: v.detach().clone() for k, v in model.state_dict().items()
+            }
         return model
+
+    def believe(
+        self, library: np.ndarray, model: SingleTaskGP, observed: np.ndarray, rows: np.ndarray
+    ) -> SingleTaskGP:
+        """``model`` (fitted on the ``observed`` rows) with ``rows`` added at its predicted
+        mean, under its fitted hyperparameters (no refit): the kriging believer."""
+        if rows.size == 0:
+            return model
+        x_new = torch.as_tensor(library[rows], dtype=torch.float64)
+        with torch.no_grad():
+            believed = model.posterior(x_new).mean.reshape(-1, 1)
+        x = torch.cat([torch.as_tensor(library[observed], dtype=torch.float64), x_new])
+        y = torch.cat([model.train_targets.reshape(-1, 1), believed])
+        believer = self._gp(library, x, y)
+        believer.load_state_dict(model.state_dict(), strict=False)
+        believer.eval()
+        return believer
 
     def _propose(
         self,
@@ -88,6 +142,8 @@ class EmbeddingGPProposer(LibraryProposer):
         kinds: Sequence[str] | None,
     ) -> list[Proposal]:
         model = self.fit_model(obs.library, obs.library[obs.observed], performance)
+        if self.uses_pending:
+            return self._propose_believer(obs, model.eval(), count)
         best = model.train_targets.max()
         sampler = SobolQMCNormalSampler(
             sample_shape=torch.Size([self.mc_samples]), seed=int(rng.integers(2**31 - 1))
@@ -107,4 +163,33 @@ class EmbeddingGPProposer(LibraryProposer):
             position = int(matches[0])
             unused[position] = False
             proposals.append(Proposal(int(free_rows[position]), QLOGEI))
+        return proposals
+
+    def _propose_believer(
+        self, obs: Observations, model: SingleTaskGP, count: int
+    ) -> list[Proposal]:
+        free = obs.free.copy()
+        believed = obs.pending
+        proposals: list[Proposal] = []
+        for _ in range(count):
+            believer = self.believe(obs.library, model, obs.observed, believed)
+            # Believed rows count as observed, as in the kriging believer: improving on the
+            # best of them is what a pick must promise.
+            acquisition = LogExpectedImprovement(believer, best_f=believer.train_targets.max())
+            free_rows = np.flatnonzero(free)
+            with torch.no_grad():
+                values = torch.cat(
+                    [
+                        acquisition(
+                            torch.as_tensor(obs.library[chunk], dtype=torch.float64).unsqueeze(1)
+                        )
+                        for chunk in np.array_split(
+                            free_rows, max(1, -(-free_rows.size // self.max_batch_size))
+                        )
+                    ]
+                )
+            row = int(free_rows[int(torch.argmax(values))])
+            proposals.append(Proposal(row, LOGEI_BELIEVER))
+            free[row] = False
+            believed = np.append(believed, row)
         return proposals

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from archsearch.surrogates._embedding_gp import QLOGEI, EmbeddingGPProposer
+from archsearch.surrogates._embedding_gp import LOGEI_BELIEVER, QLOGEI, EmbeddingGPProposer
 from archsearch.surrogates._library_proposer import RANDOM
 
 
@@ -74,3 +75,31 @@ def test_multi_objective_and_bad_input() -> None:
         EmbeddingGPProposer(directions=("up",))
     with pytest.raises(ValueError, match="k must be"):
         proposer.propose(library, observed, values, [], -1, np.random.default_rng(0))
+
+
+def test_believer_takes_rows_in_flight_at_the_predicted_mean() -> None:
+    """``pending="believer"``: the rows in flight join the GP at its predicted mean under the
+    fitted hyperparameters, so its uncertainty there shrinks and nothing else moves."""
+    library = _library(300, dim=2, seed=3)
+    observed = np.arange(15)
+    perf = _peak(library[observed])
+    proposer = EmbeddingGPProposer(n_init=10, pending="believer", warm_start=True)
+    assert proposer.uses_pending
+    model = proposer.fit_model(library, library[observed], perf).eval()
+    in_flight = np.array([100, 200])
+    believer = proposer.believe(library, model, observed, in_flight)
+    x = torch.as_tensor(library[in_flight], dtype=torch.float64)
+    before, after = model.posterior(x), believer.posterior(x)
+    assert torch.allclose(after.mean, before.mean, atol=1e-6)
+    assert (after.variance < 0.75 * before.variance).all()
+    assert believer.likelihood.noise.item() == model.likelihood.noise.item()  # no refit
+    proposals = proposer.propose_with_kinds(
+        library, observed, perf, in_flight, 3, np.random.default_rng(0), pending_idx=in_flight
+    )
+    rows = [p.index for p in proposals]
+    assert len(set(rows)) == 3 and not set(rows) & (set(observed) | set(in_flight))
+    assert {p.kind for p in proposals} == {LOGEI_BELIEVER}
+    free = np.setdiff1d(np.arange(300), np.concatenate([observed, in_flight]))
+    assert _peak(library[[rows[0]]])[0] > np.quantile(_peak(library[free]), 0.9)
+    with pytest.raises(ValueError, match="pending must be one of"):
+        EmbeddingGPProposer(pending="fantasize")

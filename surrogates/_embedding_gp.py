@@ -22,12 +22,14 @@ hyperparameters start the next one (the only state kept).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from botorch.acquisition.analytic import LogExpectedImprovement
 from botorch.acquisition.logei import qLogExpectedImprovement
+from botorch.exceptions.warnings import InputDataWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.transforms.input import Normalize
@@ -128,7 +130,9 @@ class EmbeddingGPProposer(LibraryProposer):
             believed = model.posterior(x_new).mean.reshape(-1, 1)
         x = torch.cat([torch.as_tensor(library[observed], dtype=torch.float64), x_new])
         y = torch.cat([model.train_targets.reshape(-1, 1), believed])
-        believer = self._gp(library, x, y)
+        with warnings.catch_warnings():  # believed means leave y just off unit variance
+            warnings.simplefilter("ignore", InputDataWarning)
+            believer = self._gp(library, x, y)
         believer.load_state_dict(model.state_dict(), strict=False)
         believer.eval()
         return believer

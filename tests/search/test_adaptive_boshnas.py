@@ -79,3 +79,21 @@ def test_bad_adaptive_options_are_refused() -> None:
     with pytest.raises(SpecError, match="pending must be one of") as e:
         make_loop("boshnas", 0, 1, {"pending": "liar"})
     assert e.value.field == "loop_options"
+
+
+def test_embedding_gp_believer_spreads_one_call_over_free_rows(space: FlexiBertSpace) -> None:
+    """The embedding-gp loop's ``pending: believer``: one fit per suggestion, each seeing the
+    rows in flight (the earlier suggestions of the call among them)."""
+    options = {k: v for k, v in OPTIONS.items() if k != "surrogate_options"}
+    loop = make_loop("embedding-gp", 1, 1, {**options, "pending": "believer", "warm_start": True})
+    study = _study(loop)
+    _tell_n(loop, space, study, 6)
+    in_flight = ask_candidate(loop, study, space)
+    got = loop.suggest(loop_snapshot(study, space), 3)
+    rows = {s.attrs["archsearch:library_row"] for s in got}
+    assert len(rows) == 3
+    assert in_flight.suggestion is not None
+    assert in_flight.suggestion.attrs["archsearch:library_row"] not in rows
+    assert {s.attrs[KIND_ATTR] for s in got} == {"logei-believer"}
+    with pytest.raises(SpecError, match="pending must be one of"):
+        make_loop("embedding-gp", 0, 1, {"pending": "fantasize"})

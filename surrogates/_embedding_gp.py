@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from botorch.acquisition import AcquisitionFunction
 from botorch.acquisition.analytic import LogExpectedImprovement
 from botorch.acquisition.logei import qLogExpectedImprovement
 from botorch.exceptions.warnings import InputDataWarning
@@ -153,21 +154,27 @@ class EmbeddingGPProposer(LibraryProposer):
             sample_shape=torch.Size([self.mc_samples]), seed=int(rng.integers(2**31 - 1))
         )
         acquisition = qLogExpectedImprovement(model, best_f=best, sampler=sampler)
-        free_rows = np.flatnonzero(obs.free)
-        choices = torch.as_tensor(obs.library[free_rows], dtype=torch.float64)
+        rows = self._pick(acquisition, obs.library, np.flatnonzero(obs.free), count)
+        return [Proposal(row, QLOGEI) for row in rows]
+
+    def _pick(
+        self, acquisition: AcquisitionFunction, library: np.ndarray, free_rows: np.ndarray, q: int
+    ) -> list[int]:
+        """The ``q`` free rows ``optimize_acqf_discrete`` picks (sequential greedy, no repeats)."""
+        choices = torch.as_tensor(library[free_rows], dtype=torch.float64)
         picked, _ = optimize_acqf_discrete(
-            acquisition, q=count, choices=choices, max_batch_size=self.max_batch_size, unique=True
+            acquisition, q=q, choices=choices, max_batch_size=self.max_batch_size, unique=True
         )
         # optimize_acqf_discrete returns rows of ``choices``; map each back to an unused index
         # (two candidates can share an embedding, so match exactly and skip rows already used).
         unused = np.ones(free_rows.shape[0], dtype=bool)
-        proposals = []
+        rows = []
         for candidate in picked:
             matches = np.flatnonzero((choices == candidate).all(dim=-1).numpy() & unused)
             position = int(matches[0])
             unused[position] = False
-            proposals.append(Proposal(int(free_rows[position]), QLOGEI))
-        return proposals
+            rows.append(int(free_rows[position]))
+        return rows
 
     def _propose_believer(
         self, obs: Observations, model: SingleTaskGP, count: int
@@ -180,19 +187,7 @@ class EmbeddingGPProposer(LibraryProposer):
             # Believed rows count as observed, as in the kriging believer: improving on the
             # best of them is what a pick must promise.
             acquisition = LogExpectedImprovement(believer, best_f=believer.train_targets.max())
-            free_rows = np.flatnonzero(free)
-            with torch.no_grad():
-                values = torch.cat(
-                    [
-                        acquisition(
-                            torch.as_tensor(obs.library[chunk], dtype=torch.float64).unsqueeze(1)
-                        )
-                        for chunk in np.array_split(
-                            free_rows, max(1, -(-free_rows.size // self.max_batch_size))
-                        )
-                    ]
-                )
-            row = int(free_rows[int(torch.argmax(values))])
+            row = self._pick(acquisition, obs.library, np.flatnonzero(free), 1)[0]
             proposals.append(Proposal(row, LOGEI_BELIEVER))
             free[row] = False
             believed = np.append(believed, row)

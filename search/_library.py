@@ -27,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from archsearch.search._numeric_codes import ABSENT, NumericCodes
 from archsearch.spaces import (
     DataSpace,
     DesignSpace,
     EnumerableSpace,
     FeatureSpace,
     GraphSpace,
+    RawFeatureSpace,
     SpecError,
 )
 
@@ -43,9 +45,7 @@ CACHE_DIR_ENV = "ARCHSEARCH_CACHE_DIR"
 #: Bump when the library or the embedding cache's layout changes.
 EMBEDDING_CACHE_VERSION = 1
 #: What a library loop's surrogate sees of a row (loop option ``features``).
-FEATURES = ("both", "embedding", "architecture")
-#: The one-hot value of a parameter an architecture does not have (a layer it lacks).
-ABSENT = "<absent>"
+FEATURES = ("both", "embedding", "architecture", "numeric")
 
 
 def default_cache_root() -> Path:
@@ -102,6 +102,8 @@ class CandidateLibrary:
         self._encoder: Any = None  # sklearn OneHotEncoder, fitted on first use
         self._names: list[str] | None = None
         self._onehot: np.ndarray | None = None
+        self._numeric: NumericCodes | None = None  # fitted on first use
+        self._numeric_rows: np.ndarray | None = None
         self._both: np.ndarray | None = None  # embeddings | one-hot, rebuilt when rows change
         self._lock = threading.Lock()
         self._t2v: Any = None
@@ -190,9 +192,32 @@ class CandidateLibrary:
                 self._onehot = np.vstack([self._onehot, extra])
             return self._onehot
 
+    def numeric_features(self) -> np.ndarray:
+        """The rows' parameters with numbers as scaled numbers and the rest one-hot
+        (:class:`~archsearch.search._numeric_codes.NumericCodes`, fitted on the library on first
+        use; ``raw_feature_params`` when the space bins its ``feature_params``)."""
+
+        def values(arch: dict[str, Any]) -> dict[str, Any]:
+            if isinstance(self.space, RawFeatureSpace):
+                return dict(self.space.raw_feature_params(arch))
+            return self._feature_params(arch)
+
+        with self._lock:
+            if self._numeric is None:
+                rows = [values(a) for a in self.archs]
+                self._numeric = NumericCodes(rows)
+                self._numeric_rows = self._numeric.transform(rows)
+            assert self._numeric_rows is not None
+            missing = len(self.archs) - self._numeric_rows.shape[0]
+            if missing > 0:  # rows added by ``row`` since the codes were fitted
+                extra = self._numeric.transform([values(a) for a in self.archs[-missing:]])
+                self._numeric_rows = np.vstack([self._numeric_rows, extra])
+            return self._numeric_rows
+
     def features(self, kind: str) -> np.ndarray:
         """The surrogate's inputs: ``embedding`` (Transformer2vec, the paper's), ``architecture``
-        (one-hot parameters) or ``both`` (their concatenation)."""
+        (one-hot parameters), ``both`` (their concatenation) or ``numeric`` (parameters with
+        numbers kept as numbers)."""
         if kind == "embedding":
             if self._t2v is None:
                 raise SpecError(
@@ -203,6 +228,8 @@ class CandidateLibrary:
             return self.embeddings
         if kind == "architecture":
             return self.architecture_features()
+        if kind == "numeric":
+            return self.numeric_features()
         if kind == "both":
             onehot = self.architecture_features()  # brings rows added by ``row`` up to date
             if self._both is None or self._both.shape[0] != onehot.shape[0]:

@@ -68,6 +68,7 @@ from archsearch.spaces._protocols import (
     GraphImageSpace,
     GraphSpace,
     MutableSpace,
+    RawFeatureSpace,
 )
 from archsearch.spaces._registry import Registry, UnknownName
 from archsearch.spaces._row_table import RowTableSpace
@@ -136,6 +137,7 @@ __all__ = [
     "LoraSpace",
     "MutableSpace",
     "NasTable",
+    "RawFeatureSpace",
     "Registry",
     "ReplayTable",
     "RowTableSpace",

@@ -10,6 +10,7 @@ passes the run-time check.
 * :class:`EnumerableSpace`: every member, listed (a library loop's library);
 * :class:`FeatureSpace`: readable per-layer parameters for a surrogate's one-hot features,
   when the Optuna parameters are not those;
+* :class:`RawFeatureSpace`: those parameters with numbers unbinned (``numeric`` features);
 * :class:`FlexiBertConvertible`: the architecture in FlexiBERT's format (weight transfer);
 * :class:`GraphImageSpace`: a PNG picture of an architecture (the dashboard's artifact);
 * :class:`MutableSpace`: the architectures one change away (evolution and local search).
@@ -52,6 +53,16 @@ class FeatureSpace(Protocol):
 
     def feature_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
         """Parameter name -> value, one entry per layer-level choice."""
+        ...
+
+
+@runtime_checkable
+class RawFeatureSpace(Protocol):
+    """A :class:`FeatureSpace` whose ``feature_params`` bins numbers for one-hot codes; this
+    gives the values themselves (a library loop's ``numeric`` features)."""
+
+    def raw_feature_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
+        """``feature_params`` with every number as it is."""
         ...
 
 

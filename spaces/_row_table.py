@@ -34,7 +34,12 @@ import numpy as np
 
 from archsearch.spaces._base import DesignSpace
 from archsearch.spaces._errors import SpecError
-from archsearch.spaces._protocols import EnumerableSpace, FeatureSpace, MutableSpace
+from archsearch.spaces._protocols import (
+    EnumerableSpace,
+    FeatureSpace,
+    MutableSpace,
+    RawFeatureSpace,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -74,7 +79,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-class RowTableSpace(DesignSpace, EnumerableSpace, FeatureSpace, MutableSpace):
+class RowTableSpace(DesignSpace, EnumerableSpace, FeatureSpace, RawFeatureSpace, MutableSpace):
     """The rows of a table as a design space (see the module docstring).
 
     Args:
@@ -277,6 +282,10 @@ class RowTableSpace(DesignSpace, EnumerableSpace, FeatureSpace, MutableSpace):
             else:
                 out[name] = value
         return out
+
+    def raw_feature_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
+        """Every parameter (structural ones too), numbers unbinned."""
+        return flatten(self.validate(architecture))
 
     def describe(self, architecture: dict[str, Any]) -> str:
         return row_key(architecture)

@@ -12,8 +12,9 @@ Each test checks one clause of the contract in ``archsearch/spaces/_base.py``: s
 through ``trial.suggest_*``, ``validate`` normalises or raises ``SpecError`` naming the field,
 ``to_params`` + ``enqueue_trial`` + ``suggest`` rebuilds an architecture, ``sample`` stays in
 the space, a parameter's distribution never changes, ``describe`` is one line, the options
-round-trip through ``options()``, and a :class:`~archsearch.spaces.MutableSpace`'s neighbours
-are distinct members other than the architecture itself.
+round-trip through ``options()``, a :class:`~archsearch.spaces.MutableSpace`'s neighbours
+are distinct members other than the architecture itself, and a
+:class:`~archsearch.spaces.RawFeatureSpace`'s raw parameters are its feature parameters unbinned.
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from typing import Any, ClassVar
 import optuna
 import pytest
 
-from archsearch.spaces import SPACES, DesignSpace, MutableSpace, SpecError, make_space
+from archsearch.spaces import (
+    SPACES,
+    DesignSpace,
+    FeatureSpace,
+    MutableSpace,
+    RawFeatureSpace,
+    SpecError,
+    make_space,
+)
 
 #: Trial user attribute a space that maps suggestions to members sets (see the contract).
 MAPPED_FROM = "mapped_from"
@@ -174,3 +183,18 @@ class SpaceConformance:
                 assert all(space.validate(n) == n for n in found)
                 assert space.neighbours(arch) == found  # a pure function of the architecture
                 arch = rng.choice(found)
+
+    def test_raw_feature_params_are_feature_params_unbinned(self) -> None:
+        """``raw_feature_params`` (a RawFeatureSpace): the same names as ``feature_params``,
+        the same values wherever those are not bins of a number, and numbers where they are."""
+        space = self.make_space()
+        if not isinstance(space, RawFeatureSpace):
+            pytest.skip(f"the {space.name} space has no raw feature parameters")
+        assert isinstance(space, FeatureSpace)
+        for arch in self._samples(space, 10, seed=9):
+            raw, shown = space.raw_feature_params(arch), space.feature_params(arch)
+            assert set(raw) == set(shown)
+            for name, value in raw.items():
+                assert value == shown[name] or (
+                    isinstance(value, int | float) and isinstance(shown[name], str)
+                ), f"{name}: {value!r} vs {shown[name]!r}"

@@ -1,0 +1,77 @@
+"""Numeric codes of a library's parameters: numbers as numbers, other values one-hot.
+
+The library loops' ``architecture`` features one-hot every parameter value (a number with many
+distinct values as its quantile bin), so a surrogate cannot tell that 640 is nearer 800 than
+1871. The ``numeric`` feature kind keeps that order: each parameter whose values (where rows
+have it) are all numbers with more than two distinct values is one column, min-max scaled to
+[0, 1] over the library, plus an ``absent`` indicator column when some rows lack it (a layer a
+shallower model does not have; the value column is 0 there). Every other parameter (strings,
+booleans, two-valued numbers) is one-hot as in ``architecture``, through scikit-learn's
+``OneHotEncoder``. scikit-learn's ``ColumnTransformer`` could scale and one-hot, but not pick the
+columns by their values and impute the missing layers with an indicator in one step; this does
+those forty lines by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+#: The value of a parameter a row does not have.
+ABSENT = "<absent>"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+class NumericCodes:
+    """Fitted on the library's rows (parameter name -> value); ``transform`` codes any rows
+    with the library's columns and scales (a value outside the library's range goes beyond
+    [0, 1]; an unknown non-number gets zeros)."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        from sklearn.preprocessing import OneHotEncoder
+
+        names = sorted({n for r in rows for n in r})
+        self.numeric: dict[str, tuple[float, float, bool]] = {}  # name -> (low, span, absent)
+        self.categorical: list[str] = []
+        for name in names:
+            present = [r[name] for r in rows if name in r]
+            if all(_is_number(v) for v in present) and len(set(present)) > 2:
+                low, high = float(min(present)), float(max(present))
+                self.numeric[name] = (low, high - low, len(present) < len(rows))
+            else:
+                self.categorical.append(name)
+        self._onehot = None
+        if self.categorical:
+            self._onehot = OneHotEncoder(
+                handle_unknown="ignore", sparse_output=False, dtype=np.float64
+            ).fit(self._categorical_table(rows))
+
+    def _categorical_table(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        return np.asarray(
+            [[str(r.get(n, ABSENT)) for n in self.categorical] for r in rows], dtype=object
+        ).reshape(len(rows), len(self.categorical))
+
+    @property
+    def width(self) -> int:
+        """Columns of the codes."""
+        numeric = sum(2 if absent else 1 for _, _, absent in self.numeric.values())
+        onehot = 0 if self._onehot is None else sum(len(c) for c in self._onehot.categories_)
+        return numeric + onehot
+
+    def transform(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        cols: list[np.ndarray] = []
+        for name, (low, span, absent) in self.numeric.items():
+            has = np.array([name in r for r in rows], dtype=bool)
+            values = np.array([float(r[name]) if name in r else low for r in rows])
+            cols.append(np.where(has, (values - low) / span, 0.0))
+            if absent:
+                cols.append((~has).astype(np.float64))
+        out = np.column_stack(cols) if cols else np.zeros((len(rows), 0))
+        if self._onehot is not None:
+            out = np.hstack([out, self._onehot.transform(self._categorical_table(rows))])
+        return np.asarray(out, dtype=np.float64)

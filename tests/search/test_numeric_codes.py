@@ -1,0 +1,64 @@
+"""The library loops' ``numeric`` features: numbers as scaled numbers, the rest one-hot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from archsearch.search import EmbeddingGPLoop, make_loop
+from archsearch.search._numeric_codes import NumericCodes
+from archsearch.spaces import RowTableSpace, SpecError
+
+#: Decoder rows: 2 or 3 layers, a per-layer width with many values, a two-valued flag.
+ROWS = [
+    {"n_layer": 2, "d_inner": [640, 1871], "act": "gelu", "bias": True},
+    {"n_layer": 3, "d_inner": [800, 1071, 1200], "act": "relu", "bias": False},
+    {"n_layer": 2, "d_inner": [1871, 640], "act": "relu", "bias": True},
+    {"n_layer": 3, "d_inner": [1000, 640, 1500], "act": "gelu", "bias": False},
+    {"n_layer": 3, "d_inner": [700, 900, 1300], "act": "gelu", "bias": True},
+]
+
+
+def test_numbers_keep_their_order_and_missing_layers_get_an_indicator() -> None:
+    space = RowTableSpace(ROWS)
+    codes = NumericCodes([space.raw_feature_params(a) for a in ROWS])
+    x = codes.transform([space.raw_feature_params(a) for a in ROWS])
+    # Numbers: d_inner.0, d_inner.1, d_inner.2 (+ its absent flag); two-valued n_layer, the
+    # strings and the booleans are one-hot (2 columns each).
+    assert sorted(codes.numeric) == ["d_inner.0", "d_inner.1", "d_inner.2"]
+    assert sorted(codes.categorical) == ["act", "bias", "n_layer"]
+    assert x.shape == (5, codes.width) == (5, 3 + 1 + 3 * 2)
+    d0 = x[:, 0]  # d_inner.0 scaled over 640..1871
+    np.testing.assert_allclose(d0, (np.array([640, 800, 1871, 1000, 700]) - 640) / (1871 - 640))
+    # Order is kept: 800 is nearer 640 than 1871 is (a one-hot code cannot say so).
+    assert abs(d0[1] - d0[0]) < abs(d0[2] - d0[0])
+    # The third layer: a value where rows have it, 0 and the absent flag where they do not.
+    third, absent = x[:, 2], x[:, 3]
+    np.testing.assert_array_equal(absent, [1.0, 0.0, 1.0, 0.0, 0.0])
+    np.testing.assert_allclose(third, [0.0, 0.0, 0.0, 1.0, 1 / 3])
+    # One one-hot value per categorical parameter.
+    np.testing.assert_array_equal(x[:, 4:].sum(axis=1), np.full(5, 3.0))
+
+
+def test_rows_outside_the_library_are_coded_with_its_scales() -> None:
+    codes = NumericCodes([{"w": 1.0}, {"w": 2.0}, {"w": 3.0}, {"c": "a", "w": 2.0}])
+    x = codes.transform([{"w": 5.0, "c": "unseen"}])
+    # w scaled by the library's range (beyond 1), an unknown string: all zeros.
+    np.testing.assert_allclose(x, [[2.0, 0.0, 0.0]])
+
+
+def test_the_library_serves_numeric_features_to_the_loop(tmp_path: Path) -> None:
+    space = RowTableSpace(ROWS)
+    loop = make_loop("embedding-gp", 0, 1, {"features": "numeric"})
+    assert isinstance(loop, EmbeddingGPLoop)
+    loop.cache_root = tmp_path
+    lib = loop.library(space)
+    x = lib.features("numeric")
+    assert x.shape == (5, 10)
+    # Unbinned values (``raw_feature_params``) between the extremes, not one-hot codes.
+    assert x[:, 0].min() == 0.0 and x[:, 0].max() == 1.0
+    assert len(np.unique(x[:, 0])) == 5
+    with pytest.raises(SpecError, match="unknown feature kind"):
+        make_loop("embedding-gp", 0, 1, {"features": "numbers"})

@@ -21,6 +21,8 @@ at least 1 point above on the mean).
     python benchmarks/dylora_ranks.py --report RUNS.json[,RUNS2.json] [--timing-seeds 1,2]
         [--record]
 
+``--timing-seeds`` takes seeds for every task (``1,2``) or for one (``sst2:1,sst2:2,mrpc:0``).
+
 ``--runs`` keeps every finished fine-tuning in a JSON file as it ends, so a cut run continues
 where it stopped, and runs split over processes (one task, seed or ``--kinds`` share each, one
 core each) are reported together with ``--report``. ``--record`` appends the table to
@@ -160,11 +162,25 @@ def merge(paths: list[str]) -> dict[str, Any]:
     return merged
 
 
-def report(saved: dict[str, Any], timing_seeds: list[int] | None = None) -> tuple[str, str, bool]:
+def parse_timing_seeds(text: str | None) -> dict[str, set[int]] | None:
+    """``1,2`` (every task, key ``""``) or ``sst2:1,mrpc:0`` (per task) -> task -> seeds."""
+    if not text:
+        return None
+    out: dict[str, set[int]] = {}
+    for item in text.split(","):
+        task, _, seed = item.rpartition(":")
+        out.setdefault(task, set()).add(int(seed))
+    return out
+
+
+def report(
+    saved: dict[str, Any], timing_seeds: dict[str, set[int]] | None = None
+) -> tuple[str, str, bool]:
     """The Markdown tables, a one-line summary and whether every goal was met.
 
-    Wall times are summed over ``timing_seeds`` (default: every reported seed), so runs whose
-    times were taken on a shared machine can be scored but left out of the timing."""
+    Wall times are summed over ``timing_seeds`` (task -> seeds, ``""`` for every task; default:
+    every reported seed), so runs whose times were taken on a shared machine can be scored but
+    left out of the timing."""
     setting, runs = saved["setting"], saved["runs"]
     r_max = setting["r_max"]
     ranks = range(1, r_max + 1)
@@ -190,7 +206,12 @@ def report(saved: dict[str, Any], timing_seeds: list[int] | None = None) -> tupl
         modes = [m for m in found if all(f"{task}|{s}|dylora-{m}" in runs for s in seeds)]
         if not seeds or not modes:
             continue
-        timed = [s for s in seeds if timing_seeds is None or s in timing_seeds]
+        timed = [
+            s
+            for s in seeds
+            if timing_seeds is None
+            or s in timing_seeds.get("", set()) | timing_seeds.get(task, set())
+        ]
 
         def scores(kind: str, b: int, task: str = task, seeds: list[int] = seeds) -> list[float]:
             key = f"lora-r{b}" if kind == "lora" else kind
@@ -299,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     if not set(args.dylora.split(",")) <= set(MODES):
         parser.error(f"--dylora takes {', '.join(MODES)} (comma-separated)")
     saved = merge(args.report.split(",")) if args.report else collect(args)
-    timing = [int(x) for x in args.timing_seeds.split(",")] if args.timing_seeds else None
+    try:
+        timing = parse_timing_seeds(args.timing_seeds)
+    except ValueError:
+        parser.error("--timing-seeds takes seeds (1,2) or task:seed items (sst2:1,mrpc:0)")
     text, summary, ok = report(saved, timing)
     print(text)
     if args.record:

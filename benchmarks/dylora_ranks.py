@@ -218,13 +218,17 @@ def report(
             return [runs[f"{task}|{s}|{key}"]["scores"][str(b)] for s in seeds]
 
         def cell(values: list[float]) -> str:
+            if len(values) < 2:  # one seed: no interval to give
+                return f"{100 * values[0]:.1f}"
             mean, half = interval(values)
             return f"{100 * mean:.1f} ± {100 * half:.1f}"
 
         metric = get_task(task).primary_metric
         heads = [f"DyLoRA {m}" for m in modes]
         lines += [
-            f"### {task} ({metric}, x100, mean ± 95% interval over seeds {seeds})",
+            f"### {task} ({metric}, x100, mean ± 95% interval over seeds {seeds})"
+            if len(seeds) > 1
+            else f"### {task} ({metric}, x100, seed {seeds[0]} only: no interval)",
             "",
             "| rank | "
             + " | ".join(heads)

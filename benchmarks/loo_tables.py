@@ -63,13 +63,18 @@ TABLES = {
     "lts-transxl-wt103": f"{SHARED}/nas-tables/lts_transxl_wt103.json:nas-tables",
 }
 TUNING_TABLE = "flexibert-sst2"  # where BOSHNAS's defaults were chosen, before this protocol
-CANDIDATES = "boshnas,boshnas@auto,boshnas@adapt,embedding-gp@pending,evolution,local-search,tpe"
+CANDIDATES = (
+    "boshnas,boshnas@auto,boshnas@adapt,embedding-gp@pending,embedding-gp@numeric,evolution,"
+    "local-search,tpe"
+)
 LOOP_OPTIONS: dict[str, dict[str, Any]] = {
     "boshnas@auto": {"features": "auto"},
     "boshnas@adapt": {"features": "auto", "pending": "believer"},
     # BoTorch's GP + qLogEI on the same features as BOSHNAS (one-hot only on the decoder
     # tables, which have no graphs to embed), rows in flight believed at the GP's mean.
     "embedding-gp@pending": {"features": "both", "pending": "believer", "warm_start": True},
+    # The same GP on the parameters with numbers kept as numbers (``features: numeric``).
+    "embedding-gp@numeric": {"features": "numeric", "pending": "believer", "warm_start": True},
 }
 BASELINES = "tpe,evolution,local-search"  # reported beside the chosen loop; TPE always
 PROTOCOLS: dict[str, dict[str, Any]] = {

@@ -20,7 +20,7 @@ from archsearch.search._base import (
     TrialView,
 )
 from archsearch.search._boshnas_loop import BoshnasLoop
-from archsearch.search._embedding_gp_loop import EmbeddingGPLoop
+from archsearch.search._embedding_gp_loop import EmbeddingGPLoop, NumericGPLoop
 from archsearch.search._evolution_loop import RegularisedEvolutionLoop
 from archsearch.search._library import CandidateLibrary
 from archsearch.search._library_loops import LibraryLoop
@@ -65,6 +65,7 @@ __all__ = [
     "LoopFactory",
     "LoopSnapshot",
     "NoSuggestion",
+    "NumericGPLoop",
     "OptunaSamplerLoop",
     "PrimaryObjectiveView",
     "RegularisedEvolutionLoop",

@@ -175,7 +175,8 @@ class SearchLoop(abc.ABC):
         * :class:`~archsearch.search.BoshnasLoop`: ``boshnas``, BOSHNAS over a library of
           embedded candidates;
         * :class:`~archsearch.search.EmbeddingGPLoop`: ``embedding-gp``, a BoTorch GP over the
-          same library;
+          same library, and ``numeric-gp`` (:class:`~archsearch.search.NumericGPLoop`), that GP
+          on the rows' parameters with numbers kept as numbers;
         * :class:`~archsearch.search.RegularisedEvolutionLoop`: ``evolution``, aging evolution
           (Real et al.);
         * :class:`~archsearch.search.LocalSearchLoop`: ``local-search``, local search with

@@ -1,9 +1,10 @@
-"""The embedding-GP loop: a BoTorch GP over the library loops' embeddings (a baseline)."""
+"""The embedding-GP loop, a BoTorch GP over the library loops' embeddings (a baseline), and
+``numeric-gp``, the same GP on the rows' parameters with numbers kept as numbers."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from archsearch.search._base import LOOPS
 from archsearch.search._library_loops import LibraryLoop
@@ -28,11 +29,15 @@ class EmbeddingGPLoop(LibraryLoop):
 
     OWN = frozenset({"n_init", "mc_samples", "max_batch_size", "pending", "warm_start"})
     DEFAULT_FEATURES = "embedding"  # the baseline of the issue: a GP on the embeddings
+    LOOP_NAME = "embedding-gp"
+    #: Options this loop sets when the study's do not.
+    DEFAULT_OPTIONS: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self, seed: int | None, n_objectives: int, options: dict[str, Any] | None = None
     ) -> None:
-        super().__init__("embedding-gp", seed, n_objectives, options, self.OWN)
+        opts = {**self.DEFAULT_OPTIONS, **(options or {})}
+        super().__init__(self.LOOP_NAME, seed, n_objectives, opts, self.OWN)
         self.make_proposer(["maximize"] * n_objectives)
 
     def make_proposer(self, directions: Sequence[str]) -> LibraryProposer:
@@ -41,4 +46,16 @@ class EmbeddingGPLoop(LibraryLoop):
         try:
             return EmbeddingGPProposer(directions, seed=self.seed, **self.own_options)
         except (TypeError, ValueError) as e:
-            raise SpecError("loop_options", f"not accepted by the embedding-gp loop: {e}") from e
+            raise SpecError("loop_options", f"not accepted by the {self.name} loop: {e}") from e
+
+
+@LOOPS.register("numeric-gp")
+class NumericGPLoop(EmbeddingGPLoop):
+    """The embedding-GP loop with the defaults the leave-one-out protocol chose
+    (``benchmarks/loo_tables.py``, candidate ``embedding-gp@numeric``): ``features: numeric``
+    (the rows' parameters, numbers as scaled numbers), ``pending: believer`` and
+    ``warm_start: true``. Any of them can still be set in the loop options."""
+
+    DEFAULT_FEATURES = "numeric"
+    LOOP_NAME = "numeric-gp"
+    DEFAULT_OPTIONS: ClassVar[dict[str, Any]] = {"pending": "believer", "warm_start": True}

@@ -20,8 +20,8 @@ from typing import Any
 
 from archsearch.server._cli_common import CliError, _token
 
-DEFAULT_LOOPS = "random,tpe,boshnas"
-GRAPHLESS_LOOPS = "random,tpe"
+DEFAULT_LOOPS = "random,tpe,boshnas,numeric-gp"
+GRAPHLESS_LOOPS = "random,tpe,numeric-gp"
 
 
 def add_replay_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:

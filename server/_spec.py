@@ -239,7 +239,8 @@ class SearchSpec:
             raise SpecError(
                 "data_space",
                 f"the {loop} loop does not choose data",
-                "use tpe, random, gp, nsga2, boshnas or embedding-gp, or drop data_space",
+                "use tpe, random, gp, nsga2, boshnas, embedding-gp or numeric-gp, or drop "
+                "data_space",
             )
 
         pruner = obj.get("pruner", {"type": "none"})

@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     la.add_argument(
         "--loop",
-        help="random | tpe | nsga2 | gp | boshnas | embedding-gp | evolution | local-search | "
+        help="random | tpe | nsga2 | gp | boshnas | embedding-gp | numeric-gp | evolution | "
+        "local-search | "
         "autodistil (space autodistil: supernets, ranking, budgeted pick; settings in --spec); "
         "default: tpe",
     )

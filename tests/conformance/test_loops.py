@@ -95,6 +95,10 @@ class TestEmbeddingGPLoop(_LibraryLoop):
     loop_name = "embedding-gp"
 
 
+class TestNumericGPLoop(_LibraryLoop):
+    loop_name = "numeric-gp"
+
+
 class _MutationLoop(LoopConformance):
     multi_objective = False  # one objective; several are refused at launch
     options: ClassVar[dict[str, Any]] = {}
@@ -181,5 +185,5 @@ def test_every_registered_loop_runs_the_suite() -> None:
 
 @pytest.mark.parametrize("name", sorted(LOOPS))
 def test_make_loop_builds_each_registered_loop(name: str) -> None:
-    options = LIBRARY_OPTIONS if name in ("boshnas", "embedding-gp") else None
+    options = LIBRARY_OPTIONS if name in ("boshnas", "embedding-gp", "numeric-gp") else None
     assert make_loop(name, 0, 1, options).name == name

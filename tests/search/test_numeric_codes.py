@@ -62,3 +62,31 @@ def test_the_library_serves_numeric_features_to_the_loop(tmp_path: Path) -> None
     assert len(np.unique(x[:, 0])) == 5
     with pytest.raises(SpecError, match="unknown feature kind"):
         make_loop("embedding-gp", 0, 1, {"features": "numbers"})
+
+
+def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
+    """``numeric-gp``: numeric features, believed rows in flight and warm starts unless the
+    study says otherwise; a launch on a table space accepts it, a bad option is refused."""
+    from _procs import TABLE
+
+    from archsearch.search import NumericGPLoop
+    from archsearch.server._spec import SearchSpec
+
+    loop = make_loop("numeric-gp", 0, 1, None)
+    assert isinstance(loop, NumericGPLoop) and loop.name == "numeric-gp"
+    assert loop.features == "numeric"
+    assert loop.own_options == {"pending": "believer", "warm_start": True}
+    other = make_loop("numeric-gp", 0, 1, {"pending": "ignore", "features": "both"})
+    assert other.features == "both" and other.own_options["pending"] == "ignore"
+    spec = SearchSpec.from_dict(
+        {
+            "name": "x",
+            "space": "flexibert-small",
+            "space_options": {"table": TABLE},
+            "loop": "numeric-gp",
+            "n_trials": 3,
+        }
+    )
+    assert spec.loop == "numeric-gp"
+    with pytest.raises(SpecError, match=r"loop_options\.pending|pending"):
+        make_loop("numeric-gp", 0, 1, {"pending": "fantasize"})

@@ -344,7 +344,8 @@ class LaunchSearchRequest(_message.Message):
       "autodistil"),
       space_options (object, the space's own: for example flexibert-small's "table"),
       loop (string: "random" | "tpe" | "nsga2" | "gp" | "boshnas" | "embedding-gp" |
-      "evolution" | "local-search" | "autodistil"; default "tpe"), loop_options (object, the
+      "numeric-gp" | "evolution" | "local-search" | "autodistil"; default "tpe"),
+      loop_options (object, the
       loop's own: sampler arguments, or the library loops' library_size, batch_size, n_init,
       ...),
       n_trials (int > 0, required), task (string, default "sst2") or tasks (list of task

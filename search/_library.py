@@ -21,13 +21,13 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from archsearch.search._numeric_codes import ABSENT, NumericCodes
+from archsearch.search._param_codes import ParamCodes
 from archsearch.spaces import (
     DataSpace,
     DesignSpace,
@@ -99,11 +99,8 @@ class CandidateLibrary:
         self.archs = _library_architectures(space, size, seed)
         self.keys = [arch_key(a) for a in self.archs]
         self.index = {k: i for i, k in enumerate(self.keys)}
-        self._encoder: Any = None  # sklearn OneHotEncoder, fitted on first use
-        self._names: list[str] | None = None
-        self._onehot: np.ndarray | None = None
-        self._numeric: NumericCodes | None = None  # fitted on first use
-        self._numeric_rows: np.ndarray | None = None
+        # per kind (architecture, numeric): the codes fitted on first use, and every row's
+        self._codes: dict[str, tuple[ParamCodes, np.ndarray]] = {}
         self._both: np.ndarray | None = None  # embeddings | one-hot, rebuilt when rows change
         self._lock = threading.Lock()
         self._t2v: Any = None
@@ -161,58 +158,41 @@ class CandidateLibrary:
             return dict(self.space.feature_params(architecture))
         return dict(self.space.to_params(architecture))
 
-    def _params_table(self, archs: Sequence[dict[str, Any]]) -> np.ndarray:
-        """One row per architecture, one column per parameter name of the library: the value
-        as a string, ``ABSENT`` where the architecture lacks the parameter (fewer layers)."""
-        rows = [self._feature_params(a) for a in archs]
-        if self._names is None:
-            self._names = sorted({name for r in rows for name in r})
-        return np.asarray(
-            [[str(r.get(n, ABSENT)) for n in self._names] for r in rows], dtype=object
-        ).reshape(len(rows), len(self._names))
-
-    def architecture_features(self) -> np.ndarray:
-        """One-hot codes of every row's readable parameters (``feature_params`` when the space
-        has it, else ``to_params``), one column per (parameter, value) of the library, built
-        with scikit-learn's ``OneHotEncoder`` on first use. A row added later with a value the
-        library lacks gets zeros for that parameter."""
-        with self._lock:
-            if self._encoder is None:
-                from sklearn.preprocessing import OneHotEncoder
-
-                table = self._params_table(self.archs)
-                self._encoder = OneHotEncoder(
-                    handle_unknown="ignore", sparse_output=False, dtype=np.float64
-                ).fit(table)
-                self._onehot = self._encoder.transform(table)
-            assert self._onehot is not None
-            missing = len(self.archs) - self._onehot.shape[0]
-            if missing > 0:  # rows added by ``row`` since the encoder was fitted
-                extra = self._encoder.transform(self._params_table(self.archs[-missing:]))
-                self._onehot = np.vstack([self._onehot, extra])
-            return self._onehot
-
-    def numeric_features(self) -> np.ndarray:
-        """The rows' parameters with numbers as scaled numbers and the rest one-hot
-        (:class:`~archsearch.search._numeric_codes.NumericCodes`, fitted on the library on first
-        use; ``raw_feature_params`` when the space bins its ``feature_params``)."""
+    def _param_codes(self, kind: str) -> np.ndarray:
+        """Every row's parameter codes of ``kind`` (``architecture``: one-hot; ``numeric``:
+        numbers as scaled numbers, :class:`~archsearch.search._param_codes.ParamCodes`), fitted
+        on the library on first use; rows added later by ``row`` are coded with the same
+        columns. The values are ``feature_params`` when the space has it (``raw_feature_params``
+        for ``numeric`` where the space bins its numbers), else ``to_params``."""
+        numbers = kind == "numeric"
 
         def values(arch: dict[str, Any]) -> dict[str, Any]:
-            if isinstance(self.space, RawFeatureSpace):
+            if numbers and isinstance(self.space, RawFeatureSpace):
                 return dict(self.space.raw_feature_params(arch))
             return self._feature_params(arch)
 
         with self._lock:
-            if self._numeric is None:
+            if kind not in self._codes:
                 rows = [values(a) for a in self.archs]
-                self._numeric = NumericCodes(rows)
-                self._numeric_rows = self._numeric.transform(rows)
-            assert self._numeric_rows is not None
-            missing = len(self.archs) - self._numeric_rows.shape[0]
+                codes = ParamCodes(rows, numbers=numbers)
+                self._codes[kind] = (codes, codes.transform(rows))
+            codes, coded = self._codes[kind]
+            missing = len(self.archs) - coded.shape[0]
             if missing > 0:  # rows added by ``row`` since the codes were fitted
-                extra = self._numeric.transform([values(a) for a in self.archs[-missing:]])
-                self._numeric_rows = np.vstack([self._numeric_rows, extra])
-            return self._numeric_rows
+                extra = codes.transform([values(a) for a in self.archs[-missing:]])
+                coded = np.vstack([coded, extra])
+                self._codes[kind] = (codes, coded)
+            return coded
+
+    def architecture_features(self) -> np.ndarray:
+        """One-hot codes of every row's readable parameters, one column per (parameter, value)
+        of the library (scikit-learn's ``OneHotEncoder``). A row added later with a value the
+        library lacks gets zeros for that parameter."""
+        return self._param_codes("architecture")
+
+    def numeric_features(self) -> np.ndarray:
+        """The rows' parameters with numbers as scaled numbers and the rest one-hot."""
+        return self._param_codes("numeric")
 
     def features(self, kind: str) -> np.ndarray:
         """The surrogate's inputs: ``embedding`` (Transformer2vec, the paper's), ``architecture``

@@ -13,8 +13,9 @@ from _procs import TABLE
 from optuna.trial import TrialState
 
 from archsearch.search import BoshnasLoop, EmbeddingGPLoop, make_loop
-from archsearch.search._library import ABSENT, arch_key
+from archsearch.search._library import arch_key
 from archsearch.search._library_loops import KIND_ATTR, LOOP_ATTR
+from archsearch.search._param_codes import ABSENT
 from archsearch.server._spec import SearchSpec
 from archsearch.server._suggest import AskedCandidate, ask_candidate
 from archsearch.spaces import (

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from archsearch.search import EmbeddingGPLoop, make_loop
-from archsearch.search._numeric_codes import NumericCodes
+from archsearch.search._param_codes import ParamCodes
 from archsearch.spaces import RowTableSpace, SpecError
 
 #: Decoder rows: 2 or 3 layers, a per-layer width with many values, a two-valued flag.
@@ -23,7 +23,7 @@ ROWS = [
 
 def test_numbers_keep_their_order_and_missing_layers_get_an_indicator() -> None:
     space = RowTableSpace(ROWS)
-    codes = NumericCodes([space.raw_feature_params(a) for a in ROWS])
+    codes = ParamCodes([space.raw_feature_params(a) for a in ROWS])
     x = codes.transform([space.raw_feature_params(a) for a in ROWS])
     # Numbers: d_inner.0, d_inner.1, d_inner.2 (+ its absent flag); two-valued n_layer, the
     # strings and the booleans are one-hot (2 columns each).
@@ -43,7 +43,7 @@ def test_numbers_keep_their_order_and_missing_layers_get_an_indicator() -> None:
 
 
 def test_rows_outside_the_library_are_coded_with_its_scales() -> None:
-    codes = NumericCodes([{"w": 1.0}, {"w": 2.0}, {"w": 3.0}, {"c": "a", "w": 2.0}])
+    codes = ParamCodes([{"w": 1.0}, {"w": 2.0}, {"w": 3.0}, {"c": "a", "w": 2.0}])
     x = codes.transform([{"w": 5.0, "c": "unseen"}])
     # w scaled by the library's range (beyond 1), an unknown string: all zeros.
     np.testing.assert_allclose(x, [[2.0, 0.0, 0.0]])

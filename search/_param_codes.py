@@ -1,15 +1,15 @@
-"""Numeric codes of a library's parameters: numbers as numbers, other values one-hot.
+"""Codes of a library's parameters: one-hot, or numbers as numbers and the rest one-hot.
 
-The library loops' ``architecture`` features one-hot every parameter value (a number with many
-distinct values as its quantile bin), so a surrogate cannot tell that 640 is nearer 800 than
-1871. The ``numeric`` feature kind keeps that order: each parameter whose values (where rows
-have it) are all numbers with more than two distinct values is one column, min-max scaled to
-[0, 1] over the library, plus an ``absent`` indicator column when some rows lack it (a layer a
-shallower model does not have; the value column is 0 there). Every other parameter (strings,
-booleans, two-valued numbers) is one-hot as in ``architecture``, through scikit-learn's
-``OneHotEncoder``. scikit-learn's ``ColumnTransformer`` could scale and one-hot, but not pick the
-columns by their values and impute the missing layers with an indicator in one step; this does
-those forty lines by hand.
+The library loops' ``architecture`` features one-hot every parameter value (``numbers=False``;
+a number with many distinct values as its quantile bin), so a surrogate cannot tell that 640
+is nearer 800 than 1871. The ``numeric`` feature kind (``numbers=True``) keeps that order: each
+parameter whose values (where rows have it) are all numbers with more than two distinct values
+is one column, min-max scaled to [0, 1] over the library, plus an ``absent`` indicator column
+when some rows lack it (a layer a shallower model does not have; the value column is 0 there).
+Every other parameter (strings, booleans, two-valued numbers) is one-hot, through
+scikit-learn's ``OneHotEncoder`` (``ABSENT`` its own value). scikit-learn's
+``ColumnTransformer`` could scale and one-hot, but not pick the columns by their values and
+impute the missing layers with an indicator in one step; this does those forty lines by hand.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-class NumericCodes:
+class ParamCodes:
     """Fitted on the library's rows (parameter name -> value); ``transform`` codes any rows
     with the library's columns and scales (a value outside the library's range goes beyond
-    [0, 1]; an unknown non-number gets zeros)."""
+    [0, 1]; an unknown value of a one-hot parameter gets zeros). ``numbers=False``: every
+    parameter one-hot (``ABSENT`` where a row lacks it)."""
 
-    def __init__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    def __init__(self, rows: Sequence[Mapping[str, Any]], numbers: bool = True) -> None:
         from sklearn.preprocessing import OneHotEncoder
 
         names = sorted({n for r in rows for n in r})
@@ -40,7 +41,7 @@ class NumericCodes:
         self.categorical: list[str] = []
         for name in names:
             present = [r[name] for r in rows if name in r]
-            if all(_is_number(v) for v in present) and len(set(present)) > 2:
+            if numbers and all(_is_number(v) for v in present) and len(set(present)) > 2:
                 low, high = float(min(present)), float(max(present))
                 self.numeric[name] = (low, high - low, len(present) < len(rows))
             else:

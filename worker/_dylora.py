@@ -3,15 +3,19 @@
 peft has no DyLoRA; this module adds it to a vanilla peft LoRA of rank ``r_max`` without
 touching peft's layers. Every ``lora_A[adapter].weight`` (rank axis 0) and
 ``lora_B[adapter].weight`` (rank axis 1) gets a :mod:`torch.nn.utils.parametrize`
-parametrization (:class:`RankTruncation`) that, at rank b, keeps components 0..b-1 and scales
-each factor by √(r_max/b). With peft's own α/r_max scaling the update is
+parametrization (:class:`RankTruncation`) that, at rank b, keeps components 0..b-1 (a slice:
+``lora_A`` becomes b × d_in, ``lora_B`` d_out × b), and :meth:`DyLoRA.set_rank` sets peft's
+own per-layer ``scaling`` to α/b (peft's α/r_max times r_max/b). The update is
 
     h = W₀x + (α / b) · B[:, :b] · A[:b, :] · x
 
-(Valipour et al.; ``../shared/reference/algorithms.md`` §4). At b = r_max the mask is all ones
-and the factor exactly 1, so the model is exactly plain peft LoRA. Since peft computes both the
-forward and the merged delta from ``.weight``, everything downstream (forward, ``merge``,
-``get_delta_weight``) sees the truncated factors.
+(Valipour et al.; ``../shared/reference/algorithms.md`` §4). At b = r_max the factors are
+untouched and the scaling is peft's, so the model is exactly plain peft LoRA. Since peft
+computes both the forward and the merged delta from ``.weight`` and ``scaling``, everything
+downstream (forward, ``merge``, ``get_delta_weight``) sees the truncated update. A slice, and a
+scale that peft multiplies by anyway, add next to no work: a GPU step of a MiniLM-sized model
+is bound by kernel launches, and masks cost several small kernels per factor and step
+(``benchmarks/dylora_step.py``).
 
 In frozen training (the paper's GLUE setting) at rank b, components 0..b-2 are detached, so
 only row b-1 of A and column b-1 of B get gradient. Evaluation (``model.eval()``) always just
@@ -30,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,7 +66,10 @@ class RankState:
 
 
 class RankTruncation(torch.nn.Module):
-    """Parametrization of a LoRA factor: keep components < b along ``axis``, scale √(r_max/b).
+    """Parametrization of a LoRA factor: its components < b along ``axis``.
+
+    It changes the factor's shape below r_max, so it is registered with ``unsafe=True``; the
+    α/b scaling is peft's ``scaling``, which :meth:`DyLoRA.set_rank` sets.
 
     Args:
         state: The model's shared :class:`RankState`.
@@ -77,21 +83,19 @@ class RankTruncation(torch.nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         b, r_max = self.state.rank, self.state.r_max
-        if b == r_max and not (self.training and self.state.frozen):
+        frozen = self.training and self.state.frozen
+        if b == r_max and not frozen:
             return weight  # exactly plain LoRA
-        index = torch.arange(r_max, device=weight.device)
-        shape = (-1, 1) if self.axis == 0 else (1, -1)
-        keep = (index < b).to(weight.dtype).view(shape)
-        if self.training and self.state.frozen:
-            # Only component b-1 is trainable; the others enter with their values alone.
-            current = (index == b - 1).to(weight.dtype).view(shape)
-            below = (index < b - 1).to(weight.dtype).view(shape)
-            truncated = weight.detach() * below + weight * current
-        else:
-            truncated = weight * keep
-        if b == r_max:
-            return truncated
-        return truncated * math.sqrt(r_max / b)
+        kept = weight.narrow(self.axis, 0, b)
+        if not torch.is_grad_enabled():
+            # A view made under no_grad keeps requires_grad but has no grad_fn, which autograd
+            # hooks (FlopCounterMode's module tracker) refuse; detach() costs nothing.
+            return kept.detach()
+        if not frozen:
+            return kept
+        # Only component b-1 is trainable; the others enter with their values alone.
+        below = kept.narrow(self.axis, 0, b - 1).detach()
+        return torch.cat((below, kept.narrow(self.axis, b - 1, 1)), dim=self.axis)
 
 
 class DyLoRA:
@@ -114,11 +118,13 @@ class DyLoRA:
         ]
         if not self.layers:
             raise ValueError(f"no LoRA layers in the model: targets {list(spec.targets)}")
+        #: peft's scaling of each layer at r_max (α/r_max), which rank b multiplies by r_max/b
+        self._r_max_scaling = [float(layer.scaling[_ADAPTER]) for layer in self.layers]
         for layer in self.layers:
             for factor, axis in ((layer.lora_A[_ADAPTER], 0), (layer.lora_B[_ADAPTER], 1)):
                 if not parametrize.is_parametrized(factor, "weight"):
                     parametrize.register_parametrization(
-                        factor, "weight", RankTruncation(self.state, axis)
+                        factor, "weight", RankTruncation(self.state, axis), unsafe=True
                     )
         model._archsearch_dylora = self  # type: ignore[assignment]
 
@@ -150,6 +156,10 @@ class DyLoRA:
         if merged:
             self.unmerge()  # at the old rank: the delta that was added is the one taken away
         self.state.rank = rank
+        for layer, scaling in zip(self.layers, self._r_max_scaling, strict=True):
+            layer.scaling[_ADAPTER] = (
+                scaling if rank == self.state.r_max else scaling * (self.state.r_max / rank)
+            )
         if merged:
             self.merge()
 
@@ -211,27 +221,26 @@ class DyLoRA:
         b = self.rank
         return range(b - 1, b) if self.state.frozen else range(b)
 
-    def snapshot_untrained(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Copies of every factor's components that get no gradient at the current rank.
+    def snapshot_untrained(self) -> list[tuple[torch.Tensor, int, range, torch.Tensor]]:
+        """Copies of every factor, to put back the components that get no gradient at the
+        current rank.
 
         :meth:`restore` puts them back after an optimiser step (``strict``): then only the
         components that received gradient change, whatever AdamW's momentum and weight decay do.
         """
         trained = self.trained_components()
-        keep = torch.ones(self.state.r_max, dtype=torch.bool)
-        keep[trained.start : trained.stop] = False
-        saved = []
-        for weight, axis in self.factors():
-            mask = keep.to(weight.device).view((-1, 1) if axis == 0 else (1, -1))
-            saved.append((weight, mask, weight.detach().clone()))
-        return saved
+        return [(w, axis, trained, w.detach().clone()) for w, axis in self.factors()]
 
     @staticmethod
-    def restore(saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
-        """Puts back what :meth:`snapshot_untrained` copied."""
+    def restore(saved: list[tuple[torch.Tensor, int, range, torch.Tensor]]) -> None:
+        """Puts back what :meth:`snapshot_untrained` copied, except the trained components
+        (slices on the device: no masks, no host copies)."""
         with torch.no_grad():
-            for weight, mask, copy in saved:
-                weight.copy_(torch.where(mask, copy, weight))
+            for weight, axis, trained, copy in saved:
+                end = weight.shape[axis]
+                for start, length in ((0, trained.start), (trained.stop, end - trained.stop)):
+                    if length > 0:
+                        weight.narrow(axis, start, length).copy_(copy.narrow(axis, start, length))
 
 
 def dylora_of(model: torch.nn.Module) -> DyLoRA:
@@ -290,7 +299,7 @@ def _plain_factors(controller: DyLoRA) -> Iterator[None]:
         for layer in controller.layers:
             for factor, axis in ((layer.lora_A[_ADAPTER], 0), (layer.lora_B[_ADAPTER], 1)):
                 parametrize.register_parametrization(
-                    factor, "weight", RankTruncation(controller.state, axis)
+                    factor, "weight", RankTruncation(controller.state, axis), unsafe=True
                 )
 
 

@@ -17,6 +17,7 @@ at least 1 point above on the mean).
     python benchmarks/dylora_ranks.py [--tasks sst2,mrpc] [--seeds 0,1,2] [--steps 300]
         [--dylora frozen[,unfrozen,strict]] [--train-subset 20000] [--eval-subset 872] [--r-max 8]
         [--alpha 16] [--lr 5e-4] [--batch 32] [--seq 64] [--model PATH] [--device cpu]
+        [--precision auto|fp32|bf16|fp16]
         [--kinds KIND,...] [--runs RUNS.json] [--record]
     python benchmarks/dylora_ranks.py --report RUNS.json[,RUNS2.json] [--timing-seeds 1,2]
         [--record]
@@ -58,7 +59,15 @@ SETTING_KEYS = (
     "seq",
     "model",
     "device",
+    "precision",
 )
+#: What a setting key means when a runs file written before it existed lacks it.
+SETTING_DEFAULTS = {"precision": "auto"}
+
+
+def setting_of(content: dict[str, Any]) -> dict[str, Any]:
+    """A runs file's setting, with keys added since it was written at their old meaning."""
+    return {**SETTING_DEFAULTS, **content.get("setting", {})}
 
 
 def fine_tune(
@@ -86,6 +95,7 @@ def fine_tune(
             "seed": seed,
             "measure_latency": False,
             "progress": False,
+            "precision": setting["precision"],
         },
         data={
             "task": task,
@@ -131,8 +141,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     saved: dict[str, Any] = (
         json.loads(path.read_text()) if path is not None and path.exists() else {}
     )
-    if saved and saved.get("setting") != setting:
-        raise SystemExit(f"{path} holds runs of another setting: {saved.get('setting')}")
+    if saved and setting_of(saved) != setting:
+        raise SystemExit(f"{path} holds runs of another setting: {setting_of(saved)}")
     saved.update(setting=setting)
     runs = saved.setdefault("runs", {})
     trainer = create_trainer("lora", {})
@@ -155,9 +165,9 @@ def merge(paths: list[str]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for p in paths:
         content = json.loads(Path(p).read_text())
-        if merged and content["setting"] != merged["setting"]:
+        if merged and setting_of(content) != merged["setting"]:
             raise SystemExit(f"{p} holds runs of another setting than {paths[0]}")
-        merged.setdefault("setting", content["setting"])
+        merged.setdefault("setting", setting_of(content))
         merged.setdefault("runs", {}).update(content["runs"])
     return merged
 
@@ -189,7 +199,8 @@ def report(
         f"DyLoRA vs LoRA per rank: base {setting['model'] or 'all-MiniLM-L6-v2'}, r_max {r_max}, "
         f"α {setting['alpha']:g}, {setting['steps']} steps of {setting['batch']} x "
         f"{setting['seq']}, lr {setting['lr']:g}, train subset {setting['train_subset']}, "
-        f"eval subset {setting['eval_subset'] or 'all'}, device {setting['device']}",
+        f"eval subset {setting['eval_subset'] or 'all'}, device {setting['device']}, "
+        f"precision {setting['precision']}",
         "",
     ]
     figures, ok = [], True
@@ -311,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--model", default=None, help="base model (default: all-MiniLM-L6-v2)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="recipe.precision (auto: bf16 autocast on a GPU that has it, fp32 on the CPU)",
+    )
     parser.add_argument(
         "--kinds", help="run only these fine-tunings (truncated, dylora-frozen, lora-r3, ...)"
     )

@@ -161,3 +161,61 @@ def test_distillation_on_cuda(trainer: BertTrainer, tmp_path: Path, mode: str) -
     result = trainer.train(spec, TrainContext(device="cuda"))
     assert result.info["device"].startswith("cuda")
     assert all(math.isfinite(v) for v in result.metrics.values())
+
+
+def test_dylora_trial_on_cuda_scores_every_rank() -> None:
+    """One DyLoRA fine-tuning of the tiny base on the GPU scores every rank 1..r_max."""
+    from _tiny_lora import lora_candidate
+
+    from archsearch.worker._registry import create_trainer
+
+    result = create_trainer("lora", {}).train(lora_candidate(), TrainContext(device="cuda"))
+    assert result.info["device"].startswith("cuda")
+    for b in range(1, 5):
+        assert 0.0 <= result.metrics[f"accuracy@r{b}"] <= 1.0
+    assert result.metrics["accuracy"] == result.metrics["accuracy@r4"]
+
+
+def test_dylora_merged_equals_unmerged_on_cuda() -> None:
+    """On the GPU, merging at one rank and then switching rank gives the unmerged logits (the
+    stale-merge pitfall), and unmerging restores the base weights."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from archsearch.worker._dylora import attach_dylora, dylora_of
+    from archsearch.worker._lora_spec import parse_lora_spec
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    base = BertForSequenceClassification(config).eval()
+    model = attach_dylora(base, parse_lora_spec({"r_max": 8, "alpha": 16.0})).to(CUDA).eval()
+    lora = dylora_of(model)
+    with torch.no_grad():
+        for weight, _ in lora.factors():
+            weight.copy_(torch.randn(weight.shape, device=CUDA) * 0.3)
+    ids = torch.randint(0, 100, (4, 9), device=CUDA)
+    base_weights = [layer.get_base_layer().weight.detach().clone() for layer in lora.layers]
+
+    def logits() -> torch.Tensor:
+        with torch.no_grad():
+            out: torch.Tensor = model(input_ids=ids).logits
+        return out
+
+    unmerged = {}
+    for rank in range(1, 9):
+        lora.set_rank(rank)
+        unmerged[rank] = logits()
+    lora.set_rank(3)
+    lora.merge()
+    for rank in (5, 1, 8, 2, 3):
+        lora.set_rank(rank)
+        torch.testing.assert_close(logits(), unmerged[rank], atol=1e-5, rtol=1e-5)
+    lora.unmerge()
+    for layer, weight in zip(lora.layers, base_weights, strict=True):
+        torch.testing.assert_close(layer.get_base_layer().weight, weight, atol=1e-6, rtol=1e-6)

@@ -45,7 +45,7 @@ CACHE_DIR_ENV = "ARCHSEARCH_CACHE_DIR"
 #: Bump when the library or the embedding cache's layout changes.
 EMBEDDING_CACHE_VERSION = 1
 #: What a library loop's surrogate sees of a row (loop option ``features``).
-FEATURES = ("both", "embedding", "architecture", "numeric")
+FEATURES = ("both", "embedding", "architecture", "numeric", "embedding+numeric")
 
 
 def default_cache_root() -> Path:
@@ -101,7 +101,8 @@ class CandidateLibrary:
         self.index = {k: i for i, k in enumerate(self.keys)}
         # per kind (architecture, numeric): the codes fitted on first use, and every row's
         self._codes: dict[str, tuple[ParamCodes, np.ndarray]] = {}
-        self._both: np.ndarray | None = None  # embeddings | one-hot, rebuilt when rows change
+        #: ``both`` and ``embedding+numeric``: embeddings | codes, rebuilt when rows change
+        self._joined: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self._t2v: Any = None
         if graphless:
@@ -196,8 +197,10 @@ class CandidateLibrary:
 
     def features(self, kind: str) -> np.ndarray:
         """The surrogate's inputs: ``embedding`` (Transformer2vec, the paper's), ``architecture``
-        (one-hot parameters), ``both`` (their concatenation) or ``numeric`` (parameters with
-        numbers kept as numbers)."""
+        (one-hot parameters), ``both`` (their concatenation), ``numeric`` (parameters with
+        numbers kept as numbers) or ``embedding+numeric`` (the embedding and the numeric
+        codes). On a space without graphs, ``both`` and ``embedding+numeric`` are the codes
+        alone."""
         if kind == "embedding":
             if self._t2v is None:
                 raise SpecError(
@@ -210,11 +213,13 @@ class CandidateLibrary:
             return self.architecture_features()
         if kind == "numeric":
             return self.numeric_features()
-        if kind == "both":
-            onehot = self.architecture_features()  # brings rows added by ``row`` up to date
-            if self._both is None or self._both.shape[0] != onehot.shape[0]:
-                self._both = np.hstack([self.embeddings, onehot])
-            return self._both
+        if kind in ("both", "embedding+numeric"):
+            # the codes first: they bring rows added by ``row`` up to date
+            codes = self.architecture_features() if kind == "both" else self.numeric_features()
+            joined = self._joined.get(kind)
+            if joined is None or joined.shape[0] != codes.shape[0]:
+                joined = self._joined[kind] = np.hstack([self.embeddings, codes])
+            return joined
         raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(FEATURES)}")
 
     def row(self, architecture: dict[str, Any]) -> int:

@@ -96,8 +96,10 @@ class LibraryLoop(SearchLoop):
         features (str, default "both"; "embedding" for embedding-gp): what the surrogate
             sees of a row: ``embedding``
             (the Transformer2vec vector, as the paper), ``architecture`` (one-hot codes of the
-            space's readable per-layer parameters), ``both`` (concatenated) or ``numeric``
-            (those parameters with numbers as scaled numbers, ``search._param_codes``). On the
+            space's readable per-layer parameters), ``both`` (concatenated), ``numeric``
+            (those parameters with numbers as scaled numbers, ``search._param_codes``) or
+            ``embedding+numeric`` (the embedding and the numeric codes; on a space without
+            graphs, ``both`` and ``embedding+numeric`` are the codes alone). On the
             FlexiBERT-small SST-2 table ``both`` reaches the top 1% in about half the
             evaluations ``embedding`` needs (benchmarks/nas_table.py): the graph-edit
             embedding alone ranks this table's scores poorly. ``auto``: before each fit, the

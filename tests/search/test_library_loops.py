@@ -193,7 +193,13 @@ def test_architecture_features_are_one_hot_codes_of_the_layer_parameters(
 
 @pytest.mark.parametrize(
     ("features", "table_columns"),
-    [("embedding", 0), ("architecture", 1), ("both", 1), ("numeric", 1)],
+    [
+        ("embedding", 0),
+        ("architecture", 1),
+        ("both", 1),
+        ("numeric", 1),
+        ("embedding+numeric", 1),
+    ],
 )
 def test_the_surrogate_sees_the_chosen_features(
     space: FlexiBertSmallSpace, features: str, table_columns: int
@@ -205,7 +211,7 @@ def test_the_surrogate_sees_the_chosen_features(
     _run(loop, space, study, 6)
     assert loop._proposer is not None and loop._proposer.surrogate is not None
     width = loop._proposer.surrogate.input_dim
-    embedding = 16 if features in ("embedding", "both") else 0
+    embedding = 16 if features in ("embedding", "both", "embedding+numeric") else 0
     onehot = width - embedding
     assert (onehot > 0) == bool(table_columns)
     assert onehot < 60  # 17 layer parameters with 2-4 values each, not one per architecture

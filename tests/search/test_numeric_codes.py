@@ -62,6 +62,8 @@ def test_the_library_serves_numeric_features_to_the_loop(tmp_path: Path) -> None
     assert len(np.unique(x[:, 0])) == 5
     with pytest.raises(SpecError, match="unknown feature kind"):
         make_loop("embedding-gp", 0, 1, {"features": "numbers"})
+    # Rows without graphs have no embedding: ``embedding+numeric`` is the numeric codes alone.
+    np.testing.assert_array_equal(lib.features("embedding+numeric"), x)
 
 
 def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:

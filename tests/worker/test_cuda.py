@@ -179,22 +179,17 @@ def test_dylora_trial_on_cuda_scores_every_rank() -> None:
 def test_dylora_merged_equals_unmerged_on_cuda() -> None:
     """On the GPU, merging at one rank and then switching rank gives the unmerged logits (the
     stale-merge pitfall), and unmerging restores the base weights."""
-    from transformers import BertConfig, BertForSequenceClassification
+    from _tiny_lora import tiny_classifier
 
     from archsearch.worker._dylora import attach_dylora, dylora_of
     from archsearch.worker._lora_spec import parse_lora_spec
 
     torch.backends.cuda.matmul.allow_tf32 = False
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+    model = (
+        attach_dylora(tiny_classifier(), parse_lora_spec({"r_max": 8, "alpha": 16.0}))
+        .to(CUDA)
+        .eval()
     )
-    base = BertForSequenceClassification(config).eval()
-    model = attach_dylora(base, parse_lora_spec({"r_max": 8, "alpha": 16.0})).to(CUDA).eval()
     lora = dylora_of(model)
     with torch.no_grad():
         for weight, _ in lora.factors():

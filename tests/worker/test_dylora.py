@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 import torch
+from _tiny_lora import tiny_classifier
 from peft import PeftModel, get_peft_model
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertForSequenceClassification
 
 from archsearch.worker import CandidateError
 from archsearch.worker._cost import count_flops
@@ -31,16 +32,8 @@ R_MAX, ALPHA = 8, 16.0
 
 @pytest.fixture(scope="module")
 def base() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        id2label={0: "negative", 1: "positive"},
-    )
-    return BertForSequenceClassification(config).eval()
+    model: BertForSequenceClassification = tiny_classifier()
+    return model
 
 
 def spec(**given: Any) -> LoraSpec:

@@ -34,7 +34,7 @@ from archsearch.spaces import get_task
 from archsearch.worker._dylora import attach_dylora
 from archsearch.worker._lora_model import load_base_classifier, lora_hooks
 from archsearch.worker._lora_spec import parse_lora_spec
-from archsearch.worker._provenance import code_version
+from archsearch.worker._provenance import code_version, device_name
 
 MODES: dict[str, dict[str, Any]] = {
     "LoRA": {"mode": "lora"},
@@ -59,17 +59,15 @@ class Stepper:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1)
         generator = torch.Generator().manual_seed(1)
+        shape = (args.batch, args.seq)
         self.batches = [
             {
-                "input_ids": torch.randint(
-                    1000, 20000, (args.batch, args.seq), generator=generator
-                ),
-                "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long),
-                "labels": torch.randint(0, 2, (args.batch,), generator=generator),
+                "input_ids": torch.randint(1000, 20000, shape, generator=generator).to(device),
+                "attention_mask": torch.ones(shape, dtype=torch.long, device=device),
+                "labels": torch.randint(0, 2, (args.batch,), generator=generator).to(device),
             }
             for _ in range(4)
         ]
-        self.batches = [{k: v.to(device) for k, v in b.items()} for b in self.batches]
         self.device = device
         self.autocast = args.precision == "bf16"
         self.step_index = 0
@@ -114,11 +112,9 @@ def measure(args: argparse.Namespace) -> dict[str, list[float]]:
 
 def report(args: argparse.Namespace, times: dict[str, list[float]]) -> tuple[str, str]:
     lora = statistics.median(times["LoRA"])
-    device = args.device
-    if device.startswith("cuda"):
-        device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     lines = [
-        f"- torch {torch.__version__}, {args.threads} thread(s), {device}, {args.precision}; "
+        f"- torch {torch.__version__}, {args.threads} thread(s), {args.device} "
+        f"({device_name(args.device)}), {args.precision}; "
         f"base {args.model or 'all-MiniLM-L6-v2'}, LoRA on query and value, r_max {args.r_max}, "
         f"batch {args.batch} x {args.seq}; {args.steps} steps x {args.repeats} repeats after "
         f"{args.warmup} warm-up steps; code {code_version()}",

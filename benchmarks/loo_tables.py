@@ -88,6 +88,12 @@ LOOP_OPTIONS: dict[str, dict[str, Any]] = {
         "warm_start": True,
         "n_init": 5,
     },
+    # The numeric GP (rows in flight kept out) with each group of per-layer numbers' sum and
+    # mean as two more columns (``features: numeric+totals``): a model's size in one column.
+    "embedding-gp@totals": {"features": "numeric+totals", "warm_start": True},
+    # The numeric GP with its targets Yeo-Johnson warped after standardising (HEBO's output
+    # warping, ``outcome: power``).
+    "embedding-gp@power": {"features": "numeric", "warm_start": True, "outcome": "power"},
 }
 BASELINES = "tpe,evolution,local-search"  # reported beside the chosen loop; TPE always
 PROTOCOLS: dict[str, dict[str, Any]] = {

@@ -24,10 +24,12 @@ class EmbeddingGPLoop(LibraryLoop):
     ``believer``: a kriging believer, they join the GP at its predicted mean and each pick
     maximises analytic LogEI, one row per fit),
     ``warm_start`` (default false: each fit starts from BoTorch's initial hyperparameters;
-    true: from the previous fit's, which saves about 40% of a fit on large libraries).
+    true: from the previous fit's, which saves about 40% of a fit on large libraries),
+    ``outcome`` (``standardize``, default; ``power``: the standardised performance then
+    Yeo-Johnson transformed, as HEBO warps its outputs).
     """
 
-    OWN = frozenset({"n_init", "mc_samples", "max_batch_size", "pending", "warm_start"})
+    OWN = frozenset({"n_init", "mc_samples", "max_batch_size", "pending", "warm_start", "outcome"})
     DEFAULT_FEATURES = "embedding"  # the baseline of the issue: a GP on the embeddings
     LOOP_NAME = "embedding-gp"
     #: Options this loop sets when the study's do not.

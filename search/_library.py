@@ -45,7 +45,7 @@ CACHE_DIR_ENV = "ARCHSEARCH_CACHE_DIR"
 #: Bump when the library or the embedding cache's layout changes.
 EMBEDDING_CACHE_VERSION = 1
 #: What a library loop's surrogate sees of a row (loop option ``features``).
-FEATURES = ("both", "embedding", "architecture", "numeric", "embedding+numeric")
+FEATURES = ("both", "embedding", "architecture", "numeric", "embedding+numeric", "numeric+totals")
 
 
 def default_cache_root() -> Path:
@@ -165,7 +165,7 @@ class CandidateLibrary:
         on the library on first use; rows added later by ``row`` are coded with the same
         columns. The values are ``feature_params`` when the space has it (``raw_feature_params``
         for ``numeric`` where the space bins its numbers), else ``to_params``."""
-        numbers = kind == "numeric"
+        numbers = kind in ("numeric", "numeric+totals")
 
         def values(arch: dict[str, Any]) -> dict[str, Any]:
             if numbers and isinstance(self.space, RawFeatureSpace):
@@ -175,7 +175,7 @@ class CandidateLibrary:
         with self._lock:
             if kind not in self._codes:
                 rows = [values(a) for a in self.archs]
-                codes = ParamCodes(rows, numbers=numbers)
+                codes = ParamCodes(rows, numbers=numbers, totals=kind == "numeric+totals")
                 self._codes[kind] = (codes, codes.transform(rows))
             codes, coded = self._codes[kind]
             missing = len(self.archs) - coded.shape[0]
@@ -198,9 +198,10 @@ class CandidateLibrary:
     def features(self, kind: str) -> np.ndarray:
         """The surrogate's inputs: ``embedding`` (Transformer2vec, the paper's), ``architecture``
         (one-hot parameters), ``both`` (their concatenation), ``numeric`` (parameters with
-        numbers kept as numbers) or ``embedding+numeric`` (the embedding and the numeric
-        codes). On a space without graphs, ``both`` and ``embedding+numeric`` are the codes
-        alone."""
+        numbers kept as numbers), ``embedding+numeric`` (the embedding and the numeric
+        codes) or ``numeric+totals`` (the numeric codes and each per-layer group's sum and
+        mean, ``search._param_codes``). On a space without graphs, ``both`` and
+        ``embedding+numeric`` are the codes alone."""
         if kind == "embedding":
             if self._t2v is None:
                 raise SpecError(
@@ -211,8 +212,8 @@ class CandidateLibrary:
             return self.embeddings
         if kind == "architecture":
             return self.architecture_features()
-        if kind == "numeric":
-            return self.numeric_features()
+        if kind in ("numeric", "numeric+totals"):
+            return self._param_codes(kind)
         if kind in ("both", "embedding+numeric"):
             # the codes first: they bring rows added by ``row`` up to date
             codes = self.architecture_features() if kind == "both" else self.numeric_features()

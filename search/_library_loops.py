@@ -99,7 +99,9 @@ class LibraryLoop(SearchLoop):
             space's readable per-layer parameters), ``both`` (concatenated), ``numeric``
             (those parameters with numbers as scaled numbers, ``search._param_codes``) or
             ``embedding+numeric`` (the embedding and the numeric codes; on a space without
-            graphs, ``both`` and ``embedding+numeric`` are the codes alone). On the
+            graphs, ``both`` and ``embedding+numeric`` are the codes alone) or
+            ``numeric+totals`` (the numeric codes and the sum and mean of each group of
+            per-layer numbers). On the
             FlexiBERT-small SST-2 table ``both`` reaches the top 1% in about half the
             evaluations ``embedding`` needs (benchmarks/nas_table.py): the graph-edit
             embedding alone ranks this table's scores poorly. ``auto``: before each fit, the

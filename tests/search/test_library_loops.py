@@ -199,6 +199,7 @@ def test_architecture_features_are_one_hot_codes_of_the_layer_parameters(
         ("both", 1),
         ("numeric", 1),
         ("embedding+numeric", 1),
+        ("numeric+totals", 1),
     ],
 )
 def test_the_surrogate_sees_the_chosen_features(

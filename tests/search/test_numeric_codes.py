@@ -92,3 +92,42 @@ def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
     assert spec.loop == "numeric-gp"
     with pytest.raises(SpecError, match=r"loop_options\.pending|pending"):
         make_loop("numeric-gp", 0, 1, {"pending": "fantasize"})
+
+
+def test_totals_add_each_layer_groups_sum_and_mean() -> None:
+    """``numeric+totals``: per-layer numbers (names equal but for digits) get their sum and
+    mean over the layers a row has, min-max scaled; strings, single parameters and two-valued
+    groups of numbers alike count by their values, not their count of distinct values."""
+    space = RowTableSpace(ROWS)
+    rows = [space.raw_feature_params(a) for a in ROWS]
+    plain = ParamCodes(rows)
+    codes = ParamCodes(rows, totals=True)
+    assert list(codes.totals) == ["d_inner.#"]
+    assert codes.totals["d_inner.#"][0] == ["d_inner.0", "d_inner.1", "d_inner.2"]
+    x = codes.transform(rows)
+    assert x.shape == (5, codes.width) == (5, plain.width + 2)
+    np.testing.assert_array_equal(x[:, : plain.width], plain.transform(rows))
+    sums = np.array([640 + 1871, 800 + 1071 + 1200, 1871 + 640, 1000 + 640 + 1500, 2900])
+    means = sums / np.array([2, 3, 2, 3, 3])
+    np.testing.assert_allclose(x[:, -2], (sums - sums.min()) / np.ptp(sums))
+    np.testing.assert_allclose(x[:, -1], (means - means.min()) / np.ptp(means))
+    # FlexiBERT-style names (``l0.hidden``): the digits may sit anywhere; two-valued widths
+    # count; a lone numbered parameter and a group holding a string do not.
+    layered = [
+        {"l0.hidden": 128, "l1.hidden": 256, "l0.kind": "sdp", "l1.kind": "dft", "fc2": 3},
+        {"l0.hidden": 256, "l0.kind": "sdp", "fc2": 4},
+    ]
+    totals = ParamCodes(layered, totals=True)
+    assert list(totals.totals) == ["l#.hidden"]
+    np.testing.assert_allclose(totals.transform(layered)[:, -2:], [[1.0, 0.0], [0.0, 1.0]])
+
+
+def test_the_gp_loop_takes_the_totals_and_the_power_outcome(tmp_path: Path) -> None:
+    space = RowTableSpace(ROWS)
+    loop = make_loop("numeric-gp", 0, 1, {"features": "numeric+totals", "outcome": "power"})
+    loop.cache_root = tmp_path
+    lib = loop.library(space)
+    assert lib.features("numeric+totals").shape == (5, lib.features("numeric").shape[1] + 2)
+    assert loop.own_options["outcome"] == "power"
+    with pytest.raises(SpecError, match="outcome"):
+        make_loop("numeric-gp", 0, 1, {"outcome": "log"})

@@ -103,3 +103,43 @@ def test_believer_takes_rows_in_flight_at_the_predicted_mean() -> None:
     assert _peak(library[[rows[0]]])[0] > np.quantile(_peak(library[free]), 0.9)
     with pytest.raises(ValueError, match="pending must be one of"):
         EmbeddingGPProposer(pending="fantasize")
+
+
+def test_power_outcome_warps_a_long_tail_and_keeps_the_order() -> None:
+    """``outcome="power"``: standardised, Yeo-Johnson warped, standardised again. A long tail of
+    poor rows is pulled in (the best rows spread apart), the order is kept; the default is the
+    plain standardisation; fewer than three distinct values are only standardised."""
+    rng = np.random.default_rng(0)
+    # Like negated perplexities: most rows near the best, a few far below.
+    performance = -np.concatenate([rng.uniform(24, 30, 20), rng.uniform(60, 75, 4)])
+    plain = EmbeddingGPProposer().scale(performance)[:, 0].numpy()
+    np.testing.assert_allclose(plain, (performance - performance.mean()) / performance.std(ddof=1))
+    warped = EmbeddingGPProposer(outcome="power").scale(performance)[:, 0].numpy()
+    assert np.array_equal(np.argsort(warped, kind="stable"), np.argsort(plain, kind="stable"))
+    assert abs(warped.mean()) < 1e-9 and warped.std(ddof=1) == pytest.approx(1.0)
+    assert abs(scipy_skew(warped)) < abs(scipy_skew(plain))
+    best = np.argsort(performance)[-20:]
+    assert np.ptp(warped[best]) > np.ptp(plain[best])
+    two = np.array([1.0, 2.0, 1.0, 2.0])
+    np.testing.assert_allclose(
+        EmbeddingGPProposer(outcome="power").scale(two), EmbeddingGPProposer().scale(two)
+    )
+    with pytest.raises(ValueError, match="outcome must be one of standardize, power"):
+        EmbeddingGPProposer(outcome="rank")
+
+
+def test_power_outcome_proposes_near_the_optimum() -> None:
+    library = _library()
+    rng = np.random.default_rng(0)
+    observed = rng.choice(200, 25, replace=False)
+    proposer = EmbeddingGPProposer(n_init=10, outcome="power")
+    rows = proposer.propose(library, observed, _peak(library[observed]), [], 3, rng)
+    free = np.setdiff1d(np.arange(200), observed)
+    assert len(set(rows)) == 3 and not set(rows) & set(observed)
+    assert _peak(library[[rows[0]]])[0] > np.median(_peak(library[free]))
+
+
+def scipy_skew(x: np.ndarray) -> float:
+    from scipy.stats import skew
+
+    return float(skew(x))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -114,3 +115,28 @@ def test_nas_table_counts_ties_in_random_searchs_exact_median(
     assert "top 1% = best 1 -> score >= 0.9000 (3 rows counting ties)" in out
     assert "| random (exact: uniform without replacement) | - | 2 |" in out
     assert (tmp_path / "r.png").stat().st_size > 0
+
+
+def test_nas_table_judges_the_recommended_loop_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The goal's verdicts are printed for the recommended default (numeric-gp) before
+    BOSHNAS's, against random search's exact median (ties counted: 3 of 10 rows)."""
+    table = _tied_flexibert_table(tmp_path / "tied.json")
+    args = ["--table", table, "--loops", "numeric-gp,random", "--seeds", "2", "--evals", "4"]
+    code = nas_table.main(
+        [*args, "--no-record", "--plot", str(tmp_path / "r.png"), "--parallel", "1"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    verdicts = [line for line in out.splitlines() if "(goal <= " in line]
+    assert verdicts[0].startswith("numeric-gp (recommended) ")
+    assert " vs random (exact) " in verdicts[0]
+    assert not any(line.startswith("BOSHNAS") for line in verdicts)
+    # every verdict's ratio is its two medians' quotient, judged against its goal
+    for line in verdicts:
+        mine, theirs = (float(x) for x in re.findall(r"(\d+\.\d) vs [^:]+? (\d+\.\d)", line)[0])
+        ratio = float(re.search(r"ratio (\d+\.\d\d)", line).group(1))  # type: ignore[union-attr]
+        assert ratio == pytest.approx(mine / theirs, abs=0.006)
+        goal = float(re.search(r"goal <= (\d\.\d\d)", line).group(1))  # type: ignore[union-attr]
+        assert line.split(";")[0].endswith("pass" if mine <= goal * theirs else "FAIL")

@@ -65,7 +65,7 @@ TABLES = {
 TUNING_TABLE = "flexibert-sst2"  # where BOSHNAS's defaults were chosen, before this protocol
 CANDIDATES = (
     "boshnas,boshnas@auto,boshnas@adapt,embedding-gp@pending,embedding-gp@numeric,"
-    "embedding-gp@numeric-ignore,evolution,local-search,tpe"
+    "embedding-gp@numeric-ignore,embedding-gp@totals,embedding-gp@power,evolution,local-search,tpe"
 )
 LOOP_OPTIONS: dict[str, dict[str, Any]] = {
     "boshnas@auto": {"features": "auto"},
@@ -80,7 +80,7 @@ LOOP_OPTIONS: dict[str, dict[str, Any]] = {
     # FlexiBERT table it was worse one at a time (RESULTS.md, 2026-12-04); its replays stay in
     # the cache (``--candidates ...,embedding-gp@numeric5`` reports them).
     # The numeric GP with rows in flight only kept out (``pending: ignore``, qLogEI) instead
-    # of believed: ``numeric-gp``'s defaults since 2026-12-04.
+    # of believed: ``numeric-gp``'s defaults on 2026-12-04, until ``embedding-gp@power``.
     "embedding-gp@numeric-ignore": {"features": "numeric", "warm_start": True},
     "embedding-gp@numeric5": {
         "features": "numeric",
@@ -92,7 +92,8 @@ LOOP_OPTIONS: dict[str, dict[str, Any]] = {
     # mean as two more columns (``features: numeric+totals``): a model's size in one column.
     "embedding-gp@totals": {"features": "numeric+totals", "warm_start": True},
     # The numeric GP with its targets Yeo-Johnson warped after standardising (HEBO's output
-    # warping, ``outcome: power``).
+    # warping, ``outcome: power``): chosen in every fold, ``numeric-gp``'s defaults since
+    # 2026-12-04 (evening). ``embedding-gp@totals`` above was not chosen in any.
     "embedding-gp@power": {"features": "numeric", "warm_start": True, "outcome": "power"},
 }
 BASELINES = "tpe,evolution,local-search"  # reported beside the chosen loop; TPE always

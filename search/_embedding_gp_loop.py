@@ -54,11 +54,12 @@ class EmbeddingGPLoop(LibraryLoop):
 @LOOPS.register("numeric-gp")
 class NumericGPLoop(EmbeddingGPLoop):
     """The embedding-GP loop with the defaults the leave-one-out protocol chose
-    (``benchmarks/loo_tables.py``, candidate ``embedding-gp@numeric-ignore``): ``features:
-    numeric`` (the rows' parameters, numbers as scaled numbers) and ``warm_start: true``, with
-    rows in flight only kept out (``pending: ignore``, the embedding-GP loop's own default: qLogEI
-    picks among the free rows). Any of them can still be set in the loop options."""
+    (``benchmarks/loo_tables.py``, candidate ``embedding-gp@power``): ``features: numeric`` (the
+    rows' parameters, numbers as scaled numbers), ``warm_start: true`` and ``outcome: power``
+    (the standardised scores Yeo-Johnson warped before each fit), with rows in flight only kept
+    out (``pending: ignore``, the embedding-GP loop's own default: qLogEI picks among the free
+    rows). Any of them can still be set in the loop options."""
 
     DEFAULT_FEATURES = "numeric"
     LOOP_NAME = "numeric-gp"
-    DEFAULT_OPTIONS: ClassVar[dict[str, Any]] = {"warm_start": True}
+    DEFAULT_OPTIONS: ClassVar[dict[str, Any]] = {"warm_start": True, "outcome": "power"}

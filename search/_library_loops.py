@@ -97,7 +97,7 @@ class LibraryLoop(SearchLoop):
             sees of a row: ``embedding``
             (the Transformer2vec vector, as the paper), ``architecture`` (one-hot codes of the
             space's readable per-layer parameters), ``both`` (concatenated), ``numeric``
-            (those parameters with numbers as scaled numbers, ``search._param_codes``) or
+            (those parameters with numbers as scaled numbers, ``search._param_codes``),
             ``embedding+numeric`` (the embedding and the numeric codes; on a space without
             graphs, ``both`` and ``embedding+numeric`` are the codes alone) or
             ``numeric+totals`` (the numeric codes and the sum and mean of each group of

@@ -137,6 +137,32 @@ def correlations(data: dict[str, Any]) -> tuple[list[str], dict[tuple[str, str],
     return lines, pooled
 
 
+def per_task(data: dict[str, Any]) -> list[str]:
+    """Markdown lines of the pooled τ-b of each proxy with each task's truth alone (P2 then
+    ranks by that task's proxy dev score), for K = 3 and K = 1: a task whose truth does not
+    learn shows here instead of blurring the mean over tasks."""
+    tasks = sorted({task for per_key in data["truth"].values() for task in per_key})
+    runs = [k for k, scores in data["proxies"].items() if scores]
+    keys = list(data["students"])
+    lines = [
+        "Pooled Kendall τ-b with each task's truth alone (90% bootstrap intervals over students)",
+        "",
+        "| proxy | " + " | ".join(f"{k} {task}" for k in runs for task in tasks) + " |",
+        "|---|" + "---|" * (len(runs) * len(tasks)),
+    ]
+    for proxy in PROXIES:
+        cells = []
+        for k in runs:
+            for task in tasks:
+                name = f"{proxy}:{task}" if proxy == LOOP_PROXY else proxy
+                x = [data["proxies"][k][key][name] for key in keys]
+                y = [truth_of(data, key, task) for key in keys]
+                t, lo, hi = _interval(x, y, tau_b)
+                cells.append(f"{t:+.2f} [{lo:+.2f},{hi:+.2f}]")
+        lines.append(f"| {proxy} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def pooled_budgets(data: dict[str, Any]) -> list[float]:
     """Three FLOPs budgets over all students: the 8th, 16th and last cheapest's FLOPs (a
     third, two thirds and all of a 24-student study)."""

@@ -3,14 +3,16 @@
 Issue 14's benchmark, through the ``autodistil`` trainer (the service's code path).
 
 ``build`` trains and measures, writing a JSON file as it goes (rerun with the same ``--out``
-to continue a cut run): with the MiniLM teacher, the ``minilm-k3`` sub-spaces (3 x 8 students)
+to continue a cut run, to add K = 1 after ``--no-k1``, or with more ``--seeds`` after the
+ones it has to add truth seeds; any other setting must stay): with the MiniLM teacher, the ``minilm-k3`` sub-spaces (3 x 8 students)
 and a K = 1 supernet over their union (``minilm-k1``) trained with the same total supernet
 steps (K = 3: ``--steps`` each; K = 1: 3 x ``--steps``). Each supernet's rank job scores its
 students (P1 relation loss on held-out text, P2 task-proxy dev score per task, P5 relation loss
 of the student cut straight from the teacher); P3/P4 are params and FLOPs. K = 1's rank job
 trains ``--proxy-students`` students per P2 step (a step-seeded sandwich) of its 125, and K = 3's
 the same number of its 8. Truth: each of the 24 students extracted from its K = 3 supernet and
-fine-tuned stand-alone (one recipe) on each task and seed.
+fine-tuned stand-alone (one recipe) on each task and seed. ``report`` also gives the pooled
+τ-b against each task's truth alone.
 
 ``report`` reads that file and prints (``--record``: appends to ``benchmarks/RESULTS.md``):
 Kendall τ-b and Spearman ρ of each proxy against the truth per sub-space and pooled, for K = 3
@@ -63,11 +65,9 @@ def build(args: argparse.Namespace) -> None:
         )
     }  # fmt: skip
     settings["sandwich"] = 4
-    if data:
-        data["settings"].setdefault("truth_lr", TRUTH_LR)
-    if data and data["settings"] != settings:
-        raise SystemExit(f"{out} was built with other settings: {data['settings']}")
     tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
+    if data:
+        data["settings"] = grown(out, data["settings"], settings)
     spaces = preset("minilm-k3", MINILM_L6)
     students = {s.key(): (space.name, s) for space in spaces for s in space.students(MINILM_L6)}
     data.setdefault("settings", settings)
@@ -98,13 +98,29 @@ def build(args: argparse.Namespace) -> None:
             data["seconds"][f"rank {label}"] = time.perf_counter() - start
             save()
     for key, (name, student) in students.items():
-        if key not in data["truth"]:
-            start = time.perf_counter()
-            supernet = data["supernets"][f"K3:{name}"]
-            data["truth"][key] = _truth(args, student, supernet, tasks, seeds)
-            data["seconds"][f"truth {key}"] = time.perf_counter() - start
-            save()
+        done = data["truth"].setdefault(key, {})
+        if all(len(done.get(task, [])) == len(seeds) for task in tasks):
+            continue
+        start = time.perf_counter()
+        supernet = data["supernets"][f"K3:{name}"]
+        _truth(args, student, supernet, seeds, done)
+        seconds = data["seconds"]
+        seconds[f"truth {key}"] = seconds.get(f"truth {key}", 0.0) + time.perf_counter() - start
+        save()
     print(f"built {out}: {sum(data['seconds'].values()):.0f} s of training in all", flush=True)
+
+
+def grown(out: Path, built: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` if a file built with ``built`` can be continued with them: equal but for
+    more truth seeds after the ones it has (``--seeds 0`` then ``--seeds 0,1``)."""
+    built = {"truth_lr": TRUTH_LR, **built}
+    old, new = (str(s["seeds"]).split(",") for s in (built, settings))
+    if {**built, "seeds": settings["seeds"]} != settings or new[: len(old)] != old:
+        raise SystemExit(
+            f"{out} was built with other settings: {built} (only seeds may grow, keeping "
+            "the seeds it has first)"
+        )
+    return settings
 
 
 def _supernet(args: argparse.Namespace, space: dict[str, Any], steps: int) -> str:
@@ -169,11 +185,16 @@ def _rank(
 
 
 def _truth(
-    args: argparse.Namespace, student: Student, supernet: str, tasks: list[str], seeds: list[int]
-) -> dict[str, list[float]]:
-    values: dict[str, list[float]] = {}
-    for task in tasks:
-        for seed in seeds:
+    args: argparse.Namespace,
+    student: Student,
+    supernet: str,
+    seeds: list[int],
+    values: dict[str, list[float]],
+) -> None:
+    """Fine-tune ``student`` stand-alone on each task for each seed ``values`` (task -> per-seed
+    scores, in ``seeds``' order) lacks, appending the scores as they come."""
+    for task in args.tasks.split(","):
+        for seed in seeds[len(values.get(task, [])) :]:
             candidate = Candidate(
                 space="autodistil",
                 kind="train",
@@ -194,12 +215,19 @@ def _truth(
             values.setdefault(task, []).append(100 * result.metrics[primary_metric(task)])
     mean = statistics.fmean(v for vs in values.values() for v in vs)
     print(f"truth {student.key()}: {mean:.2f}", flush=True)
-    return values
 
 
 def show(args: argparse.Namespace) -> None:
     data = json.loads(Path(args.file).read_text())
-    missing = sorted(set(data["students"]) - set(data["truth"]))
+    n_seeds = len(str(data["settings"]["seeds"]).split(","))
+    missing = sorted(
+        key
+        for key in data["students"]
+        if any(
+            len(data["truth"].get(key, {}).get(task, [])) < n_seeds
+            for task in data["settings"]["tasks"].split(",")
+        )
+    )
     if missing:
         raise SystemExit(f"{args.file} has no truth yet for {missing}: rerun build to finish it")
     s = data["settings"]
@@ -218,7 +246,10 @@ def show(args: argparse.Namespace) -> None:
     loops = {loop: int(n) for loop, n in (item.split("=") for item in args.loops.split(","))}
     compute_lines, worst = report.compute_comparison(data, args.task, loops)
     goal_lines, passed = report.goals(pooled, regret, worst)
-    text = "\n".join([*head, *corr, *regret_lines, *compute_lines, "Goals:", "", *goal_lines])
+    text = "\n".join(
+        [*head, *corr, *report.per_task(data), *regret_lines, *compute_lines, "Goals:", "",
+         *goal_lines]
+    )  # fmt: skip
     print(text)
     if args.record:
         tau = pooled[("K3", report.LOOP_PROXY)]

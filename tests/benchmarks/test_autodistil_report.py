@@ -88,6 +88,21 @@ def test_a_reversed_proxy_ranks_at_minus_one_and_fails() -> None:
     assert goals[0].startswith("- **FAIL**") and goals[3].startswith("- **PASS**")
 
 
+def test_per_task_correlations_rank_each_task_by_its_own_truth() -> None:
+    # A second task whose truth is the first's reversed: the task proxy (scored on each task)
+    # ranks both perfectly, a task-blind proxy that follows the first task is -1 on the second.
+    data = _built(1.0)
+    for key, per_task in data["truth"].items():
+        per_task["mrpc"] = [-v for v in per_task["sst2"]]
+        data["proxies"]["K3"][key]["P2_task:mrpc"] = -data["proxies"]["K3"][key]["P2_task"]
+    lines = report.per_task(data)
+    assert lines[2] == "| proxy | K3 mrpc | K3 sst2 |"
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines[4:-1]}
+    assert rows["P2_task"][0].startswith("+1.00") and rows["P2_task"][1].startswith("+1.00")
+    assert rows["P1_relation"][0].startswith("-1.00")
+    assert rows["P1_relation"][1].startswith("+1.00")
+
+
 def test_the_vectorised_correlations_are_scipys() -> None:
     from scipy import stats
 
@@ -109,3 +124,19 @@ def test_autodistil_compute_counts_every_stage() -> None:
     assert report.autodistil_compute(data, list(data["students"])) > small
     key = next(iter(data["students"]))
     assert report.finetune_compute(data, key) == 7 * 4 * 3 * data["students"][key]["flops"]
+
+
+def test_a_built_file_takes_more_seeds_and_nothing_else() -> None:
+    from autodistil_rank import grown
+
+    built = {"tasks": "sst2", "seeds": "0", "steps": 400, "truth_lr": 3e-4}
+    out = Path("built.json")
+    assert grown(out, built, {**built, "seeds": "0,1"})["seeds"] == "0,1"
+    assert grown(out, built, built) == built
+    with pytest.raises(SystemExit, match="only seeds may grow"):
+        grown(out, built, {**built, "seeds": "1,0"})  # the built seed must stay first
+    with pytest.raises(SystemExit, match="other settings"):
+        grown(out, built, {**built, "seeds": "0,1", "steps": 800})
+    # files from before --truth-lr used 1e-4
+    old = {k: v for k, v in built.items() if k != "truth_lr"}
+    assert grown(out, old, {**old, "truth_lr": 1e-4})["truth_lr"] == 1e-4

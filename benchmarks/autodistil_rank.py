@@ -4,15 +4,16 @@ Issue 14's benchmark, through the ``autodistil`` trainer (the service's code pat
 
 ``build`` trains and measures, writing a JSON file as it goes (rerun with the same ``--out``
 to continue a cut run, to add K = 1 after ``--no-k1``, or with more ``--seeds`` after the
-ones it has to add truth seeds; any other setting must stay): with the MiniLM teacher, the ``minilm-k3`` sub-spaces (3 x 8 students)
-and a K = 1 supernet over their union (``minilm-k1``) trained with the same total supernet
-steps (K = 3: ``--steps`` each; K = 1: 3 x ``--steps``). Each supernet's rank job scores its
-students (P1 relation loss on held-out text, P2 task-proxy dev score per task, P5 relation loss
-of the student cut straight from the teacher); P3/P4 are params and FLOPs. K = 1's rank job
-trains ``--proxy-students`` students per P2 step (a step-seeded sandwich) of its 125, and K = 3's
-the same number of its 8. Truth: each of the 24 students extracted from its K = 3 supernet and
-fine-tuned stand-alone (one recipe) on each task and seed. ``report`` also gives the pooled
-τ-b against each task's truth alone.
+ones it has to add truth seeds; any other setting must stay): with the MiniLM teacher, the
+``minilm-k3`` sub-spaces (3 x 8 students) and a K = 1 supernet over their union
+(``minilm-k1``) trained with the same total supernet steps (K = 3: ``--steps`` each; K = 1:
+3 x ``--steps``). Each supernet's rank job scores its students (P1 relation loss on held-out
+text, P2 task-proxy dev score per task, P5 relation loss of the student cut straight from the
+teacher); P3/P4 are params and FLOPs. K = 1's rank job trains ``--proxy-students`` students
+per P2 step (a step-seeded sandwich) of its 125, and K = 3's the same number of its 8. Truth:
+each of the 24 students extracted from its K = 3 supernet and fine-tuned stand-alone (one
+recipe) on each task and seed. ``report`` also gives the pooled τ-b against each task's truth
+alone.
 
 ``report`` reads that file and prints (``--record``: appends to ``benchmarks/RESULTS.md``):
 Kendall τ-b and Spearman ρ of each proxy against the truth per sub-space and pooled, for K = 3

@@ -65,7 +65,8 @@ TABLES = {
 TUNING_TABLE = "flexibert-sst2"  # where BOSHNAS's defaults were chosen, before this protocol
 CANDIDATES = (
     "boshnas,boshnas@auto,boshnas@adapt,embedding-gp@pending,embedding-gp@numeric,"
-    "embedding-gp@numeric-ignore,embedding-gp@totals,embedding-gp@power,evolution,local-search,tpe"
+    "embedding-gp@numeric-ignore,embedding-gp@totals,embedding-gp@power,embedding-gp@warp,"
+    "evolution,local-search,tpe"
 )
 LOOP_OPTIONS: dict[str, dict[str, Any]] = {
     "boshnas@auto": {"features": "auto"},
@@ -95,6 +96,15 @@ LOOP_OPTIONS: dict[str, dict[str, Any]] = {
     # warping, ``outcome: power``): chosen in every fold, ``numeric-gp``'s defaults since
     # 2026-12-04 (evening). ``embedding-gp@totals`` above was not chosen in any.
     "embedding-gp@power": {"features": "numeric", "warm_start": True, "outcome": "power"},
+    # The warped numeric GP with a Kumaraswamy warp of each input fitted with the kernel
+    # (``input_warp``, Snoek et al. 2014): sizes whose effect is log-shaped need no fixed
+    # transform.
+    "embedding-gp@warp": {
+        "features": "numeric",
+        "warm_start": True,
+        "outcome": "power",
+        "input_warp": True,
+    },
 }
 BASELINES = "tpe,evolution,local-search"  # reported beside the chosen loop; TPE always
 PROTOCOLS: dict[str, dict[str, Any]] = {

@@ -26,10 +26,14 @@ class EmbeddingGPLoop(LibraryLoop):
     ``warm_start`` (default false: each fit starts from BoTorch's initial hyperparameters;
     true: from the previous fit's, which saves about 40% of a fit on large libraries),
     ``outcome`` (``standardize``, default; ``power``: the standardised performance then
-    Yeo-Johnson transformed, as HEBO warps its outputs).
+    Yeo-Johnson transformed, as HEBO warps its outputs),
+    ``input_warp`` (default false; true: a Kumaraswamy warp of each scaled input, fitted with
+    the kernel).
     """
 
-    OWN = frozenset({"n_init", "mc_samples", "max_batch_size", "pending", "warm_start", "outcome"})
+    OWN = frozenset(
+        {"n_init", "mc_samples", "max_batch_size", "pending", "warm_start", "outcome", "input_warp"}
+    )
     DEFAULT_FEATURES = "embedding"  # the baseline of the issue: a GP on the embeddings
     LOOP_NAME = "embedding-gp"
     #: Options this loop sets when the study's do not.

@@ -22,6 +22,11 @@ standardised again, as HEBO (Cowen-Rivers et al. 2022) warps its outputs: a long
 rows then no longer stretches the scale the GP must fit near the best ones. The transform is
 monotone, so the best row stays the best.
 
+With ``input_warp`` each input dimension, scaled to the unit interval by the library's bounding
+box, is passed through a Kumaraswamy CDF whose two parameters are fitted with the kernel's
+(BoTorch's ``Warp``, Snoek et al. 2014, under its default priors): a size that matters on a log
+scale, or only near its top, then needs no fixed transform. A 0/1 column stays 0/1.
+
 Each call fits the GP on the history; only with ``warm_start`` does the last fit's
 hyperparameters start the next one (the only state kept).
 """
@@ -39,7 +44,7 @@ from botorch.acquisition.logei import qLogExpectedImprovement
 from botorch.exceptions.warnings import InputDataWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
-from botorch.models.transforms.input import Normalize
+from botorch.models.transforms.input import InputTransform, Normalize, Warp
 from botorch.optim import optimize_acqf_discrete
 from botorch.sampling import SobolQMCNormalSampler
 from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -68,6 +73,7 @@ class EmbeddingGPProposer(LibraryProposer):
             a library loop then proposes one row per fit.
         warm_start: Start each hyperparameter fit from the previous fit's (same input width).
         outcome: ``standardize`` (default) or ``power`` (then Yeo-Johnson, module docstring).
+        input_warp: Fit a Kumaraswamy warp of each input with the kernel (module docstring).
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class EmbeddingGPProposer(LibraryProposer):
         pending: str = "ignore",
         warm_start: bool = False,
         outcome: str = "standardize",
+        input_warp: bool = False,
     ) -> None:
         super().__init__(directions, n_init, seed)
         if mc_samples < 1 or max_batch_size < 1:
@@ -98,17 +105,25 @@ class EmbeddingGPProposer(LibraryProposer):
         self.mc_samples = mc_samples
         self.max_batch_size = max_batch_size
         self.warm_start = warm_start
+        self.input_warp = input_warp
         self._hyperparameters: dict[int, dict[str, torch.Tensor]] = {}
 
-    @staticmethod
-    def _gp(library: np.ndarray, x: np.ndarray | torch.Tensor, y: torch.Tensor) -> SingleTaskGP:
+    def _gp(
+        self, library: np.ndarray, x: np.ndarray | torch.Tensor, y: torch.Tensor
+    ) -> SingleTaskGP:
+        d = library.shape[1]
         bounds = torch.as_tensor(np.stack([library.min(axis=0), library.max(axis=0)]))
         # A dimension constant over the library would divide by zero in Normalize.
         bounds[1] = torch.where(bounds[1] > bounds[0], bounds[1], bounds[0] + 1.0)
+        scaling: InputTransform = (
+            Warp(d=d, indices=list(range(d)), bounds=bounds)
+            if self.input_warp
+            else Normalize(d=d, bounds=bounds)
+        )
         return SingleTaskGP(
             torch.as_tensor(x, dtype=torch.float64),
             y,
-            input_transform=Normalize(d=library.shape[1], bounds=bounds),
+            input_transform=scaling,
             outcome_transform=None,  # standardised by the caller, as the issue asks
         )
 

@@ -137,3 +137,12 @@ def test_the_gp_loop_takes_the_totals_and_the_power_outcome(tmp_path: Path) -> N
     assert loop.own_options["outcome"] == "power"
     with pytest.raises(SpecError, match="outcome"):
         make_loop("numeric-gp", 0, 1, {"outcome": "log"})
+
+
+def test_the_gp_loops_take_an_input_warp() -> None:
+    loop = make_loop("numeric-gp", 0, 1, {"input_warp": True})
+    proposer = loop.make_proposer(["maximize"])
+    assert proposer.input_warp and proposer.outcome == "power"  # the defaults stay
+    assert not make_loop("embedding-gp", 0, 1).make_proposer(["maximize"]).input_warp
+    with pytest.raises(SpecError, match="input_wrap"):
+        make_loop("numeric-gp", 0, 1, {"input_wrap": True})

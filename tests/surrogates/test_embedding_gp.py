@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from botorch.models import SingleTaskGP
 
 from archsearch.surrogates._embedding_gp import LOGEI_BELIEVER, QLOGEI, EmbeddingGPProposer
 from archsearch.surrogates._library_proposer import RANDOM
@@ -137,6 +138,47 @@ def test_power_outcome_proposes_near_the_optimum() -> None:
     free = np.setdiff1d(np.arange(200), observed)
     assert len(set(rows)) == 3 and not set(rows) & set(observed)
     assert _peak(library[[rows[0]]])[0] > np.median(_peak(library[free]))
+
+
+def _mll(model: SingleTaskGP) -> float:
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    model.train()
+    out = model(*model.train_inputs)  # type: ignore[misc]
+    return ExactMarginalLogLikelihood(model.likelihood, model)(out, model.train_targets).item()
+
+
+def test_input_warp_learns_a_log_shaped_size() -> None:
+    """``input_warp``: a Kumaraswamy warp per input, fitted with the kernel. A score that grows
+    with the log of a size (1 to 1,000) gets a strong concave warp of that column and almost
+    none of the other; the warped GP explains the data better and still proposes the best rows,
+    also as a kriging believer (the warp's parameters carry over)."""
+    from botorch.models.transforms.input import Normalize, Warp
+
+    rng = np.random.default_rng(0)
+    library = np.column_stack([rng.uniform(1, 1000, 300), rng.uniform(0, 1, 300)])
+
+    def score(x: np.ndarray) -> np.ndarray:
+        return np.log(x[:, 0]) - 0.5 * (x[:, 1] - 0.5) ** 2
+
+    observed = rng.choice(300, 30, replace=False)
+    warped = EmbeddingGPProposer(input_warp=True, warm_start=True)
+    model = warped.fit_model(library, library[observed], score(library[observed]))
+    plain = EmbeddingGPProposer().fit_model(library, library[observed], score(library[observed]))
+    assert isinstance(model.input_transform, Warp)
+    assert isinstance(plain.input_transform, Normalize)
+    a = model.input_transform.concentration1.detach().numpy()  # type: ignore[operator]
+    assert a[0] < 0.3 and 0.5 < a[1] < 2.0
+    assert _mll(model) > _mll(plain)
+    free = np.setdiff1d(np.arange(300), observed)
+    rows = warped.propose(library, observed, score(library[observed]), [], 2, rng)
+    assert (score(library[free]) < score(library[rows[:1]])[0]).mean() > 0.9
+    believer = EmbeddingGPProposer(input_warp=True, pending="believer")
+    proposals = believer.propose_with_kinds(
+        library, observed, score(library[observed]), [5], 2, rng, pending_idx=np.array([5])
+    )
+    assert {p.kind for p in proposals} == {LOGEI_BELIEVER}
+    assert (score(library[free]) < score(library[[proposals[0].index]])[0]).mean() > 0.9
 
 
 def scipy_skew(x: np.ndarray) -> float:

@@ -93,12 +93,14 @@ LOOP_OPTIONS: dict[str, dict[str, Any]] = {
     # mean as two more columns (``features: numeric+totals``): a model's size in one column.
     "embedding-gp@totals": {"features": "numeric+totals", "warm_start": True},
     # The numeric GP with its targets Yeo-Johnson warped after standardising (HEBO's output
-    # warping, ``outcome: power``): chosen in every fold, ``numeric-gp``'s defaults since
-    # 2026-12-04 (evening). ``embedding-gp@totals`` above was not chosen in any.
+    # warping, ``outcome: power``): chosen in every fold, ``numeric-gp``'s defaults from
+    # 2026-12-04 19:15 until ``embedding-gp@warp``. ``embedding-gp@totals`` above was not
+    # chosen in any.
     "embedding-gp@power": {"features": "numeric", "warm_start": True, "outcome": "power"},
     # The warped numeric GP with a Kumaraswamy warp of each input fitted with the kernel
     # (``input_warp``, Snoek et al. 2014): sizes whose effect is log-shaped need no fixed
-    # transform.
+    # transform. Chosen in every fold (2026-12-04 22:00, tuning seeds), ``numeric-gp``'s
+    # defaults since.
     "embedding-gp@warp": {
         "features": "numeric",
         "warm_start": True,

@@ -58,12 +58,17 @@ class EmbeddingGPLoop(LibraryLoop):
 @LOOPS.register("numeric-gp")
 class NumericGPLoop(EmbeddingGPLoop):
     """The embedding-GP loop with the defaults the leave-one-out protocol chose
-    (``benchmarks/loo_tables.py``, candidate ``embedding-gp@power``): ``features: numeric`` (the
-    rows' parameters, numbers as scaled numbers), ``warm_start: true`` and ``outcome: power``
-    (the standardised scores Yeo-Johnson warped before each fit), with rows in flight only kept
-    out (``pending: ignore``, the embedding-GP loop's own default: qLogEI picks among the free
-    rows). Any of them can still be set in the loop options."""
+    (``benchmarks/loo_tables.py``, candidate ``embedding-gp@warp``): ``features: numeric`` (the
+    rows' parameters, numbers as scaled numbers), ``warm_start: true``, ``outcome: power`` (the
+    standardised scores Yeo-Johnson warped before each fit) and ``input_warp: true`` (each
+    scaled input through a Kumaraswamy CDF fitted with the kernel), with rows in flight only
+    kept out (``pending: ignore``, the embedding-GP loop's own default: qLogEI picks among the
+    free rows). Any of them can still be set in the loop options."""
 
     DEFAULT_FEATURES = "numeric"
     LOOP_NAME = "numeric-gp"
-    DEFAULT_OPTIONS: ClassVar[dict[str, Any]] = {"warm_start": True, "outcome": "power"}
+    DEFAULT_OPTIONS: ClassVar[dict[str, Any]] = {
+        "warm_start": True,
+        "outcome": "power",
+        "input_warp": True,
+    }

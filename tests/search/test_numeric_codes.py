@@ -67,9 +67,9 @@ def test_the_library_serves_numeric_features_to_the_loop(tmp_path: Path) -> None
 
 
 def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
-    """``numeric-gp``: numeric features, warm starts and Yeo-Johnson warped scores (rows in
-    flight only kept out) unless the study says otherwise; a launch on a table space accepts
-    it, a bad option is refused."""
+    """``numeric-gp``: numeric features, warm starts, Yeo-Johnson warped scores and warped
+    inputs (rows in flight only kept out) unless the study says otherwise; a launch on a table
+    space accepts it, a bad option is refused."""
     from _procs import TABLE
 
     from archsearch.search import NumericGPLoop
@@ -78,14 +78,19 @@ def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
     loop = make_loop("numeric-gp", 0, 1, None)
     assert isinstance(loop, NumericGPLoop) and loop.name == "numeric-gp"
     assert loop.features == "numeric"
-    assert loop.own_options == {"warm_start": True, "outcome": "power"}
+    assert loop.own_options == {"warm_start": True, "outcome": "power", "input_warp": True}
     proposer = loop.make_proposer(["maximize"])
     assert proposer.outcome == "power" and proposer.pending == "ignore" and proposer.warm_start
+    assert proposer.input_warp
     other = make_loop(
-        "numeric-gp", 0, 1, {"pending": "believer", "features": "both", "outcome": "standardize"}
+        "numeric-gp",
+        0,
+        1,
+        {"pending": "believer", "features": "both", "outcome": "standardize", "input_warp": False},
     )
     assert other.features == "both" and other.own_options["pending"] == "believer"
     assert other.make_proposer(["maximize"]).outcome == "standardize"
+    assert not other.make_proposer(["maximize"]).input_warp
     spec = SearchSpec.from_dict(
         {
             "name": "x",
@@ -140,9 +145,9 @@ def test_the_gp_loop_takes_the_totals_and_the_power_outcome(tmp_path: Path) -> N
 
 
 def test_the_gp_loops_take_an_input_warp() -> None:
-    loop = make_loop("numeric-gp", 0, 1, {"input_warp": True})
+    loop = make_loop("embedding-gp", 0, 1, {"input_warp": True})
     proposer = loop.make_proposer(["maximize"])
-    assert proposer.input_warp and proposer.outcome == "power"  # the defaults stay
+    assert proposer.input_warp and proposer.outcome == "standardize"  # the defaults stay
     assert not make_loop("embedding-gp", 0, 1).make_proposer(["maximize"]).input_warp
     with pytest.raises(SpecError, match="input_wrap"):
         make_loop("numeric-gp", 0, 1, {"input_wrap": True})

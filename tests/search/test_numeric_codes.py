@@ -67,9 +67,9 @@ def test_the_library_serves_numeric_features_to_the_loop(tmp_path: Path) -> None
 
 
 def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
-    """``numeric-gp``: numeric features, warm starts, Yeo-Johnson warped scores and warped
-    inputs (rows in flight only kept out) unless the study says otherwise; a launch on a table
-    space accepts it, a bad option is refused."""
+    """``numeric-gp``: numeric features, warm starts and Yeo-Johnson warped scores (rows in
+    flight only kept out, inputs not warped) unless the study says otherwise; a launch on a
+    table space accepts it, a bad option is refused."""
     from _procs import TABLE
 
     from archsearch.search import NumericGPLoop
@@ -78,19 +78,19 @@ def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
     loop = make_loop("numeric-gp", 0, 1, None)
     assert isinstance(loop, NumericGPLoop) and loop.name == "numeric-gp"
     assert loop.features == "numeric"
-    assert loop.own_options == {"warm_start": True, "outcome": "power", "input_warp": True}
+    assert loop.own_options == {"warm_start": True, "outcome": "power"}
     proposer = loop.make_proposer(["maximize"])
     assert proposer.outcome == "power" and proposer.pending == "ignore" and proposer.warm_start
-    assert proposer.input_warp
+    assert not proposer.input_warp
     other = make_loop(
         "numeric-gp",
         0,
         1,
-        {"pending": "believer", "features": "both", "outcome": "standardize", "input_warp": False},
+        {"pending": "believer", "features": "both", "outcome": "standardize", "input_warp": True},
     )
     assert other.features == "both" and other.own_options["pending"] == "believer"
     assert other.make_proposer(["maximize"]).outcome == "standardize"
-    assert not other.make_proposer(["maximize"]).input_warp
+    assert other.make_proposer(["maximize"]).input_warp
     spec = SearchSpec.from_dict(
         {
             "name": "x",

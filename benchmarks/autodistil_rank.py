@@ -104,7 +104,7 @@ def build(args: argparse.Namespace) -> None:
             continue
         start = time.perf_counter()
         supernet = data["supernets"][f"K3:{name}"]
-        _truth(args, student, supernet, seeds, done)
+        _truth(args, student, supernet, tasks, seeds, done)
         seconds = data["seconds"]
         seconds[f"truth {key}"] = seconds.get(f"truth {key}", 0.0) + time.perf_counter() - start
         save()
@@ -189,12 +189,13 @@ def _truth(
     args: argparse.Namespace,
     student: Student,
     supernet: str,
+    tasks: list[str],
     seeds: list[int],
     values: dict[str, list[float]],
 ) -> None:
     """Fine-tune ``student`` stand-alone on each task for each seed ``values`` (task -> per-seed
     scores, in ``seeds``' order) lacks, appending the scores as they come."""
-    for task in args.tasks.split(","):
+    for task in tasks:
         for seed in seeds[len(values.get(task, [])) :]:
             candidate = Candidate(
                 space="autodistil",

@@ -28,11 +28,21 @@ class EmbeddingGPLoop(LibraryLoop):
     ``outcome`` (``standardize``, default; ``power``: the standardised performance then
     Yeo-Johnson transformed, as HEBO warps its outputs),
     ``input_warp`` (default false; true: a Kumaraswamy warp of each scaled input, fitted with
-    the kernel).
+    the kernel), ``fit_iterations`` (default none: each hyperparameter fit runs to convergence;
+    a number: at most that many L-BFGS-B iterations, which bounds the warp's fit cost).
     """
 
     OWN = frozenset(
-        {"n_init", "mc_samples", "max_batch_size", "pending", "warm_start", "outcome", "input_warp"}
+        {
+            "n_init",
+            "mc_samples",
+            "max_batch_size",
+            "pending",
+            "warm_start",
+            "outcome",
+            "input_warp",
+            "fit_iterations",
+        }
     )
     DEFAULT_FEATURES = "embedding"  # the baseline of the issue: a GP on the embeddings
     LOOP_NAME = "embedding-gp"

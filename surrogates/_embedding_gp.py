@@ -26,6 +26,10 @@ With ``input_warp`` each input dimension, scaled to the unit interval by the lib
 box, is passed through a Kumaraswamy CDF whose two parameters are fitted with the kernel's
 (BoTorch's ``Warp``, Snoek et al. 2014, under its default priors): a size that matters on a log
 scale, or only near its top, then needs no fixed transform. A 0/1 column stays 0/1.
+Its fit is the costly one: run to L-BFGS-B's convergence it took 8,343 iterations (34 s on one
+core) at 200 observations of 20 inputs, against a few dozen without the warp. ``fit_iterations``
+caps the iterations of each fit; with ``warm_start`` each capped fit goes on from the last, so
+the hyperparameters still follow the data as it grows.
 
 Each call fits the GP on the history; only with ``warm_start`` does the last fit's
 hyperparameters start the next one (the only state kept).
@@ -74,6 +78,8 @@ class EmbeddingGPProposer(LibraryProposer):
         warm_start: Start each hyperparameter fit from the previous fit's (same input width).
         outcome: ``standardize`` (default) or ``power`` (then Yeo-Johnson, module docstring).
         input_warp: Fit a Kumaraswamy warp of each input with the kernel (module docstring).
+        fit_iterations: At most this many L-BFGS-B iterations per hyperparameter fit
+            (``None``, default: until the optimiser converges).
     """
 
     def __init__(
@@ -87,6 +93,7 @@ class EmbeddingGPProposer(LibraryProposer):
         warm_start: bool = False,
         outcome: str = "standardize",
         input_warp: bool = False,
+        fit_iterations: int | None = None,
     ) -> None:
         super().__init__(directions, n_init, seed)
         if mc_samples < 1 or max_batch_size < 1:
@@ -99,6 +106,13 @@ class EmbeddingGPProposer(LibraryProposer):
             )
         if outcome not in GP_OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(GP_OUTCOMES)}, got {outcome!r}")
+        if fit_iterations is not None and (
+            isinstance(fit_iterations, bool)
+            or not isinstance(fit_iterations, int)
+            or fit_iterations < 1
+        ):
+            raise ValueError(f"fit_iterations must be a whole number >= 1, got {fit_iterations!r}")
+        self.fit_iterations = fit_iterations
         self.pending = pending
         self.outcome = outcome
         self.uses_pending = pending == "believer"
@@ -138,7 +152,12 @@ class EmbeddingGPProposer(LibraryProposer):
             model.load_state_dict(warm, strict=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+            mll = ExactMarginalLogLikelihood(model.likelihood, model)
+            if self.fit_iterations is None:
+                fit_gpytorch_mll(mll)
+            else:
+                options = {"options": {"maxiter": self.fit_iterations}}
+                fit_gpytorch_mll(mll, optimizer_kwargs=options)
         if self.warm_start:
             self._hyperparameters[x.shape[1]] = {
                 k: v.detach().clone() for k, v in model.state_dict().items()

@@ -151,3 +151,12 @@ def test_the_gp_loops_take_an_input_warp() -> None:
     assert not make_loop("embedding-gp", 0, 1).make_proposer(["maximize"]).input_warp
     with pytest.raises(SpecError, match="input_wrap"):
         make_loop("numeric-gp", 0, 1, {"input_wrap": True})
+
+
+def test_the_gp_loops_take_a_fit_iteration_cap() -> None:
+    loop = make_loop("numeric-gp", 0, 1, {"input_warp": True, "fit_iterations": 100})
+    assert loop.make_proposer(["maximize"]).fit_iterations == 100
+    assert make_loop("numeric-gp", 0, 1).make_proposer(["maximize"]).fit_iterations is None
+    for bad in (0, -3, 2.5, True, "100"):
+        with pytest.raises(SpecError, match="fit_iterations"):
+            make_loop("embedding-gp", 0, 1, {"fit_iterations": bad})

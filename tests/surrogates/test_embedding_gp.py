@@ -181,6 +181,41 @@ def test_input_warp_learns_a_log_shaped_size() -> None:
     assert (score(library[free]) < score(library[[proposals[0].index]])[0]).mean() > 0.9
 
 
+def test_fit_iterations_caps_each_fit_and_warm_fits_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fit_iterations``: no fit runs more L-BFGS-B iterations than the cap, where the warp's
+    uncapped fit runs many more; warm started, successive capped fits keep raising the
+    likelihood of the same data (each goes on from the last)."""
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.optim.fit import fit_gpytorch_mll_scipy
+
+    import archsearch.surrogates._embedding_gp as module
+
+    steps: list[int] = []
+
+    def counting(mll, **kwargs):  # type: ignore[no-untyped-def]
+        result = fit_gpytorch_mll_scipy(mll, **kwargs)
+        steps.append(result.step)
+        return result
+
+    def fit(mll, **kwargs):  # type: ignore[no-untyped-def]
+        return fit_gpytorch_mll(mll, optimizer=counting, **kwargs)
+
+    monkeypatch.setattr(module, "fit_gpytorch_mll", fit)
+    rng = np.random.default_rng(0)
+    library = np.column_stack([rng.uniform(1, 1000, 300), rng.uniform(0, 1, 300)])
+    y = np.log(library[:, 0]) - 0.5 * (library[:, 1] - 0.5) ** 2
+    observed = rng.choice(300, 40, replace=False)
+    EmbeddingGPProposer(input_warp=True).fit_model(library, library[observed], y[observed])
+    assert steps[-1] > 10
+    steps.clear()
+    capped = EmbeddingGPProposer(input_warp=True, warm_start=True, fit_iterations=3)
+    likelihoods = []
+    for _ in range(3):
+        likelihoods.append(_mll(capped.fit_model(library, library[observed], y[observed])))
+    assert steps and max(steps) <= 3
+    assert likelihoods[0] < likelihoods[1] < likelihoods[2]
+
+
 def scipy_skew(x: np.ndarray) -> float:
     from scipy.stats import skew
 

@@ -111,6 +111,9 @@ LOOP_OPTIONS: dict[str, dict[str, Any]] = {
     # The same with each fit capped at 100 L-BFGS-B iterations (``fit_iterations``), warm
     # started: a fit at 200 observations of 20 inputs then takes about 0.5 s on one core instead
     # of 9-34 s. 100 was chosen by that cost alone (a synthetic library, no table's scores).
+    # Tied with the uncapped warp on the tuning seeds (2026-12-05 00:15), so ``numeric-gp``'s
+    # default since then (the protocol had chosen the warp in every fold; only its cost had
+    # kept it out). Without ``embedding-gp@warp`` the protocol splits 2-2 with ``@power``.
     "embedding-gp@warp-bounded": {
         "features": "numeric",
         "warm_start": True,

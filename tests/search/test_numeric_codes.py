@@ -67,9 +67,9 @@ def test_the_library_serves_numeric_features_to_the_loop(tmp_path: Path) -> None
 
 
 def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
-    """``numeric-gp``: numeric features, warm starts and Yeo-Johnson warped scores (rows in
-    flight only kept out, inputs not warped) unless the study says otherwise; a launch on a
-    table space accepts it, a bad option is refused."""
+    """``numeric-gp``: numeric features, warm starts, Yeo-Johnson warped scores and warped
+    inputs with capped fits (rows in flight only kept out) unless the study says otherwise; a
+    launch on a table space accepts it, a bad option is refused."""
     from _procs import TABLE
 
     from archsearch.search import NumericGPLoop
@@ -78,19 +78,24 @@ def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
     loop = make_loop("numeric-gp", 0, 1, None)
     assert isinstance(loop, NumericGPLoop) and loop.name == "numeric-gp"
     assert loop.features == "numeric"
-    assert loop.own_options == {"warm_start": True, "outcome": "power"}
+    assert loop.own_options == {
+        "warm_start": True,
+        "outcome": "power",
+        "input_warp": True,
+        "fit_iterations": 100,
+    }
     proposer = loop.make_proposer(["maximize"])
     assert proposer.outcome == "power" and proposer.pending == "ignore" and proposer.warm_start
-    assert not proposer.input_warp
+    assert proposer.input_warp and proposer.fit_iterations == 100
     other = make_loop(
         "numeric-gp",
         0,
         1,
-        {"pending": "believer", "features": "both", "outcome": "standardize", "input_warp": True},
+        {"pending": "believer", "features": "both", "outcome": "standardize", "input_warp": False},
     )
     assert other.features == "both" and other.own_options["pending"] == "believer"
     assert other.make_proposer(["maximize"]).outcome == "standardize"
-    assert other.make_proposer(["maximize"]).input_warp
+    assert not other.make_proposer(["maximize"]).input_warp
     spec = SearchSpec.from_dict(
         {
             "name": "x",
@@ -156,7 +161,7 @@ def test_the_gp_loops_take_an_input_warp() -> None:
 def test_the_gp_loops_take_a_fit_iteration_cap() -> None:
     loop = make_loop("numeric-gp", 0, 1, {"input_warp": True, "fit_iterations": 100})
     assert loop.make_proposer(["maximize"]).fit_iterations == 100
-    assert make_loop("numeric-gp", 0, 1).make_proposer(["maximize"]).fit_iterations is None
+    assert make_loop("embedding-gp", 0, 1).make_proposer(["maximize"]).fit_iterations is None
     for bad in (0, -3, 2.5, True, "100"):
         with pytest.raises(SpecError, match="fit_iterations"):
             make_loop("embedding-gp", 0, 1, {"fit_iterations": bad})

@@ -27,7 +27,7 @@ box, is passed through a Kumaraswamy CDF whose two parameters are fitted with th
 (BoTorch's ``Warp``, Snoek et al. 2014, under its default priors): a size that matters on a log
 scale, or only near its top, then needs no fixed transform. A 0/1 column stays 0/1.
 Its fit is the costly one: run to L-BFGS-B's convergence it took 8,343 iterations (34 s on one
-core) at 200 observations of 20 inputs, against a few dozen without the warp. ``fit_iterations``
+core) at 200 observations of 20 inputs, against 96 without the warp. ``fit_iterations``
 caps the iterations of each fit; with ``warm_start`` each capped fit goes on from the last, so
 the hyperparameters still follow the data as it grows.
 

@@ -100,8 +100,8 @@ LOOP_OPTIONS: dict[str, dict[str, Any]] = {
     # The warped numeric GP with a Kumaraswamy warp of each input fitted with the kernel
     # (``input_warp``, Snoek et al. 2014): sizes whose effect is log-shaped need no fixed
     # transform. Chosen in every fold (2026-12-04 22:48) over ``embedding-gp@power``, but not
-    # made ``numeric-gp``'s default: a warm fit costs about 9 s against 0.1 s at 200
-    # observations on one core (see ``NumericGPLoop``).
+    # made ``numeric-gp``'s default as it is: a warm fit costs about 9 s against 0.1 s at 200
+    # observations on one core (its capped form, below, is the default).
     "embedding-gp@warp": {
         "features": "numeric",
         "warm_start": True,

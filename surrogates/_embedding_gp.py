@@ -153,11 +153,8 @@ class EmbeddingGPProposer(LibraryProposer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             mll = ExactMarginalLogLikelihood(model.likelihood, model)
-            if self.fit_iterations is None:
-                fit_gpytorch_mll(mll)
-            else:
-                options = {"options": {"maxiter": self.fit_iterations}}
-                fit_gpytorch_mll(mll, optimizer_kwargs=options)
+            cap = None if self.fit_iterations is None else {"maxiter": self.fit_iterations}
+            fit_gpytorch_mll(mll, optimizer_kwargs=None if cap is None else {"options": cap})
         if self.warm_start:
             self._hyperparameters[x.shape[1]] = {
                 k: v.detach().clone() for k, v in model.state_dict().items()

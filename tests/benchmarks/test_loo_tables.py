@@ -72,3 +72,40 @@ def test_a_top_found_past_the_budget_counts_as_never(tmp_path: Path) -> None:
         for s, h in enumerate((3, 18, 19, 30))
     ]
     assert loo_tables.evals_to_top(runs, table, 18) == [3, 18, 19, 19]
+
+
+def test_a_slow_baseline_can_run_on_fewer_report_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = ",".join(f"t{i}={_csv(tmp_path / f't{i}.csv', i)}:csv" for i in range(2))
+    cache = tmp_path / "runs.json"
+    argv = ["--tables", spec, "--candidates", "random", "--tune-seeds", "1", "--report-seeds"]
+    argv += ["3", "--baselines", "tpe,local-search", "--evals", "36", "--jobs", "1"]
+    argv += ["--cache", str(cache), "--seeds-for", "local-search=1"]
+    assert loo_tables.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("| local-search (1 seeds) |") == 2  # one header per fold
+    runs = loo_tables.json.loads(cache.read_text())
+    seeds = {k.rsplit("|", 1)[1] for k in runs if "|local-search|" in k}
+    assert seeds == {"1000"}  # only the first report seed replayed
+    assert {k.rsplit("|", 1)[1] for k in runs if "|tpe|" in k} == {"1000", "1001", "1002"}
+
+
+@pytest.mark.parametrize(
+    "value, complaint",
+    [
+        ("tpe=2", "only a baseline other than tpe"),
+        ("gp=2", "only a baseline other than tpe"),  # not among --baselines
+        ("local-search", "give LOOP=N"),
+        ("local-search=0", "give LOOP=N"),
+        ("local-search=9", "give LOOP=N"),
+        ("local-search=x", "give LOOP=N"),
+    ],
+)
+def test_bad_seeds_for_is_refused_with_the_fix(
+    value: str, complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--baselines", "tpe,local-search", "--report-seeds", "3", "--seeds-for", value]
+    with pytest.raises(SystemExit) as e:
+        loo_tables.main(argv)
+    assert e.value.code == 2 and complaint in capsys.readouterr().err

@@ -43,6 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import optuna.samplers._tpe._truncnorm as _truncnorm
 import scipy.special
+from _loo_candidates import CANDIDATES, LOOP_OPTIONS
 from _results import append_section
 
 from archsearch.server._replay import ReplayError, check_loops, replay_seeds
@@ -63,65 +64,6 @@ TABLES = {
     "lts-transxl-wt103": f"{SHARED}/nas-tables/lts_transxl_wt103.json:nas-tables",
 }
 TUNING_TABLE = "flexibert-sst2"  # where BOSHNAS's defaults were chosen, before this protocol
-CANDIDATES = (
-    "boshnas,boshnas@auto,boshnas@adapt,embedding-gp@pending,embedding-gp@numeric,"
-    "embedding-gp@numeric-ignore,embedding-gp@totals,embedding-gp@power,embedding-gp@warp,"
-    "embedding-gp@warp-bounded,"
-    "evolution,local-search,tpe"
-)
-LOOP_OPTIONS: dict[str, dict[str, Any]] = {
-    "boshnas@auto": {"features": "auto"},
-    "boshnas@adapt": {"features": "auto", "pending": "believer"},
-    # BoTorch's GP + qLogEI on the same features as BOSHNAS (one-hot only on the decoder
-    # tables, which have no graphs to embed), rows in flight believed at the GP's mean.
-    "embedding-gp@pending": {"features": "both", "pending": "believer", "warm_start": True},
-    # The same GP on the parameters with numbers kept as numbers (``features: numeric``).
-    "embedding-gp@numeric": {"features": "numeric", "pending": "believer", "warm_start": True},
-    # The same with an initial design of 5 random rows instead of 10. Not a default candidate:
-    # with it the protocol chose it in every fold by 0.00-0.02 of geometric mean, but on the
-    # FlexiBERT table it was worse one at a time (RESULTS.md, 2026-12-04); its replays stay in
-    # the cache (``--candidates ...,embedding-gp@numeric5`` reports them).
-    # The numeric GP with rows in flight only kept out (``pending: ignore``, qLogEI) instead
-    # of believed: ``numeric-gp``'s defaults on 2026-12-04, until ``embedding-gp@power``.
-    "embedding-gp@numeric-ignore": {"features": "numeric", "warm_start": True},
-    "embedding-gp@numeric5": {
-        "features": "numeric",
-        "pending": "believer",
-        "warm_start": True,
-        "n_init": 5,
-    },
-    # The numeric GP (rows in flight kept out) with each group of per-layer numbers' sum and
-    # mean as two more columns (``features: numeric+totals``): a model's size in one column.
-    "embedding-gp@totals": {"features": "numeric+totals", "warm_start": True},
-    # The numeric GP with its targets Yeo-Johnson warped after standardising (HEBO's output
-    # warping, ``outcome: power``): chosen in every fold, ``numeric-gp``'s defaults since
-    # 2026-12-04 19:15. ``embedding-gp@totals`` above was not chosen in any.
-    "embedding-gp@power": {"features": "numeric", "warm_start": True, "outcome": "power"},
-    # The warped numeric GP with a Kumaraswamy warp of each input fitted with the kernel
-    # (``input_warp``, Snoek et al. 2014): sizes whose effect is log-shaped need no fixed
-    # transform. Chosen in every fold (2026-12-04 22:48) over ``embedding-gp@power``, but not
-    # made ``numeric-gp``'s default as it is: a warm fit costs about 9 s against 0.1 s at 200
-    # observations on one core (its capped form, below, is the default).
-    "embedding-gp@warp": {
-        "features": "numeric",
-        "warm_start": True,
-        "outcome": "power",
-        "input_warp": True,
-    },
-    # The same with each fit capped at 100 L-BFGS-B iterations (``fit_iterations``), warm
-    # started: a fit at 200 observations of 20 inputs then takes about 0.5 s on one core instead
-    # of 9-34 s. 100 was chosen by that cost alone (a synthetic library, no table's scores).
-    # Tied with the uncapped warp on the tuning seeds (2026-12-05 00:15), so ``numeric-gp``'s
-    # default since then (the protocol had chosen the warp in every fold; only its cost had
-    # kept it out). Without ``embedding-gp@warp`` the protocol splits 2-2 with ``@power``.
-    "embedding-gp@warp-bounded": {
-        "features": "numeric",
-        "warm_start": True,
-        "outcome": "power",
-        "input_warp": True,
-        "fit_iterations": 100,
-    },
-}
 BASELINES = "tpe,evolution,local-search"  # reported beside the chosen loop; TPE always
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "one at a time": {"parallel": 1},

@@ -200,13 +200,6 @@ def protocol_tables(
     """
     shown = ["tpe", *(b for b in baselines if b != "tpe")]  # the goal is against TPE
     fewer = {loop: n for loop, n in (seeds_for or {}).items() if loop != "tpe"}
-
-    def seeds(loop: str) -> range:
-        return range(report.start, report.start + fewer[loop]) if loop in fewer else report
-
-    def label(loop: str) -> str:
-        return f"{loop} ({fewer[loop]} seeds)" if loop in fewer else loop
-
     capped = {name: budget(t, evals) for name, t in tables.items()}
     tuning: dict[str, dict[str, dict[str, float]]] = {}
     for loop in candidates:
@@ -226,6 +219,11 @@ def protocol_tables(
     passed = []
     for held_out, table in tables.items():
         chosen, means = choose(tuning, held_out)
+        columns = list(dict.fromkeys([chosen, *shown]))
+        count = {
+            loop: len(report) if loop == chosen else fewer.get(loop, len(report))
+            for loop in columns
+        }
         mark = " (the tuning table of BOSHNAS's defaults)" if held_out == TUNING_TABLE else ""
         lines += [
             f"**Held out: {held_out}**{mark}, {len(table.architectures)} rows; chosen on "
@@ -235,16 +233,19 @@ def protocol_tables(
             + ")",
             "",
             "| protocol | random (exact) | "
-            + " | ".join([chosen, *(label(b) for b in shown if b != chosen)])
+            + " | ".join(
+                loop if count[loop] == len(report) else f"{loop} ({count[loop]} seeds)"
+                for loop in columns
+            )
             + f" | {chosen} / random | {chosen} / TPE | goal |",
-            "|---|---:|" + "---:|" * (len(dict.fromkeys([chosen, *shown])) + 3),
+            "|---|---:|" + "---:|" * (len(columns) + 3),
         ]
         fold_ok = True
         for protocol in PROTOCOLS:
             random_median = exact_random(table, capped[held_out])
             medians, cells = {}, []
-            for loop in dict.fromkeys([chosen, *shown]):
-                some = report if loop == chosen else seeds(loop)
+            for loop in columns:
+                some = report[: count[loop]]
                 hits = evals_to_top(runs(held_out, loop, protocol, some), table, capped[held_out])
                 low, high = median_interval(hits)
                 medians[loop] = statistics.median(hits)

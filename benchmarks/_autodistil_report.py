@@ -238,9 +238,11 @@ def autodistil_compute(data: dict[str, Any], keys: Sequence[str]) -> float:
     return total
 
 
-def finetune_compute(data: dict[str, Any], key: str) -> float:
+def finetune_compute(data: dict[str, Any], key: str, task: str) -> float:
+    """One stand-alone fine-tuning of ``key`` on ``task`` with the task's truth recipe."""
     s = data["settings"]
-    return float(s["truth_steps"] * s["batch"] * 3 * data["students"][key]["flops"])
+    steps = s.get("truth_by_task", {}).get(task, {}).get("steps", s["truth_steps"])
+    return float(steps * s["batch"] * 3 * data["students"][key]["flops"])
 
 
 def compute_comparison(
@@ -273,7 +275,7 @@ def compute_comparison(
         top = sorted(fits, key=lambda key: -proxy_of[key])[:TOP_N]
         final = max(top, key=lambda key: truth_of(data, key, task))
         target = truth_of(data, final, task)
-        ours = stages + sum(finetune_compute(data, key) for key in top)
+        ours = stages + sum(finetune_compute(data, key, task) for key in top)
         table = ReplayTable(
             source=f"students within {budget:.0f} FLOPs",
             architectures=[student_of(data, key).to_dict() for key in fits],
@@ -283,7 +285,8 @@ def compute_comparison(
             metric=task,
         )
         cost_of = {
-            table.key(student_of(data, key).to_dict()): finetune_compute(data, key) for key in fits
+            table.key(student_of(data, key).to_dict()): finetune_compute(data, key, task)
+            for key in fits
         }
         cells, ratios = [], []
         for loop, seeds in replays.items():

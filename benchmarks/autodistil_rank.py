@@ -12,8 +12,9 @@ text, P2 task-proxy dev score per task, P5 relation loss of the student cut stra
 teacher); P3/P4 are params and FLOPs. K = 1's rank job trains ``--proxy-students`` students
 per P2 step (a step-seeded sandwich) of its 125, and K = 3's the same number of its 8. Truth:
 each of the 24 students extracted from its K = 3 supernet and fine-tuned stand-alone (one
-recipe) on each task and seed. ``report`` also gives the pooled τ-b against each task's truth
-alone.
+recipe per task) on each task and seed. ``report`` also gives the pooled τ-b against each
+task's truth alone. ``retruth`` replaces one task's truth with another recipe (longer, another
+metric, the whole dev set; ``_autodistil_truth.py``), keeping the old values in the file.
 
 ``report`` reads that file and prints (``--record``: appends to ``benchmarks/RESULTS.md``):
 Kendall τ-b and Spearman ρ of each proxy against the truth per sub-space and pooled, for K = 3
@@ -25,6 +26,8 @@ good on one task (``benchmarks/_autodistil_report.py`` says how compute is count
         [--steps 2000] [--proxy-steps 300] [--proxy-students 8] [--truth-steps 300]
         [--truth-lr 1e-4] [--train-subset 20000] [--eval-subset 872] [--heldout 2000]
         [--batch 32] [--seq 64] [--no-k1]
+    python benchmarks/autodistil_rank.py retruth F --task mrpc --steps 1000 --lr 1e-4
+        --metric accuracy [--eval-subset 0] [--seeds 0,1] [--workers 2]
     python benchmarks/autodistil_rank.py report F [--task sst2] [--loops tpe=20,boshnas=10]
         [--record]
 
@@ -43,16 +46,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _autodistil_report as report
+import _autodistil_truth as truth
 from _results import append_section
 
 from archsearch.spaces import Candidate
-from archsearch.spaces._students import MINILM_L6, Student
+from archsearch.spaces._students import MINILM_L6
 from archsearch.spaces._subspaces import preset
 from archsearch.worker import TrainContext
 from archsearch.worker._autodistil_trainer import AutodistilTrainer
-from archsearch.worker._metrics import primary_metric
-
-TRUTH_LR = 1e-4  # the truth runs' learning rate before --truth-lr; files without it used this
+from archsearch.worker._metrics import metric_names, primary_metric
 
 
 def build(args: argparse.Namespace) -> None:
@@ -66,11 +68,11 @@ def build(args: argparse.Namespace) -> None:
         )
     }  # fmt: skip
     settings["sandwich"] = 4
-    tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
+    tasks = args.tasks.split(",")
     if data:
         data["settings"] = grown(out, data["settings"], settings)
     spaces = preset("minilm-k3", MINILM_L6)
-    students = {s.key(): (space.name, s) for space in spaces for s in space.students(MINILM_L6)}
+    students = {s.key() for space in spaces for s in space.students(MINILM_L6)}
     data.setdefault("settings", settings)
     data["teacher_flops"] = report.TEACHER_FLOPS
     data["students"] = report.minilm_students()
@@ -98,30 +100,49 @@ def build(args: argparse.Namespace) -> None:
             data["proxies"][k].update({key: v for key, v in ranked.items() if key in students})
             data["seconds"][f"rank {label}"] = time.perf_counter() - start
             save()
-    for key, (name, student) in students.items():
-        done = data["truth"].setdefault(key, {})
-        if all(len(done.get(task, [])) == len(seeds) for task in tasks):
-            continue
-        start = time.perf_counter()
-        supernet = data["supernets"][f"K3:{name}"]
-        _truth(args, student, supernet, tasks, seeds, done)
-        seconds = data["seconds"]
-        seconds[f"truth {key}"] = seconds.get(f"truth {key}", 0.0) + time.perf_counter() - start
-        save()
+    truth.fill(data, tasks, save)
     print(f"built {out}: {sum(data['seconds'].values()):.0f} s of training in all", flush=True)
 
 
 def grown(out: Path, built: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` if a file built with ``built`` can be continued with them: equal but for
-    more truth seeds after the ones it has (``--seeds 0`` then ``--seeds 0,1``)."""
-    built = {"truth_lr": TRUTH_LR, **built}
+    more truth seeds after the ones it has (``--seeds 0`` then ``--seeds 0,1``). A task whose
+    truth ``retruth`` replaced keeps its own recipe."""
+    built = {"truth_lr": truth.TRUTH_LR, **built}
+    replaced = built.pop("truth_by_task", None)
     old, new = (str(s["seeds"]).split(",") for s in (built, settings))
     if {**built, "seeds": settings["seeds"]} != settings or new[: len(old)] != old:
         raise SystemExit(
             f"{out} was built with other settings: {built} (only seeds may grow, keeping "
             "the seeds it has first)"
         )
-    return settings
+    return {**settings, "truth_by_task": replaced} if replaced else settings
+
+
+def retruth(args: argparse.Namespace) -> None:
+    """Replace (or continue) one task's truth with another recipe; see ``_autodistil_truth``."""
+    out = Path(args.file)
+    data = json.loads(out.read_text())
+    metrics = metric_names(args.task)
+    if args.metric not in metrics:
+        raise SystemExit(f"--metric {args.metric}: {args.task} has {', '.join(metrics)}")
+    if args.workers < 1 or args.steps < 1 or args.lr <= 0 or args.eval_subset < 0:
+        raise SystemExit("--workers and --steps must be >= 1, --lr > 0, --eval-subset >= 0")
+    recipe = {
+        "steps": args.steps,
+        "lr": args.lr,
+        "eval_subset": args.eval_subset,
+        "metric": args.metric,
+        "seeds": args.seeds,
+    }
+    truth.replace_recipe(data, args.task, recipe)
+
+    def save() -> None:
+        out.write_text(json.dumps(data, indent=1))
+
+    save()
+    truth.fill(data, [args.task], save, args.workers)
+    print(f"{out}: {args.task}'s truth is {truth.describe(data['settings'])}", flush=True)
 
 
 def _supernet(args: argparse.Namespace, space: dict[str, Any], steps: int) -> str:
@@ -185,51 +206,10 @@ def _rank(
     return out
 
 
-def _truth(
-    args: argparse.Namespace,
-    student: Student,
-    supernet: str,
-    tasks: list[str],
-    seeds: list[int],
-    values: dict[str, list[float]],
-) -> None:
-    """Fine-tune ``student`` stand-alone on each task for each seed ``values`` (task -> per-seed
-    scores, in ``seeds``' order) lacks, appending the scores as they come."""
-    for task in tasks:
-        for seed in seeds[len(values.get(task, [])) :]:
-            candidate = Candidate(
-                space="autodistil",
-                kind="train",
-                architecture={"student": student.to_dict()},
-                recipe={
-                    "init": {"supernet": supernet},
-                    "max_steps": args.truth_steps,
-                    "eval_every": args.truth_steps,
-                    "batch_size": args.batch,
-                    "max_seq_length": args.seq,
-                    "learning_rate": args.truth_lr,
-                    "seed": seed,
-                    "measure_latency": False,
-                },
-                data={**{k: v for k, v in _data(args).items() if k != "tasks"}, "task": task},
-            )
-            result = AutodistilTrainer().train(candidate, TrainContext())
-            values.setdefault(task, []).append(100 * result.metrics[primary_metric(task)])
-    mean = statistics.fmean(v for vs in values.values() for v in vs)
-    print(f"truth {student.key()}: {mean:.2f}", flush=True)
-
-
 def show(args: argparse.Namespace) -> None:
     data = json.loads(Path(args.file).read_text())
-    n_seeds = len(str(data["settings"]["seeds"]).split(","))
-    missing = sorted(
-        key
-        for key in data["students"]
-        if any(
-            len(data["truth"].get(key, {}).get(task, [])) < n_seeds
-            for task in data["settings"]["tasks"].split(",")
-        )
-    )
+    tasks = str(data["settings"]["tasks"]).split(",")
+    missing = sorted({key for key, _, _ in truth.missing_jobs(data, tasks)})
     if missing:
         raise SystemExit(f"{args.file} has no truth yet for {missing}: rerun build to finish it")
     s = data["settings"]
@@ -237,10 +217,9 @@ def show(args: argparse.Namespace) -> None:
         f"MiniLM teacher, minilm-k3 sub-spaces ({len(data['students'])} students); supernets "
         f"{s['steps']} steps each (K = 1: {3 * s['steps']}), batch {s['batch']}, seq {s['seq']}; "
         f"rank: {s['proxy_steps']} P2 steps of {s['proxy_students']} students, "
-        f"{s['heldout']} held-out sentences; truth: {s['truth_steps']} steps (lr "
-        f"{s.get('truth_lr', TRUTH_LR):g}) on "
-        f"{s['tasks']} ({s['train_subset']} training, {s['eval_subset']} dev examples), seeds "
-        f"{s['seeds']}; training time in all {sum(data['seconds'].values()) / 60:.0f} min.",
+        f"{s['heldout']} held-out sentences; truth ({s['train_subset']} training examples): "
+        f"{truth.describe(s)}; training time in all {sum(data['seconds'].values()) / 60:.0f} "
+        "min.",
         "",
     ]
     corr, pooled = report.correlations(data)
@@ -283,7 +262,7 @@ def main() -> None:
     b.add_argument(
         "--truth-lr",
         type=float,
-        default=TRUTH_LR,
+        default=truth.TRUTH_LR,
         help="learning rate of the stand-alone truth runs",
     )
     b.add_argument("--train-subset", type=int, default=20000)
@@ -292,6 +271,15 @@ def main() -> None:
     b.add_argument("--batch", type=int, default=32)
     b.add_argument("--seq", type=int, default=64)
     b.add_argument("--no-k1", action="store_true")
+    t = sub.add_parser("retruth", help="replace one task's truth with another recipe")
+    t.add_argument("file")
+    t.add_argument("--task", required=True)
+    t.add_argument("--steps", type=int, required=True)
+    t.add_argument("--lr", type=float, required=True)
+    t.add_argument("--eval-subset", type=int, default=0, help="0: the whole dev set")
+    t.add_argument("--metric", required=True, help="the metric the truth is ranked by")
+    t.add_argument("--seeds", default="0,1")
+    t.add_argument("--workers", type=int, default=1, help="processes, one torch thread each")
     r = sub.add_parser("report", help="analyse a built file")
     r.add_argument("file")
     r.add_argument("--task", default="sst2", help="the task of the compute comparison")
@@ -299,7 +287,7 @@ def main() -> None:
     r.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     r.add_argument("--note", default="", help="what the summary row should say first")
     args = p.parse_args()
-    build(args) if args.command == "build" else show(args)
+    {"build": build, "retruth": retruth, "report": show}[args.command](args)
 
 
 if __name__ == "__main__":

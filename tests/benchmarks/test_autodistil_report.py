@@ -123,7 +123,10 @@ def test_autodistil_compute_counts_every_stage() -> None:
     data["settings"]["steps"] *= 2
     assert report.autodistil_compute(data, list(data["students"])) > small
     key = next(iter(data["students"]))
-    assert report.finetune_compute(data, key) == 7 * 4 * 3 * data["students"][key]["flops"]
+    assert report.finetune_compute(data, key, "sst2") == 7 * 4 * 3 * data["students"][key]["flops"]
+    data["settings"]["truth_by_task"] = {"mrpc": {"steps": 70}}  # a replaced truth's own steps
+    assert report.finetune_compute(data, key, "sst2") == 7 * 4 * 3 * data["students"][key]["flops"]
+    assert report.finetune_compute(data, key, "mrpc") == 70 * 4 * 3 * data["students"][key]["flops"]
 
 
 def test_a_built_file_takes_more_seeds_and_nothing_else() -> None:

@@ -12,7 +12,6 @@ as they come, so a cut run continues where it stopped.
 from __future__ import annotations
 
 import multiprocessing
-import statistics
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -183,7 +182,3 @@ def run_job(spec: dict[str, Any]) -> dict[str, float]:
         if name in {primary_metric(task), "accuracy", "f1", "mcc", "pearson", "spearman"}
     }
     return {**out, "train_seconds": float(metrics.get("train_seconds", 0.0))}
-
-
-def mean_truth(values: dict[str, list[float]]) -> float:
-    return statistics.fmean(v for vs in values.values() for v in vs)

@@ -128,6 +128,8 @@ def retruth(args: argparse.Namespace) -> None:
         raise SystemExit(f"--metric {args.metric}: {args.task} has {', '.join(metrics)}")
     if args.workers < 1 or args.steps < 1 or args.lr <= 0 or args.eval_subset < 0:
         raise SystemExit("--workers and --steps must be >= 1, --lr > 0, --eval-subset >= 0")
+    if not all(s.strip().isdigit() for s in args.seeds.split(",")):
+        raise SystemExit(f"--seeds {args.seeds}: give seeds as integers, e.g. 0,1")
     recipe = {
         "steps": args.steps,
         "lr": args.lr,

@@ -181,4 +181,7 @@ def test_retruth_refuses_a_metric_the_task_does_not_have(
     monkeypatch.setattr(sys, "argv", [*argv, "--lr", "-1", "--metric", "f1"])
     with pytest.raises(SystemExit, match="--lr > 0"):
         autodistil_rank.main()
+    monkeypatch.setattr(sys, "argv", [*argv, "--lr", "1e-4", "--metric", "f1", "--seeds", "0,a"])
+    with pytest.raises(SystemExit, match="give seeds as integers"):
+        autodistil_rank.main()
     assert json.loads(built.read_text()) == _built()  # nothing changed

@@ -59,8 +59,7 @@ def replace_recipe(data: dict[str, Any], task: str, recipe: dict[str, Any]) -> N
         raise SystemExit(f"--task {task}: the file was built for {settings['tasks']}")
     current = settings.get("truth_by_task", {}).get(task)
     if current is not None:
-        old, new = (str(r["seeds"]).split(",") for r in (current, recipe))
-        if {**current, "seeds": recipe["seeds"]} != recipe or new[: len(old)] != old:
+        if not only_seeds_grow(current, recipe):
             raise SystemExit(
                 f"{task}'s truth was already replaced with {current}; only seeds may grow, "
                 "keeping the seeds it has first"
@@ -73,6 +72,12 @@ def replace_recipe(data: dict[str, Any], task: str, recipe: dict[str, Any]) -> N
         for per_key in data.get("truth_metrics", {}).values():
             per_key.pop(task, None)
     settings.setdefault("truth_by_task", {})[task] = recipe
+
+
+def only_seeds_grow(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """``new`` equals ``old`` but for more ``seeds`` after the ones ``old`` has."""
+    before, after = (str(r["seeds"]).split(",") for r in (old, new))
+    return {**old, "seeds": new["seeds"]} == new and after[: len(before)] == before
 
 
 def missing_jobs(data: dict[str, Any], tasks: list[str]) -> list[tuple[str, str, int]]:

@@ -110,8 +110,7 @@ def grown(out: Path, built: dict[str, Any], settings: dict[str, Any]) -> dict[st
     truth ``retruth`` replaced keeps its own recipe."""
     built = {"truth_lr": truth.TRUTH_LR, **built}
     replaced = built.pop("truth_by_task", None)
-    old, new = (str(s["seeds"]).split(",") for s in (built, settings))
-    if {**built, "seeds": settings["seeds"]} != settings or new[: len(old)] != old:
+    if not truth.only_seeds_grow(built, settings):
         raise SystemExit(
             f"{out} was built with other settings: {built} (only seeds may grow, keeping "
             "the seeds it has first)"

@@ -80,7 +80,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return (rx * ry).sum(1) / np.sqrt((rx * rx).sum(1) * (ry * ry).sum(1))
 
 
-def _interval(
+def interval(
     x: Sequence[float], y: Sequence[float], fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
 ) -> tuple[float, float, float]:
     """``fn(x, y)`` and its 90% bootstrap interval over the pairs (1,000 resamples)."""
@@ -125,8 +125,8 @@ def correlations(data: dict[str, Any]) -> tuple[list[str], dict[tuple[str, str],
             for name, keys in names.items():
                 x = [scores[key][proxy] for key in keys]
                 y = [truth_of(data, key) for key in keys]
-                t, tlo, thi = _interval(x, y, tau_b)
-                r, rlo, rhi = _interval(x, y, spearman)
+                t, tlo, thi = interval(x, y, tau_b)
+                r, rlo, rhi = interval(x, y, spearman)
                 cells.append(
                     f"τ {t:+.2f} [{tlo:+.2f},{thi:+.2f}] ρ {r:+.2f} [{rlo:+.2f},{rhi:+.2f}]"
                 )
@@ -157,7 +157,7 @@ def per_task(data: dict[str, Any]) -> list[str]:
                 name = f"{proxy}:{task}" if proxy == LOOP_PROXY else proxy
                 x = [data["proxies"][k][key][name] for key in keys]
                 y = [truth_of(data, key, task) for key in keys]
-                t, lo, hi = _interval(x, y, tau_b)
+                t, lo, hi = interval(x, y, tau_b)
                 cells.append(f"{t:+.2f} [{lo:+.2f},{hi:+.2f}]")
         lines.append(f"| {proxy} | " + " | ".join(cells) + " |")
     return [*lines, ""]

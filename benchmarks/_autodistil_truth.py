@@ -103,8 +103,8 @@ def fill(
     metric) and all the task's metrics, saving after each. ``run`` is the job runner (tests
     pass a fake one)."""
     jobs = missing_jobs(data, tasks)
-    specs = [_spec(data, key, task, seed, workers) for key, task, seed in jobs]
-    results = _results(specs, workers, run or run_job)
+    specs = [job_spec(data, key, task, seed, workers) for key, task, seed in jobs]
+    results = run_specs(specs, workers, run or run_job)
     for (key, task, seed), metrics in zip(jobs, results, strict=True):
         metric = recipe_for(data["settings"], task)["metric"]
         data["truth"].setdefault(key, {}).setdefault(task, []).append(metrics[metric])
@@ -121,7 +121,7 @@ def fill(
         )
 
 
-def _results(
+def run_specs(
     specs: list[dict[str, Any]], workers: int, run: Callable[[dict[str, Any]], dict[str, float]]
 ) -> Iterator[dict[str, float]]:
     if workers <= 1 or len(specs) <= 1:
@@ -131,7 +131,7 @@ def _results(
         yield from pool.imap(run, specs)  # in submission order, run ahead on every worker
 
 
-def _spec(data: dict[str, Any], key: str, task: str, seed: int, workers: int) -> dict[str, Any]:
+def job_spec(data: dict[str, Any], key: str, task: str, seed: int, workers: int) -> dict[str, Any]:
     s = data["settings"]
     r = recipe_for(s, task)
     name = data["students"][key]["subspace"]
@@ -151,7 +151,8 @@ def _spec(data: dict[str, Any], key: str, task: str, seed: int, workers: int) ->
 
 
 def run_job(spec: dict[str, Any]) -> dict[str, float]:
-    """Fine-tune one student stand-alone; its dev metrics x100 and ``train_seconds``."""
+    """Fine-tune one student stand-alone, taken from ``spec["supernet"]`` (``None``: cut
+    straight from the teacher); its dev metrics x100 and ``train_seconds``."""
     import torch
 
     from archsearch.worker import TrainContext
@@ -164,7 +165,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, float]:
         kind="train",
         architecture={"student": spec["student"]},
         recipe={
-            "init": {"supernet": spec["supernet"]},
+            **({"init": {"supernet": spec["supernet"]}} if spec["supernet"] else {}),
             "max_steps": spec["steps"],
             "eval_every": spec["steps"],
             "batch_size": spec["batch"],

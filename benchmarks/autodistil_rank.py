@@ -15,6 +15,8 @@ each of the 24 students extracted from its K = 3 supernet and fine-tuned stand-a
 recipe per task) on each task and seed. ``report`` also gives the pooled τ-b against each
 task's truth alone. ``retruth`` replaces one task's truth with another recipe (longer, another
 metric, the whole dev set; ``_autodistil_truth.py``), keeping the old values in the file.
+``cut`` fine-tunes students cut straight from the teacher with a task's truth recipe, to show
+whether the supernet helps them at all (``_autodistil_cut.py``); ``report`` then prints both.
 
 ``report`` reads that file and prints (``--record``: appends to ``benchmarks/RESULTS.md``):
 Kendall τ-b and Spearman ρ of each proxy against the truth per sub-space and pooled, for K = 3
@@ -28,6 +30,7 @@ good on one task (``benchmarks/_autodistil_report.py`` says how compute is count
         [--batch 32] [--seq 64] [--no-k1]
     python benchmarks/autodistil_rank.py retruth F --task mrpc --steps 1000 --lr 1e-4
         --metric accuracy [--eval-subset 0] [--seeds 0,1] [--workers 2]
+    python benchmarks/autodistil_rank.py cut F --task mrpc [--students all] [--workers 2]
     python benchmarks/autodistil_rank.py report F [--task sst2] [--loops tpe=20,boshnas=10]
         [--record]
 
@@ -45,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _autodistil_cut as cut
 import _autodistil_report as report
 import _autodistil_truth as truth
 from _results import append_section
@@ -146,6 +150,22 @@ def retruth(args: argparse.Namespace) -> None:
     print(f"{out}: {args.task}'s truth is {truth.describe(data['settings'])}", flush=True)
 
 
+def cut_from_teacher(args: argparse.Namespace) -> None:
+    """Fine-tune students cut straight from the teacher with a task's truth recipe; see
+    ``_autodistil_cut``."""
+    out = Path(args.file)
+    data = json.loads(out.read_text())
+    if args.workers < 1:
+        raise SystemExit("--workers must be >= 1")
+    keys = list(data["students"]) if args.students == "all" else args.students.split(",")
+
+    def save() -> None:
+        out.write_text(json.dumps(data, indent=1))
+
+    cut.fill(data, args.task, keys, save, args.workers)
+    print("\n".join(cut.lines(data)), flush=True)
+
+
 def _supernet(args: argparse.Namespace, space: dict[str, Any], steps: int) -> str:
     recipe = {"steps": steps, "batch_size": args.batch, "max_seq_length": args.seq}
     candidate = Candidate(
@@ -229,8 +249,8 @@ def show(args: argparse.Namespace) -> None:
     compute_lines, worst = report.compute_comparison(data, args.task, loops)
     goal_lines, passed = report.goals(pooled, regret, worst)
     text = "\n".join(
-        [*head, *corr, *report.per_task(data), *regret_lines, *compute_lines, "Goals:", "",
-         *goal_lines]
+        [*head, *corr, *report.per_task(data), *cut.lines(data), *regret_lines,
+         *compute_lines, "Goals:", "", *goal_lines]
     )  # fmt: skip
     print(text)
     if args.record:
@@ -281,6 +301,11 @@ def main() -> None:
     t.add_argument("--metric", required=True, help="the metric the truth is ranked by")
     t.add_argument("--seeds", default="0,1")
     t.add_argument("--workers", type=int, default=1, help="processes, one torch thread each")
+    c = sub.add_parser("cut", help="fine-tune students cut straight from the teacher")
+    c.add_argument("file")
+    c.add_argument("--task", required=True)
+    c.add_argument("--students", default="all", help="student keys, comma-separated, or all")
+    c.add_argument("--workers", type=int, default=1, help="processes, one torch thread each")
     r = sub.add_parser("report", help="analyse a built file")
     r.add_argument("file")
     r.add_argument("--task", default="sst2", help="the task of the compute comparison")
@@ -288,7 +313,8 @@ def main() -> None:
     r.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     r.add_argument("--note", default="", help="what the summary row should say first")
     args = p.parse_args()
-    {"build": build, "retruth": retruth, "report": show}[args.command](args)
+    commands = {"build": build, "retruth": retruth, "cut": cut_from_teacher, "report": show}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

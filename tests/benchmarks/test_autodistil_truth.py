@@ -185,3 +185,65 @@ def test_retruth_refuses_a_metric_the_task_does_not_have(
     with pytest.raises(SystemExit, match="give seeds as integers"):
         autodistil_rank.main()
     assert json.loads(built.read_text()) == _built()  # nothing changed
+
+
+# ---- ``autodistil_rank.py cut`` (``_autodistil_cut``): students cut straight from the teacher
+
+
+def test_cuts_run_from_the_teacher_with_the_tasks_recipe_and_continue() -> None:
+    import _autodistil_cut as cut
+
+    data = _built()
+    truth.replace_recipe(data, "mrpc", {**MRPC_1000, "seeds": "0"})
+    specs: list[dict[str, Any]] = []
+    supernet_truth = copy.deepcopy(data["truth"])
+
+    def record(spec: dict[str, Any]) -> dict[str, float]:
+        specs.append(spec)
+        return _fake(spec)
+
+    cut.fill(data, "mrpc", KEYS[1:], lambda: None, run=record)
+    assert [(s["student"]["layers"], s["seed"]) for s in specs] == [(3, 0), (4, 0)]
+    assert all(s["supernet"] is None and s["steps"] == 1000 for s in specs)  # no supernet
+    assert data["teacher_cut"]["mrpc"]["truth"] == {KEYS[1]: [30.0], KEYS[2]: [40.0]}
+    assert data["truth"] == supernet_truth  # the supernet's truth untouched
+    specs.clear()
+    truth.replace_recipe(data, "mrpc", dict(MRPC_1000))  # seed 1 too: only the new jobs run
+    cut.fill(data, "mrpc", KEYS[1:], lambda: None, run=record)
+    assert [(s["student"]["layers"], s["seed"]) for s in specs] == [(3, 1), (4, 1)]
+    assert data["teacher_cut"]["mrpc"]["truth"][KEYS[2]] == [40.0, 41.0]
+
+
+def test_cuts_refuse_another_recipe_an_unknown_student_and_another_task() -> None:
+    import _autodistil_cut as cut
+
+    data = _built()
+    cut.fill(data, "mrpc", KEYS[:1], lambda: None, run=_fake)  # the build's recipe: F1
+    assert data["teacher_cut"]["mrpc"]["truth"] == {KEYS[0]: [20.5, 21.5]}
+    truth.replace_recipe(data, "mrpc", dict(MRPC_1000))
+    with pytest.raises(SystemExit, match=r"remove teacher_cut\.mrpc"):
+        cut.fill(data, "mrpc", KEYS[:1], lambda: None, run=_fake)
+    with pytest.raises(SystemExit, match=r"\['L9_A1_H1_I1'\] are not students"):
+        cut.fill(data, "sst2", ["L9_A1_H1_I1"], lambda: None, run=_fake)
+    with pytest.raises(SystemExit, match="built for sst2,mrpc"):
+        cut.fill(data, "cola", KEYS, lambda: None, run=_fake)
+
+
+def test_the_cut_table_compares_each_student_on_the_seeds_both_have() -> None:
+    import _autodistil_cut as cut
+
+    data = _built()
+    assert cut.lines(data) == []  # no cuts, no table
+    data["teacher_cut"] = {
+        "mrpc": {
+            "recipe": truth.recipe_for(data["settings"], "mrpc"),
+            # supernet truth [78, 79] for every student; the third cut has one seed only
+            "truth": {KEYS[0]: [70.0, 71.0], KEYS[1]: [80.0, 81.0], KEYS[2]: [60.0]},
+        }
+    }
+    text = "\n".join(cut.lines(data))
+    assert f"| {KEYS[0]} | 0.0 | 78.5 | 70.5 | +8.0 | 2 |" in text
+    assert f"| {KEYS[1]} | 0.0 | 78.5 | 80.5 | -2.0 | 2 |" in text
+    assert f"| {KEYS[2]} | 0.0 | 78.0 | 60.0 | +18.0 | 1 |" in text
+    assert "mean over 3 students: +8.00 points" in text  # (8 - 2 + 18) / 3
+    assert "better for 2 of 3" in text

@@ -1,0 +1,121 @@
+"""Does the supernet help? ``autodistil_rank.py cut``: students cut straight from the teacher
+(AutoDistil's extraction rule, no supernet training) and fine-tuned with the task's truth
+recipe and seeds, against the truth of the same students taken from their K = 3 supernet.
+
+AutoDistil's claim is that a student taken from a trained supernet starts better than one cut
+from the teacher; if the supernet's students fine-tune no better than the plain cuts, the
+supernet's ranking is of students that extraction alone would give. Stored in the built file
+under ``teacher_cut[task]``: the recipe it ran with and each student's scores in seed order
+(a cut run continues with the same command; more students or seeds may be added later).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import _autodistil_report as report
+import _autodistil_truth as truth
+import numpy as np
+
+
+def fill(
+    data: dict[str, Any],
+    task: str,
+    keys: list[str],
+    save: Callable[[], None],
+    workers: int = 1,
+    run: Callable[[dict[str, Any]], dict[str, float]] | None = None,
+) -> None:
+    """Fine-tune each of ``keys`` cut from the teacher on ``task``, for each of the task's
+    truth seeds not yet stored, saving after each. A recipe other than the one the stored cuts
+    ran with is refused (``SystemExit``) unless only its seeds grew."""
+    if task not in str(data["settings"]["tasks"]).split(","):
+        raise SystemExit(f"--task {task}: the file was built for {data['settings']['tasks']}")
+    unknown = [key for key in keys if key not in data["students"]]
+    if unknown:
+        raise SystemExit(f"--students: {unknown} are not students of this file (see its report)")
+    recipe = truth.recipe_for(data["settings"], task)
+    store = data.setdefault("teacher_cut", {}).setdefault(task, {"recipe": recipe, "truth": {}})
+    if not truth.only_seeds_grow(store["recipe"], recipe):
+        raise SystemExit(
+            f"the cuts of {task} ran with {store['recipe']}, its truth recipe is now {recipe}: "
+            f"remove teacher_cut.{task} from the file to run them again"
+        )
+    store["recipe"] = recipe
+    jobs = [
+        (key, seed)
+        for i, seed in enumerate(truth.seeds_of(data["settings"], task))
+        for key in keys
+        if len(store["truth"].get(key, [])) <= i
+    ]
+    specs = [
+        {**truth.job_spec(data, key, task, seed, workers), "supernet": None} for key, seed in jobs
+    ]
+    results = truth.run_specs(specs, workers, run or truth.run_job)
+    for (key, seed), metrics in zip(jobs, results, strict=True):
+        score = metrics[recipe["metric"]]
+        store["truth"].setdefault(key, []).append(score)
+        data.setdefault("seconds", {})[f"cut {key} {task} {seed}"] = metrics["train_seconds"]
+        save()
+        print(
+            f"cut {key} {task} seed {seed}: {recipe['metric']} {score:.2f} "
+            f"({metrics['train_seconds']:.0f} s)",
+            flush=True,
+        )
+
+
+def lines(data: dict[str, Any]) -> list[str]:
+    """Markdown lines, one table per task with cuts: each student's truth from its supernet
+    beside its teacher cut's (means over the seeds both have), then the mean difference with a
+    90% bootstrap interval over students, how many the supernet wins, and the τ-b between the
+    two. Empty when the file has no cuts."""
+    out: list[str] = []
+    for task, store in sorted(data.get("teacher_cut", {}).items()):
+        keys = [key for key in data["students"] if store["truth"].get(key)]
+        if not keys:
+            continue
+        pairs = {}
+        for key in keys:
+            n = min(len(store["truth"][key]), len(data["truth"][key][task]))
+            pairs[key] = (
+                statistics.fmean(data["truth"][key][task][:n]),
+                statistics.fmean(store["truth"][key][:n]),
+                n,
+            )
+        metric = store["recipe"]["metric"]
+        out += [
+            f"Supernet or plain cut? {task} {metric} of each student taken from its K = 3 "
+            "supernet (the truth) and cut straight from the teacher, the same fine-tuning "
+            f"({store['recipe']['steps']} steps, lr {store['recipe']['lr']:g})",
+            "",
+            "| student | params (M) | from supernet | cut from teacher | difference | seeds |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, (sup, cut, n) in pairs.items():
+            params = data["students"][key]["params"] / 1e6
+            out.append(f"| {key} | {params:.1f} | {sup:.1f} | {cut:.1f} | {sup - cut:+.1f} | {n} |")
+        sup_v = [p[0] for p in pairs.values()]
+        cut_v = [p[1] for p in pairs.values()]
+        diff, lo, hi = report.interval(sup_v, cut_v, _mean_difference)
+        wins = sum(s > c for s, c in zip(sup_v, cut_v, strict=True))
+        tau = report.interval(sup_v, cut_v, report.tau_b) if len(keys) > 2 else None
+        out += [
+            "",
+            f"Supernet minus cut, mean over {len(keys)} students: {diff:+.2f} points "
+            f"[{lo:+.2f}, {hi:+.2f}] (90% bootstrap over students); the supernet's student "
+            f"is better for {wins} of {len(keys)}"
+            + (
+                f"; τ-b between the two rankings {tau[0]:+.2f} [{tau[1]:+.2f}, {tau[2]:+.2f}]"
+                if tau
+                else ""
+            )
+            + ".",
+            "",
+        ]
+    return out
+
+
+def _mean_difference(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.asarray((x - y).mean(1))

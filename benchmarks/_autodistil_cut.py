@@ -6,7 +6,8 @@ AutoDistil's claim is that a student taken from a trained supernet starts better
 from the teacher; if the supernet's students fine-tune no better than the plain cuts, the
 supernet's ranking is of students that extraction alone would give. Stored in the built file
 under ``teacher_cut[task]``: the recipe it ran with and each student's scores in seed order
-(a cut run continues with the same command; more students or seeds may be added later).
+(an interrupted run continues with the same command; more students or seeds may be added
+later).
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ recipe and seeds, against the truth of the same students taken from their K = 3 
 AutoDistil's claim is that a student taken from a trained supernet starts better than one cut
 from the teacher; if the supernet's students fine-tune no better than the plain cuts, the
 supernet's ranking is of students that extraction alone would give. Stored in the built file
-under ``teacher_cut[task]``: the recipe it ran with and each student's scores in seed order
-(an interrupted run continues with the same command; more students or seeds may be added
-later).
+under ``teacher_cut[task]``: the recipe it ran with, each student's scores in seed order and
+its training seconds (an interrupted run continues with the same command; more students or
+seeds may be added later).
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def fill(
     for (key, seed), metrics in zip(jobs, results, strict=True):
         score = metrics[recipe["metric"]]
         store["truth"].setdefault(key, []).append(score)
-        data.setdefault("seconds", {})[f"cut {key} {task} {seed}"] = metrics["train_seconds"]
+        seconds = store.setdefault("seconds", {})  # apart from the build's training time
+        seconds[key] = seconds.get(key, 0.0) + metrics["train_seconds"]
         save()
         print(
             f"cut {key} {task} seed {seed}: {recipe['metric']} {score:.2f} "
@@ -74,17 +75,19 @@ def lines(data: dict[str, Any]) -> list[str]:
     two. Empty when the file has no cuts."""
     out: list[str] = []
     for task, store in sorted(data.get("teacher_cut", {}).items()):
-        keys = [key for key in data["students"] if store["truth"].get(key)]
+        pairs = {}
+        for key in data["students"]:
+            supernet = data["truth"].get(key, {}).get(task, [])
+            n = min(len(store["truth"].get(key, [])), len(supernet))
+            if n:  # a student without both has nothing to compare
+                pairs[key] = (
+                    statistics.fmean(supernet[:n]),
+                    statistics.fmean(store["truth"][key][:n]),
+                    n,
+                )
+        keys = list(pairs)
         if not keys:
             continue
-        pairs = {}
-        for key in keys:
-            n = min(len(store["truth"][key]), len(data["truth"][key][task]))
-            pairs[key] = (
-                statistics.fmean(data["truth"][key][task][:n]),
-                statistics.fmean(store["truth"][key][:n]),
-                n,
-            )
         metric = store["recipe"]["metric"]
         out += [
             f"Supernet or plain cut? {task} {metric} of each student taken from its K = 3 "

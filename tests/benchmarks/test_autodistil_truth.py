@@ -207,6 +207,8 @@ def test_cuts_run_from_the_teacher_with_the_tasks_recipe_and_continue() -> None:
     assert all(s["supernet"] is None and s["steps"] == 1000 for s in specs)  # no supernet
     assert data["teacher_cut"]["mrpc"]["truth"] == {KEYS[1]: [30.0], KEYS[2]: [40.0]}
     assert data["truth"] == supernet_truth  # the supernet's truth untouched
+    assert data["seconds"] == {}  # nor the build's training time: the cuts keep their own
+    assert data["teacher_cut"]["mrpc"]["seconds"] == {KEYS[1]: 1.0, KEYS[2]: 1.0}
     specs.clear()
     truth.replace_recipe(data, "mrpc", dict(MRPC_1000))  # seed 1 too: only the new jobs run
     cut.fill(data, "mrpc", KEYS[1:], lambda: None, run=record)
@@ -247,3 +249,5 @@ def test_the_cut_table_compares_each_student_on_the_seeds_both_have() -> None:
     assert f"| {KEYS[2]} | 0.0 | 78.0 | 60.0 | +18.0 | 1 |" in text
     assert "mean over 3 students: +8.00 points" in text  # (8 - 2 + 18) / 3
     assert "better for 2 of 3" in text
+    del data["truth"][KEYS[2]]["mrpc"]  # a student without the supernet's truth is left out
+    assert "mean over 2 students: +3.00 points" in "\n".join(cut.lines(data))

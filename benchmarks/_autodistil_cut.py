@@ -32,8 +32,7 @@ def fill(
     """Fine-tune each of ``keys`` cut from the teacher on ``task``, for each of the task's
     truth seeds not yet stored, saving after each. A recipe other than the one the stored cuts
     ran with is refused (``SystemExit``) unless only its seeds grew."""
-    if task not in str(data["settings"]["tasks"]).split(","):
-        raise SystemExit(f"--task {task}: the file was built for {data['settings']['tasks']}")
+    truth.check_task(data["settings"], task)
     unknown = [key for key in keys if key not in data["students"]]
     if unknown:
         raise SystemExit(f"--students: {unknown} are not students of this file (see its report)")

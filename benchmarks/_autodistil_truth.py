@@ -55,8 +55,7 @@ def replace_recipe(data: dict[str, Any], task: str, recipe: dict[str, Any]) -> N
     the task's old truth to ``data["replaced_truth"][task]``; the same recipe with more seeds
     after the ones it has continues it; anything else is refused (``SystemExit``)."""
     settings = data["settings"]
-    if str(task) not in str(settings["tasks"]).split(","):
-        raise SystemExit(f"--task {task}: the file was built for {settings['tasks']}")
+    check_task(settings, task)
     current = settings.get("truth_by_task", {}).get(task)
     if current is not None:
         if not only_seeds_grow(current, recipe):
@@ -72,6 +71,12 @@ def replace_recipe(data: dict[str, Any], task: str, recipe: dict[str, Any]) -> N
         for per_key in data.get("truth_metrics", {}).values():
             per_key.pop(task, None)
     settings.setdefault("truth_by_task", {})[task] = recipe
+
+
+def check_task(settings: dict[str, Any], task: str) -> None:
+    """Refuse (``SystemExit``) a task the file was not built for."""
+    if str(task) not in str(settings["tasks"]).split(","):
+        raise SystemExit(f"--task {task}: the file was built for {settings['tasks']}")
 
 
 def only_seeds_grow(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -44,6 +44,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,7 @@ def build(args: argparse.Namespace) -> None:
         data.setdefault(k, {})
     data.setdefault("proxies", {"K3": {}, "K1": {}})
 
-    def save() -> None:
-        out.write_text(json.dumps(data, indent=1))
-
+    save = _saver(out, data)
     jobs = [(f"K3:{space.name}", space.to_dict(), args.steps) for space in spaces]
     if not args.no_k1:
         union = preset("minilm-k1", MINILM_L6)[0].to_dict()
@@ -142,9 +141,7 @@ def retruth(args: argparse.Namespace) -> None:
     }
     truth.replace_recipe(data, args.task, recipe)
 
-    def save() -> None:
-        out.write_text(json.dumps(data, indent=1))
-
+    save = _saver(out, data)
     save()
     truth.fill(data, [args.task], save, args.workers)
     print(f"{out}: {args.task}'s truth is {truth.describe(data['settings'])}", flush=True)
@@ -159,11 +156,19 @@ def cut_from_teacher(args: argparse.Namespace) -> None:
         raise SystemExit("--workers must be >= 1")
     keys = list(data["students"]) if args.students == "all" else args.students.split(",")
 
+    save = _saver(out, data)
+    cut.fill(data, args.task, keys, save, args.workers)
+    print("\n".join(cut.lines(data)), flush=True)
+
+
+def _saver(out: Path, data: dict[str, Any]) -> Callable[[], None]:
+    """A function writing ``data`` to ``out``, called after each finished job so that an
+    interrupted run loses none."""
+
     def save() -> None:
         out.write_text(json.dumps(data, indent=1))
 
-    cut.fill(data, args.task, keys, save, args.workers)
-    print("\n".join(cut.lines(data)), flush=True)
+    return save
 
 
 def _supernet(args: argparse.Namespace, space: dict[str, Any], steps: int) -> str:

@@ -46,7 +46,8 @@ def add_replay_command(command: Callable[[str, str], argparse.ArgumentParser]) -
         action="append",
         metavar="KEY=VALUE",
         help="a reader option, repeatable: task=cola (flexibert), metric=test_ppl (nas-tables), "
-        "score=acc and direction=minimize (csv), objective=1 (optuna)",
+        "score=acc and direction=minimize (csv), objective=1 (optuna), padded=true (all but "
+        "flexibert: every layer's parameters in every trial, for gp)",
     )
     r.add_argument(
         "--loops",

@@ -15,6 +15,12 @@ distribution, shared by every structure that has it: a categorical for non-numbe
 numbers with at most ``CATEGORICAL_MAX`` distinct values in the table (heads 2|4|8), else an int
 or float range from the table's smallest to its largest value.
 
+With ``padded`` (a reader option, ``--table-option padded=true``) every trial suggests every
+non-structural parameter of every structure, and those the chosen structure lacks are ignored.
+Optuna's samplers that model only the parameters every trial has (``GPSampler``, TPE without
+``group``) then model all of them instead of the few shared by every depth; ``to_params`` fills
+a row's unused parameters with their smallest (first) value.
+
 The suggestion is then mapped to the *nearest row* of its structure: the smallest sum, over the
 parameters, of ``|difference| / range`` (the parameter's largest minus smallest value in the
 table) for numbers and of 1 for a different non-number; ties are broken by a hash of the
@@ -86,14 +92,21 @@ class RowTableSpace(DesignSpace, EnumerableSpace, FeatureSpace, RawFeatureSpace,
         architectures: The rows' architectures (dicts of JSON scalars or lists of scalars),
             distinct; their order is the enumeration's.
         label: A name for messages (the table's file).
+        padded: Suggest every structure's parameters in every trial (the module docstring).
     """
 
     name = "table-rows"
 
-    def __init__(self, architectures: Sequence[Mapping[str, Any]], label: str = "table") -> None:
+    def __init__(
+        self,
+        architectures: Sequence[Mapping[str, Any]],
+        label: str = "table",
+        padded: bool = False,
+    ) -> None:
         if not architectures:
             raise SpecError("table", f"{label} has no rows to search")
         self.label = label
+        self.padded = padded
         self.rows = [dict(a) for a in architectures]
         self.index = {row_key(a): i for i, a in enumerate(self.rows)}
         if len(self.index) != len(self.rows):
@@ -133,6 +146,9 @@ class RowTableSpace(DesignSpace, EnumerableSpace, FeatureSpace, RawFeatureSpace,
         self._structure_of = {
             i: label_s for label_s, (_, members) in self._structures.items() for i in members
         }
+        #: What ``suggest`` asks besides the structure: its own parameters, or with ``padded``
+        #: every structure's.
+        self.suggested = sorted({n for free, _ in self._structures.values() for n in free})
         self._flat = flat
         self._choice_list = {n: self._distinct(n) for n in names}
         self._choice_index = {
@@ -196,9 +212,10 @@ class RowTableSpace(DesignSpace, EnumerableSpace, FeatureSpace, RawFeatureSpace,
             str(trial.suggest_categorical(STRUCTURE, labels)) if len(labels) > 1 else labels[0]
         )
         free, _ = self._structures[label_s]
-        params = {n: self._suggest_one(trial, n) for n in free}
+        asked = {n: self._suggest_one(trial, n) for n in (self.suggested if self.padded else free)}
+        params = {n: asked[n] for n in free}
         row = self.nearest_row(label_s, params)
-        if self.to_params(row) != ({STRUCTURE: label_s} if len(labels) > 1 else {}) | params:
+        if self._own_params(row) != ({STRUCTURE: label_s} if len(labels) > 1 else {}) | params:
             described = json.dumps(params, sort_keys=True, separators=(",", ":"))
             trial.set_user_attr(MAPPED_FROM_ATTR, f"{label_s} {described}")
         return dict(row)
@@ -262,12 +279,19 @@ class RowTableSpace(DesignSpace, EnumerableSpace, FeatureSpace, RawFeatureSpace,
     def sample(self, rng: random.Random) -> dict[str, Any]:
         return dict(rng.choice(self.rows))
 
-    def to_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
+    def _own_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
+        """The structure (when there are several) and the row's own parameters."""
         i = self.index[row_key(self.validate(architecture))]
         label_s = self._structure_of[i]
         free, _ = self._structures[label_s]
         params = {n: self._flat[i][n] for n in free}
         return ({STRUCTURE: label_s} if len(self._structures) > 1 else {}) | params
+
+    def to_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
+        own = self._own_params(architecture)
+        if not self.padded:
+            return own
+        return own | {n: self._choice_list[n][0] for n in self.suggested if n not in own}
 
     def feature_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
         """Every parameter (structural ones too); a number with more than ``FEATURE_BINS``

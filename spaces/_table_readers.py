@@ -18,7 +18,8 @@ A reader turns a source (a file, or an Optuna storage URL) into a :class:`Replay
   ``study`` its name; parameters are the trials' parameters, the score their first value (option
   ``objective``: another index), the direction the study's.
 
-Every format but ``flexibert`` searches a :class:`~archsearch.spaces._row_table.RowTableSpace`.
+Every format but ``flexibert`` searches a :class:`~archsearch.spaces._row_table.RowTableSpace`;
+their option ``padded`` (``true``/``false``, default false) is its ``padded``.
 Rows whose architecture repeats keep the first score (``ReplayTable.repeated`` counts the rest).
 """
 
@@ -97,6 +98,8 @@ class TableReader(abc.ABC):
                 f"not an option of the {fmt} format",
                 f"known: {known}",
             )
+        if "padded" in options:
+            _padded(options)  # a bad value is refused before the source is read
 
 
 #: Every table format by name.
@@ -141,11 +144,28 @@ def _check_scalar_arch(arch: Any, where: str) -> dict[str, Any]:
     return dict(arch)
 
 
+#: The reader option of every ``RowTableSpace`` format (see ``RowTableSpace``'s ``padded``).
+PADDED_OPTION = {
+    "padded": "true: every trial suggests every layer's parameters, a shorter structure "
+    "ignoring the rest (for samplers that model only the parameters all trials share)"
+}
+
+
+def _padded(options: Mapping[str, Any]) -> bool:
+    value = options.get("padded", False)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise SpecError("table_options.padded", f"must be true or false, got {value!r}")
+    return value
+
+
 def _rows_table(
     source: str,
     rows: list[tuple[dict[str, Any], float]],
     direction: str,
     metric: str,
+    padded: bool = False,
 ) -> ReplayTable:
     """A table of generic rows (the first of repeated architectures kept)."""
     if not rows:
@@ -159,7 +179,7 @@ def _rows_table(
         architectures=archs,
         scores=[s for _, s in kept.values()],
         direction=direction,
-        space=RowTableSpace(archs, label=source),
+        space=RowTableSpace(archs, label=source, padded=padded),
         metric=metric,
         repeated=len(rows) - len(kept),
     )
@@ -211,7 +231,8 @@ class NasTablesReader(TableReader):
     """The ``nas-tables`` JSON format (``{"metric", "direction", "architectures"}``)."""
 
     options: ClassVar[Mapping[str, str]] = {
-        "metric": "score field of each row, default the file's metric"
+        "metric": "score field of each row, default the file's metric",
+        **PADDED_OPTION,
     }
 
     def read(self, source: str, **options: Any) -> ReplayTable:
@@ -233,7 +254,7 @@ class NasTablesReader(TableReader):
             score = _finite(entry.get(metric))
             if score is not None:
                 rows.append((_normalise_layers(arch), score))
-        return _rows_table(source, rows, direction, metric)
+        return _rows_table(source, rows, direction, metric, _padded(options))
 
 
 def _cell(text: str) -> Any:
@@ -252,6 +273,7 @@ class CsvReader(TableReader):
     options: ClassVar[Mapping[str, str]] = {
         "score": "the score column, default score",
         "direction": "maximize (default) or minimize",
+        **PADDED_OPTION,
     }
 
     def read(self, source: str, **options: Any) -> ReplayTable:
@@ -281,7 +303,7 @@ class CsvReader(TableReader):
             if not arch:
                 raise SpecError("table", f"{source} line {n} has no parameter besides the score")
             rows.append((arch, score))
-        return _rows_table(source, rows, direction, column)
+        return _rows_table(source, rows, direction, column, _padded(options))
 
 
 @TABLE_READERS.register("optuna")
@@ -291,6 +313,7 @@ class OptunaStudyReader(TableReader):
     options: ClassVar[Mapping[str, str]] = {
         "study": "the study's name (required)",
         "objective": "value index, default 0",
+        **PADDED_OPTION,
     }
 
     def read(self, source: str, **options: Any) -> ReplayTable:
@@ -337,7 +360,9 @@ class OptunaStudyReader(TableReader):
             score = _finite(t.values[objective]) if t.values else None
             if score is not None and t.params:
                 rows.append((_check_scalar_arch(dict(t.params), f"trial {t.number}"), score))
-        return _rows_table(f"{source} study {name}", rows, direction, f"value {objective}")
+        return _rows_table(
+            f"{source} study {name}", rows, direction, f"value {objective}", _padded(options)
+        )
 
 
 def guess_format(source: str) -> str:

@@ -109,3 +109,42 @@ def test_bad_seeds_for_is_refused_with_the_fix(
     with pytest.raises(SystemExit) as e:
         loo_tables.main(argv)
     assert e.value.code == 2 and complaint in capsys.readouterr().err
+
+
+def _varying_csv(path: Path, seed: int) -> str:
+    """A 39-row table whose depth varies: ``layers`` 1-3 and one width ``w.i`` per layer."""
+    rng = random.Random(seed)
+    lines = ["layers,w.0,w.1,w.2,score"]
+    for layers in (1, 2, 3):
+        for _ in range(13):
+            widths = [rng.choice((64, 128, 256, 512)) for _ in range(layers)]
+            cells = [*map(str, widths), *[""] * (3 - layers)]
+            score = sum(widths) / 100 + rng.gauss(0, 0.1)
+            lines.append(f"{layers},{','.join(cells)},{score:.4f}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_padded_baseline_replays_the_padded_table_and_is_na_on_flexibert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from _procs import TABLE
+
+    spec = ",".join(f"t{i}={_varying_csv(tmp_path / f't{i}.csv', i)}:csv" for i in range(2))
+    cache = tmp_path / "runs.json"
+    argv = ["--tables", f"{spec},flex={TABLE}:flexibert", "--candidates", "random"]
+    argv += ["--tune-seeds", "1", "--report-seeds", "1", "--baselines", "tpe,random+padded"]
+    argv += ["--evals", "12", "--jobs", "1", "--cache", str(cache)]
+    assert loo_tables.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("| random+padded |") == 3  # one column per fold
+    flex = out.split("**Held out: flex**")[1]
+    assert flex.count("| n/a |") == 2  # both protocols: FlexiBERT's space takes no padding
+    runs = loo_tables.json.loads(cache.read_text())
+    assert {k.split("|")[0] for k in runs if "|random+padded|" in k} == {"t0", "t1"}
+    padded = loo_tables.parse_tables(spec, padded=True)
+    assert all(t.space.padded for t in padded.values())  # type: ignore[attr-defined]
+    assert loo_tables.parse_tables(f"{spec},flex={TABLE}:flexibert", padded=True).keys() == {
+        "t0",
+        "t1",
+    }

@@ -111,6 +111,36 @@ class TableReaderConformance:
         assert e.value.field == "table_options.no_such_option"
         assert "known:" in str(e.value)
 
+    #: Whether the format searches a ``RowTableSpace`` and so takes the ``padded`` option.
+    padded_option: ClassVar[bool] = True
+
+    def test_padded_suggests_every_parameter_in_every_trial(self, tmp_path: Path) -> None:
+        source, options = self.make(tmp_path)
+        if not self.padded_option:
+            with pytest.raises(SpecError) as e:
+                read_table(source, self.fmt, **options, padded=True)
+            assert e.value.field == "table_options.padded"
+            return
+        plain = read_table(source, self.fmt, **options).space
+        table = read_table(source, self.fmt, **options, padded="true")  # as the CLI passes it
+        space = table.space
+        assert isinstance(space, RowTableSpace) and space.padded and not plain.padded  # type: ignore[attr-defined]
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+        for arch in table.architectures:  # a row's (padded) parameters still rebuild it
+            study.enqueue_trial(space.to_params(arch))
+            trial = study.ask()
+            assert space.suggest(trial) == arch and "mapped_from" not in trial.user_attrs
+            assert set(space.suggested) <= set(trial.params)
+            study.tell(trial, table.score(arch))
+        for _ in range(10):
+            trial = study.ask()
+            arch = space.suggest(trial)
+            assert set(space.suggested) <= set(trial.params)
+            study.tell(trial, table.score(arch))  # every suggestion is a scored row
+        with pytest.raises(SpecError) as e:
+            read_table(source, self.fmt, **options, padded="yes")
+        assert e.value.field == "table_options.padded" and "'yes'" in str(e.value)
+
 
 def _flexibert_rows() -> list[tuple[dict[str, Any], float]]:
     return [
@@ -122,6 +152,7 @@ def _flexibert_rows() -> list[tuple[dict[str, Any], float]]:
 
 
 class TestFlexiBertReader(TableReaderConformance):
+    padded_option = False  # the flexibert-small space: every layer's parameters, no padding
     fmt = "flexibert"
     expected = _flexibert_rows()
 
@@ -284,6 +315,34 @@ class TestRowTableSpace(SpaceConformance):
     test_is_registered = None  # type: ignore[assignment]
     test_options_round_trip = None  # type: ignore[assignment]
     test_unknown_options_are_refused = None  # type: ignore[assignment]
+
+
+class TestPaddedRowTableSpace(TestRowTableSpace):
+    """The padded space keeps the same contract."""
+
+    def make_space(self) -> DesignSpace:
+        return RowTableSpace(DECODERS, padded=True)
+
+
+def test_padding_lets_a_gp_model_every_layer_of_a_varying_depth() -> None:
+    """Optuna's GP models the parameters every trial has: without padding, the ones all
+    depths share; padded, every slot of the deepest structure."""
+    shared = {"structure", "d_model", "bias", "n_head.0", "n_head.1", "d_inner.0", "d_inner.1"}
+    for padded, modelled in ((False, shared), (True, {*shared, "n_head.3", "d_inner.3"})):
+        space = RowTableSpace(DECODERS, padded=padded)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for arch in DECODERS:
+            study.enqueue_trial(space.to_params(arch))
+            trial = study.ask()
+            space.suggest(trial)
+            study.tell(trial, 0.0)
+        common = optuna.search_space.intersection_search_space(study.get_trials())
+        assert modelled <= set(common) and (padded or "n_head.2" not in common)
+    # the unused slots do not change which row a suggestion maps to
+    padded_space = RowTableSpace(DECODERS, padded=True)
+    params = padded_space.to_params(DECODERS[4]) | {"n_head.3": 4, "d_inner.3": 1999}
+    fixed = optuna.trial.FixedTrial(params)
+    assert padded_space.suggest(fixed) == DECODERS[4]  # type: ignore[arg-type]
 
 
 def test_neighbours_are_rows_one_change_away_else_the_nearest() -> None:

@@ -27,7 +27,8 @@ so a cut run continues where it stopped and a second report costs nothing.
 
     python benchmarks/loo_tables.py [--tables NAME=PATH[:FORMAT],...] [--candidates ...]
         [--baselines tpe,evolution,local-search[,gp,gp+padded]] [--tune-seeds 10]
-        [--report-seeds 20] [--seeds-for gp=6] [--evals 200] [--jobs 2]
+        [--report-seeds 20] [--seeds-for gp=6] [--not-on gp+padded=TABLE] [--evals 200]
+        [--jobs 2]
         [--cache benchmarks/loo_tables_runs.json] [--record]
 """
 
@@ -216,7 +217,8 @@ def protocol_tables(
         f"{report.start}..{report.stop - 1} measure it. Evaluations to the top 1% (median "
         "[90% interval]; budget: --evals, at most half a table's rows; a run that never reached "
         "it counts as budget + 1); ratios against random search's exact median (ties counted) "
-        "and TPE's median over per-layer parameters.",
+        "and TPE's median over per-layer parameters. n/a: a baseline not replayed on that "
+        "table (LOOP+padded on a FlexiBERT table, whose space has no padding, or --not-on).",
         "",
     ]
     passed = []
@@ -283,6 +285,21 @@ def parse_seeds_for(text: str, baselines: Sequence[str], report_seeds: int) -> d
     return out
 
 
+def parse_not_on(
+    text: str, baselines: Sequence[str], tables: Sequence[str]
+) -> set[tuple[str, str]] | str:
+    """``LOOP=TABLE,...`` -> {(loop, table)} not replayed ("n/a"), or what is wrong with it."""
+    out = set()
+    for item in filter(None, text.split(",")):
+        loop, sep, table = item.partition("=")
+        if loop not in baselines or loop == "tpe":
+            return f"--not-on {item}: only a baseline other than tpe can be left out"
+        if not sep or table not in tables:
+            return f"--not-on {item}: give LOOP=TABLE with TABLE one of {', '.join(tables)}"
+        out.add((loop, table))
+    return out
+
+
 def parse_tables(text: str | None, padded: bool = False) -> dict[str, ReplayTable]:
     """The tables by name; with ``padded``, only those whose format takes ``padded=true``,
     read with it."""
@@ -316,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="LOOP=N,...",
         help="fewer report seeds for some baselines, e.g. gp=6 (the column says how many)",
     )
+    p.add_argument(
+        "--not-on",
+        default="",
+        metavar="LOOP=TABLE,...",
+        help="leave a baseline out on a table, e.g. gp+padded=lts-gpt2-wt103 (its cells: n/a)",
+    )
     p.add_argument("--evals", type=int, default=200)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--cache", default=None, help="JSON file of finished replays (resumable)")
@@ -336,11 +359,16 @@ def main(argv: list[str] | None = None) -> int:
     tables = parse_tables(args.tables)
     if len(tables) < 2:
         raise SystemExit("leave-one-out needs at least two tables")
+    not_on = parse_not_on(args.not_on, args.baselines.split(","), list(tables))
+    if isinstance(not_on, str):
+        p.error(not_on)
     padded = parse_tables(args.tables, padded=True) if PADDED in args.baselines else {}
     cache = RunCache(Path(args.cache) if args.cache else None)
 
     def runs(name: str, loop: str, protocol: str, seeds: range) -> list[Run]:
         capped = budget(tables[name], args.evals)
+        if (loop, name) in not_on:
+            return []
         if loop.endswith(PADDED):
             if name not in padded:
                 return []

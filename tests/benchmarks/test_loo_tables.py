@@ -94,6 +94,24 @@ def test_a_slow_baseline_can_run_on_fewer_report_seeds(
 @pytest.mark.parametrize(
     "value, complaint",
     [
+        ("tpe=lts-gpt2-wt103", "only a baseline other than tpe"),
+        ("gp=lts-gpt2-wt103", "only a baseline other than tpe"),  # not among --baselines
+        ("local-search", "give LOOP=TABLE"),
+        ("local-search=no-such-table", "give LOOP=TABLE"),
+    ],
+)
+def test_bad_not_on_is_refused_with_the_fix(
+    value: str, complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--baselines", "tpe,local-search", "--not-on", value]
+    with pytest.raises(SystemExit) as e:
+        loo_tables.main(argv)
+    assert e.value.code == 2 and complaint in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "value, complaint",
+    [
         ("tpe=2", "only a baseline other than tpe"),
         ("gp=2", "only a baseline other than tpe"),  # not among --baselines
         ("local-search", "give LOOP=N"),
@@ -135,11 +153,16 @@ def test_a_padded_baseline_replays_the_padded_table_and_is_na_on_flexibert(
     argv = ["--tables", f"{spec},flex={TABLE}:flexibert", "--candidates", "random"]
     argv += ["--tune-seeds", "1", "--report-seeds", "1", "--baselines", "tpe,random+padded"]
     argv += ["--evals", "12", "--jobs", "1", "--cache", str(cache)]
-    assert loo_tables.main(argv) == 0
+    assert loo_tables.main([*argv, "--not-on", "random+padded=t1"]) == 0
     out = capsys.readouterr().out
     assert out.count("| random+padded |") == 3  # one column per fold
-    flex = out.split("**Held out: flex**")[1]
+    t1, flex = out.split("**Held out: t1**")[1].split("**Held out: flex**")
     assert flex.count("| n/a |") == 2  # both protocols: FlexiBERT's space takes no padding
+    assert t1.count("| n/a |") == 2  # left out with --not-on
+    runs = loo_tables.json.loads(cache.read_text())
+    assert {k.split("|")[0] for k in runs if "|random+padded|" in k} == {"t0"}
+    assert loo_tables.main(argv) == 0  # without --not-on, t1's padded replays run
+    assert "| n/a |" not in capsys.readouterr().out.split("**Held out: t1**")[1].split("**Held")[0]
     runs = loo_tables.json.loads(cache.read_text())
     assert {k.split("|")[0] for k in runs if "|random+padded|" in k} == {"t0", "t1"}
     padded = loo_tables.parse_tables(spec, padded=True)

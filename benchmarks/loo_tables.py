@@ -198,12 +198,12 @@ def protocol_tables(
 ) -> tuple[list[str], list[bool]]:
     """Every fold's markdown and whether each fold met the goal in both protocols.
 
-    ``seeds_for``: a baseline -> its number of report seeds (the first of ``report``), for one
-    too slow to replay on all of them; its column says how many (the chosen loop and TPE, which
-    the goal compares, always run on all of them).
+    ``seeds_for``: a baseline (``LOOP``, or ``LOOP:TABLE`` for one held-out table) -> its number
+    of report seeds (the first of ``report``), for one too slow to replay on all of them; its
+    column says how many (the chosen loop and TPE, which the goal compares, always run on all).
     """
     shown = ["tpe", *(b for b in baselines if b != "tpe")]  # the goal is against TPE
-    fewer = {loop: n for loop, n in (seeds_for or {}).items() if loop != "tpe"}
+    fewer = {k: n for k, n in (seeds_for or {}).items() if k.split(":")[0] != "tpe"}
     capped = {name: budget(t, evals) for name, t in tables.items()}
     tuning: dict[str, dict[str, dict[str, float]]] = {}
     for loop in candidates:
@@ -226,7 +226,9 @@ def protocol_tables(
         chosen, means = choose(tuning, held_out)
         columns = list(dict.fromkeys([chosen, *shown]))
         count = {
-            loop: len(report) if loop == chosen else fewer.get(loop, len(report))
+            loop: len(report)
+            if loop == chosen
+            else fewer.get(f"{loop}:{held_out}", fewer.get(loop, len(report)))
             for loop in columns
         }
         mark = " (the tuning table of BOSHNAS's defaults)" if held_out == TUNING_TABLE else ""
@@ -272,16 +274,22 @@ def protocol_tables(
     return lines, passed
 
 
-def parse_seeds_for(text: str, baselines: Sequence[str], report_seeds: int) -> dict[str, int] | str:
-    """``LOOP=N,...`` -> {loop: N}, or what is wrong with it (a message for the user)."""
+def parse_seeds_for(
+    text: str, baselines: Sequence[str], report_seeds: int, tables: Sequence[str] = ()
+) -> dict[str, int] | str:
+    """``LOOP[:TABLE]=N,...`` -> {"LOOP" or "LOOP:TABLE": N}, or what is wrong with it (a
+    message for the user)."""
     out: dict[str, int] = {}
     for item in filter(None, text.split(",")):
-        loop, sep, n = item.partition("=")
+        key, sep, n = item.partition("=")
+        loop, colon, table = key.partition(":")
         if loop not in baselines or loop == "tpe":
             return f"--seeds-for {item}: only a baseline other than tpe can have fewer seeds"
+        if colon and table not in tables:
+            return f"--seeds-for {item}: TABLE must be one of {', '.join(tables)}"
         if not sep or not n.isdigit() or not 1 <= int(n) <= report_seeds:
-            return f"--seeds-for {item}: give LOOP=N with N from 1 to --report-seeds"
-        out[loop] = int(n)
+            return f"--seeds-for {item}: give LOOP[:TABLE]=N with N from 1 to --report-seeds"
+        out[key] = int(n)
     return out
 
 
@@ -300,14 +308,16 @@ def parse_not_on(
     return out
 
 
+def table_specs(text: str | None) -> dict[str, str]:
+    """``--tables`` (or the default tables) as name -> PATH[:FORMAT]."""
+    return dict(item.split("=", 1) for item in text.split(",")) if text else dict(TABLES)
+
+
 def parse_tables(text: str | None, padded: bool = False) -> dict[str, ReplayTable]:
     """The tables by name; with ``padded``, only those whose format takes ``padded=true``,
     read with it."""
-    specs = dict(TABLES)
-    if text:
-        specs = dict(item.split("=", 1) for item in text.split(","))
     out = {}
-    for name, spec in specs.items():
+    for name, spec in table_specs(text).items():
         path, sep, fmt = spec.rpartition(":")
         options = {"padded": True} if padded else {}
         try:
@@ -331,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         "--seeds-for",
         default="",
         metavar="LOOP=N,...",
-        help="fewer report seeds for some baselines, e.g. gp=6 (the column says how many)",
+        help="fewer report seeds for some baselines, e.g. gp=6, or on one held-out table, "
+        "gp+padded:lts-transxl-wt103=3 (the column says how many)",
     )
     p.add_argument(
         "--not-on",
@@ -353,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ReplayError as e:
         p.error(str(e))
-    seeds_for = parse_seeds_for(args.seeds_for, args.baselines.split(","), args.report_seeds)
+    seeds_for = parse_seeds_for(
+        args.seeds_for, args.baselines.split(","), args.report_seeds, list(table_specs(args.tables))
+    )
     if isinstance(seeds_for, str):
         p.error(seeds_for)
     tables = parse_tables(args.tables)

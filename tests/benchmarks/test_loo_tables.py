@@ -89,6 +89,17 @@ def test_a_slow_baseline_can_run_on_fewer_report_seeds(
     seeds = {k.rsplit("|", 1)[1] for k in runs if "|local-search|" in k}
     assert seeds == {"1000"}  # only the first report seed replayed
     assert {k.rsplit("|", 1)[1] for k in runs if "|tpe|" in k} == {"1000", "1001", "1002"}
+    # per held-out table: 2 seeds on t1, the others as before
+    argv[-1] = "local-search=1,local-search:t1=2"
+    assert loo_tables.main(argv) == 0
+    out = capsys.readouterr().out
+    t0, t1 = out.split("**Held out: t1**")
+    assert "| local-search (1 seeds) |" in t0 and "| local-search (2 seeds) |" in t1
+    runs = loo_tables.json.loads(cache.read_text())
+    assert {k.rsplit("|", 1)[1] for k in runs if k.startswith("t1|local-search|")} == {
+        "1000",
+        "1001",
+    }
 
 
 @pytest.mark.parametrize(
@@ -114,10 +125,12 @@ def test_bad_not_on_is_refused_with_the_fix(
     [
         ("tpe=2", "only a baseline other than tpe"),
         ("gp=2", "only a baseline other than tpe"),  # not among --baselines
-        ("local-search", "give LOOP=N"),
-        ("local-search=0", "give LOOP=N"),
-        ("local-search=9", "give LOOP=N"),
-        ("local-search=x", "give LOOP=N"),
+        ("local-search", "give LOOP[:TABLE]=N"),
+        ("local-search=0", "give LOOP[:TABLE]=N"),
+        ("local-search=9", "give LOOP[:TABLE]=N"),
+        ("local-search=x", "give LOOP[:TABLE]=N"),
+        ("local-search:no-such-table=2", "TABLE must be one of flexibert-sst2, hw-gpt-bench-s"),
+        ("tpe:hw-gpt-bench-s=2", "only a baseline other than tpe"),
     ],
 )
 def test_bad_seeds_for_is_refused_with_the_fix(

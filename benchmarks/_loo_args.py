@@ -3,10 +3,11 @@ seeds (``--seeds-for``) and the tables a baseline is left out on (``--not-on``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from archsearch.spaces import ReplayTable, SpecError
+from archsearch.spaces import ReplayTable, RowTableSpace
 from archsearch.spaces._table_readers import read_table
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -57,16 +58,21 @@ def table_specs(text: str | None) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split(",")) if text else dict(TABLES)
 
 
-def parse_tables(text: str | None, padded: bool = False) -> dict[str, ReplayTable]:
-    """The tables by name; with ``padded``, only those whose format takes ``padded=true``,
-    read with it."""
+def parse_tables(text: str | None) -> dict[str, ReplayTable]:
     out = {}
     for name, spec in table_specs(text).items():
         path, sep, fmt = spec.rpartition(":")
-        options = {"padded": True} if padded else {}
-        try:
-            out[name] = read_table(path, fmt, **options) if sep else read_table(spec, **options)
-        except SpecError as e:
-            if not padded or e.field != "table_options.padded":
-                raise
+        out[name] = read_table(path, fmt) if sep else read_table(spec)
     return out
+
+
+def padded_tables(tables: Mapping[str, ReplayTable]) -> dict[str, ReplayTable]:
+    """The tables whose space is a ``RowTableSpace``, each with a padded copy of it (what the
+    reader option ``padded=true`` builds), without reading them again."""
+    return {
+        name: dataclasses.replace(
+            t, space=RowTableSpace(t.architectures, label=t.source, padded=True)
+        )
+        for name, t in tables.items()
+        if isinstance(t.space, RowTableSpace)
+    }

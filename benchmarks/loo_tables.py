@@ -46,7 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import optuna.samplers._tpe._truncnorm as _truncnorm
 import scipy.special
-from _loo_args import parse_not_on, parse_seeds_for, parse_tables, table_specs
+from _loo_args import padded_tables, parse_not_on, parse_seeds_for, parse_tables, table_specs
 from _loo_candidates import CANDIDATES, LOOP_OPTIONS
 from _results import append_section
 
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     not_on = parse_not_on(args.not_on, args.baselines.split(","), list(tables))
     if isinstance(not_on, str):
         p.error(not_on)
-    padded = parse_tables(args.tables, padded=True) if PADDED in args.baselines else {}
+    padded = padded_tables(tables) if PADDED in args.baselines else {}
     cache = RunCache(Path(args.cache) if args.cache else None)
 
     def runs(name: str, loop: str, protocol: str, seeds: range) -> list[Run]:

@@ -178,9 +178,14 @@ def test_a_padded_baseline_replays_the_padded_table_and_is_na_on_flexibert(
     assert "| n/a |" not in capsys.readouterr().out.split("**Held out: t1**")[1].split("**Held")[0]
     runs = loo_tables.json.loads(cache.read_text())
     assert {k.split("|")[0] for k in runs if "|random+padded|" in k} == {"t0", "t1"}
-    padded = loo_tables.parse_tables(spec, padded=True)
+    padded = loo_tables.padded_tables(loo_tables.parse_tables(spec))
     assert all(t.space.padded for t in padded.values())  # type: ignore[attr-defined]
-    assert loo_tables.parse_tables(f"{spec},flex={TABLE}:flexibert", padded=True).keys() == {
-        "t0",
-        "t1",
-    }
+    both = loo_tables.parse_tables(f"{spec},flex={TABLE}:flexibert")
+    assert loo_tables.padded_tables(both).keys() == {"t0", "t1"}
+    # the same space the reader option builds
+    from archsearch.spaces import read_table
+
+    read = read_table(str(tmp_path / "t0.csv"), "csv", padded=True)
+    assert padded["t0"].space.to_params(read.architectures[0]) == read.space.to_params(
+        read.architectures[0]
+    )

@@ -187,3 +187,9 @@ def test_every_registered_loop_runs_the_suite() -> None:
 def test_make_loop_builds_each_registered_loop(name: str) -> None:
     options = LIBRARY_OPTIONS if name in ("boshnas", "embedding-gp", "numeric-gp") else None
     assert make_loop(name, 0, 1, options).name == name
+
+
+class TestJointPendingGPLoop(TestNumericGPLoop):
+    """``numeric-gp`` with the rows in flight as qLogEI's ``X_pending``, one row per fit."""
+
+    own_options: ClassVar[dict[str, Any]] = {"pending": "joint", "batch_size": 1}

@@ -97,3 +97,19 @@ def test_embedding_gp_believer_spreads_one_call_over_free_rows(space: FlexiBertS
     assert {s.attrs[KIND_ATTR] for s in got} == {"logei-believer"}
     with pytest.raises(SpecError, match="pending must be one of"):
         make_loop("embedding-gp", 0, 1, {"pending": "fantasize"})
+
+
+def test_embedding_gp_joint_pending_sees_rows_in_flight(space: FlexiBertSpace) -> None:
+    """``pending: joint``: one fit per suggestion with the rows in flight (the earlier
+    suggestions of the call among them) as qLogEI's ``X_pending``; none is suggested twice."""
+    options = {k: v for k, v in OPTIONS.items() if k != "surrogate_options"}
+    loop = make_loop("embedding-gp", 1, 1, {**options, "pending": "joint", "batch_size": 1})
+    study = _study(loop)
+    _tell_n(loop, space, study, 6)
+    in_flight = ask_candidate(loop, study, space)
+    got = loop.suggest(loop_snapshot(study, space), 3)
+    rows = {s.attrs["archsearch:library_row"] for s in got}
+    assert len(rows) == 3
+    assert in_flight.suggestion is not None
+    assert in_flight.suggestion.attrs["archsearch:library_row"] not in rows
+    assert {s.attrs[KIND_ATTR] for s in got} == {"qlogei-joint"}

@@ -7,7 +7,12 @@ import pytest
 import torch
 from botorch.models import SingleTaskGP
 
-from archsearch.surrogates._embedding_gp import LOGEI_BELIEVER, QLOGEI, EmbeddingGPProposer
+from archsearch.surrogates._embedding_gp import (
+    LOGEI_BELIEVER,
+    QLOGEI,
+    QLOGEI_JOINT,
+    EmbeddingGPProposer,
+)
 from archsearch.surrogates._library_proposer import RANDOM
 
 
@@ -220,3 +225,33 @@ def scipy_skew(x: np.ndarray) -> float:
     from scipy.stats import skew
 
     return float(skew(x))
+
+
+def test_joint_pending_counts_rows_in_flight_in_qlogei() -> None:
+    """``pending="joint"``: the rows in flight are qLogEI's ``X_pending``. A free row with the
+    same embedding as a row in flight adds nothing to the batch's improvement, so the joint
+    pick avoids it; with ``ignore`` (rows in flight only kept out) the same model picks it."""
+    library = _library(300, dim=2, seed=3)
+    observed = np.arange(15)
+    perf = _peak(library[observed])
+    ignore = EmbeddingGPProposer(n_init=10)
+    model = ignore.fit_model(library, library[observed], perf).eval()
+    with torch.no_grad():
+        mean = model.posterior(torch.as_tensor(library, dtype=torch.float64)).mean[:, 0]
+    free = np.setdiff1d(np.arange(300), observed)
+    top = int(free[int(torch.argmax(mean[free]))])
+    twin = int(free[free != top][0])
+    library[twin] = library[top]  # a free row that would repeat the row in flight
+    in_flight = np.array([top])
+    args = (library, observed, perf, in_flight, 1, np.random.default_rng(0))
+    (blind,) = ignore.propose_with_kinds(*args, pending_idx=in_flight)
+    assert blind.index == twin and blind.kind == QLOGEI
+    joint = EmbeddingGPProposer(n_init=10, pending="joint")
+    assert joint.uses_pending
+    (pick,) = joint.propose_with_kinds(*args, pending_idx=in_flight)
+    assert pick.index not in (top, twin) and pick.kind == QLOGEI_JOINT
+    # Without rows in flight it is plain qLogEI: the same pick as ``ignore``.
+    none = np.array([], dtype=np.int64)
+    (alone,) = joint.propose_with_kinds(*args[:3], none, 1, np.random.default_rng(0))
+    (plain,) = ignore.propose_with_kinds(*args[:3], none, 1, np.random.default_rng(0))
+    assert alone.index == plain.index and alone.kind == QLOGEI

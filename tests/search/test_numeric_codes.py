@@ -68,7 +68,7 @@ def test_the_library_serves_numeric_features_to_the_loop(tmp_path: Path) -> None
 
 def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
     """``numeric-gp``: numeric features, warm starts, Yeo-Johnson warped scores and warped
-    inputs with capped fits (rows in flight only kept out) unless the study says otherwise; a
+    inputs with capped fits, rows in flight as qLogEI's ``X_pending``, unless the study says otherwise; a
     launch on a table space accepts it, a bad option is refused."""
     from _procs import TABLE
 
@@ -83,9 +83,10 @@ def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
         "outcome": "power",
         "input_warp": True,
         "fit_iterations": 100,
+        "pending": "joint",
     }
     proposer = loop.make_proposer(["maximize"])
-    assert proposer.outcome == "power" and proposer.pending == "ignore" and proposer.warm_start
+    assert proposer.outcome == "power" and proposer.pending == "joint" and proposer.warm_start
     assert proposer.input_warp and proposer.fit_iterations == 100
     other = make_loop(
         "numeric-gp",

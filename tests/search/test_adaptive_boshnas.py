@@ -81,11 +81,21 @@ def test_bad_adaptive_options_are_refused() -> None:
     assert e.value.field == "loop_options"
 
 
-def test_embedding_gp_believer_spreads_one_call_over_free_rows(space: FlexiBertSpace) -> None:
-    """The embedding-gp loop's ``pending: believer``: one fit per suggestion, each seeing the
-    rows in flight (the earlier suggestions of the call among them)."""
+@pytest.mark.parametrize(
+    ("pending", "kind"),
+    [
+        ({"pending": "believer", "warm_start": True}, "logei-believer"),
+        ({"pending": "joint", "batch_size": 1}, "qlogei-joint"),
+    ],
+)
+def test_embedding_gp_pending_modes_spread_one_call_over_free_rows(
+    space: FlexiBertSpace, pending: dict[str, Any], kind: str
+) -> None:
+    """The embedding-gp loop's ``pending: believer`` and ``pending: joint`` (the rows in flight
+    as qLogEI's ``X_pending``): one fit per suggestion, each seeing the rows in flight (the
+    earlier suggestions of the call among them); none is suggested twice."""
     options = {k: v for k, v in OPTIONS.items() if k != "surrogate_options"}
-    loop = make_loop("embedding-gp", 1, 1, {**options, "pending": "believer", "warm_start": True})
+    loop = make_loop("embedding-gp", 1, 1, {**options, **pending})
     study = _study(loop)
     _tell_n(loop, space, study, 6)
     in_flight = ask_candidate(loop, study, space)
@@ -94,22 +104,6 @@ def test_embedding_gp_believer_spreads_one_call_over_free_rows(space: FlexiBertS
     assert len(rows) == 3
     assert in_flight.suggestion is not None
     assert in_flight.suggestion.attrs["archsearch:library_row"] not in rows
-    assert {s.attrs[KIND_ATTR] for s in got} == {"logei-believer"}
+    assert {s.attrs[KIND_ATTR] for s in got} == {kind}
     with pytest.raises(SpecError, match="pending must be one of"):
         make_loop("embedding-gp", 0, 1, {"pending": "fantasize"})
-
-
-def test_embedding_gp_joint_pending_sees_rows_in_flight(space: FlexiBertSpace) -> None:
-    """``pending: joint``: one fit per suggestion with the rows in flight (the earlier
-    suggestions of the call among them) as qLogEI's ``X_pending``; none is suggested twice."""
-    options = {k: v for k, v in OPTIONS.items() if k != "surrogate_options"}
-    loop = make_loop("embedding-gp", 1, 1, {**options, "pending": "joint", "batch_size": 1})
-    study = _study(loop)
-    _tell_n(loop, space, study, 6)
-    in_flight = ask_candidate(loop, study, space)
-    got = loop.suggest(loop_snapshot(study, space), 3)
-    rows = {s.attrs["archsearch:library_row"] for s in got}
-    assert len(rows) == 3
-    assert in_flight.suggestion is not None
-    assert in_flight.suggestion.attrs["archsearch:library_row"] not in rows
-    assert {s.attrs[KIND_ATTR] for s in got} == {"qlogei-joint"}

@@ -68,8 +68,8 @@ def test_the_library_serves_numeric_features_to_the_loop(tmp_path: Path) -> None
 
 def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
     """``numeric-gp``: numeric features, warm starts, Yeo-Johnson warped scores and warped
-    inputs with capped fits, rows in flight as qLogEI's ``X_pending``, unless the study says otherwise; a
-    launch on a table space accepts it, a bad option is refused."""
+    inputs with capped fits, rows in flight as qLogEI's ``X_pending``, unless the study says
+    otherwise; a launch on a table space accepts it, a bad option is refused."""
     from _procs import TABLE
 
     from archsearch.search import NumericGPLoop

@@ -23,8 +23,8 @@ class EmbeddingGPLoop(LibraryLoop):
     ``max_batch_size``, ``pending`` (``ignore``, default: rows in flight are only kept out;
     ``believer``: a kriging believer, they join the GP at its predicted mean and each pick
     maximises analytic LogEI, one row per fit; ``joint``: they are qLogEI's ``X_pending``, a
-    pick scored by the improvement of itself and the rows in flight together, one row per
-    fit, so set ``batch_size: 1`` to spend no fit on rows never used),
+    pick scored by the improvement of itself and the rows in flight together, one fit per
+    suggestion, of whose batch only the first row is used: ``batch_size: 1`` computes no more),
     ``warm_start`` (default false: each fit starts from BoTorch's initial hyperparameters;
     true: from the previous fit's, which saves about 40% of a fit on large libraries),
     ``outcome`` (``standardize``, default; ``power``: the standardised performance then

@@ -83,7 +83,7 @@ class EmbeddingGPProposer(LibraryProposer):
         pending: ``ignore`` (default): rows in flight are only kept out of the proposals.
             ``believer``: they join the GP's data with its predicted mean (module docstring);
             ``joint``: they are qLogEI's ``X_pending``, the batch's improvement counted
-            jointly with theirs. With either, a library loop proposes one row per fit.
+            jointly with theirs. With either, a library loop fits once per suggestion.
         warm_start: Start each hyperparameter fit from the previous fit's (same input width).
         outcome: ``standardize`` (default) or ``power`` (then Yeo-Johnson, module docstring).
         input_warp: Fit a Kumaraswamy warp of each input with the kernel (module docstring).

@@ -69,6 +69,11 @@ LOOP_OPTIONS: dict[str, dict[str, Any]] = {
         "input_warp": True,
         "fit_iterations": 100,
     },
+}
+# The three below are ``@warp-bounded`` (a frozen record, so they stay frozen too) with one
+# treatment of the rows in flight each.
+_WARP_BOUNDED = LOOP_OPTIONS["embedding-gp@warp-bounded"]
+LOOP_OPTIONS |= {
     # The capped-warp GP (``numeric-gp``'s default) with the rows in flight as qLogEI's
     # ``X_pending`` (``pending: joint``) instead of only kept out: a pick is scored by the
     # improvement of itself and the running rows together. One row per fit (``batch_size: 1``):
@@ -76,22 +81,14 @@ LOOP_OPTIONS: dict[str, dict[str, Any]] = {
     # Added 2026-12-05 (nineteenth session) for issue 17's part 1 ("treat pending evaluations
     # properly"), after the report seeds had shown lts-gpt2-wt103's four-worker shortfall.
     "embedding-gp@joint": {
-        "features": "numeric",
-        "warm_start": True,
-        "outcome": "power",
-        "input_warp": True,
-        "fit_iterations": 100,
+        **_WARP_BOUNDED,
         "pending": "joint",
         "batch_size": 1,
     },
     # The same with the rows in flight believed at the GP's mean (``pending: believer``, the
     # kriging believer, analytic LogEI): the other standard treatment, added with ``@joint``.
     "embedding-gp@warp-believer": {
-        "features": "numeric",
-        "warm_start": True,
-        "outcome": "power",
-        "input_warp": True,
-        "fit_iterations": 100,
+        **_WARP_BOUNDED,
         "pending": "believer",
         "batch_size": 1,
     },
@@ -102,11 +99,7 @@ LOOP_OPTIONS: dict[str, dict[str, Any]] = {
     # differ from ``@warp-bounded`` only in the random initial rows: noise of 10 seeds.
     # Chosen in every fold (2026-12-05 23:15): ``numeric-gp``'s default since then.
     "embedding-gp@joint8": {
-        "features": "numeric",
-        "warm_start": True,
-        "outcome": "power",
-        "input_warp": True,
-        "fit_iterations": 100,
+        **_WARP_BOUNDED,
         "pending": "joint",
     },
 }

@@ -24,7 +24,9 @@ class BoshnasLoop(LibraryLoop):
     e.g. 1.0; default derived from the data), ``surrogate_options`` and ``gobi_options`` (dicts),
     ``acquisition_search`` (``scan``, default: rank every free row; ``gobi``: the paper's
     gradient search), ``pending`` (``ignore``, default, the paper's: rows in flight are only
-    kept out; ``believer``: each fit takes them with their predicted score, a kriging believer).
+    kept out; ``believer``: each fit takes them with their predicted score, a kriging believer),
+    ``init`` (the initial design: ``random``, default, or ``maximin``: each row the farthest
+    from those already observed or running).
 
     The paper's setting: ``{"features": "embedding", "acquisition_search": "gobi", "n_init":
     10}``. ``{"features": "auto", "pending": "believer"}`` adapts to the table: the surrogate's
@@ -41,6 +43,7 @@ class BoshnasLoop(LibraryLoop):
             "gobi_options",
             "acquisition_search",
             "pending",
+            "init",
         }
     )
 

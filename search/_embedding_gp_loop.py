@@ -31,7 +31,9 @@ class EmbeddingGPLoop(LibraryLoop):
     Yeo-Johnson transformed, as HEBO warps its outputs),
     ``input_warp`` (default false; true: a Kumaraswamy warp of each scaled input, fitted with
     the kernel), ``fit_iterations`` (default none: each hyperparameter fit runs to convergence;
-    a number: at most that many L-BFGS-B iterations, which bounds the warp's fit cost).
+    a number: at most that many L-BFGS-B iterations, which bounds the warp's fit cost),
+    ``init`` (the initial design: ``random``, default, or ``maximin``: each row the farthest
+    from those already observed or running).
     """
 
     OWN = frozenset(
@@ -44,6 +46,7 @@ class EmbeddingGPLoop(LibraryLoop):
             "outcome",
             "input_warp",
             "fit_iterations",
+            "init",
         }
     )
     DEFAULT_FEATURES = "embedding"  # the baseline of the issue: a GP on the embeddings

@@ -151,6 +151,7 @@ class BoshnasProposer(LibraryProposer):
             result, so the next proposal moves away from what is already being evaluated
             instead of proposing its near twins; a library loop then fits once per suggestion
             (a round of four workers costs four warm fits, not one).
+        init: The initial design, ``random`` (default) or ``maximin`` (``LibraryProposer``).
     """
 
     def __init__(
@@ -164,8 +165,9 @@ class BoshnasProposer(LibraryProposer):
         gobi_options: dict[str, Any] | None = None,
         acquisition_search: str = "scan",
         pending: str = "ignore",
+        init: str = "random",
     ) -> None:
-        super().__init__(directions, n_init, seed)
+        super().__init__(directions, n_init, seed, init)
         if pending not in PENDING_MODES:
             raise ValueError(f"pending must be one of {', '.join(PENDING_MODES)}, got {pending!r}")
         self.pending = pending

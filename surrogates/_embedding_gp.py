@@ -89,6 +89,7 @@ class EmbeddingGPProposer(LibraryProposer):
         input_warp: Fit a Kumaraswamy warp of each input with the kernel (module docstring).
         fit_iterations: At most this many L-BFGS-B iterations per hyperparameter fit
             (``None``, default: until the optimiser converges).
+        init: The initial design, ``random`` (default) or ``maximin`` (``LibraryProposer``).
     """
 
     def __init__(
@@ -103,8 +104,9 @@ class EmbeddingGPProposer(LibraryProposer):
         outcome: str = "standardize",
         input_warp: bool = False,
         fit_iterations: int | None = None,
+        init: str = "random",
     ) -> None:
-        super().__init__(directions, n_init, seed)
+        super().__init__(directions, n_init, seed, init)
         if mc_samples < 1 or max_batch_size < 1:
             raise ValueError(
                 f"mc_samples and max_batch_size must be >= 1, got {mc_samples}, {max_batch_size}"

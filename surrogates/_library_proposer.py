@@ -21,6 +21,8 @@ import numpy as np
 N_INIT = 10
 #: Kind of a proposal of the initial design (``Proposal.kind``).
 RANDOM = "random"
+#: How the initial design's rows are chosen (``LibraryProposer.init``).
+INIT_DESIGNS = ("random", "maximin")
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,10 @@ class Proposal:
 
     Attributes:
         index: Row of the library.
-        kind: ``"random"`` (the initial design), ``"exploitation"`` (GOBI),
-            ``"uncertainty"`` (largest ξ), ``"diversity"`` (uniform random) or ``"qlogei"``.
-            Store it with the trial: ``BoshnasProposer`` derives its aleatoric phase from it.
+        kind: ``"random"`` (the initial design, random or maximin), ``"exploitation"``
+            (GOBI), ``"uncertainty"`` (largest ξ), ``"diversity"`` (uniform random) or
+            ``"qlogei"``. Store it with the trial: ``BoshnasProposer`` derives its aleatoric
+            phase from it, and library loops count the design's rows in flight by it.
     """
 
     index: int
@@ -84,6 +87,34 @@ def chebyshev_performance(
     return -(weighted.max(axis=1) + rho * weighted.sum(axis=1))
 
 
+def maximin_rows(
+    library: np.ndarray, free: np.ndarray, size: int, rng: np.random.Generator
+) -> list[int]:
+    """``size`` free rows, each the farthest from the rows not free and those chosen before it.
+
+    Distances are Euclidean with every column scaled to [0, 1] over the library; ties (within
+    1e-9) are drawn with ``rng``, and so is the first row when no row is taken yet. scipy's
+    ``qmc`` designs fill a box, not a finite set of rows, hence this greedy form.
+    """
+    low = library.min(axis=0)
+    span = np.where(np.ptp(library, axis=0) > 0, np.ptp(library, axis=0), 1.0)
+    x = (library - low) / span
+    nearest = np.full(library.shape[0], np.inf)
+    for taken in np.flatnonzero(~free):
+        nearest = np.minimum(nearest, np.linalg.norm(x - x[taken], axis=1))
+    available = free.copy()
+    chosen: list[int] = []
+    for _ in range(size):
+        candidates = np.flatnonzero(available)
+        gaps = nearest[candidates]
+        best = candidates[gaps >= gaps.max() - 1e-9] if np.isfinite(gaps.max()) else candidates
+        pick = int(rng.choice(best))
+        chosen.append(pick)
+        available[pick] = False
+        nearest = np.minimum(nearest, np.linalg.norm(x - x[pick], axis=1))
+    return chosen
+
+
 class LibraryProposer(abc.ABC):
     """Chooses library rows for idle workers from the observations so far.
 
@@ -100,19 +131,33 @@ class LibraryProposer(abc.ABC):
     rounds of four) before the first model-based one. With one worker this is the usual rule:
     random until ``n_init`` results, then the model.
 
+    ``init="maximin"`` spreads the design instead: each of its rows is the free row farthest
+    (Euclidean, every library column scaled to [0, 1]) from its nearest row already observed,
+    in flight or chosen, ties drawn at random; the first row of an empty study is random. Rows
+    picked one at a time this way are a greedy maximin design over the library, which stays a
+    pure function of the call's arguments (so restarts and replays rebuild it).
+
     Args:
         directions: One ``"maximize"``/``"minimize"`` per objective.
-        n_init: Random rows of the initial design (observed or in flight).
+        n_init: Rows of the initial design (observed or in flight).
         seed: Seeds the models.
+        init: ``random`` (default) or ``maximin`` (above).
     """
 
     def __init__(
-        self, directions: Sequence[str] = ("maximize",), n_init: int = N_INIT, seed: int = 0
+        self,
+        directions: Sequence[str] = ("maximize",),
+        n_init: int = N_INIT,
+        seed: int = 0,
+        init: str = "random",
     ) -> None:
         self.directions = tuple(directions)
         self.signs = _objective_signs(self.directions)
         if n_init < 2:
             raise ValueError(f"n_init must be >= 2 (a surrogate needs two points), got {n_init}")
+        if init not in INIT_DESIGNS:
+            raise ValueError(f"init must be one of {', '.join(INIT_DESIGNS)}, got {init!r}")
+        self.init = init
         self.n_init = n_init
         self.min_observed = max(2, math.ceil(n_init / 2))
         self.seed = seed
@@ -212,12 +257,17 @@ class LibraryProposer(abc.ABC):
             # The initial design: only its remaining rows once a model could be fitted, so no
             # fit is spent on a batch whose model-based rows nobody may ask for.
             size = count if n_observed < self.min_observed else min(count, design_left)
-            rows = rng.choice(np.flatnonzero(obs.free), size=size, replace=False)
-            return [Proposal(int(r), RANDOM) for r in rows]
+            return [Proposal(int(r), RANDOM) for r in self._design(obs, size, rng)]
         performance = self._performance(obs.values, rng, weights)
         proposals = self._propose(obs, performance, count, rng, observed_kinds)
         assert len({p.index for p in proposals}) == len(proposals) == count
         return proposals
+
+    def _design(self, obs: Observations, size: int, rng: np.random.Generator) -> list[int]:
+        """``size`` free rows of the initial design (``init``, class docstring)."""
+        if self.init == "random":
+            return [int(r) for r in rng.choice(np.flatnonzero(obs.free), size=size, replace=False)]
+        return maximin_rows(obs.library, obs.free, size, rng)
 
     def _performance(
         self, values: np.ndarray, rng: np.random.Generator, weights: np.ndarray | None

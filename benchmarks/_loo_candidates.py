@@ -14,7 +14,7 @@ CANDIDATES = (
     "boshnas,boshnas@auto,boshnas@adapt,embedding-gp@pending,embedding-gp@numeric,"
     "embedding-gp@numeric-ignore,embedding-gp@totals,embedding-gp@power,embedding-gp@warp,"
     "embedding-gp@warp-bounded,embedding-gp@joint,embedding-gp@warp-believer,"
-    "embedding-gp@joint8,"
+    "embedding-gp@joint8,embedding-gp@maximin8,"
     "evolution,local-search,tpe"
 )
 LOOP_OPTIONS: dict[str, dict[str, Any]] = {
@@ -101,5 +101,15 @@ LOOP_OPTIONS |= {
     "embedding-gp@joint8": {
         **_WARP_BOUNDED,
         "pending": "joint",
+    },
+    # ``@joint8`` (``numeric-gp``'s default) with a greedy maximin initial design (``init``:
+    # each of the first 10 rows the farthest from those observed or running) instead of 10
+    # uniformly random rows. Added 2026-12-06 (twentieth session) as a general improvement of
+    # the initial design (space-filling designs are the usual start of a BO loop), not from any
+    # table's figures.
+    "embedding-gp@maximin8": {
+        **_WARP_BOUNDED,
+        "pending": "joint",
+        "init": "maximin",
     },
 }

@@ -193,3 +193,9 @@ class TestJointPendingGPLoop(TestNumericGPLoop):
     """``numeric-gp`` with the rows in flight as qLogEI's ``X_pending``, one row per fit."""
 
     own_options: ClassVar[dict[str, Any]] = {"pending": "joint", "batch_size": 1}
+
+
+class TestMaximinDesignGPLoop(TestNumericGPLoop):
+    """``numeric-gp`` whose initial design is greedy maximin rather than random rows."""
+
+    own_options: ClassVar[dict[str, Any]] = {"init": "maximin"}

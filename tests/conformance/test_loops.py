@@ -195,7 +195,7 @@ class TestJointPendingGPLoop(TestNumericGPLoop):
     own_options: ClassVar[dict[str, Any]] = {"pending": "joint", "batch_size": 1}
 
 
-class TestMaximinDesignGPLoop(TestNumericGPLoop):
-    """``numeric-gp`` whose initial design is greedy maximin rather than random rows."""
+class TestRandomDesignGPLoop(TestNumericGPLoop):
+    """``numeric-gp`` whose initial design is random rows (its default is greedy maximin)."""
 
-    own_options: ClassVar[dict[str, Any]] = {"init": "maximin"}
+    own_options: ClassVar[dict[str, Any]] = {"init": "random"}

@@ -68,8 +68,9 @@ def test_the_library_serves_numeric_features_to_the_loop(tmp_path: Path) -> None
 
 def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
     """``numeric-gp``: numeric features, warm starts, Yeo-Johnson warped scores and warped
-    inputs with capped fits, rows in flight as qLogEI's ``X_pending``, unless the study says
-    otherwise; a launch on a table space accepts it, a bad option is refused."""
+    inputs with capped fits, rows in flight as qLogEI's ``X_pending``, a maximin initial
+    design, unless the study says otherwise; a launch on a table space accepts it, a bad
+    option is refused."""
     from _procs import TABLE
 
     from archsearch.search import NumericGPLoop
@@ -84,9 +85,11 @@ def test_numeric_gp_is_the_gp_with_the_chosen_defaults() -> None:
         "input_warp": True,
         "fit_iterations": 100,
         "pending": "joint",
+        "init": "maximin",
     }
     proposer = loop.make_proposer(["maximize"])
     assert proposer.outcome == "power" and proposer.pending == "joint" and proposer.warm_start
+    assert proposer.init == "maximin"
     assert proposer.input_warp and proposer.fit_iterations == 100
     other = make_loop(
         "numeric-gp",

@@ -96,9 +96,8 @@ def maximin_rows(
     1e-9) are drawn with ``rng``, and so is the first row when no row is taken yet. scipy's
     ``qmc`` designs fill a box, not a finite set of rows, hence this greedy form.
     """
-    low = library.min(axis=0)
-    span = np.where(np.ptp(library, axis=0) > 0, np.ptp(library, axis=0), 1.0)
-    x = (library - low) / span
+    low, span = library.min(axis=0), np.ptp(library, axis=0)
+    x = (library - low) / np.where(span > 0, span, 1.0)
     nearest = np.full(library.shape[0], np.inf)
     for taken in np.flatnonzero(~free):
         nearest = np.minimum(nearest, np.linalg.norm(x - x[taken], axis=1))

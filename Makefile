@@ -26,10 +26,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/archsearch demo
 
+# The suite in TEST_PROCS processes (pytest-xdist), each on one thread: most tests wait on
+# servers and workers they start, so two processes halve the wall time on two cores.
+TEST_PROCS ?= 2
+
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q -ra
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -ra -n $(TEST_PROCS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -18,26 +18,6 @@ _FLEET_SETS = ("--server", "--token-file", "--tls", "--tls-ca", "--worker-id")
 DEFAULT_FOLDER = "archsearch-fleet"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
 def _rest(args: argparse.Namespace) -> list[str]:
     """The worker options after ``--``, without options the fleet sets itself."""
     rest = list(args.worker_args or [])

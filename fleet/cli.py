@@ -10,15 +10,13 @@ from collections.abc import Callable
 
 from archsearch.fleet._commands import (
     DEFAULT_FOLDER,
-    _non_negative_int,
-    _positive_int,
     cmd_fleet_k8s,
     cmd_fleet_ray,
     cmd_fleet_slurm,
     cmd_fleet_status,
     cmd_fleet_stop,
 )
-from archsearch.server._cli_common import _add_conn
+from archsearch.server._cli_common import _add_conn, whole_number
 
 
 def add_fleet_command(
@@ -38,10 +36,10 @@ def add_fleet_command(
 
     def common(p: argparse.ArgumentParser) -> None:
         _add_conn(p)
-        p.add_argument("--workers", type=_positive_int, required=True, help="how many workers")
+        p.add_argument("--workers", type=whole_number(1), required=True, help="how many workers")
         p.add_argument(
             "--gpus-per-worker",
-            type=_non_negative_int,
+            type=whole_number(0),
             default=0,
             help="GPUs each worker gets (its trainer uses --device cuda unless told otherwise)",
         )
@@ -64,13 +62,13 @@ def add_fleet_command(
     s.add_argument(
         "--time", required=True, help="time limit per job, SLURM's format (4:00:00, 1-00:00:00)"
     )
-    s.add_argument("--cpus-per-worker", type=_positive_int, help="CPUs per job")
+    s.add_argument("--cpus-per-worker", type=whole_number(1), help="CPUs per job")
     s.add_argument("--mem-gb", type=float, help="memory per job (GB)")
     s.add_argument("--account", help="SLURM account to charge")
     s.add_argument("--qos", help="SLURM quality of service")
     s.add_argument("--constraint", help="SLURM node features, e.g. a100")
     s.add_argument(
-        "--array-parallelism", type=_positive_int, help="most jobs of the array running at once"
+        "--array-parallelism", type=whole_number(1), help="most jobs of the array running at once"
     )
     s.add_argument(
         "--signal-delay",
@@ -139,9 +137,9 @@ def add_fleet_command(
     k = backend("k8s", "render Kubernetes manifests for the workers (and the server)")
     k.add_argument("--render", action="store_true", help="write the manifests (YAML)")
     k.add_argument("--output", help="file to write; default: standard output")
-    k.add_argument("--workers", type=_positive_int, default=1, help="worker replicas")
+    k.add_argument("--workers", type=whole_number(1), default=1, help="worker replicas")
     k.add_argument(
-        "--gpus-per-worker", type=_non_negative_int, default=0, help="nvidia.com/gpu per worker"
+        "--gpus-per-worker", type=whole_number(0), default=0, help="nvidia.com/gpu per worker"
     )
     k.add_argument("--cpus-per-worker", type=float, help="CPU request per worker")
     k.add_argument("--mem-gb", type=float, help="memory request and limit per worker (GB)")

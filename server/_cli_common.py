@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+from collections.abc import Callable
 
 from archsearch.server.client import ClientError, SearchClient, connection_cause, resolve_token
 
@@ -22,6 +24,47 @@ class CliError(Exception):
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``minimum..maximum`` (argparse names the flag)."""
+    span = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected a whole number {span}, got {text!r}")
+        return value
+
+    return parse
+
+
+def seconds(*, allow_zero: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, > 0 (or >= 0 with ``allow_zero``)."""
+    span = ">= 0" if allow_zero else "> 0"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"expected a number of seconds {span}, got {text!r}")
+        return value
+
+    return parse
+
+
+def server_address(text: str) -> str:
+    """An argparse type for ``--server``: HOST:PORT with a port in 1..65535 (gRPC would
+    silently take a larger port modulo 65536, or dial port 0)."""
+    host, sep, port = text.rpartition(":")
+    if sep and host and port.isascii() and port.isdigit() and not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {text!r} (HOST:PORT)")
+    return text
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -55,6 +98,7 @@ def _add_conn(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server",
         default=os.environ.get("ARCHSEARCH_SERVER", DEFAULT_SERVER),
+        type=server_address,
         help=f"HOST:PORT of the server (default: $ARCHSEARCH_SERVER, else {DEFAULT_SERVER})",
     )
     p.add_argument(
@@ -71,17 +115,20 @@ def _add_conn(p: argparse.ArgumentParser) -> None:
 def _explain(e: ClientError, args: argparse.Namespace) -> CliError:
     import grpc
 
-    cause = connection_cause(e, args.server, bool(args.tls or args.tls_ca))
+    # Commands that start their own server (demo) have no --server.
+    server = getattr(args, "server", None) or "the local server"
+    tls = bool(getattr(args, "tls", False) or getattr(args, "tls_ca", None))
+    cause = connection_cause(e, server, tls)
     if cause is not None:
         return CliError(cause, 1)
     if e.code == grpc.StatusCode.UNAVAILABLE:
         return CliError(
-            f"no archsearch server answers at {args.server} ({e.details}); start one with "
+            f"no archsearch server answers at {server} ({e.details}); start one with "
             "`archsearch serve` or pass --server HOST:PORT",
             1,
         )
     if e.code == grpc.StatusCode.UNAUTHENTICATED:
-        return CliError(f"{e.details} (the server at {args.server} requires an admin token)", 1)
+        return CliError(f"{e.details} (the server at {server} requires an admin token)", 1)
     return CliError(
         f"{e.code.name.lower().replace('_', ' ')}: {e.details}",
         2

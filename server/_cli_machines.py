@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 
 from archsearch.server._cli_common import (
@@ -53,16 +52,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"dashboard: optuna-dashboard {cfg.storage}{artifacts}", flush=True)
     server.serve_forever()
     return 0
-
-
-def _non_negative_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -85,6 +85,24 @@ def read_token_file(path: str) -> list[str]:
     return tokens
 
 
+#: the smallest --max-message-bytes: a spec, a page of trials or an artifact chunk must fit
+MIN_MESSAGE_BYTES = 64 * 1024
+
+
+def check_limits(cfg: ServerConfig) -> None:
+    """Refuses a port, queue or message limit that cannot work (the CLI refuses them too)."""
+    if not 0 <= cfg.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535 (0 picks a free one), got {cfg.port}")
+    if cfg.max_long_polls < 1:
+        raise ConfigError(f"--max-long-polls must be >= 1, got {cfg.max_long_polls}")
+    if not cfg.max_poll_s > 0:
+        raise ConfigError(f"--max-poll-seconds must be > 0, got {cfg.max_poll_s}")
+    if cfg.max_message_bytes < MIN_MESSAGE_BYTES:
+        raise ConfigError(
+            f"--max-message-bytes must be >= {MIN_MESSAGE_BYTES}, got {cfg.max_message_bytes}"
+        )
+
+
 def check_bind(cfg: ServerConfig) -> None:
     """Refuses to expose an unauthenticated server beyond this machine."""
     if not (cfg.admin_tokens or cfg.worker_tokens) and not is_loopback(cfg.host):
@@ -97,6 +115,7 @@ def check_bind(cfg: ServerConfig) -> None:
         raise ConfigError("a token is both an admin and a worker token; use distinct tokens")
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
+    check_limits(cfg)
     if cfg.tls_client_ca and not cfg.tls_cert:
         raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
 

@@ -21,8 +21,10 @@ from archsearch.server._cli_common import (
     _add_conn,
     _explain,
     _setup_logging,
+    seconds,
+    whole_number,
 )
-from archsearch.server._cli_machines import _non_negative_seconds, cmd_serve, cmd_worker
+from archsearch.server._cli_machines import cmd_serve, cmd_worker
 from archsearch.server._cli_replay import add_replay_command
 from archsearch.server._cli_studies import (
     cmd_demo,
@@ -31,6 +33,7 @@ from archsearch.server._cli_studies import (
     cmd_stop,
     cmd_studies,
 )
+from archsearch.server.app import MIN_MESSAGE_BYTES
 from archsearch.server.client import ClientError
 
 DESCRIPTION = (
@@ -85,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Optuna storage URL: sqlite:///FILE.db or postgresql://USER:PASS@HOST/DB",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    s.add_argument("--port", type=int, default=50051, help="port (0 picks a free one)")
+    s.add_argument(
+        "--port", type=whole_number(0, 65535), default=50051, help="port (0 picks a free one)"
+    )
     s.add_argument(
         "--admin-token-file",
         help="admin tokens, one per line (can call everything); default: no tokens, loopback only",
@@ -99,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-client-ca",
         help="require client certificates signed by this CA; default: none required",
     )
-    s.add_argument("--lease-seconds", type=int, default=60, help="lease duration without heartbeat")
+    s.add_argument(
+        "--lease-seconds",
+        type=whole_number(1),
+        default=60,
+        help="lease duration without heartbeat",
+    )
     s.add_argument(
         "--artifact-dir",
         help="keep trial artifacts here: files workers upload (checkpoints) and a picture of "
@@ -109,21 +119,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--max-artifact-bytes",
-        type=int,
+        type=whole_number(0),
         default=1 << 30,
         help="largest file a worker may upload (bytes)",
     )
     s.add_argument(
-        "--heartbeat-seconds", type=int, default=10, help="heartbeat interval told to workers"
+        "--heartbeat-seconds",
+        type=whole_number(1),
+        default=10,
+        help="heartbeat interval told to workers",
     )
     s.add_argument(
-        "--max-long-polls", type=int, default=256, help="AcquireTrial calls waiting at once"
+        "--max-long-polls",
+        type=whole_number(1),
+        default=256,
+        help="AcquireTrial calls waiting at once",
     )
     s.add_argument(
-        "--max-poll-seconds", type=float, default=30.0, help="cap on a long poll's timeout"
+        "--max-poll-seconds",
+        type=seconds(allow_zero=False),
+        default=30.0,
+        help="cap on a long poll's timeout",
     )
     s.add_argument(
-        "--max-message-bytes", type=int, default=4 * 1024 * 1024, help="largest message accepted"
+        "--max-message-bytes",
+        type=whole_number(MIN_MESSAGE_BYTES),
+        default=4 * 1024 * 1024,
+        help="largest message accepted",
     )
     s.set_defaults(func=cmd_serve)
 
@@ -136,7 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="trainer to run (bert, table, or another registered one), repeatable; default: bert",
     )
     w.add_argument("--table", help="table JSON for --trainer table")
-    w.add_argument("--duration", type=float, default=0.0, help="simulated seconds per table trial")
+    w.add_argument(
+        "--duration",
+        type=seconds(allow_zero=True),
+        default=0.0,
+        help="simulated seconds per table trial",
+    )
     w.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     w.add_argument(
         "--glue-dir",
@@ -144,16 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--study", help="only take trials of this study; default: any study")
     w.add_argument("--worker-id", help="stable worker id; default: host-pid-random")
-    w.add_argument("--poll-seconds", type=float, default=20.0, help="long-poll timeout")
-    w.add_argument("--max-trials", type=int, help="exit after this many trials; default: never")
+    w.add_argument(
+        "--poll-seconds", type=seconds(allow_zero=False), default=20.0, help="long-poll timeout"
+    )
+    w.add_argument(
+        "--max-trials", type=whole_number(1), help="exit after this many trials; default: never"
+    )
     w.add_argument(
         "--idle-exit",
-        type=float,
+        type=seconds(allow_zero=True),
         help="exit after this many seconds without work; default: never",
     )
     w.add_argument(
         "--stop-grace",
-        type=_non_negative_seconds,
+        type=seconds(allow_zero=True),
         default=10.0,
         metavar="SECONDS",
         help="after SIGTERM, keep trying this long to hand back the current trial while the "
@@ -223,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_conn(sh)
     sh.add_argument("name", help="study name")
     sh.add_argument("--json", action="store_true", help="print JSON, every trial")
-    sh.add_argument("--limit", type=int, default=50, help="trials to print (the most recent)")
+    sh.add_argument(
+        "--limit", type=whole_number(1), default=50, help="trials to print (the most recent)"
+    )
     sh.set_defaults(func=cmd_show)
 
     sp = command("stop", "stop handing out a study's trials")
@@ -233,9 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = command("demo", "run an end-to-end search on this machine")
     d.add_argument("--workdir", default="demo-output", help="where the SQLite file and logs go")
-    d.add_argument("--trials", type=int, default=10, help="candidates to evaluate")
-    d.add_argument("--workers", type=int, default=2, help="CPU worker processes")
-    d.add_argument("--steps", type=int, default=300, help="training steps per candidate")
+    d.add_argument("--trials", type=whole_number(1), default=10, help="candidates to evaluate")
+    d.add_argument("--workers", type=whole_number(1), default=2, help="CPU worker processes")
+    d.add_argument(
+        "--steps", type=whole_number(1), default=300, help="training steps per candidate"
+    )
     d.add_argument(
         "--glue-dir",
         help="glue_data folder; default: $ARCHSEARCH_GLUE_DIR, then ../shared/data/glue",

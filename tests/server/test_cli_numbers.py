@@ -1,0 +1,95 @@
+"""Numbers and addresses on the command line are checked when parsed: a port past 65535 is not
+taken modulo 65536, a demo with no workers or no trials is not started, a worker with a
+zero poll is not run, and each refusal names the flag and the range."""
+
+from __future__ import annotations
+
+import pytest
+
+from archsearch.server import cli
+from archsearch.server.app import ConfigError, ServerConfig, check_bind
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--port", "70000"], "argument --port: expected a whole number in 0..65535"),
+        (["serve", "--port", "-5"], "argument --port: expected a whole number in 0..65535"),
+        (["serve", "--max-long-polls", "0"], "argument --max-long-polls: expected a whole"),
+        (["serve", "--max-message-bytes", "100"], "expected a whole number >= 65536"),
+        (["serve", "--max-poll-seconds", "-1"], "expected a number of seconds > 0, got '-1'"),
+        (["serve", "--lease-seconds", "1.5"], "argument --lease-seconds: expected a whole"),
+        (["worker", "--poll-seconds", "0"], "argument --poll-seconds: expected a number of sec"),
+        (["worker", "--poll-seconds", "nan"], "expected a number of seconds > 0, got 'nan'"),
+        (["worker", "--duration", "-1"], "argument --duration: expected a number of seconds >= 0"),
+        (["worker", "--idle-exit", "inf"], "argument --idle-exit: expected a number of seconds"),
+        (["worker", "--max-trials", "0"], "argument --max-trials: expected a whole number >= 1"),
+        (["show", "x", "--limit", "0"], "argument --limit: expected a whole number >= 1"),
+        (["demo", "--trials", "0"], "argument --trials: expected a whole number >= 1, got '0'"),
+        (["demo", "--workers", "-1"], "argument --workers: expected a whole number >= 1"),
+        (["demo", "--steps", "ten"], "argument --steps: expected a whole number >= 1, got 'ten'"),
+        (["studies", "--server", "127.0.0.1:99999"], "port must be in 1..65535"),
+        (["show", "x", "--server", "[::1]:0"], "port must be in 1..65535, got '[::1]:0'"),
+        (["fleet", "slurm", "--server", "h:65536", "--workers", "1"], "port must be in 1..65535"),
+    ],
+)
+def test_out_of_range_numbers_are_refused_when_parsed(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("archsearch: "), err
+    assert message in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--port", "0", "--max-poll-seconds", "0.5", "--max-message-bytes", "65536"],
+        ["worker", "--duration", "0", "--idle-exit", "0", "--poll-seconds", "0.1"],
+        ["studies", "--server", "localhost:1"],
+        ["studies", "--server", "[::1]:50051"],
+        ["studies", "--server", "unix:/tmp/archsearch.sock"],
+        ["demo", "--trials", "1", "--workers", "1", "--steps", "1"],
+    ],
+)
+def test_the_edges_of_each_range_are_accepted(argv: list[str]) -> None:
+    cli.build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("port", 65536, "--port must be in 0..65535"),
+        ("max_long_polls", 0, "--max-long-polls must be >= 1"),
+        ("max_poll_s", 0.0, "--max-poll-seconds must be > 0"),
+        ("max_message_bytes", 1024, "--max-message-bytes must be >= 65536"),
+    ],
+)
+def test_a_server_config_built_in_code_is_checked_too(
+    field: str, value: float, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_bind(ServerConfig(**{field: value}))
+
+
+def test_an_rpc_error_of_a_command_without_server_flag_is_one_line() -> None:
+    """``demo`` starts its own server and has no --server: its RPC errors were explained by
+    reading ``args.server`` and ended in a traceback."""
+    import argparse
+
+    import grpc
+
+    from archsearch.server._cli_common import _explain
+    from archsearch.server.client import ClientError
+
+    bad = ClientError(grpc.StatusCode.INVALID_ARGUMENT, "n_trials: must be >= 1", "LaunchSearch")
+    err = _explain(bad, argparse.Namespace(steps=3))
+    assert (str(err), err.code) == ("invalid argument: n_trials: must be >= 1", 2)
+    down = ClientError(grpc.StatusCode.UNAVAILABLE, "connection refused", "LaunchSearch")
+    assert "no archsearch server answers at the local server" in str(
+        _explain(down, argparse.Namespace())
+    )

@@ -57,11 +57,14 @@ def _wheels(dest: Path, python_version: str) -> None:
              *(pin[n] for n in names)],
             check=True,
         )  # fmt: skip
+    leftover = not (ROOT / "build").exists()  # setuptools builds in ./build; ours goes
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
          "-w", str(dest), str(ROOT)],
         check=True,
     )  # fmt: skip
+    if leftover:
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
 
 
 def _half_teacher(dest: Path) -> None:

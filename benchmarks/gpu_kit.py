@@ -57,13 +57,13 @@ def _wheels(dest: Path, python_version: str) -> None:
              *(pin[n] for n in names)],
             check=True,
         )  # fmt: skip
-    leftover = not (ROOT / "build").exists()  # setuptools builds in ./build; ours goes
+    ours = not (ROOT / "build").exists()  # setuptools builds in ./build: remove what it adds
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
          "-w", str(dest), str(ROOT)],
         check=True,
     )  # fmt: skip
-    if leftover:
+    if ours:
         shutil.rmtree(ROOT / "build", ignore_errors=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 from archsearch.server._cli_common import (
     CliError,
@@ -54,6 +55,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_device(device: str) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` of a device this machine has."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise CliError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError(f"--device {device}: no CUDA device here; use --device cpu")
+        n = torch.cuda.device_count()
+        if int(device.partition(":")[2] or 0) >= n:
+            raise CliError(
+                f"--device {device}: this machine has {n} CUDA device(s), cuda:0..{n - 1}"
+            )
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from archsearch.server.client import WorkerClient
     from archsearch.worker import Trainer, Worker
@@ -66,13 +83,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             trainers[name] = create_trainer(name, options)
         except KeyError as e:
             raise CliError(str(e.args[0])) from e
-        except ValueError as e:
+        except (ValueError, FileNotFoundError) as e:  # FileNotFoundError: a missing --glue-dir
             raise CliError(str(e)) from e
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise CliError(f"--device {args.device}: no CUDA device here; use --device cpu")
+    _check_device(args.device)
     try:
         client = WorkerClient(args.server, token=_token(args), tls_ca=args.tls_ca, tls=args.tls)
     except ValueError as e:  # an unreadable --tls-ca file

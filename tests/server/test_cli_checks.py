@@ -1,8 +1,11 @@
-"""Numbers and addresses on the command line are checked when parsed: a port past 65535 is not
-taken modulo 65536, a demo with no workers or no trials is not started, a worker with a
-zero poll is not run, and each refusal names the flag and the range."""
+"""The command line refuses what cannot work before it starts anything, in one line that names
+the flag: numbers and ports out of range (a port past 65535 is not taken modulo 65536, a demo
+with no workers or no trials is not started, a worker with a zero poll is not run), a worker's
+unknown device or missing GLUE folder."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +96,22 @@ def test_an_rpc_error_of_a_command_without_server_flag_is_one_line() -> None:
     assert "no archsearch server answers at the local server" in str(
         _explain(down, argparse.Namespace())
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--device", "tpu"], "archsearch: --device 'tpu': use cpu, cuda or cuda:N"),
+        (["--device", "cuda:x"], "archsearch: --device 'cuda:x': use cpu, cuda or cuda:N"),
+        (["--glue-dir", "{missing}"], "archsearch: GLUE folder {missing} (from --glue-dir) does"),
+    ],
+)
+def test_a_worker_that_could_not_train_is_refused_before_it_connects(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "missing")
+    argv = ["worker", "--server", "127.0.0.1:1", *(f.format(missing=missing) for f in flags)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message.format(missing=missing)), err
+    assert "Traceback" not in err

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from archsearch.server._cli_common import CliError
 from archsearch.server._format import (
     TRIAL_STATE_NAMES,
     architecture_params,
@@ -98,10 +99,16 @@ def _start_worker(
 def run_demo(args: argparse.Namespace) -> int:
     from archsearch.worker import resolve_glue_dir
 
-    glue_dir, how = resolve_glue_dir(args.glue_dir)
+    try:
+        glue_dir, how = resolve_glue_dir(args.glue_dir)
+    except FileNotFoundError as e:  # the message lists every place looked at and the fix
+        raise CliError(str(e)) from None
     print(f"GLUE data: {how}")
     workdir = Path(args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"cannot create --workdir {workdir}: {e.strerror}") from None
     db = workdir / "archsearch-demo.db"
     storage = f"sqlite:///{db}"
     name = "demo-sst2-tpe-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -115,3 +115,16 @@ def test_a_worker_that_could_not_train_is_refused_before_it_connects(
     err = capsys.readouterr().err
     assert err.startswith(message.format(missing=missing)), err
     assert "Traceback" not in err
+
+
+def test_a_demo_without_its_data_or_folder_says_so_and_starts_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing"
+    assert cli.main(["demo", "--glue-dir", str(missing), "--workdir", str(tmp_path / "w")]) == 2
+    assert capsys.readouterr().err.startswith(f"archsearch: GLUE folder {missing} (from --glue")
+    assert not (tmp_path / "w").exists()
+    (tmp_path / "file").write_text("")
+    assert cli.main(["demo", "--workdir", str(tmp_path / "file" / "w")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"archsearch: cannot create --workdir {tmp_path / 'file' / 'w'}: "), err

@@ -21,6 +21,9 @@ from archsearch.server._rpc import method_handlers
 from archsearch.server._servicers import SearchServicer
 from archsearch.server._studies import StudyManager
 from archsearch.server._trial_artifacts import (
+    CHUNK_BYTES as ARTIFACT_CHUNK_BYTES,
+)
+from archsearch.server._trial_artifacts import (
     DEFAULT_MAX_ARTIFACT_BYTES,
     TrialArtifacts,
     default_artifact_dir,
@@ -85,8 +88,8 @@ def read_token_file(path: str) -> list[str]:
     return tokens
 
 
-#: the smallest --max-message-bytes: a spec, a page of trials or an artifact chunk must fit
-MIN_MESSAGE_BYTES = 64 * 1024
+#: the smallest --max-message-bytes: an artifact upload's chunk (1 MiB) and its fields must fit
+MIN_MESSAGE_BYTES = ARTIFACT_CHUNK_BYTES + 64 * 1024
 
 
 def check_limits(cfg: ServerConfig) -> None:

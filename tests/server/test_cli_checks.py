@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from archsearch.server import cli
+from archsearch.server.app import MIN_MESSAGE_BYTES as MIN_BYTES
 from archsearch.server.app import ConfigError, ServerConfig, check_bind
 
 
@@ -19,7 +20,7 @@ from archsearch.server.app import ConfigError, ServerConfig, check_bind
         (["serve", "--port", "70000"], "argument --port: expected a whole number in 0..65535"),
         (["serve", "--port", "-5"], "argument --port: expected a whole number in 0..65535"),
         (["serve", "--max-long-polls", "0"], "argument --max-long-polls: expected a whole"),
-        (["serve", "--max-message-bytes", "100"], "expected a whole number >= 65536"),
+        (["serve", "--max-message-bytes", "65536"], f"expected a whole number >= {MIN_BYTES}"),
         (["serve", "--max-poll-seconds", "-1"], "expected a number of seconds > 0, got '-1'"),
         (["serve", "--lease-seconds", "1.5"], "argument --lease-seconds: expected a whole"),
         (["worker", "--poll-seconds", "0"], "argument --poll-seconds: expected a number of sec"),
@@ -51,7 +52,15 @@ def test_out_of_range_numbers_are_refused_when_parsed(
 @pytest.mark.parametrize(
     "argv",
     [
-        ["serve", "--port", "0", "--max-poll-seconds", "0.5", "--max-message-bytes", "65536"],
+        [
+            "serve",
+            "--port",
+            "0",
+            "--max-poll-seconds",
+            "0.5",
+            "--max-message-bytes",
+            str(MIN_BYTES),
+        ],
         ["worker", "--duration", "0", "--idle-exit", "0", "--poll-seconds", "0.1"],
         ["studies", "--server", "localhost:1"],
         ["studies", "--server", "[::1]:50051"],
@@ -69,7 +78,7 @@ def test_the_edges_of_each_range_are_accepted(argv: list[str]) -> None:
         ("port", 65536, "--port must be in 0..65535"),
         ("max_long_polls", 0, "--max-long-polls must be >= 1"),
         ("max_poll_s", 0.0, "--max-poll-seconds must be > 0"),
-        ("max_message_bytes", 1024, "--max-message-bytes must be >= 65536"),
+        ("max_message_bytes", 1 << 20, f"--max-message-bytes must be >= {MIN_BYTES}"),
     ],
 )
 def test_a_server_config_built_in_code_is_checked_too(

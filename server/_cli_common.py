@@ -9,7 +9,13 @@ import math
 import os
 from collections.abc import Callable
 
-from archsearch.server.client import ClientError, SearchClient, connection_cause, resolve_token
+from archsearch.server.client import (
+    ClientError,
+    SearchClient,
+    check_target,
+    connection_cause,
+    resolve_token,
+)
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 log = logging.getLogger("archsearch")
@@ -59,12 +65,11 @@ def seconds(*, allow_zero: bool) -> Callable[[str], float]:
 
 
 def server_address(text: str) -> str:
-    """An argparse type for ``--server``: HOST:PORT with a port in 1..65535 (gRPC would
-    silently take a larger port modulo 65536, or dial port 0)."""
-    host, sep, port = text.rpartition(":")
-    if sep and host and port.isascii() and port.isdigit() and not 1 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {text!r} (HOST:PORT)")
-    return text
+    """An argparse type for ``--server``: the client's own check of HOST:PORT, at parse time."""
+    try:
+        return check_target(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _setup_logging(verbose: bool) -> None:

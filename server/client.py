@@ -108,6 +108,15 @@ def resolve_token(token: str | None = None, token_file: str | None = None) -> st
     return os.environ.get("ARCHSEARCH_TOKEN") or None
 
 
+def check_target(target: str) -> str:
+    """``target`` if its port, when it names one (HOST:PORT), is in 1..65535; gRPC would take
+    a larger port modulo 65536 (99999 dials 34463) or dial port 0. Raises ValueError."""
+    host, sep, port = target.rpartition(":")
+    if sep and host and port.isascii() and port.isdigit() and not 1 <= int(port) <= 65535:
+        raise ValueError(f"port must be in 1..65535, got {target!r} (HOST:PORT)")
+    return target
+
+
 def make_channel(
     target: str,
     tls_ca: str | None = None,
@@ -117,6 +126,7 @@ def make_channel(
     client_key: str | None = None,
 ) -> grpc.Channel:
     """A channel to ``target`` (HOST:PORT); TLS when ``tls`` or a CA file is given."""
+    check_target(target)
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),

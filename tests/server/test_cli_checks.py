@@ -137,3 +137,12 @@ def test_a_demo_without_its_data_or_folder_says_so_and_starts_nothing(
     assert cli.main(["demo", "--workdir", str(tmp_path / "file" / "w")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"archsearch: cannot create --workdir {tmp_path / 'file' / 'w'}: "), err
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:99999", "localhost:0", "[::1]:65536"])
+def test_the_python_client_refuses_a_port_grpc_would_wrap(target: str) -> None:
+    from archsearch.server.client import SearchClient, WorkerClient
+
+    for client in (SearchClient, WorkerClient):
+        with pytest.raises(ValueError, match=r"port must be in 1\.\.65535"):
+            client(target)

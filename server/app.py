@@ -118,7 +118,6 @@ def check_bind(cfg: ServerConfig) -> None:
         raise ConfigError("a token is both an admin and a worker token; use distinct tokens")
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
-    check_limits(cfg)
     if cfg.tls_client_ca and not cfg.tls_cert:
         raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
 
@@ -141,6 +140,7 @@ class ArchsearchServer:
     """A running server: the study manager plus the gRPC server around it."""
 
     def __init__(self, cfg: ServerConfig) -> None:
+        check_limits(cfg)
         check_bind(cfg)
         self.cfg = cfg
         self.manager = StudyManager(

@@ -11,7 +11,7 @@ import pytest
 
 from archsearch.server import cli
 from archsearch.server.app import MIN_MESSAGE_BYTES as MIN_BYTES
-from archsearch.server.app import ConfigError, ServerConfig, check_bind
+from archsearch.server.app import ConfigError, ServerConfig, check_limits
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_a_server_config_built_in_code_is_checked_too(
     field: str, value: float, message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        check_bind(ServerConfig(**{field: value}))
+        check_limits(ServerConfig(**{field: value}))
 
 
 def test_an_rpc_error_of_a_command_without_server_flag_is_one_line() -> None:

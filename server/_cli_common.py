@@ -48,8 +48,9 @@ def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], in
     return parse
 
 
-def seconds(*, allow_zero: bool) -> Callable[[str], float]:
-    """An argparse type: a finite number of seconds, > 0 (or >= 0 with ``allow_zero``)."""
+def seconds(*, allow_zero: bool, unit: str = "seconds") -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds (or another ``unit``), > 0 (or >= 0 with
+    ``allow_zero``)."""
     span = ">= 0" if allow_zero else "> 0"
 
     def parse(text: str) -> float:
@@ -58,7 +59,7 @@ def seconds(*, allow_zero: bool) -> Callable[[str], float]:
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-            raise argparse.ArgumentTypeError(f"expected a number of seconds {span}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a number of {unit} {span}, got {text!r}")
         return value
 
     return parse

@@ -76,7 +76,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from archsearch.worker import Trainer, Worker
     from archsearch.worker._registry import create_trainer
 
-    options = {"glue_dir": args.glue_dir, "table": args.table, "duration_s": args.duration}
+    options = {
+        "glue_dir": args.glue_dir,
+        "table": args.table,
+        "duration_s": args.duration,
+        "save_minutes": args.save_minutes,
+    }
     trainers: dict[str, Trainer] = {}
     for name in args.trainer or ["bert"]:
         try:

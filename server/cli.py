@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--glue-dir",
         help="glue_data folder; default: $ARCHSEARCH_GLUE_DIR, then ../shared/data/glue",
     )
+    w.add_argument(
+        "--save-minutes",
+        type=seconds(allow_zero=True, unit="minutes"),
+        metavar="MINUTES",
+        help="autodistil trainer: minutes of supernet training between saves of its progress, "
+        "which a retried job continues from (default 10; 0: never save)",
+    )
     w.add_argument("--study", help="only take trials of this study; default: any study")
     w.add_argument("--worker-id", help="stable worker id; default: host-pid-random")
     w.add_argument(

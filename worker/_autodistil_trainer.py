@@ -10,7 +10,9 @@
   texts; its provenance goes to the info as ``distill_selection_...``), reports the relation
   loss as it goes, uploads the supernet (``config.json``, ``model.safetensors``) as
   artifacts of its trial and returns
-  ``relation_loss`` (mean of the last steps) and ``train_seconds``.
+  ``relation_loss`` (mean of the last steps) and ``train_seconds`` (every attempt's). It saves
+  its progress every ``save_minutes`` and when stopped, and a later attempt that finds it
+  continues from there (``_supernet_resume``; ``info["resumed_from_step"]``).
 * ``rank``: same architecture; ``recipe["rank"]`` (:data:`RANK_DEFAULTS`) names the supernet
   (``"trial:N"``, ``"trial:STUDY:N"`` or a local folder; absent: the untrained teacher). For every
   student of the sub-space: ``relation_loss@<key>`` (held-out text), ``teacher_relation_loss@<key>``
@@ -59,16 +61,22 @@ from archsearch.worker._student_ranking import (
     relation_scores,
 )
 from archsearch.worker._supernet import Supernet, extract
+from archsearch.worker._supernet_resume import (
+    DEFAULT_SAVE_MINUTES,
+    ProgressFile,
+    check_save_minutes,
+    progress_folder,
+)
 from archsearch.worker._supernet_training import (
     SupernetRecipe,
+    SupernetTraining,
     held_out_count,
     held_out_texts,
     text_batches,
-    train_supernet,
     unlabeled_texts,
 )
 from archsearch.worker._teacher import load_teacher_encoder
-from archsearch.worker._trainer import CandidateError, TrainContext, TrainResult
+from archsearch.worker._trainer import CandidateError, TrainContext, TrainResult, TrialStopped
 
 #: ``recipe["rank"]`` fields and their defaults.
 RANK_DEFAULTS: dict[str, Any] = {
@@ -96,10 +104,30 @@ class AutodistilTrainer(BertTrainer):
     info = AUTODISTIL_TRAINER_INFO
     kinds = AUTODISTIL_KINDS
 
-    def __init__(self, glue_dir: str | None = None, tokenizer_path: str | None = None) -> None:
+    def __init__(
+        self,
+        glue_dir: str | None = None,
+        tokenizer_path: str | None = None,
+        save_minutes: float = DEFAULT_SAVE_MINUTES,
+    ) -> None:
         super().__init__(glue_dir, tokenizer_path)
         self._teachers: dict[str, BertModel] = {}
         self._init_from: BertModel | None = None
+        #: Minutes of supernet training between saves of its progress (0: never).
+        self.save_minutes = check_save_minutes(save_minutes)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> AutodistilTrainer:
+        """A trainer for a worker's options: ``glue_dir`` and ``save_minutes``.
+
+        Raises:
+            ValueError: ``save_minutes`` is not a number >= 0.
+        """
+        minutes = options.get("save_minutes")
+        return cls(
+            glue_dir=options.get("glue_dir"),
+            save_minutes=DEFAULT_SAVE_MINUTES if minutes is None else minutes,
+        )
 
     def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
         try:
@@ -164,18 +192,29 @@ class AutodistilTrainer(BertTrainer):
             texts, self.tokenizer, recipe.max_seq_length, recipe.batch_size, recipe.seed, device
         )
         every = max(1, recipe.steps // 20)
-
-        def on_step(step: int, loss: float) -> None:
-            context.check()
-            if (step + 1) % every == 0 or step + 1 == recipe.steps:
-                context.report(step + 1, loss)
-
-        start = time.perf_counter()
-        losses = train_supernet(supernet, teacher, students, batches, recipe, on_step)
+        run = SupernetTraining(supernet, teacher, students, batches, recipe)
+        progress = ProgressFile(progress_folder(candidate.fingerprint()), self.save_minutes)
+        before = progress.restore(run)
+        start = time.perf_counter() - before.get("seconds", 0.0)
+        try:
+            while not run.done:
+                loss = run.train_step()
+                context.check()
+                if run.step % every == 0 or run.done:
+                    context.report(run.step, loss)
+                if progress.due() and not run.done:
+                    progress.save(run, time.perf_counter() - start)
+        except TrialStopped:
+            progress.save(run, time.perf_counter() - start)
+            raise
         seconds = time.perf_counter() - start
+        losses = run.losses
         folder = checkpoint_root() / "autodistil" / candidate.fingerprint()
         supernet.bert.save_pretrained(folder)
+        progress.clear()
         info: dict[str, Any] = {"checkpoint": str(folder), "subspace": space.name}
+        if before:
+            info["resumed_from_step"] = str(before["step"])
         info.update(selection_info)
         info.update(_upload(context, folder))
         tail = losses[-_LAST_STEPS:]

@@ -173,6 +173,103 @@ def student_relation_loss(
     return relation_loss(out.qkv, target, teacher.shape.heads, batch["attention_mask"], loss)
 
 
+class SupernetTraining:
+    """One supernet's sandwich training, a step at a time, with a state that can be saved and
+    restored: a restored training continues exactly as the uninterrupted one would (the same
+    batches, sandwiches, dropout draws and optimiser state; bit for bit on the CPU).
+
+    Args:
+        supernet: The shared weights (trained in place, in train mode).
+        teacher: The frozen teacher as a supernet (its full shape is used), usually
+            ``Supernet.from_teacher(teacher_bert)`` before training starts.
+        students: The sub-space's students, sorted by parameters.
+        batches: Unlabeled batches (:func:`text_batches`), a seeded endless stream: a restore
+            draws and drops the batches the saved steps used.
+    """
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        teacher: Supernet,
+        students: Sequence[Student],
+        batches: Iterator[Batch],
+        recipe: SupernetRecipe,
+    ) -> None:
+        torch.manual_seed(recipe.seed)
+        self.supernet, self.teacher, self.students = supernet, teacher, list(students)
+        self.batches, self.recipe = batches, recipe
+        teacher.eval()
+        supernet.train()
+        self.optimizer = torch.optim.AdamW(
+            supernet.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay
+        )
+        self.step = 0  # optimiser steps done
+        self.losses: list[float] = []  # each step's mean loss over its sandwich
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.recipe.steps
+
+    def train_step(self) -> float:
+        """Trains one sandwich step; returns its mean loss."""
+        batch = next(self.batches)
+        target = teacher_qkv(self.teacher, batch)
+        total = 0.0
+        sandwich = sandwich_students(self.students, self.step, self.recipe.sandwich)
+        for student in sandwich:
+            loss = student_relation_loss(
+                self.supernet, self.teacher, student, batch, target, self.recipe.loss
+            )
+            loss.backward()
+            total += float(loss.detach())
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.losses.append(total / len(sandwich))
+        self.step += 1
+        if self.done:
+            self.supernet.eval()
+        return self.losses[-1]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a restore needs: weights, optimiser, step, losses, random states."""
+        state: dict[str, Any] = {
+            "step": self.step,
+            "losses": list(self.losses),
+            "supernet": self.supernet.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        device = next(self.supernet.parameters()).device
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continues from ``state`` (of a training of the same candidate); draws and drops the
+        ``state["step"]`` batches already used.
+
+        Raises:
+            ValueError: ``state`` does not fit (another shape, more steps than the recipe's).
+        """
+        step = int(state["step"])
+        if not 0 <= step <= self.recipe.steps or len(state["losses"]) != step:
+            raise ValueError(f"saved step {step} does not fit a {self.recipe.steps}-step recipe")
+        try:
+            self.supernet.load_state_dict(state["supernet"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise ValueError(f"saved weights do not fit this supernet: {e}") from e
+        torch.set_rng_state(state["torch_rng"])
+        device = next(self.supernet.parameters()).device
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        for _ in range(step):
+            next(self.batches)
+        self.step, self.losses = step, [float(v) for v in state["losses"]]
+        if self.done:
+            self.supernet.eval()
+
+
 def train_supernet(
     supernet: Supernet,
     teacher: Supernet,
@@ -181,36 +278,15 @@ def train_supernet(
     recipe: SupernetRecipe,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Sandwich-trains ``supernet`` for ``recipe.steps`` steps; returns each step's mean loss.
+    """Sandwich-trains ``supernet`` for ``recipe.steps`` steps (:class:`SupernetTraining`);
+    returns each step's mean loss.
 
     Args:
-        supernet: The shared weights (trained in place, in train mode).
-        teacher: The frozen teacher as a supernet (its full shape is used), usually
-            ``Supernet.from_teacher(teacher_bert)`` before training starts.
-        students: The sub-space's students, sorted by parameters.
-        batches: Unlabeled batches (:func:`text_batches`).
         on_step: Called with ``(step, mean loss)`` after every step (heartbeats, reports).
     """
-    torch.manual_seed(recipe.seed)
-    teacher.eval()
-    supernet.train()
-    optimizer = torch.optim.AdamW(
-        supernet.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay
-    )
-    losses: list[float] = []
-    for step in range(recipe.steps):
-        batch = next(batches)
-        target = teacher_qkv(teacher, batch)
-        total = 0.0
-        sandwich = sandwich_students(students, step, recipe.sandwich)
-        for student in sandwich:
-            loss = student_relation_loss(supernet, teacher, student, batch, target, recipe.loss)
-            loss.backward()
-            total += float(loss.detach())
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(total / len(sandwich))
+    run = SupernetTraining(supernet, teacher, students, batches, recipe)
+    while not run.done:
+        loss = run.train_step()
         if on_step is not None:
-            on_step(step, losses[-1])
-    supernet.eval()
-    return losses
+            on_step(run.step - 1, loss)
+    return run.losses

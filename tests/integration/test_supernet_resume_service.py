@@ -1,0 +1,120 @@
+"""A supernet job handed back mid-training continues where it was on its retry, through the real
+service: one ``archsearch worker --trainer autodistil --save-minutes ...`` process is sent
+SIGTERM while it trains the study's supernet (the way SLURM preemption or a Kubernetes drain
+ends a worker); it saves the job's progress and hands the trial back. A second worker, seeing
+the same checkpoint folder, takes the retry, trains only the remaining steps and the study
+ends as usual."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from _procs import Proc, ServerProc, cli, load_trials, wait_for, wait_study
+from optuna.trial import TrialState
+
+from archsearch.server._trainers import installed_trainers
+from archsearch.server.client import SearchClient
+
+STEPS = 60  # reported every 3 steps
+SPEC = {
+    "name": "resume",
+    "space": "autodistil",
+    "loop": "autodistil",
+    "trainer": "autodistil",
+    "n_trials": 5,
+    "space_options": {
+        "subspaces": [
+            {"name": "tiny", "layers": [1 / 6], "heads": [2 / 12, 4 / 12], "mlp_ratio": [2.0]}
+        ],
+        "seq_len": 32,
+    },
+    "loop_options": {
+        "top_n": 1,
+        "supernet": {"steps": STEPS, "batch_size": 8, "max_seq_length": 32},
+        "rank": {"proxy_steps": 4, "heldout": 16},
+    },
+    "recipe": {"max_steps": 4, "eval_every": 4, "batch_size": 8, "max_seq_length": 32},
+    "data": {"task": "sst2", "train_subset": 64, "eval_subset": 32},
+}
+
+pytestmark = pytest.mark.skipif(
+    "autodistil" not in {info.name for info in installed_trainers()},
+    reason="the autodistil trainer (worker side) is not installed",
+)
+
+
+@pytest.fixture
+def procs():
+    started: list[Proc] = []
+    yield started
+    for p in reversed(started):
+        p.stop()
+
+
+def _supernets(storage: str) -> list:
+    return [
+        t
+        for t in load_trials(storage, "resume")
+        if (t.user_attrs.get("candidate") or {}).get("kind") == "supernet"
+    ]
+
+
+def test_a_handed_back_supernet_job_resumes_on_another_worker(
+    tmp_path: Path, procs: list[Proc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoints = tmp_path / "checkpoints"  # the folder both workers see
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(checkpoints))
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    server = ServerProc(storage, tmp_path / "server.log", lease=20, heartbeat=1).start()
+    procs.append(server)
+    (tmp_path / "spec.json").write_text(json.dumps(SPEC))
+    launched = subprocess.run(
+        cli("launch", "--spec", str(tmp_path / "spec.json"), "--server", server.address),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert launched.returncode == 0, launched.stderr
+
+    def worker(name: str) -> Proc:
+        argv = cli(
+            "worker", "--server", server.address, "--trainer", "autodistil",
+            "--poll-seconds", "1", "--worker-id", name,
+        )  # fmt: skip
+        return Proc(argv, tmp_path / f"{name}.log")
+
+    first = worker("first").start()
+    procs.append(first)
+    wait_for(
+        lambda: any(t.intermediate_values for t in _supernets(storage)),
+        300,
+        "the supernet job's first report (first.log)",
+    )
+    first.signal(signal.SIGTERM)  # saves the progress (not due for 10 minutes) and hands back
+    assert first.wait(60) == 0, first.output()[-3000:]
+
+    trials = _supernets(storage)
+    (handed_back,) = [t for t in trials if t.state == TrialState.FAIL]  # its retry waits
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    stopped_at = max(handed_back.intermediate_values, default=0)
+    assert stopped_at < STEPS
+
+    procs.append(worker("second").start())
+    with SearchClient(server.address) as client:
+        wait_study(client, "resume", 400, procs)
+
+    done = [t for t in _supernets(storage) if t.state == TrialState.COMPLETE]
+    assert len(done) == 1, [(t.number, t.state.name) for t in _supernets(storage)]
+    (retry,) = done
+    assert retry.user_attrs["info"]["worker_id"] == "second"
+    resumed = int(retry.user_attrs["info"]["resumed_from_step"])
+    assert stopped_at <= resumed < STEPS  # saved when it stopped, at or after its last report
+    assert min(retry.intermediate_values) > resumed  # the retry trained only the rest
+    assert max(retry.intermediate_values) == STEPS
+    # The finished job cleared its progress.
+    assert not any((checkpoints / "autodistil" / "progress").glob("*/progress.pt"))
+    assert "continues at step" in (tmp_path / "second.log").read_text()

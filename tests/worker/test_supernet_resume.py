@@ -1,0 +1,225 @@
+"""A supernet job's saved progress: a stopped or lost job continues where it was, exactly."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from _tiny import save_tiny_teacher
+from _tiny_supernet import STUDENTS, tiny_teacher
+from transformers import BertModel
+
+from archsearch.spaces import Candidate
+from archsearch.spaces._subspaces import SubSpace
+from archsearch.worker import TrainContext, TrialStopped
+from archsearch.worker._autodistil_trainer import AutodistilTrainer
+from archsearch.worker._supernet import Supernet
+from archsearch.worker._supernet_resume import (
+    ProgressFile,
+    check_save_minutes,
+    progress_folder,
+)
+from archsearch.worker._supernet_training import SupernetRecipe, SupernetTraining
+
+RECIPE = SupernetRecipe(steps=6, lr=3e-3, seed=3)
+
+
+def random_batches(seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        ids = torch.randint(5, 100, (4, 12), generator=g)
+        mask = torch.ones_like(ids)
+        mask[0, 8:] = 0
+        yield {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+def training(recipe: SupernetRecipe = RECIPE) -> SupernetTraining:
+    teacher_bert = tiny_teacher()
+    return SupernetTraining(
+        Supernet.from_teacher(teacher_bert),
+        Supernet.from_teacher(teacher_bert),
+        STUDENTS,
+        random_batches(),
+        recipe,
+    )
+
+
+def weights(run: SupernetTraining) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in run.supernet.state_dict().items()}
+
+
+def test_a_restored_training_ends_exactly_where_the_uninterrupted_one_does(
+    tmp_path: Path,
+) -> None:
+    whole = training()
+    while not whole.done:
+        whole.train_step()
+
+    first = training()
+    for _ in range(2):
+        first.train_step()
+    ProgressFile(tmp_path).save(first, seconds=1.0)
+    torch.rand(5)  # what the process draws after the save must not change the resumed steps
+    second = training()
+    torch.manual_seed(1234)  # another process: other random states until the restore
+    assert ProgressFile(tmp_path).restore(second) == {"seconds": 1.0, "step": 2}
+    assert second.step == 2 and second.losses == first.losses
+    while not second.done:
+        second.train_step()
+
+    assert second.losses == whole.losses  # the same batches, sandwiches and dropout draws
+    for name, value in weights(whole).items():
+        assert torch.equal(weights(second)[name], value), name
+    assert not second.supernet.training  # eval mode once done, as the uninterrupted one
+
+
+def test_progress_that_does_not_fit_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = training(SupernetRecipe(steps=2, lr=3e-3))
+    for _ in range(2):
+        other.train_step()
+    ProgressFile(tmp_path).save(other, seconds=0.5)
+    longer = training(SupernetRecipe(steps=1, lr=3e-3))  # 2 saved steps > 1
+    with caplog.at_level(logging.WARNING, logger="archsearch.worker"):
+        assert ProgressFile(tmp_path).restore(longer) == {}
+    assert longer.step == 0 and "does not fit" in caplog.text
+
+    (tmp_path / "progress.pt").write_bytes(b"torn write")
+    fresh = training()
+    assert ProgressFile(tmp_path).restore(fresh) == {}
+    assert fresh.step == 0
+
+
+def test_saves_are_spaced_by_the_minutes_and_zero_never_saves(tmp_path: Path) -> None:
+    now = [0.0]
+    progress = ProgressFile(tmp_path, save_minutes=2, clock=lambda: now[0])
+    run = training()
+    run.train_step()
+    now[0] = 119.0
+    assert not progress.due()
+    now[0] = 120.0
+    assert progress.due()
+    progress.save(run, seconds=3.0)
+    assert not progress.due() and progress.path.exists()
+    progress.clear()
+    assert not tmp_path.exists()
+
+    never = ProgressFile(tmp_path, save_minutes=0, clock=lambda: 1e9)
+    assert not never.due()
+    never.save(run, seconds=3.0)
+    assert not tmp_path.exists()
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "ten", None, True])
+def test_bad_save_minutes_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError, match="--save-minutes"):
+        check_save_minutes(bad)
+    if bad is not None:
+        with pytest.raises(ValueError, match="--save-minutes"):
+            AutodistilTrainer.from_options({"save_minutes": bad})
+    assert AutodistilTrainer.from_options({}).save_minutes == 10.0
+    assert check_save_minutes("0.5") == 0.5
+
+
+# ----------------------------------------------------------------------------- the job
+
+SUBSPACE = SubSpace("t", (0.5, 1.0), (0.5, 1.0), None, (2.0,)).to_dict()
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher"))
+
+
+@pytest.fixture()
+def candidate(teacher: str, tmp_path: Path) -> Candidate:
+    text = tmp_path / "text.txt"
+    words = ["the", "a", "film", "movie", "good", "bad", "great", "dull", "story", "plot"]
+    text.write_text(
+        "\n".join(" ".join(words[(i * k) % 10] for k in range(1, 9)) for i in range(60)) + "\n"
+    )
+    return Candidate(
+        space="autodistil",
+        kind="supernet",
+        architecture={"teacher": teacher, "subspace": SUBSPACE},
+        recipe={"supernet": {"steps": 6, "batch_size": 8, "max_seq_length": 16, "lr": 1e-3}},
+        data={"task": "sst2", "distill_text": str(text)},
+    )
+
+
+def _stop_after(checks: int) -> TrainContext:
+    """A context whose trial is asked to end at its ``checks``-th check (a SIGTERM, say)."""
+    seen = [0]
+
+    def should_stop() -> bool:
+        seen[0] += 1
+        return seen[0] >= checks
+
+    return TrainContext(should_stop=should_stop)
+
+
+def test_a_stopped_supernet_job_continues_on_its_next_attempt(
+    candidate: Candidate, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "uninterrupted"))
+    whole = AutodistilTrainer().train(candidate, TrainContext())
+    assert "resumed_from_step" not in whole.info
+    expected = BertModel.from_pretrained(whole.info["checkpoint"]).state_dict()
+
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "stopped"))
+    trainer = AutodistilTrainer()
+    with pytest.raises(TrialStopped):
+        # Two checks a step (its own and the report's): the 7th comes after the 4th step.
+        trainer.train(candidate, _stop_after(checks=7))
+    saved = progress_folder(candidate.fingerprint())
+    assert (saved / "progress.pt").exists()
+
+    reports: list[int] = []
+
+    def report(step: int, value: float) -> bool:
+        reports.append(step)
+        return False
+
+    again = trainer.train(candidate, TrainContext(report=report))
+    assert again.info["resumed_from_step"] == "4"
+    assert reports == [5, 6]  # only the remaining steps
+    assert again.metrics["relation_loss"] == pytest.approx(whole.metrics["relation_loss"])
+    assert again.metrics["train_seconds"] > 0
+    got = BertModel.from_pretrained(again.info["checkpoint"]).state_dict()
+    for name, value in expected.items():
+        assert torch.equal(got[name], value), name
+    assert not saved.exists()  # a finished job leaves no progress behind
+
+
+def test_without_saving_a_stopped_job_starts_over(
+    candidate: Candidate, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path))
+    trainer = AutodistilTrainer(save_minutes=0)
+    with pytest.raises(TrialStopped):
+        trainer.train(candidate, _stop_after(checks=3))
+    assert not progress_folder(candidate.fingerprint()).exists()
+    assert "resumed_from_step" not in trainer.train(candidate, TrainContext()).info
+
+
+def test_a_lost_job_continues_from_its_last_periodic_save(
+    candidate: Candidate, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path))
+    trainer = AutodistilTrainer(save_minutes=1e-9)  # a save after every step
+    checks = [0]
+
+    def crash() -> bool:  # the machine goes away during the 3rd step's report: no save then
+        checks[0] += 1
+        if checks[0] == 6:
+            raise RuntimeError("machine lost")
+        return False
+
+    with pytest.raises(RuntimeError, match="machine lost"):
+        trainer.train(candidate, TrainContext(should_stop=crash))
+    again = trainer.train(candidate, TrainContext())
+    assert again.info["resumed_from_step"] == "2"

@@ -4,6 +4,7 @@ difficulties shared through artifacts and of the study's trials as crowd subject
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -34,8 +35,14 @@ class FakeServer:
         self.fail: dict[str, Exception] = {}
         self.calls: list[str] = []
 
-    def context(self, trial: int) -> TrainContext:
-        """The TrainContext of trial ``trial`` of the study."""
+    def context(
+        self,
+        trial: int,
+        should_stop: Callable[[], bool] | None = None,
+        report: Callable[[int, float], bool] | None = None,
+    ) -> TrainContext:
+        """The TrainContext of trial ``trial`` of the study (``should_stop`` and ``report`` as
+        TrainContext's)."""
 
         def upload(path: Path, name: str) -> str:
             self._call("upload")
@@ -62,6 +69,8 @@ class FakeServer:
             return found[:limit]
 
         return TrainContext(
+            report=report,
+            should_stop=should_stop,
             upload=upload,
             download=download,
             find=find,

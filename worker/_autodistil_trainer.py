@@ -63,9 +63,8 @@ from archsearch.worker._student_ranking import (
 from archsearch.worker._supernet import Supernet, extract
 from archsearch.worker._supernet_resume import (
     DEFAULT_SAVE_MINUTES,
-    ProgressFile,
     check_save_minutes,
-    progress_folder,
+    train_resumably,
 )
 from archsearch.worker._supernet_training import (
     SupernetRecipe,
@@ -76,7 +75,7 @@ from archsearch.worker._supernet_training import (
     unlabeled_texts,
 )
 from archsearch.worker._teacher import load_teacher_encoder
-from archsearch.worker._trainer import CandidateError, TrainContext, TrainResult, TrialStopped
+from archsearch.worker._trainer import CandidateError, TrainContext, TrainResult
 
 #: ``recipe["rank"]`` fields and their defaults.
 RANK_DEFAULTS: dict[str, Any] = {
@@ -193,32 +192,18 @@ class AutodistilTrainer(BertTrainer):
         )
         every = max(1, recipe.steps // 20)
         run = SupernetTraining(supernet, teacher, students, batches, recipe)
-        progress = ProgressFile(progress_folder(candidate.fingerprint()), self.save_minutes)
-        before = progress.restore(run)
-        start = time.perf_counter() - before.get("seconds", 0.0)
-        try:
-            while not run.done:
-                loss = run.train_step()
-                context.check()
-                if run.step % every == 0 or run.done:
-                    context.report(run.step, loss)
-                if progress.due() and not run.done:
-                    progress.save(run, time.perf_counter() - start)
-        except TrialStopped:
-            progress.save(run, time.perf_counter() - start)
-            raise
-        seconds = time.perf_counter() - start
+        done = train_resumably(run, context, candidate.fingerprint(), self.save_minutes, every)
         losses = run.losses
         folder = checkpoint_root() / "autodistil" / candidate.fingerprint()
         supernet.bert.save_pretrained(folder)
-        progress.clear()
+        done.progress.clear()
         info: dict[str, Any] = {"checkpoint": str(folder), "subspace": space.name}
-        if before:
-            info["resumed_from_step"] = str(before["step"])
+        if done.resumed_from is not None:
+            info["resumed_from_step"] = str(done.resumed_from)
         info.update(selection_info)
         info.update(_upload(context, folder))
         tail = losses[-_LAST_STEPS:]
-        metrics = {"relation_loss": sum(tail) / len(tail), "train_seconds": seconds}
+        metrics = {"relation_loss": sum(tail) / len(tail), "train_seconds": done.seconds}
         return TrainResult(metrics=metrics, info=info)
 
     def _texts(self, candidate: Candidate, held_out: bool) -> tuple[list[str], dict[str, str]]:

@@ -10,12 +10,20 @@ a shared file system) restores it and trains only the remaining steps; the resul
 an uninterrupted job gives. The file goes when the job finishes. A file that cannot be read,
 or does not fit the candidate, is logged and ignored: the job starts from the teacher.
 
+Workers that share no folder (Kubernetes pods with their own scratch space) share the progress
+through the server: a job asked to end while its lease is live (SIGTERM, a drain) also uploads
+the file as an artifact of its trial (``supernet-progress-<fingerprint>.pt``), and a later
+attempt downloads the newest such upload of its study when its own folder holds none from a
+later trial. A lost machine (SIGKILL) leaves only what its folder holds.
+
 torch has no resumable-training helper outside its trainers (``transformers.Trainer`` and
 Lightning keep their own), so the few lines of atomic save and checked restore are here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -29,12 +37,15 @@ import torch
 
 from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._supernet_training import SupernetTraining
+from archsearch.worker._trainer import TrainContext, TrialStopped
 
 log = logging.getLogger("archsearch.worker")
 
 #: Minutes of training between two saves of a supernet job's progress, unless the worker says.
 DEFAULT_SAVE_MINUTES = 10.0
 FILE = "progress.pt"
+#: Beside the file: which study and trial saved it, at which step.
+NOTE = "progress.json"
 
 
 def check_save_minutes(value: Any) -> float:
@@ -58,6 +69,11 @@ def check_save_minutes(value: Any) -> float:
 def progress_folder(fingerprint: str) -> Path:
     """Where the progress of the candidate with this fingerprint is kept."""
     return checkpoint_root() / "autodistil" / "progress" / fingerprint
+
+
+def artifact_name(fingerprint: str) -> str:
+    """The name a job's progress is uploaded under."""
+    return f"supernet-progress-{fingerprint}.pt"
 
 
 class ProgressFile:
@@ -102,17 +118,123 @@ class ProgressFile:
         """Whether ``save_minutes`` have passed since the last save (or restore)."""
         return self.enabled and self.clock() - self._last >= self.every_s
 
-    def save(self, run: SupernetTraining, seconds: float) -> None:
+    def save(
+        self, run: SupernetTraining, seconds: float, context: TrainContext | None = None
+    ) -> None:
         """Writes ``run``'s state and ``seconds`` trained so far; replaces the earlier file
-        atomically, so a kill while writing leaves the previous one."""
+        atomically, so a kill while writing leaves the previous one. ``context`` (its study
+        and trial) is noted beside it."""
         if not self.enabled:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         staging = self.folder / f".{FILE}.tmp-{os.getpid()}"
         torch.save({"training": run.state_dict(), "seconds": seconds}, staging)
         os.replace(staging, self.path)
+        self._note(context, run.step)
         self._last = self.clock()
+
+    def share(self, context: TrainContext, name: str) -> None:
+        """Uploads the saved file as artifact ``name`` of ``context``'s trial (when a server is
+        behind it); a refusal (too large for the server, the lease gone) is logged."""
+        if not (self.enabled and context.has_server and self.path.exists()):
+            return
+        from archsearch.server.client import ClientError
+
+        try:
+            context.upload(self.path, name)
+        except (ClientError, OSError, RuntimeError) as e:
+            log.warning(
+                "supernet progress not uploaded (%s): only a worker that sees %s can "
+                "continue this job",
+                e,
+                self.folder,
+            )
+        else:
+            log.info("supernet progress uploaded as %s", name)
+
+    def fetch(self, context: TrainContext, name: str) -> None:
+        """Downloads the newest upload ``name`` of ``context``'s study into the folder, unless
+        the folder's own file comes from that trial or a later one of the study. Failures are
+        logged (the job then starts from what the folder holds)."""
+        if not (self.enabled and context.has_server and context.study_name):
+            return
+        from archsearch.server.client import ClientError
+
+        try:
+            holders = context.artifact_holders(name, 1000)
+            if not holders:
+                return
+            newest = max(number for number, _ in holders)
+            note = self._read_note()
+            local = note.get("trial") if note.get("study") == context.study_name else None
+            if self.path.exists() and isinstance(local, int) and local >= newest:
+                return
+            self.folder.mkdir(parents=True, exist_ok=True)
+            staging = self.folder / f".{FILE}.download-{os.getpid()}"
+            context.download(newest, name, staging)
+            os.replace(staging, self.path)
+            (self.folder / NOTE).write_text(
+                json.dumps({"study": context.study_name, "trial": newest})
+            )
+            log.info("supernet progress of trial %s:%d downloaded", context.study_name, newest)
+        except (ClientError, OSError, RuntimeError) as e:
+            log.warning("supernet progress not downloaded: %s", e)
+
+    def _note(self, context: TrainContext | None, step: int) -> None:
+        note = {"step": step}
+        if context is not None and context.trial_number is not None:
+            note.update(study=context.study_name, trial=context.trial_number)
+        (self.folder / NOTE).write_text(json.dumps(note))
+
+    def _read_note(self) -> dict[str, Any]:
+        try:
+            note = json.loads((self.folder / NOTE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return note if isinstance(note, dict) else {}
 
     def clear(self) -> None:
         """Removes the saved progress (the job finished)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A supernet job's training, done: seconds over every attempt, the step this attempt
+    started from (None: the beginning) and its progress file (cleared once the supernet is
+    saved)."""
+
+    seconds: float
+    resumed_from: int | None
+    progress: ProgressFile
+
+
+def train_resumably(
+    run: SupernetTraining,
+    context: TrainContext,
+    fingerprint: str,
+    save_minutes: float = DEFAULT_SAVE_MINUTES,
+    report_every: int = 1,
+) -> Trained:
+    """Trains ``run`` to its last step from the newest progress it can find (the folder, else
+    the server), reporting the loss every ``report_every`` steps; saves the progress every
+    ``save_minutes`` and, when the trial is asked to end, saves and uploads it before
+    re-raising :class:`TrialStopped`."""
+    progress = ProgressFile(progress_folder(fingerprint), save_minutes)
+    name = artifact_name(fingerprint)
+    progress.fetch(context, name)
+    before = progress.restore(run)
+    start = time.perf_counter() - before.get("seconds", 0.0)
+    try:
+        while not run.done:
+            loss = run.train_step()
+            context.check()
+            if run.step % report_every == 0 or run.done:
+                context.report(run.step, loss)
+            if progress.due() and not run.done:
+                progress.save(run, time.perf_counter() - start, context)
+    except TrialStopped:
+        progress.save(run, time.perf_counter() - start, context)
+        progress.share(context, name)
+        raise
+    return Trained(time.perf_counter() - start, before.get("step"), progress)

@@ -1,9 +1,9 @@
 """A supernet job handed back mid-training continues where it was on its retry, through the real
-service: one ``archsearch worker --trainer autodistil --save-minutes ...`` process is sent
-SIGTERM while it trains the study's supernet (the way SLURM preemption or a Kubernetes drain
-ends a worker); it saves the job's progress and hands the trial back. A second worker, seeing
-the same checkpoint folder, takes the retry, trains only the remaining steps and the study
-ends as usual."""
+service: one ``archsearch worker --trainer autodistil`` process is sent SIGTERM while it trains
+the study's supernet (the way SLURM preemption or a Kubernetes drain ends a worker); it saves
+the job's progress, uploads it to the server and hands the trial back. A second worker with
+its own, empty checkpoint folder (another pod) takes the retry, downloads the progress, trains
+only the remaining steps, and the study ends as usual."""
 
 from __future__ import annotations
 
@@ -66,8 +66,6 @@ def _supernets(storage: str) -> list:
 def test_a_handed_back_supernet_job_resumes_on_another_worker(
     tmp_path: Path, procs: list[Proc], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checkpoints = tmp_path / "checkpoints"  # the folder both workers see
-    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(checkpoints))
     storage = f"sqlite:///{tmp_path / 's.db'}"
     server = ServerProc(storage, tmp_path / "server.log", lease=20, heartbeat=1).start()
     procs.append(server)
@@ -81,6 +79,7 @@ def test_a_handed_back_supernet_job_resumes_on_another_worker(
     assert launched.returncode == 0, launched.stderr
 
     def worker(name: str) -> Proc:
+        monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / name))  # its own disk
         argv = cli(
             "worker", "--server", server.address, "--trainer", "autodistil",
             "--poll-seconds", "1", "--worker-id", name,
@@ -115,6 +114,9 @@ def test_a_handed_back_supernet_job_resumes_on_another_worker(
     assert stopped_at <= resumed < STEPS  # saved when it stopped, at or after its last report
     assert min(retry.intermediate_values) > resumed  # the retry trained only the rest
     assert max(retry.intermediate_values) == STEPS
+    assert retry.user_attrs["info"]["checkpoint"].startswith(str(tmp_path / "second"))
+    second_log = (tmp_path / "second.log").read_text()
+    assert "progress of trial resume:0 downloaded" in second_log
+    assert "continues at step" in second_log
     # The finished job cleared its progress.
-    assert not any((checkpoints / "autodistil" / "progress").glob("*/progress.pt"))
-    assert "continues at step" in (tmp_path / "second.log").read_text()
+    assert not any((tmp_path / "second" / "autodistil" / "progress").glob("*/progress.pt"))

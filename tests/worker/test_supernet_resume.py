@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from _fake_artifacts import FakeServer
 from _tiny import save_tiny_teacher
 from _tiny_supernet import STUDENTS, tiny_teacher
 from transformers import BertModel
@@ -19,6 +20,7 @@ from archsearch.worker._autodistil_trainer import AutodistilTrainer
 from archsearch.worker._supernet import Supernet
 from archsearch.worker._supernet_resume import (
     ProgressFile,
+    artifact_name,
     check_save_minutes,
     progress_folder,
 )
@@ -151,15 +153,19 @@ def candidate(teacher: str, tmp_path: Path) -> Candidate:
     )
 
 
-def _stop_after(checks: int) -> TrainContext:
-    """A context whose trial is asked to end at its ``checks``-th check (a SIGTERM, say)."""
+def _stopping(checks: int) -> Callable[[], bool]:
+    """``should_stop`` of a trial asked to end at its ``checks``-th check (a SIGTERM, say)."""
     seen = [0]
 
     def should_stop() -> bool:
         seen[0] += 1
         return seen[0] >= checks
 
-    return TrainContext(should_stop=should_stop)
+    return should_stop
+
+
+def _stop_after(checks: int) -> TrainContext:
+    return TrainContext(should_stop=_stopping(checks))
 
 
 def test_a_stopped_supernet_job_continues_on_its_next_attempt(
@@ -223,3 +229,48 @@ def test_a_lost_job_continues_from_its_last_periodic_save(
         trainer.train(candidate, TrainContext(should_stop=crash))
     again = trainer.train(candidate, TrainContext())
     assert again.info["resumed_from_step"] == "2"
+
+
+def test_workers_that_share_no_folder_pass_the_progress_through_the_server(
+    candidate: Candidate, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "uninterrupted"))
+    whole = AutodistilTrainer().train(candidate, TrainContext())
+    expected = BertModel.from_pretrained(whole.info["checkpoint"]).state_dict()
+
+    server = FakeServer()
+    name = artifact_name(candidate.fingerprint())
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "pod-a"))
+    with pytest.raises(TrialStopped):  # a drained pod: stopped after its 4th step
+        AutodistilTrainer().train(candidate, server.context(0, should_stop=_stopping(7)))
+    assert (0, name) in server.files  # uploaded on its own trial before handing it back
+
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "pod-b"))  # an empty disk
+    again = AutodistilTrainer().train(candidate, server.context(1))
+    assert again.info["resumed_from_step"] == "4"
+    got = BertModel.from_pretrained(again.info["checkpoint"]).state_dict()
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
+
+
+def test_the_newer_of_the_folder_and_the_server_is_used(tmp_path: Path) -> None:
+    server = FakeServer()
+    run = training()
+    run.train_step()
+    pod = ProgressFile(tmp_path / "pod")
+    pod.save(run, 1.0, server.context(0))  # the folder: trial 0's, at step 1
+    run.train_step()
+    elsewhere = ProgressFile(tmp_path / "elsewhere")
+    elsewhere.save(run, 2.0, server.context(1))
+    elsewhere.share(server.context(1), "p.pt")  # the server: trial 1's, at step 2
+
+    pod.fetch(server.context(2), "p.pt")
+    assert pod.restore(training()) == {"seconds": 2.0, "step": 2}  # trial 1's is newer
+    calls = len(server.calls)
+    pod.fetch(server.context(3), "p.pt")  # the folder now holds trial 1's: nothing to fetch
+    assert server.calls[calls:] == ["holders"]
+
+    server.fail["holders"] = OSError("server unreachable")
+    fresh = ProgressFile(tmp_path / "fresh")
+    fresh.fetch(server.context(4), "p.pt")  # logged; the job starts from its folder
+    assert fresh.restore(training()) == {}

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from archsearch.spaces import Candidate
 from archsearch.worker._metrics import primary_metric
 
 TRUTH_LR = 1e-4  # the truth runs' learning rate before --truth-lr; files without it used this
 RECIPE_KEYS = ("steps", "lr", "eval_subset", "metric", "seeds")
+
+
+T = TypeVar("T")
 
 
 def recipe_for(settings: dict[str, Any], task: str) -> dict[str, Any]:
@@ -127,13 +130,19 @@ def fill(
 
 
 def run_specs(
-    specs: list[dict[str, Any]], workers: int, run: Callable[[dict[str, Any]], dict[str, float]]
-) -> Iterator[dict[str, float]]:
+    specs: list[dict[str, Any]],
+    workers: int,
+    run: Callable[[dict[str, Any]], T],
+    ordered: bool = True,
+) -> Iterator[T]:
+    """``run`` over ``specs``, in ``workers`` processes (spawned, one job each) when more
+    than one, yielding the results in the order of ``specs`` (``ordered``) or as they end."""
     if workers <= 1 or len(specs) <= 1:
         yield from map(run, specs)
         return
     with multiprocessing.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
-        yield from pool.imap(run, specs)  # in submission order, run ahead on every worker
+        # imap: in submission order, running ahead on every worker
+        yield from (pool.imap if ordered else pool.imap_unordered)(run, specs)
 
 
 def job_spec(data: dict[str, Any], key: str, task: str, seed: int, workers: int) -> dict[str, Any]:

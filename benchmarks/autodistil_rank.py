@@ -18,6 +18,10 @@ metric, the whole dev set; ``_autodistil_truth.py``), keeping the old values in 
 ``cut`` fine-tunes students cut straight from the teacher with a task's truth recipe, to show
 whether the supernet helps them at all (``_autodistil_cut.py``); ``report`` then prints both.
 
+``build --workers N`` runs the supernet, rank and truth jobs in N processes (one torch thread
+each; the longest supernet first, each result saved as it ends). A stopped build loses at most
+the last 10 minutes of a supernet: the trainer saves its progress and continues it.
+
 ``report`` reads that file and prints (``--record``: appends to ``benchmarks/RESULTS.md``):
 Kendall τ-b and Spearman ρ of each proxy against the truth per sub-space and pooled, for K = 3
 and K = 1; the regret of each proxy's pick under three FLOPs budgets beside "the largest that
@@ -27,7 +31,8 @@ good on one task (``benchmarks/_autodistil_report.py`` says how compute is count
     python benchmarks/autodistil_rank.py build --out F [--tasks sst2,mrpc] [--seeds 0,1]
         [--steps 2000] [--proxy-steps 300] [--proxy-students 8] [--truth-steps 300]
         [--truth-lr 1e-4] [--train-subset 20000] [--eval-subset 872] [--heldout 2000]
-        [--batch 32] [--seq 64] [--no-k1]
+        [--batch 32] [--seq 64] [--no-k1] [--task-truth mrpc=1000,1e-4,0,accuracy]
+        [--workers 2]
     python benchmarks/autodistil_rank.py retruth F --task mrpc --steps 1000 --lr 1e-4
         --metric accuracy [--eval-subset 0] [--seeds 0,1] [--workers 2]
     python benchmarks/autodistil_rank.py cut F --task mrpc [--students all] [--workers 2]
@@ -43,7 +48,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _autodistil_cut as cut
 import _autodistil_report as report
 import _autodistil_truth as truth
+import torch
 from _results import append_section
 
 from archsearch.spaces import Candidate
@@ -74,6 +79,8 @@ def build(args: argparse.Namespace) -> None:
     }  # fmt: skip
     settings["sandwich"] = 4
     tasks = args.tasks.split(",")
+    if args.task_truth:
+        settings["truth_by_task"] = task_truths(args.task_truth, tasks, args.seeds)
     if data:
         data["settings"] = grown(out, data["settings"], settings)
     spaces = preset("minilm-k3", MINILM_L6)
@@ -90,29 +97,67 @@ def build(args: argparse.Namespace) -> None:
     if not args.no_k1:
         union = preset("minilm-k1", MINILM_L6)[0].to_dict()
         jobs.append(("K1", union, args.steps * len(spaces)))
-    for label, space, steps in jobs:
-        k = label.split(":")[0]
-        if label not in data["supernets"]:
-            start = time.perf_counter()
-            data["supernets"][label] = _supernet(args, space, steps)
-            data["seconds"][f"supernet {label}"] = time.perf_counter() - start
-            save()
-        if f"rank {label}" not in data["seconds"]:
-            start = time.perf_counter()
-            ranked = _rank(args, space, data["supernets"][label], tasks)
-            data["proxies"][k].update({key: v for key, v in ranked.items() if key in students})
-            data["seconds"][f"rank {label}"] = time.perf_counter() - start
-            save()
-    truth.fill(data, tasks, save)
+    # The longest first (K = 1), and results saved as they end, so a stopped build keeps them.
+    todo = [job for job in reversed(jobs) if job[0] not in data["supernets"]]
+    specs = [_job_spec(args, label, space, steps) for label, space, steps in todo]
+    for done in truth.run_specs(specs, args.workers, _supernet, ordered=False):
+        data["supernets"][done["label"]] = done["checkpoint"]
+        data["seconds"][f"supernet {done['label']}"] = done["seconds"]  # every attempt's
+        save()
+    todo = [job for job in jobs if f"rank {job[0]}" not in data["seconds"]]
+    specs = [
+        {**_job_spec(args, label, space, 0), "supernet": data["supernets"][label]}
+        for label, space, _ in todo
+    ]
+    for ranked in truth.run_specs(specs, args.workers, _rank, ordered=False):
+        label = ranked["label"]
+        proxies = ranked["proxies"]
+        data["proxies"][label.split(":")[0]].update(
+            {key: v for key, v in proxies.items() if key in students}
+        )
+        data["seconds"][f"rank {label}"] = ranked["seconds"]
+        save()
+    truth.fill(data, tasks, save, args.workers)
     print(f"built {out}: {sum(data['seconds'].values()):.0f} s of training in all", flush=True)
+
+
+def task_truths(items: list[str], tasks: list[str], seeds: str) -> dict[str, dict[str, Any]]:
+    """``--task-truth TASK=STEPS,LR,EVAL_SUBSET,METRIC`` items as ``truth_by_task``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        task, _, rest = item.partition("=")
+        fields = rest.split(",")
+        if task not in tasks or len(fields) != 4 or task in out:
+            raise SystemExit(
+                f"--task-truth {item!r}: write TASK=STEPS,LR,EVAL_SUBSET,METRIC "
+                f"once per task of --tasks {','.join(tasks)}"
+            )
+        try:
+            steps, lr, subset = int(fields[0]), float(fields[1]), int(fields[2])
+        except ValueError:
+            raise SystemExit(
+                f"--task-truth {item!r}: STEPS and EVAL_SUBSET are integers, LR a number"
+            ) from None
+        if fields[3] not in metric_names(task):
+            raise SystemExit(f"--task-truth {item!r}: {task} has {', '.join(metric_names(task))}")
+        out[task] = {"steps": steps, "lr": lr, "eval_subset": subset, "metric": fields[3],
+                     "seeds": seeds}  # fmt: skip
+    return out
 
 
 def grown(out: Path, built: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` if a file built with ``built`` can be continued with them: equal but for
     more truth seeds after the ones it has (``--seeds 0`` then ``--seeds 0,1``). A task whose
-    truth ``retruth`` replaced keeps its own recipe."""
+    truth ``retruth`` replaced keeps its own recipe (``--task-truth`` may repeat it)."""
     built = {"truth_lr": truth.TRUTH_LR, **built}
     replaced = built.pop("truth_by_task", None)
+    given = settings.pop("truth_by_task", None)
+    if given is not None:
+        if set(given) != set(replaced or {}) or not all(
+            truth.only_seeds_grow(replaced[t], given[t]) for t in given
+        ):
+            raise SystemExit(f"{out} has the task truths {replaced}, not --task-truth's {given}")
+        replaced = given
     if not truth.only_seeds_grow(built, settings):
         raise SystemExit(
             f"{out} was built with other settings: {built} (only seeds may grow, keeping "
@@ -171,53 +216,79 @@ def _saver(out: Path, data: dict[str, Any]) -> Callable[[], None]:
     return save
 
 
-def _supernet(args: argparse.Namespace, space: dict[str, Any], steps: int) -> str:
-    recipe = {"steps": steps, "batch_size": args.batch, "max_seq_length": args.seq}
-    candidate = Candidate(
-        space="autodistil",
-        kind="supernet",
-        architecture={"subspace": space},
-        recipe={"supernet": recipe},
-        data=_data(args),
-    )
-    result = AutodistilTrainer().train(candidate, TrainContext())
-    print(
-        f"supernet {space['name']}: relation_loss {result.metrics['relation_loss']:.4f} "
-        f"in {result.metrics['train_seconds']:.0f} s",
-        flush=True,
-    )
-    return str(result.info["checkpoint"])
-
-
-def _data(args: argparse.Namespace) -> dict[str, Any]:
+def _job_spec(
+    args: argparse.Namespace, label: str, space: dict[str, Any], steps: int
+) -> dict[str, Any]:
+    """What a supernet or rank job (run in a worker process) needs of the build's settings."""
     return {
-        "tasks": args.tasks.split(","),
-        "train_subset": args.train_subset,
-        "eval_subset": args.eval_subset,
-    }
-
-
-def _rank(
-    args: argparse.Namespace, space: dict[str, Any], folder: str, tasks: list[str]
-) -> dict[str, dict[str, float]]:
-    recipe = {
-        "supernet": folder,
+        "label": label,
+        "space": space,
+        "steps": steps,
+        "batch": args.batch,
+        "seq": args.seq,
         "proxy_steps": args.proxy_steps,
         "proxy_students": args.proxy_students,
         "heldout": args.heldout,
-        "batch_size": args.batch,
-        "max_seq_length": args.seq,
+        "data": {
+            "tasks": args.tasks.split(","),
+            "train_subset": args.train_subset,
+            "eval_subset": args.eval_subset,
+        },
+        "threads": 1 if args.workers > 1 else 0,
+    }
+
+
+def _supernet(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train one supernet (continuing its saved progress, if an earlier build was stopped)."""
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    recipe = {"steps": spec["steps"], "batch_size": spec["batch"], "max_seq_length": spec["seq"]}
+    candidate = Candidate(
+        space="autodistil",
+        kind="supernet",
+        architecture={"subspace": spec["space"]},
+        recipe={"supernet": recipe},
+        data=spec["data"],
+    )
+    result = AutodistilTrainer().train(candidate, TrainContext())
+    seconds = result.metrics["train_seconds"]
+    resumed = result.info.get("resumed_from_step")
+    print(
+        f"supernet {spec['space']['name']}: relation_loss {result.metrics['relation_loss']:.4f} "
+        f"in {seconds:.0f} s" + (f" (continued from step {resumed})" if resumed else ""),
+        flush=True,
+    )
+    return {
+        "label": spec["label"],
+        "checkpoint": str(result.info["checkpoint"]),
+        "seconds": seconds,
+    }
+
+
+def _rank(spec: dict[str, Any]) -> dict[str, Any]:
+    """Score every student of one supernet: its ``label``, ``proxies`` (``{key: {proxy:
+    value}}``) and ``seconds``."""
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    recipe = {
+        "supernet": spec["supernet"],
+        "proxy_steps": spec["proxy_steps"],
+        "proxy_students": spec["proxy_students"],
+        "heldout": spec["heldout"],
+        "batch_size": spec["batch"],
+        "max_seq_length": spec["seq"],
     }
     candidate = Candidate(
         space="autodistil",
         kind="rank",
-        architecture={"subspace": space},
+        architecture={"subspace": spec["space"]},
         recipe={"rank": recipe},
-        data=_data(args),
+        data=spec["data"],
     )
     m = AutodistilTrainer().train(candidate, TrainContext()).metrics
     keys = {name.split("@", 1)[1] for name in m if name.startswith("params@")}
-    out = {}
+    tasks = spec["data"]["tasks"]
+    out: dict[str, dict[str, float]] = {}
     for key in keys:
         per_task = {t: m[f"{t}.{primary_metric(t)}@{key}"] for t in tasks}
         out[key] = {
@@ -228,8 +299,9 @@ def _rank(
             "P4_flops": m[f"flops@{key}"],
             "P5_teacher_relation": -m[f"teacher_relation_loss@{key}"],
         }
-    print(f"ranked {space['name']}: {len(keys)} students in {m['train_seconds']:.0f} s", flush=True)
-    return out
+    name = spec["space"]["name"]
+    print(f"ranked {name}: {len(keys)} students in {m['train_seconds']:.0f} s", flush=True)
+    return {"label": spec["label"], "proxies": out, "seconds": float(m["train_seconds"])}
 
 
 def show(args: argparse.Namespace) -> None:
@@ -297,6 +369,15 @@ def main() -> None:
     b.add_argument("--batch", type=int, default=32)
     b.add_argument("--seq", type=int, default=64)
     b.add_argument("--no-k1", action="store_true")
+    b.add_argument(
+        "--task-truth",
+        action="append",
+        default=[],
+        metavar="TASK=STEPS,LR,EVAL_SUBSET,METRIC",
+        help="one task's own truth recipe (as retruth gives it), e.g. "
+        "mrpc=1000,1e-4,0,accuracy; repeatable",
+    )
+    b.add_argument("--workers", type=int, default=1, help="processes, one torch thread each")
     t = sub.add_parser("retruth", help="replace one task's truth with another recipe")
     t.add_argument("file")
     t.add_argument("--task", required=True)

@@ -165,6 +165,31 @@ def test_a_build_continues_after_a_task_was_replaced() -> None:
     assert grown(Path("f.json"), replaced, built)["truth_by_task"] == {"mrpc": MRPC_1000}
 
 
+def test_a_build_may_give_a_tasks_own_truth_recipe_from_the_start() -> None:
+    from autodistil_rank import grown, task_truths
+
+    given = task_truths(["mrpc=1000,1e-4,0,accuracy"], ["sst2", "mrpc"], "0")
+    assert given == {"mrpc": {**MRPC_1000, "seeds": "0"}}
+    built = {"tasks": "sst2,mrpc", "seeds": "0", "truth_lr": 3e-4}
+    first = {**built, "truth_by_task": given}
+    assert (
+        truth.recipe_for({**first, "truth_steps": 300, "eval_subset": 256}, "mrpc")["steps"] == 1000
+    )
+    more = task_truths(["mrpc=1000,1e-4,0,accuracy"], ["sst2", "mrpc"], "0,1")
+    grew = grown(Path("f.json"), first, {**built, "seeds": "0,1", "truth_by_task": more})
+    assert grew["truth_by_task"] == more  # its seeds grow with the build's
+    other = task_truths(["mrpc=300,1e-4,0,accuracy"], ["sst2", "mrpc"], "0")
+    with pytest.raises(SystemExit, match="not --task-truth's"):
+        grown(Path("f.json"), first, {**built, "truth_by_task": other})
+    with pytest.raises(SystemExit, match="not --task-truth's"):  # a build without one
+        grown(Path("f.json"), built, {**built, "truth_by_task": given})
+    for bad in ["rte=1,1e-4,0,accuracy", "mrpc=1,1e-4,accuracy", "mrpc=x,1e-4,0,accuracy"]:
+        with pytest.raises(SystemExit, match="--task-truth"):
+            task_truths([bad], ["sst2", "mrpc"], "0")
+    with pytest.raises(SystemExit, match="mrpc has f1, accuracy"):
+        task_truths(["mrpc=1,1e-4,0,mcc"], ["sst2", "mrpc"], "0")
+
+
 def test_retruth_refuses_a_metric_the_task_does_not_have(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from archsearch.server._trainers import TrainerCatalogue
+import pytest
+
+from archsearch.server._trainers import TrainerCatalogue, installed_trainers
 from archsearch.spaces import AutoDistilSpace, TrainerInfo
 
 #: What the autodistil trainer declares (so the server tests do not need the worker's torch).
@@ -28,3 +30,9 @@ SUBSPACES: list[dict[str, Any]] = [
     {"name": "b", "layers": [3 / 6], "heads": [6 / 12, 8 / 12], "mlp_ratio": [2.0]},
 ]
 SPACE = AutoDistilSpace(subspaces=SUBSPACES)
+
+#: Marks a test that runs the worker's autodistil trainer (skipped where it is not installed).
+needs_autodistil_trainer = pytest.mark.skipif(
+    "autodistil" not in {info.name for info in installed_trainers()},
+    reason="the autodistil trainer (worker side) is not installed",
+)

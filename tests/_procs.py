@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import optuna
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from archsearch.server.client import SearchClient
@@ -32,6 +34,16 @@ def free_port() -> int:
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "archsearch.server.cli", *args]
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """The processes a test starts (append each): stopped at teardown, the last started first
+    (workers, then the servers they talk to)."""
+    started: list[Proc] = []
+    yield started
+    for p in reversed(started):
+        p.stop()
 
 
 class Proc:

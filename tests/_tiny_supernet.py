@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from transformers import BertConfig, BertModel
 
@@ -38,3 +40,13 @@ STUDENTS = [
     Student(3, 3, 48, 96),
     Student(4, 4, 64, 128),
 ]
+
+
+def random_batches(seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """An endless seeded stream of 4 x 12 token batches (the first sequence padded)."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        ids = torch.randint(5, 100, (4, 12), generator=g)
+        mask = torch.ones_like(ids)
+        mask[0, 8:] = 0
+        yield {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from _postgres import fresh_database
 from _postgres import postgres_url as postgres_url  # a session fixture: one server per run
+from _procs import procs as procs  # the processes a test started, stopped at teardown
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

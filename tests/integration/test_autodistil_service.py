@@ -14,13 +14,12 @@ import subprocess
 from pathlib import Path
 
 import optuna
-import pytest
+from _autodistil import needs_autodistil_trainer
 from _procs import Proc, ServerProc, cli, load_trials, wait_for, wait_study
 from optuna.trial import TrialState
 
 from archsearch.server._index import COMPLETED_REASON_ATTR
 from archsearch.server._student_trials import PROXY_TRIAL_ATTR, STUDENT_OF_ATTR
-from archsearch.server._trainers import installed_trainers
 from archsearch.server.client import SearchClient
 
 #: One sub-space of two students: one layer, 2 or 4 heads of the MiniLM teacher (H = 32·A).
@@ -48,18 +47,7 @@ SPEC = {
 }
 
 
-pytestmark = pytest.mark.skipif(
-    "autodistil" not in {info.name for info in installed_trainers()},
-    reason="the autodistil trainer (worker side) is not installed",
-)
-
-
-@pytest.fixture
-def procs():
-    started: list[Proc] = []
-    yield started
-    for p in reversed(started):  # the worker first, then the servers
-        p.stop()
+pytestmark = needs_autodistil_trainer
 
 
 def _kind(t) -> str:

@@ -10,7 +10,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from _procs import Proc, ServerProc, cli, load_trials, wait_study
 from _tiny_lora import tiny_base
 from optuna.trial import TrialState
@@ -19,14 +18,6 @@ from archsearch.server._rank_trials import RANK_OF_ATTR, RANK_PARAM, is_rank_tri
 from archsearch.server.client import SearchClient
 
 R_MAX = 3
-
-
-@pytest.fixture
-def procs():
-    started: list[Proc] = []
-    yield started
-    for p in reversed(started):  # the worker first, then the server
-        p.stop()
 
 
 def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list[Proc]) -> None:

@@ -25,14 +25,6 @@ from archsearch.spaces import load_table
 from archsearch.v1 import archsearch_pb2 as pb
 
 
-@pytest.fixture
-def procs():
-    started: list = []
-    yield started
-    for p in reversed(started):  # workers first, then the server
-        p.stop()
-
-
 def _assert_each_candidate_completed_once(trials, n_trials: int) -> None:
     """n_trials distinct candidates, each trained to completion once; repeats (a result
     reused, ``duplicate_of``) are recorded besides and are not counted."""

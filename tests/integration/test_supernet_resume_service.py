@@ -13,10 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from _autodistil import needs_autodistil_trainer
 from _procs import Proc, ServerProc, cli, load_trials, wait_for, wait_study
 from optuna.trial import TrialState
 
-from archsearch.server._trainers import installed_trainers
 from archsearch.server.client import SearchClient
 
 STEPS = 60  # reported every 3 steps
@@ -41,18 +41,7 @@ SPEC = {
     "data": {"task": "sst2", "train_subset": 64, "eval_subset": 32},
 }
 
-pytestmark = pytest.mark.skipif(
-    "autodistil" not in {info.name for info in installed_trainers()},
-    reason="the autodistil trainer (worker side) is not installed",
-)
-
-
-@pytest.fixture
-def procs():
-    started: list[Proc] = []
-    yield started
-    for p in reversed(started):
-        p.stop()
+pytestmark = needs_autodistil_trainer
 
 
 def _supernets(storage: str) -> list:

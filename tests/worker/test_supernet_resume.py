@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from _fake_artifacts import FakeServer
 from _tiny import save_tiny_teacher
-from _tiny_supernet import STUDENTS, tiny_teacher
+from _tiny_supernet import STUDENTS, random_batches, tiny_teacher
 from transformers import BertModel
 
 from archsearch.spaces import Candidate
@@ -27,15 +27,6 @@ from archsearch.worker._supernet_resume import (
 from archsearch.worker._supernet_training import SupernetRecipe, SupernetTraining
 
 RECIPE = SupernetRecipe(steps=6, lr=3e-3, seed=3)
-
-
-def random_batches(seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        ids = torch.randint(5, 100, (4, 12), generator=g)
-        mask = torch.ones_like(ids)
-        mask[0, 8:] = 0
-        yield {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
 
 
 def training(recipe: SupernetRecipe = RECIPE) -> SupernetTraining:

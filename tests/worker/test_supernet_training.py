@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
-from _tiny_supernet import STUDENTS, tiny_teacher
+from _tiny_supernet import STUDENTS, random_batches, tiny_teacher
 
 from archsearch.spaces._errors import SpecError
 from archsearch.worker._qkv_capture import QKV
@@ -17,15 +15,6 @@ from archsearch.worker._supernet_training import (
     sandwich_students,
     train_supernet,
 )
-
-
-def random_batches(seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        ids = torch.randint(5, 100, (4, 12), generator=g)
-        mask = torch.ones_like(ids)
-        mask[0, 8:] = 0
-        yield {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
 
 
 def test_sandwich_is_largest_smallest_and_two_seeded_others() -> None:

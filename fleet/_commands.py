@@ -241,8 +241,6 @@ def cmd_fleet_k8s(args: argparse.Namespace) -> int:
             "--kind job: the workers must end when the study is done; pass "
             "`-- --idle-exit SECONDS` (e.g. -- --idle-exit 300)"
         )
-    if args.stop_grace < 0:
-        raise CliError(f"--stop-grace {args.stop_grace:g}: must be >= 0 (seconds)")
     options = ["--server", args.server or "archsearch-server:50051", *rest]
     _check_worker_options(options)
     opts = _k8s.K8sOptions(

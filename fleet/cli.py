@@ -16,7 +16,10 @@ from archsearch.fleet._commands import (
     cmd_fleet_status,
     cmd_fleet_stop,
 )
-from archsearch.server._cli_common import _add_conn, whole_number
+from archsearch.server._cli_common import _add_conn, quantity, seconds, whole_number
+
+GB = quantity(allow_zero=False, unit="GB")
+CPUS = quantity(allow_zero=False, unit="CPUs")
 
 
 def add_fleet_command(
@@ -63,7 +66,7 @@ def add_fleet_command(
         "--time", required=True, help="time limit per job, SLURM's format (4:00:00, 1-00:00:00)"
     )
     s.add_argument("--cpus-per-worker", type=whole_number(1), help="CPUs per job")
-    s.add_argument("--mem-gb", type=float, help="memory per job (GB)")
+    s.add_argument("--mem-gb", type=GB, help="memory per job (GB)")
     s.add_argument("--account", help="SLURM account to charge")
     s.add_argument("--qos", help="SLURM quality of service")
     s.add_argument("--constraint", help="SLURM node features, e.g. a100")
@@ -118,9 +121,7 @@ def add_fleet_command(
     )
     r.add_argument("--namespace", default="archsearch", help="Ray namespace of the actors")
     r.add_argument("--name", default="archsearch-worker", help="actors are NAME-0, NAME-1, ...")
-    r.add_argument(
-        "--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves per worker"
-    )
+    r.add_argument("--cpus-per-worker", type=CPUS, default=1.0, help="CPUs Ray reserves per worker")
     r.add_argument(
         "--max-restarts",
         type=int,
@@ -141,8 +142,8 @@ def add_fleet_command(
     k.add_argument(
         "--gpus-per-worker", type=whole_number(0), default=0, help="nvidia.com/gpu per worker"
     )
-    k.add_argument("--cpus-per-worker", type=float, help="CPU request per worker")
-    k.add_argument("--mem-gb", type=float, help="memory request and limit per worker (GB)")
+    k.add_argument("--cpus-per-worker", type=CPUS, help="CPU request per worker")
+    k.add_argument("--mem-gb", type=GB, help="memory request and limit per worker (GB)")
     k.add_argument(
         "--kind",
         choices=["deployment", "job"],
@@ -177,7 +178,7 @@ def add_fleet_command(
     )
     k.add_argument(
         "--stop-grace",
-        type=float,
+        type=seconds(allow_zero=True),
         default=10.0,
         help="the worker's hand-back time after SIGTERM; the pods get this + 20 s (at "
         "least 30) of termination grace",
@@ -204,7 +205,7 @@ def add_fleet_command(
     sp.add_argument("--ray-token-file", help="Ray fleets: Ray's token (see `fleet ray`)")
     sp.add_argument(
         "--grace",
-        type=float,
+        type=seconds(allow_zero=True),
         default=30.0,
         help="Ray: seconds to let workers hand back before their actors are killed",
     )

@@ -48,9 +48,8 @@ def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], in
     return parse
 
 
-def seconds(*, allow_zero: bool, unit: str = "seconds") -> Callable[[str], float]:
-    """An argparse type: a finite number of seconds (or another ``unit``), > 0 (or >= 0 with
-    ``allow_zero``)."""
+def quantity(*, allow_zero: bool, unit: str) -> Callable[[str], float]:
+    """An argparse type: a finite number of ``unit``, > 0 (or >= 0 with ``allow_zero``)."""
     span = ">= 0" if allow_zero else "> 0"
 
     def parse(text: str) -> float:
@@ -63,6 +62,12 @@ def seconds(*, allow_zero: bool, unit: str = "seconds") -> Callable[[str], float
         return value
 
     return parse
+
+
+def seconds(*, allow_zero: bool, unit: str = "seconds") -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds (or another ``unit``), > 0 (or >= 0 with
+    ``allow_zero``)."""
+    return quantity(allow_zero=allow_zero, unit=unit)
 
 
 def server_address(text: str) -> str:

@@ -36,6 +36,10 @@ from archsearch.server.app import ConfigError, ServerConfig, check_limits
         (["studies", "--server", "127.0.0.1:99999"], "port must be in 1..65535"),
         (["show", "x", "--server", "[::1]:0"], "port must be in 1..65535, got '[::1]:0'"),
         (["fleet", "slurm", "--server", "h:65536", "--workers", "1"], "port must be in 1..65535"),
+        (["fleet", "k8s", "--render", "--mem-gb", "inf"], "--mem-gb: expected a number of GB > 0"),
+        (["fleet", "k8s", "--render", "--stop-grace", "nan"], "--stop-grace: expected a number"),
+        (["fleet", "k8s", "--cpus-per-worker", "0"], "expected a number of CPUs > 0, got '0'"),
+        (["fleet", "stop", "--grace", "-1"], "--grace: expected a number of seconds >= 0"),
     ],
 )
 def test_out_of_range_numbers_are_refused_when_parsed(

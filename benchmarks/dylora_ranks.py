@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -337,7 +338,14 @@ def main(argv: list[str] | None = None) -> int:
         "--timing-seeds", help="sum wall times over these seeds only (default: every seed)"
     )
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--label",
+        default="",
+        help="record under dylora_ranks/LABEL (its own summary row: another setting, a GPU)",
+    )
     args = parser.parse_args(argv)
+    if args.label and not re.fullmatch(r"[A-Za-z0-9_-]+", args.label):
+        parser.error(f"--label {args.label!r}: letters, digits, _ and - only")
     if not set(args.dylora.split(",")) <= set(MODES):
         parser.error(f"--dylora takes {', '.join(MODES)} (comma-separated)")
     saved = merge(args.report.split(",")) if args.report else collect(args)
@@ -348,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     text, summary, ok = report(saved, timing)
     print(text)
     if args.record:
+        name = f"dylora_ranks/{args.label}" if args.label else "dylora_ranks"
         append_section(
-            "dylora_ranks: DyLoRA once vs LoRA at every rank",
+            f"{name}: DyLoRA once vs LoRA at every rank",
             text,
             summary=(summary, "pass" if ok else "FAIL"),
         )

@@ -114,35 +114,35 @@ def fill(
     specs = [job_spec(data, key, task, seed, workers) for key, task, seed in jobs]
     results = run_specs(specs, workers, run or run_job)
     for (key, task, seed), metrics in zip(jobs, results, strict=True):
-        metric = recipe_for(data["settings"], task)["metric"]
-        data["truth"].setdefault(key, {}).setdefault(task, []).append(metrics[metric])
-        data.setdefault("truth_metrics", {}).setdefault(key, {}).setdefault(task, []).append(
-            metrics
-        )
-        seconds = data.setdefault("seconds", {})
-        seconds[f"truth {key}"] = seconds.get(f"truth {key}", 0.0) + metrics["train_seconds"]
+        store(data, key, task, seed, metrics)
         save()
-        print(
-            f"truth {key} {task} seed {seed}: {metric} {metrics[metric]:.2f} "
-            f"({metrics['train_seconds']:.0f} s)",
-            flush=True,
-        )
+
+
+def store(data: dict[str, Any], key: str, task: str, seed: int, metrics: dict[str, float]) -> None:
+    """Append one truth run's score (the recipe's metric) and metrics to ``key``'s ``task``
+    lists; the caller keeps each student's seed order."""
+    metric = recipe_for(data["settings"], task)["metric"]
+    data["truth"].setdefault(key, {}).setdefault(task, []).append(metrics[metric])
+    data.setdefault("truth_metrics", {}).setdefault(key, {}).setdefault(task, []).append(metrics)
+    seconds = data.setdefault("seconds", {})
+    seconds[f"truth {key}"] = seconds.get(f"truth {key}", 0.0) + metrics["train_seconds"]
+    print(
+        f"truth {key} {task} seed {seed}: {metric} {metrics[metric]:.2f} "
+        f"({metrics['train_seconds']:.0f} s)",
+        flush=True,
+    )
 
 
 def run_specs(
-    specs: list[dict[str, Any]],
-    workers: int,
-    run: Callable[[dict[str, Any]], T],
-    ordered: bool = True,
+    specs: list[dict[str, Any]], workers: int, run: Callable[[dict[str, Any]], T]
 ) -> Iterator[T]:
     """``run`` over ``specs``, in ``workers`` processes (spawned, one job each) when more
-    than one, yielding the results in the order of ``specs`` (``ordered``) or as they end."""
+    than one, yielding the results in the order of ``specs``."""
     if workers <= 1 or len(specs) <= 1:
         yield from map(run, specs)
         return
     with multiprocessing.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
-        # imap: in submission order, running ahead on every worker
-        yield from (pool.imap if ordered else pool.imap_unordered)(run, specs)
+        yield from pool.imap(run, specs)  # in submission order, run ahead on every worker
 
 
 def job_spec(data: dict[str, Any], key: str, task: str, seed: int, workers: int) -> dict[str, Any]:

@@ -46,25 +46,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _autodistil_build
 import _autodistil_cut as cut
 import _autodistil_report as report
 import _autodistil_truth as truth
-import torch
 from _results import append_section
 
-from archsearch.spaces import Candidate
 from archsearch.spaces._students import MINILM_L6
 from archsearch.spaces._subspaces import preset
-from archsearch.worker import TrainContext
-from archsearch.worker._autodistil_trainer import AutodistilTrainer
-from archsearch.worker._metrics import metric_names, primary_metric
+from archsearch.worker._metrics import metric_names
 
 
 def build(args: argparse.Namespace) -> None:
@@ -97,27 +93,9 @@ def build(args: argparse.Namespace) -> None:
     if not args.no_k1:
         union = preset("minilm-k1", MINILM_L6)[0].to_dict()
         jobs.append(("K1", union, args.steps * len(spaces)))
-    # The longest first (K = 1), and results saved as they end, so a stopped build keeps them.
-    todo = [job for job in reversed(jobs) if job[0] not in data["supernets"]]
-    specs = [_job_spec(args, label, space, steps) for label, space, steps in todo]
-    for done in truth.run_specs(specs, args.workers, _supernet, ordered=False):
-        data["supernets"][done["label"]] = done["checkpoint"]
-        data["seconds"][f"supernet {done['label']}"] = done["seconds"]  # every attempt's
-        save()
-    todo = [job for job in jobs if f"rank {job[0]}" not in data["seconds"]]
-    specs = [
-        {**_job_spec(args, label, space, 0), "supernet": data["supernets"][label]}
-        for label, space, _ in todo
-    ]
-    for ranked in truth.run_specs(specs, args.workers, _rank, ordered=False):
-        label = ranked["label"]
-        proxies = ranked["proxies"]
-        data["proxies"][label.split(":")[0]].update(
-            {key: v for key, v in proxies.items() if key in students}
-        )
-        data["seconds"][f"rank {label}"] = ranked["seconds"]
-        save()
-    truth.fill(data, tasks, save, args.workers)
+    settings_spec = {k: getattr(args, k) for k in _autodistil_build.SPEC_ARGS}
+    with _autodistil_build.executor(args.workers) as pool:
+        _autodistil_build.run(data, jobs, settings_spec, tasks, students, save, pool, args.workers)
     print(f"built {out}: {sum(data['seconds'].values()):.0f} s of training in all", flush=True)
 
 
@@ -214,94 +192,6 @@ def _saver(out: Path, data: dict[str, Any]) -> Callable[[], None]:
         out.write_text(json.dumps(data, indent=1))
 
     return save
-
-
-def _job_spec(
-    args: argparse.Namespace, label: str, space: dict[str, Any], steps: int
-) -> dict[str, Any]:
-    """What a supernet or rank job (run in a worker process) needs of the build's settings."""
-    return {
-        "label": label,
-        "space": space,
-        "steps": steps,
-        "batch": args.batch,
-        "seq": args.seq,
-        "proxy_steps": args.proxy_steps,
-        "proxy_students": args.proxy_students,
-        "heldout": args.heldout,
-        "data": {
-            "tasks": args.tasks.split(","),
-            "train_subset": args.train_subset,
-            "eval_subset": args.eval_subset,
-        },
-        "threads": 1 if args.workers > 1 else 0,
-    }
-
-
-def _supernet(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train one supernet (continuing its saved progress, if an earlier build was stopped)."""
-    if spec["threads"]:
-        torch.set_num_threads(spec["threads"])
-    recipe = {"steps": spec["steps"], "batch_size": spec["batch"], "max_seq_length": spec["seq"]}
-    candidate = Candidate(
-        space="autodistil",
-        kind="supernet",
-        architecture={"subspace": spec["space"]},
-        recipe={"supernet": recipe},
-        data=spec["data"],
-    )
-    result = AutodistilTrainer().train(candidate, TrainContext())
-    seconds = result.metrics["train_seconds"]
-    resumed = result.info.get("resumed_from_step")
-    print(
-        f"supernet {spec['space']['name']}: relation_loss {result.metrics['relation_loss']:.4f} "
-        f"in {seconds:.0f} s" + (f" (continued from step {resumed})" if resumed else ""),
-        flush=True,
-    )
-    return {
-        "label": spec["label"],
-        "checkpoint": str(result.info["checkpoint"]),
-        "seconds": seconds,
-    }
-
-
-def _rank(spec: dict[str, Any]) -> dict[str, Any]:
-    """Score every student of one supernet: its ``label``, ``proxies`` (``{key: {proxy:
-    value}}``) and ``seconds``."""
-    if spec["threads"]:
-        torch.set_num_threads(spec["threads"])
-    recipe = {
-        "supernet": spec["supernet"],
-        "proxy_steps": spec["proxy_steps"],
-        "proxy_students": spec["proxy_students"],
-        "heldout": spec["heldout"],
-        "batch_size": spec["batch"],
-        "max_seq_length": spec["seq"],
-    }
-    candidate = Candidate(
-        space="autodistil",
-        kind="rank",
-        architecture={"subspace": spec["space"]},
-        recipe={"rank": recipe},
-        data=spec["data"],
-    )
-    m = AutodistilTrainer().train(candidate, TrainContext()).metrics
-    keys = {name.split("@", 1)[1] for name in m if name.startswith("params@")}
-    tasks = spec["data"]["tasks"]
-    out: dict[str, dict[str, float]] = {}
-    for key in keys:
-        per_task = {t: m[f"{t}.{primary_metric(t)}@{key}"] for t in tasks}
-        out[key] = {
-            "P1_relation": -m[f"relation_loss@{key}"],
-            "P2_task": statistics.fmean(per_task.values()),
-            **{f"P2_task:{t}": v for t, v in per_task.items()},
-            "P3_params": m[f"params@{key}"],
-            "P4_flops": m[f"flops@{key}"],
-            "P5_teacher_relation": -m[f"teacher_relation_loss@{key}"],
-        }
-    name = spec["space"]["name"]
-    print(f"ranked {name}: {len(keys)} students in {m['train_seconds']:.0f} s", flush=True)
-    return {"label": spec["label"], "proxies": out, "seconds": float(m["train_seconds"])}
 
 
 def show(args: argparse.Namespace) -> None:

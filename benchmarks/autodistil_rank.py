@@ -19,8 +19,9 @@ metric, the whole dev set; ``_autodistil_truth.py``), keeping the old values in 
 whether the supernet helps them at all (``_autodistil_cut.py``); ``report`` then prints both.
 
 ``build --workers N`` runs the supernet, rank and truth jobs in N processes (one torch thread
-each; the longest supernet first, each result saved as it ends). A stopped build loses at most
-the last 10 minutes of a supernet: the trainer saves its progress and continues it.
+each; ``_autodistil_build.py``): K = 1's supernet first, each rank job once its supernet is
+trained, the truth once the K = 3 supernets are, each result saved as it ends. A stopped build
+loses at most the last 10 minutes of a supernet: the trainer saves its progress and continues.
 
 ``report`` reads that file and prints (``--record``: appends to ``benchmarks/RESULTS.md``):
 Kendall τ-b and Spearman ρ of each proxy against the truth per sub-space and pooled, for K = 3

@@ -46,11 +46,12 @@ A shared machine slows every run alike; ratios within one run still hold.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _autodistil_build
@@ -66,6 +67,7 @@ from archsearch.worker._metrics import metric_names
 
 def build(args: argparse.Namespace) -> None:
     out = Path(args.out)
+    lock = _lock(out)  # held until this process ends
     data: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     settings = {
         k: getattr(args, k)
@@ -98,6 +100,18 @@ def build(args: argparse.Namespace) -> None:
     with _autodistil_build.executor(args.workers) as pool:
         _autodistil_build.run(data, jobs, settings_spec, tasks, students, save, pool, args.workers)
     print(f"built {out}: {sum(data['seconds'].values()):.0f} s of training in all", flush=True)
+    lock.close()
+
+
+def _lock(out: Path) -> IO[str]:
+    """An exclusive lock on ``out`` (a ``.lock`` file beside it): two builds writing one file
+    would lose each other's results."""
+    handle = open(out.with_name(out.name + ".lock"), "a")  # noqa: SIM115 - held while building
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"another build is writing {out}; wait for it or stop it") from None
+    return handle
 
 
 def task_truths(items: list[str], tasks: list[str], seeds: str) -> dict[str, dict[str, Any]]:

@@ -98,3 +98,14 @@ def test_a_build_runs_only_what_is_missing_and_stops_at_a_failure() -> None:
     assert "K1" not in data["supernets"]  # its failure ended the build
     assert "rank K3:a" not in ran and "truth /ck/K3:a" not in ran  # done before: not rerun
     assert len(ran) <= 2  # the jobs not yet started were cancelled
+
+
+def test_two_builds_of_one_file_are_refused(tmp_path: Path) -> None:
+    import autodistil_rank
+
+    out = tmp_path / "built.json"
+    held = autodistil_rank._lock(out)
+    with pytest.raises(SystemExit, match="another build is writing"):
+        autodistil_rank._lock(out)
+    held.close()  # the first build ended: the next may start
+    autodistil_rank._lock(out).close()

@@ -19,7 +19,7 @@ import _autodistil_truth as truth
 import torch
 
 from archsearch.spaces import Candidate
-from archsearch.worker import TrainContext
+from archsearch.worker import TrainContext, TrainResult
 from archsearch.worker._autodistil_trainer import AutodistilTrainer
 from archsearch.worker._metrics import primary_metric
 
@@ -146,17 +146,8 @@ def _store_in_order(
 
 def supernet_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one supernet (continuing its saved progress, if an earlier build was stopped)."""
-    if spec["threads"]:
-        torch.set_num_threads(spec["threads"])
     recipe = {"steps": spec["steps"], "batch_size": spec["batch"], "max_seq_length": spec["seq"]}
-    candidate = Candidate(
-        space="autodistil",
-        kind="supernet",
-        architecture={"subspace": spec["space"]},
-        recipe={"supernet": recipe},
-        data=spec["data"],
-    )
-    result = AutodistilTrainer().train(candidate, TrainContext())
+    result = _train("supernet", spec, recipe)
     seconds = result.metrics["train_seconds"]
     resumed = result.info.get("resumed_from_step")
     print(
@@ -174,8 +165,6 @@ def supernet_job(spec: dict[str, Any]) -> dict[str, Any]:
 def rank_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Score every student of one supernet: its ``label``, ``proxies`` (``{key: {proxy:
     value}}``) and ``seconds``."""
-    if spec["threads"]:
-        torch.set_num_threads(spec["threads"])
     recipe = {
         "supernet": spec["supernet"],
         "proxy_steps": spec["proxy_steps"],
@@ -184,14 +173,7 @@ def rank_job(spec: dict[str, Any]) -> dict[str, Any]:
         "batch_size": spec["batch"],
         "max_seq_length": spec["seq"],
     }
-    candidate = Candidate(
-        space="autodistil",
-        kind="rank",
-        architecture={"subspace": spec["space"]},
-        recipe={"rank": recipe},
-        data=spec["data"],
-    )
-    m = AutodistilTrainer().train(candidate, TrainContext()).metrics
+    m = _train("rank", spec, recipe).metrics
     keys = {name.split("@", 1)[1] for name in m if name.startswith("params@")}
     tasks = spec["data"]["tasks"]
     out: dict[str, dict[str, float]] = {}
@@ -208,3 +190,17 @@ def rank_job(spec: dict[str, Any]) -> dict[str, Any]:
     name = spec["space"]["name"]
     print(f"ranked {name}: {len(keys)} students in {m['train_seconds']:.0f} s", flush=True)
     return {"label": spec["label"], "proxies": out, "seconds": float(m["train_seconds"])}
+
+
+def _train(kind: str, spec: dict[str, Any], recipe: dict[str, Any]) -> TrainResult:
+    """The autodistil trainer's ``kind`` job on the spec's sub-space, with ``recipe[kind]``."""
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    candidate = Candidate(
+        space="autodistil",
+        kind=kind,
+        architecture={"subspace": spec["space"]},
+        recipe={kind: recipe},
+        data=spec["data"],
+    )
+    return AutodistilTrainer().train(candidate, TrainContext())

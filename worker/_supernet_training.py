@@ -16,6 +16,7 @@ the supernet never saw: the tasks' dev sentences, or the last lines of the text 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -246,7 +247,7 @@ class SupernetTraining:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continues from ``state`` (of a training of the same candidate); draws and drops the
-        ``state["step"]`` batches already used.
+        ``state["step"]`` batches already used. A state that does not fit changes nothing.
 
         Raises:
             ValueError: ``state`` does not fit (another shape, more steps than the recipe's).
@@ -254,15 +255,21 @@ class SupernetTraining:
         step = int(state["step"])
         if not 0 <= step <= self.recipe.steps or len(state["losses"]) != step:
             raise ValueError(f"saved step {step} does not fit a {self.recipe.steps}-step recipe")
+        # torch loads a module's matching tensors before it reports the others: keep a copy
+        weights = {k: v.clone() for k, v in self.supernet.state_dict().items()}
+        optimizer, rng = copy.deepcopy(self.optimizer.state_dict()), torch.get_rng_state()
+        device = next(self.supernet.parameters()).device
         try:
             self.supernet.load_state_dict(state["supernet"])
             self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise ValueError(f"saved weights do not fit this supernet: {e}") from e
-        torch.set_rng_state(state["torch_rng"])
-        device = next(self.supernet.parameters()).device
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+            torch.set_rng_state(state["torch_rng"])
+            if device.type == "cuda" and "cuda_rng" in state:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            self.supernet.load_state_dict(weights)
+            self.optimizer.load_state_dict(optimizer)
+            torch.set_rng_state(rng)
+            raise ValueError(f"saved state does not fit this supernet: {e}") from e
         for _ in range(step):
             next(self.batches)
         self.step, self.losses = step, [float(v) for v in state["losses"]]

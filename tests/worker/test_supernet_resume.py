@@ -81,6 +81,24 @@ def test_progress_that_does_not_fit_is_ignored(
         assert ProgressFile(tmp_path).restore(longer) == {}
     assert longer.step == 0 and "does not fit" in caplog.text
 
+    # Another teacher's supernet: some tensors match, the rest do not; nothing is loaded.
+    wider = SupernetTraining(
+        Supernet.from_teacher(tiny_teacher(seed=5)),
+        Supernet.from_teacher(tiny_teacher(seed=5)),
+        STUDENTS,
+        random_batches(),
+        SupernetRecipe(steps=2, lr=3e-3),
+    )
+    wider.train_step()
+    state = wider.state_dict()
+    state["supernet"] = {k: v for k, v in state["supernet"].items() if "layer.3" not in k}
+    fresh = training()
+    before = weights(fresh)
+    with pytest.raises(ValueError, match="does not fit this supernet"):
+        fresh.load_state_dict(state)
+    assert all(torch.equal(weights(fresh)[k], v) for k, v in before.items())
+    assert fresh.step == 0
+
     (tmp_path / "progress.pt").write_bytes(b"torn write")
     fresh = training()
     assert ProgressFile(tmp_path).restore(fresh) == {}

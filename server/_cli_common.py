@@ -64,10 +64,9 @@ def quantity(*, allow_zero: bool, unit: str) -> Callable[[str], float]:
     return parse
 
 
-def seconds(*, allow_zero: bool, unit: str = "seconds") -> Callable[[str], float]:
-    """An argparse type: a finite number of seconds (or another ``unit``), > 0 (or >= 0 with
-    ``allow_zero``)."""
-    return quantity(allow_zero=allow_zero, unit=unit)
+def seconds(*, allow_zero: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, > 0 (or >= 0 with ``allow_zero``)."""
+    return quantity(allow_zero=allow_zero, unit="seconds")
 
 
 def server_address(text: str) -> str:

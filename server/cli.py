@@ -21,6 +21,7 @@ from archsearch.server._cli_common import (
     _add_conn,
     _explain,
     _setup_logging,
+    quantity,
     seconds,
     whole_number,
 )
@@ -171,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--save-minutes",
-        type=seconds(allow_zero=True, unit="minutes"),
+        type=quantity(allow_zero=True, unit="minutes"),
         metavar="MINUTES",
         help="autodistil trainer: minutes of supernet training between saves of its progress, "
         "which a retried job continues from (default 10; 0: never save)",

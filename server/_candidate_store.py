@@ -98,7 +98,8 @@ class CandidateStore:
                 user.update(dashboard.metric_rows(earlier[2]))
             elif self.storage.is_provisional(tid) and self._in_flight(h, fp):
                 # Never stored: the loop is asked again. (Library loops never propose a row
-                # that is in flight; Optuna's samplers may.)
+                # that is in flight; Optuna's samplers may.) A candidate that completed since
+                # ``done`` was read above is caught here too, and repeats on the next ask.
                 self.storage.discard_provisional(tid)
                 return None
             if self.storage.is_provisional(tid):
@@ -146,11 +147,13 @@ class CandidateStore:
 
     def _in_flight(self, h: StudyHandle, fp: str) -> bool:
         """Whether a candidate with fingerprint ``fp`` is prepared, leased, being stored or
-        finishing in ``h``."""
+        finishing in ``h``, or done: a completion moves it from ``finishing`` to ``done`` under
+        the lock, so checking both here leaves no gap in which it is in neither."""
         idx = h.index
         with h.lock:
             return (
                 fp in idx.storing
+                or fp in idx.done
                 or any(live.fp == fp for live in idx.live.values())
                 or any(entry[2] == fp for entry in idx.finishing.values())
             )

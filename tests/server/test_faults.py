@@ -318,6 +318,28 @@ def test_a_candidate_in_flight_is_not_handed_out_again(managers, url) -> None:
     assert "repeated candidates in a row" in reason
 
 
+def test_a_candidate_completing_while_it_is_asked_again_is_not_trained_again(managers, url) -> None:
+    """Preparing a candidate reads the finished ones, then checks the ones in flight; a
+    completion between the two moves it from one to the other. Simulated (``done.get`` misses,
+    as a read just before the completion would): it must still not be handed out again."""
+    m = open_manager(managers, url)
+    m.launch(tiny_bert("g", 3, [1, 2]))
+    first = m.acquire("w0", ("bert",))
+    assert first is not None
+    m.complete(first.lease_id, bert_metrics(first), {})
+
+    class ReadTooEarly(dict):
+        def get(self, key, default=None):
+            return default
+
+    h = m.get("g")
+    h.index.done = ReadTooEarly(h.index.done)
+    fp = first.candidate.fingerprint()
+    while (g := m.acquire("w1", ("bert",))) is not None:
+        assert g.candidate.fingerprint() != fp, "the completed candidate was trained again"
+        m.complete(g.lease_id, bert_metrics(g), {})
+
+
 def test_many_workers_never_train_one_candidate_twice_at_once(managers, url) -> None:
     """Six threads against a four-candidate space: at no moment do two leases hold the same
     candidate, and each candidate is trained exactly once."""

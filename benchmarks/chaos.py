@@ -23,6 +23,8 @@ with Optuna and the worker logs are scanned, and one table is printed:
     in flight twice     trained trials (not retries, not repeats) whose candidate equals one
                         of an earlier trained trial that had not finished when this one was
                         prepared: the same candidate handed out twice at once
+    trained after done  trained trials (not retries, not repeats) whose candidate had already
+                        completed in an earlier trained trial: it should have been a repeat
     FAIL w/o reason     FAIL trials with an empty ``fail_reason``
     WAITING left        WAITING (or RUNNING) trials left when the run ended
     wall                seconds from launch to completion (or the timeout); the fault
@@ -161,7 +163,7 @@ def analyse(storage: str, name: str, logs: list[Path]) -> dict[str, Any]:
         and "duplicate_of" not in t.user_attrs
         and t.user_attrs.get("worker")
     ]
-    twice = 0
+    twice = again = 0
     seen: dict[str, list[Any]] = defaultdict(list)
     for t in sorted(trained, key=lambda t: t.number):
         f = fp(t)
@@ -172,6 +174,8 @@ def analyse(storage: str, name: str, logs: list[Path]) -> dict[str, Any]:
             if done is None or (t.datetime_start is not None and done > t.datetime_start):
                 twice += 1
                 break
+        else:  # every earlier one had finished: a completed one should have made this a repeat
+            again += any(e.state == TrialState.COMPLETE for e in seen[f])
         seen[f].append(t)
     return {
         "trials": len(trials),
@@ -180,6 +184,7 @@ def analyse(storage: str, name: str, logs: list[Path]) -> dict[str, Any]:
         "retrained": retrained,
         "repeats": sum("duplicate_of" in t.user_attrs for t in complete),
         "in flight twice": twice,
+        "trained after done": again,
         "FAIL w/o reason": sum(
             t.state == TrialState.FAIL and not t.user_attrs.get("fail_reason") for t in trials
         ),
@@ -303,7 +308,14 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 #: Counts that must be zero: nothing finished is thrown away or trained twice, every FAIL says why.
-GOAL_ZERO = ("results lost", "retrained", "in flight twice", "FAIL w/o reason", "WAITING left")
+GOAL_ZERO = (
+    "results lost",
+    "retrained",
+    "in flight twice",
+    "trained after done",
+    "FAIL w/o reason",
+    "WAITING left",
+)
 
 
 def main() -> int:

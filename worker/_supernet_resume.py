@@ -173,17 +173,18 @@ class ProgressFile:
             staging = self.folder / f".{FILE}.download-{os.getpid()}"
             context.download(newest, name, staging)
             os.replace(staging, self.path)
-            (self.folder / NOTE).write_text(
-                json.dumps({"study": context.study_name, "trial": newest})
-            )
+            self._write_note({"study": context.study_name, "trial": newest})
             log.info("supernet progress of trial %s:%d downloaded", context.study_name, newest)
         except (ClientError, OSError, RuntimeError) as e:
             log.warning("supernet progress not downloaded: %s", e)
 
     def _note(self, context: TrainContext | None, step: int) -> None:
-        note = {"step": step}
+        note: dict[str, Any] = {"step": step}
         if context is not None and context.trial_number is not None:
             note.update(study=context.study_name, trial=context.trial_number)
+        self._write_note(note)
+
+    def _write_note(self, note: dict[str, Any]) -> None:
         (self.folder / NOTE).write_text(json.dumps(note))
 
     def _read_note(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -275,25 +275,3 @@ class SupernetTraining:
         self.step, self.losses = step, [float(v) for v in state["losses"]]
         if self.done:
             self.supernet.eval()
-
-
-def train_supernet(
-    supernet: Supernet,
-    teacher: Supernet,
-    students: Sequence[Student],
-    batches: Iterator[Batch],
-    recipe: SupernetRecipe,
-    on_step: Callable[[int, float], None] | None = None,
-) -> list[float]:
-    """Sandwich-trains ``supernet`` for ``recipe.steps`` steps (:class:`SupernetTraining`);
-    returns each step's mean loss.
-
-    Args:
-        on_step: Called with ``(step, mean loss)`` after every step (heartbeats, reports).
-    """
-    run = SupernetTraining(supernet, teacher, students, batches, recipe)
-    while not run.done:
-        loss = run.train_step()
-        if on_step is not None:
-            on_step(run.step - 1, loss)
-    return run.losses

@@ -12,8 +12,8 @@ from archsearch.worker._relation_loss import relation_logits, relation_loss
 from archsearch.worker._supernet import Supernet
 from archsearch.worker._supernet_training import (
     SupernetRecipe,
+    SupernetTraining,
     sandwich_students,
-    train_supernet,
 )
 
 
@@ -46,11 +46,13 @@ def test_sandwich_training_lowers_the_relation_loss(loss: str) -> None:
 
     supernet.eval()
     before = held_out()
+    run = SupernetTraining(supernet, teacher, STUDENTS, random_batches(), recipe)
     steps: list[int] = []
-    losses = train_supernet(
-        supernet, teacher, STUDENTS, random_batches(), recipe, lambda s, _: steps.append(s)
-    )
-    assert steps == list(range(15)) and len(losses) == 15
+    while not run.done:
+        run.train_step()
+        steps.append(run.step - 1)
+    assert steps == list(range(15)) and len(run.losses) == 15
+    assert not supernet.training  # eval mode once done
     assert held_out() < 0.8 * before
     # The teacher's own slice stays (nearly) lossless while the students move towards it.
     for p, q in zip(teacher.parameters(), teacher_bert.parameters(), strict=True):

@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-minutes",
         type=quantity(allow_zero=True, unit="minutes"),
         metavar="MINUTES",
-        help="autodistil trainer: minutes of supernet training between saves of its progress, "
-        "which a retried job continues from (default 10; 0: never save)",
+        help="minutes of training between saves of a job's progress (weights, optimiser, "
+        "data position), which a retried job continues from; a stopped job also saves "
+        "(default 10; 0: never save)",
     )
     w.add_argument("--study", help="only take trials of this study; default: any study")
     w.add_argument("--worker-id", help="stable worker id; default: host-pid-random")

@@ -52,6 +52,7 @@ from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._dsir_selector import select_pretrain_texts
 from archsearch.worker._extract import init_student_from_teacher
 from archsearch.worker._loop import TrainingHooks, TrainingLoop, seed_everything
+from archsearch.worker._progress import DEFAULT_SAVE_MINUTES
 from archsearch.worker._registry import register_trainer
 from archsearch.worker._result_metrics import merge_metrics
 from archsearch.worker._student_ranking import (
@@ -61,11 +62,7 @@ from archsearch.worker._student_ranking import (
     relation_scores,
 )
 from archsearch.worker._supernet import Supernet, extract
-from archsearch.worker._supernet_resume import (
-    DEFAULT_SAVE_MINUTES,
-    check_save_minutes,
-    train_resumably,
-)
+from archsearch.worker._supernet_resume import train_resumably
 from archsearch.worker._supernet_training import (
     SupernetRecipe,
     SupernetTraining,
@@ -109,24 +106,9 @@ class AutodistilTrainer(BertTrainer):
         tokenizer_path: str | None = None,
         save_minutes: float = DEFAULT_SAVE_MINUTES,
     ) -> None:
-        super().__init__(glue_dir, tokenizer_path)
+        super().__init__(glue_dir, tokenizer_path, save_minutes)
         self._teachers: dict[str, BertModel] = {}
         self._init_from: BertModel | None = None
-        #: Minutes of supernet training between saves of its progress (0: never).
-        self.save_minutes = check_save_minutes(save_minutes)
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> AutodistilTrainer:
-        """A trainer for a worker's options: ``glue_dir`` and ``save_minutes``.
-
-        Raises:
-            ValueError: ``save_minutes`` is not a number >= 0.
-        """
-        minutes = options.get("save_minutes")
-        return cls(
-            glue_dir=options.get("glue_dir"),
-            save_minutes=DEFAULT_SAVE_MINUTES if minutes is None else minutes,
-        )
 
     def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
         try:

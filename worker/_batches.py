@@ -3,7 +3,8 @@
 * :class:`EncodedSplit`: a tokenised split, stored flat (one int array plus offsets).
 * :func:`tokenize_examples`: examples to an :class:`EncodedSplit`.
 * :func:`epoch_batches`: the micro-batches of indices, a fresh seeded permutation each epoch,
-  of the examples a data schedule chose for that epoch (all of them without one).
+  of the examples a data schedule chose for that epoch (all of them without one); its
+  position can be saved and restored.
 * :func:`take`: some examples of a split, as a split (a curriculum's held-out items).
 * :func:`collate`: one batch, padded to its own longest example, on the device.
 
@@ -115,7 +116,7 @@ def take(encoded: EncodedSplit, indices: np.ndarray) -> EncodedSplit:
 
 def epoch_batches(
     n: int, batch_size: int, seed: int, schedule: DataSchedule | None = None
-) -> Iterator[np.ndarray]:
+) -> EpochBatches:
     """Endless micro-batches of indices into a split of ``n`` examples: a fresh seeded
     permutation each epoch, of the indices ``schedule(epoch)`` returns (all without one).
 
@@ -123,28 +124,80 @@ def epoch_batches(
     per epoch), so seeded runs reproduce.
 
     Raises:
-        CandidateError: The split is empty, or the schedule gave an epoch no examples.
-        ValueError: The schedule returned an index outside ``[0, n)``.
+        CandidateError: The split is empty, or (when drawn) the schedule gave an epoch no
+            examples.
+        ValueError: (When drawn) the schedule returned an index outside ``[0, n)``.
     """
-    if n == 0:
-        raise CandidateError("the training split is empty")
-    rng = np.random.default_rng(seed)
-    for epoch in itertools.count():
-        chosen = schedule(epoch) if schedule is not None else None
+    return EpochBatches(n, batch_size, seed, schedule)
+
+
+class EpochBatches(Iterator[np.ndarray]):
+    """The iterator :func:`epoch_batches` returns; its position can be saved and restored
+    (:meth:`state_dict`), so a resumed training draws the batches it would have drawn."""
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, schedule: DataSchedule | None = None
+    ) -> None:
+        if n == 0:
+            raise CandidateError("the training split is empty")
+        self.n, self.batch_size, self.schedule = n, batch_size, schedule
+        self._rng = np.random.default_rng(seed)
+        #: The epoch being drawn from (-1 before the first).
+        self.epoch = -1
+        self._order = np.empty(0, dtype=np.int64)
+        self._begin = 0
+
+    def __iter__(self) -> EpochBatches:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self._begin >= len(self._order):
+            self._next_epoch()
+        batch = self._order[self._begin : self._begin + self.batch_size]
+        self._begin += self.batch_size
+        return batch
+
+    def _next_epoch(self) -> None:
+        epoch = self.epoch + 1
+        chosen = self.schedule(epoch) if self.schedule is not None else None
         if chosen is None:
-            order = rng.permutation(n)
+            order = self._rng.permutation(self.n)
         else:
             indices = np.asarray(chosen, dtype=np.int64)
             if indices.size == 0:
                 raise CandidateError(f"the data schedule gave epoch {epoch} no examples")
-            if indices.min() < 0 or indices.max() >= n:
+            if indices.min() < 0 or indices.max() >= self.n:
                 raise ValueError(
-                    f"the data schedule gave epoch {epoch} indices outside [0, {n}): "
+                    f"the data schedule gave epoch {epoch} indices outside [0, {self.n}): "
                     f"{int(indices.min())}..{int(indices.max())}"
                 )
-            order = indices[rng.permutation(len(indices))]
-        for begin in range(0, len(order), batch_size):
-            yield order[begin : begin + batch_size]
+            order = indices[self._rng.permutation(len(indices))]
+        self.epoch, self._order, self._begin = epoch, order, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position: epoch, its order, the next batch's start and the generator's state
+        (the order is shared, not copied: it is never changed in place)."""
+        return {
+            "epoch": self.epoch,
+            "order": torch.from_numpy(self._order),
+            "begin": self._begin,
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continues from ``state`` (of the same split and seed) without asking the schedule
+        again for the epochs already drawn.
+
+        Raises:
+            ValueError: ``state`` does not fit a split of ``n`` examples.
+        """
+        order = np.asarray(state["order"], dtype=np.int64)
+        if order.size and (order.min() < 0 or order.max() >= self.n):
+            raise ValueError(f"saved batches index outside a split of {self.n} examples")
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        self.epoch, self._order = int(state["epoch"]), order.copy()
+        self._begin, self._rng = int(state["begin"]), rng
 
 
 def collate(

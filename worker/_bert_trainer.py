@@ -46,6 +46,7 @@ from archsearch.worker._loop import TrainingHooks, TrainingLoop
 from archsearch.worker._models import model_factory
 from archsearch.worker._plan import TrainingPlan, parse_plan
 from archsearch.worker._precision import resolve_precision
+from archsearch.worker._progress import DEFAULT_SAVE_MINUTES, check_save_minutes
 from archsearch.worker._provenance import provenance
 from archsearch.worker._registry import register_trainer
 from archsearch.worker._result_metrics import (
@@ -162,7 +163,15 @@ class BertTrainer(DataStages, TeacherTraining, Trainer):
     name = "bert"
     info = BERT_TRAINER_INFO
 
-    def __init__(self, glue_dir: str | None = None, tokenizer_path: str | None = None) -> None:
+    def __init__(
+        self,
+        glue_dir: str | None = None,
+        tokenizer_path: str | None = None,
+        save_minutes: float = DEFAULT_SAVE_MINUTES,
+    ) -> None:
+        #: Minutes of training between saves of a job's progress, which a retried job
+        #: continues from (0: never save).
+        self.save_minutes = check_save_minutes(save_minutes)
         self.glue_dir_arg = glue_dir
         self.glue_dir: Path | None
         try:
@@ -185,8 +194,16 @@ class BertTrainer(DataStages, TeacherTraining, Trainer):
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> BertTrainer:
-        """A trainer for a worker's options: reads ``glue_dir``."""
-        return cls(glue_dir=options.get("glue_dir"))
+        """A trainer for a worker's options: reads ``glue_dir`` and ``save_minutes``.
+
+        Raises:
+            ValueError: ``save_minutes`` is not a number >= 0.
+        """
+        minutes = options.get("save_minutes")
+        return cls(
+            glue_dir=options.get("glue_dir"),
+            save_minutes=DEFAULT_SAVE_MINUTES if minutes is None else minutes,
+        )
 
     @staticmethod
     def metric_names(

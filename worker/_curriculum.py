@@ -147,6 +147,26 @@ class Curriculum:
         log.info("curriculum epoch %s", json.dumps(entry))
         return chosen
 
+    def state_dict(self) -> dict[str, Any]:
+        """What changes while training (the generator, the steps counted, PUDF's ability and
+        bound, the trace), for a resumed training (``TrainingHooks.stateful``)."""
+        return {
+            "rng": self._rng.bit_generator.state,
+            "micro_batches": self._micro_batches,
+            "best": self._best,
+            "bound": self._bound,
+            "trace": list(self.trace),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continues from :meth:`state_dict` of the same curriculum."""
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        trace = [dict(entry) for entry in state["trace"]]
+        self._rng, self._micro_batches = rng, int(state["micro_batches"])
+        self._best, self._bound = float(state["best"]), float(state["bound"])
+        self.trace = trace
+
     @property
     def stall_step(self) -> float:
         return float(self.options["stall_step"])

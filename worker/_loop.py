@@ -23,12 +23,11 @@ Imports torch at module level; ``archsearch.worker`` does not import it eagerly.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,29 +36,26 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from archsearch.worker._batches import DataSchedule, EncodedSplit, collate, epoch_batches
+from archsearch.worker._hooks import (
+    ConfigureFn,
+    EvaluateMany,
+    InitFn,
+    LossFn,
+    StepFn,
+    TrainingHooks,
+)
+from archsearch.worker._loop_state import LoopState, Stateful
 from archsearch.worker._metrics import compute_metrics
 from archsearch.worker._precision import FP32, Precision
+from archsearch.worker._progress import ProgressFile
 from archsearch.worker._task_info import Task
-from archsearch.worker._trainer import CandidateError, TrainContext
+from archsearch.worker._trainer import CandidateError, TrainContext, TrialPruned, TrialStopped
 
 _MAX_GRAD_NORM = 1.0
 # On CUDA, reading the loss back to check it is finite waits for the GPU and stops the CPU
 # from queueing the next steps; check every this many optimiser steps (and at evaluations).
 _CUDA_FINITE_CHECK_EVERY = 20
 
-#: ``loss_fn(model, batch) -> scalar loss``; ``batch`` holds ``input_ids``,
-#: ``token_type_ids``, ``attention_mask`` and ``labels`` on the training device.
-LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
-#: ``init_fn(model)``: changes the freshly built model's weights in place before training.
-InitFn = Callable[[torch.nn.Module], None]
-#: ``configure_fn(model)``: puts the model in one configuration (a LoRA rank, a sub-network);
-#: it may return a context manager, entered around the evaluation, whose exit restores it.
-ConfigureFn = Callable[[torch.nn.Module], "contextlib.AbstractContextManager[Any] | None"]
-#: ``evaluate_many(model) -> [(label, configure_fn), ...]``: the configurations to score; a
-#: ``configure_fn`` of None is the model as training left it (its final evaluation is reused).
-EvaluateMany = Callable[[torch.nn.Module], Iterable[tuple[str, ConfigureFn | None]]]
-#: ``step_fn(step)``: called with the optimiser step's number (1 first).
-StepFn = Callable[[int], None]
 
 __all__ = [
     "ConfigureFn",
@@ -67,6 +63,7 @@ __all__ = [
     "EvaluateMany",
     "InitFn",
     "LossFn",
+    "Stateful",
     "StepFn",
     "TrainingHooks",
     "TrainingLoop",
@@ -74,51 +71,6 @@ __all__ = [
     "model_loss",
     "seed_everything",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingHooks:
-    """How a student starts, what it minimises, what it sees and how it is scored.
-
-    Every hook is optional; with none the loop trains from the built model's weights on the
-    model's own loss over every training example each epoch.
-
-    Attributes:
-        init_fn: Where the weights start: called once on the built model (already on the
-            device) before the optimiser is created (teacher extraction, FlexiBERT
-            pre-training or transfer). None keeps the random initialisation.
-        loss_fn: What is minimised: the training loss of a batch, called under the recipe's
-            autocast (distillation against a teacher). None uses the model's own loss
-            (cross-entropy, or MSE for regression).
-        data_schedule: What each epoch sees (a curriculum): called at the start of every pass
-            over the data with the epoch index (0 first) and returns the indices of the
-            training examples of that epoch (None: all of them). They are shuffled with the
-            recipe's seed and cut into micro-batches; training still ends after ``max_steps``
-            optimiser steps, so a smaller epoch simply comes round sooner.
-        evaluate_many: Several configurations of the one set of trained weights (DyLoRA ranks,
-            supernet students): called once after the last step; yields ``(label,
-            configure_fn)`` pairs, and each configuration's dev metrics are kept in
-            :attr:`TrainingLoop.label_metrics` under its label (the trainer reports them as
-            ``"<metric>@<label>"``). The loop's own final evaluation, reports and checkpoint
-            use the model as trained, before any configuration; a ``configure_fn`` of None
-            names that model as trained, whose final evaluation is reused rather than
-            scored again (DyLoRA's rank r_max).
-        before_step: Called before each optimiser step (before its first micro-batch) with
-            the step's number, 1 first (DyLoRA draws the step's rank here).
-        after_step: Called after each optimiser step (the weights updated, gradients
-            cleared), before any evaluation of that step.
-        metrics: Filled by the hooks with what they measured (a FlexiBERT candidate's
-            ``transfer_overlap``, ``pretrain_loss``, ...); the trainer adds them to the task's
-            metrics.
-    """
-
-    init_fn: InitFn | None = None
-    loss_fn: LossFn | None = None
-    data_schedule: DataSchedule | None = None
-    evaluate_many: EvaluateMany | None = None
-    before_step: StepFn | None = None
-    after_step: StepFn | None = None
-    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class TrainingLoop:
@@ -141,6 +93,13 @@ class TrainingLoop:
         progress: tqdm's ``disable`` is ``not progress``; None: shown only on a terminal.
         sample_memory: Called where training memory peaks (after each forward and backward
             pass and optimiser step): :meth:`~archsearch.worker._cost.PeakMemoryMeter.sample`.
+        resume: Where this job's progress is kept (:class:`LoopState`): the run continues
+            from it when it holds some, saves it every ``save_minutes`` and when the trial is
+            asked to end (then also uploads it as artifact ``share_as``, unless that is empty),
+            and clears it when the run ends (finished, pruned or diverged). None: no saving.
+            ``init_fn`` still runs on a resumed run (it may set up more than weights); the
+            saved weights then replace what it set.
+        share_as: The artifact name of the uploaded progress.
     """
 
     def __init__(
@@ -158,6 +117,8 @@ class TrainingLoop:
         select_metric: str | None = None,
         progress: bool | None = None,
         sample_memory: Callable[[], None] | None = None,
+        resume: ProgressFile | None = None,
+        share_as: str = "",
     ) -> None:
         self.model = model
         self.task = task
@@ -180,6 +141,9 @@ class TrainingLoop:
         self._last_values: dict[str, float] = {}
         #: The dev metrics of the evaluation after the last step (the model as trained).
         self._final_values: dict[str, float] | None = None
+        self.resume, self.share_as = resume, share_as
+        #: The optimiser steps a restored run started after (None: it started at the beginning).
+        self.resumed_from: int | None = None
 
     def run(self, train_set: EncodedSplit, dev_set: EncodedSplit) -> tuple[np.ndarray, float]:
         """Trains for ``max_steps`` optimiser steps; returns the final dev predictions and the
@@ -207,6 +171,9 @@ class TrainingLoop:
         micro_batches = epoch_batches(
             len(train_set), recipe["batch_size"], recipe["seed"], self.hooks.data_schedule
         )
+        resume, state = self.resume, None
+        if resume is not None:
+            state = LoopState(self, optimizer, scheduler, scaler, micro_batches)
         eval_seconds, predictions = 0.0, np.empty(0)
         bar = tqdm(
             total=max_steps,
@@ -221,7 +188,12 @@ class TrainingLoop:
         model.train()
         start = self._now()
         try:
-            for step in range(1, max_steps + 1):
+            first = 1
+            if state is not None:
+                done, seconds = self._restore(state)
+                first, start = done + 1, start - seconds
+                bar.update(done)
+            for step in range(first, max_steps + 1):
                 if self.hooks.before_step is not None:
                     self.hooks.before_step(step)
                 for _ in range(accumulation):
@@ -258,6 +230,8 @@ class TrainingLoop:
                 optimizer.zero_grad(set_to_none=True)
                 if self.hooks.after_step is not None:
                     self.hooks.after_step(step)
+                if state is not None:
+                    state.mark(step)
                 bar.update()
                 evaluate = step % eval_every == 0 or step == max_steps
                 if check_every > 1 and (evaluate or step % check_every == 0) and nonfinite.item():
@@ -269,16 +243,45 @@ class TrainingLoop:
                     if step == max_steps:
                         self._final_values = self._last_values
                     if self.report_metric is not None:
+                        value = self._last_values[self.report_metric]
+                        if state is not None:
+                            state.reports.append((step, value))
                         # Raises TrialStopped if pruned.
-                        context.report(
-                            self.step_offset + step, self._last_values[self.report_metric]
-                        )
+                        context.report(self.step_offset + step, value)
+                if resume is not None and state is not None and step < max_steps and resume.due():
+                    resume.save(state, self._now() - start - eval_seconds, context)
+        except (TrialPruned, CandidateError):
+            if self.resume is not None:  # it ends for good: nothing to continue
+                self.resume.clear()
+            raise
+        except TrialStopped:
+            if state is not None and self.resume is not None and state.step > 0:
+                self.resume.save(state, self._now() - start - eval_seconds, context)
+                if self.share_as:
+                    self.resume.share(context, self.share_as)
+            raise
         finally:
             bar.close()
         seconds = self._now() - start - eval_seconds
         if self.hooks.evaluate_many is not None:
             self.label_metrics = self.evaluate_many(self.hooks.evaluate_many, dev_set)
+        if self.resume is not None:
+            self.resume.clear()
         return predictions, seconds
+
+    def _restore(self, state: LoopState) -> tuple[int, float]:
+        """Loads the saved progress, if any, and sends its intermediate values again (to the
+        retried trial); returns the steps done and the training seconds they took."""
+        assert self.resume is not None
+        before = self.resume.restore(state)
+        if not before:
+            state.mark(0)
+            return 0, 0.0
+        self.resumed_from = state.step
+        if self.report_metric is not None:
+            for step, value in state.reports:
+                self.context.report(self.step_offset + step, value)
+        return state.step, float(before["seconds"])
 
     def evaluate_many(
         self, configurations: EvaluateMany, dev_set: EncodedSplit

@@ -97,7 +97,8 @@ def lora_hooks(spec: LoraSpec, seed: int) -> TrainingHooks:
       scored twice); ``hooks.metrics`` gets ``trainable_params`` (at
       r_max) and ``trainable_params@r<b>`` for each rank scored.
     """
-    generator = torch.Generator().manual_seed(seed)
+    draws = RankDraws(seed)
+    generator = draws.generator
     controller: list[DyLoRA] = []
     saved: list[Any] = []
 
@@ -133,5 +134,19 @@ def lora_hooks(spec: LoraSpec, seed: int) -> TrainingHooks:
         evaluate_many=evaluate_many,
         before_step=before_step if spec.dynamic else None,
         after_step=after_step if spec.dynamic else None,
+        stateful=(draws,) if spec.dynamic else (),
     )
     return hooks
+
+
+class RankDraws:
+    """DyLoRA's rank generator, seeded by the trial, whose state a resumed training restores."""
+
+    def __init__(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])

@@ -29,6 +29,7 @@ from archsearch.worker._lora_info import LORA_TRAINER_INFO
 from archsearch.worker._lora_model import LORA_SPACE, lora_architecture, lora_hooks, resolve_base
 from archsearch.worker._lora_spec import LoraSpec, parse_lora_spec
 from archsearch.worker._plan import TrainingPlan, parse_plan
+from archsearch.worker._progress import DEFAULT_SAVE_MINUTES
 from archsearch.worker._registry import register_trainer
 from archsearch.worker._result_metrics import metric_names as bert_metric_names
 from archsearch.worker._split_cache import SplitEncoder
@@ -143,8 +144,13 @@ class LoraTrainer(BertTrainer):
     splits: SplitEncoder
     _tokenizer: Any
 
-    def __init__(self, glue_dir: str | None = None, tokenizer_path: str | None = None) -> None:
-        super().__init__(glue_dir, tokenizer_path)
+    def __init__(
+        self,
+        glue_dir: str | None = None,
+        tokenizer_path: str | None = None,
+        save_minutes: float = DEFAULT_SAVE_MINUTES,
+    ) -> None:
+        super().__init__(glue_dir, tokenizer_path, save_minutes)
         self._tokenizer_source = str(self.tokenizer_path.resolve())
         # One split cache per tokenizer: the cache key does not name the tokenizer.
         self._encoders: dict[str, tuple[Any, SplitEncoder]] = {

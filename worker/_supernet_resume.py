@@ -16,54 +16,25 @@ the file as an artifact of its trial (``supernet-progress-<fingerprint>.pt``), a
 attempt downloads the newest such upload of its study when its own folder holds none from a
 later trial. A lost machine (SIGKILL) leaves only what its folder holds.
 
-torch has no resumable-training helper outside its trainers (``transformers.Trainer`` and
-Lightning keep their own), so the few lines of atomic save and checked restore are here.
+The file, its note and the upload are :class:`~archsearch.worker._progress.ProgressFile`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
-import os
-import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from archsearch.worker._checkpoints import checkpoint_root
+from archsearch.worker._progress import (
+    DEFAULT_SAVE_MINUTES,
+    ProgressFile,
+)
 from archsearch.worker._supernet_training import SupernetTraining
 from archsearch.worker._trainer import TrainContext, TrialStopped
 
 log = logging.getLogger("archsearch.worker")
-
-#: Minutes of training between two saves of a supernet job's progress, unless the worker says.
-DEFAULT_SAVE_MINUTES = 10.0
-FILE = "progress.pt"
-#: Beside the file: which study and trial saved it, at which step.
-NOTE = "progress.json"
-
-
-def check_save_minutes(value: Any) -> float:
-    """``value`` as minutes between saves (0: never save).
-
-    Raises:
-        ValueError: Not a finite number ≥ 0; the message names ``--save-minutes``.
-    """
-    try:
-        minutes = float(value)
-    except (TypeError, ValueError):
-        minutes = math.nan
-    if isinstance(value, bool) or not math.isfinite(minutes) or minutes < 0:
-        raise ValueError(
-            f"--save-minutes {value!r}: give minutes between saves of a supernet job's "
-            "progress, a number >= 0 (0: never save)"
-        )
-    return minutes
 
 
 def progress_folder(fingerprint: str) -> Path:
@@ -74,129 +45,6 @@ def progress_folder(fingerprint: str) -> Path:
 def artifact_name(fingerprint: str) -> str:
     """The name a job's progress is uploaded under."""
     return f"supernet-progress-{fingerprint}.pt"
-
-
-class ProgressFile:
-    """Restores, saves and clears one supernet job's progress.
-
-    Args:
-        folder: The job's :func:`progress_folder`.
-        save_minutes: Minutes of training between saves; 0 never saves nor restores.
-        clock: Seconds, monotonic (tests pass a fake).
-    """
-
-    def __init__(
-        self,
-        folder: Path,
-        save_minutes: float = DEFAULT_SAVE_MINUTES,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.folder, self.every_s, self.clock = folder, save_minutes * 60.0, clock
-        self.enabled = save_minutes > 0
-        self._last = clock()
-
-    @property
-    def path(self) -> Path:
-        return self.folder / FILE
-
-    def restore(self, run: SupernetTraining) -> dict[str, Any]:
-        """Loads the saved progress into ``run``; returns what it saved beside the training
-        state (``seconds`` trained before), or ``{}`` when it starts from the beginning."""
-        if not self.enabled or not self.path.exists():
-            return {}
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-            run.load_state_dict(state["training"])
-        except Exception as e:  # a torn, foreign or unreadable file: train from the start
-            log.warning("ignoring the saved supernet progress %s: %s", self.path, e)
-            return {}
-        log.info("supernet job continues at step %d from %s", run.step, self.path)
-        self._last = self.clock()
-        return {"seconds": float(state.get("seconds", 0.0)), "step": run.step}
-
-    def due(self) -> bool:
-        """Whether ``save_minutes`` have passed since the last save (or restore)."""
-        return self.enabled and self.clock() - self._last >= self.every_s
-
-    def save(
-        self, run: SupernetTraining, seconds: float, context: TrainContext | None = None
-    ) -> None:
-        """Writes ``run``'s state and ``seconds`` trained so far; replaces the earlier file
-        atomically, so a kill while writing leaves the previous one. ``context`` (its study
-        and trial) is noted beside it."""
-        if not self.enabled:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        staging = self.folder / f".{FILE}.tmp-{os.getpid()}"
-        torch.save({"training": run.state_dict(), "seconds": seconds}, staging)
-        os.replace(staging, self.path)
-        self._note(context, run.step)
-        self._last = self.clock()
-
-    def share(self, context: TrainContext, name: str) -> None:
-        """Uploads the saved file as artifact ``name`` of ``context``'s trial (when a server is
-        behind it); a refusal (too large for the server, the lease gone) is logged."""
-        if not (self.enabled and context.has_server and self.path.exists()):
-            return
-        from archsearch.server.client import ClientError
-
-        try:
-            context.upload(self.path, name)
-        except (ClientError, OSError, RuntimeError) as e:
-            log.warning(
-                "supernet progress not uploaded (%s): only a worker that sees %s can "
-                "continue this job",
-                e,
-                self.folder,
-            )
-        else:
-            log.info("supernet progress uploaded as %s", name)
-
-    def fetch(self, context: TrainContext, name: str) -> None:
-        """Downloads the newest upload ``name`` of ``context``'s study into the folder, unless
-        the folder's own file comes from that trial or a later one of the study. Failures are
-        logged (the job then starts from what the folder holds)."""
-        if not (self.enabled and context.has_server and context.study_name):
-            return
-        from archsearch.server.client import ClientError
-
-        try:
-            holders = context.artifact_holders(name, 1000)
-            if not holders:
-                return
-            newest = max(number for number, _ in holders)
-            note = self._read_note()
-            local = note.get("trial") if note.get("study") == context.study_name else None
-            if self.path.exists() and isinstance(local, int) and local >= newest:
-                return
-            self.folder.mkdir(parents=True, exist_ok=True)
-            staging = self.folder / f".{FILE}.download-{os.getpid()}"
-            context.download(newest, name, staging)
-            os.replace(staging, self.path)
-            self._write_note({"study": context.study_name, "trial": newest})
-            log.info("supernet progress of trial %s:%d downloaded", context.study_name, newest)
-        except (ClientError, OSError, RuntimeError) as e:
-            log.warning("supernet progress not downloaded: %s", e)
-
-    def _note(self, context: TrainContext | None, step: int) -> None:
-        note: dict[str, Any] = {"step": step}
-        if context is not None and context.trial_number is not None:
-            note.update(study=context.study_name, trial=context.trial_number)
-        self._write_note(note)
-
-    def _write_note(self, note: dict[str, Any]) -> None:
-        (self.folder / NOTE).write_text(json.dumps(note))
-
-    def _read_note(self) -> dict[str, Any]:
-        try:
-            note = json.loads((self.folder / NOTE).read_text())
-        except (OSError, ValueError):
-            return {}
-        return note if isinstance(note, dict) else {}
-
-    def clear(self) -> None:
-        """Removes the saved progress (the job finished)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclasses.dataclass(frozen=True)

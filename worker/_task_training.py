@@ -5,6 +5,7 @@ checkpoint (stages 3 to 6 of that module's docstring)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,11 +19,13 @@ from archsearch.worker._loop import TrainingLoop, seed_everything
 from archsearch.worker._models import model_factory
 from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._precision import Precision
+from archsearch.worker._progress import ProgressFile
 from archsearch.worker._result_metrics import TaskReports
 from archsearch.worker._trainer import CandidateError, TrainContext
 from archsearch.worker._trial_crowd import training_answers
 
 if TYPE_CHECKING:
+    from archsearch.spaces import Candidate
     from archsearch.worker._bert_trainer import BertTrainer
 
 
@@ -69,7 +72,9 @@ def train_task(
         if curriculum is not None:
             if hooks.data_schedule is not None:
                 raise CandidateError("data.curriculum: this candidate's hooks choose the data")
-            hooks = dataclasses.replace(hooks, data_schedule=curriculum)
+            hooks = dataclasses.replace(
+                hooks, data_schedule=curriculum, stateful=(*hooks.stateful, curriculum)
+            )
         loop = TrainingLoop(
             model,
             task,
@@ -82,6 +87,8 @@ def train_task(
             step_offset=reports.step_offset,
             select_metric=reports.select_metric if plan.keep_checkpoint else None,
             sample_memory=costs.memory.sample,
+            resume=job_progress(trainer, candidate, task.id, context),
+            share_as=progress_artifact(trainer.name, candidate, task.id),
         )
         if curriculum is not None:
             train = splits["train"]
@@ -110,6 +117,30 @@ def train_task(
             folder = folder / task.id
         checkpoint = str(trainer.save_checkpoint(model, loop, folder, candidate))
     info = curriculum.info() if curriculum is not None else {}
+    if loop.resumed_from is not None:
+        info["resumed_from_step"] = str(loop.resumed_from)
     return TaskOutcome(
         metrics, checkpoint, predictions, evaluator.primary.labels, info, answers=answers
     )
+
+
+def job_progress(
+    trainer: BertTrainer, candidate: Candidate, task_id: str, context: TrainContext
+) -> ProgressFile | None:
+    """Where the training of ``candidate`` on ``task_id`` keeps its progress
+    (``<checkpoint root>/progress/<trainer>/<fingerprint>/<task>``), with the newest upload
+    of the study fetched into it when this folder holds none as recent; None when the trainer
+    saves none (``save_minutes`` 0)."""
+    if trainer.save_minutes <= 0:
+        return None
+    folder = checkpoint_root() / "progress" / trainer.name / candidate.fingerprint() / task_id
+    progress = ProgressFile(folder, trainer.save_minutes)
+    progress.fetch(context, progress_artifact(trainer.name, candidate, task_id))
+    return progress
+
+
+def progress_artifact(trainer: str, candidate: Candidate, task_id: str) -> str:
+    """The artifact name a stopped training of ``candidate`` on ``task_id`` uploads its
+    progress under (an artifact name's characters only)."""
+    task = re.sub(r"[^A-Za-z0-9._-]", "_", task_id)[:40]
+    return f"progress-{trainer}-{candidate.fingerprint()}-{task}.pt"

@@ -30,6 +30,10 @@ class TrialStopped(Exception):
     """Raised inside a trainer to end a trial early (pruned, stopped or handed back)."""
 
 
+class TrialPruned(TrialStopped):
+    """The trial was pruned: it ends for good (no retry continues it)."""
+
+
 class CandidateError(Exception):
     """The candidate cannot be trained by this trainer; retrying elsewhere would not help."""
 
@@ -150,7 +154,7 @@ class TrainContext:
     def report(self, step: int, value: float) -> None:
         """Sends an intermediate value; raises TrialStopped when the trial must end."""
         if self._report is not None and self._report(step, value):
-            raise TrialStopped(f"pruned at step {step}")
+            raise TrialPruned(f"pruned at step {step}")
         self.check()
 
     def check(self) -> None:

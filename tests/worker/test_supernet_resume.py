@@ -17,13 +17,9 @@ from archsearch.spaces import Candidate
 from archsearch.spaces._subspaces import SubSpace
 from archsearch.worker import TrainContext, TrialStopped
 from archsearch.worker._autodistil_trainer import AutodistilTrainer
+from archsearch.worker._progress import ProgressFile, check_save_minutes
 from archsearch.worker._supernet import Supernet
-from archsearch.worker._supernet_resume import (
-    ProgressFile,
-    artifact_name,
-    check_save_minutes,
-    progress_folder,
-)
+from archsearch.worker._supernet_resume import artifact_name, progress_folder
 from archsearch.worker._supernet_training import SupernetRecipe, SupernetTraining
 
 RECIPE = SupernetRecipe(steps=6, lr=3e-3, seed=3)

@@ -1,0 +1,126 @@
+"""A stopped training job of the lora and bert trainers continues on its next attempt, on the
+same machine or on one that shares no folder (through the server's artifacts), and ends with
+the metrics of an uninterrupted job: DyLoRA's rank draws and a curriculum's state included."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from _fake_artifacts import FakeServer
+from _tiny import TINY_BERT
+from _tiny_lora import lora_candidate
+
+from archsearch.spaces import Candidate
+from archsearch.worker import TrainContext, TrialStopped
+from archsearch.worker._bert_trainer import BertTrainer
+from archsearch.worker._lora_trainer import LoraTrainer
+from archsearch.worker._task_training import progress_artifact
+
+#: What depends on the training (not on the wall clock): STS-B's correlations move with any
+#: change of the weights (accuracy on a tiny model often does not).
+SCORES = ("pearson", "pearson@r1", "pearson@r2", "pearson@r3", "pearson@r4")
+
+
+def stopping(at: int) -> Callable[[], bool]:
+    checks = [0]
+
+    def should_stop() -> bool:
+        checks[0] += 1
+        return checks[0] == at
+
+    return should_stop
+
+
+def reporting(into: list[int]) -> Callable[[int, float], bool]:
+    def report(step: int, value: float) -> bool:
+        into.append(step)
+        return False
+
+    return report
+
+
+@pytest.fixture
+def dylora() -> Candidate:
+    # more draws than ranks: a resumed run with fresh rank draws would train other ranks
+    candidate = lora_candidate({"dropout": 0.1}, max_steps=8, eval_every=2)
+    return dataclasses.replace(candidate, data={**candidate.data, "task": "stsb"})
+
+
+def test_a_stopped_dylora_trial_continues_with_the_same_rank_draws(
+    dylora: Candidate, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "whole"))
+    whole = LoraTrainer().train(dylora, TrainContext())
+    assert "resumed_from_step" not in whole.info
+
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "stopped"))
+    trainer = LoraTrainer()
+    with pytest.raises(TrialStopped):  # inside step 6 (one check a step, one per report)
+        trainer.train(dylora, TrainContext(should_stop=stopping(9)))
+    folder = tmp_path / "stopped" / "progress" / "lora" / dylora.fingerprint() / "stsb"
+    assert (folder / "progress.pt").exists()
+
+    steps: list[int] = []
+    again = trainer.train(
+        dylora, TrainContext(report=reporting(steps), intermediate_metric="pearson")
+    )
+    assert again.info["resumed_from_step"] == "5"
+    assert steps == [2, 4, 6, 8]  # what was reported before, then the rest
+    assert {k: again.metrics[k] for k in SCORES} == {k: whole.metrics[k] for k in SCORES}
+    assert not folder.exists()
+
+
+def test_workers_that_share_no_folder_pass_a_jobs_progress_through_the_server(
+    dylora: Candidate, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "whole"))
+    whole = LoraTrainer().train(dylora, TrainContext())
+
+    server = FakeServer()
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "pod-a"))
+    with pytest.raises(TrialStopped):  # a drained pod
+        LoraTrainer().train(dylora, server.context(0, should_stop=stopping(9)))
+    name = progress_artifact("lora", dylora, "stsb")
+    assert (0, name) in server.files
+
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "pod-b"))  # an empty disk
+    again = LoraTrainer().train(dylora, server.context(1))
+    assert again.info["resumed_from_step"] == "5"
+    assert {k: again.metrics[k] for k in SCORES} == {k: whole.metrics[k] for k in SCORES}
+
+
+def test_without_saving_a_stopped_trial_starts_over(
+    dylora: Candidate, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path))
+    trainer = LoraTrainer.from_options({"save_minutes": 0})
+    with pytest.raises(TrialStopped):
+        trainer.train(dylora, TrainContext(should_stop=stopping(9)))
+    assert not (tmp_path / "progress").exists()
+    assert "resumed_from_step" not in trainer.train(dylora, TrainContext()).info
+
+
+def test_a_stopped_curriculum_trial_continues_with_its_schedule(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    curriculum = {"method": "competency", "difficulty": "length", "c0": 0.2, "min_examples": 8}
+    candidate = Candidate(
+        space="bert",
+        architecture=TINY_BERT,
+        recipe={"max_steps": 10, "batch_size": 4, "max_seq_length": 32, "eval_every": 5},
+        data={"task": "sst2", "train_subset": 48, "eval_subset": 16, "curriculum": curriculum},
+    )
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "whole"))
+    whole = BertTrainer().train(candidate, TrainContext())
+
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "stopped"))
+    trainer = BertTrainer()
+    with pytest.raises(TrialStopped):
+        trainer.train(candidate, TrainContext(should_stop=stopping(9)))
+    again = trainer.train(candidate, TrainContext())
+    assert 0 < int(again.info["resumed_from_step"]) < 10
+    assert again.metrics["accuracy"] == whole.metrics["accuracy"]
+    assert again.info["curriculum_trace"] == whole.info["curriculum_trace"]

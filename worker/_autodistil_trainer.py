@@ -71,6 +71,7 @@ from archsearch.worker._supernet_training import (
     text_batches,
     unlabeled_texts,
 )
+from archsearch.worker._task_training import job_progress, progress_artifact
 from archsearch.worker._teacher import load_teacher_encoder
 from archsearch.worker._trainer import CandidateError, TrainContext, TrainResult
 
@@ -272,7 +273,15 @@ class AutodistilTrainer(BertTrainer):
         }
         hooks = proxy_hooks(students, rank["proxy_students"])
         loop = TrainingLoop(
-            model, task, loop_recipe, context, None, self.tokenizer.pad_token_id, hooks=hooks
+            model,
+            task,
+            loop_recipe,
+            context,
+            None,
+            self.tokenizer.pad_token_id,
+            hooks=hooks,
+            resume=job_progress(self, candidate, task.id, context),
+            share_as=progress_artifact(self.name, candidate, task.id),
         )
         loop.run(train, dev)
         return {

@@ -13,7 +13,7 @@ from transformers import BertModel
 from archsearch.spaces import Candidate, get_task
 from archsearch.spaces._students import Student
 from archsearch.spaces._subspaces import SubSpace
-from archsearch.worker import CandidateError, TrainContext
+from archsearch.worker import CandidateError, TrainContext, TrialStopped
 from archsearch.worker._autodistil_trainer import AutodistilTrainer
 from archsearch.worker._supernet import Supernet, extract
 
@@ -255,3 +255,41 @@ def test_distill_selection_is_checked() -> None:
         )
     checked = validate_data({"distill_selection": {"method": "dsir", "pool": "x.txt", "k": 3}})
     assert checked["distill_selection"]["k"] == 3
+
+
+def test_a_stopped_rank_job_continues_its_task_proxy_fine_tuning(
+    teacher: str, text_file: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path))
+    candidate = Candidate(
+        space="autodistil",
+        kind="rank",
+        architecture={"teacher": teacher, "subspace": SUBSPACE},
+        recipe={"rank": {"proxy_steps": 8, "heldout": 6, "batch_size": 8, "max_seq_length": 16}},
+        data={**_data(text_file), "task": "stsb"},  # correlations move with any weight
+    )
+    checks = [0]
+
+    def count() -> bool:
+        checks[0] += 1
+        return False
+
+    whole = AutodistilTrainer().train(candidate, TrainContext(should_stop=count))
+    # the last checks: one per P2 step, then one per student scored; stop inside step 6
+    stop_at = checks[0] - len(KEYS) - 2
+    seen = [0]
+
+    def stop() -> bool:
+        seen[0] += 1
+        return seen[0] == stop_at
+
+    trainer = AutodistilTrainer()
+    with pytest.raises(TrialStopped):
+        trainer.train(candidate, TrainContext(should_stop=stop))
+    saved = tmp_path / "progress" / "autodistil" / candidate.fingerprint() / "stsb"
+    assert (saved / "progress.pt").exists()
+    again = trainer.train(candidate, TrainContext())
+    pearson = {k: v for k, v in whole.metrics.items() if k.startswith("pearson@")}
+    assert len(pearson) == len(KEYS)
+    assert {k: again.metrics[k] for k in pearson} == pearson
+    assert not saved.exists()

@@ -21,6 +21,16 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         yield url
 
 
+@pytest.fixture(autouse=True)
+def _checkpoint_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Kept checkpoints and saved training progress go to each test's own folder (tests that
+    need another set ``ARCHSEARCH_CHECKPOINT_DIR`` themselves), never to ``~/.cache``: a test
+    that stops a training leaves progress that another test's equal candidate would resume."""
+    root = tmp_path / "checkpoints"
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(root))
+    return root
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every cache (library embeddings, teachers, pre-trained encoders) goes to one folder per

@@ -14,6 +14,7 @@ Lightning keep their own), so the few lines of atomic save and checked restore a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -183,5 +184,8 @@ class ProgressFile:
         return note if isinstance(note, dict) else {}
 
     def clear(self) -> None:
-        """Removes the saved progress (the job finished)."""
+        """Removes the saved progress (the job finished), and its parent folder when that is
+        left empty (a candidate's folder of per-task progress)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.folder.parent.rmdir()

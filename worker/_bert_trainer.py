@@ -59,9 +59,13 @@ from archsearch.worker._result_metrics import metric_names as _metric_names
 from archsearch.worker._split_cache import SplitEncoder, data_hash
 from archsearch.worker._student_hooks import flexibert_hooks, needs_teacher, teacher_hooks
 from archsearch.worker._task_info import Task
-from archsearch.worker._task_training import train_task
+from archsearch.worker._task_training import finished_tasks, train_tasks
 from archsearch.worker._teacher_training import TeacherTraining
-from archsearch.worker._trainer import TrainContext, Trainer, TrainResult
+from archsearch.worker._trainer import (
+    TrainContext,
+    Trainer,
+    TrainResult,
+)
 from archsearch.worker._trial_crowd import upload_answers
 
 __all__ = [
@@ -254,12 +258,9 @@ class BertTrainer(DataStages, TeacherTraining, Trainer):
 
         device = torch.device(context.device)
         precision = resolve_precision(plan.precision, device)
-        outcomes = {
-            r.task.id: train_task(
-                self, plan, r, splits[r.task.id], context, precision, curricula[r.task.id]
-            )
-            for r in reports
-        }
+        # a multi-task trial keeps each finished task, so that its retry trains only the rest
+        finished = finished_tasks(self, candidate) if len(reports) > 1 else None
+        outcomes = train_tasks(self, plan, reports, splits, context, precision, curricula, finished)
         self.last_predictions_by_task = {t: o.predictions.tolist() for t, o in outcomes.items()}
         last = outcomes[reports[-1].task.id]
         self.last_predictions = last.predictions.tolist()
@@ -302,6 +303,8 @@ class BertTrainer(DataStages, TeacherTraining, Trainer):
         # the curriculum per epoch as a picture on the trial's dashboard page (with a server)
         info.update(upload_curriculum_plots(context, curricula, recipe.get("max_steps")))
         metrics = merge_metrics({t: o.metrics for t, o in outcomes.items()})
+        if finished is not None:
+            finished.clear()
         return TrainResult(metrics=metrics, info=info)
 
     def parse_plan(self, candidate: Candidate) -> TrainingPlan:

@@ -142,6 +142,8 @@ class TrainingLoop:
         #: The dev metrics of the evaluation after the last step (the model as trained).
         self._final_values: dict[str, float] | None = None
         self.resume, self.share_as = resume, share_as
+        #: ``(step, value)`` of every intermediate value sent (``step_offset`` included).
+        self.reported: list[tuple[int, float]] = []
         #: The optimiser steps a restored run started after (None: it started at the beginning).
         self.resumed_from: int | None = None
 
@@ -244,8 +246,7 @@ class TrainingLoop:
                         self._final_values = self._last_values
                     if self.report_metric is not None:
                         value = self._last_values[self.report_metric]
-                        if state is not None:
-                            state.reports.append((step, value))
+                        self.reported.append((self.step_offset + step, value))
                         # Raises TrialStopped if pruned.
                         context.report(self.step_offset + step, value)
                 if resume is not None and state is not None and step < max_steps and resume.due():
@@ -279,8 +280,8 @@ class TrainingLoop:
             return 0, 0.0
         self.resumed_from = state.step
         if self.report_metric is not None:
-            for step, value in state.reports:
-                self.context.report(self.step_offset + step, value)
+            for step, value in self.reported:
+                self.context.report(step, value)
         return state.step, float(before["seconds"])
 
     def evaluate_many(

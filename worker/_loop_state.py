@@ -74,8 +74,6 @@ class LoopState:
         self.scaler, self.batches = scaler, batches
         #: Optimiser steps done at the last mark.
         self.step = 0
-        #: ``(step, value)`` of every intermediate report so far.
-        self.reports: list[tuple[int, float]] = []
         self._marked: dict[str, Any] = {}
 
     def mark(self, step: int) -> None:
@@ -105,7 +103,7 @@ class LoopState:
                 "state": loop.best_state,
             },
             "last_values": dict(loop._last_values),
-            "reports": [[step, value] for step, value in self.reports],
+            "reports": [[step, value] for step, value in loop.reported],
             "metrics": dict(loop.hooks.metrics),
         }
 
@@ -149,5 +147,5 @@ class LoopState:
         loop.best_state = best["state"]
         loop._last_values = dict(state["last_values"])
         loop.hooks.metrics.update(state["metrics"])
-        self.reports = [(int(s), float(v)) for s, v in state["reports"]]
+        loop.reported = [(int(s), float(v)) for s, v in state["reports"]]
         self.mark(step)

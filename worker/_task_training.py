@@ -15,13 +15,14 @@ from archsearch.worker._batches import EncodedSplit, take
 from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._curriculum import Curriculum
 from archsearch.worker._evaluate import CostMeter, Evaluator
+from archsearch.worker._finished_tasks import FinishedTasks
 from archsearch.worker._loop import TrainingLoop, seed_everything
 from archsearch.worker._models import model_factory
 from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._precision import Precision
 from archsearch.worker._progress import ProgressFile
 from archsearch.worker._result_metrics import TaskReports
-from archsearch.worker._trainer import CandidateError, TrainContext
+from archsearch.worker._trainer import CandidateError, TrainContext, TrialPruned
 from archsearch.worker._trial_crowd import training_answers
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ class TaskOutcome:
     #: The trained model's 0/1 answers on every training item, in split order, when the
     #: curriculum records them (``crowd_trials``; :mod:`~archsearch.worker._trial_crowd`).
     answers: np.ndarray | None = None
+    #: ``(step, value)`` of the intermediate values sent while training the task.
+    reported: list[tuple[int, float]] = dataclasses.field(default_factory=list)
 
 
 def train_task(
@@ -120,8 +123,54 @@ def train_task(
     if loop.resumed_from is not None:
         info["resumed_from_step"] = str(loop.resumed_from)
     return TaskOutcome(
-        metrics, checkpoint, predictions, evaluator.primary.labels, info, answers=answers
+        metrics,
+        checkpoint,
+        predictions,
+        evaluator.primary.labels,
+        info,
+        answers=answers,
+        reported=list(loop.reported),
     )
+
+
+def train_tasks(
+    trainer: BertTrainer,
+    plan: TrainingPlan,
+    reports: list[TaskReports],
+    splits: dict[str, dict[str, EncodedSplit]],
+    context: TrainContext,
+    precision: Precision,
+    curricula: dict[str, Curriculum | None],
+    finished: FinishedTasks | None = None,
+) -> dict[str, TaskOutcome]:
+    """:func:`train_task` for each task of the trial in turn, by task id. With ``finished``
+    (a multi-task trial), a task an earlier attempt finished is not trained again, each task
+    is kept as it ends, and a trial that ends for good (pruned, a bad candidate) clears them."""
+    outcomes = {}
+    try:
+        for r in reports:
+            curriculum = curricula[r.task.id]
+            outcome = finished.load(r.task.id, context, curriculum) if finished else None
+            if outcome is None:
+                outcome = train_task(
+                    trainer, plan, r, splits[r.task.id], context, precision, curriculum
+                )
+                if finished is not None:
+                    finished.save(r.task.id, outcome, curriculum)
+            outcomes[r.task.id] = outcome
+    except (CandidateError, TrialPruned):
+        if finished is not None:  # the trial ends for good: nothing to continue
+            finished.clear()
+        raise
+    return outcomes
+
+
+def finished_tasks(trainer: BertTrainer, candidate: Candidate) -> FinishedTasks | None:
+    """Where a multi-task trial of ``candidate`` keeps its finished tasks' outcomes (its
+    candidate's progress folder); None when the trainer saves no progress."""
+    if trainer.save_minutes <= 0:
+        return None
+    return FinishedTasks(checkpoint_root() / "progress" / trainer.name / candidate.fingerprint())
 
 
 def job_progress(

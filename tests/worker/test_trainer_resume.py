@@ -14,7 +14,7 @@ from _tiny import TINY_BERT
 from _tiny_lora import lora_candidate
 
 from archsearch.spaces import Candidate
-from archsearch.worker import TrainContext, TrialStopped
+from archsearch.worker import TrainContext, TrialStopped, _task_training
 from archsearch.worker._bert_trainer import BertTrainer
 from archsearch.worker._lora_trainer import LoraTrainer
 from archsearch.worker._task_training import progress_artifact
@@ -124,3 +124,43 @@ def test_a_stopped_curriculum_trial_continues_with_its_schedule(
     assert 0 < int(again.info["resumed_from_step"]) < 10
     assert again.metrics["accuracy"] == whole.metrics["accuracy"]
     assert again.info["curriculum_trace"] == whole.info["curriculum_trace"]
+
+
+def test_a_stopped_multi_task_trial_trains_only_the_tasks_it_had_not_finished(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    candidate = Candidate(
+        space="bert",
+        architecture=TINY_BERT,
+        recipe={"max_steps": 6, "batch_size": 4, "max_seq_length": 32, "eval_every": 3},
+        data={"task": "stsb", "tasks": ["stsb", "mrpc"], "train_subset": 32, "eval_subset": 16},
+    )
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "whole"))
+    whole_steps: list[int] = []
+    whole = BertTrainer().train(candidate, TrainContext(report=reporting(whole_steps)))
+
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "stopped"))
+    trainer = BertTrainer()
+    with pytest.raises(TrialStopped):  # a few steps into mrpc, the second task
+        trainer.train(candidate, TrainContext(should_stop=stopping(13)))
+    folder = tmp_path / "stopped" / "progress" / "bert" / candidate.fingerprint()
+    assert (folder / "stsb.done.pt").exists() and (folder / "mrpc" / "progress.pt").exists()
+
+    trained: list[str] = []
+    real = _task_training.train_task
+
+    def spy(trainer, plan, reports, *args, **kwargs):  # type: ignore[no-untyped-def]
+        trained.append(reports.task.id)
+        return real(trainer, plan, reports, *args, **kwargs)
+
+    monkeypatch.setattr(_task_training, "train_task", spy)
+    steps: list[int] = []
+    with caplog.at_level("INFO", logger="archsearch.worker"):
+        again = trainer.train(candidate, TrainContext(report=reporting(steps)))
+    assert trained == ["mrpc"]  # stsb's outcome was kept
+    assert "task stsb was finished by an earlier attempt" in caplog.text
+    assert again.info["mrpc.resumed_from_step"].isdigit()
+    assert steps == whole_steps  # both tasks' curves, as one trial reports them
+    for name in ("stsb.pearson", "mrpc.accuracy", "mrpc.f1"):
+        assert again.metrics[name] == whole.metrics[name], name
+    assert not folder.exists()  # the trial ended: nothing kept

@@ -1,0 +1,106 @@
+"""The finished tasks of a multi-task trial, kept until the trial ends, so that its retry trains
+only the tasks it had not finished.
+
+A trial of several tasks (a GLUE average) trains them one after the other. When a task ends,
+its outcome (metrics, info, final dev predictions and labels, kept checkpoint's path, training
+answers, the intermediate values it sent and its curriculum's state) is written to
+``<checkpoint root>/progress/<trainer>/<candidate fingerprint>/<task>.done.pt``; the task in
+progress keeps its own :class:`~archsearch.worker._progress.ProgressFile` beside it. A retry on
+a worker that sees that folder reuses each finished task's outcome (sending its intermediate
+values again, to the new trial) and continues the task in progress. The folder goes when the
+trial ends. An outcome whose checkpoint folder is gone, or that cannot be read, is trained
+again. Workers that share no folder do not pass finished outcomes through the server (only the
+task in progress's file): their retry trains the finished tasks again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from archsearch.worker._trainer import TrainContext
+
+if TYPE_CHECKING:
+    from archsearch.worker._curriculum import Curriculum
+    from archsearch.worker._task_training import TaskOutcome
+
+log = logging.getLogger("archsearch.worker")
+
+SUFFIX = ".done.pt"
+
+
+class FinishedTasks:
+    """The outcomes a multi-task trial's tasks left in ``folder`` (its candidate's progress
+    folder)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, task_id: str) -> Path:
+        return self.folder / f"{task_id}{SUFFIX}"
+
+    def save(self, task_id: str, outcome: TaskOutcome, curriculum: Curriculum | None) -> None:
+        """Keeps ``outcome`` of ``task_id`` (and its curriculum's state), written atomically."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            "metrics": dict(outcome.metrics),
+            "checkpoint": outcome.checkpoint,
+            "predictions": torch.from_numpy(np.ascontiguousarray(outcome.predictions)),
+            "labels": torch.from_numpy(np.ascontiguousarray(outcome.labels)),
+            "info": dict(outcome.info),
+            "answers": None if outcome.answers is None else torch.from_numpy(outcome.answers),
+            "reported": [[step, value] for step, value in outcome.reported],
+            "curriculum": curriculum.state_dict() if curriculum is not None else None,
+        }
+        staging = self.folder / f".{task_id}{SUFFIX}.tmp-{os.getpid()}"
+        torch.save(state, staging)
+        os.replace(staging, self._path(task_id))
+
+    def load(
+        self, task_id: str, context: TrainContext, curriculum: Curriculum | None
+    ) -> TaskOutcome | None:
+        """``task_id``'s kept outcome, with its intermediate values sent again through
+        ``context`` and its curriculum's state restored; None when there is none to use (the
+        task is then trained).
+
+        Raises:
+            TrialStopped: A value sent again pruned the trial.
+        """
+        from archsearch.worker._task_training import TaskOutcome
+
+        path = self._path(task_id)
+        if not path.exists():
+            return None
+        try:
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = state["checkpoint"]
+            if checkpoint is not None and not Path(checkpoint).exists():
+                raise ValueError(f"its checkpoint {checkpoint} is gone")
+            outcome = TaskOutcome(
+                metrics={k: float(v) for k, v in state["metrics"].items()},
+                checkpoint=checkpoint,
+                predictions=state["predictions"].numpy(),
+                labels=state["labels"].numpy(),
+                info={k: str(v) for k, v in state["info"].items()},
+                answers=None if state["answers"] is None else state["answers"].numpy(),
+                reported=[(int(s), float(v)) for s, v in state["reported"]],
+            )
+            if curriculum is not None and state["curriculum"] is not None:
+                curriculum.load_state_dict(state["curriculum"])
+        except Exception as e:  # a torn or foreign file: train the task again
+            log.warning("training %s again: its kept outcome %s is unusable: %s", task_id, path, e)
+            return None
+        log.info("task %s was finished by an earlier attempt: its outcome is reused", task_id)
+        for step, value in outcome.reported:
+            context.report(step, value)
+        return outcome
+
+    def clear(self) -> None:
+        """Removes the folder (the trial ended)."""
+        shutil.rmtree(self.folder, ignore_errors=True)

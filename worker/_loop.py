@@ -15,7 +15,12 @@ and the progress bar. What differs between kinds of students enters through
 * ``evaluate_many(model)``: several configurations of the one set of trained weights to score
   after the last step (DyLoRA ranks, supernet students);
 * ``before_step(step)`` / ``after_step(step)``: around each optimiser step (DyLoRA draws the
-  step's rank before it and restores the full rank after it).
+  step's rank before it and restores the full rank after it);
+* ``stateful``: the hook objects whose state a resumed run restores (DyLoRA's rank
+  generator, a curriculum).
+
+The hooks are defined in :mod:`._hooks`. With a ``resume`` file the loop saves its state
+(:mod:`._loop_state`) and a later run continues from it.
 
 Imports torch at module level; ``archsearch.worker`` does not import it eagerly.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -49,13 +50,14 @@ def procs() -> Iterator[list[Proc]]:
 class Proc:
     """A child process whose output goes to a log file; stopped at teardown."""
 
-    def __init__(self, argv: list[str], log: Path) -> None:
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.argv = argv
         self.log = log
+        self.env = env or {}
         self.p: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **self.env)
         fh = open(self.log, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.p = subprocess.Popen(self.argv, stdout=fh, stderr=subprocess.STDOUT, env=env)
         return self
@@ -163,6 +165,38 @@ def table_worker(address: str, log: Path, duration: float = 0.0, *extra: str) ->
         ),
         log,
     )
+
+
+def launch(address: str, spec: dict[str, Any], folder: Path) -> None:
+    """Writes ``spec`` to ``folder/spec.json`` and launches it as a user does
+    (``archsearch launch --spec``)."""
+    path = folder / "spec.json"
+    path.write_text(json.dumps(spec))
+    launched = subprocess.run(
+        cli("launch", "--spec", str(path), "--server", address),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert launched.returncode == 0, launched.stderr
+
+
+def pod_worker(address: str, trainer: str, folder: Path, name: str) -> Proc:
+    """A worker with id ``name`` and its own checkpoint folder ``folder/name`` (a pod's own
+    disk), logging to ``folder/name.log``."""
+    argv = cli(
+        "worker", "--server", address, "--trainer", trainer,
+        "--poll-seconds", "1", "--worker-id", name,
+    )  # fmt: skip
+    return Proc(argv, folder / f"{name}.log", {"ARCHSEARCH_CHECKPOINT_DIR": str(folder / name)})
+
+
+def hand_back_when(worker: Proc, cond: Any, timeout: float, what: str) -> None:
+    """Sends ``worker`` SIGTERM once ``cond()`` holds (as SLURM preemption or a Kubernetes
+    drain does) and checks that it handed its trial back and exited cleanly."""
+    wait_for(cond, timeout, what)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0, worker.output()[-3000:]
 
 
 def table_spec(name: str, n_trials: int, loop: str = "random", **kw: Any) -> dict[str, Any]:

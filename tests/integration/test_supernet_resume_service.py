@@ -7,14 +7,10 @@ only the remaining steps, and the study ends as usual."""
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
 from pathlib import Path
 
-import pytest
 from _autodistil import needs_autodistil_trainer
-from _procs import Proc, ServerProc, cli, load_trials, wait_for, wait_study
+from _procs import Proc, ServerProc, hand_back_when, launch, load_trials, pod_worker, wait_study
 from optuna.trial import TrialState
 
 from archsearch.server.client import SearchClient
@@ -53,37 +49,20 @@ def _supernets(storage: str) -> list:
 
 
 def test_a_handed_back_supernet_job_resumes_on_another_worker(
-    tmp_path: Path, procs: list[Proc], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, procs: list[Proc]
 ) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     server = ServerProc(storage, tmp_path / "server.log", lease=20, heartbeat=1).start()
     procs.append(server)
-    (tmp_path / "spec.json").write_text(json.dumps(SPEC))
-    launched = subprocess.run(
-        cli("launch", "--spec", str(tmp_path / "spec.json"), "--server", server.address),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert launched.returncode == 0, launched.stderr
-
-    def worker(name: str) -> Proc:
-        monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / name))  # its own disk
-        argv = cli(
-            "worker", "--server", server.address, "--trainer", "autodistil",
-            "--poll-seconds", "1", "--worker-id", name,
-        )  # fmt: skip
-        return Proc(argv, tmp_path / f"{name}.log")
-
-    first = worker("first").start()
+    launch(server.address, SPEC, tmp_path)
+    first = pod_worker(server.address, "autodistil", tmp_path, "first").start()
     procs.append(first)
-    wait_for(
+    hand_back_when(  # it saves the progress (not due for 10 minutes) and hands back
+        first,
         lambda: any(t.intermediate_values for t in _supernets(storage)),
         300,
         "the supernet job's first report (first.log)",
     )
-    first.signal(signal.SIGTERM)  # saves the progress (not due for 10 minutes) and hands back
-    assert first.wait(60) == 0, first.output()[-3000:]
 
     trials = _supernets(storage)
     (handed_back,) = [t for t in trials if t.state == TrialState.FAIL]  # its retry waits
@@ -91,7 +70,7 @@ def test_a_handed_back_supernet_job_resumes_on_another_worker(
     stopped_at = max(handed_back.intermediate_values, default=0)
     assert stopped_at < STEPS
 
-    procs.append(worker("second").start())
+    procs.append(pod_worker(server.address, "autodistil", tmp_path, "second").start())
     with SearchClient(server.address) as client:
         wait_study(client, "resume", 400, procs)
 

@@ -7,13 +7,9 @@ the remaining steps, and the study ends with one trial per rank as usual."""
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
 from pathlib import Path
 
-import pytest
-from _procs import Proc, ServerProc, cli, load_trials, wait_for, wait_study
+from _procs import Proc, ServerProc, hand_back_when, launch, load_trials, pod_worker, wait_study
 from _tiny_lora import tiny_base
 from optuna.trial import TrialState
 
@@ -28,7 +24,7 @@ def _trained(storage: str) -> list:
 
 
 def test_a_handed_back_dylora_trial_resumes_on_another_worker(
-    tmp_path: Path, procs: list[Proc], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, procs: list[Proc]
 ) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     server = ServerProc(storage, tmp_path / "server.log", lease=20, heartbeat=1).start()
@@ -51,38 +47,21 @@ def test_a_handed_back_dylora_trial_resumes_on_another_worker(
         },
         "data": {"task": "sst2", "train_subset": 64, "eval_subset": 16},
     }
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    launched = subprocess.run(
-        cli("launch", "--spec", str(tmp_path / "spec.json"), "--server", server.address),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert launched.returncode == 0, launched.stderr
-
-    def worker(name: str) -> Proc:
-        monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / name))  # its own disk
-        argv = cli(
-            "worker", "--server", server.address, "--trainer", "lora",
-            "--poll-seconds", "1", "--worker-id", name,
-        )  # fmt: skip
-        return Proc(argv, tmp_path / f"{name}.log")
-
-    first = worker("first").start()
+    launch(server.address, spec, tmp_path)
+    first = pod_worker(server.address, "lora", tmp_path, "first").start()
     procs.append(first)
-    wait_for(
+    hand_back_when(  # it saves the progress (not due for 10 minutes) and hands back
+        first,
         lambda: any(len(t.intermediate_values) >= 2 for t in _trained(storage)),
         120,
         "the trial's second report (first.log)",
     )
-    first.signal(signal.SIGTERM)  # saves the progress (not due for 10 minutes) and hands back
-    assert first.wait(60) == 0, first.output()[-3000:]
 
     (handed_back,) = [t for t in _trained(storage) if t.state == TrialState.FAIL]
     stopped_at = max(handed_back.intermediate_values)
     assert stopped_at < STEPS, "the training ended before SIGTERM: raise STEPS"
 
-    procs.append(worker("second").start())
+    procs.append(pod_worker(server.address, "lora", tmp_path, "second").start())
     with SearchClient(server.address) as client:
         study = wait_study(client, "resume", 240, procs)
     assert study.n_complete == 1 + R_MAX  # the training trial and one per rank

@@ -17,7 +17,7 @@ from _tiny import arch_with, batch, build, distill_candidate, save_tiny_teacher
 
 from archsearch.spaces import Candidate
 from archsearch.spaces._flexibert_overlap import flexibert_parameter_count
-from archsearch.worker import TrainContext
+from archsearch.worker import TrainContext, TrialStopped
 from archsearch.worker._bert_trainer import CHECKPOINT_DIR_ENV, BertTrainer
 from archsearch.worker._pretrain_cache import PRETRAIN_DIR_ENV
 
@@ -214,3 +214,28 @@ def test_dylora_merged_equals_unmerged_on_cuda() -> None:
     lora.unmerge()
     for layer, weight in zip(lora.layers, base_weights, strict=True):
         torch.testing.assert_close(layer.get_base_layer().weight, weight, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_a_stopped_trial_continues_on_cuda(
+    precision: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The saved progress holds CUDA tensors, the GPU's random state and (fp16) the loss
+    scaler's; the retry continues from it to the uninterrupted result (GPU kernels need not be
+    bit-reproducible, so the scores are compared within one dev example in 64)."""
+    candidate = bert_candidate(precision=precision, max_steps=60, eval_every=20)
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path / "whole"))
+    whole = BertTrainer().train(candidate, TrainContext(device="cuda"))
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path / "stopped"))
+    checks = [0]
+
+    def stop_at_step_30() -> bool:
+        checks[0] += 1
+        return checks[0] == 34  # one check a step and one after each report, plus the start
+
+    trainer = BertTrainer()
+    with pytest.raises(TrialStopped):
+        trainer.train(candidate, TrainContext(device="cuda", should_stop=stop_at_step_30))
+    again = trainer.train(candidate, TrainContext(device="cuda"))
+    assert int(again.info["resumed_from_step"]) > 20
+    assert again.metrics["accuracy"] == pytest.approx(whole.metrics["accuracy"], abs=4 / 256)

@@ -113,14 +113,23 @@ class ProgressFile:
     def save(self, run: Resumable, seconds: float, context: TrainContext | None = None) -> None:
         """Writes ``run``'s state and ``seconds`` trained so far; replaces the earlier file
         atomically, so a kill while writing leaves the previous one. ``context`` (its study
-        and trial) is noted beside it."""
+        and trial) is noted beside it. A save that fails (a full disk, a folder that cannot be
+        written) is logged and training goes on: the earlier file, if any, stays; the next
+        save is tried ``save_minutes`` later."""
         if not self.enabled:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._last = self.clock()
         staging = self.folder / f".{FILE}.tmp-{os.getpid()}"
-        torch.save({"training": run.state_dict(), "seconds": seconds}, staging)
-        os.replace(staging, self.path)
-        self._note(context, run.step)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            torch.save({"training": run.state_dict(), "seconds": seconds}, staging)
+            os.replace(staging, self.path)
+            self._note(context, run.step)
+        except (OSError, RuntimeError) as e:  # torch reports a failed write as RuntimeError
+            with contextlib.suppress(OSError):
+                staging.unlink()
+            log.warning("progress not saved to %s (training goes on): %s", self.folder, e)
+            return
         self._last = self.clock()
 
     def share(self, context: TrainContext, name: str) -> None:

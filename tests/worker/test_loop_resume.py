@@ -227,3 +227,29 @@ def test_epoch_batches_continue_from_their_saved_position() -> None:
     assert schedule.asked[0] == 2  # epochs 0 and 1 (32 examples each) were not asked again
     with pytest.raises(ValueError, match="outside a split of 10"):
         epoch_batches(10, 5, 3).load_state_dict(first.state_dict())
+
+
+def test_a_save_that_fails_is_logged_and_training_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    uninterrupted = run(None, Context())
+    real_save = torch.save
+    attempts: list[int] = []
+
+    def full_disk(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        attempts.append(1)
+        if len(attempts) > 2:  # the first two saves land, then the disk is full
+            real_save(obj, f, *args, **kwargs)  # partly written, like a full disk
+            raise OSError(28, "No space left on device")
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with caplog.at_level("WARNING", logger="archsearch.worker"), pytest.raises(TrialStopped):
+        run(tmp_path, Context(stop_at=13), clock=ticking())  # inside step 5
+    assert "progress not saved" in caplog.text and "No space left" in caplog.text
+    assert not list(tmp_path.glob(".*tmp*"))  # the partial file is removed
+    assert ProgressFile(tmp_path)._read_note()["step"] == 2  # the last save that landed
+    monkeypatch.setattr(torch, "save", real_save)
+    resumed = run(tmp_path, Context())
+    assert resumed.resumed_from == 2
+    assert same_weights(resumed.model, uninterrupted.model)

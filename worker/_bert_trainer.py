@@ -61,11 +61,7 @@ from archsearch.worker._student_hooks import flexibert_hooks, needs_teacher, tea
 from archsearch.worker._task_info import Task
 from archsearch.worker._task_training import finished_tasks, train_tasks
 from archsearch.worker._teacher_training import TeacherTraining
-from archsearch.worker._trainer import (
-    TrainContext,
-    Trainer,
-    TrainResult,
-)
+from archsearch.worker._trainer import TrainContext, Trainer, TrainResult
 from archsearch.worker._trial_crowd import upload_answers
 
 __all__ = [

@@ -77,6 +77,7 @@ from archsearch.worker._trainer import (
     TrainContext,
     Trainer,
     TrainResult,
+    TrialPruned,
     TrialStopped,
 )
 
@@ -133,6 +134,7 @@ __all__ = [
     "TrainContext",
     "TrainResult",
     "Trainer",
+    "TrialPruned",
     "TrialStopped",
     "Worker",
     "choose_source",

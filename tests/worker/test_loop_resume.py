@@ -13,11 +13,10 @@ import pytest
 import torch
 from _loop_data import DEV, N_TRAIN, TASK, TRAIN, model, recipe
 
-from archsearch.worker import CandidateError, TrainContext, TrialStopped
+from archsearch.worker import CandidateError, TrainContext, TrialPruned, TrialStopped
 from archsearch.worker._batches import epoch_batches
 from archsearch.worker._loop import TrainingHooks, TrainingLoop, model_loss
 from archsearch.worker._progress import ProgressFile
-from archsearch.worker._trainer import TrialPruned
 
 STEPS = dict(max_steps=8, eval_every=2, gradient_accumulation_steps=2, weight_decay=0.1)
 

@@ -173,8 +173,9 @@ def count(storage: str) -> dict[str, int]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| arm | completed | wall s | preemptions | attempts | handed back | completed trials "
-        "| continued from saved progress | steps in the completing attempts |\n"
+        "| arm | completed | wall s | preemptions | attempts | handed back "
+        "| completed (repeats too) | continued from saved progress "
+        "| steps in the completing attempts |\n"
         "|---|---|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [

@@ -123,29 +123,43 @@ class LoopState:
         hooks = loop.hooks.stateful
         if len(state["hooks"]) != len(hooks):
             raise ValueError(f"saved {len(state['hooks'])} hook states, this run has {len(hooks)}")
-        # torch loads a module's matching tensors before it reports the others: keep copies
-        weights = {k: v.clone() for k, v in loop.model.state_dict().items()}
-        optimizer = copy.deepcopy(self.optimizer.state_dict())
-        scheduler = copy.deepcopy(self.scheduler.state_dict())
+        try:  # what the loop keeps, read before anything is loaded
+            best = state["best"]
+            best_value, best_step = float(best["value"]), int(best["step"])
+            last_values = {k: float(v) for k, v in state["last_values"].items()}
+            metrics = {k: float(v) for k, v in state["metrics"].items()}
+            reported = [(int(s), float(v)) for s, v in state["reports"]]
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"saved state is incomplete: {e}") from e
+        # torch loads a module's matching tensors before it reports the others, and any part
+        # below may not fit: keep what each part had, to put it all back
+        before = {
+            "model": {k: v.clone() for k, v in loop.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "batches": self.batches.state_dict(),
+            "hooks": [h.state_dict() for h in hooks],
+            "random": random_state(loop.device),
+        }
         try:
-            loop.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            if self.scaler is not None:
-                self.scaler.load_state_dict(state["scaler"])
-            self.batches.load_state_dict(state["batches"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as e:
-            loop.model.load_state_dict(weights)
-            self.optimizer.load_state_dict(optimizer)
-            self.scheduler.load_state_dict(scheduler)
+            self._load(state, hooks)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            self._load(before, hooks)
             raise ValueError(f"saved state does not fit this training: {e}") from e
+        loop.best_value, loop.best_step, loop.best_state = best_value, best_step, best["state"]
+        loop._last_values, loop.reported = last_values, reported
+        loop.hooks.metrics.update(metrics)
+        self.mark(step)
+
+    def _load(self, state: Mapping[str, Any], hooks: tuple[Stateful, ...]) -> None:
+        """Loads the model, optimiser, schedule, scaler, batches, hooks and random state."""
+        self.loop.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.batches.load_state_dict(state["batches"])
         for hook, saved in zip(hooks, state["hooks"], strict=True):
             hook.load_state_dict(saved)
-        set_random_state(state["random"], loop.device)
-        best = state["best"]
-        loop.best_value, loop.best_step = float(best["value"]), int(best["step"])
-        loop.best_state = best["state"]
-        loop._last_values = dict(state["last_values"])
-        loop.hooks.metrics.update(state["metrics"])
-        loop.reported = [(int(s), float(v)) for s, v in state["reports"]]
-        self.mark(step)
+        set_random_state(state["random"], self.loop.device)

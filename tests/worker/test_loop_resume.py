@@ -252,3 +252,26 @@ def test_a_save_that_fails_is_logged_and_training_goes_on(
     resumed = run(tmp_path, Context())
     assert resumed.resumed_from == 2
     assert same_weights(resumed.model, uninterrupted.model)
+
+
+def test_a_state_that_fits_only_in_part_changes_nothing(tmp_path: Path, caplog) -> None:
+    """The weights, optimiser and batches load, then a hook's state does not: all of it is put
+    back and the run starts over, ending where a fresh run ends."""
+    uninterrupted = run(None, Context(), RandomHalves())
+    with pytest.raises(TrialStopped):
+        run(tmp_path, Context(stop_at=9), RandomHalves())
+
+    class Foreign(RandomHalves):
+        refused = False
+
+        def load_state_dict(self, state: Mapping[str, Any]) -> None:
+            if not self.refused:  # the saved state: another kind of schedule's
+                self.refused = True
+                raise KeyError("generator")
+            super().load_state_dict(state)  # its own, put back
+
+    with caplog.at_level("WARNING", logger="archsearch.worker"):
+        fresh = run(tmp_path, Context(), Foreign())
+    assert fresh.resumed_from is None
+    assert "does not fit this training" in caplog.text
+    assert same_weights(fresh.model, uninterrupted.model)

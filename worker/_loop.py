@@ -196,8 +196,8 @@ class TrainingLoop:
         start = self._now()
         try:
             first = 1
-            if state is not None:
-                done, seconds = self._restore(state)
+            if resume is not None and state is not None:
+                done, seconds = self._restore(resume, state)
                 first, start = done + 1, start - seconds
                 bar.update(done)
             for step in range(first, max_steps + 1):
@@ -257,29 +257,28 @@ class TrainingLoop:
                 if resume is not None and state is not None and step < max_steps and resume.due():
                     resume.save(state, self._now() - start - eval_seconds, context)
         except (TrialPruned, CandidateError):
-            if self.resume is not None:  # it ends for good: nothing to continue
-                self.resume.clear()
+            if resume is not None:  # it ends for good: nothing to continue
+                resume.clear()
             raise
         except TrialStopped:
-            if state is not None and self.resume is not None and state.step > 0:
-                self.resume.save(state, self._now() - start - eval_seconds, context)
+            if resume is not None and state is not None and state.step > 0:
+                resume.save(state, self._now() - start - eval_seconds, context)
                 if self.share_as:
-                    self.resume.share(context, self.share_as)
+                    resume.share(context, self.share_as)
             raise
         finally:
             bar.close()
         seconds = self._now() - start - eval_seconds
         if self.hooks.evaluate_many is not None:
             self.label_metrics = self.evaluate_many(self.hooks.evaluate_many, dev_set)
-        if self.resume is not None:
-            self.resume.clear()
+        if resume is not None:
+            resume.clear()
         return predictions, seconds
 
-    def _restore(self, state: LoopState) -> tuple[int, float]:
+    def _restore(self, resume: ProgressFile, state: LoopState) -> tuple[int, float]:
         """Loads the saved progress, if any, and sends its intermediate values again (to the
         retried trial); returns the steps done and the training seconds they took."""
-        assert self.resume is not None
-        before = self.resume.restore(state)
+        before = resume.restore(state)
         if not before:
             state.mark(0)
             return 0, 0.0

@@ -327,10 +327,14 @@ class AutodistilTrainer(BertTrainer):
         return dataclasses.replace(result, info=info)
 
     def training_hooks(
-        self, candidate: Candidate, task: GlueTask, device: torch.device | None = None
+        self,
+        candidate: Candidate,
+        task: GlueTask,
+        device: torch.device | None = None,
+        context: TrainContext | None = None,
     ) -> TrainingHooks:
         """The bert trainer's hooks, starting from the extracted student when there is one."""
-        hooks = super().training_hooks(candidate, task, device)
+        hooks = super().training_hooks(candidate, task, device, context)
         source = self._init_from
         if source is None:
             return hooks

@@ -315,7 +315,11 @@ class BertTrainer(DataStages, TeacherTraining, Trainer):
         return save_checkpoint(model, loop, folder, candidate, self.tokenizer)
 
     def training_hooks(
-        self, candidate: Candidate, task: GlueTask, device: torch.device | None = None
+        self,
+        candidate: Candidate,
+        task: GlueTask,
+        device: torch.device | None = None,
+        context: TrainContext | None = None,
     ) -> TrainingHooks:
         """How the student for ``task`` starts, what it minimises, what data each epoch sees
         and which configurations are scored (:class:`~archsearch.worker._loop.TrainingHooks`).
@@ -331,7 +335,9 @@ class BertTrainer(DataStages, TeacherTraining, Trainer):
           ``worker/_distill.py``'s ``Distiller`` against that fine-tuned teacher.
 
         The fine-tuned teacher is made once per (teacher, task, recipe, data) and cached on
-        disk (``TeacherCache``), so every student of a study reuses it.
+        disk (``TeacherCache``), so every student of a study reuses it. ``context`` (the
+        trial's) stops that fine-tuning when the trial is asked to end; its progress is kept
+        for the next trial that needs the teacher.
 
         A FlexiBERT candidate's hooks start it at its fidelity instead (see the class
         docstring); they record what they measured in ``TrainingHooks.metrics``.
@@ -342,7 +348,11 @@ class BertTrainer(DataStages, TeacherTraining, Trainer):
         if not needs_teacher(recipe):
             return TrainingHooks()
         teacher = self.teacher_for(
-            task, recipe.get("teacher"), device or torch.device("cpu"), data=candidate.data
+            task,
+            recipe.get("teacher"),
+            device or torch.device("cpu"),
+            data=candidate.data,
+            context=context,
         )
         return teacher_hooks(recipe, teacher)
 

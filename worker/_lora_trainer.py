@@ -202,7 +202,11 @@ class LoraTrainer(BertTrainer):
         return plan
 
     def training_hooks(
-        self, candidate: Candidate, task: GlueTask, device: torch.device | None = None
+        self,
+        candidate: Candidate,
+        task: GlueTask,
+        device: torch.device | None = None,
+        context: TrainContext | None = None,
     ) -> TrainingHooks:
         """The LoRA / DyLoRA hooks (:func:`~archsearch.worker._lora_model.lora_hooks`)."""
         _, spec = parse_lora_plan(candidate)

@@ -124,8 +124,8 @@ def test_train_job_fine_tunes_the_extracted_student(
     captured: list[torch.Tensor] = []
     original = AutodistilTrainer.training_hooks
 
-    def spy(self, candidate, task, device=None):  # type: ignore[no-untyped-def]
-        hooks = original(self, candidate, task, device)
+    def spy(self, candidate, task, device=None, context=None):  # type: ignore[no-untyped-def]
+        hooks = original(self, candidate, task, device, context)
         init = hooks.init_fn
         assert init is not None
 

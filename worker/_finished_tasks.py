@@ -9,14 +9,21 @@ progress keeps its own :class:`~archsearch.worker._progress.ProgressFile` beside
 a worker that sees that folder reuses each finished task's outcome (sending its intermediate
 values again, to the new trial) and continues the task in progress. The folder goes when the
 trial ends. An outcome whose checkpoint folder is gone, or that cannot be read, is trained
-again. Workers that share no folder do not pass finished outcomes through the server (only the
-task in progress's file): their retry trains the finished tasks again.
+again.
+
+Workers that share no folder pass the outcomes through the server: a trial asked to end
+uploads each finished task's outcome as an artifact of its trial
+(``done-<trainer>-<fingerprint>-<task>.pt``, a few kilobytes: metrics, dev predictions), beside
+the task in progress's file, and a retry whose folder lacks an outcome downloads the newest
+upload of its study. An outcome with a kept checkpoint is not uploaded (the checkpoint stays on
+the machine that wrote it; another machine trains that task again).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,13 +44,55 @@ SUFFIX = ".done.pt"
 
 class FinishedTasks:
     """The outcomes a multi-task trial's tasks left in ``folder`` (its candidate's progress
-    folder)."""
+    folder); ``share_prefix`` starts the names of their uploads (none when empty)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, share_prefix: str = "") -> None:
+        self.folder, self.share_prefix = folder, share_prefix
 
     def _path(self, task_id: str) -> Path:
         return self.folder / f"{task_id}{SUFFIX}"
+
+    def artifact(self, task_id: str) -> str:
+        """The artifact name ``task_id``'s outcome is uploaded under."""
+        return f"{self.share_prefix}{re.sub(r'[^A-Za-z0-9._-]', '_', task_id)[:40]}.pt"
+
+    def share(self, context: TrainContext) -> None:
+        """Uploads every finished task's outcome that holds no kept checkpoint as an artifact
+        of ``context``'s trial (when a server is behind it); a refusal is logged."""
+        if not (self.share_prefix and context.has_server and self.folder.is_dir()):
+            return
+        from archsearch.server.client import ClientError
+
+        for path in sorted(self.folder.glob(f"*{SUFFIX}")):
+            task_id = path.name[: -len(SUFFIX)]
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                if state["checkpoint"] is not None:
+                    continue
+                context.upload(path, self.artifact(task_id))
+            except (ClientError, OSError, RuntimeError, KeyError) as e:
+                log.warning("outcome of finished task %s not uploaded: %s", task_id, e)
+
+    def _fetch(self, task_id: str, context: TrainContext) -> None:
+        """Downloads the newest upload of ``task_id``'s outcome in ``context``'s study into the
+        folder; failures are logged (the task is then trained)."""
+        if not (self.share_prefix and context.has_server and context.study_name):
+            return
+        from archsearch.server.client import ClientError
+
+        name = self.artifact(task_id)
+        try:
+            holders = context.artifact_holders(name, 1000)
+            if not holders:
+                return
+            newest = max(number for number, _ in holders)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            staging = self.folder / f".{task_id}{SUFFIX}.download-{os.getpid()}"
+            context.download(newest, name, staging)
+            os.replace(staging, self._path(task_id))
+            log.info("outcome of task %s downloaded from trial %d", task_id, newest)
+        except (ClientError, OSError, RuntimeError) as e:
+            log.warning("outcome of finished task %s not downloaded: %s", task_id, e)
 
     def save(self, task_id: str, outcome: TaskOutcome, curriculum: Curriculum | None) -> None:
         """Keeps ``outcome`` of ``task_id`` (and its curriculum's state), written atomically."""
@@ -75,6 +124,8 @@ class FinishedTasks:
         from archsearch.worker._task_training import TaskOutcome
 
         path = self._path(task_id)
+        if not path.exists():
+            self._fetch(task_id, context)
         if not path.exists():
             return None
         try:

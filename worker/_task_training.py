@@ -22,7 +22,7 @@ from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._precision import Precision
 from archsearch.worker._progress import ProgressFile
 from archsearch.worker._result_metrics import TaskReports
-from archsearch.worker._trainer import CandidateError, TrainContext, TrialPruned
+from archsearch.worker._trainer import CandidateError, TrainContext, TrialPruned, TrialStopped
 from archsearch.worker._trial_crowd import training_answers
 
 if TYPE_CHECKING:
@@ -162,6 +162,10 @@ def train_tasks(
         if finished is not None:  # the trial ends for good: nothing to continue
             finished.clear()
         raise
+    except TrialStopped:
+        if finished is not None:  # for a retry on a machine that does not see the folder
+            finished.share(context)
+        raise
     return outcomes
 
 
@@ -170,7 +174,10 @@ def finished_tasks(trainer: BertTrainer, candidate: Candidate) -> FinishedTasks 
     candidate's progress folder); None when the trainer saves no progress."""
     if trainer.save_minutes <= 0:
         return None
-    return FinishedTasks(checkpoint_root() / "progress" / trainer.name / candidate.fingerprint())
+    return FinishedTasks(
+        checkpoint_root() / "progress" / trainer.name / candidate.fingerprint(),
+        share_prefix=f"done-{trainer.name}-{candidate.fingerprint()}-",
+    )
 
 
 def job_progress(

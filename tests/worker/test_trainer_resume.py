@@ -126,15 +126,32 @@ def test_a_stopped_curriculum_trial_continues_with_its_schedule(
     assert again.info["curriculum_trace"] == whole.info["curriculum_trace"]
 
 
+#: A trial of two tasks: STS-B, then MRPC.
+TWO_TASKS = Candidate(
+    space="bert",
+    architecture=TINY_BERT,
+    recipe={"max_steps": 6, "batch_size": 4, "max_seq_length": 32, "eval_every": 3},
+    data={"task": "stsb", "tasks": ["stsb", "mrpc"], "train_subset": 32, "eval_subset": 16},
+)
+
+
+def spy_on_tasks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tasks ``train_task`` trains from now on, in order."""
+    trained: list[str] = []
+    real = _task_training.train_task
+
+    def spy(trainer, plan, reports, *args, **kwargs):  # type: ignore[no-untyped-def]
+        trained.append(reports.task.id)
+        return real(trainer, plan, reports, *args, **kwargs)
+
+    monkeypatch.setattr(_task_training, "train_task", spy)
+    return trained
+
+
 def test_a_stopped_multi_task_trial_trains_only_the_tasks_it_had_not_finished(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    candidate = Candidate(
-        space="bert",
-        architecture=TINY_BERT,
-        recipe={"max_steps": 6, "batch_size": 4, "max_seq_length": 32, "eval_every": 3},
-        data={"task": "stsb", "tasks": ["stsb", "mrpc"], "train_subset": 32, "eval_subset": 16},
-    )
+    candidate = TWO_TASKS
     monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "whole"))
     whole_steps: list[int] = []
     whole = BertTrainer().train(candidate, TrainContext(report=reporting(whole_steps)))
@@ -146,14 +163,7 @@ def test_a_stopped_multi_task_trial_trains_only_the_tasks_it_had_not_finished(
     folder = tmp_path / "stopped" / "progress" / "bert" / candidate.fingerprint()
     assert (folder / "stsb.done.pt").exists() and (folder / "mrpc" / "progress.pt").exists()
 
-    trained: list[str] = []
-    real = _task_training.train_task
-
-    def spy(trainer, plan, reports, *args, **kwargs):  # type: ignore[no-untyped-def]
-        trained.append(reports.task.id)
-        return real(trainer, plan, reports, *args, **kwargs)
-
-    monkeypatch.setattr(_task_training, "train_task", spy)
+    trained = spy_on_tasks(monkeypatch)
     steps: list[int] = []
     with caplog.at_level("INFO", logger="archsearch.worker"):
         again = trainer.train(candidate, TrainContext(report=reporting(steps)))
@@ -164,3 +174,26 @@ def test_a_stopped_multi_task_trial_trains_only_the_tasks_it_had_not_finished(
     for name in ("stsb.pearson", "mrpc.accuracy", "mrpc.f1"):
         assert again.metrics[name] == whole.metrics[name], name
     assert not folder.exists()  # the trial ended: nothing kept
+
+
+def test_pods_that_share_no_folder_pass_finished_tasks_through_the_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "whole"))
+    whole = BertTrainer().train(TWO_TASKS, TrainContext())
+
+    server = FakeServer()
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "pod-a"))
+    with pytest.raises(TrialStopped):  # a few steps into mrpc, the second task
+        BertTrainer().train(TWO_TASKS, server.context(0, should_stop=stopping(13)))
+    fingerprint = TWO_TASKS.fingerprint()
+    assert (0, f"done-bert-{fingerprint}-stsb.pt") in server.files
+    assert (0, progress_artifact("bert", TWO_TASKS, "mrpc")) in server.files
+
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "pod-b"))  # an empty disk
+    trained = spy_on_tasks(monkeypatch)
+    again = BertTrainer().train(TWO_TASKS, server.context(1))
+    assert trained == ["mrpc"]  # stsb's outcome came through the server
+    assert again.info["mrpc.resumed_from_step"].isdigit()
+    for name in ("stsb.pearson", "mrpc.accuracy", "mrpc.f1"):
+        assert again.metrics[name] == whole.metrics[name], name

@@ -74,6 +74,8 @@ def _check_device(device: str) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     from archsearch.server.client import WorkerClient
     from archsearch.worker import Trainer, Worker
+    from archsearch.worker._checkpoint_dir import checkpoint_root
+    from archsearch.worker._progress_sweep import ProgressSweeper
     from archsearch.worker._registry import create_trainer
 
     options = {
@@ -105,6 +107,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         max_trials=args.max_trials,
         idle_exit_s=args.idle_exit,
         stop_grace_s=args.stop_grace,
+        sweeper=ProgressSweeper(
+            checkpoint_root, args.keep_progress_days * 86400 if args.keep_progress_days else None
+        ),
     )
     worker.install_signal_handlers()
     try:

@@ -178,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
         "data position), which a retried job continues from; a stopped job also saves "
         "(default 10; 0: never save)",
     )
+    w.add_argument(
+        "--keep-progress-days",
+        type=quantity(allow_zero=True, unit="days"),
+        default=7.0,
+        metavar="DAYS",
+        help="remove a job's saved progress that has not changed for this long (a retry "
+        "that ran elsewhere, a trial never retried); looked for hourly (default 7; 0: never)",
+    )
     w.add_argument("--study", help="only take trials of this study; default: any study")
     w.add_argument("--worker-id", help="stable worker id; default: host-pid-random")
     w.add_argument(

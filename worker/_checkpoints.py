@@ -16,22 +16,13 @@ from typing import Any
 import torch
 
 from archsearch.spaces import Candidate
+from archsearch.worker._checkpoint_dir import CHECKPOINT_DIR_ENV, checkpoint_root
 from archsearch.worker._loop import TrainingLoop
 
-#: Environment variable naming the folder kept checkpoints go under.
-CHECKPOINT_DIR_ENV = "ARCHSEARCH_CHECKPOINT_DIR"
+__all__ = ["CHECKPOINT_DIR_ENV", "NOTE_FILE", "checkpoint_root", "save_checkpoint"]
+
 #: The note a checkpoint folder carries: candidate, metric, value and step of the weights.
 NOTE_FILE = "archsearch_checkpoint.json"
-
-
-def checkpoint_root() -> Path:
-    """Where kept checkpoints go: ``$ARCHSEARCH_CHECKPOINT_DIR``, else
-    ``~/.cache/archsearch/checkpoints``; each candidate's under its fingerprint (and, for a
-    multi-task trial, one folder per task inside that)."""
-    named = os.environ.get(CHECKPOINT_DIR_ENV)
-    if named:
-        return Path(named).expanduser()
-    return Path.home() / ".cache" / "archsearch" / "checkpoints"
 
 
 def save_checkpoint(

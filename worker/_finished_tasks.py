@@ -21,6 +21,7 @@ the machine that wrote it; another machine trains that task again).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -148,6 +149,8 @@ class FinishedTasks:
             log.warning("training %s again: its kept outcome %s is unusable: %s", task_id, path, e)
             return None
         log.info("task %s was finished by an earlier attempt: its outcome is reused", task_id)
+        with contextlib.suppress(OSError):  # in use again: not old progress to sweep away
+            os.utime(path)
         for step, value in outcome.reported:
             context.report(step, value)
         return outcome

@@ -103,6 +103,8 @@ class ProgressFile:
             log.warning("ignoring the saved progress %s: %s", self.path, e)
             return {}
         log.info("the job continues at step %d from %s", run.step, self.path)
+        with contextlib.suppress(OSError):  # in use again: not old progress to sweep away
+            os.utime(self.path)
         self._last = self.clock()
         return {"seconds": float(state.get("seconds", 0.0)), "step": run.step}
 

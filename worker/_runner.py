@@ -39,6 +39,8 @@ from archsearch.worker._capabilities import (
     device_memory_bytes,
     first_holder,
 )
+from archsearch.worker._checkpoint_dir import checkpoint_root
+from archsearch.worker._progress_sweep import ProgressSweeper
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrialStopped
 
 log = logging.getLogger("archsearch.worker")
@@ -80,6 +82,8 @@ class Worker:
         idle_exit_s: exit after this long without work (None: never).
         stop_grace_s: after SIGTERM/SIGINT, how long to keep trying to hand back or report
             the current trial while the server does not answer.
+        sweeper: removes saved progress no retry came back for, between trials (default:
+            unchanged for 7 days, looked for hourly).
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class Worker:
         max_trials: int | None = None,
         idle_exit_s: float | None = None,
         stop_grace_s: float = 10.0,
+        sweeper: ProgressSweeper | None = None,
     ) -> None:
         if not stop_grace_s >= 0:
             raise ValueError(f"stop_grace_s must be >= 0, got {stop_grace_s}")
@@ -120,6 +125,7 @@ class Worker:
         self.heartbeat_interval_s = 10.0
         self.lease_duration_s = 60.0
         self.trials_done = 0
+        self.sweeper = sweeper or ProgressSweeper(checkpoint_root)
 
     # -------------------------------------------------------------- signals and retries
 
@@ -210,6 +216,7 @@ class Worker:
         while not self.stopping.is_set():
             if self.max_trials is not None and self.trials_done >= self.max_trials:
                 break
+            self.sweeper.maybe_sweep()
             try:
                 resp = self._acquire()
             except ClientError as e:

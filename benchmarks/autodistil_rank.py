@@ -209,8 +209,34 @@ def _saver(out: Path, data: dict[str, Any]) -> Callable[[], None]:
     return save
 
 
+def only_tasks(data: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
+    """``data`` with the truth of ``tasks`` only (a report of a build whose other tasks have
+    not finished, or of one task alone)."""
+    known = str(data["settings"]["tasks"]).split(",")
+    if unknown := sorted(set(tasks) - set(known)):
+        raise SystemExit(f"--tasks {','.join(unknown)}: this build has {','.join(known)}")
+
+    def keep(per_key: dict[str, Any]) -> dict[str, Any]:
+        return {
+            key: {t: v for t, v in by_task.items() if t in tasks}
+            for key, by_task in per_key.items()
+        }
+
+    return {
+        **data,
+        "settings": {**data["settings"], "tasks": ",".join(tasks)},
+        "truth": keep(data["truth"]),
+        "truth_metrics": keep(data.get("truth_metrics", {})),
+        "teacher_cut": {t: v for t, v in data.get("teacher_cut", {}).items() if t in tasks},
+    }
+
+
 def show(args: argparse.Namespace) -> None:
     data = json.loads(Path(args.file).read_text())
+    if args.tasks:
+        if args.record:
+            raise SystemExit("--tasks reports part of a build: it is not recorded (drop --record)")
+        data = only_tasks(data, args.tasks.split(","))
     tasks = str(data["settings"]["tasks"]).split(",")
     missing = sorted({key for key, _, _ in truth.missing_jobs(data, tasks)})
     if missing:
@@ -303,6 +329,7 @@ def main() -> None:
     r.add_argument("--loops", default="tpe=20,boshnas=10", help="loop=replay seeds,...")
     r.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     r.add_argument("--note", default="", help="what the summary row should say first")
+    r.add_argument("--tasks", help="report these tasks' truth only (not recorded)")
     args = p.parse_args()
     commands = {"build": build, "retruth": retruth, "cut": cut_from_teacher, "report": show}
     commands[args.command](args)

@@ -143,3 +143,20 @@ def test_a_built_file_takes_more_seeds_and_nothing_else() -> None:
     # files from before --truth-lr used 1e-4
     old = {k: v for k, v in built.items() if k != "truth_lr"}
     assert grown(out, old, {**old, "truth_lr": 1e-4})["truth_lr"] == 1e-4
+
+
+def test_a_report_of_some_tasks_keeps_only_their_truth() -> None:
+    import autodistil_rank
+
+    data = _built(1.0)
+    data["settings"]["tasks"] = "sst2,mrpc"
+    for key in data["truth"]:
+        data["truth"][key]["mrpc"] = [50.0]
+    data["teacher_cut"] = {"sst2": {"truth": {}}, "mrpc": {"truth": {}}}
+    part = autodistil_rank.only_tasks(data, ["sst2"])
+    assert part["settings"]["tasks"] == "sst2"
+    assert all(set(by_task) == {"sst2"} for by_task in part["truth"].values())
+    assert set(part["teacher_cut"]) == {"sst2"}
+    assert "mrpc" in next(iter(data["truth"].values()))  # the file's data is left as it was
+    with pytest.raises(SystemExit, match="--tasks rte: this build has sst2,mrpc"):
+        autodistil_rank.only_tasks(data, ["rte"])

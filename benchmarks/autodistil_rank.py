@@ -238,6 +238,9 @@ def show(args: argparse.Namespace) -> None:
             raise SystemExit("--tasks reports part of a build: it is not recorded (drop --record)")
         data = only_tasks(data, args.tasks.split(","))
     tasks = str(data["settings"]["tasks"]).split(",")
+    args.task = args.task or tasks[0]
+    if args.task not in tasks:
+        raise SystemExit(f"--task {args.task}: the report holds {','.join(tasks)}")
     missing = sorted({key for key, _, _ in truth.missing_jobs(data, tasks)})
     if missing:
         raise SystemExit(f"{args.file} has no truth yet for {missing}: rerun build to finish it")
@@ -325,7 +328,9 @@ def main() -> None:
     c.add_argument("--workers", type=int, default=1, help="processes, one torch thread each")
     r = sub.add_parser("report", help="analyse a built file")
     r.add_argument("file")
-    r.add_argument("--task", default="sst2", help="the task of the compute comparison")
+    r.add_argument(
+        "--task", help="the task of the compute comparison (default: the build's first task)"
+    )
     r.add_argument("--loops", default="tpe=20,boshnas=10", help="loop=replay seeds,...")
     r.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     r.add_argument("--note", default="", help="what the summary row should say first")

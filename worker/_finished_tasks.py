@@ -62,8 +62,6 @@ class FinishedTasks:
         of ``context``'s trial (when a server is behind it); a refusal is logged."""
         if not (self.share_prefix and context.has_server and self.folder.is_dir()):
             return
-        from archsearch.server.client import ClientError
-
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
             task_id = path.name[: -len(SUFFIX)]
             try:
@@ -71,7 +69,7 @@ class FinishedTasks:
                 if state["checkpoint"] is not None:
                     continue
                 context.upload(path, self.artifact(task_id))
-            except (ClientError, OSError, RuntimeError, KeyError) as e:
+            except Exception as e:  # unreadable, refused: the stop must still hand back
                 log.warning("outcome of finished task %s not uploaded: %s", task_id, e)
 
     def _fetch(self, task_id: str, context: TrainContext) -> None:

@@ -124,7 +124,9 @@ class ProgressFile:
         staging = self.folder / f".{FILE}.tmp-{os.getpid()}"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            torch.save({"training": run.state_dict(), "seconds": seconds}, staging)
+            torch.save(
+                {"training": run.state_dict(), "seconds": seconds, "step": run.step}, staging
+            )
             os.replace(staging, self.path)
             self._note(context, run.step)
         except (OSError, RuntimeError) as e:  # torch reports a failed write as RuntimeError
@@ -154,8 +156,10 @@ class ProgressFile:
 
     def fetch(self, context: TrainContext, name: str) -> None:
         """Downloads the newest upload ``name`` of ``context``'s study into the folder, unless
-        the folder's own file comes from that trial or a later one of the study. Failures are
-        logged (the job then starts from what the folder holds)."""
+        the folder's own file comes from that trial or a later one of the study, or is further
+        on (more steps: the folder may hold another study's progress of the same job, as a
+        task teacher's is). Failures are logged (the job then starts from what the folder
+        holds)."""
         if not (self.enabled and context.has_server and context.study_name):
             return
         from archsearch.server.client import ClientError
@@ -172,8 +176,20 @@ class ProgressFile:
             self.folder.mkdir(parents=True, exist_ok=True)
             staging = self.folder / f".{FILE}.download-{os.getpid()}"
             context.download(newest, name, staging)
+            theirs, mine = _saved_step(staging), note.get("step")
+            if self.path.exists() and isinstance(mine, int) and mine > theirs:
+                staging.unlink()
+                log.info(
+                    "kept the progress in %s (step %d) over trial %s:%d's (step %d)",
+                    self.folder,
+                    mine,
+                    context.study_name,
+                    newest,
+                    theirs,
+                )
+                return
             os.replace(staging, self.path)
-            self._write_note({"study": context.study_name, "trial": newest})
+            self._write_note({"study": context.study_name, "trial": newest, "step": theirs})
             log.info("progress of trial %s:%d downloaded", context.study_name, newest)
         except (ClientError, OSError, RuntimeError) as e:
             log.warning("progress not downloaded: %s", e)
@@ -200,3 +216,13 @@ class ProgressFile:
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.folder.parent.rmdir()
+
+
+def _saved_step(path: Path) -> int:
+    """The step a saved progress file is at (-1 when it does not say: an older file). Reads
+    the file memory-mapped, so its tensors are not loaded."""
+    try:
+        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("step")
+    except Exception:  # unreadable: whoever restores it will say so
+        return -1
+    return step if isinstance(step, int) else -1

@@ -7,7 +7,7 @@ progress of a trial that was never retried (its study was stopped or deleted mea
 BERT-base fine-tuning's file is 1.3-1.8 GB, so a long-lived worker would fill its disk. The
 sweeper removes a job's progress folder once nothing in it has changed for ``max_age_s``
 (default 7 days: a live job rewrites its file every ``--save-minutes``, and a job that continues
-from a file touches it first).
+from a file touches it once it has loaded it).
 
 The folders it looks at, under the checkpoint root: ``progress/<trainer>/<fingerprint>`` (one
 candidate's tasks, finished outcomes included), ``progress/teacher/<key>`` (a task teacher's

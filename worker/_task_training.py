@@ -70,7 +70,9 @@ def train_task(
         hooks = (
             trainer._flexibert_hooks(plan, task, context.check)
             if plan.is_flexibert  # pre-training stops when asked to
-            else trainer.training_hooks(candidate, task, torch.device(context.device), context)
+            else trainer.training_hooks(
+                candidate, task, torch.device(context.device), context=context
+            )
         )
         if curriculum is not None:
             if hooks.data_schedule is not None:

@@ -7,8 +7,9 @@
 
 A teacher's fine-tuning is a training job like a student's: it stops when the trial that needs it
 is asked to end, and keeps its progress (``<checkpoint root>/progress/teacher/<cache key>``,
-shared as artifact ``progress-teacher-<key>.pt``), so the next trial that needs the same teacher,
-on this machine or on one that shares no folder, continues it rather than starting over.
+shared as artifact ``progress-teacher-<key[:32]>.pt``), so the next trial that needs the same
+teacher continues it rather than starting over: on this machine whatever its study, on one that
+shares no folder within the same study (artifacts are looked up in the trial's study).
 
 Imports torch and transformers at module level; ``archsearch.worker`` does not import it
 eagerly.

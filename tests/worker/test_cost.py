@@ -304,7 +304,11 @@ def test_training_hooks_replace_init_and_loss() -> None:
 
     class HookedTrainer(BertTrainer):
         def training_hooks(
-            self, candidate: Candidate, task: GlueTask, device: torch.device | None = None
+            self,
+            candidate: Candidate,
+            task: GlueTask,
+            device: torch.device | None = None,
+            context: TrainContext | None = None,
         ) -> TrainingHooks:
             def init_fn(model: torch.nn.Module) -> None:
                 calls["init"] += 1

@@ -279,3 +279,22 @@ def test_the_newer_of_the_folder_and_the_server_is_used(tmp_path: Path) -> None:
     fresh = ProgressFile(tmp_path / "fresh")
     fresh.fetch(server.context(4), "p.pt")  # logged; the job starts from its folder
     assert fresh.restore(training()) == {}
+
+
+def test_progress_further_on_than_the_upload_is_kept_whatever_its_study(tmp_path: Path) -> None:
+    # A task teacher's folder is shared by every study on the machine: study "other" got it
+    # to step 2; this study's upload is at step 1.
+    server = FakeServer()
+    run = training()
+    run.train_step()
+    elsewhere = ProgressFile(tmp_path / "elsewhere")
+    elsewhere.save(run, 1.0, server.context(0))
+    elsewhere.share(server.context(0), "p.pt")  # this study's upload: step 1
+    run.train_step()
+    local = ProgressFile(tmp_path / "machine")
+    other = TrainContext(study_name="other", trial_number=7)
+    local.save(run, 2.0, other)  # another study's, further on
+
+    local.fetch(server.context(1), "p.pt")
+    assert local.restore(training()) == {"seconds": 2.0, "step": 2}
+    assert not list((tmp_path / "machine").glob(".*download*"))  # the download is removed

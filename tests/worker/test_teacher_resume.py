@@ -123,10 +123,17 @@ def test_a_teacher_stopped_on_one_machine_continues_on_another_through_the_serve
 def test_without_saving_a_stopped_teacher_starts_over(
     student: Candidate, teacher: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    use_machine(monkeypatch, tmp_path)
+    _, weights, whole_checks = uninterrupted(student, teacher, monkeypatch, tmp_path / "a")
+
+    use_machine(monkeypatch, tmp_path / "b")
     made = trainer()
     made.save_minutes = 0
     with pytest.raises(TrialStopped):
         made.train(student, TrainContext(should_stop=Checks(stop_at=7)))
-    assert progress_folders(tmp_path) == []
+    assert progress_folders(tmp_path / "b") == []
     assert get_task("wnli").id not in made.teacher_metrics
+
+    checks = Checks()
+    made.train(student, TrainContext(should_stop=checks))
+    assert checks.calls == whole_checks  # every teacher step again
+    assert same_weights(cached_teacher(teacher), weights)

@@ -198,7 +198,9 @@ def test_the_trainer_passes_its_hooks_to_the_loop_and_reports_each_label() -> No
     epochs: list[int] = []
 
     class CurriculumTrainer(BertTrainer):
-        def training_hooks(self, candidate: Any, task: Any, device: Any = None) -> TrainingHooks:
+        def training_hooks(
+            self, candidate: Any, task: Any, device: Any = None, context: Any = None
+        ) -> TrainingHooks:
             def schedule(epoch: int) -> list[int]:
                 epochs.append(epoch)
                 return list(range(8))

@@ -67,6 +67,40 @@ def fill(
         )
 
 
+#: Build settings a cut's fine-tuning depends on besides its task's recipe.
+_CUT_SETTINGS = ("train_subset", "batch", "seq")
+
+
+def borrow(data: dict[str, Any], other: dict[str, Any], tasks: list[str]) -> list[str]:
+    """Copies ``other``'s teacher cuts of ``tasks`` into ``data`` (a cut does not depend on the
+    supernet, so another build of the same students and truth recipe has the same cuts); the
+    tasks copied. Refused (``SystemExit``) when the students, the task's truth recipe or the
+    fine-tuning settings differ; a task ``data`` already has cuts of, or ``other`` has none
+    of, is skipped."""
+    if other["students"] != data["students"]:
+        raise SystemExit("--cuts-from: that build has other students")
+    for name in _CUT_SETTINGS:
+        if other["settings"].get(name) != data["settings"].get(name):
+            raise SystemExit(
+                f"--cuts-from: that build's {name} is {other['settings'].get(name)!r}, "
+                f"this one's {data['settings'].get(name)!r}"
+            )
+    copied = []
+    for task in tasks:
+        store = other.get("teacher_cut", {}).get(task)
+        if store is None or task in data.get("teacher_cut", {}):
+            continue
+        recipe = truth.recipe_for(data["settings"], task)
+        if store["recipe"] != recipe:
+            raise SystemExit(
+                f"--cuts-from: its {task} cuts ran with {store['recipe']}, this build's truth "
+                f"with {recipe}"
+            )
+        data.setdefault("teacher_cut", {})[task] = store
+        copied.append(task)
+    return copied
+
+
 def lines(data: dict[str, Any]) -> list[str]:
     """Markdown lines, one table per task with cuts: each student's truth from its supernet
     beside its teacher cut's (means over the seeds both have), then the mean difference with a

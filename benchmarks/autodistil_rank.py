@@ -38,7 +38,8 @@ good on one task (``benchmarks/_autodistil_report.py`` says how compute is count
         --metric accuracy [--eval-subset 0] [--seeds 0,1] [--workers 2]
     python benchmarks/autodistil_rank.py cut F --task mrpc [--students all] [--workers 2]
     python benchmarks/autodistil_rank.py report F [--task sst2] [--loops tpe=20,boshnas=10]
-        [--record]
+        [--record] [--tasks sst2 (finished tasks alone; not recorded)]
+        [--cuts-from G (the teacher cuts of another build of the same students and recipe)]
 
 A shared machine slows every run alike; ratios within one run still hold.
 """
@@ -238,6 +239,9 @@ def show(args: argparse.Namespace) -> None:
             raise SystemExit("--tasks reports part of a build: it is not recorded (drop --record)")
         data = only_tasks(data, args.tasks.split(","))
     tasks = str(data["settings"]["tasks"]).split(",")
+    if args.cuts_from:
+        copied = cut.borrow(data, json.loads(Path(args.cuts_from).read_text()), tasks)
+        print(f"teacher cuts of {', '.join(copied) or 'no task'} from {args.cuts_from}")
     args.task = args.task or tasks[0]
     if args.task not in tasks:
         raise SystemExit(f"--task {args.task}: the report holds {','.join(tasks)}")
@@ -335,6 +339,11 @@ def main() -> None:
     r.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     r.add_argument("--note", default="", help="what the summary row should say first")
     r.add_argument("--tasks", help="report these tasks' truth only (not recorded)")
+    r.add_argument(
+        "--cuts-from",
+        metavar="FILE",
+        help="take the teacher cuts from another build of the same students and truth recipe",
+    )
     args = p.parse_args()
     commands = {"build": build, "retruth": retruth, "cut": cut_from_teacher, "report": show}
     commands[args.command](args)

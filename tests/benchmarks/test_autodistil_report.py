@@ -160,3 +160,27 @@ def test_a_report_of_some_tasks_keeps_only_their_truth() -> None:
     assert "mrpc" in next(iter(data["truth"].values()))  # the file's data is left as it was
     with pytest.raises(SystemExit, match="--tasks rte: this build has sst2,mrpc"):
         autodistil_rank.only_tasks(data, ["rte"])
+
+
+def test_cuts_are_borrowed_only_from_a_build_of_the_same_students_and_recipe() -> None:
+    import _autodistil_cut as cut
+    import _autodistil_truth as truth
+
+    settings = {"truth_steps": 300, "truth_lr": 3e-4, "eval_subset": 256, "seeds": "0,1"}
+    settings.update(train_subset=5000, batch=16, seq=64, tasks="sst2")
+    store = {"recipe": truth.recipe_for(settings, "sst2"), "truth": {"k": [70.0, 71.0]}}
+    other = {"students": {"k": {}}, "settings": dict(settings), "teacher_cut": {"sst2": store}}
+    data: dict[str, Any] = {"students": {"k": {}}, "settings": {**settings, "steps": 2000}}
+    assert cut.borrow(data, other, ["sst2"]) == ["sst2"]
+    assert data["teacher_cut"]["sst2"] is store
+    assert cut.borrow(data, other, ["sst2"]) == []  # it has cuts of sst2 now
+
+    for change, message in [
+        ({"truth_lr": 1e-4}, "its sst2 cuts ran with"),
+        ({"seq": 128}, "that build's seq is 64, this one's 128"),
+    ]:
+        fresh = {"students": {"k": {}}, "settings": {**settings, **change}}
+        with pytest.raises(SystemExit, match=message):
+            cut.borrow(fresh, other, ["sst2"])
+    with pytest.raises(SystemExit, match="other students"):
+        cut.borrow({"students": {"j": {}}, "settings": settings}, other, ["sst2"])

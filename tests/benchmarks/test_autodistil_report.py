@@ -166,8 +166,8 @@ def test_cuts_are_borrowed_only_from_a_build_of_the_same_students_and_recipe() -
     import _autodistil_cut as cut
     import _autodistil_truth as truth
 
-    settings = {"truth_steps": 300, "truth_lr": 3e-4, "eval_subset": 256, "seeds": "0,1"}
-    settings.update(train_subset=5000, batch=16, seq=64, tasks="sst2")
+    settings: dict[str, Any] = {"truth_steps": 300, "truth_lr": 3e-4, "eval_subset": 256}
+    settings.update(seeds="0,1", train_subset=5000, batch=16, seq=64, tasks="sst2")
     store = {"recipe": truth.recipe_for(settings, "sst2"), "truth": {"k": [70.0, 71.0]}}
     other = {"students": {"k": {}}, "settings": dict(settings), "teacher_cut": {"sst2": store}}
     data: dict[str, Any] = {"students": {"k": {}}, "settings": {**settings, "steps": 2000}}
@@ -175,10 +175,11 @@ def test_cuts_are_borrowed_only_from_a_build_of_the_same_students_and_recipe() -
     assert data["teacher_cut"]["sst2"] is store
     assert cut.borrow(data, other, ["sst2"]) == []  # it has cuts of sst2 now
 
-    for change, message in [
+    changes: list[tuple[dict[str, Any], str]] = [
         ({"truth_lr": 1e-4}, "its sst2 cuts ran with"),
         ({"seq": 128}, "that build's seq is 64, this one's 128"),
-    ]:
+    ]
+    for change, message in changes:
         fresh = {"students": {"k": {}}, "settings": {**settings, **change}}
         with pytest.raises(SystemExit, match=message):
             cut.borrow(fresh, other, ["sst2"])

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import BertModel
 
@@ -51,6 +52,7 @@ from archsearch.worker._checkpoint_artifacts import fetch_trial_files, upload_fi
 from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._dsir_selector import select_pretrain_texts
 from archsearch.worker._extract import init_student_from_teacher
+from archsearch.worker._finished_tasks import each_task
 from archsearch.worker._loop import TrainingHooks, TrainingLoop, seed_everything
 from archsearch.worker._progress import DEFAULT_SAVE_MINUTES
 from archsearch.worker._registry import register_trainer
@@ -71,7 +73,12 @@ from archsearch.worker._supernet_training import (
     text_batches,
     unlabeled_texts,
 )
-from archsearch.worker._task_training import job_progress, progress_artifact
+from archsearch.worker._task_training import (
+    TaskOutcome,
+    finished_tasks,
+    job_progress,
+    progress_artifact,
+)
 from archsearch.worker._teacher import load_teacher_encoder
 from archsearch.worker._trainer import CandidateError, TrainContext, TrainResult
 
@@ -233,13 +240,20 @@ class AutodistilTrainer(BertTrainer):
             scores = relation_scores(net, teacher, students, batches, rank["loss"])
             metrics.update({f"{prefix}relation_loss@{k}": v for k, v in scores.items()})
         context.check()
-        per_task = {
-            task_id: self._proxy(candidate, get_task(task_id), supernet, students, rank, context)
-            for task_id in data_tasks({"task": "sst2", **candidate.data})
-        }
-        metrics.update(merge_metrics(per_task))
+        task_ids = data_tasks({"task": "sst2", **candidate.data})
+        # several proxy tasks: each finished one is kept, so that a retry tunes only the rest
+        finished = finished_tasks(self, candidate) if len(task_ids) > 1 else None
+
+        def proxy(task_id: str) -> TaskOutcome:
+            scores = self._proxy(candidate, get_task(task_id), supernet, students, rank, context)
+            return TaskOutcome(scores, None, np.empty(0), np.empty(0))
+
+        outcomes = each_task(finished, task_ids, context, proxy)
+        metrics.update(merge_metrics({t: o.metrics for t, o in outcomes.items()}))
         metrics.update(cost_metrics(teacher.shape, students, int(rank["cost_seq_len"])))
         metrics["train_seconds"] = time.perf_counter() - start
+        if finished is not None:
+            finished.clear()
         return TrainResult(metrics=metrics, info={"students": str(len(students))})
 
     def _proxy(

@@ -26,13 +26,14 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from archsearch.worker._trainer import TrainContext
+from archsearch.worker._trainer import CandidateError, TrainContext, TrialPruned, TrialStopped
 
 if TYPE_CHECKING:
     from archsearch.worker._curriculum import Curriculum
@@ -156,3 +157,36 @@ class FinishedTasks:
     def clear(self) -> None:
         """Removes the folder (the trial ended)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def each_task(
+    finished: FinishedTasks | None,
+    task_ids: Sequence[str],
+    context: TrainContext,
+    train: Callable[[str], TaskOutcome],
+    curricula: Mapping[str, Curriculum | None] | None = None,
+) -> dict[str, TaskOutcome]:
+    """``train(task_id)`` for each task in turn, by task id. With ``finished`` (a multi-task
+    job), a task an earlier attempt finished is not trained again, each task is kept as it
+    ends, a job asked to end uploads what it finished (for a retry elsewhere), and one that
+    ends for good (pruned, a bad candidate) clears them. ``curricula`` (by task id) are saved
+    and restored with the outcomes."""
+    outcomes = {}
+    try:
+        for task_id in task_ids:
+            curriculum = (curricula or {}).get(task_id)
+            outcome = finished.load(task_id, context, curriculum) if finished else None
+            if outcome is None:
+                outcome = train(task_id)
+                if finished is not None:
+                    finished.save(task_id, outcome, curriculum)
+            outcomes[task_id] = outcome
+    except (CandidateError, TrialPruned):
+        if finished is not None:  # the job ends for good: nothing to continue
+            finished.clear()
+        raise
+    except TrialStopped:
+        if finished is not None:  # for a retry on a machine that does not see the folder
+            finished.share(context)
+        raise
+    return outcomes

@@ -15,14 +15,14 @@ from archsearch.worker._batches import EncodedSplit, take
 from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._curriculum import Curriculum
 from archsearch.worker._evaluate import CostMeter, Evaluator
-from archsearch.worker._finished_tasks import FinishedTasks
+from archsearch.worker._finished_tasks import FinishedTasks, each_task
 from archsearch.worker._loop import TrainingLoop, seed_everything
 from archsearch.worker._models import model_factory
 from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._precision import Precision
 from archsearch.worker._progress import ProgressFile
 from archsearch.worker._result_metrics import TaskReports
-from archsearch.worker._trainer import CandidateError, TrainContext, TrialPruned, TrialStopped
+from archsearch.worker._trainer import CandidateError, TrainContext
 from archsearch.worker._trial_crowd import training_answers
 
 if TYPE_CHECKING:
@@ -145,30 +145,16 @@ def train_tasks(
     curricula: dict[str, Curriculum | None],
     finished: FinishedTasks | None = None,
 ) -> dict[str, TaskOutcome]:
-    """:func:`train_task` for each task of the trial in turn, by task id. With ``finished``
-    (a multi-task trial), a task an earlier attempt finished is not trained again, each task
-    is kept as it ends, and a trial that ends for good (pruned, a bad candidate) clears them."""
-    outcomes = {}
-    try:
-        for r in reports:
-            curriculum = curricula[r.task.id]
-            outcome = finished.load(r.task.id, context, curriculum) if finished else None
-            if outcome is None:
-                outcome = train_task(
-                    trainer, plan, r, splits[r.task.id], context, precision, curriculum
-                )
-                if finished is not None:
-                    finished.save(r.task.id, outcome, curriculum)
-            outcomes[r.task.id] = outcome
-    except (CandidateError, TrialPruned):
-        if finished is not None:  # the trial ends for good: nothing to continue
-            finished.clear()
-        raise
-    except TrialStopped:
-        if finished is not None:  # for a retry on a machine that does not see the folder
-            finished.share(context)
-        raise
-    return outcomes
+    """:func:`train_task` for each task of the trial in turn, by task id; with ``finished``
+    (a multi-task trial), what :func:`~archsearch.worker._finished_tasks.each_task` says."""
+    by_id = {r.task.id: r for r in reports}
+
+    def train(task_id: str) -> TaskOutcome:
+        return train_task(
+            trainer, plan, by_id[task_id], splits[task_id], context, precision, curricula[task_id]
+        )
+
+    return each_task(finished, list(by_id), context, train, curricula)
 
 
 def finished_tasks(trainer: BertTrainer, candidate: Candidate) -> FinishedTasks | None:

@@ -293,3 +293,42 @@ def test_a_stopped_rank_job_continues_its_task_proxy_fine_tuning(
     assert len(pearson) == len(KEYS)
     assert {k: again.metrics[k] for k in pearson} == pearson
     assert not saved.exists()
+
+
+def test_a_stopped_rank_job_of_two_tasks_tunes_only_the_task_it_had_not_finished(
+    teacher: str, text_file: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    candidate = Candidate(
+        space="autodistil",
+        kind="rank",
+        architecture={"teacher": teacher, "subspace": SUBSPACE},
+        recipe={"rank": {"proxy_steps": 6, "heldout": 6, "batch_size": 8, "max_seq_length": 16}},
+        data={**_data(text_file), "task": "stsb", "tasks": ["stsb", "mrpc"]},
+    )
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "whole"))
+    whole = AutodistilTrainer().train(candidate, TrainContext())
+
+    tuned: list[str] = []
+    real = AutodistilTrainer._proxy
+
+    def spy(self, candidate, task, *args):  # type: ignore[no-untyped-def]
+        tuned.append(task.id)
+        if task.id == "mrpc" and len(tuned) == 2:  # the first attempt stops in mrpc
+            raise TrialStopped("preempted")
+        return real(self, candidate, task, *args)
+
+    monkeypatch.setattr(AutodistilTrainer, "_proxy", spy)
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "stopped"))
+    trainer = AutodistilTrainer()
+    with pytest.raises(TrialStopped):
+        trainer.train(candidate, TrainContext())
+    folder = tmp_path / "stopped" / "progress" / "autodistil" / candidate.fingerprint()
+    assert (folder / "stsb.done.pt").exists()
+
+    again = trainer.train(candidate, TrainContext())
+    assert tuned == ["stsb", "mrpc", "mrpc"]  # stsb's proxy scores were kept
+    scores = {k: v for k, v in whole.metrics.items() if "@" in k and "seconds" not in k}
+    assert any(k.startswith("stsb.pearson@") for k in scores)
+    assert any(k.startswith("mrpc.accuracy@") for k in scores)
+    assert {k: again.metrics[k] for k in scores} == scores
+    assert not folder.exists()  # the job ended: nothing kept

@@ -1,7 +1,8 @@
 """The finished tasks of a multi-task trial, kept until the trial ends, so that its retry trains
 only the tasks it had not finished.
 
-A trial of several tasks (a GLUE average) trains them one after the other. When a task ends,
+A trial of several tasks (a GLUE average; an autodistil ``rank`` job's proxy tasks) trains
+them one after the other (:func:`each_task`). When a task ends,
 its outcome (metrics, info, final dev predictions and labels, kept checkpoint's path, training
 answers, the intermediate values it sent and its curriculum's state) is written to
 ``<checkpoint root>/progress/<trainer>/<candidate fingerprint>/<task>.done.pt``; the task in

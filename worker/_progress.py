@@ -177,15 +177,16 @@ class ProgressFile:
             staging = self.folder / f".{FILE}.download-{os.getpid()}"
             context.download(newest, name, staging)
             theirs, mine = _saved_step(staging), note.get("step")
-            if self.path.exists() and isinstance(mine, int) and mine > theirs:
+            # keep ours when it is further on, or when the download cannot be read
+            if self.path.exists() and isinstance(mine, int) and (theirs is None or theirs < mine):
                 staging.unlink()
                 log.info(
-                    "kept the progress in %s (step %d) over trial %s:%d's (step %d)",
+                    "kept the progress in %s (step %d) over trial %s:%d's (%s)",
                     self.folder,
                     mine,
                     context.study_name,
                     newest,
-                    theirs,
+                    "unreadable" if theirs is None else f"step {theirs}",
                 )
                 return
             os.replace(staging, self.path)
@@ -218,11 +219,12 @@ class ProgressFile:
             self.folder.parent.rmdir()
 
 
-def _saved_step(path: Path) -> int:
-    """The step a saved progress file is at (-1 when it does not say: an older file). Reads
-    the file memory-mapped, so its tensors are not loaded."""
+def _saved_step(path: Path) -> int | None:
+    """The step a saved progress file is at: -1 when it does not say (a file saved before
+    files said), None when it cannot be read. Reads the file memory-mapped, so its tensors are
+    not loaded."""
     try:
         step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("step")
-    except Exception:  # unreadable: whoever restores it will say so
-        return -1
+    except Exception:  # torn, foreign, not a torch file
+        return None
     return step if isinstance(step, int) else -1

@@ -298,3 +298,7 @@ def test_progress_further_on_than_the_upload_is_kept_whatever_its_study(tmp_path
     local.fetch(server.context(1), "p.pt")
     assert local.restore(training()) == {"seconds": 2.0, "step": 2}
     assert not list((tmp_path / "machine").glob(".*download*"))  # the download is removed
+
+    server.files[0, "p.pt"] = b"torn upload"  # an upload that cannot be read changes nothing
+    local.fetch(server.context(1), "p.pt")
+    assert local.restore(training()) == {"seconds": 2.0, "step": 2}

@@ -82,8 +82,7 @@ class Worker:
         idle_exit_s: exit after this long without work (None: never).
         stop_grace_s: after SIGTERM/SIGINT, how long to keep trying to hand back or report
             the current trial while the server does not answer.
-        sweeper: removes saved progress no retry came back for, between trials (default:
-            unchanged for 7 days, looked for hourly).
+        sweeper: removes old saved progress between trials (default: 7 days old, hourly).
     """
 
     def __init__(

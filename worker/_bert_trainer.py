@@ -343,7 +343,7 @@ class BertTrainer(DataStages, TeacherTraining, Trainer):
         docstring); they record what they measured in ``TrainingHooks.metrics``.
         """
         if candidate.space in FLEXIBERT_SPACES:
-            return self._flexibert_hooks(parse_plan(candidate), task)
+            return self._flexibert_hooks(parse_plan(candidate), task, context)
         recipe = candidate.recipe
         if not needs_teacher(recipe):
             return TrainingHooks()
@@ -375,9 +375,11 @@ class BertTrainer(DataStages, TeacherTraining, Trainer):
         )
         return model
 
-    def _flexibert_hooks(self, plan: TrainingPlan, task: Task, check: Any = None) -> TrainingHooks:
-        """Hooks that bring a FlexiBERT student to its fidelity's starting weights; ``check``
-        is called before every pre-training step (``TrainContext.check``)."""
+    def _flexibert_hooks(
+        self, plan: TrainingPlan, task: Task, context: TrainContext | None = None
+    ) -> TrainingHooks:
+        """Hooks that bring a FlexiBERT student to its fidelity's starting weights; a
+        pre-training that ``context`` asks to end keeps its progress."""
         selection = plan.data.get("pretrain_selection")
         return flexibert_hooks(
             plan,
@@ -385,10 +387,11 @@ class BertTrainer(DataStages, TeacherTraining, Trainer):
             lambda: self.encode(
                 task.id, "train", plan.data["train_subset"], plan.recipe, plan.data
             ),
-            check,
+            context,
             pretrain_texts=(
                 None
                 if selection is None
                 else lambda: self.splits.pretrain_texts(task, plan.data, plan.seed)
             ),
+            save_minutes=self.save_minutes,
         )

@@ -8,7 +8,11 @@ keys (``_fidelity.check_fidelity``):
   encoder (``_mlm_pretrain.pretrain_mlm``: 15% of the non-special tokens, of which 80% become
   ``[MASK]``, 10% a random token, 10% stay), then fine-tuning. The pre-trained encoder is
   cached on disk (``_pretrain_cache.PretrainCache``) keyed by everything that determines it, so an
-  architecture is pre-trained once per (steps, data, seed, optimisation settings);
+  architecture is pre-trained once per (steps, data, seed, optimisation settings). A
+  pre-training the trial is asked to end in keeps its progress under that key
+  (``<checkpoint root>/progress/pretrain/<key>``, uploaded as artifact
+  ``progress-pretrain-<key[:32]>.pt``), so the next trial that needs the same encoder, here or
+  on a worker of the same study that shares no folder, continues it;
 * ``transfer_from: PATH``: ordered weight transfer from a checkpoint another candidate left
   (``keep_checkpoint``), then fine-tuning. ``"trial:N"`` / ``"trial:STUDY:N"`` names a trial
   whose checkpoint went to the server; the trainer downloads it first and passes the folder
@@ -24,7 +28,6 @@ keys (``_fidelity.check_fidelity``):
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 
 from archsearch.spaces._flexibert_overlap import OVERLAP_THRESHOLD
+from archsearch.worker._checkpoint_dir import checkpoint_root
 from archsearch.worker._fidelity import Fidelity
 from archsearch.worker._flexibert_model import (
     FlexiBertForMaskedLM,
@@ -40,6 +44,8 @@ from archsearch.worker._flexibert_model import (
 from archsearch.worker._flexibert_transfer import load_checkpoint, transfer_weights
 from archsearch.worker._mlm_pretrain import MlmCorpus, pretrain_mlm
 from archsearch.worker._pretrain_cache import PretrainCache
+from archsearch.worker._progress import DEFAULT_SAVE_MINUTES, ProgressFile
+from archsearch.worker._trainer import TrainContext
 
 
 def initial_weights(
@@ -50,7 +56,8 @@ def initial_weights(
     recipe: Mapping[str, Any],
     tokenizer: Any,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
-    check: Callable[[], None] | None = None,
+    context: TrainContext | None = None,
+    save_minutes: float = DEFAULT_SAVE_MINUTES,
     cache: PretrainCache | None = None,
 ) -> dict[str, float]:
     """Brings a freshly built classifier to its fidelity's starting weights, in place.
@@ -69,7 +76,8 @@ def initial_weights(
             ``weight_decay``, ``warmup_ratio``, ``max_seq_length``).
         tokenizer: The tokenizer (padding, mask and special ids).
         autocast: The forward passes' precision.
-        check: Called before every pre-training step.
+        context: The trial's: a pre-training it asks to end keeps its progress (every
+            ``save_minutes`` too; 0 keeps none) for the next trial that needs this encoder.
         cache: Where pre-trained encoders are kept; default :class:`PretrainCache` ().
 
     Returns:
@@ -98,7 +106,7 @@ def initial_weights(
         metrics["pretrain_steps"] = 0.0
     if pretrain:
         pretrained = _pretrained_encoder(
-            model, fidelity, corpus(), recipe, tokenizer, autocast, check, cache
+            model, fidelity, corpus(), recipe, tokenizer, autocast, context, save_minutes, cache
         )
         metrics.update(pretrained)
     torch.manual_seed(recipe["seed"])
@@ -112,7 +120,8 @@ def _pretrained_encoder(
     recipe: Mapping[str, Any],
     tokenizer: Any,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]],
-    check: Callable[[], None] | None,
+    context: TrainContext | None,
+    save_minutes: float,
     cache: PretrainCache | None,
 ) -> dict[str, float]:
     config = model.flexibert.config
@@ -141,8 +150,12 @@ def _pretrained_encoder(
     mlm = FlexiBertForMaskedLM(config).to(next(model.parameters()).device)
     # Start from the classifier's own random encoder, so the seed alone decides both.
     mlm.flexibert.load_state_dict(model.flexibert.state_dict())
-    start = time.perf_counter()
-    losses = pretrain_mlm(
+    progress = None
+    if save_minutes > 0:
+        progress = ProgressFile(checkpoint_root() / "progress" / "pretrain" / key, save_minutes)
+        if context is not None:
+            progress.fetch(context, pretrain_progress_artifact(key))
+    done = pretrain_mlm(
         mlm,
         corpus,
         fidelity.pretrain_steps,
@@ -155,16 +168,25 @@ def _pretrained_encoder(
         mask_id=tokenizer.mask_token_id,
         special_ids=list(tokenizer.all_special_ids),
         autocast=autocast,
-        check=check,
+        context=context,
+        progress=progress,
+        share_as=pretrain_progress_artifact(key),
     )
-    seconds = time.perf_counter() - start
-    tail = losses[-max(1, len(losses) // 10) :]
+    tail = done.losses[-max(1, len(done.losses) // 10) :]
     loss = float(np.mean(tail))
     model.flexibert.load_state_dict(mlm.flexibert.state_dict())
-    cache.put(key, mlm.flexibert.state_dict(), {**fields, "loss": loss, "seconds": seconds})
+    cache.put(key, mlm.flexibert.state_dict(), {**fields, "loss": loss, "seconds": done.seconds})
+    if progress is not None:  # kept in the cache now
+        progress.clear()
     return {
         "pretrain_steps": float(fidelity.pretrain_steps),
         "pretrain_loss": loss,
-        "pretrain_seconds": seconds,
+        "pretrain_seconds": done.seconds,
         "pretrain_cached": 0.0,
     }
+
+
+def pretrain_progress_artifact(key: str) -> str:
+    """The artifact name a stopped pre-training with cache key ``key`` uploads its progress
+    under."""
+    return f"progress-pretrain-{key[:32]}.pt"

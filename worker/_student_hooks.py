@@ -25,7 +25,8 @@ from archsearch.worker._loop import InitFn, LossFn, TrainingHooks
 from archsearch.worker._mlm_pretrain import MlmCorpus, read_text_corpus, text_corpus
 from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._precision import fp32_autocast, resolve_precision
-from archsearch.worker._trainer import CandidateError
+from archsearch.worker._progress import DEFAULT_SAVE_MINUTES
+from archsearch.worker._trainer import CandidateError, TrainContext
 
 
 def needs_teacher(recipe: Mapping[str, Any]) -> bool:
@@ -91,8 +92,9 @@ def flexibert_hooks(
     plan: TrainingPlan,
     tokenizer: Any,
     train_split: Callable[[], EncodedSplit],
-    check: Callable[[], None] | None = None,
+    context: TrainContext | None = None,
     pretrain_texts: Callable[[], Sequence[str]] | None = None,
+    save_minutes: float = DEFAULT_SAVE_MINUTES,
 ) -> TrainingHooks:
     """Hooks that bring a FlexiBERT student to its fidelity's starting weights.
 
@@ -101,9 +103,11 @@ def flexibert_hooks(
         tokenizer: Tokenises a ``pretrain_text`` file.
         train_split: The task's tokenised training split: the default pre-training corpus
             (called only when needed).
-        check: Called before every pre-training step (``TrainContext.check``).
+        context: The trial's: checked before every pre-training step; a pre-training it
+            asks to end keeps its progress for the next trial that needs the same encoder.
         pretrain_texts: The pre-training texts a ``data.pretrain_selection`` chose (called
             only when needed); None: the candidate has none.
+        save_minutes: Minutes between saves of a pre-training's progress (0: none).
 
     The hooks record what they measured (``pretrain_loss``, ``transfer_overlap``, ...) in
     ``TrainingHooks.metrics``.
@@ -141,7 +145,8 @@ def flexibert_hooks(
                 recipe=dict(recipe),
                 tokenizer=tokenizer,
                 autocast=autocast,
-                check=check,
+                context=context,
+                save_minutes=save_minutes,
             )
         )
 

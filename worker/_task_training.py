@@ -68,7 +68,7 @@ def train_task(
         model = model_factory(candidate.space).build(plan.architecture, task, trainer.tokenizer)
         model = model.to(context.device)
         hooks = (
-            trainer._flexibert_hooks(plan, task, context.check)
+            trainer._flexibert_hooks(plan, task, context)
             if plan.is_flexibert  # pre-training stops when asked to
             else trainer.training_hooks(
                 candidate, task, torch.device(context.device), context=context

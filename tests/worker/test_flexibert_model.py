@@ -369,7 +369,7 @@ def test_mlm_pretraining_reduces_the_loss() -> None:
         seed=0,
         mask_id=3,
         special_ids=[0, 1, 2, 3],
-    )
+    ).losses
     assert len(losses) == 25 and all(math.isfinite(x) for x in losses)
     assert probe_loss() < before - 0.5
     assert np.mean(losses[-5:]) < np.mean(losses[:5])

@@ -83,10 +83,9 @@ class FinishedTasks:
 
         name = self.artifact(task_id)
         try:
-            holders = context.artifact_holders(name, 1000)
-            if not holders:
+            newest = context.newest_holder(name)
+            if newest is None:
                 return
-            newest = max(number for number, _ in holders)
             self.folder.mkdir(parents=True, exist_ok=True)
             staging = self.folder / f".{task_id}{SUFFIX}.download-{os.getpid()}"
             context.download(newest, name, staging)

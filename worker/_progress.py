@@ -165,10 +165,9 @@ class ProgressFile:
         from archsearch.server.client import ClientError
 
         try:
-            holders = context.artifact_holders(name, 1000)
-            if not holders:
+            newest = context.newest_holder(name)
+            if newest is None:
                 return
-            newest = max(number for number, _ in holders)
             note = self._read_note()
             local = note.get("trial") if note.get("study") == context.study_name else None
             if self.path.exists() and isinstance(local, int) and local >= newest:

@@ -151,6 +151,17 @@ class TrainContext:
             raise RuntimeError("no server to find artifacts on: this trial runs alone")
         return self._holders(study or self.study_name, name, limit)
 
+    def newest_holder(self, name: str) -> int | None:
+        """The highest-numbered trial of this trial's study holding a whole upload named
+        ``name`` (among the first 1,000 that do); None when none does.
+
+        Raises:
+            RuntimeError: No server behind this context (or none that can be asked).
+            archsearch.server.client.ClientError: The server refused or is unreachable.
+        """
+        holders = self.artifact_holders(name, 1000)
+        return max((number for number, _ in holders), default=None)
+
     def report(self, step: int, value: float) -> None:
         """Sends an intermediate value; raises TrialStopped when the trial must end."""
         if self._report is not None and self._report(step, value):

@@ -44,6 +44,10 @@ class TrainingHooks:
         init_fn: Where the weights start: called once on the built model (already on the
             device) before the optimiser is created (teacher extraction, FlexiBERT
             pre-training or transfer). None keeps the random initialisation.
+        init_sets_weights: ``init_fn`` sets only the weights (and :attr:`metrics`), both of
+            which a resumed training restores: a run that continues from saved progress
+            then skips it (a retry on another machine does not pre-train a FlexiBERT
+            encoder again); it runs after all when the progress cannot be restored.
         loss_fn: What is minimised: the training loss of a batch, called under the recipe's
             autocast (distillation against a teacher). None uses the model's own loss
             (cross-entropy, or MSE for regression).
@@ -74,6 +78,7 @@ class TrainingHooks:
     """
 
     init_fn: InitFn | None = None
+    init_sets_weights: bool = False
     loss_fn: LossFn | None = None
     data_schedule: DataSchedule | None = None
     evaluate_many: EvaluateMany | None = None

@@ -102,8 +102,8 @@ class TrainingLoop:
             from it when it holds some, saves it every ``save_minutes`` and when the trial is
             asked to end (then also uploads it as artifact ``share_as``, unless that is empty),
             and clears it when the run ends (finished, pruned or diverged). None: no saving.
-            ``init_fn`` still runs on a resumed run (it may set up more than weights); the
-            saved weights then replace what it set.
+            ``init_fn`` still runs on a resumed run (it may set up more than weights; the
+            saved weights then replace what it set) unless ``init_sets_weights``.
         share_as: The artifact name of the uploaded progress.
     """
 
@@ -165,8 +165,11 @@ class TrainingLoop:
         sample_memory, device, pad_id = self.sample_memory, self.device, self.pad_id
         max_steps, eval_every = recipe["max_steps"], recipe["eval_every"]
         accumulation = recipe.get("gradient_accumulation_steps", 1)
-        if self.hooks.init_fn is not None:
-            self.hooks.init_fn(model)
+        init_fn, resume = self.hooks.init_fn, self.resume
+        # weights and metrics only, which the saved progress restores: wait for the restore
+        later = self.hooks.init_sets_weights and resume is not None and resume.path.exists()
+        if init_fn is not None and not later:
+            init_fn(model)
         loss_fn = self.hooks.loss_fn or model_loss
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = adamw(model, recipe["learning_rate"], recipe["weight_decay"])
@@ -178,7 +181,7 @@ class TrainingLoop:
         micro_batches = epoch_batches(
             len(train_set), recipe["batch_size"], recipe["seed"], self.hooks.data_schedule
         )
-        resume, state = self.resume, None
+        state = None
         if resume is not None:
             state = LoopState(self, optimizer, scheduler, scaler, micro_batches)
         eval_seconds, predictions = 0.0, np.empty(0)
@@ -198,6 +201,11 @@ class TrainingLoop:
             first = 1
             if resume is not None and state is not None:
                 done, seconds = self._restore(resume, state)
+                if later and init_fn is not None and done == 0:  # nothing restored after all
+                    began = self._now()
+                    init_fn(model)
+                    state.mark(0)
+                    seconds = began - self._now()  # not training time
                 first, start = done + 1, start - seconds
                 bar.update(done)
             for step in range(first, max_steps + 1):

@@ -150,4 +150,4 @@ def flexibert_hooks(
             )
         )
 
-    return TrainingHooks(init_fn=init_fn, metrics=metrics)
+    return TrainingHooks(init_fn=init_fn, init_sets_weights=True, metrics=metrics)

@@ -213,3 +213,46 @@ def test_a_pretraining_stopped_on_one_machine_continues_on_another_through_the_s
     assert whole_checks - checks.calls == 4  # stopped before step 5
     assert again.metrics["pretrain_loss"] == whole.metrics["pretrain_loss"]
     assert again.metrics["accuracy"] == whole.metrics["accuracy"]
+
+
+def test_a_fine_tuning_continued_on_another_machine_does_not_pretrain_again(
+    trainer: BertTrainer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_machine(monkeypatch, tmp_path / "a")
+    checks = Checks()
+    whole = trainer.train(candidate(), TrainContext(should_stop=checks))
+    whole_checks = checks.calls
+
+    server = FakeServer()
+    use_machine(monkeypatch, tmp_path / "pod-a")
+    # check 1 is the trial's own, 2-7 precede the pre-training steps, 8 fine-tuning step 1
+    # and 9 fine-tuning step 2: the fine-tuning keeps step 1
+    with pytest.raises(TrialStopped):
+        trainer.train(candidate(), server.context(0, should_stop=Checks(stop_at=9)))
+
+    use_machine(monkeypatch, tmp_path / "pod-b")  # no pre-trained encoder in its cache
+    checks = Checks()
+    again = trainer.train(candidate(), server.context(1, should_stop=checks))
+    assert again.info["resumed_from_step"] == "1"
+    assert checks.calls == whole_checks - 1 - PRETRAIN_STEPS  # no pre-training step again
+    assert not (tmp_path / "pod-b" / "pretrained").exists()
+    assert again.metrics["pretrain_loss"] == whole.metrics["pretrain_loss"]  # restored
+    assert again.metrics["accuracy"] == whole.metrics["accuracy"]
+
+
+def test_fine_tuning_progress_that_cannot_be_read_still_pretrains(
+    trainer: BertTrainer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_machine(monkeypatch, tmp_path / "a")
+    whole = trainer.train(candidate(), TrainContext())
+
+    use_machine(monkeypatch, tmp_path / "b")
+    spec = candidate()
+    torn = tmp_path / "b" / "checkpoints" / "progress" / "bert" / spec.fingerprint() / "sst2"
+    torn.mkdir(parents=True)
+    (torn / "progress.pt").write_bytes(b"not a torch file")
+    again = trainer.train(spec, TrainContext())
+    assert "resumed_from_step" not in again.info
+    assert again.metrics["pretrain_cached"] == 0.0
+    assert again.metrics["pretrain_loss"] == whole.metrics["pretrain_loss"]
+    assert again.metrics["accuracy"] == whole.metrics["accuracy"]

@@ -42,7 +42,7 @@ from archsearch.worker._flexibert_model import (
     FlexiBertForSequenceClassification,
 )
 from archsearch.worker._flexibert_transfer import load_checkpoint, transfer_weights
-from archsearch.worker._mlm_pretrain import MlmCorpus, pretrain_mlm
+from archsearch.worker._mlm_pretrain import MlmCorpus, MlmTraining, pretrain_mlm
 from archsearch.worker._pretrain_cache import PretrainCache
 from archsearch.worker._progress import DEFAULT_SAVE_MINUTES, ProgressFile
 from archsearch.worker._trainer import TrainContext
@@ -155,7 +155,7 @@ def _pretrained_encoder(
         progress = ProgressFile(checkpoint_root() / "progress" / "pretrain" / key, save_minutes)
         if context is not None:
             progress.fetch(context, pretrain_progress_artifact(key))
-    done = pretrain_mlm(
+    run = MlmTraining(
         mlm,
         corpus,
         fidelity.pretrain_steps,
@@ -165,6 +165,9 @@ def _pretrained_encoder(
         warmup_ratio=recipe["warmup_ratio"],
         seed=recipe["seed"],
         pad_id=tokenizer.pad_token_id,
+    )
+    done = pretrain_mlm(
+        run,
         mask_id=tokenizer.mask_token_id,
         special_ids=list(tokenizer.all_special_ids),
         autocast=autocast,

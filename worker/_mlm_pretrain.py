@@ -323,16 +323,8 @@ class MlmTraining:
 
 
 def pretrain_mlm(
-    model: FlexiBertForMaskedLM,
-    corpus: MlmCorpus,
-    steps: int,
+    run: MlmTraining,
     *,
-    batch_size: int,
-    learning_rate: float,
-    weight_decay: float = 0.01,
-    warmup_ratio: float = 0.1,
-    seed: int = 0,
-    pad_id: int = 0,
     mask_id: int,
     special_ids: list[int],
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
@@ -340,17 +332,11 @@ def pretrain_mlm(
     progress: ProgressFile | None = None,
     share_as: str = "",
 ) -> MlmPretraining:
-    """Masked-language-model training of ``model`` for ``steps`` optimiser steps, in place
-    (:class:`MlmTraining`'s optimiser, schedule and masking).
+    """Trains ``run`` (its model, in place) to its last step.
 
     Args:
-        model: The MLM model, on its device.
-        corpus: Sequences to train on.
-        steps: Optimiser steps.
-        batch_size: Sequences per step.
-        learning_rate, weight_decay, warmup_ratio: Optimisation settings.
-        seed: Seeds the batch order and the masking.
-        pad_id, mask_id, special_ids: The tokenizer's padding, mask and special ids.
+        run: The pre-training (model, corpus, steps, optimisation settings).
+        mask_id, special_ids: The tokenizer's mask and special ids.
         autocast: A context manager factory the forward passes run under.
         context: Its ``check`` runs before every step (a trial asked to end stops here).
         progress: Where the run continues from, and is saved every ``save_minutes`` and
@@ -361,17 +347,6 @@ def pretrain_mlm(
         ValueError: A step's loss was not finite.
         TrialStopped: ``context`` asked the run to end (its progress saved first).
     """
-    run = MlmTraining(
-        model,
-        corpus,
-        steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        warmup_ratio=warmup_ratio,
-        seed=seed,
-        pad_id=pad_id,
-    )
     before = progress.restore(run) if progress is not None else {}
     start = time.perf_counter() - before.get("seconds", 0.0)
     specials = torch.tensor(sorted(set(special_ids)), dtype=torch.long, device=run.device)

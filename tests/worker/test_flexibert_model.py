@@ -32,7 +32,7 @@ from archsearch.worker._flexibert_model import (
     WmaSelfAttention,
 )
 from archsearch.worker._flexibert_transfer import load_checkpoint, transfer_weights
-from archsearch.worker._mlm_pretrain import MlmCorpus, mask_tokens, pretrain_mlm
+from archsearch.worker._mlm_pretrain import MlmCorpus, MlmTraining, mask_tokens, pretrain_mlm
 
 OPERATIONS = [
     ("sa", "sdp"),
@@ -359,17 +359,8 @@ def test_mlm_pretraining_reduces_the_loss() -> None:
         return float(loss)
 
     before = probe_loss()
-    losses = pretrain_mlm(
-        model,
-        corpus,
-        25,
-        batch_size=8,
-        learning_rate=3e-3,
-        warmup_ratio=0.0,
-        seed=0,
-        mask_id=3,
-        special_ids=[0, 1, 2, 3],
-    ).losses
+    run = MlmTraining(model, corpus, 25, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0)
+    losses = pretrain_mlm(run, mask_id=3, special_ids=[0, 1, 2, 3]).losses
     assert len(losses) == 25 and all(math.isfinite(x) for x in losses)
     assert probe_loss() < before - 0.5
     assert np.mean(losses[-5:]) < np.mean(losses[:5])

@@ -14,12 +14,18 @@ from _fake_artifacts import FakeServer
 from _tiny import POSITIONS, VOCAB
 
 from archsearch.spaces import Candidate
-from archsearch.worker import TrainContext, TrialStopped
+from archsearch.worker import TrainContext, TrainResult, TrialStopped
 from archsearch.worker._bert_trainer import CHECKPOINT_DIR_ENV, BertTrainer
 from archsearch.worker._flexibert_config import FlexiBertConfig
 from archsearch.worker._flexibert_model import FlexiBertForMaskedLM
 from archsearch.worker._flexibert_pretrain import pretrain_progress_artifact
-from archsearch.worker._mlm_pretrain import MlmCorpus, MlmPretraining, _batches, pretrain_mlm
+from archsearch.worker._mlm_pretrain import (
+    MlmCorpus,
+    MlmPretraining,
+    MlmTraining,
+    _batches,
+    pretrain_mlm,
+)
 from archsearch.worker._pretrain_cache import PRETRAIN_DIR_ENV
 from archsearch.worker._progress import ProgressFile
 
@@ -56,13 +62,9 @@ def pretrain(
 ) -> tuple[MlmPretraining, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
     model = FlexiBertForMaskedLM(FlexiBertConfig(arch, VOCAB, POSITIONS))
+    run = MlmTraining(model, corpus(), steps, batch_size=3, learning_rate=3e-3, seed=4)
     done = pretrain_mlm(
-        model,
-        corpus(),
-        steps,
-        batch_size=3,
-        learning_rate=3e-3,
-        seed=4,
+        run,
         mask_id=3,
         special_ids=[0, 1, 2, 3],
         context=context,
@@ -166,13 +168,19 @@ def progress_folders(root: Path) -> list[Path]:
     return sorted((root / "checkpoints" / "progress" / "pretrain").glob("*"))
 
 
+def uninterrupted(
+    trainer: BertTrainer, monkeypatch: pytest.MonkeyPatch, root: Path
+) -> tuple[TrainResult, int]:
+    """The candidate trained without a stop on a fresh machine, and its trial's stop checks."""
+    use_machine(monkeypatch, root)
+    checks = Checks()
+    return trainer.train(candidate(), TrainContext(should_stop=checks)), checks.calls
+
+
 def test_a_trial_stopped_in_pretraining_continues_it_on_the_next_trial(
     trainer: BertTrainer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    use_machine(monkeypatch, tmp_path / "a")
-    checks = Checks()
-    whole = trainer.train(candidate(), TrainContext(should_stop=checks))
-    whole_checks = checks.calls
+    whole, whole_checks = uninterrupted(trainer, monkeypatch, tmp_path / "a")
 
     use_machine(monkeypatch, tmp_path / "b")
     with pytest.raises(TrialStopped):  # check 1 is the trial's own; check 4 precedes step 3
@@ -195,10 +203,7 @@ def test_a_trial_stopped_in_pretraining_continues_it_on_the_next_trial(
 def test_a_pretraining_stopped_on_one_machine_continues_on_another_through_the_server(
     trainer: BertTrainer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    use_machine(monkeypatch, tmp_path / "a")
-    checks = Checks()
-    whole = trainer.train(candidate(), TrainContext(should_stop=checks))
-    whole_checks = checks.calls
+    whole, whole_checks = uninterrupted(trainer, monkeypatch, tmp_path / "a")
 
     server = FakeServer()
     use_machine(monkeypatch, tmp_path / "pod-a")
@@ -218,10 +223,7 @@ def test_a_pretraining_stopped_on_one_machine_continues_on_another_through_the_s
 def test_a_fine_tuning_continued_on_another_machine_does_not_pretrain_again(
     trainer: BertTrainer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    use_machine(monkeypatch, tmp_path / "a")
-    checks = Checks()
-    whole = trainer.train(candidate(), TrainContext(should_stop=checks))
-    whole_checks = checks.calls
+    whole, whole_checks = uninterrupted(trainer, monkeypatch, tmp_path / "a")
 
     server = FakeServer()
     use_machine(monkeypatch, tmp_path / "pod-a")

@@ -11,7 +11,8 @@ from a file touches it once it has loaded it).
 
 The folders it looks at, under the checkpoint root: ``progress/<trainer>/<fingerprint>`` (one
 candidate's tasks, finished outcomes included), ``progress/teacher/<key>`` (a task teacher's
-fine-tuning) and ``autodistil/progress/<fingerprint>`` (a supernet). Nothing else there (kept
+fine-tuning), ``progress/pretrain/<key>`` (a FlexiBERT encoder's MLM pre-training) and
+``autodistil/progress/<fingerprint>`` (a supernet). Nothing else there (kept
 checkpoints, the teacher cache) is touched.
 """
 
@@ -33,7 +34,7 @@ SWEEP_EVERY_S = 3600.0
 
 def job_folders(root: Path) -> Iterator[Path]:
     """Every job's progress folder under the checkpoint root ``root``."""
-    jobs = root / "progress"  # <trainer or "teacher">/<fingerprint or key>
+    jobs = root / "progress"  # <trainer, "teacher" or "pretrain">/<fingerprint or key>
     if jobs.is_dir():
         yield from (p for p in jobs.glob("*/*") if p.is_dir())
     supernets = root / "autodistil" / "progress"

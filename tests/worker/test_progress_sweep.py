@@ -29,6 +29,7 @@ def make(root: Path, relative: str, age_days: float, now: float) -> None:
 
 
 TEACHER = "progress/teacher/" + "d" * 64
+PRETRAIN = "progress/pretrain/" + "p" * 64
 
 
 @pytest.fixture
@@ -40,6 +41,7 @@ def root(tmp_path: Path) -> Path:
     make(tmp_path, "progress/lora/cccc/mrpc.done.pt", 9, now)  # a multi-task trial's, old ...
     make(tmp_path, "progress/lora/cccc/stsb/progress.pt", 0.01, now)  # ... its task is live
     make(tmp_path, f"{TEACHER}/progress.pt", 30, now)  # a teacher's fine-tuning
+    make(tmp_path, f"{PRETRAIN}/progress.pt", 10, now)  # a FlexiBERT encoder's pre-training
     make(tmp_path, "autodistil/progress/eeee/progress.pt", 8, now)  # a supernet's
     make(tmp_path, "autodistil/progress/ffff/progress.pt", 2, now)
     make(tmp_path, "gggg/model.safetensors", 90, now)  # a kept checkpoint: never swept
@@ -57,6 +59,7 @@ def test_only_job_progress_folders_are_looked_at(root: Path) -> None:
         "progress/bert/bbbb",
         "progress/lora/cccc",
         TEACHER,
+        PRETRAIN,
         "autodistil/progress/eeee",
         "autodistil/progress/ffff",
     }
@@ -67,6 +70,7 @@ def test_progress_unchanged_for_longer_than_the_age_is_removed(root: Path) -> No
     assert names(removed, root) == {
         "progress/bert/aaaa",
         TEACHER,
+        PRETRAIN,
         "autodistil/progress/eeee",
     }
     assert all(not p.exists() for p in removed)
@@ -84,7 +88,7 @@ def test_a_missing_root_sweeps_nothing(tmp_path: Path) -> None:
 def test_the_sweeper_looks_at_most_once_per_period(root: Path) -> None:
     clock = [100.0]
     sweeper = ProgressSweeper(lambda: root, 7 * DAY, every_s=3600, clock=lambda: clock[0])
-    assert len(sweeper.maybe_sweep()) == 3  # the first call sweeps
+    assert len(sweeper.maybe_sweep()) == 4  # the first call sweeps
     make(root, "progress/bert/iiii/sst2/progress.pt", 9, time.time())
     clock[0] += 3599
     assert sweeper.maybe_sweep() == []  # not yet due

@@ -95,6 +95,15 @@ def interval(
     return point, float(lo), float(hi)
 
 
+def shown(point: float, lo: float, hi: float) -> str:
+    """``+0.57 [+0.13,+0.92]``; "constant" when the proxy (or the truth) gives every student
+    of the group the same value (no order to compare, as a task proxy whose students all
+    predict the majority class)."""
+    if np.isnan(point):
+        return "constant"
+    return f"{point:+.2f} [{lo:+.2f},{hi:+.2f}]"
+
+
 def groups(data: dict[str, Any]) -> dict[str, list[str]]:
     """Sub-space name -> its students' keys, and ``pooled`` -> all of them."""
     out: dict[str, list[str]] = {}
@@ -127,9 +136,7 @@ def correlations(data: dict[str, Any]) -> tuple[list[str], dict[tuple[str, str],
                 y = [truth_of(data, key) for key in keys]
                 t, tlo, thi = interval(x, y, tau_b)
                 r, rlo, rhi = interval(x, y, spearman)
-                cells.append(
-                    f"τ {t:+.2f} [{tlo:+.2f},{thi:+.2f}] ρ {r:+.2f} [{rlo:+.2f},{rhi:+.2f}]"
-                )
+                cells.append(f"τ {shown(t, tlo, thi)} ρ {shown(r, rlo, rhi)}")
                 if name == "pooled":
                     pooled[(k, proxy)] = t
             lines.append(f"| {proxy} | " + " | ".join(cells) + " |")
@@ -158,7 +165,7 @@ def per_task(data: dict[str, Any]) -> list[str]:
                 x = [data["proxies"][k][key][name] for key in keys]
                 y = [truth_of(data, key, task) for key in keys]
                 t, lo, hi = interval(x, y, tau_b)
-                cells.append(f"{t:+.2f} [{lo:+.2f},{hi:+.2f}]")
+                cells.append(shown(t, lo, hi))
         lines.append(f"| {proxy} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 

@@ -78,6 +78,19 @@ def test_a_proxy_equal_to_the_truth_ranks_perfectly_and_picks_the_best() -> None
     assert goals[0].startswith("- **PASS**") and goals[1].startswith("- **FAIL**")
 
 
+def test_a_proxy_constant_within_a_group_says_so() -> None:
+    # as a short task proxy whose tiny students all predict the majority class
+    data = _built(1.0)
+    for key, info in data["students"].items():
+        if info["subspace"] == "tiny":
+            data["proxies"]["K3"][key]["P2_task"] = 0.5
+    lines, pooled = report.correlations(data)
+    (row,) = [line for line in lines if line.startswith("| P2_task |")]
+    tiny, small = row.split(" | ")[1:3]
+    assert tiny == "τ constant ρ constant" and small.startswith("τ +1.00")
+    assert 0.5 < pooled[("K3", "P2_task")] < 1.0  # pooled, the groups still order
+
+
 def test_a_reversed_proxy_ranks_at_minus_one_and_fails() -> None:
     data = _built(-1.0)
     _, pooled = report.correlations(data)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _checks import Checks
 from _fake_artifacts import FakeServer
 from _tiny import POSITIONS, VOCAB
 
@@ -32,18 +33,6 @@ from archsearch.worker._progress import ProgressFile
 ARCH = {"l": 2, "o": ["sa", "c"], "p": ["sdp", "5"], "h": [32, 32], "n": [2, 2], "f": [[64], [64]]}
 #: Eight sequences in batches of three: an epoch is three batches, so 10 steps cross epochs.
 STEPS = 10
-
-
-class Checks:
-    """A ``should_stop`` that counts its calls and asks to stop at call ``stop_at`` (never
-    when 0)."""
-
-    def __init__(self, stop_at: int = 0) -> None:
-        self.calls, self.stop_at = 0, stop_at
-
-    def __call__(self) -> bool:
-        self.calls += 1
-        return self.calls == self.stop_at
 
 
 def corpus() -> MlmCorpus:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _checks import Checks
 from _fake_artifacts import FakeServer
 from _tiny import distill_candidate, save_tiny_teacher
 
@@ -19,18 +20,6 @@ from archsearch.worker._teacher_training import teacher_progress_artifact
 
 #: WNLI's 635 training pairs in batches of 32 for one epoch: 20 teacher steps.
 TEACHER_STEPS = 20
-
-
-class Checks:
-    """A ``should_stop`` that counts its calls (one per micro-batch, one per report) and asks
-    to stop at call ``stop_at`` (never when 0)."""
-
-    def __init__(self, stop_at: int = 0) -> None:
-        self.calls, self.stop_at = 0, stop_at
-
-    def __call__(self) -> bool:
-        self.calls += 1
-        return self.calls == self.stop_at
 
 
 def trainer() -> BertTrainer:

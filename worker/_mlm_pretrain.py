@@ -237,13 +237,13 @@ class MlmTraining:
         mask_id: int,
         autocast: Callable[[], contextlib.AbstractContextManager[Any]],
     ) -> float:
-        """One optimiser step on the next batch; returns its loss.
+        """One optimiser step on the next batch (the model in training mode); returns its
+        loss.
 
         Raises:
             ValueError: The loss was not finite.
         """
         model = self.model
-        model.train()
         batch = next(self.batches)
         corrupted, labels = mask_tokens(
             batch["input_ids"],
@@ -350,6 +350,7 @@ def pretrain_mlm(
     before = progress.restore(run) if progress is not None else {}
     start = time.perf_counter() - before.get("seconds", 0.0)
     specials = torch.tensor(sorted(set(special_ids)), dtype=torch.long, device=run.device)
+    run.model.train()
     try:
         while not run.done:
             if context is not None:

@@ -283,6 +283,12 @@ class TrainingLoop:
             resume.clear()
         return predictions, seconds
 
+    @property
+    def final_dev_loss(self) -> float | None:
+        """The dev loss of the evaluation after the last step (see :meth:`predict_scored`);
+        None before it, or when it was not finite."""
+        return None if self._final_values is None else self._final_values.get("dev_loss")
+
     def _restore(self, resume: ProgressFile, state: LoopState) -> tuple[int, float]:
         """Loads the saved progress, if any, and sends its intermediate values again (to the
         retried trial); returns the steps done and the training seconds they took."""
@@ -314,13 +320,14 @@ class TrainingLoop:
                 continue
             self.context.check()
             with (configure and configure(self.model)) or contextlib.nullcontext():
-                predictions = self.predict(dev_set)
-            by_label[label] = compute_metrics(self.task, predictions, dev_set.labels)
+                predictions, loss = self.predict_scored(dev_set)
+            values = compute_metrics(self.task, predictions, dev_set.labels)
+            by_label[label] = with_dev_loss(values, loss)
         return by_label
 
     def _evaluate(self, step: int, dev_set: EncodedSplit, bar: Any) -> np.ndarray:
-        predictions = self.predict(dev_set)
-        values = compute_metrics(self.task, predictions, dev_set.labels)
+        predictions, loss = self.predict_scored(dev_set)
+        values = with_dev_loss(compute_metrics(self.task, predictions, dev_set.labels), loss)
         self._last_values = values
         shown = self.report_metric or self.select_metric
         if shown is not None:
@@ -334,35 +341,61 @@ class TrainingLoop:
                 }
         return predictions
 
-    @torch.inference_mode()
     def predict(self, encoded: EncodedSplit) -> np.ndarray:
         """Class indices (or scores, for regression) for every example, in split order."""
+        return self.predict_scored(encoded)[0]
+
+    @torch.inference_mode()
+    def predict_scored(self, encoded: EncodedSplit) -> tuple[np.ndarray, float]:
+        """:meth:`predict`'s predictions, and the mean loss of the gold labels over the split
+        (cross-entropy of the logits; squared error for regression), from the same forward
+        passes: a continuous score that still orders models whose predictions tie (every one
+        at the majority class). NaN when a label is not one of the model's classes."""
         was_training = self.model.training
         self.model.eval()
         # Length-sorted batches pad far less; predictions are scattered back to split order.
         order = np.argsort(encoded.lengths, kind="stable")
         out = np.empty(len(encoded), dtype=np.float32 if self.task.is_regression else np.int64)
         size = 2 * self.recipe["batch_size"]  # no activations kept for backward: room for 2x
+        total = 0.0
         try:
             for begin in range(0, len(order), size):
                 indices = order[begin : begin + size]
                 batch = collate(encoded, indices, self.pad_id, self.device, with_labels=False)
                 with self.precision.autocast(self.device):
                     logits = self.model(**batch).logits
+                labels = torch.as_tensor(encoded.labels[indices], device=logits.device)
                 if self.task.is_regression:
                     result = logits.squeeze(-1).float()
+                    total += float(((result - labels.float()) ** 2).sum())
                 else:
                     result = logits.argmax(-1)
+                    total += _cross_entropy_sum(logits.float(), labels.long())
                 out[indices] = result.cpu().numpy()
         finally:
             self.model.train(was_training)
-        return out
+        return out, total / max(len(order), 1)
 
     def _now(self) -> float:
         # CUDA runs asynchronously: wait for queued kernels so time lands where it was spent.
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+
+def _cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Summed cross-entropy of ``labels`` under ``logits``; NaN for a label outside the
+    classes (a custom task's unlabelled dev example) instead of an error."""
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[-1]):
+        return math.nan
+    return float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+
+
+def with_dev_loss(metrics: dict[str, float], loss: float) -> dict[str, float]:
+    """``metrics`` with ``dev_loss`` added when ``loss`` is finite (trial metrics must be)."""
+    if math.isfinite(loss):
+        metrics["dev_loss"] = loss
+    return metrics
 
 
 def model_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -51,15 +51,15 @@ def lora_metric_names(
     tasks: Sequence[str | Task], spec: LoraSpec, measure_latency: bool = True
 ) -> tuple[str, ...]:
     """Every metric name a ``lora`` trial returns: the bert trainer's, then per task
-    ``trainable_params``, ``trainable_params@r<b>`` and ``<metric>@r<b>`` for every rank b
-    scored (the primary dev split's metrics), prefixed ``"<task>."`` and, for a single task,
-    also unprefixed."""
+    ``trainable_params``, ``trainable_params@r<b>``, ``<metric>@r<b>`` and ``dev_loss@r<b>``
+    for every rank b scored (the primary dev split's), prefixed ``"<task>."`` and, for a
+    single task, also unprefixed."""
     resolved = [get_task(t) if isinstance(t, str) else t for t in tasks]
     extra = {
         t.id: (
             "trainable_params",
             *(f"trainable_params@r{b}" for b in spec.eval_ranks),
-            *(f"{m}@r{b}" for b in spec.eval_ranks for m in t.metrics),
+            *(f"{m}@r{b}" for b in spec.eval_ranks for m in (*t.metrics, "dev_loss")),
         )
         for t in resolved
     }

@@ -57,14 +57,15 @@ def metric_names(
 
 
 def task_metric_names(task: Task, measure_latency: bool) -> tuple[str, ...]:
-    """One task's unprefixed metric names: its metrics per dev split, then the costs."""
+    """One task's unprefixed metric names: its metrics per dev split, the primary split's
+    ``dev_loss``, then the costs."""
     extra = [
         f"{metric}_{split.removeprefix('dev_')}"
         for split in task.dev_splits[1:]
         for metric in task.metrics
     ]
     costs = [m for m in COST_METRICS if measure_latency or "latency" not in m]
-    return (*task.metrics, *extra, *costs)
+    return (*task.metrics, *extra, "dev_loss", *costs)
 
 
 def merge_metrics(per_task: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -106,6 +106,8 @@ def train_task(
     if curriculum is not None and curriculum.answers_name:  # in-sample: on what it trained
         answers = training_answers(loop.predict, splits["train"])
     metrics = evaluator.metrics(loop.predict, predictions)
+    if loop.final_dev_loss is not None:  # the primary split's, from the same predictions
+        metrics["dev_loss"] = loop.final_dev_loss
     metrics.update(costs.metrics(model))
     metrics["train_seconds"] = train_seconds
     metrics["eval_samples"] = float(len(evaluator.primary))

@@ -68,7 +68,7 @@ def test_trains_reports_and_scores(trainer: BertTrainer) -> None:
     assert result.metrics["params"] == bert_parameter_count(TINY)
     assert result.metrics["eval_samples"] == 64
     assert result.metrics["train_seconds"] > 0
-    unprefixed = {"accuracy", *COST_METRICS}
+    unprefixed = {"accuracy", "dev_loss", *COST_METRICS}
     assert set(result.metrics) == unprefixed | {f"sst2.{name}" for name in unprefixed}
     assert set(result.metrics) == set(BertTrainer.metric_names("sst2"))
     assert all(result.metrics[f"sst2.{name}"] == result.metrics[name] for name in unprefixed)
@@ -178,7 +178,7 @@ def test_missing_data_is_not_a_candidate_error(trainer: BertTrainer) -> None:
 
 
 def test_mnli_reports_mismatched_too() -> None:
-    unprefixed = ("accuracy", "accuracy_mismatched", *COST_METRICS)
+    unprefixed = ("accuracy", "accuracy_mismatched", "dev_loss", *COST_METRICS)
     assert BertTrainer.metric_names("mnli") == (
         *unprefixed,
         *(f"mnli.{name}" for name in unprefixed),

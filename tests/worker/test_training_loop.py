@@ -18,7 +18,7 @@ from _loop_data import DEV, TASK, TRAIN, model, recipe
 from _tiny import TINY_BERT
 
 from archsearch.worker import CandidateError, TrainContext
-from archsearch.worker._batches import EncodedSplit, epoch_batches
+from archsearch.worker._batches import EncodedSplit, collate, epoch_batches
 from archsearch.worker._loop import ConfigureFn, TrainingHooks, TrainingLoop, model_loss
 
 
@@ -167,6 +167,31 @@ def test_evaluate_many_scores_configurations_of_one_set_of_weights() -> None:
         loop.evaluate_many(lambda m: [("a", flip_classifier), ("a", flip_classifier)], DEV)
 
 
+def test_the_dev_loss_is_the_models_own_loss_on_the_dev_split() -> None:
+    def configurations(m: torch.nn.Module) -> Iterator[tuple[str, ConfigureFn]]:
+        yield "flipped", flip_classifier
+
+    loop, predictions = train(TrainingHooks(evaluate_many=configurations), max_steps=8)
+    again, loss = loop.predict_scored(DEV)
+    assert again.tolist() == predictions.tolist()
+    # Hugging Face's own cross-entropy of the whole split in one batch
+    batch = collate(DEV, np.arange(len(DEV)), 0, torch.device("cpu"))
+    loop.model.eval()
+    with torch.no_grad():
+        expected = float(loop.model(**batch).loss)
+        flipped = float(
+            torch.nn.functional.cross_entropy(-loop.model(**batch).logits, batch["labels"])
+        )
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert loop.final_dev_loss == pytest.approx(loss)
+    assert loop.label_metrics["flipped"]["dev_loss"] == pytest.approx(flipped, rel=1e-5)
+    assert flipped != pytest.approx(expected)
+    # a label the model has no class for: no dev loss (trial metrics must be finite), no error
+    unknown = EncodedSplit(DEV.input_ids, DEV.token_type_ids, DEV.offsets, DEV.labels + 5)
+    assert np.isnan(loop.predict_scored(unknown)[1])
+    assert "dev_loss" not in loop.evaluate_many(configurations, unknown)["flipped"]
+
+
 def test_a_none_configuration_reuses_the_final_evaluation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -180,13 +205,13 @@ def test_a_none_configuration_reuses_the_final_evaluation(
     assert loop.label_metrics["flipped"]["accuracy"] == pytest.approx(1 - accuracy)
     # Scored again, only "flipped" runs the model: the final evaluation stands for "as-trained".
     calls: list[int] = []
-    original = loop.predict
+    original = loop.predict_scored
 
-    def counted(split: EncodedSplit) -> np.ndarray:
+    def counted(split: EncodedSplit) -> tuple[np.ndarray, float]:
         calls.append(1)
         return original(split)
 
-    monkeypatch.setattr(loop, "predict", counted)
+    monkeypatch.setattr(loop, "predict_scored", counted)
     again = loop.evaluate_many(configurations, DEV)
     assert calls == [1] and again["as-trained"] == loop.label_metrics["as-trained"]
 

@@ -45,7 +45,9 @@ JOB_ATTR = "autodistil:job"
 STUDENT_ATTR = "autodistil:student"
 #: System attribute of a ``train`` job: the number of the student trial it was picked from.
 PICKED_FROM_ATTR = "autodistil:picked_from"
-_OPTIONS = ("top_n", "budget", "proxy", "proxy_direction", "supernet", "rank")
+_OPTIONS = ("top_n", "budget", "proxy", "proxy_direction", "tie_break", "supernet", "rank")
+#: What ``tie_break`` may name: the students' mean dev loss over tasks, or only the cost.
+_TIE_BREAKS = ("dev_loss", "cost")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +60,9 @@ class _Student:
     supernet_trial: int
     proxy: float
     cost: float
+    #: The mean dev loss over the proxy tasks (+inf when the trial has none, or the tie
+    #: break is the cost alone).
+    tie: float
 
 
 @LOOPS.register("autodistil")
@@ -70,6 +75,10 @@ class AutoDistilLoop(SearchLoop):
     * ``proxy`` (default ``"objective"``: the student trial's first objective value) or a
       metric of the student trials (``relation_loss``, ``teacher_relation_loss``, ...), with
       ``proxy_direction`` (default ``minimize`` for a ``*loss`` metric, else ``maximize``);
+    * ``tie_break`` (default ``"dev_loss"``): students with equal proxies are ordered by their
+      mean dev loss over the proxy tasks (lower first: a short proxy fine-tuning leaves many
+      small students at the majority class, where their accuracies tie but their losses
+      differ), then by the smaller cost; ``"cost"``: by the cost alone;
     * ``supernet``: the supernet jobs' ``recipe.supernet`` (:data:`SUPERNET_FIELDS`);
     * ``rank``: the rank jobs' ``recipe.rank`` (``proxy_steps``, ``heldout``, ...).
     """
@@ -106,6 +115,13 @@ class AutoDistilLoop(SearchLoop):
                 "the objective proxy takes the study's direction",
             )
         self.proxy_direction = direction
+        tie_break = options.get("tie_break", "dev_loss")
+        if tie_break not in _TIE_BREAKS:
+            raise SpecError(
+                "loop_options.tie_break",
+                f"must be one of {', '.join(_TIE_BREAKS)}, got {tie_break!r}",
+            )
+        self.tie_break = tie_break
         self.supernet = supernet_options(options.get("supernet", {}))
         self.rank = rank_options(options.get("rank", {}))
 
@@ -252,8 +268,9 @@ class AutoDistilLoop(SearchLoop):
     ) -> list[_Student]:
         """The ``top_n`` students within the budget, best proxy first.
 
-        Ties break on the smaller cost, then the student key, then the sub-space name, so the
-        pick is a function of the stored trials alone. A student in several sub-spaces is
+        Ties break on the lower mean dev loss (``tie_break``), then the smaller cost, then the
+        student key, then the sub-space name, so the pick is a function of the stored trials
+        alone. A student in several sub-spaces is
         picked at most once (its best-scored copy).
         """
         sign = 1.0
@@ -266,7 +283,7 @@ class AutoDistilLoop(SearchLoop):
             s = self._student(space, t)
             if s is not None and (self.budget is None or s.cost <= self.budget[1]):
                 scored.append(s)
-        scored.sort(key=lambda s: (sign * s.proxy, s.cost, s.key, s.subspace))
+        scored.sort(key=lambda s: (sign * s.proxy, s.tie, s.cost, s.key, s.subspace))
         out: list[_Student] = []
         for s in scored:
             if len(out) < self.top_n and all(o.key != s.key for o in out):
@@ -296,6 +313,7 @@ class AutoDistilLoop(SearchLoop):
             int(info["supernet_trial"]),
             float(proxy),
             float(cost),
+            mean_dev_loss(t.metrics) if self.tie_break == "dev_loss" else math.inf,
         )
 
     def _nothing_fits(
@@ -313,6 +331,15 @@ class AutoDistilLoop(SearchLoop):
             f"autodistil: no ranked student fits the budget {kind} <= {limit:.4g} "
             f"(the cheapest needs {smallest:.4g}); raise loop_options.budget.{kind}"
         )
+
+
+def mean_dev_loss(metrics: Mapping[str, float]) -> float:
+    """The mean of a trial's dev losses: ``dev_loss`` (one task) or every ``<task>.dev_loss``
+    (several); +inf when it has none or one is not finite (it then sorts last)."""
+    values = [v for k, v in metrics.items() if k == "dev_loss" or k.endswith(".dev_loss")]
+    if not values or not all(math.isfinite(v) for v in values):
+        return math.inf
+    return math.fsum(values) / len(values)
 
 
 def _status(trials: list[TrialView]) -> str:

@@ -33,7 +33,9 @@ def job(number: int, kind: str, state: str, name: str, **kw: Any) -> TrialView:
     )
 
 
-def student(number: int, key: str, sub: str, supernet: int, proxy: float) -> TrialView:
+def student(
+    number: int, key: str, sub: str, supernet: int, proxy: float, **metrics: float
+) -> TrialView:
     return TrialView(
         number=number,
         state="COMPLETE",
@@ -44,7 +46,7 @@ def student(number: int, key: str, sub: str, supernet: int, proxy: float) -> Tri
             STUDENT_ATTR: {"key": key, "subspace": sub, "rank_trial": 0, "supernet_trial": supernet}
         },
         info={},
-        metrics={"accuracy": proxy, "relation_loss": 1 - proxy},
+        metrics={"accuracy": proxy, "relation_loss": 1 - proxy, **metrics},
     )
 
 
@@ -142,6 +144,50 @@ def test_ties_break_on_cost_then_key_and_a_proxy_metric_can_rank() -> None:
     # relation loss (minimised): the 0.90 student has the least
     (best,) = loop(top_n=1, proxy="relation_loss").suggest(snap(*RANKED), 1)
     assert SPACE.to_params(dict(best.architecture))["student"] == KEYS[2]
+
+
+def picked(got: list[Any]) -> list[str]:
+    return [SPACE.to_params(dict(s.architecture))["student"] for s in got]
+
+
+def test_tied_proxies_break_on_the_mean_dev_loss_before_the_cost() -> None:
+    # all four at the same accuracy (the majority class); their dev losses differ
+    losses = [0.61, 0.58, 0.70, 0.59]
+    tied = (
+        *RANKED[:4],
+        *(
+            student(4 + i, k, "ab"[i // 2], i // 2, 0.5, dev_loss=loss)
+            for i, (k, loss) in enumerate(zip(KEYS, losses, strict=True))
+        ),
+    )
+    by_loss = [k for _, k in sorted(zip(losses, KEYS, strict=True))]
+    assert picked(loop(top_n=4).suggest(snap(*tied), 4)) == by_loss
+    costs = [SPACE.flops(SPACE.student(k)) for k in KEYS]
+    by_cost = [k for _, k in sorted(zip(costs, KEYS, strict=True))]
+    assert by_cost != by_loss  # the test tells the two rules apart
+    assert picked(loop(top_n=4, tie_break="cost").suggest(snap(*tied), 4)) == by_cost
+    # the loss only breaks ties: a better proxy wins whatever its loss
+    ahead = (*tied[:-1], student(7, KEYS[3], "b", 1, 0.6, dev_loss=9.0))
+    assert picked(loop(top_n=1).suggest(snap(*ahead), 1)) == [KEYS[3]]
+
+
+def test_several_tasks_tie_break_on_the_mean_of_their_dev_losses() -> None:
+    a = {"sst2.dev_loss": 0.2, "mrpc.dev_loss": 0.9}  # mean 0.55
+    b = {"sst2.dev_loss": 0.5, "mrpc.dev_loss": 0.5}  # mean 0.50
+    tied = (
+        *RANKED[:4],
+        student(4, KEYS[0], "a", 0, 0.5, **a),
+        student(5, KEYS[2], "b", 1, 0.5, **b),
+        # no dev loss (a worker before the metric existed): after those with one
+        student(6, KEYS[1], "a", 0, 0.5),
+    )
+    assert picked(loop(top_n=3).suggest(snap(*tied), 3)) == [KEYS[2], KEYS[0], KEYS[1]]
+
+
+def test_an_unknown_tie_break_is_refused() -> None:
+    with pytest.raises(SpecError) as e:
+        loop(tie_break="loss")
+    assert e.value.field == "loop_options.tie_break" and "dev_loss, cost" in str(e.value)
 
 
 def test_trained_picks_finish_the_study_and_failed_jobs_are_not_asked_again() -> None:

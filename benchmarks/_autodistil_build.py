@@ -179,10 +179,15 @@ def rank_job(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, dict[str, float]] = {}
     for key in keys:
         per_task = {t: m[f"{t}.{primary_metric(t)}@{key}"] for t in tasks}
+        # minus the dev loss of the same evaluation (absent from a worker before it existed)
+        losses = {t: -m[f"{t}.dev_loss@{key}"] for t in tasks if f"{t}.dev_loss@{key}" in m}
+        if len(losses) == len(tasks):
+            losses["mean"] = statistics.fmean(losses.values())
         out[key] = {
             "P1_relation": -m[f"relation_loss@{key}"],
             "P2_task": statistics.fmean(per_task.values()),
             **{f"P2_task:{t}": v for t, v in per_task.items()},
+            **{("P2_loss" if t == "mean" else f"P2_loss:{t}"): v for t, v in losses.items()},
             "P3_params": m[f"params@{key}"],
             "P4_flops": m[f"flops@{key}"],
             "P5_teacher_relation": -m[f"teacher_relation_loss@{key}"],

@@ -233,7 +233,7 @@ def only_tasks(data: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
 
 
 def show(args: argparse.Namespace) -> None:
-    data = json.loads(Path(args.file).read_text())
+    data = report.with_derived(json.loads(Path(args.file).read_text()))
     if args.tasks:
         if args.record:
             raise SystemExit("--tasks reports part of a build: it is not recorded (drop --record)")
@@ -262,19 +262,20 @@ def show(args: argparse.Namespace) -> None:
     regret_lines, regret = report.regrets(data)
     loops = {loop: int(n) for loop, n in (item.split("=") for item in args.loops.split(","))}
     compute_lines, worst = report.compute_comparison(data, args.task, loops)
-    goal_lines, passed = report.goals(pooled, regret, worst)
+    proxy = report.loop_proxy(data)
+    goal_lines, passed = report.goals(pooled, regret, worst, proxy)
     text = "\n".join(
         [*head, *corr, *report.per_task(data), *cut.lines(data), *regret_lines,
          *compute_lines, "Goals:", "", *goal_lines]
     )  # fmt: skip
     print(text)
     if args.record:
-        tau = pooled[("K3", report.LOOP_PROXY)]
+        tau = pooled[("K3", proxy)]
         figure = (
-            f"{args.note + ': ' if args.note else ''}{report.LOOP_PROXY} pooled τ {tau:.2f} "
+            f"{args.note + ': ' if args.note else ''}{proxy} pooled τ {tau:.2f} "
             f"(params {pooled[('K3', 'P3_params')]:.2f}, K = 1 "
-            f"{pooled.get(('K1', report.LOOP_PROXY), float('nan')):.2f}); budgeted regret "
-            f"{', '.join(f'{v:.1f}' for v in regret[report.LOOP_PROXY])} points; compute vs "
+            f"{pooled.get(('K1', proxy), float('nan')):.2f}); budgeted regret "
+            f"{', '.join(f'{v:.1f}' for v in regret[proxy])} points; compute vs "
             + ", ".join(f"{loop} {r:.2f}" for loop, r in worst.items())
         )
         append_section(

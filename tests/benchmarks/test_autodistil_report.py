@@ -198,3 +198,39 @@ def test_cuts_are_borrowed_only_from_a_build_of_the_same_students_and_recipe() -
             cut.borrow(fresh, other, ["sst2"])
     with pytest.raises(SystemExit, match="other students"):
         cut.borrow({"students": {"j": {}}, "settings": settings}, other, ["sst2"])
+
+
+def test_the_dev_loss_orders_students_whose_task_scores_tie() -> None:
+    # every tiny student at the majority class (one task score), its dev loss still the truth's
+    data = _built(1.0)
+    for key, info in data["students"].items():
+        values = data["proxies"]["K3"][key]
+        values["P2_loss"] = values["P2_loss:sst2"] = -(100 - data["truth"][key]["sst2"][0]) / 50
+        if info["subspace"] == "tiny":
+            values["P2_task"] = values["P2_task:sst2"] = 0.5
+    assert "P2_lex" not in report.proxies(data) and report.loop_proxy(data) == "P2_task"
+    data = report.with_derived(data)
+    assert report.proxies(data) == report.PROXIES and report.loop_proxy(data) == "P2_lex"
+    lines, pooled = report.correlations(data)
+    row = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in lines if line[:3] == "| P"}
+    assert row["P2_task"] == "τ constant ρ constant"  # the tiny group
+    assert row["P2_lex"].startswith("τ +1.00") and row["P2_loss"].startswith("τ +1.00")
+    assert pooled[("K3", "P2_lex")] > pooled[("K3", "P2_task")]
+    # the loss only breaks ties: where the task scores differ, they decide
+    tiny = [k for k, info in data["students"].items() if info["subspace"] == "tiny"]
+    other = next(k for k in data["students"] if k not in tiny)
+    assert data["proxies"]["K3"][other]["P2_lex"] > data["proxies"]["K3"][tiny[0]]["P2_lex"]
+    lines = report.per_task(data)
+    assert any(line.startswith("| P2_lex | +") for line in lines)
+
+
+def test_tied_picks_go_to_the_cheaper_student_as_in_the_loop() -> None:
+    data = _built(1.0)
+    for values in data["proxies"]["K3"].values():
+        values["P2_task"] = 0.5
+    keys = list(data["students"])
+    budget = report.pooled_budgets(data)[-1]
+    pick = report.budget_pick(data, keys, budget, "P2_task")
+    cheapest = min(keys, key=lambda key: (data["students"][key]["flops"], key))
+    assert pick == cheapest
+    assert report.ranked(data, keys, "P2_task")[0] == cheapest

@@ -107,10 +107,13 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
     for s in students:
         assert s.user_attrs[STUDENT_OF_ATTR] == ranks[0].number
         metrics = s.user_attrs["metrics"]
-        assert {"accuracy", "params", "flops", "relation_loss"} <= set(metrics)
+        assert {"accuracy", "dev_loss", "params", "flops", "relation_loss"} <= set(metrics)
     (final,) = trained
     picked = next(s for s in students if s.number == final.user_attrs[PROXY_TRIAL_ATTR])
     assert picked.values[0] == max(s.values[0] for s in students)  # the better proxy
+    # equal proxies (likely after so short a training) go to the lower dev loss
+    best = min(students, key=lambda s: (-s.values[0], s.user_attrs["metrics"]["dev_loss"]))
+    assert picked.number == best.number
     assert final.params["student"] == picked.params["student"]
     assert final.user_attrs["proxy.accuracy"] == picked.values[0]
     assert 0.0 <= final.values[0] <= 1.0  # its true accuracy, beside the proxy

@@ -85,6 +85,9 @@ def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list
         ]
         assert t.params["learning_rate"] == training.params["learning_rate"]
         assert t.user_attrs["metrics"]["train_seconds"] == 0.0
+        # the rank's own dev loss, to plot beside its score
+        dev_loss = training.user_attrs["metrics"][f"dev_loss@r{b}"]
+        assert t.user_attrs["metrics"]["dev_loss"] == dev_loss > 0
     sizes = [t.values[1] for t in ranks]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # more rank, more parameters
     assert ranks[-1].values == training.values  # r_max is what the training trial reports

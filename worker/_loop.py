@@ -41,6 +41,7 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from archsearch.worker._batches import DataSchedule, EncodedSplit, collate, epoch_batches
+from archsearch.worker._dev_scores import predict_scored, with_dev_loss
 from archsearch.worker._hooks import (
     ConfigureFn,
     EvaluateMany,
@@ -345,57 +346,25 @@ class TrainingLoop:
         """Class indices (or scores, for regression) for every example, in split order."""
         return self.predict_scored(encoded)[0]
 
-    @torch.inference_mode()
     def predict_scored(self, encoded: EncodedSplit) -> tuple[np.ndarray, float]:
-        """:meth:`predict`'s predictions, and the mean loss of the gold labels over the split
-        (cross-entropy of the logits; squared error for regression), from the same forward
-        passes: a continuous score that still orders models whose predictions tie (every one
-        at the majority class). NaN when a label is not one of the model's classes."""
-        was_training = self.model.training
-        self.model.eval()
-        # Length-sorted batches pad far less; predictions are scattered back to split order.
-        order = np.argsort(encoded.lengths, kind="stable")
-        out = np.empty(len(encoded), dtype=np.float32 if self.task.is_regression else np.int64)
-        size = 2 * self.recipe["batch_size"]  # no activations kept for backward: room for 2x
-        total = 0.0
-        try:
-            for begin in range(0, len(order), size):
-                indices = order[begin : begin + size]
-                batch = collate(encoded, indices, self.pad_id, self.device, with_labels=False)
-                with self.precision.autocast(self.device):
-                    logits = self.model(**batch).logits
-                labels = torch.as_tensor(encoded.labels[indices], device=logits.device)
-                if self.task.is_regression:
-                    result = logits.squeeze(-1).float()
-                    total += float(((result - labels.float()) ** 2).sum())
-                else:
-                    result = logits.argmax(-1)
-                    total += _cross_entropy_sum(logits.float(), labels.long())
-                out[indices] = result.cpu().numpy()
-        finally:
-            self.model.train(was_training)
-        return out, total / max(len(order), 1)
+        """:meth:`predict`'s predictions and the mean dev loss of the gold labels, from the
+        same forward passes (:func:`~archsearch.worker._dev_scores.predict_scored`)."""
+        return predict_scored(
+            self.model,
+            self.task,
+            encoded,
+            # no activations kept for backward: room for 2x
+            batch_size=2 * self.recipe["batch_size"],
+            pad_id=self.pad_id,
+            device=self.device,
+            precision=self.precision,
+        )
 
     def _now(self) -> float:
         # CUDA runs asynchronously: wait for queued kernels so time lands where it was spent.
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
-
-
-def _cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Summed cross-entropy of ``labels`` under ``logits``; NaN for a label outside the
-    classes (a custom task's unlabelled dev example) instead of an error."""
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[-1]):
-        return math.nan
-    return float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-
-
-def with_dev_loss(metrics: dict[str, float], loss: float) -> dict[str, float]:
-    """``metrics`` with ``dev_loss`` added when ``loss`` is finite (trial metrics must be)."""
-    if math.isfinite(loss):
-        metrics["dev_loss"] = loss
-    return metrics
 
 
 def model_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

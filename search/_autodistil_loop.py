@@ -73,7 +73,8 @@ class AutoDistilLoop(SearchLoop):
     * ``budget``: ``{"flops": N}`` or ``{"params": N}``, the most a picked student may cost
       (FLOPs of one ``space_options.seq_len``-token sequence; none by default);
     * ``proxy`` (default ``"objective"``: the student trial's first objective value) or a
-      metric of the student trials (``relation_loss``, ``teacher_relation_loss``, ...), with
+      metric of the student trials (``relation_loss``, ``teacher_relation_loss``,
+      ``dev_loss``: with several proxy tasks, the mean of their ``<task>.dev_loss``), with
       ``proxy_direction`` (default ``minimize`` for a ``*loss`` metric, else ``maximize``);
     * ``tie_break`` (default ``"dev_loss"``): students with equal proxies are ordered by their
       mean dev loss over the proxy tasks (lower first: a short proxy fine-tuning leaves many
@@ -296,6 +297,8 @@ class AutoDistilLoop(SearchLoop):
             return None
         if self.proxy == "objective":
             proxy = t.values[0] if t.values else None
+        elif self.proxy == "dev_loss":  # several proxy tasks: their mean
+            proxy = mean_dev_loss(t.metrics)
         else:
             proxy = t.metrics.get(self.proxy)
         try:

@@ -182,6 +182,11 @@ def test_several_tasks_tie_break_on_the_mean_of_their_dev_losses() -> None:
         student(6, KEYS[1], "a", 0, 0.5),
     )
     assert picked(loop(top_n=3).suggest(snap(*tied), 3)) == [KEYS[2], KEYS[0], KEYS[1]]
+    # the dev loss as the proxy itself: the same mean, lowest first; none, not ranked
+    by_loss = loop(top_n=3, proxy="dev_loss").suggest(snap(*tied), 2)
+    assert picked(by_loss) == [KEYS[2], KEYS[0]]
+    with pytest.raises(NoSuggestion):
+        loop(top_n=3, proxy="dev_loss").suggest(snap(*tied), 3)
 
 
 def test_an_unknown_tie_break_is_refused() -> None:

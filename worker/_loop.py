@@ -330,6 +330,11 @@ class TrainingLoop:
         predictions, loss = self.predict_scored(dev_set)
         values = with_dev_loss(compute_metrics(self.task, predictions, dev_set.labels), loss)
         self._last_values = values
+        if self.report_metric is not None and self.report_metric not in values:
+            raise CandidateError(  # only dev_loss can be missing: it must be finite
+                f"the intermediate metric {self.report_metric!r} could not be measured on the "
+                "dev split: a dev label is not one of the model's classes"
+            )
         shown = self.report_metric or self.select_metric
         if shown is not None:
             bar.set_postfix({shown: f"{values[shown]:.4f}"}, refresh=False)

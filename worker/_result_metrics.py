@@ -110,16 +110,20 @@ def plan_reports(plan: TrainingPlan, context: TrainContext) -> list[TaskReports]
     for index, task in enumerate(plan.tasks):
         reporting = only_task is None or only_task == task.id
         report_metric = (metric or task.primary_metric) if reporting else None
-        if report_metric is not None and report_metric not in task.metrics:
+        measured = (*task.metrics, "dev_loss")  # each evaluation's (TrainingLoop._evaluate)
+        if report_metric is not None and report_metric not in measured:
             raise CandidateError(
                 f"intermediate metric {wanted!r} is not measured during training on "
-                f"{task.id}; choose one of {list(task.metrics)}"
+                f"{task.id}; choose one of {list(measured)}"
             )
         reports.append(
             TaskReports(
                 task=task,
                 report_metric=report_metric,
-                select_metric=report_metric or task.primary_metric,
+                # the kept checkpoint is the best by a score (higher is better), not a loss
+                select_metric=(
+                    report_metric if report_metric in task.metrics else task.primary_metric
+                ),
                 step_offset=index * plan.max_steps,
             )
         )

@@ -171,6 +171,18 @@ def test_unknown_task(trainer: BertTrainer) -> None:
         trainer.train(candidate("squad"), TrainContext())
 
 
+def test_the_dev_loss_can_be_the_reported_and_the_objective_metric(trainer: BertTrainer) -> None:
+    reports = Reports()
+    context = TrainContext(
+        report=reports, intermediate_metric="dev_loss", objective_metrics=("dev_loss",)
+    )
+    result = trainer.train(candidate(), context)
+    assert [step for step, _ in reports.calls] == [5, 10, 15, 20]
+    assert reports.calls[-1][1] == result.metrics["dev_loss"] == result.metrics["sst2.dev_loss"]
+    assert all(0 < value < 5 for _, value in reports.calls)  # a cross-entropy of two classes
+    assert len({value for _, value in reports.calls}) > 1  # it moves as the model trains
+
+
 def test_missing_data_is_not_a_candidate_error(trainer: BertTrainer) -> None:
     # Another worker may have the files: a machine problem, so the trial is retried elsewhere.
     with pytest.raises(FileNotFoundError, match="QNLI"):

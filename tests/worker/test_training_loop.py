@@ -190,6 +190,10 @@ def test_the_dev_loss_is_the_models_own_loss_on_the_dev_split() -> None:
     unknown = EncodedSplit(DEV.input_ids, DEV.token_type_ids, DEV.offsets, DEV.labels + 5)
     assert np.isnan(loop.predict_scored(unknown)[1])
     assert "dev_loss" not in loop.evaluate_many(configurations, unknown)["flipped"]
+    # reported while training, a dev loss that cannot be measured is the candidate's error
+    reporting = TrainingLoop(model(), TASK, recipe(), TrainContext(), "dev_loss", 0)
+    with pytest.raises(CandidateError, match="'dev_loss' could not be measured"):
+        reporting.run(TRAIN, unknown)
 
 
 def test_a_none_configuration_reuses_the_final_evaluation(

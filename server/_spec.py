@@ -13,6 +13,7 @@ from archsearch.server._spec_checks import (
     AGGREGATE_METRICS,
     Objective,
     check_fits_teacher,
+    check_prunable,
     check_trainer_can_run,
 )
 from archsearch.server._trainers import TrainerCatalogue
@@ -267,6 +268,8 @@ class SearchSpec:
         if recipe.get("init") == "teacher" and space_name == "bert" and "teacher" not in recipe:
             check_fits_teacher(space.options())
         check_trainer_can_run(info, objectives, data, space.options())
+        if pruner.get("type", "none") != "none":
+            check_prunable(info, spec_probe.intermediate_metric, data)
 
         return cls(
             name=name,

@@ -88,3 +88,17 @@ def check_trainer_can_run(
     for key, why in info.required_space_options.items():
         if not space_options.get(key):
             raise SpecError(f"space_options.{key}", why)
+
+
+def check_prunable(info: TrainerInfo, metric: str, data: dict[str, Any]) -> None:
+    """Refuses a pruner whose learning curve would be ``metric`` (the first objective) when
+    the trainer knows it only once a trial has trained (a cost such as ``params``)."""
+    curve = info.curve_metrics(data)
+    if metric and metric not in curve:
+        raise SpecError(
+            "pruner",
+            f"{metric!r} is known only once a trial has trained, so there is no learning "
+            "curve to prune on",
+            f"put a metric measured while training first ({', '.join(curve[:4])}), or use "
+            '"pruner": "none"',
+        )

@@ -28,7 +28,8 @@ _OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 #: How a trainer names each task's metrics (:attr:`TrainerInfo.task_metrics`).
 TASK_METRIC_RULES = {
     "": "no per-task metrics",
-    "glue": "each task's GLUE metrics (result_metric_names), a custom task's declared ones",
+    "glue": "each task's GLUE metrics (result_metric_names), a custom task's declared ones, "
+    "then dev_loss (the mean loss of the gold dev labels)",
     "table": "one per task: the column a FlexiBERT table records (TABLE_METRIC)",
 }
 MAX_DESCRIPTION = 200
@@ -153,6 +154,15 @@ class TrainerInfo:
             return (*per_task[tasks[0]], *self.metrics, *prefixed)
         return (*prefixed, *self.multi_task_metrics, *self.metrics)
 
+    def curve_metrics(self, data: Mapping[str, Any]) -> tuple[str, ...]:
+        """The metrics a trial on ``data`` measures while it trains, so may report as
+        intermediate values (what a pruner reads): each task's metrics, unprefixed and as
+        ``"<task>.<metric>"``; not its costs, known once trained."""
+        tasks = data_tasks(dict(data))
+        per_task = {t: self._task_metrics(t, data) for t in tasks}
+        prefixed = tuple(f"{t}.{m}" for t, names in per_task.items() for m in names)
+        return (*(m for names in per_task.values() for m in names), *prefixed)
+
     def declares(self, metric: str, data: Mapping[str, Any]) -> bool:
         """Whether a trial on ``data`` may report ``metric``: one of :meth:`produced_metrics`
         or, with ``labelled_metrics``, one of them followed by ``@<label>``."""
@@ -163,10 +173,15 @@ class TrainerInfo:
         return self.labelled_metrics and bool(at and label) and base in produced
 
     def _task_metrics(self, task: str, data: Mapping[str, Any]) -> tuple[str, ...]:
+        """The metrics a trial measures on ``task`` at each evaluation (so also while it
+        trains, unlike its cost metrics)."""
         if self.task_metrics == "table":
             return (TABLE_METRIC.get(task, "accuracy"),)
         if self.task_metrics != "glue":
             return ()
+        return (*self._glue_metrics(task, data), "dev_loss")
+
+    def _glue_metrics(self, task: str, data: Mapping[str, Any]) -> tuple[str, ...]:
         if "custom_task" in data:
             custom = validate_custom_task(data["custom_task"])
             if task == custom.name:

@@ -30,8 +30,6 @@ BERT_TRAINER_INFO = TrainerInfo(
     cost_metrics=(
         *_AGGREGATED,
         "eval_samples",
-        # the mean loss of the gold dev labels (worker/_loop.py: TrainingLoop.predict_scored)
-        "dev_loss",
         "pretrain_steps",
         "pretrain_loss",
         "pretrain_seconds",

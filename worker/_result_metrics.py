@@ -88,7 +88,9 @@ def plan_reports(plan: TrainingPlan, context: TrainContext) -> list[TaskReports]
 
     The intermediate metric may be empty (each task's primary metric), a metric name every
     task measures (reported while training each task), or ``"<task>.<metric>"`` (reported
-    only while training that task). Task ``k`` reports at steps ``k * max_steps + step``.
+    only while training that task). Task ``k`` reports at steps ``k * max_steps + step``. A
+    metric the trial produces only once trained (``params`` as the first objective) is not
+    reported while training: the trial reports no intermediate values.
 
     Raises:
         CandidateError: An objective or the intermediate metric is not produced.
@@ -111,6 +113,8 @@ def plan_reports(plan: TrainingPlan, context: TrainContext) -> list[TaskReports]
         reporting = only_task is None or only_task == task.id
         report_metric = (metric or task.primary_metric) if reporting else None
         measured = (*task.metrics, "dev_loss")  # each evaluation's (TrainingLoop._evaluate)
+        if report_metric in produced and report_metric not in measured:
+            report_metric = None  # a cost, known once trained: no learning curve to send
         if report_metric is not None and report_metric not in measured:
             raise CandidateError(
                 f"intermediate metric {wanted!r} is not measured during training on "
@@ -122,7 +126,9 @@ def plan_reports(plan: TrainingPlan, context: TrainContext) -> list[TaskReports]
                 report_metric=report_metric,
                 # the kept checkpoint is the best by a score (higher is better), not a loss
                 select_metric=(
-                    report_metric if report_metric in task.metrics else task.primary_metric
+                    report_metric
+                    if report_metric is not None and report_metric in task.metrics
+                    else task.primary_metric
                 ),
                 step_offset=index * plan.max_steps,
             )

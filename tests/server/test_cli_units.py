@@ -289,7 +289,7 @@ def test_duplicate_of_goes_on_the_wire() -> None:
         (
             {"space": "bert", "tasks": ["sst2", "mrpc"], "objectives": ["accuracy:max"]},
             "objectives[0].metric",
-            "sst2.accuracy, mrpc.f1",
+            "sst2.accuracy, sst2.dev_loss, mrpc.f1",
         ),
         (
             {"space": "flexibert-small", "trainer": "table"},

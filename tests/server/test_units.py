@@ -74,6 +74,20 @@ def test_spec_rejects(change: dict, field: str) -> None:
     assert field in str(e.value)
 
 
+def test_a_pruner_needs_a_first_objective_measured_while_training() -> None:
+    base = {"name": "ok", "space": "bert", "n_trials": 3, "pruner": "median"}
+    with pytest.raises(SpecError) as e:  # params is known once trained: no curve
+        SearchSpec.from_dict({**base, "objectives": ["params:min", "accuracy:max"]})
+    assert e.value.field == "pruner" and "'params' is known only once" in str(e.value)
+    assert '"pruner": "none"' in str(e.value)
+    # the dev loss is measured at every evaluation, like the task's scores
+    spec = SearchSpec.from_dict({**base, "objectives": ["dev_loss:min"]})
+    assert spec.intermediate_metric == "dev_loss"
+    # without a pruner a cost may come first (the worker then sends no learning curve)
+    plain = {**base, "pruner": "none", "objectives": ["params:min", "accuracy:max"]}
+    assert SearchSpec.from_dict(plain).objectives[0].metric == "params"
+
+
 def test_lease_ids() -> None:
     assert parse_lease_id("3.17.abcdef") == (3, 17)
     for bad in ("", "3.17", "a.b.c", "3.17.", "3.-1.x", "3.17.x.y", "1." + "9" * 100 + ".x"):

@@ -34,6 +34,11 @@ def test_the_dev_loss_is_reported_but_the_checkpoint_is_picked_by_a_score() -> N
     assert reports("dev_loss") == [("dev_loss", "f1")]
 
 
-def test_a_metric_not_measured_while_training_is_refused_with_the_choices() -> None:
+def test_a_cost_first_sends_no_learning_curve_instead_of_failing_every_trial() -> None:
+    # objectives ["params:min", "f1:max"]: the server asks for params, known once trained
+    assert reports("params") == [(None, "f1")]
+
+
+def test_a_metric_the_trial_never_produces_is_refused_with_the_choices() -> None:
     with pytest.raises(CandidateError, match=r"choose one of \['f1', 'accuracy', 'dev_loss'\]"):
-        reports("params")
+        reports("bleu")

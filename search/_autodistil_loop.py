@@ -271,8 +271,7 @@ class AutoDistilLoop(SearchLoop):
 
         Ties break on the lower mean dev loss (``tie_break``), then the smaller cost, then the
         student key, then the sub-space name, so the pick is a function of the stored trials
-        alone. A student in several sub-spaces is
-        picked at most once (its best-scored copy).
+        alone. A student in several sub-spaces is picked at most once (its best-scored copy).
         """
         sign = 1.0
         if self.proxy == "objective":

@@ -44,13 +44,14 @@ def predict_scored(
             batch = collate(encoded, indices, pad_id, device, with_labels=False)
             with precision.autocast(device):
                 logits = model(**batch).logits
-            labels = torch.as_tensor(encoded.labels[indices], device=logits.device)
+            labels = encoded.labels[indices]
             if task.is_regression:
                 result = logits.squeeze(-1).float()
-                total += float(((result - labels.float()) ** 2).sum())
+                gold = torch.as_tensor(labels, device=logits.device).float()
+                total += float(((result - gold) ** 2).sum())
             else:
                 result = logits.argmax(-1)
-                total += _cross_entropy_sum(logits.float(), labels.long())
+                total += _cross_entropy_sum(logits.float(), labels)
             out[indices] = result.cpu().numpy()
     finally:
         model.train(was_training)
@@ -64,9 +65,11 @@ def with_dev_loss(metrics: dict[str, float], loss: float) -> dict[str, float]:
     return metrics
 
 
-def _cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def _cross_entropy_sum(logits: torch.Tensor, labels: np.ndarray) -> float:
     """Summed cross-entropy of ``labels`` under ``logits``; NaN for a label outside the
-    classes (a custom task's unlabelled dev example) instead of an error."""
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[-1]):
+    classes (a custom task's unlabelled dev example) instead of an error. The labels are
+    checked on the host, before they go to the device (no wait for the GPU)."""
+    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[-1]):
         return math.nan
-    return float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+    gold = torch.as_tensor(labels, device=logits.device).long()
+    return float(torch.nn.functional.cross_entropy(logits, gold, reduction="sum"))

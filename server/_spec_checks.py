@@ -92,9 +92,11 @@ def check_trainer_can_run(
 
 def check_prunable(info: TrainerInfo, metric: str, data: dict[str, Any]) -> None:
     """Refuses a pruner whose learning curve would be ``metric`` (the first objective) when
-    the trainer knows it only once a trial has trained (a cost such as ``params``)."""
+    it is one of the trainer's costs (``params``, ``flops``, ...: known once a trial has
+    trained). A trainer's own ``metrics`` are left to it: a plugin may report them as it
+    trains."""
     curve = info.curve_metrics(data)
-    if metric and metric not in curve:
+    if metric and metric not in curve and metric.rpartition(".")[2] in info.cost_metrics:
         raise SpecError(
             "pruner",
             f"{metric!r} is known only once a trial has trained, so there is no learning "

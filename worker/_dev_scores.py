@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from archsearch.worker._batches import EncodedSplit, collate
+from archsearch.worker._metrics import compute_metrics
 from archsearch.worker._precision import Precision
 from archsearch.worker._task_info import Task
 
@@ -56,6 +57,13 @@ def predict_scored(
     finally:
         model.train(was_training)
     return out, total / max(len(order), 1)
+
+
+def dev_metrics(
+    task: Task, predictions: np.ndarray, labels: np.ndarray, loss: float
+) -> dict[str, float]:
+    """The task's metrics of ``predictions`` (:func:`compute_metrics`) and ``dev_loss``."""
+    return with_dev_loss(compute_metrics(task, predictions, labels), loss)
 
 
 def with_dev_loss(metrics: dict[str, float], loss: float) -> dict[str, float]:

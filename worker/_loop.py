@@ -41,7 +41,7 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from archsearch.worker._batches import DataSchedule, EncodedSplit, collate, epoch_batches
-from archsearch.worker._dev_scores import predict_scored, with_dev_loss
+from archsearch.worker._dev_scores import dev_metrics, predict_scored
 from archsearch.worker._hooks import (
     ConfigureFn,
     EvaluateMany,
@@ -51,7 +51,6 @@ from archsearch.worker._hooks import (
     TrainingHooks,
 )
 from archsearch.worker._loop_state import LoopState, Stateful
-from archsearch.worker._metrics import compute_metrics
 from archsearch.worker._precision import FP32, Precision
 from archsearch.worker._progress import ProgressFile
 from archsearch.worker._task_info import Task
@@ -322,13 +321,12 @@ class TrainingLoop:
             self.context.check()
             with (configure and configure(self.model)) or contextlib.nullcontext():
                 predictions, loss = self.predict_scored(dev_set)
-            values = compute_metrics(self.task, predictions, dev_set.labels)
-            by_label[label] = with_dev_loss(values, loss)
+            by_label[label] = dev_metrics(self.task, predictions, dev_set.labels, loss)
         return by_label
 
     def _evaluate(self, step: int, dev_set: EncodedSplit, bar: Any) -> np.ndarray:
         predictions, loss = self.predict_scored(dev_set)
-        values = with_dev_loss(compute_metrics(self.task, predictions, dev_set.labels), loss)
+        values = dev_metrics(self.task, predictions, dev_set.labels, loss)
         self._last_values = values
         if self.report_metric is not None and self.report_metric not in values:
             raise CandidateError(  # only dev_loss can be missing: it must be finite

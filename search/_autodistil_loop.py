@@ -35,7 +35,7 @@ from archsearch.search._base import (
     Suggestion,
     TrialView,
 )
-from archsearch.spaces import DesignSpace, SpecError
+from archsearch.spaces import DEV_LOSS, DesignSpace, SpecError
 from archsearch.spaces._autodistil import AutoDistilSpace
 
 #: System attribute of each job trial: its job kind (a retry keeps it in its candidate).
@@ -47,7 +47,7 @@ STUDENT_ATTR = "autodistil:student"
 PICKED_FROM_ATTR = "autodistil:picked_from"
 _OPTIONS = ("top_n", "budget", "proxy", "proxy_direction", "tie_break", "supernet", "rank")
 #: What ``tie_break`` may name: the students' mean dev loss over tasks, or only the cost.
-_TIE_BREAKS = ("dev_loss", "cost")
+_TIE_BREAKS = (DEV_LOSS, "cost")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +116,7 @@ class AutoDistilLoop(SearchLoop):
                 "the objective proxy takes the study's direction",
             )
         self.proxy_direction = direction
-        tie_break = options.get("tie_break", "dev_loss")
+        tie_break = options.get("tie_break", DEV_LOSS)
         if tie_break not in _TIE_BREAKS:
             raise SpecError(
                 "loop_options.tie_break",
@@ -296,7 +296,7 @@ class AutoDistilLoop(SearchLoop):
             return None
         if self.proxy == "objective":
             proxy = t.values[0] if t.values else None
-        elif self.proxy == "dev_loss":  # several proxy tasks: their mean
+        elif self.proxy == DEV_LOSS:  # several proxy tasks: their mean
             proxy = mean_dev_loss(t.metrics)
         else:
             proxy = t.metrics.get(self.proxy)
@@ -315,7 +315,7 @@ class AutoDistilLoop(SearchLoop):
             int(info["supernet_trial"]),
             float(proxy),
             float(cost),
-            mean_dev_loss(t.metrics) if self.tie_break == "dev_loss" else math.inf,
+            mean_dev_loss(t.metrics) if self.tie_break == DEV_LOSS else math.inf,
         )
 
     def _nothing_fits(
@@ -338,7 +338,7 @@ class AutoDistilLoop(SearchLoop):
 def mean_dev_loss(metrics: Mapping[str, float]) -> float:
     """The mean of a trial's dev losses: ``dev_loss`` (one task) or every ``<task>.dev_loss``
     (several); +inf when it has none or one is not finite (it then sorts last)."""
-    values = [v for k, v in metrics.items() if k == "dev_loss" or k.endswith(".dev_loss")]
+    values = [v for k, v in metrics.items() if k.rpartition(".")[2] == DEV_LOSS]
     if not values or not all(math.isfinite(v) for v in values):
         return math.inf
     return math.fsum(values) / len(values)

@@ -81,6 +81,7 @@ from archsearch.spaces._table_readers import (
     read_table,
 )
 from archsearch.spaces._tasks import (
+    DEV_LOSS,
     GLUE_TASK_IDS,
     GLUE_TASKS,
     SPLIT_ALIASES,
@@ -107,6 +108,7 @@ __all__ = [
     "CUSTOM_METRICS",
     "DEFAULT_DATA",
     "DEFAULT_RECIPE",
+    "DEV_LOSS",
     "FIXED_DATA_FIELDS",
     "GLUE_TASKS",
     "GLUE_TASK_IDS",

@@ -227,6 +227,11 @@ class _HasMetrics(Protocol):
     def dev_splits(self) -> tuple[str, ...]: ...
 
 
+#: The mean loss of the gold dev labels (cross-entropy; squared error for regression) that
+#: every evaluation of a training loop reports beside the task's metrics.
+DEV_LOSS = "dev_loss"
+
+
 def result_metric_names(task: _HasMetrics) -> tuple[str, ...]:
     """Every task metric a full dev evaluation of ``task`` reports, unprefixed.
 

@@ -17,7 +17,7 @@ from archsearch.spaces._candidate import data_tasks
 from archsearch.spaces._custom_task import validate_custom_task
 from archsearch.spaces._errors import SpecError
 from archsearch.spaces._table import TABLE_METRIC
-from archsearch.spaces._tasks import get_task, result_metric_names
+from archsearch.spaces._tasks import DEV_LOSS, get_task, result_metric_names
 
 #: A trainer's name: what ``archsearch worker --trainer`` and a spec's ``trainer`` say.
 TRAINER_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -179,7 +179,7 @@ class TrainerInfo:
             return (TABLE_METRIC.get(task, "accuracy"),)
         if self.task_metrics != "glue":
             return ()
-        return (*self._glue_metrics(task, data), "dev_loss")
+        return (*self._glue_metrics(task, data), DEV_LOSS)
 
     def _glue_metrics(self, task: str, data: Mapping[str, Any]) -> tuple[str, ...]:
         if "custom_task" in data:

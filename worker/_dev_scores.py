@@ -11,6 +11,7 @@ import math
 import numpy as np
 import torch
 
+from archsearch.spaces import DEV_LOSS
 from archsearch.worker._batches import EncodedSplit, collate
 from archsearch.worker._metrics import compute_metrics
 from archsearch.worker._precision import Precision
@@ -69,7 +70,7 @@ def dev_metrics(
 def with_dev_loss(metrics: dict[str, float], loss: float) -> dict[str, float]:
     """``metrics`` with ``dev_loss`` added when ``loss`` is finite (trial metrics must be)."""
     if math.isfinite(loss):
-        metrics["dev_loss"] = loss
+        metrics[DEV_LOSS] = loss
     return metrics
 
 

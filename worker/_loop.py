@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from archsearch.spaces import DEV_LOSS
 from archsearch.worker._batches import DataSchedule, EncodedSplit, collate, epoch_batches
 from archsearch.worker._dev_scores import dev_metrics, predict_scored
 from archsearch.worker._hooks import (
@@ -285,9 +286,8 @@ class TrainingLoop:
 
     @property
     def final_dev_loss(self) -> float | None:
-        """The dev loss of the evaluation after the last step (see :meth:`predict_scored`);
-        None before it, or when it was not finite."""
-        return None if self._final_values is None else self._final_values.get("dev_loss")
+        """The last step's dev loss (:meth:`predict_scored`); None before it, or not finite."""
+        return None if self._final_values is None else self._final_values.get(DEV_LOSS)
 
     def _restore(self, resume: ProgressFile, state: LoopState) -> tuple[int, float]:
         """Loads the saved progress, if any, and sends its intermediate values again (to the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from archsearch.spaces import CustomTask, GlueTask, get_task
+from archsearch.spaces import DEV_LOSS, CustomTask, GlueTask, get_task
 from archsearch.worker._cost import iter_cost_metric_names
 from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._task_info import Task
@@ -65,7 +65,13 @@ def task_metric_names(task: Task, measure_latency: bool) -> tuple[str, ...]:
         for metric in task.metrics
     ]
     costs = [m for m in COST_METRICS if measure_latency or "latency" not in m]
-    return (*task.metrics, *extra, "dev_loss", *costs)
+    return (*task.metrics, *extra, DEV_LOSS, *costs)
+
+
+def evaluation_metrics(task: Task) -> tuple[str, ...]:
+    """What each evaluation of the training loop measures on ``task``'s primary dev split
+    (so also while it trains): the task's metrics and :data:`DEV_LOSS`."""
+    return (*task.metrics, DEV_LOSS)
 
 
 def merge_metrics(per_task: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -112,7 +118,7 @@ def plan_reports(plan: TrainingPlan, context: TrainContext) -> list[TaskReports]
     for index, task in enumerate(plan.tasks):
         reporting = only_task is None or only_task == task.id
         report_metric = (metric or task.primary_metric) if reporting else None
-        measured = (*task.metrics, "dev_loss")  # each evaluation's (TrainingLoop._evaluate)
+        measured = evaluation_metrics(task)
         if report_metric in produced and report_metric not in measured:
             report_metric = None  # a cost, known once trained: no learning curve to send
         if report_metric is not None and report_metric not in measured:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from archsearch.spaces import DEV_LOSS
 from archsearch.worker._batches import EncodedSplit, take
 from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._curriculum import Curriculum
@@ -107,7 +108,7 @@ def train_task(
         answers = training_answers(loop.predict, splits["train"])
     metrics = evaluator.metrics(loop.predict, predictions)
     if loop.final_dev_loss is not None:  # the primary split's, from the same predictions
-        metrics["dev_loss"] = loop.final_dev_loss
+        metrics[DEV_LOSS] = loop.final_dev_loss
     metrics.update(costs.metrics(model))
     metrics["train_seconds"] = train_seconds
     metrics["eval_samples"] = float(len(evaluator.primary))

@@ -1,8 +1,9 @@
-"""The ``archsearch`` command line: serve, worker, launch, studies, show, stop, demo, replay.
+"""The ``archsearch`` command line: serve, worker, launch, studies, show, stop, demo, replay,
+fetch, fleet.
 
 This module builds the parser and runs a subcommand; the subcommands live by group in
-``_cli_machines`` (serve, worker), ``_cli_studies`` (launch, studies, show, stop, demo) and
-``_cli_replay`` (replay), what they share in ``_cli_common``.
+``_cli_machines`` (serve, worker), ``_cli_studies`` (launch, studies, show, stop, demo),
+``_cli_replay`` (replay) and ``_cli_fetch`` (fetch), what they share in ``_cli_common``.
 
 Every error is one line, ``archsearch: <problem> (<fix>)``, and exits non-zero (2 for bad
 input, 1 otherwise); never a traceback.
@@ -25,6 +26,7 @@ from archsearch.server._cli_common import (
     seconds,
     whole_number,
 )
+from archsearch.server._cli_fetch import add_fetch_command
 from archsearch.server._cli_machines import cmd_serve, cmd_worker
 from archsearch.server._cli_replay import add_replay_command
 from archsearch.server._cli_studies import (
@@ -295,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     add_replay_command(command)
+    add_fetch_command(command)
 
     from archsearch.fleet.cli import add_fleet_command  # its own package: SLURM, Ray, k8s
 

@@ -284,11 +284,12 @@ class BertTrainer(DataStages, TeacherTraining, Trainer):
             prefix = "" if len(outcomes) == 1 else f"{task_id}."
             info.update({f"{prefix}{k}": v for k, v in outcome.info.items()})
             if outcome.checkpoint is not None:
-                info["checkpoint" if len(outcomes) == 1 else f"{task_id}.checkpoint"] = (
-                    outcome.checkpoint
+                info[f"{prefix}checkpoint"] = outcome.checkpoint
+                # for `archsearch fetch` and a FlexiBERT transfer_from "trial:N"
+                uploaded = upload_checkpoint(
+                    context, outcome.checkpoint, None if len(outcomes) == 1 else task_id
                 )
-                if plan.is_flexibert and len(outcomes) == 1:  # for transfer_from "trial:N"
-                    info.update(upload_checkpoint(context, outcome.checkpoint))
+                info.update({f"{prefix}{k}": v for k, v in uploaded.items()})
         # data.curriculum.crowd_trials: the model's training answers, for later trials' crowds
         answers = {
             t: (c.answers_name, o.answers)

@@ -1,13 +1,15 @@
-"""FlexiBERT checkpoints through the server, so weight transfer needs no shared file system.
+"""Kept checkpoints through the server, so that neither weight transfer nor the user who
+wants the model needs a shared file system.
 
-A FlexiBERT trial that keeps its checkpoint (``recipe.keep_checkpoint``) on a worker connected
-to a server uploads the two files weight transfer reads (``model.safetensors`` and
-``flexibert_config.json``) as artifacts of its trial, and says so in its ``info``
-(``checkpoint_artifacts``). A later candidate's ``recipe.transfer_from`` may then name that
-trial instead of a folder: ``"trial:N"`` (trial N of the same study) or ``"trial:STUDY:N"``;
-the worker downloads the files (sha256 checked) into
-``<checkpoint root>/transfers/<study>/<N>`` and transfers from there. A plain path keeps its
-old meaning: a checkpoint folder on this worker.
+A trial that keeps its checkpoint (``recipe.keep_checkpoint``) on a worker connected to a
+server uploads every file of the checkpoint folder as an artifact of its trial, named as
+:mod:`archsearch.spaces._checkpoint_names` says (``checkpoint-<file>``), and lists them in its
+``info`` (``checkpoint_artifacts``); ``archsearch fetch STUDY N`` downloads them. A later
+FlexiBERT candidate's ``recipe.transfer_from`` may name that trial instead of a folder:
+``"trial:N"`` (trial N of the same study) or ``"trial:STUDY:N"``; the worker downloads the two
+files weight transfer reads (sha256 checked; under their bare names when an older worker
+uploaded them so) into ``<checkpoint root>/transfers/<study>/<N>`` and transfers from there. A
+plain path keeps its old meaning: a checkpoint folder on this worker.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
+from archsearch.spaces._checkpoint_names import checkpoint_artifact
 from archsearch.worker._flexibert_config import CONFIG_FILE, WEIGHTS_FILE
 from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._trainer import CandidateError, TrainContext
 
 log = logging.getLogger("archsearch.worker")
 
-#: The files weight transfer reads, uploaded under these names.
+#: The files weight transfer reads.
 CHECKPOINT_FILES = (WEIGHTS_FILE, CONFIG_FILE)
 #: ``info`` key listing the uploaded checkpoint artifacts (what the loops look for).
 INFO_KEY = "checkpoint_artifacts"
@@ -48,18 +52,37 @@ def parse_trial_ref(text: str) -> tuple[str, int] | None:
     return m.group("study") or "", int(m.group("number"))
 
 
-def upload_checkpoint(context: TrainContext, folder: str | Path) -> dict[str, str]:
-    """Uploads a kept FlexiBERT checkpoint's transfer files; returns the ``info`` to add
-    (``checkpoint_artifacts``, or ``checkpoint_upload_error`` when the server refused: the
-    trial's result stands, only later transfers from it are lost)."""
-    return upload_files(context, folder, CHECKPOINT_FILES)
+def upload_checkpoint(
+    context: TrainContext, folder: str | Path, task: str | None = None
+) -> dict[str, str]:
+    """Uploads every file of a kept checkpoint folder (of ``task`` in a multi-task trial) as
+    an artifact of this trial; returns the ``info`` to add: ``checkpoint_artifacts`` (the
+    names), or ``checkpoint_upload_error`` when the server refused (the trial's result stands;
+    only the download and later transfers from it are lost); empty without a server."""
+    if not context.has_server:
+        return {}
+    from archsearch.server.client import ClientError
+
+    names = []
+    try:
+        for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+            name = checkpoint_artifact(path.name, task)
+            if name is None:
+                log.warning("checkpoint file %s not uploaded: no artifact name fits it", path)
+                continue
+            context.upload(path, name)
+            names.append(name)
+    except (ClientError, OSError) as e:
+        log.warning("could not upload the checkpoint in %s: %s", folder, e)
+        return {"checkpoint_upload_error": str(e)[:500]}
+    return {INFO_KEY: " ".join(names)}
 
 
 def upload_files(
     context: TrainContext, folder: str | Path, files: tuple[str, ...]
 ) -> dict[str, str]:
-    """Uploads ``files`` of ``folder`` as artifacts of this trial; the ``info`` to add (see
-    :func:`upload_checkpoint`; empty without a server)."""
+    """Uploads ``files`` of ``folder`` under their own names as artifacts of this trial; the
+    ``info`` to add (as :func:`upload_checkpoint`'s)."""
     if not context.has_server:
         return {}
     from archsearch.server.client import ClientError
@@ -86,6 +109,7 @@ def fetch_transfer_source(context: TrainContext, ref: str, root: Path) -> str:
         ref,
         root / "transfers",
         CHECKPOINT_FILES,
+        aliases={f: (checkpoint_artifact(f) or f, f) for f in CHECKPOINT_FILES},
         field="recipe.transfer_from",
         missing_hint="the trial must keep its checkpoint: recipe.keep_checkpoint on a "
         "flexibert candidate",
@@ -100,6 +124,7 @@ def fetch_trial_files(
     *,
     field: str,
     missing_hint: str,
+    aliases: Mapping[str, tuple[str, ...]] | None = None,
 ) -> str:
     """The local folder of a reference to another trial's uploaded ``files``: ``ref`` itself
     for a path; for ``trial:N`` / ``trial:STUDY:N``, ``root/<study>/<N>`` with the files
@@ -108,6 +133,7 @@ def fetch_trial_files(
     Args:
         field: The spec field ``ref`` came from, named in errors.
         missing_hint: What to do when the trial lacks the files.
+        aliases: The artifact names to try, in order, for a file (default: its own name).
 
     Raises:
         CandidateError: A malformed reference, no server to download from, or an unknown
@@ -131,13 +157,17 @@ def fetch_trial_files(
     study = study or context.study_name
     dest = root / _safe(study) / str(number)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in files:
-        try:
-            context.download(number, name, dest / name, study=study)
-        except ClientError as e:
-            if e.code.name in ("NOT_FOUND", "INVALID_ARGUMENT"):
-                raise CandidateError(f"{field} {ref!r}: {e.details} ({missing_hint})") from e
-            raise
+    for file in files:
+        names = (aliases or {}).get(file, (file,))
+        for i, name in enumerate(names):
+            try:
+                context.download(number, name, dest / file, study=study)
+                break
+            except ClientError as e:
+                if e.code.name not in ("NOT_FOUND", "INVALID_ARGUMENT"):
+                    raise
+                if i == len(names) - 1:
+                    raise CandidateError(f"{field} {ref!r}: {e.details} ({missing_hint})") from e
     return str(dest)
 
 

@@ -16,13 +16,11 @@ from typing import Any
 import torch
 
 from archsearch.spaces import Candidate
+from archsearch.spaces._checkpoint_names import NOTE_FILE
 from archsearch.worker._checkpoint_dir import CHECKPOINT_DIR_ENV, checkpoint_root
 from archsearch.worker._loop import TrainingLoop
 
 __all__ = ["CHECKPOINT_DIR_ENV", "NOTE_FILE", "checkpoint_root", "save_checkpoint"]
-
-#: The note a checkpoint folder carries: candidate, metric, value and step of the weights.
-NOTE_FILE = "archsearch_checkpoint.json"
 
 
 def save_checkpoint(

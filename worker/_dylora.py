@@ -43,10 +43,9 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch.nn.utils import parametrize
 
+from archsearch.spaces._checkpoint_names import DYLORA_FILE
 from archsearch.worker._lora_spec import LoraSpec
 
-#: The file :func:`save_dylora` writes next to peft's adapter files.
-DYLORA_FILE = "dylora.json"
 _ADAPTER = "default"
 
 

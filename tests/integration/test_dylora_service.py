@@ -38,6 +38,7 @@ def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list
             "batch_size": 16,
             "max_seq_length": 32,
             "measure_latency": False,
+            "keep_checkpoint": True,
         },
         "data": {"task": "sst2", "train_subset": 64, "eval_subset": 32},
     }
@@ -110,3 +111,47 @@ def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list
     ).stdout
     links = {t["number"]: t["rank_of"] for t in json.loads(as_json)["trials"]}
     assert links == {t.number: (training.number if is_rank_trial(t) else None) for t in trials}
+
+    # the user takes rank 2's adapter: a plain rank-2 LoRA of the training trial's weights
+    fetched = subprocess.run(
+        cli("fetch", "dylora", str(ranks[1].number), "--server", server.address),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    at_rank = tmp_path / f"dylora-trial{training.number}-r2"
+    assert f"trial {training.number}'s checkpoint is in {at_rank.name}, at rank 2" in fetched
+    assert json.loads((at_rank / "adapter_config.json").read_text())["r"] == 2
+    whole = tmp_path / "whole"
+    subprocess.run(
+        cli(
+            "fetch", "dylora", str(training.number), "--out", str(whole), "--server", server.address
+        ),
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert (whole / "dylora.json").is_file()  # the DyLoRA adapter at r_max, every rank in it
+    check_adapter_at_rank(whole, at_rank, 2)
+
+
+def check_adapter_at_rank(dylora_folder: Path, plain_folder: Path, rank: int) -> None:
+    """plain peft on the fetched rank-b adapter equals the DyLoRA adapter set to rank b."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from archsearch.worker._dylora import dylora_of, load_dylora
+
+    def base() -> torch.nn.Module:
+        return AutoModelForSequenceClassification.from_pretrained(tiny_base(), num_labels=2)
+
+    plain = PeftModel.from_pretrained(base(), str(plain_folder)).eval()
+    dylora = load_dylora(base(), dylora_folder).eval()
+    dylora_of(dylora).set_rank(rank)
+    ids = torch.tensor([[101, 2023, 2003, 2204, 102]])
+    with torch.no_grad():
+        got, want = plain(input_ids=ids).logits, dylora(input_ids=ids).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)

@@ -1,7 +1,9 @@
 """Checkpoints through the server, worker side: trial references in ``transfer_from``, the
-upload of a kept FlexiBERT checkpoint, the download into a local folder, and the library
-loops naming an uploaded neighbour ``trial:N``. The server side and two real worker processes
-are in tests/server/test_artifacts.py and tests/integration/test_two_workers_artifacts.py."""
+upload of a kept checkpoint's files and their names, the download into a local folder, and
+the library loops naming an uploaded neighbour ``trial:N``. The server side and two real
+worker processes are in tests/server/test_artifacts.py and
+tests/integration/test_two_workers_artifacts.py; ``archsearch fetch`` in
+tests/server/test_cli_fetch.py and tests/integration/test_dylora_service.py."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from archsearch.search._weight_transfer import transfer_source
 from archsearch.server._suggest import loop_snapshot
 from archsearch.server.client import ClientError
 from archsearch.spaces import FlexiBertSmallSpace
+from archsearch.spaces._checkpoint_names import checkpoint_artifact, parse_checkpoint_artifact
 from archsearch.worker import CandidateError, TrainContext
 from archsearch.worker._checkpoint_artifacts import (
     CHECKPOINT_FILES,
@@ -65,19 +68,51 @@ class FakeServer:
 def test_upload_then_fetch_into_a_local_folder(tmp_path: Path) -> None:
     kept = tmp_path / "kept"
     kept.mkdir()
-    for i, name in enumerate(CHECKPOINT_FILES):
+    for i, name in enumerate((*CHECKPOINT_FILES, "vocab.txt")):
         (kept / name).write_bytes(bytes([i]) * 10)
+    (kept / "sub").mkdir()  # not a file: not uploaded
     server = FakeServer()
     info = upload_checkpoint(server.context("s", 4), kept)
-    assert info == {"checkpoint_artifacts": " ".join(CHECKPOINT_FILES)}
+    # every file of the folder, under checkpoint- names (what `archsearch fetch` downloads)
+    names = sorted(f"checkpoint-{n}" for n in (*CHECKPOINT_FILES, "vocab.txt"))
+    assert info == {"checkpoint_artifacts": " ".join(names)}
+    assert sorted(n for (_, _, n) in server.files) == names
     got = fetch_transfer_source(server.context("s", 9), "trial:4", tmp_path / "root")
     assert Path(got) == tmp_path / "root" / "transfers" / "s" / "4"
+    assert sorted(p.name for p in Path(got).iterdir()) == sorted(CHECKPOINT_FILES)
     for name in CHECKPOINT_FILES:
         assert (Path(got) / name).read_bytes() == (kept / name).read_bytes()
     # another study's trial, by name; a plain path is itself
     other = fetch_transfer_source(server.context("t", 1), "trial:s:4", tmp_path / "root")
     assert other == got
     assert fetch_transfer_source(server.context(), "/some/folder", tmp_path) == "/some/folder"
+
+
+def test_a_multi_task_trial_names_each_tasks_files(tmp_path: Path) -> None:
+    server = FakeServer()
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "bad--name.txt").write_text("x")  # cannot be told from a task's file
+    info = upload_checkpoint(server.context("s", 2), tmp_path, task="mnli")
+    assert info == {
+        "checkpoint_artifacts": "checkpoint-mnli--bad--name.txt checkpoint-mnli--config.json"
+    }
+    assert parse_checkpoint_artifact("checkpoint-mnli--config.json") == ("mnli", "config.json")
+    assert parse_checkpoint_artifact("checkpoint-config.json") == (None, "config.json")
+    assert parse_checkpoint_artifact("done-bert-x.pt") is None
+    assert checkpoint_artifact("bad--name.txt") is None  # one task: would read back as a task
+    assert checkpoint_artifact("x" * 200) is None
+    assert checkpoint_artifact("model.safetensors", "my task/1") == (
+        "checkpoint-my_task_1--model.safetensors"
+    )
+
+
+def test_a_transfer_reads_what_an_older_worker_uploaded(tmp_path: Path) -> None:
+    server = FakeServer()  # bare file names, as workers before the checkpoint- names wrote
+    for name in CHECKPOINT_FILES:
+        server.files["s", 3, name] = name.encode()
+    got = fetch_transfer_source(server.context("s", 5), "trial:3", tmp_path)
+    for name in CHECKPOINT_FILES:
+        assert (Path(got) / name).read_bytes() == name.encode()
 
 
 def test_fetch_refusals_are_candidate_errors(tmp_path: Path) -> None:

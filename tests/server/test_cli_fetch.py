@@ -1,0 +1,182 @@
+"""``archsearch fetch``: a trial's kept checkpoint from a real (in-process) server, a DyLoRA
+adapter written as a plain peft LoRA of a chosen rank that scores exactly as the DyLoRA
+weights truncated to that rank, and one-line errors for every mistake. A DyLoRA rank trial of a
+real study is fetched in tests/integration/test_dylora_service.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from _procs import table_spec
+from _tiny_lora import tiny_classifier
+from peft import PeftModel
+
+from archsearch.server._cli_fetch import adapter_at_rank
+from archsearch.server.app import ArchsearchServer, ServerConfig
+from archsearch.server.cli import main
+from archsearch.server.client import SearchClient, WorkerClient
+from archsearch.spaces._checkpoint_names import DYLORA_FILE, NOTE_FILE
+from archsearch.v1 import archsearch_pb2 as pb
+from archsearch.worker._checkpoint_artifacts import upload_checkpoint
+from archsearch.worker._dylora import attach_dylora, dylora_of, load_dylora, save_dylora
+from archsearch.worker._lora_spec import parse_lora_spec
+from archsearch.worker._trainer import TrainContext
+
+ADMIN = "admin-token-0123456789abcdef"
+CAPS = pb.WorkerCapabilities(trainers=["table"], device="cpu")
+R_MAX = 4
+
+
+def trained_adapter(folder: Path) -> Path:
+    """A DyLoRA adapter (r_max 4) whose factors are all non-zero, saved as the trainer does."""
+    model = attach_dylora(tiny_classifier(), parse_lora_spec({"r_max": R_MAX, "alpha": 8}))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name or "classifier" in name:
+                p.add_(torch.randn_like(p) * 0.5)
+    save_dylora(model, folder)
+    (folder / NOTE_FILE).write_text(json.dumps({"metric": "accuracy", "value": 0.75, "step": 6}))
+    return folder
+
+
+def logits(model: torch.nn.Module) -> torch.Tensor:
+    ids = torch.tensor([[1, 5, 9, 13, 2], [1, 7, 3, 2, 0]])
+    with torch.no_grad():
+        out: torch.Tensor = model(input_ids=ids, attention_mask=(ids > 0).long()).logits
+    return out
+
+
+def test_an_adapter_at_rank_b_scores_as_dylora_truncated_to_b(tmp_path: Path) -> None:
+    saved = trained_adapter(tmp_path / "dylora")
+    for b in range(1, R_MAX + 1):
+        folder = tmp_path / f"r{b}"
+        shutil.copytree(saved, folder)
+        adapter_at_rank(folder, b)
+        assert not (folder / DYLORA_FILE).exists()
+        assert json.loads((folder / "adapter_config.json").read_text())["r"] == b
+        plain = PeftModel.from_pretrained(tiny_classifier(), str(folder)).eval()  # no archsearch
+        dylora = load_dylora(tiny_classifier(), saved).eval()
+        dylora_of(dylora).set_rank(b)
+        torch.testing.assert_close(logits(plain), logits(dylora), rtol=0, atol=1e-6)
+    # the ranks differ from each other, so the check above can fail
+    r1, r4 = (PeftModel.from_pretrained(tiny_classifier(), str(tmp_path / r)) for r in ("r1", "r4"))
+    assert not torch.allclose(logits(r1.eval()), logits(r4.eval()))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ArchsearchServer]:
+    cfg = ServerConfig(storage=f"sqlite:///{tmp_path / 's.db'}", port=0, admin_tokens=[ADMIN])
+    srv = ArchsearchServer(cfg)
+    srv.start()
+    yield srv
+    srv.stop(0)
+
+
+@pytest.fixture
+def study(server: ArchsearchServer, tmp_path: Path) -> Path:
+    """Study "s": trial 0 kept a DyLoRA adapter (uploaded as a worker does), trial 1 kept a
+    whole model, trial 2 kept nothing; returns the admin token file."""
+    with SearchClient(server.address, token=ADMIN) as admin:
+        admin.launch(table_spec("s", 4))
+    kept = {0: trained_adapter(tmp_path / "kept0"), 1: tmp_path / "kept1"}
+    kept[1].mkdir()
+    (kept[1] / "config.json").write_text('{"model_type": "bert"}')
+    (kept[1] / "model.safetensors").write_bytes(b"\x00" * 64)
+    with WorkerClient(server.address, token=ADMIN) as worker:
+        worker.register("w1", CAPS)
+        for number in range(3):
+            lease = worker.acquire("w1", CAPS, 5).lease
+            assert lease.trial_number == number
+            context = TrainContext(
+                upload=lambda path, name, lid=lease.lease_id: worker.upload_artifact(
+                    lid, path, name
+                ),
+                download=lambda *args: None,  # not used
+                study_name="s",
+            )
+            info = upload_checkpoint(context, kept[number]) if number in kept else {}
+            assert number not in kept or "checkpoint_artifacts" in info, info
+            worker.complete(lease.lease_id, {"accuracy": 0.5, "score": 0.5}, info)
+    token = tmp_path / "token"
+    token.write_text(ADMIN)
+    return token
+
+
+def fetch(server: ArchsearchServer, token: Path, *args: str) -> int:
+    return main(["fetch", "--server", server.address, "--token-file", str(token), *args])
+
+
+def test_fetch_downloads_the_kept_files(server, study, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "got"
+    assert fetch(server, study, "s", "0", "--out", str(out)) == 0
+    kept = tmp_path / "kept0"
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in kept.iterdir())
+    for p in kept.iterdir():
+        assert (out / p.name).read_bytes() == p.read_bytes()
+    said = capsys.readouterr().out
+    assert "weights of step 6, the best dev accuracy 0.75" in said
+    assert "a DyLoRA adapter at r_max" in said
+    # a whole model; --rank 2 into the default folder (named after study, trial and rank)
+    assert fetch(server, study, "s", "1", "--out", str(tmp_path / "whole")) == 0
+    assert (tmp_path / "whole" / "config.json").read_text() == '{"model_type": "bert"}'
+    monkey_cwd = tmp_path / "cwd"
+    monkey_cwd.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(monkey_cwd)
+        assert fetch(server, study, "s", "0", "--rank", "2") == 0
+    got = monkey_cwd / "s-trial0-r2"
+    assert json.loads((got / "adapter_config.json").read_text())["r"] == 2
+    assert "at rank 2" in capsys.readouterr().out
+    assert not list(tmp_path.glob(".*part*")) and not list(monkey_cwd.glob(".*part*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("s", "9"), "study 's' has no trial 9 (its trials: numbered 0-3)"),
+        (
+            ("s", "2"),
+            "trial 2 kept no checkpoint on the server (launch the study with --set "
+            "recipe.keep_checkpoint=true",
+        ),
+        (("s", "3"), "trial 3 has not finished"),
+        (("s", "0", "--rank", "5"), "--rank 5 is above the adapter's r_max 4 (pass 1-4)"),
+        (("s", "1", "--rank", "1"), "--rank applies to a lora trainer's adapter"),
+        (("nope", "0"), "not found"),
+        (("s", "-1"), "argument trial"),
+    ],
+)
+def test_mistakes_are_one_line_errors(server, study, tmp_path, capsys, args, message) -> None:  # type: ignore[no-untyped-def]
+    with WorkerClient(server.address, token=ADMIN) as worker:  # trial 3: leased, running
+        worker.register("w2", CAPS)
+        worker.acquire("w2", CAPS, 5)
+    out = tmp_path / "out"
+    if args[1] == "-1":  # refused by the argument parser
+        with pytest.raises(SystemExit) as exited:
+            fetch(server, study, *args, "--out", str(out))
+        assert exited.value.code == 2
+    else:
+        assert fetch(server, study, *args, "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("archsearch: ") and message in err, err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert not out.exists()  # nothing half-written
+
+
+def test_an_existing_folder_is_not_overwritten(server, study, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "full"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    assert fetch(server, study, "s", "0", "--out", str(out)) == 2
+    assert "exists and is not empty (pass --out NEW_FOLDER" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert fetch(server, study, "s", "0", "--out", str(empty)) == 0  # an empty one is fine
+    assert (empty / "adapter_model.safetensors").is_file()

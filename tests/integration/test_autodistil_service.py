@@ -42,6 +42,7 @@ SPEC = {
         "batch_size": 8,
         "max_seq_length": 32,
         "measure_latency": False,
+        "keep_checkpoint": True,  # the final student, for `archsearch fetch`
     },
     "data": {"task": "sst2", "train_subset": 64, "eval_subset": 32},
 }
@@ -122,3 +123,17 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
     }
     study = optuna.load_study(study_name="distil", storage=storage)
     assert "every stage done" in study.user_attrs[COMPLETED_REASON_ATTR]
+
+    # the user takes the picked student: a plain BERT classifier, wherever it trained
+    out = tmp_path / "student"
+    subprocess.run(
+        cli("fetch", "distil", str(final.number), "--out", str(out), "--server", restarted.address),
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_hidden_layers == picked.params["layers"]
+    assert sum(p.numel() for p in model.parameters()) == final.user_attrs["metrics"]["params"]

@@ -88,7 +88,7 @@ class CandidateStore:
             )
             user: dict[str, Any] = {
                 "candidate": candidate.to_dict(),
-                "arch": h.space.describe(arch),
+                "arch": _job(candidate.kind) + h.space.describe(arch),
                 **dashboard.candidate_rows(candidate.to_dict()),
             }
             fp = candidate.fingerprint()
@@ -191,3 +191,8 @@ class CandidateStore:
             self.storage.forget(provisional_id)
 
         return done
+
+
+def _job(kind: str) -> str:
+    """The prefix of a job's description: none for a candidate to train ("supernet job: ...")."""
+    return "" if kind == "train" else f"{kind} job: "

@@ -134,8 +134,10 @@ def cmd_studies(args: argparse.Namespace) -> int:
             json.loads(s.spec_json).get("loop", ""),
             json.loads(s.spec_json).get("trainer", ""),
             # done: every finished trial (complete, pruned or failed: retries and recorded
-            # repeats included); budget: distinct candidates to evaluate (n_trials)
-            s.n_complete + s.n_pruned + s.n_fail,
+            # repeats included), then "+N" trials a completed job added (DyLoRA ranks,
+            # AutoDistil students: not trained); budget: distinct candidates (n_trials)
+            f"{s.n_complete - s.n_derived + s.n_pruned + s.n_fail}"
+            + (f" +{s.n_derived}" if s.n_derived else ""),
             s.n_trials,
             s.n_running,
             s.n_pruned,
@@ -146,6 +148,11 @@ def cmd_studies(args: argparse.Namespace) -> int:
     ]
     headers = ["study", "state", "space", "loop", "trainer", "done", "budget", "running", "pruned"]
     print(table([*headers, "failed", "workers"], rows))
+    if any(s.n_derived for s in studies):
+        print(
+            "(done +N: trials a completed job added, DyLoRA ranks or AutoDistil students, "
+            "not trained and not counted in the budget)"
+        )
     notes = [n for s in studies if (n := worker_note(s, args.server))]
     if notes:
         print()

@@ -12,6 +12,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.server._derived_trials import derived_from
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._index import (
     COMPLETED,
@@ -20,6 +21,7 @@ from archsearch.server._index import (
     Grant,
     StudySnapshot,
 )
+from archsearch.server._rank_trials import RANK_OF_ATTR, RANK_PARAM
 from archsearch.v1 import archsearch_pb2 as pb
 
 TRIAL_STATE_TO_PB = {
@@ -62,7 +64,21 @@ def trial_to_pb(t: FrozenTrial) -> pb.Trial:
         fail_reason=str(t.user_attrs.get("fail_reason", "")),
         worker_id=str(t.user_attrs.get("worker", "")),
         duplicate_of=_duplicate_of(t),
+        description=_description(t),
+        **({"derived_from": n} if (n := derived_from(t)) >= 0 else {}),
     )
+
+
+def _description(t: FrozenTrial) -> str:
+    """What the trial is (``Trial.description``): its stored ``arch`` text, or for a DyLoRA rank
+    trial "rank b of #N"."""
+    arch = t.user_attrs.get("arch")
+    if isinstance(arch, str) and arch:
+        return arch
+    rank_of = t.user_attrs.get(RANK_OF_ATTR)
+    if isinstance(rank_of, int) and RANK_PARAM in t.params:
+        return f"rank {t.params[RANK_PARAM]} of #{rank_of}"
+    return ""
 
 
 def _duplicate_of(t: FrozenTrial) -> int:
@@ -89,6 +105,7 @@ def study_to_pb(snap: StudySnapshot) -> pb.Study:
         n_fail=counts[TrialState.FAIL],
         n_running=counts[TrialState.RUNNING],
         n_waiting=counts[TrialState.WAITING],
+        n_derived=snap.derived,
         created_at=snap.created_at,
         workers_for_trainer=snap.connected_trainers.get(snap.spec.trainer, 0),
         connected_trainers=sorted(snap.connected_trainers),

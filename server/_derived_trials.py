@@ -47,3 +47,19 @@ def completion_extras(job: CompletedJob) -> JobExtras:
 def is_derived_trial(trial: FrozenTrial) -> bool:
     """Whether a completion rule added ``trial`` (a DyLoRA rank, an AutoDistil student)."""
     return any(marker in trial.user_attrs for marker in DERIVED_MARKERS)
+
+
+def derived_from(trial: FrozenTrial) -> int:
+    """The number of the job whose completion added ``trial``; -1 for a trained trial."""
+    for marker in DERIVED_MARKERS:
+        number = trial.user_attrs.get(marker)
+        if isinstance(number, int) and not isinstance(number, bool):
+            return number
+    return -1
+
+
+def has_measured_values(trial: FrozenTrial) -> bool:
+    """Whether ``trial``'s values are what its objectives measure: every trial but an
+    AutoDistil student, whose values are its proxy scores (the study's best trials are chosen
+    among the others)."""
+    return STUDENT_OF_ATTR not in trial.user_attrs

@@ -45,16 +45,17 @@ def _cell(c: Any) -> str:
 DATA_CHOICE_FIELDS = ("selection", "pretrain_selection", "curriculum")
 
 
-def describe(candidate_json: str) -> str:
-    """Compact architecture text of a candidate (falls back to its JSON), with its data
-    choices other than the default (``[selection: dsir k=2000]``)."""
+def describe(candidate_json: str, description: str = "") -> str:
+    """Compact architecture text of a candidate: the server's ``description`` (made with the
+    study's own space options), else the space's text with default options, else its JSON;
+    with its data choices other than the default (``[selection: dsir k=2000]``)."""
     from archsearch.spaces import SPACES, choice_label
 
     try:
         cand = json.loads(candidate_json or "{}")
-        text = SPACES[cand["space"]]().describe_candidate(cand)
+        text = description or SPACES[cand["space"]]().describe_candidate(cand)
     except Exception:
-        return candidate_json[:60]
+        return description or candidate_json[:60]
     data = cand.get("data") or {}
     chosen = [
         f"{f}: {choice_label(data[f])}"
@@ -140,13 +141,14 @@ def trial_note(t: pb.Trial, max_steps: Any = None, rank: tuple[int, pb.Trial] | 
 def rank_trials_of(trials: Sequence[pb.Trial]) -> dict[int, tuple[int, pb.Trial]]:
     """DyLoRA rank trials (``server/_rank_trials.py``) by number: their rank and training trial.
 
-    The link (user attribute ``rank_of``) is not on the wire; the training trial is the latest
-    completed trial before the rank trial with its parameters but the rank (rank trials are
-    stored with their training trial's completion)."""
+    The training trial is ``Trial.derived_from``; from a server that does not send it, the
+    latest completed trial before the rank trial with its parameters but the rank (rank trials
+    are stored with their training trial's completion)."""
     from archsearch.server._rank_trials import RANK_PARAM
 
     out: dict[int, tuple[int, pb.Trial]] = {}
     trained: dict[str, pb.Trial] = {}
+    by_number = {t.number: t for t in trials}
     for t in sorted(trials, key=lambda t: t.number):
         params = json.loads(t.params_json or "{}")
         rank = params.pop(RANK_PARAM, None)
@@ -154,6 +156,8 @@ def rank_trials_of(trials: Sequence[pb.Trial]) -> dict[int, tuple[int, pb.Trial]
         if rank is None:
             if t.state == pb.COMPLETE and t.duplicate_of < 0:
                 trained[key] = t
+        elif t.HasField("derived_from") and t.derived_from in by_number:  # the server says
+            out[t.number] = (int(rank), by_number[t.derived_from])
         elif key in trained:
             out[t.number] = (int(rank), trained[key])
     return out
@@ -210,7 +214,12 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         f"  trials: {study.n_complete} complete, {study.n_pruned} pruned, {study.n_fail} failed, "
         f"{study.n_running} running, {study.n_waiting} waiting (budget {study.n_trials})"
         + (f"; {repeats} repeated candidates (= #N)" if repeats else "")
-        + (f"; {len(ranks)} rank trials (rank b of #N: no training)" if ranks else ""),
+        + (f"; {len(ranks)} rank trials (rank b of #N: no training)" if ranks else "")
+        + (
+            f"; {students} students scored by rank jobs (no training)"
+            if (students := study.n_derived - len(ranks)) > 0
+            else ""
+        ),
         "",
     ]
     metrics = [o.metric for o in study.objectives]
@@ -233,7 +242,9 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
                 TRIAL_STATE_NAMES[t.state],
                 *vals,
                 *(col.get(t.number, "") for col in extra.values()),
-                describe((ranks[t.number][1] if t.number in ranks else t).candidate_json),
+                describe(ranks[t.number][1].candidate_json, ranks[t.number][1].description)
+                if t.number in ranks
+                else describe(t.candidate_json, t.description),
                 t.attempt or "",
                 _duration(t),
                 trial_note(t, max_steps, ranks.get(t.number)),
@@ -252,7 +263,9 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
                 f"{m}={v:.4f}" for m, v in zip(metrics, t.values, strict=False)
             )
             rank = ranks.get(t.number)
-            what = describe((rank[1] if rank else t).candidate_json)
+            what = describe(
+                (rank[1] if rank else t).candidate_json, (rank[1] if rank else t).description
+            )
             what += f"  ({trial_note(t, rank=rank)})" if rank else ""
             out.append(f"  #{t.number}  {shown_values}  {what}")
             out.append(f"      params {t.params_json}")
@@ -291,6 +304,7 @@ def study_dict(s: Any) -> dict[str, Any]:
             "fail": s.n_fail,
             "running": s.n_running,
             "waiting": s.n_waiting,
+            "derived": s.n_derived,
         },
         "best_trials": [trial_dict(t) for t in s.best_trials],
         "created_at": s.created_at,
@@ -317,4 +331,6 @@ def trial_dict(t: Any, rank: tuple[int, Any] | None = None) -> dict[str, Any]:
         "finished_at": t.finished_at,
         "duplicate_of": t.duplicate_of if t.duplicate_of >= 0 else None,
         "rank_of": rank[1].number if rank else None,
+        "derived_from": t.derived_from if t.HasField("derived_from") else None,
+        "description": t.description,
     }

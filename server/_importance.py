@@ -8,7 +8,9 @@ observed value explains nothing and is left out, as Optuna does). Optuna's fANOV
 (:class:`optuna.importance.FanovaImportanceEvaluator`, a random forest's functional ANOVA,
 fixed seed) then scores each parameter present in every counted trial. Counted: COMPLETE
 trials that were trained (a repeated candidate carries an earlier result; a DyLoRA rank trial
-its training trial's parameters).
+its training trial's parameters; an AutoDistil student only its rank job's proxy scores). When
+every counted trial has the same value there is nothing to explain (fANOVA would fail on the
+zero variance).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def param_importances(
     for t in trials:
         if t.state != pb.COMPLETE or t.duplicate_of >= 0 or t.number in ranks:
             continue
+        if t.HasField("derived_from"):  # an AutoDistil student: scored by a rank job
+            continue
         if len(t.values) <= objective or not math.isfinite(t.values[objective]):
             continue
         params = json.loads(t.params_json or "{}")
@@ -64,7 +68,7 @@ def param_importances(
     names = set(rows[0][0]).intersection(*(set(p) for p, _ in rows[1:]))
     dists = {n: _distribution([p[n] for p, _ in rows]) for n in sorted(names)}
     dists = {n: d for n, d in dists.items() if not d.single()}
-    if not dists:
+    if not dists or _constant(rows):  # nothing to explain
         return {}, len(rows)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line in show
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
@@ -89,7 +93,7 @@ def importance_dict(trials: Sequence[pb.Trial], metric: str) -> dict[str, Any]:
     if got:
         out["importances"] = got
     else:
-        out["note"] = _why_none(n)
+        out["note"] = _why_none(n, trials)
     return out
 
 
@@ -97,14 +101,28 @@ def format_importance(trials: Sequence[pb.Trial], metric: str) -> str:
     """The text ``show`` prints: a table of importances, or why there is none."""
     got, n = param_importances(trials)
     if not got:
-        return f"parameter importance: {_why_none(n)}"
+        return f"parameter importance: {_why_none(n, trials)}"
     head = f"parameter importance ({EVALUATOR} on {metric}, {n} complete trials):"
     return (
         head + "\n" + table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in got.items()])
     )
 
 
-def _why_none(n: int) -> str:
+def _constant(rows: Sequence[tuple[dict[str, Any], float]]) -> bool:
+    return len({value for _, value in rows}) == 1
+
+
+def _why_none(n: int, trials: Sequence[pb.Trial]) -> str:
     if n < MIN_TRIALS:
         return f"needs at least {MIN_TRIALS} complete trials, has {n}"
+    counted = [
+        t.values[0]
+        for t in trials
+        if t.state == pb.COMPLETE
+        and t.duplicate_of < 0
+        and not t.HasField("derived_from")
+        and t.values
+    ]
+    if len(set(counted)) == 1:
+        return f"the objective is {counted[0]:.4g} in every one of the {n} trials counted"
     return "no parameter varies across the complete trials"

@@ -178,3 +178,5 @@ class StudySnapshot:
     best_trials: tuple[FrozenTrial, ...]
     #: trainer -> connected workers offering it (trainers none offers are absent)
     connected_trainers: dict[str, int]
+    #: COMPLETE trials a job's completion added (DyLoRA ranks, AutoDistil students)
+    derived: int = 0

@@ -60,6 +60,7 @@ and stop); ``StudyHandle.ask_lock`` serialises the loop's asks.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Callable, Iterable
 
@@ -67,6 +68,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server._candidate_store import MIN_REPEAT_STREAK
+from archsearch.server._derived_trials import has_measured_values, is_derived_trial
 from archsearch.server._index import (
     COMPLETED,
     COMPLETED_REASON_ATTR,
@@ -169,11 +171,16 @@ class StudyManager(ManagerWiring):
         return h
 
     def best_trials(self, h: StudyHandle) -> list[FrozenTrial]:
+        """The best trial (the Pareto front for several objectives) among the COMPLETE trials
+        with finite values that were measured (:func:`best_of`)."""
         if not h.index.done and not self.trials(h, (TrialState.COMPLETE,)):
             return []
-        if len(h.spec.objectives) == 1:
-            return [h.study.best_trial]
-        return list(h.study.best_trials)
+        # Optuna's own pick, unless it holds a trial to leave out
+        single = len(h.spec.objectives) == 1
+        fast = [h.study.best_trial] if single else list(h.study.best_trials)
+        if all(_rankable(t) for t in fast):
+            return fast
+        return best_of(self.trials(h, (TrialState.COMPLETE,)), h.study.directions)
 
     def snapshot(self, h: StudyHandle, with_best: bool = True) -> StudySnapshot:
         """A frozen view of ``h`` for the converters.
@@ -189,8 +196,10 @@ class StudyManager(ManagerWiring):
         """
         state = h.state
         counts = dict.fromkeys(TrialState, 0)
+        derived = 0
         for t in self.trials(h):
             counts[t.state] += 1
+            derived += t.state == TrialState.COMPLETE and is_derived_trial(t)
         return StudySnapshot(
             spec=h.spec,
             state=state,
@@ -198,6 +207,7 @@ class StudyManager(ManagerWiring):
             counts=counts,
             best_trials=tuple(self.best_trials(h)) if with_best else (),
             connected_trainers=self.connected_trainers(),
+            derived=derived,
         )
 
     # ------------------------------------------------------------------ workers' side
@@ -278,3 +288,36 @@ class StudyManager(ManagerWiring):
     def connected_trainers(self) -> dict[str, int]:
         """How many connected workers offer each trainer (:meth:`WorkerDirectory.trainers`)."""
         return self.directory.trainers()
+
+
+def _rankable(t: FrozenTrial) -> bool:
+    """A COMPLETE trial whose values can be the study's best: finite and measured (not an
+    AutoDistil job's ±inf, nor a student's proxy scores)."""
+    return has_measured_values(t) and all(math.isfinite(v) for v in t.values or [float("nan")])
+
+
+def best_of(
+    trials: Iterable[FrozenTrial], directions: list[optuna.study.StudyDirection]
+) -> list[FrozenTrial]:
+    """The best of ``trials`` that are :func:`_rankable`: the one best for a single objective
+    (the lowest number on a tie, as Optuna), the Pareto front for several (equal values all
+    on it, as Optuna; kept as it grows: each trial is compared with the current front only)."""
+    signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in directions]
+
+    def key(t: FrozenTrial) -> list[float]:
+        return [s * v for s, v in zip(signs, t.values, strict=True)]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+    front: list[tuple[list[float], FrozenTrial]] = []
+    for t in sorted((t for t in trials if _rankable(t)), key=lambda t: t.number):
+        k = key(t)
+        if len(signs) == 1:
+            if not front or k < front[0][0]:
+                front = [(k, t)]
+            continue
+        if any(dominates(f, k) for f, _ in front):
+            continue
+        front = [(f, u) for f, u in front if not dominates(k, f)] + [(k, t)]
+    return [t for _, t in front]

@@ -124,6 +124,33 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
     study = optuna.load_study(study_name="distil", storage=storage)
     assert "every stage done" in study.user_attrs[COMPLETED_REASON_ATTR]
 
+    # what `show` says: each job by its kind, each student by its key, the trained pick best
+    shown = subprocess.run(
+        cli("show", "distil", "--json", "--server", restarted.address),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    out_json = json.loads(shown.stdout)
+    by_number = {t["number"]: t for t in out_json["trials"]}
+    assert by_number[supernet.number]["description"].startswith("supernet job: sub-space tiny")
+    assert by_number[ranks[0].number]["description"].startswith("rank job: sub-space tiny")
+    for s in students:
+        assert by_number[s.number]["derived_from"] == ranks[0].number
+        key = s.params["student"]
+        assert by_number[s.number]["description"].startswith(f"student {key} of tiny")
+    assert [t["number"] for t in out_json["best_trials"]] == [final.number]  # not a proxy
+    assert out_json["counts"]["derived"] == len(students)
+    listed = subprocess.run(
+        cli("studies", "--server", restarted.address),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert f" {len(trials) - len(students)} +{len(students)} " in listed, listed
+
     # the user takes the picked student: a plain BERT classifier, wherever it trained
     out = tmp_path / "student"
     subprocess.run(

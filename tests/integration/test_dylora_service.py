@@ -112,6 +112,17 @@ def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list
     links = {t["number"]: t["rank_of"] for t in json.loads(as_json)["trials"]}
     assert links == {t.number: (training.number if is_rank_trial(t) else None) for t in trials}
 
+    listed = subprocess.run(
+        cli("studies", "--server", server.address),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert f" 1 +{R_MAX} " in listed and "DyLoRA ranks or AutoDistil students" in listed, listed
+    described = {t["number"]: t["description"] for t in json.loads(as_json)["trials"]}
+    assert described[ranks[0].number] == f"rank 1 of #{training.number}"
+
     # the user takes rank 2's adapter: a plain rank-2 LoRA of the training trial's weights
     fetched = subprocess.run(
         cli("fetch", "dylora", str(ranks[1].number), "--server", server.address),

@@ -62,7 +62,18 @@ def test_every_option_has_help_and_shows_its_default() -> None:
     assert "``" not in parser.format_help() and "``" not in (parser.description or "")
     commands = _subparsers(parser)
     assert set(commands) == {
-        *("serve", "worker", "launch", "studies", "show", "stop", "demo", "replay", "fleet")
+        *(
+            "serve",
+            "worker",
+            "launch",
+            "studies",
+            "show",
+            "stop",
+            "demo",
+            "replay",
+            "fetch",
+            "fleet",
+        )
     }
     fleet = {f"fleet {k}": v for k, v in _subparsers(commands["fleet"]).items()}
     assert set(fleet) == {f"fleet {k}" for k in ("slurm", "ray", "k8s", "status", "stop")}

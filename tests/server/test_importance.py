@@ -90,3 +90,24 @@ def test_show_names_a_candidates_data_choice_next_to_its_architecture() -> None:
     assert describe(json.dumps(cand)) == plain + "  [selection: dsir k=48]"
     cand["data"] = {"selection": {"method": "none"}}
     assert describe(json.dumps(cand)) == plain
+
+
+def test_an_objective_that_never_varies_is_said_not_a_crash() -> None:
+    # short proxy trainings leave every student at the majority class: all scores equal
+    trials = _trials(12, data_matters=True)
+    for t in trials:
+        t.values[:] = [0.5]
+    assert param_importances(trials) == ({}, 12)
+    text = format_importance(trials, "accuracy")
+    assert (
+        text == "parameter importance: the objective is 0.5 in every one of the 12 trials counted"
+    )
+    assert importance_dict(trials, "accuracy")["note"].startswith("the objective is 0.5")
+
+
+def test_trials_a_completed_job_added_do_not_count() -> None:
+    trials = _trials(12, data_matters=True)
+    for t in trials[:4]:
+        t.derived_from = 99  # AutoDistil students: scored by rank job #99, not trained
+    _, n = param_importances(trials)
+    assert n == 8

@@ -153,6 +153,7 @@ class Study(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     WORKERS_FOR_TRAINER_FIELD_NUMBER: _builtins.int
     CONNECTED_TRAINERS_FIELD_NUMBER: _builtins.int
+    N_DERIVED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique study name chosen at launch."""
     spec_json: _builtins.str
@@ -179,11 +180,18 @@ class Study(_message.Message):
     bound; 0 means no connected worker can run this study's trials: they wait until a worker
     with that trainer attaches.
     """
+    n_derived: _builtins.int
+    """COMPLETE trials that a job's completion added (see Trial.derived_from: DyLoRA ranks,
+    AutoDistil students); counted in n_complete, never against n_trials.
+    """
     @_builtins.property
     def objectives(self) -> _containers.RepeatedCompositeFieldContainer[Global___Objective]: ...
     @_builtins.property
     def best_trials(self) -> _containers.RepeatedCompositeFieldContainer[Global___Trial]:
-        """Best trials: one for a single-objective study, the Pareto front for a multi-objective one."""
+        """Best trials: one for a single-objective study, the Pareto front for a multi-objective one,
+        among the COMPLETE trials with finite values whose values were measured (an AutoDistil
+        student's proxy scores are not; its stand-alone training's scores are).
+        """
 
     @_builtins.property
     def connected_trainers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -206,10 +214,11 @@ class Study(_message.Message):
         created_at: _builtins.str = ...,
         workers_for_trainer: _builtins.int = ...,
         connected_trainers: _abc.Iterable[_builtins.str] | None = ...,
+        n_derived: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trials", b"best_trials", "connected_trainers", b"connected_trainers", "created_at", b"created_at", "n_complete", b"n_complete", "n_fail", b"n_fail", "n_pruned", b"n_pruned", "n_running", b"n_running", "n_trials", b"n_trials", "n_waiting", b"n_waiting", "name", b"name", "objectives", b"objectives", "spec_json", b"spec_json", "state", b"state", "workers_for_trainer", b"workers_for_trainer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trials", b"best_trials", "connected_trainers", b"connected_trainers", "created_at", b"created_at", "n_complete", b"n_complete", "n_derived", b"n_derived", "n_fail", b"n_fail", "n_pruned", b"n_pruned", "n_running", b"n_running", "n_trials", b"n_trials", "n_waiting", b"n_waiting", "name", b"name", "objectives", b"objectives", "spec_json", b"spec_json", "state", b"state", "workers_for_trainer", b"workers_for_trainer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -274,6 +283,8 @@ class Trial(_message.Message):
     FAIL_REASON_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
     DUPLICATE_OF_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DERIVED_FROM_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     """Study-local trial number (optuna's Trial.number), the number the dashboard shows."""
     state: Global___TrialState.ValueType
@@ -294,6 +305,16 @@ class Trial(_message.Message):
     """For a repeated candidate (identical architecture, recipe and data to an earlier trial,
     whose result it carries instead of being trained again): the earlier trial's number.
     -1 when the trial is no repeat.
+    """
+    description: _builtins.str
+    """What the trial is, as the server describes it with the study's own space: the
+    architecture ("4x256, 4 heads"), a job's kind ("supernet job: sub-space tiny (8
+    students)"), or what a derived trial stands for ("student L2_A4_H128_I256 of tiny (scored
+    by rank #3)", "rank 2 of #0"). Empty when not known.
+    """
+    derived_from: _builtins.int
+    """The trial whose completion added this one (a DyLoRA rank, an AutoDistil student): it was
+    not trained itself and holds no candidate. Unset for every other trial.
     """
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
@@ -323,12 +344,16 @@ class Trial(_message.Message):
         fail_reason: _builtins.str = ...,
         worker_id: _builtins.str = ...,
         duplicate_of: _builtins.int = ...,
+        description: _builtins.str = ...,
+        derived_from: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "derived_from", b"derived_from"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "candidate_json", b"candidate_json", "duplicate_of", b"duplicate_of", "fail_reason", b"fail_reason", "finished_at", b"finished_at", "intermediate_values", b"intermediate_values", "metrics", b"metrics", "number", b"number", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "values", b"values", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "attempt", b"attempt", "candidate_json", b"candidate_json", "derived_from", b"derived_from", "description", b"description", "duplicate_of", b"duplicate_of", "fail_reason", b"fail_reason", "finished_at", b"finished_at", "intermediate_values", b"intermediate_values", "metrics", b"metrics", "number", b"number", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "values", b"values", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__derived_from: _TypeAlias = _typing.Literal["derived_from"]  # noqa: Y015
+    _WhichOneofArgType__derived_from: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__derived_from) -> _WhichOneofReturnType__derived_from | None: ...
 
 Global___Trial: _TypeAlias = Trial  # noqa: Y015
 

@@ -344,6 +344,17 @@ def _data(obj: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _fix(metric: Any) -> str:
+    """How to write an objective's metric instead of ``metric``."""
+    if isinstance(metric, str) and "@" in metric:
+        base = metric.partition("@")[0] or "accuracy"
+        return (
+            f"use {base!r}: each DyLoRA rank or AutoDistil student is stored as its own trial, "
+            f"whose {base!r} is its value at that rank or for that student"
+        )
+    return "letters, digits, '_' and '.' (a task's metric: 'sst2.accuracy'), e.g. 'accuracy'"
+
+
 def _objectives(raw: Any) -> tuple[Objective, ...]:
     if not isinstance(raw, list) or not raw:
         raise SpecError("objectives", 'must be a non-empty list of {"metric", "direction"}')
@@ -356,7 +367,9 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
             raise SpecError(f"objectives[{i}]", 'must be {"metric": ..., "direction": ...}')
         metric = o.get("metric")
         if not isinstance(metric, str) or not METRIC_RE.match(metric):
-            raise SpecError(f"objectives[{i}].metric", f"invalid metric name {metric!r}")
+            raise SpecError(
+                f"objectives[{i}].metric", f"invalid metric name {metric!r}", _fix(metric)
+            )
         direction = o.get("direction", "maximize")
         if isinstance(direction, str):
             direction = {"max": "maximize", "min": "minimize"}.get(direction, direction)

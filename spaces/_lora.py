@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from archsearch.spaces._base import SPACES, DesignSpace
 from archsearch.spaces._errors import SpecError
-from archsearch.spaces._lora_spec import parse_lora_spec
+from archsearch.spaces._lora_spec import check_packaged_targets, parse_lora_spec
 from archsearch.spaces._options import int_choices, reject_unknown
+from archsearch.spaces._students import PACKAGED_TEACHER_NAMES
 
 if TYPE_CHECKING:
     import optuna
@@ -220,6 +221,9 @@ class LoraSpace(DesignSpace):
                     "r_max": r_max,
                 }
             )
+        if lora.get("model") in (None, *PACKAGED_TEACHER_NAMES):  # its modules are known here
+            for i, targets in enumerate(self.targets):
+                check_packaged_targets(targets, f"space_options.targets[{i}]")
 
     def candidate_parts(
         self, architecture: dict[str, Any], recipe: dict[str, Any]

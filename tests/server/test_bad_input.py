@@ -242,6 +242,17 @@ LORA_STUDY = {"name": "x", "space": "lora", "trainer": "lora", "n_trials": 3}
             "recipe.lora.targets: is set by the lora space",
         ),
         (
+            json.dumps({**LORA_STUDY, "space_options": {"targets": [["query"], ["qurey"]]}}),
+            "space_options.targets[1]: ['qurey'] match no linear module of the packaged "
+            "all-MiniLM-L6-v2 (its linear modules end in ['classifier', 'dense', 'key', 'query', "
+            "'value'], e.g. ['query', 'value'])",
+        ),
+        (
+            json.dumps({**LORA_STUDY, "objectives": ["accuracy@r2:max"]}),
+            "objectives[0].metric: invalid metric name 'accuracy@r2' (use 'accuracy': each DyLoRA "
+            "rank or AutoDistil student is stored as its own trial",
+        ),
+        (
             json.dumps({**LORA_STUDY, "recipe": {"lora": {"dropout": -0.1}}}),
             "recipe.lora.dropout: must be a number in [0, 1)",
         ),

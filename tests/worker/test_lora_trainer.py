@@ -121,13 +121,15 @@ def _with(candidate: Any, **changes: Any) -> Any:
         (lambda c: _with(c, recipe={**c.recipe, "init": "teacher"}), r"\['init'\] are not"),
         (
             lambda c: _with(c, recipe={**c.recipe, "lora": {"model": "/no/such/model"}}),
-            "recipe.lora.model: .*does not exist",
+            "recipe.lora.model: folder '/no/such/model' does not exist on this worker "
+            r"\(give a model folder",
         ),
         (
             lambda c: _with(
                 c, recipe={**c.recipe, "lora": {"model": tiny_base(), "targets": ["nothing"]}}
             ),
-            r"recipe.lora.targets \['nothing'\]",
+            r"recipe.lora.targets: \['nothing'\] match no linear module of the base model "
+            r"\(its linear modules end in \['classifier', 'dense', 'key', 'query', 'value'\]",
         ),
         (
             lambda c: _with(c, recipe={**c.recipe, "lora": {"r_max": 0}}),
@@ -139,3 +141,21 @@ def _with(candidate: Any, **changes: Any) -> Any:
 def test_bad_lora_candidates_are_candidate_errors(trainer, make, message) -> None:
     with pytest.raises(CandidateError, match=message):
         train(trainer, make(lora_candidate()))
+
+
+def test_the_server_knows_the_packaged_models_linear_modules() -> None:
+    """The list the server checks targets against at launch is the packaged model's own."""
+    import torch
+
+    from archsearch.spaces import get_task
+    from archsearch.spaces._lora_spec import PACKAGED_LINEAR_MODULES, unmatched_targets
+    from archsearch.worker._lora_model import load_base_classifier
+
+    base = load_base_classifier(None, get_task("sst2"))
+    linear = sorted(n for n, m in base.named_modules() if isinstance(m, torch.nn.Linear))
+    assert linear == sorted(PACKAGED_LINEAR_MODULES)
+    # peft's rule: the whole name, or a suffix after a dot
+    got = unmatched_targets(
+        ["attention.self.query", "layer.5.output.dense", "ery", "qurey"], linear
+    )
+    assert got == ["ery", "qurey"]

@@ -79,6 +79,8 @@ COST_COLUMNS = {  # raw metric -> (column, scale)
     "params": ("params(M)", 1e-6),
     "flops": ("GFLOPs", 1e-9),
     "latency_ms_b1": ("lat_b1(ms)", 1.0),
+    # a lora trial's (each DyLoRA rank trial's at its rank): what tells the ranks apart
+    "trainable_params": ("trainable(K)", 1e-3),
 }
 
 

@@ -259,6 +259,28 @@ def test_show_marks_repeats_and_pruned_trials() -> None:
     assert f"{bert_parameter_count(BERT_ARCH) * 1e-6:.4f}" in rows[1]
 
 
+def test_rank_trials_show_their_trainable_parameters_and_descriptions() -> None:
+    trials = [
+        pb.Trial(
+            number=n,
+            state=pb.COMPLETE,
+            values=[0.7 + n / 100],
+            metrics={"accuracy": 0.7 + n / 100, "trainable_params": 1000.0 * (n + 1)},
+            params_json=json.dumps({"lr": 0.001, **({"lora_rank": n} if n else {})}),
+            candidate_json="" if n else _cand(),
+            description=f"rank {n} of #0" if n else "dylora lr=0.001",
+            duplicate_of=-1,
+            **({"derived_from": 0} if n else {}),
+        )
+        for n in range(3)
+    ]
+    text = format_study(_study(n_complete=3, n_derived=2), trials)
+    rows = {int(line.split()[0]): line for line in text.splitlines() if line[:1].isdigit()}
+    assert "trainable(K)" in text and "3.0000" in rows[2] and "2.0000" in rows[1]
+    assert "rank 2 of #0" in rows[2] and "dylora lr=0.001" in rows[0]
+    assert "2 rank trials" in text and "students" not in text
+
+
 def test_duplicate_of_goes_on_the_wire() -> None:
     now = datetime.datetime(2026, 1, 1)
     frozen = optuna.trial.FrozenTrial(

@@ -295,7 +295,12 @@ class Worker:
             )
             self._safe(lambda: self.client.fail(lease.lease_id, why, False))
             return
-        log.info("trial %s: %s", tag, json_short(candidate.architecture))
+        # what is trained: the architecture, or (a lora candidate's is empty) its LoRA setting
+        what = candidate.architecture or {
+            k: candidate.recipe[k] for k in ("learning_rate", "lora") if k in candidate.recipe
+        }
+        kind = "" if candidate.kind == "train" else f"{candidate.kind} job "
+        log.info("trial %s: %s%s", tag, kind, json_short(what))
         done = threading.Event()
         hb = threading.Thread(
             target=self._heartbeats, args=(lease.lease_id, state, done), daemon=True

@@ -22,6 +22,7 @@ from typing import Any
 from archsearch.server._cli_common import CliError, _add_conn, _search_client, _token, whole_number
 from archsearch.spaces._checkpoint_names import (
     DYLORA_FILE,
+    FLEXIBERT_CONFIG_FILE,
     NOTE_FILE,
     parse_checkpoint_artifact,
 )
@@ -177,5 +178,15 @@ def _summary(out: Path, number: int, rank: int | None, folders: list[Path]) -> s
             lines.append(
                 f"  {where}{kind} for {base}: load it with peft's PeftModel.from_pretrained(base "
                 "sequence classifier, folder)"
+            )
+        elif (folder / FLEXIBERT_CONFIG_FILE).is_file():
+            lines.append(
+                f"  {where}a FlexiBERT classifier: load it with archsearch.worker."
+                "FlexiBertForSequenceClassification.from_pretrained(folder)"
+            )
+        elif (folder / "config.json").is_file():
+            lines.append(
+                f"  {where}a transformers classifier: load it with "
+                "AutoModelForSequenceClassification.from_pretrained(folder)"
             )
     return "\n".join(lines)

@@ -17,6 +17,9 @@ import re
 NOTE_FILE = "archsearch_checkpoint.json"
 #: A LoRA trainer's adapter folder also holds its LoRA settings and rank (``worker/_dylora.py``).
 DYLORA_FILE = "dylora.json"
+#: A FlexiBERT model's configuration (``worker/_flexibert_config.py``); a transformers model's
+#: is ``config.json``.
+FLEXIBERT_CONFIG_FILE = "flexibert_config.json"
 
 PREFIX = "checkpoint-"
 #: Separates the task from the file in a multi-task trial's names.

@@ -84,6 +84,7 @@ from archsearch.worker._trainer import (
 if TYPE_CHECKING:
     from archsearch.worker._autodistil_trainer import AutodistilTrainer
     from archsearch.worker._bert_trainer import BertTrainer
+    from archsearch.worker._flexibert_model import FlexiBertForSequenceClassification
     from archsearch.worker._lora_trainer import LoraTrainer
     from archsearch.worker._table_trainer import TableTrainer
 
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "AutodistilTrainer": "archsearch.worker._autodistil_trainer",
     "BertTrainer": "archsearch.worker._bert_trainer",
+    "FlexiBertForSequenceClassification": "archsearch.worker._flexibert_model",
     "LoraTrainer": "archsearch.worker._lora_trainer",
     "TableTrainer": "archsearch.worker._table_trainer",
 }
@@ -119,6 +121,7 @@ __all__ = [
     "DsirCache",
     "DsirSelector",
     "EncodedExamples",
+    "FlexiBertForSequenceClassification",
     "GlueDirSource",
     "GlueExample",
     "HubSource",

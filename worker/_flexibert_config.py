@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from archsearch.spaces._checkpoint_names import FLEXIBERT_CONFIG_FILE
 from archsearch.spaces._flexibert_overlap import (
     DEFAULT_MAX_POSITIONS,
     DEFAULT_TYPE_VOCAB_SIZE,
@@ -19,7 +20,7 @@ from archsearch.spaces._flexibert_overlap import (
 FLEXIBERT_SPACES = ("flexibert", "flexibert-small")
 #: The files ``save_pretrained`` writes into a checkpoint folder.
 WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "flexibert_config.json"
+CONFIG_FILE = FLEXIBERT_CONFIG_FILE
 
 
 def candidate_architecture(space: str, architecture: Any) -> dict[str, Any]:

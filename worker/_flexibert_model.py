@@ -34,11 +34,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
 
@@ -229,6 +229,27 @@ class _FlexiBertHeadModel(nn.Module):
         save_file(state, str(folder / WEIGHTS_FILE))
         config = {**self.flexibert.config.to_dict(), "model": type(self).__name__}
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> Self:
+        """The model :meth:`save_pretrained` wrote into ``folder`` (a kept checkpoint, or one
+        ``archsearch fetch`` downloaded), on the CPU, in eval mode.
+
+        Raises:
+            FileNotFoundError: ``folder`` lacks the weights or the config.
+            ValueError: The folder holds another kind of FlexiBERT model.
+        """
+        folder = Path(folder)
+        missing = [n for n in (WEIGHTS_FILE, CONFIG_FILE) if not (folder / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder} is not a FlexiBERT checkpoint: no {missing}")
+        values = json.loads((folder / CONFIG_FILE).read_text())
+        kind = values.pop("model", cls.__name__)
+        if kind != cls.__name__:
+            raise ValueError(f"{folder} holds a {kind}, not a {cls.__name__}")
+        model = cls(FlexiBertConfig.from_dict(values))
+        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        return model.eval()
 
 
 class FlexiBertForSequenceClassification(_FlexiBertHeadModel):

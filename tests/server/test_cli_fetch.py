@@ -125,6 +125,7 @@ def test_fetch_downloads_the_kept_files(server, study, tmp_path, capsys) -> None
     # a whole model; --rank 2 into the default folder (named after study, trial and rank)
     assert fetch(server, study, "s", "1", "--out", str(tmp_path / "whole")) == 0
     assert (tmp_path / "whole" / "config.json").read_text() == '{"model_type": "bert"}'
+    assert "a transformers classifier: load it with" in capsys.readouterr().out
     monkey_cwd = tmp_path / "cwd"
     monkey_cwd.mkdir()
     with pytest.MonkeyPatch.context() as mp:

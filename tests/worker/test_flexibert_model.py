@@ -404,3 +404,18 @@ def test_masked_only_head_gives_the_same_loss_and_gradients() -> None:
         torch.testing.assert_close(grads[0][0], grads[1][0])
         for full, masked in zip(grads[0][1], grads[1][1], strict=True):
             torch.testing.assert_close(full, masked, atol=1e-6, rtol=1e-5)
+
+
+def test_a_saved_classifier_loads_back_as_it_was(tmp_path: Path) -> None:
+    """What a user does with a FlexiBERT checkpoint `archsearch fetch` downloaded."""
+    from archsearch.worker import FlexiBertForSequenceClassification
+
+    arch = arch_with("c", "9")
+    source = build(arch, seed=1).eval()
+    source.save_pretrained(tmp_path / "ckpt")
+    loaded = FlexiBertForSequenceClassification.from_pretrained(tmp_path / "ckpt")
+    assert not loaded.training and loaded.architecture == arch
+    inputs = batch([10, 6])
+    torch.testing.assert_close(loaded(**inputs).logits, source(**inputs).logits, rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="not a FlexiBERT checkpoint"):
+        FlexiBertForSequenceClassification.from_pretrained(tmp_path)

@@ -16,8 +16,12 @@ Workers that share no folder pass the outcomes through the server: a trial asked
 uploads each finished task's outcome as an artifact of its trial
 (``done-<trainer>-<fingerprint>-<task>.pt``, a few kilobytes: metrics, dev predictions), beside
 the task in progress's file, and a retry whose folder lacks an outcome downloads the newest
-upload of its study. An outcome with a kept checkpoint is not uploaded (the checkpoint stays on
-the machine that wrote it; another machine trains that task again).
+upload of its study. A finished task's kept checkpoint (``recipe.keep_checkpoint``) goes with
+it: each file of its folder as ``done-<trainer>-<fingerprint>-<task>--<file>``, uploaded
+before the outcome (which then lists them), and a retry on a machine without that folder
+downloads them into its own checkpoint folder for the task. A checkpoint that cannot be
+uploaded whole (a refusal, a stop that ends first) leaves its outcome unshared: another machine
+trains that task again.
 """
 
 from __future__ import annotations
@@ -49,19 +53,29 @@ class FinishedTasks:
     """The outcomes a multi-task trial's tasks left in ``folder`` (its candidate's progress
     folder); ``share_prefix`` starts the names of their uploads (none when empty)."""
 
-    def __init__(self, folder: Path, share_prefix: str = "") -> None:
+    def __init__(
+        self, folder: Path, share_prefix: str = "", checkpoints: Path | None = None
+    ) -> None:
         self.folder, self.share_prefix = folder, share_prefix
+        #: This machine's folder of the candidate's kept checkpoints (one per task in it).
+        self.checkpoints = checkpoints
 
     def _path(self, task_id: str) -> Path:
         return self.folder / f"{task_id}{SUFFIX}"
 
     def artifact(self, task_id: str) -> str:
         """The artifact name ``task_id``'s outcome is uploaded under."""
-        return f"{self.share_prefix}{re.sub(r'[^A-Za-z0-9._-]', '_', task_id)[:40]}.pt"
+        return f"{self.share_prefix}{_safe(task_id)}.pt"
+
+    def checkpoint_artifact(self, task_id: str, file: str) -> str | None:
+        """The artifact name of file ``file`` of ``task_id``'s kept checkpoint; None when no
+        valid artifact name holds it."""
+        name = f"{self.share_prefix}{_safe(task_id)}--{file}"
+        return name if _ARTIFACT_NAME.match(name) else None
 
     def share(self, context: TrainContext) -> None:
-        """Uploads every finished task's outcome that holds no kept checkpoint as an artifact
-        of ``context``'s trial (when a server is behind it); a refusal is logged."""
+        """Uploads every finished task's outcome, after its kept checkpoint's files, as
+        artifacts of ``context``'s trial (when a server is behind it); a refusal is logged."""
         if not (self.share_prefix and context.has_server and self.folder.is_dir()):
             return
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
@@ -69,10 +83,60 @@ class FinishedTasks:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 if state["checkpoint"] is not None:
-                    continue
+                    state["checkpoint_files"] = self._share_checkpoint(
+                        task_id, Path(state["checkpoint"]), context
+                    )
+                    self._write(path, state)
                 context.upload(path, self.artifact(task_id))
             except Exception as e:  # unreadable, refused: the stop must still hand back
                 log.warning("outcome of finished task %s not uploaded: %s", task_id, e)
+
+    def _share_checkpoint(self, task_id: str, folder: Path, context: TrainContext) -> list[str]:
+        """Uploads each file of ``task_id``'s kept checkpoint ``folder``; returns their names.
+
+        Raises:
+            ValueError: The folder is gone, or a file has a name no artifact name holds.
+        """
+        if not folder.is_dir():
+            raise ValueError(f"its checkpoint {folder} is gone")
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        for file in files:
+            name = self.checkpoint_artifact(task_id, file.name)
+            if name is None:
+                raise ValueError(f"no artifact name holds its checkpoint file {file.name!r}")
+            context.upload(file, name)
+        return [file.name for file in files]
+
+    def _fetch_checkpoint(
+        self, task_id: str, files: list[str], context: TrainContext
+    ) -> str | None:
+        """Downloads ``task_id``'s kept checkpoint (``files``, shared with its outcome) from
+        the newest trial of the study holding them into this machine's checkpoint folder for
+        the task; its path, or None when it cannot be had (the task is then trained)."""
+        if not (files and self.checkpoints is not None and context.has_server):
+            return None
+        from archsearch.server.client import ClientError
+
+        names = [self.checkpoint_artifact(task_id, file) or "" for file in files]
+        dest = self.checkpoints / task_id
+        staging = dest.with_name(f".{dest.name}.download-{os.getpid()}")
+        try:
+            holder = context.newest_holder(names[0])
+            if holder is None:
+                return None
+            staging.mkdir(parents=True, exist_ok=True)
+            for file, name in zip(files, names, strict=True):
+                context.download(holder, name, staging / file)
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(staging, dest)
+        except (ClientError, OSError, RuntimeError) as e:
+            log.warning("kept checkpoint of finished task %s not downloaded: %s", task_id, e)
+            return None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log.info("kept checkpoint of task %s downloaded from trial %d", task_id, holder)
+        return str(dest)
 
     def _fetch(self, task_id: str, context: TrainContext) -> None:
         """Downloads the newest upload of ``task_id``'s outcome in ``context``'s study into the
@@ -107,9 +171,12 @@ class FinishedTasks:
             "reported": [[step, value] for step, value in outcome.reported],
             "curriculum": curriculum.state_dict() if curriculum is not None else None,
         }
-        staging = self.folder / f".{task_id}{SUFFIX}.tmp-{os.getpid()}"
+        self._write(self._path(task_id), state)
+
+    def _write(self, path: Path, state: dict[str, Any]) -> None:
+        staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         torch.save(state, staging)
-        os.replace(staging, self._path(task_id))
+        os.replace(staging, path)
 
     def load(
         self, task_id: str, context: TrainContext, curriculum: Curriculum | None
@@ -132,7 +199,12 @@ class FinishedTasks:
             state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
             checkpoint = state["checkpoint"]
             if checkpoint is not None and not Path(checkpoint).exists():
-                raise ValueError(f"its checkpoint {checkpoint} is gone")
+                # written on another machine: its files came with the outcome, if it shared
+                checkpoint = self._fetch_checkpoint(
+                    task_id, list(state.get("checkpoint_files") or []), context
+                )
+                if checkpoint is None:
+                    raise ValueError(f"its checkpoint {state['checkpoint']} is gone")
             outcome = TaskOutcome(
                 metrics={k: float(v) for k, v in state["metrics"].items()},
                 checkpoint=checkpoint,
@@ -190,3 +262,11 @@ def each_task(
             finished.share(context)
         raise
     return outcomes
+
+
+_ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def _safe(task_id: str) -> str:
+    """A task id as part of an artifact name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", task_id)[:40]

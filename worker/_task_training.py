@@ -168,6 +168,7 @@ def finished_tasks(trainer: BertTrainer, candidate: Candidate) -> FinishedTasks 
     return FinishedTasks(
         checkpoint_root() / "progress" / trainer.name / candidate.fingerprint(),
         share_prefix=f"done-{trainer.name}-{candidate.fingerprint()}-",
+        checkpoints=checkpoint_root() / candidate.fingerprint(),  # as train_task keeps them
     )
 
 

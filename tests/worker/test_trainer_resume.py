@@ -5,6 +5,7 @@ the metrics of an uninterrupted job: DyLoRA's rank draws and a curriculum's stat
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,6 +91,52 @@ def test_workers_that_share_no_folder_pass_a_jobs_progress_through_the_server(
     again = LoraTrainer().train(dylora, server.context(1))
     assert again.info["resumed_from_step"] == "5"
     assert {k: again.metrics[k] for k in SCORES} == {k: whole.metrics[k] for k in SCORES}
+
+
+def test_a_finished_tasks_kept_checkpoint_comes_through_the_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    kept = dataclasses.replace(TWO_TASKS, recipe={**TWO_TASKS.recipe, "keep_checkpoint": True})
+    server = FakeServer()
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "pod-a"))
+    with pytest.raises(TrialStopped):  # a few steps into mrpc, the second task
+        BertTrainer().train(kept, server.context(0, should_stop=stopping(13)))
+    written = tmp_path / "pod-a" / kept.fingerprint() / "stsb"
+    prefix = f"done-bert-{kept.fingerprint()}-stsb"
+    shared = {name for n, name in server.files if n == 0 and name.startswith(prefix)}
+    files = sorted(p.name for p in written.iterdir())
+    assert "model.safetensors" in files
+    assert shared == {f"{prefix}.pt", *(f"{prefix}--{f}" for f in files)}
+    contents = {f: (written / f).read_bytes() for f in files}
+    shutil.rmtree(tmp_path / "pod-a")  # pod A is gone, with its disk
+
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "pod-b"))  # an empty disk
+    trained = spy_on_tasks(monkeypatch)
+    again = BertTrainer().train(kept, server.context(1))
+    assert trained == ["mrpc"]  # stsb, checkpoint and all, came through the server
+    here = Path(again.info["stsb.checkpoint"])
+    assert here == tmp_path / "pod-b" / kept.fingerprint() / "stsb"
+    assert {f: (here / f).read_bytes() for f in files} == contents
+    # and the trial's end uploads it as any kept checkpoint (what `archsearch fetch` reads)
+    assert (1, "checkpoint-stsb--model.safetensors") in server.files
+
+
+def test_a_finished_task_whose_checkpoint_cannot_come_is_trained_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    kept = dataclasses.replace(TWO_TASKS, recipe={**TWO_TASKS.recipe, "keep_checkpoint": True})
+    server = FakeServer()
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "pod-a"))
+    with pytest.raises(TrialStopped):
+        BertTrainer().train(kept, server.context(0, should_stop=stopping(13)))
+    for key in [k for k in server.files if k[1].endswith("--model.safetensors")]:
+        del server.files[key]  # lost: the outcome says what to fetch, the fetch fails
+    shutil.rmtree(tmp_path / "pod-a")
+    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "pod-b"))
+    trained = spy_on_tasks(monkeypatch)
+    again = BertTrainer().train(kept, server.context(1))
+    assert trained == ["stsb", "mrpc"]
+    assert Path(again.info["stsb.checkpoint"]).is_dir()
 
 
 def test_without_saving_a_stopped_trial_starts_over(

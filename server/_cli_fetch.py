@@ -26,9 +26,12 @@ from archsearch.spaces._checkpoint_names import (
     NOTE_FILE,
     parse_checkpoint_artifact,
 )
+from archsearch.v1 import archsearch_pb2 as pb
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: A checkpoint folder holds one of these (a LoRA adapter's, or a whole model's).
+WEIGHTS_FILES = (ADAPTER_WEIGHTS, "model.safetensors")
 
 
 def add_fetch_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -64,17 +67,21 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     of_rank = rank_trials_of(list(trials.values())).get(args.trial)
     if of_rank is not None:  # a rank trial holds no weights: its training trial does
         source = of_rank[1]
-        rank = rank or of_rank[0]
+        if rank is not None and rank != of_rank[0]:
+            raise CliError(
+                f"--rank {rank}: trial {args.trial} is rank {of_rank[0]} of #{source.number} "
+                f"(fetch #{source.number} --rank {rank}, or leave --rank out)"
+            )
+        rank = of_rank[0]
+    out = Path(args.out or _default_out(args.name, args.trial, None if of_rank else rank))
+    _check_out(out)
     with WorkerClient(
         args.server, token=_token(args), tls_ca=args.tls_ca, tls=args.tls
     ) as worker_client:
         names = [a.name for a in worker_client.list_artifacts(args.name, source.number)]
         files = {n: p for n in names if (p := parse_checkpoint_artifact(n)) is not None}
-        if not files:
+        if source.state != pb.COMPLETE or not files:  # a running trial may be uploading
             raise CliError(_nothing_kept(source, args.trial))
-        out = Path(args.out or _default_out(args.name, source.number, rank))
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise CliError(f"{out} exists and is not empty (pass --out NEW_FOLDER, or remove it)")
         staging = out.with_name(f".{out.name}.part-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         try:
@@ -83,24 +90,53 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                 folder.mkdir(parents=True, exist_ok=True)
                 worker_client.download_artifact(args.name, source.number, name, folder / file)
             folders = sorted({staging / t if t else staging for t, _ in files.values()})
-            if rank is not None:
-                for folder in folders:
+            for folder in folders:
+                _check_whole(folder, source.number)
+                if rank is not None:
                     adapter_at_rank(folder, rank)
             if out.exists():
                 out.rmdir()
             os.replace(staging, out)
+        except OSError as e:
+            raise CliError(
+                f"cannot write {out}: {e.strerror or e} (pass --out a folder you can create)"
+            ) from e
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    print(_summary(out, source.number, rank, [out / f.relative_to(staging) for f in folders]))
+    via = "" if source.number == args.trial else f" (rank {rank} of #{source.number})"
+    shown = [out / f.relative_to(staging) for f in folders]
+    print(_summary(out, f"trial {args.trial}{via}", rank, shown))
     return 0
 
 
-def _nothing_kept(source: Any, asked: int) -> str:
-    from archsearch.v1 import archsearch_pb2 as pb
+def _check_out(out: Path) -> None:
+    """Refuses an ``--out`` that would overwrite something or cannot be created."""
+    if out.exists() and not out.is_dir():
+        raise CliError(f"{out} is a file, not a folder (pass --out NEW_FOLDER)")
+    if out.exists() and any(out.iterdir()):
+        raise CliError(f"{out} exists and is not empty (pass --out NEW_FOLDER, or remove it)")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise CliError(f"cannot write {out}: {parent} is not a folder (create it first)")
 
+
+def _check_whole(folder: Path, number: int) -> None:
+    """Refuses a downloaded checkpoint without its weights (an upload refused part-way)."""
+    if not any((folder / w).is_file() for w in WEIGHTS_FILES):
+        raise CliError(
+            f"trial {number}'s checkpoint on the server lacks its weights (one of "
+            f"{list(WEIGHTS_FILES)}): its upload stopped part-way (see the trial's "
+            "checkpoint_upload_error in optuna-dashboard); nothing was written"
+        )
+
+
+def _nothing_kept(source: Any, asked: int) -> str:
     via = "" if source.number == asked else f" (rank trial {asked}'s training trial)"
     if source.state in (pb.RUNNING, pb.WAITING):
-        return f"trial {source.number}{via} has not finished: its checkpoint comes when it does"
+        return f"trial {source.number}{via} has not finished: its checkpoint comes when it ends"
+    if source.state != pb.COMPLETE:
+        state = pb.TrialState.Name(source.state).lower()
+        return f"trial {source.number}{via} ended {state}: only a completed trial keeps one"
     return (
         f"trial {source.number}{via} kept no checkpoint on the server (launch the study with "
         "--set recipe.keep_checkpoint=true; a worker older than this version kept it on its "
@@ -159,20 +195,21 @@ def adapter_at_rank(folder: Path, rank: int) -> None:
     (folder / DYLORA_FILE).unlink()
 
 
-def _summary(out: Path, number: int, rank: int | None, folders: list[Path]) -> str:
-    lines = [f"trial {number}'s checkpoint is in {out}" + (f", at rank {rank}" if rank else "")]
+def _summary(out: Path, what: str, rank: int | None, folders: list[Path]) -> str:
+    lines = [f"{what}: checkpoint in {out}" + (f", at rank {rank}" if rank else "")]
     for folder in folders:
         where = "" if folder == out else f"{folder.name}: "
+        adapter = (folder / ADAPTER_CONFIG).is_file()
         note_file = folder / NOTE_FILE
         if note_file.is_file():
             note = json.loads(note_file.read_text())
             if note.get("value") is not None:
                 lines.append(
                     f"  {where}weights of step {note['step']}, the best dev {note['metric']} "
-                    f"{note['value']:.4g} (at r_max for a LoRA adapter); the trial's scores are "
-                    "its final step's"
+                    f"{note['value']:.4g}{' at r_max' if adapter else ''}; the trial's scores "
+                    "are its final step's"
                 )
-        if (folder / ADAPTER_CONFIG).is_file():
+        if adapter:
             base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
             kind = f"a rank-{rank} LoRA adapter" if rank else "a DyLoRA adapter at r_max"
             lines.append(

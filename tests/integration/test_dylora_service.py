@@ -132,9 +132,18 @@ def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list
         check=True,
         cwd=tmp_path,
     ).stdout
-    at_rank = tmp_path / f"dylora-trial{training.number}-r2"
-    assert f"trial {training.number}'s checkpoint is in {at_rank.name}, at rank 2" in fetched
+    at_rank = tmp_path / f"dylora-trial{ranks[1].number}"  # named after the trial asked for
+    said = f"trial {ranks[1].number} (rank 2 of #{training.number}): checkpoint in {at_rank.name}"
+    assert said in fetched, fetched
     assert json.loads((at_rank / "adapter_config.json").read_text())["r"] == 2
+    other = subprocess.run(  # another rank than the trial's own: said, nothing written
+        cli("fetch", "dylora", str(ranks[1].number), "--rank", "3", "--server", server.address),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert other.returncode == 2 and f"is rank 2 of #{training.number}" in other.stderr
     whole = tmp_path / "whole"
     subprocess.run(
         cli(

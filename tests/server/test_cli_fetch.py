@@ -81,16 +81,18 @@ def server(tmp_path: Path) -> Iterator[ArchsearchServer]:
 @pytest.fixture
 def study(server: ArchsearchServer, tmp_path: Path) -> Path:
     """Study "s": trial 0 kept a DyLoRA adapter (uploaded as a worker does), trial 1 kept a
-    whole model, trial 2 kept nothing; returns the admin token file."""
+    whole model, trial 2 kept nothing, trial 3 only part of one (an upload refused part-way);
+    trial 4 is running and has uploaded part of its checkpoint; returns the admin token file."""
     with SearchClient(server.address, token=ADMIN) as admin:
-        admin.launch(table_spec("s", 4))
-    kept = {0: trained_adapter(tmp_path / "kept0"), 1: tmp_path / "kept1"}
-    kept[1].mkdir()
-    (kept[1] / "config.json").write_text('{"model_type": "bert"}')
+        admin.launch(table_spec("s", 6))
+    kept = {0: trained_adapter(tmp_path / "kept0"), 1: tmp_path / "kept1", 3: tmp_path / "kept3"}
+    for number in (1, 3):
+        kept[number].mkdir()
+        (kept[number] / "config.json").write_text('{"model_type": "bert"}')
     (kept[1] / "model.safetensors").write_bytes(b"\x00" * 64)
     with WorkerClient(server.address, token=ADMIN) as worker:
         worker.register("w1", CAPS)
-        for number in range(3):
+        for number in range(5):
             lease = worker.acquire("w1", CAPS, 5).lease
             assert lease.trial_number == number
             context = TrainContext(
@@ -100,6 +102,11 @@ def study(server: ArchsearchServer, tmp_path: Path) -> Path:
                 download=lambda *args: None,  # not used
                 study_name="s",
             )
+            if number == 4:  # still running, in the middle of its upload
+                worker.upload_artifact(
+                    lease.lease_id, kept[3] / "config.json", "checkpoint-config.json"
+                )
+                break
             info = upload_checkpoint(context, kept[number]) if number in kept else {}
             assert number not in kept or "checkpoint_artifacts" in info, info
             worker.complete(lease.lease_id, {"accuracy": 0.5, "score": 0.5}, info)
@@ -140,13 +147,14 @@ def test_fetch_downloads_the_kept_files(server, study, tmp_path, capsys) -> None
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("s", "9"), "study 's' has no trial 9 (its trials: numbered 0-3)"),
+        (("s", "9"), "study 's' has no trial 9 (its trials: numbered 0-4)"),
         (
             ("s", "2"),
             "trial 2 kept no checkpoint on the server (launch the study with --set "
             "recipe.keep_checkpoint=true",
         ),
-        (("s", "3"), "trial 3 has not finished"),
+        (("s", "4"), "trial 4 has not finished: its checkpoint comes when it ends"),
+        (("s", "3"), "trial 3's checkpoint on the server lacks its weights"),
         (("s", "0", "--rank", "5"), "--rank 5 is above the adapter's r_max 4 (pass 1-4)"),
         (("s", "1", "--rank", "1"), "--rank applies to a lora trainer's adapter"),
         (("nope", "0"), "not found"),
@@ -154,9 +162,6 @@ def test_fetch_downloads_the_kept_files(server, study, tmp_path, capsys) -> None
     ],
 )
 def test_mistakes_are_one_line_errors(server, study, tmp_path, capsys, args, message) -> None:  # type: ignore[no-untyped-def]
-    with WorkerClient(server.address, token=ADMIN) as worker:  # trial 3: leased, running
-        worker.register("w2", CAPS)
-        worker.acquire("w2", CAPS, 5)
     out = tmp_path / "out"
     if args[1] == "-1":  # refused by the argument parser
         with pytest.raises(SystemExit) as exited:
@@ -168,6 +173,25 @@ def test_mistakes_are_one_line_errors(server, study, tmp_path, capsys, args, mes
     assert err.startswith("archsearch: ") and message in err, err
     assert "Traceback" not in err and err.count("\n") == 1
     assert not out.exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("afile", "afile is a file, not a folder (pass --out NEW_FOLDER)"),
+        ("afile/sub", "afile is not a folder (create it first)"),
+        ("no/such/place", "no/such is not a folder (create it first)"),
+    ],
+)
+def test_an_out_that_cannot_be_written_says_so(
+    server, study, tmp_path, capsys, out, message
+) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "afile").write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        assert fetch(server, study, "s", "0", "--out", out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("archsearch: ") and message in err and err.count("\n") == 1, err
 
 
 def test_an_existing_folder_is_not_overwritten(server, study, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

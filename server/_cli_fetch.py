@@ -42,14 +42,14 @@ def add_fetch_command(command: Callable[[str, str], argparse.ArgumentParser]) ->
     f.add_argument("trial", type=whole_number(0), help="trial number (as `show` lists it)")
     f.add_argument(
         "--out",
-        help="folder to create (default: STUDY-trialN, with -rB for a rank); must not exist "
-        "or be empty",
+        help="folder to create (default: STUDY-trialN, with -rB for --rank B on a training "
+        "trial); must not exist or be empty",
     )
     f.add_argument(
         "--rank",
         type=whole_number(1),
-        help="a LoRA trainer's adapter: write it as a plain rank-B LoRA (default: the rank of "
-        "a rank trial; none for a training trial: its DyLoRA adapter at r_max)",
+        help="a LoRA trainer's training trial: write its adapter as a plain rank-B LoRA "
+        "(default: a rank trial's own rank; a training trial's DyLoRA adapter at r_max)",
     )
     f.set_defaults(func=cmd_fetch)
 

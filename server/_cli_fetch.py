@@ -204,8 +204,9 @@ def _summary(out: Path, what: str, rank: int | None, folders: list[Path]) -> str
         if note_file.is_file():
             note = json.loads(note_file.read_text())
             if note.get("value") is not None:
+                task = f"{note['task']} " if "task" in note else ""
                 lines.append(
-                    f"  {where}weights of step {note['step']}, the best dev {note['metric']} "
+                    f"  {where}weights of step {note['step']}, the best {task}dev {note['metric']} "
                     f"{note['value']:.4g}{' at r_max' if adapter else ''}; the trial's scores "
                     "are its final step's"
                 )

@@ -52,6 +52,7 @@ def save_checkpoint(
     kept_best = loop.best_state is not None
     note = {
         "candidate": candidate.to_dict(),
+        "task": loop.task.id,  # of a multi-task candidate: the task these weights are for
         "metric": loop.select_metric,
         "value": loop.best_value if kept_best else None,
         "step": loop.best_step if kept_best else loop.recipe["max_steps"],

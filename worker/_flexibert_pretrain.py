@@ -12,7 +12,9 @@ keys (``_fidelity.check_fidelity``):
   pre-training the trial is asked to end in keeps its progress under that key
   (``<checkpoint root>/progress/pretrain/<key>``, uploaded as artifact
   ``progress-pretrain-<key[:32]>.pt``), so the next trial that needs the same encoder, here or
-  on a worker of the same study that shares no folder, continues it;
+  on a worker of the same study that shares no folder, continues it; a finished one goes to
+  the study too (``_pretrain_sharing``), so a worker that shares no folder does not pre-train
+  it again;
 * ``transfer_from: PATH``: ordered weight transfer from a checkpoint another candidate left
   (``keep_checkpoint``), then fine-tuning. ``"trial:N"`` / ``"trial:STUDY:N"`` names a trial
   whose checkpoint went to the server; the trainer downloads it first and passes the folder
@@ -44,6 +46,7 @@ from archsearch.worker._flexibert_model import (
 from archsearch.worker._flexibert_transfer import load_checkpoint, transfer_weights
 from archsearch.worker._mlm_pretrain import MlmCorpus, MlmTraining, pretrain_mlm
 from archsearch.worker._pretrain_cache import PretrainCache
+from archsearch.worker._pretrain_sharing import fetch_encoder, share_encoder
 from archsearch.worker._progress import DEFAULT_SAVE_MINUTES, ProgressFile
 from archsearch.worker._trainer import TrainContext
 
@@ -138,9 +141,13 @@ def _pretrained_encoder(
     }
     key = cache.key(fields)
     cached = cache.get(key)
+    if cached is None and context is not None and fetch_encoder(cache, key, context) is not None:
+        cached = cache.get(key)  # another machine of the study pre-trained it
     if cached is not None:
         state, meta = cached
         model.flexibert.load_state_dict(state)
+        if context is not None:  # from another study's trial, say: the study's first copy
+            share_encoder(cache, key, context)
         return {
             "pretrain_steps": float(fidelity.pretrain_steps),
             "pretrain_loss": float(meta["loss"]),
@@ -181,6 +188,8 @@ def _pretrained_encoder(
     cache.put(key, mlm.flexibert.state_dict(), {**fields, "loss": loss, "seconds": done.seconds})
     if progress is not None:  # kept in the cache now
         progress.clear()
+    if context is not None:  # for the study's trials on other machines
+        share_encoder(cache, key, context)
     return {
         "pretrain_steps": float(fidelity.pretrain_steps),
         "pretrain_loss": loss,

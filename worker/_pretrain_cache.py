@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 PRETRAIN_DIR_ENV = "ARCHSEARCH_PRETRAIN_DIR"
 # Bump when pre-training changes in a way the key does not capture: old entries then miss.
 _CACHE_FORMAT = 1
-_ENCODER_FILE = "encoder.safetensors"
-_META_FILE = "pretrain.json"
+ENCODER_FILE = "encoder.safetensors"
+META_FILE = "pretrain.json"
 
 
 def pretrain_root() -> Path:
@@ -57,10 +57,10 @@ class PretrainCache:
     def get(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """The cached encoder weights and metadata, or None."""
         folder = self.root / key
-        if not (folder / _ENCODER_FILE).is_file() or not (folder / _META_FILE).is_file():
+        if not (folder / ENCODER_FILE).is_file() or not (folder / META_FILE).is_file():
             return None
-        meta = json.loads((folder / _META_FILE).read_text())
-        return load_file(str(folder / _ENCODER_FILE)), meta
+        meta = json.loads((folder / META_FILE).read_text())
+        return load_file(str(folder / ENCODER_FILE)), meta
 
     def put(self, key: str, state: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
         """Stores an entry (replacing an existing one); returns its folder."""
@@ -70,8 +70,8 @@ class PretrainCache:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-        save_file(tensors, str(staging / _ENCODER_FILE))
-        (staging / _META_FILE).write_text(json.dumps(dict(meta), indent=2) + "\n")
+        save_file(tensors, str(staging / ENCODER_FILE))
+        (staging / META_FILE).write_text(json.dumps(dict(meta), indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         try:

@@ -247,3 +247,45 @@ def test_fine_tuning_progress_that_cannot_be_read_still_pretrains(
     assert again.metrics["pretrain_cached"] == 0.0
     assert again.metrics["pretrain_loss"] == whole.metrics["pretrain_loss"]
     assert again.metrics["accuracy"] == whole.metrics["accuracy"]
+
+
+def test_a_finished_pretraining_is_not_run_again_on_another_machine(
+    trainer: BertTrainer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from archsearch.worker._pretrain_sharing import artifact_names
+
+    server = FakeServer()
+    use_machine(monkeypatch, tmp_path / "pod-a")
+    checks_a = Checks()
+    first = trainer.train(candidate(), server.context(0, should_stop=checks_a))
+    assert first.metrics["pretrain_cached"] == 0.0
+    (entry,) = (tmp_path / "pod-a" / "pretrained").iterdir()
+    weights, meta = artifact_names(entry.name)
+    assert {(0, weights), (0, meta)} <= set(server.files)
+
+    use_machine(monkeypatch, tmp_path / "pod-b")  # another trial, on an empty disk
+    checks_b = Checks()
+    again = trainer.train(candidate(), server.context(1, should_stop=checks_b))
+    assert again.metrics["pretrain_cached"] == 1.0 and again.metrics["pretrain_seconds"] == 0.0
+    assert checks_b.calls == checks_a.calls - PRETRAIN_STEPS  # no pre-training step
+    assert again.metrics["pretrain_loss"] == first.metrics["pretrain_loss"]
+    assert again.metrics["accuracy"] == first.metrics["accuracy"]
+    assert (tmp_path / "pod-b" / "pretrained" / entry.name).is_dir()  # cached there now
+    assert (1, meta) not in server.files  # the study holds one copy
+
+
+def test_a_lost_shared_encoder_is_pretrained_again(
+    trainer: BertTrainer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from archsearch.worker._pretrain_sharing import artifact_names
+
+    server = FakeServer()
+    use_machine(monkeypatch, tmp_path / "pod-a")
+    first = trainer.train(candidate(), server.context(0))
+    (entry,) = (tmp_path / "pod-a" / "pretrained").iterdir()
+    weights, _ = artifact_names(entry.name)
+    server.files[0, weights] = b"not safetensors"  # a damaged copy on the server
+    use_machine(monkeypatch, tmp_path / "pod-b")
+    again = trainer.train(candidate(), server.context(1))
+    assert again.metrics["pretrain_cached"] == 0.0  # pre-trained, to the same encoder
+    assert again.metrics["pretrain_loss"] == first.metrics["pretrain_loss"]

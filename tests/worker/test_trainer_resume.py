@@ -93,14 +93,23 @@ def test_workers_that_share_no_folder_pass_a_jobs_progress_through_the_server(
     assert {k: again.metrics[k] for k in SCORES} == {k: whole.metrics[k] for k in SCORES}
 
 
-def test_a_finished_tasks_kept_checkpoint_comes_through_the_server(
+def stopped_on_pod_a(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+) -> tuple[Candidate, FakeServer]:
+    """TWO_TASKS with kept checkpoints, stopped a few steps into mrpc (the second task) on
+    pod A, whose disk is ``tmp_path / "pod-a"``."""
     kept = dataclasses.replace(TWO_TASKS, recipe={**TWO_TASKS.recipe, "keep_checkpoint": True})
     server = FakeServer()
     monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "pod-a"))
-    with pytest.raises(TrialStopped):  # a few steps into mrpc, the second task
+    with pytest.raises(TrialStopped):
         BertTrainer().train(kept, server.context(0, should_stop=stopping(13)))
+    return kept, server
+
+
+def test_a_finished_tasks_kept_checkpoint_comes_through_the_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    kept, server = stopped_on_pod_a(monkeypatch, tmp_path)
     written = tmp_path / "pod-a" / kept.fingerprint() / "stsb"
     prefix = f"done-bert-{kept.fingerprint()}-stsb"
     shared = {name for n, name in server.files if n == 0 and name.startswith(prefix)}
@@ -124,11 +133,7 @@ def test_a_finished_tasks_kept_checkpoint_comes_through_the_server(
 def test_a_finished_task_whose_checkpoint_cannot_come_is_trained_again(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    kept = dataclasses.replace(TWO_TASKS, recipe={**TWO_TASKS.recipe, "keep_checkpoint": True})
-    server = FakeServer()
-    monkeypatch.setenv("ARCHSEARCH_CHECKPOINT_DIR", str(tmp_path / "pod-a"))
-    with pytest.raises(TrialStopped):
-        BertTrainer().train(kept, server.context(0, should_stop=stopping(13)))
+    kept, server = stopped_on_pod_a(monkeypatch, tmp_path)
     for key in [k for k in server.files if k[1].endswith("--model.safetensors")]:
         del server.files[key]  # lost: the outcome says what to fetch, the fetch fails
     shutil.rmtree(tmp_path / "pod-a")

@@ -37,6 +37,13 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "archsearch.server.cli", *args]
 
 
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> str:
+    """Runs ``archsearch ARGS`` as a user would; its standard output (it must succeed)."""
+    done = subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    assert done.returncode == 0, f"archsearch {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
 @pytest.fixture
 def procs() -> Iterator[list[Proc]]:
     """The processes a test starts (append each): stopped at teardown, the last started first

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import optuna
 from _autodistil import needs_autodistil_trainer
-from _procs import Proc, ServerProc, cli, load_trials, wait_for, wait_study
+from _procs import Proc, ServerProc, cli, load_trials, run_cli, wait_for, wait_study
 from optuna.trial import TrialState
 
 from archsearch.server._index import COMPLETED_REASON_ATTR
@@ -125,14 +125,8 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
     assert "every stage done" in study.user_attrs[COMPLETED_REASON_ATTR]
 
     # what `show` says: each job by its kind, each student by its key, the trained pick best
-    shown = subprocess.run(
-        cli("show", "distil", "--json", "--server", restarted.address),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    out_json = json.loads(shown.stdout)
+    shown = run_cli("show", "distil", "--json", "--server", restarted.address)
+    out_json = json.loads(shown)
     by_number = {t["number"]: t for t in out_json["trials"]}
     assert by_number[supernet.number]["description"].startswith("supernet job: sub-space tiny")
     assert by_number[ranks[0].number]["description"].startswith("rank job: sub-space tiny")
@@ -142,23 +136,12 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
         assert by_number[s.number]["description"].startswith(f"student {key} of tiny")
     assert [t["number"] for t in out_json["best_trials"]] == [final.number]  # not a proxy
     assert out_json["counts"]["derived"] == len(students)
-    listed = subprocess.run(
-        cli("studies", "--server", restarted.address),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    listed = run_cli("studies", "--server", restarted.address)
     assert f" {len(trials) - len(students)} +{len(students)} " in listed, listed
 
     # the user takes the picked student: a plain BERT classifier, wherever it trained
     out = tmp_path / "student"
-    subprocess.run(
-        cli("fetch", "distil", str(final.number), "--out", str(out), "--server", restarted.address),
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    run_cli("fetch", "distil", str(final.number), "--out", str(out), "--server", restarted.address)
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(out)

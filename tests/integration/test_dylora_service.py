@@ -9,7 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from _procs import Proc, ServerProc, cli, load_trials, wait_study
+from _procs import Proc, ServerProc, cli, load_trials, run_cli, wait_study
 from _tiny_lora import tiny_base
 from optuna.trial import TrialState
 
@@ -94,44 +94,21 @@ def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list
     assert ranks[-1].values == training.values  # r_max is what the training trial reports
     assert len(shown) == len(trials)  # ListTrials lists the ranks too
 
-    show = subprocess.run(
-        cli("show", "dylora", "--server", server.address),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    show = run_cli("show", "dylora", "--server", server.address)
     assert f"{R_MAX} rank trials" in show and f"rank 1 of #{training.number}" in show, show
-    as_json = subprocess.run(
-        cli("show", "dylora", "--json", "--server", server.address),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    as_json = run_cli("show", "dylora", "--json", "--server", server.address)
     links = {t["number"]: t["rank_of"] for t in json.loads(as_json)["trials"]}
     assert links == {t.number: (training.number if is_rank_trial(t) else None) for t in trials}
 
-    listed = subprocess.run(
-        cli("studies", "--server", server.address),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    listed = run_cli("studies", "--server", server.address)
     assert f" 1 +{R_MAX} " in listed and "DyLoRA ranks or AutoDistil students" in listed, listed
     described = {t["number"]: t["description"] for t in json.loads(as_json)["trials"]}
     assert described[ranks[0].number] == f"rank 1 of #{training.number}"
 
     # the user takes rank 2's adapter: a plain rank-2 LoRA of the training trial's weights
-    fetched = subprocess.run(
-        cli("fetch", "dylora", str(ranks[1].number), "--server", server.address),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=tmp_path,
-    ).stdout
+    fetched = run_cli(
+        "fetch", "dylora", str(ranks[1].number), "--server", server.address, cwd=tmp_path
+    )
     at_rank = tmp_path / f"dylora-trial{ranks[1].number}"  # named after the trial asked for
     said = f"trial {ranks[1].number} (rank 2 of #{training.number}): checkpoint in {at_rank.name}"
     assert said in fetched and "the best sst2 dev accuracy" in fetched, fetched

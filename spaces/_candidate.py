@@ -322,6 +322,17 @@ class Candidate:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
+    def summary(self, limit: int = 160) -> str:
+        """What the candidate trains, in one line for a log: a job's kind (other than
+        ``train``), then its architecture as JSON, or its LoRA setting when the architecture
+        is empty (a ``lora`` candidate); cut to ``limit`` characters."""
+        what = self.architecture or {
+            k: self.recipe[k] for k in ("learning_rate", "lora") if k in self.recipe
+        }
+        text = json.dumps(what, separators=(",", ":"))
+        kind = "" if self.kind == "train" else f"{self.kind} job "
+        return kind + (text if len(text) <= limit else text[: limit - 3] + "...")
+
     def fingerprint(self) -> str:
         """Stable hash of the whole candidate (architecture, recipe and data)."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]

@@ -295,12 +295,7 @@ class Worker:
             )
             self._safe(lambda: self.client.fail(lease.lease_id, why, False))
             return
-        # what is trained: the architecture, or (a lora candidate's is empty) its LoRA setting
-        what = candidate.architecture or {
-            k: candidate.recipe[k] for k in ("learning_rate", "lora") if k in candidate.recipe
-        }
-        kind = "" if candidate.kind == "train" else f"{candidate.kind} job "
-        log.info("trial %s: %s%s", tag, kind, json_short(what))
+        log.info("trial %s: %s", tag, candidate.summary())
         done = threading.Event()
         hb = threading.Thread(
             target=self._heartbeats, args=(lease.lease_id, state, done), daemon=True
@@ -396,10 +391,3 @@ class Worker:
             self._retry("report", fn, give_up_after_s=self.lease_duration_s)
         except ClientError as e:
             log.warning("server refused: %s", e)
-
-
-def json_short(obj: Any, limit: int = 160) -> str:
-    import json
-
-    text = json.dumps(obj, separators=(",", ":"))
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -245,3 +245,16 @@ def test_flexibert_small_table_trials_have_small_distributions() -> None:
             }
         )
     assert len(json.dumps(data)) < 40_000
+
+
+def test_a_candidates_summary_says_what_it_trains() -> None:
+    bert = Candidate(space="bert", architecture={"num_hidden_layers": 2})
+    assert bert.summary() == '{"num_hidden_layers":2}'
+    lora = Candidate(
+        space="lora", architecture={}, recipe={"learning_rate": 0.001, "lora": {"r_max": 8}}
+    )
+    assert lora.summary() == '{"learning_rate":0.001,"lora":{"r_max":8}}'  # not "{}"
+    job = Candidate(space="autodistil", architecture={"subspace": "x" * 300}, kind="supernet")
+    text = job.summary()
+    assert text.startswith('supernet job {"subspace":"xxx') and text.endswith("...")
+    assert len(text) == len("supernet job ") + 160

@@ -239,17 +239,33 @@ class _FlexiBertHeadModel(nn.Module):
             FileNotFoundError: ``folder`` lacks the weights or the config.
             ValueError: The folder holds another kind of FlexiBERT model.
         """
-        folder = Path(folder)
-        missing = [n for n in (WEIGHTS_FILE, CONFIG_FILE) if not (folder / n).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{folder} is not a FlexiBERT checkpoint: no {missing}")
-        values = json.loads((folder / CONFIG_FILE).read_text())
-        kind = values.pop("model", cls.__name__)
-        if kind != cls.__name__:
+        config, state, kind = load_checkpoint(folder)
+        if kind not in (None, cls.__name__):
             raise ValueError(f"{folder} holds a {kind}, not a {cls.__name__}")
-        model = cls(FlexiBertConfig.from_dict(values))
-        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        model = cls(config)
+        model.load_state_dict(state)
         return model.eval()
+
+
+def load_checkpoint(
+    folder: str | Path,
+) -> tuple[FlexiBertConfig, dict[str, torch.Tensor], str | None]:
+    """The config, weights (on the CPU) and model class name (None when not recorded) of a
+    folder :meth:`_FlexiBertHeadModel.save_pretrained` wrote.
+
+    Raises:
+        FileNotFoundError: The folder lacks the weights or the config.
+    """
+    folder = Path(folder)
+    missing = [name for name in (WEIGHTS_FILE, CONFIG_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} is not a FlexiBERT checkpoint: no {', '.join(missing)} (write one with "
+            f"recipe keep_checkpoint: true on a flexibert candidate)"
+        )
+    values = json.loads((folder / CONFIG_FILE).read_text())
+    kind = values.pop("model", None)
+    return FlexiBertConfig.from_dict(values), load_file(str(folder / WEIGHTS_FILE)), kind
 
 
 class FlexiBertForSequenceClassification(_FlexiBertHeadModel):

@@ -4,18 +4,17 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from archsearch.spaces._flexibert_overlap import transferable
-from archsearch.worker._flexibert_config import CONFIG_FILE, WEIGHTS_FILE, FlexiBertConfig
+from archsearch.worker._flexibert_config import FlexiBertConfig
 from archsearch.worker._flexibert_model import _FlexiBertHeadModel
+from archsearch.worker._flexibert_model import load_checkpoint as read_checkpoint
 
 __all__ = ["load_checkpoint", "transfer_weights"]
 
@@ -26,16 +25,8 @@ def load_checkpoint(folder: str | Path) -> tuple[FlexiBertConfig, dict[str, torc
     Raises:
         FileNotFoundError: The folder lacks the weights or the config.
     """
-    folder = Path(folder)
-    missing = [name for name in (WEIGHTS_FILE, CONFIG_FILE) if not (folder / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{folder} is not a FlexiBERT checkpoint: no {', '.join(missing)} (write one with "
-            f"recipe keep_checkpoint: true on a flexibert candidate)"
-        )
-    values = json.loads((folder / CONFIG_FILE).read_text())
-    values.pop("model", None)
-    return FlexiBertConfig.from_dict(values), load_file(str(folder / WEIGHTS_FILE))
+    config, state, _ = read_checkpoint(folder)
+    return config, state
 
 
 def transfer_weights(

@@ -48,18 +48,7 @@ def param_importances(
         The importances (empty when fewer than :data:`MIN_TRIALS` trials count, or no
         parameter varies) and the number of trials counted.
     """
-    ranks = rank_trials_of(trials)
-    rows = []
-    for t in trials:
-        if t.state != pb.COMPLETE or t.duplicate_of >= 0 or t.number in ranks:
-            continue
-        if t.HasField("derived_from"):  # an AutoDistil student: scored by a rank job
-            continue
-        if len(t.values) <= objective or not math.isfinite(t.values[objective]):
-            continue
-        params = json.loads(t.params_json or "{}")
-        if params:
-            rows.append((params, t.values[objective]))
+    rows = _counted(trials, objective)
     if len(rows) < MIN_TRIALS:
         return {}, len(rows)
     import optuna
@@ -108,6 +97,24 @@ def format_importance(trials: Sequence[pb.Trial], metric: str) -> str:
     )
 
 
+def _counted(trials: Sequence[pb.Trial], objective: int) -> list[tuple[dict[str, Any], float]]:
+    """(parameters, value of objective ``objective``) of each trial counted (see the module
+    docstring)."""
+    ranks = rank_trials_of(trials)
+    rows = []
+    for t in trials:
+        if t.state != pb.COMPLETE or t.duplicate_of >= 0 or t.number in ranks:
+            continue
+        if t.HasField("derived_from"):  # an AutoDistil student: scored by a rank job
+            continue
+        if len(t.values) <= objective or not math.isfinite(t.values[objective]):
+            continue
+        params = json.loads(t.params_json or "{}")
+        if params:
+            rows.append((params, t.values[objective]))
+    return rows
+
+
 def _constant(rows: Sequence[tuple[dict[str, Any], float]]) -> bool:
     return len({value for _, value in rows}) == 1
 
@@ -115,14 +122,7 @@ def _constant(rows: Sequence[tuple[dict[str, Any], float]]) -> bool:
 def _why_none(n: int, trials: Sequence[pb.Trial]) -> str:
     if n < MIN_TRIALS:
         return f"needs at least {MIN_TRIALS} complete trials, has {n}"
-    counted = [
-        t.values[0]
-        for t in trials
-        if t.state == pb.COMPLETE
-        and t.duplicate_of < 0
-        and not t.HasField("derived_from")
-        and t.values
-    ]
-    if len(set(counted)) == 1:
-        return f"the objective is {counted[0]:.4g} in every one of the {n} trials counted"
+    rows = _counted(trials, 0)
+    if _constant(rows):
+        return f"the objective is {rows[0][1]:.4g} in every one of the {n} trials counted"
     return "no parameter varies across the complete trials"

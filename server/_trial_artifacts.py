@@ -41,6 +41,7 @@ from archsearch.server._errors import (
 )
 from archsearch.server._storage import ARTIFACT_META_PREFIX, attrs_with_prefix
 from archsearch.server._studies import StudyManager, parse_lease_id
+from archsearch.spaces._checkpoint_names import ARTIFACT_NAME_RE
 
 log = logging.getLogger("archsearch.server")
 
@@ -52,7 +53,7 @@ MAX_HOLDERS = 1000
 CHUNK_BYTES = 1 << 20
 #: Trial system attribute holding the checked size and sha256 of an uploaded artifact.
 SHA_ATTR_PREFIX = "archsearch_artifact:"
-NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+NAME_RE = ARTIFACT_NAME_RE
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 

@@ -24,7 +24,8 @@ FLEXIBERT_CONFIG_FILE = "flexibert_config.json"
 PREFIX = "checkpoint-"
 #: Separates the task from the file in a multi-task trial's names.
 TASK_SEPARATOR = "--"
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+#: Every artifact name the server accepts (``server/_trial_artifacts.py`` checks uploads by it).
+ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 
 
 def checkpoint_artifact(file: str, task: str | None = None) -> str | None:
@@ -37,7 +38,7 @@ def checkpoint_artifact(file: str, task: str | None = None) -> str | None:
         return None
     else:
         name = f"{PREFIX}{file}"
-    return name if _NAME.match(name) else None
+    return name if ARTIFACT_NAME_RE.match(name) else None
 
 
 def parse_checkpoint_artifact(name: str) -> tuple[str | None, str] | None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from archsearch.spaces._checkpoint_names import ARTIFACT_NAME_RE
 from archsearch.worker._trainer import CandidateError, TrainContext, TrialPruned, TrialStopped
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class FinishedTasks:
         """The artifact name of file ``file`` of ``task_id``'s kept checkpoint; None when no
         valid artifact name holds it."""
         name = f"{self.share_prefix}{_safe(task_id)}--{file}"
-        return name if _ARTIFACT_NAME.match(name) else None
+        return name if ARTIFACT_NAME_RE.match(name) else None
 
     def share(self, context: TrainContext) -> None:
         """Uploads every finished task's outcome, after its kept checkpoint's files, as
@@ -262,9 +263,6 @@ def each_task(
             finished.share(context)
         raise
     return outcomes
-
-
-_ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 def _safe(task_id: str) -> str:

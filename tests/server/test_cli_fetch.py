@@ -16,10 +16,10 @@ from _procs import table_spec
 from _tiny_lora import tiny_classifier
 from peft import PeftModel
 
-from archsearch.server._cli_fetch import adapter_at_rank
 from archsearch.server.app import ArchsearchServer, ServerConfig
 from archsearch.server.cli import main
 from archsearch.server.client import SearchClient, WorkerClient
+from archsearch.server.fetch import adapter_at_rank
 from archsearch.spaces._checkpoint_names import DYLORA_FILE, NOTE_FILE
 from archsearch.v1 import archsearch_pb2 as pb
 from archsearch.worker._checkpoint_artifacts import upload_checkpoint
@@ -205,3 +205,14 @@ def test_an_existing_folder_is_not_overwritten(server, study, tmp_path, capsys) 
     empty.mkdir()
     assert fetch(server, study, "s", "0", "--out", str(empty)) == 0  # an empty one is fine
     assert (empty / "adapter_model.safetensors").is_file()
+
+
+def test_the_same_fetch_in_python(server, study, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from archsearch.server.fetch import FetchError, fetch_checkpoint
+
+    got = fetch_checkpoint(server.address, "s", 0, tmp_path / "py", rank=3, token=ADMIN)
+    assert (got.out, got.trial, got.source, got.rank) == (tmp_path / "py", 0, 0, 3)
+    assert got.folders == (tmp_path / "py",)
+    assert json.loads((got.out / "adapter_config.json").read_text())["r"] == 3
+    with pytest.raises(FetchError, match="has no trial 9"):
+        fetch_checkpoint(server.address, "s", 9, tmp_path / "none", token=ADMIN)

@@ -1,0 +1,212 @@
+"""A trial's kept checkpoint, downloaded from the server (``archsearch fetch``, or in Python).
+
+A trial that kept its checkpoint (``recipe.keep_checkpoint``) uploaded its folder's files
+(``spaces/_checkpoint_names.py``); :func:`fetch_checkpoint` downloads them into a new folder,
+one subfolder per task for a multi-task trial. For a DyLoRA rank trial (``rank b of #N`` in
+``show``), or with ``rank`` on a LoRA trainer's training trial, it downloads the training
+trial's adapter and writes it as a plain peft LoRA adapter of that rank
+(:func:`adapter_at_rank`), which ``PeftModel.from_pretrained`` loads without archsearch::
+
+    from archsearch.server.fetch import fetch_checkpoint
+
+    got = fetch_checkpoint("127.0.0.1:50051", "dylora", 12)   # token=..., tls_ca=...
+    print(got.out, got.rank)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from archsearch.spaces._checkpoint_names import DYLORA_FILE, parse_checkpoint_artifact
+from archsearch.v1 import archsearch_pb2 as pb
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: A checkpoint folder holds one of these (a LoRA adapter's, or a whole model's).
+WEIGHTS_FILES = (ADAPTER_WEIGHTS, "model.safetensors")
+
+
+class FetchError(ValueError):
+    """What stops a fetch, in words that say what to do (nothing was written)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Fetched:
+    """What :func:`fetch_checkpoint` wrote.
+
+    Attributes:
+        out: The new folder.
+        trial: The trial asked for.
+        source: The trial whose checkpoint it is (a rank trial's training trial).
+        rank: The LoRA rank the adapter was cut to; None when not cut.
+        folders: The checkpoint folders in ``out``: ``out`` itself, or one per task.
+    """
+
+    out: Path
+    trial: int
+    source: int
+    rank: int | None
+    folders: tuple[Path, ...]
+
+
+def fetch_checkpoint(
+    server: str,
+    study: str,
+    trial: int,
+    out: str | Path | None = None,
+    *,
+    rank: int | None = None,
+    token: str | None = None,
+    tls_ca: str | None = None,
+    tls: bool = False,
+) -> Fetched:
+    """Downloads trial ``trial``'s kept checkpoint into the new folder ``out`` (default
+    ``STUDY-trialN``, with ``-rB`` for ``rank`` on a training trial).
+
+    Raises:
+        FetchError: No such trial, one that kept nothing or has not completed, an ``out``
+            that exists or cannot be written, a rank that does not apply.
+        ClientError: The server refused or cannot be reached.
+    """
+    from archsearch.server._format import rank_trials_of
+    from archsearch.server.client import SearchClient, WorkerClient
+
+    with SearchClient(server, token=token, tls_ca=tls_ca, tls=tls) as client:
+        trials = {t.number: t for t in client.list_trials(study)}
+    if trial not in trials:
+        span = f"numbered 0-{max(trials)}" if trials else "none yet"
+        raise FetchError(f"study {study!r} has no trial {trial} (its trials: {span})")
+    source = trials[trial]
+    of_rank = rank_trials_of(list(trials.values())).get(trial)
+    if of_rank is not None:  # a rank trial holds no weights: its training trial does
+        source = of_rank[1]
+        if rank is not None and rank != of_rank[0]:
+            raise FetchError(
+                f"--rank {rank}: trial {trial} is rank {of_rank[0]} of #{source.number} "
+                f"(fetch #{source.number} --rank {rank}, or leave --rank out)"
+            )
+        rank = of_rank[0]
+    out = Path(out or _default_out(study, trial, None if of_rank else rank))
+    _check_out(out)
+    with WorkerClient(server, token=token, tls_ca=tls_ca, tls=tls) as worker_client:
+        names = [a.name for a in worker_client.list_artifacts(study, source.number)]
+        files = {n: p for n in names if (p := parse_checkpoint_artifact(n)) is not None}
+        if source.state != pb.COMPLETE or not files:  # a running trial may be uploading
+            raise FetchError(_nothing_kept(source, trial))
+        staging = out.with_name(f".{out.name}.part-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            for name, (task, file) in sorted(files.items()):
+                folder = staging / task if task else staging
+                folder.mkdir(parents=True, exist_ok=True)
+                worker_client.download_artifact(study, source.number, name, folder / file)
+            folders = sorted({staging / t if t else staging for t, _ in files.values()})
+            for folder in folders:
+                _check_whole(folder, source.number)
+                if rank is not None:
+                    adapter_at_rank(folder, rank)
+            if out.exists():
+                out.rmdir()
+            os.replace(staging, out)
+        except OSError as e:
+            raise FetchError(
+                f"cannot write {out}: {e.strerror or e} (pass --out a folder you can create)"
+            ) from e
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    shown = tuple(out / f.relative_to(staging) for f in folders)
+    return Fetched(out, trial, source.number, rank, shown)
+
+
+def _check_out(out: Path) -> None:
+    """Refuses an ``--out`` that would overwrite something or cannot be created."""
+    if out.exists() and not out.is_dir():
+        raise FetchError(f"{out} is a file, not a folder (pass --out NEW_FOLDER)")
+    if out.exists() and any(out.iterdir()):
+        raise FetchError(f"{out} exists and is not empty (pass --out NEW_FOLDER, or remove it)")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise FetchError(f"cannot write {out}: {parent} is not a folder (create it first)")
+
+
+def _check_whole(folder: Path, number: int) -> None:
+    """Refuses a downloaded checkpoint without its weights (an upload refused part-way)."""
+    if not any((folder / w).is_file() for w in WEIGHTS_FILES):
+        raise FetchError(
+            f"trial {number}'s checkpoint on the server lacks its weights (one of "
+            f"{list(WEIGHTS_FILES)}): its upload stopped part-way (see the trial's "
+            "checkpoint_upload_error in optuna-dashboard); nothing was written"
+        )
+
+
+def _nothing_kept(source: Any, asked: int) -> str:
+    via = "" if source.number == asked else f" (rank trial {asked}'s training trial)"
+    if source.state in (pb.RUNNING, pb.WAITING):
+        return f"trial {source.number}{via} has not finished: its checkpoint comes when it ends"
+    if source.state != pb.COMPLETE:
+        state = pb.TrialState.Name(source.state).lower()
+        return f"trial {source.number}{via} ended {state}: only a completed trial keeps one"
+    return (
+        f"trial {source.number}{via} kept no checkpoint on the server (launch the study with "
+        "--set recipe.keep_checkpoint=true; a worker older than this version kept it on its "
+        "own disk only: see the trial's `checkpoint` in optuna-dashboard)"
+    )
+
+
+def _default_out(study: str, number: int, rank: int | None) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", study)[:100] or "study"
+    return f"{safe}-trial{number}" + (f"-r{rank}" if rank is not None else "")
+
+
+def adapter_at_rank(folder: Path, rank: int) -> None:
+    """Rewrites the LoRA trainer's adapter in ``folder`` (peft's files and ``dylora.json``) as
+    a plain peft LoRA adapter of rank ``rank``: the leading ``rank`` rows of every ``lora_A``
+    and columns of every ``lora_B``, ``r`` = ``rank`` and ``lora_alpha`` kept, so that peft's
+    scale α/r is the α/b the DyLoRA trainer applies at rank b; ``dylora.json`` goes (the folder
+    no longer holds the r_max factors).
+
+    Raises:
+        FetchError: ``folder`` holds no LoRA trainer's adapter, a rank above its r_max, or
+            adapter settings peft would scale differently; or safetensors is missing.
+    """
+    config_file, weights = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
+    if not (folder / DYLORA_FILE).is_file() or not config_file.is_file() or not weights.is_file():
+        raise FetchError(
+            "--rank applies to a lora trainer's adapter; this checkpoint is a whole model "
+            "(fetch it without --rank)"
+        )
+    config = json.loads(config_file.read_text())
+    r_max = int(config["r"])
+    if rank > r_max:
+        raise FetchError(f"--rank {rank} is above the adapter's r_max {r_max} (pass 1-{r_max})")
+    if config.get("use_rslora") or config.get("rank_pattern") or config.get("alpha_pattern"):
+        raise FetchError(
+            "this adapter sets use_rslora or per-module ranks: fetch it without --rank"
+        )
+    try:
+        from safetensors import safe_open
+        from safetensors.numpy import save_file
+    except ImportError as e:
+        raise FetchError(
+            f"--rank needs the safetensors package ({e}; pip install 'archsearch[worker]')"
+        ) from e
+    with safe_open(str(weights), "np") as f:
+        metadata = f.metadata()
+        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not iterable)
+    for key, value in tensors.items():
+        if ".lora_A." in key:
+            tensors[key] = value[:rank].copy()
+        elif ".lora_B." in key:
+            tensors[key] = value[:, :rank].copy()
+    staging = weights.with_name(f".{weights.name}.tmp")
+    save_file(tensors, str(staging), metadata=metadata)
+    os.replace(staging, weights)
+    config["r"] = rank
+    config_file.write_text(json.dumps(config, indent=2) + "\n")
+    (folder / DYLORA_FILE).unlink()

@@ -13,6 +13,7 @@ from archsearch.server._spec_checks import (
     AGGREGATE_METRICS,
     Objective,
     check_fits_teacher,
+    check_pretrain_selection_fits,
     check_prunable,
     check_trainer_can_run,
 )
@@ -267,7 +268,9 @@ class SearchSpec:
             )
         if recipe.get("init") == "teacher" and space_name == "bert" and "teacher" not in recipe:
             check_fits_teacher(space.options())
-        check_trainer_can_run(info, objectives, data, space.options())
+        searched = tuple(data_space.fields) if data_space is not None else ()
+        check_trainer_can_run(info, objectives, data, space.options(), searched)
+        check_pretrain_selection_fits(space_name, recipe, data, searched)
         if pruner.get("type", "none") != "none":
             check_prunable(info, spec_probe.intermediate_metric, data)
 
@@ -332,6 +335,14 @@ def _data(obj: dict[str, Any]) -> dict[str, Any]:
     if "task" not in data_in and "tasks" not in data_in:
         data_in["task"] = custom_name or "sst2"
     data = validate_data(data_in)
+    if custom_name and custom_name not in data_tasks(data):
+        field = "tasks" if "tasks" in data_in else "task"
+        raise SpecError(
+            field,
+            f"{data_tasks(data)} leaves out data.custom_task {custom_name!r}, whose data would "
+            "never be read",
+            f"name {custom_name!r} among the tasks (or leave --task out), or drop data.custom_task",
+        )
     known = set(GLUE_TASK_IDS) | ({custom_name} if custom_name else set())
     for t in data_tasks(data):
         if t not in known:

@@ -7,7 +7,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from archsearch.spaces import SpecError, TrainerInfo
+from archsearch.spaces import DEFAULT_DATA, FLEXIBERT_SPACES, SpecError, TrainerInfo
+
+_UNSET = object()
 
 # Aggregates the server computes from a trial's raw per-task metrics (spaces/_aggregate.py).
 AGGREGATE_METRICS = ("glue_avg", "glue_avg_flexibert", "glue_avg_autodistil")
@@ -61,9 +63,12 @@ def check_trainer_can_run(
     objectives: Sequence[Objective],
     data: dict[str, Any],
     space_options: dict[str, Any],
+    searched: Sequence[str] = (),
 ) -> None:
-    """Refuses a spec in which every trial must fail: an objective the trainer never reports,
-    or a space option the trainer needs left unset."""
+    """Refuses a spec in which every trial must fail, or would measure the same thing: an
+    objective the trainer never reports, a space option the trainer needs left unset, or a
+    data field (set in ``data``, or ``searched`` in ``data_space``) the trainer does not read."""
+    check_reads_data(info, data, searched)
     produced = info.produced_metrics(data)
     for i, o in enumerate(objectives):
         if o.metric in AGGREGATE_METRICS:
@@ -88,6 +93,56 @@ def check_trainer_can_run(
     for key, why in info.required_space_options.items():
         if not space_options.get(key):
             raise SpecError(f"space_options.{key}", why)
+
+
+def check_reads_data(info: TrainerInfo, data: dict[str, Any], searched: Sequence[str]) -> None:
+    """Refuses a data choice the trainer ignores (``TrainerInfo.data_fields``): a table's
+    score does not change with the data selection, and a BERT fine-tuning reads no
+    supernet text. A field left at its default (``train_subset`` 0) is not a choice."""
+    if not info.data_fields:
+        return
+    given = [f"data.{k}" for k, v in data.items() if DEFAULT_DATA.get(k, _UNSET) != v]
+    for field in (*given, *(f"data_space.{k}" for k in searched)):
+        if field.partition(".")[2] not in info.data_fields:
+            raise SpecError(
+                field,
+                f"the {info.name} trainer does not read it, so every trial would train (or "
+                "look up) the same thing",
+                f"drop it; the {info.name} trainer reads data {', '.join(info.data_fields)}",
+            )
+
+
+def check_pretrain_selection_fits(
+    space: str, recipe: dict[str, Any], data: dict[str, Any], searched: Sequence[str]
+) -> None:
+    """``data.pretrain_selection`` (set, or searched in ``data_space``) chooses the masked-LM
+    pre-training text of a FlexiBERT candidate: refused unless the space is FlexiBERT's and
+    the recipe pre-trains (``pretrain_steps`` > 0) on no fixed ``pretrain_text``."""
+    if "pretrain_selection" in data:
+        field = "data.pretrain_selection"
+    elif "pretrain_selection" in searched:
+        field = "data_space.pretrain_selection"
+    else:
+        return
+    if space not in FLEXIBERT_SPACES:
+        raise SpecError(
+            field,
+            f"chooses a FlexiBERT candidate's masked-LM pre-training text; {space} candidates "
+            "are not pre-trained",
+            "search the flexibert or flexibert-small space, or drop it",
+        )
+    if not recipe.get("pretrain_steps"):
+        raise SpecError(
+            field,
+            "chooses the masked-LM pre-training text, and the recipe does not pre-train",
+            "set recipe.pretrain_steps > 0 (e.g. 200), or drop it",
+        )
+    if recipe.get("pretrain_text") is not None:
+        raise SpecError(
+            field,
+            "contradicts recipe.pretrain_text: the pre-training text is a file or a selection",
+            "give one of them",
+        )
 
 
 def check_prunable(info: TrainerInfo, metric: str, data: dict[str, Any]) -> None:

@@ -148,6 +148,7 @@ def trainer_info_from_pb(msg: pb.TrainerInfo) -> TrainerInfo:
         multi_task=msg.multi_task,
         required_space_options=dict(msg.required_space_options),
         labelled_metrics=msg.labelled_metrics,
+        data_fields=tuple(msg.data_fields),
     )
 
 

@@ -278,4 +278,5 @@ def trainer_info_to_pb(info: TrainerInfo) -> pb.TrainerInfo:
         multi_task=info.multi_task,
         required_space_options=dict(info.required_space_options),
         labelled_metrics=info.labelled_metrics,
+        data_fields=info.data_fields,
     )

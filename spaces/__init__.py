@@ -24,8 +24,10 @@ from archsearch.spaces._base import SPACES, DesignSpace
 from archsearch.spaces._bert import BertSpace, bert_parameter_count
 from archsearch.spaces._candidate import (
     CANDIDATE_VERSION,
+    DATA_FIELDS,
     DEFAULT_DATA,
     DEFAULT_RECIPE,
+    DISTILL_DATA_FIELDS,
     PRETRAIN_SELECTION_METHODS,
     SELECTION_METHODS,
     Candidate,
@@ -101,15 +103,21 @@ def make_space(name: str, options: dict[str, Any] | None = None) -> DesignSpace:
     return cls(**(options or {}))
 
 
+#: The design spaces whose candidates are FlexiBERT models.
+FLEXIBERT_SPACES = (FlexiBertSpace.name, FlexiBertSmallSpace.name)
+
 __all__ = [
     "AGGREGATES",
     "CANDIDATE_VERSION",
     "CUSTOM_FORMATS",
     "CUSTOM_METRICS",
+    "DATA_FIELDS",
     "DEFAULT_DATA",
     "DEFAULT_RECIPE",
     "DEV_LOSS",
+    "DISTILL_DATA_FIELDS",
     "FIXED_DATA_FIELDS",
+    "FLEXIBERT_SPACES",
     "GLUE_TASKS",
     "GLUE_TASK_IDS",
     "OVERLAP_THRESHOLD",

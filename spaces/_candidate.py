@@ -16,6 +16,7 @@ from typing import Any
 
 from archsearch.spaces._curriculum_spec import validate_curriculum
 from archsearch.spaces._errors import SpecError
+from archsearch.spaces._selection_checks import check_selection_values
 
 CANDIDATE_VERSION = 1
 
@@ -97,6 +98,11 @@ _DATA_TYPES: dict[str, tuple[type, ...]] = {
     # ... or that text chosen from pools like pretrain_selection (PRETRAIN_SELECTION_METHODS)
     "distill_selection": (dict,),
 }
+#: Every field of a candidate's ``data`` (a trainer declares those it reads:
+#: ``TrainerInfo.data_fields``).
+DATA_FIELDS: tuple[str, ...] = tuple(_DATA_TYPES)
+#: The fields only AutoDistil's supernet jobs read.
+DISTILL_DATA_FIELDS = ("distill_text", "distill_selection")
 _DISTILL_TYPES: dict[str, tuple[type, ...]] = {
     "mode": (str,),
     "temperature": (int, float),
@@ -112,7 +118,7 @@ DISTILL_MODES = ("none", "logits", "minilm", "minilmv2")
 SOURCES = ("auto", "dir", "hub")
 #: ``data.selection`` methods and each one's own fields (worker/_selectors.py implements them):
 #: ``none`` keeps every example; ``random`` a seeded random ``size`` of them; ``dsir``
-#: importance resampling (worker/_dsir_selector.py checks its values).
+#: importance resampling (its values: spaces/_selection_checks.py).
 SELECTION_METHODS: dict[str, dict[str, tuple[type, ...]]] = {
     "none": {},
     "random": {"size": (int,)},
@@ -125,7 +131,7 @@ SELECTION_METHODS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 #: ``data.pretrain_selection`` methods and their fields: ``dsir`` as above (with a ``pool``);
 #: ``random`` a seeded uniformly random k of the same pools' eligible texts, so it reads
-#: DSIR's fields less ``laplace`` and ``top_k`` (worker/_dsir_selector.py checks the values).
+#: DSIR's fields less ``laplace`` and ``top_k`` (spaces/_selection_checks.py checks the values).
 PRETRAIN_SELECTION_METHODS: dict[str, dict[str, tuple[type, ...]]] = {
     "dsir": SELECTION_METHODS["dsir"],
     "random": {k: v for k, v in SELECTION_METHODS["dsir"].items() if k not in ("laplace", "top_k")},
@@ -210,10 +216,12 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
         raise SpecError("data.hub_dataset", "must be a hub dataset name, got ''")
     if "selection" in out:
         out["selection"] = validate_selection(out["selection"])
+        check_selection_values(out["selection"], "data.selection", pools=False)
     if "pretrain_selection" in out:
         out["pretrain_selection"] = validate_selection(
             out["pretrain_selection"], "data.pretrain_selection", PRETRAIN_SELECTION_METHODS
         )
+        check_selection_values(out["pretrain_selection"], "data.pretrain_selection", pools=True)
     if "distill_selection" in out:
         if "distill_text" in out:
             raise SpecError(
@@ -224,6 +232,7 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
         out["distill_selection"] = validate_selection(
             out["distill_selection"], "data.distill_selection", PRETRAIN_SELECTION_METHODS
         )
+        check_selection_values(out["distill_selection"], "data.distill_selection", pools=True)
     if "curriculum" in out:
         out["curriculum"] = validate_curriculum(out["curriculum"])
     if "tasks" in out:

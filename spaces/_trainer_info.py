@@ -65,6 +65,9 @@ class TrainerInfo:
             configuration of one set of weights it scores (the training loop's
             ``evaluate_many``: DyLoRA ranks ``accuracy@r2``, supernet students); the labels
             depend on the candidate, so they are not listed (see :meth:`declares`).
+        data_fields: The fields of a candidate's ``data`` it reads; empty: every one. The
+            server refuses a spec that sets, or searches in ``data_space``, a field the
+            trainer does not read (every trial would train, or look up, the same thing).
 
     Raises:
         SpecError: A field is malformed; ``field`` names it (``trainer_info.metrics``).
@@ -80,9 +83,10 @@ class TrainerInfo:
     multi_task: bool = False
     required_space_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
     labelled_metrics: bool = False
+    data_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for key in ("spaces", "metrics", "cost_metrics", "multi_task_metrics"):
+        for key in ("spaces", "metrics", "cost_metrics", "multi_task_metrics", "data_fields"):
             object.__setattr__(self, key, tuple(getattr(self, key)))
         object.__setattr__(self, "required_space_options", dict(self.required_space_options))
         self._check()
@@ -133,6 +137,7 @@ class TrainerInfo:
             raise SpecError(f"{f}.multi_task", "must be a bool")
         if not isinstance(self.labelled_metrics, bool):
             raise SpecError(f"{f}.labelled_metrics", "must be a bool")
+        _names(f"{f}.data_fields", self.data_fields, _OPTION_RE)
         options = self.required_space_options
         _names(f"{f}.required_space_options", tuple(options), _OPTION_RE)
         for key, why in options.items():

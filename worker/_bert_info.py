@@ -6,7 +6,7 @@ torch); pyproject.toml publishes it as the ``bert`` entry point of ``archsearch.
 
 from __future__ import annotations
 
-from archsearch.spaces import TrainerInfo
+from archsearch.spaces import DATA_FIELDS, DISTILL_DATA_FIELDS, TrainerInfo
 
 #: Cost metrics a task of a multi-task trial also reports unprefixed (the largest of the
 #: tasks' values, ``train_seconds`` summed): ``_result_metrics.AGGREGATED_COST_METRICS``.
@@ -43,5 +43,7 @@ BERT_TRAINER_INFO = TrainerInfo(
         "crowd_seconds",
     ),
     multi_task_metrics=_AGGREGATED,
+    # every data field but AutoDistil's supernet text
+    data_fields=tuple(f for f in DATA_FIELDS if f not in DISTILL_DATA_FIELDS),
     multi_task=True,
 )

@@ -16,11 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from archsearch.spaces._selection_checks import DEFAULT_BUCKETS, DEFAULT_MIN_LENGTH, DEFAULT_NGRAMS
 from archsearch.worker._dsir_cache import DEFAULT_CACHE, DSIR_DIR_ENV, DsirCache, dsir_root
 from archsearch.worker._dsir_features import (
-    DEFAULT_BUCKETS,
-    DEFAULT_MIN_LENGTH,
-    DEFAULT_NGRAMS,
     PACKAGE_MIN_LENGTH,
     FeatureMatrix,
     HashedNgrams,

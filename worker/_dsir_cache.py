@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from archsearch.spaces._selection_checks import DEFAULT_BUCKETS, DEFAULT_NGRAMS
 from archsearch.worker._dsir_features import (
-    DEFAULT_BUCKETS,
-    DEFAULT_NGRAMS,
     FeatureMatrix,
     HashedNgrams,
     ImportanceWeights,

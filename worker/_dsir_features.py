@@ -38,14 +38,13 @@ from collections.abc import Sequence
 import numpy as np
 import regex
 
+from archsearch.spaces._selection_checks import DEFAULT_BUCKETS, DEFAULT_NGRAMS
+
 #: NLTK's ``WordPunctTokenizer`` pattern and flags (``nltk.tokenize.regexp``, through
 #: ``nltk.redos``, which compiles with ``regex``).
 _WORD_PUNCT = regex.compile(r"\w+|[^\w\s]+", regex.UNICODE | regex.MULTILINE | regex.DOTALL)
 #: The package's smoothing constant inside the logarithms.
 _EPS = 1e-8
-DEFAULT_NGRAMS = 2
-DEFAULT_BUCKETS = 10_000
-DEFAULT_MIN_LENGTH = 1
 #: The package's ``min_example_length`` default, named in the error for too short pools.
 PACKAGE_MIN_LENGTH = 100
 

@@ -25,10 +25,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from archsearch.spaces import SpecError
+from archsearch.spaces._selection_checks import (
+    check_dsir_options,
+    check_pretrain_selection,
+)
 from archsearch.worker._dsir import (
-    DEFAULT_BUCKETS,
-    DEFAULT_MIN_LENGTH,
-    DEFAULT_NGRAMS,
     DsirCache,
     DsirSelection,
     SelectionMethod,
@@ -37,66 +38,9 @@ from archsearch.worker._dsir import (
 )
 from archsearch.worker._example import GlueExample
 from archsearch.worker._selector_base import DataSelector, SelectionPlan
-from archsearch.worker._text_pools import source_names
-
-#: The method's settings and their defaults (``pool``/``target``: the training-subset use).
-DSIR_DEFAULTS: dict[str, Any] = {
-    "pool": "train",
-    "target": "dev",
-    "ngrams": DEFAULT_NGRAMS,
-    "buckets": DEFAULT_BUCKETS,
-    "laplace": 0.0,
-    "min_length": DEFAULT_MIN_LENGTH,
-    "top_k": False,
-}
-_MAX_NGRAMS = 5
-_MAX_BUCKETS = 1 << 24
 
 #: Reads the texts of a source name (own splits, ``glue:``, files).
 TextReader = Callable[[str], Sequence[str]]
-
-
-def check_dsir_options(
-    options: Mapping[str, Any], section: str = "data.selection"
-) -> dict[str, Any]:
-    """``options`` with :data:`DSIR_DEFAULTS` filled in, ``pool`` and ``target`` as lists.
-
-    Raises:
-        SpecError: Neither or both of ``k`` and ``fraction``, a value out of range, or a
-            source name of no known form; the field is named with ``section``.
-    """
-    out = {**DSIR_DEFAULTS, **options}
-    out.pop("method", None)
-    if ("k" in out) == ("fraction" in out):
-        raise SpecError(
-            section, "dsir needs exactly one of k and fraction", 'e.g. "k": 1000 or "fraction": 0.5'
-        )
-    if "k" in out and not (isinstance(out["k"], int) and out["k"] >= 1):
-        raise SpecError(f"{section}.k", f"must be an int >= 1, got {out['k']!r}")
-    if "fraction" in out and not 0 < out["fraction"] <= 1:
-        raise SpecError(f"{section}.fraction", f"must be in (0, 1], got {out['fraction']!r}")
-    if not 1 <= out["ngrams"] <= _MAX_NGRAMS:
-        raise SpecError(
-            f"{section}.ngrams",
-            f"must be in [1, {_MAX_NGRAMS}], got {out['ngrams']!r}",
-            "2 = unigrams and bigrams, as the paper",
-        )
-    if not 1 <= out["buckets"] <= _MAX_BUCKETS:
-        raise SpecError(
-            f"{section}.buckets",
-            f"must be in [1, {_MAX_BUCKETS}], got {out['buckets']!r}",
-            "the paper uses 10000",
-        )
-    if out["laplace"] < 0:
-        raise SpecError(f"{section}.laplace", f"must be >= 0 (a pseudo-count): {out['laplace']}")
-    if out["min_length"] < 0:
-        raise SpecError(f"{section}.min_length", f"must be >= 0, got {out['min_length']}")
-    for key in ("pool", "target"):
-        try:
-            out[key] = source_names(out[key])
-        except ValueError as e:
-            raise SpecError(f"{section}.{key}", str(e)) from None
-    return out
 
 
 class DsirSelector(DataSelector):
@@ -192,51 +136,6 @@ def run_dsir(
         )
     except ValueError as e:
         raise SpecError(section, str(e)) from e
-
-
-#: The methods of ``data.pretrain_selection``.
-PRETRAIN_METHODS: tuple[SelectionMethod, ...] = ("dsir", "random")
-#: Settings only DSIR reads; a ``random`` pre-training selection refuses them.
-_DSIR_ONLY = ("laplace", "top_k")
-
-
-def check_pretrain_selection(
-    selection: Mapping[str, Any], section: str = "data.pretrain_selection"
-) -> dict[str, Any]:
-    """A ``data.pretrain_selection`` (or ``data.distill_selection``: AutoDistil's supernet
-    text, ``section``) checked: method ``dsir`` or ``random``, a ``pool`` named, the target
-    defaulting to the task's training text; the result keeps ``method``.
-
-    ``random`` takes DSIR's keys (``pool``, ``k``/``fraction``, ``target``, ``ngrams``,
-    ``buckets``, ``min_length``, ``seed``: the same eligible texts and the same KL
-    provenance) but refuses ``laplace`` and ``top_k``, which only shape DSIR's weights.
-
-    Raises:
-        SpecError: Another method, no pool, a DSIR-only setting for random, or a bad
-            setting (the field is named).
-    """
-    method = selection.get("method", "none")
-    if method not in PRETRAIN_METHODS:
-        raise SpecError(
-            f"{section}.method",
-            f"{method!r}: this text is selected by 'dsir' or 'random' (its baseline)",
-            'e.g. {"method": "dsir", "pool": ["glue:sst2", "glue:qnli/test"], "k": 20000}',
-        )
-    if "pool" not in selection:
-        raise SpecError(
-            f"{section}.pool",
-            "name the texts to choose from",
-            'e.g. ["glue:sst2", "glue:qnli/test", "file:/data/wiki.txt"]',
-        )
-    if method == "random":
-        for key in _DSIR_ONLY:
-            if key in selection:
-                raise SpecError(
-                    f"{section}.{key}",
-                    "a DSIR setting: a random selection has no importance weights",
-                    f"leave {key} out, or use method 'dsir'",
-                )
-    return {"method": method, **check_dsir_options({"target": "train", **selection}, section)}
 
 
 def select_pretrain_texts(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from archsearch import spaces
 from archsearch.spaces._checkpoint_names import FLEXIBERT_CONFIG_FILE
 from archsearch.spaces._flexibert_overlap import (
     DEFAULT_MAX_POSITIONS,
@@ -17,7 +18,7 @@ from archsearch.spaces._flexibert_overlap import (
 )
 
 #: The design spaces whose candidates ``_flexibert_model`` builds.
-FLEXIBERT_SPACES = ("flexibert", "flexibert-small")
+FLEXIBERT_SPACES = spaces.FLEXIBERT_SPACES
 #: The files ``save_pretrained`` writes into a checkpoint folder.
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = FLEXIBERT_CONFIG_FILE

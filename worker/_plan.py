@@ -21,8 +21,8 @@ from archsearch.spaces import (
     validate_data,
     validate_recipe,
 )
+from archsearch.spaces._selection_checks import check_pretrain_selection
 from archsearch.worker._custom_files import resolve_custom_task
-from archsearch.worker._dsir_selector import check_pretrain_selection
 from archsearch.worker._fidelity import FIDELITY_KEYS, Fidelity, check_fidelity
 from archsearch.worker._flexibert_config import FLEXIBERT_SPACES, candidate_architecture
 from archsearch.worker._task_info import Task
@@ -203,7 +203,7 @@ def _checked_spec(candidate: Candidate) -> tuple[tuple[Task, ...], dict[str, Any
             # resolve(): labels inferred from the training file when the spec omits them
             custom = resolve_custom_task(validate_custom_task(data["custom_task"]))
         tasks = tuple(custom if custom and t == custom.name else get_task(t) for t in task_ids)
-    except (ValueError, SpecError) as e:
+    except (ValueError, SpecError, FileNotFoundError) as e:  # a custom task's missing file
         raise CandidateError(str(e)) from e
     return tasks, recipe, {**data, "tasks": list(task_ids)}
 

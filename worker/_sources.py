@@ -27,6 +27,7 @@ from archsearch.worker._hub import (
     load_hub_split,
 )
 from archsearch.worker._task_info import Task, TaskRef, resolve_task
+from archsearch.worker._trainer import CandidateError
 
 #: The values of ``data.source``.
 SOURCES = ("auto", "dir", "hub")
@@ -123,7 +124,10 @@ class CustomSource(DataSource):
     def load(self, task: Task, split: str) -> list[GlueExample]:
         if not isinstance(task, CustomTask):
             raise ValueError(f"the custom source reads custom tasks, not GLUE task {task.id!r}")
-        return load_custom_split(task, split)
+        try:
+            return load_custom_split(task, split)
+        except FileNotFoundError as e:  # the spec's path: retrying would not find it
+            raise CandidateError(f"{e} (on this worker)") from e
 
     def describe(self) -> str:
         return "the custom task's own files"

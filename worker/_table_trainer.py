@@ -39,6 +39,7 @@ class TableTrainer(Trainer):
         spaces=(FlexiBertSmallSpace.name,),
         task_metrics="table",
         metrics=("score",),
+        data_fields=("task",),  # the table's score is fixed: no data choice changes it
         required_space_options={
             "table": "the table trainer scores only the architectures its table holds, and "
             "most of the flexibert-small space is not in it (those trials fail with 'no "

@@ -27,45 +27,17 @@ import importlib.util
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from archsearch.spaces import get_task
-from archsearch.worker._glue_dir import load_split, resolve_glue_dir
-
-#: The candidate's own task's splits, as source names.
-OWN_SPLITS = ("train", "dev", "test", "dev_matched", "dev_mismatched")
-FILE_SUFFIXES = (".txt", ".jsonl")
-#: gensim's bundled English Wikipedia shard, as a source name.
-WIKI_GENSIM = "wiki:gensim"
-SOURCE_FORMS = (
-    "'train' | 'dev' | 'test' (the task's own split), 'glue:TASK[/SPLIT]', "
-    "'file:PATH' or a path ending in .txt or .jsonl, or 'wiki:gensim'"
+from archsearch.spaces._selection_checks import (
+    FILE_SUFFIXES,
+    SOURCE_FORMS,
+    WIKI_GENSIM,
+    glue_source,
 )
-
-
-def source_names(value: str | Sequence[str]) -> list[str]:
-    """``value`` (one source name or a list) as a checked list of names.
-
-    Raises:
-        ValueError: Not a non-empty string or list of them, a name twice, or a name of no
-            known form (the message lists the forms).
-    """
-    names = [value] if isinstance(value, str) else list(value)
-    if not names or not all(isinstance(n, str) and n.strip() for n in names):
-        raise ValueError(f"must be a source name or a non-empty list of them, got {value!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"names a source twice: {names}")
-    for name in names:
-        if name in (*OWN_SPLITS, WIKI_GENSIM) or name.startswith("file:"):
-            continue
-        if name.endswith(FILE_SUFFIXES):
-            continue
-        if name.startswith("glue:"):
-            _glue_name(name)
-            continue
-        raise ValueError(f"unknown source {name!r}; a source is {SOURCE_FORMS}")
-    return names
+from archsearch.worker._glue_dir import load_split, resolve_glue_dir
 
 
 def load_texts(name: str, glue_dir: str | Path | None = None) -> list[str]:
@@ -80,7 +52,7 @@ def load_texts(name: str, glue_dir: str | Path | None = None) -> list[str]:
     if name == WIKI_GENSIM:
         texts = gensim_wiki_texts()
     elif name.startswith("glue:"):
-        task_id, split = _glue_name(name)
+        task_id, split = glue_source(name)
         folder = resolve_glue_dir(None if glue_dir is None else str(glue_dir))[0]
         texts = glue_texts(task_id, split, folder)
     elif name.startswith("file:") or name.endswith(FILE_SUFFIXES):
@@ -260,19 +232,6 @@ def _sentences(line: str) -> list[str]:
         else:
             sentences.append(piece)
     return sentences
-
-
-def _glue_name(name: str) -> tuple[str, str]:
-    task_id, _, split = name.removeprefix("glue:").partition("/")
-    try:
-        task = get_task(task_id)
-    except ValueError as e:  # SpecError too: an unknown task
-        raise ValueError(f"{name!r}: {e}") from None
-    split = split or "train"
-    if split not in ("train", "test", *task.dev_splits):
-        known = ", ".join(("train", *task.dev_splits, "test"))
-        raise ValueError(f"{name!r}: GLUE {task_id} has no split {split!r} ({known})")
-    return task.id, split
 
 
 @functools.lru_cache(maxsize=16)

@@ -31,6 +31,12 @@ CHOICES = {
 LABELS = ["none", "dsir k=2000", "random size=2000"]
 
 
+def joint_spec(name: str, n_trials: int, **kw: Any) -> dict[str, Any]:
+    """The table's architectures, trained by the bert trainer (which reads the data choices;
+    the table trainer would ignore them, and is refused with a data space)."""
+    return {**table_spec(name, n_trials, **kw), "trainer": "bert"}
+
+
 @pytest.fixture(scope="module")
 def space() -> FlexiBertSmallSpace:
     return FlexiBertSmallSpace(table=TABLE, task="sst2")
@@ -77,7 +83,7 @@ def test_labels_are_readable_and_the_grid_round_trips() -> None:
     ],
 )
 def test_bad_data_spaces_name_the_field(data_space: Any, data: dict, field: str) -> None:
-    spec = table_spec("bad", 3, data_space=data_space, data=data)
+    spec = joint_spec("bad", 3, data_space=data_space, data=data)
     with pytest.raises(SpecError, match=field):
         SearchSpec.from_dict(spec)
 
@@ -89,27 +95,27 @@ def test_a_loop_that_does_not_choose_data_is_refused() -> None:
     LOOPS.register("test-nodata", functools.partial(NoData, "random"))
     try:
         with pytest.raises(SpecError, match="data_space: the test-nodata loop does not choose"):
-            SearchSpec.from_dict(table_spec("x", 3, loop="test-nodata", data_space=CHOICES))
+            SearchSpec.from_dict(joint_spec("x", 3, loop="test-nodata", data_space=CHOICES))
     finally:
         LOOPS.unregister("test-nodata")
 
 
 def test_the_spec_keeps_its_data_space_across_a_restart() -> None:
-    spec = SearchSpec.from_dict(table_spec("keep", 3, data_space={"train_subset": [64, 128]}))
+    spec = SearchSpec.from_dict(joint_spec("keep", 3, data_space={"train_subset": [64, 128]}))
     again = SearchSpec.from_json(spec.to_json())  # what a restarted server reads
     assert again.data_space == {"train_subset": [64, 128]} == spec.data_space
     assert again.data_choices is not None and again.data_choices.fields == ("train_subset",)
-    assert SearchSpec.from_dict(table_spec("none", 3)).data_choices is None
+    assert SearchSpec.from_dict(joint_spec("none", 3)).data_choices is None
 
 
 @pytest.mark.parametrize("loop", ["random", "tpe"])  # boshnas: the next tests
 def test_the_worker_gets_the_chosen_data_and_the_trial_shows_it(loop: str, manager: Any) -> None:
-    spec = table_spec("j", 9, loop=loop, data_space=CHOICES)
+    spec = joint_spec("j", 9, loop=loop, data_space=CHOICES)
     manager.launch(SearchSpec.from_dict(spec))
     study = optuna.load_study(study_name="j", storage=manager.storage)
     seen = []
     for _ in range(9):
-        grant = manager.acquire("w", ("table",))
+        grant = manager.acquire("w", ("bert",))
         assert grant is not None
         trial = study.trials[grant.trial_number]
         label = trial.params["data.selection"]

@@ -12,17 +12,17 @@ import pytest
 from _tiny import TINY_BERT
 
 from archsearch.spaces import PRETRAIN_SELECTION_METHODS, Candidate, SpecError, validate_data
+from archsearch.spaces._selection_checks import (
+    PRETRAIN_METHODS,
+    check_pretrain_selection,
+    source_names,
+)
 from archsearch.worker import CandidateError, TrainContext, load_split
 from archsearch.worker._dsir import DSIR_DIR_ENV, DsirCache, dsir_select
-from archsearch.worker._dsir_selector import (
-    PRETRAIN_METHODS,
-    DsirSelector,
-    check_pretrain_selection,
-    select_pretrain_texts,
-)
+from archsearch.worker._dsir_selector import DsirSelector, select_pretrain_texts
 from archsearch.worker._pretrain_cache import PRETRAIN_DIR_ENV
 from archsearch.worker._selectors import SELECTORS, SelectionPlan, make_selector
-from archsearch.worker._text_pools import file_texts, glue_texts, load_texts, source_names
+from archsearch.worker._text_pools import file_texts, glue_texts, load_texts
 
 SHARED_GLUE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue").resolve()
 
@@ -59,11 +59,16 @@ def dsir_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_bad_dsir_options_name_the_field(selection: Any, field: str, text: str) -> None:
-    validate_data({"task": "rte", "selection": selection})  # JSON types are fine
-    with pytest.raises(SpecError) as info:
-        make_selector(selection)
-    assert info.value.field == field
-    assert text in str(info.value)
+    """The same check on both sides: the server's (``validate_data``, at launch) and the
+    selector's (on the worker, for a candidate from anywhere)."""
+    for check in (
+        lambda: validate_data({"task": "rte", "selection": selection}),
+        lambda: make_selector(selection),
+    ):
+        with pytest.raises(SpecError) as info:
+            check()
+        assert info.value.field == field
+        assert text in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -175,8 +180,8 @@ def test_trainer_reports_a_selection_it_cannot_make() -> None:
     trainer = BertTrainer(glue_dir=str(SHARED_GLUE))
     with pytest.raises(CandidateError, match=r"data.selection.k: 5000 is more than the 2490"):
         trainer.train(_candidate({"method": "dsir", "k": 5000}), TrainContext())
-    with pytest.raises(CandidateError, match=r"data\.selection: dsir needs exactly one of k"):
-        trainer.train(_candidate({"method": "dsir"}), TrainContext())
+    with pytest.raises(SpecError, match=r"data\.selection: dsir needs exactly one of k"):
+        _candidate({"method": "dsir"})  # refused before any trainer sees it (so at launch)
     with pytest.raises(CandidateError, match="does not exist on this worker"):
         trainer.train(
             _candidate({"method": "dsir", "k": 5, "target": "file:/no/such.txt"}), TrainContext()

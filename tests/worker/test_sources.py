@@ -159,15 +159,39 @@ GOOD: dict[str, Any] = {
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    """A path the spec names and this worker lacks is the candidate's error (no traceback, no
+    retry on the same machine), and the message names the path and the field to fix."""
     train = _write(tmp_path / "train.csv", "review,stars\nok,pos\nbad,neg\n")
     task = validate_custom_task({**GOOD, "train": str(train), "dev": str(tmp_path / "no.csv")})
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(CandidateError) as info:
         load_examples(task, "dev")
     assert str(tmp_path / "no.csv") in str(info.value)
-    assert "data.custom_task.dev" in str(info.value)
+    assert "data.custom_task.dev" in str(info.value) and "on this worker" in str(info.value)
     absent = validate_custom_task({**GOOD, "train": str(tmp_path / "x" / "t.csv")})
     with pytest.raises(FileNotFoundError, match="does not exist either"):
         task_info(absent)  # label inference reads the training file
+
+
+@pytest.mark.parametrize("missing", ["train", "dev"])
+def test_a_trainer_fails_a_missing_custom_file_as_the_candidates_error(
+    missing: str, tmp_path: Path
+) -> None:
+    from archsearch.worker._bert_trainer import BertTrainer
+
+    files = {
+        split: _write(tmp_path / f"{split}.csv", "review,stars\nok,pos\nbad,neg\n")
+        for split in ("train", "dev")
+    }
+    files[missing] = tmp_path / f"gone-{missing}.csv"
+    custom = {**GOOD, "train": str(files["train"]), "dev": str(files["dev"])}
+    candidate = Candidate.from_dict(
+        {
+            **_hub_candidate("auto").to_dict(),
+            "data": {"task": "reviews", "custom_task": custom},
+        }
+    )
+    with pytest.raises(CandidateError, match=f"gone-{missing}.csv not found"):
+        BertTrainer().train(candidate, TrainContext())
 
 
 @pytest.mark.parametrize(

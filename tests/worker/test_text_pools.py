@@ -10,14 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from archsearch.spaces._selection_checks import SOURCE_FORMS, WIKI_GENSIM, source_names
 from archsearch.worker import _text_pools
-from archsearch.worker._text_pools import (
-    SOURCE_FORMS,
-    WIKI_GENSIM,
-    gensim_wiki_texts,
-    load_texts,
-    source_names,
-)
+from archsearch.worker._text_pools import gensim_wiki_texts, load_texts
 
 needs_gensim = pytest.mark.skipif(
     importlib.util.find_spec("gensim") is None, reason="needs the wiki extra (gensim)"

@@ -696,6 +696,7 @@ class TrainerInfo(_message.Message):
     MULTI_TASK_FIELD_NUMBER: _builtins.int
     REQUIRED_SPACE_OPTIONS_FIELD_NUMBER: _builtins.int
     LABELLED_METRICS_FIELD_NUMBER: _builtins.int
+    DATA_FIELDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """As in capabilities.trainers: 1-32 of [a-z0-9_-], starting with a letter."""
     description: _builtins.str
@@ -732,6 +733,12 @@ class TrainerInfo(_message.Message):
     def required_space_options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Space options a study on it must set, each with why and how ("table" for the table trainer)."""
 
+    @_builtins.property
+    def data_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fields of a candidate's data it reads ("task", "selection", ...); empty: every one.
+        The server refuses a study that sets or searches a field the trainer does not read.
+        """
+
     def __init__(
         self,
         *,
@@ -745,10 +752,11 @@ class TrainerInfo(_message.Message):
         multi_task: _builtins.bool = ...,
         required_space_options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         labelled_metrics: _builtins.bool = ...,
+        data_fields: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_metrics", b"cost_metrics", "description", b"description", "labelled_metrics", b"labelled_metrics", "metrics", b"metrics", "multi_task", b"multi_task", "multi_task_metrics", b"multi_task_metrics", "name", b"name", "required_space_options", b"required_space_options", "spaces", b"spaces", "task_metrics", b"task_metrics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_metrics", b"cost_metrics", "data_fields", b"data_fields", "description", b"description", "labelled_metrics", b"labelled_metrics", "metrics", b"metrics", "multi_task", b"multi_task", "multi_task_metrics", b"multi_task_metrics", "name", b"name", "required_space_options", b"required_space_options", "spaces", b"spaces", "task_metrics", b"task_metrics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

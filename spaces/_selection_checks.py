@@ -1,0 +1,211 @@
+"""The values of a data selection, checked without reading any text: source names (pools and
+targets) and DSIR's settings.
+
+Pure Python, so the server refuses at launch what every trial would fail on (a negative ``k``,
+``k`` and ``fraction`` together, an unknown source, a pool other than the task's training split
+for ``data.selection``); the worker runs the same checks again before it selects
+(``worker/_dsir_selector.py``, ``worker/_text_pools.py``).
+
+Source names (one string or a list):
+
+* ``"train"``, ``"dev"``, ``"test"`` (or another dev split name): the candidate's own task's
+  split;
+* ``"glue:TASK"`` or ``"glue:TASK/SPLIT"`` (SPLIT ``train`` by default): another GLUE task's
+  text;
+* ``"file:PATH"``, or a path ending in ``.txt`` or ``.jsonl``: a text or JSONL file;
+* ``"wiki:gensim"``: the English Wikipedia shard bundled with gensim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from archsearch.spaces._errors import SpecError
+from archsearch.spaces._tasks import get_task
+
+DEFAULT_NGRAMS = 2
+DEFAULT_BUCKETS = 10_000
+DEFAULT_MIN_LENGTH = 1
+
+#: The candidate's own task's splits, as source names.
+OWN_SPLITS = ("train", "dev", "test", "dev_matched", "dev_mismatched")
+FILE_SUFFIXES = (".txt", ".jsonl")
+#: gensim's bundled English Wikipedia shard, as a source name.
+WIKI_GENSIM = "wiki:gensim"
+SOURCE_FORMS = (
+    "'train' | 'dev' | 'test' (the task's own split), 'glue:TASK[/SPLIT]', "
+    "'file:PATH' or a path ending in .txt or .jsonl, or 'wiki:gensim'"
+)
+
+
+def source_names(value: str | Sequence[str]) -> list[str]:
+    """``value`` (one source name or a list) as a checked list of names.
+
+    Raises:
+        ValueError: Not a non-empty string or list of them, a name twice, or a name of no
+            known form (the message lists the forms).
+    """
+    names = [value] if isinstance(value, str) else list(value)
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ValueError(f"must be a source name or a non-empty list of them, got {value!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"names a source twice: {names}")
+    for name in names:
+        if name in (*OWN_SPLITS, WIKI_GENSIM) or name.startswith("file:"):
+            continue
+        if name.endswith(FILE_SUFFIXES):
+            continue
+        if name.startswith("glue:"):
+            glue_source(name)
+            continue
+        raise ValueError(f"unknown source {name!r}; a source is {SOURCE_FORMS}")
+    return names
+
+
+def glue_source(name: str) -> tuple[str, str]:
+    """The (task id, split) a ``glue:TASK[/SPLIT]`` name reads.
+
+    Raises:
+        ValueError: An unknown task or split (the known splits are named).
+    """
+    task_id, _, split = name.removeprefix("glue:").partition("/")
+    try:
+        task = get_task(task_id)
+    except ValueError as e:  # SpecError too: an unknown task
+        raise ValueError(f"{name!r}: {e}") from None
+    split = split or "train"
+    if split not in ("train", "test", *task.dev_splits):
+        known = ", ".join(("train", *task.dev_splits, "test"))
+        raise ValueError(f"{name!r}: GLUE {task_id} has no split {split!r} ({known})")
+    return task.id, split
+
+
+#: The method's settings and their defaults (``pool``/``target``: the training-subset use).
+DSIR_DEFAULTS: dict[str, Any] = {
+    "pool": "train",
+    "target": "dev",
+    "ngrams": DEFAULT_NGRAMS,
+    "buckets": DEFAULT_BUCKETS,
+    "laplace": 0.0,
+    "min_length": DEFAULT_MIN_LENGTH,
+    "top_k": False,
+}
+_MAX_NGRAMS = 5
+_MAX_BUCKETS = 1 << 24
+
+
+def check_dsir_options(
+    options: Mapping[str, Any], section: str = "data.selection"
+) -> dict[str, Any]:
+    """``options`` with :data:`DSIR_DEFAULTS` filled in, ``pool`` and ``target`` as lists.
+
+    Raises:
+        SpecError: Neither or both of ``k`` and ``fraction``, a value out of range, or a
+            source name of no known form; the field is named with ``section``.
+    """
+    out = {**DSIR_DEFAULTS, **options}
+    out.pop("method", None)
+    if ("k" in out) == ("fraction" in out):
+        raise SpecError(
+            section, "dsir needs exactly one of k and fraction", 'e.g. "k": 1000 or "fraction": 0.5'
+        )
+    if "k" in out and not (isinstance(out["k"], int) and out["k"] >= 1):
+        raise SpecError(f"{section}.k", f"must be an int >= 1, got {out['k']!r}")
+    if "fraction" in out and not 0 < out["fraction"] <= 1:
+        raise SpecError(f"{section}.fraction", f"must be in (0, 1], got {out['fraction']!r}")
+    if not 1 <= out["ngrams"] <= _MAX_NGRAMS:
+        raise SpecError(
+            f"{section}.ngrams",
+            f"must be in [1, {_MAX_NGRAMS}], got {out['ngrams']!r}",
+            "2 = unigrams and bigrams, as the paper",
+        )
+    if not 1 <= out["buckets"] <= _MAX_BUCKETS:
+        raise SpecError(
+            f"{section}.buckets",
+            f"must be in [1, {_MAX_BUCKETS}], got {out['buckets']!r}",
+            "the paper uses 10000",
+        )
+    if out["laplace"] < 0:
+        raise SpecError(f"{section}.laplace", f"must be >= 0 (a pseudo-count): {out['laplace']}")
+    if out["min_length"] < 0:
+        raise SpecError(f"{section}.min_length", f"must be >= 0, got {out['min_length']}")
+    for key in ("pool", "target"):
+        try:
+            out[key] = source_names(out[key])
+        except ValueError as e:
+            raise SpecError(f"{section}.{key}", str(e)) from None
+    return out
+
+
+#: The methods of ``data.pretrain_selection``.
+PRETRAIN_METHODS: tuple[str, ...] = ("dsir", "random")
+#: Settings only DSIR reads; a ``random`` pre-training selection refuses them.
+_DSIR_ONLY = ("laplace", "top_k")
+
+
+def check_pretrain_selection(
+    selection: Mapping[str, Any], section: str = "data.pretrain_selection"
+) -> dict[str, Any]:
+    """A ``data.pretrain_selection`` (or ``data.distill_selection``: AutoDistil's supernet
+    text, ``section``) checked: method ``dsir`` or ``random``, a ``pool`` named, the target
+    defaulting to the task's training text; the result keeps ``method``.
+
+    ``random`` takes DSIR's keys (``pool``, ``k``/``fraction``, ``target``, ``ngrams``,
+    ``buckets``, ``min_length``, ``seed``: the same eligible texts and the same KL
+    provenance) but refuses ``laplace`` and ``top_k``, which only shape DSIR's weights.
+
+    Raises:
+        SpecError: Another method, no pool, a DSIR-only setting for random, or a bad
+            setting (the field is named).
+    """
+    method = selection.get("method", "none")
+    if method not in PRETRAIN_METHODS:
+        raise SpecError(
+            f"{section}.method",
+            f"{method!r}: this text is selected by 'dsir' or 'random' (its baseline)",
+            'e.g. {"method": "dsir", "pool": ["glue:sst2", "glue:qnli/test"], "k": 20000}',
+        )
+    if "pool" not in selection:
+        raise SpecError(
+            f"{section}.pool",
+            "name the texts to choose from",
+            'e.g. ["glue:sst2", "glue:qnli/test", "file:/data/wiki.txt"]',
+        )
+    if method == "random":
+        for key in _DSIR_ONLY:
+            if key in selection:
+                raise SpecError(
+                    f"{section}.{key}",
+                    "a DSIR setting: a random selection has no importance weights",
+                    f"leave {key} out, or use method 'dsir'",
+                )
+    return {"method": method, **check_dsir_options({"target": "train", **selection}, section)}
+
+
+def check_selection_values(selection: Mapping[str, Any], section: str, pools: bool) -> None:
+    """The value checks of a selection whose fields and types are already checked
+    (``spaces/_candidate.py: validate_selection``).
+
+    Args:
+        selection: The object.
+        section: Its place in the candidate, for errors.
+        pools: True for a selection of texts from pools (``data.pretrain_selection``,
+            ``data.distill_selection``), False for ``data.selection`` (training examples).
+
+    Raises:
+        SpecError: A value out of range, a source name of no known form, or (for
+            ``data.selection``) a pool other than the task's own training split.
+    """
+    if pools:
+        check_pretrain_selection(selection, section)
+        return
+    if selection.get("method", "none") != "dsir":
+        return
+    options = check_dsir_options(selection, section)
+    if options["pool"] != ["train"]:
+        raise SpecError(
+            f"{section}.pool",
+            f"{options['pool']}: training examples are selected from the task's own training split",
+            "leave pool out; other pools choose pre-training text (data.pretrain_selection)",
+        )

@@ -1,0 +1,154 @@
+"""Data choices that every trial would fail on, or that change nothing, are refused at launch
+with the field and the fix: a DSIR setting out of range (in ``data`` or in ``data_space``), a
+custom task the task list leaves out, a pre-training selection where nothing is pre-trained, a
+data field the trainer does not read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _procs import TABLE
+
+from archsearch.server._spec import SearchSpec
+from archsearch.server._trainers import trainer_info_from_pb
+from archsearch.server.client import trainer_info_to_pb
+from archsearch.spaces import DATA_FIELDS, DISTILL_DATA_FIELDS, SpecError, TrainerInfo
+from archsearch.worker._bert_info import BERT_TRAINER_INFO
+from archsearch.worker._table_trainer import TableTrainer
+
+BERT: dict[str, Any] = {"name": "d", "space": "bert", "n_trials": 2}
+FLEXIBERT: dict[str, Any] = {
+    "name": "f",
+    "space": "flexibert-small",
+    "n_trials": 2,
+    "recipe": {"pretrain_steps": 20},
+}
+CUSTOM = {
+    "name": "reviews",
+    "train": "/data/train.csv",
+    "dev": "/data/dev.csv",
+    "text_fields": ["review"],
+    "label_field": "stars",
+    "labels": ["neg", "pos"],
+}
+
+
+def refused(spec: dict[str, Any]) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        SearchSpec.from_dict(spec)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("selection", "field", "words"),
+    [
+        ({"method": "dsir", "k": -5}, "data.selection.k", "must be an int >= 1, got -5"),
+        ({"method": "dsir", "k": 3, "fraction": 0.5}, "data.selection", "exactly one of k"),
+        ({"method": "dsir"}, "data.selection", "exactly one of k and fraction"),
+        ({"method": "dsir", "fraction": 1.5}, "data.selection.fraction", "in (0, 1]"),
+        ({"method": "dsir", "k": 3, "ngrams": 9}, "data.selection.ngrams", "[1, 5]"),
+        ({"method": "dsir", "k": 3, "laplace": -1}, "data.selection.laplace", ">= 0"),
+        ({"method": "dsir", "k": 3, "target": "nonsense"}, "data.selection.target", "file:PATH"),
+        ({"method": "dsir", "k": 3, "target": "glue:sst3"}, "data.selection.target", "'sst3'"),
+        ({"method": "dsir", "k": 3, "pool": "glue:cola"}, "data.selection.pool", "own training"),
+        ({"method": "dsir", "k": 3, "pool": "dev"}, "data.selection.pool", "own training"),
+    ],
+)
+def test_a_dsir_value_every_trial_would_fail_on_is_refused_at_launch(
+    selection: dict[str, Any], field: str, words: str
+) -> None:
+    e = refused({**BERT, "data": {"selection": selection}})
+    assert e.field == field and words in str(e), str(e)
+    # the same value among the values data_space searches, named by its place
+    searched = {"selection": [{"method": "none"}, selection]}
+    e = refused({**BERT, "data_space": searched})
+    assert e.field == field.replace("data.selection", "data_space.selection[1]"), str(e)
+    assert words in str(e)
+
+
+def test_good_dsir_values_pass_and_keep_what_the_user_wrote() -> None:
+    selection = {"method": "dsir", "k": 300, "target": ["dev", "glue:rte/dev"], "laplace": 1}
+    spec = SearchSpec.from_dict({**BERT, "data": {"selection": selection}})
+    assert spec.data["selection"] == selection  # checked, not filled in: the same fingerprint
+
+
+def test_a_pretrain_selection_needs_a_candidate_that_is_pre_trained() -> None:
+    selection = {"method": "dsir", "pool": ["glue:sst2", "glue:qnli/test"], "k": 500}
+    ok = SearchSpec.from_dict({**FLEXIBERT, "data": {"pretrain_selection": selection}})
+    assert ok.data["pretrain_selection"] == selection
+    e = refused({**BERT, "data": {"pretrain_selection": selection}})
+    assert e.field == "data.pretrain_selection" and "bert candidates are not pre-trained" in str(e)
+    e = refused({**FLEXIBERT, "recipe": {}, "data": {"pretrain_selection": selection}})
+    assert "recipe.pretrain_steps > 0" in str(e)
+    with_text = {**FLEXIBERT, "recipe": {"pretrain_steps": 20, "pretrain_text": "/t.txt"}}
+    e = refused({**with_text, "data": {"pretrain_selection": selection}})
+    assert "contradicts recipe.pretrain_text" in str(e)
+    e = refused({**BERT, "data_space": {"pretrain_selection": [selection]}})
+    assert e.field == "data_space.pretrain_selection"
+    e = refused({**FLEXIBERT, "data": {"pretrain_selection": {**selection, "k": 0}}})
+    assert e.field == "data.pretrain_selection.k"
+    e = refused({**FLEXIBERT, "data": {"pretrain_selection": {"method": "dsir", "k": 5}}})
+    assert e.field == "data.pretrain_selection.pool"
+
+
+def test_a_custom_task_the_task_list_leaves_out_is_refused() -> None:
+    """``--task cola`` with a declared custom task would train on CoLA and never read the
+    user's files: refused. Naming it (alone or with GLUE tasks) is fine."""
+    e = refused({**BERT, "task": "cola", "data": {"custom_task": CUSTOM}})
+    assert e.field == "task" and "leaves out data.custom_task 'reviews'" in str(e)
+    assert "name 'reviews' among the tasks" in str(e)
+    e = refused({**BERT, "tasks": ["sst2", "rte"], "data": {"custom_task": CUSTOM}})
+    assert e.field == "tasks"
+    alone = SearchSpec.from_dict({**BERT, "data": {"custom_task": CUSTOM}})
+    assert alone.data["task"] == "reviews"
+    named = SearchSpec.from_dict({**BERT, "task": "reviews", "data": {"custom_task": CUSTOM}})
+    assert named.data["task"] == "reviews"
+
+
+TABLE_SPEC: dict[str, Any] = {
+    "name": "t",
+    "space": "flexibert-small",
+    "trainer": "table",
+    "n_trials": 3,
+    "objectives": ["score:max"],
+    "space_options": {"table": TABLE},
+}
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        (
+            {"data_space": {"selection": [{"method": "none"}, {"method": "random", "size": 9}]}},
+            "data_space.selection",
+        ),
+        (
+            {"data_space": {"curriculum": [{"method": "none"}, {"method": "pudf"}]}},
+            "data_space.curriculum",
+        ),
+        ({"data": {"train_subset": 1000}}, "data.train_subset"),
+        ({"data": {"selection": {"method": "dsir", "k": 30}}}, "data.selection"),
+    ],
+)
+def test_a_data_choice_the_table_trainer_ignores_is_refused(
+    patch: dict[str, Any], field: str
+) -> None:
+    e = refused({**TABLE_SPEC, **patch})
+    assert e.field == field
+    assert "the table trainer does not read it" in str(e) and "reads data task" in str(e)
+    SearchSpec.from_dict({**TABLE_SPEC, "data": {"task": "sst2", "train_subset": 0}})
+
+
+def test_supernet_text_on_a_bert_study_is_refused() -> None:
+    e = refused({**BERT, "data": {"distill_text": "/data/wiki.txt"}})
+    assert e.field == "data.distill_text" and "the bert trainer does not read it" in str(e)
+
+
+def test_data_fields_are_declared_and_travel_with_the_trainer() -> None:
+    assert TableTrainer.info.data_fields == ("task",)
+    assert set(BERT_TRAINER_INFO.data_fields) == set(DATA_FIELDS) - set(DISTILL_DATA_FIELDS)
+    back = trainer_info_from_pb(trainer_info_to_pb(BERT_TRAINER_INFO))
+    assert back == BERT_TRAINER_INFO
+    with pytest.raises(SpecError, match="data_fields"):
+        TrainerInfo(name="x", metrics=("score",), data_fields=("no spaces",))

@@ -143,7 +143,7 @@ class StudyRegistry:
             if (info := recorded_trainer_info(frozen.user_attrs)) is not None:
                 self.trainers.remember(info)
             try:
-                spec = SearchSpec.from_dict(raw, self.trainers)
+                spec = SearchSpec.from_dict(raw, self.trainers, stored=True)
                 handle = self._open(
                     spec,
                     frozen.user_attrs.get(STATE_ATTR, RUNNING),

@@ -15,6 +15,7 @@ from archsearch.server._spec_checks import (
     check_fits_teacher,
     check_pretrain_selection_fits,
     check_prunable,
+    check_reads_data,
     check_trainer_can_run,
 )
 from archsearch.server._trainers import TrainerCatalogue
@@ -131,11 +132,17 @@ class SearchSpec:
         return cls.from_dict(obj, trainers)
 
     @classmethod
-    def from_dict(cls, obj: Any, trainers: TrainerCatalogue | None = None) -> SearchSpec:
+    def from_dict(
+        cls, obj: Any, trainers: TrainerCatalogue | None = None, *, stored: bool = False
+    ) -> SearchSpec:
         """Validates every field; raises SpecError naming the first bad one and the fix.
 
         ``trainers`` says which trainers exist and what they report (the server's catalogue,
-        fed by the workers' registrations); None: the trainers installed here.
+        fed by the workers' registrations); None: the trainers installed here. ``stored``: the
+        spec of a study already in the storage (a restarted server reads it); the checks that
+        refuse a new study whose data choices change nothing (a data field the trainer does
+        not read, a pre-training selection with nothing pre-trained, a custom task the task
+        list leaves out) are skipped, so a study launched before they existed is still served.
         """
         if not isinstance(obj, dict):
             raise SpecError("spec", f"must be a JSON object, got {type(obj).__name__}")
@@ -170,7 +177,7 @@ class SearchSpec:
         ):
             raise SpecError("max_retries", f"must be an int in 0..10, got {max_retries!r}")
 
-        data = _data(obj)
+        data = _data(obj, stored)
         data_space = DataSpace.from_spec(obj.get("data_space"), data)
         recipe = validate_recipe(obj.get("recipe", {}))
 
@@ -268,9 +275,11 @@ class SearchSpec:
             )
         if recipe.get("init") == "teacher" and space_name == "bert" and "teacher" not in recipe:
             check_fits_teacher(space.options())
-        searched = tuple(data_space.fields) if data_space is not None else ()
-        check_trainer_can_run(info, objectives, data, space.options(), searched)
-        check_pretrain_selection_fits(space_name, recipe, data, searched)
+        check_trainer_can_run(info, objectives, data, space.options())
+        if not stored:
+            searched = tuple(data_space.fields) if data_space is not None else ()
+            check_reads_data(info, data, searched)
+            check_pretrain_selection_fits(space_name, recipe, data, searched)
         if pruner.get("type", "none") != "none":
             check_prunable(info, spec_probe.intermediate_metric, data)
 
@@ -311,8 +320,9 @@ def _check_depth(obj: dict[str, Any]) -> None:
                 stack.extend((v, depth + 1) for v in item)
 
 
-def _data(obj: dict[str, Any]) -> dict[str, Any]:
-    """The spec's data choices: task(s) from the top level or ``data``, custom task checked."""
+def _data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
+    """The spec's data choices: task(s) from the top level or ``data``, custom task checked
+    (``stored``: see ``SearchSpec.from_dict``)."""
     data_in = obj.get("data", {})
     if not isinstance(data_in, dict):
         raise SpecError("data", "must be a JSON object")
@@ -335,7 +345,7 @@ def _data(obj: dict[str, Any]) -> dict[str, Any]:
     if "task" not in data_in and "tasks" not in data_in:
         data_in["task"] = custom_name or "sst2"
     data = validate_data(data_in)
-    if custom_name and custom_name not in data_tasks(data):
+    if custom_name and custom_name not in data_tasks(data) and not stored:
         field = "tasks" if "tasks" in data_in else "task"
         raise SpecError(
             field,

@@ -63,12 +63,9 @@ def check_trainer_can_run(
     objectives: Sequence[Objective],
     data: dict[str, Any],
     space_options: dict[str, Any],
-    searched: Sequence[str] = (),
 ) -> None:
-    """Refuses a spec in which every trial must fail, or would measure the same thing: an
-    objective the trainer never reports, a space option the trainer needs left unset, or a
-    data field (set in ``data``, or ``searched`` in ``data_space``) the trainer does not read."""
-    check_reads_data(info, data, searched)
+    """Refuses a spec in which every trial must fail: an objective the trainer never reports,
+    or a space option the trainer needs left unset."""
     produced = info.produced_metrics(data)
     for i, o in enumerate(objectives):
         if o.metric in AGGREGATE_METRICS:
@@ -96,7 +93,8 @@ def check_trainer_can_run(
 
 
 def check_reads_data(info: TrainerInfo, data: dict[str, Any], searched: Sequence[str]) -> None:
-    """Refuses a data choice the trainer ignores (``TrainerInfo.data_fields``): a table's
+    """Refuses a data choice (set in ``data``, or ``searched`` in ``data_space``) the trainer
+    ignores (``TrainerInfo.data_fields``): a table's
     score does not change with the data selection, and a BERT fine-tuning reads no
     supernet text. A field left at its default (``train_subset`` 0) is not a choice."""
     if not info.data_fields:

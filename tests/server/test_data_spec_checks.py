@@ -152,3 +152,18 @@ def test_data_fields_are_declared_and_travel_with_the_trainer() -> None:
     assert back == BERT_TRAINER_INFO
     with pytest.raises(SpecError, match="data_fields"):
         TrainerInfo(name="x", metrics=("score",), data_fields=("no spaces",))
+
+
+def test_a_stored_study_from_before_these_checks_is_still_served() -> None:
+    """A restarted server reads its studies' specs with ``stored=True``: a study launched
+    before a check existed keeps being served (its trials ran; only new launches are
+    refused)."""
+    for spec in (
+        {**TABLE_SPEC, "data": {"train_subset": 1000}},
+        {**BERT, "data": {"distill_text": "/data/wiki.txt"}},
+        {**BERT, "task": "cola", "objectives": ["mcc:max"], "data": {"custom_task": CUSTOM}},
+        {**BERT, "data": {"pretrain_selection": {"method": "dsir", "pool": "glue:rte", "k": 5}}},
+    ):
+        refused(spec)
+        kept = SearchSpec.from_dict(spec, stored=True)
+        assert SearchSpec.from_dict(kept.to_dict(), stored=True) == kept

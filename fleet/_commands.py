@@ -1,8 +1,9 @@
 """The ``archsearch fleet`` commands (their parser is in ``cli``).
 
 The worker's own options follow ``--`` and are checked by ``archsearch worker``'s parser
-before anything is submitted: ``archsearch fleet slurm --server H:P --workers 8 --partition
-gpu --time 4:00:00 -- --trainer bert --study sst2-tpe``.
+(and their trainer names by the worker's trainer registry) before anything is submitted:
+``archsearch fleet slurm --server H:P --workers 8 --partition gpu --time 4:00:00 --
+--trainer bert --study sst2-tpe``.
 """
 
 from __future__ import annotations
@@ -36,15 +37,25 @@ def _rest(args: argparse.Namespace) -> list[str]:
 
 
 def _check_worker_options(options: list[str]) -> None:
-    """``archsearch worker``'s own parser: a mistake is said now, not in N logs later."""
-    from archsearch.server.cli import build_parser
+    """``archsearch worker``'s own parser and trainer registry: a mistake is said now, not
+    in N logs later.
 
-    _, unknown = build_parser().parse_known_args(["worker", *options])
+    What needs the worker's machine (a ``--table`` file, a CUDA device) is left to the worker.
+    """
+    from archsearch.server.cli import build_parser
+    from archsearch.worker._registry import trainer_class
+
+    parsed, unknown = build_parser().parse_known_args(["worker", *options])
     if unknown:
         raise CliError(
             f"{unknown[0]} after `--`: not an option of `archsearch worker` (see `archsearch "
             "worker --help`)"
         )
+    for name in parsed.trainer or []:  # the registry `archsearch worker` builds them from
+        try:
+            trainer_class(name)
+        except KeyError as e:
+            raise CliError(f"--trainer {name} after `--`: {e.args[0]}") from None
 
 
 def worker_args(args: argparse.Namespace, gpus: int) -> list[str]:
@@ -177,6 +188,15 @@ def cmd_fleet_ray(args: argparse.Namespace) -> int:
         ray = _ray.connect(args.address, args.namespace, args.ray_token_file)
     except _ray.RayMissing as e:
         raise CliError(str(e), 1) from None
+    except _ray.RayUnreachable as e:  # said in seconds, before ray.init would retry for minutes
+        port = args.address.rpartition(":")[2]
+        flag = "--ray-client-server-port" if args.address.startswith("ray://") else "--port"
+        raise CliError(
+            f"cannot connect to Ray at {args.address}: {e} (start the head with `ray start "
+            f"--head {flag} {port}`, or pass --address HOST:PORT of a running head, or "
+            "ray://HOST:10001)",
+            1,
+        ) from None
     except Exception as e:  # no cluster at that address, refused token, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CliError(
@@ -301,6 +321,19 @@ def _members(args: argparse.Namespace) -> tuple[dict, list[str]]:  # type: ignor
     return data, chosen or everyone
 
 
+def _with_reason(folder: Path, cluster: str, jid: str, state: str) -> str:
+    """A failed job's state with the line of its log that says why (when readable here)."""
+    if state not in ("FAILED", "OUT_OF_MEMORY"):
+        return state
+    from archsearch.fleet import _slurm
+
+    try:
+        reason = _slurm.failure_reason(folder, cluster, jid)
+    except Exception:  # the state stands on its own; the log is a bonus
+        return state
+    return f"{state}: {reason}" if reason else state
+
+
 def cmd_fleet_status(args: argparse.Namespace) -> int:
     from archsearch.server._format import table
 
@@ -308,11 +341,15 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
     if data["backend"] == "slurm":
         from archsearch.fleet import _slurm
 
+        folder = Path(args.folder).resolve()
         try:
-            states = _slurm.job_states(Path(args.folder).resolve(), data["cluster"], ids)
+            states = _slurm.job_states(folder, data["cluster"], ids)
         except Exception as e:  # sacct missing or failing
             raise CliError(f"cannot read the jobs' states: {e}", 1) from None
-        rows = [[jid, states.get(jid, "UNKNOWN")] for jid in ids]
+        rows = [
+            [jid, _with_reason(folder, data["cluster"], jid, states.get(jid, "UNKNOWN"))]
+            for jid in ids
+        ]
         print(f"slurm fleet ({data['cluster']}) for {data['server']}")
         print(table(["job", "state"], rows))
         return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -29,6 +30,47 @@ log = logging.getLogger("archsearch.fleet")
 
 class RayMissing(RuntimeError):
     """Ray is not installed here."""
+
+
+class RayUnreachable(ConnectionError):
+    """Nothing accepts a connection at the cluster's address (no head runs there)."""
+
+
+#: how long the probe of a HOST:PORT address waits for a connection, in seconds
+PROBE_TIMEOUT_S = 3.0
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``HOST:PORT`` or ``ray://HOST:PORT``; None for ``auto`` and the
+    rest, which Ray resolves itself."""
+    rest = address.strip().removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or "/" in rest:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def probe(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Checks that something accepts a TCP connection at ``address`` (``HOST:PORT`` or
+    ``ray://HOST:PORT``; others are left to Ray).
+
+    ``ray.init`` on an address where no head runs retries for minutes, saying only so in
+    Ray's own log lines; this says it in seconds.
+
+    Raises:
+        RayUnreachable: the connection was refused, timed out, or the host is unknown.
+    """
+    target = _host_port(address)
+    if target is None:
+        return
+    host, port = target
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except socket.gaierror:
+        raise RayUnreachable(f"no host {host!r} (its name does not resolve)") from None
+    except OSError:  # refused, timed out, unreachable network
+        raise RayUnreachable("nothing answers there") from None
 
 
 def _ray() -> Any:
@@ -87,12 +129,18 @@ class FleetWorker:
 
 
 def connect(address: str, namespace: str, token_file: str | None = None) -> Any:
-    """``ray.init`` on an existing cluster (never starts one)."""
+    """``ray.init`` on an existing cluster (never starts one).
+
+    Raises:
+        RayMissing: Ray is not installed.
+        RayUnreachable: nothing answers at ``address`` (checked before ``ray.init``).
+    """
     if token_file:  # before Ray reads its configuration (at import and init)
         os.environ["RAY_AUTH_TOKEN_PATH"] = os.path.abspath(token_file)
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray = _ray()
     if not ray.is_initialized():
+        probe(address)
         ray.init(
             address=address,
             namespace=namespace,

@@ -37,6 +37,20 @@ class WorkerExitError(RuntimeError):
     """The worker of a job exited with a non-zero status (its log says why)."""
 
 
+def _one_line_for_worker_exit() -> None:
+    """Makes this job process say an uncaught WorkerExitError in one line (submitit re-raises
+    the job's exception after recording it; Python would print its traceback into the log)."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if isinstance(value, WorkerExitError):
+            print(f"archsearch fleet: job failed: {value} (its error is above)", flush=True)
+        else:
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
 def parse_time_minutes(text: str) -> int:
     """Minutes in a SLURM ``--time`` value ("240", "4:00:00", "1-12", "2-00:30:00").
 
@@ -101,6 +115,9 @@ class WorkerJob:
                 # submitit checkpoints (``checkpoint`` below), requeues and exits the job.
                 submitit_handler(signal.SIGUSR2, None)
         if rc != 0:
+            # submitit records the failure (the job's state: FAILED) from the exception; the
+            # worker said why in the log already, so the exception is one line, not a traceback.
+            _one_line_for_worker_exit()
             raise WorkerExitError(f"archsearch worker {worker_id} exited with status {rc}")
         return rc
 
@@ -290,6 +307,47 @@ def job_states(folder: Path, cluster: str, job_ids: list[str]) -> dict[str, str]
             continue
         states[jid] = "COMPLETED" if outcome == "success" else "FAILED"
     return states
+
+
+#: an exception's line at the end of a traceback: ``RuntimeError: CUDA error: ...``
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b(: .*)?$")
+#: what says why a job failed, most telling first: the worker's own error line (the CLI's
+#: prefix), SLURM's (time limit, out of memory), an exception, the worker's exit status
+_REASONS = (
+    lambda line: line.startswith("archsearch: "),
+    lambda line: line.startswith("slurmstepd: error:"),
+    lambda line: bool(_EXCEPTION_LINE.match(line)) and "WorkerExitError" not in line,
+    lambda line: line.startswith("archsearch fleet: worker ") and " exited with " in line,
+)
+_LOG_TAIL_BYTES = 256 * 1024
+_REASON_CHARS = 300
+
+
+def last_error_line(text: str) -> str | None:
+    """The line of a job's log that best says why it failed, or None."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for telling in _REASONS:
+        for line in reversed(lines):
+            if telling(line):
+                return line if len(line) <= _REASON_CHARS else line[: _REASON_CHARS - 3] + "..."
+    return None
+
+
+def failure_reason(folder: Path, cluster: str, job_id: str) -> str | None:
+    """Why a failed job failed, from its log (:func:`last_error_line`); None when the log is
+    not readable here (another machine's folder) or says nothing telling."""
+    import submitit
+
+    job: Any = (submitit.SlurmJob if cluster == "slurm" else submitit.LocalJob)(folder, job_id)
+    text = ""
+    for path in (job.paths.stdout, job.paths.stderr):  # one file: stderr goes to stdout
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - _LOG_TAIL_BYTES))
+                text += f.read().decode("utf-8", errors="replace") + "\n"
+        except OSError:
+            continue
+    return last_error_line(text)
 
 
 def stop_jobs(folder: Path, cluster: str, job_ids: list[str]) -> list[str]:

@@ -13,10 +13,12 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import psutil
@@ -24,6 +26,7 @@ import pytest
 from _procs import TABLE, ServerProc, cli, load_trials, table_spec, wait_for, wait_study
 from optuna.trial import TrialState
 
+from archsearch.fleet._ray import RayUnreachable, probe
 from archsearch.server.client import SearchClient
 from archsearch.v1 import archsearch_pb2 as pb
 
@@ -167,3 +170,50 @@ def test_two_actors_finish_a_study_and_a_killed_worker_is_restarted(
         assert status.count(" GONE") == 2, status
     finally:
         server.stop()
+
+
+def _free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_address_where_no_head_runs_fails_in_seconds_with_one_line(tmp_path: Path) -> None:
+    """Without the probe, ray.init retries for minutes and prints only Ray's own lines."""
+    address = f"127.0.0.1:{_free_port()}"
+    folder = tmp_path / "fleet"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(tmp_path), RAY_USAGE_STATS_ENABLED="0")
+    start = time.monotonic()
+    out = subprocess.run(
+        cli(
+            "fleet", "ray", "--address", address, "--server", "127.0.0.1:1", "--workers", "1",
+            "--folder", str(folder), "--", "--idle-exit", "20",
+        ),
+        capture_output=True, text=True, timeout=90, env=env, check=False,
+    )  # fmt: skip
+    elapsed = time.monotonic() - start
+    assert out.returncode == 1, out.stderr[-3000:]
+    lines = [line for line in out.stderr.splitlines() if line.startswith("archsearch")]
+    assert lines == [
+        f"archsearch: cannot connect to Ray at {address}: nothing answers there (start the "
+        f"head with `ray start --head --port {address.rpartition(':')[2]}`, or pass --address "
+        "HOST:PORT of a running head, or ray://HOST:10001)"
+    ], out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "GCS" not in out.stderr, out.stderr[-3000:]
+    assert elapsed < 45, elapsed  # Ray's import is most of it; ray.init alone took minutes
+    assert not folder.exists()  # nothing recorded
+
+
+def test_probe_refuses_a_closed_port_and_passes_a_listening_one() -> None:
+    for address in (f"127.0.0.1:{_free_port()}", f"ray://127.0.0.1:{_free_port()}"):
+        with pytest.raises(RayUnreachable, match="nothing answers there"):
+            probe(address, timeout_s=2)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        probe(f"127.0.0.1:{port}")
+        probe(f"ray://127.0.0.1:{port}")
+    probe("auto")  # left to Ray (its own resolution, which fails fast)

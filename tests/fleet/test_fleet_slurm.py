@@ -19,7 +19,7 @@ import pytest
 from _procs import TABLE, ServerProc, cli, load_trials, table_spec, wait_for, wait_study
 from optuna.trial import TrialState
 
-from archsearch.fleet._slurm import _local_alive, job_states, parse_time_minutes
+from archsearch.fleet._slurm import _local_alive, job_states, last_error_line, parse_time_minutes
 from archsearch.server.cli import main
 from archsearch.server.client import SearchClient
 from archsearch.v1 import archsearch_pb2 as pb
@@ -179,6 +179,10 @@ def test_dry_run_prints_submitits_array_script(capsys: pytest.CaptureFixture[str
         (["--time", "10", "--", "--server", "x:1"], "--server after `--`: the fleet sets it"),
         (["--time", "10", "--", "--worker-id", "w"], "each worker its own id"),
         (["--time", "10", "--", "--bogus"], "--bogus after `--`: not an option of"),
+        (
+            ["--time", "10", "--", "--trainer", "table", "--trainer", "nosuch"],
+            "--trainer nosuch after `--`: unknown trainer 'nosuch': use one of ",
+        ),
         (["--time", "10", "--signal-delay", "5"], "--signal-delay 5: too short"),
         (["--time", "10", "--sbatch", "x"], "--sbatch 'x': expected KEY=VALUE"),
         (["--time", "10", "--workers", "0"], "expected a whole number >= 1"),
@@ -197,6 +201,77 @@ def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch) -
     err = capsys.readouterr().err
     assert code in (1, 2) and message in err and err.startswith("archsearch: "), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_an_unknown_trainer_is_refused_before_a_local_job_starts(capsys, tmp_path) -> None:
+    folder = tmp_path / "fleet"
+    code = main(
+        [
+            "fleet", "slurm", "--cluster", "local", "--server", "127.0.0.1:1", "--workers",
+            "1", "--time", "10", "--folder", str(folder), "--", "--trainer", "nosuch",
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(
+        "archsearch: --trainer nosuch after `--`: unknown trainer 'nosuch': use one of "
+    ), err
+    assert len(err.strip().splitlines()) == 1 and not folder.exists()  # nothing submitted
+
+
+def test_status_says_why_a_job_failed_and_its_log_has_no_traceback(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A worker that fails on its machine (here: a --table file it does not have) exits 2;
+    its job is FAILED, and `fleet status` says the worker's error line."""
+    folder = tmp_path / "fleet"
+    missing = tmp_path / "no-such-table.json"
+    out = _run(
+        "fleet", "slurm", "--cluster", "local", "--server", "127.0.0.1:1", "--workers", "1",
+        "--time", "10", "--folder", str(folder), "--", "--trainer", "table",
+        "--table", str(missing),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (job,) = json.loads((folder / "fleet.json").read_text())["submissions"][0]["members"]
+    try:
+        wait_for(lambda: job_states(folder, "local", [job])[job] != "RUNNING", 60, "the job")
+        assert main(["fleet", "status", "--folder", str(folder)]) == 0
+        row = next(s for s in capsys.readouterr().out.splitlines() if s.startswith(job))
+        assert row.split(None, 1)[1] == (
+            f"FAILED: archsearch: table: file {missing} not found (pass the path of a "
+            "FlexiBERT table JSON)"
+        ), row
+        log = next(folder.glob(f"{job}_0_log.out")).read_text()
+        assert "Traceback" not in log, log
+        assert log.rstrip().endswith(
+            f"archsearch fleet: job failed: archsearch worker local-{job} exited with status 2 "
+            "(its error is above)"
+        ), log
+    finally:
+        if psutil.pid_exists(int(job)):
+            _kill_tree(int(job))
+
+
+@pytest.mark.parametrize(
+    ("log", "line"),
+    [
+        # The worker's own error line, not the job's traceback or exit lines after it.
+        ("archsearch: unknown trainer 'x'\narchsearch fleet: worker w exited with 2\n"
+         "Traceback (most recent call last):\nWorkerExitError: worker w exited with status 2\n",
+         "archsearch: unknown trainer 'x'"),
+        # A worker that crashed: its exception.
+        ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+         "torch.OutOfMemoryError: CUDA out of memory.\narchsearch fleet: worker w exited with 1\n",
+         "torch.OutOfMemoryError: CUDA out of memory."),
+        # SLURM's word on a killed job.
+        ("archsearch fleet: worker w exited with -9\nslurmstepd: error: Detected 1 oom-kill "
+         "event(s)\n", "slurmstepd: error: Detected 1 oom-kill event(s)"),
+        ("archsearch fleet: worker w exited with -9\n",
+         "archsearch fleet: worker w exited with -9"),
+        ("submitit INFO (2024) - Starting\n", None),
+    ],
+)  # fmt: skip
+def test_last_error_line_of_a_job_log(log: str, line: str | None) -> None:
+    assert last_error_line(log) == line
 
 
 def test_status_without_a_fleet_says_which_folder(capsys, tmp_path) -> None:

@@ -66,7 +66,14 @@ def trial_to_pb(t: FrozenTrial) -> pb.Trial:
         duplicate_of=_duplicate_of(t),
         description=_description(t),
         **({"derived_from": n} if (n := derived_from(t)) >= 0 else {}),
+        info=_info(t),
     )
+
+
+def _info(t: FrozenTrial) -> dict[str, str]:
+    """The worker's ``info`` of a trial (``Trial.info``), as strings."""
+    info = t.user_attrs.get("info")
+    return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}
 
 
 def _description(t: FrozenTrial) -> str:
@@ -106,6 +113,7 @@ def study_to_pb(snap: StudySnapshot) -> pb.Study:
         n_running=counts[TrialState.RUNNING],
         n_waiting=counts[TrialState.WAITING],
         n_derived=snap.derived,
+        completed_reason=snap.completed_reason,
         created_at=snap.created_at,
         workers_for_trainer=snap.connected_trainers.get(snap.spec.trainer, 0),
         connected_trainers=sorted(snap.connected_trainers),

@@ -126,6 +126,10 @@ def pruned_metrics(t: pb.Trial, first_metric: str) -> dict[str, float]:
     return out
 
 
+#: How much of a failure reason the table's note column shows (the whole one follows it).
+NOTE_WIDTH = 48
+
+
 def trial_note(t: pb.Trial, max_steps: Any = None, rank: tuple[int, pb.Trial] | None = None) -> str:
     """The table's note: a repeat's original ("= #2"), a DyLoRA rank trial's rank and training
     trial (``rank``, see :func:`rank_trials_of`: "rank 3 of #2"), where a pruned trial stopped,
@@ -137,7 +141,21 @@ def trial_note(t: pb.Trial, max_steps: Any = None, rank: tuple[int, pb.Trial] | 
     if t.state == pb.PRUNED and t.intermediate_values:
         of = f" of {max_steps}" if max_steps else ""
         return f"pruned at step {max(t.intermediate_values)}{of}"
-    return (t.fail_reason or "")[:40]
+    reason = t.fail_reason or ""
+    return reason if len(reason) <= NOTE_WIDTH else reason[: NOTE_WIDTH - 1] + "…"
+
+
+def failure_reasons(trials: Sequence[pb.Trial]) -> list[str]:
+    """The whole reason of each failed trial, once per distinct reason with the trials that
+    gave it ("#3, #7: candidate error: ..."): the table's note column shows only its start."""
+    by_reason: dict[str, list[int]] = {}
+    for t in trials:
+        if t.state == pb.FAIL and t.fail_reason:
+            by_reason.setdefault(t.fail_reason, []).append(t.number)
+    return [
+        f"  {', '.join(f'#{n}' for n in numbers)}: {reason}"
+        for reason, numbers in by_reason.items()
+    ]
 
 
 def rank_trials_of(trials: Sequence[pb.Trial]) -> dict[int, tuple[int, pb.Trial]]:
@@ -209,7 +227,8 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         f"{o.metric} ({'max' if o.direction == pb.MAXIMIZE else 'min'})" for o in study.objectives
     )
     out = [
-        f"study {study.name}: {STUDY_STATE_NAMES[study.state]}",
+        f"study {study.name}: {STUDY_STATE_NAMES[study.state]}"
+        + (f" ({study.completed_reason})" if study.completed_reason else ""),
         f"  space {spec.get('space')}  loop {spec.get('loop')}  task {spec.get('task')}  "
         f"trainer {spec.get('trainer')}  pruner {spec.get('pruner', {}).get('type')}",
         f"  objectives: {objectives}",
@@ -256,6 +275,8 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
     out.append(table(headers, rows))
     if len(trials) > limit:
         out.append(f"  ({len(trials) - limit} earlier trials not shown; --limit N or --json)")
+    if reasons := failure_reasons(shown):
+        out += ["", "why trials failed:", *reasons]
     if study.best_trials:
         label = "best trial" if len(study.objectives) == 1 else "Pareto front"
         out.append("")
@@ -312,6 +333,7 @@ def study_dict(s: Any) -> dict[str, Any]:
         "created_at": s.created_at,
         "workers_for_trainer": s.workers_for_trainer,
         "connected_trainers": list(s.connected_trainers),
+        "completed_reason": s.completed_reason,
     }
 
 
@@ -335,4 +357,5 @@ def trial_dict(t: Any, rank: tuple[int, Any] | None = None) -> dict[str, Any]:
         "rank_of": rank[1].number if rank else None,
         "derived_from": t.derived_from if t.HasField("derived_from") else None,
         "description": t.description,
+        "info": dict(t.info),
     }

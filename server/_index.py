@@ -122,6 +122,8 @@ class StudyHandle:
     state: str
     created_at: str
     index: StudyIndex = dataclasses.field(default_factory=StudyIndex)
+    #: why the study completed (``COMPLETED_REASON_ATTR``; "" while it runs)
+    completed_reason: str = ""
     #: Serialises the loop's ``ask`` (the loop contract) apart from ``lock``, which guards
     #: only the in-memory index and is never held while a sampler runs.
     ask_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
@@ -180,3 +182,5 @@ class StudySnapshot:
     connected_trainers: dict[str, int]
     #: COMPLETE trials a job's completion added (DyLoRA ranks, AutoDistil students)
     derived: int = 0
+    #: why a completed study ended ("" while it runs)
+    completed_reason: str = ""

@@ -66,6 +66,7 @@ class StudyLifecycle:
         ):
             reason = idx.exhausted or f"n_trials reached: {idx.originals} distinct candidates"
             self.storage.set_study_user_attr(h.study_id, COMPLETED_REASON_ATTR, reason)
+            h.completed_reason = reason
             self.set_state(h, COMPLETED)
             log.info("study %s completed: %s", h.spec.name, reason)
 

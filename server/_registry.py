@@ -21,6 +21,7 @@ from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._derived_trials import is_derived_trial
 from archsearch.server._errors import AlreadyExists, NotFound
 from archsearch.server._index import (
+    COMPLETED_REASON_ATTR,
     CREATED_ATTR,
     LEASE_ATTR,
     RUNNING,
@@ -156,6 +157,7 @@ class StudyRegistry:
                     loggable(e),
                 )
                 continue
+            handle.completed_reason = str(frozen.user_attrs.get(COMPLETED_REASON_ATTR, ""))
             self._add(handle)
             rebuild(handle)
 

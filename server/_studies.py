@@ -208,6 +208,7 @@ class StudyManager(ManagerWiring):
             best_trials=tuple(self.best_trials(h)) if with_best else (),
             connected_trainers=self.connected_trainers(),
             derived=derived,
+            completed_reason=h.completed_reason if state == COMPLETED else "",
         )
 
     # ------------------------------------------------------------------ workers' side

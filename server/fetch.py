@@ -152,10 +152,23 @@ def _nothing_kept(source: Any, asked: int) -> str:
     if source.state != pb.COMPLETE:
         state = pb.TrialState.Name(source.state).lower()
         return f"trial {source.number}{via} ended {state}: only a completed trial keeps one"
+    info = dict(source.info)
+    where = f"{info.get('checkpoint')} on worker {source.worker_id or '?'}"
+    if "checkpoint_upload_error" in info and "checkpoint" in info:
+        return (
+            f"trial {source.number}{via} kept its checkpoint, but its upload failed "
+            f"({info['checkpoint_upload_error'][:200]}): the files are in {where}; copy them "
+            "from there"
+        )
+    if "checkpoint" in info:
+        return (
+            f"trial {source.number}{via} kept its checkpoint on its worker's disk only "
+            f"({where}: a worker without a server, or older than this version); copy it from "
+            "there"
+        )
     return (
-        f"trial {source.number}{via} kept no checkpoint on the server (launch the study with "
-        "--set recipe.keep_checkpoint=true; a worker older than this version kept it on its "
-        "own disk only: see the trial's `checkpoint` in optuna-dashboard)"
+        f"trial {source.number}{via} kept no checkpoint (launch the study with --set "
+        "recipe.keep_checkpoint=true)"
     )
 
 

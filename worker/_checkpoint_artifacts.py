@@ -17,10 +17,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from archsearch.spaces._checkpoint_names import checkpoint_artifact
+from archsearch.worker._backoff import Backoff
 from archsearch.worker._flexibert_config import CONFIG_FILE, WEIGHTS_FILE
 from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._trainer import CandidateError, TrainContext
@@ -29,6 +31,9 @@ log = logging.getLogger("archsearch.worker")
 
 #: The files weight transfer reads.
 CHECKPOINT_FILES = (WEIGHTS_FILE, CONFIG_FILE)
+#: How long a checkpoint's upload waits for an unreachable server before the trial's result is
+#: reported without it (the result itself waits as long as it takes).
+UPLOAD_PATIENCE_S = 600.0
 #: ``info`` key listing the uploaded checkpoint artifacts (what the loops look for).
 INFO_KEY = "checkpoint_artifacts"
 _REF = re.compile(r"^trial:(?:(?P<study>.+):)?(?P<number>[0-9]{1,9})$")
@@ -70,12 +75,45 @@ def upload_checkpoint(
             if name is None:
                 log.warning("checkpoint file %s not uploaded: no artifact name fits it", path)
                 continue
-            context.upload(path, name)
+            upload_patiently(context, path, name)
             names.append(name)
     except (ClientError, OSError) as e:
         log.warning("could not upload the checkpoint in %s: %s", folder, e)
         return {"checkpoint_upload_error": str(e)[:500]}
     return {INFO_KEY: " ".join(names)}
+
+
+def upload_patiently(
+    context: TrainContext, path: Path, name: str, patience_s: float = UPLOAD_PATIENCE_S
+) -> None:
+    """``context.upload(path, name)``, tried again while the server is unreachable (a restart,
+    a network blip), as the worker retries its report of the result: the trial's lease is kept
+    alive by its heartbeats meanwhile, and a retried upload of the same bytes is accepted.
+
+    Raises:
+        ClientError: The server refused (anything but unreachable), the trial must end
+            (``context.stop_requested()``: the lease was lost, or the worker is stopping), or it
+            stayed unreachable for ``patience_s`` seconds.
+    """
+    from archsearch.server.client import ClientError
+
+    backoff = Backoff(cap=10.0)
+    give_up = time.monotonic() + patience_s
+    while True:
+        try:
+            context.upload(path, name)
+            return
+        except ClientError as e:
+            left = give_up - time.monotonic()
+            # RESOURCE_EXHAUSTED is transient elsewhere; here it is a file over the size limit
+            unreachable = e.code.name in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+            if not unreachable or left <= 0 or context.stop_requested():
+                raise
+            delay = min(backoff.next(), left)
+            log.warning(
+                "upload of %s: server unreachable (%s); retrying in %.1fs", name, e.code.name, delay
+            )
+            time.sleep(delay)
 
 
 def upload_files(
@@ -89,7 +127,7 @@ def upload_files(
 
     try:
         for name in files:
-            context.upload(Path(folder) / name, name)
+            upload_patiently(context, Path(folder) / name, name)
     except (ClientError, OSError) as e:
         log.warning("could not upload the files in %s: %s", folder, e)
         return {"checkpoint_upload_error": str(e)[:500]}

@@ -168,9 +168,13 @@ class TrainContext:
             raise TrialPruned(f"pruned at step {step}")
         self.check()
 
+    def stop_requested(self) -> bool:
+        """Whether the worker asked the trial to end (lease lost, study stopped, SIGTERM)."""
+        return self._should_stop is not None and self._should_stop()
+
     def check(self) -> None:
         """Raises TrialStopped when the worker asked the trial to end."""
-        if self._should_stop is not None and self._should_stop():
+        if self.stop_requested():
             raise TrialStopped("stop requested")
 
 

@@ -82,9 +82,10 @@ def server(tmp_path: Path) -> Iterator[ArchsearchServer]:
 def study(server: ArchsearchServer, tmp_path: Path) -> Path:
     """Study "s": trial 0 kept a DyLoRA adapter (uploaded as a worker does), trial 1 kept a
     whole model, trial 2 kept nothing, trial 3 only part of one (an upload refused part-way);
-    trial 4 is running and has uploaded part of its checkpoint; returns the admin token file."""
+    trial 4 kept one whose upload failed, trial 5 one on its worker's disk only; trial 6 is
+    running and has uploaded part of its checkpoint; returns the admin token file."""
     with SearchClient(server.address, token=ADMIN) as admin:
-        admin.launch(table_spec("s", 6))
+        admin.launch(table_spec("s", 8))
     kept = {0: trained_adapter(tmp_path / "kept0"), 1: tmp_path / "kept1", 3: tmp_path / "kept3"}
     for number in (1, 3):
         kept[number].mkdir()
@@ -92,7 +93,7 @@ def study(server: ArchsearchServer, tmp_path: Path) -> Path:
     (kept[1] / "model.safetensors").write_bytes(b"\x00" * 64)
     with WorkerClient(server.address, token=ADMIN) as worker:
         worker.register("w1", CAPS)
-        for number in range(5):
+        for number in range(7):
             lease = worker.acquire("w1", CAPS, 5).lease
             assert lease.trial_number == number
             context = TrainContext(
@@ -102,12 +103,16 @@ def study(server: ArchsearchServer, tmp_path: Path) -> Path:
                 download=lambda *args: None,  # not used
                 study_name="s",
             )
-            if number == 4:  # still running, in the middle of its upload
+            if number == 6:  # still running, in the middle of its upload
                 worker.upload_artifact(
                     lease.lease_id, kept[3] / "config.json", "checkpoint-config.json"
                 )
                 break
             info = upload_checkpoint(context, kept[number]) if number in kept else {}
+            if number in (4, 5):  # what a worker records when the upload fails, or without one
+                info = {"checkpoint": f"/ckpt/{number}"}
+                if number == 4:
+                    info["checkpoint_upload_error"] = "UploadArtifact: UNAVAILABLE: gone"
             assert number not in kept or "checkpoint_artifacts" in info, info
             worker.complete(lease.lease_id, {"accuracy": 0.5, "score": 0.5}, info)
     token = tmp_path / "token"
@@ -147,13 +152,18 @@ def test_fetch_downloads_the_kept_files(server, study, tmp_path, capsys) -> None
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("s", "9"), "study 's' has no trial 9 (its trials: numbered 0-4)"),
+        (("s", "9"), "study 's' has no trial 9 (its trials: numbered 0-6)"),
         (
             ("s", "2"),
-            "trial 2 kept no checkpoint on the server (launch the study with --set "
-            "recipe.keep_checkpoint=true",
+            "trial 2 kept no checkpoint (launch the study with --set recipe.keep_checkpoint=true",
         ),
-        (("s", "4"), "trial 4 has not finished: its checkpoint comes when it ends"),
+        (
+            ("s", "4"),
+            "trial 4 kept its checkpoint, but its upload failed (UploadArtifact: UNAVAILABLE: "
+            "gone): the files are in /ckpt/4 on worker w1; copy them from there",
+        ),
+        (("s", "5"), "trial 5 kept its checkpoint on its worker's disk only (/ckpt/5 on worker w1"),
+        (("s", "6"), "trial 6 has not finished: its checkpoint comes when it ends"),
         (("s", "3"), "trial 3's checkpoint on the server lacks its weights"),
         (("s", "0", "--rank", "5"), "--rank 5 is above the adapter's r_max 4 (pass 1-4)"),
         (("s", "1", "--rank", "1"), "--rank applies to a lora trainer's adapter"),

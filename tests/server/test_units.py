@@ -152,7 +152,9 @@ def test_a_completed_study_is_never_sent_with_unfinished_counts() -> None:
     the trials just before that commit must not send the state set just after it (seen in CI:
     "completed" with 29 of 30 complete and 1 running)."""
     spec = SearchSpec.from_dict({"name": "s", "space": "bert", "n_trials": 2})
-    h = types.SimpleNamespace(spec=spec, state=RUNNING, created_at="2026-01-01T00:00:00+00:00")
+    h = types.SimpleNamespace(
+        spec=spec, state=RUNNING, created_at="2026-01-01T00:00:00+00:00", completed_reason=""
+    )
 
     class CommitLandsWhileCounting:
         def trials(self, handle):

@@ -8,6 +8,7 @@ tests/server/test_cli_fetch.py and tests/integration/test_dylora_service.py."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 import optuna
@@ -25,6 +26,7 @@ from archsearch.worker._checkpoint_artifacts import (
     fetch_transfer_source,
     parse_trial_ref,
     upload_checkpoint,
+    upload_patiently,
 )
 from archsearch.worker._fidelity import check_fidelity
 
@@ -48,9 +50,15 @@ class FakeServer:
     def __init__(self) -> None:
         self.files: dict[tuple[str, int, str], bytes] = {}
         self.refuse: ClientError | None = None
+        self.down_for = 0  # the next uploads that find the server unreachable
+        self.attempts = 0
 
-    def context(self, study: str = "s", number: int = 0) -> TrainContext:
+    def context(self, study: str = "s", number: int = 0, should_stop: Any = None) -> TrainContext:
         def upload(path: Path, name: str) -> str:
+            self.attempts += 1
+            if self.down_for > 0:
+                self.down_for -= 1
+                raise ClientError(grpc.StatusCode.UNAVAILABLE, "connection refused", "Upload")
             if self.refuse is not None:
                 raise self.refuse
             self.files[study, number, name] = path.read_bytes()
@@ -62,7 +70,9 @@ class FakeServer:
                 raise ClientError(grpc.StatusCode.NOT_FOUND, f"no artifact named {name!r}")
             dest.write_bytes(self.files[key])
 
-        return TrainContext(upload=upload, download=download, study_name=study)
+        return TrainContext(
+            upload=upload, download=download, study_name=study, should_stop=should_stop
+        )
 
 
 def test_upload_then_fetch_into_a_local_folder(tmp_path: Path) -> None:
@@ -133,6 +143,47 @@ def test_a_refused_upload_is_noted_not_fatal(tmp_path: Path) -> None:
     info = upload_checkpoint(server.context(), tmp_path)
     assert "--max-artifact-bytes" in info["checkpoint_upload_error"]
     assert upload_checkpoint(TrainContext(), tmp_path) == {}  # no server: nothing to do
+
+
+def test_an_upload_waits_for_a_server_that_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server restarting while a trial ends: the checkpoint's upload is tried again (as the
+    result's report is), so the kept model is not lost; it gives up when the trial must end,
+    when the server stays away past its patience, or at once when the server refuses."""
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    for name in CHECKPOINT_FILES:
+        (tmp_path / name).write_bytes(name.encode())
+    server = FakeServer()
+    server.down_for = 3
+    info = upload_checkpoint(server.context(), tmp_path)
+    assert info == {
+        "checkpoint_artifacts": " ".join(
+            checkpoint_artifact(n) or n for n in sorted(CHECKPOINT_FILES)
+        )
+    }
+    assert server.attempts == 3 + len(CHECKPOINT_FILES)
+    assert {k[2]: v for k, v in server.files.items()} == {
+        checkpoint_artifact(n): n.encode() for n in CHECKPOINT_FILES
+    }
+    # the trial must end (lease lost, worker stopping): no more waiting
+    server = FakeServer()
+    server.down_for = 1000
+    info = upload_checkpoint(server.context(should_stop=lambda: True), tmp_path)
+    assert "UNAVAILABLE" in info["checkpoint_upload_error"] and server.attempts == 1
+    # past its patience
+    server = FakeServer()
+    server.down_for = 1000
+    with pytest.raises(ClientError, match="UNAVAILABLE"):
+        upload_patiently(server.context(), tmp_path / CHECKPOINT_FILES[0], "x", patience_s=0.0)
+    assert server.attempts == 1
+    # a refusal is not retried
+    server = FakeServer()
+    server.refuse = ClientError(grpc.StatusCode.PERMISSION_DENIED, "no")
+    assert (
+        "PERMISSION_DENIED"
+        in upload_checkpoint(server.context(), tmp_path)["checkpoint_upload_error"]
+    )
 
 
 def test_context_without_a_server_says_so(tmp_path: Path) -> None:

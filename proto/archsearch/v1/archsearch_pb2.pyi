@@ -154,6 +154,7 @@ class Study(_message.Message):
     WORKERS_FOR_TRAINER_FIELD_NUMBER: _builtins.int
     CONNECTED_TRAINERS_FIELD_NUMBER: _builtins.int
     N_DERIVED_FIELD_NUMBER: _builtins.int
+    COMPLETED_REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique study name chosen at launch."""
     spec_json: _builtins.str
@@ -183,6 +184,10 @@ class Study(_message.Message):
     n_derived: _builtins.int
     """COMPLETE trials that a job's completion added (see Trial.derived_from: DyLoRA ranks,
     AutoDistil students); counted in n_complete, never against n_trials.
+    """
+    completed_reason: _builtins.str
+    """Why a completed study ended ("n_trials reached: 30 distinct candidates", "nothing new left
+    to try", a loop's own reason such as AutoDistil's); empty while it runs.
     """
     @_builtins.property
     def objectives(self) -> _containers.RepeatedCompositeFieldContainer[Global___Objective]: ...
@@ -215,10 +220,11 @@ class Study(_message.Message):
         workers_for_trainer: _builtins.int = ...,
         connected_trainers: _abc.Iterable[_builtins.str] | None = ...,
         n_derived: _builtins.int = ...,
+        completed_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trials", b"best_trials", "connected_trainers", b"connected_trainers", "created_at", b"created_at", "n_complete", b"n_complete", "n_derived", b"n_derived", "n_fail", b"n_fail", "n_pruned", b"n_pruned", "n_running", b"n_running", "n_trials", b"n_trials", "n_waiting", b"n_waiting", "name", b"name", "objectives", b"objectives", "spec_json", b"spec_json", "state", b"state", "workers_for_trainer", b"workers_for_trainer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trials", b"best_trials", "completed_reason", b"completed_reason", "connected_trainers", b"connected_trainers", "created_at", b"created_at", "n_complete", b"n_complete", "n_derived", b"n_derived", "n_fail", b"n_fail", "n_pruned", b"n_pruned", "n_running", b"n_running", "n_trials", b"n_trials", "n_waiting", b"n_waiting", "name", b"name", "objectives", b"objectives", "spec_json", b"spec_json", "state", b"state", "workers_for_trainer", b"workers_for_trainer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -270,6 +276,26 @@ class Trial(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class InfoEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NUMBER_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
@@ -285,6 +311,7 @@ class Trial(_message.Message):
     DUPLICATE_OF_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     DERIVED_FROM_FIELD_NUMBER: _builtins.int
+    INFO_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     """Study-local trial number (optuna's Trial.number), the number the dashboard shows."""
     state: Global___TrialState.ValueType
@@ -328,6 +355,12 @@ class Trial(_message.Message):
     def intermediate_values(self) -> _containers.ScalarMap[_builtins.int, _builtins.float]:
         """Intermediate values reported so far, by step."""
 
+    @_builtins.property
+    def info(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """What the worker recorded beside the metrics (data source, selection provenance, the kept
+        checkpoint's folder and artifacts, an upload error): the trial's "info" user attribute.
+        """
+
     def __init__(
         self,
         *,
@@ -346,10 +379,11 @@ class Trial(_message.Message):
         duplicate_of: _builtins.int = ...,
         description: _builtins.str = ...,
         derived_from: _builtins.int | None = ...,
+        info: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "derived_from", b"derived_from"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "attempt", b"attempt", "candidate_json", b"candidate_json", "derived_from", b"derived_from", "description", b"description", "duplicate_of", b"duplicate_of", "fail_reason", b"fail_reason", "finished_at", b"finished_at", "intermediate_values", b"intermediate_values", "metrics", b"metrics", "number", b"number", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "values", b"values", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "attempt", b"attempt", "candidate_json", b"candidate_json", "derived_from", b"derived_from", "description", b"description", "duplicate_of", b"duplicate_of", "fail_reason", b"fail_reason", "finished_at", b"finished_at", "info", b"info", "intermediate_values", b"intermediate_values", "metrics", b"metrics", "number", b"number", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "values", b"values", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__derived_from: _TypeAlias = _typing.Literal["derived_from"]  # noqa: Y015
     _WhichOneofArgType__derived_from: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from"]  # noqa: Y015

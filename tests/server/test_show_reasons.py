@@ -1,0 +1,64 @@
+"""`archsearch show` says why: why a completed study ended (kept across a restart), every
+failed trial's whole reason under the table (the note column shows only its start), and each
+trial's worker ``info`` in ``--json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _procs import table_spec
+
+from archsearch.server import cli
+from archsearch.server.app import ArchsearchServer, ServerConfig
+from archsearch.server.client import SearchClient, WorkerClient
+from archsearch.v1 import archsearch_pb2 as pb
+
+CAPS = pb.WorkerCapabilities(trainers=["table"], device="cpu")
+LONG = (
+    "candidate error: custom task 'reviews': train file /data/nope/train.csv not found; "
+    "fix the path in data.custom_task.train"
+)
+
+
+def show(address: str, *args: str, capsys: pytest.CaptureFixture[str]) -> str:
+    assert cli.main(["show", "s", "--server", address, *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_show_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    srv = ArchsearchServer(ServerConfig(storage=url, port=0))
+    srv.start()
+    try:
+        with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+            admin.launch({**table_spec("s", 3), "max_retries": 0, "objectives": ["score:max"]})
+            worker.register("w", CAPS)
+            for i in range(3):
+                lease = worker.acquire("w", CAPS, 5).lease
+                if i == 0:
+                    info = {"data_source": "/glue", "checkpoint": "/ckpt/0"}
+                    worker.complete(lease.lease_id, {"score": 0.5}, info)
+                else:
+                    worker.fail(lease.lease_id, LONG, False)
+            running = show(srv.address, capsys=capsys)
+            first_line = "study s: completed (n_trials reached: 3 distinct candidates)"
+            assert running.splitlines()[0] == first_line
+        # the table shows the start of the reason; the whole one follows, once for both trials
+        assert LONG not in running.split("why trials failed:")[0]
+        assert f"  #1, #2: {LONG}" in running.split("why trials failed:")[1]
+        data = json.loads(show(srv.address, "--json", capsys=capsys))
+        assert data["completed_reason"].startswith("n_trials reached")
+        first = data["trials"][0]
+        assert first["info"] == {"data_source": "/glue", "checkpoint": "/ckpt/0"}
+        assert data["trials"][1]["fail_reason"] == LONG
+    finally:
+        srv.stop(0)
+    srv = ArchsearchServer(ServerConfig(storage=url, port=0))  # the reason is stored
+    srv.start()
+    try:
+        again = show(srv.address, capsys=capsys)
+        assert again.splitlines()[0].startswith("study s: completed (n_trials reached: 3")
+    finally:
+        srv.stop(0)

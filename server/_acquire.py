@@ -13,7 +13,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from archsearch.server._index import RUNNING, STOPPED_REASON, Grant, LiveTrial, StudyHandle
+from archsearch.server._errors import FailedPrecondition
+from archsearch.server._index import (
+    COMPLETED,
+    RUNNING,
+    STOPPED_REASON,
+    Grant,
+    LiveTrial,
+    StudyHandle,
+)
 from archsearch.server._leases import LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._pool import CandidatePool
@@ -24,6 +32,28 @@ log = logging.getLogger("archsearch.server")
 
 def _always() -> bool:
     return True
+
+
+def refuse_unservable(h: StudyHandle, trainers: tuple[str, ...]) -> None:
+    """Refuses a worker that asks for study ``h`` by name (``--study``) and can never get a
+    trial of it: the study ended (completed or stopped; its leased trials still finish, their
+    workers report as usual), or another trainer trains it. A worker that names no study is
+    never refused: it waits for any study it can serve.
+
+    Raises:
+        FailedPrecondition: what is wrong, in one line, and the fix.
+    """
+    name = h.spec.name
+    if h.state == COMPLETED:
+        why = f" ({h.completed_reason})" if h.completed_reason else ""
+        raise FailedPrecondition(f"study {name} is completed{why}; nothing left to train")
+    if h.state != RUNNING:
+        raise FailedPrecondition(f"study {name} is {h.state}; nothing left to train")
+    if h.spec.trainer not in trainers:
+        raise FailedPrecondition(
+            f"study {name} is trained by the {h.spec.trainer} trainer; this worker runs "
+            f"{', '.join(trainers)} (start it with --trainer {h.spec.trainer})"
+        )
 
 
 class Dispatcher:

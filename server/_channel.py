@@ -81,6 +81,15 @@ def connection_cause(e: ClientError, target: str, tls: bool) -> str | None:
     return None
 
 
+def no_server(target: str, details: str) -> str:
+    """One line for a server that does not answer at all (no TLS cause to name): where the
+    client dialled, what grpc said, and the fix. The CLI and the worker both say it."""
+    return (
+        f"no archsearch server answers at {target} ({details}); start one with "
+        "`archsearch serve` or pass --server HOST:PORT"
+    )
+
+
 def resolve_token(token: str | None = None, token_file: str | None = None) -> str | None:
     """The token to send: explicit, else from ``token_file``, else ``$ARCHSEARCH_TOKEN``."""
     if token:

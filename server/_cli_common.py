@@ -9,6 +9,7 @@ import math
 import os
 from collections.abc import Callable
 
+from archsearch.server._channel import no_server
 from archsearch.server.client import (
     ClientError,
     SearchClient,
@@ -132,11 +133,7 @@ def _explain(e: ClientError, args: argparse.Namespace) -> CliError:
     if cause is not None:
         return CliError(cause, 1)
     if e.code == grpc.StatusCode.UNAVAILABLE:
-        return CliError(
-            f"no archsearch server answers at {server} ({e.details}); start one with "
-            "`archsearch serve` or pass --server HOST:PORT",
-            1,
-        )
+        return CliError(no_server(server, e.details), 1)
     if e.code == grpc.StatusCode.UNAUTHENTICATED:
         return CliError(f"{e.details} (the server at {server} requires an admin token)", 1)
     return CliError(

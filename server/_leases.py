@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -32,6 +33,8 @@ from archsearch.server._index import LEASE_ATTR, LiveTrial, StudyHandle
 from archsearch.server._writer import StorageWriter
 
 R = TypeVar("R")
+#: holders remembered before the first pruning of leases no longer live
+_PRUNE_AT = 1024
 
 
 def _ascii_digits(text: str) -> bool:
@@ -106,6 +109,12 @@ class LeaseTable:
         #: this server's start (a worker that finished or heartbeated while the server was
         #: down) gets one lease duration from the start to reach it again.
         self._expiry_from = time.monotonic() + lease_duration_s
+        #: lease id -> the worker it was granted to (a trial's ``worker`` attribute, kept here
+        #: so that finding a worker's leases reads nothing); pruned of finished leases as it
+        #: grows, and filled from the storage for leases an earlier server granted
+        self._holders: dict[str, str] = {}
+        self._holders_lock = threading.Lock()
+        self._prune_at = _PRUNE_AT
 
     # ------------------------------------------------------------------ grant and expiry
 
@@ -132,6 +141,7 @@ class LeaseTable:
         """
         live = h.index.live[tid]
         live.lease_id = f"{h.study_id}.{tid}.{secrets.token_hex(12)}"
+        self._remember(live.lease_id, worker_id)
         written = self.writer.submit(
             _storage.lease_op(
                 tid,
@@ -152,8 +162,53 @@ class LeaseTable:
         undone = self.writer.submit(
             _storage.unlease_op(live.trial_id, {LEASE_ATTR: ""}), urgent=True
         )
+        self.forget(live.lease_id)
         live.lease_id = ""
         return undone
+
+    # ------------------------------------------------------------------ holders
+
+    def holder(self, trial_id: int, lease_id: str) -> str:
+        """The worker id lease ``lease_id`` of trial ``trial_id`` was granted to ("" when
+        unknown). A lease of an earlier server is read from the stored trial (once)."""
+        with self._holders_lock:
+            worker = self._holders.get(lease_id)
+        if worker is not None:
+            return worker
+        try:
+            frozen = self.storage.get_trial(trial_id)  # RUNNING: read from the database
+        except KeyError:
+            return ""
+        if frozen.system_attrs.get(LEASE_ATTR) != lease_id:
+            return ""
+        worker = str(frozen.user_attrs.get("worker", ""))
+        self._remember(lease_id, worker)
+        return worker
+
+    def forget(self, lease_id: str) -> None:
+        """Drops what is remembered about a lease that ended."""
+        with self._holders_lock:
+            self._holders.pop(lease_id, None)
+
+    def _remember(self, lease_id: str, worker_id: str) -> None:
+        """Remembers a lease's worker; prunes the leases no longer live once there are twice
+        as many remembered as after the last pruning (a lease ends by many paths)."""
+        with self._holders_lock:
+            self._holders[lease_id] = worker_id
+            if len(self._holders) < self._prune_at:
+                return
+            ended = [lid for lid in self._holders if not self._is_live(lid)]
+            for lid in ended:
+                del self._holders[lid]
+            self._prune_at = max(_PRUNE_AT, 2 * len(self._holders))
+
+    def _is_live(self, lease_id: str) -> bool:
+        """Whether ``lease_id`` is a live trial's current lease (read without study locks:
+        a lease granted meanwhile is remembered again by its grant)."""
+        study_id, tid = parse_lease_id(lease_id)
+        h = self._study_by_id(study_id)
+        live = h.index.live.get(tid) if h is not None else None
+        return live is not None and live.lease_id == lease_id
 
     def heartbeat(self, lease_id: str) -> float:
         """Extends a live lease.

@@ -24,6 +24,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import grpc
+
 from archsearch.server._replay import ReplayError, loop_base
 from archsearch.server._replay_stats import Run
 from archsearch.server.client import ClientError, SearchClient, WorkerClient
@@ -163,7 +165,12 @@ def _work(
         with WorkerClient(target, **kw) as client:
             client.register(worker_id, caps, [TableTrainer.info])
             while not finished.is_set():
-                resp = client.acquire(worker_id, caps, timeout_s=1.0, study_name=study)
+                try:
+                    resp = client.acquire(worker_id, caps, timeout_s=1.0, study_name=study)
+                except ClientError as e:  # FAILED_PRECONDITION: the study has ended
+                    if e.code == grpc.StatusCode.FAILED_PRECONDITION:
+                        return
+                    raise
                 if not resp.has_trial:
                     continue
                 arch = Candidate.from_json(resp.candidate_json).architecture

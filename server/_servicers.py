@@ -13,6 +13,7 @@ import threading
 
 import grpc
 
+from archsearch.server._acquire import refuse_unservable
 from archsearch.server._convert import (
     grant_to_pb,
     metrics_from_pb,
@@ -25,6 +26,7 @@ from archsearch.server._rpc import _lease_id, _require, _study_name, rpc
 from archsearch.server._spec import SearchSpec
 from archsearch.server._studies import StudyManager
 from archsearch.server._trainers import registered_trainer_info
+from archsearch.server._workers import requeue_leases_of
 from archsearch.spaces import TRAINER_NAME_RE
 from archsearch.v1 import archsearch_pb2 as pb
 from archsearch.v1 import archsearch_pb2_grpc as pb_grpc
@@ -174,6 +176,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     def RegisterWorker(
         self, request: pb.RegisterWorkerRequest, context: grpc.ServicerContext
     ) -> pb.RegisterWorkerResponse:
+        """Records a worker and what its trainers do. A worker registers once per process, so
+        an id that registers again while it holds leases is a restarted worker: those trials
+        are failed and re-queued at once (``requeue_leases_of``), not left RUNNING until
+        their leases expire."""
         from archsearch.server import __version__
 
         worker_id = request.worker_id
@@ -191,6 +197,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         self.m.register(
             worker_id, trainers, caps.device, caps.memory_bytes, caps.hostname, described
         )
+        if request.worker_id:  # leases held under this id belong to a process that is gone
+            requeue_leases_of(worker_id, self.m)
         return pb.RegisterWorkerResponse(
             worker_id=worker_id,
             heartbeat_interval_s=self.m.heartbeat_interval_s,
@@ -207,7 +215,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         The logic is:
           1. Check the request (worker id, trainers, timeout, study name) and take one of the
              ``max_long_polls`` waiting slots, so a crowd of idle workers cannot take every
-             server thread (RESOURCE_EXHAUSTED when none is free).
+             server thread (RESOURCE_EXHAUSTED when none is free). A ``study_name`` that names
+             no study is NOT_FOUND; one this worker can never serve (completed, stopped, or
+             trained by a trainer it lacks) is FAILED_PRECONDITION, with the reason and the
+             fix (``refuse_unservable``), instead of a wait that never ends.
           2. In each running study whose trainer the worker offers (only ``study_name`` when
              given), in launch order: a queued retry first, else a prepared candidate popped
              from the study's pool (``CandidatePool``); when the pool is empty, the loop is
@@ -234,6 +245,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         )
         if request.study_name:
             _study_name(request.study_name, "study_name")
+            refuse_unservable(self.m.get(request.study_name), trainers)
         timeout = min(request.timeout_s, self.max_poll_s)
         remaining = context.time_remaining()
         if remaining is not None:  # answer "no work" before the caller's deadline passes

@@ -1,11 +1,24 @@
-"""The workers this server has seen, and which trainers the connected ones offer."""
+"""The workers this server has seen, which trainers the connected ones offer, and the leases
+of a worker that restarted."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
+from optuna.trial import TrialState
+
+from archsearch.server import _storage
+from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import StudyHandle, WorkerInfo
+from archsearch.server._leases import LeaseTable
+from archsearch.server._lifecycle import StudyLifecycle
+from archsearch.server._retries import Retries
+from archsearch.server._writer import StorageWriter
+
+log = logging.getLogger("archsearch.server")
 
 
 class WorkerDirectory:
@@ -74,3 +87,68 @@ class WorkerDirectory:
             for t in sorted(set(counts) | set(leased))
             if (n := max(counts.get(t, 0), leased.get(t, 0))) > 0
         }
+
+
+class _Collaborators(Protocol):
+    """What :func:`requeue_leases_of` uses of the study manager."""
+
+    @property
+    def storage(self) -> DeferredTrialStorage: ...
+    @property
+    def writer(self) -> StorageWriter: ...
+    @property
+    def leases(self) -> LeaseTable: ...
+    @property
+    def lifecycle(self) -> StudyLifecycle: ...
+    @property
+    def retries(self) -> Retries: ...
+    def handles(self) -> list[StudyHandle]: ...
+
+
+def requeue_leases_of(worker_id: str, m: _Collaborators) -> list[str]:
+    """Re-queues at once the trials leased to ``worker_id`` when it registers again.
+
+    A worker registers once, when its process starts (``Worker.register``; it does not
+    register again after a server restart or a lost connection: it keeps its trial and calls
+    on), so a second RegisterWorker with an id that holds leases comes from a new process with
+    the same ``--worker-id`` (a restarted pod, a Ray actor restarted): the old process is gone
+    and nobody will heartbeat its leases. Each such trial is failed and its candidate
+    re-queued exactly as when its lease expires (the reason in the same write as the state,
+    counted against the retry budget, and never re-queued in a stopped study), with the
+    reason ``worker W restarted ...``, instead of staying RUNNING for a lease duration.
+
+    Returns:
+        ``study#number`` of each trial failed this way.
+    """
+    reason = f"worker {worker_id} restarted: it registered again while holding this lease"
+    ended: list[str] = []
+    for h in m.handles():
+        with h.lock:
+            held = [(tid, lt.lease_id) for tid, lt in h.index.live.items() if lt.lease_id]
+        # Outside the lock: a lease of an earlier server is read from the storage once.
+        mine = [(tid, lid) for tid, lid in held if m.leases.holder(tid, lid) == worker_id]
+        if not mine:
+            continue
+        with h.lock:
+            m.writer.barrier()  # its queued lease and finishing writes first, as the reaper
+            for tid, lease_id in mine:
+                live = h.index.live.get(tid)
+                if live is None or live.lease_id != lease_id:
+                    continue  # finished, expired or given up meanwhile
+                try:
+                    m.lifecycle.finish(h, tid, TrialState.FAIL, None, {"fail_reason": reason})
+                except _storage.TrialNotRunning:
+                    continue
+                h.index.live.pop(tid, None)
+                m.leases.forget(lease_id)
+                log.warning(
+                    "worker %s registered again while holding trial %d of %s: it restarted; "
+                    "the trial is failed and its candidate re-queued",
+                    worker_id,
+                    live.number,
+                    h.spec.name,
+                )
+                m.retries.requeue(h, m.storage.get_trial(tid), reason, count=True)
+                ended.append(f"{h.spec.name}#{live.number}")
+            m.lifecycle.after_finish(h)
+    return ended

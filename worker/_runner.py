@@ -5,7 +5,8 @@ stops a trial at once when the server prunes it, when its lease is lost (expired
 or when the process receives SIGTERM/SIGINT — in that last case it hands the lease back so the
 candidate is re-queued immediately, then exits.
 
-While the server is unreachable the worker retries with exponential backoff (capped), keeping
+While the server is unreachable the worker retries with exponential backoff (capped; said once,
+with the address and the fix, then at debug level: ``_calls``, ``_reach``), keeping
 its current trial and heartbeating it until the server acknowledged its result: a restarted
 server gives every lease a grace of one lease duration from its own start, so a result
 finished while it was down is accepted. After SIGTERM the worker still tries to hand back (or
@@ -16,23 +17,20 @@ termination grace), sleeping between attempts, then exits.
 from __future__ import annotations
 
 import logging
-import math
 import os
-import random
-import signal
 import socket
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import grpc
 
 from archsearch.server.client import ClientError, WorkerClient
 from archsearch.spaces import Candidate, SpecError
 from archsearch.v1 import archsearch_pb2 as pb
+from archsearch.worker._backoff import Backoff
+from archsearch.worker._calls import ServerCalls
 from archsearch.worker._capabilities import (
     artifact_holders,
     declared_trainer_info,
@@ -41,25 +39,13 @@ from archsearch.worker._capabilities import (
 )
 from archsearch.worker._checkpoint_dir import checkpoint_root
 from archsearch.worker._progress_sweep import ProgressSweeper
+from archsearch.worker._reach import unreachable
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrialStopped
 
 log = logging.getLogger("archsearch.worker")
-T = TypeVar("T")
-
-
-class Backoff:
-    """Exponential backoff with full jitter: 0.2 s doubling up to ``cap`` seconds."""
-
-    def __init__(self, base: float = 0.2, cap: float = 5.0) -> None:
-        self.base, self.cap, self.n = base, cap, 0
-
-    def next(self) -> float:
-        delay = random.uniform(0, min(self.cap, self.base * 2**self.n))
-        self.n = min(self.n + 1, 30)
-        return delay
-
-    def reset(self) -> None:
-        self.n = 0
+#: How a trial ended for this worker: finished here (completed, pruned or failed), handed back
+#: to the server (re-queued at once), or dropped (lease lost, or the server unreachable).
+DONE, HANDED_BACK, DROPPED = "done", "handed back", "dropped"
 
 
 class _TrialState:
@@ -69,7 +55,7 @@ class _TrialState:
         self.reason = ""
 
 
-class Worker:
+class Worker(ServerCalls):
     """Runs trials from an archsearch server until stopped.
 
     Args:
@@ -98,9 +84,7 @@ class Worker:
         stop_grace_s: float = 10.0,
         sweeper: ProgressSweeper | None = None,
     ) -> None:
-        if not stop_grace_s >= 0:
-            raise ValueError(f"stop_grace_s must be >= 0, got {stop_grace_s}")
-        self.client = client
+        super().__init__(client, stop_grace_s)
         self.trainers = trainers
         self.device = device
         self.study_name = study_name
@@ -117,75 +101,21 @@ class Worker:
             hostname=host,
             memory_bytes=device_memory_bytes(device),
         )
-        self.stopping = threading.Event()
-        self.stop_grace_s = stop_grace_s
-        #: monotonic time after which a stopping worker stops retrying (set by ``stop``)
-        self._stop_deadline = float("inf")
         self.heartbeat_interval_s = 10.0
-        self.lease_duration_s = 60.0
-        self.trials_done = 0
+        #: trials finished here (completed, pruned or failed); handed back; dropped
+        self.trials_done = self.handed_back = self.dropped = 0
         self.sweeper = sweeper or ProgressSweeper(checkpoint_root)
-
-    # -------------------------------------------------------------- signals and retries
-
-    def stop(self) -> None:
-        """Asks the worker to hand back its trial and exit, within ``stop_grace_s``."""
-        if not self.stopping.is_set():
-            self._stop_deadline = time.monotonic() + self.stop_grace_s
-            self.stopping.set()
-
-    def install_signal_handlers(self) -> None:
-        def _handler(signum: int, _frame: object) -> None:
-            log.info("signal %d: handing back the current trial and exiting", signum)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, _handler)
-        signal.signal(signal.SIGINT, _handler)
-
-    def _retry(
-        self,
-        what: str,
-        fn: Callable[[], T],
-        give_up_after_s: float | None = None,
-        while_stopping: bool = True,
-    ) -> T:
-        """Calls ``fn`` until it succeeds or fails for good; transient errors back off.
-
-        Args:
-            give_up_after_s: re-raise a transient error after this long (None: never).
-            while_stopping: keep trying after a stop request, until the stop grace ends (to
-                hand back or report a trial); False re-raises at once once stopping.
-
-        Every retry sleeps its backoff delay (cut to the time left), stop or no stop: a stop
-        request shortens how long the worker keeps trying, never how long it waits between
-        attempts, so a server that does not answer costs one log line per attempt.
-        """
-        backoff = Backoff()
-        give_up = math.inf if give_up_after_s is None else time.monotonic() + give_up_after_s
-        while True:
-            try:
-                return fn()
-            except ClientError as e:
-                if not e.transient:
-                    raise
-                limit = give_up
-                if self.stopping.is_set():
-                    limit = min(limit, self._stop_deadline if while_stopping else 0.0)
-                left = limit - time.monotonic()
-                if left <= 0:
-                    raise
-                delay = min(backoff.next(), left)
-                if cause := self.client.cause_once(e):  # a TLS mismatch, once: see README
-                    log.error("%s: %s; retrying", what, cause)
-                log.warning("%s: %s; retrying in %.1fs", what, e.code.name, delay)
-                time.sleep(delay)
 
     # -------------------------------------------------------------- main loop
 
     def register(self) -> None:
+        """Registers once, at start-up: a second RegisterWorker with this id tells the server
+        that this worker restarted, and it re-queues the trials leased to it at once. Retries
+        until the server answers, or for ``idle_exit_s`` at most."""
         resp = self._retry(
             "register",
             lambda: self.client.register(self.worker_id, self.capabilities, self.trainer_info),
+            give_up_after_s=self.idle_exit_s,
             while_stopping=False,
         )
         self.worker_id = resp.worker_id
@@ -201,12 +131,22 @@ class Worker:
         )
 
     def run(self) -> int:
-        """Loops until stopped; returns the number of trials run."""
+        """Loops until stopped; returns the number of trials finished here.
+
+        Raises:
+            SystemExit: with one line, when the server cannot be reached within ``idle_exit_s``
+                or refuses this worker (its study unknown, ended or trained by another trainer).
+        """
         try:
             self.register()
         except ClientError as e:
             if self.stopping.is_set():
                 return 0
+            if e.transient:  # --idle-exit: never reached its server
+                why = self.outage.line or unreachable(e, self.outage.target, self.outage.tls)
+                raise SystemExit(
+                    f"worker: {why}; gave up after {self.idle_exit_s:g}s (--idle-exit)"
+                ) from None
             raise SystemExit(
                 f"worker: cannot register with {self.client.target}: {e.details}"
             ) from None
@@ -220,15 +160,13 @@ class Worker:
                 resp = self._acquire()
             except ClientError as e:
                 if not e.transient:
-                    raise SystemExit(f"worker: {e}") from None
+                    self._refused(e)  # SystemExit, unless the study this worker served ended
+                    break
                 delay = backoff.next()
-                if cause := self.client.cause_once(e):
-                    log.error("acquire: %s; retrying", cause)
-                log.warning(
-                    "acquire: server unavailable (%s); retrying in %.1fs", e.code.name, delay
-                )
+                self.outage.failed("acquire", e, delay)
                 self.stopping.wait(delay)
                 continue
+            self.outage.answered()
             backoff.reset()
             if resp is None or not resp.has_trial:
                 if (
@@ -238,11 +176,37 @@ class Worker:
                     log.info("no work for %.0fs; exiting", self.idle_exit_s)
                     break
                 continue
-            self.run_trial(resp)
-            self.trials_done += 1
+            self._count(self.run_trial(resp))
             idle_since = time.monotonic()
-        log.info("worker %s exiting after %d trial(s)", self.worker_id, self.trials_done)
+        others = [f"{n} {what}" for n, what in self._others() if n]
+        log.info(
+            "worker %s exiting after %d trial(s)%s",
+            self.worker_id,
+            self.trials_done,
+            f" ({', '.join(others)})" if others else "",
+        )
         return self.trials_done
+
+    def _count(self, outcome: str) -> None:
+        if outcome == DONE:
+            self.trials_done += 1
+        elif outcome == HANDED_BACK:
+            self.handed_back += 1
+        else:
+            self.dropped += 1
+
+    def _others(self) -> list[tuple[int, str]]:
+        return [(self.handed_back, HANDED_BACK), (self.dropped, DROPPED)]
+
+    def _refused(self, e: ClientError) -> None:
+        """An acquire refused for good: returns when the ``--study`` this worker trained for
+        has ended (the worker exits 0); else SystemExit with the server's one line
+        (FAILED_PRECONDITION: a study this worker cannot serve) or the status and message."""
+        if e.code != grpc.StatusCode.FAILED_PRECONDITION:
+            raise SystemExit(f"worker: {e}")
+        if not (self.study_name and self.trials_done + sum(n for n, _ in self._others())):
+            raise SystemExit(f"worker: {e.details}")
+        log.info("%s; exiting", e.details)
 
     def _acquire(self) -> pb.AcquireTrialResponse | None:
         """One long poll that SIGTERM can interrupt."""
@@ -266,35 +230,45 @@ class Worker:
             except grpc.RpcError as e:
                 raise ClientError(e.code(), e.details() or "", "AcquireTrial") from None
         if resp.has_trial and self.stopping.is_set():  # got one while shutting down: give it back
-            self._safe(lambda: self.client.release(resp.lease.lease_id, "worker shutting down"))
+            what = f"hand back trial {resp.lease.study_name}#{resp.lease.trial_number}"
+            if self._safe(what, lambda: self.client.release(resp.lease.lease_id, self.stop_reason)):
+                self.handed_back += 1
             return None
         return resp
 
     # -------------------------------------------------------------- one trial
 
-    def run_trial(self, resp: pb.AcquireTrialResponse) -> None:
+    def run_trial(self, resp: pb.AcquireTrialResponse) -> str:
+        """Trains one leased trial and reports it; returns DONE, HANDED_BACK or DROPPED."""
         lease = resp.lease
         tag = f"{lease.study_name}#{lease.trial_number}"
         state = _TrialState()
+
+        def fail(why: str, retryable: bool) -> str:
+            ok = self._safe(
+                f"fail trial {tag}", lambda: self.client.fail(lease.lease_id, why, retryable)
+            )
+            return DONE if ok else DROPPED
+
+        def release(why: str) -> str:
+            ok = self._safe(
+                f"hand back trial {tag}", lambda: self.client.release(lease.lease_id, why)
+            )
+            return HANDED_BACK if ok else DROPPED
+
         try:
             candidate = Candidate.from_json(resp.candidate_json)
         except SpecError as e:
-            why = f"unreadable candidate: {e}"
-            self._safe(lambda: self.client.fail(lease.lease_id, why, False))
-            return
+            return fail(f"unreadable candidate: {e}", False)
         trainer = self.trainers.get(resp.trainer)
         if trainer is None:  # the server matched our capabilities, so this is a server bug
-            self._safe(
-                lambda: self.client.release(lease.lease_id, f"no trainer {resp.trainer!r} here")
-            )
-            return
+            return release(f"no trainer {resp.trainer!r} here")
         if candidate.kind not in trainer.kinds:  # a loop asked for a job this trainer lacks
-            why = (
+            return fail(
                 f"the {resp.trainer} trainer does not do {candidate.kind!r} jobs (it does: "
-                f"{', '.join(trainer.kinds)}); use a loop and trainer that agree on job kinds"
+                f"{', '.join(trainer.kinds)}); use a loop and trainer that agree on job kinds",
+                False,
             )
-            self._safe(lambda: self.client.fail(lease.lease_id, why, False))
-            return
         log.info("trial %s: %s", tag, candidate.summary())
         done = threading.Event()
         hb = threading.Thread(
@@ -339,24 +313,20 @@ class Worker:
             done.set()
             if state.pruned:
                 log.info("trial %s pruned", tag)
-            elif state.lost.is_set():
+                return DONE
+            if state.lost.is_set():
                 log.warning("trial %s: lease lost (%s); dropped", tag, state.reason)
-            else:
-                log.info("trial %s: handing back", tag)
-                self._safe(lambda: self.client.release(lease.lease_id, "worker stopped (SIGTERM)"))
-            return
+                return DROPPED
+            log.info("trial %s: handing back", tag)
+            return release(self.stop_reason)
         except CandidateError as e:
             done.set()
             log.warning("trial %s: candidate failed: %s", tag, e)
-            why = f"candidate error: {e}"
-            self._safe(lambda: self.client.fail(lease.lease_id, why, False))
-            return
+            return fail(f"candidate error: {e}", False)
         except Exception as e:
             done.set()
             log.error("trial %s: %s", tag, traceback.format_exc(limit=5))
-            why = f"{type(e).__name__}: {e}"
-            self._safe(lambda: self.client.fail(lease.lease_id, why, True))
-            return
+            return fail(f"{type(e).__name__}: {e}", True)
         info = {
             "worker_id": self.worker_id,
             "device": self.device,
@@ -370,8 +340,13 @@ class Worker:
                 "complete", lambda: self.client.complete(lease.lease_id, result.metrics, info)
             )
             log.info("trial %s complete: %s", tag, list(out.values))
+            return DONE
         except ClientError as e:
-            log.warning("trial %s: completion refused: %s", tag, e)
+            if e.transient:  # gave up after the stop grace
+                log.warning("trial %s: result not stored: %s", tag, self._unreachable(e))
+            else:
+                log.warning("trial %s: completion refused: %s", tag, e)
+            return DROPPED
         finally:
             done.set()
 
@@ -385,9 +360,3 @@ class Worker:
                 state.reason = e.details
                 state.lost.set()
                 return
-
-    def _safe(self, fn: Callable[[], Any]) -> None:
-        try:
-            self._retry("report", fn, give_up_after_s=self.lease_duration_s)
-        except ClientError as e:
-            log.warning("server refused: %s", e)

@@ -115,10 +115,11 @@ def test_tls_mistakes_name_the_cause_and_the_flag(
 
 def test_worker_without_tls_logs_the_cause_once(tls_and_plain_servers, tmp_path: Path) -> None:
     """A worker that dials a TLS server in plain text keeps retrying (the server may be
-    reconfigured; see README), and says why once, with the flag, not on every retry."""
+    reconfigured; see README), and says why once, with the flag, not on every retry (each
+    retry is a debug line: ``-v`` shows them)."""
     tls_addr, _, _ = tls_and_plain_servers
     worker = Proc(
-        cli("worker", "--server", tls_addr, "--trainer", "table", "--table", TABLE),
+        cli("-v", "worker", "--server", tls_addr, "--trainer", "table", "--table", TABLE),
         tmp_path / "worker.log",
     ).start()
     try:

@@ -1,0 +1,291 @@
+"""A worker's life as its user sees it: a server that does not answer is said once, with the
+address and the fix, and ``--idle-exit`` ends a worker that never reached it; a study it can
+never serve ends it with the server's one line; Ctrl-C is named SIGINT; handed-back trials are
+not counted as done."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from _procs import TABLE, table_spec
+
+from archsearch.server import cli as archsearch_cli
+from archsearch.server.app import ArchsearchServer, ServerConfig
+from archsearch.server.client import ClientError, SearchClient, WorkerClient
+from archsearch.spaces import Candidate
+from archsearch.v1 import archsearch_pb2 as pb
+from archsearch.worker import TrainContext, Trainer, TrainResult
+from archsearch.worker._reach import Outage
+from archsearch.worker._runner import Worker
+
+# Without the fixes these waited forever: fail instead.
+pytestmark = pytest.mark.timeout(60)
+
+LOG = "archsearch.worker"
+TINY_BERT = {
+    "name": "q3",
+    "space": "bert",
+    "n_trials": 2,
+    "loop": "random",
+    "space_options": {"num_hidden_layers": [1], "hidden_size": [64], "num_attention_heads": [2]},
+}
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    """The worker installs SIGTERM/SIGINT handlers in this (pytest's) process: put them back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ArchsearchServer]:
+    srv = ArchsearchServer(
+        ServerConfig(storage=f"sqlite:///{tmp_path / 's.db'}", port=0, max_poll_s=1)
+    )
+    srv.start()
+    yield srv
+    srv.stop(0)
+
+
+# ----------------------------------------------------------------------------- fakes
+
+
+class _RpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class _Answer:
+    """A finished AcquireTrial future."""
+
+    def __init__(self, answer: pb.AcquireTrialResponse | grpc.RpcError) -> None:
+        self.answer = answer
+
+    def result(self, timeout: float | None = None) -> pb.AcquireTrialResponse:
+        if isinstance(self.answer, grpc.RpcError):
+            raise self.answer
+        return self.answer
+
+    def cancel(self) -> bool:
+        return False
+
+
+class _Client:
+    """Answers the worker's calls from a script; records what it is told."""
+
+    target = "127.0.0.1:7"
+
+    def __init__(self, acquires: list[pb.AcquireTrialResponse | grpc.RpcError]) -> None:
+        self.acquires = acquires
+        self.registers = 0
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.release_error: ClientError | None = None
+
+    def register(self, worker_id: str, *_: Any) -> pb.RegisterWorkerResponse:
+        self.registers += 1
+        return pb.RegisterWorkerResponse(
+            worker_id=worker_id, heartbeat_interval_s=5, lease_duration_s=30
+        )
+
+    def acquire_future(self, *_: Any) -> _Answer:
+        return _Answer(self.acquires.pop(0) if self.acquires else pb.AcquireTrialResponse())
+
+    def heartbeat(self, *_: Any) -> pb.HeartbeatResponse:
+        return pb.HeartbeatResponse()
+
+    def download_artifact(self, *_: Any) -> None:
+        raise AssertionError("not used")
+
+    def complete(self, *args: Any) -> pb.CompleteTrialResponse:
+        self.calls.append(("complete", args))
+        return pb.CompleteTrialResponse(values=[0.5])
+
+    def fail(self, *args: Any) -> pb.FailTrialResponse:
+        self.calls.append(("fail", args))
+        return pb.FailTrialResponse()
+
+    def release(self, *args: Any) -> pb.ReleaseTrialResponse:
+        self.calls.append(("release", args))
+        if self.release_error is not None:
+            raise self.release_error
+        return pb.ReleaseTrialResponse(requeued=True)
+
+
+class _Trainer(Trainer):
+    """Completes a trial, except the ``interrupt``-th, during which this process gets SIGINT
+    (Ctrl-C); it stops when the worker asks (at once when the worker is already stopping)."""
+
+    name = "fake"
+
+    def __init__(self, interrupt: int = 0) -> None:
+        self.interrupt, self.trained = interrupt, 0
+
+    def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
+        self.trained += 1
+        context.check()
+        if self.trained == self.interrupt:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(500):
+                time.sleep(0.01)  # the handler runs in this (the main) thread
+                context.check()  # TrialStopped once the worker asks
+            raise AssertionError("the worker never asked the trial to stop")
+        return TrainResult(metrics={"accuracy": 0.5})
+
+
+def grant(number: int, study: str = "s") -> pb.AcquireTrialResponse:
+    cand = Candidate(space="bert", architecture={"num_hidden_layers": number + 1})
+    return pb.AcquireTrialResponse(
+        has_trial=True,
+        lease=pb.Lease(lease_id=f"1.{number}.x", study_name=study, trial_number=number),
+        candidate_json=cand.to_json(),
+        trainer="fake",
+        objective_metrics=["accuracy"],
+    )
+
+
+def unavailable() -> _RpcError:
+    return _RpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
+
+
+# ----------------------------------------------------------------------------- unreachable
+
+
+def test_an_unreachable_server_is_said_once_and_idle_exit_ends_the_worker(caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOG)
+    port = closed_port()
+    with WorkerClient(f"127.0.0.1:{port}") as client:
+        worker = Worker(client, {"fake": _Trainer()}, idle_exit_s=1.5)
+        with pytest.raises(SystemExit) as exited:
+            worker.run()
+    line = str(exited.value.code)
+    assert line.startswith(f"worker: no archsearch server answers at 127.0.0.1:{port} (")
+    assert "start one with `archsearch serve` or pass --server HOST:PORT" in line
+    assert line.endswith("gave up after 1.5s (--idle-exit)")
+    said = [r for r in caplog.records if r.name == LOG and r.levelno >= logging.WARNING]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert f"no archsearch server answers at 127.0.0.1:{port}" in said[0].getMessage()
+    retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(retries) >= 2 and all(r.levelno == logging.DEBUG for r in retries)
+
+
+def test_the_cli_worker_exits_with_one_line_when_no_server_answers(capsys, restore_signals) -> None:
+    port = closed_port()
+    argv = ["worker", "--server", f"127.0.0.1:{port}", "--trainer", "table", "--table", TABLE]
+    assert archsearch_cli.main([*argv, "--idle-exit", "1"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith(f"archsearch: no archsearch server answers at 127.0.0.1:{port} (")
+    assert line.endswith("; gave up after 1s (--idle-exit)")
+
+
+def test_outage_reminds_rarely_and_says_when_the_server_is_back(caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOG)
+    now = [0.0]
+    outage = Outage("h:1", remind_s=60, clock=lambda: now[0])
+    e = ClientError(grpc.StatusCode.UNAVAILABLE, "connection refused", "Heartbeat")
+    for t in range(0, 130, 2):
+        now[0] = float(t)
+        outage.failed("acquire", e, 2.0)
+    now[0] = 131.0
+    outage.answered()
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert loud == [
+        "acquire: UNAVAILABLE: no archsearch server answers at h:1 (connection refused); "
+        "start one with `archsearch serve` or pass --server HOST:PORT; retrying until it answers",
+        "acquire: still no answer from the server at h:1 after 60s (UNAVAILABLE); retrying",
+        "acquire: still no answer from the server at h:1 after 120s (UNAVAILABLE); retrying",
+        "the server at h:1 answers again (after 131s)",
+    ]
+
+
+def test_a_hand_back_the_server_never_got_says_unreachable_not_refused(caplog) -> None:
+    client = _Client([])
+    client.release_error = ClientError(grpc.StatusCode.UNAVAILABLE, "down", "ReleaseTrial")
+    worker = Worker(client, {"fake": _Trainer()}, stop_grace_s=0.3)  # type: ignore[arg-type]
+    worker.stop("SIGTERM")
+    assert worker.run_trial(grant(0)) == "dropped"  # training saw the stop at once
+    text = caplog.text
+    assert "could not hand back trial s#0: the server at 127.0.0.1:7 is unreachable" in text
+    assert "refused" not in text
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def test_a_study_the_worker_can_never_serve_ends_it_with_the_servers_line(
+    server, capsys, restore_signals
+) -> None:
+    with SearchClient(server.address) as admin:
+        admin.launch(table_spec("q2", 2))
+        admin.stop("q2")
+    base = ["worker", "--server", server.address, "--trainer", "table", "--table", TABLE]
+    assert archsearch_cli.main([*base, "--study", "q2", "--poll-seconds", "1"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == "archsearch: study q2 is stopped; nothing left to train"
+
+    with SearchClient(server.address) as admin:
+        admin.launch(TINY_BERT)
+    assert archsearch_cli.main([*base, "--study", "q3"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        "archsearch: study q3 is trained by the bert trainer; this worker runs table "
+        "(start it with --trainer bert)"
+    )
+
+
+def test_a_worker_that_trained_for_its_study_exits_cleanly_when_it_ends(caplog) -> None:
+    caplog.set_level(logging.INFO, logger=LOG)
+    ended = _RpcError(grpc.StatusCode.FAILED_PRECONDITION, "study s is completed (x); nothing")
+    client = _Client([grant(0), ended])
+    worker = Worker(client, {"fake": _Trainer()}, study_name="s")  # type: ignore[arg-type]
+    assert worker.run() == 1
+    assert "study s is completed (x); nothing; exiting" in caplog.text
+    # Never served it: the same answer ends the worker with that line.
+    client = _Client([ended])
+    worker = Worker(client, {"fake": _Trainer()}, study_name="s")  # type: ignore[arg-type]
+    with pytest.raises(SystemExit) as exited:
+        worker.run()
+    assert exited.value.code == "worker: study s is completed (x); nothing"
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+def test_ctrl_c_is_named_sigint_and_a_handed_back_trial_is_not_done(
+    caplog, restore_signals
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOG)
+    client = _Client([grant(0), unavailable(), grant(1)])
+    worker = Worker(client, {"fake": _Trainer(interrupt=2)}, worker_id="w2")  # type: ignore[arg-type]
+    worker.install_signal_handlers()
+    assert worker.run() == 1
+    assert [c for c, _ in client.calls] == ["complete", "release"]
+    assert client.calls[1][1] == ("1.1.x", "worker stopped (SIGINT)")
+    assert "worker w2 exiting after 1 trial(s) (1 handed back)" in caplog.text
+    assert "SIGINT: handing back the current trial and exiting" in caplog.text
+    # Registered once: an acquire that found no server does not register again (a second
+    # RegisterWorker with this id would tell the server this worker restarted).
+    assert client.registers == 1

@@ -191,9 +191,23 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    from archsearch.v1 import archsearch_pb2 as pb
+
     with _search_client(args) as client:
-        study = client.stop(args.name)
-    print(f"stopped {study.name}: no new trials; {study.n_running} running trial(s) will finish")
+        study = client.stop(args.name, args.cancel_running)
+    if study.state == pb.STUDY_COMPLETED:
+        print(f"{study.name} had already completed: nothing to stop")
+    elif args.cancel_running and study.n_running:
+        print(
+            f"stopped {study.name}: no new trials; {study.n_running} running trial(s) are told "
+            "to stop at their next heartbeat and end failed (cancelled)"
+        )
+    else:
+        more = " (stop --cancel-running ends them now)" if study.n_running else ""
+        print(
+            f"stopped {study.name}: no new trials; {study.n_running} running trial(s) will "
+            f"finish{more}"
+        )
     return 0
 
 

@@ -45,6 +45,8 @@ CREATED_ATTR = "archsearch:created_at"
 LEASE_ATTR = "archsearch:lease"
 FAILURES_ATTR = "archsearch:failures"
 COMPLETED_REASON_ATTR = "archsearch:completed_reason"
+#: Set by ``stop --cancel-running``: the workers of its leased trials are told to stop.
+CANCEL_ATTR = "archsearch:cancel_running"
 STOPPED_REASON = "study stopped before this candidate ran"
 
 RUNNING, STOPPED, COMPLETED = "running", "stopped", "completed"
@@ -124,6 +126,8 @@ class StudyHandle:
     index: StudyIndex = dataclasses.field(default_factory=StudyIndex)
     #: why the study completed (``COMPLETED_REASON_ATTR``; "" while it runs)
     completed_reason: str = ""
+    #: ``stop --cancel-running``: its leased trials are told to stop (``CANCEL_ATTR``)
+    cancel_running: bool = False
     #: Serialises the loop's ``ask`` (the loop contract) apart from ``lock``, which guards
     #: only the in-memory index and is never held while a sampler runs.
     ask_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)

@@ -21,6 +21,7 @@ from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._derived_trials import is_derived_trial
 from archsearch.server._errors import AlreadyExists, NotFound
 from archsearch.server._index import (
+    CANCEL_ATTR,
     COMPLETED_REASON_ATTR,
     CREATED_ATTR,
     LEASE_ATTR,
@@ -158,6 +159,7 @@ class StudyRegistry:
                 )
                 continue
             handle.completed_reason = str(frozen.user_attrs.get(COMPLETED_REASON_ATTR, ""))
+            handle.cancel_running = frozen.user_attrs.get(CANCEL_ATTR) is True
             self._add(handle)
             rebuild(handle)
 

@@ -133,7 +133,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     def StopSearch(
         self, request: pb.StopSearchRequest, context: grpc.ServicerContext
     ) -> pb.StopSearchResponse:
-        h = self.m.stop(_study_name(request.name))
+        h = self.m.stop(_study_name(request.name), request.cancel_running)
         return pb.StopSearchResponse(study=study_to_pb(self.m.snapshot(h)))
 
 

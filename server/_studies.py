@@ -70,6 +70,7 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.server._candidate_store import MIN_REPEAT_STREAK
 from archsearch.server._derived_trials import has_measured_values, is_derived_trial
 from archsearch.server._index import (
+    CANCEL_ATTR,
     COMPLETED,
     COMPLETED_REASON_ATTR,
     FAILURES_ATTR,
@@ -159,15 +160,20 @@ class StudyManager(ManagerWiring):
         """Every served study, oldest first."""
         return self.registry.handles()
 
-    def stop(self, name: str) -> StudyHandle:
+    def stop(self, name: str, cancel_running: bool = False) -> StudyHandle:
         """Stops handing out trials. Nothing is left waiting: prepared candidates and queued
         retries end FAIL (``fail_reason`` says the study was stopped before they ran); leased
-        trials run to their end and are not retried."""
+        trials run to their end and are not retried, unless ``cancel_running``: then their
+        workers are told to stop at their next heartbeat (a stopped study may be cancelled
+        later too), and report the trials failed ("cancelled: ..."), not retried."""
         h = self.get(name)
         with h.lock:
             if h.state == RUNNING:
                 self.lifecycle.set_state(h, STOPPED)
                 self.lifecycle.end_unrun(h)
+            if cancel_running and h.state == STOPPED and not h.cancel_running:
+                self.storage.set_study_user_attr(h.study_id, CANCEL_ATTR, True)
+                h.cancel_running = True
         return h
 
     def best_trials(self, h: StudyHandle) -> list[FrozenTrial]:
@@ -250,14 +256,16 @@ class StudyManager(ManagerWiring):
         """Extends a lease (see :meth:`LeaseTable.heartbeat`).
 
         Returns:
-            (the new deadline in unix seconds, whether to stop: always False here; a pruned
-            trial's worker learns it from its report).
+            (the new deadline in unix seconds, whether to stop: True once the study was
+            stopped with ``cancel_running``; a pruned trial's worker learns it from its report).
 
         Raises:
             NotFound: a lease this server never issued.
             FailedPrecondition: the trial is finished, expired or given up.
         """
-        return self.leases.heartbeat(lease_id), False
+        deadline = self.leases.heartbeat(lease_id)
+        h = self.registry.by_id(parse_lease_id(lease_id)[0])
+        return deadline, h is not None and h.cancel_running
 
     def report(self, lease_id: str, step: int, value: float) -> tuple[bool, float]:
         """Stores an intermediate value and asks the pruner (:meth:`TrialOutcomes.report`)."""

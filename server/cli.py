@@ -281,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("stop", "stop handing out a study's trials")
     _add_conn(sp)
     sp.add_argument("name", help="study name")
+    sp.add_argument(
+        "--cancel-running",
+        action="store_true",
+        help="also end the trials running now (their workers stop at the next heartbeat; "
+        "the trials end failed and are not retried)",
+    )
     sp.set_defaults(func=cmd_stop)
 
     d = command("demo", "run an end-to-end search on this machine")

@@ -135,8 +135,11 @@ class SearchClient(_Base):
     def list_trials(self, study_name: str, **kw: Any) -> list[pb.Trial]:
         return list(self.iter_trials(study_name, **kw))
 
-    def stop(self, name: str) -> pb.Study:
-        return self._call(self._stub.StopSearch, pb.StopSearchRequest(name=name)).study
+    def stop(self, name: str, cancel_running: bool = False) -> pb.Study:
+        """Stops handing out the study's trials; ``cancel_running`` ends its running ones too
+        (their workers stop at their next heartbeat; the trials end FAIL, not retried)."""
+        request = pb.StopSearchRequest(name=name, cancel_running=cancel_running)
+        return self._call(self._stub.StopSearch, request).study
 
 
 class WorkerClient(_Base):

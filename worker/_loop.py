@@ -55,7 +55,13 @@ from archsearch.worker._loop_state import LoopState, Stateful
 from archsearch.worker._precision import FP32, Precision
 from archsearch.worker._progress import ProgressFile
 from archsearch.worker._task_info import Task
-from archsearch.worker._trainer import CandidateError, TrainContext, TrialPruned, TrialStopped
+from archsearch.worker._trainer import (
+    CandidateError,
+    TrainContext,
+    TrialCancelled,
+    TrialPruned,
+    TrialStopped,
+)
 
 _MAX_GRAD_NORM = 1.0
 # On CUDA, reading the loss back to check it is finite waits for the GPU and stops the CPU
@@ -265,7 +271,7 @@ class TrainingLoop:
                         context.report(self.step_offset + step, value)
                 if resume is not None and state is not None and step < max_steps and resume.due():
                     resume.save(state, self._now() - start - eval_seconds, context)
-        except (TrialPruned, CandidateError):
+        except (TrialPruned, TrialCancelled, CandidateError):
             if resume is not None:  # it ends for good: nothing to continue
                 resume.clear()
             raise

@@ -48,9 +48,14 @@ log = logging.getLogger("archsearch.worker")
 DONE, HANDED_BACK, DROPPED = "done", "handed back", "dropped"
 
 
+#: What a trial the server cancelled reports (the server's own reason says the same).
+CANCELLED = "cancelled: the study was stopped with --cancel-running"
+
+
 class _TrialState:
     def __init__(self) -> None:
         self.lost = threading.Event()  # lease expired or unknown: stop, report nothing
+        self.cancelled = threading.Event()  # the server said stop: the trial ends failed
         self.pruned = False
         self.reason = ""
 
@@ -305,6 +310,7 @@ class Worker(ServerCalls):
             find=lambda study, name: first_holder(self.client, study, name),
             holders=lambda study, name, limit: artifact_holders(self.client, study, name, limit),
             trial_number=lease.trial_number,
+            cancelled=state.cancelled.is_set,
         )
         started = time.monotonic()
         try:
@@ -317,6 +323,9 @@ class Worker(ServerCalls):
             if state.lost.is_set():
                 log.warning("trial %s: lease lost (%s); dropped", tag, state.reason)
                 return DROPPED
+            if state.cancelled.is_set():
+                log.info("trial %s: cancelled by the server", tag)
+                return fail(CANCELLED, False)
             log.info("trial %s: handing back", tag)
             return release(self.stop_reason)
         except CandidateError as e:
@@ -353,7 +362,9 @@ class Worker(ServerCalls):
     def _heartbeats(self, lease_id: str, state: _TrialState, done: threading.Event) -> None:
         while not done.wait(self.heartbeat_interval_s):
             try:
-                self.client.heartbeat(lease_id)
+                if self.client.heartbeat(lease_id).should_stop and not state.cancelled.is_set():
+                    log.info("the server cancelled this trial (study stopped, --cancel-running)")
+                    state.cancelled.set()
             except ClientError as e:
                 if e.transient:
                     continue  # server restarting: keep trying until the lease would expire

@@ -34,6 +34,11 @@ class TrialPruned(TrialStopped):
     """The trial was pruned: it ends for good (no retry continues it)."""
 
 
+class TrialCancelled(TrialStopped):
+    """The study was stopped with its running trials (``stop --cancel-running``): the trial
+    ends for good (nothing is saved to continue it)."""
+
+
 class CandidateError(Exception):
     """The candidate cannot be trained by this trainer; retrying elsewhere would not help."""
 
@@ -64,6 +69,8 @@ class TrainContext:
             ``limit`` trials of a study holding a whole upload named ``name``, lowest-numbered
             first (``WorkerClient.find_artifact`` with a limit; empty when none does).
         trial_number: the number of the trial being trained (None: run alone).
+        cancelled: returns True once the server cancelled the trial (its study was stopped
+            with ``--cancel-running``); :meth:`check` then raises :class:`TrialCancelled`.
     """
 
     def __init__(
@@ -79,8 +86,10 @@ class TrainContext:
         find: Callable[[str, str], int | None] | None = None,
         holders: Callable[[str, str, int], list[tuple[int, str]]] | None = None,
         trial_number: int | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> None:
         self._report = report
+        self._cancelled = cancelled
         self._should_stop = should_stop
         self.intermediate_metric = intermediate_metric
         self.objective_metrics = tuple(objective_metrics)
@@ -173,7 +182,10 @@ class TrainContext:
         return self._should_stop is not None and self._should_stop()
 
     def check(self) -> None:
-        """Raises TrialStopped when the worker asked the trial to end."""
+        """Raises TrialStopped when the worker asked the trial to end (TrialCancelled when
+        the server cancelled it)."""
+        if self._cancelled is not None and self._cancelled():
+            raise TrialCancelled("cancelled by the server")
         if self.stop_requested():
             raise TrialStopped("stop requested")
 

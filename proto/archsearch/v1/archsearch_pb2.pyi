@@ -591,15 +591,22 @@ class StopSearchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    CANCEL_RUNNING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    cancel_running: _builtins.bool
+    """Also end the trials running now: each worker learns it at its next heartbeat
+    (HeartbeatResponse.should_stop), stops training and reports the trial, which ends FAIL
+    ("cancelled") and is not retried. Without it, leased trials run to their end.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        cancel_running: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_running", b"cancel_running", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -957,7 +964,9 @@ class HeartbeatResponse(_message.Message):
     SHOULD_STOP_FIELD_NUMBER: _builtins.int
     deadline_unix: _builtins.float
     should_stop: _builtins.bool
-    """True when the study was stopped or the trial should end early: stop and fail/release."""
+    """True when the study was stopped with cancel_running (StopSearchRequest): stop training and
+    fail the trial (not retryable). A pruned trial learns it from ReportIntermediate instead.
+    """
     def __init__(
         self,
         *,

@@ -366,7 +366,9 @@ class WorkerServiceServicer:
     """
 
     def RegisterWorker(self, request, context):
-        """Announces a worker and its capabilities; returns the lease settings to follow.
+        """Announces a worker and its capabilities; returns the lease settings to follow. A worker
+        registers once per process: an id that registers again while it holds leases is a
+        restarted worker, and those trials are failed and re-queued at once (as on lease expiry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -374,7 +376,9 @@ class WorkerServiceServicer:
 
     def AcquireTrial(self, request, context):
         """Long poll for a trial. Answers with a leased trial, or has_trial=false ("no work") when
-        nothing matched the worker's trainers before the timeout.
+        nothing matched the worker's trainers before the timeout. A request naming a study
+        (study_name) that has ended, or that another trainer trains, is refused with
+        FAILED_PRECONDITION and the reason (NOT_FOUND for a study that does not exist).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -146,10 +146,15 @@ class WorkerServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WorkerServiceAsyncStub: ...
     RegisterWorker: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.RegisterWorkerRequest, _archsearch_pb2.RegisterWorkerResponse]
-    """Announces a worker and its capabilities; returns the lease settings to follow."""
+    """Announces a worker and its capabilities; returns the lease settings to follow. A worker
+    registers once per process: an id that registers again while it holds leases is a
+    restarted worker, and those trials are failed and re-queued at once (as on lease expiry).
+    """
     AcquireTrial: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.AcquireTrialRequest, _archsearch_pb2.AcquireTrialResponse]
     """Long poll for a trial. Answers with a leased trial, or has_trial=false ("no work") when
-    nothing matched the worker's trainers before the timeout.
+    nothing matched the worker's trainers before the timeout. A request naming a study
+    (study_name) that has ended, or that another trainer trains, is refused with
+    FAILED_PRECONDITION and the reason (NOT_FOUND for a study that does not exist).
     """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.HeartbeatRequest, _archsearch_pb2.HeartbeatResponse]
     """Extends a lease. NOT_FOUND for an unknown lease; FAILED_PRECONDITION for an expired or
@@ -204,10 +209,15 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RegisterWorker: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.RegisterWorkerRequest, _archsearch_pb2.RegisterWorkerResponse]  # type: ignore[assignment]
-    """Announces a worker and its capabilities; returns the lease settings to follow."""
+    """Announces a worker and its capabilities; returns the lease settings to follow. A worker
+    registers once per process: an id that registers again while it holds leases is a
+    restarted worker, and those trials are failed and re-queued at once (as on lease expiry).
+    """
     AcquireTrial: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.AcquireTrialRequest, _archsearch_pb2.AcquireTrialResponse]  # type: ignore[assignment]
     """Long poll for a trial. Answers with a leased trial, or has_trial=false ("no work") when
-    nothing matched the worker's trainers before the timeout.
+    nothing matched the worker's trainers before the timeout. A request naming a study
+    (study_name) that has ended, or that another trainer trains, is refused with
+    FAILED_PRECONDITION and the reason (NOT_FOUND for a study that does not exist).
     """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.HeartbeatRequest, _archsearch_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """Extends a lease. NOT_FOUND for an unknown lease; FAILED_PRECONDITION for an expired or
@@ -265,7 +275,10 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _archsearch_pb2.RegisterWorkerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_archsearch_pb2.RegisterWorkerResponse, _abc.Awaitable[_archsearch_pb2.RegisterWorkerResponse]]:
-        """Announces a worker and its capabilities; returns the lease settings to follow."""
+        """Announces a worker and its capabilities; returns the lease settings to follow. A worker
+        registers once per process: an id that registers again while it holds leases is a
+        restarted worker, and those trials are failed and re-queued at once (as on lease expiry).
+        """
 
     @_abc_1.abstractmethod
     def AcquireTrial(
@@ -274,7 +287,9 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_archsearch_pb2.AcquireTrialResponse, _abc.Awaitable[_archsearch_pb2.AcquireTrialResponse]]:
         """Long poll for a trial. Answers with a leased trial, or has_trial=false ("no work") when
-        nothing matched the worker's trainers before the timeout.
+        nothing matched the worker's trainers before the timeout. A request naming a study
+        (study_name) that has ended, or that another trainer trains, is refused with
+        FAILED_PRECONDITION and the reason (NOT_FOUND for a study that does not exist).
         """
 
     @_abc_1.abstractmethod

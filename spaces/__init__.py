@@ -36,7 +36,7 @@ from archsearch.spaces._candidate import (
     validate_recipe,
     validate_selection,
 )
-from archsearch.spaces._curriculum_spec import validate_curriculum
+from archsearch.spaces._curriculum_spec import curriculum_summary, validate_curriculum
 from archsearch.spaces._custom_task import (
     CUSTOM_FORMATS,
     CUSTOM_METRICS,
@@ -163,6 +163,7 @@ __all__ = [
     "check_flexibert_architecture",
     "choice_label",
     "compute_aggregate",
+    "curriculum_summary",
     "data_tasks",
     "flexibert_average",
     "flexibert_parameter_count",

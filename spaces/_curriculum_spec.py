@@ -100,6 +100,16 @@ _READS = {
 }
 
 
+def curriculum_summary(curriculum: dict[str, Any]) -> dict[str, Any]:
+    """A checked ``data.curriculum`` without the fields its method would fill in anyway: what
+    to show people (``pudf crowd_trials=3`` rather than every default)."""
+    try:
+        defaults = validate_curriculum({"method": curriculum.get("method", "none")})
+    except SpecError:
+        return dict(curriculum)
+    return {k: v for k, v in curriculum.items() if k == "method" or defaults.get(k) != v}
+
+
 def validate_curriculum(curriculum: Any) -> dict[str, Any]:
     """A ``data.curriculum`` object checked, with the method's defaults filled in.
 

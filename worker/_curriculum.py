@@ -116,6 +116,15 @@ class Curriculum:
         self._sorted_values = np.sort(train_values, kind="stable")
         self._values = values
         self.min_examples = min(int(options["min_examples"]), len(self.train_indices))
+        #: Set when min_examples covers every training item: each epoch then sees them all.
+        self.no_effect = ""
+        if self.method != "none" and self.min_examples >= len(self.train_indices):
+            self.no_effect = (
+                f"min_examples {int(options['min_examples'])} >= the {len(self.train_indices)} "
+                "training items: every epoch sees all of them, so the curriculum changes nothing "
+                "(lower data.curriculum.min_examples, or train on more data)"
+            )
+            log.warning("curriculum %s: %s", self.method, self.no_effect)
         self._batch = int(recipe["batch_size"])
         self._accumulation = int(recipe.get("gradient_accumulation_steps", 1))
         self._total = float(options.get("duration", 1.0)) * int(recipe["max_steps"])
@@ -206,6 +215,8 @@ class Curriculum:
         }
         if self.method == "pudf":
             out["curriculum_val_items"] = str(len(self.val_indices))
+        if self.no_effect:
+            out["curriculum_warning"] = self.no_effect
         return out
 
 

@@ -300,3 +300,15 @@ def test_irt_curriculum_on_a_regression_task_is_a_candidate_error(trainer: Any) 
     )
     with pytest.raises(CandidateError, match="needs a classification task"):
         trainer.train(candidate, TrainContext())
+
+
+def test_a_curriculum_that_cannot_change_anything_says_so() -> None:
+    """PUDF's default min_examples (1000) on 900 training items: every epoch sees all of them.
+    The trial's info and the worker's log say so, with the fix."""
+    values = np.random.default_rng(0).normal(size=1000)
+    schedule = _curriculum("pudf", values)  # 100 held out: 900 train, min_examples 1000
+    assert len(schedule.train_indices) == 900 and schedule.min_examples == 900
+    warning = schedule.info()["curriculum_warning"]
+    assert "min_examples 1000 >= the 900 training items" in warning
+    assert "lower data.curriculum.min_examples" in warning
+    assert "curriculum_warning" not in _curriculum("pudf", values, min_examples=50).info()

@@ -76,7 +76,7 @@ class Dispatcher:
         leases: LeaseTable,
         pool: CandidatePool,
         lifecycle: StudyLifecycle,
-        active: dict[str, tuple[float, tuple[str, ...]]],
+        active: dict[str, tuple[float, tuple[str, ...], str]],
         work: threading.Condition,
         stopping: threading.Event,
         notify: Callable[[], None],
@@ -109,7 +109,7 @@ class Dispatcher:
             self.registry.get(study_name)  # NotFound for an unknown study, before any waiting
         alive = alive or _always
         deadline = time.monotonic() + max(0.0, timeout_s)
-        self.active[worker_id] = (time.monotonic(), trainers)
+        self.active[worker_id] = (time.monotonic(), trainers, study_name)
         while True:
             grant = self._try_acquire(worker_id, trainers, study_name, alive)
             if grant is not None:

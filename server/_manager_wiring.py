@@ -64,7 +64,7 @@ class ManagerWiring:
         self.writer = StorageWriter(self.rdb.engine)
         # Architecture pictures for optuna-dashboard (``serve --artifact-dir``).
         self.artifacts = GraphArtifacts(artifact_dir, self.rdb) if artifact_dir else None
-        self._active: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._active: dict[str, tuple[float, tuple[str, ...], str]] = {}
         #: trainers studies may select: installed ones, then what workers describe
         self.trainers = TrainerCatalogue.installed()
         self.registry = StudyRegistry(self.storage, self._notify, self.trainers)

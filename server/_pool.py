@@ -65,7 +65,7 @@ class CandidatePool:
         writer: StorageWriter,
         lifecycle: StudyLifecycle,
         artifacts: GraphArtifacts | None,
-        active: dict[str, tuple[float, tuple[str, ...]]],
+        active: dict[str, tuple[float, tuple[str, ...], str]],
         lease_duration_s: int,
         notify: Callable[[], None],
     ) -> None:
@@ -228,8 +228,8 @@ class CandidatePool:
         horizon = time.monotonic() - self.lease_duration_s
         active = sum(
             1
-            for seen, trainers in list(self.active.values())
-            if seen >= horizon and h.spec.trainer in trainers
+            for seen, trainers, study in list(self.active.values())
+            if seen >= horizon and h.spec.trainer in trainers and study in ("", h.spec.name)
         )
         return max(1, min(MAX_PREPARED, active))
 

@@ -212,7 +212,7 @@ class StudyManager(ManagerWiring):
             created_at=h.created_at,
             counts=counts,
             best_trials=tuple(self.best_trials(h)) if with_best else (),
-            connected_trainers=self.connected_trainers(),
+            connected_trainers=self.connected_trainers(h.spec.name),
             derived=derived,
             completed_reason=h.completed_reason if state == COMPLETED else "",
         )
@@ -294,9 +294,10 @@ class StudyManager(ManagerWiring):
         """Every worker that registered since the server started."""
         return self.directory.workers()
 
-    def connected_trainers(self) -> dict[str, int]:
-        """How many connected workers offer each trainer (:meth:`WorkerDirectory.trainers`)."""
-        return self.directory.trainers()
+    def connected_trainers(self, study: str | None = None) -> dict[str, int]:
+        """How many connected workers offer each trainer (to ``study``'s trials, when given:
+        :meth:`WorkerDirectory.trainers`)."""
+        return self.directory.trainers(study)
 
 
 def _rankable(t: FrozenTrial) -> bool:

@@ -26,14 +26,15 @@ class WorkerDirectory:
 
     Args:
         lease_duration_s: a worker unseen for this long no longer counts as connected.
-        active: worker id -> (last acquire, monotonic; its trainers), kept by the acquire path.
+        active: worker id -> (last acquire, monotonic; its trainers; the study it asked for,
+            "" for any), kept by the acquire path.
         handles: the served studies (a worker holding a lease counts for its study's trainer).
     """
 
     def __init__(
         self,
         lease_duration_s: float,
-        active: dict[str, tuple[float, tuple[str, ...]]],
+        active: dict[str, tuple[float, tuple[str, ...], str]],
         handles: Callable[[], list[StudyHandle]],
     ) -> None:
         self.lease_duration_s = lease_duration_s
@@ -58,28 +59,34 @@ class WorkerDirectory:
         """Every worker that registered since the server started."""
         return list(self._workers.values())
 
-    def trainers(self) -> dict[str, int]:
-        """How many connected workers offer each trainer (trainers none offers are absent).
+    def trainers(self, study: str | None = None) -> dict[str, int]:
+        """How many connected workers offer each trainer (trainers none offers are absent);
+        with ``study``, only the workers that would train its trials (not those that asked
+        for another study by name: ``archsearch worker --study``).
 
         Connected: seen by RegisterWorker or AcquireTrial within one lease duration, or
         holding a lease (a worker training a long trial heartbeats but does not acquire; its
         study's trainer counts once per lease). Read-only and approximate: a lower bound.
         """
         now_mono, now = time.monotonic(), time.time()
-        seen = {
-            w.worker_id: w.trainers
+        seen = {  # a registration says nothing of the study a worker asks for
+            w.worker_id: (w.trainers, "")
             for w in list(self._workers.values())
             if now - w.last_seen <= self.lease_duration_s
         }
-        for worker_id, (at, trainers) in list(self.active.items()):
+        for worker_id, (at, trainers, asked) in list(self.active.items()):
             if now_mono - at <= self.lease_duration_s:
-                seen[worker_id] = trainers
+                seen[worker_id] = (trainers, asked)
         counts: dict[str, int] = {}
-        for trainers in seen.values():
+        for trainers, asked in seen.values():
+            if study is not None and asked not in ("", study):
+                continue
             for t in set(trainers):
                 counts[t] = counts.get(t, 0) + 1
         leased: dict[str, int] = {}
         for h in self.handles():
+            if study is not None and h.spec.name != study:
+                continue
             n = sum(1 for lt in list(h.index.live.values()) if lt.lease_id)
             leased[h.spec.trainer] = leased.get(h.spec.trainer, 0) + n
         return {

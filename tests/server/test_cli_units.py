@@ -411,6 +411,20 @@ def test_study_says_which_trainers_the_connected_workers_offer(manager: StudyMan
     assert study_to_pb(manager.snapshot(h)).workers_for_trainer == 1  # training, not acquiring
 
 
+def test_a_worker_that_asked_for_another_study_does_not_count(manager: StudyManager) -> None:
+    """``archsearch worker --study o`` never takes study b's trials: b's note must not count
+    it, or b's user would wait for a worker that never comes."""
+    table = {"space": "flexibert-small", "space_options": {"table": TABLE}, "n_trials": 3}
+    b = manager.launch(SearchSpec.from_dict({"name": "b", **table}))
+    o = manager.launch(SearchSpec.from_dict({"name": "o", **table}))
+    manager.register("only-o", ("bert",), "cpu", 0, "host")
+    assert manager.acquire("only-o", ("bert",), "o") is not None
+    assert study_to_pb(manager.snapshot(o)).workers_for_trainer == 1
+    assert study_to_pb(manager.snapshot(b)).workers_for_trainer == 0
+    assert manager.acquire("any", ("bert",)) is not None  # a worker for any study counts
+    assert study_to_pb(manager.snapshot(b)).workers_for_trainer == 1
+
+
 def test_no_prune_at_the_last_step(manager: StudyManager) -> None:
     """A value at the candidate's last step is its final evaluation: pruning then saves
     nothing, so the trial completes; before it the pruner still prunes."""

@@ -165,7 +165,7 @@ def test_a_completed_study_is_never_sent_with_unfinished_counts() -> None:
         def best_trials(self, handle):
             return []
 
-        def connected_trainers(self):
+        def connected_trainers(self, study=None):
             return {}
 
     msg = study_to_pb(StudyManager.snapshot(CommitLandsWhileCounting(), h))  # type: ignore[arg-type]

@@ -178,7 +178,7 @@ class SearchSpec:
             raise SpecError("max_retries", f"must be an int in 0..10, got {max_retries!r}")
 
         data = _data(obj, stored)
-        data_space = DataSpace.from_spec(obj.get("data_space"), data)
+        data_space = DataSpace.from_spec(obj.get("data_space"), data, strict=not stored)
         recipe = validate_recipe(obj.get("recipe", {}))
 
         objectives = _objectives(

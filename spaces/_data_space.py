@@ -31,6 +31,7 @@ import numpy as np
 
 from archsearch.spaces._candidate import DEFAULT_DATA, validate_data
 from archsearch.spaces._errors import SpecError
+from archsearch.spaces._selection_checks import check_dsir_options, check_pretrain_selection
 
 if TYPE_CHECKING:
     import optuna
@@ -52,6 +53,16 @@ def choice_label(value: Any) -> str:
         parts += [f"{k}={_text(v)}" for k, v in sorted(value.items()) if k != "method"]
         return " ".join(parts) or "{}"
     return _text(value)
+
+
+def _meaning(field: str, value: Any) -> str:
+    """``value`` with the defaults its method fills in (a DSIR selection's ``ngrams`` 2, ...),
+    as comparable text: two values with the same meaning train on the same data."""
+    if isinstance(value, dict) and value.get("method") == "dsir" and field == "selection":
+        value = {"method": "dsir", **check_dsir_options(value, f"data.{field}")}
+    elif isinstance(value, dict) and field in ("pretrain_selection", "distill_selection"):
+        value = check_pretrain_selection(value, f"data.{field}")
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _text(value: Any) -> str:
@@ -84,13 +95,15 @@ class DataSpace:
         return PARAM_PREFIX + field
 
     @classmethod
-    def from_spec(cls, raw: Any, data: Mapping[str, Any]) -> DataSpace | None:
+    def from_spec(cls, raw: Any, data: Mapping[str, Any], strict: bool = True) -> DataSpace | None:
         """The data space a spec's ``data_space`` declares (None when it declares none).
 
         Args:
             raw: The spec's ``data_space`` value.
             data: The spec's raw ``data`` object: a field searched here must not be set
                 there too.
+            strict: Also refuse two values that mean the same once their defaults are
+                filled in (off for a stored study's spec, launched before that check).
 
         Raises:
             SpecError: Not an object of non-empty lists, a fixed or unknown field, a value
@@ -134,6 +147,15 @@ class DataSpace:
                         f"{where}[{i}]",
                         f"repeats {where}[{labels.index(label)}] ({label!r})",
                         "list each value once",
+                    )
+            meanings = [_meaning(field, v) for v in checked[field]] if strict else []
+            for i, meaning in enumerate(meanings):
+                if (first := meanings.index(meaning)) != i:
+                    raise SpecError(
+                        f"{where}[{i}]",
+                        f"means the same as {where}[{first}] once the defaults are filled in "
+                        f"({labels[i]!r} and {labels[first]!r})",
+                        "list each value once; leave out settings equal to their default",
                     )
         return cls(checked)
 

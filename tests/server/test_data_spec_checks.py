@@ -167,3 +167,21 @@ def test_a_stored_study_from_before_these_checks_is_still_served() -> None:
         refused(spec)
         kept = SearchSpec.from_dict(spec, stored=True)
         assert SearchSpec.from_dict(kept.to_dict(), stored=True) == kept
+
+
+def test_two_searched_values_that_mean_the_same_are_refused() -> None:
+    """``ngrams`` 2 is DSIR's default: the two values would train on the same data, and the
+    search would spend its budget telling apart two copies of one choice."""
+    same = [{"method": "dsir", "k": 300}, {"method": "dsir", "k": 300, "ngrams": 2}]
+    e = refused({**BERT, "data_space": {"selection": same}})
+    assert e.field == "data_space.selection[1]" and "means the same as" in str(e)
+    assert "data_space.selection[0]" in str(e)
+    pools = {"method": "random", "pool": "glue:rte", "k": 5}
+    e = refused(
+        {**FLEXIBERT, "data_space": {"pretrain_selection": [pools, {**pools, "target": "train"}]}}
+    )
+    assert e.field == "data_space.pretrain_selection[1]"
+    other = [{"method": "dsir", "k": 300}, {"method": "dsir", "k": 300, "ngrams": 1}]
+    assert SearchSpec.from_dict({**BERT, "data_space": {"selection": other}}).data_space
+    stored = SearchSpec.from_dict({**BERT, "data_space": {"selection": same}}, stored=True)
+    assert stored.data_space == {"selection": same}  # a stored study is still served

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import ipaddress
 import logging
+import os
 import signal
+import socket
 import threading
 from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
+import sqlalchemy
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -19,6 +23,14 @@ from archsearch.server._artifact_rpcs import ArtifactWorkerServicer
 from archsearch.server._auth import TokenAuthInterceptor
 from archsearch.server._rpc import method_handlers
 from archsearch.server._servicers import SearchServicer
+from archsearch.server._storage_lock import (
+    StorageInUse,
+    StorageLock,
+    lock_storage,
+    relative_sqlite_note,
+    safe_url,
+    sqlite_database,
+)
 from archsearch.server._studies import StudyManager
 from archsearch.server._trial_artifacts import (
     CHUNK_BYTES as ARTIFACT_CHUNK_BYTES,
@@ -136,6 +148,50 @@ def _credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
+def _lock(storage: str) -> StorageLock | None:
+    """The storage's one-server lock (``_storage_lock``), or a ConfigError saying who holds it."""
+    try:
+        return lock_storage(storage)
+    except StorageInUse as e:
+        raise ConfigError(str(e)) from None
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create the lock file beside the database of {storage}: "
+            f"{e.strerror} ({e.filename})"
+        ) from None
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        detail = getattr(e, "orig", None) or e
+        raise ConfigError(f"cannot open storage {safe_url(storage)}: {detail}") from None
+
+
+def _addresses_in_use(host: str, port: int) -> tuple[int, int]:
+    """(addresses of ``host``, how many of them another socket listens on at ``port``): a probe
+    bind like grpc's own (SO_REUSEADDR, so only a listener, not TIME_WAIT, counts)."""
+    if port == 0:
+        return 0, 0
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except OSError:
+        return 0, 0
+    addrs = {(family, addr) for family, _, _, _, addr in infos}
+    busy = 0
+    for family, addr in addrs:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(addr)
+            except OSError as e:
+                busy += e.errno == errno.EADDRINUSE
+    return len(addrs), busy
+
+
+def _port_in_use(cfg: ServerConfig) -> str:
+    return (
+        f"port {cfg.port} on {cfg.host} is in use (another server?); "
+        "pass another --port (0 picks a free one)"
+    )
+
+
 class ArchsearchServer:
     """A running server: the study manager plus the gRPC server around it."""
 
@@ -143,17 +199,32 @@ class ArchsearchServer:
         check_limits(cfg)
         check_bind(cfg)
         self.cfg = cfg
+        db = sqlite_database(cfg.storage)
+        self.database = str(db) if db is not None else None  # the SQLite file, absolute
+        note = relative_sqlite_note(cfg.storage)
+        if note:
+            log.warning("%s", note)
+        self._lock = _lock(cfg.storage)  # before anything opens the storage
+        try:
+            self._build(cfg)
+        except BaseException:
+            manager: StudyManager | None = getattr(self, "manager", None)
+            if manager is not None:
+                manager.close()
+            self._release_lock()
+            raise
+
+    def _build(self, cfg: ServerConfig) -> None:
+        n, busy = _addresses_in_use(cfg.host, cfg.port)
+        if n and busy == n:  # refused before grpc tries (and logs a line of its own)
+            raise ConfigError(_port_in_use(cfg))
         self.manager = StudyManager(
             cfg.storage,
             cfg.lease_duration_s,
             cfg.heartbeat_interval_s,
             artifact_dir=cfg.artifact_dir,
         )
-        try:
-            artifacts = self._artifacts(cfg)
-        except ConfigError:
-            self.manager.close()
-            raise
+        artifacts = self._artifacts(cfg)
         auth = TokenAuthInterceptor(cfg.admin_tokens, cfg.worker_tokens)
         options = [
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
@@ -191,20 +262,26 @@ class ArchsearchServer:
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, self.grpc_server)
+        self.port = self._listen(cfg, _credentials(cfg))
+        self.address = f"{cfg.host}:{self.port}"
+
+    def _listen(self, cfg: ServerConfig, creds: grpc.ServerCredentials | None) -> int:
+        """Binds the port; the bound port (the free one picked for port 0)."""
         address = f"{cfg.host}:{cfg.port}"
-        creds = _credentials(cfg)
         try:
             if creds is None:
-                self.port = self.grpc_server.add_insecure_port(address)
+                port = self.grpc_server.add_insecure_port(address)
             else:
-                self.port = self.grpc_server.add_secure_port(address, creds)
-        except RuntimeError as e:
-            self.manager.close()
-            raise ConfigError(f"cannot listen on {address}: {e}") from e
-        if self.port == 0:
-            self.manager.close()
-            raise ConfigError(f"cannot listen on {address}: port in use or address not local")
-        self.address = f"{cfg.host}:{self.port}"
+                port = self.grpc_server.add_secure_port(address, creds)
+        except RuntimeError as e:  # grpc 1.85: "Failed to bind to address ...; set GRPC_..."
+            port, reason = 0, str(e).split("; set GRPC_VERBOSITY", 1)[0]
+        else:
+            reason = "port in use or address not local"  # older grpc returned 0
+        if port == 0:
+            if _addresses_in_use(cfg.host, cfg.port)[1]:
+                raise ConfigError(_port_in_use(cfg))
+            raise ConfigError(f"cannot listen on {address}: {reason}")
+        return port
 
     def _artifacts(self, cfg: ServerConfig) -> TrialArtifacts:
         if cfg.max_artifact_bytes < 0:
@@ -213,6 +290,10 @@ class ArchsearchServer:
         if cfg.artifact_store is not None:
             return TrialArtifacts(self.manager, cfg.artifact_store, cfg.max_artifact_bytes)
         folder = cfg.artifact_dir or default_artifact_dir(cfg.storage)
+        if folder:
+            folder = os.path.abspath(
+                os.path.expanduser(folder)
+            )  # the same folder, named wherever one stands
         self.artifact_dir = folder  # what optuna-dashboard --artifact-dir needs (None: none)
         try:
             return TrialArtifacts.in_folder(self.manager, folder, cfg.max_artifact_bytes)
@@ -230,18 +311,26 @@ class ArchsearchServer:
             else "no tokens (loopback only)"
         )
         tls = "TLS" if self.cfg.tls_cert else "plaintext"
+        where = [f"database {self.database}"] if self.database else []
+        where += [f"artifacts {self.artifact_dir}"] if self.artifact_dir else []
         log.info(
-            "archsearch server on %s (%s, %s), storage %s",
+            "archsearch server on %s (%s, %s), storage %s%s",
             self.address,
             tls,
             auth,
             self.cfg.storage,
+            f" ({', '.join(where)})" if where else "",
         )
 
     def stop(self, grace: float = 2.0) -> None:
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace).wait()
         self.manager.close()
+        self._release_lock()  # after the last write: the next server may start now
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     def serve_forever(self) -> None:
         """Runs until SIGINT/SIGTERM, then drains in-flight calls and exits."""

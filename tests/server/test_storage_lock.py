@@ -1,0 +1,199 @@
+"""One server per storage, a busy port, a relative SQLite path: what ``archsearch serve`` says.
+
+A second server on the same storage would keep its own in-memory view of the studies (a study
+launched through one is "not found" through the other), so it refuses to start, naming the one
+that holds the storage; the lock goes with the first server's ``stop`` or death.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _postgres import fresh_database
+from _procs import ServerProc, cli, table_spec
+
+from archsearch.server import app
+from archsearch.server._storage_lock import lock_storage, relative_sqlite_note
+from archsearch.server.app import ArchsearchServer, ConfigError, ServerConfig
+from archsearch.server.client import SearchClient
+
+HOST = socket.gethostname()
+
+
+def refusal(url: str, pid: int) -> str:
+    return (
+        rf"^another archsearch server already serves {re.escape(url)} \(pid {pid} on host "
+        rf"{re.escape(HOST)}, since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d [^)]*\); stop it, or give "
+        r"this one another --storage$"
+    )
+
+
+def started(url: str, **kw: object) -> ArchsearchServer:
+    srv = ArchsearchServer(ServerConfig(storage=url, port=0, **kw))  # type: ignore[arg-type]
+    srv.start()
+    return srv
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port another socket listens on (127.0.0.1)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_a_second_server_on_the_same_sqlite_file_is_refused_until_the_first_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    first = started(url)
+    try:
+        with SearchClient(first.address) as admin:
+            admin.launch(table_spec("tab1", 2))
+        with pytest.raises(ConfigError, match=refusal(url, os.getpid())):
+            ArchsearchServer(ServerConfig(storage=url, port=0))
+        monkeypatch.chdir(tmp_path)  # the same file through a relative URL: the same lock
+        with pytest.raises(ConfigError, match=refusal("sqlite:///s.db", os.getpid())):
+            ArchsearchServer(ServerConfig(storage="sqlite:///s.db", port=0))
+        other = started(f"sqlite:///{tmp_path}/other.db")  # another file: no conflict
+        other.stop(0)
+    finally:
+        first.stop(0)
+    again = started(url)  # stop() released it
+    try:
+        with SearchClient(again.address) as admin:
+            assert admin.get_study("tab1").name == "tab1"
+    finally:
+        again.stop(0)
+
+
+def test_in_memory_sqlite_takes_no_lock() -> None:
+    assert lock_storage("sqlite://") is None
+    assert lock_storage("sqlite:///:memory:") is None
+
+
+def test_a_second_serve_exits_with_one_line_and_a_killed_server_blocks_nothing(
+    tmp_path: Path, procs: list[ServerProc]
+) -> None:
+    url = f"sqlite:///{tmp_path}/s3.db"
+    first = ServerProc(url, tmp_path / "a.log").start()
+    procs.append(first)
+    done = subprocess.run(
+        cli("serve", "--storage", url, "--port", "0"), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert re.match(refusal(url, first.pid).replace("^", "^archsearch: ", 1), lines[0])
+    first.signal(signal.SIGKILL)  # the OS drops the lock with the process
+    first.wait(10)
+    again = started(url)
+    again.stop(0)
+
+
+def test_a_refused_start_leaves_the_storage_unlocked(tmp_path: Path, busy_port: int) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    with pytest.raises(ConfigError, match="is in use"):
+        ArchsearchServer(ServerConfig(storage=url, port=busy_port))
+    srv = started(url)
+    srv.stop(0)
+
+
+def test_a_busy_port_says_so_and_how_to_pick_another(tmp_path: Path, busy_port: int) -> None:
+    expected = (
+        f"port {busy_port} on 127.0.0.1 is in use (another server?); "
+        "pass another --port (0 picks a free one)"
+    )
+    cfg = ServerConfig(storage=f"sqlite:///{tmp_path}/s.db", port=busy_port)
+    with pytest.raises(ConfigError) as e:
+        ArchsearchServer(cfg)
+    assert str(e.value) == expected
+    done = subprocess.run(
+        cli("serve", "--storage", cfg.storage, "--port", str(busy_port)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [f"archsearch: {expected}"]
+
+
+def test_a_port_taken_between_the_check_and_the_bind_says_the_same(
+    tmp_path: Path, busy_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port is taken after the first check: grpc's bind fails (RuntimeError in grpc 1.85),
+    and the message is still ours."""
+    real = app._addresses_in_use
+    calls: list[int] = []
+
+    def free_at_first(host: str, port: int) -> tuple[int, int]:
+        calls.append(port)
+        return (1, 0) if len(calls) == 1 else real(host, port)
+
+    monkeypatch.setattr(app, "_addresses_in_use", free_at_first)
+    with pytest.raises(ConfigError) as e:
+        ArchsearchServer(ServerConfig(storage=f"sqlite:///{tmp_path}/s.db", port=busy_port))
+    assert str(e.value).startswith(f"port {busy_port} on 127.0.0.1 is in use (another server?)")
+    assert len(calls) == 2
+
+
+def test_a_relative_sqlite_path_is_named_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cwd = os.getcwd()
+    url = "sqlite:///tmp/wtA/a.db"
+    note = (
+        f"sqlite:///tmp/wtA/a.db is relative to {cwd}: the database is {cwd}/tmp/wtA/a.db; "
+        "for /tmp/wtA/a.db write sqlite:////tmp/wtA/a.db"
+    )
+    assert relative_sqlite_note(url) == note
+    assert relative_sqlite_note(f"sqlite:///{cwd}/a.db") is None
+    assert relative_sqlite_note("postgresql://u@h/db") is None
+    with caplog.at_level(logging.INFO, logger="archsearch.server"):
+        srv = started(url)
+    try:
+        messages = [r.getMessage() for r in caplog.records]
+        assert messages.count(note) == 1
+        assert srv.database == f"{cwd}/tmp/wtA/a.db"
+        assert srv.artifact_dir == f"{cwd}/tmp/wtA/a-artifacts"
+        banner = [m for m in messages if m.startswith("archsearch server on")]
+        assert banner[0].endswith(
+            f"storage {url} (database {cwd}/tmp/wtA/a.db, artifacts {cwd}/tmp/wtA/a-artifacts)"
+        )
+    finally:
+        srv.stop(0)
+    assert (tmp_path / "tmp" / "wtA" / "a.db").is_file()  # the same file as before: cwd-relative
+
+
+def test_an_absolute_sqlite_path_logs_no_note(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="archsearch.server"):
+        srv = started(f"sqlite:///{tmp_path}/s.db")
+    srv.stop(0)
+    assert not [r for r in caplog.records if "is relative to" in r.getMessage()]
+
+
+@pytest.mark.postgres
+def test_a_second_server_on_the_same_postgres_database_is_refused(postgres_url: str) -> None:
+    with fresh_database(postgres_url) as url, fresh_database(postgres_url) as other_url:
+        first = started(url)
+        try:
+            with pytest.raises(ConfigError, match=refusal(url, os.getpid())):
+                ArchsearchServer(ServerConfig(storage=url, port=0))
+            other = started(other_url)  # advisory locks are per database
+            other.stop(0)
+        finally:
+            first.stop(0)
+        again = started(url)  # stop() released it
+        again.stop(0)

@@ -103,12 +103,57 @@ def resolve_token(token: str | None = None, token_file: str | None = None) -> st
     return os.environ.get("ARCHSEARCH_TOKEN") or None
 
 
-def check_target(target: str) -> str:
-    """``target`` if its port, when it names one (HOST:PORT), is in 1..65535; gRPC would take
-    a larger port modulo 65536 (99999 dials 34463) or dial port 0. Raises ValueError."""
-    host, sep, port = target.rpartition(":")
-    if sep and host and port.isascii() and port.isdigit() and not 1 <= int(port) <= 65535:
-        raise ValueError(f"port must be in 1..65535, got {target!r} (HOST:PORT)")
+#: gRPC target schemes whose address needs no port (a socket path or name) or carries its own
+#: (``vsock:CID:PORT``); ``dns:`` and ``ipv4:``/``ipv6:`` would dial 443 without one.
+_NO_PORT_SCHEMES = ("unix:", "unix-abstract:", "vsock:")
+EXAMPLE_TARGET = "127.0.0.1:50051"
+
+
+def _host_port(address: str) -> tuple[str, str]:
+    """HOST and PORT of ``HOST:PORT`` or ``[IPV6]:PORT``; PORT is "" when there is none (an
+    unbracketed IPv6 address such as ``::1`` has none: gRPC reads it all as the host)."""
+    if address.startswith("["):
+        host, _, rest = address.partition("]")
+        return host + "]", rest.removeprefix(":") if rest.startswith(":") else ""
+    host, sep, port = address.rpartition(":")
+    if not sep or ":" in host:
+        return address, ""
+    return host, port
+
+
+def check_target(target: str, name: str = "the server address") -> str:
+    """``target`` if it names a port, in 1..65535 (gRPC would dial 443 without one, take a
+    larger port modulo 65536 (99999 dials 34463) or dial port 0), or is a ``unix:`` socket.
+    Raises ValueError, a message that starts with ``name`` (the flag that gave the target)
+    when the target is empty or has no port.
+
+    Accepted: ``HOST:PORT``, ``[IPV6]:PORT``, ``dns:[//AUTHORITY/]HOST:PORT``,
+    ``ipv4:ADDR:PORT[,...]``, ``ipv6:[ADDR]:PORT[,...]``, ``unix:PATH``, ``unix-abstract:NAME``
+    and ``vsock:CID:PORT``.
+    """
+    fix = f"give HOST:PORT, e.g. {EXAMPLE_TARGET}"
+    if not target.strip():
+        raise ValueError(f"{name} is empty ({fix})")
+    if target.startswith(_NO_PORT_SCHEMES):
+        return target
+    # gRPC reads a target that starts with a resolver's name as that resolver's URI
+    scheme, _, rest = target.partition(":")
+    if scheme == "dns":
+        addresses = [rest.removeprefix("//").partition("/")[2] if rest.startswith("//") else rest]
+    elif scheme in ("ipv4", "ipv6"):
+        addresses = rest.split(",")
+    else:
+        addresses = [target]
+    for address in addresses:
+        host, port = _host_port(address)
+        if not port and host.count(":") > 1:  # ::1, not [::1]:50051
+            raise ValueError(f"{name} {target} has no port (give [IPV6]:PORT, e.g. [::1]:50051)")
+        if not port:
+            raise ValueError(f"{name} {target} has no port ({fix})")
+        if host in ("", "[]"):
+            raise ValueError(f"{name} {target} has no host ({fix})")
+        if port.isascii() and port.isdigit() and not 1 <= int(port) <= 65535:
+            raise ValueError(f"port must be in 1..65535, got {target!r} (HOST:PORT)")
     return target
 
 

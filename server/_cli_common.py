@@ -7,6 +7,8 @@ import argparse
 import logging
 import math
 import os
+import re
+import shlex
 from collections.abc import Callable
 
 from archsearch.server._channel import no_server
@@ -70,12 +72,70 @@ def seconds(*, allow_zero: bool) -> Callable[[str], float]:
     return quantity(allow_zero=allow_zero, unit="seconds")
 
 
+class _FromEnv(str):
+    """A default read from an environment variable (argparse converts it like a flag's value):
+    an error in it names the variable, not the flag."""
+
+
 def server_address(text: str) -> str:
-    """An argparse type for ``--server``: the client's own check of HOST:PORT, at parse time."""
+    """An argparse type for ``--server``: the client's own check of HOST:PORT, at parse time.
+    Raises CliError, one line naming ``--server`` (or ``$ARCHSEARCH_SERVER``, its default);
+    ``main`` prints it as argparse's own errors are printed (exit 2)."""
+    source = "ARCHSEARCH_SERVER" if isinstance(text, _FromEnv) else "--server"
     try:
-        return check_target(text)
+        return check_target(str(text), source)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        said = str(e)
+        raise CliError(said if said.startswith(source) else f"{source}: {said}") from None
+
+
+def conn_flags(args: argparse.Namespace) -> str:
+    """The connection flags for a command printed for the user to run next, so that it
+    reaches this server as this command did: ``--server``, then ``--token-file`` and
+    ``--tls-ca``/``--tls`` when this command had them; shell-quoted. A token from
+    ``$ARCHSEARCH_TOKEN`` is not a flag: ``token_note`` says so (the token is never printed)."""
+    parts = ["--server", args.server]
+    if getattr(args, "token_file", None):
+        parts += ["--token-file", args.token_file]
+    if getattr(args, "tls_ca", None):
+        parts += ["--tls-ca", args.tls_ca]
+    elif getattr(args, "tls", False):
+        parts.append("--tls")
+    return shlex.join(parts)
+
+
+def token_note(args: argparse.Namespace) -> str:
+    """What to say after a printed command when this command's token came from
+    ``$ARCHSEARCH_TOKEN`` (the printed command runs as it is only where it is set); ""
+    otherwise."""
+    if getattr(args, "token_file", None) or not os.environ.get("ARCHSEARCH_TOKEN"):
+        return ""
+    return " (with your token: --token-file FILE or ARCHSEARCH_TOKEN)"
+
+
+def hint(args: argparse.Namespace, command: str) -> str:
+    """A command to run next, in backticks: `archsearch COMMAND` with this command's
+    connection flags (``conn_flags``), then ``token_note``."""
+    return f"`archsearch {command} {conn_flags(args)}`{token_note(args)}"
+
+
+# A word the shell split off a --set value: brace expansion makes two `KEY=...` words of
+# `--set data.selection={"method":"dsir","k":300}` (and drops the quotes); spaces make
+# `dsir",` or `300}` words of an unquoted `{"method": "dsir", "k": 300}`.
+_SPLIT_SET_WORD = re.compile(r"[\w.]+=\S*|\S*[{}\[\]:,\"]\S*")
+
+
+def _split_set_hint(message: str) -> str:
+    """For ``unrecognized arguments:`` that look like pieces of a ``--set`` value the shell
+    split: say to quote the value."""
+    head, _, rest = message.partition("unrecognized arguments: ")
+    words = [w for w in rest.split() if not w.startswith("-")]
+    if head or not any(_SPLIT_SET_WORD.fullmatch(w) for w in words):
+        return ""
+    return (
+        "; if they are part of a --set value, the shell split it: put the whole value in "
+        """single quotes, e.g. --set 'data.selection={"method": "dsir", "k": 300}'"""
+    )
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -106,9 +166,10 @@ def _search_client(args: argparse.Namespace) -> SearchClient:
 
 
 def _add_conn(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get("ARCHSEARCH_SERVER")
     p.add_argument(
         "--server",
-        default=os.environ.get("ARCHSEARCH_SERVER", DEFAULT_SERVER),
+        default=DEFAULT_SERVER if env is None else _FromEnv(env),
         type=server_address,
         help=f"HOST:PORT of the server (default: $ARCHSEARCH_SERVER, else {DEFAULT_SERVER})",
     )
@@ -136,8 +197,9 @@ def _explain(e: ClientError, args: argparse.Namespace) -> CliError:
         return CliError(no_server(server, e.details), 1)
     if e.code == grpc.StatusCode.UNAUTHENTICATED:
         return CliError(f"{e.details} (the server at {server} requires an admin token)", 1)
+    said = e.code.name.lower().replace("_", " ")  # not twice: "already exists: ... exists"
     return CliError(
-        f"{e.code.name.lower().replace('_', ' ')}: {e.details}",
+        e.details if said in e.details.lower() else f"{said}: {e.details}",
         2
         if e.code
         in (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Mapping
 
 from archsearch.server._cli_common import (
     CliError,
@@ -48,9 +49,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "--admin-token-file/--worker-token-file to serve other machines.",
             cfg.host,
         )
-    print(f"archsearch serving on {server.address}  storage={cfg.storage}", flush=True)
+    # a SQLite file by its absolute path: the same command works from any folder
+    storage = f"sqlite:///{server.database}" if server.database else cfg.storage
+    print(f"archsearch serving on {server.address}  storage={storage}", flush=True)
     artifacts = f" --artifact-dir {server.artifact_dir}" if server.artifact_dir else ""
-    print(f"dashboard: optuna-dashboard {cfg.storage}{artifacts}", flush=True)
+    print(f"dashboard: optuna-dashboard {storage}{artifacts}", flush=True)
     server.serve_forever()
     return 0
 
@@ -69,6 +72,25 @@ def _check_device(device: str) -> None:
             raise CliError(
                 f"--device {device}: this machine has {n} CUDA device(s), cuda:0..{n - 1}"
             )
+
+
+#: The trainers that read GLUE data (the table trainer reads its table only).
+_GLUE_TRAINERS = ("bert", "lora", "autodistil")
+
+
+def _say_glue_dir(glue_dir: str | None, trainers: Mapping[str, object]) -> None:
+    """Logs which GLUE folder this worker's trials read, or every place it looked (a candidate
+    with ``data.source`` auto then reads the hub, when online)."""
+    if not any(name in _GLUE_TRAINERS for name in trainers):
+        return
+    from archsearch.worker._glue_dir import resolve_glue_dir
+
+    try:
+        _folder, how = resolve_glue_dir(glue_dir)
+    except FileNotFoundError as e:
+        log.info("GLUE data: %s; candidates with data.source auto read the hub", e)
+        return
+    log.info("GLUE data: %s", how)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -93,6 +115,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         except (ValueError, FileNotFoundError) as e:  # FileNotFoundError: a missing --glue-dir
             raise CliError(str(e)) from e
     _check_device(args.device)
+    _say_glue_dir(args.glue_dir, trainers)
     try:
         client = WorkerClient(args.server, token=_token(args), tls_ca=args.tls_ca, tls=args.tls)
     except ValueError as e:  # an unreadable --tls-ca file

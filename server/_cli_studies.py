@@ -6,20 +6,56 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archsearch.server._cli_common import (
     CliError,
     _search_client,
+    conn_flags,
+    hint,
+    token_note,
 )
 
+if TYPE_CHECKING:
+    from archsearch.spaces import SpecError
 
-def _parse_value(text: str) -> Any:
+# A bare word where JSON wants a string: a key or value the shell (or the user) left unquoted.
+_BARE_WORD = re.compile(r"(?<=[{\[,:])\s*([A-Za-z_][\w.\-/]*)\s*(?=[:,}\]])")
+
+
+def _parse_value(key: str, text: str) -> Any:
+    """A ``--set`` value: JSON, else the text as a string; an object or list that is not valid
+    JSON (``{method:dsir}``: the shell ate its quotes, or they were never there) is an error
+    that shows the value as JSON."""
     try:
         return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        if not text.lstrip().startswith(("{", "[")):
+            return text
+        why = f"{e.msg} at character {e.pos}" if isinstance(e, json.JSONDecodeError) else "too deep"
+        raise CliError(
+            f"--set {key}={text}: the value is not valid JSON ({why}); keys and strings need "
+            "double quotes, and the whole --set value single quotes so that the shell keeps "
+            f"them: --set '{key}={_as_json(text)}'"
+        ) from None
+
+
+def _as_json(text: str) -> str:
+    """``text`` as the JSON it was most likely meant to be (bare words quoted), else an
+    example of the quoting."""
+    quoted = _BARE_WORD.sub(
+        lambda m: m[1] if m[1] in ("true", "false", "null") else json.dumps(m[1]),
+        text.replace("'", '"'),
+    )
+    example = '{"key": "text", "n": 1}'
+    try:
+        meant = json.dumps(json.loads(quoted))
     except (json.JSONDecodeError, RecursionError):
-        return text
+        return example
+    return meant if "'" not in meant else example
 
 
 def _set_path(spec: dict[str, Any], dotted: str, value: Any) -> None:
@@ -31,6 +67,31 @@ def _set_path(spec: dict[str, Any], dotted: str, value: Any) -> None:
             raise CliError(f"--set {dotted}: {k} is not an object in the spec")
         cur = nxt
     cur[keys[-1]] = value
+
+
+def _method_hint(e: SpecError, spec: dict[str, Any], items: list[str] | None) -> str:
+    """When ``--set P.FIELD=V`` made an object ``P`` with no ``method`` (``data.selection``:
+    method "none", which reads no field): say to set ``P.method`` too, or the whole object."""
+    from archsearch.spaces import PRETRAIN_SELECTION_METHODS, SELECTION_METHODS
+
+    if "method 'none'" not in str(e):
+        return ""
+    for item in items or []:
+        parent = item.partition("=")[0].rpartition(".")[0]
+        obj: Any = spec if parent else None
+        for k in parent.split(".") if parent else []:
+            obj = obj.get(k) if isinstance(obj, dict) else None
+        if not isinstance(obj, dict) or "method" in obj or not e.field.startswith(f"{parent}."):
+            continue
+        pretrain = parent.endswith("pretrain_selection")
+        methods = PRETRAIN_SELECTION_METHODS if pretrain else SELECTION_METHODS
+        method = next((m for m, reads in methods.items() if obj.keys() <= reads.keys()), "METHOD")
+        whole = json.dumps({"method": method, **obj})
+        return (
+            f"; set {parent}.method too, e.g. --set {parent}.method={method}, or give the whole "
+            f"object: --set '{parent}={whole}'"
+        )
+    return ""
 
 
 def build_spec(args: argparse.Namespace) -> dict[str, Any]:
@@ -62,7 +123,7 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
             raise CliError(
                 f"--set {item!r}: expected KEY=VALUE, for example --set recipe.max_steps=300"
             )
-        _set_path(spec, key, _parse_value(value))
+        _set_path(spec, key, _parse_value(key, value))
     # A table path is read by the server: make a local relative path absolute.
     table = (
         spec.get("space_options", {}).get("table")
@@ -98,7 +159,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         try:
             SearchSpec.from_dict(spec, local)  # the same validation the server runs
         except SpecError as e:
-            raise CliError(f"invalid search spec: {e}") from e
+            raise CliError(f"invalid search spec: {e}{_method_hint(e, spec, args.set)}") from e
     with _search_client(args) as client:
         study = client.launch(spec)
     if args.json:
@@ -106,9 +167,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
     else:
         print(
             f"launched {study.name}: {study.n_trials} trials; watch it with "
-            f"`archsearch show {study.name} --server {args.server}`"
+            + hint(args, f"show {shlex.quote(study.name)}")
         )
-        note = worker_note(study, args.server)
+        note = worker_note(study, conn_flags(args), token_note(args))
         if note:
             print(note)
     return 0
@@ -153,7 +214,13 @@ def cmd_studies(args: argparse.Namespace) -> int:
             "(done +N: trials a completed job added, DyLoRA ranks or AutoDistil students, "
             "not trained and not counted in the budget)"
         )
-    notes = [n for s in studies if (n := worker_note(s, args.server))]
+    if any(s.n_complete - s.n_derived + s.n_pruned + s.n_fail > s.n_trials for s in studies):
+        print(
+            "(done counts every finished trial: a failed trial and its retry are two, a "
+            "repeated candidate one more; the budget counts distinct candidates)"
+        )
+    flags, after = conn_flags(args), token_note(args)
+    notes = [n for s in studies if (n := worker_note(s, flags, after))]
     if notes:
         print()
         print("\n".join(notes))
@@ -184,7 +251,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         print(format_study(study, trials, limit=args.limit))
         print(f"\n{format_importance(trials, first)}")
-        note = worker_note(study, args.server)
+        note = worker_note(study, conn_flags(args), token_note(args))
         if note:
             print(f"\n{note}")
     return 0

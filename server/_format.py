@@ -49,7 +49,7 @@ def describe(candidate_json: str, description: str = "") -> str:
     """Compact architecture text of a candidate: the server's ``description`` (made with the
     study's own space options), else the space's text with default options, else its JSON;
     with its data choices other than the default (``[selection: dsir k=2000]``)."""
-    from archsearch.spaces import SPACES, choice_label
+    from archsearch.spaces import SPACES, choice_label, curriculum_summary
 
     try:
         cand = json.loads(candidate_json or "{}")
@@ -58,7 +58,7 @@ def describe(candidate_json: str, description: str = "") -> str:
         return description or candidate_json[:60]
     data = cand.get("data") or {}
     chosen = [
-        f"{f}: {choice_label(data[f])}"
+        f"{f}: {choice_label(curriculum_summary(data[f]) if f == 'curriculum' else data[f])}"
         for f in DATA_CHOICE_FIELDS
         if isinstance(data.get(f), dict) and data[f].get("method", "none") != "none"
     ]
@@ -295,8 +295,11 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
     return "\n".join(out)
 
 
-def worker_note(study: Any, server: str) -> str:
-    """A note when no connected worker offers a running study's trainer ("" otherwise)."""
+def worker_note(study: Any, flags: str, after: str = "") -> str:
+    """A note when no connected worker offers a running study's trainer ("" otherwise), with
+    the command that starts one: ``flags`` are its connection flags (``--server HOST:PORT``,
+    and ``--token-file F`` when the server needs a token), ``after`` what to say after it
+    (where the token comes from, when that was ``$ARCHSEARCH_TOKEN``)."""
     if study.state != pb.STUDY_RUNNING or study.workers_for_trainer > 0:
         return ""
     trainer = json.loads(study.spec_json).get("trainer", "bert")
@@ -310,8 +313,8 @@ def worker_note(study: Any, server: str) -> str:
     table = "".join(f" --{key} PATH" for key in info.required_space_options) if info else ""
     return (
         f"note: no connected worker runs the {trainer} trainer ({connected}); {study.name}'s "
-        f"trials wait until one does: `archsearch worker --server {server} --trainer "
-        f"{trainer}{table}`"
+        f"trials wait until one does: `archsearch worker {flags} --trainer "
+        f"{trainer}{table}`{after}"
     )
 
 

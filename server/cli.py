@@ -15,29 +15,52 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Any
 
-from archsearch.server._cli_common import (
+
+def _quiet_grpc_core(argv: Sequence[str]) -> None:
+    """Keeps gRPC's C-core log (``E1206 ... dns_resolver.cc:554] ...``, ``I1206 ...
+    ssl_transport_security.cc ... Handshake failed``) out of the command's output, where our
+    own one-line error says what went wrong: ``GRPC_VERBOSITY=NONE`` unless the user set
+    GRPC_VERBOSITY or asked for ``-v``/``--verbose`` (before the command's name). C-core reads
+    it when grpc is first imported, so this runs before this module imports grpc; worker and
+    server processes the command starts inherit it."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            break
+        if arg in ("-v", "--verbose"):
+            return
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
+# The `archsearch` console script and `python -m archsearch.server.cli`, not a program that
+# imports this module (its own grpc log is its own business).
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "archsearch":
+    _quiet_grpc_core(sys.argv[1:])
+
+from archsearch.server._cli_common import (  # noqa: E402 - after GRPC_VERBOSITY is set
     CliError,
     _add_conn,
     _explain,
     _setup_logging,
+    _split_set_hint,
     quantity,
     seconds,
     whole_number,
 )
-from archsearch.server._cli_fetch import add_fetch_command
-from archsearch.server._cli_machines import cmd_serve, cmd_worker
-from archsearch.server._cli_replay import add_replay_command
-from archsearch.server._cli_studies import (
+from archsearch.server._cli_fetch import add_fetch_command  # noqa: E402
+from archsearch.server._cli_machines import cmd_serve, cmd_worker  # noqa: E402
+from archsearch.server._cli_replay import add_replay_command  # noqa: E402
+from archsearch.server._cli_studies import (  # noqa: E402
     cmd_demo,
     cmd_launch,
     cmd_show,
     cmd_stop,
     cmd_studies,
 )
-from archsearch.server.app import MIN_MESSAGE_BYTES
-from archsearch.server.client import ClientError
+from archsearch.server.app import MIN_MESSAGE_BYTES  # noqa: E402
+from archsearch.server.client import ClientError  # noqa: E402
 
 DESCRIPTION = (
     "archsearch: neural-architecture search as a service. A server runs the search loops "
@@ -64,7 +87,9 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line with the CLI's one prefix."""
 
     def error(self, message: str) -> Any:
-        self.exit(2, f"archsearch: {message} (see `{self.prog} --help`)\n")
+        self.exit(
+            2, f"archsearch: {message}{_split_set_hint(message)} (see `{self.prog} --help`)\n"
+        )
 
 
 def _version() -> str:
@@ -321,7 +346,10 @@ def _quiet_broken_pipe() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except CliError as e:  # a --server (or $ARCHSEARCH_SERVER) no client could dial
+        parser.exit(e.code, f"archsearch: {e}\n")
     _setup_logging(args.verbose)
     if getattr(args, "tls_ca", None):
         args.tls = True

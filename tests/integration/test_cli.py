@@ -108,7 +108,7 @@ def test_launch_studies_show_stop(server: ServerProc, tmp_path: Path) -> None:
     assert "best trial:" in text and "COMPLETE" in text
     assert "L2[" in text or "L4[" in text
     stopped = run("stop", "cli-tpe", "--server", addr)
-    assert "stopped cli-tpe" in stopped.stdout
+    assert "cli-tpe had already completed: nothing to stop" in stopped.stdout
     # The case: a flexibert-small search without --trainer is a bert search; the
     # table worker seen a moment ago never takes it. launch, studies and show say so.
     args = ("--space", "flexibert-small", "--table", TABLE, "--loop", "random", "--trials", "2")

@@ -186,8 +186,14 @@ def test_studies_counts_every_finished_trial_as_done(
     study = _study(n_complete=2, n_pruned=1, n_fail=1, n_running=1, workers_for_trainer=2)
     monkeypatch.setattr(_cli_common, "SearchClient", lambda *a, **k: _FakeClient([study], []))
     assert cli.main(["studies"]) == 0
-    row = capsys.readouterr().out.splitlines()[2].split()
+    out = capsys.readouterr().out
+    row = out.splitlines()[2].split()
     assert row[:7] == ["s", "running", "bert", "tpe", "bert", "4", "5"]
+    assert "done counts every finished trial" not in out  # within the budget: nothing to say
+    retried = _study(n_complete=5, n_fail=2, n_running=0)  # 7 done, budget 5
+    monkeypatch.setattr(_cli_common, "SearchClient", lambda *a, **k: _FakeClient([retried], []))
+    assert cli.main(["studies"]) == 0
+    assert "a failed trial and its retry are two" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", [["studies"], ["show", "s"], ["launch", "--spec"]])

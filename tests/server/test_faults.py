@@ -224,7 +224,7 @@ def test_stop_leaves_nothing_waiting(managers, url) -> None:
     m = open_manager(managers, url)
     m.launch(SearchSpec.from_dict(table_spec("s", 20, max_retries=3)))
     for i in range(6):  # six active workers: up to six candidates are prepared ahead
-        m._active[f"w{i}"] = (time.monotonic(), TRAINERS)
+        m._active[f"w{i}"] = (time.monotonic(), TRAINERS, "")
     for g in [m.acquire("w0", TRAINERS), m.acquire("w1", TRAINERS)]:
         assert g is not None
         m.complete(g.lease_id, score(g), {})  # each prepares two candidates ahead

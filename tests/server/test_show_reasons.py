@@ -62,3 +62,23 @@ def test_show_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         assert again.splitlines()[0].startswith("study s: completed (n_trials reached: 3")
     finally:
         srv.stop(0)
+
+
+def test_a_curriculum_is_shown_by_what_was_chosen_not_every_default() -> None:
+    """A PUDF curriculum's stored form holds every default (about 350 characters); the
+    architecture column shows the method and the fields set otherwise."""
+    from archsearch.server._format import describe
+    from archsearch.spaces import validate_curriculum
+
+    arch = {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 4}
+    for given, shown in [
+        ({"method": "pudf"}, "[curriculum: pudf]"),
+        ({"method": "pudf", "crowd_trials": 3}, "[curriculum: pudf crowd_trials=3]"),
+        ({"method": "none"}, None),
+    ]:
+        stored = validate_curriculum(given)
+        cand = {"space": "bert", "architecture": {**arch, "intermediate_size": 256}}
+        text = describe(json.dumps({**cand, "data": {"curriculum": stored}}))
+        assert text.startswith("L1 H64 A4 I256")
+        assert (shown in text) if shown else "[" not in text, text
+        assert len(text) < 60

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import optuna
 import pytest
-from _procs import Proc, ServerProc, table_spec, table_worker, wait_for, wait_study
+from _procs import Proc, ServerProc, load_trials, table_spec, table_worker, wait_for, wait_study
 from optuna.trial import TrialState
 
 from archsearch.server.app import ArchsearchServer, ServerConfig
@@ -66,15 +65,6 @@ def refusal(fn: object, *args: object, **kw: object) -> str:
     return info.value.details
 
 
-def stored(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    """The trials as another process reads them: no server cache."""
-    rdb = optuna.storages.RDBStorage(url)
-    try:
-        return optuna.load_study(study_name=name, storage=rdb).get_trials(deepcopy=False)
-    finally:
-        rdb.engine.dispose()
-
-
 # ----------------------------------------------------------------------------- unservable
 
 
@@ -108,7 +98,7 @@ def test_a_stopped_study_refuses_new_workers_while_its_running_trial_finishes(
     worker.heartbeat(held.lease.lease_id)
     done = worker.complete(held.lease.lease_id, {"accuracy": 0.75})
     assert done.state == pb.COMPLETE
-    trial = stored(url, "s")[held.lease.trial_number]
+    trial = load_trials(url, "s")[held.lease.trial_number]
     assert trial.state == TrialState.COMPLETE and trial.values == [0.75]
 
 
@@ -146,7 +136,7 @@ def test_a_worker_that_registers_again_gets_its_trial_back_at_once(url, admin, w
 
     worker.register("w", TABLE_CAPS)  # the same id, from a new process
 
-    trials = stored(url, "r")
+    trials = load_trials(url, "r")
     failed = trials[old.lease.trial_number]
     assert failed.state == TrialState.FAIL
     assert failed.user_attrs["fail_reason"] == (
@@ -167,7 +157,7 @@ def test_a_worker_that_registers_again_gets_its_trial_back_at_once(url, admin, w
     worker.register("idle", TABLE_CAPS)
     worker.heartbeat(again.lease.lease_id)
     worker.heartbeat(kept.lease.lease_id)
-    states = [t.state for t in stored(url, "r")]
+    states = [t.state for t in load_trials(url, "r")]
     assert states.count(TrialState.FAIL) == 1
 
 
@@ -185,7 +175,7 @@ def test_a_restarted_worker_gets_a_lease_of_the_previous_server_back(url) -> Non
     try:
         with WorkerClient(second.address) as w:
             w.register("pod-0", TABLE_CAPS)
-            failed = stored(url, "p")[old.lease.trial_number]
+            failed = load_trials(url, "p")[old.lease.trial_number]
             assert failed.state == TrialState.FAIL
             assert failed.user_attrs["fail_reason"].startswith("worker pod-0 restarted")
             again = w.acquire("pod-0", TABLE_CAPS, 5)

@@ -311,8 +311,9 @@ def run_replay(
             runs.append(r)
             if progress is not None:
                 hit = r.evals_to(targets.threshold)
+                at = f"at {hit}" if hit is not None else f"not reached in {len(r.best)}"
                 progress(
-                    f"  {name:13s} seed {r.seed:2d}: top {top:g}% at {hit}, best "
+                    f"  {name:13s} seed {r.seed:2d}: top {top:g}% {at}, best "
                     f"{r.best[-1]:.4f}, {r.asks} asks, {r.seconds:.1f}s"
                 )
         report.add(name, runs)

@@ -352,6 +352,8 @@ class OptunaStudyReader(TableReader):
                     "table_options.objective", f"{name} has {len(study.directions)} objective(s)"
                 )
             direction = study.directions[objective].name.lower()
+            names = study.metric_names  # archsearch's studies name theirs (objectives' metrics)
+            metric = names[objective] if names else f"value {objective}"
             trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         finally:
             storage.engine.dispose()
@@ -361,7 +363,7 @@ class OptunaStudyReader(TableReader):
             if score is not None and t.params:
                 rows.append((_check_scalar_arch(dict(t.params), f"trial {t.number}"), score))
         return _rows_table(
-            f"{source} study {name}", rows, direction, f"value {objective}", _padded(options)
+            f"{source} study {name}", rows, direction, metric, _padded(options)
         )
 
 

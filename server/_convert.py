@@ -67,7 +67,15 @@ def trial_to_pb(t: FrozenTrial) -> pb.Trial:
         description=_description(t),
         **({"derived_from": n} if (n := derived_from(t)) >= 0 else {}),
         info=_info(t),
+        **({"retry_of": n} if (n := _retry_of(t)) >= 0 else {}),
     )
+
+
+def _retry_of(t: FrozenTrial) -> int:
+    """The trial ``t`` retries (the last of its ``retry_history``), -1 for a first attempt."""
+    history = t.system_attrs.get("retry_history") or []
+    last = history[-1] if history else -1
+    return last if isinstance(last, int) and not isinstance(last, bool) else -1
 
 
 def _info(t: FrozenTrial) -> dict[str, str]:

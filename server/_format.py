@@ -141,6 +141,8 @@ def trial_note(t: pb.Trial, max_steps: Any = None, rank: tuple[int, pb.Trial] | 
     if t.state == pb.PRUNED and t.intermediate_values:
         of = f" of {max_steps}" if max_steps else ""
         return f"pruned at step {max(t.intermediate_values)}{of}"
+    if t.HasField("retry_of") and t.state != pb.FAIL:
+        return f"retries #{t.retry_of}"
     reason = t.fail_reason or ""
     return reason if len(reason) <= NOTE_WIDTH else reason[: NOTE_WIDTH - 1] + "…"
 
@@ -148,14 +150,13 @@ def trial_note(t: pb.Trial, max_steps: Any = None, rank: tuple[int, pb.Trial] | 
 def failure_reasons(trials: Sequence[pb.Trial]) -> list[str]:
     """The whole reason of each failed trial, once per distinct reason with the trials that
     gave it ("#3, #7: candidate error: ..."): the table's note column shows only its start."""
-    by_reason: dict[str, list[int]] = {}
+    retried_as = {t.retry_of: t.number for t in trials if t.HasField("retry_of")}
+    by_reason: dict[str, list[str]] = {}
     for t in trials:
         if t.state == pb.FAIL and t.fail_reason:
-            by_reason.setdefault(t.fail_reason, []).append(t.number)
-    return [
-        f"  {', '.join(f'#{n}' for n in numbers)}: {reason}"
-        for reason, numbers in by_reason.items()
-    ]
+            again = f" (retried as #{retried_as[t.number]})" if t.number in retried_as else ""
+            by_reason.setdefault(t.fail_reason, []).append(f"#{t.number}{again}")
+    return [f"  {', '.join(numbers)}: {reason}" for reason, numbers in by_reason.items()]
 
 
 def rank_trials_of(trials: Sequence[pb.Trial]) -> dict[int, tuple[int, pb.Trial]]:
@@ -361,4 +362,5 @@ def trial_dict(t: Any, rank: tuple[int, Any] | None = None) -> dict[str, Any]:
         "derived_from": t.derived_from if t.HasField("derived_from") else None,
         "description": t.description,
         "info": dict(t.info),
+        "retry_of": t.retry_of if t.HasField("retry_of") else None,
     }

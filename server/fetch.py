@@ -98,7 +98,7 @@ def fetch_checkpoint(
         names = [a.name for a in worker_client.list_artifacts(study, source.number)]
         files = {n: p for n in names if (p := parse_checkpoint_artifact(n)) is not None}
         if source.state != pb.COMPLETE or not files:  # a running trial may be uploading
-            raise FetchError(_nothing_kept(source, trial))
+            raise FetchError(_nothing_kept(source, trial, list(trials.values())))
         staging = out.with_name(f".{out.name}.part-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         try:
@@ -145,13 +145,17 @@ def _check_whole(folder: Path, number: int) -> None:
         )
 
 
-def _nothing_kept(source: Any, asked: int) -> str:
+def _nothing_kept(source: Any, asked: int, trials: list[Any]) -> str:
     via = "" if source.number == asked else f" (rank trial {asked}'s training trial)"
     if source.state in (pb.RUNNING, pb.WAITING):
         return f"trial {source.number}{via} has not finished: its checkpoint comes when it ends"
     if source.state != pb.COMPLETE:
         state = pb.TrialState.Name(source.state).lower()
-        return f"trial {source.number}{via} ended {state}: only a completed trial keeps one"
+        retries = [
+            t.number for t in trials if t.HasField("retry_of") and t.retry_of == source.number
+        ]
+        again = f"; it was retried as trial {retries[0]}: fetch that one" if retries else ""
+        return f"trial {source.number}{via} ended {state}: only a completed trial keeps one{again}"
     info = dict(source.info)
     where = f"{info.get('checkpoint')} on worker {source.worker_id or '?'}"
     if "checkpoint_upload_error" in info and "checkpoint" in info:

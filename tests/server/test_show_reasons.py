@@ -82,3 +82,36 @@ def test_a_curriculum_is_shown_by_what_was_chosen_not_every_default() -> None:
         assert text.startswith("L1 H64 A4 I256")
         assert (shown in text) if shown else "[" not in text, text
         assert len(text) < 60
+
+
+def test_a_retry_names_the_trial_it_retries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed trial and its retry point at each other: the retry's note, the failure line,
+    ``retry_of`` in --json, and fetch on the failed trial names the retry to fetch."""
+    srv = ArchsearchServer(ServerConfig(storage=f"sqlite:///{tmp_path / 's.db'}", port=0))
+    srv.start()
+    try:
+        with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+            admin.launch({**table_spec("s", 1), "objectives": ["score:max"]})
+            worker.register("w", CAPS)
+            first = worker.acquire("w", CAPS, 5).lease
+            worker.fail(first.lease_id, "CUDA out of memory", True)  # a machine's failure
+            again = worker.acquire("w", CAPS, 5).lease
+            assert again.trial_number != first.trial_number
+            worker.complete(again.lease_id, {"score": 0.5}, {})
+        out = show(srv.address, capsys=capsys)
+        retry_row = next(r for r in out.splitlines() if r.startswith(f"{again.trial_number} "))
+        assert f"retries #{first.trial_number}" in retry_row
+        why = out.split("why trials failed:")[1]
+        assert f"#{first.trial_number} (retried as #{again.trial_number}): CUDA out of" in why
+        data = json.loads(show(srv.address, "--json", capsys=capsys))
+        by_number = {t["number"]: t for t in data["trials"]}
+        assert by_number[again.trial_number]["retry_of"] == first.trial_number
+        assert by_number[first.trial_number]["retry_of"] is None
+        fetched = cli.main(["fetch", "s", str(first.trial_number), "--server", srv.address])
+        err = capsys.readouterr().err
+        assert fetched == 2
+        assert f"it was retried as trial {again.trial_number}: fetch that one" in err
+    finally:
+        srv.stop(0)

@@ -312,6 +312,7 @@ class Trial(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     DERIVED_FROM_FIELD_NUMBER: _builtins.int
     INFO_FIELD_NUMBER: _builtins.int
+    RETRY_OF_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     """Study-local trial number (optuna's Trial.number), the number the dashboard shows."""
     state: Global___TrialState.ValueType
@@ -342,6 +343,10 @@ class Trial(_message.Message):
     derived_from: _builtins.int
     """The trial whose completion added this one (a DyLoRA rank, an AutoDistil student): it was
     not trained itself and holds no candidate. Unset for every other trial.
+    """
+    retry_of: _builtins.int
+    """The failed trial this one retries (the same candidate, trained again); unset for a first
+    attempt.
     """
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
@@ -380,14 +385,20 @@ class Trial(_message.Message):
         description: _builtins.str = ...,
         derived_from: _builtins.int | None = ...,
         info: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        retry_of: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "derived_from", b"derived_from"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "_retry_of", b"_retry_of", "derived_from", b"derived_from", "retry_of", b"retry_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "attempt", b"attempt", "candidate_json", b"candidate_json", "derived_from", b"derived_from", "description", b"description", "duplicate_of", b"duplicate_of", "fail_reason", b"fail_reason", "finished_at", b"finished_at", "info", b"info", "intermediate_values", b"intermediate_values", "metrics", b"metrics", "number", b"number", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "values", b"values", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "_retry_of", b"_retry_of", "attempt", b"attempt", "candidate_json", b"candidate_json", "derived_from", b"derived_from", "description", b"description", "duplicate_of", b"duplicate_of", "fail_reason", b"fail_reason", "finished_at", b"finished_at", "info", b"info", "intermediate_values", b"intermediate_values", "metrics", b"metrics", "number", b"number", "params_json", b"params_json", "retry_of", b"retry_of", "started_at", b"started_at", "state", b"state", "values", b"values", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__derived_from: _TypeAlias = _typing.Literal["derived_from"]  # noqa: Y015
     _WhichOneofArgType__derived_from: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from"]  # noqa: Y015
+    _WhichOneofReturnType__retry_of: _TypeAlias = _typing.Literal["retry_of"]  # noqa: Y015
+    _WhichOneofArgType__retry_of: _TypeAlias = _typing.Literal["_retry_of", b"_retry_of"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__derived_from) -> _WhichOneofReturnType__derived_from | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__retry_of) -> _WhichOneofReturnType__retry_of | None: ...
 
 Global___Trial: _TypeAlias = Trial  # noqa: Y015
 

@@ -134,7 +134,11 @@ def test_any_registered_loop_runs_by_name_and_is_counted_exactly(
     assert "in-order      seed  0: top 10% at 11, best 20.0000, 12 asks" in out
     assert "| in-order | 1 | 11.0 [11.0, 11.0] | 1/1 |" in out
     code, out, err = _replay(
-        [table_file, "--loops", "in-order", "--seeds", "1", "--evals", "5", "--top", "10"], capsys
+        [
+            *[table_file, "--loops", "in-order", "--seeds", "1", "--evals", "5", "--top", "10"],
+            *["--plot", str(tmp_path / "q.png")],
+        ],
+        capsys,
     )
     assert code == 0, err
     assert "in-order      seed  0: top 10% not reached in 5, best" in out  # not "at None"
@@ -286,7 +290,8 @@ def test_replay_reads_an_existing_studys_trials(
     rows = len({t.params["width"] for t in study.trials})
     assert f"table {url} study past: {rows} rows, value 0 (maximize)" in out
     study.set_metric_names(["accuracy"])  # as archsearch's own studies are: named by metric
-    code, out, err = _replay([url, "--study", "past", "--loops", "random", "--seeds", "1"], capsys)
+    again = [url, "--study", "past", "--loops", "random", "--seeds", "1"]
+    code, out, err = _replay([*again, "--plot", str(tmp_path / "q.png")], capsys)
     assert code == 0, err
     assert f"table {url} study past: {rows} rows, accuracy (maximize)" in out
     code, _, err = _replay([url, "--study", "other"], capsys)

@@ -10,17 +10,21 @@ INVALID_ARGUMENT, and a domain error anywhere in a stream ends it with its preci
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
 
 from archsearch.server._errors import InvalidArgument
+from archsearch.server._progress_cleanup import drop_progress_of_retries
 from archsearch.server._rpc import _parse, abort_for, rpc
 from archsearch.server._servicers import WorkerServicer
 from archsearch.server._studies import StudyManager
 from archsearch.server._trial_artifacts import MAX_HOLDERS, ArtifactInfo, TrialArtifacts
 from archsearch.v1 import archsearch_pb2 as pb
+
+log = logging.getLogger("archsearch.server")
 
 
 def _messages(self: Any, name: str, requests: Iterable[Any], context: Any) -> Iterator[Any]:
@@ -84,6 +88,21 @@ class ArtifactWorkerServicer(WorkerServicer):
     def __init__(self, manager: StudyManager, artifacts: TrialArtifacts, **kw: Any) -> None:
         super().__init__(manager, **kw)
         self.artifacts = artifacts
+
+    @rpc
+    def CompleteTrial(
+        self, request: pb.CompleteTrialRequest, context: grpc.ServicerContext
+    ) -> pb.CompleteTrialResponse:
+        """As :meth:`WorkerServicer.CompleteTrial`; then the progress files the candidate's
+        earlier attempts uploaded are removed (``_progress_cleanup``): nothing reads them
+        again, and each can be hundreds of MB."""
+        complete = WorkerServicer.CompleteTrial.__wrapped__  # type: ignore[attr-defined]
+        response: pb.CompleteTrialResponse = complete(self, request, context)
+        try:
+            drop_progress_of_retries(self.artifacts, request.lease_id)
+        except Exception:  # the result is stored; a leftover file only costs disk
+            log.exception("removing the progress files of %s failed", request.lease_id[:80])
+        return response
 
     @stream_in_rpc
     def UploadArtifact(

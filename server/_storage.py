@@ -50,6 +50,16 @@ def insert_trial_system_attr(rdb: RDBStorage, trial_id: int, key: str, value: An
         )
 
 
+def delete_trial_system_attrs(rdb: RDBStorage, trial_id: int, keys: Sequence[str]) -> None:
+    """Removes system attributes of a trial in any state (one transaction): what Optuna's API
+    cannot do on a finished trial (an artifact record whose bytes were removed)."""
+    attrs = models.TrialSystemAttributeModel.__table__
+    with rdb.engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.delete(attrs).where(attrs.c.trial_id == trial_id, attrs.c.key.in_(keys))
+        )
+
+
 def attrs_with_prefix(
     rdb: RDBStorage, study_id: int, prefixes: Sequence[str]
 ) -> list[tuple[int, str, str]]:

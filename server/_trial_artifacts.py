@@ -217,7 +217,7 @@ class TrialArtifacts:
         self.manager.heartbeat(upload.lease_id)
         _study_id, trial_id = parse_lease_id(upload.lease_id)
         frozen = self.rdb.get_trial(trial_id)
-        for a in self._infos(frozen):
+        for a in self.infos(frozen):
             if a.name == upload.name:
                 if a.sha256 == upload.sha256:
                     return a  # a retried upload of the same bytes
@@ -260,7 +260,7 @@ class TrialArtifacts:
         except KeyError:
             raise NotFound(f"study {study_name!r} has no trial {number}") from None
 
-    def _infos(self, frozen: Any) -> list[ArtifactInfo]:
+    def infos(self, frozen: Any) -> list[ArtifactInfo]:
         out = []
         for meta in get_all_artifact_meta(frozen, storage=self.rdb):
             raw = frozen.system_attrs.get(SHA_ATTR_PREFIX + meta.artifact_id)
@@ -278,7 +278,7 @@ class TrialArtifacts:
 
     def of_trial(self, study_name: str, number: int) -> list[ArtifactInfo]:
         """The artifacts of trial ``number`` of ``study_name``."""
-        return self._infos(self.rdb.get_trial(self._storage_trial_id(study_name, number)))
+        return self.infos(self.rdb.get_trial(self._storage_trial_id(study_name, number)))
 
     def find(self, study_name: str, number: int, name: str, artifact_id: str) -> ArtifactInfo:
         """One artifact of a trial, by name or by id (exactly one of the two)."""

@@ -18,9 +18,9 @@ from archsearch.server._spec_checks import (
     check_reads_data,
     check_trainer_can_run,
 )
+from archsearch.server._spec_data import spec_data
 from archsearch.server._trainers import TrainerCatalogue
 from archsearch.spaces import (
-    GLUE_TASK_IDS,
     DataSpace,
     DesignSpace,
     GraphSpace,
@@ -28,8 +28,6 @@ from archsearch.spaces import (
     SpecError,
     data_tasks,
     make_space,
-    validate_custom_task,
-    validate_data,
     validate_recipe,
 )
 
@@ -177,7 +175,7 @@ class SearchSpec:
         ):
             raise SpecError("max_retries", f"must be an int in 0..10, got {max_retries!r}")
 
-        data = _data(obj, stored)
+        data = spec_data(obj, stored)
         data_space = DataSpace.from_spec(obj.get("data_space"), data, strict=not stored)
         recipe = validate_recipe(obj.get("recipe", {}))
 
@@ -318,51 +316,6 @@ def _check_depth(obj: dict[str, Any]) -> None:
                 stack.extend((v, depth + 1) for v in item.values())
             elif isinstance(item, list | tuple):
                 stack.extend((v, depth + 1) for v in item)
-
-
-def _data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
-    """The spec's data choices: task(s) from the top level or ``data``, custom task checked
-    (``stored``: see ``SearchSpec.from_dict``)."""
-    data_in = obj.get("data", {})
-    if not isinstance(data_in, dict):
-        raise SpecError("data", "must be a JSON object")
-    data_in = dict(data_in)
-    custom_name = None
-    if "custom_task" in data_in:
-        custom = validate_custom_task(data_in["custom_task"])
-        data_in["custom_task"] = custom.to_dict()
-        custom_name = custom.name
-    for key in ("task", "tasks"):
-        if key in obj:
-            if key in data_in and data_in[key] != obj[key]:
-                raise SpecError(f"data.{key}", f"contradicts {key} {obj[key]!r}", "give it once")
-            data_in[key] = obj[key]
-    if "tasks" in data_in and not isinstance(data_in["tasks"], list):
-        field = "tasks" if "tasks" in obj else "data.tasks"
-        raise SpecError(field, f"must be a list of task names, got {data_in['tasks']!r}")
-    if "tasks" in data_in and "task" in data_in and data_in["tasks"][:1] != [data_in["task"]]:
-        data_in.pop("task")  # "task" mirrors tasks[0] in a stored spec; tasks wins
-    if "task" not in data_in and "tasks" not in data_in:
-        data_in["task"] = custom_name or "sst2"
-    data = validate_data(data_in)
-    if custom_name and custom_name not in data_tasks(data) and not stored:
-        field = "tasks" if "tasks" in data_in else "task"
-        raise SpecError(
-            field,
-            f"{data_tasks(data)} leaves out data.custom_task {custom_name!r}, whose data would "
-            "never be read",
-            f"name {custom_name!r} among the tasks (or leave --task out), or drop data.custom_task",
-        )
-    known = set(GLUE_TASK_IDS) | ({custom_name} if custom_name else set())
-    for t in data_tasks(data):
-        if t not in known:
-            field = "tasks" if "tasks" in data_in else "task"
-            raise SpecError(
-                field,
-                f"unknown task {t!r}",
-                f"one of {', '.join(GLUE_TASK_IDS)}, or declare data.custom_task",
-            )
-    return data
 
 
 def _fix(metric: Any) -> str:

@@ -362,9 +362,7 @@ class OptunaStudyReader(TableReader):
             score = _finite(t.values[objective]) if t.values else None
             if score is not None and t.params:
                 rows.append((_check_scalar_arch(dict(t.params), f"trial {t.number}"), score))
-        return _rows_table(
-            f"{source} study {name}", rows, direction, metric, _padded(options)
-        )
+        return _rows_table(f"{source} study {name}", rows, direction, metric, _padded(options))
 
 
 def guess_format(source: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
-from _procs import cli, table_spec
+from _procs import cli, free_port, table_spec
 
 from archsearch.server import _cli_common
 from archsearch.server import cli as archsearch_cli
@@ -348,7 +348,7 @@ def test_a_worker_says_which_glue_folder_it_reads(tmp_path: Path) -> None:
     one given by --glue-dir; the server is not there, so it gives up after --idle-exit)."""
     glue = tmp_path / "glue_data"
     glue.mkdir()
-    port = _free_port()
+    port = free_port()
     done = subprocess.run(
         cli("worker", "--server", f"127.0.0.1:{port}", "--glue-dir", str(glue), "--idle-exit", "1"),
         capture_output=True,
@@ -357,11 +357,3 @@ def test_a_worker_says_which_glue_folder_it_reads(tmp_path: Path) -> None:
     )
     assert f"GLUE data: using GLUE data from {glue} (given by --glue-dir)" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

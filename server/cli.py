@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--idle-exit",
         type=seconds(allow_zero=True),
-        help="exit after this many seconds without work; default: never",
+        help="exit after this many seconds without a trial (none to do, or the server gone); "
+        "default: never",
     )
     w.add_argument(
         "--stop-grace",

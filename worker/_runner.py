@@ -167,17 +167,24 @@ class Worker(ServerCalls):
                 if not e.transient:
                     self._refused(e)  # SystemExit, unless the study this worker served ended
                     break
+                if self._idle_too_long(idle_since):  # the server went away for good?
+                    log.warning(
+                        "%s; no work for %.0fs (--idle-exit); exiting",
+                        self.outage.line or unreachable(e, self.outage.target, self.outage.tls),
+                        self.idle_exit_s,
+                    )
+                    break
                 delay = backoff.next()
+                if self.idle_exit_s is not None:  # wake in time to give up
+                    left = self.idle_exit_s - (time.monotonic() - idle_since)
+                    delay = max(0.05, min(delay, left + 0.05))
                 self.outage.failed("acquire", e, delay)
                 self.stopping.wait(delay)
                 continue
             self.outage.answered()
             backoff.reset()
             if resp is None or not resp.has_trial:
-                if (
-                    self.idle_exit_s is not None
-                    and time.monotonic() - idle_since > self.idle_exit_s
-                ):
+                if self._idle_too_long(idle_since):
                     log.info("no work for %.0fs; exiting", self.idle_exit_s)
                     break
                 continue
@@ -191,6 +198,12 @@ class Worker(ServerCalls):
             f" ({', '.join(others)})" if others else "",
         )
         return self.trials_done
+
+    def _idle_too_long(self, idle_since: float) -> bool:
+        """``--idle-exit``: no trial for longer than ``idle_exit_s``, whether the server
+        answered with none or stopped answering (a server stopped after its study ended: a
+        fleet's workers should not keep their machines for ever)."""
+        return self.idle_exit_s is not None and time.monotonic() - idle_since > self.idle_exit_s
 
     def _count(self, outcome: str) -> None:
         if outcome == DONE:

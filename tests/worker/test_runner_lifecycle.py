@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,6 +191,35 @@ def test_an_unreachable_server_is_said_once_and_idle_exit_ends_the_worker(caplog
     assert f"no archsearch server answers at 127.0.0.1:{port}" in said[0].getMessage()
     retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
     assert len(retries) >= 2 and all(r.levelno == logging.DEBUG for r in retries)
+
+
+def test_idle_exit_also_ends_a_worker_whose_server_went_away(
+    server: ArchsearchServer, caplog
+) -> None:
+    """A fleet's worker outlives its server (stopped once the study ended): ``--idle-exit``
+    counts the time without a trial whether the server answers with none or not at all, and
+    the worker ends well (it used to retry for ever)."""
+    caplog.set_level(logging.INFO, logger=LOG)
+    with WorkerClient(server.address) as client:
+        worker = Worker(client, {"fake": _Trainer()}, poll_s=0.2, idle_exit_s=2.0)
+        done: list[int] = []
+        thread = threading.Thread(target=lambda: done.append(worker.run()), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+            "registered" in r.getMessage() for r in caplog.records
+        ):
+            time.sleep(0.05)
+        server.stop(0)
+        thread.join(20)
+    assert not thread.is_alive(), "the worker kept retrying a server that is gone"
+    assert done == [0]
+    said = [r.getMessage() for r in caplog.records if r.name == LOG]
+    assert any(
+        f"no archsearch server answers at {server.address}" in m
+        and m.endswith("no work for 2s (--idle-exit); exiting")
+        for m in said
+    ), said
 
 
 def test_the_cli_worker_exits_with_one_line_when_no_server_answers(capsys, restore_signals) -> None:

@@ -159,6 +159,19 @@ def failure_reasons(trials: Sequence[pb.Trial]) -> list[str]:
     return [f"  {', '.join(numbers)}: {reason}" for reason, numbers in by_reason.items()]
 
 
+def trial_warnings(trials: Sequence[pb.Trial]) -> list[str]:
+    """What workers warned about in their trials' info (``*_warning`` entries: a curriculum
+    or data selection that changed nothing), once per distinct warning with the trials that
+    gave it ("#2, #5: rte selection: size 5000 is not below ...")."""
+    by_warning: dict[str, list[str]] = {}
+    for t in trials:
+        for key, text in sorted(t.info.items()):
+            if key.endswith("_warning") and text:
+                what = key.removesuffix("_warning").replace(".", " ")
+                by_warning.setdefault(f"{what}: {text}", []).append(f"#{t.number}")
+    return [f"  {', '.join(numbers)}: {text}" for text, numbers in by_warning.items()]
+
+
 def rank_trials_of(trials: Sequence[pb.Trial]) -> dict[int, tuple[int, pb.Trial]]:
     """DyLoRA rank trials (``server/_rank_trials.py``) by number: their rank and training trial.
 
@@ -278,6 +291,8 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         out.append(f"  ({len(trials) - limit} earlier trials not shown; --limit N or --json)")
     if reasons := failure_reasons(shown):
         out += ["", "why trials failed:", *reasons]
+    if warnings := trial_warnings(shown):
+        out += ["", "warnings from the workers:", *warnings]
     if study.best_trials:
         label = "best trial" if len(study.objectives) == 1 else "Pareto front"
         out.append("")

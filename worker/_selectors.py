@@ -14,6 +14,7 @@ what it chose as trial info (:meth:`DataSelector.provenance`).
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -38,6 +39,8 @@ __all__ = [
 
 _T = TypeVar("_T")
 
+log = logging.getLogger(__name__)
+
 
 class IdentitySelector(DataSelector):
     """Keeps every example in source order (``{"method": "none"}``)."""
@@ -58,10 +61,29 @@ class RandomSelector(DataSelector):
 
     name = "random"
 
+    def __init__(self) -> None:
+        self._info: dict[str, str] = {}
+
     def select(
         self, examples: Sequence[GlueExample], plan: SelectionPlan, rng: random.Random
     ) -> list[GlueExample]:
-        return _seeded_subset(examples, int(plan.options.get("size", plan.size)), rng)
+        size = int(plan.options.get("size", plan.size))
+        chosen = _seeded_subset(examples, size, rng)
+        self._info = {"selection": self.name, "selection_kept": f"{len(chosen)} of {len(examples)}"}
+        if 0 < len(examples) <= size:
+            warning = (
+                f"size {size} is not below the {plan.task} {plan.split} split's "
+                f"{len(examples)} examples: every example was kept, so any size from "
+                f"{len(examples)} up trains on the same data"
+            )
+            self._info["selection_warning"] = warning
+            log.warning("data.selection random: %s", warning)
+        return chosen
+
+    def provenance(self) -> dict[str, str]:
+        """How many examples the selection kept, of how many (and a warning when it kept them
+        all: a data search whose sizes reach past the split tries the same data twice)."""
+        return dict(self._info)
 
 
 #: Selectors by ``data.selection.method``.

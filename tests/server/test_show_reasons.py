@@ -20,6 +20,7 @@ LONG = (
     "candidate error: custom task 'reviews': train file /data/nope/train.csv not found; "
     "fix the path in data.custom_task.train"
 )
+WARN = "size 5000 is not below the rte train split's 2490 examples: every example was kept"
 
 
 def show(address: str, *args: str, capsys: pytest.CaptureFixture[str]) -> str:
@@ -38,7 +39,11 @@ def test_show_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
             for i in range(3):
                 lease = worker.acquire("w", CAPS, 5).lease
                 if i == 0:
-                    info = {"data_source": "/glue", "checkpoint": "/ckpt/0"}
+                    info = {
+                        "data_source": "/glue",
+                        "checkpoint": "/ckpt/0",
+                        "rte.selection_warning": WARN,
+                    }
                     worker.complete(lease.lease_id, {"score": 0.5}, info)
                 else:
                     worker.fail(lease.lease_id, LONG, False)
@@ -48,10 +53,14 @@ def test_show_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         # the table shows the start of the reason; the whole one follows, once for both trials
         assert LONG not in running.split("why trials failed:")[0]
         assert f"  #1, #2: {LONG}" in running.split("why trials failed:")[1]
+        # a worker's warning (a selection that kept the whole split) is said under the table
+        assert running.split("warnings from the workers:\n")[1].splitlines()[0] == (
+            f"  #0: rte selection: {WARN}"
+        )
         data = json.loads(show(srv.address, "--json", capsys=capsys))
         assert data["completed_reason"].startswith("n_trials reached")
         first = data["trials"][0]
-        assert first["info"] == {"data_source": "/glue", "checkpoint": "/ckpt/0"}
+        assert first["info"]["checkpoint"] == "/ckpt/0"
         assert data["trials"][1]["fail_reason"] == LONG
     finally:
         srv.stop(0)

@@ -19,7 +19,7 @@ from archsearch.worker import (
     load_split,
     take_subset,
 )
-from archsearch.worker._selectors import make_selector, select_examples
+from archsearch.worker._selectors import make_selector, select_examples, select_with_provenance
 
 SHARED_GLUE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue").resolve()
 EXAMPLES = [GlueExample((f"text {i}",), i % 2) for i in range(50)]
@@ -82,6 +82,37 @@ def test_random_is_a_seeded_subset() -> None:
     assert first == take_subset(EXAMPLES, 10, seed=3)  # what train_subset gives
     whole = RandomSelector().select(EXAMPLES, SelectionPlan(size=0), random.Random(3))
     assert whole == EXAMPLES
+
+
+def test_random_says_what_it_kept_and_when_its_size_reaches_past_the_split(caplog) -> None:
+    """A data search over random sizes (1000, 5000, 20000) on a small task trains the same
+    data for every size past the split: the trial's info and the worker log say so."""
+    _, info = select_with_provenance(
+        EXAMPLES,
+        task="rte",
+        split="train",
+        selection={"method": "random", "size": 10},
+        subset=0,
+        seed=1,
+    )
+    assert info == {"selection": "random", "selection_kept": "10 of 50"}
+    with caplog.at_level("WARNING", logger="archsearch.worker._selectors"):
+        got, info = select_with_provenance(
+            EXAMPLES,
+            task="rte",
+            split="train",
+            selection={"method": "random", "size": 80},
+            subset=0,
+            seed=1,
+        )
+    assert got == EXAMPLES and info["selection_kept"] == "50 of 50"
+    assert info["selection_warning"] == (
+        "size 80 is not below the rte train split's 50 examples: every example was kept, "
+        "so any size from 50 up trains on the same data"
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        f"data.selection random: {info['selection_warning']}"
+    ]
 
 
 def test_select_examples_without_a_selection_is_todays_subset() -> None:

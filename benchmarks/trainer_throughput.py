@@ -55,7 +55,7 @@ from archsearch.spaces import Candidate, get_task
 from archsearch.worker import TrainContext
 from archsearch.worker._batches import EncodedSplit, epoch_batches
 from archsearch.worker._bert_trainer import BertTrainer
-from archsearch.worker._loop import adamw, seed_everything
+from archsearch.worker._optim import adamw, seed_everything
 from archsearch.worker._provenance import code_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

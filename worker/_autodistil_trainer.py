@@ -53,7 +53,8 @@ from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._dsir_selector import select_pretrain_texts
 from archsearch.worker._extract import init_student_from_teacher
 from archsearch.worker._finished_tasks import each_task
-from archsearch.worker._loop import TrainingHooks, TrainingLoop, seed_everything
+from archsearch.worker._loop import TrainingHooks, TrainingLoop
+from archsearch.worker._optim import seed_everything
 from archsearch.worker._progress import DEFAULT_SAVE_MINUTES
 from archsearch.worker._registry import register_trainer
 from archsearch.worker._result_metrics import merge_metrics

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import sys
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from archsearch.worker._hooks import (
     TrainingHooks,
 )
 from archsearch.worker._loop_state import LoopState, Stateful
+from archsearch.worker._optim import adamw, model_loss, seed_everything
 from archsearch.worker._precision import FP32, Precision
 from archsearch.worker._progress import ProgressFile
 from archsearch.worker._task_info import Task
@@ -374,32 +374,6 @@ class TrainingLoop:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
-
-
-def model_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The model's own loss of ``batch`` (Hugging Face classifiers: cross-entropy or MSE)."""
-    loss: torch.Tensor = model(**batch).loss
-    return loss
-
-
-def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, with BERT's weight-decay groups."""
-    # As in BERT: no weight decay on biases and LayerNorm weights (the 1-d parameters), since
-    # shrinking them towards zero does not regularise, it only shifts activations.
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=lr)
-
-
-def seed_everything(seed: int) -> None:
-    """Seeds Python's, NumPy's and torch's generators (every CUDA device too)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _nothing() -> None:

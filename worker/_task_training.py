@@ -17,8 +17,9 @@ from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._curriculum import Curriculum
 from archsearch.worker._evaluate import CostMeter, Evaluator
 from archsearch.worker._finished_tasks import FinishedTasks, each_task
-from archsearch.worker._loop import TrainingLoop, seed_everything
+from archsearch.worker._loop import TrainingLoop
 from archsearch.worker._models import model_factory
+from archsearch.worker._optim import seed_everything
 from archsearch.worker._plan import TrainingPlan
 from archsearch.worker._precision import Precision
 from archsearch.worker._progress import ProgressFile

@@ -30,7 +30,8 @@ from archsearch.spaces import GlueTask, validate_recipe
 from archsearch.worker._batches import EncodedSplit
 from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._evaluate import Evaluator
-from archsearch.worker._loop import TrainingLoop, seed_everything
+from archsearch.worker._loop import TrainingLoop
+from archsearch.worker._optim import seed_everything
 from archsearch.worker._precision import resolve_precision
 from archsearch.worker._progress import ProgressFile
 from archsearch.worker._teacher import load_teacher_classifier, teacher_recipe

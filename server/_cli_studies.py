@@ -278,6 +278,28 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from archsearch.server._format import worker_note
+
+    with _search_client(args) as client:
+        resp = client.resume(args.name, args.n_trials)
+    study = resp.study
+    again = (
+        f"; {resp.requeued} candidate(s) prepared before the stop queued again"
+        if resp.requeued
+        else ""
+    )
+    print(
+        f"resumed {study.name}: budget {study.n_trials} distinct candidates "
+        f"({study.n_complete} complete, {study.n_running} running){again}; watch it with "
+        + hint(args, f"show {shlex.quote(study.name)}")
+    )
+    note = worker_note(study, conn_flags(args), token_note(args))
+    if note:
+        print(note)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from archsearch.server._demo import run_demo
 

@@ -29,6 +29,9 @@ from archsearch.server._writer import StorageWriter
 
 log = logging.getLogger("archsearch.server")
 
+#: how the completed reason of a study whose budget was spent begins (``resume`` reads it)
+N_TRIALS_REASON = "n_trials reached"
+
 
 class StudyLifecycle:
     """Sets study states and finishes trials.
@@ -64,7 +67,7 @@ class StudyLifecycle:
             and not idx.finishing
             and not idx.preparing
         ):
-            reason = idx.exhausted or f"n_trials reached: {idx.originals} distinct candidates"
+            reason = idx.exhausted or f"{N_TRIALS_REASON}: {idx.originals} distinct candidates"
             self.storage.set_study_user_attr(h.study_id, COMPLETED_REASON_ATTR, reason)
             h.completed_reason = reason
             self.set_state(h, COMPLETED)

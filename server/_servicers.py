@@ -136,6 +136,13 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         h = self.m.stop(_study_name(request.name), request.cancel_running)
         return pb.StopSearchResponse(study=study_to_pb(self.m.snapshot(h)))
 
+    @rpc
+    def ResumeSearch(
+        self, request: pb.ResumeSearchRequest, context: grpc.ServicerContext
+    ) -> pb.ResumeSearchResponse:
+        h, requeued = self.m.resume(_study_name(request.name), request.n_trials)
+        return pb.ResumeSearchResponse(study=study_to_pb(self.m.snapshot(h)), requeued=requeued)
+
 
 def _capabilities(caps: pb.WorkerCapabilities) -> tuple[str, ...]:
     trainers = tuple(caps.trainers)

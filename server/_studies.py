@@ -87,6 +87,7 @@ from archsearch.server._index import (
 )
 from archsearch.server._leases import parse_lease_id
 from archsearch.server._manager_wiring import ManagerWiring
+from archsearch.server._resume import resume
 from archsearch.server._spec import SearchSpec
 from archsearch.spaces import TrainerInfo
 
@@ -175,6 +176,21 @@ class StudyManager(ManagerWiring):
                 self.storage.set_study_user_attr(h.study_id, CANCEL_ATTR, True)
                 h.cancel_running = True
         return h
+
+    def resume(self, name: str, n_trials: int = 0) -> tuple[StudyHandle, int]:
+        """Runs a stopped or completed study again, or gives a running one a new budget
+        (:func:`archsearch.server._resume.resume`); the handle and how many never-run
+        candidates of its stop were queued again.
+
+        Raises:
+            NotFound: no such study.
+            InvalidArgument, FailedPrecondition: see :mod:`archsearch.server._resume`.
+        """
+        h = self.get(name)
+        requeued = resume(
+            h, n_trials, self.storage, self.lifecycle, self.retries, self.trials, self._notify
+        )
+        return h, requeued
 
     def best_trials(self, h: StudyHandle) -> list[FrozenTrial]:
         """The best trial (the Pareto front for several objectives) among the COMPLETE trials

@@ -1,8 +1,8 @@
-"""The ``archsearch`` command line: serve, worker, launch, studies, show, stop, demo, replay,
-fetch, fleet.
+"""The ``archsearch`` command line: serve, worker, launch, studies, show, stop, resume, demo,
+replay, fetch, fleet.
 
 This module builds the parser and runs a subcommand; the subcommands live by group in
-``_cli_machines`` (serve, worker), ``_cli_studies`` (launch, studies, show, stop, demo),
+``_cli_machines`` (serve, worker), ``_cli_studies`` (launch, studies, show, stop, resume, demo),
 ``_cli_replay`` (replay) and ``_cli_fetch`` (fetch), what they share in ``_cli_common``.
 
 Every error is one line, ``archsearch: <problem> (<fix>)``, and exits non-zero (2 for bad
@@ -55,6 +55,7 @@ from archsearch.server._cli_replay import add_replay_command  # noqa: E402
 from archsearch.server._cli_studies import (  # noqa: E402
     cmd_demo,
     cmd_launch,
+    cmd_resume,
     cmd_show,
     cmd_stop,
     cmd_studies,
@@ -314,6 +315,18 @@ def build_parser() -> argparse.ArgumentParser:
         "the trials end failed and are not retried)",
     )
     sp.set_defaults(func=cmd_stop)
+
+    rs = command("resume", "run a stopped or completed study again, or change its budget")
+    _add_conn(rs)
+    rs.add_argument("name", help="study name")
+    rs.add_argument(
+        "--n-trials",
+        type=whole_number(1),
+        default=0,
+        help="the new budget of distinct candidates (at least those already asked); "
+        "default: keep it (a stopped study)",
+    )
+    rs.set_defaults(func=cmd_resume)
 
     d = command("demo", "run an end-to-end search on this machine")
     d.add_argument("--workdir", default="demo-output", help="where the SQLite file and logs go")

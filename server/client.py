@@ -141,6 +141,13 @@ class SearchClient(_Base):
         request = pb.StopSearchRequest(name=name, cancel_running=cancel_running)
         return self._call(self._stub.StopSearch, request).study
 
+    def resume(self, name: str, n_trials: int = 0) -> pb.ResumeSearchResponse:
+        """Runs a stopped or completed study again, or changes a running study's budget:
+        ``n_trials`` is the new number of distinct candidates (0 keeps it). The response has
+        the study and how many never-run candidates of its stop were queued again."""
+        request = pb.ResumeSearchRequest(name=name, n_trials=n_trials)
+        return self._call(self._stub.ResumeSearch, request)
+
 
 class WorkerClient(_Base):
     """The worker's side of the protocol: thin, typed wrappers around WorkerService."""

@@ -644,6 +644,55 @@ class StopSearchResponse(_message.Message):
 Global___StopSearchResponse: _TypeAlias = StopSearchResponse  # noqa: Y015
 
 @_typing.final
+class ResumeSearchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    N_TRIALS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    n_trials: _builtins.int
+    """The study's new budget of distinct candidates (1..100000, at least those already asked;
+    above them for a completed study). 0 keeps the budget (a stopped study).
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        n_trials: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["n_trials", b"n_trials", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeSearchRequest: _TypeAlias = ResumeSearchRequest  # noqa: Y015
+
+@_typing.final
+class ResumeSearchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_FIELD_NUMBER: _builtins.int
+    REQUEUED_FIELD_NUMBER: _builtins.int
+    requeued: _builtins.int
+    """Candidates of the stopped study queued again (prepared, never run)."""
+    @_builtins.property
+    def study(self) -> Global___Study: ...
+    def __init__(
+        self,
+        *,
+        study: Global___Study | None = ...,
+        requeued: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["study", b"study"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requeued", b"requeued", "study", b"study"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeSearchResponse: _TypeAlias = ResumeSearchResponse  # noqa: Y015
+
+@_typing.final
 class WorkerCapabilities(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

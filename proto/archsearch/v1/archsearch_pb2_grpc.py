@@ -63,6 +63,11 @@ class SearchServiceStub:
                 request_serializer=archsearch_dot_v1_dot_archsearch__pb2.StopSearchRequest.SerializeToString,
                 response_deserializer=archsearch_dot_v1_dot_archsearch__pb2.StopSearchResponse.FromString,
                 _registered_method=True)
+        self.ResumeSearch = channel.unary_unary(
+                '/archsearch.v1.SearchService/ResumeSearch',
+                request_serializer=archsearch_dot_v1_dot_archsearch__pb2.ResumeSearchRequest.SerializeToString,
+                response_deserializer=archsearch_dot_v1_dot_archsearch__pb2.ResumeSearchResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -109,6 +114,17 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeSearch(self, request, context):
+        """Runs a stopped or completed study again, or changes a running study's budget: n_trials
+        becomes the new number of distinct candidates to try. A stopped study's candidates that
+        were prepared but never ran are queued again. Refused (FAILED_PRECONDITION) for a study
+        that completed because its loop had nothing left to propose, for a running study without
+        a new n_trials, and for an n_trials below the candidates already asked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +152,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.StopSearch,
                     request_deserializer=archsearch_dot_v1_dot_archsearch__pb2.StopSearchRequest.FromString,
                     response_serializer=archsearch_dot_v1_dot_archsearch__pb2.StopSearchResponse.SerializeToString,
+            ),
+            'ResumeSearch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSearch,
+                    request_deserializer=archsearch_dot_v1_dot_archsearch__pb2.ResumeSearchRequest.FromString,
+                    response_serializer=archsearch_dot_v1_dot_archsearch__pb2.ResumeSearchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -277,6 +298,33 @@ class SearchService:
             '/archsearch.v1.SearchService/StopSearch',
             archsearch_dot_v1_dot_archsearch__pb2.StopSearchRequest.SerializeToString,
             archsearch_dot_v1_dot_archsearch__pb2.StopSearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSearch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/archsearch.v1.SearchService/ResumeSearch',
+            archsearch_dot_v1_dot_archsearch__pb2.ResumeSearchRequest.SerializeToString,
+            archsearch_dot_v1_dot_archsearch__pb2.ResumeSearchResponse.FromString,
             options,
             channel_credentials,
             insecure,

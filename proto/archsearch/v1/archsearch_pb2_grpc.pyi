@@ -61,6 +61,13 @@ class SearchServiceStub:
     """A page of a study's trials in trial-number order."""
     StopSearch: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.StopSearchRequest, _archsearch_pb2.StopSearchResponse]
     """Stops handing out new trials of a study. Running trials finish and report normally."""
+    ResumeSearch: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.ResumeSearchRequest, _archsearch_pb2.ResumeSearchResponse]
+    """Runs a stopped or completed study again, or changes a running study's budget: n_trials
+    becomes the new number of distinct candidates to try. A stopped study's candidates that
+    were prepared but never ran are queued again. Refused (FAILED_PRECONDITION) for a study
+    that completed because its loop had nothing left to propose, for a running study without
+    a new n_trials, and for an n_trials below the candidates already asked.
+    """
 
 @_typing.type_check_only
 class SearchServiceAsyncStub(SearchServiceStub):
@@ -83,6 +90,13 @@ class SearchServiceAsyncStub(SearchServiceStub):
     """A page of a study's trials in trial-number order."""
     StopSearch: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.StopSearchRequest, _archsearch_pb2.StopSearchResponse]  # type: ignore[assignment]
     """Stops handing out new trials of a study. Running trials finish and report normally."""
+    ResumeSearch: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.ResumeSearchRequest, _archsearch_pb2.ResumeSearchResponse]  # type: ignore[assignment]
+    """Runs a stopped or completed study again, or changes a running study's budget: n_trials
+    becomes the new number of distinct candidates to try. A stopped study's candidates that
+    were prepared but never ran are queued again. Refused (FAILED_PRECONDITION) for a study
+    that completed because its loop had nothing left to propose, for a running study without
+    a new n_trials, and for an n_trials below the candidates already asked.
+    """
 
 class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------------------------------------
@@ -132,6 +146,19 @@ class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_archsearch_pb2.StopSearchResponse, _abc.Awaitable[_archsearch_pb2.StopSearchResponse]]:
         """Stops handing out new trials of a study. Running trials finish and report normally."""
+
+    @_abc_1.abstractmethod
+    def ResumeSearch(
+        self,
+        request: _archsearch_pb2.ResumeSearchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archsearch_pb2.ResumeSearchResponse, _abc.Awaitable[_archsearch_pb2.ResumeSearchResponse]]:
+        """Runs a stopped or completed study again, or changes a running study's budget: n_trials
+        becomes the new number of distinct candidates to try. A stopped study's candidates that
+        were prepared but never ran are queued again. Refused (FAILED_PRECONDITION) for a study
+        that completed because its loop had nothing left to propose, for a running study without
+        a new n_trials, and for an n_trials below the candidates already asked.
+        """
 
 def add_SearchServiceServicer_to_server(servicer: SearchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -1,0 +1,223 @@
+"""`archsearch resume`: a completed study gets more trials, a stopped one runs again (the
+candidates its stop left unrun first), a running one a new budget; the budget survives a
+restart; what cannot be resumed is refused with a precise status and one line."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from _procs import table_spec
+
+from archsearch.server import cli
+from archsearch.server.app import ArchsearchServer, ServerConfig
+from archsearch.server.client import ClientError, SearchClient, WorkerClient
+from archsearch.v1 import archsearch_pb2 as pb
+
+pytestmark = pytest.mark.timeout(120)
+CAPS = pb.WorkerCapabilities(trainers=["table"], device="cpu")
+BERT_CAPS = pb.WorkerCapabilities(trainers=["bert"], device="cpu")
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 's.db'}"
+
+
+@pytest.fixture
+def server(url: str) -> Iterator[ArchsearchServer]:
+    srv = ArchsearchServer(ServerConfig(storage=url, port=0))
+    srv.start()
+    yield srv
+    srv.stop(0)
+
+
+def spec(name: str, n_trials: int) -> dict:
+    return {**table_spec(name, n_trials), "objectives": ["score:max"], "max_retries": 0}
+
+
+def run_trials(worker: WorkerClient, n: int) -> list[pb.Lease]:
+    """Acquires and completes ``n`` trials; their leases."""
+    leases = []
+    for i in range(n):
+        resp = worker.acquire("w", CAPS, 5)
+        assert resp.has_trial, f"no trial {i + 1} of {n}"
+        worker.complete(resp.lease.lease_id, {"score": 0.1 * (i + 1)}, {})
+        leases.append(resp.lease)
+    return leases
+
+
+def code(call) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
+    with pytest.raises(ClientError) as e:
+        call()
+    return e.value.code, e.value.details
+
+
+def test_a_completed_study_gets_more_trials_and_keeps_them_across_a_restart(url: str) -> None:
+    srv = ArchsearchServer(ServerConfig(storage=url, port=0))
+    srv.start()
+    try:
+        with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+            admin.launch(spec("s", 2))
+            worker.register("w", CAPS)
+            first = run_trials(worker, 2)
+            assert admin.get_study("s").state == pb.STUDY_COMPLETED
+            resp = admin.resume("s", n_trials=4)
+            assert resp.study.state == pb.STUDY_RUNNING and resp.study.n_trials == 4
+            assert resp.study.completed_reason == "" and resp.requeued == 0
+            more = run_trials(worker, 2)
+            study = admin.get_study("s")
+            assert study.state == pb.STUDY_COMPLETED
+            assert study.completed_reason == "n_trials reached: 4 distinct candidates"
+            trials = admin.list_trials("s")
+            assert [t.number for t in trials] == [x.trial_number for x in first + more]
+            params = {t.params_json for t in trials}
+            assert len(params) == 4  # four distinct candidates, none trained twice
+            assert not worker.acquire("w", CAPS, 0.5).has_trial
+    finally:
+        srv.stop(0)
+    srv = ArchsearchServer(ServerConfig(storage=url, port=0))  # the new budget is stored
+    srv.start()
+    try:
+        with SearchClient(srv.address) as admin:
+            study = admin.get_study("s")
+            assert study.n_trials == 4 and json.loads(study.spec_json)["n_trials"] == 4
+            assert study.state == pb.STUDY_COMPLETED
+    finally:
+        srv.stop(0)
+
+
+def test_a_stopped_study_runs_again_its_unrun_candidates_first(server: ArchsearchServer) -> None:
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as worker:
+        admin.launch(spec("s", 5))
+        worker.register("w", CAPS)
+        worker.register("w2", CAPS)
+        running = worker.acquire("w2", CAPS, 5).lease
+        run_trials(worker, 1)  # two workers active: its completion prepares candidates
+        deadline = time.monotonic() + 10
+        while len(admin.list_trials("s")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        admin.stop("s")
+        unrun = [
+            t
+            for t in admin.list_trials("s")
+            if t.state == pb.FAIL and t.fail_reason == "study stopped before this candidate ran"
+        ]
+        assert unrun, "the stop left no prepared candidate to test with"
+        assert not worker.acquire("w", CAPS, 0.5).has_trial  # stopped
+        resp = admin.resume("s")
+        assert resp.study.state == pb.STUDY_RUNNING and resp.requeued == len(unrun)
+        assert resp.study.n_trials == 5  # kept
+        # the candidates the stop left unrun come first, with their parameters
+        again = worker.acquire("w", CAPS, 5)
+        by_number = {t.number: t for t in admin.list_trials("s")}
+        assert by_number[again.lease.trial_number].retry_of == unrun[0].number
+        assert by_number[again.lease.trial_number].params_json == unrun[0].params_json
+        worker.complete(again.lease.lease_id, {"score": 0.9}, {})
+        worker.complete(running.lease_id, {"score": 0.5}, {})  # ran through stop and resume
+        while (resp2 := worker.acquire("w", CAPS, 2)).has_trial:
+            worker.complete(resp2.lease.lease_id, {"score": 0.2}, {})
+        study = admin.get_study("s")
+        assert study.state == pb.STUDY_COMPLETED
+        assert study.completed_reason == "n_trials reached: 5 distinct candidates"
+        done = [t for t in admin.list_trials("s") if t.state == pb.COMPLETE]
+        assert len({t.params_json for t in done}) == 5  # the stop cost no budget
+
+
+def test_resume_clears_a_cancel_and_changes_a_running_budget(server: ArchsearchServer) -> None:
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as worker:
+        admin.launch(spec("s", 3))
+        worker.register("w", CAPS)
+        lease = worker.acquire("w", CAPS, 5).lease
+        admin.stop("s", cancel_running=True)
+        assert worker.heartbeat(lease.lease_id).should_stop
+        admin.resume("s")
+        assert not worker.heartbeat(lease.lease_id).should_stop  # it may finish now
+        assert admin.resume("s", n_trials=6).study.n_trials == 6  # running: a new budget
+        assert admin.resume("s", n_trials=1).study.n_trials == 1  # down to what was asked
+        status, details = code(lambda: admin.resume("s"))
+        assert status == grpc.StatusCode.FAILED_PRECONDITION
+        assert details == "study s is running (budget 1); pass --n-trials N to change its budget"
+
+
+def test_what_cannot_be_resumed_is_refused_precisely(server: ArchsearchServer) -> None:
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as worker:
+        admin.launch(spec("s", 2))
+        worker.register("w", CAPS)
+        run_trials(worker, 2)
+        cases = [
+            (lambda: admin.resume("nope"), grpc.StatusCode.NOT_FOUND, "nope"),
+            (lambda: admin.resume(""), grpc.StatusCode.INVALID_ARGUMENT, "name"),
+            (lambda: admin.resume("s", -3), grpc.StatusCode.INVALID_ARGUMENT, "1..100000"),
+            (lambda: admin.resume("s", 10**6), grpc.StatusCode.INVALID_ARGUMENT, "1..100000"),
+            (
+                lambda: admin.resume("s"),
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "study s completed with its budget of 2 spent (2 distinct candidates); "
+                "pass --n-trials above 2 to try more",
+            ),
+            (
+                lambda: admin.resume("s", 1),
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "study s has asked 2 distinct candidates already; pass --n-trials 2 or more",
+            ),
+        ]
+        for call, status, part in cases:
+            got, details = code(call)
+            assert got == status and part in details, (got, details)
+        assert admin.get_study("s").state == pb.STUDY_COMPLETED  # nothing changed
+
+
+def test_a_study_whose_loop_has_nothing_new_is_not_resumed(server: ArchsearchServer) -> None:
+    """One candidate in the whole space: after it, every proposal is a repeat and the study
+    completes "nothing new left"; more trials cannot change that, so resume says so."""
+    one = {
+        "name": "one",
+        "space": "bert",
+        "n_trials": 3,
+        "loop": "random",
+        "objectives": ["accuracy:max"],
+        "space_options": {
+            "num_hidden_layers": [1],
+            "hidden_size": [64],
+            "num_attention_heads": [2],
+            "intermediate_ratio": [2],
+        },
+    }
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as worker:
+        admin.launch(one)
+        worker.register("w", BERT_CAPS)
+        lease = worker.acquire("w", BERT_CAPS, 5).lease
+        worker.complete(lease.lease_id, {"accuracy": 0.5}, {})
+        worker.acquire("w", BERT_CAPS, 1)  # the repeats are recorded while asking
+        study = admin.get_study("one")
+        assert study.state == pb.STUDY_COMPLETED, study
+        assert "nothing new left" in study.completed_reason
+        got, details = code(lambda: admin.resume("one", 10))
+        assert got == grpc.StatusCode.FAILED_PRECONDITION
+        assert details.startswith("study one cannot go on: ")
+        assert "nothing new left" in details and details.endswith("to search further")
+
+
+def test_the_cli_says_what_resume_did_in_one_line(
+    server: ArchsearchServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as worker:
+        admin.launch(spec("s", 1))
+        worker.register("w", CAPS)
+        run_trials(worker, 1)
+    args = ["resume", "s", "--server", server.address]
+    assert cli.main([*args, "--n-trials", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("resumed s: budget 3 distinct candidates (1 complete, 0 running)")
+    with pytest.raises(SystemExit) as bad:  # argparse: a whole number >= 1
+        cli.main([*args, "--n-trials", "0"])
+    assert bad.value.code == 2
+    assert "argument --n-trials: expected a whole number >= 1" in capsys.readouterr().err
+    assert cli.main(["resume", "nope", "--server", server.address]) != 0
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("archsearch: ") and "nope" in line

@@ -21,6 +21,7 @@ import mimetypes
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,10 @@ CHUNK_BYTES = 1 << 20
 #: Trial system attribute holding the checked size and sha256 of an uploaded artifact.
 SHA_ATTR_PREFIX = "archsearch_artifact:"
 NAME_RE = ARTIFACT_NAME_RE
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+#: lock stripes over (trial, artifact name) for uploads
+_STRIPES = 64
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class DataLoss(ServiceError):
@@ -170,6 +174,10 @@ class TrialArtifacts:
         self.store = store
         self.max_bytes = max_bytes
         self.spool_dir = spool_dir
+        #: one lock per (trial, name) stripe: the name check and the write are one step, so
+        #: concurrent uploads of one name store it once (the same bytes answer with it, other
+        #: bytes get ALREADY_EXISTS), never twice or more
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
 
     @classmethod
     def in_folder(cls, manager: StudyManager, folder: str | None, max_bytes: int) -> TrialArtifacts:
@@ -216,6 +224,10 @@ class TrialArtifacts:
         # The lease must still be live when the bytes are stored (a long upload may outlast it).
         self.manager.heartbeat(upload.lease_id)
         _study_id, trial_id = parse_lease_id(upload.lease_id)
+        with self._stripes[hash((trial_id, upload.name)) % _STRIPES]:
+            return self._store_once(upload, path, trial_id)
+
+    def _store_once(self, upload: Upload, path: Path, trial_id: int) -> ArtifactInfo:
         frozen = self.rdb.get_trial(trial_id)
         for a in self.infos(frozen):
             if a.name == upload.name:

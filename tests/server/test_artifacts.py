@@ -4,8 +4,10 @@ lists)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,6 +110,40 @@ def test_upload_in_chunks_then_download_the_same_bytes(server, worker, leased, t
     worker.upload_artifact(lease.lease_id, empty)
     worker.download_artifact("s", lease.trial_number, "empty.txt", tmp_path / "e2")
     assert (tmp_path / "e2").read_bytes() == b""
+
+
+def test_concurrent_uploads_of_one_name_store_it_once(server, worker, leased, tmp_path) -> None:
+    """The name check and the write were two steps: six racing uploads of one name stored it
+    four times, and two racing retries of the same bytes stored them twice or got a false
+    ALREADY_EXISTS. Now the same bytes all answer with one artifact, and of different bytes
+    exactly one is stored."""
+    lease = leased.lease
+    same = tmp_path / "same.bin"
+    same.write_bytes(b"s" * 300_000)
+    others = []
+    for i in range(6):
+        others.append(tmp_path / f"o{i}.bin")
+        others[-1].write_bytes(bytes([i]) * 300_000)
+
+    def race(paths: list[Path], name: str) -> list[str]:
+        barrier = threading.Barrier(len(paths))
+
+        def one(path: Path) -> str:
+            barrier.wait()
+            try:
+                return worker.upload_artifact(lease.lease_id, path, name)
+            except ClientError as e:
+                return e.code.name
+
+        with concurrent.futures.ThreadPoolExecutor(len(paths)) as pool:
+            return list(pool.map(one, paths))
+
+    ids = race([same] * 4, "dup.bin")
+    assert len(set(ids)) == 1 and ids[0] not in ("ALREADY_EXISTS", "INTERNAL"), ids
+    answers = race(others, "one.bin")
+    assert sorted(answers).count("ALREADY_EXISTS") == 5, answers
+    listed = [a.name for a in worker.list_artifacts("s", lease.trial_number)]
+    assert sorted(listed) == ["dup.bin", "one.bin"]
 
 
 def _raw_upload(worker: WorkerClient, header: pb.UploadArtifactHeader, chunks: list[bytes]):  # type: ignore[no-untyped-def]

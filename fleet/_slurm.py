@@ -30,7 +30,7 @@ from archsearch.fleet._child import WorkerChild, worker_argv
 log = logging.getLogger("archsearch.fleet")
 
 #: SLURM's ``--time`` formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
-_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\Z")
 
 
 class WorkerExitError(RuntimeError):

@@ -32,7 +32,9 @@ def _parse_value(key: str, text: str) -> Any:
     that shows the value as JSON."""
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:
+        if not isinstance(e, (json.JSONDecodeError, RecursionError)):  # 4300+ digits
+            raise CliError(f"--set {key}: {str(e).split(';')[0]}") from None
         if not text.lstrip().startswith(("{", "[")):
             return text
         why = f"{e.msg} at character {e.pos}" if isinstance(e, json.JSONDecodeError) else "too deep"
@@ -53,7 +55,7 @@ def _as_json(text: str) -> str:
     example = '{"key": "text", "n": 1}'
     try:
         meant = json.dumps(json.loads(quoted))
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         return example
     return meant if "'" not in meant else example
 
@@ -102,8 +104,9 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
             spec = json.loads(Path(args.spec).read_text())
         except OSError as e:
             raise CliError(f"cannot read --spec {args.spec}: {e.strerror}") from e
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise CliError(f"--spec {args.spec} is not valid JSON: {e}") from e
+        except (ValueError, RecursionError) as e:  # ValueError: bad UTF-8, huge integers too
+            why = str(e).split(";")[0]  # not Python's advice on set_int_max_str_digits
+            raise CliError(f"--spec {args.spec} is not valid JSON: {why}") from e
         if not isinstance(spec, dict):
             raise CliError(f"--spec {args.spec} must hold a JSON object")
     for key in ("name", "space", "loop", "task", "trainer", "seed"):

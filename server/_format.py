@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def _cell(c: Any) -> str:
     if isinstance(c, float):
         return f"{c:.4f}" if abs(c) < 1e5 else f"{c:.4g}"
-    return str(c)
+    return printable(str(c))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` as one line a terminal shows as written: line breaks and tabs become spaces,
+    other control characters (NUL, ESC: a worker's reason could recolour or rewrite the
+    reader's terminal) their escapes (``\\x1b``)."""
+    text = " ".join(text.splitlines()).replace("\t", " ")
+    return _CONTROL.sub(lambda m: ascii(m[0])[1:-1], text)
 
 
 #: Data fields ``show`` names next to the architecture when a candidate sets them (a joint
@@ -155,7 +167,7 @@ def failure_reasons(trials: Sequence[pb.Trial]) -> list[str]:
     for t in trials:
         if t.state == pb.FAIL and t.fail_reason:
             again = f" (retried as #{retried_as[t.number]})" if t.number in retried_as else ""
-            by_reason.setdefault(t.fail_reason, []).append(f"#{t.number}{again}")
+            by_reason.setdefault(printable(t.fail_reason), []).append(f"#{t.number}{again}")
     return [f"  {', '.join(numbers)}: {reason}" for reason, numbers in by_reason.items()]
 
 
@@ -168,7 +180,7 @@ def trial_warnings(trials: Sequence[pb.Trial]) -> list[str]:
         for key, text in sorted(t.info.items()):
             if key.endswith("_warning") and text:
                 what = key.removesuffix("_warning").replace(".", " ")
-                by_warning.setdefault(f"{what}: {text}", []).append(f"#{t.number}")
+                by_warning.setdefault(printable(f"{what}: {text}"), []).append(f"#{t.number}")
     return [f"  {', '.join(numbers)}: {text}" for text, numbers in by_warning.items()]
 
 

@@ -42,6 +42,10 @@ def _ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+#: the largest row id SQLite and PostgreSQL store (a signed 64-bit integer)
+_MAX_ROW_ID = 2**63 - 1
+
+
 def parse_lease_id(lease_id: str) -> tuple[int, int]:
     """(study id, trial id) of a lease id.
 
@@ -57,7 +61,10 @@ def parse_lease_id(lease_id: str) -> tuple[int, int]:
         or len(lease_id) > 80
     ):
         raise NotFound(f"unknown lease {lease_id[:80]!r}: not a lease this server issued")
-    return int(parts[0]), int(parts[1])
+    study_id, trial_id = int(parts[0]), int(parts[1])
+    if study_id > _MAX_ROW_ID or trial_id > _MAX_ROW_ID:  # no database row has such an id
+        raise NotFound(f"unknown lease {lease_id[:80]!r}: not a lease this server issued")
+    return study_id, trial_id
 
 
 def retry_of(trials: list[FrozenTrial], number: int) -> int | None:

@@ -15,7 +15,7 @@ from archsearch.server._spec import AGGREGATE_METRICS, SearchSpec
 MAX_METRICS = 2048
 #: A reported metric: a metric name, or one at a label (``accuracy@r4``: DyLoRA's rank 4, see
 #: ``TrainerInfo.labelled_metrics`` and ``_rank_trials``).
-REPORTED_METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}(@[A-Za-z0-9_.]{1,32})?$")
+REPORTED_METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}(@[A-Za-z0-9_.]{1,32})?\Z")
 MAX_INFO = 64
 MAX_TEXT = 2000
 
@@ -50,6 +50,9 @@ def checked_report(metrics: dict[str, float], info: dict[str, str]) -> dict[str,
         raise InvalidArgument(
             f"info: at most {MAX_INFO} entries, keys <= 128 and values <= {MAX_TEXT} characters"
         )
+    for k in info:
+        if not k or not k.isprintable():
+            raise InvalidArgument(f"info key {k!r}: must be non-empty printable text, one line")
     return {k: float(v) for k, v in metrics.items()}
 
 

@@ -25,14 +25,14 @@ from archsearch.server._errors import ResourceExhausted
 from archsearch.server._rpc import _lease_id, _require, _study_name, rpc
 from archsearch.server._spec import SearchSpec
 from archsearch.server._studies import StudyManager
-from archsearch.server._trainers import registered_trainer_info
+from archsearch.server._trainers import MAX_TRAINER_INFO, registered_trainer_info
 from archsearch.server._workers import requeue_leases_of
 from archsearch.spaces import TRAINER_NAME_RE
 from archsearch.v1 import archsearch_pb2 as pb
 from archsearch.v1 import archsearch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("archsearch.server")
-WORKER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+WORKER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 MAX_SPEC_BYTES = 256 * 1024
 MAX_PAGE = 1000
 #: What a ListTrials page may hold, at most: the default gRPC message limit, which every
@@ -147,6 +147,15 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 def _capabilities(caps: pb.WorkerCapabilities) -> tuple[str, ...]:
     trainers = tuple(caps.trainers)
     _require(bool(trainers), "capabilities.trainers is required, for example ['bert']")
+    _require(
+        len(trainers) <= MAX_TRAINER_INFO,
+        f"capabilities.trainers: {len(trainers)} names; at most {MAX_TRAINER_INFO}",
+    )
+    _require(
+        len(set(trainers)) == len(trainers),
+        "capabilities.trainers: a trainer named twice "
+        f"({sorted({t[:40] for t in trainers if trainers.count(t) > 1})})",
+    )
     for t in trainers:
         _require(
             bool(TRAINER_NAME_RE.match(t)),

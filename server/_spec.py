@@ -31,8 +31,8 @@ from archsearch.spaces import (
     validate_recipe,
 )
 
-STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}$")
+STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
+METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}\Z")
 MAX_TRIALS = 100_000
 #: Deepest nesting a spec may have: real specs need 4 (recipe.distill.<key>); the cap keeps
 #: every recursive step (json.loads, validation, json.dumps) far from Python's recursion limit.
@@ -127,6 +127,9 @@ class SearchSpec:
             raise SpecError(
                 "spec", f"nested more than {MAX_SPEC_DEPTH} levels deep", "send a flat spec"
             ) from e
+        except ValueError as e:  # an integer of more digits than Python converts (4300)
+            why = str(e).split(";")[0]  # not Python's advice on set_int_max_str_digits
+            raise SpecError("spec", f"not valid JSON: {why}", "send a JSON object") from e
         return cls.from_dict(obj, trainers)
 
     @classmethod

@@ -25,7 +25,7 @@ PREFIX = "checkpoint-"
 #: Separates the task from the file in a multi-task trial's names.
 TASK_SEPARATOR = "--"
 #: Every artifact name the server accepts (``server/_trial_artifacts.py`` checks uploads by it).
-ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
 
 
 def checkpoint_artifact(file: str, task: str | None = None) -> str | None:

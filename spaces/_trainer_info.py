@@ -20,11 +20,11 @@ from archsearch.spaces._table import TABLE_METRIC
 from archsearch.spaces._tasks import DEV_LOSS, get_task, result_metric_names
 
 #: A trainer's name: what ``archsearch worker --trainer`` and a spec's ``trainer`` say.
-TRAINER_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+TRAINER_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 #: A metric a trainer declares (no ``.``: that separates a task prefix, ``sst2.accuracy``).
-DECLARED_METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-_SPACE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+DECLARED_METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}\Z")
+_SPACE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}\Z")
+_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}\Z")
 #: How a trainer names each task's metrics (:attr:`TrainerInfo.task_metrics`).
 TASK_METRIC_RULES = {
     "": "no per-task metrics",

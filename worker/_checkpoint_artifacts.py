@@ -36,7 +36,7 @@ CHECKPOINT_FILES = (WEIGHTS_FILE, CONFIG_FILE)
 UPLOAD_PATIENCE_S = 600.0
 #: ``info`` key listing the uploaded checkpoint artifacts (what the loops look for).
 INFO_KEY = "checkpoint_artifacts"
-_REF = re.compile(r"^trial:(?:(?P<study>.+):)?(?P<number>[0-9]{1,9})$")
+_REF = re.compile(r"^trial:(?:(?P<study>.+):)?(?P<number>[0-9]{1,9})\Z")
 
 
 def parse_trial_ref(text: str) -> tuple[str, int] | None:

@@ -107,6 +107,9 @@ def test_unknown_study_trial_and_lease(server, admin, worker, leased) -> None:
         f"{study_id}.{trial_id}.0000",
         f"{study_id}.99999.abc",
         f"999.{trial_id}.abc",
+        f"{study_id}.{2**63}.abc",  # past any database row id (was INTERNAL: OverflowError)
+        f"{study_id}.{'9' * 30}.abc",
+        f"{2**63}.{trial_id}.abc",
     ):
         expect(grpc.StatusCode.NOT_FOUND, worker.heartbeat, bad, contains="unknown lease")
         expect(grpc.StatusCode.NOT_FOUND, worker.complete, bad, {"accuracy": 0.5})
@@ -176,6 +179,7 @@ LORA_STUDY = {"name": "x", "space": "lora", "trainer": "lora", "n_trials": 3}
     ("spec", "field"),
     [
         ("{not json", "not valid JSON"),
+        ('{"name": "x", "n_trials": ' + "9" * 5000 + "}", "not valid JSON: Exceeds the limit"),
         (json.dumps([1, 2]), "must be a JSON object"),
         (json.dumps({"space": "bert", "n_trials": 3}), "name"),
         (json.dumps({"name": "x", "space": "bert", "n_trials": 0}), "n_trials"),

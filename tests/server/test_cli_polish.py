@@ -288,6 +288,20 @@ def test_a_set_object_that_is_not_json_says_how_to_quote_it(
     assert "recipe.lr=[1,: the value is not valid JSON" in err
 
 
+def test_an_integer_of_thousands_of_digits_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """json.loads raises ValueError, not JSONDecodeError, past Python's 4300 digits."""
+    huge = "9" * 5000
+    err = _launch_error(["--set", f"recipe.max_steps={huge}"], capsys)
+    assert "--set recipe.max_steps: Exceeds the limit (4300 digits)" in err
+    assert "set_int_max_str_digits" not in err
+    spec = tmp_path / "big.json"
+    spec.write_text('{"name": "x", "space": "bert", "n_trials": ' + huge + "}")
+    err = _launch_error(["--spec", str(spec)], capsys)
+    assert f"--spec {spec} is not valid JSON: Exceeds the limit (4300 digits)" in err
+
+
 def test_a_set_field_without_its_method_says_to_set_the_method(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

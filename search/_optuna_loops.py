@@ -92,6 +92,22 @@ def _check_sampler_options(name: str, options: dict[str, Any]) -> None:
             raise SpecError(
                 f"loop_options.{key}", f"must be {' or '.join(sorted(kinds))}, got {value!r}"
             )
+        _check_range(name, key, value)
+
+
+#: the least value of a sampler's counts (0 for the others: a negative count, size or seed
+#: is stored unchecked and fails every later ask)
+_LEAST = {"n_ei_candidates": 1, "population_size": 2}
+
+
+def _check_range(name: str, key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    least = _LEAST.get(key, 0)
+    if value < least:
+        raise SpecError(f"loop_options.{key}", f"must be >= {least}, got {value!r}")
+    if "prob" in key and value > 1:
+        raise SpecError(f"loop_options.{key}", f"a probability: must be in 0..1, got {value!r}")
 
 
 class OptunaSamplerLoop(SearchLoop):

@@ -79,7 +79,7 @@ class TrialOutcomes:
         """
         check_finite("value", value)
         if not 0 <= step < 2**62:
-            raise InvalidArgument(f"step must be >= 0, got {step}")
+            raise InvalidArgument(f"step must be in 0..2**62-1, got {step}")
 
         def again(_h: StudyHandle, frozen: FrozenTrial) -> tuple[bool, float] | None:
             # a repeated report after the prune decision

@@ -192,8 +192,12 @@ class SearchSpec:
         info = (trainers if trainers is not None else TrainerCatalogue.installed()).require(trainer)
 
         space_name = obj.get("space")
-        if not isinstance(space_name, str):
+        if space_name is None:
             raise SpecError("space", "missing", 'for example "bert" or "flexibert-small"')
+        if not isinstance(space_name, str):
+            raise SpecError(
+                "space", f"must be a space's name, got {space_name!r}", 'for example "bert"'
+            )
         space_options = obj.get("space_options", {})
         if not isinstance(space_options, dict):
             raise SpecError("space_options", "must be a JSON object")
@@ -332,20 +336,41 @@ def _fix(metric: Any) -> str:
     return "letters, digits, '_' and '.' (a task's metric: 'sst2.accuracy'), e.g. 'accuracy'"
 
 
+#: metrics that measure a cost (size, time, memory, loss): an objective on one must say its
+#: direction, since a bare name means maximize
+_COSTS = frozenset(
+    {
+        *("params", "params_no_embeddings", "trainable_params", "flops", "peak_train_memory_mb"),
+        *("train_seconds", "eval_samples", "pretrain_seconds", "crowd_seconds"),
+    }
+)
+
+
+def _is_cost(metric: str) -> bool:
+    base = metric.rsplit(".", 1)[-1]
+    return base in _COSTS or base.startswith("latency") or base.endswith("loss")
+
+
 def _objectives(raw: Any) -> tuple[Objective, ...]:
     if not isinstance(raw, list) or not raw:
         raise SpecError("objectives", 'must be a non-empty list of {"metric", "direction"}')
     out: list[Objective] = []
     for i, o in enumerate(raw):
         if isinstance(o, str):  # "accuracy:max" shorthand
-            name, _, d = o.partition(":")
-            o = {"metric": name, "direction": d or "maximize"}
+            name, colon, d = o.partition(":")
+            o = {"metric": name, "direction": d} if colon else {"metric": name}
         if not isinstance(o, dict) or set(o) - {"metric", "direction"}:
             raise SpecError(f"objectives[{i}]", 'must be {"metric": ..., "direction": ...}')
         metric = o.get("metric")
         if not isinstance(metric, str) or not METRIC_RE.match(metric):
             raise SpecError(
                 f"objectives[{i}].metric", f"invalid metric name {metric!r}", _fix(metric)
+            )
+        if "direction" not in o and _is_cost(metric):
+            raise SpecError(
+                f"objectives[{i}]",
+                f"{metric!r} is a cost, and an objective without a direction is maximized",
+                f"say which way: '{metric}:min'",
             )
         direction = o.get("direction", "maximize")
         if isinstance(direction, str):

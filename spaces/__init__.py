@@ -26,14 +26,12 @@ from archsearch.spaces._candidate import (
     CANDIDATE_VERSION,
     DATA_FIELDS,
     DEFAULT_DATA,
-    DEFAULT_RECIPE,
     DISTILL_DATA_FIELDS,
     PRETRAIN_SELECTION_METHODS,
     SELECTION_METHODS,
     Candidate,
     data_tasks,
     validate_data,
-    validate_recipe,
     validate_selection,
 )
 from archsearch.spaces._curriculum_spec import curriculum_summary, validate_curriculum
@@ -72,6 +70,7 @@ from archsearch.spaces._protocols import (
     MutableSpace,
     RawFeatureSpace,
 )
+from archsearch.spaces._recipe import DEFAULT_RECIPE, validate_recipe
 from archsearch.spaces._registry import Registry, UnknownName
 from archsearch.spaces._row_table import RowTableSpace
 from archsearch.spaces._table import TABLE_METRIC, TABLE_TASK_NAMES, NasTable, load_table

@@ -10,27 +10,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from archsearch.spaces._curriculum_spec import validate_curriculum
 from archsearch.spaces._errors import SpecError
+from archsearch.spaces._fields import check_fields as _check_fields
+from archsearch.spaces._fields import one_of as _one_of
+from archsearch.spaces._recipe import DEFAULT_RECIPE, validate_recipe
 from archsearch.spaces._selection_checks import check_selection_values
 
 CANDIDATE_VERSION = 1
-
-# Training recipe defaults: small enough for a CPU worker, overridden by the search spec.
-DEFAULT_RECIPE: dict[str, Any] = {
-    "max_steps": 200,
-    "batch_size": 32,
-    "max_seq_length": 64,
-    "learning_rate": 5e-4,
-    "weight_decay": 0.01,
-    "warmup_ratio": 0.1,
-    "eval_every": 50,
-    "seed": 0,
-}
 
 # Data choices: which GLUE task, and the slices used (0 = the whole split).
 DEFAULT_DATA: dict[str, Any] = {
@@ -39,42 +29,6 @@ DEFAULT_DATA: dict[str, Any] = {
     "eval_subset": 0,
 }
 
-_RECIPE_TYPES: dict[str, tuple[type, ...]] = {
-    "max_steps": (int,),
-    "batch_size": (int,),
-    "max_seq_length": (int,),
-    "learning_rate": (int, float),
-    "weight_decay": (int, float),
-    "warmup_ratio": (int, float),
-    "eval_every": (int,),
-    "seed": (int,),
-    "gradient_accumulation_steps": (int,),
-    # "auto" (bf16/fp16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16" | "fp16"
-    "precision": (str,),
-    "keep_checkpoint": (bool,),
-    "measure_latency": (bool,),
-    "progress": (bool,),  # tqdm bar: default shown only on a terminal
-    # student initialisation: "random" | "teacher" (AutoDistil extraction from the teacher) |
-    # {"supernet": "trial:STUDY:N"} (extraction from a trained AutoDistil supernet)
-    "init": (str, dict),
-    # teacher: a local path or hub name; default all-MiniLM-L6-v2 from its PyPI package
-    "teacher": (str,),
-    # distillation: {"mode": "none"|"logits"|"minilm"|"minilmv2", "temperature", "alpha",
-    #                "logit_weight", "relation_weight", "relation_heads", "layer"}
-    "distill": (dict,),
-    # FlexiBERT fidelities (worker/_flexibert_pretrain.py): masked-LM pre-training steps
-    # before fine-tuning, its text (one sentence per line; default the task's training
-    # sentences), and a trained neighbour's checkpoint folder to transfer weights from.
-    "pretrain_steps": (int,),
-    "pretrain_text": (str,),
-    "transfer_from": (str,),
-    # LoRA / DyLoRA settings of the lora trainer (worker/_lora_spec.py checks them)
-    "lora": (dict,),
-    # AutoDistil jobs of the autodistil trainer: supernet training and student ranking
-    # settings (the trainer checks their fields; the autodistil loop sets them)
-    "supernet": (dict,),
-    "rank": (dict,),
-}
 _DATA_TYPES: dict[str, tuple[type, ...]] = {
     "task": (str,),
     # several tasks: one trial trains and evaluates each (metrics keyed "<task>.<metric>")
@@ -103,18 +57,6 @@ _DATA_TYPES: dict[str, tuple[type, ...]] = {
 DATA_FIELDS: tuple[str, ...] = tuple(_DATA_TYPES)
 #: The fields only AutoDistil's supernet jobs read.
 DISTILL_DATA_FIELDS = ("distill_text", "distill_selection")
-_DISTILL_TYPES: dict[str, tuple[type, ...]] = {
-    "mode": (str,),
-    "temperature": (int, float),
-    "alpha": (int, float),
-    "logit_weight": (int, float),
-    "relation_weight": (int, float),
-    "relation_heads": (int,),
-    "layer": (int,),
-}
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-INITS = ("random", "teacher")
-DISTILL_MODES = ("none", "logits", "minilm", "minilmv2")
 SOURCES = ("auto", "dir", "hub")
 #: ``data.selection`` methods and each one's own fields (worker/_selectors.py implements them):
 #: ``none`` keeps every example; ``random`` a seeded random ``size`` of them; ``dsir``
@@ -136,72 +78,6 @@ PRETRAIN_SELECTION_METHODS: dict[str, dict[str, tuple[type, ...]]] = {
     "dsir": SELECTION_METHODS["dsir"],
     "random": {k: v for k, v in SELECTION_METHODS["dsir"].items() if k not in ("laplace", "top_k")},
 }
-
-
-def _check_fields(
-    section: str, given: dict[str, Any], types: dict[str, tuple[type, ...]]
-) -> dict[str, Any]:
-    if not isinstance(given, dict):
-        raise SpecError(section, f"must be a JSON object, got {type(given).__name__}")
-    for key, value in given.items():
-        if key not in types:
-            raise SpecError(
-                f"{section}.{key}", "unknown field", f"known fields: {', '.join(sorted(types))}"
-            )
-        allowed = types[key]
-        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
-            names = " or ".join(t.__name__ for t in allowed)
-            raise SpecError(f"{section}.{key}", f"must be {names}, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise SpecError(f"{section}.{key}", f"must be finite, got {value!r}")
-    return dict(given)
-
-
-def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Returns the recipe with defaults filled in; raises SpecError on a bad field."""
-    out = dict(DEFAULT_RECIPE)
-    out.update(_check_fields("recipe", recipe, _RECIPE_TYPES))
-    for key in ("max_steps", "batch_size", "max_seq_length", "eval_every"):
-        if out[key] <= 0:
-            raise SpecError(f"recipe.{key}", f"must be > 0, got {out[key]}")
-    if out["max_seq_length"] > 512:
-        raise SpecError("recipe.max_seq_length", "must be <= 512 (BERT position embeddings)")
-    if out["learning_rate"] <= 0:
-        raise SpecError("recipe.learning_rate", "must be > 0")
-    if not 0 <= out["warmup_ratio"] < 1:
-        raise SpecError("recipe.warmup_ratio", "must be in [0, 1)")
-    if out.get("pretrain_steps", 0) < 0:
-        raise SpecError("recipe.pretrain_steps", "must be >= 0")
-    if out.get("gradient_accumulation_steps", 1) <= 0:
-        raise SpecError("recipe.gradient_accumulation_steps", "must be > 0")
-    _one_of("recipe.precision", out.get("precision", "auto"), PRECISIONS)
-    init = out.get("init", "random")
-    if isinstance(init, dict):
-        ref = init.get("supernet")
-        if set(init) != {"supernet"} or not isinstance(ref, str) or not ref:
-            raise SpecError(
-                "recipe.init",
-                f'must be one of {", ".join(INITS)} or {{"supernet": "trial:STUDY:N"}} (a '
-                f"supernet's trial, or its folder), got {init!r}",
-            )
-    else:
-        _one_of("recipe.init", init, INITS)
-    if "distill" in out:
-        d = _check_fields("recipe.distill", out["distill"], _DISTILL_TYPES)
-        _one_of("recipe.distill.mode", d.get("mode", "logits"), DISTILL_MODES)
-        if d.get("temperature", 1.0) <= 0:
-            raise SpecError("recipe.distill.temperature", "must be > 0")
-        if not 0 <= d.get("alpha", 0.5) <= 1:
-            raise SpecError("recipe.distill.alpha", "must be in [0, 1]")
-        if d.get("relation_heads", 1) <= 0:
-            raise SpecError("recipe.distill.relation_heads", "must be > 0")
-        out["distill"] = d
-    return out
-
-
-def _one_of(field: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise SpecError(field, f"{value!r} is not one of {', '.join(choices)}")
 
 
 def validate_data(data: dict[str, Any]) -> dict[str, Any]:

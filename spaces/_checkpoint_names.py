@@ -50,3 +50,24 @@ def parse_checkpoint_artifact(name: str) -> tuple[str | None, str] | None:
     if sep and task and file:
         return task, file
     return None, rest
+
+
+#: ``trial:N`` / ``trial:STUDY:N``: a trial whose kept checkpoint a recipe starts from
+_REF = re.compile(r"^trial:(?:(?P<study>.+):)?(?P<number>[0-9]{1,9})\Z")
+
+
+def parse_trial_ref(text: str, field: str = "recipe.transfer_from") -> tuple[str, int] | None:
+    """(study, trial number) of ``"trial:N"`` (study "": this trial's) or
+    ``"trial:STUDY:N"``; None for anything else (a path).
+
+    Raises:
+        ValueError: ``text`` starts with ``trial:`` but is not one of the two forms.
+    """
+    if not text.startswith("trial:"):
+        return None
+    m = _REF.match(text)
+    if m is None:
+        raise ValueError(
+            f"{field} {text[:80]!r}: write trial:N (trial N of this study) or trial:STUDY:N"
+        )
+    return m.group("study") or "", int(m.group("number"))

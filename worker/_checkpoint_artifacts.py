@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from archsearch.spaces._checkpoint_names import checkpoint_artifact
+from archsearch.spaces._checkpoint_names import checkpoint_artifact, parse_trial_ref
 from archsearch.worker._backoff import Backoff
 from archsearch.worker._flexibert_config import CONFIG_FILE, WEIGHTS_FILE
 from archsearch.worker._plan import TrainingPlan
@@ -36,27 +36,6 @@ CHECKPOINT_FILES = (WEIGHTS_FILE, CONFIG_FILE)
 UPLOAD_PATIENCE_S = 600.0
 #: ``info`` key listing the uploaded checkpoint artifacts (what the loops look for).
 INFO_KEY = "checkpoint_artifacts"
-_REF = re.compile(r"^trial:(?:(?P<study>.+):)?(?P<number>[0-9]{1,9})\Z")
-
-
-def parse_trial_ref(text: str) -> tuple[str, int] | None:
-    """(study, trial number) of ``"trial:N"`` (study "": this trial's) or
-    ``"trial:STUDY:N"``; None for anything else (a path).
-
-    Raises:
-        ValueError: ``text`` starts with ``trial:`` but is not one of the two forms.
-    """
-    if not text.startswith("trial:"):
-        return None
-    m = _REF.match(text)
-    if m is None:
-        raise ValueError(
-            f"recipe.transfer_from {text[:80]!r}: write trial:N (trial N of this study) or "
-            "trial:STUDY:N"
-        )
-    return m.group("study") or "", int(m.group("number"))
-
-
 def upload_checkpoint(
     context: TrainContext, folder: str | Path, task: str | None = None
 ) -> dict[str, str]:

@@ -179,6 +179,31 @@ LORA_STUDY = {"name": "x", "space": "lora", "trainer": "lora", "n_trials": 3}
     ("spec", "field"),
     [
         ("{not json", "not valid JSON"),
+        (json.dumps({"name": "x", "space": 1, "n_trials": 3}), "space: must be a space's name"),
+        (
+            json.dumps({"name": "x", "space": "bert", "n_trials": 3, "objectives": ["params"]}),
+            "'params' is a cost",
+        ),
+        (
+            json.dumps(
+                {"name": "x", "space": "bert", "n_trials": 3, "loop": "tpe"}
+                | {"loop_options": {"n_startup_trials": -3}}
+            ),
+            "loop_options.n_startup_trials: must be >= 0",
+        ),
+        (
+            json.dumps(
+                {"name": "x", "space": "bert", "n_trials": 3, "recipe": {"max_steps": 10**30}}
+            ),
+            "recipe.max_steps: must be <= 100,000,000",
+        ),
+        (
+            json.dumps(
+                {"name": "x", "space": "flexibert", "n_trials": 3}
+                | {"recipe": {"transfer_from": "trial:-1"}}
+            ),
+            "recipe.transfer_from: 'trial:-1': write trial:N",
+        ),
         ('{"name": "x", "n_trials": ' + "9" * 5000 + "}", "not valid JSON: Exceeds the limit"),
         (json.dumps([1, 2]), "must be a JSON object"),
         (json.dumps({"space": "bert", "n_trials": 3}), "name"),

@@ -88,6 +88,21 @@ def test_a_pruner_needs_a_first_objective_measured_while_training() -> None:
     assert SearchSpec.from_dict(plain).objectives[0].metric == "params"
 
 
+def test_an_objective_on_a_cost_must_say_its_direction() -> None:
+    """A bare name means maximize: `["accuracy", "params"]` searched for the largest models."""
+    base = {"name": "ok", "space": "bert", "n_trials": 3}
+    for bare in ("params", {"metric": "flops"}, "latency_ms_b1", "sst2.dev_loss"):
+        with pytest.raises(SpecError) as e:
+            SearchSpec.from_dict({**base, "objectives": ["accuracy", bare]})
+        assert e.value.field == "objectives[1]" and "is a cost" in str(e.value)
+        assert ":min'" in str(e.value)
+    spec = SearchSpec.from_dict({**base, "objectives": ["accuracy", "params:min"]})
+    assert [o.direction for o in spec.objectives] == ["maximize", "minimize"]
+    assert SearchSpec.from_dict({**base, "objectives": ["params:max"]}).objectives[0].direction == (
+        "maximize"  # said on purpose: allowed
+    )
+
+
 def test_lease_ids() -> None:
     assert parse_lease_id("3.17.abcdef") == (3, 17)
     for bad in ("", "3.17", "a.b.c", "3.17.", "3.-1.x", "3.17.x.y", "1." + "9" * 100 + ".x"):

@@ -94,7 +94,7 @@ class SearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListStudies(self, request, context):
-        """Every study in the storage (archsearch's and plain optuna studies alike).
+        """Every archsearch study in the storage (plain Optuna studies beside them are not listed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

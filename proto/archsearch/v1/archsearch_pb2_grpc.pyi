@@ -56,7 +56,7 @@ class SearchServiceStub:
     GetStudy: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.GetStudyRequest, _archsearch_pb2.GetStudyResponse]
     """One study with its counts and best trial(s). NOT_FOUND for an unknown name."""
     ListStudies: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.ListStudiesRequest, _archsearch_pb2.ListStudiesResponse]
-    """Every study in the storage (archsearch's and plain optuna studies alike)."""
+    """Every archsearch study in the storage (plain Optuna studies beside them are not listed)."""
     ListTrials: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.ListTrialsRequest, _archsearch_pb2.ListTrialsResponse]
     """A page of a study's trials in trial-number order."""
     StopSearch: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.StopSearchRequest, _archsearch_pb2.StopSearchResponse]
@@ -85,7 +85,7 @@ class SearchServiceAsyncStub(SearchServiceStub):
     GetStudy: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.GetStudyRequest, _archsearch_pb2.GetStudyResponse]  # type: ignore[assignment]
     """One study with its counts and best trial(s). NOT_FOUND for an unknown name."""
     ListStudies: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.ListStudiesRequest, _archsearch_pb2.ListStudiesResponse]  # type: ignore[assignment]
-    """Every study in the storage (archsearch's and plain optuna studies alike)."""
+    """Every archsearch study in the storage (plain Optuna studies beside them are not listed)."""
     ListTrials: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.ListTrialsRequest, _archsearch_pb2.ListTrialsResponse]  # type: ignore[assignment]
     """A page of a study's trials in trial-number order."""
     StopSearch: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.StopSearchRequest, _archsearch_pb2.StopSearchResponse]  # type: ignore[assignment]
@@ -129,7 +129,7 @@ class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _archsearch_pb2.ListStudiesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_archsearch_pb2.ListStudiesResponse, _abc.Awaitable[_archsearch_pb2.ListStudiesResponse]]:
-        """Every study in the storage (archsearch's and plain optuna studies alike)."""
+        """Every archsearch study in the storage (plain Optuna studies beside them are not listed)."""
 
     @_abc_1.abstractmethod
     def ListTrials(

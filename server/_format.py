@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from archsearch.server._format_notes import failure_reasons, printable, trial_warnings
 from archsearch.server._trainers import TrainerCatalogue
 from archsearch.v1 import archsearch_pb2 as pb
 
@@ -39,17 +39,6 @@ def _cell(c: Any) -> str:
     if isinstance(c, float):
         return f"{c:.4f}" if abs(c) < 1e5 else f"{c:.4g}"
     return printable(str(c))
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """``text`` as one line a terminal shows as written: line breaks and tabs become spaces,
-    other control characters (NUL, ESC: a worker's reason could recolour or rewrite the
-    reader's terminal) their escapes (``\\x1b``)."""
-    text = " ".join(text.splitlines()).replace("\t", " ")
-    return _CONTROL.sub(lambda m: ascii(m[0])[1:-1], text)
 
 
 #: Data fields ``show`` names next to the architecture when a candidate sets them (a joint
@@ -159,29 +148,10 @@ def trial_note(t: pb.Trial, max_steps: Any = None, rank: tuple[int, pb.Trial] | 
     return reason if len(reason) <= NOTE_WIDTH else reason[: NOTE_WIDTH - 1] + "…"
 
 
-def failure_reasons(trials: Sequence[pb.Trial]) -> list[str]:
-    """The whole reason of each failed trial, once per distinct reason with the trials that
-    gave it ("#3, #7: candidate error: ..."): the table's note column shows only its start."""
-    retried_as = {t.retry_of: t.number for t in trials if t.HasField("retry_of")}
-    by_reason: dict[str, list[str]] = {}
-    for t in trials:
-        if t.state == pb.FAIL and t.fail_reason:
-            again = f" (retried as #{retried_as[t.number]})" if t.number in retried_as else ""
-            by_reason.setdefault(printable(t.fail_reason), []).append(f"#{t.number}{again}")
-    return [f"  {', '.join(numbers)}: {reason}" for reason, numbers in by_reason.items()]
-
-
-def trial_warnings(trials: Sequence[pb.Trial]) -> list[str]:
-    """What workers warned about in their trials' info (``*_warning`` entries: a curriculum
-    or data selection that changed nothing), once per distinct warning with the trials that
-    gave it ("#2, #5: rte selection: size 5000 is not below ...")."""
-    by_warning: dict[str, list[str]] = {}
-    for t in trials:
-        for key, text in sorted(t.info.items()):
-            if key.endswith("_warning") and text:
-                what = key.removesuffix("_warning").replace(".", " ")
-                by_warning.setdefault(printable(f"{what}: {text}"), []).append(f"#{t.number}")
-    return [f"  {', '.join(numbers)}: {text}" for text, numbers in by_warning.items()]
+def is_prepared(t: pb.Trial) -> bool:
+    """A candidate the server stored ready for the next acquire (RUNNING in the storage, so
+    that a restart finds it) that no worker holds yet."""
+    return t.state == pb.RUNNING and not t.worker_id
 
 
 def rank_trials_of(trials: Sequence[pb.Trial]) -> dict[int, tuple[int, pb.Trial]]:
@@ -248,6 +218,7 @@ def _read_time_columns(
 def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -> str:
     spec = json.loads(study.spec_json)
     repeats = sum(1 for t in trials if t.duplicate_of >= 0)
+    prepared = sum(1 for t in trials if is_prepared(t))
     ranks = rank_trials_of(trials)
     objectives = ", ".join(
         f"{o.metric} ({'max' if o.direction == pb.MAXIMIZE else 'min'})" for o in study.objectives
@@ -259,7 +230,9 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         f"trainer {spec.get('trainer')}  pruner {spec.get('pruner', {}).get('type')}",
         f"  objectives: {objectives}",
         f"  trials: {study.n_complete} complete, {study.n_pruned} pruned, {study.n_fail} failed, "
-        f"{study.n_running} running, {study.n_waiting} waiting (budget {study.n_trials})"
+        f"{study.n_running - prepared} running, "
+        + (f"{prepared} prepared for the next worker, " if prepared else "")
+        + f"{study.n_waiting} waiting (budget {study.n_trials})"
         + (f"; {repeats} repeated candidates (= #N)" if repeats else "")
         + (f"; {len(ranks)} rank trials (rank b of #N: no training)" if ranks else "")
         + (
@@ -286,7 +259,7 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         rows.append(
             [
                 t.number,
-                TRIAL_STATE_NAMES[t.state],
+                "PREPARED" if is_prepared(t) else TRIAL_STATE_NAMES[t.state],
                 *vals,
                 *(col.get(t.number, "") for col in extra.values()),
                 describe(ranks[t.number][1].candidate_json, ranks[t.number][1].description)

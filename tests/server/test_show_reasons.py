@@ -5,6 +5,7 @@ trial's worker ``info`` in ``--json``."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -122,5 +123,36 @@ def test_a_retry_names_the_trial_it_retries(
         err = capsys.readouterr().err
         assert fetched == 2
         assert f"it was retried as trial {again.trial_number}: fetch that one" in err
+    finally:
+        srv.stop(0)
+
+
+def test_a_prepared_candidate_is_not_shown_as_running_on_a_worker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server stores the next candidate RUNNING (so that a restart finds it) before any
+    worker holds it: show said "1 running" with no worker at all."""
+    srv = ArchsearchServer(ServerConfig(storage=f"sqlite:///{tmp_path / 's.db'}", port=0))
+    srv.start()
+    try:
+        with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+            admin.launch({**table_spec("s", 4), "objectives": ["score:max"]})
+            worker.register("w", CAPS)
+            worker.register("w2", CAPS)
+            held = worker.acquire("w2", CAPS, 5).lease
+            first = worker.acquire("w", CAPS, 5).lease
+            worker.complete(first.lease_id, {"score": 0.5}, {})  # prepares the next ones
+            deadline = time.monotonic() + 10
+            while len(admin.list_trials("s")) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            trials = admin.list_trials("s")
+            prepared = [t for t in trials if t.state == pb.RUNNING and not t.worker_id]
+            assert prepared
+        out = show(srv.address, capsys=capsys)
+        counts = out.splitlines()[3]
+        assert f"1 running, {len(prepared)} prepared for the next worker, 0 waiting" in counts
+        rows = {r.split()[0]: r.split()[1] for r in out.splitlines() if r[:1].isdigit()}
+        assert rows[str(held.trial_number)] == "RUNNING"
+        assert all(rows[str(t.number)] == "PREPARED" for t in prepared)
     finally:
         srv.stop(0)

@@ -208,8 +208,8 @@ class SearchSpec:
         if info.spaces and space_name not in info.spaces:
             raise SpecError(
                 "trainer",
-                f"the {trainer} trainer does not train {space_name} candidates "
-                f"({info.description})",
+                f"the {trainer} trainer does not train {space_name} candidates"
+                + (f" ({info.description})" if info.description else ""),
                 f"use space {' or '.join(info.spaces)}, or another trainer",
             )
         if space_name != "bert":

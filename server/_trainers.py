@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -49,6 +50,10 @@ class TrainerCatalogue:
     def __init__(self, infos: Iterable[TrainerInfo] = ()) -> None:
         self._lock = threading.Lock()
         self._infos: dict[str, TrainerInfo] = {i.name: i for i in infos}
+        #: the trainers known from the start (installed here): a worker's description never
+        #: replaces theirs, so a worker token cannot change what people may launch
+        self._own = frozenset(self._infos)
+        self._warned: set[str] = set()  # descriptions of installed trainers said once
 
     @classmethod
     def installed(cls) -> TrainerCatalogue:
@@ -86,10 +91,23 @@ class TrainerCatalogue:
         return info
 
     def learn(self, infos: Iterable[TrainerInfo], source: str) -> None:
-        """Takes what a worker (``source``) says about its trainers."""
+        """Takes what a worker (``source``) says about its trainers: a plugin's description
+        (the newest one wins), never one that replaces an installed trainer's."""
         with self._lock:
             for info in infos:
                 known = self._infos.get(info.name)
+                if known is not None and info.name in self._own:
+                    said = json.dumps(info.to_dict(), sort_keys=True)
+                    if known != info and said not in self._warned:
+                        self._warned.add(said)
+                        log.warning(
+                            "trainer %s: %s describes it differently from the one installed "
+                            "with this server (another archsearch version?); the server keeps "
+                            "its own description",
+                            info.name,
+                            loggable(source),
+                        )
+                    continue
                 if known is not None and known != info:
                     log.warning(
                         "trainer %s: %s describes it differently from before; using the new "

@@ -70,6 +70,26 @@ def test_a_recorded_description_is_taken_only_for_an_unknown_trainer() -> None:
     assert TrainerInfo.from_dict(ECHO.to_dict()) == ECHO
 
 
+def test_a_worker_cannot_redescribe_an_installed_trainer(caplog) -> None:
+    """A worker token could register `bert` as training only lora candidates, and every
+    admin's bert launch was refused until someone registered the right description."""
+    catalogue = TrainerCatalogue(installed_trainers())
+    bert = catalogue.require("bert")
+    forged = TrainerInfo(name="bert", metrics=("score",), spaces=("lora",))
+    with caplog.at_level("WARNING", logger="archsearch.server"):
+        catalogue.learn([forged], "worker-evil")
+        catalogue.learn([forged], "worker-evil")
+    assert catalogue.require("bert") == bert
+    said = [r.getMessage() for r in caplog.records if "describes it differently" in r.getMessage()]
+    assert len(said) == 1 and "the server keeps its own description" in said[0]
+    assert SearchSpec.from_dict({**SPEC, "trainer": "bert", "space": "bert"}, catalogue)
+    # a plugin's description: the newest one wins
+    catalogue.learn([ECHO], "w1")
+    newer = TrainerInfo(name="echo", metrics=("echo_score", "other"), spaces=("bert",))
+    catalogue.learn([newer], "w2")
+    assert catalogue.require("echo") == newer
+
+
 def test_no_hard_coded_trainer_list_in_the_server() -> None:
     found = []
     for path in sorted((REPO / "server").glob("*.py")):

@@ -69,6 +69,7 @@ def test_every_option_has_help_and_shows_its_default() -> None:
             "studies",
             "show",
             "stop",
+            "resume",
             "demo",
             "replay",
             "fetch",

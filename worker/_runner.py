@@ -40,6 +40,7 @@ from archsearch.worker._capabilities import (
 from archsearch.worker._checkpoint_dir import checkpoint_root
 from archsearch.worker._progress_sweep import ProgressSweeper
 from archsearch.worker._reach import unreachable
+from archsearch.worker._result_checks import check_report, checked_metrics
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrialStopped
 
 log = logging.getLogger("archsearch.worker")
@@ -297,13 +298,16 @@ class Worker(ServerCalls):
         def report(step: int, value: float) -> bool:
             if state.lost.is_set():
                 return True
+            check_report(step, value)  # CandidateError: a trainer's mistake, said at once
             try:
                 r = self._retry(
                     "report",
-                    lambda: self.client.report(lease.lease_id, step, value),
+                    lambda: self.client.report(lease.lease_id, step, float(value)),
                     give_up_after_s=self.lease_duration_s,
                 )
             except ClientError as e:
+                if e.code == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise CandidateError(f"intermediate report refused: {e.details}") from None
                 state.lost.set()
                 state.reason = e.details
                 return True
@@ -349,23 +353,32 @@ class Worker(ServerCalls):
             done.set()
             log.error("trial %s: %s", tag, traceback.format_exc(limit=5))
             return fail(f"{type(e).__name__}: {e}", True)
+        try:
+            metrics = checked_metrics(result, context.objective_metrics)
+        except CandidateError as e:
+            done.set()
+            log.warning("trial %s: %s", tag, e)
+            return fail(f"candidate error: {e}", False)
         info = {
             "worker_id": self.worker_id,
             "device": self.device,
-            **result.info,
+            **{str(k): str(v) for k, v in result.info.items()},  # free text: 3 is "3"
             "wall_seconds": f"{time.monotonic() - started:.3f}",
         }
         # Heartbeats go on until the result is acknowledged: a server that was down while
         # the training ended keeps the lease alive once it is back, and the result is stored.
         try:
             out = self._retry(
-                "complete", lambda: self.client.complete(lease.lease_id, result.metrics, info)
+                "complete", lambda: self.client.complete(lease.lease_id, metrics, info)
             )
             log.info("trial %s complete: %s", tag, list(out.values))
             return DONE
         except ClientError as e:
             if e.transient:  # gave up after the stop grace
                 log.warning("trial %s: result not stored: %s", tag, self._unreachable(e))
+            elif e.code == grpc.StatusCode.INVALID_ARGUMENT:  # the result itself: not retried
+                log.warning("trial %s: completion refused: %s", tag, e)
+                return fail(f"result refused by the server: {e.details}", False)
             else:
                 log.warning("trial %s: completion refused: %s", tag, e)
             return DROPPED

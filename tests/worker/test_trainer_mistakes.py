@@ -1,0 +1,115 @@
+"""A plugin trainer's natural mistakes end its trial at once, failed with the reason and not
+retried: a NaN (a diverged model), a negative step, a metric that is not a number, a result
+without the study's objective. Before, the worker counted the refusal as a lost lease: the
+trial hung for a lease, then failed as "no heartbeat" and was retried. An ``info`` value
+that is not text (a number) is stored as text; it used to crash the worker process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _procs import table_spec
+
+from archsearch.server.app import ArchsearchServer, ServerConfig
+from archsearch.server.client import SearchClient, WorkerClient
+from archsearch.spaces import Candidate
+from archsearch.v1 import archsearch_pb2 as pb
+from archsearch.worker import TrainContext, Trainer, TrainResult
+from archsearch.worker._result_checks import check_report, checked_metrics
+from archsearch.worker._runner import Worker
+from archsearch.worker._trainer import CandidateError
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class _Plugin(Trainer):
+    name = "table"  # served as the table trainer's studies
+
+    def __init__(self, train: Callable[[TrainContext], Any]) -> None:
+        self._train = train
+
+    def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
+        return self._train(context)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ArchsearchServer]:
+    srv = ArchsearchServer(
+        ServerConfig(storage=f"sqlite:///{tmp_path / 's.db'}", port=0, lease_duration_s=30)
+    )
+    srv.start()
+    yield srv
+    srv.stop(0)
+
+
+def run_one(server: ArchsearchServer, train: Callable[[TrainContext], Any]) -> pb.Trial:
+    """One trial of a fresh study with ``train`` as its trainer; the trial as stored."""
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as client:
+        name = f"s{len(admin.list_studies())}"
+        admin.launch({**table_spec(name, 1), "objectives": ["accuracy:max"], "max_retries": 2})
+        worker = Worker(client, {"table": _Plugin(train)}, poll_s=1, max_trials=1)
+        worker.register()
+        resp = client.acquire(worker.worker_id, worker.capabilities, 5)
+        assert resp.has_trial
+        assert worker.run_trial(resp) == "done"
+        (trial,) = admin.list_trials(name)  # no retry was queued
+        return trial
+
+
+def returns(metrics: dict[str, Any], info: dict[str, Any] | None = None) -> Callable:  # type: ignore[type-arg]
+    return lambda context: TrainResult(metrics=metrics, info=info or {})
+
+
+def reports(step: Any, value: Any) -> Callable:  # type: ignore[type-arg]
+    def train(context: TrainContext) -> TrainResult:
+        context.report(step, value)
+        return TrainResult(metrics={"accuracy": 0.5})
+
+    return train
+
+
+@pytest.mark.parametrize(
+    ("train", "reason"),
+    [
+        (returns({"accuracy": float("nan")}), "metrics must be finite numbers; got accuracy=nan"),
+        (
+            returns({"accuracy": 0.5, "dev_loss": float("inf")}),
+            "metrics must be finite numbers; got dev_loss=inf",
+        ),
+        (returns({"accuracy": "high"}), "got accuracy='high'"),
+        (returns({}), "train returned no metrics"),
+        (lambda context: {"accuracy": 0.5}, "train returned dict, not a TrainResult"),
+        (reports(-1, 0.5), "context.report(-1, 0.5): the step must be a whole number >= 0"),
+        (reports(1, float("nan")), "context.report(1, nan): the value must be a finite number"),
+        (
+            returns({"acc": 0.9}),
+            "result refused by the server: metrics lack the objective 'accuracy'",
+        ),
+    ],
+)
+def test_a_trainers_mistake_fails_its_trial_at_once_with_the_reason(
+    server: ArchsearchServer, train: Callable, reason: str  # type: ignore[type-arg]
+) -> None:
+    trial = run_one(server, train)
+    assert trial.state == pb.FAIL
+    assert reason in trial.fail_reason, trial.fail_reason
+
+
+def test_info_values_that_are_not_text_are_stored_as_text(server: ArchsearchServer) -> None:
+    trial = run_one(server, returns({"accuracy": 0.75}, {"n_layers": 3, "note": None}))
+    assert trial.state == pb.COMPLETE
+    assert trial.info["n_layers"] == "3" and trial.info["note"] == "None"
+
+
+def test_the_checks_alone() -> None:
+    check_report(0, 1)  # whole numbers are numbers
+    for step, value in [(True, 0.5), (1.5, 0.5), (2**62, 0.5), (1, None), (1, float("-inf"))]:
+        with pytest.raises(CandidateError):
+            check_report(step, value)
+    got = checked_metrics(TrainResult(metrics={"a": 1, "b": 0.5}))
+    assert got == {"a": 1.0, "b": 0.5} and all(type(v) is float for v in got.values())
+    with pytest.raises(CandidateError, match=r"got acc=nan, loss=nan"):
+        checked_metrics(TrainResult(metrics={"loss": float("nan"), "acc": float("nan")}), ["acc"])

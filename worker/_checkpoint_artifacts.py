@@ -36,6 +36,8 @@ CHECKPOINT_FILES = (WEIGHTS_FILE, CONFIG_FILE)
 UPLOAD_PATIENCE_S = 600.0
 #: ``info`` key listing the uploaded checkpoint artifacts (what the loops look for).
 INFO_KEY = "checkpoint_artifacts"
+
+
 def upload_checkpoint(
     context: TrainContext, folder: str | Path, task: str | None = None
 ) -> dict[str, str]:

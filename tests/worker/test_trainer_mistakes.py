@@ -91,7 +91,9 @@ def reports(step: Any, value: Any) -> Callable:  # type: ignore[type-arg]
     ],
 )
 def test_a_trainers_mistake_fails_its_trial_at_once_with_the_reason(
-    server: ArchsearchServer, train: Callable, reason: str  # type: ignore[type-arg]
+    server: ArchsearchServer,
+    train: Callable,
+    reason: str,  # type: ignore[type-arg]
 ) -> None:
     trial = run_one(server, train)
     assert trial.state == pb.FAIL

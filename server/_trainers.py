@@ -131,7 +131,18 @@ def installed_trainers() -> tuple[TrainerInfo, ...]:
     skipped (one broken plugin does not stop the server).
     """
     out = []
+    seen: dict[str, str] = {}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in seen:  # two packages publish one name: which one wins is arbitrary
+            log.error(
+                "trainer entry point %s is published twice (%s and %s); using the first, "
+                "uninstall or rename the other",
+                ep.name,
+                seen[ep.name],
+                ep.value,
+            )
+            continue
+        seen[ep.name] = ep.value
         try:
             info = ep.load()
         except Exception as e:  # a plugin's import error must not stop the server

@@ -104,3 +104,28 @@ def test_worker_command_builds_trainers_from_the_registry(
     assert cli.main(["worker", "--server", "127.0.0.1:1", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"archsearch: {message}") and len(err.strip().splitlines()) == 1
+
+
+def test_a_plugin_cannot_take_a_built_in_name_or_an_invalid_one() -> None:
+    """A plugin named "table" registered, and every later look-up of a built-in trainer
+    failed ("'table' is already registered") when its module was imported."""
+
+    def train(self: Trainer, candidate: Candidate, context: TrainContext) -> TrainResult:
+        raise NotImplementedError
+
+    for name, says in [("table", "archsearch's own trainer"), ("Bad Name", "invalid trainer")]:
+        mine = type("Mine", (Trainer,), {"name": name, "train": train})
+        with pytest.raises(ValueError, match=says):
+            register_trainer(mine)
+
+    class Shadow(Trainer):
+        name = "bert"
+
+        def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
+            raise NotImplementedError
+
+    with pytest.raises(ValueError, match="'bert' is the name of archsearch's own trainer"):
+        register_trainer(Shadow)
+    assert trainer_class("bert").__module__ == "archsearch.worker._bert_trainer"
+    with pytest.raises(KeyError, match="install a plugin that publishes it"):
+        trainer_class("nosuch")

@@ -42,6 +42,7 @@ from archsearch.worker._progress_sweep import ProgressSweeper
 from archsearch.worker._reach import unreachable
 from archsearch.worker._result_checks import check_report, checked_metrics
 from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrialStopped
+from archsearch.worker._trial_watch import TrialState, heartbeats
 
 log = logging.getLogger("archsearch.worker")
 #: How a trial ended for this worker: finished here (completed, pruned or failed), handed back
@@ -51,14 +52,6 @@ DONE, HANDED_BACK, DROPPED = "done", "handed back", "dropped"
 
 #: What a trial the server cancelled reports (the server's own reason says the same).
 CANCELLED = "cancelled: the study was stopped with --cancel-running"
-
-
-class _TrialState:
-    def __init__(self) -> None:
-        self.lost = threading.Event()  # lease expired or unknown: stop, report nothing
-        self.cancelled = threading.Event()  # the server said stop: the trial ends failed
-        self.pruned = False
-        self.reason = ""
 
 
 class Worker(ServerCalls):
@@ -261,7 +254,7 @@ class Worker(ServerCalls):
         """Trains one leased trial and reports it; returns DONE, HANDED_BACK or DROPPED."""
         lease = resp.lease
         tag = f"{lease.study_name}#{lease.trial_number}"
-        state = _TrialState()
+        state = TrialState()
 
         def fail(why: str, retryable: bool) -> str:
             ok = self._safe(
@@ -291,7 +284,7 @@ class Worker(ServerCalls):
         log.info("trial %s: %s", tag, candidate.summary())
         done = threading.Event()
         hb = threading.Thread(
-            target=self._heartbeats, args=(lease.lease_id, state, done), daemon=True
+            target=heartbeats, args=(self, lease.lease_id, state, done, tag), daemon=True
         )
         hb.start()
 
@@ -384,16 +377,3 @@ class Worker(ServerCalls):
             return DROPPED
         finally:
             done.set()
-
-    def _heartbeats(self, lease_id: str, state: _TrialState, done: threading.Event) -> None:
-        while not done.wait(self.heartbeat_interval_s):
-            try:
-                if self.client.heartbeat(lease_id).should_stop and not state.cancelled.is_set():
-                    log.info("the server cancelled this trial (study stopped, --cancel-running)")
-                    state.cancelled.set()
-            except ClientError as e:
-                if e.transient:
-                    continue  # server restarting: keep trying until the lease would expire
-                state.reason = e.details
-                state.lost.set()
-                return

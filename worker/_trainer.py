@@ -2,17 +2,30 @@
 
 A trainer is given a :class:`~archsearch.spaces.Candidate` and a :class:`TrainContext`. It trains
 and evaluates, calling ``context.report(step, value)`` for intermediate values of the study's
-intermediate metric; when ``report`` returns True (the server pruned the trial) or
-``context.should_stop()`` becomes True (lease lost, study stopped, SIGTERM), it must return at once
-by raising :class:`TrialStopped`. It returns a :class:`TrainResult` whose ``metrics`` hold every
-raw metric (task metrics and cost metrics) it measured.
+intermediate metric (``context.intermediate_metric``; the server's pruner reads them) and
+``context.check()`` regularly (each epoch, or every few steps). Both raise
+:class:`TrialStopped` when the trial must end: pruned (:class:`TrialPruned`), cancelled by
+``stop --cancel-running`` (:class:`TrialCancelled`), the lease lost, or the worker stopping
+(SIGTERM: the trial is handed back and retried elsewhere). Let it propagate; a trainer that
+never calls either cannot be stopped, pruned or cancelled (the worker warns when a trainer has
+ignored a stop for longer than its stop grace). It returns a :class:`TrainResult` whose
+``metrics`` hold every raw metric it measured (task metrics and cost metrics) and whose
+``info`` is free text about the run.
 
 Contract:
     * ``train`` is called from the worker's main thread; heartbeats run on another thread.
     * A failure of the candidate itself (invalid architecture for this trainer, diverged loss)
-      raises :class:`CandidateError` (not retried). Any other exception is treated as a failure
-      of the machine and the candidate is retried elsewhere (bounded by the study's retries).
-    * Metrics must be finite floats; ``info`` is free text (device, seed, data hash, versions).
+      raises :class:`CandidateError`: the trial fails with its message and is not retried. Any
+      other exception is a failure of the machine: the candidate is retried elsewhere (up to
+      the study's ``max_retries``).
+    * ``report`` takes a whole step >= 0 and a finite number; the result's metrics must be
+      finite numbers and include the study's objectives (``context.objective_metrics``). A
+      mistake there fails the trial at once with the reason, not retried.
+    * ``info`` values are text (others are stored as ``str(value)``).
+    * ``recipe.max_steps`` is the step count a pruned trial's note shows ("pruned at step S of
+      M"): report steps in the same unit.
+    * ``context.upload(path, name)`` stores a file on the trial (``archsearch fetch STUDY N
+      --artifact NAME`` downloads it); ``context.has_server`` says whether there is a server.
 """
 
 from __future__ import annotations
@@ -191,7 +204,11 @@ class TrainContext:
 
 
 class Trainer(abc.ABC):
-    """Trains and evaluates one candidate (the contract is in the module docstring).
+    """Trains and evaluates one candidate.
+
+    The contract (what ``train`` must do when the trial is pruned, stopped or cancelled, and
+    what counts as the candidate's failure): ``help(archsearch.worker)``, "Writing a
+    trainer"; README "Your own trainer and search space" has a whole plugin.
 
     Implementations today (the trainer names a spec's ``trainer`` selects):
         * :class:`~archsearch.worker.BertTrainer`: ``bert``, trains BERT and FlexiBERT
@@ -207,8 +224,8 @@ class Trainer(abc.ABC):
     Each registers itself with ``archsearch.worker._registry.register_trainer`` where it is
     defined, and declares what it trains and reports in ``info`` (a
     :class:`~archsearch.spaces.TrainerInfo`, also published as an ``archsearch.trainers`` entry
-    point so a server that has it installed knows it before any worker connects). A new
-    trainer runs the conformance suite ``tests/conformance/trainer_suite.py``
+    point so a server that has it installed knows it before any worker connects). In this
+    repository a new trainer runs the conformance suite ``tests/conformance/trainer_suite.py``
     (``TrainerConformance``) with a subclass in ``tests/conformance/test_trainers.py``.
     """
 

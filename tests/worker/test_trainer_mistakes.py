@@ -6,6 +6,8 @@ that is not text (a number) is stored as text; it used to crash the worker proce
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from archsearch.worker import TrainContext, Trainer, TrainResult
 from archsearch.worker._result_checks import check_report, checked_metrics
 from archsearch.worker._runner import Worker
 from archsearch.worker._trainer import CandidateError
+from archsearch.worker._trial_watch import IgnoredStop
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -115,3 +118,43 @@ def test_the_checks_alone() -> None:
     assert got == {"a": 1.0, "b": 0.5} and all(type(v) is float for v in got.values())
     with pytest.raises(CandidateError, match=r"got acc=nan, loss=nan"):
         checked_metrics(TrainResult(metrics={"loss": float("nan"), "acc": float("nan")}), ["acc"])
+
+
+def test_a_trainer_that_ignores_a_cancel_is_named_once(tmp_path: Path, caplog) -> None:
+    """A trainer that never calls check() or report() cannot be cancelled: the trial runs to
+    its end (the server keeps its result); the worker says so once, with the fix."""
+    srv = ArchsearchServer(
+        ServerConfig(storage=f"sqlite:///{tmp_path / 'c.db'}", port=0, heartbeat_interval_s=1)
+    )
+    srv.start()
+    caplog.set_level(logging.INFO, logger="archsearch.worker")
+    try:
+        with SearchClient(srv.address) as admin, WorkerClient(srv.address) as client:
+            admin.launch({**table_spec("c", 1), "objectives": ["accuracy:max"]})
+
+            def deaf(context: TrainContext) -> TrainResult:
+                admin.stop("c", cancel_running=True)
+                time.sleep(4)  # no check(), no report()
+                return TrainResult(metrics={"accuracy": 0.5})
+
+            worker = Worker(client, {"table": _Plugin(deaf)}, stop_grace_s=1)
+            worker.register()
+            assert worker.run_trial(client.acquire(worker.worker_id, worker.capabilities, 5))
+    finally:
+        srv.stop(0)
+    said = [r.getMessage() for r in caplog.records if "trains on" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "after the cancel; a trainer must call context.check() or context.report()" in said[0]
+
+
+def test_ignored_stop_waits_its_grace_and_speaks_once() -> None:
+    now = [0.0]
+    watch = IgnoredStop(10, clock=lambda: now[0])
+    assert not watch.tick("s#0", "")  # nothing asked
+    assert not watch.tick("s#0", "SIGTERM")  # asked now
+    now[0] = 9.0
+    assert not watch.tick("s#0", "SIGTERM")
+    now[0] = 10.5
+    assert watch.tick("s#0", "SIGTERM")
+    now[0] = 30.0
+    assert not watch.tick("s#0", "SIGTERM")  # said once

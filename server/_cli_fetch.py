@@ -9,7 +9,14 @@ import json
 from collections.abc import Callable
 
 from archsearch.server._cli_common import CliError, _add_conn, _token, whole_number
-from archsearch.server.fetch import ADAPTER_CONFIG, Fetched, FetchError, fetch_checkpoint
+from archsearch.server.fetch import (
+    ADAPTER_CONFIG,
+    Fetched,
+    FetchError,
+    fetch_checkpoint,
+    fetch_files,
+    trial_files,
+)
 from archsearch.spaces._checkpoint_names import FLEXIBERT_CONFIG_FILE, NOTE_FILE
 
 
@@ -30,10 +37,24 @@ def add_fetch_command(command: Callable[[str, str], argparse.ArgumentParser]) ->
         help="a LoRA trainer's training trial: write its adapter as a plain rank-B LoRA "
         "(default: a rank trial's own rank; a training trial's DyLoRA adapter at r_max)",
     )
+    which = f.add_mutually_exclusive_group()
+    which.add_argument(
+        "--artifact",
+        action="append",
+        metavar="NAME",
+        help="download this file of the trial as it was uploaded (repeatable; a trainer of "
+        "your own's context.upload); default: the kept checkpoint",
+    )
+    which.add_argument("--all", action="store_true", help="download every file of the trial")
+    which.add_argument(
+        "--list", action="store_true", help="list the trial's files and sizes; download nothing"
+    )
     f.set_defaults(func=cmd_fetch)
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    if args.artifact or args.all or args.list:
+        return _files(args)
     try:
         got = fetch_checkpoint(
             args.server,
@@ -48,6 +69,28 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     except FetchError as e:
         raise CliError(str(e)) from e
     print(_summary(got))
+    return 0
+
+
+def _files(args: argparse.Namespace) -> int:
+    """``--list``, ``--artifact NAME``, ``--all``: the trial's files as uploaded."""
+    if args.rank is not None:
+        raise CliError("--rank cuts a kept adapter; it does not apply to --artifact/--all/--list")
+    conn = {"token": _token(args), "tls_ca": args.tls_ca, "tls": args.tls}
+    try:
+        if args.list:
+            held = trial_files(args.server, args.name, args.trial, **conn)
+            if not held:
+                print(f"trial {args.trial} of {args.name} holds no files")
+            for name, size in sorted(held.items()):
+                print(f"{size:>12,}  {name}")
+            return 0
+        out, names = fetch_files(
+            args.server, args.name, args.trial, args.artifact, args.out, **conn
+        )
+    except FetchError as e:
+        raise CliError(str(e)) from e
+    print(f"trial {args.trial}: {len(names)} file(s) in {out}: {', '.join(names)}")
     return 0
 
 

@@ -23,7 +23,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from archsearch.spaces._checkpoint_names import DYLORA_FILE, parse_checkpoint_artifact
+from archsearch.spaces._checkpoint_names import (
+    DYLORA_FILE,
+    FLEXIBERT_CONFIG_FILE,
+    NOTE_FILE,
+    parse_checkpoint_artifact,
+)
 from archsearch.v1 import archsearch_pb2 as pb
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -98,7 +103,8 @@ def fetch_checkpoint(
         names = [a.name for a in worker_client.list_artifacts(study, source.number)]
         files = {n: p for n in names if (p := parse_checkpoint_artifact(n)) is not None}
         if source.state != pb.COMPLETE or not files:  # a running trial may be uploading
-            raise FetchError(_nothing_kept(source, trial, list(trials.values())))
+            others = [n for n in names if n not in files]
+            raise FetchError(_nothing_kept(source, trial, list(trials.values()), others))
         staging = out.with_name(f".{out.name}.part-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         try:
@@ -124,6 +130,78 @@ def fetch_checkpoint(
     return Fetched(out, trial, source.number, rank, shown)
 
 
+def fetch_files(
+    server: str,
+    study: str,
+    trial: int,
+    names: list[str] | None = None,
+    out: str | Path | None = None,
+    *,
+    token: str | None = None,
+    tls_ca: str | None = None,
+    tls: bool = False,
+) -> tuple[Path, list[str]]:
+    """Downloads the artifacts ``names`` of trial ``trial`` (None: every one, a trainer of
+    your own's files too) into the new folder ``out`` (default ``STUDY-trialN``), each under
+    its name, sha256 checked; returns the folder and the names written.
+
+    Raises:
+        FetchError: No such trial or artifact, nothing to fetch, an ``out`` that exists or
+            cannot be written (nothing was written).
+        ClientError: The server refused or cannot be reached.
+    """
+    from archsearch.server.client import WorkerClient
+
+    held = trial_files(server, study, trial, token=token, tls_ca=tls_ca, tls=tls)
+    if not held:
+        raise FetchError(f"trial {trial} of {study!r} holds no files")
+    missing = [n for n in names or () if n not in held]
+    if missing:
+        raise FetchError(
+            f"trial {trial} holds no file {missing[0]!r} (it holds: {', '.join(sorted(held))})"
+        )
+    wanted = sorted(names or held)
+    out = Path(out or _default_out(study, trial, None))
+    _check_out(out)
+    staging = out.with_name(f".{out.name}.part-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        with WorkerClient(server, token=token, tls_ca=tls_ca, tls=tls) as client:
+            for name in wanted:
+                client.download_artifact(study, trial, name, staging / name)
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except OSError as e:
+        raise FetchError(
+            f"cannot write {out}: {e.strerror or e} (pass --out a folder you can create)"
+        ) from e
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out, wanted
+
+
+def trial_files(
+    server: str,
+    study: str,
+    trial: int,
+    *,
+    token: str | None = None,
+    tls_ca: str | None = None,
+    tls: bool = False,
+) -> dict[str, int]:
+    """The files (artifacts) trial ``trial`` holds on the server: name to size in bytes.
+
+    Raises:
+        ClientError: No such study or trial (NOT_FOUND), or the server cannot be reached.
+    """
+    from archsearch.server.client import WorkerClient
+
+    with WorkerClient(server, token=token, tls_ca=tls_ca, tls=tls) as client:
+        return {a.name: a.size_bytes for a in client.list_artifacts(study, trial)}
+
+
 def _check_out(out: Path) -> None:
     """Refuses an ``--out`` that would overwrite something or cannot be created."""
     if out.exists() and not out.is_dir():
@@ -135,17 +213,30 @@ def _check_out(out: Path) -> None:
         raise FetchError(f"cannot write {out}: {parent} is not a folder (create it first)")
 
 
+#: Files of a checkpoint archsearch's own trainers keep (a plugin's may hold none of them).
+_MODEL_FILES = (NOTE_FILE, DYLORA_FILE, ADAPTER_CONFIG, "config.json", FLEXIBERT_CONFIG_FILE)
+
+
 def _check_whole(folder: Path, number: int) -> None:
-    """Refuses a downloaded checkpoint without its weights (an upload refused part-way)."""
+    """Refuses a downloaded model checkpoint without its weights (an upload refused
+    part-way); a plugin trainer's own files (no model description) are taken as they are."""
+    if not any((folder / f).is_file() for f in _MODEL_FILES):
+        return
     if not any((folder / w).is_file() for w in WEIGHTS_FILES):
         raise FetchError(
             f"trial {number}'s checkpoint on the server lacks its weights (one of "
             f"{list(WEIGHTS_FILES)}): its upload stopped part-way (see the trial's "
-            "checkpoint_upload_error in optuna-dashboard); nothing was written"
+            "checkpoint_upload_error in optuna-dashboard); nothing was written (a trainer of "
+            "your own that keeps other files: fetch them with --all)"
         )
 
 
-def _nothing_kept(source: Any, asked: int, trials: list[Any]) -> str:
+def _nothing_kept(
+    source: Any,
+    asked: int,
+    trials: list[Any],
+    others: tuple[str, ...] | list[str] = (),
+) -> str:
     via = "" if source.number == asked else f" (rank trial {asked}'s training trial)"
     if source.state in (pb.RUNNING, pb.WAITING):
         return f"trial {source.number}{via} has not finished: its checkpoint comes when it ends"
@@ -173,6 +264,11 @@ def _nothing_kept(source: Any, asked: int, trials: list[Any]) -> str:
     return (
         f"trial {source.number}{via} kept no checkpoint (launch the study with --set "
         "recipe.keep_checkpoint=true)"
+        + (
+            f"; it holds other files: {', '.join(others[:8])} (fetch them with --all)"
+            if others
+            else ""
+        )
     )
 
 

@@ -226,3 +226,43 @@ def test_the_same_fetch_in_python(server, study, tmp_path) -> None:  # type: ign
     assert json.loads((got.out / "adapter_config.json").read_text())["r"] == 3
     with pytest.raises(FetchError, match="has no trial 9"):
         fetch_checkpoint(server.address, "s", 9, tmp_path / "none", token=ADMIN)
+
+
+def test_a_trials_own_files_are_listed_and_fetched_by_name(server, study, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A trainer of one's own uploads what it likes (context.upload): `fetch --list`, `fetch
+    --artifact NAME` and `--all` get it; the plain fetch names those files instead of saying
+    only "kept no checkpoint"."""
+    with WorkerClient(server.address, token=ADMIN) as worker:
+        lease = worker.acquire("w1", CAPS, 5).lease
+        assert lease.trial_number == 7
+        pkl = tmp_path / "model.pkl"
+        pkl.write_bytes(b"pickled" * 100)
+        worker.upload_artifact(lease.lease_id, pkl, "model.pkl")
+        worker.upload_artifact(lease.lease_id, tmp_path / "kept1" / "config.json", "notes.json")
+        worker.complete(lease.lease_id, {"accuracy": 0.5, "score": 0.5}, {})
+    assert fetch(server, study, "s", "7", "--list") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "         700  model.pkl",
+        "          22  notes.json",
+    ]
+    assert fetch(server, study, "s", "7", "--out", str(tmp_path / "none")) == 2
+    err = capsys.readouterr().err
+    assert "kept no checkpoint" in err and "it holds other files: model.pkl, notes.json" in err
+    out = tmp_path / "one"
+    assert fetch(server, study, "s", "7", "--artifact", "model.pkl", "--out", str(out)) == 0
+    assert [p.name for p in out.iterdir()] == ["model.pkl"]
+    assert (out / "model.pkl").read_bytes() == pkl.read_bytes()
+    assert "1 file(s) in" in capsys.readouterr().out
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        assert fetch(server, study, "s", "7", "--all") == 0
+    assert sorted(p.name for p in (tmp_path / "s-trial7").iterdir()) == ["model.pkl", "notes.json"]
+    capsys.readouterr()
+    assert (
+        fetch(server, study, "s", "7", "--artifact", "nope.bin", "--out", str(tmp_path / "x")) == 2
+    )
+    err = capsys.readouterr().err
+    assert "trial 7 holds no file 'nope.bin' (it holds: model.pkl, notes.json)" in err
+    assert not (tmp_path / "x").exists()
+    assert fetch(server, study, "s", "2", "--list") == 0
+    assert capsys.readouterr().out.strip() == "trial 2 of s holds no files"

@@ -19,7 +19,7 @@ from archsearch.search import ServerStudy, make_loop, make_pruner
 from archsearch.server import _storage
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._derived_trials import is_derived_trial
-from archsearch.server._errors import AlreadyExists, NotFound
+from archsearch.server._errors import AlreadyExists, FailedPrecondition, NotFound
 from archsearch.server._index import (
     CANCEL_ATTR,
     COMPLETED_REASON_ATTR,
@@ -70,6 +70,8 @@ class StudyRegistry:
         self._handles: dict[str, StudyHandle] = {}
         self._by_id: dict[int, StudyHandle] = {}
         self._lock = threading.Lock()
+        #: studies in the storage whose stored spec no longer reads, and why (not served)
+        self.unserved: dict[str, str] = {}
 
     def named(self, name: str) -> StudyHandle | None:
         """The served study called ``name``, None when there is none."""
@@ -88,9 +90,15 @@ class StudyRegistry:
         try:
             return self._handles[name]
         except KeyError:
-            raise NotFound(
-                f"no archsearch study named {name!r}; `archsearch studies` lists them"
-            ) from None
+            pass
+        if name in self.unserved:
+            raise FailedPrecondition(
+                f"study {name!r} is in the storage, but this server cannot serve it: its "
+                f"stored spec no longer reads ({self.unserved[name]}); start the server where "
+                "what the spec names is installed (a plugin's space or trainer, the same "
+                "archsearch version)"
+            )
+        raise NotFound(f"no archsearch study named {name!r}; `archsearch studies` lists them")
 
     def handles(self) -> list[StudyHandle]:
         """Every served study, oldest first."""
@@ -157,6 +165,7 @@ class StudyRegistry:
                     loggable(frozen.study_name),
                     loggable(e),
                 )
+                self.unserved[frozen.study_name] = str(e)[:300]
                 continue
             handle.completed_reason = str(frozen.user_attrs.get(COMPLETED_REASON_ATTR, ""))
             handle.cancel_running = frozen.user_attrs.get(CANCEL_ATTR) is True

@@ -156,3 +156,35 @@ def test_a_prepared_candidate_is_not_shown_as_running_on_a_worker(
         assert all(rows[str(t.number)] == "PREPARED" for t in prepared)
     finally:
         srv.stop(0)
+
+
+def test_a_stored_study_the_server_cannot_read_is_named_not_denied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A study launched with a plugin's space, served later by a server without the plugin:
+    `show` said "no archsearch study named" although it is in the storage."""
+    import optuna
+
+    from archsearch.server._index import SPEC_ATTR
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    srv = ArchsearchServer(ServerConfig(storage=url, port=0))
+    srv.start()
+    try:
+        with SearchClient(srv.address) as admin:
+            spec = json.loads(admin.launch(table_spec("s", 2)).spec_json)
+    finally:
+        srv.stop(0)
+    storage = optuna.storages.RDBStorage(url)
+    storage.set_study_user_attr(
+        storage.get_study_id_from_name("s"), SPEC_ATTR, {**spec, "space": "digits"}
+    )
+    srv = ArchsearchServer(ServerConfig(storage=url, port=0))
+    srv.start()
+    try:
+        assert cli.main(["show", "s", "--server", srv.address]) != 0
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert "study 's' is in the storage, but this server cannot serve it" in line
+        assert "unknown space 'digits'" in line and "a plugin's space or trainer" in line
+    finally:
+        srv.stop(0)

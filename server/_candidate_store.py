@@ -71,6 +71,7 @@ class CandidateStore:
             # else: a retry of a trial that died before its candidate was stored: rebuild it
             # from the parameters, which the retry carries.
         earlier = None
+        ended = TrialState.COMPLETE  # how a repeat is recorded: as its earlier trial ended
         fp = ""
         written: Future[Any] | None = None
         if candidate is None:
@@ -93,7 +94,12 @@ class CandidateStore:
             }
             fp = candidate.fingerprint()
             earlier = idx.done.get(fp) if attempt == 0 else None
-            if earlier is not None:
+            if earlier is None and attempt == 0 and fp in idx.pruned:
+                number, last = idx.pruned[fp]
+                earlier, ended = (number, last, {}), TrialState.PRUNED
+            if earlier is not None and ended == TrialState.PRUNED:
+                user["duplicate_of"] = earlier[0]
+            elif earlier is not None:
                 user["duplicate_of"], _, user["metrics"] = earlier
                 user.update(dashboard.metric_rows(earlier[2]))
             elif self.storage.is_provisional(tid) and self._in_flight(h, fp):
@@ -106,13 +112,13 @@ class CandidateStore:
                 _, frozen = self.storage.take_provisional(tid)
                 frozen.user_attrs.update(user)
                 if earlier is not None:
-                    frozen.state, frozen.values = TrialState.COMPLETE, list(earlier[1])
+                    frozen.state, frozen.values = ended, list(earlier[1]) or None
                     frozen.datetime_complete = datetime.datetime.now()
                 written = self.writer.submit(_storage.insert_trial_op(h.study_id, frozen))
                 written.add_done_callback(self._on_inserted(h.study_id, tid))
             elif earlier is not None:
                 written = self.writer.submit(
-                    _storage.finish_op(tid, TrialState.COMPLETE, earlier[1], user)
+                    _storage.finish_op(tid, ended, earlier[1] or None, user)
                 )
             else:
                 written = self.writer.submit(_storage.attrs_op(tid, user=user))
@@ -154,6 +160,7 @@ class CandidateStore:
             return (
                 fp in idx.storing
                 or fp in idx.done
+                or fp in idx.pruned
                 or any(live.fp == fp for live in idx.live.values())
                 or any(entry[2] == fp for entry in idx.finishing.values())
             )

@@ -110,6 +110,10 @@ class StudyIndex:
     done: dict[str, tuple[int, list[float], dict[str, Any]]] = dataclasses.field(
         default_factory=dict
     )
+    #: Pruned candidates by fingerprint: trial number and values (the last intermediate
+    #: value of a single-objective study). Proposed again, one is a recorded PRUNED repeat:
+    #: the same training would give the same curve, so it is not trained twice.
+    pruned: dict[str, tuple[int, list[float]]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

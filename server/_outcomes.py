@@ -108,6 +108,8 @@ class TrialOutcomes:
             if should_prune(h.study, self.storage, tid, final_step=final_step):
                 h.study.tell(live.number, state=TrialState.PRUNED)
                 h.index.live.pop(tid, None)
+                last = [float(value)] if len(h.spec.objectives) == 1 else []
+                h.index.pruned.setdefault(live.candidate.fingerprint(), (live.number, last))
                 log.info("pruned trial %d of %s at step %d", live.number, h.spec.name, step)
                 self.lifecycle.after_finish(h)
                 pruned = True

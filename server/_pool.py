@@ -4,9 +4,9 @@ When a trial finishes, the RPC that finished it asks the loop for up to ``TOP_UP
 more candidates while the study's pool of ready candidates is smaller than its target, and
 stores each at once (a RUNNING trial with its ``candidate`` but no lease yet:
 ``_candidate_store``), so an acquire is an in-memory pop plus one lease write. A candidate
-identical to one in flight is never prepared twice; repeats of completed ones are recorded
-with the earlier result but do not count against ``n_trials``; a loop that proposes only
-repeats for long exhausts the study.
+identical to one in flight is never prepared twice; repeats of completed (or pruned) ones are
+recorded with the earlier result but do not count against ``n_trials``; a loop that proposes
+only repeats for long exhausts the study.
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ def rebuild_index(
                 if "duplicate_of" not in t.user_attrs:
                     idx.originals += 1
                     idx.repeat_streak = 0
-                elif t.state == TrialState.COMPLETE:
+                elif t.state in (TrialState.COMPLETE, TrialState.PRUNED):
                     idx.repeat_streak += 1
             if t.state == TrialState.WAITING:
                 idx.waiting.add(_storage.trial_id_of(t))
@@ -237,6 +237,13 @@ def rebuild_index(
                 idx.done.setdefault(
                     fp, (t.number, list(t.values or []), t.user_attrs.get("metrics", {}))
                 )
+            elif (
+                t.state == TrialState.PRUNED
+                and "candidate" in t.user_attrs
+                and "duplicate_of" not in t.user_attrs
+            ):
+                fp = Candidate.from_dict(t.user_attrs["candidate"]).fingerprint()
+                idx.pruned.setdefault(fp, (t.number, list(t.values or [])))
             elif t.state == TrialState.RUNNING:
                 if "candidate" not in t.user_attrs:
                     orphans.append(t)

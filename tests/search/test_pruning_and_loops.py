@@ -158,3 +158,51 @@ def test_duplicate_candidates_reuse_the_result(manager) -> None:
         if "duplicate_of" in t.user_attrs:
             orig = next(o for o in trials if o.number == t.user_attrs["duplicate_of"])
             assert t.values == orig.values and t.params == orig.params
+
+
+def test_a_pruned_candidate_proposed_again_is_a_pruned_repeat(manager) -> None:
+    """Two candidates, one pruned every time: proposed again, it was trained again (and
+    pruned again), each time counted as a new distinct candidate. Now it is recorded PRUNED
+    with ``duplicate_of`` (the same training gives the same curve) and costs no budget, also
+    after a restart."""
+    spec = SearchSpec.from_dict(
+        {
+            "name": "pr",
+            "space": "bert",
+            "n_trials": 6,
+            "loop": "random",
+            "pruner": {"type": "median", "n_startup_trials": 0, "n_warmup_steps": 0},
+            "recipe": {"max_steps": 10},
+            "space_options": {
+                "num_hidden_layers": [1],
+                "hidden_size": [64],
+                "num_attention_heads": [2],
+                "intermediate_ratio": [1, 2],
+            },
+        }
+    )
+    manager.launch(spec)
+    trained: list[int] = []
+    while (g := manager.acquire("w", ("bert",))) is not None:
+        size = g.candidate.architecture["intermediate_size"]
+        trained.append(size)
+        good = size == 128
+        pruned = False
+        for step in range(1, 4):
+            pruned, _ = manager.report(g.lease_id, step, 0.9 if good else 0.1)
+            if pruned:
+                break
+        if not pruned:
+            manager.complete(g.lease_id, {"accuracy": 0.9 if good else 0.1}, {})
+    h = manager.get("pr")
+    trials = manager.trials(h)
+    assert h.state == "completed"
+    assert sorted(trained) == [64, 128], trained  # each candidate trained once
+    repeats = [t for t in trials if "duplicate_of" in t.user_attrs]
+    pruned_repeats = [t for t in repeats if t.state == TrialState.PRUNED]
+    assert pruned_repeats, [t.state for t in trials]
+    original = next(t for t in trials if t.state == TrialState.PRUNED and t not in repeats)
+    assert all(t.user_attrs["duplicate_of"] == original.number for t in pruned_repeats)
+    assert all(t.values == original.values for t in pruned_repeats)
+    reason = manager.storage.get_study_user_attrs(h.study_id)["archsearch:completed_reason"]
+    assert "after 2 distinct ones" in reason

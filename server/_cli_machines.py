@@ -50,10 +50,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             cfg.host,
         )
     # a SQLite file by its absolute path: the same command works from any folder
-    storage = f"sqlite:///{server.database}" if server.database else cfg.storage
+    # and a database password hidden (the log may be a pod's, read by others)
+    from archsearch.server._storage_lock import safe_url
+
+    storage = f"sqlite:///{server.database}" if server.database else safe_url(cfg.storage)
     print(f"archsearch serving on {server.address}  storage={storage}", flush=True)
     artifacts = f" --artifact-dir {server.artifact_dir}" if server.artifact_dir else ""
-    print(f"dashboard: optuna-dashboard {storage}{artifacts}", flush=True)
+    hidden = "  (with your database password for ***)" if "***" in storage else ""
+    print(f"dashboard: optuna-dashboard {storage}{artifacts}{hidden}", flush=True)
     server.serve_forever()
     return 0
 

@@ -16,6 +16,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
 from archsearch.server._errors import InvalidArgument
+from archsearch.server._storage_lock import missing_driver, safe_url
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -69,11 +70,13 @@ def open_storage(
         )
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as e:
         raise InvalidArgument(
-            f"storage {url!r} is not a usable SQLAlchemy URL ({e}); "
+            f"storage {safe_url(url)!r} is not a usable SQLAlchemy URL ({e}); "
             "use sqlite:///FILE.db or postgresql://USER:PASS@HOST/DB"
         ) from e
     except sqlalchemy.exc.OperationalError as e:
-        raise InvalidArgument(f"cannot open storage {url!r}: {e.orig}") from e
+        raise InvalidArgument(f"cannot open storage {safe_url(url)!r}: {e.orig}") from e
+    except ImportError as e:
+        raise InvalidArgument(missing_driver(url, e)) from e
     if path is not None:
 
         @sqlalchemy.event.listens_for(storage.engine, "connect")

@@ -171,6 +171,15 @@ def _lock_postgres(url: str) -> StorageLock:
     return StorageLock(release)
 
 
+def missing_driver(url: str, e: ImportError) -> str:
+    """One line for a storage URL whose database driver is not installed."""
+    return (
+        f"cannot open storage {safe_url(url)}: its database driver is not installed "
+        f"({e.name or e}); install it (pip install 'archsearch[server]' has psycopg and "
+        "psycopg2), or name an installed one: postgresql+psycopg2://..."
+    )
+
+
 def safe_url(url: str) -> str:
     """``url`` with its password hidden (as given when it is not a URL)."""
     try:

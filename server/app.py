@@ -27,6 +27,7 @@ from archsearch.server._storage_lock import (
     StorageInUse,
     StorageLock,
     lock_storage,
+    missing_driver,
     relative_sqlite_note,
     safe_url,
     sqlite_database,
@@ -162,6 +163,8 @@ def _lock(storage: str) -> StorageLock | None:
     except sqlalchemy.exc.SQLAlchemyError as e:
         detail = getattr(e, "orig", None) or e
         raise ConfigError(f"cannot open storage {safe_url(storage)}: {detail}") from None
+    except ImportError as e:  # the URL's database driver
+        raise ConfigError(missing_driver(storage, e)) from None
 
 
 def _addresses_in_use(host: str, port: int) -> tuple[int, int]:
@@ -318,7 +321,7 @@ class ArchsearchServer:
             self.address,
             tls,
             auth,
-            self.cfg.storage,
+            safe_url(self.cfg.storage),  # a database password stays out of logs
             f" ({', '.join(where)})" if where else "",
         )
 

@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,3 +198,45 @@ def test_a_second_server_on_the_same_postgres_database_is_refused(postgres_url: 
             first.stop(0)
         again = started(url)  # stop() released it
         again.stop(0)
+
+
+@pytest.mark.postgres
+def test_the_readmes_plain_postgresql_url_serves_and_hides_its_password(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """`postgresql://` (no driver named: SQLAlchemy 2.1 dials psycopg 3) crashed `serve` with
+    a traceback, and the start-up lines printed the database password."""
+    import sqlalchemy
+
+    with fresh_database(postgres_url) as url:
+        # the test server trusts local connections: any password is taken, none is checked
+        parsed = sqlalchemy.engine.make_url(url).set(drivername="postgresql", password="S3cret")
+        plain = parsed.render_as_string(hide_password=False)
+        assert plain.startswith("postgresql://") and ":S3cret@" in plain
+        server = ServerProc(plain, tmp_path / "serve.log").start()
+        try:
+            with SearchClient(server.address) as c:
+                wait = time.monotonic() + 60
+                while time.monotonic() < wait:
+                    try:
+                        c.launch(table_spec("pg", 1))
+                        break
+                    except Exception:
+                        time.sleep(0.2)
+                assert c.get_study("pg").n_trials == 1
+        finally:
+            server.stop()
+        out = server.output()
+        assert "Traceback" not in out and "serving on" in out
+        assert "S3cret" not in out, out
+        assert ":***@" in out
+
+
+def test_a_missing_database_driver_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        cli("serve", "--storage", "postgresql+pg8000://u:secret@127.0.0.1:1/db", "--port", "0"),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()[-1:]
+    assert "its database driver is not installed (pg8000)" in line and "secret" not in line

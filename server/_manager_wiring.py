@@ -64,6 +64,8 @@ class ManagerWiring:
         self.writer = StorageWriter(self.rdb.engine)
         # Architecture pictures for optuna-dashboard (``serve --artifact-dir``).
         self.artifacts = GraphArtifacts(artifact_dir, self.rdb) if artifact_dir else None
+        #: whether the server keeps trials' uploads (set by the app once its store is built)
+        self.keeps_artifacts = True
         self._active: dict[str, tuple[float, tuple[str, ...], str]] = {}
         #: trainers studies may select: installed ones, then what workers describe
         self.trainers = TrainerCatalogue.installed()

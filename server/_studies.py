@@ -67,6 +67,7 @@ from collections.abc import Callable, Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.server._artifact_needs import check_artifact_store
 from archsearch.server._candidate_store import MIN_REPEAT_STREAK
 from archsearch.server._derived_trials import has_measured_values, is_derived_trial
 from archsearch.server._index import (
@@ -141,7 +142,9 @@ class StudyManager(ManagerWiring):
 
         Raises:
             AlreadyExists: a study of that name exists in the storage.
+            FailedPrecondition: it needs uploads, and this server keeps none.
         """
+        check_artifact_store(spec, self.keeps_artifacts)
         handle = self.registry.create(spec)
         log.info(
             "launched study %s (%s/%s, %d trials)", spec.name, spec.space, spec.loop, spec.n_trials

@@ -298,6 +298,7 @@ class ArchsearchServer:
                 os.path.expanduser(folder)
             )  # the same folder, named wherever one stands
         self.artifact_dir = folder  # what optuna-dashboard --artifact-dir needs (None: none)
+        self.manager.keeps_artifacts = folder is not None  # launch refuses what needs uploads
         try:
             return TrialArtifacts.in_folder(self.manager, folder, cfg.max_artifact_bytes)
         except OSError as e:

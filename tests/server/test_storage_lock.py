@@ -24,7 +24,7 @@ from _procs import ServerProc, cli, table_spec
 from archsearch.server import app
 from archsearch.server._storage_lock import lock_storage, relative_sqlite_note
 from archsearch.server.app import ArchsearchServer, ConfigError, ServerConfig
-from archsearch.server.client import SearchClient
+from archsearch.server.client import ClientError, SearchClient
 
 HOST = socket.gethostname()
 
@@ -224,6 +224,13 @@ def test_the_readmes_plain_postgresql_url_serves_and_hides_its_password(
                     except Exception:
                         time.sleep(0.2)
                 assert c.get_study("pg").n_trials == 1
+                # no --artifact-dir: no uploads, so a study that needs them is refused
+                kept = {**table_spec("kept", 1), "recipe": {"keep_checkpoint": True}}
+                with pytest.raises(ClientError) as refused:
+                    c.launch(kept)
+                assert refused.value.code.name == "FAILED_PRECONDITION"
+                assert refused.value.details.startswith("recipe.keep_checkpoint needs the server")
+                assert "restart it with --artifact-dir DIR" in refused.value.details
         finally:
             server.stop()
         out = server.output()

@@ -281,10 +281,18 @@ def check_embedding_options(emb: dict[str, Any], dim: int, seed: int) -> None:
         raise SpecError("loop_options.embedding", str(e)) from e
 
 
-def positive_int(opts: dict[str, Any], key: str, default: int) -> int:
+def positive_int(opts: dict[str, Any], key: str, default: int, most: int | None = None) -> int:
+    """``opts[key]`` (default ``default``): an int in 1..``most``.
+
+    Raises:
+        SpecError: Not a whole number, below 1, or above ``most`` (a typo's 50,000,000-row
+            library would fill the server's memory while it builds).
+    """
     value = opts.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise SpecError(f"loop_options.{key}", f"must be a positive int, got {value!r}")
+    if most is not None and value > most:
+        raise SpecError(f"loop_options.{key}", f"must be <= {most:,}, got {value:,}")
     return value
 
 

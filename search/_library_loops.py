@@ -57,6 +57,8 @@ if TYPE_CHECKING:  # surrogates import torch: loaded only when a library loop is
 
 log = logging.getLogger(__name__)
 
+#: The largest library a loop builds: 10x the default, minutes to embed on the server's CPU
+MAX_LIBRARY_SIZE = 50_000
 #: With ``features: auto``: the feature set the surrogate used for a proposal.
 FEATURES_ATTR = "archsearch:features"
 #: ``features`` values: a fixed feature set, or ``auto`` (chosen as results arrive).
@@ -142,14 +144,14 @@ class LibraryLoop(SearchLoop):
         self.name = name
         self.seed = 0 if seed is None else int(seed)
         self.n_objectives = n_objectives
-        self.library_size = positive_int(opts, "library_size", 5000)
+        self.library_size = positive_int(opts, "library_size", 5000, most=MAX_LIBRARY_SIZE)
         self.library_seed = opts.get("library_seed", 0)
         if isinstance(self.library_seed, bool) or not isinstance(self.library_seed, int):
             raise SpecError(
                 "loop_options.library_seed", f"must be an int, got {self.library_seed!r}"
             )
-        self.batch_size = positive_int(opts, "batch_size", 8)
-        self.embedding_dim = positive_int(opts, "embedding_dim", 16)
+        self.batch_size = positive_int(opts, "batch_size", 8, most=1024)
+        self.embedding_dim = positive_int(opts, "embedding_dim", 16, most=1024)
         emb = opts.get("embedding", {})
         if not isinstance(emb, dict):
             raise SpecError("loop_options.embedding", "must be a JSON object")

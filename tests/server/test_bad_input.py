@@ -179,6 +179,13 @@ LORA_STUDY = {"name": "x", "space": "lora", "trainer": "lora", "n_trials": 3}
     ("spec", "field"),
     [
         ("{not json", "not valid JSON"),
+        (
+            json.dumps(
+                {"name": "x", "space": "flexibert", "n_trials": 3, "loop": "boshnas"}
+                | {"loop_options": {"library_size": 50_000_000}}
+            ),
+            "loop_options.library_size: must be <= 50,000",
+        ),
         (json.dumps({"name": "x", "space": 1, "n_trials": 3}), "space: must be a space's name"),
         (
             json.dumps({"name": "x", "space": "bert", "n_trials": 3, "objectives": ["params"]}),

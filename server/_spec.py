@@ -280,7 +280,7 @@ class SearchSpec:
             )
         if recipe.get("init") == "teacher" and space_name == "bert" and "teacher" not in recipe:
             check_fits_teacher(space.options())
-        check_trainer_can_run(info, objectives, data, space.options())
+        check_trainer_can_run(info, objectives, data, space.options(), recipe)
         if not stored:
             searched = tuple(data_space.fields) if data_space is not None else ()
             check_reads_data(info, data, searched)

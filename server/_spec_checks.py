@@ -63,10 +63,14 @@ def check_trainer_can_run(
     objectives: Sequence[Objective],
     data: dict[str, Any],
     space_options: dict[str, Any],
+    recipe: dict[str, Any] | None = None,
 ) -> None:
-    """Refuses a spec in which every trial must fail: an objective the trainer never reports,
-    or a space option the trainer needs left unset."""
+    """Refuses a spec in which every trial must fail: an objective the trainer never reports
+    (a latency with ``recipe.measure_latency: false``, which measures none), or a space
+    option the trainer needs left unset."""
     produced = info.produced_metrics(data)
+    if (recipe or {}).get("measure_latency") is False:
+        produced = tuple(m for m in produced if not m.rpartition(".")[2].startswith("latency_"))
     for i, o in enumerate(objectives):
         if o.metric in AGGREGATE_METRICS:
             if not info.multi_task:
@@ -76,6 +80,12 @@ def check_trainer_can_run(
                     f"use {produced[0]}",
                 )
             continue
+        if o.metric not in produced and o.metric.rpartition(".")[2].startswith("latency_"):
+            raise SpecError(
+                f"objectives[{i}].metric",
+                f"recipe.measure_latency is false, so no trial measures {o.metric!r}",
+                "set measure_latency true, or drop the objective",
+            )
         if o.metric not in produced:
             costs = info.cost_metrics
             # every name except the per-task copies of the cost metrics

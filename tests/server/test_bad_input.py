@@ -181,6 +181,13 @@ LORA_STUDY = {"name": "x", "space": "lora", "trainer": "lora", "n_trials": 3}
         ("{not json", "not valid JSON"),
         (
             json.dumps(
+                {"name": "x", "space": "bert", "n_trials": 3, "recipe": {"measure_latency": False}}
+                | {"objectives": ["accuracy:max", "latency_ms_b1:min"]}
+            ),
+            "recipe.measure_latency is false, so no trial measures 'latency_ms_b1'",
+        ),
+        (
+            json.dumps(
                 {"name": "x", "space": "flexibert", "n_trials": 3, "loop": "boshnas"}
                 | {"loop_options": {"library_size": 50_000_000}}
             ),

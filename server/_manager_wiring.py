@@ -115,8 +115,20 @@ class ManagerWiring:
             self.pool,
             self.retries,
         )
-        self.directory = WorkerDirectory(lease_duration_s, self._active, self.registry.handles)
+        self.directory = WorkerDirectory(
+            lease_duration_s, self._active, self.registry.handles, self._busy_workers
+        )
         self.registry.load(self._rebuild_index)
+
+    def _busy_workers(self) -> set[str]:
+        """The workers holding a lease now, in any study (training: they heartbeat but do not
+        acquire, so the acquire path's record of them ages)."""
+        busy = set()
+        for h in self.registry.handles():
+            for live in list(h.index.live.values()):
+                if live.lease_id and (worker := self.leases.holder(live.trial_id, live.lease_id)):
+                    busy.add(worker)
+        return busy
 
     def _on_stale_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna's heartbeat-stale callback (bound before the collaborators exist)."""

@@ -29,6 +29,7 @@ class WorkerDirectory:
         active: worker id -> (last acquire, monotonic; its trainers; the study it asked for,
             "" for any), kept by the acquire path.
         handles: the served studies (a worker holding a lease counts for its study's trainer).
+        busy: the ids of the workers holding a lease now (connected, whichever study).
     """
 
     def __init__(
@@ -36,10 +37,12 @@ class WorkerDirectory:
         lease_duration_s: float,
         active: dict[str, tuple[float, tuple[str, ...], str]],
         handles: Callable[[], list[StudyHandle]],
+        busy: Callable[[], set[str]] = set,
     ) -> None:
         self.lease_duration_s = lease_duration_s
         self.active = active
         self.handles = handles
+        self.busy = busy
         self._workers: dict[str, WorkerInfo] = {}
 
     def register(
@@ -65,8 +68,8 @@ class WorkerDirectory:
         for another study by name: ``archsearch worker --study``).
 
         Connected: seen by RegisterWorker or AcquireTrial within one lease duration, or
-        holding a lease (a worker training a long trial heartbeats but does not acquire; its
-        study's trainer counts once per lease). Read-only and approximate: a lower bound.
+        holding a lease in any study (a worker training a long trial heartbeats but does not
+        acquire: it serves other studies once done). Read-only and approximate: a lower bound.
         """
         now_mono, now = time.monotonic(), time.time()
         seen = {  # a registration says nothing of the study a worker asks for
@@ -77,6 +80,11 @@ class WorkerDirectory:
         for worker_id, (at, trainers, asked) in list(self.active.items()):
             if now_mono - at <= self.lease_duration_s:
                 seen[worker_id] = (trainers, asked)
+        for worker_id in self.busy():  # training, in whichever study: still connected
+            if worker_id not in seen and (entry := self.active.get(worker_id)) is not None:
+                seen[worker_id] = (entry[1], entry[2])
+            elif worker_id not in seen and (info := self._workers.get(worker_id)) is not None:
+                seen[worker_id] = (info.trainers, "")
         counts: dict[str, int] = {}
         for trainers, asked in seen.values():
             if study is not None and asked not in ("", study):

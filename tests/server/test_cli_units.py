@@ -409,9 +409,11 @@ def test_study_says_which_trainers_the_connected_workers_offer(manager: StudyMan
     msg = study_to_pb(manager.snapshot(h))
     assert msg.workers_for_trainer == 1 and list(msg.connected_trainers) == ["bert", "table"]
     assert pb.Study.FromString(msg.SerializeToString()) == msg
-    # after a lease duration without a call, t1 is gone; b1 still holds a lease
+    # after a lease duration without a call, t1 is gone; b1 still holds a lease (and still
+    # offers table too: a training worker is connected)
+    assert manager.connected_trainers("b") == {"bert": 1, "table": 2}
     deadline = time.monotonic() + 30
-    while "table" in study_to_pb(manager.snapshot(h)).connected_trainers:
+    while manager.connected_trainers("b").get("table") != 1:
         assert time.monotonic() < deadline, "t1 still counted as connected"
         manager.heartbeat(grant.lease_id)
         time.sleep(0.2)
@@ -430,6 +432,26 @@ def test_a_worker_that_asked_for_another_study_does_not_count(manager: StudyMana
     assert study_to_pb(manager.snapshot(b)).workers_for_trainer == 0
     assert manager.acquire("any", ("bert",)) is not None  # a worker for any study counts
     assert study_to_pb(manager.snapshot(b)).workers_for_trainer == 1
+
+
+def test_a_worker_training_another_study_still_counts(manager: StudyManager) -> None:
+    """Two workers busy on study a for longer than a lease duration: a new study b's note
+    said "no worker is connected" and told the user to start one, although both take b's
+    trials once done."""
+    table = {"space": "flexibert-small", "space_options": {"table": TABLE}, "n_trials": 3}
+    manager.launch(SearchSpec.from_dict({"name": "a", **table}))
+    manager.register("w1", ("bert",), "cpu", 0, "host")
+    grant = manager.acquire("w1", ("bert",))
+    assert grant is not None
+    b = manager.launch(SearchSpec.from_dict({"name": "b", **table}))
+    deadline = time.monotonic() + 30
+    while time.monotonic() - manager._active["w1"][0] <= 2.5:  # past a lease duration
+        assert time.monotonic() < deadline
+        manager.heartbeat(grant.lease_id)  # training a's trial: heartbeats, no acquire
+        time.sleep(0.2)
+    manager.directory._workers.clear()  # its registration aged out too
+    msg = study_to_pb(manager.snapshot(b))
+    assert msg.workers_for_trainer == 1 and list(msg.connected_trainers) == ["bert"]
 
 
 def test_no_prune_at_the_last_step(manager: StudyManager) -> None:

@@ -109,23 +109,31 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
             raise CliError(f"--spec {args.spec} is not valid JSON: {why}") from e
         if not isinstance(spec, dict):
             raise CliError(f"--spec {args.spec} must hold a JSON object")
+    flags: dict[str, str] = {}  # spec key -> the flag that set it
     for key in ("name", "space", "loop", "task", "trainer", "seed"):
         if getattr(args, key) is not None:
             spec[key] = getattr(args, key)
+            flags[key] = f"--{key}"
     if args.trials is not None:
         spec["n_trials"] = args.trials
+        flags["n_trials"] = "--trials"
     if args.objective:
         spec["objectives"] = list(args.objective)
+        flags["objectives"] = "--objective"
     if args.pruner:
         spec["pruner"] = {"type": args.pruner}
+        flags["pruner"] = flags["pruner.type"] = "--pruner"
     if args.table:
         spec.setdefault("space_options", {})["table"] = args.table
+        flags["space_options.table"] = "--table"
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise CliError(
                 f"--set {item!r}: expected KEY=VALUE, for example --set recipe.max_steps=300"
             )
+        if key in flags:  # one of the two would be lost without a word
+            raise CliError(f"--set {key}=... and {flags[key]} both set {key}; give it once")
         _set_path(spec, key, _parse_value(key, value))
     # A table path is read by the server: make a local relative path absolute.
     table = (

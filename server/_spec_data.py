@@ -35,6 +35,12 @@ def spec_data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
         field = "tasks" if "tasks" in obj else "data.tasks"
         raise SpecError(field, f"must be a list of task names, got {data_in['tasks']!r}")
     if "tasks" in data_in and "task" in data_in and data_in["tasks"][:1] != [data_in["task"]]:
+        if not stored and data_in["task"] not in data_in["tasks"]:
+            raise SpecError(
+                "task",
+                f"{data_in['task']!r} is not among tasks {data_in['tasks']}, which would win",
+                "give tasks alone (or add the task to it)",
+            )
         data_in.pop("task")  # "task" mirrors tasks[0] in a stored spec; tasks wins
     if "task" not in data_in and "tasks" not in data_in:
         data_in["task"] = custom_name or "sst2"

@@ -181,6 +181,12 @@ LORA_STUDY = {"name": "x", "space": "lora", "trainer": "lora", "n_trials": 3}
         ("{not json", "not valid JSON"),
         (
             json.dumps(
+                {"name": "x", "space": "bert", "n_trials": 3, "task": "cola", "tasks": ["mrpc"]}
+            ),
+            "task: 'cola' is not among tasks ['mrpc'], which would win",
+        ),
+        (
+            json.dumps(
                 {"name": "x", "space": "bert", "n_trials": 3, "recipe": {"measure_latency": False}}
                 | {"objectives": ["accuracy:max", "latency_ms_b1:min"]}
             ),

@@ -302,6 +302,23 @@ def test_an_integer_of_thousands_of_digits_is_one_line_not_a_traceback(
     assert f"--spec {spec} is not valid JSON: Exceeds the limit (4300 digits)" in err
 
 
+def test_a_set_key_a_flag_also_sets_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--objective accuracy:max --set objectives=[...]`: the --set won, without a word."""
+    err = _launch_error(
+        ["--objective", "accuracy:max", "--set", 'objectives=["dev_loss:min"]'], capsys
+    )
+    assert "--set objectives=... and --objective both set objectives; give it once" in err
+    err = _launch_error(["--set", "n_trials=9"], capsys)  # LAUNCH gives --trials
+    assert "--set n_trials=... and --trials both set n_trials" in err
+    # a flag's sub-field is not the same key: allowed
+    from archsearch.server._cli_studies import build_spec
+
+    args = archsearch_cli.build_parser().parse_args(
+        [*LAUNCH, "--pruner", "median", "--set", "pruner.n_startup_trials=4"]
+    )
+    assert build_spec(args)["pruner"] == {"type": "median", "n_startup_trials": 4}
+
+
 def test_a_set_field_without_its_method_says_to_set_the_method(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -205,6 +205,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"({tg.count} rows counting ties)\n"
     )
     print(report.markdown())
+    for note in report.notes():
+        print(note)
     plot = Path(args.plot)
     try:
         regret_plot(report.runs, tg.best, report.evals, plot, f"{Path(t.source).name}: regret")

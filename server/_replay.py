@@ -235,6 +235,32 @@ class ReplayReport:
         self.runs[name] = runs
         self.summary[name] = summarise(runs, self.targets, self.evals, self.checkpoints)
 
+    def _evals(self, count: float, digits: int = 1) -> str:
+        """A count of evaluations; one past the budget (a median not reached) as "> N"."""
+        return f"> {self.evals}" if count > self.evals else f"{count:.{digits}f}"
+
+    def notes(self) -> list[str]:
+        """What makes the table weak evidence: too few rows for its top-k% target, every
+        score tied (any pick is "the best"), medians past the evaluation budget."""
+        tg, out = self.targets, []
+        if tg.count >= tg.rows:
+            out.append(
+                f"note: all {tg.rows} rows reach the target (the scores are tied): every loop "
+                "finds it at once; this table cannot tell the loops apart"
+            )
+        elif tg.rows < 100:
+            out.append(
+                f"note: {tg.rows} rows: the top {self.top:g}% is the best {tg.k}, so a median "
+                "of a few evaluations says little; replay a table of more measured candidates"
+            )
+        medians = [s["median_evals"] for s in self.summary.values()] + [self.exact_random]
+        if any(m > self.evals for m in medians):
+            out.append(
+                f"note: '> {self.evals}': not reached in half the searches within --evals "
+                f"{self.evals} (pass a larger --evals)"
+            )
+        return out
+
     def markdown(self) -> str:
         """The results table: one row per loop, then random search's exact median."""
         cps = self.checkpoints
@@ -249,8 +275,9 @@ class ReplayReport:
         rows = []
         for name, s in self.summary.items():
             rows.append(
-                f"| {name} | {s['n']} | {s['median_evals']:.1f} "
-                f"[{s['interval'][0]:.1f}, {s['interval'][1]:.1f}] | {s['reached']}/{s['n']} | "
+                f"| {name} | {s['n']} | {self._evals(s['median_evals'])} "
+                f"[{self._evals(s['interval'][0])}, {self._evals(s['interval'][1])}] | "
+                f"{s['reached']}/{s['n']} | "
                 + " | ".join(f"{s['regret'][c]:.4f}" for c in cps)
                 + f" | {s['seconds']:.1f} |"
             )
@@ -258,7 +285,8 @@ class ReplayReport:
             header
             + "\n".join(rows)
             + "\n"
-            + f"| random (exact: uniform without replacement) | - | {self.exact_random} | | "
+            + "| random (exact: uniform without replacement) | - | "
+            + f"{self._evals(self.exact_random, 0)} | | "
             + " | ".join("" for _ in cps)
             + " | |\n"
         )

@@ -105,6 +105,23 @@ def test_replay_prints_medians_exact_random_and_writes_the_plot(
     ]
     assert "| - | 4 |" in lines[-1]  # 2 targets of 12: P(hit within 4) = 1 - C(10,4)/C(12,4)
     assert plot.stat().st_size > 0
+    assert "note: 12 rows: the top 10% is the best 2, so a median of a few evaluations" in out
+
+
+def test_a_median_past_the_budget_is_shown_as_such(
+    table_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With 2 evaluations, random search reaches the best 2 of 12 in fewer than half its
+    tries: its exact median was printed as 3 (evals + 1), like a measured median."""
+    code, out, err = _replay(
+        [table_file, "--loops", "random", "--seeds", "3", "--evals", "2", "--top", "10",
+         "--plot", str(tmp_path / "p.png")],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    exact = next(line for line in out.splitlines() if line.startswith("| random (exact"))
+    assert "| - | > 2 |" in exact
+    assert "note: '> 2': not reached in half the searches within --evals 2" in out
 
 
 def test_any_registered_loop_runs_by_name_and_is_counted_exactly(

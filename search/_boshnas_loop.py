@@ -54,8 +54,10 @@ class BoshnasLoop(LibraryLoop):
         self.make_proposer(["maximize"] * n_objectives)  # validates the options at launch
 
     def make_proposer(self, directions: Sequence[str]) -> LibraryProposer:
+        from archsearch.search._optuna_loops import check_option_types
         from archsearch.surrogates import BoshnasProposer
 
+        check_option_types(BoshnasProposer, "boshnas", self.own_options, skip=("seed",))
         try:
             return BoshnasProposer(directions, seed=self.seed, **self.own_options)
         except (TypeError, ValueError) as e:

@@ -62,8 +62,10 @@ class EmbeddingGPLoop(LibraryLoop):
         self.make_proposer(["maximize"] * n_objectives)
 
     def make_proposer(self, directions: Sequence[str]) -> LibraryProposer:
+        from archsearch.search._optuna_loops import check_option_types
         from archsearch.surrogates import EmbeddingGPProposer
 
+        check_option_types(EmbeddingGPProposer, self.name, self.own_options, skip=("seed",))
         try:
             return EmbeddingGPProposer(directions, seed=self.seed, **self.own_options)
         except (TypeError, ValueError) as e:

@@ -63,27 +63,44 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),
     "float": (int, float),
     "str": (str,),
+    "dict": (dict,),
+    "list": (list,),
 }
 
 
-def _check_sampler_options(name: str, options: dict[str, Any]) -> None:
-    """Each option must have a JSON type its sampler argument is annotated with.
+def check_option_types(
+    target: Any, loop: str, options: dict[str, Any], skip: tuple[str, ...] = ()
+) -> None:
+    """Each option must be an argument of ``target`` (a sampler or proposer class) and have a
+    JSON type its annotation allows.
 
-    Samplers store most arguments unchecked and use them only when asked, so a string where
-    an int belongs would otherwise pass the launch and crash every later ``ask``. Arguments
-    that take callables or objects cannot come from JSON at all.
+    Samplers and proposers store most arguments unchecked and use them only when asked, so a
+    string where an int belongs would otherwise pass the launch and crash every later ``ask``
+    (or surface as Python's own "'<' not supported" at launch). Arguments that take callables
+    or objects cannot come from JSON at all.
+
+    Raises:
+        SpecError: naming ``loop_options.<key>`` and what it must be.
     """
-    params = inspect.signature(SAMPLER_CLASSES[name]).parameters
+    params = inspect.signature(target).parameters
+    settable = sorted(k for k in params if k not in ("self", "directions", *skip))
     for key, value in options.items():
-        if key not in params:
-            continue  # the constructor names it (TypeError below)
+        if key not in params or key in skip:
+            raise SpecError(
+                f"loop_options.{key}",
+                f"unknown option of the {loop} loop",
+                f"known: {', '.join(settable)}",
+            )
         annotation = params[key].annotation
-        names = {t.strip() for t in str(getattr(annotation, "__name__", annotation)).split("|")}
+        names = {
+            t.strip().split("[")[0]
+            for t in str(getattr(annotation, "__name__", annotation)).split("|")
+        }
         if value is None and "None" in names:
             continue
         kinds = names - {"None"}
         if not kinds or not kinds <= set(_JSON_TYPES):
-            raise SpecError(f"loop_options.{key}", f"the {name} sampler's {key} cannot be set")
+            raise SpecError(f"loop_options.{key}", f"the {loop} loop's {key} cannot be set")
         allowed = tuple(t for k in kinds for t in _JSON_TYPES[k])
         ok = isinstance(value, allowed) and (isinstance(value, bool) == ("bool" in kinds))
         if isinstance(value, float) and not math.isfinite(value):
@@ -92,7 +109,11 @@ def _check_sampler_options(name: str, options: dict[str, Any]) -> None:
             raise SpecError(
                 f"loop_options.{key}", f"must be {' or '.join(sorted(kinds))}, got {value!r}"
             )
-        _check_range(name, key, value)
+        _check_range(loop, key, value)
+
+
+def _check_sampler_options(name: str, options: dict[str, Any]) -> None:
+    check_option_types(SAMPLER_CLASSES[name], name, options)
 
 
 #: the least value of a sampler's counts (0 for the others: a negative count, size or seed

@@ -181,6 +181,20 @@ LORA_STUDY = {"name": "x", "space": "lora", "trainer": "lora", "n_trials": 3}
         ("{not json", "not valid JSON"),
         (
             json.dumps(
+                {"name": "x", "space": "flexibert", "n_trials": 3, "loop": "boshnas"}
+                | {"loop_options": {"n_init": "5"}}
+            ),
+            "loop_options.n_init: must be int, got '5'",
+        ),
+        (
+            json.dumps(
+                {"name": "x", "space": "bert", "n_trials": 3, "loop": "tpe"}
+                | {"loop_options": {"library_size": 5}}
+            ),
+            "loop_options.library_size: unknown option of the tpe loop (known: ",
+        ),
+        (
+            json.dumps(
                 {"name": "x", "space": "bert", "n_trials": 3, "task": "cola", "tasks": ["mrpc"]}
             ),
             "task: 'cola' is not among tasks ['mrpc'], which would win",

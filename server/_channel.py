@@ -5,6 +5,7 @@ Imports only grpc, like the clients (``client``) that use it."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import grpc
@@ -136,6 +137,13 @@ def check_target(target: str, name: str = "the server address") -> str:
         raise ValueError(f"{name} is empty ({fix})")
     if target.startswith(_NO_PORT_SCHEMES):
         return target
+    web = re.match(r"(https?|grpcs?)://", target)
+    if web:  # a URL, not a gRPC target: gRPC would read "http" as a host name
+        bare = target[web.end() :].rstrip("/")
+        tls = " and --tls" if web[1] in ("https", "grpcs") else ""
+        raise ValueError(
+            f"{name} {target} is a URL; give HOST:PORT without {web[1]}://: {bare}{tls}"
+        )
     # gRPC reads a target that starts with a resolver's name as that resolver's URI
     scheme, _, rest = target.partition(":")
     if scheme == "dns":

@@ -101,7 +101,9 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if args.spec:
         try:
-            spec = json.loads(Path(args.spec).read_text())
+            from archsearch.server._spec_objectives import unique_keys
+
+            spec = json.loads(Path(args.spec).read_text(), object_pairs_hook=unique_keys)
         except OSError as e:
             raise CliError(f"cannot read --spec {args.spec}: {e.strerror}") from e
         except (ValueError, RecursionError) as e:  # ValueError: bad UTF-8, huge integers too
@@ -272,9 +274,16 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from archsearch.v1 import archsearch_pb2 as pb
 
     with _search_client(args) as client:
+        before = client.get_study(args.name).state
         study = client.stop(args.name, args.cancel_running)
     if study.state == pb.STUDY_COMPLETED:
         print(f"{study.name} had already completed: nothing to stop")
+    elif before == pb.STUDY_STOPPED and not args.cancel_running:
+        more = " (stop --cancel-running ends them now)" if study.n_running else ""
+        print(
+            f"{study.name} was already stopped; {study.n_running} running trial(s) will "
+            f"finish{more}"
+        )
     elif args.cancel_running and study.n_running:
         print(
             f"stopped {study.name}: no new trials; {study.n_running} running trial(s) are told "

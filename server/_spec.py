@@ -19,6 +19,7 @@ from archsearch.server._spec_checks import (
     check_trainer_can_run,
 )
 from archsearch.server._spec_data import spec_data
+from archsearch.server._spec_objectives import parse_objectives, unique_keys
 from archsearch.server._trainers import TrainerCatalogue
 from archsearch.spaces import (
     DataSpace,
@@ -32,7 +33,6 @@ from archsearch.spaces import (
 )
 
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
-METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}\Z")
 MAX_TRIALS = 100_000
 #: Deepest nesting a spec may have: real specs need 4 (recipe.distill.<key>); the cap keeps
 #: every recursive step (json.loads, validation, json.dumps) far from Python's recursion limit.
@@ -120,7 +120,7 @@ class SearchSpec:
     @classmethod
     def from_json(cls, text: str, trainers: TrainerCatalogue | None = None) -> SearchSpec:
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as e:
             raise SpecError("spec", f"not valid JSON: {e}", "send a JSON object") from e
         except RecursionError as e:
@@ -182,7 +182,7 @@ class SearchSpec:
         data_space = DataSpace.from_spec(obj.get("data_space"), data, strict=not stored)
         recipe = validate_recipe(obj.get("recipe", {}))
 
-        objectives = _objectives(
+        objectives = parse_objectives(
             obj.get("objectives", [{"metric": "accuracy", "direction": "maximize"}])
         )
 
@@ -323,65 +323,6 @@ def _check_depth(obj: dict[str, Any]) -> None:
                 stack.extend((v, depth + 1) for v in item.values())
             elif isinstance(item, list | tuple):
                 stack.extend((v, depth + 1) for v in item)
-
-
-def _fix(metric: Any) -> str:
-    """How to write an objective's metric instead of ``metric``."""
-    if isinstance(metric, str) and "@" in metric:
-        base = metric.partition("@")[0] or "accuracy"
-        return (
-            f"use {base!r}: each DyLoRA rank or AutoDistil student is stored as its own trial, "
-            f"whose {base!r} is its value at that rank or for that student"
-        )
-    return "letters, digits, '_' and '.' (a task's metric: 'sst2.accuracy'), e.g. 'accuracy'"
-
-
-#: metrics that measure a cost (size, time, memory, loss): an objective on one must say its
-#: direction, since a bare name means maximize
-_COSTS = frozenset(
-    {
-        *("params", "params_no_embeddings", "trainable_params", "flops", "peak_train_memory_mb"),
-        *("train_seconds", "eval_samples", "pretrain_seconds", "crowd_seconds"),
-    }
-)
-
-
-def _is_cost(metric: str) -> bool:
-    base = metric.rsplit(".", 1)[-1]
-    return base in _COSTS or base.startswith("latency") or base.endswith("loss")
-
-
-def _objectives(raw: Any) -> tuple[Objective, ...]:
-    if not isinstance(raw, list) or not raw:
-        raise SpecError("objectives", 'must be a non-empty list of {"metric", "direction"}')
-    out: list[Objective] = []
-    for i, o in enumerate(raw):
-        if isinstance(o, str):  # "accuracy:max" shorthand
-            name, colon, d = o.partition(":")
-            o = {"metric": name, "direction": d} if colon else {"metric": name}
-        if not isinstance(o, dict) or set(o) - {"metric", "direction"}:
-            raise SpecError(f"objectives[{i}]", 'must be {"metric": ..., "direction": ...}')
-        metric = o.get("metric")
-        if not isinstance(metric, str) or not METRIC_RE.match(metric):
-            raise SpecError(
-                f"objectives[{i}].metric", f"invalid metric name {metric!r}", _fix(metric)
-            )
-        if "direction" not in o and _is_cost(metric):
-            raise SpecError(
-                f"objectives[{i}]",
-                f"{metric!r} is a cost, and an objective without a direction is maximized",
-                f"say which way: '{metric}:min'",
-            )
-        direction = o.get("direction", "maximize")
-        if isinstance(direction, str):
-            direction = {"max": "maximize", "min": "minimize"}.get(direction, direction)
-        if direction not in ("maximize", "minimize"):
-            raise SpecError(f"objectives[{i}].direction", f"{direction!r}", "maximize or minimize")
-        out.append(Objective(metric, direction))
-    metrics = [o.metric for o in out]
-    if len(set(metrics)) != len(metrics):
-        raise SpecError("objectives", f"metric listed twice: {metrics}")
-    return tuple(out)
 
 
 def trainer_metrics(

@@ -180,6 +180,10 @@ LORA_STUDY = {"name": "x", "space": "lora", "trainer": "lora", "n_trials": 3}
     [
         ("{not json", "not valid JSON"),
         (
+            '{"name": "z3", "name": "z4", "space": "bert", "n_trials": 2}',
+            "key 'name' appears twice",
+        ),
+        (
             json.dumps(
                 {"name": "x", "space": "flexibert", "n_trials": 3, "loop": "boshnas"}
                 | {"loop_options": {"n_init": "5"}}

@@ -221,3 +221,15 @@ def test_the_cli_says_what_resume_did_in_one_line(
     assert cli.main(["resume", "nope", "--server", server.address]) != 0
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("archsearch: ") and "nope" in line
+
+
+def test_stop_twice_says_it_was_already_stopped(
+    server: ArchsearchServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SearchClient(server.address) as admin:
+        admin.launch(spec("s", 3))
+    args = ["stop", "s", "--server", server.address]
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.startswith("stopped s: no new trials")
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.startswith("s was already stopped; 0 running trial(s)")

@@ -8,6 +8,7 @@ holds artifact X?" through the FindArtifact RPC (``TrainContext.artifact_holders
 
 from __future__ import annotations
 
+import logging
 import os
 
 import grpc
@@ -15,6 +16,8 @@ import grpc
 from archsearch.server.client import ClientError, WorkerClient
 from archsearch.spaces import TrainerInfo
 from archsearch.worker._trainer import Trainer
+
+log = logging.getLogger("archsearch.worker")
 
 
 def artifact_holders(
@@ -47,7 +50,14 @@ def declared_trainer_info(trainers: dict[str, Trainer]) -> list[TrainerInfo]:
     out = []
     for name, trainer in sorted(trainers.items()):
         info = type(trainer).info
-        if info is None:
+        if info is None:  # the server knows it by name only: no study can select it
+            log.warning(
+                "trainer %s declares no TrainerInfo (its class's info is None): the server "
+                "cannot check a study against it, so launching one on it is refused; set "
+                "info = TrainerInfo(name=%r, spaces=(...), metrics=(...))",
+                name,
+                name,
+            )
             continue
         if info.name != name:
             raise ValueError(f"trainer {name!r} declares metadata for {info.name!r}")

@@ -158,3 +158,15 @@ def test_ignored_stop_waits_its_grace_and_speaks_once() -> None:
     assert watch.tick("s#0", "SIGTERM")
     now[0] = 30.0
     assert not watch.tick("s#0", "SIGTERM")  # said once
+
+
+def test_a_trainer_without_info_is_named_with_the_fix(caplog) -> None:
+    """A plugin class that left ``info`` None registered by name only, and every launch on it
+    said "unknown trainer ... start a worker that offers it" while one did."""
+    from archsearch.worker._capabilities import declared_trainer_info
+
+    with caplog.at_level(logging.WARNING, logger="archsearch.worker"):
+        assert declared_trainer_info({"table": _Plugin(returns({}))}) == []
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert "trainer table declares no TrainerInfo" in said
+    assert "set info = TrainerInfo(name='table'" in said

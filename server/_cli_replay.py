@@ -158,7 +158,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         table = read_table(args.table, args.format, **_table_options(args))
     except SpecError as e:
-        flag = "--format" if e.field == "format" else "--table-option" if "." in e.field else ""
+        own = {"format": "--format", "table_options.study": "--study"}  # flags of their own
+        flag = own.get(e.field) or ("--table-option" if "." in e.field else "")
         raise CliError(
             f"cannot read the table {args.table}: {e}" + (f" (see {flag})" if flag else "")
         ) from e

@@ -169,7 +169,7 @@ def _rows_table(
 ) -> ReplayTable:
     """A table of generic rows (the first of repeated architectures kept)."""
     if not rows:
-        raise SpecError("table", f"{source} has no row with a {metric} score")
+        raise SpecError("table", f"{source} has no row with a score for {metric}")
     kept: dict[str, tuple[dict[str, Any], float]] = {}
     for arch, score in rows:
         kept.setdefault(row_key(arch), (arch, score))

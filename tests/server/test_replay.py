@@ -249,7 +249,7 @@ def test_bad_input_is_one_clear_line(
         ),
         (
             '{"metric": "ppl", "architectures": [{"arch": {"a": 1}, "ppl": null}]}',
-            "has no row with a ppl score",
+            "has no row with a score for ppl",
         ),
     ],
 )

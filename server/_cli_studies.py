@@ -320,6 +320,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _search_client(args) as client:
+        if not args.yes:
+            study = client.get_study(args.name)  # NOT_FOUND first, then what would go
+            done = study.n_complete + study.n_pruned + study.n_fail
+            raise CliError(
+                f"deleting {study.name} removes its {done} finished trial(s) and their files "
+                f"for good; pass --yes to delete it: "
+                + hint(args, f"delete {shlex.quote(study.name)} --yes")
+            )
+        resp = client.delete(args.name)
+    print(f"deleted {args.name}: {resp.n_trials} trial(s), {resp.n_files} file(s)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from archsearch.server._demo import run_demo
 

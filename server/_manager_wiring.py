@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -66,6 +66,8 @@ class ManagerWiring:
         self.artifacts = GraphArtifacts(artifact_dir, self.rdb) if artifact_dir else None
         #: whether the server keeps trials' uploads (set by the app once its store is built)
         self.keeps_artifacts = True
+        #: removes a trial's uploaded files, returns how many (the app's artifact store)
+        self.remove_files: Callable[[FrozenTrial], int] = lambda _trial: 0
         self._active: dict[str, tuple[float, tuple[str, ...], str]] = {}
         #: trainers studies may select: installed ones, then what workers describe
         self.trainers = TrainerCatalogue.installed()

@@ -104,6 +104,14 @@ class StudyRegistry:
         """Every served study, oldest first."""
         return sorted(self._handles.values(), key=lambda h: (h.created_at, h.spec.name))
 
+    def forget(self, name: str) -> None:
+        """Stops serving study ``name`` (it is being deleted)."""
+        with self._lock:
+            h = self._handles.pop(name, None)
+            if h is not None:
+                self._by_id.pop(h.study_id, None)
+            self.unserved.pop(name, None)
+
     def _add(self, h: StudyHandle) -> None:
         self._handles[h.spec.name] = h
         self._by_id[h.study_id] = h

@@ -137,6 +137,13 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return pb.StopSearchResponse(study=study_to_pb(self.m.snapshot(h)))
 
     @rpc
+    def DeleteSearch(
+        self, request: pb.DeleteSearchRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteSearchResponse:
+        n_trials, n_files = self.m.delete(_study_name(request.name))
+        return pb.DeleteSearchResponse(n_trials=n_trials, n_files=n_files)
+
+    @rpc
     def ResumeSearch(
         self, request: pb.ResumeSearchRequest, context: grpc.ServicerContext
     ) -> pb.ResumeSearchResponse:

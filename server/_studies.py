@@ -69,6 +69,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server._artifact_needs import check_artifact_store
 from archsearch.server._candidate_store import MIN_REPEAT_STREAK
+from archsearch.server._delete import delete_study
 from archsearch.server._derived_trials import has_measured_values, is_derived_trial
 from archsearch.server._index import (
     CANCEL_ATTR,
@@ -194,6 +195,27 @@ class StudyManager(ManagerWiring):
             h, n_trials, self.storage, self.lifecycle, self.retries, self.trials, self._notify
         )
         return h, requeued
+
+    def delete(self, name: str) -> tuple[int, int]:
+        """Deletes a stopped or completed study, its trials and their files
+        (:func:`archsearch.server._delete.delete_study`); (trials, files) removed.
+
+        Raises:
+            NotFound: no such study.
+            FailedPrecondition: it runs, or a worker still holds one of its trials.
+        """
+        handle = None
+        if name not in self.registry.unserved:
+            handle = self.get(name)  # NotFound
+        return delete_study(
+            name,
+            handle,
+            self.storage,
+            self.writer,
+            lambda study_id: self.storage.get_all_trials(study_id, deepcopy=False),
+            self.remove_files,
+            self.registry.forget,
+        )
 
     def best_trials(self, h: StudyHandle) -> list[FrozenTrial]:
         """The best trial (the Pareto front for several objectives) among the COMPLETE trials

@@ -272,6 +272,20 @@ class TrialArtifacts:
         except KeyError:
             raise NotFound(f"study {study_name!r} has no trial {number}") from None
 
+    def remove_all(self, frozen: Any) -> int:
+        """Removes the files of every artifact of trial ``frozen`` from the store (its study is
+        being deleted; the records go with the trial); how many were removed."""
+        if self.store is None:
+            return 0
+        removed = 0
+        for meta in get_all_artifact_meta(frozen, storage=self.rdb):
+            try:
+                self.store.remove(meta.artifact_id)
+                removed += 1
+            except ArtifactNotFound:
+                pass  # already gone
+        return removed
+
     def infos(self, frozen: Any) -> list[ArtifactInfo]:
         out = []
         for meta in get_all_artifact_meta(frozen, storage=self.rdb):

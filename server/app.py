@@ -228,6 +228,7 @@ class ArchsearchServer:
             artifact_dir=cfg.artifact_dir,
         )
         artifacts = self._artifacts(cfg)
+        self.manager.remove_files = artifacts.remove_all  # delete takes a study's files too
         auth = TokenAuthInterceptor(cfg.admin_tokens, cfg.worker_tokens)
         options = [
             ("grpc.max_receive_message_length", cfg.max_message_bytes),

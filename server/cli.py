@@ -1,9 +1,10 @@
-"""The ``archsearch`` command line: serve, worker, launch, studies, show, stop, resume, demo,
-replay, fetch, fleet.
+"""The ``archsearch`` command line: serve, worker, launch, studies, show, stop, resume, delete,
+demo, replay, fetch, fleet.
 
 This module builds the parser and runs a subcommand; the subcommands live by group in
-``_cli_machines`` (serve, worker), ``_cli_studies`` (launch, studies, show, stop, resume, demo),
-``_cli_replay`` (replay) and ``_cli_fetch`` (fetch), what they share in ``_cli_common``.
+``_cli_machines`` (serve, worker), ``_cli_studies`` (launch, studies, show, stop, resume,
+delete, demo), ``_cli_replay`` (replay) and ``_cli_fetch`` (fetch), what they share in
+``_cli_common``.
 
 Every error is one line, ``archsearch: <problem> (<fix>)``, and exits non-zero (2 for bad
 input, 1 otherwise); never a traceback.
@@ -53,6 +54,7 @@ from archsearch.server._cli_fetch import add_fetch_command  # noqa: E402
 from archsearch.server._cli_machines import cmd_serve, cmd_worker  # noqa: E402
 from archsearch.server._cli_replay import add_replay_command  # noqa: E402
 from archsearch.server._cli_studies import (  # noqa: E402
+    cmd_delete,
     cmd_demo,
     cmd_launch,
     cmd_resume,
@@ -327,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
         "default: keep it (a stopped study)",
     )
     rs.set_defaults(func=cmd_resume)
+
+    de = command("delete", "delete a stopped or completed study, its trials and their files")
+    _add_conn(de)
+    de.add_argument("name", help="study name")
+    de.add_argument("--yes", action="store_true", help="really delete it (there is no undo)")
+    de.set_defaults(func=cmd_delete)
 
     d = command("demo", "run an end-to-end search on this machine")
     d.add_argument("--workdir", default="demo-output", help="where the SQLite file and logs go")

@@ -141,6 +141,10 @@ class SearchClient(_Base):
         request = pb.StopSearchRequest(name=name, cancel_running=cancel_running)
         return self._call(self._stub.StopSearch, request).study
 
+    def delete(self, name: str) -> pb.DeleteSearchResponse:
+        """Deletes a stopped or completed study for good (its trials and uploaded files)."""
+        return self._call(self._stub.DeleteSearch, pb.DeleteSearchRequest(name=name))
+
     def resume(self, name: str, n_trials: int = 0) -> pb.ResumeSearchResponse:
         """Runs a stopped or completed study again, or changes a running study's budget:
         ``n_trials`` is the new number of distinct candidates (0 keeps it). The response has

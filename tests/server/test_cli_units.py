@@ -70,6 +70,7 @@ def test_every_option_has_help_and_shows_its_default() -> None:
             "show",
             "stop",
             "resume",
+            "delete",
             "demo",
             "replay",
             "fetch",

@@ -669,6 +669,48 @@ class ResumeSearchRequest(_message.Message):
 Global___ResumeSearchRequest: _TypeAlias = ResumeSearchRequest  # noqa: Y015
 
 @_typing.final
+class DeleteSearchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSearchRequest: _TypeAlias = DeleteSearchRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSearchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    N_TRIALS_FIELD_NUMBER: _builtins.int
+    N_FILES_FIELD_NUMBER: _builtins.int
+    n_trials: _builtins.int
+    """Trials deleted, and files (artifacts) removed from the server's artifact store."""
+    n_files: _builtins.int
+    def __init__(
+        self,
+        *,
+        n_trials: _builtins.int = ...,
+        n_files: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["n_files", b"n_files", "n_trials", b"n_trials"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSearchResponse: _TypeAlias = DeleteSearchResponse  # noqa: Y015
+
+@_typing.final
 class ResumeSearchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -68,6 +68,11 @@ class SearchServiceStub:
                 request_serializer=archsearch_dot_v1_dot_archsearch__pb2.ResumeSearchRequest.SerializeToString,
                 response_deserializer=archsearch_dot_v1_dot_archsearch__pb2.ResumeSearchResponse.FromString,
                 _registered_method=True)
+        self.DeleteSearch = channel.unary_unary(
+                '/archsearch.v1.SearchService/DeleteSearch',
+                request_serializer=archsearch_dot_v1_dot_archsearch__pb2.DeleteSearchRequest.SerializeToString,
+                response_deserializer=archsearch_dot_v1_dot_archsearch__pb2.DeleteSearchResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -125,6 +130,15 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteSearch(self, request, context):
+        """Deletes a stopped or completed study for good: its trials and their uploaded files.
+        FAILED_PRECONDITION while it runs or a worker holds one of its trials; NOT_FOUND for an
+        unknown name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +171,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.ResumeSearch,
                     request_deserializer=archsearch_dot_v1_dot_archsearch__pb2.ResumeSearchRequest.FromString,
                     response_serializer=archsearch_dot_v1_dot_archsearch__pb2.ResumeSearchResponse.SerializeToString,
+            ),
+            'DeleteSearch': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSearch,
+                    request_deserializer=archsearch_dot_v1_dot_archsearch__pb2.DeleteSearchRequest.FromString,
+                    response_serializer=archsearch_dot_v1_dot_archsearch__pb2.DeleteSearchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -325,6 +344,33 @@ class SearchService:
             '/archsearch.v1.SearchService/ResumeSearch',
             archsearch_dot_v1_dot_archsearch__pb2.ResumeSearchRequest.SerializeToString,
             archsearch_dot_v1_dot_archsearch__pb2.ResumeSearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSearch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/archsearch.v1.SearchService/DeleteSearch',
+            archsearch_dot_v1_dot_archsearch__pb2.DeleteSearchRequest.SerializeToString,
+            archsearch_dot_v1_dot_archsearch__pb2.DeleteSearchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,11 @@ class SearchServiceStub:
     that completed because its loop had nothing left to propose, for a running study without
     a new n_trials, and for an n_trials below the candidates already asked.
     """
+    DeleteSearch: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.DeleteSearchRequest, _archsearch_pb2.DeleteSearchResponse]
+    """Deletes a stopped or completed study for good: its trials and their uploaded files.
+    FAILED_PRECONDITION while it runs or a worker holds one of its trials; NOT_FOUND for an
+    unknown name.
+    """
 
 @_typing.type_check_only
 class SearchServiceAsyncStub(SearchServiceStub):
@@ -96,6 +101,11 @@ class SearchServiceAsyncStub(SearchServiceStub):
     were prepared but never ran are queued again. Refused (FAILED_PRECONDITION) for a study
     that completed because its loop had nothing left to propose, for a running study without
     a new n_trials, and for an n_trials below the candidates already asked.
+    """
+    DeleteSearch: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.DeleteSearchRequest, _archsearch_pb2.DeleteSearchResponse]  # type: ignore[assignment]
+    """Deletes a stopped or completed study for good: its trials and their uploaded files.
+    FAILED_PRECONDITION while it runs or a worker holds one of its trials; NOT_FOUND for an
+    unknown name.
     """
 
 class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -158,6 +168,17 @@ class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
         were prepared but never ran are queued again. Refused (FAILED_PRECONDITION) for a study
         that completed because its loop had nothing left to propose, for a running study without
         a new n_trials, and for an n_trials below the candidates already asked.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteSearch(
+        self,
+        request: _archsearch_pb2.DeleteSearchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archsearch_pb2.DeleteSearchResponse, _abc.Awaitable[_archsearch_pb2.DeleteSearchResponse]]:
+        """Deletes a stopped or completed study for good: its trials and their uploaded files.
+        FAILED_PRECONDITION while it runs or a worker holds one of its trials; NOT_FOUND for an
+        unknown name.
         """
 
 def add_SearchServiceServicer_to_server(servicer: SearchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -15,11 +15,13 @@ trial's adapter and writes it as a plain peft LoRA adapter of that rank
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +107,7 @@ def fetch_checkpoint(
         if source.state != pb.COMPLETE or not files:  # a running trial may be uploading
             others = [n for n in names if n not in files]
             raise FetchError(_nothing_kept(source, trial, list(trials.values()), others))
-        staging = out.with_name(f".{out.name}.part-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
+        with _staged(out) as staging:
             for name, (task, file) in sorted(files.items()):
                 folder = staging / task if task else staging
                 folder.mkdir(parents=True, exist_ok=True)
@@ -117,15 +117,6 @@ def fetch_checkpoint(
                 _check_whole(folder, source.number)
                 if rank is not None:
                     adapter_at_rank(folder, rank)
-            if out.exists():
-                out.rmdir()
-            os.replace(staging, out)
-        except OSError as e:
-            raise FetchError(
-                f"cannot write {out}: {e.strerror or e} (pass --out a folder you can create)"
-            ) from e
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     shown = tuple(out / f.relative_to(staging) for f in folders)
     return Fetched(out, trial, source.number, rank, shown)
 
@@ -163,13 +154,28 @@ def fetch_files(
     wanted = sorted(names or held)
     out = Path(out or _default_out(study, trial, None))
     _check_out(out)
+    with (
+        _staged(out) as staging,
+        WorkerClient(server, token=token, tls_ca=tls_ca, tls=tls) as client,
+    ):
+        for name in wanted:
+            client.download_artifact(study, trial, name, staging / name)
+    return out, wanted
+
+
+@contextlib.contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A staging folder beside ``out``, renamed to ``out`` when the block ends well and
+    removed whatever happens: nothing half-written is ever at ``out``.
+
+    Raises:
+        FetchError: a folder that cannot be written (the reason and the fix).
+    """
     staging = out.with_name(f".{out.name}.part-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir(parents=True)
-        with WorkerClient(server, token=token, tls_ca=tls_ca, tls=tls) as client:
-            for name in wanted:
-                client.download_artifact(study, trial, name, staging / name)
+        yield staging
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
@@ -179,7 +185,6 @@ def fetch_files(
         ) from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return out, wanted
 
 
 def trial_files(

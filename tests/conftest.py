@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _postgres import fresh_database
@@ -45,3 +46,23 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("ARCHSEARCH_CACHE_DIR", None)
     else:
         os.environ["ARCHSEARCH_CACHE_DIR"] = old
+
+
+@pytest.fixture
+def sqlite_server(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Starts in-process servers on SQLite files in the test's folder:
+    ``sqlite_server(**ServerConfig fields)`` (``db="s.db"`` names the file; the same file
+    again is a restart); every one started is stopped at teardown."""
+    from archsearch.server.app import ArchsearchServer, ServerConfig
+
+    started: list[ArchsearchServer] = []
+
+    def start(db: str = "s.db", **config: Any) -> ArchsearchServer:
+        srv = ArchsearchServer(ServerConfig(storage=f"sqlite:///{tmp_path / db}", port=0, **config))
+        srv.start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in reversed(started):
+        srv.stop(0)

@@ -1,31 +1,11 @@
 """The trainer interface: what a worker runs for one leased candidate.
 
-A trainer is given a :class:`~archsearch.spaces.Candidate` and a :class:`TrainContext`. It trains
-and evaluates, calling ``context.report(step, value)`` for intermediate values of the study's
-intermediate metric (``context.intermediate_metric``; the server's pruner reads them) and
-``context.check()`` regularly (each epoch, or every few steps). Both raise
-:class:`TrialStopped` when the trial must end: pruned (:class:`TrialPruned`), cancelled by
-``stop --cancel-running`` (:class:`TrialCancelled`), the lease lost, or the worker stopping
-(SIGTERM: the trial is handed back and retried elsewhere). Let it propagate; a trainer that
-never calls either cannot be stopped, pruned or cancelled (the worker warns when a trainer has
-ignored a stop for longer than its stop grace). It returns a :class:`TrainResult` whose
-``metrics`` hold every raw metric it measured (task metrics and cost metrics) and whose
-``info`` is free text about the run.
-
-Contract:
-    * ``train`` is called from the worker's main thread; heartbeats run on another thread.
-    * A failure of the candidate itself (invalid architecture for this trainer, diverged loss)
-      raises :class:`CandidateError`: the trial fails with its message and is not retried. Any
-      other exception is a failure of the machine: the candidate is retried elsewhere (up to
-      the study's ``max_retries``).
-    * ``report`` takes a whole step >= 0 and a finite number; the result's metrics must be
-      finite numbers and include the study's objectives (``context.objective_metrics``). A
-      mistake there fails the trial at once with the reason, not retried.
-    * ``info`` values are text (others are stored as ``str(value)``).
-    * ``recipe.max_steps`` is the step count a pruned trial's note shows ("pruned at step S of
-      M"): report steps in the same unit.
-    * ``context.upload(path, name)`` stores a file on the trial (``archsearch fetch STUDY N
-      --artifact NAME`` downloads it); ``context.has_server`` says whether there is a server.
+:class:`Trainer` (its ``train`` given a :class:`~archsearch.spaces.Candidate` and a
+:class:`TrainContext`), the :class:`TrainResult` it returns, and the exceptions that end a
+trial early (:class:`TrialStopped`, :class:`TrialPruned`, :class:`TrialCancelled`) or fail the
+candidate for good (:class:`CandidateError`). The contract a trainer keeps (reporting,
+checking for a stop, what counts as whose failure, what a result holds) is the package's:
+``help(archsearch.worker)``, "Writing a trainer".
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ control characters cannot rewrite the terminal of whoever runs ``show``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -12,7 +11,7 @@ import pytest
 from _procs import table_spec
 
 from archsearch.server import cli
-from archsearch.server.app import ArchsearchServer, ServerConfig
+from archsearch.server.app import ArchsearchServer
 from archsearch.server.client import ClientError, SearchClient, WorkerClient
 from archsearch.v1 import archsearch_pb2 as pb
 
@@ -20,11 +19,8 @@ CAPS = pb.WorkerCapabilities(trainers=["table"], device="cpu")
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ArchsearchServer]:
-    srv = ArchsearchServer(ServerConfig(storage=f"sqlite:///{tmp_path / 's.db'}", port=0))
-    srv.start()
-    yield srv
-    srv.stop(0)
+def server(sqlite_server) -> ArchsearchServer:  # type: ignore[no-untyped-def]
+    return sqlite_server()  # type: ignore[no-any-return]
 
 
 def refused(call, contains: str = "") -> str:  # type: ignore[no-untyped-def]

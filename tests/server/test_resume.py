@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -29,11 +28,8 @@ def url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def server(url: str) -> Iterator[ArchsearchServer]:
-    srv = ArchsearchServer(ServerConfig(storage=url, port=0))
-    srv.start()
-    yield srv
-    srv.stop(0)
+def server(sqlite_server) -> ArchsearchServer:  # type: ignore[no-untyped-def]
+    return sqlite_server()  # type: ignore[no-any-return]
 
 
 def spec(name: str, n_trials: int) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,8 @@ class _Plugin(Trainer):
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ArchsearchServer]:
-    srv = ArchsearchServer(
-        ServerConfig(storage=f"sqlite:///{tmp_path / 's.db'}", port=0, lease_duration_s=30)
-    )
-    srv.start()
-    yield srv
-    srv.stop(0)
+def server(sqlite_server) -> ArchsearchServer:  # type: ignore[no-untyped-def]
+    return sqlite_server(lease_duration_s=30)  # type: ignore[no-any-return]
 
 
 def run_one(server: ArchsearchServer, train: Callable[[TrainContext], Any]) -> pb.Trial:

@@ -132,14 +132,21 @@ def installed_trainers() -> tuple[TrainerInfo, ...]:
     """
     out = []
     seen: dict[str, str] = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in seen:  # two packages publish one name: which one wins is arbitrary
+    # archsearch's own first: a plugin that publishes a built-in trainer's name is ignored,
+    # whichever order the entry points come in
+    eps = sorted(
+        importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+        key=lambda ep: not ep.value.startswith("archsearch."),
+    )
+    for ep in eps:
+        if ep.name in seen:  # two packages publish one name
             log.error(
-                "trainer entry point %s is published twice (%s and %s); using the first, "
+                "trainer entry point %s is published twice (%s and %s); using %s, "
                 "uninstall or rename the other",
                 ep.name,
                 seen[ep.name],
                 ep.value,
+                seen[ep.name],
             )
             continue
         seen[ep.name] = ep.value

@@ -6,6 +6,7 @@ The server knows trainers from the ``archsearch.trainers`` entry points and from
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,3 +170,33 @@ def test_a_described_trainer_is_launchable(server: ArchsearchServer) -> None:
         assert study.name == "e"
         # a worker sending no description (an older worker) still registers by name
         _register(worker, [], offered=("bert", "table"))
+
+
+def test_a_plugin_publishing_a_built_in_name_is_ignored(tmp_path: Path) -> None:
+    """A plugin entry point named "bert" was used instead of archsearch's own when it came
+    first, and every bert launch was checked against the plugin's description."""
+    import subprocess
+    import sys
+
+    (tmp_path / "fakebert.py").write_text(
+        "from archsearch.spaces import TrainerInfo\n"
+        "INFO = TrainerInfo(name='bert', spaces=('bert',), metrics=('accuracy',))\n"
+    )
+    dist = tmp_path / "aaa_fake-0.1.dist-info"  # sorts first on the path
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: aaa-fake\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[archsearch.trainers]\nbert = fakebert:INFO\n")
+    code = (
+        "from archsearch.server._trainers import installed_trainers; "
+        "print([i.cost_metrics[:1] for i in installed_trainers() if i.name == 'bert'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[('params',)]"  # archsearch's own description
+    assert "published twice (archsearch.worker._bert_info:BERT_TRAINER_INFO and fakebert:INFO)" in (
+        done.stderr
+    )

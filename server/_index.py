@@ -47,6 +47,9 @@ FAILURES_ATTR = "archsearch:failures"
 COMPLETED_REASON_ATTR = "archsearch:completed_reason"
 #: Set by ``stop --cancel-running``: the workers of its leased trials are told to stop.
 CANCEL_ATTR = "archsearch:cancel_running"
+#: a retryable failure while its study was stopped (handed back, lease expired): not re-queued
+#: then, re-queued by ``resume``
+RETRY_ON_RESUME_ATTR = "archsearch:retry_on_resume"
 STOPPED_REASON = "study stopped before this candidate ran"
 
 RUNNING, STOPPED, COMPLETED = "running", "stopped", "completed"
@@ -114,6 +117,9 @@ class StudyIndex:
     #: value of a single-objective study). Proposed again, one is a recorded PRUNED repeat:
     #: the same training would give the same curve, so it is not trained twice.
     pruned: dict[str, tuple[int, list[float]]] = dataclasses.field(default_factory=dict)
+    #: Trial numbers of retryable failures while the study was stopped (``resume`` re-queues
+    #: them; ``RETRY_ON_RESUME_ATTR`` keeps them across a restart).
+    unretried: set[int] = dataclasses.field(default_factory=set)
 
 
 @dataclasses.dataclass

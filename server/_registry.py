@@ -25,6 +25,7 @@ from archsearch.server._index import (
     COMPLETED_REASON_ATTR,
     CREATED_ATTR,
     LEASE_ATTR,
+    RETRY_ON_RESUME_ATTR,
     RUNNING,
     SPEC_ATTR,
     STATE_ATTR,
@@ -238,6 +239,8 @@ def rebuild_index(
                     idx.repeat_streak = 0
                 elif t.state in (TrialState.COMPLETE, TrialState.PRUNED):
                     idx.repeat_streak += 1
+            if t.state == TrialState.FAIL and t.system_attrs.get(RETRY_ON_RESUME_ATTR):
+                idx.unretried.add(t.number)
             if t.state == TrialState.WAITING:
                 idx.waiting.add(_storage.trial_id_of(t))
             elif t.state == TrialState.COMPLETE and "candidate" in t.user_attrs:

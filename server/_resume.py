@@ -8,9 +8,10 @@ reads the history), nothing is trained twice (completed candidates are recorded 
   stay asked), above them for a completed study (or it would complete again at once). It is
   written into the stored spec, so a restarted server keeps it.
 * A stopped study's candidates that were prepared or queued for a retry but never ran (FAIL,
-  "study stopped before this candidate ran") are queued again as WAITING copies, not counted
-  as failures and not against the budget (they were counted when first asked). Trials that
-  ``stop --cancel-running`` cancelled stay failed: the user ended them.
+  "study stopped before this candidate ran"), and those whose trial failed retryably while it
+  was stopped (handed back at SIGTERM, lease expired), are queued again as WAITING copies, not
+  counted as failures and not against the budget (they were counted when first asked). Trials
+  that ``stop --cancel-running`` cancelled stay failed: the user ended them.
 * The stop's cancel flag and the completed reason are cleared.
 * Refused: a study whose loop said it has nothing new to propose (the space exhausted,
   AutoDistil's stages done), which more trials cannot change; a running study without a
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -115,8 +116,9 @@ def resume(
             lifecycle.set_state(h, RUNNING)
         requeued = 0
         if was != COMPLETED and was != RUNNING:  # stopped: its never-run candidates again
-            for t in never_ran(trials(h)):
+            for t in never_ran(trials(h), h.index.unretried):
                 requeued += retries.requeue(h, t, RESUMED_REASON, count=False)
+            h.index.unretried.clear()
         h.loop.warm_up(h.space, notify)
         log.info(
             "study %s resumed (was %s; budget %d; %d never-run candidates queued again)",
@@ -129,9 +131,10 @@ def resume(
     return requeued
 
 
-def never_ran(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials a stop failed before they ran (:data:`STOPPED_REASON`) that no later trial
-    retries, in trial order."""
+def never_ran(trials: list[FrozenTrial], unretried: Collection[int] = ()) -> list[FrozenTrial]:  # type: ignore[assignment]
+    """The trials a stop failed before they ran (:data:`STOPPED_REASON`), and those that
+    failed retryably while the study was stopped (``unretried``: handed back, lease expired),
+    that no later trial retries, in trial order."""
     retried = {
         int(t.system_attrs["retry_history"][-1])
         for t in trials
@@ -141,6 +144,6 @@ def never_ran(trials: list[FrozenTrial]) -> list[FrozenTrial]:
         t
         for t in sorted(trials, key=lambda t: t.number)
         if t.state == TrialState.FAIL
-        and t.user_attrs.get("fail_reason") == STOPPED_REASON
+        and (t.user_attrs.get("fail_reason") == STOPPED_REASON or t.number in unretried)
         and t.number not in retried
     ]

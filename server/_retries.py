@@ -21,7 +21,12 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.server import _dashboard_attrs as dashboard
 from archsearch.server import _storage
 from archsearch.server._deferred_storage import DeferredTrialStorage
-from archsearch.server._index import FAILURES_ATTR, RUNNING, StudyHandle
+from archsearch.server._index import (
+    FAILURES_ATTR,
+    RETRY_ON_RESUME_ATTR,
+    RUNNING,
+    StudyHandle,
+)
 from archsearch.server._leases import LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._logsafe import loggable
@@ -84,12 +89,17 @@ class Retries:
     def requeue(self, h: StudyHandle, failed: FrozenTrial, reason: str, count: bool) -> bool:
         """Adds a WAITING copy of ``failed``; False when its retry budget is spent."""
         failures = int(failed.system_attrs.get(FAILURES_ATTR, 0)) + (1 if count else 0)
-        if h.state != RUNNING:  # a stopped study leaves nothing waiting
+        if h.state != RUNNING:  # a stopped study leaves nothing waiting; resume re-queues it
             log.info(
-                "trial %d of %s failed after its study stopped; not retried (%s)",
+                "trial %d of %s failed after its study stopped; not retried until it is "
+                "resumed (%s)",
                 failed.number,
                 h.spec.name,
                 loggable(reason),
+            )
+            h.index.unretried.add(failed.number)
+            self.writer.submit(
+                _storage.attrs_op(_storage.trial_id_of(failed), system={RETRY_ON_RESUME_ATTR: True})
             )
             return False
         if failures > h.spec.max_retries:

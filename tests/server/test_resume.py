@@ -229,3 +229,30 @@ def test_stop_twice_says_it_was_already_stopped(
     assert capsys.readouterr().out.startswith("stopped s: no new trials")
     assert cli.main(args) == 0
     assert capsys.readouterr().out.startswith("s was already stopped; 0 running trial(s)")
+
+
+def test_a_trial_handed_back_while_stopped_runs_again_on_resume(
+    sqlite_server, url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Stopped mid-trial, its worker got SIGTERM and handed the trial back: the candidate was
+    failed, not re-queued (the study was stopped), and lost for good, though its budget was
+    spent. Resume now queues it again, also after a restart."""
+    srv = sqlite_server()
+    with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+        admin.launch(spec("s", 2))
+        worker.register("w", CAPS)
+        lease = worker.acquire("w", CAPS, 5).lease
+        admin.stop("s")
+        worker.release(lease.lease_id, "worker stopped (SIGTERM)")
+    srv.stop(0)
+    srv = sqlite_server()  # restarted: the hand-back is remembered
+    with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+        assert admin.resume("s").requeued == 1
+        worker.register("w", CAPS)
+        again = worker.acquire("w", CAPS, 5).lease
+        by_number = {t.number: t for t in admin.list_trials("s")}
+        assert by_number[again.trial_number].retry_of == lease.trial_number
+        worker.complete(again.lease_id, {"score": 0.5}, {})
+        run_trials(worker, 1)
+        study = admin.get_study("s")
+        assert study.state == pb.STUDY_COMPLETED and study.n_complete == 2

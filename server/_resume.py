@@ -131,7 +131,7 @@ def resume(
     return requeued
 
 
-def never_ran(trials: list[FrozenTrial], unretried: Collection[int] = ()) -> list[FrozenTrial]:  # type: ignore[assignment]
+def never_ran(trials: list[FrozenTrial], unretried: Collection[int] = ()) -> list[FrozenTrial]:
     """The trials a stop failed before they ran (:data:`STOPPED_REASON`), and those that
     failed retryably while the study was stopped (``unretried``: handed back, lease expired),
     that no later trial retries, in trial order."""

@@ -25,7 +25,9 @@ def add_fetch_command(command: Callable[[str, str], argparse.ArgumentParser]) ->
     f = command("fetch", "download a trial's kept checkpoint (a DyLoRA rank: its adapter)")
     _add_conn(f)
     f.add_argument("name", help="study name")
-    f.add_argument("trial", type=whole_number(0), help="trial number (as `show` lists it)")
+    f.add_argument(
+        "trial", type=whole_number(0, 2**31 - 1), help="trial number (as `show` lists it)"
+    )
     f.add_argument(
         "--out",
         help="folder to create (default: STUDY-trialN, with -rB for --rank B on a training "

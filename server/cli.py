@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("name", help="study name")
     rs.add_argument(
         "--n-trials",
-        type=whole_number(1),
+        type=whole_number(1, 100_000),
         default=0,
         help="the new budget of distinct candidates (at least those already asked); "
         "default: keep it (a stopped study)",

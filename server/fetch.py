@@ -151,7 +151,7 @@ def fetch_files(
         raise FetchError(
             f"trial {trial} holds no file {missing[0]!r} (it holds: {', '.join(sorted(held))})"
         )
-    wanted = sorted(names or held)
+    wanted = sorted(set(names or held))
     out = Path(out or _default_out(study, trial, None))
     _check_out(out)
     with (

@@ -99,7 +99,19 @@ def make_space(name: str, options: dict[str, Any] | None = None) -> DesignSpace:
     cls = SPACES[name]  # UnknownName (a SpecError) lists the registered names
     if options is not None and not isinstance(options, dict):
         raise SpecError("space_options", "must be a JSON object")
-    return cls(**(options or {}))
+    try:
+        return cls(**(options or {}))
+    except TypeError as e:  # a space (a plugin's) that does not check its options itself
+        import inspect
+
+        known = [p for p in inspect.signature(cls).parameters if p not in ("self", "kwargs")]
+        unknown = sorted(set(options or {}) - set(known))
+        field = f"space_options.{unknown[0]}" if unknown else "space_options"
+        raise SpecError(
+            field,
+            f"not accepted by the {name} space ({e})",
+            f"known: {', '.join(known) or 'none'}",
+        ) from e
 
 
 #: The design spaces whose candidates are FlexiBERT models.

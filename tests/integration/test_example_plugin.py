@@ -96,3 +96,30 @@ def best_arch(trial: pb.Trial) -> dict:  # type: ignore[type-arg]
     import json
 
     return json.loads(trial.candidate_json)["architecture"]  # type: ignore[no-any-return]
+
+
+def test_an_unknown_option_of_a_plugin_space_is_one_line() -> None:
+    """The example space takes its options as arguments and checks none itself: an unknown
+    one was a TypeError (INTERNAL from the server, a traceback from the CLI)."""
+    import sys
+
+    from archsearch.spaces import SpecError, make_space
+
+    sys.path.insert(0, str(PLUGIN))
+    try:
+        import mlp_plugin  # noqa: F401  (registers the mlp space)
+
+        with pytest.raises(SpecError) as e:
+            make_space("mlp", {"bogus": 1})
+        assert e.value.field == "space_options.bogus"
+        assert "not accepted by the mlp space" in str(e.value)
+        assert "known: layers, width, lr" in str(e.value)
+    finally:  # the rest of this process never saw the plugin
+        sys.path.remove(str(PLUGIN))
+        sys.modules.pop("mlp_plugin", None)
+        from archsearch.spaces import SPACES
+        from archsearch.worker._registry import TRAINERS
+
+        for registry in (SPACES, TRAINERS):
+            if "mlp" in registry:
+                registry.unregister("mlp")

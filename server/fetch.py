@@ -245,6 +245,11 @@ def _nothing_kept(
     via = "" if source.number == asked else f" (rank trial {asked}'s training trial)"
     if source.state in (pb.RUNNING, pb.WAITING):
         return f"trial {source.number}{via} has not finished: its checkpoint comes when it ends"
+    if source.duplicate_of >= 0:  # a repeat: the earlier trial trained it, and kept it
+        return (
+            f"trial {source.number}{via} repeats trial {source.duplicate_of} (its result, not "
+            f"trained again): fetch {source.duplicate_of}"
+        )
     if source.state != pb.COMPLETE:
         state = pb.TrialState.Name(source.state).lower()
         retries = [
@@ -266,14 +271,14 @@ def _nothing_kept(
             f"({where}: a worker without a server, or older than this version); copy it from "
             "there"
         )
+    if others:  # a trainer of the user's own: its files are what it kept
+        return (
+            f"trial {source.number}{via} kept no checkpoint of archsearch's; it holds "
+            f"{', '.join(others[:8])}: fetch them with --all or --artifact NAME"
+        )
     return (
         f"trial {source.number}{via} kept no checkpoint (launch the study with --set "
         "recipe.keep_checkpoint=true)"
-        + (
-            f"; it holds other files: {', '.join(others[:8])} (fetch them with --all)"
-            if others
-            else ""
-        )
     )
 
 

@@ -247,7 +247,7 @@ def test_a_trials_own_files_are_listed_and_fetched_by_name(server, study, tmp_pa
     ]
     assert fetch(server, study, "s", "7", "--out", str(tmp_path / "none")) == 2
     err = capsys.readouterr().err
-    assert "kept no checkpoint" in err and "it holds other files: model.pkl, notes.json" in err
+    assert "kept no checkpoint of archsearch's; it holds model.pkl, notes.json: fetch them" in err
     out = tmp_path / "one"
     assert fetch(server, study, "s", "7", "--artifact", "model.pkl", "--out", str(out)) == 0
     assert [p.name for p in out.iterdir()] == ["model.pkl"]
@@ -266,3 +266,13 @@ def test_a_trials_own_files_are_listed_and_fetched_by_name(server, study, tmp_pa
     assert not (tmp_path / "x").exists()
     assert fetch(server, study, "s", "2", "--list") == 0
     assert capsys.readouterr().out.strip() == "trial 2 of s holds no files"
+
+
+def test_a_repeat_points_at_the_trial_that_trained_it() -> None:
+    """`fetch STUDY 3` on a repeat of #0 said "kept no checkpoint (launch the study with
+    --set recipe.keep_checkpoint=true)" in a study that keeps them."""
+    from archsearch.server.fetch import _nothing_kept
+
+    repeat = pb.Trial(number=3, state=pb.COMPLETE, duplicate_of=0)
+    said = _nothing_kept(repeat, 3, [repeat])
+    assert said == "trial 3 repeats trial 0 (its result, not trained again): fetch 0"

@@ -231,9 +231,7 @@ def test_stop_twice_says_it_was_already_stopped(
     assert capsys.readouterr().out.startswith("s was already stopped; 0 running trial(s)")
 
 
-def test_a_trial_handed_back_while_stopped_runs_again_on_resume(
-    sqlite_server, url: str
-) -> None:  # type: ignore[no-untyped-def]
+def test_a_trial_handed_back_while_stopped_runs_again_on_resume(sqlite_server, url: str) -> None:  # type: ignore[no-untyped-def]
     """Stopped mid-trial, its worker got SIGTERM and handed the trial back: the candidate was
     failed, not re-queued (the study was stopped), and lost for good, though its budget was
     spent. Resume now queues it again, also after a restart."""

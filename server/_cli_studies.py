@@ -30,8 +30,10 @@ def _parse_value(key: str, text: str) -> Any:
     """A ``--set`` value: JSON, else the text as a string; an object or list that is not valid
     JSON (``{method:dsir}``: the shell ate its quotes, or they were never there) is an error
     that shows the value as JSON."""
+    from archsearch.server._spec_objectives import unique_keys
+
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique_keys)
     except (ValueError, RecursionError) as e:
         if not isinstance(e, (json.JSONDecodeError, RecursionError)):  # 4300+ digits
             raise CliError(f"--set {key}: {str(e).split(';')[0]}") from None
@@ -134,9 +136,13 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
             raise CliError(
                 f"--set {item!r}: expected KEY=VALUE, for example --set recipe.max_steps=300"
             )
-        if key in flags:  # one of the two would be lost without a word
-            raise CliError(f"--set {key}=... and {flags[key]} both set {key}; give it once")
+        # one would be lost without a word: the same key, or a whole object over a field
+        # given before (--table, then --set space_options={...})
+        for given, by in flags.items():
+            if given == key or given.startswith(f"{key}."):
+                raise CliError(f"--set {key}=... would replace {given} set by {by}; give it once")
         _set_path(spec, key, _parse_value(key, value))
+        flags[key] = f"--set {key}=..."
     # A table path is read by the server: make a local relative path absolute.
     table = (
         spec.get("space_options", {}).get("table")

@@ -309,9 +309,16 @@ def test_a_set_key_a_flag_also_sets_is_refused(capsys: pytest.CaptureFixture[str
     err = _launch_error(
         ["--objective", "accuracy:max", "--set", 'objectives=["dev_loss:min"]'], capsys
     )
-    assert "--set objectives=... and --objective both set objectives; give it once" in err
+    assert "--set objectives=... would replace objectives set by --objective; give it once" in err
     err = _launch_error(["--set", "n_trials=9"], capsys)  # LAUNCH gives --trials
-    assert "--set n_trials=... and --trials both set n_trials" in err
+    assert "--set n_trials=... would replace n_trials set by --trials" in err
+    err = _launch_error(["--table", "t.json", "--set", 'space_options={"x": 1}'], capsys)
+    assert "--set space_options=... would replace space_options.table set by --table" in err
+    two = ["--set", "recipe.max_steps=5", "--set", "recipe.max_steps=6"]
+    err = _launch_error(two, capsys)
+    assert "would replace recipe.max_steps set by --set recipe.max_steps=..." in err
+    err = _launch_error(["--set", 'recipe={"max_steps": 5, "max_steps": 6}'], capsys)
+    assert "--set recipe: key 'max_steps' appears twice in one object" in err
     # a flag's sub-field is not the same key: allowed
     from archsearch.server._cli_studies import build_spec
 

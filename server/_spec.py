@@ -182,9 +182,7 @@ class SearchSpec:
         data_space = DataSpace.from_spec(obj.get("data_space"), data, strict=not stored)
         recipe = validate_recipe(obj.get("recipe", {}))
 
-        objectives = parse_objectives(
-            obj.get("objectives", [{"metric": "accuracy", "direction": "maximize"}])
-        )
+        objectives = parse_objectives(obj.get("objectives", default_objectives(data)))
 
         trainer = obj.get("trainer", "bert")
         if not isinstance(trainer, str):
@@ -323,6 +321,22 @@ def _check_depth(obj: dict[str, Any]) -> None:
                 stack.extend((v, depth + 1) for v in item.values())
             elif isinstance(item, list | tuple):
                 stack.extend((v, depth + 1) for v in item)
+
+
+def default_objectives(data: dict[str, Any]) -> list[dict[str, str]]:
+    """The objective of a spec that names none: the task's own metric (CoLA's mcc, STS-B's
+    pearson), the GLUE average of several GLUE tasks; accuracy otherwise."""
+    from archsearch.spaces import GLUE_TASKS, validate_custom_task
+
+    tasks = data_tasks(data)
+    metric = "accuracy"
+    if len(tasks) == 1 and tasks[0] in GLUE_TASKS:
+        metric = GLUE_TASKS[tasks[0]].primary_metric
+    elif len(tasks) == 1 and isinstance(data.get("custom_task"), dict):
+        metric = validate_custom_task(data["custom_task"]).primary_metric
+    elif len(tasks) > 1 and all(t in GLUE_TASKS for t in tasks):
+        metric = "glue_avg"
+    return [{"metric": metric, "direction": "maximize"}]
 
 
 def trainer_metrics(

@@ -197,3 +197,13 @@ def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
         assert committed.read_text() == generated.read_text(), (
             f"{committed} is stale: run make proto"
         )
+
+
+def test_the_default_objective_is_the_tasks_own_metric() -> None:
+    """`launch --task cola` without --objective was refused: the default was accuracy, which
+    CoLA does not report."""
+    base = {"name": "ok", "space": "bert", "n_trials": 3}
+    for task, metric in [("cola", "mcc"), ("stsb", "pearson"), ("sst2", "accuracy")]:
+        assert SearchSpec.from_dict({**base, "task": task}).objectives[0].metric == metric
+    both = SearchSpec.from_dict({**base, "tasks": ["cola", "sst2"]})
+    assert both.objectives[0].metric == "glue_avg"

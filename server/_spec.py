@@ -333,7 +333,11 @@ def default_objectives(data: dict[str, Any]) -> list[dict[str, str]]:
     if len(tasks) == 1 and tasks[0] in GLUE_TASKS:
         metric = GLUE_TASKS[tasks[0]].primary_metric
     elif len(tasks) == 1 and isinstance(data.get("custom_task"), dict):
-        metric = validate_custom_task(data["custom_task"]).primary_metric
+        custom = validate_custom_task(data["custom_task"])
+        try:
+            metric = custom.primary_metric
+        except ValueError:  # labels inferred from the files on the worker: accuracy first
+            metric = "pearson" if custom.is_regression else "accuracy"
     elif len(tasks) > 1 and all(t in GLUE_TASKS for t in tasks):
         metric = "glue_avg"
     return [{"metric": metric, "direction": "maximize"}]

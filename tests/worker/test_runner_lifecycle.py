@@ -22,7 +22,7 @@ from _procs import TABLE, table_spec
 from archsearch.server import cli as archsearch_cli
 from archsearch.server.app import ArchsearchServer, ServerConfig
 from archsearch.server.client import ClientError, SearchClient, WorkerClient
-from archsearch.spaces import Candidate
+from archsearch.spaces import Candidate, TrainerInfo
 from archsearch.v1 import archsearch_pb2 as pb
 from archsearch.worker import TrainContext, Trainer, TrainResult
 from archsearch.worker._reach import Outage
@@ -141,6 +141,7 @@ class _Trainer(Trainer):
     (Ctrl-C); it stops when the worker asks (at once when the worker is already stopping)."""
 
     name = "fake"
+    info = TrainerInfo(name="fake", spaces=("bert",), metrics=("accuracy",))
 
     def __init__(self, interrupt: int = 0) -> None:
         self.interrupt, self.trained = interrupt, 0

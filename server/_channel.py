@@ -160,7 +160,9 @@ def check_target(target: str, name: str = "the server address") -> str:
             raise ValueError(f"{name} {target} has no port ({fix})")
         if host in ("", "[]"):
             raise ValueError(f"{name} {target} has no host ({fix})")
-        if port.isascii() and port.isdigit() and not 1 <= int(port) <= 65535:
+        if not (port.isascii() and port.isdigit()):  # 50051/ or 50051/path: not a port
+            raise ValueError(f"{name} {target}: the port {port!r} is not a number ({fix})")
+        if not 1 <= int(port) <= 65535:
             raise ValueError(f"port must be in 1..65535, got {target!r} (HOST:PORT)")
     return target
 

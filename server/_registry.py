@@ -129,6 +129,11 @@ class StudyRegistry:
         with self._lock:
             if spec.name in self._handles:
                 raise AlreadyExists(f"study {spec.name!r} already exists; choose another name")
+            if spec.name in self.unserved:
+                raise AlreadyExists(
+                    f"study {spec.name!r} already exists (this server cannot serve it: "
+                    f"{self.unserved[spec.name]}); choose another name"
+                )
             try:
                 self.storage.get_study_id_from_name(spec.name)
                 raise AlreadyExists(

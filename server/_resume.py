@@ -58,7 +58,7 @@ def check_budget(h: StudyHandle, n_trials: int) -> None:
     name, asked = h.spec.name, h.index.originals
     if not 0 <= n_trials <= MAX_TRIALS:
         raise InvalidArgument(f"n_trials must be in 1..{MAX_TRIALS} (0 keeps it), got {n_trials}")
-    if n_trials and n_trials < asked:
+    if n_trials and n_trials < asked and h.state != COMPLETED:
         raise FailedPrecondition(
             f"study {name} has asked {asked} distinct candidates already; "
             f"pass --n-trials {asked} or more"

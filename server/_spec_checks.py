@@ -162,7 +162,7 @@ def check_prunable(info: TrainerInfo, metric: str, data: dict[str, Any]) -> None
     if metric and metric not in curve and metric.rpartition(".")[2] in info.cost_metrics:
         raise SpecError(
             "pruner",
-            f"{metric!r} is known only once a trial has trained, so there is no learning "
+            f"{metric!r} is measured once, not as training goes, so there is no learning "
             "curve to prune on",
             f"put a metric measured while training first ({', '.join(curve[:4])}), or use "
             '"pruner": "none"',

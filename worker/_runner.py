@@ -179,7 +179,10 @@ class Worker(ServerCalls):
             backoff.reset()
             if resp is None or not resp.has_trial:
                 if self._idle_too_long(idle_since):
-                    log.info("no work for %.0fs; exiting", self.idle_exit_s)
+                    waited = time.monotonic() - idle_since
+                    log.info(
+                        "no work for %.0fs (--idle-exit %g); exiting", waited, self.idle_exit_s
+                    )
                     break
                 continue
             self._count(self.run_trial(resp))

@@ -49,7 +49,8 @@ class IgnoredStop:
             return False
         self.said = True
         log.warning(
-            "trial %s: the trainer trains on %.0fs after %s; a trainer must call "
+            "trial %s: the trainer trains on %.0fs after the worker asked it to stop (%s); "
+            "a trainer must call "
             "context.check() or context.report() regularly to stop (this trial runs to its end)",
             tag,
             now - self.since,

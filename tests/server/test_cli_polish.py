@@ -80,6 +80,7 @@ def test_an_empty_or_portless_server_is_one_line(
         (":50051", "--server :50051 has no host"),
         ("   ", "--server is empty"),
         ("http://127.0.0.1:5", "--server http://127.0.0.1:5 is a URL; give HOST:PORT without"),
+        ("127.0.0.1:5/", "--server 127.0.0.1:5/: the port '5/' is not a number"),
         ("https://h.example:443/", "is a URL; give HOST:PORT without https://: h.example:443 and"),
     ],
 )

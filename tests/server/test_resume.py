@@ -156,10 +156,10 @@ def test_what_cannot_be_resumed_is_refused_precisely(server: ArchsearchServer) -
                 "study s completed with its budget of 2 spent (2 distinct candidates); "
                 "pass --n-trials above 2 to try more",
             ),
-            (
+            (  # completed: more than asked, not "2 or more" (2 is refused too)
                 lambda: admin.resume("s", 1),
                 grpc.StatusCode.FAILED_PRECONDITION,
-                "study s has asked 2 distinct candidates already; pass --n-trials 2 or more",
+                "pass --n-trials above 2 to try more",
             ),
         ]
         for call, status, part in cases:

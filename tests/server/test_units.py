@@ -78,7 +78,9 @@ def test_a_pruner_needs_a_first_objective_measured_while_training() -> None:
     base = {"name": "ok", "space": "bert", "n_trials": 3, "pruner": "median"}
     with pytest.raises(SpecError) as e:  # params is known once trained: no curve
         SearchSpec.from_dict({**base, "objectives": ["params:min", "accuracy:max"]})
-    assert e.value.field == "pruner" and "'params' is known only once" in str(e.value)
+    assert e.value.field == "pruner" and "'params' is measured once, not as training goes" in str(
+        e.value
+    )
     assert '"pruner": "none"' in str(e.value)
     # the dev loss is measured at every evaluation, like the task's scores
     spec = SearchSpec.from_dict({**base, "objectives": ["dev_loss:min"]})

@@ -139,7 +139,7 @@ def test_a_trainer_that_ignores_a_cancel_is_named_once(tmp_path: Path, caplog) -
         srv.stop(0)
     said = [r.getMessage() for r in caplog.records if "trains on" in r.getMessage()]
     assert len(said) == 1, said
-    assert "after the cancel; a trainer must call context.check() or context.report()" in said[0]
+    assert "after the worker asked it to stop (the cancel); a trainer must call" in said[0]
 
 
 def test_ignored_stop_waits_its_grace_and_speaks_once() -> None:

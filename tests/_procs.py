@@ -251,3 +251,17 @@ def load_trials(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
 def candidate_root(t: optuna.trial.FrozenTrial) -> int:
     """The original trial number of a (possibly retried) candidate."""
     return int(t.system_attrs.get("failed_trial", t.number))
+
+
+def make_unreadable(url: str, name: str) -> None:
+    """Rewrites study ``name``'s stored spec in the storage at ``url`` (no server on it) to
+    name a space no installed archsearch has: what a server without a study's plugin reads."""
+    import optuna
+
+    from archsearch.server._index import SPEC_ATTR
+
+    storage = optuna.storages.RDBStorage(url)
+    study_id = storage.get_study_id_from_name(name)
+    spec = storage.get_study_user_attrs(study_id)[SPEC_ATTR]
+    storage.set_study_user_attr(study_id, SPEC_ATTR, {**spec, "space": "digits"})
+    storage.engine.dispose()

@@ -4,16 +4,14 @@ name is free again."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import grpc
 import optuna
 import pytest
-from _procs import table_spec
+from _procs import make_unreadable, table_spec
 
 from archsearch.server import cli
-from archsearch.server._index import SPEC_ATTR
 from archsearch.server.app import ArchsearchServer, ServerConfig
 from archsearch.server.client import ClientError, SearchClient, WorkerClient
 from archsearch.v1 import archsearch_pb2 as pb
@@ -93,14 +91,11 @@ def test_a_study_this_server_cannot_serve_can_be_deleted(url: str) -> None:
     srv.start()
     try:
         with SearchClient(srv.address) as admin:
-            spec = json.loads(admin.launch(table_spec("p", 2)).spec_json)
+            admin.launch(table_spec("p", 2))
             admin.stop("p")
     finally:
         srv.stop(0)
-    storage = optuna.storages.RDBStorage(url)
-    storage.set_study_user_attr(
-        storage.get_study_id_from_name("p"), SPEC_ATTR, {**spec, "space": "digits"}
-    )
+    make_unreadable(url, "p")
     srv = ArchsearchServer(ServerConfig(storage=url, port=0))
     srv.start()
     try:

@@ -273,8 +273,7 @@ class TrialArtifacts:
             raise NotFound(f"study {study_name!r} has no trial {number}") from None
 
     def remove_all(self, frozen: Any) -> int:
-        """Removes the files of every artifact of trial ``frozen`` from the store (its study is
-        being deleted; the records go with the trial); how many were removed."""
+        """Removes trial ``frozen``'s artifact files (its study is deleted); how many."""
         if self.store is None:
             return 0
         removed = 0

@@ -218,7 +218,10 @@ def _read_time_columns(
 def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -> str:
     spec = json.loads(study.spec_json)
     repeats = sum(1 for t in trials if t.duplicate_of >= 0)
+    from archsearch.server._index import STOPPED_REASON
+
     prepared = sum(1 for t in trials if is_prepared(t))
+    unrun = sum(1 for t in trials if t.state == pb.FAIL and t.fail_reason == STOPPED_REASON)
     ranks = rank_trials_of(trials)
     objectives = ", ".join(
         f"{o.metric} ({'max' if o.direction == pb.MAXIMIZE else 'min'})" for o in study.objectives
@@ -229,8 +232,9 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         f"  space {spec.get('space')}  loop {spec.get('loop')}  task {spec.get('task')}  "
         f"trainer {spec.get('trainer')}  pruner {spec.get('pruner', {}).get('type')}",
         f"  objectives: {objectives}",
-        f"  trials: {study.n_complete} complete, {study.n_pruned} pruned, {study.n_fail} failed, "
-        f"{study.n_running - prepared} running, "
+        f"  trials: {study.n_complete} complete, {study.n_pruned} pruned, {study.n_fail} failed"
+        + (f" ({unrun} never ran: a stop ended them)" if unrun else "")
+        + f", {study.n_running - prepared} running, "
         + (f"{prepared} prepared for the next worker, " if prepared else "")
         + f"{study.n_waiting} waiting (budget {study.n_trials})"
         + (f"; {repeats} repeated candidates (= #N)" if repeats else "")

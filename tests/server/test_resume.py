@@ -254,3 +254,25 @@ def test_a_trial_handed_back_while_stopped_runs_again_on_resume(sqlite_server, u
         run_trials(worker, 1)
         study = admin.get_study("s")
         assert study.state == pb.STUDY_COMPLETED and study.n_complete == 2
+
+
+def test_show_says_which_failures_a_stop_made(
+    server: ArchsearchServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each stop fails the candidates it leaves unrun; `show` counted them as plain
+    failures, though nothing failed."""
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as worker:
+        admin.launch(spec("s", 5))
+        worker.register("w", CAPS)
+        worker.register("w2", CAPS)
+        worker.acquire("w2", CAPS, 5)
+        run_trials(worker, 1)
+        deadline = time.monotonic() + 10
+        while len(admin.list_trials("s")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        admin.stop("s")
+        unrun = admin.get_study("s").n_fail
+    assert unrun >= 1
+    assert cli.main(["show", "s", "--server", server.address]) == 0
+    counts = capsys.readouterr().out.splitlines()[3]
+    assert f"{unrun} failed ({unrun} never ran: a stop ended them)" in counts

@@ -49,6 +49,12 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """The storage URL of ``sqlite_server()``'s default file."""
+    return f"sqlite:///{tmp_path / 's.db'}"
+
+
+@pytest.fixture
 def sqlite_server(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Starts in-process servers on SQLite files in the test's folder:
     ``sqlite_server(**ServerConfig fields)`` (``db="s.db"`` names the file; the same file

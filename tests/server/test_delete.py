@@ -21,11 +21,6 @@ CAPS = pb.WorkerCapabilities(trainers=["table"], device="cpu")
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 's.db'}"
-
-
-@pytest.fixture
 def server(sqlite_server) -> ArchsearchServer:  # type: ignore[no-untyped-def]
     return sqlite_server()  # type: ignore[no-any-return]
 
@@ -86,8 +81,8 @@ def test_nothing_that_could_still_write_is_deleted(server: ArchsearchServer) -> 
         refused(lambda: admin.delete(""), grpc.StatusCode.INVALID_ARGUMENT)
 
 
-def test_a_study_this_server_cannot_serve_can_be_deleted(url: str) -> None:
-    srv = ArchsearchServer(ServerConfig(storage=url, port=0))
+def test_a_study_this_server_cannot_serve_can_be_deleted(sqlite_url: str) -> None:
+    srv = ArchsearchServer(ServerConfig(storage=sqlite_url, port=0))
     srv.start()
     try:
         with SearchClient(srv.address) as admin:
@@ -95,8 +90,8 @@ def test_a_study_this_server_cannot_serve_can_be_deleted(url: str) -> None:
             admin.stop("p")
     finally:
         srv.stop(0)
-    make_unreadable(url, "p")
-    srv = ArchsearchServer(ServerConfig(storage=url, port=0))
+    make_unreadable(sqlite_url, "p")
+    srv = ArchsearchServer(ServerConfig(storage=sqlite_url, port=0))
     srv.start()
     try:
         with SearchClient(srv.address) as admin:
@@ -105,4 +100,4 @@ def test_a_study_this_server_cannot_serve_can_be_deleted(url: str) -> None:
             refused(lambda: admin.get_study("p"), grpc.StatusCode.NOT_FOUND)
     finally:
         srv.stop(0)
-    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == []
+    assert [s.study_name for s in optuna.get_all_study_summaries(sqlite_url)] == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -20,11 +19,6 @@ from archsearch.v1 import archsearch_pb2 as pb
 pytestmark = pytest.mark.timeout(120)
 CAPS = pb.WorkerCapabilities(trainers=["table"], device="cpu")
 BERT_CAPS = pb.WorkerCapabilities(trainers=["bert"], device="cpu")
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 's.db'}"
 
 
 @pytest.fixture
@@ -53,8 +47,10 @@ def code(call) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
     return e.value.code, e.value.details
 
 
-def test_a_completed_study_gets_more_trials_and_keeps_them_across_a_restart(url: str) -> None:
-    srv = ArchsearchServer(ServerConfig(storage=url, port=0))
+def test_a_completed_study_gets_more_trials_and_keeps_them_across_a_restart(
+    sqlite_url: str,
+) -> None:
+    srv = ArchsearchServer(ServerConfig(storage=sqlite_url, port=0))
     srv.start()
     try:
         with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
@@ -76,7 +72,7 @@ def test_a_completed_study_gets_more_trials_and_keeps_them_across_a_restart(url:
             assert not worker.acquire("w", CAPS, 0.5).has_trial
     finally:
         srv.stop(0)
-    srv = ArchsearchServer(ServerConfig(storage=url, port=0))  # the new budget is stored
+    srv = ArchsearchServer(ServerConfig(storage=sqlite_url, port=0))  # the new budget is stored
     srv.start()
     try:
         with SearchClient(srv.address) as admin:
@@ -231,7 +227,7 @@ def test_stop_twice_says_it_was_already_stopped(
     assert capsys.readouterr().out.startswith("s was already stopped; 0 running trial(s)")
 
 
-def test_a_trial_handed_back_while_stopped_runs_again_on_resume(sqlite_server, url: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_trial_handed_back_while_stopped_runs_again_on_resume(sqlite_server) -> None:  # type: ignore[no-untyped-def]
     """Stopped mid-trial, its worker got SIGTERM and handed the trial back: the candidate was
     failed, not re-queued (the study was stopped), and lost for good, though its budget was
     spent. Resume now queues it again, also after a restart."""

@@ -221,7 +221,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
             s.n_trials,
             s.n_running,
             s.n_pruned,
-            s.n_fail,
+            f"{s.n_fail - s.n_unrun}" + (f" +{s.n_unrun} unrun" if s.n_unrun else ""),
             s.workers_for_trainer if s.state == pb.STUDY_RUNNING else "",
         ]
         for s in studies
@@ -232,6 +232,11 @@ def cmd_studies(args: argparse.Namespace) -> int:
         print(
             "(done +N: trials a completed job added, DyLoRA ranks or AutoDistil students, "
             "not trained and not counted in the budget)"
+        )
+    if any(s.n_unrun for s in studies):
+        print(
+            "(failed +N unrun: candidates a stop ended before they ran, not failures; "
+            "`archsearch resume STUDY` queues them again)"
         )
     if any(s.n_complete - s.n_derived + s.n_pruned + s.n_fail > s.n_trials for s in studies):
         print(

@@ -121,6 +121,7 @@ def study_to_pb(snap: StudySnapshot) -> pb.Study:
         n_running=counts[TrialState.RUNNING],
         n_waiting=counts[TrialState.WAITING],
         n_derived=snap.derived,
+        n_unrun=snap.unrun,
         completed_reason=snap.completed_reason,
         created_at=snap.created_at,
         workers_for_trainer=snap.connected_trainers.get(snap.spec.trainer, 0),

@@ -336,6 +336,7 @@ def study_dict(s: Any) -> dict[str, Any]:
             "running": s.n_running,
             "waiting": s.n_waiting,
             "derived": s.n_derived,
+            "unrun": s.n_unrun,
         },
         "best_trials": [trial_dict(t) for t in s.best_trials],
         "created_at": s.created_at,

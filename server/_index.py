@@ -196,5 +196,7 @@ class StudySnapshot:
     connected_trainers: dict[str, int]
     #: COMPLETE trials a job's completion added (DyLoRA ranks, AutoDistil students)
     derived: int = 0
+    #: FAIL trials a stop ended before they ran (:data:`STOPPED_REASON`)
+    unrun: int = 0
     #: why a completed study ended ("" while it runs)
     completed_reason: str = ""

@@ -243,10 +243,12 @@ class StudyManager(ManagerWiring):
         """
         state = h.state
         counts = dict.fromkeys(TrialState, 0)
-        derived = 0
+        derived = unrun = 0
         for t in self.trials(h):
             counts[t.state] += 1
             derived += t.state == TrialState.COMPLETE and is_derived_trial(t)
+            stopped = t.user_attrs.get("fail_reason") == STOPPED_REASON
+            unrun += t.state == TrialState.FAIL and stopped
         return StudySnapshot(
             spec=h.spec,
             state=state,
@@ -255,6 +257,7 @@ class StudyManager(ManagerWiring):
             best_trials=tuple(self.best_trials(h)) if with_best else (),
             connected_trainers=self.connected_trainers(h.spec.name),
             derived=derived,
+            unrun=unrun,
             completed_reason=h.completed_reason if state == COMPLETED else "",
         )
 

@@ -267,8 +267,15 @@ def test_show_says_which_failures_a_stop_made(
         while len(admin.list_trials("s")) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         admin.stop("s")
-        unrun = admin.get_study("s").n_fail
-    assert unrun >= 1
+        study = admin.get_study("s")
+        unrun = study.n_fail
+    assert unrun >= 1 and study.n_unrun == unrun
     assert cli.main(["show", "s", "--server", server.address]) == 0
     counts = capsys.readouterr().out.splitlines()[3]
     assert f"{unrun} failed ({unrun} never ran: a stop ended them)" in counts
+    # `studies` too: none of them failed
+    assert cli.main(["studies", "--server", server.address]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("s "))
+    assert row.endswith(f" 0 +{unrun} unrun")  # failed: none; the workers column is empty
+    assert "`archsearch resume STUDY` queues them again" in out

@@ -87,14 +87,30 @@ def _say_glue_dir(glue_dir: str | None, trainers: Mapping[str, object]) -> None:
     with ``data.source`` auto then reads the hub, when online)."""
     if not any(name in _GLUE_TRAINERS for name in trainers):
         return
-    from archsearch.worker._glue_dir import resolve_glue_dir
+    from archsearch.worker._glue_dir import glue_tasks_in, resolve_glue_dir
+    from archsearch.worker._hub import DEFAULT_HUB_DATASET, hub_offline
 
     try:
-        _folder, how = resolve_glue_dir(glue_dir)
+        folder, how = resolve_glue_dir(glue_dir)
     except FileNotFoundError as e:
-        log.info("GLUE data: %s; candidates with data.source auto read the hub", e)
+        offline = hub_offline()
+        then = (
+            f"the hub fallback ({DEFAULT_HUB_DATASET}) is off because {offline} is set, so "
+            "every GLUE trial here fails"
+            if offline
+            else f"candidates with data.source auto read the hub ({DEFAULT_HUB_DATASET})"
+        )
+        log.warning("GLUE data: %s; %s", e, then)
         return
-    log.info("GLUE data: %s", how)
+    tasks = glue_tasks_in(folder)
+    if not tasks:
+        log.warning(
+            "GLUE data: %s, but it holds no GLUE task folder with a train.tsv (such as "
+            "SST-2/train.tsv): every GLUE trial here fails",
+            how,
+        )
+        return
+    log.info("GLUE data: %s: %s", how, ", ".join(tasks))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -36,7 +36,9 @@ DEMO_SPACE = {
 }
 
 
-def demo_spec(name: str, trials: int, steps: int) -> dict[str, object]:
+def demo_spec(name: str, trials: int, steps: int, hub: bool = False) -> dict[str, object]:
+    """The demo's search; ``hub``: its SST-2 is the hub's (``data.source`` hub, which the
+    offline workers read from the datasets cache), not a local folder's."""
     return {
         "name": name,
         "space": "bert",
@@ -58,14 +60,16 @@ def demo_spec(name: str, trials: int, steps: int) -> dict[str, object]:
             "seed": 0,
         },
         # 20k training sentences (of 67k) and the whole SST-2 dev set (872).
-        "data": {"train_subset": 20000, "eval_subset": 0},
+        "data": {"train_subset": 20000, "eval_subset": 0, **({"source": "hub"} if hub else {})},
         "seed": 0,
     }
 
 
 def _start_worker(
-    i: int, address: str, study: str, glue_dir: str, workdir: Path
+    i: int, address: str, study: str, glue_dir: Path | None, workdir: Path
 ) -> subprocess.Popen[bytes]:
+    """A worker process for the demo's study; ``glue_dir`` None: SST-2 from the hub's copy in
+    the datasets cache (the worker runs offline, as always)."""
     env = dict(os.environ)
     # One thread per worker: the workers share this machine's cores.
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
@@ -83,8 +87,7 @@ def _start_worker(
             "bert",
             "--study",
             study,
-            "--glue-dir",
-            glue_dir,
+            *(["--glue-dir", str(glue_dir)] if glue_dir else []),
             "--worker-id",
             f"demo-worker-{i}",
             "--poll-seconds",
@@ -96,13 +99,62 @@ def _start_worker(
     )
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from archsearch.worker import resolve_glue_dir
+#: What a folder for the demo must hold (it trains and scores on SST-2 only).
+DEMO_FILES = ("SST-2/train.tsv", "SST-2/dev.tsv")
 
+
+def demo_data(glue_dir: str | None) -> tuple[Path | None, str]:
+    """Where the demo's SST-2 comes from, checked before anything starts: a local glue_data
+    folder with SST-2's train and dev files (looked for as ``archsearch worker`` does), else
+    the hub (``nyu-mll/glue``) when online, read once here into the ``datasets`` cache that
+    the (offline) workers then read.
+
+    Returns:
+        The folder (None: the hub's copy in the cache) and a sentence saying which was used.
+
+    Raises:
+        CliError: A named folder is missing or lacks SST-2, or no folder was found and the hub
+            is offline or unreachable; the message says what was looked for and the fix.
+    """
+    from archsearch.worker._glue_dir import GLUE_DIR_ENV, resolve_glue_dir
+    from archsearch.worker._hub import (
+        DEFAULT_HUB_DATASET,
+        HubUnavailableError,
+        hub_offline,
+        load_hub_split,
+    )
+
+    fix = (
+        f"give the demo a glue_data folder with {' and '.join(DEMO_FILES)}: "
+        f"`{GLUE_DIR_ENV}=/path/to/glue_data make demo` or `archsearch demo --glue-dir "
+        "/path/to/glue_data`"
+    )
     try:
-        glue_dir, how = resolve_glue_dir(args.glue_dir)
-    except FileNotFoundError as e:  # the message lists every place looked at and the fix
-        raise CliError(str(e)) from None
+        folder, how = resolve_glue_dir(glue_dir)
+    except FileNotFoundError as e:  # the message lists every place looked at
+        if glue_dir or os.environ.get(GLUE_DIR_ENV):
+            raise CliError(str(e)) from None
+        offline = hub_offline()
+        if offline:
+            raise CliError(
+                f"{str(e).split(' To fix:')[0]} The hub ({DEFAULT_HUB_DATASET}) was not tried "
+                f"because {offline} is set. To fix: {fix}, or run it online once"
+            ) from None
+        print(f"GLUE data: no local folder; reading SST-2 from the hub ({DEFAULT_HUB_DATASET})")
+        try:
+            for split in ("train", "dev"):
+                load_hub_split("sst2", split, fix=fix)
+        except HubUnavailableError as hub_error:
+            raise CliError(f"{str(e).split(' To fix:')[0]} Then: {hub_error}") from None
+        return None, f"SST-2 from the hub ({DEFAULT_HUB_DATASET}, in the datasets cache)"
+    missing = [name for name in DEMO_FILES if not (folder / name).is_file()]
+    if missing:
+        raise CliError(f"{how}, but it has no {' or '.join(missing)}; {fix}")
+    return folder, how
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    glue_dir, how = demo_data(args.glue_dir)
     print(f"GLUE data: {how}")
     workdir = Path(args.workdir).resolve()
     try:
@@ -125,14 +177,14 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         client = SearchClient(server.address)
-        study = client.launch(demo_spec(name, args.trials, args.steps))
+        study = client.launch(demo_spec(name, args.trials, args.steps, hub=glue_dir is None))
         print(
             f"launched {study.name}: {args.trials} tiny BERT students on SST-2, TPE, "
             f"{args.steps} steps each, median pruning; {args.workers} CPU workers "
             f"(logs in {workdir})\n"
         )
         for i in range(args.workers):
-            workers.append(_start_worker(i, server.address, name, str(glue_dir), workdir))
+            workers.append(_start_worker(i, server.address, name, glue_dir, workdir))
         seen: dict[int, int] = {}
         while True:
             study = client.get_study(name)
@@ -156,6 +208,13 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"\nfinished in {time.monotonic() - started:.0f}s")
         for line in next_steps(storage, name):
             print(line)
+        if not study.n_complete:
+            print(
+                f"archsearch: no trial of the demo completed; the reasons are above (and in "
+                f"the worker-*.log files in {workdir})",
+                file=sys.stderr,
+            )
+            return 1
         return 0
     finally:
         for w in workers:

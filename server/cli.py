@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     w.add_argument(
         "--glue-dir",
-        help="glue_data folder; default: $ARCHSEARCH_GLUE_DIR, then ../shared/data/glue",
+        help="glue_data folder; default: $ARCHSEARCH_GLUE_DIR, then ../shared/data/glue (beside "
+        "the checkout, then the cwd); with none, data.source auto reads the hub when online",
     )
     w.add_argument(
         "--save-minutes",
@@ -345,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--glue-dir",
-        help="glue_data folder; default: $ARCHSEARCH_GLUE_DIR, then ../shared/data/glue",
+        help="glue_data folder with SST-2/{train,dev}.tsv; default: $ARCHSEARCH_GLUE_DIR, then "
+        "../shared/data/glue; with none, SST-2 from the hub (nyu-mll/glue) when online",
     )
     d.set_defaults(func=cmd_demo)
 

@@ -12,6 +12,18 @@ from _postgres import postgres_url as postgres_url  # a session fixture: one ser
 from _procs import procs as procs  # the processes a test started, stopped at teardown
 
 
+def pytest_report_header() -> str:
+    """Which shared data the run reads: many tests read ``../shared/data`` (GLUE, the
+    FlexiBERT-small table, the NAS tables), as CI has it beside the checkout."""
+    shared = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+    if shared.is_dir():
+        return f"shared data: {shared}"
+    return (
+        f"shared data: MISSING ({shared} does not exist); the tests that read GLUE or the "
+        "tables fail with the missing path: put the shared data folder beside the checkout"
+    )
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty Optuna storage on every backend: a SQLite file, a fresh PostgreSQL database."""

@@ -24,6 +24,25 @@ GLUE_DIR_ENV = "ARCHSEARCH_GLUE_DIR"
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
+class GlueDataMissing(FileNotFoundError):
+    """This machine's GLUE data lacks what a trial needs: no folder, or a task's split file.
+
+    The machine's, not the candidate's: another worker may have the data, so the trial is
+    retried, and the worker says it in one line (the message names the path and the fix)
+    rather than with a traceback.
+    """
+
+
+def glue_tasks_in(folder: Path) -> list[str]:
+    """The GLUE task folders under ``folder`` that have a ``train`` split (``["SST-2"]``), in
+    the registry's order."""
+    return [
+        task.folder
+        for task in GLUE_TASKS.values()
+        if (folder / task.folder / task.split_file("train")).is_file()
+    ]
+
+
 def default_glue_dirs() -> list[tuple[Path, str]]:
     """The fallback locations of ``glue_data``, in search order, each with a description."""
     repo_root = Path(__file__).resolve().parents[1]
@@ -49,8 +68,9 @@ def resolve_glue_dir(glue_dir: str | None) -> tuple[Path, str]:
         The resolved folder and a sentence saying which source it came from.
 
     Raises:
-        FileNotFoundError: The named folder does not exist, or no fallback exists; the message
-            lists every place looked at and how to point archsearch at the data.
+        GlueDataMissing: The named folder does not exist (or is a file, or one task's folder),
+            or no fallback exists; the message lists every place looked at and how to point
+            archsearch at the data.
     """
     fix = (
         f"pass --glue-dir /path/to/glue_data or set {GLUE_DIR_ENV}=/path/to/glue_data "
@@ -61,18 +81,31 @@ def resolve_glue_dir(glue_dir: str | None) -> tuple[Path, str]:
         if value:
             path = Path(value).expanduser().resolve()
             if not path.is_dir():
-                raise FileNotFoundError(f"GLUE folder {path} (from {source}) does not exist; {fix}")
+                what = "is a file, not a folder" if path.exists() else "does not exist"
+                raise GlueDataMissing(f"GLUE folder {path} (from {source}) {what}; {fix}")
+            _refuse_a_task_folder(path, source)
             return path, f"using GLUE data from {path} (given by {source})"
-    looked = []
+    looked: list[str] = []
     for path, description in default_glue_dirs():
         path = path.resolve()
         if path.is_dir():
             return path, f"using GLUE data from {path} ({description})"
-        looked.append(f"{path} ({description})")
-    raise FileNotFoundError(
+        if not any(entry.startswith(f"{path} (") for entry in looked):  # run from the parent
+            looked.append(f"{path} ({description})")
+    raise GlueDataMissing(
         "no GLUE data folder found: --glue-dir not given, "
         f"${GLUE_DIR_ENV} not set, and none of these exist: {'; '.join(looked)}. To fix: {fix}"
     )
+
+
+def _refuse_a_task_folder(path: Path, source: str) -> None:
+    """A named folder that is one task's folder (``glue_data/SST-2``: it holds ``train.tsv``
+    and no task folders) would make every trial look for ``SST-2/SST-2/train.tsv``."""
+    if (path / "train.tsv").is_file() and not glue_tasks_in(path):
+        raise GlueDataMissing(
+            f"GLUE folder {path} (from {source}) is one task's folder (it holds train.tsv); "
+            f"name the glue_data folder above it: {source} {path.parent}"
+        )
 
 
 def split_path(task_id: str, split: str, glue_dir: str | Path) -> Path:
@@ -98,13 +131,13 @@ def load_split(task_id: str, split: str, glue_dir: str | Path) -> list[GlueExamp
     Raises:
         ValueError: Unknown task or split, or a malformed row (too few columns where the
             official files have none, an unknown label); the message names file and line.
-        FileNotFoundError: The split's file is missing; the message names the exact path.
+        GlueDataMissing: The split's file is missing; the message names the exact path.
     """
     path = split_path(task_id, split, glue_dir).resolve()
     if not path.is_file():
         folder = path.parent
         why = "" if folder.is_dir() else f" (the folder {folder} does not exist either)"
-        raise FileNotFoundError(
+        raise GlueDataMissing(
             f"GLUE {task_id} {split} split not found: looked for {path}{why}. Point --glue-dir or "
             f"{GLUE_DIR_ENV} at a glue_data folder that has {folder.name}/{path.name}"
         )

@@ -38,6 +38,7 @@ from archsearch.worker._capabilities import (
     first_holder,
 )
 from archsearch.worker._checkpoint_dir import checkpoint_root
+from archsearch.worker._glue_dir import GlueDataMissing
 from archsearch.worker._progress_sweep import ProgressSweeper
 from archsearch.worker._reach import unreachable
 from archsearch.worker._result_checks import check_report, checked_metrics
@@ -345,6 +346,10 @@ class Worker(ServerCalls):
             done.set()
             log.warning("trial %s: candidate failed: %s", tag, e)
             return fail(f"candidate error: {e}", False)
+        except GlueDataMissing as e:  # this machine's data, not a bug: one line, retried
+            done.set()
+            log.warning("trial %s: this worker's GLUE data lacks it: %s", tag, e)
+            return fail(f"{e} (on worker {self.worker_id}; retried: another may have it)", True)
         except Exception as e:
             done.set()
             log.error("trial %s: %s", tag, traceback.format_exc(limit=5))

@@ -1,0 +1,58 @@
+"""A trial whose GLUE split this worker lacks (its folder has SST-2 only, the study is on CoLA)
+fails with one line that names the path and the worker, and is retried: another worker may
+have the data. It used to log a five-frame traceback per attempt, as for a bug."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from _procs import table_spec
+
+from archsearch.server.app import ArchsearchServer
+from archsearch.server.client import SearchClient, WorkerClient
+from archsearch.spaces import Candidate
+from archsearch.v1 import archsearch_pb2 as pb
+from archsearch.worker import TrainContext, Trainer, TrainResult
+from archsearch.worker._glue_dir import load_split
+from archsearch.worker._runner import Worker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class _ReadsCola(Trainer):
+    name = "table"
+
+    def __init__(self, glue_dir: Path) -> None:
+        self.glue_dir = glue_dir
+
+    def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
+        load_split("cola", "train", self.glue_dir)
+        return TrainResult(metrics={"accuracy": 0.5})
+
+
+def test_a_split_this_worker_lacks_is_one_line_and_retried(
+    sqlite_server,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
+) -> None:
+    server: ArchsearchServer = sqlite_server(lease_duration_s=30)
+    (tmp_path / "SST-2").mkdir()
+    caplog.set_level(logging.INFO, logger="archsearch")
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as client:
+        admin.launch({**table_spec("s", 1), "objectives": ["accuracy:max"], "max_retries": 2})
+        worker = Worker(client, {"table": _ReadsCola(tmp_path)}, poll_s=1, max_trials=1)
+        worker.register()
+        resp = client.acquire(worker.worker_id, worker.capabilities, 5)
+        assert worker.run_trial(resp) == "done"
+        first, retry = admin.list_trials("s")
+    assert first.state == pb.FAIL and retry.state == pb.WAITING and retry.retry_of == first.number
+    path = tmp_path / "CoLA" / "train.tsv"
+    assert first.fail_reason.startswith(f"GLUE cola train split not found: looked for {path}")
+    assert first.fail_reason.endswith(
+        f"(on worker {worker.worker_id}; retried: another may have it)"
+    )
+    said = [r for r in caplog.records if "this worker's GLUE data lacks it" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert not any("Traceback" in r.getMessage() for r in caplog.records)

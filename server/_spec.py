@@ -284,7 +284,9 @@ class SearchSpec:
             check_reads_data(info, data, searched)
             check_pretrain_selection_fits(space_name, recipe, data, searched)
         if pruner.get("type", "none") != "none":
-            check_prunable(info, spec_probe.intermediate_metric, data)
+            # a stored study launched before the pruner's own checks is still served
+            checked = None if stored else recipe
+            check_prunable(info, spec_probe.intermediate_metric, data, checked, pruner)
 
         return cls(
             name=name,

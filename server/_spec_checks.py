@@ -153,11 +153,40 @@ def check_pretrain_selection_fits(
         )
 
 
-def check_prunable(info: TrainerInfo, metric: str, data: dict[str, Any]) -> None:
+#: The trainers whose learning curve is the recipe's: a score every ``eval_every`` steps.
+RECIPE_CURVE_TRAINERS = ("bert", "lora")
+
+
+def check_prunable(
+    info: TrainerInfo,
+    metric: str,
+    data: dict[str, Any],
+    recipe: dict[str, Any] | None = None,
+    pruner: dict[str, Any] | None = None,
+) -> None:
     """Refuses a pruner whose learning curve would be ``metric`` (the first objective) when
     it is one of the trainer's costs (``params``, ``flops``, ...: known once a trial has
     trained). A trainer's own ``metrics`` are left to it: a plugin may report them as it
-    trains."""
+    trains. For the trainers that score every ``recipe.eval_every`` steps, also a pruner
+    that could never act: no score before the last step (never pruned: that would save
+    nothing), or a warm-up as long as the training."""
+    if info.name in RECIPE_CURVE_TRAINERS and recipe is not None:
+        steps, every = recipe["max_steps"], recipe["eval_every"]
+        warmup = (pruner or {}).get("n_warmup_steps", 0)
+        if every >= steps:
+            raise SpecError(
+                "pruner",
+                f"recipe.eval_every {every} >= recipe.max_steps {steps}: a trial is scored "
+                "only at its end, so the pruner could never stop one",
+                f"set recipe.eval_every below max_steps (such as {max(1, steps // 4)}), or "
+                '"pruner": "none"',
+            )
+        if isinstance(warmup, int) and warmup >= steps:
+            raise SpecError(
+                "pruner.n_warmup_steps",
+                f"{warmup} >= recipe.max_steps {steps}: the pruner could never stop a trial",
+                f"a warm-up below {steps} steps, or \"pruner\": \"none\"",
+            )
     curve = info.curve_metrics(data)
     if metric and metric not in curve and metric.rpartition(".")[2] in info.cost_metrics:
         raise SpecError(

@@ -172,7 +172,7 @@ def test_a_pruned_candidate_proposed_again_is_a_pruned_repeat(manager) -> None:
             "n_trials": 6,
             "loop": "random",
             "pruner": {"type": "median", "n_startup_trials": 0, "n_warmup_steps": 0},
-            "recipe": {"max_steps": 10},
+            "recipe": {"max_steps": 10, "eval_every": 5},
             "space_options": {
                 "num_hidden_layers": [1],
                 "hidden_size": [64],

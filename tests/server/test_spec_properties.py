@@ -70,7 +70,11 @@ def valid_specs(table: str) -> list[dict[str, Any]]:
             "loop": "tpe",
             "pruner": {"type": "median", "n_startup_trials": 2},
             "objectives": ["accuracy:max", "params:min"],
-            "recipe": {"max_steps": 10, "distill": {"mode": "logits", "alpha": 0.5}},
+            "recipe": {
+                "max_steps": 10,
+                "eval_every": 5,
+                "distill": {"mode": "logits", "alpha": 0.5},
+            },
             "data": {"task": "sst2", "train_subset": 100},
             "space_options": {"hidden_size": [128], "num_attention_heads": [2, 4]},
         },

@@ -90,6 +90,30 @@ def test_a_pruner_needs_a_first_objective_measured_while_training() -> None:
     assert SearchSpec.from_dict(plain).objectives[0].metric == "params"
 
 
+def test_a_pruner_that_could_never_act_is_refused() -> None:
+    """`--set recipe.max_steps=40` kept eval_every 50: a score only at the last step, where
+    the pruner never stops a trial; the study ran with a pruner that did nothing."""
+    base = {"name": "ok", "space": "bert", "n_trials": 3, "pruner": "median"}
+    with pytest.raises(SpecError) as e:
+        SearchSpec.from_dict({**base, "recipe": {"max_steps": 40}})
+    assert e.value.field == "pruner"
+    assert "recipe.eval_every 50 >= recipe.max_steps 40: a trial is scored only at" in str(e.value)
+    assert "such as 10" in str(e.value)
+    warm = {**base, "pruner": {"type": "median", "n_warmup_steps": 200}}
+    with pytest.raises(SpecError) as e:
+        SearchSpec.from_dict({**warm, "recipe": {"max_steps": 200, "eval_every": 20}})
+    assert e.value.field == "pruner.n_warmup_steps" and "200 >= recipe.max_steps 200" in str(
+        e.value
+    )
+    ok = SearchSpec.from_dict({**base, "recipe": {"max_steps": 40, "eval_every": 10}})
+    assert ok.pruner["type"] == "median"
+    # no pruner: the same recipe is fine, and a stored study is served as it was launched
+    assert SearchSpec.from_dict({**base, "pruner": "none", "recipe": {"max_steps": 40}})
+    stored = SearchSpec.from_dict({**base, "recipe": {"max_steps": 40, "eval_every": 10}})
+    raw = {**stored.to_dict(), "recipe": {**stored.recipe, "eval_every": 50}}
+    assert SearchSpec.from_dict(raw, stored=True).recipe["eval_every"] == 50
+
+
 def test_an_objective_on_a_cost_must_say_its_direction() -> None:
     """A bare name means maximize: `["accuracy", "params"]` searched for the largest models."""
     base = {"name": "ok", "space": "bert", "n_trials": 3}

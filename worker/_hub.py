@@ -7,7 +7,9 @@ before; otherwise :class:`HubUnavailableError` says what was tried and how to us
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -67,6 +69,20 @@ def hub_offline() -> str | None:
     return None
 
 
+def one_line_per_message() -> None:
+    """``datasets`` and ``huggingface_hub`` each add their own stderr handler and still pass
+    their records on: under a program that logs (the worker), every hub warning (its five
+    retries of an unreachable host) was printed twice. Their own handlers go then; their
+    records keep reaching the program's log."""
+    if not logging.getLogger().handlers:
+        return
+    for name in ("datasets", "huggingface_hub"):
+        library = logging.getLogger(name)
+        for handler in list(library.handlers):
+            if getattr(handler, "stream", None) is sys.stderr and library.propagate:
+                library.removeHandler(handler)
+
+
 def hub_split_name(task: GlueTask, split: str) -> str:
     """The hub's name of ``split``: train, validation, validation_matched/_mismatched (MNLI)."""
     name = canonical_split(task, split)
@@ -106,6 +122,7 @@ def load_hub_split(
     tried = f"datasets.load_dataset({dataset!r}, {task.id!r}, split={hub_split!r})"
     import datasets
 
+    one_line_per_message()
     try:
         loaded = datasets.load_dataset(dataset, task.id, split=hub_split)
     except _network_errors() as e:

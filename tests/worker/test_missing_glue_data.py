@@ -56,3 +56,21 @@ def test_a_split_this_worker_lacks_is_one_line_and_retried(
     said = [r for r in caplog.records if "this worker's GLUE data lacks it" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
     assert not any("Traceback" in r.getMessage() for r in caplog.records)
+
+
+def test_a_hub_warning_is_logged_once_under_the_workers_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The libraries' own stderr handlers go when the program logs: their records reach it."""
+    import datasets  # noqa: F401 - adds its handlers
+    import huggingface_hub  # noqa: F401
+
+    from archsearch.worker._hub import one_line_per_message
+
+    caplog.set_level(logging.WARNING)
+    one_line_per_message()
+    for name in ("datasets", "huggingface_hub"):
+        library = logging.getLogger(name)
+        assert library.propagate and not library.handlers
+    logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+    assert [r.getMessage() for r in caplog.records] == ["Retrying in 1s [Retry 1/5]."]

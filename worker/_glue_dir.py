@@ -76,6 +76,8 @@ def resolve_glue_dir(glue_dir: str | None) -> tuple[Path, str]:
         f"pass --glue-dir /path/to/glue_data or set {GLUE_DIR_ENV}=/path/to/glue_data "
         "(a folder in download_glue_data.py layout: <TASK>/train.tsv, <TASK>/dev.tsv)"
     )
+    if glue_dir is not None and not glue_dir.strip():  # an empty variable is unset; a flag is not
+        raise GlueDataMissing(f"--glue-dir is empty; {fix}")
     named = [(glue_dir, "--glue-dir"), (os.environ.get(GLUE_DIR_ENV), f"${GLUE_DIR_ENV}")]
     for value, source in named:
         if value:

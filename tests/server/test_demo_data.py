@@ -66,6 +66,8 @@ def test_the_places_looked_at_are_named_once(nowhere: Path) -> None:
     with pytest.raises(GlueDataMissing) as info:
         resolve_glue_dir(None)
     assert str(info.value).count(str(nowhere)) == 1
+    with pytest.raises(GlueDataMissing, match=r"^--glue-dir is empty; pass --glue-dir"):
+        resolve_glue_dir(" ")  # said as such, not as "--glue-dir not given"
 
 
 def test_offline_without_a_folder_says_the_hub_was_not_tried(

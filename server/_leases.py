@@ -125,6 +125,13 @@ class LeaseTable:
 
     # ------------------------------------------------------------------ grant and expiry
 
+    def grace_from_now(self) -> None:
+        """No lease expires for one lease duration from now: called when the server starts
+        answering (its start-up, however long it took, must not eat the workers' time to
+        reach it again) and when it ran again after a pause (stopped, swapped out), during
+        which the workers' heartbeats waited unanswered."""
+        self._expiry_from = max(self._expiry_from, time.monotonic() + self.lease_duration_s)
+
     def expiring(self) -> bool:
         """Whether leases may expire yet (False during the restart grace)."""
         return time.monotonic() >= self._expiry_from

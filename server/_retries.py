@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import optuna
@@ -196,8 +197,23 @@ class Retries:
             self.notify()
 
     def _loop(self) -> None:
+        # A pause of the whole server (SIGSTOP, a stalled VM, swapping) longer than this: the
+        # workers heartbeated through it unanswered, so their leases get a grace, as after a
+        # restart; before, every live lease expired the moment the server ran again.
+        paused_s = max(self.leases.lease_duration_s / 2, 2 * self.interval_s)
+        last = time.monotonic()
         while not self._stop.wait(self.interval_s):
+            late = time.monotonic() - last - self.interval_s
+            if late > paused_s:
+                log.warning(
+                    "the server did not run for %.0f s (paused or starved); no lease expires "
+                    "for %d s, for the workers to heartbeat again",
+                    late,
+                    self.leases.lease_duration_s,
+                )
+                self.leases.grace_from_now()
             try:
                 self.reap_once()
             except Exception:  # keep reaping whatever one study did
                 log.exception("lease reaper failed; retrying")
+            last = time.monotonic()

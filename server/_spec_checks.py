@@ -185,7 +185,7 @@ def check_prunable(
             raise SpecError(
                 "pruner.n_warmup_steps",
                 f"{warmup} >= recipe.max_steps {steps}: the pruner could never stop a trial",
-                f"a warm-up below {steps} steps, or \"pruner\": \"none\"",
+                f'a warm-up below {steps} steps, or "pruner": "none"',
             )
     curve = info.curve_metrics(data)
     if metric and metric not in curve and metric.rpartition(".")[2] in info.cost_metrics:

@@ -306,8 +306,13 @@ class ArchsearchServer:
             raise ConfigError(f"cannot create the artifact folder {folder}: {e.strerror}") from e
 
     def start(self) -> None:
+        # The restart grace counts from when workers can reach this server, not from when
+        # its lease table was made: rebuilding many studies' indexes took longer than a
+        # lease, and the leases of live workers expired as the port opened.
+        self.manager.leases.grace_from_now()
         self.manager.start()
         self.grpc_server.start()
+        self.manager.leases.grace_from_now()
         for svc in ("", "archsearch.v1.SearchService", "archsearch.v1.WorkerService"):
             self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
         auth = (

@@ -106,6 +106,51 @@ def test_restarted_server_gives_old_leases_one_lease_duration(managers, url) -> 
     assert not any("failed_trial" in t.system_attrs for t in trials)  # nothing retrained
 
 
+def test_the_grace_counts_from_when_the_server_answers(managers, url) -> None:
+    """A start-up longer than a lease (many studies to rebuild) used up the grace before the
+    port opened: the leases of live workers expired as it did, and their finished results
+    were refused and trained again."""
+    from archsearch.server.app import ArchsearchServer, ServerConfig
+
+    m = open_manager(managers, url, lease_duration_s=2, heartbeat_interval_s=1)
+    m.launch(SearchSpec.from_dict(table_spec("s", 2)))
+    g = m.acquire("w", TRAINERS)
+    assert g is not None
+    m.close()
+    managers.remove(m)
+    config = ServerConfig(storage=url, port=0, lease_duration_s=2, heartbeat_interval_s=1)
+    server = ArchsearchServer(config)
+    try:
+        time.sleep(2.5)  # a slow start-up: the lease table was made a lease ago
+        server.start()
+        server.manager.reap_once()  # the old code failed the trial here
+        assert server.manager.complete(g.lease_id, score(g), {})[1] == TrialState.COMPLETE
+    finally:
+        server.stop()
+
+
+def test_a_paused_server_gives_live_leases_a_grace(managers, url, monkeypatch) -> None:
+    """A server that did not run for longer than a lease (SIGSTOP, a stalled VM) expired
+    every live lease the moment it ran again, before the heartbeats that waited were read."""
+    m = open_manager(managers, url, lease_duration_s=2, heartbeat_interval_s=1)
+    m.launch(SearchSpec.from_dict(table_spec("p", 2)))
+    time.sleep(2.2)  # past the start-up grace
+    g = m.acquire("w", TRAINERS)
+    assert g is not None
+    reaper = m.retries
+    waits = iter([3.0])  # the reaper's first wait lasts 3 s: the server was paused
+
+    def paused_wait(timeout: float) -> bool:
+        time.sleep(next(waits, timeout))
+        return reaper._stop.is_set()
+
+    monkeypatch.setattr(reaper._stop, "wait", paused_wait)
+    reaper.start()
+    time.sleep(3.6)  # the pause, then a reap or two: the lease has no heartbeat for 3.6 s
+    assert m.leases.expiring() is False
+    assert m.complete(g.lease_id, score(g), {})[1] == TrialState.COMPLETE
+
+
 def test_expired_lease_fail_carries_its_reason(managers, url) -> None:
     m = open_manager(managers, url, lease_duration_s=2, heartbeat_interval_s=1)
     m.launch(SearchSpec.from_dict(table_spec("e", 1)))

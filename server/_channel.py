@@ -20,6 +20,12 @@ TRANSIENT = frozenset(
 )
 
 
+#: How the server's UNAVAILABLE status for a storage it cannot use right now begins (after the
+#: method's name): a full disk, a read-only file, a lost database connection. Clients retry it
+#: like a server that does not answer, and say it as the server said it.
+STORAGE_DOWN = "the server's storage cannot be used right now"
+
+
 class ClientError(Exception):
     """A failed call. ``code`` is the ``grpc.StatusCode``; ``details`` the server's message."""
 
@@ -37,7 +43,9 @@ class ClientError(Exception):
         return self.code in TRANSIENT
 
 
-def connection_cause(e: ClientError, target: str, tls: bool) -> str | None:
+def connection_cause(
+    e: ClientError, target: str, tls: bool, answered_before: bool = False
+) -> str | None:
     """One line naming why a connection failed and the flag that fixes it, from the text grpc
     puts in an UNAVAILABLE status; None when it names no cause this can explain.
 
@@ -50,6 +58,8 @@ def connection_cause(e: ClientError, target: str, tls: bool) -> str | None:
         e: the failed call.
         target: HOST:PORT the client dialled.
         tls: whether the client used TLS (``--tls`` or ``--tls-ca``).
+        answered_before: whether this server already answered this client: a closed socket
+            is then a server that went away, not a TLS server refusing plain text.
     """
     if e.code != grpc.StatusCode.UNAVAILABLE:
         return None
@@ -73,7 +83,7 @@ def connection_cause(e: ClientError, target: str, tls: bool) -> str | None:
         )
     if "handshake" in text.lower() or "ssl" in text.lower():
         return f"the TLS handshake with {target} failed ({text.rpartition(': ')[2] or text})"
-    if "Socket closed" in text and not tls:
+    if "Socket closed" in text and not tls and not answered_before:
         return (
             f"the server at {target} closed the connection at once: it most likely speaks "
             "TLS; pass --tls-ca FILE (the CA certificate that signed the server's "
@@ -84,7 +94,11 @@ def connection_cause(e: ClientError, target: str, tls: bool) -> str | None:
 
 def no_server(target: str, details: str) -> str:
     """One line for a server that does not answer at all (no TLS cause to name): where the
-    client dialled, what grpc said, and the fix. The CLI and the worker both say it."""
+    client dialled, what grpc said, and the fix. The CLI and the worker both say it. A server
+    that answered that its storage is down is said as it said it."""
+    if STORAGE_DOWN in details:
+        why = details.partition(STORAGE_DOWN)[2]
+        return f"the server at {target} answers, but its storage cannot be used right now{why}"
     return (
         f"no archsearch server answers at {target} ({details}); start one with "
         "`archsearch serve` or pass --server HOST:PORT"

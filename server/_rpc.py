@@ -17,6 +17,7 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 
+from archsearch.server._channel import STORAGE_DOWN
 from archsearch.server._errors import InvalidArgument, ServiceError
 from archsearch.server._logsafe import loggable
 from archsearch.spaces import SpecError
@@ -42,15 +43,44 @@ def rpc(method: Callable[..., R]) -> Callable[..., R]:
 
 
 def abort_for(name: str, e: Exception, context: grpc.ServicerContext) -> NoReturn:
-    """Aborts the call with the status of ``e``: domain errors as themselves, anything else
+    """Aborts the call with the status of ``e``: domain errors as themselves, a storage that
+    cannot be used right now UNAVAILABLE (one log line: clients retry it), anything else
     INTERNAL (logged with its traceback)."""
     if isinstance(e, SpecError):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
     if isinstance(e, ServiceError):
         context.abort(grpc.StatusCode[e.code], str(e))
+    down = storage_down(e)
+    if down is not None:
+        log.warning("%s: %s: %s", name, STORAGE_DOWN, down)
+        context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            f"{name}: {STORAGE_DOWN} ({down}); try again once it can be written (free disk "
+            "space, a writable database file, the database server reachable)",
+        )
     log.exception("%s failed", name)
     context.abort(grpc.StatusCode.INTERNAL, f"{name}: {type(e).__name__}: {e}")
     raise AssertionError("unreachable")  # context.abort raises
+
+
+def storage_down(e: BaseException) -> str | None:
+    """Why the storage cannot be used right now, when ``e`` says so: the database's own words
+    for a full disk, a read-only or locked file, a lost connection (SQLAlchemy's
+    ``OperationalError``, which Optuna's commits wrap in ``StorageInternalError``, "invalid
+    data in the commit"), or the server shutting down; None for anything else."""
+    import optuna
+    import sqlalchemy.exc
+
+    from archsearch.server._writer import WriterClosed
+
+    if isinstance(e, WriterClosed):
+        return str(e)
+    if isinstance(e, optuna.exceptions.StorageInternalError):
+        e = e.__cause__ or e
+    if isinstance(e, sqlalchemy.exc.OperationalError):
+        said = str(e.orig if e.orig is not None else e).strip()
+        return said.splitlines()[0] if said else type(e).__name__
+    return None
 
 
 def _parse(service: Any, name: str, body: bytes, context: grpc.ServicerContext) -> Any:

@@ -25,11 +25,12 @@ log = logging.getLogger("archsearch.worker")
 REMIND_S = 60.0
 
 
-def unreachable(e: ClientError, target: str, tls: bool) -> str:
+def unreachable(e: ClientError, target: str, tls: bool, answered_before: bool = False) -> str:
     """One line on a transient error: why the server at ``target`` gives no answer and the
     fix (UNAVAILABLE), else the server's message (busy, deadline passed; may be empty)."""
     if e.code == grpc.StatusCode.UNAVAILABLE:
-        return connection_cause(e, target, tls) or no_server(target, e.details)
+        cause = connection_cause(e, target, tls, answered_before)
+        return cause or no_server(target, e.details)
     return e.details
 
 
@@ -63,11 +64,13 @@ class Outage:
         self.line = ""
         self._key: tuple[grpc.StatusCode, str] | None = None
         self._said_at = 0.0
+        #: whether the server ever answered: a closed socket is then a server gone, not TLS
+        self.answered_once = False
 
     def failed(self, what: str, e: ClientError, delay: float) -> None:
         """A call ``what`` failed with transient ``e``; the next try comes in ``delay`` s."""
-        line = unreachable(e, self.target, self.tls)
-        cause = connection_cause(e, self.target, self.tls)
+        line = unreachable(e, self.target, self.tls, self.answered_once)
+        cause = connection_cause(e, self.target, self.tls, self.answered_once)
         # One line per kind of failure: grpc's wording of the same refusal varies a little.
         key = (e.code, cause or "")
         with self._lock:
@@ -97,6 +100,7 @@ class Outage:
     def answered(self) -> None:
         """A call succeeded: the stretch of failures, if any, is over."""
         with self._lock:
+            self.answered_once = True
             if self.since is None:
                 return
             elapsed = self.clock() - self.since

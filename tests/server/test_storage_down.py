@@ -1,0 +1,125 @@
+"""A storage the server cannot use right now (a full disk, a read-only file, a lost database
+connection) is UNAVAILABLE, said in the database's words: clients retry it as they retry a
+server that does not answer. It was INTERNAL: every worker exited at its next AcquireTrial and
+dropped its finished result at CompleteTrial, and `archsearch stop` blamed "invalid data in
+the commit". A worker whose server went away no longer reads the closed socket as a TLS
+server refusing plain text."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+import optuna
+import pytest
+import sqlalchemy.exc
+from _procs import table_spec
+
+from archsearch.server import cli
+from archsearch.server._channel import ClientError, connection_cause
+from archsearch.server._rpc import storage_down
+from archsearch.server._writer import WriterClosed
+from archsearch.server.app import ArchsearchServer
+from archsearch.server.client import SearchClient, WorkerClient
+from archsearch.v1 import archsearch_pb2 as pb
+from archsearch.worker import TableTrainer
+from archsearch.worker._reach import Outage
+from archsearch.worker._runner import Worker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def disk_full() -> Exception:
+    """What Optuna raises when SQLite cannot commit: its StorageInternalError over
+    SQLAlchemy's OperationalError over sqlite3's."""
+    import sqlite3
+
+    orig = sqlite3.OperationalError("database or disk is full")
+    try:
+        try:
+            raise sqlalchemy.exc.OperationalError("UPDATE trials ...", {}, orig)
+        except sqlalchemy.exc.OperationalError as e:
+            raise optuna.exceptions.StorageInternalError(
+                "An exception is raised during the commit. This typically happens due to "
+                "invalid data in the commit, e.g. exceeding max length. "
+            ) from e
+    except optuna.exceptions.StorageInternalError as wrapped:
+        return wrapped
+
+
+def test_what_counts_as_a_storage_outage() -> None:
+    assert storage_down(disk_full()) == "database or disk is full"
+    assert storage_down(WriterClosed("the storage writer is closed")) is not None
+    assert storage_down(KeyError(1)) is None
+    assert storage_down(sqlalchemy.exc.IntegrityError("INSERT", {}, ValueError("dup"))) is None
+
+
+def failing(times: int, real: Any) -> Any:
+    """``real``, raising a full disk the first ``times`` calls."""
+    calls = iter(range(times))
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if next(calls, None) is not None:
+            raise disk_full()
+        return real(*args, **kwargs)
+
+    return call
+
+
+def test_a_full_disk_is_unavailable_and_said_as_the_database_said_it(
+    sqlite_server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+) -> None:
+    server: ArchsearchServer = sqlite_server()
+    with SearchClient(server.address) as admin:
+        admin.launch(table_spec("s", 2))
+        monkeypatch.setattr(server.manager, "stop", failing(1, server.manager.stop))
+        with pytest.raises(ClientError) as info:
+            admin.stop("s")
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE and info.value.transient
+    assert info.value.details.startswith(
+        "StopSearch: the server's storage cannot be used right now (database or disk is full)"
+    )
+    monkeypatch.setattr(server.manager, "stop", failing(1, server.manager.stop))
+    assert cli.main(["stop", "s", "--server", server.address]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"archsearch: the server at {server.address} answers, but its storage cannot be used "
+        "right now (database or disk is full); try again once it can be written"
+    )
+    assert "invalid data" not in err and "database or disk is full" in err
+
+
+def test_workers_wait_out_a_full_disk_and_keep_their_results(
+    sqlite_server,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    from _procs import TABLE
+
+    server: ArchsearchServer = sqlite_server(lease_duration_s=30)
+    manager = server.manager
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as client:
+        admin.launch(table_spec("s", 2))
+        monkeypatch.setattr(manager, "acquire", failing(2, manager.acquire))
+        monkeypatch.setattr(manager, "complete", failing(2, manager.complete))
+        worker = Worker(client, {"table": TableTrainer(TABLE)}, poll_s=1, max_trials=2)
+        assert worker.run() == 2  # trials finished; the old worker exited at AcquireTrial
+        trials = admin.list_trials("s")
+    assert [t.state for t in trials] == [pb.COMPLETE, pb.COMPLETE]  # nothing trained twice
+
+
+def test_a_closed_socket_after_answers_is_a_server_gone_not_tls(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed = ClientError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+    assert "speaks TLS" in (connection_cause(closed, "h:1", tls=False) or "")
+    assert connection_cause(closed, "h:1", tls=False, answered_before=True) is None
+    outage = Outage("h:1")
+    outage.answered()
+    caplog.set_level(logging.INFO, logger="archsearch")
+    outage.failed("acquire", closed, 1.0)
+    (said,) = [r for r in caplog.records if "acquire" in r.getMessage()]
+    assert said.levelno == logging.WARNING and "TLS" not in said.getMessage()
+    assert "no archsearch server answers at h:1 (Socket closed)" in said.getMessage()

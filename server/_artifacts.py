@@ -64,6 +64,7 @@ class GraphArtifacts:
         try:
             png = draw(architecture)
             artifact_id = str(uuid.uuid4())
+            self.root.mkdir(parents=True, exist_ok=True)  # removed while serving: made again
             self._store.write(artifact_id, io.BytesIO(png))
             meta = {
                 "artifact_id": artifact_id,

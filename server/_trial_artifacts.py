@@ -107,6 +107,8 @@ class Upload:
     def __init__(self, owner: TrialArtifacts, lease_id: str, name: str, size: int, sha: str):
         self._owner = owner
         self.lease_id, self.name, self.size, self.sha256 = lease_id, name, size, sha
+        if owner.spool_dir is not None:  # made again if removed while serving (with the store's)
+            owner.spool_dir.mkdir(parents=True, exist_ok=True)
         self._dir = Path(tempfile.mkdtemp(prefix="upload-", dir=owner.spool_dir))
         self._path = self._dir / name  # upload_artifact names the artifact after the file
         self._file: BinaryIO | None = self._path.open("wb")
@@ -158,22 +160,18 @@ class TrialArtifacts:
         store: An Optuna artifact store; None: no store configured, every call answers
             FAILED_PRECONDITION naming ``--artifact-dir``.
         max_bytes: Largest artifact accepted (``--max-artifact-bytes``).
-        spool_dir: Where uploads are received before they are checked and stored; None: the
+        spool: Where uploads are received before they are checked and stored; None: the
             system's temporary folder.
     """
 
     def __init__(
-        self,
-        manager: StudyManager,
-        store: Any | None,
-        max_bytes: int,
-        spool_dir: Path | None = None,
+        self, manager: StudyManager, store: Any | None, max_bytes: int, spool: Path | None = None
     ) -> None:
         self.manager = manager
         self.rdb: RDBStorage = manager.rdb
         self.store = store
         self.max_bytes = max_bytes
-        self.spool_dir = spool_dir
+        self.spool_dir = spool
         #: one lock per (trial, name) stripe: the name check and the write are one step, so
         #: concurrent uploads of one name store it once (the same bytes answer with it, other
         #: bytes get ALREADY_EXISTS), never twice or more

@@ -30,7 +30,7 @@ from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import RUNNING, STOPPED_REASON, Prepared, StudyHandle
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._suggest import ask_candidate
-from archsearch.server._writer import StorageWriter
+from archsearch.server._writer import StorageWriter, WriterClosed
 
 log = logging.getLogger("archsearch.server")
 
@@ -269,5 +269,7 @@ class CandidatePool:
                         idx.live.pop(tid, None)
                         self.lifecycle.fail_unrun(h, tid, STOPPED_REASON)
                 self.notify()
+        except WriterClosed:  # the server is shutting down: not an error
+            log.info("preparing the next candidate of %s: stopped by the shutdown", h.spec.name)
         except Exception:
             log.exception("preparing the next candidate of %s failed", h.spec.name)

@@ -123,3 +123,24 @@ def test_a_closed_socket_after_answers_is_a_server_gone_not_tls(
     (said,) = [r for r in caplog.records if "acquire" in r.getMessage()]
     assert said.levelno == logging.WARNING and "TLS" not in said.getMessage()
     assert "no archsearch server answers at h:1 (Socket closed)" in said.getMessage()
+
+
+def test_a_shutdown_during_a_candidates_preparation_is_not_an_error(
+    sqlite_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SIGTERM while a GP loop prepared the next candidate logged ERROR tracebacks."""
+    server: ArchsearchServer = sqlite_server()
+    with SearchClient(server.address) as admin:
+        admin.launch(table_spec("s", 4))
+    pool = server.manager.pool
+
+    def closed(h: Any) -> None:
+        raise WriterClosed("the storage writer is closed (the server is shutting down)")
+
+    monkeypatch.setattr(pool, "prepare", closed)
+    caplog.set_level(logging.INFO, logger="archsearch")
+    h = server.manager.get("s")
+    h.index.pool.clear()
+    pool.top_up(h)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("stopped by the shutdown" in r.getMessage() for r in caplog.records)

@@ -284,6 +284,11 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         out += ["", "warnings from the workers:", *warnings]
     if study.best_trials:
         label = "best trial" if len(study.objectives) == 1 else "Pareto front"
+        # a table space trains the table row nearest the loop's suggestion (mapped_from)
+        table_space = spec.get("space") == "table-rows" or (
+            spec.get("space") == "flexibert-small" and spec.get("space_options", {}).get("table")
+        )
+        mapped = "  (the loop's suggestion; the table row trained is above)" if table_space else ""
         out.append("")
         out.append(f"{label}:")
         for t in study.best_trials:
@@ -296,7 +301,7 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
             )
             what += f"  ({trial_note(t, rank=rank)})" if rank else ""
             out.append(f"  #{t.number}  {shown_values}  {what}")
-            out.append(f"      params {t.params_json}")
+            out.append(f"      params {t.params_json}{mapped}")
     return "\n".join(out)
 
 

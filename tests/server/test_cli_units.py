@@ -562,3 +562,27 @@ def test_custom_task_metrics() -> None:
     for objective, task in refused:
         with pytest.raises(SpecError, match="never reports"):
             SearchSpec.from_dict(spec(objective, **task))
+
+
+def test_a_table_studys_best_params_are_said_to_be_the_loops_suggestion() -> None:
+    """A flexibert-small table study trains the table row nearest the loop's suggestion:
+    `params` read as the architecture scored (4x256 where 2x128 was trained)."""
+    from _procs import TABLE
+
+    spec = SearchSpec.from_dict(
+        {
+            "name": "t",
+            "space": "flexibert-small",
+            "trainer": "table",
+            "space_options": {"table": TABLE},
+            "n_trials": 3,
+        }
+    )
+    best = pb.Trial(number=0, state=pb.COMPLETE, values=[0.8], params_json='{"l0.hidden": 256}')
+    study = _study(spec_json=spec.to_json(), n_complete=1, best_trials=[best])
+    line = format_study(study, [best]).splitlines()[-1]
+    assert line.endswith(
+        """params {"l0.hidden": 256}  (the loop's suggestion; the table row trained is above)"""
+    )
+    plain = _study(n_complete=1, best_trials=[best])
+    assert format_study(plain, [best]).splitlines()[-1].endswith('params {"l0.hidden": 256}')

@@ -215,6 +215,15 @@ def _read_time_columns(
     return cols
 
 
+def _task_words(spec: dict[str, Any]) -> str:
+    """``task sst2  `` for a trainer that reads GLUE tasks; nothing for a plugin whose trainer
+    scores no task (its spec still carries the default task)."""
+    info = TrainerCatalogue.installed().get(str(spec.get("trainer", "bert")))
+    if info is not None and not info.task_metrics:
+        return ""
+    return f"task {spec.get('task')}  "
+
+
 def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -> str:
     spec = json.loads(study.spec_json)
     repeats = sum(1 for t in trials if t.duplicate_of >= 0)
@@ -229,7 +238,7 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
     out = [
         f"study {study.name}: {STUDY_STATE_NAMES[study.state]}"
         + (f" ({study.completed_reason})" if study.completed_reason else ""),
-        f"  space {spec.get('space')}  loop {spec.get('loop')}  task {spec.get('task')}  "
+        f"  space {spec.get('space')}  loop {spec.get('loop')}  {_task_words(spec)}"
         f"trainer {spec.get('trainer')}  pruner {spec.get('pruner', {}).get('type')}",
         f"  objectives: {objectives}",
         f"  trials: {study.n_complete} complete, {study.n_pruned} pruned, {study.n_fail} failed"

@@ -586,3 +586,19 @@ def test_a_table_studys_best_params_are_said_to_be_the_loops_suggestion() -> Non
     )
     plain = _study(n_complete=1, best_trials=[best])
     assert format_study(plain, [best]).splitlines()[-1].endswith('params {"l0.hidden": 256}')
+
+
+def test_a_plugin_study_that_scores_no_task_shows_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`show digits` of the mlp example printed `task sst2`, the spec's default."""
+    from archsearch.server import _format
+    from archsearch.server._trainers import TrainerCatalogue
+    from archsearch.spaces import TrainerInfo
+
+    mlp = TrainerInfo(name="mlp", spaces=("mlp",), metrics=("accuracy",))
+    installed = TrainerCatalogue.installed()
+    catalogue = TrainerCatalogue([*(installed.require(n) for n in installed.names()), mlp])
+    monkeypatch.setattr(_format.TrainerCatalogue, "installed", classmethod(lambda cls: catalogue))
+    spec = json.loads(_study().spec_json)
+    plugin = _study(spec_json=json.dumps({**spec, "space": "mlp", "trainer": "mlp"}))
+    assert "  loop tpe  trainer mlp  " in format_study(plugin, []).splitlines()[1]
+    assert "  loop tpe  task sst2  trainer bert  " in format_study(_study(), []).splitlines()[1]

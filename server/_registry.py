@@ -3,14 +3,22 @@
 At start-up every archsearch study in the storage (a study with an ``archsearch:spec``
 attribute) gets a handle again, and :func:`rebuild_index` reads its trials once to rebuild the
 in-memory index (counts, queued retries, live leases, the prepared pool, completed candidates).
+
+A launch is several commits (Optuna's public API has no way to create a study with its
+attributes in one): the study, its metric names, then the ``archsearch:*`` attributes. A
+server killed in between leaves an Optuna study without a spec and without trials; it is not
+served, and launch, ``show`` and ``delete`` name it as such: ``archsearch delete NAME --yes``
+removes it (an Optuna study with trials that archsearch did not launch is never touched).
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import shlex
 import threading
 from collections.abc import Callable
+from typing import Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -18,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.search import ServerStudy, make_loop, make_pruner
 from archsearch.server import _storage
 from archsearch.server._deferred_storage import DeferredTrialStorage
+from archsearch.server._delete import DELETING_ATTR
 from archsearch.server._derived_trials import is_derived_trial
 from archsearch.server._errors import AlreadyExists, FailedPrecondition, NotFound
 from archsearch.server._index import (
@@ -43,6 +52,10 @@ from archsearch.server._trainers import TRAINER_ATTR, TrainerCatalogue, recorded
 from archsearch.spaces import Candidate, SpecError
 
 log = logging.getLogger("archsearch.server")
+
+
+#: what a study in the storage that this server does not serve is (:meth:`stored_kind`)
+StoredKind = Literal["empty", "foreign", "deleting", "archsearch"]
 
 
 def _now_iso() -> str:
@@ -73,6 +86,10 @@ class StudyRegistry:
         self._lock = threading.Lock()
         #: studies in the storage whose stored spec no longer reads, and why (not served)
         self.unserved: dict[str, str] = {}
+        #: studies whose deletion a stopped server began (not served; the start finishes it)
+        self.half_deleted: set[str] = set()
+        #: one delete at a time, and none while a study is being launched
+        self.delete_lock = threading.Lock()
 
     def named(self, name: str) -> StudyHandle | None:
         """The served study called ``name``, None when there is none."""
@@ -99,7 +116,38 @@ class StudyRegistry:
                 "what the spec names is installed (a plugin's space or trainer, the same "
                 "archsearch version)"
             )
+        kind = self.stored_kind(name)
+        if kind == "empty":
+            raise NotFound(
+                f"no archsearch study named {name!r}: a study of that name {_empty(name)}"
+            )
+        if kind == "deleting":
+            raise NotFound(
+                f"study {name!r} is being deleted; `archsearch delete {shlex.quote(name)} --yes` "
+                "finishes a deletion a stopped server began"
+            )
         raise NotFound(f"no archsearch study named {name!r}; `archsearch studies` lists them")
+
+    def serves(self, h: StudyHandle) -> bool:
+        """Whether ``h`` is still the served study of its name (not deleted)."""
+        return self._handles.get(h.spec.name) is h
+
+    def stored_kind(self, name: str) -> StoredKind | None:
+        """What the storage's study called ``name``, which this server does not serve, is:
+        ``deleting`` (a deletion began), ``empty`` (no archsearch spec and no trials: a launch
+        the server did not finish, or an empty Optuna study), ``foreign`` (an Optuna study
+        with trials that archsearch did not launch), ``archsearch`` (a spec: being deleted);
+        None: the storage has no study of that name."""
+        try:
+            study_id = self.storage.get_study_id_from_name(name)
+            attrs = self.storage.get_study_user_attrs(study_id)
+            if attrs.get(DELETING_ATTR):
+                return "deleting"
+            if SPEC_ATTR in attrs:
+                return "archsearch"
+            return "foreign" if self.storage.get_n_trials(study_id) else "empty"
+        except KeyError:  # none, or deleted meanwhile
+            return None
 
     def handles(self) -> list[StudyHandle]:
         """Every served study, oldest first."""
@@ -112,6 +160,7 @@ class StudyRegistry:
             if h is not None:
                 self._by_id.pop(h.study_id, None)
             self.unserved.pop(name, None)
+            self.half_deleted.discard(name)
 
     def _add(self, h: StudyHandle) -> None:
         self._handles[h.spec.name] = h
@@ -126,7 +175,7 @@ class StudyRegistry:
         Raises:
             AlreadyExists: a study of that name exists (archsearch's or a plain Optuna one).
         """
-        with self._lock:
+        with self.delete_lock, self._lock:
             if spec.name in self._handles:
                 raise AlreadyExists(f"study {spec.name!r} already exists; choose another name")
             if spec.name in self.unserved:
@@ -134,14 +183,23 @@ class StudyRegistry:
                     f"study {spec.name!r} already exists (this server cannot serve it: "
                     f"{self.unserved[spec.name]}); choose another name"
                 )
-            try:
-                self.storage.get_study_id_from_name(spec.name)
+            kind = self.stored_kind(spec.name)
+            if kind == "empty":
+                raise AlreadyExists(f"a study named {spec.name!r} {_empty(spec.name)}")
+            if kind == "deleting":
+                raise AlreadyExists(
+                    f"study {spec.name!r} is being deleted; launch it again once "
+                    f"`archsearch delete {shlex.quote(spec.name)} --yes` has finished"
+                )
+            if kind == "archsearch":
+                raise AlreadyExists(
+                    f"study {spec.name!r} already exists in the storage; choose another name"
+                )
+            if kind == "foreign":
                 raise AlreadyExists(
                     f"a study named {spec.name!r} already exists in the storage (not launched "
                     "by archsearch); choose another name"
                 )
-            except KeyError:
-                pass
             directions = [o.direction for o in spec.objectives]
             study = optuna.create_study(
                 study_name=spec.name, storage=self.storage, directions=directions
@@ -161,6 +219,9 @@ class StudyRegistry:
         """Serves every archsearch study in the storage again, calling ``rebuild`` on each
         (a study whose stored spec is no longer valid is logged and not served)."""
         for frozen in self.storage.get_all_studies():
+            if frozen.user_attrs.get(DELETING_ATTR):
+                self.half_deleted.add(frozen.study_name)
+                continue
             raw = frozen.user_attrs.get(SPEC_ATTR)
             if raw is None:
                 continue  # a plain Optuna study sharing the storage
@@ -214,6 +275,13 @@ class StudyRegistry:
         if state == RUNNING:  # build what the loop needs now, not in a worker's call
             loop.warm_up(handle.space, self.notify)
         return handle
+
+
+def _empty(name: str) -> str:
+    return (
+        "exists with no trials and no archsearch spec (a launch the server did not finish, "
+        f"or an empty Optuna study): `archsearch delete {shlex.quote(name)} --yes` removes it"
+    )
 
 
 def rebuild_index(

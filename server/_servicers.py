@@ -21,6 +21,7 @@ from archsearch.server._convert import (
     study_to_pb,
     trial_to_pb,
 )
+from archsearch.server._delete import StudyDeleted, unless_deleted
 from archsearch.server._errors import ResourceExhausted
 from archsearch.server._rpc import _lease_id, _require, _study_name, rpc
 from archsearch.server._spec import SearchSpec
@@ -83,9 +84,13 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     def ListStudies(
         self, request: pb.ListStudiesRequest, context: grpc.ServicerContext
     ) -> pb.ListStudiesResponse:
-        return pb.ListStudiesResponse(
-            studies=[study_to_pb(self.m.snapshot(h, with_best=False)) for h in self.m.handles()]
-        )
+        studies = []
+        for h in self.m.handles():
+            try:
+                studies.append(study_to_pb(self.m.snapshot(h, with_best=False)))
+            except StudyDeleted:  # deleted since the list was taken: not listed
+                continue
+        return pb.ListStudiesResponse(studies=studies)
 
     @rpc
     def ListTrials(
@@ -109,7 +114,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             )
             start = int(request.page_token)
         states = states_from_pb(request.states)
-        trials = [t for t in self.m.trials(h, states or None) if t.number >= start]
+        with unless_deleted(h, self.m.registry.serves):  # NOT_FOUND when deleted under it
+            trials = [t for t in self.m.trials(h, states or None) if t.number >= start]
         trials.sort(key=lambda t: t.number)
         page: list[pb.Trial] = []
         used = 0

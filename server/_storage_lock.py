@@ -1,9 +1,16 @@
 """One server per storage: the server keeps per-study state in memory, so it must be the only
 writer. ``lock_storage`` takes a lock held for the server's life:
 
-* SQLite: an exclusive, non-blocking ``flock`` on ``<database>.lock`` beside the database file,
-  holding the holder's pid, host and start time as text (for the refusal message). The OS drops
-  it when the process dies, so a SIGKILLed server does not block a restart.
+* SQLite: an exclusive, non-blocking ``flock`` on ``<database>.lock`` beside the database file
+  (symlinks resolved: named after the file the path ends at), holding the holder's pid, host
+  and start time as text (for the refusal message), and one on the database file itself, so
+  that every name of one database (a symlink, a hard link, a symlinked folder) is one lock. The
+  OS drops both when the process dies, so a SIGKILLed server does not block a restart.
+  ``flock`` and SQLite's own ``fcntl`` locks on the database are independent on Linux (a local
+  file system; on NFS ``flock`` is emulated with ``fcntl``, and SQLite should not be there),
+  but closing *any* descriptor of a file drops every ``fcntl`` lock the process holds on it,
+  SQLite's included: so the descriptor this lock opens on a database is never closed (one per
+  database per process; giving the lock up only unlocks it).
 * PostgreSQL: a session-level ``pg_try_advisory_lock`` on a dedicated connection (advisory locks
   are per database); the holder's pid and host are in that connection's ``application_name``.
 * In-memory SQLite, other databases: no lock.
@@ -18,7 +25,9 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +106,19 @@ def lock_storage(url: str) -> StorageLock | None:
     """
     db = sqlite_database(url)
     if db is not None:
-        return _lock_file(url, Path(os.path.realpath(db)).with_name(db.name + ".lock"))
+        real = Path(os.path.realpath(db))  # every symlink on the way resolved
+        held = _lock_file(url, real.with_name(real.name + ".lock"))
+        try:
+            unlock_database = _lock_database(url, real)
+        except BaseException:
+            held.release()
+            raise
+
+        def release() -> None:
+            unlock_database()
+            held.release()
+
+        return StorageLock(release)
     try:
         backend = sqlalchemy.engine.make_url(url).get_backend_name()
     except sqlalchemy.exc.ArgumentError:
@@ -138,6 +159,71 @@ def _lock_file(url: str, path: Path) -> StorageLock:
         f.close()  # the file stays: removing it would let two servers lock different files
 
     return StorageLock(release)
+
+
+#: the descriptor this process opened on each SQLite database it locked, by (device, inode):
+#: never closed, since that would drop the process's ``fcntl`` locks on it (SQLite's)
+_DB_FDS: dict[tuple[int, int], int] = {}
+#: the databases a server of this process holds (``flock`` on one descriptor never refuses)
+_DB_HELD: set[tuple[int, int]] = set()
+_DB_GUARD = threading.Lock()
+
+
+def _lock_database(url: str, real: Path) -> Callable[[], None]:
+    """An exclusive ``flock`` on the database file ``real`` itself (created empty when it does
+    not exist yet: SQLite takes an empty file as a new database); returns its release.
+
+    Raises:
+        StorageInUse: another server, of this process or another, holds it.
+    """
+    with _DB_GUARD:
+        try:
+            st = os.stat(real)
+            fd = _DB_FDS.get((st.st_dev, st.st_ino))
+        except FileNotFoundError:
+            fd = None
+        if fd is None:
+            try:
+                fd = os.open(real, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError:
+                return lambda: None  # nobody can open it, SQLite neither: it says why
+            st = os.fstat(fd)
+            fd = _DB_FDS.setdefault((st.st_dev, st.st_ino), fd)  # a lost race: one stays open
+        key, held = (st.st_dev, st.st_ino), fd
+        if key in _DB_HELD:
+            raise _refusal(url, f"pid {os.getpid()} on host {socket.gethostname()}, {_via(real)}")
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _refusal(url, _flock_holder(key, real)) from None
+        _DB_HELD.add(key)
+
+    def release() -> None:
+        with _DB_GUARD, contextlib.suppress(OSError):
+            _DB_HELD.discard(key)
+            fcntl.flock(held, fcntl.LOCK_UN)  # not close: see _DB_FDS
+
+    return release
+
+
+def _via(real: Path) -> str:
+    return f"through another name of {real} (a symlink or hard link)"
+
+
+def _flock_holder(key: tuple[int, int], real: Path) -> str:
+    """'pid N on host H, through another name of ...' of the process holding the ``flock`` on
+    database ``key`` (from ``/proc/locks``, on Linux); a description without the pid otherwise."""
+    dev, ino = key
+    where = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
+    try:
+        with open("/proc/locks") as f:
+            for line in f:  # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2146714 0 EOF"
+                parts = line.split()
+                if parts[1:2] == ["FLOCK"] and parts[5:6] == [where] and parts[4] != "0":
+                    return f"pid {parts[4]} on host {socket.gethostname()}, {_via(real)}"
+    except (OSError, IndexError):
+        pass
+    return f"a process that serves it {_via(real)}"
 
 
 def _lock_postgres(url: str) -> StorageLock:

@@ -69,7 +69,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server._artifact_needs import check_artifact_store
 from archsearch.server._candidate_store import MIN_REPEAT_STREAK
-from archsearch.server._delete import delete_study
+from archsearch.server._delete import StudyDeleted, delete, finish_deletions, unless_deleted
 from archsearch.server._derived_trials import has_measured_values, is_derived_trial
 from archsearch.server._index import (
     CANCEL_ATTR,
@@ -173,6 +173,7 @@ class StudyManager(ManagerWiring):
         later too), and report the trials failed ("cancelled: ..."), not retried."""
         h = self.get(name)
         with h.lock:
+            self._still_served(h)
             if h.state == RUNNING:
                 self.lifecycle.set_state(h, STOPPED)
                 self.lifecycle.end_unrun(h)
@@ -191,31 +192,44 @@ class StudyManager(ManagerWiring):
             InvalidArgument, FailedPrecondition: see :mod:`archsearch.server._resume`.
         """
         h = self.get(name)
-        requeued = resume(
-            h, n_trials, self.storage, self.lifecycle, self.retries, self.trials, self._notify
-        )
+        with h.lock:  # resume takes it too; held from the check on
+            self._still_served(h)
+            requeued = resume(
+                h, n_trials, self.storage, self.lifecycle, self.retries, self.trials, self._notify
+            )
         return h, requeued
 
+    def _still_served(self, h: StudyHandle) -> None:
+        """Raises StudyDeleted when ``h`` was deleted since the call found it (the caller
+        holds ``h.lock``, which the delete holds while it stops serving it)."""
+        if not self.registry.serves(h):
+            raise StudyDeleted(h.spec.name)
+
     def delete(self, name: str) -> tuple[int, int]:
-        """Deletes a stopped or completed study, its trials and their files
-        (:func:`archsearch.server._delete.delete_study`); (trials, files) removed.
+        """Deletes a stopped or completed study, its trials and their files; also an empty
+        Optuna study without a spec (a launch the server did not finish) and a study whose
+        deletion a stopped server began (:func:`archsearch.server._delete.delete`);
+        (trials, files) removed.
 
         Raises:
             NotFound: no such study.
-            FailedPrecondition: it runs, or a worker still holds one of its trials.
+            FailedPrecondition: it runs, a worker still holds one of its trials, or it is an
+                Optuna study with trials that archsearch did not launch.
         """
-        handle = None
-        if name not in self.registry.unserved:
-            handle = self.get(name)  # NotFound
-        return delete_study(
+        return delete(
             name,
-            handle,
+            self.registry,
             self.storage,
             self.writer,
             lambda study_id: self.storage.get_all_trials(study_id, deepcopy=False),
             self.remove_files,
-            self.registry.forget,
         )
+
+    def start(self) -> None:
+        """Finishes the deletions a stopped server began (their files can go now that the
+        app's artifact store is wired), then starts the reaper."""
+        finish_deletions(sorted(self.registry.half_deleted), self.delete)
+        super().start()
 
     def best_trials(self, h: StudyHandle) -> list[FrozenTrial]:
         """The best trial (the Pareto front for several objectives) among the COMPLETE trials
@@ -244,17 +258,19 @@ class StudyManager(ManagerWiring):
         state = h.state
         counts = dict.fromkeys(TrialState, 0)
         derived = unrun = 0
-        for t in self.trials(h):
-            counts[t.state] += 1
-            derived += t.state == TrialState.COMPLETE and is_derived_trial(t)
-            stopped = t.user_attrs.get("fail_reason") == STOPPED_REASON
-            unrun += t.state == TrialState.FAIL and stopped
+        with unless_deleted(h, self.registry.serves):  # StudyDeleted when deleted under it
+            for t in self.trials(h):
+                counts[t.state] += 1
+                derived += t.state == TrialState.COMPLETE and is_derived_trial(t)
+                stopped = t.user_attrs.get("fail_reason") == STOPPED_REASON
+                unrun += t.state == TrialState.FAIL and stopped
+            best = tuple(self.best_trials(h)) if with_best else ()
         return StudySnapshot(
             spec=h.spec,
             state=state,
             created_at=h.created_at,
             counts=counts,
-            best_trials=tuple(self.best_trials(h)) if with_best else (),
+            best_trials=best,
             connected_trainers=self.connected_trainers(h.spec.name),
             derived=derived,
             unrun=unrun,

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from _postgres import fresh_database
 from _procs import ServerProc, cli, table_spec
 
 from archsearch.server import app
-from archsearch.server._storage_lock import lock_storage, relative_sqlite_note
+from archsearch.server._storage_lock import StorageInUse, lock_storage, relative_sqlite_note
 from archsearch.server.app import ArchsearchServer, ConfigError, ServerConfig
 from archsearch.server.client import ClientError, SearchClient
 
@@ -75,6 +76,104 @@ def test_a_second_server_on_the_same_sqlite_file_is_refused_until_the_first_stop
             assert admin.get_study("tab1").name == "tab1"
     finally:
         again.stop(0)
+
+
+def through_another_name(url: str, pid: int, real: Path) -> str:
+    """The refusal of a server whose database another one serves under another name."""
+    return (
+        rf"^another archsearch server already serves {re.escape(url)} \(pid {pid} on host "
+        rf"{re.escape(HOST)}, through another name of {re.escape(str(real))} \(a symlink or "
+        r"hard link\)\); stop it, or give this one another --storage$"
+    )
+
+
+def test_a_symlink_or_a_hard_link_to_a_served_database_is_refused(tmp_path: Path) -> None:
+    """The lock file was named after the path as typed in the real folder, so a server on
+    ``alias.db -> s.db`` locked ``alias.db.lock`` and one on a hard link ``hard.db`` locked
+    ``hard.db.lock``: two servers served one database and trained every candidate twice."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    (tmp_path / "alias.db").symlink_to("s.db")
+    (tmp_path / "dir").symlink_to(tmp_path, target_is_directory=True)
+    first = started(url)
+    try:
+        with SearchClient(first.address) as admin:
+            admin.launch(table_spec("tab1", 2))
+        os.link(tmp_path / "s.db", tmp_path / "hard.db")
+        for alias in (f"sqlite:///{tmp_path}/alias.db", f"sqlite:///{tmp_path}/dir/s.db"):
+            with pytest.raises(ConfigError, match=refusal(alias, os.getpid())):
+                ArchsearchServer(ServerConfig(storage=alias, port=0))
+        hard = f"sqlite:///{tmp_path}/hard.db"
+        with pytest.raises(
+            ConfigError, match=through_another_name(hard, os.getpid(), tmp_path / "hard.db")
+        ):
+            ArchsearchServer(ServerConfig(storage=hard, port=0))
+    finally:
+        first.stop(0)
+    again = started(hard)  # the first one's stop released both locks
+    try:
+        with SearchClient(again.address) as admin:
+            assert admin.get_study("tab1").name == "tab1"
+        with pytest.raises(
+            ConfigError, match=through_another_name(url, os.getpid(), tmp_path / "s.db")
+        ):
+            ArchsearchServer(ServerConfig(storage=url, port=0))
+    finally:
+        again.stop(0)
+
+
+def test_a_hard_link_to_a_database_another_process_serves_is_refused(
+    tmp_path: Path, procs: list[ServerProc]
+) -> None:
+    """The same across processes: the refusal names the pid holding the database's lock."""
+    first = ServerProc(f"sqlite:///{tmp_path}/s.db", tmp_path / "a.log").start()
+    procs.append(first)
+    os.link(tmp_path / "s.db", tmp_path / "hard.db")
+    (tmp_path / "alias.db").symlink_to("hard.db")
+    for name in ("hard.db", "alias.db"):
+        url = f"sqlite:///{tmp_path}/{name}"
+        with pytest.raises(
+            ConfigError, match=through_another_name(url, first.pid, tmp_path / "hard.db")
+        ):
+            ArchsearchServer(ServerConfig(storage=url, port=0))
+    with SearchClient(first.address) as admin:  # SQLite's own locks are not in the way
+        admin.launch(table_spec("tab1", 1))
+        assert admin.get_study("tab1").n_trials == 1
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads /proc/locks (Linux)")
+def test_the_database_lock_leaves_sqlites_own_locks_alone(tmp_path: Path) -> None:
+    """The lock opens the database file itself; closing a descriptor of a file drops every
+    ``fcntl`` lock of the process on it, the shared lock SQLite holds in WAL mode included
+    (another process could then take the database as unused and checkpoint it away). Taking,
+    refusing and giving up the lock keep that lock."""
+    db = tmp_path / "s.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (a)")
+    conn.commit()
+    conn.execute("SELECT * FROM t").fetchall()
+    st = db.stat()
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+
+    def sqlite_locks() -> list[str]:
+        lines = Path("/proc/locks").read_text().splitlines()
+        return [x for x in lines if " POSIX " in x and f" {os.getpid()} {where} " in x]
+
+    before = sqlite_locks()
+    assert before, "SQLite in WAL mode holds a shared lock on the database"
+    lock = lock_storage(f"sqlite:///{db}")
+    assert lock is not None
+    with pytest.raises(StorageInUse):
+        lock_storage(f"sqlite:///{db}")
+    os.link(db, tmp_path / "hard.db")
+    with pytest.raises(StorageInUse):
+        lock_storage(f"sqlite:///{tmp_path}/hard.db")
+    lock.release()
+    assert sqlite_locks() == before
+    again = lock_storage(f"sqlite:///{tmp_path}/hard.db")  # given up: free again
+    assert again is not None
+    again.release()
+    conn.close()
 
 
 def test_in_memory_sqlite_takes_no_lock() -> None:

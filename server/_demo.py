@@ -165,7 +165,9 @@ def run_demo(args: argparse.Namespace) -> int:
     storage = f"sqlite:///{db}"
     name = "demo-sst2-tpe-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
-    logging.getLogger("archsearch.server").setLevel(logging.WARNING)  # the progress lines say it
+    server_log = logging.getLogger("archsearch.server")
+    was = server_log.level
+    server_log.setLevel(logging.WARNING)  # the progress lines say it
     server = ArchsearchServer(
         ServerConfig(
             storage=storage, host="127.0.0.1", port=0, lease_duration_s=120, heartbeat_interval_s=10
@@ -226,6 +228,7 @@ def run_demo(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 w.kill()
         server.stop()
+        server_log.setLevel(was)
 
 
 def _command(name: str) -> str:

@@ -138,7 +138,7 @@ def test_a_shutdown_during_a_candidates_preparation_is_not_an_error(
         raise WriterClosed("the storage writer is closed (the server is shutting down)")
 
     monkeypatch.setattr(pool, "prepare", closed)
-    caplog.set_level(logging.INFO, logger="archsearch")
+    caplog.set_level(logging.INFO, logger="archsearch.server")  # an in-process demo sets it
     h = server.manager.get("s")
     h.index.pool.clear()
     pool.top_up(h)

@@ -209,6 +209,8 @@ def test_a_completed_study_is_never_sent_with_unfinished_counts() -> None:
         def connected_trainers(self, study=None):
             return {}
 
+        registry = types.SimpleNamespace(serves=lambda handle: True)
+
     msg = study_to_pb(StudyManager.snapshot(CommitLandsWhileCounting(), h))  # type: ignore[arg-type]
     assert (msg.state, msg.n_complete, msg.n_running) == (pb.STUDY_RUNNING, 1, 1)
     h.state = COMPLETED

@@ -160,8 +160,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except SpecError as e:
         own = {"format": "--format", "table_options.study": "--study"}  # flags of their own
         flag = own.get(e.field) or ("--table-option" if "." in e.field else "")
+        # a problem that names the table itself is not prefixed with it again
+        said = f"{e.problem}" + (f" ({e.fix})" if e.fix else "")
+        what = said if e.field == "table" and str(args.table) in e.problem else f"{e}"
+        where = "" if what is said else f" {args.table}"
         raise CliError(
-            f"cannot read the table {args.table}: {e}" + (f" (see {flag})" if flag else "")
+            f"cannot read the table{where}: {what}" + (f" (see {flag})" if flag else "")
         ) from e
     default = DEFAULT_LOOPS if isinstance(table.space, GraphSpace) else GRAPHLESS_LOOPS
     loops = [n.strip() for n in (args.loops or default).split(",") if n.strip()]

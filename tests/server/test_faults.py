@@ -87,15 +87,21 @@ def heartbeat_rows(url: str) -> set[int]:
 # ----------------------------------------------------------------------------- restart grace
 
 
-def test_restarted_server_gives_old_leases_one_lease_duration(managers, url) -> None:
-    """A lease whose last heartbeat predates the server's start is not expired before start +
-    lease duration, so a worker that finished while the server was down reports its result."""
+def leased_then_down(managers: list[StudyManager], url: str, name: str) -> Grant:
+    """A lease (2 s) of a new study's trial, then its server gone: the lease outlives it."""
     m = open_manager(managers, url, lease_duration_s=2, heartbeat_interval_s=1)
-    m.launch(SearchSpec.from_dict(table_spec("g", 2)))
+    m.launch(SearchSpec.from_dict(table_spec(name, 2)))
     g = m.acquire("w", TRAINERS)
     assert g is not None
     m.close()
     managers.remove(m)
+    return g
+
+
+def test_restarted_server_gives_old_leases_one_lease_duration(managers, url) -> None:
+    """A lease whose last heartbeat predates the server's start is not expired before start +
+    lease duration, so a worker that finished while the server was down reports its result."""
+    g = leased_then_down(managers, url, "g")
     time.sleep(3.2)  # the server is down longer than the lease: the heartbeat is stale
 
     m2 = open_manager(managers, url, lease_duration_s=2, heartbeat_interval_s=1)
@@ -112,12 +118,7 @@ def test_the_grace_counts_from_when_the_server_answers(managers, url) -> None:
     were refused and trained again."""
     from archsearch.server.app import ArchsearchServer, ServerConfig
 
-    m = open_manager(managers, url, lease_duration_s=2, heartbeat_interval_s=1)
-    m.launch(SearchSpec.from_dict(table_spec("s", 2)))
-    g = m.acquire("w", TRAINERS)
-    assert g is not None
-    m.close()
-    managers.remove(m)
+    g = leased_then_down(managers, url, "s")
     config = ServerConfig(storage=url, port=0, lease_duration_s=2, heartbeat_interval_s=1)
     server = ArchsearchServer(config)
     try:

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server import _dashboard_attrs as dashboard
 from archsearch.server import _storage
+from archsearch.server._channel import STORAGE_DOWN
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import (
     FAILURES_ATTR,
@@ -31,6 +32,7 @@ from archsearch.server._index import (
 from archsearch.server._leases import LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._logsafe import loggable
+from archsearch.server._rpc import storage_down
 from archsearch.server._writer import StorageWriter
 
 log = logging.getLogger("archsearch.server")
@@ -214,6 +216,13 @@ class Retries:
                 self.leases.grace_from_now()
             try:
                 self.reap_once()
-            except Exception:  # keep reaping whatever one study did
-                log.exception("lease reaper failed; retrying")
+            except Exception as e:  # keep reaping whatever one study did
+                down = storage_down(e)
+                if down is None:
+                    log.exception("lease reaper failed; retrying")
+                else:  # heartbeats cannot be stored either: expire nothing until it is back
+                    log.warning(
+                        "lease reaper: %s (%s); no lease expires meanwhile", STORAGE_DOWN, down
+                    )
+                    self.leases.grace_from_now()
             last = time.monotonic()

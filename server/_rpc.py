@@ -37,6 +37,9 @@ def rpc(method: Callable[..., R]) -> Callable[..., R]:
                 request = _parse(self.SERVICE, method.__name__, request, context)
             return method(self, request, context)
         except Exception as e:
+            leases = getattr(getattr(self, "m", None), "leases", None)
+            if leases is not None and storage_down(e) is not None:
+                leases.grace_from_now()  # heartbeats are not stored: none counts as missed
             abort_for(method.__name__, e, context)
 
     return wrapper

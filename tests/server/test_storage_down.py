@@ -144,3 +144,29 @@ def test_a_shutdown_during_a_candidates_preparation_is_not_an_error(
     pool.top_up(h)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("stopped by the shutdown" in r.getMessage() for r in caplog.records)
+
+
+def test_no_lease_expires_while_heartbeats_cannot_be_stored(
+    sqlite_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During an outage longer than a lease the reaper tried to fail the leases whose stored
+    heartbeats had stopped: once the storage was back, whichever came first, the reaper or
+    the worker's result, decided whether a finished trial was trained again."""
+    import time
+
+    server: ArchsearchServer = sqlite_server(lease_duration_s=2, heartbeat_interval_s=1)
+    manager = server.manager
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as client:
+        admin.launch(table_spec("s", 2))
+        caps = pb.WorkerCapabilities(trainers=["table"], device="cpu")
+        lease = client.acquire("w", caps, 5).lease
+        time.sleep(2.2)  # past the start-up grace
+        monkeypatch.setattr(manager, "heartbeat", failing(1, manager.heartbeat))
+        with pytest.raises(ClientError) as info:
+            client.heartbeat(lease.lease_id)
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+        assert not manager.leases.expiring()  # one lease from the failed heartbeat
+        time.sleep(1.0)
+        manager.reap_once()
+        (trial, *_) = admin.list_trials("s")
+        assert trial.state == pb.RUNNING

@@ -230,7 +230,12 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
     from archsearch.server._index import STOPPED_REASON
 
     prepared = sum(1 for t in trials if is_prepared(t))
-    unrun = sum(1 for t in trials if t.state == pb.FAIL and t.fail_reason == STOPPED_REASON)
+    retried = {t.retry_of for t in trials if t.HasField("retry_of")}  # resumed since
+    unrun = sum(
+        1
+        for t in trials
+        if t.state == pb.FAIL and t.fail_reason == STOPPED_REASON and t.number not in retried
+    )
     ranks = rank_trials_of(trials)
     objectives = ", ".join(
         f"{o.metric} ({'max' if o.direction == pb.MAXIMIZE else 'min'})" for o in study.objectives

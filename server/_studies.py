@@ -257,13 +257,16 @@ class StudyManager(ManagerWiring):
         """
         state = h.state
         counts = dict.fromkeys(TrialState, 0)
-        derived = unrun = 0
+        derived = 0
+        unrun: set[int] = set()  # a stop ended them before they ran; not those resumed since
+        retried: set[int] = set()
         with unless_deleted(h, self.registry.serves):  # StudyDeleted when deleted under it
             for t in self.trials(h):
                 counts[t.state] += 1
                 derived += t.state == TrialState.COMPLETE and is_derived_trial(t)
-                stopped = t.user_attrs.get("fail_reason") == STOPPED_REASON
-                unrun += t.state == TrialState.FAIL and stopped
+                if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == STOPPED_REASON:
+                    unrun.add(t.number)
+                retried.update(t.system_attrs.get("retry_history", [])[-1:])
             best = tuple(self.best_trials(h)) if with_best else ()
         return StudySnapshot(
             spec=h.spec,
@@ -273,7 +276,7 @@ class StudyManager(ManagerWiring):
             best_trials=best,
             connected_trainers=self.connected_trainers(h.spec.name),
             derived=derived,
-            unrun=unrun,
+            unrun=len(unrun - retried),
             completed_reason=h.completed_reason if state == COMPLETED else "",
         )
 

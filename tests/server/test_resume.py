@@ -12,6 +12,7 @@ import pytest
 from _procs import table_spec
 
 from archsearch.server import cli
+from archsearch.server._format import format_study
 from archsearch.server.app import ArchsearchServer, ServerConfig
 from archsearch.server.client import ClientError, SearchClient, WorkerClient
 from archsearch.v1 import archsearch_pb2 as pb
@@ -118,6 +119,9 @@ def test_a_stopped_study_runs_again_its_unrun_candidates_first(server: Archsearc
         assert study.completed_reason == "n_trials reached: 5 distinct candidates"
         done = [t for t in admin.list_trials("s") if t.state == pb.COMPLETE]
         assert len({t.params_json for t in done}) == 5  # the stop cost no budget
+        # the unrun candidates have run since: no longer said to be waiting for a resume
+        assert study.n_unrun == 0
+        assert "never ran" not in format_study(study, admin.list_trials("s"))
 
 
 def test_resume_clears_a_cancel_and_changes_a_running_budget(server: ArchsearchServer) -> None:

@@ -49,7 +49,12 @@ def demo_spec(name: str, trials: int, steps: int, hub: bool = False) -> dict[str
         "task": "sst2",
         "trainer": "bert",
         "objectives": [{"metric": "accuracy", "direction": "maximize"}],
-        "pruner": {"type": "median", "n_startup_trials": 4, "n_warmup_steps": steps // 2},
+        # a pruner needs a score before the last step and a trial left after its start-up
+        "pruner": (
+            {"type": "median", "n_startup_trials": min(4, trials - 1), "n_warmup_steps": steps // 2}
+            if steps >= 2
+            else {"type": "none"}
+        ),
         "recipe": {
             "max_steps": steps,
             "eval_every": max(1, steps // 3),

@@ -286,7 +286,14 @@ class SearchSpec:
         if pruner.get("type", "none") != "none":
             # a stored study launched before the pruner's own checks is still served
             checked = None if stored else recipe
-            check_prunable(info, spec_probe.intermediate_metric, data, checked, pruner)
+            check_prunable(
+                info,
+                spec_probe.intermediate_metric,
+                data,
+                checked,
+                pruner,
+                None if stored else n_trials,
+            )
 
         return cls(
             name=name,

@@ -163,13 +163,15 @@ def check_prunable(
     data: dict[str, Any],
     recipe: dict[str, Any] | None = None,
     pruner: dict[str, Any] | None = None,
+    n_trials: int | None = None,
 ) -> None:
     """Refuses a pruner whose learning curve would be ``metric`` (the first objective) when
     it is one of the trainer's costs (``params``, ``flops``, ...: known once a trial has
     trained). A trainer's own ``metrics`` are left to it: a plugin may report them as it
     trains. For the trainers that score every ``recipe.eval_every`` steps, also a pruner
     that could never act: no score before the last step (never pruned: that would save
-    nothing), or a warm-up as long as the training."""
+    nothing), or a warm-up past the last score; and, for any trainer, a pruner that waits for
+    as many finished trials as the study has."""
     if info.name in RECIPE_CURVE_TRAINERS and recipe is not None:
         steps, every = recipe["max_steps"], recipe["eval_every"]
         warmup = (pruner or {}).get("n_warmup_steps", 0)
@@ -178,15 +180,26 @@ def check_prunable(
                 "pruner",
                 f"recipe.eval_every {every} >= recipe.max_steps {steps}: a trial is scored "
                 "only at its end, so the pruner could never stop one",
-                f"set recipe.eval_every below max_steps (such as {max(1, steps // 4)}), or "
-                '"pruner": "none"',
+                f"set recipe.eval_every below max_steps, such as {max(1, steps // 4)}, or "
+                "--pruner none",
             )
-        if isinstance(warmup, int) and warmup >= steps:
+        # the scores the pruner may act on: at eval_every, 2 x eval_every, ... before the end
+        first = -(-max(warmup, 1) // every) * every if isinstance(warmup, int) else every
+        if first >= steps:
             raise SpecError(
                 "pruner.n_warmup_steps",
-                f"{warmup} >= recipe.max_steps {steps}: the pruner could never stop a trial",
-                f'a warm-up below {steps} steps, or "pruner": "none"',
+                f"{warmup}: no score falls between the warm-up and recipe.max_steps {steps} "
+                f"(one every {every} steps), so the pruner could never stop a trial",
+                f"a warm-up of at most {(steps - 1) // every * every}, or --pruner none",
             )
+    startup = (pruner or {}).get("n_startup_trials")
+    if isinstance(startup, int) and n_trials is not None and startup >= n_trials:
+        raise SpecError(
+            "pruner.n_startup_trials",
+            f"{startup} >= n_trials {n_trials}: the pruner waits for {startup} finished trials "
+            "before it stops any, so it could never stop one",
+            f"fewer startup trials than {n_trials}, or --pruner none",
+        )
     curve = info.curve_metrics(data)
     if metric and metric not in curve and metric.rpartition(".")[2] in info.cost_metrics:
         raise SpecError(

@@ -98,13 +98,20 @@ def test_a_pruner_that_could_never_act_is_refused() -> None:
         SearchSpec.from_dict({**base, "recipe": {"max_steps": 40}})
     assert e.value.field == "pruner"
     assert "recipe.eval_every 50 >= recipe.max_steps 40: a trial is scored only at" in str(e.value)
-    assert "such as 10" in str(e.value)
-    warm = {**base, "pruner": {"type": "median", "n_warmup_steps": 200}}
+    assert "such as 10, or --pruner none" in str(e.value)
+    # scores at 10, 20, 30 fall before a 35-step warm-up; the one at 40 is the last
+    warm = {**base, "pruner": {"type": "median", "n_warmup_steps": 35}}
     with pytest.raises(SpecError) as e:
-        SearchSpec.from_dict({**warm, "recipe": {"max_steps": 200, "eval_every": 20}})
-    assert e.value.field == "pruner.n_warmup_steps" and "200 >= recipe.max_steps 200" in str(
-        e.value
-    )
+        SearchSpec.from_dict({**warm, "recipe": {"max_steps": 40, "eval_every": 10}})
+    assert e.value.field == "pruner.n_warmup_steps"
+    assert "35: no score falls between the warm-up and recipe.max_steps 40" in str(e.value)
+    assert "a warm-up of at most 30" in str(e.value)
+    assert SearchSpec.from_dict({**warm, "recipe": {"max_steps": 41, "eval_every": 10}})
+    # the median pruner waits for n_startup_trials finished trials: a 3-trial study never has 5
+    startup = {**base, "pruner": {"type": "median", "n_startup_trials": 5}}
+    with pytest.raises(SpecError) as e:
+        SearchSpec.from_dict({**startup, "recipe": {"max_steps": 40, "eval_every": 10}})
+    assert e.value.field == "pruner.n_startup_trials" and "5 >= n_trials 3" in str(e.value)
     ok = SearchSpec.from_dict({**base, "recipe": {"max_steps": 40, "eval_every": 10}})
     assert ok.pruner["type"] == "median"
     # no pruner: the same recipe is fine, and a stored study is served as it was launched

@@ -137,7 +137,7 @@ def demo_data(glue_dir: str | None) -> tuple[Path | None, str]:
     try:
         folder, how = resolve_glue_dir(glue_dir)
     except FileNotFoundError as e:  # the message lists every place looked at
-        if glue_dir or os.environ.get(GLUE_DIR_ENV):
+        if glue_dir is not None or os.environ.get(GLUE_DIR_ENV):  # named: never the hub
             raise CliError(str(e)) from None
         offline = hub_offline()
         if offline:
@@ -154,13 +154,14 @@ def demo_data(glue_dir: str | None) -> tuple[Path | None, str]:
         return None, f"SST-2 from the hub ({DEFAULT_HUB_DATASET}, in the datasets cache)"
     missing = [name for name in DEMO_FILES if not (folder / name).is_file()]
     if missing:
-        raise CliError(f"{how}, but it has no {' or '.join(missing)}; {fix}")
+        where = how.replace("using GLUE data from", "the GLUE folder", 1)
+        raise CliError(f"{where} has no {' or '.join(missing)}; {fix}")
     return folder, how
 
 
 def run_demo(args: argparse.Namespace) -> int:
     glue_dir, how = demo_data(args.glue_dir)
-    print(f"GLUE data: {how}")
+    print(f"GLUE data: {how.removeprefix('using GLUE data from ')}")
     workdir = Path(args.workdir).resolve()
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -187,7 +188,8 @@ def run_demo(args: argparse.Namespace) -> int:
         study = client.launch(demo_spec(name, args.trials, args.steps, hub=glue_dir is None))
         print(
             f"launched {study.name}: {args.trials} tiny BERT students on SST-2, TPE, "
-            f"{args.steps} steps each, median pruning; {args.workers} CPU workers "
+            f"{args.steps} steps each, median pruning; {args.workers} CPU worker"
+            f"{'s' if args.workers != 1 else ''} "
             f"(logs in {workdir})\n"
         )
         for i in range(args.workers):

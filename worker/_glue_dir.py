@@ -106,7 +106,12 @@ def _refuse_a_task_folder(path: Path, source: str) -> None:
     if (path / "train.tsv").is_file() and not glue_tasks_in(path):
         raise GlueDataMissing(
             f"GLUE folder {path} (from {source}) is one task's folder (it holds train.tsv); "
-            f"name the glue_data folder above it: {source} {path.parent}"
+            "name the glue_data folder above it: "
+            + (
+                f"--glue-dir {path.parent}"
+                if source == "--glue-dir"
+                else f"{GLUE_DIR_ENV}={path.parent}"
+            )
         )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import grpc
 
-from archsearch.server._channel import no_server
+from archsearch.server._channel import STORAGE_DOWN, no_server
 from archsearch.server.client import ClientError, connection_cause
 
 log = logging.getLogger("archsearch.worker")
@@ -86,9 +86,14 @@ class Outage:
                 level = logging.ERROR if cause else logging.WARNING
             elif now - self._said_at >= self.remind_s:
                 self._said_at = now
+                still = (
+                    "its storage still cannot be used"  # the server answers, its storage not
+                    if STORAGE_DOWN in e.details
+                    else "still no answer from the server"
+                )
                 say = (
-                    f"{what}: still no answer from the server at {self.target} after "
-                    f"{elapsed:.0f}s ({e.code.name}); retrying"
+                    f"{what}: {still} at {self.target} after {elapsed:.0f}s ({e.code.name}); "
+                    "retrying"
                 )
                 level = logging.WARNING
             else:

@@ -43,7 +43,9 @@ def test_a_folder_without_sst2s_files_is_refused_before_anything_starts(tmp_path
     with pytest.raises(CliError, match=r"has no SST-2/train\.tsv or SST-2/dev\.tsv; give the demo"):
         _demo.demo_data(str(empty))
     half = sst2(tmp_path / "half", "train.tsv")
-    with pytest.raises(CliError, match=r"given by --glue-dir\), but it has no SST-2/dev.tsv;"):
+    with pytest.raises(
+        CliError, match=r"^the GLUE folder .* \(given by --glue-dir\) has no SST-2/dev"
+    ):
         _demo.demo_data(str(half))
     whole = sst2(tmp_path / "whole", "train.tsv", "dev.tsv")
     assert _demo.demo_data(str(whole)) == (
@@ -52,7 +54,9 @@ def test_a_folder_without_sst2s_files_is_refused_before_anything_starts(tmp_path
     )
 
 
-def test_a_file_or_one_tasks_folder_is_named_as_such(tmp_path: Path) -> None:
+def test_a_file_or_one_tasks_folder_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     whole = sst2(tmp_path / "glue_data", "train.tsv", "dev.tsv")
     with pytest.raises(
         GlueDataMissing, match=r"dev\.tsv \(from --glue-dir\) is a file, not a folder"
@@ -60,6 +64,9 @@ def test_a_file_or_one_tasks_folder_is_named_as_such(tmp_path: Path) -> None:
         resolve_glue_dir(str(whole / "SST-2" / "dev.tsv"))
     with pytest.raises(GlueDataMissing, match=f"one task's folder .*: --glue-dir {whole}$"):
         resolve_glue_dir(str(whole / "SST-2"))
+    monkeypatch.setenv(GLUE_DIR_ENV, str(whole / "SST-2"))  # the fix is said as set
+    with pytest.raises(GlueDataMissing, match=f"above it: {GLUE_DIR_ENV}={whole}$"):
+        resolve_glue_dir(None)
 
 
 def test_the_places_looked_at_are_named_once(nowhere: Path) -> None:
@@ -111,6 +118,9 @@ def test_a_named_folder_is_never_swapped_for_the_hub(
     nowhere: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_hub, "load_hub_split", lambda *a, **k: pytest.fail("hub read"))
+    with pytest.raises(CliError, match=r"^--glue-dir is empty; pass --glue-dir") as info:
+        _demo.demo_data("")
+    assert "hub" not in str(info.value)  # one message, with no word of the hub
     monkeypatch.setenv(GLUE_DIR_ENV, str(tmp_path / "gone"))
     with pytest.raises(CliError, match=f"from \\${GLUE_DIR_ENV}\\) does not exist"):
         _demo.demo_data(None)

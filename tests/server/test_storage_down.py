@@ -170,3 +170,21 @@ def test_no_lease_expires_while_heartbeats_cannot_be_stored(
         manager.reap_once()
         (trial, *_) = admin.list_trials("s")
         assert trial.state == pb.RUNNING
+
+
+def test_the_workers_reminder_says_the_storage_not_the_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The reminder said "still no answer from the server" while the server answered."""
+    clock = iter([0.0, 61.0]).__next__
+    outage = Outage("h:1", remind_s=60, clock=clock)
+    down = ClientError(
+        grpc.StatusCode.UNAVAILABLE,
+        "CompleteTrial: the server's storage cannot be used right now (database or disk is full)",
+    )
+    caplog.set_level(logging.INFO, logger="archsearch")
+    outage.failed("complete", down, 1.0)
+    outage.failed("complete", down, 1.0)
+    first, reminder = [r.getMessage() for r in caplog.records if "complete" in r.getMessage()]
+    assert "answers, but its storage cannot be used right now" in first
+    assert reminder.startswith("complete: its storage still cannot be used at h:1 after 61s")

@@ -227,15 +227,8 @@ def _task_words(spec: dict[str, Any]) -> str:
 def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -> str:
     spec = json.loads(study.spec_json)
     repeats = sum(1 for t in trials if t.duplicate_of >= 0)
-    from archsearch.server._index import STOPPED_REASON
-
     prepared = sum(1 for t in trials if is_prepared(t))
-    retried = {t.retry_of for t in trials if t.HasField("retry_of")}  # resumed since
-    unrun = sum(
-        1
-        for t in trials
-        if t.state == pb.FAIL and t.fail_reason == STOPPED_REASON and t.number not in retried
-    )
+    unrun = study.n_unrun  # counted by the server, as `studies` shows it
     ranks = rank_trials_of(trials)
     objectives = ", ".join(
         f"{o.metric} ({'max' if o.direction == pb.MAXIMIZE else 'min'})" for o in study.objectives

@@ -28,7 +28,8 @@ R = TypeVar("R")
 
 
 def rpc(method: Callable[..., R]) -> Callable[..., R]:
-    """Turns domain errors into gRPC statuses; unexpected errors into INTERNAL (logged)."""
+    """Turns domain errors into gRPC statuses; unexpected errors into INTERNAL (logged). The
+    wrapped methods are a servicer's: ``self.m`` is its study manager."""
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> R:
@@ -37,9 +38,8 @@ def rpc(method: Callable[..., R]) -> Callable[..., R]:
                 request = _parse(self.SERVICE, method.__name__, request, context)
             return method(self, request, context)
         except Exception as e:
-            leases = getattr(getattr(self, "m", None), "leases", None)
-            if leases is not None and storage_down(e) is not None:
-                leases.grace_from_now()  # heartbeats are not stored: none counts as missed
+            if storage_down(e) is not None:  # heartbeats are not stored: none counts as missed
+                self.m.leases.grace_from_now()
             abort_for(method.__name__, e, context)
 
     return wrapper

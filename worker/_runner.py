@@ -157,7 +157,7 @@ class Worker(ServerCalls):
                 break
             self.sweeper.maybe_sweep()
             try:
-                resp = self._acquire()
+                resp = self._acquire(self._poll_for(idle_since))
             except ClientError as e:
                 if not e.transient:
                     self._refused(e)  # SystemExit, unless the study this worker served ended
@@ -224,10 +224,19 @@ class Worker(ServerCalls):
             raise SystemExit(f"worker: {e.details}")
         log.info("%s; exiting", e.details)
 
-    def _acquire(self) -> pb.AcquireTrialResponse | None:
-        """One long poll that SIGTERM can interrupt."""
+    def _poll_for(self, idle_since: float) -> float:
+        """The long poll's length: ``--poll-seconds``, cut to the ``--idle-exit`` time left
+        (so that ``--idle-exit 5`` exits after about 5 s, not after a whole 20 s poll)."""
+        if self.idle_exit_s is None:
+            return self.poll_s
+        left = self.idle_exit_s - (time.monotonic() - idle_since)
+        return max(0.5, min(self.poll_s, left + 0.05))
+
+    def _acquire(self, poll_s: float | None = None) -> pb.AcquireTrialResponse | None:
+        """One long poll (``poll_s``, default ``--poll-seconds``) that SIGTERM can interrupt."""
         fut = self.client.acquire_future(
-            self.worker_id, self.capabilities, self.poll_s, self.study_name
+            self.worker_id, self.capabilities, self.poll_s if poll_s is None else poll_s,
+            self.study_name,
         )
         while True:
             try:

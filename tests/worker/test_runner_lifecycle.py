@@ -320,3 +320,19 @@ def test_ctrl_c_is_named_sigint_and_a_handed_back_trial_is_not_done(
     # Registered once: an acquire that found no server does not register again (a second
     # RegisterWorker with this id would tell the server this worker restarted).
     assert client.registers == 1
+
+
+def test_idle_exit_cuts_the_long_poll_to_the_time_left(tmp_path: Path, caplog) -> None:
+    """``--idle-exit 1`` with the default 20 s long poll exits after about a second of no
+    work, not after a whole poll (the poll is cut to the idle time left)."""
+    caplog.set_level(logging.INFO, logger=LOG)
+    server = ArchsearchServer(ServerConfig(storage=f"sqlite:///{tmp_path / 's.db'}", port=0))
+    server.start()
+    with WorkerClient(server.address) as client:
+        worker = Worker(client, {"fake": _Trainer()}, poll_s=20.0, idle_exit_s=1.0)
+        started = time.monotonic()
+        assert worker.run() == 0
+        took = time.monotonic() - started
+    server.stop(0)
+    assert took < 6.0, f"--idle-exit 1 took {took:.1f}s with a 20 s long poll"
+    assert any("(--idle-exit 1); exiting" in r.getMessage() for r in caplog.records)

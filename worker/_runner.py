@@ -235,7 +235,9 @@ class Worker(ServerCalls):
     def _acquire(self, poll_s: float | None = None) -> pb.AcquireTrialResponse | None:
         """One long poll (``poll_s``, default ``--poll-seconds``) that SIGTERM can interrupt."""
         fut = self.client.acquire_future(
-            self.worker_id, self.capabilities, self.poll_s if poll_s is None else poll_s,
+            self.worker_id,
+            self.capabilities,
+            self.poll_s if poll_s is None else poll_s,
             self.study_name,
         )
         while True:

@@ -33,6 +33,13 @@ class GlueDataMissing(FileNotFoundError):
     """
 
 
+class GlueDataInvalid(ValueError):
+    """A GLUE split file this machine has cannot be parsed (a missing column, a short row, a
+    label the task does not have): the machine's copy, like :class:`GlueDataMissing`, so the
+    trial is retried (another worker's copy may be whole) and the worker says it in one line,
+    naming the file and line."""
+
+
 def glue_tasks_in(folder: Path) -> list[str]:
     """The GLUE task folders under ``folder`` that have a ``train`` split (``["SST-2"]``), in
     the registry's order."""
@@ -167,7 +174,7 @@ def read_tsv(task: GlueTask, path: Path) -> list[GlueExample]:
         wanted = [*task.text_columns, task.label_column]
         missing = [c for c in wanted if c not in header]
         if missing:
-            raise ValueError(f"{path}: header {header} lacks column(s) {missing}")
+            raise GlueDataInvalid(f"{path}: header {header} lacks column(s) {missing}")
         text_idx = [header.index(c) for c in task.text_columns]
         label_idx = header.index(task.label_column)
         needed = max(*text_idx, label_idx) + 1
@@ -176,7 +183,9 @@ def read_tsv(task: GlueTask, path: Path) -> list[GlueExample]:
             if len(row) < needed:
                 if task.tolerate_short_rows:
                     continue
-                raise ValueError(f"{path}:{line}: {len(row)} columns, expected at least {needed}")
+                raise GlueDataInvalid(
+                    f"{path}:{line}: {len(row)} columns, expected at least {needed}"
+                )
             texts = tuple(row[i] for i in text_idx)
             examples.append(GlueExample(texts, _parse_label(task, row[label_idx], path, line)))
     return examples
@@ -187,8 +196,10 @@ def _parse_label(task: GlueTask, raw: str, path: Path, line: int) -> int | float
         try:
             return float(raw)
         except ValueError:
-            raise ValueError(f"{path}:{line}: score {raw!r} is not a number") from None
+            raise GlueDataInvalid(f"{path}:{line}: score {raw!r} is not a number") from None
     try:
         return task.labels.index(raw)
     except ValueError:
-        raise ValueError(f"{path}:{line}: label {raw!r} not one of {list(task.labels)}") from None
+        raise GlueDataInvalid(
+            f"{path}:{line}: label {raw!r} not one of {list(task.labels)}"
+        ) from None

@@ -38,7 +38,7 @@ from archsearch.worker._capabilities import (
     first_holder,
 )
 from archsearch.worker._checkpoint_dir import checkpoint_root
-from archsearch.worker._glue_dir import GlueDataMissing
+from archsearch.worker._glue_dir import GlueDataInvalid, GlueDataMissing
 from archsearch.worker._progress_sweep import ProgressSweeper
 from archsearch.worker._reach import unreachable
 from archsearch.worker._result_checks import check_report, checked_metrics
@@ -357,10 +357,17 @@ class Worker(ServerCalls):
             done.set()
             log.warning("trial %s: candidate failed: %s", tag, e)
             return fail(f"candidate error: {e}", False)
-        except GlueDataMissing as e:  # this machine's data, not a bug: one line, retried
+        except (GlueDataMissing, GlueDataInvalid) as e:  # this machine's data: one line, retried
             done.set()
-            log.warning("trial %s: this worker's GLUE data lacks it: %s", tag, e)
-            return fail(f"{e} (on worker {self.worker_id}; retried: another may have it)", True)
+            missing = isinstance(e, GlueDataMissing)
+            log.warning(
+                "trial %s: this worker's GLUE data %s: %s",
+                tag,
+                "lacks it" if missing else "cannot be read",
+                e,
+            )
+            retried = "another may have it" if missing else "another's copy may be readable"
+            return fail(f"{e} (on worker {self.worker_id}; retried: {retried})", True)
         except Exception as e:
             done.set()
             log.error("trial %s: %s", tag, traceback.format_exc(limit=5))

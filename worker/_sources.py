@@ -126,7 +126,7 @@ class CustomSource(DataSource):
             raise ValueError(f"the custom source reads custom tasks, not GLUE task {task.id!r}")
         try:
             return load_custom_split(task, split)
-        except FileNotFoundError as e:  # the spec's path: retrying would not find it
+        except (FileNotFoundError, ValueError) as e:  # the spec's file: a retry reads the same
             raise CandidateError(f"{e} (on this worker)") from e
 
     def describe(self) -> str:

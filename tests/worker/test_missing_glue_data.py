@@ -74,3 +74,30 @@ def test_a_hub_warning_is_logged_once_under_the_workers_log(
         assert library.propagate and not library.handlers
     logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
     assert [r.getMessage() for r in caplog.records] == ["Retrying in 1s [Retry 1/5]."]
+
+
+def test_a_split_this_worker_cannot_parse_is_one_line_and_retried(
+    sqlite_server,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
+) -> None:
+    """A damaged copy (a row cut short) is this machine's too: one line naming the file and
+    line, retried; it used to be a traceback at ERROR per attempt."""
+    server: ArchsearchServer = sqlite_server(lease_duration_s=30)
+    (tmp_path / "CoLA").mkdir()
+    (tmp_path / "CoLA" / "train.tsv").write_text("gj04\t1\t\tgood sentence\ngj04\t1\n")
+    caplog.set_level(logging.INFO, logger="archsearch")
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as client:
+        admin.launch({**table_spec("s", 1), "objectives": ["accuracy:max"], "max_retries": 2})
+        worker = Worker(client, {"table": _ReadsCola(tmp_path)}, poll_s=1, max_trials=1)
+        worker.register()
+        resp = client.acquire(worker.worker_id, worker.capabilities, 5)
+        assert worker.run_trial(resp) == "done"
+        first, retry = admin.list_trials("s")
+    assert first.state == pb.FAIL and retry.state == pb.WAITING and retry.retry_of == first.number
+    path = tmp_path / "CoLA" / "train.tsv"
+    assert first.fail_reason.startswith(f"{path}:2: 2 columns, expected at least 4")
+    assert first.fail_reason.endswith("retried: another's copy may be readable)")
+    said = [r for r in caplog.records if "this worker's GLUE data cannot be read" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert not any(r.levelno >= logging.ERROR for r in caplog.records)

@@ -212,11 +212,13 @@ def test_row_missing_a_column_names_file_and_line(
 
 
 def test_bad_rows_name_file_and_line(tmp_path: Path) -> None:
+    """A damaged row of the spec's own file is the candidate's error (every retry would read
+    the same file): no retry, no traceback; the message names the file and line."""
     train = _write(tmp_path / "train.csv", "review,stars\na,pos\nb,neg\n")
     dev = _write(tmp_path / "dev.csv", "review,stars\na,pos\nb,great\n")
     task = validate_custom_task({**GOOD, "train": str(train), "dev": str(dev)})
     with pytest.raises(
-        ValueError, match=rf"{re.escape(str(dev))}:3: label 'great' not one of \['neg', 'pos'\]"
+        CandidateError, match=rf"{re.escape(str(dev))}:3: label 'great' not one of \['neg', 'pos'\]"
     ):
         load_examples(task, "dev")
     scores = _write(
@@ -226,7 +228,8 @@ def test_bad_rows_name_file_and_line(tmp_path: Path) -> None:
         {**GOOD, "train": str(scores), "dev": str(scores), "type": "regression"}
     )
     with pytest.raises(
-        ValueError, match=rf"{re.escape(str(scores))}:2: column 'stars': score 'x' is not a number"
+        CandidateError,
+        match=rf"{re.escape(str(scores))}:2: column 'stars': score 'x' is not a number",
     ):
         load_examples(regression, "train")
     broken = _write(tmp_path / "b.jsonl", '{"review": "a", "stars": 1}\n{oops\n')
@@ -235,7 +238,7 @@ def test_bad_rows_name_file_and_line(tmp_path: Path) -> None:
     one_class = _write(tmp_path / "one.csv", "review,stars\na,pos\n")
     with pytest.raises(ValueError, match="1 distinct label"):
         task_info({**GOOD, "train": str(one_class), "dev": str(one_class)})
-    with pytest.raises(ValueError, match="no split 'test'"):
+    with pytest.raises(CandidateError, match="no split 'test'"):
         load_examples(task, "test")
 
 

@@ -126,6 +126,13 @@ class StudyRegistry:
                 f"study {name!r} is being deleted; `archsearch delete {shlex.quote(name)} --yes` "
                 "finishes a deletion a stopped server began"
             )
+        if kind == "foreign":
+            raise NotFound(
+                f"no archsearch study named {name!r}: the storage's study of that name is an "
+                "Optuna study that archsearch did not launch (it has trials, no archsearch "
+                "spec); read it with optuna-dashboard or Optuna's API, or launch under "
+                "another name"
+            )
         raise NotFound(f"no archsearch study named {name!r}; `archsearch studies` lists them")
 
     def serves(self, h: StudyHandle) -> bool:

@@ -193,6 +193,9 @@ def test_a_launch_the_server_did_not_finish_is_named_and_can_be_deleted(
         assert "not launched by archsearch" in said
         said = refused(lambda: admin.delete("mine"), grpc.StatusCode.FAILED_PRECONDITION)
         assert said.startswith("study 'mine' in the storage was not launched by archsearch and")
+        said = refused(lambda: admin.get_study("mine"), grpc.StatusCode.NOT_FOUND)
+        assert "an Optuna study that archsearch did not launch" in said
+        assert "optuna-dashboard or Optuna's API" in said
     assert cli.main(["delete", "K4", "--yes", "--server", srv.address]) == 0
     assert capsys.readouterr().out.strip() == "deleted K4: 0 trial(s), 0 file(s)"
     with SearchClient(srv.address) as admin:

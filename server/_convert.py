@@ -6,6 +6,7 @@ manner of OSS Vizier's ``proto_converters``: they never reach the manager or the
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 from typing import Any
@@ -41,7 +42,12 @@ DIRECTION_TO_PB = {"maximize": pb.MAXIMIZE, "minimize": pb.MINIMIZE}
 
 
 def _iso(dt: Any) -> str:
-    return dt.isoformat(timespec="seconds") if dt is not None else ""
+    """RFC 3339 in UTC, as the proto says. Optuna stores naive local times
+    (``datetime.now()``), which ``astimezone`` reads as this server's local time; a server
+    under ``TZ=America/New_York`` printed them five hours off, with no offset."""
+    if dt is None:
+        return ""
+    return dt.astimezone(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _json(obj: Any) -> str:

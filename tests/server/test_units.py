@@ -166,7 +166,21 @@ def _frozen(state: TrialState, values=None) -> optuna.trial.FrozenTrial:
     )
 
 
-def test_trial_to_pb() -> None:
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """This process's local time is New York's (UTC-5 on 1 January) for the test."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_trial_to_pb(new_york: None) -> None:
+    """Optuna's naive local times come out as RFC 3339 UTC, as the proto says (a server
+    under TZ=America/New_York printed them 5 hours off, with no offset)."""
     msg = trial_to_pb(_frozen(TrialState.COMPLETE, [0.8, 1e6]))
     assert msg.number == 4 and msg.state == pb.COMPLETE
     assert list(msg.values) == [0.8, 1e6]
@@ -174,7 +188,8 @@ def test_trial_to_pb() -> None:
     assert dict(msg.intermediate_values) == {100: 0.7, 200: 0.75}
     assert msg.params_json == '{"hidden_size":128}'
     assert msg.attempt == 2 and msg.worker_id == "w1"
-    assert msg.started_at == "2026-01-01T12:00:00" and msg.finished_at == "2026-01-01T12:00:05"
+    assert msg.started_at == "2026-01-01T17:00:00+00:00"
+    assert msg.finished_at == "2026-01-01T17:00:05+00:00"
     running = trial_to_pb(_frozen(TrialState.RUNNING))
     assert running.state == pb.RUNNING and not running.values and running.finished_at == ""
     assert pb.Trial.FromString(msg.SerializeToString()) == msg

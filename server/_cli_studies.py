@@ -16,6 +16,7 @@ from archsearch.server._cli_common import (
     _search_client,
     conn_flags,
     hint,
+    json_text,
     token_note,
 )
 
@@ -182,7 +183,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     with _search_client(args) as client:
         study = client.launch(spec)
     if args.json:
-        print(json.dumps(study_dict(study), indent=2))
+        print(json_text(study_dict(study)))
     else:
         print(
             f"launched {study.name}: {study.n_trials} trials; watch it with "
@@ -201,7 +202,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
     with _search_client(args) as client:
         studies = client.list_studies()
     if args.json:
-        print(json.dumps([study_dict(s) for s in studies], indent=2))
+        print(json_text([study_dict(s, best=False) for s in studies]))
         return 0
     if not studies:
         print("no studies yet; start one with `archsearch launch`")
@@ -271,7 +272,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         ranks = rank_trials_of(trials)
         out["trials"] = [trial_dict(t, ranks.get(t.number)) for t in trials]
         out["importance"] = importance_dict(trials, first)
-        print(json.dumps(out, indent=2))
+        print(json_text(out))
     else:
         print(format_study(study, trials, limit=args.limit))
         print(f"\n{format_importance(trials, first)}")

@@ -335,8 +335,10 @@ def worker_note(study: Any, flags: str, after: str = "") -> str:
     )
 
 
-def study_dict(s: Any) -> dict[str, Any]:
-    return {
+def study_dict(s: Any, best: bool = True) -> dict[str, Any]:
+    """A study as ``--json`` prints it; ``best=False`` leaves out ``best_trials`` (ListStudies
+    does not compute them: ``studies --json`` would print an empty list for every study)."""
+    out = {
         "name": s.name,
         "state": STUDY_STATE_NAMES[s.state],
         "spec": json.loads(s.spec_json),
@@ -356,6 +358,9 @@ def study_dict(s: Any) -> dict[str, Any]:
         "connected_trainers": list(s.connected_trainers),
         "completed_reason": s.completed_reason,
     }
+    if not best:
+        del out["best_trials"]
+    return out
 
 
 def trial_dict(t: Any, rank: tuple[int, Any] | None = None) -> dict[str, Any]:

@@ -126,8 +126,9 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
 
     # what `show` says: each job by its kind, each student by its key, the trained pick best
     shown = run_cli("show", "distil", "--json", "--server", restarted.address)
-    out_json = json.loads(shown)
+    out_json = json.loads(shown, parse_constant=_not_json)  # standard JSON: no -Infinity
     by_number = {t["number"]: t for t in out_json["trials"]}
+    assert by_number[supernet.number]["values"] == [None]  # the job's -inf
     assert by_number[supernet.number]["description"].startswith("supernet job: sub-space tiny")
     assert by_number[ranks[0].number]["description"].startswith("rank job: sub-space tiny")
     for s in students:
@@ -147,3 +148,7 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.num_hidden_layers == picked.params["layers"]
     assert sum(p.numel() for p in model.parameters()) == final.user_attrs["metrics"]["params"]
+
+
+def _not_json(word: str) -> None:
+    raise AssertionError(f"show --json printed {word}, which is not JSON")

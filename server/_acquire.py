@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from archsearch.server._errors import FailedPrecondition
+from archsearch.server._errors import STUDY_ENDED, FailedPrecondition
 from archsearch.server._index import (
     COMPLETED,
     RUNNING,
@@ -46,9 +46,9 @@ def refuse_unservable(h: StudyHandle, trainers: tuple[str, ...]) -> None:
     name = h.spec.name
     if h.state == COMPLETED:
         why = f" ({h.completed_reason})" if h.completed_reason else ""
-        raise FailedPrecondition(f"study {name} is completed{why}; nothing left to train")
+        raise FailedPrecondition(f"study {name} is completed{why}; {STUDY_ENDED}")
     if h.state != RUNNING:
-        raise FailedPrecondition(f"study {name} is {h.state}; nothing left to train")
+        raise FailedPrecondition(f"study {name} is {h.state}; {STUDY_ENDED}")
     if h.spec.trainer not in trainers:
         raise FailedPrecondition(
             f"study {name} is trained by the {h.spec.trainer} trainer; this worker runs "

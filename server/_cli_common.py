@@ -4,6 +4,7 @@ options and the one-line explanation of an RPC error."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -24,6 +25,13 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 log = logging.getLogger("archsearch")
 
 
+#: Exit statuses a script can tell apart (README, "Scripting"): 0 done; 1 refused or failed
+#: (a study's state, the storage, a worker's trials); 2 bad input (usage, a spec, a value);
+#: 3 no server answers (or its storage cannot be used): try again later; 4 no such study or
+#: trial; 5 the name is taken; 130 interrupted.
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_EXISTS = 1, 2, 3, 4, 5
+
+
 class CliError(Exception):
     """An error to print as ``archsearch: <message>`` and exit with ``code``."""
 
@@ -33,6 +41,23 @@ class CliError(Exception):
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def json_text(obj: object) -> str:
+    """``obj`` as standard JSON for ``--json``: a value that is not a finite number (an
+    AutoDistil job's or a DyLoRA training trial's ±inf, a NaN) is ``null``, because Python's
+    ``Infinity`` and ``NaN`` are not JSON (``JSON.parse`` and ``jq`` refuse or mangle them)."""
+
+    def finite(x: object) -> object:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: finite(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [finite(v) for v in x]
+        return x
+
+    return json.dumps(finite(obj), indent=2, allow_nan=False)
 
 
 def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -192,20 +217,17 @@ def _explain(e: ClientError, args: argparse.Namespace) -> CliError:
     tls = bool(getattr(args, "tls", False) or getattr(args, "tls_ca", None))
     cause = connection_cause(e, server, tls)
     if cause is not None:
-        return CliError(cause, 1)
+        return CliError(cause, EXIT_UNREACHABLE)
     if e.code == grpc.StatusCode.UNAVAILABLE:
-        return CliError(no_server(server, e.details), 1)
+        return CliError(no_server(server, e.details), EXIT_UNREACHABLE)
     if e.code == grpc.StatusCode.UNAUTHENTICATED:
-        return CliError(f"{e.details} (the server at {server} requires an admin token)", 1)
-    said = e.code.name.lower().replace("_", " ")  # not twice: "already exists: ... exists"
-    return CliError(
-        e.details if said in e.details.lower() else f"{said}: {e.details}",
-        2
-        if e.code
-        in (
-            grpc.StatusCode.INVALID_ARGUMENT,
-            grpc.StatusCode.NOT_FOUND,
-            grpc.StatusCode.ALREADY_EXISTS,
+        return CliError(
+            f"{e.details} (the server at {server} requires an admin token)", EXIT_FAILED
         )
-        else 1,
-    )
+    said = e.code.name.lower().replace("_", " ")  # not twice: "already exists: ... exists"
+    code = {
+        grpc.StatusCode.INVALID_ARGUMENT: EXIT_BAD_INPUT,
+        grpc.StatusCode.NOT_FOUND: EXIT_NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS: EXIT_EXISTS,
+    }.get(e.code, EXIT_FAILED)
+    return CliError(e.details if said in e.details.lower() else f"{said}: {e.details}", code)

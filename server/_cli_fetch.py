@@ -8,11 +8,18 @@ import argparse
 import json
 from collections.abc import Callable
 
-from archsearch.server._cli_common import CliError, _add_conn, _token, whole_number
+from archsearch.server._cli_common import (
+    EXIT_NOT_FOUND,
+    CliError,
+    _add_conn,
+    _token,
+    whole_number,
+)
 from archsearch.server.fetch import (
     ADAPTER_CONFIG,
     Fetched,
     FetchError,
+    NoSuchTrial,
     fetch_checkpoint,
     fetch_files,
     trial_files,
@@ -68,6 +75,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             tls_ca=args.tls_ca,
             tls=args.tls,
         )
+    except NoSuchTrial as e:
+        raise CliError(str(e), EXIT_NOT_FOUND) from e
     except FetchError as e:
         raise CliError(str(e)) from e
     print(_summary(got))

@@ -8,6 +8,8 @@ import re
 from collections.abc import Mapping
 
 from archsearch.server._cli_common import (
+    EXIT_FAILED,
+    EXIT_UNREACHABLE,
     CliError,
     _token,
     log,
@@ -119,6 +121,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from archsearch.worker._checkpoint_dir import checkpoint_root
     from archsearch.worker._progress_sweep import ProgressSweeper
     from archsearch.worker._registry import create_trainer
+    from archsearch.worker._runner import NeverReached
 
     options = {
         "glue_dir": args.glue_dir,
@@ -159,7 +162,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker.run()
     except SystemExit as e:  # the worker's fatal errors, said with the CLI's one prefix
         if isinstance(e.code, str):
-            raise CliError(e.code.removeprefix("worker: "), 1) from None
+            code = EXIT_UNREACHABLE if isinstance(e, NeverReached) else EXIT_FAILED
+            raise CliError(e.code.removeprefix("worker: "), code) from None
         raise
     finally:
         client.close()

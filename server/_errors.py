@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+#: How AcquireTrial's refusal of a ``--study`` that ended (completed or stopped) ends: the
+#: worker exits 0 on it (a fleet's late worker has nothing to do, which is no failure).
+STUDY_ENDED = "nothing left to train"
+
 
 class ServiceError(Exception):
     """Base class. ``code`` is the name of the ``grpc.StatusCode`` it maps to."""

@@ -6,8 +6,9 @@ This module builds the parser and runs a subcommand; the subcommands live by gro
 delete, demo), ``_cli_replay`` (replay) and ``_cli_fetch`` (fetch), what they share in
 ``_cli_common``.
 
-Every error is one line, ``archsearch: <problem> (<fix>)``, and exits non-zero (2 for bad
-input, 1 otherwise); never a traceback.
+Every error is one line, ``archsearch: <problem> (<fix>)``, and exits non-zero (the statuses
+are ``_cli_common.EXIT_*``: 2 bad input, 3 no server, 4 not found, 5 exists, 1 otherwise);
+never a traceback.
 """
 
 from __future__ import annotations

@@ -43,6 +43,10 @@ class FetchError(ValueError):
     """What stops a fetch, in words that say what to do (nothing was written)."""
 
 
+class NoSuchTrial(FetchError):
+    """The study has no trial of that number (the CLI exits 4, as for any missing study)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Fetched:
     """What :func:`fetch_checkpoint` wrote.
@@ -88,7 +92,7 @@ def fetch_checkpoint(
         trials = {t.number: t for t in client.list_trials(study)}
     if trial not in trials:
         span = f"numbered 0-{max(trials)}" if trials else "none yet"
-        raise FetchError(f"study {study!r} has no trial {trial} (its trials: {span})")
+        raise NoSuchTrial(f"study {study!r} has no trial {trial} (its trials: {span})")
     source = trials[trial]
     of_rank = rank_trials_of(list(trials.values())).get(trial)
     if of_rank is not None:  # a rank trial holds no weights: its training trial does

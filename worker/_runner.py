@@ -26,6 +26,7 @@ import uuid
 
 import grpc
 
+from archsearch.server._errors import STUDY_ENDED
 from archsearch.server.client import ClientError, WorkerClient
 from archsearch.spaces import Candidate, SpecError
 from archsearch.v1 import archsearch_pb2 as pb
@@ -53,6 +54,11 @@ DONE, HANDED_BACK, DROPPED = "done", "handed back", "dropped"
 
 #: What a trial the server cancelled reports (the server's own reason says the same).
 CANCELLED = "cancelled: the study was stopped with --cancel-running"
+
+
+class NeverReached(SystemExit):
+    """``--idle-exit`` ran out before the server ever answered (the CLI exits 3, as for any
+    server that cannot be reached)."""
 
 
 class Worker(ServerCalls):
@@ -144,7 +150,7 @@ class Worker(ServerCalls):
                 return 0
             if e.transient:  # --idle-exit: never reached its server
                 why = self.outage.line or unreachable(e, self.outage.target, self.outage.tls)
-                raise SystemExit(
+                raise NeverReached(
                     f"worker: {why}; gave up after {self.idle_exit_s:g}s (--idle-exit)"
                 ) from None
             raise SystemExit(
@@ -215,12 +221,16 @@ class Worker(ServerCalls):
         return [(self.handed_back, HANDED_BACK), (self.dropped, DROPPED)]
 
     def _refused(self, e: ClientError) -> None:
-        """An acquire refused for good: returns when the ``--study`` this worker trained for
-        has ended (the worker exits 0); else SystemExit with the server's one line
-        (FAILED_PRECONDITION: a study this worker cannot serve) or the status and message."""
+        """An acquire refused for good: returns when the ``--study`` this worker serves has
+        ended, before or after it trained any (the worker exits 0: a fleet's late worker has
+        nothing to do, which is no failure, and a Kubernetes Job does not restart it); else
+        SystemExit with the server's one line (FAILED_PRECONDITION: a study this worker can
+        never serve, or NOT_FOUND: no such study)."""
+        if e.code == grpc.StatusCode.NOT_FOUND:
+            raise SystemExit(f"worker: {e.details}")
         if e.code != grpc.StatusCode.FAILED_PRECONDITION:
             raise SystemExit(f"worker: {e}")
-        if not (self.study_name and self.trials_done + sum(n for n, _ in self._others())):
+        if not (self.study_name and e.details.endswith(STUDY_ENDED)):
             raise SystemExit(f"worker: {e.details}")
         log.info("%s; exiting", e.details)
 

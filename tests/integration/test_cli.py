@@ -78,6 +78,7 @@ def test_launch_studies_show_stop(server: ServerProc, tmp_path: Path) -> None:
     assert f"archsearch worker --server {addr} --trainer table --table PATH" in out.stdout
     listed = json.loads(run("studies", "--server", addr, "--json").stdout)
     assert [s["name"] for s in listed] == ["cli-tpe"] and listed[0]["spec"]["seed"] == 7
+    assert "best_trials" not in listed[0]  # ListStudies does not compute them: show does
     worker = Proc(
         cli(
             "worker",
@@ -139,7 +140,7 @@ def test_show_json_into_a_closed_pipe(server: ServerProc) -> None:
 @pytest.mark.parametrize(
     ("args", "message", "code"),
     [
-        (["show", "missing"], "no archsearch study named 'missing'", 2),
+        (["show", "missing"], "no archsearch study named 'missing'", 4),
         (["launch", "--name", "x", "--space", "bert", "--trials", "0"], "n_trials", 2),
         (
             ["launch", "--name", "x", "--space", "bert", "--trials", "2", "--set", "oops"],
@@ -165,7 +166,7 @@ def test_cli_errors_name_the_problem(server: ServerProc, args, message: str, cod
 
 def test_cli_without_server_says_how_to_start_one(tmp_path: Path) -> None:
     r = run("studies", "--server", "127.0.0.1:1", ok=False)
-    assert r.returncode == 1 and "archsearch serve" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 3 and "archsearch serve" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bert_worker_through_the_service(server: ServerProc, tmp_path: Path) -> None:

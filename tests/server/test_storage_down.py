@@ -83,7 +83,7 @@ def test_a_full_disk_is_unavailable_and_said_as_the_database_said_it(
         "StopSearch: the server's storage cannot be used right now (database or disk is full)"
     )
     monkeypatch.setattr(server.manager, "stop", failing(1, server.manager.stop))
-    assert cli.main(["stop", "s", "--server", server.address]) == 1
+    assert cli.main(["stop", "s", "--server", server.address]) == 3  # try again later
     err = capsys.readouterr().err
     assert err.startswith(
         f"archsearch: the server at {server.address} answers, but its storage cannot be used "

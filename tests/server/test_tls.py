@@ -105,7 +105,7 @@ def test_tls_mistakes_name_the_cause_and_the_flag(
         (["--server", plain_addr, "--tls-ca", str(cert)], "does not speak TLS: drop --tls"),
     ]
     for flags, says in cases:
-        assert archsearch_cli.main(["studies", *flags]) == 1
+        assert archsearch_cli.main(["studies", *flags]) == 3  # the server could not be spoken to
         err = capsys.readouterr().err
         assert err.startswith("archsearch: ") and says in err, err
         assert "archsearch serve" not in err and len(err.strip().splitlines()) == 1

@@ -226,7 +226,9 @@ def test_idle_exit_also_ends_a_worker_whose_server_went_away(
 def test_the_cli_worker_exits_with_one_line_when_no_server_answers(capsys, restore_signals) -> None:
     port = closed_port()
     argv = ["worker", "--server", f"127.0.0.1:{port}", "--trainer", "table", "--table", TABLE]
-    assert archsearch_cli.main([*argv, "--idle-exit", "1"]) == 1
+    assert (
+        archsearch_cli.main([*argv, "--idle-exit", "1"]) == 3
+    )  # never reached: as for any server no one can reach
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
     assert line.startswith(f"archsearch: no archsearch server answers at 127.0.0.1:{port} (")
     assert line.endswith("; gave up after 1s (--idle-exit)")
@@ -267,15 +269,22 @@ def test_a_hand_back_the_server_never_got_says_unreachable_not_refused(caplog) -
 
 
 def test_a_study_the_worker_can_never_serve_ends_it_with_the_servers_line(
-    server, capsys, restore_signals
+    server, capsys, caplog, restore_signals
 ) -> None:
+    """A ``--study`` that ended before the worker started is no failure (a fleet's late
+    worker exits 0, so that a Kubernetes Job does not restart it); another trainer's study,
+    or none of that name, is (exit 1, 4: "Scripting" in the README)."""
+    caplog.set_level(logging.INFO, logger=LOG)
     with SearchClient(server.address) as admin:
         admin.launch(table_spec("q2", 2))
         admin.stop("q2")
     base = ["worker", "--server", server.address, "--trainer", "table", "--table", TABLE]
-    assert archsearch_cli.main([*base, "--study", "q2", "--poll-seconds", "1"]) == 1
+    assert archsearch_cli.main([*base, "--study", "q2", "--poll-seconds", "1"]) == 0
+    assert "study q2 is stopped; nothing left to train; exiting" in caplog.text
+
+    assert archsearch_cli.main([*base, "--study", "nosuch", "--poll-seconds", "1"]) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line == "archsearch: study q2 is stopped; nothing left to train"
+    assert line == "archsearch: no archsearch study named 'nosuch'; `archsearch studies` lists them"
 
     with SearchClient(server.address) as admin:
         admin.launch(TINY_BERT)
@@ -289,17 +298,23 @@ def test_a_study_the_worker_can_never_serve_ends_it_with_the_servers_line(
 
 def test_a_worker_that_trained_for_its_study_exits_cleanly_when_it_ends(caplog) -> None:
     caplog.set_level(logging.INFO, logger=LOG)
-    ended = _RpcError(grpc.StatusCode.FAILED_PRECONDITION, "study s is completed (x); nothing")
+    ended = _RpcError(
+        grpc.StatusCode.FAILED_PRECONDITION, "study s is completed (x); nothing left to train"
+    )
     client = _Client([grant(0), ended])
     worker = Worker(client, {"fake": _Trainer()}, study_name="s")  # type: ignore[arg-type]
     assert worker.run() == 1
-    assert "study s is completed (x); nothing; exiting" in caplog.text
-    # Never served it: the same answer ends the worker with that line.
+    assert "study s is completed (x); nothing left to train; exiting" in caplog.text
+    # Never served it: the same answer ends the worker as well (nothing to do is no failure).
     client = _Client([ended])
     worker = Worker(client, {"fake": _Trainer()}, study_name="s")  # type: ignore[arg-type]
+    assert worker.run() == 0
+    # Another refusal (the study needs another trainer) ends it with the server's line.
+    other = _RpcError(grpc.StatusCode.FAILED_PRECONDITION, "study s is trained by the bert")
+    worker = Worker(_Client([other]), {"fake": _Trainer()}, study_name="s")  # type: ignore[arg-type]
     with pytest.raises(SystemExit) as exited:
         worker.run()
-    assert exited.value.code == "worker: study s is completed (x); nothing"
+    assert exited.value.code == "worker: study s is trained by the bert"
 
 
 # ----------------------------------------------------------------------------- stopping

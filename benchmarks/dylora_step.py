@@ -53,7 +53,7 @@ class Stepper:
         torch.manual_seed(0)
         self.model = attach_dylora(load_base_classifier(args.model, task), spec).to(device)
         self.model.train()
-        self.hooks = lora_hooks(spec, seed=0)
+        self.hooks = lora_hooks(spec, seed=0, seq_len=args.seq)
         if self.hooks.init_fn is not None:
             self.hooks.init_fn(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -18,6 +18,11 @@ import torch
 import transformers
 
 from archsearch.spaces._lora_spec import module_suffixes, unmatched_targets
+from archsearch.worker._cost import (
+    count_flops,
+    count_parameters,
+    count_parameters_without_embeddings,
+)
 from archsearch.worker._dylora import DyLoRA, attach_dylora, dylora_of
 from archsearch.worker._loop import ConfigureFn, TrainingHooks
 from archsearch.worker._lora_spec import LoraSpec, parse_lora_spec
@@ -99,7 +104,7 @@ def lora_architecture(spec: LoraSpec) -> dict[str, Any]:
     return {"lora": spec.to_dict()}
 
 
-def lora_hooks(spec: LoraSpec, seed: int) -> TrainingHooks:
+def lora_hooks(spec: LoraSpec, seed: int, seq_len: int) -> TrainingHooks:
     """The loop hooks of a LoRA (``mode: lora``) or DyLoRA (``mode: dylora``) fine-tuning.
 
     * DyLoRA: before each optimiser step a rank b is drawn uniformly from 1..r_max with a
@@ -112,7 +117,9 @@ def lora_hooks(spec: LoraSpec, seed: int) -> TrainingHooks:
     * Both: after training, each of ``spec.eval_ranks`` is scored with the one set of weights
       (``evaluate_many``, labels ``"r<b>"``; r_max is the loop's own final evaluation, not
       scored twice); ``hooks.metrics`` gets ``trainable_params`` (at
-      r_max) and ``trainable_params@r<b>`` for each rank scored.
+      r_max) and ``trainable_params@r<b>``, ``params@r<b>``, ``params_no_embeddings@r<b>``
+      and ``flops@r<b>`` (counted as ``flops`` is, at ``seq_len``, under rank b) for each
+      rank scored: a rank trial's costs are its rank's, not r_max's.
     """
     draws = RankDraws(seed)
     generator = draws.generator
@@ -123,9 +130,22 @@ def lora_hooks(spec: LoraSpec, seed: int) -> TrainingHooks:
         lora = dylora_of(model)
         lora.set_rank(spec.r_max, frozen=False)
         controller[:] = [lora]
-        hooks.metrics["trainable_params"] = float(lora.trainable_parameters(spec.r_max))
+        at_max = lora.trainable_parameters(spec.r_max)
+        hooks.metrics["trainable_params"] = float(at_max)
+        # The weights hold r_max components; the model at rank b (what `fetch --rank b`
+        # writes) has the LoRA components beyond b fewer: its params are the r_max count less
+        # those (the classifier head, trainable at every rank, cancels out).
+        size = {
+            "params": count_parameters(model),
+            "params_no_embeddings": count_parameters_without_embeddings(model),
+        }
         for b in spec.eval_ranks:
+            fewer = at_max - lora.trainable_parameters(b)
             hooks.metrics[f"trainable_params@r{b}"] = float(lora.trainable_parameters(b))
+            for name, total in size.items():
+                hooks.metrics[f"{name}@r{b}"] = float(total - fewer)
+            with lora.at_rank(b):
+                hooks.metrics[f"flops@r{b}"] = float(count_flops(model, seq_len))
 
     def before_step(step: int) -> None:
         lora = controller[0]

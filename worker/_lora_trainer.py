@@ -48,11 +48,16 @@ _PLACEHOLDER_SHAPE = {
 }
 
 
+#: The costs a DyLoRA trial reports at every rank it scores (``lora_hooks``).
+RANK_COSTS = ("params", "params_no_embeddings", "flops")
+
+
 def lora_metric_names(
     tasks: Sequence[str | Task], spec: LoraSpec, measure_latency: bool = True
 ) -> tuple[str, ...]:
     """Every metric name a ``lora`` trial returns: the bert trainer's, then per task
-    ``trainable_params``, ``trainable_params@r<b>``, ``<metric>@r<b>`` and ``dev_loss@r<b>``
+    ``trainable_params``, ``trainable_params@r<b>``, the rank's costs (``params@r<b>``,
+    ``params_no_embeddings@r<b>``, ``flops@r<b>``), ``<metric>@r<b>`` and ``dev_loss@r<b>``
     for every rank b scored (the primary dev split's), prefixed ``"<task>."`` and, for a
     single task, also unprefixed."""
     resolved = [get_task(t) if isinstance(t, str) else t for t in tasks]
@@ -60,6 +65,7 @@ def lora_metric_names(
         t.id: (
             "trainable_params",
             *(f"trainable_params@r{b}" for b in spec.eval_ranks),
+            *(f"{c}@r{b}" for b in spec.eval_ranks for c in RANK_COSTS),
             *(f"{m}@r{b}" for b in spec.eval_ranks for m in evaluation_metrics(t)),
         )
         for t in resolved
@@ -210,8 +216,8 @@ class LoraTrainer(BertTrainer):
         context: TrainContext | None = None,
     ) -> TrainingHooks:
         """The LoRA / DyLoRA hooks (:func:`~archsearch.worker._lora_model.lora_hooks`)."""
-        _, spec = parse_lora_plan(candidate)
-        return lora_hooks(spec, int(candidate.recipe.get("seed", 0)))
+        plan, spec = parse_lora_plan(candidate)
+        return lora_hooks(spec, int(candidate.recipe.get("seed", 0)), plan.max_seq_length)
 
     def _use_tokenizer_of(self, spec: LoraSpec) -> None:
         source, local = resolve_base(spec.model)

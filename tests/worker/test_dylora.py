@@ -148,7 +148,7 @@ def _run_steps(
 ) -> list[tuple[int, list[list[int]]]]:
     """Trains ``steps`` AdamW steps (weight decay 0.1) through :func:`lora_hooks`; returns each
     step's rank and, per factor, the components whose stored values changed in that step."""
-    hooks = lora_hooks(lora_spec, seed=3)
+    hooks = lora_hooks(lora_spec, seed=3, seq_len=8)
     assert hooks.init_fn and hooks.before_step and hooks.after_step
     hooks.init_fn(model)
     lora = dylora_of(model)
@@ -203,7 +203,7 @@ def test_strict_mode_changes_only_the_components_that_got_gradient(base, ids) ->
 def test_the_rank_is_drawn_uniformly_from_the_trials_seed(base) -> None:
     def draws(seed: int) -> list[int]:
         model = attach_dylora(copy.deepcopy(base), spec())
-        hooks = lora_hooks(spec(), seed)
+        hooks = lora_hooks(spec(), seed, seq_len=8)
         assert hooks.init_fn and hooks.before_step
         hooks.init_fn(model)
         ranks = []

@@ -43,6 +43,15 @@ def test_a_dylora_trial_scores_every_rank_from_one_training(trainer) -> None:
     lora_per_rank = 2 * (32 + 32)  # query and value of the 1 x 32 base
     assert [p - params[0] for p in params] == [lora_per_rank * k for k in range(4)]
     assert metrics["trainable_params"] == params[-1]
+    # each rank's costs are its own, not r_max's: the model `fetch --rank b` writes has the
+    # components past b fewer; its forward pass computes 2 x tokens x rank x (in + out) per
+    # LoRA module fewer FLOPs (the max_seq_length recipe's tokens, as `flops` counts them)
+    seq_len = lora_candidate().recipe["max_seq_length"]
+    for b in range(1, 5):
+        fewer = params[-1] - params[b - 1]
+        assert metrics[f"params@r{b}"] == metrics["params"] - fewer
+        assert metrics[f"params_no_embeddings@r{b}"] == metrics["params_no_embeddings"] - fewer
+        assert metrics[f"flops@r{b}"] == metrics["flops"] - 2 * seq_len * fewer
     # the loop's own final evaluation is rank r_max, as trained
     assert metrics["accuracy"] == metrics["accuracy@r4"]
     assert "accuracy@r5" not in metrics

@@ -37,6 +37,7 @@ from archsearch.search._base import (
 )
 from archsearch.spaces import DEV_LOSS, DesignSpace, SpecError
 from archsearch.spaces._autodistil import AutoDistilSpace
+from archsearch.spaces._students import is_tied
 
 #: System attribute of each job trial: its job kind (a retry keeps it in its candidate).
 JOB_ATTR = "autodistil:job"
@@ -136,13 +137,26 @@ class AutoDistilLoop(SearchLoop):
         if self.budget is not None:
             kind, limit = self.budget
             cost = space.flops if kind == "flops" else space.params
-            cheapest = min(cost(space.student(k)) for k in space.student_keys)
+            trainable = [k for k in space.student_keys if is_tied(space.teacher, space.student(k))]
+            cheapest = min(cost(space.student(k)) for k in trainable or space.student_keys)
             if cheapest > limit:
                 raise SpecError(
                     f"loop_options.budget.{kind}",
                     f"no student of the space fits {limit:.4g}: the cheapest needs {cheapest}",
                     f"raise it to at least {cheapest}, or add smaller students",
                 )
+        if self.top_n and not any(
+            is_tied(space.teacher, space.student(k)) for k in space.student_keys
+        ):
+            raise SpecError(
+                "loop_options.top_n",
+                f"{self.top_n} students would be trained stand-alone, but no student of the "
+                f"space can be: each has hidden != heads x {space.teacher.head_dim} (the "
+                "paper's untied sub-spaces, such as autodistil-k3), which a plain BERT cannot "
+                "hold",
+                "set loop_options.top_n to 0 to rank the students only, or use sub-spaces "
+                "with 'hidden': null (hidden tied to the heads)",
+            )
         jobs = 2 * len(space.subspaces) + self.top_n
         if n_trials < jobs:
             raise SpecError(
@@ -240,9 +254,12 @@ class AutoDistilLoop(SearchLoop):
             raise NoSuggestion(self._nothing_fits(space, snapshot, students), finished=True)
         pending = []
         active = False
+        failed: list[str] = []
         for s in picks:
             status = _status(jobs.get(("train", s.key), []))
             active = active or status == "active"
+            if status == "failed":
+                failed.append(s.key)
             if status == "todo":
                 pending.append(
                     Suggestion(
@@ -255,9 +272,12 @@ class AutoDistilLoop(SearchLoop):
                     )
                 )
         if not pending and not active:
-            keys = ", ".join(s.key for s in picks) or "none (top_n is 0)"
+            trained = ", ".join(s.key for s in picks if s.key not in failed)
+            said = trained or ("none (top_n is 0)" if not picks else "none")
+            if failed:  # the server gave up on these: say so, not "trained"
+                said += f"; failed (retries spent; see show): {', '.join(failed)}"
             raise NoSuggestion(
-                f"autodistil: every stage done; students trained stand-alone: {keys}",
+                f"autodistil: every stage done; students trained stand-alone: {said}",
                 finished=True,
             )
         return pending
@@ -267,7 +287,9 @@ class AutoDistilLoop(SearchLoop):
     def pick(
         self, space: AutoDistilSpace, snapshot: LoopSnapshot, students: list[TrialView]
     ) -> list[_Student]:
-        """The ``top_n`` students within the budget, best proxy first.
+        """The ``top_n`` students within the budget, best proxy first, among those a plain
+        BERT can hold (``hidden = heads x head size``: an untied student of the paper's
+        sub-spaces is ranked, never trained stand-alone, which it cannot be).
 
         Ties break on the lower mean dev loss (``tie_break``), then the smaller cost, then the
         student key, then the sub-space name, so the pick is a function of the stored trials
@@ -281,7 +303,9 @@ class AutoDistilLoop(SearchLoop):
         scored = []
         for t in students:
             s = self._student(space, t)
-            if s is not None and (self.budget is None or s.cost <= self.budget[1]):
+            if s is None or not is_tied(space.teacher, space.student(s.key)):
+                continue  # untied: no plain-BERT form to train stand-alone
+            if self.budget is None or s.cost <= self.budget[1]:
                 scored.append(s)
         scored.sort(key=lambda s: (sign * s.proxy, s.tie, s.cost, s.key, s.subspace))
         out: list[_Student] = []
@@ -323,15 +347,31 @@ class AutoDistilLoop(SearchLoop):
     ) -> str:
         if not students:
             return "autodistil: no student was ranked (every supernet or rank job failed)"
-        if self.budget is None:
-            return f"autodistil: no student trial has the proxy {self.proxy!r}"
-        kind, limit = self.budget
+        if not any(self._student(space, t) for t in students):
+            if self.proxy == "objective":
+                return "autodistil: no ranked student has a finite objective value"
+            names = sorted({m for t in students for m in t.metrics})
+            return (
+                f"autodistil: no student trial has the proxy {self.proxy!r}; the student "
+                f"trials have {', '.join(names)} (set loop_options.proxy to one of them)"
+            )
         keys = {str(t.attrs[STUDENT_ATTR].get("key")) for t in students}
+        tied = [
+            k for k in keys if k in space.student_keys and is_tied(space.teacher, space.student(k))
+        ]
+        if not tied:
+            return (
+                "autodistil: no ranked student can be trained stand-alone (each has hidden != "
+                f"heads x {space.teacher.head_dim}); their ranking is the result"
+            )
+        assert self.budget is not None  # tied students with a proxy, none picked: the budget
+        kind, limit = self.budget
         cost = space.flops if kind == "flops" else space.params
-        smallest = min(cost(space.student(k)) for k in keys if k in space.student_keys)
+        smallest = min(cost(space.student(k)) for k in tied)
         return (
             f"autodistil: no ranked student fits the budget {kind} <= {limit:.4g} "
-            f"(the cheapest needs {smallest:.4g}); raise loop_options.budget.{kind}"
+            f"(the cheapest that can be trained stand-alone needs {smallest:.4g}); raise "
+            f"loop_options.budget.{kind}"
         )
 
 

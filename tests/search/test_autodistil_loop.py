@@ -11,6 +11,7 @@ from _autodistil import SPACE
 from archsearch.search import LoopSnapshot, NoSuggestion, TrialView, make_loop
 from archsearch.search._autodistil_loop import JOB_ATTR, PICKED_FROM_ATTR, STUDENT_ATTR
 from archsearch.spaces import SpecError
+from archsearch.spaces._students import is_tied
 
 
 def loop(**options: Any) -> Any:
@@ -199,7 +200,10 @@ def test_trained_picks_finish_the_study_and_failed_jobs_are_not_asked_again() ->
     done = (*RANKED, train(8, KEYS[2], "COMPLETE"), train(9, KEYS[3], "FAIL"))
     with pytest.raises(NoSuggestion) as e:
         loop().suggest(snap(*done), 1)
-    assert e.value.finished and KEYS[2] in e.value.reason
+    assert e.value.finished
+    assert e.value.reason.endswith(
+        f"students trained stand-alone: {KEYS[2]}; failed (retries spent; see show): {KEYS[3]}"
+    )  # it said both were trained
     in_flight = (*RANKED, train(8, KEYS[2], "COMPLETE"), train(9, KEYS[3], "RUNNING"))
     with pytest.raises(NoSuggestion) as e:
         loop().suggest(snap(*in_flight), 1)
@@ -256,3 +260,40 @@ def test_bad_options_name_the_field(options: dict[str, Any], field: str) -> None
     with pytest.raises(SpecError) as e:
         make_loop("autodistil", 0, 1, options)
     assert e.value.field == field, str(e.value)
+
+
+def test_untied_students_are_ranked_but_never_picked_for_stand_alone_training() -> None:
+    """The paper's sub-spaces vary hidden apart from the heads (hidden != heads x head size):
+    such a student has no plain-BERT form, so every stand-alone job of one failed, after all
+    the supernet and rank work. They are ranked, never picked; with none that can be trained
+    and top_n > 0, launch refuses."""
+    from archsearch.spaces import make_space
+
+    untied = {"name": "u", "layers": [1.0], "heads": [0.5], "hidden": [0.75], "mlp_ratio": [2.0]}
+    space = make_space("autodistil", {"subspaces": [untied]})
+    assert len(space.student_keys) == 1
+    with pytest.raises(SpecError) as e:
+        loop().check_study(space, 10)
+    assert e.value.field == "loop_options.top_n"
+    assert "set loop_options.top_n to 0 to rank the students only" in str(e.value)
+    loop(top_n=0).check_study(space, 10)  # ranking only: fine
+    # in a snapshot, an untied student with the best proxy is passed over
+    tied = {**untied, "name": "t", "hidden": None}
+    mixed = make_space("autodistil", {"subspaces": [untied, tied]})
+    keys = sorted(mixed.student_keys)
+    assert len(keys) == 2
+    ranked = [
+        TrialView(
+            number=4 + i,
+            state="COMPLETE",
+            params={"target": "student", "student": k, "subspace": "u"},
+            values=(0.9 if not is_tied(mixed.teacher, mixed.student(k)) else 0.6,),
+            architecture=None,
+            attrs={STUDENT_ATTR: {"key": k, "subspace": "u", "supernet_trial": 0}},
+            info={},
+            metrics={"accuracy": 0.5},
+        )
+        for i, k in enumerate(keys)
+    ]
+    picks = loop(top_n=2).pick(mixed, LoopSnapshot("s", ("maximize",), mixed, lambda: ()), ranked)
+    assert [p.key for p in picks] == [k for k in keys if is_tied(mixed.teacher, mixed.student(k))]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,10 +74,12 @@ def download(
     dest: Path,
     timeout_s: float | None,
 ) -> pb.Artifact:
-    """Streams one artifact into ``dest`` (replaced only once its sha256 matched)."""
+    """Streams one artifact into ``dest`` (replaced only once its sha256 matched). The bytes
+    go to a partial file of this download's own (two workers sharing a checkpoint folder
+    fetched one supernet at once into one ``.part`` file, and the second rename failed)."""
     from archsearch.server.client import ClientError
 
-    part = dest.with_name(dest.name + ".part")
+    part = dest.with_name(f"{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     digest = hashlib.sha256()
     received = 0
     artifact: Any = None

@@ -275,7 +275,37 @@ def test_corrupted_store_is_data_loss_and_dest_untouched(server, worker, leased,
         "f.txt",
         dest,
     )
-    assert not dest.exists() and not (tmp_path / "d.part").exists()
+    assert not dest.exists() and not list(tmp_path.glob("d*.part"))
+
+
+def test_downloads_of_one_file_at_once_into_one_folder_both_succeed(
+    server, worker, leased, tmp_path
+) -> None:
+    """Two workers sharing a checkpoint folder fetch one supernet at once: each download has
+    its own partial file (one shared ``.part`` name made the second rename fail)."""
+    import threading
+
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"w" * 3_000_000)
+    worker.upload_artifact(leased.lease.lease_id, f)
+    dest = tmp_path / "shared" / "f.bin"
+    dest.parent.mkdir()
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            worker.download_artifact("s", leased.lease.trial_number, "f.bin", dest)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert dest.read_bytes() == f.read_bytes()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["f.bin"]  # no partial left
 
 
 def test_default_artifact_dir() -> None:

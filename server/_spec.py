@@ -203,6 +203,15 @@ class SearchSpec:
             space_options = {"task": data["task"], **space_options}
         space = make_space(space_name, space_options)
         space.check_recipe(recipe)  # a space searching recipe settings (lora) owns them
+        given = obj.get("recipe", {})  # the study's own, before defaults (a stored spec has all)
+        owned = [k for k in space.searched_recipe_keys if k in given]
+        if owned and not stored:
+            raise SpecError(
+                f"recipe.{owned[0]}",
+                f"is set by the {space_name} space for each candidate (this value would be "
+                "replaced)",
+                f"use space_options.{owned[0]}: [low, high] to search it, or one value to fix it",
+            )
         if info.spaces and space_name not in info.spaces:
             raise SpecError(
                 "trainer",

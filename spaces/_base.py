@@ -102,6 +102,11 @@ class DesignSpace(abc.ABC):
         architecture's, unless the space keeps its parameters elsewhere."""
         return self.describe(candidate["architecture"])
 
+    #: Recipe keys this space sets on every candidate (the ``lora`` space's
+    #: ``learning_rate``): a study's own value would be silently replaced, so a new study
+    #: that gives one is refused (``space_options.<key>`` is where it goes).
+    searched_recipe_keys: tuple[str, ...] = ()
+
     def check_recipe(self, recipe: dict[str, Any]) -> None:
         """Raises SpecError when a study's ``recipe`` sets what this space searches, or what
         its trainers ignore (here: ``recipe.lora``, read by the ``lora`` space's trainer only;

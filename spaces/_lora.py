@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 #: ``recipe.lora.mode`` values (worker/_lora_spec.py): DyLoRA, or plain LoRA at r_max.
 LORA_SPACE_MODES = ("dylora", "lora")
 _KEYS = ("learning_rate", "alpha", "targets", "r_max")
+#: Recipe keys the lora trainer refuses (``worker/_lora_trainer.py``), refused at launch too
+#: (``init`` and ``distill`` are refused there for every space but bert).
+_NOT_READ = ("teacher", "pretrain_steps", "pretrain_text", "transfer_from")
 
 
 def _targets_choices(value: Any) -> list[list[str]]:
@@ -63,14 +66,20 @@ def _alpha_choices(value: Any) -> list[int | float]:
 
 
 def _lr_range(value: Any) -> tuple[float, float]:
+    """``[low, high]`` (searched on a log scale) or one number (every candidate's)."""
     field = "space_options.learning_rate"
+    if not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < math.inf:
+        return float(value), float(value)
     if (
         not isinstance(value, list)
         or len(value) != 2
         or any(isinstance(v, bool) or not isinstance(v, int | float) for v in value)
-        or not 0 < value[0] < value[1] < math.inf
+        or not 0 < value[0] <= value[1] < math.inf
     ):
-        raise SpecError(field, f"must be [low, high] with 0 < low < high, got {value!r}")
+        raise SpecError(
+            field,
+            f"must be [low, high] with 0 < low <= high, or one learning rate, got {value!r}",
+        )
     return float(value[0]), float(value[1])
 
 
@@ -82,7 +91,8 @@ class LoraSpace(DesignSpace):
     ``{"learning_rate": float, "alpha": number, "targets": [module, ...], "r_max": int}``.
 
     Options:
-        learning_rate: [low, high], searched on a log scale; default [1e-4, 1e-2].
+        learning_rate: [low, high], searched on a log scale, or one rate for every
+            candidate; default [1e-4, 1e-2].
         alpha: LoRA alpha choices; default [8, 16, 32].
         targets: module-name lists (suffixes of linear layers); default
             [["query", "value"], ["query", "key", "value"]].
@@ -92,6 +102,7 @@ class LoraSpace(DesignSpace):
     """
 
     name = "lora"
+    searched_recipe_keys = ("learning_rate",)
 
     def __init__(self, **options: Any) -> None:
         reject_unknown(options, {"learning_rate", "alpha", "targets", "r_max", "mode"})
@@ -154,8 +165,9 @@ class LoraSpace(DesignSpace):
 
     def sample(self, rng: random.Random) -> dict[str, Any]:
         low, high = math.log(self.lr[0]), math.log(self.lr[1])
+        lr = self.lr[0] if self.lr[0] == self.lr[1] else math.exp(rng.uniform(low, high))
         return {
-            "learning_rate": math.exp(rng.uniform(low, high)),
+            "learning_rate": min(max(lr, self.lr[0]), self.lr[1]),
             "alpha": rng.choice(self.alphas),
             "targets": list(rng.choice(self.targets)),
             "r_max": rng.choice(self.r_max),
@@ -200,6 +212,14 @@ class LoraSpace(DesignSpace):
         every ``r_max`` choice, so a bad value (an unknown key, ``eval_ranks`` above an r_max,
         ``strict`` in mode lora, ...) fails when the study is created, not in every trial.
         """
+        ignored = sorted(k for k in _NOT_READ if k in recipe)
+        if ignored:
+            raise SpecError(
+                f"recipe.{ignored[0]}",
+                "is not read by the lora trainer (it applies to BERT students trained from "
+                "scratch), which would fail every trial",
+                "remove it",
+            )
         lora = recipe.get("lora", {})
         if not isinstance(lora, dict):
             parse_lora_spec(lora)  # raises: recipe.lora must be an object

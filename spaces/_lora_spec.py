@@ -100,6 +100,10 @@ PACKAGED_LINEAR_MODULES = (
 )
 
 
+#: The classification head: trained in full (peft's ``modules_to_save``), never a LoRA target.
+HEAD_MODULE = "classifier"
+
+
 def unmatched_targets(targets: Sequence[str], modules: Sequence[str]) -> list[str]:
     """The targets that name none of ``modules``: peft's rule for a list of targets, a module
     matches when its name is the target or ends with ``"." + target``."""
@@ -118,13 +122,22 @@ def check_packaged_targets(targets: Sequence[str], field: str) -> None:
     Raises:
         SpecError: Naming the unmatched targets and the modules there are.
     """
+    body = [m for m in PACKAGED_LINEAR_MODULES if m != HEAD_MODULE]
     missing = unmatched_targets(targets, PACKAGED_LINEAR_MODULES)
     if missing:
         raise SpecError(
             field,
             f"{missing} match no linear module of the packaged all-MiniLM-L6-v2",
-            f"its linear modules end in {module_suffixes(PACKAGED_LINEAR_MODULES)}, e.g. "
-            "['query', 'value']",
+            f"its linear modules end in {module_suffixes(body)}, e.g. ['query', 'value']",
+        )
+    head = [t for t in unmatched_targets(targets, body)]
+    if head:
+        raise SpecError(
+            field,
+            f"{head} name only the classification head, which is trained in full (it is "
+            "never frozen), so it cannot also take LoRA; peft would fail every trial",
+            f"drop {head[0]!r}; the targets are the encoder's modules "
+            f"({', '.join(module_suffixes(body))})",
         )
 
 

@@ -311,8 +311,31 @@ LORA_STUDY = {"name": "x", "space": "lora", "trainer": "lora", "n_trials": 3}
         (
             json.dumps({**LORA_STUDY, "space_options": {"targets": [["query"], ["qurey"]]}}),
             "space_options.targets[1]: ['qurey'] match no linear module of the packaged "
-            "all-MiniLM-L6-v2 (its linear modules end in ['classifier', 'dense', 'key', 'query', "
+            "all-MiniLM-L6-v2 (its linear modules end in ['dense', 'key', 'query', "
             "'value'], e.g. ['query', 'value'])",
+        ),
+        # the head is trained in full: peft cannot give it LoRA too (every trial failed)
+        (
+            json.dumps({**LORA_STUDY, "space_options": {"targets": [["query", "classifier"]]}}),
+            "space_options.targets[0]: ['classifier'] name only the classification head",
+        ),
+        # what the lora trainer refuses in every trial is refused at launch
+        (
+            json.dumps({**LORA_STUDY, "recipe": {"pretrain_steps": 10}}),
+            "recipe.pretrain_steps: is not read by the lora trainer",
+        ),
+        (
+            json.dumps({**LORA_STUDY, "recipe": {"teacher": "all-MiniLM-L6-v2"}}),
+            "recipe.teacher: is not read by the lora trainer",
+        ),
+        # the space sets each candidate's learning rate: the study's would be replaced
+        (
+            json.dumps({**LORA_STUDY, "recipe": {"learning_rate": 5e-4}}),
+            "recipe.learning_rate: is set by the lora space for each candidate",
+        ),
+        (
+            json.dumps({**LORA_STUDY, "space_options": {"learning_rate": [1e-3, 1e-4]}}),
+            "space_options.learning_rate: must be [low, high] with 0 < low <= high",
         ),
         (
             json.dumps({**LORA_STUDY, "objectives": ["accuracy@r2:max"]}),

@@ -110,9 +110,11 @@ def service_replay_search(
         for w in workers:
             w.start()
         deadline = time.monotonic() + timeout_s
+        ended = False
         try:
             while not errors and time.monotonic() < deadline:
                 if search.get_study(name).state == pb.STUDY_COMPLETED:
+                    ended = True
                     break
                 time.sleep(0.2)
             else:
@@ -122,13 +124,15 @@ def service_replay_search(
             finished.set()
             for w in workers:
                 w.join(30)
-            if errors:  # already completed, or the server is gone: the error says why
+            if not ended:  # an error, a timeout or Ctrl-C: its workers are gone, so stop it
                 with contextlib.suppress(ClientError):
                     search.stop(name)
         if errors:
             raise ReplayError(f"replay study {name}: {errors[0]}")
         seconds = time.perf_counter() - t0
-        asks = len(search.list_trials(name))
+        trials = search.list_trials(name)
+        asks = len(trials)
+    _only_ours(name, target, trials)
     run = Run(loop_name, seed, direction=table.direction, seconds=seconds, asks=asks)
     better = max if table.direction == "maximize" else min
     best = -math.inf if table.direction == "maximize" else math.inf
@@ -142,6 +146,25 @@ def service_replay_search(
         run.evaluated.append(key)
     run.best, run.evaluated = run.best[:evals], run.evaluated[:evals]
     return run
+
+
+def _only_ours(name: str, target: str, trials: list[pb.Trial]) -> None:
+    """Raises ReplayError when a worker of another process completed one of the study's
+    trials: its evaluation never reached this replay, so the figures would be wrong (a
+    ``worker --trainer table`` connected to the same server takes the study's trials too)."""
+    others = sorted(
+        {
+            t.worker_id
+            for t in trials
+            if t.state == pb.COMPLETE and t.worker_id and not t.worker_id.startswith(f"{name}-w")
+        }
+    )
+    if others:
+        raise ReplayError(
+            f"replay study {name}: trials were completed by other workers of {target} "
+            f"({', '.join(others)}), which this replay cannot count; stop the table workers "
+            "connected to that server, or replay against a server of its own"
+        )
 
 
 def _work(

@@ -80,3 +80,39 @@ def test_what_a_service_cannot_replay_is_refused_in_one_line(
         service_replay_search(
             "127.0.0.1:1", read_table(str(TABLE)), "random", 0, 4, ready_timeout_s=1
         )
+
+
+def test_trials_other_workers_completed_make_the_replay_an_error() -> None:
+    """A ``worker --trainer table`` on the same server takes the replay study's trials too;
+    their evaluations never reach the replay, whose figures were then wrong without a word."""
+    from archsearch.server._service_replay import _only_ours
+    from archsearch.v1 import archsearch_pb2 as pb
+
+    ours = pb.Trial(number=0, state=pb.COMPLETE, worker_id="replay-x-w0")
+    repeat = pb.Trial(number=1, state=pb.COMPLETE, worker_id="")  # answered by the server
+    _only_ours("replay-x", "h:1", [ours, repeat])
+    other = pb.Trial(number=2, state=pb.COMPLETE, worker_id="gpu-box-7")
+    with pytest.raises(ReplayError, match=r"completed by other workers of h:1 \(gpu-box-7\)"):
+        _only_ours("replay-x", "h:1", [ours, repeat, other])
+
+
+def test_an_interrupted_replay_stops_its_study(
+    server: ArchsearchServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a search runs: the study is stopped (it stayed running, waiting for
+    workers that were gone)."""
+    import time
+    import types
+
+    import archsearch.server._service_replay as service
+
+    def interrupt(_: float) -> None:
+        raise KeyboardInterrupt
+
+    clock = types.SimpleNamespace(perf_counter=time.perf_counter, monotonic=time.monotonic)
+    monkeypatch.setattr(service, "time", types.SimpleNamespace(**vars(clock), sleep=interrupt))
+    with pytest.raises(KeyboardInterrupt):
+        service_replay_search(server.address, read_table(str(TABLE)), "random", 0, 200)
+    with SearchClient(server.address) as client:
+        (study,) = client.list_studies()
+    assert study.state != 1, "the replay study was left running"  # 1: STUDY_RUNNING

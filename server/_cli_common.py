@@ -28,8 +28,10 @@ log = logging.getLogger("archsearch")
 #: Exit statuses a script can tell apart (README, "Scripting"): 0 done; 1 refused or failed
 #: (a study's state, the storage, a worker's trials); 2 bad input (usage, a spec, a value);
 #: 3 no server answers (or its storage cannot be used): try again later; 4 no such study or
-#: trial; 5 the name is taken; 130 interrupted.
+#: trial; 5 the name is taken; 124 ``wait --timeout`` ran out (as ``timeout(1)``); 130
+#: interrupted.
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_EXISTS = 1, 2, 3, 4, 5
+EXIT_TIMEOUT = 124
 
 
 class CliError(Exception):

@@ -1,10 +1,10 @@
-"""The ``archsearch`` command line: serve, worker, launch, studies, show, stop, resume, delete,
-demo, replay, fetch, fleet.
+"""The ``archsearch`` command line: serve, worker, launch, studies, show, wait, stop, resume,
+delete, demo, replay, fetch, fleet.
 
 This module builds the parser and runs a subcommand; the subcommands live by group in
 ``_cli_machines`` (serve, worker), ``_cli_studies`` (launch, studies, show, stop, resume,
-delete, demo), ``_cli_replay`` (replay) and ``_cli_fetch`` (fetch), what they share in
-``_cli_common``.
+delete, demo), ``_cli_replay`` (replay), ``_cli_fetch`` (fetch) and ``_cli_wait`` (wait),
+what they share in ``_cli_common``.
 
 Every error is one line, ``archsearch: <problem> (<fix>)``, and exits non-zero (the statuses
 are ``_cli_common.EXIT_*``: 2 bad input, 3 no server, 4 not found, 5 exists, 1 otherwise);
@@ -63,6 +63,7 @@ from archsearch.server._cli_studies import (  # noqa: E402
     cmd_stop,
     cmd_studies,
 )
+from archsearch.server._cli_wait import add_wait_command  # noqa: E402
 from archsearch.server.app import MIN_MESSAGE_BYTES  # noqa: E402
 from archsearch.server.client import ClientError  # noqa: E402
 
@@ -354,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_command(command)
     add_fetch_command(command)
+    add_wait_command(command)
 
     from archsearch.fleet.cli import add_fleet_command  # its own package: SLURM, Ray, k8s
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,30 @@ class SearchClient(_Base):
 
     def get_study(self, name: str) -> pb.Study:
         return self._call(self._stub.GetStudy, pb.GetStudyRequest(name=name)).study
+
+    def wait(self, name: str, timeout_s: float | None = None, poll_s: float = 2.0) -> pb.Study:
+        """Blocks until study ``name`` is no longer running (completed or stopped), polling
+        ``GetStudy`` every ``poll_s`` seconds, and returns it (its best trials included).
+        A server that stops answering meanwhile (a restart) is waited for, within
+        ``timeout_s``.
+
+        Raises:
+            TimeoutError: still running after ``timeout_s`` seconds.
+            ClientError: the server refused (NOT_FOUND: no such study; a deleted one).
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                study = self.get_study(name)
+                if study.state != pb.STUDY_RUNNING:
+                    return study
+            except ClientError as e:
+                if not e.transient:
+                    raise
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"study {name} still running after {timeout_s:g}s")
+            left = math.inf if deadline is None else deadline - time.monotonic()
+            time.sleep(max(0.0, min(poll_s, left)))
 
     def list_studies(self) -> list[pb.Study]:
         return list(self._call(self._stub.ListStudies, pb.ListStudiesRequest()).studies)

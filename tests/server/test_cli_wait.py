@@ -1,0 +1,80 @@
+"""``archsearch wait``: a script blocks until its study ends, and the exit status says how."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from _procs import table_spec
+
+from archsearch.server import cli
+from archsearch.server.client import SearchClient, WorkerClient
+from archsearch.v1 import archsearch_pb2 as pb
+
+CAPS = pb.WorkerCapabilities(trainers=["table"], device="cpu")
+
+
+def _finish(address: str, study: str, n: int, fail: bool = False) -> threading.Thread:
+    """A worker thread that ends ``n`` trials of ``study`` (completed, or failed for good)
+    after a short delay, so that ``wait`` waits."""
+
+    def run() -> None:
+        time.sleep(0.5)
+        with WorkerClient(address) as worker:
+            worker.register("w", CAPS)
+            for i in range(n):
+                lease = worker.acquire("w", CAPS, 5, study_name=study).lease
+                if fail:
+                    worker.fail(lease.lease_id, "broken", retryable=False)
+                else:
+                    worker.complete(lease.lease_id, {"accuracy": 0.5 + i / 10}, {})
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_wait_returns_when_the_study_completes(sqlite_server, capsys) -> None:  # type: ignore[no-untyped-def]
+    srv = sqlite_server()
+    with SearchClient(srv.address) as admin:
+        admin.launch({**table_spec("s", 2), "objectives": ["accuracy:max"]})
+    thread = _finish(srv.address, "s", 2)
+    code = cli.main(["wait", "s", "--server", srv.address, "--interval", "0.1"])
+    thread.join(10)
+    out = capsys.readouterr().out.strip()
+    assert code == 0
+    assert out.startswith("s completed (n_trials reached: 2 distinct candidates): 2 complete")
+    assert out.endswith("best trial #1: accuracy 0.6")
+    assert cli.main(["wait", "s", "--server", srv.address, "--json"]) == 0  # at once: ended
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["state"] == "completed" and shown["best_trials"][0]["number"] == 1
+
+
+def test_wait_says_a_study_without_a_result_and_a_timeout(sqlite_server, capsys) -> None:  # type: ignore[no-untyped-def]
+    srv = sqlite_server()
+    with SearchClient(srv.address) as admin:
+        admin.launch({**table_spec("f", 1), "objectives": ["accuracy:max"], "max_retries": 0})
+        admin.launch(table_spec("idle", 1))
+    thread = _finish(srv.address, "f", 1, fail=True)
+    assert cli.main(["wait", "f", "--server", srv.address, "--interval", "0.1"]) == 1
+    thread.join(10)
+    out, err = capsys.readouterr()
+    assert "0 complete, 0 pruned, 1 failed" in out
+    assert err.strip() == (
+        "archsearch: study f ended without a result (no trial completed); "
+        "`archsearch show f` says why"
+    )
+    started = time.monotonic()
+    code = cli.main(["wait", "idle", "--server", srv.address, "--timeout", "0.5"])
+    assert code == 124 and time.monotonic() - started < 5
+    assert "study idle is still running after 0.5s (--timeout)" in capsys.readouterr().err
+    assert cli.main(["wait", "nosuch", "--server", srv.address]) == 4
+    with SearchClient(srv.address) as admin:
+        with pytest.raises(TimeoutError):
+            admin.wait("idle", timeout_s=0.2, poll_s=0.05)
+        admin.stop("idle")
+        assert admin.wait("idle", timeout_s=5).state == pb.STUDY_STOPPED
+    assert cli.main(["wait", "idle", "--server", srv.address]) == 1
+    assert "(it was stopped)" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +107,8 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         try:
             from archsearch.server._spec_objectives import unique_keys
 
-            spec = json.loads(Path(args.spec).read_text(), object_pairs_hook=unique_keys)
+            text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+            spec = json.loads(text, object_pairs_hook=unique_keys)
         except OSError as e:
             raise CliError(f"cannot read --spec {args.spec}: {e.strerror}") from e
         except (ValueError, RecursionError) as e:  # ValueError: bad UTF-8, huge integers too

@@ -245,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     la = command("launch", "launch a search")
     _add_conn(la)
-    la.add_argument("--spec", help="JSON file with the search spec (flags override it)")
+    la.add_argument(
+        "--spec", help="JSON file with the search spec, - for standard input (flags override it)"
+    )
     la.add_argument("--name", help="study name (required, here or in --spec)")
     la.add_argument(
         "--space",

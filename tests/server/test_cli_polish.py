@@ -398,3 +398,14 @@ def test_a_worker_says_which_glue_folder_it_reads(tmp_path: Path) -> None:
     )
     assert f"GLUE data: using GLUE data from {glue} (given by --glue-dir)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_spec_comes_from_standard_input_with_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--spec -`` reads the spec from standard input (it said "cannot read --spec -")."""
+    import io
+
+    from archsearch.server._cli_studies import build_spec
+
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"name": "piped", "n_trials": 3}'))
+    args = archsearch_cli.build_parser().parse_args(["launch", "--spec", "-", "--space", "bert"])
+    assert build_spec(args) == {"name": "piped", "n_trials": 3, "space": "bert"}

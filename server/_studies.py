@@ -89,6 +89,7 @@ from archsearch.server._index import (
 )
 from archsearch.server._leases import parse_lease_id
 from archsearch.server._manager_wiring import ManagerWiring
+from archsearch.server._rank_trials import RANK_OF_ATTR
 from archsearch.server._resume import resume
 from archsearch.server._spec import SearchSpec
 from archsearch.spaces import TrainerInfo
@@ -240,8 +241,8 @@ class StudyManager(ManagerWiring):
         single = len(h.spec.objectives) == 1
         fast = [h.study.best_trial] if single else list(h.study.best_trials)
         if all(_rankable(t) for t in fast):
-            return fast
-        return best_of(self.trials(h, (TrialState.COMPLETE,)), h.study.directions)
+            return _one_per_result(fast)
+        return _one_per_result(best_of(self.trials(h, (TrialState.COMPLETE,)), h.study.directions))
 
     def snapshot(self, h: StudyHandle, with_best: bool = True) -> StudySnapshot:
         """A frozen view of ``h`` for the converters.
@@ -361,6 +362,17 @@ class StudyManager(ManagerWiring):
         """How many connected workers offer each trainer (to ``study``'s trials, when given:
         :meth:`WorkerDirectory.trainers`)."""
         return self.directory.trainers(study)
+
+
+def _one_per_result(best: list[FrozenTrial]) -> list[FrozenTrial]:
+    """``best`` less each DyLoRA training trial whose rank trial at r_max, which repeats its
+    values, is there too: one result once on the Pareto front, named by its rank."""
+    ranked = {
+        (t.user_attrs[RANK_OF_ATTR], tuple(t.values or ()))
+        for t in best
+        if RANK_OF_ATTR in t.user_attrs
+    }
+    return [t for t in best if (t.number, tuple(t.values or ())) not in ranked]
 
 
 def _rankable(t: FrozenTrial) -> bool:

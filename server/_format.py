@@ -322,7 +322,9 @@ def worker_note(study: Any, flags: str, after: str = "") -> str:
     trainer = json.loads(study.spec_json).get("trainer", "bert")
     offered = ", ".join(study.connected_trainers)
     connected = (
-        f"the connected workers offer only {offered}" if offered else "no worker is connected"
+        f"the connected workers offer only {offered}"
+        if offered
+        else "none is connected, or those connected serve other studies by --study"
     )
     # a space option the trainer needs names a file its workers read too (the table trainer's
     # space_options.table is the worker's --table PATH)

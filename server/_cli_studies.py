@@ -323,9 +323,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
         if resp.requeued
         else ""
     )
+    trained = study.n_complete - study.n_derived  # DyLoRA ranks, students: not in the budget
+    added = f", +{study.n_derived} derived" if study.n_derived else ""
     print(
         f"resumed {study.name}: budget {study.n_trials} distinct candidates "
-        f"({study.n_complete} complete, {study.n_running} running){again}; watch it with "
+        f"({trained} complete, {study.n_running} running{added}){again}; watch it with "
         + hint(args, f"show {shlex.quote(study.name)}")
     )
     note = worker_note(study, conn_flags(args), token_note(args))

@@ -283,3 +283,27 @@ def test_show_says_which_failures_a_stop_made(
     row = next(line for line in out.splitlines() if line.startswith("s "))
     assert row.endswith(f" 0 +{unrun} unrun")  # failed: none; the workers column is empty
     assert "`archsearch resume STUDY` queues them again" in out
+
+
+def test_resume_counts_trained_candidates_not_the_trials_a_job_added(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DyLoRA study of 2 trainings and 8 rank trials said "(10 complete, ...)" against a
+    budget of 3 candidates, as if the budget were spent."""
+    import contextlib
+
+    from archsearch.server import _cli_studies
+
+    study = pb.Study(name="d", n_trials=3, n_complete=10, n_derived=8, spec_json="{}")
+    answer = pb.ResumeSearchResponse(study=study)
+
+    class Client:
+        def resume(self, *_: object) -> pb.ResumeSearchResponse:
+            return answer
+
+    monkeypatch.setattr(
+        _cli_studies, "_search_client", lambda args: contextlib.nullcontext(Client())
+    )
+    assert cli.main(["resume", "d", "--n-trials", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("resumed d: budget 3 distinct candidates (2 complete, 0 running, +8 ")

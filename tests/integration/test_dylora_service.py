@@ -99,6 +99,9 @@ def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list
     as_json = run_cli("show", "dylora", "--json", "--server", server.address)
     links = {t["number"]: t["rank_of"] for t in json.loads(as_json)["trials"]}
     assert links == {t.number: (training.number if is_rank_trial(t) else None) for t in trials}
+    best = json.loads(as_json)["best_trials"]  # linked there too (rank_of was null)
+    assert best and all(t["rank_of"] == links[t["number"]] for t in best)
+    assert training.number not in {t["number"] for t in best}  # its r_max rank trial is it
 
     listed = run_cli("studies", "--server", server.address)
     assert f" 1 +{R_MAX} " in listed and "DyLoRA ranks or AutoDistil students" in listed, listed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 from archsearch.server._cli_common import (
     EXIT_NOT_FOUND,
@@ -22,9 +23,10 @@ from archsearch.server.fetch import (
     NoSuchTrial,
     fetch_checkpoint,
     fetch_files,
+    no_files,
     trial_files,
 )
-from archsearch.spaces._checkpoint_names import FLEXIBERT_CONFIG_FILE, NOTE_FILE
+from archsearch.spaces._checkpoint_names import DYLORA_FILE, FLEXIBERT_CONFIG_FILE, NOTE_FILE
 
 
 def add_fetch_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -92,7 +94,7 @@ def _files(args: argparse.Namespace) -> int:
         if args.list:
             held = trial_files(args.server, args.name, args.trial, **conn)
             if not held:
-                print(f"trial {args.trial} of {args.name} holds no files")
+                print(no_files(args.server, args.name, args.trial, **conn))
             for name, size in sorted(held.items()):
                 print(f"{size:>12,}  {name}")
             return 0
@@ -124,7 +126,7 @@ def _summary(got: Fetched) -> str:
                 )
         if adapter:
             base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
-            kind = f"a rank-{rank} LoRA adapter" if rank else "a DyLoRA adapter at r_max"
+            kind = f"a rank-{rank} LoRA adapter" if rank else f"{_adapter_kind(folder)} at r_max"
             lines.append(
                 f"  {where}{kind} for {base}: load it with peft's PeftModel.from_pretrained(base "
                 "sequence classifier, folder)"
@@ -140,3 +142,13 @@ def _summary(got: Fetched) -> str:
                 "AutoModelForSequenceClassification.from_pretrained(folder)"
             )
     return "\n".join(lines)
+
+
+def _adapter_kind(folder: Path) -> str:
+    """ "a DyLoRA adapter" or "a LoRA adapter" (plain LoRA, mode lora), from the settings the
+    worker wrote beside it."""
+    try:
+        spec = json.loads((folder / DYLORA_FILE).read_text()).get("spec", {})
+    except (OSError, ValueError, AttributeError):
+        return "a LoRA adapter"
+    return "a DyLoRA adapter" if spec.get("mode", "dylora") == "dylora" else "a LoRA adapter"

@@ -149,7 +149,7 @@ def fetch_files(
 
     held = trial_files(server, study, trial, token=token, tls_ca=tls_ca, tls=tls)
     if not held:
-        raise FetchError(f"trial {trial} of {study!r} holds no files")
+        raise FetchError(no_files(server, study, trial, token=token, tls_ca=tls_ca, tls=tls))
     missing = [n for n in names or () if n not in held]
     if missing:
         raise FetchError(
@@ -211,6 +211,31 @@ def trial_files(
         return {a.name: a.size_bytes for a in client.list_artifacts(study, trial)}
 
 
+def no_files(server: str, study: str, trial: int, **conn: Any) -> str:
+    """Why trial ``trial`` holds no files, and where the files are: a DyLoRA rank trial's
+    are its training trial's, an AutoDistil student's (scored only) nowhere."""
+    from archsearch.server._format import rank_trials_of
+    from archsearch.server.client import SearchClient
+
+    with SearchClient(server, **conn) as client:
+        trials = client.list_trials(study)
+    of_rank = rank_trials_of(trials).get(trial)
+    if of_rank is not None:
+        b, training = of_rank
+        return (
+            f"trial {trial} is rank {b} of #{training.number} and holds no files: its weights "
+            f"are #{training.number}'s (`archsearch fetch {study} {trial}` writes its rank-{b} "
+            f"adapter; `--list` on #{training.number} names the files)"
+        )
+    this = next((t for t in trials if t.number == trial), None)
+    if this is not None and this.HasField("derived_from"):
+        return (
+            f"trial {trial} is a student scored by rank job #{this.derived_from}, not trained: "
+            "it holds no files (its stand-alone training trial, when the pick chose it, does)"
+        )
+    return f"trial {trial} of {study!r} holds no files"
+
+
 def _check_out(out: Path) -> None:
     """Refuses an ``--out`` that would overwrite something or cannot be created."""
     if out.exists() and not out.is_dir():
@@ -247,6 +272,24 @@ def _nothing_kept(
     others: tuple[str, ...] | list[str] = (),
 ) -> str:
     via = "" if source.number == asked else f" (rank trial {asked}'s training trial)"
+    job = _job_kind(source)
+    if job in ("supernet", "rank") and source.state == pb.COMPLETE:
+        what = (
+            "its supernet's files are the trial's: `--list` names them, `--all` fetches them"
+            if others
+            else "a rank job scores students and keeps no model"
+        )
+        return (
+            f"trial {source.number} is an AutoDistil {job} job, not a model to fine-tune: "
+            f"{what}; the students worth using are the stand-alone trained ones "
+            "(`archsearch show` lists them)"
+        )
+    if source.HasField("derived_from") and not via:  # an AutoDistil student, scored only
+        return (
+            f"trial {source.number} is a student scored by rank job #{source.derived_from}, not "
+            "trained: only its stand-alone training trial (when the pick chose it) keeps a "
+            "model; `archsearch show` lists them"
+        )
     if source.state in (pb.RUNNING, pb.WAITING):
         return f"trial {source.number}{via} has not finished: its checkpoint comes when it ends"
     if source.duplicate_of >= 0:  # a repeat: the earlier trial trained it, and kept it
@@ -284,6 +327,15 @@ def _nothing_kept(
         f"trial {source.number}{via} kept no checkpoint (launch the study with --set "
         "recipe.keep_checkpoint=true)"
     )
+
+
+def _job_kind(trial: Any) -> str:
+    """The kind of job a trial's candidate is (``train``, or an AutoDistil ``supernet`` or
+    ``rank`` job); ``train`` for one without a stored candidate."""
+    try:
+        return str(json.loads(trial.candidate_json or "{}").get("kind", "train"))
+    except (ValueError, AttributeError):
+        return "train"
 
 
 def _default_out(study: str, number: int, rank: int | None) -> str:

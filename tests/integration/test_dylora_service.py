@@ -124,6 +124,10 @@ def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list
         cwd=tmp_path,
     )
     assert other.returncode == 2 and f"is rank 2 of #{training.number}" in other.stderr
+    listed = run_cli("fetch", "dylora", str(ranks[1].number), "--list", "--server", server.address)
+    assert listed.startswith(  # a pointer, not a dead end ("holds no files")
+        f"trial {ranks[1].number} is rank 2 of #{training.number} and holds no files"
+    ), listed
     whole = tmp_path / "whole"
     subprocess.run(
         cli(

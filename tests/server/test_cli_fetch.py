@@ -266,7 +266,7 @@ def test_a_trials_own_files_are_listed_and_fetched_by_name(server, study, tmp_pa
     assert "trial 7 holds no file 'nope.bin' (it holds: model.pkl, notes.json)" in err
     assert not (tmp_path / "x").exists()
     assert fetch(server, study, "s", "2", "--list") == 0
-    assert capsys.readouterr().out.strip() == "trial 2 of s holds no files"
+    assert capsys.readouterr().out.strip() == "trial 2 of 's' holds no files"
 
 
 def test_a_repeat_points_at_the_trial_that_trained_it() -> None:
@@ -277,3 +277,31 @@ def test_a_repeat_points_at_the_trial_that_trained_it() -> None:
     repeat = pb.Trial(number=3, state=pb.COMPLETE, duplicate_of=0)
     said = _nothing_kept(repeat, 3, [repeat])
     assert said == "trial 3 repeats trial 0 (its result, not trained again): fetch 0"
+
+
+def test_autodistil_jobs_and_students_say_what_they_are() -> None:
+    """A supernet job said "kept its checkpoint on its worker's disk only", a ranked student
+    "launch the study with keep_checkpoint" (it never trained): each now says what it is."""
+    from archsearch.server.fetch import _nothing_kept
+
+    supernet = pb.Trial(
+        number=0, state=pb.COMPLETE, duplicate_of=-1, candidate_json='{"kind": "supernet"}'
+    )
+    said = _nothing_kept(supernet, 0, [supernet], ["model.safetensors"])
+    assert said.startswith("trial 0 is an AutoDistil supernet job, not a model to fine-tune")
+    assert "`--all` fetches them" in said
+    rank = pb.Trial(number=1, state=pb.COMPLETE, duplicate_of=-1, candidate_json='{"kind": "rank"}')
+    assert "a rank job scores students and keeps no model" in _nothing_kept(rank, 1, [rank])
+    student = pb.Trial(number=4, state=pb.COMPLETE, duplicate_of=-1, derived_from=1)
+    assert _nothing_kept(student, 4, [student]).startswith(
+        "trial 4 is a student scored by rank job #1, not trained"
+    )
+
+
+def test_a_plain_lora_adapter_is_not_called_dylora(tmp_path: Path) -> None:
+    from archsearch.server._cli_fetch import _adapter_kind
+
+    (tmp_path / "dylora.json").write_text('{"spec": {"mode": "lora", "r_max": 4}, "rank": 4}')
+    assert _adapter_kind(tmp_path) == "a LoRA adapter"
+    (tmp_path / "dylora.json").write_text('{"spec": {"mode": "dylora", "r_max": 4}, "rank": 4}')
+    assert _adapter_kind(tmp_path) == "a DyLoRA adapter"

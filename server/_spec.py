@@ -187,7 +187,8 @@ class SearchSpec:
         trainer = obj.get("trainer", "bert")
         if not isinstance(trainer, str):
             raise SpecError("trainer", f"must be a trainer's name, got {trainer!r}")
-        info = (trainers if trainers is not None else TrainerCatalogue.installed()).require(trainer)
+        catalogue = trainers if trainers is not None else TrainerCatalogue.installed()
+        info = catalogue.require(trainer)
 
         space_name = obj.get("space")
         if space_name is None:
@@ -217,7 +218,12 @@ class SearchSpec:
                 "trainer",
                 f"the {trainer} trainer does not train {space_name} candidates"
                 + (f" ({info.description})" if info.description else ""),
-                f"use space {' or '.join(info.spaces)}, or another trainer",
+                f"use space {' or '.join(info.spaces)}, or "
+                + (
+                    " or ".join(f"--trainer {n}" for n in fits)
+                    if (fits := _trainers_of(catalogue, space_name))
+                    else "another trainer"
+                ),
             )
         if space_name != "bert":
             for key in ("init", "distill"):
@@ -372,3 +378,10 @@ def trainer_metrics(
     """
     catalogue = trainers if trainers is not None else TrainerCatalogue.installed()
     return catalogue.require(trainer).produced_metrics(data)
+
+
+def _trainers_of(catalogue: TrainerCatalogue, space: str) -> list[str]:
+    """The trainers of ``catalogue`` that name ``space`` among the spaces they train."""
+    return [
+        n for n in catalogue.names() if (i := catalogue.get(n)) is not None and space in i.spaces
+    ]

@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--trainer",
         action="append",
         # No argparse choices: the worker's trainer registry knows the names (and says them).
-        help="trainer to run (bert, table, or another registered one), repeatable; default: bert",
+        help="trainer to run (bert, lora, autodistil, table, or a plugin's), repeatable; "
+        "default: bert",
     )
     w.add_argument("--table", help="table JSON for --trainer table")
     w.add_argument(
@@ -282,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--objective",
         action="append",
         help="METRIC:max|min, repeatable (e.g. --objective accuracy:max --objective "
-        "params:min); default: accuracy:max",
+        "params:min); default: the task's own metric (accuracy for SST-2, f1 for MRPC, "
+        "pearson for STS-B, mcc for CoLA)",
     )
     la.add_argument(
         "--pruner",

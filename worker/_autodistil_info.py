@@ -24,6 +24,7 @@ AUTODISTIL_TRAINER_INFO = TrainerInfo(
         "fine-tunes chosen students"
     ),
     task_metrics="glue",
+    spaces=("autodistil",),
     # reported by supernet jobs (relation_loss) and, per student, by rank jobs (@<key>)
     metrics=("relation_loss", "teacher_relation_loss"),
     cost_metrics=BERT_TRAINER_INFO.cost_metrics,

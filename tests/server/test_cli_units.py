@@ -68,6 +68,7 @@ def test_every_option_has_help_and_shows_its_default() -> None:
             "launch",
             "studies",
             "show",
+            "wait",
             "stop",
             "resume",
             "delete",

@@ -103,16 +103,24 @@ def _version() -> str:
     return __version__
 
 
+VERBOSE = "log debug messages"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="archsearch", description=DESCRIPTION, formatter_class=_HelpFormatter)
     p.add_argument("--version", action="version", version=f"archsearch {_version()}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("-v", "--verbose", action="store_true", help=VERBOSE)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
+        c = sub.add_parser(
             name, help=help_text, description=help_text, formatter_class=_HelpFormatter
         )
+        # after the command too (`archsearch show X -v`); no default here: the top level's
+        c.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE
+        )
+        return c
 
     s = command("serve", "run the search server")
     s.add_argument(

@@ -603,3 +603,11 @@ def test_a_plugin_study_that_scores_no_task_shows_none(monkeypatch: pytest.Monke
     plugin = _study(spec_json=json.dumps({**spec, "space": "mlp", "trainer": "mlp"}))
     assert "  loop tpe  trainer mlp  " in format_study(plugin, []).splitlines()[1]
     assert "  loop tpe  task sst2  trainer bert  " in format_study(_study(), []).splitlines()[1]
+
+
+def test_verbose_goes_before_or_after_the_command() -> None:
+    """``archsearch studies -v`` said "unrecognized arguments: -v"."""
+    parser = cli.build_parser()
+    assert parser.parse_args(["studies", "-v"]).verbose is True
+    assert parser.parse_args(["-v", "studies"]).verbose is True
+    assert parser.parse_args(["studies"]).verbose is False

@@ -117,7 +117,12 @@ def _summary(got: Fetched) -> str:
         note_file = folder / NOTE_FILE
         if note_file.is_file():
             note = json.loads(note_file.read_text())
-            if note.get("value") is not None:
+            if note.get("final"):
+                lines.append(
+                    f"  {where}weights of the final step {note['step']}, on which every rank was "
+                    "scored: the rank trials' scores are theirs"
+                )
+            elif note.get("value") is not None:
                 task = f"{note['task']} " if "task" in note else ""
                 lines.append(
                     f"  {where}weights of step {note['step']}, the best {task}dev {note['metric']} "

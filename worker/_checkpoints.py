@@ -30,6 +30,7 @@ def save_checkpoint(
     candidate: Candidate,
     tokenizer: Any,
     write_weights: Callable[[Path], None] | None = None,
+    final: bool = False,
 ) -> Path:
     """Writes the best evaluated weights, the tokenizer and a note of which step and value
     they come from; replaces an earlier folder atomically.
@@ -38,6 +39,8 @@ def save_checkpoint(
         write_weights: Writes the weights into the staging folder it is given; default the
             model's ``save_pretrained`` with the loop's best state (a LoRA trainer writes its
             adapter instead).
+        final: ``write_weights`` writes the final weights, not the best evaluated ones (a
+            DyLoRA trial: every rank was scored on the final weights); the note says so.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
@@ -49,13 +52,14 @@ def save_checkpoint(
         pretrained: Any = model
         pretrained.save_pretrained(staging, state_dict=loop.best_state)
     tokenizer.save_pretrained(str(staging))
-    kept_best = loop.best_state is not None
+    kept_best = loop.best_state is not None and not final
     note = {
         "candidate": candidate.to_dict(),
         "task": loop.task.id,  # of a multi-task candidate: the task these weights are for
         "metric": loop.select_metric,
         "value": loop.best_value if kept_best else None,
         "step": loop.best_step if kept_best else loop.recipe["max_steps"],
+        **({"final": True} if final else {}),
     }
     (staging / NOTE_FILE).write_text(json.dumps(note, indent=2) + "\n")
     if folder.exists():

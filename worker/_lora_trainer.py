@@ -140,7 +140,8 @@ class LoraTrainer(BertTrainer):
     ``eval_ranks`` lists others (LoRA trained at r_max, truncated at evaluation).
 
     The tokenizer is the base model's own. A kept checkpoint (``recipe.keep_checkpoint``) is
-    the adapter with the best dev value at r_max (:func:`~archsearch.worker._dylora.save_dylora`:
+    the final adapter when several ranks are scored (every rank's score is the final weights'),
+    else the one with the best dev value (:func:`~archsearch.worker._dylora.save_dylora`:
     peft's adapter files, which plain peft loads as a rank-r_max LoRA, and ``dylora.json``), the
     tokenizer and the checkpoint note; :func:`~archsearch.worker._dylora.load_dylora` on
     :func:`~archsearch.worker._lora_model.load_base_classifier` loads it back at any rank.
@@ -189,9 +190,14 @@ class LoraTrainer(BertTrainer):
     def save_checkpoint(
         self, model: torch.nn.Module, loop: TrainingLoop, folder: Path, candidate: Candidate
     ) -> Path:
-        """Writes the best evaluated adapter (see the class docstring) into ``folder``,
-        replacing an earlier one atomically."""
-        if loop.best_state is not None:  # None: no evaluation scored a number; keep the last
+        """Writes the adapter into ``folder``, replacing an earlier one atomically: the best
+        evaluated one (see the class docstring), or, when the trial scores several ranks
+        (DyLoRA, ``eval_ranks``), the final one, on which every rank was scored (the best
+        evaluation is chosen at r_max alone: a rank's fetched adapter did not compute its
+        rank trial's score)."""
+        _, spec = parse_lora_plan(candidate)
+        final = len(spec.eval_ranks) > 1
+        if loop.best_state is not None and not final:  # None: no evaluation scored a number
             model.load_state_dict(loop.best_state)  # training is over: the model may change
         return save_checkpoint(
             model,
@@ -200,6 +206,7 @@ class LoraTrainer(BertTrainer):
             candidate,
             self.tokenizer,
             write_weights=lambda staging: save_dylora(model, staging),
+            final=final,
         )
 
     def parse_plan(self, candidate: Candidate) -> TrainingPlan:

@@ -114,7 +114,7 @@ def test_a_dylora_study_ends_with_one_trial_per_rank(tmp_path: Path, procs: list
     )
     at_rank = tmp_path / f"dylora-trial{ranks[1].number}"  # named after the trial asked for
     said = f"trial {ranks[1].number} (rank 2 of #{training.number}): checkpoint in {at_rank.name}"
-    assert said in fetched and "the best sst2 dev accuracy" in fetched, fetched
+    assert said in fetched and "weights of the final step" in fetched, fetched
     assert json.loads((at_rank / "adapter_config.json").read_text())["r"] == 2
     other = subprocess.run(  # another rank than the trial's own: said, nothing written
         cli("fetch", "dylora", str(ranks[1].number), "--rank", "3", "--server", server.address),

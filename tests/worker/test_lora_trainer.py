@@ -5,11 +5,14 @@ candidates are CandidateErrors."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from _tiny_lora import lora_candidate, tiny_base
 
+from archsearch.spaces._checkpoint_names import NOTE_FILE
 from archsearch.worker import CandidateError, TrainContext, Trainer
 from archsearch.worker._registry import create_trainer
 
@@ -100,9 +103,13 @@ def test_a_kept_checkpoint_loads_back_at_every_rank(trainer, tmp_path, monkeypat
     from archsearch.worker._metrics import compute_metrics
 
     monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path))
-    candidate = lora_candidate(max_steps=4, eval_every=4, keep_checkpoint=True)
+    # evaluated at steps 1-6: the kept adapter is the final one, on which every rank was
+    # scored, not the best at r_max (whose ranks' scores were never measured)
+    candidate = lora_candidate(max_steps=6, eval_every=1, keep_checkpoint=True)
     result = train(trainer, candidate)
     folder = result.info["checkpoint"]
+    note = json.loads((Path(folder) / NOTE_FILE).read_text())
+    assert note["final"] is True and note["step"] == 6
     task = get_task("sst2")
     model = load_dylora(load_base_classifier(tiny_base(), task), folder)
     dev = trainer.encode("sst2", "dev", 32, {"max_seq_length": 32, "seed": 0}, candidate.data)

@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from archsearch.server._cli_common import (
     EXIT_FAILED,
     EXIT_UNREACHABLE,
     CliError,
+    _add_conn,
     _token,
     log,
+    quantity,
+    seconds,
+    whole_number,
 )
+from archsearch.server.app import MIN_MESSAGE_BYTES
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -168,3 +173,137 @@ def cmd_worker(args: argparse.Namespace) -> int:
     finally:
         client.close()
     return 0
+
+
+def add_serve_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    s = command("serve", "run the search server")
+    s.add_argument(
+        "--storage",
+        default="sqlite:///archsearch.db",
+        help="Optuna storage URL: sqlite:///FILE.db or postgresql://USER:PASS@HOST/DB",
+    )
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    s.add_argument(
+        "--port", type=whole_number(0, 65535), default=50051, help="port (0 picks a free one)"
+    )
+    s.add_argument(
+        "--admin-token-file",
+        help="admin tokens, one per line (can call everything); default: no tokens, loopback only",
+    )
+    s.add_argument(
+        "--worker-token-file", help="worker tokens, one per line (worker RPCs only); default: none"
+    )
+    s.add_argument("--tls-cert", help="server certificate (PEM); default: no TLS")
+    s.add_argument("--tls-key", help="server private key (PEM), with --tls-cert")
+    s.add_argument(
+        "--tls-client-ca",
+        help="require client certificates signed by this CA; default: none required",
+    )
+    s.add_argument(
+        "--lease-seconds",
+        type=whole_number(1),
+        default=60,
+        help="lease duration without heartbeat",
+    )
+    s.add_argument(
+        "--artifact-dir",
+        help="keep trial artifacts here: files workers upload (checkpoints) and a picture of "
+        "each trial's architecture graph (FlexiBERT spaces); give the same folder to "
+        "optuna-dashboard --artifact-dir; default: uploads in FILE-artifacts next to a SQLite "
+        "FILE.db (none with PostgreSQL), no pictures",
+    )
+    s.add_argument(
+        "--max-artifact-bytes",
+        type=whole_number(0),
+        default=1 << 30,
+        help="largest file a worker may upload (bytes)",
+    )
+    s.add_argument(
+        "--heartbeat-seconds",
+        type=whole_number(1),
+        default=10,
+        help="heartbeat interval told to workers",
+    )
+    s.add_argument(
+        "--max-long-polls",
+        type=whole_number(1),
+        default=256,
+        help="AcquireTrial calls waiting at once",
+    )
+    s.add_argument(
+        "--max-poll-seconds",
+        type=seconds(allow_zero=False),
+        default=30.0,
+        help="cap on a long poll's timeout",
+    )
+    s.add_argument(
+        "--max-message-bytes",
+        type=whole_number(MIN_MESSAGE_BYTES),
+        default=4 * 1024 * 1024,
+        help="largest message accepted",
+    )
+    s.set_defaults(func=cmd_serve)
+
+
+def add_worker_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    w = command("worker", "train candidates for a server")
+    _add_conn(w)
+    w.add_argument(
+        "--trainer",
+        action="append",
+        # No argparse choices: the worker's trainer registry knows the names (and says them).
+        help="trainer to run (bert, lora, autodistil, table, or a plugin's), repeatable; "
+        "default: bert",
+    )
+    w.add_argument("--table", help="table JSON for --trainer table")
+    w.add_argument(
+        "--duration",
+        type=seconds(allow_zero=True),
+        default=0.0,
+        help="simulated seconds per table trial",
+    )
+    w.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    w.add_argument(
+        "--glue-dir",
+        help="glue_data folder; default: $ARCHSEARCH_GLUE_DIR, then ../shared/data/glue (beside "
+        "the checkout, then the cwd); with none, data.source auto reads the hub when online",
+    )
+    w.add_argument(
+        "--save-minutes",
+        type=quantity(allow_zero=True, unit="minutes"),
+        metavar="MINUTES",
+        help="minutes of training between saves of a job's progress (weights, optimiser, "
+        "data position), which a retried job continues from; a stopped job also saves "
+        "(default 10; 0: never save)",
+    )
+    w.add_argument(
+        "--keep-progress-days",
+        type=quantity(allow_zero=True, unit="days"),
+        default=7.0,
+        metavar="DAYS",
+        help="remove a job's saved progress that has not changed for this long (a retry "
+        "that ran elsewhere, a trial never retried); looked for hourly (default 7; 0: never)",
+    )
+    w.add_argument("--study", help="only take trials of this study; default: any study")
+    w.add_argument("--worker-id", help="stable worker id; default: host-pid-random")
+    w.add_argument(
+        "--poll-seconds", type=seconds(allow_zero=False), default=20.0, help="long-poll timeout"
+    )
+    w.add_argument(
+        "--max-trials", type=whole_number(1), help="exit after this many trials; default: never"
+    )
+    w.add_argument(
+        "--idle-exit",
+        type=seconds(allow_zero=True),
+        help="exit after this many seconds without a trial (none to do, or the server gone); "
+        "default: never",
+    )
+    w.add_argument(
+        "--stop-grace",
+        type=seconds(allow_zero=True),
+        default=10.0,
+        metavar="SECONDS",
+        help="after SIGTERM, keep trying this long to hand back the current trial while the "
+        "server does not answer, then exit (default 10, under Kubernetes' 30 s)",
+    )
+    w.set_defaults(func=cmd_worker)

@@ -371,6 +371,8 @@ def trial_dict(t: Any, rank: tuple[int, Any] | None = None) -> dict[str, Any]:
     return {
         "number": t.number,
         "state": TRIAL_STATE_NAMES[t.state],
+        # RUNNING in the storage, held by no worker yet: the next acquire's (show: PREPARED)
+        "prepared": is_prepared(t),
         "values": list(t.values),
         "params": json.loads(t.params_json or "{}"),
         "metrics": dict(t.metrics),

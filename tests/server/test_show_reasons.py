@@ -182,3 +182,16 @@ def test_a_stored_study_the_server_cannot_read_is_named_not_denied(
         assert "unknown space 'digits'" in line and "a plugin's space or trainer" in line
     finally:
         srv.stop(0)
+
+
+def test_json_says_which_running_trials_are_only_prepared() -> None:
+    """``show`` prints PREPARED for a candidate the server holds ready for the next acquire
+    (stored RUNNING, no worker); --json said "RUNNING" alone, so a script counted it as
+    training."""
+    from archsearch.server._format import trial_dict
+    from archsearch.v1 import archsearch_pb2 as pb
+
+    ready = trial_dict(pb.Trial(number=3, state=pb.RUNNING, duplicate_of=-1))
+    held = trial_dict(pb.Trial(number=2, state=pb.RUNNING, worker_id="w", duplicate_of=-1))
+    assert (ready["state"], ready["prepared"]) == ("RUNNING", True)
+    assert (held["state"], held["prepared"]) == ("RUNNING", False)

@@ -62,8 +62,14 @@ class _Base:
         self._metadata = (("authorization", f"Bearer {self._token}"),) if self._token else ()
         self.tls = bool(tls or tls_ca)
         self._last_cause: str | None = None
+        self._closed = False
 
     def _call(self, stub_method: Any, request: Any, timeout: float | None = None) -> Any:
+        if self._closed:  # grpc says "ValueError: Cannot invoke RPC on closed channel!"
+            raise RuntimeError(
+                f"this client of {self.target} is closed (its `with` block ended, or close() "
+                "was called); make a new one"
+            )
         try:
             return stub_method(request, timeout=timeout or self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as e:
@@ -92,6 +98,7 @@ class _Base:
         return cause
 
     def close(self) -> None:
+        self._closed = True
         self._channel.close()
 
     def __enter__(self) -> Any:

@@ -78,3 +78,12 @@ def test_wait_says_a_study_without_a_result_and_a_timeout(sqlite_server, capsys)
         assert admin.wait("idle", timeout_s=5).state == pb.STUDY_STOPPED
     assert cli.main(["wait", "idle", "--server", srv.address]) == 1
     assert "(it was stopped)" in capsys.readouterr().err
+
+
+def test_a_closed_client_says_so(sqlite_server) -> None:  # type: ignore[no-untyped-def]
+    """A call after the ``with`` block raised grpc's "Cannot invoke RPC on closed channel!"."""
+    srv = sqlite_server()
+    with SearchClient(srv.address) as admin:
+        admin.list_studies()
+    with pytest.raises(RuntimeError, match=r"client of .* is closed"):
+        admin.list_studies()

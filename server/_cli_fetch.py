@@ -101,6 +101,8 @@ def _files(args: argparse.Namespace) -> int:
         out, names = fetch_files(
             args.server, args.name, args.trial, args.artifact, args.out, **conn
         )
+    except NoSuchTrial as e:
+        raise CliError(str(e), EXIT_NOT_FOUND) from e
     except FetchError as e:
         raise CliError(str(e)) from e
     print(f"trial {args.trial}: {len(names)} file(s) in {out}: {', '.join(names)}")

@@ -141,13 +141,21 @@ def fetch_files(
     its name, sha256 checked; returns the folder and the names written.
 
     Raises:
-        FetchError: No such trial or artifact, nothing to fetch, an ``out`` that exists or
-            cannot be written (nothing was written).
+        FetchError: No such study, trial or artifact (:class:`NoSuchTrial` for the first
+            two), nothing to fetch, an ``out`` that exists or cannot be written (nothing was
+            written).
         ClientError: The server refused or cannot be reached.
     """
-    from archsearch.server.client import WorkerClient
+    import grpc
 
-    held = trial_files(server, study, trial, token=token, tls_ca=tls_ca, tls=tls)
+    from archsearch.server.client import ClientError, WorkerClient
+
+    try:
+        held = trial_files(server, study, trial, token=token, tls_ca=tls_ca, tls=tls)
+    except ClientError as e:  # no such study or trial: a FetchError, as fetch_checkpoint's
+        if e.code == grpc.StatusCode.NOT_FOUND:
+            raise NoSuchTrial(e.details) from None
+        raise
     if not held:
         raise FetchError(no_files(server, study, trial, token=token, tls_ca=tls_ca, tls=tls))
     missing = [n for n in names or () if n not in held]

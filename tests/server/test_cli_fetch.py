@@ -305,3 +305,11 @@ def test_a_plain_lora_adapter_is_not_called_dylora(tmp_path: Path) -> None:
     assert _adapter_kind(tmp_path) == "a LoRA adapter"
     (tmp_path / "dylora.json").write_text('{"spec": {"mode": "dylora", "r_max": 4}, "rank": 4}')
     assert _adapter_kind(tmp_path) == "a DyLoRA adapter"
+
+
+def test_fetch_files_of_a_missing_trial_is_a_fetch_error(server, study) -> None:  # type: ignore[no-untyped-def]
+    """The README says FetchError covers "no such trial"; fetch_files raised ClientError."""
+    from archsearch.server.fetch import NoSuchTrial, fetch_files
+
+    with pytest.raises(NoSuchTrial, match="no trial 77"):
+        fetch_files(server.address, "s", 77, token=ADMIN)

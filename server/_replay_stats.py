@@ -125,8 +125,12 @@ def summarise(
     for c in checkpoints:
         vals = [abs(targets.best - r.best[min(c, len(r.best)) - 1]) for r in runs if r.best]
         regrets[c] = float(np.median(vals)) if vals else float("nan")
+    # Half the seeds or more never reached the target: the median is not known, only that it
+    # is past the budget (the mean of a hit and the "budget + 1" placeholder is no count).
+    ordered = sorted(counted)
+    censored = ordered[len(ordered) // 2] > evals if ordered else False
     return {
-        "median_evals": float(np.median(counted)),
+        "median_evals": float(evals + 1) if censored else float(np.median(counted)),
         "interval": median_interval(counted),
         "reached": sum(h is not None for h in hits),
         "n": len(runs),

@@ -1,7 +1,8 @@
 """``archsearch wait``: block until a study is no longer running, for scripts and CI jobs.
 
-Exit status 0 when it completed with at least one completed trial, 1 when it was stopped or
-ended with none (every trial failed), 124 when ``--timeout`` ran out (as ``timeout(1)``),
+Exit status 0 when it completed with a best trial (a completed trial with measured, finite
+values), 1 when it was stopped or ended without one (every trial failed; an AutoDistil study
+that trained no student), 124 when ``--timeout`` ran out (as ``timeout(1)``),
 and the CLI's usual statuses for a missing study (4) or a server that cannot be reached (3).
 """
 
@@ -55,18 +56,19 @@ def cmd_wait(args: argparse.Namespace) -> int:
         client.get_study(args.name)  # no such study, no server: said now, not after a wait
         try:
             study = client.wait(args.name, args.timeout, args.interval)
-        except TimeoutError:
+        except TimeoutError as e:
             raise CliError(
-                f"study {args.name} is still running after {args.timeout:g}s (--timeout)",
-                EXIT_TIMEOUT,
+                f"{str(e).replace('still', 'is still', 1)} (--timeout)", EXIT_TIMEOUT
             ) from None
     if args.json:
         print(json_text(study_dict(study)))
     else:
         print(summary(study))
-    if study.state == pb.STUDY_COMPLETED and study.n_complete > 0:
+    if study.state == pb.STUDY_COMPLETED and study.best_trials:
         return 0
-    why = "it was stopped" if study.state == pb.STUDY_STOPPED else "no trial completed"
+    # no best trial: none completed with measured, finite values (an AutoDistil study's jobs
+    # and scored-only students complete without one)
+    why = "it was stopped" if study.state == pb.STUDY_STOPPED else "no trial has a measured score"
     print(
         f"archsearch: study {study.name} ended without a result ({why}); "
         f"`archsearch show {study.name}` says why",

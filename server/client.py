@@ -126,23 +126,42 @@ class SearchClient(_Base):
         """Blocks until study ``name`` is no longer running (completed or stopped), polling
         ``GetStudy`` every ``poll_s`` seconds, and returns it (its best trials included).
         A server that stops answering meanwhile (a restart) is waited for, within
-        ``timeout_s``.
+        ``timeout_s``; each call is cut to the time left.
 
         Raises:
-            TimeoutError: still running after ``timeout_s`` seconds.
-            ClientError: the server refused (NOT_FOUND: no such study; a deleted one).
+            TimeoutError: still running after ``timeout_s`` seconds (or the server has not
+                answered since: the message says which).
+            ClientError: the server refused (NOT_FOUND: no such study, or it was deleted
+                while waited for).
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        silent: ClientError | None = None  # the last call's error, while the server is away
         while True:
-            try:
-                study = self.get_study(name)
-                if study.state != pb.STUDY_RUNNING:
-                    return study
+            left = math.inf if deadline is None else deadline - time.monotonic()
+            try:  # each call within the time left: a hung server must not hold it longer
+                study = self._call(
+                    self._stub.GetStudy,
+                    pb.GetStudyRequest(name=name),
+                    timeout=max(0.05, min(self.timeout_s or 30.0, left)),
+                )
+                silent = None
+                if study.study.state != pb.STUDY_RUNNING:
+                    return study.study
             except ClientError as e:
+                if e.code == grpc.StatusCode.NOT_FOUND:
+                    raise ClientError(
+                        e.code, f"study {name} was deleted while it was waited for", "GetStudy"
+                    ) from None
                 if not e.transient:
                     raise
+                silent = e
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"study {name} still running after {timeout_s:g}s")
+                why = (
+                    f"; the server at {self.target} has not answered since ({silent.code.name})"
+                    if silent is not None
+                    else ""
+                )
+                raise TimeoutError(f"study {name} still running after {timeout_s:g}s{why}")
             left = math.inf if deadline is None else deadline - time.monotonic()
             time.sleep(max(0.0, min(poll_s, left)))
 

@@ -10,7 +10,7 @@ import pytest
 from _procs import table_spec
 
 from archsearch.server import cli
-from archsearch.server.client import SearchClient, WorkerClient
+from archsearch.server.client import ClientError, SearchClient, WorkerClient
 from archsearch.v1 import archsearch_pb2 as pb
 
 CAPS = pb.WorkerCapabilities(trainers=["table"], device="cpu")
@@ -63,7 +63,7 @@ def test_wait_says_a_study_without_a_result_and_a_timeout(sqlite_server, capsys)
     out, err = capsys.readouterr()
     assert "0 complete, 0 pruned, 1 failed" in out
     assert err.strip() == (
-        "archsearch: study f ended without a result (no trial completed); "
+        "archsearch: study f ended without a result (no trial has a measured score); "
         "`archsearch show f` says why"
     )
     started = time.monotonic()
@@ -87,3 +87,59 @@ def test_a_closed_client_says_so(sqlite_server) -> None:  # type: ignore[no-unty
         admin.list_studies()
     with pytest.raises(RuntimeError, match=r"client of .* is closed"):
         admin.list_studies()
+
+
+def test_wait_keeps_its_timeout_when_the_server_hangs_and_says_a_deletion(
+    sqlite_server,  # type: ignore[no-untyped-def]
+) -> None:
+    """A server that accepts and never answers (SIGSTOP) held each call for the default 30 s
+    deadline, so ``--timeout 4`` took 32 s; a study deleted while waited for looked as if it
+    had never existed."""
+    import socket
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        with SearchClient(f"127.0.0.1:{hung.getsockname()[1]}") as client:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError, match="has not answered since"):
+                client.wait("s", timeout_s=1.0, poll_s=0.2)
+            assert time.monotonic() - started < 5
+    srv = sqlite_server()
+    with SearchClient(srv.address) as admin:
+        admin.launch(table_spec("gone", 1))  # running: no worker takes it
+
+        def delete_soon() -> None:  # between two looks of the waiter (every 2 s)
+            time.sleep(0.5)
+            with SearchClient(srv.address) as other:
+                other.stop("gone")
+                other.delete("gone")
+
+        thread = threading.Thread(target=delete_soon, daemon=True)
+        thread.start()
+        with pytest.raises(ClientError, match="study gone was deleted while it was waited for"):
+            admin.wait("gone", timeout_s=10, poll_s=2)
+        thread.join(10)
+
+
+def test_wait_fails_a_completed_study_without_a_best_trial(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An AutoDistil study whose jobs completed (values ±inf) but trained no student has
+    completed trials and no best one: it has no result (wait said exit 0)."""
+    import contextlib
+
+    from archsearch.server import _cli_wait
+
+    study = pb.Study(name="a", state=pb.STUDY_COMPLETED, n_complete=3, spec_json="{}")
+
+    class Client:
+        def get_study(self, _: str) -> pb.Study:
+            return study
+
+        def wait(self, *_: object) -> pb.Study:
+            return study
+
+    monkeypatch.setattr(_cli_wait, "_search_client", lambda args: contextlib.nullcontext(Client()))
+    assert cli.main(["wait", "a"]) == 1
+    assert "ended without a result (no trial has a measured score)" in capsys.readouterr().err

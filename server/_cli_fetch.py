@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from archsearch.server._cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
     EXIT_NOT_FOUND,
     CliError,
     _add_conn,
@@ -18,6 +20,7 @@ from archsearch.server._cli_common import (
 )
 from archsearch.server.fetch import (
     ADAPTER_CONFIG,
+    BadFetchRequest,
     Fetched,
     FetchError,
     NoSuchTrial,
@@ -77,10 +80,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             tls_ca=args.tls_ca,
             tls=args.tls,
         )
-    except NoSuchTrial as e:
-        raise CliError(str(e), EXIT_NOT_FOUND) from e
     except FetchError as e:
-        raise CliError(str(e)) from e
+        raise _fetch_error(e) from e
     print(_summary(got))
     return 0
 
@@ -101,10 +102,8 @@ def _files(args: argparse.Namespace) -> int:
         out, names = fetch_files(
             args.server, args.name, args.trial, args.artifact, args.out, **conn
         )
-    except NoSuchTrial as e:
-        raise CliError(str(e), EXIT_NOT_FOUND) from e
     except FetchError as e:
-        raise CliError(str(e)) from e
+        raise _fetch_error(e) from e
     print(f"trial {args.trial}: {len(names)} file(s) in {out}: {', '.join(names)}")
     return 0
 
@@ -159,3 +158,12 @@ def _adapter_kind(folder: Path) -> str:
     except (OSError, ValueError, AttributeError):
         return "a LoRA adapter"
     return "a DyLoRA adapter" if spec.get("mode", "dylora") == "dylora" else "a LoRA adapter"
+
+
+def _fetch_error(e: FetchError) -> CliError:
+    """The CLI's error for ``e``: 4 for a missing study, trial or file, 2 for a request that
+    does not apply (an ``--out`` that exists, a ``--rank`` that was never scored), 1 for a
+    trial with nothing to fetch (it kept nothing, failed, or is a job)."""
+    if isinstance(e, NoSuchTrial):
+        return CliError(str(e), EXIT_NOT_FOUND)
+    return CliError(str(e), EXIT_BAD_INPUT if isinstance(e, BadFetchRequest) else EXIT_FAILED)

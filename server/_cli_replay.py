@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archsearch.server._cli_common import CliError, _token
+from archsearch.server._cli_common import EXIT_FAILED, CliError, _token
 
 DEFAULT_LOOPS = "random,tpe,boshnas,numeric-gp"
 GRAPHLESS_LOOPS = "random,tpe,numeric-gp"
@@ -186,6 +187,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     search = None
     if args.server:
         search = _service_search(args, table, loop_options)
+    folder = Path(args.plot).absolute().parent  # said now, not after every search has run
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise CliError(f"cannot write the plot {args.plot}: {folder} is not a writable folder")
     try:
         report = run_replay(
             table,
@@ -201,8 +205,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             count_repeats=args.count_repeats,
             search=search,
         )
-    except ReplayError as e:
-        raise CliError(str(e)) from e
+    except ReplayError as e:  # the table or the loops (2); a search that failed as it ran (1)
+        from archsearch.server._service_replay import ServiceReplayFailed
+
+        raise CliError(str(e), EXIT_FAILED if isinstance(e, ServiceReplayFailed) else 2) from e
     tg = report.targets
     print(
         f"\nbest {tg.best:.4f}; top {args.top:g}% = best {tg.k} -> {t.metric} "

@@ -36,6 +36,12 @@ from archsearch.v1 import archsearch_pb2 as pb
 SEARCH_TIMEOUT_S = 3600.0
 
 
+class ServiceReplayFailed(ReplayError):
+    """A search through the service failed as it ran (the server refused its study, a
+    worker's call failed, it timed out, other workers took its trials): not the caller's
+    input (the CLI exits 1)."""
+
+
 def check_service_table(table: ReplayTable) -> None:
     """Raises ReplayError unless the service can host a search of ``table``."""
     if getattr(table.space, "name", "") != "flexibert-small" or not getattr(
@@ -95,7 +101,7 @@ def service_replay_search(
             search.wait_ready(ready_timeout_s)
             search.launch(spec)
         except ClientError as e:
-            raise ReplayError(
+            raise ServiceReplayFailed(
                 f"cannot launch the replay study {name} on {target}: {e.details}"
             ) from e
         t0 = time.perf_counter()
@@ -128,7 +134,7 @@ def service_replay_search(
                 with contextlib.suppress(ClientError):
                     search.stop(name)
         if errors:
-            raise ReplayError(f"replay study {name}: {errors[0]}")
+            raise ServiceReplayFailed(f"replay study {name}: {errors[0]}")
         seconds = time.perf_counter() - t0
         trials = search.list_trials(name)
         asks = len(trials)
@@ -160,7 +166,7 @@ def _only_ours(name: str, target: str, trials: list[pb.Trial]) -> None:
         }
     )
     if others:
-        raise ReplayError(
+        raise ServiceReplayFailed(
             f"replay study {name}: trials were completed by other workers of {target} "
             f"({', '.join(others)}), which this replay cannot count; stop the table workers "
             "connected to that server, or replay against a server of its own"
@@ -201,7 +207,7 @@ def _work(
                     score = table.score(arch)
                 except KeyError:
                     client.fail(resp.lease.lease_id, "no row of the table", retryable=False)
-                    raise ReplayError(
+                    raise ServiceReplayFailed(
                         f"the server proposed {table.space.describe(arch)}, no row of "
                         f"{table.source}"
                     ) from None

@@ -44,7 +44,13 @@ class FetchError(ValueError):
 
 
 class NoSuchTrial(FetchError):
-    """The study has no trial of that number (the CLI exits 4, as for any missing study)."""
+    """No such study, trial or file of the trial (the CLI exits 4, as for any missing
+    study)."""
+
+
+class BadFetchRequest(FetchError):
+    """The request itself cannot be met as given: an ``out`` that exists or cannot be made, a
+    ``rank`` that does not apply (the CLI exits 2, as for any bad input)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +104,7 @@ def fetch_checkpoint(
     if of_rank is not None:  # a rank trial holds no weights: its training trial does
         source = of_rank[1]
         if rank is not None and rank != of_rank[0]:
-            raise FetchError(
+            raise BadFetchRequest(
                 f"--rank {rank}: trial {trial} is rank {of_rank[0]} of #{source.number} "
                 f"(fetch #{source.number} --rank {rank}, or leave --rank out)"
             )
@@ -160,7 +166,7 @@ def fetch_files(
         raise FetchError(no_files(server, study, trial, token=token, tls_ca=tls_ca, tls=tls))
     missing = [n for n in names or () if n not in held]
     if missing:
-        raise FetchError(
+        raise NoSuchTrial(
             f"trial {trial} holds no file {missing[0]!r} (it holds: {', '.join(sorted(held))})"
         )
     wanted = sorted(set(names or held))
@@ -247,12 +253,14 @@ def no_files(server: str, study: str, trial: int, **conn: Any) -> str:
 def _check_out(out: Path) -> None:
     """Refuses an ``--out`` that would overwrite something or cannot be created."""
     if out.exists() and not out.is_dir():
-        raise FetchError(f"{out} is a file, not a folder (pass --out NEW_FOLDER)")
+        raise BadFetchRequest(f"{out} is a file, not a folder (pass --out NEW_FOLDER)")
     if out.exists() and any(out.iterdir()):
-        raise FetchError(f"{out} exists and is not empty (pass --out NEW_FOLDER, or remove it)")
+        raise BadFetchRequest(
+            f"{out} exists and is not empty (pass --out NEW_FOLDER, or remove it)"
+        )
     parent = out.absolute().parent
     if not parent.is_dir():
-        raise FetchError(f"cannot write {out}: {parent} is not a folder (create it first)")
+        raise BadFetchRequest(f"cannot write {out}: {parent} is not a folder (create it first)")
 
 
 #: Files of a checkpoint archsearch's own trainers keep (a plugin's may hold none of them).
@@ -364,14 +372,23 @@ def adapter_at_rank(folder: Path, rank: int) -> None:
     """
     config_file, weights = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
     if not (folder / DYLORA_FILE).is_file() or not config_file.is_file() or not weights.is_file():
-        raise FetchError(
+        raise BadFetchRequest(
             "--rank applies to a lora trainer's adapter; this checkpoint is a whole model "
             "(fetch it without --rank)"
         )
     config = json.loads(config_file.read_text())
     r_max = int(config["r"])
+    scored = _scored_ranks(folder / DYLORA_FILE, r_max)
+    if rank <= r_max and rank not in scored:
+        raise BadFetchRequest(
+            f"--rank {rank} was never trained or scored: this adapter is plain LoRA trained at "
+            f"r_max {r_max}, scored at rank(s) {scored} (launch with recipe.lora.eval_ranks to "
+            "score its truncations, or use mode dylora)"
+        )
     if rank > r_max:
-        raise FetchError(f"--rank {rank} is above the adapter's r_max {r_max} (pass 1-{r_max})")
+        raise BadFetchRequest(
+            f"--rank {rank} is above the adapter's r_max {r_max} (pass 1-{r_max})"
+        )
     if config.get("use_rslora") or config.get("rank_pattern") or config.get("alpha_pattern"):
         raise FetchError(
             "this adapter sets use_rslora or per-module ranks: fetch it without --rank"
@@ -397,3 +414,12 @@ def adapter_at_rank(folder: Path, rank: int) -> None:
     config["r"] = rank
     config_file.write_text(json.dumps(config, indent=2) + "\n")
     (folder / DYLORA_FILE).unlink()
+
+
+def _scored_ranks(settings: Path, r_max: int) -> list[int]:
+    """The ranks a lora trial scored: every rank for DyLoRA (each was trained), those of
+    ``eval_ranks`` for plain LoRA (default: r_max alone)."""
+    spec = json.loads(settings.read_text()).get("spec", {})
+    if spec.get("mode", "dylora") == "dylora":
+        return list(range(1, r_max + 1))
+    return sorted(int(b) for b in spec.get("eval_ranks") or [r_max])

@@ -177,9 +177,11 @@ def test_mistakes_are_one_line_errors(server, study, tmp_path, capsys, args, mes
         with pytest.raises(SystemExit) as exited:
             fetch(server, study, *args, "--out", str(out))
         assert exited.value.code == 2
-    else:  # 4: no such study or trial (README, "Scripting"); 2: any other mistake
+    else:  # README "Scripting": 4 no such study or trial, 2 a --rank that does not apply,
+        # 1 a trial with nothing to fetch
         missing = message in ("not found",) or "has no trial" in message
-        assert fetch(server, study, *args, "--out", str(out)) == (4 if missing else 2)
+        code = 4 if missing else 2 if message.startswith("--rank") else 1
+        assert fetch(server, study, *args, "--out", str(out)) == code
     err = capsys.readouterr().err
     assert err.startswith("archsearch: ") and message in err, err
     assert "Traceback" not in err and err.count("\n") == 1
@@ -246,7 +248,9 @@ def test_a_trials_own_files_are_listed_and_fetched_by_name(server, study, tmp_pa
         "         700  model.pkl",
         "          22  notes.json",
     ]
-    assert fetch(server, study, "s", "7", "--out", str(tmp_path / "none")) == 2
+    assert (
+        fetch(server, study, "s", "7", "--out", str(tmp_path / "none")) == 1
+    )  # nothing of archsearch to fetch
     err = capsys.readouterr().err
     assert "kept no checkpoint of archsearch's; it holds model.pkl, notes.json: fetch them" in err
     out = tmp_path / "one"
@@ -260,7 +264,8 @@ def test_a_trials_own_files_are_listed_and_fetched_by_name(server, study, tmp_pa
     assert sorted(p.name for p in (tmp_path / "s-trial7").iterdir()) == ["model.pkl", "notes.json"]
     capsys.readouterr()
     assert (
-        fetch(server, study, "s", "7", "--artifact", "nope.bin", "--out", str(tmp_path / "x")) == 2
+        fetch(server, study, "s", "7", "--artifact", "nope.bin", "--out", str(tmp_path / "x"))
+        == 4  # no such file
     )
     err = capsys.readouterr().err
     assert "trial 7 holds no file 'nope.bin' (it holds: model.pkl, notes.json)" in err
@@ -313,3 +318,21 @@ def test_fetch_files_of_a_missing_trial_is_a_fetch_error(server, study) -> None:
 
     with pytest.raises(NoSuchTrial, match="no trial 77"):
         fetch_files(server.address, "s", 77, token=ADMIN)
+
+
+def test_a_plain_lora_adapter_is_cut_only_at_ranks_it_scored(tmp_path: Path) -> None:
+    """A plain LoRA adapter (mode lora) was trained at r_max only: cutting it at another
+    rank wrote an adapter nobody trained or scored; its eval_ranks (the truncated-LoRA
+    baseline) are the ranks it scored."""
+    from archsearch.server.fetch import (
+        ADAPTER_CONFIG,
+        ADAPTER_WEIGHTS,
+        BadFetchRequest,
+        adapter_at_rank,
+    )
+
+    (tmp_path / ADAPTER_CONFIG).write_text('{"r": 4, "lora_alpha": 8}')
+    (tmp_path / ADAPTER_WEIGHTS).write_bytes(b"")
+    (tmp_path / "dylora.json").write_text('{"spec": {"mode": "lora", "eval_ranks": [4]}}')
+    with pytest.raises(BadFetchRequest, match="--rank 2 was never trained or scored"):
+        adapter_at_rank(tmp_path, 2)

@@ -116,3 +116,13 @@ def test_an_interrupted_replay_stops_its_study(
     with SearchClient(server.address) as client:
         (study,) = client.list_studies()
     assert study.state != 1, "the replay study was left running"  # 1: STUDY_RUNNING
+
+
+def test_an_unwritable_plot_is_said_before_any_search(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It failed only after every search had run (exit 2 at the very end)."""
+    code = cli.main(["replay", str(TABLE), "--plot", str(tmp_path / "no" / "such" / "p.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a writable folder" in err
+    assert "| random |" not in capsys.readouterr().out

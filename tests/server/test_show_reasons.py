@@ -121,7 +121,7 @@ def test_a_retry_names_the_trial_it_retries(
         assert by_number[first.trial_number]["retry_of"] is None
         fetched = cli.main(["fetch", "s", str(first.trial_number), "--server", srv.address])
         err = capsys.readouterr().err
-        assert fetched == 2
+        assert fetched == 1  # it failed: nothing to fetch
         assert f"it was retried as trial {again.trial_number}: fetch that one" in err
     finally:
         srv.stop(0)

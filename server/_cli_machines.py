@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 
 from archsearch.server._cli_common import (
     EXIT_FAILED,
+    EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
     CliError,
     _add_conn,
@@ -126,7 +127,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from archsearch.worker._checkpoint_dir import checkpoint_root
     from archsearch.worker._progress_sweep import ProgressSweeper
     from archsearch.worker._registry import create_trainer
-    from archsearch.worker._runner import NeverReached
+    from archsearch.worker._runner import NeverReached, NoSuchStudy
 
     options = {
         "glue_dir": args.glue_dir,
@@ -167,7 +168,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker.run()
     except SystemExit as e:  # the worker's fatal errors, said with the CLI's one prefix
         if isinstance(e.code, str):
-            code = EXIT_UNREACHABLE if isinstance(e, NeverReached) else EXIT_FAILED
+            code = (
+                EXIT_UNREACHABLE
+                if isinstance(e, NeverReached)
+                else EXIT_NOT_FOUND
+                if isinstance(e, NoSuchStudy)
+                else EXIT_FAILED
+            )
             raise CliError(e.code.removeprefix("worker: "), code) from None
         raise
     finally:

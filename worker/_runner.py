@@ -61,6 +61,10 @@ class NeverReached(SystemExit):
     server that cannot be reached)."""
 
 
+class NoSuchStudy(SystemExit):
+    """The ``--study`` this worker was started for does not exist (the CLI exits 4)."""
+
+
 class Worker(ServerCalls):
     """Runs trials from an archsearch server until stopped.
 
@@ -227,7 +231,7 @@ class Worker(ServerCalls):
         SystemExit with the server's one line (FAILED_PRECONDITION: a study this worker can
         never serve, or NOT_FOUND: no such study)."""
         if e.code == grpc.StatusCode.NOT_FOUND:
-            raise SystemExit(f"worker: {e.details}")
+            raise NoSuchStudy(f"worker: {e.details}")
         if e.code != grpc.StatusCode.FAILED_PRECONDITION:
             raise SystemExit(f"worker: {e}")
         if not (self.study_name and e.details.endswith(STUDY_ENDED)):

@@ -273,7 +273,7 @@ def test_a_study_the_worker_can_never_serve_ends_it_with_the_servers_line(
 ) -> None:
     """A ``--study`` that ended before the worker started is no failure (a fleet's late
     worker exits 0, so that a Kubernetes Job does not restart it); another trainer's study,
-    or none of that name, is (exit 1, 4: "Scripting" in the README)."""
+    is (exit 1), and so is none of that name (exit 4: "Scripting" in the README)."""
     caplog.set_level(logging.INFO, logger=LOG)
     with SearchClient(server.address) as admin:
         admin.launch(table_spec("q2", 2))
@@ -282,7 +282,7 @@ def test_a_study_the_worker_can_never_serve_ends_it_with_the_servers_line(
     assert archsearch_cli.main([*base, "--study", "q2", "--poll-seconds", "1"]) == 0
     assert "study q2 is stopped; nothing left to train; exiting" in caplog.text
 
-    assert archsearch_cli.main([*base, "--study", "nosuch", "--poll-seconds", "1"]) == 1
+    assert archsearch_cli.main([*base, "--study", "nosuch", "--poll-seconds", "1"]) == 4
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line == "archsearch: no archsearch study named 'nosuch'; `archsearch studies` lists them"
 

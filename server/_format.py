@@ -365,6 +365,16 @@ def study_dict(s: Any, best: bool = True) -> dict[str, Any]:
     return out
 
 
+def _rank_of(t: Any) -> int | None:
+    """A DyLoRA rank trial's training trial from the trial alone (its ``lora_rank`` and
+    ``derived_from``), for lists that do not hold the training trial (best trials)."""
+    from archsearch.server._rank_trials import RANK_PARAM
+
+    if not t.HasField("derived_from"):
+        return None
+    return int(t.derived_from) if RANK_PARAM in json.loads(t.params_json or "{}") else None
+
+
 def trial_dict(t: Any, rank: tuple[int, Any] | None = None) -> dict[str, Any]:
     """A trial as ``show --json`` prints it; a DyLoRA rank trial (``rank``, from
     :func:`rank_trials_of`) names its training trial in ``rank_of``."""
@@ -384,7 +394,7 @@ def trial_dict(t: Any, rank: tuple[int, Any] | None = None) -> dict[str, Any]:
         "started_at": t.started_at,
         "finished_at": t.finished_at,
         "duplicate_of": t.duplicate_of if t.duplicate_of >= 0 else None,
-        "rank_of": rank[1].number if rank else None,
+        "rank_of": rank[1].number if rank else _rank_of(t),
         "derived_from": t.derived_from if t.HasField("derived_from") else None,
         "description": t.description,
         "info": dict(t.info),

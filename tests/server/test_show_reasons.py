@@ -195,3 +195,17 @@ def test_json_says_which_running_trials_are_only_prepared() -> None:
     held = trial_dict(pb.Trial(number=2, state=pb.RUNNING, worker_id="w", duplicate_of=-1))
     assert (ready["state"], ready["prepared"]) == ("RUNNING", True)
     assert (held["state"], held["prepared"]) == ("RUNNING", False)
+
+
+def test_a_rank_trial_alone_names_its_training_trial() -> None:
+    """``wait --json`` prints the best trials without the trial list: a rank trial's rank_of
+    was null there (show --json found it through the training trial in the list)."""
+    from archsearch.server._format import trial_dict
+    from archsearch.v1 import archsearch_pb2 as pb
+
+    rank = pb.Trial(
+        number=4, state=pb.COMPLETE, derived_from=0, params_json='{"lora_rank": 2}', duplicate_of=-1
+    )
+    student = pb.Trial(number=5, state=pb.COMPLETE, derived_from=1, duplicate_of=-1)
+    assert trial_dict(rank)["rank_of"] == 0
+    assert trial_dict(student)["rank_of"] is None  # an AutoDistil student: derived, no rank

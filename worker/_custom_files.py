@@ -15,7 +15,7 @@ from typing import Any
 
 from archsearch.spaces import CustomTask
 from archsearch.spaces._custom_task import is_label_value, label_key, sorted_labels
-from archsearch.worker._example import GlueExample, finite_score
+from archsearch.worker._example import GlueExample, finite_score, not_utf8
 
 
 def resolve_custom_task(task: CustomTask) -> CustomTask:
@@ -121,29 +121,32 @@ def _read_custom_cached(
 def _iter_records(path: Path, fmt: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
     """(line number, column -> value) for each record; a missing column maps to None."""
     # utf-8-sig: a byte-order mark would otherwise glue itself onto the first column name.
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        if fmt == "jsonl":
-            for line, text in enumerate(f, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{line}: not valid JSON: {e}") from None
-                if not isinstance(record, dict):
-                    raise ValueError(f"{path}:{line}: expected a JSON object per line")
-                yield line, record
-            return
-        if fmt == "tsv":  # as GLUE: no quoting, a '"' is text
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        else:
-            reader = csv.reader(f)
-        header = next(reader, None)
-        if not header:
-            raise ValueError(f"{path}: empty file; the first line must name the columns")
-        header = [h.strip() for h in header]
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
-            record = dict(zip(header, row, strict=False))
-            yield reader.line_num, record
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            if fmt == "jsonl":
+                for line, text in enumerate(f, start=1):
+                    if not text.strip():
+                        continue
+                    try:
+                        record = json.loads(text)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}:{line}: not valid JSON: {e}") from None
+                    if not isinstance(record, dict):
+                        raise ValueError(f"{path}:{line}: expected a JSON object per line")
+                    yield line, record
+                return
+            if fmt == "tsv":  # as GLUE: no quoting, a '"' is text
+                reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            else:
+                reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                raise ValueError(f"{path}: empty file; the first line must name the columns")
+            header = [h.strip() for h in header]
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # blank line
+                record = dict(zip(header, row, strict=False))
+                yield reader.line_num, record
+    except UnicodeDecodeError:
+        raise ValueError(not_utf8(path)) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 
@@ -35,3 +36,18 @@ def finite_score(raw: Any, where: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{where}: score {raw!r} is not finite")
     return value
+
+
+def not_utf8(path: Path) -> str:
+    """Where ``path`` stops being UTF-8 text, as a message: its file, line and byte (what a
+    reader's UnicodeDecodeError leaves out), and the fix."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return (
+            f"{path}:{line}: not UTF-8 text (byte {data[e.start : e.start + 1]!r} at offset "
+            f"{e.start}: {e.reason}); save the file as UTF-8"
+        )
+    return f"{path}: not UTF-8 text; save the file as UTF-8"

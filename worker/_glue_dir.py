@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from archsearch.spaces import GLUE_TASKS, GlueTask, get_task
-from archsearch.worker._example import GlueExample
+from archsearch.worker._example import GlueExample, not_utf8
 
 #: Environment variable naming the ``glue_data`` folder when ``--glue-dir`` is not given.
 GLUE_DIR_ENV = "ARCHSEARCH_GLUE_DIR"
@@ -167,27 +167,30 @@ def read_tsv(task: GlueTask, path: Path) -> list[GlueExample]:
     """Parses one labelled GLUE TSV file (no caching); see :func:`load_split`."""
     # utf-8-sig strips MRPC's byte-order mark, which would otherwise glue itself onto the
     # first column name ("\ufeffQuality") and hide the label column.
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = list(next(rows, [])) if task.has_header else list(task.column_names)
-        first_line = 2 if task.has_header else 1
-        wanted = [*task.text_columns, task.label_column]
-        missing = [c for c in wanted if c not in header]
-        if missing:
-            raise GlueDataInvalid(f"{path}: header {header} lacks column(s) {missing}")
-        text_idx = [header.index(c) for c in task.text_columns]
-        label_idx = header.index(task.label_column)
-        needed = max(*text_idx, label_idx) + 1
-        examples = []
-        for line, row in enumerate(rows, start=first_line):
-            if len(row) < needed:
-                if task.tolerate_short_rows:
-                    continue
-                raise GlueDataInvalid(
-                    f"{path}:{line}: {len(row)} columns, expected at least {needed}"
-                )
-            texts = tuple(row[i] for i in text_idx)
-            examples.append(GlueExample(texts, _parse_label(task, row[label_idx], path, line)))
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = list(next(rows, [])) if task.has_header else list(task.column_names)
+            first_line = 2 if task.has_header else 1
+            wanted = [*task.text_columns, task.label_column]
+            missing = [c for c in wanted if c not in header]
+            if missing:
+                raise GlueDataInvalid(f"{path}: header {header} lacks column(s) {missing}")
+            text_idx = [header.index(c) for c in task.text_columns]
+            label_idx = header.index(task.label_column)
+            needed = max(*text_idx, label_idx) + 1
+            examples = []
+            for line, row in enumerate(rows, start=first_line):
+                if len(row) < needed:
+                    if task.tolerate_short_rows:
+                        continue
+                    raise GlueDataInvalid(
+                        f"{path}:{line}: {len(row)} columns, expected at least {needed}"
+                    )
+                texts = tuple(row[i] for i in text_idx)
+                examples.append(GlueExample(texts, _parse_label(task, row[label_idx], path, line)))
+    except UnicodeDecodeError:
+        raise GlueDataInvalid(not_utf8(path)) from None
     return examples
 
 

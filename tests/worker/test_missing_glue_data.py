@@ -101,3 +101,19 @@ def test_a_split_this_worker_cannot_parse_is_one_line_and_retried(
     said = [r for r in caplog.records if "this worker's GLUE data cannot be read" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
     assert not any(r.levelno >= logging.ERROR for r in caplog.records)
+
+
+def test_a_split_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    """A byte that is not UTF-8 gave a traceback of UnicodeDecodeError naming neither the file
+    nor the line; the custom reader said it without the file too."""
+    from archsearch.spaces import get_task
+    from archsearch.worker._glue_dir import GlueDataInvalid, read_tsv
+
+    path = tmp_path / "train.tsv"
+    path.write_bytes(b"sentence\tlabel\nfine\t1\na broken \xff\xfe row\t1\n")
+    with pytest.raises(GlueDataInvalid, match=r"train.tsv:3: not UTF-8 text \(byte b'\\xff'"):
+        read_tsv(get_task("sst2"), path)  # type: ignore[arg-type]
+    from archsearch.worker._custom_files import _iter_records
+
+    with pytest.raises(ValueError, match=r"train.tsv:3: not UTF-8 text"):
+        list(_iter_records(path, "tsv"))

@@ -97,27 +97,40 @@ def service_replay_search(
     errors: list[str] = []
     finished = threading.Event()
     with SearchClient(target, **kw) as search:
-        try:
-            search.wait_ready(ready_timeout_s)
-            search.launch(spec)
-        except ClientError as e:
-            raise ServiceReplayFailed(
-                f"cannot launch the replay study {name} on {target}: {e.details}"
-            ) from e
-        t0 = time.perf_counter()
-        workers = [
-            threading.Thread(
-                target=_work,
-                args=(target, kw, name, table, task, f"{name}-w{i}", done, lock, errors, finished),
-                daemon=True,
-            )
-            for i in range(parallel)
-        ]
-        for w in workers:
-            w.start()
-        deadline = time.monotonic() + timeout_s
+        workers: list[threading.Thread] = []
         ended = False
-        try:
+        try:  # whatever ends it early (an error, a timeout, Ctrl-C even during the launch),
+            # the study is stopped: its workers are gone
+            try:
+                search.wait_ready(ready_timeout_s)
+                search.launch(spec)
+            except ClientError as e:
+                raise ServiceReplayFailed(
+                    f"cannot launch the replay study {name} on {target}: {e.details}"
+                ) from e
+            t0 = time.perf_counter()
+            workers = [
+                threading.Thread(
+                    target=_work,
+                    args=(
+                        target,
+                        kw,
+                        name,
+                        table,
+                        task,
+                        f"{name}-w{i}",
+                        done,
+                        lock,
+                        errors,
+                        finished,
+                    ),
+                    daemon=True,
+                )
+                for i in range(parallel)
+            ]
+            for w in workers:
+                w.start()
+            deadline = time.monotonic() + timeout_s
             while not errors and time.monotonic() < deadline:
                 if search.get_study(name).state == pb.STUDY_COMPLETED:
                     ended = True
@@ -130,7 +143,7 @@ def service_replay_search(
             finished.set()
             for w in workers:
                 w.join(30)
-            if not ended:  # an error, a timeout or Ctrl-C: its workers are gone, so stop it
+            if not ended:  # NOT_FOUND when the launch never reached the server: nothing to stop
                 with contextlib.suppress(ClientError):
                     search.stop(name)
         if errors:

@@ -126,3 +126,23 @@ def test_an_unwritable_plot_is_said_before_any_search(
     err = capsys.readouterr().err
     assert code == 2 and "is not a writable folder" in err
     assert "| random |" not in capsys.readouterr().out
+
+
+def test_ctrl_c_during_the_launch_stops_the_study_the_server_made(
+    server: ArchsearchServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the launch call was in flight (a GP loop's launch takes seconds): the
+    server made the study, and it stayed running for ever."""
+    launch = SearchClient.launch
+
+    def launch_then_interrupt(self: SearchClient, spec: object) -> object:
+        launch(self, spec)  # type: ignore[arg-type]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SearchClient, "launch", launch_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        service_replay_search(server.address, read_table(str(TABLE)), "random", 0, 20)
+    monkeypatch.undo()
+    with SearchClient(server.address) as client:
+        (study,) = client.list_studies()
+    assert study.state == 2, "the replay study was left running"  # STUDY_STOPPED

@@ -132,6 +132,7 @@ def study_to_pb(snap: StudySnapshot) -> pb.Study:
         created_at=snap.created_at,
         workers_for_trainer=snap.connected_trainers.get(snap.spec.trainer, 0),
         connected_trainers=sorted(snap.connected_trainers),
+        workers_elsewhere=snap.workers_elsewhere,
     )
     msg.best_trials.extend(trial_to_pb(t) for t in snap.best_trials)
     return msg

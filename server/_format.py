@@ -324,7 +324,9 @@ def worker_note(study: Any, flags: str, after: str = "") -> str:
     connected = (
         f"the connected workers offer only {offered}"
         if offered
-        else "none is connected, or those connected serve other studies by --study"
+        else f"the {study.workers_elsewhere} connected serve other studies by --study"
+        if study.workers_elsewhere
+        else "no worker is connected"
     )
     # a space option the trainer needs names a file its workers read too (the table trainer's
     # space_options.table is the worker's --table PATH)

@@ -200,3 +200,5 @@ class StudySnapshot:
     unrun: int = 0
     #: why a completed study ended ("" while it runs)
     completed_reason: str = ""
+    #: connected workers that serve other studies only (``--study``)
+    workers_elsewhere: int = 0

@@ -276,6 +276,7 @@ class StudyManager(ManagerWiring):
             counts=counts,
             best_trials=best,
             connected_trainers=self.connected_trainers(h.spec.name),
+            workers_elsewhere=self.workers_elsewhere(h.spec.name),
             derived=derived,
             unrun=len(unrun - retried),
             completed_reason=h.completed_reason if state == COMPLETED else "",
@@ -357,6 +358,10 @@ class StudyManager(ManagerWiring):
     def workers(self) -> list[WorkerInfo]:
         """Every worker that registered since the server started."""
         return self.directory.workers()
+
+    def workers_elsewhere(self, study: str) -> int:
+        """Connected workers serving other studies only (:meth:`WorkerDirectory.serving_others`)."""
+        return self.directory.serving_others(study)
 
     def connected_trainers(self, study: str | None = None) -> dict[str, int]:
         """How many connected workers offer each trainer (to ``study``'s trials, when given:

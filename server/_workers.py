@@ -71,20 +71,7 @@ class WorkerDirectory:
         holding a lease in any study (a worker training a long trial heartbeats but does not
         acquire: it serves other studies once done). Read-only and approximate: a lower bound.
         """
-        now_mono, now = time.monotonic(), time.time()
-        seen = {  # a registration says nothing of the study a worker asks for
-            w.worker_id: (w.trainers, "")
-            for w in list(self._workers.values())
-            if now - w.last_seen <= self.lease_duration_s
-        }
-        for worker_id, (at, trainers, asked) in list(self.active.items()):
-            if now_mono - at <= self.lease_duration_s:
-                seen[worker_id] = (trainers, asked)
-        for worker_id in self.busy():  # training, in whichever study: still connected
-            if worker_id not in seen and (entry := self.active.get(worker_id)) is not None:
-                seen[worker_id] = (entry[1], entry[2])
-            elif worker_id not in seen and (info := self._workers.get(worker_id)) is not None:
-                seen[worker_id] = (info.trainers, "")
+        seen = self._seen()
         counts: dict[str, int] = {}
         for trainers, asked in seen.values():
             if study is not None and asked not in ("", study):
@@ -102,6 +89,30 @@ class WorkerDirectory:
             for t in sorted(set(counts) | set(leased))
             if (n := max(counts.get(t, 0), leased.get(t, 0))) > 0
         }
+
+    def serving_others(self, study: str) -> int:
+        """Connected workers that asked for another study by name (``--study``): they never
+        take ``study``'s trials (what the no-worker note tells apart from none at all)."""
+        return sum(1 for _, asked in self._seen().values() if asked not in ("", study))
+
+    def _seen(self) -> dict[str, tuple[tuple[str, ...], str]]:
+        """Each connected worker (see :meth:`trainers`): its trainers and the study it asked
+        for by name ("" for any)."""
+        now_mono, now = time.monotonic(), time.time()
+        seen = {  # a registration says nothing of the study a worker asks for
+            w.worker_id: (w.trainers, "")
+            for w in list(self._workers.values())
+            if now - w.last_seen <= self.lease_duration_s
+        }
+        for worker_id, (at, trainers, asked) in list(self.active.items()):
+            if now_mono - at <= self.lease_duration_s:
+                seen[worker_id] = (trainers, asked)
+        for worker_id in self.busy():  # training, in whichever study: still connected
+            if worker_id not in seen and (entry := self.active.get(worker_id)) is not None:
+                seen[worker_id] = (entry[1], entry[2])
+            elif worker_id not in seen and (info := self._workers.get(worker_id)) is not None:
+                seen[worker_id] = (info.trainers, "")
+        return seen
 
 
 class _Collaborators(Protocol):

@@ -74,10 +74,7 @@ def test_launch_studies_show_stop(server: ServerProc, tmp_path: Path) -> None:
     )
     assert "launched cli-tpe" in out.stdout
     # no worker yet: launch says how to start one for the study's trainer
-    assert (
-        "no connected worker runs the table trainer (none is connected, or those connected "
-        "serve other studies by --study)" in out.stdout
-    )
+    assert "no connected worker runs the table trainer (no worker is connected)" in out.stdout
     assert f"archsearch worker --server {addr} --trainer table --table PATH" in out.stdout
     listed = json.loads(run("studies", "--server", addr, "--json").stdout)
     assert [s["name"] for s in listed] == ["cli-tpe"] and listed[0]["spec"]["seed"] == 7

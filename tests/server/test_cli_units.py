@@ -431,7 +431,13 @@ def test_a_worker_that_asked_for_another_study_does_not_count(manager: StudyMana
     manager.register("only-o", ("bert",), "cpu", 0, "host")
     assert manager.acquire("only-o", ("bert",), "o") is not None
     assert study_to_pb(manager.snapshot(o)).workers_for_trainer == 1
-    assert study_to_pb(manager.snapshot(b)).workers_for_trainer == 0
+    msg = study_to_pb(manager.snapshot(b))
+    assert msg.workers_for_trainer == 0 and msg.workers_elsewhere == 1
+    # the note says which: none at all, or some that serve other studies only
+    from archsearch.server._format import worker_note
+
+    assert "(the 1 connected serve other studies by --study)" in worker_note(msg, "")
+    assert study_to_pb(manager.snapshot(o)).workers_elsewhere == 0
     assert manager.acquire("any", ("bert",)) is not None  # a worker for any study counts
     assert study_to_pb(manager.snapshot(b)).workers_for_trainer == 1
 

@@ -231,6 +231,9 @@ def test_a_completed_study_is_never_sent_with_unfinished_counts() -> None:
         def connected_trainers(self, study=None):
             return {}
 
+        def workers_elsewhere(self, study):
+            return 0
+
         registry = types.SimpleNamespace(serves=lambda handle: True)
 
     msg = study_to_pb(StudyManager.snapshot(CommitLandsWhileCounting(), h))  # type: ignore[arg-type]

@@ -156,6 +156,7 @@ class Study(_message.Message):
     N_DERIVED_FIELD_NUMBER: _builtins.int
     COMPLETED_REASON_FIELD_NUMBER: _builtins.int
     N_UNRUN_FIELD_NUMBER: _builtins.int
+    WORKERS_ELSEWHERE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique study name chosen at launch."""
     spec_json: _builtins.str
@@ -194,6 +195,10 @@ class Study(_message.Message):
     """FAIL trials a stop ended before they ran (fail reason "study stopped before this candidate
     ran"); counted in n_fail. `archsearch resume` queues them again.
     """
+    workers_elsewhere: _builtins.int
+    """Connected workers that serve other studies only (started with --study OTHER): they never
+    take this study's trials.
+    """
     @_builtins.property
     def objectives(self) -> _containers.RepeatedCompositeFieldContainer[Global___Objective]: ...
     @_builtins.property
@@ -227,10 +232,11 @@ class Study(_message.Message):
         n_derived: _builtins.int = ...,
         completed_reason: _builtins.str = ...,
         n_unrun: _builtins.int = ...,
+        workers_elsewhere: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trials", b"best_trials", "completed_reason", b"completed_reason", "connected_trainers", b"connected_trainers", "created_at", b"created_at", "n_complete", b"n_complete", "n_derived", b"n_derived", "n_fail", b"n_fail", "n_pruned", b"n_pruned", "n_running", b"n_running", "n_trials", b"n_trials", "n_unrun", b"n_unrun", "n_waiting", b"n_waiting", "name", b"name", "objectives", b"objectives", "spec_json", b"spec_json", "state", b"state", "workers_for_trainer", b"workers_for_trainer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trials", b"best_trials", "completed_reason", b"completed_reason", "connected_trainers", b"connected_trainers", "created_at", b"created_at", "n_complete", b"n_complete", "n_derived", b"n_derived", "n_fail", b"n_fail", "n_pruned", b"n_pruned", "n_running", b"n_running", "n_trials", b"n_trials", "n_unrun", b"n_unrun", "n_waiting", b"n_waiting", "name", b"name", "objectives", b"objectives", "spec_json", b"spec_json", "state", b"state", "workers_elsewhere", b"workers_elsewhere", "workers_for_trainer", b"workers_for_trainer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -151,9 +151,8 @@ class AutoDistilLoop(SearchLoop):
             raise SpecError(
                 "loop_options.top_n",
                 f"{self.top_n} students would be trained stand-alone, but no student of the "
-                f"space can be: each has hidden != heads x {space.teacher.head_dim} (the "
-                "paper's untied sub-spaces, such as autodistil-k3), which a plain BERT cannot "
-                "hold",
+                f"space can be: each has hidden != heads x {space.teacher.head_dim} (untied, as "
+                "most of the paper's sub-spaces), which a plain BERT cannot hold",
                 "set loop_options.top_n to 0 to rank the students only, or use sub-spaces "
                 "with 'hidden': null (hidden tied to the heads)",
             )

@@ -108,6 +108,11 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
             from archsearch.server._spec_objectives import unique_keys
 
             text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+            if not text.strip():
+                raise CliError(
+                    f"--spec {'- (standard input)' if args.spec == '-' else args.spec} is empty; "
+                    "it must hold the search spec as a JSON object"
+                )
             spec = json.loads(text, object_pairs_hook=unique_keys)
         except OSError as e:
             raise CliError(f"cannot read --spec {args.spec}: {e.strerror}") from e

@@ -236,6 +236,13 @@ def no_files(server: str, study: str, trial: int, **conn: Any) -> str:
     of_rank = rank_trials_of(trials).get(trial)
     if of_rank is not None:
         b, training = of_rank
+        kept = trial_files(server, study, training.number, **conn)
+        if not kept:
+            return (
+                f"trial {trial} is rank {b} of #{training.number} and holds no files; "
+                f"#{training.number} kept no checkpoint either (launch the study with --set "
+                "recipe.keep_checkpoint=true)"
+            )
         return (
             f"trial {trial} is rank {b} of #{training.number} and holds no files: its weights "
             f"are #{training.number}'s (`archsearch fetch {study} {trial}` writes its rank-{b} "

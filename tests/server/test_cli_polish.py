@@ -23,7 +23,7 @@ from _procs import cli, free_port, table_spec
 from archsearch.server import _cli_common
 from archsearch.server import cli as archsearch_cli
 from archsearch.server._channel import check_target
-from archsearch.server._cli_common import _explain
+from archsearch.server._cli_common import CliError, _explain
 from archsearch.server.app import ArchsearchServer, ServerConfig
 from archsearch.server.client import ClientError
 
@@ -409,3 +409,6 @@ def test_a_spec_comes_from_standard_input_with_dash(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr("sys.stdin", io.StringIO('{"name": "piped", "n_trials": 3}'))
     args = archsearch_cli.build_parser().parse_args(["launch", "--spec", "-", "--space", "bert"])
     assert build_spec(args) == {"name": "piped", "n_trials": 3, "space": "bert"}
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(CliError, match=r"--spec - \(standard input\) is empty"):
+        build_spec(args)

@@ -32,6 +32,20 @@ class _ReadsCola(Trainer):
         return TrainResult(metrics={"accuracy": 0.5})
 
 
+def _fail_one_trial(server: ArchsearchServer, glue_dir: Path) -> tuple[pb.Trial, str]:
+    """One trial of a table study trained by a worker reading CoLA from ``glue_dir``: it
+    fails and is retried; returns the failed trial and the worker's id."""
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as client:
+        admin.launch({**table_spec("s", 1), "objectives": ["accuracy:max"], "max_retries": 2})
+        worker = Worker(client, {"table": _ReadsCola(glue_dir)}, poll_s=1, max_trials=1)
+        worker.register()
+        resp = client.acquire(worker.worker_id, worker.capabilities, 5)
+        assert worker.run_trial(resp) == "done"
+        first, retry = admin.list_trials("s")
+    assert first.state == pb.FAIL and retry.state == pb.WAITING and retry.retry_of == first.number
+    return first, worker.worker_id
+
+
 def test_a_split_this_worker_lacks_is_one_line_and_retried(
     sqlite_server,
     tmp_path: Path,
@@ -40,19 +54,10 @@ def test_a_split_this_worker_lacks_is_one_line_and_retried(
     server: ArchsearchServer = sqlite_server(lease_duration_s=30)
     (tmp_path / "SST-2").mkdir()
     caplog.set_level(logging.INFO, logger="archsearch")
-    with SearchClient(server.address) as admin, WorkerClient(server.address) as client:
-        admin.launch({**table_spec("s", 1), "objectives": ["accuracy:max"], "max_retries": 2})
-        worker = Worker(client, {"table": _ReadsCola(tmp_path)}, poll_s=1, max_trials=1)
-        worker.register()
-        resp = client.acquire(worker.worker_id, worker.capabilities, 5)
-        assert worker.run_trial(resp) == "done"
-        first, retry = admin.list_trials("s")
-    assert first.state == pb.FAIL and retry.state == pb.WAITING and retry.retry_of == first.number
+    first, worker_id = _fail_one_trial(server, tmp_path)
     path = tmp_path / "CoLA" / "train.tsv"
     assert first.fail_reason.startswith(f"GLUE cola train split not found: looked for {path}")
-    assert first.fail_reason.endswith(
-        f"(on worker {worker.worker_id}; retried: another may have it)"
-    )
+    assert first.fail_reason.endswith(f"(on worker {worker_id}; retried: another may have it)")
     said = [r for r in caplog.records if "this worker's GLUE data lacks it" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
     assert not any("Traceback" in r.getMessage() for r in caplog.records)
@@ -87,14 +92,7 @@ def test_a_split_this_worker_cannot_parse_is_one_line_and_retried(
     (tmp_path / "CoLA").mkdir()
     (tmp_path / "CoLA" / "train.tsv").write_text("gj04\t1\t\tgood sentence\ngj04\t1\n")
     caplog.set_level(logging.INFO, logger="archsearch")
-    with SearchClient(server.address) as admin, WorkerClient(server.address) as client:
-        admin.launch({**table_spec("s", 1), "objectives": ["accuracy:max"], "max_retries": 2})
-        worker = Worker(client, {"table": _ReadsCola(tmp_path)}, poll_s=1, max_trials=1)
-        worker.register()
-        resp = client.acquire(worker.worker_id, worker.capabilities, 5)
-        assert worker.run_trial(resp) == "done"
-        first, retry = admin.list_trials("s")
-    assert first.state == pb.FAIL and retry.state == pb.WAITING and retry.retry_of == first.number
+    first, _ = _fail_one_trial(server, tmp_path)
     path = tmp_path / "CoLA" / "train.tsv"
     assert first.fail_reason.startswith(f"{path}:2: 2 columns, expected at least 4")
     assert first.fail_reason.endswith("retried: another's copy may be readable)")

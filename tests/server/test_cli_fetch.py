@@ -277,7 +277,7 @@ def test_a_trials_own_files_are_listed_and_fetched_by_name(server, study, tmp_pa
 def test_a_repeat_points_at_the_trial_that_trained_it() -> None:
     """`fetch STUDY 3` on a repeat of #0 said "kept no checkpoint (launch the study with
     --set recipe.keep_checkpoint=true)" in a study that keeps them."""
-    from archsearch.server.fetch import _nothing_kept
+    from archsearch.server._fetch_reasons import nothing_kept as _nothing_kept
 
     repeat = pb.Trial(number=3, state=pb.COMPLETE, duplicate_of=0)
     said = _nothing_kept(repeat, 3, [repeat])
@@ -287,7 +287,7 @@ def test_a_repeat_points_at_the_trial_that_trained_it() -> None:
 def test_autodistil_jobs_and_students_say_what_they_are() -> None:
     """A supernet job said "kept its checkpoint on its worker's disk only", a ranked student
     "launch the study with keep_checkpoint" (it never trained): each now says what it is."""
-    from archsearch.server.fetch import _nothing_kept
+    from archsearch.server._fetch_reasons import nothing_kept as _nothing_kept
 
     supernet = pb.Trial(
         number=0, state=pb.COMPLETE, duplicate_of=-1, candidate_json='{"kind": "supernet"}'

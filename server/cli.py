@@ -25,11 +25,12 @@ def _quiet_grpc_core(argv: Sequence[str]) -> None:
     """Keeps gRPC's C-core log (``E1206 ... dns_resolver.cc:554] ...``, ``I1206 ...
     ssl_transport_security.cc ... Handshake failed``) out of the command's output, where our
     own one-line error says what went wrong: ``GRPC_VERBOSITY=NONE`` unless the user set
-    GRPC_VERBOSITY or asked for ``-v``/``--verbose`` (before the command's name). C-core reads
+    GRPC_VERBOSITY or asked for ``-v``/``--verbose`` (before or after the command's name, not
+    past a ``--``, after which a fleet command passes its workers' own arguments). C-core reads
     it when grpc is first imported, so this runs before this module imports grpc; worker and
     server processes the command starts inherit it."""
     for arg in argv:
-        if not arg.startswith("-"):
+        if arg == "--":
             break
         if arg in ("-v", "--verbose"):
             return

@@ -164,7 +164,8 @@ def test_grpc_core_log_stays_out_of_a_tls_mistake(plain_server: ArchsearchServer
     ("argv", "env", "quiet"),
     [
         (["studies"], {}, True),
-        (["worker", "-v"], {}, True),  # a worker option, not the CLI's --verbose
+        (["worker", "-v"], {}, False),  # -v after the command is the CLI's too
+        (["fleet", "slurm", "--", "-v"], {}, True),  # past --: the workers' own arguments
         (["-v", "studies"], {}, False),
         (["--verbose", "worker"], {}, False),
         (["studies"], {"GRPC_VERBOSITY": "DEBUG"}, False),

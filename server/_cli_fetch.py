@@ -16,6 +16,7 @@ from archsearch.server._cli_common import (
     CliError,
     _add_conn,
     _token,
+    json_text,
     whole_number,
 )
 from archsearch.server.fetch import (
@@ -63,6 +64,11 @@ def add_fetch_command(command: Callable[[str, str], argparse.ArgumentParser]) ->
     which.add_argument(
         "--list", action="store_true", help="list the trial's files and sizes; download nothing"
     )
+    f.add_argument(
+        "--json",
+        action="store_true",
+        help="print what was written (or, with --list, the files) as JSON",
+    )
     f.set_defaults(func=cmd_fetch)
 
 
@@ -82,7 +88,20 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         )
     except FetchError as e:
         raise _fetch_error(e) from e
-    print(_summary(got))
+    if args.json:
+        print(
+            json_text(
+                {
+                    "out": str(got.out),
+                    "trial": got.trial,
+                    "source_trial": got.source,
+                    "rank": got.rank,
+                    "folders": [str(f) for f in got.folders],
+                }
+            )
+        )
+    else:
+        print(_summary(got))
     return 0
 
 
@@ -94,6 +113,9 @@ def _files(args: argparse.Namespace) -> int:
     try:
         if args.list:
             held = trial_files(args.server, args.name, args.trial, **conn)
+            if args.json:
+                print(json_text([{"name": n, "size_bytes": b} for n, b in sorted(held.items())]))
+                return 0
             if not held:
                 print(no_files(args.server, args.name, args.trial, **conn))
             for name, size in sorted(held.items()):
@@ -104,7 +126,10 @@ def _files(args: argparse.Namespace) -> int:
         )
     except FetchError as e:
         raise _fetch_error(e) from e
-    print(f"trial {args.trial}: {len(names)} file(s) in {out}: {', '.join(names)}")
+    if args.json:
+        print(json_text({"out": str(out), "trial": args.trial, "files": names}))
+    else:
+        print(f"trial {args.trial}: {len(names)} file(s) in {out}: {', '.join(names)}")
     return 0
 
 

@@ -147,6 +147,15 @@ def test_fetch_downloads_the_kept_files(server, study, tmp_path, capsys) -> None
     assert json.loads((got / "adapter_config.json").read_text())["r"] == 2
     assert "at rank 2" in capsys.readouterr().out
     assert not list(tmp_path.glob(".*part*")) and not list(monkey_cwd.glob(".*part*"))
+    as_json = tmp_path / "as-json"
+    assert fetch(server, study, "s", "0", "--rank", "3", "--out", str(as_json), "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "out": str(as_json),
+        "trial": 0,
+        "source_trial": 0,
+        "rank": 3,
+        "folders": [str(as_json)],
+    }
 
 
 @pytest.mark.parametrize(
@@ -248,6 +257,11 @@ def test_a_trials_own_files_are_listed_and_fetched_by_name(server, study, tmp_pa
         "         700  model.pkl",
         "          22  notes.json",
     ]
+    assert fetch(server, study, "s", "7", "--list", "--json") == 0  # for scripts
+    assert json.loads(capsys.readouterr().out) == [
+        {"name": "model.pkl", "size_bytes": 700},
+        {"name": "notes.json", "size_bytes": 22},
+    ]
     assert (
         fetch(server, study, "s", "7", "--out", str(tmp_path / "none")) == 1
     )  # nothing of archsearch to fetch
@@ -258,6 +272,14 @@ def test_a_trials_own_files_are_listed_and_fetched_by_name(server, study, tmp_pa
     assert [p.name for p in out.iterdir()] == ["model.pkl"]
     assert (out / "model.pkl").read_bytes() == pkl.read_bytes()
     assert "1 file(s) in" in capsys.readouterr().out
+    two = tmp_path / "two"
+    args = ("--artifact", "notes.json", "--out", str(two), "--json")
+    assert fetch(server, study, "s", "7", *args) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "out": str(two),
+        "trial": 7,
+        "files": ["notes.json"],
+    }
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path)
         assert fetch(server, study, "s", "7", "--all") == 0

@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archsearch.server._cli_common import EXIT_FAILED, CliError, _token
+from archsearch.server._cli_common import EXIT_FAILED, CliError, _token, json_text
 
 DEFAULT_LOOPS = "random,tpe,boshnas,numeric-gp"
 GRAPHLESS_LOOPS = "random,tpe,numeric-gp"
@@ -81,6 +82,7 @@ def add_replay_command(command: Callable[[str, str], argparse.ArgumentParser]) -
     r.add_argument("--jobs", type=int, default=1, help="searches run at once, in processes")
     r.add_argument("--plot", default="replay-regret.png", help="regret plot PNG to write")
     r.add_argument("--quiet", action="store_true", help="no line per search")
+    r.add_argument("--json", action="store_true", help="print the report as JSON (implies --quiet)")
     r.add_argument(
         "--server",
         help="HOST:PORT of a running archsearch server: each search is a study there, its "
@@ -146,7 +148,6 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from archsearch.server._replay import ReplayError, run_replay
-    from archsearch.server._replay_stats import regret_plot
     from archsearch.spaces import GraphSpace, SpecError, read_table
 
     _check_numbers(args)
@@ -173,7 +174,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not loops:
         raise CliError("--loops names no loop")
     t = table
-    print(
+    print(  # the JSON report is stdout's alone: this goes to stderr then
         f"table {t.source}: {len(t.architectures)} rows, {t.metric} ({t.direction})"
         + (f", {t.repeated} repeated rows dropped" if t.repeated else "")
         + f"; {args.evals} evaluations x {args.seeds} seeds, "
@@ -183,6 +184,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             else f"{args.parallel} workers in " + ("rounds" if args.rounds else "flight")
         ),
         flush=True,
+        file=sys.stderr if args.json else sys.stdout,
     )
     search = None
     if args.server:
@@ -198,7 +200,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             args.evals,
             top=args.top,
             jobs=args.jobs,
-            progress=None if args.quiet else lambda line: print(line, flush=True),
+            progress=None if args.quiet or args.json else lambda line: print(line, flush=True),
             loop_options=loop_options,
             parallel=args.parallel,
             asynchronous=not args.rounds,
@@ -210,6 +212,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         raise CliError(str(e), EXIT_FAILED if isinstance(e, ServiceReplayFailed) else 2) from e
     tg = report.targets
+    plot = Path(args.plot)
+    if args.json:
+        _plot(report, plot, t.source)
+        print(json_text(_report_dict(report, t, args.top, plot)))
+        return 0
     print(
         f"\nbest {tg.best:.4f}; top {args.top:g}% = best {tg.k} -> {t.metric} "
         f"{'>=' if t.direction == 'maximize' else '<='} {tg.threshold:.4f} "
@@ -218,13 +225,46 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(report.markdown())
     for note in report.notes():
         print(note)
-    plot = Path(args.plot)
-    try:
-        regret_plot(report.runs, tg.best, report.evals, plot, f"{Path(t.source).name}: regret")
-    except OSError as e:
-        raise CliError(f"cannot write the plot {plot}: {e.strerror} (pass --plot PATH)") from e
+    _plot(report, plot, t.source)
     print(f"regret plot: {plot}")
     return 0
+
+
+def _plot(report: Any, plot: Path, source: str) -> None:
+    from archsearch.server._replay_stats import regret_plot
+
+    tg = report.targets
+    try:
+        regret_plot(report.runs, tg.best, report.evals, plot, f"{Path(source).name}: regret")
+    except OSError as e:
+        raise CliError(f"cannot write the plot {plot}: {e.strerror} (pass --plot PATH)") from e
+
+
+def _report_dict(report: Any, table: Any, top: float, plot: Path) -> dict[str, Any]:
+    """``replay --json``: the targets, each loop's summary (a median past the budget is
+    ``median_reached: false``), the exact random baseline, the notes and the plot's path."""
+    tg = report.targets
+    return {
+        "table": str(table.source),
+        "metric": table.metric,
+        "direction": table.direction,
+        "top_percent": top,
+        "targets": {
+            "threshold": tg.threshold,
+            "k": tg.k,
+            "rows_at_or_past": tg.count,
+            "best": tg.best,
+            "rows": tg.rows,
+        },
+        "evals": report.evals,
+        "exact_random_median_evals": report.exact_random,
+        "loops": {
+            name: {**s, "median_reached": s["median_evals"] <= report.evals}
+            for name, s in report.summary.items()
+        },
+        "notes": list(report.notes()),
+        "plot": str(plot),
+    }
 
 
 def _service_search(

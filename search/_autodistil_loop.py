@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from archsearch.search._autodistil_options import budget_option, rank_options, supernet_options
@@ -126,6 +126,17 @@ class AutoDistilLoop(SearchLoop):
         self.tie_break = tie_break
         self.supernet = supernet_options(options.get("supernet", {}))
         self.rank = rank_options(options.get("rank", {}))
+
+    def check_metrics(self, produced: Sequence[str]) -> None:
+        """An unknown ``proxy`` ended the study only after every supernet and rank job."""
+        if self.proxy in ("objective", DEV_LOSS) or self.proxy in produced:
+            return
+        task = produced[0] if produced else "accuracy"  # the trainer lists its task's first
+        raise SpecError(
+            "loop_options.proxy",
+            f"no trial reports {self.proxy!r}, so no student could be picked",
+            f"use objective (the default), {task}, {DEV_LOSS} or relation_loss",
+        )
 
     def check_study(self, space: DesignSpace, n_trials: int) -> None:
         if not isinstance(space, AutoDistilSpace):

@@ -242,6 +242,11 @@ class SearchLoop(abc.ABC):
         at launch, after the options are validated). Default: any space, any budget."""
         return None
 
+    def check_metrics(self, produced: Sequence[str]) -> None:
+        """Raises SpecError when an option names a metric no trial reports (``produced``: the
+        trainer's metric names for this study; called at launch). Default: no such option."""
+        return None
+
 
 #: ``factory(seed, n_objectives, options) -> SearchLoop``.
 LoopFactory = Callable[[int | None, int, "dict[str, Any] | None"], SearchLoop]

@@ -295,6 +295,7 @@ class SearchSpec:
             check_fits_teacher(space.options())
         check_trainer_can_run(info, objectives, data, space.options(), recipe)
         if not stored:
+            built.check_metrics(info.produced_metrics(data))  # e.g. autodistil's proxy
             searched = tuple(data_space.fields) if data_space is not None else ()
             check_reads_data(info, data, searched)
             check_pretrain_selection_fits(space_name, recipe, data, searched)

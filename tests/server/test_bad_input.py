@@ -328,6 +328,20 @@ LORA_STUDY = {"name": "x", "space": "lora", "trainer": "lora", "n_trials": 3}
             json.dumps({**LORA_STUDY, "recipe": {"teacher": "all-MiniLM-L6-v2"}}),
             "recipe.teacher: is not read by the lora trainer",
         ),
+        # an AutoDistil proxy no trial reports ended the study after all the supernet work
+        (
+            json.dumps(
+                {
+                    "name": "x",
+                    "space": "autodistil",
+                    "loop": "autodistil",
+                    "trainer": "autodistil",
+                    "n_trials": 9,
+                    "loop_options": {"proxy": "bogus_metric"},
+                }
+            ),
+            "loop_options.proxy: no trial reports 'bogus_metric'",
+        ),
         # the space sets each candidate's learning rate: the study's would be replaced
         (
             json.dumps({**LORA_STUDY, "recipe": {"learning_rate": 5e-4}}),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from archsearch.search._autodistil_options import budget_option, rank_options, supernet_options
@@ -148,17 +148,15 @@ class AutoDistilLoop(SearchLoop):
         if self.budget is not None:
             kind, limit = self.budget
             cost = space.flops if kind == "flops" else space.params
-            trainable = [k for k in space.student_keys if is_tied(space.teacher, space.student(k))]
-            cheapest = min(cost(space.student(k)) for k in trainable or space.student_keys)
+            keys = _stand_alone(space, space.student_keys) or space.student_keys
+            cheapest = min(cost(space.student(k)) for k in keys)
             if cheapest > limit:
                 raise SpecError(
                     f"loop_options.budget.{kind}",
                     f"no student of the space fits {limit:.4g}: the cheapest needs {cheapest}",
                     f"raise it to at least {cheapest}, or add smaller students",
                 )
-        if self.top_n and not any(
-            is_tied(space.teacher, space.student(k)) for k in space.student_keys
-        ):
+        if self.top_n and not _stand_alone(space, space.student_keys):
             raise SpecError(
                 "loop_options.top_n",
                 f"{self.top_n} students would be trained stand-alone, but no student of the "
@@ -313,7 +311,7 @@ class AutoDistilLoop(SearchLoop):
         scored = []
         for t in students:
             s = self._student(space, t)
-            if s is None or not is_tied(space.teacher, space.student(s.key)):
+            if s is None or not _stand_alone(space, [s.key]):
                 continue  # untied: no plain-BERT form to train stand-alone
             if self.budget is None or s.cost <= self.budget[1]:
                 scored.append(s)
@@ -357,7 +355,8 @@ class AutoDistilLoop(SearchLoop):
     ) -> str:
         if not students:
             return "autodistil: no student was ranked (every supernet or rank job failed)"
-        if not any(self._student(space, t) for t in students):
+        scored = [s for t in students if (s := self._student(space, t)) is not None]
+        if not scored:
             if self.proxy == "objective":
                 return "autodistil: no ranked student has a finite objective value"
             names = sorted({m for t in students for m in t.metrics})
@@ -365,16 +364,13 @@ class AutoDistilLoop(SearchLoop):
                 f"autodistil: no student trial has the proxy {self.proxy!r}; the student "
                 f"trials have {', '.join(names)} (set loop_options.proxy to one of them)"
             )
-        keys = {str(t.attrs[STUDENT_ATTR].get("key")) for t in students}
-        tied = [
-            k for k in keys if k in space.student_keys and is_tied(space.teacher, space.student(k))
-        ]
+        tied = _stand_alone(space, [s.key for s in scored])
         if not tied:
             return (
-                "autodistil: no ranked student can be trained stand-alone (each has hidden != "
-                f"heads x {space.teacher.head_dim}); their ranking is the result"
+                "autodistil: no ranked student with a proxy can be trained stand-alone (each "
+                f"has hidden != heads x {space.teacher.head_dim}); their ranking is the result"
             )
-        assert self.budget is not None  # tied students with a proxy, none picked: the budget
+        assert self.budget is not None  # stand-alone students with a proxy, none picked
         kind, limit = self.budget
         cost = space.flops if kind == "flops" else space.params
         smallest = min(cost(space.student(k)) for k in tied)
@@ -383,6 +379,14 @@ class AutoDistilLoop(SearchLoop):
             f"(the cheapest that can be trained stand-alone needs {smallest:.4g}); raise "
             f"loop_options.budget.{kind}"
         )
+
+
+def _stand_alone(space: AutoDistilSpace, keys: Iterable[str]) -> list[str]:
+    """The students of ``keys`` a plain BERT can hold (``hidden = heads x head size``), each
+    once: the ones a stand-alone job can train."""
+    return sorted(
+        {k for k in keys if k in space.student_keys and is_tied(space.teacher, space.student(k))}
+    )
 
 
 def mean_dev_loss(metrics: Mapping[str, float]) -> float:

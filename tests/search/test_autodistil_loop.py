@@ -297,3 +297,23 @@ def test_untied_students_are_ranked_but_never_picked_for_stand_alone_training() 
     ]
     picks = loop(top_n=2).pick(mixed, LoopSnapshot("s", ("maximize",), mixed, lambda: ()), ranked)
     assert [p.key for p in picks] == [k for k in keys if is_tied(mixed.teacher, mixed.student(k))]
+    # the tied student lacks the proxy, the untied one has it, no budget: the study ends
+    # with the reason (this reached an assert on the budget)
+    untied_key = next(k for k in keys if not is_tied(mixed.teacher, mixed.student(k)))
+    only_untied = [
+        TrialView(
+            number=t.number,
+            state=t.state,
+            params=t.params,
+            values=t.values,
+            architecture=None,
+            attrs=t.attrs,
+            info={},
+            metrics={"relation_loss": 0.1} if t.params["student"] == untied_key else {},
+        )
+        for t in ranked
+    ]
+    snap_ = LoopSnapshot("s", ("maximize",), mixed, lambda: ())
+    assert loop(top_n=1, proxy="relation_loss").pick(mixed, snap_, only_untied) == []
+    reason = loop(top_n=1, proxy="relation_loss")._nothing_fits(mixed, snap_, only_untied)
+    assert reason.startswith("autodistil: no ranked student with a proxy can be trained")

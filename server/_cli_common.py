@@ -47,7 +47,7 @@ class CliError(Exception):
 
 def json_text(obj: object) -> str:
     """``obj`` as standard JSON for ``--json``: a value that is not a finite number (an
-    AutoDistil job's or a DyLoRA training trial's ±inf, a NaN) is ``null``, because Python's
+    AutoDistil job's ±inf, a NaN) is ``null``, because Python's
     ``Infinity`` and ``NaN`` are not JSON (``JSON.parse`` and ``jq`` refuse or mangle them)."""
 
     def finite(x: object) -> object:

@@ -277,7 +277,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         out = study_dict(study)
         ranks = rank_trials_of(trials)
-        out["best_trials"] = [trial_dict(t, ranks.get(t.number)) for t in study.best_trials]
         out["trials"] = [trial_dict(t, ranks.get(t.number)) for t in trials]
         out["importance"] = importance_dict(trials, first)
         print(json_text(out))

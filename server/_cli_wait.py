@@ -57,9 +57,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
         try:
             study = client.wait(args.name, args.timeout, args.interval)
         except TimeoutError as e:
-            raise CliError(
-                f"{str(e).replace('still', 'is still', 1)} (--timeout)", EXIT_TIMEOUT
-            ) from None
+            raise CliError(f"{e} (--timeout)", EXIT_TIMEOUT) from None
     if args.json:
         print(json_text(study_dict(study)))
     else:

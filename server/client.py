@@ -139,14 +139,14 @@ class SearchClient(_Base):
         while True:
             left = math.inf if deadline is None else deadline - time.monotonic()
             try:  # each call within the time left: a hung server must not hold it longer
-                study = self._call(
+                resp = self._call(
                     self._stub.GetStudy,
                     pb.GetStudyRequest(name=name),
                     timeout=max(0.05, min(self.timeout_s or 30.0, left)),
                 )
                 silent = None
-                if study.study.state != pb.STUDY_RUNNING:
-                    return study.study
+                if resp.study.state != pb.STUDY_RUNNING:
+                    return resp.study
             except ClientError as e:
                 if e.code == grpc.StatusCode.NOT_FOUND:
                     raise ClientError(
@@ -161,7 +161,7 @@ class SearchClient(_Base):
                     if silent is not None
                     else ""
                 )
-                raise TimeoutError(f"study {name} still running after {timeout_s:g}s{why}")
+                raise TimeoutError(f"study {name} is still running after {timeout_s:g}s{why}")
             left = math.inf if deadline is None else deadline - time.monotonic()
             time.sleep(max(0.0, min(poll_s, left)))
 

@@ -246,14 +246,9 @@ class Worker(ServerCalls):
         left = self.idle_exit_s - (time.monotonic() - idle_since)
         return max(0.5, min(self.poll_s, left + 0.05))
 
-    def _acquire(self, poll_s: float | None = None) -> pb.AcquireTrialResponse | None:
-        """One long poll (``poll_s``, default ``--poll-seconds``) that SIGTERM can interrupt."""
-        fut = self.client.acquire_future(
-            self.worker_id,
-            self.capabilities,
-            self.poll_s if poll_s is None else poll_s,
-            self.study_name,
-        )
+    def _acquire(self, poll_s: float) -> pb.AcquireTrialResponse | None:
+        """One long poll of ``poll_s`` seconds (:meth:`_poll_for`) that SIGTERM can interrupt."""
+        fut = self.client.acquire_future(self.worker_id, self.capabilities, poll_s, self.study_name)
         while True:
             try:
                 resp = fut.result(timeout=0.2)

@@ -36,10 +36,7 @@ def no_files(server: str, study: str, trial: int, **conn: Any) -> str:
         )
     this = next((t for t in trials if t.number == trial), None)
     if this is not None and this.HasField("derived_from"):
-        return (
-            f"trial {trial} is a student scored by rank job #{this.derived_from}, not trained: "
-            "it holds no files (its stand-alone training trial, when the pick chose it, does)"
-        )
+        return scored_only(this)
     return f"trial {trial} of {study!r} holds no files"
 
 
@@ -63,11 +60,7 @@ def nothing_kept(
             "(`archsearch show` lists them)"
         )
     if source.HasField("derived_from") and not via:  # an AutoDistil student, scored only
-        return (
-            f"trial {source.number} is a student scored by rank job #{source.derived_from}, not "
-            "trained: only its stand-alone training trial (when the pick chose it) keeps a "
-            "model; `archsearch show` lists them"
-        )
+        return scored_only(source)
     if source.state in (pb.RUNNING, pb.WAITING):
         return f"trial {source.number}{via} has not finished: its checkpoint comes when it ends"
     if source.duplicate_of >= 0:  # a repeat: the earlier trial trained it, and kept it
@@ -114,3 +107,13 @@ def _job_kind(trial: Any) -> str:
         return str(json.loads(trial.candidate_json or "{}").get("kind", "train"))
     except (ValueError, AttributeError):
         return "train"
+
+
+def scored_only(trial: Any) -> str:
+    """An AutoDistil student trial: scored by its rank job, never trained, so it holds no
+    files; the model is its stand-alone training trial's, when the pick chose it."""
+    return (
+        f"trial {trial.number} is a student scored by rank job #{trial.derived_from}, not "
+        "trained: only its stand-alone training trial (when the pick chose it) keeps a model; "
+        "`archsearch show` lists them"
+    )

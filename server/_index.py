@@ -50,6 +50,9 @@ CANCEL_ATTR = "archsearch:cancel_running"
 #: a retryable failure while its study was stopped (handed back, lease expired): not re-queued
 #: then, re-queued by ``resume``
 RETRY_ON_RESUME_ATTR = "archsearch:retry_on_resume"
+#: The names of the attributes the loop set on a trial (``Suggestion.attrs``): a retry of
+#: the trial carries them too, so the loop reads its copy as the candidate it proposed.
+LOOP_ATTRS_ATTR = "archsearch:loop_attrs"
 STOPPED_REASON = "study stopped before this candidate ran"
 
 RUNNING, STOPPED, COMPLETED = "running", "stopped", "completed"

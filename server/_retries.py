@@ -25,6 +25,7 @@ from archsearch.server._channel import STORAGE_DOWN
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import (
     FAILURES_ATTR,
+    LOOP_ATTRS_ATTR,
     RETRY_ON_RESUME_ATTR,
     RUNNING,
     StudyHandle,
@@ -121,6 +122,10 @@ class Retries:
             if k in ("candidate", "arch") or dashboard.is_candidate_row(k)
         }
         user_attrs["requeued_because"] = reason or "no reason given"
+        loop_keys = failed.system_attrs.get(LOOP_ATTRS_ATTR, [])
+        loop_attrs = {k: failed.system_attrs[k] for k in loop_keys if k in failed.system_attrs}
+        if loop_attrs:  # what the loop proposed it as (its kind, its row, its pick...)
+            loop_attrs[LOOP_ATTRS_ATTR] = sorted(loop_attrs)
         tid = self.storage.create_new_trial(
             h.study_id,
             template_trial=optuna.trial.create_trial(
@@ -132,6 +137,7 @@ class Retries:
                     "failed_trial": history[0],
                     "retry_history": history,
                     FAILURES_ATTR: failures,
+                    **loop_attrs,
                 },
             ),
         )

@@ -36,6 +36,7 @@ from optuna.trial import FixedTrial, FrozenTrial
 
 from archsearch.search import LoopSnapshot, SearchLoop, Suggestion, TrialView
 from archsearch.server import _storage
+from archsearch.server._index import LOOP_ATTRS_ATTR
 from archsearch.server._rank_trials import RANK_PARAM, is_rank_trial
 from archsearch.spaces import DataSpace, DesignSpace, SpecError, validate_data, validate_recipe
 
@@ -255,4 +256,6 @@ def realise(
         storage.set_trial_param(tid, name, choices.to_internal_repr(label), choices)
     for key, value in suggestion.attrs.items():
         storage.set_trial_system_attr(tid, key, value)
+    if suggestion.attrs:  # a retry copies them (``Retries.requeue``)
+        storage.set_trial_system_attr(tid, LOOP_ATTRS_ATTR, sorted(suggestion.attrs))
     return AskedCandidate(tid, storage.get_trial(tid).number, arch, suggestion)

@@ -273,6 +273,21 @@ class StorageConformance:
         assert len(final) == 5  # the original, 3 hand-backs, 1 counted retry
         assert all(t.state == TrialState.FAIL and t.params == final[0].params for t in final)
 
+    def test_a_retry_carries_what_the_loop_proposed_it_as(self, open_manager: OpenManager) -> None:
+        # local-search marks each proposal with its kind and walk; a retry without them read
+        # as no walk's start (and AutoDistil's retried job lost the student it was picked from)
+        m = open_manager()
+        m.launch(make_spec(n_trials=1, max_retries=1, loop="local-search"))
+        g = acquire(m)
+        first = next(t for t in trials(m) if t.number == g.trial_number)
+        proposed = {k: v for k, v in first.system_attrs.items() if k.startswith("archsearch:lo")}
+        assert "archsearch:local_search_run" in proposed
+        assert m.fail(g.lease_id, "out of memory", retryable=True)
+        retry = retry_of(m, g.trial_number)
+        assert retry is not None
+        assert {k: retry.system_attrs.get(k) for k in proposed} == proposed
+        assert retry.system_attrs["archsearch:proposal_kind"] == "start"
+
     def test_a_name_is_launched_once(self, open_manager: OpenManager) -> None:
         first = open_manager()
         first.launch(make_spec(n_trials=2))

@@ -36,7 +36,7 @@ def no_files(server: str, study: str, trial: int, **conn: Any) -> str:
         )
     this = next((t for t in trials if t.number == trial), None)
     if this is not None and this.HasField("derived_from"):
-        return scored_only(this)
+        return scored_only(this, trials)
     return f"trial {trial} of {study!r} holds no files"
 
 
@@ -60,7 +60,7 @@ def nothing_kept(
             "(`archsearch show` lists them)"
         )
     if source.HasField("derived_from") and not via:  # an AutoDistil student, scored only
-        return scored_only(source)
+        return scored_only(source, trials)
     if source.state in (pb.RUNNING, pb.WAITING):
         return f"trial {source.number}{via} has not finished: its checkpoint comes when it ends"
     if source.duplicate_of >= 0:  # a repeat: the earlier trial trained it, and kept it
@@ -109,11 +109,35 @@ def _job_kind(trial: Any) -> str:
         return "train"
 
 
-def scored_only(trial: Any) -> str:
+def scored_only(trial: Any, trials: list[Any]) -> str:
     """An AutoDistil student trial: scored by its rank job, never trained, so it holds no
     files; the model is its stand-alone training trial's, when the pick chose it."""
+    said = (
+        f"trial {trial.number} is a student scored by rank job #{trial.derived_from}, not trained"
+    )
+    key = _params(trial).get("student")
+    trained = [
+        t.number
+        for t in trials
+        if key is not None
+        and not t.HasField("derived_from")
+        and _job_kind(t) == "train"
+        and _params(t).get("student") == key
+    ]
+    done = [n for n in trained if next(t for t in trials if t.number == n).state == pb.COMPLETE]
+    if done:
+        return f"{said}; trial {done[-1]} trained it stand-alone: fetch {done[-1]}"
+    if trained:
+        return f"{said}; its stand-alone training is trial {trained[-1]} (not completed)"
     return (
-        f"trial {trial.number} is a student scored by rank job #{trial.derived_from}, not "
-        "trained: only its stand-alone training trial (when the pick chose it) keeps a model; "
+        f"{said}: only its stand-alone training trial (when the pick chose it) keeps a model; "
         "`archsearch show` lists them"
     )
+
+
+def _params(trial: Any) -> dict[str, Any]:
+    try:
+        params = json.loads(trial.params_json or "{}")
+    except ValueError:
+        return {}
+    return params if isinstance(params, dict) else {}

@@ -319,10 +319,27 @@ def test_autodistil_jobs_and_students_say_what_they_are() -> None:
     assert "`--all` fetches them" in said
     rank = pb.Trial(number=1, state=pb.COMPLETE, duplicate_of=-1, candidate_json='{"kind": "rank"}')
     assert "a rank job scores students and keeps no model" in _nothing_kept(rank, 1, [rank])
-    student = pb.Trial(number=4, state=pb.COMPLETE, duplicate_of=-1, derived_from=1)
-    assert _nothing_kept(student, 4, [student]).startswith(
-        "trial 4 is a student scored by rank job #1, not trained"
+    student = pb.Trial(
+        number=4, state=pb.COMPLETE, duplicate_of=-1, derived_from=1, params_json=KEY
     )
+    assert _nothing_kept(student, 4, [student]).startswith(
+        "trial 4 is a student scored by rank job #1, not trained: only its stand-alone"
+    )
+    # the picked student points at the trial that trained it (a retry: the completed one)
+    failed = pb.Trial(number=6, state=pb.FAIL, duplicate_of=-1, params_json=KEY)
+    trained = pb.Trial(number=7, state=pb.COMPLETE, duplicate_of=-1, params_json=KEY)
+    other = pb.Trial(number=8, state=pb.COMPLETE, duplicate_of=-1, params_json=OTHER)
+    assert _nothing_kept(student, 4, [student, failed, trained, other]) == (
+        "trial 4 is a student scored by rank job #1, not trained; trial 7 trained it "
+        "stand-alone: fetch 7"
+    )
+    assert _nothing_kept(student, 4, [student, failed]).endswith(
+        "its stand-alone training is trial 6 (not completed)"
+    )
+
+
+KEY = '{"target": "student", "student": "L2_A2_H128_I256"}'
+OTHER = '{"target": "student", "student": "L1_A2_H128_I256"}'
 
 
 def test_a_plain_lora_adapter_is_not_called_dylora(tmp_path: Path) -> None:

@@ -60,7 +60,6 @@ and stop); ``StudyHandle.ask_lock`` serialises the loop's asks.
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Callable, Iterable
 
@@ -68,9 +67,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server._artifact_needs import check_artifact_store
+from archsearch.server._best_trials import best_of, one_per_result, rankable
 from archsearch.server._candidate_store import MIN_REPEAT_STREAK
 from archsearch.server._delete import StudyDeleted, delete, finish_deletions, unless_deleted
-from archsearch.server._derived_trials import has_measured_values, is_derived_trial
+from archsearch.server._derived_trials import is_derived_trial
 from archsearch.server._index import (
     CANCEL_ATTR,
     COMPLETED,
@@ -89,7 +89,6 @@ from archsearch.server._index import (
 )
 from archsearch.server._leases import parse_lease_id
 from archsearch.server._manager_wiring import ManagerWiring
-from archsearch.server._rank_trials import RANK_OF_ATTR
 from archsearch.server._resume import resume
 from archsearch.server._spec import SearchSpec
 from archsearch.spaces import TrainerInfo
@@ -240,9 +239,9 @@ class StudyManager(ManagerWiring):
         # Optuna's own pick, unless it holds a trial to leave out
         single = len(h.spec.objectives) == 1
         fast = [h.study.best_trial] if single else list(h.study.best_trials)
-        if all(_rankable(t) for t in fast):
-            return _one_per_result(fast)
-        return _one_per_result(best_of(self.trials(h, (TrialState.COMPLETE,)), h.study.directions))
+        if all(rankable(t) for t in fast):
+            return one_per_result(fast)
+        return one_per_result(best_of(self.trials(h, (TrialState.COMPLETE,)), h.study.directions))
 
     def snapshot(self, h: StudyHandle, with_best: bool = True) -> StudySnapshot:
         """A frozen view of ``h`` for the converters.
@@ -367,47 +366,3 @@ class StudyManager(ManagerWiring):
         """How many connected workers offer each trainer (to ``study``'s trials, when given:
         :meth:`WorkerDirectory.trainers`)."""
         return self.directory.trainers(study)
-
-
-def _one_per_result(best: list[FrozenTrial]) -> list[FrozenTrial]:
-    """``best`` less each DyLoRA training trial whose rank trial at r_max, which repeats its
-    values, is there too: one result once on the Pareto front, named by its rank."""
-    ranked = {
-        (t.user_attrs[RANK_OF_ATTR], tuple(t.values or ()))
-        for t in best
-        if RANK_OF_ATTR in t.user_attrs
-    }
-    return [t for t in best if (t.number, tuple(t.values or ())) not in ranked]
-
-
-def _rankable(t: FrozenTrial) -> bool:
-    """A COMPLETE trial whose values can be the study's best: finite and measured (not an
-    AutoDistil job's ±inf, nor a student's proxy scores)."""
-    return has_measured_values(t) and all(math.isfinite(v) for v in t.values or [float("nan")])
-
-
-def best_of(
-    trials: Iterable[FrozenTrial], directions: list[optuna.study.StudyDirection]
-) -> list[FrozenTrial]:
-    """The best of ``trials`` that are :func:`_rankable`: the one best for a single objective
-    (the lowest number on a tie, as Optuna), the Pareto front for several (equal values all
-    on it, as Optuna; kept as it grows: each trial is compared with the current front only)."""
-    signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in directions]
-
-    def key(t: FrozenTrial) -> list[float]:
-        return [s * v for s, v in zip(signs, t.values, strict=True)]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
-
-    front: list[tuple[list[float], FrozenTrial]] = []
-    for t in sorted((t for t in trials if _rankable(t)), key=lambda t: t.number):
-        k = key(t)
-        if len(signs) == 1:
-            if not front or k < front[0][0]:
-                front = [(k, t)]
-            continue
-        if any(dominates(f, k) for f, _ in front):
-            continue
-        front = [(f, u) for f, u in front if not dominates(k, f)] + [(k, t)]
-    return [t for _, t in front]

@@ -10,8 +10,8 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, create_trial
 
+from archsearch.server._best_trials import best_of
 from archsearch.server._student_trials import STUDENT_OF_ATTR
-from archsearch.server._studies import best_of
 
 MAX, MIN = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
 

@@ -91,12 +91,12 @@ def test_a_space_that_searches_the_rank_sees_rank_trials() -> None:
 def test_a_training_trial_and_its_rank_trial_at_r_max_are_one_result_on_the_front() -> None:
     """The rank trial at r_max repeats its training trial's values: the Pareto front ``show``
     prints named the one result twice (#0 and "rank 4 of #0"); now once, by its rank."""
-    from archsearch.server._studies import _one_per_result
+    from archsearch.server._best_trials import one_per_result
 
     study = trained(LoraSpace(r_max=[R_MAX]), 1)
     training, *ranks = study.trials
     at_max = next(t for t in ranks if t.params[RANK_PARAM] == R_MAX)
     assert at_max.values == training.values
-    assert _one_per_result([training, at_max]) == [at_max]
+    assert one_per_result([training, at_max]) == [at_max]
     other = next(t for t in ranks if t.params[RANK_PARAM] == 1)
-    assert _one_per_result([training, other]) == [training, other]  # different values: both
+    assert one_per_result([training, other]) == [training, other]  # different values: both

@@ -163,7 +163,8 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from archsearch.server._format import study_dict, worker_note
+    from archsearch.server._format import worker_note
+    from archsearch.server._format_json import study_dict
     from archsearch.server._spec import SearchSpec
     from archsearch.server._trainers import TrainerCatalogue
     from archsearch.spaces import SpecError
@@ -203,7 +204,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from archsearch.server._format import STUDY_STATE_NAMES, study_dict, table, worker_note
+    from archsearch.server._format import STUDY_STATE_NAMES, table, worker_note
+    from archsearch.server._format_json import study_dict
     from archsearch.v1 import archsearch_pb2 as pb
 
     with _search_client(args) as client:
@@ -260,13 +262,8 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from archsearch.server._format import (
-        format_study,
-        rank_trials_of,
-        study_dict,
-        trial_dict,
-        worker_note,
-    )
+    from archsearch.server._format import format_study, rank_trials_of, worker_note
+    from archsearch.server._format_json import study_dict, trial_dict
     from archsearch.server._importance import format_importance, importance_dict
 
     with _search_client(args) as client:

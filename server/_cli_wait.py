@@ -49,7 +49,7 @@ def add_wait_command(command: Callable[[str, str], argparse.ArgumentParser]) -> 
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    from archsearch.server._format import study_dict
+    from archsearch.server._format_json import study_dict
     from archsearch.v1 import archsearch_pb2 as pb
 
     with _search_client(args) as client:

@@ -13,7 +13,8 @@ from optuna.trial import TrialState
 
 from archsearch.server._convert import study_to_pb, trial_to_pb
 from archsearch.server._errors import InvalidArgument
-from archsearch.server._format import format_study, rank_trials_of, trial_dict
+from archsearch.server._format import format_study, rank_trials_of
+from archsearch.server._format_json import trial_dict
 from archsearch.server._objectives import checked_report
 from archsearch.server._rank_trials import (
     RANK_OF_ATTR,

@@ -188,7 +188,7 @@ def test_json_says_which_running_trials_are_only_prepared() -> None:
     """``show`` prints PREPARED for a candidate the server holds ready for the next acquire
     (stored RUNNING, no worker); --json said "RUNNING" alone, so a script counted it as
     training."""
-    from archsearch.server._format import trial_dict
+    from archsearch.server._format_json import trial_dict
     from archsearch.v1 import archsearch_pb2 as pb
 
     ready = trial_dict(pb.Trial(number=3, state=pb.RUNNING, duplicate_of=-1))
@@ -200,7 +200,7 @@ def test_json_says_which_running_trials_are_only_prepared() -> None:
 def test_a_rank_trial_alone_names_its_training_trial() -> None:
     """``wait --json`` prints the best trials without the trial list: a rank trial's rank_of
     was null there (show --json found it through the training trial in the list)."""
-    from archsearch.server._format import trial_dict
+    from archsearch.server._format_json import trial_dict
     from archsearch.v1 import archsearch_pb2 as pb
 
     rank = pb.Trial(

@@ -33,17 +33,16 @@ from archsearch.v1 import archsearch_pb2 as pb
 from archsearch.worker._backoff import Backoff
 from archsearch.worker._calls import ServerCalls
 from archsearch.worker._capabilities import (
-    artifact_holders,
     declared_trainer_info,
     device_memory_bytes,
-    first_holder,
 )
 from archsearch.worker._checkpoint_dir import checkpoint_root
 from archsearch.worker._glue_dir import GlueDataInvalid, GlueDataMissing
 from archsearch.worker._progress_sweep import ProgressSweeper
 from archsearch.worker._reach import unreachable
-from archsearch.worker._result_checks import check_report, checked_metrics
-from archsearch.worker._trainer import CandidateError, TrainContext, Trainer, TrialStopped
+from archsearch.worker._result_checks import checked_metrics
+from archsearch.worker._trainer import CandidateError, Trainer, TrialStopped
+from archsearch.worker._trial_context import trial_context
 from archsearch.worker._trial_watch import TrialState, heartbeats
 
 log = logging.getLogger("archsearch.worker")
@@ -312,40 +311,7 @@ class Worker(ServerCalls):
         )
         hb.start()
 
-        def report(step: int, value: float) -> bool:
-            if state.lost.is_set():
-                return True
-            check_report(step, value)  # CandidateError: a trainer's mistake, said at once
-            try:
-                r = self._retry(
-                    "report",
-                    lambda: self.client.report(lease.lease_id, step, float(value)),
-                    give_up_after_s=self.lease_duration_s,
-                )
-            except ClientError as e:
-                if e.code == grpc.StatusCode.INVALID_ARGUMENT:
-                    raise CandidateError(f"intermediate report refused: {e.details}") from None
-                state.lost.set()
-                state.reason = e.details
-                return True
-            if r.should_prune:
-                state.pruned = True
-            return bool(r.should_prune)
-
-        context = TrainContext(
-            report=report,
-            should_stop=lambda: self.stopping.is_set() or state.lost.is_set(),
-            intermediate_metric=resp.intermediate_metric,
-            objective_metrics=tuple(resp.objective_metrics),
-            device=self.device,
-            upload=lambda path, name: self.client.upload_artifact(lease.lease_id, path, name),
-            download=self.client.download_artifact,
-            study_name=lease.study_name,
-            find=lambda study, name: first_holder(self.client, study, name),
-            holders=lambda study, name, limit: artifact_holders(self.client, study, name, limit),
-            trial_number=lease.trial_number,
-            cancelled=state.cancelled.is_set,
-        )
+        context = trial_context(self, resp, state)
         started = time.monotonic()
         try:
             result = trainer.train(candidate, context)

@@ -21,12 +21,12 @@ reason, which becomes the study's completed reason.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from archsearch.search._autodistil_options import budget_option, rank_options, supernet_options
+from archsearch.search._autodistil_students import Student, job_status, mean_dev_loss, stand_alone
 from archsearch.search._base import (
     LOOPS,
     LoopSnapshot,
@@ -37,7 +37,6 @@ from archsearch.search._base import (
 )
 from archsearch.spaces import DEV_LOSS, DesignSpace, SpecError
 from archsearch.spaces._autodistil import AutoDistilSpace
-from archsearch.spaces._students import is_tied
 
 #: System attribute of each job trial: its job kind (a retry keeps it in its candidate).
 JOB_ATTR = "autodistil:job"
@@ -49,21 +48,6 @@ PICKED_FROM_ATTR = "autodistil:picked_from"
 _OPTIONS = ("top_n", "budget", "proxy", "proxy_direction", "tie_break", "supernet", "rank")
 #: What ``tie_break`` may name: the students' mean dev loss over tasks, or only the cost.
 _TIE_BREAKS = (DEV_LOSS, "cost")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Student:
-    """A recorded student trial, as the pick reads it."""
-
-    number: int
-    key: str
-    subspace: str
-    supernet_trial: int
-    proxy: float
-    cost: float
-    #: The mean dev loss over the proxy tasks (+inf when the trial has none, or the tie
-    #: break is the cost alone).
-    tie: float
 
 
 @LOOPS.register("autodistil")
@@ -148,7 +132,7 @@ class AutoDistilLoop(SearchLoop):
         if self.budget is not None:
             kind, limit = self.budget
             cost = space.flops if kind == "flops" else space.params
-            keys = _stand_alone(space, space.student_keys) or space.student_keys
+            keys = stand_alone(space, space.student_keys) or space.student_keys
             cheapest = min(cost(space.student(k)) for k in keys)
             if cheapest > limit:
                 raise SpecError(
@@ -156,7 +140,7 @@ class AutoDistilLoop(SearchLoop):
                     f"no student of the space fits {limit:.4g}: the cheapest needs {cheapest}",
                     f"raise it to at least {cheapest}, or add smaller students",
                 )
-        if self.top_n and not _stand_alone(space, space.student_keys):
+        if self.top_n and not stand_alone(space, space.student_keys):
             raise SpecError(
                 "loop_options.top_n",
                 f"{self.top_n} students would be trained stand-alone, but no student of the "
@@ -193,7 +177,7 @@ class AutoDistilLoop(SearchLoop):
         ranks: list[Suggestion] = []
         unsettled = False
         for sub in space.subspaces:
-            supernet = _status(jobs.get(("supernet", sub.name), []))
+            supernet = job_status(jobs.get(("supernet", sub.name), []))
             if supernet == "todo":
                 pending.append(self._supernet_job(space, sub.name))
             if supernet in ("todo", "active"):
@@ -201,7 +185,7 @@ class AutoDistilLoop(SearchLoop):
                 continue
             if supernet == "failed":
                 continue
-            rank = _status(jobs.get(("rank", sub.name), []))
+            rank = job_status(jobs.get(("rank", sub.name), []))
             if rank == "todo":
                 ranks.append(self._rank_job(space, sub.name, snapshot.study_name, supernet))
             unsettled = unsettled or rank in ("todo", "active")
@@ -264,7 +248,7 @@ class AutoDistilLoop(SearchLoop):
         active = False
         failed: list[str] = []
         for s in picks:
-            status = _status(jobs.get(("train", s.key), []))
+            status = job_status(jobs.get(("train", s.key), []))
             active = active or status == "active"
             if status == "failed":
                 failed.append(s.key)
@@ -294,7 +278,7 @@ class AutoDistilLoop(SearchLoop):
 
     def pick(
         self, space: AutoDistilSpace, snapshot: LoopSnapshot, students: list[TrialView]
-    ) -> list[_Student]:
+    ) -> list[Student]:
         """The ``top_n`` students within the budget, best proxy first, among those a plain
         BERT can hold (``hidden = heads x head size``: an untied student of the paper's
         sub-spaces is ranked, never trained stand-alone, which it cannot be).
@@ -311,18 +295,18 @@ class AutoDistilLoop(SearchLoop):
         scored = []
         for t in students:
             s = self._student(space, t)
-            if s is None or not _stand_alone(space, [s.key]):
+            if s is None or not stand_alone(space, [s.key]):
                 continue  # untied: no plain-BERT form to train stand-alone
             if self.budget is None or s.cost <= self.budget[1]:
                 scored.append(s)
         scored.sort(key=lambda s: (sign * s.proxy, s.tie, s.cost, s.key, s.subspace))
-        out: list[_Student] = []
+        out: list[Student] = []
         for s in scored:
             if len(out) < self.top_n and all(o.key != s.key for o in out):
                 out.append(s)
         return out
 
-    def _student(self, space: AutoDistilSpace, t: TrialView) -> _Student | None:
+    def _student(self, space: AutoDistilSpace, t: TrialView) -> Student | None:
         info = t.attrs.get(STUDENT_ATTR)
         if t.state != "COMPLETE" or not isinstance(info, Mapping):
             return None
@@ -340,7 +324,7 @@ class AutoDistilLoop(SearchLoop):
             return None
         kind = self.budget[0] if self.budget else "flops"
         cost = space.flops(student) if kind == "flops" else space.params(student)
-        return _Student(
+        return Student(
             t.number,
             student.key(),
             str(info.get("subspace", "")),
@@ -364,7 +348,7 @@ class AutoDistilLoop(SearchLoop):
                 f"autodistil: no student trial has the proxy {self.proxy!r}; the student "
                 f"trials have {', '.join(names)} (set loop_options.proxy to one of them)"
             )
-        tied = _stand_alone(space, [s.key for s in scored])
+        tied = stand_alone(space, [s.key for s in scored])
         if not tied:
             return (
                 "autodistil: no ranked student with a proxy can be trained stand-alone (each "
@@ -379,31 +363,3 @@ class AutoDistilLoop(SearchLoop):
             f"(the cheapest that can be trained stand-alone needs {smallest:.4g}); raise "
             f"loop_options.budget.{kind}"
         )
-
-
-def _stand_alone(space: AutoDistilSpace, keys: Iterable[str]) -> list[str]:
-    """The students of ``keys`` a plain BERT can hold (``hidden = heads x head size``), each
-    once: the ones a stand-alone job can train."""
-    return sorted(
-        {k for k in keys if k in space.student_keys and is_tied(space.teacher, space.student(k))}
-    )
-
-
-def mean_dev_loss(metrics: Mapping[str, float]) -> float:
-    """The mean of a trial's dev losses: ``dev_loss`` (one task) or every ``<task>.dev_loss``
-    (several); +inf when it has none or one is not finite (it then sorts last)."""
-    values = [v for k, v in metrics.items() if k.rpartition(".")[2] == DEV_LOSS]
-    if not values or not all(math.isfinite(v) for v in values):
-        return math.inf
-    return math.fsum(values) / len(values)
-
-
-def _status(trials: list[TrialView]) -> str:
-    """A job's state from its trials: ``done`` (the number of its COMPLETE trial), or
-    ``active``, ``failed`` (tried, nothing in flight: the server gave up) or ``todo``."""
-    for t in trials:
-        if t.state == "COMPLETE":
-            return str(t.number)
-    if any(t.active for t in trials):
-        return "active"
-    return "failed" if trials else "todo"

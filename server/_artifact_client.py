@@ -39,6 +39,17 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _holds(path: Path, artifact: pb.Artifact) -> bool:
+    """Whether ``path`` is a file with the artifact's recorded size and sha256 (never for an
+    artifact stored without them)."""
+    try:
+        if not artifact.sha256 or path.stat().st_size != artifact.size_bytes:
+            return False
+    except OSError:
+        return False
+    return file_sha256(path) == artifact.sha256
+
+
 def _error(e: grpc.RpcError, method: str) -> Exception:
     from archsearch.server.client import ClientError
 
@@ -76,7 +87,11 @@ def download(
 ) -> pb.Artifact:
     """Streams one artifact into ``dest`` (replaced only once its sha256 matched). The bytes
     go to a partial file of this download's own (two workers sharing a checkpoint folder
-    fetched one supernet at once into one ``.part`` file, and the second rename failed)."""
+    fetched one supernet at once into one ``.part`` file, and the second rename failed).
+
+    A ``dest`` that already holds the artifact (its recorded size and sha256) is kept and the
+    stream cancelled after its description: a worker asked for one supernet by a rank job and
+    each picked student's job, or holding the one it trained, reads it from its disk."""
     from archsearch.server.client import ClientError
 
     part = dest.with_name(f"{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
@@ -91,6 +106,9 @@ def download(
             for msg in stream:
                 if msg.WhichOneof("part") == "artifact":
                     artifact = msg.artifact
+                    if _holds(dest, artifact):
+                        stream.cancel()
+                        return artifact
                     continue
                 if artifact is None:
                     raise ClientError(

@@ -48,7 +48,11 @@ from archsearch.spaces._students import Student, TeacherShape
 from archsearch.spaces._subspaces import SubSpace
 from archsearch.worker._autodistil_info import AUTODISTIL_KINDS, AUTODISTIL_TRAINER_INFO
 from archsearch.worker._bert_trainer import BertTrainer
-from archsearch.worker._checkpoint_artifacts import fetch_trial_files, upload_files
+from archsearch.worker._checkpoint_artifacts import (
+    fetch_trial_files,
+    reference_folder,
+    upload_files,
+)
 from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._dsir_selector import select_pretrain_texts
 from archsearch.worker._extract import init_student_from_teacher
@@ -185,7 +189,7 @@ class AutodistilTrainer(BertTrainer):
         run = SupernetTraining(supernet, teacher, students, batches, recipe)
         done = train_resumably(run, context, candidate.fingerprint(), self.save_minutes, every)
         losses = run.losses
-        folder = checkpoint_root() / "autodistil" / candidate.fingerprint()
+        folder = _supernet_folder(context, candidate)
         supernet.bert.save_pretrained(folder)
         done.progress.clear()
         info: dict[str, Any] = {"checkpoint": str(folder), "subspace": space.name}
@@ -381,6 +385,20 @@ def _upload(context: TrainContext, folder: Path) -> dict[str, str]:
     return upload_files(context, folder, SUPERNET_FILES)
 
 
+def _supernets() -> Path:
+    """The folder of the supernets this worker downloaded or trained, by study and trial."""
+    return checkpoint_root() / "autodistil" / "supernets"
+
+
+def _supernet_folder(context: TrainContext, candidate: Candidate) -> Path:
+    """Where a supernet job keeps its supernet: with a server, the folder its rank and train
+    jobs would download it into (so on this worker they read it from disk, and it is kept
+    once); without one, a folder of its own."""
+    if context.has_server and context.trial_number is not None:
+        return reference_folder(_supernets(), context.study_name, context.trial_number)
+    return checkpoint_root() / "autodistil" / candidate.fingerprint()
+
+
 def _fetch_supernet(context: TrainContext, ref: str) -> str:
     """The local folder of a supernet: ``ref`` itself for a path; for ``"trial:N"`` or
     ``"trial:STUDY:N"``, the folder its artifacts were downloaded into.
@@ -391,7 +409,7 @@ def _fetch_supernet(context: TrainContext, ref: str) -> str:
     return fetch_trial_files(
         context,
         ref,
-        checkpoint_root() / "autodistil" / "supernets",
+        _supernets(),
         SUPERNET_FILES,
         field="supernet",
         missing_hint="name a finished supernet job's trial",

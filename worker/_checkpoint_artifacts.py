@@ -174,7 +174,7 @@ def fetch_trial_files(
 
     study, number = parsed
     study = study or context.study_name
-    dest = root / _safe(study) / str(number)
+    dest = reference_folder(root, study, number)
     dest.mkdir(parents=True, exist_ok=True)
     for file in files:
         names = (aliases or {}).get(file, (file,))
@@ -188,6 +188,12 @@ def fetch_trial_files(
                 if i == len(names) - 1:
                     raise CandidateError(f"{field} {ref!r}: {e.details} ({missing_hint})") from e
     return str(dest)
+
+
+def reference_folder(root: Path, study: str, number: int) -> Path:
+    """Where :func:`fetch_trial_files` puts trial ``number`` of ``study``'s files under
+    ``root`` (a trial that uploads files it will be asked for again may keep them there)."""
+    return root / _safe(study) / str(number)
 
 
 def _safe(study: str) -> str:

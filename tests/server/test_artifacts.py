@@ -308,6 +308,24 @@ def test_downloads_of_one_file_at_once_into_one_folder_both_succeed(
     assert sorted(p.name for p in dest.parent.iterdir()) == ["f.bin"]  # no partial left
 
 
+def test_a_destination_that_holds_the_artifact_is_kept(server, worker, leased, tmp_path) -> None:
+    """A rank job and each picked student's job downloaded their supernet again on a worker
+    that already held it (or had trained it): the same bytes are now read from the disk."""
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"s" * 2_500_000)
+    worker.upload_artifact(leased.lease.lease_id, f)
+    dest = tmp_path / "cache" / "f.bin"
+    dest.parent.mkdir()
+    got = worker.download_artifact("s", leased.lease.trial_number, "f.bin", dest)
+    first = dest.stat().st_ino
+    again = worker.download_artifact("s", leased.lease.trial_number, "f.bin", dest)
+    assert again.sha256 == got.sha256 and dest.stat().st_ino == first  # not written again
+    dest.write_bytes(b"S" * 2_500_000)  # same size, other bytes: downloaded over
+    worker.download_artifact("s", leased.lease.trial_number, "f.bin", dest)
+    assert dest.read_bytes() == f.read_bytes() and dest.stat().st_ino != first
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["f.bin"]
+
+
 def test_default_artifact_dir() -> None:
     assert default_artifact_dir("sqlite:////data/runs.db") == "/data/runs-artifacts"
     assert default_artifact_dir("sqlite:///runs.db") == "runs-artifacts"

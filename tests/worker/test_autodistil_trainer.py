@@ -75,7 +75,9 @@ def test_supernet_job_trains_saves_and_reports(
     def download(study: str, number: int, name: str, dest: Path) -> None:
         dest.write_bytes(store[(study, number, name)])
 
-    context = TrainContext(report=report, upload=upload, download=download, study_name="s")
+    context = TrainContext(
+        report=report, upload=upload, download=download, study_name="s", trial_number=7
+    )
     result = trainer.train(candidate, context)
     assert result.info["checkpoint_artifacts"] == "model.safetensors config.json"
     # A rank job elsewhere fetches the supernet by trial reference.
@@ -85,6 +87,9 @@ def test_supernet_job_trains_saves_and_reports(
         TrainContext(upload=upload, download=download, study_name="s"), "trial:7"
     )
     assert Path(fetched, "model.safetensors").read_bytes() == store[("s", 7, "model.safetensors")]
+    # ... on this worker, where the supernet job kept it: one copy (the download finds it)
+    assert fetched == result.info["checkpoint"]
+    assert len(list(tmp_path.rglob("model.safetensors"))) == 1
     with pytest.raises(CandidateError, match="only a worker connected to a server"):
         _fetch_supernet(TrainContext(), "trial:7")
     assert set(result.metrics) == {"relation_loss", "train_seconds"}

@@ -10,9 +10,10 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from archsearch.server._cli_common import (
+    EXIT_BAD_INPUT,
     CliError,
     _search_client,
     conn_flags,
@@ -20,9 +21,6 @@ from archsearch.server._cli_common import (
     json_text,
     token_note,
 )
-
-if TYPE_CHECKING:
-    from archsearch.spaces import SpecError
 
 # A bare word where JSON wants a string: a key or value the shell (or the user) left unquoted.
 _BARE_WORD = re.compile(r"(?<=[{\[,:])\s*([A-Za-z_][\w.\-/]*)\s*(?=[:,}\]])")
@@ -75,19 +73,42 @@ def _set_path(spec: dict[str, Any], dotted: str, value: Any) -> None:
     cur[keys[-1]] = value
 
 
-def _method_hint(e: SpecError, spec: dict[str, Any], items: list[str] | None) -> str:
+def _check_here(spec: dict[str, Any], args: argparse.Namespace) -> None:
+    """The server's validation of ``spec``, run here (for a server that cannot be reached:
+    a mistake in the spec is said before the connection's), with the trainers installed
+    here; a trainer that is not may be a plugin a remote worker offers, so left to the server.
+
+    Raises:
+        CliError: The spec is invalid (exit 2).
+    """
+    from archsearch.server._spec import SearchSpec
+    from archsearch.server._trainers import TrainerCatalogue
+    from archsearch.spaces import SpecError
+
+    local = TrainerCatalogue.installed()
+    trainer = spec.get("trainer", "bert")
+    if isinstance(trainer, str) and local.get(trainer) is None:
+        return
+    try:
+        SearchSpec.from_dict(spec, local)
+    except SpecError as e:
+        hint = _method_hint(e.field, str(e), spec, args.set)
+        raise CliError(f"invalid search spec: {e}{hint}", EXIT_BAD_INPUT) from e
+
+
+def _method_hint(field: str, said: str, spec: dict[str, Any], items: list[str] | None) -> str:
     """When ``--set P.FIELD=V`` made an object ``P`` with no ``method`` (``data.selection``:
     method "none", which reads no field): say to set ``P.method`` too, or the whole object."""
     from archsearch.spaces import PRETRAIN_SELECTION_METHODS, SELECTION_METHODS
 
-    if "method 'none'" not in str(e):
+    if "method 'none'" not in said:
         return ""
     for item in items or []:
         parent = item.partition("=")[0].rpartition(".")[0]
         obj: Any = spec if parent else None
         for k in parent.split(".") if parent else []:
             obj = obj.get(k) if isinstance(obj, dict) else None
-        if not isinstance(obj, dict) or "method" in obj or not e.field.startswith(f"{parent}."):
+        if not isinstance(obj, dict) or "method" in obj or not field.startswith(f"{parent}."):
             continue
         pretrain = parent.endswith("pretrain_selection")
         methods = PRETRAIN_SELECTION_METHODS if pretrain else SELECTION_METHODS
@@ -163,11 +184,11 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    import grpc
+
     from archsearch.server._format import worker_note
     from archsearch.server._format_json import study_dict
-    from archsearch.server._spec import SearchSpec
-    from archsearch.server._trainers import TrainerCatalogue
-    from archsearch.spaces import SpecError
+    from archsearch.server.client import ClientError
 
     spec = build_spec(args)
     for key, flag, example in (
@@ -179,17 +200,20 @@ def cmd_launch(args: argparse.Namespace) -> int:
             raise CliError(
                 f"launch needs {flag} (or {key!r} in --spec FILE), for example {example}"
             )
-    local = TrainerCatalogue.installed()
-    trainer = spec.get("trainer", "bert")
-    # A trainer not installed here may be a plugin that a remote worker offers: the server
-    # knows it from that worker's registration and validates the spec itself.
-    if not isinstance(trainer, str) or local.get(trainer) is not None:
-        try:
-            SearchSpec.from_dict(spec, local)  # the same validation the server runs
-        except SpecError as e:
-            raise CliError(f"invalid search spec: {e}{_method_hint(e, spec, args.set)}") from e
+    # The server validates the spec (with the trainers its workers offer, plugins too). It has
+    # the search libraries loaded: building a BOSHNAS or GP loop here to check it cost the
+    # command 4-7 s of imports. Only a server that cannot be reached has it checked here.
     with _search_client(args) as client:
-        study = client.launch(spec)
+        try:
+            study = client.launch(spec)
+        except ClientError as e:
+            if e.code == grpc.StatusCode.INVALID_ARGUMENT:
+                field = e.details.partition(":")[0]
+                fix = _method_hint(field, e.details, spec, args.set)
+                raise CliError(f"invalid search spec: {e.details}{fix}", EXIT_BAD_INPUT) from None
+            if e.transient:
+                _check_here(spec, args)
+            raise
     if args.json:
         print(json_text(study_dict(study)))
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -319,7 +320,8 @@ def worker_note(study: Any, flags: str, after: str = "") -> str:
     (where the token comes from, when that was ``$ARCHSEARCH_TOKEN``)."""
     if study.state != pb.STUDY_RUNNING or study.workers_for_trainer > 0:
         return ""
-    trainer = json.loads(study.spec_json).get("trainer", "bert")
+    spec = json.loads(study.spec_json)
+    trainer = spec.get("trainer", "bert")
     offered = ", ".join(study.connected_trainers)
     connected = (
         f"the connected workers offer only {offered}"
@@ -329,9 +331,13 @@ def worker_note(study: Any, flags: str, after: str = "") -> str:
         else "no worker is connected"
     )
     # a space option the trainer needs names a file its workers read too (the table trainer's
-    # space_options.table is the worker's --table PATH)
+    # space_options.table is the worker's --table PATH): the study's own, the likeliest path
     info = TrainerCatalogue.installed().get(trainer)
-    table = "".join(f" --{key} PATH" for key in info.required_space_options) if info else ""
+    given = spec.get("space_options") or {}
+    table = "".join(
+        f" --{key} {shlex.quote(str(given[key])) if given.get(key) else 'PATH'}"
+        for key in (info.required_space_options if info else ())
+    )
     return (
         f"note: no connected worker runs the {trainer} trainer ({connected}); {study.name}'s "
         f"trials wait until one does: `archsearch worker {flags} --trainer "

@@ -75,7 +75,8 @@ def test_launch_studies_show_stop(server: ServerProc, tmp_path: Path) -> None:
     assert "launched cli-tpe" in out.stdout
     # no worker yet: launch says how to start one for the study's trainer
     assert "no connected worker runs the table trainer (no worker is connected)" in out.stdout
-    assert f"archsearch worker --server {addr} --trainer table --table PATH" in out.stdout
+    # with the study's own table (the worker reads the same file; the likeliest path)
+    assert f"archsearch worker --server {addr} --trainer table --table {TABLE}" in out.stdout
     listed = json.loads(run("studies", "--server", addr, "--json").stdout)
     assert [s["name"] for s in listed] == ["cli-tpe"] and listed[0]["spec"]["seed"] == 7
     assert "best_trials" not in listed[0]  # ListStudies does not compute them: show does
@@ -155,6 +156,12 @@ def test_show_json_into_a_closed_pipe(server: ServerProc) -> None:
             2,
         ),
         (["launch", "--pruner", "sometimes"], "argument --pruner: invalid choice", 2),
+        (  # said by the server (the CLI no longer builds the loop to check it), with the fix
+            ["launch", "--name", "x", "--space", "bert", "--trials", "2"]
+            + ["--set", "data.selection.k=300"],
+            "unknown field (method 'none' reads no other field); set data.selection.method too",
+            2,
+        ),
     ],
 )
 def test_cli_errors_name_the_problem(server: ServerProc, args, message: str, code: int) -> None:

@@ -41,6 +41,11 @@ class Evaluator:
         """The split intermediate reports and checkpoints are chosen on."""
         return self.dev_sets[self.task.dev_splits[0]]
 
+    @property
+    def extra_splits(self) -> dict[str, EncodedSplit]:
+        """The other dev splits by name (MNLI's ``dev_mismatched``), scored with suffixes."""
+        return {s: self.dev_sets[s] for s in self.task.dev_splits[1:]}
+
     def metrics(
         self, predict: Predict, primary_predictions: np.ndarray | None = None
     ) -> dict[str, float]:

@@ -31,7 +31,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,7 @@ from archsearch.worker._hooks import (
     TrainingHooks,
 )
 from archsearch.worker._loop_state import LoopState, Stateful
+from archsearch.worker._metrics import compute_metrics
 from archsearch.worker._optim import adamw, model_loss, seed_everything
 from archsearch.worker._precision import FP32, Precision
 from archsearch.worker._progress import ProgressFile
@@ -159,9 +160,16 @@ class TrainingLoop:
         #: The optimiser steps a restored run started after (None: it started at the beginning).
         self.resumed_from: int | None = None
 
-    def run(self, train_set: EncodedSplit, dev_set: EncodedSplit) -> tuple[np.ndarray, float]:
+    def run(
+        self,
+        train_set: EncodedSplit,
+        dev_set: EncodedSplit,
+        extra_dev: Mapping[str, EncodedSplit] | None = None,
+    ) -> tuple[np.ndarray, float]:
         """Trains for ``max_steps`` optimiser steps; returns the final dev predictions and the
-        seconds spent optimising (evaluation excluded).
+        seconds spent optimising (evaluation excluded). ``extra_dev``: the task's other dev
+        splits by name (MNLI's ``dev_mismatched``), on which ``hooks.evaluate_many`` scores
+        each configuration too.
 
         Raises:
             CandidateError: The loss became non-finite, or the training split (or an epoch of
@@ -285,7 +293,9 @@ class TrainingLoop:
             bar.close()
         seconds = self._now() - start - eval_seconds
         if self.hooks.evaluate_many is not None:
-            self.label_metrics = self.evaluate_many(self.hooks.evaluate_many, dev_set)
+            self.label_metrics = self.evaluate_many(
+                self.hooks.evaluate_many, dev_set, extra_dev or {}
+            )
         if resume is not None:
             resume.clear()
         return predictions, seconds
@@ -309,10 +319,15 @@ class TrainingLoop:
         return state.step, float(before["seconds"])
 
     def evaluate_many(
-        self, configurations: EvaluateMany, dev_set: EncodedSplit
+        self,
+        configurations: EvaluateMany,
+        dev_set: EncodedSplit,
+        extra_dev: Mapping[str, EncodedSplit] | None = None,
     ) -> dict[str, dict[str, float]]:
         """The task metrics on ``dev_set`` of each configuration ``configurations(model)``
-        yields, by label (see :attr:`TrainingHooks.evaluate_many`).
+        yields, by label (see :attr:`TrainingHooks.evaluate_many`), and on each ``extra_dev``
+        split, suffixed as :class:`~archsearch.worker._evaluate.Evaluator` does (MNLI:
+        ``accuracy_mismatched``): a rank trial copied the top rank's otherwise.
 
         Raises:
             ValueError: Two configurations share a label.
@@ -321,13 +336,18 @@ class TrainingLoop:
         for label, configure in configurations(self.model):
             if label in by_label:
                 raise ValueError(f"evaluate_many yielded the label {label!r} twice")
-            if configure is None and self._final_values is not None:
-                by_label[label] = dict(self._final_values)
-                continue
             self.context.check()
             with (configure and configure(self.model)) or contextlib.nullcontext():
-                predictions, loss = self.predict_scored(dev_set)
-            by_label[label] = dev_metrics(self.task, predictions, dev_set.labels, loss)
+                if configure is None and self._final_values is not None:
+                    values = dict(self._final_values)
+                else:
+                    predictions, loss = self.predict_scored(dev_set)
+                    values = dev_metrics(self.task, predictions, dev_set.labels, loss)
+                for split, dev in (extra_dev or {}).items():
+                    got = compute_metrics(self.task, self.predict(dev), dev.labels)
+                    suffix = split.removeprefix("dev_")
+                    values.update({f"{name}_{suffix}": v for name, v in got.items()})
+            by_label[label] = values
         return by_label
 
     def _evaluate(self, step: int, dev_set: EncodedSplit, bar: Any) -> np.ndarray:

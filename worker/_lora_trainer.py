@@ -31,7 +31,7 @@ from archsearch.worker._lora_spec import LoraSpec, parse_lora_spec
 from archsearch.worker._plan import TrainingPlan, parse_plan
 from archsearch.worker._progress import DEFAULT_SAVE_MINUTES
 from archsearch.worker._registry import register_trainer
-from archsearch.worker._result_metrics import evaluation_metrics
+from archsearch.worker._result_metrics import labelled_metrics
 from archsearch.worker._result_metrics import metric_names as bert_metric_names
 from archsearch.worker._split_cache import SplitEncoder
 from archsearch.worker._task_info import Task
@@ -66,7 +66,7 @@ def lora_metric_names(
             "trainable_params",
             *(f"trainable_params@r{b}" for b in spec.eval_ranks),
             *(f"{c}@r{b}" for b in spec.eval_ranks for c in RANK_COSTS),
-            *(f"{m}@r{b}" for b in spec.eval_ranks for m in evaluation_metrics(t)),
+            *(f"{m}@r{b}" for b in spec.eval_ranks for m in labelled_metrics(t)),
         )
         for t in resolved
     }

@@ -59,13 +59,19 @@ def metric_names(
 def task_metric_names(task: Task, measure_latency: bool) -> tuple[str, ...]:
     """One task's unprefixed metric names: its metrics per dev split, the primary split's
     ``dev_loss``, then the costs."""
+    costs = [m for m in COST_METRICS if measure_latency or "latency" not in m]
+    return (*labelled_metrics(task), *costs)
+
+
+def labelled_metrics(task: Task) -> tuple[str, ...]:
+    """What ``hooks.evaluate_many`` measures of each configuration (a DyLoRA rank): every dev
+    split's task metrics (the extra splits' suffixed) and the primary split's :data:`DEV_LOSS`."""
     extra = [
         f"{metric}_{split.removeprefix('dev_')}"
         for split in task.dev_splits[1:]
         for metric in task.metrics
     ]
-    costs = [m for m in COST_METRICS if measure_latency or "latency" not in m]
-    return (*task.metrics, *extra, DEV_LOSS, *costs)
+    return (*task.metrics, *extra, DEV_LOSS)
 
 
 def evaluation_metrics(task: Task) -> tuple[str, ...]:

@@ -102,7 +102,9 @@ def train_task(
             curriculum.answer = lambda items: (
                 loop.predict(take(train, items)) == train.labels[items]
             )
-        predictions, train_seconds = loop.run(splits["train"], evaluator.primary)
+        predictions, train_seconds = loop.run(
+            splits["train"], evaluator.primary, evaluator.extra_splits
+        )
 
     answers = None
     if curriculum is not None and curriculum.answers_name:  # in-sample: on what it trained

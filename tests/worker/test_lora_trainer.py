@@ -175,3 +175,41 @@ def test_the_server_knows_the_packaged_models_linear_modules() -> None:
         ["attention.self.query", "layer.5.output.dense", "ery", "qurey"], linear
     )
     assert got == ["ery", "qurey"]
+
+
+def test_each_rank_is_scored_on_every_dev_split(tmp_path: Path) -> None:
+    """MNLI's rank trials carried the top rank's mismatched accuracy at every rank (only the
+    matched split was scored per rank). With the mismatched split a copy of the matched one,
+    both accuracies must agree at every rank."""
+    from archsearch.server._rank_trials import metrics_by_rank
+    from archsearch.worker._lora_spec import parse_lora_spec
+    from archsearch.worker._lora_trainer import lora_metric_names
+
+    header = "index\tsentence1\tsentence2\tgold_label"
+    labels = ["entailment", "neutral", "contradiction"]
+    said = ["yes", "maybe", "no"]  # the label's word: a rank that learned it scores higher
+    folder = tmp_path / "MNLI"
+    folder.mkdir()
+    for name, rows in (("train", 96), ("dev_matched", 30)):
+        lines = [
+            f"{i}\tthe cat sat {i}\t{said[i % 3]} it did\t{labels[i % 3]}" for i in range(rows)
+        ]
+        (folder / f"{name}.tsv").write_text("\n".join([header, *lines]) + "\n")
+    (folder / "dev_mismatched.tsv").write_bytes((folder / "dev_matched.tsv").read_bytes())
+    candidate = dataclasses.replace(
+        lora_candidate(learning_rate=3e-2, max_steps=40, eval_every=40),
+        data={"task": "mnli", "train_subset": 0},
+    )
+    metrics = (
+        create_trainer("lora", {"glue_dir": str(tmp_path)}).train(candidate, TrainContext()).metrics
+    )
+    per_rank = metrics_by_rank(metrics)
+    assert sorted(per_rank) == [1, 2, 3, 4]
+    scores = [per_rank[b]["accuracy"] for b in range(1, 5)]
+    assert len(set(scores)) > 1  # the ranks differ: a copied top rank would show
+    for b in range(1, 5):
+        assert metrics[f"accuracy_mismatched@r{b}"] == metrics[f"accuracy@r{b}"]
+        assert per_rank[b]["accuracy_mismatched"] == per_rank[b]["accuracy"] == scores[b - 1]
+        assert per_rank[b]["mnli.accuracy_mismatched"] == scores[b - 1]
+    spec = parse_lora_spec(candidate.recipe["lora"])
+    assert "accuracy_mismatched@r2" in lora_metric_names(["mnli"], spec, measure_latency=False)

@@ -11,6 +11,7 @@ import math
 from typing import Any, cast
 
 from archsearch.spaces import SpecError
+from archsearch.spaces._recipe import check_seq_length
 
 #: ``loop_options.supernet`` fields and their types: the worker's ``SupernetRecipe``
 #: (``worker/_supernet_training.py``).
@@ -52,7 +53,8 @@ def _positive(field: str, value: Any) -> None:
 
 def _check(field: str, key: str, value: Any, types: tuple[type, ...]) -> None:
     """One setting: its type, then its range (``loss`` a relation loss, ``seed`` a 32-bit
-    int, ``weight_decay`` >= 0, ``sandwich`` >= 2, anything else > 0)."""
+    int, ``weight_decay`` >= 0, ``sandwich`` >= 2, ``max_seq_length`` 5..512, anything else
+    > 0)."""
     where = f"{field}.{key}"
     if isinstance(value, bool) or not isinstance(value, types):
         raise SpecError(where, f"must be {types[0].__name__}, got {value!r}")
@@ -66,6 +68,8 @@ def _check(field: str, key: str, value: Any, types: tuple[type, ...]) -> None:
     elif key == "weight_decay":
         if not 0 <= float(value) < math.inf:
             raise SpecError(where, f"must be >= 0, got {value!r}")
+    elif key == "max_seq_length":
+        check_seq_length(where, int(value))
     elif key == "sandwich":
         if int(value) < 2:
             raise SpecError(where, f"must be an int >= 2 (largest and smallest), got {value!r}")

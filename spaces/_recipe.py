@@ -86,6 +86,24 @@ _RECIPE_MOST = {
 }
 
 
+#: The shortest ``max_seq_length``: ``[CLS] a [SEP] b [SEP]`` keeps a token of each text of a
+#: pair. Below it the tokenizer silently keeps pairs whole (longer than asked) or drops the text.
+MIN_SEQ_LENGTH = 5
+
+
+def check_seq_length(field: str, value: int) -> None:
+    """``value`` is a usable sequence length: ``MIN_SEQ_LENGTH`` to 512."""
+    if value < MIN_SEQ_LENGTH:
+        raise SpecError(
+            field,
+            f"must be >= {MIN_SEQ_LENGTH} ([CLS], a token of each text of a pair, two [SEP]), "
+            f"got {value}",
+            "GLUE models usually take 128",
+        )
+    if value > 512:
+        raise SpecError(field, "must be <= 512 (BERT position embeddings)")
+
+
 def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     """Returns the recipe with defaults filled in; raises SpecError on a bad field."""
     out = dict(DEFAULT_RECIPE)
@@ -96,8 +114,7 @@ def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     for key, most in _RECIPE_MOST.items():
         if key in out and out[key] > most:
             raise SpecError(f"recipe.{key}", f"must be <= {most:,}, got {out[key]:,}")
-    if out["max_seq_length"] > 512:
-        raise SpecError("recipe.max_seq_length", "must be <= 512 (BERT position embeddings)")
+    check_seq_length("recipe.max_seq_length", out["max_seq_length"])
     if out["learning_rate"] <= 0:
         raise SpecError("recipe.learning_rate", "must be > 0")
     if not 0 <= out["warmup_ratio"] < 1:

@@ -66,6 +66,9 @@ def test_plan_is_frozen_typed_and_complete() -> None:
         ("bert", {"pretrain_steps": 3}, "FlexiBERT candidates only"),
         ("flexibert", {"init": "teacher"}, "recipe.init 'teacher' is not supported"),
         ("bert", {"max_steps": 0}, "recipe.max_steps"),
+        # the tokenizer kept pairs whole below 5 (or dropped the text): refused, not truncated
+        ("bert", {"max_seq_length": 4}, r"recipe.max_seq_length: must be >= 5"),
+        ("bert", {"max_seq_length": 513}, r"recipe.max_seq_length: must be <= 512"),
     ],
 )
 def test_bad_candidates_are_candidate_errors(space: str, recipe: dict[str, Any], text: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from archsearch.server._format_notes import failure_reasons, printable, trial_warnings
 from archsearch.server._trainers import TrainerCatalogue
+from archsearch.spaces import SpecError
 from archsearch.v1 import archsearch_pb2 as pb
 
 STUDY_STATE_NAMES = {
@@ -186,12 +187,14 @@ def _read_time_columns(
     """Columns computed from raw metrics when shown: per-task primary scores and the GLUE
     average of multi-task trials, a Borda rank over the study's trials, and cost metrics."""
     from archsearch.spaces import borda_ranks, compute_aggregate, per_task_primary
+    from archsearch.spaces._aggregate import GLUE_PRIMARY_METRIC, GLUE_TASK_IDS
 
     done = [t for t in trials if t.state == pb.COMPLETE]
     cols: dict[str, dict[int, Any]] = {}
     if len(tasks) > 1:
-        for task in tasks:
-            cols[task] = {
+        for task in tasks:  # named by the score shown (glue_avg averages MRPC's f1 and acc)
+            name = f"{task}.{GLUE_PRIMARY_METRIC.get(task, 'accuracy')}"
+            cols[name if task in GLUE_TASK_IDS else task] = {
                 t.number: v
                 for t in done
                 if (v := per_task_primary(dict(t.metrics)).get(task)) is not None
@@ -222,7 +225,15 @@ def _task_words(spec: dict[str, Any]) -> str:
     info = TrainerCatalogue.installed().get(str(spec.get("trainer", "bert")))
     if info is not None and not info.task_metrics:
         return ""
-    return f"task {spec.get('task')}  "
+    from archsearch.spaces import data_tasks
+
+    try:
+        tasks = data_tasks(spec.get("data") or {}) or [spec.get("task")]
+    except (KeyError, SpecError, TypeError, ValueError):  # an older or foreign spec
+        tasks = [spec.get("task")]
+    if len(tasks) > 1:  # a multi-task study: each task, not the first one
+        return f"tasks {', '.join(map(str, tasks))}  "
+    return f"task {tasks[0]}  "
 
 
 def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -> str:

@@ -609,6 +609,13 @@ def test_a_plugin_study_that_scores_no_task_shows_none(monkeypatch: pytest.Monke
     plugin = _study(spec_json=json.dumps({**spec, "space": "mlp", "trainer": "mlp"}))
     assert "  loop tpe  trainer mlp  " in format_study(plugin, []).splitlines()[1]
     assert "  loop tpe  task sst2  trainer bert  " in format_study(_study(), []).splitlines()[1]
+    # a multi-task study names every task (it said "task stsb", the first)
+    several = _study(
+        spec_json=json.dumps({**spec, "data": {"task": "stsb", "tasks": ["stsb", "cola"]}})
+    )
+    assert (
+        "  loop tpe  tasks stsb, cola  trainer bert  " in format_study(several, []).splitlines()[1]
+    )
 
 
 def test_verbose_goes_before_or_after_the_command() -> None:

@@ -35,6 +35,17 @@ def resolve_custom_task(task: CustomTask) -> CustomTask:
     return task.with_labels(sorted_labels({raw for _, raw, _ in rows}))
 
 
+def label_info(task: object) -> dict[str, str]:
+    """What a trial's info says of a custom classification task's classes: their index order
+    and, with two, the class ``f1`` scores (the second); nothing for other tasks."""
+    if not isinstance(task, CustomTask) or task.is_regression or task.labels is None:
+        return {}
+    info = {"labels": ", ".join(task.labels)}
+    if len(task.labels) == 2:
+        info["f1_positive_label"] = task.labels[1]
+    return info
+
+
 def load_custom_split(task: CustomTask, split: str) -> list[GlueExample]:
     """Reads one split of a custom task.
 

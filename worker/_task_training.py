@@ -15,6 +15,7 @@ from archsearch.spaces import DEV_LOSS
 from archsearch.worker._batches import EncodedSplit, take
 from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._curriculum import Curriculum
+from archsearch.worker._custom_files import label_info
 from archsearch.worker._evaluate import CostMeter, Evaluator
 from archsearch.worker._finished_tasks import FinishedTasks, each_task
 from archsearch.worker._loop import TrainingLoop
@@ -128,6 +129,7 @@ def train_task(
             folder = folder / task.id
         checkpoint = str(trainer.save_checkpoint(model, loop, folder, candidate))
     info = curriculum.info() if curriculum is not None else {}
+    info.update(label_info(task))  # a custom task's class order: which class f1 scores
     if loop.resumed_from is not None:
         info["resumed_from_step"] = str(loop.resumed_from)
     return TaskOutcome(

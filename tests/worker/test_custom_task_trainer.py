@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from _tiny import TINY_BERT
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, f1_score
 
 from archsearch.spaces import Candidate
 from archsearch.worker import TrainContext
@@ -50,3 +50,8 @@ def test_custom_csv_task_trains_and_scores(tmp_path: Path) -> None:
         trainer.last_labels, trainer.last_predictions
     )
     assert "reviews.accuracy" in result.metrics and result.metrics["params"] > 0
+    # which class f1 scores is said (the labels sorted: "neg", then "pos", the positive one)
+    assert result.info["labels"] == "neg, pos" and result.info["f1_positive_label"] == "pos"
+    assert result.metrics["f1"] == f1_score(
+        trainer.last_labels, trainer.last_predictions, pos_label=1, zero_division=0.0
+    )

@@ -13,7 +13,8 @@ from archsearch.worker._bert_trainer import BertTrainer
 
 
 def test_custom_csv_task_trains_and_scores(tmp_path: Path) -> None:
-    good = ["a wonderful film", "great acting and a fine story", "i loved it", "superb"]
+    long = "great acting and a fine story, " * 4  # past max_seq_length: one dev row in 8
+    good = ["a wonderful film", long, "i loved it", "superb"]
     bad = ["a dreadful film", "boring and far too long", "i hated it", "awful"]
     rows = [(t, "pos") for t in good] + [(t, "neg") for t in bad]
     for split, n in (("train", 8), ("dev", 4)):
@@ -55,3 +56,4 @@ def test_custom_csv_task_trains_and_scores(tmp_path: Path) -> None:
     assert result.metrics["f1"] == f1_score(
         trainer.last_labels, trainer.last_predictions, pos_label=1, zero_division=0.0
     )
+    assert result.info["dev_at_max_seq_length"] == "0.125"

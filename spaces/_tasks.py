@@ -26,9 +26,10 @@ class GlueTask:
         column_names: Column names to use when the file has no header (CoLA).
         metrics: Names of the metrics ``compute_metrics`` returns for this task.
         primary_metric: The metric GLUE ranks this task by.
-        tolerate_short_rows: Skip rows with too few columns instead of failing. True only
-            where the official release itself has such rows (QQP's train file), so that
-            corruption of any other file is reported rather than hidden.
+        tolerate_short_rows: Skip rows with too few columns instead of failing (with a
+            warning naming the lines), in every split of the task. True only where the
+            official release itself has such rows (QQP's train file), so that corruption of
+            any other task's file is reported rather than hidden.
     """
 
     id: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import logging
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from archsearch.spaces import GLUE_TASKS, GlueTask, get_task
 from archsearch.worker._example import GlueExample, not_utf8
 
 #: Environment variable naming the ``glue_data`` folder when ``--glue-dir`` is not given.
+log = logging.getLogger("archsearch.worker")
 GLUE_DIR_ENV = "ARCHSEARCH_GLUE_DIR"
 
 # Some GLUE sentences (QNLI/MNLI parses) exceed csv's default 128 KiB field limit.
@@ -180,9 +182,11 @@ def read_tsv(task: GlueTask, path: Path) -> list[GlueExample]:
             label_idx = header.index(task.label_column)
             needed = max(*text_idx, label_idx) + 1
             examples = []
+            skipped: list[int] = []
             for line, row in enumerate(rows, start=first_line):
                 if len(row) < needed:
                     if task.tolerate_short_rows:
+                        skipped.append(line)
                         continue
                     raise GlueDataInvalid(
                         f"{path}:{line}: {len(row)} columns, expected at least {needed}"
@@ -191,6 +195,17 @@ def read_tsv(task: GlueTask, path: Path) -> list[GlueExample]:
                 examples.append(GlueExample(texts, _parse_label(task, row[label_idx], path, line)))
     except UnicodeDecodeError:
         raise GlueDataInvalid(not_utf8(path)) from None
+    if skipped:  # said once per file read (reads are cached): a dev set smaller than GLUE's
+        log.warning(
+            "%s: skipped %d row(s) with fewer than %d columns (line %s%s), as GLUE's own "
+            "loaders do; %d examples read",
+            path,
+            len(skipped),
+            needed,
+            ", ".join(map(str, skipped[:5])),
+            ", ..." if len(skipped) > 5 else "",
+            len(examples),
+        )
     return examples
 
 

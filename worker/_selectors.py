@@ -149,8 +149,17 @@ def select_with_provenance(
         plan = SelectionPlan(task=task, split=split, options=options, texts=texts)
         examples = selector.select(examples, plan, random.Random(seed))
         info = selector.provenance()
-    plan = SelectionPlan(task=task, split=split, size=subset)
-    return RandomSelector().select(examples, plan, random.Random(seed)), info
+    chosen = _seeded_subset(examples, subset, random.Random(seed))
+    if split == "train" and 0 < len(examples) <= subset:  # a dev subset past the split: all
+        log.warning(
+            "data.train_subset %d is not below the %s train split's %d examples: every "
+            "example was kept, so any train_subset from %d up trains on the same data",
+            subset,
+            task,
+            len(examples),
+            len(examples),
+        )
+    return chosen, info
 
 
 def take_subset(items: Sequence[_T], size: int, seed: int) -> list[_T]:

@@ -115,6 +115,23 @@ def test_random_says_what_it_kept_and_when_its_size_reaches_past_the_split(caplo
     ]
 
 
+def test_a_subset_past_the_split_is_said_only_for_training(caplog) -> None:  # type: ignore[no-untyped-def]
+    """eval_subset past the dev split (the whole dev set, as asked) was warned about as
+    "data.selection random: size N ... trains on the same data"."""
+    with caplog.at_level("WARNING", logger="archsearch.worker._selectors"):
+        got, _ = select_with_provenance(
+            EXAMPLES, task="rte", split="dev", selection=None, subset=80, seed=1
+        )
+        assert got == EXAMPLES and not caplog.records
+        select_with_provenance(
+            EXAMPLES, task="rte", split="train", selection=None, subset=80, seed=1
+        )
+    assert [r.getMessage() for r in caplog.records] == [
+        "data.train_subset 80 is not below the rte train split's 50 examples: every example "
+        "was kept, so any train_subset from 50 up trains on the same data"
+    ]
+
+
 def test_select_examples_without_a_selection_is_todays_subset() -> None:
     for subset in (0, 7, 500):
         got = select_examples(

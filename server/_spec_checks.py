@@ -86,6 +86,13 @@ def check_trainer_can_run(
                 f"recipe.measure_latency is false, so no trial measures {o.metric!r}",
                 "set measure_latency true, or drop the objective",
             )
+        per_task = [m for m in produced if m.partition(".")[2] == o.metric]
+        if o.metric not in produced and per_task:  # a cost a multi-task trial has per task
+            raise SpecError(
+                f"objectives[{i}].metric",
+                f"the {info.name} trainer reports {o.metric!r} per task in a multi-task study",
+                f"use {' or '.join(per_task)}",
+            )
         if o.metric not in produced:
             costs = info.cost_metrics
             # every name except the per-task copies of the cost metrics

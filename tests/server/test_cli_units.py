@@ -331,7 +331,23 @@ def test_duplicate_of_goes_on_the_wire() -> None:
         (
             {"space": "bert", "tasks": ["sst2", "mrpc"], "objectives": ["accuracy:max"]},
             "objectives[0].metric",
+            "reports 'accuracy' per task in a multi-task study (use sst2.accuracy or "
+            "mrpc.accuracy)",
+        ),
+        (
+            {"space": "bert", "tasks": ["sst2", "mrpc"], "objectives": ["pearson:max"]},
+            "objectives[0].metric",
             "sst2.accuracy, sst2.dev_loss, mrpc.f1",
+        ),
+        (  # a cost a multi-task lora trial has per task only: the names it has
+            {
+                "space": "lora",
+                "trainer": "lora",
+                "tasks": ["sst2", "rte"],
+                "objectives": ["glue_avg:max", "trainable_params:min"],
+            },
+            "objectives[1].metric",
+            "use sst2.trainable_params or rte.trainable_params",
         ),
         (
             {"space": "flexibert-small", "trainer": "table"},

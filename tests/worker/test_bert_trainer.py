@@ -87,6 +87,7 @@ def test_trains_reports_and_scores(trainer: BertTrainer) -> None:
         "glue_dir",
         "data_source",
         "precision",
+        "dev_at_max_seq_length",
     }
     assert result.info["data_source"].startswith(f"using GLUE data from {result.info['glue_dir']}")
     assert result.info["precision"] == "fp32" and result.info["data_hash"].startswith("sha256:")

@@ -35,8 +35,10 @@ def _f(x: float, digits: int = 1) -> str:
     return "-" if x != x else f"{x:.{digits}f}"
 
 
-def render(cells: list[Cell], args: argparse.Namespace) -> tuple[str, list[str], bool]:
-    """The markdown table, the ratio/goal lines and whether every checkable goal passed."""
+def render(cells: list[Cell], args: argparse.Namespace) -> tuple[str, list[str], bool | None]:
+    """The markdown table, the ratio/goal lines and whether every goal passed: False when one
+    failed, None when none failed but one was not measured (a run of fewer systems or
+    client counts: it cannot pass goals it did not check)."""
     lines = [
         "| system | clients | lifecycles/s | overhead p50 ms | overhead p99 ms "
         "| acquire p50 ms | acquire p99 ms | lifecycles | errors |",
@@ -51,7 +53,7 @@ def render(cells: list[Cell], args: argparse.Namespace) -> tuple[str, list[str],
     table = "\n".join(lines)
     by = {(c.system, c.clients): c for c in cells}
     out: list[str] = []
-    all_ok = True
+    all_ok: bool | None = True
     clients = sorted({c.clients for c in cells})
     for n in clients:
         o, a, b = by.get(("ours", n)), by.get(("a", n)), by.get(("b", n))
@@ -72,6 +74,8 @@ def render(cells: list[Cell], args: argparse.Namespace) -> tuple[str, list[str],
         verdict = "n/a (not measured in this run)" if ok is None else ("PASS" if ok else "FAIL")
         if ok is False:
             all_ok = False
+        elif ok is None and all_ok:
+            all_ok = None
         out.append(f"- **{verdict}** {name}: {detail}")
 
     pairs = [
@@ -119,7 +123,7 @@ def record(
     args: argparse.Namespace,
     started: str,
     loads: list[str],
-    ok: bool,
+    ok: bool | None,
 ) -> None:
     legend = "; ".join(f"`{k}` = {v}" for k, v in SYSTEMS.items())
     append_section(
@@ -134,6 +138,6 @@ def record(
         f"{table}\n\n" + "\n".join(lines) + "\n",
         summary=(
             "; ".join(ln.removeprefix("- ") for ln in lines if ln.startswith("- **")),
-            "pass" if ok else "FAIL",
+            "pass" if ok else "FAIL" if ok is False else "not every goal measured",
         ),
     )

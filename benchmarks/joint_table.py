@@ -18,8 +18,11 @@
 3. The interaction: two-way ANOVA (statsmodels, score ~ C(arch) * C(data), the seeds as
    replicates) and each architecture's best data choice.
 
-    nice -n 10 python benchmarks/joint_table.py build --task sst2 --seeds 0,1 --steps 150
-    python benchmarks/joint_table.py replay [--table A.json,B.json] [--replays 40] [--record]
+    nice -n 10 python benchmarks/joint_table.py build --seeds 0,1 --steps 150 --table /tmp/a.json
+    nice -n 10 python benchmarks/joint_table.py build --seeds 2 --steps 150 --table /tmp/b.json
+    python benchmarks/joint_table.py replay --table /tmp/a.json,/tmp/b.json --replays 40
+        --save benchmarks/joint_table.json --record   (one line)
+    python benchmarks/joint_table.py replay   # the committed table's replay, in seconds
 
 ``--record`` appends the replay (with the table) to ``benchmarks/RESULTS.md``.
 """
@@ -207,7 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--device", default="cpu")
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--archs", default="", help="indices to train (default all; split a build)")
-    b.add_argument("--table", default=str(DEFAULT_TABLE))
+    b.add_argument(
+        "--table",
+        required=True,
+        help="JSON file to write (rewritten after every row; not the committed "
+        "benchmarks/joint_table.json, which replay reads: build to new files, then "
+        "`replay --table A.json,B.json --save ...` merges them)",
+    )
     r = sub.add_parser("replay", help="replay searches on a built table")
     r.add_argument("--table", default=str(DEFAULT_TABLE), help="one or more, comma-separated")
     r.add_argument("--replays", type=int, default=40)
@@ -215,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--record", action="store_true")
     r.add_argument("--save", default="", help="write the merged table (JSON + CSV) here")
     args = parser.parse_args(argv)
+    if args.cmd == "build" and Path(args.table).resolve() == DEFAULT_TABLE:
+        parser.error(
+            f"build --table {args.table} would replace the committed table, which the recorded "
+            "replay reads; build to another file"
+        )
     if args.cmd == "build":
         build(args)
         return 0

@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.record or not (args.quick or args.no_record):
         record(table, lines, args, started, loads, ok)
         print(f"appended to {RESULTS_MD.relative_to(REPO)}")
-    return 0 if ok else 1
+    return 1 if ok is False else 0
 
 
 if __name__ == "__main__":

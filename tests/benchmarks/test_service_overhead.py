@@ -34,3 +34,15 @@ def test_a_short_run_measures_both_systems_without_errors(
         and "forkserver" not in " ".join(p.cmdline())
     ]
     assert not left, f"processes left running: {left}"
+
+
+def test_a_run_that_measured_no_goal_does_not_pass() -> None:
+    """One system at one client count recorded "pass" with every goal "n/a"."""
+    from _overhead_report import Cell, render
+
+    ours = Cell("ours", 1, throughput=5.0, n=10, p50_ms=2.0, acq_p99_ms=3.0)
+    assert render([ours], None)[2] is None  # type: ignore[arg-type]  # args unused
+    b = Cell("b", 1, throughput=2.0, n=4, p50_ms=8.0)
+    assert render([ours, b], None)[2] is None  # type: ignore[arg-type]  # 8 and 32 clients not run
+    slow = Cell("ours", 1, throughput=5.0, n=10, p50_ms=6.0)
+    assert render([slow, b], None)[2] is False  # type: ignore[arg-type]

@@ -206,6 +206,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         print(f"[ 0.0s] {time.monotonic() - launched:.1f}s after launch: faults start")
         n_kills = round(args.workers * args.kill_fraction)
         kills = sorted(rng.uniform(2.0, args.kill_window) for _ in range(n_kills))
+        killed = 0  # the faults carried out: a study that ends first did not see the rest
+        server_killed = False
         server_down_at = args.server_kill_at
         server_back_at: float | None = None
         completed = False
@@ -217,12 +219,14 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 if alive:
                     victim = rng.choice(alive)
                     victim.kill()
+                    killed += 1
                     workers.remove(victim)
                     workers.append(start_worker())
                     print(f"[{now:5.1f}s] SIGKILL worker {victim.p.pid}; replacement started")
             if server_down_at is not None and now >= server_down_at:
                 server.kill()
                 server.p.wait(10)
+                server_killed = True
                 server_down_at = None
                 server_back_at = now + args.outage
                 print(f"[{now:5.1f}s] SIGKILL server; back in {args.outage:.0f}s")
@@ -248,6 +252,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     counts = analyse(storage, "chaos", worker_logs)
     counts["wall (s)"] = round(wall, 1)
     counts["completed in time"] = completed
+    counts["worker kills done"] = f"{killed}/{n_kills}"
+    counts["server killed"] = server_killed
     return counts
 
 
@@ -298,7 +304,15 @@ def main() -> int:
     print("| " + " | ".join(str(v) for v in counts.values()) + " |")
     print(json.dumps(counts))
     bad = {k: counts[k] for k in GOAL_ZERO if counts[k]}
-    ok = not bad and counts["completed in time"]
+    done, scheduled = map(int, str(counts["worker kills done"]).split("/"))
+    exercised = done == scheduled and bool(counts["server killed"])
+    if not exercised:  # nothing lost by a study that never saw its faults proves nothing
+        print(
+            f"not every fault happened (worker kills {done} of {scheduled}, server killed: "
+            f"{counts['server killed']}): the study ended first; give more --trials or a "
+            "shorter --kill-window / --server-kill-at"
+        )
+    ok = not bad and counts["completed in time"] and exercised
     if args.record:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from _results import append_section
@@ -318,7 +332,8 @@ def main() -> int:
             summary=(
                 ", ".join(f"{k} {counts[k]}" for k in GOAL_ZERO)
                 + f" (goal 0 each); {counts['distinct completed']} distinct completed of "
-                f"{args.trials}, seed {args.seed}",
+                f"{args.trials}, seed {args.seed}; worker kills {counts['worker kills done']}, "
+                f"server killed {counts['server killed']}",
                 "pass" if ok else "FAIL",
             ),
         )

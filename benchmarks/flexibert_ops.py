@@ -5,14 +5,17 @@ classifier whose layers all use it (``--layers`` x ``--hidden``, ``--heads`` hea
 feed-forward layer of 4 x hidden) trains for ``--steps`` AdamW steps on random token batches whose
 lengths vary inside each batch as real padded batches do (uniform between a quarter of and the
 full ``--seq-len``), after ``--warmup`` steps. Time per step is wall time with a device
-synchronisation at both ends; the table gives the median of ``--repeats`` runs per operation.
+synchronisation at both ends; the table gives the median of ``--repeats`` runs per operation
+(after one untimed run; the repeats go round every operation in turn), and each operation's
+ratio to ``sa``/sdp in the same run. No goal: it compares the mixers' cost.
 Compare operations within one run (same device, same batches); the figures are not BertTrainer
 trials (no data loading, evaluation or checks), they isolate the model's own cost.
 
     python benchmarks/flexibert_ops.py [--device cuda] [--precision bf16|fp32]
         [--layers 4] [--hidden 256] [--batch-size 32] [--seq-len 128] [--steps 50]
 
-Prints the table; ``--record`` appends it to ``benchmarks/RESULTS.md``.
+Small, in seconds: ``--layers 1 --hidden 32 --heads 2 --batch-size 4 --seq-len 16 --steps 3
+--repeats 2``. Prints the table; ``--record`` appends it to ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -98,7 +101,9 @@ def _synchronize(device: torch.device) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--layers", type=int, default=4)
@@ -117,8 +122,16 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
     if args.precision == "bf16" and not args.device.startswith("cuda"):
         p.error("--precision bf16 is for GPUs")
-    if min(args.layers, args.hidden, args.heads, args.batch_size, args.seq_len, args.steps) < 1:
-        p.error("--layers, --hidden, --heads, --batch-size, --seq-len and --steps must be >= 1")
+    sizes = (args.layers, args.hidden, args.heads, args.batch_size, args.seq_len, args.steps)
+    if min(*sizes, args.repeats) < 1:
+        p.error(
+            "--layers, --hidden, --heads, --batch-size, --seq-len, --steps and --repeats must "
+            "be >= 1"
+        )
+    if args.hidden % args.heads:
+        p.error(f"--hidden {args.hidden} must be a multiple of --heads {args.heads}")
+    if args.warmup < 0:
+        p.error("--warmup must be >= 0")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -127,9 +140,17 @@ def main(argv: list[str] | None = None) -> int:
         "| operation | samples/s (median) | min-max | vs sa/sdp |",
         "|---|---|---|---|",
     ]
+    # One untimed run first (the allocator, threads and kernels' first use were charged to
+    # sa/sdp, measured first), then the repeats in rounds over every operation, so that a
+    # machine's drift reaches each alike.
+    samples_per_second(*OPERATIONS[0], data, args)
+    by_op: dict[tuple[str, str], list[float]] = {o: [] for o in OPERATIONS}
+    for _ in range(args.repeats):
+        for op, param in OPERATIONS:
+            by_op[(op, param)].append(samples_per_second(op, param, data, args))
     base = None
     for op, param in OPERATIONS:
-        runs = [samples_per_second(op, param, data, args) for _ in range(args.repeats)]
+        runs = by_op[(op, param)]
         median = statistics.median(runs)
         base = base or median
         rows.append(

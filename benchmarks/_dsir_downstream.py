@@ -87,14 +87,17 @@ def _run(
     }
 
 
-def downstream_report(
+def _runs(
     args: argparse.Namespace,
     build_pool: Callable[[int, Path | None, tuple[str, ...]], tuple[list[str], list[str]]],
     exclude: tuple[str, ...],
-) -> tuple[str, str]:
-    """Runs every (seed, task, method) and returns the report and ``"figure|verdict"``."""
-    glue_dir = resolve_glue_dir(args.glue_dir)[0]
-    work = Path(tempfile.mkdtemp(prefix="dsir-downstream-"))
+    glue_dir: Path | None,
+    work: Path,
+    tasks: list[str],
+    seeds: list[int],
+) -> tuple[int, dict[tuple[str, str, int], dict[str, Any]]]:
+    """Every (seed, task, method) run, its files (pool, caches) in ``work``; the pool's size
+    and each run's outcome."""
     # cold caches: each corpus is selected and pre-trained once in this run
     os.environ["ARCHSEARCH_PRETRAIN_DIR"] = str(work / "pretrained")
     os.environ["ARCHSEARCH_DSIR_DIR"] = str(work / "dsir")
@@ -103,7 +106,6 @@ def downstream_report(
     with pool_file.open("w") as f:
         f.writelines(json.dumps({"text": t}) + "\n" for t in pool)
     trainer = BertTrainer(glue_dir=str(glue_dir) if glue_dir else None)
-    tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
     runs: dict[tuple[str, str, int], dict[str, Any]] = {}
     for seed in seeds:
         for task in tasks:
@@ -117,10 +119,23 @@ def downstream_report(
                     f"{', encoder cached' if out['pretrain_cached'] else ''})",
                     flush=True,
                 )
+    return len(pool), runs
+
+
+def downstream_report(
+    args: argparse.Namespace,
+    build_pool: Callable[[int, Path | None, tuple[str, ...]], tuple[list[str], list[str]]],
+    exclude: tuple[str, ...],
+) -> tuple[str, str]:
+    """Runs every (seed, task, method) and returns the report and ``"figure|verdict"``."""
+    glue_dir = resolve_glue_dir(args.glue_dir)[0]
+    tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
+    with tempfile.TemporaryDirectory(prefix="dsir-downstream-") as tmp:  # removed at the end
+        pool_size, runs = _runs(args, build_pool, exclude, glue_dir, Path(tmp), tasks, seeds)
     lines = [
         f"Student: FlexiBERT 2 x 128 self-attention (2 heads, FFN 512). Masked-LM pre-training "
         f"{args.pretrain_steps} steps of {args.batch} (seq {args.seq}) on k = {args.k} texts "
-        f"of a {len(pool)}-text pool (the GLUE text on disk of tasks other than these, and "
+        f"of a {pool_size}-text pool (the GLUE text on disk of tasks other than these, and "
         f"gensim's Wikipedia shard), "
         f"chosen by DSIR towards the task's training text or at random (the same seed); then "
         f"{args.steps} fine-tuning steps, lr {args.lr}; dev score by the task's primary "

@@ -17,7 +17,19 @@ SST-2 slice, r_max 8), run with one CPU worker::
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _argtypes import existing_file, parser_for, whole
+
+QUICK = """\
+    the five commands above (three short DyLoRA trainings on one CPU worker), or, with a
+    dashboard already running on a study:
+    python benchmarks/dashboard_screenshots.py --url http://127.0.0.1:8093 --study-id 1 \\
+        --out /tmp/shots"""
 
 
 def capture(url: str, study_id: int, out: Path, chromium: str) -> list[Path]:
@@ -44,13 +56,41 @@ def capture(url: str, study_id: int, out: Path, chromium: str) -> list[Path]:
     return [slice_png, pareto_png]
 
 
+def http_url(text: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"expected http://HOST:PORT, got {text!r}")
+    return text
+
+
+def out_folder(text: str) -> str:
+    """A folder for the pictures (made when missing), not a file."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="http://127.0.0.1:8093", help="optuna-dashboard's URL")
-    parser.add_argument("--study-id", type=int, default=1, help="the study's id in the dashboard")
-    parser.add_argument("--out", default="docs/dashboard", help="folder for the pictures")
-    parser.add_argument("--chromium", default="/usr/bin/chromium", help="the browser to drive")
+    parser = parser_for(__doc__, QUICK, "Goal: none (not a benchmark).")
+    parser.add_argument(
+        "--url", default="http://127.0.0.1:8093", type=http_url, help="optuna-dashboard's URL"
+    )
+    parser.add_argument(
+        "--study-id", type=whole(0), default=1, help="the study's id in the dashboard"
+    )
+    parser.add_argument(
+        "--out", default="docs/dashboard", type=out_folder, help="folder for the pictures"
+    )
+    parser.add_argument(
+        "--chromium",
+        default="/usr/bin/chromium",
+        type=existing_file,
+        help="the browser to drive",
+    )
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("playwright") is None:
+        parser.error("needs playwright: pip install playwright (see above; no browser download)")
     for path in capture(args.url, args.study_id, Path(args.out), args.chromium):
         print(f"wrote {path}")
     return 0

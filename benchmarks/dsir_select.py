@@ -39,6 +39,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _argtypes import (
+    existing_dir,
+    names,
+    no_train_split,
+    number,
+    parser_for,
+    seq_length,
+    whole,
+    whole_list,
+)
 from _results import append_section
 
 from archsearch.worker._dsir import DsirCache, dsir_select
@@ -53,6 +63,15 @@ WIKI = "wiki:gensim"
 #: downstream runs leaves these tasks' text out; the speed and equality pool keeps it.
 TARGETS = ("glue:rte", "glue:mrpc", "glue:stsb")
 DOWNSTREAM = ("rte", "mrpc", "stsb")
+QUICK = """\
+    python benchmarks/dsir_select.py select --pool 3000 --k 300 --no-package   # a few seconds
+    python benchmarks/dsir_select.py downstream --pool 3000 --k 300 --seeds 0,1 --tasks rte \\
+        --pretrain-steps 10 --steps 10   # about 20 s on 2 CPU cores"""
+NOTES = """\
+Goal (select): ours at least 2x faster than the package's cold selection, with its weights and
+picks (the verdict checks both); downstream has none (recorded with the verdict "no goal").
+--glue-dir, --pool, --k and --record may come before or after the command; downstream's own
+options (downstream --help) after it."""
 
 
 def build_pool(
@@ -194,27 +213,74 @@ def select_report(args: argparse.Namespace) -> tuple[str, str]:
     return "\n".join(lines), f"{figure}|{verdict}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _shared(parser: argparse.ArgumentParser, select: bool, suppress: bool) -> None:
+    """The options of both commands (with ``select``, also select's). A subcommand's copies
+    default to ``argparse.SUPPRESS``: one given before the subcommand is then not reset."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--glue-dir", default=default(None), type=existing_dir)
+    parser.add_argument(
+        "--pool", type=whole(0), default=default(140_000), help="pool size (0: every text)"
+    )
+    parser.add_argument(
+        "--k",
+        type=whole(),
+        default=default(None),
+        help="texts selected (select: 10000) or kept for pre-training (downstream: 20000)",
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        default=default(False),
+        help="append to benchmarks/RESULTS.md",
+    )
+    if select:
+        parser.add_argument(
+            "--no-package",
+            action="store_true",
+            default=default(False),
+            help="skip the package's runs (select only)",
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line. The shared options (``--pool``, ``--k``, ``--record``, ...) may come
+    before or after the subcommand; downstream's own options come after it."""
+    parser = parser_for(__doc__, QUICK, NOTES)
+    _shared(parser, select=True, suppress=False)
     sub = parser.add_subparsers(dest="cmd")
     s = sub.add_parser("select", help="equality, speed, shares (the default)")
+    _shared(s, select=True, suppress=True)
     d = sub.add_parser("downstream", help="masked-LM pre-training on DSIR vs random text")
-    for p in (parser, s, d):
-        p.add_argument("--glue-dir", default=None)
-        p.add_argument("--pool", type=int, default=140_000, help="pool size (0: every text)")
-        p.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
-    for p in (parser, s):
-        p.add_argument("--k", type=int, default=10_000)
-        p.add_argument("--no-package", action="store_true", help="skip the package's runs")
-    d.add_argument("--k", type=int, default=20_000, help="pre-training texts kept")
-    d.add_argument("--seeds", default="0,1,2,3,4")
-    d.add_argument("--tasks", default="rte,mrpc,stsb")
-    d.add_argument("--pretrain-steps", type=int, default=1000)
-    d.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
-    d.add_argument("--batch", type=int, default=32)
-    d.add_argument("--seq", type=int, default=64)
-    d.add_argument("--lr", type=float, default=5e-4)
+    _shared(d, select=False, suppress=True)
+    d.add_argument("--seeds", default="0,1,2,3,4", type=whole_list())
+    d.add_argument(
+        "--tasks",
+        default="rte,mrpc,stsb",
+        type=names(DOWNSTREAM, "tasks (the pool leaves out only their text)"),
+    )
+    d.add_argument("--pretrain-steps", type=whole(), default=1000)
+    d.add_argument("--steps", type=whole(), default=300, help="fine-tuning steps")
+    d.add_argument("--batch", type=whole(), default=32)
+    d.add_argument("--seq", type=seq_length, default=64)
+    d.add_argument("--lr", type=number(), default=5e-4)
     args = parser.parse_args(argv)
+    if args.cmd == "downstream" and args.no_package:
+        d.error("--no-package is for select (downstream does not run the package)")
+    if args.k is None:
+        args.k = 20_000 if args.cmd == "downstream" else 10_000
+    if args.pool and args.k > args.pool:
+        parser.error(f"argument --k: {args.k} is more than the --pool of {args.pool} texts")
+    targets = args.tasks.split(",") if args.cmd == "downstream" else DOWNSTREAM
+    if error := no_train_split(targets, args.glue_dir):
+        parser.error(f"the targets are the tasks' training text: {error}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.cmd == "downstream":
         from _dsir_downstream import downstream_report
 

@@ -42,6 +42,20 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _argtypes import (
+    base_model,
+    glue_tasks,
+    json_files,
+    json_out,
+    names,
+    no_train_split,
+    number,
+    parser_for,
+    seq_length,
+    torch_device,
+    whole,
+    whole_list,
+)
 from _results import append_section
 from _stats import t_interval as interval
 
@@ -63,6 +77,9 @@ SETTING_KEYS = (
     "device",
     "precision",
 )
+QUICK = """\
+    python benchmarks/dylora_ranks.py --tasks mrpc --seeds 0 --steps 10 --r-max 2 \\
+        --train-subset 200 --eval-subset 100   # about a minute on 2 CPU cores"""
 #: What a setting key means when a runs file written before it existed lacks it.
 SETTING_DEFAULTS = {"precision": "auto"}
 
@@ -188,6 +205,17 @@ def parse_timing_seeds(text: str | None) -> dict[str, set[int]] | None:
     return out
 
 
+def timing_seeds(text: str) -> str:
+    """``--timing-seeds`` as :func:`parse_timing_seeds` reads it; returned as given."""
+    try:
+        parse_timing_seeds(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected seeds (1,2) or task:seed items (sst2:1,mrpc:0)"
+        ) from None
+    return text
+
+
 def report(
     saved: dict[str, Any], timing_seeds: dict[str, set[int]] | None = None
 ) -> tuple[str, str, bool]:
@@ -302,31 +330,36 @@ def report(
             )
         lines.append("")
     summary = (
-        f"CPU, MiniLM frozen, LoRA q,v, r_max {r_max}, {setting['steps']} steps of "
+        f"{str(setting.get('device', 'cpu')).upper()}, "
+        f"{'MiniLM' if not setting.get('model') else setting['model']} frozen, "
+        f"LoRA q,v, r_max {r_max}, {setting['steps']} steps of "
         f"{setting['batch']}: " + "; ".join(figures)
     )
     return "\n".join(lines), summary, ok
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="sst2,mrpc")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser = parser_for(__doc__, QUICK)
+    parser.add_argument("--tasks", default="sst2,mrpc", type=glue_tasks)
+    parser.add_argument("--seeds", default="0,1,2", type=whole_list())
     parser.add_argument(
         "--dylora",
         default=DEFAULT_MODE,
+        type=names(MODES, "DyLoRA modes"),
         help="DyLoRA modes: frozen, unfrozen (recipe.lora's default), strict (comma-separated)",
     )
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--train-subset", type=int, default=20000)
-    parser.add_argument("--eval-subset", type=int, default=0)
-    parser.add_argument("--r-max", type=int, default=8)
-    parser.add_argument("--alpha", type=float, default=16.0)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seq", type=int, default=64)
-    parser.add_argument("--model", default=None, help="base model (default: all-MiniLM-L6-v2)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=whole(), default=300)
+    parser.add_argument("--train-subset", type=whole(0), default=20000)
+    parser.add_argument("--eval-subset", type=whole(0), default=0)
+    parser.add_argument("--r-max", type=whole(), default=8)
+    parser.add_argument("--alpha", type=number(), default=16.0)
+    parser.add_argument("--lr", type=number(), default=5e-4)
+    parser.add_argument("--batch", type=whole(), default=32)
+    parser.add_argument("--seq", type=seq_length, default=64)
+    parser.add_argument(
+        "--model", default=None, type=base_model, help="base model (default: all-MiniLM-L6-v2)"
+    )
+    parser.add_argument("--device", default="cpu", type=torch_device)
     parser.add_argument(
         "--precision",
         default="auto",
@@ -336,10 +369,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--kinds", help="run only these fine-tunings (truncated, dylora-frozen, lora-r3, ...)"
     )
-    parser.add_argument("--runs", help="JSON file of finished fine-tunings (resumable)")
-    parser.add_argument("--report", help="report these runs files (comma-separated) only")
     parser.add_argument(
-        "--timing-seeds", help="sum wall times over these seeds only (default: every seed)"
+        "--runs", type=json_out, help="JSON file of finished fine-tunings (resumable)"
+    )
+    parser.add_argument(
+        "--report", type=json_files, help="report these runs files (comma-separated) only"
+    )
+    parser.add_argument(
+        "--timing-seeds",
+        type=timing_seeds,
+        help="sum wall times over these seeds only (default: every seed)",
     )
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     parser.add_argument(
@@ -350,13 +389,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.label and not re.fullmatch(r"[A-Za-z0-9_-]+", args.label):
         parser.error(f"--label {args.label!r}: letters, digits, _ and - only")
-    if not set(args.dylora.split(",")) <= set(MODES):
-        parser.error(f"--dylora takes {', '.join(MODES)} (comma-separated)")
+    if args.kinds:
+        kinds = [kind for kind, _ in jobs(args.r_max, args.dylora.split(","))]
+        try:
+            names(kinds, f"kinds of --r-max {args.r_max} and --dylora {args.dylora}")(args.kinds)
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"argument --kinds: {e}")
+    if not args.report and (error := no_train_split(args.tasks.split(","))):
+        parser.error(f"argument --tasks: {error}")
+    for path in args.report.split(",") if args.report else []:
+        content = json.loads(Path(path).read_text())
+        if not isinstance(content, dict) or not {"setting", "runs"} <= set(content):
+            parser.error(f"argument --report: {path} is not a runs file (no setting and runs)")
+    timing = parse_timing_seeds(args.timing_seeds)
     saved = merge(args.report.split(",")) if args.report else collect(args)
-    try:
-        timing = parse_timing_seeds(args.timing_seeds)
-    except ValueError:
-        parser.error("--timing-seeds takes seeds (1,2) or task:seed items (sst2:1,mrpc:0)")
     text, summary, ok = report(saved, timing)
     print(text)
     if args.record:

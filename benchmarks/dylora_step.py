@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _argtypes import base_model, parser_for, seq_length, torch_device, whole
 from _results import append_section
 
 from archsearch.spaces import get_task
@@ -36,6 +37,10 @@ from archsearch.worker._lora_model import load_base_classifier, lora_hooks
 from archsearch.worker._lora_spec import parse_lora_spec
 from archsearch.worker._provenance import code_version, device_name
 
+QUICK = (
+    "    python benchmarks/dylora_step.py --steps 5 --warmup 1 --repeats 1 --batch 4 --seq 16"
+    "   # about 10 s"
+)
 MODES: dict[str, dict[str, Any]] = {
     "LoRA": {"mode": "lora"},
     "DyLoRA unfrozen": {"mode": "dylora", "frozen": False},
@@ -135,16 +140,20 @@ def report(args: argparse.Namespace, times: dict[str, list[float]]) -> tuple[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--model", default=None, help="base model (default: all-MiniLM-L6-v2)")
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seq", type=int, default=64)
-    parser.add_argument("--r-max", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1)
+    parser = parser_for(
+        __doc__, QUICK, 'Goal: none (recorded with the verdict "no goal"); compare the ratios.'
+    )
+    parser.add_argument("--device", default="cpu", type=torch_device)
+    parser.add_argument(
+        "--model", default=None, type=base_model, help="base model (default: all-MiniLM-L6-v2)"
+    )
+    parser.add_argument("--steps", type=whole(), default=100)
+    parser.add_argument("--warmup", type=whole(0), default=10)
+    parser.add_argument("--repeats", type=whole(), default=3)
+    parser.add_argument("--batch", type=whole(), default=16)
+    parser.add_argument("--seq", type=seq_length, default=64)
+    parser.add_argument("--r-max", type=whole(), default=8)
+    parser.add_argument("--threads", type=whole(), default=1)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     parser.add_argument("--label", default="", help="added to the RESULTS.md section title")

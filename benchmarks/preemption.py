@@ -41,9 +41,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _argtypes import number, parser_for, whole
 from _results import append_section
 from _service_procs import Proc, cli, free_port, wait_serving
 
+QUICK = """\
+    python benchmarks/preemption.py --workers 1 --trials 2 --steps 20 --every 20 --timeout 120
+(about 25 s; trials this short may end before any preemption)"""
 SPACE = {
     "num_hidden_layers": [1, 2],
     "hidden_size": [64, 128],
@@ -188,17 +192,17 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--trials", type=int, default=6)
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--every", type=float, default=8.0, help="mean seconds between preemptions")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds per arm")
+    p = parser_for(
+        __doc__, QUICK, 'Goal: none (recorded with the verdict "no goal"); compare the arms.'
+    )
+    p.add_argument("--workers", type=whole(), default=2)
+    p.add_argument("--trials", type=whole(), default=6)
+    p.add_argument("--steps", type=whole(), default=400)
+    p.add_argument("--every", type=number(), default=8.0, help="mean seconds between preemptions")
+    p.add_argument("--seed", type=whole(0), default=0)
+    p.add_argument("--timeout", type=number(), default=900.0, help="seconds per arm")
     p.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     args = p.parse_args()
-    if min(args.workers, args.trials, args.steps) <= 0 or args.every <= 0:
-        p.error("--workers, --trials, --steps and --every must be > 0")
     tmp = Path(tempfile.mkdtemp(prefix="archsearch-preemption-"))
     rows = []
     try:

@@ -49,12 +49,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _argtypes import number, parser_for, whole
 from _processes import Processes, load_average, pct, start_server_process, tail
 from _results import append_section
 from _soak_clients import ClientJob, Tally, client_main
 from _soak_report import Row, _f, growth_per_1000, render
 
 REPO = Path(__file__).resolve().parent.parent
+QUICK = """\
+    python benchmarks/soak.py --storage sqlite --clients 5 --minutes 0.25 --warmup 1 \\
+        --train-seconds 0.05 --procs 1   # about 20 s"""
 MAX_TRIALS = 100_000  # archsearch's n_trials cap per study
 PACKAGES = {  # archsearch.<name> -> folder of a checkout (pyproject's package-dir)
     "v1": "proto/archsearch/v1",
@@ -248,15 +252,31 @@ def run_cell(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p = parser_for(__doc__, QUICK)
     p.add_argument("--clients", default="200,1000", help="workers per phase, comma-separated")
     p.add_argument("--minutes", default="10,2", help="minutes per phase, comma-separated")
     p.add_argument("--storage", choices=("postgres", "sqlite"), default="postgres")
-    p.add_argument("--train-seconds", type=float, default=1.0, help="mean simulated training")
-    p.add_argument("--fail-fraction", type=float, default=0.05, help="trials failed (retryable)")
-    p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds per phase")
-    p.add_argument("--procs", type=int, default=2, help="client processes")
-    p.add_argument("--baseline-rev", help="also run each phase with this git revision's server")
+    p.add_argument(
+        "--train-seconds",
+        type=number(allow_zero=True),
+        default=1.0,
+        help="mean simulated training",
+    )
+    p.add_argument(
+        "--fail-fraction",
+        type=number(allow_zero=True, maximum=1),
+        default=0.05,
+        help="trials failed (retryable)",
+    )
+    p.add_argument(
+        "--warmup", type=number(allow_zero=True), default=5.0, help="unmeasured seconds per phase"
+    )
+    p.add_argument("--procs", type=whole(), default=2, help="client processes")
+    p.add_argument(
+        "--baseline-rev",
+        type=git_revision,
+        help="also run each phase with this git revision's server",
+    )
     p.add_argument("--py-spy", help="record the server's stacks (speedscope JSON) to this file")
     p.add_argument("--note", default="", help="a line recorded with the table")
     p.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
@@ -271,11 +291,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     except ValueError as e:
         p.error(f"--clients and --minutes: equally many comma-separated numbers ({e})")
-    if any(c < 1 or s <= args.warmup for c, s in args.phases):
-        p.error("every phase needs >= 1 client and more seconds than --warmup")
-    if not 0 <= args.fail_fraction <= 1 or args.train_seconds < 0 or args.procs < 1:
-        p.error("--fail-fraction in [0, 1], --train-seconds >= 0, --procs >= 1")
+    if any(c < 1 or not math.isfinite(s) or s <= args.warmup for c, s in args.phases):
+        p.error("every phase needs >= 1 client and finite minutes, more seconds than --warmup")
+    if args.py_spy:
+        if not Path(sys.executable).with_name("py-spy").exists():
+            p.error(
+                "--py-spy needs py-spy beside this Python; install it with `pip install py-spy` "
+                "(it is in the dev extra)"
+            )
+        if not Path(args.py_spy).resolve().parent.is_dir():
+            p.error(f"argument --py-spy: {args.py_spy!r}: not a file in an existing folder")
     return args
+
+
+def git_revision(text: str) -> str:
+    """A revision of this checkout's git repository (``HEAD~3``, a commit, a tag)."""
+    found = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{text}^{{commit}}"],
+        capture_output=True,
+    )
+    if found.returncode != 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a commit of {REPO}")
+    return text
 
 
 def run(args: argparse.Namespace) -> list[Row]:
@@ -332,13 +369,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = load_average()
-    if args.py_spy and not Path(sys.executable).with_name("py-spy").exists():
-        print(
-            "soak: --py-spy needs py-spy beside this Python; install it with "
-            "`pip install py-spy` (it is in the dev extra)",
-            file=sys.stderr,
-        )
-        return 2
     try:
         rows = run(args)
     except KeyboardInterrupt:

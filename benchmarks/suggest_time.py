@@ -16,13 +16,17 @@ Usage: ``python benchmarks/suggest_time.py [--threads 2] [--repeats 3] [--no-gp]
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _argtypes import parser_for, whole
 
 from archsearch.surrogates._boshnas import BoshnasProposer
 from archsearch.surrogates._embedding_gp import EmbeddingGPProposer
@@ -31,6 +35,10 @@ from archsearch.surrogates._library_proposer import LibraryProposer
 LIBRARY_SIZE = 10_000
 DIM = 16
 OBSERVED = 500
+QUICK = (
+    "    python benchmarks/suggest_time.py --repeats 1 --no-gp --no-append\n"
+    "(the problem keeps its size, 500 observed trials: cold BOSHNAS fits still take a while)"
+)
 
 
 def _problem(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,14 +66,14 @@ def _time_propose(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = parser_for(__doc__, QUICK)
+    parser.add_argument("--threads", type=whole(), default=2, help="torch intra-op threads")
+    parser.add_argument("--repeats", type=whole(), default=3)
     parser.add_argument("--no-gp", action="store_true", help="skip the GP baseline")
     parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     parser.add_argument(
         "--warm-max-epochs",
-        type=int,
+        type=whole(0),
         default=None,
         help="cap the epochs of warm surrogate fits (BoshnasSurrogate warm_max_epochs; "
         "default: the surrogate's, 20; 0: uncapped)",

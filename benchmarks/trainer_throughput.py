@@ -59,6 +59,7 @@ from archsearch.worker._optim import adamw, seed_everything
 from archsearch.worker._provenance import code_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _argtypes import glue_task, no_train_split, parser_for, seq_length, torch_device, whole
 from _results import append_section
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,6 +94,7 @@ MODELS: dict[str, dict[str, int]] = {
     },
 }
 LEARNING_RATE, WEIGHT_DECAY, WARMUP_RATIO, SEED = 5e-4, 0.01, 0.1, 0
+QUICK = "    python benchmarks/trainer_throughput.py --quick   # about 10 s; not recorded"
 
 
 @dataclass
@@ -282,17 +284,24 @@ def _load() -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p = parser_for(__doc__, QUICK)
     p.add_argument(
         "--models", default="micro,tiny,small", help=f"comma-separated: {', '.join(MODELS)}"
     )
-    p.add_argument("--task", default="rte", help="GLUE task (rte: pairs, most near 128 tokens)")
-    p.add_argument("--steps", type=int, help="optimiser steps per run (default 20)")
-    p.add_argument("--repeats", type=int, help="alternating repeats (default 7)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] (both systems run there)")
+    p.add_argument(
+        "--task", default="rte", type=glue_task, help="GLUE task (rte: pairs, most near 128 tokens)"
+    )
+    p.add_argument("--steps", type=whole(), help="optimiser steps per run (default 20)")
+    p.add_argument("--repeats", type=whole(), help="alternating repeats (default 7)")
+    p.add_argument("--batch-size", type=whole(), default=32)
+    p.add_argument("--seq-len", type=seq_length, default=128)
+    p.add_argument("--threads", type=whole(), default=torch.get_num_threads())
+    p.add_argument(
+        "--device",
+        default="cpu",
+        type=torch_device,
+        help="cpu, or cuda[:N] (both systems run there)",
+    )
     p.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
@@ -308,18 +317,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.repeats = args.repeats or (2 if args.quick else 7)
     args.model_list = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.model_list if m not in MODELS]
-    if unknown:
-        p.error(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
+    if unknown or not args.model_list:
+        p.error(
+            f"argument --models: {args.models!r}: expected comma-separated models out of "
+            + ", ".join(MODELS)
+        )
+    if error := no_train_split([args.task]):
+        p.error(f"argument --task: {error}")
     cuda = args.device.startswith("cuda")
-    if cuda and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
     if args.precision == "auto":
         bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
         args.precision = "bf16" if bf16 else "fp32"
     if args.precision == "bf16" and not cuda:
         p.error("--precision bf16 is for GPUs (the trainer runs fp32 on the CPU)")
-    if min(args.steps, args.repeats, args.batch_size, args.seq_len, args.threads) <= 0:
-        p.error("--steps, --repeats, --batch-size, --seq-len and --threads must be > 0")
     return args
 
 

@@ -179,11 +179,11 @@ def base_model(text: str) -> str:
 
 
 def seq_length(text: str) -> int:
-    """A recipe's ``max_seq_length``: 5 ([CLS], a token of each text of a pair, two [SEP])
-    to 512 (BERT's position embeddings)."""
-    from archsearch.spaces._recipe import MIN_SEQ_LENGTH
+    """A benchmark's ``max_seq_length``: 5 (its tasks may be pairs: [CLS], a token of each text,
+    two [SEP]) to 512 (BERT's position embeddings)."""
+    from archsearch.spaces._recipe import MIN_PAIR_SEQ_LENGTH
 
-    return whole(MIN_SEQ_LENGTH, 512)(text)
+    return whole(MIN_PAIR_SEQ_LENGTH, 512)(text)
 
 
 def no_train_split(tasks: Iterable[str], glue_dir: str | None = None) -> str | None:

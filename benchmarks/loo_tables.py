@@ -59,6 +59,8 @@ from archsearch.server._replay_stats import (
 )
 from archsearch.spaces import ReplayTable
 
+#: The evaluation budget of a replay (at most half a table's rows: :func:`budget`).
+DEFAULT_EVALS = 200
 TUNING_TABLE = "flexibert-sst2"  # where BOSHNAS's defaults were chosen, before this protocol
 BASELINES = "tpe,evolution,local-search"  # reported beside the chosen loop; TPE always
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -104,9 +106,11 @@ class RunCache:
             f"with other code ({said}); this run's code is {self.code}"
         )
 
-    def _usable(self, key: str, evals: int) -> bool:
+    def _usable(self, key: str, evals: int, recorded_before: int) -> bool:
+        """Whether the cached replay ``key`` ran with budget ``evals`` (a replay cached before
+        budgets were recorded ran with ``recorded_before``, the default's)."""
         entry = self.runs.get(key)
-        return entry is not None and entry.get("evals", evals) == evals
+        return entry is not None and entry.get("evals", recorded_before) == evals
 
     @staticmethod
     def key(table: str, loop: str, protocol: str, seed: int) -> str:
@@ -122,8 +126,11 @@ class RunCache:
         evals: int,
         jobs: int,
     ) -> list[Run]:
+        before = budget(table, DEFAULT_EVALS)  # the budget of replays cached without one
         missing = [
-            s for s in seeds if not self._usable(self.key(table_name, loop, protocol, s), evals)
+            s
+            for s in seeds
+            if not self._usable(self.key(table_name, loop, protocol, s), evals, before)
         ]
         # Only the evaluations to the top 1% are reported: a replay stops there.
         stop_at = top_targets(table.scores, 1.0, table.direction).threshold
@@ -322,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="LOOP=TABLE,...",
         help="leave a baseline out on a table, e.g. gp+padded=lts-gpt2-wt103 (its cells: n/a)",
     )
-    p.add_argument("--evals", type=int, default=200)
+    p.add_argument("--evals", type=int, default=DEFAULT_EVALS)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--cache", default=None, help="JSON file of finished replays (resumable)")
     p.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")

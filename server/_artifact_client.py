@@ -45,9 +45,9 @@ def _holds(path: Path, artifact: pb.Artifact) -> bool:
     try:
         if not artifact.sha256 or path.stat().st_size != artifact.size_bytes:
             return False
-    except OSError:
+        return file_sha256(path) == artifact.sha256
+    except OSError:  # unreadable (another user's, a folder): downloaded over, as before
         return False
-    return file_sha256(path) == artifact.sha256
 
 
 def _error(e: grpc.RpcError, method: str) -> Exception:

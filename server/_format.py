@@ -194,7 +194,10 @@ def _read_time_columns(
     if len(tasks) > 1:
         for task in tasks:  # named by the score shown (glue_avg averages MRPC's f1 and acc)
             name = f"{task}.{GLUE_PRIMARY_METRIC.get(task, 'accuracy')}"
-            cols[name if task in GLUE_TASK_IDS else task] = {
+            name = name if task in GLUE_TASK_IDS else task
+            if name in objectives:  # an objective already shows it
+                continue
+            cols[name] = {
                 t.number: v
                 for t in done
                 if (v := per_task_primary(dict(t.metrics)).get(task)) is not None

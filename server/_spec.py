@@ -31,6 +31,7 @@ from archsearch.spaces import (
     make_space,
     validate_recipe,
 )
+from archsearch.spaces._recipe import check_pair_length
 
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 MAX_TRIALS = 100_000
@@ -181,6 +182,8 @@ class SearchSpec:
         data = spec_data(obj, stored)
         data_space = DataSpace.from_spec(obj.get("data_space"), data, strict=not stored)
         recipe = validate_recipe(obj.get("recipe", {}))
+        if not stored:  # a stored study keeps being served; its worker says the same
+            check_pair_length(recipe, data_tasks(data))
 
         objectives = parse_objectives(obj.get("objectives", default_objectives(data)))
 

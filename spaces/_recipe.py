@@ -86,22 +86,35 @@ _RECIPE_MOST = {
 }
 
 
-#: The shortest ``max_seq_length``: ``[CLS] a [SEP] b [SEP]`` keeps a token of each text of a
-#: pair. Below it the tokenizer silently keeps pairs whole (longer than asked) or drops the text.
-MIN_SEQ_LENGTH = 5
+#: The shortest ``max_seq_length``: ``[CLS] a [SEP]`` keeps a token of a single text; a pair
+#: needs :data:`MIN_PAIR_SEQ_LENGTH` (``[CLS] a [SEP] b [SEP]``). Below them the tokenizer
+#: silently keeps the texts whole (longer than asked) or drops them.
+MIN_SEQ_LENGTH = 3
+MIN_PAIR_SEQ_LENGTH = 5
 
 
-def check_seq_length(field: str, value: int) -> None:
-    """``value`` is a usable sequence length: ``MIN_SEQ_LENGTH`` to 512."""
-    if value < MIN_SEQ_LENGTH:
+def check_seq_length(field: str, value: int, pairs: bool = False) -> None:
+    """``value`` is a usable sequence length: ``MIN_SEQ_LENGTH`` (``MIN_PAIR_SEQ_LENGTH`` for
+    sentence pairs) to 512."""
+    least = MIN_PAIR_SEQ_LENGTH if pairs else MIN_SEQ_LENGTH
+    if value < least:
+        holds = "a token of each text of a pair, two [SEP]" if pairs else "a token, [SEP]"
         raise SpecError(
             field,
-            f"must be >= {MIN_SEQ_LENGTH} ([CLS], a token of each text of a pair, two [SEP]), "
-            f"got {value}",
+            f"must be >= {least} ([CLS], {holds}), got {value}",
             "GLUE models usually take 128",
         )
     if value > 512:
         raise SpecError(field, "must be <= 512 (BERT position embeddings)")
+
+
+def check_pair_length(recipe: dict[str, Any], tasks: list[str]) -> None:
+    """A recipe's ``max_seq_length`` holds a pair of each sentence-pair GLUE task of ``tasks``
+    (a custom task's texts are known once its files are read: the worker checks those)."""
+    from archsearch.spaces._tasks import GLUE_TASKS
+
+    if any(len(GLUE_TASKS[t].text_columns) > 1 for t in tasks if t in GLUE_TASKS):
+        check_seq_length("recipe.max_seq_length", recipe["max_seq_length"], pairs=True)
 
 
 def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from archsearch.spaces._recipe import MIN_PAIR_SEQ_LENGTH
 from archsearch.worker._example import GlueExample
 from archsearch.worker._trainer import CandidateError
 
@@ -79,6 +80,11 @@ def tokenize_examples(
         chunk = examples[begin : begin + _TOKENIZE_CHUNK]
         first = [e.texts[0] for e in chunk]
         second = [e.texts[1] for e in chunk] if len(chunk[0].texts) > 1 else None
+        if second is not None and seq_len < MIN_PAIR_SEQ_LENGTH:  # kept whole, silently
+            raise CandidateError(
+                f"recipe.max_seq_length {seq_len} cannot hold a sentence pair: must be >= "
+                f"{MIN_PAIR_SEQ_LENGTH} ([CLS], a token of each text, two [SEP])"
+            )
         enc = tokenizer(
             first, second, truncation=True, max_length=seq_len, return_attention_mask=False
         )

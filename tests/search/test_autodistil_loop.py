@@ -252,7 +252,7 @@ def test_a_trial_without_a_stored_candidate_is_read_from_its_parameters() -> Non
         ({"rank": {"cost_seq_len": 64}}, "loop_options.rank.cost_seq_len"),
         ({"rank": {"proxy_stepz": 3}}, "loop_options.rank.proxy_stepz"),
         ({"rank": {"loss": "l2"}}, "loop_options.rank.loss"),
-        ({"rank": {"max_seq_length": 3}}, "loop_options.rank.max_seq_length"),
+        ({"rank": {"max_seq_length": 2}}, "loop_options.rank.max_seq_length"),
         ({"supernet": {"max_seq_length": 1024}}, "loop_options.supernet.max_seq_length"),
         ({"proxy": "relation_loss", "proxy_direction": "up"}, "loop_options.proxy_direction"),
         ({"subspaces": "minilm-k3"}, "loop_options.subspaces"),

@@ -364,6 +364,16 @@ def test_specs_in_which_every_trial_must_fail_are_refused(
     assert str(e.value).startswith(field) and says in str(e.value)
 
 
+def test_a_sentence_pair_task_needs_five_tokens() -> None:
+    spec = {"name": "x", "n_trials": 3, "space": "bert", "recipe": {"max_seq_length": 4}}
+    SearchSpec.from_dict({**spec, "task": "sst2"})  # one text: [CLS] a b [SEP]
+    with pytest.raises(SpecError, match=r"recipe.max_seq_length: must be >= 5 \(\[CLS\], a"):
+        SearchSpec.from_dict({**spec, "tasks": ["sst2", "rte"]})
+    stored = SearchSpec.from_dict({**spec, "task": "sst2"}).to_dict()
+    stored["data"]["task"] = stored["task"] = "rte"  # stored before the check: still served
+    SearchSpec.from_dict(stored, stored=True)
+
+
 def test_specs_whose_metrics_a_trainer_reports_are_accepted() -> None:
     ok = [
         {"space": "bert", "objectives": ["accuracy:max", "params:min", "latency_ms_b1:min"]},
@@ -632,6 +642,22 @@ def test_a_plugin_study_that_scores_no_task_shows_none(monkeypatch: pytest.Monke
     assert (
         "  loop tpe  tasks stsb, cola  trainer bert  " in format_study(several, []).splitlines()[1]
     )
+    # a per-task objective is not shown twice (its read-time column has the same name)
+    both = {**spec, "data": {"task": "sst2", "tasks": ["sst2", "mrpc"]}}
+    objectives = [
+        pb.Objective(metric="sst2.accuracy", direction=pb.MAXIMIZE),
+        pb.Objective(metric="mrpc.f1", direction=pb.MAXIMIZE),
+    ]
+    done = pb.Trial(
+        number=0,
+        state=pb.COMPLETE,
+        values=[0.8, 0.7],
+        metrics={"sst2.accuracy": 0.8, "mrpc.f1": 0.7, "mrpc.accuracy": 0.6},
+        duplicate_of=-1,
+    )
+    header = format_study(_study(spec_json=json.dumps(both), objectives=objectives), [done])
+    columns = next(line for line in header.splitlines() if "glue_avg" in line).split()
+    assert columns.count("sst2.accuracy") == columns.count("mrpc.f1") == 1, columns
 
 
 def test_verbose_goes_before_or_after_the_command() -> None:

@@ -66,8 +66,8 @@ def test_plan_is_frozen_typed_and_complete() -> None:
         ("bert", {"pretrain_steps": 3}, "FlexiBERT candidates only"),
         ("flexibert", {"init": "teacher"}, "recipe.init 'teacher' is not supported"),
         ("bert", {"max_steps": 0}, "recipe.max_steps"),
-        # the tokenizer kept pairs whole below 5 (or dropped the text): refused, not truncated
-        ("bert", {"max_seq_length": 4}, r"recipe.max_seq_length: must be >= 5"),
+        # the tokenizer kept texts whole below 3 (or dropped them): refused, not truncated
+        ("bert", {"max_seq_length": 2}, r"recipe.max_seq_length: must be >= 3"),
         ("bert", {"max_seq_length": 513}, r"recipe.max_seq_length: must be <= 512"),
     ],
 )
@@ -97,3 +97,13 @@ def test_train_checks_the_candidate_once(monkeypatch: pytest.MonkeyPatch) -> Non
     result = trainer.train(_candidate("flexibert"), TrainContext())
     assert "rte.accuracy" in result.metrics and "wnli.accuracy" in result.metrics
     assert calls == ["recipe", "data"]
+
+
+def test_a_pair_needs_five_tokens() -> None:
+    """Below 5 the tokenizer kept a pair whole, silently (longer than max_seq_length)."""
+    from archsearch.worker._batches import tokenize_examples
+    from archsearch.worker._example import GlueExample
+
+    pair = [GlueExample(("a cat", "a dog"), 0)]
+    with pytest.raises(CandidateError, match="max_seq_length 4 cannot hold a sentence pair"):
+        tokenize_examples(None, pair, 4, regression=False)

@@ -33,7 +33,7 @@ from archsearch.worker._trainer import CandidateError
 # cover it while bounding memory when seeds or subsets do vary.
 _CACHE_ENTRIES = 8
 
-_CacheKey = tuple[str, str, int, int, int, str, str]
+_CacheKey = tuple[str, str, int, int, int, str, str, str]
 
 
 class SplitEncoder:
@@ -100,7 +100,10 @@ class SplitEncoder:
         custom = self.custom_tasks.get(task_id)
         task = custom if custom is not None else get_task(task_id)
         source = self.data_source(task, data)
-        key = (task_id, split, subset, seq_len, seed, source.describe(), json.dumps(selection))
+        # a custom task is its whole declaration (labels, files), not its name: two studies
+        # may give one name other labels or files, and an edited file is read again
+        own = "" if custom is None else _custom_identity(custom, split)
+        key = (task_id, split, subset, seq_len, seed, source.describe(), json.dumps(selection), own)
         if key in self._encoded:
             self._encoded.move_to_end(key)
             if split == "train":
@@ -183,3 +186,13 @@ def data_hash(splits: Mapping[str, Mapping[str, EncodedSplit]]) -> str:
         for split, encoded in by_split.items():
             h.update(f"{task_id}/{split}:{encoded.digest}\n".encode())
     return f"sha256:{h.hexdigest()[:16]}"
+
+
+def _custom_identity(task: CustomTask, split: str) -> str:
+    """A custom task's declaration and its ``split`` file's size and modification time."""
+    try:
+        stat = task.split_path(split).stat()
+        stamp: list[int] | None = [stat.st_mtime_ns, stat.st_size]
+    except (OSError, ValueError):
+        stamp = None  # reading it says why
+    return json.dumps({**task.to_dict(), "file": stamp}, sort_keys=True)

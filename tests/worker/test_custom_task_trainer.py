@@ -57,3 +57,36 @@ def test_custom_csv_task_trains_and_scores(tmp_path: Path) -> None:
         trainer.last_labels, trainer.last_predictions, pos_label=1, zero_division=0.0
     )
     assert result.info["dev_at_max_seq_length"] == "0.125"
+
+
+def test_a_worker_does_not_reuse_another_declarations_data(tmp_path: Path) -> None:
+    """Two studies gave one custom task name other labels: the worker reused the first one's
+    encoded data (its cache was keyed on the name), so the second's f1 scored the wrong class
+    while its info named the declared one."""
+    rows = [("a fine film", "pos"), ("a bad film", "neg")] * 8
+    for split in ("train", "dev"):
+        lines = ["review,stars"] + [f'"{t}",{label}' for t, label in rows]
+        (tmp_path / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    task = {
+        "name": "reviews",
+        "train": str(tmp_path / "train.csv"),
+        "dev": str(tmp_path / "dev.csv"),
+        "text_fields": ["review"],
+        "label_field": "stars",
+    }
+    recipe = {"max_steps": 1, "eval_every": 1, "batch_size": 8, "max_seq_length": 16}
+    trainer = BertTrainer()
+    gold = []
+    for declared in ({}, {"labels": ["pos", "neg"]}):
+        cand = Candidate.from_dict(
+            {
+                "space": "bert",
+                "architecture": TINY_BERT,
+                "recipe": {**recipe, "measure_latency": False},
+                "data": {"task": "reviews", "custom_task": {**task, **declared}},
+            }
+        )
+        result = trainer.train(cand, TrainContext(objective_metrics=("f1",)))
+        gold.append(list(trainer.last_labels))
+        assert result.info["f1_positive_label"] == ("pos" if not declared else "neg")
+    assert gold[0] == [1, 0] * 8 and gold[1] == [0, 1] * 8  # each study's own class order

@@ -183,7 +183,7 @@ class SearchSpec:
         data_space = DataSpace.from_spec(obj.get("data_space"), data, strict=not stored)
         recipe = validate_recipe(obj.get("recipe", {}))
         if not stored:  # a stored study keeps being served; its worker says the same
-            check_pair_length(recipe, data_tasks(data))
+            check_pair_length(recipe, data_tasks(data), data)
 
         objectives = parse_objectives(obj.get("objectives", default_objectives(data)))
 

@@ -108,12 +108,14 @@ def check_seq_length(field: str, value: int, pairs: bool = False) -> None:
         raise SpecError(field, "must be <= 512 (BERT position embeddings)")
 
 
-def check_pair_length(recipe: dict[str, Any], tasks: list[str]) -> None:
-    """A recipe's ``max_seq_length`` holds a pair of each sentence-pair GLUE task of ``tasks``
-    (a custom task's texts are known once its files are read: the worker checks those)."""
+def check_pair_length(recipe: dict[str, Any], tasks: list[str], data: dict[str, Any]) -> None:
+    """A recipe's ``max_seq_length`` holds a pair of each sentence-pair task of ``tasks``: a
+    GLUE pair task, or ``data.custom_task`` with two ``text_fields``."""
     from archsearch.spaces._tasks import GLUE_TASKS
 
-    if any(len(GLUE_TASKS[t].text_columns) > 1 for t in tasks if t in GLUE_TASKS):
+    custom = data.get("custom_task")
+    custom_pairs = isinstance(custom, dict) and len(custom.get("text_fields") or ()) > 1
+    if custom_pairs or any(len(GLUE_TASKS[t].text_columns) > 1 for t in tasks if t in GLUE_TASKS):
         check_seq_length("recipe.max_seq_length", recipe["max_seq_length"], pairs=True)
 
 

@@ -369,6 +369,15 @@ def test_a_sentence_pair_task_needs_five_tokens() -> None:
     SearchSpec.from_dict({**spec, "task": "sst2"})  # one text: [CLS] a b [SEP]
     with pytest.raises(SpecError, match=r"recipe.max_seq_length: must be >= 5 \(\[CLS\], a"):
         SearchSpec.from_dict({**spec, "tasks": ["sst2", "rte"]})
+    pairs = {  # a custom task of two text fields is a pair task too
+        "name": "reviews",
+        "train": "/data/train.tsv",
+        "dev": "/data/dev.tsv",
+        "text_fields": ["a", "b"],
+        "label_field": "y",
+    }
+    with pytest.raises(SpecError, match=r"recipe.max_seq_length: must be >= 5"):
+        SearchSpec.from_dict({**spec, "data": {"task": "reviews", "custom_task": pairs}})
     stored = SearchSpec.from_dict({**spec, "task": "sst2"}).to_dict()
     stored["data"]["task"] = stored["task"] = "rte"  # stored before the check: still served
     SearchSpec.from_dict(stored, stored=True)

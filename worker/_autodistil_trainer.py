@@ -34,7 +34,6 @@ import copy
 import dataclasses
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,12 +47,6 @@ from archsearch.spaces._students import Student, TeacherShape
 from archsearch.spaces._subspaces import SubSpace
 from archsearch.worker._autodistil_info import AUTODISTIL_KINDS, AUTODISTIL_TRAINER_INFO
 from archsearch.worker._bert_trainer import BertTrainer
-from archsearch.worker._checkpoint_artifacts import (
-    fetch_trial_files,
-    reference_folder,
-    upload_files,
-)
-from archsearch.worker._checkpoints import checkpoint_root
 from archsearch.worker._dsir_selector import select_pretrain_texts
 from archsearch.worker._extract import init_student_from_teacher
 from archsearch.worker._finished_tasks import each_task
@@ -69,6 +62,7 @@ from archsearch.worker._student_ranking import (
     relation_scores,
 )
 from archsearch.worker._supernet import Supernet, extract
+from archsearch.worker._supernet_files import fetch_supernet, supernet_folder, upload_supernet
 from archsearch.worker._supernet_resume import train_resumably
 from archsearch.worker._supernet_training import (
     SupernetRecipe,
@@ -101,8 +95,6 @@ RANK_DEFAULTS: dict[str, Any] = {
     "cost_seq_len": 128,
 }
 _LAST_STEPS = 20  # the supernet's reported relation_loss: mean over its last steps
-#: The supernet's files (a plain ``BertModel.save_pretrained``), uploaded under these names.
-SUPERNET_FILES = ("model.safetensors", "config.json")
 
 
 @register_trainer
@@ -161,7 +153,7 @@ class AutodistilTrainer(BertTrainer):
     def _load_supernet(self, ref: str | None, teacher: BertModel, context: TrainContext) -> Any:
         if not ref:
             return Supernet.from_teacher(teacher)
-        folder = _fetch_supernet(context, ref)
+        folder = fetch_supernet(context, ref)
         try:
             bert = BertModel.from_pretrained(folder, attn_implementation="eager")
         except (OSError, ValueError) as e:
@@ -189,14 +181,14 @@ class AutodistilTrainer(BertTrainer):
         run = SupernetTraining(supernet, teacher, students, batches, recipe)
         done = train_resumably(run, context, candidate.fingerprint(), self.save_minutes, every)
         losses = run.losses
-        folder = _supernet_folder(context, candidate)
+        folder = supernet_folder(context, candidate)
         supernet.bert.save_pretrained(folder)
         done.progress.clear()
         info: dict[str, Any] = {"checkpoint": str(folder), "subspace": space.name}
         if done.resumed_from is not None:
             info["resumed_from_step"] = str(done.resumed_from)
         info.update(selection_info)
-        info.update(_upload(context, folder))
+        info.update(upload_supernet(context, folder))
         tail = losses[-_LAST_STEPS:]
         metrics = {"relation_loss": sum(tail) / len(tail), "train_seconds": done.seconds}
         return TrainResult(metrics=metrics, info=info)
@@ -378,39 +370,3 @@ def _mapping(value: Any, field: str, known: Any) -> dict[str, Any]:
     if unknown:
         raise CandidateError(f"{field}: unknown fields {unknown} (known: {sorted(known)})")
     return dict(value)
-
-
-def _upload(context: TrainContext, folder: Path) -> dict[str, str]:
-    """Uploads the supernet's files as artifacts of this trial (like ``upload_checkpoint``)."""
-    return upload_files(context, folder, SUPERNET_FILES)
-
-
-def _supernets() -> Path:
-    """The folder of the supernets this worker downloaded or trained, by study and trial."""
-    return checkpoint_root() / "autodistil" / "supernets"
-
-
-def _supernet_folder(context: TrainContext, candidate: Candidate) -> Path:
-    """Where a supernet job keeps its supernet: with a server, the folder its rank and train
-    jobs would download it into (so on this worker they read it from disk, and it is kept
-    once); without one, a folder of its own."""
-    if context.has_server and context.trial_number is not None:
-        return reference_folder(_supernets(), context.study_name, context.trial_number)
-    return checkpoint_root() / "autodistil" / candidate.fingerprint()
-
-
-def _fetch_supernet(context: TrainContext, ref: str) -> str:
-    """The local folder of a supernet: ``ref`` itself for a path; for ``"trial:N"`` or
-    ``"trial:STUDY:N"``, the folder its artifacts were downloaded into.
-
-    Raises:
-        CandidateError: A malformed reference, no server, or a trial without the files.
-    """
-    return fetch_trial_files(
-        context,
-        ref,
-        _supernets(),
-        SUPERNET_FILES,
-        field="supernet",
-        missing_hint="name a finished supernet job's trial",
-    )

@@ -81,9 +81,9 @@ def test_supernet_job_trains_saves_and_reports(
     result = trainer.train(candidate, context)
     assert result.info["checkpoint_artifacts"] == "model.safetensors config.json"
     # A rank job elsewhere fetches the supernet by trial reference.
-    from archsearch.worker._autodistil_trainer import _fetch_supernet
+    from archsearch.worker._supernet_files import fetch_supernet
 
-    fetched = _fetch_supernet(
+    fetched = fetch_supernet(
         TrainContext(upload=upload, download=download, study_name="s"), "trial:7"
     )
     assert Path(fetched, "model.safetensors").read_bytes() == store[("s", 7, "model.safetensors")]
@@ -91,7 +91,7 @@ def test_supernet_job_trains_saves_and_reports(
     assert fetched == result.info["checkpoint"]
     assert len(list(tmp_path.rglob("model.safetensors"))) == 1
     with pytest.raises(CandidateError, match="only a worker connected to a server"):
-        _fetch_supernet(TrainContext(), "trial:7")
+        fetch_supernet(TrainContext(), "trial:7")
     assert set(result.metrics) == {"relation_loss", "train_seconds"}
     assert result.metrics["relation_loss"] > 0
     assert [s for s, _ in reports] == [1, 2, 3, 4]

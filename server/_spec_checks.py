@@ -4,6 +4,7 @@ reports, space options it needs, students that do not fit inside the teacher."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,10 +100,13 @@ def check_trainer_can_run(
             shown = ", ".join(
                 m for m in produced if m.rpartition(".")[2] not in costs or "." not in m
             )
+            near = [m for m in produced if m.startswith(o.metric)][:1] or (
+                difflib.get_close_matches(o.metric, produced, n=1, cutoff=0.6)
+            )
             raise SpecError(
                 f"objectives[{i}].metric",
                 f"the {info.name} trainer never reports {o.metric!r}, so every trial would fail",
-                f"it reports {shown}",
+                (f"did you mean {near[0]}? " if near else "") + f"it reports {shown}",
             )
     for key, why in info.required_space_options.items():
         if not space_options.get(key):

@@ -317,7 +317,11 @@ def test_duplicate_of_goes_on_the_wire() -> None:
 @pytest.mark.parametrize(
     ("spec", "field", "says"),
     [
-        ({"space": "bert", "objectives": ["acc:max"]}, "objectives[0].metric", "reports accuracy"),
+        (
+            {"space": "bert", "objectives": ["acc:max"]},
+            "objectives[0].metric",
+            "(did you mean accuracy? it reports accuracy, dev_loss",
+        ),
         (
             {**table_spec("x", 3), "objectives": ["accuracy:max", "params:min"]},
             "objectives[1].metric",

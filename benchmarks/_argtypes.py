@@ -108,11 +108,15 @@ def existing_file(text: str) -> str:
     return text
 
 
-def existing_files(text: str) -> str:
-    """Comma-separated paths of files that exist; returned as given."""
-    for item in text.split(","):
-        existing_file(item)
-    return text
+def each(check: Callable[[str], object]) -> Callable[[str], str]:
+    """Comma-separated values that each pass ``check``; returned as given."""
+
+    def parse(text: str) -> str:
+        for item in text.split(","):
+            check(item)
+        return text
+
+    return parse
 
 
 def json_file(text: str) -> str:
@@ -124,11 +128,8 @@ def json_file(text: str) -> str:
     return text
 
 
-def json_files(text: str) -> str:
-    """Comma-separated paths of JSON files that exist and parse; returned as given."""
-    for item in text.split(","):
-        json_file(item)
-    return text
+#: Comma-separated paths of JSON files that exist and parse.
+json_files = each(json_file)
 
 
 def existing_dir(text: str) -> str:

@@ -117,18 +117,18 @@ def scored_only(trial: Any, trials: list[Any]) -> str:
     )
     key = _params(trial).get("student")
     trained = [
-        t.number
+        t
         for t in trials
         if key is not None
         and not t.HasField("derived_from")
         and _job_kind(t) == "train"
         and _params(t).get("student") == key
     ]
-    done = [n for n in trained if next(t for t in trials if t.number == n).state == pb.COMPLETE]
+    done = [t.number for t in trained if t.state == pb.COMPLETE]
     if done:
         return f"{said}; trial {done[-1]} trained it stand-alone: fetch {done[-1]}"
     if trained:
-        return f"{said}; its stand-alone training is trial {trained[-1]} (not completed)"
+        return f"{said}; its stand-alone training is trial {trained[-1].number} (not completed)"
     return (
         f"{said}: only its stand-alone training trial (when the pick chose it) keeps a model; "
         "`archsearch show` lists them"

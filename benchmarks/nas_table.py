@@ -53,16 +53,8 @@ and at most two thirds of TPE's.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import logging
-import math
-import os
-import subprocess
 import sys
-import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -70,11 +62,12 @@ from typing import Any
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _nas_args
+from _nas_service import run_service
 from _results import append_section
 
-from archsearch.server._replay import run_replay
+from archsearch.server._replay import ReplayError, run_replay
 from archsearch.server._replay_stats import (
-    Run,
     median_interval,
     random_search_median,
     regret_plot,
@@ -84,8 +77,7 @@ from archsearch.spaces import FlexiBertSmallSpace, SpecError, read_table
 
 __all__ = ["RowCategoricalSpace", "main", "median_interval", "random_search_median", "run_service"]
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_TABLE = REPO.parent / "shared" / "data" / "flexibert-small" / "dataset_small_sst2.json"
+REPO = _nas_args.REPO
 DEFAULT_PLOT = REPO / "benchmarks" / "nas_table_regret.png"
 ISSUE_TOP1 = 0.8268  # the issue's figure for SST-2, checked against the table below
 
@@ -102,115 +94,6 @@ class RowCategoricalSpace(FlexiBertSmallSpace):
 
     def to_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
         return {"architecture": self.describe(self.validate(architecture))}
-
-
-def run_service(
-    evals: int, table_path: str, task: str, workers: int, seed: int, loop_options: dict[str, Any]
-) -> Run:
-    """One BOSHNAS search through a real server and ``table`` worker processes."""
-    from archsearch.server.client import SearchClient
-
-    exe = Path(sys.executable).with_name("archsearch")
-    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "archsearch.server.cli"]
-    procs: list[subprocess.Popen[Any]] = []
-    with tempfile.TemporaryDirectory(prefix="nas-table-") as tmp:
-        url = f"sqlite:///{tmp}/nas.db"
-        env = {**os.environ, "ARCHSEARCH_CACHE_DIR": os.environ.get("ARCHSEARCH_CACHE_DIR", "")}
-        if not env["ARCHSEARCH_CACHE_DIR"]:
-            del env["ARCHSEARCH_CACHE_DIR"]
-        try:
-            log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
-            server = subprocess.Popen(
-                [*base, "serve", "--storage", url, "--host", "127.0.0.1", "--port", "0"],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env=env,
-            )
-            procs.append(server)
-            assert server.stdout is not None
-            address = ""
-            deadline = time.monotonic() + 60
-            while not address and time.monotonic() < deadline:
-                line = server.stdout.readline().decode()
-                if line.startswith("archsearch serving on "):
-                    address = line.split()[3]
-                elif not line and server.poll() is not None:
-                    break
-            if not address:
-                raise RuntimeError("archsearch serve did not start; see its log")
-            name = "nas-table-boshnas"
-            with SearchClient(address) as client:
-                client.wait_ready(30)
-                client.launch(
-                    {
-                        "name": name,
-                        "space": "flexibert-small",
-                        "space_options": {"table": table_path},
-                        "trainer": "table",
-                        "task": task,
-                        "loop": "boshnas",
-                        "loop_options": loop_options.get("boshnas", {}),
-                        "seed": seed,
-                        "n_trials": evals,
-                    }
-                )
-                t0 = time.perf_counter()
-                for i in range(workers):
-                    procs.append(
-                        subprocess.Popen(
-                            [
-                                *base,
-                                "worker",
-                                "--server",
-                                address,
-                                "--trainer",
-                                "table",
-                                "--table",
-                                table_path,
-                                "--poll-seconds",
-                                "1",
-                            ],
-                            stdout=subprocess.DEVNULL,
-                            stderr=open(Path(tmp) / f"worker{i}.log", "wb"),  # noqa: SIM115
-                            env=env,
-                        )
-                    )
-                deadline = time.monotonic() + 1800
-                while time.monotonic() < deadline:
-                    if client.get_study(name).state == 3:  # STUDY_COMPLETED
-                        break
-                    time.sleep(0.5)
-                else:
-                    raise TimeoutError("the service run did not finish in 30 minutes")
-                seconds = time.perf_counter() - t0
-        finally:
-            for p in reversed(procs):
-                with contextlib.suppress(ProcessLookupError):
-                    p.terminate()
-            for p in procs:
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
-        storage = optuna.storages.RDBStorage(url)
-        trials = optuna.load_study(study_name=name, storage=storage).get_trials()
-        storage.engine.dispose()
-    run = Run("boshnas (service)", seed, seconds=seconds, asks=len(trials))
-    best = -math.inf
-    seen: set[str] = set()
-    order = sorted(
-        (t for t in trials if t.state == optuna.trial.TrialState.COMPLETE),
-        key=lambda t: (t.datetime_complete, t.number),
-    )
-    for t in order:
-        arch = str(t.user_attrs.get("arch"))
-        if arch in seen or "duplicate_of" in t.user_attrs:
-            continue
-        seen.add(arch)
-        best = max(best, float(t.values[0]))
-        run.best.append(best)
-    return run
 
 
 #: Loops judged against the issue's goal, with their labels: the recommended default first.
@@ -248,73 +131,11 @@ def goal_verdicts(summary: dict[str, Any], loop: str, label: str, exact_random: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--table", default=str(DEFAULT_TABLE))
-    p.add_argument("--task", default="sst2")
-    p.add_argument("--seeds", type=int, default=20)
-    p.add_argument(
-        "--first-seed", type=int, default=0, help="seeds are FIRST..FIRST+N-1 (fresh seeds)"
-    )
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="searches run at once in separate processes (for machines with more cores)",
-    )
-    p.add_argument("--evals", type=int, default=100)
-    p.add_argument(
-        "--seeds-for",
-        default="",
-        metavar="LOOP=N,...",
-        help="fewer (or more) seeds for some loops, e.g. gp=8 (shown in the table's seeds column)",
-    )
-    p.add_argument("--loops", default="numeric-gp,boshnas,random,tpe,gp,embedding-gp")
-    p.add_argument(
-        "--loop-options",
-        default="{}",
-        help='JSON: loop name -> options, e.g. \'{"boshnas": {"batch_size": 1}}\'; a loop '
-        "named NAME@LABEL in --loops is loop NAME with the options keyed NAME@LABEL",
-    )
-    p.add_argument(
-        "--parallel",
-        type=int,
-        default=4,
-        help="workers per round in-process: asks before tells (default 4, the service run's)",
-    )
-    p.add_argument(
-        "--asynchronous",
-        action="store_true",
-        help="with --parallel N: N candidates stay in flight, the oldest is told and one is "
-        "asked at a time (instead of rounds of N asks before N tells)",
-    )
-    p.add_argument(
-        "--table-params",
-        choices=("rows", "layers"),
-        default="layers",
-        help="the in-process loops' parameters: layers (the service's per-layer parameters, "
-        "mapped to the nearest row, as a user runs the samplers) or rows (one categorical over "
-        "the table's rows, the default before issue 17) (default: layers)",
-    )
-    p.add_argument("--service", action="store_true", help="also run BOSHNAS through the service")
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument(
-        "--plot",
-        default=None,
-        help="where to draw the regret plot (default: the committed "
-        "benchmarks/nas_table_regret.png when the run is recorded, none otherwise)",
-    )
-    p.add_argument("--no-record", action="store_true")
-    args = p.parse_args(argv)
-    if args.jobs < 1 or args.first_seed < 0 or args.seeds < 1 or args.evals < 1:
-        p.error("--jobs, --seeds and --evals must be >= 1 and --first-seed >= 0")
+    args = _nas_args.parse_args(__doc__, argv)
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    loop_options = json.loads(args.loop_options)
-    seeds_for = {
-        name: int(n)
-        for name, _, n in (item.partition("=") for item in args.seeds_for.split(",") if item)
-    }
+    loop_options, seeds_for = args.loop_options, args.seeds_for
 
     try:
         table = read_table(args.table, "flexibert", task=args.task)
@@ -334,20 +155,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.table_params == "rows"
         else None
     )
-    report = run_replay(
-        table,
-        args.loops.split(","),
-        range(args.first_seed, args.first_seed + args.seeds),
-        args.evals,
-        top=1.0,
-        seeds_for=seeds_for,
-        jobs=args.jobs,
-        progress=lambda line: print(line, flush=True),
-        loop_options=loop_options,
-        parallel=args.parallel,
-        asynchronous=args.asynchronous,
-        space=rows_space,
-    )
+    try:
+        report = run_replay(
+            table,
+            args.loops.split(","),
+            range(args.first_seed, args.first_seed + args.seeds),
+            args.evals,
+            top=1.0,
+            seeds_for=seeds_for,
+            jobs=args.jobs,
+            progress=lambda line: print(line, flush=True),
+            loop_options=loop_options,
+            parallel=args.parallel,
+            asynchronous=args.asynchronous,
+            space=rows_space,
+        )
+    except ReplayError as e:  # a loop that cannot search this table: said, no traceback
+        print(f"nas_table.py: {e}", file=sys.stderr)
+        return 2
     if args.service:
         r = run_service(args.evals, args.table, args.task, args.workers, 0, loop_options)
         print(f"  service run: top1% at {r.evals_to(top1)}, {r.seconds:.0f}s", flush=True)

@@ -118,3 +118,42 @@ def test_glue_teacher_passes_only_when_every_floor_was_checked() -> None:
     assert glue_teacher.floor_verdict({})[1] == "not measured"  # --tasks wnli: no floor
     figure, verdict = glue_teacher.floor_verdict({**every, "cola": False})
     assert verdict == "FAIL" and "4 pass, 1 FAIL of 5 checked" in figure
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--loop-options", "{bad"], "argument --loop-options: not JSON"),
+        (["--loop-options", '{"tpe": 1}'], "expected a JSON object of loop -> options object"),
+        (["--loops", "tpe", "--loop-options", '{"tpe": {"zz": 1}}'], "unknown option"),
+        (["--loops", "tpe", "--loop-options", '{"gp": {}}'], "gp: not in --loops tpe"),
+        (["--loops", "foo"], "'foo': expected comma-separated loops"),
+        (["--loops", "tpe,tpe"], "repeats or omits a name"),
+        (["--seeds-for", "gp"], "expected LOOP=N"),
+        (["--loops", "tpe", "--seeds-for", "gp=2"], "gp: not in --loops tpe"),
+        (["--seeds", "0"], "argument --seeds: expected a whole number >= 1"),
+        (["--task", "xx"], "expected a GLUE task id"),
+        (["--table", "/no/such/table.json"], "no such file"),
+    ],
+)
+def test_nas_table_refuses_a_bad_value_before_any_search(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import nas_table
+
+    with pytest.raises(SystemExit) as refused:
+        nas_table.main([*argv, "--no-record"])
+    assert refused.value.code == 2
+    assert said in capsys.readouterr().err
+
+
+def test_nas_table_keeps_labelled_loops_and_their_options() -> None:
+    import _nas_args
+
+    args = _nas_args.parse_args(
+        "doc",
+        ["--loops", "tpe,tpe@big", "--loop-options", '{"tpe@big": {"n_startup_trials": 5}}',
+         "--seeds-for", "tpe@big=3"],
+    )  # fmt: skip
+    assert args.loop_options == {"tpe@big": {"n_startup_trials": 5}}
+    assert args.seeds_for == {"tpe@big": 3}

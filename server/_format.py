@@ -48,10 +48,12 @@ def _cell(c: Any) -> str:
 DATA_CHOICE_FIELDS = ("selection", "pretrain_selection", "curriculum")
 
 
-def describe(candidate_json: str, description: str = "") -> str:
+def describe(candidate_json: str, description: str = "", searched: Sequence[str] = ()) -> str:
     """Compact architecture text of a candidate: the server's ``description`` (made with the
     study's own space options), else the space's text with default options, else its JSON;
-    with its data choices other than the default (``[selection: dsir k=2000]``)."""
+    with its data choices other than the default (``[selection: dsir k=2000]``), and every
+    value of the data fields its study searches (``searched``: the spec's ``data_space``
+    fields, ``train_subset: 4000`` and ``selection: none`` too)."""
     from archsearch.spaces import SPACES, choice_label, curriculum_summary
 
     try:
@@ -62,8 +64,11 @@ def describe(candidate_json: str, description: str = "") -> str:
     data = cand.get("data") or {}
     chosen = [
         f"{f}: {choice_label(curriculum_summary(data[f]) if f == 'curriculum' else data[f])}"
-        for f in DATA_CHOICE_FIELDS
-        if isinstance(data.get(f), dict) and data[f].get("method", "none") != "none"
+        for f in (*DATA_CHOICE_FIELDS, *(f for f in searched if f not in DATA_CHOICE_FIELDS))
+        if f in data
+        and (
+            f in searched or (isinstance(data[f], dict) and data[f].get("method", "none") != "none")
+        )
     ]
     return text + (f"  [{'; '.join(chosen)}]" if chosen else "")
 
@@ -274,6 +279,7 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
     shown = list(trials)[-limit:]
     rows = []
     max_steps = spec.get("recipe", {}).get("max_steps")
+    searched = list(spec.get("data_space") or {})
     for t in shown:
         pruned = pruned_metrics(t, metrics[0])
         vals = [t.metrics.get(m, pruned.get(m, "")) for m in metrics]
@@ -288,9 +294,11 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
                 "PREPARED" if is_prepared(t) else TRIAL_STATE_NAMES[t.state],
                 *vals,
                 *(col.get(t.number, "") for col in extra.values()),
-                describe(ranks[t.number][1].candidate_json, ranks[t.number][1].description)
+                describe(
+                    ranks[t.number][1].candidate_json, ranks[t.number][1].description, searched
+                )
                 if t.number in ranks
-                else describe(t.candidate_json, t.description),
+                else describe(t.candidate_json, t.description, searched),
                 t.attempt or "",
                 _duration(t),
                 trial_note(t, max_steps, ranks.get(t.number)),
@@ -319,7 +327,9 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
             )
             rank = ranks.get(t.number)
             what = describe(
-                (rank[1] if rank else t).candidate_json, (rank[1] if rank else t).description
+                (rank[1] if rank else t).candidate_json,
+                (rank[1] if rank else t).description,
+                searched,
             )
             what += f"  ({trial_note(t, rank=rank)})" if rank else ""
             out.append(f"  #{t.number}  {shown_values}  {what}")

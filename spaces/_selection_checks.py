@@ -81,10 +81,12 @@ def glue_source(name: str) -> tuple[str, str]:
     return task.id, split
 
 
-#: The method's settings and their defaults (``pool``/``target``: the training-subset use).
+#: The method's settings and their defaults (``pool``/``target``: the training-subset use:
+#: examples of the task's training split chosen to resemble its unlabelled test text, never
+#: the dev split that scores the trial; :func:`check_selection_target`).
 DSIR_DEFAULTS: dict[str, Any] = {
     "pool": "train",
-    "target": "dev",
+    "target": "test",
     "ngrams": DEFAULT_NGRAMS,
     "buckets": DEFAULT_BUCKETS,
     "laplace": 0.0,
@@ -209,3 +211,58 @@ def check_selection_values(selection: Mapping[str, Any], section: str, pools: bo
             f"{options['pool']}: training examples are selected from the task's own training split",
             "leave pool out; other pools choose pre-training text (data.pretrain_selection)",
         )
+
+
+def check_selection_target(
+    selection: Mapping[str, Any], tasks: Sequence[str], section: str = "data.selection"
+) -> None:
+    """Refuses a ``data.selection`` DSIR target that reads the text that scores the trial (a
+    task's dev split: choosing training data to resemble the evaluation set leaks it into
+    the score, as a PUDF crowd fitted on dev would), and the default ``test`` target of a
+    custom task, which has no test split. Checked at launch; a stored study keeps its target.
+
+    Args:
+        selection: A ``data.selection`` object whose fields are checked.
+        tasks: The candidate's tasks (a custom task's name among them is not a GLUE id).
+        section: Its place in the spec, for errors.
+    """
+    from archsearch.spaces._tasks import GLUE_TASK_IDS
+
+    if selection.get("method", "none") != "dsir":
+        return
+    target = check_dsir_options(selection, section)["target"]
+    for name in target:
+        scored = [
+            t
+            for t in tasks
+            if (t in GLUE_TASK_IDS and _reads_dev(name, t))
+            or (t not in GLUE_TASK_IDS and name == "dev")
+        ]
+        if scored:
+            raise SpecError(
+                f"{section}.target",
+                f"{name!r} is text of the dev split that scores every trial ({scored[0]}): "
+                "training data chosen to resemble it leaks the evaluation set into the score",
+                "leave target out for the task's unlabelled test text, or name other text: "
+                "'train', 'glue:TASK', 'file:PATH', 'wiki:gensim'",
+            )
+    custom = [t for t in tasks if t not in GLUE_TASK_IDS]
+    if "test" in target and custom:
+        raise SpecError(
+            f"{section}.target",
+            f"custom task {custom[0]!r} has no test split (the default target: the text the "
+            "training examples should resemble)",
+            "name it: 'file:PATH' (unlabelled in-domain text, one per line), 'glue:TASK' or "
+            "'wiki:gensim'",
+        )
+
+
+def _reads_dev(name: str, task_id: str) -> bool:
+    """Whether source ``name`` reads a dev split of GLUE task ``task_id``."""
+    task = get_task(task_id)
+    if name in task.dev_splits or name == "dev":
+        return True
+    if name.startswith("glue:"):
+        other, split = glue_source(name)
+        return other == task.id and split in task.dev_splits
+    return False

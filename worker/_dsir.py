@@ -74,6 +74,8 @@ class DsirSelection:
         kl_random: KL(target || a uniformly random selection of the same size and filter;
             for a ``"random"`` selection that selection itself, so ``kl_reduction`` is 0).
         eligible: How many pool texts passed the length filter.
+        target: The target's source names (set by ``run_dsir``; empty when not known).
+        seed: The Gumbel (or random pick's) seed used (None when not known).
     """
 
     indices: np.ndarray
@@ -85,6 +87,8 @@ class DsirSelection:
     kl_selected: float
     kl_random: float
     eligible: int
+    target: tuple[str, ...] = ()
+    seed: int | None = None
 
     @property
     def kl_reduction(self) -> float:
@@ -104,6 +108,8 @@ class DsirSelection:
             f"{prefix}_kl_random": f"{self.kl_random:.6g}",
             f"{prefix}_kl_reduction": f"{self.kl_reduction:.6g}",
             f"{prefix}_cache": "hit" if self.cache_hit else "miss",
+            **({f"{prefix}_target": json.dumps(list(self.target))} if self.target else {}),
+            **({f"{prefix}_seed": str(self.seed)} if self.seed is not None else {}),
         }
 
 

@@ -2,7 +2,8 @@
 
 ``data.selection = {"method": "dsir", "k": 500}`` (or ``"fraction": 0.25``) keeps the k
 training examples that importance resampling (:mod:`archsearch.worker._dsir`) picks towards
-the task's dev text; ``target`` names other text instead, and ``ngrams``, ``buckets``,
+the task's unlabelled test text; ``target`` names other text instead (never the dev split that
+scores the trial: the server refuses it at launch), and ``ngrams``, ``buckets``,
 ``laplace``, ``min_length``, ``top_k`` and ``seed`` are the method's settings
 (:data:`DSIR_DEFAULTS`). Pools and targets are source names
 (:mod:`archsearch.worker._text_pools`). The checks of these keys live here, with the selector
@@ -20,6 +21,7 @@ seeded uniformly random k of the same eligible pool texts, with the same provena
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -46,10 +48,10 @@ TextReader = Callable[[str], Sequence[str]]
 class DsirSelector(DataSelector):
     """DSIR importance resampling of the training examples (``{"method": "dsir", ...}``).
 
-    The pool is the task's training split; the target is ``target`` (default the task's dev
-    text). Needs :attr:`SelectionPlan.texts` to read the target.
+    The pool is the task's training split; the target is ``target`` (default the task's
+    unlabelled test text). Needs :attr:`SelectionPlan.texts` to read the target.
 
-    A small target (RTE's 277 dev texts) leaves most of a pool text's bigrams unseen there,
+    A small target (RTE's 277 dev texts, say) leaves most of a pool text's bigrams unseen there,
     each weighing log 1e-8, so unsmoothed weights fall with length and short texts win
     (tests/worker/test_dsir.py::test_laplace_smoothing_helps_a_small_target); ``laplace: 1``
     corrects that. The default stays the package's 0.
@@ -120,7 +122,7 @@ def run_dsir(
             f"{section}.k", f"{k} is more than the {len(pool)} texts of the pool", "lower k"
         )
     try:
-        return dsir_select(
+        chosen = dsir_select(
             pool,
             target,
             k,
@@ -136,6 +138,7 @@ def run_dsir(
         )
     except ValueError as e:
         raise SpecError(section, str(e)) from e
+    return dataclasses.replace(chosen, target=tuple(options["target"]), seed=seed)
 
 
 def select_pretrain_texts(

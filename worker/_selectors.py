@@ -144,21 +144,28 @@ def select_with_provenance(
         texts: Reads a source name's texts, for selectors with a target (``dsir``).
     """
     info: dict[str, str] = {}
+    selected = False
     if split == "train":
         selector, options = make_selector(selection)
+        selected = selector.name != "none"
         plan = SelectionPlan(task=task, split=split, options=options, texts=texts)
         examples = selector.select(examples, plan, random.Random(seed))
         info = selector.provenance()
     chosen = _seeded_subset(examples, subset, random.Random(seed))
     if split == "train" and 0 < len(examples) <= subset:  # a dev subset past the split: all
-        log.warning(
-            "data.train_subset %d is not below the %s train split's %d examples: every "
-            "example was kept, so any train_subset from %d up trains on the same data",
-            subset,
-            task,
-            len(examples),
-            len(examples),
+        of = (
+            f"the {len(examples)} examples data.selection kept"
+            if selected
+            else f"the {task} train split's {len(examples)} examples"
         )
+        warning = (
+            f"data.train_subset {subset} is not below {of}: every one was kept, so any "
+            f"train_subset from {len(examples)} up trains on the same data"
+        )
+        info["train_subset_warning"] = warning
+        log.warning("%s", warning)
+    if split == "train" and (selected or subset):  # what the selection sizes do not say
+        info["train_examples"] = str(len(chosen))
     return chosen, info
 
 

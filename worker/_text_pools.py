@@ -65,11 +65,14 @@ def load_texts(name: str, glue_dir: str | Path | None = None) -> list[str]:
 
 
 def glue_texts(task_id: str, split: str, glue_dir: str | Path) -> list[str]:
-    """The texts of a GLUE split (labelled, or a ``test`` split read by its header)."""
+    """The texts of a GLUE split (labelled, or a ``test`` split read by its header: MNLI's
+    is its two files, ``test_matched.tsv`` and ``test_mismatched.tsv``, like its dev split)."""
     if split != "test":
         return [" ".join(e.texts) for e in load_split(task_id, split, glue_dir)]
-    folder = Path(glue_dir) / get_task(task_id).folder
-    return list(_test_texts(task_id, str((folder / "test.tsv").resolve())))
+    task = get_task(task_id)
+    folder = Path(glue_dir) / task.folder
+    files = [name.replace("dev", "test", 1) for name in task.dev_files]
+    return [t for name in files for t in _test_texts(task_id, str((folder / name).resolve()))]
 
 
 def file_texts(path: str | Path) -> list[str]:

@@ -68,7 +68,7 @@ def test_a_dsir_value_every_trial_would_fail_on_is_refused_at_launch(
 
 
 def test_good_dsir_values_pass_and_keep_what_the_user_wrote() -> None:
-    selection = {"method": "dsir", "k": 300, "target": ["dev", "glue:rte/dev"], "laplace": 1}
+    selection = {"method": "dsir", "k": 300, "target": ["test", "glue:rte/dev"], "laplace": 1}
     spec = SearchSpec.from_dict({**BERT, "data": {"selection": selection}})
     assert spec.data["selection"] == selection  # checked, not filled in: the same fingerprint
 
@@ -185,3 +185,50 @@ def test_two_searched_values_that_mean_the_same_are_refused() -> None:
     assert SearchSpec.from_dict({**BERT, "data_space": {"selection": other}}).data_space
     stored = SearchSpec.from_dict({**BERT, "data_space": {"selection": same}}, stored=True)
     assert stored.data_space == {"selection": same}  # a stored study is still served
+
+
+@pytest.mark.parametrize(
+    ("spec", "target"),
+    [
+        (BERT, "dev"),
+        (BERT, ["train", "glue:sst2/dev"]),  # the task's own dev split by its GLUE name
+        ({**BERT, "task": "mnli"}, "dev_mismatched"),
+        ({**BERT, "tasks": ["sst2", "rte"]}, "glue:rte/dev"),  # any task the trials score
+    ],
+)
+def test_a_dsir_target_that_reads_the_scoring_dev_split_is_refused(
+    spec: dict[str, Any], target: Any
+) -> None:
+    selection = {"method": "dsir", "k": 100, "target": target}
+    e = refused({**spec, "data": {"selection": selection}})
+    assert e.field == "data.selection.target" and "leaks the evaluation set" in str(e)
+    assert "leave target out for the task's unlabelled test text" in str(e)
+    e = refused({**spec, "data_space": {"selection": [{"method": "none"}, selection]}})
+    assert e.field == "data_space.selection[1].target"
+
+
+def test_a_dsir_target_of_other_text_passes_and_a_stored_dev_target_is_still_served() -> None:
+    for target in ("test", ["train", "glue:rte/dev"], "file:/t.txt", "wiki:gensim"):
+        selection = {"method": "dsir", "k": 100, "target": target}
+        SearchSpec.from_dict({**BERT, "data": {"selection": selection}})
+    stored = {**BERT, "data": {"selection": {"method": "dsir", "k": 100, "target": "dev"}}}
+    assert SearchSpec.from_dict(stored, stored=True).data["selection"]["target"] == "dev"
+
+
+def test_a_custom_task_names_its_dsir_target() -> None:
+    """Its default target, the test split, does not exist for a custom task."""
+    data = {"custom_task": CUSTOM, "selection": {"method": "dsir", "k": 10}}
+    e = refused({**BERT, "task": "reviews", "data": data})
+    assert e.field == "data.selection.target" and "custom task 'reviews' has no test split" in str(
+        e
+    )
+    e = refused(
+        {
+            **BERT,
+            "task": "reviews",
+            "data": {**data, "selection": {**data["selection"], "target": "dev"}},
+        }
+    )
+    assert "leaks the evaluation set" in str(e)
+    ok = {**data, "selection": {"method": "dsir", "k": 10, "target": "file:/unlabelled.txt"}}
+    SearchSpec.from_dict({**BERT, "task": "reviews", "data": ok})

@@ -90,6 +90,12 @@ def test_show_names_a_candidates_data_choice_next_to_its_architecture() -> None:
     assert describe(json.dumps(cand)) == plain + "  [selection: dsir k=48]"
     cand["data"] = {"selection": {"method": "none"}}
     assert describe(json.dumps(cand)) == plain
+    # a study that searches them shows every value of its data fields, defaults too
+    cand["data"] = {"selection": {"method": "none"}, "train_subset": 4000}
+    searched = ["selection", "train_subset"]
+    assert describe(json.dumps(cand), "", searched) == (
+        plain + "  [selection: none; train_subset: 4000]"
+    )
 
 
 def test_an_objective_that_never_varies_is_said_not_a_crash() -> None:

@@ -92,7 +92,7 @@ def test_dsir_is_a_registered_selector_with_defaults() -> None:
     assert SELECTORS["dsir"] is DsirSelector
     selector, options = make_selector({"method": "dsir", "fraction": 0.5})
     assert isinstance(selector, DsirSelector)
-    assert options["pool"] == ["train"] and options["target"] == ["dev"]
+    assert options["pool"] == ["train"] and options["target"] == ["test"]
     assert (options["ngrams"], options["buckets"], options["min_length"]) == (2, 10_000, 1)
 
 
@@ -147,7 +147,7 @@ def test_trainer_trains_on_the_dsir_selection_and_reports_provenance() -> None:
 
     train = load_split("rte", "train", SHARED_GLUE)
     pool = [" ".join(e.texts) for e in train]
-    target = glue_texts("rte", "dev", SHARED_GLUE)
+    target = glue_texts("rte", "test", SHARED_GLUE)  # the default: never the scoring dev split
     expected = dsir_select(pool, target, 40, laplace=1.0, seed=11, cache=DsirCache())
     encoded = trainer.encode(
         "rte", "train", 0, {"max_seq_length": 16, "seed": 4}, dict(_candidate(selection).data)
@@ -163,6 +163,7 @@ def test_trainer_trains_on_the_dsir_selection_and_reports_provenance() -> None:
     assert json.loads(info["selection_shares"]) == {"train": 1.0}
     assert float(info["selection_kl_reduction"]) == pytest.approx(expected.kl_reduction, rel=1e-5)
     assert info["selection_cache"] in ("hit", "miss")
+    assert json.loads(info["selection_target"]) == ["test"] and info["selection_seed"] == "11"
 
     # Another k: the weights come from the cache; another data hash.
     again = trainer.train(_candidate({**selection, "k": 20}), TrainContext())

@@ -95,7 +95,7 @@ def test_random_says_what_it_kept_and_when_its_size_reaches_past_the_split(caplo
         subset=0,
         seed=1,
     )
-    assert info == {"selection": "random", "selection_kept": "10 of 50"}
+    assert info == {"selection": "random", "selection_kept": "10 of 50", "train_examples": "10"}
     with caplog.at_level("WARNING", logger="archsearch.worker._selectors"):
         got, info = select_with_provenance(
             EXAMPLES,
@@ -127,9 +127,32 @@ def test_a_subset_past_the_split_is_said_only_for_training(caplog) -> None:  # t
             EXAMPLES, task="rte", split="train", selection=None, subset=80, seed=1
         )
     assert [r.getMessage() for r in caplog.records] == [
-        "data.train_subset 80 is not below the rte train split's 50 examples: every example "
+        "data.train_subset 80 is not below the rte train split's 50 examples: every one "
         "was kept, so any train_subset from 50 up trains on the same data"
     ]
+
+
+def test_a_subset_after_a_selection_is_said_of_what_the_selection_kept() -> None:
+    """dsir k=2000 then train_subset 1000 trained on 1000 with only ``selection_size`` 2000
+    recorded, and train_subset 4000 was warned about as past "the sst2 train split's 2000"."""
+    selection = {"method": "random", "size": 20}
+    got, info = select_with_provenance(
+        EXAMPLES, task="rte", split="train", selection=selection, subset=8, seed=1
+    )
+    assert len(got) == 8 and info["train_examples"] == "8" and info["selection_kept"] == "20 of 50"
+    assert "train_subset_warning" not in info
+    got, info = select_with_provenance(
+        EXAMPLES, task="rte", split="train", selection=selection, subset=30, seed=1
+    )
+    assert len(got) == 20 and info["train_examples"] == "20"
+    assert info["train_subset_warning"] == (
+        "data.train_subset 30 is not below the 20 examples data.selection kept: every one was "
+        "kept, so any train_subset from 20 up trains on the same data"
+    )
+    _, info = select_with_provenance(
+        EXAMPLES, task="rte", split="train", selection=None, subset=0, seed=1
+    )
+    assert info == {}  # the whole split: nothing to say
 
 
 def test_select_examples_without_a_selection_is_todays_subset() -> None:

@@ -88,6 +88,7 @@ def test_trains_reports_and_scores(trainer: BertTrainer) -> None:
         "data_source",
         "precision",
         "dev_at_max_seq_length",
+        "train_examples",  # its train_subset: how many examples it trained on
     }
     assert result.info["data_source"].startswith(f"using GLUE data from {result.info['glue_dir']}")
     assert result.info["precision"] == "fp32" and result.info["data_hash"].startswith("sha256:")

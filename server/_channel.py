@@ -27,15 +27,19 @@ STORAGE_DOWN = "the server's storage cannot be used right now"
 
 
 class ClientError(Exception):
-    """A failed call. ``code`` is the ``grpc.StatusCode``; ``details`` the server's message."""
+    """A failed call. ``code`` is the ``grpc.StatusCode``; ``details`` the server's message
+    (or grpc's, when no server answered); ``hint`` what the client adds for a person: the
+    likely cause and the fix (shown in ``str(e)``, not in ``details``)."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, method: str = "") -> None:
+    def __init__(
+        self, code: grpc.StatusCode, details: str, method: str = "", hint: str = ""
+    ) -> None:
         self.code = code
         self.details = details
         self.method = method
-        super().__init__(
-            f"{method}: {code.name}: {details}" if method else f"{code.name}: {details}"
-        )
+        self.hint = hint
+        text = f"{method}: {code.name}: {details}" if method else f"{code.name}: {details}"
+        super().__init__(f"{text}\n  {hint}" if hint else text)
 
     @property
     def transient(self) -> bool:
@@ -103,6 +107,25 @@ def no_server(target: str, details: str) -> str:
         f"no archsearch server answers at {target} ({details}); start one with "
         "`archsearch serve` or pass --server HOST:PORT"
     )
+
+
+def call_hint(code: grpc.StatusCode, details: str, target: str, tls: bool, timeout_s: float) -> str:
+    """What a Python caller is told besides grpc's text for a call no server answered: the TLS
+    cause :func:`connection_cause` names, else no server at ``target`` and how to start one;
+    for a deadline, which one passed and how to lengthen it. "" for any other status (the
+    server's own message names the problem and the fix)."""
+    if code == grpc.StatusCode.UNAVAILABLE and STORAGE_DOWN not in details:
+        cause = connection_cause(ClientError(code, details), target, tls)
+        return cause or (
+            f"no archsearch server answers at {target}: start one with `archsearch serve`, "
+            "or check the address (and TLS: tls=True or tls_ca=FILE for a TLS server)"
+        )
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return (
+            f"the server at {target} did not answer within {timeout_s:g}s (busy, or a "
+            "restart): retry, or make the client with a longer timeout_s"
+        )
+    return ""
 
 
 def resolve_token(token: str | None = None, token_file: str | None = None) -> str | None:

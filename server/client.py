@@ -7,17 +7,18 @@ and the server's message, which names the problem and the fix.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from archsearch.server import _client_args as args
 from archsearch.server._channel import TRANSIENT as TRANSIENT
 from archsearch.server._channel import ClientError as ClientError
+from archsearch.server._channel import call_hint
 from archsearch.server._channel import check_target as check_target
 from archsearch.server._channel import connection_cause as connection_cause
 from archsearch.server._channel import make_channel as make_channel
@@ -46,6 +47,9 @@ def _acquire_request(
 
 
 class _Base:
+    #: Whether a failed call's ClientError carries :func:`call_hint` (the people's client).
+    hints = False
+
     def __init__(
         self,
         target: str,
@@ -55,8 +59,8 @@ class _Base:
         tls_ca: str | None = None,
         tls: bool = False,
     ) -> None:
-        self.target = target
-        self.timeout_s = timeout_s
+        self.target = args.text(target, "target (HOST:PORT)")
+        self.timeout_s = args.seconds(timeout_s, "timeout_s")
         self._token = resolve_token(token)
         self._channel = channel or make_channel(target, tls_ca=tls_ca, tls=tls)
         self._metadata = (("authorization", f"Bearer {self._token}"),) if self._token else ()
@@ -70,12 +74,15 @@ class _Base:
                 f"this client of {self.target} is closed (its `with` block ended, or close() "
                 "was called); make a new one"
             )
+        seconds = timeout or self.timeout_s
         try:
-            return stub_method(request, timeout=timeout or self.timeout_s, metadata=self._metadata)
+            return stub_method(request, timeout=seconds, metadata=self._metadata)
         except grpc.RpcError as e:
             name = getattr(stub_method, "_method", b"")
             method = name.decode().rsplit("/", 1)[-1] if isinstance(name, bytes) else ""
-            raise ClientError(e.code(), e.details() or "", method) from None
+            code, details = e.code(), e.details() or ""
+            hint = call_hint(code, details, self.target, self.tls, seconds) if self.hints else ""
+            raise ClientError(code, details, method, hint) from None
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Blocks until the channel connects; ClientError(UNAVAILABLE) after ``timeout_s``."""
@@ -109,18 +116,29 @@ class _Base:
 
 
 class SearchClient(_Base):
-    """Launch, inspect and stop searches. Needs an admin token when the server has tokens."""
+    """Launch, inspect and stop searches. Needs an admin token when the server has tokens.
+
+    A refused or failed call raises :class:`ClientError` (``e.code``, a ``grpc.StatusCode``;
+    ``e.details``, the server's message naming the problem and the fix; ``e.hint``, this
+    client's words when no server answered); a wrong argument type or value, ``TypeError`` or
+    ``ValueError`` before any call."""
+
+    hints = True
 
     def __init__(self, target: str, **kw: Any) -> None:
         super().__init__(target, **kw)
         self._stub = pb_grpc.SearchServiceStub(self._channel)
 
     def launch(self, spec: dict[str, Any] | str) -> pb.Study:
-        text = spec if isinstance(spec, str) else json.dumps(spec)
+        """Launches the study ``spec`` describes (a dict, or its JSON text; numpy numbers
+        become plain ones) and returns it as stored."""
+        text = args.spec_text(spec)
         return self._call(self._stub.LaunchSearch, pb.LaunchSearchRequest(spec_json=text)).study
 
     def get_study(self, name: str) -> pb.Study:
-        return self._call(self._stub.GetStudy, pb.GetStudyRequest(name=name)).study
+        """Study ``name``: its state, counts, objectives, spec and best trials."""
+        request = pb.GetStudyRequest(name=args.text(name))
+        return self._call(self._stub.GetStudy, request).study
 
     def wait(self, name: str, timeout_s: float | None = None, poll_s: float = 2.0) -> pb.Study:
         """Blocks until study ``name`` is no longer running (completed or stopped), polling
@@ -134,48 +152,77 @@ class SearchClient(_Base):
             ClientError: the server refused (NOT_FOUND: no such study, or it was deleted
                 while waited for).
         """
+        name = args.text(name)
+        if timeout_s is not None:
+            timeout_s = args.seconds(timeout_s, "timeout_s", allow_zero=True)
+        poll_s = args.seconds(poll_s, "poll_s")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         silent: ClientError | None = None  # the last call's error, while the server is away
+        seen = False  # whether the server has answered with the study
         while True:
             left = math.inf if deadline is None else deadline - time.monotonic()
-            try:  # each call within the time left: a hung server must not hold it longer
+            # each call within the time left: a hung server must not hold it longer
+            call_s = max(0.05, min(self.timeout_s or 30.0, left))
+            try:
                 resp = self._call(
-                    self._stub.GetStudy,
-                    pb.GetStudyRequest(name=name),
-                    timeout=max(0.05, min(self.timeout_s or 30.0, left)),
+                    self._stub.GetStudy, pb.GetStudyRequest(name=name), timeout=call_s
                 )
-                silent = None
+                silent, seen = None, True
                 if resp.study.state != pb.STUDY_RUNNING:
                     return resp.study
             except ClientError as e:
-                if e.code == grpc.StatusCode.NOT_FOUND:
+                if e.code == grpc.StatusCode.NOT_FOUND and seen:
                     raise ClientError(
                         e.code, f"study {name} was deleted while it was waited for", "GetStudy"
                     ) from None
                 if not e.transient:
                     raise
-                silent = e
+                # a call cut to the last moments of the wait: its deadline passing says
+                # nothing of the server (a healthy one answers in milliseconds)
+                if not (e.code == grpc.StatusCode.DEADLINE_EXCEEDED and call_s < 0.5):
+                    silent = e
             if deadline is not None and time.monotonic() >= deadline:
-                why = (
-                    f"; the server at {self.target} has not answered since ({silent.code.name})"
-                    if silent is not None
-                    else ""
-                )
-                raise TimeoutError(f"study {name} is still running after {timeout_s:g}s{why}")
+                raise TimeoutError(self._wait_timeout(name, timeout_s or 0.0, seen, silent))
             left = math.inf if deadline is None else deadline - time.monotonic()
             time.sleep(max(0.0, min(poll_s, left)))
 
+    def _wait_timeout(
+        self, name: str, timeout_s: float, seen: bool, silent: ClientError | None
+    ) -> str:
+        """What :meth:`wait` says when its time is up."""
+        if not seen:
+            why = f" ({silent.code.name}: {silent.hint or silent.details})" if silent else ""
+            where = f"the server at {self.target}"
+            return f"study {name}: no answer from {where} in {timeout_s:g}s{why}"
+        why = (
+            f"; the server at {self.target} has not answered since ({silent.code.name})"
+            if silent is not None
+            else ""
+        )
+        return f"study {name} is still running after {timeout_s:g}s{why}"
+
     def list_studies(self) -> list[pb.Study]:
+        """Every study the server serves (their ``best_trials`` left empty: ``get_study``
+        has them)."""
         return list(self._call(self._stub.ListStudies, pb.ListStudiesRequest()).studies)
 
     def iter_trials(
-        self, study_name: str, page_size: int = 200, states: tuple[int, ...] = ()
+        self, study_name: str, page_size: int = 200, states: Iterable[Any] = ()
     ) -> Iterator[pb.Trial]:
-        """Every trial of a study, fetched page by page."""
+        """Every trial of a study, fetched page by page, in number order.
+
+        Args:
+            states: Only trials in these states: ``pb.TrialState`` values (``pb.COMPLETE``),
+                their names (``"COMPLETE"``) or Optuna's ``TrialState`` members, read by name
+                (Optuna numbers them from 0, ``pb.TrialState`` from 1). Empty: every state.
+        """
+        study_name = args.text(study_name)
+        page_size = args.whole(page_size, "page_size", 1)
+        wanted = args.trial_states(states)
         token = ""
         while True:
             req = pb.ListTrialsRequest(
-                study_name=study_name, page_size=page_size, page_token=token, states=list(states)
+                study_name=study_name, page_size=page_size, page_token=token, states=wanted
             )
             resp = self._call(self._stub.ListTrials, req)
             yield from resp.trials
@@ -184,23 +231,27 @@ class SearchClient(_Base):
                 return
 
     def list_trials(self, study_name: str, **kw: Any) -> list[pb.Trial]:
+        """:meth:`iter_trials` as a list (the same keywords)."""
         return list(self.iter_trials(study_name, **kw))
 
     def stop(self, name: str, cancel_running: bool = False) -> pb.Study:
         """Stops handing out the study's trials; ``cancel_running`` ends its running ones too
         (their workers stop at their next heartbeat; the trials end FAIL, not retried)."""
-        request = pb.StopSearchRequest(name=name, cancel_running=cancel_running)
+        request = pb.StopSearchRequest(name=args.text(name), cancel_running=bool(cancel_running))
         return self._call(self._stub.StopSearch, request).study
 
     def delete(self, name: str) -> pb.DeleteSearchResponse:
         """Deletes a stopped or completed study for good (its trials and uploaded files)."""
-        return self._call(self._stub.DeleteSearch, pb.DeleteSearchRequest(name=name))
+        request = pb.DeleteSearchRequest(name=args.text(name))
+        return self._call(self._stub.DeleteSearch, request)
 
     def resume(self, name: str, n_trials: int = 0) -> pb.ResumeSearchResponse:
         """Runs a stopped or completed study again, or changes a running study's budget:
         ``n_trials`` is the new number of distinct candidates (0 keeps it). The response has
         the study and how many never-run candidates of its stop were queued again."""
-        request = pb.ResumeSearchRequest(name=name, n_trials=n_trials)
+        request = pb.ResumeSearchRequest(
+            name=args.text(name), n_trials=args.whole(n_trials, "n_trials")
+        )
         return self._call(self._stub.ResumeSearch, request)
 
 

@@ -24,6 +24,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from archsearch.server import _client_args as args
 from archsearch.server._fetch_reasons import no_files, nothing_kept
 from archsearch.spaces._checkpoint_names import (
     DYLORA_FILE,
@@ -87,15 +88,27 @@ def fetch_checkpoint(
     ``STUDY-trialN``, with ``-rB`` for ``rank`` on a training trial).
 
     Raises:
-        FetchError: No such trial, one that kept nothing or has not completed, an ``out``
-            that exists or cannot be written, a rank that does not apply.
+        FetchError: No such study or trial (:class:`NoSuchTrial`), one that kept nothing
+            or has not completed, an ``out`` that exists or cannot be written, a rank that
+            does not apply.
         ClientError: The server refused or cannot be reached.
+        TypeError, ValueError: ``trial`` not an int >= 0, ``rank`` not an int >= 1.
     """
-    from archsearch.server._format import rank_trials_of
-    from archsearch.server.client import SearchClient, WorkerClient
+    import grpc
 
-    with SearchClient(server, token=token, tls_ca=tls_ca, tls=tls) as client:
-        trials = {t.number: t for t in client.list_trials(study)}
+    from archsearch.server._format import rank_trials_of
+    from archsearch.server.client import ClientError, SearchClient, WorkerClient
+
+    trial = args.whole(trial, "trial")
+    if rank is not None:
+        rank = args.whole(rank, "rank", 1)
+    try:
+        with SearchClient(server, token=token, tls_ca=tls_ca, tls=tls) as client:
+            trials = {t.number: t for t in client.list_trials(study)}
+    except ClientError as e:  # no such study: a FetchError, as fetch_files'
+        if e.code == grpc.StatusCode.NOT_FOUND:
+            raise NoSuchTrial(e.details) from None
+        raise
     if trial not in trials:
         span = f"numbered 0-{max(trials)}" if trials else "none yet"
         raise NoSuchTrial(f"study {study!r} has no trial {trial} (its trials: {span})")
@@ -156,6 +169,9 @@ def fetch_files(
 
     from archsearch.server.client import ClientError, WorkerClient
 
+    trial = args.whole(trial, "trial")
+    if isinstance(names, str):  # iterating it would ask for each of its characters
+        raise TypeError(f"names must be a list of artifact names, got the str {names!r}")
     try:
         held = trial_files(server, study, trial, token=token, tls_ca=tls_ca, tls=tls)
     except ClientError as e:  # no such study or trial: a FetchError, as fetch_checkpoint's

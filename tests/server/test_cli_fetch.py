@@ -176,7 +176,7 @@ def test_fetch_downloads_the_kept_files(server, study, tmp_path, capsys) -> None
         (("s", "3"), "trial 3's checkpoint on the server lacks its weights"),
         (("s", "0", "--rank", "5"), "--rank 5 is above the adapter's r_max 4 (pass 1-4)"),
         (("s", "1", "--rank", "1"), "--rank applies to a lora trainer's adapter"),
-        (("nope", "0"), "not found"),
+        (("nope", "0"), "no archsearch study named 'nope'"),
         (("s", "-1"), "argument trial"),
     ],
 )
@@ -188,7 +188,7 @@ def test_mistakes_are_one_line_errors(server, study, tmp_path, capsys, args, mes
         assert exited.value.code == 2
     else:  # README "Scripting": 4 no such study or trial, 2 a --rank that does not apply,
         # 1 a trial with nothing to fetch
-        missing = message in ("not found",) or "has no trial" in message
+        missing = "no archsearch study" in message or "has no trial" in message
         code = 4 if missing else 2 if message.startswith("--rank") else 1
         assert fetch(server, study, *args, "--out", str(out)) == code
     err = capsys.readouterr().err

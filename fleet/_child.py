@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 log = logging.getLogger("archsearch.fleet")
 
@@ -56,19 +57,40 @@ class WorkerChild:
         env: extra environment variables for the worker.
     """
 
-    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], env: dict[str, str] | None = None, keep_error: bool = False
+    ) -> None:
         self.argv = list(argv)
         self.env = dict(os.environ, **(env or {}))
         self.proc: subprocess.Popen[bytes] | None = None
         #: the stop signals received so far (names), for the job's log and its caller
         self.signals: list[str] = []
+        #: with ``keep_error``: the worker's last ``archsearch: ...`` line on stderr (its error)
+        self.last_error = ""
+        self._keep_error = keep_error
         self._lock = threading.Lock()
 
     def start(self) -> WorkerChild:
-        """Starts the worker; its output goes to this process's stdout and stderr."""
-        self.proc = subprocess.Popen(self.argv, env=self.env, preexec_fn=_child_setup)
+        """Starts the worker; its output goes to this process's stdout and stderr (with
+        ``keep_error``, stderr through this process, its last error line kept)."""
+        stderr = subprocess.PIPE if self._keep_error else None
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, preexec_fn=_child_setup, stderr=stderr
+        )
+        if self.proc.stderr is not None:
+            copier = threading.Thread(target=self._copy_stderr, args=(self.proc.stderr,))
+            copier.daemon = True
+            copier.start()
         log.info("archsearch fleet: worker pid %d: %s", self.proc.pid, " ".join(self.argv))
         return self
+
+    def _copy_stderr(self, pipe: Any) -> None:
+        for raw in pipe:
+            sys.stderr.buffer.write(raw)
+            sys.stderr.flush()
+            line = raw.decode(errors="replace").strip()
+            if line.startswith("archsearch: "):  # the CLI's one-line errors
+                self.last_error = line
 
     def stop(self, why: str = "stop") -> None:
         """Sends the worker SIGTERM (once is enough; more are harmless)."""

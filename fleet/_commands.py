@@ -134,6 +134,7 @@ def cmd_fleet_slurm(args: argparse.Namespace) -> int:
         python=args.python,
         job_name=args.job_name,
         requeue=args.requeue,
+        max_requeues=args.max_requeues,
     )
     wargs = worker_args(args, args.gpus_per_worker)
     if args.dry_run:
@@ -146,6 +147,8 @@ def cmd_fleet_slurm(args: argparse.Namespace) -> int:
             f"# each array task runs: archsearch worker {shlex.join(wargs)} --worker-id "
             "slurm-<job id>"
         )
+        if opts.requeue:
+            print(f"# requeued after at most {opts.max_requeues} time limits (--max-requeues)")
         return 0
     if args.cluster == "slurm" and not _slurm.have_slurm():
         raise CliError(
@@ -229,78 +232,6 @@ def cmd_fleet_ray(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ k8s
-
-
-def _first_line(path: str, flag: str) -> str:
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        raise CliError(f"cannot read {flag} {path}: {e.strerror}") from None
-    token = lines[0].strip() if lines else ""
-    if not token:
-        raise CliError(f"{flag} {path} is empty; its first line must be the token")
-    return token
-
-
-def cmd_fleet_k8s(args: argparse.Namespace) -> int:
-    from archsearch.fleet import _k8s
-
-    if not args.render:
-        raise CliError(
-            "fleet k8s renders manifests and applies nothing: pass --render and give the "
-            "output to kubectl (`archsearch fleet k8s --render ... | kubectl apply -f -`)"
-        )
-    rest = _rest(args)
-    if any(o.split("=", 1)[0] == "--stop-grace" for o in rest):
-        raise CliError(
-            "--stop-grace after `--`: the pods' termination grace is set from it; give it "
-            "before `--` (as a `fleet k8s` option)"
-        )
-    if args.kind == "job" and not any(o.split("=", 1)[0] == "--idle-exit" for o in rest):
-        raise CliError(
-            "--kind job: the workers must end when the study is done; pass "
-            "`-- --idle-exit SECONDS` (e.g. -- --idle-exit 300)"
-        )
-    options = ["--server", args.server or "archsearch-server:50051", *rest]
-    _check_worker_options(options)
-    opts = _k8s.K8sOptions(
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
-        worker_image=args.image,
-        server_image=args.server_image,
-        namespace=args.namespace,
-        name=args.name,
-        server=args.server,
-        kind=args.kind,
-        token_secret=args.token_secret,
-        db_secret=args.db_secret,
-        worker_token=_first_line(args.token_file, "--token-file") if args.token_file else None,
-        admin_token=(
-            _first_line(args.admin_token_file, "--admin-token-file")
-            if args.admin_token_file
-            else None
-        ),
-        storage_url=args.storage_url,
-        stop_grace_s=args.stop_grace,
-        cpus_per_worker=args.cpus_per_worker,
-        mem_gb=args.mem_gb,
-        data_pvc=args.data_pvc,
-        data_mount=args.data_mount,
-        worker_args=rest,
-    )
-    text = _k8s.to_yaml(_k8s.render(opts))
-    if args.output:
-        try:
-            Path(args.output).write_text(text)
-        except OSError as e:
-            raise CliError(f"cannot write --output {args.output}: {e.strerror}", 1) from None
-        print(f"wrote {args.output}; apply it with `kubectl apply -f {args.output}`")
-    else:
-        print(text, end="")
-    return 0
-
-
-# ------------------------------------------------------------------------------ status / stop
 
 
 def _members(args: argparse.Namespace) -> tuple[dict, list[str]]:  # type: ignore[type-arg]

@@ -10,7 +10,9 @@ takes as they are:
   so Kubernetes' SIGTERM is followed by a hand-back, not by SIGKILL mid-way;
 - the server (unless ``--server`` names one outside): a one-replica Deployment (one writer,
   ``Recreate``), its Service, gRPC probes on the server's standard health service, the
-  storage URL (PostgreSQL) and the tokens from Secrets.
+  storage URL (PostgreSQL) and the tokens from Secrets, and its uploaded files
+  (``--artifact-dir``) on a PersistentVolumeClaim (rendered, ``NAME-artifacts``, unless
+  ``--artifact-pvc`` names one).
 
 Secrets are referenced by name; they are rendered only when their content is given
 (``--token-file``, ``--admin-token-file``, ``--storage-url``), since the output then holds it.
@@ -24,6 +26,7 @@ from typing import Any
 
 PORT = 50051
 TOKEN_DIR = "/var/run/archsearch"
+ARTIFACT_DIR = "/artifacts"
 #: seconds of termination grace beyond the worker's own stop grace (process exit, API lag)
 GRACE_MARGIN_S = 20
 
@@ -50,6 +53,8 @@ class K8sOptions:
     mem_gb: float | None = None
     data_pvc: str | None = None
     data_mount: str = "/data"
+    artifact_pvc: str | None = None  # None: render NAME-artifacts of artifact_size
+    artifact_size: str = "20Gi"
     worker_args: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -59,6 +64,10 @@ class K8sOptions:
     @property
     def server_address(self) -> str:
         return self.server or f"{self.server_name}:{PORT}"
+
+    @property
+    def artifact_claim(self) -> str:
+        return self.artifact_pvc or f"{self.name}-artifacts"
 
     @property
     def termination_grace_s(self) -> int:
@@ -204,6 +213,10 @@ def _server(opts: K8sOptions) -> list[dict[str, Any]]:
             f"{TOKEN_DIR}/worker",
             "--admin-token-file",
             f"{TOKEN_DIR}/admin",
+            # uploaded checkpoints, progress and plots: on a claim, kept across restarts (with
+            # a PostgreSQL storage the server keeps no files unless told where)
+            "--artifact-dir",
+            ARTIFACT_DIR,
         ],
         "env": [
             {
@@ -220,6 +233,7 @@ def _server(opts: K8sOptions) -> list[dict[str, Any]]:
         "volumeMounts": [
             {"name": "tokens", "mountPath": TOKEN_DIR, "readOnly": True},
             {"name": "cache", "mountPath": "/cache"},
+            {"name": "artifacts", "mountPath": ARTIFACT_DIR},
         ],
     }
     deployment = {
@@ -248,6 +262,10 @@ def _server(opts: K8sOptions) -> list[dict[str, Any]]:
                             },
                         },
                         {"name": "cache", "emptyDir": {}},
+                        {
+                            "name": "artifacts",
+                            "persistentVolumeClaim": {"claimName": opts.artifact_claim},
+                        },
                     ],
                 },
             },
@@ -262,7 +280,18 @@ def _server(opts: K8sOptions) -> list[dict[str, Any]]:
             "ports": [{"name": "grpc", "port": PORT, "targetPort": "grpc", "protocol": "TCP"}],
         },
     }
-    return [deployment, service]
+    if opts.artifact_pvc:  # the user's own claim
+        return [deployment, service]
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(opts, opts.artifact_claim, "server"),
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],  # the one server pod
+            "resources": {"requests": {"storage": opts.artifact_size}},
+        },
+    }
+    return [claim, deployment, service]
 
 
 def render(opts: K8sOptions) -> list[dict[str, Any]]:

@@ -5,8 +5,10 @@ it) and runs ``archsearch worker`` as a child process (``WorkerChild``). A watch
 follows the child: when it exits 0 (its ``--idle-exit`` or ``--max-trials``, or a stop) the
 actor ends itself for good; when it fails or is killed, the actor's process exits with an
 error and Ray restarts the actor (``max_restarts``), which starts a new worker with the same
-id. If Ray kills the actor, the child receives SIGTERM (parent-death signal) and hands its
-trial back.
+id, unless its exit status says a restart would fail the same way (:data:`PERMANENT_EXITS`: a
+bad flag or GLUE folder, no such study): that actor stays, FAILED with the worker's error line
+in ``fleet status``, until ``fleet stop``. If Ray kills the actor, the child receives SIGTERM
+(parent-death signal) and hands its trial back.
 
 Ray's own settings are Ray's: the address is given to ``ray.init`` as is (``HOST:PORT``,
 ``ray://HOST:10001``, ``auto``), and its token authentication reads ``RAY_AUTH_MODE``,
@@ -36,6 +38,10 @@ class RayUnreachable(ConnectionError):
     """Nothing accepts a connection at the cluster's address (no head runs there)."""
 
 
+#: Worker exit statuses a restart would only repeat (README, "Scripting"): 2 bad input (a
+#: flag, the GLUE folder, the worker id), 4 no such study. Ray does not restart those; any
+#: other failure (1, 3: no server yet, a signal) it restarts, up to ``--max-restarts``.
+PERMANENT_EXITS = (2, 4)
 #: how long the probe of a HOST:PORT address waits for a connection, in seconds
 PROBE_TIMEOUT_S = 3.0
 
@@ -99,14 +105,27 @@ class FleetWorker:
         self.restarted = bool(ctx.was_current_actor_reconstructed)
         self._stopping = False
         argv = [*worker_argv(), *worker_args, "--worker-id", worker_id]
-        self.child = WorkerChild(argv, env).start()
-        threading.Thread(target=self._watch, args=(ctx.current_actor,), daemon=True).start()
+        self.failed = ""  # a worker that exited with an error a restart would repeat
+        self.me = ctx.current_actor
+        self.child = WorkerChild(argv, env, keep_error=True).start()
+        threading.Thread(target=self._watch, args=(self.me,), daemon=True).start()
 
     def _watch(self, me: Any) -> None:
         rc = self.child.wait()
         if rc == 0 or self._stopping:
             log.info("worker %s exited (%d); its actor ends", self.worker_id, rc)
             _ray().kill(me, no_restart=True)
+            return
+        if rc in PERMANENT_EXITS:  # a restart would fail the same way, again and again
+            why = self.child.last_error or f"exit status {rc}"
+            self.failed = f"exit {rc}: {why}"
+            log.error(
+                "worker %s exited with %d (%s); not restarted: fix it and start the fleet "
+                "again (its actor stays until `fleet stop`, so `fleet status` can say this)",
+                self.worker_id,
+                rc,
+                why,
+            )
             return
         log.error("worker %s exited with %d; Ray restarts its actor", self.worker_id, rc)
         os._exit(1)  # an actor that dies is restarted by Ray; one that returns is not
@@ -120,11 +139,16 @@ class FleetWorker:
             "running": bool(proc and proc.poll() is None),
             "restarted": self.restarted,
             "node": _ray().util.get_node_ip_address(),
+            "failed": self.failed,
         }
 
     def stop(self) -> None:
-        """SIGTERM to the worker: it hands its trial back and exits, and the actor ends."""
+        """SIGTERM to the worker: it hands its trial back and exits, and the actor ends (at
+        once when its worker already failed for good)."""
         self._stopping = True
+        if self.failed:
+            _ray().kill(self.me, no_restart=True)
+            return
         self.child.stop("fleet stop")
 
 
@@ -205,6 +229,9 @@ def actor_states(
             info = ray.get(handle.info.remote(), timeout=15)
         except Exception as e:  # starting, restarting, or dying: say what Ray said
             out[name] = f"NOT READY ({type(e).__name__})"
+            continue
+        if info.get("failed"):
+            out[name] = f"FAILED ({info['failed']}; not restarted) node={info['node']}"
             continue
         state = "RUNNING" if info["running"] else "ENDING"
         extra = " restarted" if info["restarted"] else ""

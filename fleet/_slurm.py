@@ -149,7 +149,9 @@ class SlurmOptions:
     python: str | None = None
     job_name: str = "archsearch-worker"
     requeue: bool = False
-    max_requeues: int = 3
+    #: time limits a job is requeued after (submitit's ``max_num_timeout``; its default, 3,
+    #: shrank a long study's array after three time limits)
+    max_requeues: int = 100
 
     def slurm_parameters(self) -> dict[str, Any]:
         params: dict[str, Any] = {

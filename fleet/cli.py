@@ -6,20 +6,70 @@ Registered on the main CLI by ``server/cli.py``; the commands are in ``_commands
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 
 from archsearch.fleet._commands import (
     DEFAULT_FOLDER,
-    cmd_fleet_k8s,
     cmd_fleet_ray,
     cmd_fleet_slurm,
     cmd_fleet_status,
     cmd_fleet_stop,
 )
+from archsearch.fleet._k8s_command import cmd_fleet_k8s
 from archsearch.server._cli_common import _add_conn, quantity, seconds, whole_number
 
 GB = quantity(allow_zero=False, unit="GB")
 CPUS = quantity(allow_zero=False, unit="CPUs")
+#: a Ray fleet's --name: its actors are NAME-i and their workers ray-NAME-i, a worker id
+_ACTOR_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}\Z")
+
+
+#: RFC 1123 labels: what Kubernetes takes as object names and namespaces
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?\Z")
+_K8S_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?\Z")
+
+
+def k8s_name(text: str) -> str:
+    """A Kubernetes object name or namespace: lowercase letters, digits and '-', starting and
+    ending with a letter or digit (52 at most, leaving room for the suffixes added)."""
+    if not _K8S_NAME.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: Kubernetes takes 1-52 of lowercase letters, digits and '-', starting "
+            "and ending with a letter or digit (e.g. archsearch-sst2)"
+        )
+    return text
+
+
+def k8s_quantity(text: str) -> str:
+    """A storage size as Kubernetes writes it (``20Gi``, ``500Mi``)."""
+    if not _K8S_QUANTITY.match(text) or float(re.sub(r"[A-Za-z]+", "", text)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size such as 20Gi or 500Mi")
+    return text
+
+
+def actor_name(text: str) -> str:
+    """``--name`` of a Ray fleet: letters, digits, '.', '_' and '-' (worker ids take no
+    other), at most 100."""
+    if not _ACTOR_NAME.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: 1-100 of letters, digits, '.', '_' or '-' (its workers are named "
+            "ray-NAME-0, ray-NAME-1, ...)"
+        )
+    return text
+
+
+def restarts(text: str) -> int:
+    """``--max-restarts``: a whole number, or -1 for always."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -2
+    if value < -1:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number >= 0, or -1 (always), got {text!r}"
+        )
+    return value
 
 
 def add_fleet_command(
@@ -87,6 +137,13 @@ def add_fleet_command(
         help="requeue a job after a time limit or pre-emption (the array keeps its size)",
     )
     s.add_argument(
+        "--max-requeues",
+        type=whole_number(0),
+        default=100,
+        help="with --requeue: time limits a job is requeued after before it ends (submitit's "
+        "max_num_timeout; pre-emptions are not counted; default 100)",
+    )
+    s.add_argument(
         "--setup",
         action="append",
         metavar="COMMAND",
@@ -120,13 +177,19 @@ def add_fleet_command(
         help="the Ray cluster: HOST:PORT of its head (GCS), ray://HOST:10001, or auto",
     )
     r.add_argument("--namespace", default="archsearch", help="Ray namespace of the actors")
-    r.add_argument("--name", default="archsearch-worker", help="actors are NAME-0, NAME-1, ...")
+    r.add_argument(
+        "--name",
+        type=actor_name,
+        default="archsearch-worker",
+        help="actors are NAME-0, NAME-1, ... (a second fleet of the same folder: another name)",
+    )
     r.add_argument("--cpus-per-worker", type=CPUS, default=1.0, help="CPUs Ray reserves per worker")
     r.add_argument(
         "--max-restarts",
-        type=int,
+        type=restarts,
         default=-1,
-        help="how often Ray restarts a worker that died (-1: always)",
+        help="how often Ray restarts a worker that died (-1: always); a worker that exits "
+        "with 2 (bad input) or 4 (no such study) is not restarted: `fleet status` says FAILED",
     )
     r.add_argument(
         "--ray-token-file",
@@ -153,8 +216,12 @@ def add_fleet_command(
     )
     k.add_argument("--image", default="archsearch-worker:latest", help="worker image")
     k.add_argument("--server-image", default="archsearch-server:latest", help="server image")
-    k.add_argument("--namespace", help="namespace of every object; default: kubectl's")
-    k.add_argument("--name", default="archsearch", help="prefix of the objects' names")
+    k.add_argument(
+        "--namespace", type=k8s_name, help="namespace of every object; default: kubectl's"
+    )
+    k.add_argument(
+        "--name", type=k8s_name, default="archsearch", help="prefix of the objects' names"
+    )
     k.add_argument(
         "--server",
         help="HOST:PORT of a server outside the cluster; default: render the server too "
@@ -184,6 +251,18 @@ def add_fleet_command(
         "least 30) of termination grace",
     )
     k.add_argument("--data-pvc", help="PersistentVolumeClaim with data (e.g. GLUE) to mount")
+    k.add_argument(
+        "--artifact-pvc",
+        type=k8s_name,
+        help="the server's PersistentVolumeClaim for uploaded files (checkpoints, training "
+        "progress, plots); default: render one, NAME-artifacts, of --artifact-size",
+    )
+    k.add_argument(
+        "--artifact-size",
+        type=k8s_quantity,
+        default="20Gi",
+        help="size of the rendered artifact claim (default 20Gi)",
+    )
     k.add_argument("--data-mount", default="/data", help="where --data-pvc is mounted")
     k.add_argument(
         "worker_args",

@@ -28,6 +28,7 @@ MODELS = {
     ("v1", "Service"): "V1Service",
     ("apps/v1", "Deployment"): "V1Deployment",
     ("batch/v1", "Job"): "V1Job",
+    ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
 }
 
 
@@ -53,11 +54,12 @@ def test_server_and_gpu_workers_round_trip_through_the_models(capsys) -> None:
     )  # fmt: skip
     models = [_model(o) for o in objs]
     assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
+        ("PersistentVolumeClaim", "archsearch-artifacts"),
         ("Deployment", "archsearch-server"),
         ("Service", "archsearch-server"),
         ("Deployment", "archsearch-worker"),
     ]
-    server, service, workers = models
+    claim, server, service, workers = models
     assert all(m.metadata.namespace == "nas" for m in models)
 
     # Workers: replicas, GPU limits, the token from the Secret, grace beyond the hand-back.
@@ -94,6 +96,13 @@ def test_server_and_gpu_workers_round_trip_through_the_models(capsys) -> None:
     assert "--worker-token-file" in s.args and "--admin-token-file" in s.args
     (tokens,) = [v for v in server.spec.template.spec.volumes if v.secret]
     assert {i.key for i in tokens.secret.items} == {"worker", "admin"}
+    # Uploaded files on the claim rendered beside it (with PostgreSQL the server keeps none
+    # unless told where; the rendered server had no --artifact-dir, so no checkpoints)
+    assert s.args[s.args.index("--artifact-dir") + 1] == "/artifacts"
+    (files,) = [v for v in server.spec.template.spec.volumes if v.persistent_volume_claim]
+    assert files.persistent_volume_claim.claim_name == claim.metadata.name
+    assert {m.name: m.mount_path for m in s.volume_mounts}["artifacts"] == "/artifacts"
+    assert claim.spec.resources.requests == {"storage": "20Gi"}
 
     # The Service reaches the server's pods, on the port the workers dial.
     assert service.spec.selector == server.spec.template.metadata.labels
@@ -125,6 +134,15 @@ def test_job_workers_for_an_outside_server_with_rendered_secrets(capsys, tmp_pat
     assert "--device" not in c.args
 
 
+def test_an_artifact_claim_of_ones_own_is_mounted_not_rendered(capsys) -> None:
+    objs = _render(capsys, "--artifact-pvc", "nas-files")
+    assert [o["kind"] for o in objs] == ["Deployment", "Service", "Deployment"]
+    (files,) = [
+        v for v in objs[0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "artifacts"
+    ]
+    assert files["persistentVolumeClaim"] == {"claimName": "nas-files"}
+
+
 def test_rendered_server_secret_holds_the_storage_url(capsys) -> None:
     objs = _render(capsys, "--storage-url", "postgresql://u:p@db/nas")
     db = _model(objs[0])
@@ -142,6 +160,14 @@ def test_rendered_server_secret_holds_the_storage_url(capsys) -> None:
         (["--render", "--", "--server", "x:1"], "--server after `--`"),
         (["--render", "--", "--nonsense"], "--nonsense after `--`: not an option"),
         (["--render", "--token-file", "/nonexistent/t"], "cannot read --token-file"),
+        # manifests that would fail on apply or lose data (they were rendered, exit 0)
+        (["--render", "--admin-token-file", "/a.tok"], "--admin-token-file without --token-file"),
+        (["--render", "--storage-url", "sqlite:///as.db"], "lost when the pod restarts"),
+        (["--render", "--server", "127.0.0.1:50051"], "a loopback address"),
+        (["--render", "--", "--idle-exit", "60"], "--idle-exit with a Deployment"),
+        (["--render", "--name", "Bad_Name!"], "argument --name: 'Bad_Name!': Kubernetes takes"),
+        (["--render", "--namespace", "UPPER"], "argument --namespace"),
+        (["--render", "--artifact-size", "lots"], "a size such as 20Gi"),
     ],
 )
 def test_cli_errors_are_one_line(argv, message, capsys) -> None:

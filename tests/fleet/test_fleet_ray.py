@@ -168,6 +168,23 @@ def test_two_actors_finish_a_study_and_a_killed_worker_is_restarted(
         assert "stopping 2 worker(s)" in _fleet("stop", *where, "--grace", "30")
         status = _fleet("status", *where)
         assert status.count(" GONE") == 2, status
+        # A worker that exits with bad input (2) would fail the same way on every restart
+        # (it did, forever, with "RUNNING ... restarted" in the status): not restarted, said.
+        bad = ["--folder", str(tmp_path / "bad"), "--ray-token-file", str(token)]
+        _fleet(
+            "ray", "--address", address, "--server", server.address, "--workers", "1",
+            "--name", "bad", "--cpus-per-worker", "0.5", *bad, "--", "--trainer", "table",
+            "--table", str(tmp_path / "no-such-table.json"),
+        )  # fmt: skip
+        row = wait_for(
+            lambda: next((s for s in _fleet("status", *bad).splitlines() if "FAILED" in s), None),
+            60,
+            "the bad fleet's worker to fail",
+        )
+        assert row.startswith("bad-0 ") and "(exit 2: archsearch: " in row, row
+        assert "no-such-table.json" in row and "not restarted" in row
+        assert "stopping 1 worker(s)" in _fleet("stop", *bad, "--grace", "10")
+        assert " GONE" in _fleet("status", *bad)
     finally:
         server.stop()
 

@@ -174,6 +174,8 @@ def test_dry_run_prints_submitits_array_script(capsys: pytest.CaptureFixture[str
         "# each array task runs: archsearch worker --server gpu-head:50051 --trainer bert "
         "--study sst2-tpe --device cuda --worker-id slurm-<job id>"
     ) in script
+    # submitit's own default (3) shrank a long study's array after three time limits
+    assert "# requeued after at most 100 time limits (--max-requeues)" in script
 
 
 @pytest.mark.parametrize(

@@ -62,9 +62,10 @@ def test_wrong_arguments_are_refused_before_any_call(sqlite_server, tmp_path: Pa
             fetch_checkpoint(srv.address, "nope", 0, tmp_path / "x")  # as fetch_files does
     with pytest.raises(TypeError, match="target"):
         SearchClient(None)  # type: ignore[arg-type]
-    for timeout_s in ("5", 0, -1, math.inf):
+    bad: tuple[object, ...] = ("5", 0, -1, math.inf)
+    for given in bad:
         with pytest.raises((TypeError, ValueError), match="timeout_s"):
-            SearchClient(srv.address, timeout_s=timeout_s)
+            SearchClient(srv.address, timeout_s=given)  # type: ignore[arg-type]
 
 
 def test_no_server_is_said_with_the_fix_and_wait_does_not_call_it_running() -> None:

@@ -217,18 +217,13 @@ def test_a_dsir_target_of_other_text_passes_and_a_stored_dev_target_is_still_ser
 
 def test_a_custom_task_names_its_dsir_target() -> None:
     """Its default target, the test split, does not exist for a custom task."""
-    data = {"custom_task": CUSTOM, "selection": {"method": "dsir", "k": 10}}
+    selection: dict[str, Any] = {"method": "dsir", "k": 10}
+    data = {"custom_task": CUSTOM, "selection": selection}
     e = refused({**BERT, "task": "reviews", "data": data})
-    assert e.field == "data.selection.target" and "custom task 'reviews' has no test split" in str(
-        e
-    )
-    e = refused(
-        {
-            **BERT,
-            "task": "reviews",
-            "data": {**data, "selection": {**data["selection"], "target": "dev"}},
-        }
-    )
+    assert e.field == "data.selection.target"
+    assert "custom task 'reviews' has no test split" in str(e)
+    dev = {**selection, "target": "dev"}
+    e = refused({**BERT, "task": "reviews", "data": {**data, "selection": dev}})
     assert "leaks the evaluation set" in str(e)
     ok = {**data, "selection": {"method": "dsir", "k": 10, "target": "file:/unlabelled.txt"}}
     SearchSpec.from_dict({**BERT, "task": "reviews", "data": ok})

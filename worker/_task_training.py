@@ -136,6 +136,8 @@ def train_task(
     info["dev_at_max_seq_length"] = f"{float(np.mean(at_max)) if len(at_max) else 0.0:.3f}"
     if loop.resumed_from is not None:
         info["resumed_from_step"] = str(loop.resumed_from)
+    if collapsed := _one_answer(predictions, task.is_regression):
+        info["collapsed_warning"] = collapsed  # show lists it among the workers' warnings
     return TaskOutcome(
         metrics,
         checkpoint,
@@ -201,3 +203,23 @@ def progress_artifact(trainer: str, candidate: Candidate, task_id: str) -> str:
     progress under (an artifact name's characters only)."""
     task = re.sub(r"[^A-Za-z0-9._-]", "_", task_id)[:40]
     return f"progress-{trainer}-{candidate.fingerprint()}-{task}.pt"
+
+
+def _one_answer(predictions: np.ndarray, regression: bool) -> str:
+    """What to say of a model that gives every dev example the same answer (it learned
+    nothing it uses: its score is the majority share, or no correlation), else ""."""
+    values = np.asarray(predictions)
+    if len(values) < 2:
+        return ""
+    if regression:
+        if float(np.ptp(values)) > 1e-6 * max(1.0, float(np.max(np.abs(values)))):
+            return ""
+        what = f"a score of {float(values[0]):.4g}"
+    else:
+        if len(np.unique(values)) > 1:
+            return ""
+        what = f"class {int(values[0])}"
+    return (
+        f"every one of the {len(values)} dev examples got {what}: the model predicts one "
+        "answer (more max_steps, another learning rate or a larger model may help)"
+    )

@@ -74,7 +74,10 @@ def test_trains_reports_and_scores(trainer: BertTrainer) -> None:
     assert all(result.metrics[f"sst2.{name}"] == result.metrics[name] for name in unprefixed)
     assert all(type(v) is float and math.isfinite(v) for v in result.metrics.values())
     assert result.info["task"] == "sst2" and result.info["seed"] == "7"
-    assert set(result.info) == {
+    # a model that gives every dev example one class is said (this tiny one often does)
+    collapsed = len(set(trainer.last_predictions)) == 1
+    assert ("collapsed_warning" in result.info) == collapsed
+    assert set(result.info) - {"collapsed_warning"} == {
         "device",
         "device_name",
         "seed",

@@ -1,0 +1,18 @@
+"""What one task's training says of its model besides the metrics (``worker/_task_training.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from archsearch.worker._task_training import _one_answer
+
+
+def test_a_model_that_gives_one_answer_is_said() -> None:
+    """Every trial of a data search scored 0.5092 (always the positive class) and nothing said
+    the models had learned nothing."""
+    said = _one_answer(np.array([1, 1, 1, 1]), regression=False)
+    assert said.startswith("every one of the 4 dev examples got class 1: the model predicts")
+    assert _one_answer(np.array([1, 0, 1]), regression=False) == ""
+    assert "a score of 2.5" in _one_answer(np.full(5, 2.5), regression=True)
+    assert _one_answer(np.array([2.5, 2.6]), regression=True) == ""
+    assert _one_answer(np.array([1]), regression=False) == ""  # one example says nothing

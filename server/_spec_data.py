@@ -12,7 +12,7 @@ from archsearch.spaces import (
     validate_custom_task,
     validate_data,
 )
-from archsearch.spaces._selection_checks import check_selection_target
+from archsearch.spaces._selection_checks import check_selection_size, check_selection_target
 
 
 def spec_data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
@@ -68,11 +68,14 @@ def spec_data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
 
 def check_selection_targets(data: dict[str, Any], data_space: Any) -> None:
     """At launch: no DSIR selection, fixed or searched, targets the dev text that scores the
-    trials, and a custom task's names its target (``check_selection_target``)."""
+    trials, and a custom task's names its target (``check_selection_target``); no selection
+    asks for more than a GLUE training split holds (``check_selection_size``)."""
     tasks = data_tasks(data)
     if isinstance(data.get("selection"), dict):
         check_selection_target(data["selection"], tasks)
+        check_selection_size(data["selection"], tasks)
     choices = data_space.choices.get("selection", []) if data_space is not None else []
     for i, value in enumerate(choices):
         if isinstance(value, dict):
             check_selection_target(value, tasks, f"data_space.selection[{i}]")
+            check_selection_size(value, tasks, f"data_space.selection[{i}]")

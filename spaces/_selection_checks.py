@@ -257,6 +257,31 @@ def check_selection_target(
         )
 
 
+def check_selection_size(
+    selection: Mapping[str, Any], tasks: Sequence[str], section: str = "data.selection"
+) -> None:
+    """Refuses a ``data.selection`` that asks for more examples than a GLUE task's training
+    split holds (DSIR's ``k``, which every trial would fail on; random's ``size``, which
+    keeps the whole split: no selection at all). Checked at launch."""
+    from archsearch.spaces._tasks import GLUE_TRAIN_EXAMPLES
+
+    method = selection.get("method", "none")
+    key = {"dsir": "k", "random": "size"}.get(method)
+    wanted = selection.get(key) if key else None
+    if not isinstance(wanted, int):
+        return
+    for task in tasks:
+        held = GLUE_TRAIN_EXAMPLES.get(task)
+        if held is not None and wanted >= held + (method == "dsir"):
+            raise SpecError(
+                f"{section}.{key}",
+                f"{wanted} is {'more than' if wanted > held else 'all'} the {held} examples "
+                f"of {task}'s training split",
+                f"lower {key}"
+                + (", or use fraction" if method == "dsir" else ', or {"method": "none"}'),
+            )
+
+
 def _reads_dev(name: str, task_id: str) -> bool:
     """Whether source ``name`` reads a dev split of GLUE task ``task_id``."""
     task = get_task(task_id)

@@ -198,6 +198,13 @@ GLUE_TASKS: dict[str, GlueTask] = {
 #: The nine GLUE task ids, in the registry's order.
 GLUE_TASK_IDS: tuple[str, ...] = tuple(GLUE_TASKS)
 
+#: Examples in each GLUE task's training split as released (``glue_data``, and the hub's
+#: ``nyu-mll/glue``): what a selection of more than that cannot be made from.
+GLUE_TRAIN_EXAMPLES: dict[str, int] = {
+    "cola": 8_551, "sst2": 67_349, "mrpc": 3_668, "stsb": 5_749, "qqp": 363_846,
+    "mnli": 392_702, "qnli": 104_743, "rte": 2_490, "wnli": 635,
+}  # fmt: skip
+
 #: Hub split names accepted as aliases of ours.
 SPLIT_ALIASES = {
     "validation": "dev",

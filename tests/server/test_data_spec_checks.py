@@ -227,3 +227,33 @@ def test_a_custom_task_names_its_dsir_target() -> None:
     assert "leaks the evaluation set" in str(e)
     ok = {**data, "selection": {"method": "dsir", "k": 10, "target": "file:/unlabelled.txt"}}
     SearchSpec.from_dict({**BERT, "task": "reviews", "data": ok})
+
+
+@pytest.mark.parametrize(
+    ("selection", "words"),
+    [
+        ({"method": "dsir", "k": 100_000}, "100000 is more than the 67349 examples of sst2's"),
+        ({"method": "random", "size": 67_349}, "67349 is all the 67349 examples of sst2's"),
+    ],
+)
+def test_a_selection_past_a_glue_training_split_is_refused_at_launch(
+    selection: dict[str, Any], words: str
+) -> None:
+    """DSIR's k past the split failed every trial on its worker; random's size past it kept
+    the whole split (no selection) with a warning only."""
+    e = refused({**BERT, "data": {"selection": selection}})
+    assert words in str(e) and e.field.startswith("data.selection.")
+    e = refused(
+        {
+            **BERT,
+            "task": "rte",
+            "data_space": {
+                "selection": [
+                    {"method": "random", "size": 2000},
+                    {"method": "random", "size": 5000},
+                ]
+            },
+        }
+    )
+    assert e.field == "data_space.selection[1].size" and "2490 examples of rte's" in str(e)
+    SearchSpec.from_dict({**BERT, "data": {"selection": {"method": "dsir", "k": 67_349}}})

@@ -135,6 +135,11 @@ class CustomTask:
             ValueError: Fewer than two classes.
             SpecError: Declared metrics do not fit the classes (f1 needs two).
         """
+        if not labels:
+            raise ValueError(
+                f"{self.split_path('train')}: no examples (a header alone, or blank lines); "
+                "a training file needs rows"
+            )
         if len(labels) < 2:
             raise ValueError(
                 f"{self.split_path('train')}: column {self.label_field!r} has {len(labels)} "

@@ -113,7 +113,8 @@ def _read_custom_cached(
         for column in (*text_fields, label_field):
             value = row.get(column)
             if value is None:
-                raise ValueError(f"{path}:{line}: missing column {column!r}")
+                has = ", ".join(repr(str(c)) for c in row) or "none"
+                raise ValueError(f"{path}:{line}: missing column {column!r} (it has: {has})")
             values.append(value)
         texts = []
         for column, value in zip(text_fields, values, strict=False):

@@ -37,6 +37,7 @@ from archsearch.spaces._selection_checks import (
     WIKI_GENSIM,
     glue_source,
 )
+from archsearch.worker._example import not_utf8
 from archsearch.worker._glue_dir import load_split, resolve_glue_dir
 
 
@@ -80,7 +81,10 @@ def file_texts(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text source {path} does not exist on this worker")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(not_utf8(path)) from None
     if path.suffix != ".jsonl":
         return [line.strip() for line in lines if line.strip()]
     texts = []

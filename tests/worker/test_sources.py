@@ -209,6 +209,8 @@ def test_row_missing_a_column_names_file_and_line(
     task = validate_custom_task({**GOOD, "train": str(path), "dev": str(path)})
     with pytest.raises(ValueError, match=f"{re.escape(str(path))}:{line}: missing column 'stars'"):
         load_examples(task, "train")
+    with pytest.raises(ValueError, match=r"missing column 'stars' \(it has: 'review'\)"):
+        load_examples(task, "train")  # what the row has: a misspelt column shows at once
 
 
 def test_bad_rows_name_file_and_line(tmp_path: Path) -> None:
@@ -238,6 +240,9 @@ def test_bad_rows_name_file_and_line(tmp_path: Path) -> None:
     one_class = _write(tmp_path / "one.csv", "review,stars\na,pos\n")
     with pytest.raises(ValueError, match="1 distinct label"):
         task_info({**GOOD, "train": str(one_class), "dev": str(one_class)})
+    header_only = _write(tmp_path / "h.csv", "review,stars\n")  # was "0 distinct label(s)"
+    with pytest.raises(ValueError, match=r"no examples \(a header alone, or blank lines\)"):
+        task_info({**GOOD, "train": str(header_only), "dev": str(header_only)})
     with pytest.raises(CandidateError, match="no split 'test'"):
         load_examples(task, "test")
 

@@ -113,3 +113,12 @@ def test_without_gensim_the_error_names_the_extra(
         load_texts(WIKI_GENSIM)
     with pytest.raises(ValueError, match=r"pip install 'archsearch\[wiki\]'"):
         gensim_wiki_texts(tmp_path)
+
+
+def test_a_text_file_that_is_not_utf8_is_said_with_its_place_and_fix(tmp_path: Path) -> None:
+    """A binary DSIR target failed its trials with Python's bare "'utf-8' codec can't
+    decode byte 0xae in position 3"."""
+    path = tmp_path / "target.txt"
+    path.write_bytes(b"fine\nab\xae\n")
+    with pytest.raises(ValueError, match=r"target.txt:2: not UTF-8 text .*save the file as UTF-8"):
+        load_texts(f"file:{path}")

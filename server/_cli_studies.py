@@ -227,6 +227,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_result(study: Any) -> bool:
+    """A study that ended (completed) with no completed trial: nothing to fetch or rank."""
+    from archsearch.v1 import archsearch_pb2 as pb
+
+    return bool(study.state == pb.STUDY_COMPLETED and study.n_complete == 0)
+
+
 def cmd_studies(args: argparse.Namespace) -> int:
     from archsearch.server._format import STUDY_STATE_NAMES, table, worker_note
     from archsearch.server._format_json import study_dict
@@ -243,7 +250,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
     rows = [
         [
             s.name,
-            STUDY_STATE_NAMES[s.state],
+            STUDY_STATE_NAMES[s.state] + (" (no result)" if _no_result(s) else ""),
             json.loads(s.spec_json).get("space", ""),
             json.loads(s.spec_json).get("loop", ""),
             json.loads(s.spec_json).get("trainer", ""),
@@ -262,6 +269,11 @@ def cmd_studies(args: argparse.Namespace) -> int:
     ]
     headers = ["study", "state", "space", "loop", "trainer", "done", "budget", "running", "pruned"]
     print(table([*headers, "failed", "workers"], rows))
+    if any(_no_result(s) for s in studies):
+        print(
+            "(no result: the study ended with no completed trial, every one failed or was "
+            "pruned; `archsearch show STUDY` says why)"
+        )
     if any(s.n_derived for s in studies):
         print(
             "(done +N: trials a completed job added, DyLoRA ranks or AutoDistil students, "

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from _procs import table_spec
+from _procs import table_spec, wait_for
 
 from archsearch.server import cli
 from archsearch.server.client import ClientError, SearchClient, WorkerClient
@@ -143,3 +143,20 @@ def test_wait_fails_a_completed_study_without_a_best_trial(
     monkeypatch.setattr(_cli_wait, "_search_client", lambda args: contextlib.nullcontext(Client()))
     assert cli.main(["wait", "a"]) == 1
     assert "ended without a result (no trial has a measured score)" in capsys.readouterr().err
+
+
+def test_studies_marks_a_study_that_ended_without_a_result(sqlite_server, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A study whose every trial failed was listed as plain "completed", like a good one."""
+    srv = sqlite_server()
+    with SearchClient(srv.address) as admin:
+        admin.launch({**table_spec("f", 1), "objectives": ["accuracy:max"], "max_retries": 0})
+        admin.launch({**table_spec("ok", 1), "objectives": ["accuracy:max"]})
+    _finish(srv.address, "f", 1, fail=True).join(10)
+    _finish(srv.address, "ok", 1).join(10)
+    with SearchClient(srv.address) as admin:
+        wait_for(lambda: admin.get_study("f").state == pb.STUDY_COMPLETED, 10, "f to end")
+        wait_for(lambda: admin.get_study("ok").state == pb.STUDY_COMPLETED, 10, "ok to end")
+    assert cli.main(["studies", "--server", srv.address]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
+    assert "completed (no result)" in rows["f"] and "no result" not in rows["ok"]
+    assert rows["(no"].startswith("(no result: the study ended with no completed trial")

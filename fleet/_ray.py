@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from typing import Any
 
 from archsearch.fleet._child import WorkerChild, worker_argv
@@ -102,7 +103,9 @@ class FleetWorker:
         ray = _ray()
         ctx = ray.get_runtime_context()
         self.worker_id = worker_id
-        self.restarted = bool(ctx.was_current_actor_reconstructed)
+        with warnings.catch_warnings():  # Ray's property reads its own deprecated actor_id
+            warnings.filterwarnings("ignore", message=".*get_actor_id")
+            self.restarted = bool(ctx.was_current_actor_reconstructed)
         self._stopping = False
         argv = [*worker_argv(), *worker_args, "--worker-id", worker_id]
         self.failed = ""  # a worker that exited with an error a restart would repeat
@@ -228,7 +231,13 @@ def actor_states(
         try:
             info = ray.get(handle.info.remote(), timeout=15)
         except Exception as e:  # starting, restarting, or dying: say what Ray said
-            out[name] = f"NOT READY ({type(e).__name__})"
+            why = type(e).__name__
+            if why == "GetTimeoutError":  # scheduled nowhere yet, most often
+                why = (
+                    "no answer in 15 s: starting, or waiting for a node with the CPUs and GPUs "
+                    "it reserves (`ray status` shows what the cluster has)"
+                )
+            out[name] = f"NOT READY ({why})"
             continue
         if info.get("failed"):
             out[name] = f"FAILED ({info['failed']}; not restarted) node={info['node']}"

@@ -72,9 +72,12 @@ def parse_objectives(raw: Any) -> tuple[Objective, ...]:
             )
         direction = o.get("direction", "maximize")
         if isinstance(direction, str):
+            direction = direction.strip().lower()
             direction = {"max": "maximize", "min": "minimize"}.get(direction, direction)
         if direction not in ("maximize", "minimize"):
-            raise SpecError(f"objectives[{i}].direction", f"{direction!r}", "maximize or minimize")
+            raise SpecError(
+                f"objectives[{i}].direction", f"{direction!r}", "maximize (max) or minimize (min)"
+            )
         out.append(Objective(metric, direction))
     metrics = [o.metric for o in out]
     if len(set(metrics)) != len(metrics):

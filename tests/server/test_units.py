@@ -134,6 +134,11 @@ def test_an_objective_on_a_cost_must_say_its_direction() -> None:
     assert SearchSpec.from_dict({**base, "objectives": ["params:max"]}).objectives[0].direction == (
         "maximize"  # said on purpose: allowed
     )
+    # any case (accuracy:MAX was refused, its message naming only the long forms)
+    spec = SearchSpec.from_dict({**base, "objectives": ["accuracy:MAX", "params:Minimize"]})
+    assert [o.direction for o in spec.objectives] == ["maximize", "minimize"]
+    with pytest.raises(SpecError, match=r"maximize \(max\) or minimize \(min\)"):
+        SearchSpec.from_dict({**base, "objectives": ["accuracy:up"]})
 
 
 def test_lease_ids() -> None:

@@ -18,7 +18,11 @@ from archsearch.server._spec_checks import (
     check_reads_data,
     check_trainer_can_run,
 )
-from archsearch.server._spec_data import check_selection_targets, spec_data
+from archsearch.server._spec_data import (
+    check_curriculum_effect,
+    check_selection_targets,
+    spec_data,
+)
 from archsearch.server._spec_objectives import parse_objectives, unique_keys
 from archsearch.server._trainers import TrainerCatalogue
 from archsearch.spaces import (
@@ -185,6 +189,7 @@ class SearchSpec:
         if not stored:  # a stored study keeps being served; its worker says the same
             check_pair_length(recipe, data_tasks(data), data)
             check_selection_targets(data, data_space)
+            check_curriculum_effect(data)
 
         objectives = parse_objectives(obj.get("objectives", default_objectives(data)))
 

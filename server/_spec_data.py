@@ -79,3 +79,36 @@ def check_selection_targets(data: dict[str, Any], data_space: Any) -> None:
         if isinstance(value, dict):
             check_selection_target(value, tasks, f"data_space.selection[{i}]")
             check_selection_size(value, tasks, f"data_space.selection[{i}]")
+
+
+def check_curriculum_effect(data: dict[str, Any]) -> None:
+    """At launch: a fixed ``data.curriculum`` whose ``min_examples`` (default 1000) covers
+    every training example the fixed data can hold (a selection's size or k, the
+    train_subset, a GLUE training split) changes nothing: every epoch sees all of them, which
+    the worker said only after training. Refused with the fix."""
+    from archsearch.spaces._tasks import GLUE_TRAIN_EXAMPLES
+
+    curriculum = data.get("curriculum")
+    if not isinstance(curriculum, dict) or curriculum.get("method", "none") == "none":
+        return
+    chosen = data.get("selection")
+    selection: dict[str, Any] = chosen if isinstance(chosen, dict) else {}
+    method = selection.get("method")
+    bounds: dict[str, Any] = {
+        "data.selection.size": selection.get("size") if method == "random" else None,
+        "data.selection.k": selection.get("k") if method == "dsir" else None,
+        "data.train_subset": data.get("train_subset") or None,
+    }
+    bounds.update({f"{t}'s training split": GLUE_TRAIN_EXAMPLES.get(t) for t in data_tasks(data)})
+    known = {k: v for k, v in bounds.items() if isinstance(v, int) and not isinstance(v, bool)}
+    if not known or len(data_tasks(data)) > 1:
+        return
+    where, most = min(known.items(), key=lambda kv: kv[1])
+    least = curriculum.get("min_examples", 1000)
+    if isinstance(least, int) and least >= most:
+        raise SpecError(
+            "data.curriculum.min_examples",
+            f"{least} (the default is 1000) covers all {most} training examples ({where}): "
+            "every epoch would see them all, so the curriculum changes nothing",
+            f"lower min_examples (below {most}), or train on more data",
+        )

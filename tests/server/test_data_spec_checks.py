@@ -257,3 +257,22 @@ def test_a_selection_past_a_glue_training_split_is_refused_at_launch(
     )
     assert e.field == "data_space.selection[1].size" and "2490 examples of rte's" in str(e)
     SearchSpec.from_dict({**BERT, "data": {"selection": {"method": "dsir", "k": 67_349}}})
+
+
+def test_a_curriculum_that_covers_every_training_example_is_refused_at_launch() -> None:
+    """min_examples (default 1000) at or past every example the data can hold: each epoch
+    sees them all, which the worker said only after training."""
+    for data, where in (
+        (
+            {"selection": {"method": "random", "size": 900}},
+            "900 training examples (data.selection.size)",
+        ),
+        ({"train_subset": 500}, "500 training examples (data.train_subset)"),
+        ({"task": "wnli"}, "635 training examples (wnli's training split)"),
+    ):
+        e = refused({**BERT, "data": {**data, "curriculum": {"method": "pudf"}}})
+        assert e.field == "data.curriculum.min_examples" and where in str(e), str(e)
+        assert "changes nothing" in str(e) and "lower min_examples" in str(e)
+    fine = {"train_subset": 500, "curriculum": {"method": "competency", "min_examples": 100}}
+    SearchSpec.from_dict({**BERT, "data": fine})
+    SearchSpec.from_dict({**BERT, "data": {"curriculum": {"method": "pudf"}}})  # sst2: 67k

@@ -108,6 +108,12 @@ def cmd_fleet_slurm(args: argparse.Namespace) -> int:
             f"--signal-delay {args.signal_delay}: too short for the worker to hand its trial "
             "back before SLURM kills the job; give at least 15 (default 90)"
         )
+    if args.signal_delay >= minutes * 60:
+        raise CliError(
+            f"--signal-delay {args.signal_delay} s is not shorter than --time {args.time} "
+            f"({minutes} min): SLURM's warning would come before the job starts; give a "
+            "shorter --signal-delay or a longer --time"
+        )
     extra: dict[str, str | bool] = {}
     for item in args.sbatch or []:
         key, sep, value = item.partition("=")
@@ -137,6 +143,11 @@ def cmd_fleet_slurm(args: argparse.Namespace) -> int:
         max_requeues=args.max_requeues,
     )
     wargs = worker_args(args, args.gpus_per_worker)
+    if args.dry_run and args.cluster == "local":
+        raise CliError(
+            "--dry-run prints the sbatch script of a SLURM fleet; --cluster local runs the "
+            "workers as processes here, with no script: drop one of them"
+        )
     if args.dry_run:
         try:
             print(_slurm.sbatch_script(opts), end="")

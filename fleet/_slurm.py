@@ -33,6 +33,16 @@ log = logging.getLogger("archsearch.fleet")
 _TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\Z")
 
 
+def _killed(rc: int) -> str:
+    """`` (killed by SIGKILL)`` for a status that says a signal ended the worker, else ""."""
+    if rc >= 0:
+        return ""
+    try:
+        return f" (killed by {signal.Signals(-rc).name})"
+    except ValueError:
+        return f" (killed by signal {-rc})"
+
+
 class WorkerExitError(RuntimeError):
     """The worker of a job exited with a non-zero status (its log says why)."""
 
@@ -44,7 +54,8 @@ def _one_line_for_worker_exit() -> None:
 
     def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
         if isinstance(value, WorkerExitError):
-            print(f"archsearch fleet: job failed: {value} (its error is above)", flush=True)
+            where = "" if " killed by " in str(value) else " (its error is above)"
+            print(f"archsearch fleet: job failed: {value}{where}", flush=True)
         else:
             previous(kind, value, tb)
 
@@ -108,7 +119,7 @@ class WorkerJob:
             flush=True,
         )
         rc = child.wait()
-        print(f"archsearch fleet: worker {worker_id} exited with {rc}", flush=True)
+        print(f"archsearch fleet: worker {worker_id} exited with {rc}{_killed(rc)}", flush=True)
         if self.requeue and "SIGUSR2" in child.signals:
             submitit_handler = previous.get(signal.SIGUSR2)
             if callable(submitit_handler):
@@ -118,7 +129,9 @@ class WorkerJob:
             # submitit records the failure (the job's state: FAILED) from the exception; the
             # worker said why in the log already, so the exception is one line, not a traceback.
             _one_line_for_worker_exit()
-            raise WorkerExitError(f"archsearch worker {worker_id} exited with status {rc}")
+            raise WorkerExitError(
+                f"archsearch worker {worker_id} exited with status {rc}{_killed(rc)}"
+            )
         return rc
 
     def checkpoint(self) -> Any:

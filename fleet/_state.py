@@ -38,6 +38,12 @@ def load(folder: Path) -> dict[str, Any]:
         raise FleetFileError(f"cannot read {path}: {e}") from None
     if not isinstance(data, dict) or data.get("backend") not in ("slurm", "ray"):
         raise FleetFileError(f"{path} is not an archsearch fleet file")
+    needed = ("server", "cluster") if data["backend"] == "slurm" else ("server", "address")
+    if lacking := [k for k in (*needed, "submissions") if k not in data]:
+        raise FleetFileError(
+            f"{path} lacks {', '.join(lacking)} (edited by hand?); restore it, or start the "
+            "fleet again in another --folder"
+        )
     return data
 
 

@@ -196,6 +196,8 @@ def test_dry_run_prints_submitits_array_script(capsys: pytest.CaptureFixture[str
         (["--time", "10"], "no SLURM here: `sbatch` and `srun` are not on PATH"),
         (["--time", "10", "--server", "127.0.0.1:50051"], "the SLURM nodes cannot reach"),
         (["--time", "10", "--server", "localhost:50051", "--dry-run"], "loopback address"),
+        (["--time", "1:00", "--signal-delay", "120"], "SLURM's warning would come before"),
+        (["--time", "10", "--cluster", "local", "--dry-run"], "--cluster local runs the"),
     ],
 )
 def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch) -> None:
@@ -338,3 +340,16 @@ def test_requeue_after_slurms_warning_restarts_the_worker(
         main(["fleet", "stop", "--folder", str(folder)])
         if psutil.pid_exists(int(job)):
             _kill_tree(int(job))
+
+
+def test_a_hand_edited_fleet_file_is_said_not_a_traceback(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "fleet.json").write_text(json.dumps({"backend": "slurm", "submissions": []}))
+    assert main(["fleet", "status", "--folder", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "lacks server, cluster (edited by hand?)" in err and "Traceback" not in err
+
+
+def test_a_worker_killed_by_a_signal_is_said_so() -> None:
+    from archsearch.fleet._slurm import _killed
+
+    assert _killed(-9) == " (killed by SIGKILL)" and _killed(2) == "" and _killed(0) == ""

@@ -148,7 +148,13 @@ def test_what_cannot_be_resumed_is_refused_precisely(server: ArchsearchServer) -
         cases = [
             (lambda: admin.resume("nope"), grpc.StatusCode.NOT_FOUND, "nope"),
             (lambda: admin.resume(""), grpc.StatusCode.INVALID_ARGUMENT, "name"),
-            (lambda: admin.resume("s", -3), grpc.StatusCode.INVALID_ARGUMENT, "1..100000"),
+            (  # the server's own check (the Python client refuses -3 before calling)
+                lambda: admin._call(
+                    admin._stub.ResumeSearch, pb.ResumeSearchRequest(name="s", n_trials=-3)
+                ),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "1..100000",
+            ),
             (lambda: admin.resume("s", 10**6), grpc.StatusCode.INVALID_ARGUMENT, "1..100000"),
             (
                 lambda: admin.resume("s"),
@@ -166,6 +172,8 @@ def test_what_cannot_be_resumed_is_refused_precisely(server: ArchsearchServer) -
             got, details = code(call)
             assert got == status and part in details, (got, details)
         assert admin.get_study("s").state == pb.STUDY_COMPLETED  # nothing changed
+        with pytest.raises(ValueError, match="n_trials must be >= 0, got -3"):
+            admin.resume("s", -3)
 
 
 def test_a_study_whose_loop_has_nothing_new_is_not_resumed(server: ArchsearchServer) -> None:

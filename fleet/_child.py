@@ -68,6 +68,7 @@ class WorkerChild:
         #: with ``keep_error``: the worker's last ``archsearch: ...`` line on stderr (its error)
         self.last_error = ""
         self._keep_error = keep_error
+        self._copier: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def start(self) -> WorkerChild:
@@ -78,9 +79,9 @@ class WorkerChild:
             self.argv, env=self.env, preexec_fn=_child_setup, stderr=stderr
         )
         if self.proc.stderr is not None:
-            copier = threading.Thread(target=self._copy_stderr, args=(self.proc.stderr,))
-            copier.daemon = True
-            copier.start()
+            self._copier = threading.Thread(target=self._copy_stderr, args=(self.proc.stderr,))
+            self._copier.daemon = True
+            self._copier.start()
         log.info("archsearch fleet: worker pid %d: %s", self.proc.pid, " ".join(self.argv))
         return self
 
@@ -118,4 +119,7 @@ class WorkerChild:
     def wait(self) -> int:
         """Waits for the worker to exit; returns its exit status (negative: killed by it)."""
         assert self.proc is not None, "start() first"
-        return self.proc.wait()
+        rc = self.proc.wait()
+        if self._copier is not None:  # its last lines, ``last_error`` among them
+            self._copier.join(timeout=10)
+        return rc

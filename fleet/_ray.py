@@ -6,7 +6,7 @@ follows the child: when it exits 0 (its ``--idle-exit`` or ``--max-trials``, or 
 actor ends itself for good; when it fails or is killed, the actor's process exits with an
 error and Ray restarts the actor (``max_restarts``), which starts a new worker with the same
 id, unless its exit status says a restart would fail the same way (:data:`PERMANENT_EXITS`: a
-bad flag or GLUE folder, no such study): that actor stays, FAILED with the worker's error line
+bad flag, GLUE folder or table file): that actor stays, FAILED with the worker's error line
 in ``fleet status``, until ``fleet stop``. If Ray kills the actor, the child receives SIGTERM
 (parent-death signal) and hands its trial back.
 
@@ -40,9 +40,10 @@ class RayUnreachable(ConnectionError):
 
 
 #: Worker exit statuses a restart would only repeat (README, "Scripting"): 2 bad input (a
-#: flag, the GLUE folder, the worker id), 4 no such study. Ray does not restart those; any
-#: other failure (1, 3: no server yet, a signal) it restarts, up to ``--max-restarts``.
-PERMANENT_EXITS = (2, 4)
+#: flag, the GLUE folder, a table file). Ray does not restart those; any other failure (1; 3:
+#: no server yet; 4: its --study not launched yet; a signal) it restarts, up to
+#: ``--max-restarts``.
+PERMANENT_EXITS = (2,)
 #: how long the probe of a HOST:PORT address waits for a connection, in seconds
 PROBE_TIMEOUT_S = 3.0
 

@@ -189,7 +189,7 @@ def add_fleet_command(
         type=restarts,
         default=-1,
         help="how often Ray restarts a worker that died (-1: always); a worker that exits "
-        "with 2 (bad input) or 4 (no such study) is not restarted: `fleet status` says FAILED",
+        "with 2 (bad input) is not restarted: `fleet status` says FAILED",
     )
     r.add_argument(
         "--ray-token-file",

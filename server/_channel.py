@@ -109,7 +109,9 @@ def no_server(target: str, details: str) -> str:
     )
 
 
-def call_hint(code: grpc.StatusCode, details: str, target: str, tls: bool, timeout_s: float) -> str:
+def call_hint(
+    code: grpc.StatusCode, details: str, target: str, tls: bool, timeout_s: float | None
+) -> str:
     """What a Python caller is told besides grpc's text for a call no server answered: the TLS
     cause :func:`connection_cause` names, else no server at ``target`` and how to start one;
     for a deadline, which one passed and how to lengthen it. "" for any other status (the
@@ -120,7 +122,7 @@ def call_hint(code: grpc.StatusCode, details: str, target: str, tls: bool, timeo
             f"no archsearch server answers at {target}: start one with `archsearch serve`, "
             "or check the address (and TLS: tls=True or tls_ca=FILE for a TLS server)"
         )
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout_s is not None:
         return (
             f"the server at {target} did not answer within {timeout_s:g}s (busy, or a "
             "restart): retry, or make the client with a longer timeout_s"

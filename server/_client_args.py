@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,8 +23,9 @@ def text(value: Any, what: str = "study name") -> str:
 
 
 def seconds(value: Any, what: str, *, allow_zero: bool = False) -> float:
-    """``value`` as a finite number of seconds, > 0 (>= 0 with ``allow_zero``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """``value`` as a finite number of seconds, > 0 (>= 0 with ``allow_zero``); any real
+    number (a numpy float32 too), not a bool or a str."""
+    if isinstance(value, bool | str | bytes) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__} {value!r}")
     number = float(value)
     if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
@@ -42,16 +44,27 @@ def whole(value: Any, what: str, minimum: int = 0) -> int:
     return number
 
 
-def trial_states(states: Iterable[Any]) -> list[int]:
+def flag(value: Any, what: str) -> bool:
+    """``value`` when it is a bool (``bool("no")`` is True: a str is refused, not read)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def trial_states(states: Iterable[Any] | None) -> list[int]:
     """``ListTrials``' states: ``pb.TrialState`` values, their names (``"COMPLETE"``), or
     Optuna's ``TrialState`` members (numbered from 0 where ``pb.TrialState`` starts at 1: read
     by name, not by number)."""
+    if states is None:
+        return []
     if isinstance(states, str | int):
         states = [states]
     out = []
     for state in states:
         if isinstance(state, enum.Enum):  # optuna.trial.TrialState.COMPLETE, or another enum
             state = state.name
+        elif not isinstance(state, bool | str) and hasattr(state, "__index__"):
+            state = int(state.__index__())  # a numpy integer
         if isinstance(state, str):
             if state.upper() not in _state_numbers():
                 raise ValueError(f"states: unknown trial state {state!r} ({_state_names()})")

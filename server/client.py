@@ -54,13 +54,14 @@ class _Base:
         self,
         target: str,
         token: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
         channel: grpc.Channel | None = None,
         tls_ca: str | None = None,
         tls: bool = False,
     ) -> None:
         self.target = args.text(target, "target (HOST:PORT)")
-        self.timeout_s = args.seconds(timeout_s, "timeout_s")
+        # None: no deadline on calls (as grpc takes it)
+        self.timeout_s = None if timeout_s is None else args.seconds(timeout_s, "timeout_s")
         self._token = resolve_token(token)
         self._channel = channel or make_channel(target, tls_ca=tls_ca, tls=tls)
         self._metadata = (("authorization", f"Bearer {self._token}"),) if self._token else ()
@@ -237,7 +238,8 @@ class SearchClient(_Base):
     def stop(self, name: str, cancel_running: bool = False) -> pb.Study:
         """Stops handing out the study's trials; ``cancel_running`` ends its running ones too
         (their workers stop at their next heartbeat; the trials end FAIL, not retried)."""
-        request = pb.StopSearchRequest(name=args.text(name), cancel_running=bool(cancel_running))
+        cancel = args.flag(cancel_running, "cancel_running")
+        request = pb.StopSearchRequest(name=args.text(name), cancel_running=cancel)
         return self._call(self._stub.StopSearch, request).study
 
     def delete(self, name: str) -> pb.DeleteSearchResponse:

@@ -81,3 +81,19 @@ def test_no_server_is_said_with_the_fix_and_wait_does_not_call_it_running() -> N
     said = str(late.value)
     assert f"no answer from the server at {target} in 1s (UNAVAILABLE" in said
     assert "still running" not in said
+
+
+def test_numpy_values_none_and_flags(sqlite_server) -> None:  # type: ignore[no-untyped-def]
+    """What the first checks refused or misread: numpy integers as states, a numpy float32
+    timeout, states=None, timeout_s=None (no deadline, as before), and a str as
+    cancel_running (bool("no") is True: it cancelled the running trials)."""
+    srv = sqlite_server()
+    with SearchClient(srv.address, timeout_s=None) as admin:
+        admin.launch(table_spec("s", 2))
+        assert admin.list_trials("s", states=[np.int64(pb.COMPLETE)]) == []
+        assert admin.list_trials("s", states=None) == admin.list_trials("s")
+        with pytest.raises(TimeoutError):
+            admin.wait("s", timeout_s=np.float32(0.3), poll_s=0.1)
+        with pytest.raises(TypeError, match="cancel_running must be True or False, got str 'no'"):
+            admin.stop("s", cancel_running="no")  # type: ignore[arg-type]
+        assert admin.get_study("s").state == pb.STUDY_RUNNING  # nothing was stopped

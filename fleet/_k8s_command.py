@@ -31,14 +31,22 @@ def _check_k8s(args: argparse.Namespace, rest: list[str]) -> None:
             "workers' key, which every pod mounts; give both, or neither (and create the "
             "Secret with kubectl)"
         )
-    if args.storage_url and args.storage_url.startswith("sqlite"):
+    if args.token_file and not args.admin_token_file and args.server is None:
+        raise CliError(
+            "--token-file without --admin-token-file: the rendered Secret would lack the "
+            "admin key, which the server's pod mounts; give both, pass --server for workers "
+            "only, or neither (and create the Secret with kubectl)"
+        )
+    if args.storage_url and args.storage_url.lower().startswith("sqlite"):
         raise CliError(
             f"--storage-url {args.storage_url}: a SQLite file in the server's pod is lost when "
             "the pod restarts; give a PostgreSQL URL (postgresql://USER:PASS@HOST/DB)"
         )
-    if args.server and is_loopback(args.server.rpartition(":")[0].strip("[]")):
+    host = args.server.rpartition(":")[0].strip("[]").lower() if args.server else ""
+    if args.server and (is_loopback(host) or host in ("0.0.0.0", "::")):
         raise CliError(
-            f"--server {args.server} is a loopback address, which each pod reads as itself; "
+            f"--server {args.server} is a loopback or wildcard address, which each pod reads "
+            "as itself; "
             "give an address the pods reach (a Service, a node's name), or leave --server "
             "out to render the server too"
         )

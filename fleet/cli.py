@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable
+from typing import Any
 
 from archsearch.fleet._commands import (
     DEFAULT_FOLDER,
@@ -25,20 +26,41 @@ CPUS = quantity(allow_zero=False, unit="CPUs")
 _ACTOR_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}\Z")
 
 
-#: RFC 1123 labels: what Kubernetes takes as object names and namespaces
-_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?\Z")
+#: ``--name``: the prefix of a Service's name (RFC 1035: a letter first), 52 at most to leave
+#: room for the suffixes added (``-server``, ``-artifacts``)
+_K8S_PREFIX = re.compile(r"[a-z]([-a-z0-9]{0,50}[a-z0-9])?\Z")
+#: a namespace (RFC 1123 label)
+_K8S_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+#: a Secret's or a PersistentVolumeClaim's name (RFC 1123 subdomain)
+_K8S_SUBDOMAIN = re.compile(
+    r"(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z"
+)
 _K8S_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?\Z")
 
 
-def k8s_name(text: str) -> str:
-    """A Kubernetes object name or namespace: lowercase letters, digits and '-', starting and
-    ending with a letter or digit (52 at most, leaving room for the suffixes added)."""
-    if not _K8S_NAME.match(text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: Kubernetes takes 1-52 of lowercase letters, digits and '-', starting "
-            "and ending with a letter or digit (e.g. archsearch-sst2)"
-        )
-    return text
+def _k8s(pattern: re.Pattern[str], rule: str) -> Any:
+    def check(text: str) -> str:
+        if not pattern.match(text):
+            raise argparse.ArgumentTypeError(f"{text!r}: Kubernetes takes {rule}")
+        return text
+
+    return check
+
+
+k8s_name = _k8s(
+    _K8S_PREFIX,
+    "1-52 of lowercase letters, digits and '-', a letter first and a letter or digit last "
+    "(e.g. archsearch-sst2; the Service is NAME-server)",
+)
+k8s_namespace = _k8s(
+    _K8S_LABEL,
+    "1-63 of lowercase letters, digits and '-', starting and ending with a letter or digit",
+)
+k8s_object = _k8s(
+    _K8S_SUBDOMAIN,
+    "lowercase letters, digits, '-' and '.' (253 at most), each dot-separated part starting "
+    "and ending with a letter or digit",
+)
 
 
 def k8s_quantity(text: str) -> str:
@@ -217,7 +239,7 @@ def add_fleet_command(
     k.add_argument("--image", default="archsearch-worker:latest", help="worker image")
     k.add_argument("--server-image", default="archsearch-server:latest", help="server image")
     k.add_argument(
-        "--namespace", type=k8s_name, help="namespace of every object; default: kubectl's"
+        "--namespace", type=k8s_namespace, help="namespace of every object; default: kubectl's"
     )
     k.add_argument(
         "--name", type=k8s_name, default="archsearch", help="prefix of the objects' names"
@@ -229,11 +251,15 @@ def add_fleet_command(
     )
     k.add_argument(
         "--token-secret",
+        type=k8s_object,
         default="archsearch-tokens",
         help="Secret with keys worker (the workers' token) and admin (the server's admin tokens)",
     )
     k.add_argument(
-        "--db-secret", default="archsearch-db", help="Secret whose key url is the storage URL"
+        "--db-secret",
+        type=k8s_object,
+        default="archsearch-db",
+        help="Secret whose key url is the storage URL",
     )
     k.add_argument(
         "--token-file",
@@ -250,10 +276,12 @@ def add_fleet_command(
         help="the worker's hand-back time after SIGTERM; the pods get this + 20 s (at "
         "least 30) of termination grace",
     )
-    k.add_argument("--data-pvc", help="PersistentVolumeClaim with data (e.g. GLUE) to mount")
+    k.add_argument(
+        "--data-pvc", type=k8s_object, help="PersistentVolumeClaim with data (e.g. GLUE) to mount"
+    )
     k.add_argument(
         "--artifact-pvc",
-        type=k8s_name,
+        type=k8s_object,
         help="the server's PersistentVolumeClaim for uploaded files (checkpoints, training "
         "progress, plots); default: render one, NAME-artifacts, of --artifact-size",
     )

@@ -134,13 +134,21 @@ def test_job_workers_for_an_outside_server_with_rendered_secrets(capsys, tmp_pat
     assert "--device" not in c.args
 
 
+def test_token_file_alone_renders_no_secret_the_server_cannot_mount(capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "w.txt").write_text("worker-token\n")
+    assert main(["fleet", "k8s", "--render", "--token-file", str(tmp_path / "w.txt")]) == 2
+    assert "--token-file without --admin-token-file" in capsys.readouterr().err
+    outside = ["--server", "nas.example.org:443", "--token-file", str(tmp_path / "w.txt")]
+    assert [o["kind"] for o in _render(capsys, *outside)] == ["Secret", "Deployment"]
+
+
 def test_an_artifact_claim_of_ones_own_is_mounted_not_rendered(capsys) -> None:
-    objs = _render(capsys, "--artifact-pvc", "nas-files")
+    objs = _render(capsys, "--artifact-pvc", "nas.files-1", "--namespace", "n" * 63)
     assert [o["kind"] for o in objs] == ["Deployment", "Service", "Deployment"]
     (files,) = [
         v for v in objs[0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "artifacts"
     ]
-    assert files["persistentVolumeClaim"] == {"claimName": "nas-files"}
+    assert files["persistentVolumeClaim"] == {"claimName": "nas.files-1"}
 
 
 def test_rendered_server_secret_holds_the_storage_url(capsys) -> None:
@@ -159,15 +167,24 @@ def test_rendered_server_secret_holds_the_storage_url(capsys) -> None:
         (["--render", "--", "--stop-grace", "5"], "--stop-grace after `--`"),
         (["--render", "--", "--server", "x:1"], "--server after `--`"),
         (["--render", "--", "--nonsense"], "--nonsense after `--`: not an option"),
-        (["--render", "--token-file", "/nonexistent/t"], "cannot read --token-file"),
+        (
+            ["--render", "--server", "h:1", "--token-file", "/nonexistent/t"],
+            "cannot read --token-file",
+        ),
         # manifests that would fail on apply or lose data (they were rendered, exit 0)
         (["--render", "--admin-token-file", "/a.tok"], "--admin-token-file without --token-file"),
         (["--render", "--storage-url", "sqlite:///as.db"], "lost when the pod restarts"),
-        (["--render", "--server", "127.0.0.1:50051"], "a loopback address"),
+        (["--render", "--server", "127.0.0.1:50051"], "a loopback or wildcard address"),
         (["--render", "--", "--idle-exit", "60"], "--idle-exit with a Deployment"),
         (["--render", "--name", "Bad_Name!"], "argument --name: 'Bad_Name!': Kubernetes takes"),
         (["--render", "--namespace", "UPPER"], "argument --namespace"),
         (["--render", "--artifact-size", "lots"], "a size such as 20Gi"),
+        (["--render", "--name", "1abc"], "a letter first"),  # the Service 1abc-server
+        (["--render", "--token-secret", "Bad_Secret"], "argument --token-secret"),
+        (["--render", "--data-pvc", "Bad_PVC"], "argument --data-pvc"),
+        (["--render", "--storage-url", "SQLITE:///x.db"], "lost when the pod restarts"),
+        (["--render", "--server", "LOCALHOST:50051"], "loopback or wildcard"),
+        (["--render", "--server", "0.0.0.0:50051"], "loopback or wildcard"),
     ],
 )
 def test_cli_errors_are_one_line(argv, message, capsys) -> None:

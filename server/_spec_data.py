@@ -83,32 +83,50 @@ def check_selection_targets(data: dict[str, Any], data_space: Any) -> None:
 
 def check_curriculum_effect(data: dict[str, Any]) -> None:
     """At launch: a fixed ``data.curriculum`` whose ``min_examples`` (default 1000) covers
-    every training example the fixed data can hold (a selection's size or k, the
-    train_subset, a GLUE training split) changes nothing: every epoch sees all of them, which
-    the worker said only after training. Refused with the fix."""
+    every item it orders, for every task, changes nothing (every epoch sees them all, which
+    the worker said only after training): refused with the fix. The items are the most the
+    fixed data can hold (a selection's size, k or fraction, the train_subset, the GLUE
+    training split), less PUDF's ``val_fraction`` held out as the worker does."""
     from archsearch.spaces._tasks import GLUE_TRAIN_EXAMPLES
 
     curriculum = data.get("curriculum")
     if not isinstance(curriculum, dict) or curriculum.get("method", "none") == "none":
         return
-    chosen = data.get("selection")
-    selection: dict[str, Any] = chosen if isinstance(chosen, dict) else {}
-    method = selection.get("method")
-    bounds: dict[str, Any] = {
-        "data.selection.size": selection.get("size") if method == "random" else None,
-        "data.selection.k": selection.get("k") if method == "dsir" else None,
-        "data.train_subset": data.get("train_subset") or None,
-    }
-    bounds.update({f"{t}'s training split": GLUE_TRAIN_EXAMPLES.get(t) for t in data_tasks(data)})
-    known = {k: v for k, v in bounds.items() if isinstance(v, int) and not isinstance(v, bool)}
-    if not known or len(data_tasks(data)) > 1:
-        return
-    where, most = min(known.items(), key=lambda kv: kv[1])
     least = curriculum.get("min_examples", 1000)
-    if isinstance(least, int) and least >= most:
+    fraction = curriculum.get("val_fraction", 0.1) if curriculum["method"] == "pudf" else 0.0
+    if not isinstance(least, int) or not isinstance(fraction, int | float):
+        return  # the curriculum's own checks say what is wrong
+    items = {t: _curriculum_items(data, n, float(fraction)) for t in data_tasks(data)
+             if (n := GLUE_TRAIN_EXAMPLES.get(t)) is not None}  # fmt: skip
+    if not items or len(items) < len(data_tasks(data)):
+        return  # a custom task: its size is known on the worker only
+    if all(least >= n for n, _ in items.values()):
+        task, (n, where) = max(items.items(), key=lambda kv: kv[1][0])
         raise SpecError(
             "data.curriculum.min_examples",
-            f"{least} (the default is 1000) covers all {most} training examples ({where}): "
-            "every epoch would see them all, so the curriculum changes nothing",
-            f"lower min_examples (below {most}), or train on more data",
+            f"{least} (the default is 1000) covers all {n} items the curriculum orders on "
+            f"{task} ({where}): every epoch would see them all, so it changes nothing",
+            f"give min_examples below {n}, or train on more data",
         )
+
+
+def _curriculum_items(data: dict[str, Any], held: int, val_fraction: float) -> tuple[int, str]:
+    """The most training items a curriculum orders on a split of ``held`` examples, and what
+    bounds them (the worker's count: a selection, then the train_subset, then PUDF's
+    validation share held out)."""
+    chosen = data.get("selection")
+    selection: dict[str, Any] = chosen if isinstance(chosen, dict) else {}
+    n, where = held, "the training split"
+    method = selection.get("method")
+    size = selection.get("size") if method == "random" else selection.get("k")
+    if method == "dsir" and isinstance(selection.get("fraction"), int | float):
+        size = max(1, int(selection["fraction"] * held))
+    if method in ("random", "dsir") and isinstance(size, int) and size < n:
+        n, where = size, f"data.selection's {size}"
+    subset = data.get("train_subset")
+    if isinstance(subset, int) and 0 < subset < n:
+        n, where = subset, f"data.train_subset {subset}"
+    if val_fraction:
+        n -= max(1, round(val_fraction * n))
+        where += f", less the val_fraction {val_fraction:g} held out"
+    return n, where

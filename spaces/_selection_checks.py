@@ -260,26 +260,36 @@ def check_selection_target(
 def check_selection_size(
     selection: Mapping[str, Any], tasks: Sequence[str], section: str = "data.selection"
 ) -> None:
-    """Refuses a ``data.selection`` that asks for more examples than a GLUE task's training
-    split holds (DSIR's ``k``, which every trial would fail on; random's ``size``, which
-    keeps the whole split: no selection at all). Checked at launch."""
+    """Refuses a ``data.selection`` whose size a GLUE training split cannot meet: DSIR's ``k``
+    past any task's split (that task's trials would fail), or a ``k`` or random ``size`` that
+    keeps the whole split of every task (no selection at all). The worker applies the
+    selection to each task's split on its own, so a size past one task's split only is a
+    real choice for the others. Checked at launch."""
     from archsearch.spaces._tasks import GLUE_TRAIN_EXAMPLES
 
     method = selection.get("method", "none")
     key = {"dsir": "k", "random": "size"}.get(method)
     wanted = selection.get(key) if key else None
-    if not isinstance(wanted, int):
+    if not isinstance(wanted, int) or isinstance(wanted, bool):
         return
-    for task in tasks:
-        held = GLUE_TRAIN_EXAMPLES.get(task)
-        if held is not None and wanted >= held + (method == "dsir"):
-            raise SpecError(
-                f"{section}.{key}",
-                f"{wanted} is {'more than' if wanted > held else 'all'} the {held} examples "
-                f"of {task}'s training split",
-                f"lower {key}"
-                + (", or use fraction" if method == "dsir" else ', or {"method": "none"}'),
-            )
+    held = {t: GLUE_TRAIN_EXAMPLES[t] for t in tasks if t in GLUE_TRAIN_EXAMPLES}
+    fix = f"lower {key}" + (", or use fraction" if method == "dsir" else ', or {"method": "none"}')
+    short = [t for t, n in held.items() if wanted > n]
+    if method == "dsir" and short:
+        raise SpecError(
+            f"{section}.k",
+            f"{wanted} is more than the {held[short[0]]} examples of {short[0]}'s training split",
+            fix,
+        )
+    if held and len(held) == len(tasks) and all(wanted >= n for n in held.values()):
+        task, n = min(held.items(), key=lambda tn: tn[1])
+        said = "more than" if wanted > n else "all"
+        raise SpecError(
+            f"{section}.{key}",
+            f"{wanted} is {said} the {n} examples of {task}'s training split: the whole split "
+            "is kept, no selection",
+            fix,
+        )
 
 
 def _reads_dev(name: str, task_id: str) -> bool:

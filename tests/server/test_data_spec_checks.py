@@ -256,23 +256,37 @@ def test_a_selection_past_a_glue_training_split_is_refused_at_launch(
         }
     )
     assert e.field == "data_space.selection[1].size" and "2490 examples of rte's" in str(e)
-    SearchSpec.from_dict({**BERT, "data": {"selection": {"method": "dsir", "k": 67_349}}})
+    SearchSpec.from_dict({**BERT, "data": {"selection": {"method": "dsir", "k": 67_348}}})
+    e = refused({**BERT, "data": {"selection": {"method": "dsir", "k": 67_349}}})
+    assert "is all the 67349 examples of sst2's training split: the whole split is kept" in str(e)
+    # multi-task: each task's split is selected from on its own; a size past RTE's only is a
+    # real choice for SST-2 (refused before), but a DSIR k past it fails RTE's trials
+    SearchSpec.from_dict(
+        {
+            **BERT,
+            "tasks": ["rte", "sst2"],
+            "data": {"selection": {"method": "random", "size": 3000}},
+        }
+    )
+    e = refused(
+        {**BERT, "tasks": ["rte", "sst2"], "data": {"selection": {"method": "dsir", "k": 3000}}}
+    )
+    assert "3000 is more than the 2490 examples of rte's" in str(e)
 
 
 def test_a_curriculum_that_covers_every_training_example_is_refused_at_launch() -> None:
     """min_examples (default 1000) at or past every example the data can hold: each epoch
     sees them all, which the worker said only after training."""
     for data, where in (
-        (
-            {"selection": {"method": "random", "size": 900}},
-            "900 training examples (data.selection.size)",
-        ),
-        ({"train_subset": 500}, "500 training examples (data.train_subset)"),
-        ({"task": "wnli"}, "635 training examples (wnli's training split)"),
+        ({"selection": {"method": "random", "size": 900}}, "810 items the curriculum orders"),
+        ({"train_subset": 500}, "450 items the curriculum orders on sst2 (data.train_subset 500"),
+        ({"task": "wnli"}, "571 items the curriculum orders on wnli (the training split, less"),
+        ({"train_subset": 1050}, "945 items the curriculum orders on sst2 (data.train_subset 1050"),
+        ({"selection": {"method": "dsir", "fraction": 0.01}}, "data.selection's 673, less"),
     ):
         e = refused({**BERT, "data": {**data, "curriculum": {"method": "pudf"}}})
         assert e.field == "data.curriculum.min_examples" and where in str(e), str(e)
-        assert "changes nothing" in str(e) and "lower min_examples" in str(e)
+        assert "changes nothing" in str(e) and "give min_examples below" in str(e)
     fine = {"train_subset": 500, "curriculum": {"method": "competency", "min_examples": 100}}
     SearchSpec.from_dict({**BERT, "data": fine})
     SearchSpec.from_dict({**BERT, "data": {"curriculum": {"method": "pudf"}}})  # sst2: 67k

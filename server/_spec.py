@@ -21,6 +21,7 @@ from archsearch.server._spec_checks import (
 from archsearch.server._spec_data import (
     check_curriculum_effect,
     check_selection_targets,
+    fill_dsir_targets,
     spec_data,
 )
 from archsearch.server._spec_objectives import parse_objectives, unique_keys
@@ -185,6 +186,7 @@ class SearchSpec:
 
         data = spec_data(obj, stored)
         data_space = DataSpace.from_spec(obj.get("data_space"), data, strict=not stored)
+        data, data_space = fill_dsir_targets(data, data_space, stored)
         recipe = validate_recipe(obj.get("recipe", {}))
         if not stored:  # a stored study keeps being served; its worker says the same
             check_pair_length(recipe, data_tasks(data), data)

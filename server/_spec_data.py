@@ -7,6 +7,7 @@ from typing import Any
 
 from archsearch.spaces import (
     GLUE_TASK_IDS,
+    DataSpace,
     SpecError,
     data_tasks,
     validate_custom_task,
@@ -64,6 +65,33 @@ def spec_data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
                 f"one of {', '.join(GLUE_TASK_IDS)}, or declare data.custom_task",
             )
     return data
+
+
+def fill_dsir_targets(
+    data: dict[str, Any], data_space: DataSpace | None, stored: bool
+) -> tuple[dict[str, Any], DataSpace | None]:
+    """DSIR selections written without a ``target``, given the one they mean, so that a
+    stored study keeps it whatever the default becomes: at launch the default, ``"test"``
+    (in ``data`` and each ``data_space`` value: its label then says ``target=test``); for a
+    study stored before the default was named (it was the scoring dev split), ``"dev"`` in
+    ``data``, as it trained. Its ``data_space`` values are left as they are (their labels are
+    the Optuna parameter's choices): those switch to the test text."""
+
+    def named(value: Any, target: str) -> Any:
+        if isinstance(value, dict) and value.get("method") == "dsir" and "target" not in value:
+            return {**value, "target": target}
+        return value
+
+    data = (
+        {**data, "selection": named(data["selection"], "dev" if stored else "test")}
+        if ("selection" in data)
+        else data
+    )
+    if not stored and data_space is not None and "selection" in data_space.choices:
+        choices = dict(data_space.choices)
+        choices["selection"] = [named(v, "test") for v in choices["selection"]]
+        data_space = DataSpace(choices)
+    return data, data_space
 
 
 def check_selection_targets(data: dict[str, Any], data_space: Any) -> None:

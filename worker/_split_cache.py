@@ -164,6 +164,7 @@ class SplitEncoder:
         """
 
         def read(name: str) -> Sequence[str]:
+            asked = name
             try:
                 if name in ("train", *task.dev_splits):
                     examples = self.data_source(task, data).load(task, name)
@@ -174,6 +175,13 @@ class SplitEncoder:
                     name = f"glue:{task.id}/test"
                 return load_texts(name, self.glue_dir)
             except (HubUnavailableError, FileNotFoundError, ValueError) as e:
+                if asked == "test":  # the default target since 2026-12-07: say what fixes it
+                    raise CandidateError(
+                        f"data selection source 'test' (the task's unlabelled test text, "
+                        f"{name}; data.selection's default target): {e}; put the GLUE test "
+                        "file there, or name data.selection.target (e.g. 'train' or "
+                        "'file:PATH')"
+                    ) from e
                 raise CandidateError(f"data selection source {name!r}: {e}") from e
 
         return read

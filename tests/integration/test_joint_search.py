@@ -71,20 +71,21 @@ def test_a_joint_study_trains_each_candidate_on_its_chosen_data(tmp_path: Path) 
     assert all(t.state.name == "COMPLETE" for t in trials)
     pairs = {(t.params["hidden_size"], t.params["data.selection"]) for t in trials}
     assert len(trials) == len(pairs) == 4
-    assert {p[1] for p in pairs} == {"none", "dsir k=48 laplace=1"}
+    assert {p[1] for p in pairs} == {"none", "dsir k=48 laplace=1 target=test"}
     for t in trials:
         data = t.user_attrs["candidate"]["data"]
         info = t.user_attrs["info"]
         if t.params["data.selection"] == "none":
             assert data["selection"] == {"method": "none"}
             assert "selection_ids_hash" not in info  # trained on the whole split
-        else:  # the worker ran DSIR: 48 of WNLI's training pairs, towards its dev text
-            assert data["selection"] == DSIR
+        else:  # the worker ran DSIR: 48 of WNLI's training pairs, towards its test text
+            assert data["selection"] == {**DSIR, "target": "test"}  # named at launch
             assert info["selection"] == "dsir" and info["selection_size"] == "48"
             assert info["selection_ids_hash"].startswith("sha256:")
             assert math.isfinite(float(info["selection_kl_reduction"]))
     # the dashboard's parameters: readable data choices next to the architecture's
-    assert "data.selection" in shown and "dsir k=48 laplace=1" in shown
+    assert "data.selection" in shown and "dsir k=48 laplace=1 target=test" in shown
     assert "parameter importance: needs at least 8 complete trials, has 4" in shown
     assert as_json["importance"]["trials"] == 4 and "note" in as_json["importance"]
-    assert as_json["spec"]["data_space"] == {"selection": CHOICES}
+    named = [c if c["method"] != "dsir" else {**c, "target": "test"} for c in CHOICES]
+    assert as_json["spec"]["data_space"] == {"selection": named}

@@ -29,6 +29,15 @@ CHOICES = {
     ]
 }
 LABELS = ["none", "dsir k=2000", "random size=2000"]
+#: what a launched spec's values become: a DSIR value names the default target (test)
+LAUNCHED = {
+    "selection": [
+        *CHOICES["selection"][:1],
+        {"method": "dsir", "k": 2000, "target": "test"},
+        *CHOICES["selection"][2:],
+    ]
+}
+LAUNCHED_LABELS = ["none", "dsir k=2000 target=test", "random size=2000"]
 
 
 def joint_spec(name: str, n_trials: int, **kw: Any) -> dict[str, Any]:
@@ -119,8 +128,9 @@ def test_the_worker_gets_the_chosen_data_and_the_trial_shows_it(loop: str, manag
         assert grant is not None
         trial = study.trials[grant.trial_number]
         label = trial.params["data.selection"]
-        assert trial.distributions["data.selection"] == CategoricalDistribution(LABELS)
-        assert grant.candidate.data["selection"] == CHOICES["selection"][LABELS.index(label)]
+        assert trial.distributions["data.selection"] == CategoricalDistribution(LAUNCHED_LABELS)
+        chosen = LAUNCHED["selection"][LAUNCHED_LABELS.index(label)]
+        assert grant.candidate.data["selection"] == chosen
         assert grant.candidate.data["task"] == "sst2"  # merged over the spec's data
         seen.append((label, repr(grant.candidate.architecture)))
     assert len({s[0] for s in seen}) >= 2  # the loop chose among the data choices

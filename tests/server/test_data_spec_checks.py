@@ -290,3 +290,22 @@ def test_a_curriculum_that_covers_every_training_example_is_refused_at_launch() 
     fine = {"train_subset": 500, "curriculum": {"method": "competency", "min_examples": 100}}
     SearchSpec.from_dict({**BERT, "data": fine})
     SearchSpec.from_dict({**BERT, "data": {"curriculum": {"method": "pudf"}}})  # sst2: 67k
+
+
+def test_a_dsir_selection_without_a_target_is_given_the_one_it_means() -> None:
+    """The default target changed (dev, which leaked, to test): a launched spec names it, so
+    its candidates and their fingerprints say which; a study stored before keeps dev, as it
+    trained (its data_space labels, Optuna's choices, stay as written)."""
+    unnamed = {"method": "dsir", "k": 100}
+    launched = SearchSpec.from_dict({**BERT, "data": {"selection": unnamed}})
+    assert launched.data["selection"] == {**unnamed, "target": "test"}
+    assert SearchSpec.from_json(launched.to_json()).data["selection"]["target"] == "test"
+    stored = SearchSpec.from_dict({**BERT, "data": {"selection": unnamed}}, stored=True)
+    assert stored.data["selection"] == {**unnamed, "target": "dev"}
+    space = {"selection": [{"method": "none"}, unnamed]}
+    searched = SearchSpec.from_dict({**BERT, "data_space": space})
+    assert searched.data_choices is not None
+    assert searched.data_choices.labels["selection"] == ["none", "dsir k=100 target=test"]
+    old = SearchSpec.from_dict({**BERT, "data_space": space}, stored=True)
+    assert old.data_choices is not None
+    assert old.data_choices.labels["selection"] == ["none", "dsir k=100"]

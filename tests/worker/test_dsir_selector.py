@@ -189,6 +189,24 @@ def test_trainer_reports_a_selection_it_cannot_make() -> None:
         )
 
 
+def test_a_missing_default_target_says_it_is_the_default_and_the_fix(tmp_path: Path) -> None:
+    """A GLUE folder with train and dev only failed every trial that left the target out with
+    "data selection source 'glue:rte/test': ... not found", a source nobody wrote."""
+    import shutil
+
+    from archsearch.worker._bert_trainer import BertTrainer
+
+    (tmp_path / "RTE").mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        shutil.copy(SHARED_GLUE / "RTE" / name, tmp_path / "RTE" / name)
+    trainer = BertTrainer(glue_dir=str(tmp_path))
+    with pytest.raises(CandidateError) as failed:
+        trainer.train(_candidate({"method": "dsir", "k": 5}), TrainContext())
+    said = str(failed.value)
+    assert "data selection source 'test' (the task's unlabelled test text" in said
+    assert "data.selection's default target" in said and "name data.selection.target" in said
+
+
 def test_pretrain_selection_checks() -> None:
     for method in ("none", "uniform"):
         with pytest.raises(SpecError, match=r"data\.pretrain_selection\.method: ") as info:

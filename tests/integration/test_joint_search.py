@@ -8,13 +8,14 @@ import json
 import math
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from _procs import Proc, ServerProc, cli, load_trials, wait_study
 
 from archsearch.server.client import SearchClient
 
-DSIR = {"method": "dsir", "k": 48, "laplace": 1}
-CHOICES = [{"method": "none"}, DSIR]
+DSIR: dict[str, Any] = {"method": "dsir", "k": 48, "laplace": 1}
+CHOICES: list[dict[str, Any]] = [{"method": "none"}, DSIR]
 
 
 def _run(*args: str) -> str:

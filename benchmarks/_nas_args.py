@@ -22,7 +22,11 @@ def loop_names(text: str) -> str:
     from archsearch.search import LOOPS
 
     items = text.split(",")
-    unknown = [item for item in items if item.split("@")[0] not in LOOPS.names()]
+    unknown = [
+        item
+        for item in items
+        if item.split("@")[0] not in LOOPS.names() or item.endswith("@") or item.count("@") > 1
+    ]
     if unknown or len(set(items)) < len(items) or not all(items):
         said = ", ".join(map(repr, unknown)) if unknown else f"{text!r} repeats or omits a name"
         raise argparse.ArgumentTypeError(

@@ -310,7 +310,7 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         out.append(f"  ({len(trials) - limit} earlier trials not shown; --limit N or --json)")
     if reasons := failure_reasons(shown):
         out += ["", "why trials failed:", *reasons]
-    if warnings := trial_warnings(shown):
+    if warnings := trial_warnings(trials):  # every trial's, shown in the table or not
         out += ["", "warnings from the workers:", *warnings]
     if study.best_trials:
         label = "best trial" if len(study.objectives) == 1 else "Pareto front"

@@ -159,11 +159,11 @@ def select_with_provenance(
             else f"the {task} train split's {len(examples)} examples"
         )
         warning = (
-            f"data.train_subset {subset} is not below {of}: every one was kept, so any "
-            f"train_subset from {len(examples)} up trains on the same data"
+            f"{subset} is not below {of}: every one was kept, so any train_subset from "
+            f"{len(examples)} up trains on the same data"
         )
-        info["train_subset_warning"] = warning
-        log.warning("%s", warning)
+        info["train_subset_warning"] = warning  # show: "train_subset: 30 is not below ..."
+        log.warning("data.train_subset %s", warning)
     if split == "train" and (selected or subset):  # what the selection sizes do not say
         info["train_examples"] = str(len(chosen))
     return chosen, info

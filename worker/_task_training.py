@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -136,7 +136,7 @@ def train_task(
     info["dev_at_max_seq_length"] = f"{float(np.mean(at_max)) if len(at_max) else 0.0:.3f}"
     if loop.resumed_from is not None:
         info["resumed_from_step"] = str(loop.resumed_from)
-    if collapsed := _one_answer(predictions, task.is_regression):
+    if collapsed := _one_answer(predictions, task.is_regression, evaluator.primary.labels):
         info["collapsed_warning"] = collapsed  # show lists it among the workers' warnings
     return TaskOutcome(
         metrics,
@@ -205,16 +205,20 @@ def progress_artifact(trainer: str, candidate: Candidate, task_id: str) -> str:
     return f"progress-{trainer}-{candidate.fingerprint()}-{task}.pt"
 
 
-def _one_answer(predictions: np.ndarray, regression: bool) -> str:
+def _one_answer(predictions: np.ndarray, regression: bool, labels: Any = None) -> str:
     """What to say of a model that gives every dev example the same answer (it learned
-    nothing it uses: its score is the majority share, or no correlation), else ""."""
-    values = np.asarray(predictions)
+    nothing it uses: its score is the majority share, or no correlation), else "". A
+    regressor's answers count as one when they spread over less than 1% of the gold scores'
+    range (an untrained head's outputs differ in the third decimal, never exactly)."""
+    values = np.asarray(predictions, dtype=np.float64 if regression else None)
     if len(values) < 2:
         return ""
     if regression:
-        if float(np.ptp(values)) > 1e-6 * max(1.0, float(np.max(np.abs(values)))):
+        gold = np.asarray(labels if labels is not None else values, dtype=np.float64)
+        scale = float(np.ptp(gold)) if len(gold) else 0.0
+        if float(np.ptp(values)) > max(0.01 * scale, 1e-6):
             return ""
-        what = f"a score of {float(values[0]):.4g}"
+        what = f"about one score ({float(np.min(values)):.3g} to {float(np.max(values)):.3g})"
     else:
         if len(np.unique(values)) > 1:
             return ""

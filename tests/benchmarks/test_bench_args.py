@@ -129,6 +129,7 @@ def test_glue_teacher_passes_only_when_every_floor_was_checked() -> None:
         (["--loops", "tpe", "--loop-options", '{"gp": {}}'], "gp: not in --loops tpe"),
         (["--loops", "foo"], "'foo': expected comma-separated loops"),
         (["--loops", "tpe,tpe"], "repeats or omits a name"),
+        (["--loops", "random@,tpe"], "'random@': expected comma-separated loops"),
         (["--seeds-for", "gp"], "expected LOOP=N"),
         (["--loops", "tpe", "--seeds-for", "gp=2"], "gp: not in --loops tpe"),
         (["--seeds", "0"], "argument --seeds: expected a whole number >= 1"),

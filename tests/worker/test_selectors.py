@@ -146,8 +146,8 @@ def test_a_subset_after_a_selection_is_said_of_what_the_selection_kept() -> None
     )
     assert len(got) == 20 and info["train_examples"] == "20"
     assert info["train_subset_warning"] == (
-        "data.train_subset 30 is not below the 20 examples data.selection kept: every one was "
-        "kept, so any train_subset from 20 up trains on the same data"
+        "30 is not below the 20 examples data.selection kept: every one was kept, so any "
+        "train_subset from 20 up trains on the same data"
     )
     _, info = select_with_provenance(
         EXAMPLES, task="rte", split="train", selection=None, subset=0, seed=1

@@ -13,6 +13,8 @@ def test_a_model_that_gives_one_answer_is_said() -> None:
     said = _one_answer(np.array([1, 1, 1, 1]), regression=False)
     assert said.startswith("every one of the 4 dev examples got class 1: the model predicts")
     assert _one_answer(np.array([1, 0, 1]), regression=False) == ""
-    assert "a score of 2.5" in _one_answer(np.full(5, 2.5), regression=True)
-    assert _one_answer(np.array([2.5, 2.6]), regression=True) == ""
+    gold = np.array([0.0, 5.0, 2.0, 3.0])  # STS-B's range
+    near = np.array([2.51, 2.52, 2.515, 2.53])  # an untrained head: never exactly constant
+    assert "about one score (2.51 to 2.53)" in _one_answer(near, True, gold)
+    assert _one_answer(np.array([1.0, 4.0, 2.0, 3.0]), True, gold) == ""
     assert _one_answer(np.array([1]), regression=False) == ""  # one example says nothing

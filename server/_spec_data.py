@@ -99,6 +99,9 @@ def check_selection_targets(data: dict[str, Any], data_space: Any) -> None:
     trials, and a custom task's names its target (``check_selection_target``); no selection
     asks for more than a GLUE training split holds (``check_selection_size``)."""
     tasks = data_tasks(data)
+    custom = data.get("custom_task")
+    if isinstance(custom, dict) and isinstance(custom.get("dev"), str):
+        _no_custom_dev_target(data, data_space, custom["dev"])
     if isinstance(data.get("selection"), dict):
         check_selection_target(data["selection"], tasks)
         check_selection_size(data["selection"], tasks)
@@ -158,3 +161,28 @@ def _curriculum_items(data: dict[str, Any], held: int, val_fraction: float) -> t
         n -= max(1, round(val_fraction * n))
         where += f", less the val_fraction {val_fraction:g} held out"
     return n, where
+
+
+def _no_custom_dev_target(data: dict[str, Any], data_space: Any, dev: str) -> None:
+    """A DSIR target that names a custom task's own dev file leaks it as "dev" would."""
+    import os
+
+    values = [("data.selection", data.get("selection"))]
+    if data_space is not None:
+        values += [
+            (f"data_space.selection[{i}]", v)
+            for i, v in enumerate(data_space.choices.get("selection", []))
+        ]
+    for section, value in values:
+        if not isinstance(value, dict) or value.get("method") != "dsir":
+            continue
+        target = value.get("target", [])
+        for name in [target] if isinstance(target, str) else target:
+            path = str(name).removeprefix("file:")
+            if os.path.normpath(path) == os.path.normpath(dev):
+                raise SpecError(
+                    f"{section}.target",
+                    f"{name!r} is the custom task's dev file, which scores every trial: "
+                    "training data chosen to resemble it leaks the evaluation set",
+                    "name other in-domain text (unlabelled, not the dev file)",
+                )

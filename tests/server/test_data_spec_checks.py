@@ -309,3 +309,12 @@ def test_a_dsir_selection_without_a_target_is_given_the_one_it_means() -> None:
     old = SearchSpec.from_dict({**BERT, "data_space": space}, stored=True)
     assert old.data_choices is not None
     assert old.data_choices.labels["selection"] == ["none", "dsir k=100"]
+
+
+def test_a_dsir_target_naming_the_custom_tasks_dev_file_is_refused() -> None:
+    for target in ("file:/data/dev.csv", ["train", "file:/data/./dev.csv"]):
+        selection = {"method": "dsir", "k": 10, "target": target}
+        e = refused(
+            {**BERT, "task": "reviews", "data": {"custom_task": CUSTOM, "selection": selection}}
+        )
+        assert e.field == "data.selection.target" and "the custom task's dev file" in str(e)

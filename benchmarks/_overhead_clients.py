@@ -137,6 +137,11 @@ def _space(table: str, space: str = "full") -> Any:
     return _SPACES[table, space]
 
 
+def table_rows(table: str) -> int:
+    """How many rows (distinct candidates) the table's SST-2 space has."""
+    return len(_space(table, "table").members or {})
+
+
 def score(table: Any, arch: dict[str, Any]) -> float:
     """The "training" result: the table's SST-2 score, or for an architecture the table lacks a
     deterministic stand-in in the table's range (the same for all three systems; only the

@@ -74,6 +74,7 @@ from _overhead_clients import (
     preload,
     prepare_sqlite,
     space_options,
+    table_rows,
 )
 from _overhead_report import SYSTEMS, Cell, _f, record, render
 from _processes import (
@@ -114,7 +115,8 @@ def start_ours(
                 "trainer": "bert",
                 "loop": "random",
                 "task": TASK,
-                "n_trials": MAX_TRIALS,
+                # the table's rows are all its distinct candidates (launch refuses more)
+                "n_trials": MAX_TRIALS if space == "full" else table_rows(table),
                 "space_options": space_options(table, space),
             }
         )

@@ -16,6 +16,7 @@ from archsearch.server._spec_checks import (
     check_pretrain_selection_fits,
     check_prunable,
     check_reads_data,
+    check_table_budget,
     check_trainer_can_run,
 )
 from archsearch.server._spec_data import (
@@ -215,6 +216,8 @@ class SearchSpec:
             space_options = {"task": data["task"], **space_options}
         space = make_space(space_name, space_options)
         space.check_recipe(recipe)  # a space searching recipe settings (lora) owns them
+        if not stored:
+            check_table_budget(space, data_space, n_trials)
         given = obj.get("recipe", {})  # the study's own, before defaults (a stored spec has all)
         owned = [k for k in space.searched_recipe_keys if k in given]
         if owned and not stored:

@@ -220,3 +220,23 @@ def check_prunable(
             f"put a metric measured while training first ({', '.join(curve[:4])}), or use "
             '"pruner": "none"',
         )
+
+
+def check_table_budget(space: Any, data_space: Any, n_trials: int) -> None:
+    """A table's space (its rows are every candidate) cannot give more distinct candidates
+    than rows x data choices: a larger ``n_trials`` ran on, re-proposing rows tried already
+    by the thousand, until a long run of repeats ended it. Refused at launch."""
+    rows = getattr(space, "members", None)
+    if rows is None:
+        return
+    distinct = len(rows) * (len(data_space) if data_space is not None else 1)
+    if n_trials > distinct:
+        raise SpecError(
+            "n_trials",
+            f"{n_trials} is more than the {distinct} distinct candidates of the table "
+            f"({len(rows)} rows"
+            + (" x its data choices)" if data_space else ")")
+            + ": the loop would re-propose rows tried already until a long run of repeats "
+            "ended the study",
+            f"give n_trials <= {distinct}",
+        )

@@ -318,3 +318,19 @@ def test_a_dsir_target_naming_the_custom_tasks_dev_file_is_refused() -> None:
             {**BERT, "task": "reviews", "data": {"custom_task": CUSTOM, "selection": selection}}
         )
         assert e.field == "data.selection.target" and "the custom task's dev file" in str(e)
+
+
+def test_a_table_study_cannot_ask_for_more_candidates_than_rows() -> None:
+    """500 trials on a 120-row table ran to 1,290 trials (1,173 repeats) before it was stopped."""
+    table = {
+        **BERT,
+        "space": "flexibert-small",
+        "trainer": "table",
+        "space_options": {"table": TABLE},
+    }
+    e = refused({**table, "n_trials": 621})
+    assert e.field == "n_trials" and "more than the 620 distinct candidates of the table" in str(e)
+    assert "give n_trials <= 620" in str(e)
+    SearchSpec.from_dict({**table, "n_trials": 620})
+    stored = SearchSpec.from_dict({**table, "n_trials": 700}, stored=True)  # still served
+    assert stored.n_trials == 700

@@ -29,6 +29,7 @@ from archsearch.server._pool import CandidatePool
 from archsearch.server._rank_trials import CompletedJob, finish_with_ranks_op
 from archsearch.server._retries import Retries
 from archsearch.server._student_trials import job_values
+from archsearch.server._table_check import table_warning
 from archsearch.server._writer import StorageWriter
 
 log = logging.getLogger("archsearch.server")
@@ -144,6 +145,7 @@ class TrialOutcomes:
                 values = objective_values(h.spec, metrics)
             else:  # a supernet or rank job scores no candidate of its own
                 values = job_values(h.spec, metrics)
+            info = table_warning(h.spec, info)  # a worker's --table that is not the study's
             user = dashboard.completion_attrs(metrics, info)  # JSON, and rows for the dashboard
             self.lifecycle.after_trial_hook(h, tid, TrialState.COMPLETE, values)
             # DyLoRA's ranks, AutoDistil's students, a student's proxy scores: stored with

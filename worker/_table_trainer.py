@@ -7,8 +7,10 @@ which the trial heartbeats and can be stopped like a real one.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from archsearch.spaces import (
@@ -50,6 +52,8 @@ class TableTrainer(Trainer):
 
     def __init__(self, table_path: str, duration_s: float = 0.0) -> None:
         self.table = load_table(str(table_path))
+        # what the server compares with its study's table (server/_table_check.py)
+        self._sha256 = hashlib.sha256(Path(table_path).read_bytes()).hexdigest()
         self.duration_s = duration_s
         self._space = FlexiBertSmallSpace()
 
@@ -94,4 +98,5 @@ class TableTrainer(Trainer):
             raise CandidateError(
                 f"the table trainer cannot measure {missing}; it gives {sorted(metrics)}"
             )
-        return TrainResult(metrics=metrics, info={"table": str(self.table.path), "task": task})
+        info = {"table": str(self.table.path), "task": task, "table_sha256": self._sha256}
+        return TrainResult(metrics=metrics, info=info)

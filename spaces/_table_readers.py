@@ -8,8 +8,9 @@ A reader turns a source (a file, or an Optuna storage URL) into a :class:`Replay
   option ``task`` (default ``sst2``). The space is ``flexibert-small`` restricted to the rows
   scored on the task (its per-layer parameters, mapped to the nearest row).
 * ``nas-tables``: ``{"metric", "direction", "architectures": [{"id", "arch", <scores>}]}``;
-  option ``metric`` (default: the file's). A list longer than the row's layer count (a field
-  ``n_layer`` or ``*_n_layer``) is cut to it, and a ``*layer_indices`` field equal to
+  options ``metric`` (default: the file's) and ``direction`` (default: the file's; needed
+  for another metric, or a file that says none). A list longer than the row's layer count
+  (a field ``n_layer`` or ``*_n_layer``) is cut to it, and a ``*layer_indices`` field equal to
   0..n-1 is dropped: HW-GPT-Bench keeps 12 slots and uses only the first ``sample_n_layer``.
 * ``csv``: a header line, one row per architecture; option ``score`` (default ``score``) names
   the score column, every other column is a parameter (numbers parsed, an empty cell absent);
@@ -232,6 +233,8 @@ class NasTablesReader(TableReader):
 
     options: ClassVar[Mapping[str, str]] = {
         "metric": "score field of each row, default the file's metric",
+        "direction": "maximize or minimize, which scores are better; default the file's "
+        "(needed for a metric other than the file's)",
         **PADDED_OPTION,
     }
 
@@ -245,7 +248,24 @@ class NasTablesReader(TableReader):
         metric = options.get("metric", raw.get("metric"))
         if not isinstance(metric, str) or not metric:
             raise SpecError("table_options.metric", f"{source} names no metric", "pass one")
-        direction = _direction(raw.get("direction", "minimize"), "table")
+        own = raw.get("metric")
+        if "direction" in options:
+            direction = _direction(options["direction"], "table_options.direction")
+        elif metric != own:  # the file's direction is its own metric's (a loss, an accuracy)
+            raise SpecError(
+                "table_options.direction",
+                f"metric {metric!r} is not {source}'s own ({own!r}, "
+                f"{raw.get('direction', 'no direction')}): which way is better is not known",
+                "pass direction=maximize or direction=minimize",
+            )
+        elif "direction" not in raw:
+            raise SpecError(
+                "table_options.direction",
+                f"{source} says no direction for its metric {metric!r}",
+                "pass direction=maximize or direction=minimize",
+            )
+        else:
+            direction = _direction(raw["direction"], "table")
         rows = []
         for i, entry in enumerate(raw["architectures"]):
             if not isinstance(entry, dict):

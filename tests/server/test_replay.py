@@ -244,11 +244,13 @@ def test_bad_input_is_one_clear_line(
         ("{not json", "is not a JSON table"),
         ('{"metric": "ppl", "rows": []}', "lacks an 'architectures' list"),
         (
-            '{"metric": "ppl", "architectures": [{"arch": {"a": {"b": 1}}, "ppl": 1}]}',
+            '{"metric": "ppl", "direction": "minimize", '
+            '"architectures": [{"arch": {"a": {"b": 1}}, "ppl": 1}]}',
             "field 'a' must be a number, string or list of them",
         ),
         (
-            '{"metric": "ppl", "architectures": [{"arch": {"a": 1}, "ppl": null}]}',
+            '{"metric": "ppl", "direction": "minimize", '
+            '"architectures": [{"arch": {"a": 1}, "ppl": null}]}',
             "has no row with a score for ppl",
         ),
     ],

@@ -190,6 +190,20 @@ class TestNasTablesReader(TableReaderConformance):
         )
         return str(path), {}
 
+    def test_another_metric_says_its_direction(self, tmp_path: Path) -> None:
+        """metric=accuracy on a file of perplexities kept the file's minimize: its "best"
+        was the worst accuracy."""
+        path, _ = self.make(tmp_path)
+        with pytest.raises(SpecError, match=r"metric 'test_ppl' is not .* own \('valid_ppl'"):
+            read_table(path, self.fmt, metric="test_ppl")
+        table = read_table(path, self.fmt, metric="test_ppl", direction="maximize")
+        assert table.direction == "maximize" and table.metric == "test_ppl"
+        data = json.loads(Path(path).read_text())
+        del data["direction"]
+        Path(path).write_text(json.dumps(data))
+        with pytest.raises(SpecError, match="says no direction for its metric 'valid_ppl'"):
+            read_table(path, self.fmt)  # it was minimized without a word
+
     def test_slots_past_the_layer_count_are_dropped(self, tmp_path: Path) -> None:
         # HW-GPT-Bench keeps 12 slots per list and uses the first sample_n_layer.
         path = tmp_path / "hw.json"

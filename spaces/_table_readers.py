@@ -379,6 +379,8 @@ class OptunaStudyReader(TableReader):
             storage.engine.dispose()
         rows = []
         for t in trials:
+            if "duplicate_of" in t.user_attrs:  # an archsearch repeat: its row is counted once
+                continue
             score = _finite(t.values[objective]) if t.values else None
             if score is not None and t.params:
                 rows.append((_check_scalar_arch(dict(t.params), f"trial {t.number}"), score))

@@ -280,6 +280,17 @@ class TestOptunaStudyReader(TableReaderConformance):
                 )
             )
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+        # an archsearch repeat: another suggestion that mapped to a row tried already, with
+        # that row's score (it made 34 "rows" of a study of 30 distinct architectures)
+        params = {"depth": 1, "w0": 128}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"depth": 2, "w0": 64, "w1": 16},
+                distributions={k: dists[k] for k in ("depth", "w0", "w1")},
+                value=2.5,
+                user_attrs={"duplicate_of": 1, "arch": params},
+            )
+        )
         storage.engine.dispose()
         return url, {"study": "past"}
 

@@ -177,6 +177,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(  # the JSON report is stdout's alone: this goes to stderr then
         f"table {t.source}: {len(t.architectures)} rows, {t.metric} ({t.direction})"
         + (f", {t.repeated} repeated rows dropped" if t.repeated else "")
+        + (f" ({t.conflicting} with another score: the first row's kept)" if t.conflicting else "")
         + f"; {args.evals} evaluations x {args.seeds} seeds, "
         + (
             "one at a time"

@@ -92,8 +92,16 @@ class NasTable:
             )
         self.architectures: list[dict[str, Any]] = []
         self._scores: dict[ArchKey, dict[str, float]] = {}
+        #: rows whose architecture came earlier (the first row's scores are kept, as every
+        #: other table format keeps them), and how many of those gave other scores
+        self.repeated = self.conflicting = 0
         for i, (arch, acc) in enumerate(zip(dicts, accs, strict=True)):
-            self._scores[_row_key(self.path, i, arch)] = _row_scores(self.path, i, acc)
+            row, scores = _row_key(self.path, i, arch), _row_scores(self.path, i, acc)
+            if row in self._scores:  # the last one won, unlike every other format
+                self.repeated += 1
+                self.conflicting += scores != self._scores[row]
+                continue
+            self._scores[row] = scores
             self.architectures.append(dict(arch))
 
     @staticmethod

@@ -55,6 +55,7 @@ class ReplayTable:
         space: The design space whose members are exactly the rows.
         metric: What the score is (``accuracy``, ``valid_ppl``, ...).
         repeated: Rows dropped because their architecture came earlier.
+        conflicting: How many of those gave another score than the row kept.
     """
 
     source: str
@@ -64,6 +65,7 @@ class ReplayTable:
     space: DesignSpace
     metric: str = "score"
     repeated: int = 0
+    conflicting: int = 0
 
     def __post_init__(self) -> None:
         self._by_key = {
@@ -172,8 +174,10 @@ def _rows_table(
     if not rows:
         raise SpecError("table", f"{source} has no row with a score for {metric}")
     kept: dict[str, tuple[dict[str, Any], float]] = {}
+    conflicting = 0
     for arch, score in rows:
-        kept.setdefault(row_key(arch), (arch, score))
+        first = kept.setdefault(row_key(arch), (arch, score))
+        conflicting += first[1] != score
     archs = [a for a, _ in kept.values()]
     return ReplayTable(
         source=source,
@@ -183,6 +187,7 @@ def _rows_table(
         space=RowTableSpace(archs, label=source, padded=padded),
         metric=metric,
         repeated=len(rows) - len(kept),
+        conflicting=conflicting,
     )
 
 
@@ -210,7 +215,16 @@ class FlexiBertReader(TableReader):
         table = load_table(source)
         archs = list(space.members.values())
         scores = [float(table.score(a, task) or 0.0) for a in archs]
-        return ReplayTable(source, archs, scores, "maximize", space, metric=task)
+        return ReplayTable(
+            source,
+            archs,
+            scores,
+            "maximize",
+            space,
+            metric=task,
+            repeated=table.repeated,
+            conflicting=table.conflicting,
+        )
 
 
 def _normalise_layers(arch: dict[str, Any]) -> dict[str, Any]:

@@ -386,3 +386,26 @@ def test_neighbours_are_rows_one_change_away_else_the_nearest() -> None:
     near = decoders.neighbours(DECODERS[4])
     assert len(near) == len(DECODERS) - 1 and DECODERS[4] not in near
     assert near[0] == DECODERS[3]  # 3 layers, the same but for d_model, 2 heads, 2 widths
+
+
+def test_a_repeated_architecture_keeps_its_first_score_in_every_format(tmp_path: Path) -> None:
+    """FlexiBERT's format kept the last score of a repeated row (and counted it twice), the
+    others the first; the scores they disagree on are counted."""
+    raw = json.loads(Path(TABLE).read_text())
+    first = raw["model_dicts"][0]
+    flexi = tmp_path / "dup.json"
+    flexi.write_text(
+        json.dumps(
+            {
+                "model_dicts": [*raw["model_dicts"][:5], first],
+                "accuracies": [*raw["accuracies"][:5], {"SST-2": 0.99}],
+            }
+        )
+    )
+    table = read_table(str(flexi), "flexibert")
+    assert len(table.architectures) == 5 and (table.repeated, table.conflicting) == (1, 1)
+    assert 0.99 not in table.scores
+    csv = tmp_path / "dup.csv"
+    csv.write_text("a,b,score\n1,2,0.5\n1,2,0.9\n3,4,0.7\n1,2,0.5\n")
+    table = read_table(str(csv), "csv")
+    assert sorted(table.scores) == [0.5, 0.7] and (table.repeated, table.conflicting) == (2, 1)

@@ -170,9 +170,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"cannot read the table{where}: {what}" + (f" (see {flag})" if flag else "")
         ) from e
     default = DEFAULT_LOOPS if isinstance(table.space, GraphSpace) else GRAPHLESS_LOOPS
-    loops = [n.strip() for n in (args.loops or default).split(",") if n.strip()]
-    if not loops:
-        raise CliError("--loops names no loop")
+    given = default if args.loops is None else args.loops
+    loops = [n.strip() for n in given.split(",")]
+    if not all(loops):
+        raise CliError(
+            f"--loops {given!r} names an empty loop; give LOOP,LOOP,... (e.g. {default})"
+        )
     t = table
     print(  # the JSON report is stdout's alone: this goes to stderr then
         f"table {t.source}: {len(t.architectures)} rows, {t.metric} ({t.direction})"
@@ -193,6 +196,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     folder = Path(args.plot).absolute().parent  # said now, not after every search has run
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise CliError(f"cannot write the plot {args.plot}: {folder} is not a writable folder")
+    if Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise CliError(
+            f"--plot {args.plot}: matplotlib writes .png, .pdf or .svg; name the file so"
+        )
     try:
         report = run_replay(
             table,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 import time
 import uuid
@@ -84,7 +85,8 @@ def service_replay_search(
     spec = {
         "name": name,
         "space": "flexibert-small",
-        "space_options": {"table": str(table.space.table_path), "task": task},  # type: ignore[attr-defined]
+        # absolute: the server resolves a relative path against its own folder
+        "space_options": {"table": os.path.abspath(table.space.table_path), "task": task},  # type: ignore[attr-defined]
         "trainer": "table",
         "task": task,
         "loop": loop_base(loop_name),

@@ -316,3 +316,19 @@ def test_replay_reads_an_existing_studys_trials(
     assert f"table {url} study past: {rows} rows, accuracy (maximize)" in out
     code, _, err = _replay([url, "--study", "other"], capsys)
     assert code == 2 and "no study 'other'" in err and "known: past" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--plot", "regret.txt"], "matplotlib writes .png, .pdf or .svg"),  # after every search
+        (["--loops", ""], "names an empty loop"),  # ran the default loops
+        (["--loops", "random,,tpe"], "names an empty loop"),
+    ],
+)
+def test_a_bad_plot_or_loop_list_is_refused_before_any_search(
+    table_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], said: str
+) -> None:
+    args = [a if a != "regret.txt" else str(tmp_path / a) for a in args]
+    code, out, err = _replay([table_file, "--seeds", "1", "--evals", "3", *args], capsys)
+    assert code == 2 and said in err and "seed  0" not in out, err  # no search ran

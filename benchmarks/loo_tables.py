@@ -34,7 +34,6 @@ so a cut run continues where it stopped and a second report costs nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -46,11 +45,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import optuna.samplers._tpe._truncnorm as _truncnorm
 import scipy.special
-from _loo_args import padded_tables, parse_not_on, parse_seeds_for, parse_tables, table_specs
+from _loo_args import padded_tables, parse_args
 from _loo_candidates import CANDIDATES, LOOP_OPTIONS
 from _results import append_section
 
-from archsearch.server._replay import ReplayError, check_loops, replay_seeds
+from archsearch.server._replay import replay_seeds
 from archsearch.server._replay_stats import (
     Run,
     median_interval,
@@ -308,52 +307,9 @@ def protocol_tables(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tables", help="NAME=PATH[:FORMAT],... (default: the four shared tables)")
-    p.add_argument("--candidates", default=CANDIDATES)
-    p.add_argument(
-        "--baselines", default=BASELINES, help="loops reported beside the chosen one (TPE always)"
+    args, tables, seeds_for, not_on = parse_args(
+        __doc__, argv, CANDIDATES, BASELINES, DEFAULT_EVALS, PADDED
     )
-    p.add_argument("--tune-seeds", type=int, default=10)
-    p.add_argument("--report-seeds", type=int, default=20)
-    p.add_argument(
-        "--seeds-for",
-        default="",
-        metavar="LOOP=N,...",
-        help="fewer report seeds for some baselines, e.g. gp=6, or on one held-out table, "
-        "gp+padded:lts-transxl-wt103=3 (the column says how many)",
-    )
-    p.add_argument(
-        "--not-on",
-        default="",
-        metavar="LOOP=TABLE,...",
-        help="leave a baseline out on a table, e.g. gp+padded=lts-gpt2-wt103 (its cells: n/a)",
-    )
-    p.add_argument("--evals", type=int, default=DEFAULT_EVALS)
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--cache", default=None, help="JSON file of finished replays (resumable)")
-    p.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
-    args = p.parse_args(argv)
-    try:
-        check_loops(
-            [
-                *args.candidates.split(","),
-                *(b.removesuffix(PADDED) for b in args.baselines.split(",")),
-            ]
-        )
-    except ReplayError as e:
-        p.error(str(e))
-    seeds_for = parse_seeds_for(
-        args.seeds_for, args.baselines.split(","), args.report_seeds, list(table_specs(args.tables))
-    )
-    if isinstance(seeds_for, str):
-        p.error(seeds_for)
-    tables = parse_tables(args.tables)
-    if len(tables) < 2:
-        raise SystemExit("leave-one-out needs at least two tables")
-    not_on = parse_not_on(args.not_on, args.baselines.split(","), list(tables))
-    if isinstance(not_on, str):
-        p.error(not_on)
     padded = padded_tables(tables) if PADDED in args.baselines else {}
     cache = RunCache(Path(args.cache) if args.cache else None)
 

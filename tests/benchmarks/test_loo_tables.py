@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import _loo_args
 import loo_tables
 
 
@@ -64,7 +65,7 @@ def test_every_table_is_held_out_once_and_the_cache_resumes(
 
 
 def test_a_top_found_past_the_budget_counts_as_never(tmp_path: Path) -> None:
-    table = loo_tables.parse_tables(f"t={_csv(tmp_path / 't.csv', 0)}:csv")["t"]
+    table = _loo_args.parse_tables(f"t={_csv(tmp_path / 't.csv', 0)}:csv")["t"]
     assert loo_tables.budget(table, 200) == 18 and loo_tables.budget(table, 10) == 10
     best = max(table.scores)
     runs = [
@@ -178,10 +179,10 @@ def test_a_padded_baseline_replays_the_padded_table_and_is_na_on_flexibert(
     assert "| n/a |" not in capsys.readouterr().out.split("**Held out: t1**")[1].split("**Held")[0]
     runs = loo_tables.json.loads(cache.read_text())
     assert {k.split("|")[0] for k in runs if "|random+padded|" in k} == {"t0", "t1"}
-    padded = loo_tables.padded_tables(loo_tables.parse_tables(spec))
+    padded = _loo_args.padded_tables(_loo_args.parse_tables(spec))
     assert all(t.space.padded for t in padded.values())  # type: ignore[attr-defined]
-    both = loo_tables.parse_tables(f"{spec},flex={TABLE}:flexibert")
-    assert loo_tables.padded_tables(both).keys() == {"t0", "t1"}
+    both = _loo_args.parse_tables(f"{spec},flex={TABLE}:flexibert")
+    assert _loo_args.padded_tables(both).keys() == {"t0", "t1"}
     # the same space the reader option builds
     from archsearch.spaces import read_table
 
@@ -189,3 +190,25 @@ def test_a_padded_baseline_replays_the_padded_table_and_is_na_on_flexibert(
     assert padded["t0"].space.to_params(read.architectures[0]) == read.space.to_params(
         read.architectures[0]
     )
+
+
+def test_bad_tables_and_table_options_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--tables foo` and a CSV without a 'score' column were tracebacks; a CSV's score
+    column and direction could not be given."""
+    losses = tmp_path / "l.csv"
+    losses.write_text("a,b,loss\n1,2,3.0\n2,3,2.5\n3,1,2.0\n")
+    two = f"x={losses}:csv,y={losses}:csv"
+    for argv, said in (
+        (["--tables", "foo"], "--tables 'foo': give NAME=PATH[:FORMAT]"),
+        (["--tables", two], "has no column 'score' (a, b, loss)"),
+        (["--tables", two, "--table-option", "z:score=loss"], "NAME one of x, y"),
+    ):
+        with pytest.raises(SystemExit) as refused:
+            loo_tables.main(argv)
+        assert refused.value.code == 2 and said in capsys.readouterr().err
+    given = ["x:score=loss", "x:direction=minimize", "y:score=loss"]
+    options = _loo_args.table_options(given, ["x", "y"])
+    table = _loo_args.parse_tables(two, options)["x"]
+    assert table.direction == "minimize" and table.metric == "loss" and min(table.scores) == 2.0

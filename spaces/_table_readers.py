@@ -316,22 +316,36 @@ class CsvReader(TableReader):
         direction = _direction(options.get("direction", "maximize"), "table_options.direction")
         try:
             with open(source, newline="", encoding="utf-8") as f:
-                lines = list(csv.DictReader(f))
+                reader = csv.DictReader(f)
+                lines = list(reader)
+                header = list(reader.fieldnames or [])
         except FileNotFoundError as e:
             raise SpecError("table", f"file {source} not found", "pass the path of a CSV") from e
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise SpecError("table", f"cannot read {source} as CSV: {e}") from e
-        if not lines or column not in lines[0]:
-            found = ", ".join(lines[0]) if lines else "no rows"
-            raise SpecError("table_options.score", f"{source} has no column {column!r} ({found})")
+        if column not in header:
+            found = ", ".join(header) or "an empty first line"
+            hint = "" if "," in ";".join(header) or len(header) != 1 else "; is it comma-separated?"
+            raise SpecError(
+                "table_options.score", f"{source} has no column {column!r} ({found}){hint}"
+            )
+        if not lines:
+            raise SpecError("table", f"{source} has a header and no rows", "add the rows")
         rows = []
         for n, line in enumerate(lines, start=2):
             if None in line:
                 raise SpecError("table", f"{source} line {n} has more cells than the header")
+            if None in line.values():
+                cells = sum(v is not None for v in line.values())
+                raise SpecError(
+                    "table", f"{source} line {n} has {cells} cells, the header {len(header)}"
+                )
             score = _finite(_cell(line[column] or ""))
             if score is None:
                 raise SpecError(
-                    "table", f"{source} line {n}: {column} {line[column]!r} is not a number"
+                    "table",
+                    f"{source} line {n}: {column} {line[column]!r} is not a number",
+                    "give it a score, or leave the row out",
                 )
             arch = {k: _cell(v) for k, v in line.items() if k != column and v not in ("", None)}
             if not arch:

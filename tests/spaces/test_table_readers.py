@@ -409,3 +409,20 @@ def test_a_repeated_architecture_keeps_its_first_score_in_every_format(tmp_path:
     csv.write_text("a,b,score\n1,2,0.5\n1,2,0.9\n3,4,0.7\n1,2,0.5\n")
     table = read_table(str(csv), "csv")
     assert sorted(table.scores) == [0.5, 0.7] and (table.repeated, table.conflicting) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("a,b,score\n1,2,3\n4,5\n", "line 3 has 2 cells, the header 3"),  # was "score None ..."
+        ("a,b,score\n", "has a header and no rows"),  # was "has no column 'score' (no rows)"
+        ("a;b;score\n1;2;3\n", "is it comma-separated?"),
+        ("a,b,score\n1,2,nan\n", "give it a score, or leave the row out"),
+    ],
+)
+def test_a_malformed_csv_says_what_is_wrong(tmp_path: Path, content: str, said: str) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(content)
+    with pytest.raises(SpecError) as refused:
+        read_table(str(path), "csv")
+    assert said in str(refused.value)

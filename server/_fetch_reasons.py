@@ -94,6 +94,11 @@ def nothing_kept(
             f"trial {source.number}{via} kept no checkpoint of archsearch's; it holds "
             f"{', '.join(others[:8])}: fetch them with --all or --artifact NAME"
         )
+    if info.get("table"):  # the table trainer's answer: a looked-up score
+        return (
+            f"trial {source.number}{via} was scored from a table ({info['table']}): the table "
+            "trainer trains no model, so there is nothing to fetch"
+        )
     return (
         f"trial {source.number}{via} kept no checkpoint (launch the study with --set "
         "recipe.keep_checkpoint=true)"

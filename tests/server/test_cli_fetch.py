@@ -375,3 +375,14 @@ def test_a_plain_lora_adapter_is_cut_only_at_ranks_it_scored(tmp_path: Path) -> 
     (tmp_path / "dylora.json").write_text('{"spec": {"mode": "lora", "eval_ranks": [4]}}')
     with pytest.raises(BadFetchRequest, match="--rank 2 was never trained or scored"):
         adapter_at_rank(tmp_path, 2)
+
+
+def test_a_table_trial_says_there_is_no_model_to_fetch() -> None:
+    """It said "launch the study with --set recipe.keep_checkpoint=true" to a study that had:
+    the table trainer trains nothing."""
+    from archsearch.server._fetch_reasons import nothing_kept
+
+    trial = pb.Trial(number=3, state=pb.COMPLETE, duplicate_of=-1, info={"table": "/t.json"})
+    said = nothing_kept(trial, 3, [trial])
+    assert said.startswith("trial 3 was scored from a table (/t.json)")
+    assert "keep_checkpoint" not in said

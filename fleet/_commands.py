@@ -140,9 +140,13 @@ def cmd_fleet_slurm(args: argparse.Namespace) -> int:
         python=args.python,
         job_name=args.job_name,
         requeue=args.requeue,
-        max_requeues=args.max_requeues,
+        max_requeues=100 if args.max_requeues is None else args.max_requeues,
     )
     wargs = worker_args(args, args.gpus_per_worker)
+    if args.max_requeues is not None and not args.requeue:
+        raise CliError(
+            "--max-requeues without --requeue: nothing is requeued; add --requeue, or drop it"
+        )
     if args.dry_run and args.cluster == "local":
         raise CliError(
             "--dry-run prints the sbatch script of a SLURM fleet; --cluster local runs the "

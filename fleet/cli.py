@@ -161,7 +161,7 @@ def add_fleet_command(
     s.add_argument(
         "--max-requeues",
         type=whole_number(0),
-        default=100,
+        default=None,
         help="with --requeue: time limits a job is requeued after before it ends (submitit's "
         "max_num_timeout; pre-emptions are not counted; default 100)",
     )

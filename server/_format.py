@@ -63,7 +63,9 @@ def describe(candidate_json: str, description: str = "", searched: Sequence[str]
         return description or candidate_json[:60]
     data = cand.get("data") or {}
     chosen = [
-        f"{f}: {choice_label(curriculum_summary(data[f]) if f == 'curriculum' else data[f])}"
+        f"{f}: all"
+        if f in ("train_subset", "eval_subset") and data[f] == 0  # 0: the whole split
+        else f"{f}: {choice_label(curriculum_summary(data[f]) if f == 'curriculum' else data[f])}"
         for f in (*DATA_CHOICE_FIELDS, *(f for f in searched if f not in DATA_CHOICE_FIELDS))
         if f in data
         and (

@@ -198,6 +198,7 @@ def test_dry_run_prints_submitits_array_script(capsys: pytest.CaptureFixture[str
         (["--time", "10", "--server", "localhost:50051", "--dry-run"], "loopback address"),
         (["--time", "1:00", "--signal-delay", "120"], "SLURM's warning would come before"),
         (["--time", "10", "--cluster", "local", "--dry-run"], "--cluster local runs the"),
+        (["--time", "10", "--max-requeues", "5"], "--max-requeues without --requeue"),
     ],
 )
 def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch) -> None:

@@ -96,6 +96,8 @@ def test_show_names_a_candidates_data_choice_next_to_its_architecture() -> None:
     assert describe(json.dumps(cand), "", searched) == (
         plain + "  [selection: none; train_subset: 4000]"
     )
+    cand["data"] = {"selection": {"method": "none"}, "train_subset": 0}  # the whole split
+    assert describe(json.dumps(cand), "", searched).endswith("[selection: none; train_subset: all]")
 
 
 def test_an_objective_that_never_varies_is_said_not_a_crash() -> None:

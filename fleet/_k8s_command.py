@@ -25,6 +25,11 @@ def _check_k8s(args: argparse.Namespace, rest: list[str]) -> None:
     """What would render manifests that fail on apply or lose data, refused with the fix."""
     from archsearch.server.app import is_loopback
 
+    if args.server is None and not args.name[0].isalpha():
+        raise CliError(
+            f"--name {args.name}: the rendered server's Service, {args.name}-server, needs a "
+            "letter first (Kubernetes' rule for Service names); start --name with a letter"
+        )
     if args.admin_token_file and not args.token_file:
         raise CliError(
             "--admin-token-file without --token-file: the rendered Secret would lack the "

@@ -26,9 +26,10 @@ CPUS = quantity(allow_zero=False, unit="CPUs")
 _ACTOR_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}\Z")
 
 
-#: ``--name``: the prefix of a Service's name (RFC 1035: a letter first), 52 at most to leave
-#: room for the suffixes added (``-server``, ``-artifacts``)
-_K8S_PREFIX = re.compile(r"[a-z]([-a-z0-9]{0,50}[a-z0-9])?\Z")
+#: ``--name``: the prefix of the objects' names (RFC 1123 label), 52 at most to leave room for
+#: the suffixes added (``-server``, ``-artifacts``); a rendered Service's also starts with a
+#: letter (``_k8s_command._check_k8s``)
+_K8S_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?\Z")
 #: a namespace (RFC 1123 label)
 _K8S_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 #: a Secret's or a PersistentVolumeClaim's name (RFC 1123 subdomain)
@@ -49,8 +50,8 @@ def _k8s(pattern: re.Pattern[str], rule: str) -> Any:
 
 k8s_name = _k8s(
     _K8S_PREFIX,
-    "1-52 of lowercase letters, digits and '-', a letter first and a letter or digit last "
-    "(e.g. archsearch-sst2; the Service is NAME-server)",
+    "1-52 of lowercase letters, digits and '-', starting and ending with a letter or digit "
+    "(e.g. archsearch-sst2)",
 )
 k8s_namespace = _k8s(
     _K8S_LABEL,

@@ -196,10 +196,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     folder = Path(args.plot).absolute().parent  # said now, not after every search has run
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise CliError(f"cannot write the plot {args.plot}: {folder} is not a writable folder")
-    if Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise CliError(
-            f"--plot {args.plot}: matplotlib writes .png, .pdf or .svg; name the file so"
-        )
+    suffix = Path(args.plot).suffix.lower().lstrip(".")
+    if suffix:  # none: matplotlib writes PNG
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        if suffix not in kinds:
+            raise CliError(
+                f"--plot {args.plot}: matplotlib writes {', '.join(sorted(kinds))}, not "
+                f".{suffix}; name the file with one of them"
+            )
     try:
         report = run_replay(
             table,

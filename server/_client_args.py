@@ -46,9 +46,13 @@ def whole(value: Any, what: str, minimum: int = 0) -> int:
 
 def flag(value: Any, what: str) -> bool:
     """``value`` when it is a bool (``bool("no")`` is True: a str is refused, not read)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{what} must be True or False, got {type(value).__name__} {value!r}")
-    return value
+    if isinstance(value, bool):
+        return value
+    if getattr(getattr(value, "dtype", None), "kind", "") == "b":  # a numpy bool
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):  # as it was taken before
+        return bool(value)
+    raise TypeError(f"{what} must be True or False, got {type(value).__name__} {value!r}")
 
 
 def trial_states(states: Iterable[Any] | None) -> list[int]:
@@ -57,7 +61,9 @@ def trial_states(states: Iterable[Any] | None) -> list[int]:
     by name, not by number)."""
     if states is None:
         return []
-    if isinstance(states, str | int):
+    if isinstance(states, str | int | enum.Enum) or (
+        hasattr(states, "__index__") and not hasattr(states, "__iter__")
+    ):  # one state (a numpy integer too)
         states = [states]
     out = []
     for state in states:

@@ -89,15 +89,15 @@ def nothing_kept(
             f"({where}: a worker without a server, or older than this version); copy it from "
             "there"
         )
-    if others:  # a trainer of the user's own: its files are what it kept
-        return (
-            f"trial {source.number}{via} kept no checkpoint of archsearch's; it holds "
-            f"{', '.join(others[:8])}: fetch them with --all or --artifact NAME"
-        )
     if info.get("table"):  # the table trainer's answer: a looked-up score
         return (
             f"trial {source.number}{via} was scored from a table ({info['table']}): the table "
             "trainer trains no model, so there is nothing to fetch"
+        )
+    if others:  # a trainer of the user's own: its files are what it kept
+        return (
+            f"trial {source.number}{via} kept no checkpoint of archsearch's; it holds "
+            f"{', '.join(others[:8])}: fetch them with --all or --artifact NAME"
         )
     return (
         f"trial {source.number}{via} kept no checkpoint (launch the study with --set "

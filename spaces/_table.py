@@ -92,17 +92,23 @@ class NasTable:
             )
         self.architectures: list[dict[str, Any]] = []
         self._scores: dict[ArchKey, dict[str, float]] = {}
-        #: rows whose architecture came earlier (the first row's scores are kept, as every
-        #: other table format keeps them), and how many of those gave other scores
-        self.repeated = self.conflicting = 0
+        #: per table task: rows whose architecture already had a score on it (the first
+        #: score is kept, as every other table format keeps it; the last one won), and how
+        #: many of those gave another score
+        self.repeated: dict[str, int] = {}
+        self.conflicting: dict[str, int] = {}
         for i, (arch, acc) in enumerate(zip(dicts, accs, strict=True)):
             row, scores = _row_key(self.path, i, arch), _row_scores(self.path, i, acc)
-            if row in self._scores:  # the last one won, unlike every other format
-                self.repeated += 1
-                self.conflicting += scores != self._scores[row]
-                continue
-            self._scores[row] = scores
-            self.architectures.append(dict(arch))
+            if row not in self._scores:
+                self._scores[row] = {}
+                self.architectures.append(dict(arch))
+            kept = self._scores[row]
+            for task, score in scores.items():  # a task the first row lacked is added
+                if task in kept:
+                    self.repeated[task] = self.repeated.get(task, 0) + 1
+                    self.conflicting[task] = self.conflicting.get(task, 0) + (score != kept[task])
+                else:
+                    kept[task] = score
 
     @staticmethod
     def table_task(task: str) -> str:

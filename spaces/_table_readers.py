@@ -222,8 +222,8 @@ class FlexiBertReader(TableReader):
             "maximize",
             space,
             metric=task,
-            repeated=table.repeated,
-            conflicting=table.conflicting,
+            repeated=table.repeated.get(table.table_task(task), 0),
+            conflicting=table.conflicting.get(table.table_task(task), 0),
         )
 
 
@@ -265,7 +265,7 @@ class NasTablesReader(TableReader):
         own = raw.get("metric")
         if "direction" in options:
             direction = _direction(options["direction"], "table_options.direction")
-        elif metric != own:  # the file's direction is its own metric's (a loss, an accuracy)
+        elif own is not None and metric != own:  # the file's direction is its own metric's
             raise SpecError(
                 "table_options.direction",
                 f"metric {metric!r} is not {source}'s own ({own!r}, "
@@ -325,7 +325,8 @@ class CsvReader(TableReader):
             raise SpecError("table", f"cannot read {source} as CSV: {e}") from e
         if column not in header:
             found = ", ".join(header) or "an empty first line"
-            hint = "" if "," in ";".join(header) or len(header) != 1 else "; is it comma-separated?"
+            other = len(header) == 1 and any(c in header[0] for c in ";\t|")
+            hint = "; is it comma-separated?" if other else ""
             raise SpecError(
                 "table_options.score", f"{source} has no column {column!r} ({found}){hint}"
             )

@@ -142,6 +142,11 @@ def test_token_file_alone_renders_no_secret_the_server_cannot_mount(capsys, tmp_
     assert [o["kind"] for o in _render(capsys, *outside)] == ["Secret", "Deployment"]
 
 
+def test_a_name_may_start_with_a_digit_when_no_service_is_rendered(capsys) -> None:  # type: ignore[no-untyped-def]
+    objs = _render(capsys, "--server", "search.example:50051", "--name", "1fleet")
+    assert [o["metadata"]["name"] for o in objs] == ["1fleet-worker"]
+
+
 def test_an_artifact_claim_of_ones_own_is_mounted_not_rendered(capsys) -> None:
     objs = _render(capsys, "--artifact-pvc", "nas.files-1", "--namespace", "n" * 63)
     assert [o["kind"] for o in objs] == ["Deployment", "Service", "Deployment"]

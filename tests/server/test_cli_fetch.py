@@ -386,3 +386,5 @@ def test_a_table_trial_says_there_is_no_model_to_fetch() -> None:
     said = nothing_kept(trial, 3, [trial])
     assert said.startswith("trial 3 was scored from a table (/t.json)")
     assert "keep_checkpoint" not in said
+    # the server's own architecture picture is no file of the trainer's
+    assert nothing_kept(trial, 3, [trial], ["trial-3-architecture.png"]) == said

@@ -91,9 +91,12 @@ def test_numpy_values_none_and_flags(sqlite_server) -> None:  # type: ignore[no-
     with SearchClient(srv.address, timeout_s=None) as admin:
         admin.launch(table_spec("s", 2))
         assert admin.list_trials("s", states=[np.int64(pb.COMPLETE)]) == []
+        assert admin.list_trials("s", states=np.int64(pb.COMPLETE)) == []  # one, not a list
         assert admin.list_trials("s", states=None) == admin.list_trials("s")
         with pytest.raises(TimeoutError):
             admin.wait("s", timeout_s=np.float32(0.3), poll_s=0.1)
         with pytest.raises(TypeError, match="cancel_running must be True or False, got str 'no'"):
             admin.stop("s", cancel_running="no")  # type: ignore[arg-type]
         assert admin.get_study("s").state == pb.STUDY_RUNNING  # nothing was stopped
+        admin.stop("s", cancel_running=np.bool_(False))  # a numpy bool, as 0/1 were taken
+        assert admin.get_study("s").state == pb.STUDY_STOPPED

@@ -321,7 +321,7 @@ def test_replay_reads_an_existing_studys_trials(
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        (["--plot", "regret.txt"], "matplotlib writes .png, .pdf or .svg"),  # after every search
+        (["--plot", "regret.txt"], "not .txt; name the file with one of them"),  # crashed late
         (["--loops", ""], "names an empty loop"),  # ran the default loops
         (["--loops", "random,,tpe"], "names an empty loop"),
     ],

@@ -203,6 +203,10 @@ class TestNasTablesReader(TableReaderConformance):
         Path(path).write_text(json.dumps(data))
         with pytest.raises(SpecError, match="says no direction for its metric 'valid_ppl'"):
             read_table(path, self.fmt)  # it was minimized without a word
+        data["direction"] = "minimize"
+        del data["metric"]  # a direction but no metric: the metric given takes it
+        Path(path).write_text(json.dumps(data))
+        assert read_table(path, self.fmt, metric="valid_ppl").direction == "minimize"
 
     def test_slots_past_the_layer_count_are_dropped(self, tmp_path: Path) -> None:
         # HW-GPT-Bench keeps 12 slots per list and uses the first sample_n_layer.
@@ -405,6 +409,16 @@ def test_a_repeated_architecture_keeps_its_first_score_in_every_format(tmp_path:
     table = read_table(str(flexi), "flexibert")
     assert len(table.architectures) == 5 and (table.repeated, table.conflicting) == (1, 1)
     assert 0.99 not in table.scores
+    # per task: a repeat that brings a score its first row lacks adds it (the best row of
+    # the table was lost when the first row's scores were kept whole)
+    unscored = next(i for i, a in enumerate(raw["accuracies"]) if not (a or {}).get("SST-2"))
+    again = raw["model_dicts"][unscored]
+    dicts = [*raw["model_dicts"][:5], again, again]
+    accs = [*raw["accuracies"][:5], raw["accuracies"][unscored], {"SST-2": 0.95, "CoLA": 0.1}]
+    later = tmp_path / "later.json"  # another path: tables are read once per process
+    later.write_text(json.dumps({"model_dicts": dicts, "accuracies": accs}))
+    table = read_table(str(later), "flexibert")
+    assert 0.95 in table.scores and (table.repeated, table.conflicting) == (0, 0)
     csv = tmp_path / "dup.csv"
     csv.write_text("a,b,score\n1,2,0.5\n1,2,0.9\n3,4,0.7\n1,2,0.5\n")
     table = read_table(str(csv), "csv")

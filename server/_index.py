@@ -102,6 +102,9 @@ class StudyIndex:
     originals: int = 0
     #: repeats proposed in a row since the last new candidate
     repeat_streak: int = 0
+    #: repeats proposed in all (a table's rows that its loop rarely maps to: new ones keep
+    #: coming, each after a long run of repeats that never reaches the streak's limit)
+    repeats: int = 0
     #: why the loop has nothing new to propose (the study completes); "" while it has
     exhausted: str = ""
     waiting: set[int] = dataclasses.field(default_factory=set)

@@ -210,9 +210,13 @@ class CandidatePool:
         at start-up)."""
         return self.candidates.repeat_limit(h)
 
+    def repeats_limit(self, h: StudyHandle) -> int:
+        """The repeats in all that exhaust ``h`` (the store's)."""
+        return self.candidates.repeats_limit(h)
+
     @staticmethod
-    def exhausted_reason(h: StudyHandle, streak: int, originals: int) -> str:
-        return CandidateStore.exhausted_reason(h, streak, originals)
+    def exhausted_reason(h: StudyHandle, streak: int, originals: int, repeats: int = 0) -> str:
+        return CandidateStore.exhausted_reason(h, streak, originals, repeats)
 
     def _pool_target(self, h: StudyHandle) -> int:
         """How many candidates to keep ready.

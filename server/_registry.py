@@ -319,6 +319,7 @@ def rebuild_index(
                     idx.repeat_streak = 0
                 elif t.state in (TrialState.COMPLETE, TrialState.PRUNED):
                     idx.repeat_streak += 1
+                    idx.repeats += 1
             if t.state == TrialState.FAIL and t.system_attrs.get(RETRY_ON_RESUME_ATTR):
                 idx.unretried.add(t.number)
             if t.state == TrialState.WAITING:
@@ -349,8 +350,8 @@ def rebuild_index(
                 idx.live[_storage.trial_id_of(t)] = live
                 if not live.lease_id:
                     idx.pool.append(_storage.trial_id_of(t))
-        if idx.repeat_streak >= pool.repeat_limit(h):
-            idx.exhausted = pool.exhausted_reason(h, idx.repeat_streak, idx.originals)
+        if idx.repeat_streak >= pool.repeat_limit(h) or idx.repeats >= pool.repeats_limit(h):
+            idx.exhausted = pool.exhausted_reason(h, idx.repeat_streak, idx.originals, idx.repeats)
         h.index = idx
         for t in orphans:
             why = "server stopped while preparing it"

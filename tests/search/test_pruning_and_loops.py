@@ -206,3 +206,37 @@ def test_a_pruned_candidate_proposed_again_is_a_pruned_repeat(manager) -> None:
     assert all(t.values == original.values for t in pruned_repeats)
     reason = manager.storage.get_study_user_attrs(h.study_id)["archsearch:completed_reason"]
     assert "after 2 distinct ones" in reason
+
+
+def test_a_study_whose_new_candidates_come_rarely_ends_on_its_repeats_in_all(
+    manager, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A 620-row table with n_trials 620 ran to 8,022 trials for 613 distinct ones: new ones
+    kept coming, each after a run of repeats shorter than the streak's limit. Past
+    ``REPEATS_FACTOR`` x that limit of repeats in all, it completes (a factor of 0.1 here)."""
+    from archsearch.server import _candidate_store
+
+    monkeypatch.setattr(_candidate_store, "REPEATS_FACTOR", 0.1)  # 5 repeats in all
+    spec = SearchSpec.from_dict(
+        {
+            "name": "rare",
+            "space": "bert",
+            "n_trials": 6,
+            "loop": "random",
+            "space_options": {
+                "num_hidden_layers": [1],
+                "hidden_size": [64],
+                "num_attention_heads": [2],
+                "intermediate_ratio": [1, 2, 4],
+            },
+        }
+    )
+    manager.launch(spec)
+    while (g := manager.acquire("w", ("bert",))) is not None:
+        manager.complete(g.lease_id, {"accuracy": 0.5}, {})
+    h = manager.get("rare")
+    assert h.state == "completed"
+    repeats = [t for t in manager.trials(h) if "duplicate_of" in t.user_attrs]
+    assert len(repeats) == 5
+    reason = manager.storage.get_study_user_attrs(h.study_id)["archsearch:completed_reason"]
+    assert "5 repeated candidates in all" in reason and "little new left to find" in reason

@@ -8,6 +8,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from _argtypes import whole
+
 from archsearch.spaces import ReplayTable, RowTableSpace, SpecError
 from archsearch.spaces._table_readers import read_table
 
@@ -142,8 +144,8 @@ def parse_args(
     p.add_argument(
         "--baselines", default=baselines, help="loops reported beside the chosen one (TPE always)"
     )
-    p.add_argument("--tune-seeds", type=int, default=10)
-    p.add_argument("--report-seeds", type=int, default=20)
+    p.add_argument("--tune-seeds", type=whole(), default=10)
+    p.add_argument("--report-seeds", type=whole(), default=20)
     p.add_argument(
         "--seeds-for",
         default="",
@@ -157,8 +159,8 @@ def parse_args(
         metavar="LOOP=TABLE,...",
         help="leave a baseline out on a table, e.g. gp+padded=lts-gpt2-wt103 (its cells: n/a)",
     )
-    p.add_argument("--evals", type=int, default=evals)
-    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--evals", type=whole(), default=evals)
+    p.add_argument("--jobs", type=whole(), default=2)
     p.add_argument("--cache", default=None, help="JSON file of finished replays (resumable)")
     p.add_argument(
         "--table-option",

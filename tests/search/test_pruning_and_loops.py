@@ -119,13 +119,11 @@ def test_every_loop_runs(manager, loop: str, n_objectives: int) -> None:
     assert study.metric_names == [o.split(":")[0] for o in objectives]  # dashboard axis labels
 
 
-def test_duplicate_candidates_reuse_the_result(manager) -> None:
-    """A tiny space (2 candidates: a bert space with one free choice) forces repeats; they
-    reuse the result, do not consume n_trials, and the study ends once the loop proposes
-    nothing new (``MIN_REPEAT_STREAK`` repeats in a row) instead of running forever."""
-    spec = SearchSpec.from_dict(
+def _tiny_bert(name: str, ratios: list[int]) -> SearchSpec:
+    """A random study of 6 over a bert space of ``len(ratios)`` candidates (one free choice)."""
+    return SearchSpec.from_dict(
         {
-            "name": "d",
+            "name": name,
             "space": "bert",
             "n_trials": 6,
             "loop": "random",
@@ -133,11 +131,17 @@ def test_duplicate_candidates_reuse_the_result(manager) -> None:
                 "num_hidden_layers": [1],
                 "hidden_size": [64],
                 "num_attention_heads": [2],
-                "intermediate_ratio": [1, 2],
+                "intermediate_ratio": ratios,
             },
         }
     )
-    manager.launch(spec)
+
+
+def test_duplicate_candidates_reuse_the_result(manager) -> None:
+    """A tiny space (2 candidates: a bert space with one free choice) forces repeats; they
+    reuse the result, do not consume n_trials, and the study ends once the loop proposes
+    nothing new (``MIN_REPEAT_STREAK`` repeats in a row) instead of running forever."""
+    manager.launch(_tiny_bert("d", [1, 2]))
     trained = 0
     while (g := manager.acquire("w", ("bert",))) is not None:
         trained += 1
@@ -217,21 +221,7 @@ def test_a_study_whose_new_candidates_come_rarely_ends_on_its_repeats_in_all(
     from archsearch.server import _candidate_store
 
     monkeypatch.setattr(_candidate_store, "REPEATS_FACTOR", 0.1)  # 5 repeats in all
-    spec = SearchSpec.from_dict(
-        {
-            "name": "rare",
-            "space": "bert",
-            "n_trials": 6,
-            "loop": "random",
-            "space_options": {
-                "num_hidden_layers": [1],
-                "hidden_size": [64],
-                "num_attention_heads": [2],
-                "intermediate_ratio": [1, 2, 4],
-            },
-        }
-    )
-    manager.launch(spec)
+    manager.launch(_tiny_bert("rare", [1, 2, 4]))
     while (g := manager.acquire("w", ("bert",))) is not None:
         manager.complete(g.lease_id, {"accuracy": 0.5}, {})
     h = manager.get("rare")

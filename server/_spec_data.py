@@ -3,6 +3,7 @@ a custom task, and the data fields, checked as ``SearchSpec.from_dict`` reads th
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from archsearch.spaces import (
@@ -95,21 +96,26 @@ def fill_dsir_targets(
 
 
 def check_selection_targets(data: dict[str, Any], data_space: Any) -> None:
-    """At launch: no DSIR selection, fixed or searched, targets the dev text that scores the
-    trials, and a custom task's names its target (``check_selection_target``); no selection
-    asks for more than a GLUE training split holds (``check_selection_size``)."""
+    """At launch, each DSIR selection, fixed or searched: no target reads the dev text that
+    scores the trials (a dev split, ``check_selection_target``, or a custom task's own dev
+    file), a custom task's names its target, and none asks for more than a GLUE training
+    split holds (``check_selection_size``)."""
     tasks = data_tasks(data)
     custom = data.get("custom_task")
-    if isinstance(custom, dict) and isinstance(custom.get("dev"), str):
-        _no_custom_dev_target(data, data_space, custom["dev"])
-    if isinstance(data.get("selection"), dict):
-        check_selection_target(data["selection"], tasks)
-        check_selection_size(data["selection"], tasks)
-    choices = data_space.choices.get("selection", []) if data_space is not None else []
-    for i, value in enumerate(choices):
-        if isinstance(value, dict):
-            check_selection_target(value, tasks, f"data_space.selection[{i}]")
-            check_selection_size(value, tasks, f"data_space.selection[{i}]")
+    dev = custom.get("dev") if isinstance(custom, dict) else None
+    values = [("data.selection", data.get("selection"))]
+    if data_space is not None:
+        values += [
+            (f"data_space.selection[{i}]", v)
+            for i, v in enumerate(data_space.choices.get("selection", []))
+        ]
+    for section, value in values:
+        if not isinstance(value, dict):
+            continue
+        if isinstance(dev, str):
+            _no_custom_dev_target(value, dev, section)
+        check_selection_target(value, tasks, section)
+        check_selection_size(value, tasks, section)
 
 
 def check_curriculum_effect(data: dict[str, Any]) -> None:
@@ -163,26 +169,16 @@ def _curriculum_items(data: dict[str, Any], held: int, val_fraction: float) -> t
     return n, where
 
 
-def _no_custom_dev_target(data: dict[str, Any], data_space: Any, dev: str) -> None:
+def _no_custom_dev_target(selection: dict[str, Any], dev: str, section: str) -> None:
     """A DSIR target that names a custom task's own dev file leaks it as "dev" would."""
-    import os
-
-    values = [("data.selection", data.get("selection"))]
-    if data_space is not None:
-        values += [
-            (f"data_space.selection[{i}]", v)
-            for i, v in enumerate(data_space.choices.get("selection", []))
-        ]
-    for section, value in values:
-        if not isinstance(value, dict) or value.get("method") != "dsir":
-            continue
-        target = value.get("target", [])
-        for name in [target] if isinstance(target, str) else target:
-            path = str(name).removeprefix("file:")
-            if os.path.normpath(path) == os.path.normpath(dev):
-                raise SpecError(
-                    f"{section}.target",
-                    f"{name!r} is the custom task's dev file, which scores every trial: "
-                    "training data chosen to resemble it leaks the evaluation set",
-                    "name other in-domain text (unlabelled, not the dev file)",
-                )
+    if selection.get("method") != "dsir":
+        return
+    target = selection.get("target", [])
+    for name in [target] if isinstance(target, str) else target:
+        if os.path.normpath(str(name).removeprefix("file:")) == os.path.normpath(dev):
+            raise SpecError(
+                f"{section}.target",
+                f"{name!r} is the custom task's dev file, which scores every trial: "
+                "training data chosen to resemble it leaks the evaluation set",
+                "name other in-domain text (unlabelled, not the dev file)",
+            )

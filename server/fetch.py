@@ -94,21 +94,17 @@ def fetch_checkpoint(
         ClientError: The server refused or cannot be reached.
         TypeError, ValueError: ``trial`` not an int >= 0, ``rank`` not an int >= 1.
     """
-    import grpc
-
     from archsearch.server._format import rank_trials_of
-    from archsearch.server.client import ClientError, SearchClient, WorkerClient
+    from archsearch.server.client import SearchClient, WorkerClient
 
     trial = args.whole(trial, "trial")
     if rank is not None:
         rank = args.whole(rank, "rank", 1)
-    try:
-        with SearchClient(server, token=token, tls_ca=tls_ca, tls=tls) as client:
-            trials = {t.number: t for t in client.list_trials(study)}
-    except ClientError as e:  # no such study: a FetchError, as fetch_files'
-        if e.code == grpc.StatusCode.NOT_FOUND:
-            raise NoSuchTrial(e.details) from None
-        raise
+    with (
+        _not_found_is_no_such_trial(),
+        SearchClient(server, token=token, tls_ca=tls_ca, tls=tls) as client,
+    ):
+        trials = {t.number: t for t in client.list_trials(study)}
     if trial not in trials:
         span = f"numbered 0-{max(trials)}" if trials else "none yet"
         raise NoSuchTrial(f"study {study!r} has no trial {trial} (its trials: {span})")
@@ -165,19 +161,13 @@ def fetch_files(
             written).
         ClientError: The server refused or cannot be reached.
     """
-    import grpc
-
-    from archsearch.server.client import ClientError, WorkerClient
+    from archsearch.server.client import WorkerClient
 
     trial = args.whole(trial, "trial")
     if isinstance(names, str):  # iterating it would ask for each of its characters
         raise TypeError(f"names must be a list of artifact names, got the str {names!r}")
-    try:
+    with _not_found_is_no_such_trial():
         held = trial_files(server, study, trial, token=token, tls_ca=tls_ca, tls=tls)
-    except ClientError as e:  # no such study or trial: a FetchError, as fetch_checkpoint's
-        if e.code == grpc.StatusCode.NOT_FOUND:
-            raise NoSuchTrial(e.details) from None
-        raise
     if not held:
         raise FetchError(no_files(server, study, trial, token=token, tls_ca=tls_ca, tls=tls))
     missing = [n for n in names or () if n not in held]
@@ -195,6 +185,22 @@ def fetch_files(
         for name in wanted:
             client.download_artifact(study, trial, name, staging / name)
     return out, wanted
+
+
+@contextlib.contextmanager
+def _not_found_is_no_such_trial() -> Iterator[None]:
+    """The server's NOT_FOUND (no such study or trial) as :class:`NoSuchTrial`, a
+    :class:`FetchError` like every other reason a fetch cannot be made."""
+    import grpc
+
+    from archsearch.server.client import ClientError
+
+    try:
+        yield
+    except ClientError as e:
+        if e.code == grpc.StatusCode.NOT_FOUND:
+            raise NoSuchTrial(e.details) from None
+        raise
 
 
 @contextlib.contextmanager

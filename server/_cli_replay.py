@@ -179,7 +179,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     t = table
     print(  # the JSON report is stdout's alone: this goes to stderr then
         f"table {t.source}: {len(t.architectures)} rows, {t.metric} ({t.direction})"
-        + (f", {t.repeated} repeated rows dropped" if t.repeated else "")
+        + (f", {_rows(t.unscored)} without a {t.metric} score left out" if t.unscored else "")
+        + (f", {_rows(t.repeated)} repeated dropped" if t.repeated else "")
         + (f" ({t.conflicting} with another score: the first row's kept)" if t.conflicting else "")
         + f"; {args.evals} evaluations x {args.seeds} seeds, "
         + (
@@ -242,6 +243,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _plot(report, plot, t.source)
     print(f"regret plot: {plot}")
     return 0
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" + ("" if n == 1 else "s")
 
 
 def _plot(report: Any, plot: Path, source: str) -> None:

@@ -57,6 +57,7 @@ class ReplayTable:
         metric: What the score is (``accuracy``, ``valid_ppl``, ...).
         repeated: Rows dropped because their architecture came earlier.
         conflicting: How many of those gave another score than the row kept.
+        unscored: Rows left out because they have no finite score for ``metric``.
     """
 
     source: str
@@ -67,6 +68,7 @@ class ReplayTable:
     metric: str = "score"
     repeated: int = 0
     conflicting: int = 0
+    unscored: int = 0
 
     def __post_init__(self) -> None:
         self._by_key = {
@@ -170,8 +172,10 @@ def _rows_table(
     direction: str,
     metric: str,
     padded: bool = False,
+    unscored: int = 0,
 ) -> ReplayTable:
-    """A table of generic rows (the first of repeated architectures kept)."""
+    """A table of generic rows (the first of repeated architectures kept); ``unscored`` counts
+    the rows the reader left out for want of a score."""
     if not rows:
         raise SpecError("table", f"{source} has no row with a score for {metric}")
     kept: dict[str, tuple[dict[str, Any], float]] = {}
@@ -189,6 +193,7 @@ def _rows_table(
         metric=metric,
         repeated=len(rows) - len(kept),
         conflicting=conflicting,
+        unscored=unscored,
     )
 
 
@@ -289,7 +294,8 @@ class NasTablesReader(TableReader):
             score = _finite(entry.get(metric))
             if score is not None:
                 rows.append((_normalise_layers(arch), score))
-        return _rows_table(source, rows, direction, metric, _padded(options))
+        unscored = len(raw["architectures"]) - len(rows)
+        return _rows_table(source, rows, direction, metric, _padded(options), unscored)
 
 
 def _cell(text: str) -> Any:

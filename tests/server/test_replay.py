@@ -332,3 +332,19 @@ def test_a_bad_plot_or_loop_list_is_refused_before_any_search(
     args = [a if a != "regret.txt" else str(tmp_path / a) for a in args]
     code, out, err = _replay([table_file, "--seeds", "1", "--evals", "3", *args], capsys)
     assert code == 2 and said in err and "seed  0" not in out, err  # no search ran
+
+
+def test_replay_says_how_many_rows_had_no_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entries = [{"arch": {"a": i}, "ppl": float(i + 1)} for i in range(6)]
+    entries += [{"arch": {"a": 9}, "ppl": None}, {"arch": {"a": 1}, "ppl": 7.0}]
+    path = tmp_path / "nulls.json"
+    path.write_text(
+        json.dumps({"metric": "ppl", "direction": "minimize", "architectures": entries})
+    )
+    code, out, err = _replay(
+        [str(path), "--loops", "random", "--seeds", "1", "--evals", "3"], capsys
+    )
+    assert code == 0, err
+    assert "6 rows, ppl (minimize), 1 row without a ppl score left out, 1 row repeated" in out

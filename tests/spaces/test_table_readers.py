@@ -440,3 +440,17 @@ def test_a_malformed_csv_says_what_is_wrong(tmp_path: Path, content: str, said: 
     with pytest.raises(SpecError) as refused:
         read_table(str(path), "csv")
     assert said in str(refused.value)
+
+
+def test_nas_tables_rows_without_a_score_are_counted(tmp_path: Path) -> None:
+    """Rows with a null (or non-finite) score for the metric were left out with nothing said."""
+    rows = [
+        {"arch": {"n_layer": 1, "d": 8}, "acc": 0.5},
+        {"arch": {"n_layer": 2, "d": 8}, "acc": None},
+        {"arch": {"n_layer": 3, "d": 8}, "acc": 0.7},
+        {"arch": {"n_layer": 4, "d": 8}},
+    ]
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps({"metric": "acc", "direction": "maximize", "architectures": rows}))
+    table = read_table(str(path), "nas-tables")
+    assert sorted(table.scores) == [0.5, 0.7] and table.unscored == 2

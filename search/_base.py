@@ -221,8 +221,14 @@ class SearchLoop(abc.ABC):
             Exactly ``count`` suggestions.
 
         Raises:
-            SpecError: The loop cannot propose anything more (for example, a library whose
-                every row is observed or in flight); the message names the fix.
+            NoSuggestion: Nothing to propose now (it waits for trials in flight), or, with
+                ``finished=True``, never again (for example, a library whose every row is
+                observed): the study completes with its reason once nothing is in flight.
+
+        Anything else it raises, or an answer that is not a list of ``count`` ``Suggestion``
+        s whose architectures the space holds, stops the study on the server with the error
+        as its reason (``show`` says it; the traceback is in the server log); the workers go
+        on with other studies, and ``archsearch resume`` runs it again once the loop is fixed.
         """
 
     def warm_up(self, space: DesignSpace, on_ready: Callable[[], None] | None = None) -> None:
@@ -252,4 +258,4 @@ class SearchLoop(abc.ABC):
 LoopFactory = Callable[[int | None, int, "dict[str, Any] | None"], SearchLoop]
 
 #: Every search loop by name, registered where each is defined (``@LOOPS.register``).
-LOOPS: Registry[LoopFactory] = Registry("loop")
+LOOPS: Registry[LoopFactory] = Registry("loop", plugins="archsearch.loops")

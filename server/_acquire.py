@@ -48,7 +48,8 @@ def refuse_unservable(h: StudyHandle, trainers: tuple[str, ...]) -> None:
         why = f" ({h.completed_reason})" if h.completed_reason else ""
         raise FailedPrecondition(f"study {name} is completed{why}; {STUDY_ENDED}")
     if h.state != RUNNING:
-        raise FailedPrecondition(f"study {name} is {h.state}; {STUDY_ENDED}")
+        why = f" ({h.completed_reason})" if h.completed_reason else ""
+        raise FailedPrecondition(f"study {name} is {h.state}{why}; {STUDY_ENDED}")
     if h.spec.trainer not in trainers:
         raise FailedPrecondition(
             f"study {name} is trained by the {h.spec.trainer} trainer; this worker runs "

@@ -22,6 +22,7 @@ from archsearch.server._index import (
     COMPLETED_REASON_ATTR,
     RUNNING,
     STATE_ATTR,
+    STOPPED,
     STOPPED_REASON,
     StudyHandle,
 )
@@ -72,6 +73,19 @@ class StudyLifecycle:
             h.completed_reason = reason
             self.set_state(h, COMPLETED)
             log.info("study %s completed: %s", h.spec.name, reason)
+
+    def stop_failed(self, h: StudyHandle, reason: str) -> None:
+        """Stops ``h`` because its loop failed (``_loop_guard``), as ``archsearch stop`` does,
+        and keeps ``reason`` where a completed study keeps its own (``completed_reason``:
+        ``show``, ``studies`` and a worker bound to the study read it; resume clears it)."""
+        with h.lock:
+            if h.state != RUNNING:
+                return
+            self.storage.set_study_user_attr(h.study_id, COMPLETED_REASON_ATTR, reason)
+            h.completed_reason = reason
+            self.set_state(h, STOPPED)
+            self.end_unrun(h)
+        self.notify()
 
     def after_finish(self, h: StudyHandle) -> None:
         """Index bookkeeping after a trial finished (caller holds ``h.lock``); the caller then

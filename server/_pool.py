@@ -29,6 +29,7 @@ from archsearch.server._candidate_store import MIN_REPEAT_STREAK, CandidateStore
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import RUNNING, STOPPED_REASON, Prepared, StudyHandle
 from archsearch.server._lifecycle import StudyLifecycle
+from archsearch.server._loop_guard import LoopFailed
 from archsearch.server._suggest import ask_candidate
 from archsearch.server._writer import StorageWriter, WriterClosed
 
@@ -131,6 +132,10 @@ class CandidatePool:
                             if not idx.exhausted:
                                 idx.exhausted = e.reason
                                 log.info("study %s: %s", h.spec.name, e.reason)
+                    break
+                except LoopFailed as e:  # the study stops; its workers serve the others
+                    log.error("study %s stopped: %s", h.spec.name, e.reason, exc_info=e)
+                    self.lifecycle.stop_failed(h, e.reason)
                     break
                 try:
                     prepared = self.candidates.store(h, asked)

@@ -33,6 +33,7 @@ from typing import Any
 import optuna
 
 from archsearch.search import LOOPS, make_loop
+from archsearch.server._loop_guard import LoopFailed
 from archsearch.server._replay_stats import (
     Run,
     Targets,
@@ -147,8 +148,8 @@ def _ask(
     run.asks += 1
     try:
         asked = ask_candidate(loop, study, space)
-    except SpecError as e:
-        raise ReplayError(f"loop {loop_name} cannot search {table.source}: {e}") from e
+    except LoopFailed as e:
+        raise ReplayError(f"loop {loop_name} cannot search {table.source}: {e.detail}") from e
     # The stored candidate, as the server's pool keeps it: loops read its architecture back
     # (``TrialView.architecture``).
     candidate = {

@@ -278,7 +278,7 @@ class StudyManager(ManagerWiring):
             workers_elsewhere=self.workers_elsewhere(h.spec.name),
             derived=derived,
             unrun=len(unrun - retried),
-            completed_reason=h.completed_reason if state == COMPLETED else "",
+            completed_reason=h.completed_reason if state in (COMPLETED, STOPPED) else "",
         )
 
     # ------------------------------------------------------------------ workers' side

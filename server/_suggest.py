@@ -37,6 +37,7 @@ from optuna.trial import FixedTrial, FrozenTrial
 from archsearch.search import LoopSnapshot, SearchLoop, Suggestion, TrialView
 from archsearch.server import _storage
 from archsearch.server._index import LOOP_ATTRS_ATTR
+from archsearch.server._loop_guard import loop_mistake, suggest_one
 from archsearch.server._rank_trials import RANK_PARAM, is_rank_trial
 from archsearch.spaces import DataSpace, DesignSpace, SpecError, validate_data, validate_recipe
 
@@ -193,8 +194,10 @@ def ask_candidate(
         directions, data_space: See :func:`loop_snapshot`.
 
     Raises:
-        SpecError: The loop cannot propose more, or its suggestion is not valid (its
-            architecture is not in the space, or its recipe or data keys are bad).
+        NoSuggestion: The loop has nothing to propose now (or ever: ``finished``).
+        LoopFailed: The loop raised anything else, or its suggestion cannot be a trial (its
+            architecture is not in the space, its recipe or data keys are bad):
+            ``_loop_guard``.
     """
     storage = _storage.storage_of(study) if storage is None else storage
     if waiting:
@@ -205,24 +208,41 @@ def ask_candidate(
         requeued = Suggestion(architecture=arch, data=data)
         return AskedCandidate(tid, trial.number, arch, requeued, True)
     snapshot = loop_snapshot(study, space, storage, directions, data_space)
-    (suggestion,) = loop.suggest(snapshot, 1)
-    return realise(storage, _storage.study_id_of(study), space, suggestion, data_space)
+    suggestion = suggest_one(loop, snapshot)
+    try:
+        checked = check_suggestion(space, suggestion, data_space)
+    except Exception as e:  # the space's own error for an architecture it does not hold
+        raise loop_mistake(loop, snapshot, e) from e
+    return realise(storage, _storage.study_id_of(study), space, suggestion, data_space, checked)
 
 
-def realise(
-    storage: optuna.storages.BaseStorage,
-    study_id: int,
-    space: DesignSpace,
-    suggestion: Suggestion,
-    data_space: DataSpace | None = None,
-) -> AskedCandidate:
-    """The trial of ``suggestion``: the one the loop asked, or a new one with the
-    architecture's parameters, the data space's (``data.<field>``, categorical over the
-    values' labels) and the loop's attributes.
+@dataclasses.dataclass(frozen=True)
+class CheckedSuggestion:
+    """A suggestion :func:`check_suggestion` found sound, with what its trial is written from.
+
+    Attributes:
+        fixed: The architecture's parameters and distributions (None for a trial the
+            Optuna-sampler loop asked itself).
+        architecture: The architecture as the space rebuilds it from its parameters.
+        data_params: The data space's parameters: name -> (label, distribution).
+    """
+
+    fixed: FixedTrial | None
+    architecture: dict[str, Any]
+    data_params: dict[str, tuple[str, CategoricalDistribution]]
+
+
+def check_suggestion(
+    space: DesignSpace, suggestion: Suggestion, data_space: DataSpace | None = None
+) -> CheckedSuggestion:
+    """Checks ``suggestion`` before anything is written: its kind, recipe and data keys, its
+    data space values, and that its architecture is one of ``space`` (the space's
+    ``to_params``, ``suggest`` and ``describe`` all take it).
 
     Raises:
         SpecError: The suggestion's kind, recipe or data keys are not valid, or it lacks a
             value of the data space (or holds one the space does not list).
+        Exception: whatever the space raises for an architecture it does not hold.
     """
     if not isinstance(suggestion.kind, str) or not suggestion.kind:
         raise SpecError("suggestion.kind", f"must be a non-empty string, got {suggestion.kind!r}")
@@ -243,19 +263,47 @@ def realise(
                 "suggestion.data", f"not a choice of the study's data_space: {e}"
             ) from e
     if suggestion.asked_trial is not None:
-        tid = suggestion.asked_trial
-        number = storage.get_trial(tid).number
-        return AskedCandidate(tid, number, dict(suggestion.architecture), suggestion)
+        return CheckedSuggestion(None, dict(suggestion.architecture), data_params)
     fixed = FixedTrial(space.to_params(dict(suggestion.architecture)))
     arch = space.suggest(fixed)  # type: ignore[arg-type]  # records the distributions
+    space.describe(arch)  # the pool names the trial by it
+    return CheckedSuggestion(fixed, arch, data_params)
+
+
+def realise(
+    storage: optuna.storages.BaseStorage,
+    study_id: int,
+    space: DesignSpace,
+    suggestion: Suggestion,
+    data_space: DataSpace | None = None,
+    checked: CheckedSuggestion | None = None,
+) -> AskedCandidate:
+    """The trial of ``suggestion``: the one the loop asked, or a new one with the
+    architecture's parameters, the data space's (``data.<field>``, categorical over the
+    values' labels) and the loop's attributes.
+
+    Args:
+        checked: ``check_suggestion``'s answer, when the caller checked it already.
+
+    Raises:
+        SpecError, Exception: as :func:`check_suggestion`, when ``checked`` is None.
+    """
+    if checked is None:
+        checked = check_suggestion(space, suggestion, data_space)
+    if suggestion.asked_trial is not None:
+        tid = suggestion.asked_trial
+        number = storage.get_trial(tid).number
+        return AskedCandidate(tid, number, checked.architecture, suggestion)
+    fixed = checked.fixed
+    assert fixed is not None
     tid = storage.create_new_trial(study_id)
     for name, value in fixed.params.items():
         dist = fixed.distributions[name]
         storage.set_trial_param(tid, name, dist.to_internal_repr(value), dist)
-    for name, (label, choices) in data_params.items():
+    for name, (label, choices) in checked.data_params.items():
         storage.set_trial_param(tid, name, choices.to_internal_repr(label), choices)
     for key, value in suggestion.attrs.items():
         storage.set_trial_system_attr(tid, key, value)
     if suggestion.attrs:  # a retry copies them (``Retries.requeue``)
         storage.set_trial_system_attr(tid, LOOP_ATTRS_ATTR, sorted(suggestion.attrs))
-    return AskedCandidate(tid, storage.get_trial(tid).number, arch, suggestion)
+    return AskedCandidate(tid, storage.get_trial(tid).number, checked.architecture, suggestion)

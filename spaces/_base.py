@@ -128,4 +128,4 @@ class DesignSpace(abc.ABC):
 
 
 #: Every design space by name, registered where each is defined (``@SPACES.register``).
-SPACES: Registry[type[DesignSpace]] = Registry("space")
+SPACES: Registry[type[DesignSpace]] = Registry("space", plugins="archsearch.spaces")

@@ -11,16 +11,29 @@ and callers look it up by name: ``SPACES[name]`` raises :class:`UnknownName`, wh
 lists every registered name (sorted, so it does not depend on import order). A registry is a
 read-only mapping (``name in SPACES``, ``SPACES.get(name)``, iteration in sorted order). It
 imports nothing heavy, so both the server and the worker use it.
+
+A registry with an entry point group (``plugins``; loops: ``archsearch.loops``, spaces:
+``archsearch.spaces``, table formats: ``archsearch.table_formats``) also holds what installed
+packages publish there, each entry point naming the class (``name = "pkg.module:Class"``).
+They are loaded once, the first time a name is not found or the names are listed, so every
+process that looks a name up (server, ``launch``'s offline checks, ``replay``, a test) sees
+them without a call of its own. A built-in name wins over a plugin's (logged); a plugin that
+does not load is logged, and looking its name up says why.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar, overload
 
 from archsearch.spaces._errors import SpecError
 
 T = TypeVar("T")
+
+log = logging.getLogger("archsearch")
 
 
 class UnknownName(SpecError, KeyError):
@@ -40,12 +53,46 @@ class Registry(Mapping[str, T], Generic[T]):
     Args:
         kind: What is registered ("space", "loop", "trainer"), for error messages.
         field: The spec field that names it, for :class:`UnknownName` (default: ``kind``).
+        plugins: The entry point group installed packages publish implementations in, or
+            None (see the module docstring).
     """
 
-    def __init__(self, kind: str, field: str | None = None) -> None:
+    def __init__(self, kind: str, field: str | None = None, plugins: str | None = None) -> None:
         self.kind = kind
         self.field = kind if field is None else field
+        self.plugins = plugins
         self._items: dict[str, T] = {}
+        self._broken: dict[str, str] = {}  # plugin name -> why it does not load
+        self._loaded = plugins is None
+        self._load_lock = threading.Lock()
+
+    def _load_plugins(self) -> None:
+        """Registers the entry points of ``plugins``, once (see the module docstring)."""
+        if self._loaded:
+            return
+        with self._load_lock:
+            if self._loaded:
+                return
+            for ep in importlib.metadata.entry_points(group=self.plugins or ""):
+                if ep.name in self._items:
+                    if not ep.value.startswith("archsearch."):
+                        log.warning(
+                            "%s plugin %s (%s) is ignored: archsearch has its own %s",
+                            self.kind,
+                            ep.name,
+                            ep.value,
+                            ep.name,
+                        )
+                    continue
+                try:
+                    obj = ep.load()
+                except Exception as e:  # one broken plugin does not stop the others
+                    self._broken[ep.name] = f"{ep.value}: {type(e).__name__}: {e}"
+                    log.error("%s plugin %s does not load: %s", self.kind, ep.name, e)
+                    continue
+                if ep.name not in self._items:  # its import may have registered it
+                    self._items[ep.name] = obj
+            self._loaded = True
 
     @overload
     def register(self, name: str) -> Callable[[T], T]: ...
@@ -76,7 +123,8 @@ class Registry(Mapping[str, T], Generic[T]):
         self._items.pop(name, None)
 
     def names(self) -> tuple[str, ...]:
-        """Every registered name, sorted."""
+        """Every registered name, sorted (installed plugins' included)."""
+        self._load_plugins()
         return tuple(sorted(self._items))
 
     def __getitem__(self, name: str) -> T:
@@ -86,6 +134,16 @@ class Registry(Mapping[str, T], Generic[T]):
             UnknownName: No implementation has that name; the message lists the known ones.
         """
         found = self._items.get(name) if isinstance(name, str) else None
+        if found is None and not self._loaded:
+            self._load_plugins()
+            found = self._items.get(name) if isinstance(name, str) else None
+        if found is None and isinstance(name, str) and name in self._broken:
+            raise UnknownName(
+                self.field,
+                f"{self.kind} {name!r} is an installed plugin that does not load "
+                f"({self._broken[name]})",
+                "fix or reinstall the package that publishes it",
+            )
         if found is None:
             raise UnknownName(
                 self.field, f"unknown {self.kind} {name!r}", f"one of {', '.join(self.names())}"
@@ -96,10 +154,14 @@ class Registry(Mapping[str, T], Generic[T]):
         return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.names())
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self._items  # a spec's value may be any JSON
+        if not isinstance(name, str):  # a spec's value may be any JSON
+            return False
+        if name not in self._items:
+            self._load_plugins()
+        return name in self._items
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self.names())})"

@@ -109,7 +109,9 @@ class TableReader(abc.ABC):
 
 
 #: Every table format by name.
-TABLE_READERS: Registry[type[TableReader]] = Registry("table format", "format")
+TABLE_READERS: Registry[type[TableReader]] = Registry(
+    "table format", "format", plugins="archsearch.table_formats"
+)
 
 
 def _read_json(path: str) -> Any:

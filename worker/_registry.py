@@ -106,10 +106,12 @@ def _load_plugin(name: str) -> None:
 
 
 def trainer_names() -> tuple[str, ...]:
-    """Every trainer name, built-in ones included (their modules are imported)."""
+    """Every trainer name: the built-in ones (their modules are imported) and those installed
+    plugins publish (named, not imported: a plugin's import can be slow or broken)."""
     for module in TRAINER_MODULES:
         importlib.import_module(module)
-    return TRAINERS.names()  # sorted: registration order depends on what was imported first
+    published = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return tuple(sorted(set(TRAINERS.names()) | published))
 
 
 def create_trainer(name: str, options: Mapping[str, Any]) -> Trainer:

@@ -7,7 +7,8 @@ test accuracy after each (the server's pruner reads it), uploads the fitted mode
 the accuracy and the parameter count. ``pip install -e examples/mlp_plugin`` publishes the
 trainer's description as an ``archsearch.trainers`` entry point: the server imports this
 module at start (which registers the space too), and ``archsearch worker --trainer mlp``
-imports it for the trainer.
+imports it for the trainer. ``test_mlp_plugin.py`` beside it runs archsearch's conformance
+suites on both (README: ``PYTHONPATH=<archsearch checkout>/tests pytest examples/mlp_plugin``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.spaces import SPACES, Candidate, DesignSpace, SpecError, TrainerInfo
-from archsearch.worker import TrainContext, Trainer, TrainResult, register_trainer
+from archsearch.worker import (
+    CandidateError,
+    TrainContext,
+    Trainer,
+    TrainResult,
+    register_trainer,
+)
+
+METRICS = ("accuracy", "params")
 
 
 @SPACES.register("mlp")
@@ -62,7 +71,19 @@ class MlpSpace(DesignSpace):
     def validate(self, architecture: Any) -> dict[str, Any]:
         if not isinstance(architecture, dict) or set(architecture) != {"layers", "width", "lr"}:
             raise SpecError("architecture", f"not an mlp architecture: {architecture!r}")
-        return dict(architecture)
+        for key, choices in (("layers", self.layers), ("width", self.width)):
+            if architecture[key] not in choices or isinstance(architecture[key], bool):
+                raise SpecError(
+                    f"architecture.{key}", f"{architecture[key]!r} is not one of {choices}"
+                )
+        lr = architecture["lr"]
+        if (
+            isinstance(lr, bool)
+            or not isinstance(lr, int | float)
+            or not (self.lr[0] <= lr <= self.lr[1])
+        ):
+            raise SpecError("architecture.lr", f"{lr!r} is not in {self.lr}")
+        return {**architecture, "lr": float(lr)}
 
     def to_params(self, architecture: dict[str, Any]) -> dict[str, Any]:
         return dict(architecture)
@@ -80,16 +101,24 @@ class MlpTrainer(Trainer):
         name="mlp",
         description="a scikit-learn MLP on the digits data (an example plugin)",
         spaces=("mlp",),
-        metrics=("accuracy", "params"),
+        metrics=METRICS,
     )
 
     def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
+        # what cannot be trained is the candidate's failure (not retried), said before any work
+        unknown = [m for m in context.objective_metrics if m not in METRICS]
+        if unknown:
+            raise CandidateError(f"the mlp trainer reports {METRICS}, not {unknown}")
+        arch = candidate.architecture
+        for key, kind in (("layers", int), ("width", int), ("lr", float)):
+            value = arch.get(key)
+            if isinstance(value, bool) or not isinstance(value, kind | int) or not value > 0:
+                raise CandidateError(f"architecture.{key} must be a number > 0, got {value!r}")
         import numpy as np
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
         from sklearn.neural_network import MLPClassifier
 
-        arch = candidate.architecture
         x, y = load_digits(return_X_y=True)
         x_train, x_test, y_train, y_test = train_test_split(
             x / 16.0, y, test_size=0.3, random_state=0

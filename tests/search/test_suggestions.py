@@ -17,6 +17,7 @@ import pytest
 from _procs import TABLE, table_spec
 
 from archsearch.search import LOOPS, LoopSnapshot, SearchLoop, Suggestion, make_loop
+from archsearch.server._loop_guard import LoopFailed
 from archsearch.server._spec import SearchSpec
 from archsearch.server._studies import StudyManager
 from archsearch.server._suggest import ask_candidate, loop_snapshot
@@ -101,7 +102,7 @@ def test_a_job_kind_travels_with_the_candidate(joint: Any, manager: Any) -> None
     assert grant.candidate.to_dict()["kind"] == "score"
 
 
-def test_a_bad_suggestion_is_a_spec_error() -> None:
+def test_a_bad_suggestion_is_the_loops_failure() -> None:
     space = FlexiBertSmallSpace(table=TABLE, task="sst2")
     loop = JointLoop(0, 1)
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=loop.sampler)
@@ -110,7 +111,7 @@ def test_a_bad_suggestion_is_a_spec_error() -> None:
         def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
             return [Suggestion(architecture=space.sample(self.rng), recipe={"max_steps": -1})]
 
-    with pytest.raises(SpecError, match=r"recipe\.max_steps"):
+    with pytest.raises(LoopFailed, match=r"cannot train: recipe\.max_steps"):
         ask_candidate(BadRecipe(0, 1), study, space)
 
 

@@ -1,0 +1,107 @@
+"""What the server does when a study's loop fails: the study stops, not the workers.
+
+A loop is code the user may have written (a plugin) or one whose library fails on some data (a
+GP whose fit breaks). Before this, anything it raised, or a suggestion that could not become a
+trial (not a list of one :class:`~archsearch.search.Suggestion`, an architecture outside the
+space, attributes that are not JSON), went back to the worker asking for work as INTERNAL (or
+INVALID_ARGUMENT): the worker exited, every worker asking for any study hit the same study
+again, and the study still read "running" with no reason anywhere but the server log.
+
+Now :func:`suggest_one` and :func:`loop_mistake` turn such a failure into :class:`LoopFailed`,
+whose message names the loop, what went wrong and the fix; the candidate pool stops the study
+with it (``StudyLifecycle.stop_failed``: trials in flight finish; ``show``, ``studies`` and a
+worker bound to the study by ``--study`` say why), logs the traceback and serves the other
+studies. ``archsearch resume`` runs it again once the loop is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from archsearch.search import LoopSnapshot, NoSuggestion, SearchLoop, Suggestion
+from archsearch.spaces import SpecError
+
+#: The fix every loop failure names (the study's name is added).
+FIX = "fix the loop (the server log has the traceback), then `archsearch resume {study}`"
+
+
+class LoopFailed(Exception):
+    """The study's loop raised, or proposed what cannot be a trial (see the module docstring).
+
+    Args:
+        reason: One line: the loop, what it did, and the fix (for a study).
+        detail: What went wrong alone (a replay, which has no study to resume, says this).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _error(e: Exception) -> str:
+    """A spec error says its field and fix itself; anything else is named by its type."""
+    return str(e) if isinstance(e, SpecError) else f"{type(e).__name__}: {e}"
+
+
+def _name(loop: SearchLoop) -> str:
+    return str(getattr(loop, "name", "") or type(loop).__name__)
+
+
+def _fix(snapshot: LoopSnapshot) -> str:
+    return FIX.format(study=snapshot.study_name)
+
+
+def suggest_one(loop: SearchLoop, snapshot: LoopSnapshot) -> Suggestion:
+    """``loop.suggest(snapshot, 1)``'s one suggestion.
+
+    Raises:
+        NoSuggestion: as the loop raised it (it waits, or has finished).
+        LoopFailed: the loop raised anything else, or did not return a list (or tuple) of
+            exactly one ``Suggestion`` with a mapping architecture and JSON attributes.
+    """
+    name = _name(loop)
+    try:
+        answer: Any = loop.suggest(snapshot, 1)
+    except NoSuggestion:
+        raise
+    except Exception as e:
+        raise LoopFailed(f"loop {name} failed: {_error(e)} ({_fix(snapshot)})", _error(e)) from e
+    if not isinstance(answer, list | tuple) or len(answer) != 1:
+        what = (
+            f"{len(answer)} suggestions"
+            if isinstance(answer, list | tuple)
+            else f"a {type(answer).__name__}"
+        )
+        detail = f"it answered suggest(snapshot, 1) with {what}, not a list of one Suggestion"
+        raise LoopFailed(
+            f"loop {name}: {detail} (raise NoSuggestion when it has none; {_fix(snapshot)})",
+            detail,
+        )
+    (suggestion,) = answer
+    if not isinstance(suggestion, Suggestion):
+        detail = f"it suggested a {type(suggestion).__name__}, not an archsearch.search.Suggestion"
+        raise LoopFailed(f"loop {name}: {detail} ({_fix(snapshot)})", detail)
+    if not isinstance(suggestion.architecture, Mapping):
+        detail = (
+            f"it suggested an architecture that is a {type(suggestion.architecture).__name__}, "
+            "not a mapping"
+        )
+        raise LoopFailed(f"loop {name}: {detail} ({_fix(snapshot)})", detail)
+    try:
+        json.dumps(dict(suggestion.attrs))
+    except (TypeError, ValueError) as e:
+        detail = f"it suggested attrs that are not JSON ({e}): they are stored on the trial"
+        raise LoopFailed(f"loop {name}: {detail} ({_fix(snapshot)})", detail) from e
+    return suggestion
+
+
+def loop_mistake(loop: SearchLoop, snapshot: LoopSnapshot, error: Exception) -> LoopFailed:
+    """The :class:`LoopFailed` of a suggestion that cannot become a trial: ``error`` is what
+    checking it raised (its architecture is not in the space, its recipe or data keys are
+    bad)."""
+    space = getattr(snapshot.space, "name", type(snapshot.space).__name__)
+    detail = f"it suggested a candidate the {space} space cannot train: {_error(error)}"
+    return LoopFailed(f"loop {_name(loop)}: {detail} ({_fix(snapshot)})", detail)

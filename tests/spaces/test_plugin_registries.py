@@ -1,0 +1,101 @@
+"""Loops, spaces and table formats that installed packages publish as entry points are found by
+name everywhere (``spaces/_registry.py``).
+
+Before, only trainers had entry points: a plugin loop was found only when the module of a
+plugin trainer happened to register it on import, so a loop-only plugin could not be used, and
+``archsearch replay`` (which imports no trainer) refused a loop the server accepted.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archsearch.search import LOOPS
+from archsearch.server import cli
+from archsearch.spaces import Registry, UnknownName
+
+PLUGIN = '''
+import random
+from archsearch.search import SearchLoop, Suggestion
+
+
+class FirstRows(SearchLoop):
+    """Suggests random rows (a stand-in for a user's own algorithm)."""
+
+    name = "plug-loop"
+
+    def __init__(self, seed, n_objectives, options=None):
+        self.rng = random.Random(seed)
+
+    def suggest(self, snapshot, count=1):
+        return [Suggestion(architecture=snapshot.space.sample(self.rng)) for _ in range(count)]
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A package ``plugmod`` publishing ``plug-loop`` and a broken ``bad-loop`` in the group
+    ``archsearch.loops`` (the entry points of this environment otherwise)."""
+    (tmp_path / "plugmod.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = importlib.metadata.entry_points
+    ours = [
+        importlib.metadata.EntryPoint("plug-loop", "plugmod:FirstRows", "archsearch.loops"),
+        importlib.metadata.EntryPoint("bad-loop", "nosuchmodule:Loop", "archsearch.loops"),
+        importlib.metadata.EntryPoint("random", "plugmod:FirstRows", "archsearch.loops"),
+    ]
+
+    def entry_points(**kw: Any) -> Any:
+        if kw.get("group") == "archsearch.loops":
+            return importlib.metadata.EntryPoints(ours)
+        return real(**kw)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    # the global registry as if this process had not looked at its plugins yet
+    monkeypatch.setattr(LOOPS, "_items", dict(LOOPS._items))
+    monkeypatch.setattr(LOOPS, "_broken", {})
+    monkeypatch.setattr(LOOPS, "_loaded", False)
+    yield
+    sys.modules.pop("plugmod", None)
+
+
+def test_a_published_loop_is_found_by_name_and_listed(plugin: Any) -> None:
+    assert "plug-loop" in LOOPS and LOOPS["plug-loop"].__name__ == "FirstRows"
+    assert "plug-loop" in LOOPS.names() and "bad-loop" not in LOOPS.names()
+    assert LOOPS["random"].__module__ != "plugmod"  # a built-in name is never replaced
+    with pytest.raises(UnknownName) as said:
+        LOOPS["bad-loop"]
+    assert "'bad-loop' is an installed plugin that does not load (nosuchmodule:Loop: " in str(
+        said.value
+    )
+    assert "fix or reinstall the package" in str(said.value)
+
+
+def test_replay_runs_a_plugin_loop(
+    plugin: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = tmp_path / "t.csv"
+    table.write_text("a,b,score\n" + "".join(f"{i},{i % 3},{i / 10}\n" for i in range(10)))
+    plot = str(tmp_path / "p.png")
+    args = [str(table), "--loops", "plug-loop", "--seeds", "2", "--evals", "4", "--plot", plot]
+    code = cli.main(["replay", *args])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "| plug-loop | 2 |" in out.out
+
+
+def test_a_registry_without_a_group_never_reads_entry_points(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def entry_points(**kw: Any) -> Any:
+        raise AssertionError("read")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    reg: Registry[int] = Registry("thing")
+    reg.register("a", 1)
+    assert "b" not in reg and reg.names() == ("a",)

@@ -48,7 +48,9 @@ def checked_metrics(result: Any, objectives: Sequence[str] = ()) -> dict[str, fl
 
 
 def _finite(value: Any) -> bool:
-    if isinstance(value, bool):
+    """A finite number: an int or float (numpy's and torch's scalars too), not a bool, and not
+    a string that ``float`` would read ("0.9" is a trainer's mistake, not a score)."""
+    if isinstance(value, bool | str | bytes):
         return False
     try:
         return math.isfinite(float(value))

@@ -113,6 +113,16 @@ def test_the_checks_alone() -> None:
     assert got == {"a": 1.0, "b": 0.5} and all(type(v) is float for v in got.values())
     with pytest.raises(CandidateError, match=r"got acc=nan, loss=nan"):
         checked_metrics(TrainResult(metrics={"loss": float("nan"), "acc": float("nan")}), ["acc"])
+    # a string float() reads completed as 0.9 before; numpy and torch scalars are numbers
+    with pytest.raises(CandidateError, match=r"got acc='0.9'"):
+        checked_metrics(TrainResult(metrics={"acc": "0.9"}))  # type: ignore[dict-item]
+    with pytest.raises(CandidateError):
+        check_report(1, "0.5")
+    import numpy as np
+    import torch
+
+    got = checked_metrics(TrainResult(metrics={"a": np.float32(0.5), "b": torch.tensor(0.25)}))  # type: ignore[dict-item]
+    assert got == {"a": 0.5, "b": 0.25}
 
 
 def test_a_trainer_that_ignores_a_cancel_is_named_once(tmp_path: Path, caplog) -> None:

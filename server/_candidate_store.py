@@ -15,6 +15,7 @@ from archsearch.server import _storage
 from archsearch.server._artifacts import GraphArtifacts
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import LiveTrial, Prepared, StudyHandle
+from archsearch.server._spec_data import dev_if_unnamed, stored_candidate
 from archsearch.server._suggest import AskedCandidate
 from archsearch.server._writer import StorageWriter
 from archsearch.spaces import Candidate
@@ -69,7 +70,7 @@ class CandidateStore:
             frozen = self.storage.get_trial(tid)
             attempt = len(frozen.system_attrs.get("retry_history", []))
             if "candidate" in frozen.user_attrs:
-                candidate = Candidate.from_dict(frozen.user_attrs["candidate"])
+                candidate = stored_candidate(frozen.user_attrs["candidate"])
             # else: a retry of a trial that died before its candidate was stored: rebuild it
             # from the parameters, which the retry carries.
         earlier = None
@@ -86,7 +87,7 @@ class CandidateStore:
                 space=h.spec.space,
                 architecture=architecture,
                 recipe=recipe,
-                data={**h.spec.data, **suggestion.data},
+                data=dev_if_unnamed({**h.spec.data, **suggestion.data}),
                 kind=suggestion.kind,
             )
             user: dict[str, Any] = {

@@ -15,8 +15,9 @@ import logging
 
 from archsearch.server import _storage
 from archsearch.server._leases import parse_lease_id
+from archsearch.server._spec_data import stored_candidate
 from archsearch.server._trial_artifacts import SHA_ATTR_PREFIX, TrialArtifacts
-from archsearch.spaces import Candidate, SpecError
+from archsearch.spaces import SpecError
 
 log = logging.getLogger("archsearch.server")
 
@@ -43,7 +44,7 @@ def drop_progress_of_retries(artifacts: TrialArtifacts, lease_id: str) -> int:
     if not history:
         return 0
     try:
-        fingerprint = Candidate.from_dict(done.user_attrs.get("candidate") or {}).fingerprint()
+        fingerprint = stored_candidate(done.user_attrs.get("candidate") or {}).fingerprint()
     except (SpecError, ValueError, KeyError, TypeError):
         return 0
     removed = 0

@@ -48,8 +48,9 @@ from archsearch.server._logsafe import loggable
 from archsearch.server._pool import CandidatePool
 from archsearch.server._retries import Retries
 from archsearch.server._spec import SearchSpec
+from archsearch.server._spec_data import stored_candidate
 from archsearch.server._trainers import TRAINER_ATTR, TrainerCatalogue, recorded_trainer_info
-from archsearch.spaces import Candidate, SpecError
+from archsearch.spaces import SpecError
 
 log = logging.getLogger("archsearch.server")
 
@@ -325,7 +326,7 @@ def rebuild_index(
             if t.state == TrialState.WAITING:
                 idx.waiting.add(_storage.trial_id_of(t))
             elif t.state == TrialState.COMPLETE and "candidate" in t.user_attrs:
-                fp = Candidate.from_dict(t.user_attrs["candidate"]).fingerprint()
+                fp = stored_candidate(t.user_attrs["candidate"]).fingerprint()
                 idx.done.setdefault(
                     fp, (t.number, list(t.values or []), t.user_attrs.get("metrics", {}))
                 )
@@ -334,7 +335,7 @@ def rebuild_index(
                 and "candidate" in t.user_attrs
                 and "duplicate_of" not in t.user_attrs
             ):
-                fp = Candidate.from_dict(t.user_attrs["candidate"]).fingerprint()
+                fp = stored_candidate(t.user_attrs["candidate"]).fingerprint()
                 idx.pruned.setdefault(fp, (t.number, list(t.values or [])))
             elif t.state == TrialState.RUNNING:
                 if "candidate" not in t.user_attrs:
@@ -343,7 +344,7 @@ def rebuild_index(
                 live = LiveTrial(
                     _storage.trial_id_of(t),
                     t.number,
-                    Candidate.from_dict(t.user_attrs["candidate"]),
+                    stored_candidate(t.user_attrs["candidate"]),
                     len(t.system_attrs.get("retry_history", [])),
                     str(t.system_attrs.get(LEASE_ATTR, "")),
                 )

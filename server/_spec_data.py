@@ -8,6 +8,7 @@ from typing import Any
 
 from archsearch.spaces import (
     GLUE_TASK_IDS,
+    Candidate,
     DataSpace,
     SpecError,
     data_tasks,
@@ -68,6 +69,31 @@ def spec_data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
     return data
 
 
+def dev_if_unnamed(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with a DSIR selection that names no target given ``"dev"``: what it meant when
+    it was stored. Until 2026-12-07 the default was the dev split; since then every launch
+    names the target in the stored spec (:func:`fill_dsir_targets`), so the server only meets
+    one without a target in a study (or a candidate) stored before."""
+    selection = data.get("selection")
+    if not isinstance(selection, dict) or selection.get("method") != "dsir":
+        return data
+    return data if "target" in selection else {**data, "selection": {**selection, "target": "dev"}}
+
+
+def stored_candidate(obj: Any) -> Candidate:
+    """A candidate read back from the storage (``Candidate.from_dict``), its DSIR selection
+    meaning what it did when it was stored (:func:`dev_if_unnamed`): a retry, a repeat check
+    and a resumed trial of a study stored before the default changed train and compare as it
+    did, not towards the test text under the same label.
+
+    Raises:
+        SpecError: as ``Candidate.from_dict``.
+    """
+    if isinstance(obj, dict) and isinstance(obj.get("data"), dict):
+        obj = {**obj, "data": dev_if_unnamed(obj["data"])}
+    return Candidate.from_dict(obj)
+
+
 def fill_dsir_targets(
     data: dict[str, Any], data_space: DataSpace | None, stored: bool
 ) -> tuple[dict[str, Any], DataSpace | None]:
@@ -76,7 +102,8 @@ def fill_dsir_targets(
     (in ``data`` and each ``data_space`` value: its label then says ``target=test``); for a
     study stored before the default was named (it was the scoring dev split), ``"dev"`` in
     ``data``, as it trained. Its ``data_space`` values are left as they are (their labels are
-    the Optuna parameter's choices): those switch to the test text."""
+    the Optuna parameter's choices): the candidates made of them get ``"dev"`` when the pool
+    stores them (:func:`dev_if_unnamed`), as they trained before."""
 
     def named(value: Any, target: str) -> Any:
         if isinstance(value, dict) and value.get("method") == "dsir" and "target" not in value:

@@ -34,6 +34,16 @@ def _arch_name(arch: dict[str, int]) -> str:
     return f"{arch['num_hidden_layers']}x{arch['hidden_size']}"
 
 
+def _dsir_target(table: dict[str, Any]) -> str:
+    """Where the table's DSIR choice aimed: a table that names no target was built when the
+    default was the dev split that scores every row (its DSIR rows saw the evaluation text)."""
+    targets = [d.get("target", "dev") for d in table["data"] if d.get("method") == "dsir"]
+    target = targets[0] if targets else "test"
+    if target == "dev":
+        return "the task's dev text, the split that scores it: a leak, rebuild the table"
+    return f"the task's {target} text" if isinstance(target, str) else f"{target}"
+
+
 def analyse(table: dict[str, Any]) -> str:
     """The table (seed means and per-seed scores), two-way ANOVA and best data per arch."""
     import pandas as pd
@@ -48,7 +58,7 @@ def analyse(table: dict[str, Any]) -> str:
         f"Task {table['task']} ({st['eval_subset'] or 'all'} dev examples), {st['steps']} steps "
         f"x batch {st['batch_size']}, seq {st['max_seq_length']}, lr {st['learning_rate']}, "
         f"seeds {table['seeds']}; DSIR and random keep k = {st['k']} training examples "
-        "(DSIR towards the task's dev text, Laplace 1); `none` trains on the whole split.",
+        f"(DSIR towards {_dsir_target(table)}, Laplace 1); `none` trains on the whole split.",
         "",
         "| architecture | " + " | ".join(labels) + " | best data |",
         "|---|" + "---|" * (len(labels) + 1),

@@ -189,7 +189,9 @@ class Study(_message.Message):
     """
     completed_reason: _builtins.str
     """Why a completed study ended ("n_trials reached: 30 distinct candidates", "nothing new left
-    to try", a loop's own reason such as AutoDistil's); empty while it runs.
+    to try", a loop's own reason such as AutoDistil's), or why the server stopped a study (its
+    loop raised, or proposed what cannot be a trial: "loop NAME failed: ..."); empty while it
+    runs and for a study stopped by StopSearch.
     """
     n_unrun: _builtins.int
     """FAIL trials a stop ended before they ran (fail reason "study stopped before this candidate

@@ -31,12 +31,14 @@ from archsearch.spaces import (
     DataSpace,
     DesignSpace,
     GraphSpace,
+    LoraSpace,
     MutableSpace,
     SpecError,
     data_tasks,
     make_space,
     validate_recipe,
 )
+from archsearch.spaces._lora_spec import pin_lora_defaults
 from archsearch.spaces._recipe import check_pair_length
 
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
@@ -216,6 +218,8 @@ class SearchSpec:
             space_options = {"task": data["task"], **space_options}
         space = make_space(space_name, space_options)
         space.check_recipe(recipe)  # a space searching recipe settings (lora) owns them
+        if not stored and isinstance(space, LoraSpace):
+            recipe = pin_lora_defaults(recipe)
         if not stored:
             check_table_budget(space, data_space, n_trials)
         given = obj.get("recipe", {})  # the study's own, before defaults (a stored spec has all)

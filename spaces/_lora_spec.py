@@ -52,6 +52,21 @@ LORA_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: Defaults a launch writes into the study's ``recipe.lora`` (:func:`pin_lora_defaults`); the
+#: space sets mode, r_max, alpha and targets per candidate, and ``eval_ranks`` and ``model``
+#: default to null, which already names what they mean.
+PINNED_LORA_KEYS = ("frozen", "strict", "rank_dist", "dropout")
+
+
+def pin_lora_defaults(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` with the defaults of :data:`PINNED_LORA_KEYS` written into ``recipe.lora``,
+    so that a study's candidates say how they train whatever the defaults become (``frozen``'s
+    changed on 2026-12-06: a study launched before and resumed after trained unfrozen, its
+    candidates reading as before)."""
+    given = dict(recipe.get("lora") or {})
+    return {**recipe, "lora": {**{k: LORA_DEFAULTS[k] for k in PINNED_LORA_KEYS}, **given}}
+
+
 @dataclasses.dataclass(frozen=True)
 class LoraSpec:
     """Checked ``recipe.lora`` (see the module docstring for each field)."""

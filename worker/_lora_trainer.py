@@ -185,7 +185,14 @@ class LoraTrainer(BertTrainer):
         bert_names = set(bert_metric_names(list(plan.tasks), plan.measure_latency))
         checked = copy.copy(context)
         checked.objective_metrics = tuple(m for m in context.objective_metrics if m in bert_names)
-        return super().train(candidate, checked)
+        result = super().train(candidate, checked)
+        # how it trained, on the trial (a default may change between versions)
+        result.info.update(
+            lora_mode=spec.mode,
+            lora_frozen=str(spec.frozen).lower(),
+            lora_strict=str(spec.strict).lower(),
+        )
+        return result
 
     def save_checkpoint(
         self, model: torch.nn.Module, loop: TrainingLoop, folder: Path, candidate: Candidate

@@ -334,3 +334,27 @@ def test_a_table_study_cannot_ask_for_more_candidates_than_rows() -> None:
     SearchSpec.from_dict({**table, "n_trials": 620})
     stored = SearchSpec.from_dict({**table, "n_trials": 700}, stored=True)  # still served
     assert stored.n_trials == 700
+
+
+def test_a_lora_launch_writes_the_training_defaults_into_the_study() -> None:
+    """DyLoRA's `frozen` default changed once: a study launched before and resumed after
+    trained its new trials the other way, its candidates reading the same. A launch now names
+    them; a stored spec is read as it was written."""
+    study = {"name": "l", "space": "lora", "trainer": "lora", "n_trials": 2}
+    launched = SearchSpec.from_dict({**study, "recipe": {"lora": {"strict": True}}})
+    assert launched.recipe["lora"] == {
+        "frozen": False,
+        "strict": True,
+        "rank_dist": "uniform",
+        "dropout": 0.0,
+    }
+    again = SearchSpec.from_dict(launched.to_dict(), stored=True)  # as the server reads it back
+    assert again.recipe["lora"] == launched.recipe["lora"]
+    stored = SearchSpec.from_dict({**study, "recipe": {"lora": {"strict": True}}}, stored=True)
+    assert stored.recipe["lora"] == {"strict": True}
+    from archsearch.spaces import make_space
+
+    _, recipe = make_space("lora").candidate_parts(
+        {"learning_rate": 1e-3, "alpha": 16, "targets": ["query"], "r_max": 4}, launched.recipe
+    )
+    assert recipe["lora"]["frozen"] is False and recipe["lora"]["mode"] == "dylora"

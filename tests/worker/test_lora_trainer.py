@@ -108,6 +108,9 @@ def test_a_kept_checkpoint_loads_back_at_every_rank(trainer, tmp_path, monkeypat
     candidate = lora_candidate(max_steps=6, eval_every=1, keep_checkpoint=True)
     result = train(trainer, candidate)
     folder = result.info["checkpoint"]
+    # how it trained is on the trial (frozen's default changed once, with nothing said)
+    assert result.info["lora_mode"] == candidate.recipe["lora"].get("mode", "dylora")
+    assert result.info["lora_frozen"] in ("true", "false") and result.info["lora_strict"]
     note = json.loads((Path(folder) / NOTE_FILE).read_text())
     assert note["final"] is True and note["step"] == 6
     task = get_task("sst2")

@@ -352,17 +352,24 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from archsearch.server._format import worker_note
+    from archsearch.v1 import archsearch_pb2 as pb
 
     with _search_client(args) as client:
         resp = client.resume(args.name, args.n_trials)
+        # a recorded repeat is complete but no distinct candidate: the budget counts none
+        repeats = sum(
+            t.duplicate_of >= 0 for t in client.iter_trials(args.name, states=[pb.COMPLETE])
+        )
     study = resp.study
     again = (
         f"; {resp.requeued} candidate(s) prepared before the stop queued again"
         if resp.requeued
         else ""
     )
-    trained = study.n_complete - study.n_derived  # DyLoRA ranks, students: not in the budget
+    # DyLoRA ranks, students: not in the budget either
+    trained = study.n_complete - study.n_derived - repeats
     added = f", +{study.n_derived} derived" if study.n_derived else ""
+    added += f", {repeats} recorded repeat{'s' * (repeats != 1)}" if repeats else ""
     print(
         f"resumed {study.name}: budget {study.n_trials} distinct candidates "
         f"({trained} complete, {study.n_running} running{added}){again}; watch it with "

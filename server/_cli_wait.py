@@ -66,6 +66,13 @@ def cmd_wait(args: argparse.Namespace) -> int:
         return 0
     # no best trial: none completed with measured, finite values (an AutoDistil study's jobs
     # and scored-only students complete without one)
+    if study.state == pb.STUDY_STOPPED and study.best_trials:  # it has a result, not the end
+        print(
+            f"archsearch: study {study.name} was stopped before its budget was spent (its "
+            f"best so far is above); `archsearch resume {study.name}` goes on",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     why = "it was stopped" if study.state == pb.STUDY_STOPPED else "no trial has a measured score"
     print(
         f"archsearch: study {study.name} ended without a result ({why}); "

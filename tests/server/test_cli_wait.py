@@ -80,6 +80,20 @@ def test_wait_says_a_study_without_a_result_and_a_timeout(sqlite_server, capsys)
     assert "(it was stopped)" in capsys.readouterr().err
 
 
+def test_a_stopped_study_with_a_best_trial_is_not_said_to_have_none(sqlite_server, capsys) -> None:  # type: ignore[no-untyped-def]
+    """It printed the best trial, then "ended without a result (it was stopped)"."""
+    srv = sqlite_server()
+    with SearchClient(srv.address) as admin:
+        admin.launch({**table_spec("half", 3), "objectives": ["accuracy:max"]})
+        _finish(srv.address, "half", 1).join(10)
+        admin.stop("half")
+    assert cli.main(["wait", "half", "--server", srv.address]) == 1
+    out, err = capsys.readouterr()
+    assert "half stopped: 1 complete" in out and "best trial #" in out
+    assert "was stopped before its budget was spent" in err and "without a result" not in err
+    assert "`archsearch resume half` goes on" in err
+
+
 def test_a_closed_client_says_so(sqlite_server) -> None:  # type: ignore[no-untyped-def]
     """A call after the ``with`` block raised grpc's "Cannot invoke RPC on closed channel!"."""
     srv = sqlite_server()

@@ -227,6 +227,41 @@ def test_the_cli_says_what_resume_did_in_one_line(
     assert line.startswith("archsearch: ") and "nope" in line
 
 
+def test_resume_does_not_count_recorded_repeats_as_candidates(
+    server: ArchsearchServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "budget 3 distinct candidates (4 complete, ...)" for 3 distinct and a repeat,
+    as if the budget were spent twice over. (TPE, seed 3, repeats its first candidate.)"""
+    tpe = {
+        "name": "t",
+        "space": "bert",
+        "n_trials": 3,
+        "loop": "tpe",
+        "seed": 3,
+        "objectives": ["accuracy:max"],
+        "space_options": {
+            "num_hidden_layers": [1],
+            "hidden_size": [32, 64, 128, 256],
+            "num_attention_heads": [2],
+            "intermediate_ratio": [2],
+        },
+    }
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as worker:
+        admin.launch(tpe)
+        worker.register("w", BERT_CAPS)
+        for _ in range(6):
+            got = worker.acquire("w", BERT_CAPS, 1)
+            if not got.HasField("lease"):
+                break
+            worker.complete(got.lease.lease_id, {"accuracy": 0.5}, {})
+        repeats = sum(t.duplicate_of >= 0 for t in admin.list_trials("t"))
+    assert repeats >= 1
+    assert cli.main(["resume", "t", "--server", server.address, "--n-trials", "4"]) == 0
+    out = capsys.readouterr().out
+    said = f"(3 complete, 0 running, {repeats} recorded repeat{'s' * (repeats != 1)})"
+    assert out.startswith(f"resumed t: budget 4 distinct candidates {said}"), out
+
+
 def test_stop_twice_says_it_was_already_stopped(
     server: ArchsearchServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -308,6 +343,9 @@ def test_resume_counts_trained_candidates_not_the_trials_a_job_added(
     class Client:
         def resume(self, *_: object) -> pb.ResumeSearchResponse:
             return answer
+
+        def iter_trials(self, *_: object, **__: object) -> list[pb.Trial]:
+            return []  # no recorded repeats
 
     monkeypatch.setattr(
         _cli_studies, "_search_client", lambda args: contextlib.nullcontext(Client())

@@ -11,13 +11,16 @@ from typing import Any
 from archsearch.search import LOOPS, make_loop, make_pruner
 from archsearch.server._spec_checks import (
     AGGREGATE_METRICS,
+    MAX_SPEC_DEPTH,
     Objective,
+    check_depth,
     check_fits_teacher,
     check_pretrain_selection_fits,
     check_prunable,
     check_reads_data,
     check_table_budget,
     check_trainer_can_run,
+    default_objectives,
 )
 from archsearch.server._spec_data import (
     check_curriculum_effect,
@@ -43,9 +46,6 @@ from archsearch.spaces._recipe import check_pair_length
 
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 MAX_TRIALS = 100_000
-#: Deepest nesting a spec may have: real specs need 4 (recipe.distill.<key>); the cap keeps
-#: every recursive step (json.loads, validation, json.dumps) far from Python's recursion limit.
-MAX_SPEC_DEPTH = 32
 
 _KNOWN = {
     "name",
@@ -156,7 +156,7 @@ class SearchSpec:
         """
         if not isinstance(obj, dict):
             raise SpecError("spec", f"must be a JSON object, got {type(obj).__name__}")
-        _check_depth(obj)
+        check_depth(obj)
         unknown = sorted(set(obj) - _KNOWN)
         if unknown:
             raise SpecError(unknown[0], "unknown spec field", f"known: {', '.join(sorted(_KNOWN))}")
@@ -345,45 +345,6 @@ class SearchSpec:
             max_retries=max_retries,
             data_space=data_space.to_dict() if data_space is not None else {},
         )
-
-
-def _check_depth(obj: dict[str, Any]) -> None:
-    """SpecError naming the top-level field under which ``obj`` nests too deeply.
-
-    Iterative, so that a spec built in Python (the CLI's ``--spec`` file) nested thousands of
-    levels deep is refused here rather than overflowing the stack somewhere later."""
-    for key, value in obj.items():
-        stack = [(value, 1)]
-        while stack:
-            item, depth = stack.pop()
-            if depth > MAX_SPEC_DEPTH:
-                raise SpecError(
-                    str(key), f"nested more than {MAX_SPEC_DEPTH} levels deep", "flatten it"
-                )
-            if isinstance(item, dict):
-                stack.extend((v, depth + 1) for v in item.values())
-            elif isinstance(item, list | tuple):
-                stack.extend((v, depth + 1) for v in item)
-
-
-def default_objectives(data: dict[str, Any]) -> list[dict[str, str]]:
-    """The objective of a spec that names none: the task's own metric (CoLA's mcc, STS-B's
-    pearson), the GLUE average of several GLUE tasks; accuracy otherwise."""
-    from archsearch.spaces import GLUE_TASKS, validate_custom_task
-
-    tasks = data_tasks(data)
-    metric = "accuracy"
-    if len(tasks) == 1 and tasks[0] in GLUE_TASKS:
-        metric = GLUE_TASKS[tasks[0]].primary_metric
-    elif len(tasks) == 1 and isinstance(data.get("custom_task"), dict):
-        custom = validate_custom_task(data["custom_task"])
-        try:
-            metric = custom.primary_metric
-        except ValueError:  # labels inferred from the files on the worker: accuracy first
-            metric = "pearson" if custom.is_regression else "accuracy"
-    elif len(tasks) > 1 and all(t in GLUE_TASKS for t in tasks):
-        metric = "glue_avg"
-    return [{"metric": metric, "direction": "maximize"}]
 
 
 def trainer_metrics(

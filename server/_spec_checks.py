@@ -8,7 +8,13 @@ import difflib
 from collections.abc import Sequence
 from typing import Any
 
-from archsearch.spaces import DEFAULT_DATA, FLEXIBERT_SPACES, SpecError, TrainerInfo
+from archsearch.spaces import (
+    DEFAULT_DATA,
+    FLEXIBERT_SPACES,
+    SpecError,
+    TrainerInfo,
+    data_tasks,
+)
 
 _UNSET = object()
 
@@ -240,3 +246,47 @@ def check_table_budget(space: Any, data_space: Any, n_trials: int) -> None:
             "ended the study",
             f"give n_trials <= {distinct}",
         )
+
+
+#: Deepest nesting a spec may have: real specs need 4 (recipe.distill.<key>); the cap keeps
+#: every recursive step (json.loads, validation, json.dumps) far from Python's recursion limit.
+MAX_SPEC_DEPTH = 32
+
+
+def check_depth(obj: dict[str, Any]) -> None:
+    """SpecError naming the top-level field under which ``obj`` nests too deeply.
+
+    Iterative, so that a spec built in Python (the CLI's ``--spec`` file) nested thousands of
+    levels deep is refused here rather than overflowing the stack somewhere later."""
+    for key, value in obj.items():
+        stack = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if depth > MAX_SPEC_DEPTH:
+                raise SpecError(
+                    str(key), f"nested more than {MAX_SPEC_DEPTH} levels deep", "flatten it"
+                )
+            if isinstance(item, dict):
+                stack.extend((v, depth + 1) for v in item.values())
+            elif isinstance(item, list | tuple):
+                stack.extend((v, depth + 1) for v in item)
+
+
+def default_objectives(data: dict[str, Any]) -> list[dict[str, str]]:
+    """The objective of a spec that names none: the task's own metric (CoLA's mcc, STS-B's
+    pearson), the GLUE average of several GLUE tasks; accuracy otherwise."""
+    from archsearch.spaces import GLUE_TASKS, validate_custom_task
+
+    tasks = data_tasks(data)
+    metric = "accuracy"
+    if len(tasks) == 1 and tasks[0] in GLUE_TASKS:
+        metric = GLUE_TASKS[tasks[0]].primary_metric
+    elif len(tasks) == 1 and isinstance(data.get("custom_task"), dict):
+        custom = validate_custom_task(data["custom_task"])
+        try:
+            metric = custom.primary_metric
+        except ValueError:  # labels inferred from the files on the worker: accuracy first
+            metric = "pearson" if custom.is_regression else "accuracy"
+    elif len(tasks) > 1 and all(t in GLUE_TASKS for t in tasks):
+        metric = "glue_avg"
+    return [{"metric": metric, "direction": "maximize"}]

@@ -23,7 +23,9 @@ from archsearch.server._convert import (
 )
 from archsearch.server._delete import StudyDeleted, unless_deleted
 from archsearch.server._errors import ResourceExhausted
+from archsearch.server._logsafe import loggable
 from archsearch.server._rpc import _lease_id, _require, _study_name, rpc
+from archsearch.server._source import code_label, mismatch
 from archsearch.server._spec import SearchSpec
 from archsearch.server._studies import StudyManager
 from archsearch.server._trainers import MAX_TRAINER_INFO, registered_trainer_info
@@ -228,11 +230,15 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         )
         if request.worker_id:  # leases held under this id belong to a process that is gone
             requeue_leases_of(worker_id, self.m)
+        other = mismatch(code_label(), caps.source[:100], f"worker {worker_id}")
+        if other:
+            log.warning("%s", loggable(other))
         return pb.RegisterWorkerResponse(
             worker_id=worker_id,
             heartbeat_interval_s=self.m.heartbeat_interval_s,
             lease_duration_s=self.m.lease_duration_s,
             server_version=__version__,
+            server_source=code_label(),
         )
 
     @rpc

@@ -39,7 +39,9 @@ def _cpu_model() -> str:
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """``git describe --always --dirty`` of the archsearch checkout this code runs from, or
-    the installed package version when it is not a git checkout (or git is missing).
+    the installed package version and source digest (``archsearch 0.1.0+src.1a2b3c4d5e6f``,
+    ``server/_source.py``) when it is not a git checkout (or git is missing): every build
+    called itself 0.1.0.
 
     Computed once per process. Runs git with ``GIT_OPTIONAL_LOCKS=0`` so that the index
     refresh behind ``--dirty`` never takes ``index.lock`` from under a developer's own git.
@@ -60,7 +62,9 @@ def code_version() -> str:
                 return f"git:{out.stdout.strip()}"
         except (OSError, subprocess.SubprocessError):
             pass
-    return f"archsearch {_package_version()}"
+    from archsearch.server._source import code_label
+
+    return f"archsearch {code_label()}"
 
 
 def _package_version() -> str:

@@ -27,6 +27,7 @@ import uuid
 import grpc
 
 from archsearch.server._errors import STUDY_ENDED
+from archsearch.server._source import code_label, mismatch
 from archsearch.server.client import ClientError, WorkerClient
 from archsearch.spaces import Candidate, SpecError
 from archsearch.v1 import archsearch_pb2 as pb
@@ -109,6 +110,7 @@ class Worker(ServerCalls):
             device=device,
             hostname=host,
             memory_bytes=device_memory_bytes(device),
+            source=code_label(),
         )
         self.heartbeat_interval_s = 10.0
         #: trials finished here (completed, pruned or failed); handed back; dropped
@@ -138,6 +140,9 @@ class Worker(ServerCalls):
             self.lease_duration_s,
             ",".join(self.trainers),
         )
+        other = mismatch(code_label(), resp.server_source, "the server")
+        if other:
+            log.warning("%s", other)
 
     def run(self) -> int:
         """Loops until stopped; returns the number of trials finished here.

@@ -756,12 +756,18 @@ class WorkerCapabilities(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     device: _builtins.str
     """Device description, for example "cpu" or "cuda:0 NVIDIA H100"."""
     memory_bytes: _builtins.int
     """Accelerator (or host) memory available for training, in bytes; 0 when unknown."""
     hostname: _builtins.str
     """Host name, for people reading the dashboard."""
+    source: _builtins.str
+    """The archsearch code the worker runs: its version and source digest
+    ("0.1.0+src.1a2b3c4d5e6f"); empty from a worker older than the field. The server logs a
+    worker whose code is not its own (candidates may train differently, or fail, there).
+    """
     @_builtins.property
     def trainers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Trainers this worker runs, for example ["bert"] or ["table"]. Required, non-empty."""
@@ -773,10 +779,11 @@ class WorkerCapabilities(_message.Message):
         device: _builtins.str = ...,
         memory_bytes: _builtins.int = ...,
         hostname: _builtins.str = ...,
+        source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "hostname", b"hostname", "memory_bytes", b"memory_bytes", "trainers", b"trainers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "hostname", b"hostname", "memory_bytes", b"memory_bytes", "source", b"source", "trainers", b"trainers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -927,6 +934,7 @@ class RegisterWorkerResponse(_message.Message):
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_S_FIELD_NUMBER: _builtins.int
     SERVER_VERSION_FIELD_NUMBER: _builtins.int
+    SERVER_SOURCE_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     heartbeat_interval_s: _builtins.float
     """How often to heartbeat, in seconds."""
@@ -934,6 +942,10 @@ class RegisterWorkerResponse(_message.Message):
     """A lease not extended for this long expires and its candidate is re-queued."""
     server_version: _builtins.str
     """The server's archsearch version."""
+    server_source: _builtins.str
+    """The server's archsearch code, as WorkerCapabilities.source: a worker says when its own
+    differs.
+    """
     def __init__(
         self,
         *,
@@ -941,10 +953,11 @@ class RegisterWorkerResponse(_message.Message):
         heartbeat_interval_s: _builtins.float = ...,
         lease_duration_s: _builtins.float = ...,
         server_version: _builtins.str = ...,
+        server_source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_s", b"heartbeat_interval_s", "lease_duration_s", b"lease_duration_s", "server_version", b"server_version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_s", b"heartbeat_interval_s", "lease_duration_s", b"lease_duration_s", "server_source", b"server_source", "server_version", b"server_version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

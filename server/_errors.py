@@ -5,6 +5,8 @@ from __future__ import annotations
 #: How AcquireTrial's refusal of a ``--study`` that ended (completed or stopped) ends: the
 #: worker exits 0 on it (a fleet's late worker has nothing to do, which is no failure).
 STUDY_ENDED = "nothing left to train"
+#: the fail reason of a candidate a stop ended before any worker ran it
+STOPPED_REASON = "study stopped before this candidate ran"
 
 
 class ServiceError(Exception):

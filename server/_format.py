@@ -8,6 +8,7 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
+from archsearch.server._errors import STOPPED_REASON
 from archsearch.server._format_notes import failure_reasons, printable, trial_warnings
 from archsearch.server._trainers import TrainerCatalogue
 from archsearch.spaces import SpecError
@@ -76,8 +77,8 @@ def describe(candidate_json: str, description: str = "", searched: Sequence[str]
 
 
 def _duration(t: pb.Trial) -> str:
-    if not t.started_at or not t.finished_at:
-        return ""
+    if not t.started_at or not t.finished_at or t.fail_reason == STOPPED_REASON:
+        return ""  # a candidate a stop ended never ran: its "start" is when it was prepared
     import datetime
 
     a = datetime.datetime.fromisoformat(t.started_at)

@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.search import SearchLoop, ServerStudy
 from archsearch.server import _storage
+from archsearch.server._errors import STOPPED_REASON as STOPPED_REASON  # its old home
 from archsearch.server._spec import SearchSpec
 from archsearch.spaces import Candidate, DesignSpace
 
@@ -53,7 +54,6 @@ RETRY_ON_RESUME_ATTR = "archsearch:retry_on_resume"
 #: The names of the attributes the loop set on a trial (``Suggestion.attrs``): a retry of
 #: the trial carries them too, so the loop reads its copy as the candidate it proposed.
 LOOP_ATTRS_ATTR = "archsearch:loop_attrs"
-STOPPED_REASON = "study stopped before this candidate ran"
 
 RUNNING, STOPPED, COMPLETED = "running", "stopped", "completed"
 

@@ -265,3 +265,13 @@ def test_the_default_objective_is_the_tasks_own_metric() -> None:
         assert SearchSpec.from_dict({**base, "task": task}).objectives[0].metric == metric
     both = SearchSpec.from_dict({**base, "tasks": ["cola", "sst2"]})
     assert both.objectives[0].metric == "glue_avg"
+
+
+def test_a_candidate_a_stop_ended_shows_no_run_time() -> None:
+    """It showed the seconds from its preparation to the stop, as if it had run."""
+    from archsearch.server._errors import STOPPED_REASON
+    from archsearch.server._format import _duration
+
+    times = {"started_at": "2026-12-07T10:00:00+00:00", "finished_at": "2026-12-07T10:00:03+00:00"}
+    assert _duration(pb.Trial(**times)) == "3s"
+    assert _duration(pb.Trial(**times, fail_reason=STOPPED_REASON)) == ""

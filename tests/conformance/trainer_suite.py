@@ -11,7 +11,8 @@ A new trainer adds, in ``tests/conformance/test_trainers.py``, a subclass of
 * ``reports_intermediate``: whether it reports intermediate values (a pruner can stop it).
 
 Each test checks one clause of the contract in ``archsearch/worker/_trainer.py``: ``train``
-returns every objective metric as a finite float and ``info`` as strings; a stop request
+returns every objective metric as a finite float and ``info`` as strings, the same ones for
+the same candidate and seed; a stop request
 (``should_stop``) and a prune decision end it with ``TrialStopped``; a candidate it cannot train
 raises ``CandidateError``, as does an objective metric it cannot produce; its ``info`` declares
 every metric it reports (the server validates studies against it).
@@ -94,16 +95,19 @@ class TrainerConformance:
         steps = [step for step, _ in reports.calls]
         assert steps == sorted(set(steps)) and all(step >= 0 for step in steps)
         assert all(math.isfinite(value) for _, value in reports.calls)
-
-    def test_it_declares_what_it_reports(self, trainer: Trainer) -> None:
-        """The server validates objectives against ``info``: every metric the trainer reports
-        must be one its metadata declares, for a space the metadata names."""
+        # The same candidate and seed give the same objectives (on one device): the server
+        # records a repeat of a candidate with the earlier result instead of training it again.
+        # (A trainer drawing from an unseeded generator passed the suite.)
+        again = trainer.train(self.candidate(), self._context())
+        for name in self.objective_metrics:
+            assert again.metrics[name] == pytest.approx(result.metrics[name], rel=1e-6), name
+        # The server validates objectives against ``info``: every metric the trainer reports
+        # must be one its metadata declares, for a space the metadata names.
         info = type(trainer).info
         assert info is not None and info.name == trainer.name, "declare Trainer.info"
         candidate = self.candidate()
         assert not info.spaces or candidate.space in info.spaces
-        result = trainer.train(candidate, self._context())
-        undeclared = {m for m in result.metrics if not info.declares(m, candidate.data)}
+        undeclared = {m for m in again.metrics if not info.declares(m, candidate.data)}
         assert not undeclared, f"reported but not declared in {info.name}'s info: {undeclared}"
 
     def test_a_stop_request_raises_trial_stopped(self, trainer: Trainer) -> None:

@@ -141,4 +141,4 @@ def test_the_example_plugin_passes_archsearchs_conformance_suites() -> None:
         timeout=240,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "22 passed" in done.stdout, done.stdout[-500:]
+    assert "21 passed" in done.stdout, done.stdout[-500:]

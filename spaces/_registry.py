@@ -73,7 +73,12 @@ class Registry(Mapping[str, T], Generic[T]):
         with self._load_lock:
             if self._loaded:
                 return
-            for ep in importlib.metadata.entry_points(group=self.plugins or ""):
+            try:
+                eps = list(importlib.metadata.entry_points(group=self.plugins or ""))
+            except Exception as e:  # a broken installed distribution's metadata
+                log.error("cannot list the %s plugins (%s): %s", self.kind, self.plugins, e)
+                eps = []
+            for ep in eps:
                 if ep.name in self._items:
                     if not ep.value.startswith("archsearch."):
                         log.warning(

@@ -160,13 +160,21 @@ class Dispatcher:
                 if tid is not None:
                     live, written = self.leases.grant(h, tid, worker_id)
                     break
-            with h.ask_lock:  # nothing ready: prepare one here, as the worker waits for it
+            # Nothing ready: prepare one here, as the worker waits for it, unless another call
+            # is asking this study's loop: then this one tries the other studies (a slow loop
+            # held every worker's acquire here, and so every other study's work) and comes
+            # back when woken or after its poll.
+            if not h.ask_lock.acquire(blocking=False):
+                return None
+            try:
                 with h.lock:
                     if h.state != RUNNING:
                         return None
                     if idx.pool and not idx.waiting:
                         continue  # the preparer was faster
                 prepared = self.pool.prepare(h)
+            finally:
+                h.ask_lock.release()
             if prepared is None:
                 with h.lock:
                     self.lifecycle.maybe_complete(h)

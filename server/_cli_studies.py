@@ -250,7 +250,9 @@ def cmd_studies(args: argparse.Namespace) -> int:
     rows = [
         [
             s.name,
-            STUDY_STATE_NAMES[s.state] + (" (no result)" if _no_result(s) else ""),
+            STUDY_STATE_NAMES[s.state]
+            + (" (no result)" if _no_result(s) else "")
+            + (" (loop failed)" if _loop_failed(s) else ""),
             json.loads(s.spec_json).get("space", ""),
             json.loads(s.spec_json).get("loop", ""),
             json.loads(s.spec_json).get("trainer", ""),
@@ -273,6 +275,12 @@ def cmd_studies(args: argparse.Namespace) -> int:
         print(
             "(no result: the study ended with no completed trial, every one failed or was "
             "pruned; `archsearch show STUDY` says why)"
+        )
+    if any(_loop_failed(s) for s in studies):
+        print(
+            "(loop failed: the server stopped the study, its loop raised or proposed what "
+            "cannot be a trial; `archsearch show STUDY` says how, `archsearch resume STUDY` "
+            "once it is fixed)"
         )
     if any(s.n_derived for s in studies):
         print(
@@ -350,25 +358,33 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loop_failed(s: Any) -> bool:
+    """The server stopped the study: its loop failed (``show`` says how)."""
+    from archsearch.v1 import archsearch_pb2 as pb
+
+    return bool(s.state == pb.STUDY_STOPPED and s.completed_reason.startswith("loop "))
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from archsearch.server._format import worker_note
     from archsearch.v1 import archsearch_pb2 as pb
 
     with _search_client(args) as client:
         resp = client.resume(args.name, args.n_trials)
-        # a recorded repeat is complete but no distinct candidate: the budget counts none
-        repeats = sum(
-            t.duplicate_of >= 0 for t in client.iter_trials(args.name, states=[pb.COMPLETE])
-        )
+        # One listing, so the counts agree with each other (repeats recorded while it ran
+        # made "3 complete, 2 repeats" of 4 distinct and 1 repeat): a recorded repeat and a
+        # trial a job added (DyLoRA ranks, students) are complete but no distinct candidate.
+        done = list(client.iter_trials(args.name, states=[pb.COMPLETE]))
+    repeats = sum(t.duplicate_of >= 0 for t in done)
+    derived = sum(t.HasField("derived_from") for t in done)
     study = resp.study
     again = (
         f"; {resp.requeued} candidate(s) prepared before the stop queued again"
         if resp.requeued
         else ""
     )
-    # DyLoRA ranks, students: not in the budget either
-    trained = study.n_complete - study.n_derived - repeats
-    added = f", +{study.n_derived} derived" if study.n_derived else ""
+    trained = len(done) - derived - repeats
+    added = f", +{derived} derived" if derived else ""
     added += f", {repeats} recorded repeat{'s' * (repeats != 1)}" if repeats else ""
     print(
         f"resumed {study.name}: budget {study.n_trials} distinct candidates "

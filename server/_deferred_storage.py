@@ -68,6 +68,11 @@ class DeferredTrialStorage(_CachedStorage):
     def is_provisional(self, trial_id: int) -> bool:
         return trial_id in self._provisional
 
+    def provisional_study(self, trial_id: int) -> int | None:
+        """The study id of a provisional trial; None when ``trial_id`` is none."""
+        found = self._provisional.get(trial_id)
+        return None if found is None else found[0]
+
     def take_provisional(self, trial_id: int) -> tuple[int, FrozenTrial]:
         """Hands over a provisional trial: returns (study id, the trial as asked so far).
 

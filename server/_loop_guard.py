@@ -17,11 +17,13 @@ studies. ``archsearch resume`` runs it again once the loop is fixed.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from archsearch.search import LoopSnapshot, NoSuggestion, SearchLoop, Suggestion
 from archsearch.spaces import SpecError
+
+T = TypeVar("T")
 
 #: The fix every loop failure names (the study's name is added).
 FIX = "fix the loop (the server log has the traceback), then `archsearch resume {study}`"
@@ -41,7 +43,7 @@ class LoopFailed(Exception):
         self.detail = detail
 
 
-def _error(e: Exception) -> str:
+def _error(e: BaseException) -> str:
     """A spec error says its field and fix itself; anything else is named by its type."""
     return str(e) if isinstance(e, SpecError) else f"{type(e).__name__}: {e}"
 
@@ -67,7 +69,9 @@ def suggest_one(loop: SearchLoop, snapshot: LoopSnapshot) -> Suggestion:
         answer: Any = loop.suggest(snapshot, 1)
     except NoSuggestion:
         raise
-    except Exception as e:
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as e:  # SystemExit too: it ended the RPC's thread with no answer
         raise LoopFailed(f"loop {name} failed: {_error(e)} ({_fix(snapshot)})", _error(e)) from e
     if not isinstance(answer, list | tuple) or len(answer) != 1:
         what = (
@@ -105,3 +109,53 @@ def loop_mistake(loop: SearchLoop, snapshot: LoopSnapshot, error: Exception) -> 
     space = getattr(snapshot.space, "name", type(snapshot.space).__name__)
     detail = f"it suggested a candidate the {space} space cannot train: {_error(error)}"
     return LoopFailed(f"loop {_name(loop)}: {detail} ({_fix(snapshot)})", detail)
+
+
+def loop_call(name: str, what: str, call: Callable[[], T]) -> T:
+    """``call()``, a step of the loop ``name`` outside ``suggest`` (its constructor,
+    ``check_study``, ``warm_up``, ``ready``), ``what`` naming it.
+
+    Raises:
+        SpecError: what ``call`` raised, as is when it was one, else naming the loop and the
+            step: a launch is refused (INVALID_ARGUMENT, not INTERNAL), a stored study is left
+            unserved with the reason (a plugin's constructor that raised kept the server from
+            starting at all).
+    """
+    try:
+        return call()
+    except SpecError:
+        raise
+    except Exception as e:
+        raise SpecError(
+            "loop",
+            f"the {name} loop failed in {what}: {type(e).__name__}: {e}",
+            "fix the loop (the server log has the traceback), or choose another",
+        ) from e
+
+
+def _study_fix(h: Any) -> str:
+    return FIX.format(study=h.spec.name)
+
+
+def ready_failed(h: Any, error: Exception) -> tuple[str, str]:
+    """The reason and detail of a loop whose ``ready`` raised."""
+    detail = f"its ready() raised {_error(error)}"
+    return f"loop {h.spec.loop}: {detail} ({_study_fix(h)})", detail
+
+
+def store_failed(h: Any, error: Exception) -> tuple[str, str]:
+    """The reason and detail of a suggestion the space could not make a candidate of (its
+    ``candidate_parts`` or ``describe`` raised, or the candidate is not JSON)."""
+    detail = f"it suggested a candidate the {h.spec.space} space cannot make: {_error(error)}"
+    return f"loop {h.spec.loop}: {detail} ({_study_fix(h)})", detail
+
+
+def waits_for_nothing(h: Any, said: str) -> tuple[str, str]:
+    """The reason and detail of a loop that says it waits (``NoSuggestion``, not finished)
+    while nothing of its study is in flight: it never proposes again, and the study ran on
+    "running" with nothing said anywhere."""
+    detail = (
+        f"it has nothing to propose ({said}) and no trial in flight to wait for (raise "
+        "NoSuggestion(reason, finished=True) when it is done)"
+    )
+    return f"loop {h.spec.loop}: {detail} ({_study_fix(h)})", detail

@@ -29,7 +29,12 @@ from archsearch.server._candidate_store import MIN_REPEAT_STREAK, CandidateStore
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import RUNNING, STOPPED_REASON, Prepared, StudyHandle
 from archsearch.server._lifecycle import StudyLifecycle
-from archsearch.server._loop_guard import LoopFailed
+from archsearch.server._loop_guard import (
+    LoopFailed,
+    ready_failed,
+    store_failed,
+    waits_for_nothing,
+)
 from archsearch.server._suggest import ask_candidate
 from archsearch.server._writer import StorageWriter, WriterClosed
 
@@ -113,8 +118,12 @@ class CandidatePool:
                     if not idx.waiting and (idx.originals >= h.spec.n_trials or idx.exhausted):
                         break
                     waiting = bool(idx.waiting)
-                if not waiting and not h.loop.ready(h.space):
-                    break  # still building (``warm_up``): no work yet
+                try:
+                    if not waiting and not h.loop.ready(h.space):
+                        break  # still building (``warm_up``): no work yet
+                except Exception as e:
+                    self._stop_failed(h, LoopFailed(*ready_failed(h, e)), e)
+                    break
                 try:
                     with self.storage.deferring():
                         asked = ask_candidate(
@@ -132,16 +141,23 @@ class CandidatePool:
                             if not idx.exhausted:
                                 idx.exhausted = e.reason
                                 log.info("study %s: %s", h.spec.name, e.reason)
+                    elif self._waits_for_nothing(h):  # it would wait for ever, said nowhere
+                        self._stop_failed(h, LoopFailed(*waits_for_nothing(h, e.reason)), None)
                     break
                 except LoopFailed as e:  # the study stops; its workers serve the others
-                    log.error("study %s stopped: %s", h.spec.name, e.reason, exc_info=e)
-                    self.lifecycle.stop_failed(h, e.reason)
+                    self._stop_failed(h, e, e)
                     break
                 try:
                     prepared = self.candidates.store(h, asked)
-                except Exception:
+                except WriterClosed:
                     self._abandon(h, asked.trial_id)
                     raise
+                except Exception as e:  # the space's (a plugin's) candidate_parts or describe
+                    self._abandon(h, asked.trial_id)
+                    if asked.requeued:
+                        raise
+                    self._stop_failed(h, LoopFailed(*store_failed(h, e)), e)
+                    break
                 if prepared is None:  # the same candidate is in flight: ask again
                     in_flight += 1
                     continue
@@ -158,6 +174,19 @@ class CandidatePool:
         # flight (no work yet), or it is still being built.
         self.settle_prepared(h, Prepared(None, None, repeats=repeats))
         return None
+
+    def _stop_failed(self, h: StudyHandle, e: LoopFailed, cause: BaseException | None) -> None:
+        """Stops ``h`` with the loop's failure (logged with the traceback of ``cause``)."""
+        log.error("study %s stopped: %s", h.spec.name, e.reason, exc_info=cause)
+        self.lifecycle.stop_failed(h, e.reason)
+
+    @staticmethod
+    def _waits_for_nothing(h: StudyHandle) -> bool:
+        """Nothing of ``h`` is in flight or queued (this ask aside): a loop that says it waits
+        would wait for ever."""
+        idx = h.index
+        with h.lock:
+            return not (idx.live or idx.finishing or idx.waiting or idx.pool) and idx.preparing <= 1
 
     def settle_prepared(self, h: StudyHandle, prepared: Prepared) -> int | None:
         """Waits for a prepared candidate's write and registers it as live; returns its trial
@@ -255,7 +284,11 @@ class CandidatePool:
         idx = h.index
         try:
             for _ in range(limit):
-                with h.ask_lock:
+                # another call is asking the loop (and fills the pool): this RPC's worker does
+                # not wait for a slow loop to answer it
+                if not h.ask_lock.acquire(blocking=False):
+                    return
+                try:
                     with h.lock:
                         if (
                             h.state != RUNNING
@@ -264,6 +297,8 @@ class CandidatePool:
                         ):
                             return
                     prepared = self.prepare(h)
+                finally:
+                    h.ask_lock.release()
                 if prepared is None:
                     with h.lock:
                         self.lifecycle.maybe_complete(h)

@@ -45,6 +45,7 @@ from archsearch.server._index import (
 )
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._logsafe import loggable
+from archsearch.server._loop_guard import loop_call
 from archsearch.server._pool import CandidatePool
 from archsearch.server._retries import Retries
 from archsearch.server._spec import SearchSpec
@@ -219,7 +220,11 @@ class StudyRegistry:
             study.set_user_attr(CREATED_ATTR, created)
             if (info := self.trainers.get(spec.trainer)) is not None:
                 study.set_user_attr(TRAINER_ATTR, info.to_dict())
-            handle = self._open(spec, RUNNING, created)
+            try:
+                handle = self._open(spec, RUNNING, created)
+            except BaseException:  # the loop failed: no study is left behind, half launched
+                optuna.delete_study(study_name=spec.name, storage=self.storage)
+                raise
             self._add(handle)
         return handle
 
@@ -264,7 +269,13 @@ class StudyRegistry:
             pass
         # Offset the seed by the trials already made so a restarted server does not replay
         # the suggestions of its previous life (a seeded RandomSampler would).
-        loop = make_loop(spec.loop, spec.seed + n_existing, len(spec.objectives), spec.loop_options)
+        loop = loop_call(
+            spec.loop,
+            "its constructor",
+            lambda: make_loop(
+                spec.loop, spec.seed + n_existing, len(spec.objectives), spec.loop_options
+            ),
+        )
         study = ServerStudy(
             study_name=spec.name,
             storage=self.storage,
@@ -281,7 +292,7 @@ class StudyRegistry:
             created_at=created_at,
         )
         if state == RUNNING:  # build what the loop needs now, not in a worker's call
-            loop.warm_up(handle.space, self.notify)
+            loop_call(spec.loop, "warm_up", lambda: loop.warm_up(handle.space, self.notify))
         return handle
 
 

@@ -38,8 +38,10 @@ from archsearch.server._index import (
     StudyHandle,
 )
 from archsearch.server._lifecycle import N_TRIALS_REASON, StudyLifecycle
+from archsearch.server._loop_guard import loop_call
 from archsearch.server._retries import Retries
 from archsearch.server._spec import MAX_TRIALS
+from archsearch.spaces import SpecError
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,11 @@ def resume(
             for t in never_ran(trials(h), h.index.unretried):
                 requeued += retries.requeue(h, t, RESUMED_REASON, count=False)
             h.index.unretried.clear()
-        h.loop.warm_up(h.space, notify)
+        try:
+            loop_call(h.spec.loop, "warm_up", lambda: h.loop.warm_up(h.space, notify))
+        except SpecError as e:  # the loop cannot start again: the study stays stopped, said
+            lifecycle.stop_failed(h, str(e))
+            raise FailedPrecondition(f"study {h.spec.name} cannot go on: {e}") from e
         log.info(
             "study %s resumed (was %s; budget %d; %d never-run candidates queued again)",
             h.spec.name,

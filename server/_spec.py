@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from archsearch.search import LOOPS, make_loop, make_pruner
+from archsearch.server._loop_guard import loop_call
 from archsearch.server._spec_checks import (
     AGGREGATE_METRICS,
     MAX_SPEC_DEPTH,
@@ -254,13 +255,15 @@ class SearchSpec:
                     )
 
         loop = obj.get("loop", "tpe")
-        if loop not in LOOPS:
-            raise SpecError("loop", f"unknown loop {loop!r}", f"one of {', '.join(LOOPS)}")
+        LOOPS[loop]  # UnknownName: the known ones, or why an installed plugin does not load
         loop_options = obj.get("loop_options", {})
         if not isinstance(loop_options, dict):
             raise SpecError("loop_options", "must be a JSON object")
-        built = make_loop(loop, seed, len(objectives), loop_options)  # validates options
-        built.check_study(space, n_trials)  # e.g. autodistil: its space, enough trials
+        built = loop_call(  # validates options
+            loop, "its constructor", lambda: make_loop(loop, seed, len(objectives), loop_options)
+        )
+        # e.g. autodistil: its space, enough trials
+        loop_call(loop, "check_study", lambda: built.check_study(space, n_trials))
         if space_name == "autodistil" and loop != "autodistil":
             raise SpecError(
                 "loop",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import random
 import types
 from collections.abc import Container, Mapping, Sequence
@@ -211,6 +212,8 @@ def ask_candidate(
     suggestion = suggest_one(loop, snapshot)
     try:
         checked = check_suggestion(space, suggestion, data_space)
+        if suggestion.asked_trial is not None:
+            check_asked_trial(storage, _storage.study_id_of(study), suggestion)
     except Exception as e:  # the space's own error for an architecture it does not hold
         raise loop_mistake(loop, snapshot, e) from e
     return realise(storage, _storage.study_id_of(study), space, suggestion, data_space, checked)
@@ -262,12 +265,40 @@ def check_suggestion(
             raise SpecError(
                 "suggestion.data", f"not a choice of the study's data_space: {e}"
             ) from e
+    fixed = None
     if suggestion.asked_trial is not None:
-        return CheckedSuggestion(None, dict(suggestion.architecture), data_params)
-    fixed = FixedTrial(space.to_params(dict(suggestion.architecture)))
-    arch = space.suggest(fixed)  # type: ignore[arg-type]  # records the distributions
+        arch = dict(suggestion.architecture)
+    else:
+        fixed = FixedTrial(space.to_params(dict(suggestion.architecture)))
+        arch = space.suggest(fixed)  # type: ignore[arg-type]  # records the distributions
     space.describe(arch)  # the pool names the trial by it
+    json.dumps(arch)  # the candidate is JSON (a numpy int passed through to_params is not)
     return CheckedSuggestion(fixed, arch, data_params)
+
+
+def check_asked_trial(
+    storage: optuna.storages.BaseStorage, study_id: int, suggestion: Suggestion
+) -> None:
+    """A suggestion's ``asked_trial`` (set by the Optuna-sampler loop only) is a trial this
+    study's loop just asked: a plugin loop that set another id had a worker train another
+    study's trial (refused at its completion) or crashed the acquire on an id that does not
+    exist.
+
+    Raises:
+        ValueError: what is wrong with it.
+    """
+    tid = suggestion.asked_trial
+    if isinstance(tid, bool) or not isinstance(tid, int):
+        raise ValueError(f"asked_trial must be a trial id (an int), got {tid!r}")
+    where = getattr(storage, "provisional_study", None)  # the server's deferred storage
+    if where is not None:  # what this ask created (in memory, no query)
+        if where(tid) != study_id:
+            raise ValueError(f"asked_trial {tid} is no trial this study's loop just asked")
+        return
+    try:
+        storage.get_trial(tid)
+    except KeyError as e:
+        raise ValueError(f"asked_trial {tid} is no trial") from e
 
 
 def realise(

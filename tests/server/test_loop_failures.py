@@ -11,15 +11,18 @@ import random
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+import optuna
 import pytest
 from _procs import table_spec
 
 from archsearch.search import LOOPS, LoopSnapshot, NoSuggestion, SearchLoop, Suggestion
 from archsearch.server._acquire import refuse_unservable
-from archsearch.server._errors import FailedPrecondition
+from archsearch.server._errors import FailedPrecondition, NotFound
 from archsearch.server._index import COMPLETED, RUNNING, STOPPED
 from archsearch.server._spec import SearchSpec
 from archsearch.server._studies import StudyManager
+from archsearch.spaces import SpecError
 
 
 class Broken(SearchLoop):
@@ -29,13 +32,27 @@ class Broken(SearchLoop):
     mode: ClassVar[str] = "ok"
 
     def __init__(self, seed: int | None, n_objectives: int, options: Any = None) -> None:
+        if Broken.mode == "ctor":
+            raise RuntimeError("ctor boom")
         self.rng = random.Random(seed)
+
+    def warm_up(self, space: Any, on_ready: Any = None) -> None:
+        if Broken.mode == "warm_up":
+            raise RuntimeError("warm_up boom")
+        super().warm_up(space, on_ready)
+
+    def ready(self, space: Any) -> bool:
+        if Broken.mode == "ready":
+            raise RuntimeError("ready boom")
+        return True
 
     def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
         arch = snapshot.space.sample(self.rng)
         mode = Broken.mode
         if mode == "raise":
             raise RuntimeError("boom")
+        if mode == "exit":
+            raise SystemExit(3)
         if mode == "wait":
             raise NoSuggestion("waiting for nothing")
         answers: dict[str, Any] = {
@@ -45,6 +62,8 @@ class Broken(SearchLoop):
             "outside": [Suggestion(architecture={**arch, "nope": 1})],
             "attrs": [Suggestion(architecture=arch, attrs={"test:x": {1, 2}})],
             "recipe": [Suggestion(architecture=arch, recipe={"max_steps": -5})],
+            "asked": [Suggestion(architecture=arch, asked_trial=999_999)],
+            "numpy": [Suggestion(architecture={k: np.int64(7) for k in arch})],
         }
         return answers.get(mode, [Suggestion(architecture=arch)])
 
@@ -76,6 +95,11 @@ def manager(tmp_path: Path) -> Any:
         ("outside", "suggested a candidate the flexibert-small space cannot train"),
         ("attrs", "it suggested attrs that are not JSON"),
         ("recipe", "recipe.max_steps"),
+        ("exit", "loop test-broken failed: SystemExit: 3"),
+        ("ready", "loop test-broken: its ready() raised RuntimeError: ready boom"),
+        ("asked", "asked_trial 999999 is no trial this study's loop just asked"),
+        ("numpy", "suggested a candidate the flexibert-small space cannot train"),
+        ("wait", "it has nothing to propose (waiting for nothing) and no trial in flight"),
     ],
 )
 def test_a_failing_loop_stops_its_study_with_the_reason_and_others_are_served(
@@ -112,8 +136,66 @@ def test_the_stopped_study_resumes_once_the_loop_is_fixed(broken: Any, manager: 
     assert h.state == COMPLETED
 
 
-def test_a_loop_that_waits_is_not_a_failure(broken: Any, manager: Any) -> None:
-    manager.launch(SearchSpec.from_dict(table_spec("w", 2, loop="test-broken")))
+def test_a_loop_that_waits_for_a_trial_in_flight_is_not_a_failure(
+    broken: Any, manager: Any
+) -> None:
+    manager.launch(SearchSpec.from_dict(table_spec("w", 3, loop="test-broken")))
+    assert manager.acquire("w1", ("table",)) is not None  # in flight
     Broken.mode = "wait"
-    assert manager.acquire("w", ("table",)) is None
+    assert manager.acquire("w2", ("table",)) is None
     assert manager.get("w").state == RUNNING
+
+
+def test_a_loop_that_fails_to_build_refuses_the_launch_and_leaves_no_study(
+    broken: Any, manager: Any
+) -> None:
+    for mode in ("ctor", "warm_up"):
+        Broken.mode = mode
+        with pytest.raises(SpecError, match=f"the test-broken loop failed in .*{mode} boom"):
+            manager.launch(SearchSpec.from_dict(table_spec("x", 2, loop="test-broken")))
+        Broken.mode = "ok"
+        with pytest.raises(NotFound):
+            manager.get("x")
+        assert "x" not in {s.study_name for s in optuna.get_all_study_summaries(manager.storage)}
+
+
+def test_a_server_starts_when_a_stored_studys_loop_fails_to_build(
+    broken: Any, tmp_path: Path
+) -> None:
+    """A plugin loop whose constructor (or warm_up) raised kept the server from starting."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    first = StudyManager(url, lease_duration_s=30, heartbeat_interval_s=5)
+    first.launch(SearchSpec.from_dict(table_spec("bad", 2, loop="test-broken")))
+    first.launch(SearchSpec.from_dict(table_spec("good", 2)))
+    first.close()
+    for mode in ("ctor", "warm_up"):
+        Broken.mode = mode
+        again = StudyManager(url, lease_duration_s=30, heartbeat_interval_s=5)
+        try:
+            assert f"{mode} boom" in again.registry.unserved["bad"]
+            grant = again.acquire("w", ("table",))
+            assert grant is not None and grant.study_name == "good"
+        finally:
+            again.close()
+
+
+def test_the_cli_shows_a_study_its_loop_failed(
+    broken: Any, sqlite_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from archsearch.server import cli
+    from archsearch.server.client import SearchClient, WorkerClient
+    from archsearch.v1 import archsearch_pb2 as pb
+
+    srv = sqlite_server()
+    caps = pb.WorkerCapabilities(trainers=["table"])
+    with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+        admin.launch(table_spec("bad", 2, loop="test-broken"))
+        Broken.mode = "raise"
+        worker.register("w", caps)
+        assert not worker.acquire("w", caps, 0).HasField("lease")  # answered, no INTERNAL
+        assert admin.get_study("bad").state == pb.STUDY_STOPPED
+    assert cli.main(["studies", "--server", srv.address]) == 0
+    out = capsys.readouterr().out
+    assert "stopped (loop failed)" in out and "(loop failed: the server stopped" in out
+    assert cli.main(["show", "bad", "--server", srv.address]) == 0
+    assert "loop test-broken failed: RuntimeError: boom" in capsys.readouterr().out

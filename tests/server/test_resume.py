@@ -345,7 +345,9 @@ def test_resume_counts_trained_candidates_not_the_trials_a_job_added(
             return answer
 
         def iter_trials(self, *_: object, **__: object) -> list[pb.Trial]:
-            return []  # no recorded repeats
+            trained = [pb.Trial(number=n, duplicate_of=-1) for n in (0, 1)]
+            ranks = [pb.Trial(number=n, duplicate_of=-1, derived_from=n % 2) for n in range(2, 10)]
+            return trained + ranks
 
     monkeypatch.setattr(
         _cli_studies, "_search_client", lambda args: contextlib.nullcontext(Client())

@@ -223,9 +223,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             search=search,
         )
     except ReplayError as e:  # the table or the loops (2); a search that failed as it ran (1)
+        from archsearch.server._replay import ReplayLoopFailed
         from archsearch.server._service_replay import ServiceReplayFailed
 
-        raise CliError(str(e), EXIT_FAILED if isinstance(e, ServiceReplayFailed) else 2) from e
+        failed = isinstance(e, ServiceReplayFailed | ReplayLoopFailed)
+        raise CliError(str(e), EXIT_FAILED if failed else 2) from e
     tg = report.targets
     plot = Path(args.plot)
     if args.json:

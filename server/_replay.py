@@ -32,8 +32,8 @@ from typing import Any
 
 import optuna
 
-from archsearch.search import LOOPS, make_loop
-from archsearch.server._loop_guard import LoopFailed
+from archsearch.search import LOOPS, NoSuggestion, make_loop
+from archsearch.server._loop_guard import LoopFailed, loop_call
 from archsearch.server._replay_stats import (
     Run,
     Targets,
@@ -42,7 +42,7 @@ from archsearch.server._replay_stats import (
     top_targets,
 )
 from archsearch.server._suggest import AskedCandidate, ask_candidate
-from archsearch.spaces import DesignSpace, ReplayTable, SpecError
+from archsearch.spaces import DesignSpace, ReplayTable, SpecError, UnknownName
 
 #: A search stops after this many suggestions per evaluation (a sampler stuck on known rows).
 MAX_ASKS_PER_EVAL = 20
@@ -50,6 +50,11 @@ MAX_ASKS_PER_EVAL = 20
 
 class ReplayError(Exception):
     """A loop cannot search the table (the message names the loop, the table and the fix)."""
+
+
+class ReplayLoopFailed(ReplayError):
+    """A loop failed as it searched (it raised, or proposed what cannot be a trial): not the
+    user's input (``archsearch replay`` exits 1, not 2)."""
 
 
 def loop_base(name: str) -> str:
@@ -61,10 +66,10 @@ def loop_base(name: str) -> str:
 def check_loops(names: list[str]) -> None:
     """Raises ReplayError naming the registered loops when one of ``names`` is unknown."""
     for name in names:
-        if loop_base(name) not in LOOPS:
-            raise ReplayError(
-                f"unknown loop {loop_base(name)!r} (registered: {', '.join(LOOPS.names())})"
-            )
+        try:
+            LOOPS[loop_base(name)]
+        except UnknownName as e:  # the registered ones, or why an installed plugin does not load
+            raise ReplayError(f"{e.problem} ({e.fix})".replace("(one of ", "(registered: ")) from e
 
 
 def replay_search(
@@ -96,9 +101,12 @@ def replay_search(
     space = table.space if space is None else space
     options = dict((loop_options or {}).get(loop_name) or {})
     try:
-        loop = make_loop(loop_base(loop_name), seed, 1, options)
+        loop = loop_call(
+            loop_name, "its constructor", lambda: make_loop(loop_base(loop_name), seed, 1, options)
+        )
     except SpecError as e:
-        raise ReplayError(f"loop {loop_name}: {e}") from e
+        failed = e.__cause__ is not None and not isinstance(e.__cause__, SpecError)
+        raise (ReplayLoopFailed if failed else ReplayError)(f"loop {loop_name}: {e}") from e
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(
@@ -114,9 +122,16 @@ def replay_search(
     in_flight: collections.deque[AskedCandidate] = collections.deque()
     t0 = time.perf_counter()
     with _quiet():
-        while len(run.best) < evals and run.asks < MAX_ASKS_PER_EVAL * evals:
+        finished = False
+        while not finished and len(run.best) < evals and run.asks < MAX_ASKS_PER_EVAL * evals:
             while len(in_flight) < min(parallel, evals - len(run.best)):
-                in_flight.append(_ask(loop, study, space, loop_name, table, run))
+                asked = _ask(loop, study, space, loop_name, table, run)
+                if asked is None:  # NoSuggestion: it waits for those in flight, or is done
+                    finished = not in_flight
+                    break
+                in_flight.append(asked)
+            if not in_flight:
+                break
             for _ in range(1 if asynchronous else len(in_flight)):
                 asked = in_flight.popleft()
                 score = table.score(asked.architecture)
@@ -144,12 +159,16 @@ def _ask(
     loop_name: str,
     table: ReplayTable,
     run: Run,
-) -> AskedCandidate:
+) -> AskedCandidate | None:
+    """The loop's next candidate, None when it has none now (``NoSuggestion``)."""
     run.asks += 1
     try:
         asked = ask_candidate(loop, study, space)
-    except LoopFailed as e:
-        raise ReplayError(f"loop {loop_name} cannot search {table.source}: {e.detail}") from e
+    except NoSuggestion:
+        return None
+    except LoopFailed as e:  # a spec error is the user's (2); anything else the loop's (1)
+        kind = ReplayError if isinstance(e.__cause__, SpecError) else ReplayLoopFailed
+        raise kind(f"loop {loop_name} cannot search {table.source}: {e.detail}") from e
     # The stored candidate, as the server's pool keeps it: loops read its architecture back
     # (``TrialView.architecture``).
     candidate = {

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from archsearch.search import LOOPS, LoopSnapshot, SearchLoop, Suggestion
+from archsearch.search import LOOPS, LoopSnapshot, NoSuggestion, SearchLoop, Suggestion
 from archsearch.server import cli
 from archsearch.server._replay import replay_search
 from archsearch.spaces import EnumerableSpace, read_table
@@ -359,3 +359,42 @@ def test_replay_says_how_many_rows_had_no_score(
     )
     assert code == 0, err
     assert "6 rows, ppl (minimize), 1 row without a ppl score left out, 1 row repeated" in out
+
+
+class _Quits(InOrderLoop):
+    """Proposes two rows, then says it is done (or, as ``_Raises``, raises)."""
+
+    def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
+        if len(snapshot.trials) >= 2:
+            self.stop()
+        return super().suggest(snapshot, count)
+
+    def stop(self) -> None:
+        raise NoSuggestion("all done", finished=True)
+
+
+class _Raises(_Quits):
+    def stop(self) -> None:
+        raise RuntimeError("boom on the third")
+
+
+def test_replay_of_a_loop_that_finishes_early_or_raises(
+    table_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NoSuggestion came out as a traceback; a loop's own error exited 2, as a user's."""
+    LOOPS.register("test-quits", _Quits)
+    LOOPS.register("test-raises", _Raises)
+    try:
+        plot = ["--plot", str(tmp_path / "p.png"), "--seeds", "1", "--evals", "5"]
+        code, out, err = _replay([table_file, "--loops", "test-quits", *plot], capsys)
+        assert code == 0, err
+        assert "| test-quits | 1 |" in out
+        code, out, err = _replay([table_file, "--loops", "test-raises", *plot], capsys)
+        assert code == 1
+        assert err.strip() == (
+            f"archsearch: loop test-raises cannot search {table_file}: "
+            "RuntimeError: boom on the third"
+        )
+    finally:
+        LOOPS.unregister("test-quits")
+        LOOPS.unregister("test-raises")

@@ -65,39 +65,55 @@ class Registry(Mapping[str, T], Generic[T]):
         self._broken: dict[str, str] = {}  # plugin name -> why it does not load
         self._loaded = plugins is None
         self._load_lock = threading.Lock()
+        self._loading: int | None = None  # the thread loading the plugins
 
     def _load_plugins(self) -> None:
-        """Registers the entry points of ``plugins``, once (see the module docstring)."""
-        if self._loaded:
+        """Registers the entry points of ``plugins``, once (see the module docstring). A
+        plugin that looks a name up while it is imported sees what is registered so far (it
+        deadlocked on the lock its own loading held)."""
+        if self._loaded or self._loading == threading.get_ident():
             return
         with self._load_lock:
             if self._loaded:
                 return
+            self._loading = threading.get_ident()
             try:
-                eps = list(importlib.metadata.entry_points(group=self.plugins or ""))
-            except Exception as e:  # a broken installed distribution's metadata
-                log.error("cannot list the %s plugins (%s): %s", self.kind, self.plugins, e)
-                eps = []
-            for ep in eps:
-                if ep.name in self._items:
-                    if not ep.value.startswith("archsearch."):
-                        log.warning(
-                            "%s plugin %s (%s) is ignored: archsearch has its own %s",
-                            self.kind,
-                            ep.name,
-                            ep.value,
-                            ep.name,
-                        )
-                    continue
-                try:
-                    obj = ep.load()
-                except Exception as e:  # one broken plugin does not stop the others
-                    self._broken[ep.name] = f"{ep.value}: {type(e).__name__}: {e}"
-                    log.error("%s plugin %s does not load: %s", self.kind, ep.name, e)
-                    continue
-                if ep.name not in self._items:  # its import may have registered it
-                    self._items[ep.name] = obj
+                self._load_entry_points()
+            finally:
+                self._loading = None
             self._loaded = True
+
+    def _load_entry_points(self) -> None:
+        """Imports each entry point of ``plugins`` not named already. Said at INFO (the server
+        logs it; a CLI command does not repeat it each time): a name archsearch or an earlier
+        plugin has, and a plugin that does not load (looking its name up says why)."""
+        try:
+            eps = list(importlib.metadata.entry_points(group=self.plugins or ""))
+        except Exception as e:  # a broken installed distribution's metadata
+            log.error("cannot list the %s plugins (%s): %s", self.kind, self.plugins, e)
+            return
+        origin: dict[str, str] = {}  # plugin name -> the entry point that gave it
+        for ep in eps:
+            if ep.name in self._items or ep.name in self._broken:
+                if not ep.value.startswith("archsearch."):
+                    had = origin.get(ep.name, "archsearch's own")
+                    log.info(
+                        "%s plugin %s (%s) is ignored: the name is taken (%s)",
+                        self.kind,
+                        ep.name,
+                        ep.value,
+                        had,
+                    )
+                continue
+            origin[ep.name] = ep.value
+            try:
+                obj = ep.load()
+            except Exception as e:  # one broken plugin does not stop the others
+                self._broken[ep.name] = f"{ep.value}: {type(e).__name__}: {e}"
+                log.info("%s plugin %s does not load: %s", self.kind, ep.name, e)
+                continue
+            if ep.name not in self._items:  # its import may have registered it
+                self._items[ep.name] = obj
 
     @overload
     def register(self, name: str) -> Callable[[T], T]: ...

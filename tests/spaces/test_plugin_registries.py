@@ -99,3 +99,48 @@ def test_a_registry_without_a_group_never_reads_entry_points(
     reg: Registry[int] = Registry("thing")
     reg.register("a", 1)
     assert "b" not in reg and reg.names() == ("a",)
+
+
+def test_a_plugin_that_looks_names_up_while_it_loads_does_not_deadlock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its import ran under the lock its own loading held: the process hung."""
+    import logging
+    import threading
+
+    (tmp_path / "plugreent.py").write_text(
+        PLUGIN.replace("FirstRows", "Reentrant")
+        + "\nfrom archsearch.search import LOOPS\nSEEN = len(LOOPS)\n"
+    )
+    (tmp_path / "plugtwin.py").write_text(PLUGIN.replace("FirstRows", "Twin"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ours = [
+        importlib.metadata.EntryPoint("reent", "plugreent:Reentrant", "archsearch.loops"),
+        importlib.metadata.EntryPoint("reent", "plugtwin:Twin", "archsearch.loops"),
+    ]
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda **kw: (
+            importlib.metadata.EntryPoints(ours)
+            if kw.get("group") == "archsearch.loops"
+            else real(**kw)
+        ),
+    )
+    monkeypatch.setattr(LOOPS, "_items", dict(LOOPS._items))
+    monkeypatch.setattr(LOOPS, "_broken", {})
+    monkeypatch.setattr(LOOPS, "_loaded", False)
+    caplog.set_level(logging.INFO, logger="archsearch")
+    found: list[Any] = []
+    looker = threading.Thread(target=lambda: found.append(LOOPS.get("reent")), daemon=True)
+    looker.start()
+    looker.join(20)
+    try:
+        assert not looker.is_alive(), "the look-up hung"
+        assert found and found[0].__name__ == "Reentrant"  # the first to publish the name
+        said = "loop plugin reent (plugtwin:Twin) is ignored: the name is taken (plugreent:"
+        assert said in caplog.text
+    finally:
+        sys.modules.pop("plugreent", None)
+        sys.modules.pop("plugtwin", None)

@@ -48,9 +48,14 @@ def checked_metrics(result: Any, objectives: Sequence[str] = ()) -> dict[str, fl
 
 
 def _finite(value: Any) -> bool:
-    """A finite number: an int or float (numpy's and torch's scalars too), not a bool, and not
-    a string that ``float`` would read ("0.9" is a trainer's mistake, not a score)."""
-    if isinstance(value, bool | str | bytes):
+    """A finite number: an int or float (numpy's and torch's scalars too), not a bool (numpy's
+    and torch's neither), not text that ``float`` would read ("0.9" is a trainer's mistake,
+    not a score), not an array or tensor (one of one element too: which number is meant?)."""
+    if isinstance(value, bool | str | bytes | bytearray | memoryview):
+        return False
+    if tuple(getattr(value, "shape", ())) != ():  # arrays, tensors
+        return False
+    if "bool" in str(getattr(value, "dtype", "")):  # numpy.bool_, a torch bool tensor
         return False
     try:
         return math.isfinite(float(value))

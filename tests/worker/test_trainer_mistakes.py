@@ -121,6 +121,12 @@ def test_the_checks_alone() -> None:
     import numpy as np
     import torch
 
+    for odd in (np.bool_(True), torch.tensor(True), bytearray(b"0.5"), torch.tensor([0.5])):
+        with pytest.raises(CandidateError):
+            check_report(1, odd)
+    import numpy as np
+    import torch
+
     got = checked_metrics(TrainResult(metrics={"a": np.float32(0.5), "b": torch.tensor(0.25)}))  # type: ignore[dict-item]
     assert got == {"a": 0.5, "b": 0.25}
 

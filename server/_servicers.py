@@ -23,7 +23,6 @@ from archsearch.server._convert import (
 )
 from archsearch.server._delete import StudyDeleted, unless_deleted
 from archsearch.server._errors import ResourceExhausted
-from archsearch.server._logsafe import loggable
 from archsearch.server._rpc import _lease_id, _require, _study_name, rpc
 from archsearch.server._source import code_label, mismatch
 from archsearch.server._spec import SearchSpec
@@ -230,9 +229,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         )
         if request.worker_id:  # leases held under this id belong to a process that is gone
             requeue_leases_of(worker_id, self.m)
-        other = mismatch(code_label(), caps.source[:100], f"worker {worker_id}")
+        # the client's label made printable (and short) first: the line is not cut to its
+        # first 200 characters, which dropped the fix
+        theirs = "".join(c for c in caps.source[:100] if c.isprintable())
+        other = mismatch(code_label(), theirs, f"worker {worker_id}")
         if other:
-            log.warning("%s", loggable(other))
+            log.warning("%s", other)
         return pb.RegisterWorkerResponse(
             worker_id=worker_id,
             heartbeat_interval_s=self.m.heartbeat_interval_s,

@@ -135,7 +135,7 @@ class Worker(ServerCalls):
         log.info(
             "worker %s registered (server %s; heartbeat %.0fs, lease %.0fs; trainers %s)",
             self.worker_id,
-            resp.server_version,
+            resp.server_source or resp.server_version,
             self.heartbeat_interval_s,
             self.lease_duration_s,
             ",".join(self.trainers),

@@ -26,6 +26,7 @@ from archsearch.server._leases import LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._pool import CandidatePool
 from archsearch.server._registry import StudyRegistry
+from archsearch.server._spec_data import lora_as_launched
 
 log = logging.getLogger("archsearch.server")
 
@@ -209,7 +210,7 @@ class Dispatcher:
             study_name=h.spec.name,
             trial_number=live.number,
             deadline_unix=self.leases.deadline(),
-            candidate=live.candidate,
+            candidate=lora_as_launched(live.candidate, h.created_at),
             trainer=h.spec.trainer,
             objective_metrics=h.spec.raw_objective_metrics,
             intermediate_metric=h.spec.intermediate_metric,

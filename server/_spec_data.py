@@ -3,6 +3,8 @@ a custom task, and the data fields, checked as ``SearchSpec.from_dict`` reads th
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import os
 from typing import Any
 
@@ -78,6 +80,33 @@ def dev_if_unnamed(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(selection, dict) or selection.get("method") != "dsir":
         return data
     return data if "target" in selection else {**data, "selection": {**selection, "target": "dev"}}
+
+
+#: When ``recipe.lora.frozen``'s default became false (commit 805dfc2): a DyLoRA study created
+#: before then that named no ``frozen`` trained frozen, and launches since name it
+#: (``pin_lora_defaults``).
+FROZEN_DEFAULT_CHANGED = datetime.datetime(2026, 12, 6, 11, 58, 3, tzinfo=datetime.UTC)
+
+
+def lora_as_launched(candidate: Candidate, created_at: str) -> Candidate:
+    """``candidate`` as its study's workers must train it: a LoRA candidate of a study created
+    before :data:`FROZEN_DEFAULT_CHANGED` that names no ``frozen`` gets ``frozen: true``, its
+    default then (a resumed study trained its new trials unfrozen, reading as before). The
+    stored candidate keeps its text, so repeats of its earlier trials are still recognised;
+    the trial's ``lora_frozen`` info says how it trained."""
+    lora = candidate.recipe.get("lora")
+    if not isinstance(lora, dict) or "frozen" in lora:
+        return candidate
+    try:
+        created = datetime.datetime.fromisoformat(created_at)
+    except ValueError:
+        return candidate  # no date: a study older than DyLoRA, or written by hand
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=datetime.UTC)
+    if created >= FROZEN_DEFAULT_CHANGED:
+        return candidate
+    recipe = {**candidate.recipe, "lora": {**lora, "frozen": True}}
+    return dataclasses.replace(candidate, recipe=recipe)
 
 
 def stored_candidate(obj: Any) -> Candidate:

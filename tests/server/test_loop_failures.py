@@ -8,6 +8,8 @@ again, other studies starved, and the study read "running" with no reason outsid
 from __future__ import annotations
 
 import random
+import threading
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,6 +55,8 @@ class Broken(SearchLoop):
             raise RuntimeError("boom")
         if mode == "exit":
             raise SystemExit(3)
+        if mode == "slow":
+            time.sleep(3)
         if mode == "wait":
             raise NoSuggestion("waiting for nothing")
         answers: dict[str, Any] = {
@@ -199,3 +203,20 @@ def test_the_cli_shows_a_study_its_loop_failed(
     assert "stopped (loop failed)" in out and "(loop failed: the server stopped" in out
     assert cli.main(["show", "bad", "--server", srv.address]) == 0
     assert "loop test-broken failed: RuntimeError: boom" in capsys.readouterr().out
+
+
+def test_a_slow_loop_does_not_hold_the_other_studies_work(broken: Any, manager: Any) -> None:
+    """Every worker's acquire waited on the study whose loop was busy (its ask lock): a loop
+    taking 45 s held every other study's work as long."""
+    manager.launch(SearchSpec.from_dict(table_spec("slow", 3, loop="test-broken")))
+    Broken.mode = "slow"
+    first = threading.Thread(target=lambda: manager.acquire("w1", ("table",)))
+    first.start()
+    time.sleep(0.5)  # w1 is inside the slow loop's suggest
+    manager.launch(SearchSpec.from_dict(table_spec("quick", 2)))
+    started = time.monotonic()
+    grant = manager.acquire("w2", ("table",))
+    took = time.monotonic() - started
+    first.join(10)
+    assert grant is not None and grant.study_name == "quick"
+    assert took < 2, took

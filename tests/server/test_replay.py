@@ -343,20 +343,8 @@ def test_replay_says_how_many_rows_had_no_score(
     path.write_text(
         json.dumps({"metric": "ppl", "direction": "minimize", "architectures": entries})
     )
-    code, out, err = _replay(
-        [
-            str(path),
-            "--loops",
-            "random",
-            "--seeds",
-            "1",
-            "--evals",
-            "3",
-            "--plot",
-            str(tmp_path / "p.png"),
-        ],
-        capsys,
-    )
+    quick = ["--loops", "random", "--seeds", "1", "--evals", "3"]
+    code, out, err = _replay([str(path), *quick, "--plot", str(tmp_path / "p.png")], capsys)
     assert code == 0, err
     assert "6 rows, ppl (minimize), 1 row without a ppl score left out, 1 row repeated" in out
 

@@ -129,20 +129,35 @@ class Dispatcher:
         study_name: str,
         alive: Callable[[], bool] = _always,
     ) -> Grant | None:
+        busy: list[StudyHandle] = []  # another call is asking their loops
         for h in self.registry.handles():
             if study_name and h.spec.name != study_name:
                 continue
             if h.state != RUNNING or h.spec.trainer not in trainers:
                 continue
+            grant = self._acquire_from(h, worker_id, alive, busy)
+            if grant is not None:
+                return grant
+        # No other study had work: wait for the busy ones' asks (their candidates may be
+        # this worker's), as a call always did.
+        for h in busy:
             grant = self._acquire_from(h, worker_id, alive)
             if grant is not None:
                 return grant
         return None
 
     def _acquire_from(
-        self, h: StudyHandle, worker_id: str, alive: Callable[[], bool] = _always
+        self,
+        h: StudyHandle,
+        worker_id: str,
+        alive: Callable[[], bool] = _always,
+        busy: list[StudyHandle] | None = None,
     ) -> Grant | None:
         """Leases a prepared candidate of ``h`` (preparing one first when none is ready).
+
+        With ``busy``, a study whose loop another call is asking is added to it and skipped
+        (None) instead of waited for: a slow loop held every worker's acquire, and so every
+        other study's work. Without, the call waits for that ask.
 
         The hot path is an in-memory pop and one queued lease write; the study lock is held
         only while the index changes, never while the database works, and the RPC answers
@@ -161,11 +176,10 @@ class Dispatcher:
                 if tid is not None:
                     live, written = self.leases.grant(h, tid, worker_id)
                     break
-            # Nothing ready: prepare one here, as the worker waits for it, unless another call
-            # is asking this study's loop: then this one tries the other studies (a slow loop
-            # held every worker's acquire here, and so every other study's work) and comes
-            # back when woken or after its poll.
-            if not h.ask_lock.acquire(blocking=False):
+            # Nothing ready: prepare one here, as the worker waits for it (see ``busy``).
+            if not h.ask_lock.acquire(blocking=busy is None):
+                assert busy is not None
+                busy.append(h)
                 return None
             try:
                 with h.lock:

@@ -322,7 +322,7 @@ def test_a_set_key_a_flag_also_sets_is_refused(capsys: pytest.CaptureFixture[str
     err = _launch_error(["--set", 'recipe={"max_steps": 5, "max_steps": 6}'], capsys)
     assert "--set recipe: key 'max_steps' appears twice in one object" in err
     # a flag's sub-field is not the same key: allowed
-    from archsearch.server._cli_studies import build_spec
+    from archsearch.server._cli_spec import build_spec
 
     args = archsearch_cli.build_parser().parse_args(
         [*LAUNCH, "--pruner", "median", "--set", "pruner.n_startup_trials=4"]
@@ -362,7 +362,7 @@ def test_other_unrecognized_arguments_get_no_set_hint(capsys: pytest.CaptureFixt
 
 
 def test_set_values_that_are_text_or_json_still_parse() -> None:
-    from archsearch.server._cli_studies import build_spec
+    from archsearch.server._cli_spec import build_spec
 
     args = archsearch_cli.build_parser().parse_args(
         [*LAUNCH, "--set", "task=sst2", "--set", 'data.selection={"method": "random", "size": 9}']
@@ -405,7 +405,7 @@ def test_a_spec_comes_from_standard_input_with_dash(monkeypatch: pytest.MonkeyPa
     """``--spec -`` reads the spec from standard input (it said "cannot read --spec -")."""
     import io
 
-    from archsearch.server._cli_studies import build_spec
+    from archsearch.server._cli_spec import build_spec
 
     monkeypatch.setattr("sys.stdin", io.StringIO('{"name": "piped", "n_trials": 3}'))
     args = archsearch_cli.build_parser().parse_args(["launch", "--spec", "-", "--space", "bert"])

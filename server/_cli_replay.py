@@ -277,6 +277,9 @@ def _report_dict(report: Any, table: Any, top: float, plot: Path) -> dict[str, A
             "best": tg.best,
             "rows": tg.rows,
         },
+        "rows": len(table.architectures),
+        "rows_without_score": table.unscored,
+        "repeated_rows": table.repeated,
         "evals": report.evals,
         "exact_random_median_evals": report.exact_random,
         "loops": {

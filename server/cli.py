@@ -95,10 +95,18 @@ class _Parser(argparse.ArgumentParser):
         )
 
 
-def _version() -> str:
-    from archsearch.server import __version__
+class _Version(argparse.Action):
+    """``--version``: the package version and the source digest (``server/_source.py``: every
+    build said 0.1.0), computed only when asked (it reads archsearch's source files)."""
 
-    return __version__
+    def __init__(self, option_strings: list[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from archsearch.server._source import code_label
+
+        print(f"archsearch {code_label()}")
+        parser.exit()
 
 
 VERBOSE = "log debug messages"
@@ -106,7 +114,7 @@ VERBOSE = "log debug messages"
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="archsearch", description=DESCRIPTION, formatter_class=_HelpFormatter)
-    p.add_argument("--version", action="version", version=f"archsearch {_version()}")
+    p.add_argument("--version", action=_Version)
     p.add_argument("-v", "--verbose", action="store_true", help=VERBOSE)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 

@@ -49,12 +49,14 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """With the code label: every build said 0.1.0."""
     from archsearch.server import __version__
+    from archsearch.server._source import source_digest
 
     with pytest.raises(SystemExit) as e:
         cli.main(["--version"])
     assert e.value.code == 0
-    assert capsys.readouterr().out.strip() == f"archsearch {__version__}"
+    assert capsys.readouterr().out.strip() == f"archsearch {__version__}+src.{source_digest()}"
 
 
 def test_every_option_has_help_and_shows_its_default() -> None:

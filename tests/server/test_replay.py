@@ -347,6 +347,12 @@ def test_replay_says_how_many_rows_had_no_score(
     code, out, err = _replay([str(path), *quick, "--plot", str(tmp_path / "p.png")], capsys)
     assert code == 0, err
     assert "6 rows, ppl (minimize), 1 row without a ppl score left out, 1 row repeated" in out
+    code, out, err = _replay(
+        [str(path), *quick, "--plot", str(tmp_path / "p.png"), "--json"], capsys
+    )
+    assert code == 0, err
+    shown = json.loads(out)
+    assert (shown["rows"], shown["rows_without_score"], shown["repeated_rows"]) == (6, 1, 1)
 
 
 class _Quits(InOrderLoop):

@@ -52,10 +52,6 @@ def _name(loop: SearchLoop) -> str:
     return str(getattr(loop, "name", "") or type(loop).__name__)
 
 
-def _fix(snapshot: LoopSnapshot) -> str:
-    return FIX.format(study=snapshot.study_name)
-
-
 def suggest_one(loop: SearchLoop, snapshot: LoopSnapshot) -> Suggestion:
     """``loop.suggest(snapshot, 1)``'s one suggestion.
 
@@ -72,33 +68,35 @@ def suggest_one(loop: SearchLoop, snapshot: LoopSnapshot) -> Suggestion:
     except (KeyboardInterrupt, GeneratorExit):
         raise
     except BaseException as e:  # SystemExit too: it ended the RPC's thread with no answer
-        raise LoopFailed(f"loop {name} failed: {_error(e)} ({_fix(snapshot)})", _error(e)) from e
+        fix = FIX.format(study=snapshot.study_name)
+        raise LoopFailed(f"loop {name} failed: {_error(e)} ({fix})", _error(e)) from e
     if not isinstance(answer, list | tuple) or len(answer) != 1:
         what = (
             f"{len(answer)} suggestions"
             if isinstance(answer, list | tuple)
             else f"a {type(answer).__name__}"
         )
-        detail = f"it answered suggest(snapshot, 1) with {what}, not a list of one Suggestion"
-        raise LoopFailed(
-            f"loop {name}: {detail} (raise NoSuggestion when it has none; {_fix(snapshot)})",
-            detail,
+        raise failure(
+            name,
+            snapshot.study_name,
+            f"it answered suggest(snapshot, 1) with {what}, not a list of one Suggestion "
+            "(raise NoSuggestion when it has none)",
         )
     (suggestion,) = answer
     if not isinstance(suggestion, Suggestion):
         detail = f"it suggested a {type(suggestion).__name__}, not an archsearch.search.Suggestion"
-        raise LoopFailed(f"loop {name}: {detail} ({_fix(snapshot)})", detail)
+        raise failure(name, snapshot.study_name, detail)
     if not isinstance(suggestion.architecture, Mapping):
         detail = (
             f"it suggested an architecture that is a {type(suggestion.architecture).__name__}, "
             "not a mapping"
         )
-        raise LoopFailed(f"loop {name}: {detail} ({_fix(snapshot)})", detail)
+        raise failure(name, snapshot.study_name, detail)
     try:
         json.dumps(dict(suggestion.attrs))
     except (TypeError, ValueError) as e:
         detail = f"it suggested attrs that are not JSON ({e}): they are stored on the trial"
-        raise LoopFailed(f"loop {name}: {detail} ({_fix(snapshot)})", detail) from e
+        raise failure(name, snapshot.study_name, detail) from e
     return suggestion
 
 
@@ -108,7 +106,7 @@ def loop_mistake(loop: SearchLoop, snapshot: LoopSnapshot, error: Exception) -> 
     bad)."""
     space = getattr(snapshot.space, "name", type(snapshot.space).__name__)
     detail = f"it suggested a candidate the {space} space cannot train: {_error(error)}"
-    return LoopFailed(f"loop {_name(loop)}: {detail} ({_fix(snapshot)})", detail)
+    return failure(_name(loop), snapshot.study_name, detail)
 
 
 def loop_call(name: str, what: str, call: Callable[[], T]) -> T:
@@ -133,29 +131,29 @@ def loop_call(name: str, what: str, call: Callable[[], T]) -> T:
         ) from e
 
 
-def _study_fix(h: Any) -> str:
-    return FIX.format(study=h.spec.name)
+def failure(loop: str, study: str, detail: str) -> LoopFailed:
+    """The :class:`LoopFailed` of the loop ``loop`` of ``study``: ``detail``, then the fix."""
+    return LoopFailed(f"loop {loop}: {detail} ({FIX.format(study=study)})", detail)
 
 
-def ready_failed(h: Any, error: Exception) -> tuple[str, str]:
-    """The reason and detail of a loop whose ``ready`` raised."""
-    detail = f"its ready() raised {_error(error)}"
-    return f"loop {h.spec.loop}: {detail} ({_study_fix(h)})", detail
+def ready_failed(h: Any, error: Exception) -> LoopFailed:
+    """A loop whose ``ready`` raised (``h``: its study's handle)."""
+    return failure(h.spec.loop, h.spec.name, f"its ready() raised {_error(error)}")
 
 
-def store_failed(h: Any, error: Exception) -> tuple[str, str]:
-    """The reason and detail of a suggestion the space could not make a candidate of (its
-    ``candidate_parts`` or ``describe`` raised, or the candidate is not JSON)."""
+def store_failed(h: Any, error: Exception) -> LoopFailed:
+    """A suggestion the space could not make a candidate of (its ``candidate_parts`` or
+    ``describe`` raised, or the candidate is not JSON)."""
     detail = f"it suggested a candidate the {h.spec.space} space cannot make: {_error(error)}"
-    return f"loop {h.spec.loop}: {detail} ({_study_fix(h)})", detail
+    return failure(h.spec.loop, h.spec.name, detail)
 
 
-def waits_for_nothing(h: Any, said: str) -> tuple[str, str]:
-    """The reason and detail of a loop that says it waits (``NoSuggestion``, not finished)
-    while nothing of its study is in flight: it never proposes again, and the study ran on
-    "running" with nothing said anywhere."""
+def waits_for_nothing(h: Any, said: str) -> LoopFailed:
+    """A loop that says it waits (``NoSuggestion``, not finished) while nothing of its study
+    is in flight: it never proposes again, and the study ran on "running" with nothing said
+    anywhere."""
     detail = (
         f"it has nothing to propose ({said}) and no trial in flight to wait for (raise "
         "NoSuggestion(reason, finished=True) when it is done)"
     )
-    return f"loop {h.spec.loop}: {detail} ({_study_fix(h)})", detail
+    return failure(h.spec.loop, h.spec.name, detail)

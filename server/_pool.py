@@ -122,7 +122,7 @@ class CandidatePool:
                     if not waiting and not h.loop.ready(h.space):
                         break  # still building (``warm_up``): no work yet
                 except Exception as e:
-                    self._stop_failed(h, LoopFailed(*ready_failed(h, e)), e)
+                    self._stop_failed(h, ready_failed(h, e), e)
                     break
                 try:
                     with self.storage.deferring():
@@ -142,7 +142,7 @@ class CandidatePool:
                                 idx.exhausted = e.reason
                                 log.info("study %s: %s", h.spec.name, e.reason)
                     elif self._waits_for_nothing(h):  # it would wait for ever, said nowhere
-                        self._stop_failed(h, LoopFailed(*waits_for_nothing(h, e.reason)), None)
+                        self._stop_failed(h, waits_for_nothing(h, e.reason), None)
                     break
                 except LoopFailed as e:  # the study stops; its workers serve the others
                     self._stop_failed(h, e, e)
@@ -156,7 +156,7 @@ class CandidatePool:
                     self._abandon(h, asked.trial_id)
                     if asked.requeued:
                         raise
-                    self._stop_failed(h, LoopFailed(*store_failed(h, e)), e)
+                    self._stop_failed(h, store_failed(h, e), e)
                     break
                 if prepared is None:  # the same candidate is in flight: ask again
                     in_flight += 1

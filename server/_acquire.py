@@ -26,7 +26,7 @@ from archsearch.server._leases import LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._pool import CandidatePool
 from archsearch.server._registry import StudyRegistry
-from archsearch.server._spec_data import lora_as_launched
+from archsearch.server._stored_defaults import lora_as_launched
 
 log = logging.getLogger("archsearch.server")
 
@@ -70,6 +70,8 @@ class Dispatcher:
         work: notified whenever work may have appeared (a launch, a finished trial).
         stopping: set when the server shuts down; waiting acquires return.
         notify: wakes waiting acquires.
+        sits_out: whether a worker gets none of a study's trials now (it runs other code
+            than the server and failed one of them for good: ``server/_other_code.py``).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class Dispatcher:
         work: threading.Condition,
         stopping: threading.Event,
         notify: Callable[[], None],
+        sits_out: Callable[[StudyHandle, str], bool] = lambda _h, _w: False,
     ) -> None:
         self.registry = registry
         self.leases = leases
@@ -91,6 +94,7 @@ class Dispatcher:
         self.work = work
         self.stopping = stopping
         self.notify = notify
+        self.sits_out = sits_out
 
     def acquire(
         self,
@@ -134,6 +138,8 @@ class Dispatcher:
             if study_name and h.spec.name != study_name:
                 continue
             if h.state != RUNNING or h.spec.trainer not in trainers:
+                continue
+            if self.sits_out(h, worker_id):
                 continue
             grant = self._acquire_from(h, worker_id, alive, busy)
             if grant is not None:

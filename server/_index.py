@@ -180,6 +180,8 @@ class WorkerInfo:
     memory_bytes: int
     hostname: str
     last_seen: float
+    #: its archsearch code label (``server/_source.py``); "" when it sent none
+    source: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

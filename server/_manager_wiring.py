@@ -16,6 +16,7 @@ from archsearch.server._errors import InvalidArgument
 from archsearch.server._index import StudyHandle
 from archsearch.server._leases import LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
+from archsearch.server._other_code import OtherCode
 from archsearch.server._outcomes import TrialOutcomes
 from archsearch.server._pool import CandidatePool
 from archsearch.server._registry import StudyRegistry, rebuild_index
@@ -98,6 +99,11 @@ class ManagerWiring:
             lease_duration_s,
             self._notify,
         )
+        self.directory = WorkerDirectory(
+            lease_duration_s, self._active, self.registry.handles, self._busy_workers
+        )
+        #: workers running other code than this server, and the failures they report
+        self.other_code = OtherCode(self.directory.source_of, self.directory.current_serves)
         self.dispatcher = Dispatcher(
             self.registry,
             self.leases,
@@ -107,6 +113,7 @@ class ManagerWiring:
             self._work,
             self._stop,
             self._notify,
+            self.other_code.sits_out,
         )
         self.outcomes = TrialOutcomes(
             self.rdb,
@@ -116,9 +123,7 @@ class ManagerWiring:
             self.lifecycle,
             self.pool,
             self.retries,
-        )
-        self.directory = WorkerDirectory(
-            lease_duration_s, self._active, self.registry.handles, self._busy_workers
+            self.other_code,
         )
         self.registry.load(self._rebuild_index)
 

@@ -224,14 +224,14 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         caps = request.capabilities
         trainers = _capabilities(caps)
         described = registered_trainer_info(request.trainer_info, trainers)
-        self.m.register(
-            worker_id, trainers, caps.device, caps.memory_bytes, caps.hostname, described
-        )
-        if request.worker_id:  # leases held under this id belong to a process that is gone
-            requeue_leases_of(worker_id, self.m)
         # the client's label made printable (and short) first: the line is not cut to its
         # first 200 characters, which dropped the fix
         theirs = "".join(c for c in caps.source[:100] if c.isprintable())
+        self.m.register(
+            worker_id, trainers, caps.device, caps.memory_bytes, caps.hostname, described, theirs
+        )
+        if request.worker_id:  # leases held under this id belong to a process that is gone
+            requeue_leases_of(worker_id, self.m)
         other = mismatch(code_label(), theirs, f"worker {worker_id}")
         if other:
             log.warning("%s", other)

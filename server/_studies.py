@@ -291,10 +291,12 @@ class StudyManager(ManagerWiring):
         memory_bytes: int,
         hostname: str,
         trainer_info: Iterable[TrainerInfo] = (),
+        source: str = "",
     ) -> WorkerInfo:
-        """Records a worker and learns what its trainers train and report."""
+        """Records a worker (``source``: its code label) and learns what its trainers train
+        and report."""
         self.trainers.learn(trainer_info, worker_id)
-        return self.directory.register(worker_id, trainers, device, memory_bytes, hostname)
+        return self.directory.register(worker_id, trainers, device, memory_bytes, hostname, source)
 
     def acquire(
         self,

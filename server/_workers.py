@@ -16,6 +16,7 @@ from archsearch.server._index import StudyHandle, WorkerInfo
 from archsearch.server._leases import LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._retries import Retries
+from archsearch.server._source import code_label
 from archsearch.server._writer import StorageWriter
 
 log = logging.getLogger("archsearch.server")
@@ -52,11 +53,34 @@ class WorkerDirectory:
         device: str,
         memory_bytes: int,
         hostname: str,
+        source: str = "",
     ) -> WorkerInfo:
-        """Records (or refreshes) a worker."""
-        info = WorkerInfo(worker_id, trainers, device, memory_bytes, hostname, time.time())
+        """Records (or refreshes) a worker; ``source``: its code label."""
+        info = WorkerInfo(worker_id, trainers, device, memory_bytes, hostname, time.time(), source)
         self._workers[worker_id] = info
         return info
+
+    def source_of(self, worker_id: str) -> str | None:
+        """The code label worker ``worker_id`` registered with (None: not registered with
+        this server)."""
+        info = self._workers.get(worker_id)
+        return None if info is None else info.source
+
+    def current_serves(self, h: StudyHandle, other_than: str) -> bool:
+        """Whether a connected worker other than ``other_than`` runs this server's code and
+        would train ``h``'s trials (offers its trainer; asked for it or for any study)."""
+        ours = code_label()
+        for worker_id, (trainers, asked) in self._seen().items():
+            info = self._workers.get(worker_id)
+            if (
+                worker_id != other_than
+                and info is not None
+                and info.source == ours
+                and h.spec.trainer in trainers
+                and asked in ("", h.spec.name)
+            ):
+                return True
+        return False
 
     def workers(self) -> list[WorkerInfo]:
         """Every worker that registered since the server started."""

@@ -45,7 +45,10 @@ def test_the_digest_follows_the_source_and_nothing_else(
         (package / "__pycache__").mkdir()
         (package / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
         (package / "notes.txt").write_text("not code")
-        assert digest() == first  # caches and other files change nothing
+        # an editor's lock file (a dangling link) and backups: every worker failed to register
+        (package / ".#a.py").symlink_to("user@host.1:1")
+        (package / "sub" / ".a.py").write_text("backup")
+        assert digest() == first  # caches, hidden and other files change nothing
         (package / "a.py").write_text("x = 2\n")
         assert digest() != first
     finally:
@@ -75,6 +78,9 @@ def test_the_server_names_a_worker_of_other_code_when_it_registers(
         worker.register("other", pb.WorkerCapabilities(trainers=["table"], source="9+src.0"))
     assert "worker old runs other archsearch code (an archsearch from before" in caplog.text
     assert "worker other runs other archsearch code (9+src.0)" in caplog.text
+    # the server keeps each worker's label (its failures are judged by it: test_other_code)
+    labels = {w: srv.manager.directory.source_of(w) for w in ("same", "old", "other", "none")}
+    assert labels == {"same": code_label(), "old": "", "other": "9+src.0", "none": None}
 
 
 def test_a_worker_says_when_the_servers_code_is_not_its_own(

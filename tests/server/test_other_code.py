@@ -1,0 +1,130 @@
+"""A worker running other archsearch code than the server fails a candidate for good: the
+candidate is re-queued once without counting, and that worker sits the study out while a
+worker running the server's code could train it (``server/_other_code.py``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from _procs import table_spec
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.server._index import FAILURES_ATTR
+from archsearch.server._source import code_label
+from archsearch.server._spec import SearchSpec
+from archsearch.server._studies import StudyManager
+
+TRAINERS = ("table",)
+OLD = "0.1.0+src.0123456789ab"
+
+
+@pytest.fixture
+def m(tmp_path: Path) -> Iterator[StudyManager]:
+    manager = StudyManager(
+        f"sqlite:///{tmp_path}/s.db", lease_duration_s=30, heartbeat_interval_s=5
+    )
+    yield manager
+    manager.close()
+
+
+def join(m: StudyManager, worker: str, source: str) -> None:
+    """Registers ``worker`` with code label ``source`` and marks it connected."""
+    m.register(worker, TRAINERS, "cpu", 0, "host", source=source)
+    m._active[worker] = (time.monotonic(), TRAINERS, "")
+
+
+def trials(m: StudyManager, name: str) -> list[FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=m.rdb).get_trials(deepcopy=False)
+
+
+def by_number(m: StudyManager, name: str, number: int) -> FrozenTrial:
+    return next(t for t in trials(m, name) if t.number == number)
+
+
+def test_old_workers_failure_is_reopened_once_and_it_sits_the_study_out(m) -> None:
+    m.launch(SearchSpec.from_dict(table_spec("s", 5, max_retries=0)))
+    join(m, "old", OLD)
+    join(m, "new", code_label())
+    g = m.acquire("old", TRAINERS)
+    assert g is not None
+    # max_retries 0: counted, this failure would end the candidate
+    assert m.fail(g.lease_id, "unknown selection method 'dsir'", retryable=False)
+    failed = by_number(m, "s", g.trial_number)
+    assert failed.state == TrialState.FAIL
+    reason = failed.user_attrs["fail_reason"]
+    assert reason.startswith("unknown selection method 'dsir' | worker old runs other")
+    assert OLD in reason and code_label() in reason and "re-queued without counting" in reason
+    waiting = [t for t in trials(m, "s") if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].system_attrs[FAILURES_ATTR] == 0
+    # the same report again gets the same answer, not "already failed"
+    assert m.fail(g.lease_id, "unknown selection method 'dsir'", retryable=False)
+
+    # the old worker sits the study out while the new one is connected ...
+    assert m.acquire("old", TRAINERS) is None
+    retry = m.acquire("new", TRAINERS)
+    assert retry is not None and retry.trial_number == waiting[0].number
+    # ... and the second failure for good counts, whoever reports it
+    assert not m.fail(retry.lease_id, "unknown selection method 'dsir'", retryable=False)
+    assert by_number(m, "s", retry.trial_number).user_attrs["fail_reason"] == (
+        "unknown selection method 'dsir'"
+    )
+    assert not [t for t in trials(m, "s") if t.state == TrialState.WAITING]
+
+
+@pytest.mark.parametrize("label", [code_label(), ""])
+def test_a_failure_counts_as_reported_from_the_servers_code_or_an_unlabelled_client(
+    m, label: str
+) -> None:
+    """An unlabelled worker is a client of the wire contract (or an archsearch from before
+    labels): its trainers' verdicts stand."""
+    m.launch(SearchSpec.from_dict(table_spec("s", 5, max_retries=0)))
+    join(m, "new", label)
+    g = m.acquire("new", TRAINERS)
+    assert g is not None
+    assert not m.fail(g.lease_id, "a candidate this trainer cannot build", retryable=False)
+    assert by_number(m, "s", g.trial_number).user_attrs["fail_reason"] == (
+        "a candidate this trainer cannot build"
+    )
+
+
+def test_old_worker_alone_still_trains_and_second_failure_counts(m) -> None:
+    """With no worker running the server's code, the old one is not set aside (the study
+    would wait for ever); the reopened candidate's next failure counts."""
+    m.launch(SearchSpec.from_dict(table_spec("s", 5, max_retries=0)))
+    join(m, "old", OLD)
+    g = m.acquire("old", TRAINERS)
+    assert g is not None
+    assert m.fail(g.lease_id, "broken", retryable=False)
+    assert OLD in by_number(m, "s", g.trial_number).user_attrs["fail_reason"]
+    again = m.acquire("old", TRAINERS)
+    assert again is not None  # the re-queued candidate, to the only worker there is
+    assert not m.fail(again.lease_id, "broken", retryable=False)
+    assert by_number(m, "s", again.trial_number).user_attrs["fail_reason"] == "broken"
+
+
+def test_upgraded_worker_is_served_again(m) -> None:
+    m.launch(SearchSpec.from_dict(table_spec("s", 5, max_retries=0)))
+    join(m, "w", OLD)
+    join(m, "other", code_label())
+    g = m.acquire("w", TRAINERS)
+    assert g is not None
+    assert m.fail(g.lease_id, "broken", retryable=False)
+    assert m.acquire("w", TRAINERS) is None
+    join(m, "w", code_label())  # upgraded and restarted
+    assert m.acquire("w", TRAINERS) is not None
+
+
+def test_a_set_aside_worker_serves_other_studies(m) -> None:
+    m.launch(SearchSpec.from_dict(table_spec("a", 5, max_retries=0)))
+    m.launch(SearchSpec.from_dict(table_spec("b", 5, max_retries=0)))
+    join(m, "old", OLD)
+    join(m, "new", code_label())
+    g = m.acquire("old", TRAINERS, study_name="a")
+    assert g is not None and g.study_name == "a"
+    assert m.fail(g.lease_id, "broken", retryable=False)
+    other = m.acquire("old", TRAINERS)
+    assert other is not None and other.study_name == "b"

@@ -15,7 +15,7 @@ from archsearch.server import _storage
 from archsearch.server._artifacts import GraphArtifacts
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import LiveTrial, Prepared, StudyHandle
-from archsearch.server._spec_data import dev_if_unnamed, stored_candidate
+from archsearch.server._stored_defaults import candidate_data, stored_candidate
 from archsearch.server._suggest import AskedCandidate
 from archsearch.server._writer import StorageWriter
 from archsearch.spaces import Candidate
@@ -87,7 +87,7 @@ class CandidateStore:
                 space=h.spec.space,
                 architecture=architecture,
                 recipe=recipe,
-                data=dev_if_unnamed({**h.spec.data, **suggestion.data}),
+                data=candidate_data({**h.spec.data, **suggestion.data}, h.created_at),
                 kind=suggestion.kind,
             )
             user: dict[str, Any] = {

@@ -73,6 +73,11 @@ class DeferredTrialStorage(_CachedStorage):
         found = self._provisional.get(trial_id)
         return None if found is None else found[0]
 
+    def provisional_of(self, study_id: int) -> set[int]:
+        """The ids of ``study_id``'s provisional trials (not handed over)."""
+        with self._plock:
+            return {tid for tid, (sid, _) in self._provisional.items() if sid == study_id}
+
     def take_provisional(self, trial_id: int) -> tuple[int, FrozenTrial]:
         """Hands over a provisional trial: returns (study id, the trial as asked so far).
 

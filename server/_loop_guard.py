@@ -26,7 +26,14 @@ from archsearch.spaces import SpecError
 T = TypeVar("T")
 
 #: The fix every loop failure names (the study's name is added).
-FIX = "fix the loop (the server log has the traceback), then `archsearch resume {study}`"
+FIX = (
+    "fix the loop (the server log has the traceback; a fixed plugin is loaded when the server "
+    "restarts), then `archsearch resume {study}`"
+)
+
+#: What a plugin's code may raise that the server catches: ``SystemExit`` too (an
+#: argparse-using plugin's; it ended the RPC's thread, or the server, with no word).
+PLUGIN_ERRORS: tuple[type[BaseException], ...] = (Exception, SystemExit)
 
 
 class LoopFailed(Exception):
@@ -35,12 +42,15 @@ class LoopFailed(Exception):
     Args:
         reason: One line: the loop, what it did, and the fix (for a study).
         detail: What went wrong alone (a replay, which has no study to resume, says this).
+        mistake: its suggestion was refused (:func:`loop_mistake`): the loop's fault even
+            when the refusal is a ``SpecError``.
     """
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, mistake: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+        self.mistake = mistake
 
 
 def _error(e: BaseException) -> str:
@@ -106,7 +116,9 @@ def loop_mistake(loop: SearchLoop, snapshot: LoopSnapshot, error: Exception) -> 
     bad)."""
     space = getattr(snapshot.space, "name", type(snapshot.space).__name__)
     detail = f"it suggested a candidate the {space} space cannot train: {_error(error)}"
-    return failure(_name(loop), snapshot.study_name, detail)
+    failed = failure(_name(loop), snapshot.study_name, detail)
+    failed.mistake = True
+    return failed
 
 
 def loop_call(name: str, what: str, call: Callable[[], T]) -> T:
@@ -123,7 +135,7 @@ def loop_call(name: str, what: str, call: Callable[[], T]) -> T:
         return call()
     except SpecError:
         raise
-    except Exception as e:
+    except PLUGIN_ERRORS as e:
         raise SpecError(
             "loop",
             f"the {name} loop failed in {what}: {type(e).__name__}: {e}",
@@ -136,16 +148,24 @@ def failure(loop: str, study: str, detail: str) -> LoopFailed:
     return LoopFailed(f"loop {loop}: {detail} ({FIX.format(study=study)})", detail)
 
 
-def ready_failed(h: Any, error: Exception) -> LoopFailed:
+def ready_failed(h: Any, error: BaseException) -> LoopFailed:
     """A loop whose ``ready`` raised (``h``: its study's handle)."""
     return failure(h.spec.loop, h.spec.name, f"its ready() raised {_error(error)}")
 
 
-def store_failed(h: Any, error: Exception) -> LoopFailed:
+def store_failed(h: Any, error: BaseException) -> LoopFailed:
     """A suggestion the space could not make a candidate of (its ``candidate_parts`` or
     ``describe`` raised, or the candidate is not JSON)."""
     detail = f"it suggested a candidate the {h.spec.space} space cannot make: {_error(error)}"
     return failure(h.spec.loop, h.spec.name, detail)
+
+
+def warm_up_failed(h: Any, error: SpecError) -> LoopFailed:
+    """A loop whose ``warm_up`` failed when its study was resumed (``error``: from
+    :func:`loop_call`)."""
+    cause = error.__cause__
+    said = _error(cause) if cause is not None else str(error)
+    return failure(h.spec.loop, h.spec.name, f"its warm_up failed: {said}")
 
 
 def waits_for_nothing(h: Any, said: str) -> LoopFailed:

@@ -30,6 +30,7 @@ from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import RUNNING, STOPPED_REASON, Prepared, StudyHandle
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._loop_guard import (
+    PLUGIN_ERRORS,
     LoopFailed,
     ready_failed,
     store_failed,
@@ -121,20 +122,31 @@ class CandidatePool:
                 try:
                     if not waiting and not h.loop.ready(h.space):
                         break  # still building (``warm_up``): no work yet
-                except Exception as e:
+                except PLUGIN_ERRORS as e:
                     self._stop_failed(h, ready_failed(h, e), e)
                     break
+                # in flight before the ask: a trial that finishes while the loop decides is
+                # not "nothing to wait for" (the loop is asked again, and sees it finished)
+                had_in_flight = not self._waits_for_nothing(h)
+                before = self.storage.provisional_of(h.study_id)
                 try:
-                    with self.storage.deferring():
-                        asked = ask_candidate(
-                            h.loop,
-                            h.study,
-                            h.space,
-                            self.storage,
-                            waiting,
-                            h.directions,
-                            h.spec.data_choices,
-                        )
+                    try:
+                        with self.storage.deferring():
+                            asked = ask_candidate(
+                                h.loop,
+                                h.study,
+                                h.space,
+                                self.storage,
+                                waiting,
+                                h.directions,
+                                h.spec.data_choices,
+                            )
+                    except BaseException:
+                        # a trial the loop asked itself (``study.ask()``) before it failed or
+                        # waited: never stored, it would read RUNNING for ever after a resume
+                        for tid in self.storage.provisional_of(h.study_id) - before:
+                            self.storage.discard_provisional(tid)
+                        raise
                 except NoSuggestion as e:  # a staged loop waits, or has finished
                     if e.finished:
                         with h.lock:
@@ -142,6 +154,8 @@ class CandidatePool:
                                 idx.exhausted = e.reason
                                 log.info("study %s: %s", h.spec.name, e.reason)
                     elif self._waits_for_nothing(h):  # it would wait for ever, said nowhere
+                        if had_in_flight:
+                            continue
                         self._stop_failed(h, waits_for_nothing(h, e.reason), None)
                     break
                 except LoopFailed as e:  # the study stops; its workers serve the others
@@ -152,7 +166,7 @@ class CandidatePool:
                 except WriterClosed:
                     self._abandon(h, asked.trial_id)
                     raise
-                except Exception as e:  # the space's (a plugin's) candidate_parts or describe
+                except PLUGIN_ERRORS as e:  # the space's (a plugin's) candidate_parts, describe
                     self._abandon(h, asked.trial_id)
                     if asked.requeued:
                         raise

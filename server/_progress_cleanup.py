@@ -15,7 +15,7 @@ import logging
 
 from archsearch.server import _storage
 from archsearch.server._leases import parse_lease_id
-from archsearch.server._spec_data import stored_candidate
+from archsearch.server._stored_defaults import stored_candidate
 from archsearch.server._trial_artifacts import SHA_ATTR_PREFIX, TrialArtifacts
 from archsearch.spaces import SpecError
 

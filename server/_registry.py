@@ -49,7 +49,7 @@ from archsearch.server._loop_guard import loop_call
 from archsearch.server._pool import CandidatePool
 from archsearch.server._retries import Retries
 from archsearch.server._spec import SearchSpec
-from archsearch.server._spec_data import stored_candidate
+from archsearch.server._stored_defaults import stored_candidate
 from archsearch.server._trainers import TRAINER_ATTR, TrainerCatalogue, recorded_trainer_info
 from archsearch.spaces import SpecError
 

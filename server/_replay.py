@@ -125,8 +125,15 @@ def replay_search(
         finished = False
         while not finished and len(run.best) < evals and run.asks < MAX_ASKS_PER_EVAL * evals:
             while len(in_flight) < min(parallel, evals - len(run.best)):
-                asked = _ask(loop, study, space, loop_name, table, run)
-                if asked is None:  # NoSuggestion: it waits for those in flight, or is done
+                try:
+                    asked = _ask(loop, study, space, loop_name, table, run)
+                except NoSuggestion as e:  # it waits for those in flight, or is done
+                    if not in_flight and not e.finished:  # as a study's loop, it failed
+                        raise ReplayLoopFailed(
+                            f"loop {loop_name} cannot search {table.source}: it has nothing "
+                            f"to propose ({e.reason}) and no candidate in flight to wait for "
+                            "(raise NoSuggestion(reason, finished=True) when it is done)"
+                        ) from e
                     finished = not in_flight
                     break
                 in_flight.append(asked)
@@ -159,15 +166,21 @@ def _ask(
     loop_name: str,
     table: ReplayTable,
     run: Run,
-) -> AskedCandidate | None:
-    """The loop's next candidate, None when it has none now (``NoSuggestion``)."""
+) -> AskedCandidate:
+    """The loop's next candidate.
+
+    Raises:
+        NoSuggestion: it has none now, or none more (``finished``).
+        ReplayError, ReplayLoopFailed: the user's choice cannot work (2), the loop failed (1).
+    """
     run.asks += 1
     try:
         asked = ask_candidate(loop, study, space)
-    except NoSuggestion:
-        return None
-    except LoopFailed as e:  # a spec error is the user's (2); anything else the loop's (1)
-        kind = ReplayError if isinstance(e.__cause__, SpecError) else ReplayLoopFailed
+    except LoopFailed as e:  # a spec error the loop raised is the user's choice (2: a loop
+        # that cannot search this table); its mistakes (a candidate outside the space, a bad
+        # recipe) and anything else are the loop's (1)
+        users = isinstance(e.__cause__, SpecError) and not e.mistake
+        kind = ReplayError if users else ReplayLoopFailed
         raise kind(f"loop {loop_name} cannot search {table.source}: {e.detail}") from e
     # The stored candidate, as the server's pool keeps it: loops read its architecture back
     # (``TrialView.architecture``).
@@ -273,6 +286,16 @@ class ReplayReport:
                 f"note: {tg.rows} rows: the top {self.top:g}% is the best {tg.k}, so a median "
                 "of a few evaluations says little; replay a table of more measured candidates"
             )
+        for name, runs in self.runs.items():
+            short = sorted(len(r.best) for r in runs if len(r.best) < self.evals)
+            if short:
+                ended = f"{short[0]}" if short[0] == short[-1] else f"{short[0]}-{short[-1]}"
+                out.append(
+                    f"note: {name}: {len(short)} of {len(runs)} searches ended before --evals "
+                    f"{self.evals} (the loop had nothing more to propose after {ended} "
+                    "evaluations): their regret is at their end, and a target they did not "
+                    "reach counts as not reached within the budget"
+                )
         medians = [s["median_evals"] for s in self.summary.values()] + [self.exact_random]
         if any(m > self.evals for m in medians):
             out.append(
@@ -360,9 +383,10 @@ def run_replay(
             if progress is not None:
                 hit = r.evals_to(targets.threshold)
                 at = f"at {hit}" if hit is not None else f"not reached in {len(r.best)}"
+                best = f"best {r.best[-1]:.4f}" if r.best else "no candidate proposed"
                 progress(
-                    f"  {name:13s} seed {r.seed:2d}: top {top:g}% {at}, best "
-                    f"{r.best[-1]:.4f}, {r.asks} asks, {r.seconds:.1f}s"
+                    f"  {name:13s} seed {r.seed:2d}: top {top:g}% {at}, {best}, {r.asks} asks, "
+                    f"{r.seconds:.1f}s"
                 )
         report.add(name, runs)
     return report

@@ -154,8 +154,12 @@ def regret_plot(
     for name, runs in all_runs.items():
         curves = []
         for r in runs:
+            if not r.best:  # the loop proposed nothing
+                continue
             b = np.array(r.best + [r.best[-1]] * (evals - len(r.best)))[:evals]
             curves.append(np.abs(best - b))
+        if not curves:
+            continue
         arr = np.array(curves)
         ax.plot(x[: arr.shape[1]], np.median(arr, axis=0), label=f"{name} (n={len(runs)})")
         if len(runs) > 1:

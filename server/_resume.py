@@ -38,7 +38,7 @@ from archsearch.server._index import (
     StudyHandle,
 )
 from archsearch.server._lifecycle import N_TRIALS_REASON, StudyLifecycle
-from archsearch.server._loop_guard import loop_call
+from archsearch.server._loop_guard import loop_call, warm_up_failed
 from archsearch.server._retries import Retries
 from archsearch.server._spec import MAX_TRIALS
 from archsearch.spaces import SpecError
@@ -124,8 +124,9 @@ def resume(
         try:
             loop_call(h.spec.loop, "warm_up", lambda: h.loop.warm_up(h.space, notify))
         except SpecError as e:  # the loop cannot start again: the study stays stopped, said
-            lifecycle.stop_failed(h, str(e))
-            raise FailedPrecondition(f"study {h.spec.name} cannot go on: {e}") from e
+            failed = warm_up_failed(h, e)
+            lifecycle.stop_failed(h, failed.reason)
+            raise FailedPrecondition(f"study {h.spec.name} cannot go on: {failed.reason}") from e
         log.info(
             "study %s resumed (was %s; budget %d; %d never-run candidates queued again)",
             h.spec.name,

@@ -27,7 +27,8 @@ PACKAGES = ("fleet", "search", "server", "spaces", "surrogates", "worker", "v1")
 @functools.cache
 def source_digest() -> str:
     """12 hex digits of the sha256 of every ``.py`` and ``.proto`` file of :data:`PACKAGES`,
-    by path relative to its package; "" when none is found. Computed once per process."""
+    by path relative to its package (hidden and unreadable files left out: a stray one made
+    every worker fail to register); "" when none is found. Computed once per process."""
     digest = hashlib.sha256()
     found = False
     for name in PACKAGES:
@@ -36,11 +37,21 @@ def source_digest() -> str:
         for location in locations:
             root = Path(location).resolve()
             files = [*root.rglob("*.py"), *root.rglob("*.proto")]
-            for path in sorted(p for p in files if "__pycache__" not in p.parts):
+            for path in sorted(p for p in files if _counted(p.relative_to(root))):
+                try:  # an editor's lock file is a dangling link; a file may be unreadable
+                    text = path.read_bytes()
+                except OSError:
+                    continue
                 digest.update(f"{name}/{path.relative_to(root).as_posix()}\0".encode())
-                digest.update(path.read_bytes())
+                digest.update(text)
                 found = True
     return digest.hexdigest()[:12] if found else ""
+
+
+def _counted(relative: Path) -> bool:
+    """Whether a file is archsearch's source: not a cache, not a hidden file (an editor's
+    ``.#name.py`` lock or backup)."""
+    return not any(part == "__pycache__" or part.startswith(".") for part in relative.parts)
 
 
 def code_label() -> str:

@@ -3,14 +3,11 @@ a custom task, and the data fields, checked as ``SearchSpec.from_dict`` reads th
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import os
 from typing import Any
 
 from archsearch.spaces import (
     GLUE_TASK_IDS,
-    Candidate,
     DataSpace,
     SpecError,
     data_tasks,
@@ -69,58 +66,6 @@ def spec_data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
                 f"one of {', '.join(GLUE_TASK_IDS)}, or declare data.custom_task",
             )
     return data
-
-
-def dev_if_unnamed(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with a DSIR selection that names no target given ``"dev"``: what it meant when
-    it was stored. Until 2026-12-07 the default was the dev split; since then every launch
-    names the target in the stored spec (:func:`fill_dsir_targets`), so the server only meets
-    one without a target in a study (or a candidate) stored before."""
-    selection = data.get("selection")
-    if not isinstance(selection, dict) or selection.get("method") != "dsir":
-        return data
-    return data if "target" in selection else {**data, "selection": {**selection, "target": "dev"}}
-
-
-#: When ``recipe.lora.frozen``'s default became false (commit 805dfc2): a DyLoRA study created
-#: before then that named no ``frozen`` trained frozen, and launches since name it
-#: (``pin_lora_defaults``).
-FROZEN_DEFAULT_CHANGED = datetime.datetime(2026, 12, 6, 11, 58, 3, tzinfo=datetime.UTC)
-
-
-def lora_as_launched(candidate: Candidate, created_at: str) -> Candidate:
-    """``candidate`` as its study's workers must train it: a LoRA candidate of a study created
-    before :data:`FROZEN_DEFAULT_CHANGED` that names no ``frozen`` gets ``frozen: true``, its
-    default then (a resumed study trained its new trials unfrozen, reading as before). The
-    stored candidate keeps its text, so repeats of its earlier trials are still recognised;
-    the trial's ``lora_frozen`` info says how it trained."""
-    lora = candidate.recipe.get("lora")
-    if not isinstance(lora, dict) or "frozen" in lora:
-        return candidate
-    try:
-        created = datetime.datetime.fromisoformat(created_at)
-    except ValueError:
-        return candidate  # no date: a study older than DyLoRA, or written by hand
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=datetime.UTC)
-    if created >= FROZEN_DEFAULT_CHANGED:
-        return candidate
-    recipe = {**candidate.recipe, "lora": {**lora, "frozen": True}}
-    return dataclasses.replace(candidate, recipe=recipe)
-
-
-def stored_candidate(obj: Any) -> Candidate:
-    """A candidate read back from the storage (``Candidate.from_dict``), its DSIR selection
-    meaning what it did when it was stored (:func:`dev_if_unnamed`): a retry, a repeat check
-    and a resumed trial of a study stored before the default changed train and compare as it
-    did, not towards the test text under the same label.
-
-    Raises:
-        SpecError: as ``Candidate.from_dict``.
-    """
-    if isinstance(obj, dict) and isinstance(obj.get("data"), dict):
-        obj = {**obj, "data": dev_if_unnamed(obj["data"])}
-    return Candidate.from_dict(obj)
 
 
 def fill_dsir_targets(

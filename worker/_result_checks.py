@@ -57,6 +57,9 @@ def _finite(value: Any) -> bool:
         return False
     if "bool" in str(getattr(value, "dtype", "")):  # numpy.bool_, a torch bool tensor
         return False
+    kind = getattr(getattr(value, "dtype", None), "kind", None)  # numpy's: text is "U" or "S"
+    if kind is not None and kind not in ("i", "u", "f"):
+        return False
     try:
         return math.isfinite(float(value))
     except (TypeError, ValueError, OverflowError):

@@ -36,6 +36,8 @@ class Broken(SearchLoop):
     def __init__(self, seed: int | None, n_objectives: int, options: Any = None) -> None:
         if Broken.mode == "ctor":
             raise RuntimeError("ctor boom")
+        if Broken.mode == "ctor_exit":  # an argparse-using plugin's
+            raise SystemExit(2)
         self.rng = random.Random(seed)
 
     def warm_up(self, space: Any, on_ready: Any = None) -> None:
@@ -46,6 +48,8 @@ class Broken(SearchLoop):
     def ready(self, space: Any) -> bool:
         if Broken.mode == "ready":
             raise RuntimeError("ready boom")
+        if Broken.mode == "ready_exit":
+            raise SystemExit(3)
         return True
 
     def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
@@ -101,6 +105,7 @@ def manager(tmp_path: Path) -> Any:
         ("recipe", "recipe.max_steps"),
         ("exit", "loop test-broken failed: SystemExit: 3"),
         ("ready", "loop test-broken: its ready() raised RuntimeError: ready boom"),
+        ("ready_exit", "loop test-broken: its ready() raised SystemExit: 3"),
         ("asked", "asked_trial 999999 is no trial this study's loop just asked"),
         ("numpy", "suggested a candidate the flexibert-small space cannot train"),
         ("wait", "it has nothing to propose (waiting for nothing) and no trial in flight"),
@@ -150,6 +155,107 @@ def test_a_loop_that_waits_for_a_trial_in_flight_is_not_a_failure(
     assert manager.get("w").state == RUNNING
 
 
+class Batch(SearchLoop):
+    """Proposes only when nothing runs (a synchronous batch loop's rightful wait); while it
+    decides to wait, the test finishes the running trial."""
+
+    name = "test-batch"
+    deciding = threading.Event()
+    go_on = threading.Event()
+
+    def __init__(self, seed: int | None, n_objectives: int, options: Any = None) -> None:
+        self.rng = random.Random(seed)
+
+    def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
+        running = [t for t in snapshot.trials if t.state == "RUNNING"]
+        if running:
+            Batch.deciding.set()
+            Batch.go_on.wait(10)
+            raise NoSuggestion(f"waiting for {len(running)} running trial(s)")
+        return [Suggestion(architecture=snapshot.space.sample(self.rng))]
+
+
+def test_a_trial_finishing_while_the_loop_decides_to_wait_does_not_stop_the_study(
+    manager: Any,
+) -> None:
+    """The "waits for nothing" check ran after the loop answered: the trial it waited for had
+    finished meanwhile (its finish no longer asks a busy loop), so the study was stopped."""
+    LOOPS.register("test-batch", Batch)
+    try:
+        manager.launch(SearchSpec.from_dict(table_spec("b", 3, loop="test-batch")))
+        first = manager.acquire("w1", ("table",))
+        assert first is not None
+        got: list[Any] = []
+        second = threading.Thread(target=lambda: got.append(manager.acquire("w2", ("table",))))
+        second.start()
+        assert Batch.deciding.wait(10)
+        manager.complete(first.lease_id, {"accuracy": 0.5}, {})
+        Batch.go_on.set()
+        second.join(10)
+        h = manager.get("b")
+        assert h.state == RUNNING, manager.snapshot(h).completed_reason
+        assert got and got[0] is not None and got[0].study_name == "b"  # asked again
+    finally:
+        LOOPS.unregister("test-batch")
+
+
+class Asker(SearchLoop):
+    """An Optuna-style loop: asks its trial itself, then answers with it (``asked_trial``);
+    ``bad`` gives it a recipe the server refuses."""
+
+    name = "test-asker"
+    bad: ClassVar[bool] = True
+    seen: ClassVar[list[list[tuple[int, str]]]] = []
+
+    def __init__(self, seed: int | None, n_objectives: int, options: Any = None) -> None:
+        pass
+
+    def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
+        Asker.seen.append([(t.number, t.state) for t in snapshot.trials])
+        assert snapshot.optuna_study is not None
+        trial = snapshot.optuna_study.ask()
+        arch = snapshot.space.suggest(trial)
+        recipe = {"max_steps": -5} if Asker.bad else {}
+        return [Suggestion(architecture=arch, asked_trial=trial._trial_id, recipe=recipe)]
+
+
+def test_a_trial_the_loop_asked_before_it_failed_is_not_left_behind(manager: Any) -> None:
+    """The loop's own trial stayed provisional: after resume every snapshot showed a RUNNING
+    trial that nothing would finish, numbered like the next real one."""
+    LOOPS.register("test-asker", Asker)
+    Asker.bad, Asker.seen = True, []
+    try:
+        manager.launch(SearchSpec.from_dict(table_spec("a", 2, loop="test-asker")))
+        assert manager.acquire("w", ("table",)) is None
+        assert manager.get("a").state == STOPPED
+        Asker.bad = False
+        manager.resume("a")
+        for _ in range(2):
+            grant = manager.acquire("w", ("table",))
+            assert grant is not None
+            manager.complete(grant.lease_id, {"accuracy": 0.5}, {})
+        assert manager.get("a").state == COMPLETED
+        assert Asker.seen[1:] == [[], [(0, "COMPLETE")]]
+    finally:
+        LOOPS.unregister("test-asker")
+
+
+def test_a_loop_whose_warm_up_fails_on_resume_reads_as_a_loop_failure(
+    broken: Any, manager: Any
+) -> None:
+    manager.launch(SearchSpec.from_dict(table_spec("bad", 2, loop="test-broken")))
+    manager.stop("bad")
+    Broken.mode = "warm_up"
+    with pytest.raises(FailedPrecondition, match="cannot go on: loop test-broken: its warm_up"):
+        manager.resume("bad")
+    h = manager.get("bad")
+    reason = manager.snapshot(h).completed_reason
+    assert h.state == STOPPED
+    # "loop ..." is what `studies` shows as "stopped (loop failed)"
+    assert reason.startswith("loop test-broken: its warm_up failed: RuntimeError: warm_up boom")
+    assert reason.endswith("then `archsearch resume bad`)")
+
+
 def test_a_loop_that_fails_to_build_refuses_the_launch_and_leaves_no_study(
     broken: Any, manager: Any
 ) -> None:
@@ -170,13 +276,17 @@ def test_a_server_starts_when_a_stored_studys_loop_fails_to_build(
     url = f"sqlite:///{tmp_path / 'r.db'}"
     first = StudyManager(url, lease_duration_s=30, heartbeat_interval_s=5)
     first.launch(SearchSpec.from_dict(table_spec("bad", 2, loop="test-broken")))
-    first.launch(SearchSpec.from_dict(table_spec("good", 2)))
+    first.launch(SearchSpec.from_dict(table_spec("good", 5)))
     first.close()
-    for mode in ("ctor", "warm_up"):
+    for mode, said in [
+        ("ctor", "ctor boom"),
+        ("warm_up", "warm_up boom"),
+        ("ctor_exit", "failed in its constructor: SystemExit: 2"),  # the server exited, rc 2
+    ]:
         Broken.mode = mode
         again = StudyManager(url, lease_duration_s=30, heartbeat_interval_s=5)
         try:
-            assert f"{mode} boom" in again.registry.unserved["bad"]
+            assert said in again.registry.unserved["bad"]
             grant = again.acquire("w", ("table",))
             assert grant is not None and grant.study_name == "good"
         finally:
@@ -213,10 +323,11 @@ def test_a_slow_loop_does_not_hold_the_other_studies_work(broken: Any, manager: 
     first = threading.Thread(target=lambda: manager.acquire("w1", ("table",)))
     first.start()
     time.sleep(0.5)  # w1 is inside the slow loop's suggest
-    manager.launch(SearchSpec.from_dict(table_spec("quick", 2)))
+    # launched after "slow" and sorted after it: the acquire meets the slow study first
+    manager.launch(SearchSpec.from_dict(table_spec("z-quick", 2)))
     started = time.monotonic()
     grant = manager.acquire("w2", ("table",))
     took = time.monotonic() - started
     first.join(10)
-    assert grant is not None and grant.study_name == "quick"
+    assert grant is not None and grant.study_name == "z-quick"
     assert took < 2, took

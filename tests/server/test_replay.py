@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -383,6 +384,8 @@ def test_replay_of_a_loop_that_finishes_early_or_raises(
         code, out, err = _replay([table_file, "--loops", "test-quits", *plot], capsys)
         assert code == 0, err
         assert "| test-quits | 1 |" in out
+        # a search that ended early is not reported as if it had used the budget
+        assert "note: test-quits: 1 of 1 searches ended before --evals 5" in out
         code, out, err = _replay([table_file, "--loops", "test-raises", *plot], capsys)
         assert code == 1
         assert err.strip() == (
@@ -392,3 +395,42 @@ def test_replay_of_a_loop_that_finishes_early_or_raises(
     finally:
         LOOPS.unregister("test-quits")
         LOOPS.unregister("test-raises")
+
+
+class _Waits(SearchLoop):
+    """Says it waits before proposing anything: nothing is in flight to wait for."""
+
+    def __init__(self, seed: int | None, n_objectives: int, options: Any = None) -> None:
+        self.name = "test-waits"
+
+    def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
+        raise NoSuggestion("waiting for nothing")
+
+
+class _Outside(SearchLoop):
+    """Proposes an architecture the table's space does not hold: the loop's mistake."""
+
+    def __init__(self, seed: int | None, n_objectives: int, options: Any = None) -> None:
+        self.rng = random.Random(seed)
+
+    def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
+        return [Suggestion(architecture={**snapshot.space.sample(self.rng), "nope": 1})]
+
+
+def test_replay_of_a_loop_that_waits_for_nothing_or_proposes_outside_the_space(
+    table_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first was an IndexError traceback; the second exited 2, as a user's mistake."""
+    LOOPS.register("test-waits", _Waits)
+    LOOPS.register("test-outside", _Outside)
+    try:
+        plot = ["--plot", str(tmp_path / "p.png"), "--seeds", "1", "--evals", "5"]
+        code, _, err = _replay([table_file, "--loops", "test-waits", *plot], capsys)
+        assert code == 1
+        assert "it has nothing to propose (waiting for nothing) and no candidate in flight" in err
+        code, _, err = _replay([table_file, "--loops", "test-outside", *plot], capsys)
+        assert code == 1
+        assert "architecture.nope: nope is not a parameter" in err
+    finally:
+        LOOPS.unregister("test-waits")
+        LOOPS.unregister("test-outside")

@@ -1,5 +1,5 @@
 """Studies stored before a default changed keep training as they trained
-(``server/_spec_data.py``).
+(``server/_stored_defaults.py``).
 
 Found by upgrading over a storage of older versions' studies:
 
@@ -14,14 +14,16 @@ Found by upgrading over a storage of older versions' studies:
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
 
+from archsearch.search import LOOPS, LoopSnapshot, SearchLoop, Suggestion
 from archsearch.server._index import CREATED_ATTR, SPEC_ATTR
 from archsearch.server._spec import SearchSpec
-from archsearch.server._spec_data import dev_if_unnamed, lora_as_launched, stored_candidate
+from archsearch.server._stored_defaults import dev_if_unnamed, lora_as_launched, stored_candidate
 from archsearch.server._studies import StudyManager
 from archsearch.spaces import Candidate
 
@@ -73,9 +75,52 @@ def test_an_old_studys_searched_dsir_value_still_trains_towards_dev(tmp_path: Pa
     url, study, stored = launched(tmp_path, spec)
     assert stored["data_space"] == searched  # a launch now names the target
     study.set_user_attr(SPEC_ATTR, {**stored, "data_space": {"selection": [UNNAMED]}})
+    study.set_user_attr(CREATED_ATTR, "2026-12-07T09:00:00+00:00")  # before the change
     grant, trial = first_grant(url, "bert")
     assert grant.candidate.data["selection"] == {**UNNAMED, "target": "dev"}
     assert trial.params["data.selection"] == "dsir k=100"  # the label Optuna knows
+
+
+class DataLoop(SearchLoop):
+    """A plugin loop that chooses the data itself (not through the spec's data_space)."""
+
+    name = "test-data-loop"
+    selection: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, seed: int | None, n_objectives: int, options: Any = None) -> None:
+        pass
+
+    def suggest(self, snapshot: LoopSnapshot, count: int = 1) -> list[Suggestion]:
+        arch = snapshot.space.sample(random.Random(len(snapshot.trials)))
+        return [Suggestion(architecture=arch, data={"selection": DataLoop.selection})]
+
+
+def test_a_loops_own_dsir_choice_in_a_new_study_gets_the_default_and_the_launch_check(
+    tmp_path: Path,
+) -> None:
+    """A loop's DSIR selection without a target trained towards the dev split that scores the
+    trials (what a launch refuses), as if the study were stored before the default changed."""
+    LOOPS.register("test-data-loop", DataLoop)
+    try:
+        DataLoop.selection = UNNAMED
+        spec = {"name": "new", "space": "bert", "n_trials": 3, "loop": "test-data-loop"}
+        url, _, _ = launched(tmp_path, spec)
+        grant, trial = first_grant(url, "bert")
+        assert grant.candidate.data["selection"] == {**UNNAMED, "target": "test"}
+        assert trial.user_attrs["candidate"]["data"]["selection"]["target"] == "test"
+        DataLoop.selection = {**UNNAMED, "target": "dev"}
+        m = StudyManager(url, lease_duration_s=30, heartbeat_interval_s=5)
+        try:
+            while (g := m.acquire("w", ("bert",))) is not None:  # the prepared one first
+                m.complete(g.lease_id, {"accuracy": 0.5}, {})
+            h = m.get("new")
+            reason = m.snapshot(h).completed_reason
+        finally:
+            m.close()
+        assert h.state == "stopped"
+        assert "data.selection.target: 'dev' is text of the dev split" in reason, reason
+    finally:
+        LOOPS.unregister("test-data-loop")
 
 
 def test_the_frozen_default_of_the_studys_day_is_named() -> None:
@@ -87,6 +132,9 @@ def test_the_frozen_default_of_the_studys_day_is_named() -> None:
     assert lora_as_launched(named, "2026-12-05T09:00:00+00:00") is named
     plain = Candidate(space="bert", architecture={"num_hidden_layers": 1})
     assert lora_as_launched(plain, "2026-12-05T09:00:00+00:00") is plain
+    # plain LoRA has no frozen: it refuses one (every old plain-LoRA trial failed)
+    lora = Candidate(space="lora", architecture={}, recipe={"lora": {**LORA, "mode": "lora"}})
+    assert lora_as_launched(lora, "2026-12-05T09:00:00+00:00") is lora
 
 
 def test_an_old_dylora_study_resumed_on_this_server_trains_frozen(tmp_path: Path) -> None:

@@ -121,14 +121,13 @@ def test_the_checks_alone() -> None:
     import numpy as np
     import torch
 
-    for odd in (np.bool_(True), torch.tensor(True), bytearray(b"0.5"), torch.tensor([0.5])):
+    odds = (np.bool_(True), torch.tensor(True), bytearray(b"0.5"), torch.tensor([0.5]))
+    for odd in (*odds, np.array("0.9"), np.str_("0.9")):  # numpy text, 0-d too
         with pytest.raises(CandidateError):
             check_report(1, odd)
-    import numpy as np
-    import torch
-
-    got = checked_metrics(TrainResult(metrics={"a": np.float32(0.5), "b": torch.tensor(0.25)}))  # type: ignore[dict-item]
-    assert got == {"a": 0.5, "b": 0.25}
+    numbers = {"a": np.float32(0.5), "b": torch.tensor(0.25), "c": np.array(3), "d": np.uint8(2)}
+    got = checked_metrics(TrainResult(metrics=numbers))  # type: ignore[arg-type]
+    assert got == {"a": 0.5, "b": 0.25, "c": 3.0, "d": 2.0}
 
 
 def test_a_trainer_that_ignores_a_cancel_is_named_once(tmp_path: Path, caplog) -> None:

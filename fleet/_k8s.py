@@ -4,8 +4,8 @@
 takes as they are:
 
 - workers: a Deployment (``kubectl scale`` to grow or shrink; a worker that exits is started
-  again) or a Job (``parallelism`` workers that end with ``--idle-exit`` when the study is
-  done), with ``nvidia.com/gpu`` limits, the worker token mounted from a Secret, and a
+  again) or a Job (``parallelism`` workers that end when the study is done: ``--study NAME``
+  or ``--idle-exit``), with ``nvidia.com/gpu`` limits, the worker token mounted from a Secret, and a
   ``terminationGracePeriodSeconds`` longer than the worker's hand-back time (``--stop-grace``)
   so Kubernetes' SIGTERM is followed by a hand-back, not by SIGKILL mid-way;
 - the server (unless ``--server`` names one outside): a one-replica Deployment (one writer,
@@ -177,7 +177,8 @@ def _workers(opts: K8sOptions) -> dict[str, Any]:
             "kind": "Job",
             "metadata": _meta(opts, name, "worker"),
             # A work queue: `parallelism` workers, none started again once one has ended
-            # well (its --idle-exit: no work left); the Job is done when all have ended.
+            # well (its --study completed, or --idle-exit: no work left); the Job is done when
+            # all have ended.
             "spec": {
                 "parallelism": opts.workers,
                 "backoffLimit": max(6, 3 * opts.workers),

@@ -55,12 +55,20 @@ def _check_k8s(args: argparse.Namespace, rest: list[str]) -> None:
             "give an address the pods reach (a Service, a node's name), or leave --server "
             "out to render the server too"
         )
-    if args.kind == "deployment" and any(o.split("=", 1)[0] == "--idle-exit" for o in rest):
-        raise CliError(
-            "--idle-exit with a Deployment: it starts every worker that exits again, so idle "
-            "workers would restart forever; use --kind job (workers that end with the study), "
-            "or drop --idle-exit"
-        )
+    for ending in ("--idle-exit", "--study"):
+        if args.kind == "deployment" and _has(rest, ending):
+            raise CliError(
+                f"{ending} with a Deployment: its workers exit when "
+                + ("they are idle" if ending == "--idle-exit" else "their study completes")
+                + " and the Deployment starts every worker that exits again, for ever "
+                f"(CrashLoopBackOff); use --kind job (workers that end with the study), or "
+                f"drop {ending}"
+            )
+
+
+def _has(options: list[str], flag: str) -> bool:
+    """Whether ``flag`` is among the worker ``options`` (``--flag V`` or ``--flag=V``)."""
+    return any(o.split("=", 1)[0] == flag for o in options)
 
 
 def cmd_fleet_k8s(args: argparse.Namespace) -> int:
@@ -77,10 +85,11 @@ def cmd_fleet_k8s(args: argparse.Namespace) -> int:
             "--stop-grace after `--`: the pods' termination grace is set from it; give it "
             "before `--` (as a `fleet k8s` option)"
         )
-    if args.kind == "job" and not any(o.split("=", 1)[0] == "--idle-exit" for o in rest):
+    if args.kind == "job" and not any(_has(rest, o) for o in ("--idle-exit", "--study")):
         raise CliError(
             "--kind job: the workers must end when the study is done; pass "
-            "`-- --idle-exit SECONDS` (e.g. -- --idle-exit 300)"
+            "`-- --study NAME` (they end when it completes) or `-- --idle-exit SECONDS` "
+            "(e.g. -- --idle-exit 300)"
         )
     _check_k8s(args, rest)
     options = ["--server", args.server or "archsearch-server:50051", *rest]

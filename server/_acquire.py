@@ -35,27 +35,36 @@ def _always() -> bool:
     return True
 
 
-def refuse_unservable(h: StudyHandle, trainers: tuple[str, ...]) -> None:
+def refuse_unservable(h: StudyHandle, trainers: tuple[str, ...]) -> str:
     """Refuses a worker that asks for study ``h`` by name (``--study``) and can never get a
-    trial of it: the study ended (completed or stopped; its leased trials still finish, their
-    workers report as usual), or another trainer trains it. A worker that names no study is
-    never refused: it waits for any study it can serve.
+    trial of it: the study completed (its leased trials still finish, their workers report as
+    usual), or another trainer trains it. A stopped study is not refused: ``resume`` goes on,
+    and a fleet's workers that exited at a stop meant as a pause were gone when it did (SLURM,
+    Kubernetes and Ray take exit 0 as done for good). A worker that names no study is never
+    refused: it waits for any study it can serve.
+
+    Returns:
+        Why the study has no work for the worker now when it is stopped (the worker says it
+        once and polls on); "" when it runs.
 
     Raises:
         FailedPrecondition: what is wrong, in one line, and the fix.
     """
     name = h.spec.name
+    why = f" ({h.completed_reason})" if h.completed_reason else ""
     if h.state == COMPLETED:
-        why = f" ({h.completed_reason})" if h.completed_reason else ""
         raise FailedPrecondition(f"study {name} is completed{why}; {STUDY_ENDED}")
-    if h.state != RUNNING:
-        why = f" ({h.completed_reason})" if h.completed_reason else ""
-        raise FailedPrecondition(f"study {name} is {h.state}{why}; {STUDY_ENDED}")
     if h.spec.trainer not in trainers:
         raise FailedPrecondition(
             f"study {name} is trained by the {h.spec.trainer} trainer; this worker runs "
             f"{', '.join(trainers)} (start it with --trainer {h.spec.trainer})"
         )
+    if h.state != RUNNING:
+        return (
+            f"study {name} is {h.state}{why}; this worker waits for `archsearch resume "
+            f"{name}` (--idle-exit ends the wait)"
+        )
+    return ""
 
 
 class Dispatcher:

@@ -140,6 +140,21 @@ def token_note(args: argparse.Namespace) -> str:
     return " (with your token: --token-file FILE or ARCHSEARCH_TOKEN)"
 
 
+def worker_flags(args: argparse.Namespace) -> tuple[str, str]:
+    """The connection flags of a printed ``archsearch worker`` command, and what to say after
+    it: as :func:`conn_flags`, but a token is never this command's own (an admin's token,
+    copied onto every GPU machine, gives each one admin rights): ``--token-file
+    WORKER_TOKEN_FILE``, named after the command."""
+    if not (getattr(args, "token_file", None) or os.environ.get("ARCHSEARCH_TOKEN")):
+        return conn_flags(args), ""
+    plain = argparse.Namespace(**{**vars(args), "token_file": None})
+    flags = f"{conn_flags(plain)} --token-file WORKER_TOKEN_FILE"
+    return flags, (
+        " (WORKER_TOKEN_FILE: a file holding one of the server's worker tokens, from its "
+        "--worker-token-file; not an admin token)"
+    )
+
+
 def hint(args: argparse.Namespace, command: str) -> str:
     """A command to run next, in backticks: `archsearch COMMAND` with this command's
     connection flags (``conn_flags``), then ``token_note``."""

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from archsearch.server._cli_common import (
+    EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
@@ -127,7 +128,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from archsearch.worker._checkpoint_dir import checkpoint_root
     from archsearch.worker._progress_sweep import ProgressSweeper
     from archsearch.worker._registry import create_trainer
-    from archsearch.worker._runner import NeverReached, NoSuchStudy
+    from archsearch.worker._runner import BadSetup, NeverReached, NoSuchStudy
 
     options = {
         "glue_dir": args.glue_dir,
@@ -173,6 +174,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 if isinstance(e, NeverReached)
                 else EXIT_NOT_FOUND
                 if isinstance(e, NoSuchStudy)
+                else EXIT_BAD_INPUT
+                if isinstance(e, BadSetup)
                 else EXIT_FAILED
             )
             raise CliError(e.code.removeprefix("worker: "), code) from None

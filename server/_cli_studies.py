@@ -12,10 +12,9 @@ from archsearch.server._cli_common import (
     EXIT_BAD_INPUT,
     CliError,
     _search_client,
-    conn_flags,
     hint,
     json_text,
-    token_note,
+    worker_flags,
 )
 from archsearch.server._cli_spec import build_spec, check_here, method_hint
 
@@ -58,7 +57,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
             f"launched {study.name}: {study.n_trials} trials; watch it with "
             + hint(args, f"show {shlex.quote(study.name)}")
         )
-        note = worker_note(study, conn_flags(args), token_note(args))
+        note = worker_note(study, *worker_flags(args))
         if note:
             print(note)
     return 0
@@ -134,7 +133,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
             "(done counts every finished trial: a failed trial and its retry are two, a "
             "repeated candidate one more; the budget counts distinct candidates)"
         )
-    flags, after = conn_flags(args), token_note(args)
+    flags, after = worker_flags(args)
     notes = [n for s in studies if (n := worker_note(s, flags, after))]
     if notes:
         print()
@@ -161,7 +160,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         print(format_study(study, trials, limit=args.limit))
         print(f"\n{format_importance(trials, first)}")
-        note = worker_note(study, conn_flags(args), token_note(args))
+        note = worker_note(study, *worker_flags(args))
         if note:
             print(f"\n{note}")
     return 0
@@ -228,7 +227,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         f"({trained} complete, {study.n_running} running{added}){again}; watch it with "
         + hint(args, f"show {shlex.quote(study.name)}")
     )
-    note = worker_note(study, conn_flags(args), token_note(args))
+    note = worker_note(study, *worker_flags(args))
     if note:
         print(note)
     return 0

@@ -44,6 +44,12 @@ PAGE_BYTES = 4 * 1024 * 1024
 PAGE_MARGIN = 64 * 1024
 
 
+def _label(caps: pb.WorkerCapabilities) -> str:
+    """A client's code label made printable (and short) first: a log line is not cut to its
+    first 200 characters, which dropped the fix."""
+    return "".join(c for c in caps.source[:100] if c.isprintable())
+
+
 class SearchServicer(pb_grpc.SearchServiceServicer):
     """SearchService: what people and scripts call.
 
@@ -224,9 +230,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         caps = request.capabilities
         trainers = _capabilities(caps)
         described = registered_trainer_info(request.trainer_info, trainers)
-        # the client's label made printable (and short) first: the line is not cut to its
-        # first 200 characters, which dropped the fix
-        theirs = "".join(c for c in caps.source[:100] if c.isprintable())
+        theirs = _label(caps)
         self.m.register(
             worker_id, trainers, caps.device, caps.memory_bytes, caps.hostname, described, theirs
         )
@@ -253,9 +257,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
           1. Check the request (worker id, trainers, timeout, study name) and take one of the
              ``max_long_polls`` waiting slots, so a crowd of idle workers cannot take every
              server thread (RESOURCE_EXHAUSTED when none is free). A ``study_name`` that names
-             no study is NOT_FOUND; one this worker can never serve (completed, stopped, or
-             trained by a trainer it lacks) is FAILED_PRECONDITION, with the reason and the
-             fix (``refuse_unservable``), instead of a wait that never ends.
+             no study is NOT_FOUND; one this worker can never serve (completed, or trained
+             by a trainer it lacks) is FAILED_PRECONDITION, with the reason and the fix
+             (``refuse_unservable``), instead of a wait that never ends; a stopped one is
+             waited for, and an answer without a trial says why (``waiting_because``).
           2. In each running study whose trainer the worker offers (only ``study_name`` when
              given), in launch order: a queued retry first, else a prepared candidate popped
              from the study's pool (``CandidatePool``); when the pool is empty, the loop is
@@ -280,9 +285,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             math.isfinite(request.timeout_s) and request.timeout_s >= 0,
             "timeout_s must be a finite number >= 0",
         )
+        waiting = ""
+        if self.m.directory.source_of(request.worker_id) is None:
+            self._met(request.worker_id, request.capabilities, trainers)
         if request.study_name:
             _study_name(request.study_name, "study_name")
-            refuse_unservable(self.m.get(request.study_name), trainers)
+            waiting = refuse_unservable(self.m.get(request.study_name), trainers)
         timeout = min(request.timeout_s, self.max_poll_s)
         remaining = context.time_remaining()
         if remaining is not None:  # answer "no work" before the caller's deadline passes
@@ -307,7 +315,23 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             )
         finally:
             self._polls.release()
-        return grant_to_pb(grant)
+        answer = grant_to_pb(grant)
+        if grant is None and waiting:
+            answer.waiting_because = waiting
+        return answer
+
+    def _met(self, worker_id: str, caps: pb.WorkerCapabilities, trainers: tuple[str, ...]) -> None:
+        """A worker that asks for work without having registered with this server process: it
+        registered with the one before a restart (a worker registers once, when it starts).
+        It is recorded with the code label its request carries, and a mismatch is said as at
+        registration: an old worker still attached across a server upgrade went unnamed."""
+        theirs = _label(caps)
+        self.m.directory.register(
+            worker_id, trainers, caps.device, caps.memory_bytes, caps.hostname, theirs
+        )
+        other = mismatch(code_label(), theirs, f"worker {worker_id}")
+        if other:
+            log.warning("%s (it registered before this server started)", other)
 
     @rpc
     def Heartbeat(

@@ -65,6 +65,20 @@ class NoSuchStudy(SystemExit):
     """The ``--study`` this worker was started for does not exist (the CLI exits 4)."""
 
 
+class BadSetup(SystemExit):
+    """The server refuses this worker's own setup: its token, or its trainers for its
+    ``--study``. A restart would be refused the same way (the CLI exits 2, which a fleet does
+    not restart: Ray restarted such a worker every few seconds, for ever)."""
+
+
+#: Refusals of the worker's setup (:class:`BadSetup`), whichever call met them.
+SETUP_REFUSALS = (
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+)
+
+
 class Worker(ServerCalls):
     """Runs trials from an archsearch server until stopped.
 
@@ -98,6 +112,8 @@ class Worker(ServerCalls):
         self.trainers = trainers
         self.device = device
         self.study_name = study_name
+        #: why the ``--study`` this worker serves has no work for it, as last said
+        self._waiting = ""
         self.poll_s = poll_s
         self.max_trials = max_trials
         self.idle_exit_s = idle_exit_s
@@ -161,9 +177,8 @@ class Worker(ServerCalls):
                 raise NeverReached(
                     f"worker: {why}; gave up after {self.idle_exit_s:g}s (--idle-exit)"
                 ) from None
-            raise SystemExit(
-                f"worker: cannot register with {self.client.target}: {e.details}"
-            ) from None
+            kind = BadSetup if e.code in SETUP_REFUSALS else SystemExit
+            raise kind(f"worker: cannot register with {self.client.target}: {e.details}") from None
         idle_since = time.monotonic()
         backoff = Backoff()
         while not self.stopping.is_set():
@@ -192,6 +207,7 @@ class Worker(ServerCalls):
                 continue
             self.outage.answered()
             backoff.reset()
+            self._say_waiting(resp)
             if resp is None or not resp.has_trial:
                 if self._idle_too_long(idle_since):
                     waited = time.monotonic() - idle_since
@@ -210,6 +226,18 @@ class Worker(ServerCalls):
             f" ({', '.join(others)})" if others else "",
         )
         return self.trials_done
+
+    def _say_waiting(self, resp: pb.AcquireTrialResponse | None) -> None:
+        """Says once why the ``--study`` this worker serves has no work for it (stopped: it
+        waits for ``archsearch resume``), and when that ends."""
+        if resp is None:
+            return
+        why = "" if resp.has_trial else resp.waiting_because
+        if why and why != self._waiting:
+            log.info("%s", why)
+        elif self._waiting and not why:
+            log.info("study %s goes on", self.study_name)
+        self._waiting = why
 
     def _idle_too_long(self, idle_since: float) -> bool:
         """``--idle-exit``: no trial for longer than ``idle_exit_s``, whether the server
@@ -232,14 +260,16 @@ class Worker(ServerCalls):
         """An acquire refused for good: returns when the ``--study`` this worker serves has
         ended, before or after it trained any (the worker exits 0: a fleet's late worker has
         nothing to do, which is no failure, and a Kubernetes Job does not restart it); else
-        SystemExit with the server's one line (FAILED_PRECONDITION: a study this worker can
-        never serve, or NOT_FOUND: no such study)."""
+        SystemExit with the server's one line: :class:`BadSetup` for a refused token, or a
+        study trained by a trainer this worker lacks; :class:`NoSuchStudy` for NOT_FOUND."""
         if e.code == grpc.StatusCode.NOT_FOUND:
             raise NoSuchStudy(f"worker: {e.details}")
+        if e.code in SETUP_REFUSALS:
+            raise BadSetup(f"worker: {e}")
         if e.code != grpc.StatusCode.FAILED_PRECONDITION:
             raise SystemExit(f"worker: {e}")
         if not (self.study_name and e.details.endswith(STUDY_ENDED)):
-            raise SystemExit(f"worker: {e.details}")
+            raise BadSetup(f"worker: {e.details}")  # its study needs another trainer
         log.info("%s; exiting", e.details)
 
     def _poll_for(self, idle_since: float) -> float:

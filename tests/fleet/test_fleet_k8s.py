@@ -111,6 +111,13 @@ def test_server_and_gpu_workers_round_trip_through_the_models(capsys) -> None:
     assert s.ports[0].name == "grpc" and s.ports[0].container_port == 50051
 
 
+def test_job_workers_of_one_study_end_with_it(capsys) -> None:
+    """``--study`` is a Job's ending condition as --idle-exit is (it was refused)."""
+    objs = _render(capsys, "--kind", "job", "--", "--trainer", "table", "--study", "s")
+    job = next(o for o in objs if o["kind"] == "Job")
+    assert "--study" in job["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
 def test_job_workers_for_an_outside_server_with_rendered_secrets(capsys, tmp_path) -> None:
     (tmp_path / "w.txt").write_text("worker-token-123\n")
     (tmp_path / "a.txt").write_text("admin-token-456\n")
@@ -168,7 +175,7 @@ def test_rendered_server_secret_holds_the_storage_url(capsys) -> None:
     ("argv", "message"),
     [
         ([], "fleet k8s renders manifests and applies nothing: pass --render"),
-        (["--render", "--kind", "job"], "pass `-- --idle-exit SECONDS`"),
+        (["--render", "--kind", "job"], "pass `-- --study NAME` (they end when it completes)"),
         (["--render", "--", "--stop-grace", "5"], "--stop-grace after `--`"),
         (["--render", "--", "--server", "x:1"], "--server after `--`"),
         (["--render", "--", "--nonsense"], "--nonsense after `--`: not an option"),
@@ -181,6 +188,8 @@ def test_rendered_server_secret_holds_the_storage_url(capsys) -> None:
         (["--render", "--storage-url", "sqlite:///as.db"], "lost when the pod restarts"),
         (["--render", "--server", "127.0.0.1:50051"], "a loopback or wildcard address"),
         (["--render", "--", "--idle-exit", "60"], "--idle-exit with a Deployment"),
+        # a --study worker exits 0 when its study completes: restarted for ever
+        (["--render", "--", "--study", "s"], "--study with a Deployment: its workers exit"),
         (["--render", "--name", "Bad_Name!"], "argument --name: 'Bad_Name!': Kubernetes takes"),
         (["--render", "--namespace", "UPPER"], "argument --namespace"),
         (["--render", "--artifact-size", "lots"], "a size such as 20Gi"),

@@ -218,13 +218,21 @@ def test_printed_commands_carry_the_token_file_and_run_as_printed(
     out = capsys.readouterr().out
     show, worker = _commands(out)
     assert show == f"archsearch show tabtok {shlex.join(conn)}"
-    assert worker.startswith(f"archsearch worker {shlex.join(conn)} --trainer table --table")
+    # the worker command never carries this command's token (an admin's, copied onto every
+    # GPU machine), but says which token it needs
+    server = f"--server {token_server.address}"
+    assert worker.startswith(
+        f"archsearch worker {server} --token-file WORKER_TOKEN_FILE --trainer table --table"
+    )
+    assert "WORKER_TOKEN_FILE: a file holding one of the server's worker tokens" in out
+    assert str(token_file) not in out.split("archsearch worker", 1)[1]
     assert archsearch_cli.main(shlex.split(show)[1:]) == 0  # runs as printed
     assert "tabtok" in capsys.readouterr().out
     # studies and show print the worker command the same way
     for command in (["studies"], ["show", "tabtok"]):
         assert archsearch_cli.main([*command, *conn]) == 0
-        assert f"archsearch worker {shlex.join(conn)} --trainer table" in capsys.readouterr().out
+        shown = capsys.readouterr().out
+        assert f"archsearch worker {server} --token-file WORKER_TOKEN_FILE --trainer" in shown
     # and the same again says "already exists" once, not "already exists: ... already exists"
     assert archsearch_cli.main(["launch", "--spec", str(spec), *conn]) == 5  # the name is taken
     err = capsys.readouterr().err
@@ -245,8 +253,9 @@ def test_a_token_from_the_environment_is_named_never_printed(
     out = capsys.readouterr().out
     assert TOKEN not in out
     note = "(with your token: --token-file FILE or ARCHSEARCH_TOKEN)"
-    assert out.count(note) == 2, out
+    assert out.count(note) == 1, out
     assert f"`archsearch show envtok --server {token_server.address}` {note}" in out
+    assert "--token-file WORKER_TOKEN_FILE --trainer table" in out  # a worker's token
 
 
 def test_tls_flags_are_carried_too(

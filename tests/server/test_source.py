@@ -102,3 +102,19 @@ def test_a_worker_says_when_the_servers_code_is_not_its_own(
         f"the server runs other archsearch code ({code_label()}) than this process (9+src.0)"
         in (caplog.text)
     )
+
+
+def test_a_worker_met_after_a_server_restart_is_named_too(
+    sqlite_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker registers once, when it starts: one still attached across a server upgrade
+    asked for work unnamed, and its failures were not judged by its code."""
+    srv = sqlite_server()
+    caplog.set_level(logging.WARNING, logger="archsearch.server")
+    old = pb.WorkerCapabilities(trainers=["table"], source="9+src.0")
+    with WorkerClient(srv.address) as worker:
+        assert not worker.acquire("kept", old, 0).has_trial  # no RegisterWorker first
+        worker.acquire("kept", old, 0)
+    said = "worker kept runs other archsearch code (9+src.0)"
+    assert caplog.text.count(said) == 1 and "registered before this server started" in caplog.text
+    assert srv.manager.directory.source_of("kept") == "9+src.0"

@@ -83,23 +83,32 @@ def test_a_completed_study_is_refused_with_its_reason(admin, worker) -> None:
     assert not worker.acquire("w2", TABLE_CAPS, 0).has_trial
 
 
-def test_a_stopped_study_refuses_new_workers_while_its_running_trial_finishes(
+def test_a_stopped_studys_workers_wait_for_its_resume_while_its_running_trial_finishes(
     url, admin, worker
 ) -> None:
+    """A stopped study is resumable: its ``--study`` workers exited 0 at a stop meant as a
+    pause, and a fleet (SLURM, Kubernetes, Ray) took that as done for good."""
     admin.launch(table_spec("s", 4))
     worker.register("busy", TABLE_CAPS)
     held = worker.acquire("busy", TABLE_CAPS, 5, study_name="s")
     assert held.has_trial
     admin.stop("s")
-    said = refusal(worker.acquire, "late", TABLE_CAPS, 5, study_name="s")
-    assert said == "study s is stopped; nothing left to train"
+    late = worker.acquire("late", TABLE_CAPS, 0.2, study_name="s")
+    assert not late.has_trial
+    assert late.waiting_because == (
+        "study s is stopped; this worker waits for `archsearch resume s` (--idle-exit ends "
+        "the wait)"
+    )
     assert not worker.acquire("late", TABLE_CAPS, 0).has_trial  # no study named: waits
+    assert worker.acquire("late", TABLE_CAPS, 0).waiting_because == ""
     # The worker mid-trial is not refused anything: it heartbeats and completes as usual.
     worker.heartbeat(held.lease.lease_id)
     done = worker.complete(held.lease.lease_id, {"accuracy": 0.75})
     assert done.state == pb.COMPLETE
     trial = load_trials(url, "s")[held.lease.trial_number]
     assert trial.state == TrialState.COMPLETE and trial.values == [0.75]
+    admin.resume("s")  # the waiting worker is served again
+    assert worker.acquire("late", TABLE_CAPS, 5, study_name="s").has_trial
 
 
 def test_a_study_of_another_trainer_is_refused_with_the_flag_to_use(admin, worker) -> None:

@@ -271,16 +271,24 @@ def test_a_hand_back_the_server_never_got_says_unreachable_not_refused(caplog) -
 def test_a_study_the_worker_can_never_serve_ends_it_with_the_servers_line(
     server, capsys, caplog, restore_signals
 ) -> None:
-    """A ``--study`` that ended before the worker started is no failure (a fleet's late
-    worker exits 0, so that a Kubernetes Job does not restart it); another trainer's study,
-    is (exit 1), and so is none of that name (exit 4: "Scripting" in the README)."""
+    """A ``--study`` that completed before the worker started is no failure (a fleet's late
+    worker exits 0, so that a Kubernetes Job does not restart it); a stopped one is waited
+    for (``resume`` goes on; --idle-exit ends the wait); another trainer's study is the
+    worker's setup (exit 2, which a fleet does not restart), and none of that name exit 4
+    ("Scripting" in the README)."""
     caplog.set_level(logging.INFO, logger=LOG)
     with SearchClient(server.address) as admin:
-        admin.launch(table_spec("q2", 2))
+        admin.launch(table_spec("q2", 1))
         admin.stop("q2")
     base = ["worker", "--server", server.address, "--trainer", "table", "--table", TABLE]
+    waits = [*base, "--study", "q2", "--poll-seconds", "1", "--idle-exit", "1.5"]
+    assert archsearch_cli.main(waits) == 0
+    said = "study q2 is stopped; this worker waits for `archsearch resume q2`"
+    assert caplog.text.count(said) == 1  # once, not at every poll
+    with SearchClient(server.address) as admin:
+        admin.resume("q2")
     assert archsearch_cli.main([*base, "--study", "q2", "--poll-seconds", "1"]) == 0
-    assert "study q2 is stopped; nothing left to train; exiting" in caplog.text
+    assert "study q2 is completed" in caplog.text  # it trained the one trial, then ended
 
     assert archsearch_cli.main([*base, "--study", "nosuch", "--poll-seconds", "1"]) == 4
     line = capsys.readouterr().err.strip().splitlines()[-1]
@@ -288,7 +296,7 @@ def test_a_study_the_worker_can_never_serve_ends_it_with_the_servers_line(
 
     with SearchClient(server.address) as admin:
         admin.launch(TINY_BERT)
-    assert archsearch_cli.main([*base, "--study", "q3"]) == 1
+    assert archsearch_cli.main([*base, "--study", "q3"]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line == (
         "archsearch: study q3 is trained by the bert trainer; this worker runs table "

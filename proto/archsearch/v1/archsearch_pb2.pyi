@@ -1034,6 +1034,7 @@ class AcquireTrialResponse(_message.Message):
     TRAINER_FIELD_NUMBER: _builtins.int
     OBJECTIVE_METRICS_FIELD_NUMBER: _builtins.int
     INTERMEDIATE_METRIC_FIELD_NUMBER: _builtins.int
+    WAITING_BECAUSE_FIELD_NUMBER: _builtins.int
     has_trial: _builtins.bool
     """False means "no work before the timeout": poll again."""
     candidate_json: _builtins.str
@@ -1042,6 +1043,11 @@ class AcquireTrialResponse(_message.Message):
     """Trainer to use, one of the worker's trainers."""
     intermediate_metric: _builtins.str
     """The metric of intermediate reports (the primary objective's metric)."""
+    waiting_because: _builtins.str
+    """With no trial, for a worker that asked for one study by name: why that study has no work
+    for it now, when it is not simply busy (it is stopped: `archsearch resume` goes on). A
+    worker says it once and polls on; a completed study is FAILED_PRECONDITION instead.
+    """
     @_builtins.property
     def lease(self) -> Global___Lease: ...
     @_builtins.property
@@ -1057,10 +1063,11 @@ class AcquireTrialResponse(_message.Message):
         trainer: _builtins.str = ...,
         objective_metrics: _abc.Iterable[_builtins.str] | None = ...,
         intermediate_metric: _builtins.str = ...,
+        waiting_because: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_json", b"candidate_json", "has_trial", b"has_trial", "intermediate_metric", b"intermediate_metric", "lease", b"lease", "objective_metrics", b"objective_metrics", "trainer", b"trainer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_json", b"candidate_json", "has_trial", b"has_trial", "intermediate_metric", b"intermediate_metric", "lease", b"lease", "objective_metrics", b"objective_metrics", "trainer", b"trainer", "waiting_because", b"waiting_because"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

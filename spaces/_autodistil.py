@@ -30,7 +30,7 @@ from archsearch.spaces._students import (
     flops,
     params,
 )
-from archsearch.spaces._subspaces import PRESETS, SubSpace, preset
+from archsearch.spaces._subspaces import MAX_STUDENTS, PRESETS, SubSpace, preset
 
 if TYPE_CHECKING:
     import optuna
@@ -42,9 +42,8 @@ KNOWN_TEACHERS: dict[str, TeacherShape] = {
     "bert-base-uncased": BERT_BASE,
 }
 DEFAULT_TEACHER = "all-MiniLM-L6-v2"
-#: At most this many sub-spaces and students per study (the paper's K = 1 space has 13,824).
+#: At most this many sub-spaces per study (and ``MAX_STUDENTS`` students).
 MAX_SUBSPACES = 16
-MAX_STUDENTS = 20_000
 _OPTIONS = {"teacher", "teacher_shape", "subspaces", "seq_len"}
 
 

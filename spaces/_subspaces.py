@@ -19,6 +19,14 @@ from archsearch.spaces._students import Student, TeacherShape, params
 
 _KNOBS = ("layers", "heads", "hidden", "mlp_ratio")
 
+#: The most values one knob may take: a ``"start,end,count"`` of 100000 built every student
+#: of the product before any check, and a launch hung with a server thread spinning for ever.
+MAX_KNOB_VALUES = 64
+#: The most students a sub-space may hold (the product of its knobs' counts, checked before
+#: any is built; the teacher's rounding may merge some), and a study in all: the paper's one
+#: big SuperLM holds 13,824, its K = 3 sub-spaces 256 each; the rank job scores every one.
+MAX_STUDENTS = 20_000
+
 
 def _round_half_up(x: float) -> int:
     return math.floor(x + 0.5 + 1e-9)
@@ -40,10 +48,14 @@ def _knob_values(field: str, value: Any, *, ratio: bool = False) -> tuple[float,
             ) from None
         if count < 1 or (count == 1 and start != end) or end < start:
             raise SpecError(field, f"{value!r} needs start <= end and count >= 1 (1 if equal)")
+        if count > MAX_KNOB_VALUES:
+            raise SpecError(field, f"{value!r}: count {count} is above {MAX_KNOB_VALUES}")
         step = (end - start) / (count - 1) if count > 1 else Fraction(0)
         values: list[Any] = [float(start + k * step) for k in range(count)]
     elif isinstance(value, list | tuple):
         values = list(value)
+        if len(values) > MAX_KNOB_VALUES:
+            raise SpecError(field, f"has {len(values)} values, more than {MAX_KNOB_VALUES}")
     else:
         raise SpecError(field, f"must be a list of numbers or 'start,end,count', got {value!r}")
     if not values:
@@ -139,13 +151,23 @@ class SubSpace:
         if not isinstance(name, str) or not name or any(c in name for c in "@/ \t\n"):
             raise SpecError(f"{field}.name", f"must be a non-empty word, got {name!r}")
         hidden = data.get("hidden")
-        return cls(
+        space = cls(
             name=name,
             layers=_knob_values(f"{field}.layers", data["layers"]),
             heads=_knob_values(f"{field}.heads", data["heads"]),
             hidden=None if hidden is None else _knob_values(f"{field}.hidden", hidden),
             mlp_ratio=_knob_values(f"{field}.mlp_ratio", data["mlp_ratio"], ratio=True),
         )
+        counts = [len(space.layers), len(space.heads), len(space.hidden or (0,))]
+        size = math.prod(counts) * len(space.mlp_ratio)
+        if size > MAX_STUDENTS:
+            raise SpecError(
+                field,
+                f"its knobs make {size} students, more than {MAX_STUDENTS} (the paper's "
+                "hold 256, its one big SuperLM 13,824; the rank job scores every one)",
+                "take fewer values per knob, or split it into several sub-spaces",
+            )
+        return space
 
 
 def _f(*values: int, of: int) -> tuple[float, ...]:

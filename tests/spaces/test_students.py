@@ -140,6 +140,13 @@ def test_student_from_dict_errors(data: object, match: str) -> None:
         ({"name": "a/b"}, "subspace.name"),
         ({"depth": [1]}, "unknown fields \\['depth'\\]"),
         ({"hidden": "x"}, "subspace.hidden"),
+        # a launch hung building 10^15 students, a server thread spinning for ever
+        ({"layers": "0.1,1,100000"}, "count 100000 is above 64"),
+        ({"layers": [k / 100 for k in range(1, 101)]}, "has 100 values, more than 64"),
+        (
+            {"layers": "0.5,1,32", "heads": "0.5,1,32", "mlp_ratio": "1,4,32"},
+            "its knobs make 32768 students, more than 20000",
+        ),
     ],
 )
 def test_subspace_from_dict_errors(change: dict[str, object], match: str) -> None:

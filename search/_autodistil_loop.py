@@ -73,6 +73,7 @@ class AutoDistilLoop(SearchLoop):
     # No promise about architectures: a sub-space is asked twice, as its supernet job and
     # then as its rank job. It never asks the same job twice (a trial of each is enough).
     avoids_known = False
+    plans_its_budget = True
 
     def __init__(self, seed: int | None, n_objectives: int, options: dict[str, Any] | None) -> None:
         options = dict(options or {})

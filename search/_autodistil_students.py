@@ -47,7 +47,10 @@ def mean_dev_loss(metrics: Mapping[str, float]) -> float:
 
 def job_status(trials: list[TrialView]) -> str:
     """A job's state from its trials: ``done`` (the number of its COMPLETE trial), or
-    ``active``, ``failed`` (tried, nothing in flight: the server gave up) or ``todo``."""
+    ``active``, ``failed`` (tried, nothing in flight: the server gave up) or ``todo``. A
+    trial ``stop --cancel-running`` ended does not count as tried: ``resume`` runs the job
+    again (the study completed "every stage done" with no student ranked)."""
+    trials = [t for t in trials if not t.cancelled]
     for t in trials:
         if t.state == "COMPLETE":
             return str(t.number)

@@ -104,6 +104,8 @@ class TrialView:
         kind: The job kind it was suggested as.
         metrics: The raw metrics of a COMPLETE trial (its worker's report, or what the server
             recorded for a trial it derived from another's report), else empty.
+        cancelled: A FAIL trial that ``stop --cancel-running`` ended: the user's stop, not
+            the candidate's failure (a staged loop asks its job again when resumed).
     """
 
     number: int
@@ -116,6 +118,7 @@ class TrialView:
     completed_at: datetime.datetime | None = None
     kind: str = "train"
     metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    cancelled: bool = False
 
     @property
     def active(self) -> bool:
@@ -203,6 +206,10 @@ class SearchLoop(abc.ABC):
     #: The loop chooses the data fields of a study's ``data_space`` (``LoopSnapshot.data_space``)
     #: and sets them in each ``Suggestion.data``; a study with a data space needs such a loop.
     chooses_data: ClassVar[bool] = False
+    #: The loop's jobs are fixed by its options, and a study's ``n_trials`` is their count
+    #: (``check_study`` refuses another): once they are done, more trials change nothing, so
+    #: ``resume`` refuses its completed study whatever ``--n-trials`` says.
+    plans_its_budget: ClassVar[bool] = False
 
     @property
     def sampler(self) -> optuna.samplers.BaseSampler:

@@ -180,6 +180,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(  # the JSON report is stdout's alone: this goes to stderr then
         f"table {t.source}: {len(t.architectures)} rows, {t.metric} ({t.direction})"
         + (f", {_rows(t.unscored)} without a {t.metric} score left out" if t.unscored else "")
+        + (
+            f", {t.derived} derived trial(s) left out (DyLoRA ranks, AutoDistil students' "
+            "proxy scores)"
+            if t.derived
+            else ""
+        )
         + (f", {_rows(t.repeated)} repeated dropped" if t.repeated else "")
         + (f" ({t.conflicting} with another score: the first row's kept)" if t.conflicting else "")
         + f"; {args.evals} evaluations x {args.seeds} seeds, "
@@ -279,6 +285,7 @@ def _report_dict(report: Any, table: Any, top: float, plot: Path) -> dict[str, A
         },
         "rows": len(table.architectures),
         "rows_without_score": table.unscored,
+        "derived_trials": table.derived,
         "repeated_rows": table.repeated,
         "evals": report.evals,
         "exact_random_median_evals": report.exact_random,

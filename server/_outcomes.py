@@ -211,8 +211,11 @@ class TrialOutcomes:
             # State and reason in one queued write, committed without the study lock (it held
             # the lock across three transactions: 15% of the soak's profile at 200 workers).
             # A repeated call waits for ``settled``: the write and the re-queue both done.
+            ended: dict[str, Any] = {"fail_reason": reason}
+            if h.cancel_running and not retryable:  # the user's stop, not the candidate's
+                ended["cancelled"] = True
             written: Future[Any] = self.writer.submit(
-                _storage.finish_op(tid, TrialState.FAIL, None, {"fail_reason": reason})
+                _storage.finish_op(tid, TrialState.FAIL, None, ended)
             )
             settled: Future[None] = Future()
             idx.live.pop(tid, None)

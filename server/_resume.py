@@ -11,11 +11,13 @@ reads the history), nothing is trained twice (completed candidates are recorded 
   "study stopped before this candidate ran"), and those whose trial failed retryably while it
   was stopped (handed back at SIGTERM, lease expired), are queued again as WAITING copies, not
   counted as failures and not against the budget (they were counted when first asked). Trials
-  that ``stop --cancel-running`` cancelled stay failed: the user ended them.
+  that ``stop --cancel-running`` cancelled stay failed: the user ended them (they are marked
+  ``cancelled``: a staged loop such as AutoDistil's asks their job again).
 * The stop's cancel flag and the completed reason are cleared.
 * Refused: a study whose loop said it has nothing new to propose (the space exhausted,
-  AutoDistil's stages done), which more trials cannot change; a running study without a
-  new budget.
+  AutoDistil's stages done), or a completed one whose loop plans its budget
+  (``SearchLoop.plans_its_budget``: AutoDistil's jobs), which more trials cannot change; a
+  running study without a new budget.
 """
 
 from __future__ import annotations
@@ -97,6 +99,12 @@ def resume(
         exhausted = h.index.exhausted
         if h.state == COMPLETED and not h.completed_reason.startswith(N_TRIALS_REASON):
             exhausted = exhausted or h.completed_reason  # the loop's own reason, kept
+        if h.state == COMPLETED and getattr(h.loop, "plans_its_budget", False):
+            # its budget is its plan: "pass --n-trials above N" led to "resumed", then nothing
+            exhausted = exhausted or (
+                f"the {h.spec.loop} loop's jobs are done (its n_trials, {h.spec.n_trials}, "
+                "is their count: more trials change nothing)"
+            )
         if exhausted:
             raise FailedPrecondition(
                 f"study {h.spec.name} cannot go on: {exhausted}; launch a new study "

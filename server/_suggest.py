@@ -85,6 +85,7 @@ def trial_view(t: FrozenTrial) -> TrialView:
         completed_at=t.datetime_complete,
         kind=str(kind),
         metrics=_frozen(metrics if isinstance(metrics, dict) else None),
+        cancelled=t.state.name == "FAIL" and bool(t.user_attrs.get("cancelled")),
     )
 
 

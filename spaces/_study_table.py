@@ -1,7 +1,9 @@
 """The ``optuna`` table format of ``archsearch replay``: the COMPLETE trials of an existing
 study in any Optuna storage (the source is its URL, option ``study`` its name), each trial's
 parameters a row and its first value (option ``objective``: another index) the score, in the
-study's direction. archsearch's repeats (``duplicate_of``) are one row, counted once."""
+study's direction. archsearch's repeats (``duplicate_of``) are one row, counted once; the
+trials archsearch derived from a job's report (DyLoRA ranks, AutoDistil students' proxy
+scores: :data:`DERIVED_MARKERS`) are left out, and counted."""
 
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ from archsearch.spaces._table_readers import (
     _padded,
     _rows_table,
 )
+
+#: The user attributes that mark a trial archsearch derived from another trial's report (the
+#: server's ``_derived_trials.DERIVED_MARKERS``; a test checks they agree).
+DERIVED_MARKERS = ("rank_of", "student_of")
 
 
 @TABLE_READERS.register("optuna")
@@ -74,10 +80,16 @@ class OptunaStudyReader(TableReader):
         finally:
             storage.engine.dispose()
         rows = []
+        derived = 0
         for t in trials:
             if "duplicate_of" in t.user_attrs:  # an archsearch repeat: its row is counted once
+                continue
+            if any(marker in t.user_attrs for marker in DERIVED_MARKERS):
+                derived += 1
                 continue
             score = _finite(t.values[objective]) if t.values else None
             if score is not None and t.params:
                 rows.append((_check_scalar_arch(dict(t.params), f"trial {t.number}"), score))
-        return _rows_table(f"{source} study {name}", rows, direction, metric, _padded(options))
+        return _rows_table(
+            f"{source} study {name}", rows, direction, metric, _padded(options), derived=derived
+        )

@@ -58,6 +58,9 @@ class ReplayTable:
         repeated: Rows dropped because their architecture came earlier.
         conflicting: How many of those gave another score than the row kept.
         unscored: Rows left out because they have no finite score for ``metric``.
+        derived: Trials of a study left out because archsearch derived them from another's
+            report (a DyLoRA rank, an AutoDistil student's proxy score): not candidates a
+            loop proposed and a worker trained.
     """
 
     source: str
@@ -69,6 +72,7 @@ class ReplayTable:
     repeated: int = 0
     conflicting: int = 0
     unscored: int = 0
+    derived: int = 0
 
     def __post_init__(self) -> None:
         self._by_key = {
@@ -175,6 +179,7 @@ def _rows_table(
     metric: str,
     padded: bool = False,
     unscored: int = 0,
+    derived: int = 0,
 ) -> ReplayTable:
     """A table of generic rows (the first of repeated architectures kept); ``unscored`` counts
     the rows the reader left out for want of a score."""
@@ -196,6 +201,7 @@ def _rows_table(
         repeated=len(rows) - len(kept),
         conflicting=conflicting,
         unscored=unscored,
+        derived=derived,
     )
 
 

@@ -165,8 +165,16 @@ class TrainContext:
         return max((number for number, _ in holders), default=None)
 
     def report(self, step: int, value: float) -> None:
-        """Sends an intermediate value; raises TrialStopped when the trial must end."""
+        """Sends an intermediate value; raises TrialStopped when the trial must end.
+
+        Raises:
+            TrialPruned: the server pruned it.
+            TrialStopped: the worker asked it to end (its lease lost: the report could not be
+                delivered; SIGTERM): a job keeps its progress (a lost lease read as a prune
+                deleted it, and the retry trained from step 0).
+        """
         if self._report is not None and self._report(step, value):
+            self.check()
             raise TrialPruned(f"pruned at step {step}")
         self.check()
 

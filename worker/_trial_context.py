@@ -28,10 +28,14 @@ def trial_context(worker: Worker, resp: pb.AcquireTrialResponse, state: TrialSta
             return True
         check_report(step, value)  # CandidateError: a trainer's mistake, said at once
         try:
+            # As long as the server does not answer (a restart: it gives leases one lease
+            # duration from its start, so this one is alive when it is back), or until
+            # --idle-exit: giving up after one lease duration dropped a trial that a server
+            # down for longer would have kept.
             r = worker._retry(
                 "report",
                 lambda: worker.client.report(lease.lease_id, step, float(value)),
-                give_up_after_s=worker.lease_duration_s,
+                give_up_after_s=worker.idle_exit_s,
             )
         except ClientError as e:
             if e.code == grpc.StatusCode.INVALID_ARGUMENT:

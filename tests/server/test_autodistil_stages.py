@@ -4,6 +4,7 @@ the proxy beside the truth, and a restart in the middle."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,42 @@ def test_a_budget_nothing_fits_completes_the_study_with_the_reason(tmp_path: Pat
     study = optuna.load_study(study_name="tight", storage=url)
     reason = study.user_attrs[COMPLETED_REASON_ATTR]
     assert f"no ranked student fits the budget params <= {SPACE.params(smallest):.4g}" in reason
+
+
+def test_a_cancelled_job_runs_again_when_the_study_is_resumed(tmp_path: Path) -> None:
+    """A rank job ended by `stop --cancel-running` counted as failed for good: resume then
+    completed the study "every stage done" with no student ranked, and refused a second."""
+    m = manager(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        m.launch(spec("c"))
+        assert [k for _, k in work(m, "c", limit=2)] == ["supernet", "supernet"]
+        held = m.acquire("w", ("autodistil",), "c")
+        assert held is not None and held.candidate.kind == "rank"
+        m.stop("c", cancel_running=True)
+        m.fail(held.lease_id, "cancelled: the study was stopped with --cancel-running", False)
+        m.resume("c")
+        rest = work(m, "c")
+        h = m.get("c")
+        assert h.state == "completed"
+        assert sorted(k for _, k in rest) == ["rank", "rank", "train", "train"]
+        cancelled = [t for t in m.trials(h) if t.user_attrs.get("cancelled")]
+        assert [t.number for t in cancelled] == [held.trial_number]
+    finally:
+        m.close()
+
+
+def test_a_completed_autodistil_study_is_not_resumed_with_more_trials(tmp_path: Path) -> None:
+    """Its n_trials is its job count: "pass --n-trials above 6" led to "resumed", then the
+    study completed again at once with nothing trained."""
+    from archsearch.server._errors import FailedPrecondition
+
+    m = manager(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        exact = dataclasses.replace(spec("done"), n_trials=6)
+        m.launch(exact)
+        assert len(work(m, "done")) == 6
+        assert m.get("done").state == "completed"
+        with pytest.raises(FailedPrecondition, match="the autodistil loop's jobs are done"):
+            m.resume("done", 10)
+    finally:
+        m.close()

@@ -319,6 +319,38 @@ def test_replay_reads_an_existing_studys_trials(
     assert code == 2 and "no study 'other'" in err and "known: past" in err
 
 
+def test_a_studys_derived_trials_are_no_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An AutoDistil study's 125 proxy-scored students (and a DyLoRA study's rank trials, each
+    training trial twice) were read as trained rows: "all 127 rows reach the target"."""
+    import optuna
+
+    from archsearch.server._derived_trials import DERIVED_MARKERS
+    from archsearch.spaces._study_table import DERIVED_MARKERS as READ_MARKERS
+
+    assert set(READ_MARKERS) == set(DERIVED_MARKERS)
+    url = f"sqlite:///{tmp_path}/past.db"
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=storage, study_name="past", direction="maximize")
+
+    def objective(t: optuna.Trial) -> float:
+        width = t.suggest_int("width", 1, 8)
+        if t.number >= 6:  # derived from trial 0's report
+            t.set_user_attr(DERIVED_MARKERS[t.number % 2], 0)
+        return width / 8
+
+    study.optimize(objective, n_trials=10)
+    storage.engine.dispose()
+    argv = [url, "--study", "past", "--loops", "random", "--seeds", "1", "--evals", "2"]
+    code, out, err = _replay([*argv, "--plot", str(tmp_path / "p.png"), "--json"], capsys)
+    assert code == 0, err
+    shown = json.loads(out)
+    rows = len({t.params["width"] for t in study.trials if t.number < 6})
+    assert (shown["rows"], shown["derived_trials"]) == (rows, 4)
+    assert "4 derived trial(s) left out" in err
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [

@@ -265,6 +265,51 @@ def test_a_hand_back_the_server_never_got_says_unreachable_not_refused(caplog) -
     assert "refused" not in text
 
 
+class _Reports(_Client):
+    """A server that does not answer the first ``down`` reports (a restart)."""
+
+    def __init__(self, down: int) -> None:
+        super().__init__([])
+        self.down = down
+
+    def report(self, *args: Any) -> pb.ReportIntermediateResponse:
+        self.calls.append(("report", args))
+        if self.down > 0:
+            self.down -= 1
+            raise ClientError(grpc.StatusCode.UNAVAILABLE, "down", "ReportIntermediate")
+        return pb.ReportIntermediateResponse(should_prune=False)
+
+
+class _Reporter(_Trainer):
+    def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
+        context.report(1, 0.5)
+        return TrainResult(metrics={"accuracy": 0.5})
+
+
+def test_a_report_waits_out_a_server_restart_longer_than_the_lease(caplog) -> None:
+    """A report gave up after one lease duration and the trial was dropped as if pruned (its
+    progress deleted), while the restarted server would have kept its lease (it gives leases
+    one lease duration from its start)."""
+    client = _Reports(down=4)
+    worker = Worker(client, {"fake": _Reporter()})  # type: ignore[arg-type]
+    worker.lease_duration_s = 0.2  # the outage (4 retries, about 1.4 s) is longer
+    assert worker.run_trial(grant(0)) == "done"
+    assert [c for c, _ in client.calls] == ["report"] * 5 + ["complete"]
+
+
+def test_a_lost_lease_stops_a_trial_it_does_not_prune_it() -> None:
+    """A trainer's report on a lost lease raised TrialPruned: a job deleted its progress."""
+    from archsearch.worker import TrialPruned, TrialStopped
+
+    lost = TrainContext(report=lambda step, value: True, should_stop=lambda: True)
+    with pytest.raises(TrialStopped) as stopped:
+        lost.report(3, 0.5)
+    assert type(stopped.value) is TrialStopped
+    pruned = TrainContext(report=lambda step, value: True, should_stop=lambda: False)
+    with pytest.raises(TrialPruned):
+        pruned.report(3, 0.5)
+
+
 # ----------------------------------------------------------------------------- refusals
 
 

@@ -241,6 +241,13 @@ def _explain(e: ClientError, args: argparse.Namespace) -> CliError:
         return CliError(
             f"{e.details} (the server at {server} requires an admin token)", EXIT_FAILED
         )
+    if e.code == grpc.StatusCode.UNIMPLEMENTED:  # gRPC's own "Method not found!"
+        return CliError(
+            f"the server at {server} does not know {e.method or 'this call'}: it runs an older "
+            "archsearch than this command; upgrade the server (`archsearch --version` on "
+            "each side says which code it runs)",
+            EXIT_FAILED,
+        )
     said = e.code.name.lower().replace("_", " ")  # not twice: "already exists: ... exists"
     code = {
         grpc.StatusCode.INVALID_ARGUMENT: EXIT_BAD_INPUT,

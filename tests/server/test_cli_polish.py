@@ -422,3 +422,21 @@ def test_a_spec_comes_from_standard_input_with_dash(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     with pytest.raises(CliError, match=r"--spec - \(standard input\) is empty"):
         build_spec(args)
+
+
+def test_a_call_an_older_server_lacks_says_so() -> None:
+    """`resume` or `delete` against an older server printed "unimplemented: Method not
+    found!", nothing about versions."""
+    import grpc
+
+    from archsearch.server.client import ClientError
+
+    ns = argparse.Namespace(server="h:1", tls=False, tls_ca=None)
+    e = ClientError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!", "ResumeSearch")
+    said = _cli_common._explain(e, ns)
+    assert str(said) == (
+        "the server at h:1 does not know ResumeSearch: it runs an older archsearch than this "
+        "command; upgrade the server (`archsearch --version` on each side says which code it "
+        "runs)"
+    )
+    assert said.code == 1

@@ -26,6 +26,7 @@ from typing import Any
 
 PORT = 50051
 TOKEN_DIR = "/var/run/archsearch"
+TLS_DIR = "/etc/archsearch/tls"
 ARTIFACT_DIR = "/artifacts"
 #: seconds of termination grace beyond the worker's own stop grace (process exit, API lag)
 GRACE_MARGIN_S = 20
@@ -56,6 +57,14 @@ class K8sOptions:
     artifact_pvc: str | None = None  # None: render NAME-artifacts of artifact_size
     artifact_size: str = "20Gi"
     worker_args: list[str] = dataclasses.field(default_factory=list)
+    #: the workers dial ``server`` with TLS (``tls_ca``: the CA certificate's PEM text, rendered
+    #: as a ConfigMap; else the system's CAs)
+    tls: bool = False
+    tls_ca: str | None = None
+
+    @property
+    def tls_ca_name(self) -> str:
+        return f"{self.name}-tls-ca"
 
     @property
     def server_name(self) -> str:
@@ -116,6 +125,10 @@ def _worker_pod(opts: K8sOptions) -> dict[str, Any]:
     ]
     if opts.gpus_per_worker and not any(a.split("=")[0] == "--device" for a in opts.worker_args):
         args += ["--device", "cuda"]
+    if opts.tls_ca is not None:
+        args += ["--tls-ca", f"{TLS_DIR}/ca.pem"]
+    elif opts.tls:
+        args.append("--tls")
     limits: dict[str, Any] = {}
     requests: dict[str, Any] = {}
     if opts.gpus_per_worker:
@@ -140,6 +153,9 @@ def _worker_pod(opts: K8sOptions) -> dict[str, Any]:
         },
         {"name": "cache", "emptyDir": {}},
     ]
+    if opts.tls_ca is not None:  # a CA certificate is public: a ConfigMap, not a Secret
+        mounts.append({"name": "tls-ca", "mountPath": TLS_DIR, "readOnly": True})
+        volumes.append({"name": "tls-ca", "configMap": {"name": opts.tls_ca_name}})
     if opts.data_pvc:
         mounts.append({"name": "data", "mountPath": opts.data_mount, "readOnly": True})
         claim = {"claimName": opts.data_pvc, "readOnly": True}
@@ -305,6 +321,15 @@ def render(opts: K8sOptions) -> list[dict[str, Any]]:
         objs.append(_secret(opts, opts.db_secret, {"url": opts.storage_url}))
     if opts.server is None:
         objs += _server(opts)
+    if opts.tls_ca is not None:
+        objs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": _meta(opts, opts.tls_ca_name),
+                "data": {"ca.pem": opts.tls_ca},
+            }
+        )
     objs.append(_workers(opts))
     return objs
 

@@ -21,6 +21,28 @@ def _first_line(path: str, flag: str) -> str:
     return token
 
 
+def _tls_ca(args: argparse.Namespace) -> str | None:
+    """The ``--tls-ca`` file's PEM text (None without one), checked here: a worker that
+    cannot read it fails in every pod."""
+    if (args.tls or args.tls_ca) and args.server is None:
+        raise CliError(
+            "--tls/--tls-ca are for a server outside the cluster: pass --server HOST:PORT "
+            "(the rendered server speaks plain text to the workers inside the cluster)"
+        )
+    if not args.tls_ca:
+        return None
+    try:
+        text = Path(args.tls_ca).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CliError(f"cannot read --tls-ca {args.tls_ca}: {e}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise CliError(
+            f"--tls-ca {args.tls_ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----): "
+            "give the CA certificate that signed the server's"
+        )
+    return text
+
+
 def _check_k8s(args: argparse.Namespace, rest: list[str]) -> None:
     """What would render manifests that fail on apply or lose data, refused with the fix."""
     from archsearch.server.app import is_loopback
@@ -120,6 +142,8 @@ def cmd_fleet_k8s(args: argparse.Namespace) -> int:
         artifact_pvc=args.artifact_pvc,
         artifact_size=args.artifact_size,
         worker_args=rest,
+        tls=bool(args.tls or args.tls_ca),
+        tls_ca=_tls_ca(args),
     )
     text = _k8s.to_yaml(_k8s.render(opts))
     if args.output:

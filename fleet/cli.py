@@ -251,6 +251,16 @@ def add_fleet_command(
         "(Deployment and Service NAME-server)",
     )
     k.add_argument(
+        "--tls",
+        action="store_true",
+        help="with --server: the workers dial it with TLS, trusting the system's CAs",
+    )
+    k.add_argument(
+        "--tls-ca",
+        help="with --server: the PEM certificate of the CA that signed its certificate, "
+        "rendered as the ConfigMap NAME-tls-ca and mounted in every worker (implies --tls)",
+    )
+    k.add_argument(
         "--token-secret",
         type=k8s_object,
         default="archsearch-tokens",

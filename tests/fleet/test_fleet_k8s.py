@@ -29,6 +29,7 @@ MODELS = {
     ("apps/v1", "Deployment"): "V1Deployment",
     ("batch/v1", "Job"): "V1Job",
     ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
+    ("v1", "ConfigMap"): "V1ConfigMap",
 }
 
 
@@ -111,6 +112,28 @@ def test_server_and_gpu_workers_round_trip_through_the_models(capsys) -> None:
     assert s.ports[0].name == "grpc" and s.ports[0].container_port == 50051
 
 
+def test_workers_dial_an_outside_tls_server(capsys, tmp_path) -> None:
+    """`--tls`/`--tls-ca` were refused after `--` and missing before it: workers for an
+    outside server could only dial it in plain text, their token on the network."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    objs = _render(capsys, "--server", "nas.example.org:443", "--tls-ca", str(ca))
+    assert [o["kind"] for o in objs] == ["ConfigMap", "Deployment"]
+    config, workers = (_model(o) for o in objs)
+    assert config.metadata.name == "archsearch-tls-ca"
+    assert config.data == {"ca.pem": ca.read_text()}
+    pod = workers.spec.template.spec
+    args = pod.containers[0].args
+    assert args[args.index("--tls-ca") + 1] == "/etc/archsearch/tls/ca.pem"
+    mount = next(m for m in pod.containers[0].volume_mounts if m.name == "tls-ca")
+    assert mount.mount_path == "/etc/archsearch/tls" and mount.read_only
+    volume = next(v for v in pod.volumes if v.name == "tls-ca")
+    assert volume.config_map.name == "archsearch-tls-ca"
+    plain = _render(capsys, "--server", "nas.example.org:443", "--tls")
+    assert "--tls" in plain[-1]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [o["kind"] for o in plain] == ["Deployment"]
+
+
 def test_job_workers_of_one_study_end_with_it(capsys) -> None:
     """``--study`` is a Job's ending condition as --idle-exit is (it was refused)."""
     objs = _render(capsys, "--kind", "job", "--", "--trainer", "table", "--study", "s")
@@ -177,6 +200,9 @@ def test_rendered_server_secret_holds_the_storage_url(capsys) -> None:
         ([], "fleet k8s renders manifests and applies nothing: pass --render"),
         (["--render", "--kind", "job"], "pass `-- --study NAME` (they end when it completes)"),
         (["--render", "--", "--stop-grace", "5"], "--stop-grace after `--`"),
+        (["--render", "--tls"], "--tls/--tls-ca are for a server outside the cluster"),
+        (["--render", "--server", "h:1", "--tls-ca", "/nonexistent.pem"], "cannot read --tls-ca"),
+        (["--render", "--server", "h:1", "--tls-ca", "/etc/passwd"], "holds no PEM certificate"),
         (["--render", "--", "--server", "x:1"], "--server after `--`"),
         (["--render", "--", "--nonsense"], "--nonsense after `--`: not an option"),
         (

@@ -24,6 +24,23 @@ def pytest_report_header() -> str:
     )
 
 
+#: The folders of the slow tests (processes: servers, workers, fleets; 10-60 s each).
+SLOW_FIRST = ("integration", "fleet", "benchmarks")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow tests first, each folder's in its own order: pytest-xdist hands tests out in
+    collection order, and a 60 s service test collected late kept one process busy after the
+    other had finished (the longest-first rule)."""
+    tests = Path(__file__).resolve().parent
+
+    def slow(item: pytest.Item) -> bool:
+        path = Path(str(item.path)).resolve()
+        return path.is_relative_to(tests) and path.relative_to(tests).parts[0] in SLOW_FIRST
+
+    items.sort(key=lambda item: not slow(item))
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty Optuna storage on every backend: a SQLite file, a fresh PostgreSQL database."""

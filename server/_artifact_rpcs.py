@@ -3,7 +3,7 @@ stream), ListArtifacts and FindArtifact (which trials of a study hold an artifac
 :class:`~archsearch.server._trial_artifacts.TrialArtifacts`.
 
 Streams are registered with raw-bytes deserialisers like every other method
-(``_servicers.method_handlers``): each message is parsed here, so an undecodable one gets
+(``_rpc.method_handlers``): each message is parsed here, so an undecodable one gets
 INVALID_ARGUMENT, and a domain error anywhere in a stream ends it with its precise status.
 """
 
@@ -19,9 +19,9 @@ import grpc
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._progress_cleanup import drop_progress_of_retries
 from archsearch.server._rpc import _parse, abort_for, rpc
-from archsearch.server._servicers import WorkerServicer
 from archsearch.server._studies import StudyManager
 from archsearch.server._trial_artifacts import MAX_HOLDERS, ArtifactInfo, TrialArtifacts
+from archsearch.server._worker_servicer import WorkerServicer
 from archsearch.v1 import archsearch_pb2 as pb
 
 log = logging.getLogger("archsearch.server")

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from archsearch.server._errors import STUDY_ENDED, FailedPrecondition
+from archsearch.server._errors import OTHER_TRAINER_FIX, STUDY_ENDED, FailedPrecondition
 from archsearch.server._index import (
     COMPLETED,
     RUNNING,
@@ -57,7 +57,7 @@ def refuse_unservable(h: StudyHandle, trainers: tuple[str, ...]) -> str:
     if h.spec.trainer not in trainers:
         raise FailedPrecondition(
             f"study {name} is trained by the {h.spec.trainer} trainer; this worker runs "
-            f"{', '.join(trainers)} (start it with --trainer {h.spec.trainer})"
+            f"{', '.join(trainers)} ({OTHER_TRAINER_FIX} {h.spec.trainer})"
         )
     if h.state != RUNNING:
         return (

@@ -5,6 +5,9 @@ from __future__ import annotations
 #: How AcquireTrial's refusal of a ``--study`` that ended (completed or stopped) ends: the
 #: worker exits 0 on it (a fleet's late worker has nothing to do, which is no failure).
 STUDY_ENDED = "nothing left to train"
+#: How a refusal of a worker whose trainers cannot serve the study it names says the fix (the
+#: worker exits 2 on it: its own setup, which a restart repeats).
+OTHER_TRAINER_FIX = "start it with --trainer"
 #: the fail reason of a candidate a stop ended before any worker ran it
 STOPPED_REASON = "study stopped before this candidate ran"
 

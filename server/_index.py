@@ -126,6 +126,10 @@ class StudyIndex:
     #: Trial numbers of retryable failures while the study was stopped (``resume`` re-queues
     #: them; ``RETRY_ON_RESUME_ATTR`` keeps them across a restart).
     unretried: set[int] = dataclasses.field(default_factory=set)
+    #: Fingerprints of candidates a worker of other code failed, re-queued for a second
+    #: opinion (``_other_code``), and the code labels whose workers sit the study out.
+    reopened: set[str] = dataclasses.field(default_factory=set)
+    set_aside: set[str] = dataclasses.field(default_factory=set)
 
 
 @dataclasses.dataclass

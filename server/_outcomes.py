@@ -25,7 +25,7 @@ from archsearch.server._index import LiveTrial, StudyHandle
 from archsearch.server._leases import LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
-from archsearch.server._other_code import OtherCode, same_report
+from archsearch.server._other_code import OtherCode, Reopening, same_report
 from archsearch.server._pool import CandidatePool
 from archsearch.server._rank_trials import CompletedJob, finish_with_ranks_op
 from archsearch.server._retries import Retries
@@ -195,7 +195,7 @@ class TrialOutcomes:
                 return self.leases.retry_of(h, frozen.number) is not None  # the same report again
             return None
 
-        uncounted = False
+        reopening: Reopening | None = None
         with self.leases.resolve(lease_id, again) as lease:
             h, tid, live = lease.handle, lease.trial_id, lease.live
             idx = h.index
@@ -204,9 +204,9 @@ class TrialOutcomes:
                 return lease.answer
             if not retryable and not released and self.other_code is not None:
                 worker = self.leases.holder(tid, lease_id)
-                amended = self.other_code.second_opinion(h, live.fp, worker, reason)
-                if amended is not None:
-                    reason, retryable, uncounted = amended, True, True
+                reopening = self.other_code.second_opinion(h, live.fp, worker, reason)
+                if reopening is not None:
+                    reason, retryable = reopening.reason, True
             self.lifecycle.after_trial_hook(h, tid, TrialState.FAIL, None)
             # State and reason in one queued write, committed without the study lock (it held
             # the lock across three transactions: 15% of the soak's profile at 200 workers).
@@ -222,11 +222,13 @@ class TrialOutcomes:
             idx.finishing[tid] = (lease_id, settled, live.fp)
         try:
             self._committed(h, tid, live, written)
+            if reopening is not None and self.other_code is not None:  # stored: remember it
+                self.other_code.remember(h, reopening)
             failed = self.storage.get_trial(tid) if released or retryable else None
             with h.lock:
                 idx.finishing.pop(tid, None)
                 requeued = failed is not None and self.retries.requeue(
-                    h, failed, reason, count=not (released or uncounted)
+                    h, failed, reason, count=not (released or reopening is not None)
                 )
                 self.lifecycle.after_finish(h)
         except BaseException as e:

@@ -191,6 +191,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         finally:
             self._polls.release()
         answer = grant_to_pb(grant)
+        if grant is None and request.study_name and not waiting:  # set aside for its code?
+            waiting = self.m.other_code.why_out(self.m.get(request.study_name), request.worker_id)
         if grant is None and waiting:
             answer.waiting_because = waiting
         return answer

@@ -26,7 +26,7 @@ import uuid
 
 import grpc
 
-from archsearch.server._errors import STUDY_ENDED
+from archsearch.server._errors import OTHER_TRAINER_FIX, STUDY_ENDED
 from archsearch.server._source import code_label, mismatch
 from archsearch.server.client import ClientError, WorkerClient
 from archsearch.spaces import Candidate, SpecError
@@ -114,6 +114,8 @@ class Worker(ServerCalls):
         self.study_name = study_name
         #: why the ``--study`` this worker serves has no work for it, as last said
         self._waiting = ""
+        #: the server answered an acquire for it: a later NOT_FOUND is a delete (exit 0)
+        self._study_seen = False
         self.poll_s = poll_s
         self.max_trials = max_trials
         self.idle_exit_s = idle_exit_s
@@ -232,6 +234,7 @@ class Worker(ServerCalls):
         waits for ``archsearch resume``), and when that ends."""
         if resp is None:
             return
+        self._study_seen = True
         why = "" if resp.has_trial else resp.waiting_because
         if why and why != self._waiting:
             log.info("%s", why)
@@ -262,14 +265,20 @@ class Worker(ServerCalls):
         nothing to do, which is no failure, and a Kubernetes Job does not restart it); else
         SystemExit with the server's one line: :class:`BadSetup` for a refused token, or a
         study trained by a trainer this worker lacks; :class:`NoSuchStudy` for NOT_FOUND."""
+        if e.code == grpc.StatusCode.NOT_FOUND and self._study_seen:
+            # deleted under a worker that served or waited for it: ended, as a completed one
+            log.info("study %s was deleted; %s; exiting", self.study_name, STUDY_ENDED)
+            return
         if e.code == grpc.StatusCode.NOT_FOUND:
             raise NoSuchStudy(f"worker: {e.details}")
         if e.code in SETUP_REFUSALS:
             raise BadSetup(f"worker: {e}")
         if e.code != grpc.StatusCode.FAILED_PRECONDITION:
             raise SystemExit(f"worker: {e}")
+        if OTHER_TRAINER_FIX in e.details:  # its study needs another trainer
+            raise BadSetup(f"worker: {e.details}")
         if not (self.study_name and e.details.endswith(STUDY_ENDED)):
-            raise BadSetup(f"worker: {e.details}")  # its study needs another trainer
+            raise SystemExit(f"worker: {e.details}")  # e.g. a study this server cannot serve
         log.info("%s; exiting", e.details)
 
     def _poll_for(self, idle_since: float) -> float:

@@ -27,6 +27,7 @@ def trial_context(worker: Worker, resp: pb.AcquireTrialResponse, state: TrialSta
         if state.lost.is_set():
             return True
         check_report(step, value)  # CandidateError: a trainer's mistake, said at once
+        state.reporting = True
         try:
             # As long as the server does not answer (a restart: it gives leases one lease
             # duration from its start, so this one is alive when it is back), or until
@@ -40,9 +41,17 @@ def trial_context(worker: Worker, resp: pb.AcquireTrialResponse, state: TrialSta
         except ClientError as e:
             if e.code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise CandidateError(f"intermediate report refused: {e.details}") from None
+            if e.transient and worker.stopping.is_set():
+                return True  # the stop ends it (a hand-back is tried); the lease is not lost
             state.lost.set()
-            state.reason = e.details
+            state.reason = (
+                f"the server did not answer for {worker.idle_exit_s:g}s (--idle-exit)"
+                if e.transient and worker.idle_exit_s is not None
+                else e.details
+            )
             return True
+        finally:
+            state.reporting = False
         if r.should_prune:
             state.pruned = True
         return bool(r.should_prune)

@@ -67,6 +67,9 @@ class TrialState:
         self.cancelled = threading.Event()  # the server said stop: the trial ends failed
         self.pruned = False
         self.reason = ""
+        #: the trainer is inside ``context.report()``, which retries while the server does not
+        #: answer: it is not ignoring a stop
+        self.reporting = False
 
 
 def heartbeats(
@@ -77,7 +80,8 @@ def heartbeats(
     ignored = IgnoredStop(worker.stop_grace_s)
     while not done.wait(worker.heartbeat_interval_s):
         asked = worker.stop_reason if worker.stopping.is_set() else ""
-        ignored.tick(tag, asked or ("the cancel" if state.cancelled.is_set() else ""))
+        if not state.reporting:
+            ignored.tick(tag, asked or ("the cancel" if state.cancelled.is_set() else ""))
         try:
             if worker.client.heartbeat(lease_id).should_stop and not state.cancelled.is_set():
                 log.info("the server cancelled this trial (study stopped, --cancel-running)")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -17,6 +19,8 @@ from archsearch.server._index import FAILURES_ATTR
 from archsearch.server._source import code_label
 from archsearch.server._spec import SearchSpec
 from archsearch.server._studies import StudyManager
+from archsearch.server.client import SearchClient, WorkerClient
+from archsearch.v1 import archsearch_pb2 as pb
 
 TRAINERS = ("table",)
 OLD = "0.1.0+src.0123456789ab"
@@ -128,3 +132,96 @@ def test_a_set_aside_worker_serves_other_studies(m) -> None:
     assert m.fail(g.lease_id, "broken", retryable=False)
     other = m.acquire("old", TRAINERS)
     assert other is not None and other.study_name == "b"
+
+
+def test_the_second_opinion_comes_from_the_servers_code(m) -> None:
+    """Another worker of the same old code took the re-queued candidate first, and its
+    failure counted: the candidate was lost while the upgraded worker stood idle."""
+    m.launch(SearchSpec.from_dict(table_spec("s", 5, max_retries=0)))
+    for worker, label in (("old1", OLD), ("old2", OLD), ("new", code_label())):
+        join(m, worker, label)
+    g = m.acquire("old1", TRAINERS)
+    assert g is not None and m.fail(g.lease_id, "unknown method", retryable=False)
+    assert m.acquire("old2", TRAINERS) is None  # its code sits the study out
+    retry = m.acquire("new", TRAINERS)
+    assert (
+        retry is not None and "requeued_because" in by_number(m, "s", retry.trial_number).user_attrs
+    )
+
+
+def test_a_cancel_is_the_users_stop_not_the_candidates_verdict(m) -> None:
+    """With an old worker, `stop --cancel-running` was taken for a failure to re-queue: the
+    cancel mark was lost, the worker set aside, and resume ran the trial again."""
+    m.launch(SearchSpec.from_dict(table_spec("s", 5, max_retries=0)))
+    join(m, "old", OLD)
+    join(m, "new", code_label())
+    g = m.acquire("old", TRAINERS)
+    assert g is not None
+    m.stop("s", cancel_running=True)
+    cancel = "cancelled: the study was stopped with --cancel-running"
+    assert not m.fail(g.lease_id, cancel, retryable=False)
+    trial = by_number(m, "s", g.trial_number)
+    assert trial.user_attrs["fail_reason"] == cancel and trial.user_attrs["cancelled"] is True
+    m.resume("s")
+    assert m.acquire("old", TRAINERS) is not None  # not set aside for the user's cancel
+    assert not [t for t in trials(m, "s") if "requeued_because" in t.user_attrs]
+
+
+def test_a_failure_whose_write_failed_keeps_its_second_opinion(m) -> None:
+    """The second opinion was recorded before the failure was stored: the worker's retried
+    report, after the storage failed the first, counted, and the candidate was lost."""
+    m.launch(SearchSpec.from_dict(table_spec("s", 5, max_retries=0)))
+    join(m, "old", OLD)
+    join(m, "new", code_label())
+    g = m.acquire("old", TRAINERS)
+    assert g is not None
+    real = m.outcomes.writer.submit
+    failed_once: list[bool] = []
+
+    def flaky(op: Any, **kw: Any) -> Future[Any]:
+        if not failed_once:
+            failed_once.append(True)
+            broken: Future[Any] = Future()
+            broken.set_exception(OSError("database is locked"))
+            return broken
+        return real(op, **kw)
+
+    m.outcomes.writer.submit = flaky
+    with pytest.raises(OSError):
+        m.fail(g.lease_id, "unknown method", retryable=False)
+    assert m.fail(g.lease_id, "unknown method", retryable=False)  # re-queued, not counted
+    assert [t.state for t in trials(m, "s")].count(TrialState.WAITING) == 1
+
+
+def test_a_deleted_studys_memory_does_not_reach_the_next_launch(m) -> None:
+    """The next launch reuses a deleted study's storage id: it inherited its set-aside
+    workers and second opinions."""
+    m.launch(SearchSpec.from_dict(table_spec("s", 3, max_retries=0, seed=1)))
+    join(m, "old", OLD)
+    join(m, "new", code_label())
+    g = m.acquire("old", TRAINERS)
+    assert g is not None and m.fail(g.lease_id, "x", retryable=False)
+    first_id = m.get("s").study_id
+    m.stop("s")
+    m.delete("s")
+    m.launch(SearchSpec.from_dict(table_spec("t", 3, max_retries=0, seed=1)))
+    assert m.get("t").study_id == first_id
+    again = m.acquire("old", TRAINERS)
+    assert again is not None  # not set aside in a study it never touched
+    assert m.fail(again.lease_id, "x", retryable=False)  # its first failure here: reopened
+
+
+def test_a_set_aside_study_worker_is_told_why_it_waits(sqlite_server: Any) -> None:
+    srv = sqlite_server()
+    old = pb.WorkerCapabilities(trainers=["table"], source=OLD)
+    new = pb.WorkerCapabilities(trainers=["table"], source=code_label())
+    with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+        admin.launch(table_spec("s", 5, max_retries=0))
+        worker.register("old", old)
+        worker.register("new", new)
+        lease = worker.acquire("old", old, 5, study_name="s").lease
+        worker.fail(lease.lease_id, "unknown method", False)
+        worker.acquire("new", new, 0)  # connected
+        answer = worker.acquire("old", old, 0.2, study_name="s")
+    assert not answer.has_trial
+    assert answer.waiting_because.startswith(f"this worker runs other archsearch code ({OLD})")

@@ -55,7 +55,9 @@ def test_a_cancelled_trial_stops_on_its_worker_and_is_not_retried(
         admin.launch(table_spec("c", 3))
         admin.launch(table_spec("other", 1))
         # each trial would take 120 s: only a cancel ends it early
-        worker = table_worker(server.address, tmp_path / "w.log", 120.0, "--study", "c")
+        worker = table_worker(
+            server.address, tmp_path / "w.log", 120.0, "--study", "c", "--idle-exit", "4"
+        )
         procs.append(worker.start())
 
         def running() -> list[pb.Trial]:
@@ -77,9 +79,10 @@ def test_a_cancelled_trial_stops_on_its_worker_and_is_not_retried(
         study = admin.get_study("c")
         assert study.n_running == 0 and study.n_waiting == 0 and study.n_complete == 0
         assert len(admin.list_trials("c")) == 1  # not retried
-    worker.wait(30)  # a --study worker whose study ended exits
+    worker.wait(30)  # a stopped study is waited for (resume goes on) until --idle-exit
     log = (tmp_path / "w.log").read_text()
     assert "cancelled by the server" in log and "Traceback" not in log
+    assert "study c is stopped; this worker waits for `archsearch resume c`" in log
 
 
 def test_stop_says_what_happens_to_running_trials(

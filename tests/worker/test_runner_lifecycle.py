@@ -310,6 +310,40 @@ def test_a_lost_lease_stops_a_trial_it_does_not_prune_it() -> None:
         pruned.report(3, 0.5)
 
 
+def test_only_the_workers_own_setup_exits_2() -> None:
+    """A study the server cannot serve (a plugin missing there) exited 2 too, which fleets
+    take as for good: the admin's fix on the server then found no worker."""
+    from archsearch.worker._runner import BadSetup
+
+    worker = Worker(_Client([]), {"fake": _Trainer()}, study_name="s")  # type: ignore[arg-type]
+
+    def refused(details: str) -> SystemExit:
+        with pytest.raises(SystemExit) as e:
+            worker._refused(ClientError(grpc.StatusCode.FAILED_PRECONDITION, details))
+        return e.value
+
+    other = refused("study s is trained by the bert trainer; this worker runs table "
+                    "(start it with --trainer bert)")  # fmt: skip
+    assert isinstance(other, BadSetup)
+    unserved = refused("study 's' is in the storage, but this server cannot serve it: ...")
+    assert not isinstance(unserved, BadSetup)
+
+
+def test_a_stop_during_an_outage_hands_back_it_loses_no_lease(caplog) -> None:
+    """SIGTERM while a report retried through an outage said "lease lost; dropped" (the
+    server was only unreachable) and that the trainer ignored the stop (it was inside
+    report()), and no hand-back was tried."""
+    client = _Reports(down=1000)
+    client.release_error = ClientError(grpc.StatusCode.UNAVAILABLE, "down", "ReleaseTrial")
+    worker = Worker(client, {"fake": _Reporter()}, stop_grace_s=0.5)  # type: ignore[arg-type]
+    worker.heartbeat_interval_s = 0.1
+    threading.Timer(0.3, worker.stop, ("SIGTERM",)).start()
+    assert worker.run_trial(grant(0)) == "dropped"  # the server never heard the hand-back
+    text = caplog.text
+    assert "lease lost" not in text and "trains on" not in text
+    assert "could not hand back trial s#0: the server at 127.0.0.1:7 is unreachable" in text
+
+
 # ----------------------------------------------------------------------------- refusals
 
 
@@ -334,6 +368,19 @@ def test_a_study_the_worker_can_never_serve_ends_it_with_the_servers_line(
         admin.resume("q2")
     assert archsearch_cli.main([*base, "--study", "q2", "--poll-seconds", "1"]) == 0
     assert "study q2 is completed" in caplog.text  # it trained the one trial, then ended
+
+    # deleted while its worker waits: ended too (exit 4 made fleets restart it for ever)
+    with SearchClient(server.address) as admin:
+        admin.launch(table_spec("q4", 1))
+        admin.stop("q4")
+
+    def delete() -> None:
+        with SearchClient(server.address) as admin:
+            admin.delete("q4")
+
+    threading.Timer(1.5, delete).start()
+    assert archsearch_cli.main([*base, "--study", "q4", "--poll-seconds", "1"]) == 0
+    assert "study q4 was deleted; nothing left to train; exiting" in caplog.text
 
     assert archsearch_cli.main([*base, "--study", "nosuch", "--poll-seconds", "1"]) == 4
     line = capsys.readouterr().err.strip().splitlines()[-1]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.spaces import CustomTask, GlueTask, SpecError, get_task
+from archsearch.spaces._selection_checks import FILE_SUFFIXES
 from archsearch.worker._batches import EncodedSplit, tokenize_examples
 from archsearch.worker._dsir_selector import select_pretrain_texts
 from archsearch.worker._example import GlueExample
@@ -103,7 +104,9 @@ class SplitEncoder:
         # a custom task is its whole declaration (labels, files), not its name: two studies
         # may give one name other labels or files, and an edited file is read again
         own = "" if custom is None else _custom_identity(custom, split)
-        key = (task_id, split, subset, seq_len, seed, source.describe(), json.dumps(selection), own)
+        # a text file the selection reads is stamped too: an edited DSIR target was ignored
+        chosen = json.dumps([selection, _file_stamps(selection)])
+        key = (task_id, split, subset, seq_len, seed, source.describe(), chosen, own)
         if key in self._encoded:
             self._encoded.move_to_end(key)
             if split == "train":
@@ -194,6 +197,26 @@ def data_hash(splits: Mapping[str, Mapping[str, EncodedSplit]]) -> str:
         for split, encoded in by_split.items():
             h.update(f"{task_id}/{split}:{encoded.digest}\n".encode())
     return f"sha256:{h.hexdigest()[:16]}"
+
+
+def _file_stamps(selection: Mapping[str, Any] | None) -> list[list[Any]]:
+    """Each text file a selection's pool or target names, with its size and modification
+    time (None when it cannot be read: reading it says why)."""
+    if not selection:
+        return []
+    names: list[Any] = []
+    for key in ("pool", "target"):
+        value = selection.get(key)
+        names += value if isinstance(value, list) else [value]
+    stamps: list[list[Any]] = []
+    for name in names:
+        if isinstance(name, str) and (name.startswith("file:") or name.endswith(FILE_SUFFIXES)):
+            try:
+                stat = Path(name.removeprefix("file:")).stat()
+                stamps.append([name, stat.st_mtime_ns, stat.st_size])
+            except OSError:
+                stamps.append([name, None])
+    return stamps
 
 
 def _custom_identity(task: CustomTask, split: str) -> str:

@@ -175,6 +175,25 @@ def test_trainer_trains_on_the_dsir_selection_and_reports_provenance() -> None:
     assert not any(k.startswith("selection") for k in plain.info)
 
 
+def test_an_edited_target_file_is_read_again(tmp_path: Path) -> None:
+    """The worker's split cache was keyed by the selection's text alone: a target file edited
+    between two trials (the same path) left the second selecting towards the old text, its
+    provenance naming the file."""
+    from archsearch.worker._bert_trainer import BertTrainer
+
+    trainer = BertTrainer(glue_dir=str(SHARED_GLUE))
+    target = tmp_path / "target.txt"
+    train = [" ".join(e.texts) for e in load_split("rte", "train", SHARED_GLUE)]
+    target.write_text("\n".join(train[:50]))
+    selection = {"method": "dsir", "k": 20, "target": f"file:{target}", "seed": 3}
+    recipe = {"max_seq_length": 16, "seed": 4}
+    trainer.encode("rte", "train", 0, recipe, dict(_candidate(selection).data))
+    first = trainer.splits.selection_info["rte"]["selection_ids_hash"]
+    target.write_text("\n".join(train[-50:]) + "\n")  # another text, another size
+    trainer.encode("rte", "train", 0, recipe, dict(_candidate(selection).data))
+    assert trainer.splits.selection_info["rte"]["selection_ids_hash"] != first
+
+
 def test_trainer_reports_a_selection_it_cannot_make() -> None:
     from archsearch.worker._bert_trainer import BertTrainer
 

@@ -170,13 +170,24 @@ def _curriculum_items(data: dict[str, Any], held: int, val_fraction: float) -> t
     return n, where
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: the same text once normalised, or, where they exist
+    here, the same file through links."""
+    if os.path.normpath(a) == os.path.normpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _no_custom_dev_target(selection: dict[str, Any], dev: str, section: str) -> None:
     """A DSIR target that names a custom task's own dev file leaks it as "dev" would."""
     if selection.get("method") != "dsir":
         return
     target = selection.get("target", [])
     for name in [target] if isinstance(target, str) else target:
-        if os.path.normpath(str(name).removeprefix("file:")) == os.path.normpath(dev):
+        if _same_file(str(name).removeprefix("file:"), dev):
             raise SpecError(
                 f"{section}.target",
                 f"{name!r} is the custom task's dev file, which scores every trial: "

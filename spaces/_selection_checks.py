@@ -18,7 +18,9 @@ Source names (one string or a list):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from archsearch.spaces._errors import SpecError
@@ -239,12 +241,16 @@ def check_selection_target(
             or (t not in GLUE_TASK_IDS and name == "dev")
         ]
         if scored:
+            fix = (
+                "leave target out for the task's unlabelled test text, or name other text: "
+                if scored[0] in GLUE_TASK_IDS
+                else "name other in-domain text (a custom task has no test text): "
+            )
             raise SpecError(
                 f"{section}.target",
                 f"{name!r} is text of the dev split that scores every trial ({scored[0]}): "
                 "training data chosen to resemble it leaks the evaluation set into the score",
-                "leave target out for the task's unlabelled test text, or name other text: "
-                "'train', 'glue:TASK', 'file:PATH', 'wiki:gensim'",
+                fix + "'train', 'glue:TASK', 'file:PATH', 'wiki:gensim'",
             )
     custom = [t for t in tasks if t not in GLUE_TASK_IDS]
     if "test" in target and custom:
@@ -300,4 +306,10 @@ def _reads_dev(name: str, task_id: str) -> bool:
     if name.startswith("glue:"):
         other, split = glue_source(name)
         return other == task.id and split in task.dev_splits
+    if name.startswith("file:"):  # the dev file itself, by its path (a link to it too)
+        path = Path(name.removeprefix("file:")).expanduser()
+        with contextlib.suppress(OSError, RuntimeError):
+            path = path.resolve()
+        devs = {task.split_file(s) for s in task.dev_splits}
+        return path.parent.name == task.folder and path.name in devs
     return False

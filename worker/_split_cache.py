@@ -11,8 +11,10 @@ eagerly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ from archsearch.spaces._selection_checks import FILE_SUFFIXES
 from archsearch.worker._batches import EncodedSplit, tokenize_examples
 from archsearch.worker._dsir_selector import select_pretrain_texts
 from archsearch.worker._example import GlueExample
+from archsearch.worker._glue_dir import resolve_glue_dir, split_path
 from archsearch.worker._hub import HubUnavailableError
 from archsearch.worker._selectors import select_with_provenance
 from archsearch.worker._sources import DataSource, choose_source
@@ -176,6 +179,8 @@ class SplitEncoder:
                     if isinstance(task, CustomTask):
                         raise ValueError(f"custom task {task.id!r} has no 'test' text source")
                     name = f"glue:{task.id}/test"
+                if name.startswith("file:") or name.endswith(FILE_SUFFIXES):
+                    self._refuse_scoring_file(task, name)
                 return load_texts(name, self.glue_dir)
             except (HubUnavailableError, FileNotFoundError, ValueError) as e:
                 if asked == "test":  # the default target since 2026-12-07: say what fixes it
@@ -188,6 +193,33 @@ class SplitEncoder:
                 raise CandidateError(f"data selection source {name!r}: {e}") from e
 
         return read
+
+    def _refuse_scoring_file(self, task: Task, name: str) -> None:
+        """Refuses a text file that is the task's dev file, which scores the trial (a path
+        or a link to it: the launch check knows only the names).
+
+        Raises:
+            CandidateError: it is.
+        """
+        path = name.removeprefix("file:")
+        if not os.path.exists(path):
+            return  # reading it says so
+        try:
+            if isinstance(task, CustomTask):
+                scoring = [task.split_path("dev")]
+            else:
+                folder = resolve_glue_dir(None if self.glue_dir is None else str(self.glue_dir))[0]
+                scoring = [split_path(task.id, s, folder) for s in task.dev_splits]
+        except (OSError, ValueError):
+            return
+        for dev in scoring:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(path, dev):
+                    raise CandidateError(
+                        f"data selection source {name!r} is {dev}, the {task.id} dev split that "
+                        "scores the trial: selecting training data by it leaks the evaluation "
+                        "set into the score; name other text"
+                    )
 
 
 def data_hash(splits: Mapping[str, Mapping[str, EncodedSplit]]) -> str:

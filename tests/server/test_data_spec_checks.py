@@ -194,6 +194,7 @@ def test_two_searched_values_that_mean_the_same_are_refused() -> None:
         (BERT, ["train", "glue:sst2/dev"]),  # the task's own dev split by its GLUE name
         ({**BERT, "task": "mnli"}, "dev_mismatched"),
         ({**BERT, "tasks": ["sst2", "rte"]}, "glue:rte/dev"),  # any task the trials score
+        (BERT, "file:/data/glue_data/SST-2/dev.tsv"),  # the dev file by its path
     ],
 )
 def test_a_dsir_target_that_reads_the_scoring_dev_split_is_refused(
@@ -225,6 +226,7 @@ def test_a_custom_task_names_its_dsir_target() -> None:
     dev = {**selection, "target": "dev"}
     e = refused({**BERT, "task": "reviews", "data": {**data, "selection": dev}})
     assert "leaks the evaluation set" in str(e)
+    assert "name other in-domain text (a custom task has no test text)" in str(e)
     ok = {**data, "selection": {"method": "dsir", "k": 10, "target": "file:/unlabelled.txt"}}
     SearchSpec.from_dict({**BERT, "task": "reviews", "data": ok})
 

@@ -194,6 +194,19 @@ def test_an_edited_target_file_is_read_again(tmp_path: Path) -> None:
     assert trainer.splits.selection_info["rte"]["selection_ids_hash"] != first
 
 
+def test_the_scoring_dev_file_is_no_target_even_through_a_link(tmp_path: Path) -> None:
+    """The launch check reads names: a link to the dev file (or the file under another
+    folder name) trained towards the evaluation text."""
+    from archsearch.worker._bert_trainer import BertTrainer
+
+    trainer = BertTrainer(glue_dir=str(SHARED_GLUE))
+    link = tmp_path / "target.tsv"
+    link.symlink_to(SHARED_GLUE / "RTE" / "dev.tsv")
+    data = {"selection": {"method": "dsir", "k": 20, "target": f"file:{link}"}}
+    with pytest.raises(CandidateError, match="the rte dev split that scores the trial"):
+        trainer.encode("rte", "train", 0, {"max_seq_length": 16, "seed": 4}, data)
+
+
 def test_trainer_reports_a_selection_it_cannot_make() -> None:
     from archsearch.worker._bert_trainer import BertTrainer
 

@@ -20,6 +20,7 @@ from archsearch.server._spec_checks import (
     check_prunable,
     check_reads_data,
     check_table_budget,
+    check_teacher_tasks,
     check_trainer_can_run,
     default_objectives,
 )
@@ -314,6 +315,8 @@ class SearchSpec:
             )
         if recipe.get("init") == "teacher" and space_name == "bert" and "teacher" not in recipe:
             check_fits_teacher(space.options())
+        if not stored:
+            check_teacher_tasks(recipe, data)
         check_trainer_can_run(info, objectives, data, space.options(), recipe)
         if not stored:
             built.check_metrics(info.produced_metrics(data))  # e.g. autodistil's proxy

@@ -34,6 +34,38 @@ class Objective:
 TEACHER_SHAPE = {"layers": 6, "hidden": 384, "head_dim": 32, "intermediate": 1536}
 
 
+def _check_aggregate_reads(i: int, metric: str, tasks: Sequence[str]) -> None:
+    """Refuses an aggregate objective that reads none of the study's tasks (custom tasks
+    alone: every trial trained, then failed "no task it averages is present")."""
+    from archsearch.spaces._aggregate import AGGREGATE_RULES
+
+    if not any(t in AGGREGATE_RULES[metric] for t in tasks):
+        raise SpecError(
+            f"objectives[{i}].metric",
+            f"{metric} averages GLUE tasks; this study's tasks {list(tasks)} are none of them "
+            "(a custom task is not in any GLUE average), so every trial would fail",
+            f"use a task's own metric, e.g. {tasks[0]}.accuracy, or add a GLUE task",
+        )
+
+
+def check_teacher_tasks(recipe: dict[str, Any], data: dict[str, Any]) -> None:
+    """Refuses teacher initialisation or distillation on a custom task: the teacher is
+    fine-tuned per task with GLUE's standard recipes, and a custom task has none (each trial
+    failed three times, as a machine's failure, with a Python-level fix)."""
+    from archsearch.spaces import GLUE_TASK_IDS
+
+    custom = [t for t in data_tasks(data) if t not in GLUE_TASK_IDS]
+    uses = [key for key in ("init", "distill") if recipe.get(key) not in (None, "random", {})]
+    if custom and uses:
+        raise SpecError(
+            f"recipe.{uses[0]}",
+            f"{'teacher initialisation' if uses[0] == 'init' else 'distillation'} needs a "
+            f"teacher fine-tuned on each task, and custom task {custom[0]!r} has no teacher "
+            "recipe (the teachers are fine-tuned with GLUE's standard recipes)",
+            f"drop recipe.{uses[0]}, or search GLUE tasks",
+        )
+
+
 def check_fits_teacher(options: dict[str, Any]) -> None:
     """Teacher-initialised students take slices of the teacher: every one must fit inside."""
     t = TEACHER_SHAPE
@@ -86,6 +118,7 @@ def check_trainer_can_run(
                     f"{o.metric} averages several GLUE tasks; the {info.name} trainer reports one",
                     f"use {produced[0]}",
                 )
+            _check_aggregate_reads(i, o.metric, data_tasks(data))
             continue
         if o.metric not in produced and o.metric.rpartition(".")[2].startswith("latency_"):
             raise SpecError(

@@ -360,3 +360,26 @@ def test_a_lora_launch_writes_the_training_defaults_into_the_study() -> None:
         {"learning_rate": 1e-3, "alpha": 16, "targets": ["query"], "r_max": 4}, launched.recipe
     )
     assert recipe["lora"]["frozen"] is False and recipe["lora"]["mode"] == "dylora"
+
+
+def test_an_average_that_reads_none_of_the_tasks_is_refused() -> None:
+    """A custom task alone with glue_avg: every trial trained, then failed ("no task it
+    averages is present")."""
+    data = {"custom_task": CUSTOM}
+    e = refused({**BERT, "task": "reviews", "data": data, "objectives": ["glue_avg:max"]})
+    assert e.field == "objectives[0].metric"
+    assert "are none of them (a custom task is not in any GLUE average)" in str(e)
+    mixed = {**BERT, "tasks": ["rte", "reviews"], "data": data, "objectives": ["glue_avg:max"]}
+    SearchSpec.from_dict(mixed)  # the GLUE tasks among them are averaged
+
+
+@pytest.mark.parametrize("recipe", [{"init": "teacher"}, {"distill": {"mode": "logits"}}])
+def test_a_teacher_on_a_custom_task_is_refused(recipe: dict[str, Any]) -> None:
+    """Each trial failed three times (retried as a machine's failure) with "no standard
+    teacher recipe for task 'reviews' ... (pass recipe= explicitly)", a Python-level fix."""
+    fits = {"num_hidden_layers": [2], "hidden_size": [128], "num_attention_heads": [4]}
+    spec = {**BERT, "task": "reviews", "data": {"custom_task": CUSTOM}, "space_options": fits}
+    e = refused({**spec, "recipe": recipe})
+    assert e.field == f"recipe.{next(iter(recipe))}"
+    SearchSpec.from_dict({**spec, "recipe": {}})  # without a teacher it launches
+    assert "custom task 'reviews' has no teacher recipe" in str(e)

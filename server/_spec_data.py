@@ -14,7 +14,11 @@ from archsearch.spaces import (
     validate_custom_task,
     validate_data,
 )
-from archsearch.spaces._selection_checks import check_selection_size, check_selection_target
+from archsearch.spaces._selection_checks import (
+    FILE_SUFFIXES,
+    check_selection_size,
+    check_selection_target,
+)
 
 
 def spec_data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
@@ -29,6 +33,9 @@ def spec_data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
         custom = validate_custom_task(data_in["custom_task"])
         data_in["custom_task"] = custom.to_dict()
         custom_name = custom.name
+        if not stored:
+            for split in ("train", "dev"):
+                _absolute(f"data.custom_task.{split}", str(getattr(custom, split)))
     for key in ("task", "tasks"):
         if key in obj:
             if key in data_in and data_in[key] != obj[key]:
@@ -96,6 +103,30 @@ def fill_dsir_targets(
     return data, data_space
 
 
+def _absolute(field: str, path: str) -> None:
+    """Refuses a relative file path: each worker reads it from its own working directory
+    (a launch from the data's folder trained on another file of that name, or failed)."""
+    expanded = os.path.expanduser(path)
+    if not os.path.isabs(expanded):
+        raise SpecError(
+            field,
+            f"{path!r} is a relative path: each worker would read it from its own working "
+            "directory, not from where you launch",
+            f"give an absolute path, e.g. {os.path.abspath(expanded)!r}",
+        )
+
+
+def _file_sources_absolute(selection: Any, section: str) -> None:
+    """A selection's ``file:`` sources (its pool and target) as absolute paths."""
+    if not isinstance(selection, dict):
+        return
+    for key in ("pool", "target"):
+        value = selection.get(key)
+        for name in value if isinstance(value, list) else [value]:
+            if isinstance(name, str) and (name.startswith("file:") or name.endswith(FILE_SUFFIXES)):
+                _absolute(f"{section}.{key}", name.removeprefix("file:"))
+
+
 def check_selection_targets(data: dict[str, Any], data_space: Any) -> None:
     """At launch, each DSIR selection, fixed or searched: no target reads the dev text that
     scores the trials (a dev split, ``check_selection_target``, or a custom task's own dev
@@ -110,9 +141,14 @@ def check_selection_targets(data: dict[str, Any], data_space: Any) -> None:
             (f"data_space.selection[{i}]", v)
             for i, v in enumerate(data_space.choices.get("selection", []))
         ]
+    _file_sources_absolute(data.get("pretrain_selection"), "data.pretrain_selection")
+    if data_space is not None:
+        for i, v in enumerate(data_space.choices.get("pretrain_selection", [])):
+            _file_sources_absolute(v, f"data_space.pretrain_selection[{i}]")
     for section, value in values:
         if not isinstance(value, dict):
             continue
+        _file_sources_absolute(value, section)
         if isinstance(dev, str):
             _no_custom_dev_target(value, dev, section)
         check_selection_target(value, tasks, section)

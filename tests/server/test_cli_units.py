@@ -585,7 +585,7 @@ def test_demo_progress_marks_repeats_and_pruned_steps(capsys: pytest.CaptureFixt
 
 def test_custom_task_metrics() -> None:
     def spec(objective: str, **task: Any) -> dict[str, Any]:
-        custom = {"name": "reviews", "train": "t.csv", "dev": "d.csv", "text_fields": ["text"]}
+        custom = {"name": "reviews", "train": "/t.csv", "dev": "/d.csv", "text_fields": ["text"]}
         return {
             "name": "x",
             "space": "bert",

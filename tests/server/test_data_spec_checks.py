@@ -383,3 +383,24 @@ def test_a_teacher_on_a_custom_task_is_refused(recipe: dict[str, Any]) -> None:
     assert e.field == f"recipe.{next(iter(recipe))}"
     SearchSpec.from_dict({**spec, "recipe": {}})  # without a teacher it launches
     assert "custom task 'reviews' has no teacher recipe" in str(e)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"custom_task": {**CUSTOM, "train": "train.csv"}}, "data.custom_task.train"),
+        (
+            {"selection": {"method": "dsir", "k": 9, "target": "file:t.txt"}},
+            "data.selection.target",
+        ),
+        (
+            {"selection": {"method": "dsir", "k": 9, "target": ["test", "mine.jsonl"]}},
+            "data.selection.target",
+        ),
+    ],
+)
+def test_a_relative_data_path_is_refused(data: dict[str, Any], field: str) -> None:
+    """Each worker read it from its own working directory: a launch from the data's folder
+    trained on another file of that name, or failed."""
+    e = refused({**BERT, "data": data})
+    assert e.field == field and "is a relative path" in str(e) and "give an absolute path" in str(e)

@@ -274,6 +274,14 @@ def check_selection_size(
     from archsearch.spaces._tasks import GLUE_TRAIN_EXAMPLES
 
     method = selection.get("method", "none")
+    fraction = selection.get("fraction")
+    if method == "dsir" and isinstance(fraction, int | float) and fraction >= 1:
+        raise SpecError(
+            f"{section}.fraction",
+            f"{fraction} keeps every training example: the whole split, no selection (its "
+            "examples merely reordered)",
+            'lower fraction below 1, or {"method": "none"}',
+        )
     key = {"dsir": "k", "random": "size"}.get(method)
     wanted = selection.get(key) if key else None
     if not isinstance(wanted, int) or isinstance(wanted, bool):

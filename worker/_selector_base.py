@@ -26,6 +26,7 @@ class SelectionPlan:
         texts: Reads the texts of a source name (the task's own splits, ``glue:``, files;
             :mod:`~archsearch.worker._text_pools`), for selectors that need a target; None
             where no source is at hand.
+        seed: The seed of the generator the selector is given (its provenance names it).
     """
 
     task: str = ""
@@ -33,6 +34,7 @@ class SelectionPlan:
     size: int = 0
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     texts: Callable[[str], Sequence[str]] | None = None
+    seed: int = 0
 
 
 class DataSelector(abc.ABC):

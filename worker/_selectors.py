@@ -14,10 +14,13 @@ what it chose as trial info (:meth:`DataSelector.provenance`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
+
+import numpy as np
 
 from archsearch.spaces import SpecError, validate_selection
 from archsearch.worker._dsir_selector import DsirSelector
@@ -68,8 +71,16 @@ class RandomSelector(DataSelector):
         self, examples: Sequence[GlueExample], plan: SelectionPlan, rng: random.Random
     ) -> list[GlueExample]:
         size = int(plan.options.get("size", plan.size))
-        chosen = _seeded_subset(examples, size, rng)
-        self._info = {"selection": self.name, "selection_kept": f"{len(chosen)} of {len(examples)}"}
+        indices = _seeded_indices(len(examples), size, rng)
+        chosen = [examples[i] for i in indices]
+        digest = hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+        self._info = {
+            "selection": self.name,
+            "selection_kept": f"{len(chosen)} of {len(examples)}",
+            # as DSIR's: which examples, and the seed that drew them
+            "selection_ids_hash": f"sha256:{digest}",
+            "selection_seed": str(plan.seed),
+        }
         if 0 < len(examples) <= size:
             warning = (
                 f"size {size} is not below the {plan.task} {plan.split} split's "
@@ -148,7 +159,7 @@ def select_with_provenance(
     if split == "train":
         selector, options = make_selector(selection)
         selected = selector.name != "none"
-        plan = SelectionPlan(task=task, split=split, options=options, texts=texts)
+        plan = SelectionPlan(task=task, split=split, options=options, texts=texts, seed=seed)
         examples = selector.select(examples, plan, random.Random(seed))
         info = selector.provenance()
     chosen = _seeded_subset(examples, subset, random.Random(seed))
@@ -185,10 +196,16 @@ def take_subset(items: Sequence[_T], size: int, seed: int) -> list[_T]:
 
 
 def _seeded_subset(items: Sequence[_T], size: int, rng: random.Random) -> list[_T]:
+    return [items[i] for i in _seeded_indices(len(items), size, rng)]
+
+
+def _seeded_indices(n: int, size: int, rng: random.Random) -> list[int]:
+    """The positions :func:`_seeded_subset` keeps of ``n`` items: all, in order, for size 0
+    or at least ``n``; else the first ``size`` of a shuffle by ``rng``."""
     if size < 0:
         raise ValueError(f"subset size must be >= 0, got {size}")
-    if size == 0 or size >= len(items):
-        return list(items)
-    order = list(range(len(items)))
+    if size == 0 or size >= n:
+        return list(range(n))
+    order = list(range(n))
     rng.shuffle(order)
-    return [items[i] for i in order[:size]]
+    return order[:size]

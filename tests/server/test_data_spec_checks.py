@@ -47,6 +47,8 @@ def refused(spec: dict[str, Any]) -> SpecError:
         ({"method": "dsir", "k": 3, "fraction": 0.5}, "data.selection", "exactly one of k"),
         ({"method": "dsir"}, "data.selection", "exactly one of k and fraction"),
         ({"method": "dsir", "fraction": 1.5}, "data.selection.fraction", "in (0, 1]"),
+        # the whole split (random's size of a whole split was refused, DSIR's fraction 1 not)
+        ({"method": "dsir", "fraction": 1}, "data.selection.fraction", "keeps every training"),
         ({"method": "dsir", "k": 3, "ngrams": 9}, "data.selection.ngrams", "[1, 5]"),
         ({"method": "dsir", "k": 3, "laplace": -1}, "data.selection.laplace", ">= 0"),
         ({"method": "dsir", "k": 3, "target": "nonsense"}, "data.selection.target", "file:PATH"),

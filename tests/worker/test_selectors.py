@@ -87,15 +87,27 @@ def test_random_is_a_seeded_subset() -> None:
 def test_random_says_what_it_kept_and_when_its_size_reaches_past_the_split(caplog) -> None:
     """A data search over random sizes (1000, 5000, 20000) on a small task trains the same
     data for every size past the split: the trial's info and the worker log say so."""
-    _, info = select_with_provenance(
-        EXAMPLES,
-        task="rte",
-        split="train",
-        selection={"method": "random", "size": 10},
-        subset=0,
-        seed=1,
-    )
-    assert info == {"selection": "random", "selection_kept": "10 of 50", "train_examples": "10"}
+    def pick(seed: int) -> dict[str, str]:
+        return select_with_provenance(
+            EXAMPLES,
+            task="rte",
+            split="train",
+            selection={"method": "random", "size": 10},
+            subset=0,
+            seed=seed,
+        )[1]
+
+    info = pick(1)
+    # which examples and the seed that drew them, as DSIR's provenance says (it had neither)
+    hashed = info.pop("selection_ids_hash")
+    assert hashed.startswith("sha256:") and hashed == pick(1)["selection_ids_hash"]
+    assert hashed != pick(2)["selection_ids_hash"]
+    assert info == {
+        "selection": "random",
+        "selection_kept": "10 of 50",
+        "selection_seed": "1",
+        "train_examples": "10",
+    }
     with caplog.at_level("WARNING", logger="archsearch.worker._selectors"):
         got, info = select_with_provenance(
             EXAMPLES,

@@ -89,6 +89,8 @@ def summary(study: Any) -> str:
     s = study
     reason = f" ({s.completed_reason})" if s.completed_reason else ""
     counts = f"{s.n_complete} complete, {s.n_pruned} pruned, {s.n_fail} failed"
+    if s.n_running:  # a stopped study's leased trials run on (a cancelled one ends soon)
+        counts += f", {s.n_running} still running"
     best = ""
     if s.best_trials:
         names = [o.metric for o in s.objectives]

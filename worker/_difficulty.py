@@ -169,7 +169,10 @@ def crowd_responses(
     y = np.asarray(labels)
     n = len(texts)
     if n < folds:
-        raise ValueError(f"{n} training items cannot be cut into {folds} folds")
+        raise ValueError(
+            f"{n} training items cannot be cut into {folds} folds (lower "
+            "data.curriculum.folds, or train on more items)"
+        )
     rng = np.random.default_rng(seed)
     fold_of = rng.permutation(np.arange(n) % folds)
     subjects = [parse_subject(s) for s in crowd]

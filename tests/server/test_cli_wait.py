@@ -174,3 +174,16 @@ def test_studies_marks_a_study_that_ended_without_a_result(sqlite_server, capsys
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
     assert "completed (no result)" in rows["f"] and "no result" not in rows["ok"]
     assert rows["(no"].startswith("(no result: the study ended with no completed trial")
+
+
+def test_wait_counts_the_trials_a_stop_left_running(sqlite_server, capsys) -> None:  # type: ignore[no-untyped-def]
+    """After `stop --cancel-running`, wait said "0 failed" while the cancelled trial had not
+    yet reported: it did not say one was still running."""
+    srv = sqlite_server()
+    with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+        admin.launch(table_spec("r", 3))
+        worker.register("w", CAPS)
+        assert worker.acquire("w", CAPS, 5, study_name="r").has_trial
+        admin.stop("r", cancel_running=True)
+    assert cli.main(["wait", "r", "--server", srv.address]) == 1
+    assert "0 complete, 0 pruned, 0 failed, 1 still running" in capsys.readouterr().out

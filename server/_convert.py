@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -54,7 +55,9 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def trial_to_pb(t: FrozenTrial) -> pb.Trial:
+def trial_to_pb(t: FrozenTrial, searched: Sequence[str] = ()) -> pb.Trial:
+    """A stored trial on the wire; ``searched``: the data fields its study searches (its
+    description names their values, as ``show`` does)."""
     metrics = t.user_attrs.get("metrics") or {}
     return pb.Trial(
         number=t.number,
@@ -70,7 +73,7 @@ def trial_to_pb(t: FrozenTrial) -> pb.Trial:
         fail_reason=str(t.user_attrs.get("fail_reason", "")),
         worker_id=str(t.user_attrs.get("worker", "")),
         duplicate_of=_duplicate_of(t),
-        description=_description(t),
+        description=_description(t, searched),
         **({"derived_from": n} if (n := derived_from(t)) >= 0 else {}),
         info=_info(t),
         **({"retry_of": n} if (n := _retry_of(t)) >= 0 else {}),
@@ -90,12 +93,15 @@ def _info(t: FrozenTrial) -> dict[str, str]:
     return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}
 
 
-def _description(t: FrozenTrial) -> str:
-    """What the trial is (``Trial.description``): its stored ``arch`` text, or for a DyLoRA rank
-    trial "rank b of #N"."""
+def _description(t: FrozenTrial, searched: Sequence[str] = ()) -> str:
+    """What the trial is (``Trial.description``): its stored ``arch`` text with its data
+    choices (a joint study's trials read alike without them: ``[selection: random
+    size=300]``), or for a DyLoRA rank trial "rank b of #N"."""
+    from archsearch.server._format import data_suffix
+
     arch = t.user_attrs.get("arch")
     if isinstance(arch, str) and arch:
-        return arch
+        return arch + data_suffix(t.user_attrs.get("candidate"), searched)
     rank_of = t.user_attrs.get(RANK_OF_ATTR)
     if isinstance(rank_of, int) and RANK_PARAM in t.params:
         return f"rank {t.params[RANK_PARAM]} of #{rank_of}"
@@ -134,7 +140,8 @@ def study_to_pb(snap: StudySnapshot) -> pb.Study:
         connected_trainers=sorted(snap.connected_trainers),
         workers_elsewhere=snap.workers_elsewhere,
     )
-    msg.best_trials.extend(trial_to_pb(t) for t in snap.best_trials)
+    searched = tuple(snap.spec.data_space)
+    msg.best_trials.extend(trial_to_pb(t, searched) for t in snap.best_trials)
     return msg
 
 

@@ -55,14 +55,26 @@ def describe(candidate_json: str, description: str = "", searched: Sequence[str]
     with its data choices other than the default (``[selection: dsir k=2000]``), and every
     value of the data fields its study searches (``searched``: the spec's ``data_space``
     fields, ``train_subset: 4000`` and ``selection: none`` too)."""
-    from archsearch.spaces import SPACES, choice_label, curriculum_summary
+    from archsearch.spaces import SPACES
 
     try:
         cand = json.loads(candidate_json or "{}")
         text = description or SPACES[cand["space"]]().describe_candidate(cand)
     except Exception:
         return description or candidate_json[:60]
-    data = cand.get("data") or {}
+    suffix = data_suffix(cand, searched)
+    # the server's description carries it already (Trial.description, since 2026-12-07)
+    return text if suffix and text.endswith(suffix) else text + suffix
+
+
+def data_suffix(cand: Any, searched: Sequence[str] = ()) -> str:
+    """A candidate's data choices as ``describe`` shows them after its architecture
+    (``  [selection: dsir k=2000; train_subset: 4000]``), "" when it makes none."""
+    from archsearch.spaces import choice_label, curriculum_summary
+
+    data = (cand.get("data") if isinstance(cand, dict) else None) or {}
+    if not isinstance(data, dict):
+        return ""
     chosen = [
         f"{f}: all"
         if f in ("train_subset", "eval_subset") and data[f] == 0  # 0: the whole split
@@ -73,7 +85,7 @@ def describe(candidate_json: str, description: str = "", searched: Sequence[str]
             f in searched or (isinstance(data[f], dict) and data[f].get("method", "none") != "none")
         )
     ]
-    return text + (f"  [{'; '.join(chosen)}]" if chosen else "")
+    return f"  [{'; '.join(chosen)}]" if chosen else ""
 
 
 def _duration(t: pb.Trial) -> str:

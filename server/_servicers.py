@@ -113,7 +113,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         for t in trials:
             if len(page) == size:
                 return pb.ListTrialsResponse(trials=page, next_page_token=str(t.number))
-            msg = trial_to_pb(t)
+            msg = trial_to_pb(t, tuple(h.spec.data_space))
             cost = msg.ByteSize() + 16  # field tag and length prefix, generously
             if used + cost > self.page_bytes:
                 if not page:

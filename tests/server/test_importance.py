@@ -119,3 +119,26 @@ def test_trials_a_completed_job_added_do_not_count() -> None:
         t.derived_from = 99  # AutoDistil students: scored by rank job #99, not trained
     _, n = param_importances(trials)
     assert n == 8
+
+
+def test_the_wire_description_names_the_data_choice_once() -> None:
+    """A Python client read three trials of a joint study as 'L1 H32 A2 I128', alike, though
+    each trained on other data; `show` named it."""
+    import optuna
+
+    from archsearch.server._convert import trial_to_pb
+    from archsearch.server._format import describe
+
+    cand = {
+        "space": "bert",
+        "architecture": {"num_hidden_layers": 1, "hidden_size": 32},
+        "data": {"selection": {"method": "random", "size": 300}, "train_subset": 0},
+    }
+    trial = optuna.trial.create_trial(
+        value=0.5, user_attrs={"arch": "L1 H32", "candidate": cand}
+    )
+    wire = trial_to_pb(trial, ("selection", "train_subset"))
+    assert wire.description == "L1 H32  [selection: random size=300; train_subset: all]"
+    shown = describe(json.dumps(cand), wire.description, ["selection", "train_subset"])
+    assert shown == wire.description  # show does not add it twice
+    assert trial_to_pb(trial).description == "L1 H32  [selection: random size=300]"

@@ -352,7 +352,9 @@ class Trial(_message.Message):
     """What the trial is, as the server describes it with the study's own space: the
     architecture ("4x256, 4 heads"), a job's kind ("supernet job: sub-space tiny (8
     students)"), or what a derived trial stands for ("student L2_A4_H128_I256 of tiny (scored
-    by rank #3)", "rank 2 of #0"). Empty when not known.
+    by rank #3)", "rank 2 of #0"), then the data it trained on when it chose any, or the
+    values of the data fields its study searches ("  [selection: random size=300]"). Empty
+    when not known.
     """
     derived_from: _builtins.int
     """The trial whose completion added this one (a DyLoRA rank, an AutoDistil student): it was

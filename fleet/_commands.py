@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 from pathlib import Path
 
 from archsearch.server._cli_common import CliError
@@ -288,6 +289,13 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
         from archsearch.fleet import _slurm
 
         folder = Path(args.folder).resolve()
+        if data["cluster"] == "slurm" and shutil.which("sacct") is None:
+            # submitit then says UNKNOWN for every job, with a warning per job, exit 0
+            raise CliError(
+                "cannot read the jobs' states: sacct (SLURM's accounting command) is not on "
+                "PATH here; run `archsearch fleet status` on a machine of the cluster",
+                1,
+            )
         try:
             states = _slurm.job_states(folder, data["cluster"], ids)
         except Exception as e:  # sacct missing or failing

@@ -354,3 +354,16 @@ def test_a_worker_killed_by_a_signal_is_said_so() -> None:
     from archsearch.fleet._slurm import _killed
 
     assert _killed(-9) == " (killed by SIGKILL)" and _killed(2) == "" and _killed(0) == ""
+
+
+def test_status_of_a_slurm_fleet_where_sacct_is_missing_says_so(
+    capsys, tmp_path, monkeypatch
+) -> None:
+    """Every job read UNKNOWN, with a warning per job, exit 0."""
+    from archsearch.fleet import _state
+
+    _state.record(tmp_path, "slurm", {"server": "h:1", "cluster": "slurm"}, ["17_0", "17_1"])
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert main(["fleet", "status", "--folder", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "sacct (SLURM's accounting command) is not on PATH here" in err

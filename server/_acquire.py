@@ -81,6 +81,7 @@ class Dispatcher:
         notify: wakes waiting acquires.
         sits_out: whether a worker gets none of a study's trials now (it runs other code
             than the server and failed one of them for good: ``server/_other_code.py``).
+        code_of: a worker's code label ("" when unknown), stored with each lease it gets.
     """
 
     def __init__(
@@ -94,6 +95,7 @@ class Dispatcher:
         stopping: threading.Event,
         notify: Callable[[], None],
         sits_out: Callable[[StudyHandle, str], bool] = lambda _h, _w: False,
+        code_of: Callable[[str], str] = lambda _w: "",
     ) -> None:
         self.registry = registry
         self.leases = leases
@@ -104,6 +106,7 @@ class Dispatcher:
         self.stopping = stopping
         self.notify = notify
         self.sits_out = sits_out
+        self.code_of = code_of
 
     def acquire(
         self,
@@ -189,7 +192,7 @@ class Dispatcher:
                 # Queued retries first (Optuna's ask pops them), then a prepared candidate.
                 tid = None if idx.waiting or not idx.pool else idx.pool.popleft()
                 if tid is not None:
-                    live, written = self.leases.grant(h, tid, worker_id)
+                    live, written = self.leases.grant(h, tid, worker_id, self.code_of(worker_id))
                     break
             # Nothing ready: prepare one here, as the worker waits for it (see ``busy``).
             if not h.ask_lock.acquire(blocking=busy is None):
@@ -221,7 +224,7 @@ class Dispatcher:
                     idx.pool.appendleft(tid)
                     self.notify()
                     return None
-                live, written = self.leases.grant(h, tid, worker_id)
+                live, written = self.leases.grant(h, tid, worker_id, self.code_of(worker_id))
             break
         try:
             written.result()

@@ -88,6 +88,11 @@ class Resolved(Generic[R]):
     answer: R | None = None
 
 
+#: The code label of the worker a trial was leased to (``server/_other_code.py`` reads it
+#: when the worker reports after a server restart, before it asked this server for work).
+WORKER_CODE_ATTR = "worker_code"
+
+
 class LeaseTable:
     """Grants, heartbeats and resolves leases; knows when expiry may start.
 
@@ -144,9 +149,12 @@ class LeaseTable:
         """The ``fail_reason`` of a trial whose lease expired."""
         return f"lease expired: no heartbeat for {self.lease_duration_s} s"
 
-    def grant(self, h: StudyHandle, tid: int, worker_id: str) -> tuple[LiveTrial, Future[None]]:
+    def grant(
+        self, h: StudyHandle, tid: int, worker_id: str, code: str = ""
+    ) -> tuple[LiveTrial, Future[None]]:
         """Gives prepared trial ``tid`` a fresh lease and queues its write (lease attribute,
-        worker, attempt and heartbeat: one urgent operation).
+        worker, its code label ``code`` when known, attempt and heartbeat: one urgent
+        operation).
 
         Caller holds ``h.lock`` and waits for the returned write after releasing it.
 
@@ -159,7 +167,11 @@ class LeaseTable:
         written = self.writer.submit(
             _storage.lease_op(
                 tid,
-                user={"worker": worker_id, "attempt": live.attempt},
+                user={
+                    "worker": worker_id,
+                    "attempt": live.attempt,
+                    **({WORKER_CODE_ATTR: code} if code else {}),
+                },
                 system={LEASE_ATTR: live.lease_id},
             ),
             urgent=True,

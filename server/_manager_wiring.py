@@ -114,6 +114,7 @@ class ManagerWiring:
             self._stop,
             self._notify,
             self.other_code.sits_out,
+            lambda worker: self.directory.source_of(worker) or "",
         )
         self.outcomes = TrialOutcomes(
             self.rdb,

@@ -24,9 +24,9 @@ the server's log names when it registers.
 
 What is remembered lives in the study's in-memory index (a deleted study's is gone with it,
 though the next launch may reuse its storage id): after a restart a candidate may get one more
-second opinion, and a worker one more failure before it is set aside again. A worker
-that registered with an earlier server and has not asked for work since is not known yet: its
-failure counts as reported.
+second opinion, and a worker one more failure before it is set aside again. A worker that
+registered with an earlier server and has not asked for work since is judged by the label
+stored with its lease.
 """
 
 from __future__ import annotations
@@ -70,13 +70,24 @@ class OtherCode:
         self._source_of = source_of
         self._current_serves = current_serves
 
-    def second_opinion(self, h: StudyHandle, fp: str, worker: str, reason: str) -> Reopening | None:
+    def second_opinion(
+        self,
+        h: StudyHandle,
+        fp: str,
+        worker: str,
+        reason: str,
+        leased_code: Callable[[], str] = lambda: "",
+    ) -> Reopening | None:
         """Whether a failure for good of candidate ``fp`` by ``worker`` is to be re-queued
-        without counting (None: it counts as reported). Changes nothing: call
-        :meth:`remember` once the failure is stored. Caller holds ``h.lock``."""
+        without counting (None: it counts as reported). ``leased_code``: the worker's label
+        as stored with the lease, for a worker this server has not met (it registered before
+        a restart). Changes nothing: call :meth:`remember` once the failure is stored.
+        Caller holds ``h.lock``."""
         if h.state != RUNNING or h.cancel_running:
             return None
         label = self._source_of(worker) if worker else None
+        if label is None:
+            label = leased_code()
         ours = code_label()
         if not label or label == ours or fp in h.index.reopened:
             return None

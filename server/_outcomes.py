@@ -22,7 +22,7 @@ from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._derived_trials import completion_extras
 from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from archsearch.server._index import LiveTrial, StudyHandle
-from archsearch.server._leases import LeaseTable
+from archsearch.server._leases import WORKER_CODE_ATTR, LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
 from archsearch.server._other_code import OtherCode, Reopening, same_report
@@ -204,7 +204,12 @@ class TrialOutcomes:
                 return lease.answer
             if not retryable and not released and self.other_code is not None:
                 worker = self.leases.holder(tid, lease_id)
-                reopening = self.other_code.second_opinion(h, live.fp, worker, reason)
+
+                def leased_code() -> str:  # a worker met before a restart only
+                    stored = self.storage.get_trial(tid).user_attrs.get(WORKER_CODE_ATTR, "")
+                    return str(stored)
+
+                reopening = self.other_code.second_opinion(h, live.fp, worker, reason, leased_code)
                 if reopening is not None:
                     reason, retryable = reopening.reason, True
             self.lifecycle.after_trial_hook(h, tid, TrialState.FAIL, None)

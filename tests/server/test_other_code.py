@@ -225,3 +225,23 @@ def test_a_set_aside_study_worker_is_told_why_it_waits(sqlite_server: Any) -> No
         answer = worker.acquire("old", old, 0.2, study_name="s")
     assert not answer.has_trial
     assert answer.waiting_because.startswith(f"this worker runs other archsearch code ({OLD})")
+
+
+def test_a_worker_met_before_a_restart_is_judged_by_its_leases_label(tmp_path: Path) -> None:
+    """A worker registers once: mid-trial across a server restart it was unknown to the new
+    server, and its failure for good counted, whatever code it ran."""
+    url = f"sqlite:///{tmp_path}/r.db"
+    first = StudyManager(url, lease_duration_s=30, heartbeat_interval_s=5)
+    first.launch(SearchSpec.from_dict(table_spec("s", 5, max_retries=0)))
+    join(first, "old", OLD)
+    g = first.acquire("old", TRAINERS)
+    assert g is not None
+    first.close()
+    again = StudyManager(url, lease_duration_s=30, heartbeat_interval_s=5)
+    try:
+        assert again.directory.source_of("old") is None  # not met by this server
+        assert again.fail(g.lease_id, "unknown method", retryable=False)  # reopened
+        stored = by_number(again, "s", g.trial_number)
+        assert stored.user_attrs["worker_code"] == OLD and OLD in stored.user_attrs["fail_reason"]
+    finally:
+        again.close()

@@ -87,7 +87,7 @@ class CandidateStore:
                 space=h.spec.space,
                 architecture=architecture,
                 recipe=recipe,
-                data=candidate_data({**h.spec.data, **suggestion.data}, h.created_at),
+                data=candidate_data(h.spec.data, dict(suggestion.data), h.created_at),
                 kind=suggestion.kind,
             )
             user: dict[str, Any] = {

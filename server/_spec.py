@@ -14,6 +14,7 @@ from archsearch.server._spec_checks import (
     AGGREGATE_METRICS,
     MAX_SPEC_DEPTH,
     Objective,
+    check_aggregates_read,
     check_depth,
     check_fits_teacher,
     check_pretrain_selection_fits,
@@ -315,8 +316,9 @@ class SearchSpec:
             )
         if recipe.get("init") == "teacher" and space_name == "bert" and "teacher" not in recipe:
             check_fits_teacher(space.options())
-        if not stored:
+        if not stored:  # a stored study goes on being served as it was launched
             check_teacher_tasks(recipe, data)
+            check_aggregates_read(objectives, data)
         check_trainer_can_run(info, objectives, data, space.options(), recipe)
         if not stored:
             built.check_metrics(info.produced_metrics(data))  # e.g. autodistil's proxy

@@ -34,18 +34,20 @@ class Objective:
 TEACHER_SHAPE = {"layers": 6, "hidden": 384, "head_dim": 32, "intermediate": 1536}
 
 
-def _check_aggregate_reads(i: int, metric: str, tasks: Sequence[str]) -> None:
-    """Refuses an aggregate objective that reads none of the study's tasks (custom tasks
-    alone: every trial trained, then failed "no task it averages is present")."""
+def check_aggregates_read(objectives: Sequence[Objective], data: dict[str, Any]) -> None:
+    """At launch, refuses an aggregate objective that reads none of the study's tasks (custom
+    tasks alone: every trial trained, then failed "no task it averages is present")."""
     from archsearch.spaces._aggregate import AGGREGATE_RULES
 
-    if not any(t in AGGREGATE_RULES[metric] for t in tasks):
-        raise SpecError(
-            f"objectives[{i}].metric",
-            f"{metric} averages GLUE tasks; this study's tasks {list(tasks)} are none of them "
-            "(a custom task is not in any GLUE average), so every trial would fail",
-            f"use a task's own metric, e.g. {tasks[0]}.accuracy, or add a GLUE task",
-        )
+    tasks = data_tasks(data)
+    for i, o in enumerate(objectives):
+        if o.metric in AGGREGATE_RULES and not any(t in AGGREGATE_RULES[o.metric] for t in tasks):
+            raise SpecError(
+                f"objectives[{i}].metric",
+                f"{o.metric} averages GLUE tasks; this study's tasks {list(tasks)} are none of "
+                "them (a custom task is not in any GLUE average), so every trial would fail",
+                f"use a task's own metric, e.g. {tasks[0]}.accuracy, or add a GLUE task",
+            )
 
 
 def check_teacher_tasks(recipe: dict[str, Any], data: dict[str, Any]) -> None:
@@ -55,7 +57,15 @@ def check_teacher_tasks(recipe: dict[str, Any], data: dict[str, Any]) -> None:
     from archsearch.spaces import GLUE_TASK_IDS
 
     custom = [t for t in data_tasks(data) if t not in GLUE_TASK_IDS]
-    uses = [key for key in ("init", "distill") if recipe.get(key) not in (None, "random", {})]
+    distill = recipe.get("distill") or None  # {}: none, as the trainer reads it
+    uses = [
+        key
+        for key, used in (
+            ("init", recipe.get("init") not in (None, "random")),
+            ("distill", isinstance(distill, dict) and distill.get("mode", "logits") != "none"),
+        )
+        if used
+    ]
     if custom and uses:
         raise SpecError(
             f"recipe.{uses[0]}",
@@ -118,7 +128,6 @@ def check_trainer_can_run(
                     f"{o.metric} averages several GLUE tasks; the {info.name} trainer reports one",
                     f"use {produced[0]}",
                 )
-            _check_aggregate_reads(i, o.metric, data_tasks(data))
             continue
         if o.metric not in produced and o.metric.rpartition(".")[2].startswith("latency_"):
             raise SpecError(

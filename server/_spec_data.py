@@ -209,6 +209,7 @@ def _curriculum_items(data: dict[str, Any], held: int, val_fraction: float) -> t
 def _same_file(a: str, b: str) -> bool:
     """Whether two paths name one file: the same text once normalised, or, where they exist
     here, the same file through links."""
+    a, b = os.path.expanduser(a), os.path.expanduser(b)
     if os.path.normpath(a) == os.path.normpath(b):
         return True
     try:
@@ -223,7 +224,8 @@ def _no_custom_dev_target(selection: dict[str, Any], dev: str, section: str) -> 
         return
     target = selection.get("target", [])
     for name in [target] if isinstance(target, str) else target:
-        if _same_file(str(name).removeprefix("file:"), dev):
+        is_file = str(name).startswith("file:") or str(name).endswith(FILE_SUFFIXES)
+        if is_file and _same_file(str(name).removeprefix("file:"), dev):
             raise SpecError(
                 f"{section}.target",
                 f"{name!r} is the custom task's dev file, which scores every trial: "

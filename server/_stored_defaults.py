@@ -57,22 +57,28 @@ def _test_if_unnamed(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "selection": {**selection, "target": "test"}}
 
 
-def candidate_data(data: dict[str, Any], created_at: str) -> dict[str, Any]:
-    """A new candidate's data (the spec's, with what the loop chose over it), its DSIR target
-    named: ``"dev"`` in a study stored before :data:`DSIR_DEFAULT_CHANGED` (as its first
-    trials trained), else the default ``"test"``, checked as a launch checks the spec's own
-    (a loop that proposed a DSIR selection without a target trained towards the dev split
-    that scores the trials, which a launch refuses).
+def candidate_data(
+    spec_data: dict[str, Any], chosen: dict[str, Any], created_at: str
+) -> dict[str, Any]:
+    """A new candidate's data (the spec's, with what the loop ``chosen`` over it), its DSIR
+    target named: ``"dev"`` in a study stored before :data:`DSIR_DEFAULT_CHANGED` (as its
+    first trials trained), else the default ``"test"``; a selection the loop chose is checked
+    against the leak a launch refuses (a loop that proposed a DSIR selection without a target
+    trained towards the dev split that scores the trials). The spec's own data is not checked
+    again: a stored study goes on as it was launched.
 
     Raises:
-        SpecError: the loop's selection reads the scoring text or asks past a split.
+        SpecError: the loop's selection reads the scoring text.
     """
-    from archsearch.server._spec_data import check_selection_targets
+    from archsearch.spaces import data_tasks
+    from archsearch.spaces._selection_checks import check_selection_target
 
+    data = {**spec_data, **chosen}
     if created_before(created_at, DSIR_DEFAULT_CHANGED) is not False:
         return dev_if_unnamed(data)
     named = _test_if_unnamed(data)
-    check_selection_targets(named, None)
+    if isinstance(chosen.get("selection"), dict):
+        check_selection_target(named["selection"], data_tasks(named), "suggestion.data.selection")
     return named
 
 

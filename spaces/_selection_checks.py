@@ -314,7 +314,7 @@ def _reads_dev(name: str, task_id: str) -> bool:
     if name.startswith("glue:"):
         other, split = glue_source(name)
         return other == task.id and split in task.dev_splits
-    if name.startswith("file:"):  # the dev file itself, by its path (a link to it too)
+    if name.startswith("file:") or name.endswith(FILE_SUFFIXES):  # the dev file by its path
         path = Path(name.removeprefix("file:")).expanduser()
         with contextlib.suppress(OSError, RuntimeError):
             path = path.resolve()

@@ -201,7 +201,7 @@ class SplitEncoder:
         Raises:
             CandidateError: it is.
         """
-        path = name.removeprefix("file:")
+        path = os.path.expanduser(name.removeprefix("file:"))
         if not os.path.exists(path):
             return  # reading it says so
         try:
@@ -244,7 +244,7 @@ def _file_stamps(selection: Mapping[str, Any] | None) -> list[list[Any]]:
     for name in names:
         if isinstance(name, str) and (name.startswith("file:") or name.endswith(FILE_SUFFIXES)):
             try:
-                stat = Path(name.removeprefix("file:")).stat()
+                stat = Path(name.removeprefix("file:")).expanduser().stat()
                 stamps.append([name, stat.st_mtime_ns, stat.st_size])
             except OSError:
                 stamps.append([name, None])

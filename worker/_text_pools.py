@@ -77,8 +77,9 @@ def glue_texts(task_id: str, split: str, glue_dir: str | Path) -> list[str]:
 
 
 def file_texts(path: str | Path) -> list[str]:
-    """The texts of a ``.jsonl`` file (``"text"`` fields) or any other text file (lines)."""
-    path = Path(path)
+    """The texts of a ``.jsonl`` file (``"text"`` fields) or any other text file (lines);
+    ``~`` is the worker's home, as in a custom task's files."""
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"text source {path} does not exist on this worker")
     try:

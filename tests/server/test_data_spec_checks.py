@@ -5,6 +5,7 @@ data field the trainer does not read."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from archsearch.worker._bert_info import BERT_TRAINER_INFO
 from archsearch.worker._table_trainer import TableTrainer
 
 BERT: dict[str, Any] = {"name": "d", "space": "bert", "n_trials": 2}
+SHARED_GLUE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue").resolve()
 FLEXIBERT: dict[str, Any] = {
     "name": "f",
     "space": "flexibert-small",
@@ -406,3 +408,42 @@ def test_a_relative_data_path_is_refused(data: dict[str, Any], field: str) -> No
     trained on another file of that name, or failed."""
     e = refused({**BERT, "data": data})
     assert e.field == field and "is a relative path" in str(e) and "give an absolute path" in str(e)
+
+
+def test_a_stored_study_is_served_as_it_was_launched() -> None:
+    """Checks added since a study was launched refused it on restart (glue_avg on a custom
+    task: unservable, undeletable) or stopped it on resume (a loop's candidate re-checked
+    with the spec's own data: a relative target, DSIR fraction 1)."""
+    from archsearch.server._stored_defaults import candidate_data
+
+    data = {"custom_task": CUSTOM}
+    stored = {**BERT, "task": "reviews", "data": data, "objectives": ["glue_avg:max"]}
+    SearchSpec.from_dict(stored, stored=True)
+    old = {"task": "wnli", "selection": {"method": "dsir", "fraction": 1.0, "target": "f.txt"}}
+    assert candidate_data(old, {}, "2026-12-07T12:00:00+00:00") == old
+    loop = {"selection": {"method": "dsir", "k": 5, "target": "dev"}}  # the loop's own: checked
+    with pytest.raises(SpecError, match=r"suggestion\.data\.selection\.target"):
+        candidate_data(old, loop, "2026-12-07T12:00:00+00:00")
+
+
+def test_distillation_mode_none_on_a_custom_task_uses_no_teacher() -> None:
+    fits = {"num_hidden_layers": [2], "hidden_size": [128], "num_attention_heads": [4]}
+    spec = {**BERT, "task": "reviews", "data": {"custom_task": CUSTOM}, "space_options": fits}
+    SearchSpec.from_dict({**spec, "recipe": {"distill": {"mode": "none"}}})
+    SearchSpec.from_dict({**spec, "recipe": {"distill": {}}})
+
+
+def test_the_dev_file_by_a_bare_path_or_through_home_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link = tmp_path / "devlink.txt"  # a bare path ending in .txt is a file source too
+    link.symlink_to(SHARED_GLUE / "SST-2" / "dev.tsv")
+    e = refused({**BERT, "data": {"selection": {"method": "dsir", "k": 9, "target": str(link)}}})
+    assert "leaks the evaluation set" in str(e)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    dev = tmp_path / "dev.csv"
+    dev.write_text("review,stars\na,pos\n")
+    custom = {**CUSTOM, "dev": "~/dev.csv"}
+    target = {"method": "dsir", "k": 9, "target": f"file:{dev}"}
+    e = refused({**BERT, "task": "reviews", "data": {"custom_task": custom, "selection": target}})
+    assert "is the custom task's dev file" in str(e)

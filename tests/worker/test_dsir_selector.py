@@ -175,6 +175,13 @@ def test_trainer_trains_on_the_dsir_selection_and_reports_provenance() -> None:
     assert not any(k.startswith("selection") for k in plain.info)
 
 
+def test_a_text_file_under_home_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Launch took file:~/t.txt as an absolute path; the worker looked for a folder "~"."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "t.txt").write_text("one\ntwo\n")
+    assert load_texts("file:~/t.txt") == ["one", "two"]
+
+
 def test_an_edited_target_file_is_read_again(tmp_path: Path) -> None:
     """The worker's split cache was keyed by the selection's text alone: a target file edited
     between two trials (the same path) left the second selecting towards the old text, its

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from _procs import TABLE, table_spec
+from _procs import TABLE, table_spec, wait_for
 
 from archsearch.server import cli as archsearch_cli
 from archsearch.server.app import ArchsearchServer, ServerConfig
@@ -374,12 +374,15 @@ def test_a_study_the_worker_can_never_serve_ends_it_with_the_servers_line(
         admin.launch(table_spec("q4", 1))
         admin.stop("q4")
 
-    def delete() -> None:
+    def delete_once_it_waits() -> None:  # the worker runs in this (the main) thread
+        wait_for(lambda: "waits for `archsearch resume q4`" in caplog.text, 30, "the wait")
         with SearchClient(server.address) as admin:
             admin.delete("q4")
 
-    threading.Timer(1.5, delete).start()
+    deleter = threading.Thread(target=delete_once_it_waits)
+    deleter.start()
     assert archsearch_cli.main([*base, "--study", "q4", "--poll-seconds", "1"]) == 0
+    deleter.join(30)
     assert "study q4 was deleted; nothing left to train; exiting" in caplog.text
 
     assert archsearch_cli.main([*base, "--study", "nosuch", "--poll-seconds", "1"]) == 4

@@ -87,7 +87,12 @@ class CandidateStore:
                 space=h.spec.space,
                 architecture=architecture,
                 recipe=recipe,
-                data=candidate_data(h.spec.data, dict(suggestion.data), h.created_at),
+                data=candidate_data(
+                    h.spec.data,
+                    dict(suggestion.data),
+                    h.created_at,
+                    h.spec.data_space.get("selection", []),
+                ),
                 kind=suggestion.kind,
             )
             user: dict[str, Any] = {

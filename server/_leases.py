@@ -170,7 +170,7 @@ class LeaseTable:
                 user={
                     "worker": worker_id,
                     "attempt": live.attempt,
-                    **({WORKER_CODE_ATTR: code} if code else {}),
+                    WORKER_CODE_ATTR: code,  # "" too: a re-grant must not keep the last one's
                 },
                 system={LEASE_ATTR: live.lease_id},
             ),

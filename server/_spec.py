@@ -26,6 +26,7 @@ from archsearch.server._spec_checks import (
     default_objectives,
 )
 from archsearch.server._spec_data import (
+    check_absolute,
     check_curriculum_effect,
     check_selection_targets,
     fill_dsir_targets,
@@ -319,6 +320,8 @@ class SearchSpec:
         if not stored:  # a stored study goes on being served as it was launched
             check_teacher_tasks(recipe, data)
             check_aggregates_read(objectives, data)
+            if isinstance(recipe.get("pretrain_text"), str):
+                check_absolute("recipe.pretrain_text", recipe["pretrain_text"])
         check_trainer_can_run(info, objectives, data, space.options(), recipe)
         if not stored:
             built.check_metrics(info.produced_metrics(data))  # e.g. autodistil's proxy

@@ -4,6 +4,7 @@ a custom task, and the data fields, checked as ``SearchSpec.from_dict`` reads th
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from archsearch.spaces import (
@@ -35,7 +36,7 @@ def spec_data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
         custom_name = custom.name
         if not stored:
             for split in ("train", "dev"):
-                _absolute(f"data.custom_task.{split}", str(getattr(custom, split)))
+                check_absolute(f"data.custom_task.{split}", str(getattr(custom, split)))
     for key in ("task", "tasks"):
         if key in obj:
             if key in data_in and data_in[key] != obj[key]:
@@ -103,17 +104,24 @@ def fill_dsir_targets(
     return data, data_space
 
 
-def _absolute(field: str, path: str) -> None:
+def check_absolute(field: str, path: str) -> None:
     """Refuses a relative file path: each worker reads it from its own working directory
-    (a launch from the data's folder trained on another file of that name, or failed)."""
-    expanded = os.path.expanduser(path)
-    if not os.path.isabs(expanded):
-        raise SpecError(
-            field,
-            f"{path!r} is a relative path: each worker would read it from its own working "
-            "directory, not from where you launch",
-            f"give an absolute path, e.g. {os.path.abspath(expanded)!r}",
-        )
+    (a launch from the data's folder trained on another file of that name, or failed). A
+    path from ``~`` is the worker's home; variables are not expanded."""
+    if path.startswith("~") or os.path.isabs(path):
+        return
+    if "$" in path:
+        fix = "write the path out: workers do not expand environment variables"
+    elif re.match(r"^[A-Za-z]:[\\/]", path):
+        fix = "give the path as the workers see it (POSIX: /data/...)"
+    else:
+        fix = f"give an absolute path, e.g. {os.path.abspath(path)!r}"
+    raise SpecError(
+        field,
+        f"{path!r} is a relative path: each worker would read it from its own working "
+        "directory, not from where you launch",
+        fix,
+    )
 
 
 def _file_sources_absolute(selection: Any, section: str) -> None:
@@ -124,7 +132,7 @@ def _file_sources_absolute(selection: Any, section: str) -> None:
         value = selection.get(key)
         for name in value if isinstance(value, list) else [value]:
             if isinstance(name, str) and (name.startswith("file:") or name.endswith(FILE_SUFFIXES)):
-                _absolute(f"{section}.{key}", name.removeprefix("file:"))
+                check_absolute(f"{section}.{key}", name.removeprefix("file:"))
 
 
 def check_selection_targets(data: dict[str, Any], data_space: Any) -> None:
@@ -141,10 +149,13 @@ def check_selection_targets(data: dict[str, Any], data_space: Any) -> None:
             (f"data_space.selection[{i}]", v)
             for i, v in enumerate(data_space.choices.get("selection", []))
         ]
-    _file_sources_absolute(data.get("pretrain_selection"), "data.pretrain_selection")
-    if data_space is not None:
-        for i, v in enumerate(data_space.choices.get("pretrain_selection", [])):
-            _file_sources_absolute(v, f"data_space.pretrain_selection[{i}]")
+    for field in ("pretrain_selection", "distill_selection"):
+        _file_sources_absolute(data.get(field), f"data.{field}")
+        if data_space is not None:
+            for i, v in enumerate(data_space.choices.get(field, [])):
+                _file_sources_absolute(v, f"data_space.{field}[{i}]")
+    if isinstance(data.get("distill_text"), str):
+        check_absolute("data.distill_text", data["distill_text"])
     for section, value in values:
         if not isinstance(value, dict):
             continue

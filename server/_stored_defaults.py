@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from archsearch.spaces import Candidate
@@ -58,14 +59,18 @@ def _test_if_unnamed(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def candidate_data(
-    spec_data: dict[str, Any], chosen: dict[str, Any], created_at: str
+    spec_data: dict[str, Any],
+    chosen: dict[str, Any],
+    created_at: str,
+    searched: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """A new candidate's data (the spec's, with what the loop ``chosen`` over it), its DSIR
     target named: ``"dev"`` in a study stored before :data:`DSIR_DEFAULT_CHANGED` (as its
     first trials trained), else the default ``"test"``; a selection the loop chose is checked
     against the leak a launch refuses (a loop that proposed a DSIR selection without a target
-    trained towards the dev split that scores the trials). The spec's own data is not checked
-    again: a stored study goes on as it was launched.
+    trained towards the dev split that scores the trials). The spec's own data and its
+    ``data_space`` selections (``searched``) are not checked again: a stored study goes on as
+    it was launched.
 
     Raises:
         SpecError: the loop's selection reads the scoring text.
@@ -77,7 +82,8 @@ def candidate_data(
     if created_before(created_at, DSIR_DEFAULT_CHANGED) is not False:
         return dev_if_unnamed(data)
     named = _test_if_unnamed(data)
-    if isinstance(chosen.get("selection"), dict):
+    own = chosen.get("selection")
+    if isinstance(own, dict) and own not in searched:
         check_selection_target(named["selection"], data_tasks(named), "suggestion.data.selection")
     return named
 

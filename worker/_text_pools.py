@@ -79,7 +79,10 @@ def glue_texts(task_id: str, split: str, glue_dir: str | Path) -> list[str]:
 def file_texts(path: str | Path) -> list[str]:
     """The texts of a ``.jsonl`` file (``"text"`` fields) or any other text file (lines);
     ``~`` is the worker's home, as in a custom task's files."""
-    path = Path(path).expanduser()
+    try:
+        path = Path(path).expanduser()
+    except RuntimeError:  # ~user: no such user on this worker
+        raise FileNotFoundError(f"text source {path}: its home is unknown on this worker") from None
     if not path.is_file():
         raise FileNotFoundError(f"text source {path} does not exist on this worker")
     try:

@@ -447,3 +447,32 @@ def test_the_dev_file_by_a_bare_path_or_through_home_is_refused(
     target = {"method": "dsir", "k": 9, "target": f"file:{dev}"}
     e = refused({**BERT, "task": "reviews", "data": {"custom_task": custom, "selection": target}})
     assert "is the custom task's dev file" in str(e)
+
+
+def test_relative_paths_of_every_data_file_are_refused_and_the_fix_fits_the_path() -> None:
+    pool = {"method": "dsir", "pool": ["file:corpus.txt"], "k": 100}
+    e = refused({**BERT, "data": {"distill_selection": pool}})
+    assert e.field == "data.distill_selection.pool"
+    e = refused({**FLEXIBERT, "recipe": {"pretrain_steps": 20, "pretrain_text": "c.txt"}})
+    assert e.field == "recipe.pretrain_text"
+    target = {"method": "dsir", "k": 9, "target": "file:$DATA/t.txt"}
+    e = refused({**BERT, "data": {"selection": target}})
+    assert "workers do not expand environment variables" in str(e)
+    target = {"method": "dsir", "k": 9, "target": "file:C:/data/t.txt"}
+    assert "POSIX" in str(refused({**BERT, "data": {"selection": target}}))
+    for home in ("file:~/t.txt", "file:~bob/t.txt"):  # the worker's home, or bob's there
+        SearchSpec.from_dict({**BERT, "data": {"selection": {**target, "target": home}}})
+
+
+def test_a_stored_studys_searched_selection_is_not_checked_again() -> None:
+    """A data_space value launched before the dev-file-by-path check stopped its study when
+    the loop chose it."""
+    from archsearch.server._stored_defaults import candidate_data
+
+    value = {"method": "dsir", "k": 300, "target": "file:/glue/SST-2/dev.tsv"}
+    chosen = {"selection": value}
+    spec_data = {"task": "sst2"}
+    when = "2026-12-07T12:00:00+00:00"
+    assert candidate_data(spec_data, chosen, when, [value])["selection"] == value
+    with pytest.raises(SpecError):  # a loop's own choice, outside the data space: checked
+        candidate_data(spec_data, chosen, when)

@@ -245,3 +245,30 @@ def test_a_worker_met_before_a_restart_is_judged_by_its_leases_label(tmp_path: P
         assert stored.user_attrs["worker_code"] == OLD and OLD in stored.user_attrs["fail_reason"]
     finally:
         again.close()
+
+
+def test_a_regranted_lease_does_not_keep_the_last_holders_label(tmp_path: Path) -> None:
+    """The label was written only when known: a trial taken back from an old worker and
+    leased to an unlabelled one kept the old label, and after a restart the unlabelled
+    worker's failure was reopened in the old code's name."""
+    url = f"sqlite:///{tmp_path}/g.db"
+    first = StudyManager(url, lease_duration_s=30, heartbeat_interval_s=5)
+    first.launch(SearchSpec.from_dict(table_spec("s", 5, max_retries=0)))
+    join(first, "old", OLD)
+    join(first, "anon", "")
+    g = first.acquire("old", TRAINERS)
+    assert g is not None
+    h = first.get("s")
+    live = next(lt for lt in h.index.live.values() if lt.lease_id == g.lease_id)
+    first.dispatcher._take_back(h, live)  # old's call ended before it got the lease
+    again = first.acquire("anon", TRAINERS)
+    assert again is not None and again.trial_number == g.trial_number
+    first.close()
+    restarted = StudyManager(url, lease_duration_s=30, heartbeat_interval_s=5)
+    try:
+        assert not restarted.fail(again.lease_id, "unknown method", retryable=False)
+        trial = by_number(restarted, "s", again.trial_number)
+        assert trial.user_attrs["worker_code"] == ""
+        assert trial.user_attrs["fail_reason"] == "unknown method"
+    finally:
+        restarted.close()

@@ -108,6 +108,8 @@ def check_absolute(field: str, path: str) -> None:
     """Refuses a relative file path: each worker reads it from its own working directory
     (a launch from the data's folder trained on another file of that name, or failed). A
     path from ``~`` is the worker's home; variables are not expanded."""
+    if "\x00" in path:
+        raise SpecError(field, f"{path!r} holds a NUL byte, which no file name does")
     if path.startswith("~") or os.path.isabs(path):
         return
     if "$" in path:

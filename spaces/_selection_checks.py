@@ -316,7 +316,7 @@ def _reads_dev(name: str, task_id: str) -> bool:
         return other == task.id and split in task.dev_splits
     if name.startswith("file:") or name.endswith(FILE_SUFFIXES):  # the dev file by its path
         path = Path(name.removeprefix("file:"))
-        with contextlib.suppress(OSError, RuntimeError):  # ~user unknown here: as written
+        with contextlib.suppress(OSError, RuntimeError, ValueError):  # ~user unknown, a NUL
             path = path.expanduser().resolve()
         devs = {task.split_file(s) for s in task.dev_splits}
         return path.parent.name == task.folder and path.name in devs

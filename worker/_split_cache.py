@@ -246,7 +246,7 @@ def _file_stamps(selection: Mapping[str, Any] | None) -> list[list[Any]]:
             try:
                 stat = Path(name.removeprefix("file:")).expanduser().stat()
                 stamps.append([name, stat.st_mtime_ns, stat.st_size])
-            except (OSError, RuntimeError):  # RuntimeError: a ~user unknown here
+            except (OSError, RuntimeError, ValueError):  # a ~user unknown here, a NUL byte
                 stamps.append([name, None])
     return stamps
 

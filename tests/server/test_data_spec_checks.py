@@ -476,3 +476,10 @@ def test_a_stored_studys_searched_selection_is_not_checked_again() -> None:
     assert candidate_data(spec_data, chosen, when, [value])["selection"] == value
     with pytest.raises(SpecError):  # a loop's own choice, outside the data space: checked
         candidate_data(spec_data, chosen, when)
+
+
+def test_a_nul_byte_in_a_data_path_is_a_spec_error() -> None:
+    """It raised ValueError ("embedded null byte") from the launch check: INTERNAL."""
+    target = {"method": "dsir", "k": 9, "target": "file:/a\x00b/dev.tsv"}
+    e = refused({**BERT, "data": {"selection": target}})
+    assert e.field == "data.selection.target" and "NUL byte" in str(e)

@@ -126,9 +126,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from archsearch.server.client import WorkerClient
     from archsearch.worker import Trainer, Worker
     from archsearch.worker._checkpoint_dir import checkpoint_root
+    from archsearch.worker._exits import BadSetup, NeverReached, NoSuchStudy
     from archsearch.worker._progress_sweep import ProgressSweeper
     from archsearch.worker._registry import create_trainer
-    from archsearch.worker._runner import BadSetup, NeverReached, NoSuchStudy
 
     options = {
         "glue_dir": args.glue_dir,

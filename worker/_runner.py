@@ -38,6 +38,7 @@ from archsearch.worker._capabilities import (
     device_memory_bytes,
 )
 from archsearch.worker._checkpoint_dir import checkpoint_root
+from archsearch.worker._exits import SETUP_REFUSALS, BadSetup, NeverReached, NoSuchStudy
 from archsearch.worker._glue_dir import GlueDataInvalid, GlueDataMissing
 from archsearch.worker._progress_sweep import ProgressSweeper
 from archsearch.worker._reach import unreachable
@@ -54,29 +55,6 @@ DONE, HANDED_BACK, DROPPED = "done", "handed back", "dropped"
 
 #: What a trial the server cancelled reports (the server's own reason says the same).
 CANCELLED = "cancelled: the study was stopped with --cancel-running"
-
-
-class NeverReached(SystemExit):
-    """``--idle-exit`` ran out before the server ever answered (the CLI exits 3, as for any
-    server that cannot be reached)."""
-
-
-class NoSuchStudy(SystemExit):
-    """The ``--study`` this worker was started for does not exist (the CLI exits 4)."""
-
-
-class BadSetup(SystemExit):
-    """The server refuses this worker's own setup: its token, or its trainers for its
-    ``--study``. A restart would be refused the same way (the CLI exits 2, which a fleet does
-    not restart: Ray restarted such a worker every few seconds, for ever)."""
-
-
-#: Refusals of the worker's setup (:class:`BadSetup`), whichever call met them.
-SETUP_REFUSALS = (
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.INVALID_ARGUMENT,
-)
 
 
 class Worker(ServerCalls):

@@ -16,9 +16,9 @@ from archsearch.spaces import (
     validate_data,
 )
 from archsearch.spaces._selection_checks import (
-    FILE_SUFFIXES,
     check_selection_size,
     check_selection_target,
+    file_path,
 )
 
 
@@ -133,8 +133,8 @@ def _file_sources_absolute(selection: Any, section: str) -> None:
     for key in ("pool", "target"):
         value = selection.get(key)
         for name in value if isinstance(value, list) else [value]:
-            if isinstance(name, str) and (name.startswith("file:") or name.endswith(FILE_SUFFIXES)):
-                check_absolute(f"{section}.{key}", name.removeprefix("file:"))
+            if (path := file_path(name)) is not None:
+                check_absolute(f"{section}.{key}", path)
 
 
 def check_selection_targets(data: dict[str, Any], data_space: Any) -> None:
@@ -237,8 +237,7 @@ def _no_custom_dev_target(selection: dict[str, Any], dev: str, section: str) -> 
         return
     target = selection.get("target", [])
     for name in [target] if isinstance(target, str) else target:
-        is_file = str(name).startswith("file:") or str(name).endswith(FILE_SUFFIXES)
-        if is_file and _same_file(str(name).removeprefix("file:"), dev):
+        if (path := file_path(name)) is not None and _same_file(path, dev):
             raise SpecError(
                 f"{section}.target",
                 f"{name!r} is the custom task's dev file, which scores every trial: "

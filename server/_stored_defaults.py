@@ -43,19 +43,17 @@ def dev_if_unnamed(data: dict[str, Any]) -> dict[str, Any]:
     stored spec (``fill_dsir_targets``) and the pool in each new candidate
     (:func:`candidate_data`), so the server meets one without a target only in a study, or a
     candidate, stored before."""
-    selection = data.get("selection")
-    if not isinstance(selection, dict) or selection.get("method") != "dsir":
-        return data
-    return data if "target" in selection else {**data, "selection": {**selection, "target": "dev"}}
+    return _named(data, "dev")
 
 
-def _test_if_unnamed(data: dict[str, Any]) -> dict[str, Any]:
+def _named(data: dict[str, Any], target: str) -> dict[str, Any]:
+    """``data`` with a DSIR selection that names no target given ``target``."""
     selection = data.get("selection")
     if not isinstance(selection, dict) or selection.get("method") != "dsir":
         return data
     if "target" in selection:
         return data
-    return {**data, "selection": {**selection, "target": "test"}}
+    return {**data, "selection": {**selection, "target": target}}
 
 
 def candidate_data(
@@ -81,7 +79,7 @@ def candidate_data(
     data = {**spec_data, **chosen}
     if created_before(created_at, DSIR_DEFAULT_CHANGED) is not False:
         return dev_if_unnamed(data)
-    named = _test_if_unnamed(data)
+    named = _named(data, "test")
     own = chosen.get("selection")
     if isinstance(own, dict) and own not in searched:
         check_selection_target(named["selection"], data_tasks(named), "suggestion.data.selection")

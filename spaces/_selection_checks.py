@@ -41,6 +41,14 @@ SOURCE_FORMS = (
 )
 
 
+def file_path(name: Any) -> str | None:
+    """The path a source name reads (``"file:PATH"``, or a path ending in ``.txt`` or
+    ``.jsonl``); None for any other source (an own split, ``glue:``, ``wiki:gensim``)."""
+    if isinstance(name, str) and (name.startswith("file:") or name.endswith(FILE_SUFFIXES)):
+        return name.removeprefix("file:")
+    return None
+
+
 def source_names(value: str | Sequence[str]) -> list[str]:
     """``value`` (one source name or a list) as a checked list of names.
 
@@ -314,8 +322,8 @@ def _reads_dev(name: str, task_id: str) -> bool:
     if name.startswith("glue:"):
         other, split = glue_source(name)
         return other == task.id and split in task.dev_splits
-    if name.startswith("file:") or name.endswith(FILE_SUFFIXES):  # the dev file by its path
-        path = Path(name.removeprefix("file:"))
+    if (given := file_path(name)) is not None:  # the dev file by its path
+        path = Path(given)
         with contextlib.suppress(OSError, RuntimeError, ValueError):  # ~user unknown, a NUL
             path = path.expanduser().resolve()
         devs = {task.split_file(s) for s in task.dev_splits}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.spaces import CustomTask, GlueTask, SpecError, get_task
-from archsearch.spaces._selection_checks import FILE_SUFFIXES
+from archsearch.spaces._selection_checks import file_path
 from archsearch.worker._batches import EncodedSplit, tokenize_examples
 from archsearch.worker._dsir_selector import select_pretrain_texts
 from archsearch.worker._example import GlueExample
@@ -179,8 +179,8 @@ class SplitEncoder:
                     if isinstance(task, CustomTask):
                         raise ValueError(f"custom task {task.id!r} has no 'test' text source")
                     name = f"glue:{task.id}/test"
-                if name.startswith("file:") or name.endswith(FILE_SUFFIXES):
-                    self._refuse_scoring_file(task, name)
+                if (path := file_path(name)) is not None:
+                    self._refuse_scoring_file(task, name, path)
                 return load_texts(name, self.glue_dir)
             except (HubUnavailableError, FileNotFoundError, ValueError) as e:
                 if asked == "test":  # the default target since 2026-12-07: say what fixes it
@@ -194,14 +194,14 @@ class SplitEncoder:
 
         return read
 
-    def _refuse_scoring_file(self, task: Task, name: str) -> None:
-        """Refuses a text file that is the task's dev file, which scores the trial (a path
-        or a link to it: the launch check knows only the names).
+    def _refuse_scoring_file(self, task: Task, name: str, given: str) -> None:
+        """Refuses source ``name``, the text file ``given``, when it is the task's dev file,
+        which scores the trial (a path or a link to it: the launch check knows only names).
 
         Raises:
             CandidateError: it is.
         """
-        path = os.path.expanduser(name.removeprefix("file:"))
+        path = os.path.expanduser(given)
         if not os.path.exists(path):
             return  # reading it says so
         try:
@@ -242,9 +242,9 @@ def _file_stamps(selection: Mapping[str, Any] | None) -> list[list[Any]]:
         names += value if isinstance(value, list) else [value]
     stamps: list[list[Any]] = []
     for name in names:
-        if isinstance(name, str) and (name.startswith("file:") or name.endswith(FILE_SUFFIXES)):
+        if (path := file_path(name)) is not None:
             try:
-                stat = Path(name.removeprefix("file:")).expanduser().stat()
+                stat = Path(path).expanduser().stat()
                 stamps.append([name, stat.st_mtime_ns, stat.st_size])
             except (OSError, RuntimeError, ValueError):  # a ~user unknown here, a NUL byte
                 stamps.append([name, None])

@@ -32,9 +32,9 @@ from pathlib import Path
 
 from archsearch.spaces import get_task
 from archsearch.spaces._selection_checks import (
-    FILE_SUFFIXES,
     SOURCE_FORMS,
     WIKI_GENSIM,
+    file_path,
     glue_source,
 )
 from archsearch.worker._example import not_utf8
@@ -56,8 +56,8 @@ def load_texts(name: str, glue_dir: str | Path | None = None) -> list[str]:
         task_id, split = glue_source(name)
         folder = resolve_glue_dir(None if glue_dir is None else str(glue_dir))[0]
         texts = glue_texts(task_id, split, folder)
-    elif name.startswith("file:") or name.endswith(FILE_SUFFIXES):
-        texts = file_texts(name.removeprefix("file:"))
+    elif (path := file_path(name)) is not None:
+        texts = file_texts(path)
     else:
         raise ValueError(f"unknown source {name!r}; a source is {SOURCE_FORMS}")
     if not texts:

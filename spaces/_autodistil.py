@@ -16,7 +16,9 @@ sub-spaces (a preset name or a list of ``SubSpace`` dicts).
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archsearch.spaces._base import SPACES, DesignSpace
@@ -57,14 +59,65 @@ def _teacher(options: dict[str, Any]) -> tuple[str, TeacherShape]:
             return name, TeacherShape.from_dict(shape)
         except SpecError as e:
             raise SpecError("space_options.teacher_shape", e.problem, e.fix) from None
-    if name not in KNOWN_TEACHERS:
+    if name in KNOWN_TEACHERS:
+        return name, KNOWN_TEACHERS[name]
+    read = _folder_shape(name)
+    if read is None:
         raise SpecError(
             "space_options.teacher",
-            f"the shape of teacher {name!r} is not known here",
+            f"the shape of teacher {name!r} is not known here (the server reads the shape "
+            "from an absolute teacher folder's config.json; it found none)",
             f"use one of {', '.join(KNOWN_TEACHERS)}, or give space_options.teacher_shape "
             '({"layers", "hidden", "heads", "intermediate", "vocab_size", "max_positions"})',
         )
-    return name, KNOWN_TEACHERS[name]
+    return name, read
+
+
+def _folder_shape(name: str) -> TeacherShape | None:
+    """The shape in a local teacher folder's ``config.json``, or None when there is none.
+
+    A teacher given by its path is often a folder the server can read too (a shared file
+    system, or one machine); its transformers config says the shape, so the user need not
+    copy it into ``teacher_shape``. Read as JSON: the server does not import transformers.
+    """
+    if not name.startswith(("/", "~")):
+        return None  # a hub name, or a path relative to some worker's directory
+    config = Path(name).expanduser() / "config.json"
+    try:
+        if not config.is_file():
+            return None
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SpecError(
+            "space_options.teacher",
+            f"cannot read the teacher's {config}: {e}",
+            "fix the file, or give space_options.teacher_shape",
+        ) from None
+    field = f"space_options.teacher ({config})"
+    if not isinstance(data, dict):
+        raise SpecError(field, "is not a JSON object", "give space_options.teacher_shape")
+    if data.get("model_type", "bert") != "bert":
+        raise SpecError(
+            field,
+            f"the teacher is a {data.get('model_type')!r} model; AutoDistil distils BERT-style "
+            "teachers (model_type 'bert')",
+        )
+    keys = {
+        "layers": "num_hidden_layers",
+        "hidden": "hidden_size",
+        "heads": "num_attention_heads",
+        "intermediate": "intermediate_size",
+        "vocab_size": "vocab_size",
+        "max_positions": "max_position_embeddings",
+        "type_vocab_size": "type_vocab_size",
+    }
+    shape = {ours: data[theirs] for ours, theirs in keys.items() if theirs in data}
+    try:
+        return TeacherShape.from_dict(shape)
+    except SpecError as e:
+        raise SpecError(
+            field, e.problem, "fix the file, or give space_options.teacher_shape"
+        ) from None
 
 
 def _subspaces(value: Any, teacher: TeacherShape) -> list[SubSpace]:
@@ -110,7 +163,9 @@ class AutoDistilSpace(DesignSpace):
     def __init__(self, **options: Any) -> None:
         reject_unknown(options, _OPTIONS)
         self.teacher_name, self.teacher = _teacher(options)
-        self._shape_given = "teacher_shape" in options
+        # A shape read from the teacher's folder is stored with the study like a given one,
+        # so a restart serves it without the folder.
+        self._shape_given = "teacher_shape" in options or self.teacher_name not in KNOWN_TEACHERS
         self._raw_subspaces = options.get("subspaces", "minilm-k3")
         self.subspaces = _subspaces(self._raw_subspaces, self.teacher)
         seq_len = options.get("seq_len", 128)

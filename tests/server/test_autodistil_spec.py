@@ -127,6 +127,69 @@ def test_any_teacher_with_its_shape() -> None:
     assert isinstance(space, AutoDistilSpace) and space.teacher.head_dim == 64
 
 
+def _teacher_folder(folder: Path, drop: str = "", **config: Any) -> str:
+    folder.mkdir()
+    base = {
+        "model_type": "bert",
+        "num_hidden_layers": 4,
+        "hidden_size": 256,
+        "num_attention_heads": 4,
+        "intermediate_size": 1024,
+        "vocab_size": 1000,
+        "max_position_embeddings": 128,
+        "type_vocab_size": 2,
+    }
+    base.pop(drop, None)
+    (folder / "config.json").write_text(json.dumps({**base, **config}))
+    return str(folder)
+
+
+def test_a_teacher_folder_says_its_shape_and_the_study_keeps_it(tmp_path: Path) -> None:
+    folder = _teacher_folder(tmp_path / "t")
+    spec = SearchSpec.from_dict(spec_with("space_options", {"teacher": folder}), CATALOGUE)
+    space = spec.build_space()
+    assert isinstance(space, AutoDistilSpace)
+    assert (space.teacher.layers, space.teacher.hidden, space.teacher.head_dim) == (4, 256, 64)
+    # stored with the study: a restart serves it when the folder is gone
+    (tmp_path / "t" / "config.json").unlink()
+    again = SearchSpec.from_dict(spec.to_dict(), CATALOGUE).build_space()
+    assert isinstance(again, AutoDistilSpace) and again.teacher == space.teacher
+
+
+def test_a_given_shape_of_a_known_teacher_is_kept() -> None:
+    shape = {"layers": 4, "hidden": 256, "heads": 4, "intermediate": 1024}
+    shape |= {"vocab_size": 1000, "max_positions": 128}
+    opts = {"teacher": "bert-base-uncased", "teacher_shape": shape}
+    spec = SearchSpec.from_dict(spec_with("space_options", opts), CATALOGUE)
+    again = SearchSpec.from_dict(spec.to_dict(), CATALOGUE).build_space()
+    assert isinstance(again, AutoDistilSpace) and again.teacher.hidden == 256
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        ({"model_type": "roberta"}, "'roberta' model"),
+        ({"num_attention_heads": 3}, "not a multiple of 3 heads"),
+        ({"drop": "hidden_size"}, "missing fields ['hidden']"),
+    ],
+)
+def test_a_bad_teacher_folder_is_named(tmp_path: Path, config: dict[str, Any], says: str) -> None:
+    folder = _teacher_folder(tmp_path / "t", **config)
+    with pytest.raises(SpecError) as e:
+        SearchSpec.from_dict(spec_with("space_options", {"teacher": folder}), CATALOGUE)
+    assert e.value.field.startswith("space_options.teacher") and says in str(e.value)
+    assert "config.json" in str(e.value)
+
+
+def test_a_folder_without_config_still_asks_for_the_shape(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    with pytest.raises(SpecError) as e:
+        SearchSpec.from_dict(
+            spec_with("space_options", {"teacher": str(tmp_path / "t")}), CATALOGUE
+        )
+    assert "teacher_shape" in str(e.value) and "config.json" in str(e.value)
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ArchsearchServer]:
     srv = ArchsearchServer(ServerConfig(storage=f"sqlite:///{tmp_path / 's.db'}", port=0))

@@ -259,6 +259,16 @@ def _task_words(spec: dict[str, Any]) -> str:
     return f"task {tasks[0]}  "
 
 
+def _last_trials(trials: Sequence[pb.Trial], limit: int) -> list[pb.Trial]:
+    """The last ``limit`` trials, the jobs first: a study whose jobs add trials (DyLoRA's ranks,
+    AutoDistil's students) keeps its last jobs in view behind hundreds of derived rows."""
+    jobs = [t for t in trials if not t.HasField("derived_from")][-limit:]
+    derived = [t for t in trials if t.HasField("derived_from")]
+    keep = max(0, limit - len(jobs))
+    derived = derived[-keep:] if keep else []
+    return sorted([*jobs, *derived], key=lambda t: t.number)
+
+
 def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -> str:
     spec = json.loads(study.spec_json)
     repeats = sum(1 for t in trials if t.duplicate_of >= 0)
@@ -291,7 +301,7 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
     metrics = [o.metric for o in study.objectives]
     tasks = list(spec.get("data", {}).get("tasks") or [spec.get("task")])
     extra = _read_time_columns(trials, tasks, metrics)
-    shown = list(trials)[-limit:]
+    shown = _last_trials(trials, limit)
     rows = []
     max_steps = spec.get("recipe", {}).get("max_steps")
     searched = list(spec.get("data_space") or {})
@@ -321,8 +331,8 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         )
     headers = ["#", "state", *metrics, *extra, "architecture", "retry", "time", "note"]
     out.append(table(headers, rows))
-    if len(trials) > limit:
-        out.append(f"  ({len(trials) - limit} earlier trials not shown; --limit N or --json)")
+    if len(trials) > len(shown):
+        out.append(f"  ({len(trials) - len(shown)} earlier trials not shown; --limit N or --json)")
     if reasons := failure_reasons(shown):
         out += ["", "why trials failed:", *reasons]
     if warnings := trial_warnings(trials):  # every trial's, shown in the table or not

@@ -197,7 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("name", help="study name")
     sh.add_argument("--json", action="store_true", help="print JSON, every trial")
     sh.add_argument(
-        "--limit", type=whole_number(1), default=50, help="trials to print (the most recent)"
+        "--limit",
+        type=whole_number(1),
+        default=50,
+        help="trials to print (the most recent; jobs before the rows their completion added)",
     )
     sh.set_defaults(func=cmd_show)
 

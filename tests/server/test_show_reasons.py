@@ -209,3 +209,28 @@ def test_a_rank_trial_alone_names_its_training_trial() -> None:
     student = pb.Trial(number=5, state=pb.COMPLETE, derived_from=1, duplicate_of=-1)
     assert trial_dict(rank)["rank_of"] == 0
     assert trial_dict(student)["rank_of"] is None  # an AutoDistil student: derived, no rank
+
+
+def test_show_keeps_the_jobs_in_view_behind_their_derived_trials() -> None:
+    """An AutoDistil study adds hundreds of student rows: `show`'s last 50 trials were all
+    students, and the supernet, rank and training jobs (what failed, what runs) were hidden."""
+    import json
+
+    from archsearch.server._format import format_study
+    from archsearch.v1 import archsearch_pb2 as pb
+
+    study = pb.Study(name="ad", spec_json=json.dumps({"space": "autodistil"}))
+    study.objectives.add(metric="accuracy", direction=pb.MAXIMIZE)
+    jobs = [pb.Trial(number=n, state=pb.COMPLETE, duplicate_of=-1) for n in range(3)]
+    students = [
+        pb.Trial(number=n, state=pb.COMPLETE, duplicate_of=-1, derived_from=n % 3)
+        for n in range(3, 103)
+    ]
+    trainings = [pb.Trial(number=103, state=pb.FAIL, duplicate_of=-1)]
+    trials = [*jobs, *students, *trainings]
+    rows = format_study(study, trials, limit=10).splitlines()
+    numbers = [int(line.split()[0]) for line in rows if line.split() and line.split()[0].isdigit()]
+    assert numbers == [0, 1, 2, *range(97, 103), 103]
+    assert "  (94 earlier trials not shown; --limit N or --json)" in rows
+    plain = format_study(study, jobs, limit=2).splitlines()
+    assert [ln.split()[0] for ln in plain if ln.split() and ln.split()[0].isdigit()] == ["1", "2"]

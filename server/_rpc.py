@@ -50,9 +50,9 @@ def abort_for(name: str, e: Exception, context: grpc.ServicerContext) -> NoRetur
     cannot be used right now UNAVAILABLE (one log line: clients retry it), anything else
     INTERNAL (logged with its traceback)."""
     if isinstance(e, SpecError):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, details(str(e)))
     if isinstance(e, ServiceError):
-        context.abort(grpc.StatusCode[e.code], str(e))
+        context.abort(grpc.StatusCode[e.code], details(str(e)))
     down = storage_down(e)
     if down is not None:
         log.warning("%s: %s: %s", name, STORAGE_DOWN, down)
@@ -62,8 +62,25 @@ def abort_for(name: str, e: Exception, context: grpc.ServicerContext) -> NoRetur
             "space, a writable database file, the database server reachable)",
         )
     log.exception("%s failed", name)
-    context.abort(grpc.StatusCode.INTERNAL, f"{name}: {type(e).__name__}: {e}")
+    context.abort(grpc.StatusCode.INTERNAL, details(f"{name}: {type(e).__name__}: {e}"))
     raise AssertionError("unreachable")  # context.abort raises
+
+
+#: The most characters of an error's details sent, and of its UTF-8 bytes: gRPC sends details
+#: as a header, percent-encoding every byte outside printable ASCII (up to 3 characters each),
+#: and a client drops a header past 16 KiB (the caller then saw RESOURCE_EXHAUSTED, "received
+#: metadata size exceeds hard limit", for a spec error that quoted a 200 KB field back).
+MAX_DETAILS_CHARS = 2000
+_MAX_DETAILS_BYTES = 4000
+
+
+def details(text: str) -> str:
+    """``text`` cut to what a client receives whole, saying how much was cut."""
+    if len(text) <= MAX_DETAILS_CHARS and len(text.encode()) <= _MAX_DETAILS_BYTES:
+        return text
+    cut = text[:MAX_DETAILS_CHARS]
+    cut = cut.encode()[:_MAX_DETAILS_BYTES].decode(errors="ignore")
+    return f"{cut}... ({len(text) - len(cut)} more characters)"
 
 
 def storage_down(e: BaseException) -> str | None:

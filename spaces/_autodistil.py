@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from archsearch.spaces._base import SPACES, DesignSpace
 from archsearch.spaces._errors import SpecError
+from archsearch.spaces._files import read_text
 from archsearch.spaces._options import reject_unknown
 from archsearch.spaces._students import (
     BERT_BASE,
@@ -83,16 +84,14 @@ def _folder_shape(name: str) -> TeacherShape | None:
     if not name.startswith(("/", "~")):
         return None  # a hub name, or a path relative to some worker's directory
     config = Path(name).expanduser() / "config.json"
+    if not config.exists():
+        return None
+    fix = "fix the file, or give space_options.teacher_shape"
+    text = read_text(config, "space_options.teacher", 2**20, fix)
     try:
-        if not config.is_file():
-            return None
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise SpecError(
-            "space_options.teacher",
-            f"cannot read the teacher's {config}: {e}",
-            "fix the file, or give space_options.teacher_shape",
-        ) from None
+        data = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise SpecError("space_options.teacher", f"{config} is not JSON: {e}", fix) from None
     field = f"space_options.teacher ({config})"
     if not isinstance(data, dict):
         raise SpecError(field, "is not a JSON object", "give space_options.teacher_shape")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.spaces._errors import SpecError
+from archsearch.spaces._files import MAX_TABLE_BYTES, read_text
 
 # archsearch task ids -> the task names the FlexiBERT table uses.
 TABLE_TASK_NAMES = {
@@ -62,16 +63,11 @@ class NasTable:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        text = read_text(
+            self.path, "table", MAX_TABLE_BYTES, "pass the path of a FlexiBERT table JSON"
+        )
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError as e:
-            raise SpecError(
-                "table", f"file {self.path} not found", "pass the path of a FlexiBERT table JSON"
-            ) from e
-        except OSError as e:
-            raise SpecError("table", f"cannot read {self.path}: {e.strerror}") from e
-        except UnicodeDecodeError as e:
-            raise SpecError("table", f"{self.path} is not UTF-8 text: {e}") from e
+            raw = json.loads(text)
         except json.JSONDecodeError as e:
             raise SpecError("table", f"{self.path} is not valid JSON: {e}") from e
         except RecursionError as e:

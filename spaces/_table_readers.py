@@ -33,11 +33,11 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 from archsearch.spaces._base import DesignSpace
 from archsearch.spaces._errors import SpecError
+from archsearch.spaces._files import MAX_TABLE_BYTES, read_text
 from archsearch.spaces._registry import Registry
 from archsearch.spaces._row_table import RowTableSpace, row_key
 
@@ -119,15 +119,10 @@ TABLE_READERS: Registry[type[TableReader]] = Registry(
 
 
 def _read_json(path: str) -> Any:
+    text = read_text(path, "table", MAX_TABLE_BYTES, "pass the path of a table")
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise SpecError("table", f"file {path} not found", "pass the path of a table") from e
-    except IsADirectoryError as e:
-        raise SpecError("table", f"{path} is a folder, not a table file") from e
-    except OSError as e:
-        raise SpecError("table", f"cannot read {path}: {e.strerror}") from e
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
         raise SpecError("table", f"{path} is not a JSON table: {e}") from e
 
 

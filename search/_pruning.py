@@ -14,12 +14,15 @@ them would be meaningless; the score is the only objective a learning curve pred
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
 
 from archsearch.spaces import SpecError
+
+log = logging.getLogger("archsearch.server")
 
 _PRUNER_OPTIONS: dict[str, set[str]] = {
     "none": set(),
@@ -32,6 +35,9 @@ _PRUNER_OPTIONS: dict[str, set[str]] = {
     },
     "hyperband": {"min_resource", "max_resource", "reduction_factor", "bootstrap_count"},
 }
+
+#: The least value of each integer pruner option (0 for the rest).
+_LEAST = {"min_resource": 1, "max_resource": 1, "reduction_factor": 2, "interval_steps": 1}
 
 
 def make_pruner(config: dict[str, Any] | None, n_objectives: int = 1) -> optuna.pruners.BasePruner:
@@ -61,6 +67,18 @@ def make_pruner(config: dict[str, Any] | None, n_objectives: int = 1) -> optuna.
         if isinstance(value, bool) or not isinstance(value, int):
             kinds = 'an int or "auto"' if auto else "an int"
             raise SpecError(f"pruner.{key}", f"must be {kinds}, got {value!r}")
+        # Hyperband checks none of these before the first report (reduction_factor 1 was a
+        # ZeroDivisionError there, max_resource 0 a math domain error, on every report)
+        least = _LEAST.get(key, 0)
+        if value < least:
+            raise SpecError(f"pruner.{key}", f"must be at least {least}, got {value}")
+    low, high = config.get("min_resource", 1), config.get("max_resource", "auto")
+    if kind == "hyperband" and high != "auto" and low != "auto" and high < low:
+        raise SpecError(
+            "pruner.max_resource",
+            f"{high} is below min_resource {low}",
+            "max_resource is the last step a trial reports (recipe.max_steps)",
+        )
     if kind == "hyperband" and n_objectives > 1:
         # Hyperband's bracket studies re-open the study from storage and so see every
         # objective's direction; Optuna's Hyperband cannot run on a multi-objective study.
@@ -135,4 +153,21 @@ def should_prune(
     if final_step is not None and frozen.last_step is not None and frozen.last_step >= final_step:
         return False
     view = study if len(study.directions) == 1 else PrimaryObjectiveView(study, storage)
-    return bool(study.pruner.prune(view, frozen))
+    try:
+        return bool(study.pruner.prune(view, frozen))
+    except (ArithmeticError, ValueError) as e:
+        # a study launched before its settings were checked (a Hyperband reduction_factor of
+        # 1 divides by zero here): its trials train on unpruned, said once per study
+        if study.study_name not in _WARNED:
+            _WARNED.add(study.study_name)
+            log.warning(
+                "study %s: its pruner cannot decide (%s: %s); its trials are not pruned",
+                study.study_name,
+                type(e).__name__,
+                e,
+            )
+        return False
+
+
+#: Studies whose pruner failed, said once each.
+_WARNED: set[str] = set()

@@ -230,3 +230,44 @@ def test_a_study_whose_new_candidates_come_rarely_ends_on_its_repeats_in_all(
     assert len(repeats) == 5
     reason = manager.storage.get_study_user_attrs(h.study_id)["archsearch:completed_reason"]
     assert "5 repeated candidates in all" in reason and "little new left to find" in reason
+
+
+@pytest.mark.parametrize(
+    ("pruner", "field", "says"),
+    [
+        ({"type": "hyperband", "reduction_factor": 1}, "pruner.reduction_factor", "at least 2"),
+        ({"type": "hyperband", "max_resource": 0}, "pruner.max_resource", "at least 1"),
+        ({"type": "hyperband", "bootstrap_count": -1}, "pruner.bootstrap_count", "at least 0"),
+        (
+            {"type": "hyperband", "min_resource": 5, "max_resource": 4},
+            "pruner.max_resource",
+            "below",
+        ),
+        ({"type": "successive_halving", "min_resource": 0}, "pruner.min_resource", "at least 1"),
+        ({"type": "median", "interval_steps": 0}, "pruner.interval_steps", "at least 1"),
+    ],
+)
+def test_pruner_settings_no_report_can_use_are_refused_at_launch(
+    pruner: dict, field: str, says: str
+) -> None:
+    """Hyperband checks nothing before the first report: these launched, then every report of
+    the study's trials answered INTERNAL (ZeroDivisionError, math domain error)."""
+    with pytest.raises(SpecError) as e:
+        SearchSpec.from_dict({**table_spec("p", 4), "trainer": "bert", "pruner": pruner})
+    assert e.value.field == field and says in str(e.value)
+
+
+def test_a_stored_pruner_that_cannot_decide_prunes_nothing(caplog) -> None:
+    """A study launched before those checks trains on: the pruner's error is said once."""
+    from archsearch.search._pruning import should_prune
+
+    storage = optuna.storages.InMemoryStorage()
+    pruner = optuna.pruners.HyperbandPruner(reduction_factor=1, max_resource=8)
+    study = optuna.create_study(study_name="old", storage=storage, pruner=pruner)
+    for _ in range(2):
+        t = study.ask()
+        t.report(0.5, 1)
+        with caplog.at_level("WARNING", logger="archsearch.server"):
+            assert should_prune(study, storage, t._trial_id) is False
+    said = [r for r in caplog.records if "its pruner cannot decide" in r.getMessage()]
+    assert len(said) == 1 and "ZeroDivisionError" in said[0].getMessage()

@@ -27,7 +27,7 @@ from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
 from archsearch.server._other_code import OtherCode, Reopening, same_report
 from archsearch.server._pool import CandidatePool
-from archsearch.server._rank_trials import CompletedJob, finish_with_ranks_op
+from archsearch.server._rank_trials import CompletedJob, check_ranks, finish_with_ranks_op
 from archsearch.server._retries import Retries
 from archsearch.server._student_trials import job_values
 from archsearch.server._table_check import table_warning
@@ -147,6 +147,7 @@ class TrialOutcomes:
                 assert lease.answer is not None
                 return lease.answer
             if live.candidate.kind == "train":
+                check_ranks(live.candidate, metrics)  # rank trials only of ranks it has
                 values = objective_values(h.spec, metrics)
             else:  # a supernet or rank job scores no candidate of its own
                 values = job_values(h.spec, metrics)

@@ -175,6 +175,42 @@ def record_rank_trials(
     return [t.params[RANK_PARAM] for t in trials]
 
 
+def scored_ranks(candidate: Candidate) -> tuple[int, ...]:
+    """The ranks a LoRA candidate is scored at (``recipe.lora``'s ``eval_ranks``: by default
+    every rank of DyLoRA, r_max of plain LoRA); none for a candidate without ``recipe.lora``.
+    Read as stored (a malformed ``lora`` of an old study has none)."""
+    lora = candidate.recipe.get("lora")
+    if not isinstance(lora, Mapping):
+        return ()
+    r_max = lora.get("r_max", 8)
+    if not isinstance(r_max, int) or isinstance(r_max, bool) or r_max < 1:
+        return ()
+    given = lora.get("eval_ranks")
+    if isinstance(given, list) and all(isinstance(b, int) for b in given):
+        return tuple(sorted(set(given)))
+    return tuple(range(1, r_max + 1)) if lora.get("mode", "dylora") == "dylora" else (r_max,)
+
+
+def check_ranks(candidate: Candidate, metrics: Mapping[str, float]) -> None:
+    """Refuses metrics at ranks the candidate was not scored at: rank trials become trials of
+    the study (its best among them), so a report must not add ranks of a candidate that has
+    none, or beyond its ``eval_ranks``.
+
+    Raises:
+        InvalidArgument: a ``<metric>@r<b>`` at a rank b outside :func:`scored_ranks`.
+    """
+    reported = set(metrics_by_rank(metrics))
+    if candidate.kind != "train" or not reported:
+        return
+    allowed = scored_ranks(candidate)
+    if extra := sorted(reported - set(allowed)):
+        scored = f"at ranks {list(allowed)} only" if allowed else "at no rank: it has no LoRA"
+        raise InvalidArgument(
+            f"metrics at ranks {extra} (@r<b>): this trial's candidate is scored {scored} "
+            "(recipe.lora.eval_ranks)"
+        )
+
+
 def dylora_extras(job: CompletedJob) -> JobExtras:
     """The completion rule of DyLoRA trials: their :func:`rank_trials`."""
     if job.candidate.kind != "train" or not metrics_by_rank(job.metrics):

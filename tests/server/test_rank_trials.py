@@ -268,3 +268,35 @@ def test_a_report_may_name_a_metric_at_a_label_only() -> None:
     for bad in ("accuracy@", "@r3", "accuracy@r 3", "accuracy@r3@r4", "accuracy@" + "r" * 33):
         with pytest.raises(InvalidArgument, match="accuracy@r4"):
             checked_report({bad: 0.5}, {})
+
+
+def test_a_report_adds_no_ranks_its_candidate_was_not_scored_at(tmp_path: Path) -> None:
+    """A worker's report of a table-trainer trial with ``accuracy@r1..r299`` added 299 rank
+    trials, and a made-up one became the study's best trial."""
+    from _procs import table_spec
+
+    m = StudyManager(f"sqlite:///{tmp_path / 's.db'}", lease_duration_s=30, heartbeat_interval_s=5)
+    try:
+        m.launch(SearchSpec.from_dict({**table_spec("t", 2), "trainer": "bert"}))
+        g = m.acquire("w", ("bert",), "t")
+        assert g is not None
+        forged = {"accuracy": 0.1, "params": 1e6, **{f"accuracy@r{b}": 0.9 for b in (1, 2)}}
+        with pytest.raises(InvalidArgument, match=r"ranks \[1, 2\].*it has no LoRA"):
+            m.complete(g.lease_id, forged, {})
+        m.launch(lora_spec("d", 1))
+        d = m.acquire("w", ("lora",), "d")
+        assert d is not None
+        beyond = {**dylora_metrics(0.0), "accuracy@r4": 0.99}  # r_max 3
+        with pytest.raises(InvalidArgument, match=r"ranks \[4\].*at ranks \[1, 2, 3\] only"):
+            m.complete(d.lease_id, beyond, {})
+        # nothing was stored: the same leases complete with honest reports
+        m.complete(g.lease_id, {"accuracy": 0.1, "params": 1e6}, {})
+        m.complete(d.lease_id, dylora_metrics(0.0), {})
+        assert not any(is_rank_trial(t) for t in m.trials(m.get("t")))
+        assert [t.params[RANK_PARAM] for t in m.trials(m.get("d")) if is_rank_trial(t)] == [
+            1,
+            2,
+            3,
+        ]
+    finally:
+        m.close()

@@ -115,8 +115,9 @@ def _duplicate_of(t: FrozenTrial) -> int:
     return earlier if isinstance(earlier, int) and not isinstance(earlier, bool) else -1
 
 
-def study_to_pb(snap: StudySnapshot) -> pb.Study:
-    """The ``Study`` message of a snapshot (best trials only when the snapshot has them)."""
+def study_to_pb(snap: StudySnapshot, max_bytes: int | None = None) -> pb.Study:
+    """The ``Study`` message of a snapshot (best trials only when the snapshot has them), cut
+    to ``max_bytes`` when given (see :func:`_fit`)."""
     counts = snap.counts
     msg = pb.Study(
         name=snap.spec.name,
@@ -142,7 +143,23 @@ def study_to_pb(snap: StudySnapshot) -> pb.Study:
     )
     searched = tuple(snap.spec.data_space)
     msg.best_trials.extend(trial_to_pb(t, searched) for t in snap.best_trials)
+    if max_bytes is not None:
+        _fit(msg, max_bytes)
     return msg
+
+
+def _fit(msg: pb.Study, max_bytes: int) -> None:
+    """Cuts ``msg``'s best trials until it is at most ``max_bytes``: first their info, then
+    the last of them (counted in ``best_trials_left_out``). A Pareto front of 40 trials with
+    64 info entries each outgrew the 4 MiB limit, and GetStudy, StopSearch and ResumeSearch
+    answered RESOURCE_EXHAUSTED (the last two after they had stopped or resumed the study)."""
+    if msg.ByteSize() <= max_bytes:
+        return
+    for t in msg.best_trials:
+        t.info.clear()
+    while msg.best_trials and msg.ByteSize() > max_bytes:
+        del msg.best_trials[-1]
+        msg.best_trials_left_out += 1
 
 
 def grant_to_pb(g: Grant | None) -> pb.AcquireTrialResponse:

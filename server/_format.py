@@ -359,6 +359,11 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
             what += f"  ({trial_note(t, rank=rank)})" if rank else ""
             out.append(f"  #{t.number}  {shown_values}  {what}")
             out.append(f"      params {t.params_json}{mapped}")
+    if study.best_trials_left_out:
+        out.append(
+            f"  ({study.best_trials_left_out} more left out so the answer fits the message "
+            "size limit; show --json lists every trial)"
+        )
     return "\n".join(out)
 
 

@@ -27,13 +27,14 @@ def study_dict(s: Any, best: bool = True) -> dict[str, Any]:
             "unrun": s.n_unrun,
         },
         "best_trials": [trial_dict(t) for t in s.best_trials],
+        "best_trials_left_out": s.best_trials_left_out,
         "created_at": s.created_at,
         "workers_for_trainer": s.workers_for_trainer,
         "connected_trainers": list(s.connected_trainers),
         "completed_reason": s.completed_reason,
     }
     if not best:
-        del out["best_trials"]
+        del out["best_trials"], out["best_trials_left_out"]
     return out
 
 

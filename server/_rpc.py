@@ -67,11 +67,12 @@ def abort_for(name: str, e: Exception, context: grpc.ServicerContext) -> NoRetur
 
 
 #: The most characters of an error's details sent, and of its UTF-8 bytes: gRPC sends details
-#: as a header, percent-encoding every byte outside printable ASCII (up to 3 characters each),
-#: and a client drops a header past 16 KiB (the caller then saw RESOURCE_EXHAUSTED, "received
-#: metadata size exceeds hard limit", for a spec error that quoted a 200 KB field back).
+#: as a header, percent-encoding every byte outside printable ASCII (3 characters each), and a
+#: client may drop headers past 8 KiB and always drops them past 16 KiB (the caller then saw
+#: RESOURCE_EXHAUSTED, "received metadata size exceeds hard limit", for a spec error that
+#: quoted a 200 KB field back): 2000 bytes stay under 8 KiB however they are encoded.
 MAX_DETAILS_CHARS = 2000
-_MAX_DETAILS_BYTES = 4000
+_MAX_DETAILS_BYTES = 2000
 
 
 def details(text: str) -> str:

@@ -62,26 +62,44 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         )
         spec = SearchSpec.from_json(request.spec_json, self.m.trainers)
         h = self.m.launch(spec)
-        return pb.LaunchSearchResponse(study=study_to_pb(self.m.snapshot(h)))
+        return pb.LaunchSearchResponse(study=study_to_pb(self.m.snapshot(h), self.page_bytes))
 
     @rpc
     def GetStudy(
         self, request: pb.GetStudyRequest, context: grpc.ServicerContext
     ) -> pb.GetStudyResponse:
         h = self.m.get(_study_name(request.name))
-        return pb.GetStudyResponse(study=study_to_pb(self.m.snapshot(h)))
+        return pb.GetStudyResponse(study=study_to_pb(self.m.snapshot(h), self.page_bytes))
 
     @rpc
     def ListStudies(
         self, request: pb.ListStudiesRequest, context: grpc.ServicerContext
     ) -> pb.ListStudiesResponse:
-        studies = []
-        for h in self.m.handles():
+        """Pages through studies by name: the page token is the last name returned, so pages
+        stay stable while studies come and go. A page ends at ``page_size`` studies or before
+        it would outgrow the message size limit (a spec may be 256 KiB: every study in one
+        answer outgrew it, and no client could list any)."""
+        size = request.page_size or MAX_PAGE
+        _require(
+            0 < size <= MAX_PAGE, f"page_size must be in 1..{MAX_PAGE}, got {request.page_size}"
+        )
+        after = request.page_token
+        _require(len(after) <= 100, "invalid page_token: pass next_page_token as received")
+        page: list[pb.Study] = []
+        used = 0
+        for h in sorted(self.m.handles(), key=lambda h: h.spec.name):
+            if after and h.spec.name <= after:
+                continue
             try:
-                studies.append(study_to_pb(self.m.snapshot(h, with_best=False)))
+                msg = study_to_pb(self.m.snapshot(h, with_best=False))
             except StudyDeleted:  # deleted since the list was taken: not listed
                 continue
-        return pb.ListStudiesResponse(studies=studies)
+            cost = msg.ByteSize() + 16
+            if page and (len(page) == size or used + cost > self.page_bytes):
+                return pb.ListStudiesResponse(studies=page, next_page_token=page[-1].name)
+            page.append(msg)
+            used += cost
+        return pb.ListStudiesResponse(studies=page)
 
     @rpc
     def ListTrials(
@@ -131,7 +149,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self, request: pb.StopSearchRequest, context: grpc.ServicerContext
     ) -> pb.StopSearchResponse:
         h = self.m.stop(_study_name(request.name), request.cancel_running)
-        return pb.StopSearchResponse(study=study_to_pb(self.m.snapshot(h)))
+        return pb.StopSearchResponse(study=study_to_pb(self.m.snapshot(h), self.page_bytes))
 
     @rpc
     def DeleteSearch(
@@ -145,4 +163,6 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self, request: pb.ResumeSearchRequest, context: grpc.ServicerContext
     ) -> pb.ResumeSearchResponse:
         h, requeued = self.m.resume(_study_name(request.name), request.n_trials)
-        return pb.ResumeSearchResponse(study=study_to_pb(self.m.snapshot(h)), requeued=requeued)
+        return pb.ResumeSearchResponse(
+            study=study_to_pb(self.m.snapshot(h), self.page_bytes), requeued=requeued
+        )

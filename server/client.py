@@ -205,7 +205,16 @@ class SearchClient(_Base):
     def list_studies(self) -> list[pb.Study]:
         """Every study the server serves (their ``best_trials`` left empty: ``get_study``
         has them)."""
-        return list(self._call(self._stub.ListStudies, pb.ListStudiesRequest()).studies)
+        out: list[pb.Study] = []
+        token = ""
+        while True:
+            page = self._call(self._stub.ListStudies, pb.ListStudiesRequest(page_token=token))
+            out.extend(page.studies)
+            # an older server sends one answer with no token; a token that does not move on
+            # would page for ever
+            if not page.next_page_token or page.next_page_token == token:
+                return out
+            token = page.next_page_token
 
     def iter_trials(
         self, study_name: str, page_size: int = 200, states: Iterable[Any] = ()

@@ -64,5 +64,73 @@ def test_an_error_quoting_a_huge_field_reaches_the_client_cut(admin: SearchClien
         e = refused(admin.launch, spec)
         assert e.code == grpc.StatusCode.INVALID_ARGUMENT, e
         assert "trainer" in e.details and "more characters)" in e.details
-        assert len(e.details) < 2100
+        assert len(e.details) < 2100 and len(e.details.encode()) < 2100
     assert admin.list_studies() == []
+
+
+def test_a_large_pareto_front_is_cut_to_fit_and_stop_and_resume_answer(tmp_path: Path) -> None:
+    """A Pareto front of trials with large info outgrew the message limit: GetStudy failed for
+    good, and StopSearch and ResumeSearch answered RESOURCE_EXHAUSTED after they had acted."""
+    from archsearch.server.app import MIN_MESSAGE_BYTES
+    from archsearch.server.client import WorkerClient
+    from archsearch.v1 import archsearch_pb2 as pb
+
+    cfg = ServerConfig(
+        storage=f"sqlite:///{tmp_path / 's.db'}", port=0, max_message_bytes=MIN_MESSAGE_BYTES
+    )
+    srv = ArchsearchServer(cfg)
+    srv.start()
+    caps = pb.WorkerCapabilities(trainers=["bert"], device="cpu")
+    info = {f"k{i}": "x" * 1990 for i in range(64)}  # 127 KB a trial, as much as allowed
+    many = {f"m{i:04d}_{'x' * 55}": 0.5 for i in range(1500)}  # 100 KB of metrics
+    try:
+        with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+            spec = {**table_spec("par", 20), "trainer": "bert"}
+            admin.launch({**spec, "objectives": ["accuracy:max", "params:min"]})
+            worker.register("w", caps)
+            for i in range(20):  # each better and larger than the last: all on the front
+                lease = worker.acquire("w", caps, 5).lease
+                metrics = {"accuracy": i / 20, "params": 1e6 * i, **many}
+                worker.complete(lease.lease_id, metrics, info)
+            admin.launch({**table_spec("other", 1), "trainer": "bert"})
+            study = admin.get_study("par")
+            assert study.best_trials_left_out > 0
+            front = srv.manager.best_trials(srv.manager.get("par"))
+            assert len(study.best_trials) + study.best_trials_left_out == len(front) >= 20
+            assert [t.number for t in study.best_trials] == [t.number for t in front][
+                : len(study.best_trials)
+            ]
+            assert all(not t.info for t in study.best_trials)
+            from archsearch.server._format import format_study
+
+            said = f"({study.best_trials_left_out} more left out so the answer fits"
+            assert said in format_study(study, [])
+            # what was cut is still there
+            assert len(list(admin.iter_trials("par"))) >= 20
+            assert admin.resume("par", n_trials=21).study.state == pb.STUDY_RUNNING
+            assert admin.stop("par").state == pb.STUDY_STOPPED
+    finally:
+        srv.stop(0)
+
+
+def test_studies_are_listed_page_by_page(admin: SearchClient, server: ArchsearchServer) -> None:
+    """Every study in one answer: stored specs past 4 MiB made ListStudies fail for every
+    client (a spec may be 256 KiB)."""
+    from archsearch.v1 import archsearch_pb2 as pb
+
+    for i in range(24):
+        admin.launch(
+            {
+                "name": f"fat{i:02d}",
+                "space": "bert",
+                "n_trials": 1,
+                "recipe": {"teacher": "x" * 200_000},
+            }
+        )
+    names = [s.name for s in admin.list_studies()]
+    assert names == [f"fat{i:02d}" for i in range(24)]
+    page = admin._stub.ListStudies(pb.ListStudiesRequest(page_size=5))
+    assert [s.name for s in page.studies] == names[:5] and page.next_page_token == "fat04"
+    with pytest.raises(grpc.RpcError) as e:
+        admin._stub.ListStudies(pb.ListStudiesRequest(page_size=1001))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -157,6 +157,7 @@ class Study(_message.Message):
     COMPLETED_REASON_FIELD_NUMBER: _builtins.int
     N_UNRUN_FIELD_NUMBER: _builtins.int
     WORKERS_ELSEWHERE_FIELD_NUMBER: _builtins.int
+    BEST_TRIALS_LEFT_OUT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique study name chosen at launch."""
     spec_json: _builtins.str
@@ -201,6 +202,11 @@ class Study(_message.Message):
     """Connected workers that serve other studies only (started with --study OTHER): they never
     take this study's trials.
     """
+    best_trials_left_out: _builtins.int
+    """Best trials not sent, so the answer fits the message size limit (a Pareto front of many
+    trials, each with large metrics or info: their info is dropped first, then the last
+    ones); ListTrials has them all.
+    """
     @_builtins.property
     def objectives(self) -> _containers.RepeatedCompositeFieldContainer[Global___Objective]: ...
     @_builtins.property
@@ -235,10 +241,11 @@ class Study(_message.Message):
         completed_reason: _builtins.str = ...,
         n_unrun: _builtins.int = ...,
         workers_elsewhere: _builtins.int = ...,
+        best_trials_left_out: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trials", b"best_trials", "completed_reason", b"completed_reason", "connected_trainers", b"connected_trainers", "created_at", b"created_at", "n_complete", b"n_complete", "n_derived", b"n_derived", "n_fail", b"n_fail", "n_pruned", b"n_pruned", "n_running", b"n_running", "n_trials", b"n_trials", "n_unrun", b"n_unrun", "n_waiting", b"n_waiting", "name", b"name", "objectives", b"objectives", "spec_json", b"spec_json", "state", b"state", "workers_elsewhere", b"workers_elsewhere", "workers_for_trainer", b"workers_for_trainer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trials", b"best_trials", "best_trials_left_out", b"best_trials_left_out", "completed_reason", b"completed_reason", "connected_trainers", b"connected_trainers", "created_at", b"created_at", "n_complete", b"n_complete", "n_derived", b"n_derived", "n_fail", b"n_fail", "n_pruned", b"n_pruned", "n_running", b"n_running", "n_trials", b"n_trials", "n_unrun", b"n_unrun", "n_waiting", b"n_waiting", "name", b"name", "objectives", b"objectives", "spec_json", b"spec_json", "state", b"state", "workers_elsewhere", b"workers_elsewhere", "workers_for_trainer", b"workers_for_trainer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -523,12 +530,21 @@ Global___GetStudyResponse: _TypeAlias = GetStudyResponse  # noqa: Y015
 class ListStudiesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum studies to return; 0 means as many as fit one message; at most 1000."""
+    page_token: _builtins.str
+    """Opaque token from a previous ListStudiesResponse; empty for the first page."""
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -539,18 +555,24 @@ class ListStudiesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STUDIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last one. A page ends at page_size
+    studies or before it would outgrow the message size limit.
+    """
     @_builtins.property
     def studies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Study]:
-        """Studies with counts; best_trials is left empty here (use GetStudy)."""
+        """Studies with counts, by name; best_trials is left empty here (use GetStudy)."""
 
     def __init__(
         self,
         *,
         studies: _abc.Iterable[Global___Study] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["studies", b"studies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "studies", b"studies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

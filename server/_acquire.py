@@ -82,6 +82,8 @@ class Dispatcher:
         sits_out: whether a worker gets none of a study's trials now (it runs other code
             than the server and failed one of them for good: ``server/_other_code.py``).
         code_of: a worker's code label ("" when unknown), stored with each lease it gets.
+        skipping: worker id -> the studies it said it cannot train now (its last acquire's
+            ``skip_studies``), shared with the worker directory.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class Dispatcher:
         notify: Callable[[], None],
         sits_out: Callable[[StudyHandle, str], bool] = lambda _h, _w: False,
         code_of: Callable[[str], str] = lambda _w: "",
+        skipping: dict[str, frozenset[str]] | None = None,
     ) -> None:
         self.registry = registry
         self.leases = leases
@@ -107,6 +110,7 @@ class Dispatcher:
         self.notify = notify
         self.sits_out = sits_out
         self.code_of = code_of
+        self.skipping = skipping if skipping is not None else {}
 
     def acquire(
         self,
@@ -115,6 +119,7 @@ class Dispatcher:
         study_name: str = "",
         timeout_s: float = 0.0,
         alive: Callable[[], bool] | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> Grant | None:
         """Hands out a trial, waiting up to ``timeout_s`` for one; None means no work.
 
@@ -122,14 +127,20 @@ class Dispatcher:
             alive: whether the caller can still receive the answer (the RPC is active and
                 its deadline not passed). No lease is granted once it says no, and a lease
                 granted meanwhile is taken back at once (the trial stays prepared).
+            skip: studies the worker cannot train now (it lacks their data): none of their
+                trials, and it is not counted among their workers (``skipping``).
         """
         if study_name:
             self.registry.get(study_name)  # NotFound for an unknown study, before any waiting
         alive = alive or _always
         deadline = time.monotonic() + max(0.0, timeout_s)
         self.active[worker_id] = (time.monotonic(), trainers, study_name)
+        if skip:
+            self.skipping[worker_id] = skip
+        else:
+            self.skipping.pop(worker_id, None)
         while True:
-            grant = self._try_acquire(worker_id, trainers, study_name, alive)
+            grant = self._try_acquire(worker_id, trainers, study_name, alive, skip)
             if grant is not None:
                 return grant
             remaining = deadline - time.monotonic()
@@ -144,10 +155,11 @@ class Dispatcher:
         trainers: tuple[str, ...],
         study_name: str,
         alive: Callable[[], bool] = _always,
+        skip: frozenset[str] = frozenset(),
     ) -> Grant | None:
         busy: list[StudyHandle] = []  # another call is asking their loops
         for h in self.registry.handles():
-            if study_name and h.spec.name != study_name:
+            if (study_name and h.spec.name != study_name) or h.spec.name in skip:
                 continue
             if h.state != RUNNING or h.spec.trainer not in trainers:
                 continue

@@ -206,7 +206,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 break
             if all(w.poll() is not None for w in workers):
                 print(
-                    f"archsearch: every worker exited (see the worker-*.log files in {workdir})",
+                    f"archsearch: every worker exited (see the worker-*.log files in {workdir})"
+                    + "".join(f"\n  {line}" for line in _last_words(workdir, len(workers))),
                     file=sys.stderr,
                 )
                 return 1
@@ -236,6 +237,20 @@ def run_demo(args: argparse.Namespace) -> int:
                 w.kill()
         server.stop()
         server_log.setLevel(was)
+
+
+def _last_words(workdir: Path, n: int) -> list[str]:
+    """Each worker's last log line (why it exited), once each."""
+    said: list[str] = []
+    for i in range(n):
+        try:
+            lines = (workdir / f"worker-{i}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+        if last and last not in said:
+            said.append(last[:500])
+    return said
 
 
 def _command(name: str) -> str:

@@ -70,6 +70,8 @@ class ManagerWiring:
         #: removes a trial's uploaded files, returns how many (the app's artifact store)
         self.remove_files: Callable[[FrozenTrial], int] = lambda _trial: 0
         self._active: dict[str, tuple[float, tuple[str, ...], str]] = {}
+        #: worker id -> the studies it cannot train now (AcquireTrialRequest.skip_studies)
+        self._skipping: dict[str, frozenset[str]] = {}
         #: trainers studies may select: installed ones, then what workers describe
         self.trainers = TrainerCatalogue.installed()
         self.registry = StudyRegistry(self.storage, self._notify, self.trainers)
@@ -100,7 +102,11 @@ class ManagerWiring:
             self._notify,
         )
         self.directory = WorkerDirectory(
-            lease_duration_s, self._active, self.registry.handles, self._busy_workers
+            lease_duration_s,
+            self._active,
+            self.registry.handles,
+            self._busy_workers,
+            self._skipping,
         )
         #: workers running other code than this server, and the failures they report
         self.other_code = OtherCode(self.directory.source_of, self.directory.current_serves)
@@ -115,6 +121,7 @@ class ManagerWiring:
             self._notify,
             self.other_code.sits_out,
             lambda worker: self.directory.source_of(worker) or "",
+            self._skipping,
         )
         self.outcomes = TrialOutcomes(
             self.rdb,

@@ -305,8 +305,10 @@ class StudyManager(ManagerWiring):
         study_name: str = "",
         timeout_s: float = 0.0,
         alive: Callable[[], bool] | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> Grant | None:
-        """Hands out a trial, waiting up to ``timeout_s`` for one (:meth:`Dispatcher.acquire`).
+        """Hands out a trial, waiting up to ``timeout_s`` for one (:meth:`Dispatcher.acquire`;
+        none of the studies in ``skip``, which the worker cannot train now).
 
         Returns:
             The grant; None means no work.
@@ -314,7 +316,7 @@ class StudyManager(ManagerWiring):
         Raises:
             NotFound: ``study_name`` names no study.
         """
-        return self.dispatcher.acquire(worker_id, trainers, study_name, timeout_s, alive)
+        return self.dispatcher.acquire(worker_id, trainers, study_name, timeout_s, alive, skip)
 
     # ------------------------------------------------------------------ leases
 

@@ -160,6 +160,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             math.isfinite(request.timeout_s) and request.timeout_s >= 0,
             "timeout_s must be a finite number >= 0",
         )
+        skip = request.skip_studies
+        _require(len(skip) <= 100, f"skip_studies: at most 100 names, got {len(skip)}")
+        for name in skip:
+            _study_name(name, "skip_studies")
         waiting = ""
         if self.m.directory.source_of(request.worker_id) is None:
             self._met(request.worker_id, request.capabilities, trainers)
@@ -186,7 +190,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
 
         try:
             grant = self.m.acquire(
-                request.worker_id, trainers, request.study_name, timeout, alive=alive
+                request.worker_id,
+                trainers,
+                request.study_name,
+                timeout,
+                alive=alive,
+                skip=frozenset(skip),
             )
         finally:
             self._polls.release()

@@ -31,6 +31,8 @@ class WorkerDirectory:
             "" for any), kept by the acquire path.
         handles: the served studies (a worker holding a lease counts for its study's trainer).
         busy: the ids of the workers holding a lease now (connected, whichever study).
+        skipping: worker id -> the studies it cannot train now (it lacks their data): not
+            counted among those studies' workers.
     """
 
     def __init__(
@@ -39,11 +41,13 @@ class WorkerDirectory:
         active: dict[str, tuple[float, tuple[str, ...], str]],
         handles: Callable[[], list[StudyHandle]],
         busy: Callable[[], set[str]] = set,
+        skipping: dict[str, frozenset[str]] | None = None,
     ) -> None:
         self.lease_duration_s = lease_duration_s
         self.active = active
         self.handles = handles
         self.busy = busy
+        self.skipping = skipping if skipping is not None else {}
         self._workers: dict[str, WorkerInfo] = {}
 
     def register(
@@ -78,6 +82,7 @@ class WorkerDirectory:
                 and info.source == ours
                 and h.spec.trainer in trainers
                 and asked in ("", h.spec.name)
+                and h.spec.name not in self.skipping.get(worker_id, ())
             ):
                 return True
         return False
@@ -97,9 +102,11 @@ class WorkerDirectory:
         """
         seen = self._seen()
         counts: dict[str, int] = {}
-        for trainers, asked in seen.values():
+        for worker_id, (trainers, asked) in seen.items():
             if study is not None and asked not in ("", study):
                 continue
+            if study is not None and study in self.skipping.get(worker_id, ()):
+                continue  # it lacks this study's data
             for t in set(trainers):
                 counts[t] = counts.get(t, 0) + 1
         leased: dict[str, int] = {}

@@ -39,10 +39,18 @@ def _poll_deadline(timeout_s: float) -> float:
 
 
 def _acquire_request(
-    worker_id: str, capabilities: pb.WorkerCapabilities, timeout_s: float, study_name: str
+    worker_id: str,
+    capabilities: pb.WorkerCapabilities,
+    timeout_s: float,
+    study_name: str,
+    skip_studies: Iterable[str] = (),
 ) -> pb.AcquireTrialRequest:
     return pb.AcquireTrialRequest(
-        worker_id=worker_id, capabilities=capabilities, study_name=study_name, timeout_s=timeout_s
+        worker_id=worker_id,
+        capabilities=capabilities,
+        study_name=study_name,
+        timeout_s=timeout_s,
+        skip_studies=sorted(skip_studies),
     )
 
 
@@ -295,9 +303,11 @@ class WorkerClient(_Base):
         capabilities: pb.WorkerCapabilities,
         timeout_s: float,
         study_name: str = "",
+        skip_studies: Iterable[str] = (),
     ) -> grpc.Future:
-        """Starts a long poll; the caller waits on (or cancels) the returned future."""
-        req = _acquire_request(worker_id, capabilities, timeout_s, study_name)
+        """Starts a long poll; the caller waits on (or cancels) the returned future.
+        ``skip_studies``: studies this worker cannot train now (it lacks their data)."""
+        req = _acquire_request(worker_id, capabilities, timeout_s, study_name, skip_studies)
         return self.stub.AcquireTrial.future(
             req, timeout=_poll_deadline(timeout_s), metadata=self._metadata
         )
@@ -308,8 +318,9 @@ class WorkerClient(_Base):
         capabilities: pb.WorkerCapabilities,
         timeout_s: float = 0.0,
         study_name: str = "",
+        skip_studies: Iterable[str] = (),
     ) -> pb.AcquireTrialResponse:
-        req = _acquire_request(worker_id, capabilities, timeout_s, study_name)
+        req = _acquire_request(worker_id, capabilities, timeout_s, study_name, skip_studies)
         return self._call(self.stub.AcquireTrial, req, timeout=_poll_deadline(timeout_s))
 
     def heartbeat(self, lease_id: str) -> pb.HeartbeatResponse:

@@ -48,9 +48,9 @@ class DataStages:
         (:func:`~archsearch.worker.choose_source` with this trainer's ``glue_dir``).
 
         Raises:
-            CandidateError: The candidate's source cannot be used here (``auto`` found no
-                folder and the hub is offline, an unknown source); the message says why.
-            FileNotFoundError: The ``glue_data`` folder is missing (another worker may have it).
+            CandidateError: An unknown source.
+            GlueDataMissing: No data here (no ``glue_data`` folder and the hub cannot be
+                used, or a named folder is missing): another worker may have it.
         """
         return self.splits.data_source(task, data)
 
@@ -78,7 +78,8 @@ class DataStages:
                 None: the defaults.
 
         Raises:
-            CandidateError: The hub was needed and could not be reached, or a bad selection.
+            CandidateError: A bad selection.
+            GlueDataMissing: The hub was needed and could not be reached (this machine's).
         """
         return self.splits.encode(task_id, split, subset, recipe, data)
 

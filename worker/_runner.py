@@ -38,6 +38,7 @@ from archsearch.worker._capabilities import (
     device_memory_bytes,
 )
 from archsearch.worker._checkpoint_dir import checkpoint_root
+from archsearch.worker._data_skips import DataSkips
 from archsearch.worker._exits import SETUP_REFUSALS, BadSetup, NeverReached, NoSuchStudy
 from archsearch.worker._glue_dir import GlueDataInvalid, GlueDataMissing
 from archsearch.worker._progress_sweep import ProgressSweeper
@@ -99,6 +100,8 @@ class Worker(ServerCalls):
         self.idle_exit_s = idle_exit_s
         host = socket.gethostname()
         self.worker_id = worker_id or f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        #: studies whose data this worker lacks: their trials are handed back and not asked for
+        self.skips = DataSkips(self.worker_id)
         #: what each trainer trains and reports, sent on RegisterWorker
         self.trainer_info = declared_trainer_info(trainers)
         self.capabilities = pb.WorkerCapabilities(
@@ -197,6 +200,10 @@ class Worker(ServerCalls):
                     break
                 continue
             self._count(self.run_trial(resp))
+            if self.study_name and (why := self.skips.why(self.study_name)):
+                raise BadSetup(
+                    f"worker: study {self.study_name}: this worker lacks its data: {why}"
+                )
             idle_since = time.monotonic()
         others = [f"{n} {what}" for n, what in self._others() if n]
         log.info(
@@ -269,7 +276,9 @@ class Worker(ServerCalls):
 
     def _acquire(self, poll_s: float) -> pb.AcquireTrialResponse | None:
         """One long poll of ``poll_s`` seconds (:meth:`_poll_for`) that SIGTERM can interrupt."""
-        fut = self.client.acquire_future(self.worker_id, self.capabilities, poll_s, self.study_name)
+        fut = self.client.acquire_future(
+            self.worker_id, self.capabilities, poll_s, self.study_name, self.skips.studies()
+        )
         while True:
             try:
                 resp = fut.result(timeout=0.2)
@@ -313,6 +322,8 @@ class Worker(ServerCalls):
             )
             return HANDED_BACK if ok else DROPPED
 
+        if why := self.skips.why(lease.study_name):  # a server that reads no skip_studies
+            return fail(f"worker {self.worker_id} lacks the data: {why}", True)
         try:
             candidate = Candidate.from_json(resp.candidate_json)
         except SpecError as e:
@@ -354,17 +365,9 @@ class Worker(ServerCalls):
             done.set()
             log.warning("trial %s: candidate failed: %s", tag, e)
             return fail(f"candidate error: {e}", False)
-        except (GlueDataMissing, GlueDataInvalid) as e:  # this machine's data: one line, retried
+        except (GlueDataMissing, GlueDataInvalid) as e:  # this machine's data: handed back
             done.set()
-            missing = isinstance(e, GlueDataMissing)
-            log.warning(
-                "trial %s: this worker's GLUE data %s: %s",
-                tag,
-                "lacks it" if missing else "cannot be read",
-                e,
-            )
-            retried = "another may have it" if missing else "another's copy may be readable"
-            return fail(f"{e} (on worker {self.worker_id}; retried: {retried})", True)
+            return release(self.skips.lacks(lease.study_name, str(e)))
         except Exception as e:
             done.set()
             log.error("trial %s: %s", tag, traceback.format_exc(limit=5))

@@ -25,7 +25,7 @@ from archsearch.spaces._selection_checks import file_path
 from archsearch.worker._batches import EncodedSplit, tokenize_examples
 from archsearch.worker._dsir_selector import select_pretrain_texts
 from archsearch.worker._example import GlueExample
-from archsearch.worker._glue_dir import resolve_glue_dir, split_path
+from archsearch.worker._glue_dir import GlueDataMissing, resolve_glue_dir, split_path
 from archsearch.worker._hub import HubUnavailableError
 from archsearch.worker._selectors import select_with_provenance
 from archsearch.worker._sources import DataSource, choose_source
@@ -74,13 +74,16 @@ class SplitEncoder:
         """Where ``task``'s examples come from for a candidate's ``data`` on this worker.
 
         Raises:
-            CandidateError: The candidate's source cannot be used here (``auto`` found no
-                folder and the hub is offline, an unknown source); the message says why.
-            FileNotFoundError: The ``glue_data`` folder is missing (another worker may have it).
+            CandidateError: An unknown source.
+            GlueDataMissing: No ``glue_data`` folder here and the hub cannot be used (offline,
+                or unreachable), or a named folder is missing: this machine's, not the
+                candidate's (another worker may have the data); the message says why.
         """
         try:
             return choose_source(task, data, self.glue_dir)
-        except (HubUnavailableError, ValueError) as e:
+        except HubUnavailableError as e:  # this machine's: another may have data or the hub
+            raise GlueDataMissing(f"data.source {data.get('source', 'auto')!r}: {e}") from e
+        except ValueError as e:
             raise CandidateError(f"data.source {data.get('source', 'auto')!r}: {e}") from e
 
     def encode(
@@ -118,8 +121,8 @@ class SplitEncoder:
             return self._encoded[key]
         try:
             examples = source.load(task, split)
-        except HubUnavailableError as e:
-            raise CandidateError(f"data.source {data.get('source', 'auto')!r}: {e}") from e
+        except HubUnavailableError as e:  # the machine's, as a missing folder is
+            raise GlueDataMissing(f"data.source {data.get('source', 'auto')!r}: {e}") from e
         try:
             examples, provenance = select_with_provenance(
                 examples,

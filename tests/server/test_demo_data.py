@@ -152,7 +152,8 @@ def test_the_workers_first_lines_say_what_its_glue_folder_holds(
 def test_a_demo_where_no_trial_completes_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Its folder has SST-2's files, but not GLUE's columns: every trial fails."""
+    """Its folder has SST-2's files, but not GLUE's columns: no trial can train (each worker
+    lacks usable data: it hands its trial back and exits 2), and the demo says why."""
     from archsearch.server import cli
 
     (tmp_path / "glue" / "SST-2").mkdir(parents=True)
@@ -160,6 +161,6 @@ def test_a_demo_where_no_trial_completes_exits_1(
         (tmp_path / "glue" / "SST-2" / name).write_text("text\tx\nhello\t1\n")
     argv = ["demo", "--glue-dir", str(tmp_path / "glue"), "--trials", "1", "--steps", "2"]
     assert cli.main([*argv, "--workers", "1", "--workdir", str(tmp_path / "w")]) == 1
-    out, err = capsys.readouterr()
-    assert "lacks column(s) ['sentence', 'label']" in out
-    assert err.startswith("archsearch: no trial of the demo completed; the reasons are above")
+    err = capsys.readouterr().err
+    assert err.startswith("archsearch: every worker exited (see the worker-*.log files")
+    assert "this worker lacks its data" in err and "lacks column(s) ['sentence', 'label']" in err

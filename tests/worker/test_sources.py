@@ -466,13 +466,17 @@ def test_trainer_reads_the_hub_dataset_the_candidate_names(
     assert ("glue_dir" in result.info) == (source == "hub")
 
 
-def test_trainer_hub_offline_is_a_candidate_error(
+def test_trainer_hub_offline_is_this_machines_failure(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """A worker offline (or with the hub unreachable) lacks the data as a worker without a
+    glue_data folder does: another worker may have it, so the trial is retried (it failed for
+    good, and one worker without data spent a study's whole budget)."""
     import datasets.config
     import huggingface_hub.constants
 
     from archsearch.worker._bert_trainer import BertTrainer
+    from archsearch.worker._glue_dir import GlueDataMissing
 
     # Offline as HF_HUB_OFFLINE=1 at start-up makes it (the libraries read it on import), with
     # an empty datasets cache so no copy answers instead.
@@ -481,7 +485,7 @@ def test_trainer_hub_offline_is_a_candidate_error(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
     trainer = BertTrainer(glue_dir=str(SHARED_GLUE))
-    with pytest.raises(CandidateError) as info:
+    with pytest.raises(GlueDataMissing) as info:
         trainer.train(_hub_candidate("hub"), TrainContext())
     message = str(info.value)
     assert message.startswith("data.source 'hub': ")

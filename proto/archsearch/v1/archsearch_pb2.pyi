@@ -995,6 +995,7 @@ class AcquireTrialRequest(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     STUDY_NAME_FIELD_NUMBER: _builtins.int
     TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    SKIP_STUDIES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     study_name: _builtins.str
     """Only this study; empty means any running study whose trainer this worker has."""
@@ -1002,6 +1003,13 @@ class AcquireTrialRequest(_message.Message):
     """Long-poll timeout in seconds; 0 answers at once; capped by the server (default cap 30 s)."""
     @_builtins.property
     def capabilities(self) -> Global___WorkerCapabilities: ...
+    @_builtins.property
+    def skip_studies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Studies this worker cannot train now (it lacks their data: it handed a trial back with
+        ReleaseTrial and says why in its log); the server gives it none of their trials, and does
+        not count it among the workers of those studies. At most 100 names.
+        """
+
     def __init__(
         self,
         *,
@@ -1009,10 +1017,11 @@ class AcquireTrialRequest(_message.Message):
         capabilities: Global___WorkerCapabilities | None = ...,
         study_name: _builtins.str = ...,
         timeout_s: _builtins.float = ...,
+        skip_studies: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "study_name", b"study_name", "timeout_s", b"timeout_s", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "skip_studies", b"skip_studies", "study_name", b"study_name", "timeout_s", b"timeout_s", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -18,7 +18,7 @@ import grpc
 
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._progress_cleanup import drop_progress_of_retries
-from archsearch.server._rpc import _parse, abort_for, rpc
+from archsearch.server._rpc import _parse, abort_for, outage_of, rpc
 from archsearch.server._studies import StudyManager
 from archsearch.server._trial_artifacts import MAX_HOLDERS, ArtifactInfo, TrialArtifacts
 from archsearch.server._worker_servicer import WorkerServicer
@@ -40,7 +40,7 @@ def stream_in_rpc(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return method(self, _messages(self, method.__name__, requests, context), context)
         except Exception as e:
-            abort_for(method.__name__, e, context)
+            abort_for(method.__name__, e, context, outage_of(self))
 
     return wrapper
 
@@ -55,7 +55,7 @@ def stream_out_rpc(method: Callable[..., Iterator[Any]]) -> Callable[..., Iterat
                 request = _parse(self.SERVICE, method.__name__, request, context)
             yield from method(self, request, context)
         except Exception as e:
-            abort_for(method.__name__, e, context)
+            abort_for(method.__name__, e, context, outage_of(self))
 
     return wrapper
 

@@ -25,7 +25,13 @@ from archsearch.server.app import MIN_MESSAGE_BYTES
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from archsearch.server._errors import ServiceError
-    from archsearch.server.app import ArchsearchServer, ConfigError, ServerConfig, read_token_file
+    from archsearch.server.app import (
+        ArchsearchServer,
+        ConfigError,
+        ServerConfig,
+        StorageLost,
+        read_token_file,
+    )
 
     try:
         admin = read_token_file(args.admin_token_file) if args.admin_token_file else []
@@ -67,7 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     artifacts = f" --artifact-dir {server.artifact_dir}" if server.artifact_dir else ""
     hidden = "  (with your database password for ***)" if "***" in storage else ""
     print(f"dashboard: optuna-dashboard {storage}{artifacts}{hidden}", flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    except StorageLost as e:  # logged with the time; the exit says it too, in one line
+        raise CliError(str(e)) from None
     return 0
 
 

@@ -36,6 +36,7 @@ from archsearch.server._loop_guard import (
     store_failed,
     waits_for_nothing,
 )
+from archsearch.server._rpc import storage_down
 from archsearch.server._suggest import ask_candidate
 from archsearch.server._writer import StorageWriter, WriterClosed
 
@@ -79,6 +80,7 @@ class CandidatePool:
         self.storage = storage
         self.lifecycle = lifecycle
         self.candidates = CandidateStore(storage, writer, artifacts)
+        self.outage = writer.outage
         self.active = active
         self.lease_duration_s = lease_duration_s
         self.notify = notify
@@ -329,5 +331,9 @@ class CandidatePool:
                 self.notify()
         except WriterClosed:  # the server is shutting down: not an error
             log.info("preparing the next candidate of %s: stopped by the shutdown", h.spec.name)
-        except Exception:
-            log.exception("preparing the next candidate of %s failed", h.spec.name)
+        except Exception as e:
+            down = storage_down(e)
+            if down is None:
+                log.exception("preparing the next candidate of %s failed", h.spec.name)
+            else:  # said once per outage, with the writer's and the RPCs' failures
+                self.outage.down(f"preparing the next candidate of {h.spec.name}", down, e)

@@ -21,7 +21,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server import _dashboard_attrs as dashboard
 from archsearch.server import _storage
-from archsearch.server._channel import STORAGE_DOWN
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import (
     FAILURES_ATTR,
@@ -227,8 +226,6 @@ class Retries:
                 if down is None:
                     log.exception("lease reaper failed; retrying")
                 else:  # heartbeats cannot be stored either: expire nothing until it is back
-                    log.warning(
-                        "lease reaper: %s (%s); no lease expires meanwhile", STORAGE_DOWN, down
-                    )
+                    self.writer.outage.down("lease reaper: no lease expires meanwhile", down, e)
                     self.leases.grace_from_now()
             last = time.monotonic()

@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from archsearch.server._channel import STORAGE_DOWN
 from archsearch.server._errors import InvalidArgument, ServiceError
 from archsearch.server._logsafe import loggable
+from archsearch.server._outage import OutageLog
 from archsearch.spaces import SpecError
 
 log = logging.getLogger("archsearch.server")
@@ -40,22 +41,33 @@ def rpc(method: Callable[..., R]) -> Callable[..., R]:
         except Exception as e:
             if storage_down(e) is not None:  # heartbeats are not stored: none counts as missed
                 self.m.leases.grace_from_now()
-            abort_for(method.__name__, e, context)
+            abort_for(method.__name__, e, context, outage_of(self))
 
     return wrapper
 
 
-def abort_for(name: str, e: Exception, context: grpc.ServicerContext) -> NoReturn:
+def outage_of(servicer: Any) -> OutageLog | None:
+    """The outage log of a servicer's storage (its study manager's writer), if it has one."""
+    writer = getattr(getattr(servicer, "m", None), "writer", None)
+    return getattr(writer, "outage", None)
+
+
+def abort_for(
+    name: str, e: Exception, context: grpc.ServicerContext, outage: OutageLog | None = None
+) -> NoReturn:
     """Aborts the call with the status of ``e``: domain errors as themselves, a storage that
-    cannot be used right now UNAVAILABLE (one log line: clients retry it), anything else
-    INTERNAL (logged with its traceback)."""
+    cannot be used right now UNAVAILABLE (said by ``outage``, once per outage, not per call:
+    clients retry it), anything else INTERNAL (logged with its traceback)."""
     if isinstance(e, SpecError):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, details(str(e)))
     if isinstance(e, ServiceError):
         context.abort(grpc.StatusCode[e.code], details(str(e)))
     down = storage_down(e)
     if down is not None:
-        log.warning("%s: %s: %s", name, STORAGE_DOWN, down)
+        if outage is not None:
+            outage.down(name, down, e)
+        else:
+            log.warning("%s: %s: %s", name, STORAGE_DOWN, down)
         context.abort(
             grpc.StatusCode.UNAVAILABLE,
             f"{name}: {STORAGE_DOWN} ({down}); try again once it can be written (free disk "

@@ -13,6 +13,8 @@ writer. ``lock_storage`` takes a lock held for the server's life:
   database per process; giving the lock up only unlocks it).
 * PostgreSQL: a session-level ``pg_try_advisory_lock`` on a dedicated connection (advisory locks
   are per database); the holder's pid and host are in that connection's ``application_name``.
+  The session can end under a running server (a database restart, a killed session,
+  ``idle_session_timeout``), and the lock with it, so the server watches it (``_pg_lock``).
 * In-memory SQLite, other databases: no lock.
 """
 
@@ -21,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import hashlib
 import json
 import os
 import socket
@@ -32,12 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy
-
-#: the advisory-lock key of every archsearch server: a fixed constant's hash, as a signed bigint
-PG_LOCK_KEY = int.from_bytes(
-    hashlib.sha256(b"archsearch: one server per storage").digest()[:8], "big", signed=True
-)
-APP_NAME_PREFIX = "archsearch serve "
 
 
 class StorageInUse(RuntimeError):
@@ -85,10 +80,19 @@ def relative_sqlite_note(url: str) -> str | None:
 
 
 class StorageLock:
-    """A held lock; ``release`` (idempotent) gives it up."""
+    """A held lock; ``release`` (idempotent) gives it up; ``watch`` checks it is still held,
+    where it can be lost while the server runs (PostgreSQL)."""
 
-    def __init__(self, release: Any) -> None:
+    def __init__(self, release: Any, watch: Any = None) -> None:
         self._release = release
+        self._watch = watch
+
+    def watch(self, on_lost: Callable[[str], None], interval_s: float) -> None:
+        """Checks the lock every ``interval_s`` seconds, retaking it when it was lost and is
+        free; calls ``on_lost(message)`` once (from the watching thread) when another server
+        holds it now. Nothing to do for a lock the OS holds for the process (SQLite)."""
+        if self._watch is not None:
+            self._watch(on_lost, interval_s)
 
     def release(self) -> None:
         release, self._release = self._release, None
@@ -124,7 +128,9 @@ def lock_storage(url: str) -> StorageLock | None:
     except sqlalchemy.exc.ArgumentError:
         return None  # opening the storage says what is wrong with the URL
     if backend == "postgresql":
-        return _lock_postgres(url)
+        from archsearch.server._pg_lock import lock_postgres
+
+        return lock_postgres(url)
     return None
 
 
@@ -226,37 +232,6 @@ def _flock_holder(key: tuple[int, int], real: Path) -> str:
     return f"a process that serves it {_via(real)}"
 
 
-def _lock_postgres(url: str) -> StorageLock:
-    engine = sqlalchemy.create_engine(
-        url, poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT"
-    )
-    try:
-        conn = engine.connect()
-    except BaseException:
-        engine.dispose()
-        raise
-    try:
-        name = f"{APP_NAME_PREFIX}{os.getpid()}@{socket.gethostname()}"[:63]
-        conn.execute(
-            sqlalchemy.text("SELECT set_config('application_name', :n, false)"), {"n": name}
-        )
-        got = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
-        if not got.scalar():
-            raise _refusal(safe_url(url), _pg_holder(conn))
-    except BaseException:
-        conn.close()
-        engine.dispose()
-        raise
-
-    def release() -> None:
-        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
-        conn.close()
-        engine.dispose()
-
-    return StorageLock(release)
-
-
 def missing_driver(url: str, e: ImportError) -> str:
     """One line for a storage URL whose database driver is not installed."""
     return (
@@ -272,22 +247,3 @@ def safe_url(url: str) -> str:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError:
         return url
-
-
-def _pg_holder(conn: sqlalchemy.Connection) -> str:
-    """'pid N on host H, since T' of the session holding the lock, from ``pg_stat_activity``."""
-    row = conn.execute(
-        sqlalchemy.text(
-            "SELECT a.application_name, a.backend_start FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-            "AND l.classid::bigint = :hi AND l.objid::bigint = :lo "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ),
-        {"hi": (PG_LOCK_KEY >> 32) & 0xFFFFFFFF, "lo": PG_LOCK_KEY & 0xFFFFFFFF},
-    ).first()
-    if row is None or not (row[0] or "").startswith(APP_NAME_PREFIX):
-        return "a session of this database holds the archsearch advisory lock"
-    pid, _, host = row[0][len(APP_NAME_PREFIX) :].partition("@")
-    since = f", since {_when(row[1].timestamp())}" if row[1] is not None else ""
-    return f"pid {pid} on host {host}{since}"

@@ -21,6 +21,9 @@ other batches are capped at ``max_batch`` operations so the batch in progress st
 Operations must be pure database work: they may raise, and they may be run twice (the batch
 attempt is rolled back before the retry), so in-memory state is changed by the caller after the
 future resolves, never inside the operation.
+
+A storage that cannot be used (a database restarting) fails batch after batch: ``outage``
+says it once and says when a commit succeeds again (``_outage``), not a traceback per batch.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import sqlalchemy
+
+from archsearch.server._outage import OutageLog
+from archsearch.server._rpc import storage_down
 
 log = logging.getLogger("archsearch.server")
 
@@ -69,6 +75,8 @@ class StorageWriter:
         #: Number of transactions committed and operations applied (for tests and logs).
         self.commits = 0
         self.applied = 0
+        #: this storage's outages, said once (also by the RPCs and background passes)
+        self.outage = OutageLog()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -148,7 +156,11 @@ class StorageWriter:
                     with self._cond:  # back to the front, in order, after the urgent ones
                         self._queue.extendleft(reversed(rest))
             except Exception as e:  # the connection itself broke: fail this batch, reconnect
-                log.exception("storage writer: connection failed; reconnecting")
+                down = storage_down(e)
+                if down is None:
+                    log.exception("storage writer: connection failed; reconnecting")
+                else:  # the database is away: said once, not a traceback per batch
+                    self.outage.down("storage writer", down, e)
                 for _op, fut in batch:
                     if not fut.done():
                         fut.set_exception(e)
@@ -201,10 +213,12 @@ class StorageWriter:
                 else:
                     self.commits += 1
                     self.applied += 1
+                    self.outage.up()
                     fut.set_result(result)
             return []
         self.commits += 1
         self.applied += len(results)
+        self.outage.up()
         for (_op, fut), result in zip(batch, results, strict=False):
             fut.set_result(result)
         return rest

@@ -45,6 +45,7 @@ from archsearch.v1 import archsearch_pb2 as pb
 
 log = logging.getLogger("archsearch.server")
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+SERVICES = ("", "archsearch.v1.SearchService", "archsearch.v1.WorkerService")  # health names
 
 
 class ConfigError(ValueError):
@@ -75,6 +76,13 @@ class ServerConfig:
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
     #: Any Optuna ``ArtifactStore`` (S3, GCS, ...) for uploads, set in code; overrides the folder.
     artifact_store: Any = None
+    #: Seconds between two checks that the one-server lock is still held (PostgreSQL: its
+    #: session can end under the server; ``_pg_lock``).
+    lock_check_s: float = 2.0
+
+
+class StorageLost(RuntimeError):
+    """Another server took this one's storage lock; the message says which and what to do."""
 
 
 def is_loopback(host: str) -> bool:
@@ -208,6 +216,9 @@ class ArchsearchServer:
         if note:
             log.warning("%s", note)
         self._lock = _lock(cfg.storage)  # before anything opens the storage
+        self._done = threading.Event()  # serve_forever's end: a signal, or the lock lost
+        #: why this server stopped serving on its own (its storage lock taken by another)
+        self.lost: str | None = None
         try:
             self._build(cfg)
         except BaseException:
@@ -313,8 +324,10 @@ class ArchsearchServer:
         self.manager.start()
         self.grpc_server.start()
         self.manager.leases.grace_from_now()
-        for svc in ("", "archsearch.v1.SearchService", "archsearch.v1.WorkerService"):
+        for svc in SERVICES:
             self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
+        if self._lock is not None:
+            self._lock.watch(self._lock_lost, self.cfg.lock_check_s)
         auth = (
             "tokens"
             if (self.cfg.admin_tokens or self.cfg.worker_tokens)
@@ -338,20 +351,36 @@ class ArchsearchServer:
         self.manager.close()
         self._release_lock()  # after the last write: the next server may start now
 
+    def _lock_lost(self, message: str) -> None:
+        """Another server took the storage lock (this one's database session had ended): stop
+        serving at once, so that no RPC of this server writes the database any more."""
+        log.error("%s", message)
+        self.lost = message
+        for svc in SERVICES:
+            self.health.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.grpc_server.stop(0)
+        self.manager.close()
+        self._done.set()
+
     def _release_lock(self) -> None:
         if self._lock is not None:
             self._lock.release()
 
     def serve_forever(self) -> None:
-        """Runs until SIGINT/SIGTERM, then drains in-flight calls and exits."""
-        done = threading.Event()
+        """Runs until SIGINT/SIGTERM, then drains in-flight calls and exits.
+
+        Raises:
+            StorageLost: another server took the storage lock; this one stopped serving.
+        """
 
         def _stop(signum: int, _frame: object) -> None:
             log.info("signal %d: shutting down", signum)
-            done.set()
+            self._done.set()
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
         self.start()
-        done.wait()
+        self._done.wait()
         self.stop()
+        if self.lost is not None:
+            raise StorageLost(self.lost)

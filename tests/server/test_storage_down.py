@@ -8,6 +8,7 @@ server refusing plain text."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import grpc
@@ -17,9 +18,10 @@ import sqlalchemy.exc
 from _procs import table_spec
 
 from archsearch.server import cli
-from archsearch.server._channel import ClientError, connection_cause
+from archsearch.server._channel import STORAGE_DOWN, ClientError, connection_cause
+from archsearch.server._outage import OutageLog
 from archsearch.server._rpc import storage_down
-from archsearch.server._writer import WriterClosed
+from archsearch.server._writer import StorageWriter, WriterClosed
 from archsearch.server.app import ArchsearchServer
 from archsearch.server.client import SearchClient, WorkerClient
 from archsearch.v1 import archsearch_pb2 as pb
@@ -188,3 +190,94 @@ def test_the_workers_reminder_says_the_storage_not_the_server(
     first, reminder = [r.getMessage() for r in caplog.records if "complete" in r.getMessage()]
     assert "answers, but its storage cannot be used right now" in first
     assert reminder.startswith("complete: its storage still cannot be used at h:1 after 61s")
+
+
+def test_an_outage_is_said_once_reminded_now_and_then_and_its_end_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    outage = OutageLog(remind_s=60, clock=lambda: now[0])
+    caplog.set_level(logging.DEBUG, logger="archsearch.server")
+    outage.up()  # no outage: nothing to say
+    for t in (0, 10, 20, 30, 61, 70, 100):
+        now[0] = t
+        outage.down("storage writer", "connection refused")
+    now[0] = 125
+    outage.up()
+    outage.up()
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"{STORAGE_DOWN}: connection refused (storage writer); retrying, clients are answered "
+        "UNAVAILABLE and retry too",
+        f"{STORAGE_DOWN} for 61 s now: connection refused (storage writer; 3 more failures "
+        "since the last line)",
+        "storage reconnected after 125 s; serving again",
+    ]
+
+
+def connection_refused() -> sqlalchemy.exc.OperationalError:
+    """What psycopg says when PostgreSQL is down: several lines."""
+    orig = Exception(
+        'connection to server at "127.0.0.1", port 5432 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?"
+    )
+    return sqlalchemy.exc.OperationalError("connect", {}, orig)
+
+
+class _Down:
+    """An engine whose database cannot be reached."""
+
+    def connect(self) -> Any:
+        raise connection_refused()
+
+
+def test_a_writer_that_cannot_reach_its_database_says_it_once_without_tracebacks(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PostgreSQL stopped for 35 s logged a 94-line traceback per failed batch (19 of them,
+    "storage writer: connection failed; reconnecting"): now one line in the database's words
+    (their first line), the tracebacks at debug level (-v), and one line once it is back."""
+    real = sqlalchemy.create_engine(f"sqlite:///{tmp_path}/w.db")
+    writer = StorageWriter(real)
+    try:
+        writer.engine = _Down()  # type: ignore[assignment]
+        caplog.set_level(logging.DEBUG, logger="archsearch.server")
+        for _ in range(20):
+            with pytest.raises(sqlalchemy.exc.OperationalError):
+                writer.run(lambda conn: None)
+        loud = [r for r in caplog.records if r.levelno >= logging.INFO]
+        assert [r.getMessage() for r in loud] == [
+            f'{STORAGE_DOWN}: connection to server at "127.0.0.1", port 5432 failed: '
+            "Connection refused (storage writer); retrying, clients are answered UNAVAILABLE "
+            "and retry too"
+        ]
+        assert all(r.exc_info is None for r in loud)
+        assert any(r.exc_info for r in caplog.records if r.levelno == logging.DEBUG)  # -v
+        writer.engine = real
+        writer.run(lambda conn: None)
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        assert len(said) == 2 and re.match(r"storage reconnected after \d+ s", said[1])
+    finally:
+        writer.close()
+        real.dispose()
+
+
+def test_rpcs_failing_in_an_outage_are_not_a_warning_each(
+    sqlite_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    server: ArchsearchServer = sqlite_server()
+    caplog.set_level(logging.INFO, logger="archsearch.server")
+    with SearchClient(server.address) as admin:
+        admin.launch(table_spec("s", 2))
+        monkeypatch.setattr(server.manager, "stop", failing(10, server.manager.stop))
+        for _ in range(10):
+            with pytest.raises(ClientError) as info:
+                admin.stop("s")
+            assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    said = [r.getMessage() for r in caplog.records if STORAGE_DOWN in r.getMessage()]
+    assert said == [
+        f"{STORAGE_DOWN}: database or disk is full (StopSearch); retrying, clients are "
+        "answered UNAVAILABLE and retry too"
+    ]
+    server.manager.writer.barrier()  # a commit: the storage is back
+    assert "storage reconnected after" in caplog.records[-1].getMessage()

@@ -183,3 +183,30 @@ def test_launch_with_no_server_says_the_space_fails_in_one_line(
     assert code == 2, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "test-toy space (test_space_failures:Toy) failed in its constructor" in err
+
+
+def test_studies_names_the_stored_studies_the_server_cannot_serve(
+    toy: Any, tmp_path: Path, sqlite_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``studies`` said "no studies yet" (``--json``: []) while a broken plugin left every
+    stored study unserved."""
+    from archsearch.server import cli
+    from archsearch.server.client import SearchClient
+
+    first = StudyManager(f"sqlite:///{tmp_path / 's.db'}", 30, 5)
+    first.launch(SearchSpec.from_dict(toy_spec("bad"), first.trainers))
+    first.close()
+    Toy.mode = "raise"
+    srv = sqlite_server()  # the same s.db
+    with SearchClient(srv.address) as client:
+        unserved: dict[str, str] = {}
+        assert client.list_studies(unserved) == []
+        assert "test-toy space (test_space_failures:Toy) failed in its" in unserved["bad"]
+        assert client.list_studies() == []  # a caller that does not ask is as before
+    assert cli.main(["studies", "--server", srv.address]) == 0
+    out = capsys.readouterr().out
+    assert "no studies yet" not in out
+    assert "1 stored study this server cannot serve: bad (`archsearch show NAME` says why" in out
+    assert cli.main(["studies", "--json", "--server", srv.address]) == 0
+    said = capsys.readouterr()
+    assert said.out.strip() == "[]" and "cannot serve: bad" in said.err

@@ -183,6 +183,7 @@ def test_launch_with_no_server_says_the_space_fails_in_one_line(
     assert code == 2, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "test-toy space (test_space_failures:Toy) failed in its constructor" in err
+    assert "server log" not in err  # no server was asked
 
 
 def test_studies_names_the_stored_studies_the_server_cannot_serve(

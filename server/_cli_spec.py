@@ -83,8 +83,9 @@ def check_here(spec: dict[str, Any], args: argparse.Namespace) -> None:
     try:
         SearchSpec.from_dict(spec, local)
     except SpecError as e:
-        hint = method_hint(e.field, str(e), spec, args.set)
-        raise CliError(f"invalid search spec: {e}{hint}", EXIT_BAD_INPUT) from e
+        said = str(e).replace(" (the server log has the traceback)", "")  # no server here
+        hint = method_hint(e.field, said, spec, args.set)
+        raise CliError(f"invalid search spec: {said}{hint}", EXIT_BAD_INPUT) from e
 
 
 def method_hint(field: str, said: str, spec: dict[str, Any], items: list[str] | None) -> str:

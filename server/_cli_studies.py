@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-from typing import Any
+import sys
+from typing import IO, Any
 
 from archsearch.server._cli_common import (
     EXIT_BAD_INPUT,
@@ -75,13 +76,18 @@ def cmd_studies(args: argparse.Namespace) -> int:
     from archsearch.server._format_json import study_dict
     from archsearch.v1 import archsearch_pb2 as pb
 
+    unserved: dict[str, str] = {}
     with _search_client(args) as client:
-        studies = client.list_studies()
-    if args.json:
+        studies = client.list_studies(unserved)
+    if args.json:  # the list's shape stays what scripts read; the note goes to stderr
         print(json_text([study_dict(s, best=False) for s in studies]))
+        _say_unserved(unserved, sys.stderr)
+        return 0
+    if not studies and not unserved:
+        print("no studies yet; start one with `archsearch launch`")
         return 0
     if not studies:
-        print("no studies yet; start one with `archsearch launch`")
+        _say_unserved(unserved, sys.stdout)
         return 0
     rows = [
         [
@@ -128,6 +134,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
             "(failed +N unrun: candidates a stop ended before they ran, not failures; "
             "`archsearch resume STUDY` queues them again)"
         )
+    _say_unserved(unserved, sys.stdout)
     if any(s.n_complete - s.n_derived + s.n_pruned + s.n_fail > s.n_trials for s in studies):
         print(
             "(done counts every finished trial: a failed trial and its retry are two, a "
@@ -139,6 +146,21 @@ def cmd_studies(args: argparse.Namespace) -> int:
         print()
         print("\n".join(notes))
     return 0
+
+
+def _say_unserved(unserved: dict[str, str], out: IO[str]) -> None:
+    """Names the stored studies the server cannot serve (a plugin that is missing or broken
+    there), which ``studies`` left out without a word ("no studies yet")."""
+    if not unserved:
+        return
+    names = sorted(unserved)
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    n = len(names)
+    print(
+        f"{n} stored stud{'y' if n == 1 else 'ies'} this server cannot serve: {shown} "
+        "(`archsearch show NAME` says why; start the server where their plugins load)",
+        file=out,
+    )
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from archsearch.search import LoopSnapshot, NoSuggestion, SearchLoop, Suggestion
-from archsearch.spaces import SpecError
+from archsearch.spaces import PluginFailed, SpecError
 
 T = TypeVar("T")
 
@@ -126,17 +126,18 @@ def loop_call(name: str, what: str, call: Callable[[], T]) -> T:
     ``check_study``, ``warm_up``, ``ready``), ``what`` naming it.
 
     Raises:
-        SpecError: what ``call`` raised, as is when it was one, else naming the loop and the
-            step: a launch is refused (INVALID_ARGUMENT, not INTERNAL), a stored study is left
-            unserved with the reason (a plugin's constructor that raised kept the server from
-            starting at all).
+        SpecError: what ``call`` raised, as is when it was one, else a :class:`PluginFailed`
+            (whoever catches it logs its traceback, which its fix promises) naming the loop
+            and the step: a launch is refused (INVALID_ARGUMENT, not INTERNAL), a stored study
+            is left unserved with the reason (a plugin's constructor that raised kept the
+            server from starting at all).
     """
     try:
         return call()
     except SpecError:
         raise
     except PLUGIN_ERRORS as e:
-        raise SpecError(
+        raise PluginFailed(
             "loop",
             f"the {name} loop failed in {what}: {type(e).__name__}: {e}",
             "fix the loop (the server log has the traceback), or choose another",

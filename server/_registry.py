@@ -48,10 +48,11 @@ from archsearch.server._logsafe import loggable
 from archsearch.server._loop_guard import loop_call
 from archsearch.server._pool import CandidatePool
 from archsearch.server._retries import Retries
+from archsearch.server._rpc import storage_down
 from archsearch.server._spec import SearchSpec
 from archsearch.server._stored_defaults import stored_candidate
 from archsearch.server._trainers import TRAINER_ATTR, TrainerCatalogue, recorded_trainer_info
-from archsearch.spaces import SpecError
+from archsearch.spaces import PluginFailed, SpecError
 
 log = logging.getLogger("archsearch.server")
 
@@ -229,8 +230,13 @@ class StudyRegistry:
         return handle
 
     def load(self, rebuild: Callable[[StudyHandle], None]) -> None:
-        """Serves every archsearch study in the storage again, calling ``rebuild`` on each
-        (a study whose stored spec is no longer valid is logged and not served)."""
+        """Serves every archsearch study in the storage again, calling ``rebuild`` on each.
+
+        A study that cannot be served is logged and left out (:meth:`_unserve`), the others
+        served: its stored spec no longer valid, or a step of building it raising (a plugin
+        space's or loop's constructor, its index's rebuild). One such study stopped the whole
+        server at start-up with a traceback. A storage that cannot be read still stops it.
+        """
         for frozen in self.storage.get_all_studies():
             if frozen.user_attrs.get(DELETING_ATTR):
                 self.half_deleted.add(frozen.study_name)
@@ -247,18 +253,34 @@ class StudyRegistry:
                     frozen.user_attrs.get(STATE_ATTR, RUNNING),
                     frozen.user_attrs.get(CREATED_ATTR, ""),
                 )
-            except SpecError as e:
-                log.error(
-                    "study %s: stored spec no longer valid (%s); not serving it",
-                    loggable(frozen.study_name),
-                    loggable(e),
-                )
-                self.unserved[frozen.study_name] = str(e)[:300]
-                continue
-            handle.completed_reason = str(frozen.user_attrs.get(COMPLETED_REASON_ATTR, ""))
-            handle.cancel_running = frozen.user_attrs.get(CANCEL_ATTR) is True
-            self._add(handle)
-            rebuild(handle)
+                handle.completed_reason = str(frozen.user_attrs.get(COMPLETED_REASON_ATTR, ""))
+                handle.cancel_running = frozen.user_attrs.get(CANCEL_ATTR) is True
+                self._add(handle)
+                try:
+                    rebuild(handle)
+                except BaseException:
+                    self.forget(spec.name)
+                    raise
+            except Exception as e:
+                if storage_down(e) is not None:
+                    raise
+                self._unserve(frozen.study_name, e)
+
+    def _unserve(self, name: str, e: Exception) -> None:
+        """Leaves study ``name`` unserved because of ``e``, logged: a spec error as its message
+        (a plugin's failure, and anything unexpected, with the traceback)."""
+        if isinstance(e, SpecError):
+            why = str(e)
+            log.error(
+                "study %s: stored spec no longer valid (%s); not serving it",
+                loggable(name),
+                loggable(e),
+                exc_info=e if isinstance(e, PluginFailed) else None,
+            )
+        else:
+            why = f"building it failed: {type(e).__name__}: {e} (the server log has the traceback)"
+            log.exception("study %s: %s; not serving it", loggable(name), loggable(why))
+        self.unserved[name] = why[:300]
 
     def _open(self, spec: SearchSpec, state: str, created_at: str) -> StudyHandle:
         n_existing = 0

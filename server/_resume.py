@@ -133,6 +133,7 @@ def resume(
             loop_call(h.spec.loop, "warm_up", lambda: h.loop.warm_up(h.space, notify))
         except SpecError as e:  # the loop cannot start again: the study stays stopped, said
             failed = warm_up_failed(h, e)
+            log.error("study %s stopped: %s", h.spec.name, failed.reason, exc_info=e.__cause__ or e)
             lifecycle.stop_failed(h, failed.reason)
             raise FailedPrecondition(f"study {h.spec.name} cannot go on: {failed.reason}") from e
         log.info(

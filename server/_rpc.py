@@ -21,7 +21,7 @@ from archsearch.server._channel import STORAGE_DOWN
 from archsearch.server._errors import InvalidArgument, ServiceError
 from archsearch.server._logsafe import loggable
 from archsearch.server._outage import OutageLog
-from archsearch.spaces import SpecError
+from archsearch.spaces import PluginFailed, SpecError
 
 log = logging.getLogger("archsearch.server")
 
@@ -55,9 +55,12 @@ def outage_of(servicer: Any) -> OutageLog | None:
 def abort_for(
     name: str, e: Exception, context: grpc.ServicerContext, outage: OutageLog | None = None
 ) -> NoReturn:
-    """Aborts the call with the status of ``e``: domain errors as themselves, a storage that
-    cannot be used right now UNAVAILABLE (said by ``outage``, once per outage, not per call:
-    clients retry it), anything else INTERNAL (logged with its traceback)."""
+    """Aborts the call with the status of ``e``: domain errors as themselves (a plugin's
+    failure logged with its traceback, which its message promises), a storage that cannot be
+    used right now UNAVAILABLE (said by ``outage``, once per outage, not per call: clients
+    retry it), anything else INTERNAL (logged with its traceback)."""
+    if isinstance(e, PluginFailed):  # its message says the server log has the traceback
+        log.error("%s: %s", name, loggable(e), exc_info=e)
     if isinstance(e, SpecError):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, details(str(e)))
     if isinstance(e, ServiceError):

@@ -78,7 +78,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         """Pages through studies by name: the page token is the last name returned, so pages
         stay stable while studies come and go. A page ends at ``page_size`` studies or before
         it would outgrow the message size limit (a spec may be 256 KiB: every study in one
-        answer outgrew it, and no client could list any)."""
+        answer outgrew it, and no client could list any). The first page also names the
+        stored studies this server cannot serve, with why (``studies`` said "no studies yet"
+        while a broken plugin left every one of them out)."""
         size = request.page_size or MAX_PAGE
         _require(
             0 < size <= MAX_PAGE, f"page_size must be in 1..{MAX_PAGE}, got {request.page_size}"
@@ -86,7 +88,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         after = request.page_token
         _require(len(after) <= 100, "invalid page_token: pass next_page_token as received")
         page: list[pb.Study] = []
-        used = 0
+        unserved = [] if after else _unserved(self.m.registry.unserved)
+        used = sum(u.ByteSize() + 16 for u in unserved)
         for h in sorted(self.m.handles(), key=lambda h: h.spec.name):
             if after and h.spec.name <= after:
                 continue
@@ -96,10 +99,12 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 continue
             cost = msg.ByteSize() + 16
             if page and (len(page) == size or used + cost > self.page_bytes):
-                return pb.ListStudiesResponse(studies=page, next_page_token=page[-1].name)
+                return pb.ListStudiesResponse(
+                    studies=page, next_page_token=page[-1].name, unserved=unserved
+                )
             page.append(msg)
             used += cost
-        return pb.ListStudiesResponse(studies=page)
+        return pb.ListStudiesResponse(studies=page, unserved=unserved)
 
     @rpc
     def ListTrials(
@@ -166,3 +171,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return pb.ResumeSearchResponse(
             study=study_to_pb(self.m.snapshot(h), self.page_bytes), requeued=requeued
         )
+
+
+def _unserved(unserved: dict[str, str]) -> list[pb.UnservedStudy]:
+    """The stored studies not served, by name (at most :data:`MAX_PAGE`: their reasons are
+    300 characters at most, so they fit one answer beside the studies)."""
+    names = sorted(dict(unserved))[:MAX_PAGE]  # a copy: a delete may remove one meanwhile
+    return [pb.UnservedStudy(name=n, reason=unserved.get(n, "")) for n in names]

@@ -210,14 +210,17 @@ class SearchClient(_Base):
         )
         return f"study {name} is still running after {timeout_s:g}s{why}"
 
-    def list_studies(self) -> list[pb.Study]:
+    def list_studies(self, unserved: dict[str, str] | None = None) -> list[pb.Study]:
         """Every study the server serves (their ``best_trials`` left empty: ``get_study``
-        has them)."""
+        has them); ``unserved``, when given, gets the stored studies it cannot serve, by name,
+        with why (an older server names none)."""
         out: list[pb.Study] = []
         token = ""
         while True:
             page = self._call(self._stub.ListStudies, pb.ListStudiesRequest(page_token=token))
             out.extend(page.studies)
+            if unserved is not None:
+                unserved.update((u.name, u.reason) for u in page.unserved)
             # an older server sends one answer with no token; a token that does not move on
             # would page for ever
             if not page.next_page_token or page.next_page_token == token:

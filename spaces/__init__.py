@@ -7,6 +7,7 @@ computed from a trial's raw metrics (:func:`compute_aggregate`).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from archsearch.spaces._aggregate import (
@@ -42,7 +43,7 @@ from archsearch.spaces._custom_task import (
     validate_custom_task,
 )
 from archsearch.spaces._data_space import FIXED_DATA_FIELDS, DataSpace, choice_label
-from archsearch.spaces._errors import SpecError
+from archsearch.spaces._errors import PluginFailed, SpecError
 from archsearch.spaces._flexibert import FlexiBertSpace
 from archsearch.spaces._flexibert_overlap import (
     OVERLAP_THRESHOLD,
@@ -95,17 +96,55 @@ from archsearch.spaces._trainer_info import TASK_METRIC_RULES, TRAINER_NAME_RE, 
 
 
 def make_space(name: str, options: dict[str, Any] | None = None) -> DesignSpace:
-    """Builds the design space ``name`` with ``options``; SpecError for unknown names/options."""
+    """Builds the design space ``name`` with ``options``.
+
+    Whose fault a failure is decides what it says: options the constructor's signature does
+    not take are the user's (``space_options``, naming the known ones); a space class that
+    leaves abstract methods out, or a constructor that raises anything but a SpecError, is the
+    space's (a plugin's): :class:`PluginFailed`, naming the class (every TypeError was blamed on
+    the user's options, an abstract method missing included, and anything else reached the
+    server as INTERNAL, or stopped it at start-up).
+
+    Raises:
+        SpecError: an unknown name, options that are not accepted (or that the space refuses).
+        PluginFailed: the space cannot be built whatever the options.
+    """
     cls = SPACES[name]  # UnknownName (a SpecError) lists the registered names
     if options is not None and not isinstance(options, dict):
         raise SpecError("space_options", "must be a JSON object")
+    where = f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', cls)!s}"
+    _check_options(name, cls, options or {})
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        raise PluginFailed(
+            "space",
+            f"the {name} space ({where}) cannot be built: it does not implement {missing}",
+            "fix the space: a DesignSpace implements every abstract method; or choose another",
+        )
     try:
         return cls(**(options or {}))
-    except TypeError as e:  # a space (a plugin's) that does not check its options itself
-        import inspect
+    except SpecError:
+        raise
+    except (Exception, SystemExit) as e:  # SystemExit: an argparse-using plugin's
+        raise PluginFailed(
+            "space",
+            f"the {name} space ({where}) failed in its constructor: {type(e).__name__}: {e}",
+            "fix the space (the server log has the traceback), or choose another",
+        ) from e
 
-        known = [p for p in inspect.signature(cls).parameters if p not in ("self", "kwargs")]
-        unknown = sorted(set(options or {}) - set(known))
+
+def _check_options(name: str, cls: Any, options: dict[str, Any]) -> None:
+    """SpecError when the constructor of ``cls`` does not take ``options`` (its signature,
+    bound without calling it: a TypeError the constructor raises is not the user's)."""
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):  # no signature to read: the constructor says
+        return
+    try:
+        sig.bind(**options)
+    except TypeError as e:
+        known = [p for p in sig.parameters if p not in ("self", "args", "kwargs")]
+        unknown = sorted(set(options) - set(known))
         field = f"space_options.{unknown[0]}" if unknown else "space_options"
         raise SpecError(
             field,
@@ -158,6 +197,7 @@ __all__ = [
     "LoraSpace",
     "MutableSpace",
     "NasTable",
+    "PluginFailed",
     "RawFeatureSpace",
     "Registry",
     "ReplayTable",

@@ -18,3 +18,13 @@ class SpecError(ValueError):
         if fix:
             text += f" ({fix})"
         super().__init__(text)
+
+
+class PluginFailed(SpecError):
+    """A plugin's code (a space's or a loop's constructor, a loop's step) raised.
+
+    A ``SpecError`` still (a launch is refused with INVALID_ARGUMENT, a stored study is left
+    unserved, the CLI prints one line), whose message promises that the server log has the
+    traceback: whoever catches it on the server logs it with ``exc_info`` (the raised
+    exception is its ``__cause__``).
+    """

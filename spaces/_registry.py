@@ -86,7 +86,10 @@ class Registry(Mapping[str, T], Generic[T]):
     def _load_entry_points(self) -> None:
         """Imports each entry point of ``plugins`` not named already. Said at INFO (the server
         logs it; a CLI command does not repeat it each time): a name archsearch or an earlier
-        plugin has, and a plugin that does not load (looking its name up says why)."""
+        plugin has, and a plugin that does not load (looking its name up says why). An entry
+        point naming the very class registered under its name says nothing: the README's
+        pattern (a decorator and an entry point), its module imported first by another group,
+        was logged as ignored and "archsearch's own"."""
         try:
             eps = list(importlib.metadata.entry_points(group=self.plugins or ""))
         except Exception as e:  # a broken installed distribution's metadata
@@ -95,8 +98,9 @@ class Registry(Mapping[str, T], Generic[T]):
         origin: dict[str, str] = {}  # plugin name -> the entry point that gave it
         for ep in eps:
             if ep.name in self._items or ep.name in self._broken:
-                if not ep.value.startswith("archsearch."):
-                    had = origin.get(ep.name, "archsearch's own")
+                known = self._items.get(ep.name)
+                if not ep.value.startswith("archsearch.") and _where(known) != ep.value:
+                    had = origin.get(ep.name) or _owner(known)
                     log.info(
                         "%s plugin %s (%s) is ignored: the name is taken (%s)",
                         self.kind,
@@ -186,3 +190,16 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self.names())})"
+
+
+def _where(obj: object) -> str:
+    """``module:qualname`` of a registered class (an entry point's value when it names it)."""
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+def _owner(obj: object) -> str:
+    """Who has a name taken before the entry points: archsearch's own, or a plugin's class
+    whose module registered it on import."""
+    if obj is None or str(getattr(obj, "__module__", "")).startswith("archsearch."):
+        return "archsearch's own"
+    return f"registered by {_where(obj)}"

@@ -7,6 +7,7 @@ again, other studies starved, and the study read "running" with no reason outsid
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -240,11 +241,12 @@ def test_a_trial_the_loop_asked_before_it_failed_is_not_left_behind(manager: Any
 
 
 def test_a_loop_whose_warm_up_fails_on_resume_reads_as_a_loop_failure(
-    broken: Any, manager: Any
+    broken: Any, manager: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     manager.launch(SearchSpec.from_dict(table_spec("bad", 2, loop="test-broken")))
     manager.stop("bad")
     Broken.mode = "warm_up"
+    caplog.set_level(logging.ERROR, logger="archsearch")
     with pytest.raises(FailedPrecondition, match="cannot go on: loop test-broken: its warm_up"):
         manager.resume("bad")
     h = manager.get("bad")
@@ -253,6 +255,8 @@ def test_a_loop_whose_warm_up_fails_on_resume_reads_as_a_loop_failure(
     # "loop ..." is what `studies` shows as "stopped (loop failed)"
     assert reason.startswith("loop test-broken: its warm_up failed: RuntimeError: warm_up boom")
     assert reason.endswith("then `archsearch resume bad`)")
+    # "the server log has the traceback", as the reason says
+    assert any(r.exc_info is not None and "warm_up boom" in r.getMessage() for r in caplog.records)
 
 
 def test_a_loop_that_fails_to_build_refuses_the_launch_and_leaves_no_study(
@@ -269,7 +273,7 @@ def test_a_loop_that_fails_to_build_refuses_the_launch_and_leaves_no_study(
 
 
 def test_a_server_starts_when_a_stored_studys_loop_fails_to_build(
-    broken: Any, tmp_path: Path
+    broken: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A plugin loop whose constructor (or warm_up) raised kept the server from starting."""
     url = f"sqlite:///{tmp_path / 'r.db'}"
@@ -283,9 +287,14 @@ def test_a_server_starts_when_a_stored_studys_loop_fails_to_build(
         ("ctor_exit", "failed in its constructor: SystemExit: 2"),  # the server exited, rc 2
     ]:
         Broken.mode = mode
+        caplog.clear()
+        caplog.set_level(logging.ERROR, logger="archsearch")
         again = StudyManager(url, lease_duration_s=30, heartbeat_interval_s=5)
         try:
             assert said in again.registry.unserved["bad"]
+            assert "the server log has the traceback" in again.registry.unserved["bad"]
+            logged = [r for r in caplog.records if "not serving it" in r.getMessage()]
+            assert logged and logged[0].exc_info is not None, mode  # as the reason says
             grant = again.acquire("w", ("table",))
             assert grant is not None and grant.study_name == "good"
         finally:

@@ -144,3 +144,39 @@ def test_a_plugin_that_looks_names_up_while_it_loads_does_not_deadlock(
     finally:
         sys.modules.pop("plugreent", None)
         sys.modules.pop("plugtwin", None)
+
+
+def test_an_entry_point_naming_the_class_its_decorator_registered_is_not_said_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's pattern: ``@REG.register("toy")`` and an entry point ``toy``. When another
+    group imported the module first, the entry point was logged "ignored: the name is taken
+    (archsearch's own)", though it is the same class, and a plugin's."""
+    import logging
+
+    reg: Registry[type] = Registry("thing", plugins="test.things")
+    (tmp_path / "plugdeco.py").write_text("class Toy:\n    pass\n\nclass Other:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import plugdeco  # type: ignore[import-not-found]
+
+    reg.register("toy", plugdeco.Toy)  # its decorator, run by the import of another group
+    ours = [
+        importlib.metadata.EntryPoint("toy", "plugdeco:Toy", "test.things"),
+        importlib.metadata.EntryPoint("toy", "plugdeco:Other", "test.things"),
+    ]
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda **kw: (
+            importlib.metadata.EntryPoints(ours) if kw.get("group") == "test.things" else real(**kw)
+        ),
+    )
+    caplog.set_level(logging.INFO, logger="archsearch")
+    try:
+        assert reg["toy"] is plugdeco.Toy and reg.names() == ("toy",)
+    finally:
+        sys.modules.pop("plugdeco", None)
+    assert "(plugdeco:Toy) is ignored" not in caplog.text  # the same class: nothing to say
+    said = "thing plugin toy (plugdeco:Other) is ignored: the name is taken (registered by "
+    assert said + "plugdeco:Toy)" in caplog.text and "archsearch's own" not in caplog.text

@@ -556,6 +556,7 @@ class ListStudiesResponse(_message.Message):
 
     STUDIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    UNSERVED_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty when this is the last one. A page ends at page_size
     studies or before it would outgrow the message size limit.
@@ -564,19 +565,52 @@ class ListStudiesResponse(_message.Message):
     def studies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Study]:
         """Studies with counts, by name; best_trials is left empty here (use GetStudy)."""
 
+    @_builtins.property
+    def unserved(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnservedStudy]:
+        """The archsearch studies in the storage this server cannot serve (their stored spec names a
+        space, loop or trainer not installed here, or a plugin that fails to build), by name, with
+        why; on the first page only. GetStudy answers FAILED_PRECONDITION for them, saying why.
+        """
+
     def __init__(
         self,
         *,
         studies: _abc.Iterable[Global___Study] | None = ...,
         next_page_token: _builtins.str = ...,
+        unserved: _abc.Iterable[Global___UnservedStudy] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "studies", b"studies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "studies", b"studies", "unserved", b"unserved"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListStudiesResponse: _TypeAlias = ListStudiesResponse  # noqa: Y015
+
+@_typing.final
+class UnservedStudy(_message.Message):
+    """A study in the storage that this server does not serve (ListStudiesResponse.unserved)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    reason: _builtins.str
+    """Why, with the fix (at most 300 characters)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnservedStudy: _TypeAlias = UnservedStudy  # noqa: Y015
 
 @_typing.final
 class ListTrialsRequest(_message.Message):

@@ -99,7 +99,8 @@ class SearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListStudies(self, request, context):
-        """Every archsearch study in the storage (plain Optuna studies beside them are not listed).
+        """Every archsearch study in the storage (plain Optuna studies beside them are not listed);
+        those this server cannot serve in `unserved`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

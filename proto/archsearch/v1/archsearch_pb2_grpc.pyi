@@ -56,7 +56,9 @@ class SearchServiceStub:
     GetStudy: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.GetStudyRequest, _archsearch_pb2.GetStudyResponse]
     """One study with its counts and best trial(s). NOT_FOUND for an unknown name."""
     ListStudies: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.ListStudiesRequest, _archsearch_pb2.ListStudiesResponse]
-    """Every archsearch study in the storage (plain Optuna studies beside them are not listed)."""
+    """Every archsearch study in the storage (plain Optuna studies beside them are not listed);
+    those this server cannot serve in `unserved`.
+    """
     ListTrials: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.ListTrialsRequest, _archsearch_pb2.ListTrialsResponse]
     """A page of a study's trials in trial-number order."""
     StopSearch: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.StopSearchRequest, _archsearch_pb2.StopSearchResponse]
@@ -90,7 +92,9 @@ class SearchServiceAsyncStub(SearchServiceStub):
     GetStudy: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.GetStudyRequest, _archsearch_pb2.GetStudyResponse]  # type: ignore[assignment]
     """One study with its counts and best trial(s). NOT_FOUND for an unknown name."""
     ListStudies: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.ListStudiesRequest, _archsearch_pb2.ListStudiesResponse]  # type: ignore[assignment]
-    """Every archsearch study in the storage (plain Optuna studies beside them are not listed)."""
+    """Every archsearch study in the storage (plain Optuna studies beside them are not listed);
+    those this server cannot serve in `unserved`.
+    """
     ListTrials: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.ListTrialsRequest, _archsearch_pb2.ListTrialsResponse]  # type: ignore[assignment]
     """A page of a study's trials in trial-number order."""
     StopSearch: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.StopSearchRequest, _archsearch_pb2.StopSearchResponse]  # type: ignore[assignment]
@@ -139,7 +143,9 @@ class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _archsearch_pb2.ListStudiesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_archsearch_pb2.ListStudiesResponse, _abc.Awaitable[_archsearch_pb2.ListStudiesResponse]]:
-        """Every archsearch study in the storage (plain Optuna studies beside them are not listed)."""
+        """Every archsearch study in the storage (plain Optuna studies beside them are not listed);
+        those this server cannot serve in `unserved`.
+        """
 
     @_abc_1.abstractmethod
     def ListTrials(

@@ -40,7 +40,8 @@ class GraphArtifacts:
     """Draws trial architectures and stores them as artifacts (see the module docstring).
 
     Args:
-        root: The artifact folder (created when missing).
+        root: The artifact folder (created when missing; not made again once serving: a
+            vanished folder is said by uploads, ``_artifact_disk``, and its pictures skipped).
         rdb: The server's storage.
     """
 
@@ -64,7 +65,6 @@ class GraphArtifacts:
         try:
             png = draw(architecture)
             artifact_id = str(uuid.uuid4())
-            self.root.mkdir(parents=True, exist_ok=True)  # removed while serving: made again
             self._store.write(artifact_id, io.BytesIO(png))
             meta = {
                 "artifact_id": artifact_id,

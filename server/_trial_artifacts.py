@@ -27,11 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from optuna.artifacts import get_all_artifact_meta, upload_artifact
+from optuna.artifacts import get_all_artifact_meta
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 
+from archsearch.server._artifact_disk import (
+    missing_note,
+    prepare,
+    restore_if_missing,
+    store_file,
+)
 from archsearch.server._errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -107,8 +113,8 @@ class Upload:
     def __init__(self, owner: TrialArtifacts, lease_id: str, name: str, size: int, sha: str):
         self._owner = owner
         self.lease_id, self.name, self.size, self.sha256 = lease_id, name, size, sha
-        if owner.spool_dir is not None:  # made again if removed while serving (with the store's)
-            owner.spool_dir.mkdir(parents=True, exist_ok=True)
+        if owner.spool_dir is not None:  # made again if removed, never the folder above it
+            owner.spool_dir.mkdir(exist_ok=True)
         self._dir = Path(tempfile.mkdtemp(prefix="upload-", dir=owner.spool_dir))
         self._path = self._dir / name  # upload_artifact names the artifact after the file
         self._file: BinaryIO | None = self._path.open("wb")
@@ -162,12 +168,19 @@ class TrialArtifacts:
         max_bytes: Largest artifact accepted (``--max-artifact-bytes``).
         spool: Where uploads are received before they are checked and stored; None: the
             system's temporary folder.
+        folder: The store's folder, named by errors (None: not a file-system store).
     """
 
     def __init__(
-        self, manager: StudyManager, store: Any | None, max_bytes: int, spool: Path | None = None
+        self,
+        manager: StudyManager,
+        store: Any | None,
+        max_bytes: int,
+        spool: Path | None = None,
+        folder: Path | None = None,
     ) -> None:
         self.manager = manager
+        self.folder = folder
         self.rdb: RDBStorage = manager.rdb
         self.store = store
         self.max_bytes = max_bytes
@@ -179,16 +192,19 @@ class TrialArtifacts:
 
     @classmethod
     def in_folder(cls, manager: StudyManager, folder: str | None, max_bytes: int) -> TrialArtifacts:
-        """A file-system store at ``folder`` (created when missing), receiving uploads in
-        its ``.uploads`` subfolder (same disk: no size surprise in /tmp); None: no store."""
+        """A file-system store at ``folder`` (created when missing, checked writable:
+        ``_artifact_disk.prepare``), receiving uploads in its ``.uploads`` subfolder (same
+        disk: no size surprise in /tmp); None: no store.
+
+        Raises:
+            FolderError: A folder the server cannot keep artifacts in.
+        """
         if folder is None:
             return cls(manager, None, max_bytes)
         from optuna.artifacts import FileSystemArtifactStore
 
-        root = Path(folder).expanduser().resolve()
-        spool = root / ".uploads"
-        spool.mkdir(parents=True, exist_ok=True)
-        return cls(manager, FileSystemArtifactStore(str(root)), max_bytes, spool)
+        root = prepare(folder)
+        return cls(manager, FileSystemArtifactStore(str(root)), max_bytes, root / ".uploads", root)
 
     def _require_store(self) -> Any:
         if self.store is None:
@@ -229,19 +245,15 @@ class TrialArtifacts:
         frozen = self.rdb.get_trial(trial_id)
         for a in self.infos(frozen):
             if a.name == upload.name:
-                if a.sha256 == upload.sha256:
-                    return a  # a retried upload of the same bytes
+                if a.sha256 == upload.sha256:  # a retried upload of the same bytes
+                    restore_if_missing(self._require_store(), a.artifact_id, path)
+                    return a
                 raise AlreadyExists(
                     f"trial {frozen.number} already has an artifact {upload.name!r} with other "
                     "contents; upload under another name"
                 )
         try:
-            artifact_id = upload_artifact(
-                artifact_store=self._require_store(),
-                file_path=str(path),
-                study_or_trial=frozen,
-                storage=self.rdb,
-            )
+            artifact_id = store_file(self._require_store(), self.rdb, frozen, path)
             record = {"size": upload.size, "sha256": upload.sha256}
             self.rdb.set_trial_system_attr(
                 trial_id, SHA_ATTR_PREFIX + artifact_id, json.dumps(record)
@@ -382,7 +394,7 @@ class TrialArtifacts:
         except ArtifactNotFound:
             raise DataLoss(
                 f"artifact {info.name!r} ({info.artifact_id}) is listed but its bytes are "
-                "missing from the artifact store"
+                f"{missing_note(self.folder)}"
             ) from None
         digest = hashlib.sha256()
         size = 0

@@ -470,16 +470,24 @@ def test_find_artifact_with_a_limit_lists_every_holder(server, worker, leased, t
     expect(not_found, worker.find_artifact, "s", "none.npz", limit=5, contains="none.npz")
 
 
-def test_an_artifact_folder_removed_while_serving_is_made_again(
+def test_an_artifact_folder_removed_while_serving_is_not_made_again(
     server, worker, leased, tmp_path
 ) -> None:
-    """Uploads failed INTERNAL (FileNotFoundError) until the server restarted."""
+    """Uploads failed INTERNAL (FileNotFoundError); then the next upload made a fresh empty
+    folder, and the server went on beside the real one (moved away, an unmounted volume).
+    Now an upload answers UNAVAILABLE naming the folder, and makes nothing."""
     import shutil
 
     assert server.artifact_dir is not None
     shutil.rmtree(server.artifact_dir)
     src = tmp_path / "f.bin"
     src.write_bytes(b"weights")
-    artifact_id = worker.upload_artifact(leased.lease.lease_id, src)
-    got = worker.download_artifact("s", leased.lease.trial_number, "f.bin", tmp_path / "got")
-    assert got.artifact_id == artifact_id and (tmp_path / "got").read_bytes() == b"weights"
+    expect(
+        grpc.StatusCode.UNAVAILABLE,
+        worker.upload_artifact,
+        leased.lease.lease_id,
+        src,
+        contains=f"the artifact folder {server.artifact_dir} is gone",
+    )
+    assert not Path(server.artifact_dir).exists()
+    assert worker.list_artifacts("s", leased.lease.trial_number) == []

@@ -282,18 +282,19 @@ class TrialArtifacts:
         except KeyError:
             raise NotFound(f"study {study_name!r} has no trial {number}") from None
 
-    def remove_all(self, frozen: Any) -> int:
-        """Removes trial ``frozen``'s artifact files (its study is deleted); how many."""
+    def remove_all(self, frozen: Any) -> tuple[int, int]:
+        """Removes trial ``frozen``'s artifact files (its study is deleted); (how many, how
+        many were not there: a wrong folder leaves the real ones, ``delete`` says so)."""
         if self.store is None:
-            return 0
-        removed = 0
+            return 0, 0
+        removed = missing = 0
         for meta in get_all_artifact_meta(frozen, storage=self.rdb):
             try:
                 self.store.remove(meta.artifact_id)
                 removed += 1
             except ArtifactNotFound:
-                pass  # already gone
-        return removed
+                missing += 1
+        return removed, missing
 
     def infos(self, frozen: Any) -> list[ArtifactInfo]:
         out = []

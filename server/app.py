@@ -310,6 +310,7 @@ class ArchsearchServer:
             return TrialArtifacts(self.manager, cfg.artifact_store, cfg.max_artifact_bytes)
         self.artifact_dir = folder  # what optuna-dashboard --artifact-dir needs (None: none)
         self.manager.keeps_artifacts = folder is not None  # launch refuses what needs uploads
+        self.manager.artifact_dir = folder or ""  # what delete names when files were missing
         try:
             artifacts = TrialArtifacts.in_folder(self.manager, folder, cfg.max_artifact_bytes)
         except FolderError as e:  # changed since _artifact_folder looked

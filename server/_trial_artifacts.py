@@ -19,13 +19,11 @@ import json
 import logging
 import mimetypes
 import re
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from optuna.artifacts import get_all_artifact_meta
 from optuna.artifacts.exceptions import ArtifactNotFound
@@ -38,13 +36,13 @@ from archsearch.server._artifact_disk import (
     restore_if_missing,
     store_file,
 )
+from archsearch.server._artifact_upload import DataLoss, Upload
 from archsearch.server._errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
-    ServiceError,
 )
 from archsearch.server._storage import ARTIFACT_META_PREFIX, attrs_with_prefix
 from archsearch.server._studies import StudyManager, parse_lease_id
@@ -65,12 +63,6 @@ NAME_RE = ARTIFACT_NAME_RE
 _STRIPES = 64
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
-
-
-class DataLoss(ServiceError):
-    """The bytes do not match their declared (or recorded) size or sha256."""
-
-    code = "DATA_LOSS"
 
 
 @dataclass(frozen=True)
@@ -104,58 +96,6 @@ def check_name(name: str) -> str:
             "not starting with '.'"
         )
     return name
-
-
-class Upload:
-    """One upload in progress: chunks go to a private temporary file (see the module
-    docstring); :meth:`finish` checks and stores it, :meth:`discard` drops it."""
-
-    def __init__(self, owner: TrialArtifacts, lease_id: str, name: str, size: int, sha: str):
-        self._owner = owner
-        self.lease_id, self.name, self.size, self.sha256 = lease_id, name, size, sha
-        if owner.spool_dir is not None:  # made again if removed, never the folder above it
-            owner.spool_dir.mkdir(exist_ok=True)
-        self._dir = Path(tempfile.mkdtemp(prefix="upload-", dir=owner.spool_dir))
-        self._path = self._dir / name  # upload_artifact names the artifact after the file
-        self._file: BinaryIO | None = self._path.open("wb")
-        self._hash = hashlib.sha256()
-        self.received = 0
-
-    def write(self, chunk: bytes) -> None:
-        self.received += len(chunk)
-        if self.received > self.size:
-            raise InvalidArgument(
-                f"artifact {self.name!r}: more than the declared {self.size} bytes received"
-            )
-        self._hash.update(chunk)
-        assert self._file is not None
-        self._file.write(chunk)
-
-    def finish(self) -> ArtifactInfo:
-        """Checks the bytes against the header and stores them; returns the artifact."""
-        try:
-            assert self._file is not None
-            self._file.close()
-            self._file = None
-            if self.received != self.size:
-                raise DataLoss(
-                    f"artifact {self.name!r}: {self.received} bytes received, "
-                    f"{self.size} declared; nothing stored"
-                )
-            if self._hash.hexdigest() != self.sha256:
-                raise DataLoss(
-                    f"artifact {self.name!r}: sha256 of the bytes received is "
-                    f"{self._hash.hexdigest()}, not the declared {self.sha256}; nothing stored"
-                )
-            return self._owner._store_upload(self, self._path)
-        finally:
-            self.discard()
-
-    def discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class TrialArtifacts:
@@ -320,6 +260,8 @@ class TrialArtifacts:
         """One artifact of a trial, by name or by id (exactly one of the two)."""
         if bool(name) == bool(artifact_id):
             raise InvalidArgument("give exactly one of name and artifact_id")
+        if name:  # as FindArtifact: a name no upload can have is the caller's mistake
+            check_name(name)
         for a in self.of_trial(study_name, number):
             if (name and a.name == name) or (artifact_id and a.artifact_id == artifact_id):
                 return a

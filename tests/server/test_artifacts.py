@@ -220,6 +220,8 @@ def test_bad_names_and_unknown_study_trial_artifact(server, worker, leased, tmp_
     expect(invalid, worker.download_artifact, "s", n, "", dest, contains="exactly one")
     expect(invalid, worker.download_artifact, "s", -1, "f.txt", dest, contains="trial_number")
     expect(invalid, worker.list_artifacts, "", n, contains="study_name")
+    for bad in ("%", "ok.txt ", "../x"):  # NOT_FOUND here, INVALID_ARGUMENT from FindArtifact
+        expect(invalid, worker.download_artifact, "s", n, bad, dest, contains="artifact name")
     assert not dest.exists()
 
 

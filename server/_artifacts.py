@@ -75,6 +75,8 @@ class GraphArtifacts:
             _storage.insert_trial_system_attr(
                 self._rdb, trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(meta)
             )
+        except OSError as e:  # the folder full, unwritable or gone: said by uploads too
+            log.warning("architecture picture of trial %d not stored: %s", number, e)
         except Exception:  # a picture must never take the server down
             log.exception("could not store the architecture picture of trial %d", number)
 

@@ -130,8 +130,8 @@ def test_a_restart_with_the_wrong_artifact_dir_is_said(
     """A wrong --artifact-dir (an unmounted volume) started silently, and downloads said only
     that the bytes are missing "from the artifact store". Now the start warns, naming the
     folder, and DATA_LOSS names it and the likely mistake."""
-    right, wrong = tmp_path / "right", tmp_path / "wrong"
-    srv = sqlite_server(artifact_dir=str(right))
+    srv = sqlite_server()  # the folder next to the database (no pictures drawn)
+    right, wrong = srv.artifact_dir, tmp_path / "wrong"
     worker, lease = lease_of(srv.address)
     src = tmp_path / "f.txt"
     src.write_bytes(b"hello")
@@ -176,3 +176,28 @@ def test_a_retried_upload_restores_a_missing_file(sqlite_server: Any, tmp_path: 
         assert worker.upload_artifact(lease.lease_id, src) == artifact_id
         worker.download_artifact("s", lease.trial_number, "f.bin", back)
     assert back.read_bytes() == src.read_bytes()
+
+
+def test_a_picture_for_a_vanished_folder_is_one_warning_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The architecture pictures made the folder again when it vanished; now they do not, and
+    a picture that cannot be stored is one warning line, no traceback."""
+    import shutil
+
+    import optuna
+
+    from archsearch.server._artifacts import GraphArtifacts
+
+    rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'p.db'}")
+    pictures = GraphArtifacts(tmp_path / "art", rdb)
+    try:
+        shutil.rmtree(tmp_path / "art")
+        pictures._upload(lambda _arch: b"png", 1, 7, {})
+    finally:
+        pictures.close()
+        rdb.engine.dispose()
+    assert not (tmp_path / "art").exists()
+    [record] = [r for r in caplog.records if r.name.startswith("archsearch")]
+    assert record.levelno == logging.WARNING and not record.exc_info
+    assert record.getMessage().startswith("architecture picture of trial 7 not stored:")

@@ -229,8 +229,8 @@ def test_a_delete_says_the_recorded_files_it_did_not_find(
     """A server on the wrong --artifact-dir said "deleted s: 2 trial(s), 0 file(s)" while
     the study's files stayed in the real folder. Now it says how many recorded files it did
     not find, and where it looked."""
-    right, wrong = tmp_path / "right", tmp_path / "wrong"
-    srv = sqlite_server(artifact_dir=str(right))
+    srv = sqlite_server()  # the folder next to the database (no pictures drawn)
+    right, wrong = srv.artifact_dir, tmp_path / "wrong"
     finished_study_with_files(srv.address, tmp_path)
     srv.stop(0)
     srv = sqlite_server(artifact_dir=str(wrong))
@@ -240,7 +240,7 @@ def test_a_delete_says_the_recorded_files_it_did_not_find(
         f"2 recorded file(s) were not found in {wrong}; if the server runs with the wrong "
         "--artifact-dir, they are still in the right one",
     ]
-    assert len(stored_files(str(right))) == 2
+    assert len(stored_files(right)) == 2
 
 
 def test_a_file_that_cannot_be_removed_leaves_no_half_study(

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from archsearch.server._artifact_disk import as_status
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._progress_cleanup import drop_progress_of_retries
 from archsearch.server._rpc import _parse, abort_for, outage_of, rpc
@@ -109,21 +110,32 @@ class ArtifactWorkerServicer(WorkerServicer):
         self, requests: Iterator[pb.UploadArtifactRequest], context: grpc.ServicerContext
     ) -> pb.UploadArtifactResponse:
         """The first message is the header; then chunks. Nothing is stored unless every byte
-        arrived and matches the header's size and sha256 (``Upload.finish``)."""
+        arrived and matches the header's size and sha256 (``Upload.finish``); an artifact
+        folder that cannot take them (full, not writable, gone) answers its precise status
+        (``_artifact_disk.as_status``)."""
         first = next(requests, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("the first UploadArtifactRequest must carry the header")
         h = first.header
-        upload = self.artifacts.begin_upload(h.lease_id, h.name, h.size_bytes, h.sha256)
         try:
-            for msg in requests:
-                if msg.WhichOneof("part") != "chunk":
-                    raise InvalidArgument("only the first UploadArtifactRequest carries a header")
-                upload.write(msg.chunk)
-        except BaseException:
-            upload.discard()
-            raise
-        return pb.UploadArtifactResponse(artifact=artifact_to_pb(upload.finish()))
+            upload = self.artifacts.begin_upload(h.lease_id, h.name, h.size_bytes, h.sha256)
+            try:
+                for msg in requests:
+                    if msg.WhichOneof("part") != "chunk":
+                        raise InvalidArgument(
+                            "only the first UploadArtifactRequest carries a header"
+                        )
+                    upload.write(msg.chunk)
+            except BaseException:
+                upload.discard()
+                raise
+            stored = upload.finish()
+        except OSError as e:
+            error = as_status(e, self.artifacts.folder)
+            if error is None:
+                raise
+            raise error from e
+        return pb.UploadArtifactResponse(artifact=artifact_to_pb(stored))
 
     @stream_out_rpc
     def DownloadArtifact(

@@ -40,7 +40,8 @@ class GraphArtifacts:
     """Draws trial architectures and stores them as artifacts (see the module docstring).
 
     Args:
-        root: The artifact folder (created when missing).
+        root: The artifact folder (created when missing; not made again once serving: a
+            vanished folder is said by uploads, ``_artifact_disk``, and its pictures skipped).
         rdb: The server's storage.
     """
 
@@ -64,7 +65,6 @@ class GraphArtifacts:
         try:
             png = draw(architecture)
             artifact_id = str(uuid.uuid4())
-            self.root.mkdir(parents=True, exist_ok=True)  # removed while serving: made again
             self._store.write(artifact_id, io.BytesIO(png))
             meta = {
                 "artifact_id": artifact_id,
@@ -75,6 +75,8 @@ class GraphArtifacts:
             _storage.insert_trial_system_attr(
                 self._rdb, trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(meta)
             )
+        except OSError as e:  # the folder full, unwritable or gone: said by uploads too
+            log.warning("architecture picture of trial %d not stored: %s", number, e)
         except Exception:  # a picture must never take the server down
             log.exception("could not store the architecture picture of trial %d", number)
 

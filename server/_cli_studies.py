@@ -267,6 +267,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
             )
         resp = client.delete(args.name)
     print(f"deleted {args.name}: {resp.n_trials} trial(s), {resp.n_files} file(s)")
+    if resp.n_files_missing:  # a wrong --artifact-dir: the study's files are elsewhere
+        where = resp.artifact_dir or "the artifact store"
+        print(
+            f"{resp.n_files_missing} recorded file(s) were not found in {where}; if the server "
+            "runs with the wrong --artifact-dir, they are still in the right one"
+        )
     return 0
 
 

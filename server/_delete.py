@@ -70,11 +70,12 @@ def delete(
     storage: Any,
     writer: Any,
     trials: Callable[[int], list[FrozenTrial]],
-    remove_files: Callable[[FrozenTrial], int],
-) -> tuple[int, int]:
+    remove_files: Callable[[FrozenTrial], tuple[int, int]],
+) -> tuple[int, int, int]:
     """Deletes study ``name``: a served one, one this server cannot serve, an empty Optuna
     study without an archsearch spec (a launch the server did not finish), or one whose
-    deletion a stopped server did not finish; returns (trials deleted, files removed).
+    deletion a stopped server did not finish; returns (trials deleted, files removed, files
+    recorded but not in the store).
 
     Raises:
         NotFound: no such study.
@@ -104,11 +105,12 @@ def delete_study(
     storage: Any,
     writer: Any,
     trials: Callable[[int], list[FrozenTrial]],
-    remove_files: Callable[[FrozenTrial], int],
+    remove_files: Callable[[FrozenTrial], tuple[int, int]],
     forget: Callable[[str], None],
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Deletes study ``name`` (``handle``: its served handle; None for a study in the storage
-    that this server does not serve); returns (trials deleted, files removed).
+    that this server does not serve); returns (trials deleted, files removed, files recorded
+    but not in the store).
 
     Raises:
         NotFound: no such study.
@@ -129,18 +131,28 @@ def delete_study(
             raise NotFound(f"no study named {name!r}") from None
         frozen = _mark(storage, study_id, trials)
         forget(name)
-    files = sum(_remove_files(name, t, remove_files) for t in frozen)
+    files = missing = 0
+    for t in frozen:
+        removed, gone = _remove_files(name, t, remove_files)
+        files, missing = files + removed, missing + gone
     storage.delete_study(study_id)
     log.info("deleted study %s: %d trials, %d files", name, len(frozen), files)
-    return len(frozen), files
+    if missing:
+        log.warning(
+            "study %s: %d of its recorded files were not in the artifact store (a wrong "
+            "--artifact-dir? they stay where they are)",
+            name,
+            missing,
+        )
+    return len(frozen), files, missing
 
 
-def finish_deletions(names: list[str], deleted: Callable[[str], tuple[int, int]]) -> None:
+def finish_deletions(names: list[str], deleted: Callable[[str], tuple[int, int, int]]) -> None:
     """Finishes the deletions a stopped server left (studies marked ``DELETING_ATTR``); one
     that fails again is logged, and ``archsearch delete`` finishes it."""
     for name in names:
         try:
-            n_trials, n_files = deleted(name)
+            n_trials, n_files, _missing = deleted(name)
         except Exception as e:  # the server starts all the same
             log.error(
                 "study %s: could not finish its deletion (%s); `archsearch delete %s --yes` "
@@ -169,7 +181,9 @@ def _mark(
     return frozen
 
 
-def _remove_files(name: str, t: FrozenTrial, remove_files: Callable[[FrozenTrial], int]) -> int:
+def _remove_files(
+    name: str, t: FrozenTrial, remove_files: Callable[[FrozenTrial], tuple[int, int]]
+) -> tuple[int, int]:
     try:
         return remove_files(t)
     except Exception as e:  # the study goes all the same; its files stay, unreferenced
@@ -181,7 +195,7 @@ def _remove_files(name: str, t: FrozenTrial, remove_files: Callable[[FrozenTrial
             type(e).__name__,
             e,
         )
-        return 0
+        return 0, 0
 
 
 def _check_idle(h: StudyHandle) -> None:

@@ -36,3 +36,10 @@ class FailedPrecondition(ServiceError):
 
 class ResourceExhausted(ServiceError):
     code = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(ServiceError):
+    """Something of the server's own (its artifact folder) cannot be used right now; a client
+    may retry once an operator fixed it."""
+
+    code = "UNAVAILABLE"

@@ -32,14 +32,30 @@ def failure_reasons(trials: Sequence[pb.Trial]) -> list[str]:
     return [f"  {', '.join(numbers)}: {reason}" for reason, numbers in by_reason.items()]
 
 
+#: info entries that are warnings without a ``_warning`` name, and how they are said: a kept
+#: checkpoint the server refused (its disk full: the trial completed, its files on the worker)
+#: was said nowhere but in ``--json`` and the dashboard
+WARNING_KEYS = {
+    "checkpoint_upload_error": (
+        "checkpoint not uploaded (the result stands; its files stay on the worker, "
+        "`archsearch fetch` says where)"
+    ),
+}
+
+
 def trial_warnings(trials: Sequence[pb.Trial]) -> list[str]:
     """What workers warned about in their trials' info (``*_warning`` entries: a curriculum
-    or data selection that changed nothing), once per distinct warning with the trials that
-    gave it ("#2, #5: rte selection: size 5000 is not below ...")."""
+    or data selection that changed nothing; the :data:`WARNING_KEYS`), once per distinct
+    warning with the trials that gave it ("#2, #5: rte selection: size 5000 is not below
+    ...")."""
     by_warning: dict[str, list[str]] = {}
     for t in trials:
         for key, text in sorted(t.info.items()):
             if key.endswith("_warning") and text:
                 what = key.removesuffix("_warning").replace(".", " ")
-                by_warning.setdefault(printable(f"{what}: {text}"), []).append(f"#{t.number}")
+            elif key in WARNING_KEYS and text:
+                what = WARNING_KEYS[key]
+            else:
+                continue
+            by_warning.setdefault(printable(f"{what}: {text}"), []).append(f"#{t.number}")
     return [f"  {', '.join(numbers)}: {text}" for text, numbers in by_warning.items()]

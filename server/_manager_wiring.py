@@ -68,7 +68,10 @@ class ManagerWiring:
         #: whether the server keeps trials' uploads (set by the app once its store is built)
         self.keeps_artifacts = True
         #: removes a trial's uploaded files, returns how many (the app's artifact store)
-        self.remove_files: Callable[[FrozenTrial], int] = lambda _trial: 0
+        #: and how many of its recorded files the store did not hold
+        self.remove_files: Callable[[FrozenTrial], tuple[int, int]] = lambda _trial: (0, 0)
+        #: the artifact folder (set by the app; "" for none, or a store given in code)
+        self.artifact_dir = ""
         self._active: dict[str, tuple[float, tuple[str, ...], str]] = {}
         #: worker id -> the studies it cannot train now (AcquireTrialRequest.skip_studies)
         self._skipping: dict[str, frozenset[str]] = {}

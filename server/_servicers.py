@@ -160,8 +160,13 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     def DeleteSearch(
         self, request: pb.DeleteSearchRequest, context: grpc.ServicerContext
     ) -> pb.DeleteSearchResponse:
-        n_trials, n_files = self.m.delete(_study_name(request.name))
-        return pb.DeleteSearchResponse(n_trials=n_trials, n_files=n_files)
+        n_trials, n_files, missing = self.m.delete(_study_name(request.name))
+        return pb.DeleteSearchResponse(
+            n_trials=n_trials,
+            n_files=n_files,
+            n_files_missing=missing,
+            artifact_dir=self.m.artifact_dir,
+        )
 
     @rpc
     def ResumeSearch(

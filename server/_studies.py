@@ -205,11 +205,11 @@ class StudyManager(ManagerWiring):
         if not self.registry.serves(h):
             raise StudyDeleted(h.spec.name)
 
-    def delete(self, name: str) -> tuple[int, int]:
+    def delete(self, name: str) -> tuple[int, int, int]:
         """Deletes a stopped or completed study, its trials and their files; also an empty
         Optuna study without a spec (a launch the server did not finish) and a study whose
         deletion a stopped server began (:func:`archsearch.server._delete.delete`);
-        (trials, files) removed.
+        (trials, files) removed and the files recorded but not found.
 
         Raises:
             NotFound: no such study.

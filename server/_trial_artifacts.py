@@ -19,26 +19,30 @@ import json
 import logging
 import mimetypes
 import re
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from optuna.artifacts import get_all_artifact_meta, upload_artifact
+from optuna.artifacts import get_all_artifact_meta
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 
+from archsearch.server._artifact_disk import (
+    missing_note,
+    prepare,
+    restore_if_missing,
+    store_file,
+)
+from archsearch.server._artifact_upload import DataLoss, Upload
 from archsearch.server._errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
-    ServiceError,
 )
 from archsearch.server._storage import ARTIFACT_META_PREFIX, attrs_with_prefix
 from archsearch.server._studies import StudyManager, parse_lease_id
@@ -59,12 +63,6 @@ NAME_RE = ARTIFACT_NAME_RE
 _STRIPES = 64
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
-
-
-class DataLoss(ServiceError):
-    """The bytes do not match their declared (or recorded) size or sha256."""
-
-    code = "DATA_LOSS"
 
 
 @dataclass(frozen=True)
@@ -100,58 +98,6 @@ def check_name(name: str) -> str:
     return name
 
 
-class Upload:
-    """One upload in progress: chunks go to a private temporary file (see the module
-    docstring); :meth:`finish` checks and stores it, :meth:`discard` drops it."""
-
-    def __init__(self, owner: TrialArtifacts, lease_id: str, name: str, size: int, sha: str):
-        self._owner = owner
-        self.lease_id, self.name, self.size, self.sha256 = lease_id, name, size, sha
-        if owner.spool_dir is not None:  # made again if removed while serving (with the store's)
-            owner.spool_dir.mkdir(parents=True, exist_ok=True)
-        self._dir = Path(tempfile.mkdtemp(prefix="upload-", dir=owner.spool_dir))
-        self._path = self._dir / name  # upload_artifact names the artifact after the file
-        self._file: BinaryIO | None = self._path.open("wb")
-        self._hash = hashlib.sha256()
-        self.received = 0
-
-    def write(self, chunk: bytes) -> None:
-        self.received += len(chunk)
-        if self.received > self.size:
-            raise InvalidArgument(
-                f"artifact {self.name!r}: more than the declared {self.size} bytes received"
-            )
-        self._hash.update(chunk)
-        assert self._file is not None
-        self._file.write(chunk)
-
-    def finish(self) -> ArtifactInfo:
-        """Checks the bytes against the header and stores them; returns the artifact."""
-        try:
-            assert self._file is not None
-            self._file.close()
-            self._file = None
-            if self.received != self.size:
-                raise DataLoss(
-                    f"artifact {self.name!r}: {self.received} bytes received, "
-                    f"{self.size} declared; nothing stored"
-                )
-            if self._hash.hexdigest() != self.sha256:
-                raise DataLoss(
-                    f"artifact {self.name!r}: sha256 of the bytes received is "
-                    f"{self._hash.hexdigest()}, not the declared {self.sha256}; nothing stored"
-                )
-            return self._owner._store_upload(self, self._path)
-        finally:
-            self.discard()
-
-    def discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
 class TrialArtifacts:
     """Uploads, downloads and lists the artifacts of trials (see the module docstring).
 
@@ -162,12 +108,19 @@ class TrialArtifacts:
         max_bytes: Largest artifact accepted (``--max-artifact-bytes``).
         spool: Where uploads are received before they are checked and stored; None: the
             system's temporary folder.
+        folder: The store's folder, named by errors (None: not a file-system store).
     """
 
     def __init__(
-        self, manager: StudyManager, store: Any | None, max_bytes: int, spool: Path | None = None
+        self,
+        manager: StudyManager,
+        store: Any | None,
+        max_bytes: int,
+        spool: Path | None = None,
+        folder: Path | None = None,
     ) -> None:
         self.manager = manager
+        self.folder = folder
         self.rdb: RDBStorage = manager.rdb
         self.store = store
         self.max_bytes = max_bytes
@@ -179,16 +132,19 @@ class TrialArtifacts:
 
     @classmethod
     def in_folder(cls, manager: StudyManager, folder: str | None, max_bytes: int) -> TrialArtifacts:
-        """A file-system store at ``folder`` (created when missing), receiving uploads in
-        its ``.uploads`` subfolder (same disk: no size surprise in /tmp); None: no store."""
+        """A file-system store at ``folder`` (created when missing, checked writable:
+        ``_artifact_disk.prepare``), receiving uploads in its ``.uploads`` subfolder (same
+        disk: no size surprise in /tmp); None: no store.
+
+        Raises:
+            FolderError: A folder the server cannot keep artifacts in.
+        """
         if folder is None:
             return cls(manager, None, max_bytes)
         from optuna.artifacts import FileSystemArtifactStore
 
-        root = Path(folder).expanduser().resolve()
-        spool = root / ".uploads"
-        spool.mkdir(parents=True, exist_ok=True)
-        return cls(manager, FileSystemArtifactStore(str(root)), max_bytes, spool)
+        root = prepare(folder)
+        return cls(manager, FileSystemArtifactStore(str(root)), max_bytes, root / ".uploads", root)
 
     def _require_store(self) -> Any:
         if self.store is None:
@@ -229,19 +185,15 @@ class TrialArtifacts:
         frozen = self.rdb.get_trial(trial_id)
         for a in self.infos(frozen):
             if a.name == upload.name:
-                if a.sha256 == upload.sha256:
-                    return a  # a retried upload of the same bytes
+                if a.sha256 == upload.sha256:  # a retried upload of the same bytes
+                    restore_if_missing(self._require_store(), a.artifact_id, path)
+                    return a
                 raise AlreadyExists(
                     f"trial {frozen.number} already has an artifact {upload.name!r} with other "
                     "contents; upload under another name"
                 )
         try:
-            artifact_id = upload_artifact(
-                artifact_store=self._require_store(),
-                file_path=str(path),
-                study_or_trial=frozen,
-                storage=self.rdb,
-            )
+            artifact_id = store_file(self._require_store(), self.rdb, frozen, path)
             record = {"size": upload.size, "sha256": upload.sha256}
             self.rdb.set_trial_system_attr(
                 trial_id, SHA_ATTR_PREFIX + artifact_id, json.dumps(record)
@@ -270,18 +222,19 @@ class TrialArtifacts:
         except KeyError:
             raise NotFound(f"study {study_name!r} has no trial {number}") from None
 
-    def remove_all(self, frozen: Any) -> int:
-        """Removes trial ``frozen``'s artifact files (its study is deleted); how many."""
+    def remove_all(self, frozen: Any) -> tuple[int, int]:
+        """Removes trial ``frozen``'s artifact files (its study is deleted); (how many, how
+        many were not there: a wrong folder leaves the real ones, ``delete`` says so)."""
         if self.store is None:
-            return 0
-        removed = 0
+            return 0, 0
+        removed = missing = 0
         for meta in get_all_artifact_meta(frozen, storage=self.rdb):
             try:
                 self.store.remove(meta.artifact_id)
                 removed += 1
             except ArtifactNotFound:
-                pass  # already gone
-        return removed
+                missing += 1
+        return removed, missing
 
     def infos(self, frozen: Any) -> list[ArtifactInfo]:
         out = []
@@ -307,6 +260,8 @@ class TrialArtifacts:
         """One artifact of a trial, by name or by id (exactly one of the two)."""
         if bool(name) == bool(artifact_id):
             raise InvalidArgument("give exactly one of name and artifact_id")
+        if name:  # as FindArtifact: a name no upload can have is the caller's mistake
+            check_name(name)
         for a in self.of_trial(study_name, number):
             if (name and a.name == name) or (artifact_id and a.artifact_id == artifact_id):
                 return a
@@ -382,7 +337,7 @@ class TrialArtifacts:
         except ArtifactNotFound:
             raise DataLoss(
                 f"artifact {info.name!r} ({info.artifact_id}) is listed but its bytes are "
-                "missing from the artifact store"
+                f"{missing_note(self.folder)}"
             ) from None
         digest = hashlib.sha256()
         size = 0

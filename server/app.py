@@ -19,6 +19,7 @@ import sqlalchemy
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from archsearch.server._artifact_disk import FolderError, prepare, warn_if_wrong_folder
 from archsearch.server._artifact_rpcs import ArtifactWorkerServicer
 from archsearch.server._auth import TokenAuthInterceptor
 from archsearch.server._rpc import method_handlers
@@ -232,13 +233,14 @@ class ArchsearchServer:
         n, busy = _addresses_in_use(cfg.host, cfg.port)
         if n and busy == n:  # refused before grpc tries (and logs a line of its own)
             raise ConfigError(_port_in_use(cfg))
+        folder = self._artifact_folder(cfg)  # before the manager, whose pictures go there
         self.manager = StudyManager(
             cfg.storage,
             cfg.lease_duration_s,
             cfg.heartbeat_interval_s,
             artifact_dir=cfg.artifact_dir,
         )
-        artifacts = self._artifacts(cfg)
+        artifacts = self._artifacts(cfg, folder)
         self.manager.remove_files = artifacts.remove_all  # delete takes a study's files too
         auth = TokenAuthInterceptor(cfg.admin_tokens, cfg.worker_tokens)
         options = [
@@ -298,23 +300,35 @@ class ArchsearchServer:
             raise ConfigError(f"cannot listen on {address}: {reason}")
         return port
 
-    def _artifacts(self, cfg: ServerConfig) -> TrialArtifacts:
+    def _artifact_folder(self, cfg: ServerConfig) -> str | None:
+        """The artifact folder (absolute), made when missing and checked writable; None: no
+        folder (a store given in code, or a storage with no file to put one beside)."""
         if cfg.max_artifact_bytes < 0:
             raise ConfigError("--max-artifact-bytes must be >= 0")
+        folder = cfg.artifact_dir or default_artifact_dir(cfg.storage)
+        if cfg.artifact_store is not None or not folder:
+            return None
+        folder = os.path.abspath(os.path.expanduser(folder))  # the same, wherever one stands
+        try:
+            prepare(folder)
+        except FolderError as e:
+            raise ConfigError(str(e)) from None
+        return folder
+
+    def _artifacts(self, cfg: ServerConfig, folder: str | None) -> TrialArtifacts:
         self.artifact_dir: str | None = None
         if cfg.artifact_store is not None:
             return TrialArtifacts(self.manager, cfg.artifact_store, cfg.max_artifact_bytes)
-        folder = cfg.artifact_dir or default_artifact_dir(cfg.storage)
-        if folder:
-            folder = os.path.abspath(
-                os.path.expanduser(folder)
-            )  # the same folder, named wherever one stands
         self.artifact_dir = folder  # what optuna-dashboard --artifact-dir needs (None: none)
         self.manager.keeps_artifacts = folder is not None  # launch refuses what needs uploads
+        self.manager.artifact_dir = folder or ""  # what delete names when files were missing
         try:
-            return TrialArtifacts.in_folder(self.manager, folder, cfg.max_artifact_bytes)
-        except OSError as e:
-            raise ConfigError(f"cannot create the artifact folder {folder}: {e.strerror}") from e
+            artifacts = TrialArtifacts.in_folder(self.manager, folder, cfg.max_artifact_bytes)
+        except FolderError as e:  # changed since _artifact_folder looked
+            raise ConfigError(str(e)) from None
+        if artifacts.folder is not None:
+            warn_if_wrong_folder(self.manager.rdb, artifacts.folder)
+        return artifacts
 
     def start(self) -> None:
         # The restart grace counts from when workers can reach this server, not from when

@@ -220,6 +220,8 @@ def test_bad_names_and_unknown_study_trial_artifact(server, worker, leased, tmp_
     expect(invalid, worker.download_artifact, "s", n, "", dest, contains="exactly one")
     expect(invalid, worker.download_artifact, "s", -1, "f.txt", dest, contains="trial_number")
     expect(invalid, worker.list_artifacts, "", n, contains="study_name")
+    for bad in ("%", "ok.txt ", "../x"):  # NOT_FOUND here, INVALID_ARGUMENT from FindArtifact
+        expect(invalid, worker.download_artifact, "s", n, bad, dest, contains="artifact name")
     assert not dest.exists()
 
 
@@ -470,16 +472,24 @@ def test_find_artifact_with_a_limit_lists_every_holder(server, worker, leased, t
     expect(not_found, worker.find_artifact, "s", "none.npz", limit=5, contains="none.npz")
 
 
-def test_an_artifact_folder_removed_while_serving_is_made_again(
+def test_an_artifact_folder_removed_while_serving_is_not_made_again(
     server, worker, leased, tmp_path
 ) -> None:
-    """Uploads failed INTERNAL (FileNotFoundError) until the server restarted."""
+    """Uploads failed INTERNAL (FileNotFoundError); then the next upload made a fresh empty
+    folder, and the server went on beside the real one (moved away, an unmounted volume).
+    Now an upload answers UNAVAILABLE naming the folder, and makes nothing."""
     import shutil
 
     assert server.artifact_dir is not None
     shutil.rmtree(server.artifact_dir)
     src = tmp_path / "f.bin"
     src.write_bytes(b"weights")
-    artifact_id = worker.upload_artifact(leased.lease.lease_id, src)
-    got = worker.download_artifact("s", leased.lease.trial_number, "f.bin", tmp_path / "got")
-    assert got.artifact_id == artifact_id and (tmp_path / "got").read_bytes() == b"weights"
+    expect(
+        grpc.StatusCode.UNAVAILABLE,
+        worker.upload_artifact,
+        leased.lease.lease_id,
+        src,
+        contains=f"the artifact folder {server.artifact_dir} is gone",
+    )
+    assert not Path(server.artifact_dir).exists()
+    assert worker.list_artifacts("s", leased.lease.trial_number) == []

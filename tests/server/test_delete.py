@@ -223,6 +223,26 @@ def stored_files(folder: str | None) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and ".uploads" not in p.parts]
 
 
+def test_a_delete_says_the_recorded_files_it_did_not_find(
+    sqlite_server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server on the wrong --artifact-dir said "deleted s: 2 trial(s), 0 file(s)" while
+    the study's files stayed in the real folder. Now it says how many recorded files it did
+    not find, and where it looked."""
+    srv = sqlite_server()  # the folder next to the database (no pictures drawn)
+    right, wrong = srv.artifact_dir, tmp_path / "wrong"
+    finished_study_with_files(srv.address, tmp_path)
+    srv.stop(0)
+    srv = sqlite_server(artifact_dir=str(wrong))
+    assert cli.main(["delete", "s", "--yes", "--server", srv.address]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "deleted s: 2 trial(s), 0 file(s)",
+        f"2 recorded file(s) were not found in {wrong}; if the server runs with the wrong "
+        "--artifact-dir, they are still in the right one",
+    ]
+    assert len(stored_files(right)) == 2
+
+
 def test_a_file_that_cannot_be_removed_leaves_no_half_study(
     server: ArchsearchServer, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -255,9 +275,9 @@ def test_a_server_killed_during_a_delete_finishes_it_when_it_starts_again(
         assert len(stored_files(folder)) == 3
         remove, calls = srv.manager.remove_files, []
 
-        def killed_after_one(trial: object) -> int:  # the server dies after one trial's files
+        def killed_after_one(trial: optuna.trial.FrozenTrial) -> tuple[int, int]:  # then dies
             calls.append(trial)
-            return remove(trial) if len(calls) == 1 else 0
+            return remove(trial) if len(calls) == 1 else (0, 0)
 
         def never(_study_id: int) -> None:
             raise RuntimeError("killed")

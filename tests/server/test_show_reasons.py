@@ -74,6 +74,22 @@ def test_show_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         srv.stop(0)
 
 
+def test_a_checkpoint_the_server_refused_is_a_warning_from_the_workers() -> None:
+    """A trial that completed with its checkpoint upload refused (the server's disk full)
+    had its ``checkpoint_upload_error`` said nowhere by ``show``."""
+    from archsearch.server._format_notes import trial_warnings
+
+    error = "UploadArtifact: RESOURCE_EXHAUSTED: the artifact folder /a is full"
+    trials = [
+        pb.Trial(number=n, state=pb.COMPLETE, info={"checkpoint_upload_error": error})
+        for n in (3, 4)
+    ]
+    assert trial_warnings([*trials, pb.Trial(number=5, state=pb.COMPLETE)]) == [
+        "  #3, #4: checkpoint not uploaded (the result stands; its files stay on the worker, "
+        f"`archsearch fetch` says where): {error}"
+    ]
+
+
 def test_a_curriculum_is_shown_by_what_was_chosen_not_every_default() -> None:
     """A PUDF curriculum's stored form holds every default (about 350 characters); the
     architecture column shows the method and the fields set otherwise."""

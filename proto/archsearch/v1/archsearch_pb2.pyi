@@ -765,18 +765,28 @@ class DeleteSearchResponse(_message.Message):
 
     N_TRIALS_FIELD_NUMBER: _builtins.int
     N_FILES_FIELD_NUMBER: _builtins.int
+    N_FILES_MISSING_FIELD_NUMBER: _builtins.int
+    ARTIFACT_DIR_FIELD_NUMBER: _builtins.int
     n_trials: _builtins.int
     """Trials deleted, and files (artifacts) removed from the server's artifact store."""
     n_files: _builtins.int
+    n_files_missing: _builtins.int
+    """Files the trials' records list that the artifact store did not hold (a wrong
+    --artifact-dir, an unmounted volume: they may still be elsewhere), and the server's
+    artifact folder ("" for a store given in code).
+    """
+    artifact_dir: _builtins.str
     def __init__(
         self,
         *,
         n_trials: _builtins.int = ...,
         n_files: _builtins.int = ...,
+        n_files_missing: _builtins.int = ...,
+        artifact_dir: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["n_files", b"n_files", "n_trials", b"n_trials"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_dir", b"artifact_dir", "n_files", b"n_files", "n_files_missing", b"n_files_missing", "n_trials", b"n_trials"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,6 +22,7 @@ from archsearch.server._progress_cleanup import drop_progress_of_retries
 from archsearch.server._rpc import _parse, abort_for, outage_of, rpc
 from archsearch.server._studies import StudyManager
 from archsearch.server._trial_artifacts import MAX_HOLDERS, ArtifactInfo, TrialArtifacts
+from archsearch.server._upload_guard import UploadGuard
 from archsearch.server._worker_servicer import WorkerServicer
 from archsearch.v1 import archsearch_pb2 as pb
 
@@ -83,12 +84,21 @@ class ArtifactWorkerServicer(WorkerServicer):
     Args:
         manager: The study manager.
         artifacts: Where artifacts are kept.
+        uploads: The upload slots and idle watch (default: 16 at once, 60 s idle).
         **kw: The other :class:`WorkerServicer` settings.
     """
 
-    def __init__(self, manager: StudyManager, artifacts: TrialArtifacts, **kw: Any) -> None:
+    def __init__(
+        self,
+        manager: StudyManager,
+        artifacts: TrialArtifacts,
+        uploads: UploadGuard | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(manager, **kw)
         self.artifacts = artifacts
+        #: at most so many uploads at once, none silent for long (``_upload_guard``)
+        self.uploads = uploads or UploadGuard()
 
     @rpc
     def CompleteTrial(
@@ -113,6 +123,13 @@ class ArtifactWorkerServicer(WorkerServicer):
         arrived and matches the header's size and sha256 (``Upload.finish``); an artifact
         folder that cannot take them (full, not writable, gone) answers its precise status
         (``_artifact_disk.as_status``)."""
+        self.uploads.enter()  # UNAVAILABLE when every upload slot is taken
+        try:
+            return self._upload(self.uploads.watched(requests, context))
+        finally:
+            self.uploads.leave()
+
+    def _upload(self, requests: Iterator[pb.UploadArtifactRequest]) -> pb.UploadArtifactResponse:
         first = next(requests, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("the first UploadArtifactRequest must carry the header")

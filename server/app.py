@@ -42,6 +42,7 @@ from archsearch.server._trial_artifacts import (
     TrialArtifacts,
     default_artifact_dir,
 )
+from archsearch.server._upload_guard import MAX_UPLOADS, UPLOAD_IDLE_S, UploadGuard
 from archsearch.v1 import archsearch_pb2 as pb
 
 log = logging.getLogger("archsearch.server")
@@ -70,11 +71,15 @@ class ServerConfig:
     max_long_polls: int = 256
     max_poll_s: float = 30.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    threads: int = 0  # 0: max_long_polls + 32
+    threads: int = 0  # 0: max_long_polls + max_uploads + 32
     #: Artifact folder: architecture pictures and uploaded files (None: uploads go to a
     #: folder next to a SQLite file, ``_trial_artifacts.default_artifact_dir``; no pictures).
     artifact_dir: str | None = None
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    #: Uploads received at once (each holds an RPC thread), and the seconds one may send
+    #: nothing before it is cancelled (``_upload_guard``).
+    max_uploads: int = MAX_UPLOADS
+    upload_idle_s: float = UPLOAD_IDLE_S
     #: Any Optuna ``ArtifactStore`` (S3, GCS, ...) for uploads, set in code; overrides the folder.
     artifact_store: Any = None
     #: Seconds between two checks that the one-server lock is still held (PostgreSQL: its
@@ -120,6 +125,11 @@ def check_limits(cfg: ServerConfig) -> None:
         raise ConfigError(f"--port must be in 0..65535 (0 picks a free one), got {cfg.port}")
     if cfg.max_long_polls < 1:
         raise ConfigError(f"--max-long-polls must be >= 1, got {cfg.max_long_polls}")
+    if cfg.max_uploads < 1 or not cfg.upload_idle_s > 0:
+        raise ConfigError(
+            f"max_uploads must be >= 1 and upload_idle_s > 0, got {cfg.max_uploads} and "
+            f"{cfg.upload_idle_s}"
+        )
     if not cfg.max_poll_s > 0:
         raise ConfigError(f"--max-poll-seconds must be > 0, got {cfg.max_poll_s}")
     if cfg.max_message_bytes < MIN_MESSAGE_BYTES:
@@ -248,7 +258,8 @@ class ArchsearchServer:
             ("grpc.max_send_message_length", cfg.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        threads = cfg.threads or cfg.max_long_polls + 32
+        # long polls and uploads have their own caps: 32 threads are left for the rest
+        threads = cfg.threads or cfg.max_long_polls + cfg.max_uploads + 32
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
             interceptors=[auth],
@@ -264,6 +275,7 @@ class ArchsearchServer:
                     ArtifactWorkerServicer(
                         self.manager,
                         artifacts,
+                        UploadGuard(cfg.max_uploads, cfg.upload_idle_s),
                         max_long_polls=cfg.max_long_polls,
                         max_poll_s=cfg.max_poll_s,
                     )

@@ -134,3 +134,43 @@ def test_studies_are_listed_page_by_page(admin: SearchClient, server: Archsearch
     with pytest.raises(grpc.RpcError) as e:
         admin._stub.ListStudies(pb.ListStudiesRequest(page_size=1001))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_silent_uploads_cannot_take_the_servers_threads(tmp_path: Path) -> None:
+    """Streams opened and left silent held every RPC thread: heartbeats waited behind them
+    and other workers' leases expired. Now a few at once (one more: UNAVAILABLE, which a worker
+    retries), and a silent one is cancelled."""
+    from archsearch.server.client import WorkerClient
+    from archsearch.v1 import archsearch_pb2 as pb
+
+    cfg = ServerConfig(
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+        port=0,
+        max_long_polls=2,
+        max_uploads=2,
+        upload_idle_s=1.0,
+    )
+    srv = ArchsearchServer(cfg)
+    srv.start()
+    caps = pb.WorkerCapabilities(trainers=["table"], device="cpu")
+    try:
+        with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+            admin.launch(table_spec("s", 2))
+            worker.register("w", caps)
+            lease = worker.acquire("w", caps, 5).lease
+
+            def silent() -> Iterator[pb.UploadArtifactRequest]:
+                time.sleep(8)
+                yield from ()
+
+            held = [worker.stub.UploadArtifact.future(silent()) for _ in range(40)]
+            start = time.monotonic()
+            assert worker.heartbeat(lease.lease_id)  # answered while they wait
+            assert time.monotonic() - start < 3
+            codes = [f.exception(timeout=10).code() for f in held]  # type: ignore[union-attr]
+            assert codes.count(grpc.StatusCode.UNAVAILABLE) == 38  # over the two slots
+            assert codes.count(grpc.StatusCode.CANCELLED) == 2  # silent for 1 s: cancelled
+            assert time.monotonic() - start < 6  # not held for the streams' 8 s
+            assert worker.heartbeat(lease.lease_id)
+    finally:
+        srv.stop(0)

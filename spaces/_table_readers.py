@@ -144,6 +144,8 @@ def _check_scalar_arch(arch: Any, where: str) -> dict[str, Any]:
         raise SpecError("table", f"{where} is not an architecture (a non-empty JSON object)")
     for k, v in arch.items():
         items = v if isinstance(v, list) else [v]
+        if any(isinstance(x, float) and not math.isfinite(x) for x in items):
+            raise SpecError("table", f"{where}: field {k!r} holds {v!r}, not a finite number")
         if not all(x is None or isinstance(x, bool | int | float | str) for x in items):
             raise SpecError(
                 "table", f"{where}: field {k!r} must be a number, string or list of them"
@@ -359,6 +361,13 @@ class CsvReader(TableReader):
                     "give it a score, or leave the row out",
                 )
             arch = {k: _cell(v) for k, v in line.items() if k != column and v not in ("", None)}
+            for k, v in arch.items():
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise SpecError(
+                        "table",
+                        f"{source} line {n}: parameter {k} {line[k]!r} is not a finite number",
+                        "give it a number, or leave the cell empty",
+                    )
             if not arch:
                 raise SpecError("table", f"{source} line {n} has no parameter besides the score")
             rows.append((arch, score))

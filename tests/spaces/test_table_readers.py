@@ -432,6 +432,9 @@ def test_a_repeated_architecture_keeps_its_first_score_in_every_format(tmp_path:
         ("a,b,score\n", "has a header and no rows"),  # was "has no column 'score' (no rows)"
         ("a;b;score\n1;2;3\n", "is it comma-separated?"),
         ("a,b,score\n1,2,nan\n", "give it a score, or leave the row out"),
+        # a parameter of nan or inf crashed the replay later (ZeroDivisionError)
+        ("a,b,score\n1,nan,3\n", "line 2: parameter b 'nan' is not a finite number"),
+        ("a,b,score\n1,2,3\n-inf,2,3\n", "line 3: parameter a '-inf' is not a finite number"),
     ],
 )
 def test_a_malformed_csv_says_what_is_wrong(tmp_path: Path, content: str, said: str) -> None:
@@ -440,6 +443,17 @@ def test_a_malformed_csv_says_what_is_wrong(tmp_path: Path, content: str, said: 
     with pytest.raises(SpecError) as refused:
         read_table(str(path), "csv")
     assert said in str(refused.value)
+
+
+def test_a_json_table_with_a_non_finite_parameter_names_it(tmp_path: Path) -> None:
+    rows = [
+        {"arch": {"n_layer": 1, "d": 8}, "acc": 0.5},
+        {"arch": {"n_layer": 2, "d": float("nan")}, "acc": 0.7},
+    ]
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps({"metric": "acc", "direction": "maximize", "architectures": rows}))
+    with pytest.raises(SpecError, match=r"field 'd' holds nan, not a finite number"):
+        read_table(str(path), "nas-tables")
 
 
 def test_nas_tables_rows_without_a_score_are_counted(tmp_path: Path) -> None:

@@ -101,12 +101,14 @@ def cmd_studies(args: argparse.Namespace) -> int:
             # done: every finished trial (complete, pruned or failed: retries and recorded
             # repeats included), then "+N" trials a completed job added (DyLoRA ranks,
             # AutoDistil students: not trained); budget: distinct candidates (n_trials)
-            f"{s.n_complete - s.n_derived + s.n_pruned + s.n_fail}"
-            + (f" +{s.n_derived}" if s.n_derived else ""),
+            # (a trial a worker handed back is not done: its candidate is queued again)
+            f"{_done(s)}" + (f" +{s.n_derived}" if s.n_derived else ""),
             s.n_trials,
             s.n_running,
             s.n_pruned,
-            f"{s.n_fail - s.n_unrun}" + (f" +{s.n_unrun} unrun" if s.n_unrun else ""),
+            f"{s.n_fail - s.n_unrun - s.n_handed_back}"
+            + (f" +{s.n_unrun} unrun" if s.n_unrun else "")
+            + (f" +{s.n_handed_back} handed back" if s.n_handed_back else ""),
             s.workers_for_trainer if s.state == pb.STUDY_RUNNING else "",
         ]
         for s in studies
@@ -134,8 +136,13 @@ def cmd_studies(args: argparse.Namespace) -> int:
             "(failed +N unrun: candidates a stop ended before they ran, not failures; "
             "`archsearch resume STUDY` queues them again)"
         )
+    if any(s.n_handed_back for s in studies):
+        print(
+            "(failed +N handed back: trials a worker gave back, stopped or lacking the data; "
+            "each candidate is queued again, not counted against its retries)"
+        )
     _say_unserved(unserved, sys.stdout)
-    if any(s.n_complete - s.n_derived + s.n_pruned + s.n_fail > s.n_trials for s in studies):
+    if any(_done(s) > s.n_trials for s in studies):
         print(
             "(done counts every finished trial: a failed trial and its retry are two, a "
             "repeated candidate one more; the budget counts distinct candidates)"
@@ -161,6 +168,11 @@ def _say_unserved(unserved: dict[str, str], out: IO[str]) -> None:
         "(`archsearch show NAME` says why; start the server where their plugins load)",
         file=out,
     )
+
+
+def _done(s: Any) -> int:
+    """Finished trials: complete (not derived), pruned, failed (not handed back)."""
+    return s.n_complete - s.n_derived + s.n_pruned + s.n_fail - s.n_handed_back
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -135,6 +135,7 @@ def study_to_pb(snap: StudySnapshot, max_bytes: int | None = None) -> pb.Study:
         n_waiting=counts[TrialState.WAITING],
         n_derived=snap.derived,
         n_unrun=snap.unrun,
+        n_handed_back=snap.handed_back,
         completed_reason=snap.completed_reason,
         created_at=snap.created_at,
         workers_for_trainer=snap.connected_trainers.get(snap.spec.trainer, 0),

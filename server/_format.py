@@ -286,6 +286,12 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         f"  objectives: {objectives}",
         f"  trials: {study.n_complete} complete, {study.n_pruned} pruned, {study.n_fail} failed"
         + (f" ({unrun} never ran: a stop ended them)" if unrun else "")
+        + (
+            f" ({study.n_handed_back} handed back by workers: queued again, not counted "
+            "against retries)"
+            if study.n_handed_back
+            else ""
+        )
         + f", {study.n_running - prepared} running, "
         + (f"{prepared} prepared for the next worker, " if prepared else "")
         + f"{study.n_waiting} waiting (budget {study.n_trials})"

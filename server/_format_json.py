@@ -25,6 +25,7 @@ def study_dict(s: Any, best: bool = True) -> dict[str, Any]:
             "waiting": s.n_waiting,
             "derived": s.n_derived,
             "unrun": s.n_unrun,
+            "handed_back": s.n_handed_back,
         },
         "best_trials": [trial_dict(t) for t in s.best_trials],
         "best_trials_left_out": s.best_trials_left_out,

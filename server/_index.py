@@ -46,6 +46,8 @@ CREATED_ATTR = "archsearch:created_at"
 LEASE_ATTR = "archsearch:lease"
 FAILURES_ATTR = "archsearch:failures"
 COMPLETED_REASON_ATTR = "archsearch:completed_reason"
+#: User attribute of a trial a worker handed back (ReleaseTrial): not the candidate's failure.
+HANDED_BACK_ATTR = "handed_back"
 #: Set by ``stop --cancel-running``: the workers of its leased trials are told to stop.
 CANCEL_ATTR = "archsearch:cancel_running"
 #: a retryable failure while its study was stopped (handed back, lease expired): not re-queued
@@ -210,6 +212,8 @@ class StudySnapshot:
     derived: int = 0
     #: FAIL trials a stop ended before they ran (:data:`STOPPED_REASON`)
     unrun: int = 0
+    #: FAIL trials a worker handed back (:data:`HANDED_BACK_ATTR`)
+    handed_back: int = 0
     #: why a completed study ended ("" while it runs)
     completed_reason: str = ""
     #: connected workers that serve other studies only (``--study``)

@@ -21,7 +21,7 @@ from archsearch.server import _storage
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._derived_trials import completion_extras
 from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from archsearch.server._index import LiveTrial, StudyHandle
+from archsearch.server._index import HANDED_BACK_ATTR, LiveTrial, StudyHandle
 from archsearch.server._leases import WORKER_CODE_ATTR, LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
@@ -220,6 +220,8 @@ class TrialOutcomes:
             ended: dict[str, Any] = {"fail_reason": reason}
             if h.cancel_running and not retryable:  # the user's stop, not the candidate's
                 ended["cancelled"] = True
+            if released:  # not the candidate's failure: counted apart (``handed_back``)
+                ended[HANDED_BACK_ATTR] = True
             written: Future[Any] = self.writer.submit(
                 _storage.finish_op(tid, TrialState.FAIL, None, ended)
             )

@@ -76,6 +76,7 @@ from archsearch.server._index import (
     COMPLETED,
     COMPLETED_REASON_ATTR,
     FAILURES_ATTR,
+    HANDED_BACK_ATTR,
     LEASE_ATTR,
     RUNNING,
     SPEC_ATTR,
@@ -260,12 +261,14 @@ class StudyManager(ManagerWiring):
         derived = 0
         unrun: set[int] = set()  # a stop ended them before they ran; not those resumed since
         retried: set[int] = set()
+        handed_back = 0
         with unless_deleted(h, self.registry.serves):  # StudyDeleted when deleted under it
             for t in self.trials(h):
                 counts[t.state] += 1
                 derived += t.state == TrialState.COMPLETE and is_derived_trial(t)
                 if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == STOPPED_REASON:
                     unrun.add(t.number)
+                handed_back += t.state == TrialState.FAIL and HANDED_BACK_ATTR in t.user_attrs
                 retried.update(t.system_attrs.get("retry_history", [])[-1:])
             best = tuple(self.best_trials(h)) if with_best else ()
         return StudySnapshot(
@@ -278,6 +281,7 @@ class StudyManager(ManagerWiring):
             workers_elsewhere=self.workers_elsewhere(h.spec.name),
             derived=derived,
             unrun=len(unrun - retried),
+            handed_back=handed_back,
             completed_reason=h.completed_reason if state in (COMPLETED, STOPPED) else "",
         )
 

@@ -152,7 +152,7 @@ class _FakeClient:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def list_studies(self) -> list[pb.Study]:
+    def list_studies(self, unserved: dict[str, str] | None = None) -> list[pb.Study]:
         return self.studies
 
     def get_study(self, name: str) -> pb.Study:
@@ -199,6 +199,14 @@ def test_studies_counts_every_finished_trial_as_done(
     monkeypatch.setattr(_cli_common, "SearchClient", lambda *a, **k: _FakeClient([retried], []))
     assert cli.main(["studies"]) == 0
     assert "a failed trial and its retry are two" in capsys.readouterr().out
+    # a trial a worker handed back is not done, nor a failure: its candidate is queued again
+    back = _study(n_fail=3, n_handed_back=3, n_waiting=1, n_running=0)
+    monkeypatch.setattr(_cli_common, "SearchClient", lambda *a, **k: _FakeClient([back], []))
+    assert cli.main(["studies"]) == 0
+    out = capsys.readouterr().out
+    row = out.splitlines()[2].split()
+    assert row[5] == "0" and row[9:12] == ["0", "+3", "handed"]
+    assert "(failed +N handed back: trials a worker gave back" in out
 
 
 @pytest.mark.parametrize("command", [["studies"], ["show", "s"], ["launch", "--spec"]])

@@ -54,7 +54,13 @@ def _hand_back_one_trial(server: ArchsearchServer, glue_dir: Path) -> tuple[pb.T
             worker.worker_id, worker.capabilities, 0, skip_studies=worker.skips.studies()
         )
         assert not again.has_trial
-        assert admin.get_study("s").workers_for_trainer == 0  # it does not count for "s"
+        study = admin.get_study("s")
+        assert study.workers_for_trainer == 0  # it does not count for "s"
+        # counted apart from failures: `show` and `studies` said "1 failed", "done 1"
+        assert (study.n_fail, study.n_handed_back) == (1, 1)
+        from archsearch.server._format import format_study
+
+        assert "1 failed (1 handed back by workers: queued again" in format_study(study, [])
         other = client.acquire("other", worker.capabilities, 5)
         assert other.has_trial and other.lease.trial_number == retry.number
     return first, worker

@@ -25,9 +25,15 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     from archsearch.server._format import worker_note
     from archsearch.server._format_json import study_dict
+    from archsearch.server._spec import check_known_fields
     from archsearch.server.client import ClientError
+    from archsearch.spaces import SpecError
 
     spec = build_spec(args)
+    try:  # a misspelt field first: `n_trial` was reported as "launch needs --trials N"
+        check_known_fields(spec)
+    except SpecError as e:
+        raise CliError(f"invalid search spec: {e}", EXIT_BAD_INPUT) from None
     for key, flag, example in (
         ("name", "--name NAME", "--name sst2-tpe"),
         ("n_trials", "--trials N", "--trials 20"),

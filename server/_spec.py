@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
 import re
@@ -69,6 +70,22 @@ _KNOWN = {
     "max_retries",
     "tasks",
 }
+
+
+def check_known_fields(obj: dict[str, Any]) -> None:
+    """Refuses a top-level field the spec does not have, with the one meant when it is close
+    (``n_trial``: did you mean n_trials?).
+
+    Raises:
+        SpecError: on the first unknown field.
+    """
+    unknown = sorted(set(obj) - _KNOWN)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(_KNOWN), n=1)
+        meant = f"did you mean {close[0]!r}? " if close else ""
+        raise SpecError(
+            unknown[0], "unknown spec field", f"{meant}known: {', '.join(sorted(_KNOWN))}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,9 +178,7 @@ class SearchSpec:
         if not isinstance(obj, dict):
             raise SpecError("spec", f"must be a JSON object, got {type(obj).__name__}")
         check_depth(obj)
-        unknown = sorted(set(obj) - _KNOWN)
-        if unknown:
-            raise SpecError(unknown[0], "unknown spec field", f"known: {', '.join(sorted(_KNOWN))}")
+        check_known_fields(obj)
 
         name = obj.get("name")
         if not isinstance(name, str) or not STUDY_NAME_RE.match(name):

@@ -5,6 +5,7 @@ unknown device or missing GLUE folder."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,16 @@ def test_the_python_client_refuses_a_port_grpc_would_wrap(target: str) -> None:
     for client in (SearchClient, WorkerClient):
         with pytest.raises(ValueError, match=r"port must be in 1\.\.65535"):
             client(target)
+
+
+def test_a_misspelt_spec_field_is_named_before_a_missing_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`n_trial` was reported as "launch needs --trials N": the typo said only once the flag
+    was added."""
+    spec = tmp_path / "typo.json"
+    spec.write_text(json.dumps({"name": "t6", "space": "bert", "n_trial": 3}))
+    assert cli.main(["launch", "--spec", str(spec), "--server", "127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid search spec: n_trial: unknown spec field" in err
+    assert "did you mean 'n_trials'?" in err and "needs --trials" not in err

@@ -131,6 +131,20 @@ def _say_glue_dir(glue_dir: str | None, trainers: Mapping[str, object]) -> None:
     log.info("GLUE data: %s: %s", how, ", ".join(tasks))
 
 
+def _trainer_failed(name: str, e: Exception) -> str:
+    """One line for a trainer that raised while it was built: what, and the file and line
+    where (a plugin's NameError said nowhere where it was; -v logs the whole traceback)."""
+    import traceback
+
+    log.debug("building trainer %s", name, exc_info=e)
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return (
+        f"trainer {name!r} failed to start: {type(e).__name__}: {e}{where}; fix the trainer "
+        "(-v logs the traceback), or start the worker without it"
+    )
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from archsearch.server.client import WorkerClient
     from archsearch.worker import Trainer, Worker
@@ -153,6 +167,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise CliError(str(e.args[0])) from e
         except (ValueError, FileNotFoundError) as e:  # FileNotFoundError: a missing --glue-dir
             raise CliError(str(e)) from e
+        except Exception as e:  # a trainer's (a plugin's) own failure: where, in one line
+            raise CliError(_trainer_failed(name, e)) from e
     _check_device(args.device)
     _say_glue_dir(args.glue_dir, trainers)
     try:

@@ -129,3 +129,31 @@ def test_a_plugin_cannot_take_a_built_in_name_or_an_invalid_one() -> None:
     assert trainer_class("bert").__module__ == "archsearch.worker._bert_trainer"
     with pytest.raises(KeyError, match="install a plugin that publishes it"):
         trainer_class("nosuch")
+
+
+def test_a_trainer_that_fails_to_start_is_one_line_saying_where(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A plugin trainer whose constructor raised printed a traceback from `archsearch worker`;
+    a NameError in it said nowhere where it was."""
+    from archsearch.server import cli
+
+    @register_trainer
+    class Broken(Trainer):
+        name = "broken-test"
+
+        @classmethod
+        def from_options(cls, options: Mapping[str, Any]) -> Broken:
+            return undefined_name  # type: ignore[name-defined]  # noqa: F821
+
+        def train(self, candidate: Candidate, context: TrainContext) -> TrainResult:
+            raise NotImplementedError
+
+    try:
+        argv = ["worker", "--trainer", "broken-test", "--server", "127.0.0.1:9"]
+        assert cli.main(argv) == 2
+    finally:
+        TRAINERS.unregister("broken-test")
+    err = capsys.readouterr().err
+    assert err.startswith("archsearch: trainer 'broken-test' failed to start: NameError: ")
+    assert "test_registry.py:" in err and "Traceback" not in err and len(err.splitlines()) == 1

@@ -29,63 +29,16 @@ from __future__ import annotations
 
 import abc
 import csv
-import dataclasses
 import json
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from archsearch.spaces._base import DesignSpace
 from archsearch.spaces._errors import SpecError
 from archsearch.spaces._files import MAX_TABLE_BYTES, read_text
 from archsearch.spaces._registry import Registry
+from archsearch.spaces._replay_table import DIRECTIONS, ReplayTable
 from archsearch.spaces._row_table import RowTableSpace, row_key
-
-DIRECTIONS = ("maximize", "minimize")
-
-
-@dataclasses.dataclass
-class ReplayTable:
-    """Rows of measured architectures and the space a loop searches over them.
-
-    Attributes:
-        source: Where the rows came from (for messages and reports).
-        architectures: The rows' architectures, distinct, in the source's order.
-        scores: The score of each row.
-        direction: ``maximize`` or ``minimize``: which scores are better.
-        space: The design space whose members are exactly the rows.
-        metric: What the score is (``accuracy``, ``valid_ppl``, ...).
-        repeated: Rows dropped because their architecture came earlier.
-        conflicting: How many of those gave another score than the row kept.
-        unscored: Rows left out because they have no finite score for ``metric``.
-        derived: Trials of a study left out because archsearch derived them from another's
-            report (a DyLoRA rank, an AutoDistil student's proxy score): not candidates a
-            loop proposed and a worker trained.
-    """
-
-    source: str
-    architectures: list[dict[str, Any]]
-    scores: list[float]
-    direction: str
-    space: DesignSpace
-    metric: str = "score"
-    repeated: int = 0
-    conflicting: int = 0
-    unscored: int = 0
-    derived: int = 0
-
-    def __post_init__(self) -> None:
-        self._by_key = {
-            self.key(a): s for a, s in zip(self.architectures, self.scores, strict=True)
-        }
-
-    def key(self, architecture: Mapping[str, Any]) -> str:
-        """The row key of ``architecture`` (the space's description)."""
-        return self.space.describe(dict(architecture))
-
-    def score(self, architecture: Mapping[str, Any]) -> float:
-        """The score of the row ``architecture``; KeyError when it is no row."""
-        return self._by_key[self.key(architecture)]
 
 
 class TableReader(abc.ABC):

@@ -468,3 +468,24 @@ def test_nas_tables_rows_without_a_score_are_counted(tmp_path: Path) -> None:
     path.write_text(json.dumps({"metric": "acc", "direction": "maximize", "architectures": rows}))
     table = read_table(str(path), "nas-tables")
     assert sorted(table.scores) == [0.5, 0.7] and table.unscored == 2
+
+
+@pytest.mark.parametrize(
+    ("direction", "scores", "says"),
+    [
+        ("minimise", [1.0], "direction 'minimise' is not one of ['maximize', 'minimize']"),
+        ("maximize", [float("nan")], "1 scores are not finite numbers (first nan)"),
+        ("maximize", [], "1 rows and 0 scores"),
+    ],
+)
+def test_a_plugin_readers_table_is_checked_as_the_built_in_ones(
+    direction: str, scores: list[float], says: str
+) -> None:
+    """A plugin format's reader returning "minimise" made replay print Optuna's traceback,
+    and a NaN score was replayed."""
+    from archsearch.spaces import ReplayTable, RowTableSpace
+
+    archs = [{"a": 1}]
+    with pytest.raises(SpecError) as e:
+        ReplayTable("mine.jsonl", archs, scores, direction, RowTableSpace(archs, label="m"))
+    assert e.value.field == "table" and says in str(e.value)

@@ -187,7 +187,11 @@ class StudyRegistry:
         """
         with self.delete_lock, self._lock:
             if spec.name in self._handles:
-                raise AlreadyExists(f"study {spec.name!r} already exists; choose another name")
+                raise AlreadyExists(
+                    f"study {spec.name!r} already exists; choose another name (or `archsearch "
+                    f"resume {spec.name}` to run it again, `archsearch delete {spec.name}` once "
+                    "it is stopped)"
+                )
             if spec.name in self.unserved:
                 raise AlreadyExists(
                     f"study {spec.name!r} already exists (this server cannot serve it: "

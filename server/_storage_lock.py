@@ -234,6 +234,12 @@ def _flock_holder(key: tuple[int, int], real: Path) -> str:
 
 def missing_driver(url: str, e: ImportError) -> str:
     """One line for a storage URL whose database driver is not installed."""
+    if not url.startswith("postgresql"):  # archsearch[server] brings PostgreSQL's only
+        return (
+            f"cannot open storage {safe_url(url)}: its database driver is not installed "
+            f"({e.name or e}); install it with pip (archsearch is tested on SQLite and "
+            "PostgreSQL)"
+        )
     return (
         f"cannot open storage {safe_url(url)}: its database driver is not installed "
         f"({e.name or e}); install it (pip install 'archsearch[server]' has psycopg and "

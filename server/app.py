@@ -86,6 +86,11 @@ class ServerConfig:
     #: session can end under the server; ``_pg_lock``).
     lock_check_s: float = 2.0
 
+    def __post_init__(self) -> None:
+        # libpq, Heroku and many hosts write postgres://, which SQLAlchemy 2 no longer reads
+        if self.storage.startswith("postgres://"):
+            self.storage = "postgresql://" + self.storage.removeprefix("postgres://")
+
 
 class StorageLost(RuntimeError):
     """Another server took this one's storage lock; the message says which and what to do."""

@@ -174,3 +174,16 @@ def test_silent_uploads_cannot_take_the_servers_threads(tmp_path: Path) -> None:
             assert worker.heartbeat(lease.lease_id)
     finally:
         srv.stop(0)
+
+
+def test_a_name_taken_says_what_to_do_with_the_study_there(admin: SearchClient) -> None:
+    admin.launch(table_spec("taken", 1))
+    e = refused(admin.launch, table_spec("taken", 1))
+    assert e.code == grpc.StatusCode.ALREADY_EXISTS
+    assert "`archsearch resume taken`" in e.details and "`archsearch delete taken`" in e.details
+
+
+def test_a_postgres_url_is_read_as_postgresql() -> None:
+    """libpq's and Heroku's postgres:// was refused ("Can't load plugin ... postgres")."""
+    cfg = ServerConfig(storage="postgres://u:p@db.example:5432/archsearch")
+    assert cfg.storage == "postgresql://u:p@db.example:5432/archsearch"

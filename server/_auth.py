@@ -76,4 +76,8 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"a worker token cannot call {method}; use an admin token",
             )
-        return _abort_handler(grpc.StatusCode.UNAUTHENTICATED, "wrong token")
+        return _abort_handler(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "wrong token: the server takes none like it; use a token from its admin or worker "
+            "token file (--token-file, or ARCHSEARCH_TOKEN)",
+        )

@@ -195,7 +195,10 @@ def _token(args: argparse.Namespace) -> str | None:
     try:
         return resolve_token(None, getattr(args, "token_file", None))
     except OSError as e:
-        raise CliError(f"cannot read token file {args.token_file}: {e.strerror}") from e
+        raise CliError(
+            f"cannot read token file {args.token_file}: {e.strerror}; pass the file the server "
+            "admin gave you (or set ARCHSEARCH_TOKEN)"
+        ) from e
     except ValueError as e:
         raise CliError(str(e)) from e
 

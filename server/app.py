@@ -110,13 +110,19 @@ def read_token_file(path: str) -> list[str]:
     try:
         text = Path(path).read_text()
     except OSError as e:
-        raise ConfigError(f"cannot read token file {path}: {e.strerror}") from e
+        raise ConfigError(
+            f"cannot read token file {path}: {e.strerror}; pass the file that holds the tokens, "
+            "one per line"
+        ) from e
     tokens = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     if not tokens:
         raise ConfigError(f"token file {path} holds no token (one token per line)")
     for t in tokens:
         if len(t) < 16:
-            raise ConfigError(f"token file {path}: tokens must be at least 16 characters")
+            raise ConfigError(
+                f"token file {path}: tokens must be at least 16 characters; make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
     return tokens
 
 

@@ -168,3 +168,15 @@ def test_a_misspelt_spec_field_is_named_before_a_missing_one(
     err = capsys.readouterr().err
     assert "invalid search spec: n_trial: unknown spec field" in err
     assert "did you mean 'n_trials'?" in err and "needs --trials" not in err
+
+
+def test_token_file_errors_say_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    short = tmp_path / "short.tokens"
+    short.write_text("abc123\n")
+    with pytest.raises(ConfigError, match=r"at least 16 characters; make one with python -c"):
+        from archsearch.server.app import read_token_file
+
+        read_token_file(str(short))
+    assert cli.main(["studies", "--token-file", str(tmp_path / "none"), "--server", "h:1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read token file" in err and "pass the file the server admin gave you" in err

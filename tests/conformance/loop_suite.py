@@ -19,6 +19,10 @@ server's ``ask_candidate`` (snapshot, ``loop.suggest``, the trial created with t
 architecture's parameters) under one thread, results told through ``study.tell``, and a
 restart modelled as a new loop object on the same storage. Each checks one clause of the
 contract in ``archsearch/search/_base.py``.
+
+A plugin (a package of its own) does the same in its own test file and runs it with this
+folder importable: ``PYTHONPATH=<archsearch checkout>/tests pytest`` (see the README's
+"Your own trainer and search space" and ``examples/mlp_plugin``).
 """
 
 from __future__ import annotations

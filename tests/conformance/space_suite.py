@@ -15,6 +15,10 @@ the space, a parameter's distribution never changes, ``describe`` is one line, t
 round-trip through ``options()``, a :class:`~archsearch.spaces.MutableSpace`'s neighbours
 are distinct members other than the architecture itself, and a
 :class:`~archsearch.spaces.RawFeatureSpace`'s raw parameters are its feature parameters unbinned.
+
+A plugin (a package of its own) does the same in its own test file and runs it with this
+folder importable: ``PYTHONPATH=<archsearch checkout>/tests pytest`` (see the README's
+"Your own trainer and search space" and ``examples/mlp_plugin``).
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ the same candidate and seed; a stop request
 (``should_stop``) and a prune decision end it with ``TrialStopped``; a candidate it cannot train
 raises ``CandidateError``, as does an objective metric it cannot produce; its ``info`` declares
 every metric it reports (the server validates studies against it).
+
+A plugin (a package of its own) does the same in its own test file and runs it with this
+folder importable: ``PYTHONPATH=<archsearch checkout>/tests pytest`` (see the README's
+"Your own trainer and search space" and ``examples/mlp_plugin``).
 """
 
 from __future__ import annotations

@@ -84,9 +84,10 @@ class Registry(Mapping[str, T], Generic[T]):
             self._loaded = True
 
     def _load_entry_points(self) -> None:
-        """Imports each entry point of ``plugins`` not named already. Said at INFO (the server
-        logs it; a CLI command does not repeat it each time): a name archsearch or an earlier
-        plugin has, and a plugin that does not load (looking its name up says why). An entry
+        """Imports each entry point of ``plugins`` not named already. A plugin that does not
+        load is said at INFO (looking its name up says why); one whose name archsearch or an
+        earlier plugin has, at WARNING (it would never run, and `launch --loop tpe` quietly
+        ran Optuna's TPE). An entry
         point naming the very class registered under its name says nothing: the README's
         pattern (a decorator and an entry point), its module imported first by another group,
         was logged as ignored and "archsearch's own"."""
@@ -101,8 +102,8 @@ class Registry(Mapping[str, T], Generic[T]):
                 known = self._items.get(ep.name)
                 if not ep.value.startswith("archsearch.") and _where(known) != ep.value:
                     had = origin.get(ep.name) or _owner(known)
-                    log.info(
-                        "%s plugin %s (%s) is ignored: the name is taken (%s)",
+                    log.warning(  # a plugin that never runs, silently: worth a warning
+                        "%s plugin %s (%s) is ignored: the name is taken (%s); rename it",
                         self.kind,
                         ep.name,
                         ep.value,

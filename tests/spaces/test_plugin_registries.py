@@ -179,4 +179,7 @@ def test_an_entry_point_naming_the_class_its_decorator_registered_is_not_said_ig
         sys.modules.pop("plugdeco", None)
     assert "(plugdeco:Toy) is ignored" not in caplog.text  # the same class: nothing to say
     said = "thing plugin toy (plugdeco:Other) is ignored: the name is taken (registered by "
-    assert said + "plugdeco:Toy)" in caplog.text and "archsearch's own" not in caplog.text
+    assert (
+        said + "plugdeco:Toy); rename it" in caplog.text and "archsearch's own" not in caplog.text
+    )
+    assert any(r.levelno == logging.WARNING and said in r.getMessage() for r in caplog.records)

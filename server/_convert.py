@@ -141,6 +141,7 @@ def study_to_pb(snap: StudySnapshot, max_bytes: int | None = None) -> pb.Study:
         workers_for_trainer=snap.connected_trainers.get(snap.spec.trainer, 0),
         connected_trainers=sorted(snap.connected_trainers),
         workers_elsewhere=snap.workers_elsewhere,
+        workers_lacking_data=snap.workers_lacking_data,
     )
     searched = tuple(snap.spec.data_space)
     msg.best_trials.extend(trial_to_pb(t, searched) for t in snap.best_trials)

@@ -383,6 +383,14 @@ def worker_note(study: Any, flags: str, after: str = "") -> str:
     spec = json.loads(study.spec_json)
     trainer = spec.get("trainer", "bert")
     offered = ", ".join(study.connected_trainers)
+    if study.workers_lacking_data:
+        n = study.workers_lacking_data
+        return (
+            f"note: the {n} connected worker{'s' if n > 1 else ''} running the {trainer} trainer "
+            f"lack{'' if n > 1 else 's'} {study.name}'s data and skip its trials (the worker "
+            "logs say what is missing and where they looked); they wait for a worker that has "
+            f"it: `archsearch worker {flags} --trainer {trainer} --glue-dir DIR`{after}"
+        )
     connected = (
         f"the connected workers offer only {offered}"
         if offered

@@ -218,3 +218,5 @@ class StudySnapshot:
     completed_reason: str = ""
     #: connected workers that serve other studies only (``--study``)
     workers_elsewhere: int = 0
+    #: connected workers that skip the study's trials: they lack its data
+    workers_lacking_data: int = 0

@@ -279,6 +279,7 @@ class StudyManager(ManagerWiring):
             best_trials=best,
             connected_trainers=self.connected_trainers(h.spec.name),
             workers_elsewhere=self.workers_elsewhere(h.spec.name),
+            workers_lacking_data=self.directory.lacking_data(h),
             derived=derived,
             unrun=len(unrun - retried),
             handed_back=handed_back,

@@ -121,6 +121,17 @@ class WorkerDirectory:
             if (n := max(counts.get(t, 0), leased.get(t, 0))) > 0
         }
 
+    def lacking_data(self, h: StudyHandle) -> int:
+        """Connected workers that would train ``h``'s trials but skip them now: they lack its
+        data (``skipping``)."""
+        return sum(
+            1
+            for worker_id, (trainers, asked) in self._seen().items()
+            if h.spec.trainer in trainers
+            and asked in ("", h.spec.name)
+            and h.spec.name in self.skipping.get(worker_id, ())
+        )
+
     def serving_others(self, study: str) -> int:
         """Connected workers that asked for another study by name (``--study``): they never
         take ``study``'s trials (what the no-worker note tells apart from none at all)."""

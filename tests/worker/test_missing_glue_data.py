@@ -61,6 +61,11 @@ def _hand_back_one_trial(server: ArchsearchServer, glue_dir: Path) -> tuple[pb.T
         from archsearch.server._format import format_study
 
         assert "1 failed (1 handed back by workers: queued again" in format_study(study, [])
+        from archsearch.server._format import worker_note
+
+        assert study.workers_lacking_data == 1
+        note = worker_note(study, "--server H:1")
+        assert note.startswith("note: the 1 connected worker running the table trainer lacks s's")
         other = client.acquire("other", worker.capabilities, 5)
         assert other.has_trial and other.lease.trial_number == retry.number
     return first, worker

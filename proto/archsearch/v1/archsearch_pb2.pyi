@@ -159,6 +159,7 @@ class Study(_message.Message):
     WORKERS_ELSEWHERE_FIELD_NUMBER: _builtins.int
     BEST_TRIALS_LEFT_OUT_FIELD_NUMBER: _builtins.int
     N_HANDED_BACK_FIELD_NUMBER: _builtins.int
+    WORKERS_LACKING_DATA_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique study name chosen at launch."""
     spec_json: _builtins.str
@@ -212,6 +213,11 @@ class Study(_message.Message):
     """FAIL trials a worker handed back (ReleaseTrial: it was stopped, or lacks the data), each
     queued again without counting against its retries; counted in n_fail.
     """
+    workers_lacking_data: _builtins.int
+    """Connected workers that offer this study's trainer but skip its trials now: they lack its
+    data (AcquireTrialRequest.skip_studies; each worker's log says what it lacks). Not counted
+    in workers_for_trainer.
+    """
     @_builtins.property
     def objectives(self) -> _containers.RepeatedCompositeFieldContainer[Global___Objective]: ...
     @_builtins.property
@@ -248,10 +254,11 @@ class Study(_message.Message):
         workers_elsewhere: _builtins.int = ...,
         best_trials_left_out: _builtins.int = ...,
         n_handed_back: _builtins.int = ...,
+        workers_lacking_data: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trials", b"best_trials", "best_trials_left_out", b"best_trials_left_out", "completed_reason", b"completed_reason", "connected_trainers", b"connected_trainers", "created_at", b"created_at", "n_complete", b"n_complete", "n_derived", b"n_derived", "n_fail", b"n_fail", "n_handed_back", b"n_handed_back", "n_pruned", b"n_pruned", "n_running", b"n_running", "n_trials", b"n_trials", "n_unrun", b"n_unrun", "n_waiting", b"n_waiting", "name", b"name", "objectives", b"objectives", "spec_json", b"spec_json", "state", b"state", "workers_elsewhere", b"workers_elsewhere", "workers_for_trainer", b"workers_for_trainer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trials", b"best_trials", "best_trials_left_out", b"best_trials_left_out", "completed_reason", b"completed_reason", "connected_trainers", b"connected_trainers", "created_at", b"created_at", "n_complete", b"n_complete", "n_derived", b"n_derived", "n_fail", b"n_fail", "n_handed_back", b"n_handed_back", "n_pruned", b"n_pruned", "n_running", b"n_running", "n_trials", b"n_trials", "n_unrun", b"n_unrun", "n_waiting", b"n_waiting", "name", b"name", "objectives", b"objectives", "spec_json", b"spec_json", "state", b"state", "workers_elsewhere", b"workers_elsewhere", "workers_for_trainer", b"workers_for_trainer", "workers_lacking_data", b"workers_lacking_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

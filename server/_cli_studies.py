@@ -264,7 +264,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     added += f", {repeats} recorded repeat{'s' * (repeats != 1)}" if repeats else ""
     print(
         f"resumed {study.name}: budget {study.n_trials} distinct candidates "
-        f"({trained} complete, {study.n_running} running{added}){again}; watch it with "
+        f"({trained} distinct complete, {study.n_running} running{added}){again}; watch it with "
         + hint(args, f"show {shlex.quote(study.name)}")
     )
     note = worker_note(study, *worker_flags(args))

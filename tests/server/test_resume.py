@@ -217,7 +217,9 @@ def test_the_cli_says_what_resume_did_in_one_line(
     args = ["resume", "s", "--server", server.address]
     assert cli.main([*args, "--n-trials", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("resumed s: budget 3 distinct candidates (1 complete, 0 running)")
+    assert out[0].startswith(
+        "resumed s: budget 3 distinct candidates (1 distinct complete, 0 running)"
+    )
     with pytest.raises(SystemExit) as bad:  # argparse: a whole number >= 1
         cli.main([*args, "--n-trials", "0"])
     assert bad.value.code == 2
@@ -258,7 +260,7 @@ def test_resume_does_not_count_recorded_repeats_as_candidates(
     assert repeats >= 1
     assert cli.main(["resume", "t", "--server", server.address, "--n-trials", "4"]) == 0
     out = capsys.readouterr().out
-    said = f"(3 complete, 0 running, {repeats} recorded repeat{'s' * (repeats != 1)})"
+    said = f"(3 distinct complete, 0 running, {repeats} recorded repeat{'s' * (repeats != 1)})"
     assert out.startswith(f"resumed t: budget 4 distinct candidates {said}"), out
 
 
@@ -354,4 +356,6 @@ def test_resume_counts_trained_candidates_not_the_trials_a_job_added(
     )
     assert cli.main(["resume", "d", "--n-trials", "3"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("resumed d: budget 3 distinct candidates (2 complete, 0 running, +8 ")
+    assert out.startswith(
+        "resumed d: budget 3 distinct candidates (2 distinct complete, 0 running, +8 "
+    )

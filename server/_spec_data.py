@@ -20,6 +20,7 @@ from archsearch.spaces._selection_checks import (
     check_selection_target,
     file_path,
 )
+from archsearch.spaces._tasks import folder_hint
 
 
 def spec_data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def spec_data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
             raise SpecError(
                 field,
                 f"unknown task {t!r}",
-                f"one of {', '.join(GLUE_TASK_IDS)}, or declare data.custom_task",
+                f"{folder_hint(t)}one of {', '.join(GLUE_TASK_IDS)}, or declare data.custom_task",
             )
     return data
 

@@ -221,10 +221,18 @@ def get_task(task_id: str) -> GlueTask:
     """
     try:
         return GLUE_TASKS[task_id]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(
-            f"unknown GLUE task {task_id!r}; known tasks: {', '.join(GLUE_TASKS)}"
+            f"unknown GLUE task {task_id!r}; {folder_hint(task_id)}known tasks: "
+            f"{', '.join(GLUE_TASKS)}"
         ) from None
+
+
+def folder_hint(name: object) -> str:
+    """ "did you mean 'sst2' ...? " when ``name`` is a glue_data folder's name (SST-2, CoLA,
+    STS-B: the likeliest slip for a task id); "" otherwise."""
+    meant = next((t.id for t in GLUE_TASKS.values() if str(name).lower() == t.folder.lower()), None)
+    return f"did you mean {meant!r} (the id of the {name} folder)? " if meant else ""
 
 
 class _HasMetrics(Protocol):

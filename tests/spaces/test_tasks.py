@@ -47,3 +47,17 @@ def test_importing_the_catalogue_needs_no_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_glue_folder_name_for_a_task_names_the_id_meant() -> None:
+    """`--task SST-2` (the folder's name) listed the ids without saying which was meant."""
+    from archsearch.server._spec import SearchSpec
+    from archsearch.spaces import SpecError, get_task
+
+    with pytest.raises(ValueError, match=r"did you mean 'stsb' \(the id of the STS-B folder\)"):
+        get_task("STS-B")
+    with pytest.raises(SpecError, match=r"did you mean 'sst2' \(the id of the SST-2 folder\)"):
+        SearchSpec.from_dict({"name": "x", "space": "bert", "n_trials": 2, "task": "SST-2"})
+    with pytest.raises(ValueError) as e:
+        get_task("nope")
+    assert "did you mean" not in str(e.value)

@@ -37,6 +37,9 @@ from archsearch.server._writer import StorageWriter
 
 log = logging.getLogger("archsearch.server")
 
+#: Hand-backs of one candidate that do not count against its retries; the next ones do.
+MAX_HANDBACKS = 20
+
 
 class Retries:
     """Re-queues failed candidates and reaps expired leases.
@@ -90,8 +93,16 @@ class Retries:
             self._thread.join(timeout=10)
 
     def requeue(self, h: StudyHandle, failed: FrozenTrial, reason: str, count: bool) -> bool:
-        """Adds a WAITING copy of ``failed``; False when its retry budget is spent."""
-        failures = int(failed.system_attrs.get(FAILURES_ATTR, 0)) + (1 if count else 0)
+        """Adds a WAITING copy of ``failed``; False when its retry budget is spent.
+
+        A hand-back (``count`` False) counts all the same once the candidate was handed back
+        :data:`MAX_HANDBACKS` times: a worker that takes and gives back the same candidate in
+        a loop (a crash loop, a client's bug) grew the study by a trial each time, for ever.
+        """
+        attempts = len(failed.system_attrs.get("retry_history", [])) + 1
+        failures = int(failed.system_attrs.get(FAILURES_ATTR, 0))
+        count = count or attempts - failures > MAX_HANDBACKS
+        failures += 1 if count else 0
         if h.state != RUNNING:  # a stopped study leaves nothing waiting; resume re-queues it
             log.info(
                 "trial %d of %s failed after its study stopped; not retried until it is "

@@ -271,3 +271,19 @@ def test_a_stored_pruner_that_cannot_decide_prunes_nothing(caplog) -> None:
             assert should_prune(study, storage, t._trial_id) is False
     said = [r for r in caplog.records if "its pruner cannot decide" in r.getMessage()]
     assert len(said) == 1 and "ZeroDivisionError" in said[0].getMessage()
+
+
+def test_a_candidate_handed_back_over_and_over_counts_at_last(manager) -> None:
+    """Acquire then release, in a loop, grew a study by a trial each time, for ever: hand-backs
+    do not count against the retries, until a candidate was handed back 20 times."""
+    from archsearch.server._retries import MAX_HANDBACKS
+
+    manager.launch(SearchSpec.from_dict({**table_spec("loop", 1), "max_retries": 1}))
+    numbers = []
+    while (g := manager.acquire("w", ("table",), "loop")) is not None:
+        numbers.append(g.trial_number)
+        manager.fail(g.lease_id, "handed back", retryable=True, released=True)
+        assert len(numbers) < 100, "a hand-back loop never ends"
+    # 20 hand-backs free, then counted: the 21st is failure 1 (retried), the 22nd failure 2
+    assert len(numbers) == MAX_HANDBACKS + 2
+    assert manager.get("loop").state == "completed"

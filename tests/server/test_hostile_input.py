@@ -16,11 +16,8 @@ from archsearch.server.client import ClientError, SearchClient
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ArchsearchServer]:
-    srv = ArchsearchServer(ServerConfig(storage=f"sqlite:///{tmp_path / 's.db'}", port=0))
-    srv.start()
-    yield srv
-    srv.stop(0)
+def server(sqlite_server) -> ArchsearchServer:  # type: ignore[no-untyped-def]
+    return sqlite_server()  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -68,49 +65,42 @@ def test_an_error_quoting_a_huge_field_reaches_the_client_cut(admin: SearchClien
     assert admin.list_studies() == []
 
 
-def test_a_large_pareto_front_is_cut_to_fit_and_stop_and_resume_answer(tmp_path: Path) -> None:
+def test_a_large_pareto_front_is_cut_to_fit_and_stop_and_resume_answer(sqlite_server) -> None:  # type: ignore[no-untyped-def]
     """A Pareto front of trials with large info outgrew the message limit: GetStudy failed for
     good, and StopSearch and ResumeSearch answered RESOURCE_EXHAUSTED after they had acted."""
     from archsearch.server.app import MIN_MESSAGE_BYTES
     from archsearch.server.client import WorkerClient
     from archsearch.v1 import archsearch_pb2 as pb
 
-    cfg = ServerConfig(
-        storage=f"sqlite:///{tmp_path / 's.db'}", port=0, max_message_bytes=MIN_MESSAGE_BYTES
-    )
-    srv = ArchsearchServer(cfg)
-    srv.start()
+    srv = sqlite_server(max_message_bytes=MIN_MESSAGE_BYTES)
     caps = pb.WorkerCapabilities(trainers=["bert"], device="cpu")
     info = {f"k{i}": "x" * 1990 for i in range(64)}  # 127 KB a trial, as much as allowed
     many = {f"m{i:04d}_{'x' * 55}": 0.5 for i in range(1500)}  # 100 KB of metrics
-    try:
-        with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
-            spec = {**table_spec("par", 20), "trainer": "bert"}
-            admin.launch({**spec, "objectives": ["accuracy:max", "params:min"]})
-            worker.register("w", caps)
-            for i in range(20):  # each better and larger than the last: all on the front
-                lease = worker.acquire("w", caps, 5).lease
-                metrics = {"accuracy": i / 20, "params": 1e6 * i, **many}
-                worker.complete(lease.lease_id, metrics, info)
-            admin.launch({**table_spec("other", 1), "trainer": "bert"})
-            study = admin.get_study("par")
-            assert study.best_trials_left_out > 0
-            front = srv.manager.best_trials(srv.manager.get("par"))
-            assert len(study.best_trials) + study.best_trials_left_out == len(front) >= 20
-            assert [t.number for t in study.best_trials] == [t.number for t in front][
-                : len(study.best_trials)
-            ]
-            assert all(not t.info for t in study.best_trials)
-            from archsearch.server._format import format_study
+    with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+        spec = {**table_spec("par", 20), "trainer": "bert"}
+        admin.launch({**spec, "objectives": ["accuracy:max", "params:min"]})
+        worker.register("w", caps)
+        for i in range(20):  # each better and larger than the last: all on the front
+            lease = worker.acquire("w", caps, 5).lease
+            metrics = {"accuracy": i / 20, "params": 1e6 * i, **many}
+            worker.complete(lease.lease_id, metrics, info)
+        admin.launch({**table_spec("other", 1), "trainer": "bert"})
+        study = admin.get_study("par")
+        assert study.best_trials_left_out > 0
+        front = srv.manager.best_trials(srv.manager.get("par"))
+        assert len(study.best_trials) + study.best_trials_left_out == len(front) >= 20
+        assert [t.number for t in study.best_trials] == [t.number for t in front][
+            : len(study.best_trials)
+        ]
+        assert all(not t.info for t in study.best_trials)
+        from archsearch.server._format import format_study
 
-            said = f"({study.best_trials_left_out} more left out so the answer fits"
-            assert said in format_study(study, [])
-            # what was cut is still there
-            assert len(list(admin.iter_trials("par"))) >= 20
-            assert admin.resume("par", n_trials=21).study.state == pb.STUDY_RUNNING
-            assert admin.stop("par").state == pb.STUDY_STOPPED
-    finally:
-        srv.stop(0)
+        said = f"({study.best_trials_left_out} more left out so the answer fits"
+        assert said in format_study(study, [])
+        # what was cut is still there
+        assert len(list(admin.iter_trials("par"))) >= 20
+        assert admin.resume("par", n_trials=21).study.state == pb.STUDY_RUNNING
+        assert admin.stop("par").state == pb.STUDY_STOPPED
 
 
 def test_studies_are_listed_page_by_page(admin: SearchClient, server: ArchsearchServer) -> None:
@@ -136,44 +126,33 @@ def test_studies_are_listed_page_by_page(admin: SearchClient, server: Archsearch
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_silent_uploads_cannot_take_the_servers_threads(tmp_path: Path) -> None:
+def test_silent_uploads_cannot_take_the_servers_threads(sqlite_server) -> None:  # type: ignore[no-untyped-def]
     """Streams opened and left silent held every RPC thread: heartbeats waited behind them
     and other workers' leases expired. Now a few at once (one more: UNAVAILABLE, which a worker
     retries), and a silent one is cancelled."""
     from archsearch.server.client import WorkerClient
     from archsearch.v1 import archsearch_pb2 as pb
 
-    cfg = ServerConfig(
-        storage=f"sqlite:///{tmp_path / 's.db'}",
-        port=0,
-        max_long_polls=2,
-        max_uploads=2,
-        upload_idle_s=1.0,
-    )
-    srv = ArchsearchServer(cfg)
-    srv.start()
+    srv = sqlite_server(max_long_polls=2, max_uploads=2, upload_idle_s=1.0)
     caps = pb.WorkerCapabilities(trainers=["table"], device="cpu")
-    try:
-        with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
-            admin.launch(table_spec("s", 2))
-            worker.register("w", caps)
-            lease = worker.acquire("w", caps, 5).lease
+    with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+        admin.launch(table_spec("s", 2))
+        worker.register("w", caps)
+        lease = worker.acquire("w", caps, 5).lease
 
-            def silent() -> Iterator[pb.UploadArtifactRequest]:
-                time.sleep(8)
-                yield from ()
+        def silent() -> Iterator[pb.UploadArtifactRequest]:
+            time.sleep(8)
+            yield from ()
 
-            held = [worker.stub.UploadArtifact.future(silent()) for _ in range(40)]
-            start = time.monotonic()
-            assert worker.heartbeat(lease.lease_id)  # answered while they wait
-            assert time.monotonic() - start < 3
-            codes = [f.exception(timeout=10).code() for f in held]  # type: ignore[union-attr]
-            assert codes.count(grpc.StatusCode.UNAVAILABLE) == 38  # over the two slots
-            assert codes.count(grpc.StatusCode.CANCELLED) == 2  # silent for 1 s: cancelled
-            assert time.monotonic() - start < 6  # not held for the streams' 8 s
-            assert worker.heartbeat(lease.lease_id)
-    finally:
-        srv.stop(0)
+        held = [worker.stub.UploadArtifact.future(silent()) for _ in range(40)]
+        start = time.monotonic()
+        assert worker.heartbeat(lease.lease_id)  # answered while they wait
+        assert time.monotonic() - start < 3
+        codes = [f.exception(timeout=10).code() for f in held]  # type: ignore[union-attr]
+        assert codes.count(grpc.StatusCode.UNAVAILABLE) == 38  # over the two slots
+        assert codes.count(grpc.StatusCode.CANCELLED) == 2  # silent for 1 s: cancelled
+        assert time.monotonic() - start < 6  # not held for the streams' 8 s
+        assert worker.heartbeat(lease.lease_id)
 
 
 def test_a_name_taken_says_what_to_do_with_the_study_there(admin: SearchClient) -> None:

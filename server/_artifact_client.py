@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from archsearch.server._upload_guard import BUSY
 from archsearch.v1 import archsearch_pb2 as pb
 
 if TYPE_CHECKING:
@@ -56,6 +59,10 @@ def _error(e: grpc.RpcError, method: str) -> Exception:
     return ClientError(e.code(), e.details() or "", method)
 
 
+#: How long an upload waits for a slot on a busy server before it gives up.
+BUSY_PATIENCE_S = 300.0
+
+
 def upload(
     client: WorkerClient, lease_id: str, path: Path, name: str, timeout_s: float | None
 ) -> pb.Artifact:
@@ -72,11 +79,21 @@ def upload(
                 yield pb.UploadArtifactRequest(chunk=chunk)
 
     timeout = timeout_s or max(client.timeout_s, 60.0 + size / MIN_RATE)
-    try:
-        resp = client.stub.UploadArtifact(requests(), timeout=timeout, metadata=client._metadata)
-    except grpc.RpcError as e:
-        raise _error(e, "UploadArtifact") from None
-    return resp.artifact
+    # a server receiving as many uploads as it takes at once says so: wait and try again
+    # (every caller, not only checkpoints: a fleet stopped at once shares its progress files)
+    give_up, delay = time.monotonic() + BUSY_PATIENCE_S, 0.5
+    while True:
+        try:
+            stub = client.stub.UploadArtifact
+            resp = stub(requests(), timeout=timeout, metadata=client._metadata)
+            return resp.artifact
+        except grpc.RpcError as e:
+            error = _error(e, "UploadArtifact")
+            busy = e.code() == grpc.StatusCode.UNAVAILABLE and BUSY in (e.details() or "")
+        if not busy or time.monotonic() + delay > give_up:
+            raise error from None
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 10.0)
 
 
 def download(

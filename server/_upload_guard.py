@@ -26,6 +26,8 @@ log = logging.getLogger("archsearch.server")
 
 T = TypeVar("T")
 
+#: What an upload refused for want of a slot says (the client waits and tries again).
+BUSY = "uploads already; retry shortly"
 #: Uploads at once, by default (each holds one RPC thread while its bytes arrive).
 MAX_UPLOADS = 16
 #: Seconds an upload may send nothing before it is cancelled (a worker sends 1 MiB chunks).
@@ -43,9 +45,7 @@ class UploadGuard:
     def enter(self) -> None:
         """Takes a slot. Raises Unavailable when every slot is taken."""
         if not self._slots.acquire(blocking=False):
-            raise Unavailable(
-                f"the server is receiving {self.max_uploads} uploads already; retry shortly"
-            )
+            raise Unavailable(f"the server is receiving {self.max_uploads} {BUSY}")
 
     def leave(self) -> None:
         self._slots.release()

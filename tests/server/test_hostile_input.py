@@ -166,3 +166,43 @@ def test_a_postgres_url_is_read_as_postgresql() -> None:
     """libpq's and Heroku's postgres:// was refused ("Can't load plugin ... postgres")."""
     cfg = ServerConfig(storage="postgres://u:p@db.example:5432/archsearch")
     assert cfg.storage == "postgresql://u:p@db.example:5432/archsearch"
+
+
+def test_an_upload_to_a_busy_server_waits_for_a_slot(sqlite_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Only checkpoint uploads retried the server's "too many uploads" answer: a fleet stopped
+    at once lost the progress files it shares on the way out."""
+    import hashlib
+    import threading
+
+    from archsearch.server.client import WorkerClient
+    from archsearch.v1 import archsearch_pb2 as pb
+
+    srv = sqlite_server(max_uploads=1)
+    caps = pb.WorkerCapabilities(trainers=["table"], device="cpu")
+    with SearchClient(srv.address) as admin, WorkerClient(srv.address) as worker:
+        admin.launch(table_spec("s", 2))
+        worker.register("w", caps)
+        lease = worker.acquire("w", caps, 5).lease.lease_id
+        data = b"slow bytes"
+        header = pb.UploadArtifactHeader(
+            lease_id=lease,
+            name="slow.bin",
+            size_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+
+        def slow() -> Iterator[pb.UploadArtifactRequest]:
+            yield pb.UploadArtifactRequest(header=header)
+            time.sleep(1.5)
+            yield pb.UploadArtifactRequest(chunk=data)
+
+        held = threading.Thread(target=lambda: worker.stub.UploadArtifact(slow(), timeout=30))
+        held.start()
+        time.sleep(0.3)  # the slow one holds the only slot
+        (tmp_path / "progress.bin").write_bytes(b"x" * 100)
+        start = time.monotonic()
+        assert worker.upload_artifact(lease, tmp_path / "progress.bin")
+        assert time.monotonic() - start > 0.5  # it waited for the slot, then went through
+        held.join(10)
+        names = sorted(a.name for a in worker.list_artifacts("s", 0))
+        assert names == ["progress.bin", "slow.bin"]

@@ -24,6 +24,8 @@ log = logging.getLogger("archsearch.worker")
 
 #: How long a worker leaves a study whose data it lacks before it tries again.
 SKIP_SECONDS = 600.0
+#: The most studies one acquire may skip (``AcquireTrialRequest.skip_studies``).
+MAX_SKIPPED = 100
 
 
 class DataSkips:
@@ -61,4 +63,7 @@ class DataSkips:
             if until <= now:
                 del self._until[study]
                 log.info("study %s: trying its trials again (was skipped: data missing)", study)
-        return sorted(self._until)
+        # the server takes 100 names: those skipped last (the others are asked again, and
+        # handed back again, as their time comes)
+        latest = sorted(self._until, key=lambda s: self._until[s][0], reverse=True)
+        return sorted(latest[:MAX_SKIPPED])

@@ -199,12 +199,14 @@ class Worker(ServerCalls):
                     )
                     break
                 continue
-            self._count(self.run_trial(resp))
+            outcome = self.run_trial(resp)
+            self._count(outcome)
             if self.study_name and (why := self.skips.why(self.study_name)):
                 raise BadSetup(
                     f"worker: study {self.study_name}: this worker lacks its data: {why}"
                 )
-            idle_since = time.monotonic()
+            if outcome != HANDED_BACK:  # a trial handed back for want of data is no work
+                idle_since = time.monotonic()
         others = [f"{n} {what}" for n, what in self._others() if n]
         log.info(
             "worker %s exiting after %d trial(s)%s",

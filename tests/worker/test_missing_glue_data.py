@@ -166,3 +166,22 @@ def test_a_split_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"train.tsv:3: not UTF-8 text"):
         list(_iter_records(path, "tsv"))
+
+
+def test_idle_exit_counts_a_worker_that_only_hands_back_as_idle(
+    sqlite_server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A worker that can serve nothing took the trial again each time its skip ran out, handed
+    it back, and its --idle-exit clock started again: it never exited."""
+    import time
+
+    from archsearch.worker._data_skips import DataSkips
+
+    server: ArchsearchServer = sqlite_server(lease_duration_s=30)
+    with SearchClient(server.address) as admin, WorkerClient(server.address) as client:
+        admin.launch({**table_spec("s", 1), "objectives": ["accuracy:max"]})
+        worker = Worker(client, {"table": _ReadsCola(tmp_path)}, poll_s=0.5, idle_exit_s=3)
+        worker.skips = DataSkips(worker.worker_id, skip_s=0.3)  # tries again, and again
+        start = time.monotonic()
+        assert worker.run() == 0
+        assert time.monotonic() - start < 8 and worker.handed_back >= 2

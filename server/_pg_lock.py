@@ -64,6 +64,10 @@ class _Lock:
         )
         self.conn: sqlalchemy.Connection | None = None
         self.refused_by = ""
+        #: the application name of the session holding the lock when it was refused
+        self.holder_app = ""
+        #: this server's sessions' application name (pid and host: who holds the lock)
+        self.app_name = f"{APP_NAME_PREFIX}{os.getpid()}@{socket.gethostname()}"[:63]
         self._guard = threading.Lock()  # the connection: the watch's check against release
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,7 +81,7 @@ class _Lock:
             self.engine.dispose()
             raise
         try:
-            name = f"{APP_NAME_PREFIX}{os.getpid()}@{socket.gethostname()}"[:63]
+            name = self.app_name
             conn.execute(
                 sqlalchemy.text("SELECT set_config('application_name', :n, false)"), {"n": name}
             )
@@ -86,7 +90,7 @@ class _Lock:
             )
             if got.scalar():
                 return conn
-            self.refused_by = _pg_holder(conn)
+            self.refused_by, self.holder_app = _pg_holder(conn)
         except BaseException:
             conn.close()
             self.engine.dispose()
@@ -103,6 +107,7 @@ class _Lock:
 
     def _watch(self, on_lost: Callable[[str], None], interval_s: float) -> None:
         away = False  # the database could not be reached at the last check
+        own_session_said = False  # said that our own old session still holds the lock
         while not self._stop.wait(interval_s):
             with self._guard:
                 if self._stop.is_set():
@@ -127,6 +132,19 @@ class _Lock:
                     away = True
                     continue
                 away = False
+                if self.conn is None and self.holder_app == self.app_name:
+                    # this server's own earlier session still holds it (its backend outlives
+                    # a network blip until TCP gives up on it): nobody else can take it
+                    # meanwhile; keep trying rather than stop a healthy server
+                    if not own_session_said:
+                        log.warning(
+                            "the one-server lock of %s is still held by this server's earlier "
+                            "database session; retaking it once that session ends",
+                            safe_url(self.url),
+                        )
+                        own_session_said = True
+                    continue
+                own_session_said = False
                 if self.conn is not None:
                     log.warning(
                         "lost the one-server lock of %s (its database session ended: a "
@@ -175,8 +193,9 @@ class _Lock:
             self.engine.dispose()
 
 
-def _pg_holder(conn: sqlalchemy.Connection) -> str:
-    """'pid N on host H, since T' of the session holding the lock, from ``pg_stat_activity``."""
+def _pg_holder(conn: sqlalchemy.Connection) -> tuple[str, str]:
+    """'pid N on host H, since T' of the session holding the lock, from ``pg_stat_activity``,
+    and that session's application name ("" when not known)."""
     row = conn.execute(
         sqlalchemy.text(
             "SELECT a.application_name, a.backend_start FROM pg_locks l "
@@ -185,7 +204,7 @@ def _pg_holder(conn: sqlalchemy.Connection) -> str:
         _KEY_PARTS,
     ).first()
     if row is None or not (row[0] or "").startswith(APP_NAME_PREFIX):
-        return "a session of this database holds the archsearch advisory lock"
+        return "a session of this database holds the archsearch advisory lock", ""
     pid, _, host = row[0][len(APP_NAME_PREFIX) :].partition("@")
     since = f", since {_when(row[1].timestamp())}" if row[1] is not None else ""
-    return f"pid {pid} on host {host}{since}"
+    return f"pid {pid} on host {host}{since}", row[0]

@@ -199,3 +199,45 @@ lock = lock_storage(sys.argv[1])
 print("locked", flush=True)
 sys.stdin.read()
 """
+
+
+@pytest.mark.postgres
+def test_its_own_earlier_session_holding_the_lock_does_not_stop_the_server(
+    pg: tuple[str, sqlalchemy.Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that failed once (a network blip) while the server's old session lived on (its
+    backend outlives the client until TCP gives up on it) read the server's own session as
+    "another server" and stopped a healthy server."""
+    from archsearch.server import _pg_lock
+
+    url, engine = pg
+    kept: list[sqlalchemy.Connection] = []
+    failed_once: list[bool] = []
+
+    def flaky(conn: sqlalchemy.Connection) -> bool:
+        if not failed_once:
+            failed_once.append(True)
+            raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("connection reset"))
+        return bool(real_still_held(conn))
+
+    def keep_alive(self: _pg_lock._Lock) -> None:  # the old backend lives on
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            kept.append(conn)
+
+    real_still_held = _pg_lock._Lock._still_held
+    monkeypatch.setattr(_pg_lock._Lock, "_still_held", staticmethod(flaky))
+    monkeypatch.setattr(_pg_lock._Lock, "_drop", keep_alive)
+    first = started(url, lock_check_s=0.2)
+    try:
+        until(lambda: kept)  # the check failed and the old session was left alive
+        time.sleep(1.0)  # several checks find its own session holding the lock
+        assert first.lost is None
+        kept.pop().close()  # the old session ends: the lock is retaken
+        until(lambda: first._lock is not None and lock_holders(engine) == 1)
+        time.sleep(0.5)
+        assert first.lost is None
+    finally:
+        first.stop(0)
+        for c in kept:
+            c.close()

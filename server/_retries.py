@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server import _dashboard_attrs as dashboard
@@ -171,6 +172,19 @@ class Retries:
             h.index.live.pop(_storage.trial_id_of(trial), None)
             self.requeue(h, trial, reason, count=True)
 
+    def _probe_outage(self) -> None:
+        """During an outage, asks the database whether it answers again: an outage only reads
+        noticed (no write to commit afterwards) was never said to be over, and the next one
+        was not said at all."""
+        if self.writer.outage.down_since is None:
+            return
+        try:
+            with self.rdb.engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+        except Exception:  # still down: the next pass asks again
+            return
+        self.writer.outage.up()
+
     def reap_once(self) -> None:
         """Fails expired leases (re-queueing their candidates) and completes finished studies.
 
@@ -239,4 +253,5 @@ class Retries:
                 else:  # heartbeats cannot be stored either: expire nothing until it is back
                     self.writer.outage.down("lease reaper: no lease expires meanwhile", down, e)
                     self.leases.grace_from_now()
+            self._probe_outage()
             last = time.monotonic()

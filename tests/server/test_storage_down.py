@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 import grpc
@@ -281,3 +282,23 @@ def test_rpcs_failing_in_an_outage_are_not_a_warning_each(
     ]
     server.manager.writer.barrier()  # a commit: the storage is back
     assert "storage reconnected after" in caplog.records[-1].getMessage()
+
+
+def test_an_outage_only_reads_noticed_is_said_over_when_the_database_answers(
+    sqlite_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a committed write said an outage was over: one that reads alone met (show, while
+    nothing wrote) never ended, and the next one was not said at all."""
+    server: ArchsearchServer = sqlite_server()
+    server.manager.retries.interval_s = 0.1  # the reaper's pass asks the database
+    caplog.set_level(logging.INFO, logger="archsearch.server")
+    with SearchClient(server.address) as admin:
+        admin.launch(table_spec("s", 2))
+        monkeypatch.setattr(server.manager, "stop", failing(1, server.manager.stop))
+        with pytest.raises(ClientError):
+            admin.stop("s")
+    deadline = time.monotonic() + 10
+    while server.manager.writer.outage.down_since is not None:
+        assert time.monotonic() < deadline, "the outage was never said to be over"
+        time.sleep(0.05)
+    assert any("storage reconnected after" in r.getMessage() for r in caplog.records)

@@ -338,7 +338,7 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
     headers = ["#", "state", *metrics, *extra, "architecture", "retry", "time", "note"]
     out.append(table(headers, rows))
     if len(trials) > len(shown):
-        out.append(f"  ({len(trials) - len(shown)} earlier trials not shown; --limit N or --json)")
+        out.append(f"  ({len(trials) - len(shown)} more trials not shown; --limit N or --json)")
     if reasons := failure_reasons(shown):
         out += ["", "why trials failed:", *reasons]
     if warnings := trial_warnings(trials):  # every trial's, shown in the table or not

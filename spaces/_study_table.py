@@ -56,7 +56,10 @@ class OptunaStudyReader(TableReader):
                 "table", f"no SQLite database at {source}", "pass an existing storage URL"
             )
         try:
-            storage = optuna.storages.RDBStorage(source, skip_compatibility_check=True)
+            # libpq's postgres:// (SQLAlchemy 2 reads only postgresql://), as `serve` takes it
+            url = "postgresql://" + source[len("postgres://") :]
+            url = url if source.startswith("postgres://") else source
+            storage = optuna.storages.RDBStorage(url, skip_compatibility_check=True)
         except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as e:
             raise SpecError("table", f"cannot open the storage {source}: {e}") from e
         try:

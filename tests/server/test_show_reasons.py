@@ -247,6 +247,6 @@ def test_show_keeps_the_jobs_in_view_behind_their_derived_trials() -> None:
     rows = format_study(study, trials, limit=10).splitlines()
     numbers = [int(line.split()[0]) for line in rows if line.split() and line.split()[0].isdigit()]
     assert numbers == [0, 1, 2, *range(97, 103), 103]
-    assert "  (94 earlier trials not shown; --limit N or --json)" in rows
+    assert "  (94 more trials not shown; --limit N or --json)" in rows
     plain = format_study(study, jobs, limit=2).splitlines()
     assert [ln.split()[0] for ln in plain if ln.split() and ln.split()[0].isdigit()] == ["1", "2"]

@@ -279,7 +279,7 @@ class StudyManager(ManagerWiring):
             best_trials=best,
             connected_trainers=self.connected_trainers(h.spec.name),
             workers_elsewhere=self.workers_elsewhere(h.spec.name),
-            workers_lacking_data=self.directory.lacking_data(h),
+            workers_lacking_data=self.workers_lacking_data(h),
             derived=derived,
             unrun=len(unrun - retried),
             handed_back=handed_back,
@@ -370,6 +370,11 @@ class StudyManager(ManagerWiring):
     def workers_elsewhere(self, study: str) -> int:
         """Connected workers serving other studies only (:meth:`WorkerDirectory.serving_others`)."""
         return self.directory.serving_others(study)
+
+    def workers_lacking_data(self, h: StudyHandle) -> int:
+        """Connected workers that skip ``h``'s trials: they lack its data
+        (:meth:`WorkerDirectory.lacking_data`)."""
+        return self.directory.lacking_data(h)
 
     def connected_trainers(self, study: str | None = None) -> dict[str, int]:
         """How many connected workers offer each trainer (to ``study``'s trials, when given:

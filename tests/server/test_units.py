@@ -239,6 +239,9 @@ def test_a_completed_study_is_never_sent_with_unfinished_counts() -> None:
         def workers_elsewhere(self, study):
             return 0
 
+        def workers_lacking_data(self, handle):
+            return 0
+
         registry = types.SimpleNamespace(serves=lambda handle: True)
 
     msg = study_to_pb(StudyManager.snapshot(CommitLandsWhileCounting(), h))  # type: ignore[arg-type]

@@ -23,9 +23,9 @@ from archsearch.server._cli_spec import build_spec, check_here, method_hint
 def cmd_launch(args: argparse.Namespace) -> int:
     import grpc
 
-    from archsearch.server._format import worker_note
     from archsearch.server._format_json import study_dict
     from archsearch.server._spec import check_known_fields
+    from archsearch.server._worker_note import worker_note
     from archsearch.server.client import ClientError
     from archsearch.spaces import SpecError
 
@@ -78,8 +78,9 @@ def _no_result(study: Any) -> bool:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from archsearch.server._format import STUDY_STATE_NAMES, table, worker_note
+    from archsearch.server._format import STUDY_STATE_NAMES, table
     from archsearch.server._format_json import study_dict
+    from archsearch.server._worker_note import worker_note
     from archsearch.v1 import archsearch_pb2 as pb
 
     unserved: dict[str, str] = {}
@@ -182,9 +183,10 @@ def _done(s: Any) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from archsearch.server._format import format_study, rank_trials_of, worker_note
+    from archsearch.server._format import format_study, rank_trials_of
     from archsearch.server._format_json import study_dict, trial_dict
     from archsearch.server._importance import format_importance, importance_dict
+    from archsearch.server._worker_note import worker_note
 
     with _search_client(args) as client:
         study = client.get_study(args.name)
@@ -242,7 +244,7 @@ def _loop_failed(s: Any) -> bool:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from archsearch.server._format import worker_note
+    from archsearch.server._worker_note import worker_note
     from archsearch.v1 import archsearch_pb2 as pb
 
     with _search_client(args) as client:

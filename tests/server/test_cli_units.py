@@ -483,7 +483,7 @@ def test_a_worker_that_asked_for_another_study_does_not_count(manager: StudyMana
     msg = study_to_pb(manager.snapshot(b))
     assert msg.workers_for_trainer == 0 and msg.workers_elsewhere == 1
     # the note says which: none at all, or some that serve other studies only
-    from archsearch.server._format import worker_note
+    from archsearch.server._worker_note import worker_note
 
     assert "(the 1 connected serve other studies by --study)" in worker_note(msg, "")
     assert study_to_pb(manager.snapshot(o)).workers_elsewhere == 0

@@ -61,7 +61,7 @@ def _hand_back_one_trial(server: ArchsearchServer, glue_dir: Path) -> tuple[pb.T
         from archsearch.server._format import format_study
 
         assert "1 failed (1 handed back by workers: queued again" in format_study(study, [])
-        from archsearch.server._format import worker_note
+        from archsearch.server._worker_note import worker_note
 
         assert study.workers_lacking_data == 1
         note = worker_note(study, "--server H:1")

@@ -46,7 +46,8 @@ from archsearch.server._dashboard_attrs import completion_attrs
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._objectives import objective_values
 from archsearch.server._spec import SearchSpec
-from archsearch.spaces import Candidate, DesignSpace
+from archsearch.spaces import Candidate, DesignSpace, SpecError
+from archsearch.spaces._lora_spec import eval_ranks_of
 
 #: The parameter a rank trial adds to its training trial's parameters.
 RANK_PARAM = "lora_rank"
@@ -176,19 +177,19 @@ def record_rank_trials(
 
 
 def scored_ranks(candidate: Candidate) -> tuple[int, ...]:
-    """The ranks a LoRA candidate is scored at (``recipe.lora``'s ``eval_ranks``: by default
-    every rank of DyLoRA, r_max of plain LoRA); none for a candidate without ``recipe.lora``.
-    Read as stored (a malformed ``lora`` of an old study has none)."""
+    """The ranks a LoRA candidate is scored at (``recipe.lora``'s ``eval_ranks``, read as at
+    launch: ``eval_ranks_of``); none for a candidate without ``recipe.lora`` (or a malformed
+    one of an old study)."""
     lora = candidate.recipe.get("lora")
     if not isinstance(lora, Mapping):
         return ()
     r_max = lora.get("r_max", 8)
     if not isinstance(r_max, int) or isinstance(r_max, bool) or r_max < 1:
         return ()
-    given = lora.get("eval_ranks")
-    if isinstance(given, list) and all(isinstance(b, int) for b in given):
-        return tuple(sorted(set(given)))
-    return tuple(range(1, r_max + 1)) if lora.get("mode", "dylora") == "dylora" else (r_max,)
+    try:
+        return eval_ranks_of(lora.get("eval_ranks"), lora.get("mode", "dylora"), r_max)
+    except SpecError:
+        return ()
 
 
 def check_ranks(candidate: Candidate, metrics: Mapping[str, float]) -> None:

@@ -215,7 +215,7 @@ def parse_lora_spec(value: Any) -> LoraSpec:
             "recipe.lora.rank_dist",
             f"must be one of {list(RANK_DISTRIBUTIONS)}, got {given['rank_dist']!r}",
         )
-    eval_ranks = _eval_ranks(given["eval_ranks"], mode, r_max)
+    eval_ranks = eval_ranks_of(given["eval_ranks"], mode, r_max)
     dropout = given["dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise SpecError("recipe.lora.dropout", f"must be a number in [0, 1), got {dropout!r}")
@@ -241,7 +241,9 @@ def parse_lora_spec(value: Any) -> LoraSpec:
     )
 
 
-def _eval_ranks(value: Any, mode: str, r_max: int) -> tuple[int, ...]:
+def eval_ranks_of(value: Any, mode: str, r_max: int) -> tuple[int, ...]:
+    """The ranks a LoRA is scored at: ``value`` checked (1..r_max), or the default (every rank
+    of DyLoRA, r_max of plain LoRA). Raises SpecError on ``recipe.lora.eval_ranks``."""
     if value is None:
         return tuple(range(1, r_max + 1)) if mode == "dylora" else (r_max,)
     if (

@@ -26,7 +26,6 @@ import uuid
 
 import grpc
 
-from archsearch.server._errors import OTHER_TRAINER_FIX, STUDY_ENDED
 from archsearch.server._source import code_label, mismatch
 from archsearch.server.client import ClientError, WorkerClient
 from archsearch.spaces import Candidate, SpecError
@@ -39,7 +38,7 @@ from archsearch.worker._capabilities import (
 )
 from archsearch.worker._checkpoint_dir import checkpoint_root
 from archsearch.worker._data_skips import DataSkips
-from archsearch.worker._exits import SETUP_REFUSALS, BadSetup, NeverReached, NoSuchStudy
+from archsearch.worker._exits import SETUP_REFUSALS, BadSetup, NeverReached, end_refused
 from archsearch.worker._glue_dir import GlueDataInvalid, GlueDataMissing
 from archsearch.worker._progress_sweep import ProgressSweeper
 from archsearch.worker._reach import unreachable
@@ -172,7 +171,8 @@ class Worker(ServerCalls):
                 resp = self._acquire(self._poll_for(idle_since))
             except ClientError as e:
                 if not e.transient:
-                    self._refused(e)  # SystemExit, unless the study this worker served ended
+                    # SystemExit, unless the study this worker served ended
+                    end_refused(e, self.study_name, self._study_seen)
                     break
                 if self._idle_too_long(idle_since):  # the server went away for good?
                     log.warning(
@@ -245,28 +245,6 @@ class Worker(ServerCalls):
 
     def _others(self) -> list[tuple[int, str]]:
         return [(self.handed_back, HANDED_BACK), (self.dropped, DROPPED)]
-
-    def _refused(self, e: ClientError) -> None:
-        """An acquire refused for good: returns when the ``--study`` this worker serves has
-        ended, before or after it trained any (the worker exits 0: a fleet's late worker has
-        nothing to do, which is no failure, and a Kubernetes Job does not restart it); else
-        SystemExit with the server's one line: :class:`BadSetup` for a refused token, or a
-        study trained by a trainer this worker lacks; :class:`NoSuchStudy` for NOT_FOUND."""
-        if e.code == grpc.StatusCode.NOT_FOUND and self._study_seen:
-            # deleted under a worker that served or waited for it: ended, as a completed one
-            log.info("study %s was deleted; %s; exiting", self.study_name, STUDY_ENDED)
-            return
-        if e.code == grpc.StatusCode.NOT_FOUND:
-            raise NoSuchStudy(f"worker: {e.details}")
-        if e.code in SETUP_REFUSALS:
-            raise BadSetup(f"worker: {e}")
-        if e.code != grpc.StatusCode.FAILED_PRECONDITION:
-            raise SystemExit(f"worker: {e}")
-        if OTHER_TRAINER_FIX in e.details:  # its study needs another trainer
-            raise BadSetup(f"worker: {e.details}")
-        if not (self.study_name and e.details.endswith(STUDY_ENDED)):
-            raise SystemExit(f"worker: {e.details}")  # e.g. a study this server cannot serve
-        log.info("%s; exiting", e.details)
 
     def _poll_for(self, idle_since: float) -> float:
         """The long poll's length: ``--poll-seconds``, cut to the ``--idle-exit`` time left

@@ -313,13 +313,11 @@ def test_a_lost_lease_stops_a_trial_it_does_not_prune_it() -> None:
 def test_only_the_workers_own_setup_exits_2() -> None:
     """A study the server cannot serve (a plugin missing there) exited 2 too, which fleets
     take as for good: the admin's fix on the server then found no worker."""
-    from archsearch.worker._exits import BadSetup
+    from archsearch.worker._exits import BadSetup, end_refused
 
-    worker = Worker(_Client([]), {"fake": _Trainer()}, study_name="s")  # type: ignore[arg-type]
-
-    def refused(details: str) -> SystemExit:
+    def refused(details: str) -> SystemExit:  # a --study s worker's acquire refused
         with pytest.raises(SystemExit) as e:
-            worker._refused(ClientError(grpc.StatusCode.FAILED_PRECONDITION, details))
+            end_refused(ClientError(grpc.StatusCode.FAILED_PRECONDITION, details), "s", False)
         return e.value
 
     other = refused("study s is trained by the bert trainer; this worker runs table "

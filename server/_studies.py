@@ -303,6 +303,10 @@ class StudyManager(ManagerWiring):
         self.trainers.learn(trainer_info, worker_id)
         return self.directory.register(worker_id, trainers, device, memory_bytes, hostname, source)
 
+    def leave(self, worker_id: str) -> bool:
+        """A worker exiting: no longer connected (:meth:`WorkerDirectory.leave`)."""
+        return self.directory.leave(worker_id)
+
     def acquire(
         self,
         worker_id: str,

@@ -114,6 +114,12 @@ class WorkerClient(ClientBase):
             pb.FailTrialRequest(lease_id=lease_id, reason=reason, retryable=retryable),
         )
 
+    def leave(self, worker_id: str, timeout_s: float = 5.0) -> pb.LeaveWorkerResponse:
+        """Says that this worker is exiting (one try, no retries: it is a courtesy)."""
+        return self._call(
+            self.stub.LeaveWorker, pb.LeaveWorkerRequest(worker_id=worker_id), timeout=timeout_s
+        )
+
     def release(self, lease_id: str, reason: str = "") -> pb.ReleaseTrialResponse:
         return self._call(
             self.stub.ReleaseTrial, pb.ReleaseTrialRequest(lease_id=lease_id, reason=reason)

@@ -299,3 +299,19 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             released=True,
         )
         return pb.ReleaseTrialResponse(requeued=requeued)
+
+    @rpc
+    def LeaveWorker(
+        self, request: pb.LeaveWorkerRequest, context: grpc.ServicerContext
+    ) -> pb.LeaveWorkerResponse:
+        """A worker exiting: it no longer counts as connected (its leases, if any, expire as
+        usual). An id this server never saw is no error: it may have registered with an
+        earlier server process."""
+        worker_id = request.worker_id
+        _require(
+            bool(WORKER_ID_RE.match(worker_id)),
+            f"invalid worker_id {worker_id[:40]!r}: 1-128 of [A-Za-z0-9._:-]",
+        )
+        was = self.m.leave(worker_id)
+        log.info("worker %s left%s", worker_id, "" if was else " (not connected)")
+        return pb.LeaveWorkerResponse(was_connected=was)

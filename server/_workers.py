@@ -3,6 +3,7 @@ of a worker that restarted."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -86,6 +87,21 @@ class WorkerDirectory:
             ):
                 return True
         return False
+
+    def leave(self, worker_id: str) -> bool:
+        """Forgets that ``worker_id`` is connected (it said it is exiting): it stays in
+        :meth:`workers`, seen last now, but no longer counts among the connected ones, unless it
+        still holds a lease (``busy``). Returns whether it counted as connected."""
+        was = worker_id in self._seen()
+        self.active.pop(worker_id, None)
+        self.skipping.pop(worker_id, None)
+        info = self._workers.get(worker_id)
+        if info is not None:  # last_seen past the window: registered, not connected
+            gone = time.time() - self.lease_duration_s - 1.0
+            self._workers[worker_id] = dataclasses.replace(
+                info, last_seen=min(info.last_seen, gone)
+            )
+        return was
 
     def workers(self) -> list[WorkerInfo]:
         """Every worker that registered since the server started."""

@@ -161,6 +161,15 @@ class Worker(ServerCalls):
                 ) from None
             kind = BadSetup if e.code in SETUP_REFUSALS else SystemExit
             raise kind(f"worker: cannot register with {self.client.target}: {e.details}") from None
+        try:
+            self._serve()
+        finally:
+            self._leave()
+        return self.trials_done
+
+    def _serve(self) -> None:
+        """Acquires and runs trials until stopped, idle for ``idle_exit_s``, done with
+        ``max_trials``, or refused."""
         idle_since = time.monotonic()
         backoff = Backoff()
         while not self.stopping.is_set():
@@ -214,7 +223,15 @@ class Worker(ServerCalls):
             self.trials_done,
             f" ({', '.join(others)})" if others else "",
         )
-        return self.trials_done
+
+    def _leave(self) -> None:
+        """Tells the server this worker is exiting, so that it stops counting it as connected
+        at once (not a lease duration later). A courtesy: one short try; a server that is
+        gone, or older and without LeaveWorker, changes nothing."""
+        try:
+            self.client.leave(self.worker_id, timeout_s=2.0)
+        except ClientError as e:
+            log.debug("leave: %s", e)
 
     def _say_waiting(self, resp: pb.AcquireTrialResponse | None) -> None:
         """Says once why the ``--study`` this worker serves has no work for it (stopped: it

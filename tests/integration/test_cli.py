@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from _procs import TABLE, Proc, ServerProc, cli, load_trials, table_spec, wait_study
+from _procs import (
+    TABLE,
+    Proc,
+    ServerProc,
+    cli,
+    load_trials,
+    table_spec,
+    table_worker,
+    wait_study,
+)
 
 from archsearch.server.client import SearchClient
 
@@ -111,15 +121,24 @@ def test_launch_studies_show_stop(server: ServerProc, tmp_path: Path) -> None:
     assert "L2[" in text or "L4[" in text
     stopped = run("stop", "cli-tpe", "--server", addr)
     assert "cli-tpe had already completed: nothing to stop" in stopped.stdout
-    # The case: a flexibert-small search without --trainer is a bert search; the
-    # table worker seen a moment ago never takes it. launch, studies and show say so.
+    # The worker said it left (LeaveWorker) when it exited: nobody counts as connected now,
+    # not for a lease duration (60 s) after its last call.
     args = ("--space", "flexibert-small", "--table", TABLE, "--loop", "random", "--trials", "2")
     bert = run("launch", "--server", addr, "--name", "cli-bert", *args).stdout
+    assert "no connected worker runs the bert trainer (no worker is connected)" in bert
+    # The case: a flexibert-small search without --trainer is a bert search; a
+    # connected table worker never takes it. studies and show say so.
+    other = table_worker(addr, tmp_path / "w2.log").start()
     note = "no connected worker runs the bert trainer (the connected workers offer only table)"
-    assert note in bert
-    studies = run("studies", "--server", addr).stdout
-    assert note in studies and "cli-tpe" not in studies.split(note)[1]  # stopped: no note
-    assert note in run("show", "cli-bert", "--server", addr).stdout
+    try:
+        deadline = time.monotonic() + 60
+        while note not in (studies := run("studies", "--server", addr).stdout):
+            assert time.monotonic() < deadline and other.alive(), (studies, other.output())
+            time.sleep(0.5)
+        assert "cli-tpe" not in studies.split(note)[1]  # completed: no note
+        assert note in run("show", "cli-bert", "--server", addr).stdout
+    finally:
+        other.stop()
 
 
 def test_show_json_into_a_closed_pipe(server: ServerProc) -> None:

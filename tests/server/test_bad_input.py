@@ -417,6 +417,31 @@ def test_worker_request_validation(server, admin, worker) -> None:
     assert snapshot(server) == before
 
 
+def test_a_worker_that_leaves_is_no_longer_connected(server, admin, worker) -> None:
+    """LeaveWorker: an exiting worker stops counting as connected at once (it counted for a
+    lease duration after its last call); one holding a lease still counts while it holds it.
+    A malformed id is INVALID_ARGUMENT; an unknown one is answered (an earlier server's)."""
+    admin.launch(table_spec("lv", 3))
+    worker.register("idle", CAPS)
+    worker.register("busy", CAPS)
+    lease = worker.acquire("busy", CAPS, 0)
+    assert lease.has_trial
+    assert server.manager.connected_trainers("lv") == {"table": 2}
+    assert worker.leave("idle").was_connected
+    assert server.manager.connected_trainers("lv") == {"table": 1}
+    assert not worker.leave("idle").was_connected  # again: harmless
+    assert worker.leave("busy").was_connected
+    assert server.manager.connected_trainers("lv") == {"table": 1}  # its lease: still training
+    worker.complete(lease.lease.lease_id, {"accuracy": 0.5})
+    assert server.manager.connected_trainers("lv") == {}
+    assert {w.worker_id for w in server.manager.workers()} == {"idle", "busy"}  # still listed
+    assert not worker.leave("never-seen").was_connected
+    expect(grpc.StatusCode.INVALID_ARGUMENT, worker.leave, "bad id!", contains="worker_id")
+    expect(grpc.StatusCode.INVALID_ARGUMENT, worker.leave, "", contains="worker_id")
+    with WorkerClient(server.address, token=None) as anon:
+        expect(grpc.StatusCode.UNAUTHENTICATED, anon.leave, "idle")
+
+
 def test_long_poll_cap(server, admin, worker) -> None:
     """max_long_polls=2: a third simultaneous wait is refused, not queued."""
     caps = pb.WorkerCapabilities(trainers=["nothing-matches"])

@@ -105,6 +105,7 @@ class _Client:
         self.registers = 0
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.release_error: ClientError | None = None
+        self.leave_error: ClientError | None = None
 
     def register(self, worker_id: str, *_: Any) -> pb.RegisterWorkerResponse:
         self.registers += 1
@@ -128,6 +129,12 @@ class _Client:
     def fail(self, *args: Any) -> pb.FailTrialResponse:
         self.calls.append(("fail", args))
         return pb.FailTrialResponse()
+
+    def leave(self, worker_id: str, **_: Any) -> pb.LeaveWorkerResponse:
+        self.calls.append(("leave", (worker_id,)))
+        if self.leave_error is not None:
+            raise self.leave_error
+        return pb.LeaveWorkerResponse(was_connected=True)
 
     def release(self, *args: Any) -> pb.ReleaseTrialResponse:
         self.calls.append(("release", args))
@@ -406,6 +413,7 @@ def test_a_worker_that_trained_for_its_study_exits_cleanly_when_it_ends(caplog) 
     worker = Worker(client, {"fake": _Trainer()}, study_name="s")  # type: ignore[arg-type]
     assert worker.run() == 1
     assert "study s is completed (x); nothing left to train; exiting" in caplog.text
+    assert client.calls[-1] == ("leave", (worker.worker_id,))  # no longer counted as connected
     # Never served it: the same answer ends the worker as well (nothing to do is no failure).
     client = _Client([ended])
     worker = Worker(client, {"fake": _Trainer()}, study_name="s")  # type: ignore[arg-type]
@@ -416,6 +424,11 @@ def test_a_worker_that_trained_for_its_study_exits_cleanly_when_it_ends(caplog) 
     with pytest.raises(SystemExit) as exited:
         worker.run()
     assert exited.value.code == "worker: study s is trained by the bert"
+    # A server without LeaveWorker (older) changes nothing: the worker exits as before.
+    client = _Client([ended])
+    client.leave_error = ClientError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+    worker = Worker(client, {"fake": _Trainer()}, study_name="s")  # type: ignore[arg-type]
+    assert worker.run() == 0 and client.calls == [("leave", (worker.worker_id,))]
 
 
 # ----------------------------------------------------------------------------- stopping
@@ -429,7 +442,7 @@ def test_ctrl_c_is_named_sigint_and_a_handed_back_trial_is_not_done(
     worker = Worker(client, {"fake": _Trainer(interrupt=2)}, worker_id="w2")  # type: ignore[arg-type]
     worker.install_signal_handlers()
     assert worker.run() == 1
-    assert [c for c, _ in client.calls] == ["complete", "release"]
+    assert [c for c, _ in client.calls] == ["complete", "release", "leave"]  # hand back, leave
     assert client.calls[1][1] == ("1.1.x", "worker stopped (SIGINT)")
     assert "worker w2 exiting after 1 trial(s) (1 handed back)" in caplog.text
     assert "SIGINT: handing back the current trial and exiting" in caplog.text

@@ -1444,6 +1444,46 @@ class ReleaseTrialResponse(_message.Message):
 Global___ReleaseTrialResponse: _TypeAlias = ReleaseTrialResponse  # noqa: Y015
 
 @_typing.final
+class LeaveWorkerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    """As in RegisterWorkerRequest.worker_id (required here)."""
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaveWorkerRequest: _TypeAlias = LeaveWorkerRequest  # noqa: Y015
+
+@_typing.final
+class LeaveWorkerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAS_CONNECTED_FIELD_NUMBER: _builtins.int
+    was_connected: _builtins.bool
+    """Whether this server counted the worker as connected until now."""
+    def __init__(
+        self,
+        *,
+        was_connected: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["was_connected", b"was_connected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaveWorkerResponse: _TypeAlias = LeaveWorkerResponse  # noqa: Y015
+
+@_typing.final
 class Artifact(_message.Message):
     """One artifact of a trial, as Optuna's artifact store records it."""
 

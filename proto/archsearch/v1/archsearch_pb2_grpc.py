@@ -431,6 +431,11 @@ class WorkerServiceStub:
                 request_serializer=archsearch_dot_v1_dot_archsearch__pb2.ReleaseTrialRequest.SerializeToString,
                 response_deserializer=archsearch_dot_v1_dot_archsearch__pb2.ReleaseTrialResponse.FromString,
                 _registered_method=True)
+        self.LeaveWorker = channel.unary_unary(
+                '/archsearch.v1.WorkerService/LeaveWorker',
+                request_serializer=archsearch_dot_v1_dot_archsearch__pb2.LeaveWorkerRequest.SerializeToString,
+                response_deserializer=archsearch_dot_v1_dot_archsearch__pb2.LeaveWorkerResponse.FromString,
+                _registered_method=True)
         self.UploadArtifact = channel.stream_unary(
                 '/archsearch.v1.WorkerService/UploadArtifact',
                 request_serializer=archsearch_dot_v1_dot_archsearch__pb2.UploadArtifactRequest.SerializeToString,
@@ -511,6 +516,17 @@ class WorkerServiceServicer:
     def ReleaseTrial(self, request, context):
         """Hands a lease back (for example on SIGTERM): the candidate is re-queued at once and the
         attempt does not count against the retry budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaveWorker(self, request, context):
+        """Says that a worker is exiting (after handing back or finishing its trials): it no longer
+        counts as connected (`show`'s workers, launch's "no worker runs this trainer" note), where
+        otherwise it would for a lease duration after its last call. Its leases, if it still holds
+        any, are left to expire. INVALID_ARGUMENT: a malformed worker_id; an id this server does
+        not know is OK (it may have registered with an earlier server process).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -599,6 +615,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.ReleaseTrial,
                     request_deserializer=archsearch_dot_v1_dot_archsearch__pb2.ReleaseTrialRequest.FromString,
                     response_serializer=archsearch_dot_v1_dot_archsearch__pb2.ReleaseTrialResponse.SerializeToString,
+            ),
+            'LeaveWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaveWorker,
+                    request_deserializer=archsearch_dot_v1_dot_archsearch__pb2.LeaveWorkerRequest.FromString,
+                    response_serializer=archsearch_dot_v1_dot_archsearch__pb2.LeaveWorkerResponse.SerializeToString,
             ),
             'UploadArtifact': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadArtifact,
@@ -814,6 +835,33 @@ class WorkerService:
             '/archsearch.v1.WorkerService/ReleaseTrial',
             archsearch_dot_v1_dot_archsearch__pb2.ReleaseTrialRequest.SerializeToString,
             archsearch_dot_v1_dot_archsearch__pb2.ReleaseTrialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaveWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/archsearch.v1.WorkerService/LeaveWorker',
+            archsearch_dot_v1_dot_archsearch__pb2.LeaveWorkerRequest.SerializeToString,
+            archsearch_dot_v1_dot_archsearch__pb2.LeaveWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -224,6 +224,13 @@ class WorkerServiceStub:
     """Hands a lease back (for example on SIGTERM): the candidate is re-queued at once and the
     attempt does not count against the retry budget.
     """
+    LeaveWorker: _grpc.UnaryUnaryMultiCallable[_archsearch_pb2.LeaveWorkerRequest, _archsearch_pb2.LeaveWorkerResponse]
+    """Says that a worker is exiting (after handing back or finishing its trials): it no longer
+    counts as connected (`show`'s workers, launch's "no worker runs this trainer" note), where
+    otherwise it would for a lease duration after its last call. Its leases, if it still holds
+    any, are left to expire. INVALID_ARGUMENT: a malformed worker_id; an id this server does
+    not know is OK (it may have registered with an earlier server process).
+    """
     UploadArtifact: _grpc.StreamUnaryMultiCallable[_archsearch_pb2.UploadArtifactRequest, _archsearch_pb2.UploadArtifactResponse]
     """Stores a file (a checkpoint, a log) on the worker's own leased trial, in the server's
     Optuna artifact store; optuna-dashboard lists it on the trial's page. The first message is
@@ -286,6 +293,13 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     ReleaseTrial: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.ReleaseTrialRequest, _archsearch_pb2.ReleaseTrialResponse]  # type: ignore[assignment]
     """Hands a lease back (for example on SIGTERM): the candidate is re-queued at once and the
     attempt does not count against the retry budget.
+    """
+    LeaveWorker: _aio.UnaryUnaryMultiCallable[_archsearch_pb2.LeaveWorkerRequest, _archsearch_pb2.LeaveWorkerResponse]  # type: ignore[assignment]
+    """Says that a worker is exiting (after handing back or finishing its trials): it no longer
+    counts as connected (`show`'s workers, launch's "no worker runs this trainer" note), where
+    otherwise it would for a lease duration after its last call. Its leases, if it still holds
+    any, are left to expire. INVALID_ARGUMENT: a malformed worker_id; an id this server does
+    not know is OK (it may have registered with an earlier server process).
     """
     UploadArtifact: _aio.StreamUnaryMultiCallable[_archsearch_pb2.UploadArtifactRequest, _archsearch_pb2.UploadArtifactResponse]  # type: ignore[assignment]
     """Stores a file (a checkpoint, a log) on the worker's own leased trial, in the server's
@@ -388,6 +402,19 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_archsearch_pb2.ReleaseTrialResponse, _abc.Awaitable[_archsearch_pb2.ReleaseTrialResponse]]:
         """Hands a lease back (for example on SIGTERM): the candidate is re-queued at once and the
         attempt does not count against the retry budget.
+        """
+
+    @_abc_1.abstractmethod
+    def LeaveWorker(
+        self,
+        request: _archsearch_pb2.LeaveWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archsearch_pb2.LeaveWorkerResponse, _abc.Awaitable[_archsearch_pb2.LeaveWorkerResponse]]:
+        """Says that a worker is exiting (after handing back or finishing its trials): it no longer
+        counts as connected (`show`'s workers, launch's "no worker runs this trainer" note), where
+        otherwise it would for a lease duration after its last call. Its leases, if it still holds
+        any, are left to expire. INVALID_ARGUMENT: a malformed worker_id; an id this server does
+        not know is OK (it may have registered with an earlier server process).
         """
 
     @_abc_1.abstractmethod

@@ -36,6 +36,16 @@ def server(tmp_path: Path):
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def error_server(tmp_path_factory: pytest.TempPathFactory):
+    """One server for the refused commands (each changes nothing; a server per case cost a
+    start each)."""
+    folder = tmp_path_factory.mktemp("errors")
+    srv = ServerProc(f"sqlite:///{folder / 's.db'}", folder / "server.log").start()
+    yield srv
+    srv.stop()
+
+
 def _run_bert_search(server: ServerProc, tmp_path: Path, spec: dict) -> list:
     """Launches ``spec``, runs one bert worker until the study completes, returns its trials."""
     with SearchClient(server.address) as c:
@@ -192,8 +202,10 @@ def test_show_json_into_a_closed_pipe(server: ServerProc) -> None:
         ),
     ],
 )
-def test_cli_errors_name_the_problem(server: ServerProc, args, message: str, code: int) -> None:
-    r = run(*args, "--server", server.address, ok=False)
+def test_cli_errors_name_the_problem(
+    error_server: ServerProc, args, message: str, code: int
+) -> None:
+    r = run(*args, "--server", error_server.address, ok=False)
     assert r.returncode == code
     assert message in r.stderr and r.stderr.startswith("archsearch: ")
     assert "Traceback" not in r.stderr

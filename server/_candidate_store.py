@@ -19,6 +19,7 @@ from archsearch.server._stored_defaults import candidate_data, stored_candidate
 from archsearch.server._suggest import AskedCandidate
 from archsearch.server._writer import StorageWriter
 from archsearch.spaces import Candidate
+from archsearch.spaces._flexibert_small import MAPPED_FROM_ATTR
 
 log = logging.getLogger("archsearch.server")
 
@@ -57,6 +58,8 @@ class CandidateStore:
         A provisional trial (``DeferredTrialStorage``) is inserted whole: row, parameters
         and attributes; when it repeats a completed candidate it is inserted completed, with
         that result (``Prepared.repeat``). A real one (a queued retry) gets its attributes.
+        A suggestion a table space mapped to a row (``mapped_from``) also gets the row's
+        parameters as ``row.<param>`` attributes (``_dashboard_attrs.row_rows``).
         The budget is counted now, so the next ask sees it; ``CandidatePool.settle_prepared``
         gives it back if the write fails. None when the candidate is in flight already (the
         provisional trial is dropped). Caller holds ``h.ask_lock``."""
@@ -119,6 +122,8 @@ class CandidateStore:
             if self.storage.is_provisional(tid):
                 _, frozen = self.storage.take_provisional(tid)
                 frozen.user_attrs.update(user)
+                if MAPPED_FROM_ATTR in frozen.user_attrs:  # a table row, not the suggestion
+                    frozen.user_attrs.update(dashboard.row_rows(h.space.to_params(arch)))
                 if earlier is not None:
                     frozen.state, frozen.values = ended, list(earlier[1]) or None
                     frozen.datetime_complete = datetime.datetime.now()

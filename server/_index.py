@@ -16,7 +16,8 @@ Where things are stored:
       ``arch`` (compact description), ``worker``, ``attempt``, ``metrics`` (every raw metric the
       worker reported), ``info`` (provenance), ``fail_reason``; and readable one-value rows
       next to the JSON (``metric.<name>``, ``info.<key>``, ``recipe.<key>``, ``data.<key>``:
-      ``_dashboard_attrs``), plus ``mapped_from`` where a table space mapped a suggestion;
+      ``_dashboard_attrs``), plus ``mapped_from`` where a table space mapped a suggestion (and
+      the row's parameters, ``row.<param>``);
     * trial system attributes: ``archsearch:lease`` (the current lease id),
       ``archsearch:failures`` (failures counted against the retry budget), and Optuna's own
       ``failed_trial``/``retry_history`` so ``RetryHeartbeatStaleTrialCallback``'s helpers work;

@@ -122,10 +122,13 @@ class StudyIndex:
     done: dict[str, tuple[int, list[float], dict[str, Any]]] = dataclasses.field(
         default_factory=dict
     )
-    #: Pruned candidates by fingerprint: trial number and values (the last intermediate
-    #: value of a single-objective study). Proposed again, one is a recorded PRUNED repeat:
-    #: the same training would give the same curve, so it is not trained twice.
-    pruned: dict[str, tuple[int, list[float]]] = dataclasses.field(default_factory=dict)
+    #: Pruned candidates by fingerprint: trial number, values (the last intermediate value of
+    #: a single-objective study) and intermediate values. Proposed again, one is a recorded
+    #: PRUNED repeat with that curve: the same training would give the same curve, so it is
+    #: not trained twice.
+    pruned: dict[str, tuple[int, list[float], dict[int, float]]] = dataclasses.field(
+        default_factory=dict
+    )
     #: Trial numbers of retryable failures while the study was stopped (``resume`` re-queues
     #: them; ``RETRY_ON_RESUME_ATTR`` keeps them across a restart).
     unretried: set[int] = dataclasses.field(default_factory=set)

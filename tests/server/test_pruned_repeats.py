@@ -1,9 +1,12 @@
 """A repeat of a pruned candidate carries its original's curve (it had none: `show` printed a
 blank score for it in a multi-objective study, where a pruned trial has no values, while its
-original showed its last value)."""
+original showed its last value), and a pruned row's ``params`` comes from the built-in cost
+model only for the trainer it models (a plugin trainer's complete rows showed its own 256,
+its pruned rows the bert count 2.016e+06)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from archsearch.server._spec import SearchSpec
 from archsearch.server._storage import finish_op
 from archsearch.server._studies import StudyManager
 from archsearch.server._writer import StorageWriter
+from archsearch.spaces import bert_parameter_count
+from archsearch.v1 import archsearch_pb2 as pb
 
 TWO_CANDIDATES = {
     "name": "p",
@@ -99,3 +104,56 @@ def test_a_stored_trial_that_repeats_a_pruned_one_is_finished_with_its_curve(
         assert read.user_attrs == {"duplicate_of": 0}
     finally:
         writer.close()
+
+
+ARCH = {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 2}
+
+
+def _trials() -> list[pb.Trial]:
+    cand = json.dumps(
+        {
+            "space": "bert",
+            "architecture": {**ARCH, "intermediate_size": 128},
+            "data": {"task": "sst2"},
+        }
+    )
+    return [
+        pb.Trial(
+            number=0,
+            state=pb.COMPLETE,
+            values=[3.0],
+            metrics={"echo_score": 3.0, "params": 256.0},
+            candidate_json=cand,
+            duplicate_of=-1,
+        ),
+        pb.Trial(
+            number=1,
+            state=pb.PRUNED,
+            candidate_json=cand,
+            intermediate_values={2: 1.0},
+            duplicate_of=-1,
+        ),
+    ]
+
+
+def _study(trainer: str, objective: str) -> pb.Study:
+    spec = {"name": "e", "space": "bert", "trainer": trainer, "loop": "random", "n_trials": 2}
+    return pb.Study(
+        name="e",
+        spec_json=json.dumps(spec),
+        state=pb.STUDY_RUNNING,
+        objectives=[pb.Objective(metric=objective, direction=pb.MAXIMIZE)],
+        n_trials=2,
+        n_complete=1,
+        n_pruned=1,
+    )
+
+
+def test_a_pruned_rows_params_come_from_the_cost_model_of_its_trainer_only() -> None:
+    echo = _rows(format_study(_study("echo", "echo_score"), _trials()))
+    assert "params(M)" in format_study(_study("echo", "echo_score"), _trials())
+    assert echo[0].split()[1:4] == ["COMPLETE", "3.0000", "0.0003"]  # its own count
+    assert echo[1].split()[1:4] == ["PRUNED", "1.0000", "L1"]  # none: not the bert count
+    bert = _rows(format_study(_study("bert", "accuracy"), _trials()))
+    counted = f"{bert_parameter_count({**ARCH, 'intermediate_size': 128}) * 1e-6:.4f}"
+    assert bert[1].split()[1:4] == ["PRUNED", "1.0000", counted]

@@ -1,9 +1,10 @@
 """The best trials of a study: the one best (one objective) or the Pareto front (several),
 among trials whose values were measured, each result once.
 
-Optuna's ``best_trials`` counts every COMPLETE trial; here a DyLoRA training trial and its rank
-trial at r_max (the same values) are one result, and an AutoDistil job's ±inf or a student's
-proxy scores are never the study's best. Optuna's
+Optuna's ``best_trials`` counts every COMPLETE trial; here a repeated candidate (``duplicate_of``:
+it carries an earlier trial's result, which stands for it) and a DyLoRA training trial and its
+rank trial at r_max (the same values) are one result each, and an AutoDistil job's ±inf or a
+student's proxy scores are never the study's best. Optuna's
 ``best_trial``/``best_trials`` cannot leave trials out, so ``StudyManager.best_trials`` takes
 Optuna's answer when it holds none to leave out, and :func:`best_of` only otherwise.
 """
@@ -19,16 +20,26 @@ from optuna.trial import FrozenTrial
 from archsearch.server._derived_trials import has_measured_values
 from archsearch.server._rank_trials import RANK_OF_ATTR
 
+#: Trial user attribute of a repeated candidate: the number of the trial whose result it carries
+#: (``server/_candidate_store.py``).
+REPEAT_OF_ATTR = "duplicate_of"
+
+
+def is_repeat(t: FrozenTrial) -> bool:
+    """Whether ``t`` repeats an earlier trial's candidate (and carries its result)."""
+    return REPEAT_OF_ATTR in t.user_attrs
+
 
 def one_per_result(best: list[FrozenTrial]) -> list[FrozenTrial]:
-    """``best`` less each DyLoRA training trial whose rank trial at r_max, which repeats its
-    values, is there too: one result once on the Pareto front, named by its rank."""
+    """``best`` with each result once: less the repeats of a candidate (equal values, so their
+    original, the lowest number, is among ``best`` too), and less each DyLoRA training trial
+    whose rank trial at r_max, which repeats its values, is there too (named by its rank)."""
     ranked = {
         (t.user_attrs[RANK_OF_ATTR], tuple(t.values or ()))
         for t in best
         if RANK_OF_ATTR in t.user_attrs
     }
-    return [t for t in best if (t.number, tuple(t.values or ())) not in ranked]
+    return [t for t in best if not is_repeat(t) and (t.number, tuple(t.values or ())) not in ranked]
 
 
 def rankable(t: FrozenTrial) -> bool:
@@ -40,9 +51,10 @@ def rankable(t: FrozenTrial) -> bool:
 def best_of(
     trials: Iterable[FrozenTrial], directions: list[optuna.study.StudyDirection]
 ) -> list[FrozenTrial]:
-    """The best of ``trials`` that are :func:`rankable`: the one best for a single objective
-    (the lowest number on a tie, as Optuna), the Pareto front for several (equal values all
-    on it, as Optuna; kept as it grows: each trial is compared with the current front only)."""
+    """The best of ``trials`` that are :func:`rankable` and no repeat (:func:`is_repeat`: its
+    original stands for it): the one best for a single objective (the lowest number on a tie,
+    as Optuna), the Pareto front for several (equal values all on it, as Optuna; kept as it
+    grows: each trial is compared with the current front only)."""
     signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in directions]
 
     def key(t: FrozenTrial) -> list[float]:
@@ -52,7 +64,9 @@ def best_of(
         return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
 
     front: list[tuple[list[float], FrozenTrial]] = []
-    for t in sorted((t for t in trials if rankable(t)), key=lambda t: t.number):
+    for t in sorted(
+        (t for t in trials if rankable(t) and not is_repeat(t)), key=lambda t: t.number
+    ):
         k = key(t)
         if len(signs) == 1:
             if not front or k < front[0][0]:

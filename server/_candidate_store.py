@@ -19,6 +19,7 @@ from archsearch.server._stored_defaults import candidate_data, stored_candidate
 from archsearch.server._suggest import AskedCandidate
 from archsearch.server._writer import StorageWriter
 from archsearch.spaces import Candidate
+from archsearch.spaces._flexibert_small import MAPPED_FROM_ATTR
 
 log = logging.getLogger("archsearch.server")
 
@@ -56,7 +57,10 @@ class CandidateStore:
 
         A provisional trial (``DeferredTrialStorage``) is inserted whole: row, parameters
         and attributes; when it repeats a completed candidate it is inserted completed, with
-        that result (``Prepared.repeat``). A real one (a queued retry) gets its attributes.
+        that result (``Prepared.repeat``; a repeat of a pruned candidate with its curve too).
+        A real one (a queued retry) gets its attributes.
+        A suggestion a table space mapped to a row (``mapped_from``) also gets the row's
+        parameters as ``row.<param>`` attributes (``_dashboard_attrs.row_rows``).
         The budget is counted now, so the next ask sees it; ``CandidatePool.settle_prepared``
         gives it back if the write fails. None when the candidate is in flight already (the
         provisional trial is dropped). Caller holds ``h.ask_lock``."""
@@ -75,6 +79,7 @@ class CandidateStore:
             # from the parameters, which the retry carries.
         earlier = None
         ended = TrialState.COMPLETE  # how a repeat is recorded: as its earlier trial ended
+        curve: dict[int, float] = {}  # a pruned one's intermediate values, which it carries
         fp = ""
         written: Future[Any] | None = None
         if candidate is None:
@@ -103,7 +108,7 @@ class CandidateStore:
             fp = candidate.fingerprint()
             earlier = idx.done.get(fp) if attempt == 0 else None
             if earlier is None and attempt == 0 and fp in idx.pruned:
-                number, last = idx.pruned[fp]
+                number, last, curve = idx.pruned[fp]
                 earlier, ended = (number, last, {}), TrialState.PRUNED
             if earlier is not None and ended == TrialState.PRUNED:
                 user["duplicate_of"] = earlier[0]
@@ -119,14 +124,17 @@ class CandidateStore:
             if self.storage.is_provisional(tid):
                 _, frozen = self.storage.take_provisional(tid)
                 frozen.user_attrs.update(user)
+                if MAPPED_FROM_ATTR in frozen.user_attrs:  # a table row, not the suggestion
+                    frozen.user_attrs.update(dashboard.row_rows(h.space.to_params(arch)))
                 if earlier is not None:
                     frozen.state, frozen.values = ended, list(earlier[1]) or None
                     frozen.datetime_complete = datetime.datetime.now()
+                    frozen.intermediate_values = dict(curve)
                 written = self.writer.submit(_storage.insert_trial_op(h.study_id, frozen))
                 written.add_done_callback(self._on_inserted(h.study_id, tid))
             elif earlier is not None:
                 written = self.writer.submit(
-                    _storage.finish_op(tid, ended, earlier[1] or None, user)
+                    _storage.finish_op(tid, ended, earlier[1] or None, user, curve=curve)
                 )
             else:
                 written = self.writer.submit(_storage.attrs_op(tid, user=user))

@@ -185,7 +185,7 @@ def _done(s: Any) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from archsearch.server._format import format_study, rank_trials_of
     from archsearch.server._format_json import study_dict, trial_dict
-    from archsearch.server._importance import format_importance, importance_dict
+    from archsearch.server._importance import format_importance, importance_dict, study_space
     from archsearch.server._worker_note import worker_note
 
     with _search_client(args) as client:
@@ -193,15 +193,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         trials = client.list_trials(args.name)
     # parameter importance (architecture and data parameters) on the first objective
     first = study.objectives[0].metric if study.objectives else "value"
+    space = study_space(study.spec_json)  # a table study: importance over the rows scored
     if args.json:
         out = study_dict(study)
         ranks = rank_trials_of(trials)
         out["trials"] = [trial_dict(t, ranks.get(t.number)) for t in trials]
-        out["importance"] = importance_dict(trials, first)
+        out["importance"] = importance_dict(trials, first, space)
         print(json_text(out))
     else:
         print(format_study(study, trials, limit=args.limit))
-        print(f"\n{format_importance(trials, first)}")
+        print(f"\n{format_importance(trials, first, space)}")
         note = worker_note(study, *worker_flags(args))
         if note:
             print(f"\n{note}")

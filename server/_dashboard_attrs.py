@@ -11,6 +11,9 @@ its trial table:
 * ``info.<key>``: each provenance entry (a string);
 * ``recipe.<key>`` and ``data.<key>``: the candidate's training recipe and data choices
   (numbers, strings and booleans as they are; lists and objects as compact JSON).
+* ``row.<param>``: where a table space trained the table row nearest the loop's suggestion
+  (``mapped_from``), that row's parameters (the space's ``to_params``), beside the trial's
+  parameters, which stay the suggestion the sampler made and learns from.
 
 The rows are a view: nothing reads them back, and the JSON attributes stay the source of truth.
 """
@@ -24,6 +27,7 @@ from typing import Any
 METRIC_PREFIX = "metric."
 INFO_PREFIX = "info."
 CANDIDATE_PREFIXES = ("recipe.", "data.")
+ROW_PREFIX = "row."
 
 
 def metric_rows(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -52,9 +56,15 @@ def candidate_rows(candidate: Mapping[str, Any]) -> dict[str, Any]:
     return rows
 
 
+def row_rows(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``row.<param>`` -> the value, one row per parameter of the table row a trial trained."""
+    return {f"{ROW_PREFIX}{name}": _scalar(value) for name, value in params.items()}
+
+
 def is_candidate_row(key: str) -> bool:
-    """Whether a user attribute is one of :func:`candidate_rows` (a retry copies them)."""
-    return key.startswith(CANDIDATE_PREFIXES)
+    """Whether a user attribute is one of :func:`candidate_rows` or :func:`row_rows` (a retry,
+    which trains the same candidate, copies them)."""
+    return key.startswith((*CANDIDATE_PREFIXES, ROW_PREFIX))
 
 
 def completion_attrs(metrics: Mapping[str, float], info: Mapping[str, str]) -> dict[str, Any]:

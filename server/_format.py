@@ -133,15 +133,23 @@ def architecture_params(candidate_json: str) -> float | None:
         return None
 
 
-def pruned_metrics(t: pb.Trial, first_metric: str) -> dict[str, float]:
+#: Trainers whose ``params`` :func:`architecture_params` computes (the bert trainer's BERT and
+#: FlexiBERT students); another trainer counts its own, or none.
+COST_MODEL_TRAINERS = frozenset({"bert"})
+
+
+def pruned_metrics(t: pb.Trial, first_metric: str, trainer: str = "bert") -> dict[str, float]:
     """What a pruned trial has instead of the worker's final metrics (it stopped before
-    measuring them): its last reported value of the first objective, and ``params`` computed
-    from its architecture. Empty for other trials."""
+    measuring them): its last reported value of the first objective, and for a trainer of
+    :data:`COST_MODEL_TRAINERS` ``params`` computed from its architecture. Empty for other
+    trials."""
     if t.state != pb.PRUNED:
         return {}
     out: dict[str, float] = {}
     if t.intermediate_values:
         out[first_metric] = t.intermediate_values[max(t.intermediate_values)]
+    if trainer not in COST_MODEL_TRAINERS:
+        return out
     params = architecture_params(t.candidate_json)
     if params is not None:
         out["params"] = params
@@ -201,10 +209,11 @@ def rank_trials_of(trials: Sequence[pb.Trial]) -> dict[int, tuple[int, pb.Trial]
 
 
 def _read_time_columns(
-    trials: Sequence[pb.Trial], tasks: list[str], objectives: list[str]
+    trials: Sequence[pb.Trial], tasks: list[str], objectives: list[str], trainer: str = "bert"
 ) -> dict[str, dict[int, Any]]:
     """Columns computed from raw metrics when shown: per-task primary scores and the GLUE
-    average of multi-task trials, a Borda rank over the study's trials, and cost metrics."""
+    average of multi-task trials, a Borda rank over the study's trials, and cost metrics (of
+    the study's ``trainer``: see :func:`pruned_metrics`)."""
     from archsearch.spaces import borda_ranks, compute_aggregate, per_task_primary
     from archsearch.spaces._aggregate import GLUE_PRIMARY_METRIC, GLUE_TASK_IDS
 
@@ -234,7 +243,7 @@ def _read_time_columns(
             continue
         values = {t.number: t.metrics[metric] * scale for t in trials if metric in t.metrics}
         for t in trials:  # pruned trials: computed from the architecture where possible
-            if t.number not in values and metric in (pm := pruned_metrics(t, "")):
+            if t.number not in values and metric in (pm := pruned_metrics(t, "", trainer)):
                 values[t.number] = pm[metric] * scale
         if values:
             cols[column] = values
@@ -305,13 +314,14 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
     ]
     metrics = [o.metric for o in study.objectives]
     tasks = list(spec.get("data", {}).get("tasks") or [spec.get("task")])
-    extra = _read_time_columns(trials, tasks, metrics)
+    trainer = str(spec.get("trainer", "bert"))
+    extra = _read_time_columns(trials, tasks, metrics, trainer)
     shown = _last_trials(trials, limit)
     rows = []
     max_steps = spec.get("recipe", {}).get("max_steps")
     searched = list(spec.get("data_space") or {})
     for t in shown:
-        pruned = pruned_metrics(t, metrics[0])
+        pruned = pruned_metrics(t, metrics[0], trainer)
         vals = [t.metrics.get(m, pruned.get(m, "")) for m in metrics]
         # objectives that are aggregates are the trial's values, not raw metrics
         vals = [

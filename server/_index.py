@@ -16,7 +16,8 @@ Where things are stored:
       ``arch`` (compact description), ``worker``, ``attempt``, ``metrics`` (every raw metric the
       worker reported), ``info`` (provenance), ``fail_reason``; and readable one-value rows
       next to the JSON (``metric.<name>``, ``info.<key>``, ``recipe.<key>``, ``data.<key>``:
-      ``_dashboard_attrs``), plus ``mapped_from`` where a table space mapped a suggestion;
+      ``_dashboard_attrs``), plus ``mapped_from`` where a table space mapped a suggestion (and
+      the row's parameters, ``row.<param>``);
     * trial system attributes: ``archsearch:lease`` (the current lease id),
       ``archsearch:failures`` (failures counted against the retry budget), and Optuna's own
       ``failed_trial``/``retry_history`` so ``RetryHeartbeatStaleTrialCallback``'s helpers work;
@@ -121,10 +122,13 @@ class StudyIndex:
     done: dict[str, tuple[int, list[float], dict[str, Any]]] = dataclasses.field(
         default_factory=dict
     )
-    #: Pruned candidates by fingerprint: trial number and values (the last intermediate
-    #: value of a single-objective study). Proposed again, one is a recorded PRUNED repeat:
-    #: the same training would give the same curve, so it is not trained twice.
-    pruned: dict[str, tuple[int, list[float]]] = dataclasses.field(default_factory=dict)
+    #: Pruned candidates by fingerprint: trial number, values (the last intermediate value of
+    #: a single-objective study) and intermediate values. Proposed again, one is a recorded
+    #: PRUNED repeat with that curve: the same training would give the same curve, so it is
+    #: not trained twice.
+    pruned: dict[str, tuple[int, list[float], dict[int, float]]] = dataclasses.field(
+        default_factory=dict
+    )
     #: Trial numbers of retryable failures while the study was stopped (``resume`` re-queues
     #: them; ``RETRY_ON_RESUME_ATTR`` keeps them across a restart).
     unretried: set[int] = dataclasses.field(default_factory=set)

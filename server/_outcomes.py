@@ -115,7 +115,9 @@ class TrialOutcomes:
                 h.study.tell(live.number, state=TrialState.PRUNED)
                 h.index.live.pop(tid, None)
                 last = [float(value)] if len(h.spec.objectives) == 1 else []
-                h.index.pruned.setdefault(live.candidate.fingerprint(), (live.number, last))
+                # the curve, which a repeat of the candidate carries (``CandidateStore``)
+                curve = dict(self.storage.get_trial(tid).intermediate_values)
+                h.index.pruned.setdefault(live.candidate.fingerprint(), (live.number, last, curve))
                 log.info("pruned trial %d of %s at step %d", live.number, h.spec.name, step)
                 self.lifecycle.after_finish(h)
                 pruned = True

@@ -373,7 +373,8 @@ def rebuild_index(
                 and "duplicate_of" not in t.user_attrs
             ):
                 fp = stored_candidate(t.user_attrs["candidate"]).fingerprint()
-                idx.pruned.setdefault(fp, (t.number, list(t.values or [])))
+                curve = dict(t.intermediate_values)
+                idx.pruned.setdefault(fp, (t.number, list(t.values or []), curve))
             elif t.state == TrialState.RUNNING:
                 if "candidate" not in t.user_attrs:
                     orphans.append(t)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -216,14 +216,28 @@ def _insert_values(conn: sqlalchemy.Connection, trial_id: int, values: Sequence[
         conn.execute(models.TrialValueModel.__table__.insert(), rows)
 
 
+def _intermediate_row(trial_id: int, step: int, value: float) -> dict[str, Any]:
+    """A row of Optuna's intermediate values table."""
+    stored, vtype = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+    return {
+        "trial_id": trial_id,
+        "step": step,
+        "intermediate_value": stored,
+        "intermediate_value_type": vtype,
+    }
+
+
 def finish_op(
     trial_id: int,
     state: TrialState,
     values: Sequence[float] | None,
     user: dict[str, Any] | None = None,
     expected: TrialState = TrialState.RUNNING,
+    curve: Mapping[int, float] | None = None,
 ) -> Callable[[sqlalchemy.Connection], None]:
-    """Operation: ``set_trial_state_values`` for a RUNNING trial, plus user attributes.
+    """Operation: ``set_trial_state_values`` for a RUNNING trial, plus user attributes (and
+    ``curve``, intermediate values by step: a repeat of a pruned candidate carries its
+    original's).
 
     The attributes are written in the same transaction as the state, so a reader never sees
     the finished trial without them (a FAIL always with its ``fail_reason``; Optuna refuses
@@ -239,6 +253,7 @@ def finish_op(
     if not state.is_finished():
         raise ValueError(f"finish_op finishes trials; {state.name} is not a finished state")
     values = list(values) if values is not None else None
+    steps = [_intermediate_row(trial_id, step, v) for step, v in (curve or {}).items()]
 
     def op(conn: sqlalchemy.Connection) -> None:
         trials = models.TrialModel.__table__
@@ -254,6 +269,8 @@ def finish_op(
             raise TrialNotRunning(trial_id, None if found is None else found.name)
         if values is not None:
             _insert_values(conn, trial_id, values)
+        if curve:
+            conn.execute(models.TrialIntermediateValueModel.__table__.insert(), steps)
         upsert_attrs(conn, models.TrialUserAttributeModel, trial_id, user or {})
 
     return op

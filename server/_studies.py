@@ -234,14 +234,15 @@ class StudyManager(ManagerWiring):
 
     def best_trials(self, h: StudyHandle) -> list[FrozenTrial]:
         """The best trial (the Pareto front for several objectives) among the COMPLETE trials
-        with finite values that were measured (:func:`best_of`)."""
+        with finite values that were measured, each result once (:func:`best_of`,
+        :func:`one_per_result`: a repeated candidate is its original's result)."""
         if not h.index.done and not self.trials(h, (TrialState.COMPLETE,)):
             return []
         # Optuna's own pick, unless it holds a trial to leave out
         single = len(h.spec.objectives) == 1
         fast = [h.study.best_trial] if single else list(h.study.best_trials)
-        if all(rankable(t) for t in fast):
-            return one_per_result(fast)
+        if all(rankable(t) for t in fast) and (kept := one_per_result(fast)):
+            return kept
         return one_per_result(best_of(self.trials(h, (TrialState.COMPLETE,)), h.study.directions))
 
     def snapshot(self, h: StudyHandle, with_best: bool = True) -> StudySnapshot:

@@ -114,7 +114,8 @@ def test_a_retry_keeps_the_candidate_rows(manager) -> None:
 def test_table_suggestions_are_mapped_to_rows_and_recorded(manager) -> None:
     """The table-restricted flexibert-small space has per-layer parameters; a sampler's
     suggestion that is no table row is trained as its nearest row, and the trial records the
-    suggestion (``mapped_from``); the table trainer scores every candidate."""
+    suggestion (``mapped_from``) and the row's parameters (``row.<param>``); the table trainer
+    scores every candidate."""
     manager.launch(SearchSpec.from_dict(table_spec("t", 12, seed=1)))
     space = FlexiBertSmallSpace(table=TABLE, task="sst2")
     trainer = TableTrainer(TABLE)
@@ -132,5 +133,10 @@ def test_table_suggestions_are_mapped_to_rows_and_recorded(manager) -> None:
         assert t.user_attrs["metric.accuracy"] == table.score(arch, "sst2")
         assert max(len(d.choices) for d in t.distributions.values()) <= 3  # type: ignore[attr-defined]
         assert space.suggest(optuna.trial.FixedTrial(t.params)) == arch  # type: ignore[arg-type]
+        row = {k[4:]: v for k, v in t.user_attrs.items() if k.startswith("row.")}
         if t in mapped:
             assert t.user_attrs["mapped_from"] != t.user_attrs["arch"]
+            # the row trained, plottable beside the suggestion (the trial's parameters)
+            assert row == space.to_params(arch) != t.params
+        else:
+            assert row == {}

@@ -166,7 +166,12 @@ class LinearTransformMixer(nn.Module):
         key = (like.device, like.dtype)
         cached = self._hidden_matrices.get(key)
         if cached is None:
-            cached = tuple(like.new_tensor(m) for m in _transform_matrices(self.kind, self.hidden))
+            # Built as ordinary tensors even inside inference_mode (a PUDF curriculum scores
+            # the model before it trains): an inference tensor cached here failed every later
+            # training step ("Inference tensors cannot be saved for backward").
+            with torch.inference_mode(False):
+                matrices = _transform_matrices(self.kind, self.hidden)
+                cached = tuple(like.new_tensor(m) for m in matrices)
             self._hidden_matrices[key] = cached
         return cached
 

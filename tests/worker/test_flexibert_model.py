@@ -105,6 +105,19 @@ def test_linear_transforms_are_the_orthonormal_2d_dft_and_dct() -> None:
     torch.testing.assert_close(out[1:, :4], expected_short, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["dft", "dct"])
+def test_a_linear_transform_trains_after_an_inference_forward(kind: str) -> None:
+    """A PUDF curriculum scores the model under inference_mode before it trains: the
+    transform's cached hidden-axis matrices must stay usable for training (they were inference
+    tensors, and every training step failed)."""
+    model = build(arch_with("l", kind, [32, 64, 32]))
+    inputs = batch([5, 8, 8])
+    with torch.inference_mode():
+        model.eval()(**inputs)
+    model.train()(**inputs, labels=torch.tensor([0, 1, 0])).loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
 def test_wma_similarity_is_one_shared_matrix_in_range() -> None:
     torch.manual_seed(0)
     mixer = WmaSelfAttention(128, 4)

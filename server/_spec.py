@@ -31,6 +31,7 @@ from archsearch.server._spec_data import (
     check_curriculum_effect,
     check_selection_targets,
     fill_dsir_targets,
+    pin_eval_seed,
     spec_data,
 )
 from archsearch.server._spec_objectives import parse_objectives, unique_keys
@@ -209,6 +210,8 @@ class SearchSpec:
         data = spec_data(obj, stored)
         data_space = DataSpace.from_spec(obj.get("data_space"), data, strict=not stored)
         data, data_space = fill_dsir_targets(data, data_space, stored)
+        if not stored:
+            data = pin_eval_seed(data)
         recipe = validate_recipe(obj.get("recipe", {}))
         if not stored:  # a stored study keeps being served; its worker says the same
             check_pair_length(recipe, data_tasks(data), data)

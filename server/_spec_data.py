@@ -23,6 +23,16 @@ from archsearch.spaces._selection_checks import (
 from archsearch.spaces._tasks import folder_hint
 
 
+def pin_eval_seed(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` of a new launch with ``eval_seed`` named (0 unless given) when it scores on a
+    dev sample (``eval_subset``): the sample is the study's, whatever ``recipe.seed`` a
+    candidate trains with. A stored spec without it is left alone: its candidates draw the
+    sample with their recipe's seed, as its first trials did."""
+    if data.get("eval_subset", 0) and "eval_seed" not in data:
+        return {**data, "eval_seed": 0}
+    return data
+
+
 def spec_data(obj: dict[str, Any], stored: bool = False) -> dict[str, Any]:
     """The spec's data choices: task(s) from the top level or ``data``, custom task checked
     (``stored``: see ``SearchSpec.from_dict``)."""

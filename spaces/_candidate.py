@@ -47,6 +47,10 @@ _DATA_TYPES: dict[str, tuple[type, ...]] = {
     "curriculum": (dict,),
     "train_subset": (int,),
     "eval_subset": (int,),
+    # the seed of the eval_subset sample, fixed per study: every candidate, and every
+    # recipe.seed, is scored on the same dev examples (absent: recipe.seed, as studies
+    # launched before it was pinned drew it)
+    "eval_seed": (int,),
     # AutoDistil supernet training's unlabeled text file (default: the tasks' train text)
     "distill_text": (str,),
     # ... or that text chosen from pools like pretrain_selection (PRETRAIN_SELECTION_METHODS)
@@ -87,6 +91,8 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
     for key in ("train_subset", "eval_subset"):
         if out[key] < 0:
             raise SpecError(f"data.{key}", f"must be >= 0 (0 = whole split), got {out[key]}")
+    if "eval_seed" in out and not 0 <= out["eval_seed"] < 2**32:
+        raise SpecError("data.eval_seed", f"must be an int in [0, 2^32), got {out['eval_seed']}")
     _one_of("data.source", out.get("source", "auto"), SOURCES)
     if "hub_dataset" in out and not out["hub_dataset"].strip():
         raise SpecError("data.hub_dataset", "must be a hub dataset name, got ''")

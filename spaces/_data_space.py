@@ -37,7 +37,15 @@ if TYPE_CHECKING:
     import optuna
 
 #: Data fields a study cannot search: they decide what its scores measure.
-FIXED_DATA_FIELDS = ("task", "tasks", "custom_task", "source", "hub_dataset", "eval_subset")
+FIXED_DATA_FIELDS = (
+    "task",
+    "tasks",
+    "custom_task",
+    "source",
+    "hub_dataset",
+    "eval_subset",
+    "eval_seed",
+)
 #: Prefix of the Optuna parameter of each searched field (``data.selection``).
 PARAM_PREFIX = "data."
 #: Most values one field may list (a categorical parameter; the product is the loops' grid).

@@ -102,8 +102,14 @@ class SplitEncoder:
         if selection is not None and selection.get("method", "none") == "none":
             selection = None  # identity: the same examples as no selection, one cache entry
         # The whole split (subset 0) without a selection does not depend on the seed: share
-        # it across seeds.
-        seed = recipe["seed"] if subset or selection else 0
+        # it across seeds. A dev sample is drawn with the study's data.eval_seed, not the
+        # training seed: every candidate and every recipe.seed is scored on the same
+        # examples (a candidate without one, from a study launched before it was pinned,
+        # draws with its recipe's seed, as that study's first trials did).
+        if split == "train":
+            seed = recipe["seed"] if subset or selection else 0
+        else:
+            seed = int(data.get("eval_seed", recipe["seed"])) if subset else 0
         custom = self.custom_tasks.get(task_id)
         task = custom if custom is not None else get_task(task_id)
         source = self.data_source(task, data)

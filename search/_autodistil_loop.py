@@ -265,7 +265,9 @@ class AutoDistilLoop(SearchLoop):
                     Suggestion(
                         architecture=space.student_arch(space.student(s.key)),
                         recipe={
-                            "init": {"supernet": f"trial:{snapshot.study_name}:{s.supernet_trial}"}
+                            "init": {"supernet": f"trial:{snapshot.study_name}:{s.supernet_trial}"},
+                            # its params and flops as its proxy row counts them
+                            "student": {"cost_seq_len": space.seq_len},
                         },
                         kind="train",
                         attrs={JOB_ATTR: "train", PICKED_FROM_ATTR: s.number},

@@ -117,6 +117,9 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
     assert picked.number == best.number
     assert final.params["student"] == picked.params["student"]
     assert final.user_attrs["proxy.accuracy"] == picked.values[0]
+    # one cost model for both rows of the student: its proxy row does not dominate it
+    for cost in ("params", "flops"):
+        assert final.user_attrs["metrics"][cost] == picked.user_attrs["metrics"][cost], cost
     assert 0.0 <= final.values[0] <= 1.0  # its true accuracy, beside the proxy
     assert final.user_attrs["candidate"]["recipe"]["init"] == {
         "supernet": f"trial:distil:{supernet.number}"
@@ -147,7 +150,8 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
 
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.num_hidden_layers == picked.params["layers"]
-    assert sum(p.numel() for p in model.parameters()) == final.user_attrs["metrics"]["params"]
+    measured = final.user_attrs["metrics"]["classifier_params"]  # its task head included
+    assert sum(p.numel() for p in model.parameters()) == measured
 
 
 def _not_json(word: str) -> None:

@@ -109,6 +109,9 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
         assert s.user_attrs[STUDENT_OF_ATTR] == ranks[0].number
         metrics = s.user_attrs["metrics"]
         assert {"accuracy", "dev_loss", "params", "flops", "relation_loss"} <= set(metrics)
+        # its proxy scores: proxy.* rows and score_kind, not the true scores' metric.* rows
+        assert s.user_attrs["score_kind"] == "proxy" and "metric.accuracy" not in s.user_attrs
+        assert s.user_attrs["proxy.accuracy"] == metrics["accuracy"]
     (final,) = trained
     picked = next(s for s in students if s.number == final.user_attrs[PROXY_TRIAL_ATTR])
     assert picked.values[0] == max(s.values[0] for s in students)  # the better proxy
@@ -121,6 +124,8 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
     for cost in ("params", "flops"):
         assert final.user_attrs["metrics"][cost] == picked.user_attrs["metrics"][cost], cost
     assert 0.0 <= final.values[0] <= 1.0  # its true accuracy, beside the proxy
+    assert final.user_attrs["score_kind"] == "measured"
+    assert final.user_attrs["metric.accuracy"] == final.values[0]
     assert final.user_attrs["candidate"]["recipe"]["init"] == {
         "supernet": f"trial:distil:{supernet.number}"
     }
@@ -138,6 +143,8 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
         assert by_number[s.number]["derived_from"] == ranks[0].number
         key = s.params["student"]
         assert by_number[s.number]["description"].startswith(f"student {key} of tiny")
+        assert by_number[s.number]["proxy"] is True
+    assert by_number[final.number]["proxy"] is False
     assert [t["number"] for t in out_json["best_trials"]] == [final.number]  # not a proxy
     assert out_json["counts"]["derived"] == len(students)
     listed = run_cli("studies", "--server", restarted.address)

@@ -8,8 +8,9 @@
   DSIR towards the first task's training text or at random, as ``data.pretrain_selection``;
   drawn with the selection's own ``seed``, default 0, so every job of a study reads the same
   texts; its provenance goes to the info as ``distill_selection_...``), reports the relation
-  loss as it goes, uploads the supernet (``config.json``, ``model.safetensors``) as
-  artifacts of its trial and returns
+  loss as it goes (the server keeps it as the trial's ``progress.*`` attributes: a job's
+  reports are no learning curve of the study's objective), uploads the supernet
+  (``config.json``, ``model.safetensors``) as artifacts of its trial and returns
   ``relation_loss`` (mean of the last steps) and ``train_seconds`` (every attempt's). It saves
   its progress every ``save_minutes`` and when stopped, and a later attempt that finds it
   continues from there (``_supernet_resume``; ``info["resumed_from_step"]``).

@@ -12,11 +12,12 @@
    (``recipe.init.supernet``); the server stores its true scores beside the student's proxy.
 
 The loop keeps no state: each call derives the stages from the stored trials, so a restarted
-server continues where the last one stopped. A job the server gave up on (its retries spent)
-is not asked again: its sub-space, or its student, is left out. When the loop waits for jobs
-in flight it raises ``NoSuggestion``; once every picked student is trained, or nothing can be
-picked (no student fits the budget), it raises ``NoSuggestion(finished=True)`` with the
-reason, which becomes the study's completed reason.
+server continues where the last one stopped. A job the server gave up on (its retries spent),
+or that a pruner stopped (a study launched before launch refused pruners here), is not asked
+again: its sub-space, or its student, is left out, and the completed reason says so. When the
+loop waits for jobs in flight it raises ``NoSuggestion``; once every picked student is trained,
+or nothing can be picked (no student fits the budget), it raises
+``NoSuggestion(finished=True)`` with the reason, which becomes the study's completed reason.
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ class AutoDistilLoop(SearchLoop):
     # then as its rank job. It never asks the same job twice (a trial of each is enough).
     avoids_known = False
     plans_its_budget = True
+    refuses_pruner = (
+        "the autodistil loop trains no candidate a pruner could compare: its supernet and "
+        "rank jobs have no learning curve of the objective, and its only trained trials are "
+        "the top_n students the ranking picked as the result, too few for a median and each "
+        "one wanted whole (a pruned student would end with no true score)"
+    )
 
     def __init__(self, seed: int | None, n_objectives: int, options: dict[str, Any] | None) -> None:
         options = dict(options or {})
@@ -184,7 +191,7 @@ class AutoDistilLoop(SearchLoop):
             if supernet in ("todo", "active"):
                 unsettled = True
                 continue
-            if supernet == "failed":
+            if supernet in ("failed", "pruned"):
                 continue
             rank = job_status(jobs.get(("rank", sub.name), []))
             if rank == "todo":
@@ -247,28 +254,33 @@ class AutoDistilLoop(SearchLoop):
             raise NoSuggestion(self._nothing_fits(space, snapshot, students), finished=True)
         pending = []
         active = False
-        failed: list[str] = []
+        ended: dict[str, list[str]] = {"failed": [], "pruned": []}
         for s in picks:
             status = job_status(jobs.get(("train", s.key), []))
             active = active or status == "active"
-            if status == "failed":
-                failed.append(s.key)
+            if status in ended:
+                ended[status].append(s.key)
             if status == "todo":
                 pending.append(
                     Suggestion(
                         architecture=space.student_arch(space.student(s.key)),
                         recipe={
-                            "init": {"supernet": f"trial:{snapshot.study_name}:{s.supernet_trial}"}
+                            "init": {"supernet": f"trial:{snapshot.study_name}:{s.supernet_trial}"},
+                            # its params and flops as its proxy row counts them
+                            "student": {"cost_seq_len": space.seq_len},
                         },
                         kind="train",
                         attrs={JOB_ATTR: "train", PICKED_FROM_ATTR: s.number},
                     )
                 )
         if not pending and not active:
-            trained = ", ".join(s.key for s in picks if s.key not in failed)
+            untrained = ended["failed"] + ended["pruned"]
+            trained = ", ".join(s.key for s in picks if s.key not in untrained)
             said = trained or ("none (top_n is 0)" if not picks else "none")
-            if failed:  # the server gave up on these: say so, not "trained"
-                said += f"; failed (retries spent; see show): {', '.join(failed)}"
+            if ended["pruned"]:  # a stored study's pruner stopped these: no true score
+                said += f"; pruned (no true score): {', '.join(ended['pruned'])}"
+            if ended["failed"]:  # the server gave up on these: say so, not "trained"
+                said += f"; failed (retries spent; see show): {', '.join(ended['failed'])}"
             raise NoSuggestion(
                 f"autodistil: every stage done; students trained stand-alone: {said}",
                 finished=True,

@@ -47,7 +47,8 @@ def mean_dev_loss(metrics: Mapping[str, float]) -> float:
 
 def job_status(trials: list[TrialView]) -> str:
     """A job's state from its trials: ``done`` (the number of its COMPLETE trial), or
-    ``active``, ``failed`` (tried, nothing in flight: the server gave up) or ``todo``. A
+    ``active``, ``pruned`` (a stored study's pruner stopped it: never asked again), ``failed``
+    (tried, nothing in flight: the server gave up) or ``todo``. A
     trial ``stop --cancel-running`` ended does not count as tried: ``resume`` runs the job
     again (the study completed "every stage done" with no student ranked)."""
     trials = [t for t in trials if not t.cancelled]
@@ -56,4 +57,6 @@ def job_status(trials: list[TrialView]) -> str:
             return str(t.number)
     if any(t.active for t in trials):
         return "active"
+    if any(t.state == "PRUNED" for t in trials):
+        return "pruned"
     return "failed" if trials else "todo"

@@ -210,6 +210,8 @@ class SearchLoop(abc.ABC):
     #: (``check_study`` refuses another): once they are done, more trials change nothing, so
     #: ``resume`` refuses its completed study whatever ``--n-trials`` says.
     plans_its_budget: ClassVar[bool] = False
+    #: Why a pruner cannot serve this loop's studies ("" when it can): launch refuses one.
+    refuses_pruner: ClassVar[str] = ""
 
     @property
     def sampler(self) -> optuna.samplers.BaseSampler:

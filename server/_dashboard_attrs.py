@@ -7,7 +7,8 @@ the dashboard shows as a row of the trial's "User Attributes" table and as a sor
 its trial table:
 
 * ``metric.<name>``: each raw metric the worker reported (a number; cost metrics such as
-  ``metric.params`` or ``metric.latency_ms`` included), on completed trials and repeats;
+  ``metric.params`` or ``metric.latency_ms`` included), on completed trials and repeats (an
+  AutoDistil student's proxy row has ``proxy.<name>`` instead: ``_student_trials``);
 * ``info.<key>``: each provenance entry (a string);
 * ``recipe.<key>`` and ``data.<key>``: the candidate's training recipe and data choices
   (numbers, strings and booleans as they are; lists and objects as compact JSON).

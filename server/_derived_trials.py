@@ -6,8 +6,8 @@ concern). ``TrialOutcomes.complete`` stores them with the job's completion, in o
 the trials a rule adds carry its marker attribute, so that nothing re-leases, re-trains or
 counts them against ``n_trials`` (:func:`is_derived_trial`, read by the start-up rebuild).
 
-Rules: DyLoRA's ranks (``_rank_trials``), AutoDistil's students and the proxy scores beside a
-student's true ones (``_student_trials``).
+Rules: DyLoRA's ranks (``_rank_trials``), AutoDistil's students, the proxy scores beside a
+student's true ones and what each AutoDistil trial's values are (``_student_trials``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,19 @@ from archsearch.server._rank_trials import (
     JobExtras,
     dylora_extras,
 )
-from archsearch.server._student_trials import STUDENT_OF_ATTR, student_extras, truth_extras
+from archsearch.server._student_trials import (
+    STUDENT_OF_ATTR,
+    score_kind_extras,
+    student_extras,
+    truth_extras,
+)
 
 #: Every completion rule, in the order their extras are stored.
 RULES: tuple[Callable[[CompletedJob], JobExtras], ...] = (
     dylora_extras,
     student_extras,
     truth_extras,
+    score_kind_extras,
 )
 #: The user attributes that mark a trial a rule added (the number of the job it came from).
 DERIVED_MARKERS = (RANK_OF_ATTR, STUDENT_OF_ATTR)

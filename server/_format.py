@@ -160,14 +160,24 @@ def pruned_metrics(t: pb.Trial, first_metric: str, trainer: str = "bert") -> dic
 NOTE_WIDTH = 48
 
 
+def is_proxy_row(t: pb.Trial) -> bool:
+    """An AutoDistil student's row (stored ``score_kind`` "proxy"): its values are the proxy
+    scores its rank job gave it (``derived_from``), not measured; it was never trained."""
+    if not t.HasField("derived_from"):
+        return False
+    return bool(json.loads(t.params_json or "{}").get("target") == "student")
+
+
 def trial_note(t: pb.Trial, max_steps: Any = None, rank: tuple[int, pb.Trial] | None = None) -> str:
     """The table's note: a repeat's original ("= #2"), a DyLoRA rank trial's rank and training
-    trial (``rank``, see :func:`rank_trials_of`: "rank 3 of #2"), where a pruned trial stopped,
-    or why a trial failed."""
+    trial (``rank``, see :func:`rank_trials_of`: "rank 3 of #2"), an AutoDistil student's proxy
+    row ("proxy scores (rank #4)"), where a pruned trial stopped, or why a trial failed."""
     if t.duplicate_of >= 0:
         return f"= #{t.duplicate_of} (repeat)"
     if rank is not None:
         return f"rank {rank[0]} of #{rank[1].number}"
+    if is_proxy_row(t):
+        return f"proxy scores (rank #{t.derived_from})"
     if t.state == pb.PRUNED and t.intermediate_values:
         of = f" of {max_steps}" if max_steps else ""
         return f"pruned at step {max(t.intermediate_values)}{of}"
@@ -306,7 +316,7 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         + (f"; {repeats} repeated candidates (= #N)" if repeats else "")
         + (f"; {len(ranks)} rank trials (rank b of #N: no training)" if ranks else "")
         + (
-            f"; {students} students scored by rank jobs (no training)"
+            f"; {students} students scored by rank jobs (no training: proxy scores)"
             if (students := study.n_derived - len(ranks)) > 0
             else ""
         ),

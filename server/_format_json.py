@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from archsearch.server._format import STUDY_STATE_NAMES, TRIAL_STATE_NAMES, is_prepared
+from archsearch.server._format import (
+    STUDY_STATE_NAMES,
+    TRIAL_STATE_NAMES,
+    is_prepared,
+    is_proxy_row,
+)
 
 
 def study_dict(s: Any, best: bool = True) -> dict[str, Any]:
@@ -70,6 +75,8 @@ def trial_dict(t: Any, rank: tuple[int, Any] | None = None) -> dict[str, Any]:
         "duplicate_of": t.duplicate_of if t.duplicate_of >= 0 else None,
         "rank_of": rank[1].number if rank else _rank_of(t),
         "derived_from": t.derived_from if t.HasField("derived_from") else None,
+        # an AutoDistil student's row: its values are proxy scores (stored score_kind "proxy")
+        "proxy": is_proxy_row(t),
         "description": t.description,
         "info": dict(t.info),
         "retry_of": t.retry_of if t.HasField("retry_of") else None,

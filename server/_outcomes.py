@@ -72,7 +72,8 @@ class TrialOutcomes:
         self.other_code = other_code
 
     def report(self, lease_id: str, step: int, value: float) -> tuple[bool, float]:
-        """Stores an intermediate value and asks the pruner about the trial.
+        """Stores an intermediate value and asks the pruner about the trial (a job of another
+        kind than ``train`` stores it as its progress and is never pruned).
 
         Returns:
             (should_prune, new deadline): a pruned trial's deadline is now; the same report
@@ -96,10 +97,15 @@ class TrialOutcomes:
             if live is None:
                 assert lease.answer is not None
                 return lease.answer
+            # Only a trained candidate's reports are the objective's learning curve: a job
+            # (an AutoDistil supernet's distillation loss) keeps its latest report as progress
+            # attributes, which neither the pruner nor the dashboard's curve plot reads.
+            job = live.candidate.kind != "train"
+            op = _storage.progress_op if job else _storage.intermediate_op
             # Value and heartbeat in one queued write, committed without the study lock: held
             # across two transactions of their own (and SQLite's busy waits), it stalled every
             # acquire and completion of the study (the soak's profile, issue 16).
-            written = self.writer.submit(_storage.intermediate_op(tid, step, float(value)))
+            written = self.writer.submit(op(tid, step, float(value)))
         try:
             written.result()
         except _storage.TrialNotRunning as e:
@@ -111,7 +117,7 @@ class TrialOutcomes:
                 # finished, expired or given up meanwhile: its own call answered for it
                 return False, self.leases.deadline()
             final_step = live.candidate.recipe.get("max_steps")
-            if should_prune(h.study, self.storage, tid, final_step=final_step):
+            if not job and should_prune(h.study, self.storage, tid, final_step=final_step):
                 h.study.tell(live.number, state=TrialState.PRUNED)
                 h.index.live.pop(tid, None)
                 last = [float(value)] if len(h.spec.objectives) == 1 else []

@@ -18,6 +18,7 @@ from archsearch.server._spec_checks import (
     check_aggregates_read,
     check_depth,
     check_fits_teacher,
+    check_loop_prunes,
     check_pretrain_selection_fits,
     check_prunable,
     check_reads_data,
@@ -347,6 +348,8 @@ class SearchSpec:
             check_reads_data(info, data, searched)
             check_pretrain_selection_fits(space_name, recipe, data, searched)
         if pruner.get("type", "none") != "none":
+            if not stored:  # a stored autodistil study with a pruner prunes its students only
+                check_loop_prunes(loop, built.refuses_pruner)
             # a stored study launched before the pruner's own checks is still served
             checked = None if stored else recipe
             check_prunable(

@@ -212,6 +212,17 @@ def check_pretrain_selection_fits(
         )
 
 
+def check_loop_prunes(loop: str, refuses: str) -> None:
+    """Refuses a pruner for a loop that says why none can serve it (``refuses``: the loop's
+    ``refuses_pruner``)."""
+    if refuses:
+        raise SpecError(
+            "pruner",
+            f"loop {loop} takes no pruner: {refuses}",
+            'drop "pruner" from the spec (or give "pruner": "none", --pruner none)',
+        )
+
+
 #: The trainers whose learning curve is the recipe's: a score every ``eval_every`` steps.
 RECIPE_CURVE_TRAINERS = ("bert", "lora")
 

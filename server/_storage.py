@@ -170,12 +170,7 @@ def intermediate_op(
     stored, vtype = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
 
     def op(conn: sqlalchemy.Connection) -> None:
-        trials = models.TrialModel.__table__
-        found = conn.execute(
-            sqlalchemy.select(trials.c.state).where(trials.c.trial_id == trial_id)
-        ).scalar()
-        if found != TrialState.RUNNING:
-            raise TrialNotRunning(trial_id, None if found is None else found.name)
+        _require_running(conn, trial_id)
         table = models.TrialIntermediateValueModel.__table__
         row = {"intermediate_value": stored, "intermediate_value_type": vtype}
         changed = conn.execute(
@@ -186,6 +181,37 @@ def intermediate_op(
         _heartbeat(conn, trial_id)
 
     return op
+
+
+#: User attributes of a job's latest report (:func:`progress_op`).
+PROGRESS_STEP_ATTR = "progress.step"
+PROGRESS_VALUE_ATTR = "progress.value"
+
+
+def progress_op(trial_id: int, step: int, value: float) -> Callable[[sqlalchemy.Connection], None]:
+    """Operation: a job's report (a trial that scores no candidate of its own, such as an
+    AutoDistil supernet job reporting its distillation loss) as the user attributes
+    :data:`PROGRESS_STEP_ATTR` and :data:`PROGRESS_VALUE_ATTR`, with a heartbeat, in one
+    transaction. Not an intermediate value: those are the objective's learning curve, which
+    the pruner and optuna-dashboard read. Raises :class:`TrialNotRunning` as
+    :func:`intermediate_op` does."""
+
+    def op(conn: sqlalchemy.Connection) -> None:
+        _require_running(conn, trial_id)
+        row = {PROGRESS_STEP_ATTR: step, PROGRESS_VALUE_ATTR: value}
+        upsert_attrs(conn, models.TrialUserAttributeModel, trial_id, row)
+        _heartbeat(conn, trial_id)
+
+    return op
+
+
+def _require_running(conn: sqlalchemy.Connection, trial_id: int) -> None:
+    trials = models.TrialModel.__table__
+    found = conn.execute(
+        sqlalchemy.select(trials.c.state).where(trials.c.trial_id == trial_id)
+    ).scalar()
+    if found != TrialState.RUNNING:
+        raise TrialNotRunning(trial_id, None if found is None else found.name)
 
 
 def attrs_op(

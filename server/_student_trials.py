@@ -9,14 +9,18 @@ DyLoRA's ranks, ``server/_rank_trials.py``, stored in the rank job's transaction
 * parameters: ``target`` "student", ``student`` (its key, as the ``autodistil`` space names it),
   ``subspace``, and its knobs ``layers``, ``heads``, ``hidden``, ``intermediate``;
 * metrics: the rank job's, each labelled one taken at that student, with ``params`` and
-  ``flops`` from the shared cost model when the worker did not report them and no worker time;
+  ``flops`` from the shared cost model when the worker did not report them and no worker time,
+  as the JSON ``metrics`` and as ``proxy.<metric>`` rows (never ``metric.<metric>``: in the
+  dashboard's table those columns hold measured scores); ``score_kind`` "proxy";
 * values: the study's objectives from those metrics (a missing one at its worst, +/-inf);
 * user attribute :data:`STUDENT_OF_ATTR` (the rank trial's number) and ``supernet_trial``;
   system attribute ``autodistil:student`` (what the loop's pick reads).
 
 When a ``train`` job of a picked student completes (stage 3), :func:`truth_extras` stores beside
 its true scores the student's proxy scores (``proxy.<metric>``) and ``proxy_trial``, the number
-of the student trial: proxy and truth sit on one trial, linked to the student's.
+of the student trial: proxy and truth sit on one trial, linked to the student's. Every job's
+completion stores ``score_kind`` (:func:`score_kind_extras`): "measured" for a trained
+student, "none" for a supernet or rank job.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.search._autodistil_loop import STUDENT_ATTR
-from archsearch.server._dashboard_attrs import completion_attrs, metric_rows
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._objectives import objective_values
 from archsearch.server._rank_trials import CompletedJob, JobExtras, metrics_by_label
@@ -41,6 +44,11 @@ from archsearch.spaces._autodistil import AutoDistilSpace
 
 #: User attribute of a student trial: the number of the rank trial that scored it.
 STUDENT_OF_ATTR = "student_of"
+#: User attribute of every completed trial of an autodistil study: what its values are.
+SCORE_KIND_ATTR = "score_kind"
+#: ... a student's proxy scores (its rank job's), the scores a trained student measured, or
+#: none (a supernet or rank job: its values are the worst, +/-inf).
+PROXY_SCORES, MEASURED_SCORES, NO_SCORES = "proxy", "measured", "none"
 #: User attribute of a stage-3 trial: the number of the student trial it was picked from.
 PROXY_TRIAL_ATTR = "proxy_trial"
 PROXY_PREFIX = "proxy."
@@ -123,7 +131,9 @@ def student_extras(job: CompletedJob) -> JobExtras:
                 distributions=distributions,
                 values=job_values(job.spec, metrics),
                 user_attrs={
-                    **completion_attrs(metrics, {}),
+                    "metrics": metrics,  # what the pick, show and the trained trial read
+                    **proxy_rows(metrics),  # not metric.*: those columns hold true scores
+                    SCORE_KIND_ATTR: PROXY_SCORES,
                     STUDENT_OF_ATTR: job.number,
                     "arch": f"student {key} of {name} (scored by rank #{job.number})",
                     "supernet_trial": supernet,
@@ -154,12 +164,24 @@ def truth_extras(job: CompletedJob) -> JobExtras:
             and info.get("supernet_trial") == supernet
             and t.state == TrialState.COMPLETE
         ):
-            proxy = t.user_attrs.get("metrics") or {}
-            rows = {
-                f"{PROXY_PREFIX}{k[len('metric.') :]}": v for k, v in metric_rows(proxy).items()
-            }
+            rows = proxy_rows(t.user_attrs.get("metrics") or {})
             return JobExtras(user_attrs={PROXY_TRIAL_ATTR: t.number, **rows})
     return JobExtras()
+
+
+def proxy_rows(metrics: Mapping[str, float]) -> dict[str, float]:
+    """``proxy.<name>`` -> a student's proxy metric: the dashboard rows of its proxy scores,
+    on its student trial and beside the true ones of its trained trial."""
+    return {f"{PROXY_PREFIX}{name}": float(value) for name, value in metrics.items()}
+
+
+def score_kind_extras(job: CompletedJob) -> JobExtras:
+    """The completion rule of every ``autodistil`` job: :data:`SCORE_KIND_ATTR`, measured for
+    a trained student, none for a supernet or rank job (its student trials say proxy)."""
+    if not isinstance(job.space, AutoDistilSpace):
+        return JobExtras()
+    kind = MEASURED_SCORES if job.candidate.kind == "train" else NO_SCORES
+    return JobExtras(user_attrs={SCORE_KIND_ATTR: kind})
 
 
 def is_student_trial(trial: FrozenTrial) -> bool:

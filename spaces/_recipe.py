@@ -56,10 +56,12 @@ _RECIPE_TYPES: dict[str, tuple[type, ...]] = {
     "transfer_from": (str,),
     # LoRA / DyLoRA settings of the lora trainer (worker/_lora_spec.py checks them)
     "lora": (dict,),
-    # AutoDistil jobs of the autodistil trainer: supernet training and student ranking
-    # settings (the trainer checks their fields; the autodistil loop sets them)
+    # AutoDistil jobs of the autodistil trainer: supernet training, student ranking and
+    # stand-alone student settings (the trainer checks their fields; the loop sets them)
     "supernet": (dict,),
     "rank": (dict,),
+    # a stand-alone student's costs: {"cost_seq_len": N}, the FLOPs' sequence length
+    "student": (dict,),
 }
 _DISTILL_TYPES: dict[str, tuple[type, ...]] = {
     "mode": (str,),

@@ -35,7 +35,9 @@ reports, and ``archsearch worker --trainer NAME`` imports the module.
 
 A trainer is given a :class:`~archsearch.spaces.Candidate` and a :class:`TrainContext`. It trains
 and evaluates, calling ``context.report(step, value)`` for intermediate values of the study's
-intermediate metric (``context.intermediate_metric``; the server's pruner reads them) and
+intermediate metric (``context.intermediate_metric``; the server's pruner reads them; a job of
+another kind than ``train``, such as a supernet, reports its progress, which the server keeps as
+the trial's ``progress.step`` and ``progress.value`` attributes, never pruned) and
 ``context.check()`` regularly (each epoch, or every few steps). Both raise
 :class:`TrialStopped` when the trial must end: pruned (:class:`TrialPruned`), cancelled by
 ``stop --cancel-running`` (:class:`TrialCancelled`), the lease lost, or the worker stopping

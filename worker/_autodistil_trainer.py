@@ -8,8 +8,9 @@
   DSIR towards the first task's training text or at random, as ``data.pretrain_selection``;
   drawn with the selection's own ``seed``, default 0, so every job of a study reads the same
   texts; its provenance goes to the info as ``distill_selection_...``), reports the relation
-  loss as it goes, uploads the supernet (``config.json``, ``model.safetensors``) as
-  artifacts of its trial and returns
+  loss as it goes (the server keeps it as the trial's ``progress.*`` attributes: a job's
+  reports are no learning curve of the study's objective), uploads the supernet
+  (``config.json``, ``model.safetensors``) as artifacts of its trial and returns
   ``relation_loss`` (mean of the last steps) and ``train_seconds`` (every attempt's). It saves
   its progress every ``save_minutes`` and when stopped, and a later attempt that finds it
   continues from there (``_supernet_resume``; ``info["resumed_from_step"]``).
@@ -22,8 +23,11 @@
   ``train_seconds``.
 * ``train``: ``architecture = {"teacher": ..., "student": Student dict}``, optional
   ``recipe["init"] = {"supernet": ref}`` (without it the student is extracted from the
-  teacher). The student, extracted as a plain BERT, is fine-tuned by the bert trainer's
-  pipeline with the rest of the recipe; it reports what the bert trainer reports.
+  teacher) and ``recipe["student"] = {"cost_seq_len": N}`` (default 128). The student,
+  extracted as a plain BERT, is fine-tuned by the bert trainer's pipeline with the rest of the
+  recipe; it reports what the bert trainer reports, except that ``params`` and ``flops`` are
+  the cost model's (``cost_seq_len`` tokens), as its rank job reported them, and the measured
+  classifier's are ``classifier_params`` and ``classifier_flops``.
 
 Imports torch and transformers at module level.
 """
@@ -60,6 +64,7 @@ from archsearch.worker._student_ranking import (
     cost_metrics,
     proxy_hooks,
     relation_scores,
+    trained_student_costs,
 )
 from archsearch.worker._supernet import Supernet, extract
 from archsearch.worker._supernet_files import fetch_supernet, supernet_folder, upload_supernet
@@ -308,6 +313,10 @@ class AutodistilTrainer(BertTrainer):
         student = Student.from_dict(arch.get("student"), shape)
         recipe = dict(candidate.recipe)
         init = _mapping(recipe.pop("init", None), "recipe.init", ("supernet",))
+        costs = _mapping(recipe.pop("student", None), "recipe.student", ("cost_seq_len",))
+        seq_len = costs.get("cost_seq_len", RANK_DEFAULTS["cost_seq_len"])
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
+            raise CandidateError(f"recipe.student.cost_seq_len must be > 0, got {seq_len!r}")
         supernet = self._load_supernet(init.get("supernet"), teacher_bert, context)
         try:
             self._init_from = extract(supernet, student)
@@ -335,7 +344,8 @@ class AutodistilTrainer(BertTrainer):
         info = {**result.info, "student": student.key()}
         if init.get("supernet"):
             info["init_supernet"] = init["supernet"]
-        return dataclasses.replace(result, info=info)
+        metrics = trained_student_costs(result.metrics, shape, student, seq_len)
+        return dataclasses.replace(result, metrics=metrics, info=info)
 
     def training_hooks(
         self,

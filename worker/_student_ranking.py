@@ -73,6 +73,31 @@ def cost_metrics(
     return out
 
 
+#: The measured costs a trained student's own ``params``/``flops`` move to (its classifier:
+#: task head included, FLOPs at the recipe's ``max_seq_length``).
+CLASSIFIER_PREFIX = "classifier_"
+
+
+def trained_student_costs(
+    metrics: dict[str, float], teacher: TeacherShape, student: Student, seq_len: int
+) -> dict[str, float]:
+    """A trained student's metrics with its ``params`` and ``flops`` (and each task's
+    ``<task>.params``, ``<task>.flops``) from the shared cost model, as its rank job reported
+    them for its proxy row, so that the two rows compare (the same student counts the same);
+    the bert pipeline's measured values stay as ``classifier_params``/``classifier_flops``."""
+    model = {
+        "params": float(params(teacher, student)),
+        "flops": float(flops(teacher, student, seq_len)),
+    }
+    out = dict(metrics)
+    for key, value in metrics.items():
+        prefix, _, name = key.rpartition(".")
+        if name in model:
+            out[f"{prefix}{'.' if prefix else ''}{CLASSIFIER_PREFIX}{name}"] = value
+            out[key] = model[name]
+    return out
+
+
 class SupernetClassifier(nn.Module):
     """The supernet under one classification (or regression) head shared by all students.
 

@@ -109,6 +109,9 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
         assert s.user_attrs[STUDENT_OF_ATTR] == ranks[0].number
         metrics = s.user_attrs["metrics"]
         assert {"accuracy", "dev_loss", "params", "flops", "relation_loss"} <= set(metrics)
+        # its proxy scores: proxy.* rows and score_kind, not the true scores' metric.* rows
+        assert s.user_attrs["score_kind"] == "proxy" and "metric.accuracy" not in s.user_attrs
+        assert s.user_attrs["proxy.accuracy"] == metrics["accuracy"]
     (final,) = trained
     picked = next(s for s in students if s.number == final.user_attrs[PROXY_TRIAL_ATTR])
     assert picked.values[0] == max(s.values[0] for s in students)  # the better proxy
@@ -117,7 +120,12 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
     assert picked.number == best.number
     assert final.params["student"] == picked.params["student"]
     assert final.user_attrs["proxy.accuracy"] == picked.values[0]
+    # one cost model for both rows of the student: its proxy row does not dominate it
+    for cost in ("params", "flops"):
+        assert final.user_attrs["metrics"][cost] == picked.user_attrs["metrics"][cost], cost
     assert 0.0 <= final.values[0] <= 1.0  # its true accuracy, beside the proxy
+    assert final.user_attrs["score_kind"] == "measured"
+    assert final.user_attrs["metric.accuracy"] == final.values[0]
     assert final.user_attrs["candidate"]["recipe"]["init"] == {
         "supernet": f"trial:distil:{supernet.number}"
     }
@@ -135,6 +143,8 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
         assert by_number[s.number]["derived_from"] == ranks[0].number
         key = s.params["student"]
         assert by_number[s.number]["description"].startswith(f"student {key} of tiny")
+        assert by_number[s.number]["proxy"] is True
+    assert by_number[final.number]["proxy"] is False
     assert [t["number"] for t in out_json["best_trials"]] == [final.number]  # not a proxy
     assert out_json["counts"]["derived"] == len(students)
     listed = run_cli("studies", "--server", restarted.address)
@@ -147,7 +157,8 @@ def test_an_autodistil_study_survives_a_restart_mid_stage(
 
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.num_hidden_layers == picked.params["layers"]
-    assert sum(p.numel() for p in model.parameters()) == final.user_attrs["metrics"]["params"]
+    measured = final.user_attrs["metrics"]["classifier_params"]  # its task head included
+    assert sum(p.numel() for p in model.parameters()) == measured
 
 
 def _not_json(word: str) -> None:

@@ -102,7 +102,9 @@ def test_stage_three_trains_the_top_n_from_their_supernets() -> None:
         SPACE.student(KEYS[2]).to_dict(),
         SPACE.student(KEYS[3]).to_dict(),
     ]
-    assert got[0].recipe == {"init": {"supernet": "trial:s:1"}}
+    # the student's costs counted as its proxy row's (FLOPs at the space's seq_len)
+    student = {"cost_seq_len": SPACE.seq_len}
+    assert got[0].recipe == {"init": {"supernet": "trial:s:1"}, "student": student}
     assert got[0].attrs[PICKED_FROM_ATTR] == 6
 
 

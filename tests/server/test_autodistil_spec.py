@@ -89,6 +89,8 @@ def test_a_good_spec_round_trips() -> None:
         ("loop_options.supernet", {"lr": "big"}, "loop_options.supernet.lr", "must be int"),
         ("loop_options.rank", {"supernet": "a/1"}, "loop_options.rank.supernet", "set by"),
         ("loop_options.teacher", "x", "loop_options.teacher", "known: top_n"),
+        ("pruner", {"type": "median"}, "pruner", 'drop "pruner" from the spec'),
+        ("pruner", "hyperband", "pruner", "the top_n students the ranking picked"),
     ],
 )
 def test_bad_settings_name_the_field_and_the_fix(
@@ -215,3 +217,16 @@ def test_the_rpc_and_the_cli_name_the_bad_setting(
     assert "space_options.subspaces: unknown preset 'minilm-k9'" in err
     with SearchClient(server.address) as client:
         assert [s.name for s in client.list_studies()] == []  # nothing was created
+
+
+def test_a_pruner_is_refused_at_launch_with_the_fix(server: ArchsearchServer) -> None:
+    """It pruned the picked students against the supernets' losses, and the study ended with
+    no result ("failed (retries spent)")."""
+    bad = spec_with("pruner", {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0})
+    with SearchClient(server.address) as client, pytest.raises(ClientError) as e:
+        client.launch(bad)
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details.startswith("pruner: loop autodistil takes no pruner")
+    assert '"pruner": "none"' in e.value.details
+    with SearchClient(server.address) as client:
+        assert client.launch(spec_with("pruner", {"type": "none"}))  # the fix it names

@@ -18,7 +18,7 @@ from archsearch.search._autodistil_loop import STUDENT_ATTR
 from archsearch.server._derived_trials import is_derived_trial
 from archsearch.server._index import COMPLETED_REASON_ATTR
 from archsearch.server._spec import SearchSpec
-from archsearch.server._student_trials import PROXY_TRIAL_ATTR, STUDENT_OF_ATTR
+from archsearch.server._student_trials import PROXY_TRIAL_ATTR, SCORE_KIND_ATTR, STUDENT_OF_ATTR
 from archsearch.server._studies import StudyManager
 
 
@@ -60,6 +60,10 @@ def report(candidate: Any, skip: frozenset[str] = frozenset()) -> dict[str, floa
         return out
     key = SPACE.to_params(candidate.architecture)["student"]
     return {"accuracy": proxy(key) - 0.1, "train_seconds": 5.0}
+
+
+def by_n(trials: list[Any]) -> list[int]:
+    return [t.number for t in trials]
 
 
 def manager(url: str) -> StudyManager:
@@ -118,6 +122,10 @@ def test_an_autodistil_study_runs_its_stages_and_survives_a_restart(storage_url:
         assert metrics["train_seconds"] == 0.0
         rank = trials[t.user_attrs[STUDENT_OF_ATTR]]
         assert rank.user_attrs["candidate"]["kind"] == "rank"
+        # proxy scores sit under proxy.*, never in the metric.* columns of true scores
+        assert t.user_attrs[SCORE_KIND_ATTR] == "proxy"
+        assert t.user_attrs["proxy.accuracy"] == pytest.approx(proxy(key))
+        assert not [k for k in t.user_attrs if k.startswith("metric.")]
         assert t.system_attrs[STUDENT_ATTR]["supernet_trial"] == t.user_attrs["supernet_trial"]
 
     # stage 3: the two best proxies (both of b), from b's supernet, truth beside the proxy
@@ -131,11 +139,21 @@ def test_an_autodistil_study_runs_its_stages_and_survives_a_restart(storage_url:
         assert init == {"supernet": f"trial:ad:{picked.user_attrs['supernet_trial']}"}
         assert t.user_attrs["proxy.accuracy"] == picked.values[0]
         assert t.values == pytest.approx([picked.values[0] - 0.1])  # the truth
+        assert t.user_attrs[SCORE_KIND_ATTR] == "measured"
+        assert t.user_attrs["metric.accuracy"] == pytest.approx(picked.values[0] - 0.1)
     # the supernet and rank jobs score no student themselves: their objective is at its worst
     jobs = [
         t for t in trials if t.user_attrs.get("candidate", {}).get("kind") in ("supernet", "rank")
     ]
     assert len(jobs) == 4 and all(t.values == [-math.inf] for t in jobs)
+    assert all(t.user_attrs[SCORE_KIND_ATTR] == "none" for t in jobs)
+    # the dashboard's table: metric.accuracy holds true scores only, score_kind says which
+    table = optuna.load_study(study_name="ad", storage=storage_url).trials_dataframe()
+    kinds = dict(zip(table["number"], table["user_attrs_score_kind"], strict=True))
+    measured = table[table["user_attrs_metric.accuracy"].notna()]
+    assert {kinds[n] for n in measured["number"]} == {"measured"}
+    assert sorted(measured["number"]) == sorted(t.number for t in trained)
+    assert sorted(n for n, k in kinds.items() if k == "proxy") == sorted(by_n(students))
     study = optuna.load_study(study_name="ad", storage=storage_url)
     assert "every stage done" in study.user_attrs[COMPLETED_REASON_ATTR]
     assert study.best_trial.number in {t.number for t in students}

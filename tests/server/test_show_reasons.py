@@ -250,3 +250,28 @@ def test_show_keeps_the_jobs_in_view_behind_their_derived_trials() -> None:
     assert "  (94 more trials not shown; --limit N or --json)" in rows
     plain = format_study(study, jobs, limit=2).splitlines()
     assert [ln.split()[0] for ln in plain if ln.split() and ln.split()[0].isdigit()] == ["1", "2"]
+
+
+def test_show_says_which_rows_are_proxy_scores() -> None:
+    """An AutoDistil student's row holds the proxy scores its rank job gave it; the table and
+    --json said nothing to tell it from a trained student's true scores."""
+    from archsearch.server._format import format_study
+    from archsearch.server._format_json import trial_dict
+
+    study = pb.Study(name="ad", spec_json=json.dumps({"space": "autodistil"}), n_derived=1)
+    study.objectives.add(metric="accuracy", direction=pb.MAXIMIZE)
+    rank = pb.Trial(number=1, state=pb.COMPLETE, duplicate_of=-1)
+    student = pb.Trial(
+        number=2,
+        state=pb.COMPLETE,
+        duplicate_of=-1,
+        derived_from=1,
+        params_json=json.dumps({"target": "student", "student": "L1_A2_H64_I128"}),
+        metrics={"accuracy": 0.6},
+    )
+    trained = pb.Trial(number=3, state=pb.COMPLETE, duplicate_of=-1, metrics={"accuracy": 0.7})
+    shown = format_study(study, [rank, student, trained])
+    (row,) = [ln for ln in shown.splitlines() if ln.split() and ln.split()[0] == "2"]
+    assert row.rstrip().endswith("proxy scores (rank #1)")
+    assert "students scored by rank jobs (no training: proxy scores)" in shown
+    assert [trial_dict(t)["proxy"] for t in (rank, student, trained)] == [False, True, False]

@@ -11,10 +11,11 @@ from _tiny import save_tiny_teacher
 from transformers import BertModel
 
 from archsearch.spaces import Candidate, get_task
-from archsearch.spaces._students import Student
+from archsearch.spaces._students import Student, TeacherShape, flops
 from archsearch.spaces._subspaces import SubSpace
 from archsearch.worker import CandidateError, TrainContext, TrialStopped
 from archsearch.worker._autodistil_trainer import AutodistilTrainer
+from archsearch.worker._student_ranking import cost_metrics
 from archsearch.worker._supernet import Supernet, extract
 
 #: With the tiny teacher (2 x 64, 4 heads of 16): L 1-2, A 2-4 (H 32-64), I = 2H.
@@ -156,11 +157,23 @@ def test_train_job_fine_tunes_the_extracted_student(
             "max_seq_length": 16,
             "eval_every": 2,
             "measure_latency": False,
+            "student": {"cost_seq_len": 24},
         },
         data=_data(text_file),
     )
     result = trainer.train(candidate, TrainContext())
-    assert "accuracy" in result.metrics and "params" in result.metrics
+    m = result.metrics
+    assert "accuracy" in m and "sst2.accuracy" in m
+    # its costs are the shared cost model's, as its rank job reports them for its proxy row
+    # (the encoder; FLOPs of cost_seq_len tokens): the proxy row no longer dominated it
+    shape = TeacherShape.from_config(BertModel.from_pretrained(teacher).config)
+    rank_costs = cost_metrics(shape, [student], 24)
+    for name in ("params", "flops"):
+        assert m[name] == m[f"sst2.{name}"] == rank_costs[f"{name}@L1_A2_H32_I64"]
+    # ... and the fine-tuned classifier's measured ones (task head, max_seq_length) beside them
+    head = student.hidden * 2 + 2  # SST-2's two labels
+    assert m["classifier_params"] == m["sst2.classifier_params"] == m["params"] + head
+    assert m["classifier_flops"] == flops(shape, student, 16) + 2 * student.hidden * 2
     assert result.info["student"] == "L1_A2_H32_I64"
     expected = extract(Supernet(BertModel.from_pretrained(teacher)), student)
     assert torch.equal(

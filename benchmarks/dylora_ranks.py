@@ -118,6 +118,8 @@ def fine_tune(
             "task": task,
             "train_subset": setting["train_subset"],
             "eval_subset": setting["eval_subset"],
+            # one dev sample for every seed (runs before 2026-12-07 drew it with the seed)
+            "eval_seed": 0,
         },
     )
     start = time.perf_counter()

@@ -113,7 +113,14 @@ def build(args: argparse.Namespace) -> None:
                 "measure_latency": False,
                 "progress": False,
             },
-            data={"task": args.task, "selection": data, "eval_subset": args.eval_subset},
+            # eval_seed: one dev sample for every seed (tables built before 2026-12-07 drew
+            # it with the training seed)
+            data={
+                "task": args.task,
+                "selection": data,
+                "eval_subset": args.eval_subset,
+                "eval_seed": 0,
+            },
         )
         start = time.perf_counter()
         result = trainer.train(candidate, TrainContext(device=args.device))

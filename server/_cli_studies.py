@@ -183,9 +183,10 @@ def _done(s: Any) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from archsearch.server._format import format_study, rank_trials_of
+    from archsearch.server._format import format_study
     from archsearch.server._format_json import study_dict, trial_dict
     from archsearch.server._importance import format_importance, importance_dict, study_space
+    from archsearch.server._trial_notes import rank_trials_of
     from archsearch.server._worker_note import worker_note
 
     with _search_client(args) as client:

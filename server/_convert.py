@@ -24,6 +24,7 @@ from archsearch.server._index import (
     StudySnapshot,
 )
 from archsearch.server._rank_trials import RANK_OF_ATTR, RANK_PARAM
+from archsearch.server._storage import PROGRESS_STEP_ATTR, PROGRESS_VALUE_ATTR
 from archsearch.v1 import archsearch_pb2 as pb
 
 TRIAL_STATE_TO_PB = {
@@ -77,7 +78,17 @@ def trial_to_pb(t: FrozenTrial, searched: Sequence[str] = ()) -> pb.Trial:
         **({"derived_from": n} if (n := derived_from(t)) >= 0 else {}),
         info=_info(t),
         **({"retry_of": n} if (n := _retry_of(t)) >= 0 else {}),
+        **_progress(t),
     )
+
+
+def _progress(t: FrozenTrial) -> dict[str, Any]:
+    """A job's latest report (``Trial.progress_step``/``progress_value``), when it made one."""
+    step = t.user_attrs.get(PROGRESS_STEP_ATTR)
+    value = t.user_attrs.get(PROGRESS_VALUE_ATTR)
+    if not isinstance(step, int) or isinstance(step, bool) or not isinstance(value, int | float):
+        return {}
+    return {"progress_step": step, "progress_value": float(value)}
 
 
 def _retry_of(t: FrozenTrial) -> int:

@@ -13,7 +13,7 @@ from archsearch.v1 import archsearch_pb2 as pb
 def no_files(server: str, study: str, trial: int, **conn: Any) -> str:
     """Why trial ``trial`` holds no files, and where the files are: a DyLoRA rank trial's
     are its training trial's, an AutoDistil student's (scored only) nowhere."""
-    from archsearch.server._format import rank_trials_of
+    from archsearch.server._trial_notes import rank_trials_of
     from archsearch.server.client import SearchClient
     from archsearch.server.fetch import trial_files
 

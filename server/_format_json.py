@@ -6,12 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from archsearch.server._format import (
-    STUDY_STATE_NAMES,
-    TRIAL_STATE_NAMES,
-    is_prepared,
-    is_proxy_row,
-)
+from archsearch.server._format import STUDY_STATE_NAMES, TRIAL_STATE_NAMES
+from archsearch.server._trial_notes import is_prepared, is_proxy_row
 
 
 def study_dict(s: Any, best: bool = True) -> dict[str, Any]:

@@ -25,7 +25,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from archsearch.server._format import rank_trials_of, table
+from archsearch.server._format import table
+from archsearch.server._trial_notes import rank_trials_of
 from archsearch.spaces import DesignSpace
 from archsearch.spaces._data_space import PARAM_PREFIX as DATA_PARAM_PREFIX
 from archsearch.v1 import archsearch_pb2 as pb

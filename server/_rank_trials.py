@@ -21,7 +21,7 @@ and they do not count against ``n_trials`` (:func:`is_rank_trial`; the start-up 
 completion, in one transaction (:func:`finish_with_ranks_op`): a restart finds a completed
 DyLoRA trial with all its ranks or an unfinished one with none, and a repeated completion report
 is answered from the stored trial without recording anything. ``archsearch show`` notes each as
-``rank b of #N`` (``_format.rank_trials_of``).
+``rank b of #N`` (``_trial_notes.rank_trials_of``).
 
 The same mechanism serves every job whose completion adds trials or attributes to the study
 (:class:`CompletedJob` -> :class:`JobExtras`, rules listed in ``server/_derived_trials.py``):

@@ -94,7 +94,7 @@ def fetch_checkpoint(
         ClientError: The server refused or cannot be reached.
         TypeError, ValueError: ``trial`` not an int >= 0, ``rank`` not an int >= 1.
     """
-    from archsearch.server._format import rank_trials_of
+    from archsearch.server._trial_notes import rank_trials_of
     from archsearch.server.client import SearchClient, WorkerClient
 
     trial = args.whole(trial, "trial")

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from archsearch.server._convert import study_to_pb, trial_to_pb
 from archsearch.server._errors import InvalidArgument
-from archsearch.server._format import format_study, rank_trials_of
+from archsearch.server._format import format_study
 from archsearch.server._format_json import trial_dict
 from archsearch.server._objectives import checked_report
 from archsearch.server._rank_trials import (
@@ -25,6 +25,7 @@ from archsearch.server._rank_trials import (
 )
 from archsearch.server._spec import Objective, SearchSpec
 from archsearch.server._studies import StudyManager
+from archsearch.server._trial_notes import rank_trials_of
 from archsearch.spaces import SpecError
 
 #: What a ``lora`` trial on SST-2 with r_max 3 reports (single task: unprefixed and prefixed).

@@ -347,6 +347,8 @@ class Trial(_message.Message):
     DERIVED_FROM_FIELD_NUMBER: _builtins.int
     INFO_FIELD_NUMBER: _builtins.int
     RETRY_OF_FIELD_NUMBER: _builtins.int
+    PROGRESS_STEP_FIELD_NUMBER: _builtins.int
+    PROGRESS_VALUE_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     """Study-local trial number (optuna's Trial.number), the number the dashboard shows."""
     state: Global___TrialState.ValueType
@@ -384,6 +386,12 @@ class Trial(_message.Message):
     """The failed trial this one retries (the same candidate, trained again); unset for a first
     attempt.
     """
+    progress_step: _builtins.int
+    """A job's latest report (an AutoDistil supernet's distillation loss at a step), which the
+    server keeps as the trial's progress, not as the objective's intermediate values; unset
+    for a trial that reported none, or reports intermediate values.
+    """
+    progress_value: _builtins.float
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Objective values in the order of Study.objectives; empty unless COMPLETE."""
@@ -422,17 +430,27 @@ class Trial(_message.Message):
         derived_from: _builtins.int | None = ...,
         info: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         retry_of: _builtins.int | None = ...,
+        progress_step: _builtins.int | None = ...,
+        progress_value: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "_retry_of", b"_retry_of", "derived_from", b"derived_from", "retry_of", b"retry_of"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "_progress_step", b"_progress_step", "_progress_value", b"_progress_value", "_retry_of", b"_retry_of", "derived_from", b"derived_from", "progress_step", b"progress_step", "progress_value", b"progress_value", "retry_of", b"retry_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "_retry_of", b"_retry_of", "attempt", b"attempt", "candidate_json", b"candidate_json", "derived_from", b"derived_from", "description", b"description", "duplicate_of", b"duplicate_of", "fail_reason", b"fail_reason", "finished_at", b"finished_at", "info", b"info", "intermediate_values", b"intermediate_values", "metrics", b"metrics", "number", b"number", "params_json", b"params_json", "retry_of", b"retry_of", "started_at", b"started_at", "state", b"state", "values", b"values", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from", "_progress_step", b"_progress_step", "_progress_value", b"_progress_value", "_retry_of", b"_retry_of", "attempt", b"attempt", "candidate_json", b"candidate_json", "derived_from", b"derived_from", "description", b"description", "duplicate_of", b"duplicate_of", "fail_reason", b"fail_reason", "finished_at", b"finished_at", "info", b"info", "intermediate_values", b"intermediate_values", "metrics", b"metrics", "number", b"number", "params_json", b"params_json", "progress_step", b"progress_step", "progress_value", b"progress_value", "retry_of", b"retry_of", "started_at", b"started_at", "state", b"state", "values", b"values", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__derived_from: _TypeAlias = _typing.Literal["derived_from"]  # noqa: Y015
     _WhichOneofArgType__derived_from: _TypeAlias = _typing.Literal["_derived_from", b"_derived_from"]  # noqa: Y015
+    _WhichOneofReturnType__progress_step: _TypeAlias = _typing.Literal["progress_step"]  # noqa: Y015
+    _WhichOneofArgType__progress_step: _TypeAlias = _typing.Literal["_progress_step", b"_progress_step"]  # noqa: Y015
+    _WhichOneofReturnType__progress_value: _TypeAlias = _typing.Literal["progress_value"]  # noqa: Y015
+    _WhichOneofArgType__progress_value: _TypeAlias = _typing.Literal["_progress_value", b"_progress_value"]  # noqa: Y015
     _WhichOneofReturnType__retry_of: _TypeAlias = _typing.Literal["retry_of"]  # noqa: Y015
     _WhichOneofArgType__retry_of: _TypeAlias = _typing.Literal["_retry_of", b"_retry_of"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__derived_from) -> _WhichOneofReturnType__derived_from | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__progress_step) -> _WhichOneofReturnType__progress_step | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__progress_value) -> _WhichOneofReturnType__progress_value | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__retry_of) -> _WhichOneofReturnType__retry_of | None: ...
 

@@ -107,6 +107,15 @@ class ServerCalls:
                 self.outage.answered()
                 return result
 
+    def leave(self, worker_id: str) -> None:
+        """Tells the server this worker is exiting, so that it stops counting it as connected
+        at once (not a lease duration later). A courtesy: one short try; a server that is
+        gone, or older and without LeaveWorker, changes nothing."""
+        try:
+            self.client.leave(worker_id, timeout_s=2.0)
+        except ClientError as e:
+            log.debug("leave: %s", e)
+
     def _safe(self, what: str, fn: Callable[[], Any]) -> bool:
         """Tells the server ``what`` (fail or hand back a trial), retrying for one lease
         duration; whether the server took it (a refusal or silence is logged, not raised)."""

@@ -164,7 +164,7 @@ class Worker(ServerCalls):
         try:
             self._serve()
         finally:
-            self._leave()
+            self.leave(self.worker_id)
         return self.trials_done
 
     def _serve(self) -> None:
@@ -223,15 +223,6 @@ class Worker(ServerCalls):
             self.trials_done,
             f" ({', '.join(others)})" if others else "",
         )
-
-    def _leave(self) -> None:
-        """Tells the server this worker is exiting, so that it stops counting it as connected
-        at once (not a lease duration later). A courtesy: one short try; a server that is
-        gone, or older and without LeaveWorker, changes nothing."""
-        try:
-            self.client.leave(self.worker_id, timeout_s=2.0)
-        except ClientError as e:
-            log.debug("leave: %s", e)
 
     def _say_waiting(self, resp: pb.AcquireTrialResponse | None) -> None:
         """Says once why the ``--study`` this worker serves has no work for it (stopped: it

@@ -242,15 +242,21 @@ class LeaseTable:
         Returns:
             The lease's new deadline (unix seconds).
 
+        The write is queued under the study lock, right after the lease was found live, and
+        waited for without it: the reaper fails a trial only under that lock, after the
+        writes queued before it (``Retries.reap_once``), so a heartbeat is either committed
+        before the reaper's stale query reads it or refused because the reaper failed the
+        trial first. Checked without the lock, a heartbeat could be answered with a fresh
+        deadline for a trial the reaper had just failed (and re-queued).
+
         Raises:
             NotFound: a lease this server never issued.
             FailedPrecondition: the lease's trial is finished, expired or given up.
         """
-        h, tid = self._handle(lease_id)
-        if self._live(h, tid, lease_id) is None:  # the rare path: resolve refuses it
-            with self.resolve(lease_id):
-                pass
-        self.writer.run(_storage.heartbeat_op(tid))
+        lease: Resolved[None]
+        with self.resolve(lease_id) as lease:  # refuses a lease that is not live
+            written = self.writer.submit(_storage.heartbeat_op(lease.trial_id))
+        written.result()
         return self.deadline()
 
     # ------------------------------------------------------------------ resolution

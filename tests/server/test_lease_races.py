@@ -1,0 +1,121 @@
+"""Races at the edges of a lease: a heartbeat against the reaper, an acquire that gives up
+during a stop and a resume, repeated finishing calls.
+
+Each test widens its race window by making one step of the server wait on an event (in an
+in-process ``StudyManager``), so the interleaving the race needs happens every time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _procs import table_spec
+from optuna.trial import TrialState
+
+from archsearch.server import _storage
+from archsearch.server._errors import FailedPrecondition
+from archsearch.server._leases import parse_lease_id
+from archsearch.server._spec import SearchSpec
+from archsearch.server._studies import StudyManager
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+    pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed:UserWarning"),
+]
+
+TRAINERS = ("table",)
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[StudyManager]:
+    m = StudyManager(f"sqlite:///{tmp_path / 's.db'}", lease_duration_s=2, heartbeat_interval_s=1)
+    yield m
+    m.close()
+
+
+def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Runs ``call`` in a started thread; its answer (or exception) lands in the list."""
+    answers: list[Any] = []
+
+    def run() -> None:
+        try:
+            answers.append(call())
+        except Exception as e:  # the test reads it
+            answers.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def state_of(m: StudyManager, name: str, number: int) -> TrialState:
+    return next(t.state for t in m.trials(m.get(name)) if t.number == number)
+
+
+def wait_stale(m: StudyManager, name: str, lease_id: str) -> None:
+    """Waits until the reaper would expire the trial of ``lease_id`` (the database's clock
+    counts whole seconds, so this takes 2 to 3 s of a 2 s lease)."""
+    h = m.get(name)
+    trial_id = parse_lease_id(lease_id)[1]
+    deadline = time.monotonic() + 15
+    while not m.leases.expiring() or trial_id not in (
+        _storage.stale_trial_ids(m.rdb, h.study_id) or []
+    ):
+        assert time.monotonic() < deadline, "the lease never went stale"
+        time.sleep(0.1)
+
+
+def test_a_heartbeat_the_reaper_races_is_refused_or_keeps_its_trial(
+    manager: StudyManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat found the lease live, then the reaper failed the trial before the
+    heartbeat's write: the RPC answered a fresh deadline for a failed (and re-queued) trial,
+    and the worker trained on until its completion was refused. A heartbeat that is answered
+    now keeps its trial live: its completion is accepted."""
+    m = manager
+    m.launch(SearchSpec.from_dict(table_spec("h", 2, max_retries=3)))
+    g = m.acquire("w", TRAINERS)
+    assert g is not None
+    wait_stale(m, "h", g.lease_id)  # the reaper would fail it now
+    checked, reaped = threading.Event(), threading.Event()
+    real = _storage.heartbeat_op
+
+    def between_check_and_write(tid: int) -> Any:
+        checked.set()
+        reaped.wait(1.0)  # the reaper runs here when it can (it cannot while h.lock is held)
+        return real(tid)
+
+    monkeypatch.setattr(_storage, "heartbeat_op", between_check_and_write)
+    beat, answers = in_thread(lambda: m.heartbeat(g.lease_id))
+    assert checked.wait(10)
+
+    def reap() -> None:
+        m.reap_once()
+        reaped.set()
+
+    reaper, _ = in_thread(reap)
+    reaper.join(30)
+    beat.join(30)
+    assert answers and not isinstance(answers[0], Exception), answers
+    # answered with a deadline: the trial is still the worker's
+    assert state_of(m, "h", g.trial_number) == TrialState.RUNNING
+    assert m.complete(g.lease_id, {"accuracy": 0.5}, {})[1] == TrialState.COMPLETE
+
+
+def test_a_heartbeat_after_the_reaper_failed_the_trial_is_refused(
+    manager: StudyManager,
+) -> None:
+    m = manager
+    m.launch(SearchSpec.from_dict(table_spec("r", 2, max_retries=3)))
+    g = m.acquire("w", TRAINERS)
+    assert g is not None
+    wait_stale(m, "r", g.lease_id)
+    m.reap_once()
+    assert state_of(m, "r", g.trial_number) == TrialState.FAIL
+    with pytest.raises(FailedPrecondition, match="expired or was given up"):
+        m.heartbeat(g.lease_id)

@@ -1,0 +1,113 @@
+"""Races between a loop's ask and the study's state changes: a resume that lowers the budget,
+a stop while a queued retry is popped.
+
+Each test holds the ask (or the pop of a retry) on an event in an in-process
+``StudyManager``, and runs the other call in that window.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _procs import table_spec
+from optuna.trial import FrozenTrial
+
+from archsearch.server import _pool
+from archsearch.server._errors import FailedPrecondition
+from archsearch.server._spec import SearchSpec
+from archsearch.server._studies import StudyManager
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+    pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed:UserWarning"),
+]
+
+TRAINERS = ("table",)
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[StudyManager]:
+    m = StudyManager(f"sqlite:///{tmp_path / 's.db'}", lease_duration_s=30, heartbeat_interval_s=5)
+    yield m
+    m.close()
+
+
+def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Runs ``call`` in a started thread; its answer (or exception) lands in the list."""
+    answers: list[Any] = []
+
+    def run() -> None:
+        try:
+            answers.append(call())
+        except Exception as e:  # the test reads it
+            answers.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def hold_asks(
+    monkeypatch: pytest.MonkeyPatch, waiting: bool
+) -> tuple[threading.Event, threading.Event]:
+    """Holds the next ask of the kind ``waiting`` (a queued retry's pop, or the loop's) until
+    the second event is set (at most 1 s: a fixed server may hold the other call back until
+    then); the first is set when the ask starts."""
+    asking, go = threading.Event(), threading.Event()
+    real = _pool.ask_candidate
+
+    def held(*args: Any) -> Any:
+        if args[4] == waiting and not asking.is_set():
+            asking.set()
+            go.wait(1.0)
+        return real(*args)
+
+    monkeypatch.setattr(_pool, "ask_candidate", held)
+    return asking, go
+
+
+def distinct(trials: list[FrozenTrial]) -> int:
+    """Distinct candidates asked, as a restarted server counts them (``rebuild_index``)."""
+    return sum(
+        1
+        for t in trials
+        if "failed_trial" not in t.system_attrs and "duplicate_of" not in t.user_attrs
+    )
+
+
+def test_a_budget_lowered_during_an_ask_is_never_exceeded(
+    manager: StudyManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``resume --n-trials K`` (K: the candidates asked so far) while the loop was being asked:
+    the budget was checked before that ask's candidate was counted, so the study handed out
+    K + 1. Now the resume waits for the ask and refuses K, which is below what was asked."""
+    m = manager
+    m.launch(SearchSpec.from_dict(table_spec("s", 10)))
+    h = m.get("s")
+    first = m.acquire("w0", TRAINERS)
+    assert first is not None
+    second = m.acquire("w1", TRAINERS)
+    assert second is not None and not h.index.pool  # the next acquire asks the loop
+    asking, go = hold_asks(monkeypatch, waiting=False)
+    acquire, granted = in_thread(lambda: m.acquire("w2", TRAINERS))
+    assert asking.wait(10)
+    asked = h.index.originals  # the ask in flight is not counted yet
+    resume, answers = in_thread(lambda: m.resume("s", asked))
+    resume.join(0.5)
+    go.set()
+    acquire.join(30)
+    resume.join(30)
+    assert granted and granted[0] is not None
+    assert answers and isinstance(answers[0], FailedPrecondition), answers
+    assert f"pass --n-trials {asked + 1} or more" in str(answers[0])
+    assert h.index.originals <= h.spec.n_trials == 10
+    m.resume("s", asked + 1)  # the budget the message asks for: nothing more is handed out
+    for g in (first, second, granted[0]):
+        m.complete(g.lease_id, {"accuracy": 0.5}, {})
+    assert m.acquire("w0", TRAINERS) is None
+    assert distinct(m.trials(h)) == asked + 1 == h.spec.n_trials
+    assert h.state == "completed"

@@ -59,11 +59,15 @@ class CandidateStore:
         that result (``Prepared.repeat``). A real one (a queued retry) gets its attributes.
         The budget is counted now, so the next ask sees it; ``CandidatePool.settle_prepared``
         gives it back if the write fails. None when the candidate is in flight already (the
-        provisional trial is dropped). Caller holds ``h.ask_lock``."""
+        provisional trial is dropped). Caller holds ``h.ask_lock``.
+
+        A retry is what the ask popped (a stored trial), not what ``h.index.waiting`` says
+        now: a stop that raced the pop has dropped it from there already (its failing write
+        found the trial RUNNING), and the retry must keep its stored candidate and not count
+        against the budget again."""
         idx = h.index
         tid, arch, suggestion = asked.trial_id, asked.architecture, asked.suggestion
-        with h.lock:
-            retry = tid in idx.waiting
+        retry = asked.requeued and not self.storage.is_provisional(tid)
         attempt = 0
         candidate: Candidate | None = None
         if retry:  # a re-queued candidate keeps its spec

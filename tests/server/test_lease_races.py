@@ -119,3 +119,52 @@ def test_a_heartbeat_after_the_reaper_failed_the_trial_is_refused(
     assert state_of(m, "r", g.trial_number) == TrialState.FAIL
     with pytest.raises(FailedPrecondition, match="expired or was given up"):
         m.heartbeat(g.lease_id)
+
+
+@pytest.mark.parametrize("resumed", [True, False], ids=["stop-and-resume", "stop"])
+def test_a_lease_taken_back_during_a_stop_is_pooled_or_failed_never_orphaned(
+    manager: StudyManager, monkeypatch: pytest.MonkeyPatch, resumed: bool
+) -> None:
+    """The worker's acquire gave up while its lease was written, and a stop came meanwhile:
+    the take-back revoked the lease but kept the trial out of the pool (stopped). A resume
+    before it looked at the state again left the trial neither pooled nor failed: live in the
+    index without a lease, never handed out, and the study never completed. Now the trial is
+    pooled when the study runs again, and failed as unrun (queued again by the next resume)
+    while it stays stopped."""
+    m = manager
+    m.launch(SearchSpec.from_dict(table_spec("t", 1)))
+    h = m.get("t")
+
+    def alive() -> bool:
+        if not any(live.lease_id for live in h.index.live.values()):
+            return True  # before the grant
+        m.stop("t")  # comes while the lease was written; then the caller is gone
+        return False
+
+    real_revoke = m.leases.revoke
+
+    class Revoked:
+        """The revoke's write; the resume comes before the take-back reads the state."""
+
+        def __init__(self, undone: Any) -> None:
+            self.undone = undone
+
+        def result(self) -> Any:
+            out = self.undone.result()
+            if resumed:
+                m.resume("t")
+            return out
+
+    monkeypatch.setattr(m.leases, "revoke", lambda live: Revoked(real_revoke(live)))
+    assert m.acquire("gone", TRAINERS, alive=alive) is None
+    monkeypatch.undo()
+    if resumed:
+        assert h.state == "running" and len(h.index.pool) == 1
+    else:
+        assert h.state == "stopped" and not h.index.live and not h.index.pool
+        assert [t.state for t in m.trials(h)] == [TrialState.FAIL]
+        m.resume("t")  # queues the never-run candidate again
+    g = m.acquire("w", TRAINERS)
+    assert g is not None, "the taken-back trial is never handed out"
+    m.complete(g.lease_id, {"accuracy": 0.5}, {})
+    assert h.state == "completed"

@@ -38,7 +38,9 @@ def manager(tmp_path: Path) -> Iterator[StudyManager]:
     m.close()
 
 
-def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+def in_thread(
+    call: Callable[[], Any], name: str | None = None
+) -> tuple[threading.Thread, list[Any]]:
     """Runs ``call`` in a started thread; its answer (or exception) lands in the list."""
     answers: list[Any] = []
 
@@ -48,7 +50,7 @@ def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
         except Exception as e:  # the test reads it
             answers.append(e)
 
-    thread = threading.Thread(target=run, daemon=True)
+    thread = threading.Thread(target=run, daemon=True, name=name)
     thread.start()
     return thread, answers
 
@@ -168,3 +170,76 @@ def test_a_lease_taken_back_during_a_stop_is_pooled_or_failed_never_orphaned(
     assert g is not None, "the taken-back trial is never handed out"
     m.complete(g.lease_id, {"accuracy": 0.5}, {})
     assert h.state == "completed"
+
+
+class PausingLock:
+    """A study lock that, once, lets ``thread`` wait after it fully released the lock, until
+    ``until()`` holds (at most 2 s): a gap between two lock sections of that thread, opened
+    wide."""
+
+    def __init__(self, inner: Any, thread: str, until: Callable[[], bool]) -> None:
+        self.inner, self.thread, self.until = inner, thread, until
+        self.depth: dict[int, int] = {}
+        self.paused = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = bool(self.inner.acquire(blocking, timeout))
+        if got:
+            me = threading.get_ident()
+            self.depth[me] = self.depth.get(me, 0) + 1
+        return got
+
+    def release(self) -> None:
+        me = threading.get_ident()
+        self.depth[me] -= 1
+        self.inner.release()
+        mine = threading.current_thread().name == self.thread
+        if mine and not self.depth[me] and not self.paused.is_set():
+            self.paused.set()
+            deadline = time.monotonic() + 2
+            while not self.until() and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+    def __enter__(self) -> PausingLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_a_duplicate_completion_racing_the_first_gets_the_same_answer(
+    manager: StudyManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two CompleteTrial calls with the same report at once (a worker's retry after a
+    timeout): the second looked for the first's queued write before it was queued, then found
+    the trial no longer live but still RUNNING in storage, and was refused ("already
+    RUNNING"). Both now get the stored result."""
+    m = manager
+    m.launch(SearchSpec.from_dict(table_spec("d", 2)))
+    h = m.get("d")
+    g = m.acquire("w", TRAINERS)
+    assert g is not None
+    tid = parse_lease_id(g.lease_id)[1]
+    real_finish = _storage.finish_op
+
+    def slow_finish(*args: Any, **kw: Any) -> Any:
+        op = real_finish(*args, **kw)
+
+        def slow(conn: Any) -> Any:
+            time.sleep(0.5)  # the twin reads the stored trial meanwhile
+            return op(conn)
+
+        return slow
+
+    monkeypatch.setattr(_storage, "finish_op", slow_finish)
+    lock = PausingLock(h.lock, "twin", lambda: tid in h.index.finishing)
+    monkeypatch.setattr(h, "lock", lock)
+    report = {"accuracy": 0.5}
+    twin, twin_answers = in_thread(lambda: m.complete(g.lease_id, report, {}), "twin")
+    assert lock.paused.wait(10)
+    first, first_answers = in_thread(lambda: m.complete(g.lease_id, report, {}))
+    first.join(30)
+    twin.join(30)
+    assert first_answers == twin_answers == [([0.5], TrialState.COMPLETE)]
+    assert state_of(m, "d", g.trial_number) == TrialState.COMPLETE

@@ -54,8 +54,7 @@ loop's ask runs on ``DeferredTrialStorage``, which keeps the new trial in memory
 its row, parameters and candidate are inserted in one transaction. Every RPC answers only
 after its writes are committed. Locks: ``StudyHandle.lock`` guards the in-memory index and is
 never held while the database or a sampler works (except by the reaper, a report that prunes,
-and stop); ``StudyHandle.ask_lock`` serialises the loop's asks, and a resume waits for the ask
-in flight (it is taken before ``StudyHandle.lock``, never while holding it).
+and stop); ``StudyHandle.ask_lock`` serialises the loop's asks.
 """
 
 from __future__ import annotations
@@ -189,17 +188,12 @@ class StudyManager(ManagerWiring):
         (:func:`archsearch.server._resume.resume`); the handle and how many never-run
         candidates of its stop were queued again.
 
-        The loop's ask lock is taken first (the lock order: ``h.ask_lock``, then ``h.lock``):
-        a candidate being asked when the call came is stored and counted before the new
-        budget is checked against the candidates asked. Checked during the ask, a budget
-        lowered to the candidates asked so far let that ask's candidate in on top of it.
-
         Raises:
             NotFound: no such study.
             InvalidArgument, FailedPrecondition: see :mod:`archsearch.server._resume`.
         """
         h = self.get(name)
-        with h.ask_lock, h.lock:  # resume takes h.lock too; held from the check on
+        with h.lock:  # resume takes it too; held from the check on
             self._still_served(h)
             requeued = resume(
                 h, n_trials, self.storage, self.lifecycle, self.retries, self.trials, self._notify

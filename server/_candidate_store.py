@@ -57,9 +57,9 @@ class CandidateStore:
         A provisional trial (``DeferredTrialStorage``) is inserted whole: row, parameters
         and attributes; when it repeats a completed candidate it is inserted completed, with
         that result (``Prepared.repeat``). A real one (a queued retry) gets its attributes.
-        The budget is counted now, so the next ask sees it; ``CandidatePool.settle_prepared``
-        gives it back if the write fails. A new candidate is counted just before its insert
-        is queued, in one step with a check of the budget as it is then (``_count``). None
+        The budget is counted now, so the next ask sees it (``CandidatePool.settle_prepared``
+        gives it back if the write fails): just before the insert is queued, in one step with
+        a check of the budget as it is then (``_count``). None
         when the candidate is in flight already, or when the budget was spent meanwhile
         (``resume --n-trials`` lowered it while the loop was asked): the provisional trial is
         dropped unstored, and the caller's next look at the budget finds it spent. Caller

@@ -239,15 +239,15 @@ class LeaseTable:
     def heartbeat(self, lease_id: str) -> float:
         """Extends a live lease.
 
-        Returns:
-            The lease's new deadline (unix seconds).
-
         The write is queued under the study lock, right after the lease was found live, and
         waited for without it: the reaper fails a trial only under that lock, after the
         writes queued before it (``Retries.reap_once``), so a heartbeat is either committed
         before the reaper's stale query reads it or refused because the reaper failed the
         trial first. Checked without the lock, a heartbeat could be answered with a fresh
         deadline for a trial the reaper had just failed (and re-queued).
+
+        Returns:
+            The lease's new deadline (unix seconds).
 
         Raises:
             NotFound: a lease this server never issued.

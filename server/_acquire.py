@@ -263,7 +263,8 @@ class Dispatcher:
     def _take_back(self, h: StudyHandle, live: LiveTrial) -> None:
         """Undoes a stored lease whose caller gave up before it got the answer: the trial is
         prepared again (no lease, no heartbeat), first in the pool, instead of RUNNING under a
-        lease nobody holds until it expires."""
+        lease nobody holds until it expires; a trial of a study stopped by the time the revoke
+        is written fails as unrun (a resume queues it again)."""
         idx = h.index
         with h.lock:
             if idx.live.get(live.trial_id) is not live or not live.lease_id:
@@ -280,12 +281,23 @@ class Dispatcher:
                 idx.pool.appendleft(live.trial_id)
         try:
             undone.result()
-        except Exception:  # the stored lease stays; the reaper expires and retries it
+        except Exception:
+            # The lease attribute and heartbeat stay stored, but no worker holds the lease and
+            # the index no longer does (the reaper expires only leases the index holds): the
+            # trial is settled below all the same; its next grant's write replaces both.
             log.exception("taking back the lease of trial %d failed", live.number)
-            return
-        if h.state != RUNNING:
-            with h.lock:
-                if idx.live.get(live.trial_id) is live and not live.lease_id:
+        # Decided under the lock, as the study is now: a stop and a resume may both have come
+        # while the revoke was written; a trial kept out of the pool while the study was
+        # stopped was then neither pooled nor failed, and the study never completed.
+        with h.lock:
+            if (
+                idx.live.get(live.trial_id) is live
+                and not live.lease_id
+                and live.trial_id not in idx.pool
+            ):
+                if h.state == RUNNING:
+                    idx.pool.appendleft(live.trial_id)
+                else:
                     idx.live.pop(live.trial_id, None)
                     self.lifecycle.fail_unrun(h, live.trial_id, STOPPED_REASON)
                     self.lifecycle.after_finish(h)

@@ -61,13 +61,21 @@ class CandidateStore:
         A real one (a queued retry) gets its attributes.
         A suggestion a table space mapped to a row (``mapped_from``) also gets the row's
         parameters as ``row.<param>`` attributes (``_dashboard_attrs.row_rows``).
-        The budget is counted now, so the next ask sees it; ``CandidatePool.settle_prepared``
-        gives it back if the write fails. None when the candidate is in flight already (the
-        provisional trial is dropped). Caller holds ``h.ask_lock``."""
+        The budget is counted now, so the next ask sees it (``CandidatePool.settle_prepared``
+        gives it back if the write fails): just before the insert is queued, in one step with
+        a check of the budget as it is then (``_count``). None
+        when the candidate is in flight already, or when the budget was spent meanwhile
+        (``resume --n-trials`` lowered it while the loop was asked): the provisional trial is
+        dropped unstored, and the caller's next look at the budget finds it spent. Caller
+        holds ``h.ask_lock``.
+
+        A retry is what the ask popped (a stored trial), not what ``h.index.waiting`` says
+        now: a stop that raced the pop has dropped it from there already (its failing write
+        found the trial RUNNING), and the retry must keep its stored candidate and not count
+        against the budget again."""
         idx = h.index
         tid, arch, suggestion = asked.trial_id, asked.architecture, asked.suggestion
-        with h.lock:
-            retry = tid in idx.waiting
+        retry = asked.requeued and not self.storage.is_provisional(tid)
         attempt = 0
         candidate: Candidate | None = None
         if retry:  # a re-queued candidate keeps its spec
@@ -78,6 +86,7 @@ class CandidateStore:
             # else: a retry of a trial that died before its candidate was stored: rebuild it
             # from the parameters, which the retry carries.
         earlier = None
+        counted_now = False  # counted against the budget by ``_count``
         ended = TrialState.COMPLETE  # how a repeat is recorded: as its earlier trial ended
         curve: dict[int, float] = {}  # a pruned one's intermediate values, which it carries
         fp = ""
@@ -122,6 +131,11 @@ class CandidateStore:
                 self.storage.discard_provisional(tid)
                 return None
             if self.storage.is_provisional(tid):
+                if earlier is None and not retry:
+                    if not self._count(h):
+                        self.storage.discard_provisional(tid)  # never stored
+                        return None
+                    counted_now = True
                 _, frozen = self.storage.take_provisional(tid)
                 frozen.user_attrs.update(user)
                 if MAPPED_FROM_ATTR in frozen.user_attrs:  # a table row, not the suggestion
@@ -145,7 +159,8 @@ class CandidateStore:
             if retry:
                 idx.waiting.discard(tid)
             elif earlier is None:
-                idx.originals += 1
+                if not counted_now:  # a real trial (never, with the server's storage)
+                    idx.originals += 1
                 idx.repeat_streak = 0
             else:
                 idx.repeat_streak += 1
@@ -170,6 +185,20 @@ class CandidateStore:
         return Prepared(
             written, live, repeat=earlier is not None, counted=not retry and earlier is None
         )
+
+    @staticmethod
+    def _count(h: StudyHandle) -> bool:
+        """Counts one more distinct candidate against ``h``'s budget, unless it is spent.
+
+        Under ``h.lock``, which a resume holds while it checks and sets a new budget: checked
+        only before the ask (``CandidatePool.prepare``), a budget lowered during the ask to
+        the candidates asked so far let that ask's candidate in on top of it.
+        """
+        with h.lock:
+            if h.index.originals >= h.spec.n_trials:
+                return False
+            h.index.originals += 1
+            return True
 
     def _in_flight(self, h: StudyHandle, fp: str) -> bool:
         """Whether a candidate with fingerprint ``fp`` is prepared, leased, being stored or

@@ -8,9 +8,9 @@ is live in this server, ``LiveTrial.lease_id``. A lease is alive while its trial
 lease duration to be heartbeated, completed or failed again (DESIGN.md principle 3).
 
 Every call about a lease (heartbeat, report, complete, fail and release) starts with
-:meth:`LeaseTable.resolve`: it finds the study, waits for a queued finishing write of the same
-lease, takes the study lock and either hands over the live trial or answers a repeated call
-(reports are idempotent) or refuses with a precise status.
+:meth:`LeaseTable.resolve`: it finds the study, takes the study lock (waiting outside it for a
+queued finishing write of the same lease) and either hands over the live trial or answers a
+repeated call (reports are idempotent) or refuses with a precise status.
 """
 
 from __future__ import annotations
@@ -239,6 +239,13 @@ class LeaseTable:
     def heartbeat(self, lease_id: str) -> float:
         """Extends a live lease.
 
+        The write is queued under the study lock, right after the lease was found live, and
+        waited for without it: the reaper fails a trial only under that lock, after the
+        writes queued before it (``Retries.reap_once``), so a heartbeat is either committed
+        before the reaper's stale query reads it or refused because the reaper failed the
+        trial first. Checked without the lock, a heartbeat could be answered with a fresh
+        deadline for a trial the reaper had just failed (and re-queued).
+
         Returns:
             The lease's new deadline (unix seconds).
 
@@ -246,11 +253,10 @@ class LeaseTable:
             NotFound: a lease this server never issued.
             FailedPrecondition: the lease's trial is finished, expired or given up.
         """
-        h, tid = self._handle(lease_id)
-        if self._live(h, tid, lease_id) is None:  # the rare path: resolve refuses it
-            with self.resolve(lease_id):
-                pass
-        self.writer.run(_storage.heartbeat_op(tid))
+        lease: Resolved[None]
+        with self.resolve(lease_id) as lease:  # refuses a lease that is not live
+            written = self.writer.submit(_storage.heartbeat_op(lease.trial_id))
+        written.result()
         return self.deadline()
 
     # ------------------------------------------------------------------ resolution
@@ -265,9 +271,10 @@ class LeaseTable:
 
         The logic is:
           1. parse the lease id and find its study (NotFound otherwise);
-          2. wait for a queued finishing write of this lease, so a repeated or concurrent
-             call sees the trial's stored state;
-          3. take the study lock; when the lease is the live trial's current one, yield it;
+          2. take the study lock; while a finishing write of this lease is queued and not yet
+             committed, release it, wait for the write and take it again, so a repeated or
+             concurrent call sees the trial's stored state;
+          3. when the lease is the live trial's current one, yield it (the lock held);
           4. otherwise read the stored trial (NotFound when the lease was never its lease)
              and yield ``again(handle, trial)``, the answer a repeated call gets again;
           5. when ``again`` is missing or answers None, refuse: FailedPrecondition.
@@ -277,16 +284,24 @@ class LeaseTable:
             FailedPrecondition: the trial is finished and this call is not a repeat.
         """
         h, tid = self._handle(lease_id)
-        self._settle(h, tid, lease_id)
-        with h.lock:
-            live = self._live(h, tid, lease_id)
-            answer: R | None = None
-            if live is None:
-                frozen = self._not_live(tid, lease_id)
-                answer = again(h, frozen) if again is not None else None
-                if answer is None:
-                    self.refuse(h, frozen)
-            yield Resolved(h, tid, live, answer)
+        while True:
+            with h.lock:
+                # Looked for under the lock that resolves: read before it, a finishing write
+                # the same call's twin queued in between was missed, and the twin refused
+                # ("already RUNNING") instead of answered again.
+                pending = self._pending(h, tid, lease_id)
+                if pending is None:
+                    live = self._live(h, tid, lease_id)
+                    answer: R | None = None
+                    if live is None:
+                        frozen = self._not_live(tid, lease_id)
+                        answer = again(h, frozen) if again is not None else None
+                        if answer is None:
+                            self.refuse(h, frozen)
+                    yield Resolved(h, tid, live, answer)
+                    return
+            with contextlib.suppress(Exception):  # its own caller reports the failure
+                pending.result()
 
     def refuse(self, h: StudyHandle, frozen: FrozenTrial) -> NoReturn:
         """Refuses a call about a finished trial, saying why and where its candidate went.
@@ -334,11 +349,10 @@ class LeaseTable:
         return frozen
 
     @staticmethod
-    def _settle(h: StudyHandle, tid: int, lease_id: str) -> None:
-        """Waits until a queued finishing write of this lease is committed (or failed), so a
-        repeated or concurrent call sees the trial's stored state."""
-        with h.lock:
-            pending = h.index.finishing.get(tid)
-        if pending is not None and pending[0] == lease_id:
-            with contextlib.suppress(Exception):  # its own caller reports the failure
-                pending[1].result()
+    def _pending(h: StudyHandle, tid: int, lease_id: str) -> Future[None] | None:
+        """The finishing write queued for this lease while it is not committed (or failed)
+        yet; the caller holds ``h.lock`` and waits for it after releasing the lock."""
+        entry = h.index.finishing.get(tid)
+        if entry is None or entry[0] != lease_id or entry[1].done():
+            return None
+        return entry[1]

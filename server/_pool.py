@@ -163,6 +163,13 @@ class CandidatePool:
                 except LoopFailed as e:  # the study stops; its workers serve the others
                     self._stop_failed(h, e, e)
                     break
+                if asked.requeued and self.storage.is_provisional(asked.trial_id):
+                    # The queued retry was gone when Optuna looked (a stop failed it after
+                    # ``waiting`` was read): ``Study.ask`` made a new trial from the study's
+                    # sampler instead, a candidate the loop never proposed. Dropped unstored.
+                    self.storage.discard_provisional(asked.trial_id)
+                    in_flight += 1  # bounds the asks of this call, as a candidate in flight
+                    continue
                 try:
                     prepared = self.candidates.store(h, asked)
                 except WriterClosed:

@@ -136,6 +136,9 @@ class StudyIndex:
     #: opinion (``_other_code``), and the code labels whose workers sit the study out.
     reopened: set[str] = dataclasses.field(default_factory=set)
     set_aside: set[str] = dataclasses.field(default_factory=set)
+    #: the reason of the last final failures and how many distinct candidates in a row failed
+    #: with it before any trained (``_failure_streak``; not kept across a restart)
+    fail_streak: tuple[str, int] = ("", 0)
 
 
 @dataclasses.dataclass

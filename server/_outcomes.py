@@ -21,7 +21,8 @@ from archsearch.server import _storage
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._derived_trials import completion_extras
 from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from archsearch.server._index import HANDED_BACK_ATTR, LiveTrial, StudyHandle
+from archsearch.server._failure_streak import SAME_FAILURES, same_failure, stop_reason
+from archsearch.server._index import HANDED_BACK_ATTR, RUNNING, LiveTrial, StudyHandle
 from archsearch.server._leases import WORKER_CODE_ATTR, LeaseTable
 from archsearch.server._lifecycle import StudyLifecycle
 from archsearch.server._objectives import MAX_TEXT, check_finite, checked_report, objective_values
@@ -246,11 +247,17 @@ class TrialOutcomes:
                 requeued = failed is not None and self.retries.requeue(
                     h, failed, reason, count=not (released or reopening is not None)
                 )
+                final = not (requeued or released or h.cancel_running or reopening)
+                streak = same_failure(idx, reason) if final and h.state == RUNNING else 0
                 self.lifecycle.after_finish(h)
         except BaseException as e:
             settled.set_exception(e)
             raise
         settled.set_result(None)
+        if streak >= SAME_FAILURES:
+            why = stop_reason(h.spec.name, streak, reason)
+            log.warning("study %s %s", h.spec.name, why)
+            self.lifecycle.stop_failed(h, why)
         self.pool.top_up(h)
         return requeued
 

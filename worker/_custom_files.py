@@ -16,6 +16,13 @@ from typing import Any
 from archsearch.spaces import CustomTask
 from archsearch.spaces._custom_task import is_label_value, label_key, sorted_labels
 from archsearch.worker._example import GlueExample, finite_score, not_utf8
+from archsearch.worker._glue_dir import GlueDataMissing
+
+
+class CustomFileMissing(GlueDataMissing):
+    """A custom task's file is not on this worker: this machine's lack, like GLUE data it
+    does not have (another worker may have the file), so the trial is handed back and the
+    worker skips the study for a while (``_data_skips``) instead of failing the candidate."""
 
 
 def resolve_custom_task(task: CustomTask) -> CustomTask:
@@ -81,9 +88,10 @@ def _read_custom_rows(task: CustomTask, split: str) -> tuple[_RawRow, ...]:
     path = task.split_path(split).resolve()
     if not path.is_file():
         why = "" if path.parent.is_dir() else f" (the folder {path.parent} does not exist either)"
-        raise FileNotFoundError(
-            f"custom task {task.name!r}: {split} file {path} not found{why}; fix the path in "
-            f"data.custom_task.{'train' if split == 'train' else 'dev'}"
+        raise CustomFileMissing(
+            f"custom task {task.name!r}: {split} file {path} not found on this worker{why}; "
+            "every worker needs the task's files at that path (a shared folder, or a copy), "
+            f"or fix data.custom_task.{'train' if split == 'train' else 'dev'}"
         )
     stat = path.stat()
     return _read_custom_cached(

@@ -25,6 +25,7 @@ from archsearch.spaces._selection_checks import check_pretrain_selection
 from archsearch.worker._custom_files import resolve_custom_task
 from archsearch.worker._fidelity import FIDELITY_KEYS, Fidelity, check_fidelity
 from archsearch.worker._flexibert_config import FLEXIBERT_SPACES, candidate_architecture
+from archsearch.worker._glue_dir import GlueDataMissing
 from archsearch.worker._task_info import Task
 from archsearch.worker._trainer import CandidateError
 
@@ -203,7 +204,9 @@ def _checked_spec(candidate: Candidate) -> tuple[tuple[Task, ...], dict[str, Any
             # resolve(): labels inferred from the training file when the spec omits them
             custom = resolve_custom_task(validate_custom_task(data["custom_task"]))
         tasks = tuple(custom if custom and t == custom.name else get_task(t) for t in task_ids)
-    except (ValueError, SpecError, FileNotFoundError) as e:  # a custom task's missing file
+    except GlueDataMissing:  # a custom task's file this worker lacks: handed back
+        raise
+    except (ValueError, SpecError, FileNotFoundError) as e:
         raise CandidateError(str(e)) from e
     return tasks, recipe, {**data, "tasks": list(task_ids)}
 

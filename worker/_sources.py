@@ -18,7 +18,7 @@ from typing import Any
 from archsearch.spaces import CustomTask, GlueTask, canonical_split
 from archsearch.worker._custom_files import load_custom_split
 from archsearch.worker._example import GlueExample
-from archsearch.worker._glue_dir import GLUE_DIR_ENV, load_split, resolve_glue_dir
+from archsearch.worker._glue_dir import GLUE_DIR_ENV, GlueDataMissing, load_split, resolve_glue_dir
 from archsearch.worker._hub import (
     DEFAULT_HUB_DATASET,
     HUB_ONLY_FIX,
@@ -126,6 +126,8 @@ class CustomSource(DataSource):
             raise ValueError(f"the custom source reads custom tasks, not GLUE task {task.id!r}")
         try:
             return load_custom_split(task, split)
+        except GlueDataMissing:  # not on this worker: handed back, another may have it
+            raise
         except (FileNotFoundError, ValueError) as e:  # the spec's file: a retry reads the same
             raise CandidateError(f"{e} (on this worker)") from e
 

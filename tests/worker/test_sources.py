@@ -159,11 +159,13 @@ GOOD: dict[str, Any] = {
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
-    """A path the spec names and this worker lacks is the candidate's error (no traceback, no
-    retry on the same machine), and the message names the path and the field to fix."""
+    """A path the spec names and this worker lacks is this worker's lack (handed back: see
+    below), and the message names the path and the field to fix."""
+    from archsearch.worker._glue_dir import GlueDataMissing
+
     train = _write(tmp_path / "train.csv", "review,stars\nok,pos\nbad,neg\n")
     task = validate_custom_task({**GOOD, "train": str(train), "dev": str(tmp_path / "no.csv")})
-    with pytest.raises(CandidateError) as info:
+    with pytest.raises(GlueDataMissing) as info:
         load_examples(task, "dev")
     assert str(tmp_path / "no.csv") in str(info.value)
     assert "data.custom_task.dev" in str(info.value) and "on this worker" in str(info.value)
@@ -173,10 +175,13 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("missing", ["train", "dev"])
-def test_a_trainer_fails_a_missing_custom_file_as_the_candidates_error(
-    missing: str, tmp_path: Path
-) -> None:
+def test_a_custom_file_missing_here_is_this_workers_lack(missing: str, tmp_path: Path) -> None:
+    """A custom task's file this worker does not have is the machine's lack, as GLUE data it
+    lacks (another worker may have it on a shared folder): the runner hands the trial back
+    and skips the study, instead of failing the candidate for good (one worker without the
+    files failed a whole study's budget in a second beside a worker that had them)."""
     from archsearch.worker._bert_trainer import BertTrainer
+    from archsearch.worker._glue_dir import GlueDataMissing
 
     files = {
         split: _write(tmp_path / f"{split}.csv", "review,stars\nok,pos\nbad,neg\n")
@@ -190,7 +195,7 @@ def test_a_trainer_fails_a_missing_custom_file_as_the_candidates_error(
             "data": {"task": "reviews", "custom_task": custom},
         }
     )
-    with pytest.raises(CandidateError, match=f"gone-{missing}.csv not found"):
+    with pytest.raises(GlueDataMissing, match=f"gone-{missing}.csv not found on this worker"):
         BertTrainer().train(candidate, TrainContext())
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,11 @@ from archsearch.spaces import CustomTask
 from archsearch.spaces._custom_task import is_label_value, label_key, sorted_labels
 from archsearch.worker._custom_tables import table_records
 from archsearch.worker._example import GlueExample, finite_score, not_utf8
+
+log = logging.getLogger(__name__)
+
+#: A class with fewer training rows than this, and under 1% of them, is warned of.
+RARE_CLASS_ROWS = 5
 
 
 def resolve_custom_task(task: CustomTask) -> CustomTask:
@@ -43,7 +50,43 @@ def label_info(task: object) -> dict[str, str]:
     info = {"labels": ", ".join(task.labels)}
     if len(task.labels) == 2:
         info["f1_positive_label"] = task.labels[1]
+    if warning := rare_classes(task):
+        info["custom_task_warning"] = warning  # show: "custom_task: class 'x' has 1 of ..."
+        log.warning("data.custom_task: %s", warning)
     return info
+
+
+def rare_classes(task: CustomTask) -> str:
+    """What to say of classes with fewer than 5 training rows that are also under 1% of
+    them (the usual sign of misread rows: a text's separator taken for the label's), naming
+    where each first appears; "" when none is so rare or the file cannot be read."""
+    try:
+        rows = _read_custom_rows(task, "train")
+    except (OSError, ValueError):
+        return ""  # the data loading says why
+    first: dict[str, int] = {}
+    counts: Counter[str] = Counter()
+    for _, raw, line in rows:
+        counts[raw] += 1
+        first.setdefault(raw, line)
+    rare = [
+        label
+        for label in task._known_labels()
+        if counts[label] < min(RARE_CLASS_ROWS, 0.01 * len(rows))
+    ]
+    if not rare:
+        return ""
+    said = ", ".join(
+        f"{label!r} ({counts[label]} of them, line {first[label]})"
+        if label in first
+        else f"{label!r} (none)"
+        for label in rare
+    )
+    classes = "class" if len(rare) == 1 else "classes"
+    return (
+        f"rare {classes} among the {len(rows)} rows of {task.split_path('train')}: {said}; "
+        "a class this rare is often a misread row (a separator in an unquoted text)"
+    )
 
 
 def load_custom_split(task: CustomTask, split: str) -> list[GlueExample]:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from archsearch.spaces import validate_custom_task
-from archsearch.worker._custom_files import load_custom_split, resolve_custom_task
+from archsearch.worker._custom_files import label_info, load_custom_split, resolve_custom_task
 
 SPAM = {"name": "mail", "text_fields": ["text"], "label_field": "label"}
 
@@ -122,3 +122,21 @@ def test_a_column_the_task_does_not_read_may_be_named_twice(tmp_path: Path) -> N
     path = tmp_path / "notes.csv"
     path.write_text("note,text,note,label\nx,hello,y,ham\nx,buy,y,spam\n")
     assert _texts(path) == ["hello", "buy"]
+
+
+def test_a_class_of_few_rows_is_warned_of_in_the_trials_info(tmp_path: Path) -> None:
+    """A class of 1 row in 301 is the usual sign of a misread row (here a typo); a trial's
+    info says which and where, as the other data warnings, for show to list."""
+    path = tmp_path / "mail.csv"
+    rows = ["buy now,spam", "hello,ham"] * 150
+    path.write_text("text,label\n" + "\n".join([*rows[:7], "win cash,spma", *rows[7:]]) + "\n")
+    info = label_info(_task(path))
+    assert info["custom_task_warning"] == (
+        f"rare class among the 301 rows of {path}: 'spma' (1 of them, line 9); a class this "
+        "rare is often a misread row (a separator in an unquoted text)"
+    )
+    declared = _task(path, labels=["ham", "spam", "spma", "unseen"])
+    assert "rare classes among the 301 rows" in label_info(declared)["custom_task_warning"]
+    assert "'unseen' (none)" in label_info(declared)["custom_task_warning"]
+    path.write_text("text,label\n" + "\n".join([*rows[:20], "win cash,spma"]) + "\n")
+    assert "custom_task_warning" not in label_info(_task(path))  # 1 in 21: a small file

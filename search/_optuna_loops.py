@@ -82,8 +82,14 @@ def check_option_types(
     Raises:
         SpecError: naming ``loop_options.<key>`` and what it must be.
     """
+    if "seed" in options:  # the loop is built with the spec's seed: a second one collides
+        raise SpecError(
+            "loop_options.seed",
+            f"the {loop} loop's seed is not a loop option",
+            "the spec's top-level seed sets the sampler's seed: move it there",
+        )
     params = inspect.signature(target).parameters
-    settable = sorted(k for k in params if k not in ("self", "directions", *skip))
+    settable = sorted(k for k in params if k not in ("self", "directions", "seed", *skip))
     for key, value in options.items():
         if key not in params or key in skip:
             raise SpecError(

@@ -94,13 +94,15 @@ class BertModelFactory(ModelFactory):
         self, architecture: Mapping[str, Any], task: Task, tokenizer: Any
     ) -> BertForSequenceClassification:
         # transformers 5 types BertConfig's arguments and has no ``num_labels`` parameter: the
-        # head's width comes from id2label (which also puts the real label names in the config).
+        # head's width comes from id2label (which also puts the real label names in the config);
+        # label2id is not derived from it there, so a kept checkpoint would read it as None.
         label_names = task.labels if task.labels is not None else ("score",)
         config = BertConfig(
             vocab_size=len(tokenizer),
             pad_token_id=tokenizer.pad_token_id,
             max_position_embeddings=MAX_POSITIONS,
             id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
             problem_type="regression" if task.is_regression else "single_label_classification",
             num_hidden_layers=architecture["num_hidden_layers"],
             hidden_size=architecture["hidden_size"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -136,7 +137,8 @@ def train_task(
     info["dev_at_max_seq_length"] = f"{float(np.mean(at_max)) if len(at_max) else 0.0:.3f}"
     if loop.resumed_from is not None:
         info["resumed_from_step"] = str(loop.resumed_from)
-    if collapsed := _one_answer(predictions, task.is_regression, evaluator.primary.labels):
+    gold = evaluator.primary.labels
+    if collapsed := _one_answer(predictions, task.is_regression, gold, task.labels):
         info["collapsed_warning"] = collapsed  # show lists it among the workers' warnings
     return TaskOutcome(
         metrics,
@@ -205,11 +207,17 @@ def progress_artifact(trainer: str, candidate: Candidate, task_id: str) -> str:
     return f"progress-{trainer}-{candidate.fingerprint()}-{task}.pt"
 
 
-def _one_answer(predictions: np.ndarray, regression: bool, labels: Any = None) -> str:
+def _one_answer(
+    predictions: np.ndarray,
+    regression: bool,
+    labels: Any = None,
+    names: Sequence[str] | None = None,
+) -> str:
     """What to say of a model that gives every dev example the same answer (it learned
     nothing it uses: its score is the majority share, or no correlation), else "". A
     regressor's answers count as one when they spread over less than 1% of the gold scores'
-    range (an untrained head's outputs differ in the third decimal, never exactly)."""
+    range (an untrained head's outputs differ in the third decimal, never exactly). A class
+    is said by its name (``names``, the task's labels in index order) where it has one."""
     values = np.asarray(predictions, dtype=np.float64 if regression else None)
     if len(values) < 2:
         return ""
@@ -222,7 +230,9 @@ def _one_answer(predictions: np.ndarray, regression: bool, labels: Any = None) -
     else:
         if len(np.unique(values)) > 1:
             return ""
-        what = f"class {int(values[0])}"
+        index = int(values[0])
+        name = names[index] if names is not None and 0 <= index < len(names) else str(index)
+        what = f"class {index}" if name == str(index) else f"class {name!r}"
     return (
         f"every one of the {len(values)} dev examples got {what}: the model predicts one "
         "answer (more max_steps, another learning rate or a larger model may help)"

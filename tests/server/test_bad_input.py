@@ -190,6 +190,14 @@ LORA_STUDY = {"name": "x", "space": "lora", "trainer": "lora", "n_trials": 3}
             ),
             "loop_options.n_init: must be int, got '5'",
         ),
+        (  # not Python's "_random() got multiple values for argument 'seed'"
+            json.dumps(
+                {"name": "x", "space": "bert", "n_trials": 3, "loop": "random"}
+                | {"loop_options": {"seed": 1}}
+            ),
+            "loop_options.seed: the random loop's seed is not a loop option (the spec's "
+            "top-level seed sets the sampler's seed",
+        ),
         (
             json.dumps(
                 {"name": "x", "space": "bert", "n_trials": 3, "loop": "tpe"}

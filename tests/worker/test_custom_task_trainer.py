@@ -90,3 +90,33 @@ def test_a_worker_does_not_reuse_another_declarations_data(tmp_path: Path) -> No
         gold.append(list(trainer.last_labels))
         assert result.info["f1_positive_label"] == ("pos" if not declared else "neg")
     assert gold[0] == [1, 0] * 8 and gold[1] == [0, 1] * 8  # each study's own class order
+
+
+def test_a_kept_model_maps_the_users_labels_both_ways(tmp_path: Path) -> None:
+    """A kept checkpoint's config.label2id was None (transformers 5 derives it from id2label
+    no more), so ``label2id["spam"]`` failed in the user's own code."""
+    from transformers import AutoModelForSequenceClassification
+
+    from archsearch.spaces import validate_custom_task
+    from archsearch.worker._models import model_factory
+
+    class Tokenizer:
+        pad_token_id = 0
+
+        def __len__(self) -> int:
+            return 128
+
+    task = validate_custom_task(
+        {
+            "name": "mail",
+            "train": str(tmp_path / "train.csv"),
+            "dev": str(tmp_path / "dev.csv"),
+            "text_fields": ["text"],
+            "label_field": "label",
+            "labels": ["ham", "spam"],
+        }
+    )
+    model_factory("bert").build(TINY_BERT, task, Tokenizer()).save_pretrained(tmp_path / "kept")
+    config = AutoModelForSequenceClassification.from_pretrained(tmp_path / "kept").config
+    assert config.id2label == {0: "ham", 1: "spam"}
+    assert config.label2id == {"ham": 0, "spam": 1}

@@ -8,7 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from archsearch.server._errors import STOPPED_REASON
-from archsearch.server._format_notes import failure_reasons, printable, trial_warnings
+from archsearch.server._format_notes import (
+    dev_data_warning,
+    failure_reasons,
+    printable,
+    trial_warnings,
+)
 from archsearch.server._trainers import TrainerCatalogue
 from archsearch.server._trial_notes import is_prepared, rank_trials_of, trial_note
 from archsearch.spaces import SpecError
@@ -300,7 +305,10 @@ def format_study(study: pb.Study, trials: Sequence[pb.Trial], limit: int = 50) -
         out.append(f"  ({len(trials) - len(shown)} more trials not shown; --limit N or --json)")
     if reasons := failure_reasons(shown):
         out += ["", "why trials failed:", *reasons]
-    if warnings := trial_warnings(trials):  # every trial's, shown in the table or not
+    warnings = trial_warnings(trials)  # every trial's, shown in the table or not
+    if dev := dev_data_warning(trials):
+        warnings.insert(0, dev)
+    if warnings:
         out += ["", "warnings from the workers:", *warnings]
     if study.best_trials:
         label = "best trial" if len(study.objectives) == 1 else "Pareto front"

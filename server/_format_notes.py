@@ -4,8 +4,10 @@ terminal)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from archsearch.v1 import archsearch_pb2 as pb
 
@@ -41,6 +43,32 @@ WARNING_KEYS = {
         "`archsearch fetch` says where)"
     ),
 }
+
+
+def dev_data_warning(trials: Sequence[pb.Trial]) -> str:
+    """A line when a study's trials were scored on different dev data (their ``dev_hash``
+    differs at one ``max_seq_length``): a dev file edited during the study, or workers reading
+    different copies (a glue_data folder and the hub); "" when they agree."""
+    groups: dict[Any, dict[str, list[int]]] = {}
+    for t in trials:
+        digest = t.info.get("dev_hash")
+        if t.state != pb.COMPLETE or t.duplicate_of >= 0 or not digest:
+            continue
+        recipe = json.loads(t.candidate_json or "{}").get("recipe", {})
+        length = recipe.get("max_seq_length") if isinstance(recipe, dict) else None
+        groups.setdefault(length, {}).setdefault(digest, []).append(t.number)
+    split = [by_hash for by_hash in groups.values() if len(by_hash) > 1]
+    if not split:
+        return ""
+    sets = " vs ".join(
+        ", ".join(f"#{n}" for n in numbers[:4]) + (" ..." if len(numbers) > 4 else "")
+        for numbers in split[0].values()
+    )
+    return (
+        f"  trials were scored on different dev data ({sets}): a dev file changed during the "
+        "study, or workers read different copies (each trial's data_source says which); their "
+        "scores do not compare"
+    )
 
 
 def trial_warnings(trials: Sequence[pb.Trial]) -> list[str]:

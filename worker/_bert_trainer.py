@@ -56,7 +56,7 @@ from archsearch.worker._result_metrics import (
     plan_reports,
 )
 from archsearch.worker._result_metrics import metric_names as _metric_names
-from archsearch.worker._split_cache import SplitEncoder, data_hash
+from archsearch.worker._split_cache import SplitEncoder, data_hash, dev_hash
 from archsearch.worker._student_hooks import flexibert_hooks, needs_teacher, teacher_hooks
 from archsearch.worker._task_info import Task
 from archsearch.worker._task_training import finished_tasks, train_tasks
@@ -264,6 +264,7 @@ class BertTrainer(DataStages, TeacherTraining, Trainer):
 
         info = {
             **provenance(plan.seed, data_hash(splits), device),
+            "dev_hash": dev_hash(splits),  # show warns when a study's trials differ in it
             "task": ",".join(outcomes),
             "data_source": "; ".join(
                 dict.fromkeys(self.data_source(t, data).describe() for t in plan.tasks)

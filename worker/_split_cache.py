@@ -240,6 +240,12 @@ def data_hash(splits: Mapping[str, Mapping[str, EncodedSplit]]) -> str:
     return f"sha256:{h.hexdigest()[:16]}"
 
 
+def dev_hash(splits: Mapping[str, Mapping[str, EncodedSplit]]) -> str:
+    """:func:`data_hash` of the splits a trial is scored on (every split but ``train``): one
+    study's trials share it unless a dev file changed or workers read different copies."""
+    return data_hash({t: {s: e for s, e in by.items() if s != "train"} for t, by in splits.items()})
+
+
 def _file_stamps(selection: Mapping[str, Any] | None) -> list[list[Any]]:
     """Each text file a selection's pool or target names, with its size and modification
     time (None when it cannot be read: reading it says why)."""

@@ -82,6 +82,7 @@ def test_trains_reports_and_scores(trainer: BertTrainer) -> None:
         "device_name",
         "seed",
         "data_hash",
+        "dev_hash",  # of the dev data alone: show compares a study's
         "task",
         "torch_version",
         "transformers_version",

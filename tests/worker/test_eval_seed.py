@@ -51,3 +51,24 @@ def test_a_launch_pins_the_eval_seed_and_a_stored_spec_keeps_its_meaning() -> No
         SearchSpec.from_dict(
             _spec({"task": "sst2", "eval_subset": 64}, data_space={"eval_seed": [0, 1]})
         )
+
+
+def test_the_dev_hash_follows_the_dev_data_only() -> None:
+    """A trial's ``dev_hash`` info (``show`` compares a study's): the same for any training
+    subset or seed, another for another dev sample."""
+    from archsearch.worker._split_cache import dev_hash
+
+    trainer = BertTrainer()
+
+    def splits(seed: int, train: int, data: dict) -> dict:
+        recipe = {**LENGTH, "seed": seed}
+        return {
+            "sst2": {
+                "train": trainer.encode("sst2", "train", train, recipe, data),
+                "dev": trainer.encode("sst2", "dev", 64, recipe, data),
+            }
+        }
+
+    pinned = {"eval_seed": 0}
+    assert dev_hash(splits(0, 64, pinned)) == dev_hash(splits(1, 128, pinned))
+    assert dev_hash(splits(0, 64, pinned)) != dev_hash(splits(0, 64, {"eval_seed": 1}))

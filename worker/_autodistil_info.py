@@ -16,6 +16,8 @@ from archsearch.worker._bert_info import BERT_TRAINER_INFO
 
 #: Job kinds of the autodistil trainer (``Candidate.kind``).
 AUTODISTIL_KINDS = ("supernet", "rank", "train")
+#: The fine-tuned classifier's measured costs a trained student reports beside the cost model's.
+CLASSIFIER_COSTS = ("classifier_params", "classifier_flops")
 
 AUTODISTIL_TRAINER_INFO = TrainerInfo(
     name="autodistil",
@@ -27,8 +29,10 @@ AUTODISTIL_TRAINER_INFO = TrainerInfo(
     spaces=("autodistil",),
     # reported by supernet jobs (relation_loss) and, per student, by rank jobs (@<key>)
     metrics=("relation_loss", "teacher_relation_loss"),
-    cost_metrics=BERT_TRAINER_INFO.cost_metrics,
-    multi_task_metrics=BERT_TRAINER_INFO.multi_task_metrics,
+    # a trained student's params/flops are the shared cost model's (as its proxy row's); the
+    # fine-tuned classifier's own (its head included) are classifier_params/classifier_flops
+    cost_metrics=(*BERT_TRAINER_INFO.cost_metrics, *CLASSIFIER_COSTS),
+    multi_task_metrics=(*BERT_TRAINER_INFO.multi_task_metrics, *CLASSIFIER_COSTS),
     multi_task=True,
     labelled_metrics=True,
 )

@@ -11,7 +11,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from archsearch.server import _dashboard_attrs as dashboard
-from archsearch.server import _storage
+from archsearch.server import _trial_writes
 from archsearch.server._artifacts import GraphArtifacts
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import LiveTrial, Prepared, StudyHandle
@@ -144,14 +144,14 @@ class CandidateStore:
                     frozen.state, frozen.values = ended, list(earlier[1]) or None
                     frozen.datetime_complete = datetime.datetime.now()
                     frozen.intermediate_values = dict(curve)
-                written = self.writer.submit(_storage.insert_trial_op(h.study_id, frozen))
+                written = self.writer.submit(_trial_writes.insert_trial_op(h.study_id, frozen))
                 written.add_done_callback(self._on_inserted(h.study_id, tid))
             elif earlier is not None:
                 written = self.writer.submit(
-                    _storage.finish_op(tid, ended, earlier[1] or None, user, curve=curve)
+                    _trial_writes.finish_op(tid, ended, earlier[1] or None, user, curve=curve)
                 )
             else:
-                written = self.writer.submit(_storage.attrs_op(tid, user=user))
+                written = self.writer.submit(_trial_writes.attrs_op(tid, user=user))
         if self.artifacts is not None and earlier is None and written is not None:
             written.add_done_callback(self._draw_when_stored(h, tid, asked.number, arch))
         live = LiveTrial(tid, asked.number, candidate, attempt, fp=fp)

@@ -24,7 +24,7 @@ from archsearch.server._index import (
     StudySnapshot,
 )
 from archsearch.server._rank_trials import RANK_OF_ATTR, RANK_PARAM
-from archsearch.server._storage import PROGRESS_STEP_ATTR, PROGRESS_VALUE_ATTR
+from archsearch.server._trial_writes import PROGRESS_STEP_ATTR, PROGRESS_VALUE_ATTR
 from archsearch.v1 import archsearch_pb2 as pb
 
 TRIAL_STATE_TO_PB = {

@@ -26,7 +26,7 @@ from typing import Generic, NoReturn, TypeVar
 
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.server import _storage
+from archsearch.server import _trial_writes
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._errors import FailedPrecondition, NotFound
 from archsearch.server._index import LEASE_ATTR, LiveTrial, StudyHandle
@@ -165,7 +165,7 @@ class LeaseTable:
         live.lease_id = f"{h.study_id}.{tid}.{secrets.token_hex(12)}"
         self._remember(live.lease_id, worker_id)
         written = self.writer.submit(
-            _storage.lease_op(
+            _trial_writes.lease_op(
                 tid,
                 user={
                     "worker": worker_id,
@@ -186,7 +186,7 @@ class LeaseTable:
             The queued write, urgent so that a later grant's write comes after it.
         """
         undone = self.writer.submit(
-            _storage.unlease_op(live.trial_id, {LEASE_ATTR: ""}), urgent=True
+            _trial_writes.unlease_op(live.trial_id, {LEASE_ATTR: ""}), urgent=True
         )
         self.forget(live.lease_id)
         live.lease_id = ""
@@ -255,7 +255,7 @@ class LeaseTable:
         """
         lease: Resolved[None]
         with self.resolve(lease_id) as lease:  # refuses a lease that is not live
-            written = self.writer.submit(_storage.heartbeat_op(lease.trial_id))
+            written = self.writer.submit(_trial_writes.heartbeat_op(lease.trial_id))
         written.result()
         return self.deadline()
 

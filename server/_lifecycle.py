@@ -15,7 +15,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from archsearch.server import _storage
+from archsearch.server import _storage, _trial_writes
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import (
     COMPLETED,
@@ -114,10 +114,10 @@ class StudyLifecycle:
     ) -> None:
         """Fails a trial no worker holds, with its reason, in one write (nothing when it is no
         longer in the ``expected`` state)."""
-        op = _storage.finish_op(
+        op = _trial_writes.finish_op(
             tid, TrialState.FAIL, None, {"fail_reason": reason}, expected=expected
         )
-        with contextlib.suppress(_storage.TrialNotRunning):
+        with contextlib.suppress(_trial_writes.TrialNotRunning):
             self.writer.run(op)
 
     def finish(
@@ -132,11 +132,11 @@ class StudyLifecycle:
         ``user`` attributes are stored with the state, in one write.
 
         Raises:
-            _storage.TrialNotRunning: the trial is finished already; nothing changed.
+            _trial_writes.TrialNotRunning: the trial is finished already; nothing changed.
         """
         self.after_trial_hook(h, tid, state, values)
         if user:
-            self.writer.run(_storage.finish_op(tid, state, values, user))
+            self.writer.run(_trial_writes.finish_op(tid, state, values, user))
         else:
             self.storage.set_trial_state_values(tid, state, values)
 

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.search import should_prune
 from archsearch.server import _dashboard_attrs as dashboard
-from archsearch.server import _storage
+from archsearch.server import _trial_writes
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._derived_trials import completion_extras
 from archsearch.server._errors import AlreadyExists, FailedPrecondition, InvalidArgument
@@ -102,14 +102,14 @@ class TrialOutcomes:
             # (an AutoDistil supernet's distillation loss) keeps its latest report as progress
             # attributes, which neither the pruner nor the dashboard's curve plot reads.
             job = live.candidate.kind != "train"
-            op = _storage.progress_op if job else _storage.intermediate_op
+            op = _trial_writes.progress_op if job else _trial_writes.intermediate_op
             # Value and heartbeat in one queued write, committed without the study lock: held
             # across two transactions of their own (and SQLite's busy waits), it stalled every
             # acquire and completion of the study (the soak's profile, issue 16).
             written = self.writer.submit(op(tid, step, float(value)))
         try:
             written.result()
-        except _storage.TrialNotRunning as e:
+        except _trial_writes.TrialNotRunning as e:
             raise FailedPrecondition(
                 f"trial {live.number} of {h.spec.name} is already {e.state}; stop working on it"
             ) from e
@@ -179,7 +179,7 @@ class TrialOutcomes:
             user.update(extras.user_attrs)
             # Metrics, values and state in one queued write; the lock is not held while it
             # commits, and a repeated report meanwhile waits for it (``LeaseTable.resolve``).
-            finish = _storage.finish_op(tid, TrialState.COMPLETE, values, user)
+            finish = _trial_writes.finish_op(tid, TrialState.COMPLETE, values, user)
             if extras.trials:
                 finish = finish_with_ranks_op(finish, h.study_id, extras.trials)
             written: Future[Any] = self.writer.submit(finish)
@@ -232,7 +232,7 @@ class TrialOutcomes:
             if released:  # not the candidate's failure: counted apart (``handed_back``)
                 ended[HANDED_BACK_ATTR] = True
             written: Future[Any] = self.writer.submit(
-                _storage.finish_op(tid, TrialState.FAIL, None, ended)
+                _trial_writes.finish_op(tid, TrialState.FAIL, None, ended)
             )
             settled: Future[None] = Future()
             idx.live.pop(tid, None)
@@ -273,7 +273,7 @@ class TrialOutcomes:
         idx = h.index
         try:
             written.result()
-        except _storage.TrialNotRunning as e:
+        except _trial_writes.TrialNotRunning as e:
             with h.lock:
                 idx.finishing.pop(tid, None)
             raise FailedPrecondition(

@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import TrialState
 
 from archsearch.search import NoSuggestion
-from archsearch.server import _storage
+from archsearch.server import _trial_writes
 from archsearch.server._artifacts import GraphArtifacts
 from archsearch.server._candidate_store import MIN_REPEAT_STREAK, CandidateStore
 from archsearch.server._deferred_storage import DeferredTrialStorage
@@ -233,7 +233,7 @@ class CandidatePool:
             live = None
         elif live is not None and prepared.stored is not None:
             stored = prepared.stored.result()
-            if isinstance(stored, _storage.StoredTrial):  # an inserted provisional trial
+            if isinstance(stored, _trial_writes.StoredTrial):  # an inserted provisional trial
                 live = dataclasses.replace(live, trial_id=stored.trial_id, number=stored.number)
         with h.lock:
             idx.preparing -= 1

@@ -41,7 +41,7 @@ import sqlalchemy
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.server import _storage
+from archsearch.server import _trial_writes
 from archsearch.server._dashboard_attrs import completion_attrs
 from archsearch.server._errors import InvalidArgument
 from archsearch.server._objectives import objective_values
@@ -223,14 +223,14 @@ def finish_with_ranks_op(
     finish: Callable[[sqlalchemy.Connection], None],
     study_id: int,
     ranks: Sequence[FrozenTrial],
-) -> Callable[[sqlalchemy.Connection], list[_storage.StoredTrial]]:
+) -> Callable[[sqlalchemy.Connection], list[_trial_writes.StoredTrial]]:
     """Operation: a job's ``finish`` write and the insert of the trials it adds (DyLoRA's
     ranks, AutoDistil's students), in one transaction: a job is never COMPLETE without them,
     so a restart never has any to re-record, and a repeated completion report (answered from
     the stored trial) never records them twice."""
-    inserts = [_storage.insert_trial_op(study_id, t) for t in ranks]
+    inserts = [_trial_writes.insert_trial_op(study_id, t) for t in ranks]
 
-    def op(conn: sqlalchemy.Connection) -> list[_storage.StoredTrial]:
+    def op(conn: sqlalchemy.Connection) -> list[_trial_writes.StoredTrial]:
         finish(conn)
         return [insert(conn) for insert in inserts]
 

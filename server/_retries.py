@@ -21,7 +21,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server import _dashboard_attrs as dashboard
-from archsearch.server import _storage
+from archsearch.server import _storage, _trial_writes
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import (
     FAILURES_ATTR,
@@ -114,7 +114,9 @@ class Retries:
             )
             h.index.unretried.add(failed.number)
             self.writer.submit(
-                _storage.attrs_op(_storage.trial_id_of(failed), system={RETRY_ON_RESUME_ATTR: True})
+                _trial_writes.attrs_op(
+                    _storage.trial_id_of(failed), system={RETRY_ON_RESUME_ATTR: True}
+                )
             )
             return False
         if failures > h.spec.max_retries:
@@ -166,7 +168,7 @@ class Retries:
             return
         reason = self.leases.expiry_reason()
         self.writer.run(
-            _storage.attrs_op(_storage.trial_id_of(trial), user={"fail_reason": reason})
+            _trial_writes.attrs_op(_storage.trial_id_of(trial), user={"fail_reason": reason})
         )
         with h.lock:
             h.index.live.pop(_storage.trial_id_of(trial), None)
@@ -222,7 +224,7 @@ class Retries:
                 continue  # not a lease of this server's index (finishing, or unknown)
             try:
                 self.lifecycle.finish(h, tid, TrialState.FAIL, None, {"fail_reason": reason})
-            except _storage.TrialNotRunning:
+            except _trial_writes.TrialNotRunning:
                 continue
             h.index.live.pop(tid, None)
             self.requeue(h, self.storage.get_trial(tid), reason, count=True)

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from optuna.trial import TrialState
 
-from archsearch.server import _storage
+from archsearch.server import _trial_writes
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._index import StudyHandle, WorkerInfo
 from archsearch.server._leases import LeaseTable
@@ -221,7 +221,7 @@ def requeue_leases_of(worker_id: str, m: _Collaborators) -> list[str]:
                     continue  # finished, expired or given up meanwhile
                 try:
                     m.lifecycle.finish(h, tid, TrialState.FAIL, None, {"fail_reason": reason})
-                except _storage.TrialNotRunning:
+                except _trial_writes.TrialNotRunning:
                     continue
                 h.index.live.pop(tid, None)
                 m.leases.forget(lease_id)

@@ -13,7 +13,7 @@ from _autodistil import needs_autodistil_trainer
 from _procs import Proc, ServerProc, hand_back_when, launch, load_trials, pod_worker, wait_study
 from optuna.trial import TrialState
 
-from archsearch.server._storage import PROGRESS_STEP_ATTR
+from archsearch.server._trial_writes import PROGRESS_STEP_ATTR
 from archsearch.server.client import SearchClient
 
 STEPS = 60  # reported every 3 steps

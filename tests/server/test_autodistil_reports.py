@@ -14,8 +14,8 @@ from optuna.trial import TrialState
 
 from archsearch.server._index import COMPLETED_REASON_ATTR
 from archsearch.server._spec import SearchSpec
-from archsearch.server._storage import PROGRESS_STEP_ATTR, PROGRESS_VALUE_ATTR
 from archsearch.server._studies import StudyManager
+from archsearch.server._trial_writes import PROGRESS_STEP_ATTR, PROGRESS_VALUE_ATTR
 
 PRUNER = {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0}
 

@@ -17,7 +17,7 @@ import pytest
 from _procs import table_spec
 from optuna.trial import TrialState
 
-from archsearch.server import _storage
+from archsearch.server import _storage, _trial_writes
 from archsearch.server._errors import FailedPrecondition
 from archsearch.server._leases import parse_lease_id
 from archsearch.server._spec import SearchSpec
@@ -85,14 +85,14 @@ def test_a_heartbeat_the_reaper_races_is_refused_or_keeps_its_trial(
     assert g is not None
     wait_stale(m, "h", g.lease_id)  # the reaper would fail it now
     checked, reaped = threading.Event(), threading.Event()
-    real = _storage.heartbeat_op
+    real = _trial_writes.heartbeat_op
 
     def between_check_and_write(tid: int) -> Any:
         checked.set()
         reaped.wait(1.0)  # the reaper runs here when it can (it cannot while h.lock is held)
         return real(tid)
 
-    monkeypatch.setattr(_storage, "heartbeat_op", between_check_and_write)
+    monkeypatch.setattr(_trial_writes, "heartbeat_op", between_check_and_write)
     beat, answers = in_thread(lambda: m.heartbeat(g.lease_id))
     assert checked.wait(10)
 
@@ -221,7 +221,7 @@ def test_a_duplicate_completion_racing_the_first_gets_the_same_answer(
     g = m.acquire("w", TRAINERS)
     assert g is not None
     tid = parse_lease_id(g.lease_id)[1]
-    real_finish = _storage.finish_op
+    real_finish = _trial_writes.finish_op
 
     def slow_finish(*args: Any, **kw: Any) -> Any:
         op = real_finish(*args, **kw)
@@ -232,7 +232,7 @@ def test_a_duplicate_completion_racing_the_first_gets_the_same_answer(
 
         return slow
 
-    monkeypatch.setattr(_storage, "finish_op", slow_finish)
+    monkeypatch.setattr(_trial_writes, "finish_op", slow_finish)
     lock = PausingLock(h.lock, "twin", lambda: tid in h.index.finishing)
     monkeypatch.setattr(h, "lock", lock)
     report = {"accuracy": 0.5}

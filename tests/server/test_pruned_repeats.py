@@ -17,8 +17,8 @@ from archsearch.server._convert import study_to_pb, trial_to_pb
 from archsearch.server._database import open_storage
 from archsearch.server._format import format_study
 from archsearch.server._spec import SearchSpec
-from archsearch.server._storage import finish_op
 from archsearch.server._studies import StudyManager
+from archsearch.server._trial_writes import finish_op
 from archsearch.server._writer import StorageWriter
 from archsearch.spaces import bert_parameter_count
 from archsearch.v1 import archsearch_pb2 as pb

@@ -10,8 +10,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.server._convert import trial_to_pb
-from archsearch.server._storage import PROGRESS_STEP_ATTR, PROGRESS_VALUE_ATTR
 from archsearch.server._trial_notes import trial_note
+from archsearch.server._trial_writes import PROGRESS_STEP_ATTR, PROGRESS_VALUE_ATTR
 from archsearch.v1 import archsearch_pb2 as pb
 
 

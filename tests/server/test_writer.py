@@ -18,7 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.server._database import open_storage
 from archsearch.server._deferred_storage import DeferredTrialStorage
 from archsearch.server._spec import SearchSpec
-from archsearch.server._storage import (
+from archsearch.server._studies import LEASE_ATTR, StudyManager
+from archsearch.server._trial_writes import (
     TrialNotRunning,
     finish_op,
     heartbeat_op,
@@ -26,7 +27,6 @@ from archsearch.server._storage import (
     intermediate_op,
     lease_op,
 )
-from archsearch.server._studies import LEASE_ATTR, StudyManager
 from archsearch.server._writer import StorageWriter, WriterClosed
 from archsearch.spaces import load_table
 

@@ -169,10 +169,21 @@ def _summary(got: Fetched) -> str:
             )
         elif (folder / "config.json").is_file():
             lines.append(
-                f"  {where}a transformers classifier: load it with "
+                f"  {where}a transformers {_head_kind(folder)}: load it with "
                 "AutoModelForSequenceClassification.from_pretrained(folder)"
             )
     return "\n".join(lines)
+
+
+def _head_kind(folder: Path) -> str:
+    """"regression model" for a checkpoint whose config says so (STS-B, a custom regression
+    task: one output, scores not classes), else "classifier"."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return "classifier"
+    regression = isinstance(config, dict) and config.get("problem_type") == "regression"
+    return "regression model" if regression else "classifier"
 
 
 def _adapter_kind(folder: Path) -> str:

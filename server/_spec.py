@@ -219,7 +219,8 @@ class SearchSpec:
             check_selection_targets(data, data_space)
             check_curriculum_effect(data)
 
-        objectives = parse_objectives(obj.get("objectives", default_objectives(data)))
+        given = obj["objectives"] if "objectives" in obj else default_objectives(data)
+        objectives = parse_objectives(given)
 
         trainer = obj.get("trainer", "bert")
         if not isinstance(trainer, str):

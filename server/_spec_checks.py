@@ -342,4 +342,12 @@ def default_objectives(data: dict[str, Any]) -> list[dict[str, str]]:
             metric = "pearson" if custom.is_regression else "accuracy"
     elif len(tasks) > 1 and all(t in GLUE_TASKS for t in tasks):
         metric = "glue_avg"
+    elif len(tasks) > 1:  # a custom task among them: the GLUE average leaves it out
+        examples = " or ".join(f"--objective {t}.<metric>:max" for t in tasks[:2])
+        raise SpecError(
+            "objectives",
+            f"missing: a study of tasks {tasks} (not all GLUE tasks) has no default objective "
+            "(the GLUE average leaves a custom task out)",
+            f"name one, e.g. {examples} (each task's metrics are '<task>.<metric>')",
+        )
     return [{"metric": metric, "direction": "maximize"}]

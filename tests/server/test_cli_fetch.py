@@ -388,3 +388,13 @@ def test_a_table_trial_says_there_is_no_model_to_fetch() -> None:
     assert "keep_checkpoint" not in said
     # the server's own architecture picture is no file of the trainer's
     assert nothing_kept(trial, 3, [trial], ["trial-3-architecture.png"]) == said
+
+
+def test_a_regression_checkpoint_is_not_called_a_classifier(tmp_path: Path) -> None:
+    """STS-B or a custom regression task: one output, scores not classes."""
+    from archsearch.server._cli_fetch import _head_kind
+
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "problem_type": "regression"}')
+    assert _head_kind(tmp_path) == "regression model"
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    assert _head_kind(tmp_path) == "classifier"

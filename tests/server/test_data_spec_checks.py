@@ -110,6 +110,17 @@ def test_a_custom_task_the_task_list_leaves_out_is_refused() -> None:
     assert named.data["task"] == "reviews"
 
 
+def test_a_custom_task_beside_glue_tasks_needs_an_objective_named() -> None:
+    """The GLUE average leaves a custom task out, so such a study has no default objective:
+    it was refused naming 'accuracy', an objective the user never wrote."""
+    mixed = {**BERT, "tasks": ["reviews", "wnli"], "data": {"custom_task": CUSTOM}}
+    e = refused(mixed)
+    assert e.field == "objectives" and "has no default objective" in str(e)
+    assert "--objective reviews.<metric>:max or --objective wnli.<metric>:max" in str(e)
+    named = SearchSpec.from_dict({**mixed, "objectives": ["reviews.accuracy:max"]})
+    assert [o.metric for o in named.objectives] == ["reviews.accuracy"]
+
+
 TABLE_SPEC: dict[str, Any] = {
     "name": "t",
     "space": "flexibert-small",

@@ -17,6 +17,7 @@ from archsearch.server._cli_common import (
     json_text,
     worker_flags,
 )
+from archsearch.server._cli_custom_check import custom_task_problem
 from archsearch.server._cli_spec import build_spec, check_here, method_hint
 
 
@@ -43,6 +44,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
             raise CliError(
                 f"launch needs {flag} (or {key!r} in --spec FILE), for example {example}"
             )
+    if problem := custom_task_problem(spec):  # the files, where they are here
+        raise CliError(
+            f"invalid search spec: data.custom_task: {problem} (read here; every worker reads "
+            "the same files)",
+            EXIT_BAD_INPUT,
+        )
     # The server validates the spec (with the trainers its workers offer, plugins too). It has
     # the search libraries loaded: building a BOSHNAS or GP loop here to check it cost the
     # command 4-7 s of imports. Only a server that cannot be reached has it checked here.

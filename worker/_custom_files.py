@@ -26,6 +26,7 @@ class CustomFileMissing(GlueDataMissing):
     does not have (another worker may have the file), so the trial is handed back and the
     worker skips the study for a while (``_data_skips``) instead of failing the candidate."""
 
+
 log = logging.getLogger(__name__)
 
 #: A class with fewer training rows than this, and under 1% of them, is warned of.

@@ -21,6 +21,21 @@ TINY_BERT = {
 }
 
 #: Vocabulary and positions of the FlexiBERT test models.
+#: A bert study over two candidates and two objectives: a loop proposes the same two again
+#: and again (a third never comes: repeats do).
+TWO_CANDIDATES: dict[str, Any] = {
+    "name": "tiny",
+    "space": "bert",
+    "loop": "random",
+    "n_trials": 3,
+    "space_options": {
+        "num_hidden_layers": [1],
+        "hidden_size": [32, 64],
+        "num_attention_heads": [2],
+        "intermediate_ratio": [2],
+    },
+    "objectives": ["accuracy:max", "params:min"],
+}
 VOCAB = 50
 POSITIONS = 32
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import optuna
+from _tiny import TWO_CANDIDATES
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, create_trial
 
@@ -90,21 +91,7 @@ def test_show_lists_each_result_of_a_small_space_once(tmp_path: Path) -> None:
     trials that trained them, not their repeats."""
     manager = StudyManager(f"sqlite:///{tmp_path / 's.db'}", lease_duration_s=30)
     try:
-        spec = SearchSpec.from_dict(
-            {
-                "name": "tiny",
-                "space": "bert",
-                "loop": "random",
-                "n_trials": 3,  # a third candidate never comes: repeats do
-                "space_options": {
-                    "num_hidden_layers": [1],
-                    "hidden_size": [32, 64],
-                    "num_attention_heads": [2],
-                    "intermediate_ratio": [2],
-                },
-                "objectives": ["accuracy:max", "params:min"],
-            }
-        )
+        spec = SearchSpec.from_dict(TWO_CANDIDATES)
         h = manager.launch(spec)
         trained: list[int] = []
         while len(trained) < 2:

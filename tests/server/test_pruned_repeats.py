@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import optuna
+from _tiny import TWO_CANDIDATES
 from optuna.trial import TrialState
 
 from archsearch.server._convert import study_to_pb, trial_to_pb
@@ -23,18 +24,9 @@ from archsearch.server._writer import StorageWriter
 from archsearch.spaces import bert_parameter_count
 from archsearch.v1 import archsearch_pb2 as pb
 
-TWO_CANDIDATES = {
+PRUNED_TWO = {
+    **TWO_CANDIDATES,
     "name": "p",
-    "space": "bert",
-    "loop": "random",
-    "n_trials": 3,  # a third candidate never comes: repeats do
-    "space_options": {
-        "num_hidden_layers": [1],
-        "hidden_size": [32, 64],
-        "num_attention_heads": [2],
-        "intermediate_ratio": [2],
-    },
-    "objectives": ["accuracy:max", "params:min"],
     "pruner": {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
     "recipe": {"max_steps": 4, "eval_every": 2},
 }
@@ -49,7 +41,7 @@ def test_a_repeat_of_a_pruned_candidate_carries_its_curve(tmp_path: Path) -> Non
     url = f"sqlite:///{tmp_path / 's.db'}"
     manager = StudyManager(url, lease_duration_s=30)
     try:
-        h = manager.launch(SearchSpec.from_dict(TWO_CANDIDATES))
+        h = manager.launch(SearchSpec.from_dict(PRUNED_TWO))
         first = manager.acquire("w", ("bert",))
         assert first is not None
         for step, value in ((2, 0.5), (4, 0.9)):
